@@ -1,0 +1,60 @@
+/* tokenizer: text ↔ token ids from GGUF tokenizer metadata — byte-level BPE (gpt2 family with
+ * the pre-tokenizer regexes of the common `pre` types, via PCRE2) and SentencePiece (llama
+ * model: scores, byte fallback, ▁). Special tokens in text are parsed when allowed. Immutable
+ * after load, so one tokenizer serves many threads. */
+#ifndef TERN_TOKENIZER_H
+#define TERN_TOKENIZER_H
+#include <stddef.h>
+#include <stdint.h>
+#include "core/gguf.h"
+
+typedef struct tokenizer tokenizer_t;
+
+int tokenizer_load(tokenizer_t **out, const gguf_t *g, char *err, size_t errlen);
+void tokenizer_destroy(tokenizer_t **t);
+
+int tokenizer_n_vocab(const tokenizer_t *t);
+int tokenizer_bos(const tokenizer_t *t);     /* -1 when none */
+int tokenizer_eos(const tokenizer_t *t);
+int tokenizer_eot(const tokenizer_t *t);     /* <|eot_id|> / <|im_end|>, or -1 */
+int tokenizer_add_bos(const tokenizer_t *t); /* tokenizer.ggml.add_bos_token (default per model type) */
+int tokenizer_is_eog(const tokenizer_t *t, int id);  /* end of generation: eos, eot, ... */
+
+/* Tokenizes text[0..len). add_bos: prepend BOS when the vocab has one (caller decides, usually
+ * tokenizer_add_bos()). parse_special: recognise <|...|> control tokens in text.
+ * Writes at most cap ids; returns the total count needed (may exceed cap) or <0 on error. */
+int tokenizer_encode(const tokenizer_t *t, const char *text, size_t len, int add_bos, int parse_special,
+                     int32_t *ids, int cap);
+/* The bytes of one token as they contribute to the text (byte tokens decoded, ▁ → space,
+ * byte-level BPE unicode mapped back to bytes). Control tokens give "" unless render_special.
+ * Returns the byte count (may exceed cap: then nothing useful was written) or <0 for a bad id. */
+int tokenizer_piece(const tokenizer_t *t, int id, int render_special, char *buf, int cap);
+/* The raw vocabulary string of a token (as stored), NUL-terminated copy; for `tern tokenize`. */
+int tokenizer_token_text(const tokenizer_t *t, int id, char *buf, int cap);
+int tokenizer_find(const tokenizer_t *t, const char *token_text);   /* id or -1 */
+
+/* Whole-sequence decode (handles SPM's leading-space rule). Returns bytes needed. */
+int tokenizer_decode(const tokenizer_t *t, const int32_t *ids, int n, int render_special, char *buf, int cap);
+
+/* Incremental detokenizer for streaming: feed ids, get out only complete UTF-8 characters;
+ * bytes of a split character are held until it completes (flush at the end). */
+typedef struct detok {
+    const tokenizer_t *t;
+    char pending[8];
+    int npending;
+    int first;          /* for SPM: strip the leading space of the first piece */
+    int render_special;
+} detok_t;
+void detok_init(detok_t *d, const tokenizer_t *t, int render_special);
+/* appends the printable bytes for token id to out (cap); returns bytes written (<= cap) */
+int detok_feed(detok_t *d, int id, char *out, int cap);
+int detok_flush(detok_t *d, char *out, int cap);
+
+/* chat templates: formats messages with the model's template (tokenizer.chat_template matched
+ * to a known family: llama3, bitnet (2B-4T "User: ...<|eot_id|>Assistant: "), falcon3, chatml,
+ * llama2) and appends the assistant prefix. Returns bytes needed or <0 when unknown. */
+typedef struct chat_msg { const char *role; const char *content; } chat_msg_t;
+int chat_apply(const tokenizer_t *t, const chat_msg_t *msgs, int n, char *out, int cap);
+const char *chat_template_name(const tokenizer_t *t);
+
+#endif

@@ -1,0 +1,77 @@
+/* dispatch: CPU detection and the TERN_ISA override. */
+#include "kernels/dispatch.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#if defined(__aarch64__) && defined(__linux__)
+#include <sys/auxv.h>
+#ifndef HWCAP_ASIMDDP
+#define HWCAP_ASIMDDP (1 << 20)
+#endif
+#endif
+
+static int g_isa = -1;
+
+int isa_supported(int isa) {
+    switch (isa) {
+    case ISA_REF: return 1;
+#if defined(TERN_HAVE_X86)
+    case ISA_AVX2:
+        __builtin_cpu_init();
+        return !!__builtin_cpu_supports("avx2") && !!__builtin_cpu_supports("fma") &&
+               !!__builtin_cpu_supports("f16c");
+    case ISA_AVX512:
+        __builtin_cpu_init();
+        return isa_supported(ISA_AVX2) && !!__builtin_cpu_supports("avx512f") &&
+               !!__builtin_cpu_supports("avx512bw") && !!__builtin_cpu_supports("avx512vl") &&
+               !!__builtin_cpu_supports("avx512dq") && !!__builtin_cpu_supports("avx512vnni");
+#endif
+#if defined(TERN_HAVE_ARM)
+    case ISA_NEON: return 1;
+#endif
+    default: return 0;
+    }
+}
+
+int isa_has_neon_dotprod(void) {
+#if defined(__aarch64__) && defined(__linux__)
+    return !!(getauxval(AT_HWCAP) & HWCAP_ASIMDDP);
+#else
+    return 0;
+#endif
+}
+
+int isa_best(void) {
+    for (int i = ISA_COUNT - 1; i > 0; i--)
+        if (isa_supported(i)) return i;
+    return ISA_REF;
+}
+
+static const char *g_names[ISA_COUNT] = {"ref", "avx2", "avx512", "neon"};
+
+const char *isa_name(int isa) { return isa >= 0 && isa < ISA_COUNT ? g_names[isa] : "?"; }
+
+int isa_from_name(const char *s) {
+    for (int i = 0; i < ISA_COUNT; i++)
+        if (s && strcmp(s, g_names[i]) == 0) return i;
+    return -1;
+}
+
+int isa_current(void) {
+    if (g_isa >= 0) return g_isa;
+    int isa = isa_best();
+    const char *env = getenv("TERN_ISA");
+    if (env && *env) {
+        int want = isa_from_name(env);
+        if (want < 0 || !isa_supported(want))
+            fprintf(stderr, "tern: TERN_ISA=%s is not available on this CPU; using %s\n", env, isa_name(isa));
+        else
+            isa = want;
+    }
+    g_isa = isa;
+    return isa;
+}
+
+void isa_force(int isa) {
+    if (isa_supported(isa)) g_isa = isa;
+}

@@ -1,0 +1,37 @@
+/* ops: the float operations of a transformer block, f32 in and out. Each has a scalar form
+ * here; SIMD versions are dispatched inside where it pays. All are deterministic (fixed
+ * reduction order independent of threads). Not here: matmuls (mat.h, fmat.h). */
+#ifndef TERN_OPS_H
+#define TERN_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+
+/* y (n,) = x / sqrt(mean(x²) + eps) ⊙ w ; w may be NULL (no gain); y may alias x */
+void ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
+/* RoPE in place on x (n_heads, head_dim) at position pos, on the first rot_dim dims of each head.
+ * neox: pairs (i, i + rot_dim/2) (ggml NEOX: bitnet-b1.58); normal: pairs (2i, 2i+1) (ggml NORM:
+ * llama and bitnet archs, whose GGUF converters permute Q/K rows).
+ * theta_i = pos * base^(-2i/rot_dim); freq_factors (rot_dim/2,) divides theta_i when not NULL. */
+void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float base, int neox,
+              const float *freq_factors);
+void ops_softmax(float *x, int64_t n);                 /* in place, max-subtracted */
+void ops_silu_mul(float *g, const float *u, int64_t n);   /* g = silu(g) ⊙ u */
+void ops_relu2_mul(float *g, const float *u, int64_t n);  /* g = relu(g)² ⊙ u */
+void ops_add(float *y, const float *x, int64_t n);        /* y += x */
+void ops_scale(float *y, float s, int64_t n);             /* y *= s */
+
+/* KV cache element types */
+enum kv_type { KV_F32 = 0, KV_F16 = 1 };
+
+/* Attention of one query token (all heads) over positions [0, n_kv) of one layer's cache.
+ * q (n_heads, hd); k, v: (ctx, n_kv_heads, hd) of kv_type, position-major; head h uses kv head
+ * h / (n_heads / n_kv_heads) (GQA). out (n_heads, hd). scores: scratch of n_kv floats.
+ * Heads [h0, h1) only, so callers can split heads across threads. scale = 1/sqrt(hd). */
+void ops_attention(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
+                   int n_heads, int n_kv_heads, int hd, int h0, int h1, float scale, float *scores);
+
+/* f32 ↔ f16 row conversions (dispatched) */
+void ops_f32_to_f16(uint16_t *y, const float *x, int64_t n);
+void ops_f16_to_f32(float *y, const uint16_t *x, int64_t n);
+
+#endif
