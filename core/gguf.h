@@ -26,6 +26,7 @@ typedef struct gguf_kv {
     const void *data;      /* scalar: points at the value in the map; ARR: at the first element.
                               ARR of STR: use gguf_arr_str(); strings are length-prefixed in place */
     union { uint64_t u; int64_t i; double f; gguf_str_t s; } v; /* scalar value, widened */
+    uint64_t *arr_off;     /* ARR of STR: byte offset of element i from data (reader-owned) */
 } gguf_kv_t;
 
 typedef struct gguf_tensor {

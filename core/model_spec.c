@@ -196,7 +196,7 @@ int tensor_role_shape(const hparams_t *hp, int role, int64_t ne[2]) {
     ne[1] = 1;
     switch (role) {
     case TR_ATTN_NORM: case TR_FFN_NORM: ne[0] = hp->n_embd; return 1;
-    case TR_ATTN_SUB_NORM: ne[0] = hp->n_embd; return 1;
+    case TR_ATTN_SUB_NORM: ne[0] = q; return 1;
     case TR_FFN_SUB_NORM: ne[0] = hp->n_ff; return 1;
     case TR_ATTN_Q: ne[0] = hp->n_embd; ne[1] = q; return 2;
     case TR_ATTN_K: case TR_ATTN_V: ne[0] = hp->n_embd; ne[1] = kv; return 2;

@@ -1,0 +1,204 @@
+/* api: include/tern.h on top of the coordinator's parts — gguf + tokenizer + embedding on
+ * this side, a pipeline of stages (local, or workers of a cluster), and the scheduler. */
+#include "tern.h"
+#include "coordinator/cluster_client.h"
+#include "coordinator/embed.h"
+#include "coordinator/pipeline_local.h"
+#include "coordinator/sched.h"
+#include "coordinator/tokenizer.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "core/types.h"
+#include "kernels/ops.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct tern_model {
+    gguf_t *g;
+    tokenizer_t *tok;
+    embed_t emb;
+    tpool_t *tp;
+    pipeline_t *pl;
+    sched_t sched;
+    hparams_t hp;
+    int n_ctx;
+    double t_load;
+    char err[256];
+};
+
+void tern_params_default(tern_params *p) {
+    memset(p, 0, sizeof *p);
+    p->n_batch = 64;
+    p->n_seq = 1;
+    p->stages = 1;
+}
+
+void tern_sampling_default(tern_sampling *s) {
+    sampler_params_t d;
+    sampler_params_default(&d);
+    s->temp = d.temp;
+    s->top_k = d.top_k;
+    s->top_p = d.top_p;
+    s->min_p = d.min_p;
+    s->repeat_penalty = d.repeat_penalty;
+    s->repeat_last_n = d.repeat_last_n;
+    s->seed = d.seed;
+}
+
+const char *tern_last_error(const tern_model *m) { return m ? m->err : "no model"; }
+
+int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) {
+    *out = NULL;
+    double t0 = time_now();
+    if (!p->model) return err_set(err, errlen, TERN_EINVAL, "no model given (-m FILE)");
+    tern_model *m = calloc(1, sizeof *m);
+    if (!m) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    int rc = gguf_open(&m->g, p->model, err, errlen);
+    if (rc < 0) goto fail;
+    if ((rc = hparams_from_gguf(&m->hp, m->g, err, errlen)) < 0) goto fail;
+    if ((rc = tokenizer_load(&m->tok, m->g, err, errlen)) < 0) goto fail;
+    if ((rc = embed_init(&m->emb, m->g, err, errlen)) < 0) goto fail;
+    m->n_ctx = p->n_ctx > 0 ? p->n_ctx : (m->hp.n_ctx_train > 0 && m->hp.n_ctx_train < 4096 ? m->hp.n_ctx_train : 4096);
+    int threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    stage_cfg_t cfg;
+    stage_cfg_default(&cfg);
+    cfg.n_ctx = m->n_ctx;
+    cfg.n_seq = p->n_seq > 0 ? p->n_seq : 1;
+    cfg.n_batch = p->n_batch > 0 ? p->n_batch : 64;
+    cfg.kv_type = p->kv_f32 ? KV_F32 : KV_F16;
+    if (p->head_type) {
+        cfg.head_type = type_from_name(p->head_type);
+        if (cfg.head_type != TT_Q8_0 && cfg.head_type != TT_F16 && cfg.head_type != TT_F32) {
+            rc = err_set(err, errlen, TERN_EINVAL, "--head %s: expected f16, q8_0 or f32", p->head_type);
+            goto fail;
+        }
+    }
+    if (p->cluster || p->workers) {
+        rc = cluster_pipeline_new(&m->pl, m->g, p->model, p->cluster, p->workers, &cfg, threads, err, errlen);
+    } else {
+        if (!(m->tp = tpool_new(threads))) { rc = err_set(err, errlen, TERN_ENOMEM, "cannot start %d threads", threads); goto fail; }
+        rc = pipeline_local_new(&m->pl, m->g, &cfg, p->stages > 0 ? p->stages : 1, m->tp, err, errlen);
+    }
+    if (rc < 0) goto fail;
+    if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, cfg.n_batch, err, errlen)) < 0) goto fail;
+    m->t_load = time_now() - t0;
+    *out = m;
+    return 0;
+fail:
+    tern_free(&m);
+    return rc;
+}
+
+void tern_free(tern_model **pm) {
+    if (!pm || !*pm) return;
+    tern_model *m = *pm;
+    sched_free(&m->sched);
+    pipeline_destroy(&m->pl);
+    tpool_destroy(&m->tp);
+    tokenizer_destroy(&m->tok);
+    gguf_close(&m->g);
+    free(m);
+    *pm = NULL;
+}
+
+int tern_tokenize(tern_model *m, const char *text, int add_bos, int32_t *ids, int cap) {
+    return tokenizer_encode(m->tok, text, strlen(text), add_bos && tokenizer_add_bos(m->tok), 1, ids, cap);
+}
+
+typedef struct gen_ctx {
+    tern_model *m;
+    detok_t dt;
+    tern_token_cb cb;
+    void *user;
+    int stopped;
+} gen_ctx_t;
+
+static int on_token(void *user, int id, int32_t token, float logprob, int finish) {
+    gen_ctx_t *g = user;
+    (void)id;
+    (void)logprob;
+    char buf[256];
+    if (finish) {
+        int n = detok_flush(&g->dt, buf, sizeof buf);
+        if (n > 0 && g->cb) g->cb(g->user, buf, (size_t)n, -1);
+        return 0;
+    }
+    if (tokenizer_is_eog(g->m->tok, token)) return 1;
+    int n = detok_feed(&g->dt, token, buf, sizeof buf);
+    if (g->cb && g->cb(g->user, buf, (size_t)(n > 0 ? n : 0), token)) return 1;
+    return 0;
+}
+
+int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, const tern_sampling *s,
+                      tern_token_cb cb, void *user, tern_stats *stats) {
+    sampler_params_t sp;
+    tern_sampling def;
+    if (!s) { tern_sampling_default(&def); s = &def; }
+    sp.temp = s->temp;
+    sp.top_k = s->top_k;
+    sp.top_p = s->top_p;
+    sp.min_p = s->min_p;
+    sp.repeat_penalty = s->repeat_penalty;
+    sp.repeat_last_n = s->repeat_last_n;
+    sp.seed = s->seed;
+    if (n >= m->n_ctx) {
+        snprintf(m->err, sizeof m->err, "the prompt has %d tokens but the context holds %d (raise -c)", n, m->n_ctx);
+        return TERN_EINVAL;
+    }
+    if (n_predict < 0) n_predict = m->n_ctx - n;
+    if (n_predict == 0) return 0;
+    gen_ctx_t g = {m, {0}, cb, user, 0};
+    detok_init(&g.dt, m->tok, 0);
+    sched_t *sc = &m->sched;
+    sc->t_prefill = sc->t_decode = 0;
+    sc->n_prefill_tok = sc->n_decode_tok = 0;
+    int id = sched_add(sc, ids, n, n_predict, &sp, on_token, &g);
+    if (id < 0) {
+        snprintf(m->err, sizeof m->err, "cannot start the sequence: %s", tern_strerror(id));
+        return id;
+    }
+    int rc;
+    while ((rc = sched_step(sc)) > 0) {}
+    if (rc < 0) {
+        snprintf(m->err, sizeof m->err, "%s", sc->err);
+        return rc;
+    }
+    int n_gen = 0;
+    for (int i = 0; i < sc->n_seq; i++)
+        if (sc->seqs[i].id == id) n_gen = sc->seqs[i].n_gen;
+    if (stats) {
+        stats->t_load = m->t_load;
+        stats->t_prompt = sc->t_prefill;
+        stats->t_gen = sc->t_decode;
+        stats->n_prompt = n;
+        stats->n_gen = (int)sc->n_decode_tok;
+        stats->weight_bytes = m->pl->weight_bytes;
+    }
+    return n_gen;
+}
+
+int tern_generate(tern_model *m, const char *prompt, int n_predict, const tern_sampling *s, tern_token_cb cb,
+                  void *user, tern_stats *stats) {
+    int cap = m->n_ctx + 8;
+    int32_t *ids = malloc((size_t)cap * sizeof(int32_t));
+    if (!ids) return TERN_ENOMEM;
+    int n = tern_tokenize(m, prompt, 1, ids, cap);
+    int rc;
+    if (n < 0) {
+        snprintf(m->err, sizeof m->err, "cannot tokenize the prompt");
+        rc = n;
+    } else if (n == 0) {
+        snprintf(m->err, sizeof m->err, "the prompt is empty and the vocabulary has no BOS token");
+        rc = TERN_EINVAL;
+    } else if (n >= m->n_ctx) {
+        snprintf(m->err, sizeof m->err, "the prompt has %d tokens but the context holds %d (raise -c)", n, m->n_ctx);
+        rc = TERN_EINVAL;
+    } else {
+        rc = tern_generate_ids(m, ids, n, n_predict, s, cb, user, stats);
+    }
+    free(ids);
+    return rc;
+}

@@ -1,0 +1,53 @@
+/* cli_common: see cli_common.h. */
+#include "coordinator/cli_common.h"
+#include "core/err.h"
+#include <stdint.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+void cli_model_opts_default(cli_model_opts_t *o) {
+    memset(o, 0, sizeof *o);
+    tern_params_default(&o->p);
+    tern_sampling_default(&o->s);
+    o->p.n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
+    o->seed = -1;
+}
+
+int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int with_sampling) {
+    opt_t model[] = {
+        {"-m", "--model", OPT_STR, &o->p.model, "FILE", "model GGUF file", 0, 0},
+        {"-t", "--threads", OPT_INT, &o->p.n_threads, "N", "threads", 1, 1024},
+        {"-c", "--ctx-size", OPT_INT, &o->p.n_ctx, "N", "context size per sequence (0: model's, at most 4096)", 0, 1 << 20},
+        {"-b", "--batch-size", OPT_INT, &o->p.n_batch, "N", "tokens per forward step", 1, 8192},
+        {"-np", "--parallel", OPT_INT, &o->p.n_seq, "N", "concurrent sequences", 1, 1024},
+        {NULL, "--head", OPT_STR, &o->p.head_type, "TYPE", "convert the lm head at load: f16 | q8_0", 0, 0},
+        {NULL, "--kv-f32", OPT_FLAG, &o->p.kv_f32, NULL, "keep the KV cache in f32 (default f16)", 0, 0},
+        {NULL, "--cluster", OPT_STR, &o->p.cluster, "FILE", "run on the workers of a cluster YAML file", 0, 0},
+        {NULL, "--workers", OPT_STR, &o->p.workers, "LIST", "run on workers tcp://host:port,... (quick start)", 0, 0},
+        {NULL, "--stages", OPT_INT, &o->p.stages, "N", "split the model into N in-process stages (testing)", 1, 1024},
+    };
+    opt_t samp[] = {
+        {"-s", "--seed", OPT_INT, &o->seed, "N", "sampling seed (-1: random)", -1, 2147483647.0},
+        {NULL, "--temp", OPT_FLOAT, &o->s.temp, "T", "temperature (0: greedy)", 0, 100},
+        {NULL, "--top-k", OPT_INT, &o->s.top_k, "N", "top-k (0: off)", 0, 1 << 24},
+        {NULL, "--top-p", OPT_FLOAT, &o->s.top_p, "P", "top-p (1: off)", 0, 1},
+        {NULL, "--min-p", OPT_FLOAT, &o->s.min_p, "P", "min-p (0: off)", 0, 1},
+        {NULL, "--repeat-penalty", OPT_FLOAT, &o->s.repeat_penalty, "X", "repetition penalty (1: off)", 0, 100},
+        {NULL, "--repeat-last-n", OPT_INT, &o->s.repeat_last_n, "N", "tokens the penalty looks back", 0, 1024},
+    };
+    for (size_t i = 0; i < sizeof model / sizeof model[0] && n < cap - 1; i++) opts[n++] = model[i];
+    if (with_sampling)
+        for (size_t i = 0; i < sizeof samp / sizeof samp[0] && n < cap - 1; i++) opts[n++] = samp[i];
+    opt_t end = OPT_END;
+    opts[n] = end;
+    return n;
+}
+
+int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen) {
+    if (!o->p.model) return err_set(err, errlen, TERN_EINVAL, "no model given: use -m FILE");
+    if (access(o->p.model, R_OK) != 0) return err_set(err, errlen, TERN_ENOTFOUND, "cannot read model '%s'", o->p.model);
+    if (o->p.cluster && o->p.workers) return err_set(err, errlen, TERN_EINVAL, "use --cluster or --workers, not both");
+    o->s.seed = o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
+    return 0;
+}

@@ -1,0 +1,20 @@
+/* cli_common: the model and sampling flags shared by run, chat, serve, bench and perplexity,
+ * as option-table entries, so every subcommand spells them the same (llama.cpp's names). */
+#ifndef TERN_CLI_COMMON_H
+#define TERN_CLI_COMMON_H
+#include "core/opt.h"
+#include "tern.h"
+
+typedef struct cli_model_opts {
+    tern_params p;
+    tern_sampling s;
+    int seed;           /* -s; -1: random */
+} cli_model_opts_t;
+
+void cli_model_opts_default(cli_model_opts_t *o);
+/* appends the model + sampling options to opts (capacity cap); returns the new count */
+int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int with_sampling);
+/* validates the parsed values (file exists, ...); 0 or <0 with a one-line reason */
+int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen);
+
+#endif

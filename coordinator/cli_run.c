@@ -1,0 +1,86 @@
+/* cli_run: `tern run` — generate text from a prompt and stream it to stdout as it is made;
+ * a timing summary goes to stderr. Local by default; --cluster/--workers run the same
+ * generation on a cluster of workers. */
+#include "coordinator/cli_common.h"
+#include "core/err.h"
+#include "core/log.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static int print_piece(void *user, const char *piece, size_t len, int32_t token) {
+    (void)user;
+    (void)token;
+    if (len) {
+        fwrite(piece, 1, len, stdout);
+        fflush(stdout);
+    }
+    return 0;
+}
+
+static char *read_file(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { err_set(err, errlen, TERN_EIO, "cannot open prompt file '%s'", path); return NULL; }
+    fseek(f, 0, SEEK_END);
+    long n = ftell(f);
+    fseek(f, 0, SEEK_SET);
+    if (n < 0 || n > (64L << 20)) { fclose(f); err_set(err, errlen, TERN_EINVAL, "prompt file '%s' is too large", path); return NULL; }
+    char *buf = malloc((size_t)n + 1);
+    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
+    fclose(f);
+    if (!buf) { err_set(err, errlen, TERN_EIO, "cannot read prompt file '%s'", path); return NULL; }
+    buf[n] = 0;
+    return buf;
+}
+
+int cli_run(int argc, char **argv) {
+    log_set_role("C");
+    cli_model_opts_t mo;
+    cli_model_opts_default(&mo);
+    const char *prompt = NULL, *file = NULL;
+    int n_predict = 128, no_display = 0, summary = 1;
+    opt_t opts[48] = {
+        {"-p", "--prompt", OPT_STR, &prompt, "TEXT", "prompt", 0, 0},
+        {"-f", "--file", OPT_STR, &file, "FILE", "read the prompt from a file", 0, 0},
+        {"-n", "--n-predict", OPT_INT, &n_predict, "N", "tokens to generate", 0, 1 << 20},
+        {NULL, "--no-display-prompt", OPT_FLAG, &no_display, NULL, "do not echo the prompt", 0, 0},
+        {NULL, "--summary", OPT_FLAG, &summary, NULL, "timing summary on stderr (--summary=0 to hide)", 0, 0},
+    };
+    cli_model_opts_table(&mo, opts, 5, 48, 1);
+    char err[512], *pos[4];
+    int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
+    if (rc == 1) {
+        opt_help(stdout, "tern run -m MODEL (-p PROMPT | -f FILE) [-n N] [options]", opts);
+        return 0;
+    }
+    if (rc < 0 || (rc = cli_model_opts_check(&mo, err, sizeof err)) < 0) {
+        fprintf(stderr, "tern run: %s\n", err);
+        return 1;
+    }
+    if (prompt && file) { fprintf(stderr, "tern run: use -p or -f, not both\n"); return 1; }
+    char *text = NULL;
+    if (file && !(text = read_file(file, err, sizeof err))) { fprintf(stderr, "tern run: %s\n", err); return 1; }
+    const char *ptext = text ? text : prompt ? prompt : "";
+    tern_model *m;
+    if (tern_load(&m, &mo.p, err, sizeof err) < 0) {
+        fprintf(stderr, "tern run: %s\n", err);
+        free(text);
+        return 1;
+    }
+    if (!no_display) { fputs(ptext, stdout); fflush(stdout); }
+    tern_stats st = {0};
+    rc = tern_generate(m, ptext, n_predict, &mo.s, print_piece, NULL, &st);
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (rc < 0) fprintf(stderr, "tern run: %s\n", tern_last_error(m));
+    else if (summary) {
+        fprintf(stderr, "\nload time    = %9.2f ms\n", st.t_load * 1e3);
+        fprintf(stderr, "prompt eval  = %9.2f ms / %5d tokens (%8.2f tokens/s)\n", st.t_prompt * 1e3, st.n_prompt,
+                st.t_prompt > 0 ? st.n_prompt / st.t_prompt : 0);
+        fprintf(stderr, "eval         = %9.2f ms / %5d tokens (%8.2f tokens/s)\n", st.t_gen * 1e3, st.n_gen,
+                st.t_gen > 0 ? st.n_gen / st.t_gen : 0);
+    }
+    tern_free(&m);
+    free(text);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,44 @@
+/* pipeline: the chain of stages as the scheduler sees it — submit a step (tokens of several
+ * sequences with their embeddings), later collect the sampled tokens. Implementations: local
+ * (stages in this process) and cluster (stages in workers behind a transport). Several steps
+ * may be in flight when the implementation allows it (max_inflight). */
+#ifndef TERN_PIPELINE_H
+#define TERN_PIPELINE_H
+#include <stdint.h>
+#include "worker/sampler.h"
+
+typedef struct step {
+    uint64_t id;
+    int n;                 /* tokens */
+    int32_t *tokens;       /* (n,) input token ids */
+    int *seq, *pos;        /* (n,) slot, position */
+    uint8_t *sample;       /* (n,) sample after this token */
+    float *h;              /* (n, n_embd) embeddings in; may be overwritten */
+    int n_out;             /* filled on completion: sampled tokens, in order of sample[] */
+    int32_t *out_tok;
+    float *out_lp;
+    int rc;                /* <0: the step failed (err says why) */
+    char err[256];
+} step_t;
+
+typedef struct pipeline pipeline_t;
+typedef struct pipeline_ops {
+    int (*seq_start)(pipeline_t *p, int slot, const sampler_params_t *sp);
+    int (*submit)(pipeline_t *p, step_t *s);
+    /* waits for the oldest submitted step; returns it (rc/err filled) or NULL on timeout */
+    step_t *(*wait)(pipeline_t *p, int timeout_ms);
+    void (*destroy)(pipeline_t *p);
+} pipeline_ops_t;
+
+struct pipeline {
+    const pipeline_ops_t *ops;
+    int max_inflight;      /* steps that may be submitted before a wait */
+    int n_embd, n_vocab;
+    size_t weight_bytes;   /* bytes of weights read per decode step across all stages */
+};
+
+static inline void pipeline_destroy(pipeline_t **p) {
+    if (p && *p) { (*p)->ops->destroy(*p); *p = 0; }
+}
+
+#endif

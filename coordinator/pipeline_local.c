@@ -1,0 +1,89 @@
+/* pipeline_local: one FIFO of submitted steps; wait runs the oldest through every stage. */
+#include "coordinator/pipeline_local.h"
+#include "core/err.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define LOCAL_QUEUE 16
+
+typedef struct local {
+    pipeline_t base;
+    stage_t *stages;
+    int n_stages;
+    step_t *queue[LOCAL_QUEUE];
+    int head, count;
+} local_t;
+
+static int local_seq_start(pipeline_t *p, int slot, const sampler_params_t *sp) {
+    local_t *l = (local_t *)p;
+    stage_seq_start(&l->stages[l->n_stages - 1], slot, sp);
+    return 0;
+}
+
+static int local_submit(pipeline_t *p, step_t *s) {
+    local_t *l = (local_t *)p;
+    if (l->count == LOCAL_QUEUE) return TERN_EINVAL;
+    l->queue[(l->head + l->count++) % LOCAL_QUEUE] = s;
+    return 0;
+}
+
+static step_t *local_wait(pipeline_t *p, int timeout_ms) {
+    local_t *l = (local_t *)p;
+    (void)timeout_ms;
+    if (!l->count) return NULL;
+    step_t *s = l->queue[l->head];
+    l->head = (l->head + 1) % LOCAL_QUEUE;
+    l->count--;
+    s->n_out = 0;
+    s->rc = 0;
+    for (int i = 0; i < l->n_stages && s->rc >= 0; i++) {
+        s->rc = stage_step(&l->stages[i], s->h, s->n, s->tokens, s->seq, s->pos, s->sample, s->out_tok, s->out_lp,
+                           s->err, sizeof s->err);
+        if (i == l->n_stages - 1 && s->rc >= 0) s->n_out = s->rc;
+    }
+    return s;
+}
+
+static void local_destroy(pipeline_t *p) {
+    local_t *l = (local_t *)p;
+    for (int i = 0; i < l->n_stages; i++) stage_free(&l->stages[i]);
+    free(l->stages);
+    free(l);
+}
+
+static const pipeline_ops_t g_local_ops = {local_seq_start, local_submit, local_wait, local_destroy};
+
+int pipeline_local_new(pipeline_t **out, const gguf_t *g, const stage_cfg_t *cfg, int n_stages, tpool_t *tp,
+                       char *err, size_t errlen) {
+    *out = NULL;
+    hparams_t hp;
+    int rc = hparams_from_gguf(&hp, g, err, errlen);
+    if (rc < 0) return rc;
+    if (n_stages < 1 || n_stages > hp.n_layer)
+        return err_set(err, errlen, TERN_EINVAL, "cannot split %d layers into %d stages", hp.n_layer, n_stages);
+    local_t *l = calloc(1, sizeof *l);
+    if (!l || !(l->stages = calloc((size_t)n_stages, sizeof(stage_t)))) {
+        free(l);
+        return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    }
+    l->base.ops = &g_local_ops;
+    l->base.max_inflight = 1;
+    l->base.n_embd = hp.n_embd;
+    l->base.n_vocab = hp.n_vocab;
+    for (int i = 0; i < n_stages; i++) {
+        stage_cfg_t c = *cfg;
+        c.first = (int)((long)hp.n_layer * i / n_stages);
+        c.last = (int)((long)hp.n_layer * (i + 1) / n_stages) - 1;
+        c.has_head = i == n_stages - 1;
+        if ((rc = stage_init(&l->stages[i], g, &c, tp, err, errlen)) < 0) {
+            l->n_stages = i;
+            local_destroy(&l->base);
+            return rc;
+        }
+        l->n_stages = i + 1;
+        l->base.weight_bytes += l->stages[i].shard.weight_bytes;
+    }
+    *out = &l->base;
+    return 0;
+}

@@ -1,0 +1,57 @@
+/* sched: the coordinator's scheduler. Sequences are admitted into free slots; every step packs
+ * one decode token of each generating sequence plus prompt chunks of sequences still in prefill
+ * (up to n_batch tokens), looks up their embeddings and runs the step through the pipeline —
+ * continuous batching at token boundaries. Sampled tokens come back through a callback.
+ * Not here: text (the caller tokenizes and detokenizes), transports (pipeline). */
+#ifndef TERN_SCHED_H
+#define TERN_SCHED_H
+#include <stdint.h>
+#include "coordinator/embed.h"
+#include "coordinator/pipeline.h"
+
+enum sched_finish { SCHED_RUNNING = 0, SCHED_STOP = 1, SCHED_LENGTH = 2, SCHED_CTX = 3, SCHED_CANCEL = 4, SCHED_ERROR = 5 };
+
+/* token: a sampled token (or -1 with finish set when the sequence ends without one).
+ * Return nonzero to stop the sequence (e.g. end-of-generation token or a stop string). */
+typedef int (*sched_cb)(void *user, int id, int32_t token, float logprob, int finish);
+
+typedef struct sched_seq {
+    int active, slot, id;
+    int32_t *toks;         /* prompt then generated, capacity n_ctx */
+    int n_prompt, n_toks, n_fed;
+    int max_gen, n_gen;
+    int finish;
+    sampler_params_t sp;
+    sched_cb cb;
+    void *user;
+    double t_start, t_first;  /* admission time, first token time (timing summaries) */
+} sched_seq_t;
+
+typedef struct sched {
+    pipeline_t *pl;        /* not owned */
+    const embed_t *emb;    /* not owned */
+    int n_seq, n_ctx, n_batch;
+    sched_seq_t *seqs;     /* (n_seq,) one per slot */
+    int next_id;
+    step_t step;
+    float *h;              /* (n_batch + n_seq, n_embd) */
+    int steps_run;
+    double t_prefill, t_decode;   /* seconds spent in steps containing prompt / only decode */
+    long n_prefill_tok, n_decode_tok;
+    char err[256];
+} sched_t;
+
+int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_ctx, int n_batch, char *err,
+               size_t errlen);
+void sched_free(sched_t *s);
+/* Admits a sequence: prompt ids (n >= 1), at most max_gen new tokens. Returns its id (>= 0),
+ * TERN_ENOMEM when no slot is free, or TERN_EINVAL when the prompt does not fit the context. */
+int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
+              void *user);
+void sched_cancel(sched_t *s, int id);
+int sched_active(const sched_t *s);      /* sequences still running */
+/* One step; returns the number of sequences still active, or <0 when the pipeline failed
+ * (every sequence is then finished with SCHED_ERROR and s->err says why). */
+int sched_step(sched_t *s);
+
+#endif

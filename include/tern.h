@@ -1,0 +1,69 @@
+/* tern.h — the public C API: load a ternary model (in this process, or across a cluster of
+ * workers), tokenize, generate with a callback, free. The `tern` CLI is built on it.
+ *
+ *   tern_params p; tern_params_default(&p); p.model = "model.gguf";
+ *   tern_model *m; char err[256];
+ *   if (tern_load(&m, &p, err, sizeof err) < 0) { fprintf(stderr, "%s\n", err); return 1; }
+ *   tern_sampling s; tern_sampling_default(&s);
+ *   tern_generate(m, "Hello", 32, &s, print_piece, NULL, NULL);
+ *   tern_free(&m);
+ */
+#ifndef TERN_H
+#define TERN_H
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct tern_model tern_model;
+
+typedef struct tern_params {
+    const char *model;       /* GGUF path */
+    int n_ctx;               /* context per sequence (0: min(model's, 4096)) */
+    int n_batch;             /* tokens per forward step (prompt micro-batch) */
+    int n_threads;           /* 0: all cores */
+    int n_seq;               /* concurrent sequences */
+    int kv_f32;              /* KV cache in f32 instead of f16 */
+    const char *head_type;   /* NULL: as stored; "q8_0" / "f16": convert the lm head at load */
+    const char *cluster;     /* cluster YAML file, or NULL */
+    const char *workers;     /* "tcp://a:7101,tcp://b:7101", or NULL */
+    int stages;              /* local only: split into this many in-process stages (tests) */
+} tern_params;
+
+typedef struct tern_sampling {
+    float temp, top_p, min_p, repeat_penalty;
+    int top_k, repeat_last_n;
+    uint64_t seed;
+} tern_sampling;
+
+typedef struct tern_stats {
+    double t_load, t_prompt, t_gen;   /* seconds */
+    int n_prompt, n_gen;
+    size_t weight_bytes;              /* bytes of weights read per generated token */
+} tern_stats;
+
+/* piece: the bytes of complete UTF-8 characters to append (may be empty), token: its id.
+ * Return nonzero to stop generating. */
+typedef int (*tern_token_cb)(void *user, const char *piece, size_t len, int32_t token);
+
+void tern_params_default(tern_params *p);
+void tern_sampling_default(tern_sampling *s);
+int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen);
+void tern_free(tern_model **m);
+/* ids (cap); returns the count (may exceed cap) or <0 */
+int tern_tokenize(tern_model *m, const char *text, int add_bos, int32_t *ids, int cap);
+/* Generates up to n_predict tokens after `prompt` (BOS added when the vocab asks for it; special
+ * tokens in the prompt are parsed). Stops at end-of-generation tokens. Returns the number of
+ * generated tokens or <0 (err via tern_last_error). stats may be NULL. */
+int tern_generate(tern_model *m, const char *prompt, int n_predict, const tern_sampling *s, tern_token_cb cb,
+                  void *user, tern_stats *stats);
+/* same from token ids */
+int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, const tern_sampling *s,
+                      tern_token_cb cb, void *user, tern_stats *stats);
+const char *tern_last_error(const tern_model *m);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

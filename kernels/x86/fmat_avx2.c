@@ -1,0 +1,146 @@
+/* fmat_avx2: fmat rows with AVX2 + FMA + F16C (maddubs for Q8_0).
+ * Follows the summation spec in kernels/fmat_isa.h exactly (bit-identical to fmat_rows_ref):
+ * four ymm accumulators per token hold the 32 float lanes; Q8_0 keeps one ymm for even and one
+ * for odd blocks. Tokens are processed in blocks (2 float, 4 Q8_0) per weight row. */
+#pragma GCC optimize("fp-contract=off") /* only the spec's multiply-adds are fused */
+#include <immintrin.h>
+#include <math.h>
+#include <string.h>
+#include "core/half.h"
+#include "core/types.h"
+#include "kernels/fmat_isa.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* l += l+4, +2, +1 of 8 lanes */
+INLINE float fold8(__m256 s) {
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+static float fold_scalar(float *acc, int lanes) {
+    for (int s = lanes / 2; s >= 1; s /= 2)
+        for (int i = 0; i < s; i++) acc[i] += acc[i + s];
+    return acc[0];
+}
+
+INLINE __m256 load_w(const int type, const void *row, int64_t c) {
+    if (type == TT_F32) return _mm256_loadu_ps((const float *)row + c);
+    __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + c));
+    if (type == TT_F16) return _mm256_cvtph_ps(h);
+    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_cvtepu16_epi32(h), 16));
+}
+
+INLINE float w_scalar(const int type, const void *row, int64_t c) {
+    if (type == TT_F32) return ((const float *)row)[c];
+    if (type == TT_F16) return f16_to_f32(((const uint16_t *)row)[c]);
+    return bf16_to_f32(((const uint16_t *)row)[c]);
+}
+
+/* y[t*ys] = row · x[t*cols ..] for t < NT */
+INLINE void frow(const int type, const int NT, const void *row, const float *x, int64_t cols,
+                 float *y, int64_t ys) {
+    __m256 a[2][4];
+#pragma GCC unroll 2
+    for (int t = 0; t < NT; t++)
+        a[t][0] = a[t][1] = a[t][2] = a[t][3] = _mm256_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= cols; c += 32) {
+        __m256 w0 = load_w(type, row, c), w1 = load_w(type, row, c + 8);
+        __m256 w2 = load_w(type, row, c + 16), w3 = load_w(type, row, c + 24);
+#pragma GCC unroll 2
+        for (int t = 0; t < NT; t++) {
+            const float *xt = x + t * cols + c;
+            a[t][0] = _mm256_fmadd_ps(w0, _mm256_loadu_ps(xt), a[t][0]);
+            a[t][1] = _mm256_fmadd_ps(w1, _mm256_loadu_ps(xt + 8), a[t][1]);
+            a[t][2] = _mm256_fmadd_ps(w2, _mm256_loadu_ps(xt + 16), a[t][2]);
+            a[t][3] = _mm256_fmadd_ps(w3, _mm256_loadu_ps(xt + 24), a[t][3]);
+        }
+    }
+#pragma GCC unroll 2
+    for (int t = 0; t < NT; t++) {
+        if (c < cols) { /* tail: finish the same lanes in scalar, then the same fold */
+            float l[32];
+            for (int k = 0; k < 4; k++) _mm256_storeu_ps(l + 8 * k, a[t][k]);
+            for (int64_t i = c; i < cols; i++)
+                l[i % 32] = fmaf(w_scalar(type, row, i), x[t * cols + i], l[i % 32]);
+            y[t * ys] = fold_scalar(l, 32);
+        } else {
+            __m256 s = _mm256_add_ps(_mm256_add_ps(a[t][0], a[t][2]), _mm256_add_ps(a[t][1], a[t][3]));
+            y[t * ys] = fold8(s);
+        }
+    }
+}
+
+INLINE void rows_float(const int type, const fmat_job_t *j, int64_t r0, int64_t r1) {
+    size_t rb = type_row_bytes(type, j->cols);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)j->w + (size_t)r * rb;
+        int t = 0;
+        for (; t + 2 <= j->n; t += 2)
+            frow(type, 2, row, j->x + (size_t)t * j->cols, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
+        if (t < j->n)
+            frow(type, 1, row, j->x + (size_t)t * j->cols, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
+    }
+}
+
+/* Q8_0 row · NT quantised tokens: maddubs(|w|, sign(x, w)) then madd with ones gives the
+ * spec's part[k] (4 products per int32 lane) exactly; |x| ≤ 127 so no int16 saturation. */
+INLINE void qrow(const int NT, const uint8_t *row, const uint8_t *xq, size_t xs, int64_t cols,
+                 float *y, int64_t ys) {
+    const int64_t nb = cols / 32;
+    const size_t dxo = fmat_q8_dx_off(cols);
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][2];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+    for (int64_t b = 0; b < nb; b++) {
+        const uint8_t *blk = row + b * 34;
+        uint16_t dh;
+        memcpy(&dh, blk, 2);
+        __m256i wv = _mm256_loadu_si256((const __m256i *)(blk + 2));
+        __m256i aw = _mm256_abs_epi8(wv);
+        __m256 dw = _mm256_set1_ps(_cvtsh_ss(dh));
+        const int odd = (int)(b & 1);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *xt = xq + t * xs;
+            __m256i sx = _mm256_sign_epi8(_mm256_loadu_si256((const __m256i *)(xt + b * 32)), wv);
+            __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, sx), ones);
+            __m256 s = _mm256_mul_ps(dw, _mm256_loadu_ps((const float *)(xt + dxo) + b * 8));
+            acc[t][odd] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[t][odd]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) y[t * ys] = fold8(_mm256_add_ps(acc[t][0], acc[t][1]));
+}
+
+static void rows_q8(const fmat_job_t *j, int64_t r0, int64_t r1) {
+    size_t rb = type_row_bytes(TT_Q8_0, j->cols), xs = fmat_q8_stride(j->cols);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)j->w + (size_t)r * rb;
+        int t = 0;
+        for (; t + 4 <= j->n; t += 4)
+            qrow(4, row, j->xq + t * xs, xs, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
+        const uint8_t *xq = j->xq + t * xs;
+        float *y = j->y + (size_t)t * j->rows + r;
+        switch (j->n - t) {
+        case 3: qrow(3, row, xq, xs, j->cols, y, j->rows); break;
+        case 2: qrow(2, row, xq, xs, j->cols, y, j->rows); break;
+        case 1: qrow(1, row, xq, xs, j->cols, y, j->rows); break;
+        default: break;
+        }
+    }
+}
+
+void fmat_rows_avx2(const fmat_job_t *j, int64_t r0, int64_t r1) {
+    switch (j->type) {
+    case TT_F32: rows_float(TT_F32, j, r0, r1); break;
+    case TT_F16: rows_float(TT_F16, j, r0, r1); break;
+    case TT_BF16: rows_float(TT_BF16, j, r0, r1); break;
+    case TT_Q8_0: rows_q8(j, r0, r1); break;
+    default: break;
+    }
+}

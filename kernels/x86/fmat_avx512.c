@@ -1,0 +1,147 @@
+/* fmat_avx512: fmat rows with AVX-512 (F16C converts, FMA, VNNI vpdpbusd for Q8_0).
+ * Follows the summation spec in kernels/fmat_isa.h exactly (bit-identical to fmat_rows_ref):
+ * two zmm accumulators per token hold the 32 float lanes; Q8_0 packs two blocks per zmm.
+ * Tokens are processed in blocks of up to 4 per weight row, so a row read from memory once
+ * serves every token (batched decode is then compute-, not bandwidth-bound). */
+#pragma GCC optimize("fp-contract=off") /* only the spec's multiply-adds are fused */
+#include <immintrin.h>
+#include <string.h>
+#include "core/types.h"
+#include "kernels/fmat_isa.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+/* l += l+8, +4, +2, +1 */
+INLINE float fold16(__m512 a) {
+    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* 16 weights from column c, lanes outside mask m are 0 */
+INLINE __m512 load_w(const int type, const void *row, int64_t c, __mmask16 m) {
+    if (type == TT_F32) return _mm512_maskz_loadu_ps(m, (const float *)row + c);
+    __m256i h = _mm256_maskz_loadu_epi16(m, (const uint16_t *)row + c);
+    if (type == TT_F16) return _mm512_cvtph_ps(h);
+    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
+}
+
+/* y[t*ys] = row · x[t*cols ..] for t < NT */
+INLINE void frow(const int type, const int NT, const void *row, const float *x, int64_t cols,
+                 float *y, int64_t ys) {
+    __m512 a0[4], a1[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) a0[t] = a1[t] = _mm512_setzero_ps();
+    int64_t c = 0;
+    for (; c + 32 <= cols; c += 32) {
+        __m512 w0 = load_w(type, row, c, 0xffff), w1 = load_w(type, row, c + 16, 0xffff);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const float *xt = x + t * cols + c;
+            a0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xt), a0[t]);
+            a1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xt + 16), a1[t]);
+        }
+    }
+    if (c < cols) { /* masked lanes add fma(0, 0, acc) = acc: accumulators are never -0 */
+        int64_t left = cols - c;
+        __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
+        __mmask16 m1 = left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
+        __m512 w0 = load_w(type, row, c, m0), w1 = load_w(type, row, c + 16, m1);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const float *xt = x + t * cols + c;
+            a0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m0, xt), a0[t]);
+            a1[t] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m1, xt + 16), a1[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) y[t * ys] = fold16(_mm512_add_ps(a0[t], a1[t]));
+}
+
+INLINE void rows_float(const int type, const fmat_job_t *j, int64_t r0, int64_t r1) {
+    size_t rb = type_row_bytes(type, j->cols);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)j->w + (size_t)r * rb;
+        int t = 0;
+        for (; t + 4 <= j->n; t += 4)
+            frow(type, 4, row, j->x + (size_t)t * j->cols, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
+        const float *x = j->x + (size_t)t * j->cols;
+        float *y = j->y + (size_t)t * j->rows + r;
+        switch (j->n - t) {
+        case 3: frow(type, 3, row, x, j->cols, y, j->rows); break;
+        case 2: frow(type, 2, row, x, j->cols, y, j->rows); break;
+        case 1: frow(type, 1, row, x, j->cols, y, j->rows); break;
+        default: break;
+        }
+    }
+}
+
+/* Q8_0 row · NT quantised tokens. vpdpbusd wants unsigned × signed bytes: with xu = x + 128,
+ * Σ xu·w − 128·Σ w = Σ x·w exactly (int32), per lane of 4 products as the spec's part[k]. */
+INLINE void qrow(const int NT, const uint8_t *row, const uint8_t *xq, size_t xs, int64_t cols,
+                 float *y, int64_t ys) {
+    const int64_t nb = cols / 32;
+    const size_t dxo = fmat_q8_dx_off(cols);
+    const __m512i k80 = _mm512_set1_epi8((char)0x80), zero = _mm512_setzero_si512();
+    __m512 acc[4];
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) acc[t] = _mm512_setzero_ps();
+    for (int64_t b = 0; b < nb; b += 2) {
+        const uint8_t *b0 = row + b * 34, *b1 = b0 + 34;
+        const int pair = b + 1 < nb;
+        uint16_t d0, d1 = 0;
+        memcpy(&d0, b0, 2);
+        __m512i wv;
+        if (pair) {
+            memcpy(&d1, b1, 2);
+            wv = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2))),
+                                    _mm256_loadu_si256((const __m256i *)(b1 + 2)), 1);
+        } else {
+            wv = _mm512_zextsi256_si512(_mm256_loadu_si256((const __m256i *)(b0 + 2)));
+        }
+        const __mmask64 mx = pair ? ~(__mmask64)0 : 0xffffffffull;
+        const __mmask16 md = pair ? 0xffff : 0x00ff;
+        __m512 dw = _mm512_cvtph_ps(_mm256_set_m128i(_mm_set1_epi16((short)d1), _mm_set1_epi16((short)d0)));
+        __m512i corr = _mm512_dpbusd_epi32(zero, k80, wv);
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++) {
+            const uint8_t *xt = xq + t * xs;
+            __m512i xu = _mm512_xor_si512(_mm512_maskz_loadu_epi8(mx, xt + b * 32), k80);
+            __m512i p = _mm512_sub_epi32(_mm512_dpbusd_epi32(zero, xu, wv), corr);
+            __m512 s = _mm512_mul_ps(dw, _mm512_maskz_loadu_ps(md, (const float *)(xt + dxo) + b * 8));
+            acc[t] = _mm512_fmadd_ps(s, _mm512_cvtepi32_ps(p), acc[t]);
+        }
+    }
+#pragma GCC unroll 4
+    for (int t = 0; t < NT; t++) y[t * ys] = fold16(acc[t]);
+}
+
+static void rows_q8(const fmat_job_t *j, int64_t r0, int64_t r1) {
+    size_t rb = type_row_bytes(TT_Q8_0, j->cols), xs = fmat_q8_stride(j->cols);
+    for (int64_t r = r0; r < r1; r++) {
+        const uint8_t *row = (const uint8_t *)j->w + (size_t)r * rb;
+        int t = 0;
+        for (; t + 4 <= j->n; t += 4)
+            qrow(4, row, j->xq + t * xs, xs, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
+        const uint8_t *xq = j->xq + t * xs;
+        float *y = j->y + (size_t)t * j->rows + r;
+        switch (j->n - t) {
+        case 3: qrow(3, row, xq, xs, j->cols, y, j->rows); break;
+        case 2: qrow(2, row, xq, xs, j->cols, y, j->rows); break;
+        case 1: qrow(1, row, xq, xs, j->cols, y, j->rows); break;
+        default: break;
+        }
+    }
+}
+
+void fmat_rows_avx512(const fmat_job_t *j, int64_t r0, int64_t r1) {
+    switch (j->type) {
+    case TT_F32: rows_float(TT_F32, j, r0, r1); break;
+    case TT_F16: rows_float(TT_F16, j, r0, r1); break;
+    case TT_BF16: rows_float(TT_BF16, j, r0, r1); break;
+    case TT_Q8_0: rows_q8(j, r0, r1); break;
+    default: break;
+    }
+}

@@ -1,0 +1,39 @@
+/* forward: runs a shard's transformer blocks on a batch of tokens that may belong to different
+ * sequences (batched decode) or be one sequence's prompt chunk (prefill micro-batch), and the
+ * final norm + lm head for the rows that need logits. All buffers are sized at init for n_max
+ * tokens: nothing is allocated per call.
+ * Not here: sampling (sampler.c), scheduling, transport. */
+#ifndef TERN_FORWARD_H
+#define TERN_FORWARD_H
+#include "core/tpool.h"
+#include "worker/kv_cache.h"
+#include "worker/shard.h"
+
+typedef struct forward {
+    const shard_t *s;
+    kv_cache_t kv;
+    tpool_t *tp;            /* not owned; may be NULL */
+    int n_max;              /* tokens per call */
+    int n_logits_max;       /* rows of logits per call */
+    float *xn;              /* (n_max, n_embd)  normed input */
+    float *q, *k, *v;       /* (n_max, qdim), (n_max, kvdim) x2 */
+    float *att;             /* (n_max, qdim)   attention output */
+    float *o;               /* (n_max, n_embd) block output to add */
+    float *g, *u;           /* (n_max, n_ff) */
+    float *hn;              /* (n_logits_max, n_embd) normed rows for the head */
+    float *scores;          /* (threads, n_ctx) attention scratch */
+    void *scratch;          /* mat_mul scratch, max over the shard's mats */
+    size_t scratch_bytes;
+} forward_t;
+
+/* n_ctx positions per sequence, n_seq sequence slots, kv_type (KV_F16/KV_F32). */
+int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max, int n_logits_max, int kv_type,
+                 tpool_t *tp, char *err, size_t errlen);
+void forward_free(forward_t *f);
+/* h (n, n_embd) in place through layers first..last. seq[i] (slot) and pos[i] (< n_ctx) per
+ * token; within one call, tokens of a sequence must have increasing positions. */
+void forward_layers(forward_t *f, float *h, int n, const int *seq, const int *pos);
+/* logits (m, n_vocab) for rows rows[0..m) of h (n, n_embd): final norm + lm head; m <= n_logits_max */
+void forward_logits(forward_t *f, const float *h, int m, const int *rows, float *logits);
+
+#endif

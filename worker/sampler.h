@@ -1,0 +1,37 @@
+/* sampler: picks the next token from logits — greedy (temp <= 0), or repetition penalty over
+ * the last N tokens, temperature, top-k, top-p, min-p and a seeded draw (llama.cpp's order).
+ * One sampler per sequence; deterministic for a given seed. Lives with the last stage, since
+ * logits never cross the network. */
+#ifndef TERN_SAMPLER_H
+#define TERN_SAMPLER_H
+#include <stdint.h>
+
+typedef struct sampler_params {
+    float temp;           /* <= 0: greedy */
+    int top_k;            /* <= 0: off */
+    float top_p;          /* >= 1: off */
+    float min_p;          /* <= 0: off */
+    float repeat_penalty; /* 1: off */
+    int repeat_last_n;    /* tokens of history the penalty looks at */
+    uint64_t seed;
+} sampler_params_t;
+
+#define SAMPLER_HIST_MAX 1024
+
+typedef struct sampler {
+    sampler_params_t p;
+    uint64_t rng[2];
+    int32_t hist[SAMPLER_HIST_MAX];   /* ring of recent tokens (prompt and generated) */
+    int nhist, hpos;
+} sampler_t;
+
+void sampler_params_default(sampler_params_t *p);
+void sampler_init(sampler_t *s, const sampler_params_t *p);
+void sampler_accept(sampler_t *s, int token);   /* records a token in the history */
+/* samples from logits (n_vocab,), which it may modify; work: scratch of 2*n_vocab floats+ints
+ * (sampler_work_bytes). *logprob (optional) = log softmax prob of the chosen token at temp 1
+ * after the penalty. Does not record the token (call sampler_accept). */
+int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob);
+unsigned long sampler_work_bytes(int n_vocab);
+
+#endif

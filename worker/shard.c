@@ -1,0 +1,165 @@
+/* shard: tensor lookup and checks, norm weights copied to f32, linears wrapped in mat_t. */
+#include "worker/shard.h"
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/half.h"
+#include "core/log.h"
+#include "core/types.h"
+#include "kernels/quant.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+void shard_opts_default(shard_opts_t *o) {
+    o->head_type = -1;
+    o->mat_flags = 0;
+}
+
+static const int g_lin_role[LIN_COUNT] = {TR_ATTN_Q, TR_ATTN_K, TR_ATTN_V, TR_ATTN_OUT,
+                                          TR_FFN_GATE, TR_FFN_UP, TR_FFN_DOWN};
+
+/* a 1-D f32 (or f16) vector of length n, copied to an owned f32 array */
+static int load_vec(const gguf_t *g, const char *name, int64_t n, float **out, char *err, size_t errlen) {
+    const gguf_tensor_t *t = gguf_find_tensor(g, name);
+    if (!t) return err_set(err, errlen, TERN_ENOTFOUND, "%s: missing tensor '%s'", g->path, name);
+    if (t->ne[0] != n || t->ne[1] * t->ne[2] * t->ne[3] != 1)
+        return err_set(err, errlen, TERN_EFORMAT, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld]", g->path,
+                       name, (long long)t->ne[0], (long long)t->ne[1], (long long)n);
+    if (t->type != TT_F32 && t->type != TT_F16 && t->type != TT_BF16)
+        return err_set(err, errlen, TERN_ENOTSUP, "%s: tensor '%s' is %s, expected f32", g->path, name,
+                       type_name(t->type));
+    float *v = tern_alloc((size_t)n * sizeof(float));
+    if (!v) return err_set(err, errlen, TERN_ENOMEM, "out of memory loading '%s'", name);
+    dequant_rows(t->type, t->data, 1, n, 0, 1, v);
+    *out = v;
+    return 0;
+}
+
+static int load_mat(const gguf_t *g, const char *name, int64_t cols, int64_t rows, int flags, mat_t *m,
+                    char *err, size_t errlen) {
+    const gguf_tensor_t *t = gguf_find_tensor(g, name);
+    if (!t) return err_set(err, errlen, TERN_ENOTFOUND, "%s: missing tensor '%s'", g->path, name);
+    if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] * t->ne[3] != 1)
+        return err_set(err, errlen, TERN_EFORMAT, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]",
+                       g->path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
+    int rc = mat_init(m, t->type, rows, cols, t->data, t->nbytes, flags, err, errlen);
+    if (rc < 0) {
+        char tmp[256];
+        snprintf(tmp, sizeof tmp, "%s", err ? err : "");
+        return err_set(err, errlen, rc, "%s: tensor '%s': %s", g->path, name, tmp);
+    }
+    return 0;
+}
+
+static int load_layer(shard_t *s, int il, layer_w_t *L, const shard_opts_t *o, char *err, size_t errlen) {
+    const hparams_t *hp = &s->hp;
+    char name[128];
+    int rc;
+    int64_t ne[2];
+    float **norms[TR_COUNT] = {0};
+    norms[TR_ATTN_NORM] = &L->attn_norm;
+    norms[TR_ATTN_SUB_NORM] = &L->attn_sub_norm;
+    norms[TR_FFN_NORM] = &L->ffn_norm;
+    norms[TR_FFN_SUB_NORM] = &L->ffn_sub_norm;
+    for (int r = 0; r < TR_COUNT; r++) {
+        if (!norms[r] || !tensor_role_present(hp, r)) continue;
+        tensor_block_name(name, sizeof name, il, r);
+        tensor_role_shape(hp, r, ne);
+        if ((rc = load_vec(s->g, name, ne[0], norms[r], err, errlen)) < 0) return rc;
+    }
+    for (int i = 0; i < LIN_COUNT; i++) {
+        int r = g_lin_role[i];
+        tensor_block_name(name, sizeof name, il, r);
+        tensor_role_shape(hp, r, ne);
+        if ((rc = load_mat(s->g, name, ne[0], ne[1], o->mat_flags, &L->lin[i], err, errlen)) < 0) return rc;
+        s->weight_bytes += mat_weight_bytes(&L->lin[i]);
+        /* optional per-tensor output scale (llama.cpp's bitnet arch) */
+        L->lin_scale[i] = 1.0f;
+        snprintf(name, sizeof name, "blk.%d.%s.scale", il, tensor_role_name(r));
+        const gguf_tensor_t *st = gguf_find_tensor(s->g, name);
+        if (st) {
+            float v;
+            if (st->ne[0] != 1 || dequant_rows(st->type, st->data, 1, 1, 0, 1, &v) < 0)
+                return err_set(err, errlen, TERN_EFORMAT, "%s: tensor '%s' must be one f32", s->g->path, name);
+            L->lin_scale[i] = v;
+        }
+    }
+    return 0;
+}
+
+/* lm head: output.weight, or token_embd.weight when tied; optionally converted at load */
+static int load_head(shard_t *s, const shard_opts_t *o, char *err, size_t errlen) {
+    const hparams_t *hp = &s->hp;
+    int rc = load_vec(s->g, "output_norm.weight", hp->n_embd, &s->out_norm, err, errlen);
+    if (rc < 0) return rc;
+    const char *hname = hp->tied ? "token_embd.weight" : "output.weight";
+    const gguf_tensor_t *t = gguf_find_tensor(s->g, hname);
+    if (!t) return err_set(err, errlen, TERN_ENOTFOUND, "%s: missing tensor '%s'", s->g->path, hname);
+    if (t->ne[0] != hp->n_embd || t->ne[1] != hp->n_vocab)
+        return err_set(err, errlen, TERN_EFORMAT, "%s: lm head '%s' is [%lld, %lld], expected [%d, %d]", s->g->path,
+                       hname, (long long)t->ne[0], (long long)t->ne[1], hp->n_embd, hp->n_vocab);
+    if (o->head_type < 0 || o->head_type == t->type)
+        return load_mat(s->g, hname, hp->n_embd, hp->n_vocab, o->mat_flags, &s->head, err, errlen);
+    /* convert row chunks: dequantise to f32, quantise to the asked type */
+    size_t bytes = type_tensor_bytes(o->head_type, hp->n_embd, hp->n_vocab);
+    if (!bytes) return err_set(err, errlen, TERN_ENOTSUP, "cannot convert the lm head to %s", type_name(o->head_type));
+    size_t rowb = bytes / (size_t)hp->n_vocab;
+    s->head_owned = tern_alloc(bytes);
+    float *tmp = tern_alloc((size_t)hp->n_embd * 256 * sizeof(float));
+    if (!s->head_owned || !tmp) { tern_free(tmp); return err_set(err, errlen, TERN_ENOMEM, "out of memory converting the lm head"); }
+    for (int64_t r = 0; r < hp->n_vocab; r += 256) {
+        int64_t nr = hp->n_vocab - r < 256 ? hp->n_vocab - r : 256;
+        dequant_rows(t->type, t->data, hp->n_vocab, hp->n_embd, r, nr, tmp);
+        quant_from_f32(o->head_type, tmp, nr, hp->n_embd, (uint8_t *)s->head_owned + (size_t)r * rowb);
+    }
+    tern_free(tmp);
+    log_d("lm head converted %s -> %s", type_name(t->type), type_name(o->head_type));
+    return mat_init(&s->head, o->head_type, hp->n_vocab, hp->n_embd, s->head_owned, bytes, o->mat_flags, err, errlen);
+}
+
+int shard_load(shard_t *s, const gguf_t *g, int first, int last, int has_head, const shard_opts_t *o, char *err,
+               size_t errlen) {
+    shard_opts_t def;
+    if (!o) { shard_opts_default(&def); o = &def; }
+    memset(s, 0, sizeof *s);
+    s->g = g;
+    int rc = hparams_from_gguf(&s->hp, g, err, errlen);
+    if (rc < 0) return rc;
+    if (first < 0 || last >= s->hp.n_layer || (first > last && !(first == last + 1)))
+        return err_set(err, errlen, TERN_EINVAL, "layer range [%d, %d] is outside the model's %d layers", first, last,
+                       s->hp.n_layer);
+    s->first = first;
+    s->last = last;
+    s->has_head = has_head;
+    int n = last - first + 1;
+    s->layers = calloc(n > 0 ? (size_t)n : 1, sizeof(layer_w_t));
+    if (!s->layers) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    for (int i = 0; i < n; i++)
+        if ((rc = load_layer(s, first + i, &s->layers[i], o, err, errlen)) < 0) goto fail;
+    if (has_head) {
+        if ((rc = load_head(s, o, err, errlen)) < 0) goto fail;
+        s->weight_bytes += mat_weight_bytes(&s->head);
+    }
+    return 0;
+fail:
+    shard_free(s);
+    return rc;
+}
+
+void shard_free(shard_t *s) {
+    if (s->layers) {
+        for (int i = 0; i <= s->last - s->first; i++) {
+            layer_w_t *L = &s->layers[i];
+            tern_free(L->attn_norm);
+            tern_free(L->attn_sub_norm);
+            tern_free(L->ffn_norm);
+            tern_free(L->ffn_sub_norm);
+            for (int j = 0; j < LIN_COUNT; j++) mat_free(&L->lin[j]);
+        }
+        free(s->layers);
+    }
+    tern_free(s->out_norm);
+    if (s->has_head) mat_free(&s->head);
+    tern_free(s->head_owned);
+    memset(s, 0, sizeof *s);
+}

@@ -1,0 +1,94 @@
+/* stage: validates a step against the configured limits, then forward + (last stage) sample. */
+#include "worker/stage.h"
+#include "core/alloc.h"
+#include "core/err.h"
+#include <stdlib.h>
+#include <string.h>
+
+void stage_cfg_default(stage_cfg_t *c) {
+    memset(c, 0, sizeof *c);
+    c->n_ctx = 4096;
+    c->n_seq = 1;
+    c->n_batch = 64;
+    c->kv_type = KV_F16;
+    c->head_type = -1;
+}
+
+int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp, char *err, size_t errlen) {
+    memset(st, 0, sizeof *st);
+    st->cfg = *cfg;
+    if (cfg->n_ctx < 1 || cfg->n_seq < 1 || cfg->n_batch < 1)
+        return err_set(err, errlen, TERN_EINVAL, "stage: ctx %d, sequences %d, batch %d must be positive", cfg->n_ctx,
+                       cfg->n_seq, cfg->n_batch);
+    shard_opts_t so;
+    shard_opts_default(&so);
+    so.head_type = cfg->head_type;
+    so.mat_flags = cfg->mat_flags;
+    int rc = shard_load(&st->shard, g, cfg->first, cfg->last, cfg->has_head, &so, err, errlen);
+    if (rc < 0) return rc;
+    int nlog = cfg->has_head ? cfg->n_seq : 0;   /* at most one sampled token per sequence per step */
+    rc = forward_init(&st->fwd, &st->shard, cfg->n_ctx, cfg->n_seq, cfg->n_batch, nlog, cfg->kv_type, tp, err, errlen);
+    if (rc < 0) goto fail;
+    st->rows = calloc((size_t)cfg->n_batch, sizeof(int));
+    if (!st->rows) goto nomem;
+    if (cfg->has_head) {
+        int V = st->shard.hp.n_vocab;
+        st->samplers = calloc((size_t)cfg->n_seq, sizeof(sampler_t));
+        st->logits = tern_alloc((size_t)nlog * (size_t)V * sizeof(float));
+        st->swork = tern_alloc(sampler_work_bytes(V));
+        if (!st->samplers || !st->logits || !st->swork) goto nomem;
+        sampler_params_t p;
+        sampler_params_default(&p);
+        for (int i = 0; i < cfg->n_seq; i++) sampler_init(&st->samplers[i], &p);
+    }
+    return 0;
+nomem:
+    rc = err_set(err, errlen, TERN_ENOMEM, "stage: out of memory");
+fail:
+    stage_free(st);
+    return rc;
+}
+
+void stage_free(stage_t *st) {
+    forward_free(&st->fwd);
+    shard_free(&st->shard);
+    free(st->samplers);
+    free(st->rows);
+    tern_free(st->logits);
+    tern_free(st->swork);
+    memset(st, 0, sizeof *st);
+}
+
+void stage_seq_start(stage_t *st, int seq, const sampler_params_t *p) {
+    if (st->samplers && seq >= 0 && seq < st->cfg.n_seq) sampler_init(&st->samplers[seq], p);
+}
+
+int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
+               const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen) {
+    const stage_cfg_t *c = &st->cfg;
+    int nsample = 0;
+    for (int i = 0; i < n; i++) {
+        if (seq[i] < 0 || seq[i] >= c->n_seq || pos[i] < 0 || pos[i] >= c->n_ctx)
+            return err_set(err, errlen, TERN_EINVAL, "token %d: sequence slot %d / position %d outside [0,%d) / [0,%d)",
+                           i, seq[i], pos[i], c->n_seq, c->n_ctx);
+        if (sample && sample[i]) nsample++;
+    }
+    if (n < 0 || (c->has_head && nsample > c->n_seq))
+        return err_set(err, errlen, TERN_EINVAL, "bad step: %d tokens, %d to sample", n, nsample);
+    forward_layers(&st->fwd, h, n, seq, pos);
+    if (!c->has_head) return 0;
+    for (int i = 0; i < n; i++)
+        if (tokens && tokens[i] >= 0) sampler_accept(&st->samplers[seq[i]], tokens[i]);
+    if (!nsample) return 0;
+    int m = 0;
+    for (int i = 0; i < n; i++)
+        if (sample[i]) st->rows[m++] = i;
+    int V = st->shard.hp.n_vocab;
+    forward_logits(&st->fwd, h, m, st->rows, st->logits);
+    for (int j = 0; j < m; j++) {
+        int i = st->rows[j];
+        out_tok[j] = sampler_sample(&st->samplers[seq[i]], st->logits + (size_t)j * V, V, st->swork,
+                                    out_logprob ? &out_logprob[j] : NULL);
+    }
+    return m;
+}

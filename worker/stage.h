@@ -1,0 +1,45 @@
+/* stage: everything one pipeline stage needs to serve Forward steps — its shard, activations
+ * and KV cache, and when it is the last stage the samplers of its sequence slots. A step
+ * takes hidden states (n, n_embd) for n tokens of any mix of sequences and returns either the
+ * new hidden states (middle stages) or the sampled tokens (last stage).
+ * Used in-process by the embedded engine and by the worker loop behind a transport. */
+#ifndef TERN_STAGE_H
+#define TERN_STAGE_H
+#include "worker/forward.h"
+#include "worker/sampler.h"
+
+typedef struct stage_cfg {
+    int first, last;       /* layer range (inclusive) */
+    int has_head;          /* last stage: output norm, lm head, sampler */
+    int n_ctx, n_seq;      /* positions per sequence, sequence slots */
+    int n_batch;           /* max tokens per forward call (micro-batch) */
+    int kv_type;           /* KV_F16 / KV_F32 */
+    int head_type;         /* -1 as stored, or TT_Q8_0 / TT_F16 */
+    int mat_flags;
+} stage_cfg_t;
+
+typedef struct stage {
+    stage_cfg_t cfg;
+    shard_t shard;
+    forward_t fwd;
+    sampler_t *samplers;   /* (n_seq,) last stage only */
+    float *logits;         /* (n_seq, n_vocab) */
+    void *swork;
+    int *rows;             /* (n_batch,) */
+} stage_t;
+
+void stage_cfg_default(stage_cfg_t *c);
+int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp, char *err, size_t errlen);
+void stage_free(stage_t *st);
+/* resets slot `seq` for a new sequence with these sampling params (last stage) */
+void stage_seq_start(stage_t *st, int seq, const sampler_params_t *p);
+
+/* One step: h (n, n_embd) in place through the layers. tokens[i] (the input token id, used by the
+ * last stage for the repetition-penalty history), seq[i], pos[i]; sample[i] != 0 asks the last
+ * stage to sample after token i (at most one per sequence per step). For the last stage, the
+ * sampled tokens are written in order of the sampling tokens to out_tok / out_logprob; returns
+ * their count (0 for a middle stage) or <0 on a bad request (err says why). */
+int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
+               const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen);
+
+#endif
