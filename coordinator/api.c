@@ -2,6 +2,7 @@
  * this side, a pipeline of stages (local, or workers of a cluster), and the scheduler. */
 #include "tern.h"
 #include "coordinator/cluster_client.h"
+#include "coordinator/engine.h"
 #include "coordinator/embed.h"
 #include "coordinator/pipeline_local.h"
 #include "coordinator/sched.h"
@@ -16,18 +17,7 @@
 #include <string.h>
 #include <unistd.h>
 
-struct tern_model {
-    gguf_t *g;
-    tokenizer_t *tok;
-    embed_t emb;
-    tpool_t *tp;
-    pipeline_t *pl;
-    sched_t sched;
-    hparams_t hp;
-    int n_ctx;
-    double t_load;
-    char err[256];
-};
+
 
 void tern_params_default(tern_params *p) {
     memset(p, 0, sizeof *p);

@@ -36,6 +36,13 @@ typedef struct ctx {
     int nodes;
 } ctx_t;
 
+/* control characters in err (from quoted user text) become '?', so a message stays one line */
+static int one_line(char *err, int code) {
+    for (char *c = err; c && *c; c++)
+        if ((unsigned char)*c < 32 || *c == 127) *c = '?';
+    return code;
+}
+
 /* "name:line: key: message" (key may be NULL or ""); returns TERN_EFORMAT */
 static int ferr(ctx_t *x, int line, const char *key, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 static int ferr(ctx_t *x, int line, const char *key, const char *fmt, ...) {
@@ -44,8 +51,9 @@ static int ferr(ctx_t *x, int line, const char *key, const char *fmt, ...) {
     va_start(ap, fmt);
     vsnprintf(msg, sizeof msg, fmt, ap);
     va_end(ap);
-    if (key && *key) return err_set(x->err, x->errlen, TERN_EFORMAT, "%s:%d: %s: %s", x->name, line, key, msg);
-    return err_set(x->err, x->errlen, TERN_EFORMAT, "%s:%d: %s", x->name, line, msg);
+    if (key && *key) err_set(x->err, x->errlen, TERN_EFORMAT, "%s:%d: %s: %s", x->name, line, key, msg);
+    else err_set(x->err, x->errlen, TERN_EFORMAT, "%s:%d: %s", x->name, line, msg);
+    return one_line(x->err, TERN_EFORMAT);
 }
 
 static void ynode_free(ynode_t *n) {
@@ -75,7 +83,7 @@ static int next_event(ctx_t *x, yaml_parser_t *p, yaml_event_t *ev) {
     if (p->error == YAML_MEMORY_ERROR) return err_set(x->err, x->errlen, TERN_ENOMEM, "%s: out of memory", x->name);
     int line = (int)p->problem_mark.line + 1;
     if (p->context)
-        return ferr(x, line, NULL, "YAML syntax error: %s %s (line %d)", p->problem ? p->problem : "?",
+        return ferr(x, line, NULL, "YAML syntax error: %s (%s started at line %d)", p->problem ? p->problem : "?",
                     p->context, (int)p->context_mark.line + 1);
     return ferr(x, line, NULL, "YAML syntax error: %s", p->problem ? p->problem : "?");
 }
@@ -228,6 +236,8 @@ static int want_str(ctx_t *x, const ynode_t *n, const char *key, char **out) {
     if (n->len == 0) return ferr(x, n->line, key, "must not be empty");
     if (strlen(n->s) != n->len) return ferr(x, n->line, key, "must not contain a NUL byte");
     if (n->len > MAX_STR) return ferr(x, n->line, key, "longer than %d bytes", MAX_STR);
+    for (size_t i = 0; i < n->len; i++)
+        if ((unsigned char)n->s[i] < 32 || n->s[i] == 127) return ferr(x, n->line, key, "must not contain control characters");
     char *s = strdup(n->s);
     if (!s) return err_set(x->err, x->errlen, TERN_ENOMEM, "%s: out of memory", x->name);
     free(*out);
@@ -293,6 +303,8 @@ static int check_hostport(const char *hp, char *err, size_t errlen) {
 
 int cluster_check_endpoint(const char *ep, char *err, size_t errlen) {
     if (strlen(ep) > 255) return err_set(err, errlen, TERN_EINVAL, "endpoint longer than 255 bytes");
+    for (const char *c = ep; *c; c++)
+        if ((unsigned char)*c < 32 || *c == 127) return err_set(err, errlen, TERN_EINVAL, "control characters in endpoint");
     if (!strncmp(ep, "tcp://", 6)) return check_hostport(ep + 6, err, errlen);
     if (!strncmp(ep, "ipc://", 6)) {
         if (!ep[6]) return err_set(err, errlen, TERN_EINVAL, "ipc:// needs a path");
@@ -609,7 +621,7 @@ int cluster_from_workers_list(cluster_t *c, const char *csv, char *err, size_t e
         s += len + 1;
     }
     if (rc) cluster_free(c);
-    return rc;
+    return rc ? one_line(err, rc) : 0;
 }
 
 int cluster_find_worker(const cluster_t *c, const char *name) {

@@ -4,6 +4,7 @@
  * may be in flight when the implementation allows it (max_inflight). */
 #ifndef TERN_PIPELINE_H
 #define TERN_PIPELINE_H
+#include <stddef.h>
 #include <stdint.h>
 #include "worker/sampler.h"
 

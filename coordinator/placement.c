@@ -253,12 +253,13 @@ static int plan_positions(const placement_in_t *in, pos_t *pos, int np, placemen
         dp(p, -1, f, arg);
         double tstar = f[cells - 1];
         if (tstar == INFINITY) {
-            uint64_t largest = 0;
+            uint64_t largest = 0, budget = 0;
             for (int l = 0; l < p->L; l++) largest = in->layer_mem[l] > largest ? in->layer_mem[l] : largest;
+            for (int q = 0; q < np; q++) budget = pos[q].budget > budget ? pos[q].budget : budget;
             rc = err_set(err, errlen, TERN_ENOMEM,
                          "no contiguous split of the %d layers fits the workers' memory (model needs %.2f GiB, "
-                         "largest layer %.2f GiB, lm head %.2f GiB)", p->L, GIB(stage_mem(p, 0, p->L)), GIB(largest),
-                         GIB(in->head_mem));
+                         "largest layer %.2f GiB, lm head %.2f GiB, largest worker budget %.2f GiB)", p->L,
+                         GIB(stage_mem(p, 0, p->L)), GIB(largest), GIB(in->head_mem), GIB(budget));
         } else {
             dp(p, tstar, f, arg);
             TERN_ASSERT(f[cells - 1] < INFINITY);

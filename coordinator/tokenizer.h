@@ -32,6 +32,8 @@ int tokenizer_piece(const tokenizer_t *t, int id, int render_special, char *buf,
 /* The raw vocabulary string of a token (as stored), NUL-terminated copy; for `tern tokenize`. */
 int tokenizer_token_text(const tokenizer_t *t, int id, char *buf, int cap);
 int tokenizer_find(const tokenizer_t *t, const char *token_text);   /* id or -1 */
+/* the longest piece in bytes: detok_feed never truncates when cap >= this + 8 */
+int tokenizer_max_piece(const tokenizer_t *t);
 
 /* Whole-sequence decode (handles SPM's leading-space rule). Returns bytes needed. */
 int tokenizer_decode(const tokenizer_t *t, const int32_t *ids, int n, int render_special, char *buf, int cap);

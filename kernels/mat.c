@@ -195,12 +195,13 @@ static void quant_task(void *arg, int ith, int nth) {
 /* y for rows [r0, r0+nr) and tokens [t0, t0+nt) from their integer sums */
 static void epilogue(const mul_job_t *j, int64_t r0, int64_t nr, int t0, int nt, int nb, const int32_t *isum) {
     const mat_t *m = j->m;
+    int per_block = mat_fam(m) == FAM_TQ2 || mat_fam(m) == FAM_TQ1;
     size_t bb = m->type == TT_TQ2_0 ? 66 : 54;
     for (int t = 0; t < nt; t++) {
         float s = j->a.s[t0 + t];
         float *y = j->y + (int64_t)(t0 + t) * m->rows + r0;
         const int32_t *is = isum + (int64_t)t * nr * nb;
-        if (nb == 1) {
+        if (!per_block) {
             for (int64_t r = 0; r < nr; r++) y[r] = (float)is[r] / s * m->scale;
             continue;
         }
@@ -211,7 +212,7 @@ static void epilogue(const mul_job_t *j, int64_t r0, int64_t nr, int t0, int nt,
                 uint16_t d;
                 memcpy(&d, blk + (size_t)b * bb, 2);
                 float p = f16_to_f32(d) * (float)is[r * nb + b];
-                f += p;   /* two statements: no fused multiply-add, whatever the flags */
+                f += p;   /* one code path for every ISA: same rounding everywhere */
             }
             y[r] = f / s;
         }

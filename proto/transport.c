@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -141,7 +142,7 @@ static int has_sampling(const Tern__Forward *f, uint32_t seq) {
 
 static int check_forward(const Tern__Forward *f, uint64_t tb, const char *peer, char *err,
                          size_t errlen) {
-#define BAD(...) err_set(err, errlen, TERN_EPROTO, "peer %s: forward: " __VA_ARGS__)
+#define BAD(fmt, ...) err_set(err, errlen, TERN_EPROTO, "peer %s: forward: " fmt, peer, ##__VA_ARGS__)
     uint64_t n = f->n_tokens;
     if (n == 0 || n > TP_MAX_TOKENS) return BAD("n_tokens %llu not in [1, %u]", (unsigned long long)n, TP_MAX_TOKENS);
     if (f->n_seq_ids != n || f->n_positions != n)

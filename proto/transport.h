@@ -188,5 +188,10 @@ void tp_zmq_term(void);
 /* zmq.c: opens a ROUTER (listen) or DEALER (connect) socket on the shared context for c,
  * with TCP options when tcp != 0 and CURVE when c->has_curve. */
 int tp_zmq_open(tp_conn_t *c, int listen, int tcp, char *err, size_t errlen);
+int tp_zmq_send(tp_conn_t *c, const tp_peer_t *to, const void *hdr, size_t hdr_bytes,
+                const void *tensor, size_t tensor_bytes, char *err, size_t errlen);
+int tp_zmq_recv(tp_conn_t *c, tp_msg_t *out, int timeout_ms, char *err, size_t errlen);
+int tp_zmq_poll(tp_conn_t *const *conns, int n, int timeout_ms, int *ready, char *err, size_t errlen);
+void tp_zmq_close(tp_conn_t *c);
 
 #endif

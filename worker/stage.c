@@ -2,6 +2,7 @@
 #include "worker/stage.h"
 #include "core/alloc.h"
 #include "core/err.h"
+#include "kernels/ops.h"
 #include <stdlib.h>
 #include <string.h>
 

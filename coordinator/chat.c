@@ -1,0 +1,142 @@
+/* chat: formats a conversation with the model's chat template. The template text
+ * (tokenizer.chat_template) is matched to a known family by marker strings, as llama.cpp's
+ * llm_chat_detect_template does; each family is formatted by hand. Not here: a Jinja
+ * interpreter — an unknown template falls back to llama3 (when <|start_header_id|> is a token)
+ * or chatml. */
+#include "coordinator/tokenizer.h"
+#include "coordinator/tokenizer_impl.h"
+#include "core/err.h"
+#include <ctype.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char *const FAMILY_NAMES[] = {
+    [CHAT_NONE] = "none", [CHAT_LLAMA3] = "llama3", [CHAT_BITNET] = "bitnet", [CHAT_FALCON3] = "falcon3",
+    [CHAT_CHATML] = "chatml", [CHAT_LLAMA2] = "llama2", [CHAT_LLAMA2_SYS] = "llama2-sys", [CHAT_PHI3] = "phi3",
+};
+
+/* family from the template text; CHAT_NONE when no marker matches */
+static int detect(const char *tmpl) {
+    for (int f = CHAT_LLAMA3; f <= CHAT_PHI3; f++)   /* a bare family name is accepted too */
+        if (!strcmp(tmpl, FAMILY_NAMES[f])) return f;
+#define HAS(s) (strstr(tmpl, s) != NULL)
+    if (HAS("<|im_start|>")) return CHAT_CHATML;
+    if (HAS("[INST]")) return HAS("<<SYS>>") ? CHAT_LLAMA2_SYS : CHAT_LLAMA2;
+    if (HAS("<|assistant|>") && HAS("<|end|>")) return CHAT_PHI3;
+    if (HAS("<|assistant|>") && HAS("<|user|>")) return CHAT_FALCON3;
+    if (HAS("<|start_header_id|>") && HAS("<|end_header_id|>")) return CHAT_LLAMA3;
+    if (HAS("<|eot_id|>") && (HAS("Assistant: ") || HAS("capitalize"))) return CHAT_BITNET;
+#undef HAS
+    return CHAT_NONE;
+}
+
+int chat_init(struct tokenizer *t, const gguf_t *g, char *err, size_t errlen) {
+    const gguf_kv_t *kv = gguf_find(g, "tokenizer.chat_template");
+    if (kv && kv->type == GGUF_STR) {
+        t->chat_template = malloc(kv->v.s.len + 1);
+        if (!t->chat_template) return err_set(err, errlen, TERN_ENOMEM, "tokenizer: out of memory for chat template");
+        memcpy(t->chat_template, kv->v.s.ptr, kv->v.s.len);
+        t->chat_template[kv->v.s.len] = 0;
+        t->chat_family = detect(t->chat_template);
+    }
+    if (t->chat_family != CHAT_NONE) return 0;
+    char arch[64] = "";
+    gguf_get_str(g, "general.architecture", arch, sizeof arch);
+    int has_eot_id = tokenizer_find(t, "<|eot_id|>") >= 0;
+    if ((!strcmp(arch, "bitnet-b1.58") || !strcmp(arch, "bitnet-25") || !strcmp(arch, "bitnet")) && has_eot_id &&
+        tokenizer_find(t, "<|start_header_id|>") >= 0 && !t->chat_template)
+        t->chat_family = CHAT_BITNET;
+    else if (tokenizer_find(t, "<|start_header_id|>") >= 0)
+        t->chat_family = CHAT_LLAMA3;
+    else
+        t->chat_family = CHAT_CHATML;
+    return 0;
+}
+
+const char *chat_template_name(const tokenizer_t *t) { return FAMILY_NAMES[t->chat_family]; }
+
+/* bounded appender: counts every byte, writes what fits */
+typedef struct sbuf { char *p; size_t cap, n; } sbuf_t;
+static void put(sbuf_t *b, const char *s, size_t n) {
+    if (b->n < b->cap) memcpy(b->p + b->n, s, b->n + n <= b->cap ? n : b->cap - b->n);
+    b->n += n;
+}
+static void puts_(sbuf_t *b, const char *s) { put(b, s, strlen(s)); }
+static void put_trim(sbuf_t *b, const char *s) {
+    size_t n = strlen(s);
+    while (n && isspace((unsigned char)*s)) { s++; n--; }
+    while (n && isspace((unsigned char)s[n - 1])) n--;
+    put(b, s, n);
+}
+static void put_cap(sbuf_t *b, const char *role) {   /* "user" → "User" */
+    char c = (char)toupper((unsigned char)role[0]);
+    if (role[0]) { put(b, &c, 1); puts_(b, role + 1); }
+}
+
+static void fmt_llama2(sbuf_t *b, const chat_msg_t *m, int n, int sys) {
+    int inside = 1;
+    puts_(b, "[INST] ");
+    for (int i = 0; i < n; i++) {
+        if (!inside) { inside = 1; puts_(b, "[INST] "); }
+        if (!strcmp(m[i].role, "system")) {
+            if (sys) { puts_(b, "<<SYS>>\n"); puts_(b, m[i].content); puts_(b, "\n<</SYS>>\n\n"); }
+            else { puts_(b, m[i].content); puts_(b, "\n"); }
+        } else if (!strcmp(m[i].role, "user")) {
+            puts_(b, m[i].content); puts_(b, " [/INST]");
+        } else {
+            puts_(b, m[i].content); puts_(b, "</s>");
+            inside = 0;
+        }
+    }
+}
+
+int chat_apply(const tokenizer_t *t, const chat_msg_t *msgs, int n, char *out, int cap) {
+    if (n < 0 || (n && !msgs) || cap < 0) return TERN_EINVAL;
+    for (int i = 0; i < n; i++)
+        if (!msgs[i].role || !msgs[i].content) return TERN_EINVAL;
+    sbuf_t b = {out, (size_t)cap, 0};
+    switch (t->chat_family) {
+    case CHAT_LLAMA3:
+        for (int i = 0; i < n; i++) {
+            puts_(&b, "<|start_header_id|>"); puts_(&b, msgs[i].role); puts_(&b, "<|end_header_id|>\n\n");
+            put_trim(&b, msgs[i].content); puts_(&b, "<|eot_id|>");
+        }
+        puts_(&b, "<|start_header_id|>assistant<|end_header_id|>\n\n");
+        break;
+    case CHAT_BITNET:   /* BitNet b1.58 2B-4T: "Role: content<|eot_id|>" … "Assistant: " */
+        for (int i = 0; i < n; i++) {
+            put_cap(&b, msgs[i].role); puts_(&b, ": "); put_trim(&b, msgs[i].content); puts_(&b, "<|eot_id|>");
+        }
+        puts_(&b, "Assistant: ");
+        break;
+    case CHAT_FALCON3:
+        for (int i = 0; i < n; i++) {
+            puts_(&b, "<|"); puts_(&b, msgs[i].role); puts_(&b, "|>\n"); puts_(&b, msgs[i].content); puts_(&b, "\n");
+        }
+        puts_(&b, "<|assistant|>\n");
+        break;
+    case CHAT_PHI3:
+        for (int i = 0; i < n; i++) {
+            puts_(&b, "<|"); puts_(&b, msgs[i].role); puts_(&b, "|>\n"); puts_(&b, msgs[i].content);
+            puts_(&b, "<|end|>\n");
+        }
+        puts_(&b, "<|assistant|>\n");
+        break;
+    case CHAT_CHATML:
+        for (int i = 0; i < n; i++) {
+            puts_(&b, "<|im_start|>"); puts_(&b, msgs[i].role); puts_(&b, "\n"); puts_(&b, msgs[i].content);
+            puts_(&b, "<|im_end|>\n");
+        }
+        puts_(&b, "<|im_start|>assistant\n");
+        break;
+    case CHAT_LLAMA2:
+    case CHAT_LLAMA2_SYS:
+        fmt_llama2(&b, msgs, n, t->chat_family == CHAT_LLAMA2_SYS);
+        break;
+    default:
+        return TERN_ENOTSUP;
+    }
+    if (b.n > (size_t)INT32_MAX) return TERN_EINVAL;
+    if (b.n < (size_t)cap) out[b.n] = 0;
+    return (int)b.n;
+}

@@ -1,0 +1,314 @@
+/* cli_chat: `tern chat` — interactive turns on stdin/stdout with the model's chat template.
+ * Each turn formats the whole conversation (chat_apply), tokenizes it and feeds only the tokens
+ * after the longest prefix already in the KV cache (earlier turns are kept, not re-fed;
+ * --no-cache re-feeds everything, for comparison). It drives the pipeline directly on slot 0,
+ * since the scheduler starts every sequence afresh. Ctrl-C stops the current reply; Ctrl-C
+ * at the prompt, /exit or EOF quits. Not here: context shifting when the conversation is full. */
+#include "coordinator/cli_common.h"
+#include "coordinator/engine.h"
+#include "core/err.h"
+#include "core/log.h"
+#include <errno.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_interrupted;
+
+static void on_sigint(int sig) {
+    (void)sig;
+    g_interrupted = 1;
+}
+
+/* growable byte buffer for the conversation's texts */
+typedef struct text { char *p; size_t n, cap; } text_t;
+
+static int text_add(text_t *t, const char *s, size_t n) {
+    if (t->n + n + 1 > t->cap) {
+        size_t cap = (t->n + n + 1) * 2;
+        char *p = realloc(t->p, cap);
+        if (!p) return TERN_ENOMEM;
+        t->p = p;
+        t->cap = cap;
+    }
+    memcpy(t->p + t->n, s, n);
+    t->n += n;
+    t->p[t->n] = 0;
+    return 0;
+}
+
+typedef struct chat {
+    tern_model *m;
+    int32_t *fed;          /* (n_ctx,) tokens whose keys/values are in the cache, by position */
+    int n_fed;
+    int32_t *ids;          /* (n_ctx + 8,) tokens of the formatted conversation */
+    step_t st;             /* one micro-batch of slot 0 */
+    float *h;              /* (n_batch, n_embd) */
+    int32_t out_tok;
+    float out_lp;
+    int n_batch;
+    sampler_params_t sp;
+    chat_msg_t *msgs;      /* (cap_msgs,) roles are literals, contents owned */
+    int n_msgs, cap_msgs;
+    char err[256];
+} chat_t;
+
+static void chat_free(chat_t *c) {
+    free(c->fed);
+    free(c->ids);
+    free(c->st.tokens);
+    free(c->st.seq);
+    free(c->st.pos);
+    free(c->st.sample);
+    free(c->h);
+    for (int i = 0; i < c->n_msgs; i++) free((char *)c->msgs[i].content);
+    free(c->msgs);
+}
+
+static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp) {
+    memset(c, 0, sizeof *c);
+    c->m = m;
+    c->sp = *sp;
+    c->n_batch = m->sched.n_batch;
+    int nb = c->n_batch;
+    c->fed = malloc((size_t)m->n_ctx * sizeof(int32_t));
+    c->ids = malloc(((size_t)m->n_ctx + 8) * sizeof(int32_t));
+    c->st.tokens = malloc((size_t)nb * sizeof(int32_t));
+    c->st.seq = calloc((size_t)nb, sizeof(int));
+    c->st.pos = malloc((size_t)nb * sizeof(int));
+    c->st.sample = malloc((size_t)nb);
+    c->h = malloc((size_t)nb * (size_t)m->pl->n_embd * sizeof(float));
+    c->st.out_tok = &c->out_tok;
+    c->st.out_lp = &c->out_lp;
+    if (!c->fed || !c->ids || !c->st.tokens || !c->st.seq || !c->st.pos || !c->st.sample || !c->h) return TERN_ENOMEM;
+    return 0;
+}
+
+/* takes ownership of content (malloc'd) */
+static int chat_push(chat_t *c, const char *role, char *content) {
+    if (c->n_msgs == c->cap_msgs) {
+        int cap = c->cap_msgs ? c->cap_msgs * 2 : 8;
+        chat_msg_t *p = realloc(c->msgs, (size_t)cap * sizeof *p);
+        if (!p) { free(content); return TERN_ENOMEM; }
+        c->msgs = p;
+        c->cap_msgs = cap;
+    }
+    c->msgs[c->n_msgs].role = role;
+    c->msgs[c->n_msgs++].content = content;
+    return 0;
+}
+
+/* Feeds toks[0..n) at positions n_fed.. in micro-batches and samples after the last one.
+ * Returns the sampled token, TERN_ECANCEL when Ctrl-C came between micro-batches (the fed
+ * part stays valid), or another <0 with c->err set. */
+static int chat_feed(chat_t *c, const int32_t *toks, int n) {
+    pipeline_t *pl = c->m->pl;
+    for (int done = 0; done < n;) {
+        if (g_interrupted) return TERN_ECANCEL;
+        int k = n - done < c->n_batch ? n - done : c->n_batch;
+        for (int i = 0; i < k; i++) {
+            c->st.tokens[i] = toks[done + i];
+            c->st.seq[i] = 0;
+            c->st.pos[i] = c->n_fed + i;
+            c->st.sample[i] = (uint8_t)(done + i == n - 1);
+        }
+        c->st.n = k;
+        if (embed_lookup(&c->m->emb, c->st.tokens, k, c->h) < 0)
+            return err_set(c->err, sizeof c->err, TERN_EINVAL, "token id outside the vocabulary");
+        c->st.h = c->h;
+        int rc = pl->ops->submit(pl, &c->st);
+        step_t *s = rc < 0 ? NULL : pl->ops->wait(pl, -1);
+        if (!s || s->rc < 0)
+            return err_set(c->err, sizeof c->err, s ? s->rc : TERN_EPEER, "%s", s ? s->err : "pipeline: step not accepted");
+        memcpy(c->fed + c->n_fed, toks + done, (size_t)k * sizeof(int32_t));
+        c->n_fed += k;
+        done += k;
+        if (done == n) {
+            if (s->n_out != 1) return err_set(c->err, sizeof c->err, TERN_EPROTO, "pipeline returned no token");
+            return s->out_tok[0];
+        }
+    }
+    return err_set(c->err, sizeof c->err, TERN_EINVAL, "nothing to feed");
+}
+
+/* Formats the conversation and feeds what is not yet in the cache (everything when no_cache).
+ * Returns the first sampled token or <0 (c->err set). */
+static int chat_prompt(chat_t *c, int no_cache, int turn) {
+    tern_model *m = c->m;
+    int need = chat_apply(m->tok, c->msgs, c->n_msgs, NULL, 0);
+    if (need < 0) return err_set(c->err, sizeof c->err, need, "the model's chat template cannot be applied");
+    char *buf = malloc((size_t)need + 1);
+    if (!buf) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
+    chat_apply(m->tok, c->msgs, c->n_msgs, buf, need + 1);
+    int cap = m->n_ctx + 8;
+    int n = tokenizer_encode(m->tok, buf, (size_t)need, tokenizer_add_bos(m->tok), 1, c->ids, cap);
+    free(buf);
+    if (n < 0) return err_set(c->err, sizeof c->err, n, "cannot tokenize the conversation");
+    if (n >= m->n_ctx)
+        return err_set(c->err, sizeof c->err, TERN_EINVAL,
+                       "the conversation has %d tokens but the context holds %d (raise -c)", n, m->n_ctx);
+    int k = 0;
+    if (!no_cache)
+        while (k < c->n_fed && k < n && c->fed[k] == c->ids[k]) k++;
+    if (k == n) k = n - 1;   /* re-feed the last token: its logits are needed to sample */
+    c->n_fed = k;
+    sampler_params_t sp = c->sp;
+    sp.seed += (uint64_t)turn;
+    int rc = m->pl->ops->seq_start(m->pl, 0, &sp);
+    if (rc < 0) return err_set(c->err, sizeof c->err, rc, "cannot start the sequence");
+    log_d("chat: %d tokens in the conversation, %d reused from the cache", n, k);
+    return chat_feed(c, c->ids + k, n - k);
+}
+
+/* Generates the reply after tok (the first sampled token), streaming it to stdout, and
+ * appends it to the conversation. 0, or <0 with c->err set. */
+static int chat_reply(chat_t *c, int tok, int n_predict) {
+    tern_model *m = c->m;
+    detok_t dt;
+    detok_init(&dt, m->tok, 0);
+    text_t reply = {0};
+    char piece[256];
+    int rc = 0;
+    for (int i = 0; n_predict < 0 || i < n_predict; i++) {
+        if (g_interrupted || tokenizer_is_eog(m->tok, tok)) break;
+        int np = detok_feed(&dt, tok, piece, sizeof piece);
+        if (np > 0) {
+            fwrite(piece, 1, (size_t)np, stdout);
+            fflush(stdout);
+            if (text_add(&reply, piece, (size_t)np) < 0) { rc = TERN_ENOMEM; break; }
+        }
+        if (c->n_fed >= m->n_ctx) {
+            fprintf(stderr, "\ntern chat: the context is full (%d tokens); the reply is cut here\n", m->n_ctx);
+            break;
+        }
+        if (n_predict >= 0 && i + 1 == n_predict) break;   /* no need to compute a token we will not show */
+        int32_t t = tok;
+        tok = chat_feed(c, &t, 1);
+        if (tok == TERN_ECANCEL) break;
+        if (tok < 0) { rc = tok; break; }
+    }
+    int np = detok_flush(&dt, piece, sizeof piece);
+    if (np > 0) {
+        fwrite(piece, 1, (size_t)np, stdout);
+        if (text_add(&reply, piece, (size_t)np) < 0) rc = TERN_ENOMEM;
+    }
+    fputc('\n', stdout);
+    fflush(stdout);
+    if (rc == TERN_ENOMEM) err_set(c->err, sizeof c->err, rc, "out of memory");
+    if (rc < 0) { free(reply.p); return rc; }
+    if (!reply.p && text_add(&reply, "", 0) < 0) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
+    return chat_push(c, "assistant", reply.p);
+}
+
+/* Reads one line from fd 0 without stdio (so that SIGINT interrupts the read). Returns a
+ * malloc'd line without the newline, or NULL on EOF (*intr = 0) or Ctrl-C (*intr = 1). */
+static char *read_line(int *intr) {
+    static char buf[4096];
+    static size_t len, off;
+    text_t line = {0};
+    *intr = 0;
+    for (;;) {
+        if (off == len) {
+            ssize_t r = read(0, buf, sizeof buf);
+            if (r < 0 && errno == EINTR && g_interrupted) { *intr = 1; free(line.p); return NULL; }
+            if (r < 0 && errno == EINTR) continue;
+            if (r <= 0) {   /* EOF: a last line without a newline still counts */
+                if (line.p) return line.p;
+                return NULL;
+            }
+            len = (size_t)r;
+            off = 0;
+        }
+        char *nl = memchr(buf + off, '\n', len - off);
+        size_t k = nl ? (size_t)(nl - (buf + off)) : len - off;
+        if (text_add(&line, buf + off, k) < 0) { free(line.p); return NULL; }
+        off += k;
+        if (nl) {
+            off++;
+            if (line.n && line.p[line.n - 1] == '\r') line.p[--line.n] = 0;
+            return line.p;
+        }
+    }
+}
+
+static int chat_loop(chat_t *c, int n_predict, int no_cache) {
+    for (int turn = 0;; turn++) {
+        g_interrupted = 0;
+        fputs("> ", stdout);
+        fflush(stdout);
+        int intr;
+        char *line = read_line(&intr);
+        if (!line) { fputc('\n', stdout); return 0; }   /* EOF or Ctrl-C at the prompt */
+        if (!strcmp(line, "/exit")) { free(line); return 0; }
+        if (!line[0]) { free(line); turn--; continue; }
+        int rc = chat_push(c, "user", line);
+        if (rc < 0) return err_set(c->err, sizeof c->err, rc, "out of memory");
+        int tok = chat_prompt(c, no_cache, turn);
+        if (tok == TERN_ECANCEL) { fputc('\n', stdout); c->n_msgs--; free((char *)c->msgs[c->n_msgs].content); continue; }
+        if (tok < 0) {
+            /* a message that does not fit is dropped; interactively one may go on */
+            c->n_msgs--;
+            free((char *)c->msgs[c->n_msgs].content);
+            if (!isatty(0)) return tok;
+            fprintf(stderr, "tern chat: %s\n", c->err);
+            continue;
+        }
+        if ((rc = chat_reply(c, tok, n_predict)) < 0) return rc;
+    }
+}
+
+int cli_chat(int argc, char **argv) {
+    log_set_role("C");
+    cli_model_opts_t mo;
+    cli_model_opts_default(&mo);
+    const char *sys = NULL;
+    int n_predict = -1, no_cache = 0;
+    opt_t opts[48] = {
+        {"-sys", "--system-prompt", OPT_STR, &sys, "TEXT", "system message at the start of the conversation", 0, 0},
+        {"-n", "--n-predict", OPT_INT, &n_predict, "N", "most tokens per reply (-1: until the end of turn)", -1, 1 << 20},
+        {NULL, "--no-cache", OPT_FLAG, &no_cache, NULL, "re-feed the whole conversation every turn", 0, 0},
+    };
+    cli_model_opts_table(&mo, opts, 3, 48, 1);
+    char err[512], *pos[1];
+    int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
+    if (rc == 1) {
+        opt_help(stdout, "tern chat -m MODEL [-sys SYSTEM] [options]   (/exit, EOF or Ctrl-C at the prompt quit)", opts);
+        return 0;
+    }
+    if (rc < 0 || (rc = cli_model_opts_check(&mo, err, sizeof err)) < 0) {
+        fprintf(stderr, "tern chat: %s\n", err);
+        return 1;
+    }
+    mo.p.n_seq = 1;
+    tern_model *m;
+    if (tern_load(&m, &mo.p, err, sizeof err) < 0) {
+        fprintf(stderr, "tern chat: %s\n", err);
+        return 1;
+    }
+    sampler_params_t sp = {mo.s.temp, mo.s.top_k, mo.s.top_p, mo.s.min_p, mo.s.repeat_penalty, mo.s.repeat_last_n,
+                           mo.s.seed};
+    chat_t c;
+    rc = chat_init(&c, m, &sp);
+    if (rc == 0 && sys) {
+        char *s = strdup(sys);
+        rc = s ? chat_push(&c, "system", s) : TERN_ENOMEM;
+    }
+    if (rc < 0) err_set(c.err, sizeof c.err, rc, "out of memory");
+    struct sigaction sa, old;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_sigint;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = 0;   /* no SA_RESTART: Ctrl-C must interrupt read() at the prompt */
+    sigaction(SIGINT, &sa, &old);
+    if (rc == 0) {
+        log_d("chat: template %s, context %d", chat_template_name(m->tok), m->n_ctx);
+        rc = chat_loop(&c, n_predict, no_cache);
+    }
+    sigaction(SIGINT, &old, NULL);
+    if (rc < 0) fprintf(stderr, "tern chat: %s\n", c.err);
+    chat_free(&c);
+    tern_free(&m);
+    return rc < 0 ? 1 : 0;
+}

@@ -1,0 +1,28 @@
+/* engine: the inside of a tern_model (include/tern.h) for the coordinator's own front ends
+ * (CLI, HTTP server, perplexity): the opened model, tokenizer, embedding view, pipeline and
+ * scheduler. Front ends that run several sequences drive sched_* directly. */
+#ifndef TERN_ENGINE_H
+#define TERN_ENGINE_H
+#include "tern.h"
+#include "coordinator/embed.h"
+#include "coordinator/pipeline.h"
+#include "coordinator/sched.h"
+#include "coordinator/tokenizer.h"
+#include "core/gguf.h"
+#include "core/model_spec.h"
+#include "core/tpool.h"
+
+struct tern_model {
+    gguf_t *g;
+    tokenizer_t *tok;
+    embed_t emb;
+    tpool_t *tp;
+    pipeline_t *pl;
+    sched_t sched;
+    hparams_t hp;
+    int n_ctx;
+    double t_load;
+    char err[256];
+};
+
+#endif

@@ -1,0 +1,285 @@
+/* server_req: see server_req.h. One small checker per field kind (integer, number, bool,
+ * stop, prompt, messages); each names the field in its error, so a client sees exactly what
+ * was wrong. The JSON is parsed by jansson; nothing is trusted before its type is checked. */
+#include "coordinator/server_req.h"
+#include "core/err.h"
+#include <jansson.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+int server_err_set(server_err_t *e, int status, const char *type, const char *code, const char *param,
+                   const char *fmt, ...) {
+    e->status = status;
+    e->type = type;
+    e->code = code;
+    snprintf(e->param, sizeof e->param, "%s", param ? param : "");
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(e->msg, sizeof e->msg, fmt, ap);
+    va_end(ap);
+    return status >= 500 ? TERN_EIO : TERN_EINVAL;
+}
+
+#define BAD(e, param, ...) server_err_set((e), 400, "invalid_request_error", "invalid_value", (param), __VA_ARGS__)
+
+char *server_err_json(const server_err_t *e) {
+    json_t *o = json_pack("{s:{s:s, s:s, s:o, s:o}}", "error", "message", e->msg, "type",
+                          e->type ? e->type : "invalid_request_error", "param",
+                          e->param[0] ? json_string(e->param) : json_null(), "code",
+                          e->code ? json_string(e->code) : json_null());
+    if (!o) return NULL;
+    char *s = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return s;
+}
+
+/* integer field: absent/null leaves *out; a real with a fractional part is refused */
+static int get_int(json_t *root, const char *key, long long lo, long long hi, long long *out, server_err_t *e) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return 0;
+    double d;
+    if (json_is_integer(v)) d = (double)json_integer_value(v);
+    else if (json_is_real(v)) d = json_real_value(v);
+    else return BAD(e, key, "'%s' must be an integer", key);
+    if (d != floor(d)) return BAD(e, key, "'%s' must be an integer", key);
+    if (d < (double)lo || d > (double)hi) return BAD(e, key, "'%s' must be in [%lld, %lld]", key, lo, hi);
+    *out = json_is_integer(v) ? json_integer_value(v) : (long long)d;
+    return 1;
+}
+
+static int get_num(json_t *root, const char *key, double lo, double hi, float *out, server_err_t *e) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_number(v)) return BAD(e, key, "'%s' must be a number", key);
+    double d = json_number_value(v);
+    if (!(d >= lo && d <= hi)) return BAD(e, key, "'%s' must be in [%g, %g]", key, lo, hi);
+    *out = (float)d;
+    return 1;
+}
+
+static int get_bool(json_t *root, const char *key, int *out, server_err_t *e) {
+    json_t *v = json_object_get(root, key);
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_boolean(v)) return BAD(e, key, "'%s' must be true or false", key);
+    *out = json_is_true(v);
+    return 1;
+}
+
+static int add_stop(server_req_t *r, json_t *s, server_err_t *e) {
+    if (!json_is_string(s)) return BAD(e, "stop", "'stop' must be a string or an array of strings");
+    size_t n = json_string_length(s);
+    if (n == 0) return 0;   /* an empty stop string would end every reply at once: ignore it */
+    if (n > SERVER_MAX_STOP_LEN) return BAD(e, "stop", "a stop string is longer than %d bytes", SERVER_MAX_STOP_LEN);
+    if (r->n_stop == SERVER_MAX_STOP) return BAD(e, "stop", "at most %d stop strings", SERVER_MAX_STOP);
+    if (memchr(json_string_value(s), 0, n)) return BAD(e, "stop", "a stop string contains a NUL byte");
+    if (!(r->stop[r->n_stop] = strdup(json_string_value(s))))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    r->n_stop++;
+    return 0;
+}
+
+static int parse_stop(server_req_t *r, json_t *root, server_err_t *e) {
+    json_t *v = json_object_get(root, "stop");
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_array(v)) return add_stop(r, v, e);
+    size_t i;
+    json_t *s;
+    json_array_foreach(v, i, s) {
+        int rc = add_stop(r, s, e);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* token id array (non-empty unless allow_empty); ids are checked against the vocab later */
+static int parse_ids(server_req_t *r, json_t *a, const char *key, int allow_empty, server_err_t *e) {
+    size_t n = json_array_size(a);
+    if (n == 0 && !allow_empty) return BAD(e, key, "'%s' is empty", key);
+    if (n > (1u << 24)) return BAD(e, key, "'%s' has too many tokens", key);
+    if (!(r->ids = malloc((n ? n : 1) * sizeof(int32_t))))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    size_t i;
+    json_t *t;
+    json_array_foreach(a, i, t) {
+        if (!json_is_integer(t) || json_integer_value(t) < 0 || json_integer_value(t) > INT32_MAX)
+            return BAD(e, key, "'%s' must hold token ids (non-negative integers)", key);
+        r->ids[i] = (int32_t)json_integer_value(t);
+    }
+    r->n_ids = (int)n;
+    return 0;
+}
+
+static int dup_string(char **dst, json_t *s, const char *key, server_err_t *e) {
+    size_t n = json_string_length(s);
+    if (memchr(json_string_value(s), 0, n)) return BAD(e, key, "'%s' contains a NUL byte", key);
+    if (!(*dst = strdup(json_string_value(s))))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    return 0;
+}
+
+/* prompt: "text" | [ids] | ["text"] | [[ids]] — one prompt only */
+static int parse_prompt(server_req_t *r, json_t *root, server_err_t *e) {
+    json_t *p = json_object_get(root, "prompt");
+    if (!p || json_is_null(p)) return BAD(e, "prompt", "'prompt' is required");
+    if (json_is_string(p)) return dup_string(&r->prompt, p, "prompt", e);
+    if (!json_is_array(p)) return BAD(e, "prompt", "'prompt' must be a string or an array of token ids");
+    json_t *first = json_array_get(p, 0);
+    if (first && (json_is_string(first) || json_is_array(first))) {
+        if (json_array_size(p) != 1) return BAD(e, "prompt", "only one prompt per request is supported");
+        if (json_is_string(first)) return dup_string(&r->prompt, first, "prompt", e);
+        return parse_ids(r, first, "prompt", 0, e);
+    }
+    return parse_ids(r, p, "prompt", 0, e);
+}
+
+/* content: string | null | [{"type":"text","text":...}, ...] (text parts joined) */
+static int parse_content(json_t *c, char **out, server_err_t *e) {
+    if (!c || json_is_null(c)) { *out = strdup(""); goto done; }
+    if (json_is_string(c)) return dup_string(out, c, "messages", e);
+    if (!json_is_array(c)) return BAD(e, "messages", "a message's 'content' must be a string or an array of parts");
+    size_t i, total = 1;
+    json_t *part;
+    json_array_foreach(c, i, part) {
+        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
+        if (!json_is_object(part) || !json_is_string(type) || strcmp(json_string_value(type), "text") != 0 ||
+            !json_is_string(text))
+            return BAD(e, "messages", "only text content parts ({\"type\":\"text\",\"text\":...}) are supported");
+        total += json_string_length(text);
+    }
+    if (!(*out = malloc(total))) goto done;
+    size_t at = 0;
+    json_array_foreach(c, i, part) {
+        json_t *text = json_object_get(part, "text");
+        memcpy(*out + at, json_string_value(text), json_string_length(text));
+        at += json_string_length(text);
+    }
+    (*out)[at] = 0;
+    if (strlen(*out) != at) return BAD(e, "messages", "a message's content contains a NUL byte");
+done:
+    return *out ? 0 : server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+}
+
+static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
+    json_t *m = json_object_get(root, "messages");
+    if (!json_is_array(m) || json_array_size(m) == 0)
+        return BAD(e, "messages", "'messages' must be a non-empty array");
+    size_t n = json_array_size(m);
+    if (n > SERVER_MAX_MSGS) return BAD(e, "messages", "at most %d messages", SERVER_MAX_MSGS);
+    if (!(r->msgs = calloc(n, sizeof(chat_msg_t))))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    size_t i;
+    json_t *msg;
+    json_array_foreach(m, i, msg) {
+        json_t *role = json_object_get(msg, "role");
+        if (!json_is_object(msg) || !json_is_string(role) || json_string_length(role) == 0)
+            return BAD(e, "messages", "message %zu needs a 'role' string", i);
+        char *rs = NULL, *cs = NULL;
+        int rc = dup_string(&rs, role, "messages", e);
+        r->msgs[i].role = rs;
+        r->n_msgs = (int)i + 1;
+        if (rc < 0) return rc;
+        rc = parse_content(json_object_get(msg, "content"), &cs, e);
+        r->msgs[i].content = cs;
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+/* the fields shared by completions and chat */
+static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
+    long long v = 1;
+    int rc;
+    if ((rc = get_int(root, "n", -1000000, 1000000, &v, e)) < 0) return rc;
+    if (v != 1) return BAD(e, "n", "only n=1 is supported");
+    v = -1;
+    if ((rc = get_int(root, "max_tokens", -1, 1 << 30, &v, e)) < 0) return rc;
+    if ((rc = get_int(root, "max_completion_tokens", -1, 1 << 30, &v, e)) < 0) return rc;
+    if ((rc = get_int(root, "n_predict", -1, 1 << 30, &v, e)) < 0) return rc;   /* llama.cpp's name */
+    if (v == 0) return BAD(e, "max_tokens", "'max_tokens' must be at least 1");
+    r->max_tokens = (int)v;
+    sampler_params_t *sp = &r->sp;
+    if ((rc = get_num(root, "temperature", 0, 100, &sp->temp, e)) < 0) return rc;
+    if ((rc = get_num(root, "top_p", 0, 1, &sp->top_p, e)) < 0) return rc;
+    if ((rc = get_num(root, "min_p", 0, 1, &sp->min_p, e)) < 0) return rc;
+    if ((rc = get_num(root, "repeat_penalty", 0.0001, 100, &sp->repeat_penalty, e)) < 0) return rc;
+    v = sp->top_k;
+    if ((rc = get_int(root, "top_k", 0, 1 << 24, &v, e)) < 0) return rc;
+    sp->top_k = (int)v;
+    v = sp->repeat_last_n;
+    if ((rc = get_int(root, "repeat_last_n", 0, SAMPLER_HIST_MAX, &v, e)) < 0) return rc;
+    sp->repeat_last_n = (int)v;
+    v = -1;
+    if ((rc = get_int(root, "seed", INT64_MIN, INT64_MAX, &v, e)) < 0) return rc;
+    if (rc == 1 && v != -1) sp->seed = (uint64_t)v;   /* -1: keep the server's seed */
+    if ((rc = get_bool(root, "stream", &r->stream, e)) < 0) return rc;
+    json_t *so = json_object_get(root, "stream_options");
+    if (so && !json_is_null(so)) {
+        if (!json_is_object(so)) return BAD(e, "stream_options", "'stream_options' must be an object");
+        if ((rc = get_bool(so, "include_usage", &r->include_usage, e)) < 0) return rc;
+    }
+    return parse_stop(r, root, e);
+}
+
+static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
+    int rc;
+    switch (r->kind) {
+    case SERVER_REQ_COMPLETION:
+        if ((rc = parse_prompt(r, root, e)) < 0) return rc;
+        return parse_generation(r, root, e);
+    case SERVER_REQ_CHAT:
+        if ((rc = parse_messages(r, root, e)) < 0) return rc;
+        return parse_generation(r, root, e);
+    case SERVER_REQ_TOKENIZE: {
+        json_t *c = json_object_get(root, "content");
+        if (!json_is_string(c)) return BAD(e, "content", "'content' must be a string");
+        if ((rc = get_bool(root, "add_special", &r->add_special, e)) < 0) return rc;
+        if ((rc = get_bool(root, "parse_special", &r->parse_special, e)) < 0) return rc;
+        if ((rc = get_bool(root, "with_pieces", &r->with_pieces, e)) < 0) return rc;
+        return dup_string(&r->prompt, c, "content", e);
+    }
+    case SERVER_REQ_DETOKENIZE: {
+        json_t *t = json_object_get(root, "tokens");
+        if (!json_is_array(t)) return BAD(e, "tokens", "'tokens' must be an array of token ids");
+        return parse_ids(r, t, "tokens", 1, e);
+    }
+    }
+    return BAD(e, NULL, "unknown request kind");
+}
+
+int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, const sampler_params_t *def,
+                     server_err_t *e) {
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->max_tokens = -1;
+    r->parse_special = 1;
+    if (def) r->sp = *def;
+    else sampler_params_default(&r->sp);
+    json_error_t jerr;
+    json_t *root = json_loadb(body ? body : "", len, 0, &jerr);
+    if (!root)
+        return server_err_set(e, 400, "invalid_request_error", "invalid_json", NULL,
+                              "the request body is not valid JSON: %s (line %d, column %d)", jerr.text, jerr.line,
+                              jerr.column);
+    int rc = json_is_object(root) ? parse_kind(r, root, e)
+                                  : BAD(e, NULL, "the request body must be a JSON object");
+    json_decref(root);
+    if (rc < 0) server_req_free(r);
+    return rc < 0 ? rc : 0;
+}
+
+void server_req_free(server_req_t *r) {
+    free(r->prompt);
+    free(r->ids);
+    for (int i = 0; i < r->n_msgs; i++) {
+        free((char *)r->msgs[i].role);
+        free((char *)r->msgs[i].content);
+    }
+    free(r->msgs);
+    for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    int kind = r->kind;
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+}

@@ -1,0 +1,59 @@
+/* server_req: the HTTP API's request bodies — parses and validates the JSON of
+ * /v1/completions, /v1/chat/completions, /tokenize and /detokenize into a plain struct, and
+ * writes OpenAI-shaped error bodies. Untrusted input: every field is type- and range-checked,
+ * unknown fields are ignored. Not here: tokenization or anything else that needs the model. */
+#ifndef TERN_SERVER_REQ_H
+#define TERN_SERVER_REQ_H
+#include <stddef.h>
+#include <stdint.h>
+#include "coordinator/tokenizer.h"
+#include "worker/sampler.h"
+
+enum server_req_kind {
+    SERVER_REQ_COMPLETION = 0,
+    SERVER_REQ_CHAT = 1,
+    SERVER_REQ_TOKENIZE = 2,
+    SERVER_REQ_DETOKENIZE = 3,
+};
+
+#define SERVER_MAX_STOP 16          /* stop strings per request */
+#define SERVER_MAX_STOP_LEN 256     /* bytes per stop string */
+#define SERVER_MAX_MSGS 4096        /* chat messages per request */
+
+typedef struct server_req {
+    int kind;
+    char *prompt;            /* completion: text prompt; tokenize: content (owned), or NULL */
+    int32_t *ids;            /* completion prompt given as token ids / detokenize tokens (owned) */
+    int n_ids;
+    chat_msg_t *msgs;        /* chat: role and content strings owned */
+    int n_msgs;
+    int max_tokens;          /* -1: not given */
+    sampler_params_t sp;     /* the caller's defaults overlaid with the request's fields */
+    char *stop[SERVER_MAX_STOP];
+    int n_stop;
+    int stream, include_usage;
+    int add_special, parse_special, with_pieces;   /* tokenize */
+} server_req_t;
+
+/* a client error: HTTP status, OpenAI error type and code, offending parameter, message */
+typedef struct server_err {
+    int status;
+    const char *type;        /* "invalid_request_error", "authentication_error", ... */
+    const char *code;        /* "invalid_json", "invalid_value", ... or NULL */
+    char param[48];          /* "" when none */
+    char msg[256];
+} server_err_t;
+
+int server_err_set(server_err_t *e, int status, const char *type, const char *code, const char *param,
+                   const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+/* Parses body[0..len) as a request of `kind` over the defaults in *def. Returns 0, or <0 with
+ * e filled (status 400). On success the caller frees r with server_req_free. */
+int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, const sampler_params_t *def,
+                     server_err_t *e);
+void server_req_free(server_req_t *r);
+
+/* {"error":{"message","type","param","code"}} as a malloc'd NUL-terminated string (NULL: OOM) */
+char *server_err_json(const server_err_t *e);
+
+#endif

@@ -1,0 +1,11 @@
+/* membw: the machine's memory read bandwidth, measured by streaming a buffer larger than the
+ * last-level cache on all threads of a pool (the roofline of memory-bound decode). */
+#ifndef TERN_MEMBW_H
+#define TERN_MEMBW_H
+#include <stddef.h>
+#include "core/tpool.h"
+
+/* GB/s (1e9 bytes/s), best of `reps` passes over `bytes`; 0 on allocation failure */
+double membw_measure(size_t bytes, int reps, tpool_t *tp);
+
+#endif

@@ -1,0 +1,162 @@
+/* ops: the float operations of a transformer block (norm, rope, softmax, gated activations,
+ * attention, f16 conversions) — the scalar spec of each, and dispatch to the ISA variants for
+ * the ones that are hot (attention, softmax, conversions). Every variant follows the spec's
+ * arithmetic (see ops_isa.h), so results do not depend on the ISA or on how callers split heads.
+ * Not here: matmuls (fmat.c, mat.c), the KV cache itself (worker/). */
+#pragma GCC optimize("fp-contract=off") /* the spec says which multiply-adds are fused */
+#include "kernels/ops.h"
+#include <math.h>
+#include "core/err.h"
+#include "core/half.h"
+#include "kernels/dispatch.h"
+#include "kernels/ops_isa.h"
+
+/* ggml's rms_norm: Σx² accumulated in double (8 partial sums), then (x · 1/√(mean+eps)) · w */
+void ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps) {
+    TERN_ASSERT(n > 0);
+    double acc[8] = {0};
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) acc[k] += (double)(x[i + k] * x[i + k]);
+    for (; i < n; i++) acc[i % 8] += (double)(x[i] * x[i]);
+    double sum = ((acc[0] + acc[4]) + (acc[2] + acc[6])) + ((acc[1] + acc[5]) + (acc[3] + acc[7]));
+    float s = 1.0f / sqrtf((float)(sum / (double)n) + eps);
+    if (w)
+        for (i = 0; i < n; i++) y[i] = (x[i] * s) * w[i];
+    else
+        for (i = 0; i < n; i++) y[i] = x[i] * s;
+}
+
+/* ggml_rope_cache_init with freq_scale 1, ext_factor 0, attn_factor 1: theta starts at pos and
+ * is multiplied by base^(-2/rot_dim) (in float) per pair; freq_factors divide it. */
+void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float base, int neox,
+              const float *freq_factors) {
+    TERN_ASSERT(rot_dim > 0 && rot_dim % 2 == 0 && rot_dim <= head_dim && rot_dim <= 1024);
+    float cs[512], sn[512];
+    const int half = rot_dim / 2;
+    const float theta_scale = powf(base, -2.0f / (float)rot_dim);
+    float theta = (float)pos;
+    for (int i = 0; i < half; i++) {
+        float th = freq_factors ? theta / freq_factors[i] : theta;
+        cs[i] = cosf(th);
+        sn[i] = sinf(th);
+        theta *= theta_scale;
+    }
+    for (int h = 0; h < n_heads; h++) {
+        float *xh = x + (int64_t)h * head_dim;
+        for (int i = 0; i < half; i++) {
+            int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
+            float x0 = xh[a], x1 = xh[b];
+            xh[a] = x0 * cs[i] - x1 * sn[i];
+            xh[b] = x0 * sn[i] + x1 * cs[i];
+        }
+    }
+}
+
+static float fold16(float *acc) {
+    for (int s = 8; s >= 1; s /= 2)
+        for (int i = 0; i < s; i++) acc[i] += acc[i + s];
+    return acc[0];
+}
+
+void ops_softmax_ref(float *x, int64_t n) {
+    if (n <= 0) return;
+    float m = x[0], acc[16] = {0};
+    for (int64_t i = 1; i < n; i++) m = x[i] > m ? x[i] : m;
+    for (int64_t i = 0; i < n; i++) {
+        x[i] = ops_exp_spec(x[i] - m);
+        acc[i % 16] += x[i];
+    }
+    float inv = 1.0f / fold16(acc);
+    for (int64_t i = 0; i < n; i++) x[i] *= inv;
+}
+
+void ops_softmax(float *x, int64_t n) {
+    switch (isa_current()) {
+#if defined(TERN_HAVE_X86)
+    case ISA_AVX2: ops_softmax_avx2(x, n); return;
+    case ISA_AVX512: ops_softmax_avx512(x, n); return;
+#endif
+    default: ops_softmax_ref(x, n); return;
+    }
+}
+
+/* silu(g) = g / (1 + e^-g) */
+void ops_silu_mul(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+}
+
+void ops_relu2_mul(float *g, const float *u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) {
+        float r = g[i] > 0.0f ? g[i] : 0.0f;
+        g[i] = r * r * u[i];
+    }
+}
+
+void ops_add(float *y, const float *x, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] += x[i];
+}
+
+void ops_scale(float *y, float s, int64_t n) {
+    for (int64_t i = 0; i < n; i++) y[i] *= s;
+}
+
+static inline float kv_at(const void *p, int kv_type, int64_t i) {
+    return kv_type == KV_F16 ? f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
+}
+
+void ops_attn_head_ref(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
+                       int64_t stride, int hd, float scale, float *scores) {
+    for (int j = 0; j < n_kv; j++) {
+        float acc[16] = {0};
+        for (int d = 0; d < hd; d++)
+            acc[d % 16] = fmaf(q[d], kv_at(k, kv_type, (int64_t)j * stride + d), acc[d % 16]);
+        scores[j] = fold16(acc) * scale;
+    }
+    ops_softmax_ref(scores, n_kv);
+    for (int d = 0; d < hd; d++) out[d] = 0.0f;
+    for (int j = 0; j < n_kv; j++)
+        for (int d = 0; d < hd; d++) out[d] = fmaf(scores[j], kv_at(v, kv_type, (int64_t)j * stride + d), out[d]);
+}
+
+void ops_attention(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
+                   int n_heads, int n_kv_heads, int hd, int h0, int h1, float scale, float *scores) {
+    TERN_ASSERT(kv_type == KV_F32 || kv_type == KV_F16);
+    TERN_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && hd > 0);
+    TERN_ASSERT(0 <= h0 && h0 <= h1 && h1 <= n_heads && n_kv >= 1);
+    ops_attn_head_fn fn = ops_attn_head_ref;
+#if defined(TERN_HAVE_X86)
+    if (isa_current() == ISA_AVX2) fn = ops_attn_head_avx2;
+    if (isa_current() == ISA_AVX512) fn = ops_attn_head_avx512;
+#endif
+    const size_t es = kv_type == KV_F16 ? 2 : 4;
+    const int64_t stride = (int64_t)n_kv_heads * hd;
+    const int group = n_heads / n_kv_heads;
+    for (int h = h0; h < h1; h++) {
+        size_t off = (size_t)(h / group) * (size_t)hd * es;
+        fn(out + (int64_t)h * hd, q + (int64_t)h * hd, (const uint8_t *)k + off, (const uint8_t *)v + off,
+           kv_type, n_kv, stride, hd, scale, scores);
+    }
+}
+
+void ops_f32_to_f16(uint16_t *y, const float *x, int64_t n) {
+    switch (isa_current()) {
+#if defined(TERN_HAVE_X86)
+    case ISA_AVX2: ops_f32_to_f16_avx2(y, x, n); return;
+    case ISA_AVX512: ops_f32_to_f16_avx512(y, x, n); return;
+#endif
+    default:
+        for (int64_t i = 0; i < n; i++) y[i] = f32_to_f16(x[i]);
+    }
+}
+
+void ops_f16_to_f32(float *y, const uint16_t *x, int64_t n) {
+    switch (isa_current()) {
+#if defined(TERN_HAVE_X86)
+    case ISA_AVX2: ops_f16_to_f32_avx2(y, x, n); return;
+    case ISA_AVX512: ops_f16_to_f32_avx512(y, x, n); return;
+#endif
+    default:
+        for (int64_t i = 0; i < n; i++) y[i] = f16_to_f32(x[i]);
+    }
+}

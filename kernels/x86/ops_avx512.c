@@ -1,0 +1,149 @@
+/* ops_avx512: AVX-512 softmax (with the spec's polynomial exp), attention heads and f16 row
+ * conversions. Same arithmetic as the scalar spec in ops.c / ops_isa.h, so the same bits:
+ * one zmm holds the 16 spec lanes; four cache positions are dotted at once to hide FMA latency.
+ * Not here: the scalar ops that are not hot (ops.c serves every ISA). */
+#pragma GCC optimize("fp-contract=off") /* only the spec's multiply-adds are fused */
+#include <immintrin.h>
+#include "core/half.h"
+#include "kernels/ops.h"
+#include "kernels/ops_isa.h"
+
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE float fold16(__m512 a) {
+    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
+    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
+    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
+    h = _mm_add_ss(h, _mm_movehdup_ps(h));
+    return _mm_cvtss_f32(h);
+}
+
+/* ops_exp_spec on 16 lanes */
+INLINE __m512 exp16(__m512 x) {
+    __mmask16 ok = _mm512_cmp_ps_mask(x, _mm512_set1_ps(OPS_EXP_LO), _CMP_GE_OQ);
+    x = _mm512_min_ps(x, _mm512_set1_ps(OPS_EXP_HI));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(OPS_LOG2E)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fmadd_ps(n, _mm512_set1_ps(-OPS_LN2_HI), x);
+    r = _mm512_fmadd_ps(n, _mm512_set1_ps(-OPS_LN2_LO), r);
+    __m512 z = _mm512_mul_ps(r, r), p = _mm512_set1_ps(OPS_EXP_C0);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OPS_EXP_C1));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OPS_EXP_C2));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OPS_EXP_C3));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OPS_EXP_C4));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(OPS_EXP_C5));
+    __m512 y = _mm512_add_ps(_mm512_fmadd_ps(p, z, r), _mm512_set1_ps(1.0f));
+    __m512i e = _mm512_slli_epi32(_mm512_add_epi32(_mm512_cvtps_epi32(n), _mm512_set1_epi32(127)), 23);
+    return _mm512_maskz_mov_ps(ok, _mm512_mul_ps(y, _mm512_castsi512_ps(e)));
+}
+
+INLINE __mmask16 tail_mask(int64_t left) { return (__mmask16)((1u << left) - 1); }
+
+void ops_softmax_avx512(float *x, int64_t n) {
+    if (n <= 0) return;
+    __m512 vm = _mm512_set1_ps(-INFINITY);
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) vm = _mm512_max_ps(vm, _mm512_loadu_ps(x + i));
+    if (i < n) vm = _mm512_max_ps(vm, _mm512_mask_loadu_ps(vm, tail_mask(n - i), x + i));
+    const __m512 m = _mm512_set1_ps(_mm512_reduce_max_ps(vm));
+    __m512 acc = _mm512_setzero_ps();
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(x + i), m));
+        _mm512_storeu_ps(x + i, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    if (i < n) { /* masked lanes add +0: the sum lanes are never -0 */
+        __mmask16 t = tail_mask(n - i);
+        __m512 e = _mm512_maskz_mov_ps(t, exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(t, x + i), m)));
+        _mm512_mask_storeu_ps(x + i, t, e);
+        acc = _mm512_add_ps(acc, e);
+    }
+    const __m512 inv = _mm512_set1_ps(1.0f / fold16(acc));
+    for (i = 0; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inv));
+    if (i < n) {
+        __mmask16 t = tail_mask(n - i);
+        _mm512_mask_storeu_ps(x + i, t, _mm512_mul_ps(_mm512_maskz_loadu_ps(t, x + i), inv));
+    }
+}
+
+/* 16 cache values from element i */
+INLINE __m512 load_kv(const int f16, const void *p, int64_t i) {
+    if (f16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
+    return _mm512_loadu_ps((const float *)p + i);
+}
+
+/* out[d0 .. d0+16·NV) = Σ_j p_j · v_j */
+INLINE void v_acc(const int f16, const int NV, float *out, const void *v, int n_kv, int64_t stride,
+                  int d0, const float *p) {
+    __m512 o[8];
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; i++) o[i] = _mm512_setzero_ps();
+    for (int j = 0; j < n_kv; j++) {
+        __m512 pj = _mm512_set1_ps(p[j]);
+        const int64_t base = (int64_t)j * stride + d0;
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; i++) o[i] = _mm512_fmadd_ps(pj, load_kv(f16, v, base + 16 * i), o[i]);
+    }
+#pragma GCC unroll 8
+    for (int i = 0; i < NV; i++) _mm512_storeu_ps(out + d0 + 16 * i, o[i]);
+}
+
+INLINE void head(const int f16, float *out, const float *q, const void *k, const void *v, int n_kv,
+                 int64_t stride, int hd, float scale, float *scores) {
+    int j = 0;
+    for (; j + 4 <= n_kv; j += 4) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        const int64_t b = (int64_t)j * stride;
+        for (int d = 0; d < hd; d += 16) {
+            __m512 qv = _mm512_loadu_ps(q + d);
+            a0 = _mm512_fmadd_ps(qv, load_kv(f16, k, b + d), a0);
+            a1 = _mm512_fmadd_ps(qv, load_kv(f16, k, b + stride + d), a1);
+            a2 = _mm512_fmadd_ps(qv, load_kv(f16, k, b + 2 * stride + d), a2);
+            a3 = _mm512_fmadd_ps(qv, load_kv(f16, k, b + 3 * stride + d), a3);
+        }
+        scores[j] = fold16(a0) * scale;
+        scores[j + 1] = fold16(a1) * scale;
+        scores[j + 2] = fold16(a2) * scale;
+        scores[j + 3] = fold16(a3) * scale;
+    }
+    for (; j < n_kv; j++) {
+        __m512 a = _mm512_setzero_ps();
+        for (int d = 0; d < hd; d += 16)
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), load_kv(f16, k, (int64_t)j * stride + d), a);
+        scores[j] = fold16(a) * scale;
+    }
+    ops_softmax_avx512(scores, n_kv);
+    int d0 = 0;
+    for (; d0 + 128 <= hd; d0 += 128) v_acc(f16, 8, out, v, n_kv, stride, d0, scores);
+    for (; d0 + 64 <= hd; d0 += 64) v_acc(f16, 4, out, v, n_kv, stride, d0, scores);
+    for (; d0 < hd; d0 += 16) v_acc(f16, 1, out, v, n_kv, stride, d0, scores);
+}
+
+void ops_attn_head_avx512(float *out, const float *q, const void *k, const void *v, int kv_type,
+                          int n_kv, int64_t stride, int hd, float scale, float *scores) {
+    if (hd % 16) ops_attn_head_ref(out, q, k, v, kv_type, n_kv, stride, hd, scale, scores);
+    else if (kv_type == KV_F16) head(1, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else head(0, out, q, k, v, n_kv, stride, hd, scale, scores);
+}
+
+void ops_f32_to_f16_avx512(uint16_t *y, const float *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm256_storeu_si256((__m256i *)(y + i),
+                            _mm512_cvtps_ph(_mm512_loadu_ps(x + i), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    if (i < n) {
+        __mmask16 t = tail_mask(n - i);
+        _mm256_mask_storeu_epi16(y + i, t, _mm512_cvtps_ph(_mm512_maskz_loadu_ps(t, x + i),
+                                                           _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC));
+    }
+}
+
+void ops_f16_to_f32_avx512(float *y, const uint16_t *x, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16)
+        _mm512_storeu_ps(y + i, _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)(x + i))));
+    if (i < n) {
+        __mmask16 t = tail_mask(n - i);
+        _mm512_mask_storeu_ps(y + i, t, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(t, x + i)));
+    }
+}

@@ -1,0 +1,61 @@
+/* tern_tl_avx512: the TL layout (ternary.h) with AVX-512 VNNI: each 256-column chunk of a
+ * 4-row group is four 64-byte loads; every shift gives 64 codes in natural column order, so one
+ * activation load feeds four vpdpbusd (four rows), and a GEMM tile of 4 rows × T tokens reuses
+ * each unpacked code register T times. Σ code·q − Σq equals tern_tl_dot_ref exactly. */
+#include "kernels/ternary.h"
+#include <immintrin.h>
+#include <string.h>
+
+/* out[t*TL_R + i] = Σ code·q for the 4 rows of group base wg and T tokens (q row stride cols) */
+static inline __attribute__((always_inline)) void tile(const uint8_t *wg, int64_t cols, const int8_t *q, int T,
+                                                       int32_t *out) {
+    const __m512i m3 = _mm512_set1_epi8(3);
+    __m512i acc[4][4];
+    for (int i = 0; i < 4; i++)
+        for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_si512();
+    for (int64_t k = 0; k < cols; k += 256, wg += 256) {
+        _mm_prefetch((const char *)(wg + 2048), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wg + 2048 + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wg + 2048 + 128), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wg + 2048 + 192), _MM_HINT_T0);
+        __m512i w[4];
+        for (int i = 0; i < 4; i++) w[i] = _mm512_loadu_si512(wg + 64 * i);
+#pragma GCC unroll 4
+        for (int g = 0; g < 4; g++) {
+            __m512i c[4];
+            for (int i = 0; i < 4; i++)
+                c[i] = _mm512_and_si512(g == 3 ? w[i] : _mm512_srli_epi16(w[i], 6 - 2 * g), m3);
+#pragma GCC unroll 4
+            for (int t = 0; t < T; t++) {
+                __m512i x = _mm512_loadu_si512(q + t * cols + k + 64 * g);
+                for (int i = 0; i < 4; i++) acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], c[i], x);
+            }
+        }
+    }
+    for (int t = 0; t < T; t++)
+        for (int i = 0; i < 4; i++) out[t * 4 + i] = _mm512_reduce_add_epi32(acc[i][t]);
+}
+
+void tern_tl_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum) {
+    (void)rows;
+    int64_t cols = a->cols;
+    int32_t part[4 * 4];
+    for (int64_t g = r0 / 4; g * 4 < r0 + nr; g++) {
+        const uint8_t *wg = (const uint8_t *)w + g * cols;   /* 4 rows × cols/4 bytes per group */
+        for (int t0 = 0; t0 < a->n; t0 += 4) {
+            int T = a->n - t0 < 4 ? a->n - t0 : 4;
+            const int8_t *q = a->q + t0 * cols;
+            switch (T) {
+            case 1: tile(wg, cols, q, 1, part); break;
+            case 2: tile(wg, cols, q, 2, part); break;
+            case 3: tile(wg, cols, q, 3, part); break;
+            default: tile(wg, cols, q, 4, part); break;
+            }
+            for (int t = 0; t < T; t++)
+                for (int i = 0; i < 4; i++) {
+                    int64_t r = g * 4 + i;
+                    if (r >= r0 && r < r0 + nr) isum[(t0 + t) * nr + (r - r0)] = part[t * 4 + i] - a->sum[t0 + t];
+                }
+        }
+    }
+}

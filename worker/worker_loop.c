@@ -1,0 +1,352 @@
+/* worker_loop: see worker_loop.h. One thread receives, computes and sends, in message order, so
+ * steps of different sequences pipeline across stages while each stage stays sequential. */
+#include "worker/worker_loop.h"
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/gguf.h"
+#include "core/log.h"
+#include "core/membw.h"
+#include "core/model_id.h"
+#include "core/progress.h"
+#include "core/types.h"
+#include "kernels/dispatch.h"
+#include "worker/stage.h"
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+static volatile sig_atomic_t g_stop;
+void worker_loop_stop(void) { g_stop = 1; }
+
+typedef struct worker {
+    const worker_cfg_t *cfg;
+    tp_conn_t *in, *next;
+    tp_peer_t coord;
+    int have_coord;
+    char name[TP_NAME_MAX];
+    gguf_t *g;
+    uint64_t model_size;
+    char model_hash[MODEL_ID_HASH_LEN];
+    tpool_t *tp;
+    float gbps;
+    stage_t st;
+    int loaded, is_last;
+    uint32_t hidden;
+    float *h;
+    size_t h_cap;
+    int32_t *out_tok;
+    float *out_lp;
+    uint32_t *seq_u;
+    int *seq, *pos;
+    int32_t *tok;
+    uint8_t *smp;
+    int cap_tokens;
+} worker_t;
+
+static int send_error(worker_t *w, const tp_peer_t *to, int code, uint64_t step, const char *msg) {
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Error e = TERN__ERROR__INIT;
+    e.code = code;
+    e.node = w->name;
+    e.message = (char *)msg;
+    e.step_id = step;
+    m.body_case = TERN__MSG__BODY_ERROR;
+    m.error = &e;
+    char err[256];
+    log_e("%s", msg);
+    return tp_send(w->in, to, &m, NULL, 0, err, sizeof err);
+}
+
+static uint64_t mem_total(void) {
+    long pages = sysconf(_SC_PHYS_PAGES), psz = sysconf(_SC_PAGESIZE);
+    return pages > 0 && psz > 0 ? (uint64_t)pages * (uint64_t)psz : 0;
+}
+
+static void on_hello(worker_t *w, tp_msg_t *rx) {
+    char err[256];
+    if (tp_hello_check(rx->msg->hello, rx->from.name, err, sizeof err) < 0) {
+        Tern__Msg m = TERN__MSG__INIT;
+        Tern__Refuse r = TERN__REFUSE__INIT;
+        r.code = TERN_EPROTO;
+        r.reason = err;
+        m.body_case = TERN__MSG__BODY_REFUSE;
+        m.refuse = &r;
+        log_e("%s", err);
+        tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err);
+        return;
+    }
+    w->coord = rx->from;
+    w->have_coord = 1;
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Hello h = TERN__HELLO__INIT;
+    h.proto_version = TERN_PROTO_VERSION;
+    h.node_name = w->name;
+    h.role = TERN__ROLE__ROLE_WORKER;
+    h.cores = (uint32_t)tpool_size(w->tp);
+    h.memory_bytes = w->cfg->memory ? w->cfg->memory : mem_total();
+    h.isa = (char *)isa_name(isa_current());
+    h.numa_nodes = 1;
+    h.gbps = w->gbps;
+    h.model_size = w->model_size;
+    h.model_hash = w->model_hash;
+    h.endpoint = (char *)tp_endpoint(w->in);
+    h.build = "tern 0.1.0";
+    m.body_case = TERN__MSG__BODY_HELLO;
+    m.hello = &h;
+    if (tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err) < 0) log_w("hello reply to %s: %s", rx->from.name, err);
+    log_i("coordinator %s connected", rx->from.name);
+}
+
+static int grow(worker_t *w, int n_tokens, uint32_t hidden) {
+    size_t need = (size_t)n_tokens * hidden * sizeof(float);
+    if (need > w->h_cap) {
+        tern_free(w->h);
+        w->h = tern_alloc(need);
+        w->h_cap = w->h ? need : 0;
+        if (!w->h) return TERN_ENOMEM;
+    }
+    if (n_tokens > w->cap_tokens) {
+        free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
+        w->seq = malloc((size_t)n_tokens * sizeof(int));
+        w->pos = malloc((size_t)n_tokens * sizeof(int));
+        w->tok = malloc((size_t)n_tokens * sizeof(int32_t));
+        w->smp = malloc((size_t)n_tokens);
+        w->out_tok = malloc((size_t)n_tokens * sizeof(int32_t));
+        w->out_lp = malloc((size_t)n_tokens * sizeof(float));
+        w->seq_u = malloc((size_t)n_tokens * sizeof(uint32_t));
+        w->cap_tokens = n_tokens;
+        if (!w->seq || !w->pos || !w->tok || !w->smp || !w->out_tok || !w->out_lp || !w->seq_u) {
+            w->cap_tokens = 0;
+            return TERN_ENOMEM;
+        }
+    }
+    return 0;
+}
+
+static void on_load(worker_t *w, tp_msg_t *rx) {
+    const Tern__LoadShard *ls = rx->msg->load_shard;
+    char err[512], msg[1200];
+    double t0 = time_now();
+    if (!w->g) {
+        snprintf(msg, sizeof msg, "%s has no local model file (start it with -m MODEL; --fetch-weights is not "
+                 "implemented yet)", w->name);
+        send_error(w, &rx->from, TERN_ENOTFOUND, 0, msg);
+        return;
+    }
+    if (ls->model && (ls->model->size != w->model_size || strcmp(ls->model->hash ? ls->model->hash : "", w->model_hash))) {
+        snprintf(msg, sizeof msg, "%s: model file mismatch: coordinator has %s (%llu bytes, %s), this worker %s "
+                 "(%llu bytes, %s)", w->name, ls->model->name ? ls->model->name : "?",
+                 (unsigned long long)ls->model->size, ls->model->hash ? ls->model->hash : "", w->cfg->model,
+                 (unsigned long long)w->model_size, w->model_hash);
+        send_error(w, &rx->from, TERN_EINVAL, 0, msg);
+        return;
+    }
+    if (w->loaded) { stage_free(&w->st); w->loaded = 0; }
+    tp_close(&w->next);
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    c.first = (int)ls->first_layer;
+    c.last = (int)ls->last_layer;
+    c.has_head = ls->is_last;
+    c.n_ctx = (int)ls->ctx;
+    c.n_seq = (int)ls->max_seqs;
+    c.n_batch = ls->max_batch_tokens ? (int)ls->max_batch_tokens : 64;
+    c.head_type = ls->head_type ? (int)ls->head_type : -1;
+    int rc = stage_init(&w->st, w->g, &c, w->tp, err, sizeof err);
+    if (rc < 0) {
+        snprintf(msg, sizeof msg, "%s: cannot load layers [%u, %u]: %s", w->name, ls->first_layer, ls->last_layer, err);
+        send_error(w, &rx->from, rc, 0, msg);
+        return;
+    }
+    uint64_t need = w->st.shard.weight_bytes + kv_cache_bytes_for(c.kv_type, c.last - c.first + 1, c.n_seq, c.n_ctx,
+                                                                   w->st.fwd.kv.kv_dim);
+    if (w->cfg->memory && need > w->cfg->memory) {
+        snprintf(msg, sizeof msg, "%s: layers [%d, %d] need %.2f GiB but --memory allows %.2f GiB", w->name, c.first,
+                 c.last, (double)need / (1 << 30), (double)w->cfg->memory / (1 << 30));
+        stage_free(&w->st);
+        send_error(w, &rx->from, TERN_ENOMEM, 0, msg);
+        return;
+    }
+    if (ls->next_endpoint && ls->next_endpoint[0]) {
+        tp_opts_t o = {0};
+        o.name = w->name;
+        o.curve = w->cfg->curve;
+        if ((rc = tp_connect(&w->next, ls->next_endpoint, &o, err, sizeof err)) < 0) {
+            snprintf(msg, sizeof msg, "%s: cannot connect to the next stage %s: %s", w->name, ls->next_endpoint, err);
+            stage_free(&w->st);
+            send_error(w, &rx->from, rc, 0, msg);
+            return;
+        }
+    }
+    w->loaded = 1;
+    w->is_last = ls->is_last;
+    w->hidden = (uint32_t)w->st.shard.hp.n_embd;
+    w->coord = rx->from;
+    w->have_coord = 1;
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__ShardReady r = TERN__SHARD_READY__INIT;
+    r.bytes_loaded = w->st.shard.weight_bytes;
+    r.load_seconds = time_now() - t0;
+    r.first_layer = ls->first_layer;
+    r.last_layer = ls->last_layer;
+    m.body_case = TERN__MSG__BODY_SHARD_READY;
+    m.shard_ready = &r;
+    log_i("loaded layers [%u, %u]%s (%.1f MiB) in %.2f s", ls->first_layer, ls->last_layer,
+          ls->is_last ? " + head" : "", (double)r.bytes_loaded / 1048576, r.load_seconds);
+    tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err);
+}
+
+static void on_forward(worker_t *w, tp_msg_t *rx) {
+    const Tern__Forward *f = rx->msg->forward;
+    char err[512], msg[1200];
+    if (!w->loaded) { send_error(w, &w->coord, TERN_EINVAL, f->step_id, "Forward before LoadShard"); return; }
+    int n = (int)f->n_tokens;
+    if (f->hidden_size != w->hidden || f->dtype != TERN__DTYPE__DTYPE_F32 || f->n_seq_ids != (size_t)n ||
+        f->n_positions != (size_t)n || (f->n_token_ids && f->n_token_ids != (size_t)n) ||
+        (f->n_sample && f->n_sample != (size_t)n)) {
+        snprintf(msg, sizeof msg, "%s: Forward step %llu does not match this stage (hidden %u, expected %u f32; %d "
+                 "tokens)", w->name, (unsigned long long)f->step_id, f->hidden_size, w->hidden, n);
+        send_error(w, &w->coord, TERN_EPROTO, f->step_id, msg);
+        return;
+    }
+    if (grow(w, n, w->hidden) < 0) { send_error(w, &w->coord, TERN_ENOMEM, f->step_id, "out of memory"); return; }
+    memcpy(w->h, rx->tensor, (size_t)n * w->hidden * sizeof(float));
+    for (int i = 0; i < n; i++) {
+        w->seq[i] = (int)f->seq_ids[i];
+        w->pos[i] = (int)f->positions[i];
+        w->tok[i] = f->n_token_ids ? f->token_ids[i] : -1;
+        w->smp[i] = f->n_sample ? (uint8_t)f->sample[i] : 0;
+    }
+    if (w->is_last)
+        for (size_t i = 0; i < f->n_sampling; i++) {
+            const Tern__SeqSampling *ss = f->sampling[i];
+            if (!ss->params || ss->seq_id >= (uint32_t)w->st.cfg.n_seq) continue;
+            sampler_params_t p = {ss->params->temp, ss->params->top_k, ss->params->top_p, ss->params->min_p,
+                                  ss->params->repeat_penalty, ss->params->repeat_last_n, ss->params->seed};
+            stage_seq_start(&w->st, (int)ss->seq_id, &p);
+        }
+    int m = stage_step(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp, err, sizeof err);
+    if (m < 0) {
+        snprintf(msg, sizeof msg, "%s: step %llu: %s", w->name, (unsigned long long)f->step_id, err);
+        send_error(w, &w->coord, m, f->step_id, msg);
+        return;
+    }
+    Tern__Msg out = TERN__MSG__INIT;
+    if (!w->is_last) {
+        out.body_case = TERN__MSG__BODY_FORWARD;
+        out.forward = (Tern__Forward *)f;   /* same header, new hidden states */
+        if (tp_send(w->next, NULL, &out, w->h, (size_t)n * w->hidden * sizeof(float), err, sizeof err) < 0) {
+            snprintf(msg, sizeof msg, "%s: cannot pass step %llu to the next stage: %s", w->name,
+                     (unsigned long long)f->step_id, err);
+            send_error(w, &w->coord, TERN_EPEER, f->step_id, msg);
+        }
+        return;
+    }
+    Tern__Sampled s = TERN__SAMPLED__INIT;
+    s.step_id = f->step_id;
+    int j = 0;
+    for (int i = 0; i < n; i++)
+        if (w->smp[i]) w->seq_u[j++] = (uint32_t)w->seq[i];
+    s.n_seq_ids = s.n_token_ids = s.n_logprobs = (size_t)m;
+    s.seq_ids = w->seq_u;
+    s.token_ids = w->out_tok;
+    s.logprobs = w->out_lp;
+    out.body_case = TERN__MSG__BODY_SAMPLED;
+    out.sampled = &s;
+    if (tp_send(w->in, &w->coord, &out, NULL, 0, err, sizeof err) < 0)
+        log_e("cannot send step %llu's tokens to the coordinator: %s", (unsigned long long)f->step_id, err);
+}
+
+static void on_heartbeat(worker_t *w, tp_msg_t *rx) {
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Heartbeat hb = TERN__HEARTBEAT__INIT;
+    hb.seq = rx->msg->heartbeat->seq;
+    hb.time_us = (uint64_t)(time_now() * 1e6);
+    m.body_case = TERN__MSG__BODY_HEARTBEAT;
+    m.heartbeat = &hb;
+    char err[256];
+    tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err);
+}
+
+static void on_signal(int sig) { (void)sig; g_stop = 1; }
+
+static int worker_open(worker_t *w, const worker_cfg_t *cfg, char *err, size_t errlen) {
+    int rc;
+    w->cfg = cfg;
+    int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
+    if (!(w->tp = tpool_new(threads))) return err_set(err, errlen, TERN_ENOMEM, "cannot start %d threads", threads);
+    if (cfg->model) {
+        if ((rc = model_id_compute(cfg->model, &w->model_size, w->model_hash, err, errlen)) < 0) return rc;
+        if ((rc = gguf_open(&w->g, cfg->model, err, errlen)) < 0) return rc;
+    }
+    w->gbps = (float)membw_measure(256u << 20, 3, w->tp);
+    tp_opts_t o = {0};
+    o.curve = cfg->curve;
+    if ((rc = tp_listen(&w->in, cfg->listen, &o, err, errlen)) < 0) return rc;
+    if (cfg->name) snprintf(w->name, sizeof w->name, "%s", cfg->name);
+    else {
+        char host[48] = "worker";
+        gethostname(host, sizeof host - 1);
+        const char *ep = tp_endpoint(w->in), *colon = strrchr(ep, ':');
+        snprintf(w->name, sizeof w->name, "%s:%s", host, colon ? colon + 1 : ep);
+    }
+    return 0;
+}
+
+static void worker_close(worker_t *w) {
+    if (w->loaded) stage_free(&w->st);
+    tp_close(&w->next);
+    tp_close(&w->in);
+    gguf_close(&w->g);
+    tpool_destroy(&w->tp);
+    tern_free(w->h);
+    free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
+    tp_term();
+}
+
+int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
+    worker_t w;
+    memset(&w, 0, sizeof w);
+    int rc = worker_open(&w, cfg, err, errlen);
+    if (rc < 0) { worker_close(&w); return rc; }
+    signal(SIGINT, on_signal);
+    signal(SIGTERM, on_signal);
+    signal(SIGPIPE, SIG_IGN);
+    log_i("%s listening on %s (%d threads, %s, %.1f GB/s%s%s)", w.name, tp_endpoint(w.in), tpool_size(w.tp),
+          isa_name(isa_current()), w.gbps, cfg->model ? ", model " : "", cfg->model ? cfg->model : "");
+    /* one line on stdout for scripts that wait for readiness */
+    printf("ready %s\n", tp_endpoint(w.in));
+    fflush(stdout);
+    tp_msg_t rx;
+    tp_msg_init(&rx);
+    double last = time_now();
+    while (!g_stop) {
+        rc = tp_recv(w.in, &rx, 200, err, errlen);
+        if (rc == TERN_ETIMEOUT) {
+            if (cfg->idle_exit_ms && (time_now() - last) * 1000 > cfg->idle_exit_ms) break;
+            continue;
+        }
+        if (rc < 0) { log_w("%s", err); continue; }
+        last = time_now();
+        switch (rx.msg->body_case) {
+        case TERN__MSG__BODY_HELLO: on_hello(&w, &rx); break;
+        case TERN__MSG__BODY_LOAD_SHARD: on_load(&w, &rx); break;
+        case TERN__MSG__BODY_FORWARD: on_forward(&w, &rx); break;
+        case TERN__MSG__BODY_HEARTBEAT: on_heartbeat(&w, &rx); break;
+        case TERN__MSG__BODY_FREE_SEQUENCE: break;
+        case TERN__MSG__BODY_SHUTDOWN:
+            log_i("shutdown from %s: %s", rx.from.name, rx.msg->shutdown->reason ? rx.msg->shutdown->reason : "");
+            g_stop = 1;
+            break;
+        default:
+            log_w("ignoring %s from %s", tp_body_name(rx.msg->body_case), rx.from.name);
+        }
+    }
+    tp_msg_free(&rx);
+    log_i("%s stopped", w.name);
+    worker_close(&w);
+    g_stop = 0;
+    return 0;
+}
