@@ -78,11 +78,11 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     *out = m;
     return 0;
 fail:
-    tern_free(&m);
+    tern_model_free(&m);
     return rc;
 }
 
-void tern_free(tern_model **pm) {
+void tern_model_free(tern_model **pm) {
     if (!pm || !*pm) return;
     tern_model *m = *pm;
     sched_free(&m->sched);

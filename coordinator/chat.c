@@ -43,8 +43,8 @@ int chat_init(struct tokenizer *t, const gguf_t *g, char *err, size_t errlen) {
     char arch[64] = "";
     gguf_get_str(g, "general.architecture", arch, sizeof arch);
     int has_eot_id = tokenizer_find(t, "<|eot_id|>") >= 0;
-    if ((!strcmp(arch, "bitnet-b1.58") || !strcmp(arch, "bitnet-25") || !strcmp(arch, "bitnet")) && has_eot_id &&
-        tokenizer_find(t, "<|start_header_id|>") >= 0 && !t->chat_template)
+    /* BitNet b1.58 2B-4T files often carry no template: its "Role: text<|eot_id|>" format */
+    if ((!strcmp(arch, "bitnet-b1.58") || !strcmp(arch, "bitnet-25")) && has_eot_id && !t->chat_template)
         t->chat_family = CHAT_BITNET;
     else if (tokenizer_find(t, "<|start_header_id|>") >= 0)
         t->chat_family = CHAT_LLAMA3;

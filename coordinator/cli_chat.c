@@ -265,12 +265,14 @@ int cli_chat(int argc, char **argv) {
     cli_model_opts_default(&mo);
     const char *sys = NULL;
     int n_predict = -1, no_cache = 0;
+    int verbose = 0;
     opt_t opts[48] = {
+        {"-v", "--verbose", OPT_FLAG, &verbose, NULL, "debug log (read by main)", 0, 0},
         {"-sys", "--system-prompt", OPT_STR, &sys, "TEXT", "system message at the start of the conversation", 0, 0},
         {"-n", "--n-predict", OPT_INT, &n_predict, "N", "most tokens per reply (-1: until the end of turn)", -1, 1 << 20},
         {NULL, "--no-cache", OPT_FLAG, &no_cache, NULL, "re-feed the whole conversation every turn", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 3, 48, 1);
+    cli_model_opts_table(&mo, opts, 4, 48, 1);
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
@@ -309,6 +311,6 @@ int cli_chat(int argc, char **argv) {
     sigaction(SIGINT, &old, NULL);
     if (rc < 0) fprintf(stderr, "tern chat: %s\n", c.err);
     chat_free(&c);
-    tern_free(&m);
+    tern_model_free(&m);
     return rc < 0 ? 1 : 0;
 }

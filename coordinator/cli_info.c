@@ -27,7 +27,9 @@ static void info_hparams(const gguf_t *g) {
     if (hparams_from_gguf(&hp, g, err, sizeof err) < 0) {
         char arch[64] = "?";
         gguf_get_str(g, "general.architecture", arch, sizeof arch);
-        printf("architecture:  %s (tern cannot run it: %s)\n", arch, err);
+        size_t pl = strlen(g->path);
+        const char *why = !strncmp(err, g->path, pl) && !strncmp(err + pl, ": ", 2) ? err + pl + 2 : err;
+        printf("architecture:  %s (tern cannot run it: %s)\n", arch, why);
         return;
     }
     printf("architecture:  %s\n", hp.arch_name);
@@ -90,7 +92,7 @@ static void print_kv(const gguf_kv_t *kv) {
 static void info_tensors(const gguf_t *g, int table) {
     int64_t params = 0, ter_params = 0;
     uint64_t bytes = 0, ter_bytes = 0;
-    if (table) printf("\n  %-32s %-6s %-22s %14s\n", "tensor", "type", "shape", "bytes");
+    if (table && g->n_tensors) printf("\n  %-32s %-6s %-22s %14s\n", "tensor", "type", "shape", "bytes");
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor_t *t = &g->tensors[i];
         int64_t n = tensor_elems(t);

@@ -80,7 +80,7 @@ int cli_run(int argc, char **argv) {
         fprintf(stderr, "eval         = %9.2f ms / %5d tokens (%8.2f tokens/s)\n", st.t_gen * 1e3, st.n_gen,
                 st.t_gen > 0 ? st.n_gen / st.t_gen : 0);
     }
-    tern_free(&m);
+    tern_model_free(&m);
     free(text);
     return rc < 0 ? 1 : 0;
 }

@@ -550,7 +550,9 @@ void cluster_free(cluster_t *c) {
 }
 
 int cluster_file_parse(cluster_t *c, const char *buf, size_t len, const char *name, char *err, size_t errlen) {
+    TERN_ASSERT(c && (buf || !len));
     ctx_t x = {name ? name : "<cluster>", err, errlen, 0};
+    if (!buf) buf = "";
     ynode_t *root = NULL;
     int rc = cluster_init(c);
     if (rc) return err_set(err, errlen, rc, "%s: out of memory", x.name);
@@ -606,6 +608,7 @@ static int list_item(cluster_t *c, const char *s, size_t n, int i, char *err, si
 }
 
 int cluster_from_workers_list(cluster_t *c, const char *csv, char *err, size_t errlen) {
+    TERN_ASSERT(c && csv);
     int rc = cluster_init(c);
     if (rc) return err_set(err, errlen, rc, "--workers: out of memory");
     int n = 1;

@@ -7,24 +7,45 @@
 
 #define LOCAL_QUEUE 16
 
+/* A sampler reset takes effect with the step submitted after it, like on a cluster, so a step
+ * of the slot's previous sequence still queued keeps the old sampler. */
+typedef struct local_entry {
+    step_t *step;
+    int n_reset;
+    int *reset_slot;            /* (n_seq,) */
+    sampler_params_t *reset;    /* (n_seq,) */
+} local_entry_t;
+
 typedef struct local {
     pipeline_t base;
     stage_t *stages;
-    int n_stages;
-    step_t *queue[LOCAL_QUEUE];
+    int n_stages, n_seq;
+    local_entry_t queue[LOCAL_QUEUE];
     int head, count;
+    sampler_params_t *pending;
+    uint8_t *has_pending;
 } local_t;
 
 static int local_seq_start(pipeline_t *p, int slot, const sampler_params_t *sp) {
     local_t *l = (local_t *)p;
-    stage_seq_start(&l->stages[l->n_stages - 1], slot, sp);
+    if (slot < 0 || slot >= l->n_seq) return TERN_EINVAL;
+    l->pending[slot] = *sp;
+    l->has_pending[slot] = 1;
     return 0;
 }
 
 static int local_submit(pipeline_t *p, step_t *s) {
     local_t *l = (local_t *)p;
     if (l->count == LOCAL_QUEUE) return TERN_EINVAL;
-    l->queue[(l->head + l->count++) % LOCAL_QUEUE] = s;
+    local_entry_t *e = &l->queue[(l->head + l->count++) % LOCAL_QUEUE];
+    e->step = s;
+    e->n_reset = 0;
+    for (int i = 0; i < l->n_seq; i++)
+        if (l->has_pending[i]) {
+            e->reset_slot[e->n_reset] = i;
+            e->reset[e->n_reset++] = l->pending[i];
+            l->has_pending[i] = 0;
+        }
     return 0;
 }
 
@@ -32,9 +53,11 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
     local_t *l = (local_t *)p;
     (void)timeout_ms;
     if (!l->count) return NULL;
-    step_t *s = l->queue[l->head];
+    local_entry_t *e = &l->queue[l->head];
+    step_t *s = e->step;
     l->head = (l->head + 1) % LOCAL_QUEUE;
     l->count--;
+    for (int i = 0; i < e->n_reset; i++) stage_seq_start(&l->stages[l->n_stages - 1], e->reset_slot[i], &e->reset[i]);
     s->n_out = 0;
     s->rc = 0;
     for (int i = 0; i < l->n_stages && s->rc >= 0; i++) {
@@ -48,7 +71,10 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
 static void local_destroy(pipeline_t *p) {
     local_t *l = (local_t *)p;
     for (int i = 0; i < l->n_stages; i++) stage_free(&l->stages[i]);
+    for (int i = 0; i < LOCAL_QUEUE; i++) { free(l->queue[i].reset_slot); free(l->queue[i].reset); }
     free(l->stages);
+    free(l->pending);
+    free(l->has_pending);
     free(l);
 }
 
@@ -63,10 +89,17 @@ int pipeline_local_new(pipeline_t **out, const gguf_t *g, const stage_cfg_t *cfg
     if (n_stages < 1 || n_stages > hp.n_layer)
         return err_set(err, errlen, TERN_EINVAL, "cannot split %d layers into %d stages", hp.n_layer, n_stages);
     local_t *l = calloc(1, sizeof *l);
-    if (!l || !(l->stages = calloc((size_t)n_stages, sizeof(stage_t)))) {
-        free(l);
+    int ok = l && (l->stages = calloc((size_t)n_stages, sizeof(stage_t))) &&
+             (l->pending = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t))) &&
+             (l->has_pending = calloc((size_t)cfg->n_seq, 1));
+    for (int i = 0; ok && i < LOCAL_QUEUE; i++)
+        ok = (l->queue[i].reset_slot = calloc((size_t)cfg->n_seq, sizeof(int))) &&
+             (l->queue[i].reset = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t)));
+    if (!ok) {
+        if (l) local_destroy(&l->base);
         return err_set(err, errlen, TERN_ENOMEM, "out of memory");
     }
+    l->n_seq = cfg->n_seq;
     l->base.ops = &g_local_ops;
     l->base.max_inflight = 1;
     l->base.n_embd = hp.n_embd;

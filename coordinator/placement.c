@@ -117,6 +117,7 @@ static void emit(const plan_t *p, const int *arg, placement_out_t *out) {
 
 static int check_input(const placement_in_t *in, char *err, size_t errlen) {
     char nb[32];
+    TERN_ASSERT(in);
     if (in->n_layers < 1 || in->n_layers > PLACEMENT_MAX_LAYERS)
         return err_set(err, errlen, TERN_EINVAL, "placement: %d layers (expected 1..%d)", in->n_layers, PLACEMENT_MAX_LAYERS);
     if (in->n_workers < 1 || in->n_workers > PLACEMENT_MAX_WORKERS || !in->workers)

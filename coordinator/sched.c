@@ -7,6 +7,28 @@
 #include <stdlib.h>
 #include <string.h>
 
+static void step_free(step_t *st) {
+    free(st->tokens);
+    free(st->seq);
+    free(st->pos);
+    free(st->sample);
+    free(st->out_tok);
+    free(st->out_lp);
+    tern_free(st->h);
+}
+
+static int step_alloc(step_t *st, int cap, int n_seq, int n_embd) {
+    memset(st, 0, sizeof *st);
+    st->tokens = calloc((size_t)cap, sizeof(int32_t));
+    st->seq = calloc((size_t)cap, sizeof(int));
+    st->pos = calloc((size_t)cap, sizeof(int));
+    st->sample = calloc((size_t)cap, 1);
+    st->out_tok = calloc((size_t)n_seq, sizeof(int32_t));
+    st->out_lp = calloc((size_t)n_seq, sizeof(float));
+    st->h = tern_alloc((size_t)cap * (size_t)n_embd * sizeof(float));
+    return st->tokens && st->seq && st->pos && st->sample && st->out_tok && st->out_lp && st->h ? 0 : TERN_ENOMEM;
+}
+
 int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_ctx, int n_batch, char *err,
                size_t errlen) {
     memset(s, 0, sizeof *s);
@@ -15,26 +37,21 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
     s->n_seq = n_seq;
     s->n_ctx = n_ctx;
     s->n_batch = n_batch;
+    s->max_inflight = pl->max_inflight < 1 ? 1 : pl->max_inflight > SCHED_MAX_INFLIGHT ? SCHED_MAX_INFLIGHT : pl->max_inflight;
     int cap = n_batch + n_seq;
     s->seqs = calloc((size_t)n_seq, sizeof(sched_seq_t));
-    s->step.tokens = calloc((size_t)cap, sizeof(int32_t));
-    s->step.seq = calloc((size_t)cap, sizeof(int));
-    s->step.pos = calloc((size_t)cap, sizeof(int));
-    s->step.sample = calloc((size_t)cap, 1);
-    s->step.out_tok = calloc((size_t)n_seq, sizeof(int32_t));
-    s->step.out_lp = calloc((size_t)n_seq, sizeof(float));
-    s->h = tern_alloc((size_t)cap * (size_t)pl->n_embd * sizeof(float));
-    if (!s->seqs || !s->step.tokens || !s->step.seq || !s->step.pos || !s->step.sample || !s->step.out_tok ||
-        !s->step.out_lp || !s->h) {
+    int rc = s->seqs ? 0 : TERN_ENOMEM;
+    for (int i = 0; i < s->max_inflight && !rc; i++) {
+        rc = step_alloc(&s->steps[i], cap, n_seq, pl->n_embd);
+        if (!rc && !(s->sids[i] = calloc((size_t)cap, sizeof(int)))) rc = TERN_ENOMEM;
+    }
+    for (int i = 0; i < n_seq && !rc; i++) {
+        s->seqs[i].slot = i;
+        if (!(s->seqs[i].toks = malloc((size_t)n_ctx * sizeof(int32_t)))) rc = TERN_ENOMEM;
+    }
+    if (rc) {
         sched_free(s);
         return err_set(err, errlen, TERN_ENOMEM, "scheduler: out of memory");
-    }
-    for (int i = 0; i < n_seq; i++) {
-        s->seqs[i].slot = i;
-        if (!(s->seqs[i].toks = malloc((size_t)n_ctx * sizeof(int32_t)))) {
-            sched_free(s);
-            return err_set(err, errlen, TERN_ENOMEM, "scheduler: out of memory");
-        }
     }
     return 0;
 }
@@ -43,13 +60,10 @@ void sched_free(sched_t *s) {
     if (s->seqs)
         for (int i = 0; i < s->n_seq; i++) free(s->seqs[i].toks);
     free(s->seqs);
-    free(s->step.tokens);
-    free(s->step.seq);
-    free(s->step.pos);
-    free(s->step.sample);
-    free(s->step.out_tok);
-    free(s->step.out_lp);
-    tern_free(s->h);
+    for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) {
+        step_free(&s->steps[i]);
+        free(s->sids[i]);
+    }
     memset(s, 0, sizeof *s);
 }
 
@@ -64,6 +78,7 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
         int rc = s->pl->ops->seq_start(s->pl, i, sp);
         if (rc < 0) return rc;
         q->active = 1;
+        q->waiting = 0;
         q->id = s->next_id++;
         memcpy(q->toks, prompt, (size_t)n * sizeof(int32_t));
         q->n_prompt = q->n_toks = n;
@@ -84,6 +99,7 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
 static void finish(sched_seq_t *q, int why) {
     q->finish = why;
     q->active = 0;
+    q->waiting = 0;
     if (q->cb) q->cb(q->user, q->id, -1, 0, why);
 }
 
@@ -98,62 +114,61 @@ int sched_active(const sched_t *s) {
     return n;
 }
 
-/* packs tokens [n_fed, n_fed+k) of q into the step */
-static void pack(sched_t *s, sched_seq_t *q, int k, int sample_last) {
-    step_t *st = &s->step;
+/* packs tokens [n_fed, n_fed+k) of q into step st */
+static void pack(step_t *st, int *sid, sched_seq_t *q, int k, int sample_last) {
     for (int j = 0; j < k; j++) {
         int i = st->n++;
         st->tokens[i] = q->toks[q->n_fed + j];
         st->seq[i] = q->slot;
         st->pos[i] = q->n_fed + j;
         st->sample[i] = (uint8_t)(sample_last && j == k - 1);
+        sid[i] = q->id;
     }
     q->n_fed += k;
+    if (sample_last) q->waiting = 1;
 }
 
-int sched_step(sched_t *s) {
-    step_t *st = &s->step;
+/* builds the next step from sequences with work that is not waiting on an in-flight token:
+ * decode tokens first, then prompt chunks up to n_batch. Returns tokens packed. */
+static int build(sched_t *s, step_t *st, int *sid, int *has_prompt) {
     st->n = 0;
-    int budget = s->n_batch, has_prompt = 0;
-    for (int i = 0; i < s->n_seq; i++) {   /* decode tokens first */
+    *has_prompt = 0;
+    int budget = s->n_batch;
+    for (int i = 0; i < s->n_seq; i++) {
         sched_seq_t *q = &s->seqs[i];
-        if (q->active && q->n_fed == q->n_toks - 1 && q->n_fed >= q->n_prompt) { pack(s, q, 1, 1); budget--; }
+        if (q->active && !q->waiting && q->n_fed >= q->n_prompt && q->n_fed == q->n_toks - 1) {
+            pack(st, sid, q, 1, 1);
+            budget--;
+        }
     }
     for (int i = 0; i < s->n_seq && budget > 0; i++) {
         sched_seq_t *q = &s->seqs[i];
-        if (!q->active || q->n_fed >= q->n_prompt) continue;
+        if (!q->active || q->waiting || q->n_fed >= q->n_prompt) continue;
         int k = q->n_prompt - q->n_fed < budget ? q->n_prompt - q->n_fed : budget;
-        pack(s, q, k, q->n_fed + k == q->n_prompt);
+        pack(st, sid, q, k, q->n_fed + k == q->n_prompt);
         budget -= k;
-        has_prompt = 1;
+        *has_prompt = 1;
     }
-    if (st->n == 0) return sched_active(s);
-    if (embed_lookup(s->emb, st->tokens, st->n, s->h) < 0) {
-        snprintf(s->err, sizeof s->err, "token id outside the vocabulary");
-        return TERN_EINVAL;
-    }
-    st->h = s->h;
-    st->id = (uint64_t)s->steps_run++;
-    double t0 = time_now();
-    int rc = s->pl->ops->submit(s->pl, st);
-    step_t *done = rc < 0 ? NULL : s->pl->ops->wait(s->pl, -1);
-    if (!done || done->rc < 0) {
-        snprintf(s->err, sizeof s->err, "%s", done ? done->err : "pipeline: step was not accepted");
-        for (int i = 0; i < s->n_seq; i++)
-            if (s->seqs[i].active) finish(&s->seqs[i], SCHED_ERROR);
-        return done && done->rc < 0 ? done->rc : TERN_EPEER;
-    }
-    double dt = time_now() - t0;
-    if (has_prompt) { s->t_prefill += dt; s->n_prefill_tok += st->n; }
-    else { s->t_decode += dt; s->n_decode_tok += st->n; }
-    /* sampled tokens come back in order of the sampling tokens in the step */
+    return st->n;
+}
+
+static int fail_all(sched_t *s, int rc, const char *why) {
+    snprintf(s->err, sizeof s->err, "%s", why);
+    for (int i = 0; i < s->n_seq; i++)
+        if (s->seqs[i].active) finish(&s->seqs[i], SCHED_ERROR);
+    return rc;
+}
+
+/* delivers the sampled tokens of a finished step (in order of its sampling tokens) */
+static void deliver(sched_t *s, step_t *st, const int *sid) {
     int j = 0;
-    for (int i = 0; i < st->n && j < done->n_out; i++) {
+    for (int i = 0; i < st->n && j < st->n_out; i++) {
         if (!st->sample[i]) continue;
         sched_seq_t *q = &s->seqs[st->seq[i]];
-        int32_t tok = done->out_tok[j];
-        float lp = done->out_lp[j++];
-        if (!q->active) continue;
+        int32_t tok = st->out_tok[j];
+        float lp = st->out_lp[j++];
+        if (!q->active || q->id != sid[i]) continue;   /* cancelled meanwhile */
+        q->waiting = 0;
         if (!q->t_first) q->t_first = time_now();
         q->toks[q->n_toks++] = tok;
         q->n_gen++;
@@ -162,5 +177,33 @@ int sched_step(sched_t *s) {
         else if (q->n_gen >= q->max_gen) finish(q, SCHED_LENGTH);
         else if (q->n_toks >= s->n_ctx) finish(q, SCHED_CTX);
     }
+}
+
+int sched_step(sched_t *s) {
+    while (s->inflight < s->max_inflight) {
+        int k = (s->first + s->inflight) % s->max_inflight, has_prompt;
+        step_t *st = &s->steps[k];
+        if (!build(s, st, s->sids[k], &has_prompt)) break;
+        if (embed_lookup(s->emb, st->tokens, st->n, st->h) < 0) return fail_all(s, TERN_EINVAL, "token id outside the vocabulary");
+        st->id = (uint64_t)s->steps_run++;
+        s->has_prompt[k] = has_prompt;   /* for the prefill/decode timing split */
+        st->err[0] = 0;
+        int rc = s->pl->ops->submit(s->pl, st);
+        if (rc < 0) return fail_all(s, rc, st->err[0] ? st->err : "pipeline: step was not accepted");
+        s->inflight++;
+    }
+    if (!s->inflight) return sched_active(s);
+    step_t *want = &s->steps[s->first];
+    int had_prompt = s->has_prompt[s->first];
+    double t0 = time_now();
+    step_t *done = s->pl->ops->wait(s->pl, -1);
+    if (!done || done != want) return fail_all(s, TERN_EPEER, done ? "pipeline: steps finished out of order" : "pipeline: no answer");
+    s->first = (s->first + 1) % s->max_inflight;
+    s->inflight--;
+    if (done->rc < 0) return fail_all(s, done->rc, done->err);
+    double dt = time_now() - t0;
+    if (had_prompt) { s->t_prefill += dt; s->n_prefill_tok += done->n; }
+    else { s->t_decode += dt; s->n_decode_tok += done->n; }
+    deliver(s, done, s->sids[(s->first + s->max_inflight - 1) % s->max_inflight]);
     return sched_active(s);
 }

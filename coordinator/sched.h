@@ -9,6 +9,8 @@
 #include "coordinator/embed.h"
 #include "coordinator/pipeline.h"
 
+#define SCHED_MAX_INFLIGHT 8
+
 enum sched_finish { SCHED_RUNNING = 0, SCHED_STOP = 1, SCHED_LENGTH = 2, SCHED_CTX = 3, SCHED_CANCEL = 4, SCHED_ERROR = 5 };
 
 /* token: a sampled token (or -1 with finish set when the sequence ends without one).
@@ -17,6 +19,7 @@ typedef int (*sched_cb)(void *user, int id, int32_t token, float logprob, int fi
 
 typedef struct sched_seq {
     int active, slot, id;
+    int waiting;           /* a token that samples for it is in flight */
     int32_t *toks;         /* prompt then generated, capacity n_ctx */
     int n_prompt, n_toks, n_fed;
     int max_gen, n_gen;
@@ -33,8 +36,10 @@ typedef struct sched {
     int n_seq, n_ctx, n_batch;
     sched_seq_t *seqs;     /* (n_seq,) one per slot */
     int next_id;
-    step_t step;
-    float *h;              /* (n_batch + n_seq, n_embd) */
+    step_t steps[SCHED_MAX_INFLIGHT];   /* ring of steps in flight (pipelining across stages) */
+    int *sids[SCHED_MAX_INFLIGHT];      /* sequence id of each token of a step */
+    int has_prompt[SCHED_MAX_INFLIGHT];
+    int first, inflight, max_inflight;
     int steps_run;
     double t_prefill, t_decode;   /* seconds spent in steps containing prompt / only decode */
     long n_prefill_tok, n_decode_tok;
@@ -50,8 +55,10 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
               void *user);
 void sched_cancel(sched_t *s, int id);
 int sched_active(const sched_t *s);      /* sequences still running */
-/* One step; returns the number of sequences still active, or <0 when the pipeline failed
- * (every sequence is then finished with SCHED_ERROR and s->err says why). */
+/* Fills the pipeline with steps (up to its max_inflight: with several stages, steps of different
+ * sequences — and successive chunks of one prompt — are in flight at once), then waits for the
+ * oldest and delivers its tokens. Returns the number of sequences still active, or <0 when the
+ * pipeline failed (every sequence is then finished with SCHED_ERROR and s->err says why). */
 int sched_step(sched_t *s);
 
 #endif

@@ -215,6 +215,7 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     if ((rc = get_int(root, "seed", INT64_MIN, INT64_MAX, &v, e)) < 0) return rc;
     if (rc == 1 && v != -1) sp->seed = (uint64_t)v;   /* -1: keep the server's seed */
     if ((rc = get_bool(root, "stream", &r->stream, e)) < 0) return rc;
+    if ((rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) < 0) return rc;
     json_t *so = json_object_get(root, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so)) return BAD(e, "stream_options", "'stream_options' must be an object");
@@ -282,4 +283,42 @@ void server_req_free(server_req_t *r) {
     int kind = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = kind;
+}
+
+/* UTF-8 at s[0..n): the length of a valid character (*ok = 1), or else the length of the
+ * longest start of one, at least 1 (*ok = 0), so that a cut character becomes one U+FFFD
+ * (Unicode's "maximal subpart" rule, as Python and browsers do) */
+static size_t utf8_step(const unsigned char *s, size_t n, int *ok) {
+    unsigned char c = s[0], lo = 0x80, hi = 0xBF;
+    size_t k = c < 0x80 ? 1 : c >= 0xC2 && c <= 0xDF ? 2 : c >= 0xE0 && c <= 0xEF ? 3 : c >= 0xF0 && c <= 0xF4 ? 4 : 0;
+    *ok = k == 1;
+    if (k <= 1) return 1;
+    if (c == 0xE0) lo = 0xA0;
+    else if (c == 0xED) hi = 0x9F;
+    else if (c == 0xF0) lo = 0x90;
+    else if (c == 0xF4) hi = 0x8F;
+    size_t i = 1;
+    for (; i < k && i < n; i++) {
+        if (s[i] < (i == 1 ? lo : 0x80) || s[i] > (i == 1 ? hi : 0xBF)) break;
+    }
+    *ok = i == k;
+    return i;
+}
+
+void *server_json_text(const char *s, size_t n) {
+    json_t *j = json_stringn(s, n);
+    if (j) return j;
+    char *buf = malloc(n * 3 + 1);   /* every bad byte becomes EF BF BD */
+    if (!buf) return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < n;) {
+        int ok;
+        size_t k = utf8_step((const unsigned char *)s + i, n - i, &ok);
+        if (ok) memcpy(buf + o, s + i, k), o += k;
+        else memcpy(buf + o, "\xEF\xBF\xBD", 3), o += 3;
+        i += k;
+    }
+    j = json_stringn(buf, o);
+    free(buf);
+    return j;
 }

@@ -32,6 +32,7 @@ typedef struct server_req {
     char *stop[SERVER_MAX_STOP];
     int n_stop;
     int stream, include_usage;
+    int ignore_eos;          /* llama.cpp's: keep generating past end-of-generation tokens */
     int add_special, parse_special, with_pieces;   /* tokenize */
 } server_req_t;
 
@@ -55,5 +56,7 @@ void server_req_free(server_req_t *r);
 
 /* {"error":{"message","type","param","code"}} as a malloc'd NUL-terminated string (NULL: OOM) */
 char *server_err_json(const server_err_t *e);
+/* s[0..n) as a jansson string (json_t *), invalid UTF-8 bytes replaced by U+FFFD; NULL: OOM */
+void *server_json_text(const char *s, size_t n);
 
 #endif

@@ -18,7 +18,7 @@ typedef struct server_stop {
 
 void server_stop_init(server_stop_t *s, char *const *stops, int n);
 void server_stop_free(server_stop_t *s);
-/* Appends piece[0..n). *out/*outlen: the newly releasable bytes (pointer into s->text, valid
+/* Appends piece[0..n). out, outlen: the newly releasable bytes (pointer into s->text, valid
  * until the next call). Returns 1 when a stop string was found (feed no more), 0 otherwise,
  * or TERN_ENOMEM. */
 int server_stop_feed(server_stop_t *s, const char *piece, size_t n, const char **out, size_t *outlen);

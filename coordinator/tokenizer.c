@@ -29,6 +29,16 @@ static int utf8_len(uint8_t c) {
     return tab[c >> 4];
 }
 
+/* length of the character at s[0..n): a malformed sequence counts as one byte (llama.cpp would
+ * swallow the following bytes, e.g. a space after a stray 0xFF, and lose them on decode) */
+static size_t seq_len(const char *s, size_t n) {
+    size_t len = (size_t)utf8_len((uint8_t)s[0]);
+    if (len > n) return 1;
+    for (size_t k = 1; k < len; k++)
+        if (((uint8_t)s[k] & 0xC0) != 0x80) return 1;
+    return len;
+}
+
 /* GPT-2 bytes_to_unicode: printable bytes map to themselves, the rest to U+0100.. in order */
 static int byte_to_cp(int b) {
     if ((b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174 && b <= 255)) return b;
@@ -78,7 +88,7 @@ static void ivec_push(ivec_t *a, int32_t x) {
 
 /* ---- lookups ------------------------------------------------------------ */
 
-int tok_lookup(const tokenizer_t *t, const char *s, size_t n) {
+static int tok_lookup(const tokenizer_t *t, const char *s, size_t n) {
     if (n == 0) return -1;
     uint64_t h = hash_bytes(s, n);
     for (uint32_t i = (uint32_t)h & t->hmask;; i = (i + 1) & t->hmask) {
@@ -311,8 +321,7 @@ static void spm_segment(scratch_t *s, const char *text, int a, int b) {
 static void spm_encode_escaped(scratch_t *s, const char *text, size_t n) {
     s->nsym = 0;
     for (size_t off = 0; off < n;) {
-        size_t len = (size_t)utf8_len((uint8_t)text[off]);
-        if (len > n - off) len = n - off;
+        size_t len = seq_len(text + off, n - off);
         if (sym_push(s, (int32_t)off, (int32_t)len, -1) < 0) return;
         off += len;
     }
@@ -567,7 +576,7 @@ int tokenizer_piece(const tokenizer_t *t, int id, int render_special, char *buf,
     if (id < 0 || id >= t->n_vocab) return TERN_EINVAL;
     if (piece_hidden(t, id, render_special)) return 0;
     int n = (int)t->piece_len[id];
-    if (n <= cap) memcpy(buf, t->pieces + t->piece_off[id], (size_t)n);
+    if (n > 0 && n <= cap) memcpy(buf, t->pieces + t->piece_off[id], (size_t)n);
     return n;
 }
 
@@ -585,7 +594,7 @@ int tokenizer_decode(const tokenizer_t *t, const int32_t *ids, int n, int render
         if (i == 0 && ids[i] == t->bos) {   /* the space rule applies to the text after BOS */
             const char *p; int m;
             piece_view(t, ids[i], render_special, 0, &p, &m);
-            if (total + m <= cap) memcpy(buf + total, p, (size_t)m);
+            if (m > 0 && total + m <= cap) memcpy(buf + total, p, (size_t)m);
             total += m;
             continue;
         }
@@ -593,7 +602,7 @@ int tokenizer_decode(const tokenizer_t *t, const int32_t *ids, int n, int render
         piece_view(t, ids[i], render_special, strip, &p, &m);
         strip = 0;
         if (total > INT32_MAX - m) return TERN_EINVAL;
-        if (total + m <= cap) memcpy(buf + total, p, (size_t)m);
+        if (m > 0 && total + m <= cap) memcpy(buf + total, p, (size_t)m);
         total += m;
     }
     if (total < cap) buf[total] = 0;
@@ -605,7 +614,7 @@ int tokenizer_decode(const tokenizer_t *t, const int32_t *ids, int n, int render
 void detok_init(detok_t *d, const tokenizer_t *t, int render_special) {
     memset(d, 0, sizeof *d);
     d->t = t;
-    d->first = t->add_space_prefix;
+    d->first = t->add_space_prefix ? 2 : 0;   /* 2: a BOS may come first; 1: strip the next piece */
     d->render_special = render_special;
 }
 
@@ -624,11 +633,13 @@ int detok_feed(detok_t *d, int id, char *out, int cap) {
     const tokenizer_t *t = d->t;
     if (id < 0 || id >= t->n_vocab) return 0;
     const char *p; int m;
-    if (id == t->bos && d->first) {
+    /* the same leading-space rule as tokenizer_decode: the first token after an optional BOS */
+    if (id == t->bos && d->first == 2) {
         piece_view(t, id, d->render_special, 0, &p, &m);
+        d->first = 1;
     } else {
-        piece_view(t, id, d->render_special, d->first, &p, &m);
-        if (m > 0 || !piece_hidden(t, id, d->render_special)) d->first = 0;
+        piece_view(t, id, d->render_special, d->first != 0, &p, &m);
+        d->first = 0;
     }
     int np = d->npending, nw = 0;
     /* pending bytes first, then the piece; emit up to the last complete character */
@@ -724,7 +735,9 @@ static int load_tokens(tokenizer_t *t, const gguf_t *g, char *err, size_t errlen
         return err_set(err, errlen, TERN_EFORMAT, "tokenizer: tokenizer.ggml.tokens has %llu entries",
                        (unsigned long long)kt->arr_n);
     int n = t->n_vocab = (int)kt->arr_n;
-    const gguf_kv_t *ks = find_arr(g, "tokenizer.ggml.scores", GGUF_F32, kt->arr_n, 0, &rc, err, errlen);
+    const gguf_kv_t *ks = gguf_find(g, "tokenizer.ggml.scores");
+    int iscores = ks && ks->type == GGUF_ARR && ks->arr_type == GGUF_I32;   /* llama.cpp accepts both */
+    ks = find_arr(g, "tokenizer.ggml.scores", iscores ? GGUF_I32 : GGUF_F32, kt->arr_n, 0, &rc, err, errlen);
     if (rc < 0) return rc;
     const gguf_kv_t *ky = find_arr(g, "tokenizer.ggml.token_type", GGUF_I32, kt->arr_n, 0, &rc, err, errlen);
     if (rc < 0) return rc;
@@ -751,7 +764,13 @@ static int load_tokens(tokenizer_t *t, const gguf_t *g, char *err, size_t errlen
         t->tok_off[i] = (uint32_t)off;
         t->tok_len[i] = (uint32_t)s.len;
         off += s.len + 1;
-        if (ks) memcpy(&t->score[i], (const char *)ks->data + 4 * (size_t)i, 4);
+        if (ks && iscores) {
+            int32_t v;
+            memcpy(&v, (const char *)ks->data + 4 * (size_t)i, 4);
+            t->score[i] = (float)v;
+        } else if (ks) {
+            memcpy(&t->score[i], (const char *)ks->data + 4 * (size_t)i, 4);
+        }
         int32_t ty = TOK_TYPE_NORMAL;
         if (ky) memcpy(&ty, (const char *)ky->data + 4 * (size_t)i, 4);
         t->ttype[i] = (uint8_t)(ty >= 0 && ty <= TOK_TYPE_BYTE ? ty : TOK_TYPE_UNDEFINED);

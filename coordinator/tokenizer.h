@@ -44,7 +44,7 @@ typedef struct detok {
     const tokenizer_t *t;
     char pending[8];
     int npending;
-    int first;          /* for SPM: strip the leading space of the first piece */
+    int first;          /* SPM leading-space rule: 2 at the start (a BOS may come first), 1 strip the next piece, 0 done */
     int render_special;
 } detok_t;
 void detok_init(detok_t *d, const tokenizer_t *t, int render_special);

@@ -49,7 +49,6 @@ struct tokenizer {
     char *chat_template; int chat_family;
 };
 
-int tok_lookup(const struct tokenizer *t, const char *s, size_t n);
 /* chat.c: picks the chat family from tokenizer.chat_template / general.architecture */
 int chat_init(struct tokenizer *t, const gguf_t *g, char *err, size_t errlen);
 

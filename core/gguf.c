@@ -384,9 +384,16 @@ static void gguf_free_parts(gguf_impl_t *im) {
     free(im);
 }
 
+/* keys and names quoted from a hostile file may hold control bytes: keep the error one line */
+static void err_one_line(char *err, size_t errlen) {
+    for (size_t i = 0; err && i < errlen && err[i]; i++)
+        if ((unsigned char)err[i] < 0x20 || err[i] == 0x7f) err[i] = '?';
+}
+
 static int gguf_finish_open(gguf_impl_t *im, gguf_t **out, char *err, size_t errlen) {
     int rc = parse(im, err, errlen);
     if (rc < 0) {
+        err_one_line(err, errlen);
         gguf_free_parts(im);
         return rc;
     }
@@ -604,6 +611,7 @@ void gguf_writer_destroy(gguf_writer_t **pw) {
 /* stores (key, type, val[len]) taking ownership of val; replaces an existing key */
 static void w_put(gguf_writer_t *w, const char *key, int type, uint8_t *val, size_t len) {
     TERN_ASSERT(w && key && !w->begun);
+    TERN_ASSERT(key[0] && strlen(key) <= GGUF_MAX_KEY);   /* the reader refuses anything else */
     if (!val && len) { w->oom = 1; return; }
     for (size_t i = 0; i < w->n_kv; i++)
         if (!strcmp(w->kv[i].key, key)) {

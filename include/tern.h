@@ -6,7 +6,7 @@
  *   if (tern_load(&m, &p, err, sizeof err) < 0) { fprintf(stderr, "%s\n", err); return 1; }
  *   tern_sampling s; tern_sampling_default(&s);
  *   tern_generate(m, "Hello", 32, &s, print_piece, NULL, NULL);
- *   tern_free(&m);
+ *   tern_model_free(&m);
  */
 #ifndef TERN_H
 #define TERN_H
@@ -50,7 +50,7 @@ typedef int (*tern_token_cb)(void *user, const char *piece, size_t len, int32_t 
 void tern_params_default(tern_params *p);
 void tern_sampling_default(tern_sampling *s);
 int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen);
-void tern_free(tern_model **m);
+void tern_model_free(tern_model **m);
 /* ids (cap); returns the count (may exceed cap) or <0 */
 int tern_tokenize(tern_model *m, const char *text, int add_bos, int32_t *ids, int cap);
 /* Generates up to n_predict tokens after `prompt` (BOS added when the vocab asks for it; special

@@ -27,7 +27,6 @@ void i2s_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact
 void tq2_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 void tq1_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 void tern_tl_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
-void lut_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 
 #if defined(TERN_HAVE_X86)
 void i2s_dot_avx2(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
@@ -37,7 +36,6 @@ void tq2_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const t
 void tq1_dot_avx2(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 void tern_tl_dot_avx2(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 void tern_tl_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
-void lut_dot_avx2(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 #endif
 #if defined(TERN_HAVE_ARM)
 void i2s_dot_neon(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);

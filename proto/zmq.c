@@ -176,10 +176,12 @@ static int send_fail(tp_conn_t *c, zconn_t *z, const char *peer, char *err, size
         return err_set(err, errlen, TERN_EPEER, "peer %s is not connected to %s", peer, c->endpoint);
     if (e == EAGAIN) {
         mon_drain(z);
+        const char *at = strcmp(peer, c->endpoint) ? c->endpoint : "";
         if (z->auth_failed)
-            return err_set(err, errlen, TERN_EAUTH, "peer %s (%s) refused our CURVE key", peer, c->endpoint);
-        return err_set(err, errlen, TERN_ETIMEOUT, "no link to peer %s (%s) within %d ms, or its queue is full", peer,
-                       c->endpoint, c->send_timeout_ms);
+            return err_set(err, errlen, TERN_EAUTH, "peer %s%s%s%s refused our CURVE key (not in its allowed keys)",
+                           peer, *at ? " (" : "", at, *at ? ")" : "");
+        return err_set(err, errlen, TERN_ETIMEOUT, "no link to peer %s%s%s%s within %d ms, or its queue is full",
+                       peer, *at ? " (" : "", at, *at ? ")" : "", c->send_timeout_ms);
     }
     return err_set(err, errlen, e == ETERM ? TERN_ECANCEL : TERN_EIO, "send to peer %s: %s", peer, zmq_strerror(e));
 }

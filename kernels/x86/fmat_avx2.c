@@ -1,7 +1,8 @@
 /* fmat_avx2: fmat rows with AVX2 + FMA + F16C (maddubs for Q8_0).
  * Follows the summation spec in kernels/fmat_isa.h exactly (bit-identical to fmat_rows_ref):
  * four ymm accumulators per token hold the 32 float lanes; Q8_0 keeps one ymm for even and one
- * for odd blocks. Tokens are processed in blocks (2 float, 4 Q8_0) per weight row. */
+ * for odd blocks. Tokens are processed in blocks (2 float, 4 Q8_0) per weight row, float types
+ * in column chunks so that x stays in L1. */
 #pragma GCC optimize("fp-contract=off") /* only the spec's multiply-adds are fused */
 #include <immintrin.h>
 #include <math.h>
@@ -20,12 +21,6 @@ INLINE float fold8(__m256 s) {
     return _mm_cvtss_f32(h);
 }
 
-static float fold_scalar(float *acc, int lanes) {
-    for (int s = lanes / 2; s >= 1; s /= 2)
-        for (int i = 0; i < s; i++) acc[i] += acc[i + s];
-    return acc[0];
-}
-
 INLINE __m256 load_w(const int type, const void *row, int64_t c) {
     if (type == TT_F32) return _mm256_loadu_ps((const float *)row + c);
     __m128i h = _mm_loadu_si128((const __m128i *)((const uint16_t *)row + c));
@@ -39,15 +34,16 @@ INLINE float w_scalar(const int type, const void *row, int64_t c) {
     return bf16_to_f32(((const uint16_t *)row)[c]);
 }
 
-/* y[t*ys] = row · x[t*cols ..] for t < NT */
+/* columns [c0, c1) of row · x[t*cols ..] for t < NT, accumulated into acc[t][32] in memory;
+ * a tail shorter than 32 finishes the same lanes in scalar */
 INLINE void frow(const int type, const int NT, const void *row, const float *x, int64_t cols,
-                 float *y, int64_t ys) {
+                 int64_t c0, int64_t c1, float (*acc)[32]) {
     __m256 a[2][4];
 #pragma GCC unroll 2
     for (int t = 0; t < NT; t++)
-        a[t][0] = a[t][1] = a[t][2] = a[t][3] = _mm256_setzero_ps();
-    int64_t c = 0;
-    for (; c + 32 <= cols; c += 32) {
+        for (int k = 0; k < 4; k++) a[t][k] = _mm256_load_ps(acc[t] + 8 * k);
+    int64_t c = c0;
+    for (; c + 32 <= c1; c += 32) {
         __m256 w0 = load_w(type, row, c), w1 = load_w(type, row, c + 8);
         __m256 w2 = load_w(type, row, c + 16), w3 = load_w(type, row, c + 24);
 #pragma GCC unroll 2
@@ -61,28 +57,44 @@ INLINE void frow(const int type, const int NT, const void *row, const float *x, 
     }
 #pragma GCC unroll 2
     for (int t = 0; t < NT; t++) {
-        if (c < cols) { /* tail: finish the same lanes in scalar, then the same fold */
-            float l[32];
-            for (int k = 0; k < 4; k++) _mm256_storeu_ps(l + 8 * k, a[t][k]);
-            for (int64_t i = c; i < cols; i++)
-                l[i % 32] = fmaf(w_scalar(type, row, i), x[t * cols + i], l[i % 32]);
-            y[t * ys] = fold_scalar(l, 32);
-        } else {
-            __m256 s = _mm256_add_ps(_mm256_add_ps(a[t][0], a[t][2]), _mm256_add_ps(a[t][1], a[t][3]));
-            y[t * ys] = fold8(s);
-        }
+        for (int k = 0; k < 4; k++) _mm256_store_ps(acc[t] + 8 * k, a[t][k]);
+        for (int64_t i = c; i < c1; i++)
+            acc[t][i % 32] = fmaf(w_scalar(type, row, i), x[t * cols + i], acc[t][i % 32]);
     }
+}
+
+/* RB rows × NT tokens in column chunks: the tokens' x chunk (16 KiB) stays in L1 while the
+ * weight rows pass over it; per (row, token) the lanes still run in increasing column order */
+#define RB 8
+INLINE void tile(const int type, const int NT, const uint8_t *w, size_t rb, int nr, const float *x,
+                 int64_t cols, float *y, int64_t ys) {
+    float acc[RB][2][32] __attribute__((aligned(32)));
+    memset(acc, 0, sizeof acc);
+    const int64_t cc = 4096 / NT / 32 * 32;
+    for (int64_t c0 = 0; c0 < cols; c0 += cc) {
+        int64_t c1 = c0 + cc < cols ? c0 + cc : cols;
+        for (int r = 0; r < nr; r++) frow(type, NT, w + (size_t)r * rb, x, cols, c0, c1, acc[r]);
+    }
+    for (int r = 0; r < nr; r++)
+        for (int t = 0; t < NT; t++) {
+            const float *l = acc[r][t];
+            __m256 s = _mm256_add_ps(_mm256_add_ps(_mm256_load_ps(l), _mm256_load_ps(l + 16)),
+                                     _mm256_add_ps(_mm256_load_ps(l + 8), _mm256_load_ps(l + 24)));
+            y[t * ys + r] = fold8(s);
+        }
 }
 
 INLINE void rows_float(const int type, const fmat_job_t *j, int64_t r0, int64_t r1) {
     size_t rb = type_row_bytes(type, j->cols);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)j->w + (size_t)r * rb;
-        int t = 0;
-        for (; t + 2 <= j->n; t += 2)
-            frow(type, 2, row, j->x + (size_t)t * j->cols, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
-        if (t < j->n)
-            frow(type, 1, row, j->x + (size_t)t * j->cols, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
+    for (int64_t b = r0; b < r1; b += RB) {
+        const int nr = (int)(r1 - b < RB ? r1 - b : RB);
+        const uint8_t *w = (const uint8_t *)j->w + (size_t)b * rb;
+        for (int t = 0; t < j->n; t += 2) {
+            const float *x = j->x + (size_t)t * j->cols;
+            float *y = j->y + (size_t)t * j->rows + b;
+            if (j->n - t == 1) tile(type, 1, w, rb, nr, x, j->cols, y, j->rows);
+            else tile(type, 2, w, rb, nr, x, j->cols, y, j->rows);
+        }
     }
 }
 

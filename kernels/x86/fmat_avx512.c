@@ -28,52 +28,90 @@ INLINE __m512 load_w(const int type, const void *row, int64_t c, __mmask16 m) {
     return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_cvtepu16_epi32(h), 16));
 }
 
-/* y[t*ys] = row · x[t*cols ..] for t < NT */
-INLINE void frow(const int type, const int NT, const void *row, const float *x, int64_t cols,
-                 float *y, int64_t ys) {
-    __m512 a0[4], a1[4];
+/* columns [c0, c1) of NR rows (row, row + rb) · x[t*cols ..] for t < NT, accumulated into
+ * acc[r][t][32] in memory. NR·NT·2 zmm accumulators: two rows share each x load. */
+INLINE void frow(const int type, const int NR, const int NT, const uint8_t *row, size_t rb,
+                 const float *x, int64_t cols, int64_t c0, int64_t c1, float (*acc)[4][32]) {
+    __m512 a0[2][4], a1[2][4];
+#pragma GCC unroll 2
+    for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-    for (int t = 0; t < NT; t++) a0[t] = a1[t] = _mm512_setzero_ps();
-    int64_t c = 0;
-    for (; c + 32 <= cols; c += 32) {
-        __m512 w0 = load_w(type, row, c, 0xffff), w1 = load_w(type, row, c + 16, 0xffff);
+        for (int t = 0; t < NT; t++)
+            a0[r][t] = _mm512_load_ps(acc[r][t]), a1[r][t] = _mm512_load_ps(acc[r][t] + 16);
+    int64_t c = c0;
+    for (; c + 32 <= c1; c += 32) {
+        __m512 w0[2], w1[2];
+#pragma GCC unroll 2
+        for (int r = 0; r < NR; r++)
+            w0[r] = load_w(type, row + r * rb, c, 0xffff), w1[r] = load_w(type, row + r * rb, c + 16, 0xffff);
 #pragma GCC unroll 4
         for (int t = 0; t < NT; t++) {
             const float *xt = x + t * cols + c;
-            a0[t] = _mm512_fmadd_ps(w0, _mm512_loadu_ps(xt), a0[t]);
-            a1[t] = _mm512_fmadd_ps(w1, _mm512_loadu_ps(xt + 16), a1[t]);
+            __m512 x0 = _mm512_loadu_ps(xt), x1 = _mm512_loadu_ps(xt + 16);
+#pragma GCC unroll 2
+            for (int r = 0; r < NR; r++) {
+                a0[r][t] = _mm512_fmadd_ps(w0[r], x0, a0[r][t]);
+                a1[r][t] = _mm512_fmadd_ps(w1[r], x1, a1[r][t]);
+            }
         }
     }
-    if (c < cols) { /* masked lanes add fma(0, 0, acc) = acc: accumulators are never -0 */
-        int64_t left = cols - c;
+    if (c < c1) { /* masked lanes add fma(0, 0, acc) = acc: accumulators are never -0 */
+        int64_t left = c1 - c;
         __mmask16 m0 = left >= 16 ? 0xffff : (__mmask16)((1u << left) - 1);
         __mmask16 m1 = left <= 16 ? 0 : (__mmask16)((1u << (left - 16)) - 1);
-        __m512 w0 = load_w(type, row, c, m0), w1 = load_w(type, row, c + 16, m1);
+#pragma GCC unroll 2
+        for (int r = 0; r < NR; r++) {
+            __m512 w0 = load_w(type, row + r * rb, c, m0), w1 = load_w(type, row + r * rb, c + 16, m1);
 #pragma GCC unroll 4
-        for (int t = 0; t < NT; t++) {
-            const float *xt = x + t * cols + c;
-            a0[t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m0, xt), a0[t]);
-            a1[t] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m1, xt + 16), a1[t]);
+            for (int t = 0; t < NT; t++) {
+                const float *xt = x + t * cols + c;
+                a0[r][t] = _mm512_fmadd_ps(w0, _mm512_maskz_loadu_ps(m0, xt), a0[r][t]);
+                a1[r][t] = _mm512_fmadd_ps(w1, _mm512_maskz_loadu_ps(m1, xt + 16), a1[r][t]);
+            }
         }
     }
+#pragma GCC unroll 2
+    for (int r = 0; r < NR; r++)
 #pragma GCC unroll 4
-    for (int t = 0; t < NT; t++) y[t * ys] = fold16(_mm512_add_ps(a0[t], a1[t]));
+        for (int t = 0; t < NT; t++)
+            _mm512_store_ps(acc[r][t], a0[r][t]), _mm512_store_ps(acc[r][t] + 16, a1[r][t]);
+}
+
+/* RB rows × NT tokens, walked in column chunks so that the NT tokens' x chunk (16 KiB) stays in
+ * L1 while the RB weight rows (read from memory once, then from L2) pass over it. Per (row,
+ * token) the lanes still accumulate in increasing column order: the spec's result. */
+#define RB 8
+INLINE void tile(const int type, const int NT, const uint8_t *w, size_t rb, int nr, const float *x,
+                 int64_t cols, float *y, int64_t ys) {
+    float acc[RB][4][32] __attribute__((aligned(64)));
+    memset(acc, 0, sizeof acc);
+    const int64_t cc = 4096 / NT / 32 * 32; /* whole 32-lane groups per chunk */
+    for (int64_t c0 = 0; c0 < cols; c0 += cc) {
+        int64_t c1 = c0 + cc < cols ? c0 + cc : cols;
+        int r = 0;
+        for (; NT > 1 && r + 2 <= nr; r += 2) frow(type, 2, NT, w + (size_t)r * rb, rb, x, cols, c0, c1, acc + r);
+        for (; r < nr; r++) frow(type, 1, NT, w + (size_t)r * rb, rb, x, cols, c0, c1, acc + r);
+    }
+    for (int r = 0; r < nr; r++)
+#pragma GCC unroll 4
+        for (int t = 0; t < NT; t++)
+            y[t * ys + r] = fold16(_mm512_add_ps(_mm512_load_ps(acc[r][t]), _mm512_load_ps(acc[r][t] + 16)));
 }
 
 INLINE void rows_float(const int type, const fmat_job_t *j, int64_t r0, int64_t r1) {
     size_t rb = type_row_bytes(type, j->cols);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)j->w + (size_t)r * rb;
-        int t = 0;
-        for (; t + 4 <= j->n; t += 4)
-            frow(type, 4, row, j->x + (size_t)t * j->cols, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
-        const float *x = j->x + (size_t)t * j->cols;
-        float *y = j->y + (size_t)t * j->rows + r;
-        switch (j->n - t) {
-        case 3: frow(type, 3, row, x, j->cols, y, j->rows); break;
-        case 2: frow(type, 2, row, x, j->cols, y, j->rows); break;
-        case 1: frow(type, 1, row, x, j->cols, y, j->rows); break;
-        default: break;
+    for (int64_t b = r0; b < r1; b += RB) {
+        const int nr = (int)(r1 - b < RB ? r1 - b : RB);
+        const uint8_t *w = (const uint8_t *)j->w + (size_t)b * rb;
+        for (int t = 0; t < j->n; t += 4) {
+            const float *x = j->x + (size_t)t * j->cols;
+            float *y = j->y + (size_t)t * j->rows + b;
+            switch (j->n - t) {
+            case 1: tile(type, 1, w, rb, nr, x, j->cols, y, j->rows); break;
+            case 2: tile(type, 2, w, rb, nr, x, j->cols, y, j->rows); break;
+            case 3: tile(type, 3, w, rb, nr, x, j->cols, y, j->rows); break;
+            default: tile(type, 4, w, rb, nr, x, j->cols, y, j->rows); break;
+            }
         }
     }
 }

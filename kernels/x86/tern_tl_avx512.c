@@ -11,7 +11,9 @@ static inline __attribute__((always_inline)) void tile(const uint8_t *wg, int64_
                                                        int32_t *out) {
     const __m512i m3 = _mm512_set1_epi8(3);
     __m512i acc[4][4];
+    #pragma GCC unroll 16
     for (int i = 0; i < 4; i++)
+        #pragma GCC unroll 16
         for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_si512();
     for (int64_t k = 0; k < cols; k += 256, wg += 256) {
         _mm_prefetch((const char *)(wg + 2048), _MM_HINT_T0);
@@ -19,20 +21,25 @@ static inline __attribute__((always_inline)) void tile(const uint8_t *wg, int64_
         _mm_prefetch((const char *)(wg + 2048 + 128), _MM_HINT_T0);
         _mm_prefetch((const char *)(wg + 2048 + 192), _MM_HINT_T0);
         __m512i w[4];
+        #pragma GCC unroll 16
         for (int i = 0; i < 4; i++) w[i] = _mm512_loadu_si512(wg + 64 * i);
-#pragma GCC unroll 4
+        #pragma GCC unroll 16
         for (int g = 0; g < 4; g++) {
             __m512i c[4];
+            #pragma GCC unroll 16
             for (int i = 0; i < 4; i++)
                 c[i] = _mm512_and_si512(g == 3 ? w[i] : _mm512_srli_epi16(w[i], 6 - 2 * g), m3);
-#pragma GCC unroll 4
+            #pragma GCC unroll 16
             for (int t = 0; t < T; t++) {
                 __m512i x = _mm512_loadu_si512(q + t * cols + k + 64 * g);
+                #pragma GCC unroll 16
                 for (int i = 0; i < 4; i++) acc[i][t] = _mm512_dpbusd_epi32(acc[i][t], c[i], x);
             }
         }
     }
+    #pragma GCC unroll 16
     for (int t = 0; t < T; t++)
+        #pragma GCC unroll 16
         for (int i = 0; i < 4; i++) out[t * 4 + i] = _mm512_reduce_add_epi32(acc[i][t]);
 }
 

@@ -218,7 +218,7 @@ static void test_tpool_sums(void **st) {
         tpool_t *tp = tpool_new(nt);
         assert_non_null(tp);
         assert_int_equal(tpool_size(tp), nt);
-        for (int run = 0; run < 500; run++) {
+        for (int run = 0; run < 200; run++) {
             sum_task_t t = {.x = x, .n = n - run};      /* varying sizes */
             int64_t want = serial;
             for (long i = n - run; i < n; i++) want -= x[i];

@@ -3,9 +3,8 @@
  * weights dequantised to f32, activations of every ternary linear quantised per token to int8
  * with scale 127/max|x| (BitNet b1.58's rule — part of the model, not an approximation), all
  * other maths in double. For every arch and ternary type, for prompt and decode positions, at 1
- * and 2 threads. Tolerance on max |Δlogit| / max|logit|: 1e-3 with an f32 KV cache and an f16
- * head, 1e-2 with a q8_0 head (x is quantised per 32-block there), 2e-2 with an f16 KV cache;
- * plus the same argmax wherever the reference's top-2 margin exceeds twice the error. */
+ * and 2 threads. Tolerance on max |Δlogit| / max|logit| per position: see compare(); plus the
+ * same argmax wherever the reference's top-2 margin exceeds twice the error. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -16,6 +15,7 @@
 #include <string.h>
 #include <unistd.h>
 #include "core/gguf.h"
+#include "core/half.h"
 #include "core/model_spec.h"
 #include "core/types.h"
 #include "kernels/ops.h"
@@ -25,7 +25,7 @@
 int mkmodel_main(int argc, char **argv);
 
 /* ---- reference -------------------------------------------------------------------------- */
-typedef struct ref_lin { int rows, cols; float *w; int ternary; } ref_lin_t;
+typedef struct ref_lin { int rows, cols; float *w; int ternary, q8; } ref_lin_t;
 typedef struct ref_layer {
     float *an, *asn, *fn, *fsn;
     ref_lin_t q, k, v, o, g, u, d;
@@ -38,6 +38,7 @@ typedef struct ref_model {
     ref_layer_t *L;
     double *kc, *vc;    /* (layer, ctx, kvdim) */
     int ctx;
+    int kv_f16;         /* keys and values are stored as f16, as in the real cache */
 } ref_model_t;
 
 static float *deq(const gguf_t *g, const char *name, int64_t *cols, int64_t *rows) {
@@ -57,6 +58,7 @@ static void ref_lin_load(const gguf_t *g, const char *name, ref_lin_t *l) {
     l->cols = (int)c;
     l->rows = (int)r;
     l->ternary = type_traits(gguf_find_tensor(g, name)->type)->ternary;
+    l->q8 = gguf_find_tensor(g, name)->type == TT_Q8_0;
 }
 
 static void ref_load(ref_model_t *m, const gguf_t *g, int ctx) {
@@ -100,9 +102,26 @@ static void ref_rmsnorm(double *x, int n, const float *w, double eps) {
     for (int i = 0; i < n; i++) x[i] = x[i] * r * (w ? w[i] : 1.0);
 }
 
-/* y = W·x' where x' is x quantised to int8 per token when W is ternary (the model's rule) */
+/* y = W·x' where x' is x quantised to int8 per token when W is ternary (the model's rule), or
+ * per 32-block like ggml's q8_0 when W is Q8_0 (ggml's definition of that product) */
 static void ref_matvec(const ref_lin_t *l, const double *x, double *y) {
     double *xq = malloc((size_t)l->cols * sizeof(double));
+    if (l->q8) {
+        for (int b = 0; b < l->cols; b += 32) {
+            /* ggml's quantize_row_q8_0_ref: q = round(x / d) with d = amax/127, stored as f16 */
+            float amax = 0;
+            for (int i = b; i < b + 32; i++) amax = fmaxf(amax, fabsf((float)x[i]));
+            float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f, d16 = f16_to_f32(f32_to_f16(d));
+            for (int i = b; i < b + 32; i++) xq[i] = roundf((float)x[i] * id) * (double)d16;
+        }
+        for (int r = 0; r < l->rows; r++) {
+            double acc = 0;
+            for (int c = 0; c < l->cols; c++) acc += (double)l->w[(size_t)r * l->cols + c] * xq[c];
+            y[r] = acc;
+        }
+        free(xq);
+        return;
+    }
     double mx = 0;
     for (int i = 0; i < l->cols; i++) mx = fmax(mx, fabs(x[i]));
     double s = mx > 0 ? 127.0 / (float)mx : 1.0;
@@ -152,8 +171,10 @@ static void ref_token(ref_model_t *m, int tok, int pos, double *logits) {
         ref_rope(q, nh, hd, hp->rot_dim, pos, hp->rope_base, hp->rope_neox);
         ref_rope(k, nkv, hd, hp->rot_dim, pos, hp->rope_base, hp->rope_neox);
         double *kc = m->kc + (size_t)l * m->ctx * kvd, *vc = m->vc + (size_t)l * m->ctx * kvd;
-        memcpy(kc + (size_t)pos * kvd, k, kvd * sizeof(double));
-        memcpy(vc + (size_t)pos * kvd, v, kvd * sizeof(double));
+        for (int i = 0; i < kvd; i++) {
+            kc[(size_t)pos * kvd + i] = m->kv_f16 ? f16_to_f32(f32_to_f16((float)k[i])) : k[i];
+            vc[(size_t)pos * kvd + i] = m->kv_f16 ? f16_to_f32(f32_to_f16((float)v[i])) : v[i];
+        }
         for (int hh = 0; hh < nh; hh++) {
             int kh = hh / (nh / nkv);
             double mx = -1e300, sum = 0;
@@ -193,13 +214,21 @@ static void ref_token(ref_model_t *m, int tok, int pos, double *logits) {
 /* ---- the test ----------------------------------------------------------------------------- */
 static char g_dir[256];
 
+/* a q8_0 head is written untied (output.weight), so the head really is Q8_0 */
 static void make_model(const char *path, const char *arch, const char *type, const char *head) {
     char *argv[] = {"mkmodel", "--arch", (char *)arch, "--preset", "tiny", "--type", (char *)type, "--head",
-                    (char *)head, "--seed", "7", "-o", (char *)path, NULL};
-    assert_int_equal(mkmodel_main(13, argv), 0);
+                    (char *)head, "--seed", "7", "-o", (char *)path, "--untied", NULL};
+    assert_int_equal(mkmodel_main(strcmp(head, "q8_0") ? 13 : 14, argv), 0);
 }
 
-static void compare(const char *arch, const char *type, const char *head, int kv_type, int threads, double rtol) {
+/* Every position's relative logit error must be <= loose, and at least 80% of them <= tight: an
+ * activation that lies within float rounding of an int8 rounding boundary may round the other
+ * way in the reference (a "flip"), which moves that position's logits by up to ~1e-2 — the rest
+ * must agree to float precision. */
+static void compare(const char *arch, const char *type, const char *head, int kv_type, int threads, double tight,
+                    double loose) {
+    double rtol = loose;
+    int n_tight = 0;
     char path[512], err[256];
     snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, arch, type, head);
     if (access(path, R_OK) != 0) make_model(path, arch, type, head);
@@ -208,6 +237,7 @@ static void compare(const char *arch, const char *type, const char *head, int kv
     const int ctx = 24, n_prompt = 11, n_decode = 5;
     ref_model_t ref;
     ref_load(&ref, g, ctx);
+    ref.kv_f16 = kv_type == KV_F16;
     shard_t s;
     int rc = shard_load(&s, g, 0, ref.hp.n_layer - 1, 1, NULL, err, sizeof err);
     if (rc) fprintf(stderr, "%s\n", err);
@@ -247,14 +277,17 @@ static void compare(const char *arch, const char *type, const char *head, int kv
             if (j != am_ref) second = fmax(second, rl[j]);
         if (rl[am_ref] - second <= 2 * d) am = am_ref;   /* a near-tie: argmax is not defined by the tolerance */
         worst = fmax(worst, rel);
+        n_tight += rel <= tight;
+        if (getenv("TERN_TEST_VERBOSE")) fprintf(stderr, "pos %d rel %.3g\n", i, rel);
         if (rel > rtol || am != am_ref)
             fprintf(stderr, "%s %s head %s kv %d t%d pos %d: max|d| %.3g, max|ref| %.3g (rel %.3g), argmax %d vs %d\n",
                     arch, type, head, kv_type, threads, i, d, mx, rel, am, am_ref);
         assert_true(rel <= rtol);
         assert_int_equal(am, am_ref);
     }
-    printf("  %-13s %-6s head %-5s kv %s threads %d: worst relative logit error %.2e (tolerance %.0e)\n", arch, type,
-           head, kv_type == KV_F32 ? "f32" : "f16", threads, worst, rtol);
+    printf("  %-13s %-6s head %-5s kv %s threads %d: worst relative logit error %.2e (<= %.0e), %d/%d positions "
+           "<= %.0e\n", arch, type, head, kv_type == KV_F32 ? "f32" : "f16", threads, worst, loose, n_tight, n, tight);
+    assert_true(n_tight * 5 >= n * 4);
     free(h); free(logits); free(rl);
     forward_free(&f);
     tpool_destroy(&tp);
@@ -267,19 +300,20 @@ static void test_bitnet_b158(void **st) {
     (void)st;
     const char *types[] = {"i2_s", "tq2_0", "tq1_0"};
     for (int i = 0; i < 3; i++)
-        for (int t = 1; t <= 2; t++) compare("bitnet-b1.58", types[i], "f16", KV_F32, t, 1e-3);
-    compare("bitnet-b1.58", "i2_s", "f16", KV_F16, 2, 2e-2);
-    compare("bitnet-b1.58", "i2_s", "q8_0", KV_F32, 1, 1e-2);
+        for (int t = 1; t <= 2; t++) compare("bitnet-b1.58", types[i], "f16", KV_F32, t, 1e-5, 2e-2);
+    compare("bitnet-b1.58", "i2_s", "f16", KV_F16, 2, 1e-5, 2e-2);
+    compare("bitnet-b1.58", "i2_s", "q8_0", KV_F32, 1, 1e-5, 2e-2);
 }
 static void test_bitnet(void **st) {
     (void)st;
-    for (int t = 1; t <= 2; t++) compare("bitnet", "tq2_0", "f16", KV_F32, t, 1e-3);
-    compare("bitnet", "i2_s", "q8_0", KV_F32, 2, 1e-2);
+    for (int t = 1; t <= 2; t++) compare("bitnet", "tq2_0", "f16", KV_F32, t, 1e-5, 2e-2);
+    compare("bitnet", "i2_s", "q8_0", KV_F32, 2, 1e-5, 2e-2);
 }
 static void test_llama(void **st) {
     (void)st;
-    for (int t = 1; t <= 2; t++) compare("llama", "tq1_0", "f16", KV_F32, t, 1e-3);
-    compare("llama", "i2_s", "q8_0", KV_F16, 1, 2e-2);
+    for (int t = 1; t <= 2; t++) compare("llama", "tq1_0", "f16", KV_F32, t, 1e-5, 2e-2);
+    compare("llama", "i2_s", "q8_0", KV_F32, 2, 1e-5, 2e-2);
+    compare("llama", "i2_s", "q8_0", KV_F16, 1, 1e-5, 2e-2);
 }
 
 int main(void) {

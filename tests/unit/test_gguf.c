@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -781,6 +782,48 @@ static void test_open_files(void **st) {
     bb_free(&b);
 }
 
+/* llama.cpp's vocab-only GGUF files (gguf-py writes them) open, their token arrays index
+ * cleanly, and copying every kv reproduces the file byte for byte */
+static void test_real_vocab_files(void **st) {
+    (void)st;
+    const char *shared = getenv("TERN_SHARED");
+    char dir[300], path[600], out[300], err[512];
+    snprintf(dir, sizeof dir, "%s/vocab", shared && *shared ? shared : "/work/shared");
+    DIR *d = opendir(dir);
+    if (!d) { print_message("skipped: no %s\n", dir); return; }
+    int n = 0;
+    path_in_dir(out, sizeof out, "vocab_copy.gguf");
+    for (struct dirent *e; (e = readdir(d));) {
+        size_t l = strlen(e->d_name);
+        if (l < 6 || strcmp(e->d_name + l - 5, ".gguf")) continue;
+        snprintf(path, sizeof path, "%s/%s", dir, e->d_name);
+        gguf_t *g = NULL, *g2 = NULL;
+        if (gguf_open(&g, path, err, sizeof err) < 0) fail_msg("%s", err);
+        const gguf_kv_t *toks = gguf_find(g, "tokenizer.ggml.tokens");
+        assert_non_null(toks);
+        assert_int_equal(toks->arr_type, GGUF_STR);
+        assert_true(toks->arr_n > 1000);
+        for (uint64_t i = 0; i < toks->arr_n; i++) {
+            gguf_str_t s = gguf_arr_str(toks, i);
+            if (!s.ptr || s.len > 1024) fail_msg("%s: token %llu", e->d_name, (unsigned long long)i);
+        }
+        gguf_writer_t *w = gguf_writer_new();
+        gguf_writer_copy_kv(w, g, NULL);
+        assert_int_equal(gguf_writer_begin(w, out, err, sizeof err), 0);
+        assert_int_equal(gguf_writer_finish(w, err, sizeof err), 0);
+        gguf_writer_destroy(&w);
+        if (gguf_open(&g2, out, err, sizeof err) < 0) fail_msg("%s", err);
+        assert_int_equal(g2->n_kv, g->n_kv);
+        size_t m = g->size < g2->size ? g->size : g2->size;
+        if (memcmp(g->map, g2->map, m)) fail_msg("%s: copy differs from the original", e->d_name);
+        gguf_close(&g2);
+        gguf_close(&g);
+        n++;
+    }
+    closedir(d);
+    print_message("%d vocab files checked\n", n);
+}
+
 /* cheap deterministic mutation fuzz: flipped bytes never crash (ASan builds check reads) */
 static void test_mutations_do_not_crash(void **st) {
     (void)st;
@@ -852,6 +895,7 @@ int main(void) {
         cmocka_unit_test(test_data_past_eof),
         cmocka_unit_test(test_duplicate_tensor_names),
         cmocka_unit_test(test_open_files),
+        cmocka_unit_test(test_real_vocab_files),
         cmocka_unit_test(test_mutations_do_not_crash),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -1,0 +1,156 @@
+/* cli_serve: `tern serve` — flags, then the HTTP server up first (so /health answers 503
+ * while the model loads), the model, and a wait for SIGINT/SIGTERM, which a dedicated thread
+ * receives (blocked in every other thread) and turns into a graceful shutdown. A second
+ * signal cuts the grace period short. Not here: HTTP itself (server*.c). */
+#include "coordinator/cli_common.h"
+#include "coordinator/server.h"
+#include "core/err.h"
+#include "core/log.h"
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
+static int g_signals;
+static server_t *g_srv;   /* for a second signal: end in-flight requests at once */
+
+static void *signal_thread(void *arg) {
+    sigset_t *set = arg;
+    for (;;) {
+        int sig;
+        if (sigwait(set, &sig) != 0) continue;
+        pthread_mutex_lock(&g_mu);
+        g_signals++;
+        if (g_signals > 1 && g_srv) server_abort(g_srv);
+        pthread_cond_broadcast(&g_cv);
+        pthread_mutex_unlock(&g_mu);
+        log_i("serve: %s, shutting down%s", sig == SIGINT ? "SIGINT" : "SIGTERM",
+              g_signals > 1 ? " now" : " (again to stop at once)");
+    }
+    return NULL;
+}
+
+static int signals_seen(void) {
+    pthread_mutex_lock(&g_mu);
+    int n = g_signals;
+    pthread_mutex_unlock(&g_mu);
+    return n;
+}
+
+/* the first line of a key file, without trailing white space; NULL with err */
+static char *read_key(const char *path, char *err, size_t errlen) {
+    FILE *f = fopen(path, "r");
+    if (!f) { err_set(err, errlen, TERN_EIO, "--api-key-file %s: %s", path, strerror(errno)); return NULL; }
+    char buf[1024];
+    char *line = fgets(buf, sizeof buf, f);
+    fclose(f);
+    size_t n = line ? strlen(buf) : 0;
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == ' ' || buf[n - 1] == '\t')) buf[--n] = 0;
+    if (!n) { err_set(err, errlen, TERN_EINVAL, "--api-key-file %s: the file holds no key", path); return NULL; }
+    return strdup(buf);
+}
+
+static const char *base_name(const char *path) {
+    const char *b = strrchr(path, '/');
+    return b ? b + 1 : path;
+}
+
+int cli_serve(int argc, char **argv) {
+    log_set_role("C");
+    cli_model_opts_t mo;
+    cli_model_opts_default(&mo);
+    mo.p.n_seq = 4;
+    server_cfg_t sc;
+    server_cfg_default(&sc);
+    const char *key_file = NULL, *alias = NULL;
+    uint64_t max_body = sc.max_body;
+    float grace = 30;
+    opt_t opts[64] = {
+        {NULL, "--host", OPT_STR, &sc.host, "ADDR", "address to listen on", 0, 0},
+        {NULL, "--port", OPT_INT, &sc.port, "N", "port (0: any free port, logged at start)", 0, 65535},
+        {NULL, "--api-key", OPT_STR, &sc.api_key, "KEY", "require 'Authorization: Bearer KEY' (not on /health)", 0, 0},
+        {NULL, "--api-key-file", OPT_STR, &key_file, "FILE", "read the API key from the first line of FILE", 0, 0},
+        {NULL, "--timeout", OPT_INT, &sc.timeout_s, "S", "seconds a request may take (0: no limit)", 0, 86400 * 7},
+        {NULL, "--metrics", OPT_FLAG, &sc.metrics, NULL, "serve Prometheus metrics at /metrics", 0, 0},
+        {NULL, "--max-body", OPT_SIZE, &max_body, "BYTES", "largest request body", 0, 0},
+        {NULL, "--max-tokens", OPT_INT, &sc.max_tokens, "N", "cap on tokens generated per request (0: context)", 0, 1 << 30},
+        {NULL, "--max-queue", OPT_INT, &sc.max_queue, "N", "requests waiting for a slot before 503", 0, 1 << 20},
+        {"-a", "--alias", OPT_STR, &alias, "NAME", "model name in /v1/models and replies (default: file name)", 0, 0},
+        {NULL, "--grace", OPT_FLOAT, &grace, "S", "seconds in-flight requests get to finish at shutdown", 0, 3600},
+    };
+    int n = cli_model_opts_table(&mo, opts, 11, 64, 1);
+    (void)n;
+    char err[512];
+    int npos, rc = opt_parse(opts, argc, argv, NULL, 0, &npos, err, sizeof err);
+    if (rc == 1) {
+        opt_help(stdout, "tern serve -m MODEL [--host ADDR] [--port N] [-np N] [options]", opts);
+        return 0;
+    }
+    if (rc < 0 || (rc = cli_model_opts_check(&mo, err, sizeof err)) < 0) {
+        fprintf(stderr, "tern serve: %s\n", err);
+        return 1;
+    }
+    if (sc.api_key && key_file) { fprintf(stderr, "tern serve: use --api-key or --api-key-file, not both\n"); return 1; }
+    char *key = NULL;
+    if (key_file && !(key = read_key(key_file, err, sizeof err))) { fprintf(stderr, "tern serve: %s\n", err); return 1; }
+    if (key) sc.api_key = key;
+    if (sc.api_key && !sc.api_key[0]) { fprintf(stderr, "tern serve: --api-key is empty\n"); free(key); return 1; }
+    if (max_body < 64) { fprintf(stderr, "tern serve: --max-body %llu is too small\n", (unsigned long long)max_body); free(key); return 1; }
+    sc.max_body = (size_t)max_body;
+    sc.model_name = alias ? alias : base_name(mo.p.model);
+
+    /* every thread started from here on inherits the blocked signals; one thread waits for them */
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGTERM);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    pthread_t sig_thr;
+    pthread_create(&sig_thr, NULL, signal_thread, &set);
+
+    server_t *srv = NULL;
+    tern_model *m = NULL;
+    rc = server_start(&srv, &sc, err, sizeof err);
+    if (rc == 0) {
+        log_i("serve: listening on http://%s:%d (loading %s)", sc.host, server_port(srv), mo.p.model);
+        rc = tern_load(&m, &mo.p, err, sizeof err);
+    }
+    if (rc == 0 && signals_seen()) rc = 1;
+    if (rc == 0) {
+        sampler_params_t sp;
+        sampler_params_default(&sp);
+        sp.temp = mo.s.temp;
+        sp.top_k = mo.s.top_k;
+        sp.top_p = mo.s.top_p;
+        sp.min_p = mo.s.min_p;
+        sp.repeat_penalty = mo.s.repeat_penalty;
+        sp.repeat_last_n = mo.s.repeat_last_n;
+        sp.seed = mo.s.seed;
+        rc = server_attach(srv, m, &sp, err, sizeof err);
+    }
+    if (rc == 0) {
+        pthread_mutex_lock(&g_mu);
+        g_srv = srv;
+        pthread_mutex_unlock(&g_mu);
+        log_i("serve: ready on http://%s:%d with %d slots", sc.host, server_port(srv), mo.p.n_seq);
+        pthread_mutex_lock(&g_mu);
+        while (!g_signals) pthread_cond_wait(&g_cv, &g_mu);
+        pthread_mutex_unlock(&g_mu);
+        server_shutdown(srv, signals_seen() > 1 ? 0 : grace);
+    } else if (rc < 0) {
+        fprintf(stderr, "tern serve: %s\n", err);
+    }
+    pthread_cancel(sig_thr);
+    pthread_join(sig_thr, NULL);
+    server_destroy(&srv);
+    tern_model_free(&m);
+    free(key);
+    log_i("serve: stopped");
+    return rc < 0 ? 1 : 0;
+}

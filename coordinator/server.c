@@ -1,0 +1,349 @@
+/* server: see server.h. This file holds the daemon (bind, thread per connection), the request
+ * body collection with its size limit, authentication, routing and the small routes
+ * (/health, /v1/models, /metrics); the generation routes live in server_gen.c and the
+ * engine thread in server_engine.c. */
+#define _GNU_SOURCE   /* POLLRDHUP */
+#include "coordinator/server_int.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include <arpa/inet.h>
+#include <jansson.h>
+#include <netdb.h>
+#include <poll.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+#include <unistd.h>
+
+typedef struct conn {
+    char *body;
+    size_t len, cap;
+    int too_big;
+    job_t *job;
+} conn_t;
+
+void server_cfg_default(server_cfg_t *c) {
+    memset(c, 0, sizeof *c);
+    c->host = "127.0.0.1";
+    c->port = 8080;
+    c->max_body = 8u << 20;
+    c->max_queue = 64;
+}
+
+/* ---- replies ---------------------------------------------------------------------- */
+
+enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *ctype, char *body) {
+    static char oom[] = "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\",\"param\":null,\"code\":null}}";
+    struct MHD_Response *r = body ? MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_FREE)
+                                  : MHD_create_response_from_buffer(strlen(oom), oom, MHD_RESPMEM_PERSISTENT);
+    if (!r) { free(body); return MHD_NO; }
+    MHD_add_response_header(r, "Content-Type", ctype);
+    enum MHD_Result ret = MHD_queue_response(c, body ? (unsigned)status : 500u, r);
+    MHD_destroy_response(r);
+    return ret;
+}
+
+enum MHD_Result server_reply_err(struct MHD_Connection *c, const server_err_t *e) {
+    if (e->status >= 500) log_w("serve: %d %s", e->status, e->msg);
+    else log_d("serve: %d %s", e->status, e->msg);
+    return server_reply(c, e->status, "application/json", server_err_json(e));
+}
+
+enum MHD_Result server_reply_json(struct MHD_Connection *c, int status, void *json) {
+    char *txt = json ? json_dumps(json, JSON_COMPACT) : NULL;
+    json_decref(json);
+    return server_reply(c, status, "application/json", txt);
+}
+
+int server_conn_gone(struct MHD_Connection *c) {
+    const union MHD_ConnectionInfo *ci = c ? MHD_get_connection_info(c, MHD_CONNECTION_INFO_CONNECTION_FD) : NULL;
+    if (!ci) return 0;
+    struct pollfd p = {ci->connect_fd, POLLRDHUP, 0};
+    return poll(&p, 1, 0) > 0 && (p.revents & (POLLRDHUP | POLLHUP | POLLERR));
+}
+
+/* ---- small routes -------------------------------------------------------------------- */
+
+static int is_ready(struct server *s) {
+    pthread_mutex_lock(&s->mu);
+    int ready = s->m != NULL;
+    pthread_mutex_unlock(&s->mu);
+    return ready;
+}
+
+static enum MHD_Result not_ready(struct MHD_Connection *c) {
+    server_err_t e;
+    server_err_set(&e, 503, "unavailable_error", "loading", NULL, "Loading model");
+    return server_reply_err(c, &e);
+}
+
+static enum MHD_Result route_models(struct server *s, struct MHD_Connection *c) {
+    json_t *model = json_pack("{s:s, s:s, s:I, s:s, s:{s:i, s:i}}", "id", s->model_id, "object", "model", "created",
+                              (json_int_t)time(NULL), "owned_by", "tern", "meta", "n_ctx", s->m->n_ctx, "n_vocab",
+                              tokenizer_n_vocab(s->m->tok));
+    return server_reply_json(c, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model));
+}
+
+static enum MHD_Result route_metrics(struct server *s, struct MHD_Connection *c) {
+    return server_reply(c, 200, "text/plain; version=0.0.4", server_metrics_render(&s->met));
+}
+
+/* constant-time comparison of the Authorization header with "Bearer <key>" */
+static int auth_ok(struct server *s, struct MHD_Connection *c) {
+    const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
+    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
+    h += 7;
+    while (*h == ' ') h++;
+    size_t n = strlen(h), m = strlen(s->cfg.api_key);
+    unsigned diff = (unsigned)(n ^ m);
+    for (size_t i = 0; i < m; i++) diff |= (unsigned char)s->cfg.api_key[i] ^ (unsigned char)(i < n ? h[i] : 0);
+    return diff == 0;
+}
+
+/* ---- routing ------------------------------------------------------------------------- */
+
+typedef struct route {
+    const char *path, *alias, *method;
+    int id;
+} route_t;
+
+enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS };
+
+static const route_t g_routes[] = {
+    {"/health", "/v1/health", "GET", R_HEALTH},
+    {"/v1/models", "/models", "GET", R_MODELS},
+    {"/v1/completions", "/completions", "POST", R_COMPLETIONS},
+    {"/v1/chat/completions", "/chat/completions", "POST", R_CHAT},
+    {"/tokenize", NULL, "POST", R_TOKENIZE},
+    {"/detokenize", NULL, "POST", R_DETOKENIZE},
+    {"/metrics", NULL, "GET", R_METRICS},
+};
+
+static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, const char *url, const char *method,
+                                conn_t *cn) {
+    server_err_t e;
+    const route_t *r = NULL;
+    for (size_t i = 0; i < sizeof g_routes / sizeof g_routes[0]; i++)
+        if (!strcmp(url, g_routes[i].path) || (g_routes[i].alias && !strcmp(url, g_routes[i].alias))) r = &g_routes[i];
+    if (!r || (r->id == R_METRICS && !s->cfg.metrics)) {
+        server_err_set(&e, 404, "invalid_request_error", "not_found", NULL, "no route %s %s", method, url);
+        return server_reply_err(c, &e);
+    }
+    if (r->id != R_HEALTH && s->cfg.api_key && !auth_ok(s, c)) {
+        server_err_set(&e, 401, "authentication_error", "invalid_api_key", NULL, "invalid or missing API key");
+        return server_reply_err(c, &e);
+    }
+    if (strcmp(method, r->method) != 0 && !(r->id == R_HEALTH && !strcmp(method, "HEAD"))) {
+        server_err_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%s wants %s, not %s", url,
+                       r->method, method);
+        return server_reply_err(c, &e);
+    }
+    if (cn->too_big) {
+        server_err_set(&e, 413, "invalid_request_error", "request_too_large", NULL,
+                       "the request body is larger than %zu bytes (--max-body)", s->cfg.max_body);
+        return server_reply_err(c, &e);
+    }
+    if (r->id == R_METRICS) return route_metrics(s, c);
+    if (!is_ready(s)) return not_ready(c);
+    switch (r->id) {
+    case R_HEALTH: {
+        char *ok = strdup("{\"status\":\"ok\"}");
+        return server_reply(c, 200, "application/json", ok);
+    }
+    case R_MODELS: return route_models(s, c);
+    case R_COMPLETIONS: return server_gen_handle(s, c, SERVER_REQ_COMPLETION, cn->body, cn->len, &cn->job);
+    case R_CHAT: return server_gen_handle(s, c, SERVER_REQ_CHAT, cn->body, cn->len, &cn->job);
+    case R_TOKENIZE: return server_tok_handle(s, c, SERVER_REQ_TOKENIZE, cn->body, cn->len);
+    default: return server_tok_handle(s, c, SERVER_REQ_DETOKENIZE, cn->body, cn->len);
+    }
+}
+
+static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const char *url, const char *method,
+                                  const char *version, const char *upload, size_t *upload_size, void **con_cls) {
+    struct server *s = cls;
+    (void)version;
+    conn_t *cn = *con_cls;
+    if (!cn) {   /* first call: headers only */
+        if (!(cn = calloc(1, sizeof *cn))) return MHD_NO;
+        *con_cls = cn;
+        const char *cl = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Content-Length");
+        if (cl && strtoull(cl, NULL, 10) > s->cfg.max_body) cn->too_big = 1;
+        return MHD_YES;
+    }
+    if (*upload_size) {   /* body bytes: keep them up to the limit, drop the rest */
+        size_t n = *upload_size;
+        *upload_size = 0;
+        if (cn->too_big || cn->len + n > s->cfg.max_body) { cn->too_big = 1; return MHD_YES; }
+        if (cn->len + n + 1 > cn->cap) {
+            size_t cap = cn->cap ? cn->cap : 4096;
+            while (cap < cn->len + n + 1) cap *= 2;
+            char *b = realloc(cn->body, cap);
+            if (!b) return MHD_NO;
+            cn->body = b;
+            cn->cap = cap;
+        }
+        memcpy(cn->body + cn->len, upload, n);
+        cn->len += n;
+        cn->body[cn->len] = 0;
+        return MHD_YES;
+    }
+    pthread_mutex_lock(&s->mu);
+    int draining = s->draining;
+    pthread_mutex_unlock(&s->mu);
+    if (draining) {
+        server_err_t e;
+        server_err_set(&e, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
+        return server_reply_err(c, &e);
+    }
+    return dispatch(s, c, url, method, cn);
+}
+
+static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, enum MHD_RequestTerminationCode why) {
+    struct server *s = cls;
+    conn_t *cn = *con_cls;
+    (void)c;
+    if (!cn) return;
+    if (cn->job) {
+        pthread_mutex_lock(&s->mu);
+        if (cn->job->state != JOB_DONE && !cn->job->cancel) {
+            cn->job->cancel = JOB_CANCEL_GONE;   /* the client left (or the reply failed): free the slot */
+            pthread_cond_signal(&s->engine_cv);
+        }
+        cn->job->conn = NULL;
+        server_job_unref(s, cn->job);
+        if (--s->n_busy == 0) pthread_cond_broadcast(&s->idle_cv);
+        pthread_mutex_unlock(&s->mu);
+    }
+    if (why != MHD_REQUEST_TERMINATED_COMPLETED_OK) log_d("serve: request ended early (%d)", (int)why);
+    free(cn->body);
+    free(cn);
+    *con_cls = NULL;
+}
+
+static void mhd_log(void *cls, const char *fmt, va_list ap) {
+    (void)cls;
+    char buf[512];
+    vsnprintf(buf, sizeof buf, fmt, ap);
+    size_t n = strlen(buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
+    log_w("http: %s", buf);
+}
+
+/* ---- lifecycle ----------------------------------------------------------------------- */
+
+static int resolve(const char *host, int port, struct sockaddr_storage *ss, int *v6, char *err, size_t errlen) {
+    struct addrinfo hints = {0}, *ai = NULL;
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_flags = AI_PASSIVE;
+    char ps[16];
+    snprintf(ps, sizeof ps, "%d", port);
+    int rc = getaddrinfo(host, ps, &hints, &ai);
+    if (rc != 0 || !ai) return err_set(err, errlen, TERN_EINVAL, "--host %s: %s", host, gai_strerror(rc));
+    memcpy(ss, ai->ai_addr, ai->ai_addrlen);
+    *v6 = ai->ai_family == AF_INET6;
+    freeaddrinfo(ai);
+    return 0;
+}
+
+int server_start(server_t **out, const server_cfg_t *cfg, char *err, size_t errlen) {
+    *out = NULL;
+    struct sockaddr_storage ss;
+    int v6 = 0, rc = resolve(cfg->host ? cfg->host : "127.0.0.1", cfg->port, &ss, &v6, err, errlen);
+    if (rc < 0) return rc;
+    struct server *s = calloc(1, sizeof *s);
+    if (!s) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    s->cfg = *cfg;
+    snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_name ? cfg->model_name : "tern");
+    pthread_mutex_init(&s->mu, NULL);
+    pthread_cond_init(&s->engine_cv, NULL);
+    pthread_cond_init(&s->idle_cv, NULL);
+    server_metrics_init(&s->met, 0);
+    unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
+                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+    unsigned idle = (unsigned)(cfg->timeout_s > 0 ? cfg->timeout_s + 60 : 600);
+    s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
+                            MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
+                            MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_END);
+    if (!s->d) {
+        rc = err_set(err, errlen, TERN_EIO, "cannot listen on %s:%d (in use, or not an address of this host?)",
+                     cfg->host ? cfg->host : "127.0.0.1", cfg->port);
+        server_destroy(&s);
+        return rc;
+    }
+    const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
+    s->port = di ? di->port : cfg->port;
+    *out = s;
+    return 0;
+}
+
+int server_port(const server_t *s) { return s->port; }
+
+int server_attach(server_t *s, tern_model *m, const sampler_params_t *sp, char *err, size_t errlen) {
+    pthread_mutex_lock(&s->met.mu);
+    s->met.n_slots = m->sched.n_seq;
+    pthread_mutex_unlock(&s->met.mu);
+    s->sched_t0_prefill = m->sched.t_prefill;
+    s->sched_t0_decode = m->sched.t_decode;
+    pthread_mutex_lock(&s->mu);
+    s->def_sp = *sp;
+    s->m = m;
+    int rc = pthread_create(&s->engine, NULL, server_engine_main, s);
+    if (rc == 0) s->engine_started = 1;
+    else s->m = NULL;
+    pthread_mutex_unlock(&s->mu);
+    return rc == 0 ? 0 : err_set(err, errlen, TERN_ENOMEM, "cannot start the engine thread");
+}
+
+void server_shutdown(server_t *s, double grace_s) {
+    pthread_mutex_lock(&s->mu);
+    if (s->draining) { pthread_mutex_unlock(&s->mu); return; }
+    s->draining = 1;
+    pthread_mutex_unlock(&s->mu);
+    MHD_socket fd = s->d ? MHD_quiesce_daemon(s->d) : MHD_INVALID_SOCKET;
+    if (fd != MHD_INVALID_SOCKET) close(fd);
+    double until = time_now() + grace_s;
+    pthread_mutex_lock(&s->mu);
+    while ((s->n_inflight > 0 || s->n_busy > 0) && !s->abort && time_now() < until) {
+        struct timespec ts;
+        clock_gettime(CLOCK_REALTIME, &ts);
+        ts.tv_nsec += 100000000L;
+        if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+        pthread_cond_timedwait(&s->idle_cv, &s->mu, &ts);
+    }
+    if (s->n_inflight > 0 || s->n_busy > 0) log_w("serve: ending %d unfinished requests", s->n_busy);
+    s->abort = 1;
+    s->stop_engine = 1;
+    pthread_cond_broadcast(&s->engine_cv);
+    pthread_mutex_unlock(&s->mu);
+    if (s->engine_started) {
+        pthread_join(s->engine, NULL);
+        s->engine_started = 0;
+    }
+    if (s->d) {   /* waits for the connection threads, which end once their jobs are done */
+        MHD_stop_daemon(s->d);
+        s->d = NULL;
+    }
+}
+
+void server_abort(server_t *s) {
+    pthread_mutex_lock(&s->mu);
+    s->abort = 1;
+    pthread_cond_broadcast(&s->engine_cv);
+    pthread_cond_broadcast(&s->idle_cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
+void server_destroy(server_t **ps) {
+    if (!ps || !*ps) return;
+    struct server *s = *ps;
+    server_shutdown(s, 0);
+    server_metrics_free(&s->met);
+    pthread_cond_destroy(&s->engine_cv);
+    pthread_cond_destroy(&s->idle_cv);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+    *ps = NULL;
+}

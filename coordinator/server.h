@@ -1,0 +1,41 @@
+/* server: `tern serve`'s OpenAI-compatible HTTP API (libmicrohttpd, one thread per
+ * connection) over one engine thread that owns the scheduler: requests wait in a queue, join
+ * free slots at token boundaries (continuous batching) and get their tokens back through
+ * per-request queues. Endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions
+ * (streamed as server-sent events), /tokenize, /detokenize, /metrics.
+ * Not here: flags (cli_serve.c), request JSON (server_req.c), model loading (api.c). */
+#ifndef TERN_SERVER_H
+#define TERN_SERVER_H
+#include <stddef.h>
+#include "tern.h"
+#include "worker/sampler.h"
+
+typedef struct server_cfg {
+    const char *host;        /* address to bind (default 127.0.0.1) */
+    int port;                /* 0: any free port (see server_port) */
+    const char *api_key;     /* Bearer key required on every route but /health; NULL: open */
+    int timeout_s;           /* per request (0: none) */
+    int metrics;             /* serve /metrics */
+    size_t max_body;         /* request body limit in bytes */
+    int max_tokens;          /* cap on tokens generated per request (0: context only) */
+    int max_queue;           /* requests waiting for a slot before 503 */
+    const char *model_name;  /* id shown by /v1/models and in replies */
+} server_cfg_t;
+
+typedef struct server server_t;
+
+void server_cfg_default(server_cfg_t *c);
+/* Binds and starts answering (/health says 503 until server_attach). 0 or <0 with err. */
+int server_start(server_t **out, const server_cfg_t *cfg, char *err, size_t errlen);
+int server_port(const server_t *s);   /* the bound port */
+/* Hands the loaded model to the server (not owned; keep it until server_destroy) and starts
+ * the engine thread; sp: default sampling for requests that do not set their own. */
+int server_attach(server_t *s, tern_model *m, const sampler_params_t *sp, char *err, size_t errlen);
+/* Graceful stop: refuse new requests and close the listener, let in-flight requests finish for
+ * up to grace_s seconds, then end the rest with an error and stop the engine thread. */
+void server_shutdown(server_t *s, double grace_s);
+/* ends every in-flight request now (with an error) without waiting; safe from any thread */
+void server_abort(server_t *s);
+void server_destroy(server_t **s);
+
+#endif

@@ -1,0 +1,222 @@
+/* server_engine: the one thread that owns the scheduler. Between steps it admits queued jobs
+ * into free slots and cancels the ones whose client left or whose time ran out; each
+ * sched_step then runs every active sequence in one forward. Tokens go back to the waiting
+ * HTTP threads through the job (text appended under the server mutex, then a signal).
+ * The server mutex is never held across sched_* calls: the token callback takes it. */
+#include "coordinator/server_int.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include <stdlib.h>
+#include <string.h>
+
+void server_job_unref(struct server *s, job_t *j) {
+    (void)s;
+    if (--j->refs > 0) return;
+    free(j->ids);
+    for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
+    server_stop_free(&j->st);
+    free(j->out);
+    free(j->sse);
+    pthread_cond_destroy(&j->cv);
+    free(j);
+}
+
+int server_engine_enqueue(struct server *s, job_t *j) {
+    pthread_mutex_lock(&s->mu);
+    int rc = 0;
+    if (s->draining || s->abort) rc = TERN_ECANCEL;
+    else if (s->n_inflight >= s->m->sched.n_seq + s->cfg.max_queue) rc = TERN_ENOMEM;
+    if (rc == 0) {
+        j->refs++;
+        j->state = JOB_QUEUED;
+        j->t_enq = time_now();
+        if (s->qtail) s->qtail->next = j;
+        else s->qhead = j;
+        s->qtail = j;
+        s->n_queue++;
+        s->n_inflight++;
+        pthread_mutex_lock(&s->met.mu);
+        s->met.requests_total++;
+        s->met.waiting = s->n_queue;
+        pthread_mutex_unlock(&s->met.mu);
+        pthread_cond_signal(&s->engine_cv);
+    }
+    pthread_mutex_unlock(&s->mu);
+    return rc;
+}
+
+/* appends released text to the job (caller holds s->mu) */
+static void job_emit(job_t *j, const char *p, size_t n) {
+    if (!n) return;
+    if (j->out_len + n + 1 > j->out_cap) {
+        size_t cap = j->out_cap ? j->out_cap : 256;
+        while (cap < j->out_len + n + 1) cap *= 2;
+        char *o = realloc(j->out, cap);
+        if (!o) { snprintf(j->errmsg, sizeof j->errmsg, "out of memory"); return; }
+        j->out = o;
+        j->out_cap = cap;
+    }
+    memcpy(j->out + j->out_len, p, n);
+    j->out_len += n;
+    j->out[j->out_len] = 0;
+}
+
+/* the job has ended (any reason); drops the engine's reference. Caller does not hold s->mu. */
+static void job_end(struct server *s, job_t *j, int finish) {
+    char buf[64];
+    const char *rel = "", *tail = "";
+    size_t rlen = 0, tlen = 0;
+    int n = detok_flush(&j->dt, buf, sizeof buf);   /* the bytes of a cut character, if any */
+    if (n > 0 && !j->st.hit && server_stop_feed(&j->st, buf, (size_t)n, &rel, &rlen) == 1) finish = SCHED_STOP;
+    double now = time_now();
+    pthread_mutex_lock(&s->mu);
+    if (finish != SCHED_ERROR && finish != SCHED_CANCEL) {
+        job_emit(j, rel, rlen);
+        server_stop_flush(&j->st, &tail, &tlen);   /* held back, but no stop string came */
+        job_emit(j, tail, tlen);
+    }
+    if (j->cancel && finish != SCHED_ERROR) finish = SCHED_CANCEL;
+    if (finish == SCHED_ERROR && !j->errmsg[0])
+        snprintf(j->errmsg, sizeof j->errmsg, "generation failed: %.200s", s->m->sched.err);
+    j->finish = finish;
+    j->state = JOB_DONE;
+    j->t_end = now;
+    s->n_inflight--;
+    pthread_mutex_lock(&s->met.mu);
+    if (finish == SCHED_ERROR) s->met.requests_errors++;
+    else if (finish == SCHED_CANCEL) s->met.requests_cancelled++;
+    else server_hist_observe(&s->met.e2e, now - j->t_enq);
+    pthread_mutex_unlock(&s->met.mu);
+    pthread_cond_broadcast(&j->cv);
+    if (s->n_inflight == 0) pthread_cond_broadcast(&s->idle_cv);
+    server_job_unref(s, j);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* sched callback: one sampled token, or the end of the sequence */
+static int on_token(void *user, int id, int32_t token, float logprob, int finish) {
+    job_t *j = user;
+    struct server *s = j->srv;
+    (void)id;
+    (void)logprob;
+    if (finish) { job_end(s, j, finish); return 0; }
+    double now = time_now();
+    pthread_mutex_lock(&s->met.mu);
+    if (!j->t_first) server_hist_observe(&s->met.ttft, now - j->t_enq);
+    else server_hist_observe(&s->met.itl, now - j->t_last);
+    s->met.gen_tokens++;
+    pthread_mutex_unlock(&s->met.mu);
+    j->t_last = now;
+    if (!j->ignore_eos && tokenizer_is_eog(s->m->tok, token)) {
+        pthread_mutex_lock(&s->mu);
+        if (!j->t_first) j->t_first = now;
+        pthread_mutex_unlock(&s->mu);
+        return 1;
+    }
+    char buf[512];
+    int n = detok_feed(&j->dt, token, buf, sizeof buf);
+    const char *rel = "";
+    size_t rlen = 0;
+    int hit = n > 0 ? server_stop_feed(&j->st, buf, (size_t)n, &rel, &rlen) : 0;
+    pthread_mutex_lock(&s->mu);
+    if (!j->t_first) j->t_first = now;
+    j->n_gen++;
+    job_emit(j, rel, rlen);
+    int stop = hit != 0 || j->cancel;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&s->mu);
+    return stop;
+}
+
+/* admits j into a free slot (engine thread, s->mu not held) */
+static void admit(struct server *s, job_t *j) {
+    sched_t *sc = &s->m->sched;
+    detok_init(&j->dt, s->m->tok, 0);
+    server_stop_init(&j->st, j->stop, j->n_stop);
+    j->t_start = time_now();
+    if (j->cancel) { job_end(s, j, SCHED_CANCEL); return; }
+    int id = sched_add(sc, j->ids, j->n_ids, j->max_gen, &j->sp, on_token, j);
+    if (id < 0) {
+        snprintf(j->errmsg, sizeof j->errmsg, "cannot start the sequence: %s", tern_strerror(id));
+        job_end(s, j, SCHED_ERROR);
+        return;
+    }
+    j->seq_id = id;
+    pthread_mutex_lock(&s->met.mu);
+    s->met.prompt_tokens += (unsigned long long)j->n_ids;
+    pthread_mutex_unlock(&s->met.mu);
+    pthread_mutex_lock(&s->mu);
+    j->state = JOB_RUNNING;
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* under s->mu: takes up to `room` queued jobs, and removes cancelled ones from the queue */
+static int take_queued(struct server *s, job_t **out, int room, job_t **dead, int *ndead) {
+    int n = 0;
+    *ndead = 0;
+    job_t **pp = &s->qhead, *prev = NULL;
+    while (*pp) {
+        job_t *j = *pp;
+        int cancel = j->cancel || s->abort;
+        if (!cancel && n >= room) { prev = j; pp = &j->next; continue; }
+        *pp = j->next;
+        if (s->qtail == j) s->qtail = prev;
+        j->next = NULL;
+        s->n_queue--;
+        if (cancel) dead[(*ndead)++] = j;
+        else out[n++] = j;
+        if (*ndead == 64) break;
+    }
+    return n;
+}
+
+static void update_gauges(struct server *s) {
+    sched_t *sc = &s->m->sched;
+    long used = 0;
+    int running = 0;
+    for (int i = 0; i < sc->n_seq; i++)
+        if (sc->seqs[i].active) { used += sc->seqs[i].n_toks; running++; }
+    pthread_mutex_lock(&s->met.mu);
+    s->met.running = running;
+    s->met.kv_used = (double)used / ((double)sc->n_seq * sc->n_ctx);
+    s->met.prompt_seconds = sc->t_prefill - s->sched_t0_prefill;
+    s->met.gen_seconds = sc->t_decode - s->sched_t0_decode;
+    pthread_mutex_unlock(&s->met.mu);
+}
+
+void *server_engine_main(void *arg) {
+    struct server *s = arg;
+    sched_t *sc = &s->m->sched;
+    job_t **admits = calloc((size_t)sc->n_seq, sizeof(job_t *));
+    int *cancels = calloc((size_t)sc->n_seq, sizeof(int));
+    job_t *dead[64];
+    TERN_ASSERT(admits && cancels);
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        while (!s->stop_engine && !s->qhead && sched_active(sc) == 0) pthread_cond_wait(&s->engine_cv, &s->mu);
+        if (s->stop_engine && !s->qhead && sched_active(sc) == 0) break;
+        int ndead, na = take_queued(s, admits, sc->n_seq - sched_active(sc), dead, &ndead), nc = 0;
+        for (int i = 0; i < sc->n_seq; i++) {
+            sched_seq_t *q = &sc->seqs[i];
+            if (q->active && (s->abort || ((job_t *)q->user)->cancel)) {
+                if (s->abort && !((job_t *)q->user)->cancel) ((job_t *)q->user)->cancel = JOB_CANCEL_SHUTDOWN;
+                cancels[nc++] = q->id;
+            }
+        }
+        pthread_mutex_lock(&s->met.mu);
+        s->met.waiting = s->n_queue;
+        pthread_mutex_unlock(&s->met.mu);
+        pthread_mutex_unlock(&s->mu);
+        for (int i = 0; i < ndead; i++) job_end(s, dead[i], SCHED_CANCEL);
+        for (int i = 0; i < nc; i++) sched_cancel(sc, cancels[i]);
+        for (int i = 0; i < na; i++) admit(s, admits[i]);
+        if (sched_active(sc) > 0 && sched_step(sc) < 0) log_e("serve: step failed: %s", sc->err);
+        update_gauges(s);
+        pthread_mutex_lock(&s->mu);
+    }
+    pthread_mutex_unlock(&s->mu);
+    free(admits);
+    free(cancels);
+    return NULL;
+}

@@ -1,0 +1,409 @@
+/* server_gen: the generation routes (/v1/completions, /v1/chat/completions) and the token
+ * routes (/tokenize, /detokenize). A generation request is parsed, its prompt tokenized and
+ * checked against the context here on the connection's thread, then queued for the engine;
+ * the thread waits for the whole reply, or streams it as server-sent events. */
+#include "coordinator/server_int.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#define WAIT_SLICE_MS 100   /* how often a waiting thread looks for a gone client or a timeout */
+
+/* ---- prompt ------------------------------------------------------------------------ */
+
+static char *chat_text(const tokenizer_t *tok, const server_req_t *r, server_err_t *e) {
+    int cap = 4096;
+    for (int i = 0; i < r->n_msgs; i++) cap += (int)(strlen(r->msgs[i].content) + strlen(r->msgs[i].role) + 64);
+    char *buf = malloc((size_t)cap);
+    int need = buf ? chat_apply(tok, r->msgs, r->n_msgs, buf, cap) : TERN_ENOMEM;
+    if (need >= cap) {
+        char *b2 = realloc(buf, (size_t)need + 1);
+        if (b2) { buf = b2; need = chat_apply(tok, r->msgs, r->n_msgs, buf, need + 1); }
+        else need = TERN_ENOMEM;
+    }
+    if (need < 0) {
+        free(buf);
+        server_err_set(e, 500, "server_error", NULL, NULL,
+                       need == TERN_ENOMEM ? "out of memory" : "the model's chat template is not one tern knows");
+        return NULL;
+    }
+    return buf;
+}
+
+/* the prompt's token ids into j->ids / j->n_ids; 0 or <0 with e (400 for the client's fault) */
+static int build_prompt(struct server *s, const server_req_t *r, job_t *j, server_err_t *e) {
+    tern_model *m = s->m;
+    const tokenizer_t *tok = m->tok;
+    int n_ctx = m->n_ctx, n_vocab = tokenizer_n_vocab(tok);
+    if (!(j->ids = malloc((size_t)(n_ctx + 1) * sizeof(int32_t))))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    int n;
+    if (r->ids) {
+        for (int i = 0; i < r->n_ids; i++)
+            if (r->ids[i] >= n_vocab)
+                return server_err_set(e, 400, "invalid_request_error", "invalid_value", "prompt",
+                                      "token id %d is outside the vocabulary (%d tokens)", r->ids[i], n_vocab);
+        n = r->n_ids;
+        if (n <= n_ctx) memcpy(j->ids, r->ids, (size_t)n * sizeof(int32_t));
+    } else {
+        char *chat = r->kind == SERVER_REQ_CHAT ? chat_text(tok, r, e) : NULL;
+        if (r->kind == SERVER_REQ_CHAT && !chat) return TERN_EIO;
+        const char *text = chat ? chat : r->prompt;
+        n = tokenizer_encode(tok, text, strlen(text), tokenizer_add_bos(tok), 1, j->ids, n_ctx + 1);
+        free(chat);
+        if (n < 0) return server_err_set(e, 400, "invalid_request_error", "invalid_value", "prompt",
+                                         "cannot tokenize the prompt");
+        int bos = tokenizer_bos(tok);   /* a template that writes BOS itself: keep one */
+        if (r->kind == SERVER_REQ_CHAT && n >= 2 && n <= n_ctx + 1 && bos >= 0 && j->ids[0] == bos &&
+            j->ids[1] == bos) {
+            memmove(j->ids, j->ids + 1, (size_t)(n - 1) * sizeof(int32_t));
+            n--;
+        }
+    }
+    if (n == 0)
+        return server_err_set(e, 400, "invalid_request_error", "invalid_value", "prompt",
+                              "the prompt is empty and the vocabulary has no BOS token");
+    if (n >= n_ctx)
+        return server_err_set(e, 400, "invalid_request_error", "context_length_exceeded",
+                              r->kind == SERVER_REQ_CHAT ? "messages" : "prompt",
+                              "the prompt has %d tokens but the context holds %d (the server's -c)", n, n_ctx);
+    j->n_ids = n;
+    return 0;
+}
+
+/* ---- reply JSON --------------------------------------------------------------------- */
+
+static const char *finish_name(int finish) {
+    return finish == SCHED_STOP ? "stop" : "length";
+}
+
+static json_t *usage_json(const job_t *j) {
+    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", j->n_ids, "completion_tokens", j->n_gen, "total_tokens",
+                     j->n_ids + j->n_gen);
+}
+
+static json_t *timings_json(const job_t *j) {
+    double pms = j->t_first > j->t_start ? (j->t_first - j->t_start) * 1e3 : 0;
+    double gms = j->t_end > j->t_first && j->t_first > 0 ? (j->t_end - j->t_first) * 1e3 : 0;
+    return json_pack("{s:i, s:f, s:f, s:i, s:f, s:f}", "prompt_n", j->n_ids, "prompt_ms", pms, "prompt_per_second",
+                     pms > 0 ? j->n_ids / (pms / 1e3) : 0.0, "predicted_n", j->n_gen, "predicted_ms", gms,
+                     "predicted_per_second", gms > 0 && j->n_gen > 1 ? (j->n_gen - 1) / (gms / 1e3) : 0.0);
+}
+
+static json_t *reply_base(struct server *s, const job_t *j, const char *object) {
+    return json_pack("{s:s, s:s, s:I, s:s, s:s}", "id", j->id, "object", object, "created", (json_int_t)j->created,
+                     "model", s->model_id, "system_fingerprint", "tern");
+}
+
+/* the non-streamed reply of a finished job (caller holds s->mu) */
+static json_t *final_reply(struct server *s, const job_t *j) {
+    int chat = j->kind == SERVER_REQ_CHAT;
+    json_t *o = reply_base(s, j, chat ? "chat.completion" : "text_completion");
+    json_t *text = server_json_text(j->out ? j->out : "", j->out_len);
+    json_t *choice = chat ? json_pack("{s:i, s:{s:s, s:o}, s:n, s:s}", "index", 0, "message", "role", "assistant",
+                                      "content", text, "logprobs", "finish_reason", finish_name(j->finish))
+                          : json_pack("{s:o, s:i, s:n, s:s}", "text", text, "index", 0, "logprobs", "finish_reason",
+                                      finish_name(j->finish));
+    json_object_set_new(o, "choices", json_pack("[o]", choice));
+    json_object_set_new(o, "usage", usage_json(j));
+    json_object_set_new(o, "timings", timings_json(j));
+    return o;
+}
+
+/* the error for a job that did not finish normally (caller holds s->mu) */
+static void job_err(const job_t *j, server_err_t *e) {
+    if (j->finish == SCHED_ERROR) server_err_set(e, 500, "server_error", NULL, NULL, "%s", j->errmsg);
+    else if (j->cancel == JOB_CANCEL_TIMEOUT)
+        server_err_set(e, 504, "timeout_error", "timeout", NULL, "the request ran past the server's --timeout");
+    else server_err_set(e, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
+}
+
+/* one wait slice: notices a timeout or a gone client and flags the job (caller holds s->mu) */
+static int wait_slice(struct server *s, job_t *j) {
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += WAIT_SLICE_MS * 1000000L;
+    if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
+    pthread_cond_timedwait(&j->cv, &s->mu, &ts);
+    if (j->cancel || j->state == JOB_DONE) return j->cancel;
+    if (j->deadline > 0 && time_now() > j->deadline) j->cancel = JOB_CANCEL_TIMEOUT;
+    else if (server_conn_gone(j->conn)) j->cancel = JOB_CANCEL_GONE;
+    if (j->cancel) pthread_cond_signal(&s->engine_cv);
+    return j->cancel;
+}
+
+/* ---- streaming ---------------------------------------------------------------------- */
+
+/* appends the event "data: <body>\n\n" to the job's unsent stream bytes */
+static void sse_event(job_t *j, const char *body) {
+    size_t need = j->sse_len + strlen(body) + 16;
+    if (need > j->sse_cap) {
+        char *p = realloc(j->sse, need * 2);
+        if (!p) return;
+        j->sse = p;
+        j->sse_cap = need * 2;
+    }
+    j->sse_len += (size_t)sprintf(j->sse + j->sse_len, "data: %s\n\n", body);
+}
+
+static void sse_put(job_t *j, json_t *o) {
+    char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    sse_event(j, txt ? txt : "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}");
+    free(txt);
+}
+
+/* a chunk with text (NULL: none) and finish reason (NULL: still running) */
+static json_t *chunk(struct server *s, const job_t *j, const char *text, size_t n, const char *finish, int role) {
+    int chat = j->kind == SERVER_REQ_CHAT;
+    json_t *o = reply_base(s, j, chat ? "chat.completion.chunk" : "text_completion");
+    json_t *fin = finish ? json_string(finish) : json_null(), *c;
+    if (chat) {
+        json_t *delta = json_object();
+        if (role) json_object_set_new(delta, "role", json_string("assistant"));
+        if (text) json_object_set_new(delta, "content", server_json_text(text, n));
+        c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason", fin);
+    } else {
+        c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text", server_json_text(text ? text : "", n), "logprobs",
+                      "finish_reason", fin);
+    }
+    json_object_set_new(o, "choices", json_pack("[o]", c));
+    if (j->include_usage) json_object_set_new(o, "usage", json_null());
+    return o;
+}
+
+/* formats the next events into j->sse; <0 when the client is gone */
+static int sse_fill(struct server *s, job_t *j) {
+    if (j->sse_phase == 2) return 0;
+    if (j->sse_phase == 0) {
+        j->sse_phase = 1;
+        if (j->kind == SERVER_REQ_CHAT) { sse_put(j, chunk(s, j, "", 0, NULL, 1)); return 0; }
+    }
+    pthread_mutex_lock(&s->mu);
+    for (;;) {
+        if (j->out_len) {
+            sse_put(j, chunk(s, j, j->out, j->out_len, NULL, 0));
+            j->out_len = 0;
+            break;
+        }
+        if (j->state == JOB_DONE) {
+            if (j->finish == SCHED_ERROR || j->finish == SCHED_CANCEL) {
+                server_err_t e;
+                job_err(j, &e);
+                char *txt = server_err_json(&e);
+                if (txt) sse_event(j, txt);
+                free(txt);
+            } else {
+                sse_put(j, chunk(s, j, NULL, 0, finish_name(j->finish), 0));
+                if (j->include_usage) {
+                    json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion.chunk" : "text_completion");
+                    json_object_set_new(o, "choices", json_array());
+                    json_object_set_new(o, "usage", usage_json(j));
+                    json_object_set_new(o, "timings", timings_json(j));
+                    sse_put(j, o);
+                }
+            }
+            sse_event(j, "[DONE]");
+            j->sse_phase = 2;
+            break;
+        }
+        if (wait_slice(s, j) == JOB_CANCEL_GONE) { pthread_mutex_unlock(&s->mu); return -1; }
+    }
+    pthread_mutex_unlock(&s->mu);
+    return 0;
+}
+
+static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
+    job_t *j = cls;
+    (void)pos;
+    if (j->sse_pos == j->sse_len) {
+        j->sse_pos = j->sse_len = 0;
+        if (sse_fill(j->srv, j) < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (j->sse_len == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+    }
+    size_t n = j->sse_len - j->sse_pos < max ? j->sse_len - j->sse_pos : max;
+    memcpy(buf, j->sse + j->sse_pos, n);
+    j->sse_pos += n;
+    return (ssize_t)n;
+}
+
+static void sse_free(void *cls) {
+    job_t *j = cls;
+    struct server *s = j->srv;
+    pthread_mutex_lock(&s->mu);
+    if (j->state != JOB_DONE && !j->cancel) {
+        j->cancel = JOB_CANCEL_GONE;
+        pthread_cond_signal(&s->engine_cv);
+    }
+    server_job_unref(s, j);
+    pthread_mutex_unlock(&s->mu);
+}
+
+/* ---- routes -------------------------------------------------------------------------- */
+
+static job_t *job_new(struct server *s, server_req_t *r) {
+    job_t *j = calloc(1, sizeof *j);
+    if (!j) return NULL;
+    pthread_cond_init(&j->cv, NULL);
+    j->srv = s;
+    j->refs = 1;
+    j->kind = r->kind;
+    j->stream = r->stream;
+    j->include_usage = r->stream && r->include_usage;
+    j->ignore_eos = r->ignore_eos;
+    j->sp = r->sp;
+    for (int i = 0; i < r->n_stop; i++) { j->stop[i] = r->stop[i]; r->stop[i] = NULL; }
+    j->n_stop = r->n_stop;
+    r->n_stop = 0;
+    pthread_mutex_lock(&s->mu);
+    uint64_t seq = s->next_id++;
+    pthread_mutex_unlock(&s->mu);
+    j->created = (long long)time(NULL);
+    snprintf(j->id, sizeof j->id, "%s-%llx%06llx", r->kind == SERVER_REQ_CHAT ? "chatcmpl" : "cmpl",
+             (unsigned long long)j->created, (unsigned long long)seq & 0xffffff);
+    return j;
+}
+
+static int max_gen(const struct server *s, const server_req_t *r, int n_prompt) {
+    int room = s->m->n_ctx - n_prompt;
+    int mg = r->max_tokens > 0 ? r->max_tokens : room;
+    if (s->cfg.max_tokens > 0 && mg > s->cfg.max_tokens) mg = s->cfg.max_tokens;
+    return mg < room ? mg : room;
+}
+
+enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,
+                                  size_t len, job_t **job_out) {
+    server_err_t e;
+    server_req_t r;
+    *job_out = NULL;
+    if (server_req_parse(&r, kind, body, len, &s->def_sp, &e) < 0) return server_reply_err(c, &e);
+    job_t *j = job_new(s, &r);
+    int rc = j ? build_prompt(s, &r, j, &e) : server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
+    if (j) {
+        *job_out = j;   /* the connection's reference, dropped when the request completes */
+        pthread_mutex_lock(&s->mu);
+        s->n_busy++;
+        pthread_mutex_unlock(&s->mu);
+        j->max_gen = max_gen(s, &r, j->n_ids);
+        j->conn = c;
+        j->deadline = s->cfg.timeout_s > 0 ? time_now() + s->cfg.timeout_s : 0;
+    }
+    server_req_free(&r);
+    if (rc < 0) return server_reply_err(c, &e);
+    if ((rc = server_engine_enqueue(s, j)) < 0) {
+        if (rc == TERN_ENOMEM) {
+            server_err_set(&e, 503, "unavailable_error", "server_busy", NULL,
+                           "every slot is busy and the queue is full (--max-queue); retry later");
+            char *txt = server_err_json(&e);
+            struct MHD_Response *resp = MHD_create_response_from_buffer(txt ? strlen(txt) : 0, txt,
+                                                                        MHD_RESPMEM_MUST_FREE);
+            MHD_add_response_header(resp, "Content-Type", "application/json");
+            MHD_add_response_header(resp, "Retry-After", "1");
+            enum MHD_Result ret = MHD_queue_response(c, 503, resp);
+            MHD_destroy_response(resp);
+            return ret;
+        }
+        server_err_set(&e, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
+        return server_reply_err(c, &e);
+    }
+    if (j->stream) {
+        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, j, sse_free);
+        if (!resp) return MHD_NO;
+        pthread_mutex_lock(&s->mu);
+        j->refs++;   /* the reader's, dropped by sse_free */
+        pthread_mutex_unlock(&s->mu);
+        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+        MHD_add_response_header(resp, "Cache-Control", "no-cache");
+        enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    pthread_mutex_lock(&s->mu);
+    while (j->state != JOB_DONE) wait_slice(s, j);
+    json_t *reply = NULL;
+    if (j->finish != SCHED_ERROR && j->finish != SCHED_CANCEL) reply = final_reply(s, j);
+    else job_err(j, &e);
+    int gone = j->cancel == JOB_CANCEL_GONE;
+    pthread_mutex_unlock(&s->mu);
+    if (gone) { json_decref(reply); return MHD_NO; }
+    return reply ? server_reply_json(c, 200, reply) : server_reply_err(c, &e);
+}
+
+/* ---- /tokenize, /detokenize --------------------------------------------------------- */
+
+static json_t *piece_json(const tokenizer_t *tok, int id) {
+    char buf[256];
+    int n = tokenizer_piece(tok, id, 1, buf, sizeof buf);
+    if (n < 0 || n > (int)sizeof buf) n = 0;
+    json_t *str = json_stringn(buf, (size_t)n);
+    if (str) return str;
+    json_t *a = json_array();   /* not valid UTF-8 on its own: the bytes, as llama.cpp does */
+    for (int i = 0; i < n; i++) json_array_append_new(a, json_integer((unsigned char)buf[i]));
+    return a;
+}
+
+static json_t *tokenize(struct server *s, const server_req_t *r, server_err_t *e) {
+    const tokenizer_t *tok = s->m->tok;
+    size_t len = strlen(r->prompt);
+    int cap = (int)(len < 1u << 20 ? len : 1u << 20) + 8;
+    int32_t *ids = malloc((size_t)cap * sizeof(int32_t));
+    int add = r->add_special && tokenizer_add_bos(tok);
+    int n = ids ? tokenizer_encode(tok, r->prompt, len, add, r->parse_special, ids, cap) : TERN_ENOMEM;
+    if (n > cap) {
+        free(ids);
+        ids = malloc((size_t)n * sizeof(int32_t));
+        n = ids ? tokenizer_encode(tok, r->prompt, len, add, r->parse_special, ids, n) : TERN_ENOMEM;
+    }
+    if (n < 0) {
+        free(ids);
+        server_err_set(e, 400, "invalid_request_error", "invalid_value", "content", "cannot tokenize the content");
+        return NULL;
+    }
+    json_t *a = json_array();
+    for (int i = 0; i < n; i++)
+        json_array_append_new(a, r->with_pieces ? json_pack("{s:i, s:o}", "id", ids[i], "piece", piece_json(tok, ids[i]))
+                                                : json_integer(ids[i]));
+    free(ids);
+    return json_pack("{s:o}", "tokens", a);
+}
+
+static json_t *detokenize(struct server *s, const server_req_t *r, server_err_t *e) {
+    const tokenizer_t *tok = s->m->tok;
+    for (int i = 0; i < r->n_ids; i++)
+        if (r->ids[i] >= tokenizer_n_vocab(tok)) {
+            server_err_set(e, 400, "invalid_request_error", "invalid_value", "tokens",
+                           "token id %d is outside the vocabulary (%d tokens)", r->ids[i], tokenizer_n_vocab(tok));
+            return NULL;
+        }
+    int cap = r->n_ids * 16 + 16;
+    char *buf = malloc((size_t)cap);
+    int n = buf ? tokenizer_decode(tok, r->ids, r->n_ids, 1, buf, cap) : TERN_ENOMEM;
+    if (n >= cap) {
+        char *b2 = realloc(buf, (size_t)n + 1);
+        if (b2) { buf = b2; n = tokenizer_decode(tok, r->ids, r->n_ids, 1, buf, n + 1); }
+        else n = TERN_ENOMEM;
+    }
+    if (n < 0) {
+        free(buf);
+        server_err_set(e, 500, "server_error", NULL, NULL, "cannot decode the tokens");
+        return NULL;
+    }
+    json_t *o = json_pack("{s:o}", "content", server_json_text(buf, (size_t)n));
+    free(buf);
+    return o;
+}
+
+enum MHD_Result server_tok_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,
+                                  size_t len) {
+    server_err_t e;
+    server_req_t r;
+    if (server_req_parse(&r, kind, body, len, NULL, &e) < 0) return server_reply_err(c, &e);
+    json_t *o = kind == SERVER_REQ_TOKENIZE ? tokenize(s, &r, &e) : detokenize(s, &r, &e);
+    server_req_free(&r);
+    return o ? server_reply_json(c, 200, o) : server_reply_err(c, &e);
+}

@@ -1,0 +1,89 @@
+/* server_int: the parts of the HTTP server shared by its files — the server struct, a job
+ * (one generation request on its way through the engine) and the helpers between them.
+ * Private to coordinator/server*.c. */
+#ifndef TERN_SERVER_INT_H
+#define TERN_SERVER_INT_H
+#include "coordinator/engine.h"
+#include "coordinator/server.h"
+#include "coordinator/server_metrics.h"
+#include "coordinator/server_req.h"
+#include "coordinator/server_stop.h"
+#include <microhttpd.h>
+#include <pthread.h>
+#include <stdint.h>
+
+enum job_state { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2 };
+enum job_cancel { JOB_CANCEL_NONE = 0, JOB_CANCEL_GONE = 1, JOB_CANCEL_TIMEOUT = 2, JOB_CANCEL_SHUTDOWN = 3 };
+
+typedef struct job {
+    struct job *next;          /* queue link (under srv->mu) */
+    struct server *srv;
+    int refs;                  /* under srv->mu: HTTP connection, stream reader, engine */
+    int kind, stream, include_usage, ignore_eos;
+    int32_t *ids;              /* (n_ids,) prompt */
+    int n_ids, max_gen;
+    sampler_params_t sp;
+    char *stop[SERVER_MAX_STOP];
+    int n_stop;
+    char id[48];
+    long long created;
+    /* engine thread only */
+    detok_t dt;
+    server_stop_t st;
+    int seq_id;
+    double t_last;
+    /* under srv->mu */
+    pthread_cond_t cv;
+    int state, cancel, finish;
+    char *out;                 /* released text: all of it (plain), or not yet sent (stream) */
+    size_t out_len, out_cap;
+    int n_gen;
+    double t_enq, t_start, t_first, t_end;
+    char errmsg[256];
+    /* the HTTP side only */
+    struct MHD_Connection *conn;
+    double deadline;           /* 0: none */
+    char *sse;                 /* stream bytes formatted but not yet handed to MHD */
+    size_t sse_len, sse_pos, sse_cap;
+    int sse_phase;             /* 0 start, 1 tokens, 2 ended */
+} job_t;
+
+struct server {
+    server_cfg_t cfg;
+    char model_id[256];
+    struct MHD_Daemon *d;
+    int port;
+    pthread_mutex_t mu;
+    pthread_cond_t engine_cv, idle_cv;
+    tern_model *m;             /* NULL while loading */
+    sampler_params_t def_sp;
+    job_t *qhead, *qtail;      /* waiting for a slot */
+    int n_queue, n_inflight;   /* queued; queued + running */
+    int n_busy;                /* connections with a job whose reply is not yet fully sent */
+    int draining, abort, stop_engine;
+    pthread_t engine;
+    int engine_started;
+    uint64_t next_id;
+    double sched_t0_prefill, sched_t0_decode;
+    server_metrics_t met;
+};
+
+/* server_engine.c */
+void *server_engine_main(void *srv);
+/* queues j (takes one reference for the engine); 0, or <0 when the queue is full / draining */
+int server_engine_enqueue(struct server *s, job_t *j);
+void server_job_unref(struct server *s, job_t *j);   /* caller holds s->mu */
+
+/* server_gen.c: the generation routes; returns an MHD result */
+enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,
+                                  size_t len, job_t **job_out);
+enum MHD_Result server_tok_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,
+                                  size_t len);
+
+/* server.c */
+enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *ctype, char *body);
+enum MHD_Result server_reply_err(struct MHD_Connection *c, const server_err_t *e);
+enum MHD_Result server_reply_json(struct MHD_Connection *c, int status, void *json /* json_t *, stolen */);
+int server_conn_gone(struct MHD_Connection *c);
+
+#endif

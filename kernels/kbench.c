@@ -1,0 +1,336 @@
+/* kbench: kernel benchmarks against the machine's own limits. Read bandwidth (streaming a
+ * buffer ≫ L3), GEMV effective bandwidth (weight bytes / time, many distinct matrices cycled
+ * so the cache cannot hold them), GEMM int8 GOPS beside a register-only vpdpbusd peak, and
+ * batched decode (batch-16 vs batch-1 tokens/s over a BitNet-2B-shaped layer stack).
+ * Not here: end-to-end model benchmarks (tern bench without --kernels). */
+#include "kernels/kbench.h"
+#include "core/alloc.h"
+#include "core/tpool.h"
+#include "core/types.h"
+#include "kernels/dispatch.h"
+#include "kernels/mat.h"
+#include "kernels/quant.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#if defined(TERN_HAVE_X86)
+int64_t kbench_vnni_loop_avx512(int64_t iters);
+#endif
+
+typedef struct kb {
+    int threads, json, quick;
+    size_t mem;          /* bandwidth buffer bytes */
+    size_t l3;           /* bytes; weight sets are made ≥ 3× this */
+    tpool_t *tp;         /* all threads */
+    double bw[2];        /* read GB/s at 1 thread and all threads */
+    int rows_out;
+} kb_t;
+
+static double now(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
+}
+
+static void emit(kb_t *k, const char *kernel, const char *type, int64_t rows, int64_t cols, int batch, int threads,
+                 double gbps, double bw, double gops, double peak, const char *extra) {
+    const char *isa = isa_name(isa_current());
+    if (k->json) {
+        printf("{\"kernel\":\"%s\",\"type\":\"%s\",\"isa\":\"%s\",\"rows\":%lld,\"cols\":%lld,\"batch\":%d,"
+               "\"threads\":%d,\"gbps\":%.3f,\"bw_gbps\":%.3f,\"gops\":%.3f,\"peak_gops\":%.3f%s%s}\n",
+               kernel, type, isa, (long long)rows, (long long)cols, batch, threads, gbps, bw, gops, peak,
+               extra ? "," : "", extra ? extra : "");
+    } else {
+        if (k->rows_out++ == 0)
+            printf("%-22s %-6s %-6s %6s %6s %5s %3s %8s %8s %6s %9s %9s %6s\n", "kernel", "type", "isa", "rows", "cols",
+                   "batch", "thr", "GB/s", "bw GB/s", "%bw", "GOPS", "peak", "%peak");
+        printf("%-22s %-6s %-6s %6lld %6lld %5d %3d %8.2f %8.2f %5.0f%% %9.1f %9.1f %5.0f%%\n", kernel, type, isa,
+               (long long)rows, (long long)cols, batch, threads, gbps, bw, bw > 0 ? 100 * gbps / bw : 0, gops, peak,
+               peak > 0 ? 100 * gops / peak : 0);
+    }
+    fflush(stdout);
+}
+
+/* ---- read bandwidth ---------------------------------------------------------------------- */
+
+typedef struct read_job {
+    const uint64_t *p;
+    size_t n;            /* uint64 words */
+    uint64_t sink[64];
+} read_job_t;
+
+static void read_task(void *arg, int ith, int nth) {
+    read_job_t *j = arg;
+    long b, e;
+    tpool_split((long)j->n, ith, nth, 512, &b, &e);
+    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
+    for (long i = b; i < e; i += 8) {
+        a0 += j->p[i]; a1 += j->p[i + 1]; a2 += j->p[i + 2]; a3 += j->p[i + 3];
+        a4 += j->p[i + 4]; a5 += j->p[i + 5]; a6 += j->p[i + 6]; a7 += j->p[i + 7];
+    }
+    j->sink[ith % 64] += a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
+}
+
+static double read_bw(kb_t *k, tpool_t *tp) {
+    uint64_t *p = tern_alloc(k->mem);
+    if (!p) return 0;
+    memset(p, 1, k->mem);
+    read_job_t j = {.p = p, .n = k->mem / 8};
+    double best = 1e30;
+    for (int r = 0; r < (k->quick ? 2 : 4); r++) {
+        double t0 = now();
+        tpool_run(tp, read_task, &j);
+        double t = now() - t0;
+        best = t < best ? t : best;
+    }
+    tern_free(p);
+    return (double)k->mem / best / 1e9;
+}
+
+/* ---- weight sets ---------------------------------------------------------------------- */
+
+/* `count` distinct matrices of one type/shape (each its own bytes), ready for mat_mul */
+typedef struct wset {
+    int count;
+    mat_t *m;
+    void **src;
+} wset_t;
+
+static int wset_make(wset_t *s, int type, int flags, int64_t rows, int64_t cols, size_t min_total) {
+    size_t nb = type_tensor_bytes(type, cols, rows);
+    int8_t *t = malloc((size_t)(rows * cols));
+    if (!t) return -1;
+    for (int64_t i = 0; i < rows * cols; i++) t[i] = (int8_t)(rand() % 3 - 1);
+    s->count = (int)(min_total / nb + 1);
+    s->m = calloc((size_t)s->count, sizeof *s->m);
+    s->src = calloc((size_t)s->count, sizeof *s->src);
+    for (int c = 0; c < s->count; c++) {
+        s->src[c] = tern_alloc(nb);
+        t[c % (rows * cols)] = (int8_t)(c % 3 - 1);   /* make copies differ */
+        quant_pack_trits(type, t, rows, cols, 0.02f, s->src[c]);
+        if (type == TT_I2_S) quant_i2s_tail((uint8_t *)s->src[c] + rows * cols / 4, 0.02f);
+        char err[128];
+        if (mat_init(&s->m[c], type, rows, cols, s->src[c], nb, flags, err, sizeof err)) {
+            fprintf(stderr, "kbench: %s\n", err);
+            free(t);
+            return -1;
+        }
+        if (s->m[c].packed) {   /* the repacked copy is what is read: drop the source */
+            tern_free(s->src[c]);
+            s->src[c] = NULL;
+            s->m[c].src = NULL;
+        }
+    }
+    free(t);
+    return 0;
+}
+
+static void wset_free(wset_t *s) {
+    for (int c = 0; c < s->count; c++) {
+        mat_free(&s->m[c]);
+        tern_free(s->src[c]);
+    }
+    free(s->m);
+    free(s->src);
+}
+
+/* seconds per mat_mul of batch n, cycling the set; best of a few rounds of ~target seconds */
+static double time_set(kb_t *k, wset_t *s, int n, tpool_t *tp, double target) {
+    const mat_t *m0 = &s->m[0];
+    float *x = tern_alloc((size_t)n * (size_t)m0->cols * 4), *y = tern_alloc((size_t)n * (size_t)m0->rows * 4);
+    void *scratch = tern_alloc(mat_scratch_bytes(m0, n));
+    for (int64_t i = 0; i < n * m0->cols; i++) x[i] = (float)(rand() % 2001 - 1000) / 1000.0f;
+    for (int c = 0; c < s->count; c++) mat_mul(&s->m[c], x, n, y, scratch, tp);   /* warm-up */
+    double best = 1e30;
+    for (int r = 0; r < (k->quick ? 2 : 3); r++) {
+        int calls = 0;
+        double t0 = now(), t;
+        do {
+            for (int c = 0; c < s->count; c++, calls++) mat_mul(&s->m[c], x, n, y, scratch, tp);
+            t = now() - t0;
+        } while (t < target);
+        best = t / calls < best ? t / calls : best;
+    }
+    tern_free(x);
+    tern_free(y);
+    tern_free(scratch);
+    return best;
+}
+
+/* ---- VNNI peak ------------------------------------------------------------------------ */
+
+typedef struct peak_job {
+    int64_t iters;
+    double secs[256];
+    int64_t sink[256];
+} peak_job_t;
+
+static void peak_task(void *arg, int ith, int nth) {
+    peak_job_t *j = arg;
+    (void)nth;
+#if defined(TERN_HAVE_X86)
+    double t0 = now();
+    j->sink[ith % 256] = kbench_vnni_loop_avx512(j->iters);
+    j->secs[ith % 256] = now() - t0;
+#else
+    (void)j;
+    (void)ith;
+#endif
+}
+
+/* GOPS (2 ops per MAC) of nth threads running the register-only loop at once; 0 without VNNI */
+static double vnni_peak(tpool_t *tp) {
+    if (!isa_supported(ISA_AVX512)) return 0;
+    peak_job_t j = {.iters = 20 * 1000 * 1000};
+    int nth = tpool_size(tp);
+    double best = 0;
+    for (int r = 0; r < 3; r++) {
+        tpool_run(tp, peak_task, &j);
+        double slowest = 0;
+        for (int i = 0; i < nth && i < 256; i++) slowest = j.secs[i] > slowest ? j.secs[i] : slowest;
+        double g = (double)nth * (double)j.iters * 12 * 128 / slowest / 1e9;
+        best = g > best ? g : best;
+    }
+    return best;
+}
+
+/* ---- sections ------------------------------------------------------------------------ */
+
+static void bench_gemv(kb_t *k) {
+    static const int64_t shapes[4][2] = {{2560, 2560}, {640, 2560}, {6912, 2560}, {2560, 6912}};
+    static const struct { int type, flags; } kinds[4] = {
+        {TT_I2_S, 0}, {TT_I2_S, MAT_NO_REPACK}, {TT_TQ2_0, MAT_NO_REPACK}, {TT_TQ1_0, MAT_NO_REPACK}};
+    int nk = k->quick ? 2 : 4, ns = k->quick ? 2 : 4;
+    for (int ki = 0; ki < nk; ki++)
+        for (int si = 0; si < ns; si++) {
+            wset_t s;
+            int64_t rows = shapes[si][0], cols = shapes[si][1];
+            if (wset_make(&s, kinds[ki].type, kinds[ki].flags, rows, cols, 3 * k->l3)) continue;
+            const char *name = mat_kernel_name(&s.m[0]);
+            char kname[32];
+            snprintf(kname, sizeof kname, "%.*s", (int)strcspn(name, "/"), name);
+            for (int ti = 0; ti < 2; ti++) {
+                tpool_t *tp = ti ? k->tp : NULL;
+                if (ti && k->threads == 1) break;
+                double t = time_set(k, &s, 1, tp, k->quick ? 0.1 : 0.3);
+                double gb = (double)mat_weight_bytes(&s.m[0]) / t / 1e9;
+                emit(k, kname, type_name(kinds[ki].type), rows, cols, 1, ti ? k->threads : 1, gb, k->bw[ti],
+                     2.0 * (double)(rows * cols) / t / 1e9, 0, NULL);
+            }
+            wset_free(&s);
+        }
+}
+
+static void bench_gemm(kb_t *k, double peak_all) {
+    wset_t s;
+    if (wset_make(&s, TT_I2_S, 0, 2560, 2560, 0)) return;
+    static const int batches[4] = {8, 32, 128, 512};
+    for (int bi = 0; bi < (k->quick ? 3 : 4); bi++) {
+        int n = batches[bi];
+        double t = time_set(k, &s, n, k->tp, k->quick ? 0.1 : 0.3);
+        double gops = 2.0 * 2560.0 * 2560.0 * n / t / 1e9;
+        const char *name = mat_kernel_name(&s.m[0]);
+        char kname[32];
+        snprintf(kname, sizeof kname, "gemm %.*s", (int)strcspn(name, "/"), name);
+        emit(k, kname, "i2_s", 2560, 2560, n, k->threads, (double)mat_weight_bytes(&s.m[0]) / t / 1e9, k->bw[1], gops,
+             peak_all, NULL);
+    }
+    wset_free(&s);
+}
+
+/* one BitNet b1.58 2B-4T layer: q, k, v, o, gate, up, down */
+static const int64_t g_layer[7][2] = {{2560, 2560}, {640, 2560}, {640, 2560}, {2560, 2560},
+                                      {6912, 2560}, {6912, 2560}, {2560, 6912}};
+
+static void bench_decode(kb_t *k) {
+    size_t layer_bytes = 0;
+    for (int i = 0; i < 7; i++) layer_bytes += type_tensor_bytes(TT_I2_S, g_layer[i][1], g_layer[i][0]);
+    int layers = (int)(3 * k->l3 / layer_bytes + 1);
+    wset_t s[7];
+    for (int i = 0; i < 7; i++)
+        if (wset_make(&s[i], TT_I2_S, 0, g_layer[i][0], g_layer[i][1],
+                      (size_t)(layers - 1) * type_tensor_bytes(TT_I2_S, g_layer[i][1], g_layer[i][0])))
+            return;
+    double tps[2] = {0, 0};
+    const int batches[2] = {1, 16};
+    for (int bi = 0; bi < 2; bi++) {
+        int n = batches[bi];
+        float *x = tern_alloc((size_t)n * 6912 * 4), *y = tern_alloc((size_t)n * 6912 * 4);
+        size_t sb = 0;
+        for (int i = 0; i < 7; i++) sb = mat_scratch_bytes(&s[i].m[0], n) > sb ? mat_scratch_bytes(&s[i].m[0], n) : sb;
+        void *scratch = tern_alloc(sb);
+        for (int64_t i = 0; i < n * 6912; i++) x[i] = (float)(rand() % 2001 - 1000) / 1000.0f;
+        double best = 1e30;
+        for (int r = 0; r < 3; r++) {
+            double t0 = now();
+            for (int l = 0; l < s[0].count; l++)
+                for (int i = 0; i < 7; i++) mat_mul(&s[i].m[l % s[i].count], x, n, y, scratch, k->tp);
+            double t = (now() - t0) / s[0].count;   /* per layer */
+            best = t < best ? t : best;
+        }
+        tps[bi] = n / (best * 30);   /* tokens/s of a 30-layer stack (ternary linears only) */
+        char extra[64];
+        snprintf(extra, sizeof extra, "\"tok_s\":%.2f", tps[bi]);
+        emit(k, n == 1 ? "decode-2b4t b1" : "decode-2b4t b16", "i2_s", 30, (int64_t)layer_bytes, n, k->threads,
+             (double)layer_bytes / best / 1e9, k->bw[1], 2.0 * (double)layer_bytes * 4 * n / best / 1e9, 0, extra);
+        if (!k->json) printf("    %.2f tokens/s (30 layers, ternary matmuls only)\n", tps[bi]);
+        tern_free(x);
+        tern_free(y);
+        tern_free(scratch);
+    }
+    if (!k->json) printf("batched decode: batch 16 gives %.2fx the tokens/s of batch 1\n", tps[1] / tps[0]);
+    else printf("{\"kernel\":\"decode-ratio\",\"batch\":16,\"ratio\":%.3f}\n", tps[1] / tps[0]);
+    for (int i = 0; i < 7; i++) wset_free(&s[i]);
+}
+
+/* L3 size: TERN_KBENCH_L3 (MiB) if set, else sysfs (sysconf's figure is wrong on some VMs) */
+static size_t l3_bytes(void) {
+    const char *env = getenv("TERN_KBENCH_L3");
+    if (env && *env) return (size_t)atol(env) << 20;
+    FILE *f = fopen("/sys/devices/system/cpu/cpu0/cache/index3/size", "r");
+    long kb = 0;
+    if (f) {
+        if (fscanf(f, "%ldK", &kb) != 1) kb = 0;
+        fclose(f);
+    }
+    if (kb <= 0) kb = sysconf(_SC_LEVEL3_CACHE_SIZE) / 1024;
+    return kb > 0 ? (size_t)kb << 10 : (size_t)32 << 20;
+}
+
+int kbench_main(int argc, char **argv) {
+    kb_t k = {.threads = (int)sysconf(_SC_NPROCESSORS_ONLN), .mem = (size_t)1 << 30};
+    for (int i = 1; i < argc; i++) {
+        if (!strcmp(argv[i], "-t") && i + 1 < argc) k.threads = atoi(argv[++i]);
+        else if (!strcmp(argv[i], "-o") && i + 1 < argc) k.json = !strcmp(argv[++i], "json");
+        else if (!strcmp(argv[i], "--quick")) k.quick = 1;
+        else if (!strcmp(argv[i], "--mem") && i + 1 < argc) k.mem = (size_t)atol(argv[++i]) << 20;
+        else if (!strcmp(argv[i], "--kernels")) continue;
+        else {
+            fprintf(stderr, "usage: %s [--kernels] [-t threads] [-o table|json] [--quick] [--mem MiB]\n", argv[0]);
+            return 2;
+        }
+    }
+    if (k.threads < 1) k.threads = 1;
+    if (k.quick && k.mem > ((size_t)256 << 20)) k.mem = (size_t)256 << 20;
+    k.l3 = l3_bytes();
+    k.tp = tpool_new(k.threads);
+    if (!k.tp) return 1;
+    if (!k.json)
+        printf("# tern kernel bench: isa %s, %d threads, L3 %zu MiB, weight sets >= %zu MiB\n", isa_name(isa_current()),
+               k.threads, k.l3 >> 20, 3 * k.l3 >> 20);
+    k.bw[0] = read_bw(&k, NULL);
+    k.bw[1] = k.threads > 1 ? read_bw(&k, k.tp) : k.bw[0];
+    emit(&k, "read", "-", 0, (int64_t)(k.mem >> 20), 0, 1, k.bw[0], k.bw[0], 0, 0, NULL);
+    if (k.threads > 1) emit(&k, "read", "-", 0, (int64_t)(k.mem >> 20), 0, k.threads, k.bw[1], k.bw[1], 0, 0, NULL);
+    double peak1 = vnni_peak(NULL), peak = k.threads > 1 ? vnni_peak(k.tp) : peak1;
+    emit(&k, "vnni-peak", "-", 0, 0, 0, 1, 0, 0, peak1, peak1, NULL);
+    if (k.threads > 1) emit(&k, "vnni-peak", "-", 0, 0, 0, k.threads, 0, 0, peak, peak, NULL);
+    bench_gemv(&k);
+    bench_gemm(&k, peak);
+    bench_decode(&k);
+    tpool_destroy(&k.tp);
+    return 0;
+}

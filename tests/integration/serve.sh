@@ -1,0 +1,303 @@
+#!/usr/bin/env bash
+# `tern serve` end to end on a tiny generated model, with curl on 127.0.0.1 (free ports):
+# /health, /v1/models, completions and chat (plain and streamed as SSE, with usage), greedy
+# output equal to `tern run --temp 0`, 4 parallel requests with -np 4 equal to their single
+# outputs, stop strings (plain and streamed), /tokenize + /detokenize, errors (bad JSON,
+# unknown route, wrong method, n=2, prompt too long, body too large), --api-key, --timeout,
+# a client that leaves mid-stream frees its slot, /metrics, graceful SIGTERM. Servers are
+# always killed on exit; every curl has --max-time.
+set -u
+TERN="${TERN_BIN:?TERN_BIN not set}"
+tmp=$(mktemp -d)
+SERVERS=()
+cleanup() {
+  local p i
+  for p in "${SERVERS[@]}"; do kill -TERM "$p" 2>/dev/null; done
+  for i in $(seq 1 50); do
+    local alive=0
+    for p in "${SERVERS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.1
+  done
+  for p in "${SERVERS[@]}"; do kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+pass=0 fail=0
+ok() { pass=$((pass+1)); echo "ok   - $*"; }
+bad() { fail=$((fail+1)); echo "FAIL - $*"; }
+C() { curl -s --max-time 60 -H 'Content-Type: application/json' "$@"; }
+# code URL_PATH BODY_FILE_OR_EMPTY OUT [curl args]: prints the HTTP status
+code() { local p=$1 out=$2; shift 2; C -o "$out" -w '%{http_code}' "$@" "$URL$p"; }
+
+cat >"$tmp/check.py" <<'PY'
+# JSON checks for serve.sh: each mode validates a reply's shape and prints what the shell compares
+import json, sys
+mode, path = sys.argv[1], sys.argv[2]
+raw = open(path, "rb").read()
+def die(msg):
+    sys.stderr.write(f"{mode} {path}: {msg}\n{raw[:600]!r}\n"); sys.exit(1)
+def out(text):
+    sys.stdout.buffer.write(text.encode("utf-8"))
+if mode == "completion" or mode == "chat":
+    o = json.loads(raw)
+    want = "text_completion" if mode == "completion" else "chat.completion"
+    if o.get("object") != want: die(f"object {o.get('object')!r}, want {want}")
+    for k in ("id", "created", "model", "choices", "usage", "timings"):
+        if k not in o: die(f"no '{k}'")
+    c = o["choices"][0]
+    if c.get("finish_reason") not in ("stop", "length"): die(f"finish_reason {c.get('finish_reason')!r}")
+    u = o["usage"]
+    if u["total_tokens"] != u["prompt_tokens"] + u["completion_tokens"] or u["prompt_tokens"] < 1: die("usage")
+    if len(sys.argv) > 3 and u["completion_tokens"] > int(sys.argv[3]): die("more tokens than max_tokens")
+    if mode == "chat":
+        if c["message"]["role"] != "assistant": die("role")
+        out(c["message"]["content"])
+    else:
+        out(c["text"])
+elif mode == "finish":
+    print(json.loads(raw)["choices"][0]["finish_reason"])
+elif mode == "sse":   # sse FILE [usage]: every event parses, [DONE] last, text concatenated
+    text = raw.decode("utf-8")
+    if not text.endswith("data: [DONE]\n\n"): die("does not end with data: [DONE]")
+    events = [e for e in text.split("\n\n") if e]
+    chunks = []
+    for e in events[:-1]:
+        if not e.startswith("data: "): die(f"event without data: {e[:80]!r}")
+        chunks.append(json.loads(e[6:]))
+    if not chunks: die("no chunks")
+    chat = chunks[0].get("object") == "chat.completion.chunk"
+    if chat and chunks[0]["choices"][0]["delta"].get("role") != "assistant": die("first chat delta has no role")
+    usage = len(sys.argv) > 3
+    body = chunks[:-1] if usage else chunks
+    if usage:
+        u = chunks[-1].get("usage")
+        if chunks[-1]["choices"] != [] or not u or u["total_tokens"] != u["prompt_tokens"] + u["completion_tokens"]:
+            die("no usage chunk at the end")
+    if body[-1]["choices"][0]["finish_reason"] not in ("stop", "length"): die("last chunk has no finish_reason")
+    if any(c["choices"][0]["finish_reason"] is not None for c in body[:-1]): die("finish_reason before the end")
+    s = ""
+    for c in body:
+        ch = c["choices"][0]
+        s += (ch["delta"].get("content") or "") if chat else ch["text"]
+    out(s)
+elif mode == "error":   # error FILE TYPE [CODE]
+    e = json.loads(raw).get("error")
+    if not isinstance(e, dict) or not isinstance(e.get("message"), str) or not e["message"]: die("no error.message")
+    if e.get("type") != sys.argv[3]: die(f"type {e.get('type')!r}, want {sys.argv[3]}")
+    if len(sys.argv) > 4 and e.get("code") != sys.argv[4]: die(f"code {e.get('code')!r}, want {sys.argv[4]}")
+elif mode == "run":     # tern run's stdout: drop its final newline, decode as the server does
+    if raw.endswith(b"\n"): raw = raw[:-1]
+    out(raw.decode("utf-8", "replace"))
+elif mode == "stop":    # a short ASCII piece of the text to use as a stop string, and the text before it
+    t = raw.decode("utf-8")
+    for i in range(2, len(t) - 2):
+        s = t[i:i + 2]
+        if s.isascii() and s.strip() == s and s.isprintable():
+            json.dump({"stop": s, "want": t[:t.find(s)]}, sys.stdout); sys.exit(0)
+    die("no ASCII piece in the text")
+elif mode == "get":     # get FILE KEY...: a value by path
+    v = json.loads(raw)
+    for k in sys.argv[3:]: v = v[int(k)] if isinstance(v, list) else v[k]
+    print(json.dumps(v) if not isinstance(v, str) else v)
+PY
+J() { python3 "$tmp/check.py" "$@"; }
+
+M="$tmp/tiny.gguf"
+timeout 120 "$TERN" mkmodel --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5 -o "$M" >/dev/null 2>"$tmp/mk.log" \
+  || { echo "mkmodel failed: $(cat "$tmp/mk.log")"; exit 1; }
+
+# start NAME ARGS...: tern serve on a free port; sets URL and SPID
+start() {
+  local name=$1 port="" i c
+  shift
+  "$TERN" serve -m "$M" --host 127.0.0.1 --port 0 -t 2 "$@" 2>"$tmp/$name.log" &
+  SPID=$!
+  SERVERS+=("$SPID")
+  for i in $(seq 1 300); do
+    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/$name.log" | head -1 | sed 's/.*://')
+    [ -n "$port" ] && break
+    kill -0 "$SPID" 2>/dev/null || break
+    sleep 0.1
+  done
+  [ -n "$port" ] || { echo "server $name did not start: $(cat "$tmp/$name.log")"; exit 1; }
+  URL="http://127.0.0.1:$port"
+  for i in $(seq 1 600); do
+    c=$(curl -s -o "$tmp/health.json" -w '%{http_code}' --max-time 5 "$URL/health")
+    [ "$c" = 200 ] && return 0
+    if [ "$c" = 503 ]; then
+      J error "$tmp/health.json" unavailable_error && ok "/health while loading: 503 with an OpenAI error" \
+        || bad "/health 503 body"
+    fi
+    sleep 0.1
+  done
+  echo "server $name never became healthy: $(cat "$tmp/$name.log")"
+  exit 1
+}
+
+# ==== server A: 4 slots, small context, metrics, small body limit ===========================
+start A -np 4 -c 128 --metrics --max-body 16384
+A_URL=$URL A_PID=$SPID
+
+[ "$(C "$URL/health")" = '{"status":"ok"}' ] && ok "/health: 200 {\"status\":\"ok\"}" || bad "/health body"
+C "$URL/v1/models" >"$tmp/models.json"
+[ "$(J get "$tmp/models.json" data 0 id)" = "tiny.gguf" ] && [ "$(J get "$tmp/models.json" object)" = list ] \
+  && ok "/v1/models lists tiny.gguf" || bad "/v1/models: $(cat "$tmp/models.json")"
+
+# ---- greedy completion == tern run ---------------------------------------------------------
+P="The quick brown fox"
+timeout 120 "$TERN" run -m "$M" -t 2 --temp 0 --no-display-prompt --summary=0 -p "$P" -n 16 >"$tmp/run.raw" 2>/dev/null
+J run "$tmp/run.raw" >"$tmp/run.txt"
+c=$(code /v1/completions "$tmp/c1.json" -d "{\"model\":\"x\",\"prompt\":\"$P\",\"max_tokens\":16,\"temperature\":0}")
+if [ "$c" = 200 ] && J completion "$tmp/c1.json" 16 >"$tmp/c1.txt"; then
+  ok "completion: 200, text_completion with usage and timings"
+  [ -s "$tmp/c1.txt" ] && cmp -s "$tmp/c1.txt" "$tmp/run.txt" && ok "completion at temperature 0 == tern run --temp 0" \
+    || bad "completion '$(cat "$tmp/c1.txt")' vs tern run '$(cat "$tmp/run.txt")'"
+else bad "completion ($c): $(cat "$tmp/c1.json")"; fi
+
+# ---- streamed completion: same text, SSE shape, usage --------------------------------------
+C -N "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":16,\"temperature\":0,\"stream\":true,\"stream_options\":{\"include_usage\":true}}" >"$tmp/s1.sse"
+if J sse "$tmp/s1.sse" usage >"$tmp/s1.txt"; then
+  ok "streamed completion: data: chunks, finish_reason, usage chunk, [DONE]"
+  cmp -s "$tmp/s1.txt" "$tmp/c1.txt" && ok "streamed text == plain text" || bad "stream '$(cat "$tmp/s1.txt")' vs '$(cat "$tmp/c1.txt")'"
+else bad "streamed completion shape"; fi
+
+# ---- chat, plain and streamed --------------------------------------------------------------
+CHAT='"messages":[{"role":"system","content":"Be brief."},{"role":"user","content":"Say hi"}],"max_tokens":12,"temperature":0'
+c=$(code /v1/chat/completions "$tmp/ch.json" -d "{$CHAT}")
+if [ "$c" = 200 ] && J chat "$tmp/ch.json" 12 >"$tmp/ch.txt"; then
+  ok "chat: 200, chat.completion with an assistant message"
+  C -N "$URL/v1/chat/completions" -d "{$CHAT,\"stream\":true}" >"$tmp/chs.sse"
+  J sse "$tmp/chs.sse" >"$tmp/chs.txt" && cmp -s "$tmp/chs.txt" "$tmp/ch.txt" \
+    && ok "streamed chat: role first, same content as plain" || bad "streamed chat: '$(cat "$tmp/chs.txt")' vs '$(cat "$tmp/ch.txt")'"
+else bad "chat ($c): $(cat "$tmp/ch.json")"; fi
+
+# ---- stop strings ----------------------------------------------------------------------------
+C "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":32,\"temperature\":0,\"ignore_eos\":true}" >"$tmp/long.json"
+if J completion "$tmp/long.json" >"$tmp/long.txt" && J stop "$tmp/long.txt" >"$tmp/stop.json"; then
+  stop=$(J get "$tmp/stop.json" stop)
+  python3 -c 'import json,sys; sys.stdout.buffer.write(json.load(open(sys.argv[1]))["want"].encode())' "$tmp/stop.json" >"$tmp/stop.want"
+  body=$(python3 -c 'import json,sys; print(json.dumps({"prompt":sys.argv[1],"max_tokens":32,"temperature":0,"ignore_eos":True,"stop":["@@never@@",sys.argv[2]]}))' "$P" "$stop")
+  C "$URL/v1/completions" -d "$body" >"$tmp/stop1.json"
+  J completion "$tmp/stop1.json" >"$tmp/stop1.txt"
+  if cmp -s "$tmp/stop1.txt" "$tmp/stop.want" && [ "$(J finish "$tmp/stop1.json")" = stop ]; then
+    ok "stop string '$stop': text cut before it, finish_reason stop"
+  else bad "stop '$stop': got '$(cat "$tmp/stop1.txt")' want '$(cat "$tmp/stop.want")'"; fi
+  C -N "$URL/v1/completions" -d "${body%\}},\"stream\":true}" >"$tmp/stop2.sse"
+  J sse "$tmp/stop2.sse" >"$tmp/stop2.txt" && cmp -s "$tmp/stop2.txt" "$tmp/stop.want" \
+    && ok "streamed stop string: no part of it was sent" || bad "streamed stop: '$(cat "$tmp/stop2.txt")'"
+else bad "stop setup: $(cat "$tmp/long.json")"; fi
+
+# ---- tokenize / detokenize ---------------------------------------------------------------------
+C "$URL/tokenize" -d '{"content":"hello world"}' >"$tmp/tok.json"
+toks=$(J get "$tmp/tok.json" tokens)
+C "$URL/detokenize" -d "{\"tokens\":$toks}" >"$tmp/detok.json"
+[ "$(J get "$tmp/detok.json" content)" = "hello world" ] && ok "/tokenize then /detokenize round trip ($toks)" \
+  || bad "tokenize round trip: $toks -> $(cat "$tmp/detok.json")"
+C "$URL/tokenize" -d '{"content":"hello","with_pieces":true}' >"$tmp/tokp.json"
+J get "$tmp/tokp.json" tokens 0 id >/dev/null 2>&1 && ok "/tokenize with_pieces" || bad "with_pieces: $(cat "$tmp/tokp.json")"
+
+# ---- errors ----------------------------------------------------------------------------------
+e() {   # e WHAT STATUS TYPE CODE PATH [curl args]
+  local what=$1 want=$2 type=$3 ecode=$4 p=$5
+  shift 5
+  local c
+  c=$(code "$p" "$tmp/err.json" "$@")
+  if [ "$c" = "$want" ] && J error "$tmp/err.json" "$type" $ecode; then ok "$what: $want $type"
+  else bad "$what: got $c $(head -c 300 "$tmp/err.json")"; fi
+}
+e "bad JSON" 400 invalid_request_error invalid_json /v1/completions -d '{"prompt": "a",'
+e "unknown route" 404 invalid_request_error not_found /v1/nope
+e "GET on a POST route" 405 invalid_request_error method_not_allowed /v1/completions
+e "n=2" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","n":2}'
+e "max_tokens 0" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","max_tokens":0}'
+e "temperature as a string" 400 invalid_request_error invalid_value /v1/chat/completions \
+  -d '{"messages":[{"role":"user","content":"a"}],"temperature":"hot"}'
+e "no messages" 400 invalid_request_error invalid_value /v1/chat/completions -d '{"prompt":"a"}'
+long=$(python3 -c 'print(" ".join(["word"] * 400))')
+e "prompt longer than -c" 400 invalid_request_error context_length_exceeded /v1/completions \
+  -d "{\"prompt\":\"$long\",\"max_tokens\":4}"
+e "token id outside the vocabulary" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":[1,99999999]}'
+python3 -c 'import json; print(json.dumps({"prompt": "x" * 40000}))' >"$tmp/big.json"
+e "body over --max-body" 413 invalid_request_error request_too_large /v1/completions --data-binary "@$tmp/big.json"
+c=$(code /health "$tmp/h2.json")
+[ "$c" = 200 ] && ok "server still healthy after the errors" || bad "health after errors: $c"
+
+# ---- 4 parallel requests == their single outputs ---------------------------------------------
+PROMPTS=("Once upon a time" "In a hole in the ground" "It was a bright cold day" "Call me Ishmael")
+for i in 0 1 2 3; do
+  C "$URL/v1/completions" -d "{\"prompt\":\"${PROMPTS[$i]}\",\"max_tokens\":24,\"temperature\":0,\"ignore_eos\":true}" >"$tmp/single$i.json"
+  J completion "$tmp/single$i.json" >"$tmp/single$i.txt" || bad "single request $i"
+done
+cpids=()
+for i in 0 1 2 3; do
+  if [ $((i % 2)) = 0 ]; then
+    C "$URL/v1/completions" -d "{\"prompt\":\"${PROMPTS[$i]}\",\"max_tokens\":24,\"temperature\":0,\"ignore_eos\":true}" >"$tmp/par$i.json" &
+  else
+    C -N "$URL/v1/completions" -d "{\"prompt\":\"${PROMPTS[$i]}\",\"max_tokens\":24,\"temperature\":0,\"ignore_eos\":true,\"stream\":true}" >"$tmp/par$i.sse" &
+  fi
+  cpids+=($!)
+done
+wait "${cpids[@]}"
+same=0
+for i in 0 1 2 3; do
+  if [ $((i % 2)) = 0 ]; then J completion "$tmp/par$i.json" >"$tmp/par$i.txt"; else J sse "$tmp/par$i.sse" >"$tmp/par$i.txt"; fi
+  if [ -s "$tmp/par$i.txt" ] && cmp -s "$tmp/par$i.txt" "$tmp/single$i.txt"; then same=$((same+1))
+  else echo "  parallel $i: '$(cat "$tmp/par$i.txt")' vs single '$(cat "$tmp/single$i.txt")'"; fi
+done
+[ $same = 4 ] && ok "4 parallel requests (-np 4, 2 streamed) == their single greedy outputs" || bad "parallel outputs differ ($same/4 same)"
+
+# ---- metrics ---------------------------------------------------------------------------------
+C "$URL/metrics" >"$tmp/metrics.txt"
+req=$(awk '$1=="tern_requests_total"{print $2}' "$tmp/metrics.txt")
+gen=$(awk '$1=="tern_tokens_predicted_total"{print $2}' "$tmp/metrics.txt")
+ttft=$(awk '$1=="tern_time_to_first_token_seconds_count"{print $2}' "$tmp/metrics.txt")
+if [ "${req:-0}" -ge 12 ] && [ "${gen:-0}" -gt 0 ] && [ "${ttft:-0}" -ge 12 ] \
+   && grep -q '^tern_inter_token_latency_seconds_bucket{le="+Inf"}' "$tmp/metrics.txt" \
+   && grep -q '^# TYPE tern_kv_cache_usage_ratio gauge' "$tmp/metrics.txt"; then
+  ok "/metrics: $req requests, $gen tokens, TTFT and inter-token histograms"
+else bad "/metrics: requests=$req generated=$gen ttft=$ttft"; fi
+
+# ---- graceful SIGTERM: the in-flight stream finishes, the server exits 0 ----------------------
+C -N "$URL/v1/chat/completions" -d '{"messages":[{"role":"user","content":"go"}],"max_tokens":60,"ignore_eos":true,"stream":true}' >"$tmp/grace.sse" &
+cpid=$!
+for i in $(seq 1 100); do [ -s "$tmp/grace.sse" ] && break; sleep 0.05; done
+kill -TERM "$A_PID"
+rcs=1
+for i in $(seq 1 300); do kill -0 "$A_PID" 2>/dev/null || break; sleep 0.1; done
+if ! kill -0 "$A_PID" 2>/dev/null; then wait "$A_PID"; rcs=$?; fi
+wait "$cpid"
+if [ "$rcs" = 0 ] && J sse "$tmp/grace.sse" >/dev/null; then ok "SIGTERM: in-flight stream completed, exit 0"
+else bad "SIGTERM: exit $rcs, stream $(tail -c 200 "$tmp/grace.sse")"; fi
+c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$A_URL/health")
+[ "$c" = 000 ] && ok "after shutdown the port is closed" || bad "after shutdown /health answered $c"
+
+# ==== server B: --api-key-file, --timeout ======================================================
+printf 's3cret\n' >"$tmp/key"
+start B -np 2 -c 16384 --api-key-file "$tmp/key" --timeout 1
+e "no API key" 401 authentication_error invalid_api_key /v1/models
+e "wrong API key" 401 authentication_error invalid_api_key /v1/models -H 'Authorization: Bearer nope'
+c=$(code /v1/models "$tmp/m2.json" -H 'Authorization: Bearer s3cret')
+[ "$c" = 200 ] && ok "right API key: 200" || bad "right API key: $c"
+c=$(code /health "$tmp/h3.json")
+[ "$c" = 200 ] && ok "/health needs no key" || bad "/health with --api-key: $c"
+e "request past --timeout" 504 timeout_error timeout /v1/completions -H 'Authorization: Bearer s3cret' \
+  -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true}'
+
+# ==== server C: one slot; a client that leaves mid-stream frees it ==============================
+start C -np 1 -c 16384 --metrics
+curl -s -N --max-time 1 -H 'Content-Type: application/json' "$URL/v1/completions" \
+  -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true,"stream":true}' >"$tmp/gone.sse"
+grep -q '^data: {' "$tmp/gone.sse" || bad "the stream to be dropped sent nothing in 1 s"
+t0=$(date +%s)
+c=$(curl -s --max-time 30 -o "$tmp/after.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+  "$URL/v1/completions" -d '{"prompt":"b","max_tokens":4,"temperature":0}')
+cancelled=$(C "$URL/metrics" | awk '$1=="tern_requests_cancelled_total"{print $2}')
+running=$(C "$URL/metrics" | awk '$1=="tern_requests_processing"{print $2}')
+if [ "$c" = 200 ] && [ "${cancelled:-0}" = 1 ] && [ "${running:-1}" = 0 ]; then
+  ok "client gone mid-stream: sequence cancelled, the next request got the slot ($(( $(date +%s) - t0 )) s)"
+else bad "after a dropped stream: status $c, cancelled=$cancelled running=$running"; fi
+
+echo "$pass passed, $fail failed"
+[ "$fail" = 0 ]

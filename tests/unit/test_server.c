@@ -1,0 +1,476 @@
+/* test_server: the HTTP server's model-free parts — request JSON parsing and validation for
+ * every route (types, ranges, prompt shapes, messages, n, stop), the OpenAI error body, the
+ * stop-string matcher (held-back text, stops split across pieces, a randomized check against
+ * a plain search over the whole text), the Prometheus rendering and UTF-8 sanitizing. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "coordinator/server_int.h"
+#include "coordinator/server_metrics.h"
+#include "coordinator/server_req.h"
+#include "coordinator/server_stop.h"
+#include "core/err.h"
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static sampler_params_t defaults(void) {
+    sampler_params_t sp;
+    sampler_params_default(&sp);
+    sp.temp = 0.8f;
+    sp.top_k = 40;
+    sp.seed = 1234;
+    return sp;
+}
+
+/* parses body as kind; returns the parse result, e filled on failure */
+static int parse(server_req_t *r, int kind, const char *body, server_err_t *e) {
+    sampler_params_t sp = defaults();
+    memset(e, 0, sizeof *e);
+    return server_req_parse(r, kind, body, strlen(body), &sp, e);
+}
+
+/* expects a 400 naming param (NULL: any) */
+static void expect_bad(int kind, const char *body, const char *param, const char *code) {
+    server_req_t r;
+    server_err_t e;
+    int rc = parse(&r, kind, body, &e);
+    if (rc >= 0) {
+        server_req_free(&r);
+        fail_msg("accepted a bad request: %s", body);
+    }
+    if (e.status != 400) fail_msg("status %d (want 400) for %s", e.status, body);
+    if (param && strcmp(e.param, param) != 0) fail_msg("param '%s' (want '%s') for %s: %s", e.param, param, body, e.msg);
+    if (code && (!e.code || strcmp(e.code, code) != 0))
+        fail_msg("code '%s' (want '%s') for %s", e.code ? e.code : "(null)", code, body);
+    assert_true(e.msg[0] != 0);
+}
+
+static void test_completion_fields(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    const char *body = "{\"model\":\"x\",\"prompt\":\"Hello\",\"max_tokens\":7,\"temperature\":0.5,\"top_p\":0.9,"
+                       "\"top_k\":5,\"min_p\":0.1,\"repeat_penalty\":1.1,\"seed\":42,\"stream\":true,"
+                       "\"stream_options\":{\"include_usage\":true},\"stop\":[\"\\n\",\"END\"],\"n\":1,\"ignore_eos\":true,"
+                       "\"some_unknown_field\":{\"deep\":[1,2,3]}}";
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, body, &e), 0);
+    assert_string_equal(r.prompt, "Hello");
+    assert_null(r.ids);
+    assert_int_equal(r.max_tokens, 7);
+    assert_float_equal(r.sp.temp, 0.5f, 1e-6);
+    assert_float_equal(r.sp.top_p, 0.9f, 1e-6);
+    assert_int_equal(r.sp.top_k, 5);
+    assert_float_equal(r.sp.min_p, 0.1f, 1e-6);
+    assert_float_equal(r.sp.repeat_penalty, 1.1f, 1e-6);
+    assert_int_equal(r.sp.seed, 42);
+    assert_int_equal(r.stream, 1);
+    assert_int_equal(r.include_usage, 1);
+    assert_int_equal(r.ignore_eos, 1);
+    assert_int_equal(r.n_stop, 2);
+    assert_string_equal(r.stop[0], "\n");
+    assert_string_equal(r.stop[1], "END");
+    server_req_free(&r);
+}
+
+static void test_defaults_kept(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"seed\":-1,\"stop\":null}", &e), 0);
+    sampler_params_t d = defaults();
+    assert_int_equal(r.max_tokens, -1);
+    assert_float_equal(r.sp.temp, d.temp, 0);
+    assert_int_equal(r.sp.top_k, d.top_k);
+    assert_int_equal(r.sp.seed, d.seed);   /* -1: the server's seed */
+    assert_int_equal(r.stream, 0);
+    assert_int_equal(r.n_stop, 0);
+    server_req_free(&r);
+    /* max_completion_tokens is the newer name; a single stop string; an empty stop is ignored */
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION,
+                           "{\"prompt\":\"a\",\"max_completion_tokens\":3,\"stop\":\"x\",\"temperature\":0}", &e), 0);
+    assert_int_equal(r.max_tokens, 3);
+    assert_int_equal(r.n_stop, 1);
+    assert_float_equal(r.sp.temp, 0, 0);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stop\":[\"\",\"y\"]}", &e), 0);
+    assert_int_equal(r.n_stop, 1);
+    assert_string_equal(r.stop[0], "y");
+    server_req_free(&r);
+}
+
+static void test_prompt_shapes(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":[1,2,300]}", &e), 0);
+    assert_int_equal(r.n_ids, 3);
+    assert_int_equal(r.ids[2], 300);
+    assert_null(r.prompt);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":[\"only one\"]}", &e), 0);
+    assert_string_equal(r.prompt, "only one");
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":[[5,6]]}", &e), 0);
+    assert_int_equal(r.n_ids, 2);
+    assert_int_equal(r.ids[0], 5);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"\"}", &e), 0);   /* BOS only */
+    assert_string_equal(r.prompt, "");
+    server_req_free(&r);
+    expect_bad(SERVER_REQ_COMPLETION, "{}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":null}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":12}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[1,-2]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[1,2.5]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[1,\"a\"]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[1,99999999999]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", NULL, NULL);
+}
+
+static void test_chat_messages(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    const char *body = "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                       "{\"role\":\"user\",\"content\":[{\"type\":\"text\",\"text\":\"Hi \"},{\"type\":\"text\",\"text\":\"there\"}]},"
+                       "{\"role\":\"assistant\",\"content\":null}],\"max_tokens\":4}";
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, body, &e), 0);
+    assert_int_equal(r.n_msgs, 3);
+    assert_string_equal(r.msgs[0].role, "system");
+    assert_string_equal(r.msgs[0].content, "Be brief.");
+    assert_string_equal(r.msgs[1].content, "Hi there");
+    assert_string_equal(r.msgs[2].role, "assistant");
+    assert_string_equal(r.msgs[2].content, "");
+    assert_int_equal(r.max_tokens, 4);
+    server_req_free(&r);
+    expect_bad(SERVER_REQ_CHAT, "{\"prompt\":\"x\"}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[]}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":{}}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[\"hi\"]}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"content\":\"hi\"}]}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":5}]}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT,
+               "{\"messages\":[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\",\"image_url\":{}}]}]}",
+               "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"},{\"role\":7}]}", "messages", NULL);
+}
+
+static void test_bad_values(void **state) {
+    (void)state;
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":2}", "n", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":0}", "n", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":\"1\"}", "n", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"temperature\":\"hot\"}", "temperature", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"temperature\":-1}", "temperature", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"top_p\":1.5}", "top_p", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"min_p\":-0.1}", "min_p", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"top_k\":-3}", "top_k", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"top_k\":2.5}", "top_k", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"repeat_penalty\":0}", "repeat_penalty", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":0}", "max_tokens", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":-5}", "max_tokens", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":1.5}", "max_tokens", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":true}", "max_tokens", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"seed\":\"x\"}", "seed", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stream\":\"yes\"}", "stream", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stream_options\":3}", "stream_options", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stop\":7}", "stop", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stop\":[\"x\",1]}", "stop", NULL);
+    char big[4096];
+    int at = snprintf(big, sizeof big, "{\"prompt\":\"a\",\"stop\":[");
+    for (int i = 0; i <= SERVER_MAX_STOP; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s\"s%d\"", i ? "," : "", i);
+    snprintf(big + at, sizeof big - (size_t)at, "]}");
+    expect_bad(SERVER_REQ_COMPLETION, big, "stop", NULL);
+}
+
+static void test_bad_json(void **state) {
+    (void)state;
+    expect_bad(SERVER_REQ_COMPLETION, "", NULL, "invalid_json");
+    expect_bad(SERVER_REQ_COMPLETION, "{", NULL, "invalid_json");
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\"} trailing", NULL, "invalid_json");
+    expect_bad(SERVER_REQ_COMPLETION, "{'prompt':'a'}", NULL, "invalid_json");
+    expect_bad(SERVER_REQ_CHAT, "[1,2]", NULL, "invalid_value");
+    expect_bad(SERVER_REQ_CHAT, "\"just a string\"", NULL, NULL);   /* jansson: top level must be a container */
+    /* bytes that are not UTF-8 inside a string */
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"\xff\xfe\"}", NULL, "invalid_json");
+}
+
+static void test_tokenize_bodies(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    assert_int_equal(parse(&r, SERVER_REQ_TOKENIZE, "{\"content\":\"hi\",\"add_special\":true,\"with_pieces\":true}", &e), 0);
+    assert_string_equal(r.prompt, "hi");
+    assert_int_equal(r.add_special, 1);
+    assert_int_equal(r.with_pieces, 1);
+    assert_int_equal(r.parse_special, 1);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_DETOKENIZE, "{\"tokens\":[]}", &e), 0);
+    assert_int_equal(r.n_ids, 0);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_DETOKENIZE, "{\"tokens\":[9,8]}", &e), 0);
+    assert_int_equal(r.n_ids, 2);
+    assert_int_equal(r.ids[1], 8);
+    server_req_free(&r);
+    expect_bad(SERVER_REQ_TOKENIZE, "{}", "content", NULL);
+    expect_bad(SERVER_REQ_TOKENIZE, "{\"content\":1}", "content", NULL);
+    expect_bad(SERVER_REQ_TOKENIZE, "{\"content\":\"a\",\"add_special\":1}", "add_special", NULL);
+    expect_bad(SERVER_REQ_DETOKENIZE, "{\"tokens\":\"1 2\"}", "tokens", NULL);
+    expect_bad(SERVER_REQ_DETOKENIZE, "{\"tokens\":[1,-1]}", "tokens", NULL);
+}
+
+static void test_error_json(void **state) {
+    (void)state;
+    server_err_t e;
+    server_err_set(&e, 400, "invalid_request_error", "invalid_value", "top_p", "'top_p' must be in [%d, %d]", 0, 1);
+    char *txt = server_err_json(&e);
+    assert_non_null(txt);
+    json_t *o = json_loads(txt, 0, NULL);
+    assert_non_null(o);
+    json_t *err = json_object_get(o, "error");
+    assert_true(json_is_object(err));
+    assert_string_equal(json_string_value(json_object_get(err, "message")), "'top_p' must be in [0, 1]");
+    assert_string_equal(json_string_value(json_object_get(err, "type")), "invalid_request_error");
+    assert_string_equal(json_string_value(json_object_get(err, "param")), "top_p");
+    assert_string_equal(json_string_value(json_object_get(err, "code")), "invalid_value");
+    json_decref(o);
+    free(txt);
+    server_err_set(&e, 401, "authentication_error", NULL, NULL, "no key");
+    txt = server_err_json(&e);
+    o = json_loads(txt, 0, NULL);
+    assert_true(json_is_null(json_object_get(json_object_get(o, "error"), "param")));
+    assert_true(json_is_null(json_object_get(json_object_get(o, "error"), "code")));
+    json_decref(o);
+    free(txt);
+}
+
+/* ---- stop strings ---------------------------------------------------------------------- */
+
+typedef struct feed_out {
+    char buf[4096];
+    size_t len;
+} feed_out_t;
+
+static int feed(server_stop_t *s, feed_out_t *o, const char *piece) {
+    const char *p;
+    size_t n;
+    int rc = server_stop_feed(s, piece, strlen(piece), &p, &n);
+    assert_true(rc >= 0);
+    assert_true(o->len + n < sizeof o->buf);
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+    o->buf[o->len] = 0;
+    return rc;
+}
+
+static void flush(server_stop_t *s, feed_out_t *o) {
+    const char *p;
+    size_t n;
+    server_stop_flush(s, &p, &n);
+    memcpy(o->buf + o->len, p, n);
+    o->len += n;
+    o->buf[o->len] = 0;
+}
+
+static void test_stop_split(void **state) {
+    (void)state;
+    char *stops[] = {"lo w", "XYZ"};
+    server_stop_t s;
+    feed_out_t o = {{0}, 0};
+    server_stop_init(&s, stops, 2);
+    assert_int_equal(feed(&s, &o, "Hel"), 0);
+    assert_string_equal(o.buf, "He");        /* the final "l" could start "lo w": held */
+    assert_int_equal(feed(&s, &o, "lo "), 0);
+    assert_string_equal(o.buf, "Hel");       /* "lo " is a prefix of "lo w": held back */
+    assert_int_equal(feed(&s, &o, "world"), 1);
+    assert_string_equal(o.buf, "Hel");       /* stop found: nothing of it is released */
+    flush(&s, &o);
+    assert_string_equal(o.buf, "Hel");
+    server_stop_free(&s);
+
+    server_stop_init(&s, stops, 2);
+    memset(&o, 0, sizeof o);
+    assert_int_equal(feed(&s, &o, "ab X"), 0);
+    assert_string_equal(o.buf, "ab ");
+    assert_int_equal(feed(&s, &o, "Yq"), 0);  /* "XYq" is not "XYZ": released */
+    assert_string_equal(o.buf, "ab XYq");
+    assert_int_equal(feed(&s, &o, "XY"), 0);
+    flush(&s, &o);                           /* generation ended: the held "XY" is text */
+    assert_string_equal(o.buf, "ab XYqXY");
+    server_stop_free(&s);
+
+    /* no stop strings: everything at once; a stop at the very start gives nothing */
+    server_stop_init(&s, NULL, 0);
+    memset(&o, 0, sizeof o);
+    assert_int_equal(feed(&s, &o, "lo w"), 0);
+    assert_string_equal(o.buf, "lo w");
+    server_stop_free(&s);
+    server_stop_init(&s, stops, 2);
+    memset(&o, 0, sizeof o);
+    assert_int_equal(feed(&s, &o, "XYZ and more"), 1);
+    assert_int_equal(o.len, 0);
+    server_stop_free(&s);
+}
+
+static void test_stop_earliest(void **state) {
+    (void)state;
+    char *stops[] = {"cd", "bcdef"};
+    server_stop_t s;
+    feed_out_t o = {{0}, 0};
+    server_stop_init(&s, stops, 2);
+    assert_int_equal(feed(&s, &o, "abcdefg"), 1);
+    assert_string_equal(o.buf, "a");   /* "bcdef" starts before "cd" */
+    server_stop_free(&s);
+}
+
+static uint64_t rng_next(uint64_t *x) {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+/* random text over a tiny alphabet, random piece sizes and stops. Generation ends at the
+ * first piece after which some stop string occurs; the released text must then be the text
+ * cut at the earliest start of a stop string found so far, and until then nothing longer
+ * than a stop string may be held back */
+static void test_stop_random(void **state) {
+    (void)state;
+    uint64_t x = 0x9E3779B97F4A7C15ull;
+    for (int iter = 0; iter < 3000; iter++) {
+        char text[200], st[3][6], *stops[3];
+        int tn = 1 + (int)(rng_next(&x) % 150), ns = (int)(rng_next(&x) % 4), maxl = 0;
+        if (ns > 3) ns = 3;
+        for (int i = 0; i < tn; i++) text[i] = "abc"[rng_next(&x) % 3];
+        text[tn] = 0;
+        for (int i = 0; i < ns; i++) {
+            int l = 1 + (int)(rng_next(&x) % 5);
+            for (int k = 0; k < l; k++) st[i][k] = "abc"[rng_next(&x) % 3];
+            st[i][l] = 0;
+            stops[i] = st[i];
+            if (l > maxl) maxl = l;
+        }
+        server_stop_t s;
+        feed_out_t o = {{0}, 0};
+        server_stop_init(&s, stops, ns);
+        int at = 0, hit = 0;
+        size_t want = (size_t)tn;
+        while (at < tn && !hit) {
+            int k = 1 + (int)(rng_next(&x) % 6);
+            if (k > tn - at) k = tn - at;
+            char piece[8];
+            memcpy(piece, text + at, (size_t)k);
+            piece[k] = 0;
+            hit = feed(&s, &o, piece);
+            at += k;
+            for (int i = 0; i < ns; i++) {   /* reference: plain search of the text so far */
+                char saved = text[at];
+                text[at] = 0;
+                char *p = strstr(text, stops[i]);
+                text[at] = saved;
+                if (p && (size_t)(p - text) < want) want = (size_t)(p - text);
+            }
+            if (hit != (want < (size_t)tn)) fail_msg("iter %d: hit %d after %d bytes, reference %zu", iter, hit, at, want);
+            if (!hit && maxl > 0 && (size_t)at - o.len > (size_t)(maxl - 1))
+                fail_msg("held %zu bytes with stops of at most %d (iter %d)", (size_t)at - o.len, maxl, iter);
+            if (memcmp(o.buf, text, o.len) != 0) fail_msg("released text is not a prefix (iter %d)", iter);
+        }
+        if (!hit) flush(&s, &o);
+        if (o.len != want || memcmp(o.buf, text, want) != 0) {
+            for (int q = 0; q < ns; q++) print_message("stop[%d]=%s\n", q, stops[q]);
+            fail_msg("iter %d: text '%s', released '%s' (%zu bytes), want %zu bytes", iter, text, o.buf, o.len, want);
+        }
+        server_stop_free(&s);
+    }
+}
+
+/* ---- metrics ----------------------------------------------------------------------------- */
+
+static double metric_value(const char *txt, const char *name) {
+    char pat[160];
+    snprintf(pat, sizeof pat, "\n%s ", name);
+    const char *p = strstr(txt, pat);
+    if (!p) fail_msg("metric '%s' missing from:\n%s", name, txt);
+    return strtod(p + strlen(pat), NULL);
+}
+
+static void test_metrics_render(void **state) {
+    (void)state;
+    server_metrics_t m;
+    server_metrics_init(&m, 4);
+    m.requests_total = 3;
+    m.gen_tokens = 50;
+    m.gen_seconds = 2;
+    m.running = 2;
+    m.waiting = 1;
+    server_hist_observe(&m.ttft, 0.003);
+    server_hist_observe(&m.ttft, 0.2);
+    server_hist_observe(&m.ttft, 100);   /* beyond the last bound: only +Inf */
+    char *txt = server_metrics_render(&m);
+    assert_non_null(txt);
+    assert_float_equal(metric_value(txt, "tern_requests_total"), 3, 0);
+    assert_float_equal(metric_value(txt, "tern_requests_processing"), 2, 0);
+    assert_float_equal(metric_value(txt, "tern_requests_deferred"), 1, 0);
+    assert_float_equal(metric_value(txt, "tern_slots"), 4, 0);
+    assert_float_equal(metric_value(txt, "tern_predicted_tokens_seconds"), 25, 1e-9);
+    assert_float_equal(metric_value(txt, "tern_time_to_first_token_seconds_bucket{le=\"0.001\"}"), 0, 0);
+    assert_float_equal(metric_value(txt, "tern_time_to_first_token_seconds_bucket{le=\"0.005\"}"), 1, 0);
+    assert_float_equal(metric_value(txt, "tern_time_to_first_token_seconds_bucket{le=\"0.25\"}"), 2, 0);
+    assert_float_equal(metric_value(txt, "tern_time_to_first_token_seconds_bucket{le=\"30\"}"), 2, 0);
+    assert_float_equal(metric_value(txt, "tern_time_to_first_token_seconds_bucket{le=\"+Inf\"}"), 3, 0);
+    assert_float_equal(metric_value(txt, "tern_time_to_first_token_seconds_count"), 3, 0);
+    assert_float_equal(metric_value(txt, "tern_time_to_first_token_seconds_sum"), 100.203, 1e-9);
+    assert_non_null(strstr(txt, "# TYPE tern_time_to_first_token_seconds histogram\n"));
+    assert_non_null(strstr(txt, "# TYPE tern_tokens_predicted_total counter\n"));
+    /* every line is a comment or "name value" */
+    for (const char *l = txt; *l;) {
+        const char *e = strchr(l, '\n');
+        assert_non_null(e);
+        if (*l != '#') {
+            const char *sp = memchr(l, ' ', (size_t)(e - l));
+            assert_non_null(sp);
+            char *end;
+            strtod(sp + 1, &end);
+            if (end != e) fail_msg("bad sample line: %.*s", (int)(e - l), l);
+        }
+        l = e + 1;
+    }
+    free(txt);
+    server_metrics_free(&m);
+}
+
+static void test_json_text(void **state) {
+    (void)state;
+    json_t *s = server_json_text("ok \xc3\xa9", 5);
+    assert_string_equal(json_string_value(s), "ok \xc3\xa9");
+    json_decref(s);
+    s = server_json_text("a\xff" "b\xc3", 4);   /* a stray byte and a cut character */
+    assert_string_equal(json_string_value(s), "a\xEF\xBF\xBD" "b\xEF\xBF\xBD");
+    json_decref(s);
+    s = server_json_text("\xe2\x82x\xf0\x9f\x98", 6);   /* a cut character is one U+FFFD */
+    assert_string_equal(json_string_value(s), "\xEF\xBF\xBDx\xEF\xBF\xBD");
+    json_decref(s);
+    s = server_json_text("\xed\xa0\x80x", 4);   /* a surrogate half is not UTF-8 */
+    assert_string_equal(json_string_value(s), "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBDx");
+    json_decref(s);
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_completion_fields), cmocka_unit_test(test_defaults_kept),
+        cmocka_unit_test(test_prompt_shapes),     cmocka_unit_test(test_chat_messages),
+        cmocka_unit_test(test_bad_values),        cmocka_unit_test(test_bad_json),
+        cmocka_unit_test(test_tokenize_bodies),   cmocka_unit_test(test_error_json),
+        cmocka_unit_test(test_stop_split),        cmocka_unit_test(test_stop_earliest),
+        cmocka_unit_test(test_stop_random),       cmocka_unit_test(test_metrics_render),
+        cmocka_unit_test(test_json_text),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
