@@ -134,9 +134,9 @@ static int params_ok(const Tern__SamplingParams *p) {
            isfinite(p->repeat_penalty) && p->repeat_penalty > 0 && p->repeat_last_n >= 0;
 }
 
-static int has_sampling(const Tern__Forward *f, uint32_t seq) {
-    for (size_t i = 0; i < f->n_sampling; i++)
-        if (f->sampling[i]->seq_id == seq) return 1;
+static int has_token(const Tern__Forward *f, uint32_t seq) {
+    for (size_t i = 0; i < f->n_seq_ids; i++)
+        if (f->seq_ids[i] == seq) return 1;
     return 0;
 }
 
@@ -157,9 +157,11 @@ static int check_forward(const Tern__Forward *f, uint64_t tb, const char *peer, 
             if (f->sampling[j]->seq_id == f->sampling[i]->seq_id)
                 return BAD("sequence %u has two sampling entries", f->sampling[i]->seq_id);
     }
-    for (size_t i = 0; i < f->n_sample; i++)
-        if (f->sample[i] && !has_sampling(f, f->seq_ids[i]))
-            return BAD("token %zu samples sequence %u, which has no sampling params", i, f->seq_ids[i]);
+    /* sampling entries start sequences (they reset that slot's sampler); later steps of the
+     * sequence carry none, so only a start for a sequence absent from the step is malformed */
+    for (size_t i = 0; i < f->n_sampling; i++)
+        if (!has_token(f, f->sampling[i]->seq_id))
+            return BAD("sampling params for sequence %u, which has no token in this step", f->sampling[i]->seq_id);
     if (f->hidden_size == 0) {
         if (!f->n_token_ids) return BAD("neither token ids nor a hidden state");
         if (tb) return BAD("%llu-byte frame with hidden_size 0", (unsigned long long)tb);

@@ -66,7 +66,7 @@ workers:
   - { name: a, endpoint: "$W1", threads: many }
 YAML
 out=$(timeout 20 "$TERN" run -m "$M" -p hi -n 2 --cluster "$tmp/bad.yaml" 2>&1); rc=$?
-[ $rc -ne 0 ] && echo "$out" | grep -q "bad.yaml:3" && ok "bad YAML: $(echo "$out" | tail -1)" || bad "bad YAML (rc $rc): $out"
+[ $rc -ne 0 ] && echo "$out" | grep -q "bad.yaml:2" && ok "bad YAML: $(echo "$out" | tail -1)" || bad "bad YAML (rc $rc): $out"
 echo "errors took $(( $(date +%s) - t0 )) s"
 # the workers survived all of that and still serve
 got=$(run --temp 0 --workers "$W1,$W2"); ref=$(run --temp 0)

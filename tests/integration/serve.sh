@@ -276,6 +276,7 @@ c=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$A_URL/health")
 # ==== server B: --api-key-file, --timeout ======================================================
 printf 's3cret\n' >"$tmp/key"
 start B -np 2 -c 16384 --api-key-file "$tmp/key" --timeout 1
+B_PID=$SPID
 e "no API key" 401 authentication_error invalid_api_key /v1/models
 e "wrong API key" 401 authentication_error invalid_api_key /v1/models -H 'Authorization: Bearer nope'
 c=$(code /v1/models "$tmp/m2.json" -H 'Authorization: Bearer s3cret')
@@ -298,6 +299,18 @@ running=$(C "$URL/metrics" | awk '$1=="tern_requests_processing"{print $2}')
 if [ "$c" = 200 ] && [ "${cancelled:-0}" = 1 ] && [ "${running:-1}" = 0 ]; then
   ok "client gone mid-stream: sequence cancelled, the next request got the slot ($(( $(date +%s) - t0 )) s)"
 else bad "after a dropped stream: status $c, cancelled=$cancelled running=$running"; fi
+
+# ---- every server stops cleanly on SIGTERM, with nothing from a sanitizer in its log ------------
+for name in B C; do
+  pid=$([ $name = B ] && echo "$B_PID" || echo "$SPID")
+  kill -TERM "$pid"
+  for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  wait "$pid"; rc=$?
+  [ $rc = 0 ] && ok "server $name: exit 0 on SIGTERM" || bad "server $name: exit $rc on SIGTERM"
+done
+if grep -l -E 'Sanitizer|runtime error|data race' "$tmp"/[ABC].log >/dev/null 2>&1; then
+  bad "sanitizer reports: $(grep -h -A8 -E 'Sanitizer|runtime error|data race' "$tmp"/[ABC].log | head -40)"
+fi
 
 echo "$pass passed, $fail failed"
 [ "$fail" = 0 ]

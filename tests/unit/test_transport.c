@@ -464,11 +464,11 @@ static void test_hostile_frames(void **st) {
 
     g_smp[0] = 1;   /* token 0 samples sequence 7 ... */
     a.fwd.n_sampling = 1;
-    a.ss[0].seq_id = 9; /* ... but only sequence 9 has params */
+    a.ss[0].seq_id = 9; /* ... but the params start sequence 9, which has no token here */
     n = pack_raw(fwd, 1, 96, buf);
     tp_iov_t nos[2] = {{buf, n}, {g_hidden, 96}};
     raw_send(&r, nos, 2);
-    expect_refused(&r, l, &in, TERN_EPROTO, "no sampling params");
+    expect_refused(&r, l, &in, TERN_EPROTO, "which has no token in this step");
     g_smp[0] = 0, a.fwd.n_sampling = 2, a.ss[0].seq_id = 7;
 
     tp_msg_free(&in);
