@@ -230,23 +230,23 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
     b->out = "md";
     b->reps = 5;
     b->bw_bytes = 1ULL << 30;
-    int verbose = 0;
     opt_t opts[48] = {
-        {"-v", "--verbose", OPT_FLAG, &verbose, NULL, "debug log (read by main)", 0, 0},
         {"-p", "--n-prompt", OPT_LIST, &b->p_list, "LIST", "prompt lengths for pp tests (0: none)", 0, 0},
         {"-n", "--n-gen", OPT_LIST, &b->n_list, "LIST", "generated tokens for tg tests (0: none)", 0, 0},
         {"-r", "--repetitions", OPT_INT, &b->reps, "N", "repetitions of each test", 1, BENCH_MAX_REPS},
         {"-o", "--output", OPT_STR, &b->out, "FMT", "md | json", 0, 0},
-        {NULL, "--bw-size", OPT_SIZE, &b->bw_bytes, "SIZE", "buffer for the bandwidth measure (default 1GiB)", 0, 0},
+        {NULL, "--bw-size", OPT_SIZE, &b->bw_bytes, "SIZE", "buffer streamed to measure the read bandwidth", 0, 0},
         {NULL, "--kernels", OPT_FLAG, &b->kernels, NULL, "kernel benchmarks instead (see tern bench --kernels --help)", 0, 0},
     };
-    int n = cli_model_opts_table(&b->mo, opts, 7, 48, 0);
+    int n = cli_model_opts_table(&b->mo, opts, 6, 48, 0);
     for (int i = 0; i < n; i++)   /* -t takes a list here, as in llama-bench */
         if (opts[i].shrt && !strcmp(opts[i].shrt, "-t")) {
             opts[i].kind = OPT_LIST;
             opts[i].dst = &b->t_list;
             opts[i].metavar = "LIST";
             opts[i].help = "thread counts, e.g. 1,2,4 (default: all cores)";
+        } else if (opts[i].shrt && !strcmp(opts[i].shrt, "-c")) {
+            opts[i].help = "context size (0: what the longest test needs)";
         }
     char *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, errlen);

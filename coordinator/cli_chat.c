@@ -4,11 +4,14 @@
  * --no-cache re-feeds everything, for comparison). It drives the pipeline directly on slot 0,
  * since the scheduler starts every sequence afresh. Ctrl-C stops the current reply; Ctrl-C
  * at the prompt, /exit or EOF quits. Not here: context shifting when the conversation is full. */
+#define _GNU_SOURCE   /* ppoll */
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
 #include "core/err.h"
 #include "core/log.h"
 #include <errno.h>
+#include <poll.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -202,6 +205,24 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
     return chat_push(c, "assistant", reply.p);
 }
 
+/* Waits until fd 0 is readable; <0 when Ctrl-C came, even just before the wait: SIGINT stays
+ * blocked between the flag check and ppoll, which unblocks it atomically. */
+static int wait_input(void) {
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int rc = 0;
+    if (g_interrupted) rc = -1;
+    else {
+        struct pollfd pfd = {0, POLLIN, 0};
+        int r = ppoll(&pfd, 1, NULL, &old);
+        if (r < 0 && errno == EINTR && g_interrupted) rc = -1;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
 /* Reads one line from fd 0 without stdio (so that SIGINT interrupts the read). Returns a
  * malloc'd line without the newline, or NULL on EOF (*intr = 0) or Ctrl-C (*intr = 1). */
 static char *read_line(int *intr) {
@@ -211,6 +232,7 @@ static char *read_line(int *intr) {
     *intr = 0;
     for (;;) {
         if (off == len) {
+            if (wait_input() < 0) { *intr = 1; free(line.p); return NULL; }
             ssize_t r = read(0, buf, sizeof buf);
             if (r < 0 && errno == EINTR && g_interrupted) { *intr = 1; free(line.p); return NULL; }
             if (r < 0 && errno == EINTR) continue;
@@ -235,7 +257,6 @@ static char *read_line(int *intr) {
 
 static int chat_loop(chat_t *c, int n_predict, int no_cache) {
     for (int turn = 0;; turn++) {
-        g_interrupted = 0;
         fputs("> ", stdout);
         fflush(stdout);
         int intr;
@@ -246,7 +267,13 @@ static int chat_loop(chat_t *c, int n_predict, int no_cache) {
         int rc = chat_push(c, "user", line);
         if (rc < 0) return err_set(c->err, sizeof c->err, rc, "out of memory");
         int tok = chat_prompt(c, no_cache, turn);
-        if (tok == TERN_ECANCEL) { fputc('\n', stdout); c->n_msgs--; free((char *)c->msgs[c->n_msgs].content); continue; }
+        if (tok == TERN_ECANCEL) {   /* Ctrl-C during the prompt: drop the message, back to the prompt */
+            fputc('\n', stdout);
+            c->n_msgs--;
+            free((char *)c->msgs[c->n_msgs].content);
+            g_interrupted = 0;
+            continue;
+        }
         if (tok < 0) {
             /* a message that does not fit is dropped; interactively one may go on */
             c->n_msgs--;
@@ -256,6 +283,7 @@ static int chat_loop(chat_t *c, int n_predict, int no_cache) {
             continue;
         }
         if ((rc = chat_reply(c, tok, n_predict)) < 0) return rc;
+        g_interrupted = 0;   /* a Ctrl-C that stopped the reply does not also quit */
     }
 }
 
@@ -265,14 +293,12 @@ int cli_chat(int argc, char **argv) {
     cli_model_opts_default(&mo);
     const char *sys = NULL;
     int n_predict = -1, no_cache = 0;
-    int verbose = 0;
     opt_t opts[48] = {
-        {"-v", "--verbose", OPT_FLAG, &verbose, NULL, "debug log (read by main)", 0, 0},
         {"-sys", "--system-prompt", OPT_STR, &sys, "TEXT", "system message at the start of the conversation", 0, 0},
         {"-n", "--n-predict", OPT_INT, &n_predict, "N", "most tokens per reply (-1: until the end of turn)", -1, 1 << 20},
         {NULL, "--no-cache", OPT_FLAG, &no_cache, NULL, "re-feed the whole conversation every turn", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 4, 48, 1);
+    cli_model_opts_table(&mo, opts, 3, 48, 1);
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
@@ -284,8 +310,16 @@ int cli_chat(int argc, char **argv) {
         return 1;
     }
     mo.p.n_seq = 1;
+    /* the model's worker threads start with SIGINT blocked, so Ctrl-C always reaches this
+     * thread (and interrupts its ppoll); unblocked again once the model is loaded */
+    sigset_t sigint, oldmask;
+    sigemptyset(&sigint);
+    sigaddset(&sigint, SIGINT);
+    pthread_sigmask(SIG_BLOCK, &sigint, &oldmask);
     tern_model *m;
-    if (tern_load(&m, &mo.p, err, sizeof err) < 0) {
+    rc = tern_load(&m, &mo.p, err, sizeof err);
+    if (rc < 0) {
+        pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
         fprintf(stderr, "tern chat: %s\n", err);
         return 1;
     }
@@ -304,6 +338,7 @@ int cli_chat(int argc, char **argv) {
     sigemptyset(&sa.sa_mask);
     sa.sa_flags = 0;   /* no SA_RESTART: Ctrl-C must interrupt read() at the prompt */
     sigaction(SIGINT, &sa, &old);
+    pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
     if (rc == 0) {
         log_d("chat: template %s, context %d", chat_template_name(m->tok), m->n_ctx);
         rc = chat_loop(&c, n_predict, no_cache);

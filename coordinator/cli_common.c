@@ -26,6 +26,7 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int w
         {NULL, "--cluster", OPT_STR, &o->p.cluster, "FILE", "run on the workers of a cluster YAML file", 0, 0},
         {NULL, "--workers", OPT_STR, &o->p.workers, "LIST", "run on workers tcp://host:port,... (quick start)", 0, 0},
         {NULL, "--stages", OPT_INT, &o->p.stages, "N", "split the model into N in-process stages (testing)", 1, 1024},
+        {"-v", "--verbose", OPT_FLAG, &o->verbose, NULL, "debug logging", 0, 0},
     };
     opt_t samp[] = {
         {"-s", "--seed", OPT_INT, &o->seed, "N", "sampling seed (-1: random)", -1, 2147483647.0},

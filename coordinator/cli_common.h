@@ -9,6 +9,7 @@ typedef struct cli_model_opts {
     tern_params p;
     tern_sampling s;
     int seed;           /* -s; -1: random */
+    int verbose;        /* -v (applied by main.c before parsing) */
 } cli_model_opts_t;
 
 void cli_model_opts_default(cli_model_opts_t *o);

@@ -199,13 +199,11 @@ int cli_perplexity(int argc, char **argv) {
     mo.p.n_batch = 512;
     const char *file = NULL;
     int chunks = -1;
-    int verbose = 0;
     opt_t opts[48] = {
-        {"-v", "--verbose", OPT_FLAG, &verbose, NULL, "debug log (read by main)", 0, 0},
         {"-f", "--file", OPT_STR, &file, "FILE", "text to score", 0, 0},
         {NULL, "--chunks", OPT_INT, &chunks, "N", "score at most N chunks (-1: all)", -1, 1 << 30},
     };
-    cli_model_opts_table(&mo, opts, 3, 48, 0);
+    cli_model_opts_table(&mo, opts, 2, 48, 0);
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {

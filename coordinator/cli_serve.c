@@ -103,6 +103,7 @@ int cli_serve(int argc, char **argv) {
     if (max_body < 64) { fprintf(stderr, "tern serve: --max-body %llu is too small\n", (unsigned long long)max_body); free(key); return 1; }
     sc.max_body = (size_t)max_body;
     sc.model_name = alias ? alias : base_name(mo.p.model);
+    sc.seed_fixed = mo.seed >= 0;
 
     /* every thread started from here on inherits the blocked signals; one thread waits for them */
     sigset_t set;

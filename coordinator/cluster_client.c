@@ -339,8 +339,7 @@ int cluster_pipeline_new(pipeline_t **out, const gguf_t *g, const char *model_pa
     *out = NULL;
     cpl_t *p = calloc(1, sizeof *p);
     if (!p) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
-    cluster_init(&p->cl);
-    tp_msg_init(&p->rx);
+    tp_msg_init(&p->rx);   /* p->cl stays zeroed: the loaders below initialise it */
     p->base.ops = &g_cl_ops;
     int rc = cluster_file ? cluster_file_load(&p->cl, cluster_file, err, errlen)
                           : cluster_from_workers_list(&p->cl, workers_csv, err, errlen);

@@ -20,6 +20,7 @@ typedef struct server_cfg {
     int max_tokens;          /* cap on tokens generated per request (0: context only) */
     int max_queue;           /* requests waiting for a slot before 503 */
     const char *model_name;  /* id shown by /v1/models and in replies */
+    int seed_fixed;          /* requests without a seed use the default one (else each gets its own) */
 } server_cfg_t;
 
 typedef struct server server_t;

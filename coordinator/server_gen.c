@@ -264,6 +264,8 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     uint64_t seq = s->next_id++;
     pthread_mutex_unlock(&s->mu);
     j->created = (long long)time(NULL);
+    if (!r->seed_set && !s->cfg.seed_fixed)   /* a fresh seed per request, as llama.cpp does */
+        j->sp.seed ^= (seq + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)j->created * 0xBF58476D1CE4E5B9ull;
     snprintf(j->id, sizeof j->id, "%s-%llx%06llx", r->kind == SERVER_REQ_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)j->created, (unsigned long long)seq & 0xffffff);
     return j;

@@ -213,7 +213,7 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     sp->repeat_last_n = (int)v;
     v = -1;
     if ((rc = get_int(root, "seed", INT64_MIN, INT64_MAX, &v, e)) < 0) return rc;
-    if (rc == 1 && v != -1) sp->seed = (uint64_t)v;   /* -1: keep the server's seed */
+    if (rc == 1 && v != -1) { sp->seed = (uint64_t)v; r->seed_set = 1; }   /* -1: the server's choice */
     if ((rc = get_bool(root, "stream", &r->stream, e)) < 0) return rc;
     if ((rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) < 0) return rc;
     json_t *so = json_object_get(root, "stream_options");

@@ -32,7 +32,8 @@ typedef struct server_req {
     char *stop[SERVER_MAX_STOP];
     int n_stop;
     int stream, include_usage;
-    int ignore_eos;          /* llama.cpp's: keep generating past end-of-generation tokens */
+    int ignore_eos;
+    int seed_set;            /* the request chose its seed */          /* llama.cpp's: keep generating past end-of-generation tokens */
     int add_special, parse_special, with_pieces;   /* tokenize */
 } server_req_t;
 

@@ -172,7 +172,7 @@ static int check_forward(const Tern__Forward *f, uint64_t tb, const char *peer, 
                                                              f->dtype == TERN__DTYPE__DTYPE_BF16) ? 2 : 0;
     if (!es) return BAD("unknown hidden dtype %d", (int)f->dtype);
     uint64_t want = n * f->hidden_size * es;   /* < 2^16 * 2^18 * 4: no overflow */
-    if (0 && tb != want)
+    if (tb != want)
         return BAD("hidden frame is %llu bytes, expected n_tokens %llu x hidden %u x %llu = %llu",
                    (unsigned long long)tb, (unsigned long long)n, f->hidden_size, (unsigned long long)es,
                    (unsigned long long)want);

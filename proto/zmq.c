@@ -13,6 +13,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <zmq.h>
 
 #define ZC_HEADER_SLACK (8u << 20)   /* MAXMSGSIZE = largest tensor + room for the header */
@@ -268,6 +269,9 @@ int tp_zmq_poll(tp_conn_t *const *conns, int n, int timeout_ms, int *ready, char
 void tp_zmq_close(tp_conn_t *c) {
     zconn_free(c->impl);
     c->impl = NULL;
+    /* libzmq leaves a bound ipc:// socket file behind; "ipc://@name" is abstract (no file) */
+    if (c->listening && !strncmp(c->endpoint, "ipc://", 6) && c->endpoint[6] && c->endpoint[6] != '@')
+        unlink(c->endpoint + 6);
 }
 
 const tp_ops_t tp_zmq_ops = {"zmq", zmq_open_tcp, tp_zmq_send, tp_zmq_recv, tp_zmq_poll, tp_zmq_close};

@@ -13,7 +13,8 @@ pass=0 fail=0
 ok() { pass=$((pass+1)); echo "ok   - $*"; }
 bad() { fail=$((fail+1)); echo "FAIL - $*"; }
 
-start_worker() {   # name model threads -> prints endpoint
+EP=""
+start_worker() {   # name model threads -> sets EP (not in a subshell, so cleanup can kill it)
   local name=$1 model=$2 t=$3
   "$TERN" worker --listen 'tcp://127.0.0.1:*' -m "$model" -t "$t" --name "$name" >"$tmp/$name.out" 2>"$tmp/$name.log" &
   pids+=($!)
@@ -21,7 +22,7 @@ start_worker() {   # name model threads -> prints endpoint
     grep -q '^ready ' "$tmp/$name.out" 2>/dev/null && break
     sleep 0.05
   done
-  sed -n 's/^ready //p' "$tmp/$name.out" | head -1
+  EP=$(sed -n 's/^ready //p' "$tmp/$name.out" | head -1)
 }
 
 M="$tmp/m.gguf"
@@ -29,7 +30,7 @@ M="$tmp/m.gguf"
 M2="$tmp/m2.gguf"
 "$TERN" mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 12 -o "$M2" >/dev/null 2>&1
 
-W1=$(start_worker w1 "$M" 1); W2=$(start_worker w2 "$M" 2); W3=$(start_worker w3 "$M" 1)
+start_worker w1 "$M" 1; W1=$EP; start_worker w2 "$M" 2; W2=$EP; start_worker w3 "$M" 1; W3=$EP
 [ -n "$W1" ] && [ -n "$W2" ] && [ -n "$W3" ] || { echo "workers did not start"; cat "$tmp"/*.log; exit 1; }
 
 run() { timeout 120 "$TERN" run -m "$M" --no-display-prompt --summary=0 -p "Hello world, this is tern" -n 24 "$@" 2>>"$tmp/run.log"; }
@@ -51,7 +52,7 @@ got=$(run --temp 0 -np 2 -b 4 --workers "$W1,$W2")
 t0=$(date +%s)
 out=$(timeout 60 "$TERN" run -m "$M" -p hi -n 2 --workers tcp://127.0.0.1:1 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -qi "worker" && ok "unreachable worker: $(echo "$out" | tail -1)" || bad "unreachable worker (rc $rc): $out"
-W4=$(start_worker w4 "$M2" 1)
+start_worker w4 "$M2" 1; W4=$EP
 out=$(timeout 60 "$TERN" run -m "$M" -p hi -n 2 --workers "$W4" 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -qi "mismatch" && ok "model mismatch: $(echo "$out" | tail -1)" || bad "model mismatch (rc $rc): $out"
 cat > "$tmp/c.yaml" <<YAML

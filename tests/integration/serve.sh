@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # `tern serve` end to end on a tiny generated model, with curl on 127.0.0.1 (free ports):
 # /health, /v1/models, completions and chat (plain and streamed as SSE, with usage), greedy
-# output equal to `tern run --temp 0`, 4 parallel requests with -np 4 equal to their single
-# outputs, stop strings (plain and streamed), /tokenize + /detokenize, errors (bad JSON,
-# unknown route, wrong method, n=2, prompt too long, body too large), --api-key, --timeout,
-# a client that leaves mid-stream frees its slot, /metrics, graceful SIGTERM. Servers are
-# always killed on exit; every curl has --max-time.
+# output equal to `tern run --temp 0`, seeded sampling repeatable, 4 parallel requests with
+# -np 4 equal to their single outputs, stop strings (plain and streamed), /tokenize +
+# /detokenize, errors (bad JSON, unknown route, wrong method, n=2, prompt too long, body too
+# large), --api-key, --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
+# that leaves mid-stream frees its slot, /metrics, graceful SIGTERM, and the same API over two
+# workers (--workers). Servers are always killed on exit; every curl has --max-time.
 set -u
 TERN="${TERN_BIN:?TERN_BIN not set}"
 tmp=$(mktemp -d)
@@ -189,6 +190,14 @@ if J completion "$tmp/long.json" >"$tmp/long.txt" && J stop "$tmp/long.txt" >"$t
     && ok "streamed stop string: no part of it was sent" || bad "streamed stop: '$(cat "$tmp/stop2.txt")'"
 else bad "stop setup: $(cat "$tmp/long.json")"; fi
 
+# ---- sampling with a seed is repeatable ----------------------------------------------------------
+SEEDED="{\"prompt\":\"$P\",\"max_tokens\":16,\"temperature\":1.0,\"top_k\":50,\"top_p\":0.95,\"min_p\":0.01,\"repeat_penalty\":1.1,\"seed\":7}"
+C "$URL/v1/completions" -d "$SEEDED" >"$tmp/seed1.json"
+C "$URL/v1/completions" -d "$SEEDED" >"$tmp/seed2.json"
+J completion "$tmp/seed1.json" >"$tmp/seed1.txt" && J completion "$tmp/seed2.json" >"$tmp/seed2.txt" \
+  && cmp -s "$tmp/seed1.txt" "$tmp/seed2.txt" && ok "temperature 1 with seed 7 twice: same text" \
+  || bad "seeded sampling differs: '$(cat "$tmp/seed1.txt")' vs '$(cat "$tmp/seed2.txt")'"
+
 # ---- tokenize / detokenize ---------------------------------------------------------------------
 C "$URL/tokenize" -d '{"content":"hello world"}' >"$tmp/tok.json"
 toks=$(J get "$tmp/tok.json" tokens)
@@ -286,30 +295,78 @@ c=$(code /health "$tmp/h3.json")
 e "request past --timeout" 504 timeout_error timeout /v1/completions -H 'Authorization: Bearer s3cret' \
   -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true}'
 
-# ==== server C: one slot; a client that leaves mid-stream frees it ==============================
-start C -np 1 -c 16384 --metrics
-curl -s -N --max-time 1 -H 'Content-Type: application/json' "$URL/v1/completions" \
-  -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true,"stream":true}' >"$tmp/gone.sse"
-grep -q '^data: {' "$tmp/gone.sse" || bad "the stream to be dropped sent nothing in 1 s"
+C -N "$URL/v1/completions" -H 'Authorization: Bearer s3cret' \
+  -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true,"stream":true}' >"$tmp/tmo.sse"
+grep -q '^data: {"error":{.*"timeout_error"' "$tmp/tmo.sse" && tail -c 14 "$tmp/tmo.sse" | grep -q 'data: \[DONE\]' \
+  && ok "streamed request past --timeout: error event, then [DONE]" || bad "streamed timeout: $(tail -c 300 "$tmp/tmo.sse")"
+e "/metrics without --metrics" 404 invalid_request_error not_found /metrics -H 'Authorization: Bearer s3cret'
+
+# ==== server C: one slot, no queue; a client that leaves mid-stream frees its slot ===============
+start C -np 1 -c 16384 --metrics --max-queue 0
+C_PID=$SPID
+curl -s -N --max-time 1.5 -H 'Content-Type: application/json' "$URL/v1/completions" \
+  -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true,"stream":true}' >"$tmp/gone.sse" &
+gpid=$!
+for i in $(seq 1 100); do grep -q '^data: {' "$tmp/gone.sse" && break; sleep 0.02; done
+c=$(C -D "$tmp/busy.hdr" -o "$tmp/busy.json" -w '%{http_code}' "$URL/v1/completions" -d '{"prompt":"b","max_tokens":2}')
+if [ "$c" = 503 ] && J error "$tmp/busy.json" unavailable_error server_busy && grep -qi '^Retry-After:' "$tmp/busy.hdr"; then
+  ok "slot busy and --max-queue 0: 503 with Retry-After"
+else bad "busy server: $c $(cat "$tmp/busy.json")"; fi
+wait "$gpid"
+grep -q '^data: {' "$tmp/gone.sse" || bad "the stream to be dropped sent nothing in 1.5 s"
 t0=$(date +%s)
-c=$(curl -s --max-time 30 -o "$tmp/after.json" -w '%{http_code}' -H 'Content-Type: application/json' \
-  "$URL/v1/completions" -d '{"prompt":"b","max_tokens":4,"temperature":0}')
+for i in $(seq 1 50); do   # the slot frees within a step or two of the client leaving (503 until then)
+  c=$(curl -s --max-time 30 -o "$tmp/after.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+    "$URL/v1/completions" -d '{"prompt":"b","max_tokens":4,"temperature":0}')
+  [ "$c" = 503 ] || break
+  sleep 0.1
+done
 cancelled=$(C "$URL/metrics" | awk '$1=="tern_requests_cancelled_total"{print $2}')
 running=$(C "$URL/metrics" | awk '$1=="tern_requests_processing"{print $2}')
 if [ "$c" = 200 ] && [ "${cancelled:-0}" = 1 ] && [ "${running:-1}" = 0 ]; then
   ok "client gone mid-stream: sequence cancelled, the next request got the slot ($(( $(date +%s) - t0 )) s)"
 else bad "after a dropped stream: status $c, cancelled=$cancelled running=$running"; fi
 
+# ==== server D: the same API over 2 workers (ZeroMQ on loopback) ================================
+start_worker() {   # name: starts a worker (in this shell, so cleanup knows its pid)
+  "$TERN" worker --listen 'tcp://127.0.0.1:*' -m "$M" -t 1 --name "$1" >"$tmp/$1.out" 2>"$tmp/$1.log" &
+  SERVERS+=($!)
+}
+endpoint() {       # name: the worker's endpoint once it is ready
+  for _ in $(seq 1 200); do grep -q '^ready ' "$tmp/$1.out" 2>/dev/null && break; sleep 0.05; done
+  sed -n 's/^ready //p' "$tmp/$1.out" | head -1
+}
+start_worker w1
+start_worker w2
+W1=$(endpoint w1) W2=$(endpoint w2)
+if [ -n "$W1" ] && [ -n "$W2" ]; then
+  start D -np 2 --workers "$W1,$W2"
+  cpids=()
+  for i in 0 1; do
+    C "$URL/v1/completions" -d "{\"prompt\":\"${PROMPTS[$i]}\",\"max_tokens\":24,\"temperature\":0,\"ignore_eos\":true}" >"$tmp/cl$i.json" &
+    cpids+=($!)
+  done
+  wait "${cpids[@]}"
+  same=0
+  for i in 0 1; do
+    J completion "$tmp/cl$i.json" >"$tmp/cl$i.txt" && cmp -s "$tmp/cl$i.txt" "$tmp/single$i.txt" && same=$((same+1))
+  done
+  [ $same = 2 ] && ok "--workers: 2 parallel requests through 2 workers == one process" \
+    || bad "--workers outputs differ: '$(cat "$tmp/cl0.txt")' vs '$(cat "$tmp/single0.txt")'"
+  kill -TERM "$SPID"; wait "$SPID"; rc=$?
+  [ $rc = 0 ] && ok "server D: exit 0 on SIGTERM" || bad "server D: exit $rc on SIGTERM"
+else bad "workers did not start: $(cat "$tmp"/w1.log "$tmp"/w2.log)"; fi
+
 # ---- every server stops cleanly on SIGTERM, with nothing from a sanitizer in its log ------------
 for name in B C; do
-  pid=$([ $name = B ] && echo "$B_PID" || echo "$SPID")
+  pid=$([ $name = B ] && echo "$B_PID" || echo "$C_PID")
   kill -TERM "$pid"
   for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
   wait "$pid"; rc=$?
   [ $rc = 0 ] && ok "server $name: exit 0 on SIGTERM" || bad "server $name: exit $rc on SIGTERM"
 done
-if grep -l -E 'Sanitizer|runtime error|data race' "$tmp"/[ABC].log >/dev/null 2>&1; then
-  bad "sanitizer reports: $(grep -h -A8 -E 'Sanitizer|runtime error|data race' "$tmp"/[ABC].log | head -40)"
+if grep -l -E 'Sanitizer|runtime error|data race' "$tmp"/[ABCD].log >/dev/null 2>&1; then
+  bad "sanitizer reports: $(grep -h -A8 -E 'Sanitizer|runtime error|data race' "$tmp"/[ABCD].log | head -40)"
 fi
 
 echo "$pass passed, $fail failed"

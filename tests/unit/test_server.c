@@ -68,6 +68,7 @@ static void test_completion_fields(void **state) {
     assert_float_equal(r.sp.min_p, 0.1f, 1e-6);
     assert_float_equal(r.sp.repeat_penalty, 1.1f, 1e-6);
     assert_int_equal(r.sp.seed, 42);
+    assert_int_equal(r.seed_set, 1);
     assert_int_equal(r.stream, 1);
     assert_int_equal(r.include_usage, 1);
     assert_int_equal(r.ignore_eos, 1);
@@ -86,7 +87,8 @@ static void test_defaults_kept(void **state) {
     assert_int_equal(r.max_tokens, -1);
     assert_float_equal(r.sp.temp, d.temp, 0);
     assert_int_equal(r.sp.top_k, d.top_k);
-    assert_int_equal(r.sp.seed, d.seed);   /* -1: the server's seed */
+    assert_int_equal(r.sp.seed, d.seed);   /* -1: the server's choice */
+    assert_int_equal(r.seed_set, 0);
     assert_int_equal(r.stream, 0);
     assert_int_equal(r.n_stop, 0);
     server_req_free(&r);
