@@ -2,7 +2,12 @@
  * Hellos (protocol version, memory, bandwidth, model identity), place layers (placement.c), send
  * each stage its LoadShard with the endpoint of the stage after it, wait for ShardReady. Steps:
  * Forward + hidden frame to the first stage; the last stage answers with Sampled over its link
- * to us. Steps finish in submission order (each stage is a FIFO). */
+ * to us. Steps finish in submission order (each stage is a FIFO).
+ * Faults: a heartbeat thread pings every worker over links of its own and marks one down when
+ * it stays silent past the cluster file's timeout; the waiting step then fails, and recover
+ * re-places the layers on the workers left (standbys first), reloads them, and the scheduler
+ * replays its sequences. A worker that answers again rejoins for the next re-placement.
+ * Not here: replaying tokens (sched.c), CURVE key files (curve.c). */
 #include "coordinator/cluster_client.h"
 #include "coordinator/cluster_file.h"
 #include "coordinator/placement.h"
@@ -11,23 +16,38 @@
 #include "core/model_id.h"
 #include "core/model_spec.h"
 #include "core/progress.h"
+#include "proto/curve.h"
 #include "proto/transport.h"
 #include "worker/kv_cache.h"
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define CL_QUEUE 64
-#define CL_HELLO_TIMEOUT_MS 10000
+#define CL_HELLO_SEND_MS 5000      /* a worker's link must come up within this */
+#define CL_HELLO_TIMEOUT_MS 10000  /* and its Hello answer arrive within this */
+#define CL_REJOIN_MS 2000          /* same, for a worker that comes back */
 #define CL_LOAD_TIMEOUT_MS 600000
 #define CL_STEP_TIMEOUT_MS 120000
+#define CL_SEND_SLICE_MS 10        /* sends never block longer; callers retry */
+#define CL_MAX_RECOVER 4           /* recoveries in a row without a finished step */
 
 typedef struct cworker {
     const cluster_worker_t *cw;
-    tp_conn_t *c;
+    tp_conn_t *c;           /* engine thread's link: Hello, LoadShard, Forward, results */
+    tp_conn_t *hb;          /* heartbeat thread's link */
+    tp_curve_t curve;       /* own key pair + this worker's public key (CURVE on) */
     uint64_t memory;
     float gbps;
-    int first, last;
+    int first, last;        /* layers it holds now; -1 = none */
+    int standby;            /* spare: no layers until a loss promotes it */
+    int helloed;            /* the engine link's Hello was answered since the worker (re)joined */
+    /* shared with the heartbeat thread, under cpl.mu */
+    int up, loading;
+    double last_seen, last_ping, last_send_ok;
+    double rtt_ms;
+    uint64_t ping_seq;
 } cworker_t;
 
 typedef struct cpl {
@@ -38,9 +58,11 @@ typedef struct cpl {
     int stage[PLACEMENT_MAX_WORKERS];   /* worker index of each stage */
     int n_stages;
     int n_seq;
+    stage_cfg_t cfg;
     tp_msg_t rx;
     step_t *queue[CL_QUEUE];
     int head, count;
+    uint64_t next_step;                 /* lowest step id not yet submitted */
     sampler_params_t *pending;          /* (n_seq,) params to send with the next step */
     uint8_t *has_pending;
     uint32_t *u_seq, *u_pos;
@@ -49,16 +71,65 @@ typedef struct cpl {
     Tern__SamplingParams *sp;
     Tern__SeqSampling **ssp;
     int cap;
+    /* model */
+    int n_layer;
+    uint64_t *lmem, *lrd, head_mem;
+    uint64_t model_size;
+    char model_hash[MODEL_ID_HASH_LEN];
+    const char *model_name;
+    /* faults */
+    int hb_ms, hb_timeout_ms;
+    int broken;                         /* cannot serve; why says so */
+    char why[512];
+    int n_recover;
+    tp_curve_t curve;                   /* coordinator's key pair (CURVE on) */
+    int has_curve;
+    pthread_mutex_t mu;
+    pthread_t hb_thread;
+    int hb_running;
+    volatile int hb_stop;
 } cpl_t;
 
 static const char *wname(const cworker_t *w) { return w->cw->name; }
 
-/* waits for one message from worker w (others are ignored until later) */
+static int worker_up(cpl_t *p, const cworker_t *w) {
+    pthread_mutex_lock(&p->mu);
+    int up = w->up;
+    pthread_mutex_unlock(&p->mu);
+    return up;
+}
+
+/* (re)opens link *c to w; a send on it blocks at most CL_SEND_SLICE_MS */
+static int wconnect(cpl_t *p, cworker_t *w, tp_conn_t **c, const char *as, char *err, size_t errlen) {
+    tp_close(c);
+    tp_opts_t o = {0};
+    o.name = as;
+    o.peer_name = w->cw->name;
+    o.send_timeout_ms = CL_SEND_SLICE_MS;
+    o.curve = p->has_curve ? &w->curve : NULL;
+    return tp_connect(c, w->cw->endpoint, &o, err, errlen);
+}
+
+/* sends m on w's engine link, retrying while the link is not up, for at most timeout_ms or
+ * until the heartbeat thread marks w down */
+static int send_to(cpl_t *p, cworker_t *w, const Tern__Msg *m, const void *tensor, size_t bytes, int timeout_ms,
+                   char *err, size_t errlen) {
+    double deadline = time_now() + timeout_ms / 1000.0;
+    for (;;) {
+        int rc = tp_send(w->c, NULL, m, tensor, bytes, err, errlen);
+        if (rc != TERN_ETIMEOUT) return rc;
+        if (time_now() > deadline || !worker_up(p, w)) return rc;
+    }
+}
+
+/* waits for one message from worker w on its engine link (others are ignored until later) */
 static int recv_from(cpl_t *p, cworker_t *w, int timeout_ms, char *err, size_t errlen) {
     int rc = tp_recv(w->c, &p->rx, timeout_ms, err, errlen);
     if (rc == TERN_ETIMEOUT)
-        return err_set(err, errlen, TERN_ETIMEOUT, "worker %s at %s did not answer within %d s", wname(w),
-                       w->cw->endpoint, timeout_ms / 1000);
+        return err_set(err, errlen, TERN_ETIMEOUT, "worker %s at %s did not answer within %d s%s", wname(w),
+                       w->cw->endpoint, timeout_ms / 1000,
+                       p->has_curve ? " (CURVE: does its key pair match the coordinator's KEYS/<name>.pub, and is "
+                                      "coordinator.pub in its --keys directory?)" : "");
     if (rc < 0) return rc;
     int bc = p->rx.msg->body_case;
     if (bc == TERN__MSG__BODY_ERROR)
@@ -70,11 +141,9 @@ static int recv_from(cpl_t *p, cworker_t *w, int timeout_ms, char *err, size_t e
     return 0;
 }
 
-static int hello(cpl_t *p, cworker_t *w, char *err, size_t errlen) {
-    tp_opts_t o = {0};
-    o.name = "coord";
-    o.peer_name = w->cw->name;
-    int rc = tp_connect(&w->c, w->cw->endpoint, &o, err, errlen);
+/* Opens w's engine link and trades Hellos; on success w is up and usable. */
+static int hello(cpl_t *p, cworker_t *w, int send_ms, int reply_ms, char *err, size_t errlen) {
+    int rc = wconnect(p, w, &w->c, "coord", err, errlen);
     if (rc < 0) return rc;
     Tern__Msg m = TERN__MSG__INIT;
     Tern__Hello h = TERN__HELLO__INIT;
@@ -84,27 +153,121 @@ static int hello(cpl_t *p, cworker_t *w, char *err, size_t errlen) {
     h.build = "tern 0.1.0";
     m.body_case = TERN__MSG__BODY_HELLO;
     m.hello = &h;
-    if ((rc = tp_send(w->c, NULL, &m, NULL, 0, err, errlen)) < 0) {
+    double deadline = time_now() + send_ms / 1000.0;
+    while ((rc = tp_send(w->c, NULL, &m, NULL, 0, err, errlen)) == TERN_ETIMEOUT && time_now() < deadline) {}
+    if (rc < 0) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err);
         return err_set(err, errlen, rc, "cannot reach worker %s at %s: %s", wname(w), w->cw->endpoint, tmp);
     }
     for (;;) {
-        if ((rc = recv_from(p, w, CL_HELLO_TIMEOUT_MS, err, errlen)) < 0) return rc;
+        if ((rc = recv_from(p, w, reply_ms, err, errlen)) < 0) return rc;
         if (p->rx.msg->body_case == TERN__MSG__BODY_HELLO) break;
     }
     const Tern__Hello *r = p->rx.msg->hello;
     if ((rc = tp_hello_check(r, wname(w), err, errlen)) < 0) return rc;
     w->memory = w->cw->memory ? w->cw->memory : r->memory_bytes;
     w->gbps = r->gbps;
-    log_i("worker %s (%s): %u cores, %.1f GiB, %s, %.1f GB/s", wname(w), r->node_name ? r->node_name : "?", r->cores,
-          (double)w->memory / (1 << 30), r->isa ? r->isa : "?", r->gbps);
+    w->helloed = 1;
+    pthread_mutex_lock(&p->mu);
+    w->up = 1;
+    w->last_seen = w->last_send_ok = time_now();
+    pthread_mutex_unlock(&p->mu);
+    log_i("worker %s (%s): %u cores, %.1f GiB, %s, %.1f GB/s%s", wname(w), r->node_name ? r->node_name : "?", r->cores,
+          (double)w->memory / (1 << 30), r->isa ? r->isa : "?", r->gbps, w->standby ? ", standby" : "");
     return 0;
 }
 
+/* ---- heartbeats ------------------------------------------------------------------------ */
+
+static void hb_ping(cpl_t *p, cworker_t *w, double now) {
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Heartbeat hb = TERN__HEARTBEAT__INIT;
+    char err[256];
+    hb.seq = ++w->ping_seq;
+    hb.time_us = (uint64_t)(now * 1e6);
+    m.body_case = TERN__MSG__BODY_HEARTBEAT;
+    m.heartbeat = &hb;
+    int ok = tp_send(w->hb, NULL, &m, NULL, 0, err, sizeof err) == 0;
+    pthread_mutex_lock(&p->mu);
+    w->last_ping = now;
+    if (ok) w->last_send_ok = now;
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* marks silent workers down (caller holds mu). A loading worker answers nothing until it is
+ * done, so for it only a dead link counts. */
+static void hb_judge(cpl_t *p, double now) {
+    double lim = p->hb_timeout_ms / 1000.0;
+    for (int i = 0; i < p->n; i++) {
+        cworker_t *w = &p->w[i];
+        if (!w->up) continue;
+        double silent = now - (w->loading ? w->last_send_ok : w->last_seen);
+        if (silent <= lim) continue;
+        w->up = 0;
+        w->helloed = 0;
+        log_w("worker %s at %s lost: no answer for %.1f s%s", wname(w), w->cw->endpoint, silent,
+              w->first >= 0 ? "" : " (it held no layers)");
+    }
+}
+
+static void hb_absorb(cpl_t *p, cworker_t *w, const tp_msg_t *rx, double now) {
+    if (rx->msg->body_case != TERN__MSG__BODY_HEARTBEAT) return;
+    pthread_mutex_lock(&p->mu);
+    w->last_seen = now;
+    if (rx->msg->heartbeat->seq == w->ping_seq) w->rtt_ms = (now - w->last_ping) * 1e3;
+    if (!w->up) {
+        w->up = 1;
+        w->helloed = 0;
+        log_i("worker %s at %s answers again: it rejoins for the next placement", wname(w), w->cw->endpoint);
+    }
+    pthread_mutex_unlock(&p->mu);
+}
+
+/* The heartbeat thread: pings every worker each interval over its own links, and reads the
+ * answers; owns the hb links (opened before it starts, closed after it ends). */
+static void *hb_main(void *arg) {
+    cpl_t *p = arg;
+    tp_msg_t rx;
+    tp_msg_init(&rx);
+    tp_conn_t *conns[PLACEMENT_MAX_WORKERS];
+    int idx[PLACEMENT_MAX_WORKERS], ready[PLACEMENT_MAX_WORKERS], nc = 0;
+    char err[256];
+    for (int i = 0; i < p->n && nc < TP_MAX_POLL; i++)
+        if (p->w[i].hb) { conns[nc] = p->w[i].hb; idx[nc++] = i; }
+    int slice = p->hb_ms / 4 < 5 ? 5 : p->hb_ms / 4 > 100 ? 100 : p->hb_ms / 4;
+    while (!p->hb_stop) {
+        double now = time_now();
+        for (int k = 0; k < nc; k++)
+            if ((now - p->w[idx[k]].last_ping) * 1000 >= p->hb_ms) hb_ping(p, &p->w[idx[k]], now);
+        pthread_mutex_lock(&p->mu);
+        hb_judge(p, now);
+        pthread_mutex_unlock(&p->mu);
+        int nr = nc ? tp_poll(conns, nc, slice, ready, err, sizeof err) : 0;
+        if (nr <= 0) continue;
+        for (int k = 0; k < nc; k++)
+            while (ready[k] && tp_recv(conns[k], &rx, 0, err, sizeof err) == 0) hb_absorb(p, &p->w[idx[k]], &rx, time_now());
+    }
+    tp_msg_free(&rx);
+    return NULL;
+}
+
+static int hb_start(cpl_t *p, char *err, size_t errlen) {
+    for (int i = 0; i < p->n; i++) {
+        int rc = wconnect(p, &p->w[i], &p->w[i].hb, "coord.hb", err, errlen);
+        if (rc < 0) return rc;
+    }
+    if (pthread_create(&p->hb_thread, NULL, hb_main, p) != 0)
+        return err_set(err, errlen, TERN_EIO, "cannot start the heartbeat thread");
+    p->hb_running = 1;
+    return 0;
+}
+
+/* ---- placement and loading --------------------------------------------------------------- */
+
 /* bytes per layer (weights + KV cache) from the tensor table */
-static int layer_sizes(const gguf_t *g, const hparams_t *hp, const stage_cfg_t *cfg, uint64_t *mem, uint64_t *rd,
-                       uint64_t *head) {
+static void layer_sizes(const gguf_t *g, const hparams_t *hp, const stage_cfg_t *cfg, uint64_t *mem, uint64_t *rd,
+                        uint64_t *head) {
     size_t kv = kv_cache_bytes_for(cfg->kv_type, 1, cfg->n_seq, cfg->n_ctx, hp->n_head_kv * hp->head_dim);
     for (int l = 0; l < hp->n_layer; l++) { mem[l] = kv; rd[l] = 0; }
     *head = 0;
@@ -119,88 +282,114 @@ static int layer_sizes(const gguf_t *g, const hparams_t *hp, const stage_cfg_t *
             *head += t->nbytes;
         }
     }
+}
+
+static int usable(cpl_t *p, const cworker_t *w) { return w->helloed && worker_up(p, w); }
+
+/* Plans the layers over the usable workers; when they cannot hold the model, promotes the
+ * standbys one by one. On success the stages are set; else the reason is in err. */
+static int plan(cpl_t *p, char *err, size_t errlen) {
+    placement_worker_t pw[PLACEMENT_MAX_WORKERS];
+    placement_out_t out;
+    memset(pw, 0, sizeof pw);
+    int rc;
+    for (;;) {
+        int spare = -1;
+        for (int i = 0; i < p->n; i++) {
+            cworker_t *w = &p->w[i];
+            pw[i].name = wname(w);
+            pw[i].memory = w->memory;
+            pw[i].speed = w->gbps;
+            pw[i].first = w->standby ? -1 : w->cw->first;
+            pw[i].last = w->standby ? -1 : w->cw->last;
+            pw[i].standby = w->standby;
+            pw[i].gone = !usable(p, w);
+            if (w->standby && !pw[i].gone && spare < 0) spare = i;
+        }
+        placement_in_t in = {p->n_layer, p->lmem, p->lrd, p->head_mem, 0, pw, p->n};
+        rc = placement_plan(&in, &out, err, errlen);
+        if (rc == 0) {
+            char buf[2048];
+            placement_format(&in, &out, buf, sizeof buf);
+            log_i("placement:\n%s", buf);
+            break;
+        }
+        if (spare < 0) return rc;
+        log_i("promoting standby worker %s: %s", wname(&p->w[spare]), err);
+        p->w[spare].standby = 0;
+    }
+    for (int i = 0; i < p->n; i++) { p->w[i].first = out.first[i]; p->w[i].last = out.last[i]; }
+    p->n_stages = out.n_stages;
+    for (int s = 0; s < out.n_stages; s++) p->stage[s] = out.stage[s];
     return 0;
 }
 
-static int place(cpl_t *p, const gguf_t *g, const stage_cfg_t *cfg, char *err, size_t errlen) {
-    hparams_t hp;
-    int rc = hparams_from_gguf(&hp, g, err, errlen);
-    if (rc < 0) return rc;
-    uint64_t *mem = calloc((size_t)hp.n_layer, 8), *rd = calloc((size_t)hp.n_layer, 8), head;
-    placement_worker_t pw[PLACEMENT_MAX_WORKERS];
-    if (!mem || !rd || p->n > PLACEMENT_MAX_WORKERS) { free(mem); free(rd); return err_set(err, errlen, TERN_ENOMEM, "too many workers"); }
-    layer_sizes(g, &hp, cfg, mem, rd, &head);
-    memset(pw, 0, sizeof pw);
-    for (int i = 0; i < p->n; i++) {
-        pw[i].name = p->w[i].cw->name;
-        pw[i].memory = p->w[i].memory;
-        pw[i].speed = p->w[i].gbps;
-        pw[i].first = p->w[i].cw->first;
-        pw[i].last = p->w[i].cw->last;
-        pw[i].standby = p->w[i].cw->standby;
+/* waits for stage s's ShardReady; fails early when the worker is marked down */
+static int wait_ready(cpl_t *p, int s, char *err, size_t errlen) {
+    cworker_t *w = &p->w[p->stage[s]];
+    double deadline = time_now() + CL_LOAD_TIMEOUT_MS / 1000.0;
+    for (;;) {
+        if (!worker_up(p, w))
+            return err_set(err, errlen, TERN_EPEER, "worker %s at %s was lost while loading its layers", wname(w),
+                           w->cw->endpoint);
+        int left = (int)((deadline - time_now()) * 1000);
+        int rc = recv_from(p, w, left < 100 ? (left > 0 ? left : 0) : 100, err, errlen);
+        if (rc == TERN_ETIMEOUT && left > 0) continue;
+        if (rc < 0) return rc;
+        if (p->rx.msg->body_case == TERN__MSG__BODY_SHARD_READY) break;
     }
-    placement_in_t in = {hp.n_layer, mem, rd, head, 0, pw, p->n};
-    placement_out_t out;
-    rc = placement_plan(&in, &out, err, errlen);
-    if (rc == 0) {
-        char buf[2048];
-        placement_format(&in, &out, buf, sizeof buf);
-        log_i("placement:\n%s", buf);
-        p->n_stages = out.n_stages;
-        for (int s = 0; s < out.n_stages; s++) {
-            int wi = out.stage[s];
-            p->stage[s] = wi;
-            p->w[wi].first = out.first[wi];
-            p->w[wi].last = out.last[wi];
-        }
-    }
-    free(mem);
-    free(rd);
-    return rc;
+    p->base.weight_bytes += p->rx.msg->shard_ready->bytes_loaded;
+    log_i("worker %s ready: layers [%d, %d]%s in %.2f s", wname(w), w->first, w->last,
+          s == p->n_stages - 1 ? " + head" : "", p->rx.msg->shard_ready->load_seconds);
+    return 0;
 }
 
-static int load_shards(cpl_t *p, const char *model_path, const stage_cfg_t *cfg, char *err, size_t errlen) {
-    uint64_t size;
-    char hash[MODEL_ID_HASH_LEN];
-    int rc = model_id_compute(model_path, &size, hash, err, errlen);
-    if (rc < 0) return rc;
-    const char *base = strrchr(model_path, '/');
-    for (int s = 0; s < p->n_stages; s++) {
+static int load_shards(cpl_t *p, char *err, size_t errlen) {
+    int rc = 0;
+    p->base.weight_bytes = 0;
+    pthread_mutex_lock(&p->mu);
+    for (int s = 0; s < p->n_stages; s++) p->w[p->stage[s]].loading = 1;
+    pthread_mutex_unlock(&p->mu);
+    for (int s = 0; s < p->n_stages && !rc; s++) {
         cworker_t *w = &p->w[p->stage[s]];
         Tern__Msg m = TERN__MSG__INIT;
         Tern__LoadShard ls = TERN__LOAD_SHARD__INIT;
         Tern__ModelId id = TERN__MODEL_ID__INIT;
-        id.size = size;
-        id.hash = hash;
-        id.name = (char *)(base ? base + 1 : model_path);
+        id.size = p->model_size;
+        id.hash = p->model_hash;
+        id.name = (char *)p->model_name;
         ls.model = &id;
         ls.first_layer = (uint32_t)w->first;
         ls.last_layer = (uint32_t)w->last;
         ls.has_embedding = 0;
         ls.is_last = s == p->n_stages - 1;
-        ls.ctx = (uint32_t)cfg->n_ctx;
-        ls.max_seqs = (uint32_t)cfg->n_seq;
+        ls.ctx = (uint32_t)p->cfg.n_ctx;
+        ls.max_seqs = (uint32_t)p->cfg.n_seq;
         ls.threads = (uint32_t)w->cw->threads;
-        ls.head_type = cfg->head_type >= 0 ? (uint32_t)cfg->head_type : 0;
+        ls.head_type = p->cfg.head_type >= 0 ? (uint32_t)p->cfg.head_type : 0;
         ls.next_endpoint = s + 1 < p->n_stages ? p->w[p->stage[s + 1]].cw->endpoint : "";
+        ls.next_name = s + 1 < p->n_stages ? p->w[p->stage[s + 1]].cw->name : "";
         ls.rank = (uint32_t)(s + 1);
-        ls.max_batch_tokens = (uint32_t)cfg->n_batch;
+        ls.max_batch_tokens = (uint32_t)p->cfg.n_batch;
+        ls.heartbeat_timeout_ms = (uint32_t)p->hb_timeout_ms;
+        ls.first_step_id = p->next_step;
         m.body_case = TERN__MSG__BODY_LOAD_SHARD;
         m.load_shard = &ls;
-        if ((rc = tp_send(w->c, NULL, &m, NULL, 0, err, errlen)) < 0) return rc;
+        rc = send_to(p, w, &m, NULL, 0, p->hb_timeout_ms, err, errlen);
     }
+    for (int s = 0; s < p->n_stages && !rc; s++) rc = wait_ready(p, s, err, errlen);
+    pthread_mutex_lock(&p->mu);
+    double now = time_now();
     for (int s = 0; s < p->n_stages; s++) {
         cworker_t *w = &p->w[p->stage[s]];
-        for (;;) {
-            if ((rc = recv_from(p, w, CL_LOAD_TIMEOUT_MS, err, errlen)) < 0) return rc;
-            if (p->rx.msg->body_case == TERN__MSG__BODY_SHARD_READY) break;
-        }
-        p->base.weight_bytes += p->rx.msg->shard_ready->bytes_loaded;
-        log_i("worker %s ready: layers [%d, %d]%s in %.2f s", wname(w), w->first, w->last,
-              s == p->n_stages - 1 ? " + head" : "", p->rx.msg->shard_ready->load_seconds);
+        w->loading = 0;
+        if (w->last_seen < now) w->last_seen = now;   /* it could not answer while loading */
     }
-    return 0;
+    pthread_mutex_unlock(&p->mu);
+    return rc;
 }
+
+/* ---- pipeline ops ------------------------------------------------------------------------ */
 
 static int cl_seq_start(pipeline_t *pl, int slot, const sampler_params_t *sp) {
     cpl_t *p = (cpl_t *)pl;
@@ -222,6 +411,7 @@ static int grow(cpl_t *p, int n) {
 
 static int cl_submit(pipeline_t *pl, step_t *s) {
     cpl_t *p = (cpl_t *)pl;
+    if (p->broken) return err_set(s->err, sizeof s->err, TERN_EPEER, "cluster unavailable: %s", p->why);
     if (p->count == CL_QUEUE || grow(p, s->n) < 0) return TERN_ENOMEM;
     for (int i = 0; i < s->n; i++) {
         p->u_seq[i] = (uint32_t)s->seq[i];
@@ -262,11 +452,54 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     m.body_case = TERN__MSG__BODY_FORWARD;
     m.forward = &f;
     cworker_t *w0 = &p->w[p->stage[0]];
-    int rc = tp_send(w0->c, NULL, &m, s->h, (size_t)s->n * (size_t)p->base.n_embd * sizeof(float), s->err, sizeof s->err);
-    if (rc < 0) return rc;
+    int rc = send_to(p, w0, &m, s->h, (size_t)s->n * (size_t)p->base.n_embd * sizeof(float), p->hb_timeout_ms, s->err,
+                     sizeof s->err);
+    if (rc < 0) {
+        char tmp[256];
+        snprintf(tmp, sizeof tmp, "%s", s->err);
+        return err_set(s->err, sizeof s->err, TERN_EPEER, "first stage %s: %s", wname(w0), tmp);
+    }
+    if (s->id >= p->next_step) p->next_step = s->id + 1;
     memset(p->has_pending, 0, (size_t)p->n_seq);
     p->queue[(p->head + p->count++) % CL_QUEUE] = s;
     return 0;
+}
+
+/* a stage worker the heartbeat thread has marked down, or -1 */
+static int lost_stage(cpl_t *p) {
+    int lost = -1;
+    pthread_mutex_lock(&p->mu);
+    for (int i = 0; i < p->n_stages && lost < 0; i++)
+        if (!p->w[p->stage[i]].up) lost = p->stage[i];
+    pthread_mutex_unlock(&p->mu);
+    return lost;
+}
+
+/* One message from a stage for step s: 1 = s is done (rc filled), 0 = not for s (stale or
+ * unrelated: ignored). */
+static int take(cpl_t *p, cworker_t *w, step_t *s) {
+    const Tern__Msg *m = p->rx.msg;
+    if (m->body_case == TERN__MSG__BODY_ERROR) {
+        if (m->error->step_id && m->error->step_id < s->id) return 0;   /* before a re-placement */
+        s->rc = err_set(s->err, sizeof s->err, TERN_EPEER, "%s", m->error->message ? m->error->message : wname(w));
+        return 1;
+    }
+    if (m->body_case != TERN__MSG__BODY_SAMPLED) return 0;
+    const Tern__Sampled *r = m->sampled;
+    if (r->step_id < s->id) {
+        log_d("ignoring step %llu's tokens from %s (stale)", (unsigned long long)r->step_id, wname(w));
+        return 0;
+    }
+    if (r->step_id != s->id || r->n_token_ids > (size_t)s->n || r->n_logprobs != r->n_token_ids) {
+        s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu, expected %llu", wname(w),
+                        (unsigned long long)r->step_id, (unsigned long long)s->id);
+        return 1;
+    }
+    s->n_out = (int)r->n_token_ids;
+    memcpy(s->out_tok, r->token_ids, r->n_token_ids * sizeof(int32_t));
+    memcpy(s->out_lp, r->logprobs, r->n_logprobs * sizeof(float));
+    s->rc = s->n_out;
+    return 1;
 }
 
 static step_t *cl_wait(pipeline_t *pl, int timeout_ms) {
@@ -278,6 +511,12 @@ static step_t *cl_wait(pipeline_t *pl, int timeout_ms) {
     int ready[PLACEMENT_MAX_WORKERS];
     for (int i = 0; i < p->n_stages; i++) conns[i] = p->w[p->stage[i]].c;
     for (;;) {
+        int lost = lost_stage(p);
+        if (lost >= 0) {
+            s->rc = err_set(s->err, sizeof s->err, TERN_EPEER, "worker %s at %s was lost", wname(&p->w[lost]),
+                            p->w[lost].cw->endpoint);
+            break;
+        }
         int left = (int)((deadline - time_now()) * 1000);
         if (left <= 0) {
             if (timeout_ms >= 0) return NULL;
@@ -285,7 +524,7 @@ static step_t *cl_wait(pipeline_t *pl, int timeout_ms) {
                             (unsigned long long)s->id, CL_STEP_TIMEOUT_MS / 1000);
             break;
         }
-        int nr = tp_poll(conns, p->n_stages, left < 200 ? left : 200, ready, s->err, sizeof s->err);
+        int nr = tp_poll(conns, p->n_stages, left < 50 ? left : 50, ready, s->err, sizeof s->err);
         if (nr < 0) { s->rc = nr; break; }
         for (int i = 0; i < p->n_stages; i++) {
             if (!ready[i]) continue;
@@ -293,45 +532,187 @@ static step_t *cl_wait(pipeline_t *pl, int timeout_ms) {
             int rc = tp_recv(w->c, &p->rx, 0, s->err, sizeof s->err);
             if (rc == TERN_ETIMEOUT) continue;
             if (rc < 0) { s->rc = rc; goto done; }
-            const Tern__Msg *m = p->rx.msg;
-            if (m->body_case == TERN__MSG__BODY_ERROR) {
-                s->rc = err_set(s->err, sizeof s->err, TERN_EPEER, "%s", m->error->message ? m->error->message : wname(w));
-                goto done;
-            }
-            if (m->body_case != TERN__MSG__BODY_SAMPLED) continue;
-            const Tern__Sampled *r = m->sampled;
-            if (r->step_id != s->id || r->n_token_ids > (size_t)s->n || r->n_logprobs != r->n_token_ids) {
-                s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu, expected %llu",
-                                wname(w), (unsigned long long)r->step_id, (unsigned long long)s->id);
-                goto done;
-            }
-            s->n_out = (int)r->n_token_ids;
-            memcpy(s->out_tok, r->token_ids, r->n_token_ids * sizeof(int32_t));
-            memcpy(s->out_lp, r->logprobs, r->n_logprobs * sizeof(float));
-            s->rc = s->n_out;
-            goto done;
+            if (take(p, w, s)) goto done;
         }
     }
 done:
+    if (s->rc >= 0) p->n_recover = 0;
     p->head = (p->head + 1) % CL_QUEUE;
     p->count--;
     return s;
 }
 
+/* waits up to the heartbeat timeout for the heartbeat thread to name a lost stage worker */
+static int await_loss(cpl_t *p) {
+    double until = time_now() + (p->hb_timeout_ms + 2 * p->hb_ms) / 1000.0;
+    int lost;
+    while ((lost = lost_stage(p)) < 0 && time_now() < until) {
+        struct timespec ts = {0, 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
+    return lost;
+}
+
+/* names of the usable workers, for messages */
+static void usable_names(cpl_t *p, char *buf, size_t cap) {
+    size_t n = 0;
+    buf[0] = 0;
+    for (int i = 0; i < p->n && n + 1 < cap; i++)
+        if (usable(p, &p->w[i])) n += (size_t)snprintf(buf + n, cap - n, "%s%s", n ? ", " : "", wname(&p->w[i]));
+    if (!buf[0]) snprintf(buf, cap, "none");
+}
+
+static int cl_recover(pipeline_t *pl, const char *why, char *err, size_t errlen) {
+    cpl_t *p = (cpl_t *)pl;
+    p->count = 0;
+    p->head = 0;
+    if (!p->broken && await_loss(p) < 0)   /* no worker was lost: the failure is final */
+        return err_set(err, errlen, TERN_EPEER, "%s", why);
+    if (++p->n_recover > CL_MAX_RECOVER)
+        return err_set(err, errlen, TERN_EPEER, "giving up after %d recoveries in a row: %s", CL_MAX_RECOVER, why);
+    double t0 = time_now();
+    int rc = 0;
+    for (int attempt = 0; attempt <= p->n; attempt++) {
+        log_w("recovering the pipeline: %s", attempt ? err : why);
+        for (int i = 0; i < p->n; i++) {   /* workers that came back: Hello again */
+            cworker_t *w = &p->w[i];
+            if (w->helloed || !worker_up(p, w)) continue;
+            if (hello(p, w, CL_REJOIN_MS, CL_REJOIN_MS, err, errlen) < 0) log_w("worker %s cannot rejoin: %s", wname(w), err);
+        }
+        for (int s = 0; s < p->n_stages; s++) {   /* a standby takes each lost stage's place */
+            if (usable(p, &p->w[p->stage[s]])) continue;
+            for (int i = 0; i < p->n; i++)
+                if (p->w[i].standby && usable(p, &p->w[i])) {
+                    log_i("standby worker %s replaces %s", wname(&p->w[i]), wname(&p->w[p->stage[s]]));
+                    p->w[i].standby = 0;
+                    break;
+                }
+        }
+        char names[512], tmp[512];
+        if ((rc = plan(p, tmp, sizeof tmp)) < 0) {
+            usable_names(p, names, sizeof names);
+            snprintf(p->why, sizeof p->why, "the model no longer fits on the workers left (%s): %s", names, tmp);
+            break;
+        }
+        if ((rc = load_shards(p, err, errlen)) == 0) break;
+        snprintf(p->why, sizeof p->why, "%s", err);
+    }
+    pthread_mutex_lock(&p->mu);
+    p->broken = rc < 0;
+    pthread_mutex_unlock(&p->mu);
+    if (rc < 0) {
+        log_e("cluster unavailable: %s", p->why);
+        return err_set(err, errlen, TERN_EPEER, "cluster unavailable: %s", p->why);
+    }
+    memset(p->has_pending, 0, (size_t)p->n_seq);
+    log_i("pipeline recovered in %.2f s on %d stage%s", time_now() - t0, p->n_stages, p->n_stages == 1 ? "" : "s");
+    return 0;
+}
+
+static int cl_status(pipeline_t *pl, char *buf, size_t cap) {
+    cpl_t *p = (cpl_t *)pl;
+    size_t n = 0;
+#define PUT(...) do { if (n < cap) n += (size_t)snprintf(buf + n, cap - n, __VA_ARGS__); } while (0)
+    pthread_mutex_lock(&p->mu);
+    int down = 0;
+    for (int i = 0; i < p->n; i++) down += !p->w[i].up;
+    PUT("{\"state\":\"%s\",", p->broken ? "unavailable" : down ? "degraded" : "ok");
+    if (p->broken) {
+        PUT("\"reason\":\"");
+        for (const char *c = p->why; *c; c++)
+            if (*c == '"' || *c == '\\') PUT("\\%c", *c);
+            else if ((unsigned char)*c >= ' ') PUT("%c", *c);
+        PUT("\",");
+    }
+    PUT("\"workers\":[");
+    for (int i = 0; i < p->n; i++) {
+        const cworker_t *w = &p->w[i];
+        PUT("%s{\"name\":\"%s\",\"endpoint\":\"%s\",\"up\":%s,\"standby\":%s,", i ? "," : "", wname(w), w->cw->endpoint,
+            w->up ? "true" : "false", w->standby ? "true" : "false");
+        if (w->first >= 0 && w->up) PUT("\"layers\":[%d,%d],", w->first, w->last);
+        else PUT("\"layers\":null,");
+        PUT("\"rtt_ms\":%.3f}", w->rtt_ms);
+    }
+    PUT("]}");
+    int ok = !p->broken;
+    pthread_mutex_unlock(&p->mu);
+#undef PUT
+    if (n >= cap && cap) buf[0] = 0;
+    return ok;
+}
+
 static void cl_destroy(pipeline_t *pl) {
     cpl_t *p = (cpl_t *)pl;
-    for (int i = 0; i < p->n; i++) tp_close(&p->w[i].c);
+    if (p->hb_running) {
+        p->hb_stop = 1;
+        pthread_join(p->hb_thread, NULL);
+    }
+    for (int i = 0; p->w && i < p->n; i++) { tp_close(&p->w[i].c); tp_close(&p->w[i].hb); }
     tp_msg_free(&p->rx);
     free(p->w);
     free(p->pending); free(p->has_pending);
     free(p->u_seq); free(p->u_pos); free(p->b_sample);
     free(p->ss); free(p->sp); free(p->ssp);
+    free(p->lmem); free(p->lrd);
     cluster_free(&p->cl);
+    pthread_mutex_destroy(&p->mu);
     free(p);
     tp_term();
 }
 
-static const pipeline_ops_t g_cl_ops = {cl_seq_start, cl_submit, cl_wait, cl_destroy};
+static const pipeline_ops_t g_cl_ops = {cl_seq_start, cl_submit, cl_wait, cl_destroy, cl_recover, cl_status};
+
+/* ---- setup ------------------------------------------------------------------------------- */
+
+static int is_loopback(const char *ep) {
+    if (strncmp(ep, "tcp://", 6)) return 1;   /* ipc:// stays on this machine */
+    ep += 6;
+    return !strncmp(ep, "127.", 4) || !strncmp(ep, "localhost:", 10) || !strncmp(ep, "[::1]", 5);
+}
+
+/* CURVE keys: the coordinator's pair KEYS/coordinator.key, each worker's KEYS/<name>.pub */
+static int keys_load(cpl_t *p, char *err, size_t errlen) {
+    if (!p->cl.curve) {
+        for (int i = 0; i < p->n; i++)
+            if (!is_loopback(p->cl.workers[i].endpoint))
+                log_w("the link to worker %s at %s is neither authenticated nor encrypted: set security: {curve: "
+                      "true, keys: DIR} in the cluster file (see README)", p->cl.workers[i].name,
+                      p->cl.workers[i].endpoint);
+        return 0;
+    }
+    if (!p->cl.keys) return err_set(err, errlen, TERN_EINVAL, "%s: security.curve needs security.keys (a directory made "
+                                    "with tern keygen)", p->cl.name);
+    char path[1024], tmp[512];
+    snprintf(path, sizeof path, "%s/coordinator", p->cl.keys);
+    int rc = curve_load_identity(path, &p->curve, tmp, sizeof tmp);
+    if (rc < 0) return err_set(err, errlen, rc, "coordinator key pair %s.key: %s (tern keygen -o %s)", path, tmp, path);
+    for (int i = 0; i < p->n; i++) {
+        cworker_t *w = &p->w[i];
+        w->curve = p->curve;
+        snprintf(path, sizeof path, "%s/%s.pub", p->cl.keys, wname(w));
+        if ((rc = curve_read_key(path, w->curve.server_key, tmp, sizeof tmp)) < 0)
+            return err_set(err, errlen, rc, "no public key for worker %s: %s", wname(w), tmp);
+    }
+    p->has_curve = 1;
+    log_i("CURVE on: links to %d worker%s authenticated and encrypted (keys in %s)", p->n, p->n == 1 ? "" : "s", p->cl.keys);
+    return 0;
+}
+
+static int model_load_info(cpl_t *p, const gguf_t *g, const char *model_path, char *err, size_t errlen) {
+    hparams_t hp;
+    int rc = hparams_from_gguf(&hp, g, err, errlen);
+    if (rc < 0) return rc;
+    p->base.n_embd = hp.n_embd;
+    p->base.n_vocab = hp.n_vocab;
+    p->n_layer = hp.n_layer;
+    p->lmem = calloc((size_t)hp.n_layer, 8);
+    p->lrd = calloc((size_t)hp.n_layer, 8);
+    if (!p->lmem || !p->lrd) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    layer_sizes(g, &hp, &p->cfg, p->lmem, p->lrd, &p->head_mem);
+    const char *base = strrchr(model_path, '/');
+    p->model_name = base ? base + 1 : model_path;
+    return model_id_compute(model_path, &p->model_size, p->model_hash, err, errlen);
+}
 
 int cluster_pipeline_new(pipeline_t **out, const gguf_t *g, const char *model_path, const char *cluster_file,
                          const char *workers_csv, const stage_cfg_t *cfg, int threads, char *err, size_t errlen) {
@@ -340,7 +721,9 @@ int cluster_pipeline_new(pipeline_t **out, const gguf_t *g, const char *model_pa
     cpl_t *p = calloc(1, sizeof *p);
     if (!p) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
     tp_msg_init(&p->rx);   /* p->cl stays zeroed: the loaders below initialise it */
+    pthread_mutex_init(&p->mu, NULL);
     p->base.ops = &g_cl_ops;
+    p->cfg = *cfg;
     int rc = cluster_file ? cluster_file_load(&p->cl, cluster_file, err, errlen)
                           : cluster_from_workers_list(&p->cl, workers_csv, err, errlen);
     if (rc < 0) goto fail;
@@ -348,10 +731,8 @@ int cluster_pipeline_new(pipeline_t **out, const gguf_t *g, const char *model_pa
         rc = err_set(err, errlen, TERN_ENOTSUP, "%s: transport mpi needs mpirun (see README: tern ... --mpi)", p->cl.name);
         goto fail;
     }
-    hparams_t hp;
-    if ((rc = hparams_from_gguf(&hp, g, err, errlen)) < 0) goto fail;
-    p->base.n_embd = hp.n_embd;
-    p->base.n_vocab = hp.n_vocab;
+    p->hb_ms = p->cl.heartbeat_interval_ms;
+    p->hb_timeout_ms = p->cl.heartbeat_timeout_ms;
     p->n = p->cl.n_workers;
     p->n_seq = cfg->n_seq;
     p->w = calloc((size_t)p->n, sizeof(cworker_t));
@@ -364,13 +745,28 @@ int cluster_pipeline_new(pipeline_t **out, const gguf_t *g, const char *model_pa
         rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
         goto fail;
     }
+    if (p->n > PLACEMENT_MAX_WORKERS || p->n > TP_MAX_POLL) {
+        rc = err_set(err, errlen, TERN_EINVAL, "%s: %d workers, at most %d", p->cl.name, p->n, TP_MAX_POLL);
+        goto fail;
+    }
+    if ((rc = model_load_info(p, g, model_path, err, errlen)) < 0) goto fail;
     for (int i = 0; i < p->n; i++) {
         p->w[i].cw = &p->cl.workers[i];
         p->w[i].first = p->w[i].last = -1;
-        if ((rc = hello(p, &p->w[i], err, errlen)) < 0) goto fail;
+        p->w[i].standby = p->cl.workers[i].standby;
     }
-    if ((rc = place(p, g, cfg, err, errlen)) < 0) goto fail;
-    if ((rc = load_shards(p, model_path, cfg, err, errlen)) < 0) goto fail;
+    if ((rc = keys_load(p, err, errlen)) < 0) goto fail;
+    for (int i = 0; i < p->n; i++) {
+        cworker_t *w = &p->w[i];
+        if ((rc = hello(p, w, CL_HELLO_SEND_MS, CL_HELLO_TIMEOUT_MS, err, errlen)) < 0) {
+            if (!w->standby) goto fail;
+            log_w("standby worker %s is not available: %s", wname(w), err);
+            rc = 0;
+        }
+    }
+    if ((rc = hb_start(p, err, errlen)) < 0) goto fail;
+    if ((rc = plan(p, err, errlen)) < 0) goto fail;
+    if ((rc = load_shards(p, err, errlen)) < 0) goto fail;
     p->base.max_inflight = p->n_stages;
     *out = &p->base;
     return 0;

@@ -29,6 +29,15 @@ typedef struct pipeline_ops {
     /* waits for the oldest submitted step; returns it (rc/err filled) or NULL on timeout */
     step_t *(*wait)(pipeline_t *p, int timeout_ms);
     void (*destroy)(pipeline_t *p);
+    /* Optional (NULL: failures are final). Called after a submit failed or a waited step came
+     * back with rc < 0 (why: its error). The pipeline forgets every step in flight and rebuilds
+     * itself from the stages still alive (cluster: re-places the layers, reloads the shards):
+     * 0 = it serves again, but every sequence's state (KV cache, sampler) is gone and the caller
+     * replays them from position 0; <0 = it cannot serve (the reason in err). */
+    int (*recover)(pipeline_t *p, const char *why, char *err, size_t errlen);
+    /* Optional: the stages' state as one JSON object (text) in buf, for /health; callable
+     * from any thread. Returns 1 when the pipeline can serve, 0 when it cannot. */
+    int (*status)(pipeline_t *p, char *buf, size_t cap);
 } pipeline_ops_t;
 
 struct pipeline {

@@ -337,6 +337,9 @@ size_t tp_pack(tp_conn_t *c, const Tern__Msg *m, uint64_t tensor_bytes, const ui
 static const tp_ops_t *ops_for(const char *ep) {
     if (!strncmp(ep, "tcp://", 6) || !strncmp(ep, "ipc://", 6)) return &tp_zmq_ops;
     if (!strncmp(ep, "inproc://", 9)) return &tp_inproc_ops;
+#ifdef TERN_HAVE_MPI
+    if (!strncmp(ep, "mpi://", 6)) return &tp_mpi_ops;
+#endif
     return NULL;
 }
 
@@ -355,7 +358,8 @@ static int conn_open(tp_conn_t **out, int listen, const char *ep, const tp_opts_
     *out = NULL;
     if (!o) o = &defaults;
     const tp_ops_t *ops = ops_for(ep);
-    if (!ops) return err_set(err, errlen, TERN_EINVAL, "endpoint '%s': scheme must be tcp://, ipc:// or inproc://", ep);
+    if (!ops) return err_set(err, errlen, TERN_EINVAL, "endpoint '%s': scheme must be tcp://, ipc://, inproc://%s", ep,
+                                  TP_HAVE_MPI ? " or mpi://" : " (mpi:// needs a build with MPI)");
     if (strlen(ep) >= sizeof((tp_conn_t *)0)->endpoint)
         return err_set(err, errlen, TERN_EINVAL, "endpoint '%.40s...' is too long", ep);
     if (o->name && *o->name && !name_ok(o->name))

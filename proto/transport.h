@@ -180,6 +180,12 @@ struct tp_conn {
 
 extern const tp_ops_t tp_zmq_ops;     /* zmq.c: tcp://, ipc:// */
 extern const tp_ops_t tp_inproc_ops;  /* inproc.c: inproc:// */
+#ifdef TERN_HAVE_MPI
+#define TP_HAVE_MPI 1
+extern const tp_ops_t tp_mpi_ops;     /* mpi.c: mpi://self (listen), mpi://RANK (proto/mpi.h) */
+#else
+#define TP_HAVE_MPI 0
+#endif
 
 /* zmq.c, shared with inproc.c and curve.c: the process-wide ZeroMQ context (made on first
  * use; NULL if that fails). */

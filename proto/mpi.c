@@ -1,0 +1,395 @@
+/* mpi: the MPI backend of transport.h (mpi://). Endpoints are ranks of MPI_COMM_WORLD:
+ * "mpi://self" listens (messages from any rank), "mpi://3" connects to rank 3. A message is one
+ * MPI message holding the protobuf envelope, then, when it carries a tensor, a second MPI
+ * message with the raw bytes on a communicator of its own. Waiting never blocks inside MPI
+ * (Open MPI's blocking calls spin a core): MPI_Improbe, then sleeps that grow from 20 us to
+ * TERN_MPI_IDLE_US (default 1000 us), so an idle stage costs well under 1% of a core.
+ * Not here: frame validation (transport.c), launching and roles (coordinator/mpi_launch.c). */
+#include "proto/mpi.h"
+#include "proto/transport.h"
+#include "core/err.h"
+#include <limits.h>
+#include <mpi.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+/* header tags: whether a tensor message follows */
+enum { TAG_HDR = 1, TAG_HDR_TENSOR = 2 };
+/* tensor tags on g.tensor: which header communicator the tensor belongs to */
+enum { TAG_T_LISTEN = 1, TAG_T_CONN = 2 };
+
+#define MP_BACKOFF_FIRST_US 20
+#define MP_BACKOFF_MAX_US 1000
+#define MP_TENSOR_WAIT_MS 60000   /* a tensor is sent right after its header: this is a hang */
+
+/* Three private duplicates of MPI_COMM_WORLD keep the streams apart so that one probe with
+ * MPI_ANY_TAG sees messages in the order they were sent:
+ *   to_listen: headers sent on connected conns, received by the peer's listening conn
+ *   to_conn:   replies sent on a listening conn, received by the peer's conn to us
+ *   tensor:    tensor bytes of either (tag says which) */
+static struct {
+    pthread_mutex_t mu;      /* every MPI call (works with any thread level) */
+    int active, we_init, listening;
+    int rank, size;
+    long idle_max_us;
+    MPI_Comm to_listen, to_conn, tensor;
+} g = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, -1, 0, MP_BACKOFF_MAX_US, MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
+
+/* One send in flight: MPI reads buf until both requests complete. */
+typedef struct mslot {
+    MPI_Request req[2];
+    int n_req;
+    uint8_t *buf;            /* header + tensor, copied (kept and reused) */
+    size_t cap;
+} mslot_t;
+
+#define MP_SLOTS 64          /* sends in flight per conn; the next one waits for the oldest */
+
+typedef struct mconn {
+    int peer;                /* connected conns: the peer's rank */
+    mslot_t slot[MP_SLOTS];  /* ring of sends in flight: head is the oldest */
+    int head, count;
+    uint8_t *hbuf, *tbuf;    /* receive buffers, grown to the largest message */
+    size_t hcap, tcap;
+} mconn_t;
+
+static void sleep_us(long us) {
+    struct timespec ts = {us / 1000000, (us % 1000000) * 1000};
+    nanosleep(&ts, NULL);
+}
+
+static double now_s(void) {
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+}
+
+static long backoff_next(long us) {
+    us = us ? us * 2 : MP_BACKOFF_FIRST_US;
+    return us > g.idle_max_us ? g.idle_max_us : us;
+}
+
+static int mpi_fail(char *err, size_t errlen, const char *what, int code) {
+    char s[MPI_MAX_ERROR_STRING];
+    int n = 0;
+    if (MPI_Error_string(code, s, &n) != MPI_SUCCESS) snprintf(s, sizeof s, "MPI error %d", code);
+    return err_set(err, errlen, TERN_EIO, "%s: %s", what, s);
+}
+
+/* ---- process-wide state ------------------------------------------------------------------ */
+
+static int dup_world(MPI_Comm *c) {
+    int rc = MPI_Comm_dup(MPI_COMM_WORLD, c);
+    if (rc == MPI_SUCCESS) MPI_Comm_set_errhandler(*c, MPI_ERRORS_RETURN);
+    return rc;
+}
+
+int tp_mpi_init(int *rank, int *size, char *err, size_t errlen) {
+    pthread_mutex_lock(&g.mu);
+    int rc = 0, flag = 0, fin = 0;
+    if (g.active) goto out;
+    MPI_Finalized(&fin);
+    if (fin) {
+        rc = err_set(err, errlen, TERN_EIO, "MPI was already finalized in this process");
+        goto out;
+    }
+    MPI_Initialized(&flag);
+    if (!flag) {
+        int provided = 0;
+        if ((rc = MPI_Init_thread(NULL, NULL, MPI_THREAD_MULTIPLE, &provided)) != MPI_SUCCESS) {
+            rc = mpi_fail(err, errlen, "MPI_Init_thread", rc);
+            goto out;
+        }
+        g.we_init = 1;
+    }
+    MPI_Comm_rank(MPI_COMM_WORLD, &g.rank);
+    MPI_Comm_size(MPI_COMM_WORLD, &g.size);
+    if ((rc = dup_world(&g.to_listen)) != MPI_SUCCESS || (rc = dup_world(&g.to_conn)) != MPI_SUCCESS ||
+        (rc = dup_world(&g.tensor)) != MPI_SUCCESS) {
+        rc = mpi_fail(err, errlen, "MPI_Comm_dup", rc);
+        goto out;
+    }
+    const char *e = getenv("TERN_MPI_IDLE_US");
+    long v = e ? strtol(e, NULL, 10) : 0;
+    if (v >= MP_BACKOFF_FIRST_US && v <= 1000000) g.idle_max_us = v;
+    g.active = 1;
+out:
+    if (g.active) {
+        if (rank) *rank = g.rank;
+        if (size) *size = g.size;
+    }
+    pthread_mutex_unlock(&g.mu);
+    return rc;
+}
+
+int tp_mpi_active(void) { return g.active; }
+int tp_mpi_rank(void) { return g.active ? g.rank : -1; }
+int tp_mpi_size(void) { return g.active ? g.size : 0; }
+
+void tp_mpi_finalize(void) {
+    pthread_mutex_lock(&g.mu);
+    if (g.active) {
+        MPI_Comm_free(&g.to_listen);
+        MPI_Comm_free(&g.to_conn);
+        MPI_Comm_free(&g.tensor);
+        g.active = 0;
+        int fin = 0;
+        MPI_Finalized(&fin);
+        if (g.we_init && !fin) MPI_Finalize();
+    }
+    pthread_mutex_unlock(&g.mu);
+}
+
+void tp_mpi_abort(int code) {
+    int flag = 0, fin = 0;
+    MPI_Initialized(&flag);
+    MPI_Finalized(&fin);
+    if (flag && !fin) MPI_Abort(MPI_COMM_WORLD, code ? code : 1);
+}
+
+/* ---- endpoints and peers ------------------------------------------------------------------ */
+
+/* "mpi://self" -> own rank, "mpi://N" -> N; -1 when malformed or out of range */
+static int ep_rank(const char *ep) {
+    const char *s = ep + 6;
+    if (!strcmp(s, "self")) return g.rank;
+    if (*s < '0' || *s > '9') return -1;
+    char *end;
+    long r = strtol(s, &end, 10);
+    return *end || r < 0 || r >= g.size ? -1 : (int)r;
+}
+
+/* a listening conn names each sender "rankN"; the routing id is the same text */
+static void peer_set(tp_peer_t *p, int rank) {
+    int n = snprintf(p->name, sizeof p->name, "rank%d", rank);
+    memcpy(p->id, p->name, (size_t)n);
+    p->id_len = (size_t)n;
+}
+
+static int peer_rank(const tp_peer_t *p) {
+    if (p->id_len < 5 || p->id_len >= sizeof p->id || memcmp(p->id, "rank", 4)) return -1;
+    int r = 0;
+    for (size_t i = 4; i < p->id_len; i++) {
+        if (p->id[i] < '0' || p->id[i] > '9' || r > INT_MAX / 10 - 1) return -1;
+        r = r * 10 + (p->id[i] - '0');
+    }
+    return r < g.size ? r : -1;
+}
+
+/* ---- ops --------------------------------------------------------------------------------- */
+
+static int mpi_open(tp_conn_t *c, int listen, char *err, size_t errlen) {
+    int rc = tp_mpi_init(NULL, NULL, err, errlen);
+    if (rc < 0) return rc;
+    int r = ep_rank(c->endpoint);
+    if (r < 0)
+        return err_set(err, errlen, TERN_EINVAL, "endpoint '%s': expected mpi://self or mpi://RANK with RANK in [0, %d)",
+                       c->endpoint, g.size);
+    if (listen && r != g.rank)
+        return err_set(err, errlen, TERN_EINVAL, "cannot listen on %s: this process is rank %d (use mpi://self)",
+                       c->endpoint, g.rank);
+    mconn_t *m = calloc(1, sizeof *m);
+    if (!m) return err_set(err, errlen, TERN_ENOMEM, "no memory for a connection");
+    pthread_mutex_lock(&g.mu);
+    if (listen && g.listening) {
+        pthread_mutex_unlock(&g.mu);
+        free(m);
+        return err_set(err, errlen, TERN_EIO, "rank %d already listens (one mpi://self per process)", g.rank);
+    }
+    if (listen) g.listening = 1;
+    pthread_mutex_unlock(&g.mu);
+    m->peer = r;
+    if (listen) snprintf(c->endpoint, sizeof c->endpoint, "mpi://%d", g.rank);
+    c->impl = m;
+    return 0;
+}
+
+static int grow(uint8_t **b, size_t *cap, size_t n) {
+    if (n <= *cap) return 0;
+    uint8_t *nb = realloc(*b, n);
+    if (!nb) return TERN_ENOMEM;
+    *b = nb;
+    *cap = n;
+    return 0;
+}
+
+/* Retires completed sends, oldest first. With wait, keeps trying (sleeping between tries) until
+ * at most `keep` remain or `deadline` passes. Returns 0, TERN_ETIMEOUT or TERN_EIO. */
+static int send_reap(mconn_t *m, int keep, double deadline, char *err, size_t errlen) {
+    long us = 0;
+    for (;;) {
+        int rc = MPI_SUCCESS;
+        pthread_mutex_lock(&g.mu);
+        while (m->count && rc == MPI_SUCCESS) {
+            mslot_t *s = &m->slot[m->head];
+            int done = 0;
+            rc = MPI_Testall(s->n_req, s->req, &done, MPI_STATUSES_IGNORE);
+            if (!done && rc == MPI_SUCCESS) break;
+            s->n_req = 0;
+            m->head = (m->head + 1) % MP_SLOTS;
+            m->count--;
+        }
+        pthread_mutex_unlock(&g.mu);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "send", rc);
+        if (m->count <= keep) return 0;
+        if (now_s() > deadline) return TERN_ETIMEOUT;
+        sleep_us(us = backoff_next(us));
+    }
+}
+
+/* Posts header (+ tensor) and returns without waiting for the peer to take them, so a stage
+ * never waits on the next one (MPI's rendezvous for big messages would otherwise make it). */
+static int mpi_send(tp_conn_t *c, const tp_peer_t *to, const void *hdr, size_t hdr_bytes, const void *tensor,
+                    size_t tensor_bytes, char *err, size_t errlen) {
+    mconn_t *m = c->impl;
+    const char *peer = to ? to->name : c->peer.name;
+    int dest = to ? peer_rank(to) : m->peer;
+    if (dest < 0) return err_set(err, errlen, TERN_EPEER, "peer %s is not a rank of this MPI job", peer);
+    if (hdr_bytes > INT_MAX || tensor_bytes > INT_MAX)
+        return err_set(err, errlen, TERN_EINVAL, "a %zu-byte message is too big for one MPI message", tensor_bytes);
+    int keep = (c->hwm < MP_SLOTS ? c->hwm : MP_SLOTS) - 1;
+    int rc = send_reap(m, keep, now_s() + c->send_timeout_ms / 1000.0, err, errlen);
+    if (rc == TERN_ETIMEOUT)
+        return err_set(err, errlen, TERN_ETIMEOUT, "peer %s has not taken %d queued messages within %d ms", peer,
+                       m->count, c->send_timeout_ms);
+    if (rc < 0) return rc;
+    mslot_t *s = &m->slot[(m->head + m->count) % MP_SLOTS];
+    size_t need = hdr_bytes + tensor_bytes;
+    if (grow(&s->buf, &s->cap, need) < 0) return err_set(err, errlen, TERN_ENOMEM, "no memory for a %zu-byte send", need);
+    memcpy(s->buf, hdr, hdr_bytes);
+    if (tensor_bytes) memcpy(s->buf + hdr_bytes, tensor, tensor_bytes);
+    MPI_Comm hc = c->listening ? g.to_conn : g.to_listen;
+    int ttag = c->listening ? TAG_T_CONN : TAG_T_LISTEN;
+    pthread_mutex_lock(&g.mu);   /* header and tensor posted together: per-peer order holds */
+    rc = MPI_Isend(s->buf, (int)hdr_bytes, MPI_BYTE, dest, tensor_bytes ? TAG_HDR_TENSOR : TAG_HDR, hc, &s->req[0]);
+    s->n_req = rc == MPI_SUCCESS;
+    if (rc == MPI_SUCCESS && tensor_bytes) {
+        rc = MPI_Isend(s->buf + hdr_bytes, (int)tensor_bytes, MPI_BYTE, dest, ttag, g.tensor, &s->req[1]);
+        s->n_req += rc == MPI_SUCCESS;
+    }
+    if (s->n_req) m->count++;
+    pthread_mutex_unlock(&g.mu);
+    if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "MPI_Isend", rc);
+    return 0;
+}
+
+
+/* Receives the tensor that follows a header from `src`: it was posted with the header, so it
+ * is there at once or soon. A frame over max_frame is consumed (truncated) and refused. */
+static int recv_tensor(tp_conn_t *c, mconn_t *m, int src, size_t *n, char *err, size_t errlen) {
+    int tag = c->listening ? TAG_T_LISTEN : TAG_T_CONN, flag = 0, count = 0, rc;
+    MPI_Message mh;
+    MPI_Status st;
+    double deadline = now_s() + MP_TENSOR_WAIT_MS / 1000.0;
+    for (long us = 0;; sleep_us(us = backoff_next(us))) {
+        pthread_mutex_lock(&g.mu);
+        rc = MPI_Improbe(src, tag, g.tensor, &flag, &mh, &st);
+        if (rc == MPI_SUCCESS && flag) {
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            int keep = (uint64_t)count <= c->max_frame && grow(&m->tbuf, &m->tcap, (size_t)count) == 0;
+            rc = MPI_Mrecv(keep ? m->tbuf : NULL, keep ? count : 0, MPI_BYTE, &mh, MPI_STATUS_IGNORE);
+            pthread_mutex_unlock(&g.mu);
+            if (!keep)
+                return err_set(err, errlen, TERN_EPROTO, "peer rank%d: %d-byte tensor refused (limit %llu)", src, count,
+                               (unsigned long long)c->max_frame);
+            if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "receive tensor", rc);
+            *n = (size_t)count;
+            return 0;
+        }
+        pthread_mutex_unlock(&g.mu);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "probe tensor", rc);
+        if (now_s() > deadline)
+            return err_set(err, errlen, TERN_EPROTO, "peer rank%d: header announced a tensor that never came", src);
+    }
+}
+
+static int mpi_recv(tp_conn_t *c, tp_msg_t *out, int timeout_ms, char *err, size_t errlen) {
+    mconn_t *m = c->impl;
+    MPI_Comm hc = c->listening ? g.to_listen : g.to_conn;
+    int src = c->listening ? MPI_ANY_SOURCE : m->peer, flag = 0, count = 0, rc;
+    MPI_Message mh;
+    MPI_Status st;
+    double deadline = now_s() + timeout_ms / 1000.0;
+    for (long us = 0;; sleep_us(us = backoff_next(us))) {
+        pthread_mutex_lock(&g.mu);
+        rc = MPI_Improbe(src, MPI_ANY_TAG, hc, &flag, &mh, &st);
+        if (rc == MPI_SUCCESS && flag) {
+            MPI_Get_count(&st, MPI_BYTE, &count);
+            if (grow(&m->hbuf, &m->hcap, count ? (size_t)count : 1) < 0) {
+                MPI_Mrecv(NULL, 0, MPI_BYTE, &mh, MPI_STATUS_IGNORE);   /* consume it anyway */
+                rc = -1;
+            } else {
+                rc = MPI_Mrecv(m->hbuf, count, MPI_BYTE, &mh, MPI_STATUS_IGNORE);
+            }
+        }
+        pthread_mutex_unlock(&g.mu);
+        if (rc == -1) return err_set(err, errlen, TERN_ENOMEM, "no memory for a %d-byte header", count);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "receive", rc);
+        if (flag) break;
+        if (now_s() >= deadline)
+            return err_set(err, errlen, TERN_ETIMEOUT, "nothing from %s within %d ms",
+                           c->listening ? c->endpoint : c->peer.name, timeout_ms);
+    }
+    if (c->listening) peer_set(&out->from, st.MPI_SOURCE);
+    tp_iov_t iov[2] = {{m->hbuf, (size_t)count}, {NULL, 0}};
+    int nfr = 1;
+    if (st.MPI_TAG == TAG_HDR_TENSOR) {
+        size_t tn = 0;
+        if ((rc = recv_tensor(c, m, st.MPI_SOURCE, &tn, err, errlen)) < 0) return rc;
+        iov[1] = (tp_iov_t){m->tbuf, tn};
+        nfr = 2;
+    }
+    return tp_frames_decode(out, iov, nfr, out->from.name, c->max_frame, err, errlen);
+}
+
+static int mpi_poll(tp_conn_t *const *conns, int n, int timeout_ms, int *ready, char *err, size_t errlen) {
+    double deadline = now_s() + timeout_ms / 1000.0;
+    for (long us = 0;; sleep_us(us = backoff_next(us))) {
+        int nr = 0, rc = MPI_SUCCESS;
+        pthread_mutex_lock(&g.mu);
+        for (int i = 0; i < n && rc == MPI_SUCCESS; i++) {
+            const mconn_t *m = conns[i]->impl;
+            int flag = 0;
+            rc = MPI_Iprobe(conns[i]->listening ? MPI_ANY_SOURCE : m->peer, MPI_ANY_TAG,
+                            conns[i]->listening ? g.to_listen : g.to_conn, &flag, MPI_STATUS_IGNORE);
+            ready[i] = flag;
+            nr += flag;
+        }
+        pthread_mutex_unlock(&g.mu);
+        if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "poll", rc);
+        if (nr || now_s() >= deadline) return nr;
+    }
+}
+
+static void mpi_close(tp_conn_t *c) {
+    mconn_t *m = c->impl;
+    if (!m) return;
+    char err[64];
+    /* sends still in flight read their buffers: give them a moment, then cancel them and leave
+     * those buffers allocated (MPI may still read them) */
+    if (send_reap(m, 0, now_s() + 0.5, err, sizeof err) != 0) {
+        pthread_mutex_lock(&g.mu);
+        for (; m->count; m->count--, m->head = (m->head + 1) % MP_SLOTS) {
+            mslot_t *s = &m->slot[m->head];
+            for (int i = 0; i < s->n_req; i++) {
+                MPI_Cancel(&s->req[i]);
+                MPI_Request_free(&s->req[i]);
+            }
+            s->buf = NULL;
+        }
+        pthread_mutex_unlock(&g.mu);
+    }
+    pthread_mutex_lock(&g.mu);
+    if (c->listening) g.listening = 0;
+    pthread_mutex_unlock(&g.mu);
+    for (int i = 0; i < MP_SLOTS; i++) free(m->slot[i].buf);
+    free(m->hbuf);
+    free(m->tbuf);
+    free(m);
+    c->impl = NULL;
+}
+
+const tp_ops_t tp_mpi_ops = {"mpi", mpi_open, mpi_send, mpi_recv, mpi_poll, mpi_close};
