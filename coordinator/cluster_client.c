@@ -158,7 +158,8 @@ static int hello(cpl_t *p, cworker_t *w, int send_ms, int reply_ms, char *err, s
     if (rc < 0) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err);
-        return err_set(err, errlen, rc, "cannot reach worker %s at %s: %s", wname(w), w->cw->endpoint, tmp);
+        return rc == TERN_ETIMEOUT ? err_set(err, errlen, rc, "cannot reach worker %s at %s: no link within %d s", wname(w), w->cw->endpoint, send_ms / 1000)
+                                   : err_set(err, errlen, rc, "cannot reach worker %s at %s: %s", wname(w), w->cw->endpoint, tmp);
     }
     for (;;) {
         if ((rc = recv_from(p, w, reply_ms, err, errlen)) < 0) return rc;
@@ -168,8 +169,8 @@ static int hello(cpl_t *p, cworker_t *w, int send_ms, int reply_ms, char *err, s
     if ((rc = tp_hello_check(r, wname(w), err, errlen)) < 0) return rc;
     w->memory = w->cw->memory ? w->cw->memory : r->memory_bytes;
     w->gbps = r->gbps;
-    w->helloed = 1;
     pthread_mutex_lock(&p->mu);
+    w->helloed = 1;
     w->up = 1;
     w->last_seen = w->last_send_ok = time_now();
     pthread_mutex_unlock(&p->mu);
@@ -284,7 +285,12 @@ static void layer_sizes(const gguf_t *g, const hparams_t *hp, const stage_cfg_t 
     }
 }
 
-static int usable(cpl_t *p, const cworker_t *w) { return w->helloed && worker_up(p, w); }
+static int usable(cpl_t *p, const cworker_t *w) {
+    pthread_mutex_lock(&p->mu);
+    int ok = w->helloed && w->up;
+    pthread_mutex_unlock(&p->mu);
+    return ok;
+}
 
 /* Plans the layers over the usable workers; when they cannot hold the model, promotes the
  * standbys one by one. On success the stages are set; else the reason is in err. */
@@ -576,7 +582,7 @@ static int cl_recover(pipeline_t *pl, const char *why, char *err, size_t errlen)
         log_w("recovering the pipeline: %s", attempt ? err : why);
         for (int i = 0; i < p->n; i++) {   /* workers that came back: Hello again */
             cworker_t *w = &p->w[i];
-            if (w->helloed || !worker_up(p, w)) continue;
+            if (usable(p, w) || !worker_up(p, w)) continue;
             if (hello(p, w, CL_REJOIN_MS, CL_REJOIN_MS, err, errlen) < 0) log_w("worker %s cannot rejoin: %s", wname(w), err);
         }
         for (int s = 0; s < p->n_stages; s++) {   /* a standby takes each lost stage's place */
@@ -591,7 +597,7 @@ static int cl_recover(pipeline_t *pl, const char *why, char *err, size_t errlen)
         char names[512], tmp[512];
         if ((rc = plan(p, tmp, sizeof tmp)) < 0) {
             usable_names(p, names, sizeof names);
-            snprintf(p->why, sizeof p->why, "the model no longer fits on the workers left (%s): %s", names, tmp);
+            snprintf(p->why, sizeof p->why, "the model no longer fits on the workers left (%.150s): %.300s", names, tmp);
             break;
         }
         if ((rc = load_shards(p, err, errlen)) == 0) break;
@@ -685,7 +691,7 @@ static int keys_load(cpl_t *p, char *err, size_t errlen) {
     char path[1024], tmp[512];
     snprintf(path, sizeof path, "%s/coordinator", p->cl.keys);
     int rc = curve_load_identity(path, &p->curve, tmp, sizeof tmp);
-    if (rc < 0) return err_set(err, errlen, rc, "coordinator key pair %s.key: %s (tern keygen -o %s)", path, tmp, path);
+    if (rc < 0) return err_set(err, errlen, rc, "coordinator key pair %.300s.key: %.300s (tern keygen -o %.300s)", path, tmp, path);
     for (int i = 0; i < p->n; i++) {
         cworker_t *w = &p->w[i];
         w->curve = p->curve;

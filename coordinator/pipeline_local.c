@@ -78,7 +78,7 @@ static void local_destroy(pipeline_t *p) {
     free(l);
 }
 
-static const pipeline_ops_t g_local_ops = {local_seq_start, local_submit, local_wait, local_destroy};
+static const pipeline_ops_t g_local_ops = {local_seq_start, local_submit, local_wait, local_destroy, NULL, NULL};
 
 int pipeline_local_new(pipeline_t **out, const gguf_t *g, const stage_cfg_t *cfg, int n_stages, tpool_t *tp,
                        char *err, size_t errlen) {

@@ -3,6 +3,7 @@
 #include "coordinator/sched.h"
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/log.h"
 #include "core/progress.h"
 #include <stdlib.h>
 #include <string.h>
@@ -81,8 +82,9 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
         q->waiting = 0;
         q->id = s->next_id++;
         memcpy(q->toks, prompt, (size_t)n * sizeof(int32_t));
-        q->n_prompt = q->n_toks = n;
+        q->n_prompt = q->n_toks = q->n_prefill = n;
         q->n_fed = 0;
+        q->n_replay_bad = 0;
         q->max_gen = max_gen;
         q->n_gen = 0;
         q->finish = SCHED_RUNNING;
@@ -114,7 +116,8 @@ int sched_active(const sched_t *s) {
     return n;
 }
 
-/* packs tokens [n_fed, n_fed+k) of q into step st */
+/* packs tokens [n_fed, n_fed+k) of q into step st; only a sample whose token is not known yet
+ * (not a replayed one) makes q wait */
 static void pack(step_t *st, int *sid, sched_seq_t *q, int k, int sample_last) {
     for (int j = 0; j < k; j++) {
         int i = st->n++;
@@ -125,7 +128,7 @@ static void pack(step_t *st, int *sid, sched_seq_t *q, int k, int sample_last) {
         sid[i] = q->id;
     }
     q->n_fed += k;
-    if (sample_last) q->waiting = 1;
+    if (sample_last && q->n_fed >= q->n_toks) q->waiting = 1;
 }
 
 /* builds the next step from sequences with work that is not waiting on an in-flight token:
@@ -136,16 +139,16 @@ static int build(sched_t *s, step_t *st, int *sid, int *has_prompt) {
     int budget = s->n_batch;
     for (int i = 0; i < s->n_seq; i++) {
         sched_seq_t *q = &s->seqs[i];
-        if (q->active && !q->waiting && q->n_fed >= q->n_prompt && q->n_fed == q->n_toks - 1) {
+        if (q->active && !q->waiting && q->n_fed >= q->n_prefill && q->n_fed < q->n_toks) {
             pack(st, sid, q, 1, 1);
             budget--;
         }
     }
     for (int i = 0; i < s->n_seq && budget > 0; i++) {
         sched_seq_t *q = &s->seqs[i];
-        if (!q->active || q->waiting || q->n_fed >= q->n_prompt) continue;
-        int k = q->n_prompt - q->n_fed < budget ? q->n_prompt - q->n_fed : budget;
-        pack(st, sid, q, k, q->n_fed + k == q->n_prompt);
+        if (!q->active || q->waiting || q->n_fed >= q->n_prefill) continue;
+        int k = q->n_prefill - q->n_fed < budget ? q->n_prefill - q->n_fed : budget;
+        pack(st, sid, q, k, q->n_fed + k == q->n_prefill);
         budget -= k;
         *has_prompt = 1;
     }
@@ -154,6 +157,7 @@ static int build(sched_t *s, step_t *st, int *sid, int *has_prompt) {
 
 static int fail_all(sched_t *s, int rc, const char *why) {
     snprintf(s->err, sizeof s->err, "%s", why);
+    s->err_code = rc;
     for (int i = 0; i < s->n_seq; i++)
         if (s->seqs[i].active) finish(&s->seqs[i], SCHED_ERROR);
     return rc;
@@ -168,6 +172,13 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         int32_t tok = st->out_tok[j];
         float lp = st->out_lp[j++];
         if (!q->active || q->id != sid[i]) continue;   /* cancelled meanwhile */
+        int known = st->pos[i] + 1;
+        if (known < q->n_toks) {   /* a replayed sample: taken again only to advance the sampler */
+            if (q->toks[known] != tok && q->n_replay_bad++ == 0)
+                log_w("sequence %d: replay sampled token %d at position %d where %d was delivered before", q->id, tok,
+                      known, q->toks[known]);
+            continue;
+        }
         q->waiting = 0;
         if (!q->t_first) q->t_first = time_now();
         q->toks[q->n_toks++] = tok;
@@ -177,6 +188,41 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         else if (q->n_gen >= q->max_gen) finish(q, SCHED_LENGTH);
         else if (q->n_toks >= s->n_ctx) finish(q, SCHED_CTX);
     }
+}
+
+/* The pipeline lost its state and rebuilt itself: forget the steps in flight and feed every
+ * active sequence again. Sampling that depends on nothing but the logits (greedy, no penalty) is
+ * replayed as one prompt of all known tokens; otherwise the prompt, then one token per step with
+ * the samples taken at the same positions as before, so the RNG and history advance the same. */
+static void replay_all(sched_t *s) {
+    s->inflight = 0;
+    s->first = 0;
+    s->n_recoveries++;
+    for (int i = 0; i < s->n_seq; i++) {
+        sched_seq_t *q = &s->seqs[i];
+        if (!q->active) continue;
+        s->pl->ops->seq_start(s->pl, q->slot, &q->sp);
+        int stateless = q->sp.temp <= 0 && (q->sp.repeat_penalty == 1.0f || q->sp.repeat_last_n == 0);
+        q->n_fed = 0;
+        q->waiting = 0;
+        q->n_prefill = stateless ? q->n_toks : q->n_prompt;
+        log_i("sequence %d: replaying %d tokens (%d generated so far)", q->id, q->n_toks, q->n_gen);
+    }
+}
+
+/* a submit or a step failed: let the pipeline recover (then replay), else fail everything */
+static int recover_or_fail(sched_t *s, int rc, const char *why) {
+    char err[256];
+    if (s->pl->ops->recover && sched_active(s) > 0) {
+        int r = s->pl->ops->recover(s->pl, why, err, sizeof err);
+        if (r == 0) {
+            replay_all(s);
+            return sched_active(s);
+        }
+        rc = r;
+        why = err;
+    }
+    return fail_all(s, rc, why);
 }
 
 int sched_step(sched_t *s) {
@@ -189,7 +235,7 @@ int sched_step(sched_t *s) {
         s->has_prompt[k] = has_prompt;   /* for the prefill/decode timing split */
         st->err[0] = 0;
         int rc = s->pl->ops->submit(s->pl, st);
-        if (rc < 0) return fail_all(s, rc, st->err[0] ? st->err : "pipeline: step was not accepted");
+        if (rc < 0) return recover_or_fail(s, rc, st->err[0] ? st->err : "pipeline: step was not accepted");
         s->inflight++;
     }
     if (!s->inflight) return sched_active(s);
@@ -200,7 +246,7 @@ int sched_step(sched_t *s) {
     if (!done || done != want) return fail_all(s, TERN_EPEER, done ? "pipeline: steps finished out of order" : "pipeline: no answer");
     s->first = (s->first + 1) % s->max_inflight;
     s->inflight--;
-    if (done->rc < 0) return fail_all(s, done->rc, done->err);
+    if (done->rc < 0) return recover_or_fail(s, done->rc, done->err);
     double dt = time_now() - t0;
     if (had_prompt) { s->t_prefill += dt; s->n_prefill_tok += done->n; }
     else { s->t_decode += dt; s->n_decode_tok += done->n; }

@@ -22,6 +22,10 @@ typedef struct sched_seq {
     int waiting;           /* a token that samples for it is in flight */
     int32_t *toks;         /* prompt then generated, capacity n_ctx */
     int n_prompt, n_toks, n_fed;
+    int n_prefill;         /* tokens fed as a prompt (chunks, one sample at the end): n_prompt, or
+                            * after a pipeline recovery, every known token when sampling does not
+                            * depend on history; tokens past it are fed one per step */
+    int n_replay_bad;      /* replayed samples that differed from the tokens delivered before */
     int max_gen, n_gen;
     int finish;
     sampler_params_t sp;
@@ -43,6 +47,8 @@ typedef struct sched {
     int steps_run;
     double t_prefill, t_decode;   /* seconds spent in steps containing prompt / only decode */
     long n_prefill_tok, n_decode_tok;
+    int n_recoveries;      /* times the pipeline was rebuilt and the sequences replayed */
+    int err_code;          /* the TERN_E* code of the failure in err (0 = none) */
     char err[256];
 } sched_t;
 
@@ -55,7 +61,10 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
               void *user);
 void sched_cancel(sched_t *s, int id);
 int sched_active(const sched_t *s);      /* sequences still running */
-/* Fills the pipeline with steps (up to its max_inflight: with several stages, steps of different
+/* After a failure the pipeline recovers from (pipeline_ops_t.recover), every active sequence is
+ * replayed: its tokens are fed again from position 0, and the samples it took are taken again
+ * (same seed, same history) but not delivered twice — the client sees a pause, not an error.
+ * Fills the pipeline with steps (up to its max_inflight: with several stages, steps of different
  * sequences — and successive chunks of one prompt — are in flight at once), then waits for the
  * oldest and delivers its tokens. Returns the number of sequences still active, or <0 when the
  * pipeline failed (every sequence is then finished with SCHED_ERROR and s->err says why). */

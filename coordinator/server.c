@@ -87,6 +87,20 @@ static enum MHD_Result route_models(struct server *s, struct MHD_Connection *c) 
     return server_reply_json(c, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", model));
 }
 
+/* {"status":"ok"} — with a cluster, its state too ("degraded": a worker is down but the rest
+ * serve; "unavailable" with a reason, answered with 503) */
+static enum MHD_Result route_health(struct server *s, struct MHD_Connection *c) {
+    pipeline_t *pl = s->m->pl;
+    char st[8192];
+    if (!pl || !pl->ops->status) return server_reply(c, 200, "application/json", strdup("{\"status\":\"ok\"}"));
+    int ok = pl->ops->status(pl, st, sizeof st);
+    const char *state = strstr(st, "\"state\":\"degraded\"") ? "degraded" : ok ? "ok" : "unavailable";
+    size_t n = strlen(st) + 64;
+    char *body = malloc(n);
+    if (body) snprintf(body, n, "{\"status\":\"%s\",\"cluster\":%s}", state, st[0] ? st : "null");
+    return server_reply(c, ok ? 200 : 503, "application/json", body);
+}
+
 static enum MHD_Result route_metrics(struct server *s, struct MHD_Connection *c) {
     return server_reply(c, 200, "text/plain; version=0.0.4", server_metrics_render(&s->met));
 }
@@ -149,10 +163,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     if (r->id == R_METRICS) return route_metrics(s, c);
     if (!is_ready(s)) return not_ready(c);
     switch (r->id) {
-    case R_HEALTH: {
-        char *ok = strdup("{\"status\":\"ok\"}");
-        return server_reply(c, 200, "application/json", ok);
-    }
+    case R_HEALTH: return route_health(s, c);
     case R_MODELS: return route_models(s, c);
     case R_COMPLETIONS: return server_gen_handle(s, c, SERVER_REQ_COMPLETION, cn->body, cn->len, &cn->job);
     case R_CHAT: return server_gen_handle(s, c, SERVER_REQ_CHAT, cn->body, cn->len, &cn->job);

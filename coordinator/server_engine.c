@@ -77,8 +77,10 @@ static void job_end(struct server *s, job_t *j, int finish) {
         job_emit(j, tail, tlen);
     }
     if (j->cancel && finish != SCHED_ERROR) finish = SCHED_CANCEL;
-    if (finish == SCHED_ERROR && !j->errmsg[0])
+    if (finish == SCHED_ERROR && !j->errmsg[0]) {
         snprintf(j->errmsg, sizeof j->errmsg, "generation failed: %.200s", s->m->sched.err);
+        j->err_code = s->m->sched.err_code;
+    }
     j->finish = finish;
     j->state = JOB_DONE;
     j->t_end = now;

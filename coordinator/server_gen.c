@@ -117,7 +117,9 @@ static json_t *final_reply(struct server *s, const job_t *j) {
 
 /* the error for a job that did not finish normally (caller holds s->mu) */
 static void job_err(const job_t *j, server_err_t *e) {
-    if (j->finish == SCHED_ERROR) server_err_set(e, 500, "server_error", NULL, NULL, "%s", j->errmsg);
+    if (j->finish == SCHED_ERROR && (j->err_code == TERN_EPEER || j->err_code == TERN_ETIMEOUT))   /* cluster */
+        server_err_set(e, 503, "unavailable_error", "cluster_unavailable", NULL, "%s", j->errmsg);
+    else if (j->finish == SCHED_ERROR) server_err_set(e, 500, "server_error", NULL, NULL, "%s", j->errmsg);
     else if (j->cancel == JOB_CANCEL_TIMEOUT)
         server_err_set(e, 504, "timeout_error", "timeout", NULL, "the request ran past the server's --timeout");
     else server_err_set(e, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");

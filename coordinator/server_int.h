@@ -40,6 +40,7 @@ typedef struct job {
     int n_gen;
     double t_enq, t_start, t_first, t_end;
     char errmsg[256];
+    int err_code;              /* TERN_E* of a SCHED_ERROR (TERN_EPEER: the cluster cannot serve) */
     /* the HTTP side only */
     struct MHD_Connection *conn;
     double deadline;           /* 0: none */

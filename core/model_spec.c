@@ -26,7 +26,7 @@ void hparams_defaults(hparams_t *hp) {
     if (hp->norm_eps == 0) hp->norm_eps = 1e-5f;
     if (hp->rope_base == 0) hp->rope_base = 10000.0f;
     hp->sub_norms = hp->arch != ARCH_LLAMA;
-    hp->rope_neox = hp->arch == ARCH_BITNET_B158;
+    hp->rope_neox = hp->arch != ARCH_LLAMA;   /* llama.cpp: LLM_ARCH_BITNET is NEOX too */
     if (hp->arch == ARCH_BITNET_B158) hp->act = ACT_RELU2;
     else if (hp->arch == ARCH_LLAMA) hp->act = ACT_SILU;
 }
@@ -42,7 +42,6 @@ typedef struct preset {
 static const preset_t g_presets[] = {
     {"2b4t", ARCH_BITNET_B158, 30, 2560, 6912, 20, 5, 128, 128256, 4096, 500000.0f, 1},
     {"large", ARCH_BITNET, 24, 1536, 4096, 16, 16, 96, 32002, 2048, 10000.0f, 0},
-    {"3b", ARCH_BITNET, 26, 3200, 8640, 32, 32, 100, 32002, 2048, 10000.0f, 0},
     {"falcon3-1b", ARCH_LLAMA, 18, 2048, 8192, 8, 4, 256, 131072, 8192, 1000042.0f, 0},
     {"falcon3-7b", ARCH_LLAMA, 28, 3072, 23040, 12, 4, 256, 131072, 32768, 1000042.0f, 0},
     {"llama3-8b", ARCH_LLAMA, 32, 4096, 14336, 32, 8, 128, 128256, 8192, 500000.0f, 0},
@@ -80,7 +79,7 @@ int preset_find(const char *name, int arch, hparams_t *hp) {
 }
 
 const char *preset_list(void) {
-    return "2b4t, large, 3b, falcon3-1b, falcon3-7b, llama3-8b, 7b, 13b, 30b, 70b, 100b, small, tiny";
+    return "2b4t, large, falcon3-1b, falcon3-7b, llama3-8b, 7b, 13b, 30b, 70b, 100b, small, tiny";
 }
 
 static int get_int(const gguf_t *g, const char *arch, const char *key, int *out, int required, char *err,

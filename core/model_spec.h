@@ -44,7 +44,7 @@ void hparams_to_gguf(const hparams_t *hp, gguf_writer_t *w, const char *model_na
 /* derived fields (head_dim, rot_dim, act, sub_norms, rope_neox) from arch + the basics */
 void hparams_defaults(hparams_t *hp);
 
-/* presets: "2b4t", "large", "3b", "falcon3-1b", "falcon3-7b", "llama3-8b", "7b", "13b", "30b",
+/* presets: "2b4t", "large", "falcon3-1b", "falcon3-7b", "llama3-8b", "7b", "13b", "30b",
  * "70b", "100b", "tiny", "small". arch < 0 keeps the preset's own arch. 0 ok, <0 unknown. */
 int preset_find(const char *name, int arch, hparams_t *hp);
 const char *preset_list(void);            /* "2b4t, large, ..." */

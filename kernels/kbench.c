@@ -5,6 +5,7 @@
  * Not here: end-to-end model benchmarks (tern bench without --kernels). */
 #include "kernels/kbench.h"
 #include "core/alloc.h"
+#include "core/membw.h"
 #include "core/tpool.h"
 #include "core/types.h"
 #include "kernels/dispatch.h"
@@ -56,39 +57,8 @@ static void emit(kb_t *k, const char *kernel, const char *type, int64_t rows, in
 
 /* ---- read bandwidth ---------------------------------------------------------------------- */
 
-typedef struct read_job {
-    const uint64_t *p;
-    size_t n;            /* uint64 words */
-    uint64_t sink[64];
-} read_job_t;
-
-static void read_task(void *arg, int ith, int nth) {
-    read_job_t *j = arg;
-    long b, e;
-    tpool_split((long)j->n, ith, nth, 512, &b, &e);
-    uint64_t a0 = 0, a1 = 0, a2 = 0, a3 = 0, a4 = 0, a5 = 0, a6 = 0, a7 = 0;
-    for (long i = b; i < e; i += 8) {
-        a0 += j->p[i]; a1 += j->p[i + 1]; a2 += j->p[i + 2]; a3 += j->p[i + 3];
-        a4 += j->p[i + 4]; a5 += j->p[i + 5]; a6 += j->p[i + 6]; a7 += j->p[i + 7];
-    }
-    j->sink[ith % 64] += a0 ^ a1 ^ a2 ^ a3 ^ a4 ^ a5 ^ a6 ^ a7;
-}
-
-static double read_bw(kb_t *k, tpool_t *tp) {
-    uint64_t *p = tern_alloc(k->mem);
-    if (!p) return 0;
-    memset(p, 1, k->mem);
-    read_job_t j = {.p = p, .n = k->mem / 8};
-    double best = 1e30;
-    for (int r = 0; r < (k->quick ? 2 : 4); r++) {
-        double t0 = now();
-        tpool_run(tp, read_task, &j);
-        double t = now() - t0;
-        best = t < best ? t : best;
-    }
-    tern_free(p);
-    return (double)k->mem / best / 1e9;
-}
+/* the same probe as `tern bench` and the workers' Hello use (core/membw.c) */
+static double read_bw(kb_t *k, tpool_t *tp) { return membw_measure(k->mem, k->quick ? 2 : 4, tp); }
 
 /* ---- weight sets ---------------------------------------------------------------------- */
 

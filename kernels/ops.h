@@ -9,8 +9,8 @@
 /* y (n,) = x / sqrt(mean(x²) + eps) ⊙ w ; w may be NULL (no gain); y may alias x */
 void ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
 /* RoPE in place on x (n_heads, head_dim) at position pos, on the first rot_dim dims of each head.
- * neox: pairs (i, i + rot_dim/2) (ggml NEOX: bitnet-b1.58); normal: pairs (2i, 2i+1) (ggml NORM:
- * llama and bitnet archs, whose GGUF converters permute Q/K rows).
+ * neox: pairs (i, i + rot_dim/2) (ggml NEOX: bitnet-b1.58, bitnet); normal: pairs (2i, 2i+1)
+ * (ggml NORM: llama, whose GGUF converter permutes Q/K rows).
  * theta_i = pos * base^(-2i/rot_dim); freq_factors (rot_dim/2,) divides theta_i when not NULL. */
 void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float base, int neox,
               const float *freq_factors);

@@ -18,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #include <strings.h>
 
 #define MK_CHUNK (1 << 20)   /* elements generated per chunk */
@@ -294,7 +295,7 @@ int mkmodel_main(int argc, char **argv) {
     mk_opts_t o = {.preset = "tiny", .type = "i2_s", .head = "f16", .seed = 42};
     opt_t opts[] = {
         {NULL, "--arch", OPT_STR, &o.arch, "NAME", "bitnet-b1.58 | bitnet | llama (default: the preset's)", 0, 0},
-        {NULL, "--preset", OPT_STR, &o.preset, "NAME", "model shape: 2b4t, large, 3b, falcon3-1b, falcon3-7b, "
+        {NULL, "--preset", OPT_STR, &o.preset, "NAME", "model shape: 2b4t, large, falcon3-1b, falcon3-7b, "
                                                         "llama3-8b, 7b, 13b, 30b, 70b, 100b, small, tiny", 0, 0},
         {NULL, "--type", OPT_STR, &o.type, "TYPE", "ternary weight type: i2_s | tq2_0 | tq1_0", 0, 0},
         {NULL, "--head", OPT_STR, &o.head, "TYPE", "lm head type when untied: f16 | q8_0 | f32", 0, 0},
@@ -317,6 +318,18 @@ int mkmodel_main(int argc, char **argv) {
         return 0;
     }
     if (rc == 0 && !o.out) rc = err_set(err, sizeof err, TERN_EINVAL, "missing -o OUT.gguf (see --help)");
+    /* 2B-4T's real vocabulary is Llama 3's: use the tokenizer.json that deploy/install-deps.sh
+     * caches, when it is there and no vocabulary was asked for */
+    char llama3[1024];
+    if (rc == 0 && !o.vocab && !o.n_vocab && o.preset && !strcmp(o.preset, "2b4t")) {
+        const char *cache = getenv("TERN_CACHE"), *home = getenv("HOME");
+        if (cache) snprintf(llama3, sizeof llama3, "%s/llama3/tokenizer.json", cache);
+        else snprintf(llama3, sizeof llama3, "%s/.cache/tern/llama3/tokenizer.json", home ? home : "");
+        if (access(llama3, R_OK) == 0) {
+            o.vocab = llama3;
+            log_i("mkmodel: 2b4t uses the Llama-3 vocabulary from %s", llama3);
+        }
+    }
     if (rc == 0) rc = mk_run(&o, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "tern mkmodel: %s\n", err);

@@ -10,12 +10,16 @@
 #include "core/progress.h"
 #include "core/types.h"
 #include "kernels/dispatch.h"
+#include "proto/curve.h"
 #include "worker/stage.h"
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#define WL_NEXT_SEND_MS 1000   /* a send to the next stage blocks at most this (link down) */
+#define WL_POLL_MS 100         /* the idle loop wakes this often (signals, silence checks) */
 
 static volatile sig_atomic_t g_stop;
 void worker_loop_stop(void) { g_stop = 1; }
@@ -33,6 +37,10 @@ typedef struct worker {
     float gbps;
     stage_t st;
     int loaded, is_last;
+    uint64_t first_step;      /* Forwards below it predate the current LoadShard: dropped */
+    int hb_timeout_ms;        /* coordinator silent this long: free the shard (0 = never) */
+    double coord_seen;        /* last message from the coordinator (any of its links) */
+    int next_broken;          /* a send to the next stage failed since the LoadShard */
     uint32_t hidden;
     float *h;
     size_t h_cap;
@@ -145,6 +153,7 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     }
     if (w->loaded) { stage_free(&w->st); w->loaded = 0; }
     tp_close(&w->next);
+    w->next_broken = 0;
     stage_cfg_t c;
     stage_cfg_default(&c);
     c.first = (int)ls->first_layer;
@@ -171,9 +180,19 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     }
     if (ls->next_endpoint && ls->next_endpoint[0]) {
         tp_opts_t o = {0};
+        tp_curve_t cv;
         o.name = w->name;
-        o.curve = w->cfg->curve;
-        if ((rc = tp_connect(&w->next, ls->next_endpoint, &o, err, sizeof err)) < 0) {
+        o.send_timeout_ms = WL_NEXT_SEND_MS;
+        rc = 0;
+        if (w->cfg->curve) {   /* the next stage is a CURVE server: its public key from our key dir */
+            char path[1024];
+            cv = *w->cfg->curve;
+            snprintf(path, sizeof path, "%s/%s.pub", w->cfg->keys_dir ? w->cfg->keys_dir : ".",
+                     ls->next_name ? ls->next_name : "");
+            o.curve = &cv;
+            rc = curve_read_key(path, cv.server_key, err, sizeof err);
+        }
+        if (rc < 0 || (rc = tp_connect(&w->next, ls->next_endpoint, &o, err, sizeof err)) < 0) {
             snprintf(msg, sizeof msg, "%s: cannot connect to the next stage %s: %s", w->name, ls->next_endpoint, err);
             stage_free(&w->st);
             send_error(w, &rx->from, rc, 0, msg);
@@ -182,6 +201,8 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     }
     w->loaded = 1;
     w->is_last = ls->is_last;
+    w->first_step = ls->first_step_id;
+    w->hb_timeout_ms = (int)ls->heartbeat_timeout_ms;
     w->hidden = (uint32_t)w->st.shard.hp.n_embd;
     w->coord = rx->from;
     w->have_coord = 1;
@@ -202,6 +223,11 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     const Tern__Forward *f = rx->msg->forward;
     char err[512], msg[1200];
     if (!w->loaded) { send_error(w, &w->coord, TERN_EINVAL, f->step_id, "Forward before LoadShard"); return; }
+    if (f->step_id < w->first_step) {
+        log_d("dropping step %llu from %s: it predates the current placement", (unsigned long long)f->step_id,
+              rx->from.name);
+        return;
+    }
     int n = (int)f->n_tokens;
     if (f->hidden_size != w->hidden || f->dtype != TERN__DTYPE__DTYPE_F32 || f->n_seq_ids != (size_t)n ||
         f->n_positions != (size_t)n || (f->n_token_ids && f->n_token_ids != (size_t)n) ||
@@ -237,7 +263,12 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     if (!w->is_last) {
         out.body_case = TERN__MSG__BODY_FORWARD;
         out.forward = (Tern__Forward *)f;   /* same header, new hidden states */
-        if (tp_send(w->next, NULL, &out, w->h, (size_t)n * w->hidden * sizeof(float), err, sizeof err) < 0) {
+        /* after one failed send the next stage is taken as gone until the next LoadShard, so that
+         * a queue of steps cannot keep this loop from answering heartbeats */
+        if (w->next_broken) snprintf(err, sizeof err, "the link failed before");
+        if (w->next_broken ||
+            tp_send(w->next, NULL, &out, w->h, (size_t)n * w->hidden * sizeof(float), err, sizeof err) < 0) {
+            w->next_broken = 1;
             snprintf(msg, sizeof msg, "%s: cannot pass step %llu to the next stage: %s", w->name,
                      (unsigned long long)f->step_id, err);
             send_error(w, &w->coord, TERN_EPEER, f->step_id, msg);
@@ -271,6 +302,28 @@ static void on_heartbeat(worker_t *w, tp_msg_t *rx) {
 }
 
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
+
+/* The coordinator (or a heartbeat link of it) spoke: it is alive. */
+static int from_coordinator(const worker_t *w, const tp_msg_t *rx) {
+    int bc = rx->msg->body_case;
+    if (bc == TERN__MSG__BODY_HEARTBEAT || bc == TERN__MSG__BODY_HELLO || bc == TERN__MSG__BODY_LOAD_SHARD ||
+        bc == TERN__MSG__BODY_SHUTDOWN)
+        return 1;
+    return w->have_coord && rx->from.id_len == w->coord.id_len && !memcmp(rx->from.id, w->coord.id, w->coord.id_len);
+}
+
+/* A loaded worker whose coordinator went silent frees its shard and waits to be used again. */
+static void check_coordinator(worker_t *w) {
+    if (!w->loaded || w->hb_timeout_ms <= 0) return;
+    double silent = time_now() - w->coord_seen;
+    if (silent * 1000 <= w->hb_timeout_ms) return;
+    log_w("coordinator %s silent for %.1f s: freeing layers [%d, %d] and waiting to be used again", w->coord.name, silent,
+          w->st.cfg.first, w->st.cfg.last);
+    stage_free(&w->st);
+    w->loaded = 0;
+    w->have_coord = 0;
+    tp_close(&w->next);
+}
 
 static int worker_open(worker_t *w, const worker_cfg_t *cfg, char *err, size_t errlen) {
     int rc;
@@ -311,8 +364,12 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     memset(&w, 0, sizeof w);
     int rc = worker_open(&w, cfg, err, errlen);
     if (rc < 0) { worker_close(&w); return rc; }
-    signal(SIGINT, on_signal);
-    signal(SIGTERM, on_signal);
+    struct sigaction sa;
+    memset(&sa, 0, sizeof sa);
+    sa.sa_handler = on_signal;   /* no SA_RESTART: a signal cuts the wait short */
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
     log_i("%s listening on %s (%d threads, %s, %.1f GB/s%s%s)", w.name, tp_endpoint(w.in), tpool_size(w.tp),
           isa_name(isa_current()), w.gbps, cfg->model ? ", model " : "", cfg->model ? cfg->model : "");
@@ -323,13 +380,15 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     tp_msg_init(&rx);
     double last = time_now();
     while (!g_stop) {
-        rc = tp_recv(w.in, &rx, 200, err, errlen);
+        check_coordinator(&w);
+        rc = tp_recv(w.in, &rx, WL_POLL_MS, err, errlen);
         if (rc == TERN_ETIMEOUT) {
             if (cfg->idle_exit_ms && (time_now() - last) * 1000 > cfg->idle_exit_ms) break;
             continue;
         }
         if (rc < 0) { log_w("%s", err); continue; }
         last = time_now();
+        if (from_coordinator(&w, &rx)) w.coord_seen = last;
         switch (rx.msg->body_case) {
         case TERN__MSG__BODY_HELLO: on_hello(&w, &rx); break;
         case TERN__MSG__BODY_LOAD_SHARD: on_load(&w, &rx); break;

@@ -1,0 +1,178 @@
+#!/usr/bin/env bash
+# Cluster faults with real processes on loopback: a worker killed (-9) in the middle of a
+# generation — greedy, and seeded with a repetition penalty through a standby — and the output
+# still equals one process; a frozen worker (SIGSTOP) is noticed within ~3 s (the time is
+# printed) and the generation still completes right; when the workers left cannot hold the
+# model (tern worker --memory), `tern run` fails quickly with a clear error and `tern serve`
+# answers 503 with the reason while /health keeps answering; the worker restarted at the same
+# endpoint rejoins and the next request succeeds; an idle worker exits promptly on SIGTERM.
+# Every process is killed on exit.
+set -u
+TERN="${TERN_BIN:?TERN_BIN not set}"
+tmp=$(mktemp -d)
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
+  wait 2>/dev/null
+  rm -rf "$tmp"
+}
+trap cleanup EXIT
+pass=0 fail=0
+ok() { pass=$((pass+1)); echo "ok   - $*"; }
+bad() { fail=$((fail+1)); echo "FAIL - $*"; }
+now() { date +%s.%N; }
+since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+
+EP="" WPID=""
+start_worker() {   # name listen model [args...] -> sets EP, WPID (not in a subshell: cleanup kills it)
+  local name=$1 listen=$2 model=$3
+  shift 3
+  : >"$tmp/$name.out"
+  "$TERN" worker --listen "$listen" -m "$model" -t 1 --name "$name" "$@" >"$tmp/$name.out" 2>>"$tmp/$name.log" &
+  WPID=$!
+  pids+=($WPID)
+  for _ in $(seq 1 200); do
+    grep -q '^ready ' "$tmp/$name.out" 2>/dev/null && break
+    sleep 0.05
+  done
+  EP=$(sed -n 's/^ready //p' "$tmp/$name.out" | head -1)
+  [ -n "$EP" ] || { echo "worker $name did not start: $(cat "$tmp/$name.log")"; exit 1; }
+}
+# waits until file $1 has at least $2 bytes (at most 30 s)
+wait_bytes() { for _ in $(seq 1 600); do [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0; sleep 0.05; done; return 1; }
+# waits until file $1 has a line matching $2 (at most $3 s); prints nothing
+wait_line() { local n=$(( ${3:-20} * 20 )); for _ in $(seq 1 $n); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+
+M="$tmp/s.gguf"   # big enough that a long generation takes a few seconds
+"$TERN" mkmodel --preset small --layers 6 -s 5 -o "$M" >/dev/null 2>&1 || { echo "mkmodel failed"; exit 1; }
+P="Once upon a time in a cluster far away"
+N=700
+run() { timeout 60 "$TERN" run -m "$M" --no-display-prompt --summary=0 -t 1 -c 1024 -p "$P" -n $N "$@"; }
+GREEDY="--temp 0"
+SEEDED="--temp 0.8 -s 7 --top-k 40 --repeat-penalty 1.2"
+ref_g=$(run $GREEDY 2>"$tmp/ref.log")
+ref_s=$(run $SEEDED 2>>"$tmp/ref.log")
+[ ${#ref_g} -gt 200 ] && [ ${#ref_s} -gt 200 ] || { echo "reference runs printed too little"; cat "$tmp/ref.log"; exit 1; }
+
+start_worker w1 'tcp://127.0.0.1:*' "$M"; W1=$EP P1=$WPID
+start_worker w2 'tcp://127.0.0.1:*' "$M"; W2=$EP P2=$WPID
+start_worker w3 'tcp://127.0.0.1:*' "$M"; W3=$EP P3=$WPID
+start_worker w4 'tcp://127.0.0.1:*' "$M"; W4=$EP P4=$WPID
+
+# ---- 1. kill -9 the middle worker of three in a greedy generation --------------------------
+run $GREEDY --workers "$W1,$W2,$W3" >"$tmp/g.out" 2>"$tmp/g.log" &
+R=$!
+wait_bytes "$tmp/g.out" 100 || bad "greedy cluster run printed nothing"
+t0=$(now)
+kill -9 $P2
+wait $R; rc=$?
+got=$(cat "$tmp/g.out")
+if [ $rc -eq 0 ] && [ "$got" == "$ref_g" ]; then ok "kill -9 w2 mid-generation (greedy, 3 workers): same $N tokens as one process ($(since $t0) s after the kill)"
+else bad "kill -9 w2 (greedy): rc $rc, output differs: $(tail -5 "$tmp/g.log")"; fi
+grep -q "w2 .*lost" "$tmp/g.log" && grep -q "recovered" "$tmp/g.log" && ok "coordinator logged the loss and the recovery" \
+  || bad "no loss/recovery in the log: $(tail -5 "$tmp/g.log")"
+
+# ---- 2. seeded + repetition penalty, through a standby: kill -9 the last stage -------------
+cat >"$tmp/sb.yaml" <<YAML
+model: $M
+workers:
+  - { name: w1, endpoint: "$W1" }
+  - { name: w3, endpoint: "$W3" }
+  - { name: w4, endpoint: "$W4", standby: true }
+YAML
+run $SEEDED --cluster "$tmp/sb.yaml" >"$tmp/s.out" 2>"$tmp/s.log" &
+R=$!
+wait_bytes "$tmp/s.out" 100 || bad "seeded cluster run printed nothing"
+kill -9 $P3
+wait $R; rc=$?
+got=$(cat "$tmp/s.out")
+if [ $rc -eq 0 ] && [ "$got" == "$ref_s" ]; then ok "kill -9 the last stage (seeded, penalty): standby took over, same tokens as one process"
+else bad "kill -9 w3 (seeded): rc $rc, output differs: $(tail -5 "$tmp/s.log")"; fi
+grep -q "standby worker w4 replaces w3" "$tmp/s.log" && ok "standby w4 promoted" || bad "standby not promoted: $(grep -i standby "$tmp/s.log")"
+grep -q "replay sampled token" "$tmp/s.log" && bad "replay diverged: $(grep 'replay sampled' "$tmp/s.log" | head -2)"
+
+# ---- 3. SIGSTOP a worker: detection time; the generation still completes right --------------
+start_worker w2 "$W2" "$M"; P2=$WPID   # back at the same endpoint
+run $GREEDY --workers "$W1,$W2,$W4" >"$tmp/f.out" 2>"$tmp/f.log" &
+R=$!
+wait_bytes "$tmp/f.out" 100 || bad "cluster run printed nothing"
+t0=$(now)
+kill -STOP $P4
+if wait_line "$tmp/f.log" "w2 .*lost\|w4 .*lost\|lost:" 10; then
+  dt=$(since $t0)
+  ok "SIGSTOP w4 detected after $dt s: $(grep -o 'worker .*lost.*' "$tmp/f.log" | head -1)"
+  awk -v d="$dt" 'BEGIN { exit !(d < 6) }' || bad "detection took $dt s (heartbeat timeout 3 s)"
+else bad "SIGSTOP w4 not detected within 10 s"; fi
+wait $R; rc=$?
+[ $rc -eq 0 ] && [ "$(cat "$tmp/f.out")" == "$ref_g" ] && ok "generation completed right without the frozen worker" \
+  || bad "after SIGSTOP: rc $rc: $(tail -3 "$tmp/f.log")"
+kill -CONT $P4
+
+# ---- 4. the rest cannot hold the model: quick clear error; 503 from serve; rejoin ----------
+T="$tmp/t.gguf"
+"$TERN" mkmodel --preset tiny --layers 6 -s 3 -o "$T" >/dev/null 2>&1
+start_worker m1 'tcp://127.0.0.1:*' "$T" --memory 1MiB; M1=$EP
+start_worker m2 'tcp://127.0.0.1:*' "$T" --memory 1MiB; M2=$EP PM2=$WPID
+start_worker m3 'tcp://127.0.0.1:*' "$T" --memory 1MiB; M3=$EP
+trun() { timeout 60 "$TERN" run -m "$T" --no-display-prompt --summary=0 -t 1 -c 256 -p "$P" "$@"; }
+tref=$(trun --temp 0 -n 40 2>/dev/null)
+got=$(trun --temp 0 -n 40 --workers "$M1,$M2,$M3" 2>"$tmp/m.log")
+[ "$got" == "$tref" ] && ok "3 workers of 1 MiB hold the tiny model" || bad "3 x 1 MiB: '$got' vs '$tref': $(tail -3 "$tmp/m.log")"
+trun --temp 0 -n 100000 -c 256 --workers "$M1,$M2,$M3" >/dev/null 2>"$tmp/m2.log" &
+R=$!
+sleep 1
+t0=$(now)
+kill -9 $PM2
+wait $R; rc=$?
+dt=$(since $t0)
+msg=$(grep -i "no longer fits" "$tmp/m2.log" | tail -1)
+[ $rc -ne 0 ] && [ -n "$msg" ] && ok "2 x 1 MiB cannot hold it: failed after $dt s: ${msg##* E }" \
+  || bad "expected a clear 'no longer fits' error (rc $rc): $(tail -3 "$tmp/m2.log")"
+awk -v d="$dt" 'BEGIN { exit !(d < 8) }' || bad "the error took $dt s"
+
+# serve over the same three: a request works, then m2 dies: 503 with the reason, /health answers
+start_worker m2 "$M2" "$T" --memory 1MiB; PM2=$WPID
+"$TERN" serve -m "$T" --host 127.0.0.1 --port 0 -t 1 -c 256 --workers "$M1,$M2,$M3" 2>"$tmp/serve.log" &
+SP=$!
+pids+=($SP)
+port=""
+for _ in $(seq 1 300); do
+  port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/serve.log" | head -1 | sed 's/.*://')
+  [ -n "$port" ] && break; sleep 0.1
+done
+URL="http://127.0.0.1:$port"
+for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/health")" = 200 ] && break; sleep 0.1; done
+req() { curl -s --max-time 30 -o "$tmp/r.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+        -d '{"prompt":"Hello","max_tokens":8,"temperature":0}' "$URL/v1/completions"; }
+c=$(req); [ "$c" = 200 ] && ok "serve over 3 workers: 200" || bad "serve first request: $c $(cat "$tmp/r.json")"
+kill -9 $PM2
+t0=$(now)
+c=$(req)
+dt=$(since $t0)
+if [ "$c" = 503 ] && grep -q "no longer fits" "$tmp/r.json"; then ok "worker lost, model too big for the rest: 503 after $dt s: $(cut -c1-160 "$tmp/r.json")"
+else bad "expected 503 with the reason, got $c: $(cat "$tmp/r.json")"; fi
+c=$(curl -s --max-time 5 -o "$tmp/h.json" -w '%{http_code}' "$URL/health")
+[ "$c" = 503 ] && grep -q '"unavailable"' "$tmp/h.json" && grep -q '"up":false' "$tmp/h.json" \
+  && ok "/health answers 503 with the cluster state: $(cut -c1-200 "$tmp/h.json")" || bad "/health: $c $(cat "$tmp/h.json")"
+c=$(req); [ "$c" = 503 ] && ok "next request while it is down: 503 again" || bad "second request while down: $c"
+start_worker m2 "$M2" "$T" --memory 1MiB; PM2=$WPID
+t0=$(now)
+c=$(req)
+[ "$c" = 200 ] && ok "worker restarted at $M2 rejoined: next request 200 ($(since $t0) s)" || bad "after restart: $c $(cat "$tmp/r.json"); $(tail -3 "$tmp/serve.log")"
+c=$(curl -s --max-time 5 -o "$tmp/h.json" -w '%{http_code}' "$URL/health")
+[ "$c" = 200 ] && grep -q '"ok"' "$tmp/h.json" && ok "/health ok again" || bad "/health after rejoin: $c $(cat "$tmp/h.json")"
+kill -TERM $SP
+for _ in $(seq 1 50); do kill -0 $SP 2>/dev/null || break; sleep 0.1; done
+kill -0 $SP 2>/dev/null && bad "serve still running 5 s after SIGTERM" || ok "serve stopped on SIGTERM"
+
+# ---- 5. a worker whose coordinator is gone frees its layers; an idle worker stops at once --
+grep -q "silent for .*freeing layers" "$tmp/m1.log" && ok "worker m1 freed its layers when the coordinator went silent" \
+  || bad "m1 did not free its layers: $(tail -2 "$tmp/m1.log")"
+kill -TERM $P1
+t0=$(now)
+for _ in $(seq 1 40); do kill -0 $P1 2>/dev/null || break; sleep 0.05; done
+kill -0 $P1 2>/dev/null && bad "idle worker still running 2 s after SIGTERM" || ok "idle worker exited $(since $t0) s after SIGTERM"
+
+[ $fail -eq 0 ] || { echo "--- logs"; for f in "$tmp"/*.log; do echo "== $f"; tail -n 8 "$f"; done; }
+echo "$pass passed, $fail failed"
+[ $fail -eq 0 ]
