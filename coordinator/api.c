@@ -2,6 +2,7 @@
  * this side, a pipeline of stages (local, or workers of a cluster), and the scheduler. */
 #include "tern.h"
 #include "coordinator/cluster_client.h"
+#include "coordinator/cluster_mpi.h"
 #include "coordinator/engine.h"
 #include "coordinator/embed.h"
 #include "coordinator/pipeline_local.h"
@@ -66,11 +67,18 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
             goto fail;
         }
     }
-    if (p->cluster || p->workers) {
+    if (p->n_gpu_layers > 0 && (p->cluster || p->workers)) {
+        rc = err_set(err, errlen, TERN_EINVAL, "-ngl is for the local engine; on a cluster run `tern worker --device cuda`");
+        goto fail;
+    }
+    if (p->mpi) {
+        rc = cluster_pipeline_new_mpi(&m->pl, m->g, p->model, p->cluster, &cfg, err, errlen);
+    } else if (p->cluster || p->workers) {
         rc = cluster_pipeline_new(&m->pl, m->g, p->model, p->cluster, p->workers, &cfg, threads, err, errlen);
     } else {
         if (!(m->tp = tpool_new(threads))) { rc = err_set(err, errlen, TERN_ENOMEM, "cannot start %d threads", threads); goto fail; }
-        rc = pipeline_local_new(&m->pl, m->g, &cfg, p->stages > 0 ? p->stages : 1, m->tp, err, errlen);
+        rc = pipeline_local_new_gpu(&m->pl, m->g, &cfg, p->stages > 0 ? p->stages : 1, p->n_gpu_layers, m->tp, err,
+                                    errlen);
     }
     if (rc < 0) goto fail;
     if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, cfg.n_batch, err, errlen)) < 0) goto fail;

@@ -2,7 +2,10 @@
  * of -b) and tg N (N greedy steps, end-of-text ignored), -r repetitions after a warm-up, per -t
  * thread count, through the scheduler and pipeline as `tern run` does. Markdown table or JSON
  * array; tg also gets the bandwidth roofline (read bandwidth measured now with the row's threads
- * / weight bytes per decode step). Not here: kernel benchmarks (--kernels → kbench_main). */
+ * / weight bytes per decode step). --parallel N runs tg with N concurrent sequences (aggregate
+ * t/s); --workers/--cluster bench a cluster (workers on other machines: the roofline is this
+ * machine's). Not here: kernel benchmarks (--kernels → kbench_main), hops (--hop → cli_bench_hop). */
+#include "coordinator/cli_bench_hop.h"
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
 #include "core/err.h"
@@ -11,6 +14,7 @@
 #include "core/progress.h"
 #include "core/types.h"
 #include "kernels/kbench.h"
+#include "worker/cuda_bench.h"
 #include <ctype.h>
 #include <math.h>
 #include <stdio.h>
@@ -24,6 +28,7 @@
 
 typedef struct bench_row {
     int threads, n_prompt, n_gen;
+    int n_par;                         /* tg: concurrent sequences */
     double samples[BENCH_MAX_REPS];   /* t/s of each repetition */
     int n_samples;
     double avg, sd;
@@ -34,6 +39,7 @@ typedef struct bench_model {
     char type[96];          /* "bitnet-b1.58 2B I2_S" */
     uint64_t size, params;  /* bytes and elements of all tensors */
     size_t weight_bytes;    /* read per decode step (pipeline) */
+    int n_stages;           /* cluster: stages (workers holding layers); 0 = this process */
 } bench_model_t;
 
 /* parses "1,2,4" into out (cap); every value in [lo, hi]. Count or <0 with err. */
@@ -119,9 +125,31 @@ static double run_once(tern_model *m, const int32_t *ids, int n, int max_gen) {
     return time_now() - t0;
 }
 
-/* pp (n_gen == 0: the prompt, sampling once at its end) or tg (a one-token prompt, n_gen steps) */
+/* tg with np concurrent sequences, one-token prompts ids[0..np), gen greedy steps each. Prompts
+ * are admitted in groups of ceil(np / max_inflight) tokens per step, so the groups stay staggered
+ * and pipeline across a cluster's stages. Returns wall seconds or <0 (m->err set). */
+static double run_par(tern_model *m, const int32_t *ids, int np, int gen) {
+    sampler_params_t sp;
+    sampler_params_default(&sp);
+    sp.temp = 0;
+    sched_t *s = &m->sched;
+    int nb = s->n_batch, rc = 0;
+    s->n_batch = (np + s->max_inflight - 1) / s->max_inflight;   /* <= n_batch: steps keep their size */
+    double t0 = time_now();
+    for (int i = 0; i < np && rc >= 0; i++)
+        if ((rc = sched_add(s, &ids[i], 1, gen, &sp, ignore_eog, NULL)) < 0)
+            snprintf(m->err, sizeof m->err, "cannot start sequence %d of %d: %s", i + 1, np, tern_strerror(rc));
+    while (rc >= 0 && (rc = sched_step(s)) > 0) {}
+    if (rc < 0 && s->err[0]) snprintf(m->err, sizeof m->err, "%s", s->err);
+    while (sched_active(s) > 0 && sched_step(s) > 0) {}   /* after a failed add: finish the rest */
+    s->n_batch = nb;
+    return rc < 0 ? -1 : time_now() - t0;
+}
+
+/* pp (n_gen == 0: the prompt, sampling once at its end) or tg (a one-token prompt, n_gen steps,
+ * n_par sequences at once) */
 static int run_test(tern_model *m, bench_row_t *r, int reps, char *err, size_t errlen) {
-    int n = r->n_gen ? 1 : r->n_prompt, gen = r->n_gen ? r->n_gen : 1;
+    int n = r->n_gen ? (r->n_par > 1 ? r->n_par : 1) : r->n_prompt, gen = r->n_gen ? r->n_gen : 1;
     int32_t *ids = malloc((size_t)n * sizeof(int32_t));
     if (!ids) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
     int bos = tokenizer_bos(m->tok), V = m->pl->n_vocab;
@@ -131,8 +159,9 @@ static int run_test(tern_model *m, bench_row_t *r, int reps, char *err, size_t e
     int rc = 0;
     double t = run_once(m, ids, n, 1);   /* warm-up (llama-bench: the whole prompt, or one token) */
     for (int i = 0; i < reps && t >= 0; i++) {
-        t = run_once(m, ids, n, gen);
-        if (t >= 0) r->samples[r->n_samples++] = (r->n_gen ? r->n_gen : r->n_prompt) / (t > 0 ? t : 1e-9);
+        t = r->n_par > 1 ? run_par(m, ids, r->n_par, gen) : run_once(m, ids, n, gen);
+        double toks = r->n_gen ? (double)r->n_gen * (r->n_par > 1 ? r->n_par : 1) : r->n_prompt;
+        if (t >= 0) r->samples[r->n_samples++] = toks / (t > 0 ? t : 1e-9);
     }
     if (t < 0) rc = err_set(err, errlen, TERN_EINVAL, "%s", m->err);
     free(ids);
@@ -168,18 +197,21 @@ static void print_md_header(int with_roof) {
 }
 
 static void test_name(const bench_row_t *r, char *buf, size_t cap) {
-    if (r->n_gen) snprintf(buf, cap, "tg%d", r->n_gen);
+    if (r->n_gen && r->n_par > 1) snprintf(buf, cap, "tg%d x%d", r->n_gen, r->n_par);
+    else if (r->n_gen) snprintf(buf, cap, "tg%d", r->n_gen);
     else snprintf(buf, cap, "pp%d", r->n_prompt);
 }
 
 static void print_md_row(const bench_model_t *d, const bench_row_t *r, int with_roof) {
+    char backend[16] = "CPU";
+    if (d->n_stages) snprintf(backend, sizeof backend, "zmq x%d", d->n_stages);
     char test[32], ts[48], size[32], params[32];
     test_name(r, test, sizeof test);
     snprintf(ts, sizeof ts, "%.2f ± %.2f", r->avg, r->sd);
     snprintf(size, sizeof size, "%.2f GiB", d->size / 1073741824.0);
     snprintf(params, sizeof params, "%.2f B", d->params / 1e9);
     /* "±" is 2 bytes but one column: widen by one */
-    printf("| %-28s | %10s | %10s | %-8s | %7d | %13s | %21s |", d->type, size, params, "CPU", r->threads, test, ts);
+    printf("| %-28s | %10s | %10s | %-8s | %7d | %13s | %21s |", d->type, size, params, backend, r->threads, test, ts);
     if (with_roof) {
         if (r->n_gen) printf(" %12.2f | %9.1f%% |", r->roofline, r->roofline > 0 ? 100 * r->avg / r->roofline : 0);
         else printf(" %12s | %10s |", "", "");
@@ -194,7 +226,9 @@ static void print_json_row(const bench_model_t *d, const bench_row_t *r, int fir
     printf("    \"model_type\": \"%s\",\n", d->type);
     printf("    \"model_size\": %llu,\n", (unsigned long long)d->size);
     printf("    \"model_n_params\": %llu,\n", (unsigned long long)d->params);
-    printf("    \"backend\": \"CPU\",\n");
+    printf("    \"backend\": \"%s\",\n", d->n_stages ? "zmq" : "CPU");
+    printf("    \"n_stages\": %d,\n", d->n_stages ? d->n_stages : 1);
+    printf("    \"n_parallel\": %d,\n", r->n_par > 1 ? r->n_par : 1);
     printf("    \"n_threads\": %d,\n", r->threads);
     printf("    \"n_prompt\": %d,\n", r->n_prompt);
     printf("    \"n_gen\": %d,\n", r->n_gen);
@@ -213,11 +247,11 @@ static void print_json_row(const bench_model_t *d, const bench_row_t *r, int fir
 /* ---- main ----------------------------------------------------------------------------------- */
 typedef struct bench_opts {
     cli_model_opts_t mo;
-    const char *p_list, *n_list, *t_list, *out;
+    const char *p_list, *n_list, *t_list, *par_list, *out;
     int reps, kernels;
     unsigned long long bw_bytes;
-    int np, nn, nt;
-    int pp[BENCH_MAX_LIST], tg[BENCH_MAX_LIST], th[BENCH_MAX_LIST];
+    int np, nn, nt, npar, max_par;
+    int pp[BENCH_MAX_LIST], tg[BENCH_MAX_LIST], th[BENCH_MAX_LIST], par[BENCH_MAX_LIST];
 } bench_opts_t;
 
 /* 0, 1 (help printed) or <0 with err */
@@ -227,6 +261,7 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
     b->p_list = "512";
     b->n_list = "128";
     b->t_list = NULL;
+    b->par_list = "1";
     b->out = "md";
     b->reps = 5;
     b->bw_bytes = 1ULL << 30;
@@ -237,6 +272,7 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
         {"-o", "--output", OPT_STR, &b->out, "FMT", "md | json", 0, 0},
         {NULL, "--bw-size", OPT_SIZE, &b->bw_bytes, "SIZE", "buffer streamed to measure the read bandwidth", 0, 0},
         {NULL, "--kernels", OPT_FLAG, &b->kernels, NULL, "kernel benchmarks instead (see tern bench --kernels --help)", 0, 0},
+        {NULL, "--cuda", OPT_FLAG, &b->kernels, NULL, "GPU kernel benchmarks instead (see tern bench --cuda --help)", 0, 0},
     };
     int n = cli_model_opts_table(&b->mo, opts, 6, 48, 0);
     for (int i = 0; i < n; i++)   /* -t takes a list here, as in llama-bench */
@@ -245,6 +281,11 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
             opts[i].dst = &b->t_list;
             opts[i].metavar = "LIST";
             opts[i].help = "thread counts, e.g. 1,2,4 (default: all cores)";
+        } else if (opts[i].lng && !strcmp(opts[i].lng, "--parallel")) {   /* a list here too */
+            opts[i].kind = OPT_LIST;
+            opts[i].dst = &b->par_list;
+            opts[i].metavar = "LIST";
+            opts[i].help = "tg with N concurrent sequences each, e.g. 1,2,4,8 (aggregate t/s)";
         } else if (opts[i].shrt && !strcmp(opts[i].shrt, "-c")) {
             opts[i].help = "context size (0: what the longest test needs)";
         }
@@ -257,10 +298,11 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
     if (rc < 0 || (rc = cli_model_opts_check(&b->mo, err, errlen)) < 0) return rc;
     if (strcmp(b->out, "md") && strcmp(b->out, "json"))
         return err_set(err, errlen, TERN_EINVAL, "-o %s: expected md or json", b->out);
-    if (b->mo.p.cluster || b->mo.p.workers)
-        return err_set(err, errlen, TERN_ENOTSUP, "bench measures this machine: --cluster/--workers are not supported");
     if ((b->np = parse_list("-p", b->p_list, 0, BENCH_MAX_TOKENS, b->pp, BENCH_MAX_LIST, err, errlen)) < 0) return b->np;
     if ((b->nn = parse_list("-n", b->n_list, 0, BENCH_MAX_TOKENS, b->tg, BENCH_MAX_LIST, err, errlen)) < 0) return b->nn;
+    if ((b->npar = parse_list("--parallel", b->par_list, 1, 256, b->par, BENCH_MAX_LIST, err, errlen)) < 0) return b->npar;
+    b->max_par = 1;
+    for (int i = 0; i < b->npar; i++) b->max_par = b->par[i] > b->max_par ? b->par[i] : b->max_par;
     char tdef[16];
     snprintf(tdef, sizeof tdef, "%d", b->mo.p.n_threads);
     if ((b->nt = parse_list("-t", b->t_list ? b->t_list : tdef, 1, 1024, b->th, BENCH_MAX_LIST, err, errlen)) < 0)
@@ -282,27 +324,29 @@ static int bench_threads(bench_opts_t *b, int threads, bench_model_t *d, bench_r
                          int *nrows, char *err, size_t errlen) {
     tern_params p = b->mo.p;
     p.n_threads = threads;
-    p.n_seq = 1;
+    p.n_seq = b->max_par;
     tern_model *m;
     int rc = tern_load(&m, &p, err, errlen);
     if (rc < 0) return rc;
     model_describe(m, d);
+    d->n_stages = p.cluster || p.workers ? m->pl->max_inflight : 0;
     double bw = 0;
-    for (int k = 0; k < b->np + b->nn && rc == 0; k++) {
+    for (int k = 0; k < b->np + b->nn * b->npar && rc == 0; k++) {
         bench_row_t *r = &rows[(*nrows)];
         memset(r, 0, sizeof *r);
         r->threads = threads;
         if (k < b->np) r->n_prompt = b->pp[k];
-        else r->n_gen = b->tg[k - b->np];
+        else r->n_gen = b->tg[(k - b->np) / b->npar], r->n_par = b->par[(k - b->np) % b->npar];
         if (r->n_prompt == 0 && r->n_gen == 0) continue;
-        log_i("bench: %s%d, %d threads, %d repetitions", r->n_gen ? "tg" : "pp", r->n_gen ? r->n_gen : r->n_prompt,
-              threads, b->reps);
+        log_i("bench: %s%d, %d sequences, %d threads, %d repetitions", r->n_gen ? "tg" : "pp",
+              r->n_gen ? r->n_gen : r->n_prompt, r->n_par > 1 ? r->n_par : 1, threads, b->reps);
         if ((rc = run_test(m, r, b->reps, err, errlen)) < 0) break;
         if (r->n_gen) {
             if (bw == 0 && (bw = bw_measure((size_t)b->bw_bytes, threads)) == 0)
                 log_w("bench: cannot allocate %llu bytes to measure the bandwidth: no roofline", b->bw_bytes);
             r->bw_gbps = bw;
-            r->roofline = m->pl->weight_bytes ? bw * 1e9 / (double)m->pl->weight_bytes : 0;
+            /* a step reads the weights once for all its sequences */
+            r->roofline = m->pl->weight_bytes ? bw * 1e9 / (double)m->pl->weight_bytes * (r->n_par > 1 ? r->n_par : 1) : 0;
         }
         (*nrows)++;
     }
@@ -313,15 +357,19 @@ static int bench_threads(bench_opts_t *b, int threads, bench_model_t *d, bench_r
 int cli_bench(int argc, char **argv) {
     log_set_role("C");
     for (int i = 1; i < argc; i++)
-        if (!strcmp(argv[i], "--kernels")) {
+        if (!strcmp(argv[i], "--cuda")) {
+            return cuda_bench_main(argc, argv);   /* GPU kernels (worker/cuda_bench.c) */
+        } else if (!strcmp(argv[i], "--kernels")) {
             return kbench_main(argc, argv);   /* it parses its own flags (and skips --kernels) */
+        } else if (!strcmp(argv[i], "--hop")) {
+            return cli_bench_hop(argc, argv);   /* transport only, no model */
         }
     bench_opts_t *b = calloc(1, sizeof *b);
     char err[512];
     int rc = b ? bench_parse(b, argc, argv, err, sizeof err) : err_set(err, sizeof err, TERN_ENOMEM, "out of memory");
     if (rc == 1) { free(b); return 0; }
     if (rc < 0) { fprintf(stderr, "tern bench: %s\n", err); free(b); return 1; }
-    int maxrows = b->nt * (b->np + b->nn);
+    int maxrows = b->nt * (b->np + b->nn * b->npar);
     bench_row_t *rows = calloc((size_t)maxrows, sizeof *rows);
     int has_tg = 0;
     for (int i = 0; i < b->nn; i++) has_tg |= b->tg[i] > 0;

@@ -1,5 +1,6 @@
 /* cli_common: see cli_common.h. */
 #include "coordinator/cli_common.h"
+#include "coordinator/cluster_mpi.h"
 #include "core/err.h"
 #include <stdint.h>
 #include <string.h>
@@ -25,6 +26,8 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int w
         {NULL, "--kv-f32", OPT_FLAG, &o->p.kv_f32, NULL, "keep the KV cache in f32 (default f16)", 0, 0},
         {NULL, "--cluster", OPT_STR, &o->p.cluster, "FILE", "run on the workers of a cluster YAML file", 0, 0},
         {NULL, "--workers", OPT_STR, &o->p.workers, "LIST", "run on workers tcp://host:port,... (quick start)", 0, 0},
+        {"-ngl", "--n-gpu-layers", OPT_INT, &o->p.n_gpu_layers, "N", "run the first N layers on the GPU (CUDA builds; >= layers: all)", 0, 1 << 20},
+        {NULL, "--mpi", OPT_FLAG, &o->p.mpi, NULL, "started by mpirun: this is rank 0, the other ranks are the workers (README: MPI)", 0, 0},
         {NULL, "--stages", OPT_INT, &o->p.stages, "N", "split the model into N in-process stages (testing)", 1, 1024},
         {"-v", "--verbose", OPT_FLAG, &o->verbose, NULL, "debug logging", 0, 0},
     };
@@ -50,5 +53,5 @@ int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen) {
     if (access(o->p.model, R_OK) != 0) return err_set(err, errlen, TERN_ENOTFOUND, "cannot read model '%s'", o->p.model);
     if (o->p.cluster && o->p.workers) return err_set(err, errlen, TERN_EINVAL, "use --cluster or --workers, not both");
     o->s.seed = o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
-    return 0;
+    return cluster_mpi_start(&o->p, err, errlen);   /* under mpirun: ranks > 0 serve as workers and exit there */
 }

@@ -28,6 +28,7 @@
 #define CL_HELLO_SEND_MS 5000      /* a worker's link must come up within this */
 #define CL_HELLO_TIMEOUT_MS 10000  /* and its Hello answer arrive within this */
 #define CL_REJOIN_MS 2000          /* same, for a worker that comes back */
+#define CL_PROBE_MS 300            /* a worker that is down must have its link up within this */
 #define CL_LOAD_TIMEOUT_MS 600000
 #define CL_STEP_TIMEOUT_MS 120000
 #define CL_SEND_SLICE_MS 10        /* sends never block longer; callers retry */
@@ -158,6 +159,10 @@ static int hello(cpl_t *p, cworker_t *w, int send_ms, int reply_ms, char *err, s
     if (rc < 0) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err);
+        if (rc == TERN_ETIMEOUT && p->has_curve)
+            return err_set(err, errlen, rc, "cannot reach worker %s at %s: no CURVE handshake within %d s (is the "
+                           "worker's key pair the one in %s/%s.pub, and is it started with --keys?)", wname(w),
+                           w->cw->endpoint, send_ms / 1000, p->cl.keys, wname(w));
         return rc == TERN_ETIMEOUT ? err_set(err, errlen, rc, "cannot reach worker %s at %s: no link within %d s", wname(w), w->cw->endpoint, send_ms / 1000)
                                    : err_set(err, errlen, rc, "cannot reach worker %s at %s: %s", wname(w), w->cw->endpoint, tmp);
     }
@@ -322,9 +327,13 @@ static int plan(cpl_t *p, char *err, size_t errlen) {
         }
         if (spare < 0) return rc;
         log_i("promoting standby worker %s: %s", wname(&p->w[spare]), err);
+        pthread_mutex_lock(&p->mu);
         p->w[spare].standby = 0;
+        pthread_mutex_unlock(&p->mu);
     }
+    pthread_mutex_lock(&p->mu);   /* cl_status reads these */
     for (int i = 0; i < p->n; i++) { p->w[i].first = out.first[i]; p->w[i].last = out.last[i]; }
+    pthread_mutex_unlock(&p->mu);
     p->n_stages = out.n_stages;
     for (int s = 0; s < out.n_stages; s++) p->stage[s] = out.stage[s];
     return 0;
@@ -436,8 +445,12 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     f.hidden_size = (uint32_t)p->base.n_embd;
     f.dtype = TERN__DTYPE__DTYPE_F32;
     int k = 0;
-    for (int slot = 0; slot < p->n_seq; slot++) {
-        if (!p->has_pending[slot]) continue;
+    /* params go with the first step that carries a token of the sequence (the worker refuses
+     * params for a sequence absent from the step); 2 marks "in this step" until it is sent */
+    for (int i = 0; i < s->n; i++) {
+        int slot = s->seq[i];
+        if (p->has_pending[slot] != 1) continue;
+        p->has_pending[slot] = 2;
         const sampler_params_t *sp = &p->pending[slot];
         tern__seq_sampling__init(&p->ss[k]);
         tern__sampling_params__init(&p->sp[k]);
@@ -460,13 +473,14 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     cworker_t *w0 = &p->w[p->stage[0]];
     int rc = send_to(p, w0, &m, s->h, (size_t)s->n * (size_t)p->base.n_embd * sizeof(float), p->hb_timeout_ms, s->err,
                      sizeof s->err);
+    for (int slot = 0; slot < p->n_seq; slot++)
+        if (p->has_pending[slot] == 2) p->has_pending[slot] = rc < 0 ? 1 : 0;
     if (rc < 0) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", s->err);
         return err_set(s->err, sizeof s->err, TERN_EPEER, "first stage %s: %s", wname(w0), tmp);
     }
     if (s->id >= p->next_step) p->next_step = s->id + 1;
-    memset(p->has_pending, 0, (size_t)p->n_seq);
     p->queue[(p->head + p->count++) % CL_QUEUE] = s;
     return 0;
 }
@@ -502,8 +516,10 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
         return 1;
     }
     s->n_out = (int)r->n_token_ids;
-    memcpy(s->out_tok, r->token_ids, r->n_token_ids * sizeof(int32_t));
-    memcpy(s->out_lp, r->logprobs, r->n_logprobs * sizeof(float));
+    if (s->n_out) {   /* a step without samples comes back empty (NULL arrays) */
+        memcpy(s->out_tok, r->token_ids, r->n_token_ids * sizeof(int32_t));
+        memcpy(s->out_lp, r->logprobs, r->n_logprobs * sizeof(float));
+    }
     s->rc = s->n_out;
     return 1;
 }
@@ -568,6 +584,24 @@ static void usable_names(cpl_t *p, char *buf, size_t cap) {
     if (!buf[0]) snprintf(buf, cap, "none");
 }
 
+/* Says Hello to every worker that is down, in case it is back but its heartbeat link has not
+ * reconnected yet (ZeroMQ backs off up to 2 s); returns how many answered. */
+static int probe_down(cpl_t *p) {
+    int n = 0;
+    char err[512];
+    for (int i = 0; i < p->n; i++) {
+        cworker_t *w = &p->w[i];
+        if (usable(p, w)) continue;
+        if (hello(p, w, CL_PROBE_MS, CL_REJOIN_MS, err, sizeof err) == 0) {
+            log_i("worker %s at %s is back: it rejoins", wname(w), w->cw->endpoint);
+            n++;
+        } else {
+            log_i("worker %s is still away: %s", wname(w), err);
+        }
+    }
+    return n;
+}
+
 static int cl_recover(pipeline_t *pl, const char *why, char *err, size_t errlen) {
     cpl_t *p = (cpl_t *)pl;
     p->count = 0;
@@ -590,12 +624,15 @@ static int cl_recover(pipeline_t *pl, const char *why, char *err, size_t errlen)
             for (int i = 0; i < p->n; i++)
                 if (p->w[i].standby && usable(p, &p->w[i])) {
                     log_i("standby worker %s replaces %s", wname(&p->w[i]), wname(&p->w[p->stage[s]]));
+                    pthread_mutex_lock(&p->mu);
                     p->w[i].standby = 0;
+                    pthread_mutex_unlock(&p->mu);
                     break;
                 }
         }
         char names[512], tmp[512];
-        if ((rc = plan(p, tmp, sizeof tmp)) < 0) {
+        if ((rc = plan(p, tmp, sizeof tmp)) < 0 && probe_down(p) > 0) rc = plan(p, tmp, sizeof tmp);
+        if (rc < 0) {
             usable_names(p, names, sizeof names);
             snprintf(p->why, sizeof p->why, "the model no longer fits on the workers left (%.150s): %.300s", names, tmp);
             break;
@@ -724,19 +761,34 @@ int cluster_pipeline_new(pipeline_t **out, const gguf_t *g, const char *model_pa
                          const char *workers_csv, const stage_cfg_t *cfg, int threads, char *err, size_t errlen) {
     (void)threads;
     *out = NULL;
+    cluster_t cl;
+    memset(&cl, 0, sizeof cl);
+    int rc = cluster_file ? cluster_file_load(&cl, cluster_file, err, errlen)
+                          : cluster_from_workers_list(&cl, workers_csv, err, errlen);
+    if (rc < 0) return rc;
+    if (cl.transport != CLUSTER_TRANSPORT_ZMQ) {
+        rc = err_set(err, errlen, TERN_ENOTSUP, "%s: transport mpi needs mpirun (see README: tern ... --mpi)", cl.name);
+        cluster_free(&cl);
+        return rc;
+    }
+    return cluster_pipeline_start(out, g, model_path, &cl, cfg, err, errlen);
+}
+
+int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_path, cluster_t *cl,
+                           const stage_cfg_t *cfg, char *err, size_t errlen) {
+    *out = NULL;
     cpl_t *p = calloc(1, sizeof *p);
-    if (!p) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
-    tp_msg_init(&p->rx);   /* p->cl stays zeroed: the loaders below initialise it */
+    if (!p) {
+        cluster_free(cl);
+        return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    }
+    tp_msg_init(&p->rx);
     pthread_mutex_init(&p->mu, NULL);
     p->base.ops = &g_cl_ops;
     p->cfg = *cfg;
-    int rc = cluster_file ? cluster_file_load(&p->cl, cluster_file, err, errlen)
-                          : cluster_from_workers_list(&p->cl, workers_csv, err, errlen);
-    if (rc < 0) goto fail;
-    if (p->cl.transport != CLUSTER_TRANSPORT_ZMQ) {
-        rc = err_set(err, errlen, TERN_ENOTSUP, "%s: transport mpi needs mpirun (see README: tern ... --mpi)", p->cl.name);
-        goto fail;
-    }
+    p->cl = *cl;   /* taken: freed with the pipeline */
+    memset(cl, 0, sizeof *cl);
+    int rc = 0;
     p->hb_ms = p->cl.heartbeat_interval_ms;
     p->hb_timeout_ms = p->cl.heartbeat_timeout_ms;
     p->n = p->cl.n_workers;

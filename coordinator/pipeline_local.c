@@ -82,12 +82,22 @@ static const pipeline_ops_t g_local_ops = {local_seq_start, local_submit, local_
 
 int pipeline_local_new(pipeline_t **out, const gguf_t *g, const stage_cfg_t *cfg, int n_stages, tpool_t *tp,
                        char *err, size_t errlen) {
+    return pipeline_local_new_gpu(out, g, cfg, n_stages, 0, tp, err, errlen);
+}
+
+int pipeline_local_new_gpu(pipeline_t **out, const gguf_t *g, const stage_cfg_t *cfg, int n_stages, int n_gpu_layers,
+                           tpool_t *tp, char *err, size_t errlen) {
     *out = NULL;
     hparams_t hp;
     int rc = hparams_from_gguf(&hp, g, err, errlen);
     if (rc < 0) return rc;
-    if (n_stages < 1 || n_stages > hp.n_layer)
-        return err_set(err, errlen, TERN_EINVAL, "cannot split %d layers into %d stages", hp.n_layer, n_stages);
+    int ngl = n_gpu_layers < 0 ? 0 : n_gpu_layers > hp.n_layer ? hp.n_layer : n_gpu_layers;
+    int n_cpu = hp.n_layer - ngl;   /* layers left to the CPU stages */
+    if (ngl == hp.n_layer) n_stages = 0;
+    else if (n_stages < 1 || n_stages > n_cpu)
+        return err_set(err, errlen, TERN_EINVAL, "cannot split %d layers into %d stages", n_cpu, n_stages);
+    int gpu = ngl > 0;
+    n_stages += gpu;
     local_t *l = calloc(1, sizeof *l);
     int ok = l && (l->stages = calloc((size_t)n_stages, sizeof(stage_t))) &&
              (l->pending = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t))) &&
@@ -106,9 +116,11 @@ int pipeline_local_new(pipeline_t **out, const gguf_t *g, const stage_cfg_t *cfg
     l->base.n_vocab = hp.n_vocab;
     for (int i = 0; i < n_stages; i++) {
         stage_cfg_t c = *cfg;
-        c.first = (int)((long)hp.n_layer * i / n_stages);
-        c.last = (int)((long)hp.n_layer * (i + 1) / n_stages) - 1;
+        int ci = i - gpu, nc = n_stages - gpu;   /* index among the CPU stages */
+        c.first = gpu && i == 0 ? 0 : ngl + (int)((long)n_cpu * ci / nc);
+        c.last = gpu && i == 0 ? ngl - 1 : ngl + (int)((long)n_cpu * (ci + 1) / nc) - 1;
         c.has_head = i == n_stages - 1;
+        if (gpu) c.device = i == 0 ? STAGE_DEV_CUDA : STAGE_DEV_CPU;
         if ((rc = stage_init(&l->stages[i], g, &c, tp, err, errlen)) < 0) {
             l->n_stages = i;
             local_destroy(&l->base);

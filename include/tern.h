@@ -29,6 +29,8 @@ typedef struct tern_params {
     const char *cluster;     /* cluster YAML file, or NULL */
     const char *workers;     /* "tcp://a:7101,tcp://b:7101", or NULL */
     int stages;              /* local only: split into this many in-process stages (tests) */
+    int mpi;                 /* started by mpirun: rank 0 coordinates, ranks 1.. are the workers */
+    int n_gpu_layers;        /* local only: the first N layers as a CUDA stage (>= n_layer: all + head) */
 } tern_params;
 
 typedef struct tern_sampling {

@@ -10,28 +10,34 @@
 #include "core/types.h"
 #include "kernels/dispatch.h"
 #include "kernels/fmat.h"
+#include "kernels/lut.h"
 #include "kernels/quant.h"
 #include "kernels/ternary.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 /* layout families; m->kernel = fam * ISA_COUNT + isa */
-enum { FAM_FLOAT, FAM_I2S, FAM_TQ2, FAM_TQ1, FAM_TL, FAM_COUNT };
+enum { FAM_FLOAT, FAM_I2S, FAM_TQ2, FAM_TQ1, FAM_TL, FAM_LUT, FAM_RL, FAM_COUNT };
 
-static const char *g_fam_names[FAM_COUNT] = {"fmat", "i2_s", "tq2_0", "tq1_0", "tern-tl4"};
+static const char *g_fam_names[FAM_COUNT] = {"fmat", "i2_s", "tq2_0", "tq1_0", "tern-tl4", "tern-lut3", "tern-rl32"};
 
 static tdot_fn fam_fn(int fam, int isa) {
-    static const tdot_fn refs[FAM_COUNT] = {0, i2s_dot_ref, tq2_dot_ref, tq1_dot_ref, tern_tl_dot_ref};
+    static const tdot_fn refs[FAM_COUNT] = {0, i2s_dot_ref, tq2_dot_ref, tq1_dot_ref, tern_tl_dot_ref, lut_dot_ref,
+                                            tern_rl_dot_ref};
 #if defined(TERN_HAVE_X86)
-    static const tdot_fn avx2[FAM_COUNT] = {0, i2s_dot_avx2, tq2_dot_avx2, tq1_dot_avx2, tern_tl_dot_avx2};
-    static const tdot_fn avx512[FAM_COUNT] = {0, i2s_dot_avx512, tq2_dot_avx512, tq1_dot_avx2,
-                                              tern_tl_dot_avx512};
+    /* RL is a VNNI layout; mat_init only picks it for AVX-512, the others fall back to ref */
+    static const tdot_fn avx2[FAM_COUNT] = {0, i2s_dot_avx2, tq2_dot_avx2, tq1_dot_avx2, tern_tl_dot_avx2, lut_dot_avx2,
+                                            tern_rl_dot_ref};
+    static const tdot_fn avx512[FAM_COUNT] = {0, i2s_dot_avx512, tq2_dot_avx512, tq1_dot_avx512,
+                                              tern_tl_dot_avx512, lut_dot_avx512, tern_rl_dot_avx512};
     if (isa == ISA_AVX512) return avx512[fam];
     if (isa == ISA_AVX2) return avx2[fam];
 #endif
 #if defined(TERN_HAVE_ARM)
-    static const tdot_fn neon[FAM_COUNT] = {0, i2s_dot_neon, tq2_dot_neon, tq1_dot_neon, tern_tl_dot_neon};
+    static const tdot_fn neon[FAM_COUNT] = {0, i2s_dot_neon, tq2_dot_neon, tq1_dot_neon, tern_tl_dot_neon,
+                                            lut_dot_neon, tern_rl_dot_ref};
     if (isa == ISA_NEON) return neon[fam];
 #endif
     return refs[fam];
@@ -66,22 +72,33 @@ static float tq_uniform_scale(int type, const uint8_t *src, int64_t rows, int64_
     return s == s && s != 0.0f ? s : 0.0f;   /* NaN or all-zero: keep the reference layout */
 }
 
-/* repack any ternary tensor into TL, 64 rows at a time */
-static int tl_repack(mat_t *m) {
+/* ---- repacking at load ------------------------------------------------------------------ */
+
+typedef struct repack_job {
+    mat_t *m;
+    int fam;         /* FAM_TL or FAM_LUT */
+    int failed;      /* a thread could not allocate its trit buffer */
+} repack_job_t;
+
+/* rows of [b, e) in 64-row chunks: I2_S → TL byte to byte; otherwise through int8 trits */
+static void repack_task(void *arg, int ith, int nth) {
+    repack_job_t *j = arg;
+    mat_t *m = j->m;
     int64_t rows = m->rows, cols = m->cols, chunk = 64;
-    m->packed_bytes = tern_tl_bytes(rows, cols);
-    m->packed = tern_alloc(m->packed_bytes);
-    int8_t *t = malloc((size_t)(chunk * cols));
-    if (!m->packed || !t) {
-        free(t);
-        tern_free(m->packed);
-        m->packed = NULL;
-        return TERN_ENOMEM;
+    long b, e;
+    tpool_split((long)rows, ith, nth, chunk, &b, &e);
+    if (j->fam == FAM_TL && m->type == TT_I2_S) {
+        tern_tl_from_i2s(m->src, cols, b, e - b, m->packed);
+        return;
     }
-    tern_tl_pad(rows, cols, m->packed);
+    int8_t *t = malloc((size_t)(chunk * cols));
+    if (!t) {
+        j->failed = 1;
+        return;
+    }
     size_t bb = m->type == TT_TQ2_0 ? 66 : 54;
-    for (int64_t r0 = 0; r0 < rows; r0 += chunk) {
-        int64_t nr = rows - r0 < chunk ? rows - r0 : chunk;
+    for (int64_t r0 = b; r0 < e; r0 += chunk) {
+        int64_t nr = e - r0 < chunk ? e - r0 : chunk;
         quant_unpack_trits(m->type, m->src, rows, cols, r0, nr, t, NULL);
         if (m->type != TT_I2_S)   /* zero-scale blocks contribute nothing: make their trits 0 */
             for (int64_t i = 0; i < nr * cols; i += 256) {
@@ -89,10 +106,69 @@ static int tl_repack(mat_t *m) {
                 memcpy(&d, (const uint8_t *)m->src + ((r0 * cols + i) / 256) * bb + bb - 2, 2);
                 if ((d & 0x7fff) == 0) memset(t + i, 0, 256);
             }
-        tern_tl_pack_rows(t, rows, cols, r0, nr, m->packed);
+        if (j->fam == FAM_TL) tern_tl_pack_rows(t, rows, cols, r0, nr, m->packed);
+        else if (j->fam == FAM_RL) tern_rl_pack_rows(t, cols, r0, nr, m->packed);
+        else lut_pack_rows(t, cols, r0, nr, m->packed);
     }
     free(t);
+}
+
+/* threads for repacking a tensor of n weights: one per 4M weights, at most the online CPUs
+ * (a 2560 × 6912 I2_S → TL repack is ~10 ms on one core: small tensors are not worth a pool) */
+static int repack_threads(int64_t n) {
+    long cpus = sysconf(_SC_NPROCESSORS_ONLN);
+    int64_t want = n >> 22;
+    if (want > cpus) want = cpus;
+    if (want > 16) want = 16;
+    return want < 1 ? 1 : (int)want;
+}
+
+/* repack any ternary tensor into fam's layout (TL or LUT), across threads for big tensors */
+static int repack(mat_t *m, int fam) {
+    int64_t rows = m->rows, cols = m->cols;
+    m->packed_bytes = fam == FAM_TL ? tern_tl_bytes(rows, cols) : fam == FAM_RL ? tern_rl_bytes(rows, cols)
+                                                                : lut_bytes(rows, cols);
+    m->packed = fam == FAM_LUT ? tern_calloc(m->packed_bytes) : tern_alloc(m->packed_bytes);
+    if (!m->packed) return TERN_ENOMEM;
+    if (fam == FAM_TL) tern_tl_pad(rows, cols, m->packed);
+    if (fam == FAM_RL) tern_rl_pad(rows, cols, m->packed);
+    repack_job_t j = {.m = m, .fam = fam};
+    int nth = repack_threads(rows * cols);
+    tpool_t *tp = nth > 1 ? tpool_new(nth) : NULL;
+    tpool_run(tp, repack_task, &j);
+    tpool_destroy(&tp);
+    if (j.failed) {
+        tern_free(m->packed);
+        m->packed = NULL;
+        return TERN_ENOMEM;
+    }
     return 0;
+}
+
+/* ---- layout choice ----------------------------------------------------------------------- */
+
+/* TERN_KERNEL=native|tl4|lut3 (tests and benches): FAM_* to force, -1 for the file's own
+ * layout, 0 when unset/auto. */
+static int layout_override(void) {
+    const char *e = getenv("TERN_KERNEL");
+    if (!e || !*e || !strcmp(e, "auto")) return 0;
+    if (!strcmp(e, "native")) return -1;
+    if (!strcmp(e, "tl4") || !strcmp(e, "tern-tl4")) return FAM_TL;
+    if (!strcmp(e, "lut3") || !strcmp(e, "tern-lut3")) return FAM_LUT;
+    if (!strcmp(e, "rl32") || !strcmp(e, "tern-rl32")) return FAM_RL;
+    static int warned;
+    if (!warned++) fprintf(stderr, "tern: TERN_KERNEL=%s is not one of native, tl4, lut3, rl32, auto; ignored\n", e);
+    return 0;
+}
+
+/* Which repacked layout serves this ISA and shape best (mat.h). Measured on the build host
+ * (see the table below); the layout is made once at load, so it must serve decode (GEMV,
+ * memory-bound) and prefill/batched decode (GEMM) alike. */
+static int layout_rule(int isa, int64_t rows, int64_t cols) {
+    (void)rows;
+    (void)cols;
+    if (isa == ISA_NEON && !isa_has_neon_dotprod()) return FAM_LUT;
+    return FAM_TL;
 }
 
 int mat_init(mat_t *m, int type, int64_t rows, int64_t cols, const void *data, size_t nbytes,
@@ -123,11 +199,16 @@ int mat_init(mat_t *m, int type, int64_t rows, int64_t cols, const void *data, s
     int fam = type == TT_I2_S ? FAM_I2S : type == TT_TQ2_0 ? FAM_TQ2 : FAM_TQ1;
     if (type == TT_I2_S) memcpy(&m->scale, (const uint8_t *)data + rows * cols / 4, 4);
     float tl_scale = type == TT_I2_S ? m->scale : tq_uniform_scale(type, data, rows, cols);
-    if (!(flags & MAT_NO_REPACK) && cols % 256 == 0 && tl_scale != 0.0f) {
-        int rc = tl_repack(m);
+    int want_fam = layout_override();
+    if (want_fam == 0) want_fam = layout_rule(isa, rows, cols);
+    if (want_fam == FAM_RL && isa != ISA_AVX512) want_fam = FAM_TL;   /* RL has only a VNNI kernel */
+    if (want_fam == FAM_RL && cols % 16) want_fam = FAM_LUT;
+    if (want_fam == FAM_TL && cols % 256) want_fam = FAM_LUT;   /* TL needs whole 256-column chunks */
+    if (!(flags & MAT_NO_REPACK) && want_fam > 0 && tl_scale != 0.0f) {
+        int rc = repack(m, want_fam);
         if (rc) return err_set(err, errlen, rc, "mat: out of memory repacking %lld x %lld", (long long)rows, (long long)cols);
         m->scale = tl_scale;
-        fam = FAM_TL;
+        fam = want_fam;
     }
     m->kernel = fam * ISA_COUNT + isa;
     return 0;
@@ -141,28 +222,32 @@ void mat_free(mat_t *m) {
 
 size_t mat_weight_bytes(const mat_t *m) { return m->packed ? m->packed_bytes : m->src_bytes; }
 
-/* scratch: q (n, cols) int8 | s (n) f32 | sum (n) i32 | bsum (n, cols/256) i32, each 64-aligned */
+/* scratch: q (n, cols) int8 | s (n) f32 | sum (n) i32 | bsum (n, cols/256) i32 |
+ * LUT layout only: lut (n, lut_tbl_bytes(cols)) int8; each 64-aligned */
 typedef struct act_scratch {
     int8_t *q;
     float *s;
     int32_t *sum, *bsum;
+    int8_t *lut;
 } act_scratch_t;
 
-static size_t act_layout(int64_t cols, int n, uint8_t *base, act_scratch_t *a) {
-    size_t off = 0, qb = tern_pad((size_t)n * (size_t)cols, 64), fb = tern_pad((size_t)n * 4, 64);
+static size_t act_layout(int64_t cols, int n, int lut, uint8_t *base, act_scratch_t *a) {
+    size_t qb = tern_pad((size_t)n * (size_t)cols, 64), fb = tern_pad((size_t)n * 4, 64);
     size_t bb = tern_pad((size_t)n * (size_t)(cols / 256 + 1) * 4, 64);
+    size_t lb = lut ? (size_t)n * lut_tbl_bytes(cols) : 0;
     if (a) {
-        a->q = (int8_t *)(base + off);
-        a->s = (float *)(base + off + qb);
-        a->sum = (int32_t *)(base + off + qb + fb);
-        a->bsum = (int32_t *)(base + off + qb + 2 * fb);
+        a->q = (int8_t *)base;
+        a->s = (float *)(base + qb);
+        a->sum = (int32_t *)(base + qb + fb);
+        a->bsum = (int32_t *)(base + qb + 2 * fb);
+        a->lut = lut ? (int8_t *)(base + qb + 2 * fb + bb) : NULL;
     }
-    return qb + 2 * fb + bb;
+    return qb + 2 * fb + bb + lb;
 }
 
 size_t mat_scratch_bytes(const mat_t *m, int n) {
     if (mat_fam(m) == FAM_FLOAT) return fmat_scratch_bytes(m->type, m->cols, n);
-    return act_layout(m->cols, n, NULL, NULL);
+    return act_layout(m->cols, n, mat_fam(m) == FAM_LUT, NULL, NULL);
 }
 
 typedef struct mul_job {
@@ -189,6 +274,7 @@ static void quant_task(void *arg, int ith, int nth) {
                 for (int i = 0; i < 256; i++) s += q[256 * k + i];
                 j->a.bsum[t * nb + k] = s;
             }
+        if (j->a.lut) lut_tables(q, cols, j->a.lut + (size_t)t * lut_tbl_bytes(cols));
     }
 }
 
@@ -227,18 +313,24 @@ static void dot_task(void *arg, int ith, int nth) {
     int fam = mat_fam(m);
     int nb = (fam == FAM_TQ2 || fam == FAM_TQ1) ? (int)(m->cols / 256) : 1;
     int32_t isum[ISUM_CAP];
-    int tc = j->n < 32 ? j->n : 32;
+    int tc = j->n < 30 ? j->n : 30;   /* a multiple of the AVX-512 TL tile (6 tokens) */
+    if (fam == FAM_RL) tc = j->n < 24 ? j->n : 24;   /* RL: 2 tiles of 12 tokens */
     if (tc * nb > ISUM_CAP) tc = ISUM_CAP / nb;
     int64_t rc = ISUM_CAP / (tc * nb);
     rc = rc > 64 ? 64 : rc >= TL_R ? rc / TL_R * TL_R : rc;
+    /* each thread: one contiguous range of whole row tiles (TL: 4 rows = 16-byte outputs, 64-row
+     * chunks below keep outputs in whole cache lines; LUT: 64-row tiles) */
+    if (fam == FAM_LUT) rc = LUT_R;
+    if (fam == FAM_RL) rc = rc / RL_R * RL_R;
     long b, e;
-    tpool_split(m->rows, ith, nth, TL_R, &b, &e);
+    tpool_split(m->rows, ith, nth, fam == FAM_LUT ? LUT_R : fam == FAM_RL ? RL_R : 16, &b, &e);
     for (int64_t r0 = b; r0 < e; r0 += rc) {
         int64_t nr = e - r0 < rc ? e - r0 : rc;
         for (int t0 = 0; t0 < j->n; t0 += tc) {
             int nt = j->n - t0 < tc ? j->n - t0 : tc;
             int64_t cols = m->cols;
-            tact_t a = {j->a.q + t0 * cols, j->a.sum + t0, j->a.bsum + (int64_t)t0 * (cols / 256), cols, nt};
+            tact_t a = {j->a.q + t0 * cols, j->a.sum + t0, j->a.bsum + (int64_t)t0 * (cols / 256), cols, nt,
+                        j->a.lut ? j->a.lut + (size_t)t0 * lut_tbl_bytes(cols) : NULL};
             j->fn(j->w, m->rows, r0, nr, &a, isum);
             epilogue(j, r0, nr, t0, nt, nb, isum);
         }
@@ -254,7 +346,7 @@ void mat_mul(const mat_t *m, const float *x, int n, float *y, void *scratch, tpo
     }
     mul_job_t j = {.m = m, .x = x, .y = y, .n = n, .fn = fam_fn(fam, mat_isa(m)),
                    .w = m->packed ? m->packed : m->src};
-    act_layout(m->cols, n, scratch, &j.a);
+    act_layout(m->cols, n, fam == FAM_LUT, scratch, &j.a);
     if (n > 1 && tp) tpool_run(tp, quant_task, &j);
     else quant_task(&j, 0, 1);
     tpool_run(tp, dot_task, &j);

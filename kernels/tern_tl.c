@@ -46,3 +46,32 @@ void tern_tl_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const 
         }
     }
 }
+
+/* 8 I2_S bytes → the same with every 2-bit code 3 made 1 (quant_unpack_trits reads 3 as 0) */
+static uint64_t i2s_fix3(uint64_t x) { return x & ~((x & (x >> 1) & 0x5555555555555555ull) << 1); }
+
+/* An I2_S row's 128-column blocks A = 2k, B = 2k+1 hold column 128b + 32s + j in bits 7−2s of
+ * byte j; TL chunk k holds column 256k + 64s + j in bits 7−2s of byte j. So TL bytes 0..31 are
+ * A's shifts 0, 2 and B's shifts 0, 2; bytes 32..63 the shifts 1, 3. Every move stays inside
+ * a byte, so 8 bytes go at once. */
+void tern_tl_from_i2s(const void *src, int64_t cols, int64_t r0, int64_t nr, void *dst) {
+    const uint64_t c0 = 0xc0c0c0c0c0c0c0c0ull, c1 = 0x3030303030303030ull, c2 = 0x0c0c0c0c0c0c0c0cull,
+                   c3 = 0x0303030303030303ull;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        const uint8_t *s = (const uint8_t *)src + (size_t)(r * cols / 4);
+        for (int64_t k = 0; k < cols / 256; k++, s += 64) {
+            uint8_t *o = (uint8_t *)dst + tl_off(cols, r, k);
+            for (int j = 0; j < 32; j += 8) {
+                uint64_t a, b, lo, hi;
+                memcpy(&a, s + j, 8);
+                memcpy(&b, s + 32 + j, 8);
+                a = i2s_fix3(a);
+                b = i2s_fix3(b);
+                lo = (a & c0) | (a & c2) << 2 | (b & c0) >> 4 | (b & c2) >> 2;
+                hi = (a & c1) << 2 | (a & c3) << 4 | (b & c1) >> 2 | (b & c3);
+                memcpy(o + j, &lo, 8);
+                memcpy(o + 32 + j, &hi, 8);
+            }
+        }
+    }
+}

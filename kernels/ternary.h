@@ -15,6 +15,7 @@ typedef struct tact {
     const int32_t *bsum;  /* (n, cols/256) Σ q per 256-block (TQ kernels only; else may be NULL) */
     int64_t cols;
     int n;
+    const int8_t *lut;    /* (n, lut_tbl_bytes(cols)) tables for the LUT layout (lut.h); else NULL */
 } tact_t;
 
 /* isum (n, nr, nb): isum[(t*nr + r)*nb + b] = Σ_{c in block b} w[r0+r][c] · q[t][c].
@@ -34,6 +35,7 @@ void i2s_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const t
 void tq2_dot_avx2(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 void tq2_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 void tq1_dot_avx2(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
+void tq1_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 void tern_tl_dot_avx2(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 void tern_tl_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 #endif
@@ -54,5 +56,23 @@ size_t tern_tl_bytes(int64_t rows, int64_t cols);
  * = 0x55 for padding rows are written by tern_tl_pad). */
 void tern_tl_pack_rows(const int8_t *t, int64_t rows, int64_t cols, int64_t r0, int64_t nr, void *dst);
 void tern_tl_pad(int64_t rows, int64_t cols, void *dst);
+/* rows [r0, r0+nr) of an I2_S tensor (src as stored) → their place in dst, byte to byte (no
+ * int8 trits); bit-identical to tern_tl_pack_rows of quant_unpack_trits (code 3 reads as 0). */
+void tern_tl_from_i2s(const void *src, int64_t cols, int64_t r0, int64_t nr, void *dst);
+
+/* tern "RL" layout (row lanes, for VNNI GEMM): rows in tiles of RL_R = 32 (padded with zero
+ * trits), each tile stored as cols/16 blocks of 128 bytes: [rows 0..15: 64 B][rows 16..31: 64 B];
+ * in a half, byte 4j + b holds row j's columns 16m + 4s + b (s = 0..3) in bits 7−2s, 6−2s
+ * (codes 0,1,2 = −1,0,+1). A shift gives one zmm whose 32-bit lane j is 4 consecutive columns of
+ * row j, so vpdpbusd against 4 broadcast activation bytes yields 16 rows' sums with no
+ * horizontal reduction. cols % 16 == 0. */
+#define RL_R 32
+size_t tern_rl_bytes(int64_t rows, int64_t cols);
+void tern_rl_pack_rows(const int8_t *t, int64_t cols, int64_t r0, int64_t nr, void *dst);
+void tern_rl_pad(int64_t rows, int64_t cols, void *dst);   /* padding rows → code 1 */
+void tern_rl_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
+#if defined(TERN_HAVE_X86)
+void tern_rl_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
+#endif
 
 #endif

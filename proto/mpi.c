@@ -1,7 +1,9 @@
 /* mpi: the MPI backend of transport.h (mpi://). Endpoints are ranks of MPI_COMM_WORLD:
  * "mpi://self" listens (messages from any rank), "mpi://3" connects to rank 3. A message is one
- * MPI message holding the protobuf envelope, then, when it carries a tensor, a second MPI
- * message with the raw bytes on a communicator of its own. Waiting never blocks inside MPI
+ * MPI message holding the protobuf envelope (+ one byte: does a tensor follow), then, when it
+ * carries a tensor, a second MPI message with the raw bytes on a communicator of its own. The
+ * MPI tag is the connected conn's id, so several conns of one process to one rank (engine and
+ * heartbeat links) each get their own replies, like ZeroMQ routing ids. Waiting never blocks inside MPI
  * (Open MPI's blocking calls spin a core): MPI_Improbe, then sleeps that grow from 20 us to
  * TERN_MPI_IDLE_US (default 1000 us), so an idle stage costs well under 1% of a core.
  * Not here: frame validation (transport.c), launching and roles (coordinator/mpi_launch.c). */
@@ -11,18 +13,21 @@
 #include <limits.h>
 #include <mpi.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
-/* header tags: whether a tensor message follows */
-enum { TAG_HDR = 1, TAG_HDR_TENSOR = 2 };
-/* tensor tags on g.tensor: which header communicator the tensor belongs to */
-enum { TAG_T_LISTEN = 1, TAG_T_CONN = 2 };
+/* Tags: a header's tag is the id of the connected conn at either end (its sender on
+ * to_listen, its receiver on to_conn); its tensor's tag on g.tensor is id * 2 + direction.
+ * Ids cycle through [1, MP_MAX_ID]; MPI guarantees tags up to 32767. */
+#define MP_MAX_ID 16000
+enum { DIR_LISTEN = 0, DIR_CONN = 1 };
 
 #define MP_BACKOFF_FIRST_US 20
 #define MP_BACKOFF_MAX_US 1000
+#define MP_SPIN 50                /* yields before the first sleep */
 #define MP_TENSOR_WAIT_MS 60000   /* a tensor is sent right after its header: this is a hang */
 
 /* Three private duplicates of MPI_COMM_WORLD keep the streams apart so that one probe with
@@ -34,9 +39,10 @@ static struct {
     pthread_mutex_t mu;      /* every MPI call (works with any thread level) */
     int active, we_init, listening;
     int rank, size;
+    int next_id;
     long idle_max_us;
     MPI_Comm to_listen, to_conn, tensor;
-} g = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, -1, 0, MP_BACKOFF_MAX_US, MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
+} g = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, -1, 0, 0, MP_BACKOFF_MAX_US, MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
 
 /* One send in flight: MPI reads buf until both requests complete. */
 typedef struct mslot {
@@ -50,6 +56,7 @@ typedef struct mslot {
 
 typedef struct mconn {
     int peer;                /* connected conns: the peer's rank */
+    int id;                  /* connected conns: tag of this link */
     mslot_t slot[MP_SLOTS];  /* ring of sends in flight: head is the oldest */
     int head, count;
     uint8_t *hbuf, *tbuf;    /* receive buffers, grown to the largest message */
@@ -67,9 +74,20 @@ static double now_s(void) {
     return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
 }
 
+/* Next wait of a poll loop: the first MP_SPIN tries only yield the core (a reply that is
+ * about to come costs no sleep), then sleeps double from 20 us up to the idle maximum. */
 static long backoff_next(long us) {
+    if (us < 0) {
+        sched_yield();
+        return us + 1;
+    }
     us = us ? us * 2 : MP_BACKOFF_FIRST_US;
     return us > g.idle_max_us ? g.idle_max_us : us;
+}
+
+static void backoff_wait(long *us) {
+    *us = backoff_next(*us);
+    if (*us > 0) sleep_us(*us);
 }
 
 static int mpi_fail(char *err, size_t errlen, const char *what, int code) {
@@ -162,21 +180,32 @@ static int ep_rank(const char *ep) {
     return *end || r < 0 || r >= g.size ? -1 : (int)r;
 }
 
-/* a listening conn names each sender "rankN"; the routing id is the same text */
-static void peer_set(tp_peer_t *p, int rank) {
-    int n = snprintf(p->name, sizeof p->name, "rank%d", rank);
+/* A listening conn names each sender "rankR.cID" (rank, link id); the routing id is the same
+ * text, so a reply finds the very link the request came on. */
+static void peer_set(tp_peer_t *p, int rank, int id) {
+    int n = snprintf(p->name, sizeof p->name, "rank%d.c%d", rank, id);
     memcpy(p->id, p->name, (size_t)n);
     p->id_len = (size_t)n;
 }
 
-static int peer_rank(const tp_peer_t *p) {
-    if (p->id_len < 5 || p->id_len >= sizeof p->id || memcmp(p->id, "rank", 4)) return -1;
-    int r = 0;
-    for (size_t i = 4; i < p->id_len; i++) {
-        if (p->id[i] < '0' || p->id[i] > '9' || r > INT_MAX / 10 - 1) return -1;
-        r = r * 10 + (p->id[i] - '0');
-    }
-    return r < g.size ? r : -1;
+/* parses digits at s[*i..]; -1 when there are none or they overflow */
+static int num_at(const uint8_t *s, size_t n, size_t *i) {
+    long v = 0;
+    size_t j = *i;
+    for (; j < n && s[j] >= '0' && s[j] <= '9' && v < INT_MAX / 10; j++) v = v * 10 + (s[j] - '0');
+    if (j == *i || (j < n && s[j] >= '0' && s[j] <= '9')) return -1;
+    *i = j;
+    return (int)v;
+}
+
+static int peer_parse(const tp_peer_t *p, int *rank, int *id) {
+    size_t n = p->id_len < sizeof p->id ? p->id_len : 0, i = 4;
+    if (n < 8 || memcmp(p->id, "rank", 4)) return -1;
+    if ((*rank = num_at(p->id, n, &i)) < 0 || *rank >= g.size || i + 2 > n || p->id[i] != '.' || p->id[i + 1] != 'c')
+        return -1;
+    i += 2;
+    if ((*id = num_at(p->id, n, &i)) < 1 || *id > MP_MAX_ID || i != n) return -1;
+    return 0;
 }
 
 /* ---- ops --------------------------------------------------------------------------------- */
@@ -200,6 +229,7 @@ static int mpi_open(tp_conn_t *c, int listen, char *err, size_t errlen) {
         return err_set(err, errlen, TERN_EIO, "rank %d already listens (one mpi://self per process)", g.rank);
     }
     if (listen) g.listening = 1;
+    else m->id = g.next_id = g.next_id % MP_MAX_ID + 1;
     pthread_mutex_unlock(&g.mu);
     m->peer = r;
     if (listen) snprintf(c->endpoint, sizeof c->endpoint, "mpi://%d", g.rank);
@@ -219,7 +249,7 @@ static int grow(uint8_t **b, size_t *cap, size_t n) {
 /* Retires completed sends, oldest first. With wait, keeps trying (sleeping between tries) until
  * at most `keep` remain or `deadline` passes. Returns 0, TERN_ETIMEOUT or TERN_EIO. */
 static int send_reap(mconn_t *m, int keep, double deadline, char *err, size_t errlen) {
-    long us = 0;
+    long us = -MP_SPIN;
     for (;;) {
         int rc = MPI_SUCCESS;
         pthread_mutex_lock(&g.mu);
@@ -236,7 +266,7 @@ static int send_reap(mconn_t *m, int keep, double deadline, char *err, size_t er
         if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "send", rc);
         if (m->count <= keep) return 0;
         if (now_s() > deadline) return TERN_ETIMEOUT;
-        sleep_us(us = backoff_next(us));
+        backoff_wait(&us);
     }
 }
 
@@ -246,9 +276,10 @@ static int mpi_send(tp_conn_t *c, const tp_peer_t *to, const void *hdr, size_t h
                     size_t tensor_bytes, char *err, size_t errlen) {
     mconn_t *m = c->impl;
     const char *peer = to ? to->name : c->peer.name;
-    int dest = to ? peer_rank(to) : m->peer;
-    if (dest < 0) return err_set(err, errlen, TERN_EPEER, "peer %s is not a rank of this MPI job", peer);
-    if (hdr_bytes > INT_MAX || tensor_bytes > INT_MAX)
+    int dest = m->peer, id = m->id;
+    if (to && peer_parse(to, &dest, &id) < 0)
+        return err_set(err, errlen, TERN_EPEER, "peer %s is not a link from a rank of this MPI job", peer);
+    if (hdr_bytes >= INT_MAX || tensor_bytes > INT_MAX)
         return err_set(err, errlen, TERN_EINVAL, "a %zu-byte message is too big for one MPI message", tensor_bytes);
     int keep = (c->hwm < MP_SLOTS ? c->hwm : MP_SLOTS) - 1;
     int rc = send_reap(m, keep, now_s() + c->send_timeout_ms / 1000.0, err, errlen);
@@ -257,17 +288,18 @@ static int mpi_send(tp_conn_t *c, const tp_peer_t *to, const void *hdr, size_t h
                        m->count, c->send_timeout_ms);
     if (rc < 0) return rc;
     mslot_t *s = &m->slot[(m->head + m->count) % MP_SLOTS];
-    size_t need = hdr_bytes + tensor_bytes;
+    size_t hn = hdr_bytes + 1, need = hn + tensor_bytes;   /* header, flag byte, tensor */
     if (grow(&s->buf, &s->cap, need) < 0) return err_set(err, errlen, TERN_ENOMEM, "no memory for a %zu-byte send", need);
     memcpy(s->buf, hdr, hdr_bytes);
-    if (tensor_bytes) memcpy(s->buf + hdr_bytes, tensor, tensor_bytes);
+    s->buf[hdr_bytes] = tensor_bytes != 0;
+    if (tensor_bytes) memcpy(s->buf + hn, tensor, tensor_bytes);
     MPI_Comm hc = c->listening ? g.to_conn : g.to_listen;
-    int ttag = c->listening ? TAG_T_CONN : TAG_T_LISTEN;
-    pthread_mutex_lock(&g.mu);   /* header and tensor posted together: per-peer order holds */
-    rc = MPI_Isend(s->buf, (int)hdr_bytes, MPI_BYTE, dest, tensor_bytes ? TAG_HDR_TENSOR : TAG_HDR, hc, &s->req[0]);
+    int ttag = id * 2 + (c->listening ? DIR_CONN : DIR_LISTEN);
+    pthread_mutex_lock(&g.mu);   /* header and tensor posted together: per-link order holds */
+    rc = MPI_Isend(s->buf, (int)hn, MPI_BYTE, dest, id, hc, &s->req[0]);
     s->n_req = rc == MPI_SUCCESS;
     if (rc == MPI_SUCCESS && tensor_bytes) {
-        rc = MPI_Isend(s->buf + hdr_bytes, (int)tensor_bytes, MPI_BYTE, dest, ttag, g.tensor, &s->req[1]);
+        rc = MPI_Isend(s->buf + hn, (int)tensor_bytes, MPI_BYTE, dest, ttag, g.tensor, &s->req[1]);
         s->n_req += rc == MPI_SUCCESS;
     }
     if (s->n_req) m->count++;
@@ -278,22 +310,26 @@ static int mpi_send(tp_conn_t *c, const tp_peer_t *to, const void *hdr, size_t h
 
 
 /* Receives the tensor that follows a header from `src`: it was posted with the header, so it
- * is there at once or soon. A frame over max_frame is consumed (truncated) and refused. */
-static int recv_tensor(tp_conn_t *c, mconn_t *m, int src, size_t *n, char *err, size_t errlen) {
-    int tag = c->listening ? TAG_T_LISTEN : TAG_T_CONN, flag = 0, count = 0, rc;
+ * is there at once or soon. A frame over max_frame is consumed and refused. */
+static int recv_tensor(tp_conn_t *c, mconn_t *m, int src, int id, size_t *n, char *err, size_t errlen) {
+    int tag = id * 2 + (c->listening ? DIR_LISTEN : DIR_CONN), flag = 0, count = 0, rc;
     MPI_Message mh;
     MPI_Status st;
     double deadline = now_s() + MP_TENSOR_WAIT_MS / 1000.0;
-    for (long us = 0;; sleep_us(us = backoff_next(us))) {
+    for (long us = -MP_SPIN;; backoff_wait(&us)) {
         pthread_mutex_lock(&g.mu);
         rc = MPI_Improbe(src, tag, g.tensor, &flag, &mh, &st);
         if (rc == MPI_SUCCESS && flag) {
             MPI_Get_count(&st, MPI_BYTE, &count);
             int keep = (uint64_t)count <= c->max_frame && grow(&m->tbuf, &m->tcap, (size_t)count) == 0;
-            rc = MPI_Mrecv(keep ? m->tbuf : NULL, keep ? count : 0, MPI_BYTE, &mh, MPI_STATUS_IGNORE);
+            /* a refused tensor is still received whole (into a scratch buffer) to consume it:
+             * Open MPI's truncation path is not safe to rely on with single-copy transports */
+            void *dst = keep ? m->tbuf : malloc(count ? (size_t)count : 1);
+            rc = MPI_Mrecv(dst, dst ? count : 0, MPI_BYTE, &mh, MPI_STATUS_IGNORE);
+            if (!keep) free(dst);
             pthread_mutex_unlock(&g.mu);
             if (!keep)
-                return err_set(err, errlen, TERN_EPROTO, "peer rank%d: %d-byte tensor refused (limit %llu)", src, count,
+                return err_set(err, errlen, TERN_EPROTO, "peer rank%d.c%d: %d-byte tensor refused (limit %llu)", src, id, count,
                                (unsigned long long)c->max_frame);
             if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "receive tensor", rc);
             *n = (size_t)count;
@@ -302,20 +338,21 @@ static int recv_tensor(tp_conn_t *c, mconn_t *m, int src, size_t *n, char *err, 
         pthread_mutex_unlock(&g.mu);
         if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "probe tensor", rc);
         if (now_s() > deadline)
-            return err_set(err, errlen, TERN_EPROTO, "peer rank%d: header announced a tensor that never came", src);
+            return err_set(err, errlen, TERN_EPROTO, "peer rank%d.c%d: header announced a tensor that never came", src, id);
     }
 }
 
 static int mpi_recv(tp_conn_t *c, tp_msg_t *out, int timeout_ms, char *err, size_t errlen) {
     mconn_t *m = c->impl;
     MPI_Comm hc = c->listening ? g.to_listen : g.to_conn;
-    int src = c->listening ? MPI_ANY_SOURCE : m->peer, flag = 0, count = 0, rc;
+    int src = c->listening ? MPI_ANY_SOURCE : m->peer, tag = c->listening ? MPI_ANY_TAG : m->id;
+    int flag = 0, count = 0, rc;
     MPI_Message mh;
     MPI_Status st;
     double deadline = now_s() + timeout_ms / 1000.0;
-    for (long us = 0;; sleep_us(us = backoff_next(us))) {
+    for (long us = -MP_SPIN;; backoff_wait(&us)) {
         pthread_mutex_lock(&g.mu);
-        rc = MPI_Improbe(src, MPI_ANY_TAG, hc, &flag, &mh, &st);
+        rc = MPI_Improbe(src, tag, hc, &flag, &mh, &st);
         if (rc == MPI_SUCCESS && flag) {
             MPI_Get_count(&st, MPI_BYTE, &count);
             if (grow(&m->hbuf, &m->hcap, count ? (size_t)count : 1) < 0) {
@@ -333,12 +370,13 @@ static int mpi_recv(tp_conn_t *c, tp_msg_t *out, int timeout_ms, char *err, size
             return err_set(err, errlen, TERN_ETIMEOUT, "nothing from %s within %d ms",
                            c->listening ? c->endpoint : c->peer.name, timeout_ms);
     }
-    if (c->listening) peer_set(&out->from, st.MPI_SOURCE);
-    tp_iov_t iov[2] = {{m->hbuf, (size_t)count}, {NULL, 0}};
+    if (c->listening) peer_set(&out->from, st.MPI_SOURCE, st.MPI_TAG);
+    if (count < 1) return err_set(err, errlen, TERN_EFORMAT, "empty message from peer %s", out->from.name);
+    tp_iov_t iov[2] = {{m->hbuf, (size_t)count - 1}, {NULL, 0}};
     int nfr = 1;
-    if (st.MPI_TAG == TAG_HDR_TENSOR) {
+    if (m->hbuf[count - 1]) {
         size_t tn = 0;
-        if ((rc = recv_tensor(c, m, st.MPI_SOURCE, &tn, err, errlen)) < 0) return rc;
+        if ((rc = recv_tensor(c, m, st.MPI_SOURCE, st.MPI_TAG, &tn, err, errlen)) < 0) return rc;
         iov[1] = (tp_iov_t){m->tbuf, tn};
         nfr = 2;
     }
@@ -347,13 +385,13 @@ static int mpi_recv(tp_conn_t *c, tp_msg_t *out, int timeout_ms, char *err, size
 
 static int mpi_poll(tp_conn_t *const *conns, int n, int timeout_ms, int *ready, char *err, size_t errlen) {
     double deadline = now_s() + timeout_ms / 1000.0;
-    for (long us = 0;; sleep_us(us = backoff_next(us))) {
+    for (long us = -MP_SPIN;; backoff_wait(&us)) {
         int nr = 0, rc = MPI_SUCCESS;
         pthread_mutex_lock(&g.mu);
         for (int i = 0; i < n && rc == MPI_SUCCESS; i++) {
             const mconn_t *m = conns[i]->impl;
             int flag = 0;
-            rc = MPI_Iprobe(conns[i]->listening ? MPI_ANY_SOURCE : m->peer, MPI_ANY_TAG,
+            rc = MPI_Iprobe(conns[i]->listening ? MPI_ANY_SOURCE : m->peer, conns[i]->listening ? MPI_ANY_TAG : m->id,
                             conns[i]->listening ? g.to_listen : g.to_conn, &flag, MPI_STATUS_IGNORE);
             ready[i] = flag;
             nr += flag;

@@ -6,6 +6,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+static int g_default_device = STAGE_DEV_CPU;
+
+void stage_default_device(int device) { g_default_device = device; }
+
 void stage_cfg_default(stage_cfg_t *c) {
     memset(c, 0, sizeof *c);
     c->n_ctx = 4096;
@@ -13,6 +17,7 @@ void stage_cfg_default(stage_cfg_t *c) {
     c->n_batch = 64;
     c->kv_type = KV_F16;
     c->head_type = -1;
+    c->device = g_default_device;
 }
 
 int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp, char *err, size_t errlen) {
@@ -25,10 +30,18 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
     shard_opts_default(&so);
     so.head_type = cfg->head_type;
     so.mat_flags = cfg->mat_flags;
+    if (cfg->device == STAGE_DEV_CUDA) {
+        int prc = cuda_stage_probe(NULL, 0, err, errlen);   /* before reading any weights */
+        if (prc < 0) return prc;
+        so.mat_flags |= MAT_NO_REPACK;   /* the GPU repacks from the file's layout; no CPU copy */
+    }
     int rc = shard_load(&st->shard, g, cfg->first, cfg->last, cfg->has_head, &so, err, errlen);
     if (rc < 0) return rc;
     int nlog = cfg->has_head ? cfg->n_seq : 0;   /* at most one sampled token per sequence per step */
-    rc = forward_init(&st->fwd, &st->shard, cfg->n_ctx, cfg->n_seq, cfg->n_batch, nlog, cfg->kv_type, tp, err, errlen);
+    if (cfg->device == STAGE_DEV_CUDA)
+        rc = cuda_stage_new(&st->cuda, &st->shard, cfg->n_ctx, cfg->n_seq, cfg->n_batch, nlog, cfg->kv_type, err, errlen);
+    else
+        rc = forward_init(&st->fwd, &st->shard, cfg->n_ctx, cfg->n_seq, cfg->n_batch, nlog, cfg->kv_type, tp, err, errlen);
     if (rc < 0) goto fail;
     st->rows = calloc((size_t)cfg->n_batch, sizeof(int));
     if (!st->rows) goto nomem;
@@ -51,6 +64,7 @@ fail:
 }
 
 void stage_free(stage_t *st) {
+    cuda_stage_destroy(&st->cuda);
     forward_free(&st->fwd);
     shard_free(&st->shard);
     free(st->samplers);
@@ -76,16 +90,22 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
     }
     if (n < 0 || (c->has_head && nsample > c->n_seq))
         return err_set(err, errlen, TERN_EINVAL, "bad step: %d tokens, %d to sample", n, nsample);
-    forward_layers(&st->fwd, h, n, seq, pos);
+    int m = 0;
+    if (c->has_head && nsample)
+        for (int i = 0; i < n; i++)
+            if (sample[i]) st->rows[m++] = i;
+    if (st->cuda) {   /* layers and the sampled rows' logits in one device step */
+        int rc = cuda_stage_forward(st->cuda, h, n, seq, pos, m, st->rows, st->logits, err, errlen);
+        if (rc < 0) return rc;
+    } else {
+        forward_layers(&st->fwd, h, n, seq, pos);
+    }
     if (!c->has_head) return 0;
     for (int i = 0; i < n; i++)
         if (tokens && tokens[i] >= 0) sampler_accept(&st->samplers[seq[i]], tokens[i]);
     if (!nsample) return 0;
-    int m = 0;
-    for (int i = 0; i < n; i++)
-        if (sample[i]) st->rows[m++] = i;
     int V = st->shard.hp.n_vocab;
-    forward_logits(&st->fwd, h, m, st->rows, st->logits);
+    if (!st->cuda) forward_logits(&st->fwd, h, m, st->rows, st->logits);
     for (int j = 0; j < m; j++) {
         int i = st->rows[j];
         out_tok[j] = sampler_sample(&st->samplers[seq[i]], st->logits + (size_t)j * V, V, st->swork,

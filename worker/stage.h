@@ -5,8 +5,11 @@
  * Used in-process by the embedded engine and by the worker loop behind a transport. */
 #ifndef TERN_STAGE_H
 #define TERN_STAGE_H
+#include "worker/cuda_stage.h"
 #include "worker/forward.h"
 #include "worker/sampler.h"
+
+enum stage_device { STAGE_DEV_CPU = 0, STAGE_DEV_CUDA = 1 };
 
 typedef struct stage_cfg {
     int first, last;       /* layer range (inclusive) */
@@ -16,6 +19,7 @@ typedef struct stage_cfg {
     int kv_type;           /* KV_F16 / KV_F32 */
     int head_type;         /* -1 as stored, or TT_Q8_0 / TT_F16 */
     int mat_flags;
+    int device;            /* STAGE_DEV_CPU, or STAGE_DEV_CUDA: layers (and head) on GPU 0 */
 } stage_cfg_t;
 
 typedef struct stage {
@@ -26,9 +30,13 @@ typedef struct stage {
     float *logits;         /* (n_seq, n_vocab) */
     void *swork;
     int *rows;             /* (n_batch,) */
+    cuda_stage_t *cuda;    /* device == STAGE_DEV_CUDA: the GPU runs forward (fwd unused) */
 } stage_t;
 
 void stage_cfg_default(stage_cfg_t *c);
+/* the device stage_cfg_default picks from now on (tern worker --device cuda sets it before the
+ * worker loop builds its stages) */
+void stage_default_device(int device);
 int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp, char *err, size_t errlen);
 void stage_free(stage_t *st);
 /* resets slot `seq` for a new sequence with these sampling params (last stage) */

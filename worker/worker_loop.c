@@ -380,9 +380,9 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     tp_msg_init(&rx);
     double last = time_now();
     while (!g_stop) {
-        check_coordinator(&w);
         rc = tp_recv(w.in, &rx, WL_POLL_MS, err, errlen);
-        if (rc == TERN_ETIMEOUT) {
+        if (rc == TERN_ETIMEOUT) {   /* nothing queued: only now is silence real (not a long step) */
+            check_coordinator(&w);
             if (cfg->idle_exit_ms && (time_now() - last) * 1000 > cfg->idle_exit_ms) break;
             continue;
         }

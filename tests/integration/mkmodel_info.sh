@@ -51,8 +51,8 @@ if "$tern" info "$dir/bad.gguf" 2>"$dir/err" >/dev/null; then fail "info accepte
 head -c 1000 "$dir/m_i2_s_f16.gguf" > "$dir/cut.gguf"
 if "$tern" info "$dir/cut.gguf" 2>"$dir/err" >/dev/null; then fail "info accepted a truncated file"; fi
 [ "$(wc -l < "$dir/err")" -eq 1 ] || fail "truncated file error is not one line: $(cat "$dir/err")"
-if "$tern" mkmodel --preset 3b --type tq2_0 -o "$dir/x.gguf" 2>"$dir/err"; then fail "3b tq2_0 accepted"; fi
-grep -q "multiple of 256" "$dir/err" || fail "3b tq2_0 error: $(cat "$dir/err")"
+if "$tern" mkmodel --preset 3b --type tq2_0 -o "$dir/x.gguf" 2>"$dir/err"; then fail "unknown preset 3b accepted"; fi
+grep -q "unknown preset '3b'" "$dir/err" || fail "unknown preset error: $(cat "$dir/err")"
 [ ! -e "$dir/x.gguf" ] && [ ! -e "$dir/x.gguf.tmp" ] || fail "refused mkmodel left a file"
 "$tern" info --help | grep -q -- "--no-tensors" || fail "info --help"
 "$tern" mkmodel --help | grep -q -- "--preset" || fail "mkmodel --help"

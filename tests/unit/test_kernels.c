@@ -30,6 +30,7 @@ static void shim_int_eq(long long a, long long b, const char *file, int line) {
 #define fail() shim_fail(__FILE__, __LINE__, "fail()")
 #define assert_true(c) ((c) ? (void)0 : shim_fail(__FILE__, __LINE__, #c))
 #define assert_non_null(p) assert_true((p) != NULL)
+#define assert_null(p) assert_true((p) == NULL)
 #define assert_int_equal(a, b) shim_int_eq((long long)(a), (long long)(b), __FILE__, __LINE__)
 #define assert_memory_equal(a, b, n) assert_true(memcmp((a), (b), (n)) == 0)
 struct CMUnitTest {
@@ -61,6 +62,7 @@ static int shim_run(const struct CMUnitTest *t, size_t n) {
 #include "core/tpool.h"
 #include "core/types.h"
 #include "kernels/dispatch.h"
+#include "kernels/lut.h"
 #include "kernels/mat.h"
 #include "kernels/quant.h"
 #include "kernels/ternary.h"
@@ -83,7 +85,7 @@ static void rand_trits(int8_t *t, int64_t n) {
 /* int8 activations of n tokens with sums and 256-block sums; freed by act_free */
 typedef struct test_act {
     tact_t a;
-    int8_t *q;
+    int8_t *q, *lut;
     int32_t *sum, *bsum;
 } test_act_t;
 
@@ -98,10 +100,14 @@ static void act_make(test_act_t *ta, int64_t cols, int n, int mode) {
             ta->sum[t] += ta->q[t * cols + c];
             if (c / 256 < cols / 256) ta->bsum[t * (cols / 256) + c / 256] += ta->q[t * cols + c];
         }
-    ta->a = (tact_t){ta->q, ta->sum, ta->bsum, cols, n};
+    size_t tb = lut_tbl_bytes(cols);
+    ta->lut = tern_alloc((size_t)n * tb);
+    for (int t = 0; t < n; t++) lut_tables_ref(ta->q + t * cols, cols, ta->lut + (size_t)t * tb);
+    ta->a = (tact_t){ta->q, ta->sum, ta->bsum, cols, n, ta->lut};
 }
 static void act_free(test_act_t *ta) {
     tern_free(ta->q);
+    tern_free(ta->lut);
     free(ta->sum);
     free(ta->bsum);
 }
@@ -287,20 +293,21 @@ static void test_act_quant(void **st) {
 
 /* ---- kernel variants vs _ref ------------------------------------------------------------ */
 
-enum { F_I2S, F_TQ2, F_TQ1, F_TL, F_N };
-static const char *g_fname[F_N] = {"i2_s", "tq2_0", "tq1_0", "tl"};
+enum { F_I2S, F_TQ2, F_TQ1, F_TL, F_LUT, F_RL, F_N };
+static const char *g_fname[F_N] = {"i2_s", "tq2_0", "tq1_0", "tl", "lut3", "rl32"};
 
 static tdot_fn variant(int f, int isa) {
-    static const tdot_fn ref[F_N] = {i2s_dot_ref, tq2_dot_ref, tq1_dot_ref, tern_tl_dot_ref};
+    static const tdot_fn ref[F_N] = {i2s_dot_ref, tq2_dot_ref, tq1_dot_ref, tern_tl_dot_ref, lut_dot_ref, tern_rl_dot_ref};
     if (isa == ISA_REF) return ref[f];
 #if defined(TERN_HAVE_X86)
-    static const tdot_fn avx2[F_N] = {i2s_dot_avx2, tq2_dot_avx2, tq1_dot_avx2, tern_tl_dot_avx2};
-    static const tdot_fn avx512[F_N] = {i2s_dot_avx512, tq2_dot_avx512, tq1_dot_avx2, tern_tl_dot_avx512};
+    static const tdot_fn avx2[F_N] = {i2s_dot_avx2, tq2_dot_avx2, tq1_dot_avx2, tern_tl_dot_avx2, lut_dot_avx2, NULL};
+    static const tdot_fn avx512[F_N] = {i2s_dot_avx512, tq2_dot_avx512, tq1_dot_avx512, tern_tl_dot_avx512,
+                                        lut_dot_avx512, tern_rl_dot_avx512};
     if (isa == ISA_AVX2) return avx2[f];
     if (isa == ISA_AVX512) return avx512[f];
 #endif
 #if defined(TERN_HAVE_ARM)
-    static const tdot_fn neon[F_N] = {i2s_dot_neon, tq2_dot_neon, tq1_dot_neon, tern_tl_dot_neon};
+    static const tdot_fn neon[F_N] = {i2s_dot_neon, tq2_dot_neon, tq1_dot_neon, tern_tl_dot_neon, lut_dot_neon, NULL};
     if (isa == ISA_NEON) return neon[f];
 #endif
     return NULL;
@@ -311,6 +318,8 @@ static size_t fam_bytes(int f, int64_t rows, int64_t cols) {
     case F_I2S: return (size_t)(rows * cols / 4) + 32;
     case F_TQ2: return (size_t)(rows * cols / 256) * 66;
     case F_TQ1: return (size_t)(rows * cols / 256) * 54;
+    case F_LUT: return lut_bytes(rows, cols);
+    case F_RL: return tern_rl_bytes(rows, cols);
     default: return tern_tl_bytes(rows, cols);
     }
 }
@@ -323,6 +332,8 @@ static void check_shape(int f, int64_t rows, int64_t cols, int n, int mode) {
     size_t wb = fam_bytes(f, rows, cols);
     uint8_t *w = tern_alloc(wb);
     for (size_t i = 0; i < wb; i++) w[i] = mode ? (f == F_TQ1 ? 255 : 0xaa) : (uint8_t)rnd();
+    if (f == F_LUT && mode)   /* every group ±381 (index 13), all one sign: the int16 worst case */
+        for (size_t i = 0; i < wb; i++) w[i] = i % LUT_BLK < 64 ? (mode == 1 ? 0 : 0xff) : 0xdd;
     test_act_t ta;
     act_make(&ta, cols, n, mode);
     int nb = (f == F_TQ2 || f == F_TQ1) ? (int)(cols / 256) : 1;
@@ -362,11 +373,12 @@ static void check_shape(int f, int64_t rows, int64_t cols, int n, int mode) {
 static void test_variants_odd(void **st) {
     (void)st;
     const int64_t rows[] = {1, 2, 3, 5, 7, 9, 13, 31, 33, 67};
-    const int64_t cols[] = {128, 256, 384, 512, 768, 1024};
+    const int64_t cols[] = {16, 48, 128, 256, 384, 512, 768, 1024};
     const int ns[] = {1, 2, 3, 4, 5, 7, 9, 17, 33};
     for (int f = 0; f < F_N; f++)
         for (size_t ci = 0; ci < sizeof cols / sizeof *cols; ci++) {
-            if (f != F_I2S && cols[ci] % 256) continue;
+            int64_t blk = f == F_RL ? 16 : f == F_LUT ? 1 : f == F_I2S ? 128 : 256;
+            if (cols[ci] % blk) continue;
             for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++) {
                 int n = ns[(ri + ci) % (sizeof ns / sizeof *ns)];
                 check_shape(f, rows[ri], cols[ci], n, 0);
@@ -387,10 +399,100 @@ static void test_variants_real(void **st) {
         check_shape(F_TL, shapes[s][0], shapes[s][1], 1, 0);
         check_shape(F_I2S, shapes[s][0], shapes[s][1], 1, 0);
         check_shape(F_TQ2, shapes[s][0], shapes[s][1], 1, 0);
+        check_shape(F_LUT, shapes[s][0], shapes[s][1], 1 + s, 0);
+        check_shape(F_RL, shapes[s][0], shapes[s][1], 1, 0);
+        check_shape(F_RL, shapes[s][0], shapes[s][1], 13 + s, 0);
     }
+    check_shape(F_TQ1, 2560, 6912, 1, 0);
     check_shape(F_TQ1, 640, 2560, 1, 0);
     check_shape(F_TL, 640, 2560, 5, 0);
     check_shape(F_I2S, 640, 2560, 3, 0);
+}
+
+/* LUT layout semantics: pack random trits, then lut_dot_ref (and every ISA variant) must equal
+ * the plain Σ t·q — on column counts that are not multiples of 3, 24 or 128 — and the ISA
+ * table builders must write the reference tables byte for byte. */
+static void test_lut_exact(void **st) {
+    (void)st;
+    const int64_t cols[] = {1, 2, 3, 4, 5, 23, 24, 25, 47, 128, 383, 768, 1000, 2560};
+    const int64_t rows[] = {1, 3, 64, 65, 130};
+    for (size_t ci = 0; ci < sizeof cols / sizeof *cols; ci++)
+        for (size_t ri = 0; ri < sizeof rows / sizeof *rows; ri++) {
+            int64_t R = rows[ri], C = cols[ci];
+            int n = 1 + (int)((ci + ri) % 6);
+            int8_t *t = malloc((size_t)(R * C));
+            rand_trits(t, R * C);
+            uint8_t *w = tern_calloc(lut_bytes(R, C));
+            lut_pack_rows(t, C, 0, R, w);
+            test_act_t ta;
+            act_make(&ta, C, n, (int)(ci % 3));
+            int32_t *got = malloc((size_t)(n * R) * 4);
+            for (int isa = 0; isa < ISA_COUNT; isa++) {
+                tdot_fn fn = variant(F_LUT, isa);
+                if (!fn || !isa_supported(isa)) continue;
+                fn(w, R, 0, R, &ta.a, got);
+                for (int tk = 0; tk < n; tk++)
+                    for (int64_t r = 0; r < R; r++) {
+                        int32_t want = 0;
+                        for (int64_t c = 0; c < C; c++) want += t[r * C + c] * ta.q[tk * C + c];
+                        if (got[tk * R + r] != want) {
+                            print_error("lut/%s rows %lld cols %lld t %d r %lld: %d, want %d\n", isa_name(isa),
+                                        (long long)R, (long long)C, tk, (long long)r, got[tk * R + r], want);
+                            fail();
+                        }
+                    }
+            }
+            /* tables: the dispatched builder equals the reference for every ISA */
+            size_t tb = lut_tbl_bytes(C);
+            int8_t *tbl = tern_alloc(tb);
+            for (int isa = 0; isa < ISA_COUNT; isa++) {
+                if (!isa_supported(isa)) continue;
+                isa_force(isa);
+                memset(tbl, 0x77, tb);
+                lut_tables(ta.q, C, tbl);
+                if (memcmp(tbl, ta.lut, tb)) {
+                    print_error("lut_tables/%s cols %lld differs from lut_tables_ref\n", isa_name(isa), (long long)C);
+                    fail();
+                }
+            }
+            isa_force(isa_best());
+            tern_free(tbl);
+            free(got);
+            act_free(&ta);
+            tern_free(w);
+            free(t);
+        }
+}
+
+/* the byte-level I2_S → TL repack equals unpack-to-trits + tern_tl_pack_rows, on random bytes
+ * (so code 3 appears) and on row sub-ranges */
+static void test_tl_from_i2s(void **st) {
+    (void)st;
+    const int64_t shapes[][2] = {{1, 256}, {5, 512}, {13, 2560}, {64, 6912}};
+    for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+        int64_t R = shapes[si][0], C = shapes[si][1];
+        size_t sb = (size_t)(R * C / 4) + 32, tb = tern_tl_bytes(R, C);
+        uint8_t *src = malloc(sb), *a = tern_alloc(tb), *b = tern_alloc(tb);
+        for (size_t i = 0; i < sb; i++) src[i] = (uint8_t)rnd();
+        int8_t *t = malloc((size_t)(R * C));
+        assert_int_equal(quant_unpack_trits(TT_I2_S, src, R, C, 0, R, t, NULL), 0);
+        memset(a, 0x11, tb);
+        memset(b, 0x22, tb);
+        tern_tl_pad(R, C, a);
+        tern_tl_pad(R, C, b);
+        tern_tl_pack_rows(t, R, C, 0, R, a);
+        int64_t mid = R / 2;
+        tern_tl_from_i2s(src, C, 0, mid, b);
+        tern_tl_from_i2s(src, C, mid, R - mid, b);
+        if (memcmp(a, b, tb)) {
+            print_error("tern_tl_from_i2s %lld x %lld differs from pack_rows(unpack)\n", (long long)R, (long long)C);
+            fail();
+        }
+        free(t);
+        free(src);
+        tern_free(a);
+        tern_free(b);
+    }
 }
 
 /* ---- mat -------------------------------------------------------------------------------- */
@@ -450,12 +552,17 @@ static void test_mat_ternary(void **st) {
     (void)st;
     tpool_t *tp2 = tpool_new(2), *tp3 = tpool_new(3);
     const int types[3] = {TT_I2_S, TT_TQ2_0, TT_TQ1_0};
-    const int64_t shapes[][2] = {{37, 512}, {64, 256}, {5, 1024}, {70, 768}};
+    const int64_t shapes[][2] = {{37, 512}, {64, 256}, {5, 1024}, {70, 768}, {33, 384}, {130, 640}};
+    /* layouts: 0 auto, 1 the file's own (MAT_NO_REPACK), 2..4 TERN_KERNEL=lut3, tl4, rl32 */
+    static const char *envs[5] = {"auto", "auto", "lut3", "tl4", "rl32"};
     for (int ti = 0; ti < 3; ti++)
         for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++)
-            for (int flags = 0; flags <= MAT_NO_REPACK; flags++)
+            for (int lay = 0; lay < 5; lay++)
                 for (int nonu = 0; nonu <= (types[ti] == TT_I2_S ? 0 : 1); nonu++) {
                     int64_t rows = shapes[si][0], cols = shapes[si][1];
+                    if (types[ti] != TT_I2_S && cols % 256) continue;
+                    int flags = lay == 1 ? MAT_NO_REPACK : 0;
+                    setenv("TERN_KERNEL", envs[lay], 1);
                     size_t nbytes;
                     uint8_t *data = make_tensor(types[ti], rows, cols, nonu, &nbytes);
                     int n = 1 + (int)(si * 3 + (size_t)ti) % 9;
@@ -470,7 +577,24 @@ static void test_mat_ternary(void **st) {
                     assert_int_equal(mat_init(&m, types[ti], rows, cols, data, nbytes, flags, err, sizeof err), 0);
                     mat_run(&m, x, n, y0, NULL);
                     check_vs_double(&m, data, x, n, y0);
+                    /* the layout asked for is the one made (TL needs cols % 256; TQ with non-uniform
+                     * block scales keeps the file's layout) */
+                    int repackable = types[ti] == TT_I2_S || !nonu;
+                    if (lay == 2 && repackable) assert_non_null(strstr(mat_kernel_name(&m), "tern-lut3"));
+                    if (lay == 3 && repackable && cols % 256 == 0) assert_non_null(strstr(mat_kernel_name(&m), "tern-tl4"));
+                    if (lay == 1) assert_null(m.packed);
                     mat_free(&m);
+                    /* exact integer sums and one epilogue: every I2_S layout gives the same y */
+                    if (types[ti] == TT_I2_S && lay != 1) {
+                        assert_int_equal(mat_init(&m, types[ti], rows, cols, data, nbytes, MAT_NO_REPACK, err, sizeof err), 0);
+                        mat_run(&m, x, n, y1, NULL);
+                        if (memcmp(y0, y1, yb)) {
+                            print_error("layout %s (%lld x %lld) differs from the file's layout\n", envs[lay],
+                                        (long long)rows, (long long)cols);
+                            fail();
+                        }
+                        mat_free(&m);
+                    }
                     for (int isa = 0; isa < ISA_COUNT; isa++) {
                         if (!isa_supported(isa)) continue;
                         isa_force(isa);
@@ -480,8 +604,8 @@ static void test_mat_ternary(void **st) {
                             memset(y1, 0xff, yb);
                             mat_run(&m, x, n, y1, pools[p]);
                             if (memcmp(y0, y1, yb)) {
-                                print_error("%s threads %d flags %d nonuniform %d: y differs from ref/1 thread\n",
-                                            mat_kernel_name(&m), tpool_size(pools[p]), flags, nonu);
+                                print_error("%s threads %d layout %d nonuniform %d: y differs from ref/1 thread\n",
+                                            mat_kernel_name(&m), tpool_size(pools[p]), lay, nonu);
                                 fail();
                             }
                         }
@@ -493,6 +617,7 @@ static void test_mat_ternary(void **st) {
                     free(y1);
                     tern_free(data);
                 }
+    unsetenv("TERN_KERNEL");
     tpool_destroy(&tp2);
     tpool_destroy(&tp3);
 }
@@ -539,6 +664,7 @@ int main(void) {
         cmocka_unit_test(test_tq1_layout),    cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_from_f32),      cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_variants_odd),  cmocka_unit_test(test_variants_real),
+        cmocka_unit_test(test_lut_exact),     cmocka_unit_test(test_tl_from_i2s),
         cmocka_unit_test(test_mat_ternary),   cmocka_unit_test(test_mat_choice),
         cmocka_unit_test(test_mat_errors),
     };

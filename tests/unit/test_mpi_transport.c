@@ -1,6 +1,7 @@
 /* test_mpi_transport: the mpi:// backend of transport.h. Alone (ctest: an MPI singleton) it
  * talks to itself: listen on mpi://self, connect to its own rank, headers and tensors of
- * every size arrive bit-exact and in order, replies reach the connected conn, poll, timeouts,
+ * every size arrive bit-exact and in order, replies reach the connected conn they answer (also
+ * with two links to one rank), poll, timeouts,
  * oversized tensors refused with the link still usable, bad endpoints. Under
  * `mpirun -np 2` (tests/integration/mpi.sh) rank 1 echoes and rank 0 also checks a real
  * cross-process round trip, including messages past MPI's eager limit, and prints (does not
@@ -145,8 +146,8 @@ static void test_self_roundtrip(void **st) {
         CHECK(tp_recv(l, &rx, 5000, E));
         expect_fwd(&rx, (uint64_t)k + 1, ns[k], hs[k]);
         char me[32];
-        snprintf(me, sizeof me, "rank%d", g_rank);
-        assert_string_equal(rx.from.name, me);
+        snprintf(me, sizeof me, "rank%d.c", g_rank);
+        if (strncmp(rx.from.name, me, strlen(me))) fail_msg("sender '%s', expected %s<id>", rx.from.name, me);
         /* the reply goes back to the connected conn, not to the listener */
         tp_peer_t from = rx.from;
         CHECK(tp_send(l, &from, &x.m, x.h, x.bytes, E));
@@ -166,6 +167,52 @@ static void test_self_roundtrip(void **st) {
     assert_int_equal(tp_send(l, &bogus, &m, NULL, 0, E), TERN_EPEER);
     tp_msg_free(&rx);
     tp_close(&c);
+    tp_close(&l);
+}
+
+/* two links from one process to one rank (engine + heartbeat): each reply reaches the link
+ * its request came on, even when both are answered before either is read */
+static void test_two_links(void **st) {
+    (void)st;
+    tp_conn_t *l = NULL, *a = NULL, *b = NULL;
+    char ep[32];
+    snprintf(ep, sizeof ep, "mpi://%d", g_rank);
+    CHECK(tp_listen(&l, "mpi://self", NULL, E));
+    CHECK(tp_connect(&a, ep, NULL, E));
+    CHECK(tp_connect(&b, ep, NULL, E));
+    Tern__Msg m;
+    Tern__Heartbeat hb;
+    tp_msg_t rx;
+    tp_msg_init(&rx);
+    heartbeat(&m, &hb, 1);
+    CHECK(tp_send(a, NULL, &m, NULL, 0, E));
+    heartbeat(&m, &hb, 2);
+    CHECK(tp_send(b, NULL, &m, NULL, 0, E));
+    tp_peer_t from[2];
+    for (int i = 0; i < 2; i++) {
+        CHECK(tp_recv(l, &rx, 5000, E));
+        assert_int_equal(rx.msg->heartbeat->seq, i + 1);
+        from[i] = rx.from;
+    }
+    assert_string_not_equal(from[0].name, from[1].name);
+    for (int i = 1; i >= 0; i--) {   /* answer b first, with a tensor-carrying message */
+        fwd_t x;
+        fwd_make(&x, (uint64_t)i + 40, 1, 2560);
+        CHECK(tp_send(l, &from[i], &x.m, x.h, x.bytes, E));
+        fwd_free(&x);
+    }
+    int ready[2];
+    tp_conn_t *both[2] = {a, b};
+    assert_int_equal(tp_poll(both, 2, 5000, ready, E), 2);
+    CHECK(tp_recv(a, &rx, 5000, E));
+    expect_fwd(&rx, 40, 1, 2560);
+    CHECK(tp_recv(b, &rx, 5000, E));
+    expect_fwd(&rx, 41, 1, 2560);
+    assert_int_equal(tp_recv(a, &rx, 0, E), TERN_ETIMEOUT);
+    assert_int_equal(tp_recv(b, &rx, 0, E), TERN_ETIMEOUT);
+    tp_msg_free(&rx);
+    tp_close(&a);
+    tp_close(&b);
     tp_close(&l);
 }
 
@@ -324,6 +371,7 @@ int main(void) {
         const struct CMUnitTest tests[] = {
             cmocka_unit_test(test_endpoints),
             cmocka_unit_test(test_self_roundtrip),
+            cmocka_unit_test(test_two_links),
             cmocka_unit_test(test_order),
             cmocka_unit_test(test_oversized),
             cmocka_unit_test(test_cross_rank),

@@ -1,0 +1,33 @@
+/* cuda_ops: the float operations of a block on the GPU, following kernels/ops.c's spec
+ * (ops_isa.h): RMSNorm (Σx² in double), RoPE from a host-made cos/sin table (both modes),
+ * KV-cache stores (f16 or f32), attention with GQA in the spec's lane order and exp, relu²/SiLU
+ * gates, residual adds. Device pointers; default stream. Not here: matmuls. */
+#ifndef TERN_CUDA_OPS_H
+#define TERN_CUDA_OPS_H
+#include <stddef.h>
+#include <stdint.h>
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* y row i (dim,) = rmsnorm(x row rows ? rows[i] : i) ⊙ w (w may be NULL); y may alias x when rows is NULL */
+void cuda_ops_rmsnorm(float *y, const float *x, const float *w, int n, int64_t dim, float eps, const int *rows);
+/* x (n, n_heads, head_dim) in place; token t rotated at pos[t] with cs/sn rows pos[t] of the
+ * (n_ctx, rot_dim/2) tables; neox: pairs (i, i + rot_dim/2), else (2i, 2i+1) */
+void cuda_ops_rope(float *x, int n, int n_heads, int head_dim, int rot_dim, const int *pos, const float *cs,
+                   const float *sn, int neox);
+/* one layer's cache kc/vc: [seq][pos][kv_dim] (seq_stride = n_ctx·kv_dim elements), kv_type 0 f32 / 1 f16 */
+void cuda_ops_kv_store(void *kc, void *vc, int kv_type, const float *k, const float *v, int n, const int *seq,
+                       const int *pos, int64_t seq_stride, int kv_dim);
+/* out (n, n_heads, hd): token t attends to positions [0, pos[t]] of its sequence's cache.
+ * scores: (n, n_heads, n_ctx) f32 scratch. */
+void cuda_ops_attention(float *out, const float *q, const void *kc, const void *vc, int kv_type, int n,
+                        const int *seq, const int *pos, int64_t seq_stride, int n_heads, int n_kv_heads, int hd,
+                        float scale, float *scores, int n_ctx);
+void cuda_ops_act_mul(float *g, const float *u, int64_t n, int relu2);   /* g = act(g) ⊙ u */
+void cuda_ops_add(float *y, const float *x, int64_t n);                  /* y += x */
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,512 @@
+/* test_cuda: the CUDA stage. Always (no GPU needed): the gpack layout round-trips trits exactly
+ * for every ternary type and odd shapes; its dp4a bit contract holds; gpack_gemv_ref (the spec
+ * of the GPU W2A8 kernels) equals the CPU mat_mul bit for bit; the probe, stage_init and the -ngl
+ * pipeline fail with one clear line when there is no CUDA build or no device. With a device:
+ * every kernel against its CPU twin (ternary products and act_quant exact; float ops within
+ * 1e-5 relative, by design exact), and a tiny model (relu²/NEOX/F16 head and SiLU/normal-rope/
+ * Q8_0 head) on the GPU against the CPU stage: logits within 1e-3 · max|logit|, greedy tokens
+ * identical, also for a GPU+CPU split. Without one those print "skipped: no CUDA device". */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <cmocka.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#include "coordinator/pipeline_local.h"
+#include "core/err.h"
+#include "core/gguf.h"
+#include "core/half.h"
+#include "core/types.h"
+#include "kernels/fmat.h"
+#include "kernels/gpack.h"
+#include "kernels/mat.h"
+#include "kernels/ops.h"
+#include "kernels/quant.h"
+#include "worker/cuda_stage.h"
+#include "worker/stage.h"
+#if defined(TERN_HAVE_CUDA)
+#include "kernels/cuda/cuda_fmat.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_rt.h"
+#include "kernels/cuda/cuda_tmat.h"
+#endif
+
+int mkmodel_main(int argc, char **argv);
+
+static int g_gpu;           /* a usable device */
+static char g_dir[256];
+static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
+
+static uint32_t rnd(void) {
+    g_rng ^= g_rng << 13;
+    g_rng ^= g_rng >> 7;
+    g_rng ^= g_rng << 17;
+    return (uint32_t)(g_rng >> 11);
+}
+static void rand_trits(int8_t *t, int64_t n) { for (int64_t i = 0; i < n; i++) t[i] = (int8_t)(rnd() % 3) - 1; }
+static void rand_f32(float *x, int64_t n, float a) {
+    for (int64_t i = 0; i < n; i++) x[i] = a * ((float)(rnd() % 20001) / 10000.0f - 1.0f);
+}
+
+/* ---- always: the layout ------------------------------------------------------------------- */
+static void test_gpack_roundtrip(void **state) {
+    (void)state;
+    const int64_t rows[] = {1, 3, 7, 64, 65}, cols[] = {16, 48, 128, 256, 2560};
+    for (size_t a = 0; a < 5; a++)
+        for (size_t b = 0; b < 5; b++) {
+            int64_t r = rows[a], c = cols[b];
+            int8_t *t = malloc((size_t)(r * c)), *u = malloc((size_t)(r * c));
+            uint32_t *w = malloc(gpack_bytes(r, c));
+            rand_trits(t, r * c);
+            gpack_pack_rows(t, r, c, w);
+            gpack_unpack_rows(w, r, c, u);
+            if (memcmp(t, u, (size_t)(r * c))) fail_msg("gpack round trip differs at %lld x %lld", (long long)r, (long long)c);
+            /* the bit contract the kernels rely on: byte b of (w >> 2j) & 0x03030303 is trit 16g+4j+b, + 1 */
+            for (int64_t g = 0; g < r * c / 16; g++)
+                for (int j = 0; j < 4; j++)
+                    for (int bb = 0; bb < 4; bb++) {
+                        int code = (int)(((w[g] >> (2 * j)) & 0x03030303u) >> (8 * bb)) & 0xff;
+                        if (code != t[16 * g + 4 * j + bb] + 1)
+                            fail_msg("word %lld j %d byte %d: code %d for trit %d", (long long)g, j, bb, code,
+                                     t[16 * g + 4 * j + bb]);
+                    }
+            free(t); free(u); free(w);
+        }
+}
+
+/* a stored tensor of `type` from trits t (rows, cols) with scale s; returns bytes (caller frees) */
+static uint8_t *store(int type, const int8_t *t, int64_t rows, int64_t cols, float s) {
+    size_t nb = type_tensor_bytes(type, cols, rows);
+    uint8_t *buf = calloc(1, nb);
+    assert_int_equal(quant_pack_trits(type, t, rows, cols, s, buf), 0);
+    if (type == TT_I2_S) quant_i2s_tail(buf + rows * cols / 4, s);
+    return buf;
+}
+
+static void test_gpack_from_tensor(void **state) {
+    (void)state;
+    const int types[] = {TT_I2_S, TT_TQ1_0, TT_TQ2_0};
+    const int64_t rows = 70, cols[] = {256, 768};
+    char err[256];
+    for (int ti = 0; ti < 3; ti++)
+        for (int ci = 0; ci < 2; ci++) {
+            int type = types[ti];
+            int64_t c = cols[ci];
+            int8_t *t = malloc((size_t)(rows * c)), *u = malloc((size_t)(rows * c));
+            uint32_t *w = malloc(gpack_bytes(rows, c));
+            rand_trits(t, rows * c);
+            float s = 0.0371f, got = 0;
+            uint8_t *buf = store(type, t, rows, c, s);
+            assert_int_equal(gpack_from_tensor(type, buf, rows, c, w, &got, err, sizeof err), 0);
+            gpack_unpack_rows(w, rows, c, u);
+            if (memcmp(t, u, (size_t)(rows * c))) fail_msg("%s %lld x %lld: trits differ", type_name(type), (long long)rows, (long long)c);
+            float want = type == TT_I2_S ? s : f16_to_f32(f32_to_f16(s));
+            if (got != want) fail_msg("%s: scale %g, want %g", type_name(type), got, want);
+            if (type != TT_I2_S) {
+                size_t bb = type == TT_TQ2_0 ? 66 : 54;
+                uint16_t z = 0, other = f32_to_f16(0.5f);
+                memcpy(buf + 2 * bb + bb - 2, &z, 2);   /* block 2: scale 0 → its trits read as 0 */
+                assert_int_equal(gpack_from_tensor(type, buf, rows, c, w, &got, err, sizeof err), 0);
+                gpack_unpack_rows(w, rows, c, u);
+                for (int i = 0; i < 256; i++) assert_int_equal(u[512 + i], 0);
+                assert_memory_equal(u + 768, t + 768, 256);
+                memcpy(buf + 3 * bb + bb - 2, &other, 2);   /* a different scale: refused by name */
+                assert_int_equal(gpack_from_tensor(type, buf, rows, c, w, &got, err, sizeof err), TERN_ENOTSUP);
+                assert_non_null(strstr(err, "per-block scales"));
+            }
+            free(buf); free(t); free(u); free(w);
+        }
+    assert_int_equal(gpack_from_tensor(TT_F16, NULL, 4, 256, NULL, NULL, err, sizeof err), TERN_EINVAL);
+    assert_non_null(strstr(err, "not a ternary type"));
+}
+
+/* gpack_gemv_ref is what the GPU computes; it must equal the CPU's mat_mul bit for bit */
+static void test_gpack_ref_equals_mat(void **state) {
+    (void)state;
+    const int types[] = {TT_I2_S, TT_TQ2_0, TT_I2_S};
+    const int64_t shapes[][2] = {{70, 512}, {33, 768}, {19, 384}};   /* 384: I2_S not on the TL path */
+    char err[256];
+    for (int k = 0; k < 3; k++) {
+        int type = types[k];
+        int64_t rows = shapes[k][0], cols = shapes[k][1];
+        const int n = 3;
+        int8_t *t = malloc((size_t)(rows * cols)), *q = malloc((size_t)cols);
+        rand_trits(t, rows * cols);
+        uint8_t *buf = store(type, t, rows, cols, 0.0123f);
+        mat_t m;
+        assert_int_equal(mat_init(&m, type, rows, cols, buf, type_tensor_bytes(type, cols, rows), 0, err, sizeof err), 0);
+        float *x = malloc((size_t)(n * cols) * 4), *y = malloc((size_t)(n * rows) * 4), *yr = malloc((size_t)rows * 4);
+        rand_f32(x, n * cols, 3.0f);
+        void *scr = aligned_alloc(64, (mat_scratch_bytes(&m, n) + 63) / 64 * 64);
+        mat_mul(&m, x, n, y, scr, NULL);
+        uint32_t *w = malloc(gpack_bytes(rows, cols));
+        float sc;
+        assert_int_equal(gpack_from_tensor(type, buf, rows, cols, w, &sc, err, sizeof err), 0);
+        for (int i = 0; i < n; i++) {
+            int32_t qs;
+            float s = act_quant_ref(x + i * cols, cols, q, &qs);
+            gpack_gemv_ref(w, rows, cols, sc, q, s, qs, yr);
+            for (int64_t r = 0; r < rows; r++)
+                if (memcmp(&yr[r], &y[i * rows + r], 4))
+                    fail_msg("%s (%s) token %d row %lld: gpack %.9g, mat %.9g", type_name(type), mat_kernel_name(&m), i,
+                             (long long)r, yr[r], y[i * rows + r]);
+        }
+        mat_free(&m);
+        free(scr); free(w); free(x); free(y); free(yr); free(t); free(q); free(buf);
+    }
+}
+
+/* ---- always: no device / no CUDA build is one clear line ------------------------------------ */
+static void make_model(const char *path, const char *arch, const char *type, const char *head) {
+    if (access(path, R_OK) == 0) return;
+    char *argv[] = {"mkmodel", "--arch", (char *)arch, "--preset", "tiny", "--type", (char *)type, "--head",
+                    (char *)head, "--seed", "11", "-o", (char *)path, "--untied", NULL};
+    assert_int_equal(mkmodel_main(strcmp(head, "q8_0") ? 13 : 14, argv), 0);
+}
+
+static void check_no_gpu_msg(const char *err) {
+    if (!strstr(err, "tern was built without CUDA") && !strstr(err, "no CUDA device found"))
+        fail_msg("unexpected message: '%s'", err);
+    assert_null(strchr(err, '\n'));
+}
+
+static void test_probe_and_hooks(void **state) {
+    (void)state;
+    char name[256] = "", err[512] = "";
+    int rc = cuda_stage_probe(name, sizeof name, err, sizeof err);
+#if !defined(TERN_HAVE_CUDA)
+    assert_true(rc < 0);
+    assert_string_equal(err, "tern was built without CUDA");
+#endif
+    if (rc == 0) {
+        printf("device: %s\n", name);
+        return;   /* the GPU tests below cover the hooks */
+    }
+    check_no_gpu_msg(err);
+    char path[512];
+    snprintf(path, sizeof path, "%s/hook.gguf", g_dir);
+    make_model(path, "bitnet-b1.58", "i2_s", "f16");
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    assert_int_equal(c.device, STAGE_DEV_CPU);
+    c.first = 0;
+    c.last = 1;
+    c.has_head = 1;
+    c.n_ctx = 32;
+    c.device = STAGE_DEV_CUDA;
+    stage_t st;
+    err[0] = 0;
+    assert_true(stage_init(&st, g, &c, NULL, err, sizeof err) < 0);
+    check_no_gpu_msg(err);
+    c.device = STAGE_DEV_CPU;
+    pipeline_t *pl = NULL;
+    err[0] = 0;
+    assert_true(pipeline_local_new_gpu(&pl, g, &c, 1, 1, NULL, err, sizeof err) < 0);
+    assert_null(pl);
+    check_no_gpu_msg(err);
+    gguf_close(&g);
+}
+
+/* ---- with a device ------------------------------------------------------------------------- */
+#define NEED_GPU() do { if (!g_gpu) { printf("skipped: no CUDA device\n"); skip(); } } while (0)
+
+static double max_rel(const float *a, const float *b, int64_t n) {
+    double md = 0, mx = 0;
+    for (int64_t i = 0; i < n; i++) {
+        double d = fabs((double)a[i] - b[i]);
+        md = d > md ? d : md;
+        mx = fabs((double)b[i]) > mx ? fabs((double)b[i]) : mx;
+    }
+    return mx > 0 ? md / mx : md;
+}
+
+#if defined(TERN_HAVE_CUDA)
+static void *dup_to_dev(const void *p, size_t n) {
+    char err[256];
+    void *d = cuda_rt_alloc(n);
+    assert_non_null(d);
+    assert_int_equal(cuda_rt_h2d(d, p, n, err, sizeof err), 0);
+    return d;
+}
+static void from_dev(void *dst, const void *d, size_t n) {
+    char err[256];
+    if (cuda_rt_sync(err, sizeof err) < 0) fail_msg("%s", err);
+    assert_int_equal(cuda_rt_d2h(dst, d, n, err, sizeof err), 0);
+}
+
+static void test_gpu_tmat(void **state) {
+    (void)state;
+    NEED_GPU();
+    char err[256];
+    const int64_t shapes[][2] = {{333, 2560}, {2560, 768}, {7, 256}};
+    const int ns[] = {1, 2, 3, 5, 8, 9, 40, 67};
+    for (int k = 0; k < 3; k++) {
+        int64_t rows = shapes[k][0], cols = shapes[k][1];
+        int8_t *t = malloc((size_t)(rows * cols));
+        rand_trits(t, rows * cols);
+        uint8_t *buf = store(TT_I2_S, t, rows, cols, 0.021f);
+        mat_t m;
+        assert_int_equal(mat_init(&m, TT_I2_S, rows, cols, buf, type_tensor_bytes(TT_I2_S, cols, rows), 0, err, sizeof err), 0);
+        uint32_t *w = malloc(gpack_bytes(rows, cols));
+        float sc;
+        assert_int_equal(gpack_from_tensor(TT_I2_S, buf, rows, cols, w, &sc, err, sizeof err), 0);
+        void *dw = dup_to_dev(w, gpack_bytes(rows, cols));
+        for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+            int n = ns[a];
+            float *x = malloc((size_t)(n * cols) * 4), *y = malloc((size_t)(n * rows) * 4), *yg = malloc((size_t)(n * rows) * 4);
+            rand_f32(x, n * cols, 2.5f);
+            x[0] = 0.5f * 2.5f;   /* an exact .5 after scaling is likely somewhere: ties round away from 0 */
+            void *scr = aligned_alloc(64, (mat_scratch_bytes(&m, n) + 63) / 64 * 64);
+            mat_mul(&m, x, n, y, scr, NULL);
+            float *dx = dup_to_dev(x, (size_t)(n * cols) * 4), *dy = cuda_rt_alloc((size_t)(n * rows) * 4), *ds = cuda_rt_alloc((size_t)n * 4);
+            int8_t *dq = cuda_rt_alloc((size_t)(n * cols));
+            int32_t *dsum = cuda_rt_alloc((size_t)n * 4);
+            cuda_tmat_quant(dx, n, cols, dq, ds, dsum);
+            /* activations: exactly act_quant_ref */
+            int8_t *q = malloc((size_t)(n * cols)), *qr = malloc((size_t)cols);
+            float *s = malloc((size_t)n * 4);
+            int32_t *sum = malloc((size_t)n * 4);
+            from_dev(q, dq, (size_t)(n * cols));
+            from_dev(s, ds, (size_t)n * 4);
+            from_dev(sum, dsum, (size_t)n * 4);
+            for (int i = 0; i < n; i++) {
+                int32_t sr;
+                float ssr = act_quant_ref(x + i * cols, cols, qr, &sr);
+                if (ssr != s[i] || sr != sum[i] || memcmp(qr, q + i * cols, (size_t)cols))
+                    fail_msg("act quant token %d of %d: s %g/%g sum %d/%d", i, n, s[i], ssr, sum[i], sr);
+            }
+            cuda_tmat_mul(dw, rows, cols, sc, 1.0f, dq, ds, dsum, n, dy);
+            from_dev(yg, dy, (size_t)(n * rows) * 4);
+            for (int64_t i = 0; i < n * rows; i++)
+                if (memcmp(&y[i], &yg[i], 4))
+                    fail_msg("%lld x %lld, n %d, token %lld row %lld: gpu %.9g cpu %.9g", (long long)rows, (long long)cols,
+                             n, (long long)(i / rows), (long long)(i % rows), yg[i], y[i]);
+            cuda_rt_free(dx); cuda_rt_free(dy); cuda_rt_free(ds); cuda_rt_free(dq); cuda_rt_free(dsum);
+            free(x); free(y); free(yg); free(scr); free(q); free(qr); free(s); free(sum);
+        }
+        cuda_rt_free(dw);
+        mat_free(&m);
+        free(w); free(t); free(buf);
+    }
+}
+
+static void test_gpu_ops(void **state) {
+    (void)state;
+    NEED_GPU();
+    const double tol = 1e-5;
+    /* rmsnorm, with and without gain, gathered rows */
+    int n = 3;
+    int64_t dim = 2560;
+    float *x = malloc((size_t)(n * dim) * 4), *w = malloc((size_t)dim * 4), *y = malloc((size_t)(n * dim) * 4),
+          *yg = malloc((size_t)(n * dim) * 4);
+    rand_f32(x, n * dim, 4.0f);
+    rand_f32(w, dim, 1.0f);
+    int rows[3] = {2, 0, 1};
+    for (int i = 0; i < n; i++) ops_rmsnorm(y + i * dim, x + rows[i] * dim, w, dim, 1e-5f);
+    float *dx = dup_to_dev(x, (size_t)(n * dim) * 4), *dw = dup_to_dev(w, (size_t)dim * 4), *dy = cuda_rt_alloc((size_t)(n * dim) * 4);
+    int *drows = dup_to_dev(rows, sizeof rows);
+    cuda_ops_rmsnorm(dy, dx, dw, n, dim, 1e-5f, drows);
+    from_dev(yg, dy, (size_t)(n * dim) * 4);
+    double e = max_rel(yg, y, n * dim);
+    printf("rmsnorm: max rel err %.3g\n", e);
+    assert_true(e <= tol);
+    /* rope both modes: q (n, 4 heads, 64), positions 0, 5, 300 */
+    int nh = 4, hd = 64, rot = 64, pos[3] = {0, 5, 300}, nctx = 512, half = rot / 2;
+    float *cs = malloc((size_t)nctx * half * 4), *sn = malloc((size_t)nctx * half * 4);
+    float base = 500000.0f, ts = powf(base, -2.0f / (float)rot);
+    for (int p = 0; p < nctx; p++) {
+        float th = (float)p;
+        for (int i = 0; i < half; i++) { cs[p * half + i] = cosf(th); sn[p * half + i] = sinf(th); th *= ts; }
+    }
+    float *dcs = dup_to_dev(cs, (size_t)nctx * half * 4), *dsn = dup_to_dev(sn, (size_t)nctx * half * 4);
+    int *dpos = dup_to_dev(pos, sizeof pos);
+    for (int neox = 0; neox < 2; neox++) {
+        float *qv = malloc((size_t)(n * nh * hd) * 4), *qg = malloc((size_t)(n * nh * hd) * 4);
+        rand_f32(qv, n * nh * hd, 2.0f);
+        float *dq = dup_to_dev(qv, (size_t)(n * nh * hd) * 4);
+        for (int t = 0; t < n; t++) ops_rope(qv + t * nh * hd, nh, hd, rot, pos[t], base, neox, NULL);
+        cuda_ops_rope(dq, n, nh, hd, rot, dpos, dcs, dsn, neox);
+        from_dev(qg, dq, (size_t)(n * nh * hd) * 4);
+        e = max_rel(qg, qv, n * nh * hd);
+        printf("rope %s: max rel err %.3g\n", neox ? "neox" : "normal", e);
+        assert_true(e <= tol);
+        cuda_rt_free(dq); free(qv); free(qg);
+    }
+    /* attention over an f16 cache: 1 sequence, 301 positions, GQA 4/2, tokens at pos[] */
+    int nkvh = 2, kvd = nkvh * hd, npos = 301;
+    uint16_t *kc = malloc((size_t)npos * kvd * 2), *vc = malloc((size_t)npos * kvd * 2);
+    float *tmp = malloc((size_t)npos * kvd * 4);
+    rand_f32(tmp, npos * kvd, 1.5f);
+    ops_f32_to_f16(kc, tmp, npos * kvd);
+    rand_f32(tmp, npos * kvd, 1.5f);
+    ops_f32_to_f16(vc, tmp, npos * kvd);
+    float *qv = malloc((size_t)(n * nh * hd) * 4), *o = malloc((size_t)(n * nh * hd) * 4), *og = malloc((size_t)(n * nh * hd) * 4);
+    float *scores = malloc((size_t)npos * 4);
+    rand_f32(qv, n * nh * hd, 1.0f);
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int t = 0; t < n; t++) ops_attention(o + t * nh * hd, qv + t * nh * hd, kc, vc, KV_F16, pos[t] + 1, nh, nkvh, hd, 0, nh, scale, scores);
+    int seq[3] = {0, 0, 0};
+    int *dseq = dup_to_dev(seq, sizeof seq);
+    void *dkc = dup_to_dev(kc, (size_t)npos * kvd * 2), *dvc = dup_to_dev(vc, (size_t)npos * kvd * 2);
+    float *dqv = dup_to_dev(qv, (size_t)(n * nh * hd) * 4), *dout = cuda_rt_alloc((size_t)(n * nh * hd) * 4);
+    float *dsc = cuda_rt_alloc((size_t)(n * nh * npos) * 4);
+    cuda_ops_attention(dout, dqv, dkc, dvc, KV_F16, n, dseq, dpos, (int64_t)npos * kvd, nh, nkvh, hd, scale, dsc, npos);
+    from_dev(og, dout, (size_t)(n * nh * hd) * 4);
+    e = max_rel(og, o, n * nh * hd);
+    printf("attention: max rel err %.3g\n", e);
+    assert_true(e <= tol);
+    /* head: F16 and Q8_0, 1 and 5 tokens */
+    int64_t V = 1000, E = 512;
+    float *hw = malloc((size_t)(V * E) * 4);
+    rand_f32(hw, V * E, 0.2f);
+    const int kinds[2] = {CUDA_FMAT_F16, CUDA_FMAT_Q8_0}, types[2] = {TT_F16, TT_Q8_0};
+    for (int k = 0; k < 2; k++)
+        for (int nt = 1; nt <= 5; nt += 4) {
+            size_t nb = type_tensor_bytes(types[k], E, V);
+            void *wb = malloc(nb);
+            assert_int_equal(quant_from_f32(types[k], hw, V, E, wb), 0);
+            float *xx = malloc((size_t)(nt * E) * 4), *l = malloc((size_t)(nt * V) * 4), *lg = malloc((size_t)(nt * V) * 4);
+            rand_f32(xx, nt * E, 3.0f);
+            void *scr = malloc(fmat_scratch_bytes(types[k], E, nt) + 64);
+            fmat_mul_ref(types[k], wb, V, E, xx, nt, l, scr);
+            void *dwb = dup_to_dev(wb, nb);
+            float *dxx = dup_to_dev(xx, (size_t)(nt * E) * 4), *dl = cuda_rt_alloc((size_t)(nt * V) * 4);
+            void *dscr = cuda_rt_alloc(cuda_fmat_scratch_bytes(kinds[k], E, nt) + 256);
+            cuda_fmat_mul(kinds[k], dwb, V, E, dxx, nt, dl, dscr);
+            from_dev(lg, dl, (size_t)(nt * V) * 4);
+            e = max_rel(lg, l, nt * V);
+            printf("head %s n=%d: max rel err %.3g\n", type_name(types[k]), nt, e);
+            assert_true(e <= tol);
+            cuda_rt_free(dwb); cuda_rt_free(dxx); cuda_rt_free(dl); cuda_rt_free(dscr);
+            free(wb); free(xx); free(l); free(lg); free(scr);
+        }
+    free(hw);
+    void *dev[] = {dx, dw, dy, drows, dcs, dsn, dpos, dseq, dkc, dvc, dqv, dout, dsc};
+    for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_rt_free(dev[i]);
+    free(x); free(w); free(y); free(yg); free(cs); free(sn); free(kc); free(vc); free(tmp); free(qv); free(o); free(og); free(scores);
+}
+#endif
+
+/* One prompt (9 tokens) then 8 greedy steps through a CPU stage list and a GPU one; the next
+ * input is the embedding row of the sampled token. Logits of every sampled row compared. */
+typedef struct run_out { int32_t tok[16]; int ntok; float *logits; } run_out_t;
+
+static void embed(const gguf_t *g, int tok, int E, float *h) {
+    const gguf_tensor_t *t = gguf_find_tensor(g, "token_embd.weight");
+    assert_non_null(t);
+    assert_int_equal(dequant_rows(t->type, t->data, t->ne[1], t->ne[0], tok, 1, h), 0);
+}
+
+static void run(const gguf_t *g, stage_t *st, int nst, run_out_t *out) {
+    const int E = st[0].shard.hp.n_embd, V = st[nst - 1].shard.hp.n_vocab, np = 9, steps = 8;
+    sampler_params_t sp;
+    sampler_params_default(&sp);
+    sp.temp = 0.0f;
+    stage_seq_start(&st[nst - 1], 0, &sp);
+    out->logits = malloc((size_t)(steps + 1) * V * 4);
+    out->ntok = 0;
+    float *h = malloc((size_t)np * E * 4);
+    int32_t toks[9];
+    int seq[9] = {0}, pos[9];
+    uint8_t smp[9] = {0};
+    char err[256];
+    for (int i = 0; i < np; i++) { toks[i] = (int32_t)(1 + 37 * i) % V; pos[i] = i; embed(g, toks[i], E, h + i * E); }
+    int n = np;
+    for (int s = 0; s <= steps; s++) {
+        memset(smp, 0, sizeof smp);
+        smp[n - 1] = 1;
+        int32_t ot;
+        float lp;
+        int rc = 0;
+        for (int k = 0; k < nst && rc >= 0; k++) rc = stage_step(&st[k], h, n, toks, seq, pos, smp, &ot, &lp, err, sizeof err);
+        if (rc < 0) fail_msg("stage_step: %s", err);
+        assert_int_equal(rc, 1);
+        memcpy(out->logits + (size_t)s * V, st[nst - 1].logits, (size_t)V * 4);
+        out->tok[out->ntok++] = ot;
+        int next = pos[n - 1] + 1;
+        n = 1;
+        toks[0] = ot;
+        pos[0] = next;
+        embed(g, ot, E, h);
+    }
+    free(h);
+}
+
+static void gpu_model(const char *arch, const char *type, const char *head) {
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, arch, type, head);
+    make_model(path, arch, type, head);
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    c.n_ctx = 32;
+    c.n_batch = 16;
+    c.first = 0;
+    c.last = 1;
+    c.has_head = 1;
+    stage_t cpu[1], gpu[1], mix[2];
+    assert_int_equal(stage_init(&cpu[0], g, &c, NULL, err, sizeof err), 0);
+    c.device = STAGE_DEV_CUDA;
+    if (stage_init(&gpu[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage: %s", err);
+    c.last = 0;
+    c.has_head = 0;
+    if (stage_init(&mix[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage 0-0: %s", err);
+    c.device = STAGE_DEV_CPU;
+    c.first = c.last = 1;
+    c.has_head = 1;
+    assert_int_equal(stage_init(&mix[1], g, &c, NULL, err, sizeof err), 0);
+    run_out_t a, b, m;
+    run(g, cpu, 1, &a);
+    run(g, gpu, 1, &b);
+    run(g, mix, 2, &m);
+    int V = cpu[0].shard.hp.n_vocab;
+    for (int s = 0; s < a.ntok; s++) {
+        double eb = max_rel(b.logits + (size_t)s * V, a.logits + (size_t)s * V, V);
+        double em = max_rel(m.logits + (size_t)s * V, a.logits + (size_t)s * V, V);
+        printf("%s %s %s step %d: token cpu %d gpu %d split %d, max rel logit err gpu %.3g split %.3g\n", arch, type,
+               head, s, a.tok[s], b.tok[s], m.tok[s], eb, em);
+        assert_true(eb <= 1e-3 && em <= 1e-3);
+        assert_int_equal(a.tok[s], b.tok[s]);
+        assert_int_equal(a.tok[s], m.tok[s]);
+    }
+    free(a.logits); free(b.logits); free(m.logits);
+    stage_free(&cpu[0]); stage_free(&gpu[0]); stage_free(&mix[0]); stage_free(&mix[1]);
+    gguf_close(&g);
+}
+
+static void test_gpu_model_b158(void **state) { (void)state; NEED_GPU(); gpu_model("bitnet-b1.58", "i2_s", "f16"); }
+static void test_gpu_model_llama(void **state) { (void)state; NEED_GPU(); gpu_model("llama", "tq2_0", "q8_0"); }
+static void test_gpu_model_bitnet_tq1(void **state) { (void)state; NEED_GPU(); gpu_model("bitnet", "tq1_0", "f16"); }
+
+int main(void) {
+    char err[256];
+    g_gpu = cuda_stage_probe(NULL, 0, err, sizeof err) == 0;
+    if (!g_gpu) printf("no GPU: %s — GPU tests will print \"skipped: no CUDA device\"\n", err);
+    snprintf(g_dir, sizeof g_dir, "/tmp/tern_test_cuda_%d", (int)getpid());
+    char cmd[300];
+    snprintf(cmd, sizeof cmd, "mkdir -p %s", g_dir);
+    if (system(cmd) != 0) return 1;
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_gpack_roundtrip),
+        cmocka_unit_test(test_gpack_from_tensor),
+        cmocka_unit_test(test_gpack_ref_equals_mat),
+        cmocka_unit_test(test_probe_and_hooks),
+#if defined(TERN_HAVE_CUDA)
+        cmocka_unit_test(test_gpu_tmat),
+        cmocka_unit_test(test_gpu_ops),
+#endif
+        cmocka_unit_test(test_gpu_model_b158),
+        cmocka_unit_test(test_gpu_model_llama),
+        cmocka_unit_test(test_gpu_model_bitnet_tq1),
+    };
+    int rc = cmocka_run_group_tests(tests, NULL, NULL);
+    snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);
+    if (system(cmd) != 0) return 1;
+    return rc;
+}

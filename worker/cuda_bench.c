@@ -1,0 +1,201 @@
+/* cuda_bench: kernel benchmarks on GPU 0 (see cuda_bench.h). Each figure is the best of -r
+ * timed batches of back-to-back launches (host clock around a synchronised batch), so launch
+ * gaps count against the kernel as they would in decode. */
+#include "worker/cuda_bench.h"
+#include "core/err.h"
+#include "core/opt.h"
+#include "worker/cuda_stage.h"
+#include <stdio.h>
+#include <string.h>
+
+#if !defined(TERN_HAVE_CUDA)
+
+int cuda_bench_main(int argc, char **argv) {
+    fprintf(stderr, "tern bench --cuda: tern was built without CUDA\n");
+    return 1;
+}
+
+#else
+
+#include "core/progress.h"
+#include "core/types.h"
+#include "kernels/cuda/cuda_fmat.h"
+#include "kernels/cuda/cuda_rt.h"
+#include "kernels/cuda/cuda_tmat.h"
+#include "kernels/gpack.h"
+#include "kernels/quant.h"
+#include <stdlib.h>
+
+typedef struct shape { const char *name; int64_t rows, cols; } shape_t;
+
+/* 2B-4T: q/o 2560x2560, k/v 640x2560, gate/up 6912x2560, down 2560x6912 */
+static const shape_t k_shapes[] = {
+    {"attn_q/o", 2560, 2560}, {"attn_k/v", 640, 2560}, {"ffn_gate/up", 6912, 2560}, {"ffn_down", 2560, 6912},
+};
+
+typedef struct bufs {
+    void *w;               /* weights (device) */
+    float *x, *y, *s;
+    int8_t *q;
+    int32_t *sum;
+    void *scr;
+} bufs_t;
+
+static uint64_t g_r = 88172645463325252ull;
+static uint32_t rnd(void) { g_r ^= g_r << 13; g_r ^= g_r >> 7; g_r ^= g_r << 17; return (uint32_t)(g_r >> 16); }
+
+/* seconds per call of the ternary product of shape sh for n tokens */
+static double time_tmat(const shape_t *sh, const bufs_t *b, int n, int reps, int iters) {
+    double best = 1e30;
+    char err[256];
+    for (int r = 0; r < reps; r++) {
+        if (cuda_rt_sync(err, sizeof err) < 0) return -1;
+        double t0 = time_now();
+        for (int i = 0; i < iters; i++) cuda_tmat_mul(b->w, sh->rows, sh->cols, 0.01f, 1.0f, b->q, b->s, b->sum, n, b->y);
+        if (cuda_rt_sync(err, sizeof err) < 0) return -1;
+        double t = (time_now() - t0) / iters;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+static double time_head(int kind, const bufs_t *b, int64_t rows, int64_t cols, int n, int reps, int iters) {
+    double best = 1e30;
+    char err[256];
+    for (int r = 0; r < reps; r++) {
+        if (cuda_rt_sync(err, sizeof err) < 0) return -1;
+        double t0 = time_now();
+        for (int i = 0; i < iters; i++) cuda_fmat_mul(kind, b->w, rows, cols, b->x, n, b->y, b->scr);
+        if (cuda_rt_sync(err, sizeof err) < 0) return -1;
+        double t = (time_now() - t0) / iters;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+/* random gpack weights of shape sh on the device (uploaded once; NULL on failure) */
+static void *rand_weights(int64_t rows, int64_t cols) {
+    size_t nb = gpack_bytes(rows, cols);
+    uint32_t *w = malloc(nb);
+    if (!w) return NULL;
+    for (size_t i = 0; i < nb / 4; i++) {   /* codes 0..2 only */
+        uint32_t v = 0;
+        for (int k = 0; k < 16; k++) v |= (rnd() % 3) << (2 * k);
+        w[i] = v;
+    }
+    char err[256];
+    void *d = cuda_rt_alloc(nb);
+    if (d && cuda_rt_h2d(d, w, nb, err, sizeof err) < 0) { cuda_rt_free(d); d = NULL; }
+    free(w);
+    return d;
+}
+
+static int bench_ternary(double bw, int reps, int quick) {
+    const int max_n = 512;
+    bufs_t b = {0};
+    int64_t maxc = 6912;
+    b.x = cuda_rt_alloc((size_t)max_n * maxc * 4);
+    b.y = cuda_rt_alloc((size_t)max_n * 6912 * 4);
+    b.q = cuda_rt_alloc((size_t)max_n * maxc);
+    b.s = cuda_rt_alloc((size_t)max_n * 4);
+    b.sum = cuda_rt_alloc((size_t)max_n * 4);
+    if (!b.x || !b.y || !b.q || !b.s || !b.sum) { fprintf(stderr, "tern bench --cuda: out of device memory\n"); return 1; }
+    char err[256];
+    float *hx = malloc((size_t)max_n * maxc * 4);
+    for (int64_t i = 0; i < max_n * maxc; i++) hx[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+    cuda_rt_h2d(b.x, hx, (size_t)max_n * maxc * 4, err, sizeof err);
+    free(hx);
+    cuda_tmat_quant(b.x, max_n, maxc, b.q, b.s, b.sum);   /* any valid activations will do */
+    printf("\n| W2A8 GEMV (2B-4T)  | tokens |   us/call | weight GB/s | %% of measured |\n");
+    printf("|--------------------|-------:|----------:|------------:|--------------:|\n");
+    double layer_t = 0, layer_b = 0;
+    for (size_t k = 0; k < sizeof k_shapes / sizeof k_shapes[0]; k++) {
+        const shape_t *sh = &k_shapes[k];
+        b.w = rand_weights(sh->rows, sh->cols);
+        if (!b.w) { fprintf(stderr, "tern bench --cuda: out of device memory\n"); return 1; }
+        double wb = (double)gpack_bytes(sh->rows, sh->cols);
+        const int ns[] = {1, 4, 8};
+        for (int i = 0; i < 3; i++) {
+            double t = time_tmat(sh, &b, ns[i], reps, quick ? 20 : 200);
+            if (t < 0) { fprintf(stderr, "tern bench --cuda: kernel failed\n"); return 1; }
+            double gbps = wb / t / 1e9;
+            printf("| %-18s | %6d | %9.2f | %11.1f | %12.1f%% |\n", sh->name, ns[i], t * 1e6, gbps, 100 * gbps / bw);
+            if (ns[i] == 1) {   /* one layer: q, k, v, o, gate, up, down */
+                int times = k == 0 ? 2 : k == 1 ? 2 : k == 2 ? 2 : 1;
+                layer_t += times * t;
+                layer_b += times * wb;
+            }
+        }
+        double ops = 2.0 * (double)sh->rows * (double)sh->cols;
+        for (int n = 64; n <= max_n; n *= 8) {
+            double t = time_tmat(sh, &b, n, reps, quick ? 5 : 50);
+            printf("| %-18s | %6d | %9.2f | GEMM %6.1f TOPS (int8 dp4a) |\n", sh->name, n, t * 1e6, ops * n / t / 1e12);
+        }
+        cuda_rt_free(b.w);
+    }
+    double lg = layer_b / layer_t / 1e9;
+    printf("\none 2B-4T layer, decode (7 GEMVs, 1 token): %.1f us, %.1f GB/s = %.1f%% of measured %s\n", layer_t * 1e6, lg,
+           100 * lg / bw, lg >= 0.7 * bw ? "(target >= 70%: met)" : "(target >= 70%: NOT met)");
+    /* the lm head: 128256 x 2560 */
+    int64_t V = 128256, E = 2560;
+    const int kinds[2] = {CUDA_FMAT_F16, CUDA_FMAT_Q8_0}, types[2] = {TT_F16, TT_Q8_0};
+    for (int k = 0; k < 2; k++) {
+        size_t nb = type_tensor_bytes(types[k], E, V);
+        uint8_t *hw = malloc(nb);
+        for (size_t i = 0; i < nb; i++) hw[i] = (uint8_t)(rnd() & 0x3b);   /* finite f16 / small d */
+        b.w = cuda_rt_alloc(nb);
+        b.scr = cuda_rt_alloc(cuda_fmat_scratch_bytes(kinds[k], E, 1) + 256);
+        float *y = b.y;
+        b.y = cuda_rt_alloc((size_t)V * 4);
+        if (!b.w || !b.scr || !b.y || cuda_rt_h2d(b.w, hw, nb, err, sizeof err) < 0) {
+            fprintf(stderr, "tern bench --cuda: out of device memory for the head\n");
+            return 1;
+        }
+        double t = time_head(kinds[k], &b, V, E, 1, reps, quick ? 5 : 50);
+        double gbps = (double)nb / t / 1e9;
+        printf("lm head %s %lldx%lld, 1 token: %.1f us, %.1f GB/s = %.1f%% of measured\n", type_name(types[k]),
+               (long long)V, (long long)E, t * 1e6, gbps, 100 * gbps / bw);
+        cuda_rt_free(b.w);
+        cuda_rt_free(b.scr);
+        cuda_rt_free(b.y);
+        b.y = y;
+        free(hw);
+    }
+    void *d[] = {b.x, b.y, b.q, b.s, b.sum};
+    for (int i = 0; i < 5; i++) cuda_rt_free(d[i]);
+    return 0;
+}
+
+int cuda_bench_main(int argc, char **argv) {
+    int cuda = 0, reps = 5, quick = 0;
+    opt_t opts[] = {
+        {NULL, "--cuda", OPT_FLAG, &cuda, NULL, "GPU kernel benchmarks (this mode)", 0, 0},
+        {"-r", "--repetitions", OPT_INT, &reps, "N", "timed batches per figure (best is kept)", 1, 1000},
+        {NULL, "--quick", OPT_FLAG, &quick, NULL, "fewer iterations (smoke test)", 0, 0},
+        OPT_END,
+    };
+    char err[512], *pos[1];
+    int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
+    if (rc == 1) {
+        opt_help(stdout, "tern bench --cuda [-r N] [--quick]   (model tg/pp on the GPU: tern bench -m M -ngl 99)", opts);
+        return 0;
+    }
+    if (rc < 0) {
+        fprintf(stderr, "tern bench --cuda: %s\n", err);
+        return 1;
+    }
+    char name[256];
+    if (cuda_stage_probe(name, sizeof name, err, sizeof err) < 0) {
+        fprintf(stderr, "tern bench --cuda: %s\n", err);
+        return 1;
+    }
+    double bw = cuda_rt_read_gbps((size_t)1 << 30, reps);
+    if (bw <= 0) {
+        fprintf(stderr, "tern bench --cuda: the bandwidth probe failed\n");
+        return 1;
+    }
+    printf("device: %s, measured device-memory read bandwidth %.1f GB/s\n", name, bw);
+    return bench_ternary(bw, reps, quick);
+}
+
+#endif

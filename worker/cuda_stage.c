@@ -1,0 +1,360 @@
+/* cuda_stage: uploads a shard and runs forward.c's block on the GPU (see cuda_stage.h). The
+ * orchestration is C; kernels are in kernels/cuda/. One block per layer:
+ *   h += Wo · subnorm(attn(rope(Wq·n), rope(Wk·n), Wv·n)),  n = rmsnorm(h)
+ *   h += Wdown · subnorm(act(Wgate·m) ⊙ Wup·m),              m = rmsnorm(h)
+ * with the activations quantised once per input and shared by the linears that read them. */
+#include "worker/cuda_stage.h"
+#include "core/err.h"
+#include <stdio.h>
+
+#if !defined(TERN_HAVE_CUDA)
+
+int cuda_stage_probe(char *name, size_t cap, char *err, size_t errlen) {
+    return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
+}
+int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, int n_max, int n_logits_max,
+                   int kv_type, char *err, size_t errlen) {
+    *out = NULL;
+    return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
+}
+void cuda_stage_destroy(cuda_stage_t **p) { if (p) *p = NULL; }
+int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
+                       float *logits, char *err, size_t errlen) {
+    return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
+}
+size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return 0; }
+
+#else
+
+#include "core/types.h"
+#include "kernels/cuda/cuda_fmat.h"
+#include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_rt.h"
+#include "kernels/cuda/cuda_tmat.h"
+#include "kernels/gpack.h"
+#include "kernels/ops.h"
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define SCORES_MAX_BYTES ((size_t)256 << 20)   /* attention scratch cap: tokens per launch follow */
+
+typedef struct cu_lin {
+    uint32_t *w;            /* (rows, cols/16) gpack words, device */
+    int64_t rows, cols;
+    float scale, lscale;    /* weight scale; blk.N.<name>.scale (1 when absent) */
+} cu_lin_t;
+
+typedef struct cu_layer {
+    float *an, *asn, *fn, *fsn;   /* norms (device f32); sub-norms may be NULL */
+    cu_lin_t lin[LIN_COUNT];
+} cu_layer_t;
+
+struct cuda_stage {
+    const shard_t *s;
+    hparams_t hp;
+    int n_ctx, n_seq, n_max, n_lmax, kv_type, nl, att_chunk;
+    cu_layer_t *L;
+    float *out_norm;
+    void *head;             /* as stored (kind), device */
+    int head_kind;
+    void *kc, *vc;          /* [layer][seq][pos][kv_dim] */
+    size_t kv_layer_bytes;
+    int64_t seq_stride;     /* elements per (layer, seq) block */
+    float *cs, *sn;         /* (n_ctx, rot_dim/2) rope tables */
+    float *h, *xn, *q, *k, *v, *att, *o, *g, *u, *hn, *logits, *scores;
+    int8_t *aq;             /* (n_max, max cols) quantised activations */
+    float *as;
+    int32_t *asum;
+    void *fscratch;         /* head Q8_0 scratch */
+    int *seq, *pos;         /* (n_max,) device */
+    float *hrows;           /* (n_lmax, n_embd) host: rows gathered for the head */
+    size_t bytes;
+};
+
+int cuda_stage_probe(char *name, size_t cap, char *err, size_t errlen) {
+    char why[256] = "";
+    if (cuda_rt_device_count(why, sizeof why) <= 0)
+        return err_set(err, errlen, TERN_ENOTSUP, "no CUDA device found (%s)", why[0] ? why : "no device");
+    char tmp[256];
+    if (cuda_rt_open(0, name ? name : tmp, name ? cap : sizeof tmp, NULL, why, sizeof why) < 0)
+        return err_set(err, errlen, TERN_ENOTSUP, "%s", why);
+    return 0;
+}
+
+static void *dalloc(cuda_stage_t *c, size_t n, int *ok) {
+    if (!*ok) return NULL;
+    void *p = cuda_rt_alloc(n);
+    if (!p) *ok = 0;
+    else c->bytes += n;
+    return p;
+}
+
+static float *up_f32(cuda_stage_t *c, const float *x, size_t n, int *ok, char *err, size_t errlen) {
+    if (!x || !*ok) return NULL;
+    float *d = dalloc(c, n * 4, ok);
+    if (d && cuda_rt_h2d(d, x, n * 4, err, errlen) < 0) *ok = 0;
+    return d;
+}
+
+static int lin_upload(cuda_stage_t *c, cu_lin_t *d, const mat_t *m, float lscale, int layer, char *err, size_t errlen) {
+    const type_traits_t *tt = type_traits(m->type);
+    if (!tt || !tt->ternary)
+        return err_set(err, errlen, TERN_ENOTSUP, "cuda: layer %d has a %s linear; the GPU path takes ternary linears",
+                       layer, tt ? tt->name : "?");
+    d->rows = m->rows;
+    d->cols = m->cols;
+    d->lscale = lscale;
+    size_t nb = gpack_bytes(m->rows, m->cols);
+    uint32_t *tmp = malloc(nb);
+    if (!tmp) return err_set(err, errlen, TERN_ENOMEM, "cuda: out of host memory packing layer %d", layer);
+    char why[256];
+    int rc = gpack_from_tensor(m->type, m->src, m->rows, m->cols, tmp, &d->scale, why, sizeof why);
+    if (rc < 0) {
+        free(tmp);
+        return err_set(err, errlen, rc, "layer %d: %s", layer, why);
+    }
+    int ok = 1;
+    d->w = dalloc(c, nb, &ok);
+    if (!ok) rc = err_set(err, errlen, TERN_ENOMEM, "cuda: out of device memory (%.1f MiB held)", c->bytes / 1048576.0);
+    else rc = cuda_rt_h2d(d->w, tmp, nb, err, errlen) < 0 ? TERN_EIO : 0;
+    free(tmp);
+    return rc;
+}
+
+/* ops_rope's angles for every position: theta_i = pos · base^(-2/rot_dim)^i, in float */
+static int rope_upload(cuda_stage_t *c, int *ok, char *err, size_t errlen) {
+    int half = c->hp.rot_dim / 2;
+    size_t n = (size_t)c->n_ctx * (size_t)half;
+    float *cs = malloc(n * 4), *sn = malloc(n * 4);
+    if (!cs || !sn) {
+        free(cs);
+        free(sn);
+        return err_set(err, errlen, TERN_ENOMEM, "cuda: out of host memory for the RoPE table");
+    }
+    const float theta_scale = powf(c->hp.rope_base, -2.0f / (float)c->hp.rot_dim);
+    for (int p = 0; p < c->n_ctx; p++) {
+        float theta = (float)p;
+        for (int i = 0; i < half; i++) {
+            cs[(size_t)p * half + i] = cosf(theta);
+            sn[(size_t)p * half + i] = sinf(theta);
+            theta *= theta_scale;
+        }
+    }
+    c->cs = up_f32(c, cs, n, ok, err, errlen);
+    c->sn = up_f32(c, sn, n, ok, err, errlen);
+    free(cs);
+    free(sn);
+    return 0;
+}
+
+static int head_kind(int type) {
+    switch (type) {
+    case TT_F32: return CUDA_FMAT_F32;
+    case TT_F16: return CUDA_FMAT_F16;
+    case TT_BF16: return CUDA_FMAT_BF16;
+    case TT_Q8_0: return CUDA_FMAT_Q8_0;
+    default: return -1;
+    }
+}
+
+static int head_upload(cuda_stage_t *c, int *ok, char *err, size_t errlen) {
+    const shard_t *s = c->s;
+    c->head_kind = head_kind(s->head.type);
+    if (c->head_kind < 0)
+        return err_set(err, errlen, TERN_ENOTSUP, "cuda: lm head of type %s is not supported on the GPU (use --head f16|q8_0)",
+                       type_name(s->head.type));
+    c->out_norm = up_f32(c, s->out_norm, (size_t)c->hp.n_embd, ok, err, errlen);
+    c->head = dalloc(c, s->head.src_bytes, ok);
+    if (*ok && cuda_rt_h2d(c->head, s->head.src, s->head.src_bytes, err, errlen) < 0) *ok = 0;
+    size_t E = (size_t)c->hp.n_embd, L = (size_t)c->n_lmax;
+    c->hn = dalloc(c, L * E * 4, ok);
+    c->logits = dalloc(c, L * (size_t)c->hp.n_vocab * 4, ok);
+    size_t fs = cuda_fmat_scratch_bytes(c->head_kind, c->hp.n_embd, c->n_lmax);
+    c->fscratch = dalloc(c, fs ? fs : 256, ok);
+    c->hrows = malloc(L * E * 4);
+    if (!c->hrows) return err_set(err, errlen, TERN_ENOMEM, "cuda: out of host memory");
+    return 0;
+}
+
+static int acts_alloc(cuda_stage_t *c, int *ok) {
+    const hparams_t *hp = &c->hp;
+    size_t N = (size_t)c->n_max, E = (size_t)hp->n_embd, F = (size_t)hp->n_ff;
+    size_t qd = (size_t)hp->n_head * hp->head_dim, kvd = (size_t)hp->n_head_kv * hp->head_dim;
+    size_t wmax = E > qd ? E : qd;
+    wmax = wmax > F ? wmax : F;
+    c->h = dalloc(c, N * E * 4, ok);
+    c->xn = dalloc(c, N * E * 4, ok);
+    c->q = dalloc(c, N * qd * 4, ok);
+    c->k = dalloc(c, N * kvd * 4, ok);
+    c->v = dalloc(c, N * kvd * 4, ok);
+    c->att = dalloc(c, N * qd * 4, ok);
+    c->o = dalloc(c, N * E * 4, ok);
+    c->g = dalloc(c, N * F * 4, ok);
+    c->u = dalloc(c, N * F * 4, ok);
+    c->aq = dalloc(c, N * wmax, ok);
+    c->as = dalloc(c, N * 4, ok);
+    c->asum = dalloc(c, N * 4, ok);
+    c->seq = dalloc(c, N * sizeof(int), ok);
+    c->pos = dalloc(c, N * sizeof(int), ok);
+    size_t per_tok = (size_t)hp->n_head * (size_t)c->n_ctx * 4;
+    size_t ac = SCORES_MAX_BYTES / per_tok;
+    c->att_chunk = ac < 1 ? 1 : ac > N ? (int)N : (int)ac;
+    c->scores = dalloc(c, (size_t)c->att_chunk * per_tok, ok);
+    c->kv_layer_bytes = (size_t)c->n_seq * (size_t)c->n_ctx * kvd * (c->kv_type == KV_F16 ? 2 : 4);
+    c->seq_stride = (int64_t)c->n_ctx * (int64_t)kvd;
+    size_t nl = (size_t)(c->nl > 0 ? c->nl : 1);
+    c->kc = dalloc(c, nl * c->kv_layer_bytes, ok);
+    c->vc = dalloc(c, nl * c->kv_layer_bytes, ok);
+    return 0;
+}
+
+int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, int n_max, int n_logits_max,
+                   int kv_type, char *err, size_t errlen) {
+    *out = NULL;
+    int rc = cuda_stage_probe(NULL, 0, err, errlen);
+    if (rc < 0) return rc;
+    if (n_ctx < 1 || n_seq < 1 || n_max < 1 || (kv_type != KV_F16 && kv_type != KV_F32))
+        return err_set(err, errlen, TERN_EINVAL, "cuda: bad limits (ctx %d, sequences %d, batch %d)", n_ctx, n_seq, n_max);
+    cuda_stage_t *c = calloc(1, sizeof *c);
+    if (!c) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    c->s = s;
+    c->hp = s->hp;
+    c->n_ctx = n_ctx;
+    c->n_seq = n_seq;
+    c->n_max = n_max;
+    c->n_lmax = n_logits_max > 0 ? n_logits_max : 1;
+    c->kv_type = kv_type;
+    c->nl = s->last - s->first + 1;
+    if (c->nl < 0) c->nl = 0;
+    int ok = 1;
+    if (c->hp.head_dim % 4 || c->hp.n_embd % 64) {
+        rc = err_set(err, errlen, TERN_ENOTSUP, "cuda: n_embd %d / head_dim %d not supported", c->hp.n_embd, c->hp.head_dim);
+        goto fail;
+    }
+    c->L = calloc((size_t)(c->nl > 0 ? c->nl : 1), sizeof(cu_layer_t));
+    if (!c->L) { rc = err_set(err, errlen, TERN_ENOMEM, "out of memory"); goto fail; }
+    for (int i = 0; i < c->nl; i++) {
+        const layer_w_t *w = &s->layers[i];
+        cu_layer_t *d = &c->L[i];
+        size_t E = (size_t)c->hp.n_embd, F = (size_t)c->hp.n_ff, qd = (size_t)c->hp.n_head * c->hp.head_dim;
+        d->an = up_f32(c, w->attn_norm, E, &ok, err, errlen);
+        d->asn = up_f32(c, w->attn_sub_norm, qd, &ok, err, errlen);
+        d->fn = up_f32(c, w->ffn_norm, E, &ok, err, errlen);
+        d->fsn = up_f32(c, w->ffn_sub_norm, F, &ok, err, errlen);
+        for (int j = 0; j < LIN_COUNT && ok; j++)
+            if ((rc = lin_upload(c, &d->lin[j], &w->lin[j], w->lin_scale[j], s->first + i, err, errlen)) < 0) goto fail;
+    }
+    if (ok && c->nl > 0 && (rc = rope_upload(c, &ok, err, errlen)) < 0) goto fail;
+    if (ok && s->has_head && (rc = head_upload(c, &ok, err, errlen)) < 0) goto fail;
+    if (ok) acts_alloc(c, &ok);
+    if (!ok) {
+        rc = err_set(err, errlen, TERN_ENOMEM, "cuda: out of device memory (%.1f MiB allocated for layers %d-%d)",
+                     c->bytes / 1048576.0, s->first, s->last);
+        goto fail;
+    }
+    if ((rc = cuda_rt_sync(err, errlen)) < 0) { rc = TERN_EIO; goto fail; }
+    *out = c;
+    return 0;
+fail:
+    cuda_stage_destroy(&c);
+    return rc < 0 ? rc : TERN_EIO;
+}
+
+void cuda_stage_destroy(cuda_stage_t **p) {
+    if (!p || !*p) return;
+    cuda_stage_t *c = *p;
+    for (int i = 0; c->L && i < c->nl; i++) {
+        cu_layer_t *d = &c->L[i];
+        void *b[] = {d->an, d->asn, d->fn, d->fsn};
+        for (int j = 0; j < 4; j++) cuda_rt_free(b[j]);
+        for (int j = 0; j < LIN_COUNT; j++) cuda_rt_free(d->lin[j].w);
+    }
+    void *b[] = {c->out_norm, c->head, c->kc, c->vc, c->cs, c->sn, c->h, c->xn, c->q, c->k, c->v, c->att, c->o,
+                 c->g, c->u, c->hn, c->logits, c->scores, c->aq, c->as, c->asum, c->fscratch, c->seq, c->pos};
+    for (size_t j = 0; j < sizeof b / sizeof b[0]; j++) cuda_rt_free(b[j]);
+    free(c->L);
+    free(c->hrows);
+    free(c);
+    *p = NULL;
+}
+
+size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return c ? c->bytes : 0; }
+
+static void lin(cuda_stage_t *c, const cu_lin_t *l, int n, float *y) {
+    cuda_tmat_mul(l->w, l->rows, l->cols, l->scale, l->lscale, c->aq, c->as, c->asum, n, y);
+}
+
+static void block(cuda_stage_t *c, int il, int n) {
+    const hparams_t *hp = &c->hp;
+    const cu_layer_t *L = &c->L[il];
+    int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim;
+    int64_t qd = (int64_t)hp->n_head * hd, kvd = (int64_t)hp->n_head_kv * hd;
+    float eps = hp->norm_eps;
+    void *kc = (uint8_t *)c->kc + (size_t)il * c->kv_layer_bytes, *vc = (uint8_t *)c->vc + (size_t)il * c->kv_layer_bytes;
+
+    cuda_ops_rmsnorm(c->xn, c->h, L->an, n, E, eps, NULL);
+    cuda_tmat_quant(c->xn, n, E, c->aq, c->as, c->asum);
+    lin(c, &L->lin[LIN_Q], n, c->q);
+    lin(c, &L->lin[LIN_K], n, c->k);
+    lin(c, &L->lin[LIN_V], n, c->v);
+    cuda_ops_rope(c->q, n, hp->n_head, (int)hd, hp->rot_dim, c->pos, c->cs, c->sn, hp->rope_neox);
+    cuda_ops_rope(c->k, n, hp->n_head_kv, (int)hd, hp->rot_dim, c->pos, c->cs, c->sn, hp->rope_neox);
+    cuda_ops_kv_store(kc, vc, c->kv_type, c->k, c->v, n, c->seq, c->pos, c->seq_stride, (int)kvd);
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int a0 = 0; a0 < n; a0 += c->att_chunk) {
+        int na = n - a0 < c->att_chunk ? n - a0 : c->att_chunk;
+        cuda_ops_attention(c->att + a0 * qd, c->q + a0 * qd, kc, vc, c->kv_type, na, c->seq + a0, c->pos + a0,
+                           c->seq_stride, hp->n_head, hp->n_head_kv, (int)hd, scale, c->scores, c->n_ctx);
+    }
+    if (L->asn) cuda_ops_rmsnorm(c->att, c->att, L->asn, n, qd, eps, NULL);
+    cuda_tmat_quant(c->att, n, qd, c->aq, c->as, c->asum);
+    lin(c, &L->lin[LIN_O], n, c->o);
+    cuda_ops_add(c->h, c->o, (int64_t)n * E);
+
+    cuda_ops_rmsnorm(c->xn, c->h, L->fn, n, E, eps, NULL);
+    cuda_tmat_quant(c->xn, n, E, c->aq, c->as, c->asum);
+    lin(c, &L->lin[LIN_GATE], n, c->g);
+    lin(c, &L->lin[LIN_UP], n, c->u);
+    cuda_ops_act_mul(c->g, c->u, (int64_t)n * F, hp->act == ACT_RELU2);
+    if (L->fsn) cuda_ops_rmsnorm(c->g, c->g, L->fsn, n, F, eps, NULL);
+    cuda_tmat_quant(c->g, n, F, c->aq, c->as, c->asum);
+    lin(c, &L->lin[LIN_DOWN], n, c->o);
+    cuda_ops_add(c->h, c->o, (int64_t)n * E);
+}
+
+static int logits_rows(cuda_stage_t *c, const float *h, int m, const int *rows, float *logits, char *err, size_t errlen) {
+    int64_t E = c->hp.n_embd, V = c->hp.n_vocab;
+    for (int done = 0; done < m; done += c->n_lmax) {
+        int k = m - done < c->n_lmax ? m - done : c->n_lmax;
+        for (int i = 0; i < k; i++) memcpy(c->hrows + i * E, h + (int64_t)rows[done + i] * E, (size_t)E * 4);
+        if (cuda_rt_h2d(c->hn, c->hrows, (size_t)k * E * 4, err, errlen) < 0) return TERN_EIO;
+        cuda_ops_rmsnorm(c->hn, c->hn, c->out_norm, k, E, c->hp.norm_eps, NULL);
+        cuda_fmat_mul(c->head_kind, c->head, V, E, c->hn, k, c->logits, c->fscratch);
+        if (cuda_rt_d2h(logits + (size_t)done * V, c->logits, (size_t)k * V * 4, err, errlen) < 0) return TERN_EIO;
+    }
+    return 0;
+}
+
+int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
+                       float *logits, char *err, size_t errlen) {
+    int64_t E = c->hp.n_embd;
+    for (int done = 0; done < n; done += c->n_max) {
+        int k = n - done < c->n_max ? n - done : c->n_max;
+        float *hh = h + (int64_t)done * E;
+        if (cuda_rt_h2d(c->h, hh, (size_t)k * E * 4, err, errlen) < 0 ||
+            cuda_rt_h2d(c->seq, seq + done, (size_t)k * sizeof(int), err, errlen) < 0 ||
+            cuda_rt_h2d(c->pos, pos + done, (size_t)k * sizeof(int), err, errlen) < 0)
+            return TERN_EIO;
+        for (int il = 0; il < c->nl; il++) block(c, il, k);
+        if (cuda_rt_d2h(hh, c->h, (size_t)k * E * 4, err, errlen) < 0) return TERN_EIO;
+    }
+    if (m > 0) {
+        if (!c->s->has_head) return err_set(err, errlen, TERN_EINVAL, "cuda: logits asked of a stage without the head");
+        int rc = logits_rows(c, h, m, rows, logits, err, errlen);
+        if (rc < 0) return rc;
+    }
+    return cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
+}
+
+#endif

@@ -1,0 +1,30 @@
+/* cuda_stage: a shard's layers (and head) run on a CUDA GPU — the GPU twin of forward.c. At
+ * init every ternary linear is repacked into the gpack layout and uploaded once, with the norms,
+ * the lm head as stored (F32/F16/BF16/Q8_0), a RoPE cos/sin table made on the host with ops_rope's
+ * arithmetic, a device KV cache and activations sized for n_max tokens. A step moves only the
+ * hidden states (n, n_embd) in and out, and the logits of the rows to sample back; sampling
+ * stays on the CPU. Built in every configuration: without TERN_HAVE_CUDA every entry point
+ * reports "tern was built without CUDA". Not here: sampling, validation of steps (stage.c). */
+#ifndef TERN_CUDA_STAGE_H
+#define TERN_CUDA_STAGE_H
+#include <stddef.h>
+#include "worker/shard.h"
+
+typedef struct cuda_stage cuda_stage_t;
+
+/* 0 when a CUDA device can be used (name, cap: its name; may be NULL), else <0 with a one-line
+ * reason: "tern was built without CUDA" or "no CUDA device found". */
+int cuda_stage_probe(char *name, size_t cap, char *err, size_t errlen);
+/* Uploads shard s (which must outlive the stage) to device 0. Linears must be ternary with one
+ * scale per tensor (I2_S, or TQ1_0/TQ2_0 with equal block scales). 0 or <0 with err. */
+int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, int n_max, int n_logits_max,
+                   int kv_type, char *err, size_t errlen);
+void cuda_stage_destroy(cuda_stage_t **p);
+/* h (n, n_embd) host, in place through the shard's layers (in chunks of n_max), with seq/pos as
+ * forward_layers; then, when m > 0 (head stages only), logits (m, n_vocab) host = head(out_norm(h
+ * row rows[j])). 0 or <0 on a device error (err). */
+int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
+                       float *logits, char *err, size_t errlen);
+size_t cuda_stage_device_bytes(const cuda_stage_t *c);   /* device memory held */
+
+#endif
