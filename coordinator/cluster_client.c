@@ -44,6 +44,7 @@ typedef struct cworker {
     int first, last;        /* layers it holds now; -1 = none */
     int standby;            /* spare: no layers until a loss promotes it */
     int helloed;            /* the engine link's Hello was answered since the worker (re)joined */
+    int fetch;              /* it has no model file of its own: it fetches its layers from us */
     /* shared with the heartbeat thread, under cpl.mu */
     int up, loading;
     double last_seen, last_ping, last_send_ok;
@@ -78,6 +79,7 @@ typedef struct cpl {
     uint64_t model_size;
     char model_hash[MODEL_ID_HASH_LEN];
     const char *model_name;
+    const gguf_t *g;                    /* our mmap of the model: serves WeightRequests */
     /* faults */
     int hb_ms, hb_timeout_ms;
     int broken;                         /* cannot serve; why says so */
@@ -174,6 +176,7 @@ static int hello(cpl_t *p, cworker_t *w, int send_ms, int reply_ms, char *err, s
     if ((rc = tp_hello_check(r, wname(w), err, errlen)) < 0) return rc;
     w->memory = w->cw->memory ? w->cw->memory : r->memory_bytes;
     w->gbps = r->gbps;
+    w->fetch = r->model_size == 0;
     pthread_mutex_lock(&p->mu);
     w->helloed = 1;
     w->up = 1;
@@ -339,6 +342,24 @@ static int plan(cpl_t *p, char *err, size_t errlen) {
     return 0;
 }
 
+/* answers a worker's WeightRequest (--fetch-weights) with the bytes of our copy of the model */
+static int serve_weights(cpl_t *p, cworker_t *w, const Tern__WeightRequest *q, char *err, size_t errlen) {
+    if (!q->model || q->model->size != p->model_size || strcmp(q->model->hash ? q->model->hash : "", p->model_hash) ||
+        q->offset > p->g->size || q->length > p->g->size - q->offset || q->length > (64u << 20))
+        return err_set(err, errlen, TERN_EPROTO, "worker %s asked for bytes [%llu, +%llu) of another model or outside "
+                       "this one", wname(w), (unsigned long long)q->offset, (unsigned long long)q->length);
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__WeightChunk ch = TERN__WEIGHT_CHUNK__INIT;
+    Tern__ModelId id = TERN__MODEL_ID__INIT;
+    id.size = p->model_size;
+    id.hash = p->model_hash;
+    ch.model = &id;
+    ch.offset = q->offset;
+    m.body_case = TERN__MSG__BODY_WEIGHT_CHUNK;
+    m.weight_chunk = &ch;
+    return send_to(p, w, &m, p->g->map + q->offset, (size_t)q->length, p->hb_timeout_ms, err, errlen);
+}
+
 /* waits for stage s's ShardReady; fails early when the worker is marked down */
 static int wait_ready(cpl_t *p, int s, char *err, size_t errlen) {
     cworker_t *w = &p->w[p->stage[s]];
@@ -351,6 +372,11 @@ static int wait_ready(cpl_t *p, int s, char *err, size_t errlen) {
         int rc = recv_from(p, w, left < 100 ? (left > 0 ? left : 0) : 100, err, errlen);
         if (rc == TERN_ETIMEOUT && left > 0) continue;
         if (rc < 0) return rc;
+        if (p->rx.msg->body_case == TERN__MSG__BODY_WEIGHT_REQUEST) {
+            if ((rc = serve_weights(p, w, p->rx.msg->weight_request, err, errlen)) < 0) return rc;
+            deadline = time_now() + CL_LOAD_TIMEOUT_MS / 1000.0;   /* progress: the clock restarts */
+            continue;
+        }
         if (p->rx.msg->body_case == TERN__MSG__BODY_SHARD_READY) break;
     }
     p->base.weight_bytes += p->rx.msg->shard_ready->bytes_loaded;
@@ -388,6 +414,7 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
         ls.max_batch_tokens = (uint32_t)p->cfg.n_batch;
         ls.heartbeat_timeout_ms = (uint32_t)p->hb_timeout_ms;
         ls.first_step_id = p->next_step;
+        ls.fetch_weights = w->fetch;
         m.body_case = TERN__MSG__BODY_LOAD_SHARD;
         m.load_shard = &ls;
         rc = send_to(p, w, &m, NULL, 0, p->hb_timeout_ms, err, errlen);
@@ -754,6 +781,7 @@ static int model_load_info(cpl_t *p, const gguf_t *g, const char *model_path, ch
     layer_sizes(g, &hp, &p->cfg, p->lmem, p->lrd, &p->head_mem);
     const char *base = strrchr(model_path, '/');
     p->model_name = base ? base + 1 : model_path;
+    p->g = g;
     return model_id_compute(model_path, &p->model_size, p->model_hash, err, errlen);
 }
 

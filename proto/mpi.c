@@ -122,6 +122,8 @@ int tp_mpi_init(int *rank, int *size, char *err, size_t errlen) {
             goto out;
         }
         g.we_init = 1;
+        atexit(tp_mpi_finalize);   /* for users that never finalize (tern bench --hop); mpi_launch.c
+                                    * registers its own exit policy later, which runs first */
     }
     MPI_Comm_rank(MPI_COMM_WORLD, &g.rank);
     MPI_Comm_size(MPI_COMM_WORLD, &g.size);

@@ -9,7 +9,8 @@
 /* Initialises MPI (MPI_Init_thread, MPI_THREAD_MULTIPLE requested) unless already done, and
  * the transport's private communicators. Collective: every rank of the job must call it at
  * start-up, in the same order relative to other collectives. Idempotent. rank/size may be
- * NULL. Returns 0 or TERN_EIO with the reason in err. */
+ * NULL. When this call starts MPI it also arranges MPI_Finalize at exit. Returns 0 or
+ * TERN_EIO with the reason in err. */
 int tp_mpi_init(int *rank, int *size, char *err, size_t errlen);
 /* 1 between a successful tp_mpi_init and tp_mpi_finalize. */
 int tp_mpi_active(void);

@@ -47,6 +47,8 @@ int worker_cli(int argc, char **argv) {
         {NULL, "--device", OPT_STR, &device, "DEV", "where this worker runs its layers: cpu | cuda (GPU 0)", 0, 0},
         {NULL, "--mpi", OPT_FLAG, &mpi, NULL, "started by mpirun: serve this rank (rank 0 is the coordinator; -m defaults to its model)", 0, 0},
         {NULL, "--numa", OPT_STR, &numa, "auto|N", "bind threads and memory to one NUMA node (auto: mpirun's binding, else local rank)", 0, 0},
+        {NULL, "--fetch-weights", OPT_FLAG, &cfg.fetch, NULL, "no -m: get the layers from the coordinator once (cached by hash)", 0, 0},
+        {NULL, "--cache-dir", OPT_STR, &cfg.cache_dir, "DIR", "where fetched weights are kept (default ~/.cache/tern/weights)", 0, 0},
         {NULL, "--idle-exit", OPT_INT, &idle, "MS", "exit after this long without messages (0: never)", 0, 86400000},
         OPT_END,
     };
@@ -112,6 +114,17 @@ int worker_cli(int argc, char **argv) {
     cfg.listen = listen;
     cfg.memory = memory;
     cfg.idle_exit_ms = idle;
+    char cache[1024];
+    if (cfg.fetch && !cfg.cache_dir) {
+        const char *env = getenv("TERN_CACHE"), *home = getenv("HOME");
+        if (env) snprintf(cache, sizeof cache, "%s/weights", env);
+        else snprintf(cache, sizeof cache, "%s/.cache/tern/weights", home ? home : "/tmp");
+        cfg.cache_dir = cache;
+    }
+    if (cfg.fetch && cfg.model) {
+        fprintf(stderr, "tern worker: --fetch-weights is for a worker without -m MODEL; give one of them\n");
+        return 1;
+    }
     tp_curve_t cv;
     char (*allowed)[TP_KEY_Z85] = NULL;
     if (cfg.keys_dir) {

@@ -11,6 +11,7 @@
 #include "core/types.h"
 #include "kernels/dispatch.h"
 #include "proto/curve.h"
+#include "worker/fetch.h"
 #include "worker/stage.h"
 #include <signal.h>
 #include <stdio.h>
@@ -137,9 +138,24 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     const Tern__LoadShard *ls = rx->msg->load_shard;
     char err[512], msg[1200];
     double t0 = time_now();
+    if (!w->cfg->model && w->cfg->fetch && ls->model) {
+        /* no copy of our own: the shard's bytes come from the coordinator (cached by hash) */
+        if (w->loaded) { stage_free(&w->st); w->loaded = 0; }
+        gguf_close(&w->g);
+        fetch_req_t fr = {w->in, &rx->from, w->cfg->cache_dir, w->name, ls->model, (int)ls->first_layer,
+                          (int)ls->last_layer, ls->is_last, 0};
+        int frc = fetch_shard(&fr, &w->g, err, sizeof err);
+        if (frc < 0) {
+            snprintf(msg, sizeof msg, "%s: cannot fetch layers [%u, %u]: %s", w->name, ls->first_layer, ls->last_layer, err);
+            send_error(w, &rx->from, frc, 0, msg);
+            return;
+        }
+        w->model_size = ls->model->size;
+        snprintf(w->model_hash, sizeof w->model_hash, "%s", ls->model->hash ? ls->model->hash : "");
+    }
     if (!w->g) {
-        snprintf(msg, sizeof msg, "%s has no local model file (start it with -m MODEL; --fetch-weights is not "
-                 "implemented yet)", w->name);
+        snprintf(msg, sizeof msg, "%s has no local model file (start it with -m MODEL, or with --fetch-weights to get "
+                 "the layers from the coordinator)", w->name);
         send_error(w, &rx->from, TERN_ENOTFOUND, 0, msg);
         return;
     }

@@ -18,6 +18,8 @@ typedef struct worker_cfg {
     int idle_exit_ms;          /* 0: run until Shutdown/signal */
     const tp_curve_t *curve;   /* own key pair + the client keys let in (CURVE on), or NULL */
     const char *keys_dir;      /* CURVE: where the next stage's key is (DIR/<next name>.pub) */
+    int fetch;                 /* no model of its own: fetch layers from the coordinator (worker/fetch.h) */
+    const char *cache_dir;     /* where fetched weights are kept (by model hash) */
 } worker_cfg_t;
 
 /* runs until Shutdown or SIGINT/SIGTERM; returns 0, or <0 with err when it cannot start */

@@ -8,6 +8,7 @@
 # Sourced, it gives hl_up/hl_down/hl_exec/hl_relay/hl_addr for scripts (which trap hl_down).
 # Profiles: lan (1 GbE: 1 Gbit/s, 0.2 ms RTT), wifi (200 Mbit/s, 3 ms RTT), none (bare veth).
 
+# shellcheck disable=SC2034  # HL_* are read by the scripts that source this one
 HL_NET=10.77.0
 HL_PIDS=()
 
@@ -96,8 +97,7 @@ hl_relay() {
   bin=${HL_RELAY:-$(hl_relay_bin)} || return 1
   HL_RELAY=$bin
   hl_spawn "$node" "/tmp/hl-$HL_TAG-relay-$node-$port.log" "$bin" "$a:$port" "$a:$tport" $((HL_RTT_US / 2))
-  local i
-  for i in $(seq 1 100); do
+  for _ in $(seq 1 100); do
     grep -q '^ready' "/tmp/hl-$HL_TAG-relay-$node-$port.log" 2>/dev/null && return 0
     kill -0 "$HL_LAST" 2>/dev/null || break
     sleep 0.02

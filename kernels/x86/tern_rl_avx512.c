@@ -46,11 +46,16 @@ static inline __attribute__((always_inline)) void tile(const uint8_t *wt, int64_
     }
 }
 
-/* one token: an accumulator per (half, shift) so 8 vpdpbusd chains overlap */
+/* one token: an accumulator per (half, shift), 8 chains. The codes are not shifted down: lane
+ * bytes w & (3 << 6−2s) are code·4^(3−s), so each accumulator holds 4^(3−s) × its sum and one
+ * exact arithmetic shift at the end undoes it (one op per code vector instead of two). Bound:
+ * |sum| ≤ 192·127·4 per step × cols/16 steps < 2³¹ for cols ≤ 65536 (the caller checks). */
 static void tile1(const uint8_t *wt, int64_t cols, const int8_t *q, int32_t *out) {
-    const __m512i m3 = _mm512_set1_epi8(3);
-    __m512i a[2][4];
-    for (int s = 0; s < 4; s++) a[0][s] = a[1][s] = _mm512_setzero_si512();
+    __m512i a[2][4], mk[4];
+    for (int s = 0; s < 4; s++) {
+        a[0][s] = a[1][s] = _mm512_setzero_si512();
+        mk[s] = _mm512_set1_epi8((char)(3 << (6 - 2 * s)));
+    }
     for (int64_t c = 0; c < cols; c += 16, wt += 128) {
         _mm_prefetch((const char *)(wt + PF1), _MM_HINT_T0);
         _mm_prefetch((const char *)(wt + PF1 + 64), _MM_HINT_T0);
@@ -58,13 +63,19 @@ static void tile1(const uint8_t *wt, int64_t cols, const int8_t *q, int32_t *out
 #pragma GCC unroll 4
         for (int s = 0; s < 4; s++) {
             __m512i x = bcast4(q + c + 4 * s);
-            a[0][s] = _mm512_dpbusd_epi32(a[0][s], _mm512_and_si512(s == 3 ? w0 : _mm512_srli_epi16(w0, 6 - 2 * s), m3), x);
-            a[1][s] = _mm512_dpbusd_epi32(a[1][s], _mm512_and_si512(s == 3 ? w1 : _mm512_srli_epi16(w1, 6 - 2 * s), m3), x);
+            a[0][s] = _mm512_dpbusd_epi32(a[0][s], _mm512_and_si512(w0, mk[s]), x);
+            a[1][s] = _mm512_dpbusd_epi32(a[1][s], _mm512_and_si512(w1, mk[s]), x);
         }
     }
-    for (int h = 0; h < 2; h++)
-        _mm512_storeu_si512(out + 16 * h, _mm512_add_epi32(_mm512_add_epi32(a[h][0], a[h][1]), _mm512_add_epi32(a[h][2], a[h][3])));
+    for (int h = 0; h < 2; h++) {
+        __m512i r = _mm512_add_epi32(_mm512_add_epi32(_mm512_srai_epi32(a[h][0], 6), _mm512_srai_epi32(a[h][1], 4)),
+                                     _mm512_add_epi32(_mm512_srai_epi32(a[h][2], 2), a[h][3]));
+        _mm512_storeu_si512(out + 16 * h, r);
+    }
 }
+
+/* one token, any width: the plain shifted-code loop */
+static void tile1_wide(const uint8_t *wt, int64_t cols, const int8_t *q, int32_t *out) { tile(wt, cols, q, 1, out); }
 
 void tern_rl_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum) {
     (void)rows;
@@ -77,7 +88,7 @@ void tern_rl_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, con
         for (int64_t tl = r0 / RL_R; tl * RL_R < r0 + nr; tl++) {
             const uint8_t *wt = (const uint8_t *)w + (size_t)(tl * RL_R * cols / 4);
             switch (T) {
-            case 1: tile1(wt, cols, q, part); break;
+            case 1: cols <= 65536 ? tile1(wt, cols, q, part) : tile1_wide(wt, cols, q, part); break;
             case 2: tile(wt, cols, q, 2, part); break;
             case 3: tile(wt, cols, q, 3, part); break;
             case 4: tile(wt, cols, q, 4, part); break;

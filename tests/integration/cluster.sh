@@ -73,6 +73,29 @@ echo "errors took $(( $(date +%s) - t0 )) s"
 got=$(run --temp 0 --workers "$W1,$W2"); ref=$(run --temp 0)
 [ "$got" == "$ref" ] && ok "workers still serve after errors" || bad "after errors: '$got' != '$ref'"
 
+# --fetch-weights: workers with no model file get their layers from the coordinator, once
+fetch_worker() {   # name -> sets EP
+  "$TERN" worker --listen 'tcp://127.0.0.1:*' --fetch-weights --cache-dir "$tmp/cache-$1" -t 1 --name "$1" >"$tmp/$1.out" 2>"$tmp/$1.log" &
+  pids+=($!)
+  for _ in $(seq 1 200); do grep -q '^ready ' "$tmp/$1.out" 2>/dev/null && break; sleep 0.05; done
+  EP=$(sed -n 's/^ready //p' "$tmp/$1.out" | head -1)
+}
+fetch_worker f1; F1=$EP; fetch_worker f2; F2=$EP
+cat > "$tmp/fetch.yaml" <<YAML
+workers:
+  - { name: f1, endpoint: "$F1", layers: [0, 1] }
+  - { name: f2, endpoint: "$F2", layers: [2, 2] }
+YAML
+ref=$(run --temp 0)
+got=$(run --temp 0 --cluster "$tmp/fetch.yaml")
+[ "$got" == "$ref" ] && ok "--fetch-weights cluster == one process" || bad "--fetch-weights: '$got' != '$ref'"
+size=$(stat -c %s "$M")
+have=$(awk '{s+=$2} END {print s+0}' "$tmp"/cache-f1/*.have 2>/dev/null)
+[ -n "$have" ] && [ "$have" -gt 0 ] && [ "$have" -lt "$size" ] && ok "f1 cached $have of $size bytes" || bad "f1 cache: '$have' of $size"
+got=$(run --temp 0 --cluster "$tmp/fetch.yaml")
+[ "$got" == "$ref" ] && grep -q "0.0 MiB of weights fetched" "$tmp/f1.log" && ok "second run served from the cache" \
+  || bad "second run: '$got' / $(grep fetched "$tmp/f1.log" | tail -1)"
+
 [ $fail -eq 0 ] || { echo "--- logs"; tail -n 20 "$tmp"/*.log; }
 echo "$pass passed, $fail failed"
 [ $fail -eq 0 ]

@@ -13,6 +13,8 @@ if "$TERN" run --mpi -m /dev/null -p x 2>&1 | grep -q "built without MPI"; then 
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 # no ptrace-based single copy (often refused in containers); quiet about missing fabrics
 export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_btl_base_warn_component_unused=0
+# sanitizer builds: Open MPI's own allocations outlive MPI_Finalize by design
+export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 MPIRUN=(mpirun --oversubscribe --bind-to none)
 tmp=$(mktemp -d)
 pids=()
