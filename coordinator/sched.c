@@ -137,11 +137,15 @@ static int build(sched_t *s, step_t *st, int *sid, int *has_prompt) {
     st->n = 0;
     *has_prompt = 0;
     int budget = s->n_batch;
-    for (int i = 0; i < s->n_seq; i++) {
+    /* With several stages, steps are pipelined: spread the running sequences over
+     * max_inflight steps (each takes at most its share), so every stage has work. */
+    int active = sched_active(s), share = (active + s->max_inflight - 1) / s->max_inflight, n_dec = 0;
+    for (int i = 0; i < s->n_seq && n_dec < share && budget > 0; i++) {
         sched_seq_t *q = &s->seqs[i];
         if (q->active && !q->waiting && q->n_fed >= q->n_prefill && q->n_fed < q->n_toks) {
             pack(st, sid, q, 1, 1);
             budget--;
+            n_dec++;
         }
     }
     for (int i = 0; i < s->n_seq && budget > 0; i++) {

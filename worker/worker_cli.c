@@ -93,7 +93,11 @@ int worker_cli(int argc, char **argv) {
         }
         dup2(2, 1);   /* only the coordinator writes to stdout */
         listen = "mpi://self";
-        if (!cfg.model && mpath[0]) cfg.model = mpath;
+        /* no -m: rank 0's file when this host has it at the same path (else --fetch-weights) */
+        if (!cfg.model && !cfg.fetch && mpath[0]) {
+            if (access(mpath, R_OK) == 0) cfg.model = mpath;
+            else log_w("rank 0's model %s is not readable here: give -m or --fetch-weights", mpath);
+        }
         if (!cfg.name) {
             char host[40] = "worker";
             gethostname(host, sizeof host - 1);

@@ -60,6 +60,10 @@ done
 ref=$(run1 --temp 0 -np 2 -b 4)
 got=$(timeout 120 "${MPIRUN[@]}" -np 1 "$TERN" run -m "$M" --mpi "${GEN[@]}" --temp 0 -np 2 -b 4 : -np 2 "$TERN" worker --mpi -t 1 2>>"$tmp/mpi.log")
 [ "$got" == "$ref" ] && ok "workers without -m, micro-batches of 4 == one process" || bad "workers without -m: '$got' != '$ref'"
+# workers with no file of their own fetch their layers from rank 0 over MPI
+got=$(timeout 120 "${MPIRUN[@]}" -np 1 "$TERN" run -m "$M" --mpi "${GEN[@]}" --temp 0 : -np 2 "$TERN" worker --mpi --fetch-weights --cache-dir "$tmp/wcache" -t 1 2>>"$tmp/mpi.log")
+ref=$(run1 --temp 0)
+[ "$got" == "$ref" ] && ls "$tmp/wcache"/*.gguf >/dev/null 2>&1 && ok "--fetch-weights over MPI == one process" || bad "--fetch-weights over MPI: '$got' != '$ref'"
 # a cluster file with transport: mpi (workers without endpoints are the ranks in order)
 cat >"$tmp/c.yaml" <<YAML
 transport: mpi
