@@ -47,8 +47,9 @@ static int plan_in(hwloc_topology_t t, const char *spec, hwloc_const_bitmap_t bo
         if (!*spec || *end || v < 0)
             return err_set(err, errlen, TERN_EINVAL, "--numa %s: expected auto or a node number", spec);
         if (v >= n)
-            return err_set(err, errlen, TERN_EINVAL, "--numa %s: this machine has %d NUMA node%s (0-%d)", spec, n,
-                           n == 1 ? "" : "s", n - 1);
+            return n == 1 ? err_set(err, errlen, TERN_EINVAL, "--numa %s: this machine has 1 NUMA node (0)", spec)
+                          : err_set(err, errlen, TERN_EINVAL, "--numa %s: this machine has %d NUMA nodes (0-%d)", spec, n,
+                                    n - 1);
         out->node = (int)v;
     }
     hwloc_obj_t o = hwloc_get_obj_by_type(t, HWLOC_OBJ_NUMANODE, (unsigned)out->node);

@@ -80,7 +80,7 @@ typedef struct repack_job {
     int failed;      /* a thread could not allocate its trit buffer */
 } repack_job_t;
 
-/* rows of [b, e) in 64-row chunks: I2_S → TL byte to byte; otherwise through int8 trits */
+/* rows of [b, e) in 64-row chunks: I2_S → TL or RL byte to byte; otherwise through int8 trits */
 static void repack_task(void *arg, int ith, int nth) {
     repack_job_t *j = arg;
     mat_t *m = j->m;
@@ -89,6 +89,10 @@ static void repack_task(void *arg, int ith, int nth) {
     tpool_split((long)rows, ith, nth, chunk, &b, &e);
     if (j->fam == FAM_TL && m->type == TT_I2_S) {
         tern_tl_from_i2s(m->src, cols, b, e - b, m->packed);
+        return;
+    }
+    if (j->fam == FAM_RL && m->type == TT_I2_S) {
+        tern_rl_from_i2s(m->src, cols, b, e - b, m->packed);
         return;
     }
     int8_t *t = malloc((size_t)(chunk * cols));
@@ -161,12 +165,30 @@ static int layout_override(void) {
     return 0;
 }
 
-/* Which repacked layout serves this ISA and shape best (mat.h). Measured on the build host
- * (see the table below); the layout is made once at load, so it must serve decode (GEMV,
- * memory-bound) and prefill/batched decode (GEMM) alike. */
+/* Which repacked layout serves this ISA and shape best. The layout is made once at load and
+ * serves decode (GEMV, memory-bound) and prefill / batched decode (GEMM) alike, so the rule
+ * weighs both. Measured on the build host (AMD EPYC Zen 5, 2 vCPUs, 1 thread, best of several
+ * runs on a shared machine; GEMV = GB/s of weights read, 2560×2560 and 640×2560 I2_S, sets of
+ * 3 × L3; GEMM = GOPS at batch 8/32/128/512, 2560×2560; read ~42–48 GB/s, VNNI peak ~1600):
+ *
+ *   ISA     layout     GEMV GB/s   GEMM GOPS (b8 / b128 / b512)
+ *   avx512  tern-rl32  35–37.6     850 / 840–858 / 790–822   (53–54 % of peak)
+ *   avx512  tern-tl4   35–37.9     740–770 / 720–760 / 540–710
+ *   avx512  tern-lut3  19–21       370 / 310–350              (compute-bound)
+ *   avx2    tern-tl4   27          240 / 230
+ *   avx2    tern-lut3  13          210 / 207
+ *
+ * So: VNNI → RL (GEMV equal within noise, GEMM +12–15 %); AVX2 and NEON with dotprod → TL.
+ * The LUT layout reads 17 % fewer bytes (1.67 bits per weight) but needs ~2× the instructions
+ * per weight; it pays only where a core's share of memory bandwidth is below its LUT compute
+ * rate (~20 GB/s here with AVX-512): many cores on few memory channels, or small NEON cores
+ * without dotprod (whose TL path is a widening multiply), where it is chosen. Shape does not
+ * change the ranking on this host for any real shape; it only restricts: RL needs cols % 16,
+ * TL cols % 256, LUT takes any cols (I2_S tensors with cols % 256 ≠ 0 go to LUT or RL). */
 static int layout_rule(int isa, int64_t rows, int64_t cols) {
     (void)rows;
     (void)cols;
+    if (isa == ISA_AVX512) return FAM_RL;
     if (isa == ISA_NEON && !isa_has_neon_dotprod()) return FAM_LUT;
     return FAM_TL;
 }

@@ -45,3 +45,29 @@ void tern_rl_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const 
         }
     }
 }
+
+/* 8 I2_S bytes → the same with every 2-bit code 3 made 1 (quant_unpack_trits reads 3 as 0) */
+static uint64_t i2s_fix3(uint64_t x) { return x & ~((x & (x >> 1) & 0x5555555555555555ull) << 1); }
+
+/* An I2_S row's 128-column block holds column 32s' + j in bits 7−2s' of byte j. The RL block m
+ * (16 columns) inside it takes field s' = (m % 8) / 2 of bytes 16(m % 2) .. +15, and its lane
+ * byte b gathers those bytes 4s + b (s = 0..3) into bits 7−2s: with F the 16 fields as bytes,
+ * the 4 lane bytes are the 32-bit words F0 << 6 | F1 << 4 | F2 << 2 | F3. No move crosses a
+ * byte, so it runs on 64-bit words. */
+void tern_rl_from_i2s(const void *src, int64_t cols, int64_t r0, int64_t nr, void *dst) {
+    const uint64_t m3 = 0x0303030303030303ull;
+    for (int64_t r = r0; r < r0 + nr; r++) {
+        const uint8_t *s = (const uint8_t *)src + (size_t)(r * cols / 4);
+        for (int64_t blk = 0; blk < cols / 128; blk++, s += 32) {
+            uint64_t x[4];
+            memcpy(x, s, 32);
+            for (int k = 0; k < 4; k++) x[k] = i2s_fix3(x[k]);
+            for (int sp = 0; sp < 4; sp++)
+                for (int h = 0; h < 2; h++) {
+                    uint64_t a = x[2 * h] >> (6 - 2 * sp) & m3, b = x[2 * h + 1] >> (6 - 2 * sp) & m3;
+                    uint32_t v = (uint32_t)(a << 6 | b << 2) | (uint32_t)((a << 4 | b) >> 32);
+                    memcpy((uint8_t *)dst + rl_off(cols, r, 128 * blk + 16 * (2 * sp + h)), &v, 4);
+                }
+        }
+    }
+}

@@ -70,6 +70,9 @@ void tern_tl_from_i2s(const void *src, int64_t cols, int64_t r0, int64_t nr, voi
 size_t tern_rl_bytes(int64_t rows, int64_t cols);
 void tern_rl_pack_rows(const int8_t *t, int64_t cols, int64_t r0, int64_t nr, void *dst);
 void tern_rl_pad(int64_t rows, int64_t cols, void *dst);   /* padding rows → code 1 */
+/* rows [r0, r0+nr) of an I2_S tensor → their place in dst, byte to byte; bit-identical to
+ * tern_rl_pack_rows of quant_unpack_trits (code 3 reads as 0). cols % 128 == 0. */
+void tern_rl_from_i2s(const void *src, int64_t cols, int64_t r0, int64_t nr, void *dst);
 void tern_rl_dot_ref(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);
 #if defined(TERN_HAVE_X86)
 void tern_rl_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum);

@@ -1,7 +1,7 @@
 /* transport: one small interface (prefix tp_) over which coordinator and workers exchange
  * tern.proto messages, each optionally followed by one raw tensor frame. Backends sit behind a
  * vtable picked by the endpoint's scheme: tcp:// and ipc:// (zmq.c), inproc:// (inproc.c,
- * embedded single-process mode), later mpi://. Every received message is validated here
+ * embedded single-process mode), mpi:// (mpi.c, under mpirun). Every received message is validated here
  * (version, body, sizes) before the caller sees it. Not here: what messages mean (worker/,
  * coordinator/), retries, heartbeat policy.
  *

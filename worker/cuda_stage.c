@@ -37,6 +37,7 @@ size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return 0; }
 #include <stdlib.h>
 #include <string.h>
 
+#define GRAPH_MAX_N 8   /* decode and batched decode; prefill launches directly */
 #define SCORES_MAX_BYTES ((size_t)256 << 20)   /* attention scratch cap: tokens per launch follow */
 
 typedef struct cu_lin {
@@ -70,6 +71,8 @@ struct cuda_stage {
     int *seq, *pos;         /* (n_max,) device */
     float *hrows;           /* (n_lmax, n_embd) host: rows gathered for the head */
     size_t bytes;
+    int graphs;             /* replay the layers as CUDA graphs for small steps (TERN_CUDA_GRAPHS=0: off) */
+    cuda_rt_graph_t *graph[GRAPH_MAX_N + 1];   /* by token count; positions/slots are read on the device */
 };
 
 int cuda_stage_probe(char *name, size_t cap, char *err, size_t errlen) {
@@ -225,6 +228,8 @@ int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, i
     c->n_max = n_max;
     c->n_lmax = n_logits_max > 0 ? n_logits_max : 1;
     c->kv_type = kv_type;
+    const char *ge = getenv("TERN_CUDA_GRAPHS");
+    c->graphs = !(ge && !strcmp(ge, "0"));
     c->nl = s->last - s->first + 1;
     if (c->nl < 0) c->nl = 0;
     int ok = 1;
@@ -273,6 +278,7 @@ void cuda_stage_destroy(cuda_stage_t **p) {
     void *b[] = {c->out_norm, c->head, c->kc, c->vc, c->cs, c->sn, c->h, c->xn, c->q, c->k, c->v, c->att, c->o,
                  c->g, c->u, c->hn, c->logits, c->scores, c->aq, c->as, c->asum, c->fscratch, c->seq, c->pos};
     for (size_t j = 0; j < sizeof b / sizeof b[0]; j++) cuda_rt_free(b[j]);
+    for (int k = 0; k <= GRAPH_MAX_N; k++) cuda_rt_graph_free(c->graph[k]);
     free(c->L);
     free(c->hrows);
     free(c);
@@ -323,6 +329,20 @@ static void block(cuda_stage_t *c, int il, int n) {
     cuda_ops_add(c->h, c->o, (int64_t)n * E);
 }
 
+/* every layer for k tokens: one graph launch when a graph for k exists or can be made, else
+ * direct launches. Kernel arguments depend only on k (slots and positions are device buffers). */
+static void layers(cuda_stage_t *c, int k) {
+    if (c->graphs && k <= GRAPH_MAX_N && c->nl > 0) {
+        if (!c->graph[k] && cuda_rt_capture_begin() == 0) {
+            for (int il = 0; il < c->nl; il++) block(c, il, k);
+            c->graph[k] = cuda_rt_capture_end();
+            if (!c->graph[k]) c->graphs = 0;   /* capture unsupported here: never try again */
+        }
+        if (c->graph[k] && cuda_rt_graph_launch(c->graph[k]) == 0) return;
+    }
+    for (int il = 0; il < c->nl; il++) block(c, il, k);
+}
+
 static int logits_rows(cuda_stage_t *c, const float *h, int m, const int *rows, float *logits, char *err, size_t errlen) {
     int64_t E = c->hp.n_embd, V = c->hp.n_vocab;
     for (int done = 0; done < m; done += c->n_lmax) {
@@ -346,7 +366,7 @@ int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const i
             cuda_rt_h2d(c->seq, seq + done, (size_t)k * sizeof(int), err, errlen) < 0 ||
             cuda_rt_h2d(c->pos, pos + done, (size_t)k * sizeof(int), err, errlen) < 0)
             return TERN_EIO;
-        for (int il = 0; il < c->nl; il++) block(c, il, k);
+        layers(c, k);
         if (cuda_rt_d2h(hh, c->h, (size_t)k * E * 4, err, errlen) < 0) return TERN_EIO;
     }
     if (m > 0) {

@@ -3,6 +3,7 @@
 #include "kernels/cuda/cuda_rt.h"
 #include <cuda_runtime.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 static int fail(char *err, size_t errlen, const char *what, cudaError_t e) {
     if (err && errlen) snprintf(err, errlen, "cuda: %s: %s", what, cudaGetErrorString(e));
@@ -68,6 +69,42 @@ extern "C" int cuda_rt_sync(char *err, size_t errlen) {
     cudaError_t e = cudaDeviceSynchronize();
     if (e == cudaSuccess) e = cudaGetLastError();
     return e == cudaSuccess ? 0 : fail(err, errlen, "kernel", e);
+}
+
+struct cuda_rt_graph {
+    cudaGraphExec_t exec;
+};
+
+/* every kernel goes to the per-thread default stream (nvcc --default-stream per-thread), which,
+ * unlike the legacy stream, can be captured */
+extern "C" int cuda_rt_capture_begin(void) {
+    return cudaStreamBeginCapture(cudaStreamPerThread, cudaStreamCaptureModeThreadLocal) == cudaSuccess ? 0 : -1;
+}
+
+extern "C" cuda_rt_graph_t *cuda_rt_capture_end(void) {
+    cudaGraph_t g = NULL;
+    cudaError_t e = cudaStreamEndCapture(cudaStreamPerThread, &g);
+    cuda_rt_graph_t *r = NULL;
+    if (e == cudaSuccess && g) {
+        r = (cuda_rt_graph_t *)malloc(sizeof *r);
+        if (r && cudaGraphInstantiate(&r->exec, g, 0) != cudaSuccess) {
+            free(r);
+            r = NULL;
+        }
+    }
+    if (g) cudaGraphDestroy(g);
+    if (!r) cudaGetLastError();   /* the caller falls back to direct launches */
+    return r;
+}
+
+extern "C" int cuda_rt_graph_launch(cuda_rt_graph_t *g) {
+    return cudaGraphLaunch(g->exec, cudaStreamPerThread) == cudaSuccess ? 0 : -1;
+}
+
+extern "C" void cuda_rt_graph_free(cuda_rt_graph_t *g) {
+    if (!g) return;
+    cudaGraphExecDestroy(g->exec);
+    free(g);
 }
 
 /* sums uint4 words so the loads cannot be dropped; one partial per thread */

@@ -22,6 +22,15 @@ int cuda_rt_d2h(void *dst, const void *src, size_t n, char *err, size_t errlen);
 int cuda_rt_memset(void *p, int v, size_t n, char *err, size_t errlen);
 /* waits for every queued kernel; 0, or <0 with the first launch/run error in err */
 int cuda_rt_sync(char *err, size_t errlen);
+/* CUDA graphs: kernels queued between capture_begin and capture_end are recorded, not run, and
+ * replayed by graph_launch (one launch instead of hundreds: decode is launch-bound otherwise).
+ * No copies or syncs while capturing. capture_end returns NULL when capture failed (the
+ * recorded kernels then never ran: run them directly). */
+typedef struct cuda_rt_graph cuda_rt_graph_t;
+int cuda_rt_capture_begin(void);
+cuda_rt_graph_t *cuda_rt_capture_end(void);
+int cuda_rt_graph_launch(cuda_rt_graph_t *g);   /* 0 or <0 */
+void cuda_rt_graph_free(cuda_rt_graph_t *g);    /* NULL ok */
 /* device memory read bandwidth in GB/s: a read kernel over `bytes` bytes, best of reps; <0 on error */
 double cuda_rt_read_gbps(size_t bytes, int reps);
 

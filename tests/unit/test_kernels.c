@@ -31,6 +31,7 @@ static void shim_int_eq(long long a, long long b, const char *file, int line) {
 #define assert_true(c) ((c) ? (void)0 : shim_fail(__FILE__, __LINE__, #c))
 #define assert_non_null(p) assert_true((p) != NULL)
 #define assert_null(p) assert_true((p) == NULL)
+#define assert_string_equal(a, b) assert_true(strcmp((a), (b)) == 0)
 #define assert_int_equal(a, b) shim_int_eq((long long)(a), (long long)(b), __FILE__, __LINE__)
 #define assert_memory_equal(a, b, n) assert_true(memcmp((a), (b), (n)) == 0)
 struct CMUnitTest {
@@ -404,6 +405,8 @@ static void test_variants_real(void **st) {
         check_shape(F_RL, shapes[s][0], shapes[s][1], 13 + s, 0);
     }
     check_shape(F_TQ1, 2560, 6912, 1, 0);
+    check_shape(F_RL, 5, 65536, 2, 1);   /* the scaled-code GEMV path at its width limit */
+    check_shape(F_RL, 3, 65552, 1, 0);   /* wider: the plain path */
     check_shape(F_TQ1, 640, 2560, 1, 0);
     check_shape(F_TL, 640, 2560, 5, 0);
     check_shape(F_I2S, 640, 2560, 3, 0);
@@ -464,11 +467,11 @@ static void test_lut_exact(void **st) {
         }
 }
 
-/* the byte-level I2_S → TL repack equals unpack-to-trits + tern_tl_pack_rows, on random bytes
+/* the byte-level I2_S → TL and → RL repacks equal unpack-to-trits + pack_rows, on random bytes
  * (so code 3 appears) and on row sub-ranges */
-static void test_tl_from_i2s(void **st) {
+static void test_from_i2s(void **st) {
     (void)st;
-    const int64_t shapes[][2] = {{1, 256}, {5, 512}, {13, 2560}, {64, 6912}};
+    const int64_t shapes[][2] = {{1, 256}, {5, 512}, {13, 2560}, {64, 6912}, {33, 768}};
     for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
         int64_t R = shapes[si][0], C = shapes[si][1];
         size_t sb = (size_t)(R * C / 4) + 32, tb = tern_tl_bytes(R, C);
@@ -488,6 +491,21 @@ static void test_tl_from_i2s(void **st) {
             print_error("tern_tl_from_i2s %lld x %lld differs from pack_rows(unpack)\n", (long long)R, (long long)C);
             fail();
         }
+        size_t rb = tern_rl_bytes(R, C);
+        uint8_t *c = tern_alloc(rb), *d = tern_alloc(rb);
+        memset(c, 0x33, rb);
+        memset(d, 0x44, rb);
+        tern_rl_pad(R, C, c);
+        tern_rl_pad(R, C, d);
+        tern_rl_pack_rows(t, C, 0, R, c);
+        tern_rl_from_i2s(src, C, 0, mid, d);
+        tern_rl_from_i2s(src, C, mid, R - mid, d);
+        if (memcmp(c, d, rb)) {
+            print_error("tern_rl_from_i2s %lld x %lld differs from pack_rows(unpack)\n", (long long)R, (long long)C);
+            fail();
+        }
+        tern_free(c);
+        tern_free(d);
         free(t);
         free(src);
         tern_free(a);
@@ -622,26 +640,57 @@ static void test_mat_ternary(void **st) {
     tpool_destroy(&tp3);
 }
 
-/* which layout mat_init picks: TL for I2_S and uniform TQ, the file's layout otherwise */
+/* which layout mat_init picks (the rule in mat.c): per ISA for I2_S and uniform TQ, restricted
+ * by the column count; the file's layout for TQ with differing block scales or MAT_NO_REPACK;
+ * TERN_KERNEL overrides the rule, and an unknown value is ignored */
+static const char *choice(int type, int64_t rows, int64_t cols, int nonu, int isa, const char *env) {
+    static char name[64];
+    size_t nb;
+    char err[128];
+    mat_t m;
+    uint8_t *d = make_tensor(type, rows, cols, nonu, &nb);
+    if (env) setenv("TERN_KERNEL", env, 1);
+    else unsetenv("TERN_KERNEL");
+    isa_force(isa);
+    assert_int_equal(mat_init(&m, type, rows, cols, d, nb, 0, err, sizeof err), 0);
+    snprintf(name, sizeof name, "%s", mat_kernel_name(&m));
+    mat_free(&m);
+    tern_free(d);
+    unsetenv("TERN_KERNEL");
+    isa_force(isa_best());
+    return name;
+}
+
 static void test_mat_choice(void **st) {
     (void)st;
     size_t nb;
     char err[128];
     mat_t m;
     uint8_t *d = make_tensor(TT_TQ2_0, 8, 512, 0, &nb);
-    assert_int_equal(mat_init(&m, TT_TQ2_0, 8, 512, d, nb, 0, err, sizeof err), 0);
-    assert_non_null(strstr(mat_kernel_name(&m), "tern-tl4"));
-    assert_true(m.packed != NULL && mat_weight_bytes(&m) == tern_tl_bytes(8, 512));
-    mat_free(&m);
     assert_int_equal(mat_init(&m, TT_TQ2_0, 8, 512, d, nb, MAT_NO_REPACK, err, sizeof err), 0);
     assert_non_null(strstr(mat_kernel_name(&m), "tq2_0"));
+    assert_null(m.packed);
     mat_free(&m);
     tern_free(d);
-    d = make_tensor(TT_TQ1_0, 8, 512, 1, &nb);
-    assert_int_equal(mat_init(&m, TT_TQ1_0, 8, 512, d, nb, 0, err, sizeof err), 0);
-    assert_non_null(strstr(mat_kernel_name(&m), "tq1_0"));
-    mat_free(&m);
-    tern_free(d);
+    assert_non_null(strstr(choice(TT_TQ1_0, 8, 512, 1, ISA_REF, NULL), "tq1_0"));   /* differing scales */
+    assert_non_null(strstr(choice(TT_TQ1_0, 8, 512, 1, ISA_REF, "lut3"), "tq1_0"));
+    /* the rule per ISA */
+    assert_string_equal(choice(TT_TQ2_0, 8, 512, 0, ISA_REF, NULL), "tern-tl4/ref");
+    assert_string_equal(choice(TT_I2_S, 8, 384, 0, ISA_REF, NULL), "tern-lut3/ref");   /* cols % 256 */
+    if (isa_supported(ISA_AVX2)) assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_AVX2, NULL), "tern-tl4/avx2");
+    if (isa_supported(ISA_AVX512)) {
+        assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_AVX512, NULL), "tern-rl32/avx512");
+        assert_string_equal(choice(TT_I2_S, 8, 384, 0, ISA_AVX512, NULL), "tern-rl32/avx512");
+        assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_AVX512, "tl4"), "tern-tl4/avx512");
+    }
+    if (isa_supported(ISA_NEON))
+        assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_NEON, NULL),
+                            isa_has_neon_dotprod() ? "tern-tl4/neon" : "tern-lut3/neon");
+    /* overrides */
+    assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_REF, "lut3"), "tern-lut3/ref");
+    assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_REF, "native"), "i2_s/ref");
+    assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_REF, "rl32"), "tern-tl4/ref");   /* RL: VNNI only */
+    assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_REF, "bogus"), "tern-tl4/ref");
 }
 
 static void test_mat_errors(void **st) {
@@ -664,7 +713,7 @@ int main(void) {
         cmocka_unit_test(test_tq1_layout),    cmocka_unit_test(test_pack_roundtrip),
         cmocka_unit_test(test_from_f32),      cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_variants_odd),  cmocka_unit_test(test_variants_real),
-        cmocka_unit_test(test_lut_exact),     cmocka_unit_test(test_tl_from_i2s),
+        cmocka_unit_test(test_lut_exact),     cmocka_unit_test(test_from_i2s),
         cmocka_unit_test(test_mat_ternary),   cmocka_unit_test(test_mat_choice),
         cmocka_unit_test(test_mat_errors),
     };
