@@ -3,7 +3,7 @@
 #include "core/numa.h"
 #include "core/err.h"
 #include "core/log.h"
-#if !__has_include(<hwloc.h>)   /* kernel-only cross builds (TERN_NEON_TESTS_ONLY) have no hwloc */
+#if !__has_include(<hwloc.h>) || !__has_include(<hwloc/autogen/config.h>)   /* kernel-only cross builds (TERN_NEON_TESTS_ONLY) have no hwloc; Debian cross gcc still sees the host /usr/include/hwloc.h, not its arch config */
 int numa_plan(numa_plan_t *out, const char *spec, const char *bound_cpus, int local_rank, char *err, size_t errlen) {
     (void)out, (void)spec, (void)bound_cpus, (void)local_rank;
     return err_set(err, errlen, TERN_ENOTSUP, "--numa: built without hwloc");

@@ -1,8 +1,9 @@
 /* mat: a weight matrix ready for y = W·x. mat_init validates the stored tensor, picks a layout
- * (the file's own, or tern's TL layout made at load) and an ISA variant once; mat_mul quantises
- * activations per token, runs the integer kernel over rows split across threads, and applies
- * the scales in one fixed order (here, compiled once), so y is bit-identical for every ISA and
- * thread count. Not here: kernels themselves (ternary.h) and float types (fmat.c). */
+ * (the file's own, or one of tern's made at load: TL, RL, LUT — layout_rule, TERN_KERNEL
+ * overrides) and an ISA variant once; mat_mul quantises activations per token, runs the integer
+ * kernel over rows split across threads, and applies the scales in one fixed order (here,
+ * compiled once), so y is bit-identical for every ISA, layout and thread count.
+ * Not here: kernels themselves (ternary.h, lut.h) and float types (fmat.c). */
 #include "kernels/mat.h"
 #include "core/alloc.h"
 #include "core/err.h"
