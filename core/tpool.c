@@ -1,6 +1,9 @@
-/* tpool: generation-counted dispatch. The caller bumps `gen`; workers that see a new gen run
- * the task and increment `done`. Workers spin ~50 µs before sleeping so back-to-back kernel
- * calls (hundreds per token) do not pay a wake-up each. */
+/* tpool: generation-counted dispatch. The caller bumps `gen`; each share ith of a run is claimed
+ * exactly once (an atomic exchange of claim[ith] to the run's gen) by its worker or — when that
+ * worker has not started yet, e.g. because another process holds its core — by the caller once
+ * its own share is done. So a descheduled worker never stalls a run, and since a share's work
+ * depends only on ith, results stay the same whoever runs it. Workers spin ~50 µs before
+ * sleeping so back-to-back kernel calls (hundreds per token) do not pay a wake-up each. */
 #define _GNU_SOURCE
 #include "core/tpool.h"
 #include <pthread.h>
@@ -28,6 +31,7 @@ struct tpool {
     _Atomic int stop;
     tpool_fn fn;
     void *arg;
+    _Atomic unsigned *claim;   /* (n,) gen of the run that claimed share i */
 };
 
 typedef struct { tpool_t *tp; int ith; } tpool_arg;
@@ -56,6 +60,7 @@ static void *worker(void *p) {
         }
         seen = g;
         if (atomic_load(&tp->stop)) return NULL;
+        if (atomic_exchange(&tp->claim[ith], g) == g) continue;   /* the caller ran it already */
         tp->fn(tp->arg, ith, tp->n);
         atomic_fetch_add_explicit(&tp->done, 1, memory_order_release);
     }
@@ -69,7 +74,8 @@ tpool_t *tpool_new(int n) {
     pthread_mutex_init(&tp->mu, NULL);
     pthread_cond_init(&tp->cv, NULL);
     tp->threads = calloc((size_t)n, sizeof(pthread_t));
-    if (!tp->threads) { free(tp); return NULL; }
+    tp->claim = calloc((size_t)n, sizeof *tp->claim);
+    if (!tp->threads || !tp->claim) { free(tp->threads); free((void *)tp->claim); free(tp); return NULL; }
     for (int i = 1; i < n; i++) {
         tpool_arg *a = malloc(sizeof *a);
         if (!a) { tp->n = i; tpool_destroy(&tp); return NULL; }
@@ -96,6 +102,7 @@ void tpool_destroy(tpool_t **p) {
     pthread_mutex_destroy(&tp->mu);
     pthread_cond_destroy(&tp->cv);
     free(tp->threads);
+    free((void *)tp->claim);
     free(tp);
     *p = NULL;
 }
@@ -113,7 +120,13 @@ void tpool_run(tpool_t *tp, tpool_fn fn, void *arg) {
         pthread_cond_broadcast(&tp->cv);
         pthread_mutex_unlock(&tp->mu);
     }
+    unsigned g = atomic_load(&tp->gen);
     fn(arg, 0, tp->n);
+    for (int i = 1; i < tp->n; i++)   /* shares whose worker has not started: run them here */
+        if (atomic_exchange(&tp->claim[i], g) != g) {
+            fn(arg, i, tp->n);
+            atomic_fetch_add_explicit(&tp->done, 1, memory_order_release);
+        }
     while (atomic_load_explicit(&tp->done, memory_order_acquire) < tp->n - 1) cpu_relax();
 }
 
