@@ -1,7 +1,7 @@
 /* tpool: generation-counted dispatch. The caller bumps `gen`; each share ith of a run is claimed
  * exactly once (an atomic exchange of claim[ith] to the run's gen) by its worker or — when that
  * worker has not started yet, e.g. because another process holds its core — by the caller once
- * its own share is done. So a descheduled worker never stalls a run, and since a share's work
+ * its own share is done (see claim()). So a descheduled worker never stalls a run, and since a share's work
  * depends only on ith, results stay the same whoever runs it. Workers spin ~50 µs before
  * sleeping so back-to-back kernel calls (hundreds per token) do not pay a wake-up each. */
 #define _GNU_SOURCE
@@ -38,6 +38,14 @@ typedef struct { tpool_t *tp; int ith; } tpool_arg;
 
 #define SPIN_ITERS 20000
 
+/* Every run claims every share, so when run g starts claim[i] == g - 1. Moving it to g only from
+ * g - 1 (not from any value) makes a worker that read a stale g fail instead of running a later
+ * run's share twice. */
+static int claim(tpool_t *tp, int i, unsigned g) {
+    unsigned expect = g - 1;
+    return atomic_compare_exchange_strong(&tp->claim[i], &expect, g);
+}
+
 static void *worker(void *p) {
     tpool_arg *a = p;
     tpool_t *tp = a->tp;
@@ -60,7 +68,7 @@ static void *worker(void *p) {
         }
         seen = g;
         if (atomic_load(&tp->stop)) return NULL;
-        if (atomic_exchange(&tp->claim[ith], g) == g) continue;   /* the caller ran it already */
+        if (!claim(tp, ith, g)) continue;   /* the caller ran it, or g is already over */
         tp->fn(tp->arg, ith, tp->n);
         atomic_fetch_add_explicit(&tp->done, 1, memory_order_release);
     }
@@ -123,7 +131,7 @@ void tpool_run(tpool_t *tp, tpool_fn fn, void *arg) {
     unsigned g = atomic_load(&tp->gen);
     fn(arg, 0, tp->n);
     for (int i = 1; i < tp->n; i++)   /* shares whose worker has not started: run them here */
-        if (atomic_exchange(&tp->claim[i], g) != g) {
+        if (claim(tp, i, g)) {
             fn(arg, i, tp->n);
             atomic_fetch_add_explicit(&tp->done, 1, memory_order_release);
         }

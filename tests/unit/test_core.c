@@ -256,6 +256,28 @@ static void test_tpool_wake_after_idle(void **st) {
     tpool_destroy(&tp);
 }
 
+/* More threads than cores: workers are often descheduled, so the caller runs their shares.
+ * Every share must still run exactly once per run, never twice, never for a later run. */
+typedef struct once_job { int run; int *hits; int bad; } once_job_t;
+static void once_fn(void *arg, int ith, int nth) {
+    once_job_t *j = arg;
+    (void)nth;
+    if (__atomic_fetch_add(&j->hits[ith], 1, __ATOMIC_RELAXED) != j->run) __atomic_store_n(&j->bad, 1, __ATOMIC_RELAXED);
+}
+
+static void test_tpool_each_share_once(void **st) {
+    (void)st;
+    for (int n = 2; n <= 8; n += 3) {
+        tpool_t *tp = tpool_new(n);
+        int hits[8] = {0};
+        once_job_t j = {0, hits, 0};
+        for (j.run = 0; j.run < 100000; j.run++) tpool_run(tp, once_fn, &j);
+        for (int i = 0; i < n; i++) assert_int_equal(hits[i], 100000);
+        assert_int_equal(j.bad, 0);
+        tpool_destroy(&tp);
+    }
+}
+
 static void test_tpool_split(void **st) {
     (void)st;
     long ns[] = {0, 1, 7, 16, 17, 1000, 4099};
@@ -493,6 +515,7 @@ int main(void) {
         cmocka_unit_test(test_tpool_sums),
         cmocka_unit_test(test_tpool_wake_after_idle),
         cmocka_unit_test(test_tpool_split),
+        cmocka_unit_test(test_tpool_each_share_once),
         cmocka_unit_test(test_half_known_values),
         cmocka_unit_test(test_types_sizes),
         cmocka_unit_test(test_presets),
