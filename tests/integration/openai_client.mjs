@@ -1,0 +1,130 @@
+// The official OpenAI Node client (npm `openai`, major 4) against a running `tern serve`:
+// models, completions, chat, streaming (for await), seeded sampling and errors as APIError.
+// Driven by openai_client.sh: node openai_client.mjs NODE_DIR BASE_URL API_KEY EXPECT.json
+// EXPECT holds the prompt, n and the `tern run` texts (greedy and seeded) to compare against.
+// Prints one "ok - " / "FAIL - " line per check; exits 1 when any check failed.
+import { createRequire } from 'node:module';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+
+const [nodeDir, baseURL, apiKey, expectPath] = process.argv.slice(2);
+const require = createRequire(join(nodeDir, 'package.json'));
+const OpenAI = require('openai');
+const { APIError, AuthenticationError, BadRequestError, NotFoundError } = OpenAI;
+const want = JSON.parse(readFileSync(expectPath, 'utf8'));
+
+let pass = 0, fail = 0;
+const ok = (what) => { pass++; console.log(`ok   - ${what}`); };
+const bad = (what) => { fail++; console.log(`FAIL - ${what}`); };
+const check = (cond, what, detail) => (cond ? ok(what) : bad(`${what}: ${detail ?? ''}`));
+const show = (s) => JSON.stringify(s);
+
+const client = new OpenAI({ baseURL: `${baseURL}/v1`, apiKey, maxRetries: 0, timeout: 60000 });
+
+// run NAME FN: one group of checks; an exception is a failure of the group, never a crash
+async function run(name, fn) {
+  try { await fn(); } catch (e) { bad(`${name}: threw ${e?.constructor?.name}: ${e?.message}`); }
+}
+
+// expectErr NAME CLASS STATUS TYPE CODE FN: FN must reject with an APIError of that shape
+async function expectErr(name, cls, status, type, code, fn) {
+  try {
+    await fn();
+    bad(`${name}: no error`);
+  } catch (e) {
+    const good = e instanceof APIError && e instanceof cls && e.status === status && e.type === type &&
+      (code === undefined || e.code === code) && typeof e.message === 'string' && e.message.length > 0;
+    check(good, `${name}: ${cls.name} ${status} ${type}${code ? ` ${code}` : ''}`,
+      `${e?.constructor?.name} status=${e?.status} type=${e?.type} code=${e?.code} message=${e?.message}`);
+  }
+}
+
+await run('models', async () => {
+  const page = await client.models.list();
+  const ids = page.data.map((m) => m.id);
+  check(ids.includes(want.model), `models.list() lists ${want.model}`, show(ids));
+});
+
+await run('completion', async () => {
+  const r = await client.completions.create({ model: want.model, prompt: want.prompt, max_tokens: want.n,
+    temperature: 0 });
+  const c = r.choices[0];
+  check(r.object === 'text_completion' && ['stop', 'length'].includes(c.finish_reason) &&
+    r.usage.total_tokens === r.usage.prompt_tokens + r.usage.completion_tokens &&
+    r.usage.completion_tokens <= want.n, 'completions.create: text_completion with usage', show(r));
+  check(c.text === want.greedy, 'completion at temperature 0 == tern run --temp 0',
+    `${show(c.text)} vs ${show(want.greedy)}`);
+});
+
+await run('streamed completion', async () => {
+  const stream = await client.completions.create({ model: want.model, prompt: want.prompt, max_tokens: want.n,
+    temperature: 0, stream: true, stream_options: { include_usage: true } });
+  let text = '', finish = null, usage = null, chunks = 0;
+  for await (const ch of stream) {
+    chunks++;
+    if (ch.usage) usage = ch.usage;
+    if (ch.choices.length) {
+      text += ch.choices[0].text;
+      if (ch.choices[0].finish_reason) finish = ch.choices[0].finish_reason;
+    }
+  }
+  check(chunks > 1 && ['stop', 'length'].includes(finish) && usage && usage.completion_tokens >= 1,
+    `streamed completion (for await): ${chunks} chunks, finish_reason ${finish}, usage chunk`, show(usage));
+  check(text === want.greedy, 'streamed text == tern run --temp 0', `${show(text)} vs ${show(want.greedy)}`);
+});
+
+await run('seeded completion', async () => {
+  const r = await client.completions.create({ model: want.model, prompt: want.prompt, max_tokens: want.n,
+    temperature: want.seeded_temp, top_p: 0.95, seed: want.seed, top_k: 40, min_p: 0.05 });
+  check(r.choices[0].text === want.seeded, `seed ${want.seed} at temperature ${want.seeded_temp} == tern run -s ${want.seed}`,
+    `${show(r.choices[0].text)} vs ${show(want.seeded)}`);
+});
+
+await run('chat', async () => {
+  const body = { model: want.model, max_tokens: 12, temperature: 0,
+    messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Say hi' }] };
+  const r = await client.chat.completions.create(body);
+  const m = r.choices[0].message;
+  check(r.object === 'chat.completion' && m.role === 'assistant' && typeof m.content === 'string' &&
+    ['stop', 'length'].includes(r.choices[0].finish_reason) && r.usage.prompt_tokens > 0,
+    'chat.completions.create: assistant message, finish_reason, usage', show(r));
+  // the same request without the client (fetch): the client neither adds nor loses anything
+  const raw = await (await fetch(`${baseURL}/v1/chat/completions`, { method: 'POST',
+    headers: { 'Content-Type': 'application/json', Authorization: `Bearer ${apiKey}` },
+    body: JSON.stringify(body) })).json();
+  check(raw.choices?.[0]?.message?.content === m.content, 'chat content == the same request by fetch',
+    `${show(m.content)} vs ${show(raw.choices?.[0]?.message?.content)}`);
+
+  const stream = await client.chat.completions.create({ ...body, stream: true });
+  let text = '', role = null, first = true, finish = null;
+  for await (const ch of stream) {
+    const d = ch.choices[0]?.delta ?? {};
+    if (first) { role = d.role ?? null; first = false; }
+    text += d.content ?? '';
+    if (ch.choices[0]?.finish_reason) finish = ch.choices[0].finish_reason;
+  }
+  check(role === 'assistant' && ['stop', 'length'].includes(finish),
+    'streamed chat (for await): role in the first delta, finish_reason at the end', `role=${role} finish=${finish}`);
+  check(text === m.content, 'streamed chat content == plain chat content', `${show(text)} vs ${show(m.content)}`);
+});
+
+await expectErr('n=2', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
+  () => client.completions.create({ model: want.model, prompt: 'a', n: 2 }));
+await expectErr('streamed request with max_tokens 0', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
+  async () => { for await (const _ of await client.completions.create({ model: want.model, prompt: 'a', max_tokens: 0, stream: true })); });
+await expectErr('empty messages', BadRequestError, 400, 'invalid_request_error', undefined,
+  () => client.chat.completions.create({ model: want.model, messages: [] }));
+await expectErr('prompt longer than the context', BadRequestError, 400, 'invalid_request_error',
+  'context_length_exceeded', () => client.completions.create({ model: want.model, prompt: want.long_prompt, max_tokens: 4 }));
+await expectErr('unknown route', NotFoundError, 404, 'invalid_request_error', 'not_found',
+  () => client.get('/nope'));
+await expectErr('wrong API key', AuthenticationError, 401, 'authentication_error', 'invalid_api_key',
+  () => new OpenAI({ baseURL: `${baseURL}/v1`, apiKey: 'wrong', maxRetries: 0 }).models.list());
+
+await run('after the errors', async () => {
+  const r = await client.completions.create({ model: want.model, prompt: want.prompt, max_tokens: want.n, temperature: 0 });
+  check(r.choices[0].text === want.greedy, 'the server still answers the same after the errors', show(r.choices[0].text));
+});
+
+console.log(`${pass} passed, ${fail} failed`);
+process.exit(fail === 0 ? 0 : 1);

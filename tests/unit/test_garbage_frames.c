@@ -1,0 +1,320 @@
+/* Garbage on a worker's port, with real processes: `tern worker` (from $TERN_BIN) gets
+ * thousands of hostile messages from a raw ZeroMQ DEALER — random bytes, random multi-part
+ * messages, truncated protobuf envelopes, valid envelopes whose declared sizes do not match
+ * their frames, wrong versions, LoadShard and Forward with impossible layer ranges, sequence
+ * ids, positions and token ids — before, right after and during real cluster runs. The worker
+ * must stay alive and a proper coordinator (`tern run --workers EP`) must still get exactly the
+ * tokens of one process. A peer without the right CURVE key: tests/integration/curve.sh. */
+#include <errno.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <zmq.h>
+#include <cmocka.h>
+#include "proto/transport.h"
+
+#define N_GARBAGE 3000            /* per phase */
+
+static char g_tmp[256], g_model[320], g_ep[256], g_ref[8192];
+static const char *g_tern;
+static pid_t g_worker = -1;
+
+/* xorshift: deterministic garbage (a failure can be replayed) */
+static uint64_t g_rng = 0x9e3779b97f4a7c15ull;
+static uint64_t rnd(void) {
+    g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
+    return g_rng;
+}
+static void rnd_fill(uint8_t *p, size_t n) { for (size_t i = 0; i < n; i++) p[i] = (uint8_t)rnd(); }
+
+/* Runs a shell command, returns its stdout (at most cap-1 bytes) and exit status. */
+static int run_cmd(char *out, size_t cap, const char *fmt, ...) {
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Starts `tern worker` on an ephemeral loopback port; waits for its "ready EP" line. */
+static void start_worker(void) {
+    int fd[2];
+    assert_int_equal(pipe(fd), 0);
+    g_worker = fork();
+    assert_true(g_worker >= 0);
+    if (g_worker == 0) {
+        char log[400];
+        snprintf(log, sizeof log, "%s/worker.log", g_tmp);
+        dup2(fd[1], 1);
+        if (!freopen(log, "w", stderr)) _exit(127);
+        close(fd[0]), close(fd[1]);
+        execl(g_tern, g_tern, "worker", "--listen", "tcp://127.0.0.1:*", "-m", g_model, "-t", "1",
+              "--name", "gw", (char *)NULL);
+        _exit(127);
+    }
+    close(fd[1]);
+    FILE *f = fdopen(fd[0], "r");
+    char line[512];
+    g_ep[0] = 0;
+    while (fgets(line, sizeof line, f))
+        if (sscanf(line, "ready %255s", g_ep) == 1) break;
+    fclose(f);   /* the worker prints nothing more on stdout */
+    if (!g_ep[0]) fail_msg("tern worker did not start (see %s/worker.log)", g_tmp);
+}
+
+static int worker_alive(void) {
+    int st;
+    return waitpid(g_worker, &st, WNOHANG) == 0;
+}
+
+static int setup(void **st) {
+    (void)st;
+    g_tern = getenv("TERN_BIN");
+    if (!g_tern) { fprintf(stderr, "TERN_BIN not set\n"); return -1; }
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/tern-garbage-XXXXXX");
+    if (!mkdtemp(g_tmp)) return -1;
+    snprintf(g_model, sizeof g_model, "%s/m.gguf", g_tmp);
+    char out[4096];
+    if (run_cmd(out, sizeof out, "'%s' mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s "
+                "--seed 11 -o '%s' 2>&1", g_tern, g_model)) {
+        fprintf(stderr, "mkmodel failed: %s\n", out);
+        return -1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    return 0;
+}
+
+static int teardown(void **st) {
+    (void)st;
+    if (g_worker > 0) { kill(g_worker, SIGKILL); waitpid(g_worker, NULL, 0); }
+    char out[64];
+    if (g_tmp[0] && !getenv("TERN_KEEP_TMP")) run_cmd(out, sizeof out, "rm -rf '%s'", g_tmp);
+    return 0;
+}
+
+#define RUN_ARGS "--no-display-prompt --summary=0 -t 1 -p 'Hello world, this is tern' -n 24 --temp 0"
+
+/* One cluster run through the worker; its output must equal the single-process reference. */
+static void cluster_run_equals_ref(const char *when) {
+    char got[8192];
+    int rc = run_cmd(got, sizeof got, "timeout 60 '%s' run -m '%s' " RUN_ARGS " --workers '%s' 2>>'%s/run.log'",
+                     g_tern, g_model, g_ep, g_tmp);
+    if (rc != 0 || strcmp(got, g_ref) != 0)
+        fail_msg("%s: cluster run rc %d, output '%s' != one process '%s' (logs in %s)", when, rc, got, g_ref, g_tmp);
+}
+
+/* ---- garbage ---------------------------------------------------------------------------- */
+
+typedef struct sender {
+    void *ctx, *sock;
+    long sent, refused_sends, replies;
+    int kinds;            /* how many message kinds to draw from (all, or only never-valid) */
+    int n;
+} sender_t;
+
+static void sender_open(sender_t *s, const char *ep) {
+    memset(s, 0, sizeof *s);
+    s->ctx = zmq_ctx_new();
+    s->sock = zmq_socket(s->ctx, ZMQ_DEALER);
+    int z = 0, t = 5000;
+    zmq_setsockopt(s->sock, ZMQ_LINGER, &z, sizeof z);
+    zmq_setsockopt(s->sock, ZMQ_SNDTIMEO, &t, sizeof t);
+    zmq_setsockopt(s->sock, ZMQ_ROUTING_ID, "garbage", 7);
+    assert_int_equal(zmq_connect(s->sock, ep), 0);
+}
+
+static void sender_close(sender_t *s) {
+    zmq_close(s->sock);
+    zmq_ctx_term(s->ctx);
+}
+
+/* reads (and counts) whatever the worker answered so far, without waiting */
+static void drain(sender_t *s) {
+    zmq_msg_t m;
+    zmq_msg_init(&m);
+    while (zmq_msg_recv(&m, s->sock, ZMQ_DONTWAIT) >= 0)
+        if (!zmq_msg_more(&m)) s->replies++;
+    zmq_msg_close(&m);
+}
+
+static void send_frames(sender_t *s, const uint8_t *const *p, const size_t *n, int nf) {
+    for (int i = 0; i < nf; i++)
+        if (zmq_send(s->sock, p[i], n[i], i + 1 < nf ? ZMQ_SNDMORE : 0) < 0) { s->refused_sends++; return; }
+    s->sent++;
+}
+
+/* A Forward or LoadShard envelope with hostile but internally consistent fields, or with
+ * sizes that do not match. Returns the packed size in buf; *tb = tensor bytes to send. */
+static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
+    static uint32_t seq[8], pos[8];
+    static int32_t tok[8];
+    static protobuf_c_boolean smp[8];
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Forward f = TERN__FORWARD__INIT;
+    Tern__LoadShard ls = TERN__LOAD_SHARD__INIT;
+    Tern__ModelId mid = TERN__MODEL_ID__INIT;
+    uint32_t nt = 1 + (uint32_t)(rnd() % 8);
+    for (uint32_t i = 0; i < nt; i++) {
+        seq[i] = (uint32_t)(rnd() % 3 ? rnd() % 4 : rnd());     /* small or absurd */
+        pos[i] = (uint32_t)(rnd() % 3 ? rnd() % 64 : rnd());
+        tok[i] = (int32_t)(rnd() % 3 ? (int64_t)(rnd() % 600) - 50 : (int64_t)(int32_t)rnd());
+        smp[i] = rnd() & 1;
+    }
+    m.version = TERN_PROTO_VERSION;
+    *tb = 0;
+    if (variant == 0) {   /* LoadShard: impossible ranges, unknown model */
+        mid.size = rnd() % 100000, mid.hash = "not-the-model", mid.name = "x.gguf";
+        ls.model = &mid;
+        ls.first_layer = (uint32_t)(rnd() % 8), ls.last_layer = (uint32_t)(rnd() % 3 ? rnd() % 8 : rnd());
+        ls.ctx = (uint32_t)rnd(), ls.max_seqs = (uint32_t)rnd();
+        ls.has_embedding = rnd() & 1, ls.is_last = rnd() & 1;
+        ls.next_endpoint = rnd() & 1 ? "tcp://127.0.0.1:1" : "";
+        m.body_case = TERN__MSG__BODY_LOAD_SHARD, m.load_shard = &ls;
+    } else {              /* Forward: tokens only, or a hidden frame whose size may be wrong */
+        f.step_id = rnd() % 4 ? rnd() % 1000 : rnd();
+        f.n_tokens = rnd() % 8 ? nt : (uint32_t)rnd();
+        f.n_seq_ids = nt, f.seq_ids = seq;
+        f.n_positions = rnd() % 8 ? nt : nt - 1, f.positions = pos;
+        f.n_token_ids = nt, f.token_ids = tok;
+        f.n_sample = rnd() & 1 ? nt : 0, f.sample = smp;
+        if (variant == 2) {
+            /* the tiny model's hidden size is 256: mostly right, so the values get checked */
+            f.hidden_size = rnd() % 4 ? 256 : (uint32_t)(rnd() % 3 ? 64 : rnd());
+            *tb = (size_t)nt * 256 * 4;   /* right only for hidden_size 256 */
+        }
+        m.body_case = TERN__MSG__BODY_FORWARD, m.forward = &f;
+    }
+    m.tensor_bytes = rnd() % 6 ? *tb : rnd() % 100000;   /* sometimes the declared size lies */
+    return tern__msg__pack(&m, buf);
+}
+
+/* Sends one garbage message of a randomly drawn kind. */
+static void send_garbage(sender_t *s) {
+    static uint8_t a[1 << 16], b[1 << 16], env[4096];
+    const uint8_t *p[4];
+    size_t n[4];
+    int kind = (int)(rnd() % (uint64_t)s->kinds);
+    switch (kind) {
+    case 0: {   /* random bytes, one frame (sometimes empty) */
+        n[0] = rnd() % 600;
+        rnd_fill(a, n[0]);
+        p[0] = a;
+        send_frames(s, p, n, 1);
+        break;
+    }
+    case 1: {   /* 2..4 random frames */
+        int nf = 2 + (int)(rnd() % 3);
+        for (int i = 0; i < nf; i++) {
+            n[i] = rnd() % 300;
+            p[i] = a + i * 1024;
+        }
+        rnd_fill(a, 4096);
+        send_frames(s, p, n, nf);
+        break;
+    }
+    case 2: {   /* an envelope with the wrong version, or declaring a frame it does not send */
+        Tern__Msg m = TERN__MSG__INIT;
+        Tern__Heartbeat hb = TERN__HEARTBEAT__INIT;
+        m.body_case = TERN__MSG__BODY_HEARTBEAT, m.heartbeat = &hb;
+        m.version = rnd() & 1 ? 0 : 2 + (uint32_t)(rnd() % 100);
+        m.tensor_bytes = rnd() & 1 ? 0 : 1 + rnd() % (1u << 20);
+        if (m.version == 0) m.version = TERN_PROTO_VERSION, m.tensor_bytes = 1 + rnd() % 100;
+        n[0] = tern__msg__pack(&m, env), p[0] = env;
+        send_frames(s, p, n, 1);
+        break;
+    }
+    case 3: {   /* a Forward whose hidden frame is a different size than its header says */
+        size_t tb;
+        n[0] = hostile_envelope(env, &tb, 2), p[0] = env;
+        n[1] = rnd() % 4 ? tb + 1 + rnd() % 64 : (tb > 4 ? tb - 4 : 0);
+        rnd_fill(b, n[1]);
+        p[1] = b;
+        send_frames(s, p, n, 2);
+        break;
+    }
+    case 4: {   /* truncated protobuf: a hostile envelope cut short (with its frame, if any) */
+        size_t tb;
+        size_t full = hostile_envelope(env, &tb, (int)(rnd() % 3));
+        n[0] = full ? rnd() % full : 0, p[0] = env;
+        n[1] = tb < sizeof b ? tb : sizeof b, p[1] = b;
+        send_frames(s, p, n, tb ? 2 : 1);
+        break;
+    }
+    default: {  /* hostile but well-formed LoadShard / Forward: the worker must check the values */
+        size_t tb;
+        n[0] = hostile_envelope(env, &tb, (int)(rnd() % 3)), p[0] = env;
+        n[1] = tb < sizeof b ? tb : sizeof b, p[1] = b;
+        rnd_fill(b, n[1]);
+        send_frames(s, p, n, tb ? 2 : 1);
+        break;
+    }
+    }
+}
+
+static void send_n(sender_t *s, int n) {
+    for (int i = 0; i < n; i++) {
+        send_garbage(s);
+        if (i % 16 == 0) drain(s);
+    }
+    drain(s);
+}
+
+static void *garbage_thread(void *arg) {
+    sender_t *s = arg;
+    send_n(s, s->n);
+    return NULL;
+}
+
+/* ---- tests ------------------------------------------------------------------------------ */
+
+static void test_garbage_leaves_worker_serving(void **st) {
+    (void)st;
+    int rc = run_cmd(g_ref, sizeof g_ref, "timeout 60 '%s' run -m '%s' " RUN_ARGS " 2>>'%s/run.log'", g_tern, g_model, g_tmp);
+    if (rc != 0 || strlen(g_ref) < 10) fail_msg("reference run failed (rc %d): '%s'", rc, g_ref);
+    start_worker();
+    cluster_run_equals_ref("before any garbage");
+
+    /* 1. a fresh worker (shard still loaded from the run above): every kind of garbage */
+    sender_t s;
+    sender_open(&s, g_ep);
+    s.kinds = 6;
+    send_n(&s, N_GARBAGE);
+    if (!worker_alive()) fail_msg("worker died after %ld garbage messages (see %s/worker.log)", s.sent, g_tmp);
+    fprintf(stderr, "phase 1: %ld garbage messages sent (%ld not accepted by our queue), %ld replies\n",
+            s.sent, s.refused_sends, s.replies);
+    assert_true(s.sent >= N_GARBAGE * 9 / 10);
+    cluster_run_equals_ref("after garbage");
+
+    /* 2. garbage that can never be valid, sent while a real generation runs */
+    s.kinds = 4;   /* random bytes, random multi-part, bad envelopes, wrong frame sizes */
+    s.n = N_GARBAGE;
+    pthread_t th;
+    assert_int_equal(pthread_create(&th, NULL, garbage_thread, &s), 0);
+    cluster_run_equals_ref("with garbage arriving during the run");
+    pthread_join(th, NULL);
+    fprintf(stderr, "phase 2: %ld garbage messages in all, %ld replies\n", s.sent, s.replies);
+    sender_close(&s);
+    if (!worker_alive()) fail_msg("worker died (see %s/worker.log)", g_tmp);
+    cluster_run_equals_ref("after all the garbage");
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_garbage_leaves_worker_serving),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
