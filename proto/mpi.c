@@ -30,6 +30,10 @@ enum { DIR_LISTEN = 0, DIR_CONN = 1 };
 #define MP_BACKOFF_FIRST_US 20
 #define MP_BACKOFF_MAX_US 1000
 #define MP_SPIN 50                /* yields before the first sleep */
+#define MP_HOT_S 0.005            /* after traffic, keep polling without sleeping this long: large
+                                   * messages move only while both ends are inside MPI calls, so a
+                                   * stage asleep in its backoff would stall the pipeline (a token
+                                   * is a few ms apart while decoding); an idle node still backs off */
 #define MP_TENSOR_WAIT_MS 60000   /* a tensor is sent right after its header: this is a hang */
 
 /* Three private duplicates of MPI_COMM_WORLD keep the streams apart so that one probe with
@@ -44,7 +48,10 @@ static struct {
     int next_id;
     long idle_max_us;
     MPI_Comm to_listen, to_conn, tensor;
-} g = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, -1, 0, 0, MP_BACKOFF_MAX_US, MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL};
+    _Atomic double last_active; /* last send or receive: within MP_HOT_S of it, waits never sleep */
+    double hot_s;
+} g = {PTHREAD_MUTEX_INITIALIZER, 0, 0, 0, -1, 0, 0, MP_BACKOFF_MAX_US, MPI_COMM_NULL, MPI_COMM_NULL, MPI_COMM_NULL,
+       0, MP_HOT_S};
 
 /* One send in flight: MPI reads buf until both requests complete. */
 typedef struct mslot {
@@ -79,9 +86,9 @@ static double now_s(void) {
 /* Next wait of a poll loop: the first MP_SPIN tries only yield the core (a reply that is
  * about to come costs no sleep), then sleeps double from 20 us up to the idle maximum. */
 static long backoff_next(long us) {
-    if (us < 0) {
+    if (us < 0 || now_s() - g.last_active < g.hot_s) {
         sched_yield();
-        return us + 1;
+        return us < 0 ? us + 1 : 0;
     }
     us = us ? us * 2 : MP_BACKOFF_FIRST_US;
     return us > g.idle_max_us ? g.idle_max_us : us;
@@ -137,6 +144,9 @@ int tp_mpi_init(int *rank, int *size, char *err, size_t errlen) {
     const char *e = getenv("TERN_MPI_IDLE_US");
     long v = e ? strtol(e, NULL, 10) : 0;
     if (v >= MP_BACKOFF_FIRST_US && v <= 1000000) g.idle_max_us = v;
+    const char *h = getenv("TERN_MPI_HOT_US");   /* 0: sleep-backoff at once (oversubscribed cores) */
+    long hv = h ? strtol(h, NULL, 10) : -1;
+    if (hv >= 0 && hv <= 1000000) g.hot_s = (double)hv * 1e-6;
     g.active = 1;
 out:
     if (g.active) {
@@ -309,6 +319,7 @@ static int mpi_send(tp_conn_t *c, const tp_peer_t *to, const void *hdr, size_t h
     if (s->n_req) m->count++;
     pthread_mutex_unlock(&g.mu);
     if (rc != MPI_SUCCESS) return mpi_fail(err, errlen, "MPI_Isend", rc);
+    g.last_active = now_s();
     return 0;
 }
 
@@ -384,6 +395,7 @@ static int mpi_recv(tp_conn_t *c, tp_msg_t *out, int timeout_ms, char *err, size
         iov[1] = (tp_iov_t){m->tbuf, tn};
         nfr = 2;
     }
+    g.last_active = now_s();
     return tp_frames_decode(out, iov, nfr, out->from.name, c->max_frame, err, errlen);
 }
 

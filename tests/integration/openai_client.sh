@@ -66,6 +66,11 @@ done
 timeout 120 node "$HERE/openai_client.mjs" "$NODE_DIR" "$URL" "$KEY" "$tmp/expect.json"
 rc=$?
 [ $rc = 124 ] && echo "FAIL - the client run did not finish in 120 s"
+kill -TERM "$SPID"
+for _ in $(seq 1 300); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+wait "$SPID"; src=$?
+SPID=""
+[ $src = 0 ] || { echo "FAIL - the server exited $src on SIGTERM"; rc=1; }
 if grep -q -E 'Sanitizer|runtime error' "$tmp/serve.log"; then
   echo "FAIL - sanitizer reports: $(grep -A8 -E 'Sanitizer|runtime error' "$tmp/serve.log" | head -30)"; rc=1
 fi
