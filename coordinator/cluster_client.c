@@ -85,6 +85,7 @@ typedef struct cpl {
     int broken;                         /* cannot serve; why says so */
     char why[512];
     int n_recover;
+    int lost_shard;                     /* a stage worker answered that it holds no layers */
     tp_curve_t curve;                   /* coordinator's key pair (CURVE on) */
     int has_curve;
     pthread_mutex_t mu;
@@ -528,6 +529,13 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
     const Tern__Msg *m = p->rx.msg;
     if (m->body_case == TERN__MSG__BODY_ERROR) {
         if (m->error->step_id && m->error->step_id < s->id) return 0;   /* before a re-placement */
+        if (m->error->code == TERN_ENOTFOUND) {   /* the worker restarted: its layers are gone */
+            pthread_mutex_lock(&p->mu);
+            w->helloed = 0;
+            p->lost_shard = 1;
+            pthread_mutex_unlock(&p->mu);
+            log_w("worker %s at %s holds no layers (restarted): re-placing", wname(w), w->cw->endpoint);
+        }
         s->rc = err_set(s->err, sizeof s->err, TERN_EPEER, "%s", m->error->message ? m->error->message : wname(w));
         return 1;
     }
@@ -633,7 +641,9 @@ static int cl_recover(pipeline_t *pl, const char *why, char *err, size_t errlen)
     cpl_t *p = (cpl_t *)pl;
     p->count = 0;
     p->head = 0;
-    if (!p->broken && await_loss(p) < 0)   /* no worker was lost: the failure is final */
+    int lost_shard = p->lost_shard;
+    p->lost_shard = 0;
+    if (!p->broken && !lost_shard && await_loss(p) < 0)   /* no worker was lost: the failure is final */
         return err_set(err, errlen, TERN_EPEER, "%s", why);
     if (++p->n_recover > CL_MAX_RECOVER)
         return err_set(err, errlen, TERN_EPEER, "giving up after %d recoveries in a row: %s", CL_MAX_RECOVER, why);

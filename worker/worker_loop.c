@@ -21,6 +21,7 @@
 
 #define WL_NEXT_SEND_MS 1000   /* a send to the next stage blocks at most this (link down) */
 #define WL_POLL_MS 100         /* the idle loop wakes this often (signals, silence checks) */
+#define WL_ORPHAN_S 10.0       /* how long a worker without layers retries telling the coordinator */
 
 static volatile sig_atomic_t g_stop;
 void worker_loop_stop(void) { g_stop = 1; }
@@ -60,7 +61,39 @@ typedef struct worker {
     int st_head, st_n;
     double last_tick;
     int test_block_delay_us;   /* TERN_TEST_BLOCK_DELAY_MS: tests of long steps only */
+    uint64_t orphan_step;      /* a Forward came before any LoadShard: tell_no_layers */
+    double orphan_until;       /* retry telling the coordinator until then; 0 = nothing to tell */
 } worker_t;
+
+/* A worker restarted at the same endpoint gets the old pipeline's steps (from the previous
+ * stage, whose link reconnects by itself) before any Hello. The coordinator would wait for
+ * those steps forever, since this new process answers its heartbeats, so the worker tells it
+ * (Error TERN_ENOTFOUND, to the coordinators' routing id "coord", or the one it knows) that
+ * it holds no layers; the coordinator's own link may come up only later, so this is retried
+ * from the loop until it goes through or WL_ORPHAN_S pass. */
+static void tell_no_layers(worker_t *w) {
+    if (!w->orphan_until) return;
+    if (w->loaded || time_now() > w->orphan_until) { w->orphan_until = 0; return; }   /* placed again, or too late */
+    tp_peer_t to = w->coord;
+    if (!w->have_coord) {
+        memset(&to, 0, sizeof to);
+        memcpy(to.id, "coord", 5), to.id_len = 5;
+        snprintf(to.name, sizeof to.name, "coord");
+    }
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Error e = TERN__ERROR__INIT;
+    e.code = TERN_ENOTFOUND;
+    e.node = w->name;
+    e.message = "Forward before LoadShard: this worker holds no layers (restarted?)";
+    e.step_id = w->orphan_step;
+    m.body_case = TERN__MSG__BODY_ERROR;
+    m.error = &e;
+    char err[256];
+    if (tp_send(w->in, &to, &m, NULL, 0, err, sizeof err) == 0) {
+        log_i("told the coordinator that this worker holds no layers (step %llu)", (unsigned long long)w->orphan_step);
+        w->orphan_until = 0;
+    }
+}
 
 static int send_error(worker_t *w, const tp_peer_t *to, int code, uint64_t step, const char *msg) {
     Tern__Msg m = TERN__MSG__INIT;
@@ -271,7 +304,14 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
 static void on_forward(worker_t *w, tp_msg_t *rx) {
     const Tern__Forward *f = rx->msg->forward;
     char err[512], msg[1200];
-    if (!w->loaded) { send_error(w, &w->coord, TERN_EINVAL, f->step_id, "Forward before LoadShard"); return; }
+    if (!w->loaded) {
+        log_e("Forward step %llu from %s before LoadShard: this worker holds no layers", (unsigned long long)f->step_id,
+              rx->from.name);
+        w->orphan_step = f->step_id;
+        w->orphan_until = time_now() + WL_ORPHAN_S;
+        tell_no_layers(w);
+        return;
+    }
     if (f->step_id < w->first_step) {
         log_d("dropping step %llu from %s: it predates the current placement", (unsigned long long)f->step_id,
               rx->from.name);
@@ -439,8 +479,9 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
             w.st_n--;
             rc = 0;
         } else {
-            rc = tp_recv(w.in, &rx, WL_POLL_MS, err, errlen);
+            rc = tp_recv(w.in, &rx, w.orphan_until ? 20 : WL_POLL_MS, err, errlen);
         }
+        tell_no_layers(&w);
         if (rc == TERN_ETIMEOUT) {   /* nothing queued: only now is silence real (not a long step) */
             check_coordinator(&w);
             if (cfg->idle_exit_ms && (time_now() - last) * 1000 > cfg->idle_exit_ms) break;

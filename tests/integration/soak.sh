@@ -1,15 +1,15 @@
 #!/usr/bin/env bash
-# Soak: N requests (default 50; SOAK_REQUESTS=200 SOAK_RESTARTS=2 for the full soak, which
-# soak_long.sh runs) through `tern serve --cluster` over 2 workers + a standby, 8 in flight at
-# a time, while one worker is restarted (kill -9, then started again at the same endpoint).
-# Every request must either complete with the greedy text a single-process server gives for
-# that prompt, or get a clear error (HTTP status + JSON message); none may hang (curl
-# --max-time) or come back wrong. Prints: faults injected, completed, failed with an error,
-# lost (must be 0). Every process is killed on exit.
+# Soak: SOAK_REQUESTS requests (default 200) through `tern serve --cluster` over 2 workers + a
+# standby, 8 in flight at a time, while one worker is restarted SOAK_RESTARTS times (default 2:
+# kill -9, then started again at the same endpoint; once at once, once after the coordinator
+# noticed the loss). Every request must either complete with the greedy text a single-process
+# server gives for that prompt, or get a clear error (HTTP status + JSON message); none may hang
+# (curl --max-time) or come back wrong. Prints: faults injected, completed, failed with an
+# error, lost (must be 0). Every process is killed on exit.
 set -u
 TERN="${TERN_BIN:?TERN_BIN not set}"
-NREQ=${SOAK_REQUESTS:-50}
-NRESTART=${SOAK_RESTARTS:-1}
+NREQ=${SOAK_REQUESTS:-200}
+NRESTART=${SOAK_RESTARTS:-2}
 PAR=8
 tmp=$(mktemp -d)
 pids=()
@@ -30,7 +30,7 @@ start_worker() {   # name listen -> sets EP, WPID (not in a subshell: cleanup ki
   : >"$tmp/$name.out"
   "$TERN" worker --listen "$listen" -m "$M" -t 1 --name "$name" >"$tmp/$name.out" 2>>"$tmp/$name.log" &
   WPID=$!
-  pids+=($WPID)
+  pids+=("$WPID")
   for _ in $(seq 1 200); do grep -q '^ready ' "$tmp/$name.out" 2>/dev/null && break; sleep 0.05; done
   EP=$(sed -n 's/^ready //p' "$tmp/$name.out" | head -1)
   [ -n "$EP" ] || { echo "worker $name did not start: $(cat "$tmp/$name.log")"; exit 1; }
@@ -41,7 +41,7 @@ start_serve() {   # log args... -> SP, URL
   shift
   "$TERN" serve -m "$M" --host 127.0.0.1 --port 0 -t 1 -c 256 -np 4 "$@" 2>"$log" &
   SP=$!
-  pids+=($SP)
+  pids+=("$SP")
   local port=""
   for _ in $(seq 1 300); do
     port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$log" | head -1 | sed 's/.*://')
@@ -83,13 +83,17 @@ workers:
 YAML
 start_serve "$tmp/serve.log" --cluster "$tmp/c.yaml"
 
-# the requests, PAR at a time; w2 is killed (-9) at evenly spaced batches and started again at
-# the same endpoint one batch later
+# the requests, PAR at a time; w2 is killed (-9) at evenly spaced batches. Odd faults: started
+# again at the same endpoint one batch later (before the heartbeat timeout: the new process
+# must say it holds no layers); even faults: started again only once the coordinator logged
+# the loss (the standby w3 takes its place meanwhile)
 nb=$(( (NREQ + PAR - 1) / PAR ))
-faults=0
+faults=0 pending=0
 mkdir -p "$tmp/r"
+restart_w2() { start_worker w2 "$W2"; P2=$WPID; pending=0; echo "# w2 started again at $W2"; }
 t0=$(date +%s)
 for b in $(seq 0 $((nb - 1))); do
+  [ $pending = 1 ] && grep -q "w2 .*lost" "$tmp/serve.log" && restart_w2
   rp=()
   for k in $(seq 0 $((PAR - 1))); do
     i=$((b * PAR + k))
@@ -103,13 +107,17 @@ for b in $(seq 0 $((nb - 1))); do
       sleep 0.05
       kill -9 $P2; faults=$((faults + 1))
       echo "# batch $b: kill -9 w2"
-    elif [ "$b" -eq $((kb + 1)) ]; then
-      start_worker w2 "$W2"; P2=$WPID
-      echo "# batch $b: w2 started again at $W2"
+      [ $((r % 2)) = 0 ] && pending=1
+    elif [ "$b" -eq $((kb + 1)) ] && [ $((r % 2)) = 1 ]; then
+      restart_w2
     fi
   done
   wait "${rp[@]}"
 done
+if [ $pending = 1 ]; then
+  for _ in $(seq 1 200); do grep -q "w2 .*lost" "$tmp/serve.log" && break; sleep 0.05; done
+  restart_w2
+fi
 dt=$(( $(date +%s) - t0 ))
 
 completed=0 failed=0 lost=0 wrong=0
