@@ -101,8 +101,43 @@ static enum MHD_Result route_health(struct server *s, struct MHD_Connection *c) 
     return server_reply(c, ok ? 200 : 503, "application/json", body);
 }
 
+/* per-worker gauges from the pipeline's status JSON (cluster only): up and heartbeat RTT */
+static char *worker_metrics(pipeline_t *pl) {
+    char st[8192];
+    if (!pl || !pl->ops->status) return NULL;
+    pl->ops->status(pl, st, sizeof st);
+    json_t *root = json_loads(st, 0, NULL), *ws = root ? json_object_get(root, "workers") : NULL;
+    if (!json_is_array(ws)) { json_decref(root); return NULL; }
+    size_t cap = 256 + json_array_size(ws) * 256, n = 0, i;
+    char *out = malloc(cap);
+    json_t *w;
+    if (out) {
+        n += (size_t)snprintf(out + n, cap - n, "# HELP tern_worker_up 1 when the worker answers heartbeats\n"
+                              "# TYPE tern_worker_up gauge\n");
+        json_array_foreach(ws, i, w)
+            n += (size_t)snprintf(out + n, cap - n, "tern_worker_up{worker=\"%s\"} %d\n",
+                                  json_string_value(json_object_get(w, "name")) ?: "?",
+                                  json_is_true(json_object_get(w, "up")));
+        n += (size_t)snprintf(out + n, cap - n, "# HELP tern_worker_rtt_seconds last heartbeat round trip\n"
+                              "# TYPE tern_worker_rtt_seconds gauge\n");
+        json_array_foreach(ws, i, w)
+            n += (size_t)snprintf(out + n, cap - n, "tern_worker_rtt_seconds{worker=\"%s\"} %.6f\n",
+                                  json_string_value(json_object_get(w, "name")) ?: "?",
+                                  json_number_value(json_object_get(w, "rtt_ms")) / 1e3);
+    }
+    json_decref(root);
+    return out;
+}
+
 static enum MHD_Result route_metrics(struct server *s, struct MHD_Connection *c) {
-    return server_reply(c, 200, "text/plain; version=0.0.4", server_metrics_render(&s->met));
+    char *body = server_metrics_render(&s->met), *wm = worker_metrics(s->m->pl);
+    if (body && wm) {
+        size_t a = strlen(body), b = strlen(wm);
+        char *both = realloc(body, a + b + 1);
+        if (both) { memcpy(both + a, wm, b + 1); body = both; }
+    }
+    free(wm);
+    return server_reply(c, 200, "text/plain; version=0.0.4", body);
 }
 
 /* constant-time comparison of the Authorization header with "Bearer <key>" */

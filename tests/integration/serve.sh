@@ -340,7 +340,7 @@ start_worker w1
 start_worker w2
 W1=$(endpoint w1) W2=$(endpoint w2)
 if [ -n "$W1" ] && [ -n "$W2" ]; then
-  start D -np 2 --workers "$W1,$W2"
+  start D -np 2 --workers "$W1,$W2" --metrics
   cpids=()
   for i in 0 1; do
     C "$URL/v1/completions" -d "{\"prompt\":\"${PROMPTS[$i]}\",\"max_tokens\":24,\"temperature\":0,\"ignore_eos\":true}" >"$tmp/cl$i.json" &
@@ -353,6 +353,10 @@ if [ -n "$W1" ] && [ -n "$W2" ]; then
   done
   [ $same = 2 ] && ok "--workers: 2 parallel requests through 2 workers == one process" \
     || bad "--workers outputs differ: '$(cat "$tmp/cl0.txt")' vs '$(cat "$tmp/single0.txt")'"
+  C "$URL/metrics" >"$tmp/metrics_d.txt"
+  [ "$(grep -c '^tern_worker_up{worker="w[01]"} 1$' "$tmp/metrics_d.txt")" = 2 ] \
+    && grep -q '^tern_worker_rtt_seconds{worker="w0"} [0-9.]*$' "$tmp/metrics_d.txt" \
+    && ok "/metrics: per-worker up and heartbeat RTT" || bad "/metrics per worker: $(grep tern_worker "$tmp/metrics_d.txt")"
   kill -TERM "$SPID"; wait "$SPID"; rc=$?
   [ $rc = 0 ] && ok "server D: exit 0 on SIGTERM" || bad "server D: exit $rc on SIGTERM"
 else bad "workers did not start: $(cat "$tmp"/w1.log "$tmp"/w2.log)"; fi
