@@ -237,8 +237,47 @@ int mat_init(mat_t *m, int type, int64_t rows, int64_t cols, const void *data, s
     return 0;
 }
 
+int mat_fuse(mat_t *out, const mat_t *parts, int n) {
+    if (n < 1) return TERN_EINVAL;
+    int fam = mat_fam(&parts[0]);
+    int64_t tile = fam == FAM_RL ? RL_R : fam == FAM_TL ? TL_R : 0, rows = 0;
+    size_t bytes = 0;
+    for (int i = 0; i < n; i++) {
+        const mat_t *p = &parts[i];
+        if (!tile || !p->packed || p->kernel != parts[0].kernel || p->cols != parts[0].cols || p->row_scale ||
+            (i < n - 1 && p->rows % tile))
+            return TERN_ENOTSUP;
+        rows += p->rows;
+        bytes += p->packed_bytes;
+    }
+    if (bytes != (fam == FAM_RL ? tern_rl_bytes(rows, parts[0].cols) : tern_tl_bytes(rows, parts[0].cols)))
+        return TERN_ENOTSUP;
+    mat_t m;
+    memset(&m, 0, sizeof m);
+    m.type = parts[0].type;
+    m.kernel = parts[0].kernel;
+    m.rows = rows;
+    m.cols = parts[0].cols;
+    m.scale = 1.0f;
+    m.packed_bytes = bytes;
+    m.packed = tern_alloc(bytes);
+    m.row_scale = tern_alloc((size_t)rows * sizeof(float));
+    if (!m.packed || !m.row_scale) { tern_free(m.packed); tern_free(m.row_scale); return TERN_ENOMEM; }
+    size_t off = 0;
+    int64_t r = 0;
+    for (int i = 0; i < n; i++) {   /* tiles are row-major blocks: the parts' tiles concatenate */
+        memcpy((uint8_t *)m.packed + off, parts[i].packed, parts[i].packed_bytes);
+        off += parts[i].packed_bytes;
+        for (int64_t k = 0; k < parts[i].rows; k++) m.row_scale[r++] = parts[i].scale;
+        m.src_bytes += parts[i].src_bytes;
+    }
+    *out = m;
+    return 0;
+}
+
 void mat_free(mat_t *m) {
     if (!m) return;
+    tern_free(m->row_scale);
     tern_free(m->packed);
     memset(m, 0, sizeof *m);
 }
@@ -311,7 +350,10 @@ static void epilogue(const mul_job_t *j, int64_t r0, int64_t nr, int t0, int nt,
         float *y = j->y + (int64_t)(t0 + t) * m->rows + r0;
         const int32_t *is = isum + (int64_t)t * nr * nb;
         if (!per_block) {
-            for (int64_t r = 0; r < nr; r++) y[r] = (float)is[r] / s * m->scale;
+            if (m->row_scale)
+                for (int64_t r = 0; r < nr; r++) y[r] = (float)is[r] / s * m->row_scale[r0 + r];
+            else
+                for (int64_t r = 0; r < nr; r++) y[r] = (float)is[r] / s * m->scale;
             continue;
         }
         for (int64_t r = 0; r < nr; r++) {

@@ -23,6 +23,7 @@ typedef struct mat {
     void *packed;        /* repacked copy owned by the mat, or NULL */
     size_t packed_bytes;
     float scale;         /* per-tensor weight scale (I2_S), 1 otherwise */
+    float *row_scale;    /* (rows,) owned: per-row scales of a fused matrix (mat_fuse), or NULL */
 } mat_t;
 
 /* data/nbytes: the tensor as stored (nbytes is checked against the type's size formula).
@@ -30,6 +31,12 @@ typedef struct mat {
 int mat_init(mat_t *m, int type, int64_t rows, int64_t cols, const void *data, size_t nbytes,
              int flags, char *err, size_t errlen);
 void mat_free(mat_t *m);
+/* One matrix whose rows are the rows of parts[0..n) in order (same cols), so one call reads
+ * them as one stream (Q|K|V, gate|up): y rows are the parts' rows, each with its part's scale,
+ * bit-identical to separate calls. Only for parts repacked into one tern layout with a
+ * per-tensor scale and whole row tiles (except the last); otherwise TERN_ENOTSUP and out is
+ * untouched. The parts stay valid (the caller may free them). */
+int mat_fuse(mat_t *out, const mat_t *parts, int n);
 /* scratch bytes mat_mul needs for n tokens (activation quantisation etc.) */
 size_t mat_scratch_bytes(const mat_t *m, int n);
 /* y (n, rows) = x (n, cols) · Wᵀ : y[t*rows + r] = Σ_c W[r][c] · x[t*cols + c].

@@ -34,10 +34,19 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
     f->g = tern_alloc(N * (size_t)hp->n_ff * 4);
     f->u = tern_alloc(N * (size_t)hp->n_ff * 4);
     f->hn = tern_alloc((size_t)(n_logits_max > 0 ? n_logits_max : 1) * E * 4);
+    int any_fused = 0;
+    for (int i = 0; i < nl; i++) any_fused |= s->layers[i].qkv.rows > 0 || s->layers[i].gu.rows > 0;
+    if (any_fused) {
+        size_t w = qdim + 2 * kvdim > 2 * (size_t)hp->n_ff ? qdim + 2 * kvdim : 2 * (size_t)hp->n_ff;
+        if (!(f->fused = tern_alloc(N * w * 4))) { forward_free(f); return err_set(err, errlen, TERN_ENOMEM, "out of memory for activations"); }
+    }
     f->scores = tern_alloc((size_t)tpool_size(tp) * (size_t)n_ctx * 4);
     size_t sb = 0;
-    for (int i = 0; i < nl; i++)
+    for (int i = 0; i < nl; i++) {
         for (int j = 0; j < LIN_COUNT; j++) sb = max_sz(sb, mat_scratch_bytes(&s->layers[i].lin[j], n_max));
+        if (s->layers[i].qkv.rows) sb = max_sz(sb, mat_scratch_bytes(&s->layers[i].qkv, n_max));
+        if (s->layers[i].gu.rows) sb = max_sz(sb, mat_scratch_bytes(&s->layers[i].gu, n_max));
+    }
     if (s->has_head) sb = max_sz(sb, mat_scratch_bytes(&s->head, n_logits_max));
     f->scratch_bytes = sb;
     f->scratch = tern_alloc(sb ? sb : 64);
@@ -51,7 +60,7 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
 
 void forward_free(forward_t *f) {
     kv_cache_free(&f->kv);
-    void *bufs[] = {f->xn, f->q, f->k, f->v, f->att, f->o, f->g, f->u, f->hn, f->scores, f->scratch};
+    void *bufs[] = {f->xn, f->q, f->k, f->v, f->att, f->o, f->g, f->u, f->hn, f->scores, f->scratch, f->fused};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tern_free(bufs[i]);
     memset(f, 0, sizeof *f);
 }
@@ -94,9 +103,20 @@ static void block(forward_t *f, int il, float *h, int n, const int *seq, const i
     int64_t qdim = (int64_t)hp->n_head * hp->head_dim, kvdim = (int64_t)hp->n_head_kv * hp->head_dim;
 
     for (int t = 0; t < n; t++) ops_rmsnorm(f->xn + t * E, h + t * E, L->attn_norm, E, hp->norm_eps);
-    lin(f, L, LIN_Q, f->xn, n, f->q);
-    lin(f, L, LIN_K, f->xn, n, f->k);
-    lin(f, L, LIN_V, f->xn, n, f->v);
+    if (L->qkv.rows) {   /* one stream for Q|K|V, then split per token */
+        int64_t R = qdim + 2 * kvdim;
+        mat_mul(&L->qkv, f->xn, n, f->fused, f->scratch, f->tp);
+        for (int t = 0; t < n; t++) {
+            const float *y = f->fused + t * R;
+            memcpy(f->q + t * qdim, y, (size_t)qdim * 4);
+            memcpy(f->k + t * kvdim, y + qdim, (size_t)kvdim * 4);
+            memcpy(f->v + t * kvdim, y + qdim + kvdim, (size_t)kvdim * 4);
+        }
+    } else {
+        lin(f, L, LIN_Q, f->xn, n, f->q);
+        lin(f, L, LIN_K, f->xn, n, f->k);
+        lin(f, L, LIN_V, f->xn, n, f->v);
+    }
     for (int t = 0; t < n; t++) {
         ops_rope(f->q + t * qdim, hp->n_head, hp->head_dim, hp->rot_dim, pos[t], hp->rope_base, hp->rope_neox, NULL);
         ops_rope(f->k + t * kvdim, hp->n_head_kv, hp->head_dim, hp->rot_dim, pos[t], hp->rope_base, hp->rope_neox,
@@ -111,8 +131,16 @@ static void block(forward_t *f, int il, float *h, int n, const int *seq, const i
     ops_add(h, f->o, (int64_t)n * E);
 
     for (int t = 0; t < n; t++) ops_rmsnorm(f->xn + t * E, h + t * E, L->ffn_norm, E, hp->norm_eps);
-    lin(f, L, LIN_GATE, f->xn, n, f->g);
-    lin(f, L, LIN_UP, f->xn, n, f->u);
+    if (L->gu.rows) {   /* one stream for gate|up */
+        mat_mul(&L->gu, f->xn, n, f->fused, f->scratch, f->tp);
+        for (int t = 0; t < n; t++) {
+            memcpy(f->g + t * F, f->fused + t * 2 * F, (size_t)F * 4);
+            memcpy(f->u + t * F, f->fused + t * 2 * F + F, (size_t)F * 4);
+        }
+    } else {
+        lin(f, L, LIN_GATE, f->xn, n, f->g);
+        lin(f, L, LIN_UP, f->xn, n, f->u);
+    }
     if (hp->act == ACT_RELU2) ops_relu2_mul(f->g, f->u, (int64_t)n * F);
     else ops_silu_mul(f->g, f->u, (int64_t)n * F);
     if (L->ffn_sub_norm)

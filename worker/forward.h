@@ -21,6 +21,7 @@ typedef struct forward {
     float *o;               /* (n_max, n_embd) block output to add */
     float *g, *u;           /* (n_max, n_ff) */
     float *hn;              /* (n_logits_max, n_embd) normed rows for the head */
+    float *fused;           /* (n_max, max(qdim+2·kvdim, 2·n_ff)) output of a fused matmul, or NULL */
     float *scores;          /* (threads, n_ctx) attention scratch */
     void *scratch;          /* mat_mul scratch, max over the shard's mats */
     size_t scratch_bytes;

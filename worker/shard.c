@@ -51,6 +51,8 @@ static int load_mat(const gguf_t *g, const char *name, int64_t cols, int64_t row
     return 0;
 }
 
+static void fuse(layer_w_t *L, int first, int n, mat_t *out);
+
 static int load_layer(shard_t *s, int il, layer_w_t *L, const shard_opts_t *o, char *err, size_t errlen) {
     const hparams_t *hp = &s->hp;
     char name[128];
@@ -84,7 +86,28 @@ static int load_layer(shard_t *s, int il, layer_w_t *L, const shard_opts_t *o, c
             L->lin_scale[i] = v;
         }
     }
+    fuse(L, LIN_Q, 3, &L->qkv);
+    fuse(L, LIN_GATE, 2, &L->gu);
     return 0;
+}
+
+/* Fuses lin[first..first+n) into *out when mat_fuse can; the parts then fall back to the file's
+ * layout (no second repacked copy stays in memory). */
+static void fuse(layer_w_t *L, int first, int n, mat_t *out) {
+    const char *off = getenv("TERN_NO_FUSE");   /* A/B benchmarks */
+    if (off && *off && strcmp(off, "0")) return;
+    for (int i = first; i < first + n; i++)
+        if (L->lin_scale[i] != 1.0f) return;
+    if (mat_fuse(out, &L->lin[first], n) != 0) return;
+    for (int i = first; i < first + n; i++) {
+        mat_t *m = &L->lin[i];
+        int type = m->type;
+        int64_t rows = m->rows, cols = m->cols;
+        const void *src = m->src;
+        size_t bytes = m->src_bytes;
+        mat_free(m);
+        if (mat_init(m, type, rows, cols, src, bytes, MAT_NO_REPACK, NULL, 0) != 0) memset(m, 0, sizeof *m);
+    }
 }
 
 /* lm head: output.weight, or token_embd.weight when tied; optionally converted at load */
@@ -155,6 +178,8 @@ void shard_free(shard_t *s) {
             tern_free(L->ffn_norm);
             tern_free(L->ffn_sub_norm);
             for (int j = 0; j < LIN_COUNT; j++) mat_free(&L->lin[j]);
+            mat_free(&L->qkv);
+            mat_free(&L->gu);
         }
         free(s->layers);
     }

@@ -17,6 +17,8 @@ typedef struct layer_w {
     float *ffn_sub_norm;    /* (n_ff,) or NULL */
     mat_t lin[LIN_COUNT];   /* q (qdim, embd), k/v (kvdim, embd), o (embd, qdim), gate/up (ff, embd), down (embd, ff) */
     float lin_scale[LIN_COUNT]; /* optional blk.N.<name>.scale multipliers (bitnet arch); 1 when absent */
+    mat_t qkv, gu;          /* Q|K|V and gate|up fused into one stream each (mat_fuse), when the
+                               kernels allow; rows == 0 when not fused (then lin[] is used) */
 } layer_w_t;
 
 typedef struct shard_opts {

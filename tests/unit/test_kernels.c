@@ -693,6 +693,59 @@ static void test_mat_choice(void **st) {
     assert_string_equal(choice(TT_I2_S, 8, 512, 0, ISA_REF, "bogus"), "tern-tl4/ref");
 }
 
+/* mat_fuse: Q|K|V-like parts (different scales, a short last part) in one matrix give exactly
+ * the rows of separate calls, for 1 and several tokens and 1–3 threads; unfusable parts refused */
+static void test_mat_fuse(void **st) {
+    (void)st;
+    const int64_t cols = 512, rows[3] = {64, 32, 42};
+    const float scales[3] = {0.031f, 0.017f, 0.052f};
+    uint8_t *data[3];
+    mat_t parts[3], fused;
+    char err[256];
+    uint64_t rng = 12345;
+    for (int p = 0; p < 3; p++) {
+        int8_t *t = malloc((size_t)(rows[p] * cols));
+        for (int64_t i = 0; i < rows[p] * cols; i++) {
+            rng = rng * 6364136223846793005ULL + 1442695040888963407ULL;
+            t[i] = (int8_t)((rng >> 33) % 3) - 1;
+        }
+        size_t bytes = type_tensor_bytes(TT_I2_S, cols, rows[p]);
+        data[p] = malloc(bytes);
+        assert_int_equal(quant_pack_trits(TT_I2_S, t, rows[p], cols, scales[p], data[p]), 0);
+        quant_i2s_tail(data[p] + rows[p] * cols / 4, scales[p]);
+        assert_int_equal(mat_init(&parts[p], TT_I2_S, rows[p], cols, data[p], bytes, 0, err, sizeof err), 0);
+        free(t);
+    }
+    int rc = mat_fuse(&fused, parts, 3);
+    if (!parts[0].packed) { assert_int_equal(rc, TERN_ENOTSUP); goto done; }   /* no tern layout here */
+    assert_int_equal(rc, 0);
+    assert_int_equal(fused.rows, 138);
+    for (int n = 1; n <= 5; n += 4)
+        for (int th = 1; th <= 3; th++) {
+            tpool_t *tp = tpool_new(th);
+            float *x = malloc((size_t)(n * cols) * 4), *yf = malloc((size_t)(n * 138) * 4), *yp = malloc((size_t)(n * 64) * 4);
+            for (int64_t i = 0; i < n * cols; i++) x[i] = sinf((float)i * 0.37f) * 3.0f;
+            void *scr = tern_alloc(mat_scratch_bytes(&fused, n) + mat_scratch_bytes(&parts[0], n) + 4096);
+            mat_mul(&fused, x, n, yf, scr, tp);
+            int64_t r0 = 0;
+            for (int p = 0; p < 3; p++) {
+                mat_mul(&parts[p], x, n, yp, scr, tp);
+                for (int t = 0; t < n; t++)
+                    assert_memory_equal(yf + t * 138 + r0, yp + t * rows[p], (size_t)rows[p] * 4);
+                r0 += rows[p];
+            }
+            tern_free(scr);
+            free(x); free(yf); free(yp);
+            tpool_destroy(&tp);
+        }
+    mat_free(&fused);
+    /* a part whose rows are not whole tiles may only come last */
+    mat_t bad[2] = {parts[2], parts[0]};
+    assert_int_equal(mat_fuse(&fused, bad, 2), TERN_ENOTSUP);
+done:
+    for (int p = 0; p < 3; p++) { mat_free(&parts[p]); free(data[p]); }
+}
+
 static void test_mat_errors(void **st) {
     (void)st;
     char err[128] = "";
@@ -716,6 +769,7 @@ int main(void) {
         cmocka_unit_test(test_lut_exact),     cmocka_unit_test(test_from_i2s),
         cmocka_unit_test(test_mat_ternary),   cmocka_unit_test(test_mat_choice),
         cmocka_unit_test(test_mat_errors),
+        cmocka_unit_test(test_mat_fuse),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
