@@ -65,6 +65,21 @@ one_line_fail "runs past the end of the file" "$tern" convert "$dir/hf-llama" -o
 [ ! -e "$dir/x.gguf" ] && [ ! -e "$dir/x.gguf.tmp" ] || fail "a refused convert left a file"
 one_line_fail "is not i2_s, tq2_0, tq1_0 or f16" "$tern" quantize "$dir/b158.gguf" "$dir/y.gguf" q4_k
 one_line_fail "magic" "$tern" quantize "$dir/hf-llama/config.json" "$dir/y.gguf" i2_s
+# disk full: a 256 KiB tmpfs cannot hold the output — one clear line, nothing left behind
+# (needs root to mount; skipped with a message otherwise)
+full="$dir/full"; mkdir -p "$full"
+if mount -t tmpfs -o size=256k tmpfs "$full" 2>/dev/null; then
+  "$gen" --make-hf "$dir/hf-df" llama >/dev/null 2>&1 || fail "make-hf for the disk-full test"
+  if "$tern" convert "$dir/hf-df" -o "$full/x.gguf" --type f16 2>"$dir/err" >/dev/null; then
+    umount "$full"; fail "convert onto a full disk succeeded"; fi
+  left=$(ls -A "$full")
+  umount "$full"
+  [ "$(grep -c '^tern convert:' "$dir/err")" -eq 1 ] && grep '^tern convert:' "$dir/err" | grep -qi "space\|write" && [ -z "$left" ] \
+    || fail "disk full: '$(cat "$dir/err")', left: '$left'"
+  echo "disk full: $(grep '^tern convert:' "$dir/err")"
+else
+  echo "disk-full check skipped: cannot mount a tmpfs here"
+fi
 "$tern" convert --help | grep -q -- "--type" || fail "convert --help"
 "$tern" quantize --help | grep -q -- "--head" || fail "quantize --help"
 pass=$((pass + 1))
