@@ -15,5 +15,5 @@ if [ ! -s "$MODEL" ]; then
   [ -s "$CACHE/llama3/tokenizer.json" ] && vocab=(--vocab "$CACHE/llama3/tokenizer.json")
   ./build/tern mkmodel --arch bitnet-b1.58 --preset small --type i2_s "${vocab[@]}" --seed 1 -o "$MODEL"
 fi
-./build/tern info "$MODEL" | head -20
+./build/tern info "$MODEL" --no-tensors
 bash deploy/local-cluster.sh -m "$MODEL" -w 2 -t 1 -- -p "The ternary cluster says" -n 32 --temp 0.7 -s 42
