@@ -11,7 +11,7 @@
 #include <immintrin.h>
 #endif
 
-typedef struct bw_task { const uint64_t *p; size_t n; uint64_t sink[64]; int isa; } bw_task_t;
+typedef struct bw_task { const uint64_t *p; size_t n; uint64_t sink[64]; } bw_task_t;
 
 static uint64_t read_scalar(const uint64_t *p, long b, long e) {
     uint64_t a[8] = {0};
@@ -45,18 +45,24 @@ __attribute__((target("avx512f"))) static uint64_t read_avx512(const uint64_t *p
 }
 #endif
 
+uint64_t membw_read(const uint64_t *p, long b, long e) {
+#if defined(__x86_64__)
+    static int g_isa = -1;   /* 2 avx512, 1 avx2, 0 scalar */
+    if (g_isa < 0) {
+        __builtin_cpu_init();
+        g_isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+    }
+    if (g_isa == 2) return read_avx512(p, b, e);
+    if (g_isa == 1) return read_avx2(p, b, e);
+#endif
+    return read_scalar(p, b, e);
+}
+
 static void bw_worker(void *arg, int ith, int nth) {
     bw_task_t *t = arg;
     long b, e;
     tpool_split((long)t->n, ith, nth, 64, &b, &e);   /* 64 words = 512 B: whole vectors */
-    uint64_t r;
-#if defined(__x86_64__)
-    if (t->isa == 2) r = read_avx512(t->p, b, e);
-    else if (t->isa == 1) r = read_avx2(t->p, b, e);
-    else
-#endif
-        r = read_scalar(t->p, b, e);
-    t->sink[ith % 64] = r;
+    t->sink[ith % 64] = membw_read(t->p, b, e);
 }
 
 double membw_measure(size_t bytes, int reps, tpool_t *tp) {
@@ -65,11 +71,7 @@ double membw_measure(size_t bytes, int reps, tpool_t *tp) {
     if (!p) return 0;
     size_t n = bytes / 8;
     memset(p, 1, n * 8);   /* touch every page before timing */
-    bw_task_t t = {p, n, {0}, 0};
-#if defined(__x86_64__)
-    __builtin_cpu_init();
-    t.isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
-#endif
+    bw_task_t t = {p, n, {0}};
     double best = 1e30;
     for (int r = 0; r < (reps > 0 ? reps : 1); r++) {
         double t0 = time_now();

@@ -5,6 +5,11 @@
 #include <stddef.h>
 #include "core/tpool.h"
 
+/* sums words [b, e) of p with the widest loads this CPU has (the probe's inner loop; kbench
+ * times it on pieces the size of a weight matrix) */
+#include <stdint.h>
+uint64_t membw_read(const uint64_t *p, long b, long e);
+
 /* GB/s (1e9 bytes/s), best of `reps` passes over `bytes`; 0 on allocation failure */
 double membw_measure(size_t bytes, int reps, tpool_t *tp);
 

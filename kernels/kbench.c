@@ -74,30 +74,11 @@ typedef struct chunk_job {
     uint64_t sink[64];
 } chunk_job_t;
 
-#if defined(TERN_HAVE_X86)
-__attribute__((target("avx512f"))) static uint64_t read_words_avx512(const uint64_t *p, long b, long e) {
-    __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
-    for (long i = b; i + 32 <= e; i += 32) {
-        a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
-        a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + i + 8)));
-        a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + i + 16)));
-        a3 = _mm512_add_epi64(a3, _mm512_load_si512((const void *)(p + i + 24)));
-    }
-    return (uint64_t)_mm512_reduce_add_epi64(_mm512_xor_si512(_mm512_xor_si512(a0, a1), _mm512_xor_si512(a2, a3)));
-}
-#endif
-
 static void chunk_task(void *arg, int ith, int nth) {
     chunk_job_t *j = arg;
     long b, e;
     tpool_split((long)j->n, ith, nth, 64, &b, &e);
-    uint64_t r = 0;
-#if defined(TERN_HAVE_X86)
-    if (isa_supported(ISA_AVX512)) r = read_words_avx512(j->p, b, e);
-    else
-#endif
-        for (long i = b; i < e; i += 8) r += j->p[i] ^ j->p[i + 7];
-    j->sink[ith % 64] = r;
+    j->sink[ith % 64] = membw_read(j->p, b, e);   /* the same loop as the whole-buffer probe */
 }
 
 static double read_bw_chunks(kb_t *k, tpool_t *tp) {
