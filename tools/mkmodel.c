@@ -4,6 +4,7 @@
  * GGUF, or imported from tokenizer.json). Everything is streamed in row chunks, so a 100B
  * preset is written in a few MiB of memory. Not here: trained weights (tools/convert). */
 #include "coordinator/vocab.h"
+#include "core/cache.h"
 #include "core/err.h"
 #include "core/gguf.h"
 #include "core/half.h"
@@ -322,9 +323,7 @@ int mkmodel_main(int argc, char **argv) {
      * caches, when it is there and no vocabulary was asked for */
     char llama3[1024];
     if (rc == 0 && !o.vocab && !o.n_vocab && o.preset && !strcmp(o.preset, "2b4t")) {
-        const char *cache = getenv("TERN_CACHE"), *home = getenv("HOME");
-        if (cache) snprintf(llama3, sizeof llama3, "%s/llama3/tokenizer.json", cache);
-        else snprintf(llama3, sizeof llama3, "%s/.cache/tern/llama3/tokenizer.json", home ? home : "");
+        cache_path(llama3, sizeof llama3, "llama3/tokenizer.json");
         if (access(llama3, R_OK) == 0) {
             o.vocab = llama3;
             log_i("mkmodel: 2b4t uses the Llama-3 vocabulary from %s", llama3);

@@ -130,12 +130,13 @@ static int fetch_ranges(fetch_req_t *r, int fd, const ranges_t *need, ranges_t *
     return have_save(have_path, have) < 0 ? err_set(err, errlen, TERN_EIO, "cannot write %s", have_path) : 0;
 }
 
-static int wanted(const gguf_tensor_t *t, int first, int last, int is_last) {
+/* the tensors a shard reads: its blocks, and for the last stage the output norm and the lm
+ * head (output.weight, or token_embd.weight when the model is tied) */
+static int wanted(const gguf_tensor_t *t, int first, int last, int is_last, int tied) {
     int l;
     if (sscanf(t->name, "blk.%d.", &l) == 1) return l >= first && l <= last;
     if (!is_last) return 0;
-    return !strcmp(t->name, "output_norm.weight") || !strcmp(t->name, "output.weight") ||
-           !strcmp(t->name, "token_embd.weight");   /* token_embd only matters when tied; cheap to check below */
+    return !strcmp(t->name, "output_norm.weight") || !strcmp(t->name, tied ? "token_embd.weight" : "output.weight");
 }
 
 static int mkdir_p(const char *dir) {
@@ -194,8 +195,7 @@ int fetch_shard(fetch_req_t *r, gguf_t **out, char *err, size_t errlen) {
     int tied = gguf_find_tensor(g, "output.weight") == NULL;
     for (uint64_t i = 0; i < g->n_tensors; i++) {
         const gguf_tensor_t *t = &g->tensors[i];
-        if (!wanted(t, r->first, r->last, r->is_last)) continue;
-        if (!strcmp(t->name, "token_embd.weight") && !tied) continue;
+        if (!wanted(t, r->first, r->last, r->is_last, tied)) continue;
         uint64_t b = (uint64_t)((const uint8_t *)t->data - g->map);
         ranges_missing(&have, b, b + t->nbytes, &need);
     }

@@ -1,4 +1,5 @@
 /* worker_cli: `tern worker` — flags for worker_loop_run. */
+#include "core/cache.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/numa.h"
@@ -119,12 +120,7 @@ int worker_cli(int argc, char **argv) {
     cfg.memory = memory;
     cfg.idle_exit_ms = idle;
     char cache[1024];
-    if (cfg.fetch && !cfg.cache_dir) {
-        const char *env = getenv("TERN_CACHE"), *home = getenv("HOME");
-        if (env) snprintf(cache, sizeof cache, "%s/weights", env);
-        else snprintf(cache, sizeof cache, "%s/.cache/tern/weights", home ? home : "/tmp");
-        cfg.cache_dir = cache;
-    }
+    if (cfg.fetch && !cfg.cache_dir) cfg.cache_dir = cache_path(cache, sizeof cache, "weights");
     if (cfg.fetch && cfg.model) {
         fprintf(stderr, "tern worker: --fetch-weights is for a worker without -m MODEL; give one of them\n");
         return 1;
