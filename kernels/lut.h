@@ -29,6 +29,12 @@ size_t lut_tbl_bytes(int64_t cols);               /* tables of one token */
  * zeroed first: padding rows and columns stay zero trits). */
 void lut_pack_rows(const int8_t *t, int64_t cols, int64_t r0, int64_t nr, void *dst);
 
+/* rows [r0, r0+nr) of a tensor as stored (type TT_I2_S, TT_TQ2_0 or TT_TQ1_0; src the whole
+ * tensor; cols a multiple of its block) → their bytes in dst (a whole LUT tensor zeroed first),
+ * straight from the codes in 768-column pieces (no allocation). Bit-identical to lut_pack_rows
+ * of quant_unpack_trits with zero-scale TQ blocks made zero trits (as mat.c's repack did). */
+void lut_from_src(int type, const void *src, int64_t cols, int64_t r0, int64_t nr, void *dst);
+
 /* tables (lut_tbl_bytes(cols)) of one token's int8 activations q (cols,); columns past cols
  * count as q = 0. The ISA variants write the same bytes. */
 void lut_tables_ref(const int8_t *q, int64_t cols, int8_t *tbl);

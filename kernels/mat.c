@@ -81,7 +81,8 @@ typedef struct repack_job {
     int failed;      /* a thread could not allocate its trit buffer */
 } repack_job_t;
 
-/* rows of [b, e) in 64-row chunks: I2_S → TL or RL byte to byte; otherwise through int8 trits */
+/* rows of [b, e) in 64-row chunks: I2_S → TL or RL byte to byte, any type → LUT from the codes;
+ * otherwise through int8 trits */
 static void repack_task(void *arg, int ith, int nth) {
     repack_job_t *j = arg;
     mat_t *m = j->m;
@@ -94,6 +95,10 @@ static void repack_task(void *arg, int ith, int nth) {
     }
     if (j->fam == FAM_RL && m->type == TT_I2_S) {
         tern_rl_from_i2s(m->src, cols, b, e - b, m->packed);
+        return;
+    }
+    if (j->fam == FAM_LUT) {   /* any ternary type, straight from its codes */
+        lut_from_src(m->type, m->src, cols, b, e - b, m->packed);
         return;
     }
     int8_t *t = malloc((size_t)(chunk * cols));
@@ -176,7 +181,7 @@ static int layout_override(void) {
  *   avx512  tern-rl32  35–37.6     850 / 840–858 / 790–822   (53–54 % of peak)
  *   avx512  tern-tl4   35–37.9     740–770 / 720–760 / 540–710
  *   avx512  tern-lut3  19–21       370 / 310–350              (compute-bound)
- *   avx2    tern-tl4   27          240 / 230
+ *   avx2    tern-tl4   27–29       368 / 368                 (1 row × 8 tokens per pass)
  *   avx2    tern-lut3  13          210 / 207
  *
  * So: VNNI → RL (GEMV equal within noise, GEMM +12–15 %); AVX2 and NEON with dotprod → TL.

@@ -329,10 +329,11 @@ static int g_checked;
 
 /* every variant of family f against ref on one shape; random bytes (so every code, including
  * the unused 3, and every TQ1 byte value, is exercised) or mode 1/2 extremes */
-static void check_shape(int f, int64_t rows, int64_t cols, int n, int mode) {
+static void check_shape_w(int f, int64_t rows, int64_t cols, int n, int mode, int wfill) {
     size_t wb = fam_bytes(f, rows, cols);
     uint8_t *w = tern_alloc(wb);
     for (size_t i = 0; i < wb; i++) w[i] = mode ? (f == F_TQ1 ? 255 : 0xaa) : (uint8_t)rnd();
+    if (wfill >= 0) memset(w, wfill, wb);
     if (f == F_LUT && mode)   /* every group ±381 (index 13), all one sign: the int16 worst case */
         for (size_t i = 0; i < wb; i++) w[i] = i % LUT_BLK < 64 ? (mode == 1 ? 0 : 0xff) : 0xdd;
     test_act_t ta;
@@ -370,6 +371,8 @@ static void check_shape(int f, int64_t rows, int64_t cols, int n, int mode) {
     act_free(&ta);
     tern_free(w);
 }
+
+static void check_shape(int f, int64_t rows, int64_t cols, int n, int mode) { check_shape_w(f, rows, cols, n, mode, -1); }
 
 static void test_variants_odd(void **st) {
     (void)st;
@@ -410,6 +413,22 @@ static void test_variants_real(void **st) {
     check_shape(F_TQ1, 640, 2560, 1, 0);
     check_shape(F_TL, 640, 2560, 5, 0);
     check_shape(F_I2S, 640, 2560, 3, 0);
+}
+
+/* the TL GEMM tiles (AVX2: one row × up to 8 tokens, balanced; int16 sums widened every 1024
+ * columns; AVX-512: 4 rows × 6 tokens): every batch 1..34 on a shape wider than one widening
+ * step, row sub-ranges off the group grid (inside check_shape), and the int16 worst case: every
+ * code 3 (weight +2; vpmaddubsw sees 3·q) against q = ±127 over 6912 columns */
+static void test_tl_tiles(void **st) {
+    (void)st;
+    for (int n = 1; n <= 34; n++) check_shape(F_TL, 7, 2560, n, 0);
+    check_shape(F_TL, 9, 1024, 30, 0);
+    check_shape(F_TL, 5, 256, 17, 0);
+    for (int mode = 1; mode <= 2; mode++) {
+        check_shape_w(F_TL, 6, 6912, 8, mode, 0xff);   /* code 3 everywhere */
+        check_shape_w(F_TL, 6, 6912, 11, mode, 0x00);  /* code 0 everywhere */
+        check_shape_w(F_TL, 6, 1280, 3, mode, 0xff);
+    }
 }
 
 /* LUT layout semantics: pack random trits, then lut_dot_ref (and every ISA variant) must equal
@@ -511,6 +530,88 @@ static void test_from_i2s(void **st) {
         tern_free(a);
         tern_free(b);
     }
+}
+
+/* the repack into tern-lut3 as it was before lut_from_src: int8 trits of 64 rows at a time,
+ * zero-scale TQ blocks made zero trits, then lut_pack_rows; lut_from_src must write the same bytes */
+static void lut_from_src_old(int type, const uint8_t *src, int64_t rows, int64_t cols, int64_t r0, int64_t nr,
+                             uint8_t *dst) {
+    size_t bb = type == TT_TQ2_0 ? 66 : 54;
+    int8_t *t = malloc((size_t)(64 * cols));
+    assert_non_null(t);
+    for (int64_t a = r0; a < r0 + nr; a += 64) {
+        int64_t k = r0 + nr - a < 64 ? r0 + nr - a : 64;
+        assert_int_equal(quant_unpack_trits(type, src, rows, cols, a, k, t, NULL), 0);
+        if (type != TT_I2_S)
+            for (int64_t i = 0; i < k * cols; i += 256) {
+                uint16_t d;
+                memcpy(&d, src + ((a * cols + i) / 256) * bb + bb - 2, 2);
+                if ((d & 0x7fff) == 0) memset(t + i, 0, 256);
+            }
+        lut_pack_rows(t, cols, a, k, dst);
+    }
+    free(t);
+}
+
+/* lut_from_src equals the trit path byte for byte: random bytes (I2_S and TQ2_0 code 3, every
+ * TQ1_0 byte value), zero-scale TQ blocks (+0 and −0), column counts around the 768-column piece
+ * and the 24-column block, rows split inside a tile; and the packed weights compute Σ t·q */
+static void test_lut_from_src(void **st) {
+    (void)st;
+    const int types[3] = {TT_I2_S, TT_TQ2_0, TT_TQ1_0};
+    const int64_t shapes[][2] = {{1, 256}, {3, 512}, {65, 768}, {7, 1024}, {130, 1280}, {64, 2560}, {5, 6912}, {2, 128}, {9, 384}};
+    for (int ti = 0; ti < 3; ti++)
+        for (size_t si = 0; si < sizeof shapes / sizeof *shapes; si++) {
+            int type = types[ti];
+            int64_t R = shapes[si][0], C = shapes[si][1];
+            if (C % (type == TT_I2_S ? 128 : 256)) continue;
+            size_t sb = type_tensor_bytes(type, C, R), lb = lut_bytes(R, C);
+            uint8_t *src = malloc(sb), *a = tern_calloc(lb), *b = tern_calloc(lb);
+            for (size_t i = 0; i < sb; i++) src[i] = (uint8_t)rnd();
+            if (type != TT_I2_S) {
+                size_t bb = type == TT_TQ2_0 ? 66 : 54;
+                for (int64_t k = 0; k < R * C / 256; k++) {
+                    uint16_t d = k % 5 == 1 ? 0x0000 : k % 5 == 3 ? 0x8000 : 0x3c00;
+                    memcpy(src + (size_t)k * bb + bb - 2, &d, 2);
+                }
+            }
+            lut_from_src_old(type, src, R, C, 0, R, a);
+            int64_t mid = R / 3;
+            lut_from_src(type, src, C, 0, mid, b);
+            lut_from_src(type, src, C, mid, R - mid, b);
+            if (memcmp(a, b, lb)) {
+                size_t i = 0;
+                while (a[i] == b[i]) i++;
+                print_error("lut_from_src %s %lld x %lld: byte %zu is %02x, trit path %02x\n", type_name(type),
+                            (long long)R, (long long)C, i, b[i], a[i]);
+                fail();
+            }
+            tern_free(a);
+            tern_free(b);
+            free(src);
+        }
+    /* semantics on well-formed data: packed from trits, repacked, the dot product is Σ t·q */
+    int64_t R = 70, C = 2560;
+    int8_t *t = malloc((size_t)(R * C));
+    rand_trits(t, R * C);
+    size_t sb = type_tensor_bytes(TT_TQ2_0, C, R);
+    uint8_t *src = malloc(sb), *w = tern_calloc(lut_bytes(R, C));
+    assert_int_equal(quant_pack_trits(TT_TQ2_0, t, R, C, 1.0f, src), 0);
+    lut_from_src(TT_TQ2_0, src, C, 0, R, w);
+    test_act_t ta;
+    act_make(&ta, C, 2, 0);
+    int32_t got[2 * 70];
+    lut_dot_ref(w, R, 0, R, &ta.a, got);
+    for (int tk = 0; tk < 2; tk++)
+        for (int64_t r = 0; r < R; r++) {
+            int32_t want = 0;
+            for (int64_t c = 0; c < C; c++) want += t[r * C + c] * ta.q[tk * C + c];
+            assert_int_equal(got[tk * R + r], want);
+        }
+    act_free(&ta);
+    tern_free(w);
+    free(src);
+    free(t);
 }
 
 /* ---- mat -------------------------------------------------------------------------------- */
@@ -771,6 +872,7 @@ int main(void) {
         cmocka_unit_test(test_from_f32),      cmocka_unit_test(test_act_quant),
         cmocka_unit_test(test_variants_odd),  cmocka_unit_test(test_variants_real),
         cmocka_unit_test(test_lut_exact),     cmocka_unit_test(test_from_i2s),
+        cmocka_unit_test(test_tl_tiles),      cmocka_unit_test(test_lut_from_src),
         cmocka_unit_test(test_mat_ternary),   cmocka_unit_test(test_mat_choice),
         cmocka_unit_test(test_mat_errors),
         cmocka_unit_test(test_mat_fuse),
