@@ -2,6 +2,7 @@
  * this side, a pipeline of stages (local, or workers of a cluster), and the scheduler. */
 #include "tern.h"
 #include "coordinator/cluster_client.h"
+#include "coordinator/cluster_embedded.h"
 #include "coordinator/cluster_mpi.h"
 #include "coordinator/engine.h"
 #include "coordinator/embed.h"
@@ -19,6 +20,14 @@
 #include <unistd.h>
 
 
+/* Without a cluster the workers are threads of this process over inproc:// (the embedded
+ * default, one code path with a cluster). TERN_EMBEDDED=direct calls the stages directly
+ * instead, with no transport in between: only to measure what the transport costs
+ * (bench/e2e.sh). */
+static int direct_stages(void) {
+    const char *e = getenv("TERN_EMBEDDED");
+    return e && !strcmp(e, "direct");
+}
 
 void tern_params_default(tern_params *p) {
     memset(p, 0, sizeof *p);
@@ -75,10 +84,13 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
         rc = cluster_pipeline_new_mpi(&m->pl, m->g, p->model, p->cluster, &cfg, err, errlen);
     } else if (p->cluster || p->workers) {
         rc = cluster_pipeline_new(&m->pl, m->g, p->model, p->cluster, p->workers, &cfg, threads, err, errlen);
-    } else {
+    } else if (direct_stages()) {
         if (!(m->tp = tpool_new(threads))) { rc = err_set(err, errlen, TERN_ENOMEM, "cannot start %d threads", threads); goto fail; }
         rc = pipeline_local_new_gpu(&m->pl, m->g, &cfg, p->stages > 0 ? p->stages : 1, p->n_gpu_layers, m->tp, err,
                                     errlen);
+    } else {
+        rc = cluster_pipeline_new_embedded(&m->pl, m->g, p->model, &cfg, p->stages > 0 ? p->stages : 1,
+                                           p->n_gpu_layers, threads, err, errlen);
     }
     if (rc < 0) goto fail;
     if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, cfg.n_batch, err, errlen)) < 0) goto fail;

@@ -12,6 +12,7 @@
 #include "coordinator/cluster_file.h"
 #include "coordinator/placement.h"
 #include "core/err.h"
+#include "kernels/ops.h"
 #include "core/log.h"
 #include "core/model_id.h"
 #include "core/model_spec.h"
@@ -23,6 +24,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #define CL_QUEUE 64
 #define CL_HELLO_SEND_MS 5000      /* a worker's link must come up within this */
@@ -136,9 +138,12 @@ static int recv_from(cpl_t *p, cworker_t *w, int timeout_ms, char *err, size_t e
                                       "coordinator.pub in its --keys directory?)" : "");
     if (rc < 0) return rc;
     int bc = p->rx.msg->body_case;
-    if (bc == TERN__MSG__BODY_ERROR)
-        return err_set(err, errlen, TERN_EPEER, "worker %s: %s", wname(w),
-                       p->rx.msg->error->message ? p->rx.msg->error->message : "error");
+    if (bc == TERN__MSG__BODY_ERROR) {
+        const char *m = p->rx.msg->error->message ? p->rx.msg->error->message : "error";
+        size_t nl = strlen(wname(w));   /* workers start their messages with their name */
+        int named = !strncmp(m, wname(w), nl) && m[nl] == ':';
+        return err_set(err, errlen, TERN_EPEER, named ? "worker %.0s%s" : "worker %s: %s", wname(w), m);
+    }
     if (bc == TERN__MSG__BODY_REFUSE)
         return err_set(err, errlen, TERN_EPROTO, "worker %s refused: %s", wname(w),
                        p->rx.msg->refuse->reason ? p->rx.msg->refuse->reason : "");
@@ -183,7 +188,7 @@ static int hello(cpl_t *p, cworker_t *w, int send_ms, int reply_ms, char *err, s
     w->up = 1;
     w->last_seen = w->last_send_ok = time_now();
     pthread_mutex_unlock(&p->mu);
-    log_i("worker %s (%s): %u cores, %.1f GiB, %s, %.1f GB/s%s", wname(w), r->node_name ? r->node_name : "?", r->cores,
+    log_msg(p->cl.quiet ? LOG_D : LOG_I, "worker %s (%s): %u cores, %.1f GiB, %s, %.1f GB/s%s", wname(w), r->node_name ? r->node_name : "?", r->cores,
           (double)w->memory / (1 << 30), r->isa ? r->isa : "?", r->gbps, w->standby ? ", standby" : "");
     return 0;
 }
@@ -254,6 +259,7 @@ static void *hb_main(void *arg) {
         hb_judge(p, now);
         pthread_mutex_unlock(&p->mu);
         int nr = nc ? tp_poll(conns, nc, slice, ready, err, sizeof err) : 0;
+        if (nr < 0) usleep((useconds_t)slice * 1000);   /* the transport is failing: do not spin */
         if (nr <= 0) continue;
         for (int k = 0; k < nc; k++)
             while (ready[k] && tp_recv(conns[k], &rx, 0, err, sizeof err) == 0) hb_absorb(p, &p->w[idx[k]], &rx, time_now());
@@ -326,7 +332,7 @@ static int plan(cpl_t *p, char *err, size_t errlen) {
         if (rc == 0) {
             char buf[2048];
             placement_format(&in, &out, buf, sizeof buf);
-            log_i("placement:\n%s", buf);
+            log_msg(p->cl.quiet ? LOG_D : LOG_I, "placement:\n%s", buf);
             break;
         }
         if (spare < 0) return rc;
@@ -381,7 +387,7 @@ static int wait_ready(cpl_t *p, int s, char *err, size_t errlen) {
         if (p->rx.msg->body_case == TERN__MSG__BODY_SHARD_READY) break;
     }
     p->base.weight_bytes += p->rx.msg->shard_ready->bytes_loaded;
-    log_i("worker %s ready: layers [%d, %d]%s in %.2f s", wname(w), w->first, w->last,
+    log_msg(p->cl.quiet ? LOG_D : LOG_I, "worker %s ready: layers [%d, %d]%s in %.2f s", wname(w), w->first, w->last,
           s == p->n_stages - 1 ? " + head" : "", p->rx.msg->shard_ready->load_seconds);
     return 0;
 }
@@ -416,6 +422,7 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
         ls.heartbeat_timeout_ms = (uint32_t)p->hb_timeout_ms;
         ls.first_step_id = p->next_step;
         ls.fetch_weights = w->fetch;
+        ls.kv_type = p->cfg.kv_type == KV_F32 ? TERN__KV_TYPE__KV_F32 : TERN__KV_TYPE__KV_F16;
         m.body_case = TERN__MSG__BODY_LOAD_SHARD;
         m.load_shard = &ls;
         rc = send_to(p, w, &m, NULL, 0, p->hb_timeout_ms, err, errlen);

@@ -41,6 +41,8 @@ typedef struct cluster {
     int heartbeat_timeout_ms;     /* default 3000, > interval, <= 600000 */
     cluster_worker_t *workers;    /* n_workers entries, file order = pipeline order */
     int n_workers;
+    int quiet;                    /* not from a file: the embedded engine (cluster_embedded.h) logs
+                                   * its start-up (hello, placement, shards) at debug level */
 } cluster_t;
 
 /* Zeroes c and sets the defaults above (no workers, no strings that need freeing except

@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include <math.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -204,6 +205,8 @@ static int check_load(const Tern__LoadShard *l, const char *peer, char *err, siz
                        l->first_layer, l->last_layer);
     if (!str_ok(l->next_endpoint, 256))
         return err_set(err, errlen, TERN_EPROTO, "peer %s: load_shard: next_endpoint too long", peer);
+    if (l->kv_type != TERN__KV_TYPE__KV_F16 && l->kv_type != TERN__KV_TYPE__KV_F32)
+        return err_set(err, errlen, TERN_EPROTO, "peer %s: load_shard: unknown kv_type %d", peer, (int)l->kv_type);
     return 0;
 }
 
@@ -351,6 +354,10 @@ static int name_ok(const char *s) {
     return 1;
 }
 
+/* conns open in this process: tp_term leaves the shared state alone while any is */
+static pthread_mutex_t g_open_mu = PTHREAD_MUTEX_INITIALIZER;
+static long g_open;
+
 static int conn_open(tp_conn_t **out, int listen, const char *ep, const tp_opts_t *o, char *err,
                      size_t errlen) {
     static const tp_opts_t defaults;
@@ -392,7 +399,11 @@ static int conn_open(tp_conn_t **out, int listen, const char *ep, const tp_opts_
             c->curve.allowed = (const char(*)[TP_KEY_Z85])c->curve_allowed;
         }
     }
-    if ((rc = ops->open(c, listen, err, errlen))) goto fail;
+    pthread_mutex_lock(&g_open_mu);
+    rc = ops->open(c, listen, err, errlen);
+    if (!rc) g_open++;
+    pthread_mutex_unlock(&g_open_mu);
+    if (rc) goto fail;
     *out = c;
     return 0;
 fail:
@@ -413,6 +424,9 @@ void tp_close(tp_conn_t **pc) {
     if (!pc || !*pc) return;
     tp_conn_t *c = *pc;
     c->ops->close(c);
+    pthread_mutex_lock(&g_open_mu);
+    g_open--;
+    pthread_mutex_unlock(&g_open_mu);
     free(c->curve_allowed);
     free(c->pack);
     free(c);
@@ -460,6 +474,11 @@ int tp_poll(tp_conn_t *const *conns, int n, int timeout_ms, int *ready, char *er
 }
 
 void tp_term(void) {
-    curve_zap_stop();
-    tp_zmq_term();
+    pthread_mutex_lock(&g_open_mu);
+    if (g_open == 0) {   /* else another user of the transport (an embedded worker, a second
+                          * engine) still has conns: the last tp_term after them does it */
+        curve_zap_stop();
+        tp_zmq_term();
+    }
+    pthread_mutex_unlock(&g_open_mu);
 }

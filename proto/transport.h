@@ -124,8 +124,10 @@ int tp_hello_check(const Tern__Hello *h, const char *peer, char *err, size_t err
 /* Name of a body case ("forward", "hello", ...; "none" when unset) for logs. */
 const char *tp_body_name(int body_case);
 
-/* Releases process-wide transport state (the shared ZeroMQ context, the CURVE ZAP thread).
- * Every conn must be closed first. Optional: for clean exits and leak checkers. */
+/* Releases process-wide transport state (the shared ZeroMQ context, the CURVE ZAP thread)
+ * when no conn of this process is open any more; with conns still open (another engine or an
+ * embedded worker in the same process) it does nothing, and the last user's call does it.
+ * Optional: for clean exits and leak checkers. */
 void tp_term(void);
 
 /* ---- for frame decoders and backends (transport.c, zmq.c, inproc.c, fuzz tests) ---------- */

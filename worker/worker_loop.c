@@ -10,9 +10,11 @@
 #include "core/progress.h"
 #include "core/types.h"
 #include "kernels/dispatch.h"
+#include "kernels/ops.h"
 #include "proto/curve.h"
 #include "worker/fetch.h"
 #include "worker/stage.h"
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -63,6 +65,8 @@ typedef struct worker {
     int test_block_delay_us;   /* TERN_TEST_BLOCK_DELAY_MS: tests of long steps only */
     uint64_t orphan_step;      /* a Forward came before any LoadShard: tell_no_layers */
     double orphan_until;       /* retry telling the coordinator until then; 0 = nothing to tell */
+    int quit;                  /* a Shutdown came */
+    volatile int *stop;        /* embedded: the owner asks the loop to end */
 } worker_t;
 
 /* A worker restarted at the same endpoint gets the old pipeline's steps (from the previous
@@ -105,7 +109,7 @@ static int send_error(worker_t *w, const tp_peer_t *to, int code, uint64_t step,
     m.body_case = TERN__MSG__BODY_ERROR;
     m.error = &e;
     char err[256];
-    log_e("%s", msg);
+    log_msg(w->cfg->embedded ? LOG_D : LOG_E, "%s", msg);   /* embedded: the coordinator reports it */
     return tp_send(w->in, to, &m, NULL, 0, err, sizeof err);
 }
 
@@ -146,7 +150,7 @@ static void on_hello(worker_t *w, tp_msg_t *rx) {
     m.body_case = TERN__MSG__BODY_HELLO;
     m.hello = &h;
     if (tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err) < 0) log_w("hello reply to %s: %s", rx->from.name, err);
-    log_i("coordinator %s connected", rx->from.name);
+    log_msg(w->cfg->embedded ? LOG_D : LOG_I, "coordinator %s connected", rx->from.name);
 }
 
 static int grow(worker_t *w, int n_tokens, uint32_t hidden) {
@@ -243,6 +247,8 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     c.n_seq = (int)ls->max_seqs;
     c.n_batch = ls->max_batch_tokens ? (int)ls->max_batch_tokens : 64;
     c.head_type = ls->head_type ? (int)ls->head_type : -1;
+    c.kv_type = ls->kv_type == TERN__KV_TYPE__KV_F32 ? KV_F32 : KV_F16;
+    if (w->cfg->cuda) c.device = STAGE_DEV_CUDA;
     int rc = stage_init(&w->st, w->g, &c, w->tp, err, sizeof err);
     if (rc < 0) {
         snprintf(msg, sizeof msg, "%s: cannot load layers [%u, %u]: %s", w->name, ls->first_layer, ls->last_layer, err);
@@ -296,7 +302,7 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     r.last_layer = ls->last_layer;
     m.body_case = TERN__MSG__BODY_SHARD_READY;
     m.shard_ready = &r;
-    log_i("loaded layers [%u, %u]%s (%.1f MiB) in %.2f s", ls->first_layer, ls->last_layer,
+    log_msg(w->cfg->embedded ? LOG_D : LOG_I, "loaded layers [%u, %u]%s (%.1f MiB) in %.2f s", ls->first_layer, ls->last_layer,
           ls->is_last ? " + head" : "", (double)r.bytes_loaded / 1048576, r.load_seconds);
     tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err);
 }
@@ -423,7 +429,8 @@ static int worker_open(worker_t *w, const worker_cfg_t *cfg, char *err, size_t e
         if ((rc = model_id_compute(cfg->model, &w->model_size, w->model_hash, err, errlen)) < 0) return rc;
         if ((rc = gguf_open(&w->g, cfg->model, err, errlen)) < 0) return rc;
     }
-    w->gbps = (float)membw_measure(256u << 20, 3, w->tp);
+    /* embedded: the process's other threads would skew the probe, and no placement needs it */
+    w->gbps = cfg->embedded ? 0.0f : (float)membw_measure(256u << 20, 3, w->tp);
     tp_opts_t o = {0};
     o.curve = cfg->curve;
     if ((rc = tp_listen(&w->in, cfg->listen, &o, err, errlen)) < 0) return rc;
@@ -445,14 +452,66 @@ static void worker_close(worker_t *w) {
     tpool_destroy(&w->tp);
     tern_free(w->h);
     free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
-    tp_term();
+    if (!w->cfg->embedded) tp_term();
+}
+
+/* The loop: messages in arrival order (those stashed during a step first) until a Shutdown,
+ * a signal, the owner's stop flag or the idle limit. */
+static void worker_serve(worker_t *w) {
+    const worker_cfg_t *cfg = w->cfg;
+    char err[512];
+    tp_msg_t rx;
+    tp_msg_init(&rx);
+    double last = time_now();
+    for (int i = 0; i < WL_STASH; i++) tp_msg_init(&w->stash[i]);
+    while (!g_stop && !w->quit && !(w->stop && *w->stop)) {
+        tp_msg_t *cur = &rx;
+        int rc;
+        if (w->st_n) {   /* what came during the last step first, in arrival order */
+            cur = &w->stash[w->st_head];
+            w->st_head = (w->st_head + 1) % WL_STASH;
+            w->st_n--;
+            rc = 0;
+        } else {
+            rc = tp_recv(w->in, &rx, w->orphan_until ? 20 : WL_POLL_MS, err, sizeof err);
+        }
+        tell_no_layers(w);
+        if (rc == TERN_ETIMEOUT) {   /* nothing queued: only now is silence real (not a long step) */
+            check_coordinator(w);
+            if (cfg->idle_exit_ms && (time_now() - last) * 1000 > cfg->idle_exit_ms) break;
+            continue;
+        }
+        if (rc == TERN_ECANCEL) { log_e("%s", err); break; }   /* the transport is gone */
+        if (rc < 0) { log_w("%s", err); continue; }
+        last = time_now();
+        if (from_coordinator(w, cur)) w->coord_seen = last;
+        switch (cur->msg->body_case) {
+        case TERN__MSG__BODY_HELLO: on_hello(w, cur); break;
+        case TERN__MSG__BODY_LOAD_SHARD: on_load(w, cur); break;
+        case TERN__MSG__BODY_FORWARD: on_forward(w, cur); break;
+        case TERN__MSG__BODY_HEARTBEAT: on_heartbeat(w, cur); break;
+        case TERN__MSG__BODY_FREE_SEQUENCE: break;
+        case TERN__MSG__BODY_SHUTDOWN:
+            log_msg(w->cfg->embedded ? LOG_D : LOG_I, "shutdown from %s: %s", cur->from.name, cur->msg->shutdown->reason ? cur->msg->shutdown->reason : "");
+            w->quit = 1;
+            break;
+        default:
+            log_w("ignoring %s from %s", tp_body_name(cur->msg->body_case), cur->from.name);
+        }
+    }
+    for (int i = 0; i < WL_STASH; i++) tp_msg_free(&w->stash[i]);
+    tp_msg_free(&rx);
+}
+
+static void worker_init(worker_t *w) {
+    memset(w, 0, sizeof *w);
+    const char *tdelay = getenv("TERN_TEST_BLOCK_DELAY_MS");
+    w->test_block_delay_us = tdelay ? atoi(tdelay) * 1000 : 0;
 }
 
 int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     worker_t w;
-    memset(&w, 0, sizeof w);
-    const char *tdelay = getenv("TERN_TEST_BLOCK_DELAY_MS");
-    w.test_block_delay_us = tdelay ? atoi(tdelay) * 1000 : 0;
+    worker_init(&w);
     int rc = worker_open(&w, cfg, err, errlen);
     if (rc < 0) { worker_close(&w); return rc; }
     struct sigaction sa;
@@ -467,47 +526,114 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     /* one line on stdout for scripts that wait for readiness */
     printf("ready %s\n", tp_endpoint(w.in));
     fflush(stdout);
-    tp_msg_t rx;
-    tp_msg_init(&rx);
-    double last = time_now();
-    for (int i = 0; i < WL_STASH; i++) tp_msg_init(&w.stash[i]);
-    while (!g_stop) {
-        tp_msg_t *cur = &rx;
-        if (w.st_n) {   /* what came during the last step first, in arrival order */
-            cur = &w.stash[w.st_head];
-            w.st_head = (w.st_head + 1) % WL_STASH;
-            w.st_n--;
-            rc = 0;
-        } else {
-            rc = tp_recv(w.in, &rx, w.orphan_until ? 20 : WL_POLL_MS, err, errlen);
-        }
-        tell_no_layers(&w);
-        if (rc == TERN_ETIMEOUT) {   /* nothing queued: only now is silence real (not a long step) */
-            check_coordinator(&w);
-            if (cfg->idle_exit_ms && (time_now() - last) * 1000 > cfg->idle_exit_ms) break;
-            continue;
-        }
-        if (rc < 0) { log_w("%s", err); continue; }
-        last = time_now();
-        if (from_coordinator(&w, cur)) w.coord_seen = last;
-        switch (cur->msg->body_case) {
-        case TERN__MSG__BODY_HELLO: on_hello(&w, cur); break;
-        case TERN__MSG__BODY_LOAD_SHARD: on_load(&w, cur); break;
-        case TERN__MSG__BODY_FORWARD: on_forward(&w, cur); break;
-        case TERN__MSG__BODY_HEARTBEAT: on_heartbeat(&w, cur); break;
-        case TERN__MSG__BODY_FREE_SEQUENCE: break;
-        case TERN__MSG__BODY_SHUTDOWN:
-            log_i("shutdown from %s: %s", cur->from.name, cur->msg->shutdown->reason ? cur->msg->shutdown->reason : "");
-            g_stop = 1;
-            break;
-        default:
-            log_w("ignoring %s from %s", tp_body_name(cur->msg->body_case), cur->from.name);
-        }
-    }
-    for (int i = 0; i < WL_STASH; i++) tp_msg_free(&w.stash[i]);
-    tp_msg_free(&rx);
+    worker_serve(&w);
     log_i("%s stopped", w.name);
     worker_close(&w);
     g_stop = 0;
     return 0;
+}
+
+/* ---- embedded: the loop on a thread ---------------------------------------------------- */
+
+struct worker_thread {
+    pthread_t th;
+    worker_cfg_t cfg;
+    char *listen, *model, *name;   /* cfg's strings, owned */
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int state;                     /* 0 starting, 1 listening, <0 could not start */
+    char err[512];
+    volatile int stop;
+};
+
+static void *worker_thread_main(void *arg) {
+    worker_thread_t *t = arg;
+    worker_t w;
+    worker_init(&w);
+    w.stop = &t->stop;
+    char err[512];
+    int rc = worker_open(&w, &t->cfg, err, sizeof err);
+    if (rc == 0)
+        log_d("%s listening on %s (embedded, %d threads)", w.name, tp_endpoint(w.in), tpool_size(w.tp));
+    pthread_mutex_lock(&t->mu);
+    if (rc < 0) snprintf(t->err, sizeof t->err, "%s", err);
+    t->state = rc < 0 ? rc : 1;
+    pthread_cond_signal(&t->cv);
+    pthread_mutex_unlock(&t->mu);
+    if (rc == 0) worker_serve(&w);
+    worker_close(&w);
+    return NULL;
+}
+
+static void worker_thread_free(worker_thread_t *t) {
+    pthread_mutex_destroy(&t->mu);
+    pthread_cond_destroy(&t->cv);
+    free(t->listen); free(t->model); free(t->name);
+    free(t);
+}
+
+int worker_thread_start(worker_thread_t **out, const worker_cfg_t *cfg, char *err, size_t errlen) {
+    *out = NULL;
+    worker_thread_t *t = calloc(1, sizeof *t);
+    if (!t) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    pthread_mutex_init(&t->mu, NULL);
+    pthread_cond_init(&t->cv, NULL);
+    t->cfg = *cfg;
+    t->cfg.embedded = 1;
+    t->cfg.idle_exit_ms = 0;
+    t->listen = strdup(cfg->listen ? cfg->listen : "");
+    t->model = cfg->model ? strdup(cfg->model) : NULL;
+    t->name = cfg->name ? strdup(cfg->name) : NULL;
+    if (!t->listen || (cfg->model && !t->model) || (cfg->name && !t->name)) {
+        worker_thread_free(t);
+        return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    }
+    t->cfg.listen = t->listen, t->cfg.model = t->model, t->cfg.name = t->name;
+    /* signals stay with the process's own threads (Ctrl-C in chat, SIGTERM in serve): the
+     * worker thread and the pool threads it starts inherit this mask */
+    sigset_t block, old;
+    sigemptyset(&block);
+    sigaddset(&block, SIGINT);
+    sigaddset(&block, SIGTERM);
+    sigaddset(&block, SIGPIPE);
+    pthread_sigmask(SIG_BLOCK, &block, &old);
+    int prc = pthread_create(&t->th, NULL, worker_thread_main, t);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (prc != 0) {
+        worker_thread_free(t);
+        return err_set(err, errlen, TERN_ENOMEM, "cannot start a worker thread");
+    }
+    pthread_mutex_lock(&t->mu);
+    while (!t->state) pthread_cond_wait(&t->cv, &t->mu);
+    int rc = t->state;
+    pthread_mutex_unlock(&t->mu);
+    if (rc < 0) {
+        err_set(err, errlen, rc, "%s", t->err);
+        pthread_join(t->th, NULL);
+        worker_thread_free(t);
+        return rc;
+    }
+    *out = t;
+    return 0;
+}
+
+void worker_thread_stop(worker_thread_t **pt) {
+    if (!pt || !*pt) return;
+    worker_thread_t *t = *pt;
+    t->stop = 1;
+    /* wake it now rather than at its next poll */
+    tp_conn_t *c = NULL;
+    tp_opts_t o = {0};
+    o.send_timeout_ms = 100;
+    char err[256];
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Shutdown sd = TERN__SHUTDOWN__INIT;
+    sd.reason = "the embedded engine is done";
+    m.body_case = TERN__MSG__BODY_SHUTDOWN;
+    m.shutdown = &sd;
+    if (tp_connect(&c, t->listen, &o, err, sizeof err) == 0) tp_send(c, NULL, &m, NULL, 0, err, sizeof err);
+    tp_close(&c);
+    pthread_join(t->th, NULL);
+    worker_thread_free(t);
+    *pt = NULL;
 }

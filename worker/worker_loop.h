@@ -20,11 +20,24 @@ typedef struct worker_cfg {
     const char *keys_dir;      /* CURVE: where the next stage's key is (DIR/<next name>.pub) */
     int fetch;                 /* no model of its own: fetch layers from the coordinator (worker/fetch.h) */
     const char *cache_dir;     /* where fetched weights are kept (by model hash) */
+    int cuda;                  /* 1: its layers on GPU 0 whatever the process default (embedded -ngl) */
+    int embedded;              /* a thread of the coordinator's process (worker_thread_start): no
+                                * signal handlers, no "ready" line, no bandwidth probe, and the
+                                * process-wide transport state is left alone */
 } worker_cfg_t;
 
 /* runs until Shutdown or SIGINT/SIGTERM; returns 0, or <0 with err when it cannot start */
 int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen);
-/* asks a running loop to stop (signal-safe) */
+/* asks every running loop of the process to stop (signal-safe) */
 void worker_loop_stop(void);
+
+/* The embedded mode: the same loop on a thread of this process, listening on cfg->listen
+ * (inproc://NAME). Returns once it listens (0) or could not start (<0, err says why; nothing
+ * is left running). cfg is copied, strings included. */
+typedef struct worker_thread worker_thread_t;
+int worker_thread_start(worker_thread_t **out, const worker_cfg_t *cfg, char *err, size_t errlen);
+/* Ends the loop (a Shutdown through its own endpoint, within WL_POLL_MS at worst), joins the
+ * thread and frees it; *t is nulled. NULL ok. */
+void worker_thread_stop(worker_thread_t **t);
 
 #endif

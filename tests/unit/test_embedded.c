@@ -1,0 +1,217 @@
+/* test_embedded: the embedded default (coordinator/cluster_embedded.c) — tern_load without a
+ * cluster runs its workers as threads over inproc:// through the cluster code, and must give
+ * exactly what calling the stages directly gives (TERN_EMBEDDED=direct): tokens and logprobs,
+ * greedy and seeded, 1–3 stages, 1–2 threads, f16 and f32 KV cache (LoadShard carries the KV
+ * type), two models at once in one process; load errors come back as one line. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
+#include <cmocka.h>
+#include "coordinator/engine.h"
+#include "tern.h"
+
+static char g_tmp[64], g_model[128], g_llama[128];
+
+static int run_cmd(char *out, size_t cap, const char *fmt, ...) {
+    char cmd[2048];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(cmd, sizeof cmd, fmt, ap);
+    va_end(ap);
+    FILE *f = popen(cmd, "r");
+    if (!f) return -1;
+    size_t n = fread(out, 1, cap - 1, f);
+    out[n] = 0;
+    int st = pclose(f);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+#define MAX_GEN 24
+typedef struct trace {
+    int n;
+    int32_t tok[MAX_GEN];
+    float lp[MAX_GEN];
+} trace_t;
+
+static int on_tok(void *user, int id, int32_t token, float logprob, int finish) {
+    trace_t *t = user;
+    (void)id;
+    if (!finish && t->n < MAX_GEN) t->tok[t->n] = token, t->lp[t->n++] = logprob;
+    return 0;
+}
+
+typedef struct run_cfg {
+    const char *model;
+    int stages, threads, kv_f32, direct;
+    float temp;
+} run_cfg_t;
+
+static tern_model *load(const run_cfg_t *c) {
+    tern_params p;
+    tern_params_default(&p);
+    p.model = c->model;
+    p.stages = c->stages;
+    p.n_threads = c->threads;
+    p.kv_f32 = c->kv_f32;
+    p.n_ctx = 128;
+    if (c->direct) setenv("TERN_EMBEDDED", "direct", 1);
+    else unsetenv("TERN_EMBEDDED");
+    tern_model *m = NULL;
+    char err[512];
+    int rc = tern_load(&m, &p, err, sizeof err);
+    unsetenv("TERN_EMBEDDED");
+    if (rc < 0) fail_msg("tern_load (%s, %d stages, direct %d): %s", c->model, c->stages, c->direct, err);
+    return m;
+}
+
+static void start(tern_model *m, const run_cfg_t *c, trace_t *t) {
+    static const int32_t prompt[] = {1, 17, 42, 99, 7, 250, 3};
+    sampler_params_t sp;
+    sampler_params_default(&sp);
+    sp.temp = c->temp;
+    sp.seed = 1234;
+    memset(t, 0, sizeof *t);
+    assert_true(sched_add(&m->sched, prompt, 7, MAX_GEN, &sp, on_tok, t) >= 0);
+}
+
+static void generate(const run_cfg_t *c, trace_t *t) {
+    tern_model *m = load(c);
+    start(m, c, t);
+    int rc;
+    while ((rc = sched_step(&m->sched)) > 0) {}
+    if (rc < 0) fail_msg("sched_step: %s", m->sched.err);
+    tern_model_free(&m);
+    assert_int_equal(t->n, MAX_GEN);
+}
+
+static void assert_same(const trace_t *a, const trace_t *b, const char *what) {
+    for (int i = 0; i < MAX_GEN; i++)
+        if (a->tok[i] != b->tok[i] || memcmp(&a->lp[i], &b->lp[i], sizeof(float)))
+            fail_msg("%s: token %d: %d (%.9g) vs %d (%.9g)", what, i, a->tok[i], a->lp[i], b->tok[i], b->lp[i]);
+}
+
+static void test_same_as_direct(void **st) {
+    (void)st;
+    const char *models[] = {g_model, g_llama};
+    for (int mi = 0; mi < 2; mi++)
+        for (int stages = 1; stages <= 3; stages++)
+            for (int thr = 1; thr <= 2; thr++)
+                for (int s = 0; s < 2; s++) {
+                    run_cfg_t c = {models[mi], stages, thr, 0, 0, s ? 0.8f : 0.0f};
+                    trace_t e, d;
+                    generate(&c, &e);
+                    c.direct = 1;
+                    generate(&c, &d);
+                    char what[256];
+                    snprintf(what, sizeof what, "%s, %d stages, %d threads, temp %.1f", models[mi], stages, thr, c.temp);
+                    assert_same(&e, &d, what);
+                }
+}
+
+/* the KV type crosses LoadShard: f32 embedded == f32 direct, and f32 != f16 (so a dropped
+ * field would show) */
+static void test_kv_f32(void **st) {
+    (void)st;
+    run_cfg_t c = {g_model, 2, 2, 1, 0, 0.0f};
+    trace_t e, d, h;
+    generate(&c, &e);
+    c.direct = 1;
+    generate(&c, &d);
+    assert_same(&e, &d, "kv f32");
+    c.kv_f32 = 0;
+    generate(&c, &h);
+    int differ = 0;
+    for (int i = 0; i < MAX_GEN; i++) differ |= memcmp(&h.lp[i], &d.lp[i], sizeof(float)) != 0;
+    assert_true(differ);
+}
+
+/* two engines in one process: their inproc endpoints do not collide, steps interleave */
+static void test_two_at_once(void **st) {
+    (void)st;
+    run_cfg_t c1 = {g_model, 2, 1, 0, 0, 0.0f}, c2 = {g_llama, 1, 1, 0, 0, 0.8f};
+    trace_t a1, a2, b1, b2;
+    generate(&c1, &a1);
+    generate(&c2, &a2);
+    tern_model *m1 = load(&c1), *m2 = load(&c2);
+    start(m1, &c1, &b1);
+    start(m2, &c2, &b2);
+    int r1 = 1, r2 = 1;
+    while (r1 > 0 || r2 > 0) {
+        if (r1 > 0) r1 = sched_step(&m1->sched);
+        if (r2 > 0) r2 = sched_step(&m2->sched);
+    }
+    assert_int_equal(r1, 0);
+    assert_int_equal(r2, 0);
+    tern_model_free(&m1);
+    tern_model_free(&m2);
+    assert_same(&a1, &b1, "first engine");
+    assert_same(&a2, &b2, "second engine");
+}
+
+static void test_load_errors(void **st) {
+    (void)st;
+    tern_params p;
+    tern_params_default(&p);
+    p.model = g_model;
+    p.stages = 9;   /* the model has 3 layers */
+    tern_model *m = NULL;
+    char err[512] = "";
+    assert_true(tern_load(&m, &p, err, sizeof err) < 0);
+    assert_null(m);
+    assert_non_null(strstr(err, "cannot split 3 layers into 9 stages"));
+    assert_null(strchr(err, '\n'));
+    /* a worker thread's own failure is quoted: its layers on a GPU this process cannot use */
+    p.stages = 1;
+    p.n_gpu_layers = 1;
+    err[0] = 0;
+    int rc = tern_load(&m, &p, err, sizeof err);
+    if (rc < 0) {
+        assert_null(m);
+        assert_true(strlen(err) > 10);
+        assert_null(strchr(err, '\n'));
+    } else {
+        tern_model_free(&m);   /* a CUDA build on a machine with a GPU */
+    }
+}
+
+static int setup(void **st) {
+    (void)st;
+    const char *tern = getenv("TERN_BIN");
+    if (!tern) { fprintf(stderr, "TERN_BIN not set\n"); return -1; }
+    snprintf(g_tmp, sizeof g_tmp, "/tmp/tern-embedded-XXXXXX");
+    if (!mkdtemp(g_tmp)) return -1;
+    snprintf(g_model, sizeof g_model, "%s/b.gguf", g_tmp);
+    snprintf(g_llama, sizeof g_llama, "%s/l.gguf", g_tmp);
+    char out[4096];
+    if (run_cmd(out, sizeof out, "'%s' mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 21 -o "
+                "'%s' 2>&1 && '%s' mkmodel --arch llama --preset tiny --layers 4 --type tq2_0 --seed 22 -o '%s' 2>&1",
+                tern, g_model, tern, g_llama)) {
+        fprintf(stderr, "mkmodel failed: %s\n", out);
+        return -1;
+    }
+    return 0;
+}
+
+static int teardown(void **st) {
+    (void)st;
+    unlink(g_model);
+    unlink(g_llama);
+    rmdir(g_tmp);
+    return 0;
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_same_as_direct),
+        cmocka_unit_test(test_kv_f32),
+        cmocka_unit_test(test_two_at_once),
+        cmocka_unit_test(test_load_errors),
+    };
+    return cmocka_run_group_tests(tests, setup, teardown);
+}
