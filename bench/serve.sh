@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # HTTP serving benchmark (issue 7): aggregate generated tokens/s and p50/p99 inter-token latency
-# (gaps between streamed SSE chunks as the client sees them) with 1, 4, 16 concurrent streams,
-# in one process and on a 2-worker cluster (--workers on loopback); states the batched-decode
-# factor (aggregate at the largest concurrency / at 1). Greedy, ignore_eos, N tokens per stream,
-# different prompts. Not part of ctest. Numbers from a shared machine are noisy.
+# (gaps between streamed SSE chunks as the client sees them) and p50/p99 time to first token
+# (request sent to first text chunk: what chunked prefill trades for short gaps) with 1, 4, 16
+# concurrent streams, in one process and on a 2-worker cluster (--workers on loopback); states
+# the batched-decode factor (aggregate at the largest concurrency / at 1). Greedy, ignore_eos,
+# N tokens per stream, different prompts. Not part of ctest. Numbers from a shared machine are noisy.
 #   bench/serve.sh     env: MODEL (2b4t | small | FILE.gguf), TERN_BIN, TERN_CACHE, N (tokens per
 #                      stream, 32), PAR (1,4,16), THREADS (per process, 2), MODES ("single cluster")
 set -u
@@ -38,11 +39,12 @@ cleanup() {
 trap cleanup EXIT
 
 cat >"$tmp/load.py" <<'PY'
-# load.py URL PAR N: PAR streams at once; prints tokens, wall seconds, tokens/s, p50 and p99 gaps (ms)
+# load.py URL PAR N: PAR streams at once; prints tokens, wall seconds, tokens/s, p50 and p99 gaps,
+# p50 and p99 time to first token (ms)
 import json, sys, threading, time, urllib.request
 url, par, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
 words = "alpha bravo charlie delta echo foxtrot golf hotel india juliet kilo lima mike november oscar papa".split()
-gaps, toks, errs = [], [0] * par, []
+gaps, toks, errs, ttft = [], [0] * par, [], []
 lock, start = threading.Lock(), threading.Barrier(par)
 def one(k):
     body = json.dumps({"prompt": f"Stream {k}: {words[k % 16]} {words[(3 * k) % 16]}", "max_tokens": n,
@@ -50,6 +52,7 @@ def one(k):
                        "stream_options": {"include_usage": True}}).encode()
     req = urllib.request.Request(url + "/v1/completions", body, {"Content-Type": "application/json"})
     start.wait()
+    t0 = time.perf_counter()
     try:
         with urllib.request.urlopen(req, timeout=600) as r:
             last, mine = None, []
@@ -60,6 +63,8 @@ def one(k):
                 if c["choices"] and c["choices"][0]["text"]:
                     now = time.perf_counter()
                     if last is not None: mine.append(now - last)
+                    else:
+                        with lock: ttft.append(now - t0)
                     last = now
             with lock: gaps.extend(mine)
     except Exception as e:
@@ -71,8 +76,9 @@ for t in th: t.join()
 wall = time.perf_counter() - t0
 if errs: sys.stderr.write(f"errors: {errs[:3]}\n"); sys.exit(1)
 gaps.sort()
-q = lambda p: 1000 * gaps[min(len(gaps) - 1, int(p * len(gaps)))] if gaps else float("nan")
-print(f"{sum(toks)} {wall:.2f} {sum(toks) / wall:.2f} {q(0.50):.1f} {q(0.99):.1f}")
+ttft.sort()
+q = lambda a, p: 1000 * a[min(len(a) - 1, int(p * len(a)))] if a else float("nan")
+print(f"{sum(toks)} {wall:.2f} {sum(toks) / wall:.2f} {q(gaps, 0.50):.1f} {q(gaps, 0.99):.1f} {q(ttft, 0.50):.1f} {q(ttft, 0.99):.1f}")
 PY
 
 # serve NAME ARGS...: tern serve on a free port, waits until healthy; sets URL and SPID
@@ -106,7 +112,7 @@ endpoint() {
 }
 
 echo "# tern serve bench: $(basename "$model"), $N tokens per stream, greedy, $(nproc) cores, $THREADS threads per process"
-printf '%-8s %4s %8s %8s %10s %9s %9s\n' mode par tokens wall_s agg_tok/s itl_p50ms itl_p99ms
+printf '%-8s %4s %8s %8s %10s %9s %9s %10s %10s\n' mode par tokens wall_s agg_tok/s itl_p50ms itl_p99ms ttft_p50ms ttft_p99ms
 for mode in $MODES; do
   if [ "$mode" = cluster ]; then
     worker w1; worker w2
@@ -119,8 +125,8 @@ for mode in $MODES; do
   python3 "$tmp/load.py" "$URL" 1 4 >/dev/null || exit 1      # warm-up
   first=""
   for p in $(echo "$PAR" | tr ',' ' '); do
-    read -r tok wall agg p50 p99 < <(python3 "$tmp/load.py" "$URL" "$p" "$N") || { echo "serve bench: $mode x$p failed" >&2; exit 1; }
-    printf '%-8s %4s %8s %8s %10s %9s %9s\n' "$mode" "$p" "$tok" "$wall" "$agg" "$p50" "$p99"
+    read -r tok wall agg p50 p99 t50 t99 < <(python3 "$tmp/load.py" "$URL" "$p" "$N") || { echo "serve bench: $mode x$p failed" >&2; exit 1; }
+    printf '%-8s %4s %8s %8s %10s %9s %9s %10s %10s\n' "$mode" "$p" "$tok" "$wall" "$agg" "$p50" "$p99" "$t50" "$t99"
     [ -z "$first" ] && first=$agg
     last=$agg
   done

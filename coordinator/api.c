@@ -32,6 +32,7 @@ static int direct_stages(void) {
 void tern_params_default(tern_params *p) {
     memset(p, 0, sizeof *p);
     p->n_batch = 64;
+    p->prefill_chunk = -1;
     p->n_seq = 1;
     p->stages = 1;
 }
@@ -94,6 +95,7 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     }
     if (rc < 0) goto fail;
     if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, cfg.n_batch, err, errlen)) < 0) goto fail;
+    if (p->prefill_chunk >= 0) sched_set_prefill_chunk(&m->sched, p->prefill_chunk);
     m->t_load = time_now() - t0;
     *out = m;
     return 0;
@@ -145,6 +147,7 @@ static int on_token(void *user, int id, int32_t token, float logprob, int finish
 int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, const tern_sampling *s,
                       tern_token_cb cb, void *user, tern_stats *stats) {
     sampler_params_t sp;
+    sampler_params_default(&sp);
     tern_sampling def;
     if (!s) { tern_sampling_default(&def); s = &def; }
     sp.temp = s->temp;

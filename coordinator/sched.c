@@ -1,5 +1,6 @@
 /* sched: see sched.h. Decode tokens go first in a step so a long prompt never starves running
- * sequences; prompts fill what is left of n_batch. */
+ * sequences; prompts fill what is left of n_batch, capped at prefill_chunk while anything decodes,
+ * oldest admission first. */
 #include "coordinator/sched.h"
 #include "core/alloc.h"
 #include "core/err.h"
@@ -38,10 +39,12 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
     s->n_seq = n_seq;
     s->n_ctx = n_ctx;
     s->n_batch = n_batch;
+    s->prefill_chunk = SCHED_PREFILL_CHUNK;
     s->max_inflight = pl->max_inflight < 1 ? 1 : pl->max_inflight > SCHED_MAX_INFLIGHT ? SCHED_MAX_INFLIGHT : pl->max_inflight;
     int cap = n_batch + n_seq;
     s->seqs = calloc((size_t)n_seq, sizeof(sched_seq_t));
-    int rc = s->seqs ? 0 : TERN_ENOMEM;
+    s->order = calloc((size_t)n_seq, sizeof(int));
+    int rc = s->seqs && s->order ? 0 : TERN_ENOMEM;
     for (int i = 0; i < s->max_inflight && !rc; i++) {
         rc = step_alloc(&s->steps[i], cap, n_seq, pl->n_embd);
         if (!rc && !(s->sids[i] = calloc((size_t)cap, sizeof(int)))) rc = TERN_ENOMEM;
@@ -61,11 +64,18 @@ void sched_free(sched_t *s) {
     if (s->seqs)
         for (int i = 0; i < s->n_seq; i++) free(s->seqs[i].toks);
     free(s->seqs);
+    free(s->order);
     for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) {
         step_free(&s->steps[i]);
         free(s->sids[i]);
     }
     memset(s, 0, sizeof *s);
+}
+
+int sched_set_prefill_chunk(sched_t *s, int n) {
+    if (n < 0) return TERN_EINVAL;
+    s->prefill_chunk = n;
+    return 0;
 }
 
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
@@ -131,26 +141,45 @@ static void pack(step_t *st, int *sid, sched_seq_t *q, int k, int sample_last) {
     if (sample_last && q->n_fed >= q->n_toks) q->waiting = 1;
 }
 
+/* slots whose prompt can take a chunk now, oldest admission (smallest id) first; returns count */
+static int prompt_order(sched_t *s) {
+    int n = 0;
+    for (int i = 0; i < s->n_seq; i++) {
+        const sched_seq_t *q = &s->seqs[i];
+        if (!q->active || q->waiting || q->n_fed >= q->n_prefill) continue;
+        int j = n++;
+        for (; j > 0 && s->seqs[s->order[j - 1]].id > q->id; j--) s->order[j] = s->order[j - 1];
+        s->order[j] = i;
+    }
+    return n;
+}
+
 /* builds the next step from sequences with work that is not waiting on an in-flight token:
- * decode tokens first, then prompt chunks up to n_batch. Returns tokens packed. */
+ * decode tokens first, then prompt chunks (oldest first) up to n_batch, or up to prefill_chunk
+ * while some sequence decodes. Returns tokens packed. */
 static int build(sched_t *s, step_t *st, int *sid, int *has_prompt) {
     st->n = 0;
     *has_prompt = 0;
-    int budget = s->n_batch;
+    int budget = s->n_batch, decoding = 0;
+    for (int i = 0; i < s->n_seq; i++) decoding |= s->seqs[i].active && s->seqs[i].n_fed >= s->seqs[i].n_prefill;
     /* With several stages, steps are pipelined: spread the running sequences over
-     * max_inflight steps (each takes at most its share), so every stage has work. */
-    int active = sched_active(s), share = (active + s->max_inflight - 1) / s->max_inflight, n_dec = 0;
-    for (int i = 0; i < s->n_seq && n_dec < share && budget > 0; i++) {
-        sched_seq_t *q = &s->seqs[i];
+     * max_inflight steps (each takes at most its share), so every stage has work. When n_batch
+     * cannot hold every decoder, the scan resumes after the last one packed (no slot starves). */
+    int active = sched_active(s), share = (active + s->max_inflight - 1) / s->max_inflight, n_dec = 0, c = 0;
+    for (; c < s->n_seq && n_dec < share && budget > 0; c++) {
+        sched_seq_t *q = &s->seqs[(s->dec_next + c) % s->n_seq];
         if (q->active && !q->waiting && q->n_fed >= q->n_prefill && q->n_fed < q->n_toks) {
             pack(st, sid, q, 1, 1);
             budget--;
             n_dec++;
         }
     }
-    for (int i = 0; i < s->n_seq && budget > 0; i++) {
-        sched_seq_t *q = &s->seqs[i];
-        if (!q->active || q->waiting || q->n_fed >= q->n_prefill) continue;
+    s->dec_next = budget > 0 ? 0 : (s->dec_next + c) % s->n_seq;
+    if (decoding && s->prefill_chunk > 0 && budget > s->prefill_chunk) budget = s->prefill_chunk;
+    if (budget < 1) budget = 1;   /* decode filled n_batch: the oldest prompt still advances */
+    int n_p = prompt_order(s);
+    for (int o = 0; o < n_p && budget > 0; o++) {
+        sched_seq_t *q = &s->seqs[s->order[o]];
         int k = q->n_prefill - q->n_fed < budget ? q->n_prefill - q->n_fed : budget;
         pack(st, sid, q, k, q->n_fed + k == q->n_prefill);
         budget -= k;

@@ -22,6 +22,8 @@ typedef struct tern_params {
     const char *model;       /* GGUF path */
     int n_ctx;               /* context per sequence (0: min(model's, 4096)) */
     int n_batch;             /* tokens per forward step (prompt micro-batch) */
+    int prefill_chunk;       /* prompt tokens per step while others generate (0: up to n_batch;
+                              * -1: the scheduler's default) */
     int n_threads;           /* 0: all cores */
     int n_seq;               /* concurrent sequences */
     int kv_f32;              /* KV cache in f32 instead of f16 */

@@ -1,0 +1,483 @@
+/* test_sched: the scheduler against a fake pipeline (a deterministic "model": the next token is a
+ * hash of the slot's whole history, plus a seeded RNG when temp > 0) that checks every step's
+ * positions and records its composition — chunked prefill (the cap while decoders run, the full
+ * batch when none do, decode tokens in every step, oldest prompt first, no starvation), outputs
+ * equal to solo runs and to the model itself, pipelined steps, and replay after recovery. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "coordinator/sched.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/types.h"
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define V 97        /* vocabulary */
+#define E 4         /* embedding width */
+#define SLOTS 8
+#define MAXTOK 256  /* per sequence */
+
+/* ---- the fake model ---- */
+
+static uint64_t hist_next(uint64_t h, int32_t tok) { return (h ^ (uint64_t)(tok + 1)) * 1099511628211ull; }
+static uint64_t rng_next(uint64_t *r) {   /* splitmix64 */
+    uint64_t z = (*r += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static const uint64_t HIST0 = 1469598103934665603ull;
+static int32_t model_sample(uint64_t h, const sampler_params_t *sp, uint64_t *rng) {
+    uint64_t x = h >> 7;
+    if (sp->temp > 0) x ^= rng_next(rng);
+    return (int32_t)(x % V);
+}
+
+/* the tokens the model generates for prompt alone (the spec the scheduler must reproduce) */
+static int model_generate(const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, int32_t *out) {
+    uint64_t h = HIST0, rng = (uint64_t)sp->seed;
+    for (int i = 0; i < n; i++) h = hist_next(h, prompt[i]);
+    for (int g = 0; g < max_gen; g++) {
+        out[g] = model_sample(h, sp, &rng);
+        h = hist_next(h, out[g]);
+    }
+    return max_gen;
+}
+
+/* ---- the fake pipeline ---- */
+
+typedef struct fake {
+    pipeline_t base;                 /* first: the scheduler sees a pipeline_t * */
+    uint64_t hist[SLOTS], rng[SLOTS];
+    sampler_params_t sp[SLOTS];
+    int npos[SLOTS], sampled[SLOTS];
+    int plen[SLOTS], rank[SLOTS];    /* set by the test after sched_add: prompt length, admission rank */
+    int last_started;
+    step_t *queue[SCHED_MAX_INFLIGHT];
+    int nq, n_submit, n_recover;
+    int fail_at[4], n_fail;          /* submit indices whose wait reports a failure (once each) */
+    int check;                       /* check step composition against the expected packing */
+    int n_batch, chunk;              /* what the scheduler was configured with */
+    int n_live, pending;             /* kept by the test: decoders that got a token and run, prompt tokens left */
+    int max_prompt_step_live;        /* largest prompt part of a step while something decoded */
+    int n_steps_live_prompt;         /* steps with prompt tokens while something decoded */
+    int bad;                         /* contract violations (first one in why) */
+    char why[256];
+} fake_t;
+
+static void fake_bad(fake_t *f, const char *fmt, ...) {
+    if (f->bad++) return;
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(f->why, sizeof f->why, fmt, ap);
+    va_end(ap);
+}
+
+static int fake_seq_start(pipeline_t *p, int slot, const sampler_params_t *sp) {
+    fake_t *f = (fake_t *)p;
+    if (slot < 0 || slot >= SLOTS) return TERN_EINVAL;
+    f->hist[slot] = HIST0;
+    f->rng[slot] = (uint64_t)sp->seed;
+    f->sp[slot] = *sp;
+    f->npos[slot] = 0;
+    f->sampled[slot] = 0;
+    f->last_started = slot;
+    return 0;
+}
+
+/* the composition the scheduler promises for a step built with n_live decoders (one step in
+ * flight, so none waits): all decoders (n_batch allowing), then min(cap, what is left) prompt
+ * tokens with a floor of one, oldest prompt first */
+static void fake_check(fake_t *f, const step_t *s, int n_dec, int n_prompt) {
+    int want_dec = f->n_live < f->n_batch ? f->n_live : f->n_batch;
+    int budget = f->n_batch - want_dec;
+    if (f->n_live > 0 && f->chunk > 0 && budget > f->chunk) budget = f->chunk;
+    if (budget < 1) budget = 1;
+    int want_prompt = f->pending < budget ? f->pending : budget;
+    if (n_dec != want_dec)
+        fake_bad(f, "step %d: %d decode tokens, want %d (live decoders %d, n_batch %d)", f->n_submit, n_dec, want_dec,
+                 f->n_live, f->n_batch);
+    if (n_prompt != want_prompt)
+        fake_bad(f, "step %d: %d prompt tokens, want %d (live %d, pending %d, n_batch %d, chunk %d)", f->n_submit,
+                 n_prompt, want_prompt, f->n_live, f->pending, f->n_batch, f->chunk);
+    /* oldest first: prompt parts in rising admission rank, the first being the oldest pending
+     * one, and each but the last finishing its prompt in this step */
+    int prev = -1, oldest = 1 << 30;
+    for (int sl = 0; sl < SLOTS; sl++)
+        if (f->plen[sl] && !f->sampled[sl] && f->npos[sl] < f->plen[sl] && f->rank[sl] < oldest) oldest = f->rank[sl];
+    for (int i = 0; i < s->n; i++) {
+        int sl = s->seq[i];
+        if (f->sampled[sl] || (i > 0 && s->seq[i - 1] == sl)) continue;
+        if (prev < 0 && f->rank[sl] != oldest)
+            fake_bad(f, "step %d: prompt of rank %d goes first, rank %d is older", f->n_submit, f->rank[sl], oldest);
+        if (prev >= 0 && f->rank[sl] <= prev) fake_bad(f, "step %d: prompt of rank %d after rank %d", f->n_submit, f->rank[sl], prev);
+        if (prev >= 0 && !s->sample[i - 1])
+            fake_bad(f, "step %d: prompt of rank %d starts before rank %d is done", f->n_submit, f->rank[sl], prev);
+        prev = f->rank[sl];
+    }
+}
+
+/* runs the step at submit (steps complete in order, so this is what a real pipeline computes) */
+static int fake_submit(pipeline_t *p, step_t *s) {
+    fake_t *f = (fake_t *)p;
+    if (f->nq >= p->max_inflight) {
+        fake_bad(f, "submit with %d steps in flight (max %d)", f->nq, p->max_inflight);
+        return TERN_EINVAL;
+    }
+    int n_dec = 0, n_prompt = 0;
+    for (int i = 0; i < s->n; i++) {
+        int sl = s->seq[i];
+        if (s->h[(size_t)i * E] != (float)s->tokens[i]) fake_bad(f, "step %d token %d: wrong embedding", f->n_submit, i);
+        if (f->sampled[sl]) n_dec++;
+        else n_prompt++;
+    }
+    if (f->check) fake_check(f, s, n_dec, n_prompt);
+    if (f->n_live > 0 && n_prompt > 0) {
+        f->n_steps_live_prompt++;
+        if (n_prompt > f->max_prompt_step_live) f->max_prompt_step_live = n_prompt;
+    }
+    s->n_out = 0;
+    for (int i = 0; i < s->n; i++) {
+        int sl = s->seq[i];
+        if (s->pos[i] != f->npos[sl])
+            fake_bad(f, "step %d: slot %d fed position %d, expected %d", f->n_submit, sl, s->pos[i], f->npos[sl]);
+        f->npos[sl]++;
+        f->hist[sl] = hist_next(f->hist[sl], s->tokens[i]);
+        if (!f->sampled[sl]) f->pending--;
+        if (!s->sample[i]) continue;
+        f->sampled[sl] = 1;
+        s->out_tok[s->n_out] = model_sample(f->hist[sl], &f->sp[sl], &f->rng[sl]);
+        s->out_lp[s->n_out++] = -1.0f;
+    }
+    s->rc = 0;
+    for (int k = 0; k < f->n_fail; k++)
+        if (f->fail_at[k] == f->n_submit) {
+            s->rc = TERN_EPEER;
+            snprintf(s->err, sizeof s->err, "fake: stage lost at step %d", f->n_submit);
+            f->fail_at[k] = -1;
+        }
+    f->n_submit++;
+    f->queue[f->nq++] = s;
+    return 0;
+}
+
+static step_t *fake_wait(pipeline_t *p, int timeout_ms) {
+    (void)timeout_ms;
+    fake_t *f = (fake_t *)p;
+    if (!f->nq) return NULL;
+    step_t *s = f->queue[0];
+    memmove(f->queue, f->queue + 1, (size_t)(--f->nq) * sizeof f->queue[0]);
+    return s;
+}
+
+static int fake_recover(pipeline_t *p, const char *why, char *err, size_t errlen) {
+    (void)why;
+    (void)err;
+    (void)errlen;
+    fake_t *f = (fake_t *)p;
+    f->nq = 0;
+    f->n_recover++;
+    for (int sl = 0; sl < SLOTS; sl++) f->npos[sl] = -1000;   /* state gone: must seq_start again */
+    return 0;
+}
+
+static void fake_destroy(pipeline_t *p) { (void)p; }
+
+static const pipeline_ops_t fake_ops = {fake_seq_start, fake_submit, fake_wait, fake_destroy, fake_recover, NULL};
+
+/* ---- harness ---- */
+
+static float emb_table[V * E];
+static gguf_tensor_t emb_tensor;
+static embed_t emb;
+
+static int setup(void **state) {
+    (void)state;
+    for (int t = 0; t < V; t++)
+        for (int j = 0; j < E; j++) emb_table[t * E + j] = (float)t + 0.25f * (float)j;
+    emb_tensor.type = TT_F32;
+    emb_tensor.ndim = 2;
+    emb_tensor.ne[0] = E;
+    emb_tensor.ne[1] = V;
+    emb_tensor.ne[2] = emb_tensor.ne[3] = 1;
+    emb_tensor.data = emb_table;
+    emb.t = &emb_tensor;
+    emb.n_vocab = V;
+    emb.n_embd = E;
+    return 0;
+}
+
+typedef struct seqrun {
+    int32_t prompt[MAXTOK];
+    int n_prompt, max_gen;
+    sampler_params_t sp;
+    int32_t out[MAXTOK];
+    int n_out, finish, id, slot;
+    int first_step, last_step, finish_step;   /* steps run when its first / latest token, its end arrived */
+    fake_t *f;
+    sched_t *sc;
+} seqrun_t;
+
+static int on_token(void *user, int id, int32_t token, float logprob, int finish) {
+    (void)logprob;
+    seqrun_t *r = user;
+    assert_int_equal(id, r->id);
+    if (finish) {
+        r->finish = finish;
+        r->finish_step = r->sc->steps_run;
+        if (r->n_out > 0) r->f->n_live--;
+        return 0;
+    }
+    assert_true(r->n_out < MAXTOK);
+    if (r->n_out == 0) {
+        r->first_step = r->sc->steps_run;
+        r->f->n_live++;
+    }
+    r->last_step = r->sc->steps_run;
+    r->out[r->n_out++] = token;
+    return 0;
+}
+
+static void fake_init(fake_t *f, int max_inflight) {
+    memset(f, 0, sizeof *f);
+    f->base.ops = &fake_ops;
+    f->base.max_inflight = max_inflight;
+    f->base.n_embd = E;
+    f->base.n_vocab = V;
+}
+
+static void sched_open(sched_t *sc, fake_t *f, int n_seq, int n_batch, int chunk) {
+    char err[256] = "";
+    int rc = sched_init(sc, &f->base, &emb, n_seq, MAXTOK, n_batch, err, sizeof err);
+    if (rc < 0) fail_msg("sched_init: %s", err);
+    assert_int_equal(sched_set_prefill_chunk(sc, chunk), 0);
+    f->n_batch = n_batch;
+    f->chunk = chunk;
+}
+
+static void seq_make(seqrun_t *r, int n_prompt, int max_gen, int salt, float temp) {
+    memset(r, 0, sizeof *r);
+    r->n_prompt = n_prompt;
+    r->max_gen = max_gen;
+    for (int i = 0; i < n_prompt; i++) r->prompt[i] = (int32_t)((i * 31 + salt * 17 + 5) % V);
+    sampler_params_default(&r->sp);
+    r->sp.temp = temp;
+    r->sp.seed = 1000u + (unsigned)salt;
+}
+
+static void admit(sched_t *sc, fake_t *f, seqrun_t *r, int rank) {
+    r->f = f;
+    r->sc = sc;
+    r->id = sched_add(sc, r->prompt, r->n_prompt, r->max_gen, &r->sp, on_token, r);
+    if (r->id < 0) fail_msg("sched_add: %s", tern_strerror(r->id));
+    r->slot = f->last_started;
+    f->plen[r->slot] = r->n_prompt;
+    f->rank[r->slot] = rank;
+    f->pending += r->n_prompt;
+}
+
+static int step(sched_t *sc, fake_t *f) {
+    int rc = sched_step(sc);
+    if (rc < 0) fail_msg("sched_step: %s", sc->err);
+    if (f->bad) fail_msg("fake pipeline: %d violations; first: %s", f->bad, f->why);
+    return rc;
+}
+
+/* the run alone: a fresh one-slot scheduler; also equal to the model's own generation */
+static void expect_solo(const seqrun_t *r) {
+    fake_t f;
+    sched_t sc;
+    seqrun_t solo = *r;
+    fake_init(&f, 1);
+    sched_open(&sc, &f, 1, 64, SCHED_PREFILL_CHUNK);
+    solo.n_out = 0;
+    admit(&sc, &f, &solo, 0);
+    while (step(&sc, &f) > 0) {}
+    sched_free(&sc);
+    int32_t want[MAXTOK];
+    model_generate(r->prompt, r->n_prompt, r->max_gen, &r->sp, want);
+    assert_int_equal(solo.n_out, r->max_gen);
+    assert_memory_equal(solo.out, want, (size_t)r->max_gen * sizeof(int32_t));
+    if (r->n_out != r->max_gen) fail_msg("sequence %d: %d tokens, want %d", r->id, r->n_out, r->max_gen);
+    for (int g = 0; g < r->max_gen; g++)
+        if (r->out[g] != want[g])
+            fail_msg("sequence %d (prompt %d tokens): token %d is %d batched, %d alone", r->id, r->n_prompt, g, r->out[g],
+                     want[g]);
+    assert_int_equal(r->finish, SCHED_LENGTH);
+}
+
+/* ---- tests ---- */
+
+static void test_set_prefill_chunk(void **state) {
+    (void)state;
+    fake_t f;
+    sched_t sc;
+    fake_init(&f, 1);
+    char err[256];
+    assert_int_equal(sched_init(&sc, &f.base, &emb, 2, 32, 16, err, sizeof err), 0);
+    assert_int_equal(sc.prefill_chunk, SCHED_PREFILL_CHUNK);
+    assert_true(SCHED_PREFILL_CHUNK > 0);
+    assert_int_equal(sched_set_prefill_chunk(&sc, -1), TERN_EINVAL);
+    assert_int_equal(sc.prefill_chunk, SCHED_PREFILL_CHUNK);
+    assert_int_equal(sched_set_prefill_chunk(&sc, 0), 0);
+    assert_int_equal(sc.prefill_chunk, 0);
+    sched_free(&sc);
+}
+
+/* one sequence alone prefills at n_batch; prompts arriving while it decodes take at most chunk
+ * tokens per step, oldest first (a late one admitted into the first sequence's freed slot 0
+ * waits for older ones in higher slots), every decoder in every step; all match solo runs */
+static void run_arrivals(int n_batch, int chunk) {
+    fake_t f;
+    sched_t sc;
+    seqrun_t r[7];
+    const int plen[7] = {50, 7, 40, 23, 64, 3, 9};
+    fake_init(&f, 1);
+    sched_open(&sc, &f, 6, n_batch, chunk);
+    f.check = 1;
+    for (int i = 0; i < 7; i++) seq_make(&r[i], plen[i], i ? 12 + 3 * i : 6, i, i % 2 ? 0.8f : 0.0f);
+    admit(&sc, &f, &r[0], 0);
+    int steps_alone = 0;
+    while (r[0].n_out < 3) {
+        step(&sc, &f);
+        steps_alone++;
+    }
+    /* prefill alone at full batch: ceil(50 / n_batch) prompt steps, then 2 decode steps */
+    assert_int_equal(steps_alone, (plen[0] + n_batch - 1) / n_batch + 2);
+    for (int i = 1; i < 6; i++) admit(&sc, &f, &r[i], i);
+    int guard = 0, late = 0;
+    while (step(&sc, &f) > 0 || !late) {
+        assert_true(++guard < 10000);
+        if (r[0].finish && !late) {
+            if (chunk > 0 && chunk < n_batch - 1) assert_true(f.pending > 0);   /* older prompts still wait */
+            admit(&sc, &f, &r[6], 6);
+            assert_int_equal(r[6].slot, r[0].slot);
+            late = 1;
+        }
+    }
+    if (chunk > 0 && chunk < n_batch - 1) {
+        assert_true(f.n_steps_live_prompt > 0);
+        assert_true(f.max_prompt_step_live <= chunk);
+    }
+    assert_int_equal(f.pending, 0);
+    for (int i = 0; i < 7; i++) expect_solo(&r[i]);
+    /* oldest first: prompts finish in admission order */
+    for (int i = 2; i < 7; i++)
+        if (r[i].first_step < r[i - 1].first_step)
+            fail_msg("prompt %d got its first token at step %d, before prompt %d (step %d)", i, r[i].first_step, i - 1,
+                     r[i - 1].first_step);
+    sched_free(&sc);
+}
+
+static void test_chunk_cap(void **state) {
+    (void)state;
+    run_arrivals(32, 8);
+    run_arrivals(64, 16);
+    run_arrivals(16, 5);
+}
+
+static void test_chunk_off(void **state) {   /* 0: prompts fill what decode leaves of n_batch */
+    (void)state;
+    run_arrivals(32, 0);
+    run_arrivals(20, 64);
+}
+
+/* decode tokens fill n_batch: a waiting prompt still advances (one token a step) and gets its
+ * tokens while the decoders run; decoders beyond n_batch take turns */
+static void test_no_starvation(void **state) {
+    (void)state;
+    fake_t f;
+    sched_t sc;
+    seqrun_t r[7];
+    fake_init(&f, 1);
+    sched_open(&sc, &f, 7, 4, 8);
+    f.check = 1;
+    for (int i = 0; i < 6; i++) seq_make(&r[i], 2 + i, 80, 10 + i, 0.0f);
+    seq_make(&r[6], 30, 5, 99, 0.5f);
+    for (int i = 0; i < 6; i++) admit(&sc, &f, &r[i], i);
+    while (f.n_live < 6) step(&sc, &f);
+    admit(&sc, &f, &r[6], 6);
+    int guard = 0;
+    while (step(&sc, &f) > 0) {
+        assert_true(++guard < 10000);
+        for (int i = 0; i < 6; i++)   /* 6 decoders, 4 a step: none is left out twice in a row */
+            if (!r[i].finish && sc.steps_run - r[i].last_step > 2)
+                fail_msg("decoder %d: no token for %d steps (a slot starves)", i, sc.steps_run - r[i].last_step);
+    }
+    for (int i = 0; i < 6; i++)
+        if (r[6].finish_step >= r[i].finish_step)
+            fail_msg("late prompt finished at step %d, after decoder %d (step %d): starved", r[6].finish_step, i,
+                     r[i].finish_step);
+    for (int i = 0; i < 7; i++) expect_solo(&r[i]);
+    sched_free(&sc);
+}
+
+/* several steps in flight (a pipeline of stages): same outputs, cap still honoured */
+static void test_pipelined(void **state) {
+    (void)state;
+    for (int inflight = 2; inflight <= 4; inflight++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[8];
+        fake_init(&f, inflight);
+        sched_open(&sc, &f, 8, 24, 6);
+        for (int i = 0; i < 8; i++) seq_make(&r[i], 5 + 9 * i, 20, 40 + i, i % 3 ? 0.0f : 0.9f);
+        for (int i = 0; i < 3; i++) admit(&sc, &f, &r[i], i);
+        while (f.n_live < 2) step(&sc, &f);
+        for (int i = 3; i < 8; i++) admit(&sc, &f, &r[i], i);
+        int guard = 0;
+        while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+        assert_true(f.n_steps_live_prompt > 0);
+        if (f.max_prompt_step_live > 6) fail_msg("%d in flight: %d prompt tokens in a step while decoding (cap 6)", inflight,
+                                                 f.max_prompt_step_live);
+        for (int i = 0; i < 8; i++) expect_solo(&r[i]);
+        sched_free(&sc);
+    }
+}
+
+/* the pipeline fails mid-prefill and mid-decode; after each recovery every sequence is replayed
+ * (greedy as one prompt, sampled ones token by token) and the client sees each token once */
+static void test_recovery_replay(void **state) {
+    (void)state;
+    for (int inflight = 1; inflight <= 2; inflight++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[5];
+        fake_init(&f, inflight);
+        sched_open(&sc, &f, 5, 16, 4);
+        f.fail_at[0] = 3;
+        f.fail_at[1] = 25;
+        f.fail_at[2] = 40;
+        f.n_fail = 3;
+        for (int i = 0; i < 5; i++) seq_make(&r[i], 6 + 11 * i, 24, 70 + i, i % 2 ? 0.7f : 0.0f);
+        r[3].sp.repeat_penalty = 1.2f;   /* greedy, but history-dependent: replayed token by token */
+        admit(&sc, &f, &r[0], 0);
+        admit(&sc, &f, &r[1], 1);
+        while (r[0].n_out < 2) step(&sc, &f);
+        for (int i = 2; i < 5; i++) admit(&sc, &f, &r[i], i);
+        int guard = 0;
+        while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+        assert_int_equal(sc.n_recoveries, 3);
+        assert_int_equal(f.n_recover, 3);
+        for (int i = 0; i < 5; i++) {
+            assert_int_equal(sc.seqs[r[i].slot].n_replay_bad, 0);
+            expect_solo(&r[i]);
+        }
+        sched_free(&sc);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_set_prefill_chunk), cmocka_unit_test(test_chunk_cap),
+        cmocka_unit_test(test_chunk_off),         cmocka_unit_test(test_no_starvation),
+        cmocka_unit_test(test_pipelined),         cmocka_unit_test(test_recovery_replay),
+    };
+    log_set_level(LOG_W);   /* replays log one info line per sequence */
+    return cmocka_run_group_tests(tests, setup, NULL);
+}
