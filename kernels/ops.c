@@ -81,16 +81,37 @@ void ops_softmax(float *x, int64_t n) {
     }
 }
 
-/* silu(g) = g / (1 + e^-g) */
-void ops_silu_mul(float *g, const float *u, int64_t n) {
-    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + expf(-g[i])) * u[i];
+/* silu(g) = g / (1 + e^-g), with the spec's exp (ops_isa.h), so every ISA gives the same bits */
+void ops_silu_mul_ref(float *restrict g, const float *restrict u, int64_t n) {
+    for (int64_t i = 0; i < n; i++) g[i] = g[i] / (1.0f + ops_exp_spec(-g[i])) * u[i];
 }
 
-/* restrict: callers never alias g and u, which lets the compiler vectorise these loops */
-void ops_relu2_mul(float *restrict g, const float *restrict u, int64_t n) {
+/* relu(g)² · u as (r · r) · u; r = g > 0 ? g : +0 (NaN and -0 give +0) */
+void ops_relu2_mul_ref(float *restrict g, const float *restrict u, int64_t n) {
     for (int64_t i = 0; i < n; i++) {
         float r = g[i] > 0.0f ? g[i] : 0.0f;
         g[i] = r * r * u[i];
+    }
+}
+
+void ops_silu_mul(float *restrict g, const float *restrict u, int64_t n) {
+    switch (isa_current()) {
+#if defined(TERN_HAVE_X86)
+    case ISA_AVX2: ops_silu_mul_avx2(g, u, n); return;
+    case ISA_AVX512: ops_silu_mul_avx512(g, u, n); return;
+#endif
+    default: ops_silu_mul_ref(g, u, n); return;
+    }
+}
+
+/* the scalar loop branches on the sign: half the branches mispredict on real activations */
+void ops_relu2_mul(float *restrict g, const float *restrict u, int64_t n) {
+    switch (isa_current()) {
+#if defined(TERN_HAVE_X86)
+    case ISA_AVX2: ops_relu2_mul_avx2(g, u, n); return;
+    case ISA_AVX512: ops_relu2_mul_avx512(g, u, n); return;
+#endif
+    default: ops_relu2_mul_ref(g, u, n); return;
     }
 }
 

@@ -56,6 +56,12 @@ void ops_attn_head_avx512(float *out, const float *q, const void *k, const void 
                           int n_kv, int64_t stride, int hd, float scale, float *scores);
 
 void ops_softmax_ref(float *x, int64_t n);
+void ops_silu_mul_ref(float *g, const float *u, int64_t n);
+void ops_relu2_mul_ref(float *g, const float *u, int64_t n);
+void ops_silu_mul_avx2(float *g, const float *u, int64_t n);
+void ops_relu2_mul_avx2(float *g, const float *u, int64_t n);
+void ops_silu_mul_avx512(float *g, const float *u, int64_t n);
+void ops_relu2_mul_avx512(float *g, const float *u, int64_t n);
 void ops_softmax_avx2(float *x, int64_t n);
 void ops_softmax_avx512(float *x, int64_t n);
 

@@ -152,3 +152,26 @@ void ops_f16_to_f32_avx2(float *y, const uint16_t *x, int64_t n) {
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)(x + i))));
     for (; i < n; i++) y[i] = f16_to_f32(x[i]);
 }
+
+/* the gates: the spec's arithmetic lane by lane (ops_silu_mul_ref, ops_relu2_mul_ref) */
+INLINE __m256 silu8(__m256 g, __m256 u) {
+    __m256 e = exp8(_mm256_sub_ps(_mm256_setzero_ps(), g));
+    return _mm256_mul_ps(_mm256_div_ps(g, _mm256_add_ps(_mm256_set1_ps(1.0f), e)), u);
+}
+
+INLINE __m256 relu2_8(__m256 g, __m256 u) {
+    __m256 r = _mm256_max_ps(g, _mm256_setzero_ps());   /* NaN, -0 → the second operand, +0 */
+    return _mm256_mul_ps(_mm256_mul_ps(r, r), u);
+}
+
+void ops_silu_mul_avx2(float *restrict g, const float *restrict u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(g + i, silu8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i < n) ops_silu_mul_ref(g + i, u + i, n - i);
+}
+
+void ops_relu2_mul_avx2(float *restrict g, const float *restrict u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(g + i, relu2_8(_mm256_loadu_ps(g + i), _mm256_loadu_ps(u + i)));
+    if (i < n) ops_relu2_mul_ref(g + i, u + i, n - i);
+}

@@ -147,3 +147,32 @@ void ops_f16_to_f32_avx512(float *y, const uint16_t *x, int64_t n) {
         _mm512_mask_storeu_ps(y + i, t, _mm512_cvtph_ps(_mm256_maskz_loadu_epi16(t, x + i)));
     }
 }
+
+/* the gates: the spec's arithmetic lane by lane (ops_silu_mul_ref, ops_relu2_mul_ref) */
+INLINE __m512 silu16(__m512 g, __m512 u) {
+    __m512 e = exp16(_mm512_sub_ps(_mm512_setzero_ps(), g));
+    return _mm512_mul_ps(_mm512_div_ps(g, _mm512_add_ps(_mm512_set1_ps(1.0f), e)), u);
+}
+
+INLINE __m512 relu2_16(__m512 g, __m512 u) {
+    __m512 r = _mm512_max_ps(g, _mm512_setzero_ps());   /* NaN, -0 → the second operand, +0 */
+    return _mm512_mul_ps(_mm512_mul_ps(r, r), u);
+}
+
+void ops_silu_mul_avx512(float *restrict g, const float *restrict u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(g + i, silu16(_mm512_loadu_ps(g + i), _mm512_loadu_ps(u + i)));
+    if (i < n) {
+        __mmask16 t = tail_mask(n - i);
+        _mm512_mask_storeu_ps(g + i, t, silu16(_mm512_maskz_loadu_ps(t, g + i), _mm512_maskz_loadu_ps(t, u + i)));
+    }
+}
+
+void ops_relu2_mul_avx512(float *restrict g, const float *restrict u, int64_t n) {
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(g + i, relu2_16(_mm512_loadu_ps(g + i), _mm512_loadu_ps(u + i)));
+    if (i < n) {
+        __mmask16 t = tail_mask(n - i);
+        _mm512_mask_storeu_ps(g + i, t, relu2_16(_mm512_maskz_loadu_ps(t, g + i), _mm512_maskz_loadu_ps(t, u + i)));
+    }
+}

@@ -181,18 +181,39 @@ static void test_ops_softmax(void **st) {
 static void test_ops_elementwise(void **st) {
     const int64_t n = 6913;
     float *g = frandv(n, 8.0f), *u = frandv(n, 2.0f), *y = malloc(sizeof(float) * (size_t)n);
+    /* specials where the vector lanes could part from the spec: ±0, NaN, ±inf, exp's range ends */
+    static const float sp[] = {0.0f, -0.0f, NAN, INFINITY, -INFINITY, 87.3f, -87.3f, 88.5f, -88.5f, 1e-40f, -1e-40f};
+    float *g2 = malloc(sizeof(float) * (size_t)n), *r = malloc(sizeof(float) * (size_t)n);
+    memcpy(g2, g, sizeof(float) * (size_t)n);
+    for (size_t k = 0; k < sizeof sp / sizeof *sp; k++) g2[100 + 7 * k] = sp[k], g2[n - 1 - k] = sp[k];
     memcpy(y, g, sizeof(float) * (size_t)n);
-    ops_silu_mul(y, u, n);
+    ops_silu_mul_ref(y, u, n);
     for (int64_t i = 0; i < n; i++) {
-        double want = g[i] / (1.0 + exp(-(double)g[i])) * u[i];
-        close_to(y[i], want, 3e-7 * fabs(want) + 1e-30, "silu_mul", i);
+        double want = g[i] / (1.0 + exp(-(double)g[i])) * u[i];   /* exp is the spec's (~2 ulp) */
+        close_to(y[i], want, 6e-7 * fabs(want) + 1e-30, "silu_mul", i);
     }
     memcpy(y, g, sizeof(float) * (size_t)n);
-    ops_relu2_mul(y, u, n);
+    ops_relu2_mul_ref(y, u, n);
     for (int64_t i = 0; i < n; i++) {
         double r = g[i] > 0 ? g[i] : 0, want = r * r * u[i];
         close_to(y[i], want, 3e-7 * fabs(want) + 1e-30, "relu2_mul", i);
     }
+    /* every ISA gives the spec's bits, at every length (vector bodies and tails) */
+    for (int64_t len = 1; len <= n; len = len < 40 ? len + 1 : len * 3 + 1)
+        for (int isa = 0; isa < ISA_COUNT; isa++) {
+            if (!isa_supported(isa)) continue;
+            for (int f = 0; f < 2; f++) {
+                memcpy(r, g2, sizeof(float) * (size_t)n);
+                f ? ops_relu2_mul_ref(r, u, len) : ops_silu_mul_ref(r, u, len);
+                isa_force(isa);
+                memcpy(y, g2, sizeof(float) * (size_t)n);
+                f ? ops_relu2_mul(y, u, len) : ops_silu_mul(y, u, len);
+                isa_force(isa_best());
+                same_bits(y, r, n, f ? "relu2_mul" : "silu_mul", isa);
+            }
+        }
+    free(g2);
+    free(r);
     memcpy(y, g, sizeof(float) * (size_t)n);
     ops_add(y, u, n);
     for (int64_t i = 0; i < n; i++) assert_true(y[i] == g[i] + u[i]);
