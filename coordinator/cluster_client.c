@@ -496,6 +496,7 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
         p->sp[k].repeat_penalty = sp->repeat_penalty;
         p->sp[k].repeat_last_n = sp->repeat_last_n;
         p->sp[k].seed = sp->seed;
+        p->sp[k].logprobs = sp->logprobs != 0;
         p->ss[k].seq_id = (uint32_t)slot;
         p->ss[k].params = &p->sp[k];
         p->ssp[k] = &p->ss[k];

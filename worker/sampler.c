@@ -6,6 +6,7 @@
 #include <string.h>
 
 void sampler_params_default(sampler_params_t *p) {
+    memset(p, 0, sizeof *p);
     p->temp = 0.8f;
     p->top_k = 40;
     p->top_p = 0.95f;
@@ -116,7 +117,7 @@ int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *
         int best = 0;
         for (int i = 1; i < n_vocab; i++)
             if (logits[i] > logits[best]) best = i;
-        if (logprob) *logprob = log_softmax_at(logits, n_vocab, best);
+        if (logprob) *logprob = s->p.logprobs ? log_softmax_at(logits, n_vocab, best) : 0.0f;
         return best;
     }
     cand_t *c = work;
@@ -145,6 +146,6 @@ int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *
         acc += exp(((double)c[i].logit - mx) * inv_t);
         if (r < acc) { pick = c[i].id; break; }
     }
-    if (logprob) *logprob = log_softmax_at(logits, n_vocab, pick);
+    if (logprob) *logprob = s->p.logprobs ? log_softmax_at(logits, n_vocab, pick) : 0.0f;
     return pick;
 }

@@ -14,6 +14,8 @@ typedef struct sampler_params {
     float repeat_penalty; /* 1: off */
     int repeat_last_n;    /* tokens of history the penalty looks at */
     uint64_t seed;
+    int logprobs;         /* 1: sampler_sample fills *logprob (a log-softmax over the whole
+                           * vocabulary, ~0.4 ms a token at 128k: only when someone reads it) */
 } sampler_params_t;
 
 #define SAMPLER_HIST_MAX 1024
@@ -30,7 +32,7 @@ void sampler_init(sampler_t *s, const sampler_params_t *p);
 void sampler_accept(sampler_t *s, int token);   /* records a token in the history */
 /* samples from logits (n_vocab,), which it may modify; work: scratch of 2*n_vocab floats+ints
  * (sampler_work_bytes). *logprob (optional) = log softmax prob of the chosen token at temp 1
- * after the penalty. Does not record the token (call sampler_accept). */
+ * after the penalty when the params ask for it (logprobs), else 0. Does not record the token (call sampler_accept). */
 int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob);
 unsigned long sampler_work_bytes(int n_vocab);
 

@@ -345,7 +345,8 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
             const Tern__SeqSampling *ss = f->sampling[i];
             if (!ss->params || ss->seq_id >= (uint32_t)w->st.cfg.n_seq) continue;
             sampler_params_t p = {ss->params->temp, ss->params->top_k, ss->params->top_p, ss->params->min_p,
-                                  ss->params->repeat_penalty, ss->params->repeat_last_n, ss->params->seed};
+                                  ss->params->repeat_penalty, ss->params->repeat_last_n, ss->params->seed,
+                                  ss->params->logprobs};
             stage_seq_start(&w->st, (int)ss->seq_id, &p);
         }
     int m = stage_step(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp, err, sizeof err);

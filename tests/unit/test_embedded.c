@@ -76,6 +76,7 @@ static void start(tern_model *m, const run_cfg_t *c, trace_t *t) {
     sampler_params_default(&sp);
     sp.temp = c->temp;
     sp.seed = 1234;
+    sp.logprobs = 1;   /* the flag crosses to the last stage too */
     memset(t, 0, sizeof *t);
     assert_true(sched_add(&m->sched, prompt, 7, MAX_GEN, &sp, on_tok, t) >= 0);
 }
