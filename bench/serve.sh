@@ -20,7 +20,8 @@ esac
 if [ ! -s "$model" ]; then
   case "$MODEL" in
     small|2b4t) echo "serve bench: making $model" >&2; mkdir -p "$cache/models"
-                "$TERN" mkmodel --preset "$MODEL" --arch bitnet-b1.58 --type i2_s --seed 1 -o "$model" >&2 || exit 1 ;;
+                v=(); [ -s "$HOME/.cache/tern/llama3/tokenizer.json" ] && v=(--vocab "$HOME/.cache/tern/llama3/tokenizer.json")
+                "$TERN" mkmodel --preset "$MODEL" --arch bitnet-b1.58 --type i2_s "${v[@]}" --seed 1 -o "$model" >&2 || exit 1 ;;
     *) echo "serve bench: no model file $model" >&2; exit 1 ;;
   esac
 fi
