@@ -18,6 +18,7 @@ void server_job_unref(struct server *s, job_t *j) {
     server_stop_free(&j->st);
     free(j->out);
     free(j->sse);
+    free(j->lp);
     pthread_cond_destroy(&j->cv);
     free(j);
 }
@@ -59,7 +60,42 @@ static void job_emit(job_t *j, const char *p, size_t n) {
     }
     memcpy(j->out + j->out_len, p, n);
     j->out_len += n;
+    j->out_total += n;
     j->out[j->out_len] = 0;
+}
+
+/* the log-probability records that belong to the finished reply (caller holds s->mu): all of
+ * them, or after a stop string the tokens whose text starts before the released text ends
+ * (and empty ones at its end) */
+static int lp_kept(const job_t *j) {
+    if (!j->st.hit) return j->n_lp;
+    int k = 0;
+    while (k < j->n_lp && (j->lp[k].bstart < j->out_total || j->lp[k].bend <= j->out_total)) k++;
+    return k;
+}
+
+/* Log-probability records, in the coordinates of the detokenizer's output (which holds the
+ * bytes of a cut character back until it completes): a token's text starts after the bytes
+ * held before it, and ends after the bytes held after it. Caller holds s->mu. */
+static void lp_record(job_t *j, int32_t token, float logprob, size_t bstart, size_t bend) {
+    if (!j->lp || j->n_lp == j->lp_cap) return;   /* sized for max_gen tokens at admission */
+    job_lp_t *r = &j->lp[j->n_lp++];
+    r->token = token;
+    r->logprob = logprob;
+    r->bstart = (uint32_t)bstart;
+    r->bend = (uint32_t)bend;
+    r->cstart = UINT32_MAX;   /* placed once its first byte is out */
+}
+
+/* text_offset (characters) of the records whose text starts within out[0..n), the output
+ * that begins at byte j->gen_bytes, character j->gen_chars. Caller holds s->mu. */
+static void lp_place(job_t *j, const char *out, size_t n) {
+    for (; j->lp_placed < j->n_lp; j->lp_placed++) {
+        job_lp_t *r = &j->lp[j->lp_placed];
+        if (r->bstart > j->gen_bytes + n) break;
+        size_t in = r->bstart > j->gen_bytes ? r->bstart - j->gen_bytes : 0;
+        r->cstart = (uint32_t)(j->gen_chars + server_text_chars(out, in));
+    }
 }
 
 /* the job has ended (any reason); drops the engine's reference. Caller does not hold s->mu. */
@@ -75,6 +111,11 @@ static void job_end(struct server *s, job_t *j, int finish) {
         job_emit(j, rel, rlen);
         server_stop_flush(&j->st, &tail, &tlen);   /* held back, but no stop string came */
         job_emit(j, tail, tlen);
+    }
+    if (j->logprobs) {
+        lp_place(j, buf, n > 0 ? (size_t)n : 0);
+        for (; j->lp_placed < j->n_lp; j->lp_placed++) j->lp[j->lp_placed].cstart = (uint32_t)j->gen_chars;
+        j->lp_final = lp_kept(j);
     }
     if (j->cancel && finish != SCHED_ERROR) finish = SCHED_CANCEL;
     if (finish == SCHED_ERROR && !j->errmsg[0]) {
@@ -101,7 +142,6 @@ static int on_token(void *user, int id, int32_t token, float logprob, int finish
     job_t *j = user;
     struct server *s = j->srv;
     (void)id;
-    (void)logprob;
     if (finish) { job_end(s, j, finish); return 0; }
     double now = time_now();
     pthread_mutex_lock(&s->met.mu);
@@ -117,14 +157,23 @@ static int on_token(void *user, int id, int32_t token, float logprob, int finish
         return 1;
     }
     char buf[512];
+    size_t held = (size_t)j->dt.npending;   /* bytes of a cut character: this token's text follows them */
     int n = detok_feed(&j->dt, token, buf, sizeof buf);
     const char *rel = "";
     size_t rlen = 0;
     int hit = n > 0 ? server_stop_feed(&j->st, buf, (size_t)n, &rel, &rlen) : 0;
+    size_t chars = j->logprobs && n > 0 ? server_text_chars(buf, (size_t)n) : 0;   /* for text_offset */
     pthread_mutex_lock(&s->mu);
     if (!j->t_first) j->t_first = now;
     j->n_gen++;
+    if (j->logprobs) {
+        size_t out = n > 0 ? (size_t)n : 0;
+        lp_record(j, token, logprob, j->gen_bytes + held, j->gen_bytes + out + (size_t)j->dt.npending);
+        lp_place(j, buf, out);
+    }
     job_emit(j, rel, rlen);
+    j->gen_bytes += n > 0 ? (size_t)n : 0;
+    j->gen_chars += chars;
     int stop = hit != 0 || j->cancel;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&s->mu);

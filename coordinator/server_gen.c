@@ -7,6 +7,7 @@
 #include "core/log.h"
 #include "core/progress.h"
 #include <jansson.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -100,15 +101,84 @@ static json_t *reply_base(struct server *s, const job_t *j, const char *object) 
                      "model", s->model_id, "system_fingerprint", "tern");
 }
 
+/* ---- logprobs ---------------------------------------------------------------------------
+ * The sampled tokens' log-probabilities in OpenAI's shapes. Alternatives (completions'
+ * top_logprobs, chat's top_logprobs) are not available: the last pipeline stage sends one
+ * logprob per token (proto Sampled), so completions say null and chat gives []. */
+
+/* token id's bytes as they add to the text (control tokens: none); *n its length. Returns buf,
+ * or a malloc'd copy the caller frees when the piece is longer than cap */
+static char *lp_piece(const tokenizer_t *tok, int id, char *buf, int cap, int *n) {
+    int k = tokenizer_piece(tok, id, 0, buf, cap);
+    *n = k > 0 && k <= cap ? k : 0;
+    if (k <= cap) return buf;
+    char *p = malloc((size_t)k);
+    if (p && tokenizer_piece(tok, id, 0, p, k) == k) { *n = k; return p; }
+    free(p);
+    return buf;
+}
+
+static json_t *lp_value(float x) { return json_real(isfinite(x) ? (double)x : -9999.0); }
+
+/* a completions "tokens" entry: the piece, or when it is part of a character OpenAI's
+ * "bytes:\\xNN..." */
+static json_t *lp_token_text(const char *p, int n) {
+    if (server_text_valid(p, (size_t)n)) return json_stringn(p, (size_t)n);
+    char *hex = malloc((size_t)n * 4 + 8);
+    if (!hex) return NULL;
+    int h = sprintf(hex, "bytes:");
+    for (int k = 0; k < n; k++) h += sprintf(hex + h, "\\x%02x", (unsigned char)p[k]);
+    json_t *o = json_string(hex);
+    free(hex);
+    return o;
+}
+
+/* a chat "content" entry: token, logprob, its bytes, and no alternatives */
+static json_t *lp_chat_entry(const char *p, int n, float logprob) {
+    json_t *bytes = json_array();
+    for (int k = 0; k < n; k++) json_array_append_new(bytes, json_integer((unsigned char)p[k]));
+    return json_pack("{s:o, s:o, s:o, s:[]}", "token", server_json_text(p, (size_t)n), "logprob", lp_value(logprob),
+                     "bytes", bytes, "top_logprobs");
+}
+
+/* records [a, b) of j->lp as the reply's "logprobs" object (caller holds s->mu); NULL when the
+ * request did not ask (the reply then says null) */
+static json_t *lp_json(struct server *s, const job_t *j, int a, int b) {
+    if (!j->logprobs) return NULL;
+    int chat = j->kind == SERVER_REQ_CHAT;
+    json_t *toks = json_array(), *vals = json_array(), *offs = json_array();
+    for (int i = a; i < b; i++) {
+        char buf[512];
+        int n;
+        char *p = lp_piece(s->m->tok, j->lp[i].token, buf, sizeof buf, &n);
+        if (chat) {
+            json_array_append_new(toks, lp_chat_entry(p, n, j->lp[i].logprob));
+        } else {
+            json_array_append_new(toks, lp_token_text(p, n));
+            json_array_append_new(vals, lp_value(j->lp[i].logprob));
+            json_array_append_new(offs, json_integer(j->lp[i].cstart));
+        }
+        if (p != buf) free(p);
+    }
+    if (chat) {
+        json_decref(vals);
+        json_decref(offs);
+        return json_pack("{s:o}", "content", toks);
+    }
+    return json_pack("{s:o, s:o, s:n, s:o}", "tokens", toks, "token_logprobs", vals, "top_logprobs", "text_offset",
+                     offs);
+}
+
 /* the non-streamed reply of a finished job (caller holds s->mu) */
 static json_t *final_reply(struct server *s, const job_t *j) {
     int chat = j->kind == SERVER_REQ_CHAT;
     json_t *o = reply_base(s, j, chat ? "chat.completion" : "text_completion");
     json_t *text = server_json_text(j->out ? j->out : "", j->out_len);
-    json_t *choice = chat ? json_pack("{s:i, s:{s:s, s:o}, s:n, s:s}", "index", 0, "message", "role", "assistant",
-                                      "content", text, "logprobs", "finish_reason", finish_name(j->finish))
-                          : json_pack("{s:o, s:i, s:n, s:s}", "text", text, "index", 0, "logprobs", "finish_reason",
-                                      finish_name(j->finish));
+    json_t *lp = lp_json(s, j, 0, j->lp_final);
+    json_t *choice = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o?, s:s}", "index", 0, "message", "role", "assistant",
+                                      "content", text, "logprobs", lp, "finish_reason", finish_name(j->finish))
+                          : json_pack("{s:o, s:i, s:o?, s:s}", "text", text, "index", 0, "logprobs", lp,
+                                      "finish_reason", finish_name(j->finish));
     json_object_set_new(o, "choices", json_pack("[o]", choice));
     json_object_set_new(o, "usage", usage_json(j));
     json_object_set_new(o, "timings", timings_json(j));
@@ -160,8 +230,10 @@ static void sse_put(job_t *j, json_t *o) {
     free(txt);
 }
 
-/* a chunk with text (NULL: none) and finish reason (NULL: still running) */
-static json_t *chunk(struct server *s, const job_t *j, const char *text, size_t n, const char *finish, int role) {
+/* a chunk with text (NULL: none), finish reason (NULL: still running) and logprobs (NULL: null;
+ * stolen) */
+static json_t *chunk(struct server *s, const job_t *j, const char *text, size_t n, const char *finish, int role,
+                     json_t *lp) {
     int chat = j->kind == SERVER_REQ_CHAT;
     json_t *o = reply_base(s, j, chat ? "chat.completion.chunk" : "text_completion");
     json_t *fin = finish ? json_string(finish) : json_null(), *c;
@@ -169,10 +241,10 @@ static json_t *chunk(struct server *s, const job_t *j, const char *text, size_t 
         json_t *delta = json_object();
         if (role) json_object_set_new(delta, "role", json_string("assistant"));
         if (text) json_object_set_new(delta, "content", server_json_text(text, n));
-        c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "delta", delta, "logprobs", "finish_reason", fin);
+        c = json_pack("{s:i, s:o, s:o?, s:o}", "index", 0, "delta", delta, "logprobs", lp, "finish_reason", fin);
     } else {
-        c = json_pack("{s:i, s:o, s:n, s:o}", "index", 0, "text", server_json_text(text ? text : "", n), "logprobs",
-                      "finish_reason", fin);
+        c = json_pack("{s:i, s:o, s:o?, s:o}", "index", 0, "text", server_json_text(text ? text : "", n), "logprobs",
+                      lp, "finish_reason", fin);
     }
     json_object_set_new(o, "choices", json_pack("[o]", c));
     if (j->include_usage) json_object_set_new(o, "usage", json_null());
@@ -184,12 +256,15 @@ static int sse_fill(struct server *s, job_t *j) {
     if (j->sse_phase == 2) return 0;
     if (j->sse_phase == 0) {
         j->sse_phase = 1;
-        if (j->kind == SERVER_REQ_CHAT) { sse_put(j, chunk(s, j, "", 0, NULL, 1)); return 0; }
+        if (j->kind == SERVER_REQ_CHAT) { sse_put(j, chunk(s, j, "", 0, NULL, 1, NULL)); return 0; }
     }
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        if (j->out_len) {
-            sse_put(j, chunk(s, j, j->out, j->out_len, NULL, 0));
+        if (j->out_len) {   /* with the tokens whose text is all out */
+            int k = j->lp_sent;
+            while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
+            sse_put(j, chunk(s, j, j->out, j->out_len, NULL, 0, lp_json(s, j, j->lp_sent, k)));
+            j->lp_sent = k;
             j->out_len = 0;
             break;
         }
@@ -201,7 +276,9 @@ static int sse_fill(struct server *s, job_t *j) {
                 if (txt) sse_event(j, txt);
                 free(txt);
             } else {
-                sse_put(j, chunk(s, j, NULL, 0, finish_name(j->finish), 0));
+                json_t *lp = j->lp_final > j->lp_sent ? lp_json(s, j, j->lp_sent, j->lp_final) : NULL;
+                sse_put(j, chunk(s, j, NULL, 0, finish_name(j->finish), 0, lp));
+                j->lp_sent = j->lp_final;
                 if (j->include_usage) {
                     json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion.chunk" : "text_completion");
                     json_object_set_new(o, "choices", json_array());
@@ -258,6 +335,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->stream = r->stream;
     j->include_usage = r->stream && r->include_usage;
     j->ignore_eos = r->ignore_eos;
+    j->logprobs = r->logprobs;
     j->sp = r->sp;
     for (int i = 0; i < r->n_stop; i++) { j->stop[i] = r->stop[i]; r->stop[i] = NULL; }
     j->n_stop = r->n_stop;
@@ -294,6 +372,11 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
         s->n_busy++;
         pthread_mutex_unlock(&s->mu);
         j->max_gen = max_gen(s, &r, j->n_ids);
+        if (rc == 0 && j->logprobs && j->max_gen > 0) {   /* no allocation once generating */
+            if (!(j->lp = malloc((size_t)j->max_gen * sizeof *j->lp)))
+                rc = server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
+            j->lp_cap = j->lp ? j->max_gen : 0;
+        }
         j->conn = c;
         j->deadline = s->cfg.timeout_s > 0 ? time_now() + s->cfg.timeout_s : 0;
     }

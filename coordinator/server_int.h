@@ -15,11 +15,21 @@
 enum job_state { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2 };
 enum job_cancel { JOB_CANCEL_NONE = 0, JOB_CANCEL_GONE = 1, JOB_CANCEL_TIMEOUT = 2, JOB_CANCEL_SHUTDOWN = 3 };
 
+/* one generated token's log-probability, and where its text lies in the generated text (the
+ * detokenizer's output before stop strings cut it): [bstart, bend) in bytes, cstart in
+ * characters as the reply shows them (OpenAI's text_offset) */
+typedef struct job_lp {
+    int32_t token;
+    float logprob;
+    uint32_t bstart, bend, cstart;
+} job_lp_t;
+
 typedef struct job {
     struct job *next;          /* queue link (under srv->mu) */
     struct server *srv;
     int refs;                  /* under srv->mu: HTTP connection, stream reader, engine */
     int kind, stream, include_usage, ignore_eos;
+    int logprobs;              /* the reply carries log-probabilities (j->lp) */
     int32_t *ids;              /* (n_ids,) prompt */
     int n_ids, max_gen;
     sampler_params_t sp;
@@ -32,11 +42,19 @@ typedef struct job {
     server_stop_t st;
     int seq_id;
     double t_last;
+    size_t gen_bytes, gen_chars;   /* the detokenizer's output so far */
     /* under srv->mu */
     pthread_cond_t cv;
     int state, cancel, finish;
     char *out;                 /* released text: all of it (plain), or not yet sent (stream) */
     size_t out_len, out_cap;
+    size_t out_total;          /* bytes of text released so far (all of it, streamed or not) */
+    job_lp_t *lp;              /* (lp_cap,) when logprobs: one per generated token but end-of-generation */
+    int n_lp, lp_cap;
+    int lp_final;              /* once done: the records that belong to the reply (a prefix of lp;
+                                * a stop string drops the tokens from where it starts) */
+    int lp_placed;             /* records whose text_offset is known (engine thread) */
+    int lp_sent;               /* streaming: records already sent (the HTTP side only) */
     int n_gen;
     double t_enq, t_start, t_first, t_end;
     char errmsg[256];

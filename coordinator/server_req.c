@@ -188,6 +188,25 @@ static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
     return 0;
 }
 
+/* OpenAI's two spellings: completions "logprobs": N (0..5, null = off); chat "logprobs": bool
+ * with "top_logprobs": N (0..20, only with logprobs true). Only a request that asks pays for
+ * the log-softmax on the last stage (sp.logprobs). */
+static int parse_logprobs(server_req_t *r, json_t *root, server_err_t *e) {
+    long long n = 0;
+    int rc;
+    if (r->kind == SERVER_REQ_COMPLETION) {
+        if ((rc = get_int(root, "logprobs", 0, 5, &n, e)) < 0) return rc;
+        r->logprobs = rc == 1;
+    } else {
+        if ((rc = get_bool(root, "logprobs", &r->logprobs, e)) < 0) return rc;
+        if ((rc = get_int(root, "top_logprobs", 0, 20, &n, e)) < 0) return rc;
+        if (n > 0 && !r->logprobs) return BAD(e, "top_logprobs", "'top_logprobs' needs 'logprobs': true");
+    }
+    r->top_logprobs = r->logprobs ? (int)n : 0;
+    r->sp.logprobs = r->logprobs;
+    return 0;
+}
+
 /* the fields shared by completions and chat */
 static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     long long v = 1;
@@ -214,6 +233,7 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     v = -1;
     if ((rc = get_int(root, "seed", INT64_MIN, INT64_MAX, &v, e)) < 0) return rc;
     if (rc == 1 && v != -1) { sp->seed = (uint64_t)v; r->seed_set = 1; }   /* -1: the server's choice */
+    if ((rc = parse_logprobs(r, root, e)) < 0) return rc;
     if ((rc = get_bool(root, "stream", &r->stream, e)) < 0) return rc;
     if ((rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) < 0) return rc;
     json_t *so = json_object_get(root, "stream_options");
@@ -321,4 +341,22 @@ void *server_json_text(const char *s, size_t n) {
     j = json_stringn(buf, o);
     free(buf);
     return j;
+}
+
+size_t server_text_chars(const char *s, size_t n) {
+    size_t chars = 0;
+    for (size_t i = 0; i < n; chars++) {
+        int ok;
+        i += utf8_step((const unsigned char *)s + i, n - i, &ok);
+    }
+    return chars;
+}
+
+int server_text_valid(const char *s, size_t n) {
+    for (size_t i = 0; i < n;) {
+        int ok;
+        i += utf8_step((const unsigned char *)s + i, n - i, &ok);
+        if (!ok) return 0;
+    }
+    return 1;
 }

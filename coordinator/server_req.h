@@ -32,8 +32,12 @@ typedef struct server_req {
     char *stop[SERVER_MAX_STOP];
     int n_stop;
     int stream, include_usage;
-    int ignore_eos;
-    int seed_set;            /* the request chose its seed */          /* llama.cpp's: keep generating past end-of-generation tokens */
+    int ignore_eos;          /* llama.cpp's: keep generating past end-of-generation tokens */
+    int seed_set;            /* the request chose its seed */
+    int logprobs;            /* the reply carries the sampled tokens' log-probabilities (sp.logprobs
+                              * is set to match): completions' "logprobs": 0..5, chat's "logprobs": true */
+    int top_logprobs;        /* alternatives asked per token (completions' logprobs N, chat's
+                              * top_logprobs); the server returns none (see server_gen.c) */
     int add_special, parse_special, with_pieces;   /* tokenize */
 } server_req_t;
 
@@ -59,5 +63,9 @@ void server_req_free(server_req_t *r);
 char *server_err_json(const server_err_t *e);
 /* s[0..n) as a jansson string (json_t *), invalid UTF-8 bytes replaced by U+FFFD; NULL: OOM */
 void *server_json_text(const char *s, size_t n);
+/* the characters server_json_text(s, n) holds: valid ones, and one U+FFFD per bad stretch */
+size_t server_text_chars(const char *s, size_t n);
+/* 1 when s[0..n) is valid UTF-8 */
+int server_text_valid(const char *s, size_t n);
 
 #endif

@@ -1,5 +1,5 @@
 // The official OpenAI Node client (npm `openai`, major 4) against a running `tern serve`:
-// models, completions, chat, streaming (for await), seeded sampling and errors as APIError.
+// models, completions, chat, streaming (for await), seeded sampling, logprobs and errors as APIError.
 // Driven by openai_client.sh: node openai_client.mjs NODE_DIR BASE_URL API_KEY EXPECT.json
 // EXPECT holds the prompt, n and the `tern run` texts (greedy and seeded) to compare against.
 // Prints one "ok - " / "FAIL - " line per check; exits 1 when any check failed.
@@ -106,6 +106,38 @@ await run('chat', async () => {
   check(role === 'assistant' && ['stop', 'length'].includes(finish),
     'streamed chat (for await): role in the first delta, finish_reason at the end', `role=${role} finish=${finish}`);
   check(text === m.content, 'streamed chat content == plain chat content', `${show(text)} vs ${show(m.content)}`);
+});
+
+await run('logprobs', async () => {
+  const r = await client.completions.create({ model: want.model, prompt: want.prompt, max_tokens: want.n,
+    temperature: 0, logprobs: 2 });
+  const c = r.choices[0], lp = c.logprobs;
+  const fine = (v) => typeof v === 'number' && Number.isFinite(v) && v <= 0;
+  check(c.text === want.greedy && lp && lp.tokens.length === r.usage.completion_tokens &&
+    lp.token_logprobs.length === lp.tokens.length && lp.text_offset.length === lp.tokens.length &&
+    lp.token_logprobs.every(fine) && lp.top_logprobs === null && lp.text_offset[0] === 0,
+    'completions.create({logprobs: 2}): tokens, token_logprobs <= 0, text_offset; same text', show(c));
+  const body = { model: want.model, max_tokens: 12, temperature: 0, logprobs: true, top_logprobs: 2,
+    messages: [{ role: 'user', content: 'Say hi' }] };
+  const ch = await client.chat.completions.create(body);
+  const content = ch.choices[0].logprobs?.content ?? [];
+  check(content.length === ch.usage.completion_tokens && content.every((t) => typeof t.token === 'string' &&
+    fine(t.logprob) && Array.isArray(t.bytes) && Array.isArray(t.top_logprobs)),
+    'chat.completions.create({logprobs: true}): logprobs.content per token', show(ch.choices[0].logprobs));
+  const stream = await client.chat.completions.create({ ...body, stream: true });
+  const streamed = [];
+  for await (const k of stream) streamed.push(...(k.choices[0]?.logprobs?.content ?? []));
+  check(JSON.stringify(streamed) === JSON.stringify(content), 'streamed chat logprobs == plain chat logprobs',
+    `${show(streamed)} vs ${show(content)}`);
+  const plain = await client.completions.create({ model: want.model, prompt: want.prompt, max_tokens: 2 });
+  check(plain.choices[0].logprobs === null, 'no logprobs asked: logprobs null', show(plain.choices[0]));
+  try {
+    await client.completions.create({ model: want.model, prompt: 'a', logprobs: 6 });
+    bad('logprobs 6: no error');
+  } catch (e) {
+    check(e instanceof BadRequestError && e.status === 400 && e.param === 'logprobs',
+      'logprobs 6: BadRequestError 400 naming param logprobs', `${e?.constructor?.name} ${e?.status} ${e?.param}`);
+  }
 });
 
 await expectErr('n=2', BadRequestError, 400, 'invalid_request_error', 'invalid_value',

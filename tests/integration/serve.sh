@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `tern serve` end to end on a tiny generated model, with curl on 127.0.0.1 (free ports):
 # /health, /v1/models, completions and chat (plain and streamed as SSE, with usage), greedy
-# output equal to `tern run --temp 0`, seeded sampling repeatable, 4 parallel requests with
+# output equal to `tern run --temp 0`, logprobs (OpenAI shapes, streamed == plain, over workers), seeded sampling repeatable, 4 parallel requests with
 # -np 4 equal to their single outputs, stop strings (plain and streamed), /tokenize +
 # /detokenize, errors (bad JSON, unknown route, wrong method, n=2, prompt too long, body too
 # large), --api-key, --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
@@ -98,6 +98,60 @@ elif mode == "stop":    # a short ASCII piece of the text to use as a stop strin
         if s.isascii() and s.strip() == s and s.isprintable():
             json.dump({"stop": s, "want": t[:t.find(s)]}, sys.stdout); sys.exit(0)
     die("no ASCII piece in the text")
+elif mode in ("lp", "nolp"):   # lp FILE [N_VOCAB]: a reply's or a stream's logprobs, checked, as one JSON
+    # (N_VOCAB: greedy, so each token is the likeliest: logprob >= -ln(N_VOCAB)); nolp FILE: none anywhere
+    import math
+    sse = raw.startswith(b"data: ")
+    if sse:
+        chunks = [json.loads(e[6:]) for e in raw.decode("utf-8").split("\n\n") if e.startswith("data: {")]
+        choices = [c["choices"][0] for c in chunks if c.get("choices")]
+        usage = None
+    else:
+        o = json.loads(raw)
+        choices, usage = o["choices"], o["usage"]
+    if any("logprobs" not in c for c in choices): die("a choice without 'logprobs'")
+    if mode == "nolp":
+        if any(c["logprobs"] is not None for c in choices): die("logprobs present but not asked for")
+        sys.exit(0)
+    chat = "message" in choices[0] or "delta" in choices[0]
+    text = "".join((c.get("message") or c.get("delta") or {}).get("content") or "" if chat else c["text"] for c in choices)
+    toks, lps, offs, raws = [], [], [], []
+    for c in choices:
+        lp = c["logprobs"]
+        if lp is None: continue
+        if chat:
+            if set(lp) != {"content"} or not isinstance(lp["content"], list): die(f"chat logprobs {lp!r}")
+            for t in lp["content"]:
+                if set(t) != {"token", "logprob", "bytes", "top_logprobs"} or t["top_logprobs"] != []: die(f"entry {t!r}")
+                b = bytes(t["bytes"])
+                if t["token"] != b.decode("utf-8", "replace"): die(f"token {t['token']!r} is not its bytes {b!r}")
+                toks.append(t["token"]); lps.append(t["logprob"]); raws.append(b)
+        else:
+            if set(lp) != {"tokens", "token_logprobs", "top_logprobs", "text_offset"} or lp["top_logprobs"] is not None:
+                die(f"completion logprobs keys {sorted(lp)}")
+            if not len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]): die("lengths differ")
+            toks += lp["tokens"]; lps += lp["token_logprobs"]; offs += lp["text_offset"]
+    if not toks: die("no tokens in logprobs")
+    for v in lps:
+        if not isinstance(v, float) or not math.isfinite(v) or v > 1e-6: die(f"logprob {v!r} is not a finite value <= 0")
+        if len(sys.argv) > 3 and v < -math.log(int(sys.argv[3])) - 1e-4: die(f"greedy token with logprob {v} < -ln(V)")
+    if usage is not None and len(toks) > usage["completion_tokens"]: die("more logprobs than completion tokens")
+    if usage is not None and choices[0]["finish_reason"] == "length" and len(toks) != usage["completion_tokens"]:
+        die(f"{len(toks)} logprobs for {usage['completion_tokens']} tokens")
+    if chat:   # the tokens' bytes make the text (nothing was cut: no stop strings in chat here)
+        if b"".join(raws).decode("utf-8", "replace") != text: die(f"bytes {b''.join(raws)!r} vs text {text!r}")
+    else:      # text_offset: where each token's text starts, in characters
+        if offs[0] != 0 or any(b < a for a, b in zip(offs, offs[1:])) or offs[-1] > len(text): die(f"text_offset {offs}")
+        for t, at in zip(toks, offs):
+            if not t.startswith("bytes:") and at + len(t) <= len(text) and text[at:at + len(t)] != t:
+                die(f"token {t!r} is not the text at {at}: {text[at:at + len(t)]!r}")
+    json.dump({"tokens": toks, "logprobs": lps, "text_offset": offs, "text": text}, sys.stdout)
+elif mode == "lpeq":    # lpeq A B: two lp outputs hold the same tokens and (to 1e-4) logprobs
+    a, b = json.loads(raw), json.load(open(sys.argv[3]))
+    if a["tokens"] != b["tokens"] or a["text_offset"] != b["text_offset"] or a["text"] != b["text"]:
+        die(f"tokens {a['tokens']} vs {b['tokens']}")
+    d = max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"]))
+    if d > 1e-4: die(f"logprobs differ by {d}: {a['logprobs']} vs {b['logprobs']}")
 elif mode == "get":     # get FILE KEY...: a value by path
     v = json.loads(raw)
     for k in sys.argv[3:]: v = v[int(k)] if isinstance(v, list) else v[k]
@@ -174,6 +228,51 @@ if [ "$c" = 200 ] && J chat "$tmp/ch.json" 12 >"$tmp/ch.txt"; then
     && ok "streamed chat: role first, same content as plain" || bad "streamed chat: '$(cat "$tmp/chs.txt")' vs '$(cat "$tmp/ch.txt")'"
 else bad "chat ($c): $(cat "$tmp/ch.json")"; fi
 
+# ---- logprobs: OpenAI's shapes, plain == streamed, absent unless asked ---------------------------
+V=$(C "$URL/detokenize" -d '{"tokens":[99999999]}' | sed -n 's/.*vocabulary (\([0-9]*\) tokens).*/\1/p')
+LPC="\"prompt\":\"$P\",\"max_tokens\":16,\"temperature\":0"
+c=$(code /v1/completions "$tmp/lp1.json" -d "{$LPC,\"logprobs\":2}")
+if [ "$c" = 200 ] && J completion "$tmp/lp1.json" >"$tmp/lp1.txt" && J lp "$tmp/lp1.json" "${V:-1}" >"$tmp/lp1.lp"; then
+  ok "completion with logprobs 2: tokens, token_logprobs <= -ln($V) (greedy), top_logprobs null, text_offset"
+  cmp -s "$tmp/lp1.txt" "$tmp/c1.txt" && ok "asking for logprobs does not change the text" \
+    || bad "text with logprobs '$(cat "$tmp/lp1.txt")' vs without '$(cat "$tmp/c1.txt")'"
+  C -N "$URL/v1/completions" -d "{$LPC,\"logprobs\":0,\"stream\":true}" >"$tmp/lp1.sse"
+  J lp "$tmp/lp1.sse" >"$tmp/lp1s.lp" && J lpeq "$tmp/lp1s.lp" "$tmp/lp1.lp" \
+    && ok "streamed completion: the chunks' logprobs == the plain reply's" || bad "streamed completion logprobs"
+  # sampling with top_k 1 at temperature 1.5 takes the same tokens; their logprob is still the
+  # temperature-1 log-softmax over the whole vocabulary (not the 1-token distribution: 0)
+  C "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":16,\"temperature\":1.5,\"top_k\":1,\"logprobs\":1}" >"$tmp/lpk.json"
+  J lp "$tmp/lpk.json" >"$tmp/lpk.lp" && J lpeq "$tmp/lpk.lp" "$tmp/lp1.lp" \
+    && ok "top_k 1 at temperature 1.5: same tokens and logprobs as greedy" || bad "top_k 1 logprobs: $(cat "$tmp/lpk.json")"
+else bad "completion with logprobs ($c): $(cat "$tmp/lp1.json")"; fi
+J nolp "$tmp/c1.json" && J nolp "$tmp/s1.sse" && J nolp "$tmp/ch.json" && J nolp "$tmp/chs.sse" \
+  && ok "no logprobs asked: \"logprobs\": null in replies and chunks" || bad "logprobs present when not asked"
+c=$(code /v1/chat/completions "$tmp/lpch.json" -d "{$CHAT,\"logprobs\":true,\"top_logprobs\":3}")
+if [ "$c" = 200 ] && J chat "$tmp/lpch.json" >"$tmp/lpch.txt" && J lp "$tmp/lpch.json" "${V:-1}" >"$tmp/lpch.lp"; then
+  ok "chat with logprobs: content entries {token, logprob, bytes, top_logprobs: []}, bytes make the text"
+  C -N "$URL/v1/chat/completions" -d "{$CHAT,\"logprobs\":true,\"stream\":true}" >"$tmp/lpch.sse"
+  J lp "$tmp/lpch.sse" >"$tmp/lpchs.lp" && J lpeq "$tmp/lpchs.lp" "$tmp/lpch.lp" \
+    && ok "streamed chat: the chunks' logprobs == the plain reply's" || bad "streamed chat logprobs"
+else bad "chat with logprobs ($c): $(cat "$tmp/lpch.json")"; fi
+SEEDLP="\"prompt\":\"$P\",\"max_tokens\":12,\"temperature\":1.0,\"seed\":3,\"logprobs\":1"
+C "$URL/v1/completions" -d "{$SEEDLP}" >"$tmp/lps.json"
+C -N "$URL/v1/completions" -d "{$SEEDLP,\"stream\":true}" >"$tmp/lps.sse"
+J lp "$tmp/lps.json" >"$tmp/lps.lp" && J lp "$tmp/lps.sse" >"$tmp/lpss.lp" && J lpeq "$tmp/lpss.lp" "$tmp/lps.lp" \
+  && ok "seeded sampling at temperature 1: logprobs <= 0, streamed == plain" || bad "seeded logprobs: $(cat "$tmp/lps.json")"
+LPW="{\"prompt\":\"Once upon a time\",\"max_tokens\":8,\"temperature\":0,\"ignore_eos\":true,\"logprobs\":0}"
+C "$URL/v1/completions" -d "$LPW" >"$tmp/lpw_a.json"   # compared with the same request over workers (server D)
+lperr() {   # lperr WHAT PARAM PATH BODY: a 400 invalid_value naming PARAM
+  local c
+  c=$(code "$3" "$tmp/lperr.json" -d "$4")
+  if [ "$c" = 400 ] && J error "$tmp/lperr.json" invalid_request_error invalid_value \
+     && [ "$(J get "$tmp/lperr.json" error param)" = "$2" ]; then ok "$1: 400 naming '$2'"
+  else bad "$1: $c $(cat "$tmp/lperr.json")"; fi
+}
+lperr "completion logprobs 6" logprobs /v1/completions '{"prompt":"a","logprobs":6}'
+lperr "completion logprobs true" logprobs /v1/completions '{"prompt":"a","logprobs":true}'
+lperr "chat top_logprobs 21" top_logprobs /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"logprobs":true,"top_logprobs":21}'
+lperr "chat top_logprobs without logprobs" top_logprobs /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}'
+
 # ---- stop strings ----------------------------------------------------------------------------
 C "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":32,\"temperature\":0,\"ignore_eos\":true}" >"$tmp/long.json"
 if J completion "$tmp/long.json" >"$tmp/long.txt" && J stop "$tmp/long.txt" >"$tmp/stop.json"; then
@@ -188,6 +287,11 @@ if J completion "$tmp/long.json" >"$tmp/long.txt" && J stop "$tmp/long.txt" >"$t
   C -N "$URL/v1/completions" -d "${body%\}},\"stream\":true}" >"$tmp/stop2.sse"
   J sse "$tmp/stop2.sse" >"$tmp/stop2.txt" && cmp -s "$tmp/stop2.txt" "$tmp/stop.want" \
     && ok "streamed stop string: no part of it was sent" || bad "streamed stop: '$(cat "$tmp/stop2.txt")'"
+  C "$URL/v1/completions" -d "${body%\}},\"logprobs\":1}" >"$tmp/stop3.json"
+  C -N "$URL/v1/completions" -d "${body%\}},\"logprobs\":1,\"stream\":true}" >"$tmp/stop3.sse"
+  J completion "$tmp/stop3.json" >"$tmp/stop3.txt" && cmp -s "$tmp/stop3.txt" "$tmp/stop.want" \
+    && J lp "$tmp/stop3.json" >"$tmp/stop3.lp" && J lp "$tmp/stop3.sse" >"$tmp/stop3s.lp" && J lpeq "$tmp/stop3s.lp" "$tmp/stop3.lp" \
+    && ok "stop string with logprobs: the tokens up to the cut, streamed == plain" || bad "stop with logprobs: $(cat "$tmp/stop3.json")"
 else bad "stop setup: $(cat "$tmp/long.json")"; fi
 
 # ---- sampling with a seed is repeatable ----------------------------------------------------------
@@ -353,6 +457,9 @@ if [ -n "$W1" ] && [ -n "$W2" ]; then
   done
   [ $same = 2 ] && ok "--workers: 2 parallel requests through 2 workers == one process" \
     || bad "--workers outputs differ: '$(cat "$tmp/cl0.txt")' vs '$(cat "$tmp/single0.txt")'"
+  C "$URL/v1/completions" -d "$LPW" >"$tmp/lpw_d.json"
+  J lp "$tmp/lpw_d.json" >"$tmp/lpw_d.lp" && J lp "$tmp/lpw_a.json" >"$tmp/lpw_a.lp" && J lpeq "$tmp/lpw_d.lp" "$tmp/lpw_a.lp" \
+    && ok "--workers: logprobs come back from the last stage, == one process" || bad "--workers logprobs: $(cat "$tmp/lpw_d.json")"
   C "$URL/metrics" >"$tmp/metrics_d.txt"
   [ "$(grep -c '^tern_worker_up{worker="w[01]"} 1$' "$tmp/metrics_d.txt")" = 2 ] \
     && grep -q '^tern_worker_rtt_seconds{worker="w0"} [0-9.]*$' "$tmp/metrics_d.txt" \

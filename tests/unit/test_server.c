@@ -1,7 +1,8 @@
 /* test_server: the HTTP server's model-free parts — request JSON parsing and validation for
- * every route (types, ranges, prompt shapes, messages, n, stop), the OpenAI error body, the
+ * every route (types, ranges, prompt shapes, messages, n, stop, logprobs), the OpenAI error body, the
  * stop-string matcher (held-back text, stops split across pieces, a randomized check against
- * a plain search over the whole text), the Prometheus rendering and UTF-8 sanitizing. */
+ * a plain search over the whole text), the Prometheus rendering and UTF-8 sanitizing and
+ * character counting. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -464,6 +465,97 @@ static void test_json_text(void **state) {
     json_decref(s);
 }
 
+/* logprobs: completions' integer 0..5, chat's bool + top_logprobs 0..20; sp.logprobs follows
+ * the request only (a default that says 1 does not leak into requests that did not ask) */
+static void test_logprobs_fields(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    sampler_params_t on = defaults();
+    on.logprobs = 1;
+    static const struct { int kind; const char *body; int lp, top; } ok[] = {
+        {SERVER_REQ_COMPLETION, "{\"prompt\":\"a\"}", 0, 0},
+        {SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":null}", 0, 0},
+        {SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":0}", 1, 0},
+        {SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":5}", 1, 5},
+        {SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":2.0}", 1, 2},
+        {SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}]}", 0, 0},
+        {SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":false}", 0, 0},
+        {SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":true}", 1, 0},
+        {SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":true,\"top_logprobs\":20}", 1, 20},
+        {SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":false,\"top_logprobs\":0}", 0, 0},
+        {SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"top_logprobs\":null}", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof ok / sizeof ok[0]; i++) {
+        for (int d = 0; d < 2; d++) {
+            sampler_params_t def = defaults();
+            memset(&e, 0, sizeof e);
+            int rc = server_req_parse(&r, ok[i].kind, ok[i].body, strlen(ok[i].body), d ? &on : &def, &e);
+            if (rc < 0) fail_msg("refused %s: %s", ok[i].body, e.msg);
+            if (r.logprobs != ok[i].lp || r.sp.logprobs != ok[i].lp || r.top_logprobs != ok[i].top)
+                fail_msg("%s (default logprobs %d): logprobs %d sp.logprobs %d top %d, want %d %d %d", ok[i].body, d,
+                         r.logprobs, r.sp.logprobs, r.top_logprobs, ok[i].lp, ok[i].lp, ok[i].top);
+            server_req_free(&r);
+        }
+    }
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":6}", "logprobs", "invalid_value");
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":-1}", "logprobs", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":true}", "logprobs", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":1.5}", "logprobs", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":\"2\"}", "logprobs", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":1}", "logprobs", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":true,\"top_logprobs\":21}",
+               "top_logprobs", "invalid_value");
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":true,\"top_logprobs\":-1}",
+               "top_logprobs", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"logprobs\":true,\"top_logprobs\":\"3\"}",
+               "top_logprobs", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"top_logprobs\":3}", "top_logprobs", NULL);
+    /* the error body names the field */
+    assert_true(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logprobs\":9}", &e) < 0);
+    char *js = server_err_json(&e);
+    assert_non_null(js);
+    if (!strstr(js, "\"param\":\"logprobs\"") || !strstr(js, "\"type\":\"invalid_request_error\""))
+        fail_msg("error body %s", js);
+    free(js);
+}
+
+/* text_offset counts characters as the reply's text shows them: server_text_chars must equal
+ * the code points of server_json_text, and server_text_valid jansson's own UTF-8 check */
+static void test_text_chars(void **state) {
+    (void)state;
+    assert_int_equal(server_text_chars("abc", 3), 3);
+    assert_int_equal(server_text_chars("\xc3\xa9t\xc3\xa9", 5), 3);
+    assert_int_equal(server_text_chars("a\xf0\x9f\x98\x80" "b", 6), 3);
+    assert_int_equal(server_text_chars("\xe2\x82", 2), 1);      /* a cut character: one U+FFFD */
+    assert_int_equal(server_text_chars("\x8e\x8e", 2), 2);      /* stray continuation bytes: one each */
+    assert_int_equal(server_text_chars("", 0), 0);
+    assert_true(server_text_valid("\xc3\xa9", 2));
+    assert_false(server_text_valid("\xc3", 1));
+    uint64_t x = 77;
+    for (int t = 0; t < 3000; t++) {
+        unsigned char b[12];
+        size_t n = (size_t)(t % 12);
+        for (size_t i = 0; i < n; i++) {
+            x = x * 6364136223846793005ull + 1442695040888963407ull;
+            unsigned v = (unsigned)(x >> 56);
+            b[i] = (unsigned char)(v < 96 ? 0x41 + v % 26 : v < 160 ? 0x80 + v % 64 : v < 220 ? 0xC2 + v % 50 : v);
+        }
+        json_t *j = server_json_text((const char *)b, n);
+        assert_non_null(j);
+        const char *o = json_string_value(j);
+        size_t cps = 0;
+        for (size_t i = 0; i < json_string_length(j); i++) cps += ((unsigned char)o[i] & 0xC0) != 0x80;
+        if (server_text_chars((const char *)b, n) != cps)
+            fail_msg("string %d: server_text_chars %zu, code points in the sanitized text %zu", t,
+                     server_text_chars((const char *)b, n), cps);
+        json_decref(j);
+        json_t *raw = json_stringn((const char *)b, n);   /* NULL: jansson finds it invalid */
+        assert_int_equal(server_text_valid((const char *)b, n), raw != NULL);
+        json_decref(raw);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_completion_fields), cmocka_unit_test(test_defaults_kept),
@@ -472,7 +564,8 @@ int main(void) {
         cmocka_unit_test(test_tokenize_bodies),   cmocka_unit_test(test_error_json),
         cmocka_unit_test(test_stop_split),        cmocka_unit_test(test_stop_earliest),
         cmocka_unit_test(test_stop_random),       cmocka_unit_test(test_metrics_render),
-        cmocka_unit_test(test_json_text),
+        cmocka_unit_test(test_json_text),         cmocka_unit_test(test_logprobs_fields),
+        cmocka_unit_test(test_text_chars),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

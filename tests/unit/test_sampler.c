@@ -1,0 +1,527 @@
+/* test_sampler: worker/sampler.c against expectations computed here in double precision —
+ * greedy argmax (ties, logprob = log-softmax), seeds, top-k / top-p / min-p supports and the
+ * frequencies of the renormalised distribution at a temperature (chi-square), and the
+ * repetition penalty (divide / multiply, once per distinct token, only within repeat_last_n,
+ * across the history ring's wrap). Draw counts are small enough to run in well under a second. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include "worker/sampler.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* ---- helpers ----------------------------------------------------------------------------- */
+
+static uint64_t g_rng = 0x5EED;
+static double urand(void) {   /* splitmix64 → [0, 1): the test's own generator */
+    uint64_t z = (g_rng += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+/* every filter off: the params a test then narrows to what it checks */
+static sampler_params_t plain(float temp, uint64_t seed) {
+    sampler_params_t p;
+    sampler_params_default(&p);
+    p.temp = temp;
+    p.top_k = 0;
+    p.top_p = 1.0f;
+    p.min_p = 0.0f;
+    p.repeat_penalty = 1.0f;
+    p.seed = seed;
+    p.logprobs = 0;
+    return p;
+}
+
+/* one draw from a copy of logits (the sampler may modify its input) */
+static int draw(sampler_t *s, const float *logits, int n, float *lp) {
+    float *x = malloc((size_t)n * sizeof *x);
+    void *work = malloc(sampler_work_bytes(n));
+    assert_non_null(x);
+    assert_non_null(work);
+    memcpy(x, logits, (size_t)n * sizeof *x);
+    int id = sampler_sample(s, x, n, work, lp);
+    free(x);
+    free(work);
+    assert_true(id >= 0 && id < n);
+    return id;
+}
+
+/* log softmax of x at index id, in double */
+static double log_softmax(const double *x, int n, int id) {
+    double mx = x[0], sum = 0;
+    for (int i = 1; i < n; i++) mx = x[i] > mx ? x[i] : mx;
+    for (int i = 0; i < n; i++) sum += exp(x[i] - mx);
+    return x[id] - mx - log(sum);
+}
+
+static double log_softmax_f(const float *x, int n, int id) {
+    double *d = malloc((size_t)n * sizeof *d);
+    assert_non_null(d);
+    for (int i = 0; i < n; i++) d[i] = x[i];
+    double r = log_softmax(d, n, id);
+    free(d);
+    return r;
+}
+
+/* draws `draws` times from logits (n) with params p; counts[n] filled */
+static void histogram(const sampler_params_t *p, const float *logits, int n, int draws, int *counts) {
+    sampler_t s;
+    sampler_init(&s, p);
+    float *x = malloc((size_t)n * sizeof *x);
+    void *work = malloc(sampler_work_bytes(n));
+    assert_non_null(x);
+    assert_non_null(work);
+    memset(counts, 0, (size_t)n * sizeof *counts);
+    for (int d = 0; d < draws; d++) {
+        memcpy(x, logits, (size_t)n * sizeof *x);
+        int id = sampler_sample(&s, x, n, work, NULL);
+        assert_true(id >= 0 && id < n);
+        counts[id]++;
+    }
+    free(x);
+    free(work);
+}
+
+/* The draw must stay inside keep[] (ids with keep[i] != 0) and follow the distribution
+ * softmax(logit / temp) renormalised over the kept ids: a chi-square statistic under a bound
+ * far in the tail (p < 1e-6 for <= 8 degrees of freedom), so a correct sampler never fails it
+ * while a wrong support or a missing temperature or renormalisation does by a wide margin. */
+static void expect_distribution(const int *counts, const float *logits, const int *keep, int n, double temp,
+                                int draws, const char *what) {
+    double mx = -INFINITY, sum = 0, chi2 = 0;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (keep[i] && logits[i] > mx) mx = logits[i];
+    for (int i = 0; i < n; i++)
+        if (keep[i]) sum += exp((logits[i] - mx) / temp);
+    for (int i = 0; i < n; i++) {
+        if (!keep[i]) {
+            if (counts[i]) fail_msg("%s: id %d was drawn %d times but is outside the kept set", what, i, counts[i]);
+            continue;
+        }
+        double e = draws * exp((logits[i] - mx) / temp) / sum;
+        chi2 += (counts[i] - e) * (counts[i] - e) / e;
+        k++;
+        if (e > 20 && counts[i] == 0) fail_msg("%s: id %d expected %.0f times, never drawn", what, i, e);
+    }
+    assert_true(k >= 1 && k <= 9);
+    if (chi2 > 45.0) {
+        for (int i = 0; i < n; i++)
+            if (keep[i]) fprintf(stderr, "  id %d: %d draws, expected %.1f\n", i, counts[i],
+                                 draws * exp((logits[i] - mx) / temp) / sum);
+        fail_msg("%s: chi-square %.1f over %d ids (bound 45): frequencies do not follow the renormalised "
+                 "distribution at temperature %g", what, chi2, k, temp);
+    }
+}
+
+/* logits = log(probs) for a distribution given as probabilities */
+static void logits_of(const double *probs, int n, float *logits) {
+    for (int i = 0; i < n; i++) logits[i] = (float)log(probs[i]);
+}
+
+/* ---- greedy ------------------------------------------------------------------------------ */
+
+static void test_greedy_argmax_and_logprob(void **state) {
+    (void)state;
+    enum { N = 5003 };
+    float *x = malloc(N * sizeof *x);
+    assert_non_null(x);
+    for (int trial = 0; trial < 20; trial++) {
+        int want = 0;
+        for (int i = 0; i < N; i++) {
+            x[i] = (float)(urand() * 30.0 - 15.0);
+            if (x[i] > x[want]) want = i;
+        }
+        sampler_params_t p = plain(0.0f, (uint64_t)trial);
+        p.top_k = 3;   /* ignored when greedy */
+        p.logprobs = 1;
+        sampler_t s;
+        sampler_init(&s, &p);
+        float lp = 1.0f;
+        int got = draw(&s, x, N, &lp);
+        if (got != want) fail_msg("trial %d: greedy picked %d (logit %g), argmax is %d (logit %g)", trial, got,
+                                  x[got], want, x[want]);
+        double ref = log_softmax_f(x, N, want);
+        if (fabs(lp - ref) > 1e-5) fail_msg("trial %d: logprob %.8f, log-softmax %.8f", trial, lp, ref);
+        assert_true(lp <= 0.0f);
+        /* not asked: the logprob is 0 (written, not left alone) */
+        p.logprobs = 0;
+        sampler_init(&s, &p);
+        lp = 1.0f;
+        assert_int_equal(draw(&s, x, N, &lp), want);
+        assert_true(lp == 0.0f);
+        /* no logprob pointer at all */
+        assert_int_equal(draw(&s, x, N, NULL), want);
+    }
+    free(x);
+}
+
+static void test_greedy_ties_lowest_id(void **state) {
+    (void)state;
+    float x[10] = {0, 1, 2, 5, 3, 5, 4, 5, -1, 0};
+    sampler_params_t p = plain(0.0f, 1);
+    p.logprobs = 1;
+    sampler_t s;
+    sampler_init(&s, &p);
+    float lp;
+    assert_int_equal(draw(&s, x, 10, &lp), 3);
+    assert_true(fabs(lp - log_softmax_f(x, 10, 3)) < 1e-5);
+    /* all equal: id 0, logprob -log(n) */
+    float u[7] = {2, 2, 2, 2, 2, 2, 2};
+    assert_int_equal(draw(&s, u, 7, &lp), 0);
+    assert_true(fabs(lp + log(7.0)) < 1e-5);
+    /* a negative temperature is greedy too; one token: always it, logprob 0 */
+    p.temp = -1.0f;
+    sampler_init(&s, &p);
+    assert_int_equal(draw(&s, x, 10, NULL), 3);
+    float one[1] = {-3.5f};
+    assert_int_equal(draw(&s, one, 1, &lp), 0);
+    assert_true(fabs(lp) < 1e-6);
+}
+
+/* the sampled token's logprob is the temperature-1 log-softmax over the whole vocabulary
+ * (not the truncated, tempered distribution it was drawn from) */
+static void test_logprob_when_sampling(void **state) {
+    (void)state;
+    enum { N = 300 };
+    float x[N];
+    for (int i = 0; i < N; i++) x[i] = (float)(urand() * 8.0 - 4.0);
+    sampler_params_t p = plain(0.7f, 99);
+    p.top_k = 20;
+    p.top_p = 0.9f;
+    p.logprobs = 1;
+    sampler_t s;
+    sampler_init(&s, &p);
+    for (int d = 0; d < 200; d++) {
+        float lp = 1.0f;
+        int id = draw(&s, x, N, &lp);
+        double ref = log_softmax_f(x, N, id);
+        if (fabs(lp - ref) > 1e-5) fail_msg("draw %d: id %d logprob %.8f, log-softmax %.8f", d, id, lp, ref);
+    }
+    p.logprobs = 0;
+    sampler_init(&s, &p);
+    float lp = 1.0f;
+    draw(&s, x, N, &lp);
+    assert_true(lp == 0.0f);
+}
+
+/* ---- seeds ------------------------------------------------------------------------------- */
+
+static void seq_of(uint64_t seed, const float *x, int n, int len, int *out) {
+    sampler_params_t p = plain(1.0f, seed);
+    sampler_t s;
+    sampler_init(&s, &p);
+    for (int i = 0; i < len; i++) out[i] = draw(&s, x, n, NULL);
+}
+
+static void test_seeds(void **state) {
+    (void)state;
+    enum { N = 1000, L = 100 };
+    float *x = malloc(N * sizeof *x);
+    assert_non_null(x);
+    for (int i = 0; i < N; i++) x[i] = (float)(urand() * 0.5);   /* near uniform: draws spread out */
+    int a[L], b[L], c[L];
+    seq_of(42, x, N, L, a);
+    seq_of(42, x, N, L, b);
+    seq_of(43, x, N, L, c);
+    assert_memory_equal(a, b, sizeof a);
+    int same = 0, distinct = 0;
+    for (int i = 0; i < L; i++) same += a[i] == c[i];
+    for (int i = 0; i < L; i++) {
+        int seen = 0;
+        for (int j = 0; j < i; j++) seen |= a[j] == a[i];
+        distinct += !seen;
+    }
+    /* ~1000 equally likely ids: two independent sequences agree at ~0.1 of 100 places */
+    if (same > 5) fail_msg("seeds 42 and 43 agree at %d of %d draws", same, L);
+    if (distinct < 80) fail_msg("seed 42 drew only %d distinct ids in %d draws", distinct, L);
+    /* the seed also fixes draws of a filtered chain */
+    sampler_params_t p = plain(0.8f, 7);
+    p.top_k = 40, p.top_p = 0.95f, p.min_p = 0.05f, p.repeat_penalty = 1.1f, p.repeat_last_n = 64;
+    sampler_t s1, s2;
+    sampler_init(&s1, &p);
+    sampler_init(&s2, &p);
+    for (int i = 0; i < 50; i++) {
+        int t1 = draw(&s1, x, N, NULL), t2 = draw(&s2, x, N, NULL);
+        assert_int_equal(t1, t2);
+        sampler_accept(&s1, t1);
+        sampler_accept(&s2, t2);
+    }
+    free(x);
+}
+
+/* ---- top-k ------------------------------------------------------------------------------- */
+
+static void test_top_k(void **state) {
+    (void)state;
+    enum { N = 100, D = 20000 };
+    float x[N];
+    int counts[N];
+    for (int i = 0; i < N; i++) x[i] = (float)(urand() * 2.0);
+    int best = 0;
+    for (int i = 1; i < N; i++) best = x[i] > x[best] ? i : best;
+    /* top_k = 1: the argmax at any temperature */
+    for (int t = 0; t < 3; t++) {
+        sampler_params_t p = plain(t == 0 ? 0.5f : t == 1 ? 2.0f : 50.0f, 3 + (uint64_t)t);
+        p.top_k = 1;
+        histogram(&p, x, N, 500, counts);
+        assert_int_equal(counts[best], 500);
+    }
+    /* top_k = 5 at temperature 1.5: only the 5 best ids, in proportion exp(logit / 1.5) */
+    int keep[N] = {0};
+    for (int k = 0; k < 5; k++) {
+        int b = -1;
+        for (int i = 0; i < N; i++)
+            if (!keep[i] && (b < 0 || x[i] > x[b])) b = i;
+        keep[b] = 1;
+    }
+    sampler_params_t p = plain(1.5f, 11);
+    p.top_k = 5;
+    histogram(&p, x, N, D, counts);
+    expect_distribution(counts, x, keep, N, 1.5, D, "top_k=5, temp 1.5");
+    /* top_k larger than the vocabulary: every id can come */
+    float y[6] = {0, 0.1f, 0.2f, 0.3f, 0.4f, 0.5f};
+    int all[6] = {1, 1, 1, 1, 1, 1}, c6[6];
+    p = plain(1.0f, 12);
+    p.top_k = 1000;
+    histogram(&p, y, 6, D, c6);
+    expect_distribution(c6, y, all, 6, 1.0, D, "top_k > n_vocab, temp 1");
+    /* ties at the cut: the lower ids stay (as in greedy) */
+    float u[8] = {1, 1, 1, 1, 1, 1, 1, 1};
+    int c8[8], low3[8] = {1, 1, 1, 0, 0, 0, 0, 0};
+    p = plain(1.0f, 13);
+    p.top_k = 3;
+    histogram(&p, u, 8, 3000, c8);
+    expect_distribution(c8, u, low3, 8, 1.0, 3000, "top_k=3 over equal logits");
+}
+
+/* ---- top-p ------------------------------------------------------------------------------- */
+
+static void test_top_p(void **state) {
+    (void)state;
+    enum { N = 6, D = 20000 };
+    static const double probs[N] = {0.25, 0.35, 0.1, 0.2, 0.06, 0.04};   /* sorted: 1, 0, 3, 2, 4, 5 */
+    float x[N];
+    int counts[N];
+    logits_of(probs, N, x);
+    /* llama.cpp keeps the shortest best-first prefix whose mass reaches p: 0.35, 0.60, 0.80 ≥ 0.7 */
+    sampler_params_t p = plain(1.5f, 21);
+    p.top_p = 0.7f;
+    histogram(&p, x, N, D, counts);
+    int keep3[N] = {1, 1, 0, 1, 0, 0};
+    expect_distribution(counts, x, keep3, N, 1.5, D, "top_p=0.7, temp 1.5");
+    /* p below the best token's mass: that token alone */
+    p.top_p = 0.3f;
+    histogram(&p, x, N, 2000, counts);
+    assert_int_equal(counts[1], 2000);
+    /* after top_k = 3 the mass is renormalised over the 3 survivors (0.4375, 0.3125, 0.25):
+     * 0.4375 + 0.3125 = 0.75 ≥ 0.7 keeps 2 (without renormalisation it would keep 3) */
+    p = plain(0.8f, 22);
+    p.top_k = 3;
+    p.top_p = 0.7f;
+    histogram(&p, x, N, D, counts);
+    int keep2[N] = {1, 1, 0, 0, 0, 0};
+    expect_distribution(counts, x, keep2, N, 0.8, D, "top_k=3 then top_p=0.7, temp 0.8");
+    /* top_p = 1: off */
+    p = plain(1.0f, 23);
+    p.top_p = 1.0f;
+    histogram(&p, x, N, D, counts);
+    int all[N] = {1, 1, 1, 1, 1, 1};
+    expect_distribution(counts, x, all, N, 1.0, D, "top_p=1 (off), temp 1");
+}
+
+/* ---- min-p ------------------------------------------------------------------------------- */
+
+static void test_min_p(void **state) {
+    (void)state;
+    enum { N = 7, D = 20000 };
+    static const double probs[N] = {0.1, 0.04, 0.4, 0.15, 0.25, 0.05, 0.01};
+    float x[N];
+    int counts[N];
+    logits_of(probs, N, x);
+    /* keeps p >= min_p * p_max (at temperature 1): 0.3 * 0.4 = 0.12 keeps 0.4, 0.25, 0.15 */
+    sampler_params_t p = plain(2.0f, 31);
+    p.min_p = 0.3f;
+    histogram(&p, x, N, D, counts);
+    int keep3[N] = {0, 0, 1, 1, 1, 0, 0};
+    expect_distribution(counts, x, keep3, N, 2.0, D, "min_p=0.3, temp 2");
+    /* 0.2 * 0.4 = 0.08: 0.1 joins; the temperature does not move the cut */
+    p = plain(0.6f, 32);
+    p.min_p = 0.2f;
+    histogram(&p, x, N, D, counts);
+    int keep4[N] = {1, 0, 1, 1, 1, 0, 0};
+    expect_distribution(counts, x, keep4, N, 0.6, D, "min_p=0.2, temp 0.6");
+    /* min_p = 1: only the best */
+    p.min_p = 1.0f;
+    histogram(&p, x, N, 1000, counts);
+    assert_int_equal(counts[2], 1000);
+    /* after top_p: 0.85 keeps 0.4 0.25 0.15 0.1 (mass 0.9), then min_p=0.3 drops 0.1 */
+    p = plain(1.0f, 33);
+    p.top_p = 0.85f;
+    p.min_p = 0.3f;
+    histogram(&p, x, N, D, counts);
+    expect_distribution(counts, x, keep3, N, 1.0, D, "top_p=0.85 then min_p=0.3");
+}
+
+/* ---- repetition penalty ------------------------------------------------------------------ */
+
+/* the penalised logits the sampler should see: each distinct token of the last n accepted
+ * (hist[0..nh), oldest first) divided by pen if positive, else multiplied */
+static void penalise(const float *x, int nv, const int *hist, int nh, int last_n, double pen, double *out) {
+    for (int i = 0; i < nv; i++) out[i] = x[i];
+    int from = nh - last_n < 0 ? 0 : nh - last_n;
+    for (int i = 0; i < nv; i++) {
+        int in = 0;
+        for (int j = from; j < nh && !in; j++) in = hist[j] == i;
+        if (in) out[i] = x[i] > 0 ? x[i] / pen : x[i] * pen;
+    }
+}
+
+static void test_penalty_decisive(void **state) {
+    (void)state;
+    sampler_params_t p = plain(0.0f, 1);
+    p.repeat_penalty = 1.5f;
+    p.repeat_last_n = 4;
+    sampler_t s;
+    float pos[10] = {2.0f, 1.5f, 0, 0, 0, 0, 0, 0, 0, 0};
+    /* positive logit divided: 2.0 / 1.5 = 1.33 < 1.5 */
+    sampler_init(&s, &p);
+    assert_int_equal(draw(&s, pos, 10, NULL), 0);
+    sampler_accept(&s, 0);
+    assert_int_equal(draw(&s, pos, 10, NULL), 1);
+    /* once per distinct token: 2.0 / 1.5 = 1.33 > 1.2 (twice would be 0.89) */
+    float pos2[10] = {2.0f, 1.2f, 0, 0, 0, 0, 0, 0, 0, 0};
+    sampler_init(&s, &p);
+    sampler_accept(&s, 0), sampler_accept(&s, 0), sampler_accept(&s, 0);
+    assert_int_equal(draw(&s, pos2, 10, NULL), 0);
+    /* negative logit multiplied: -1.0 * 1.5 = -1.5 < -1.2 */
+    float neg[10] = {-1.0f, -1.2f, -9, -9, -9, -9, -9, -9, -9, -9};
+    sampler_init(&s, &p);
+    assert_int_equal(draw(&s, neg, 10, NULL), 0);
+    sampler_accept(&s, 0);
+    assert_int_equal(draw(&s, neg, 10, NULL), 1);
+    /* window: 0 then 3 others is within the last 4; then a 4th pushes it out */
+    sampler_init(&s, &p);
+    sampler_accept(&s, 0), sampler_accept(&s, 5), sampler_accept(&s, 6), sampler_accept(&s, 7);
+    assert_int_equal(draw(&s, pos, 10, NULL), 1);
+    sampler_accept(&s, 8);
+    assert_int_equal(draw(&s, pos, 10, NULL), 0);
+    /* off: penalty 1, or repeat_last_n 0 */
+    p.repeat_penalty = 1.0f;
+    sampler_init(&s, &p);
+    sampler_accept(&s, 0);
+    assert_int_equal(draw(&s, pos, 10, NULL), 0);
+    p.repeat_penalty = 1.5f;
+    p.repeat_last_n = 0;
+    sampler_init(&s, &p);
+    sampler_accept(&s, 0);
+    assert_int_equal(draw(&s, pos, 10, NULL), 0);
+    /* out-of-vocabulary ids in the history are ignored, not written */
+    p.repeat_last_n = 4;
+    sampler_init(&s, &p);
+    sampler_accept(&s, 1000), sampler_accept(&s, -3);
+    assert_int_equal(draw(&s, pos, 10, NULL), 0);
+    /* the penalty applies before sampling too: top_k = 1 at temperature 1 picks the penalised argmax */
+    p.temp = 1.0f, p.top_k = 1;
+    sampler_init(&s, &p);
+    sampler_accept(&s, 0);
+    assert_int_equal(draw(&s, pos, 10, NULL), 1);
+}
+
+/* random logits and histories: the greedy pick and its logprob match a penalty applied here */
+static void test_penalty_random(void **state) {
+    (void)state;
+    enum { NV = 64, NH = 40 };
+    float x[NV];
+    double want[NV];
+    int hist[NH];
+    for (int trial = 0; trial < 200; trial++) {
+        for (int i = 0; i < NV; i++) x[i] = (float)(urand() * 6.0 - 3.0);
+        int last_n = 1 + (int)(urand() * NH), nh = (int)(urand() * NH);
+        double pen = 1.05 + urand() * 1.5;
+        sampler_params_t p = plain(0.0f, 1);
+        p.repeat_penalty = (float)pen;
+        p.repeat_last_n = last_n;
+        p.logprobs = 1;
+        sampler_t s;
+        sampler_init(&s, &p);
+        for (int i = 0; i < nh; i++) {
+            hist[i] = urand() < 0.5 ? (int)(urand() * 4) : (int)(urand() * NV);   /* many repeats */
+            sampler_accept(&s, hist[i]);
+        }
+        penalise(x, NV, hist, nh, last_n, (double)(float)pen, want);
+        int best = 0;
+        for (int i = 1; i < NV; i++) best = want[i] > want[best] ? i : best;
+        float lp;
+        int got = draw(&s, x, NV, &lp);
+        if (got != best) fail_msg("trial %d (last_n %d, %d accepted, penalty %.3f): picked %d, want %d", trial,
+                                  last_n, nh, pen, got, best);
+        double ref = log_softmax(want, NV, best);
+        if (fabs(lp - ref) > 1e-5) fail_msg("trial %d: logprob %.8f, want %.8f (after the penalty)", trial, lp, ref);
+    }
+}
+
+/* the history is a ring of SAMPLER_HIST_MAX: a token older than that is forgotten, and
+ * repeat_last_n above it is clamped */
+static void test_penalty_ring(void **state) {
+    (void)state;
+    sampler_params_t p = plain(0.0f, 1);
+    p.repeat_penalty = 2.0f;
+    p.repeat_last_n = SAMPLER_HIST_MAX + 500;
+    sampler_t s;
+    sampler_init(&s, &p);
+    float x[16] = {4.0f, 3.0f, 2.5f, 0};
+    sampler_accept(&s, 0);
+    for (int i = 0; i < SAMPLER_HIST_MAX - 1; i++) sampler_accept(&s, 9);
+    assert_int_equal(draw(&s, x, 16, NULL), 1);   /* 0 is exactly SAMPLER_HIST_MAX back: 4 / 2 < 3 */
+    sampler_accept(&s, 9);
+    assert_int_equal(draw(&s, x, 16, NULL), 0);   /* one more back: overwritten, forgotten */
+    for (int i = 0; i < 3000; i++) sampler_accept(&s, 9 + i % 5);   /* wrap several times */
+    sampler_accept(&s, 1);
+    assert_int_equal(draw(&s, x, 16, NULL), 0);
+    sampler_accept(&s, 0);   /* 0 and 1 both penalised: 2, 1.5 < 2.5 */
+    assert_int_equal(draw(&s, x, 16, NULL), 2);
+}
+
+/* ---- plain temperature draw ---------------------------------------------------------------- */
+
+static void test_temperature(void **state) {
+    (void)state;
+    enum { N = 8, D = 20000 };
+    float x[N];
+    int counts[N], all[N];
+    for (int i = 0; i < N; i++) x[i] = (float)(urand() * 3.0 - 1.5), all[i] = 1;
+    static const float temps[] = {0.5f, 1.0f, 3.0f};
+    for (int t = 0; t < 3; t++) {
+        sampler_params_t p = plain(temps[t], 40 + (uint64_t)t);
+        histogram(&p, x, N, D, counts);
+        char what[64];
+        snprintf(what, sizeof what, "no filters, temp %g", temps[t]);
+        expect_distribution(counts, x, all, N, temps[t], D, what);
+    }
+}
+
+int main(void) {
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_greedy_argmax_and_logprob),
+        cmocka_unit_test(test_greedy_ties_lowest_id),
+        cmocka_unit_test(test_logprob_when_sampling),
+        cmocka_unit_test(test_seeds),
+        cmocka_unit_test(test_top_k),
+        cmocka_unit_test(test_top_p),
+        cmocka_unit_test(test_min_p),
+        cmocka_unit_test(test_penalty_decisive),
+        cmocka_unit_test(test_penalty_random),
+        cmocka_unit_test(test_penalty_ring),
+        cmocka_unit_test(test_temperature),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
