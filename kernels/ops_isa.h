@@ -56,6 +56,11 @@ void ops_attn_head_avx512(float *out, const float *q, const void *k, const void 
                           int n_kv, int64_t stride, int hd, float scale, float *scores);
 
 void ops_softmax_ref(float *x, int64_t n);
+/* rmsnorm: acc[i % 8] += (double)(x_i · x_i) in increasing i (the last n % 8 too); sum =
+ * ((a0 + a4) + (a2 + a6)) + ((a1 + a5) + (a3 + a7)); s = 1 / sqrtf((float)(sum / n) + eps);
+ * y_i = (x_i · s) · w_i (or x_i · s without w). */
+void ops_rmsnorm_ref(float *y, const float *x, const float *w, int64_t n, float eps);
+void ops_rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, float eps);
 void ops_silu_mul_ref(float *g, const float *u, int64_t n);
 void ops_relu2_mul_ref(float *g, const float *u, int64_t n);
 void ops_silu_mul_avx2(float *g, const float *u, int64_t n);

@@ -176,3 +176,32 @@ void ops_relu2_mul_avx512(float *restrict g, const float *restrict u, int64_t n)
         _mm512_mask_storeu_ps(g + i, t, relu2_16(_mm512_maskz_loadu_ps(t, g + i), _mm512_maskz_loadu_ps(t, u + i)));
     }
 }
+
+/* the spec's 8 double accumulators are the 8 lanes of one zmm: 16 squares (in float, as the
+ * spec rounds them) go in as their low 8 then their high 8, so each lane sees the same adds in
+ * the same order */
+void ops_rmsnorm_avx512(float *y, const float *x, const float *w, int64_t n, float eps) {
+    __m512d acc = _mm512_setzero_pd();
+    int64_t i = 0;
+    for (; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_loadu_ps(x + i), q = _mm512_mul_ps(v, v);
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_castps512_ps256(q)));
+        acc = _mm512_add_pd(acc, _mm512_cvtps_pd(_mm512_extractf32x8_ps(q, 1)));
+    }
+    double a[8];
+    _mm512_storeu_pd(a, acc);
+    for (; i + 8 <= n; i += 8)
+        for (int k = 0; k < 8; k++) a[k] += (double)(x[i + k] * x[i + k]);
+    for (; i < n; i++) a[i % 8] += (double)(x[i] * x[i]);
+    double sum = ((a[0] + a[4]) + (a[2] + a[6])) + ((a[1] + a[5]) + (a[3] + a[7]));
+    const __m512 s = _mm512_set1_ps(1.0f / sqrtf((float)(sum / (double)n) + eps));
+    for (i = 0; i + 16 <= n; i += 16) {
+        __m512 v = _mm512_mul_ps(_mm512_loadu_ps(x + i), s);
+        _mm512_storeu_ps(y + i, w ? _mm512_mul_ps(v, _mm512_loadu_ps(w + i)) : v);
+    }
+    if (i < n) {
+        __mmask16 t = tail_mask(n - i);
+        __m512 v = _mm512_mul_ps(_mm512_maskz_loadu_ps(t, x + i), s);
+        _mm512_mask_storeu_ps(y + i, t, w ? _mm512_mul_ps(v, _mm512_maskz_loadu_ps(t, w + i)) : v);
+    }
+}

@@ -42,7 +42,7 @@ static void same_bits(const float *a, const float *b, int64_t n, const char *wha
 
 /* ---- rmsnorm ----------------------------------------------------------- */
 static void test_ops_rmsnorm(void **st) {
-    static const int64_t ns[] = {1, 7, 8, 9, 100, 2560, 6912};
+    static const int64_t ns[] = {1, 7, 8, 9, 15, 16, 17, 23, 24, 31, 33, 100, 2560, 6912};
     for (size_t k = 0; k < sizeof ns / sizeof *ns; k++) {
         int64_t n = ns[k];
         float *x = frandv(n, 3.0f), *w = frandv(n, 2.0f), *y = malloc(sizeof(float) * (size_t)n);
@@ -51,6 +51,19 @@ static void test_ops_rmsnorm(void **st) {
         double s = 1.0 / sqrt(ss / (double)n + 1e-5);
         ops_rmsnorm(y, x, w, n, 1e-5f);
         for (int64_t i = 0; i < n; i++) close_to(y[i], x[i] * s * w[i], 1e-6 * fabs(x[i] * s * w[i]) + 1e-30, "rmsnorm", i);
+        /* every ISA gives the spec's bits, with and without the gain */
+        float *r = malloc(sizeof(float) * (size_t)n), *z = malloc(sizeof(float) * (size_t)n);
+        for (int g = 0; g < 2; g++) {
+            ops_rmsnorm_ref(r, x, g ? w : NULL, n, 1e-5f);
+            for (int isa = 0; isa < ISA_COUNT; isa++) {
+                if (!isa_supported(isa)) continue;
+                isa_force(isa);
+                ops_rmsnorm(z, x, g ? w : NULL, n, 1e-5f);
+                isa_force(isa_best());
+                same_bits(z, r, n, "rmsnorm", isa);
+            }
+        }
+        free(r); free(z);
         ops_rmsnorm(x, x, NULL, n, 1e-5f); /* in place, no gain */
         for (int64_t i = 0; i < n; i++) close_to(x[i], y[i] / w[i], 1e-6 * fabs(y[i] / w[i]) + 1e-30, "rmsnorm alias", i);
         free(x); free(w); free(y);
