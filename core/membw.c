@@ -87,8 +87,14 @@ double membw_measure(size_t bytes, int reps, tpool_t *tp) {
     bytes = bytes / 4096 * 4096;
     uint64_t *p = tern_alloc(bytes);
     if (!p) return 0;
+    memset(p, 1, bytes);   /* touch every page before timing */
+    double bw = membw_measure_on(p, bytes, reps, tp);
+    tern_free(p);
+    return bw;
+}
+
+double membw_measure_on(const uint64_t *p, size_t bytes, int reps, tpool_t *tp) {
     size_t n = bytes / 8;
-    memset(p, 1, n * 8);   /* touch every page before timing */
     bw_task_t t = {p, n, {0}};
     double best = 1e30;
     for (int r = 0; r < (reps > 0 ? reps : 1); r++) {
@@ -97,6 +103,5 @@ double membw_measure(size_t bytes, int reps, tpool_t *tp) {
         double dt = time_now() - t0;
         if (dt < best) best = dt;
     }
-    tern_free(p);
     return (double)(n * 8) / best / 1e9;
 }
