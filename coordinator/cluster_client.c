@@ -130,7 +130,19 @@ static int send_to(cpl_t *p, cworker_t *w, const Tern__Msg *m, const void *tenso
 
 /* waits for one message from worker w on its engine link (others are ignored until later) */
 static int recv_from(cpl_t *p, cworker_t *w, int timeout_ms, char *err, size_t errlen) {
-    int rc = tp_recv(w->c, &p->rx, timeout_ms, err, errlen);
+    double deadline = time_now() + timeout_ms / 1000.0;
+    int rc, left = timeout_ms;
+    for (;;) {
+        rc = tp_recv(w->c, &p->rx, left, err, errlen);
+        /* an Error about a Forward step (step_id > 0) is not an answer to a Hello or LoadShard
+         * (those carry 0): a worker that was frozen or cut off tells "coord" that a stale step of an
+         * earlier pipeline found no layers, and a new coordinator may hear it first */
+        if (rc < 0 || p->rx.msg->body_case != TERN__MSG__BODY_ERROR || !p->rx.msg->error->step_id) break;
+        log_d("worker %s: ignoring an error about step %llu of an earlier pipeline", wname(w),
+              (unsigned long long)p->rx.msg->error->step_id);
+        left = (int)((deadline - time_now()) * 1000);
+        if (left < 0) left = 0;
+    }
     if (rc == TERN_ETIMEOUT)
         return err_set(err, errlen, TERN_ETIMEOUT, "worker %s at %s did not answer within %d s%s", wname(w),
                        w->cw->endpoint, timeout_ms / 1000,
@@ -497,6 +509,7 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
         p->sp[k].repeat_last_n = sp->repeat_last_n;
         p->sp[k].seed = sp->seed;
         p->sp[k].logprobs = sp->logprobs != 0;
+        p->sp[k].top_logprobs = sp->top_logprobs > 0 ? (uint32_t)sp->top_logprobs : 0;
         p->ss[k].seq_id = (uint32_t)slot;
         p->ss[k].params = &p->sp[k];
         p->ssp[k] = &p->ss[k];
@@ -558,10 +571,22 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
                         (unsigned long long)r->step_id, (unsigned long long)s->id);
         return 1;
     }
+    if (r->n_top > SAMPLER_TOP_MAX || r->n_top_ids != r->n_token_ids * r->n_top || r->n_top_logprobs != r->n_top_ids) {
+        s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu with %u alternatives a token "
+                        "(max %d) but %zu ids, %zu logprobs for %zu tokens", wname(w), (unsigned long long)r->step_id,
+                        r->n_top, SAMPLER_TOP_MAX, r->n_top_ids, r->n_top_logprobs, r->n_token_ids);
+        return 1;
+    }
     s->n_out = (int)r->n_token_ids;
+    s->n_top = 0;
     if (s->n_out) {   /* a step without samples comes back empty (NULL arrays) */
         memcpy(s->out_tok, r->token_ids, r->n_token_ids * sizeof(int32_t));
         memcpy(s->out_lp, r->logprobs, r->n_logprobs * sizeof(float));
+        if (r->n_top && s->out_top && s->out_top_lp) {
+            memcpy(s->out_top, r->top_ids, r->n_top_ids * sizeof(int32_t));
+            memcpy(s->out_top_lp, r->top_logprobs, r->n_top_logprobs * sizeof(float));
+            s->n_top = (int)r->n_top;
+        }
     }
     s->rc = s->n_out;
     return 1;
