@@ -128,10 +128,11 @@ typedef struct gen_ctx {
     int stopped;
 } gen_ctx_t;
 
-static int on_token(void *user, int id, int32_t token, float logprob, int finish) {
+static int on_token(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
     gen_ctx_t *g = user;
     (void)id;
     (void)logprob;
+    (void)top;
     char buf[256];
     if (finish) {
         int n = detok_flush(&g->dt, buf, sizeof buf);

@@ -100,8 +100,8 @@ static void model_describe(const tern_model *m, bench_model_t *d) {
     d->weight_bytes = m->pl->weight_bytes;
 }
 
-static int ignore_eog(void *user, int id, int32_t token, float logprob, int finish) {
-    (void)user; (void)id; (void)token; (void)logprob; (void)finish;
+static int ignore_eog(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
+    (void)user; (void)id; (void)token; (void)logprob; (void)top; (void)finish;
     return 0;
 }
 

@@ -59,11 +59,21 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
     l->count--;
     for (int i = 0; i < e->n_reset; i++) stage_seq_start(&l->stages[l->n_stages - 1], e->reset_slot[i], &e->reset[i]);
     s->n_out = 0;
+    s->n_top = 0;
     s->rc = 0;
     for (int i = 0; i < l->n_stages && s->rc >= 0; i++) {
-        s->rc = stage_step(&l->stages[i], s->h, s->n, s->tokens, s->seq, s->pos, s->sample, s->out_tok, s->out_lp,
-                           s->err, sizeof s->err);
-        if (i == l->n_stages - 1 && s->rc >= 0) s->n_out = s->rc;
+        stage_t *st = &l->stages[i];
+        s->rc = stage_step(st, s->h, s->n, s->tokens, s->seq, s->pos, s->sample, s->out_tok, s->out_lp, s->err,
+                           sizeof s->err);
+        if (i == l->n_stages - 1 && s->rc >= 0) {
+            s->n_out = s->rc;
+            if (s->out_top && s->out_top_lp && st->n_top) {
+                size_t nt = (size_t)s->n_out * (size_t)st->n_top;
+                memcpy(s->out_top, st->top_ids, nt * sizeof(int32_t));
+                memcpy(s->out_top_lp, st->top_lp, nt * sizeof(float));
+                s->n_top = st->n_top;
+            }
+        }
     }
     return s;
 }

@@ -16,6 +16,8 @@ static void step_free(step_t *st) {
     free(st->sample);
     free(st->out_tok);
     free(st->out_lp);
+    free(st->out_top);
+    free(st->out_top_lp);
     tern_free(st->h);
 }
 
@@ -27,8 +29,13 @@ static int step_alloc(step_t *st, int cap, int n_seq, int n_embd) {
     st->sample = calloc((size_t)cap, 1);
     st->out_tok = calloc((size_t)n_seq, sizeof(int32_t));
     st->out_lp = calloc((size_t)n_seq, sizeof(float));
+    st->out_top = calloc((size_t)n_seq * SAMPLER_TOP_MAX, sizeof(int32_t));
+    st->out_top_lp = calloc((size_t)n_seq * SAMPLER_TOP_MAX, sizeof(float));
     st->h = tern_alloc((size_t)cap * (size_t)n_embd * sizeof(float));
-    return st->tokens && st->seq && st->pos && st->sample && st->out_tok && st->out_lp && st->h ? 0 : TERN_ENOMEM;
+    return st->tokens && st->seq && st->pos && st->sample && st->out_tok && st->out_lp && st->out_top &&
+                   st->out_top_lp && st->h
+               ? 0
+               : TERN_ENOMEM;
 }
 
 int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_ctx, int n_batch, char *err,
@@ -112,7 +119,7 @@ static void finish(sched_seq_t *q, int why) {
     q->finish = why;
     q->active = 0;
     q->waiting = 0;
-    if (q->cb) q->cb(q->user, q->id, -1, 0, why);
+    if (q->cb) q->cb(q->user, q->id, -1, 0, NULL, why);
 }
 
 void sched_cancel(sched_t *s, int id) {
@@ -203,7 +210,16 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         if (!st->sample[i]) continue;
         sched_seq_t *q = &s->seqs[st->seq[i]];
         int32_t tok = st->out_tok[j];
-        float lp = st->out_lp[j++];
+        float lp = st->out_lp[j];
+        sched_top_t top = {0, NULL, NULL};
+        if (st->n_top > 0) {   /* this sequence's own count: rows are padded to the step's most */
+            int nt = q->sp.logprobs ? q->sp.top_logprobs : 0;
+            top.n = nt < st->n_top ? nt : st->n_top;
+            top.ids = st->out_top + (size_t)j * (size_t)st->n_top;
+            top.lp = st->out_top_lp + (size_t)j * (size_t)st->n_top;
+            while (top.n > 0 && top.ids[top.n - 1] < 0) top.n--;
+        }
+        j++;
         if (!q->active || q->id != sid[i]) continue;   /* cancelled meanwhile */
         int known = st->pos[i] + 1;
         if (known < q->n_toks) {   /* a replayed sample: taken again only to advance the sampler */
@@ -216,7 +232,7 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         if (!q->t_first) q->t_first = time_now();
         q->toks[q->n_toks++] = tok;
         q->n_gen++;
-        int stop = q->cb ? q->cb(q->user, q->id, tok, lp, SCHED_RUNNING) : 0;
+        int stop = q->cb ? q->cb(q->user, q->id, tok, lp, top.n > 0 ? &top : NULL, SCHED_RUNNING) : 0;
         if (stop) finish(q, SCHED_STOP);
         else if (q->n_gen >= q->max_gen) finish(q, SCHED_LENGTH);
         else if (q->n_toks >= s->n_ctx) finish(q, SCHED_CTX);

@@ -26,9 +26,18 @@
 
 enum sched_finish { SCHED_RUNNING = 0, SCHED_STOP = 1, SCHED_LENGTH = 2, SCHED_CTX = 3, SCHED_CANCEL = 4, SCHED_ERROR = 5 };
 
-/* token: a sampled token (or -1 with finish set when the sequence ends without one).
+/* A sampled token's top_logprobs alternatives (sampler_params_t top_logprobs): n of them, best
+ * first; valid only during the callback. */
+typedef struct sched_top {
+    int n;
+    const int32_t *ids;
+    const float *lp;
+} sched_top_t;
+
+/* token: a sampled token (or -1 with finish set when the sequence ends without one); top: its
+ * alternatives, NULL when none were asked for (or none came back).
  * Return nonzero to stop the sequence (e.g. end-of-generation token or a stop string). */
-typedef int (*sched_cb)(void *user, int id, int32_t token, float logprob, int finish);
+typedef int (*sched_cb)(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish);
 
 typedef struct sched_seq {
     int active, slot, id;

@@ -19,6 +19,8 @@ void server_job_unref(struct server *s, job_t *j) {
     free(j->out);
     free(j->sse);
     free(j->lp);
+    free(j->top_ids);
+    free(j->top_lp);
     pthread_cond_destroy(&j->cv);
     free(j);
 }
@@ -77,11 +79,18 @@ static int lp_kept(const job_t *j) {
 /* Log-probability records, in the coordinates of the detokenizer's output (which holds the
  * bytes of a cut character back until it completes): a token's text starts after the bytes
  * held before it, and ends after the bytes held after it. Caller holds s->mu. */
-static void lp_record(job_t *j, int32_t token, float logprob, size_t bstart, size_t bend) {
+static void lp_record(job_t *j, int32_t token, float logprob, const sched_top_t *top, size_t bstart, size_t bend) {
     if (!j->lp || j->n_lp == j->lp_cap) return;   /* sized for max_gen tokens at admission */
-    job_lp_t *r = &j->lp[j->n_lp++];
+    int idx = j->n_lp++;
+    job_lp_t *r = &j->lp[idx];
     r->token = token;
     r->logprob = logprob;
+    r->n_top = 0;
+    if (top && j->n_top && j->top_ids && j->top_lp) {
+        r->n_top = top->n < j->n_top ? top->n : j->n_top;
+        memcpy(j->top_ids + (size_t)idx * (size_t)j->n_top, top->ids, (size_t)r->n_top * sizeof(int32_t));
+        memcpy(j->top_lp + (size_t)idx * (size_t)j->n_top, top->lp, (size_t)r->n_top * sizeof(float));
+    }
     r->bstart = (uint32_t)bstart;
     r->bend = (uint32_t)bend;
     r->cstart = UINT32_MAX;   /* placed once its first byte is out */
@@ -138,7 +147,7 @@ static void job_end(struct server *s, job_t *j, int finish) {
 }
 
 /* sched callback: one sampled token, or the end of the sequence */
-static int on_token(void *user, int id, int32_t token, float logprob, int finish) {
+static int on_token(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
     job_t *j = user;
     struct server *s = j->srv;
     (void)id;
@@ -168,7 +177,7 @@ static int on_token(void *user, int id, int32_t token, float logprob, int finish
     j->n_gen++;
     if (j->logprobs) {
         size_t out = n > 0 ? (size_t)n : 0;
-        lp_record(j, token, logprob, j->gen_bytes + held, j->gen_bytes + out + (size_t)j->dt.npending);
+        lp_record(j, token, logprob, top, j->gen_bytes + held, j->gen_bytes + out + (size_t)j->dt.npending);
         lp_place(j, buf, out);
     }
     job_emit(j, rel, rlen);

@@ -102,9 +102,10 @@ static json_t *reply_base(struct server *s, const job_t *j, const char *object) 
 }
 
 /* ---- logprobs ---------------------------------------------------------------------------
- * The sampled tokens' log-probabilities in OpenAI's shapes. Alternatives (completions'
- * top_logprobs, chat's top_logprobs) are not available: the last pipeline stage sends one
- * logprob per token (proto Sampled), so completions say null and chat gives []. */
+ * The sampled tokens' log-probabilities in OpenAI's shapes, with the N most likely alternatives
+ * the last stage sends along (proto Sampled top_ids): completions' top_logprobs (a {token:
+ * logprob} object per position; null when N = 0) and chat's top_logprobs ([{token, logprob,
+ * bytes}] per entry). */
 
 /* token id's bytes as they add to the text (control tokens: none); *n its length. Returns buf,
  * or a malloc'd copy the caller frees when the piece is longer than cap */
@@ -133,12 +134,35 @@ static json_t *lp_token_text(const char *p, int n) {
     return o;
 }
 
-/* a chat "content" entry: token, logprob, its bytes, and no alternatives */
+/* a chat entry: token, logprob, its bytes (alternatives: the caller adds top_logprobs) */
 static json_t *lp_chat_entry(const char *p, int n, float logprob) {
     json_t *bytes = json_array();
     for (int k = 0; k < n; k++) json_array_append_new(bytes, json_integer((unsigned char)p[k]));
-    return json_pack("{s:o, s:o, s:o, s:[]}", "token", server_json_text(p, (size_t)n), "logprob", lp_value(logprob),
-                     "bytes", bytes, "top_logprobs");
+    return json_pack("{s:o, s:o, s:o}", "token", server_json_text(p, (size_t)n), "logprob", lp_value(logprob), "bytes",
+                     bytes);
+}
+
+/* record i's alternatives: chat's [{token, logprob, bytes}], or completions' {token: logprob}
+ * (a token text that repeats keeps its first, most likely, value) */
+static json_t *lp_top(struct server *s, const job_t *j, int i, int chat) {
+    json_t *o = chat ? json_array() : json_object();
+    int nt = j->lp[i].n_top;
+    for (int k = 0; k < nt; k++) {
+        size_t at = (size_t)i * (size_t)j->n_top + (size_t)k;
+        char buf[512];
+        int n;
+        char *p = lp_piece(s->m->tok, j->top_ids[at], buf, sizeof buf, &n);
+        if (chat) {
+            json_array_append_new(o, lp_chat_entry(p, n, j->top_lp[at]));
+        } else {
+            json_t *key = lp_token_text(p, n);
+            const char *ks = key ? json_string_value(key) : NULL;
+            if (ks && !json_object_get(o, ks)) json_object_set_new(o, ks, lp_value(j->top_lp[at]));
+            json_decref(key);
+        }
+        if (p != buf) free(p);
+    }
+    return o;
 }
 
 /* records [a, b) of j->lp as the reply's "logprobs" object (caller holds s->mu); NULL when the
@@ -147,26 +171,31 @@ static json_t *lp_json(struct server *s, const job_t *j, int a, int b) {
     if (!j->logprobs) return NULL;
     int chat = j->kind == SERVER_REQ_CHAT;
     json_t *toks = json_array(), *vals = json_array(), *offs = json_array();
+    json_t *tops = j->n_top ? json_array() : json_null();
     for (int i = a; i < b; i++) {
         char buf[512];
         int n;
         char *p = lp_piece(s->m->tok, j->lp[i].token, buf, sizeof buf, &n);
         if (chat) {
-            json_array_append_new(toks, lp_chat_entry(p, n, j->lp[i].logprob));
+            json_t *e = lp_chat_entry(p, n, j->lp[i].logprob);
+            json_object_set_new(e, "top_logprobs", lp_top(s, j, i, 1));
+            json_array_append_new(toks, e);
         } else {
             json_array_append_new(toks, lp_token_text(p, n));
             json_array_append_new(vals, lp_value(j->lp[i].logprob));
             json_array_append_new(offs, json_integer(j->lp[i].cstart));
+            if (j->n_top) json_array_append_new(tops, lp_top(s, j, i, 0));
         }
         if (p != buf) free(p);
     }
     if (chat) {
         json_decref(vals);
         json_decref(offs);
+        json_decref(tops);
         return json_pack("{s:o}", "content", toks);
     }
-    return json_pack("{s:o, s:o, s:n, s:o}", "tokens", toks, "token_logprobs", vals, "top_logprobs", "text_offset",
-                     offs);
+    return json_pack("{s:o, s:o, s:o, s:o}", "tokens", toks, "token_logprobs", vals, "top_logprobs", tops,
+                     "text_offset", offs);
 }
 
 /* the non-streamed reply of a finished job (caller holds s->mu) */
@@ -373,7 +402,14 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
         pthread_mutex_unlock(&s->mu);
         j->max_gen = max_gen(s, &r, j->n_ids);
         if (rc == 0 && j->logprobs && j->max_gen > 0) {   /* no allocation once generating */
-            if (!(j->lp = malloc((size_t)j->max_gen * sizeof *j->lp)))
+            j->n_top = r.top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : r.top_logprobs;
+            size_t nt = (size_t)j->max_gen * (size_t)j->n_top;
+            j->lp = malloc((size_t)j->max_gen * sizeof *j->lp);
+            if (nt) {
+                j->top_ids = malloc(nt * sizeof *j->top_ids);
+                j->top_lp = malloc(nt * sizeof *j->top_lp);
+            }
+            if (!j->lp || (nt && (!j->top_ids || !j->top_lp)))
                 rc = server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
             j->lp_cap = j->lp ? j->max_gen : 0;
         }

@@ -22,6 +22,7 @@ typedef struct job_lp {
     int32_t token;
     float logprob;
     uint32_t bstart, bend, cstart;
+    int n_top;                 /* alternatives at j->top_ids / top_lp + index * j->n_top */
 } job_lp_t;
 
 typedef struct job {
@@ -51,6 +52,9 @@ typedef struct job {
     size_t out_total;          /* bytes of text released so far (all of it, streamed or not) */
     job_lp_t *lp;              /* (lp_cap,) when logprobs: one per generated token but end-of-generation */
     int n_lp, lp_cap;
+    int n_top;                 /* alternatives asked per token (top_logprobs; 0 = none) */
+    int32_t *top_ids;          /* (lp_cap, n_top) when n_top: each record's alternatives */
+    float *top_lp;
     int lp_final;              /* once done: the records that belong to the reply (a prefix of lp;
                                 * a stop string drops the tokens from where it starts) */
     int lp_placed;             /* records whose text_offset is known (engine thread) */

@@ -204,6 +204,7 @@ static int parse_logprobs(server_req_t *r, json_t *root, server_err_t *e) {
     }
     r->top_logprobs = r->logprobs ? (int)n : 0;
     r->sp.logprobs = r->logprobs;
+    r->sp.top_logprobs = r->top_logprobs;
     return 0;
 }
 

@@ -37,7 +37,7 @@ typedef struct server_req {
     int logprobs;            /* the reply carries the sampled tokens' log-probabilities (sp.logprobs
                               * is set to match): completions' "logprobs": 0..5, chat's "logprobs": true */
     int top_logprobs;        /* alternatives asked per token (completions' logprobs N, chat's
-                              * top_logprobs); the server returns none (see server_gen.c) */
+                              * top_logprobs); sp.top_logprobs is set to match */
     int add_special, parse_special, with_pieces;   /* tokenize */
 } server_req_t;
 

@@ -189,6 +189,10 @@ static int check_sampled(const Tern__Sampled *s, uint64_t tb, const char *peer, 
                        peer, n, s->n_token_ids, s->n_logprobs);
     if (s->vocab > TP_MAX_VOCAB)
         return err_set(err, errlen, TERN_EPROTO, "peer %s: sampled: vocab %u > %u", peer, s->vocab, TP_MAX_VOCAB);
+    if (s->n_top > TP_MAX_TOP || s->n_top_ids != n * s->n_top || s->n_top_logprobs != s->n_top_ids)
+        return err_set(err, errlen, TERN_EPROTO,
+                       "peer %s: sampled: %u alternatives (max %d) for %zu tokens, but %zu top ids and %zu top logprobs",
+                       peer, s->n_top, TP_MAX_TOP, n, s->n_top_ids, s->n_top_logprobs);
     uint64_t want = (uint64_t)n * s->vocab * 4;
     if (n > TP_MAX_TOKENS || tb != want)
         return err_set(err, errlen, TERN_EPROTO,

@@ -1,5 +1,7 @@
 /* sampler: candidates are (id, logit) pairs; each filter narrows them, then a draw with a
- * xoroshiro128+ generator seeded by splitmix64(seed). Ties in greedy pick the lowest id. */
+ * xoroshiro128+ generator seeded by splitmix64(seed). Ties in greedy pick the lowest id.
+ * Without top-k the candidates are ordered lazily: a sorted prefix grows (quickselect + sort of
+ * the new part) only as far as top-p / min-p / the draw look. */
 #include "worker/sampler.h"
 #include <math.h>
 #include <stdlib.h>
@@ -38,6 +40,8 @@ void sampler_init(sampler_t *s, const sampler_params_t *p) {
     s->p = *p;
     if (s->p.repeat_last_n > SAMPLER_HIST_MAX) s->p.repeat_last_n = SAMPLER_HIST_MAX;
     if (s->p.repeat_last_n < 0) s->p.repeat_last_n = 0;
+    if (s->p.top_logprobs > SAMPLER_TOP_MAX) s->p.top_logprobs = SAMPLER_TOP_MAX;
+    if (s->p.top_logprobs < 0 || !s->p.logprobs) s->p.top_logprobs = 0;
     uint64_t x = p->seed;
     s->rng[0] = splitmix64(&x);
     s->rng[1] = splitmix64(&x);
@@ -59,27 +63,40 @@ static int cand_cmp(const void *a, const void *b) {
     return x->id - y->id;
 }
 
+#define PEN_SET 2048   /* power of two >= 2 * SAMPLER_HIST_MAX: open addressing stays sparse */
+
+/* each distinct token of the last repeat_last_n is penalised once (llama.cpp); a set of the ids
+ * seen so far (open addressing, on the stack) keeps it O(n) */
 static void apply_penalty(sampler_t *s, float *logits, int n_vocab) {
     int n = s->nhist < s->p.repeat_last_n ? s->nhist : s->p.repeat_last_n;
     float pen = s->p.repeat_penalty;
     if (pen == 1.0f || n == 0) return;
-    /* each distinct token is penalised once (llama.cpp): mark with NaN-free sign trick via a pass */
+    int32_t set[PEN_SET];
+    memset(set, 0xff, sizeof set);   /* -1: empty */
     for (int i = 0; i < n; i++) {
         int id = s->hist[(s->hpos - 1 - i + SAMPLER_HIST_MAX) % SAMPLER_HIST_MAX];
-        int seen = 0;
-        for (int j = 0; j < i && !seen; j++)
-            seen = s->hist[(s->hpos - 1 - j + SAMPLER_HIST_MAX) % SAMPLER_HIST_MAX] == id;
-        if (seen || id < 0 || id >= n_vocab) continue;
+        if (id < 0 || id >= n_vocab) continue;
+        uint32_t h = ((uint32_t)id * 2654435761u) & (PEN_SET - 1);
+        while (set[h] >= 0 && set[h] != id) h = (h + 1) & (PEN_SET - 1);
+        if (set[h] == id) continue;
+        set[h] = id;
         logits[id] = logits[id] > 0 ? logits[id] / pen : logits[id] * pen;
     }
 }
 
-static float log_softmax_at(const float *logits, int n, int id) {
+/* the log-softmax normaliser, split as (max, log sum exp(x - max)) so that
+ * logprob(id) = (logits[id] - mx) - lse is the same number whoever asks */
+static void log_norm(const float *logits, int n, float *mx_out, double *lse) {
     float mx = logits[0];
     for (int i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
     double sum = 0;
     for (int i = 0; i < n; i++) sum += exp((double)(logits[i] - mx));
-    return (float)((double)(logits[id] - mx) - log(sum));
+    *mx_out = mx;
+    *lse = log(sum);
+}
+
+static float logprob_at(const float *logits, float mx, double lse, int id) {
+    return (float)((double)(logits[id] - mx) - lse);
 }
 
 /* a is worse than b: lower logit, or equal logit and higher id */
@@ -109,43 +126,137 @@ static int top_k_select(const float *logits, int n_vocab, int k, cand_t *c) {
     return k;
 }
 
+/* Lazily sorted candidates: c[0..m) holds the m best, sorted best first; c[m..n) the rest in
+ * any order. */
+typedef struct lazy { cand_t *c; int n, m; } lazy_t;
+
+static void cswap(cand_t *a, cand_t *b) { cand_t t = *a; *a = *b; *b = t; }
+
+/* moves the k best of c[lo..hi) to c[lo..lo+k) (in any order): quickselect, median of three */
+static void select_best(cand_t *c, int lo, int hi, int k) {
+    int target = lo + k;   /* c[lo..target) must end up better than c[target..hi) */
+    while (hi - lo > 1) {
+        int mid = lo + (hi - lo) / 2;
+        if (worse(&c[mid], &c[lo])) cswap(&c[mid], &c[lo]);
+        if (worse(&c[hi - 1], &c[lo])) cswap(&c[hi - 1], &c[lo]);
+        if (worse(&c[hi - 1], &c[mid])) cswap(&c[hi - 1], &c[mid]);
+        cand_t piv = c[mid];   /* c[lo] >= piv >= c[hi-1] */
+        int i = lo, j = hi - 1;
+        while (i <= j) {   /* Hoare partition: better than piv to the left */
+            while (worse(&piv, &c[i])) i++;
+            while (worse(&c[j], &piv)) j--;
+            if (i <= j) { cswap(&c[i], &c[j]); i++; j--; }
+        }
+        /* c[lo..j] >= piv, c[i..hi) <= piv, c(j..i) == piv */
+        if (target == j + 1 || target == i) return;
+        if (target <= j) hi = j + 1;
+        else if (target > i) lo = i;
+        else return;
+    }
+}
+
+/* makes c[0..want) sorted (want clamped to n); grows at least geometrically */
+static void lazy_grow(lazy_t *z, int want) {
+    if (want <= z->m) return;
+    int to = z->m * 2 > want ? z->m * 2 : want;
+    if (to < 64) to = 64;
+    if (to > z->n) to = z->n;
+    if (to < z->n) select_best(z->c, z->m, z->n, to - z->m);
+    qsort(z->c + z->m, (size_t)(to - z->m), sizeof *z->c, cand_cmp);
+    z->m = to;
+}
+
+static void top_alternatives(const float *logits, int n_vocab, int k, float mx, double lse, int32_t *ids, float *lp) {
+    cand_t h[SAMPLER_TOP_MAX];
+    if (k > n_vocab) k = n_vocab;
+    for (int i = 0; i < k; i++) { h[i].logit = logits[i]; h[i].id = i; }
+    for (int i = k / 2 - 1; i >= 0; i--) heap_down(h, k, i);
+    for (int i = k; i < n_vocab; i++) {
+        cand_t x = {logits[i], i};
+        if (worse(&h[0], &x)) { h[0] = x; heap_down(h, k, 0); }
+    }
+    qsort(h, (size_t)k, sizeof *h, cand_cmp);
+    for (int i = 0; i < k; i++) {
+        if (ids) ids[i] = h[i].id;
+        if (lp) lp[i] = logprob_at(logits, mx, lse, h[i].id);
+    }
+}
+
+int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob) {
+    return sampler_sample_top(s, logits, n_vocab, work, logprob, NULL, NULL, NULL);
+}
+
 /* llama.cpp's default chain: penalties, top-k, top-p, min-p (all at temperature 1), then the
  * temperature, then a draw. */
-int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob) {
+int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob, int32_t *top_ids,
+                       float *top_lp, int *n_top) {
     apply_penalty(s, logits, n_vocab);
+    float lmx = 0;
+    double lse = 0;
+    int want_lp = s->p.logprobs && (logprob || top_ids || top_lp);
+    if (want_lp) log_norm(logits, n_vocab, &lmx, &lse);
+    int ntop = s->p.logprobs && s->p.top_logprobs > 0 ? s->p.top_logprobs : 0;
+    if (ntop > n_vocab) ntop = n_vocab;
+    if (ntop && (top_ids || top_lp)) top_alternatives(logits, n_vocab, ntop, lmx, lse, top_ids, top_lp);
+    if (n_top) *n_top = ntop;
+    int pick;
     if (s->p.temp <= 0) {
-        int best = 0;
+        pick = 0;
         for (int i = 1; i < n_vocab; i++)
-            if (logits[i] > logits[best]) best = i;
-        if (logprob) *logprob = s->p.logprobs ? log_softmax_at(logits, n_vocab, best) : 0.0f;
-        return best;
-    }
-    cand_t *c = work;
-    int n = top_k_select(logits, n_vocab, s->p.top_k, c);
-    double mx = c[0].logit, sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - mx);
-    if (s->p.top_p < 1.0f) {
-        double acc = 0;
+            if (logits[i] > logits[pick]) pick = i;
+    } else {
+        cand_t *c = work;
+        lazy_t z = {c, n_vocab, 0};
+        int n;
+        double sum = 0;
+        if (s->p.top_k > 0 && s->p.top_k < n_vocab) {
+            n = top_k_select(logits, n_vocab, s->p.top_k, c);
+            z.n = z.m = n;
+            for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+        } else {   /* every token: sorted only as far as needed */
+            n = n_vocab;
+            for (int i = 0; i < n; i++) { c[i].logit = logits[i]; c[i].id = i; }
+            lazy_grow(&z, 1);
+            for (int i = 0; i < n; i++) sum += exp((double)logits[i] - c[0].logit);
+        }
+        double mx = c[0].logit;
+        if (s->p.top_p < 1.0f) {
+            double acc = 0;
+            for (int i = 0; i < n; i++) {
+                if (i >= z.m) lazy_grow(&z, i + 1);
+                acc += exp((double)c[i].logit - mx) / sum;
+                if (acc >= s->p.top_p) { n = i + 1; break; }
+            }
+        }
+        if (s->p.min_p > 0) {
+            double thr = log((double)s->p.min_p);
+            int keep = 1;
+            for (;;) {
+                if (keep >= n) break;
+                if (keep >= z.m) lazy_grow(&z, keep + 1);
+                if (!((double)c[keep].logit - mx >= thr)) break;
+                keep++;
+            }
+            n = keep;
+        }
+        double inv_t = 1.0 / s->p.temp;
+        sum = 0;
+        if (n <= z.m)
+            for (int i = 0; i < n; i++) sum += exp(((double)c[i].logit - mx) * inv_t);
+        else   /* the whole vocabulary, unsorted past z.m: the sum in any order */
+            for (int i = 0; i < n; i++) sum += exp(((double)logits[i] - mx) * inv_t);
+        double r = rng_uniform(s) * sum, acc = 0;
+        pick = -1;
         for (int i = 0; i < n; i++) {
-            acc += exp((double)c[i].logit - mx) / sum;
-            if (acc >= s->p.top_p) { n = i + 1; break; }
+            if (i >= z.m) lazy_grow(&z, i + 1);
+            acc += exp(((double)c[i].logit - mx) * inv_t);
+            if (r < acc) { pick = c[i].id; break; }
+        }
+        if (pick < 0) {
+            lazy_grow(&z, n);
+            pick = c[n - 1].id;
         }
     }
-    if (s->p.min_p > 0) {
-        double thr = log((double)s->p.min_p);
-        int keep = 1;
-        while (keep < n && (double)c[keep].logit - mx >= thr) keep++;
-        n = keep;
-    }
-    double inv_t = 1.0 / s->p.temp;
-    sum = 0;
-    for (int i = 0; i < n; i++) sum += exp(((double)c[i].logit - mx) * inv_t);
-    double r = rng_uniform(s) * sum, acc = 0;
-    int pick = c[n - 1].id;
-    for (int i = 0; i < n; i++) {
-        acc += exp(((double)c[i].logit - mx) * inv_t);
-        if (r < acc) { pick = c[i].id; break; }
-    }
-    if (logprob) *logprob = s->p.logprobs ? log_softmax_at(logits, n_vocab, pick) : 0.0f;
+    if (logprob) *logprob = s->p.logprobs ? logprob_at(logits, lmx, lse, pick) : 0.0f;
     return pick;
 }

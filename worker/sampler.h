@@ -16,9 +16,12 @@ typedef struct sampler_params {
     uint64_t seed;
     int logprobs;         /* 1: sampler_sample fills *logprob (a log-softmax over the whole
                            * vocabulary, ~0.4 ms a token at 128k: only when someone reads it) */
+    int top_logprobs;     /* 0..SAMPLER_TOP_MAX alternatives sampler_sample_top returns (needs
+                           * logprobs; clamped by sampler_init) */
 } sampler_params_t;
 
 #define SAMPLER_HIST_MAX 1024
+#define SAMPLER_TOP_MAX 20
 
 typedef struct sampler {
     sampler_params_t p;
@@ -34,6 +37,12 @@ void sampler_accept(sampler_t *s, int token);   /* records a token in the histor
  * (sampler_work_bytes). *logprob (optional) = log softmax prob of the chosen token at temp 1
  * after the penalty when the params ask for it (logprobs), else 0. Does not record the token (call sampler_accept). */
 int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob);
+/* sampler_sample, and when the params ask for alternatives (logprobs and top_logprobs = N > 0)
+ * the N most likely tokens at temp 1 after the penalty with their log-probabilities (same
+ * definition as *logprob), best first, ties by lower id, in top_ids / top_lp (each N long;
+ * either may be NULL). Returns N in *n_top (optional; 0 when not asked). */
+int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob, int32_t *top_ids,
+                       float *top_lp, int *n_top);
 unsigned long sampler_work_bytes(int n_vocab);
 
 #endif

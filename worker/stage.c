@@ -50,7 +50,9 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
         st->samplers = calloc((size_t)cfg->n_seq, sizeof(sampler_t));
         st->logits = tern_alloc((size_t)nlog * (size_t)V * sizeof(float));
         st->swork = tern_alloc(sampler_work_bytes(V));
-        if (!st->samplers || !st->logits || !st->swork) goto nomem;
+        st->top_ids = calloc((size_t)cfg->n_seq * SAMPLER_TOP_MAX, sizeof(int32_t));
+        st->top_lp = calloc((size_t)cfg->n_seq * SAMPLER_TOP_MAX, sizeof(float));
+        if (!st->samplers || !st->logits || !st->swork || !st->top_ids || !st->top_lp) goto nomem;
         sampler_params_t p;
         sampler_params_default(&p);
         for (int i = 0; i < cfg->n_seq; i++) sampler_init(&st->samplers[i], &p);
@@ -69,6 +71,8 @@ void stage_free(stage_t *st) {
     shard_free(&st->shard);
     free(st->samplers);
     free(st->rows);
+    free(st->top_ids);
+    free(st->top_lp);
     tern_free(st->logits);
     tern_free(st->swork);
     memset(st, 0, sizeof *st);
@@ -100,16 +104,27 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
     } else {
         forward_layers(&st->fwd, h, n, seq, pos);
     }
+    st->n_top = 0;
     if (!c->has_head) return 0;
     for (int i = 0; i < n; i++)
         if (tokens && tokens[i] >= 0) sampler_accept(&st->samplers[seq[i]], tokens[i]);
     if (!nsample) return 0;
     int V = st->shard.hp.n_vocab;
     if (!st->cuda) forward_logits(&st->fwd, h, m, st->rows, st->logits);
+    int nt = 0;
     for (int j = 0; j < m; j++) {
-        int i = st->rows[j];
-        out_tok[j] = sampler_sample(&st->samplers[seq[i]], st->logits + (size_t)j * V, V, st->swork,
-                                    out_logprob ? &out_logprob[j] : NULL);
+        const sampler_params_t *sp = &st->samplers[seq[st->rows[j]]].p;   /* clamped by sampler_init */
+        if (sp->top_logprobs > nt) nt = sp->top_logprobs;
     }
+    if (nt > V) nt = V;
+    for (int j = 0; j < m; j++) {
+        int i = st->rows[j], got = 0;
+        int32_t *ti = st->top_ids + (size_t)j * nt;
+        float *tl = st->top_lp + (size_t)j * nt;
+        out_tok[j] = sampler_sample_top(&st->samplers[seq[i]], st->logits + (size_t)j * V, V, st->swork,
+                                        out_logprob ? &out_logprob[j] : NULL, ti, tl, &got);
+        for (int k = got; k < nt; k++) ti[k] = -1, tl[k] = 0.0f;
+    }
+    st->n_top = nt;
     return m;
 }

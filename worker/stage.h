@@ -30,6 +30,10 @@ typedef struct stage {
     float *logits;         /* (n_seq, n_vocab) */
     void *swork;
     int *rows;             /* (n_batch,) */
+    int n_top;             /* after stage_step: alternatives per sampled token (the most any of
+                            * the step's sequences asked for; 0 = none) */
+    int32_t *top_ids;      /* (n_seq, SAMPLER_TOP_MAX): row j = sampled token j's alternatives, */
+    float *top_lp;         /* n_top of them, stride n_top (padded with id -1 / 0) */
     cuda_stage_t *cuda;    /* device == STAGE_DEV_CUDA: the GPU runs forward (fwd unused) */
 } stage_t;
 
@@ -45,8 +49,9 @@ void stage_seq_start(stage_t *st, int seq, const sampler_params_t *p);
 /* One step: h (n, n_embd) in place through the layers. tokens[i] (the input token id, used by the
  * last stage for the repetition-penalty history), seq[i], pos[i]; sample[i] != 0 asks the last
  * stage to sample after token i (at most one per sequence per step). For the last stage, the
- * sampled tokens are written in order of the sampling tokens to out_tok / out_logprob; returns
- * their count (0 for a middle stage) or <0 on a bad request (err says why). */
+ * sampled tokens are written in order of the sampling tokens to out_tok / out_logprob (and their
+ * top_logprobs alternatives to st->top_ids / top_lp, st->n_top each); returns their count (0 for
+ * a middle stage) or <0 on a bad request (err says why). */
 int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
                const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen);
 

@@ -346,7 +346,8 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
             if (!ss->params || ss->seq_id >= (uint32_t)w->st.cfg.n_seq) continue;
             sampler_params_t p = {ss->params->temp, ss->params->top_k, ss->params->top_p, ss->params->min_p,
                                   ss->params->repeat_penalty, ss->params->repeat_last_n, ss->params->seed,
-                                  ss->params->logprobs};
+                                  ss->params->logprobs, (int)(ss->params->top_logprobs > SAMPLER_TOP_MAX
+                                                                  ? SAMPLER_TOP_MAX : ss->params->top_logprobs)};
             stage_seq_start(&w->st, (int)ss->seq_id, &p);
         }
     int m = stage_step(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp, err, sizeof err);
@@ -380,6 +381,10 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     s.seq_ids = w->seq_u;
     s.token_ids = w->out_tok;
     s.logprobs = w->out_lp;
+    s.n_top = (uint32_t)w->st.n_top;
+    s.n_top_ids = s.n_top_logprobs = (size_t)m * (size_t)w->st.n_top;
+    s.top_ids = w->st.top_ids;
+    s.top_logprobs = w->st.top_lp;
     out.body_case = TERN__MSG__BODY_SAMPLED;
     out.sampled = &s;
     if (tp_send(w->in, &w->coord, &out, NULL, 0, err, sizeof err) < 0)

@@ -115,15 +115,24 @@ await run('logprobs', async () => {
   const fine = (v) => typeof v === 'number' && Number.isFinite(v) && v <= 0;
   check(c.text === want.greedy && lp && lp.tokens.length === r.usage.completion_tokens &&
     lp.token_logprobs.length === lp.tokens.length && lp.text_offset.length === lp.tokens.length &&
-    lp.token_logprobs.every(fine) && lp.top_logprobs === null && lp.text_offset[0] === 0,
+    lp.token_logprobs.every(fine) && lp.text_offset[0] === 0,
     'completions.create({logprobs: 2}): tokens, token_logprobs <= 0, text_offset; same text', show(c));
+  // top_logprobs: one {token: logprob} per position, 2 of them (JS orders integer-like keys first,
+  // so compare values, not key order); greedy: the best is the sampled token
+  check(Array.isArray(lp.top_logprobs) && lp.top_logprobs.length === lp.tokens.length &&
+    lp.top_logprobs.every((d, i) => Object.keys(d).length === 2 && Object.values(d).every(fine) &&
+      d[lp.tokens[i]] === lp.token_logprobs[i] && Math.max(...Object.values(d)) === lp.token_logprobs[i]),
+    'completions.create({logprobs: 2}): top_logprobs, 2 per token, the greedy token the best', show(lp.top_logprobs));
   const body = { model: want.model, max_tokens: 12, temperature: 0, logprobs: true, top_logprobs: 2,
     messages: [{ role: 'user', content: 'Say hi' }] };
   const ch = await client.chat.completions.create(body);
   const content = ch.choices[0].logprobs?.content ?? [];
   check(content.length === ch.usage.completion_tokens && content.every((t) => typeof t.token === 'string' &&
-    fine(t.logprob) && Array.isArray(t.bytes) && Array.isArray(t.top_logprobs)),
-    'chat.completions.create({logprobs: true}): logprobs.content per token', show(ch.choices[0].logprobs));
+    fine(t.logprob) && Array.isArray(t.bytes) && Array.isArray(t.top_logprobs) && t.top_logprobs.length === 2 &&
+    t.top_logprobs[0].token === t.token && t.top_logprobs[0].logprob === t.logprob &&
+    t.top_logprobs[1].logprob <= t.top_logprobs[0].logprob && Array.isArray(t.top_logprobs[1].bytes)),
+    'chat.completions.create({logprobs: true, top_logprobs: 2}): logprobs.content per token, 2 sorted alternatives',
+    show(ch.choices[0].logprobs));
   const stream = await client.chat.completions.create({ ...body, stream: true });
   const streamed = [];
   for await (const k of stream) streamed.push(...(k.choices[0]?.logprobs?.content ?? []));

@@ -99,8 +99,18 @@ elif mode == "stop":    # a short ASCII piece of the text to use as a stop strin
             json.dump({"stop": s, "want": t[:t.find(s)]}, sys.stdout); sys.exit(0)
     die("no ASCII piece in the text")
 elif mode in ("lp", "nolp"):   # lp FILE [N_VOCAB]: a reply's or a stream's logprobs, checked, as one JSON
-    # (N_VOCAB: greedy, so each token is the likeliest: logprob >= -ln(N_VOCAB)); nolp FILE: none anywhere
-    import math
+    # (N_VOCAB: greedy, so each token is the likeliest: logprob >= -ln(N_VOCAB), and it is the first
+    # alternative); nolp FILE: none anywhere. $LPN: the alternatives asked per token (each
+    # position must have exactly that many, best first, <= 0; completions: 0 = top_logprobs null)
+    import math, os
+    lpn = int(os.environ.get("LPN", "-1"))
+    tops = []
+    def check_alts(alts, where):   # [(token, logprob)] of one position
+        if lpn >= 0 and len(alts) != lpn: die(f"{where}: {len(alts)} alternatives, asked for {lpn}: {alts!r}")
+        for t, v in alts:
+            if not isinstance(v, float) or not math.isfinite(v) or v > 1e-6: die(f"{where}: alternative {t!r} logprob {v!r}")
+        if any(b[1] > a[1] for a, b in zip(alts, alts[1:])): die(f"{where}: alternatives not sorted: {alts!r}")
+        tops.append([list(a) for a in alts])
     sse = raw.startswith(b"data: ")
     if sse:
         chunks = [json.loads(e[6:]) for e in raw.decode("utf-8").split("\n\n") if e.startswith("data: {")]
@@ -122,19 +132,35 @@ elif mode in ("lp", "nolp"):   # lp FILE [N_VOCAB]: a reply's or a stream's logp
         if chat:
             if set(lp) != {"content"} or not isinstance(lp["content"], list): die(f"chat logprobs {lp!r}")
             for t in lp["content"]:
-                if set(t) != {"token", "logprob", "bytes", "top_logprobs"} or t["top_logprobs"] != []: die(f"entry {t!r}")
+                if set(t) != {"token", "logprob", "bytes", "top_logprobs"} or not isinstance(t["top_logprobs"], list):
+                    die(f"entry {t!r}")
+                for a in t["top_logprobs"]:
+                    if set(a) != {"token", "logprob", "bytes"}: die(f"alternative {a!r}")
+                    if a["token"] != bytes(a["bytes"]).decode("utf-8", "replace"): die(f"alternative {a!r}: token is not its bytes")
+                check_alts([(a["token"], a["logprob"]) for a in t["top_logprobs"]], f"token {len(toks)}")
                 b = bytes(t["bytes"])
                 if t["token"] != b.decode("utf-8", "replace"): die(f"token {t['token']!r} is not its bytes {b!r}")
                 toks.append(t["token"]); lps.append(t["logprob"]); raws.append(b)
         else:
-            if set(lp) != {"tokens", "token_logprobs", "top_logprobs", "text_offset"} or lp["top_logprobs"] is not None:
+            if set(lp) != {"tokens", "token_logprobs", "top_logprobs", "text_offset"}:
                 die(f"completion logprobs keys {sorted(lp)}")
             if not len(lp["tokens"]) == len(lp["token_logprobs"]) == len(lp["text_offset"]): die("lengths differ")
+            if lp["top_logprobs"] is None:
+                if lpn > 0: die(f"top_logprobs null, asked for {lpn}")
+            else:
+                if lpn == 0 or len(lp["top_logprobs"]) != len(lp["tokens"]): die(f"top_logprobs {lp['top_logprobs']!r}")
+                for k, d in enumerate(lp["top_logprobs"]):
+                    if not isinstance(d, dict): die(f"top_logprobs entry {d!r}")
+                    check_alts(list(d.items()), f"token {len(toks) + k}")
             toks += lp["tokens"]; lps += lp["token_logprobs"]; offs += lp["text_offset"]
     if not toks: die("no tokens in logprobs")
     for v in lps:
         if not isinstance(v, float) or not math.isfinite(v) or v > 1e-6: die(f"logprob {v!r} is not a finite value <= 0")
         if len(sys.argv) > 3 and v < -math.log(int(sys.argv[3])) - 1e-4: die(f"greedy token with logprob {v} < -ln(V)")
+    if len(sys.argv) > 3:   # greedy: the sampled token is the first alternative, same logprob
+        for k, (t, v, alts) in enumerate(zip(toks, lps, tops)):
+            if alts and (alts[0][0] != t or abs(alts[0][1] - v) > 1e-6):
+                die(f"greedy token {k} {t!r} ({v}) is not the first alternative {alts[0]!r}")
     if usage is not None and len(toks) > usage["completion_tokens"]: die("more logprobs than completion tokens")
     if usage is not None and choices[0]["finish_reason"] == "length" and len(toks) != usage["completion_tokens"]:
         die(f"{len(toks)} logprobs for {usage['completion_tokens']} tokens")
@@ -145,13 +171,19 @@ elif mode in ("lp", "nolp"):   # lp FILE [N_VOCAB]: a reply's or a stream's logp
         for t, at in zip(toks, offs):
             if not t.startswith("bytes:") and at + len(t) <= len(text) and text[at:at + len(t)] != t:
                 die(f"token {t!r} is not the text at {at}: {text[at:at + len(t)]!r}")
-    json.dump({"tokens": toks, "logprobs": lps, "text_offset": offs, "text": text}, sys.stdout)
-elif mode == "lpeq":    # lpeq A B: two lp outputs hold the same tokens and (to 1e-4) logprobs
+    if tops and len(tops) != len(toks): die(f"{len(tops)} alternative lists for {len(toks)} tokens")
+    json.dump({"tokens": toks, "logprobs": lps, "text_offset": offs, "text": text, "tops": tops}, sys.stdout)
+elif mode == "lpeq":    # lpeq A B: two lp outputs hold the same tokens and (to 1e-4) logprobs, and the
+    # same alternatives as far as both have them
     a, b = json.loads(raw), json.load(open(sys.argv[3]))
     if a["tokens"] != b["tokens"] or a["text_offset"] != b["text_offset"] or a["text"] != b["text"]:
         die(f"tokens {a['tokens']} vs {b['tokens']}")
     d = max(abs(x - y) for x, y in zip(a["logprobs"], b["logprobs"]))
     if d > 1e-4: die(f"logprobs differ by {d}: {a['logprobs']} vs {b['logprobs']}")
+    for k, (x, y) in enumerate(zip(a["tops"], b["tops"])):
+        m = min(len(x), len(y))
+        if [t for t, _ in x[:m]] != [t for t, _ in y[:m]] or any(abs(p[1] - q[1]) > 1e-4 for p, q in zip(x[:m], y[:m])):
+            die(f"token {k}: alternatives {x[:m]!r} vs {y[:m]!r}")
 elif mode == "get":     # get FILE KEY...: a value by path
     v = json.loads(raw)
     for k in sys.argv[3:]: v = v[int(k)] if isinstance(v, list) else v[k]
@@ -232,34 +264,40 @@ else bad "chat ($c): $(cat "$tmp/ch.json")"; fi
 V=$(C "$URL/detokenize" -d '{"tokens":[99999999]}' | sed -n 's/.*vocabulary (\([0-9]*\) tokens).*/\1/p')
 LPC="\"prompt\":\"$P\",\"max_tokens\":16,\"temperature\":0"
 c=$(code /v1/completions "$tmp/lp1.json" -d "{$LPC,\"logprobs\":2}")
-if [ "$c" = 200 ] && J completion "$tmp/lp1.json" >"$tmp/lp1.txt" && J lp "$tmp/lp1.json" "${V:-1}" >"$tmp/lp1.lp"; then
-  ok "completion with logprobs 2: tokens, token_logprobs <= -ln($V) (greedy), top_logprobs null, text_offset"
+if [ "$c" = 200 ] && J completion "$tmp/lp1.json" >"$tmp/lp1.txt" && LPN=2 J lp "$tmp/lp1.json" "${V:-1}" >"$tmp/lp1.lp"; then
+  ok "completion with logprobs 2: tokens, token_logprobs <= -ln($V) (greedy) == the first of 2 sorted top_logprobs, text_offset"
   cmp -s "$tmp/lp1.txt" "$tmp/c1.txt" && ok "asking for logprobs does not change the text" \
     || bad "text with logprobs '$(cat "$tmp/lp1.txt")' vs without '$(cat "$tmp/c1.txt")'"
-  C -N "$URL/v1/completions" -d "{$LPC,\"logprobs\":0,\"stream\":true}" >"$tmp/lp1.sse"
-  J lp "$tmp/lp1.sse" >"$tmp/lp1s.lp" && J lpeq "$tmp/lp1s.lp" "$tmp/lp1.lp" \
-    && ok "streamed completion: the chunks' logprobs == the plain reply's" || bad "streamed completion logprobs"
+  C -N "$URL/v1/completions" -d "{$LPC,\"logprobs\":2,\"stream\":true}" >"$tmp/lp1.sse"
+  LPN=2 J lp "$tmp/lp1.sse" >"$tmp/lp1s.lp" && J lpeq "$tmp/lp1s.lp" "$tmp/lp1.lp" \
+    && ok "streamed completion: the chunks' logprobs and alternatives == the plain reply's" || bad "streamed completion logprobs"
+  C -N "$URL/v1/completions" -d "{$LPC,\"logprobs\":0,\"stream\":true}" >"$tmp/lp0.sse"
+  LPN=0 J lp "$tmp/lp0.sse" >"$tmp/lp0s.lp" && J lpeq "$tmp/lp0s.lp" "$tmp/lp1.lp" \
+    && ok "streamed completion, logprobs 0: same logprobs, top_logprobs null" || bad "streamed completion logprobs 0"
   # sampling with top_k 1 at temperature 1.5 takes the same tokens; their logprob is still the
   # temperature-1 log-softmax over the whole vocabulary (not the 1-token distribution: 0)
   C "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":16,\"temperature\":1.5,\"top_k\":1,\"logprobs\":1}" >"$tmp/lpk.json"
-  J lp "$tmp/lpk.json" >"$tmp/lpk.lp" && J lpeq "$tmp/lpk.lp" "$tmp/lp1.lp" \
-    && ok "top_k 1 at temperature 1.5: same tokens and logprobs as greedy" || bad "top_k 1 logprobs: $(cat "$tmp/lpk.json")"
+  LPN=1 J lp "$tmp/lpk.json" >"$tmp/lpk.lp" && J lpeq "$tmp/lpk.lp" "$tmp/lp1.lp" \
+    && ok "top_k 1 at temperature 1.5: same tokens, logprobs and first alternative as greedy" || bad "top_k 1 logprobs: $(cat "$tmp/lpk.json")"
 else bad "completion with logprobs ($c): $(cat "$tmp/lp1.json")"; fi
 J nolp "$tmp/c1.json" && J nolp "$tmp/s1.sse" && J nolp "$tmp/ch.json" && J nolp "$tmp/chs.sse" \
   && ok "no logprobs asked: \"logprobs\": null in replies and chunks" || bad "logprobs present when not asked"
 c=$(code /v1/chat/completions "$tmp/lpch.json" -d "{$CHAT,\"logprobs\":true,\"top_logprobs\":3}")
-if [ "$c" = 200 ] && J chat "$tmp/lpch.json" >"$tmp/lpch.txt" && J lp "$tmp/lpch.json" "${V:-1}" >"$tmp/lpch.lp"; then
-  ok "chat with logprobs: content entries {token, logprob, bytes, top_logprobs: []}, bytes make the text"
-  C -N "$URL/v1/chat/completions" -d "{$CHAT,\"logprobs\":true,\"stream\":true}" >"$tmp/lpch.sse"
-  J lp "$tmp/lpch.sse" >"$tmp/lpchs.lp" && J lpeq "$tmp/lpchs.lp" "$tmp/lpch.lp" \
-    && ok "streamed chat: the chunks' logprobs == the plain reply's" || bad "streamed chat logprobs"
+if [ "$c" = 200 ] && J chat "$tmp/lpch.json" >"$tmp/lpch.txt" && LPN=3 J lp "$tmp/lpch.json" "${V:-1}" >"$tmp/lpch.lp"; then
+  ok "chat with logprobs: content entries {token, logprob, bytes, top_logprobs: 3 sorted [{token, logprob, bytes}]}, bytes make the text"
+  C -N "$URL/v1/chat/completions" -d "{$CHAT,\"logprobs\":true,\"top_logprobs\":3,\"stream\":true}" >"$tmp/lpch.sse"
+  LPN=3 J lp "$tmp/lpch.sse" >"$tmp/lpchs.lp" && J lpeq "$tmp/lpchs.lp" "$tmp/lpch.lp" \
+    && ok "streamed chat: the chunks' logprobs and alternatives == the plain reply's" || bad "streamed chat logprobs"
+  C -N "$URL/v1/chat/completions" -d "{$CHAT,\"logprobs\":true,\"stream\":true}" >"$tmp/lpch0.sse"
+  LPN=0 J lp "$tmp/lpch0.sse" >/dev/null && ok "streamed chat without top_logprobs: top_logprobs []" \
+    || bad "streamed chat top_logprobs 0"
 else bad "chat with logprobs ($c): $(cat "$tmp/lpch.json")"; fi
 SEEDLP="\"prompt\":\"$P\",\"max_tokens\":12,\"temperature\":1.0,\"seed\":3,\"logprobs\":1"
 C "$URL/v1/completions" -d "{$SEEDLP}" >"$tmp/lps.json"
 C -N "$URL/v1/completions" -d "{$SEEDLP,\"stream\":true}" >"$tmp/lps.sse"
 J lp "$tmp/lps.json" >"$tmp/lps.lp" && J lp "$tmp/lps.sse" >"$tmp/lpss.lp" && J lpeq "$tmp/lpss.lp" "$tmp/lps.lp" \
   && ok "seeded sampling at temperature 1: logprobs <= 0, streamed == plain" || bad "seeded logprobs: $(cat "$tmp/lps.json")"
-LPW="{\"prompt\":\"Once upon a time\",\"max_tokens\":8,\"temperature\":0,\"ignore_eos\":true,\"logprobs\":0}"
+LPW="{\"prompt\":\"Once upon a time\",\"max_tokens\":8,\"temperature\":0,\"ignore_eos\":true,\"logprobs\":4}"
 C "$URL/v1/completions" -d "$LPW" >"$tmp/lpw_a.json"   # compared with the same request over workers (server D)
 lperr() {   # lperr WHAT PARAM PATH BODY: a 400 invalid_value naming PARAM
   local c
@@ -458,8 +496,9 @@ if [ -n "$W1" ] && [ -n "$W2" ]; then
   [ $same = 2 ] && ok "--workers: 2 parallel requests through 2 workers == one process" \
     || bad "--workers outputs differ: '$(cat "$tmp/cl0.txt")' vs '$(cat "$tmp/single0.txt")'"
   C "$URL/v1/completions" -d "$LPW" >"$tmp/lpw_d.json"
-  J lp "$tmp/lpw_d.json" >"$tmp/lpw_d.lp" && J lp "$tmp/lpw_a.json" >"$tmp/lpw_a.lp" && J lpeq "$tmp/lpw_d.lp" "$tmp/lpw_a.lp" \
-    && ok "--workers: logprobs come back from the last stage, == one process" || bad "--workers logprobs: $(cat "$tmp/lpw_d.json")"
+  LPN=4 J lp "$tmp/lpw_d.json" "${V:-1}" >"$tmp/lpw_d.lp" && LPN=4 J lp "$tmp/lpw_a.json" "${V:-1}" >"$tmp/lpw_a.lp" \
+    && J lpeq "$tmp/lpw_d.lp" "$tmp/lpw_a.lp" \
+    && ok "--workers: logprobs and 4 alternatives come back from the last stage, == one process" || bad "--workers logprobs: $(cat "$tmp/lpw_d.json")"
   C "$URL/metrics" >"$tmp/metrics_d.txt"
   [ "$(grep -c '^tern_worker_up{worker="w[01]"} 1$' "$tmp/metrics_d.txt")" = 2 ] \
     && grep -q '^tern_worker_rtt_seconds{worker="w0"} [0-9.]*$' "$tmp/metrics_d.txt" \

@@ -39,9 +39,10 @@ typedef struct trace {
     float lp[MAX_GEN];
 } trace_t;
 
-static int on_tok(void *user, int id, int32_t token, float logprob, int finish) {
+static int on_tok(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
     trace_t *t = user;
     (void)id;
+    (void)top;
     if (!finish && t->n < MAX_GEN) t->tok[t->n] = token, t->lp[t->n++] = logprob;
     return 0;
 }

@@ -158,7 +158,8 @@ static void send_frames(sender_t *s, const uint8_t *const *p, const size_t *n, i
 }
 
 /* A Forward or LoadShard envelope with hostile but internally consistent fields, or with
- * sizes that do not match. Returns the packed size in buf; *tb = tensor bytes to send. */
+ * sizes that do not match; variant 3: a Sampled whose top_logprobs alternatives do not match
+ * its token count (or exceed 20 a token). Returns the packed size in buf; *tb = tensor bytes to send. */
 static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
     static uint32_t seq[8], pos[8];
     static int32_t tok[8];
@@ -167,6 +168,9 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
     Tern__Forward f = TERN__FORWARD__INIT;
     Tern__LoadShard ls = TERN__LOAD_SHARD__INIT;
     Tern__ModelId mid = TERN__MODEL_ID__INIT;
+    Tern__Sampled sd = TERN__SAMPLED__INIT;
+    static int32_t top_ids[8 * 24];
+    static float top_lp[8 * 24];
     uint32_t nt = 1 + (uint32_t)(rnd() % 8);
     for (uint32_t i = 0; i < nt; i++) {
         seq[i] = (uint32_t)(rnd() % 3 ? rnd() % 4 : rnd());     /* small or absurd */
@@ -176,7 +180,18 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
     }
     m.version = TERN_PROTO_VERSION;
     *tb = 0;
-    if (variant == 0) {   /* LoadShard: impossible ranges, unknown model */
+    if (variant == 3) {   /* Sampled: n_top and the flattened alternatives disagree */
+        sd.step_id = rnd() % 1000;
+        sd.n_seq_ids = sd.n_token_ids = sd.n_logprobs = nt;
+        sd.seq_ids = seq, sd.token_ids = tok, sd.logprobs = top_lp;
+        sd.n_top = (uint32_t)(rnd() % 3 ? 1 + rnd() % 20 : 21 + rnd() % 3);
+        size_t want = (size_t)nt * sd.n_top, got = rnd() % 2 ? want + 1 + rnd() % 3 : want - 1;
+        if (sd.n_top > 20) got = want;   /* consistent, but too many alternatives */
+        if (got > sizeof top_ids / sizeof *top_ids) got = sizeof top_ids / sizeof *top_ids;
+        sd.n_top_ids = got, sd.top_ids = top_ids;
+        sd.n_top_logprobs = rnd() % 2 ? got : want, sd.top_logprobs = top_lp;
+        m.body_case = TERN__MSG__BODY_SAMPLED, m.sampled = &sd;
+    } else if (variant == 0) {   /* LoadShard: impossible ranges, unknown model */
         mid.size = rnd() % 100000, mid.hash = "not-the-model", mid.name = "x.gguf";
         ls.model = &mid;
         ls.first_layer = (uint32_t)(rnd() % 8), ls.last_layer = (uint32_t)(rnd() % 3 ? rnd() % 8 : rnd());
@@ -254,9 +269,9 @@ static void send_garbage(sender_t *s) {
         send_frames(s, p, n, tb ? 2 : 1);
         break;
     }
-    default: {  /* hostile but well-formed LoadShard / Forward: the worker must check the values */
+    default: {  /* hostile but well-formed LoadShard / Forward / Sampled: the values get checked */
         size_t tb;
-        n[0] = hostile_envelope(env, &tb, (int)(rnd() % 3)), p[0] = env;
+        n[0] = hostile_envelope(env, &tb, (int)(rnd() % 4)), p[0] = env;
         n[1] = tb < sizeof b ? tb : sizeof b, p[1] = b;
         rnd_fill(b, n[1]);
         send_frames(s, p, n, tb ? 2 : 1);

@@ -2,7 +2,8 @@
  * greedy argmax (ties, logprob = log-softmax), seeds, top-k / top-p / min-p supports and the
  * frequencies of the renormalised distribution at a temperature (chi-square), and the
  * repetition penalty (divide / multiply, once per distinct token, only within repeat_last_n,
- * across the history ring's wrap). Draw counts are small enough to run in well under a second. */
+ * across the history ring's wrap), top_logprobs alternatives, and draw-for-draw equality with the
+ * previous full-sort implementation (kept here as a reference). Draw counts are small enough to run in well under a second. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -509,6 +510,183 @@ static void test_temperature(void **state) {
     }
 }
 
+
+/* ---- the sampler before the lazy ordering and the O(n) penalty: a full sort, an O(n^2)
+ * duplicate check. The current one must draw exactly the same tokens. ---------------------- */
+
+typedef struct ref_cand { float logit; int id; } ref_cand_t;
+
+static int ref_cmp(const void *a, const void *b) {
+    const ref_cand_t *x = a, *y = b;
+    if (x->logit != y->logit) return x->logit < y->logit ? 1 : -1;
+    return x->id - y->id;
+}
+
+static uint64_t ref_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+
+static double ref_uniform(uint64_t *rng) {
+    uint64_t s0 = rng[0], s1 = rng[1], r = s0 + s1;
+    s1 ^= s0;
+    rng[0] = ref_rotl(s0, 24) ^ s1 ^ (s1 << 16);
+    rng[1] = ref_rotl(s1, 37);
+    return (double)(r >> 11) * (1.0 / 9007199254740992.0);
+}
+
+static void ref_penalty(const int32_t *hist, int nhist, const sampler_params_t *p, float *logits, int n_vocab) {
+    int n = nhist < p->repeat_last_n ? nhist : p->repeat_last_n;   /* hist: most recent first */
+    if (p->repeat_penalty == 1.0f) return;
+    for (int i = 0; i < n; i++) {
+        int id = hist[i], seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = hist[j] == id;
+        if (seen || id < 0 || id >= n_vocab) continue;
+        logits[id] = logits[id] > 0 ? logits[id] / p->repeat_penalty : logits[id] * p->repeat_penalty;
+    }
+}
+
+/* top_k = 0 (or >= n_vocab) only: the whole vocabulary sorted */
+static int ref_sample(const sampler_params_t *p, uint64_t *rng, float *logits, int n_vocab, ref_cand_t *c) {
+    for (int i = 0; i < n_vocab; i++) { c[i].logit = logits[i]; c[i].id = i; }
+    qsort(c, (size_t)n_vocab, sizeof *c, ref_cmp);
+    int n = n_vocab;
+    double mx = c[0].logit, sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - mx);
+    if (p->top_p < 1.0f) {
+        double acc = 0;
+        for (int i = 0; i < n; i++) {
+            acc += exp((double)c[i].logit - mx) / sum;
+            if (acc >= p->top_p) { n = i + 1; break; }
+        }
+    }
+    if (p->min_p > 0) {
+        double thr = log((double)p->min_p);
+        int keep = 1;
+        while (keep < n && (double)c[keep].logit - mx >= thr) keep++;
+        n = keep;
+    }
+    double inv_t = 1.0 / p->temp;
+    sum = 0;
+    for (int i = 0; i < n; i++) sum += exp(((double)c[i].logit - mx) * inv_t);
+    double r = ref_uniform(rng) * sum, acc = 0;
+    int pick = c[n - 1].id;
+    for (int i = 0; i < n; i++) {
+        acc += exp(((double)c[i].logit - mx) * inv_t);
+        if (r < acc) { pick = c[i].id; break; }
+    }
+    return pick;
+}
+
+/* random logits (a wide spread, a flat one, and many exact ties), top_k = 0, several top_p /
+ * min_p / temperatures / penalties: token for token the same draws as the reference */
+static void test_matches_reference(void **state) {
+    (void)state;
+    enum { V = 3000, STEPS = 40 };
+    static const float top_ps[] = {1.0f, 0.95f, 0.5f, 0.999f, 0.1f};
+    static const float min_ps[] = {0.0f, 0.05f, 0.0f, 0.001f, 0.2f};
+    float *base = malloc(V * sizeof *base), *x = malloc(V * sizeof *x), *y = malloc(V * sizeof *y);
+    ref_cand_t *c = malloc(V * sizeof *c);
+    void *work = malloc(sampler_work_bytes(V));
+    int32_t *hist = malloc(SAMPLER_HIST_MAX * sizeof *hist);
+    assert_true(base && x && y && c && work && hist);
+    for (int cfg = 0; cfg < 15; cfg++) {
+        int shape = cfg % 3;
+        for (int i = 0; i < V; i++)
+            base[i] = shape == 0 ? (float)(urand() * 20.0 - 10.0)
+                    : shape == 1 ? (float)(urand() * 2.0)
+                                 : (float)((int)(urand() * 8.0)) * 0.5f;   /* ties */
+        sampler_params_t p = plain(cfg % 2 ? 0.7f : 1.3f, 1000 + (uint64_t)cfg);
+        p.top_p = top_ps[cfg % 5];
+        p.min_p = min_ps[(cfg / 5 + cfg) % 5];
+        p.repeat_penalty = cfg % 4 == 3 ? 1.0f : 1.3f;
+        p.repeat_last_n = cfg % 2 ? 1024 : 64;
+        sampler_t s;
+        sampler_init(&s, &p);
+        uint64_t rng[2];
+        memcpy(rng, s.rng, sizeof rng);
+        int nh = 0;
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = y[i] = base[i] + (float)(urand() - 0.5);
+            int got = sampler_sample(&s, x, V, work, NULL);
+            ref_penalty(hist, nh, &p, y, V);
+            int want = ref_sample(&p, rng, y, V, c);
+            if (got != want)
+                fail_msg("config %d (temp %g top_p %g min_p %g penalty %g), step %d: drew %d, the reference %d", cfg,
+                         p.temp, p.top_p, p.min_p, p.repeat_penalty, t, got, want);
+            for (int i = 0; i < V; i++)
+                if (x[i] != y[i]) fail_msg("config %d step %d: penalised logit %d is %g, the reference %g", cfg, t, i, x[i], y[i]);
+            /* history: the drawn token plus a burst of repeats, up to the ring's size */
+            int adds = 1 + (int)(urand() * 60);
+            for (int k = 0; k < adds; k++) {
+                int tok = k == 0 ? got : (int)(urand() * 40);
+                sampler_accept(&s, tok);
+                memmove(hist + 1, hist, (size_t)(SAMPLER_HIST_MAX - 1) * sizeof *hist);
+                hist[0] = tok;
+                if (nh < SAMPLER_HIST_MAX) nh++;
+            }
+        }
+    }
+    free(base), free(x), free(y), free(c), free(work), free(hist);
+}
+
+/* ---- top_logprobs alternatives ------------------------------------------------------------ */
+
+static void test_top_alternatives(void **state) {
+    (void)state;
+    enum { V = 500 };
+    float x[V], y[V];
+    double d[V];
+    void *work = malloc(sampler_work_bytes(V));
+    assert_non_null(work);
+    for (int trial = 0; trial < 20; trial++) {
+        for (int i = 0; i < V; i++) x[i] = (float)((int)(urand() * 40.0)) * 0.25f;   /* ties */
+        sampler_params_t p = plain(trial % 2 ? 0.0f : 0.9f, (uint64_t)trial);
+        p.logprobs = 1;
+        p.top_logprobs = trial % 5 == 4 ? SAMPLER_TOP_MAX + 7 : 1 + trial % 20;   /* clamped */
+        p.repeat_penalty = 1.5f;
+        sampler_t s;
+        sampler_init(&s, &p);
+        int want_n = p.top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : p.top_logprobs;
+        for (int k = 0; k < 5; k++) sampler_accept(&s, (int)(urand() * V));
+        for (int i = 0; i < V; i++) y[i] = x[i];
+        for (int i = 0; i < 5; i++) {   /* the penalised logits the sampler sees */
+            int id = s.hist[i];
+            int dup = 0;
+            for (int j = 0; j < i; j++) dup |= s.hist[j] == id;
+            if (!dup) y[id] = y[id] > 0 ? y[id] / 1.5f : y[id] * 1.5f;
+        }
+        for (int i = 0; i < V; i++) d[i] = y[i];
+        int32_t ids[SAMPLER_TOP_MAX + 8];
+        float lps[SAMPLER_TOP_MAX + 8], lp;
+        int n = -1;
+        int tok = sampler_sample_top(&s, x, V, work, &lp, ids, lps, &n);
+        assert_int_equal(n, want_n);
+        for (int i = 0; i < n; i++) {
+            /* rank i: exactly i tokens are better (higher logit, or equal and lower id) */
+            int better = 0;
+            for (int j = 0; j < V; j++) better += y[j] > y[ids[i]] || (y[j] == y[ids[i]] && j < ids[i]);
+            if (better != i) fail_msg("trial %d: alternative %d is token %d with %d better tokens", trial, i, ids[i], better);
+            assert_true(fabs(lps[i] - log_softmax(d, V, ids[i])) < 1e-5);
+            assert_true(lps[i] <= 0.0f);
+            if (i) assert_true(lps[i] <= lps[i - 1]);
+        }
+        if (p.temp <= 0) {   /* greedy: the sampled token is the first alternative, same logprob */
+            assert_int_equal(tok, ids[0]);
+            assert_true(lp == lps[0]);
+        } else {
+            assert_true(fabs(lp - log_softmax(d, V, tok)) < 1e-5);
+        }
+    }
+    /* not asked (logprobs off, or N = 0): none */
+    sampler_params_t p = plain(0.0f, 1);
+    p.top_logprobs = 5;
+    sampler_t s;
+    sampler_init(&s, &p);
+    int n = -1;
+    for (int i = 0; i < V; i++) x[i] = (float)i;
+    assert_int_equal(sampler_sample_top(&s, x, V, work, NULL, NULL, NULL, &n), V - 1);
+    assert_int_equal(n, 0);
+    free(work);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_argmax_and_logprob),
@@ -522,6 +700,8 @@ int main(void) {
         cmocka_unit_test(test_penalty_random),
         cmocka_unit_test(test_penalty_ring),
         cmocka_unit_test(test_temperature),
+        cmocka_unit_test(test_matches_reference),
+        cmocka_unit_test(test_top_alternatives),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -223,8 +223,9 @@ typedef struct seqrun {
     sched_t *sc;
 } seqrun_t;
 
-static int on_token(void *user, int id, int32_t token, float logprob, int finish) {
+static int on_token(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
     (void)logprob;
+    (void)top;
     seqrun_t *r = user;
     assert_int_equal(id, r->id);
     if (finish) {

@@ -471,6 +471,33 @@ static void test_hostile_frames(void **st) {
     expect_refused(&r, l, &in, TERN_EPROTO, "sampling params for sequence 11, which has no token in this step");
     a.fwd.n_sampling = 2, a.ss[0].seq_id = 7;
 
+    /* top_logprobs alternatives: 3 tokens x 2 = 6 expected, 5 sent; then more than 20 a token */
+    static int32_t top_ids[3 * 21];
+    static float top_lp[3 * 21];
+    Tern__Msg sm = msg_of(&a, 6, &t, &tb);
+    a.sampled.n_top = 2;
+    a.sampled.n_top_ids = 5, a.sampled.top_ids = top_ids;
+    a.sampled.n_top_logprobs = 5, a.sampled.top_logprobs = top_lp;
+    n = pack_raw(sm, 1, 0, buf);
+    tp_iov_t top1 = {buf, n};
+    raw_send(&r, &top1, 1);
+    expect_refused(&r, l, &in, TERN_EPROTO, "sampled: 2 alternatives (max 20) for 3 tokens, but 5 top ids");
+    a.sampled.n_top = 21;
+    a.sampled.n_top_ids = a.sampled.n_top_logprobs = 63;
+    n = pack_raw(sm, 1, 0, buf);
+    tp_iov_t top2 = {buf, n};
+    raw_send(&r, &top2, 1);
+    expect_refused(&r, l, &in, TERN_EPROTO, "21 alternatives (max 20)");
+    a.sampled.n_top = 2;
+    a.sampled.n_top_ids = a.sampled.n_top_logprobs = 6;   /* consistent: accepted */
+    n = pack_raw(sm, 1, 0, buf);
+    tp_iov_t top3 = {buf, n};
+    raw_send(&r, &top3, 1);
+    if (tp_recv(l, &in, 5000, E)) fail_msg("consistent alternatives refused: %s", g_err);
+    assert_int_equal(in.msg->sampled->n_top, 2);
+    assert_int_equal(in.msg->sampled->n_top_ids, 6);
+    a.sampled.n_top = 0, a.sampled.n_top_ids = a.sampled.n_top_logprobs = 0;
+
     tp_msg_free(&in);
     raw_close(&r);
     tp_close(&l);
