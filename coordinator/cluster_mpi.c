@@ -57,15 +57,8 @@ static void mpi_destroy(pipeline_t *pl) {
     for (int r = 1; r < n; r++) {
         char ep[32], err[256];
         snprintf(ep, sizeof ep, "mpi://%d", r);
-        tp_conn_t *c = NULL;
-        Tern__Msg m = TERN__MSG__INIT;
-        Tern__Shutdown sd = TERN__SHUTDOWN__INIT;
-        sd.reason = "the coordinator is done";
-        m.body_case = TERN__MSG__BODY_SHUTDOWN;
-        m.shutdown = &sd;
-        if (tp_connect(&c, ep, NULL, err, sizeof err) < 0 || tp_send(c, NULL, &m, NULL, 0, err, sizeof err) < 0)
+        if (tp_send_shutdown(ep, "the coordinator is done", 0, err, sizeof err) < 0)
             log_w("cannot stop rank %d: %s", r, err);
-        tp_close(&c);
     }
     mpi_launch_clean();
 }

@@ -7,6 +7,7 @@
 #include "proto/curve.h"
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/progress.h"
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
@@ -475,6 +476,32 @@ int tp_poll(tp_conn_t *const *conns, int n, int timeout_ms, int *ready, char *er
     TERN_ASSERT(n > 0 && n <= TP_MAX_POLL && timeout_ms >= 0);
     for (int i = 1; i < n; i++) TERN_ASSERT(conns[i]->ops->poll == conns[0]->ops->poll);
     return conns[0]->ops->poll(conns, n, timeout_ms, ready, err, errlen);
+}
+
+int tp_send_shutdown(const char *endpoint, const char *reason, int send_timeout_ms, char *err, size_t errlen) {
+    tp_conn_t *c = NULL;
+    tp_opts_t o = {0};
+    o.send_timeout_ms = send_timeout_ms;
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Shutdown sd = TERN__SHUTDOWN__INIT;
+    sd.reason = (char *)reason;
+    m.body_case = TERN__MSG__BODY_SHUTDOWN;
+    m.shutdown = &sd;
+    int rc = tp_connect(&c, endpoint, &o, err, errlen);
+    if (rc == 0) rc = tp_send(c, NULL, &m, NULL, 0, err, errlen);
+    tp_close(&c);
+    return rc;
+}
+
+int tp_answer_heartbeat(tp_conn_t *c, const tp_msg_t *ping, char *err, size_t errlen) {
+    TERN_ASSERT(ping->msg && ping->msg->body_case == TERN__MSG__BODY_HEARTBEAT);
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Heartbeat hb = TERN__HEARTBEAT__INIT;
+    hb.seq = ping->msg->heartbeat->seq;
+    hb.time_us = (uint64_t)(time_now() * 1e6);
+    m.body_case = TERN__MSG__BODY_HEARTBEAT;
+    m.heartbeat = &hb;
+    return tp_send(c, &ping->from, &m, NULL, 0, err, errlen);
 }
 
 void tp_term(void) {

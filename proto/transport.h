@@ -118,6 +118,13 @@ int tp_recv(tp_conn_t *c, tp_msg_t *out, int timeout_ms, char *err, size_t errle
  * TERN_EIO. */
 int tp_poll(tp_conn_t *const *conns, int n, int timeout_ms, int *ready, char *err, size_t errlen);
 
+/* Connects to a listener at `endpoint`, sends it Shutdown(reason) and closes the link: how a
+ * coordinator ends MPI worker ranks and an embedded engine its worker threads.
+ * send_timeout_ms 0 = default. Errors as tp_connect / tp_send. */
+int tp_send_shutdown(const char *endpoint, const char *reason, int send_timeout_ms, char *err, size_t errlen);
+/* Answers the Heartbeat `ping` (received on c) with one of the same seq and this node's time. */
+int tp_answer_heartbeat(tp_conn_t *c, const tp_msg_t *ping, char *err, size_t errlen);
+
 /* Handshake: 0 when the peer's Hello speaks our protocol, else TERN_EPROTO with
  * "peer X speaks protocol v2, this tern speaks v1". */
 int tp_hello_check(const Tern__Hello *h, const char *peer, char *err, size_t errlen);

@@ -89,13 +89,7 @@ static int get_range(fetch_req_t *r, int fd, uint64_t off, uint64_t len, tp_msg_
         if (rc < 0) return rc;
         int bc = rx->msg->body_case;
         if (bc == TERN__MSG__BODY_HEARTBEAT) {
-            Tern__Msg hm = TERN__MSG__INIT;
-            Tern__Heartbeat hb = TERN__HEARTBEAT__INIT;
-            hb.seq = rx->msg->heartbeat->seq;
-            hb.time_us = (uint64_t)(time_now() * 1e6);
-            hm.body_case = TERN__MSG__BODY_HEARTBEAT;
-            hm.heartbeat = &hb;
-            tp_send(r->c, &rx->from, &hm, NULL, 0, err, errlen);
+            tp_answer_heartbeat(r->c, rx, err, errlen);
             continue;
         }
         if (bc == TERN__MSG__BODY_ERROR)

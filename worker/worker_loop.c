@@ -392,14 +392,8 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
 }
 
 static void on_heartbeat(worker_t *w, tp_msg_t *rx) {
-    Tern__Msg m = TERN__MSG__INIT;
-    Tern__Heartbeat hb = TERN__HEARTBEAT__INIT;
-    hb.seq = rx->msg->heartbeat->seq;
-    hb.time_us = (uint64_t)(time_now() * 1e6);
-    m.body_case = TERN__MSG__BODY_HEARTBEAT;
-    m.heartbeat = &hb;
     char err[256];
-    tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err);
+    tp_answer_heartbeat(w->in, rx, err, sizeof err);
 }
 
 static void on_signal(int sig) { (void)sig; g_stop = 1; }
@@ -627,18 +621,9 @@ void worker_thread_stop(worker_thread_t **pt) {
     if (!pt || !*pt) return;
     worker_thread_t *t = *pt;
     t->stop = 1;
-    /* wake it now rather than at its next poll */
-    tp_conn_t *c = NULL;
-    tp_opts_t o = {0};
-    o.send_timeout_ms = 100;
+    /* wake it now rather than at its next poll (a failure only costs that wait) */
     char err[256];
-    Tern__Msg m = TERN__MSG__INIT;
-    Tern__Shutdown sd = TERN__SHUTDOWN__INIT;
-    sd.reason = "the embedded engine is done";
-    m.body_case = TERN__MSG__BODY_SHUTDOWN;
-    m.shutdown = &sd;
-    if (tp_connect(&c, t->listen, &o, err, sizeof err) == 0) tp_send(c, NULL, &m, NULL, 0, err, sizeof err);
-    tp_close(&c);
+    tp_send_shutdown(t->listen, "the embedded engine is done", 100, err, sizeof err);
     pthread_join(t->th, NULL);
     worker_thread_free(t);
     *pt = NULL;
