@@ -58,12 +58,14 @@ int cluster_pipeline_new_embedded(pipeline_t **out, const gguf_t *g, const char 
     hparams_t hp;
     int rc = hparams_from_gguf(&hp, g, err, errlen);
     if (rc < 0) return rc;
-    int ngl = n_gpu_layers < 0 ? 0 : n_gpu_layers > hp.n_layer ? hp.n_layer : n_gpu_layers;
-    int n_cpu = hp.n_layer - ngl, gpu = ngl > 0;
-    if (ngl == hp.n_layer) n_stages = 0;
-    else if (n_stages < 1 || n_stages > n_cpu)
-        return err_set(err, errlen, TERN_EINVAL, "cannot split %d layers into %d stages", n_cpu, n_stages);
-    int n = n_stages + gpu;
+    int cap = n_stages > 0 ? n_stages + 1 : 1;
+    int *first = calloc((size_t)cap * 3, sizeof(int)), *last = first + cap, *cuda = last + cap;
+    if (!first) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    int n = stage_split(hp.n_layer, n_stages, n_gpu_layers, first, last, cuda, err, errlen);
+    if (n < 0) {
+        free(first);
+        return n;
+    }
     emb_t *e = calloc(1, sizeof *e);
     cluster_t cl;
     memset(&cl, 0, sizeof cl);
@@ -81,9 +83,8 @@ int cluster_pipeline_new_embedded(pipeline_t **out, const gguf_t *g, const char 
     for (int i = 0; i < n; i++) {
         cluster_worker_t *cw = &cl.workers[cl.n_workers++];
         char name[32], ep[96];
-        int ci = i - gpu;   /* index among the CPU workers */
-        cw->first = gpu && i == 0 ? 0 : ngl + (int)((long)n_cpu * ci / n_stages);
-        cw->last = gpu && i == 0 ? ngl - 1 : ngl + (int)((long)n_cpu * (ci + 1) / n_stages) - 1;
+        cw->first = first[i];
+        cw->last = last[i];
         cw->threads = threads;
         snprintf(name, sizeof name, n == 1 ? "local" : "local%d", i);
         snprintf(ep, sizeof ep, "inproc://tern-embedded-%d-%d", id, i);
@@ -97,7 +98,7 @@ int cluster_pipeline_new_embedded(pipeline_t **out, const gguf_t *g, const char 
         wc.model = model_path;
         wc.name = cw->name;
         wc.threads = threads;
-        wc.cuda = gpu && i == 0;
+        wc.cuda = cuda[i];
         if ((rc = worker_thread_start(&e->w[i], &wc, err, errlen)) < 0) goto fail;
     }
     if ((rc = cluster_pipeline_start(&e->inner, g, model_path, &cl, cfg, err, errlen)) < 0) goto fail;
@@ -105,9 +106,11 @@ int cluster_pipeline_new_embedded(pipeline_t **out, const gguf_t *g, const char 
     e->base.n_embd = e->inner->n_embd;
     e->base.n_vocab = e->inner->n_vocab;
     e->base.weight_bytes = e->inner->weight_bytes;
+    free(first);
     *out = &e->base;
     return 0;
 fail:
+    free(first);
     cluster_free(&cl);
     if (e) emb_destroy(&e->base);
     return rc;

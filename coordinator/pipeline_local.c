@@ -101,13 +101,14 @@ int pipeline_local_new_gpu(pipeline_t **out, const gguf_t *g, const stage_cfg_t 
     hparams_t hp;
     int rc = hparams_from_gguf(&hp, g, err, errlen);
     if (rc < 0) return rc;
-    int ngl = n_gpu_layers < 0 ? 0 : n_gpu_layers > hp.n_layer ? hp.n_layer : n_gpu_layers;
-    int n_cpu = hp.n_layer - ngl;   /* layers left to the CPU stages */
-    if (ngl == hp.n_layer) n_stages = 0;
-    else if (n_stages < 1 || n_stages > n_cpu)
-        return err_set(err, errlen, TERN_EINVAL, "cannot split %d layers into %d stages", n_cpu, n_stages);
-    int gpu = ngl > 0;
-    n_stages += gpu;
+    int n = n_stages > 0 ? n_stages + 1 : 1;
+    int *first = calloc((size_t)n * 3, sizeof(int)), *last = first + n, *cuda = last + n;
+    if (!first) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    if ((n_stages = stage_split(hp.n_layer, n_stages, n_gpu_layers, first, last, cuda, err, errlen)) < 0) {
+        free(first);
+        return n_stages;
+    }
+    int gpu = cuda[0];
     local_t *l = calloc(1, sizeof *l);
     int ok = l && (l->stages = calloc((size_t)n_stages, sizeof(stage_t))) &&
              (l->pending = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t))) &&
@@ -117,6 +118,7 @@ int pipeline_local_new_gpu(pipeline_t **out, const gguf_t *g, const stage_cfg_t 
              (l->queue[i].reset = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t)));
     if (!ok) {
         if (l) local_destroy(&l->base);
+        free(first);
         return err_set(err, errlen, TERN_ENOMEM, "out of memory");
     }
     l->n_seq = cfg->n_seq;
@@ -126,19 +128,20 @@ int pipeline_local_new_gpu(pipeline_t **out, const gguf_t *g, const stage_cfg_t 
     l->base.n_vocab = hp.n_vocab;
     for (int i = 0; i < n_stages; i++) {
         stage_cfg_t c = *cfg;
-        int ci = i - gpu, nc = n_stages - gpu;   /* index among the CPU stages */
-        c.first = gpu && i == 0 ? 0 : ngl + (int)((long)n_cpu * ci / nc);
-        c.last = gpu && i == 0 ? ngl - 1 : ngl + (int)((long)n_cpu * (ci + 1) / nc) - 1;
+        c.first = first[i];
+        c.last = last[i];
         c.has_head = i == n_stages - 1;
-        if (gpu) c.device = i == 0 ? STAGE_DEV_CUDA : STAGE_DEV_CPU;
+        if (gpu) c.device = cuda[i] ? STAGE_DEV_CUDA : STAGE_DEV_CPU;
         if ((rc = stage_init(&l->stages[i], g, &c, tp, err, errlen)) < 0) {
             l->n_stages = i;
             local_destroy(&l->base);
+            free(first);
             return rc;
         }
         l->n_stages = i + 1;
         l->base.weight_bytes += l->stages[i].shard.weight_bytes;
     }
+    free(first);
     *out = &l->base;
     return 0;
 }

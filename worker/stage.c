@@ -20,6 +20,22 @@ void stage_cfg_default(stage_cfg_t *c) {
     c->device = g_default_device;
 }
 
+int stage_split(int n_layer, int n_cpu_stages, int n_gpu_layers, int *first, int *last, int *cuda, char *err,
+                size_t errlen) {
+    int ngl = n_gpu_layers < 0 ? 0 : n_gpu_layers > n_layer ? n_layer : n_gpu_layers;
+    int n_cpu = n_layer - ngl, gpu = ngl > 0;
+    if (ngl == n_layer) n_cpu_stages = 0;
+    else if (n_cpu_stages < 1 || n_cpu_stages > n_cpu)
+        return err_set(err, errlen, TERN_EINVAL, "cannot split %d layers into %d stages", n_cpu, n_cpu_stages);
+    if (gpu) first[0] = 0, last[0] = ngl - 1, cuda[0] = 1;
+    for (int ci = 0; ci < n_cpu_stages; ci++) {
+        first[gpu + ci] = ngl + (int)((long)n_cpu * ci / n_cpu_stages);
+        last[gpu + ci] = ngl + (int)((long)n_cpu * (ci + 1) / n_cpu_stages) - 1;
+        cuda[gpu + ci] = 0;
+    }
+    return n_cpu_stages + gpu;
+}
+
 int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp, char *err, size_t errlen) {
     memset(st, 0, sizeof *st);
     st->cfg = *cfg;

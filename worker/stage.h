@@ -41,6 +41,13 @@ void stage_cfg_default(stage_cfg_t *c);
 /* the device stage_cfg_default picks from now on (tern worker --device cuda sets it before the
  * worker loop builds its stages) */
 void stage_default_device(int device);
+/* How one process splits a model into stages (the embedded engine, and direct stage calls): the
+ * first n_gpu_layers layers as one CUDA stage (n_gpu_layers >= n_layer: every layer and the head),
+ * then the other layers in n_cpu_stages equal ranges. Fills first/last/cuda[i] for each stage
+ * (arrays of n_cpu_stages + 1) and returns the stage count, or TERN_EINVAL when the CPU layers
+ * cannot be split n_cpu_stages ways. */
+int stage_split(int n_layer, int n_cpu_stages, int n_gpu_layers, int *first, int *last, int *cuda, char *err,
+                size_t errlen);
 int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp, char *err, size_t errlen);
 void stage_free(stage_t *st);
 /* resets slot `seq` for a new sequence with these sampling params (last stage) */
