@@ -10,27 +10,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
 #include <unistd.h>
 #include <cmocka.h>
 #include "coordinator/engine.h"
 #include "tern.h"
 
-static char g_tmp[64], g_model[128], g_llama[128];
+int mkmodel_main(int argc, char **argv);   /* tools/mkmodel.c (`tern mkmodel`) */
 
-static int run_cmd(char *out, size_t cap, const char *fmt, ...) {
-    char cmd[2048];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(cmd, sizeof cmd, fmt, ap);
-    va_end(ap);
-    FILE *f = popen(cmd, "r");
-    if (!f) return -1;
-    size_t n = fread(out, 1, cap - 1, f);
-    out[n] = 0;
-    int st = pclose(f);
-    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
-}
+static char g_tmp[64], g_model[128], g_llama[128];
 
 #define MAX_GEN 24
 typedef struct trace {
@@ -184,17 +171,16 @@ static void test_load_errors(void **st) {
 
 static int setup(void **st) {
     (void)st;
-    const char *tern = getenv("TERN_BIN");
-    if (!tern) { fprintf(stderr, "TERN_BIN not set\n"); return -1; }
     snprintf(g_tmp, sizeof g_tmp, "/tmp/tern-embedded-XXXXXX");
     if (!mkdtemp(g_tmp)) return -1;
     snprintf(g_model, sizeof g_model, "%s/b.gguf", g_tmp);
     snprintf(g_llama, sizeof g_llama, "%s/l.gguf", g_tmp);
-    char out[4096];
-    if (run_cmd(out, sizeof out, "'%s' mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 21 -o "
-                "'%s' 2>&1 && '%s' mkmodel --arch llama --preset tiny --layers 4 --type tq2_0 --seed 22 -o '%s' 2>&1",
-                tern, g_model, tern, g_llama)) {
-        fprintf(stderr, "mkmodel failed: %s\n", out);
+    char *a1[] = {"mkmodel", "--arch", "bitnet-b1.58", "--preset", "tiny", "--layers", "3", "--type", "i2_s", "--seed",
+                  "21", "-o", g_model, NULL};
+    char *a2[] = {"mkmodel", "--arch", "llama", "--preset", "tiny", "--layers", "4", "--type", "tq2_0", "--seed", "22",
+                  "-o", g_llama, NULL};
+    if (mkmodel_main(13, a1) != 0 || mkmodel_main(13, a2) != 0) {
+        fprintf(stderr, "mkmodel failed\n");
         return -1;
     }
     return 0;
