@@ -11,9 +11,6 @@
 #include <immintrin.h>
 #endif
 
-/* software prefetch as far ahead as the kernels' (kernels/x86): the probe must be at least as
- * good at streaming as they are, or the roofline understates the machine */
-#define MEMBW_PF 8192
 
 typedef struct bw_task { const uint64_t *p; size_t n; uint64_t sink[64]; } bw_task_t;
 
@@ -28,8 +25,8 @@ static uint64_t read_scalar(const uint64_t *p, long b, long e) {
 __attribute__((target("avx2"))) static uint64_t read_avx2(const uint64_t *p, long b, long e) {
     __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
     for (long i = b; i + 16 <= e; i += 16) {
-        _mm_prefetch((const char *)(p + i) + MEMBW_PF, _MM_HINT_T0);
-        _mm_prefetch((const char *)(p + i) + MEMBW_PF + 64, _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + i) + TERN_PF_AHEAD, _MM_HINT_T0);
+        _mm_prefetch((const char *)(p + i) + TERN_PF_AHEAD + 64, _MM_HINT_T0);
         a0 = _mm256_add_epi64(a0, _mm256_load_si256((const __m256i *)(p + i)));
         a1 = _mm256_add_epi64(a1, _mm256_load_si256((const __m256i *)(p + i + 4)));
         a2 = _mm256_add_epi64(a2, _mm256_load_si256((const __m256i *)(p + i + 8)));
@@ -42,7 +39,7 @@ __attribute__((target("avx2"))) static uint64_t read_avx2(const uint64_t *p, lon
 __attribute__((target("avx512f"))) static uint64_t read_avx512(const uint64_t *p, long b, long e) {
     __m512i a0 = _mm512_setzero_si512(), a1 = a0, a2 = a0, a3 = a0;
     for (long i = b; i + 32 <= e; i += 32) {
-        for (int k = 0; k < 4; k++) _mm_prefetch((const char *)(p + i) + MEMBW_PF + 64 * k, _MM_HINT_T0);
+        for (int k = 0; k < 4; k++) _mm_prefetch((const char *)(p + i) + TERN_PF_AHEAD + 64 * k, _MM_HINT_T0);
         a0 = _mm512_add_epi64(a0, _mm512_load_si512((const void *)(p + i)));
         a1 = _mm512_add_epi64(a1, _mm512_load_si512((const void *)(p + i + 8)));
         a2 = _mm512_add_epi64(a2, _mm512_load_si512((const void *)(p + i + 16)));

@@ -3,14 +3,10 @@
  * with 4 activation bytes broadcast (embedded {1to16}) adds 16 rows × 4 columns: GEMM tiles of
  * 32 rows × 12 tokens keep 24 accumulators busy with no horizontal sums; GEMV keeps one
  * accumulator per shift (8 chains). Σ code·q − Σq equals tern_rl_dot_ref exactly. */
+#include "core/membw.h"
 #include "kernels/ternary.h"
 #include <immintrin.h>
 #include <string.h>
-/* GEMV prefetch distance: 8 KiB ahead took one core from ~36 to ~45–48 GB/s on the 2B-4T
- * shapes (2 KiB: 36, 16 KiB: as 8 in one matrix but slower across a model's matrices) */
-#ifndef PF1
-#define PF1 8192
-#endif
 
 static inline __m512i bcast4(const int8_t *p) {
     int32_t v;
@@ -59,8 +55,8 @@ static void tile1(const uint8_t *wt, int64_t cols, const int8_t *q, int32_t *out
         mk[s] = _mm512_set1_epi8((char)(3 << (6 - 2 * s)));
     }
     for (int64_t c = 0; c < cols; c += 16, wt += 128) {
-        _mm_prefetch((const char *)(wt + PF1), _MM_HINT_T0);
-        _mm_prefetch((const char *)(wt + PF1 + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wt + TERN_PF_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wt + TERN_PF_AHEAD + 64), _MM_HINT_T0);
         __m512i w0 = _mm512_loadu_si512(wt), w1 = _mm512_loadu_si512(wt + 64);
 #pragma GCC unroll 4
         for (int s = 0; s < 4; s++) {

@@ -3,12 +3,9 @@
  * int32 every few chunks. A GEMM tile unpacks one row's codes once and multiplies them against
  * up to 8 tokens' activations (kept in L1); one token (GEMV, memory-bound) keeps the 4-row
  * single-token loop. Σ code·q − Σq equals tern_tl_dot_ref exactly. */
+#include "core/membw.h"
 #include "kernels/ternary.h"
 #include <immintrin.h>
-/* prefetch distance (bytes of the group ahead): 8 KiB, as the RL kernel (tern_rl_avx512.c) */
-#ifndef TL_PF
-#define TL_PF 8192
-#endif
 
 /* the 8 lanes of v summed */
 static inline int32_t hsum8(__m256i v) {
@@ -24,7 +21,7 @@ static void tile1(const uint8_t *wg, int64_t cols, const int8_t *q, int32_t *out
     const __m256i m3 = _mm256_set1_epi8(3), ones = _mm256_set1_epi16(1);
     __m256i acc0 = _mm256_setzero_si256(), acc1 = acc0, acc2 = acc0, acc3 = acc0;
     for (int64_t k = 0; k < cols; k += 256, wg += 256, q += 256) {
-        for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(wg + TL_PF + 64 * l), _MM_HINT_T0);
+        for (int l = 0; l < 4; l++) _mm_prefetch((const char *)(wg + TERN_PF_AHEAD + 64 * l), _MM_HINT_T0);
 #pragma GCC unroll 2
         for (int h = 0; h < 2; h++) {
             const uint8_t *p = wg + 32 * h;
@@ -77,10 +74,10 @@ static inline __attribute__((always_inline)) void tile(const uint8_t *wr, int64_
         for (int t = 0; t < T; t++) a16[t] = _mm256_setzero_si256();
         for (; k < kend; k += 256, wr += 256) {
             if (pf) {   /* the group's first row: fetch its 4 rows' chunk 8 ahead (from memory) */
-                _mm_prefetch((const char *)(wr + TL_PF), _MM_HINT_T0);
-                _mm_prefetch((const char *)(wr + TL_PF + 64), _MM_HINT_T0);
-                _mm_prefetch((const char *)(wr + TL_PF + 128), _MM_HINT_T0);
-                _mm_prefetch((const char *)(wr + TL_PF + 192), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wr + TERN_PF_AHEAD), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wr + TERN_PF_AHEAD + 64), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wr + TERN_PF_AHEAD + 128), _MM_HINT_T0);
+                _mm_prefetch((const char *)(wr + TERN_PF_AHEAD + 192), _MM_HINT_T0);
             }
 #pragma GCC unroll 2
             for (int h = 0; h < 2; h++) {

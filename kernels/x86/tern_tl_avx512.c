@@ -2,12 +2,9 @@
  * 4-row group is four 64-byte loads; every shift gives 64 codes in natural column order, so one
  * activation load feeds four vpdpbusd (four rows), and a GEMM tile of 4 rows × T ≤ 6 tokens reuses
  * each unpacked code register T times. Σ code·q − Σq equals tern_tl_dot_ref exactly. */
+#include "core/membw.h"
 #include "kernels/ternary.h"
 #include <immintrin.h>
-/* prefetch distance (bytes of the group ahead): 8 KiB, as the RL kernel (tern_rl_avx512.c) */
-#ifndef TL_PF
-#define TL_PF 8192
-#endif
 #include <string.h>
 
 /* the four row sums of a0..a3 as one 128-bit vector (a transposing reduction: 13 ops instead
@@ -32,10 +29,10 @@ static inline __attribute__((always_inline)) void tile(const uint8_t *wg, int64_
         #pragma GCC unroll 16
         for (int t = 0; t < T; t++) acc[i][t] = _mm512_setzero_si512();
     for (int64_t k = 0; k < cols; k += 256, wg += 256) {
-        _mm_prefetch((const char *)(wg + TL_PF), _MM_HINT_T0);
-        _mm_prefetch((const char *)(wg + TL_PF + 64), _MM_HINT_T0);
-        _mm_prefetch((const char *)(wg + TL_PF + 128), _MM_HINT_T0);
-        _mm_prefetch((const char *)(wg + TL_PF + 192), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wg + TERN_PF_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wg + TERN_PF_AHEAD + 64), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wg + TERN_PF_AHEAD + 128), _MM_HINT_T0);
+        _mm_prefetch((const char *)(wg + TERN_PF_AHEAD + 192), _MM_HINT_T0);
         #pragma GCC unroll 16
         for (int g = 0; g < 4; g++) {
             __m512i c[4];
