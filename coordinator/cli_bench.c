@@ -179,8 +179,7 @@ static size_t g_probe_bytes;
 static double bw_measure(size_t bytes, int threads) {
     tpool_t *tp = tpool_new(threads);
     if (!tp) return 0;
-    double bw = g_probe && g_probe_bytes == bytes / 4096 * 4096 ? membw_measure_on(g_probe, g_probe_bytes, 3, tp)
-                                                                 : membw_measure(bytes, 3, tp);
+    double bw = g_probe ? membw_measure_on(g_probe, g_probe_bytes, 3, tp) : membw_measure(bytes, 3, tp);
     tpool_destroy(&tp);
     return bw;
 }

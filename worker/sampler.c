@@ -167,15 +167,8 @@ static void lazy_grow(lazy_t *z, int want) {
 }
 
 static void top_alternatives(const float *logits, int n_vocab, int k, float mx, double lse, int32_t *ids, float *lp) {
-    cand_t h[SAMPLER_TOP_MAX];
-    if (k > n_vocab) k = n_vocab;
-    for (int i = 0; i < k; i++) { h[i].logit = logits[i]; h[i].id = i; }
-    for (int i = k / 2 - 1; i >= 0; i--) heap_down(h, k, i);
-    for (int i = k; i < n_vocab; i++) {
-        cand_t x = {logits[i], i};
-        if (worse(&h[0], &x)) { h[0] = x; heap_down(h, k, 0); }
-    }
-    qsort(h, (size_t)k, sizeof *h, cand_cmp);
+    cand_t h[SAMPLER_TOP_MAX];   /* 1 <= k <= SAMPLER_TOP_MAX (sampler_init clamps it) */
+    k = top_k_select(logits, n_vocab, k, h);
     for (int i = 0; i < k; i++) {
         if (ids) ids[i] = h[i].id;
         if (lp) lp[i] = logprob_at(logits, mx, lse, h[i].id);
