@@ -17,19 +17,8 @@ export TERN_BIN="$TERN"
 cache="${TERN_CACHE:-$HOME/.cache/tern}"
 MODEL="${MODEL:-small}" N="${N:-128}" REPS="${REPS:-3}" THREADS="${THREADS:-1}" PAR="${PAR:-1,2,4,8}"
 STAGES="${STAGES:-1 2 3}" AB="${AB:-5}" PROFILES="${PROFILES:-none lan wifi}" NETNS_STAGES="${NETNS_STAGES:-2 3}" NETNS="${NETNS:-1}"
-mkdir -p "$cache/models"
-case "$MODEL" in
-  small|2b4t) model="$cache/models/$MODEL-i2_s.gguf" ;;
-  *) model="$MODEL" ;;
-esac
-if [ ! -s "$model" ]; then
-  case "$MODEL" in
-    small|2b4t) echo "cluster: making $model" >&2
-                v=(); [ -s "$HOME/.cache/tern/llama3/tokenizer.json" ] && v=(--vocab "$HOME/.cache/tern/llama3/tokenizer.json")
-                "$TERN" mkmodel --preset "$MODEL" --arch bitnet-b1.58 --type i2_s "${v[@]}" --seed 1 -o "$model" >&2 || exit 1 ;;
-    *) echo "cluster: no model file $model" >&2; exit 1 ;;
-  esac
-fi
+. "$here/bench/lib.sh"
+bench_model "cluster" "$MODEL" "$cache"
 name=$(basename "$model" .gguf)
 OUT="${OUT:-$cache/bench/cluster-$name}"
 mkdir -p "$OUT"

@@ -2,7 +2,7 @@
 # End-to-end benchmark on a model of BitNet b1.58 2B-4T's shape (I2_S, synthetic weights):
 # llama-bench's pp/tg tests with the F16 lm head as stored and with --head q8_0, each with the
 # bandwidth roofline of tg. The model is made once into a cache dir (Llama-3 vocab when
-# $HOME/.cache/tern/llama3/tokenizer.json exists), and the embedded engine (inproc://) against
+# $TERN_CACHE/llama3/tokenizer.json exists), and the embedded engine (inproc://) against
 # direct stage calls. Not here: comparisons with other engines.
 #   bench/e2e.sh [extra tern bench flags...]      env: TERN_BIN, TERN_CACHE, P, N, THREADS, REPS
 set -eu
@@ -11,15 +11,8 @@ TERN="${TERN_BIN:-$here/build/tern}"
 [ -x "$TERN" ] || { echo "e2e: no tern binary at $TERN (set TERN_BIN)" >&2; exit 1; }
 cache="${TERN_CACHE:-$HOME/.cache/tern}"
 P="${P:-512}" N="${N:-128}" THREADS="${THREADS:-1,2}" REPS="${REPS:-5}"
-mkdir -p "$cache/models"
-model="$cache/models/2b4t-i2_s.gguf"
-vocab="$HOME/.cache/tern/llama3/tokenizer.json"
-if [ ! -s "$model" ]; then
-  args=(mkmodel --preset 2b4t --arch bitnet-b1.58 --type i2_s --seed 1 -o "$model")
-  [ -f "$vocab" ] && args+=(--vocab "$vocab")
-  echo "e2e: making $model (${args[*]})" >&2
-  "$TERN" "${args[@]}" >&2
-fi
+. "$here/bench/lib.sh"
+bench_model e2e 2b4t "$cache"
 "$TERN" info "$model" 2>/dev/null | head -5 >&2 || true
 for head in "" q8_0; do
   echo

@@ -21,19 +21,8 @@ HOP_REPS="${HOP_REPS:-1000}"
 # no binding: the ZeroMQ runs are not bound either; oversubscribe: 3 ranks on a 2-core box
 MPIRUN_ARGS="${MPIRUN_ARGS:---oversubscribe --bind-to none}"
 [ "$(id -u)" = 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-mkdir -p "$cache/models"
-case "$MODEL" in
-  small|2b4t) model="$cache/models/$MODEL-i2_s.gguf" ;;
-  *) model="$MODEL" ;;
-esac
-if [ ! -s "$model" ]; then
-  case "$MODEL" in
-    small|2b4t) echo "mpi: making $model" >&2
-                v=(); [ -s "$HOME/.cache/tern/llama3/tokenizer.json" ] && v=(--vocab "$HOME/.cache/tern/llama3/tokenizer.json")
-                "$TERN" mkmodel --preset "$MODEL" --arch bitnet-b1.58 --type i2_s "${v[@]}" --seed 1 -o "$model" >&2 || exit 1 ;;
-    *) echo "mpi: no model file $model" >&2; exit 1 ;;
-  esac
-fi
+. "$here/bench/lib.sh"
+bench_model "mpi" "$MODEL" "$cache"
 name=$(basename "$model" .gguf)
 OUT="${OUT:-$cache/bench/mpi-$name}"
 mkdir -p "$OUT"

@@ -13,18 +13,8 @@ TERN="${TERN_BIN:-$here/build/tern}"
 [ -x "$TERN" ] || { echo "serve bench: no tern binary at $TERN (set TERN_BIN)" >&2; exit 1; }
 cache="${TERN_CACHE:-$HOME/.cache/tern}"
 MODEL="${MODEL:-2b4t}" N="${N:-32}" PAR="${PAR:-1,4,16}" THREADS="${THREADS:-2}" MODES="${MODES:-single cluster}"
-case "$MODEL" in
-  small|2b4t) model="$cache/models/$MODEL-i2_s.gguf" ;;
-  *) model="$MODEL" ;;
-esac
-if [ ! -s "$model" ]; then
-  case "$MODEL" in
-    small|2b4t) echo "serve bench: making $model" >&2; mkdir -p "$cache/models"
-                v=(); [ -s "$HOME/.cache/tern/llama3/tokenizer.json" ] && v=(--vocab "$HOME/.cache/tern/llama3/tokenizer.json")
-                "$TERN" mkmodel --preset "$MODEL" --arch bitnet-b1.58 --type i2_s "${v[@]}" --seed 1 -o "$model" >&2 || exit 1 ;;
-    *) echo "serve bench: no model file $model" >&2; exit 1 ;;
-  esac
-fi
+. "$here/bench/lib.sh"
+bench_model "serve bench" "$MODEL" "$cache"
 maxpar=$(echo "$PAR" | tr ',' '\n' | sort -n | tail -1)
 
 tmp=$(mktemp -d)
