@@ -174,14 +174,16 @@ static void zap_serve_one(void *s) {
         if (nf < 8) f[nf++] = tmp;
         else zmq_msg_close(&tmp);
     }
+    /* "?" only marks a missing key in the log: '?' is a Z85 character, so a real key may start with it */
     char domain[64] = "", addr[64] = "", mech[16] = "", key[TP_KEY_Z85] = "?";
+    int has_key = 0;
     if (nf >= 6) {
         frame_str(&f[2], domain, sizeof domain);
         frame_str(&f[3], addr, sizeof addr);
         frame_str(&f[5], mech, sizeof mech);
     }
-    if (nf >= 7 && zmq_msg_size(&f[6]) == 32) zmq_z85_encode(key, zmq_msg_data(&f[6]), 32);
-    int ok = nf == 7 && !strcmp(mech, "CURVE") && key[0] != '?' && zap_allowed(domain, key);
+    if (nf >= 7 && zmq_msg_size(&f[6]) == 32) has_key = zmq_z85_encode(key, zmq_msg_data(&f[6]), 32) != NULL;
+    int ok = nf == 7 && !strcmp(mech, "CURVE") && has_key && zap_allowed(domain, key);
     if (!ok) log_w("curve: refused client key %s from %s (not in the allowed keys)", key, addr);
     else log_d("curve: client key %s from %s let in", key, addr);
     /* reply: version, request id, status code, status text, user id, metadata */
