@@ -1,124 +1,64 @@
 /* cli_perplexity: `tern perplexity` — llama-perplexity's method: tokenize the file whole, cut
  * it into chunks of n_ctx, run each from an empty cache with BOS in place of its first token, and
  * score the second half (token j+1 from position j, j in [n_ctx/2, n_ctx-1)); prints running
- * estimates and `Final estimate: PPL = X +/- Y`. Logits never leave a pipeline's last stage, so
- * it runs the whole model here with its own shard + forward. Not here: KLD, HellaSwag. */
+ * estimates and `Final estimate: PPL = X +/- Y`. It runs on the engine's pipeline like `tern run`
+ * (embedded worker threads, or --cluster/--workers/--mpi): each step carries the tokens to score
+ * as teacher-forced targets and the last stage sends back log p(target) only, so logits never
+ * cross the network. Steps are kept in flight so a pipeline of stages works on several micro-
+ * batches at once (every stage takes steps in order, so a chunk may reuse slot 0 while the one
+ * before is still in a later stage). Not here: KLD, HellaSwag. */
 #include "coordinator/cli_common.h"
-#include "coordinator/embed.h"
+#include "coordinator/engine.h"
 #include "coordinator/tokenizer.h"
+#include "core/alloc.h"
 #include "core/err.h"
 #include "core/log.h"
-#include "core/model_spec.h"
 #include "core/progress.h"
-#include "core/types.h"
-#include "kernels/ops.h"
-#include "worker/forward.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#define PPL_LOGIT_ROWS 32   /* rows of logits per forward_logits call: bounds memory at 32 × n_vocab */
+#define PPL_INFLIGHT 8
 
-typedef struct ppl {
-    gguf_t *g;
-    tokenizer_t *tok;
-    embed_t emb;
-    shard_t shard;
-    int shard_ok;
-    tpool_t *tp;
-    forward_t fwd;
-    int fwd_ok;
-    int n_ctx, n_batch, n_vocab, n_embd;
-    float *h;              /* (n_batch, n_embd) */
-    float *logits;         /* (PPL_LOGIT_ROWS, n_vocab) */
-    int *seq, *pos, *rows; /* (n_batch,) */
-} ppl_t;
+typedef struct ppl_step {
+    step_t s;
+    int chunk;            /* which chunk this micro-batch belongs to */
+    int last_of_chunk;    /* 1: the chunk's estimate can be printed when it is done */
+} ppl_step_t;
 
-static void ppl_free(ppl_t *p) {
-    free(p->h);
-    free(p->logits);
-    free(p->seq);
-    free(p->pos);
-    free(p->rows);
-    if (p->fwd_ok) forward_free(&p->fwd);
-    tpool_destroy(&p->tp);
-    if (p->shard_ok) shard_free(&p->shard);
-    tokenizer_destroy(&p->tok);
-    gguf_close(&p->g);
-}
-
-static int ppl_load(ppl_t *p, const tern_params *tp, char *err, size_t errlen) {
-    memset(p, 0, sizeof *p);
-    int rc = gguf_open(&p->g, tp->model, err, errlen);
-    if (rc < 0) return rc;
-    if ((rc = tokenizer_load(&p->tok, p->g, err, errlen)) < 0) return rc;
-    if ((rc = embed_init(&p->emb, p->g, err, errlen)) < 0) return rc;
-    shard_opts_t so;
-    shard_opts_default(&so);
-    if (tp->head_type) {
-        so.head_type = type_from_name(tp->head_type);
-        if (so.head_type != TT_Q8_0 && so.head_type != TT_F16 && so.head_type != TT_F32)
-            return err_set(err, errlen, TERN_EINVAL, "--head %s: expected f16, q8_0 or f32", tp->head_type);
+static void ppl_steps_free(ppl_step_t *ps, int n) {
+    for (int i = 0; i < n; i++) {
+        free(ps[i].s.tokens);
+        free(ps[i].s.seq);
+        free(ps[i].s.pos);
+        free(ps[i].s.sample);
+        free((void *)ps[i].s.target);
+        free(ps[i].s.out_target_lp);
+        free(ps[i].s.out_tok);
+        free(ps[i].s.out_lp);
+        tern_free(ps[i].s.h);
     }
-    hparams_t hp;
-    if ((rc = hparams_from_gguf(&hp, p->g, err, errlen)) < 0) return rc;
-    if ((rc = shard_load(&p->shard, p->g, 0, hp.n_layer - 1, 1, &so, err, errlen)) < 0) return rc;
-    p->shard_ok = 1;
-    if (!(p->tp = tpool_new(tp->n_threads))) return err_set(err, errlen, TERN_ENOMEM, "cannot start %d threads", tp->n_threads);
-    p->n_ctx = tp->n_ctx;
-    p->n_batch = tp->n_batch < p->n_ctx ? tp->n_batch : p->n_ctx;
-    p->n_vocab = hp.n_vocab;
-    p->n_embd = hp.n_embd;
-    rc = forward_init(&p->fwd, &p->shard, p->n_ctx, 1, p->n_batch, PPL_LOGIT_ROWS, tp->kv_f32 ? KV_F32 : KV_F16, p->tp,
-                      err, errlen);
-    if (rc < 0) return rc;
-    p->fwd_ok = 1;
-    p->h = malloc((size_t)p->n_batch * (size_t)p->n_embd * sizeof(float));
-    p->logits = malloc((size_t)PPL_LOGIT_ROWS * (size_t)p->n_vocab * sizeof(float));
-    p->seq = calloc((size_t)p->n_batch, sizeof(int));
-    p->pos = malloc((size_t)p->n_batch * sizeof(int));
-    p->rows = malloc((size_t)p->n_batch * sizeof(int));
-    if (!p->h || !p->logits || !p->seq || !p->pos || !p->rows) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
-    return 0;
 }
 
-/* -log softmax(logits)[target], in double */
-static double nll_of(const float *logits, int n, int target) {
-    float mx = logits[0];
-    for (int i = 1; i < n; i++) mx = logits[i] > mx ? logits[i] : mx;
-    double sum = 0;
-    for (int i = 0; i < n; i++) sum += exp((double)logits[i] - mx);
-    return log(sum) - ((double)logits[target] - mx);
-}
-
-/* Runs one chunk toks[0..n_ctx) (toks[0] already BOS when wanted) and adds the negative log
- * likelihoods of tokens [first+1, n_ctx) to *nll, *nll2. Returns the count scored or <0. */
-static int ppl_chunk(ppl_t *p, const int32_t *toks, int first, double *nll, double *nll2, char *err, size_t errlen) {
-    int count = 0;
-    for (int b0 = 0; b0 < p->n_ctx; b0 += p->n_batch) {
-        int k = p->n_ctx - b0 < p->n_batch ? p->n_ctx - b0 : p->n_batch;
-        if (embed_lookup(&p->emb, toks + b0, k, p->h) < 0)
-            return err_set(err, errlen, TERN_EINVAL, "token id outside the vocabulary");
-        for (int i = 0; i < k; i++) p->pos[i] = b0 + i;
-        forward_layers(&p->fwd, p->h, k, p->seq, p->pos);
-        /* rows whose prediction is scored: position j in [first, n_ctx - 1) */
-        int m = 0;
-        for (int i = 0; i < k; i++)
-            if (b0 + i >= first && b0 + i < p->n_ctx - 1) p->rows[m++] = i;
-        for (int r0 = 0; r0 < m; r0 += PPL_LOGIT_ROWS) {
-            int mr = m - r0 < PPL_LOGIT_ROWS ? m - r0 : PPL_LOGIT_ROWS;
-            forward_logits(&p->fwd, p->h, mr, p->rows + r0, p->logits);
-            for (int r = 0; r < mr; r++) {
-                int j = b0 + p->rows[r0 + r];
-                double v = nll_of(p->logits + (size_t)r * p->n_vocab, p->n_vocab, toks[j + 1]);
-                *nll += v;
-                *nll2 += v * v;
-                count++;
-            }
-        }
+static int ppl_steps_alloc(ppl_step_t *ps, int n, int nb, int n_embd) {
+    int ok = 1;
+    memset(ps, 0, (size_t)n * sizeof *ps);
+    for (int i = 0; i < n; i++) {
+        step_t *s = &ps[i].s;
+        s->tokens = malloc((size_t)nb * sizeof(int32_t));
+        s->seq = calloc((size_t)nb, sizeof(int));
+        s->pos = malloc((size_t)nb * sizeof(int));
+        s->sample = calloc((size_t)nb, 1);
+        s->target = malloc((size_t)nb * sizeof(int32_t));
+        s->out_target_lp = malloc((size_t)nb * sizeof(double));
+        s->out_tok = malloc(sizeof(int32_t));
+        s->out_lp = malloc(sizeof(float));
+        s->h = tern_alloc((size_t)nb * (size_t)n_embd * sizeof(float));
+        ok = ok && s->tokens && s->seq && s->pos && s->sample && s->target && s->out_target_lp && s->out_tok &&
+             s->out_lp && s->h;
     }
-    return count;
+    return ok ? 0 : TERN_ENOMEM;
 }
 
 static char *slurp(const char *path, size_t *len, char *err, size_t errlen) {
@@ -161,29 +101,80 @@ static int tokenize_all(tokenizer_t *tok, const char *text, size_t len, int32_t 
     return err_set(err, errlen, TERN_EINVAL, "cannot tokenize the text");
 }
 
-static int ppl_run(ppl_t *p, int32_t *toks, int n_tok, int n_chunks_max, char *err, size_t errlen) {
-    int n_chunk = n_tok / p->n_ctx;
-    if (n_chunks_max > 0 && n_chunks_max < n_chunk) n_chunk = n_chunks_max;
-    int bos = tokenizer_bos(p->tok), add_bos = tokenizer_add_bos(p->tok) && bos >= 0;
-    const int first = p->n_ctx / 2;
-    fprintf(stderr, "perplexity: %d tokens, %d chunks of %d, batch %d, scoring tokens [%d, %d) of each\n", n_tok,
-            n_chunk, p->n_ctx, p->n_batch, first + 1, p->n_ctx);
-    double nll = 0, nll2 = 0;
-    long count = 0;
-    double t0 = time_now();
-    for (int i = 0; i < n_chunk; i++) {
-        int32_t *chunk = toks + (size_t)i * p->n_ctx;
-        int32_t saved = chunk[0];
-        if (add_bos) chunk[0] = bos;   /* as llama.cpp: BOS in place of each chunk's first token */
-        int c = ppl_chunk(p, chunk, first, &nll, &nll2, err, errlen);
-        chunk[0] = saved;
-        if (c < 0) return c;
-        count += c;
-        if (i == 0) fprintf(stderr, "perplexity: %.2f seconds per pass - ETA %.2f minutes\n", time_now() - t0,
-                            (time_now() - t0) * n_chunk / 60);
-        printf("[%d]%.4lf,", i + 1, exp(nll / count));
-        fflush(stdout);
+/* Fills step ps for tokens [b0, b0 + k) of chunk c (its first token BOS when add_bos). */
+static int ppl_fill(tern_model *m, ppl_step_t *ps, const int32_t *chunk, int c, int b0, int k, int n_ctx, int bos,
+                    char *err, size_t errlen) {
+    step_t *s = &ps->s;
+    int32_t *tgt = (int32_t *)s->target;
+    const int first = n_ctx / 2;
+    for (int i = 0; i < k; i++) {
+        int j = b0 + i;
+        s->tokens[i] = j == 0 && bos >= 0 ? bos : chunk[j];
+        s->pos[i] = j;
+        tgt[i] = j >= first && j < n_ctx - 1 ? chunk[j + 1] : -1;
     }
+    s->n = k;
+    if (embed_lookup(&m->emb, s->tokens, k, s->h) < 0)
+        return err_set(err, errlen, TERN_EINVAL, "token id outside the vocabulary");
+    ps->chunk = c;
+    ps->last_of_chunk = b0 + k == n_ctx;
+    return 0;
+}
+
+static int ppl_run(tern_model *m, int32_t *toks, int n_tok, int n_ctx, int n_batch, int n_chunks_max, char *err,
+                   size_t errlen) {
+    int n_chunk = n_tok / n_ctx;
+    if (n_chunks_max > 0 && n_chunks_max < n_chunk) n_chunk = n_chunks_max;
+    int bos = tokenizer_add_bos(m->tok) ? tokenizer_bos(m->tok) : -1;
+    const int first = n_ctx / 2, per_chunk = (n_ctx + n_batch - 1) / n_batch;
+    int inflight = m->pl->max_inflight < 1 ? 1 : m->pl->max_inflight > PPL_INFLIGHT ? PPL_INFLIGHT : m->pl->max_inflight;
+    fprintf(stderr, "perplexity: %d tokens, %d chunks of %d, batch %d, scoring tokens [%d, %d) of each\n", n_tok,
+            n_chunk, n_ctx, n_batch, first + 1, n_ctx);
+    ppl_step_t ps[PPL_INFLIGHT];
+    if (ppl_steps_alloc(ps, inflight, n_batch, m->hp.n_embd) < 0) {
+        ppl_steps_free(ps, inflight);
+        return err_set(err, errlen, TERN_ENOMEM, "out of memory for %d steps of %d tokens", inflight, n_batch);
+    }
+    double nll = 0, nll2 = 0, t0 = time_now();
+    long count = 0;
+    int rc = 0, next = 0, done = 0, total = n_chunk * per_chunk, head = 0, queued = 0;
+    uint64_t id = 1;
+    while (rc == 0 && done < total) {
+        while (rc == 0 && next < total && queued < inflight) {   /* keep the stages busy */
+            ppl_step_t *p = &ps[(head + queued) % inflight];
+            int c = next / per_chunk, b0 = (next % per_chunk) * n_batch;
+            int k = n_ctx - b0 < n_batch ? n_ctx - b0 : n_batch;
+            if ((rc = ppl_fill(m, p, toks + (size_t)c * n_ctx, c, b0, k, n_ctx, bos, err, errlen)) < 0) break;
+            p->s.id = id++;
+            if ((rc = m->pl->ops->submit(m->pl, &p->s)) < 0) {
+                rc = err_set(err, errlen, rc, "%s", p->s.err[0] ? p->s.err : "the pipeline refused a step");
+                break;
+            }
+            next++, queued++;
+        }
+        if (rc < 0 || !queued) break;
+        ppl_step_t *p = &ps[head];
+        step_t *got = m->pl->ops->wait(m->pl, -1);
+        if (got != &p->s) { rc = err_set(err, errlen, TERN_EIO, "the pipeline lost a step"); break; }
+        if (got->rc < 0) { rc = err_set(err, errlen, got->rc, "%s", got->err); break; }
+        for (int i = 0; i < got->n_scored; i++) {
+            double v = -got->out_target_lp[i];
+            nll += v;
+            nll2 += v * v;
+        }
+        count += got->n_scored;
+        head = (head + 1) % inflight, queued--, done++;
+        if (p->last_of_chunk) {
+            if (p->chunk == 0)
+                fprintf(stderr, "perplexity: %.2f seconds per pass - ETA %.2f minutes\n", time_now() - t0,
+                        (time_now() - t0) * n_chunk / 60);
+            printf("[%d]%.4lf,", p->chunk + 1, exp(nll / count));
+            fflush(stdout);
+        }
+    }
+    while (queued-- > 0) m->pl->ops->wait(m->pl, -1);   /* after an error: collect what is still out */
+    ppl_steps_free(ps, inflight);
+    if (rc < 0) return rc;
     printf("\n");
     double mean = nll / count, var = nll2 / count - mean * mean, ppl = exp(mean);
     if (!(var > 0) || count < 2) return err_set(err, errlen, TERN_EINVAL, "unexpected non-positive variance of log(prob)");
@@ -213,31 +204,30 @@ int cli_perplexity(int argc, char **argv) {
     if (rc == 0) rc = cli_model_opts_check(&mo, err, sizeof err);
     if (rc == 0 && !file) rc = err_set(err, sizeof err, TERN_EINVAL, "no text given: use -f FILE");
     if (rc == 0 && mo.p.n_ctx < 8) rc = err_set(err, sizeof err, TERN_EINVAL, "-c %d: at least 8 tokens", mo.p.n_ctx);
-    if (rc == 0 && (mo.p.cluster || mo.p.workers || mo.p.stages > 1))
-        rc = err_set(err, sizeof err, TERN_ENOTSUP, "perplexity needs the logits, so it runs in one process: drop "
-                                                     "--cluster/--workers/--stages");
     if (rc < 0) { fprintf(stderr, "tern perplexity: %s\n", err); return 1; }
     size_t len = 0;
     char *text = slurp(file, &len, err, sizeof err);
     if (!text) { fprintf(stderr, "tern perplexity: %s\n", err); return 1; }
-    ppl_t p;
+    if (mo.p.n_batch > mo.p.n_ctx) mo.p.n_batch = mo.p.n_ctx;
+    mo.p.n_seq = 1;
+    tern_model *m = NULL;
     int32_t *toks = NULL;
     double t0 = time_now();
-    rc = ppl_load(&p, &mo.p, err, sizeof err);
-    int n_tok = rc < 0 ? rc : tokenize_all(p.tok, text, len, &toks, err, sizeof err);
-    if (n_tok >= 0 && n_tok < 2 * p.n_ctx)
+    rc = tern_load(&m, &mo.p, err, sizeof err);
+    int n_tok = rc < 0 ? rc : tokenize_all(m->tok, text, len, &toks, err, sizeof err);
+    if (n_tok >= 0 && n_tok < 2 * m->n_ctx)
         n_tok = err_set(err, sizeof err, TERN_EINVAL,
                         "'%s' has %d tokens; perplexity with a context of %d needs at least %d (use a longer text or a "
-                        "smaller -c)", file, n_tok, p.n_ctx, 2 * p.n_ctx);
+                        "smaller -c)", file, n_tok, m->n_ctx, 2 * m->n_ctx);
     if (n_tok >= 0) {
         log_d("perplexity: loaded and tokenized in %.2f s", time_now() - t0);
-        rc = ppl_run(&p, toks, n_tok, chunks, err, sizeof err);
+        rc = ppl_run(m, toks, n_tok, m->n_ctx, mo.p.n_batch, chunks, err, sizeof err);
     } else {
         rc = n_tok;
     }
     if (rc < 0) fprintf(stderr, "tern perplexity: %s\n", err);
     free(toks);
     free(text);
-    ppl_free(&p);
+    tern_model_free(&m);
     return rc < 0 ? 1 : 0;
 }

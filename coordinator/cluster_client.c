@@ -489,6 +489,10 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     f.positions = p->u_pos;
     f.token_ids = s->tokens;
     f.sample = p->b_sample;
+    if (s->target) {
+        f.n_targets = (size_t)s->n;
+        f.targets = (int32_t *)s->target;
+    }
     f.hidden_size = (uint32_t)p->base.n_embd;
     f.dtype = TERN__DTYPE__DTYPE_F32;
     int k = 0;
@@ -577,6 +581,15 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
                         r->n_top, SAMPLER_TOP_MAX, r->n_top_ids, r->n_top_logprobs, r->n_token_ids);
         return 1;
     }
+    size_t want_scored = 0;
+    for (int i = 0; s->target && i < s->n; i++) want_scored += s->target[i] >= 0;
+    if (r->n_target_logprobs != want_scored) {
+        s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu with %zu target logprobs, "
+                        "expected %zu", wname(w), (unsigned long long)r->step_id, r->n_target_logprobs, want_scored);
+        return 1;
+    }
+    s->n_scored = (int)want_scored;
+    if (want_scored && s->out_target_lp) memcpy(s->out_target_lp, r->target_logprobs, want_scored * sizeof(double));
     s->n_out = (int)r->n_token_ids;
     s->n_top = 0;
     if (s->n_out) {   /* a step without samples comes back empty (NULL arrays) */

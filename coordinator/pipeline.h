@@ -24,6 +24,12 @@ typedef struct step {
     int n_top;
     int32_t *out_top;
     float *out_top_lp;
+    /* Optional (NULL: none; teacher forcing for perplexity and prompt logprobs): target[i] >= 0
+     * asks for log p(target[i] | the sequence up to token i); on completion out_target_lp (room
+     * for n) holds one per such token, in token order, n_scored of them */
+    const int32_t *target;
+    double *out_target_lp;
+    int n_scored;
     int rc;                /* <0: the step failed (err says why) */
     char err[256];
 } step_t;

@@ -152,6 +152,9 @@ static int check_forward(const Tern__Forward *f, uint64_t tb, const char *peer, 
                    (unsigned long long)n);
     if (f->n_token_ids && f->n_token_ids != n) return BAD("%zu token ids for %llu tokens", f->n_token_ids, (unsigned long long)n);
     if (f->n_sample && f->n_sample != n) return BAD("%zu sample flags for %llu tokens", f->n_sample, (unsigned long long)n);
+    if (f->n_targets && f->n_targets != n) return BAD("%zu targets for %llu tokens", f->n_targets, (unsigned long long)n);
+    for (size_t i = 0; i < f->n_targets; i++)
+        if (f->targets[i] < -1) return BAD("target %d of token %zu", f->targets[i], i);
     for (size_t i = 0; i < f->n_sampling; i++) {
         if (!params_ok(f->sampling[i]->params))
             return BAD("sampling params of sequence %u missing or out of range", f->sampling[i]->seq_id);
@@ -190,6 +193,9 @@ static int check_sampled(const Tern__Sampled *s, uint64_t tb, const char *peer, 
                        peer, n, s->n_token_ids, s->n_logprobs);
     if (s->vocab > TP_MAX_VOCAB)
         return err_set(err, errlen, TERN_EPROTO, "peer %s: sampled: vocab %u > %u", peer, s->vocab, TP_MAX_VOCAB);
+    if (s->n_target_logprobs > TP_MAX_TOKENS)
+        return err_set(err, errlen, TERN_EPROTO, "peer %s: sampled: %zu target logprobs (max %u)", peer,
+                       s->n_target_logprobs, TP_MAX_TOKENS);
     if (s->n_top > TP_MAX_TOP || s->n_top_ids != n * s->n_top || s->n_top_logprobs != s->n_top_ids)
         return err_set(err, errlen, TERN_EPROTO,
                        "peer %s: sampled: %u alternatives (max %d) for %zu tokens, but %zu top ids and %zu top logprobs",

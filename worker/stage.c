@@ -3,6 +3,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "kernels/ops.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -53,13 +54,16 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
     }
     int rc = shard_load(&st->shard, g, cfg->first, cfg->last, cfg->has_head, &so, err, errlen);
     if (rc < 0) return rc;
-    int nlog = cfg->has_head ? cfg->n_seq : 0;   /* at most one sampled token per sequence per step */
+    /* rows of logits at once: at most one sampled token per sequence per step; scoring goes in
+     * chunks of STAGE_SCORE_ROWS so the lm head runs as a GEMM */
+    int nlog = !cfg->has_head ? 0 : cfg->n_seq > STAGE_SCORE_ROWS ? cfg->n_seq : STAGE_SCORE_ROWS;
+    st->n_logit_rows = nlog;
     if (cfg->device == STAGE_DEV_CUDA)
         rc = cuda_stage_new(&st->cuda, &st->shard, cfg->n_ctx, cfg->n_seq, cfg->n_batch, nlog, cfg->kv_type, err, errlen);
     else
         rc = forward_init(&st->fwd, &st->shard, cfg->n_ctx, cfg->n_seq, cfg->n_batch, nlog, cfg->kv_type, tp, err, errlen);
     if (rc < 0) goto fail;
-    st->rows = calloc((size_t)cfg->n_batch, sizeof(int));
+    st->rows = calloc((size_t)(cfg->n_batch > nlog ? cfg->n_batch : nlog), sizeof(int));
     if (!st->rows) goto nomem;
     if (cfg->has_head) {
         int V = st->shard.hp.n_vocab;
@@ -143,4 +147,41 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
     }
     st->n_top = nt;
     return m;
+}
+
+/* logits of rows[0..m) of h into st->logits (m <= n_logit_rows) */
+static int stage_logits(stage_t *st, const float *h, int m, const int *rows, char *err, size_t errlen) {
+    if (st->cuda) return cuda_stage_forward(st->cuda, (float *)h, 0, NULL, NULL, m, rows, st->logits, err, errlen);
+    forward_logits(&st->fwd, h, m, rows, st->logits);
+    return 0;
+}
+
+int stage_score(stage_t *st, const float *h, int n, const int32_t *target, double *out, char *err, size_t errlen) {
+    if (!target) return 0;
+    const int V = st->cfg.has_head ? st->shard.hp.n_vocab : 0, chunk = st->n_logit_rows;
+    int ns = 0;
+    for (int i = 0; i < n; i++) {
+        if (target[i] < 0) continue;
+        if (!st->cfg.has_head) return err_set(err, errlen, TERN_EINVAL, "tokens to score sent to a stage without the head");
+        if (target[i] >= V)
+            return err_set(err, errlen, TERN_EINVAL, "token %d: target %d outside the vocabulary (%d)", i, target[i], V);
+        ns++;
+    }
+    int k = 0, i = 0;
+    while (k < ns) {
+        int m = 0;
+        for (; i < n && m < chunk; i++)
+            if (target[i] >= 0) st->rows[m++] = i;
+        int rc = stage_logits(st, h, m, st->rows, err, errlen);
+        if (rc < 0) return rc;
+        for (int j = 0; j < m; j++, k++) {   /* log softmax at the target, in double */
+            const float *l = st->logits + (size_t)j * V;
+            float mx = l[0];
+            for (int v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+            double sum = 0;
+            for (int v = 0; v < V; v++) sum += exp((double)l[v] - mx);
+            out[k] = ((double)l[target[st->rows[j]]] - mx) - log(sum);
+        }
+    }
+    return ns;
 }

@@ -9,6 +9,8 @@
 #include "worker/forward.h"
 #include "worker/sampler.h"
 
+#define STAGE_SCORE_ROWS 32   /* rows of logits per lm-head call when scoring targets */
+
 enum stage_device { STAGE_DEV_CPU = 0, STAGE_DEV_CUDA = 1 };
 
 typedef struct stage_cfg {
@@ -27,7 +29,8 @@ typedef struct stage {
     shard_t shard;
     forward_t fwd;
     sampler_t *samplers;   /* (n_seq,) last stage only */
-    float *logits;         /* (n_seq, n_vocab) */
+    float *logits;         /* (n_logit_rows, n_vocab) */
+    int n_logit_rows;      /* max(n_seq, STAGE_SCORE_ROWS) on the last stage */
     void *swork;
     int *rows;             /* (n_batch,) */
     int n_top;             /* after stage_step: alternatives per sampled token (the most any of
@@ -61,5 +64,10 @@ void stage_seq_start(stage_t *st, int seq, const sampler_params_t *p);
  * a middle stage) or <0 on a bad request (err says why). */
 int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
                const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen);
+/* Teacher forcing (perplexity, prompt logprobs), after stage_step on the last stage with the h it
+ * left: for each token i with target[i] >= 0, in token order, out[k++] = log softmax(logits of
+ * token i)[target[i]], computed in double. target NULL: nothing. Returns k, or <0 when a target
+ * is outside the vocabulary or this stage has no head (err says why). */
+int stage_score(stage_t *st, const float *h, int n, const int32_t *target, double *out, char *err, size_t errlen);
 
 #endif

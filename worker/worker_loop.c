@@ -54,6 +54,7 @@ typedef struct worker {
     int32_t *out_tok;
     float *out_lp;
     uint32_t *seq_u;
+    double *tgt_lp;        /* (cap_tokens,) scored targets' log probabilities */
     int *seq, *pos;
     int32_t *tok;
     uint8_t *smp;
@@ -163,6 +164,7 @@ static int grow(worker_t *w, int n_tokens, uint32_t hidden) {
     }
     if (n_tokens > w->cap_tokens) {
         free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
+        free(w->tgt_lp);
         w->seq = malloc((size_t)n_tokens * sizeof(int));
         w->pos = malloc((size_t)n_tokens * sizeof(int));
         w->tok = malloc((size_t)n_tokens * sizeof(int32_t));
@@ -170,8 +172,9 @@ static int grow(worker_t *w, int n_tokens, uint32_t hidden) {
         w->out_tok = malloc((size_t)n_tokens * sizeof(int32_t));
         w->out_lp = malloc((size_t)n_tokens * sizeof(float));
         w->seq_u = malloc((size_t)n_tokens * sizeof(uint32_t));
+        w->tgt_lp = malloc((size_t)n_tokens * sizeof(double));
         w->cap_tokens = n_tokens;
-        if (!w->seq || !w->pos || !w->tok || !w->smp || !w->out_tok || !w->out_lp || !w->seq_u) {
+        if (!w->seq || !w->pos || !w->tok || !w->smp || !w->out_tok || !w->out_lp || !w->seq_u || !w->tgt_lp) {
             w->cap_tokens = 0;
             return TERN_ENOMEM;
         }
@@ -326,7 +329,7 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     int n = (int)f->n_tokens;
     if (f->hidden_size != w->hidden || f->dtype != TERN__DTYPE__DTYPE_F32 || f->n_seq_ids != (size_t)n ||
         f->n_positions != (size_t)n || (f->n_token_ids && f->n_token_ids != (size_t)n) ||
-        (f->n_sample && f->n_sample != (size_t)n)) {
+        (f->n_sample && f->n_sample != (size_t)n) || (f->n_targets && f->n_targets != (size_t)n)) {
         snprintf(msg, sizeof msg, "%s: Forward step %llu does not match this stage (hidden %u, expected %u f32; %d "
                  "tokens)", w->name, (unsigned long long)f->step_id, f->hidden_size, w->hidden, n);
         send_error(w, &w->coord, TERN_EPROTO, f->step_id, msg);
@@ -351,6 +354,9 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
             stage_seq_start(&w->st, (int)ss->seq_id, &p);
         }
     int m = stage_step(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp, err, sizeof err);
+    int ns = m < 0 || !w->is_last || !f->n_targets ? 0
+             : stage_score(&w->st, w->h, n, f->targets, w->tgt_lp, err, sizeof err);
+    if (ns < 0) m = ns;
     if (m < 0) {
         snprintf(msg, sizeof msg, "%s: step %llu: %s", w->name, (unsigned long long)f->step_id, err);
         send_error(w, &w->coord, m, f->step_id, msg);
@@ -385,6 +391,8 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     s.n_top_ids = s.n_top_logprobs = (size_t)m * (size_t)w->st.n_top;
     s.top_ids = w->st.top_ids;
     s.top_logprobs = w->st.top_lp;
+    s.n_target_logprobs = (size_t)ns;
+    s.target_logprobs = w->tgt_lp;
     out.body_case = TERN__MSG__BODY_SAMPLED;
     out.sampled = &s;
     if (tp_send(w->in, &w->coord, &out, NULL, 0, err, sizeof err) < 0)
@@ -452,6 +460,7 @@ static void worker_close(worker_t *w) {
     tpool_destroy(&w->tp);
     tern_free(w->h);
     free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
+    free(w->tgt_lp);
     if (!w->cfg->embedded) tp_term();
 }
 

@@ -114,6 +114,12 @@ out1=$(T perplexity -m "$M" -f "$txt" -c 32 -b 32 -t 1 2>/dev/null | grep '^Fina
 out2=$(echo "$out" | grep '^Final')
 [ -n "$out1" ] && [ "$out1" == "$out2" ] && ok "perplexity: same result for -b 16 -t 2 and -b 32 -t 1" \
   || bad "perplexity depends on -b/-t: '$out1' vs '$out2'"
+# the same numbers whatever runs the layers: worker threads (2 stages, 1 or 4 micro-batches a chunk), or direct stage calls
+for how in "--stages 2" "--stages 2 -b 8" "direct"; do
+  if [ "$how" == direct ]; then o=$(TERN_EMBEDDED=direct T perplexity -m "$M" -f "$txt" -c 32 -b 16 -t 2 2>&1 | grep '^Final')
+  else o=$(T perplexity -m "$M" -f "$txt" -c 32 -t 2 $how 2>&1 | grep '^Final'); fi
+  [ -n "$o" ] && [ "$o" == "$out2" ] && ok "perplexity over $how == one stage" || bad "perplexity over $how: '$o' vs '$out2'"
+done
 
 # ---- bad input: one line on stderr, non-zero exit, no crash --------------------------------
 echo "not a gguf file" >"$tmp/broken.gguf"

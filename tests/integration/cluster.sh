@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Cluster over ZeroMQ with real processes on loopback: the tokens generated through 1, 2 and 3
 # workers (any placement, any thread count) equal those of one process, greedy and seeded;
+# perplexity through 2 and 3 workers equals one process's;
 # bad clusters (unreachable worker, different model file, pinned layers out of range) fail with
 # a clear error, quickly. Every process is killed on exit.
 set -u
@@ -47,6 +48,15 @@ done
 ref=$(run --temp 0 -np 2 -b 4)
 got=$(run --temp 0 -np 2 -b 4 --workers "$W1,$W2")
 [ "$got" == "$ref" ] && ok "micro-batches of 4 through 2 workers" || bad "micro-batches: '$got' != '$ref'"
+# perplexity through 2 and 3 workers (teacher-forced targets; only log p(target) comes back,
+# several micro-batches in flight) gives one process's numbers, digit for digit
+txt="$tmp/ppl.txt"
+for i in $(seq 1 30); do echo "Line $i: the cat sat on the mat, and the dog ran after the ball."; done >"$txt"
+pref=$(timeout 120 "$TERN" perplexity -m "$M" -f "$txt" -c 32 -b 8 -t 2 2>/dev/null | grep '^Final')
+for ws in "$W1,$W2" "$W3,$W1,$W2"; do
+  got=$(timeout 120 "$TERN" perplexity -m "$M" -f "$txt" -c 32 -b 8 --workers "$ws" 2>>"$tmp/run.log" | grep '^Final')
+  [ -n "$pref" ] && [ "$got" == "$pref" ] && ok "perplexity on [$ws] == one process ($got)" || bad "perplexity on [$ws]: '$got' vs '$pref'"
+done
 
 # errors: each must fail fast with a message naming the problem
 t0=$(date +%s)

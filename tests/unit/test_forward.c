@@ -21,6 +21,7 @@
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "worker/forward.h"
+#include "worker/stage.h"
 
 int mkmodel_main(int argc, char **argv);
 
@@ -316,6 +317,84 @@ static void test_llama(void **st) {
     compare("llama", "i2_s", "q8_0", KV_F16, 1, 1e-5, 2e-2);
 }
 
+/* Teacher forcing (perplexity, prompt logprobs): a prompt through two stages, the last scoring
+ * every token's successor, with a sampled row in the same step. stage_score's log p(target) must
+ * match the reference's log softmax, position by position, within the logit tolerance (a log
+ * softmax moves at most 2·max|Δlogit|); a target outside the vocabulary and targets sent to a
+ * stage without the head are refused. More positions than the logit buffer holds, so the
+ * chunking is exercised too. */
+static void test_score(void **st) {
+    (void)st;
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, "llama", "tq2_0", "f16");
+    if (access(path, R_OK) != 0) make_model(path, "llama", "tq2_0", "f16");
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    enum { N = STAGE_SCORE_ROWS + 9 };
+    ref_model_t ref;
+    ref_load(&ref, g, N + 1);
+    const int E = ref.hp.n_embd, V = ref.hp.n_vocab, L = ref.hp.n_layer;
+    tpool_t *tp = tpool_new(2);
+    stage_t sg[2];
+    for (int k = 0; k < 2; k++) {
+        stage_cfg_t c;
+        stage_cfg_default(&c);
+        c.first = k ? L / 2 : 0, c.last = k ? L - 1 : L / 2 - 1, c.has_head = k;
+        c.n_ctx = N + 1, c.n_seq = 2, c.n_batch = 8, c.kv_type = KV_F32;
+        if (stage_init(&sg[k], g, &c, tp, err, sizeof err)) fail_msg("stage %d: %s", k, err);
+    }
+    int32_t toks[N + 1], tgt[N];
+    int seq[N], pos[N];
+    uint8_t smp[N] = {0};
+    float *h = malloc((size_t)N * E * sizeof(float));
+    for (int i = 0; i <= N; i++) toks[i] = (i * 53 + 11) % V;
+    for (int i = 0; i < N; i++) {
+        seq[i] = 1, pos[i] = i, tgt[i] = i % 7 == 3 ? -1 : toks[i + 1];
+        memcpy(h + (size_t)i * E, ref.emb + (size_t)toks[i] * E, E * sizeof(float));
+    }
+    smp[N - 1] = 1;
+    int32_t ot;
+    float olp;
+    double out[N];
+    assert_int_equal(stage_step(&sg[0], h, N, toks, seq, pos, smp, &ot, &olp, err, sizeof err), 0);
+    assert_true(stage_score(&sg[0], h, N, tgt, out, err, sizeof err) < 0);   /* no head here */
+    assert_non_null(strstr(err, "without the head"));
+    assert_int_equal(stage_step(&sg[1], h, N, toks, seq, pos, smp, &ot, &olp, err, sizeof err), 1);
+    int ns = stage_score(&sg[1], h, N, tgt, out, err, sizeof err), want = 0;
+    for (int i = 0; i < N; i++) want += tgt[i] >= 0;
+    assert_int_equal(ns, want);
+    double *rl = malloc((size_t)V * sizeof(double)), worst = 0;
+    int k = 0, n_tight = 0;
+    for (int i = 0; i < N; i++) {
+        ref_token(&ref, toks[i], i, rl);
+        if (tgt[i] < 0) continue;
+        double mx = -1e300, sum = 0, amax = 0;
+        for (int j = 0; j < V; j++) mx = fmax(mx, rl[j]), amax = fmax(amax, fabs(rl[j]));
+        for (int j = 0; j < V; j++) sum += exp(rl[j] - mx);
+        double lp = rl[tgt[i]] - mx - log(sum), d = fabs(out[k] - lp) / amax;
+        assert_true(out[k] <= 0);
+        if (d > 4e-2) fprintf(stderr, "pos %d: log p %.6f, reference %.6f\n", i, out[k], lp);
+        assert_true(d <= 4e-2);
+        n_tight += d <= 2e-5;
+        worst = fmax(worst, d);
+        k++;
+    }
+    printf("  scored %d of %d tokens over 2 stages: worst |d log p| / max|logit| %.2e, %d <= 2e-5\n", ns, N, worst,
+           n_tight);
+    assert_true(n_tight * 5 >= ns * 4);
+    tgt[2] = V;
+    assert_true(stage_score(&sg[1], h, N, tgt, out, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "outside the vocabulary"));
+    assert_int_equal(stage_score(&sg[1], h, N, NULL, out, err, sizeof err), 0);
+    free(h);
+    free(rl);
+    stage_free(&sg[0]);
+    stage_free(&sg[1]);
+    tpool_destroy(&tp);
+    ref_free(&ref);
+    gguf_close(&g);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/tern_test_forward_%d", (int)getpid());
     char cmd[300];
@@ -325,6 +404,7 @@ int main(void) {
         cmocka_unit_test(test_bitnet_b158),
         cmocka_unit_test(test_bitnet),
         cmocka_unit_test(test_llama),
+        cmocka_unit_test(test_score),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

@@ -206,6 +206,10 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
         f.n_positions = rnd() % 8 ? nt : nt - 1, f.positions = pos;
         f.n_token_ids = nt, f.token_ids = tok;
         f.n_sample = rnd() & 1 ? nt : 0, f.sample = smp;
+        static int32_t tgt[64];   /* teacher-forced targets: in range, -1, below -1 or past the vocabulary */
+        for (size_t i = 0; i < sizeof tgt / sizeof *tgt; i++)
+            tgt[i] = rnd() % 4 ? (int32_t)(rnd() % 512) : rnd() % 2 ? -1 : rnd() % 3 ? (int32_t)(512 + rnd() % 9) : -2;
+        f.n_targets = rnd() % 3 ? 0 : rnd() % 4 ? nt : nt + 1, f.targets = tgt;
         if (variant == 2) {
             /* the tiny model's hidden size is 256: mostly right, so the values get checked */
             f.hidden_size = rnd() % 4 ? 256 : (uint32_t)(rnd() % 3 ? 64 : rnd());

@@ -471,6 +471,27 @@ static void test_hostile_frames(void **st) {
     expect_refused(&r, l, &in, TERN_EPROTO, "sampling params for sequence 11, which has no token in this step");
     a.fwd.n_sampling = 2, a.ss[0].seq_id = 7;
 
+    /* teacher-forced targets: one per token or none, each >= -1 */
+    static int32_t tgt[3] = {5, -1, 9};
+    a.fwd.n_targets = 2, a.fwd.targets = tgt;
+    n = pack_raw(fwd, 1, 96, buf);
+    tp_iov_t tg1[2] = {{buf, n}, {g_hidden, 96}};
+    raw_send(&r, tg1, 2);
+    expect_refused(&r, l, &in, TERN_EPROTO, "2 targets for 3 tokens");
+    a.fwd.n_targets = 3, tgt[1] = -2;
+    n = pack_raw(fwd, 1, 96, buf);
+    tp_iov_t tg2[2] = {{buf, n}, {g_hidden, 96}};
+    raw_send(&r, tg2, 2);
+    expect_refused(&r, l, &in, TERN_EPROTO, "target -2 of token 1");
+    tgt[1] = -1;
+    n = pack_raw(fwd, 1, 96, buf);
+    tp_iov_t tg3[2] = {{buf, n}, {g_hidden, 96}};
+    raw_send(&r, tg3, 2);
+    if (tp_recv(l, &in, 5000, E)) fail_msg("consistent targets refused: %s", g_err);
+    assert_int_equal(in.msg->forward->n_targets, 3);
+    assert_int_equal(in.msg->forward->targets[2], 9);
+    a.fwd.n_targets = 0, a.fwd.targets = NULL;
+
     /* top_logprobs alternatives: 3 tokens x 2 = 6 expected, 5 sent; then more than 20 a token */
     static int32_t top_ids[3 * 21];
     static float top_lp[3 * 21];
