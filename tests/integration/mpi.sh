@@ -3,7 +3,7 @@
 # (`tern run --mpi : tern worker --mpi`) and SPMD (`mpirun -np N tern run --mpi`), generate
 # exactly the tokens of one process (greedy and seeded); only the coordinator writes to stdout;
 # `tern serve --mpi` answers HTTP and stops on SIGTERM; a worker that cannot load ends the job
-# with its error, not a hang; --mpi without mpirun and mpirun without --mpi say what to do.
+# with its error, not a hang; `tern perplexity --mpi` gives one process's numbers; --mpi without mpirun and mpirun without --mpi say what to do.
 # Also runs test_mpi_transport on 3 ranks. Skips when mpirun is missing. Every job is bounded
 # by timeout and killed on exit.
 set -u
@@ -56,6 +56,12 @@ for samp in "--temp 0" "--temp 0.9 -s 7 --top-k 20"; do
   got=$(spmd 4 $samp)
   [ "$got" == "$ref" ] && ok "SPMD -np 4 == one process ($samp)" || bad "SPMD -np 4 ($samp): '$got' != '$ref'"
 done
+# perplexity under mpirun (SPMD, 3 ranks = 2 workers): one process's numbers
+txt="$tmp/ppl.txt"
+for i in $(seq 1 30); do echo "Line $i: the cat sat on the mat, and the dog ran after the ball."; done >"$txt"
+pref=$(timeout 120 "$TERN" perplexity -m "$M" -f "$txt" -c 32 -b 8 -t 1 2>/dev/null | grep '^Final')
+got=$(timeout 120 "${MPIRUN[@]}" -np 3 "$TERN" perplexity --mpi -m "$M" -f "$txt" -c 32 -b 8 -t 1 2>>"$tmp/mpi.log" | grep '^Final')
+[ -n "$pref" ] && [ "$got" == "$pref" ] && ok "SPMD -np 3 perplexity == one process ($got)" || bad "SPMD perplexity: '$got' vs '$pref'"
 # workers without -m take the coordinator's model path; two sequences in micro-batches
 ref=$(run1 --temp 0 -np 2 -b 4)
 got=$(timeout 120 "${MPIRUN[@]}" -np 1 "$TERN" run -m "$M" --mpi "${GEN[@]}" --temp 0 -np 2 -b 4 : -np 2 "$TERN" worker --mpi -t 1 2>>"$tmp/mpi.log")
