@@ -588,8 +588,21 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
                         "expected %zu", wname(w), (unsigned long long)r->step_id, r->n_target_logprobs, want_scored);
         return 1;
     }
+    if (r->target_n_top > SAMPLER_TOP_MAX || r->n_target_top_ids != want_scored * r->target_n_top ||
+        r->n_target_top_logprobs != r->n_target_top_ids) {
+        s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu with %u alternatives a scored "
+                        "token but %zu ids for %zu tokens", wname(w), (unsigned long long)r->step_id, r->target_n_top,
+                        r->n_target_top_ids, want_scored);
+        return 1;
+    }
     s->n_scored = (int)want_scored;
+    s->n_target_top = 0;
     if (want_scored && s->out_target_lp) memcpy(s->out_target_lp, r->target_logprobs, want_scored * sizeof(double));
+    if (r->target_n_top && s->out_target_top && s->out_target_top_lp) {
+        memcpy(s->out_target_top, r->target_top_ids, r->n_target_top_ids * sizeof(int32_t));
+        memcpy(s->out_target_top_lp, r->target_top_logprobs, r->n_target_top_logprobs * sizeof(float));
+        s->n_target_top = (int)r->target_n_top;
+    }
     s->n_out = (int)r->n_token_ids;
     s->n_top = 0;
     if (s->n_out) {   /* a step without samples comes back empty (NULL arrays) */

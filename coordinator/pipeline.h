@@ -30,6 +30,11 @@ typedef struct step {
     const int32_t *target;
     double *out_target_lp;
     int n_scored;
+    /* Optional: room for (n, SAMPLER_TOP_MAX) alternatives of the scored tokens; on completion
+     * n_target_top per scored token (stride n_target_top, best first, padded with id -1) */
+    int n_target_top;
+    int32_t *out_target_top;
+    float *out_target_top_lp;
     int rc;                /* <0: the step failed (err says why) */
     char err[256];
 } step_t;

@@ -61,6 +61,7 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
     s->n_out = 0;
     s->n_top = 0;
     s->n_scored = 0;
+    s->n_target_top = 0;
     s->rc = 0;
     for (int i = 0; i < l->n_stages && s->rc >= 0; i++) {
         stage_t *st = &l->stages[i];
@@ -68,9 +69,15 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
                            sizeof s->err);
         if (i == l->n_stages - 1 && s->rc >= 0) {
             s->n_out = s->rc;
-            int ns = stage_score(st, s->h, s->n, s->target, s->out_target_lp, s->err, sizeof s->err);
+            int ns = stage_score(st, s->h, s->n, s->seq, s->target, s->out_target_lp, s->err, sizeof s->err);
             if (ns < 0) { s->rc = ns; break; }
             s->n_scored = ns;
+            if (s->out_target_top && s->out_target_top_lp && st->score_n_top) {
+                size_t nt = (size_t)ns * (size_t)st->score_n_top;
+                memcpy(s->out_target_top, st->score_top_ids, nt * sizeof(int32_t));
+                memcpy(s->out_target_top_lp, st->score_top_lp, nt * sizeof(float));
+                s->n_target_top = st->score_n_top;
+            }
             if (s->out_top && s->out_top_lp && st->n_top) {
                 size_t nt = (size_t)s->n_out * (size_t)st->n_top;
                 memcpy(s->out_top, st->top_ids, nt * sizeof(int32_t));

@@ -18,6 +18,9 @@ static void step_free(step_t *st) {
     free(st->out_lp);
     free(st->out_top);
     free(st->out_top_lp);
+    free(st->out_target_lp);
+    free(st->out_target_top);
+    free(st->out_target_top_lp);
     tern_free(st->h);
 }
 
@@ -31,9 +34,12 @@ static int step_alloc(step_t *st, int cap, int n_seq, int n_embd) {
     st->out_lp = calloc((size_t)n_seq, sizeof(float));
     st->out_top = calloc((size_t)n_seq * SAMPLER_TOP_MAX, sizeof(int32_t));
     st->out_top_lp = calloc((size_t)n_seq * SAMPLER_TOP_MAX, sizeof(float));
+    st->out_target_lp = calloc((size_t)cap, sizeof(double));
+    st->out_target_top = calloc((size_t)cap * SAMPLER_TOP_MAX, sizeof(int32_t));
+    st->out_target_top_lp = calloc((size_t)cap * SAMPLER_TOP_MAX, sizeof(float));
     st->h = tern_alloc((size_t)cap * (size_t)n_embd * sizeof(float));
     return st->tokens && st->seq && st->pos && st->sample && st->out_tok && st->out_lp && st->out_top &&
-                   st->out_top_lp && st->h
+                   st->out_top_lp && st->out_target_lp && st->out_target_top && st->out_target_top_lp && st->h
                ? 0
                : TERN_ENOMEM;
 }
@@ -55,6 +61,7 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
     for (int i = 0; i < s->max_inflight && !rc; i++) {
         rc = step_alloc(&s->steps[i], cap, n_seq, pl->n_embd);
         if (!rc && !(s->sids[i] = calloc((size_t)cap, sizeof(int)))) rc = TERN_ENOMEM;
+        if (!rc && !(s->tgt[i] = calloc((size_t)cap, sizeof(int32_t)))) rc = TERN_ENOMEM;
     }
     for (int i = 0; i < n_seq && !rc; i++) {
         s->seqs[i].slot = i;
@@ -75,6 +82,7 @@ void sched_free(sched_t *s) {
     for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) {
         step_free(&s->steps[i]);
         free(s->sids[i]);
+        free(s->tgt[i]);
     }
     memset(s, 0, sizeof *s);
 }
@@ -108,6 +116,8 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
         q->sp = *sp;
         q->cb = cb;
         q->user = user;
+        q->score_cb = NULL;
+        q->n_scored = 1;
         q->t_start = time_now();
         q->t_first = 0;
         return q->id;
@@ -122,6 +132,17 @@ static void finish(sched_seq_t *q, int why) {
     if (q->cb) q->cb(q->user, q->id, -1, 0, NULL, why);
 }
 
+int sched_score_prompt(sched_t *s, int id, sched_score_cb cb) {
+    for (int i = 0; i < s->n_seq; i++) {
+        sched_seq_t *q = &s->seqs[i];
+        if (!q->active || q->id != id) continue;
+        if (q->n_fed) return TERN_EINVAL;
+        q->score_cb = cb;
+        return 0;
+    }
+    return TERN_EINVAL;
+}
+
 void sched_cancel(sched_t *s, int id) {
     for (int i = 0; i < s->n_seq; i++)
         if (s->seqs[i].active && s->seqs[i].id == id) finish(&s->seqs[i], SCHED_CANCEL);
@@ -133,19 +154,25 @@ int sched_active(const sched_t *s) {
     return n;
 }
 
-/* packs tokens [n_fed, n_fed+k) of q into step st; only a sample whose token is not known yet
- * (not a replayed one) makes q wait */
-static void pack(step_t *st, int *sid, sched_seq_t *q, int k, int sample_last) {
+/* packs tokens [n_fed, n_fed+k) of q into step st (with their teacher-forced targets in tgt
+ * when q's prompt is scored); only a sample whose token is not known yet (not a replayed one)
+ * makes q wait, or for a sequence that samples nothing (max_gen 0), its last prompt token.
+ * Returns how many targets it set. */
+static int pack(step_t *st, int *sid, int32_t *tgt, sched_seq_t *q, int k, int sample_last) {
+    int nt = 0;
     for (int j = 0; j < k; j++) {
-        int i = st->n++;
-        st->tokens[i] = q->toks[q->n_fed + j];
+        int i = st->n++, p = q->n_fed + j;
+        st->tokens[i] = q->toks[p];
         st->seq[i] = q->slot;
-        st->pos[i] = q->n_fed + j;
+        st->pos[i] = p;
         st->sample[i] = (uint8_t)(sample_last && j == k - 1);
+        tgt[i] = q->score_cb && p + 1 < q->n_prompt ? q->toks[p + 1] : -1;
+        nt += tgt[i] >= 0;
         sid[i] = q->id;
     }
     q->n_fed += k;
-    if (sample_last && q->n_fed >= q->n_toks) q->waiting = 1;
+    if ((sample_last || q->max_gen == 0) && q->n_fed >= q->n_toks) q->waiting = 1;
+    return nt;
 }
 
 /* slots whose prompt can take a chunk now, oldest admission (smallest id) first; returns count */
@@ -164,9 +191,11 @@ static int prompt_order(sched_t *s) {
 /* builds the next step from sequences with work that is not waiting on an in-flight token:
  * decode tokens first, then prompt chunks (oldest first) up to n_batch, or up to prefill_chunk
  * while some sequence decodes. Returns tokens packed. */
-static int build(sched_t *s, step_t *st, int *sid, int *has_prompt) {
+static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, int *has_prompt) {
     st->n = 0;
+    st->target = NULL;
     *has_prompt = 0;
+    int n_tgt = 0;
     int budget = s->n_batch, decoding = 0;
     for (int i = 0; i < s->n_seq; i++) decoding |= s->seqs[i].active && s->seqs[i].n_fed >= s->seqs[i].n_prefill;
     /* With several stages, steps are pipelined: spread the running sequences over
@@ -176,7 +205,7 @@ static int build(sched_t *s, step_t *st, int *sid, int *has_prompt) {
     for (; c < s->n_seq && n_dec < share && budget > 0; c++) {
         sched_seq_t *q = &s->seqs[(s->dec_next + c) % s->n_seq];
         if (q->active && !q->waiting && q->n_fed >= q->n_prefill && q->n_fed < q->n_toks) {
-            pack(st, sid, q, 1, 1);
+            n_tgt += pack(st, sid, tgt, q, 1, 1);
             budget--;
             n_dec++;
         }
@@ -188,10 +217,11 @@ static int build(sched_t *s, step_t *st, int *sid, int *has_prompt) {
     for (int o = 0; o < n_p && budget > 0; o++) {
         sched_seq_t *q = &s->seqs[s->order[o]];
         int k = q->n_prefill - q->n_fed < budget ? q->n_prefill - q->n_fed : budget;
-        pack(st, sid, q, k, q->n_fed + k == q->n_prefill);
+        n_tgt += pack(st, sid, tgt, q, k, q->n_fed + k == q->n_prefill && q->max_gen > 0);
         budget -= k;
         *has_prompt = 1;
     }
+    if (n_tgt) st->target = tgt;   /* no targets on the wire for steps that score nothing */
     return st->n;
 }
 
@@ -203,8 +233,32 @@ static int fail_all(sched_t *s, int rc, const char *why) {
     return rc;
 }
 
+/* delivers the prompt scores of a finished step (in token order), then ends the sequences that
+ * sample nothing once their last prompt token is through */
+static void deliver_scores(sched_t *s, step_t *st, const int *sid) {
+    for (int i = 0, k = 0; st->target && i < st->n && k < st->n_scored; i++) {
+        if (st->target[i] < 0) continue;
+        sched_seq_t *q = &s->seqs[st->seq[i]];
+        int kk = k++;
+        if (!q->active || q->id != sid[i] || !q->score_cb || st->pos[i] + 1 != q->n_scored) continue;   /* replayed */
+        sched_top_t top = {0, NULL, NULL};
+        if (st->n_target_top > 0) {
+            top.n = q->sp.logprobs && q->sp.top_logprobs < st->n_target_top ? q->sp.top_logprobs : st->n_target_top;
+            top.ids = st->out_target_top + (size_t)kk * (size_t)st->n_target_top;
+            top.lp = st->out_target_top_lp + (size_t)kk * (size_t)st->n_target_top;
+            while (top.n > 0 && top.ids[top.n - 1] < 0) top.n--;
+        }
+        q->score_cb(q->user, q->id, q->n_scored++, st->target[i], (float)st->out_target_lp[kk], top.n > 0 ? &top : NULL);
+    }
+    for (int i = 0; i < st->n; i++) {
+        sched_seq_t *q = &s->seqs[st->seq[i]];
+        if (q->active && q->id == sid[i] && q->max_gen == 0 && st->pos[i] == q->n_toks - 1) finish(q, SCHED_LENGTH);
+    }
+}
+
 /* delivers the sampled tokens of a finished step (in order of its sampling tokens) */
 static void deliver(sched_t *s, step_t *st, const int *sid) {
+    deliver_scores(s, st, sid);
     int j = 0;
     for (int i = 0; i < st->n && j < st->n_out; i++) {
         if (!st->sample[i]) continue;
@@ -278,7 +332,7 @@ int sched_step(sched_t *s) {
     while (s->inflight < s->max_inflight) {
         int k = (s->first + s->inflight) % s->max_inflight, has_prompt;
         step_t *st = &s->steps[k];
-        if (!build(s, st, s->sids[k], &has_prompt)) break;
+        if (!build(s, st, s->sids[k], s->tgt[k], &has_prompt)) break;
         if (embed_lookup(s->emb, st->tokens, st->n, st->h) < 0) return fail_all(s, TERN_EINVAL, "token id outside the vocabulary");
         st->id = (uint64_t)s->steps_run++;
         s->has_prompt[k] = has_prompt;   /* for the prefill/decode timing split */

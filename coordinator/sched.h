@@ -38,6 +38,9 @@ typedef struct sched_top {
  * alternatives, NULL when none were asked for (or none came back).
  * Return nonzero to stop the sequence (e.g. end-of-generation token or a stop string). */
 typedef int (*sched_cb)(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish);
+/* A prompt token's log-probability (sched_score_prompt): the token at prompt position pos (>= 1),
+ * log p(token | the prompt before it), and its alternatives (NULL when none were asked for). */
+typedef void (*sched_score_cb)(void *user, int id, int pos, int32_t token, float logprob, const sched_top_t *top);
 
 typedef struct sched_seq {
     int active, slot, id;
@@ -53,6 +56,8 @@ typedef struct sched_seq {
     sampler_params_t sp;
     sched_cb cb;
     void *user;
+    sched_score_cb score_cb;   /* non-NULL: the prompt is scored (teacher forcing) */
+    int n_scored;          /* next prompt position whose score is due (replays skip the others) */
     double t_start, t_first;  /* admission time, first token time (timing summaries) */
 } sched_seq_t;
 
@@ -67,6 +72,7 @@ typedef struct sched {
     int next_id;
     step_t steps[SCHED_MAX_INFLIGHT];   /* ring of steps in flight (pipelining across stages) */
     int *sids[SCHED_MAX_INFLIGHT];      /* sequence id of each token of a step */
+    int32_t *tgt[SCHED_MAX_INFLIGHT];   /* teacher-forced targets of a step (its target when any) */
     int has_prompt[SCHED_MAX_INFLIGHT];
     int first, inflight, max_inflight;
     int steps_run;
@@ -90,6 +96,12 @@ int sched_set_prefill_chunk(sched_t *s, int n);
  * TERN_ENOMEM when no slot is free, or TERN_EINVAL when the prompt does not fit the context. */
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
               void *user);
+/* Right after sched_add: scores the prompt of sequence id — cb gets, for each prompt position
+ * 1..n-1 in order, log p(prompt[pos] | prompt[0..pos)) with the sequence's top_logprobs
+ * alternatives (sp.logprobs). Costs the lm head on every prompt token. Returns 0 or TERN_EINVAL
+ * (no such sequence, or it has started). A sequence admitted with max_gen 0 samples nothing: it
+ * ends (SCHED_LENGTH, token -1) once its prompt is fed and scored. */
+int sched_score_prompt(sched_t *s, int id, sched_score_cb cb);
 void sched_cancel(sched_t *s, int id);
 int sched_active(const sched_t *s);      /* sequences still running */
 /* After a failure the pipeline recovers from (pipeline_ops_t.recover), every active sequence is

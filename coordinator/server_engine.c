@@ -21,6 +21,10 @@ void server_job_unref(struct server *s, job_t *j) {
     free(j->lp);
     free(j->top_ids);
     free(j->top_lp);
+    free(j->echo_text);
+    free(j->plp);
+    free(j->ptop_ids);
+    free(j->ptop_lp);
     pthread_cond_destroy(&j->cv);
     free(j);
 }
@@ -189,6 +193,27 @@ static int on_token(void *user, int id, int32_t token, float logprob, const sche
     return stop;
 }
 
+/* sched callback: a prompt token's log-probability (echo with logprobs) */
+static void on_score(void *user, int id, int pos, int32_t token, float logprob, const sched_top_t *top) {
+    job_t *j = user;
+    struct server *s = j->srv;
+    (void)id;
+    if (!j->plp || pos < 1 || pos >= j->n_ids) return;
+    pthread_mutex_lock(&s->mu);
+    job_lp_t *r = &j->plp[pos];
+    r->token = token;
+    r->logprob = logprob;
+    r->n_top = 0;
+    if (top && j->n_top && j->ptop_ids && j->ptop_lp) {
+        r->n_top = top->n < j->n_top ? top->n : j->n_top;
+        memcpy(j->ptop_ids + (size_t)pos * (size_t)j->n_top, top->ids, (size_t)r->n_top * sizeof(int32_t));
+        memcpy(j->ptop_lp + (size_t)pos * (size_t)j->n_top, top->lp, (size_t)r->n_top * sizeof(float));
+    }
+    j->n_plp = pos + 1;
+    pthread_cond_broadcast(&j->cv);
+    pthread_mutex_unlock(&s->mu);
+}
+
 /* admits j into a free slot (engine thread, s->mu not held) */
 static void admit(struct server *s, job_t *j) {
     sched_t *sc = &s->m->sched;
@@ -203,6 +228,7 @@ static void admit(struct server *s, job_t *j) {
         return;
     }
     j->seq_id = id;
+    if (j->plp) sched_score_prompt(sc, id, on_score);   /* right after sched_add: cannot fail */
     pthread_mutex_lock(&s->met.mu);
     s->met.prompt_tokens += (unsigned long long)j->n_ids;
     pthread_mutex_unlock(&s->met.mu);

@@ -142,22 +142,22 @@ static json_t *lp_chat_entry(const char *p, int n, float logprob) {
                      bytes);
 }
 
-/* record i's alternatives: chat's [{token, logprob, bytes}], or completions' {token: logprob}
- * (a token text that repeats keeps its first, most likely, value) */
-static json_t *lp_top(struct server *s, const job_t *j, int i, int chat) {
+/* record i's alternatives (nt of them at ids/lps + i * stride): chat's [{token, logprob,
+ * bytes}], or completions' {token: logprob} (a token text that repeats keeps its first, most
+ * likely, value) */
+static json_t *lp_top(struct server *s, int i, int nt, int stride, const int32_t *ids, const float *lps, int chat) {
     json_t *o = chat ? json_array() : json_object();
-    int nt = j->lp[i].n_top;
     for (int k = 0; k < nt; k++) {
-        size_t at = (size_t)i * (size_t)j->n_top + (size_t)k;
+        size_t at = (size_t)i * (size_t)stride + (size_t)k;
         char buf[512];
         int n;
-        char *p = lp_piece(s->m->tok, j->top_ids[at], buf, sizeof buf, &n);
+        char *p = lp_piece(s->m->tok, ids[at], buf, sizeof buf, &n);
         if (chat) {
-            json_array_append_new(o, lp_chat_entry(p, n, j->top_lp[at]));
+            json_array_append_new(o, lp_chat_entry(p, n, lps[at]));
         } else {
             json_t *key = lp_token_text(p, n);
             const char *ks = key ? json_string_value(key) : NULL;
-            if (ks && !json_object_get(o, ks)) json_object_set_new(o, ks, lp_value(j->top_lp[at]));
+            if (ks && !json_object_get(o, ks)) json_object_set_new(o, ks, lp_value(lps[at]));
             json_decref(key);
         }
         if (p != buf) free(p);
@@ -165,26 +165,43 @@ static json_t *lp_top(struct server *s, const job_t *j, int i, int chat) {
     return o;
 }
 
-/* records [a, b) of j->lp as the reply's "logprobs" object (caller holds s->mu); NULL when the
- * request did not ask (the reply then says null) */
-static json_t *lp_json(struct server *s, const job_t *j, int a, int b) {
+/* completions with echo: the prompt's tokens first (the first has no log-probability: null) */
+static void lp_json_prompt(struct server *s, const job_t *j, json_t *toks, json_t *vals, json_t *tops, json_t *offs) {
+    for (int i = 0; i < j->n_ids; i++) {
+        char buf[512];
+        int n;
+        char *p = lp_piece(s->m->tok, j->ids[i], buf, sizeof buf, &n);
+        const job_lp_t *r = &j->plp[i];
+        json_array_append_new(toks, lp_token_text(p, n));
+        json_array_append_new(vals, i ? lp_value(r->logprob) : json_null());
+        json_array_append_new(offs, json_integer(r->cstart));
+        if (j->n_top)
+            json_array_append_new(tops, i ? lp_top(s, i, r->n_top, j->n_top, j->ptop_ids, j->ptop_lp, 0) : json_null());
+        if (p != buf) free(p);
+    }
+}
+
+/* records [a, b) of j->lp as the reply's "logprobs" object, after the prompt's when prompt is
+ * set (echo; caller holds s->mu); NULL when the request did not ask (the reply then says null) */
+static json_t *lp_json(struct server *s, const job_t *j, int a, int b, int prompt) {
     if (!j->logprobs) return NULL;
     int chat = j->kind == SERVER_REQ_CHAT;
     json_t *toks = json_array(), *vals = json_array(), *offs = json_array();
     json_t *tops = j->n_top ? json_array() : json_null();
+    if (prompt && j->plp) lp_json_prompt(s, j, toks, vals, tops, offs);
     for (int i = a; i < b; i++) {
         char buf[512];
         int n;
         char *p = lp_piece(s->m->tok, j->lp[i].token, buf, sizeof buf, &n);
         if (chat) {
             json_t *e = lp_chat_entry(p, n, j->lp[i].logprob);
-            json_object_set_new(e, "top_logprobs", lp_top(s, j, i, 1));
+            json_object_set_new(e, "top_logprobs", lp_top(s, i, j->lp[i].n_top, j->n_top, j->top_ids, j->top_lp, 1));
             json_array_append_new(toks, e);
         } else {
             json_array_append_new(toks, lp_token_text(p, n));
             json_array_append_new(vals, lp_value(j->lp[i].logprob));
-            json_array_append_new(offs, json_integer(j->lp[i].cstart));
-            if (j->n_top) json_array_append_new(tops, lp_top(s, j, i, 0));
+            json_array_append_new(offs, json_integer((json_int_t)j->lp[i].cstart + (json_int_t)j->echo_chars));
+            if (j->n_top) json_array_append_new(tops, lp_top(s, i, j->lp[i].n_top, j->n_top, j->top_ids, j->top_lp, 0));
         }
         if (p != buf) free(p);
     }
@@ -202,8 +219,19 @@ static json_t *lp_json(struct server *s, const job_t *j, int a, int b) {
 static json_t *final_reply(struct server *s, const job_t *j) {
     int chat = j->kind == SERVER_REQ_CHAT;
     json_t *o = reply_base(s, j, chat ? "chat.completion" : "text_completion");
-    json_t *text = server_json_text(j->out ? j->out : "", j->out_len);
-    json_t *lp = lp_json(s, j, 0, j->lp_final);
+    json_t *text;
+    if (j->echo_text) {   /* the prompt, then what was generated */
+        char *all = malloc(j->echo_len + j->out_len + 1);
+        if (all) {
+            memcpy(all, j->echo_text, j->echo_len);
+            if (j->out_len) memcpy(all + j->echo_len, j->out, j->out_len);
+        }
+        text = all ? server_json_text(all, j->echo_len + j->out_len) : NULL;
+        free(all);
+    } else {
+        text = server_json_text(j->out ? j->out : "", j->out_len);
+    }
+    json_t *lp = lp_json(s, j, 0, j->lp_final, 1);
     json_t *choice = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o?, s:s}", "index", 0, "message", "role", "assistant",
                                       "content", text, "logprobs", lp, "finish_reason", finish_name(j->finish))
                           : json_pack("{s:o, s:i, s:o?, s:s}", "text", text, "index", 0, "logprobs", lp,
@@ -289,10 +317,20 @@ static int sse_fill(struct server *s, job_t *j) {
     }
     pthread_mutex_lock(&s->mu);
     for (;;) {
+        /* echo: the prompt first, once its tokens are scored (before any generated token) */
+        if (j->echo_text && !j->echo_sent && (!j->plp || j->n_plp >= j->n_ids || j->state == JOB_DONE)) {
+            if (j->state == JOB_DONE && (j->finish == SCHED_ERROR || j->finish == SCHED_CANCEL)) {
+                j->echo_sent = 1;   /* the error follows */
+                continue;
+            }
+            sse_put(j, chunk(s, j, j->echo_text, j->echo_len, NULL, 0, lp_json(s, j, 0, 0, 1)));
+            j->echo_sent = 1;
+            break;
+        }
         if (j->out_len) {   /* with the tokens whose text is all out */
             int k = j->lp_sent;
             while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
-            sse_put(j, chunk(s, j, j->out, j->out_len, NULL, 0, lp_json(s, j, j->lp_sent, k)));
+            sse_put(j, chunk(s, j, j->out, j->out_len, NULL, 0, lp_json(s, j, j->lp_sent, k, 0)));
             j->lp_sent = k;
             j->out_len = 0;
             break;
@@ -305,7 +343,7 @@ static int sse_fill(struct server *s, job_t *j) {
                 if (txt) sse_event(j, txt);
                 free(txt);
             } else {
-                json_t *lp = j->lp_final > j->lp_sent ? lp_json(s, j, j->lp_sent, j->lp_final) : NULL;
+                json_t *lp = j->lp_final > j->lp_sent ? lp_json(s, j, j->lp_sent, j->lp_final, 0) : NULL;
                 sse_put(j, chunk(s, j, NULL, 0, finish_name(j->finish), 0, lp));
                 j->lp_sent = j->lp_final;
                 if (j->include_usage) {
@@ -365,6 +403,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->include_usage = r->stream && r->include_usage;
     j->ignore_eos = r->ignore_eos;
     j->logprobs = r->logprobs;
+    j->echo = r->echo;
     j->sp = r->sp;
     for (int i = 0; i < r->n_stop; i++) { j->stop[i] = r->stop[i]; r->stop[i] = NULL; }
     j->n_stop = r->n_stop;
@@ -380,8 +419,52 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     return j;
 }
 
+/* echo: the prompt's text (its ids decoded, as the tokens' pieces add up) and, with logprobs,
+ * room for its tokens' records with their text offsets. 0 or <0 with e (500: out of memory). */
+static int echo_prepare(struct server *s, job_t *j, server_err_t *e) {
+    size_t cap = 256, len = 0, chars = 0;
+    char *t = malloc(cap);
+    if (j->logprobs) {
+        j->plp = calloc((size_t)j->n_ids, sizeof *j->plp);
+        if (j->n_top) {
+            j->ptop_ids = malloc((size_t)j->n_ids * (size_t)j->n_top * sizeof(int32_t));
+            j->ptop_lp = malloc((size_t)j->n_ids * (size_t)j->n_top * sizeof(float));
+        }
+    }
+    int ok = t && (!j->logprobs || (j->plp && (!j->n_top || (j->ptop_ids && j->ptop_lp))));
+    for (int i = 0; ok && i < j->n_ids; i++) {
+        char buf[512];
+        int n;
+        char *p = lp_piece(s->m->tok, j->ids[i], buf, sizeof buf, &n);
+        if (len + (size_t)n + 1 > cap) {
+            while (len + (size_t)n + 1 > cap) cap *= 2;
+            char *t2 = realloc(t, cap);
+            if (!t2) ok = 0;
+            else t = t2;
+        }
+        if (ok) {
+            if (j->plp) j->plp[i].cstart = (uint32_t)chars, j->plp[i].token = j->ids[i];
+            memcpy(t + len, p, (size_t)n);
+            len += (size_t)n;
+            chars += server_text_chars(p, (size_t)n);
+        }
+        if (p != buf) free(p);
+    }
+    if (!ok) {
+        free(t);
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    t[len] = 0;
+    j->echo_text = t;
+    j->echo_len = len;
+    j->echo_chars = server_text_chars(t, len);
+    j->n_plp = 1;   /* position 0 has no log-probability: nothing to wait for there */
+    return 0;
+}
+
 static int max_gen(const struct server *s, const server_req_t *r, int n_prompt) {
     int room = s->m->n_ctx - n_prompt;
+    if (r->max_tokens == 0) return 0;   /* echo only: the prompt scored, nothing generated */
     int mg = r->max_tokens > 0 ? r->max_tokens : room;
     if (s->cfg.max_tokens > 0 && mg > s->cfg.max_tokens) mg = s->cfg.max_tokens;
     return mg < room ? mg : room;
@@ -401,8 +484,9 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
         s->n_busy++;
         pthread_mutex_unlock(&s->mu);
         j->max_gen = max_gen(s, &r, j->n_ids);
+        j->n_top = j->logprobs ? (r.top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : r.top_logprobs) : 0;
+        if (rc == 0 && j->echo) rc = echo_prepare(s, j, &e);
         if (rc == 0 && j->logprobs && j->max_gen > 0) {   /* no allocation once generating */
-            j->n_top = r.top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : r.top_logprobs;
             size_t nt = (size_t)j->max_gen * (size_t)j->n_top;
             j->lp = malloc((size_t)j->max_gen * sizeof *j->lp);
             if (nt) {

@@ -59,6 +59,15 @@ typedef struct job {
                                 * a stop string drops the tokens from where it starts) */
     int lp_placed;             /* records whose text_offset is known (engine thread) */
     int lp_sent;               /* streaming: records already sent (the HTTP side only) */
+    /* echo (completions): the prompt as text, and with logprobs its tokens' records */
+    int echo, echo_sent;       /* echo_sent: streaming, the prompt's chunk is out (HTTP side) */
+    char *echo_text;           /* the prompt's ids decoded (control tokens: no text) */
+    size_t echo_len, echo_chars;
+    job_lp_t *plp;             /* (n_ids,) when echo and logprobs: record pos = prompt token pos
+                                * (cstart its text_offset; plp[0] has no log-probability) */
+    int n_plp;                 /* prompt positions scored so far, + 1 (under srv->mu) */
+    int32_t *ptop_ids;         /* (n_ids, n_top) the prompt records' alternatives */
+    float *ptop_lp;
     int n_gen;
     double t_enq, t_start, t_first, t_end;
     char errmsg[256];

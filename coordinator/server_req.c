@@ -218,7 +218,8 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     if ((rc = get_int(root, "max_tokens", -1, 1 << 30, &v, e)) < 0) return rc;
     if ((rc = get_int(root, "max_completion_tokens", -1, 1 << 30, &v, e)) < 0) return rc;
     if ((rc = get_int(root, "n_predict", -1, 1 << 30, &v, e)) < 0) return rc;   /* llama.cpp's name */
-    if (v == 0) return BAD(e, "max_tokens", "'max_tokens' must be at least 1");
+    if (r->kind == SERVER_REQ_COMPLETION && (rc = get_bool(root, "echo", &r->echo, e)) < 0) return rc;
+    if (v == 0 && !r->echo) return BAD(e, "max_tokens", "'max_tokens' must be at least 1 (0 only with 'echo': true)");
     r->max_tokens = (int)v;
     sampler_params_t *sp = &r->sp;
     if ((rc = get_num(root, "temperature", 0, 100, &sp->temp, e)) < 0) return rc;

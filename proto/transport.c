@@ -196,6 +196,12 @@ static int check_sampled(const Tern__Sampled *s, uint64_t tb, const char *peer, 
     if (s->n_target_logprobs > TP_MAX_TOKENS)
         return err_set(err, errlen, TERN_EPROTO, "peer %s: sampled: %zu target logprobs (max %u)", peer,
                        s->n_target_logprobs, TP_MAX_TOKENS);
+    if (s->target_n_top > TP_MAX_TOP || s->n_target_top_ids != s->n_target_logprobs * s->target_n_top ||
+        s->n_target_top_logprobs != s->n_target_top_ids)
+        return err_set(err, errlen, TERN_EPROTO,
+                       "peer %s: sampled: %u alternatives (max %d) for %zu scored tokens, but %zu top ids and %zu top "
+                       "logprobs", peer, s->target_n_top, TP_MAX_TOP, s->n_target_logprobs, s->n_target_top_ids,
+                       s->n_target_top_logprobs);
     if (s->n_top > TP_MAX_TOP || s->n_top_ids != n * s->n_top || s->n_top_logprobs != s->n_top_ids)
         return err_set(err, errlen, TERN_EPROTO,
                        "peer %s: sampled: %u alternatives (max %d) for %zu tokens, but %zu top ids and %zu top logprobs",

@@ -175,6 +175,17 @@ static void top_alternatives(const float *logits, int n_vocab, int k, float mx, 
     }
 }
 
+int sampler_top(const float *logits, int n_vocab, int k, int32_t *ids, float *lp) {
+    if (k > SAMPLER_TOP_MAX) k = SAMPLER_TOP_MAX;
+    if (k > n_vocab) k = n_vocab;
+    if (k <= 0) return 0;
+    float mx;
+    double lse;
+    log_norm(logits, n_vocab, &mx, &lse);
+    top_alternatives(logits, n_vocab, k, mx, lse, ids, lp);
+    return k;
+}
+
 int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob) {
     return sampler_sample_top(s, logits, n_vocab, work, logprob, NULL, NULL, NULL);
 }

@@ -43,6 +43,10 @@ int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *
  * either may be NULL). Returns N in *n_top (optional; 0 when not asked). */
 int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob, int32_t *top_ids,
                        float *top_lp, int *n_top);
+/* The k (<= SAMPLER_TOP_MAX) most likely tokens of logits as they are (no penalty) with their
+ * log-softmax, best first, ties by lower id, as sampler_sample_top's alternatives. Returns k
+ * (clamped to [0, min(SAMPLER_TOP_MAX, n_vocab)]). */
+int sampler_top(const float *logits, int n_vocab, int k, int32_t *ids, float *lp);
 unsigned long sampler_work_bytes(int n_vocab);
 
 #endif

@@ -93,6 +93,8 @@ void stage_free(stage_t *st) {
     free(st->rows);
     free(st->top_ids);
     free(st->top_lp);
+    free(st->score_top_ids);
+    free(st->score_top_lp);
     tern_free(st->logits);
     tern_free(st->swork);
     memset(st, 0, sizeof *st);
@@ -156,16 +158,31 @@ static int stage_logits(stage_t *st, const float *h, int m, const int *rows, cha
     return 0;
 }
 
-int stage_score(stage_t *st, const float *h, int n, const int32_t *target, double *out, char *err, size_t errlen) {
+int stage_score(stage_t *st, const float *h, int n, const int *seq, const int32_t *target, double *out, char *err,
+                size_t errlen) {
+    st->score_n_top = 0;
     if (!target) return 0;
     const int V = st->cfg.has_head ? st->shard.hp.n_vocab : 0, chunk = st->n_logit_rows;
-    int ns = 0;
+    int ns = 0, nt = 0;
     for (int i = 0; i < n; i++) {
         if (target[i] < 0) continue;
         if (!st->cfg.has_head) return err_set(err, errlen, TERN_EINVAL, "tokens to score sent to a stage without the head");
         if (target[i] >= V)
             return err_set(err, errlen, TERN_EINVAL, "token %d: target %d outside the vocabulary (%d)", i, target[i], V);
+        if (seq[i] < 0 || seq[i] >= st->cfg.n_seq)
+            return err_set(err, errlen, TERN_EINVAL, "token %d: sequence slot %d outside [0,%d)", i, seq[i], st->cfg.n_seq);
+        const sampler_params_t *sp = &st->samplers[seq[i]].p;
+        if (sp->logprobs && sp->top_logprobs > nt) nt = sp->top_logprobs;
         ns++;
+    }
+    if (nt > V) nt = V;
+    if (nt && ns > st->score_cap) {
+        free(st->score_top_ids);
+        free(st->score_top_lp);
+        st->score_top_ids = malloc((size_t)ns * SAMPLER_TOP_MAX * sizeof(int32_t));
+        st->score_top_lp = malloc((size_t)ns * SAMPLER_TOP_MAX * sizeof(float));
+        st->score_cap = st->score_top_ids && st->score_top_lp ? ns : 0;
+        if (!st->score_cap) return err_set(err, errlen, TERN_ENOMEM, "stage: out of memory for %d scored tokens", ns);
     }
     int k = 0, i = 0;
     while (k < ns) {
@@ -181,7 +198,14 @@ int stage_score(stage_t *st, const float *h, int n, const int32_t *target, doubl
             double sum = 0;
             for (int v = 0; v < V; v++) sum += exp((double)l[v] - mx);
             out[k] = ((double)l[target[st->rows[j]]] - mx) - log(sum);
+            if (!nt) continue;
+            const sampler_params_t *sp = &st->samplers[seq[st->rows[j]]].p;
+            int32_t *ti = st->score_top_ids + (size_t)k * nt;
+            float *tl = st->score_top_lp + (size_t)k * nt;
+            int got = sp->logprobs ? sampler_top(l, V, sp->top_logprobs < nt ? sp->top_logprobs : nt, ti, tl) : 0;
+            for (int t = got; t < nt; t++) ti[t] = -1, tl[t] = 0.0f;
         }
     }
+    st->score_n_top = nt;
     return ns;
 }

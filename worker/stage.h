@@ -37,6 +37,11 @@ typedef struct stage {
                             * the step's sequences asked for; 0 = none) */
     int32_t *top_ids;      /* (n_seq, SAMPLER_TOP_MAX): row j = sampled token j's alternatives, */
     float *top_lp;         /* n_top of them, stride n_top (padded with id -1 / 0) */
+    int score_n_top;       /* after stage_score: alternatives per scored token (the most any of the
+                            * scored tokens' sequences asked for, sampler_params_t top_logprobs) */
+    int32_t *score_top_ids;   /* (scored, score_n_top), padded with id -1 / 0 */
+    float *score_top_lp;
+    int score_cap;         /* scored tokens the two above have room for */
     cuda_stage_t *cuda;    /* device == STAGE_DEV_CUDA: the GPU runs forward (fwd unused) */
 } stage_t;
 
@@ -66,8 +71,12 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
                const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen);
 /* Teacher forcing (perplexity, prompt logprobs), after stage_step on the last stage with the h it
  * left: for each token i with target[i] >= 0, in token order, out[k++] = log softmax(logits of
- * token i)[target[i]], computed in double. target NULL: nothing. Returns k, or <0 when a target
- * is outside the vocabulary or this stage has no head (err says why). */
-int stage_score(stage_t *st, const float *h, int n, const int32_t *target, double *out, char *err, size_t errlen);
+ * token i)[target[i]], computed in double; and when a scored token's sequence asks for
+ * alternatives (its sampler's logprobs and top_logprobs), the most likely tokens there with
+ * their log-probabilities in st->score_top_ids / score_top_lp (st->score_n_top per scored token,
+ * rows padded with id -1). target NULL: nothing. Returns k, or <0 when a target is outside the
+ * vocabulary or this stage has no head (err says why). */
+int stage_score(stage_t *st, const float *h, int n, const int *seq, const int32_t *target, double *out, char *err,
+                size_t errlen);
 
 #endif

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `tern serve` end to end on a tiny generated model, with curl on 127.0.0.1 (free ports):
 # /health, /v1/models, completions and chat (plain and streamed as SSE, with usage), greedy
-# output equal to `tern run --temp 0`, logprobs (OpenAI shapes, streamed == plain, over workers), seeded sampling repeatable, 4 parallel requests with
+# output equal to `tern run --temp 0`, logprobs (OpenAI shapes, streamed == plain, over workers), echo
+# with the prompt's own logprobs (== each prefix's alternatives, over workers too), seeded sampling repeatable, 4 parallel requests with
 # -np 4 equal to their single outputs, stop strings (plain and streamed), /tokenize +
 # /detokenize, errors (bad JSON, unknown route, wrong method, n=2, prompt too long, body too
 # large), --api-key, --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
@@ -311,6 +312,72 @@ lperr "completion logprobs true" logprobs /v1/completions '{"prompt":"a","logpro
 lperr "chat top_logprobs 21" top_logprobs /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"logprobs":true,"top_logprobs":21}'
 lperr "chat top_logprobs without logprobs" top_logprobs /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}'
 
+# ---- echo: the prompt back, with its tokens' own log-probabilities (teacher forced) -------------
+cat >"$tmp/echo.py" <<'PY'
+# echo.py URL PROMPT OUT: completions with "echo" checked against plain completions of the same ids
+import json, math, sys, urllib.request, urllib.error
+url, P, out = sys.argv[1], sys.argv[2], sys.argv[3]
+def post(path, body, stream=False):
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r: return r.status, r.read().decode()
+    except urllib.error.HTTPError as e: return e.code, e.read().decode()
+def die(m): print(m); sys.exit(1)
+def comp(**kw):
+    st, b = post("/v1/completions", kw)
+    if st != 200: die(f"{kw} -> {st} {b}")
+    return json.loads(b)
+ids = json.loads(post("/tokenize", {"content": P, "add_special": True})[1])["tokens"]
+n = len(ids)
+if n < 3: die(f"prompt of {n} tokens")
+E = comp(prompt=ids, max_tokens=0, echo=True, logprobs=3)
+c = E["choices"][0]; lp = c["logprobs"]
+if c["text"] != P: die(f"echo text {c['text']!r} != {P!r}")
+if c["finish_reason"] != "length" or E["usage"]["completion_tokens"] != 0 or E["usage"]["prompt_tokens"] != n:
+    die(f"max_tokens 0: {c['finish_reason']} {E['usage']}")
+if len(lp["tokens"]) != n or len(lp["token_logprobs"]) != n or len(lp["top_logprobs"]) != n: die("not one entry per prompt token")
+if lp["token_logprobs"][0] is not None or lp["top_logprobs"][0] is not None: die("the first prompt token has a logprob")
+offs = lp["text_offset"]
+if offs[0] != 0 or any(b < a for a, b in zip(offs, offs[1:])): die(f"text_offset {offs}")
+for k in range(1, n):   # each position == the alternatives a plain completion of ids[:k] reports
+    x, d = lp["token_logprobs"][k], lp["top_logprobs"][k]
+    if not (math.isfinite(x) and x <= 0) or not 1 <= len(d) <= 3 or max(d.values()) < x - 1e-5: die(f"position {k}: {x} {d}")
+    g = comp(prompt=ids[:k], max_tokens=1, temperature=0, logprobs=3, ignore_eos=True, repeat_penalty=1)
+    gd = g["choices"][0]["logprobs"]["top_logprobs"][0]
+    if set(gd) != set(d) or any(abs(gd[t] - d[t]) > 1e-4 for t in d): die(f"position {k}: echo {d} vs completion {gd}")
+    t = lp["tokens"][k]
+    if t in d and abs(d[t] - x) > 1e-4: die(f"position {k}: {t!r} logprob {x} vs its alternative {d[t]}")
+# echo with generation == the prompt, then a plain completion's text and logprobs
+G = comp(prompt=ids, max_tokens=6, temperature=0, logprobs=1, ignore_eos=True)["choices"][0]
+E2 = comp(prompt=ids, max_tokens=6, temperature=0, logprobs=1, ignore_eos=True, echo=True)["choices"][0]
+l2, gl = E2["logprobs"], G["logprobs"]
+if E2["text"] != P + G["text"]: die(f"echo + generation {E2['text']!r} != {P + G['text']!r}")
+if l2["tokens"][n:] != gl["tokens"] or l2["token_logprobs"][n:] != gl["token_logprobs"]: die("generated part differs")
+if l2["text_offset"][n:] != [o + len(P) for o in gl["text_offset"]]: die(f"offsets {l2['text_offset'][n:]} vs {gl['text_offset']}")
+if l2["token_logprobs"][1:n] != lp["token_logprobs"][1:n]: die("prompt part differs from max_tokens 0")
+# streamed: the prompt's chunk first, the same text and logprobs in all
+st, b = post("/v1/completions", {"prompt": ids, "max_tokens": 6, "temperature": 0, "logprobs": 1, "ignore_eos": True,
+                                 "echo": True, "stream": True})
+chunks = [json.loads(l[6:]) for l in b.splitlines() if l.startswith("data: ") and l != "data: [DONE]"]
+text = "".join(ch["choices"][0]["text"] for ch in chunks if ch.get("choices"))
+if chunks[0]["choices"][0]["text"] != P: die(f"first streamed chunk {chunks[0]}")
+stoks, slps = [], []
+for ch in chunks:
+    l = ch["choices"][0]["logprobs"] if ch.get("choices") else None
+    if l: stoks += l["tokens"]; slps += l["token_logprobs"]
+if text != E2["text"] or stoks != l2["tokens"] or slps != l2["token_logprobs"]: die("streamed echo differs from plain")
+# without logprobs: just the text
+E3 = comp(prompt=P, max_tokens=6, temperature=0, ignore_eos=True, echo=True)["choices"][0]
+if E3["text"] != E2["text"] or E3["logprobs"] is not None: die(f"echo without logprobs: {E3}")
+json.dump(lp, open(out, "w"))
+print(f"{n} prompt tokens")
+PY
+if out=$(python3 "$tmp/echo.py" "$URL" "$P" "$tmp/echo_a.json" 2>&1); then
+  ok "echo: the prompt's tokens scored (first null) == each prefix's own alternatives; + generation == plain; streamed == plain; max_tokens 0 ($out)"
+else bad "echo: $out"; fi
+lperr "max_tokens 0 without echo" max_tokens /v1/completions '{"prompt":"a","max_tokens":0}'
+lperr "echo not a bool" echo /v1/completions '{"prompt":"a","echo":1}'
+
 # ---- stop strings ----------------------------------------------------------------------------
 C "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":32,\"temperature\":0,\"ignore_eos\":true}" >"$tmp/long.json"
 if J completion "$tmp/long.json" >"$tmp/long.txt" && J stop "$tmp/long.txt" >"$tmp/stop.json"; then
@@ -499,6 +566,10 @@ if [ -n "$W1" ] && [ -n "$W2" ]; then
   LPN=4 J lp "$tmp/lpw_d.json" "${V:-1}" >"$tmp/lpw_d.lp" && LPN=4 J lp "$tmp/lpw_a.json" "${V:-1}" >"$tmp/lpw_a.lp" \
     && J lpeq "$tmp/lpw_d.lp" "$tmp/lpw_a.lp" \
     && ok "--workers: logprobs and 4 alternatives come back from the last stage, == one process" || bad "--workers logprobs: $(cat "$tmp/lpw_d.json")"
+  if python3 "$tmp/echo.py" "$URL" "$P" "$tmp/echo_d.json" >/dev/null 2>"$tmp/echo_d.err" \
+     && python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1])) != json.load(open(sys.argv[2])))' "$tmp/echo_d.json" "$tmp/echo_a.json"; then
+    ok "--workers: echo's prompt logprobs come back from the last stage, == one process"
+  else bad "--workers echo: $(cat "$tmp/echo_d.err")"; fi
   C "$URL/metrics" >"$tmp/metrics_d.txt"
   [ "$(grep -c '^tern_worker_up{worker="w[01]"} 1$' "$tmp/metrics_d.txt")" = 2 ] \
     && grep -q '^tern_worker_rtt_seconds{worker="w0"} [0-9.]*$' "$tmp/metrics_d.txt" \

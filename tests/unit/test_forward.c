@@ -64,6 +64,7 @@ static void ref_lin_load(const gguf_t *g, const char *name, ref_lin_t *l) {
 
 static void ref_load(ref_model_t *m, const gguf_t *g, int ctx) {
     char err[256], name[128];
+    memset(m, 0, sizeof *m);   /* kv_f16 off unless the caller sets it */
     assert_int_equal(hparams_from_gguf(&m->hp, g, err, sizeof err), 0);
     const hparams_t *hp = &m->hp;
     int64_t c, r;
@@ -353,16 +354,21 @@ static void test_score(void **st) {
         memcpy(h + (size_t)i * E, ref.emb + (size_t)toks[i] * E, E * sizeof(float));
     }
     smp[N - 1] = 1;
+    sampler_params_t spp;   /* slot 1 asks for 5 alternatives a token */
+    sampler_params_default(&spp);
+    spp.logprobs = 1, spp.top_logprobs = 5;
+    stage_seq_start(&sg[1], 1, &spp);
     int32_t ot;
     float olp;
     double out[N];
     assert_int_equal(stage_step(&sg[0], h, N, toks, seq, pos, smp, &ot, &olp, err, sizeof err), 0);
-    assert_true(stage_score(&sg[0], h, N, tgt, out, err, sizeof err) < 0);   /* no head here */
+    assert_true(stage_score(&sg[0], h, N, seq, tgt, out, err, sizeof err) < 0);   /* no head here */
     assert_non_null(strstr(err, "without the head"));
     assert_int_equal(stage_step(&sg[1], h, N, toks, seq, pos, smp, &ot, &olp, err, sizeof err), 1);
-    int ns = stage_score(&sg[1], h, N, tgt, out, err, sizeof err), want = 0;
+    int ns = stage_score(&sg[1], h, N, seq, tgt, out, err, sizeof err), want = 0;
     for (int i = 0; i < N; i++) want += tgt[i] >= 0;
     assert_int_equal(ns, want);
+    assert_int_equal(sg[1].score_n_top, 5);
     double *rl = malloc((size_t)V * sizeof(double)), worst = 0;
     int k = 0, n_tight = 0;
     for (int i = 0; i < N; i++) {
@@ -373,7 +379,20 @@ static void test_score(void **st) {
         for (int j = 0; j < V; j++) sum += exp(rl[j] - mx);
         double lp = rl[tgt[i]] - mx - log(sum), d = fabs(out[k] - lp) / amax;
         assert_true(out[k] <= 0);
-        if (d > 4e-2) fprintf(stderr, "pos %d: log p %.6f, reference %.6f\n", i, out[k], lp);
+        /* the alternatives: 5, best first, the reference's best among them, the target's own
+         * log p where it is one of them */
+        const int32_t *ti = sg[1].score_top_ids + (size_t)k * 5;
+        const float *tl = sg[1].score_top_lp + (size_t)k * 5;
+        int am = 0, seen = 0;
+        for (int j = 1; j < V; j++) am = rl[j] > rl[am] ? j : am;
+        for (int t = 0; t < 5; t++) {
+            assert_true(ti[t] >= 0 && ti[t] < V);
+            if (t) assert_true(tl[t] <= tl[t - 1]);
+            seen |= ti[t] == am;
+            if (ti[t] == tgt[i]) assert_true(fabs(tl[t] - out[k]) < 1e-5);
+        }
+        assert_true(seen);
+        if (d > 4e-2 || getenv("TERN_TEST_VERBOSE")) fprintf(stderr, "pos %d: log p %.6f, reference %.6f\n", i, out[k], lp);
         assert_true(d <= 4e-2);
         n_tight += d <= 2e-5;
         worst = fmax(worst, d);
@@ -383,9 +402,9 @@ static void test_score(void **st) {
            n_tight);
     assert_true(n_tight * 5 >= ns * 4);
     tgt[2] = V;
-    assert_true(stage_score(&sg[1], h, N, tgt, out, err, sizeof err) < 0);
+    assert_true(stage_score(&sg[1], h, N, seq, tgt, out, err, sizeof err) < 0);
     assert_non_null(strstr(err, "outside the vocabulary"));
-    assert_int_equal(stage_score(&sg[1], h, N, NULL, out, err, sizeof err), 0);
+    assert_int_equal(stage_score(&sg[1], h, N, seq, NULL, out, err, sizeof err), 0);
     free(h);
     free(rl);
     stage_free(&sg[0]);

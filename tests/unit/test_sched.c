@@ -13,6 +13,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/types.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,10 @@ static int32_t model_sample(uint64_t h, const sampler_params_t *sp, uint64_t *rn
     if (sp->temp > 0) x ^= rng_next(rng);
     return (int32_t)(x % V);
 }
+
+/* the fake model's log p(t | history h): a function of both, so a score for the wrong position
+ * or token shows */
+static double model_lp(uint64_t h, int32_t t) { return -(double)(hist_next(h, t) % 1000) / 100.0 - 0.001; }
 
 /* the tokens the model generates for prompt alone (the spec the scheduler must reproduce) */
 static int model_generate(const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, int32_t *out) {
@@ -142,12 +147,24 @@ static int fake_submit(pipeline_t *p, step_t *s) {
         if (n_prompt > f->max_prompt_step_live) f->max_prompt_step_live = n_prompt;
     }
     s->n_out = 0;
+    s->n_scored = 0;
+    s->n_target_top = 0;
+    for (int i = 0; s->target && i < s->n; i++)   /* 2 alternatives when any scored sequence asks */
+        if (s->target[i] >= 0 && f->sp[s->seq[i]].logprobs && f->sp[s->seq[i]].top_logprobs) s->n_target_top = 2;
     for (int i = 0; i < s->n; i++) {
         int sl = s->seq[i];
         if (s->pos[i] != f->npos[sl])
             fake_bad(f, "step %d: slot %d fed position %d, expected %d", f->n_submit, sl, s->pos[i], f->npos[sl]);
         f->npos[sl]++;
         f->hist[sl] = hist_next(f->hist[sl], s->tokens[i]);
+        if (s->target && s->target[i] >= 0) {   /* teacher forcing: log p(target | history so far) */
+            int k = s->n_scored++;
+            s->out_target_lp[k] = model_lp(f->hist[sl], s->target[i]);
+            for (int t = 0; t < s->n_target_top; t++) {
+                s->out_target_top[k * s->n_target_top + t] = f->sp[sl].top_logprobs ? (s->target[i] + t) % V : -1;
+                s->out_target_top_lp[k * s->n_target_top + t] = (float)-t;
+            }
+        }
         if (!f->sampled[sl]) f->pending--;
         if (!s->sample[i]) continue;
         f->sampled[sl] = 1;
@@ -312,6 +329,41 @@ static void expect_solo(const seqrun_t *r) {
     assert_int_equal(r->finish, SCHED_LENGTH);
 }
 
+/* prompt scores as a sched_score_cb collects them */
+typedef struct scorerun {
+    seqrun_t r;
+    double lp[MAXTOK];
+    int n_calls, bad_order, bad_token, top_n[MAXTOK];
+} scorerun_t;
+
+static void on_score(void *user, int id, int pos, int32_t token, float logprob, const sched_top_t *top) {
+    scorerun_t *c = user;
+    assert_int_equal(id, c->r.id);
+    if (pos != c->n_calls + 1) c->bad_order++;
+    if (pos < 1 || pos >= c->r.n_prompt) { c->bad_order++; return; }
+    if (token != c->r.prompt[pos]) c->bad_token++;
+    c->lp[pos] = logprob;
+    c->top_n[pos] = top ? top->n : 0;
+    if (top) assert_int_equal(top->ids[0], token);
+    c->n_calls++;
+}
+
+static int on_token_scored(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
+    return on_token(&((scorerun_t *)user)->r, id, token, logprob, top, finish);
+}
+
+/* every prompt position 1..n-1 scored once, in order, with the model's own log p */
+static void expect_scores(const scorerun_t *c) {
+    assert_int_equal(c->bad_order, 0);
+    assert_int_equal(c->bad_token, 0);
+    assert_int_equal(c->n_calls, c->r.n_prompt - 1);
+    uint64_t h = HIST0;
+    for (int pos = 1; pos < c->r.n_prompt; pos++) {
+        h = hist_next(h, c->r.prompt[pos - 1]);
+        assert_true(fabs(c->lp[pos] - model_lp(h, c->r.prompt[pos])) < 1e-5);
+    }
+}
+
 /* ---- tests ---- */
 
 static void test_set_prefill_chunk(void **state) {
@@ -473,11 +525,66 @@ static void test_recovery_replay(void **state) {
     }
 }
 
+/* Prompt scoring (echo / prompt logprobs): a scored prompt that generates nothing (max_gen 0)
+ * and one that generates, beside ordinary sequences, in chunks, with steps in flight and a
+ * pipeline failure mid-way: each prompt position is scored once, in order, with the right
+ * token and log p; alternatives pass through when asked; max_gen 0 ends with no token; the
+ * other sequences still equal their solo runs; sched_score_prompt after the start is refused. */
+static void test_score_prompt(void **state) {
+    (void)state;
+    for (int inflight = 1; inflight <= 3; inflight++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[2];
+        scorerun_t c[2];
+        fake_init(&f, inflight);
+        sched_open(&sc, &f, 4, 12, 5);
+        if (inflight == 2) f.fail_at[0] = 4, f.n_fail = 1;
+        seq_make(&r[0], 9, 15, 3, 0.0f);
+        seq_make(&r[1], 7, 12, 4, 0.8f);
+        memset(c, 0, sizeof c);
+        seq_make(&c[0].r, 40, 0, 5, 0.0f);
+        seq_make(&c[1].r, 23, 6, 6, 0.0f);
+        c[1].r.sp.logprobs = 1, c[1].r.sp.top_logprobs = 3;
+        admit(&sc, &f, &r[0], 0);
+        while (r[0].n_out < 1) step(&sc, &f);
+        for (int k = 0; k < 2; k++) {
+            c[k].r.f = &f, c[k].r.sc = &sc;
+            c[k].r.id = sched_add(&sc, c[k].r.prompt, c[k].r.n_prompt, c[k].r.max_gen, &c[k].r.sp, on_token_scored, &c[k]);
+            assert_true(c[k].r.id >= 0);
+            c[k].r.slot = f.last_started;
+            assert_int_equal(sched_score_prompt(&sc, c[k].r.id, on_score), 0);
+        }
+        admit(&sc, &f, &r[1], 3);
+        int guard = 0;
+        while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+        for (int k = 0; k < 2; k++) expect_scores(&c[k]);
+        assert_int_equal(c[0].r.n_out, 0);
+        assert_int_equal(c[0].r.finish, SCHED_LENGTH);
+        assert_int_equal(c[1].r.n_out, 6);
+        for (int pos = 1; pos < c[1].r.n_prompt; pos++) assert_int_equal(c[1].top_n[pos], 2);   /* the fake's 2 */
+        for (int pos = 1; pos < c[0].r.n_prompt; pos++) assert_int_equal(c[0].top_n[pos], 0);
+        expect_solo(&r[0]);
+        expect_solo(&r[1]);
+        if (inflight == 2) assert_int_equal(sc.n_recoveries, 1);
+        /* too late: the sequence has started */
+        seqrun_t late;
+        seq_make(&late, 30, 2, 9, 0.0f);
+        admit(&sc, &f, &late, 9);
+        step(&sc, &f);
+        assert_int_equal(sched_score_prompt(&sc, late.id, on_score), TERN_EINVAL);
+        assert_int_equal(sched_score_prompt(&sc, 12345, on_score), TERN_EINVAL);
+        while (step(&sc, &f) > 0) {}
+        sched_free(&sc);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_prefill_chunk), cmocka_unit_test(test_chunk_cap),
         cmocka_unit_test(test_chunk_off),         cmocka_unit_test(test_no_starvation),
         cmocka_unit_test(test_pipelined),         cmocka_unit_test(test_recovery_replay),
+        cmocka_unit_test(test_score_prompt),
     };
     log_set_level(LOG_W);   /* replays log one info line per sequence */
     return cmocka_run_group_tests(tests, setup, NULL);

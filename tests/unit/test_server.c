@@ -465,6 +465,32 @@ static void test_json_text(void **state) {
     json_decref(s);
 }
 
+/* echo: completions only (chat ignores the field), a bool; max_tokens 0 only with it */
+static void test_echo_field(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"echo\":true,\"max_tokens\":0}", &e), 0);
+    assert_int_equal(r.echo, 1);
+    assert_int_equal(r.max_tokens, 0);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"echo\":false}", &e), 0);
+    assert_int_equal(r.echo, 0);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\"}", &e), 0);
+    assert_int_equal(r.echo, 0);
+    assert_int_equal(r.max_tokens, -1);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"echo\":true}", &e), 0);
+    assert_int_equal(r.echo, 0);
+    server_req_free(&r);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"echo\":\"yes\"}", "echo", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":0}", "max_tokens", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"echo\":false,\"max_tokens\":0}", "max_tokens", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"echo\":true,\"max_tokens\":0}",
+               "max_tokens", NULL);
+}
+
 /* logprobs: completions' integer 0..5, chat's bool + top_logprobs 0..20; sp.logprobs follows
  * the request only (a default that says 1 does not leak into requests that did not ask) */
 static void test_logprobs_fields(void **state) {
@@ -565,6 +591,7 @@ int main(void) {
         cmocka_unit_test(test_stop_split),        cmocka_unit_test(test_stop_earliest),
         cmocka_unit_test(test_stop_random),       cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_json_text),         cmocka_unit_test(test_logprobs_fields),
+        cmocka_unit_test(test_echo_field),
         cmocka_unit_test(test_text_chars),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
