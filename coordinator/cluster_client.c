@@ -598,7 +598,7 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
     s->n_scored = (int)want_scored;
     s->n_target_top = 0;
     if (want_scored && s->out_target_lp) memcpy(s->out_target_lp, r->target_logprobs, want_scored * sizeof(double));
-    if (r->target_n_top && s->out_target_top && s->out_target_top_lp) {
+    if (r->target_n_top && r->n_target_top_ids && s->out_target_top && s->out_target_top_lp) {
         memcpy(s->out_target_top, r->target_top_ids, r->n_target_top_ids * sizeof(int32_t));
         memcpy(s->out_target_top_lp, r->target_top_logprobs, r->n_target_top_logprobs * sizeof(float));
         s->n_target_top = (int)r->target_n_top;

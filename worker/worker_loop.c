@@ -393,8 +393,8 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     s.top_logprobs = w->st.top_lp;
     s.n_target_logprobs = (size_t)ns;
     s.target_logprobs = w->tgt_lp;
-    s.target_n_top = (uint32_t)w->st.score_n_top;
-    s.n_target_top_ids = s.n_target_top_logprobs = (size_t)ns * (size_t)w->st.score_n_top;
+    s.target_n_top = ns > 0 ? (uint32_t)w->st.score_n_top : 0;   /* score_n_top is stale when nothing was scored */
+    s.n_target_top_ids = s.n_target_top_logprobs = (size_t)ns * (size_t)s.target_n_top;
     s.target_top_ids = w->st.score_top_ids;
     s.target_top_logprobs = w->st.score_top_lp;
     out.body_case = TERN__MSG__BODY_SAMPLED;
