@@ -68,7 +68,8 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     stage_cfg_default(&cfg);
     cfg.n_ctx = m->n_ctx;
     cfg.n_seq = p->n_seq > 0 ? p->n_seq : 1;
-    cfg.n_batch = p->n_batch > 0 ? p->n_batch : 64;
+    int n_batch = p->n_batch > 0 ? p->n_batch : 64;   /* a step's tokens; the stages pass them in -ub pieces */
+    cfg.n_batch = p->n_ubatch > 0 && p->n_ubatch < n_batch ? p->n_ubatch : n_batch;
     cfg.kv_type = p->kv_f32 ? KV_F32 : KV_F16;
     if (p->head_type) {
         cfg.head_type = type_from_name(p->head_type);
@@ -94,8 +95,10 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
                                            p->n_gpu_layers, threads, err, errlen);
     }
     if (rc < 0) goto fail;
-    if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, cfg.n_batch, err, errlen)) < 0) goto fail;
+    if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, n_batch, err, errlen)) < 0) goto fail;
     if (p->prefill_chunk >= 0) sched_set_prefill_chunk(&m->sched, p->prefill_chunk);
+    log_d("engine: %d sequence slot%s of %d tokens, steps of up to %d tokens in forward passes of %d", cfg.n_seq,
+          cfg.n_seq == 1 ? "" : "s", cfg.n_ctx, n_batch, cfg.n_batch);
     m->t_load = time_now() - t0;
     *out = m;
     return 0;

@@ -21,6 +21,7 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int w
         {"-t", "--threads", OPT_INT, &o->p.n_threads, "N", "threads", 1, 1024},
         {"-c", "--ctx-size", OPT_INT, &o->p.n_ctx, "N", "context size per sequence (0: model's, at most 4096)", 0, 1 << 20},
         {"-b", "--batch-size", OPT_INT, &o->p.n_batch, "N", "tokens per forward step", 1, 8192},
+        {"-ub", "--ubatch-size", OPT_INT, &o->p.n_ubatch, "N", "tokens per forward pass inside a step: the stages' buffers (0: the -b)", 0, 8192},
         {NULL, "--prefill-chunk", OPT_INT, &o->p.prefill_chunk, "N", "prompt tokens per step while other sequences generate (0: up to -b; -1: default 32)", -1, 8192},
         {"-np", "--parallel", OPT_INT, &o->p.n_seq, "N", "concurrent sequences", 1, 1024},
         {NULL, "--head", OPT_STR, &o->p.head_type, "TYPE", "convert the lm head at load: f16 | q8_0", 0, 0},

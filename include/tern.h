@@ -21,7 +21,7 @@ typedef struct tern_model tern_model;
 typedef struct tern_params {
     const char *model;       /* GGUF path */
     int n_ctx;               /* context per sequence (0: min(model's, 4096)) */
-    int n_batch;             /* tokens per forward step (prompt micro-batch) */
+    int n_batch;             /* tokens per forward step (the scheduler's batch; llama.cpp's -b) */
     int prefill_chunk;       /* prompt tokens per step while others generate (0: up to n_batch;
                               * -1: the scheduler's default) */
     int n_threads;           /* 0: all cores */
@@ -33,6 +33,8 @@ typedef struct tern_params {
     int stages;              /* local only: split into this many in-process stages (tests) */
     int mpi;                 /* started by mpirun: rank 0 coordinates, ranks 1.. are the workers */
     int n_gpu_layers;        /* local only: the first N layers as a CUDA stage (>= n_layer: all + head) */
+    int n_ubatch;            /* tokens per forward pass inside a step: the stages' activation
+                              * buffers (0 or > n_batch: n_batch); llama.cpp's -ub */
 } tern_params;
 
 typedef struct tern_sampling {

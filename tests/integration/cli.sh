@@ -24,6 +24,8 @@ a=$(run -t 1); b=$(run -t 1); c=$(run -t 2)
 [ -n "$a" ] || bad "run --temp 0 printed nothing ($(tail -1 "$tmp/run.log"))"
 [ "$a" == "$b" ] && ok "run --temp 0 twice: same text" || bad "run --temp 0 twice differs: '$a' vs '$b'"
 [ "$a" == "$c" ] && ok "run -t 1 == -t 2 (greedy)" || bad "run -t 1 vs -t 2: '$a' vs '$c'"
+d=$(run -t 2 -b 16 -ub 3)
+[ "$a" == "$d" ] && ok "run -b 16 -ub 3 == default batches (greedy)" || bad "run -ub 3: '$a' vs '$d'"
 
 # ---- chat over piped stdin -----------------------------------------------------------------
 chat_in=$'Hello there\nWhat is two plus two?\n'
@@ -115,7 +117,7 @@ out2=$(echo "$out" | grep '^Final')
 [ -n "$out1" ] && [ "$out1" == "$out2" ] && ok "perplexity: same result for -b 16 -t 2 and -b 32 -t 1" \
   || bad "perplexity depends on -b/-t: '$out1' vs '$out2'"
 # the same numbers whatever runs the layers: worker threads (2 stages, 1 or 4 micro-batches a chunk), or direct stage calls
-for how in "--stages 2" "--stages 2 -b 8" "direct"; do
+for how in "--stages 2" "--stages 2 -b 8" "-ub 5" "direct"; do
   if [ "$how" == direct ]; then o=$(TERN_EMBEDDED=direct T perplexity -m "$M" -f "$txt" -c 32 -b 16 -t 2 2>&1 | grep '^Final')
   else o=$(T perplexity -m "$M" -f "$txt" -c 32 -t 2 $how 2>&1 | grep '^Final'); fi
   [ -n "$o" ] && [ "$o" == "$out2" ] && ok "perplexity over $how == one stage" || bad "perplexity over $how: '$o' vs '$out2'"
