@@ -363,6 +363,50 @@ static void apply_merge(gword_t *w, int nw, int a, int b, int id) {
     }
 }
 
+static uint64_t str_hash(const char *s, uint64_t n) {
+    uint64_t h = 1469598103934665603ull;
+    for (uint64_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    return h;
+}
+
+/* Fills tokens [from, n) with pseudo-words (a space, then 2+ consonant-vowel syllables: the
+ * digits of a counter in base 32), each in its own 24-byte slot of buf, skipping any text a token
+ * before it already has (an open-addressing set of the token texts). */
+static int pseudo_words(const char **ts, uint64_t *tl, int32_t *tt, int from, int n, char *buf, char *err,
+                        size_t errlen) {
+    static const char cons[] = "bdfgklmnprstvwyz", vow[] = "aeiou";
+    size_t cap = 1;
+    while (cap < (size_t)n * 2) cap <<= 1;
+    int *set = malloc(cap * sizeof *set);
+    if (!set) return err_set(err, errlen, TERN_ENOMEM, "vocab: out of memory");
+    memset(set, 0xff, cap * sizeof *set);
+    for (int i = 0; i < from; i++) {
+        size_t at = str_hash(ts[i], tl[i]) & (cap - 1);
+        while (set[at] >= 0) at = (at + 1) & (cap - 1);
+        set[at] = i;
+    }
+    int nt = from;
+    for (uint64_t r = 32; nt < n; r++) {
+        char *p = buf + (size_t)(nt - from) * 24, dig[8];
+        int nd = 0, len = 0;
+        for (uint64_t x = r; x; x /= 32) dig[nd++] = (char)(x % 32);
+        p[len++] = ' ';
+        while (nd--) {   /* 32 syllables: 16 consonants x 2 of the vowels, chosen by the digit */
+            p[len++] = cons[dig[nd] % 16];
+            p[len++] = vow[(dig[nd] / 16 + dig[nd] % 5) % 5];
+        }
+        size_t at = str_hash(p, (uint64_t)len) & (cap - 1);
+        int dup = 0;
+        for (; set[at] >= 0 && !dup; at = (at + 1) & (cap - 1))
+            dup = tl[set[at]] == (uint64_t)len && !memcmp(ts[set[at]], p, (size_t)len);
+        if (dup) continue;
+        set[at] = nt;
+        ts[nt] = p, tl[nt] = (uint64_t)len, tt[nt++] = TT_NORMAL;
+    }
+    free(set);
+    return 0;
+}
+
 int vocab_generate(gguf_writer_t *w, int n_vocab, uint64_t seed, char *err, size_t errlen) {
     TERN_ASSERT(w);
     if (n_vocab < 260 || n_vocab > (1 << 24))
@@ -412,13 +456,20 @@ int vocab_generate(gguf_writer_t *w, int n_vocab, uint64_t seed, char *err, size
     static const char *const specials[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"};
     int bos = nt;
     for (int k = 0; k < 3; k++) { ts[nt] = specials[k]; tl[nt] = strlen(specials[k]); tt[nt++] = TT_CONTROL; }
+    /* 256 special tokens at most, as Llama-3 has; the rest are pseudo-words (" kalomi"), so that
+     * what a random model samples prints as words rather than as empty control tokens */
+    int pad0 = nt, n_reserved = n_vocab - nt < 253 ? n_vocab - nt : 253;
     char *pad = malloc((size_t)(n_vocab - nt) * 24 + 1);
     if (!pad) { rc = err_set(err, errlen, TERN_ENOMEM, "vocab: out of memory"); goto done; }
-    for (int r = 0; nt < n_vocab; r++) {
-        char *p = pad + (size_t)r * 24;
+    for (int r = 0; r < n_reserved; r++) {
+        char *p = pad + (size_t)(nt - pad0) * 24;
         tl[nt] = (uint64_t)snprintf(p, 24, "<|reserved_%d|>", r);
         ts[nt] = p;
         tt[nt++] = TT_CONTROL;
+    }
+    if (nt < n_vocab && (rc = pseudo_words(ts, tl, tt, nt, n_vocab, pad + (size_t)(nt - pad0) * 24, err, errlen)) < 0) {
+        free(pad);
+        goto done;
     }
     uint64_t *ml = calloc((size_t)(nm ? nm : 1), sizeof *ml);
     if (!ml) { free(pad); rc = err_set(err, errlen, TERN_ENOMEM, "vocab: out of memory"); goto done; }

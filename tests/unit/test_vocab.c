@@ -228,6 +228,16 @@ static void test_generate(void **st) {
     assert_int_equal(tokenizer_eot(t), bos + 2);
     assert_int_equal(tokenizer_find(t, "<|eot_id|>"), bos + 2);
     assert_int_equal(tokenizer_find(t, "<|reserved_0|>"), bos + 3);
+    assert_int_equal(tokenizer_find(t, "<|reserved_252|>"), bos + 255);   /* 256 specials, as Llama-3 */
+    /* the rest are pseudo-words: text a random model's samples show, each token its own text */
+    for (int id = bos + 256; id < 128256; id += 97) {
+        char pw[32];
+        int len = tokenizer_token_text(t, id, pw, sizeof pw);
+        if (len < 5 || pw[0] != ' ' || tokenizer_find(t, pw) != id) fail_msg("token %d: '%s' (%d)", id, pw, len);
+        char back[32];
+        int nb = tokenizer_decode(t, &id, 1, 0, back, sizeof back);
+        if (nb != len || memcmp(back, pw, (size_t)len)) fail_msg("token %d decodes to '%.*s'", id, nb, back);
+    }
     assert_true(tokenizer_is_eog(t, bos + 1) && tokenizer_is_eog(t, bos + 2));
     assert_true(tokenizer_add_bos(t));
     /* learned merges compress English; every byte string round-trips */
