@@ -80,6 +80,19 @@ static int lp_kept(const job_t *j) {
     return k;
 }
 
+/* record r = (token, logprob) with up to cap of top's alternatives, kept in row `row` of ids /
+ * lps (stride cap; either NULL: none kept) */
+static void lp_set(job_lp_t *r, int32_t token, float logprob, const sched_top_t *top, int cap, int32_t *ids,
+                   float *lps, int row) {
+    r->token = token;
+    r->logprob = logprob;
+    r->n_top = 0;
+    if (!top || !cap || !ids || !lps) return;
+    r->n_top = top->n < cap ? top->n : cap;
+    memcpy(ids + (size_t)row * (size_t)cap, top->ids, (size_t)r->n_top * sizeof(int32_t));
+    memcpy(lps + (size_t)row * (size_t)cap, top->lp, (size_t)r->n_top * sizeof(float));
+}
+
 /* Log-probability records, in the coordinates of the detokenizer's output (which holds the
  * bytes of a cut character back until it completes): a token's text starts after the bytes
  * held before it, and ends after the bytes held after it. Caller holds s->mu. */
@@ -87,14 +100,7 @@ static void lp_record(job_t *j, int32_t token, float logprob, const sched_top_t 
     if (!j->lp || j->n_lp == j->lp_cap) return;   /* sized for max_gen tokens at admission */
     int idx = j->n_lp++;
     job_lp_t *r = &j->lp[idx];
-    r->token = token;
-    r->logprob = logprob;
-    r->n_top = 0;
-    if (top && j->n_top && j->top_ids && j->top_lp) {
-        r->n_top = top->n < j->n_top ? top->n : j->n_top;
-        memcpy(j->top_ids + (size_t)idx * (size_t)j->n_top, top->ids, (size_t)r->n_top * sizeof(int32_t));
-        memcpy(j->top_lp + (size_t)idx * (size_t)j->n_top, top->lp, (size_t)r->n_top * sizeof(float));
-    }
+    lp_set(r, token, logprob, top, j->n_top, j->top_ids, j->top_lp, idx);
     r->bstart = (uint32_t)bstart;
     r->bend = (uint32_t)bend;
     r->cstart = UINT32_MAX;   /* placed once its first byte is out */
@@ -200,15 +206,7 @@ static void on_score(void *user, int id, int pos, int32_t token, float logprob, 
     (void)id;
     if (!j->plp || pos < 1 || pos >= j->n_ids) return;
     pthread_mutex_lock(&s->mu);
-    job_lp_t *r = &j->plp[pos];
-    r->token = token;
-    r->logprob = logprob;
-    r->n_top = 0;
-    if (top && j->n_top && j->ptop_ids && j->ptop_lp) {
-        r->n_top = top->n < j->n_top ? top->n : j->n_top;
-        memcpy(j->ptop_ids + (size_t)pos * (size_t)j->n_top, top->ids, (size_t)r->n_top * sizeof(int32_t));
-        memcpy(j->ptop_lp + (size_t)pos * (size_t)j->n_top, top->lp, (size_t)r->n_top * sizeof(float));
-    }
+    lp_set(&j->plp[pos], token, logprob, top, j->n_top, j->ptop_ids, j->ptop_lp, pos);
     j->n_plp = pos + 1;
     pthread_cond_broadcast(&j->cv);
     pthread_mutex_unlock(&s->mu);
