@@ -2,6 +2,7 @@
 #include "worker/stage.h"
 #include "core/alloc.h"
 #include "core/err.h"
+#include "core/tpool.h"
 #include "kernels/ops.h"
 #include <math.h>
 #include <stdlib.h>
@@ -158,6 +159,38 @@ static int stage_logits(stage_t *st, const float *h, int m, const int *rows, cha
     return 0;
 }
 
+typedef struct score_job {
+    stage_t *st;
+    const int *seq;
+    const int32_t *target;
+    double *out;
+    int k0, m, nt, V;      /* rows st->rows[0..m) of st->logits are scored tokens k0.. */
+} score_job_t;
+
+/* log softmax at the target (in double) and the alternatives of this thread's share of the rows */
+static void score_rows(void *arg, int ith, int nth) {
+    const score_job_t *a = arg;
+    stage_t *st = a->st;
+    const int V = a->V, nt = a->nt;
+    long j0, j1;
+    tpool_split(a->m, ith, nth, 1, &j0, &j1);
+    for (long j = j0; j < j1; j++) {
+        const int row = st->rows[j], k = a->k0 + (int)j;
+        const float *l = st->logits + (size_t)j * V;
+        float mx = l[0];
+        for (int v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
+        double sum = 0;
+        for (int v = 0; v < V; v++) sum += exp((double)l[v] - mx);
+        a->out[k] = ((double)l[a->target[row]] - mx) - log(sum);
+        if (!nt) continue;
+        const sampler_params_t *sp = &st->samplers[a->seq[row]].p;
+        int32_t *ti = st->score_top_ids + (size_t)k * nt;
+        float *tl = st->score_top_lp + (size_t)k * nt;
+        int got = sp->logprobs ? sampler_top(l, V, sp->top_logprobs < nt ? sp->top_logprobs : nt, ti, tl) : 0;
+        for (int t = got; t < nt; t++) ti[t] = -1, tl[t] = 0.0f;
+    }
+}
+
 int stage_score(stage_t *st, const float *h, int n, const int *seq, const int32_t *target, double *out, char *err,
                 size_t errlen) {
     st->score_n_top = 0;
@@ -191,20 +224,9 @@ int stage_score(stage_t *st, const float *h, int n, const int *seq, const int32_
             if (target[i] >= 0) st->rows[m++] = i;
         int rc = stage_logits(st, h, m, st->rows, err, errlen);
         if (rc < 0) return rc;
-        for (int j = 0; j < m; j++, k++) {   /* log softmax at the target, in double */
-            const float *l = st->logits + (size_t)j * V;
-            float mx = l[0];
-            for (int v = 1; v < V; v++) mx = l[v] > mx ? l[v] : mx;
-            double sum = 0;
-            for (int v = 0; v < V; v++) sum += exp((double)l[v] - mx);
-            out[k] = ((double)l[target[st->rows[j]]] - mx) - log(sum);
-            if (!nt) continue;
-            const sampler_params_t *sp = &st->samplers[seq[st->rows[j]]].p;
-            int32_t *ti = st->score_top_ids + (size_t)k * nt;
-            float *tl = st->score_top_lp + (size_t)k * nt;
-            int got = sp->logprobs ? sampler_top(l, V, sp->top_logprobs < nt ? sp->top_logprobs : nt, ti, tl) : 0;
-            for (int t = got; t < nt; t++) ti[t] = -1, tl[t] = 0.0f;
-        }
+        score_job_t job = {st, seq, target, out, k, m, nt, V};
+        tpool_run(st->cuda ? NULL : st->fwd.tp, score_rows, &job);   /* rows split among threads */
+        k += m;
     }
     st->score_n_top = nt;
     return ns;
