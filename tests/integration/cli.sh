@@ -5,18 +5,11 @@
 # llama-bench's fields plus the roofline; `tern perplexity` prints a finite PPL > 1 in
 # llama.cpp's format. Bad input (missing or broken model, prompt longer than the context, bad
 # -n / -t, unknown flags) gives one error line and a non-zero exit, never a crash.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
-tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
+source "$(dirname "$0")/lib.bash"
 T() { timeout 120 "$TERN" "$@"; }
 
 M="$tmp/tiny.gguf"
-T mkmodel --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5 -o "$M" >/dev/null 2>"$tmp/mk.log" \
-  || { echo "mkmodel failed: $(cat "$tmp/mk.log")"; exit 1; }
+make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5
 
 # ---- run: determinism ----------------------------------------------------------------------
 run() { T run -m "$M" --no-display-prompt --summary=0 -p "The quick brown fox" -n 24 --temp 0 "$@" 2>>"$tmp/run.log"; }
@@ -156,5 +149,4 @@ err=$(printf '%s\n' "$long" | T chat -m "$M" -c 16 -n 4 2>&1 >/dev/null); rc=$?
 [ $rc -ne 0 ] && [ $rc -lt 124 ] && [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] \
   && ok "chat: message longer than the context: $err" || bad "chat long message: rc $rc: $err"
 
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

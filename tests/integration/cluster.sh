@@ -4,34 +4,16 @@
 # perplexity through 2 and 3 workers equals one process's;
 # bad clusters (unreachable worker, different model file, pinned layers out of range) fail with
 # a clear error, quickly. Every process is killed on exit.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
-
-EP=""
-start_worker() {   # name model threads -> sets EP (not in a subshell, so cleanup can kill it)
-  local name=$1 model=$2 t=$3
-  "$TERN" worker --listen 'tcp://127.0.0.1:*' -m "$model" -t "$t" --name "$name" >"$tmp/$name.out" 2>"$tmp/$name.log" &
-  pids+=($!)
-  for _ in $(seq 1 200); do
-    grep -q '^ready ' "$tmp/$name.out" 2>/dev/null && break
-    sleep 0.05
-  done
-  EP=$(sed -n 's/^ready //p' "$tmp/$name.out" | head -1)
-}
+source "$(dirname "$0")/lib.bash"
 
 M="$tmp/m.gguf"
-"$TERN" mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 11 -o "$M" >/dev/null 2>&1 || { echo "mkmodel failed"; exit 1; }
+make_model "$M" --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 11
 M2="$tmp/m2.gguf"
-"$TERN" mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 12 -o "$M2" >/dev/null 2>&1
+make_model "$M2" --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 12
 
-start_worker w1 "$M" 1; W1=$EP; start_worker w2 "$M" 2; W2=$EP; start_worker w3 "$M" 1; W3=$EP
+start_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1; W1=$EP
+start_worker w2 "$LOOPBACK_ANY" -m "$M" -t 2; W2=$EP
+start_worker w3 "$LOOPBACK_ANY" -m "$M" -t 1; W3=$EP
 [ -n "$W1" ] && [ -n "$W2" ] && [ -n "$W3" ] || { echo "workers did not start"; cat "$tmp"/*.log; exit 1; }
 
 run() { timeout 120 "$TERN" run -m "$M" --no-display-prompt --summary=0 -p "Hello world, this is tern" -n 24 "$@" 2>>"$tmp/run.log"; }
@@ -62,7 +44,7 @@ done
 t0=$(date +%s)
 out=$(timeout 60 "$TERN" run -m "$M" -p hi -n 2 --workers tcp://127.0.0.1:1 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -qi "worker" && ok "unreachable worker: $(echo "$out" | tail -1)" || bad "unreachable worker (rc $rc): $out"
-start_worker w4 "$M2" 1; W4=$EP
+start_worker w4 "$LOOPBACK_ANY" -m "$M2" -t 1; W4=$EP
 out=$(timeout 60 "$TERN" run -m "$M" -p hi -n 2 --workers "$W4" 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -qi "mismatch" && ok "model mismatch: $(echo "$out" | tail -1)" || bad "model mismatch (rc $rc): $out"
 cat > "$tmp/c.yaml" <<YAML
@@ -84,13 +66,8 @@ got=$(run --temp 0 --workers "$W1,$W2"); ref=$(run --temp 0)
 [ "$got" == "$ref" ] && ok "workers still serve after errors" || bad "after errors: '$got' != '$ref'"
 
 # --fetch-weights: workers with no model file get their layers from the coordinator, once
-fetch_worker() {   # name -> sets EP
-  "$TERN" worker --listen 'tcp://127.0.0.1:*' --fetch-weights --cache-dir "$tmp/cache-$1" -t 1 --name "$1" >"$tmp/$1.out" 2>"$tmp/$1.log" &
-  pids+=($!)
-  for _ in $(seq 1 200); do grep -q '^ready ' "$tmp/$1.out" 2>/dev/null && break; sleep 0.05; done
-  EP=$(sed -n 's/^ready //p' "$tmp/$1.out" | head -1)
-}
-fetch_worker f1; F1=$EP; fetch_worker f2; F2=$EP
+start_worker f1 "$LOOPBACK_ANY" --fetch-weights --cache-dir "$tmp/cache-f1" -t 1; F1=$EP
+start_worker f2 "$LOOPBACK_ANY" --fetch-weights --cache-dir "$tmp/cache-f2" -t 1; F2=$EP
 cat > "$tmp/fetch.yaml" <<YAML
 workers:
   - { name: f1, endpoint: "$F1", layers: [0, 1] }
@@ -106,6 +83,4 @@ got=$(run --temp 0 --cluster "$tmp/fetch.yaml")
 [ "$got" == "$ref" ] && grep -q "0.0 MiB of weights fetched" "$tmp/f1.log" && ok "second run served from the cache" \
   || bad "second run: '$got' / $(grep fetched "$tmp/f1.log" | tail -1)"
 
-[ $fail -eq 0 ] || { echo "--- logs"; tail -n 20 "$tmp"/*.log; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish 20

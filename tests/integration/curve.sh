@@ -5,24 +5,10 @@
 # is not the one the coordinator has, a worker that does not know the coordinator's key, and a
 # coordinator with a stranger's key are all refused with a clear message (and the refusal is
 # logged by the worker). Every process is killed on exit.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
+source "$(dirname "$0")/lib.bash"
 
-EP=""
-start_worker() {   # name keydir -> sets EP (not in a subshell: cleanup kills it)
-  local name=$1 keys=$2
-  "$TERN" worker --listen 'tcp://127.0.0.1:*' -m "$M" -t 1 --name "$name" --keys "$keys" >"$tmp/$name.out" 2>"$tmp/$name.log" &
-  pids+=($!)
-  for _ in $(seq 1 200); do grep -q '^ready ' "$tmp/$name.out" 2>/dev/null && break; sleep 0.05; done
-  EP=$(sed -n 's/^ready //p' "$tmp/$name.out" | head -1)
-  [ -n "$EP" ] || { echo "worker $name did not start: $(cat "$tmp/$name.log")"; exit 1; }
+curve_worker() {   # name keydir -> sets EP; exits when the worker does not start
+  start_worker "$1" "$LOOPBACK_ANY" -m "$M" -t 1 --keys "$2" || die "worker $1 did not start: $(cat "$tmp/$1.log")"
 }
 cluster() {   # file keydir name=endpoint...
   local f=$1 keys=$2
@@ -32,7 +18,7 @@ cluster() {   # file keydir name=endpoint...
 }
 
 M="$tmp/m.gguf"
-"$TERN" mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 11 -o "$M" >/dev/null 2>&1 || { echo "mkmodel failed"; exit 1; }
+make_model "$M" --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 11
 K="$tmp/keys"
 mkdir -p "$K"
 for n in coordinator w1 w2; do
@@ -40,8 +26,8 @@ for n in coordinator w1 w2; do
 done
 [ -s "$K/w1.pub" ] && [ "$(stat -c %a "$K/w1.key")" = 600 ] && ok "tern keygen wrote key pairs (secret keys mode 0600)" || bad "keygen files"
 
-start_worker w1 "$K"; W1=$EP
-start_worker w2 "$K"; W2=$EP
+curve_worker w1 "$K"; W1=$EP
+curve_worker w2 "$K"; W2=$EP
 run() { timeout 60 "$TERN" run -m "$M" --no-display-prompt --summary=0 -t 1 -p "Hello world, this is tern" -n 24 "$@"; }
 
 cluster "$tmp/c.yaml" "$K" "w1=$W1" "w2=$W2"
@@ -57,7 +43,7 @@ K2="$tmp/keys2"
 mkdir -p "$K2"
 "$TERN" keygen -o "$K2/w3" >/dev/null 2>&1
 cp "$K/coordinator.pub" "$K2/"
-start_worker w3 "$K2"; W3=$EP
+curve_worker w3 "$K2"; W3=$EP
 cluster "$tmp/nokey.yaml" "$K" "w1=$W1" "w3=$W3"
 out=$(run --temp 0 --cluster "$tmp/nokey.yaml" 2>&1); rc=$?
 [ $rc -ne 0 ] && echo "$out" | grep -q "no public key for worker w3" && ok "worker without a key in KEYS: $(echo "$out" | tail -1)" \
@@ -72,7 +58,7 @@ out=$(run --temp 0 --cluster "$tmp/nokey.yaml" 2>&1); rc=$?
 K3="$tmp/keys3"
 mkdir -p "$K3"
 "$TERN" keygen -o "$K3/w5" >/dev/null 2>&1
-start_worker w5 "$K3"; W5=$EP
+curve_worker w5 "$K3"; W5=$EP
 cp "$K3/w5.pub" "$K/"
 cluster "$tmp/w5.yaml" "$K" "w1=$W1" "w5=$W5"
 out=$(run --temp 0 --cluster "$tmp/w5.yaml" 2>&1); rc=$?
@@ -97,6 +83,4 @@ out=$(run --temp 0 --workers "$W1" 2>&1); rc=$?
 got=$(run --temp 0 --cluster "$tmp/c.yaml" 2>/dev/null); ref=$(run --temp 0 2>/dev/null)
 [ "$got" == "$ref" ] && ok "CURVE cluster still serves" || bad "after refusals: '$got' != '$ref'"
 
-[ $fail -eq 0 ] || { echo "--- logs"; tail -n 6 "$tmp"/*.log; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish 6

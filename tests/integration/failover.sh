@@ -7,44 +7,16 @@
 # answers 503 with the reason while /health keeps answering; the worker restarted at the same
 # endpoint rejoins and the next request succeeds; an idle worker exits promptly on SIGTERM.
 # Every process is killed on exit.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
+source "$(dirname "$0")/lib.bash"
 
-EP="" WPID=""
-start_worker() {   # name listen model [args...] -> sets EP, WPID (not in a subshell: cleanup kills it)
-  local name=$1 listen=$2 model=$3
-  shift 3
-  : >"$tmp/$name.out"
-  "$TERN" worker --listen "$listen" -m "$model" -t 1 --name "$name" "$@" >"$tmp/$name.out" 2>>"$tmp/$name.log" &
-  WPID=$!
-  pids+=($WPID)
-  for _ in $(seq 1 200); do
-    grep -q '^ready ' "$tmp/$name.out" 2>/dev/null && break
-    sleep 0.05
-  done
-  EP=$(sed -n 's/^ready //p' "$tmp/$name.out" | head -1)
-  [ -n "$EP" ] || { echo "worker $name did not start: $(cat "$tmp/$name.log")"; exit 1; }
+fo_worker() {   # name listen [args...] -> sets EP, WPID; exits when the worker does not start
+  local name=$1 listen=$2
+  shift 2
+  start_worker "$name" "$listen" -m "$M" -t 1 "$@" || die "worker $name did not start: $(cat "$tmp/$name.log")"
 }
-# waits until file $1 has at least $2 bytes (at most 30 s)
-wait_bytes() { for _ in $(seq 1 600); do [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0; sleep 0.05; done; return 1; }
-# waits until file $1 has a line matching $2 (at most $3 s); prints nothing
-wait_line() { local n=$(( ${3:-20} * 20 )); for _ in $(seq 1 $n); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
 
 M="$tmp/s.gguf"   # big enough that a long generation takes a few seconds
-"$TERN" mkmodel --preset small --layers 6 --n-vocab 512 -s 42 -o "$M" >/dev/null 2>&1 || { echo "mkmodel failed"; exit 1; }
+make_model "$M" --preset small --layers 6 --n-vocab 512 -s 42
 P="Hello world"
 N=700
 run() { timeout 60 "$TERN" run -m "$M" --no-display-prompt --summary=0 -t 1 -c 1024 -p "$P" -n $N "$@"; }
@@ -54,10 +26,10 @@ ref_g=$(run $GREEDY 2>"$tmp/ref.log")
 ref_s=$(run $SEEDED 2>>"$tmp/ref.log")
 [ ${#ref_g} -gt 200 ] && [ ${#ref_s} -gt 200 ] || { echo "reference runs printed too little"; cat "$tmp/ref.log"; exit 1; }
 
-start_worker w1 'tcp://127.0.0.1:*' "$M"; W1=$EP P1=$WPID
-start_worker w2 'tcp://127.0.0.1:*' "$M"; W2=$EP P2=$WPID
-start_worker w3 'tcp://127.0.0.1:*' "$M"; W3=$EP P3=$WPID
-start_worker w4 'tcp://127.0.0.1:*' "$M"; W4=$EP P4=$WPID
+fo_worker w1 "$LOOPBACK_ANY"; W1=$EP P1=$WPID
+fo_worker w2 "$LOOPBACK_ANY"; W2=$EP P2=$WPID
+fo_worker w3 "$LOOPBACK_ANY"; W3=$EP P3=$WPID
+fo_worker w4 "$LOOPBACK_ANY"; W4=$EP P4=$WPID
 
 # ---- 1. kill -9 the middle worker of three in a greedy generation --------------------------
 run $GREEDY --workers "$W1,$W2,$W3" >"$tmp/g.out" 2>"$tmp/g.log" &
@@ -92,7 +64,7 @@ grep -q "standby worker w4 replaces w3" "$tmp/s.log" && ok "standby w4 promoted"
 grep -q "replay sampled token" "$tmp/s.log" && bad "replay diverged: $(grep 'replay sampled' "$tmp/s.log" | head -2)"
 
 # ---- 3. SIGSTOP a worker: detection time; the generation still completes right --------------
-start_worker w2 "$W2" "$M"; P2=$WPID   # back at the same endpoint
+fo_worker w2 "$W2"; P2=$WPID   # back at the same endpoint
 run $GREEDY --workers "$W1,$W2,$W4" >"$tmp/f.out" 2>"$tmp/f.log" &
 R=$!
 wait_bytes "$tmp/f.out" 100 || bad "cluster run printed nothing"
@@ -111,9 +83,9 @@ kill -CONT $P4
 # ---- 4. the rest cannot hold the model: quick clear error; 503 from serve; rejoin ----------
 # the model needs ~30 MiB (6 layers of 2.8 MiB + 2 MiB KV cache each, 1 MiB head): 3 x 12 MiB hold it, 2 do not
 MEM=12MiB
-start_worker m1 'tcp://127.0.0.1:*' "$M" --memory $MEM; M1=$EP
-start_worker m2 'tcp://127.0.0.1:*' "$M" --memory $MEM; M2=$EP PM2=$WPID
-start_worker m3 'tcp://127.0.0.1:*' "$M" --memory $MEM; M3=$EP
+fo_worker m1 "$LOOPBACK_ANY" --memory $MEM; M1=$EP
+fo_worker m2 "$LOOPBACK_ANY" --memory $MEM; M2=$EP PM2=$WPID
+fo_worker m3 "$LOOPBACK_ANY" --memory $MEM; M3=$EP
 run $GREEDY --workers "$M1,$M2,$M3" >"$tmp/m.out" 2>"$tmp/m2.log" &
 R=$!
 wait_bytes "$tmp/m.out" 100 || bad "memory-limited cluster run printed nothing"
@@ -127,17 +99,10 @@ msg=$(grep -i "no longer fits" "$tmp/m2.log" | tail -1)
 awk -v d="$dt" 'BEGIN { exit !(d < 8) }' || bad "the error took $dt s"
 
 # serve over the same three: a request works, then m2 dies: 503 with the reason, /health answers
-start_worker m2 "$M2" "$M" --memory $MEM; PM2=$WPID
-"$TERN" serve -m "$M" --host 127.0.0.1 --port 0 -t 1 -c 1024 -np 1 --workers "$M1,$M2,$M3" 2>"$tmp/serve.log" &
-SP=$!
-pids+=($SP)
-port=""
-for _ in $(seq 1 300); do
-  port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/serve.log" | head -1 | sed 's/.*://')
-  [ -n "$port" ] && break; sleep 0.1
-done
-URL="http://127.0.0.1:$port"
-for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/health")" = 200 ] && break; sleep 0.1; done
+fo_worker m2 "$M2" --memory $MEM; PM2=$WPID
+start_serve serve -m "$M" -t 1 -c 1024 -np 1 --workers "$M1,$M2,$M3"
+SP=$SPID
+wait_health "$URL"
 req() { curl -s --max-time 30 -o "$tmp/r.json" -w '%{http_code}' -H 'Content-Type: application/json' \
         -d '{"prompt":"Hello","max_tokens":8,"temperature":0}' "$URL/v1/completions"; }
 c=$(req); [ "$c" = 200 ] && ok "serve over 3 workers: 200" || bad "serve first request: $c $(cat "$tmp/r.json")"
@@ -151,24 +116,20 @@ c=$(curl -s --max-time 5 -o "$tmp/h.json" -w '%{http_code}' "$URL/health")
 [ "$c" = 503 ] && grep -q '"unavailable"' "$tmp/h.json" && grep -q '"up":false' "$tmp/h.json" \
   && ok "/health answers 503 with the cluster state: $(cut -c1-200 "$tmp/h.json")" || bad "/health: $c $(cat "$tmp/h.json")"
 c=$(req); [ "$c" = 503 ] && ok "next request while it is down: 503 again" || bad "second request while down: $c"
-start_worker m2 "$M2" "$M" --memory $MEM; PM2=$WPID
+fo_worker m2 "$M2" --memory $MEM; PM2=$WPID
 t0=$(now)
 c=$(req)
 [ "$c" = 200 ] && ok "worker restarted at $M2 rejoined: next request 200 ($(since $t0) s)" || bad "after restart: $c $(cat "$tmp/r.json"); $(tail -3 "$tmp/serve.log")"
 c=$(curl -s --max-time 5 -o "$tmp/h.json" -w '%{http_code}' "$URL/health")
 [ "$c" = 200 ] && grep -q '"ok"' "$tmp/h.json" && ok "/health ok again" || bad "/health after rejoin: $c $(cat "$tmp/h.json")"
 kill -TERM $SP
-for _ in $(seq 1 50); do kill -0 $SP 2>/dev/null || break; sleep 0.1; done
-kill -0 $SP 2>/dev/null && bad "serve still running 5 s after SIGTERM" || ok "serve stopped on SIGTERM"
+wait_exit $SP 5 && ok "serve stopped on SIGTERM" || bad "serve still running 5 s after SIGTERM"
 
 # ---- 5. a worker whose coordinator is gone frees its layers; an idle worker stops at once --
 grep -q "silent for .*freeing layers" "$tmp/w1.log" && ok "worker w1 freed its layers when the coordinator went silent" \
   || bad "w1 did not free its layers: $(tail -2 "$tmp/w1.log")"
 kill -TERM $P1
 t0=$(now)
-for _ in $(seq 1 40); do kill -0 $P1 2>/dev/null || break; sleep 0.05; done
-kill -0 $P1 2>/dev/null && bad "idle worker still running 2 s after SIGTERM" || ok "idle worker exited $(since $t0) s after SIGTERM"
+wait_exit $P1 2 && ok "idle worker exited $(since $t0) s after SIGTERM" || bad "idle worker still running 2 s after SIGTERM"
 
-[ $fail -eq 0 ] || { echo "--- logs"; for f in "$tmp"/*.log; do echo "== $f"; tail -n 8 "$f"; done; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish 8

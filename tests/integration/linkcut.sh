@@ -6,27 +6,17 @@
 # worker rejoins and the next run through it equals one process. (2) A stage worker is frozen
 # (SIGSTOP) mid-generation with a spare in the list: detected, same tokens; SIGCONT: it rejoins.
 # Skips (passes with a message) where namespaces cannot be made. Everything is removed on exit.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
+source "$(dirname "$0")/lib.bash"
 src="${TERN_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}"
 # shellcheck source=../../deploy/netns/homelab.sh
 . "$src/deploy/netns/homelab.sh"
-tmp=$(mktemp -d)
 TAG="hl$$"
-cleanup() {
+on_exit() {   # the namespaces and what runs in them go first, then lib.bash's cleanup
   for p in "${HL_PIDS[@]}"; do kill -CONT "$p" 2>/dev/null; done
   hl_down "$TAG"
-  rm -rf "$tmp"
+  cleanup
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
-now() { date +%s.%N; }
-since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.2f", b - a }'; }
-wait_bytes() { for _ in $(seq 1 600); do [ "$(stat -c %s "$1" 2>/dev/null || echo 0)" -ge "$2" ] && return 0; sleep 0.05; done; return 1; }
-wait_line() { local n=$(( ${3:-20} * 20 )); for _ in $(seq 1 $n); do grep -q "$2" "$1" 2>/dev/null && return 0; sleep 0.05; done; return 1; }
+trap on_exit EXIT
 
 hl_gc >/dev/null 2>&1
 if ! hl_up "$TAG" 3 none 2>"$tmp/up.err"; then
@@ -35,22 +25,22 @@ if ! hl_up "$TAG" 3 none 2>"$tmp/up.err"; then
 fi
 
 M="$tmp/s.gguf"   # big enough that a generation takes a few seconds
-"$TERN" mkmodel --preset small --layers 6 --n-vocab 512 -s 42 -o "$M" >/dev/null 2>&1 || { echo "mkmodel failed"; exit 1; }
+make_model "$M" --preset small --layers 6 --n-vocab 512 -s 42
 N=500
 args=(run -m "$M" --no-display-prompt --summary=0 -t 1 -c 1024 -p "Hello world" -n "$N" --temp 0)
 ref=$(timeout 60 "$TERN" "${args[@]}" 2>"$tmp/ref.log")
-[ ${#ref} -gt 100 ] || { echo "reference run printed too little: $(tail -3 "$tmp/ref.log")"; exit 1; }
+[ ${#ref} -gt 100 ] || die "reference run printed too little: $(tail -3 "$tmp/ref.log")"
 
 declare -A WP EP
-start_worker() {   # name: in its namespace, on its address :7101; sets WP[name], EP[name]
+ns_worker() {   # name: in its namespace, on its address :7101; sets WP[name], EP[name]
   local w=$1
   : >"$tmp/$w.log"
   hl_spawn "$w" "$tmp/$w.log" "$TERN" worker --listen "tcp://$(hl_addr "$w"):7101" -m "$M" -t 1 --name "$w"
   WP[$w]=$HL_LAST
   EP[$w]="tcp://$(hl_addr "$w"):7101"
-  wait_line "$tmp/$w.log" '^ready' 10 || { echo "worker $w did not start: $(cat "$tmp/$w.log")"; exit 1; }
+  wait_line "$tmp/$w.log" '^ready' 10 || die "worker $w did not start: $(cat "$tmp/$w.log")"
 }
-for w in w1 w2 w3; do start_worker $w; done
+for w in w1 w2 w3; do ns_worker $w; done
 crun() { timeout 60 ip netns exec "$TAG-c" "$TERN" "${args[@]}" "$@"; }
 
 # ---- 1. cut w2's cable mid-generation; w3 is the standby ----------------------------------
@@ -111,6 +101,4 @@ got=$(crun --cluster "$tmp/two.yaml" 2>"$tmp/cont.log"); rc=$?
 [ $rc -eq 0 ] && [ "$got" == "$ref" ] && ok "SIGCONT: w2 rejoined, next run through it equals one process ($(since "$t0") s)" \
   || bad "after SIGCONT: rc $rc: $(tail -3 "$tmp/cont.log")"
 
-[ $fail -eq 0 ] || { echo "--- logs"; for f in "$tmp"/*.log; do echo "== $f"; tail -n 6 "$f"; done; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish 6

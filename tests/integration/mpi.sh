@@ -6,8 +6,7 @@
 # with its error, not a hang; `tern perplexity --mpi` gives one process's numbers; --mpi without mpirun and mpirun without --mpi say what to do.
 # Also runs test_mpi_transport on 3 ranks. Skips when mpirun is missing. Every job is bounded
 # by timeout and killed on exit.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
+source "$(dirname "$0")/lib.bash"
 if ! command -v mpirun >/dev/null 2>&1; then echo "mpirun not found: skipped (apt install openmpi-bin)"; exit 0; fi
 if "$TERN" run --mpi -m /dev/null -p x 2>&1 | grep -q "built without MPI"; then echo "tern built without MPI: skipped"; exit 0; fi
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
@@ -16,18 +15,11 @@ export OMPI_MCA_btl_vader_single_copy_mechanism=none OMPI_MCA_btl_base_warn_comp
 # sanitizer builds: Open MPI's own allocations outlive MPI_Finalize by design
 export ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}detect_leaks=0"
 MPIRUN=(mpirun --oversubscribe --bind-to none)
-tmp=$(mktemp -d)
-pids=()
-cleanup() { for p in "${pids[@]}"; do kill "$p" 2>/dev/null; done; wait 2>/dev/null; rm -rf "$tmp"; }
-trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
 
 M="$tmp/m.gguf"
-"$TERN" mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 11 -o "$M" >/dev/null 2>&1 || { echo "mkmodel failed"; exit 1; }
+make_model "$M" --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 11
 M2="$tmp/m2.gguf"
-"$TERN" mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 12 -o "$M2" >/dev/null 2>&1
+make_model "$M2" --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 12
 
 P="Hello world, this is tern"
 GEN=(--no-display-prompt --summary=0 -p "$P" -n 16 -t 1)
@@ -85,14 +77,9 @@ got=$(timeout 120 "${MPIRUN[@]}" -np 1 "$TERN" run -m "$M" --mpi --cluster "$tmp
 "${MPIRUN[@]}" -np 1 "$TERN" serve -m "$M" --mpi --host 127.0.0.1 --port 0 -t 1 : -np 3 "$TERN" worker --mpi -m "$M" -t 1 \
   >"$tmp/serve.out" 2>"$tmp/serve.log" &
 SP=$!; pids+=($SP)
-port=""
-for _ in $(seq 1 300); do
-  port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/serve.log" | head -1 | sed 's/.*://')
-  [ -n "$port" ] && break
-  sleep 0.1
-done
+port=$(serve_port "$tmp/serve.log")
 if [ -n "$port" ]; then
-  for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "http://127.0.0.1:$port/health")" = 200 ] && break; sleep 0.1; done
+  wait_health "http://127.0.0.1:$port"
   curl -s --max-time 60 -H 'Content-Type: application/json' "http://127.0.0.1:$port/v1/completions" \
     -d "{\"prompt\":\"$P\",\"max_tokens\":16,\"temperature\":0}" >"$tmp/c.json"
   run1 --temp 0 >"$tmp/run.raw"
@@ -102,8 +89,7 @@ if [ -n "$port" ]; then
   [ -n "$got" ] && [ "$got" == "$ref" ] && ok "serve --mpi + 3 workers: completion == tern run" \
     || bad "serve --mpi completion '$got' vs '$ref': $(cat "$tmp/c.json")"
   kill -TERM $SP
-  for _ in $(seq 1 150); do kill -0 $SP 2>/dev/null || break; sleep 0.1; done
-  if kill -0 $SP 2>/dev/null; then bad "serve --mpi still running 15 s after SIGTERM"; kill -KILL $SP; else ok "serve --mpi job ended on SIGTERM"; fi
+  if ! wait_exit $SP 15; then bad "serve --mpi still running 15 s after SIGTERM"; kill -KILL $SP; else ok "serve --mpi job ended on SIGTERM"; fi
   [ ! -s "$tmp/serve.out" ] || ! grep -q '^ready ' "$tmp/serve.out" && ok "workers wrote nothing to stdout" \
     || bad "worker output on stdout: $(head -3 "$tmp/serve.out")"
 else
@@ -144,6 +130,4 @@ out=$(timeout 60 mpirun --oversubscribe --bind-to core -np 1 "$TERN" run -m "$M"
 [ $rc -eq 0 ] && echo "$out" | grep -q "binding from the launcher" && echo "$out" | grep -q "(1 threads" \
   && ok "--numa auto keeps mpirun --bind-to core" || bad "--numa under --bind-to core (rc $rc): $(echo "$out" | grep -a numa)"
 
-[ $fail -eq 0 ] || { echo "--- logs"; tail -n 30 "$tmp"/*.log; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish 30

@@ -4,19 +4,13 @@
 # the coordinator in a third. The tokens equal one process, and the shaping is in effect: the
 # measured round trip is at least the configured RTT and a 1 MiB message takes at least its
 # serialization time at 1 Gbit/s. Skips (passes with a message) where namespaces cannot be made.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
+source "$(dirname "$0")/lib.bash"
 src="${TERN_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}"
 # shellcheck source=../../deploy/netns/homelab.sh
 . "$src/deploy/netns/homelab.sh"
-tmp=$(mktemp -d)
 TAG="hl$$"
-cleanup() { hl_down "$TAG"; rm -rf "$tmp"; }
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
+on_exit() { hl_down "$TAG"; cleanup; }   # the namespaces first, then lib.bash's cleanup
+trap on_exit EXIT
 
 hl_gc >/dev/null 2>&1
 if ! hl_up "$TAG" 2 lan 2>"$tmp/up.err"; then
@@ -26,7 +20,7 @@ fi
 echo "homelab $TAG: profile lan ($HL_RATE, RTT $HL_RTT_US us: tbf + tern-delay-relay)"
 
 M="$tmp/m.gguf"
-"$TERN" mkmodel --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 11 -o "$M" >/dev/null 2>&1 || { echo "mkmodel failed"; exit 1; }
+make_model "$M" --arch bitnet-b1.58 --preset tiny --layers 3 --type i2_s --seed 11
 
 # workers listen on their namespace's address :7101; a relay in front of each on :7100
 eps=()
@@ -36,9 +30,7 @@ for w in w1 w2; do
   hl_spawn $w "$tmp/$w.log" "$TERN" worker --listen "tcp://$a:7101" -m "$M" -t 1 --name "$w"
   eps+=("tcp://$a:7100")
 done
-for w in w1 w2; do
-  for _ in $(seq 1 200); do grep -q '^ready' "$tmp/$w.log" 2>/dev/null && break; sleep 0.05; done
-done
+for w in w1 w2; do wait_line "$tmp/$w.log" '^ready' 10; done
 
 # shaping in effect: a hop echo in w1 behind its own relay, measured from the coordinator's namespace
 a1=$(hl_addr w1)
@@ -77,6 +69,4 @@ out=$(timeout 60 ip netns exec "$TAG-c" "$TERN" bench -m "$M" -p 0 -n 8 -r 1 -np
 if echo "$out" | grep -q '"n_parallel": 4'; then ok "bench -np 4 through 2 namespaced workers"
 else bad "bench -np 4 through the namespaces: $(echo "$out" | tail -3)"; fi
 
-[ $fail -eq 0 ] || { echo "--- logs"; tail -n 5 "$tmp"/*.log "$tmp"/*.err 2>/dev/null; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish 5 "$tmp"/*.log "$tmp"/*.err

@@ -4,37 +4,23 @@
 # completions, chat and streaming give the texts of `tern run` (greedy and seeded), logprobs, errors
 # surface as APIError with the right status (openai_client.mjs does the checks).
 # Skips (passes with a message) when node or the package is missing. The server is always killed.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
+source "$(dirname "$0")/lib.bash"   # its cleanup: SIGTERM to the server, SIGKILL after 5 s
 HERE=$(cd "$(dirname "$0")" && pwd)
 NODE_DIR="${TERN_CACHE:-$HOME/.cache/tern}/node"
 if ! command -v node >/dev/null 2>&1; then echo "SKIP: node not found (apt install nodejs)"; exit 0; fi
 if [ ! -f "$NODE_DIR/node_modules/openai/package.json" ]; then
   echo "SKIP: the openai npm package is not in $NODE_DIR (run deploy/install-deps.sh)"; exit 0
 fi
-tmp=$(mktemp -d)
-SPID=""
-cleanup() {
-  if [ -n "$SPID" ]; then
-    kill -TERM "$SPID" 2>/dev/null
-    for _ in $(seq 1 50); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
-    kill -9 "$SPID" 2>/dev/null
-    wait "$SPID" 2>/dev/null
-  fi
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
 
 M="$tmp/tiny.gguf"
-timeout 120 "$TERN" mkmodel --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5 -o "$M" >/dev/null 2>"$tmp/mk.log" \
-  || { echo "mkmodel failed: $(cat "$tmp/mk.log")"; exit 1; }
+make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5
 
 # the reference texts: tern run's stdout without its final newline, decoded as the server does
 P="The quick brown fox" N=16 SEED=11 STEMP=0.9
 ref() { timeout 120 "$TERN" run -m "$M" -t 2 --no-display-prompt --summary=0 -p "$P" -n $N "$@" 2>"$tmp/run.log"; }
-ref --temp 0 >"$tmp/greedy.raw" || { echo "tern run failed: $(cat "$tmp/run.log")"; exit 1; }
+ref --temp 0 >"$tmp/greedy.raw" || die "tern run failed: $(cat "$tmp/run.log")"
 ref --temp $STEMP -s $SEED --top-k 40 --top-p 0.95 --min-p 0.05 >"$tmp/seeded.raw" \
-  || { echo "tern run (seeded) failed: $(cat "$tmp/run.log")"; exit 1; }
+  || die "tern run (seeded) failed: $(cat "$tmp/run.log")"
 python3 - "$tmp" "$P" $N $SEED $STEMP >"$tmp/expect.json" <<'PY'
 import json, sys
 d, p, n, seed, temp = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), float(sys.argv[5])
@@ -44,32 +30,18 @@ def text(name):
 json.dump({"model": "tiny.gguf", "prompt": p, "n": n, "greedy": text("greedy"), "seed": seed,
            "seeded_temp": temp, "seeded": text("seeded"), "long_prompt": " ".join(["word"] * 400)}, sys.stdout)
 PY
-[ -s "$tmp/expect.json" ] || { echo "could not write the expectations"; exit 1; }
+[ -s "$tmp/expect.json" ] || die "could not write the expectations"
 
 KEY=tern-test-key
-"$TERN" serve -m "$M" --host 127.0.0.1 --port 0 -t 2 -np 2 -c 128 --api-key "$KEY" 2>"$tmp/serve.log" &
-SPID=$!
-port=""
-for _ in $(seq 1 300); do
-  port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/serve.log" | head -1 | sed 's/.*://')
-  [ -n "$port" ] && break
-  kill -0 "$SPID" 2>/dev/null || break
-  sleep 0.1
-done
-[ -n "$port" ] || { echo "server did not start: $(cat "$tmp/serve.log")"; exit 1; }
-URL="http://127.0.0.1:$port"
-for _ in $(seq 1 600); do
-  [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/health")" = 200 ] && break
-  sleep 0.1
-done
+start_serve serve -m "$M" -t 2 -np 2 -c 128 --api-key "$KEY" || die "server did not start: $(cat "$tmp/serve.log")"
+wait_health "$URL" 60
 
 timeout 120 node "$HERE/openai_client.mjs" "$NODE_DIR" "$URL" "$KEY" "$tmp/expect.json"
 rc=$?
 [ $rc = 124 ] && echo "FAIL - the client run did not finish in 120 s"
 kill -TERM "$SPID"
-for _ in $(seq 1 300); do kill -0 "$SPID" 2>/dev/null || break; sleep 0.1; done
+wait_exit "$SPID" 30
 wait "$SPID"; src=$?
-SPID=""
 [ $src = 0 ] || { echo "FAIL - the server exited $src on SIGTERM"; rc=1; }
 if grep -q -E 'Sanitizer|runtime error' "$tmp/serve.log"; then
   echo "FAIL - sanitizer reports: $(grep -A8 -E 'Sanitizer|runtime error' "$tmp/serve.log" | head -30)"; rc=1

@@ -3,11 +3,8 @@
 # stay small), for each ternary type it supports: written, read back by `tern info` with the
 # preset's hyper-parameters, and the file size equal to the header plus the tensor bytes the
 # type formulas give.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
-tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
-pass=0 fail=0
-check() { if [ "$1" = 0 ]; then pass=$((pass+1)); else fail=$((fail+1)); echo "FAIL - $2"; fi; }
+source "$(dirname "$0")/lib.bash"
+check() { if [ "$1" = 0 ]; then pass=$((pass+1)); else bad "$2"; fi; }   # status text: a quiet ok, or bad TEXT
 # preset: embd ff heads/kv
 declare -A shape=(
   [2b4t]="2560 6912 20/5" [large]="1536 4096 16/16" [falcon3-1b]="2048 8192 8/4" [falcon3-7b]="3072 23040 12/4"
@@ -33,5 +30,4 @@ for p in "${!shape[@]}"; do
     rm -f "$out"
   done
 done
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish

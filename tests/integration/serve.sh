@@ -8,27 +8,7 @@
 # large), --api-key, --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
 # that leaves mid-stream frees its slot, /metrics, graceful SIGTERM, and the same API over two
 # workers (--workers). Servers are always killed on exit; every curl has --max-time.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
-tmp=$(mktemp -d)
-SERVERS=()
-cleanup() {
-  local p i
-  for p in "${SERVERS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for i in $(seq 1 50); do
-    local alive=0
-    for p in "${SERVERS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${SERVERS[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
+source "$(dirname "$0")/lib.bash"   # its cleanup: SIGTERM to servers and workers, SIGKILL after 5 s
 C() { curl -s --max-time 60 -H 'Content-Type: application/json' "$@"; }
 # code URL_PATH BODY_FILE_OR_EMPTY OUT [curl args]: prints the HTTP status
 code() { local p=$1 out=$2; shift 2; C -o "$out" -w '%{http_code}' "$@" "$URL$p"; }
@@ -193,24 +173,14 @@ PY
 J() { python3 "$tmp/check.py" "$@"; }
 
 M="$tmp/tiny.gguf"
-timeout 120 "$TERN" mkmodel --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5 -o "$M" >/dev/null 2>"$tmp/mk.log" \
-  || { echo "mkmodel failed: $(cat "$tmp/mk.log")"; exit 1; }
+make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5
 
-# start NAME ARGS...: tern serve on a free port; sets URL and SPID
+# start NAME ARGS...: tern serve on a free port; sets URL and SPID; a 503 from /health while it
+# loads must be an OpenAI error
 start() {
-  local name=$1 port="" i c
+  local name=$1 i c
   shift
-  "$TERN" serve -m "$M" --host 127.0.0.1 --port 0 -t 2 "$@" 2>"$tmp/$name.log" &
-  SPID=$!
-  SERVERS+=("$SPID")
-  for i in $(seq 1 300); do
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/$name.log" | head -1 | sed 's/.*://')
-    [ -n "$port" ] && break
-    kill -0 "$SPID" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { echo "server $name did not start: $(cat "$tmp/$name.log")"; exit 1; }
-  URL="http://127.0.0.1:$port"
+  start_serve "$name" -m "$M" -t 2 "$@" || die "server $name did not start: $(cat "$tmp/$name.log")"
   for i in $(seq 1 600); do
     c=$(curl -s -o "$tmp/health.json" -w '%{http_code}' --max-time 5 "$URL/health")
     [ "$c" = 200 ] && return 0
@@ -220,8 +190,7 @@ start() {
     fi
     sleep 0.1
   done
-  echo "server $name never became healthy: $(cat "$tmp/$name.log")"
-  exit 1
+  die "server $name never became healthy: $(cat "$tmp/$name.log")"
 }
 
 # ==== server A: 4 slots, small context, metrics, small body limit ===========================
@@ -483,8 +452,7 @@ cpid=$!
 for i in $(seq 1 100); do [ -s "$tmp/grace.sse" ] && break; sleep 0.05; done
 kill -TERM "$A_PID"
 rcs=1
-for i in $(seq 1 300); do kill -0 "$A_PID" 2>/dev/null || break; sleep 0.1; done
-if ! kill -0 "$A_PID" 2>/dev/null; then wait "$A_PID"; rcs=$?; fi
+if wait_exit "$A_PID" 30; then wait "$A_PID"; rcs=$?; fi
 wait "$cpid"
 if [ "$rcs" = 0 ] && J sse "$tmp/grace.sse" >/dev/null; then ok "SIGTERM: in-flight stream completed, exit 0"
 else bad "SIGTERM: exit $rcs, stream $(tail -c 200 "$tmp/grace.sse")"; fi
@@ -537,16 +505,8 @@ if [ "$c" = 200 ] && [ "${cancelled:-0}" = 1 ] && [ "${running:-1}" = 0 ]; then
 else bad "after a dropped stream: status $c, cancelled=$cancelled running=$running"; fi
 
 # ==== server D: the same API over 2 workers (ZeroMQ on loopback) ================================
-start_worker() {   # name: starts a worker (in this shell, so cleanup knows its pid)
-  "$TERN" worker --listen 'tcp://127.0.0.1:*' -m "$M" -t 1 --name "$1" >"$tmp/$1.out" 2>"$tmp/$1.log" &
-  SERVERS+=($!)
-}
-endpoint() {       # name: the worker's endpoint once it is ready
-  for _ in $(seq 1 200); do grep -q '^ready ' "$tmp/$1.out" 2>/dev/null && break; sleep 0.05; done
-  sed -n 's/^ready //p' "$tmp/$1.out" | head -1
-}
-start_worker w1
-start_worker w2
+spawn_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1
+spawn_worker w2 "$LOOPBACK_ANY" -m "$M" -t 1
 W1=$(endpoint w1) W2=$(endpoint w2)
 if [ -n "$W1" ] && [ -n "$W2" ]; then
   start D -np 2 --workers "$W1,$W2" --metrics
@@ -582,7 +542,7 @@ else bad "workers did not start: $(cat "$tmp"/w1.log "$tmp"/w2.log)"; fi
 for name in B C; do
   pid=$([ $name = B ] && echo "$B_PID" || echo "$C_PID")
   kill -TERM "$pid"
-  for i in $(seq 1 300); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  wait_exit "$pid" 30
   wait "$pid"; rc=$?
   [ $rc = 0 ] && ok "server $name: exit 0 on SIGTERM" || bad "server $name: exit $rc on SIGTERM"
 done
@@ -590,5 +550,4 @@ if grep -l -E 'Sanitizer|runtime error|data race' "$tmp"/[ABCD].log >/dev/null 2
   bad "sanitizer reports: $(grep -h -A8 -E 'Sanitizer|runtime error|data race' "$tmp"/[ABCD].log | head -40)"
 fi
 
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

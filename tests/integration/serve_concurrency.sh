@@ -6,31 +6,10 @@
 # per 100 ms through a tiny receive window does not hold up the others: they all finish while
 # it is still reading, in about the time they take without it, and its own stream, read to the
 # end, is complete. Servers are always killed on exit; every client socket has a timeout.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
-tmp=$(mktemp -d)
-SERVERS=()
-cleanup() {
-  local p
-  for p in "${SERVERS[@]}"; do kill -TERM "$p" 2>/dev/null; done
-  for _ in $(seq 1 50); do
-    local alive=0
-    for p in "${SERVERS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
-    [ $alive = 0 ] && break
-    sleep 0.1
-  done
-  for p in "${SERVERS[@]}"; do kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  rm -rf "$tmp"
-}
-trap cleanup EXIT
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
+source "$(dirname "$0")/lib.bash"   # its cleanup: SIGTERM to the servers, SIGKILL after 5 s
 
 M="$tmp/tiny.gguf"
-timeout 120 "$TERN" mkmodel --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5 -o "$M" >/dev/null 2>"$tmp/mk.log" \
-  || { echo "mkmodel failed: $(cat "$tmp/mk.log")"; exit 1; }
+make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 5
 
 # ---- the 16 requests and what `tern run` gives for each, alone ---------------------------------
 N=96
@@ -43,7 +22,7 @@ for i in $(seq 0 15); do
   if [ $((i % 2)) = 0 ]; then temp=0 seed=-1; else temp=0.8 seed=$((100 + i)); fi
   timeout 60 "$TERN" run -m "$M" -t 1 --no-display-prompt --summary=0 -p "${PROMPTS[$i]}" -n $N \
     --temp $temp -s $seed --top-k 40 --top-p 0.95 --min-p 0.05 >"$tmp/ref$i.raw" 2>"$tmp/run.log" \
-    || { echo "tern run $i failed: $(cat "$tmp/run.log")"; exit 1; }
+    || die "tern run $i failed: $(cat "$tmp/run.log")"
   printf '%s\t%s\t%s\t%s\n' "$i" "$temp" "$seed" "${PROMPTS[$i]}" >>"$tmp/reqs.tsv"
 done
 
@@ -170,24 +149,10 @@ PY
 
 # start NAME ARGS...: tern serve on a free port; sets URL
 start() {
-  local name=$1 port="" pid
+  local name=$1
   shift
-  "$TERN" serve -m "$M" --host 127.0.0.1 --port 0 -t 2 "$@" 2>"$tmp/$name.log" &
-  pid=$!
-  SERVERS+=("$pid")
-  for _ in $(seq 1 300); do
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$tmp/$name.log" | head -1 | sed 's/.*://')
-    [ -n "$port" ] && break
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.1
-  done
-  [ -n "$port" ] || { echo "server $name did not start: $(cat "$tmp/$name.log")"; exit 1; }
-  URL="http://127.0.0.1:$port"
-  for _ in $(seq 1 600); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/health")" = 200 ] && return 0
-    sleep 0.1
-  done
-  echo "server $name never became healthy: $(cat "$tmp/$name.log")"; exit 1
+  start_serve "$name" -m "$M" -t 2 "$@" || die "server $name did not start: $(cat "$tmp/$name.log")"
+  wait_health "$URL" 60 || die "server $name never became healthy: $(cat "$tmp/$name.log")"
 }
 
 for np in 16 4; do
@@ -215,5 +180,4 @@ else bad "the others took ${tw:-?}s beside the slow reader, ${tb:-?}s without it
 if grep -l -E 'Sanitizer|runtime error|data race' "$tmp"/*.log >/dev/null 2>&1; then
   bad "sanitizer reports: $(grep -h -A8 -E 'Sanitizer|runtime error|data race' "$tmp"/*.log | head -40)"
 fi
-echo "$pass passed, $fail failed"
-[ "$fail" = 0 ]
+finish

@@ -6,50 +6,21 @@
 # server gives for that prompt, or get a clear error (HTTP status + JSON message); none may hang
 # (curl --max-time) or come back wrong. Prints: faults injected, completed, failed with an
 # error, lost (must be 0). Every process is killed on exit.
-set -u
-TERN="${TERN_BIN:?TERN_BIN not set}"
+source "$(dirname "$0")/lib.bash"
 NREQ=${SOAK_REQUESTS:-200}
 NRESTART=${SOAK_RESTARTS:-2}
 PAR=8
-tmp=$(mktemp -d)
-pids=()
-cleanup() {
-  for p in "${pids[@]}"; do kill -CONT "$p" 2>/dev/null; kill -9 "$p" 2>/dev/null; done
-  wait 2>/dev/null
-  [ -n "${TERN_KEEP_TMP:-}" ] && echo "kept $tmp" || rm -rf "$tmp"
-}
-trap cleanup EXIT
-trap 'exit 1' INT TERM
-pass=0 fail=0
-ok() { pass=$((pass+1)); echo "ok   - $*"; }
-bad() { fail=$((fail+1)); echo "FAIL - $*"; }
 
-EP="" WPID=""
-start_worker() {   # name listen -> sets EP, WPID (not in a subshell: cleanup kills it)
-  local name=$1 listen=$2
-  : >"$tmp/$name.out"
-  "$TERN" worker --listen "$listen" -m "$M" -t 1 --name "$name" >"$tmp/$name.out" 2>>"$tmp/$name.log" &
-  WPID=$!
-  pids+=("$WPID")
-  for _ in $(seq 1 200); do grep -q '^ready ' "$tmp/$name.out" 2>/dev/null && break; sleep 0.05; done
-  EP=$(sed -n 's/^ready //p' "$tmp/$name.out" | head -1)
-  [ -n "$EP" ] || { echo "worker $name did not start: $(cat "$tmp/$name.log")"; exit 1; }
+soak_worker() {   # name listen -> sets EP, WPID; exits when the worker does not start
+  start_worker "$1" "$2" -m "$M" -t 1 || die "worker $1 did not start: $(cat "$tmp/$1.log")"
 }
-SP="" URL=""
-start_serve() {   # log args... -> SP, URL
-  local log=$1
+SP=""
+soak_serve() {   # name args... -> SP, URL (log: $tmp/NAME.log); exits when it does not start
+  local name=$1
   shift
-  "$TERN" serve -m "$M" --host 127.0.0.1 --port 0 -t 1 -c 256 -np 4 "$@" 2>"$log" &
-  SP=$!
-  pids+=("$SP")
-  local port=""
-  for _ in $(seq 1 300); do
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$log" | head -1 | sed 's/.*://')
-    [ -n "$port" ] && break; sleep 0.1
-  done
-  [ -n "$port" ] || { echo "serve did not start: $(tail -3 "$log")"; exit 1; }
-  URL="http://127.0.0.1:$port"
-  for _ in $(seq 1 100); do [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/health")" = 200 ] && break; sleep 0.1; done
+  start_serve "$name" -m "$M" -t 1 -c 256 -np 4 "$@" || die "serve did not start: $(tail -3 "$tmp/$name.log")"
+  SP=$SPID
+  wait_health "$URL"
 }
 prompt() { echo "Request $(( $1 % 10 )) of the soak: the quick brown fox"; }
 # req I DIR: one completion, body in DIR/I.json, HTTP code in DIR/I.code (000 = no answer)
@@ -59,21 +30,21 @@ req() {
 }
 
 M="$tmp/m.gguf"
-"$TERN" mkmodel --arch bitnet-b1.58 --preset tiny --layers 4 --type i2_s --seed 5 -o "$M" >/dev/null 2>&1 || { echo "mkmodel failed"; exit 1; }
+make_model "$M" --arch bitnet-b1.58 --preset tiny --layers 4 --type i2_s --seed 5
 
 # reference: one process, each of the 10 prompts
-start_serve "$tmp/ref.log"
+soak_serve ref
 mkdir -p "$tmp/ref"
 for i in $(seq 0 9); do req "$i" "$tmp/ref"; done
 for i in $(seq 0 9); do
-  [ "$(cat "$tmp/ref/$i.code")" = 200 ] || { echo "reference request $i failed: $(cat "$tmp/ref/$i.json")"; exit 1; }
+  [ "$(cat "$tmp/ref/$i.code")" = 200 ] || die "reference request $i failed: $(cat "$tmp/ref/$i.json")"
   jq -r '.choices[0].text' "$tmp/ref/$i.json" >"$tmp/ref/$i.txt"
 done
 kill -9 $SP
 
-start_worker w1 'tcp://127.0.0.1:*'; W1=$EP
-start_worker w2 'tcp://127.0.0.1:*'; W2=$EP P2=$WPID
-start_worker w3 'tcp://127.0.0.1:*'; W3=$EP
+soak_worker w1 "$LOOPBACK_ANY"; W1=$EP
+soak_worker w2 "$LOOPBACK_ANY"; W2=$EP P2=$WPID
+soak_worker w3 "$LOOPBACK_ANY"; W3=$EP
 cat >"$tmp/c.yaml" <<YAML
 model: $M
 workers:
@@ -81,7 +52,7 @@ workers:
   - { name: w2, endpoint: "$W2" }
   - { name: w3, endpoint: "$W3", standby: true }
 YAML
-start_serve "$tmp/serve.log" --cluster "$tmp/c.yaml"
+soak_serve serve --cluster "$tmp/c.yaml"
 
 # the requests, PAR at a time; w2 is killed (-9) at evenly spaced batches. Odd faults: started
 # again at the same endpoint one batch later (before the heartbeat timeout: the new process
@@ -90,7 +61,7 @@ start_serve "$tmp/serve.log" --cluster "$tmp/c.yaml"
 nb=$(( (NREQ + PAR - 1) / PAR ))
 faults=0 pending=0
 mkdir -p "$tmp/r"
-restart_w2() { start_worker w2 "$W2"; P2=$WPID; pending=0; echo "# w2 started again at $W2"; }
+restart_w2() { soak_worker w2 "$W2"; P2=$WPID; pending=0; echo "# w2 started again at $W2"; }
 t0=$(date +%s)
 for b in $(seq 0 $((nb - 1))); do
   [ $pending = 1 ] && grep -q "w2 .*lost" "$tmp/serve.log" && restart_w2
@@ -115,7 +86,7 @@ for b in $(seq 0 $((nb - 1))); do
   wait "${rp[@]}"
 done
 if [ $pending = 1 ]; then
-  for _ in $(seq 1 200); do grep -q "w2 .*lost" "$tmp/serve.log" && break; sleep 0.05; done
+  wait_line "$tmp/serve.log" "w2 .*lost" 10
   restart_w2
 fi
 dt=$(( $(date +%s) - t0 ))
@@ -147,9 +118,6 @@ if [ "$(cat "$tmp/after/3.code")" = 200 ] && [ "$(jq -r '.choices[0].text' "$tmp
   ok "a request after the restarts completes right"
 else bad "after the restarts: HTTP $(cat "$tmp/after/3.code"): $(cat "$tmp/after/3.json"); $(tail -3 "$tmp/serve.log")"; fi
 kill -TERM $SP
-for _ in $(seq 1 50); do kill -0 $SP 2>/dev/null || break; sleep 0.1; done
-kill -0 $SP 2>/dev/null && bad "serve still running 5 s after SIGTERM" || ok "serve stopped on SIGTERM"
+wait_exit $SP 5 && ok "serve stopped on SIGTERM" || bad "serve still running 5 s after SIGTERM"
 
-[ $fail -eq 0 ] || { echo "--- logs"; for f in "$tmp"/*.log; do echo "== $f"; tail -n 8 "$f"; done; }
-echo "$pass passed, $fail failed"
-[ $fail -eq 0 ]
+finish 8
