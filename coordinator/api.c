@@ -169,6 +169,7 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     if (n_predict == 0) return 0;
     gen_ctx_t g = {m, {0}, cb, user, 0};
     detok_init(&g.dt, m->tok, 0);
+    detok_continue(&g.dt);   /* the generated text follows the prompt */
     sched_t *sc = &m->sched;
     sc->t_prefill = sc->t_decode = 0;
     sc->n_prefill_tok = sc->n_decode_tok = 0;

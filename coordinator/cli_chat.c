@@ -170,7 +170,7 @@ static int chat_prompt(chat_t *c, int no_cache, int turn) {
 static int chat_reply(chat_t *c, int tok, int n_predict) {
     tern_model *m = c->m;
     detok_t dt;
-    detok_init(&dt, m->tok, 0);
+    detok_init(&dt, m->tok, 0);   /* the reply is a message of its own: SPM's leading space goes */
     text_t reply = {0};
     char piece[256];
     int rc = 0;

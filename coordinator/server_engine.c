@@ -216,6 +216,7 @@ static void on_score(void *user, int id, int pos, int32_t token, float logprob, 
 static void admit(struct server *s, job_t *j) {
     sched_t *sc = &s->m->sched;
     detok_init(&j->dt, s->m->tok, 0);
+    detok_continue(&j->dt);   /* the generated text follows the prompt */
     server_stop_init(&j->st, j->stop, j->n_stop);
     j->t_start = time_now();
     if (j->cancel) { job_end(s, j, SCHED_CANCEL); return; }

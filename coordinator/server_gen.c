@@ -419,11 +419,12 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     return j;
 }
 
-/* echo: the prompt's text (its ids decoded, as the tokens' pieces add up) and, with logprobs,
+/* echo: the prompt's text (its ids decoded as a whole text decodes) and, with logprobs,
  * room for its tokens' records with their text offsets. 0 or <0 with e (500: out of memory). */
 static int echo_prepare(struct server *s, job_t *j, server_err_t *e) {
+    int bcap = tokenizer_max_piece(s->m->tok) + 8;
     size_t cap = 256, len = 0, chars = 0;
-    char *t = malloc(cap);
+    char *t = malloc(cap), *buf = malloc((size_t)bcap);
     if (j->logprobs) {
         j->plp = calloc((size_t)j->n_ids, sizeof *j->plp);
         if (j->n_top) {
@@ -431,25 +432,25 @@ static int echo_prepare(struct server *s, job_t *j, server_err_t *e) {
             j->ptop_lp = malloc((size_t)j->n_ids * (size_t)j->n_top * sizeof(float));
         }
     }
-    int ok = t && (!j->logprobs || (j->plp && (!j->n_top || (j->ptop_ids && j->ptop_lp))));
-    for (int i = 0; ok && i < j->n_ids; i++) {
-        char buf[512];
-        int n;
-        char *p = lp_piece(s->m->tok, j->ids[i], buf, sizeof buf, &n);
+    int ok = t && buf && (!j->logprobs || (j->plp && (!j->n_top || (j->ptop_ids && j->ptop_lp))));
+    detok_t d;   /* as the whole text decodes: SPM's leading space dropped, cut characters held */
+    detok_init(&d, s->m->tok, 0);
+    for (int i = 0; ok && i <= j->n_ids; i++) {
+        int n = i < j->n_ids ? detok_feed(&d, j->ids[i], buf, bcap) : detok_flush(&d, buf, bcap);
+        if (n < 0) n = 0;
         if (len + (size_t)n + 1 > cap) {
             while (len + (size_t)n + 1 > cap) cap *= 2;
             char *t2 = realloc(t, cap);
             if (!t2) ok = 0;
             else t = t2;
         }
-        if (ok) {
-            if (j->plp) j->plp[i].cstart = (uint32_t)chars, j->plp[i].token = j->ids[i];
-            memcpy(t + len, p, (size_t)n);
-            len += (size_t)n;
-            chars += server_text_chars(p, (size_t)n);
-        }
-        if (p != buf) free(p);
+        if (!ok) break;
+        if (j->plp && i < j->n_ids) j->plp[i].cstart = (uint32_t)chars, j->plp[i].token = j->ids[i];
+        memcpy(t + len, buf, (size_t)n);
+        len += (size_t)n;
+        chars += server_text_chars(buf, (size_t)n);
     }
+    free(buf);
     if (!ok) {
         free(t);
         return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");

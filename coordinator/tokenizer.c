@@ -629,6 +629,8 @@ static int utf8_complete(const char *s, int n) {
     return n;
 }
 
+void detok_continue(detok_t *d) { d->first = 0; }
+
 int detok_feed(detok_t *d, int id, char *out, int cap) {
     const tokenizer_t *t = d->t;
     if (id < 0 || id >= t->n_vocab) return 0;

@@ -48,6 +48,9 @@ typedef struct detok {
     int render_special;
 } detok_t;
 void detok_init(detok_t *d, const tokenizer_t *t, int render_special);
+/* After detok_init: the text continues one already started (a generation after its prompt), so
+ * SPM's leading-space rule does not apply — "is" + "▁Paris" reads "is Paris", not "isParis". */
+void detok_continue(detok_t *d);
 /* appends the printable bytes for token id to out (cap); returns bytes written (<= cap) */
 int detok_feed(detok_t *d, int id, char *out, int cap);
 int detok_flush(detok_t *d, char *out, int cap);

@@ -311,6 +311,38 @@ static int valid_utf8(const char *s, int n) {
     return 1;
 }
 
+/* A generation continues its prompt: with SPM's leading-space rule the first generated piece
+ * keeps its space ("is" + "▁Paris" = "is Paris"); a fresh detokenizer drops it, as decode does.
+ * BPE vocabularies have no such rule: both read the same. */
+static void test_detok_continue(void **st) {
+    (void)st;
+    const char *vocabs[] = {"ggml-vocab-llama-spm.gguf", "ggml-vocab-gpt-2.gguf"};
+    for (int v = 0; v < 2; v++) {
+        tokenizer_t *t = load_vocab(vocabs[v], NULL);
+        if (!t) continue;
+        int32_t ids[16];
+        int n = tokenizer_encode(t, "Paris is nice", 13, 0, 0, ids, 16);
+        assert_true(n > 0 && n < 16);
+        char fresh[64], cont[64];
+        int nf = 0, nc = 0;
+        detok_t a, b;
+        detok_init(&a, t, 0);
+        detok_init(&b, t, 0);
+        detok_continue(&b);
+        for (int i = 0; i < n; i++) {
+            int k = detok_feed(&a, ids[i], fresh + nf, (int)sizeof fresh - nf);
+            nf += k;
+            k = detok_feed(&b, ids[i], cont + nc, (int)sizeof cont - nc);
+            nc += k;
+        }
+        fresh[nf] = cont[nc] = 0;
+        assert_string_equal(fresh, "Paris is nice");
+        if (v == 0) assert_string_equal(cont, " Paris is nice");
+        else assert_string_equal(cont, "Paris is nice");
+        tokenizer_destroy(&t);
+    }
+}
+
 static void test_detok_stream(void **st) {
     (void)st;
     const char *text = "Ünïcödé 🦙🚀 中文字符 and ascii, нещо на Български, ខ្មែរ";
@@ -483,6 +515,7 @@ int main(void) {
         cmocka_unit_test(test_random_roundtrip),
         cmocka_unit_test(test_special_parsing),
         cmocka_unit_test(test_detok_stream),
+        cmocka_unit_test(test_detok_continue),
         cmocka_unit_test(test_chat_phi3),
         cmocka_unit_test(test_throughput_1mb),
         cmocka_unit_test(test_bad_metadata),
