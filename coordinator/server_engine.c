@@ -144,6 +144,7 @@ static void job_end(struct server *s, job_t *j, int finish) {
     j->finish = finish;
     j->state = JOB_DONE;
     j->t_end = now;
+    if (!j->t_first && finish != SCHED_ERROR && finish != SCHED_CANCEL) j->t_first = now;   /* echo only: the prompt's time */
     s->n_inflight--;
     pthread_mutex_lock(&s->met.mu);
     if (finish == SCHED_ERROR) s->met.requests_errors++;
