@@ -394,7 +394,7 @@ static void test_gpu_ops(void **state) {
 
 /* One prompt (9 tokens) then 8 greedy steps through a CPU stage list and a GPU one; the next
  * input is the embedding row of the sampled token. Logits of every sampled row compared. */
-typedef struct run_out { int32_t tok[16]; int ntok; float *logits; } run_out_t;
+typedef struct run_out { int32_t tok[16]; int ntok; float *logits; double score[8]; } run_out_t;
 
 static void embed(const gguf_t *g, int tok, int E, float *h) {
     const gguf_tensor_t *t = gguf_find_tensor(g, "token_embd.weight");
@@ -426,6 +426,12 @@ static void run(const gguf_t *g, stage_t *st, int nst, run_out_t *out) {
         for (int k = 0; k < nst && rc >= 0; k++) rc = stage_step(&st[k], h, n, toks, seq, pos, smp, &ot, &lp, err, sizeof err);
         if (rc < 0) fail_msg("stage_step: %s", err);
         assert_int_equal(rc, 1);
+        if (s == 0) {   /* the prompt's tokens scored (teacher forcing: perplexity, echo) */
+            int32_t tgt[9];
+            for (int i = 0; i < np; i++) tgt[i] = i + 1 < np ? toks[i + 1] : -1;
+            if (stage_score(&st[nst - 1], h, n, seq, tgt, out->score, err, sizeof err) != np - 1)
+                fail_msg("stage_score: %s", err);
+        }
         memcpy(out->logits + (size_t)s * V, st[nst - 1].logits, (size_t)V * 4);
         out->tok[out->ntok++] = ot;
         int next = pos[n - 1] + 1;
@@ -472,6 +478,10 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
         printf("%s %s %s step %d: token cpu %d gpu %d split %d, max rel logit err gpu %.3g split %.3g\n", arch, type,
                head, s, a.tok[s], b.tok[s], m.tok[s], eb, em);
         assert_true(eb <= 1e-3 && em <= 1e-3);
+        if (s < 8) {
+            printf("  prompt token %d: log p cpu %.5f gpu %.5f split %.5f\n", s + 1, a.score[s], b.score[s], m.score[s]);
+            assert_true(fabs(b.score[s] - a.score[s]) <= 1e-2 && fabs(m.score[s] - a.score[s]) <= 1e-2);
+        }
         assert_int_equal(a.tok[s], b.tok[s]);
         assert_int_equal(a.tok[s], m.tok[s]);
     }
