@@ -93,12 +93,31 @@ int sched_set_prefill_chunk(sched_t *s, int n) {
     return 0;
 }
 
+void sched_set_prefix_cache(sched_t *s, int on) { s->prefix_cache = on != 0; }
+
+/* tokens at the start of prompt[0..n) whose keys and values slot q already holds (at most n - 1:
+ * the last prompt token is fed, it samples) */
+static int cached_prefix(const sched_seq_t *q, const int32_t *prompt, int n) {
+    if (!q->kv_ok) return 0;
+    int k = 0, lim = q->n_fed < n - 1 ? q->n_fed : n - 1;
+    while (k < lim && q->toks[k] == prompt[k]) k++;
+    return k;
+}
+
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
               void *user) {
     if (n < 1 || n >= s->n_ctx) return TERN_EINVAL;
     for (int i = 0; i < n; i++)
         if (prompt[i] < 0 || prompt[i] >= s->pl->n_vocab) return TERN_EINVAL;
-    for (int i = 0; i < s->n_seq; i++) {
+    /* the free slot with the longest cached beginning of this prompt (else the first free one) */
+    int use = s->prefix_cache && !(sp->repeat_penalty != 1.0f && sp->repeat_last_n > 0);
+    int best = -1, best_k = -1;
+    for (int i = 0; i < s->n_seq; i++) {   /* ties: the least recently used slot keeps others' caches */
+        if (s->seqs[i].active) continue;
+        int k = use ? cached_prefix(&s->seqs[i], prompt, n) : 0;
+        if (k > best_k || (k == best_k && s->seqs[i].last_use < s->seqs[best].last_use)) best = i, best_k = k;
+    }
+    for (int i = best < 0 ? s->n_seq : best; i < s->n_seq; i++) {
         sched_seq_t *q = &s->seqs[i];
         if (q->active) continue;
         int rc = s->pl->ops->seq_start(s->pl, i, sp);
@@ -108,7 +127,10 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
         q->id = s->next_id++;
         memcpy(q->toks, prompt, (size_t)n * sizeof(int32_t));
         q->n_prompt = q->n_toks = q->n_prefill = n;
-        q->n_fed = 0;
+        q->n_fed = q->n_cached = best_k > 0 ? best_k : 0;   /* the cached part is not fed again */
+        q->kv_ok = 1;
+        q->last_use = ++s->use_clock;
+        s->n_cached_tok += q->n_cached;
         q->n_replay_bad = 0;
         q->max_gen = max_gen;
         q->n_gen = 0;
@@ -136,11 +158,19 @@ int sched_score_prompt(sched_t *s, int id, sched_score_cb cb) {
     for (int i = 0; i < s->n_seq; i++) {
         sched_seq_t *q = &s->seqs[i];
         if (!q->active || q->id != id) continue;
-        if (q->n_fed) return TERN_EINVAL;
+        if (q->n_fed != q->n_cached) return TERN_EINVAL;   /* it has started */
+        s->n_cached_tok -= q->n_cached;   /* every prompt position is scored: feed them all */
+        q->n_fed = q->n_cached = 0;
         q->score_cb = cb;
         return 0;
     }
     return TERN_EINVAL;
+}
+
+int sched_cached(const sched_t *s, int id) {
+    for (int i = 0; i < s->n_seq; i++)
+        if (s->seqs[i].active && s->seqs[i].id == id) return s->seqs[i].n_cached;
+    return 0;
 }
 
 void sched_cancel(sched_t *s, int id) {
@@ -228,6 +258,7 @@ static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, int *has_prompt
 static int fail_all(sched_t *s, int rc, const char *why) {
     snprintf(s->err, sizeof s->err, "%s", why);
     s->err_code = rc;
+    for (int i = 0; i < s->n_seq; i++) s->seqs[i].kv_ok = 0;   /* what the stages hold is unknown */
     for (int i = 0; i < s->n_seq; i++)
         if (s->seqs[i].active) finish(&s->seqs[i], SCHED_ERROR);
     return rc;
@@ -303,7 +334,10 @@ static void replay_all(sched_t *s) {
     s->n_recoveries++;
     for (int i = 0; i < s->n_seq; i++) {
         sched_seq_t *q = &s->seqs[i];
+        q->kv_ok = 0;   /* the rebuilt stages hold no keys and values */
         if (!q->active) continue;
+        q->kv_ok = 1;   /* it is fed again from position 0 */
+        q->n_cached = 0;
         s->pl->ops->seq_start(s->pl, q->slot, &q->sp);
         int stateless = q->sp.temp <= 0 && (q->sp.repeat_penalty == 1.0f || q->sp.repeat_last_n == 0);
         q->n_fed = 0;

@@ -51,6 +51,11 @@ typedef struct sched_seq {
                             * after a pipeline recovery, every known token when sampling does not
                             * depend on history; tokens past it are fed one per step */
     int n_replay_bad;      /* replayed samples that differed from the tokens delivered before */
+    int kv_ok;             /* the stages still hold this slot's keys and values for toks[0..n_fed)
+                            * (0 after a pipeline recovery or failure): a later prompt with the
+                            * same beginning starts after it (sched_set_prefix_cache) */
+    int n_cached;          /* prompt tokens taken from the slot's cache at admission (not fed) */
+    unsigned long last_use;   /* admission stamp: among equal caches the oldest slot is taken */
     int max_gen, n_gen;
     int finish;
     sampler_params_t sp;
@@ -66,6 +71,9 @@ typedef struct sched {
     const embed_t *emb;    /* not owned */
     int n_seq, n_ctx, n_batch;
     int prefill_chunk;     /* prompt tokens per step while a sequence decodes; 0 = up to n_batch */
+    int prefix_cache;      /* sched_set_prefix_cache */
+    long n_cached_tok;     /* prompt tokens not fed again thanks to the prefix cache */
+    unsigned long use_clock;
     sched_seq_t *seqs;     /* (n_seq,) one per slot */
     int *order;            /* (n_seq,) scratch: slots with prompt work, oldest first */
     int dec_next;          /* slot the decode scan starts at when n_batch cannot hold every decoder */
@@ -92,6 +100,13 @@ void sched_free(sched_t *s);
  * oldest first, and one advances by at least one token every step even when decode tokens fill
  * n_batch (the step is then n_batch + 1 tokens). Returns 0, or TERN_EINVAL when n < 0. */
 int sched_set_prefill_chunk(sched_t *s, int n);
+/* Prefix cache (llama.cpp's cache_prompt; off after sched_init): a sequence is admitted into the
+ * free slot whose cached tokens (what its last sequence fed, still in the stages' KV cache)
+ * share the longest beginning with its prompt, and its prefill starts after that shared part
+ * (at least the last prompt token is fed: it samples). Output is the same as without the cache
+ * (the kernels compute a position the same way whatever the batch). Skipped for a sequence whose
+ * sampling reads its history (repeat penalty) or whose prompt is scored. */
+void sched_set_prefix_cache(sched_t *s, int on);
 /* Admits a sequence: prompt ids (n >= 1), at most max_gen new tokens. Returns its id (>= 0),
  * TERN_ENOMEM when no slot is free, or TERN_EINVAL when the prompt does not fit the context. */
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
@@ -102,6 +117,8 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
  * (no such sequence, or it has started). A sequence admitted with max_gen 0 samples nothing: it
  * ends (SCHED_LENGTH, token -1) once its prompt is fed and scored. */
 int sched_score_prompt(sched_t *s, int id, sched_score_cb cb);
+/* prompt tokens sequence id took from its slot's cache (0 when none, or no such sequence) */
+int sched_cached(const sched_t *s, int id);
 void sched_cancel(sched_t *s, int id);
 int sched_active(const sched_t *s);      /* sequences still running */
 /* After a failure the pipeline recovers from (pipeline_ops_t.recover), every active sequence is

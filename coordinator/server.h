@@ -21,6 +21,7 @@ typedef struct server_cfg {
     int max_queue;           /* requests waiting for a slot before 503 */
     const char *model_name;  /* id shown by /v1/models and in replies */
     int seed_fixed;          /* requests without a seed use the default one (else each gets its own) */
+    int no_cache_prompt;     /* never start a prompt on a slot's cached tokens (sched_set_prefix_cache) */
 } server_cfg_t;
 
 typedef struct server server_t;

@@ -221,6 +221,7 @@ static void admit(struct server *s, job_t *j) {
     server_stop_init(&j->st, j->stop, j->n_stop);
     j->t_start = time_now();
     if (j->cancel) { job_end(s, j, SCHED_CANCEL); return; }
+    sched_set_prefix_cache(sc, j->cache_prompt);   /* this thread alone admits: per request */
     int id = sched_add(sc, j->ids, j->n_ids, j->max_gen, &j->sp, on_token, j);
     if (id < 0) {
         snprintf(j->errmsg, sizeof j->errmsg, "cannot start the sequence: %s", tern_strerror(id));
@@ -229,8 +230,10 @@ static void admit(struct server *s, job_t *j) {
     }
     j->seq_id = id;
     if (j->plp) sched_score_prompt(sc, id, on_score);   /* right after sched_add: cannot fail */
+    j->n_cached = sched_cached(sc, id);
     pthread_mutex_lock(&s->met.mu);
-    s->met.prompt_tokens += (unsigned long long)j->n_ids;
+    s->met.prompt_tokens += (unsigned long long)(j->n_ids - j->n_cached);
+    s->met.prompt_tokens_cached += (unsigned long long)j->n_cached;
     pthread_mutex_unlock(&s->met.mu);
     pthread_mutex_lock(&s->mu);
     j->state = JOB_RUNNING;

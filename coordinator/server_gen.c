@@ -84,15 +84,16 @@ static const char *finish_name(int finish) {
 }
 
 static json_t *usage_json(const job_t *j) {
-    return json_pack("{s:i, s:i, s:i}", "prompt_tokens", j->n_ids, "completion_tokens", j->n_gen, "total_tokens",
-                     j->n_ids + j->n_gen);
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", j->n_ids, "completion_tokens", j->n_gen,
+                     "total_tokens", j->n_ids + j->n_gen, "prompt_tokens_details", "cached_tokens", j->n_cached);
 }
 
 static json_t *timings_json(const job_t *j) {
     double pms = j->t_first > j->t_start ? (j->t_first - j->t_start) * 1e3 : 0;
     double gms = j->t_end > j->t_first && j->t_first > 0 ? (j->t_end - j->t_first) * 1e3 : 0;
-    return json_pack("{s:i, s:f, s:f, s:i, s:f, s:f}", "prompt_n", j->n_ids, "prompt_ms", pms, "prompt_per_second",
-                     pms > 0 ? j->n_ids / (pms / 1e3) : 0.0, "predicted_n", j->n_gen, "predicted_ms", gms,
+    int fed = j->n_ids - j->n_cached;   /* llama.cpp's: prompt_n counts what was processed, cache_n the rest */
+    return json_pack("{s:i, s:i, s:f, s:f, s:i, s:f, s:f}", "cache_n", j->n_cached, "prompt_n", fed, "prompt_ms", pms,
+                     "prompt_per_second", pms > 0 ? fed / (pms / 1e3) : 0.0, "predicted_n", j->n_gen, "predicted_ms", gms,
                      "predicted_per_second", gms > 0 && j->n_gen > 1 ? (j->n_gen - 1) / (gms / 1e3) : 0.0);
 }
 
@@ -404,6 +405,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->ignore_eos = r->ignore_eos;
     j->logprobs = r->logprobs;
     j->echo = r->echo;
+    j->cache_prompt = r->cache_prompt && !s->cfg.no_cache_prompt;
     j->sp = r->sp;
     for (int i = 0; i < r->n_stop; i++) { j->stop[i] = r->stop[i]; r->stop[i] = NULL; }
     j->n_stop = r->n_stop;

@@ -31,6 +31,8 @@ typedef struct job {
     int refs;                  /* under srv->mu: HTTP connection, stream reader, engine */
     int kind, stream, include_usage, ignore_eos;
     int logprobs;              /* the reply carries log-probabilities (j->lp) */
+    int cache_prompt;          /* may start on a slot's cached tokens (request and server allow it) */
+    int n_cached;              /* prompt tokens that came from the slot's cache (not fed) */
     int32_t *ids;              /* (n_ids,) prompt */
     int n_ids, max_gen;
     sampler_params_t sp;

@@ -73,6 +73,8 @@ char *server_metrics_render(server_metrics_t *m) {
     metric(&b, "requests_deferred", "gauge", "requests waiting for a free slot", m->waiting);
     metric(&b, "slots", "gauge", "concurrent sequence slots (-np)", m->n_slots);
     metric(&b, "prompt_tokens_total", "counter", "prompt tokens processed", (double)m->prompt_tokens);
+    metric(&b, "prompt_tokens_cached_total", "counter", "prompt tokens taken from a slot's cache instead",
+           (double)m->prompt_tokens_cached);
     metric(&b, "tokens_predicted_total", "counter", "tokens generated", (double)m->gen_tokens);
     metric(&b, "prompt_seconds_total", "counter", "engine time in steps with prompt tokens", m->prompt_seconds);
     metric(&b, "tokens_predicted_seconds_total", "counter", "engine time in decode-only steps", m->gen_seconds);

@@ -18,6 +18,7 @@ typedef struct server_metrics {
     pthread_mutex_t mu;
     unsigned long long requests_total, requests_errors, requests_cancelled;
     unsigned long long prompt_tokens, gen_tokens;
+    unsigned long long prompt_tokens_cached;   /* prompt tokens a slot's cache spared */
     double prompt_seconds, gen_seconds;     /* engine time in prefill / decode-only steps */
     int running, waiting, n_slots;
     double kv_used;                         /* fraction of all slots' context in use */

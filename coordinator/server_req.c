@@ -238,6 +238,7 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     if ((rc = parse_logprobs(r, root, e)) < 0) return rc;
     if ((rc = get_bool(root, "stream", &r->stream, e)) < 0) return rc;
     if ((rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) < 0) return rc;
+    if ((rc = get_bool(root, "cache_prompt", &r->cache_prompt, e)) < 0) return rc;
     json_t *so = json_object_get(root, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so)) return BAD(e, "stream_options", "'stream_options' must be an object");
@@ -278,6 +279,7 @@ int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, co
     r->kind = kind;
     r->max_tokens = -1;
     r->parse_special = 1;
+    r->cache_prompt = 1;
     if (def) r->sp = *def;
     else sampler_params_default(&r->sp);
     json_error_t jerr;

@@ -38,6 +38,8 @@ typedef struct server_req {
                               * is set to match): completions' "logprobs": 0..5, chat's "logprobs": true */
     int top_logprobs;        /* alternatives asked per token (completions' logprobs N, chat's
                               * top_logprobs); sp.top_logprobs is set to match */
+    int cache_prompt;        /* llama.cpp's: 0 = feed this prompt whole even when a slot has its
+                              * beginning cached (default 1) */
     int echo;                /* completions: the reply starts with the prompt (and with logprobs, the
                               * prompt tokens' own, the first null); max_tokens may then be 0 */
     int add_special, parse_special, with_pieces;   /* tokenize */

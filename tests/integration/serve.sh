@@ -2,7 +2,8 @@
 # `tern serve` end to end on a tiny generated model, with curl on 127.0.0.1 (free ports):
 # /health, /v1/models, completions and chat (plain and streamed as SSE, with usage), greedy
 # output equal to `tern run --temp 0`, logprobs (OpenAI shapes, streamed == plain, over workers), echo
-# with the prompt's own logprobs (== each prefix's alternatives, over workers too), seeded sampling repeatable, 4 parallel requests with
+# with the prompt's own logprobs (== each prefix's alternatives, over workers too), the prefix
+# cache (repeats, continuations, chat turns: same text as without it, also over workers), seeded sampling repeatable, 4 parallel requests with
 # -np 4 equal to their single outputs, stop strings (plain and streamed), /tokenize +
 # /detokenize, errors (bad JSON, unknown route, wrong method, n=2, prompt too long, body too
 # large), --api-key, --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
@@ -435,6 +436,47 @@ for i in 0 1 2 3; do
 done
 [ $same = 4 ] && ok "4 parallel requests (-np 4, 2 streamed) == their single greedy outputs" || bad "parallel outputs differ ($same/4 same)"
 
+# ---- prefix cache: a prompt that begins with a slot's cached tokens starts after them ----------
+cat >"$tmp/cache.py" <<'PY'
+# cache.py URL: prompt caching changes what is fed, never what comes out
+import json, sys, urllib.request
+url = sys.argv[1]
+def post(path, body):
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=60) as r: return json.loads(r.read().decode())
+def die(m): print(m); sys.exit(1)
+def comp(**kw): return post("/v1/completions", dict(kw, temperature=0, ignore_eos=True))
+P = "The lighthouse keeper climbed the stairs every evening to light the lamp for the ships"
+a = comp(prompt=P, max_tokens=12, cache_prompt=False)
+b = comp(prompt=P, max_tokens=12)
+c = comp(prompt=P, max_tokens=12)
+n = a["usage"]["prompt_tokens"]
+if a["usage"]["prompt_tokens_details"]["cached_tokens"] != 0: die(f"cache_prompt false used the cache: {a['usage']}")
+if c["usage"]["prompt_tokens_details"]["cached_tokens"] != n - 1 or c["timings"]["prompt_n"] != 1 or c["timings"]["cache_n"] != n - 1:
+    die(f"the same prompt again: {c['usage']} {c['timings']}")
+if not (a["choices"][0]["text"] == b["choices"][0]["text"] == c["choices"][0]["text"]): die("texts differ with the cache")
+# the prompt and what it generated, then more: the slot holds most of it
+P2 = P + a["choices"][0]["text"] + " and then"
+d = comp(prompt=P2, max_tokens=10)
+e = comp(prompt=P2, max_tokens=10, cache_prompt=False)
+if d["usage"]["prompt_tokens_details"]["cached_tokens"] < n - 1: die(f"continuation: {d['usage']}")
+if d["choices"][0]["text"] != e["choices"][0]["text"]: die("continuation text differs with the cache")
+# a two-turn chat: the second turn resends the first and its reply
+m1 = [{"role": "user", "content": "Name three colours of the sea."}]
+r1 = post("/v1/chat/completions", {"messages": m1, "max_tokens": 10, "temperature": 0})
+m2 = m1 + [{"role": "assistant", "content": r1["choices"][0]["message"]["content"]}, {"role": "user", "content": "And of the sky?"}]
+r2 = post("/v1/chat/completions", {"messages": m2, "max_tokens": 10, "temperature": 0})
+r3 = post("/v1/chat/completions", {"messages": m2, "max_tokens": 10, "temperature": 0, "cache_prompt": False})
+if r2["usage"]["prompt_tokens_details"]["cached_tokens"] < 10: die(f"second chat turn: {r2['usage']}")
+if r2["choices"][0]["message"]["content"] != r3["choices"][0]["message"]["content"]: die("second turn differs with the cache")
+print(f"{c['usage']['prompt_tokens_details']['cached_tokens']} of {n} cached on a repeat, "
+      f"{d['usage']['prompt_tokens_details']['cached_tokens']} of {d['usage']['prompt_tokens']} on a continuation, "
+      f"{r2['usage']['prompt_tokens_details']['cached_tokens']} of {r2['usage']['prompt_tokens']} on a second chat turn")
+PY
+if out=$(python3 "$tmp/cache.py" "$URL" 2>&1); then ok "prefix cache: same texts as without it ($out)"
+else bad "prefix cache: $out"; fi
+lperr "cache_prompt not a bool" cache_prompt /v1/completions '{"prompt":"a","cache_prompt":"no"}'
+
 # ---- metrics ---------------------------------------------------------------------------------
 C "$URL/metrics" >"$tmp/metrics.txt"
 req=$(awk '$1=="tern_requests_total"{print $2}' "$tmp/metrics.txt")
@@ -530,6 +572,8 @@ if [ -n "$W1" ] && [ -n "$W2" ]; then
      && python3 -c 'import json,sys; sys.exit(json.load(open(sys.argv[1])) != json.load(open(sys.argv[2])))' "$tmp/echo_d.json" "$tmp/echo_a.json"; then
     ok "--workers: echo's prompt logprobs come back from the last stage, == one process"
   else bad "--workers echo: $(cat "$tmp/echo_d.err")"; fi
+  if out=$(python3 "$tmp/cache.py" "$URL" 2>&1); then ok "--workers: prefix cache in the workers' KV caches, same texts ($out)"
+  else bad "--workers prefix cache: $out"; fi
   C "$URL/metrics" >"$tmp/metrics_d.txt"
   [ "$(grep -c '^tern_worker_up{worker="w[01]"} 1$' "$tmp/metrics_d.txt")" = 2 ] \
     && grep -q '^tern_worker_rtt_seconds{worker="w0"} [0-9.]*$' "$tmp/metrics_d.txt" \

@@ -59,6 +59,9 @@ static int model_generate(const int32_t *prompt, int n, int max_gen, const sampl
 typedef struct fake {
     pipeline_t base;                 /* first: the scheduler sees a pipeline_t * */
     uint64_t hist[SLOTS], rng[SLOTS];
+    uint64_t hist_at[SLOTS][MAXTOK + 1];   /* the slot's "KV cache": history hash after positions 0..p */
+    int kv_len[SLOTS];               /* positions it holds (kept across seq_start, gone on recover) */
+    int cache_ok;                    /* a started sequence may begin at any position <= kv_len */
     sampler_params_t sp[SLOTS];
     int npos[SLOTS], sampled[SLOTS];
     int plen[SLOTS], rank[SLOTS];    /* set by the test after sched_add: prompt length, admission rank */
@@ -87,9 +90,10 @@ static int fake_seq_start(pipeline_t *p, int slot, const sampler_params_t *sp) {
     fake_t *f = (fake_t *)p;
     if (slot < 0 || slot >= SLOTS) return TERN_EINVAL;
     f->hist[slot] = HIST0;
+    f->hist_at[slot][0] = HIST0;
     f->rng[slot] = (uint64_t)sp->seed;
     f->sp[slot] = *sp;
-    f->npos[slot] = 0;
+    f->npos[slot] = f->cache_ok ? -1 : 0;   /* -1: the first token may come at any cached position */
     f->sampled[slot] = 0;
     f->last_started = slot;
     return 0;
@@ -153,10 +157,14 @@ static int fake_submit(pipeline_t *p, step_t *s) {
         if (s->target[i] >= 0 && f->sp[s->seq[i]].logprobs && f->sp[s->seq[i]].top_logprobs) s->n_target_top = 2;
     for (int i = 0; i < s->n; i++) {
         int sl = s->seq[i];
+        if (f->npos[sl] == -1 && s->pos[i] <= f->kv_len[sl]) f->npos[sl] = s->pos[i];   /* starts on the cache */
         if (s->pos[i] != f->npos[sl])
             fake_bad(f, "step %d: slot %d fed position %d, expected %d", f->n_submit, sl, s->pos[i], f->npos[sl]);
-        f->npos[sl]++;
-        f->hist[sl] = hist_next(f->hist[sl], s->tokens[i]);
+        if (s->pos[i] < 0 || s->pos[i] >= MAXTOK) continue;
+        f->npos[sl] = s->pos[i] + 1;
+        f->hist[sl] = hist_next(f->hist_at[sl][s->pos[i]], s->tokens[i]);
+        f->hist_at[sl][s->pos[i] + 1] = f->hist[sl];
+        f->kv_len[sl] = s->pos[i] + 1;
         if (s->target && s->target[i] >= 0) {   /* teacher forcing: log p(target | history so far) */
             int k = s->n_scored++;
             s->out_target_lp[k] = model_lp(f->hist[sl], s->target[i]);
@@ -199,7 +207,7 @@ static int fake_recover(pipeline_t *p, const char *why, char *err, size_t errlen
     fake_t *f = (fake_t *)p;
     f->nq = 0;
     f->n_recover++;
-    for (int sl = 0; sl < SLOTS; sl++) f->npos[sl] = -1000;   /* state gone: must seq_start again */
+    for (int sl = 0; sl < SLOTS; sl++) f->npos[sl] = -1000, f->kv_len[sl] = 0;   /* state gone: must seq_start again */
     return 0;
 }
 
@@ -579,12 +587,96 @@ static void test_score_prompt(void **state) {
     }
 }
 
+/* runs r alone to its end in sc (a scheduler that may hold caches from earlier sequences) */
+static void run_one(sched_t *sc, fake_t *f, seqrun_t *r) {
+    admit(sc, f, r, 0);
+    int guard = 0;
+    while (step(sc, f) > 0) assert_true(++guard < 10000);
+}
+
+/* Prefix cache: a prompt that begins with what a slot already holds (an earlier prompt and the
+ * tokens generated after it) starts after that part, in that slot, and generates exactly what it
+ * would from scratch; an unrelated prompt takes another slot (the oldest), keeping the cache; no
+ * reuse with a repeat penalty, nor for a scored prompt; a pipeline recovery empties every cache. */
+static void test_prefix_cache(void **state) {
+    (void)state;
+    for (int inflight = 1; inflight <= 2; inflight++) {
+        fake_t f;
+        sched_t sc;
+        fake_init(&f, inflight);
+        f.cache_ok = 1;
+        sched_open(&sc, &f, 3, 8, 4);
+        sched_set_prefix_cache(&sc, 1);
+        seqrun_t a, b, c, d, e;
+        seq_make(&a, 20, 6, 1, 0.0f);
+        run_one(&sc, &f, &a);
+        expect_solo(&a);
+        assert_int_equal(sc.seqs[a.slot].n_cached, 0);
+        /* a's prompt + 3 of its tokens + 2 others: 23 tokens cached (a fed 20 + 5) */
+        seq_make(&b, 25, 5, 2, 0.7f);
+        memcpy(b.prompt, a.prompt, 20 * sizeof(int32_t));
+        memcpy(b.prompt + 20, a.out, 3 * sizeof(int32_t));
+        b.prompt[23] = (a.out[3] + 1) % V;
+        b.prompt[24] = 7;
+        run_one(&sc, &f, &b);
+        assert_int_equal(b.slot, a.slot);
+        assert_int_equal(sc.seqs[b.slot].n_cached, 23);
+        expect_solo(&b);
+        /* an unrelated prompt: another slot (the cache of a/b stays) */
+        seq_make(&c, 12, 4, 3, 0.0f);
+        run_one(&sc, &f, &c);
+        assert_int_not_equal(c.slot, a.slot);
+        assert_int_equal(sc.seqs[c.slot].n_cached, 0);
+        expect_solo(&c);
+        /* a's prompt again: all but its last token come from b's slot */
+        seq_make(&d, 20, 6, 1, 0.0f);
+        run_one(&sc, &f, &d);
+        assert_int_equal(d.slot, a.slot);
+        assert_int_equal(sc.seqs[d.slot].n_cached, 19);
+        assert_memory_equal(d.out, a.out, 6 * sizeof(int32_t));
+        expect_solo(&d);
+        /* a repeat penalty reads the history: fed whole */
+        seq_make(&e, 20, 4, 1, 0.0f);
+        e.sp.repeat_penalty = 1.3f;
+        run_one(&sc, &f, &e);
+        assert_int_equal(sc.seqs[e.slot].n_cached, 0);
+        expect_solo(&e);
+        /* a scored prompt is fed whole: every position gets its log p */
+        scorerun_t g;
+        memset(&g, 0, sizeof g);
+        seq_make(&g.r, 20, 2, 1, 0.0f);
+        g.r.f = &f, g.r.sc = &sc;
+        g.r.id = sched_add(&sc, g.r.prompt, 20, 2, &g.r.sp, on_token_scored, &g);
+        assert_true(g.r.id >= 0);
+        g.r.slot = f.last_started;
+        assert_true(sc.seqs[g.r.slot].n_cached > 0);   /* taken at admission... */
+        assert_int_equal(sched_score_prompt(&sc, g.r.id, on_score), 0);
+        assert_int_equal(sc.seqs[g.r.slot].n_cached, 0);   /* ...and given back for scoring */
+        while (step(&sc, &f) > 0) {}
+        expect_scores(&g);
+        /* a failed step: the pipeline rebuilds itself, every cache is gone */
+        f.fail_at[0] = f.n_submit + 1, f.n_fail = 1;
+        seqrun_t h2;
+        seq_make(&h2, 20, 5, 1, 0.0f);
+        run_one(&sc, &f, &h2);
+        assert_int_equal(sc.n_recoveries, 1);
+        expect_solo(&h2);
+        seqrun_t k2;
+        seq_make(&k2, 12, 3, 3, 0.0f);   /* c's prompt: its slot's cache went with the recovery */
+        run_one(&sc, &f, &k2);
+        assert_int_equal(sc.seqs[k2.slot].n_cached, 0);
+        expect_solo(&k2);
+        sched_free(&sc);
+    }
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_prefill_chunk), cmocka_unit_test(test_chunk_cap),
         cmocka_unit_test(test_chunk_off),         cmocka_unit_test(test_no_starvation),
         cmocka_unit_test(test_pipelined),         cmocka_unit_test(test_recovery_replay),
         cmocka_unit_test(test_score_prompt),
+        cmocka_unit_test(test_prefix_cache),
     };
     log_set_level(LOG_W);   /* replays log one info line per sequence */
     return cmocka_run_group_tests(tests, setup, NULL);

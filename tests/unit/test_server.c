@@ -465,7 +465,8 @@ static void test_json_text(void **state) {
     json_decref(s);
 }
 
-/* echo: completions only (chat ignores the field), a bool; max_tokens 0 only with it */
+/* echo: completions only (chat ignores the field), a bool; max_tokens 0 only with it; cache_prompt
+ * on unless the request turns it off */
 static void test_echo_field(void **state) {
     (void)state;
     server_req_t r;
@@ -480,6 +481,10 @@ static void test_echo_field(void **state) {
     assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\"}", &e), 0);
     assert_int_equal(r.echo, 0);
     assert_int_equal(r.max_tokens, -1);
+    assert_int_equal(r.cache_prompt, 1);   /* llama.cpp's default */
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"cache_prompt\":false}", &e), 0);
+    assert_int_equal(r.cache_prompt, 0);
     server_req_free(&r);
     assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"echo\":true}", &e), 0);
     assert_int_equal(r.echo, 0);
