@@ -104,8 +104,9 @@ int sched_set_prefill_chunk(sched_t *s, int n);
  * free slot whose cached tokens (what its last sequence fed, still in the stages' KV cache)
  * share the longest beginning with its prompt, and its prefill starts after that shared part
  * (at least the last prompt token is fed: it samples). Output is the same as without the cache
- * (the kernels compute a position the same way whatever the batch). Skipped for a sequence whose
- * sampling reads its history (repeat penalty) or whose prompt is scored. */
+ * (the CPU kernels compute a position the same way whatever the batch it came in; a GPU stage may
+ * differ in the last bits). Skipped for a sequence whose sampling reads its history (repeat
+ * penalty) or whose prompt is scored. */
 void sched_set_prefix_cache(sched_t *s, int on);
 /* Admits a sequence: prompt ids (n >= 1), at most max_gen new tokens. Returns its id (>= 0),
  * TERN_ENOMEM when no slot is free, or TERN_EINVAL when the prompt does not fit the context. */
