@@ -216,10 +216,9 @@ static json_t *lp_json(struct server *s, const job_t *j, int a, int b, int promp
                      "text_offset", offs);
 }
 
-/* the non-streamed reply of a finished job (caller holds s->mu) */
-static json_t *final_reply(struct server *s, const job_t *j) {
+/* a finished job's entry in "choices" (caller holds s->mu) */
+static json_t *choice_json(struct server *s, const job_t *j, int index) {
     int chat = j->kind == SERVER_REQ_CHAT;
-    json_t *o = reply_base(s, j, chat ? "chat.completion" : "text_completion");
     json_t *text;
     if (j->echo_text) {   /* the prompt, then what was generated */
         char *all = malloc(j->echo_len + j->out_len + 1);
@@ -233,12 +232,29 @@ static json_t *final_reply(struct server *s, const job_t *j) {
         text = server_json_text(j->out ? j->out : "", j->out_len);
     }
     json_t *lp = lp_json(s, j, 0, j->lp_final, 1);
-    json_t *choice = chat ? json_pack("{s:i, s:{s:s, s:o}, s:o?, s:s}", "index", 0, "message", "role", "assistant",
-                                      "content", text, "logprobs", lp, "finish_reason", finish_name(j->finish))
-                          : json_pack("{s:o, s:i, s:o?, s:s}", "text", text, "index", 0, "logprobs", lp,
-                                      "finish_reason", finish_name(j->finish));
-    json_object_set_new(o, "choices", json_pack("[o]", choice));
-    json_object_set_new(o, "usage", usage_json(j));
+    return chat ? json_pack("{s:i, s:{s:s, s:o}, s:o?, s:s}", "index", index, "message", "role", "assistant", "content",
+                            text, "logprobs", lp, "finish_reason", finish_name(j->finish))
+                : json_pack("{s:o, s:i, s:o?, s:s}", "text", text, "index", index, "logprobs", lp, "finish_reason",
+                            finish_name(j->finish));
+}
+
+/* the non-streamed reply of k finished jobs, choice c from jobs[c]; n choices per prompt (prompt
+ * tokens count once a prompt); timings are the first job's (caller holds s->mu) */
+static json_t *final_reply(struct server *s, job_t *const *jobs, int k, int n) {
+    const job_t *j = jobs[0];
+    json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion" : "text_completion");
+    json_t *choices = json_array();
+    int pt = 0, ct = 0, cached = 0;
+    for (int c = 0; c < k; c++) {
+        json_array_append_new(choices, choice_json(s, jobs[c], c));
+        if (c % n == 0) pt += jobs[c]->n_ids, cached += jobs[c]->n_cached;
+        ct += jobs[c]->n_gen;
+    }
+    json_object_set_new(o, "choices", choices);
+    json_object_set_new(o, "usage", k == 1 ? usage_json(j)
+                                           : json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", pt, "completion_tokens",
+                                                       ct, "total_tokens", pt + ct, "prompt_tokens_details",
+                                                       "cached_tokens", cached));
     json_object_set_new(o, "timings", timings_json(j));
     return o;
 }
@@ -473,51 +489,140 @@ static int max_gen(const struct server *s, const server_req_t *r, int n_prompt) 
     return mg < room ? mg : room;
 }
 
+/* Job j for choice c of request r: its prompt (c / r->n), token budget, log-probability records
+ * and echo text; choices past the first of a prompt get their own seeds. 0 or <0 with e. */
+static int job_prepare(struct server *s, const server_req_t *r, job_t *j, int c, server_err_t *e) {
+    server_req_t ri = *r;   /* the same request with this choice's prompt */
+    int pi = c / r->n;
+    if (pi > 0) {
+        ri.prompt = r->more[pi - 1].text;
+        ri.ids = r->more[pi - 1].ids;
+        ri.n_ids = r->more[pi - 1].n_ids;
+    }
+    if (c % r->n) j->sp.seed += (uint64_t)(c % r->n) * 0x9E3779B97F4A7C15ull;   /* n samples, not n copies */
+    int rc = build_prompt(s, &ri, j, e);
+    j->max_gen = max_gen(s, &ri, j->n_ids);
+    j->n_top = j->logprobs ? (r->top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : r->top_logprobs) : 0;
+    if (rc == 0 && j->echo) rc = echo_prepare(s, j, e);
+    if (rc == 0 && j->logprobs && j->max_gen > 0) {   /* no allocation once generating */
+        size_t nt = (size_t)j->max_gen * (size_t)j->n_top;
+        j->lp = malloc((size_t)j->max_gen * sizeof *j->lp);
+        if (nt) {
+            j->top_ids = malloc(nt * sizeof *j->top_ids);
+            j->top_lp = malloc(nt * sizeof *j->top_lp);
+        }
+        if (!j->lp || (nt && (!j->top_ids || !j->top_lp)))
+            rc = server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        j->lp_cap = j->lp ? j->max_gen : 0;
+    }
+    return rc;
+}
+
+static enum MHD_Result reply_busy(struct MHD_Connection *c) {
+    server_err_t e;
+    server_err_set(&e, 503, "unavailable_error", "server_busy", NULL,
+                   "every slot is busy and the queue is full (--max-queue); retry later");
+    char *txt = server_err_json(&e);
+    struct MHD_Response *resp = MHD_create_response_from_buffer(txt ? strlen(txt) : 0, txt, MHD_RESPMEM_MUST_FREE);
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "Retry-After", "1");
+    enum MHD_Result ret = MHD_queue_response(c, 503, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+/* Several choices (prompts x n; not streamed): one job each, run side by side in the slots, one
+ * reply. jobs[0] is the connection's (*job_out); the others are dropped here once all are done. */
+static enum MHD_Result handle_multi(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out) {
+    server_err_t e;
+    job_t *jobs[SERVER_MAX_CHOICES] = {0};
+    int k = r->n * (1 + r->n_more), made = 0, queued = 0, rc = 0;
+    for (int i = 0; i < k && rc == 0; i++) {
+        job_t *j = job_new(s, r);   /* the first takes the request's stop strings; the others copy them */
+        if (!j) { rc = server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory"); break; }
+        jobs[made++] = j;
+        if (i == 0) {
+            *job_out = j;
+            pthread_mutex_lock(&s->mu);
+            s->n_busy++;
+            pthread_mutex_unlock(&s->mu);
+        }
+        for (int t = 0; i > 0 && t < jobs[0]->n_stop; t++)
+            if ((j->stop[t] = strdup(jobs[0]->stop[t]))) j->n_stop = t + 1;
+        j->conn = c;
+        j->deadline = s->cfg.timeout_s > 0 ? time_now() + s->cfg.timeout_s : 0;
+        rc = job_prepare(s, r, j, i, &e);
+    }
+    for (int i = 0; i < made && rc == 0; i++)
+        if ((rc = server_engine_enqueue(s, jobs[i])) == 0) queued++;
+    pthread_mutex_lock(&s->mu);
+    if (rc < 0)   /* what was queued is called off */
+        for (int i = 0; i < queued; i++)
+            if (!jobs[i]->cancel) jobs[i]->cancel = JOB_CANCEL_GONE;
+    pthread_cond_signal(&s->engine_cv);
+    for (;;) {   /* every queued job to its end; a timeout or a gone client ends them all */
+        int i = 0;
+        while (i < queued && jobs[i]->state == JOB_DONE) i++;
+        if (i == queued) break;
+        int why = wait_slice(s, jobs[i]);
+        for (int q = 0; why && q < queued; q++)
+            if (jobs[q]->state != JOB_DONE && !jobs[q]->cancel) jobs[q]->cancel = why;
+        if (why) pthread_cond_signal(&s->engine_cv);
+    }
+    json_t *reply = NULL;
+    int gone = 0, bad = -1;
+    for (int i = 0; i < queued; i++) {
+        gone |= jobs[i]->cancel == JOB_CANCEL_GONE && rc == 0;
+        if (bad < 0 && (jobs[i]->finish == SCHED_ERROR || jobs[i]->finish == SCHED_CANCEL)) bad = i;
+    }
+    if (rc == 0 && bad >= 0) job_err(jobs[bad], &e);
+    else if (rc == 0) reply = final_reply(s, jobs, k, r->n);
+    for (int i = 1; i < made; i++) {   /* the extra jobs: this request's references */
+        jobs[i]->conn = NULL;
+        server_job_unref(s, jobs[i]);
+    }
+    pthread_mutex_unlock(&s->mu);
+    if (gone) { json_decref(reply); return MHD_NO; }
+    if (rc == TERN_ENOMEM) return reply_busy(c);
+    if (rc == TERN_ECANCEL) {
+        server_err_set(&e, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
+        return server_reply_err(c, &e);
+    }
+    return reply ? server_reply_json(c, 200, reply) : server_reply_err(c, &e);
+}
+
 enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,
                                   size_t len, job_t **job_out) {
     server_err_t e;
     server_req_t r;
     *job_out = NULL;
     if (server_req_parse(&r, kind, body, len, &s->def_sp, &e) < 0) return server_reply_err(c, &e);
+    if (r.n * (1 + r.n_more) > 1) {
+        if (r.stream) {
+            server_req_free(&r);
+            server_err_set(&e, 400, "invalid_request_error", "invalid_value", "stream",
+                           "streaming is for one choice: n=1 and one prompt");
+            return server_reply_err(c, &e);
+        }
+        enum MHD_Result ret = handle_multi(s, c, &r, job_out);
+        server_req_free(&r);
+        return ret;
+    }
     job_t *j = job_new(s, &r);
-    int rc = j ? build_prompt(s, &r, j, &e) : server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
+    int rc = j ? 0 : server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
     if (j) {
         *job_out = j;   /* the connection's reference, dropped when the request completes */
         pthread_mutex_lock(&s->mu);
         s->n_busy++;
         pthread_mutex_unlock(&s->mu);
-        j->max_gen = max_gen(s, &r, j->n_ids);
-        j->n_top = j->logprobs ? (r.top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : r.top_logprobs) : 0;
-        if (rc == 0 && j->echo) rc = echo_prepare(s, j, &e);
-        if (rc == 0 && j->logprobs && j->max_gen > 0) {   /* no allocation once generating */
-            size_t nt = (size_t)j->max_gen * (size_t)j->n_top;
-            j->lp = malloc((size_t)j->max_gen * sizeof *j->lp);
-            if (nt) {
-                j->top_ids = malloc(nt * sizeof *j->top_ids);
-                j->top_lp = malloc(nt * sizeof *j->top_lp);
-            }
-            if (!j->lp || (nt && (!j->top_ids || !j->top_lp)))
-                rc = server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
-            j->lp_cap = j->lp ? j->max_gen : 0;
-        }
+        rc = job_prepare(s, &r, j, 0, &e);
         j->conn = c;
         j->deadline = s->cfg.timeout_s > 0 ? time_now() + s->cfg.timeout_s : 0;
     }
     server_req_free(&r);
     if (rc < 0) return server_reply_err(c, &e);
     if ((rc = server_engine_enqueue(s, j)) < 0) {
-        if (rc == TERN_ENOMEM) {
-            server_err_set(&e, 503, "unavailable_error", "server_busy", NULL,
-                           "every slot is busy and the queue is full (--max-queue); retry later");
-            char *txt = server_err_json(&e);
-            struct MHD_Response *resp = MHD_create_response_from_buffer(txt ? strlen(txt) : 0, txt,
-                                                                        MHD_RESPMEM_MUST_FREE);
-            MHD_add_response_header(resp, "Content-Type", "application/json");
-            MHD_add_response_header(resp, "Retry-After", "1");
-            enum MHD_Result ret = MHD_queue_response(c, 503, resp);
-            MHD_destroy_response(resp);
-            return ret;
-        }
+        if (rc == TERN_ENOMEM) return reply_busy(c);
         server_err_set(&e, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
         return server_reply_err(c, &e);
     }
@@ -536,7 +641,7 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
     pthread_mutex_lock(&s->mu);
     while (j->state != JOB_DONE) wait_slice(s, j);
     json_t *reply = NULL;
-    if (j->finish != SCHED_ERROR && j->finish != SCHED_CANCEL) reply = final_reply(s, j);
+    if (j->finish != SCHED_ERROR && j->finish != SCHED_CANCEL) reply = final_reply(s, &j, 1, 1);
     else job_err(j, &e);
     int gone = j->cancel == JOB_CANCEL_GONE;
     pthread_mutex_unlock(&s->mu);

@@ -120,19 +120,36 @@ static int dup_string(char **dst, json_t *s, const char *key, server_err_t *e) {
     return 0;
 }
 
-/* prompt: "text" | [ids] | ["text"] | [[ids]] — one prompt only */
+/* one prompt of a list: "text" or [ids], into r->prompt or r->ids */
+static int parse_one(server_req_t *r, json_t *el, server_err_t *e) {
+    if (json_is_string(el)) return dup_string(&r->prompt, el, "prompt", e);
+    if (json_is_array(el)) return parse_ids(r, el, "prompt", 0, e);
+    return BAD(e, "prompt", "each prompt of a list must be a string or an array of token ids");
+}
+
+/* prompt: "text" | [ids] | ["text", ...] | [[ids], ...] (up to SERVER_MAX_CHOICES prompts) */
 static int parse_prompt(server_req_t *r, json_t *root, server_err_t *e) {
     json_t *p = json_object_get(root, "prompt");
     if (!p || json_is_null(p)) return BAD(e, "prompt", "'prompt' is required");
     if (json_is_string(p)) return dup_string(&r->prompt, p, "prompt", e);
     if (!json_is_array(p)) return BAD(e, "prompt", "'prompt' must be a string or an array of token ids");
     json_t *first = json_array_get(p, 0);
-    if (first && (json_is_string(first) || json_is_array(first))) {
-        if (json_array_size(p) != 1) return BAD(e, "prompt", "only one prompt per request is supported");
-        if (json_is_string(first)) return dup_string(&r->prompt, first, "prompt", e);
-        return parse_ids(r, first, "prompt", 0, e);
+    if (!first || !(json_is_string(first) || json_is_array(first))) return parse_ids(r, p, "prompt", 0, e);
+    size_t np = json_array_size(p);
+    if (np > SERVER_MAX_CHOICES) return BAD(e, "prompt", "at most %d prompts per request", SERVER_MAX_CHOICES);
+    int rc = parse_one(r, first, e);
+    if (rc < 0 || np == 1) return rc;
+    if (!(r->more = calloc(np - 1, sizeof *r->more)))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    for (size_t i = 1; i < np; i++) {
+        server_req_t one;
+        memset(&one, 0, sizeof one);
+        rc = parse_one(&one, json_array_get(p, i), e);
+        r->more[i - 1] = (server_prompt_t){one.prompt, one.ids, one.n_ids};
+        r->n_more = (int)i;
+        if (rc < 0) return rc;
     }
-    return parse_ids(r, p, "prompt", 0, e);
+    return 0;
 }
 
 /* content: string | null | [{"type":"text","text":...}, ...] (text parts joined) */
@@ -212,8 +229,10 @@ static int parse_logprobs(server_req_t *r, json_t *root, server_err_t *e) {
 static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     long long v = 1;
     int rc;
-    if ((rc = get_int(root, "n", -1000000, 1000000, &v, e)) < 0) return rc;
-    if (v != 1) return BAD(e, "n", "only n=1 is supported");
+    if ((rc = get_int(root, "n", 1, SERVER_MAX_CHOICES, &v, e)) < 0) return rc;
+    r->n = (int)v;
+    if (r->n * (1 + r->n_more) > SERVER_MAX_CHOICES)
+        return BAD(e, "n", "%d prompts x n=%d: at most %d choices per request", 1 + r->n_more, r->n, SERVER_MAX_CHOICES);
     v = -1;
     if ((rc = get_int(root, "max_tokens", -1, 1 << 30, &v, e)) < 0) return rc;
     if ((rc = get_int(root, "max_completion_tokens", -1, 1 << 30, &v, e)) < 0) return rc;
@@ -280,6 +299,7 @@ int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, co
     r->max_tokens = -1;
     r->parse_special = 1;
     r->cache_prompt = 1;
+    r->n = 1;
     if (def) r->sp = *def;
     else sampler_params_default(&r->sp);
     json_error_t jerr;
@@ -298,6 +318,8 @@ int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, co
 void server_req_free(server_req_t *r) {
     free(r->prompt);
     free(r->ids);
+    for (int i = 0; i < r->n_more; i++) { free(r->more[i].text); free(r->more[i].ids); }
+    free(r->more);
     for (int i = 0; i < r->n_msgs; i++) {
         free((char *)r->msgs[i].role);
         free((char *)r->msgs[i].content);

@@ -19,12 +19,23 @@ enum server_req_kind {
 #define SERVER_MAX_STOP 16          /* stop strings per request */
 #define SERVER_MAX_STOP_LEN 256     /* bytes per stop string */
 #define SERVER_MAX_MSGS 4096        /* chat messages per request */
+#define SERVER_MAX_CHOICES 16       /* choices per request: prompts x n */
+
+/* a completions prompt after the first (a request may carry several: "prompt": [p0, p1, ...]) */
+typedef struct server_prompt {
+    char *text;              /* or NULL: */
+    int32_t *ids;
+    int n_ids;
+} server_prompt_t;
 
 typedef struct server_req {
     int kind;
     char *prompt;            /* completion: text prompt; tokenize: content (owned), or NULL */
     int32_t *ids;            /* completion prompt given as token ids / detokenize tokens (owned) */
     int n_ids;
+    server_prompt_t *more;   /* completions: the prompts after the first (owned), n_more of them */
+    int n_more;
+    int n;                   /* choices per prompt (OpenAI's n; seeds differ between them) */
     chat_msg_t *msgs;        /* chat: role and content strings owned */
     int n_msgs;
     int max_tokens;          /* -1: not given */

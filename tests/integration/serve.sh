@@ -5,7 +5,7 @@
 # with the prompt's own logprobs (== each prefix's alternatives, over workers too), the prefix
 # cache (repeats, continuations, chat turns: same text as without it, also over workers), seeded sampling repeatable, 4 parallel requests with
 # -np 4 equal to their single outputs, stop strings (plain and streamed), /tokenize +
-# /detokenize, errors (bad JSON, unknown route, wrong method, n=2, prompt too long, body too
+# /detokenize, several choices (prompt lists, n), errors (bad JSON, unknown route, wrong method, n=17, prompt too long, body too
 # large), --api-key, --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
 # that leaves mid-stream frees its slot, /metrics, graceful SIGTERM, and the same API over two
 # workers (--workers). Servers are always killed on exit; every curl has --max-time.
@@ -398,7 +398,8 @@ e() {   # e WHAT STATUS TYPE CODE PATH [curl args]
 e "bad JSON" 400 invalid_request_error invalid_json /v1/completions -d '{"prompt": "a",'
 e "unknown route" 404 invalid_request_error not_found /v1/nope
 e "GET on a POST route" 405 invalid_request_error method_not_allowed /v1/completions
-e "n=2" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","n":2}'
+e "n=17" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","n":17}'
+e "stream with n=2" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","n":2,"stream":true}'
 e "max_tokens 0" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","max_tokens":0}'
 e "temperature as a string" 400 invalid_request_error invalid_value /v1/chat/completions \
   -d '{"messages":[{"role":"user","content":"a"}],"temperature":"hot"}'
@@ -476,6 +477,43 @@ PY
 if out=$(python3 "$tmp/cache.py" "$URL" 2>&1); then ok "prefix cache: same texts as without it ($out)"
 else bad "prefix cache: $out"; fi
 lperr "cache_prompt not a bool" cache_prompt /v1/completions '{"prompt":"a","cache_prompt":"no"}'
+
+# ---- several choices in one request: prompts x n, side by side in the slots ------------------
+cat >"$tmp/multi.py" <<'PY'
+# multi.py URL: a list of prompts and n > 1 give the choices one request per choice would
+import json, sys, urllib.request
+url = sys.argv[1]
+def post(path, body):
+    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r: return json.loads(r.read().decode())
+def die(m): print(m); sys.exit(1)
+prompts = ["Once upon a time", "The cat sat", "In the beginning", "Far away"]
+base = dict(max_tokens=10, temperature=0, ignore_eos=True)
+single = [post("/v1/completions", dict(base, prompt=p))["choices"][0]["text"] for p in prompts]
+m = post("/v1/completions", dict(base, prompt=prompts, logprobs=1))
+ch = m["choices"]
+if [c["index"] for c in ch] != [0, 1, 2, 3] or [c["text"] for c in ch] != single: die(f"4 prompts: {[c['text'] for c in ch]} vs {single}")
+if any(c["logprobs"] is None or len(c["logprobs"]["tokens"]) != 10 for c in ch): die("logprobs per choice")
+u = m["usage"]
+if u["completion_tokens"] != 40 or u["total_tokens"] != u["prompt_tokens"] + 40: die(f"usage {u}")
+g = post("/v1/completions", dict(base, prompt=prompts[0], n=3))["choices"]
+if [c["text"] for c in g] != [single[0]] * 3: die("greedy n=3 are not 3 copies")
+samp = dict(prompt=prompts[1], max_tokens=12, temperature=1.0, seed=11, ignore_eos=True, n=4)
+s1 = [c["text"] for c in post("/v1/completions", samp)["choices"]]
+s2 = [c["text"] for c in post("/v1/completions", samp)["choices"]]
+if s1 != s2: die("seeded n=4 not repeatable")
+if len(set(s1)) < 2: die(f"n=4 sampled 4 copies: {s1}")
+one = post("/v1/completions", dict(samp, n=1))["choices"][0]["text"]
+if one != s1[0]: die("choice 0 of n=4 != the n=1 request with the same seed")
+c2 = post("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2, "max_tokens": 6,
+                                    "temperature": 0})["choices"]
+if len(c2) != 2 or c2[0]["message"] != c2[1]["message"]: die(f"chat n=2: {c2}")
+mix = post("/v1/completions", dict(base, prompt=prompts[:2], n=2))["choices"]
+if [c["text"] for c in mix] != [single[0], single[0], single[1], single[1]]: die("2 prompts x n=2 order")
+print(f"{len(set(s1))} different texts of 4 sampled")
+PY
+if out=$(python3 "$tmp/multi.py" "$URL" 2>&1); then ok "4 prompts in one request == 4 requests; n=3 greedy copies; seeded n=4 repeatable, choice 0 == n=1 ($out); chat n=2; prompts x n in order"
+else bad "several choices: $out"; fi
 
 # ---- metrics ---------------------------------------------------------------------------------
 C "$URL/metrics" >"$tmp/metrics.txt"

@@ -132,7 +132,20 @@ static void test_prompt_shapes(void **state) {
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[1,-2]}", "prompt", NULL);
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[1,2.5]}", "prompt", NULL);
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[1,\"a\"]}", "prompt", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",\"b\"]}", "prompt", NULL);
+    /* several prompts: the first in prompt/ids, the rest in more[] */
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",[7,8,9],\"c\"],\"n\":2}", &e), 0);
+    assert_string_equal(r.prompt, "a");
+    assert_int_equal(r.n_more, 2);
+    assert_int_equal(r.more[0].n_ids, 3);
+    assert_int_equal(r.more[0].ids[2], 9);
+    assert_null(r.more[0].text);
+    assert_string_equal(r.more[1].text, "c");
+    assert_int_equal(r.n, 2);
+    server_req_free(&r);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",5]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",[]]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",\"b\",\"c\"],\"n\":6}", "n", NULL);   /* 18 choices */
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[1,99999999999]}", "prompt", NULL);
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", NULL, NULL);
 }
@@ -167,7 +180,7 @@ static void test_chat_messages(void **state) {
 
 static void test_bad_values(void **state) {
     (void)state;
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":2}", "n", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":17}", "n", NULL);
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":0}", "n", NULL);
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":\"1\"}", "n", NULL);
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"temperature\":\"hot\"}", "temperature", NULL);
