@@ -149,8 +149,17 @@ await run('logprobs', async () => {
   }
 });
 
-await expectErr('n=2', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
-  () => client.completions.create({ model: want.model, prompt: 'a', n: 2 }));
+await run('several choices', async () => {
+  const one = await client.completions.create({ model: want.model, prompt: want.prompt, max_tokens: want.n,
+    temperature: 0 });
+  const r = await client.completions.create({ model: want.model, prompt: [want.prompt, want.prompt], n: 2,
+    max_tokens: want.n, temperature: 0 });
+  check(r.choices.length === 4 && r.choices.every((c, i) => c.index === i && c.text === want.greedy) &&
+    r.usage.completion_tokens === 4 * one.usage.completion_tokens,
+    'completions.create({prompt: [p, p], n: 2}): 4 choices in order, each tern run --temp 0', show(r.choices));
+});
+await expectErr('n=17', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
+  () => client.completions.create({ model: want.model, prompt: 'a', n: 17 }));
 await expectErr('streamed request with max_tokens 0', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
   async () => { for await (const _ of await client.completions.create({ model: want.model, prompt: 'a', max_tokens: 0, stream: true })); });
 await expectErr('empty messages', BadRequestError, 400, 'invalid_request_error', undefined,
