@@ -283,16 +283,29 @@ lperr "chat top_logprobs 21" top_logprobs /v1/chat/completions '{"messages":[{"r
 lperr "chat top_logprobs without logprobs" top_logprobs /v1/chat/completions '{"messages":[{"role":"user","content":"a"}],"top_logprobs":2}'
 
 # ---- echo: the prompt back, with its tokens' own log-probabilities (teacher forced) -------------
-cat >"$tmp/echo.py" <<'PY'
-# echo.py URL PROMPT OUT: completions with "echo" checked against plain completions of the same ids
-import json, math, sys, urllib.request, urllib.error
-url, P, out = sys.argv[1], sys.argv[2], sys.argv[3]
-def post(path, body, stream=False):
+cat >"$tmp/tern_http.py" <<'PY'
+# tern_http: what the request scripts below share
+import json, sys, urllib.request, urllib.error
+def post_raw(url, path, body, timeout=120):
+    """(HTTP status, body text) of a JSON POST"""
     req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
     try:
-        with urllib.request.urlopen(req, timeout=60) as r: return r.status, r.read().decode()
+        with urllib.request.urlopen(req, timeout=timeout) as r: return r.status, r.read().decode()
     except urllib.error.HTTPError as e: return e.code, e.read().decode()
+def post(url, path, body):
+    """the JSON reply of a POST that must succeed"""
+    st, b = post_raw(url, path, body)
+    if st != 200: die(f"{path} {body} -> {st} {b}")
+    return json.loads(b)
 def die(m): print(m); sys.exit(1)
+PY
+cat >"$tmp/echo.py" <<'PY'
+# echo.py URL PROMPT OUT: completions with "echo" checked against plain completions of the same ids
+import json, math, os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from tern_http import post_raw, die
+url, P, out = sys.argv[1], sys.argv[2], sys.argv[3]
+def post(path, body): return post_raw(url, path, body)
 def comp(**kw):
     st, b = post("/v1/completions", kw)
     if st != 200: die(f"{kw} -> {st} {b}")
@@ -440,12 +453,12 @@ done
 # ---- prefix cache: a prompt that begins with a slot's cached tokens starts after them ----------
 cat >"$tmp/cache.py" <<'PY'
 # cache.py URL: prompt caching changes what is fed, never what comes out
-import json, sys, urllib.request
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tern_http
+from tern_http import die
 url = sys.argv[1]
-def post(path, body):
-    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as r: return json.loads(r.read().decode())
-def die(m): print(m); sys.exit(1)
+def post(path, body): return tern_http.post(url, path, body)
 def comp(**kw): return post("/v1/completions", dict(kw, temperature=0, ignore_eos=True))
 P = "The lighthouse keeper climbed the stairs every evening to light the lamp for the ships"
 a = comp(prompt=P, max_tokens=12, cache_prompt=False)
@@ -481,12 +494,12 @@ lperr "cache_prompt not a bool" cache_prompt /v1/completions '{"prompt":"a","cac
 # ---- several choices in one request: prompts x n, side by side in the slots ------------------
 cat >"$tmp/multi.py" <<'PY'
 # multi.py URL: a list of prompts and n > 1 give the choices one request per choice would
-import json, sys, urllib.request
+import os, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tern_http
+from tern_http import die
 url = sys.argv[1]
-def post(path, body):
-    req = urllib.request.Request(url + path, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=120) as r: return json.loads(r.read().decode())
-def die(m): print(m); sys.exit(1)
+def post(path, body): return tern_http.post(url, path, body)
 prompts = ["Once upon a time", "The cat sat", "In the beginning", "Far away"]
 base = dict(max_tokens=10, temperature=0, ignore_eos=True)
 single = [post("/v1/completions", dict(base, prompt=p))["choices"][0]["text"] for p in prompts]
