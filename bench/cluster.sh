@@ -10,14 +10,10 @@
 #                           NETNS_STAGES, NETNS=0 (skip), AB (A/B rounds), OUT (output dir)
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
-TERN="${TERN_BIN:-$here/build/tern}"
-[ -x "$TERN" ] || { echo "cluster: no tern binary at $TERN (set TERN_BIN)" >&2; exit 1; }
-TERN=$(cd "$(dirname "$TERN")" && pwd)/$(basename "$TERN")
-export TERN_BIN="$TERN"
-cache="${TERN_CACHE:-$HOME/.cache/tern}"
+. "$here/bench/lib.sh"
+bench_tern "cluster"
 MODEL="${MODEL:-small}" N="${N:-128}" REPS="${REPS:-3}" THREADS="${THREADS:-1}" PAR="${PAR:-1,2,4,8}"
 STAGES="${STAGES:-1 2 3}" AB="${AB:-5}" PROFILES="${PROFILES:-none lan wifi}" NETNS_STAGES="${NETNS_STAGES:-2 3}" NETNS="${NETNS:-1}"
-. "$here/bench/lib.sh"
 bench_model "cluster" "$MODEL" "$cache"
 name=$(basename "$model" .gguf)
 OUT="${OUT:-$cache/bench/cluster-$name}"

@@ -7,11 +7,9 @@
 #   bench/e2e.sh [extra tern bench flags...]      env: TERN_BIN, TERN_CACHE, P, N, THREADS, REPS
 set -eu
 here=$(cd "$(dirname "$0")/.." && pwd)
-TERN="${TERN_BIN:-$here/build/tern}"
-[ -x "$TERN" ] || { echo "e2e: no tern binary at $TERN (set TERN_BIN)" >&2; exit 1; }
-cache="${TERN_CACHE:-$HOME/.cache/tern}"
-P="${P:-512}" N="${N:-128}" THREADS="${THREADS:-1,2}" REPS="${REPS:-5}"
 . "$here/bench/lib.sh"
+bench_tern "e2e"
+P="${P:-512}" N="${N:-128}" THREADS="${THREADS:-1,2}" REPS="${REPS:-5}"
 bench_model e2e 2b4t "$cache"
 "$TERN" info "$model" 2>/dev/null | head -5 >&2 || true
 for head in "" q8_0; do

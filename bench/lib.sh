@@ -1,4 +1,15 @@
-# bench/lib.sh: what the benchmark scripts share; sourced, with TERN (the tern binary) set.
+# bench/lib.sh: what the benchmark scripts share; sourced with `here` (the repository) set.
+#
+# bench_tern WHO: TERN = $TERN_BIN or here/build/tern as an absolute path (exported as TERN_BIN for
+# the processes a bench starts), cache = $TERN_CACHE or ~/.cache/tern; exits the script with a
+# line naming WHO when there is no binary.
+bench_tern() {
+  TERN="${TERN_BIN:-$here/build/tern}"
+  [ -x "$TERN" ] || { echo "$1: no tern binary at $TERN (set TERN_BIN)" >&2; exit 1; }
+  TERN=$(cd "$(dirname "$TERN")" && pwd)/$(basename "$TERN")
+  export TERN_BIN="$TERN"
+  cache="${TERN_CACHE:-$HOME/.cache/tern}"
+}
 #
 # bench_model WHO NAME CACHE: sets `model` to NAME's GGUF. small | 2b4t: CACHE/models/NAME-i2_s.gguf,
 # made once with `tern mkmodel` (BitNet b1.58, I2_S, seed 1, the Llama-3 vocabulary when

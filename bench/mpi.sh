@@ -11,17 +11,14 @@
 #                           TERN_MPI_IDLE_US (the MPI transport's longest idle sleep) goes to every rank
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
-TERN="${TERN_BIN:-$here/build/tern}"
-[ -x "$TERN" ] || { echo "mpi: no tern binary at $TERN (set TERN_BIN)" >&2; exit 1; }
-TERN=$(cd "$(dirname "$TERN")" && pwd)/$(basename "$TERN")
+. "$here/bench/lib.sh"
+bench_tern "mpi"
 command -v mpirun >/dev/null || { echo "mpi: no mpirun (apt install openmpi-bin)" >&2; exit 1; }
-cache="${TERN_CACHE:-$HOME/.cache/tern}"
 MODEL="${MODEL:-small}" N="${N:-64}" REPS="${REPS:-3}" THREADS="${THREADS:-1}" PAR="${PAR:-1,4,8}"
 HOP_REPS="${HOP_REPS:-1000}"
 # no binding: the ZeroMQ runs are not bound either; oversubscribe: 3 ranks on a 2-core box
 MPIRUN_ARGS="${MPIRUN_ARGS:---oversubscribe --bind-to none}"
 [ "$(id -u)" = 0 ] && export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
-. "$here/bench/lib.sh"
 bench_model "mpi" "$MODEL" "$cache"
 name=$(basename "$model" .gguf)
 OUT="${OUT:-$cache/bench/mpi-$name}"

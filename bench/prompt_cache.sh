@@ -9,11 +9,9 @@
 #                           N (tokens per reply, 24), THREADS (2), CTX (2048)
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
-TERN="${TERN_BIN:-$here/build/tern}"
-[ -x "$TERN" ] || { echo "prompt cache bench: no tern binary at $TERN (set TERN_BIN)" >&2; exit 1; }
-cache="${TERN_CACHE:-$HOME/.cache/tern}"
-MODEL="${MODEL:-2b4t}" TURNS="${TURNS:-6}" N="${N:-24}" THREADS="${THREADS:-2}" CTX="${CTX:-2048}"
 . "$here/bench/lib.sh"
+bench_tern "prompt cache bench"
+MODEL="${MODEL:-2b4t}" TURNS="${TURNS:-6}" N="${N:-24}" THREADS="${THREADS:-2}" CTX="${CTX:-2048}"
 bench_model "prompt cache bench" "$MODEL" "$cache"
 
 tmp=$(mktemp -d)

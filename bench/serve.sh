@@ -9,11 +9,9 @@
 #                      stream, 32), PAR (1,4,16), THREADS (per process, 2), MODES ("single cluster")
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
-TERN="${TERN_BIN:-$here/build/tern}"
-[ -x "$TERN" ] || { echo "serve bench: no tern binary at $TERN (set TERN_BIN)" >&2; exit 1; }
-cache="${TERN_CACHE:-$HOME/.cache/tern}"
-MODEL="${MODEL:-2b4t}" N="${N:-32}" PAR="${PAR:-1,4,16}" THREADS="${THREADS:-2}" MODES="${MODES:-single cluster}"
 . "$here/bench/lib.sh"
+bench_tern "serve bench"
+MODEL="${MODEL:-2b4t}" N="${N:-32}" PAR="${PAR:-1,4,16}" THREADS="${THREADS:-2}" MODES="${MODES:-single cluster}"
 bench_model "serve bench" "$MODEL" "$cache"
 maxpar=$(echo "$PAR" | tr ',' '\n' | sort -n | tail -1)
 
