@@ -5,7 +5,9 @@
 # slots (-np 16) and with 4 slots and 12 requests queued. A client that reads its stream 1 byte
 # per 100 ms through a tiny receive window does not hold up the others: they all finish while
 # it is still reading, in about the time they take without it, and its own stream, read to the
-# end, is complete. Servers are always killed on exit; every client socket has a timeout.
+# end, is complete. 24 mixed requests at once (echo with logprobs, several choices, streams,
+# prompts sharing their beginning for the prefix cache) on 4 slots == each alone on 1 slot with
+# the cache off. Servers are always killed on exit; every client socket has a timeout.
 source "$(dirname "$0")/lib.bash"   # its cleanup: SIGTERM to the servers, SIGKILL after 5 s
 
 M="$tmp/tiny.gguf"
@@ -176,6 +178,50 @@ if [ -n "${tw:-}" ] && python3 -c "import sys; sys.exit(0 if $tw <= max(10.0, 5 
 else bad "the others took ${tw:-?}s beside the slow reader, ${tb:-?}s without it"; fi
 [ "${complete:-0}" = 1 ] && ok "the slow reader's own stream, read to the end: all 400 tokens, same text as at full speed" \
   || bad "slow reader's stream incomplete: $(grep -A2 'slow reader:' "$tmp/slow.out")"
+
+# ---- everything at once: echo + logprobs, several choices, shared prompt beginnings (prefix
+# cache), streams, on 4 slots == the same requests one by one on 1 slot with no cache ---------
+cat >"$tmp/mixed.py" <<'PY'
+# mixed.py REF_URL LOAD_URL: 24 mixed requests, alone on REF (cache off) and all at once on LOAD
+import json, sys, threading, urllib.request
+ref_url, load_url = sys.argv[1], sys.argv[2]
+def post(url, body):
+    req = urllib.request.Request(url + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    with urllib.request.urlopen(req, timeout=120) as r:
+        raw = r.read().decode()
+    if not body.get("stream"): return [(c["index"], c["text"], c["logprobs"]) for c in json.loads(raw)["choices"]]
+    chunks = [json.loads(l[6:]) for l in raw.splitlines() if l.startswith("data: {")]
+    return [(0, "".join(c["choices"][0]["text"] for c in chunks if c["choices"]), None)]
+stem = "The keeper of the northern light wrote in his log that the storm had passed and "
+reqs = []
+for k in range(24):
+    tail = ["the sea was calm", "ships came home", "gulls returned", "the lamp was cleaned"][k % 4]
+    b = {"prompt": stem + tail if k % 3 else f"Log {k}: " + tail, "max_tokens": 8 + k % 5, "ignore_eos": True,
+         "temperature": 0 if k % 2 == 0 else 0.9, "seed": 50 + k}
+    if k % 4 == 1: b.update(echo=True, logprobs=2)
+    if k % 6 == 5: b.update(echo=True, logprobs=1, max_tokens=0)
+    if k % 5 == 2: b.update(n=2)
+    if k % 7 == 3: b["prompt"] = [b["prompt"], "Another line " + tail]
+    if k % 8 == 6 and "n" not in b and not isinstance(b["prompt"], list): b["stream"] = True
+    reqs.append(b)
+want = [post(ref_url, dict(b, cache_prompt=False)) for b in reqs]
+got = [None] * len(reqs)
+def one(k): got[k] = post(load_url, reqs[k])
+th = [threading.Thread(target=one, args=(k,)) for k in range(len(reqs))]
+for t in th: t.start()
+for t in th: t.join()
+bad = [k for k in range(len(reqs)) if got[k] != want[k]]
+for k in bad[:5]: print(f"  request {k} {json.dumps(reqs[k])[:160]}: {str(got[k])[:200]} vs {str(want[k])[:200]}")
+print(f"RESULT {len(bad)} {sum(len(w) for w in want)}")
+PY
+start ref -np 1 -c 512 --no-cache-prompt
+REF_URL=$URL
+start load -np 4 -c 512
+timeout 300 python3 "$tmp/mixed.py" "$REF_URL" "$URL" >"$tmp/mixed.out" 2>&1
+read -r _ nbad nchoices < <(grep '^RESULT' "$tmp/mixed.out") || true
+if [ "${nbad:-x}" = 0 ]; then
+  ok "24 mixed requests at once on 4 slots (echo + logprobs, n=2, prompt lists, streams, shared beginnings; $nchoices choices) == one by one without the cache"
+else bad "mixed load: $(head -20 "$tmp/mixed.out")"; fi
 
 if grep -l -E 'Sanitizer|runtime error|data race' "$tmp"/*.log >/dev/null 2>&1; then
   bad "sanitizer reports: $(grep -h -A8 -E 'Sanitizer|runtime error|data race' "$tmp"/*.log | head -40)"
