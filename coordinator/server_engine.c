@@ -44,7 +44,7 @@ int server_engine_enqueue(struct server *s, job_t *j) {
         s->n_queue++;
         s->n_inflight++;
         pthread_mutex_lock(&s->met.mu);
-        s->met.requests_total++;
+        if (!j->extra) s->met.requests_total++;
         s->met.waiting = s->n_queue;
         pthread_mutex_unlock(&s->met.mu);
         pthread_cond_signal(&s->engine_cv);
@@ -147,9 +147,11 @@ static void job_end(struct server *s, job_t *j, int finish) {
     if (!j->t_first && finish != SCHED_ERROR && finish != SCHED_CANCEL) j->t_first = now;   /* echo only: the prompt's time */
     s->n_inflight--;
     pthread_mutex_lock(&s->met.mu);
-    if (finish == SCHED_ERROR) s->met.requests_errors++;
-    else if (finish == SCHED_CANCEL) s->met.requests_cancelled++;
-    else server_hist_observe(&s->met.e2e, now - j->t_enq);
+    if (!j->extra) {   /* a request is counted once, by its first choice */
+        if (finish == SCHED_ERROR) s->met.requests_errors++;
+        else if (finish == SCHED_CANCEL) s->met.requests_cancelled++;
+        else server_hist_observe(&s->met.e2e, now - j->t_enq);
+    }
     pthread_mutex_unlock(&s->met.mu);
     pthread_cond_broadcast(&j->cv);
     if (s->n_inflight == 0) pthread_cond_broadcast(&s->idle_cv);

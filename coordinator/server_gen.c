@@ -541,6 +541,7 @@ static enum MHD_Result handle_multi(struct server *s, struct MHD_Connection *c, 
         job_t *j = job_new(s, r);   /* the first takes the request's stop strings; the others copy them */
         if (!j) { rc = server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory"); break; }
         jobs[made++] = j;
+        j->extra = i > 0;
         if (i == 0) {
             *job_out = j;
             pthread_mutex_lock(&s->mu);

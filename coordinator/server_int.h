@@ -33,6 +33,7 @@ typedef struct job {
     int logprobs;              /* the reply carries log-probabilities (j->lp) */
     int cache_prompt;          /* may start on a slot's cached tokens (request and server allow it) */
     int n_cached;              /* prompt tokens that came from the slot's cache (not fed) */
+    int extra;                 /* a choice after the first of its request: not counted as a request */
     int32_t *ids;              /* (n_ids,) prompt */
     int n_ids, max_gen;
     sampler_params_t sp;

@@ -527,6 +527,10 @@ print(f"{len(set(s1))} different texts of 4 sampled")
 PY
 if out=$(python3 "$tmp/multi.py" "$URL" 2>&1); then ok "4 prompts in one request == 4 requests; n=3 greedy copies; seeded n=4 repeatable, choice 0 == n=1 ($out); chat n=2; prompts x n in order"
 else bad "several choices: $out"; fi
+r0=$(C "$URL/metrics" | awk '$1=="tern_requests_total"{print $2}')
+C "$URL/v1/completions" -d '{"prompt":["a","b","c"],"n":2,"max_tokens":2}' >/dev/null
+r1=$(C "$URL/metrics" | awk '$1=="tern_requests_total"{print $2}')
+[ -n "$r0" ] && [ "$r1" = $((r0 + 1)) ] && ok "/metrics: a request of 6 choices counts once" || bad "requests_total $r0 -> $r1 for one request"
 
 # ---- metrics ---------------------------------------------------------------------------------
 C "$URL/metrics" >"$tmp/metrics.txt"
