@@ -4,6 +4,8 @@
  * continuous batching at token boundaries. Sampled tokens come back through a callback.
  * Chunked prefill: while any sequence decodes, a step carries at most prefill_chunk prompt
  * tokens (oldest prompt first), so streams keep a short inter-token gap when prompts arrive.
+ * Also: a prompt's own log-probabilities (teacher-forced targets, sched_score_prompt) and a
+ * prefix cache (a prompt starts after what its slot already holds, sched_set_prefix_cache).
  * Not here: text (the caller tokenizes and detokenizes), transports (pipeline). */
 #ifndef TERN_SCHED_H
 #define TERN_SCHED_H

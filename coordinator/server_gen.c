@@ -1,7 +1,9 @@
 /* server_gen: the generation routes (/v1/completions, /v1/chat/completions) and the token
  * routes (/tokenize, /detokenize). A generation request is parsed, its prompt tokenized and
  * checked against the context here on the connection's thread, then queued for the engine;
- * the thread waits for the whole reply, or streams it as server-sent events. */
+ * the thread waits for the whole reply, or streams it as server-sent events. A request with
+ * several choices (a list of prompts, n) becomes one job a choice, run side by side; echo puts
+ * the prompt (and its tokens' log-probabilities) before the generated text. */
 #include "coordinator/server_int.h"
 #include "core/err.h"
 #include "core/log.h"

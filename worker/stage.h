@@ -1,7 +1,8 @@
 /* stage: everything one pipeline stage needs to serve Forward steps — its shard, activations
  * and KV cache, and when it is the last stage the samplers of its sequence slots. A step
  * takes hidden states (n, n_embd) for n tokens of any mix of sequences and returns either the
- * new hidden states (middle stages) or the sampled tokens (last stage).
+ * new hidden states (middle stages) or the sampled tokens (last stage), and on request the
+ * log-probabilities of given next tokens (stage_score: perplexity, prompt logprobs).
  * Used in-process by the embedded engine and by the worker loop behind a transport. */
 #ifndef TERN_STAGE_H
 #define TERN_STAGE_H
