@@ -21,9 +21,12 @@
 #include "proto/transport.h"
 #include "worker/kv_cache.h"
 #include <pthread.h>
+#include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #define CL_QUEUE 64
@@ -67,6 +70,10 @@ typedef struct cpl {
     step_t *queue[CL_QUEUE];
     int head, count;
     uint64_t next_step;                 /* lowest step id not yet submitted */
+    uint64_t id_base;                   /* added to step ids on the wire: a random base per pipeline,
+                                         * so that answers meant for another coordinator (workers
+                                         * send to the routing id "coord") or forged ones are not
+                                         * taken for this one's */
     sampler_params_t *pending;          /* (n_seq,) params to send with the next step */
     uint8_t *has_pending;
     uint32_t *u_seq, *u_pos;
@@ -432,7 +439,7 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
         ls.rank = (uint32_t)(s + 1);
         ls.max_batch_tokens = (uint32_t)p->cfg.n_batch;
         ls.heartbeat_timeout_ms = (uint32_t)p->hb_timeout_ms;
-        ls.first_step_id = p->next_step;
+        ls.first_step_id = p->id_base + p->next_step;
         ls.fetch_weights = w->fetch;
         ls.kv_type = p->cfg.kv_type == KV_F32 ? TERN__KV_TYPE__KV_F32 : TERN__KV_TYPE__KV_F16;
         m.body_case = TERN__MSG__BODY_LOAD_SHARD;
@@ -482,7 +489,7 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     }
     Tern__Msg m = TERN__MSG__INIT;
     Tern__Forward f = TERN__FORWARD__INIT;
-    f.step_id = s->id;
+    f.step_id = p->id_base + s->id;
     f.n_tokens = (uint32_t)s->n;
     f.n_seq_ids = f.n_positions = f.n_token_ids = f.n_sample = (size_t)s->n;
     f.seq_ids = p->u_seq;
@@ -552,8 +559,13 @@ static int lost_stage(cpl_t *p) {
  * unrelated: ignored). */
 static int take(cpl_t *p, cworker_t *w, step_t *s) {
     const Tern__Msg *m = p->rx.msg;
+    const uint64_t want = p->id_base + s->id, end = p->id_base + p->next_step;   /* wire ids in flight: [want, end) */
     if (m->body_case == TERN__MSG__BODY_ERROR) {
-        if (m->error->step_id && m->error->step_id < s->id) return 0;   /* before a re-placement */
+        uint64_t id = m->error->step_id;
+        if (id && (id < want || id >= end)) {   /* before a re-placement, or not this pipeline's */
+            log_d("ignoring an error about step %llu from %s (not in flight here)", (unsigned long long)id, wname(w));
+            return 0;
+        }
         if (m->error->code == TERN_ENOTFOUND) {   /* the worker restarted: its layers are gone */
             pthread_mutex_lock(&p->mu);
             w->helloed = 0;
@@ -566,13 +578,13 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
     }
     if (m->body_case != TERN__MSG__BODY_SAMPLED) return 0;
     const Tern__Sampled *r = m->sampled;
-    if (r->step_id < s->id) {
-        log_d("ignoring step %llu's tokens from %s (stale)", (unsigned long long)r->step_id, wname(w));
+    if (r->step_id < want || r->step_id >= end) {   /* stale, or not this pipeline's */
+        log_d("ignoring step %llu's tokens from %s (not in flight here)", (unsigned long long)r->step_id, wname(w));
         return 0;
     }
-    if (r->step_id != s->id || r->n_token_ids > (size_t)s->n || r->n_logprobs != r->n_token_ids) {
+    if (r->step_id != want || r->n_token_ids > (size_t)s->n || r->n_logprobs != r->n_token_ids) {
         s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu, expected %llu", wname(w),
-                        (unsigned long long)r->step_id, (unsigned long long)s->id);
+                        (unsigned long long)(r->step_id - p->id_base), (unsigned long long)s->id);
         return 1;
     }
     if (r->n_top > SAMPLER_TOP_MAX || r->n_top_ids != r->n_token_ids * r->n_top || r->n_top_logprobs != r->n_top_ids) {
@@ -871,6 +883,18 @@ int cluster_pipeline_new(pipeline_t **out, const gguf_t *g, const char *model_pa
     return cluster_pipeline_start(out, g, model_path, &cl, cfg, err, errlen);
 }
 
+/* a base for this pipeline's wire step ids: random bits 40..61 (time, process, address, a
+ * counter) and bit 62, so two pipelines' ids practically never meet and local ids (< 2^40) fit */
+static uint64_t step_id_base(const void *p) {
+    static atomic_uint_fast64_t n;
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    uint64_t h = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 17) ^
+                 (uint64_t)(uintptr_t)p ^ (atomic_fetch_add(&n, 1) * 0x9E3779B97F4A7C15ull);
+    h ^= h >> 33, h *= 0xff51afd7ed558ccdull, h ^= h >> 33, h *= 0xc4ceb9fe1a85ec53ull, h ^= h >> 33;
+    return (h & 0x3FFFFF0000000000ull) | (1ull << 62);
+}
+
 int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_path, cluster_t *cl,
                            const stage_cfg_t *cfg, char *err, size_t errlen) {
     *out = NULL;
@@ -882,6 +906,7 @@ int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_
     tp_msg_init(&p->rx);
     pthread_mutex_init(&p->mu, NULL);
     p->base.ops = &g_cl_ops;
+    p->id_base = step_id_base(p);
     p->cfg = *cfg;
     p->cl = *cl;   /* taken: freed with the pipeline */
     memset(cl, 0, sizeof *cl);
