@@ -154,17 +154,27 @@ static void finish(sched_seq_t *q, int why) {
     if (q->cb) q->cb(q->user, q->id, -1, 0, NULL, why);
 }
 
-int sched_score_prompt(sched_t *s, int id, sched_score_cb cb) {
+/* active sequence id that has fed nothing yet (its cached beginning aside), or NULL */
+static sched_seq_t *not_started(sched_t *s, int id) {
     for (int i = 0; i < s->n_seq; i++) {
         sched_seq_t *q = &s->seqs[i];
-        if (!q->active || q->id != id) continue;
-        if (q->n_fed != q->n_cached) return TERN_EINVAL;   /* it has started */
-        s->n_cached_tok -= q->n_cached;   /* every prompt position is scored: feed them all */
-        q->n_fed = q->n_cached = 0;
-        q->score_cb = cb;
-        return 0;
+        if (q->active && q->id == id) return q->n_fed == q->n_cached ? q : NULL;
     }
-    return TERN_EINVAL;
+    return NULL;
+}
+
+int sched_feed_whole(sched_t *s, int id) {
+    sched_seq_t *q = not_started(s, id);
+    if (!q) return TERN_EINVAL;
+    s->n_cached_tok -= q->n_cached;
+    q->n_fed = q->n_cached = 0;
+    return 0;
+}
+
+int sched_score_prompt(sched_t *s, int id, sched_score_cb cb) {
+    int rc = sched_feed_whole(s, id);   /* every prompt position is scored: feed them all */
+    if (rc == 0) not_started(s, id)->score_cb = cb;
+    return rc;
 }
 
 int sched_cached(const sched_t *s, int id) {

@@ -114,6 +114,10 @@ void sched_set_prefix_cache(sched_t *s, int on);
  * TERN_ENOMEM when no slot is free, or TERN_EINVAL when the prompt does not fit the context. */
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
               void *user);
+/* Right after sched_add: sequence id's prompt is fed whole, from position 0, though its slot held
+ * a beginning of it (a request that turned the prefix cache off). 0 or TERN_EINVAL (no such
+ * sequence, or it has started). */
+int sched_feed_whole(sched_t *s, int id);
 /* Right after sched_add: scores the prompt of sequence id — cb gets, for each prompt position
  * 1..n-1 in order, log p(prompt[pos] | prompt[0..pos)) with the sequence's top_logprobs
  * alternatives (sp.logprobs). Costs the lm head on every prompt token. Returns 0 or TERN_EINVAL

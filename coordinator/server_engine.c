@@ -223,7 +223,6 @@ static void admit(struct server *s, job_t *j) {
     server_stop_init(&j->st, j->stop, j->n_stop);
     j->t_start = time_now();
     if (j->cancel) { job_end(s, j, SCHED_CANCEL); return; }
-    sched_set_prefix_cache(sc, j->cache_prompt);   /* this thread alone admits: per request */
     int id = sched_add(sc, j->ids, j->n_ids, j->max_gen, &j->sp, on_token, j);
     if (id < 0) {
         snprintf(j->errmsg, sizeof j->errmsg, "cannot start the sequence: %s", tern_strerror(id));
@@ -231,7 +230,8 @@ static void admit(struct server *s, job_t *j) {
         return;
     }
     j->seq_id = id;
-    if (j->plp) sched_score_prompt(sc, id, on_score);   /* right after sched_add: cannot fail */
+    if (!j->cache_prompt) sched_feed_whole(sc, id);     /* right after sched_add: cannot fail */
+    if (j->plp) sched_score_prompt(sc, id, on_score);   /* likewise */
     j->n_cached = sched_cached(sc, id);
     pthread_mutex_lock(&s->met.mu);
     s->met.prompt_tokens += (unsigned long long)(j->n_ids - j->n_cached);
@@ -283,6 +283,7 @@ void *server_engine_main(void *arg) {
     int *cancels = calloc((size_t)sc->n_seq, sizeof(int));
     job_t *dead[64];
     TERN_ASSERT(admits && cancels);
+    sched_set_prefix_cache(sc, !s->cfg.no_cache_prompt);   /* a request may still turn it off (sched_feed_whole) */
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->stop_engine && !s->qhead && sched_active(sc) == 0) pthread_cond_wait(&s->engine_cv, &s->mu);

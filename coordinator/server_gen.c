@@ -423,7 +423,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->ignore_eos = r->ignore_eos;
     j->logprobs = r->logprobs;
     j->echo = r->echo;
-    j->cache_prompt = r->cache_prompt && !s->cfg.no_cache_prompt;
+    j->cache_prompt = r->cache_prompt;
     j->sp = r->sp;
     for (int i = 0; i < r->n_stop; i++) { j->stop[i] = r->stop[i]; r->stop[i] = NULL; }
     j->n_stop = r->n_stop;

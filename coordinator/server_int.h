@@ -31,7 +31,7 @@ typedef struct job {
     int refs;                  /* under srv->mu: HTTP connection, stream reader, engine */
     int kind, stream, include_usage, ignore_eos;
     int logprobs;              /* the reply carries log-probabilities (j->lp) */
-    int cache_prompt;          /* may start on a slot's cached tokens (request and server allow it) */
+    int cache_prompt;          /* may start on a slot's cached tokens (the request's "cache_prompt") */
     int n_cached;              /* prompt tokens that came from the slot's cache (not fed) */
     int extra;                 /* a choice after the first of its request: not counted as a request */
     int32_t *ids;              /* (n_ids,) prompt */

@@ -597,7 +597,8 @@ static void run_one(sched_t *sc, fake_t *f, seqrun_t *r) {
 /* Prefix cache: a prompt that begins with what a slot already holds (an earlier prompt and the
  * tokens generated after it) starts after that part, in that slot, and generates exactly what it
  * would from scratch; an unrelated prompt takes another slot (the oldest), keeping the cache; no
- * reuse with a repeat penalty, nor for a scored prompt; a pipeline recovery empties every cache. */
+ * reuse with a repeat penalty, nor for a scored prompt or one fed whole on request
+ * (sched_feed_whole); a pipeline recovery empties every cache. */
 static void test_prefix_cache(void **state) {
     (void)state;
     for (int inflight = 1; inflight <= 2; inflight++) {
@@ -641,6 +642,20 @@ static void test_prefix_cache(void **state) {
         run_one(&sc, &f, &e);
         assert_int_equal(sc.seqs[e.slot].n_cached, 0);
         expect_solo(&e);
+        /* a request that turns the cache off: fed whole from position 0, same tokens */
+        seqrun_t w;
+        seq_make(&w, 20, 4, 1, 0.0f);
+        w.f = &f, w.sc = &sc;
+        w.id = sched_add(&sc, w.prompt, 20, 4, &w.sp, on_token, &w);
+        assert_true(w.id >= 0);
+        w.slot = f.last_started;
+        assert_true(sc.seqs[w.slot].n_cached > 0);
+        assert_int_equal(sched_feed_whole(&sc, w.id), 0);
+        assert_int_equal(sc.seqs[w.slot].n_cached, 0);
+        step(&sc, &f);
+        assert_int_equal(sched_feed_whole(&sc, w.id), TERN_EINVAL);   /* it has started */
+        while (step(&sc, &f) > 0) {}
+        expect_solo(&w);
         /* a scored prompt is fed whole: every position gets its log p */
         scorerun_t g;
         memset(&g, 0, sizeof g);
