@@ -354,8 +354,9 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
             stage_seq_start(&w->st, (int)ss->seq_id, &p);
         }
     int m = stage_step(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp, err, sizeof err);
-    int ns = m < 0 || !w->is_last || !f->n_targets ? 0
-             : stage_score(&w->st, w->h, n, w->seq, f->targets, w->tgt_lp, err, sizeof err);
+    /* the last stage scores every step (none to score: it only resets its counts) */
+    int ns = m < 0 || !w->is_last ? 0
+             : stage_score(&w->st, w->h, n, w->seq, f->n_targets ? f->targets : NULL, w->tgt_lp, err, sizeof err);
     if (ns < 0) m = ns;
     if (m < 0) {
         snprintf(msg, sizeof msg, "%s: step %llu: %s", w->name, (unsigned long long)f->step_id, err);
@@ -393,7 +394,7 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     s.top_logprobs = w->st.top_lp;
     s.n_target_logprobs = (size_t)ns;
     s.target_logprobs = w->tgt_lp;
-    s.target_n_top = ns > 0 ? (uint32_t)w->st.score_n_top : 0;   /* score_n_top is stale when nothing was scored */
+    s.target_n_top = (uint32_t)w->st.score_n_top;
     s.n_target_top_ids = s.n_target_top_logprobs = (size_t)ns * (size_t)s.target_n_top;
     s.target_top_ids = w->st.score_top_ids;
     s.target_top_logprobs = w->st.score_top_lp;
