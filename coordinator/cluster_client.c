@@ -12,6 +12,7 @@
 #include "coordinator/cluster_file.h"
 #include "coordinator/placement.h"
 #include "core/err.h"
+#include "core/hash.h"
 #include "kernels/ops.h"
 #include "core/log.h"
 #include "core/model_id.h"
@@ -589,7 +590,7 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
     }
     if (r->n_top > SAMPLER_TOP_MAX || r->n_top_ids != r->n_token_ids * r->n_top || r->n_top_logprobs != r->n_top_ids) {
         s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu with %u alternatives a token "
-                        "(max %d) but %zu ids, %zu logprobs for %zu tokens", wname(w), (unsigned long long)r->step_id,
+                        "(max %d) but %zu ids, %zu logprobs for %zu tokens", wname(w), (unsigned long long)s->id,
                         r->n_top, SAMPLER_TOP_MAX, r->n_top_ids, r->n_top_logprobs, r->n_token_ids);
         return 1;
     }
@@ -597,13 +598,13 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
     for (int i = 0; s->target && i < s->n; i++) want_scored += s->target[i] >= 0;
     if (r->n_target_logprobs != want_scored) {
         s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu with %zu target logprobs, "
-                        "expected %zu", wname(w), (unsigned long long)r->step_id, r->n_target_logprobs, want_scored);
+                        "expected %zu", wname(w), (unsigned long long)s->id, r->n_target_logprobs, want_scored);
         return 1;
     }
     if (r->target_n_top > SAMPLER_TOP_MAX || r->n_target_top_ids != want_scored * r->target_n_top ||
         r->n_target_top_logprobs != r->n_target_top_ids) {
         s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu with %u alternatives a scored "
-                        "token but %zu ids for %zu tokens", wname(w), (unsigned long long)r->step_id, r->target_n_top,
+                        "token but %zu ids for %zu tokens", wname(w), (unsigned long long)s->id, r->target_n_top,
                         r->n_target_top_ids, want_scored);
         return 1;
     }
@@ -891,8 +892,7 @@ static uint64_t step_id_base(const void *p) {
     clock_gettime(CLOCK_REALTIME, &ts);
     uint64_t h = (uint64_t)ts.tv_nsec ^ ((uint64_t)ts.tv_sec << 30) ^ ((uint64_t)getpid() << 17) ^
                  (uint64_t)(uintptr_t)p ^ (atomic_fetch_add(&n, 1) * 0x9E3779B97F4A7C15ull);
-    h ^= h >> 33, h *= 0xff51afd7ed558ccdull, h ^= h >> 33, h *= 0xc4ceb9fe1a85ec53ull, h ^= h >> 33;
-    return (h & 0x3FFFFF0000000000ull) | (1ull << 62);
+    return (hash_mix64(h) & 0x3FFFFF0000000000ull) | (1ull << 62);
 }
 
 int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_path, cluster_t *cl,

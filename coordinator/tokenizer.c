@@ -9,6 +9,7 @@
 #include "coordinator/tokenizer.h"
 #include "coordinator/tokenizer_impl.h"
 #include "core/err.h"
+#include "core/hash.h"
 #include "core/log.h"
 #include <ctype.h>
 #include <pcre2.h>
@@ -18,8 +19,7 @@
 /* ---- small helpers ------------------------------------------------------ */
 
 static uint64_t hash_bytes(const char *s, size_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (size_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
+    uint64_t h = hash_fnv1a(1469598103934665603ull, s, n);   /* this map's own seed */
     return h ^ (h >> 29);
 }
 

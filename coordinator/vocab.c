@@ -6,6 +6,7 @@
 #define _GNU_SOURCE
 #include "coordinator/vocab.h"
 #include "core/err.h"
+#include "core/hash.h"
 #include <ctype.h>
 #include <jansson.h>
 #include <stdio.h>
@@ -293,11 +294,6 @@ static size_t next_word(const char *s, size_t n, size_t i) {
 typedef struct gword { int32_t sym[64]; int n, count; } gword_t;
 typedef struct gtok { char *s; size_t len; } gtok_t;
 
-static uint64_t mix(uint64_t x) {
-    x ^= x >> 33; x *= 0xff51afd7ed558ccdull; x ^= x >> 33; x *= 0xc4ceb9fe1a85ec53ull; x ^= x >> 33;
-    return x;
-}
-
 static int collect_words(gword_t *words, int maxw) {
     int nw = 0;
     size_t n = sizeof TRAIN_TEXT - 1;
@@ -342,7 +338,7 @@ static int best_pair(const gword_t *w, int nw, uint64_t seed, gpair_t *pairs, in
         size_t j = i;
         int cnt = 0;
         while (j < np && pairs[j].key == pairs[i].key) cnt += pairs[j++].count;
-        uint64_t h = mix(pairs[i].key ^ seed);
+        uint64_t h = hash_mix64(pairs[i].key ^ seed);
         if (cnt > best || (cnt == best && h < bh)) {
             best = cnt; bh = h;
             *a = (int)(pairs[i].key >> 32); *b = (int)(uint32_t)pairs[i].key;
@@ -363,12 +359,6 @@ static void apply_merge(gword_t *w, int nw, int a, int b, int id) {
     }
 }
 
-static uint64_t str_hash(const char *s, uint64_t n) {
-    uint64_t h = 1469598103934665603ull;
-    for (uint64_t i = 0; i < n; i++) h = (h ^ (uint8_t)s[i]) * 1099511628211ull;
-    return h;
-}
-
 /* Fills tokens [from, n) with pseudo-words (a space, then 2+ consonant-vowel syllables: the
  * digits of a counter in base 32), each in its own 24-byte slot of buf, skipping any text a token
  * before it already has (an open-addressing set of the token texts). */
@@ -381,7 +371,7 @@ static int pseudo_words(const char **ts, uint64_t *tl, int32_t *tt, int from, in
     if (!set) return err_set(err, errlen, TERN_ENOMEM, "vocab: out of memory");
     memset(set, 0xff, cap * sizeof *set);
     for (int i = 0; i < from; i++) {
-        size_t at = str_hash(ts[i], tl[i]) & (cap - 1);
+        size_t at = hash_fnv1a(HASH_FNV_OFFSET, ts[i], (size_t)tl[i]) & (cap - 1);
         while (set[at] >= 0) at = (at + 1) & (cap - 1);
         set[at] = i;
     }
@@ -395,7 +385,7 @@ static int pseudo_words(const char **ts, uint64_t *tl, int32_t *tt, int from, in
             p[len++] = cons[dig[nd] % 16];
             p[len++] = vow[(dig[nd] / 16 + dig[nd] % 5) % 5];
         }
-        size_t at = str_hash(p, (uint64_t)len) & (cap - 1);
+        size_t at = hash_fnv1a(HASH_FNV_OFFSET, p, (size_t)len) & (cap - 1);
         int dup = 0;
         for (; set[at] >= 0 && !dup; at = (at + 1) & (cap - 1))
             dup = tl[set[at]] == (uint64_t)len && !memcmp(ts[set[at]], p, (size_t)len);

@@ -1,23 +1,19 @@
 /* model_id: see model_id.h. */
 #include "core/model_id.h"
 #include "core/err.h"
+#include "core/hash.h"
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
-static uint64_t fnv(uint64_t h, const uint8_t *p, size_t n) {
-    for (size_t i = 0; i < n; i++) { h ^= p[i]; h *= 0x100000001b3ULL; }
-    return h;
-}
-
 static int hash_range(int fd, uint64_t off, uint64_t len, uint64_t *h, uint8_t *buf, size_t cap) {
     while (len > 0) {
         size_t k = len < cap ? (size_t)len : cap;
         ssize_t r = pread(fd, buf, k, (off_t)off);
         if (r <= 0) return -1;
-        *h = fnv(*h, buf, (size_t)r);
+        *h = hash_fnv1a(*h, buf, (size_t)r);
         off += (uint64_t)r;
         len -= (uint64_t)r;
     }
@@ -29,7 +25,7 @@ int model_id_compute(const char *path, uint64_t *size, char hash[MODEL_ID_HASH_L
     if (fd < 0) return err_set(err, errlen, TERN_EIO, "cannot open model '%s'", path);
     struct stat st;
     if (fstat(fd, &st) != 0) { close(fd); return err_set(err, errlen, TERN_EIO, "cannot stat '%s'", path); }
-    uint64_t n = (uint64_t)st.st_size, h = 0xcbf29ce484222325ULL;
+    uint64_t n = (uint64_t)st.st_size, h = HASH_FNV_OFFSET;
     size_t cap = 1 << 20;
     uint8_t *buf = malloc(cap);
     int rc = buf ? 0 : -1;
