@@ -42,6 +42,7 @@ typedef struct bench_model {
     size_t weight_bytes;    /* read per decode step (pipeline) */
     int n_stages;           /* cluster: stages (workers holding layers); 0 = this process */
     const char *backend;    /* cluster: "zmq" (--workers/--cluster) or "mpi" (--mpi) */
+    const char *device;     /* this process: "CPU", "CUDA" (-ngl >= layers) or "CUDA+CPU" */
 } bench_model_t;
 
 /* parses "1,2,4" into out (cap); every value in [lo, hi]. Count or <0 with err. */
@@ -209,7 +210,8 @@ static void test_name(const bench_row_t *r, char *buf, size_t cap) {
 }
 
 static void print_md_row(const bench_model_t *d, const bench_row_t *r, int with_roof) {
-    char backend[16] = "CPU";
+    char backend[16];
+    snprintf(backend, sizeof backend, "%s", d->device ? d->device : "CPU");
     if (d->n_stages) snprintf(backend, sizeof backend, "%s x%d", d->backend, d->n_stages);
     char test[32], ts[48], size[32], params[32];
     test_name(r, test, sizeof test);
@@ -232,7 +234,7 @@ static void print_json_row(const bench_model_t *d, const bench_row_t *r, int fir
     printf("    \"model_type\": \"%s\",\n", d->type);
     printf("    \"model_size\": %llu,\n", (unsigned long long)d->size);
     printf("    \"model_n_params\": %llu,\n", (unsigned long long)d->params);
-    printf("    \"backend\": \"%s\",\n", d->n_stages ? d->backend : "CPU");
+    printf("    \"backend\": \"%s\",\n", d->n_stages ? d->backend : d->device ? d->device : "CPU");
     printf("    \"n_stages\": %d,\n", d->n_stages ? d->n_stages : 1);
     printf("    \"n_parallel\": %d,\n", r->n_par > 1 ? r->n_par : 1);
     printf("    \"n_threads\": %d,\n", r->threads);
@@ -337,6 +339,9 @@ static int bench_threads(bench_opts_t *b, int threads, bench_model_t *d, bench_r
     model_describe(m, d);
     d->n_stages = p.cluster || p.workers || p.mpi ? m->pl->max_inflight : 0;
     d->backend = p.mpi ? "mpi" : "zmq";
+    /* all layers on the GPU: its device memory is the roofline; a CPU+GPU split has none */
+    int gpu = !d->n_stages && p.n_gpu_layers > 0, gpu_all = gpu && p.n_gpu_layers >= m->hp.n_layer;
+    d->device = gpu_all ? "CUDA" : gpu ? "CUDA+CPU" : "CPU";
     double bw = 0;
     int first_row = *nrows;
     for (int k = 0; k < b->np + b->nn * b->npar && rc == 0; k++) {
@@ -349,13 +354,17 @@ static int bench_threads(bench_opts_t *b, int threads, bench_model_t *d, bench_r
         log_i("bench: %s%d, %d sequences, %d threads, %d repetitions", r->n_gen ? "tg" : "pp",
               r->n_gen ? r->n_gen : r->n_prompt, r->n_par > 1 ? r->n_par : 1, threads, b->reps);
         if ((rc = run_test(m, r, b->reps, err, errlen)) < 0) break;
-        if (r->n_gen && bw == 0 && (bw = bw_measure((size_t)b->bw_bytes, threads)) == 0)
+        if (r->n_gen && bw == 0 && !gpu && (bw = bw_measure((size_t)b->bw_bytes, threads)) == 0)
             log_w("bench: cannot allocate %llu bytes to measure the bandwidth: no roofline", b->bw_bytes);
+        if (r->n_gen && bw == 0 && gpu_all && (bw = cuda_bench_read_gbps((size_t)b->bw_bytes, 5)) <= 0)
+            bw = 0, log_w("bench: the GPU bandwidth probe failed: no roofline");
         (*nrows)++;
     }
     /* measured again after the tests, the better of the two kept: on a shared host the probe
      * swings run to run, and a roofline from a slow moment would flatter the tg figures */
-    double bw2 = bw > 0 && rc == 0 ? bw_measure((size_t)b->bw_bytes, threads) : 0;
+    double bw2 = bw > 0 && rc == 0 ? (gpu_all ? cuda_bench_read_gbps((size_t)b->bw_bytes, 5)
+                                              : bw_measure((size_t)b->bw_bytes, threads))
+                                   : 0;
     if (bw2 > bw) bw = bw2;
     for (int i = first_row; i < *nrows; i++) {
         bench_row_t *r = &rows[i];
@@ -406,9 +415,9 @@ int cli_bench(int argc, char **argv) {
         print_md_header(has_tg);
         for (int i = 0; i < nrows; i++) print_md_row(&d, &rows[i], has_tg);
         if (has_tg && nrows)
-            printf("\nroofline: read bandwidth (same threads, the better of a probe before and after the tests) / %.1f MB "
+            printf("\nroofline: read bandwidth (%s, the better of a probe before and after the tests) / %.1f MB "
                    "of weights read per token\n",
-                   d.weight_bytes / 1e6);
+                   d.device && !strcmp(d.device, "CUDA") ? "GPU device memory" : "same threads", d.weight_bytes / 1e6);
     }
     fflush(stdout);
     free(rows);

@@ -14,6 +14,7 @@ int cuda_bench_main(int argc, char **argv) {
     fprintf(stderr, "tern bench --cuda: tern was built without CUDA\n");
     return 1;
 }
+double cuda_bench_read_gbps(size_t bytes, int reps) { return 0; }
 
 #else
 
@@ -176,6 +177,151 @@ static int bench_ternary(double bw, int reps, int quick) {
     return 0;
 }
 
+/* A 2B-4T decode's products as the GPU stage launches them: per layer the input's
+ * norm+quantisation, then q/k/v in one product; quantisation, o; norm+quantisation, gate/up/act in
+ * one product; quantisation, down — NL layers of distinct weights (far more than L2), one token.
+ * Timed as direct launches and as one CUDA graph, with and without programmatic dependent launch.
+ * Effective bandwidth = the layers' weight bytes / time (the small quantisation kernels count
+ * against it, as in decode; attention does not). */
+#define DEC_NL 30
+static int bench_decode(double bw, int reps, int quick) {
+    enum { Q, K, V, O, G, U, D, NM };
+    const int64_t R[NM] = {2560, 640, 640, 2560, 6912, 6912, 2560}, C[NM] = {2560, 2560, 2560, 2560, 2560, 2560, 6912};
+    uint32_t *w[DEC_NL][NM];
+    memset(w, 0, sizeof w);
+    size_t total = 0;
+    char err[256];
+    int ok = 1;
+    for (int m = 0; m < NM && ok; m++) {
+        size_t nb = gpack_bytes(R[m], C[m]);
+        uint32_t *h = malloc(nb);
+        ok = h != NULL;
+        for (size_t i = 0; ok && i < nb / 4; i++) {
+            uint32_t v = 0;
+            for (int k = 0; k < 16; k++) v |= (rnd() % 3) << (2 * k);
+            h[i] = v;
+        }
+        for (int l = 0; ok && l < DEC_NL; l++) {
+            ok = (w[l][m] = cuda_rt_alloc(nb)) && cuda_rt_h2d(w[l][m], h, nb, err, sizeof err) == 0;
+            total += nb;
+        }
+        free(h);
+    }
+    float *x = cuda_rt_alloc(6912 * 4), *y[NM], *s = cuda_rt_alloc(64), *nw = cuda_rt_alloc(6912 * 4);
+    int8_t *q = cuda_rt_alloc(6912);
+    int32_t *sum = cuda_rt_alloc(64);
+    for (int m = 0; m < NM; m++) ok = ok && (y[m] = cuda_rt_alloc((size_t)R[m] * 4));
+    if (!ok || !x || !s || !nw || !q || !sum) {
+        fprintf(stderr, "tern bench --cuda: out of device memory for the decode set\n");
+        return 1;
+    }
+    float *hx = malloc(6912 * 4);
+    for (int i = 0; i < 6912; i++) hx[i] = (float)((int)(rnd() % 2001) - 1000) / 1000.0f;
+    cuda_rt_h2d(x, hx, 6912 * 4, err, sizeof err);
+    for (int i = 0; i < 6912; i++) hx[i] = 1.0f;
+    cuda_rt_h2d(nw, hx, 6912 * 4, err, sizeof err);
+    free(hx);
+    printf("\n| 2B-4T decode products, %d layers, 1 token | launches | PDL | us/token | weight GB/s | %% of measured |\n", DEC_NL);
+    printf("|--------------------------------------------|----------|-----|---------:|------------:|--------------:|\n");
+    double best_pct = 0;
+    for (int pdl = 0; pdl < 2; pdl++) {
+        int pdl_on = cuda_tmat_set_pdl(pdl);
+        if (pdl && !pdl_on) {
+            printf("| (PDL needs sm_90: not measured)            |          |     |          |             |               |\n");
+            break;
+        }
+        for (int graph = 0; graph < 2; graph++) {
+            cuda_rt_graph_t *gr = NULL;
+            int iters = quick ? 5 : 50;
+            double best = 1e30;
+            for (int r = -1; r < reps; r++) {   /* r = -1: warm-up (and the capture) */
+                if (cuda_rt_sync(err, sizeof err) < 0) { fprintf(stderr, "tern bench --cuda: %s\n", err); return 1; }
+                double t0 = time_now();
+                for (int it = 0; it < (r < 0 ? 1 : iters); it++) {
+                    if (gr) {
+                        cuda_rt_graph_launch(gr);
+                        continue;
+                    }
+                    int capturing = graph && r < 0 && cuda_rt_capture_begin() == 0;
+                    for (int l = 0; l < DEC_NL; l++) {
+                        cuda_tmat_seg_t qkv[3] = {{w[l][Q], y[Q], R[Q], 0.01f, 1.0f}, {w[l][K], y[K], R[K], 0.01f, 1.0f},
+                                                  {w[l][V], y[V], R[V], 0.01f, 1.0f}};
+                        cuda_tmat_seg_t gs = {w[l][G], y[G], R[G], 0.01f, 1.0f}, us = {w[l][U], y[U], R[U], 0.01f, 1.0f};
+                        cuda_tmat_norm_quant(x, NULL, 1, nw, 1, 2560, 1e-5f, q, s, sum);
+                        cuda_tmat_mul_segs(qkv, 3, 2560, q, s, sum, 1);
+                        cuda_tmat_norm_quant(x, NULL, 0, NULL, 1, 2560, 1e-5f, q, s, sum);
+                        cuda_tmat_mul(w[l][O], R[O], 2560, 0.01f, 1.0f, q, s, sum, 1, y[O]);
+                        cuda_tmat_norm_quant(x, NULL, 1, nw, 1, 2560, 1e-5f, q, s, sum);
+                        cuda_tmat_glu(&gs, &us, 2560, 1, q, s, sum, 1);
+                        cuda_tmat_norm_quant(x, NULL, 1, nw, 1, 6912, 1e-5f, q, s, sum);
+                        cuda_tmat_mul(w[l][D], R[D], 6912, 0.01f, 1.0f, q, s, sum, 1, y[D]);
+                    }
+                    if (capturing && !(gr = cuda_rt_capture_end())) {
+                        printf("| (graph capture failed)                     |          |     |          |             |               |\n");
+                        break;
+                    }
+                }
+                if (cuda_rt_sync(err, sizeof err) < 0) { fprintf(stderr, "tern bench --cuda: %s\n", err); return 1; }
+                double t = (time_now() - t0) / iters;
+                if (r >= 0 && t < best) best = t;
+            }
+            if (graph && !gr) continue;
+            double gbps = (double)total / best / 1e9;
+            if (100 * gbps / bw > best_pct) best_pct = 100 * gbps / bw;
+            printf("| %-42s | %8d | %-3s | %8.1f | %11.1f | %12.1f%% |\n", graph ? "one CUDA graph" : "direct launches",
+                   DEC_NL * 8, pdl ? "on" : "off", best * 1e6, gbps, 100 * gbps / bw);
+            cuda_rt_graph_free(gr);
+        }
+    }
+    cuda_tmat_set_pdl(1);
+    printf("\ndecode products: best %.1f%% of measured bandwidth (target >= 70%%: %s); %.1f MB of weights per token\n",
+           best_pct, best_pct >= 70 ? "met" : "NOT met", total / 1e6);
+    for (int l = 0; l < DEC_NL; l++)
+        for (int m = 0; m < NM; m++) cuda_rt_free(w[l][m]);
+    for (int m = 0; m < NM; m++) cuda_rt_free(y[m]);
+    void *d[] = {x, s, nw, q, sum};
+    for (int i = 0; i < 5; i++) cuda_rt_free(d[i]);
+    return 0;
+}
+
+/* the GEMV on a tall matrix of the 2B-4T width (the lm head's shape in ternary, 82 MB): the
+ * kernel's streaming rate when launches and a single wave of loads do not dominate */
+static void bench_tall(double bw, int reps, int quick) {
+    const int64_t rows = 128256, cols = 2560;
+    int ncopy;
+    void *wd = rand_weights(rows, cols, &ncopy);
+    float *x = cuda_rt_alloc(cols * 4 * 8), *y = cuda_rt_alloc((size_t)rows * 4 * 8), *s = cuda_rt_alloc(64);
+    int8_t *q = cuda_rt_alloc(cols * 8);
+    int32_t *sum = cuda_rt_alloc(64);
+    char err[256];
+    if (!wd || !x || !y || !s || !q || !sum || cuda_rt_memset(x, 0, cols * 4 * 8, err, sizeof err) < 0) {
+        fprintf(stderr, "tern bench --cuda: out of device memory for the tall GEMV\n");
+        return;
+    }
+    cuda_tmat_quant(x, 8, cols, q, s, sum);
+    bufs_t b = {.w = wd, .ncopy = ncopy, .wstride = gpack_bytes(rows, cols), .q = q, .s = s, .sum = sum, .y = y};
+    shape_t sh = {"tall", rows, cols};
+    for (int r = 0; r <= 4; r = r ? 2 * r : 1) {   /* rows per warp: by size (0), 1, 2, 4 */
+        cuda_tmat_set_rows(r);
+        for (int n = 1; n <= 8; n *= 8) {
+            double t = time_tmat(&sh, &b, n, reps, quick ? 5 : 30);
+            double gbps = (double)b.wstride / t / 1e9;
+            printf("ternary GEMV %lldx%lld (%.0f MB), %d token%s, rows/warp %s: %.1f us, %.1f GB/s = %.1f%% of measured\n",
+                   (long long)rows, (long long)cols, b.wstride / 1e6, n, n > 1 ? "s" : "", r == 0 ? "by size" : r == 1 ? "1" : r == 2 ? "2" : "4",
+                   t * 1e6, gbps, 100 * gbps / bw);
+        }
+    }
+    cuda_tmat_set_rows(0);
+    void *d[] = {wd, x, y, s, q, sum};
+    for (int i = 0; i < 6; i++) cuda_rt_free(d[i]);
+}
+
+double cuda_bench_read_gbps(size_t bytes, int reps) {
+    char err[256];
+    if (cuda_stage_probe(NULL, 0, err, sizeof err) < 0) return 0;
+    return cuda_rt_read_gbps(bytes, reps);
+}
+
 int cuda_bench_main(int argc, char **argv) {
     int cuda = 0, reps = 5, quick = 0;
     opt_t opts[] = {
@@ -205,7 +351,9 @@ int cuda_bench_main(int argc, char **argv) {
         return 1;
     }
     printf("device: %s, measured device-memory read bandwidth %.1f GB/s\n", name, bw);
-    return bench_ternary(bw, reps, quick);
+    rc = bench_ternary(bw, reps, quick);
+    if (rc == 0) bench_tall(bw, reps, quick);
+    return rc ? rc : bench_decode(bw, reps, quick);
 }
 
 #endif

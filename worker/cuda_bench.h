@@ -4,8 +4,12 @@
  * weights: no model needed. tg/pp of a model on the GPU: `tern bench -m M -ngl 99`. */
 #ifndef TERN_CUDA_BENCH_H
 #define TERN_CUDA_BENCH_H
+#include <stddef.h>
 
 /* argv[0] is the subcommand name; flags: --cuda (skipped), -r N repetitions, --quick. 0 or 1. */
 int cuda_bench_main(int argc, char **argv);
+/* GPU 0's device-memory read bandwidth in GB/s over `bytes` (best of reps); <= 0 when there is
+ * no CUDA build or device (the model bench's roofline for -ngl >= layers) */
+double cuda_bench_read_gbps(size_t bytes, int reps);
 
 #endif

@@ -33,6 +33,8 @@ size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return 0; }
 #include "kernels/cuda/cuda_tmat.h"
 #include "kernels/gpack.h"
 #include "kernels/ops.h"
+#include "core/log.h"
+#include "core/progress.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -72,6 +74,12 @@ struct cuda_stage {
     float *hrows;           /* (n_lmax, n_embd) host: rows gathered for the head */
     size_t bytes;
     int graphs;             /* replay the layers as CUDA graphs for small steps (TERN_CUDA_GRAPHS=0: off) */
+    int fuse;               /* fused kernels (TERN_CUDA_FUSE=0: one kernel per operation, for comparison) */
+    int pdl;                /* products by programmatic dependent launch (sm_90+; TERN_CUDA_PDL=0: off) */
+    int timing;             /* TERN_CUDA_TIMING=1: time the phases of 1-token forwards, summed, logged at destroy */
+    size_t lin_bytes;       /* the layers' ternary weights on the device */
+    double t_up, t_layers, t_down, t_head;
+    long n_fwd;
     cuda_rt_graph_t *graph[GRAPH_MAX_N + 1];   /* by token count; positions/slots are read on the device */
 };
 
@@ -119,6 +127,7 @@ static int lin_upload(cuda_stage_t *c, cu_lin_t *d, const mat_t *m, float lscale
     }
     int ok = 1;
     d->w = dalloc(c, nb, &ok);
+    c->lin_bytes += nb;
     if (!ok) rc = err_set(err, errlen, TERN_ENOMEM, "cuda: out of device memory (%.1f MiB held)", c->bytes / 1048576.0);
     else rc = cuda_rt_h2d(d->w, tmp, nb, err, errlen) < 0 ? TERN_EIO : 0;
     free(tmp);
@@ -230,10 +239,18 @@ int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, i
     c->kv_type = kv_type;
     const char *ge = getenv("TERN_CUDA_GRAPHS");
     c->graphs = !(ge && !strcmp(ge, "0"));
+    const char *fe = getenv("TERN_CUDA_FUSE");
+    c->fuse = !(fe && !strcmp(fe, "0"));
+    const char *te = getenv("TERN_CUDA_TIMING");
+    c->timing = te && !strcmp(te, "1");
+    const char *pe = getenv("TERN_CUDA_PDL");
+    c->pdl = cuda_tmat_set_pdl(!(pe && !strcmp(pe, "0")));
+    const char *re = getenv("TERN_CUDA_GEMV_ROWS");   /* 1, 2, 4; else by size */
+    cuda_tmat_set_rows(re ? atoi(re) : 0);
     c->nl = s->last - s->first + 1;
     if (c->nl < 0) c->nl = 0;
     int ok = 1;
-    if (c->hp.head_dim % 4 || c->hp.n_embd % 64) {
+    if (c->hp.head_dim % 4 || c->hp.n_embd % 64 || (size_t)c->hp.head_dim > cuda_ops_attention_max_hd()) {
         rc = err_set(err, errlen, TERN_ENOTSUP, "cuda: n_embd %d / head_dim %d not supported", c->hp.n_embd, c->hp.head_dim);
         goto fail;
     }
@@ -269,6 +286,13 @@ fail:
 void cuda_stage_destroy(cuda_stage_t **p) {
     if (!p || !*p) return;
     cuda_stage_t *c = *p;
+    if (c->timing && c->n_fwd)
+        log_i("cuda stage %d-%d: %ld one-token forwards; each: upload %.1f us, layers %.1f us (%.0f GB/s of weights), "
+              "download %.1f us, head %.1f us (%s kernels, graphs %s, PDL %s)",
+              c->s->first, c->s->last, c->n_fwd, 1e6 * c->t_up / c->n_fwd, 1e6 * c->t_layers / c->n_fwd,
+              c->t_layers > 0 ? c->lin_bytes * (double)c->n_fwd / c->t_layers / 1e9 : 0.0, 1e6 * c->t_down / c->n_fwd,
+              1e6 * c->t_head / c->n_fwd, c->fuse ? "fused" : "separate",
+              c->graphs ? "on" : "off", c->pdl ? "on" : "off");
     for (int i = 0; c->L && i < c->nl; i++) {
         cu_layer_t *d = &c->L[i];
         void *b[] = {d->an, d->asn, d->fn, d->fsn};
@@ -329,18 +353,63 @@ static void block(cuda_stage_t *c, int il, int n) {
     cuda_ops_add(c->h, c->o, (int64_t)n * E);
 }
 
+static cuda_tmat_seg_t seg(const cu_lin_t *l, float *y) {
+    cuda_tmat_seg_t g = {l->w, y, l->rows, l->scale, l->lscale};
+    return g;
+}
+
+/* block() in 10 launches instead of 22: the residual add of the previous layer (pending), the
+ * norm and the quantisation of each linear's input are one kernel; q, k and v one product; RoPE
+ * and the cache store one kernel; gate, up and the activation one product. The layer's last
+ * residual add (h += o) is left pending for the next layer or the caller. Same bits as block(). */
+static void block_fused(cuda_stage_t *c, int il, int n, int pending) {
+    const hparams_t *hp = &c->hp;
+    const cu_layer_t *L = &c->L[il];
+    int64_t E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, qd = (int64_t)hp->n_head * hd;
+    float eps = hp->norm_eps;
+    void *kc = (uint8_t *)c->kc + (size_t)il * c->kv_layer_bytes, *vc = (uint8_t *)c->vc + (size_t)il * c->kv_layer_bytes;
+
+    cuda_tmat_norm_quant(c->h, pending ? c->o : NULL, 1, L->an, n, E, eps, c->aq, c->as, c->asum);
+    cuda_tmat_seg_t qkv[3] = {seg(&L->lin[LIN_Q], c->q), seg(&L->lin[LIN_K], c->k), seg(&L->lin[LIN_V], c->v)};
+    cuda_tmat_mul_segs(qkv, 3, E, c->aq, c->as, c->asum, n);
+    cuda_ops_rope_kv(c->q, c->k, c->v, n, hp->n_head, hp->n_head_kv, (int)hd, hp->rot_dim, c->pos, c->cs, c->sn,
+                     hp->rope_neox, kc, vc, c->kv_type, c->seq, c->seq_stride);
+    float scale = 1.0f / sqrtf((float)hd);
+    for (int a0 = 0; a0 < n; a0 += c->att_chunk) {
+        int na = n - a0 < c->att_chunk ? n - a0 : c->att_chunk;
+        cuda_ops_attention(c->att + a0 * qd, c->q + a0 * qd, kc, vc, c->kv_type, na, c->seq + a0, c->pos + a0,
+                           c->seq_stride, hp->n_head, hp->n_head_kv, (int)hd, scale, c->scores, c->n_ctx);
+    }
+    cuda_tmat_norm_quant(c->att, NULL, L->asn != NULL, L->asn, n, qd, eps, c->aq, c->as, c->asum);
+    lin(c, &L->lin[LIN_O], n, c->o);
+    cuda_tmat_norm_quant(c->h, c->o, 1, L->fn, n, E, eps, c->aq, c->as, c->asum);
+    cuda_tmat_seg_t gate = seg(&L->lin[LIN_GATE], c->g), up = seg(&L->lin[LIN_UP], c->u);
+    cuda_tmat_glu(&gate, &up, E, hp->act == ACT_RELU2, c->aq, c->as, c->asum, n);
+    cuda_tmat_norm_quant(c->g, NULL, L->fsn != NULL, L->fsn, n, F, eps, c->aq, c->as, c->asum);
+    lin(c, &L->lin[LIN_DOWN], n, c->o);
+}
+
+static void all_blocks(cuda_stage_t *c, int k) {
+    if (!c->fuse) {
+        for (int il = 0; il < c->nl; il++) block(c, il, k);
+        return;
+    }
+    for (int il = 0; il < c->nl; il++) block_fused(c, il, k, il > 0);
+    if (c->nl > 0) cuda_ops_add(c->h, c->o, (int64_t)k * c->hp.n_embd);
+}
+
 /* every layer for k tokens: one graph launch when a graph for k exists or can be made, else
  * direct launches. Kernel arguments depend only on k (slots and positions are device buffers). */
 static void layers(cuda_stage_t *c, int k) {
     if (c->graphs && k <= GRAPH_MAX_N && c->nl > 0) {
         if (!c->graph[k] && cuda_rt_capture_begin() == 0) {
-            for (int il = 0; il < c->nl; il++) block(c, il, k);
+            all_blocks(c, k);
             c->graph[k] = cuda_rt_capture_end();
             if (!c->graph[k]) c->graphs = 0;   /* capture unsupported here: never try again */
         }
         if (c->graph[k] && cuda_rt_graph_launch(c->graph[k]) == 0) return;
     }
-    for (int il = 0; il < c->nl; il++) block(c, il, k);
+    all_blocks(c, k);
 }
 
 static int logits_rows(cuda_stage_t *c, const float *h, int m, const int *rows, float *logits, char *err, size_t errlen) {
@@ -359,6 +428,8 @@ static int logits_rows(cuda_stage_t *c, const float *h, int m, const int *rows, 
 int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
                        float *logits, char *err, size_t errlen) {
     int64_t E = c->hp.n_embd;
+    int timing = c->timing && n == 1;
+    double t0 = timing ? time_now() : 0, t1;
     for (int done = 0; done < n; done += c->n_max) {
         int k = n - done < c->n_max ? n - done : c->n_max;
         float *hh = h + (int64_t)done * E;
@@ -366,15 +437,36 @@ int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const i
             cuda_rt_h2d(c->seq, seq + done, (size_t)k * sizeof(int), err, errlen) < 0 ||
             cuda_rt_h2d(c->pos, pos + done, (size_t)k * sizeof(int), err, errlen) < 0)
             return TERN_EIO;
+        if (timing) {
+            t1 = time_now();
+            c->t_up += t1 - t0;
+            t0 = t1;
+        }
         layers(c, k);
+        if (timing) {
+            if (cuda_rt_sync(err, errlen) < 0) return TERN_EIO;
+            t1 = time_now();
+            c->t_layers += t1 - t0;
+            t0 = t1;
+        }
         if (cuda_rt_d2h(hh, c->h, (size_t)k * E * 4, err, errlen) < 0) return TERN_EIO;
+        if (timing) {
+            t1 = time_now();
+            c->t_down += t1 - t0;
+            t0 = t1;
+        }
     }
     if (m > 0) {
         if (!c->s->has_head) return err_set(err, errlen, TERN_EINVAL, "cuda: logits asked of a stage without the head");
         int rc = logits_rows(c, h, m, rows, logits, err, errlen);
         if (rc < 0) return rc;
     }
-    return cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
+    int rc = cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
+    if (timing) {
+        c->t_head += time_now() - t0;
+        c->n_fwd++;
+    }
+    return rc;
 }
 
 #endif

@@ -23,42 +23,52 @@ __device__ __forceinline__ float fold32(float a) {
     return a;
 }
 
-/* one warp per row; 8 warps per block */
-template <int KIND>
+#define FM_PF 4   /* F16: 256-column stages loaded ahead, so a warp has 2 KiB in flight */
+
+/* one warp per row; 8 warps per block; NT tokens per pass over the row (1 at decode, else FM_NT) */
+template <int KIND, int NT>
 __global__ void __launch_bounds__(256) k_fmat(const void *__restrict__ w, int64_t rows, int64_t cols,
                                               const float *__restrict__ x, int n, float *__restrict__ y) {
-    __shared__ __align__(16) __half stage[8][256];
+    __shared__ __align__(16) __half stage[8][FM_PF][256];
     int lane = threadIdx.x & 31, wid = threadIdx.x >> 5;
     int64_t row = (int64_t)blockIdx.x * 8 + wid;
     if (row >= rows) return;   /* per-warp exit; only __syncwarp below */
     int staged = KIND == CUDA_FMAT_F16 && cols % 8 == 0;
     int64_t cs = staged ? cols / 256 * 256 : 0;
-    for (int t0 = 0; t0 < n; t0 += FM_NT) {
-        float acc[FM_NT];
+    for (int t0 = 0; t0 < n; t0 += NT) {
+        float acc[NT];
 #pragma unroll
-        for (int i = 0; i < FM_NT; i++) acc[i] = 0.0f;
-        for (int64_t c0 = 0; c0 < cs; c0 += 256) {
+        for (int i = 0; i < NT; i++) acc[i] = 0.0f;
+        for (int64_t c0 = 0; c0 < cs; c0 += 256 * FM_PF) {
+            int ns = (int)((cs - c0) / 256 < FM_PF ? (cs - c0) / 256 : FM_PF);
             const uint4 *src = (const uint4 *)((const __half *)w + row * cols + c0);
-            ((uint4 *)stage[wid])[lane] = __ldg(src + lane);
+            uint4 v[FM_PF];
+#pragma unroll
+            for (int p = 0; p < FM_PF; p++)
+                if (p < ns) v[p] = __ldg(src + 32 * p + lane);
+#pragma unroll
+            for (int p = 0; p < FM_PF; p++)
+                if (p < ns) ((uint4 *)stage[wid][p])[lane] = v[p];
             __syncwarp();
+            for (int p = 0; p < ns; p++)
 #pragma unroll
-            for (int k = 0; k < 8; k++) {
-                int c = k * 32 + lane;
-                float wv = __half2float(stage[wid][c]);
+                for (int k = 0; k < 8; k++) {
+                    int c = k * 32 + lane;
+                    float wv = __half2float(stage[wid][p][c]);
 #pragma unroll
-                for (int i = 0; i < FM_NT; i++)
-                    if (t0 + i < n) acc[i] = fmaf(wv, x[(int64_t)(t0 + i) * cols + c0 + c], acc[i]);
-            }
+                    for (int i = 0; i < NT; i++)
+                        if (t0 + i < n) acc[i] = fmaf(wv, x[(int64_t)(t0 + i) * cols + c0 + 256 * p + c], acc[i]);
+                }
             __syncwarp();
         }
         for (int64_t c = cs + lane; c < cols; c += 32) {
             float wv = wget(KIND, w, row * cols + c);
 #pragma unroll
-            for (int i = 0; i < FM_NT; i++)
+            for (int i = 0; i < NT; i++)
                 if (t0 + i < n) acc[i] = fmaf(wv, x[(int64_t)(t0 + i) * cols + c], acc[i]);
         }
 #pragma unroll
-        for (int i = 0; i < FM_NT; i++) {
+        for (int i = 0; i < NT; i++) {
             float v = fold32(acc[i]);
             if (lane == 0 && t0 + i < n) y[(int64_t)(t0 + i) * rows + row] = v;
         }
@@ -125,7 +135,11 @@ extern "C" void cuda_fmat_mul(int kind, const void *w, int64_t rows, int64_t col
         return;
     }
     unsigned blocks = (unsigned)((rows + 7) / 8);
-    if (kind == CUDA_FMAT_F16) k_fmat<CUDA_FMAT_F16><<<blocks, 256>>>(w, rows, cols, x, n, y);
-    else if (kind == CUDA_FMAT_BF16) k_fmat<CUDA_FMAT_BF16><<<blocks, 256>>>(w, rows, cols, x, n, y);
-    else k_fmat<CUDA_FMAT_F32><<<blocks, 256>>>(w, rows, cols, x, n, y);
+    if (n == 1) {   /* decode: no per-token predicates in the inner loop */
+        if (kind == CUDA_FMAT_F16) k_fmat<CUDA_FMAT_F16, 1><<<blocks, 256>>>(w, rows, cols, x, n, y);
+        else if (kind == CUDA_FMAT_BF16) k_fmat<CUDA_FMAT_BF16, 1><<<blocks, 256>>>(w, rows, cols, x, n, y);
+        else k_fmat<CUDA_FMAT_F32, 1><<<blocks, 256>>>(w, rows, cols, x, n, y);
+    } else if (kind == CUDA_FMAT_F16) k_fmat<CUDA_FMAT_F16, FM_NT><<<blocks, 256>>>(w, rows, cols, x, n, y);
+    else if (kind == CUDA_FMAT_BF16) k_fmat<CUDA_FMAT_BF16, FM_NT><<<blocks, 256>>>(w, rows, cols, x, n, y);
+    else k_fmat<CUDA_FMAT_F32, FM_NT><<<blocks, 256>>>(w, rows, cols, x, n, y);
 }

@@ -1,9 +1,10 @@
 /* cuda_ops: block float ops on the GPU in kernels/ops.c's arithmetic (see ops_isa.h): products
  * that the CPU rounds separately are written __fmul_rn/__fadd_rn so nvcc cannot fuse them, and
  * the fmaf the spec fuses are fmaf here. RMSNorm sums x² in double in a tree (the CPU: 8 lanes
- * in order) — the f32 scale differs only on a double-rounding tie. SiLU uses CUDA's expf (≤ 2
- * ulp from glibc's); everything else follows the spec operation by operation. */
+ * in order) — the f32 scale differs only on a double-rounding tie. Everything else, SiLU's and
+ * the softmax's exp included (exp_spec, cuda_rowops.cuh), follows the spec operation by operation. */
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_rowops.cuh"
 #include "kernels/ops_isa.h"
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -11,22 +12,9 @@
 
 /* ---- RMSNorm: one block per row ------------------------------------------------------------ */
 __global__ void k_rmsnorm(float *y, const float *x, const float *w, int64_t dim, float eps, const int *rows) {
-    __shared__ double part[32];
-    __shared__ float sc;
     const float *xt = x + (int64_t)(rows ? rows[blockIdx.x] : (int)blockIdx.x) * dim;
     float *yt = y + (int64_t)blockIdx.x * dim;
-    double acc = 0.0;
-    for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) acc += (double)__fmul_rn(xt[i], xt[i]);
-    for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (!(threadIdx.x & 31)) part[threadIdx.x >> 5] = acc;
-    __syncthreads();
-    if (!threadIdx.x) {
-        double sum = 0.0;
-        for (int i = 0; i < (int)(blockDim.x >> 5); i++) sum += part[i];
-        sc = __fdiv_rn(1.0f, sqrtf(__fadd_rn((float)(sum / (double)dim), eps)));
-    }
-    __syncthreads();
-    float s = sc;
+    float s = row_rms_scale(xt, dim, eps);
     for (int64_t i = threadIdx.x; i < dim; i += blockDim.x) {
         float v = __fmul_rn(xt[i], s);
         yt[i] = w ? __fmul_rn(v, w[i]) : v;
@@ -35,20 +23,14 @@ __global__ void k_rmsnorm(float *y, const float *x, const float *w, int64_t dim,
 
 extern "C" void cuda_ops_rmsnorm(float *y, const float *x, const float *w, int n, int64_t dim, float eps,
                                  const int *rows) {
-    if (n > 0) k_rmsnorm<<<n, 256>>>(y, x, w, dim, eps, rows);
+    if (n > 0) k_rmsnorm<<<n, ROW_THREADS>>>(y, x, w, dim, eps, rows);
 }
 
 /* ---- RoPE: block (head, token), thread per pair --------------------------------------------- */
 __global__ void k_rope(float *x, int n_heads, int head_dim, int half, const int *pos, const float *cs,
                        const float *sn, int neox) {
     float *xh = x + ((int64_t)blockIdx.y * n_heads + blockIdx.x) * head_dim;
-    const float *c = cs + (int64_t)pos[blockIdx.y] * half, *s = sn + (int64_t)pos[blockIdx.y] * half;
-    for (int i = threadIdx.x; i < half; i += blockDim.x) {
-        int a = neox ? i : 2 * i, b = neox ? i + half : 2 * i + 1;
-        float x0 = xh[a], x1 = xh[b];
-        xh[a] = __fsub_rn(__fmul_rn(x0, c[i]), __fmul_rn(x1, s[i]));
-        xh[b] = __fadd_rn(__fmul_rn(x0, s[i]), __fmul_rn(x1, c[i]));
-    }
+    rope_head(xh, half, cs + (int64_t)pos[blockIdx.y] * half, sn + (int64_t)pos[blockIdx.y] * half, neox);
 }
 
 extern "C" void cuda_ops_rope(float *x, int n, int n_heads, int head_dim, int rot_dim, const int *pos,
@@ -82,23 +64,43 @@ extern "C" void cuda_ops_kv_store(void *kc, void *vc, int kv_type, const float *
     else k_kv_store<float><<<n, 128>>>((float *)kc, (float *)vc, k, v, seq, pos, seq_stride, kv_dim);
 }
 
-/* ---- attention: block (head, token); the spec of ops_isa.h step by step ----------------------- */
-__device__ float exp_spec(float x) {   /* ops_exp_spec */
-    if (!(x >= OPS_EXP_LO)) return 0.0f;
-    x = x < OPS_EXP_HI ? x : OPS_EXP_HI;
-    float n = rintf(__fmul_rn(x, OPS_LOG2E));
-    float r = fmaf(n, -OPS_LN2_HI, x);
-    r = fmaf(n, -OPS_LN2_LO, r);
-    float z = __fmul_rn(r, r), p = OPS_EXP_C0;
-    p = fmaf(p, r, OPS_EXP_C1);
-    p = fmaf(p, r, OPS_EXP_C2);
-    p = fmaf(p, r, OPS_EXP_C3);
-    p = fmaf(p, r, OPS_EXP_C4);
-    p = fmaf(p, r, OPS_EXP_C5);
-    float y = __fadd_rn(fmaf(p, z, r), 1.0f);
-    return __fmul_rn(y, __int_as_float(((int)n + 127) << 23));
+/* ---- RoPE of q and k and the cache store of k and v in one launch: block (head, token); the
+ * blocks of q heads rotate, those of kv heads rotate k, then store that head of k and v */
+template <typename KT>
+__global__ void k_rope_kv(float *q, float *k, const float *v, int n_heads, int n_kv_heads, int hd, int half,
+                          const int *pos, const float *cs, const float *sn, int neox, KT *kc, KT *vc, const int *seq,
+                          int64_t seq_stride) {
+    int h = blockIdx.x, t = blockIdx.y;
+    const float *c = cs + (int64_t)pos[t] * half, *s = sn + (int64_t)pos[t] * half;
+    if (h < n_heads) {
+        rope_head(q + ((int64_t)t * n_heads + h) * hd, half, c, s, neox);
+        return;
+    }
+    h -= n_heads;
+    int64_t kvd = (int64_t)n_kv_heads * hd, src = (int64_t)t * kvd + (int64_t)h * hd;
+    rope_head(k + src, half, c, s, neox);
+    __syncthreads();
+    int64_t off = (int64_t)seq[t] * seq_stride + (int64_t)pos[t] * kvd + (int64_t)h * hd;
+    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
+        kv_put(kc + off + d, k[src + d]);
+        kv_put(vc + off + d, v[src + d]);
+    }
 }
 
+extern "C" void cuda_ops_rope_kv(float *q, float *k, const float *v, int n, int n_heads, int n_kv_heads, int head_dim,
+                                 int rot_dim, const int *pos, const float *cs, const float *sn, int neox, void *kc,
+                                 void *vc, int kv_type, const int *seq, int64_t seq_stride) {
+    if (n <= 0) return;
+    dim3 grid((unsigned)(n_heads + n_kv_heads), (unsigned)n);
+    if (kv_type == 1)
+        k_rope_kv<__half><<<grid, 64>>>(q, k, v, n_heads, n_kv_heads, head_dim, rot_dim / 2, pos, cs, sn, neox,
+                                        (__half *)kc, (__half *)vc, seq, seq_stride);
+    else
+        k_rope_kv<float><<<grid, 64>>>(q, k, v, n_heads, n_kv_heads, head_dim, rot_dim / 2, pos, cs, sn, neox,
+                                       (float *)kc, (float *)vc, seq, seq_stride);
+}
+
+/* ---- attention: block (head, token); the spec of ops_isa.h step by step ----------------------- */
 __device__ __forceinline__ float fold16(float *a) {
 #pragma unroll
     for (int s = 8; s >= 1; s /= 2)
@@ -108,12 +110,28 @@ __device__ __forceinline__ float fold16(float *a) {
 }
 
 #define ATT_THREADS 128
+#define ATT_TJ 32          /* cache rows per shared-memory tile */
+#define ATT_MAXD 4         /* head_dim <= ATT_MAXD · ATT_THREADS */
 
+/* rows j0..j0+nj-1 of one head of a cache (stride elements apart) into tile (ATT_TJ, hd + 1), as
+ * f32, all threads loading (coalesced along d); the caller syncs */
+template <typename KT>
+__device__ __forceinline__ void att_tile(float *tile, const KT *X, int64_t stride, int j0, int nj, int hd) {
+    for (int e = threadIdx.x; e < nj * hd; e += ATT_THREADS) {
+        int r = e / hd, d = e - r * hd;
+        tile[r * (hd + 1) + d] = kv_get(X + (int64_t)(j0 + r) * stride + d);
+    }
+}
+
+/* The arithmetic is the spec's, operation for operation and in its order (each score by one
+ * thread over d; each output element by one thread over j); the cache is read in tiles through
+ * shared memory so that the loads are coalesced and in flight together. */
 template <typename KT>
 __global__ void __launch_bounds__(ATT_THREADS) k_attn(float *out, const float *q, const KT *kc, const KT *vc,
                                                       const int *seq, const int *pos, int64_t seq_stride, int n_heads,
                                                       int n_kv_heads, int hd, float scale, float *scores, int n_ctx) {
-    extern __shared__ float qs[];   /* (hd,) */
+    extern __shared__ float shm[];   /* qs (hd) | tile (ATT_TJ, hd + 1) | ptile (ATT_TJ) */
+    float *qs = shm, *tile = shm + hd, *ptile = tile + ATT_TJ * (hd + 1);
     __shared__ float red[ATT_THREADS / 32], lanes[16], bc;
     int h = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
     int nkv = pos[t] + 1, kvh = h / (n_heads / n_kv_heads);
@@ -123,21 +141,26 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(float *out, const float *q
     const float *qh = q + ((int64_t)t * n_heads + h) * hd;
     float *sc = scores + ((int64_t)t * n_heads + h) * n_ctx;
     for (int d = tid; d < hd; d += ATT_THREADS) qs[d] = qh[d];
-    __syncthreads();
     /* s_j = fold16(lanes d % 16 of fmaf(q_d, k_jd, ·)) · scale; and the running max */
     float m = -INFINITY;
-    for (int j = tid; j < nkv; j += ATT_THREADS) {
-        const KT *kj = K + (int64_t)j * stride;
-        float a[16];
+    for (int j0 = 0; j0 < nkv; j0 += ATT_TJ) {
+        int nj = nkv - j0 < ATT_TJ ? nkv - j0 : ATT_TJ;
+        __syncthreads();   /* qs written / the last tile read */
+        att_tile(tile, K, stride, j0, nj, hd);
+        __syncthreads();
+        if (tid < nj) {
+            const float *kj = tile + tid * (hd + 1);
+            float a[16];
 #pragma unroll
-        for (int l = 0; l < 16; l++) a[l] = 0.0f;
-        for (int d0 = 0; d0 < hd; d0 += 16)
+            for (int l = 0; l < 16; l++) a[l] = 0.0f;
+            for (int d0 = 0; d0 < hd; d0 += 16)
 #pragma unroll
-            for (int l = 0; l < 16; l++)
-                if (d0 + l < hd) a[l] = fmaf(qs[d0 + l], kv_get(kj + d0 + l), a[l]);
-        float s = __fmul_rn(fold16(a), scale);
-        sc[j] = s;
-        m = fmaxf(m, s);
+                for (int l = 0; l < 16; l++)
+                    if (d0 + l < hd) a[l] = fmaf(qs[d0 + l], kj[d0 + l], a[l]);
+            float s = __fmul_rn(fold16(a), scale);
+            sc[j0 + tid] = s;
+            m = fmaxf(m, s);
+        }
     }
     for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
     if (!(tid & 31)) red[tid >> 5] = m;
@@ -161,23 +184,47 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(float *out, const float *q
     if (!tid) bc = __fdiv_rn(1.0f, fold16(lanes));
     __syncthreads();
     float inv = bc;
-    for (int j = tid; j < nkv; j += ATT_THREADS) sc[j] = __fmul_rn(sc[j], inv);
-    __syncthreads();
-    /* out_d = fmaf(p_j, v_jd, out_d) for j = 0, 1, … */
+    /* out_d = fmaf(p_j, v_jd, out_d) for j = 0, 1, … with p_j = e_j · inv */
+    float acc[ATT_MAXD];
+#pragma unroll
+    for (int i = 0; i < ATT_MAXD; i++) acc[i] = 0.0f;
+    for (int j0 = 0; j0 < nkv; j0 += ATT_TJ) {
+        int nj = nkv - j0 < ATT_TJ ? nkv - j0 : ATT_TJ;
+        att_tile(tile, V, stride, j0, nj, hd);
+        if (tid < nj) ptile[tid] = __fmul_rn(sc[j0 + tid], inv);
+        __syncthreads();
+#pragma unroll
+        for (int i = 0; i < ATT_MAXD; i++) {
+            int d = tid + i * ATT_THREADS;
+            if (d < hd)
+                for (int r = 0; r < nj; r++) acc[i] = fmaf(ptile[r], tile[r * (hd + 1) + d], acc[i]);
+        }
+        __syncthreads();
+    }
     float *o = out + ((int64_t)t * n_heads + h) * hd;
-    for (int d = tid; d < hd; d += ATT_THREADS) {
-        float acc = 0.0f;
-        for (int j = 0; j < nkv; j++) acc = fmaf(sc[j], kv_get(V + (int64_t)j * stride + d), acc);
-        o[d] = acc;
+#pragma unroll
+    for (int i = 0; i < ATT_MAXD; i++) {
+        int d = tid + i * ATT_THREADS;
+        if (d < hd) o[d] = acc[i];
     }
 }
+
+extern "C" size_t cuda_ops_attention_max_hd(void) { return ATT_MAXD * ATT_THREADS; }
 
 extern "C" void cuda_ops_attention(float *out, const float *q, const void *kc, const void *vc, int kv_type, int n,
                                    const int *seq, const int *pos, int64_t seq_stride, int n_heads, int n_kv_heads,
                                    int hd, float scale, float *scores, int n_ctx) {
     if (n <= 0) return;
     dim3 grid((unsigned)n_heads, (unsigned)n);
-    size_t shm = (size_t)hd * sizeof(float);
+    size_t shm = ((size_t)hd + (size_t)ATT_TJ * (hd + 1) + ATT_TJ) * sizeof(float);
+    if (shm > 48 * 1024) {   /* large heads: opt in to more than the default 48 KiB (once per type) */
+        static int done[2];
+        if (!done[kv_type == 1]) {
+            if (kv_type == 1) cudaFuncSetAttribute(k_attn<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+            else cudaFuncSetAttribute(k_attn<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+            done[kv_type == 1] = 1;
+        }
+    }
     if (kv_type == 1)
         k_attn<__half><<<grid, ATT_THREADS, shm>>>(out, q, (const __half *)kc, (const __half *)vc, seq, pos, seq_stride,
                                                    n_heads, n_kv_heads, hd, scale, scores, n_ctx);
@@ -188,15 +235,8 @@ extern "C" void cuda_ops_attention(float *out, const float *q, const void *kc, c
 
 /* ---- gates and residuals ---------------------------------------------------------------------- */
 __global__ void k_act_mul(float *g, const float *u, int64_t n, int relu2) {
-    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x) {
-        float x = g[i];
-        if (relu2) {
-            float r = x > 0.0f ? x : 0.0f;
-            g[i] = __fmul_rn(__fmul_rn(r, r), u[i]);
-        } else {
-            g[i] = __fmul_rn(__fdiv_rn(x, __fadd_rn(1.0f, expf(-x))), u[i]);
-        }
-    }
+    for (int64_t i = blockIdx.x * (int64_t)blockDim.x + threadIdx.x; i < n; i += (int64_t)gridDim.x * blockDim.x)
+        g[i] = act_mul1(g[i], u[i], relu2);
 }
 
 __global__ void k_add(float *y, const float *x, int64_t n) {

@@ -19,11 +19,17 @@ void cuda_ops_rope(float *x, int n, int n_heads, int head_dim, int rot_dim, cons
 /* one layer's cache kc/vc: [seq][pos][kv_dim] (seq_stride = n_ctx·kv_dim elements), kv_type 0 f32 / 1 f16 */
 void cuda_ops_kv_store(void *kc, void *vc, int kv_type, const float *k, const float *v, int n, const int *seq,
                        const int *pos, int64_t seq_stride, int kv_dim);
+/* cuda_ops_rope on q (n, n_heads, hd) and k (n, n_kv_heads, hd), then cuda_ops_kv_store of k
+ * and v: the same results in one launch */
+void cuda_ops_rope_kv(float *q, float *k, const float *v, int n, int n_heads, int n_kv_heads, int head_dim, int rot_dim,
+                      const int *pos, const float *cs, const float *sn, int neox, void *kc, void *vc, int kv_type,
+                      const int *seq, int64_t seq_stride);
 /* out (n, n_heads, hd): token t attends to positions [0, pos[t]] of its sequence's cache.
- * scores: (n, n_heads, n_ctx) f32 scratch. */
+ * scores: (n, n_heads, n_ctx) f32 scratch. hd <= cuda_ops_attention_max_hd(). */
 void cuda_ops_attention(float *out, const float *q, const void *kc, const void *vc, int kv_type, int n,
                         const int *seq, const int *pos, int64_t seq_stride, int n_heads, int n_kv_heads, int hd,
                         float scale, float *scores, int n_ctx);
+size_t cuda_ops_attention_max_hd(void);
 void cuda_ops_act_mul(float *g, const float *u, int64_t n, int relu2);   /* g = act(g) ⊙ u */
 void cuda_ops_add(float *y, const float *x, int64_t n);                  /* y += x */
 

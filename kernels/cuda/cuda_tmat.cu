@@ -4,6 +4,7 @@
  * 32 tokens per block through shared memory, 64 columns per step. Both reduce integers only,
  * then apply the one epilogue below. */
 #include "kernels/cuda/cuda_tmat.h"
+#include "kernels/cuda/cuda_rowops.cuh"
 #include <cuda_runtime.h>
 #include <stdint.h>
 
@@ -11,44 +12,41 @@
 
 /* ---- activations: one block per token ---------------------------------------------------- */
 __global__ void k_quant(const float *__restrict__ x, int64_t cols, int8_t *__restrict__ q, float *s, int32_t *qsum) {
-    __shared__ float smax[32];
-    __shared__ int ssum[32];
-    __shared__ float sc;
     const float *xt = x + blockIdx.x * cols;
+    row_quant([=](int64_t i) { return xt[i]; }, cols, q + blockIdx.x * cols, s + blockIdx.x, qsum + blockIdx.x);
+}
+
+/* x += add (when add), then act_quant of rmsnorm(x) ⊙ w (norm) or of x: one block per token */
+__global__ void k_norm_quant(float *x, const float *add, int norm, const float *w, int64_t cols, float eps,
+                             int8_t *__restrict__ q, float *s, int32_t *qsum) {
+    grid_dep_launch();   /* the product after this may start fetching its weights now */
+    float *xt = x + blockIdx.x * cols;
+    if (add) {
+        const float *at = add + blockIdx.x * cols;
+        for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) xt[i] = __fadd_rn(xt[i], at[i]);
+        __syncthreads();
+    }
     int8_t *qt = q + blockIdx.x * cols;
-    int lane = threadIdx.x & 31, wid = threadIdx.x >> 5, nw = blockDim.x >> 5;
-    float m = 0.0f;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) m = fmaxf(m, fabsf(xt[i]));
-    for (int o = 16; o; o >>= 1) m = fmaxf(m, __shfl_xor_sync(0xffffffffu, m, o));
-    if (!lane) smax[wid] = m;
-    __syncthreads();
-    if (!threadIdx.x) {
-        float a = 0.0f;
-        for (int i = 0; i < nw; i++) a = fmaxf(a, smax[i]);
-        sc = a > 0.0f ? 127.0f / a : 1.0f;
+    if (!norm) {
+        row_quant([=](int64_t i) { return xt[i]; }, cols, qt, s + blockIdx.x, qsum + blockIdx.x);
+        return;
     }
-    __syncthreads();
-    float st = sc;
-    int acc = 0;
-    for (int64_t i = threadIdx.x; i < cols; i += blockDim.x) {
-        float v = roundf(__fmul_rn(xt[i], st));   /* round half away from zero, as roundf on the CPU */
-        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        qt[i] = (int8_t)v;
-        acc += (int)v;
-    }
-    for (int o = 16; o; o >>= 1) acc += __shfl_xor_sync(0xffffffffu, acc, o);
-    if (!lane) ssum[wid] = acc;
-    __syncthreads();
-    if (!threadIdx.x) {
-        int t = 0;
-        for (int i = 0; i < nw; i++) t += ssum[i];
-        s[blockIdx.x] = st;
-        qsum[blockIdx.x] = t;
-    }
+    float sc = row_rms_scale(xt, cols, eps);
+    row_quant(
+        [=](int64_t i) {
+            float v = __fmul_rn(xt[i], sc);
+            return w ? __fmul_rn(v, w[i]) : v;
+        },
+        cols, qt, s + blockIdx.x, qsum + blockIdx.x);
+}
+
+extern "C" void cuda_tmat_norm_quant(float *x, const float *add, int norm, const float *w, int n, int64_t cols,
+                                     float eps, int8_t *q, float *s, int32_t *qsum) {
+    if (n > 0) k_norm_quant<<<n, ROW_THREADS>>>(x, add, norm, w, cols, eps, q, s, qsum);
 }
 
 extern "C" void cuda_tmat_quant(const float *x, int n, int64_t cols, int8_t *q, float *s, int32_t *qsum) {
-    if (n > 0) k_quant<<<n, 256>>>(x, cols, q, s, qsum);
+    if (n > 0) k_quant<<<n, ROW_THREADS>>>(x, cols, q, s, qsum);
 }
 
 /* mat.c's epilogue: the same operations in the same order */
@@ -65,38 +63,104 @@ __device__ __forceinline__ int dot16(uint32_t w, int4 a, int acc) {
     return __dp4a((int)((w >> 6) & MASK2), a.w, acc);
 }
 
-/* ---- GEMV: warp per row, NT tokens share every weight load --------------------------------- */
-template <int NT>
-__global__ void __launch_bounds__(256) k_gemv(const uint32_t *__restrict__ w, int64_t rows, int64_t cols, float scale,
-                                              float lscale, const int8_t *__restrict__ q, const float *__restrict__ s,
-                                              const int32_t *__restrict__ qsum, int n, float *__restrict__ y) {
-    int64_t row = (blockIdx.x * (int64_t)blockDim.x + threadIdx.x) >> 5;
-    int lane = threadIdx.x & 31;
-    if (row >= rows) return;   /* whole warps leave together: rows are per warp */
-    int64_t nc = cols / 64;    /* 16-byte chunks per row */
-    const uint4 *wr = (const uint4 *)(w + row * (cols / 16));
-    int acc[NT];
-#pragma unroll
-    for (int t = 0; t < NT; t++) acc[t] = 0;
+/* ---- GEMV: a warp per R rows, NT tokens: each weight load serves NT tokens, each activation
+ * load R rows ------------------------------------------------------------------------------------ */
+/* the lane's share of rows wr[0..R) (nc 16-byte chunks each) against tokens 0..n-1 of q */
+template <int NT, int R>
+__device__ __forceinline__ void rows_dot(const uint4 *const *wr, int64_t nc, int64_t cols,
+                                         const int8_t *__restrict__ q, int n, int lane, int (*acc)[NT]) {
 #pragma unroll 2
     for (int64_t i = lane; i < nc; i += 32) {
-        uint4 wv = __ldg(wr + i);
+        uint4 wv[R];
+#pragma unroll
+        for (int r = 0; r < R; r++) wv[r] = __ldg(wr[r] + i);
 #pragma unroll
         for (int t = 0; t < NT; t++) {
             if (t < n) {
                 const int4 *xa = (const int4 *)(q + t * cols) + 4 * i;
-                acc[t] = dot16(wv.x, __ldg(xa + 0), acc[t]);
-                acc[t] = dot16(wv.y, __ldg(xa + 1), acc[t]);
-                acc[t] = dot16(wv.z, __ldg(xa + 2), acc[t]);
-                acc[t] = dot16(wv.w, __ldg(xa + 3), acc[t]);
+                int4 a0 = __ldg(xa + 0), a1 = __ldg(xa + 1), a2 = __ldg(xa + 2), a3 = __ldg(xa + 3);
+#pragma unroll
+                for (int r = 0; r < R; r++) {
+                    int c = dot16(wv[r].x, a0, acc[r][t]);
+                    c = dot16(wv[r].y, a1, c);
+                    c = dot16(wv[r].z, a2, c);
+                    acc[r][t] = dot16(wv[r].w, a3, c);
+                }
             }
         }
     }
+}
+
+__device__ __forceinline__ int warp_sum(int a) {
+    for (int o = 16; o; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
+    return a;
+}
+
+#define GV_WARPS 8   /* warps per block */
+typedef struct segs { cuda_tmat_seg_t s[CUDA_TMAT_MAX_SEGS]; unsigned b0[CUDA_TMAT_MAX_SEGS + 1]; int nseg; } segs_t;
+
+/* block b belongs to the segment whose block range [b0[i], b0[i+1]) holds it; its warp w takes
+ * rows R·(8·(b − b0[i]) + w) … + R − 1 of that matrix */
+template <int NT, int R>
+__global__ void __launch_bounds__(256) k_gemv(segs_t S, int64_t cols, const int8_t *__restrict__ q,
+                                              const float *__restrict__ s, const int32_t *__restrict__ qsum, int n,
+                                              int pdl) {
+    int sg = 0;
+    while (sg + 1 < S.nseg && blockIdx.x >= S.b0[sg + 1]) sg++;
+    const cuda_tmat_seg_t G = S.s[sg];
+    int64_t row0 = ((int64_t)(blockIdx.x - S.b0[sg]) * GV_WARPS + (threadIdx.x >> 5)) * R;
+    int lane = threadIdx.x & 31;
+    if (row0 >= G.rows) return;   /* whole warps leave together */
+    int64_t nc = cols / 64, wpr = cols / 16;   /* 16-byte chunks and words per row */
+    const uint4 *wr[R];
+#pragma unroll
+    for (int r = 0; r < R; r++) wr[r] = (const uint4 *)(G.w + (row0 + r < G.rows ? row0 + r : row0) * wpr);
+    if (pdl) {   /* weights do not depend on the kernel before: into L2 while it finishes */
+#pragma unroll
+        for (int r = 0; r < R; r++) prefetch_l2(wr[r], cols / 4, lane);
+        grid_dep_wait();
+    }
+    int acc[R][NT];
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) acc[r][t] = 0;
+    rows_dot<NT, R>(wr, nc, cols, q, n, lane, acc);
+#pragma unroll
+    for (int r = 0; r < R; r++)
+#pragma unroll
+        for (int t = 0; t < NT; t++) {
+            int a = warp_sum(acc[r][t]);
+            if (lane == 0 && t < n && row0 + r < G.rows)
+                G.y[t * G.rows + row0 + r] = epi(a, qsum[t], s[t], G.scale, G.lscale);
+        }
+}
+
+/* gate and up rows r together: y[t, r] = act(gate·q) ⊙ (up·q) */
+template <int NT>
+__global__ void __launch_bounds__(256) k_glu(cuda_tmat_seg_t gs, cuda_tmat_seg_t us, int64_t cols, int relu2,
+                                             const int8_t *__restrict__ q, const float *__restrict__ s,
+                                             const int32_t *__restrict__ qsum, int n, int pdl) {
+    int64_t row = (int64_t)blockIdx.x * GV_WARPS + (threadIdx.x >> 5);
+    int lane = threadIdx.x & 31;
+    if (row >= gs.rows) return;
+    int64_t nc = cols / 64;
+    const uint4 *wr[2] = {(const uint4 *)(gs.w + row * (cols / 16)), (const uint4 *)(us.w + row * (cols / 16))};
+    if (pdl) {
+        prefetch_l2(wr[0], cols / 4, lane);
+        prefetch_l2(wr[1], cols / 4, lane);
+        grid_dep_wait();
+    }
+    int acc[2][NT];
+#pragma unroll
+    for (int t = 0; t < NT; t++) acc[0][t] = acc[1][t] = 0;
+    rows_dot<NT, 2>(wr, nc, cols, q, n, lane, acc);
 #pragma unroll
     for (int t = 0; t < NT; t++) {
-        int a = acc[t];
-        for (int o = 16; o; o >>= 1) a += __shfl_xor_sync(0xffffffffu, a, o);
-        if (lane == 0 && t < n) y[t * rows + row] = epi(a, qsum[t], s[t], scale, lscale);
+        int a = warp_sum(acc[0][t]), b = warp_sum(acc[1][t]);
+        if (lane == 0 && t < n)
+            gs.y[t * gs.rows + row] = act_mul1(epi(a, qsum[t], s[t], gs.scale, gs.lscale),
+                                               epi(b, qsum[t], s[t], us.scale, us.lscale), relu2);
     }
 }
 
@@ -146,17 +210,118 @@ __global__ void __launch_bounds__(256) k_gemm(const uint32_t *__restrict__ w, in
     }
 }
 
-extern "C" void cuda_tmat_mul(const uint32_t *w, int64_t rows, int64_t cols, float scale, float lscale,
-                              const int8_t *q, const float *s, const int32_t *qsum, int n, float *y) {
-    if (n <= 0 || rows <= 0) return;
-    if (n > 8) {
-        dim3 grid((unsigned)((rows + GM_BM - 1) / GM_BM), (unsigned)((n + GM_BN - 1) / GM_BN));
-        k_gemm<<<grid, 256>>>(w, rows, cols, scale, lscale, q, s, qsum, n, y);
+/* prefill's gate ⊙ up after two GEMMs: g (n, rows) = act(g) ⊙ u */
+__global__ void k_act_mul_rows(float *g, const float *u, int64_t rows, int relu2) {
+    int64_t o = (int64_t)blockIdx.x * rows;
+    for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) g[o + i] = act_mul1(g[o + i], u[o + i], relu2);
+}
+
+/* PDL for the products (cuda_tmat_set_pdl): launched with programmatic stream serialisation */
+static int g_pdl;
+
+extern "C" int cuda_tmat_set_pdl(int on) {
+    int major = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) {
+        cudaGetLastError();
+        major = 0;
+    }
+    g_pdl = on && major >= 9;
+    return g_pdl;
+}
+
+template <typename... KA, typename... A>
+static void launch(void (*k)(KA...), unsigned blocks, A... args) {
+    if (!g_pdl) {
+        k<<<blocks, 256>>>(args..., 0);
         return;
     }
-    unsigned blocks = (unsigned)((rows + 7) / 8);   /* 8 warps = 8 rows per block */
-    if (n == 1) k_gemv<1><<<blocks, 256>>>(w, rows, cols, scale, lscale, q, s, qsum, n, y);
-    else if (n == 2) k_gemv<2><<<blocks, 256>>>(w, rows, cols, scale, lscale, q, s, qsum, n, y);
-    else if (n <= 4) k_gemv<4><<<blocks, 256>>>(w, rows, cols, scale, lscale, q, s, qsum, n, y);
-    else k_gemv<8><<<blocks, 256>>>(w, rows, cols, scale, lscale, q, s, qsum, n, y);
+    cudaLaunchConfig_t cfg = {};
+    cfg.gridDim = dim3(blocks);
+    cfg.blockDim = dim3(256);
+    cfg.stream = cudaStreamPerThread;
+    cudaLaunchAttribute at[1];
+    at[0].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    at[0].val.programmaticStreamSerializationAllowed = 1;
+    cfg.attrs = at;
+    cfg.numAttrs = 1;
+    cudaLaunchKernelEx(&cfg, k, args..., 1);
+}
+
+static int g_rows = 0;   /* rows per warp of the GEMV, 0: by size (cuda_tmat_set_rows) */
+static int g_sms;        /* multiprocessors of the device, asked once */
+
+extern "C" int cuda_tmat_set_rows(int r) {
+    g_rows = r == 1 || r == 2 || r == 4 ? r : 0;
+    return g_rows;
+}
+
+/* 0 (by size): the most rows per warp that still gives every multiprocessor two blocks — small
+ * matrices need the blocks, tall ones the loads in flight and the shared activation loads */
+static int rows_per_warp(int64_t rows) {
+    if (g_rows) return g_rows;
+    if (!g_sms && (cudaDeviceGetAttribute(&g_sms, cudaDevAttrMultiProcessorCount, 0) != cudaSuccess || g_sms < 1)) {
+        cudaGetLastError();
+        g_sms = 128;
+    }
+    int r = 4;
+    while (r > 1 && rows / (GV_WARPS * r) < 2 * g_sms) r /= 2;
+    return r;
+}
+
+template <int NT>
+static void gemv(segs_t &S, int64_t cols, const int8_t *q, const float *s, const int32_t *qsum, int n) {
+    int64_t all = 0;
+    for (int i = 0; i < S.nseg; i++) all += S.s[i].rows;
+    int R = rows_per_warp(all);
+    S.b0[0] = 0;
+    for (int i = 0; i < S.nseg; i++)
+        S.b0[i + 1] = S.b0[i] + (unsigned)((S.s[i].rows + GV_WARPS * R - 1) / (GV_WARPS * R));
+    if (!S.b0[S.nseg]) return;
+    if (R == 4) launch(k_gemv<NT, 4>, S.b0[S.nseg], S, cols, q, s, qsum, n);
+    else if (R == 2) launch(k_gemv<NT, 2>, S.b0[S.nseg], S, cols, q, s, qsum, n);
+    else launch(k_gemv<NT, 1>, S.b0[S.nseg], S, cols, q, s, qsum, n);
+}
+
+static void gemm(const cuda_tmat_seg_t *g, int64_t cols, const int8_t *q, const float *s, const int32_t *qsum, int n) {
+    dim3 grid((unsigned)((g->rows + GM_BM - 1) / GM_BM), (unsigned)((n + GM_BN - 1) / GM_BN));
+    k_gemm<<<grid, 256>>>(g->w, g->rows, cols, g->scale, g->lscale, q, s, qsum, n, g->y);
+}
+
+extern "C" void cuda_tmat_mul_segs(const cuda_tmat_seg_t *seg, int nseg, int64_t cols, const int8_t *q, const float *s,
+                                   const int32_t *qsum, int n) {
+    if (n <= 0 || nseg <= 0 || nseg > CUDA_TMAT_MAX_SEGS) return;
+    if (n > 8) {   /* prefill: the tiled GEMM, a launch per matrix */
+        for (int i = 0; i < nseg; i++)
+            if (seg[i].rows > 0) gemm(&seg[i], cols, q, s, qsum, n);
+        return;
+    }
+    segs_t S;
+    S.nseg = nseg;
+    for (int i = 0; i < nseg; i++) S.s[i] = seg[i];
+    if (n == 1) gemv<1>(S, cols, q, s, qsum, n);
+    else if (n == 2) gemv<2>(S, cols, q, s, qsum, n);
+    else if (n <= 4) gemv<4>(S, cols, q, s, qsum, n);
+    else gemv<8>(S, cols, q, s, qsum, n);
+}
+
+extern "C" void cuda_tmat_glu(const cuda_tmat_seg_t *gate, const cuda_tmat_seg_t *up, int64_t cols, int relu2,
+                              const int8_t *q, const float *s, const int32_t *qsum, int n) {
+    if (n <= 0 || gate->rows <= 0) return;
+    if (n > 8) {
+        gemm(gate, cols, q, s, qsum, n);
+        gemm(up, cols, q, s, qsum, n);
+        k_act_mul_rows<<<n, 256>>>(gate->y, up->y, gate->rows, relu2);
+        return;
+    }
+    unsigned blocks = (unsigned)((gate->rows + GV_WARPS - 1) / GV_WARPS);
+    if (n == 1) launch(k_glu<1>, blocks, *gate, *up, cols, relu2, q, s, qsum, n);
+    else if (n == 2) launch(k_glu<2>, blocks, *gate, *up, cols, relu2, q, s, qsum, n);
+    else if (n <= 4) launch(k_glu<4>, blocks, *gate, *up, cols, relu2, q, s, qsum, n);
+    else launch(k_glu<8>, blocks, *gate, *up, cols, relu2, q, s, qsum, n);
+}
+
+extern "C" void cuda_tmat_mul(const uint32_t *w, int64_t rows, int64_t cols, float scale, float lscale,
+                              const int8_t *q, const float *s, const int32_t *qsum, int n, float *y) {
+    cuda_tmat_seg_t g = {w, y, rows, scale, lscale};
+    cuda_tmat_mul_segs(&g, 1, cols, q, s, qsum, n);
 }

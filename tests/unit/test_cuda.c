@@ -5,7 +5,8 @@
  * every kernel against its CPU twin (ternary products and act_quant exact; float ops within
  * 1e-5 relative, by design exact), and a tiny model (relu²/NEOX/F16 head and SiLU/normal-rope/
  * Q8_0 head) on the GPU against the CPU stage: logits within 1e-3 · max|logit|, greedy tokens
- * identical, also for a GPU+CPU split. Without one those print "skipped: no CUDA device". */
+ * identical, also for a GPU+CPU split; the fused kernels of the default path equal the separate
+ * ones bit for bit (each kernel, and whole-model logits with TERN_CUDA_FUSE=0). Without one those print "skipped: no CUDA device". */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -245,8 +246,9 @@ static void test_gpu_tmat(void **state) {
     char err[256];
     const int64_t shapes[][2] = {{333, 2560}, {2560, 768}, {7, 256}};
     const int ns[] = {1, 2, 3, 5, 8, 9, 40, 67};
-    for (int k = 0; k < 3; k++) {
-        int64_t rows = shapes[k][0], cols = shapes[k][1];
+    for (int k = 0; k < 3 * 4; k++) {   /* each shape with the GEMV's rows per warp by size, 1, 2 and 4 */
+        int rpw = cuda_tmat_set_rows(k / 3 == 3 ? 4 : k / 3);
+        int64_t rows = shapes[k % 3][0], cols = shapes[k % 3][1];
         int8_t *t = malloc((size_t)(rows * cols));
         rand_trits(t, rows * cols);
         uint8_t *buf = store(TT_I2_S, t, rows, cols, 0.021f);
@@ -284,8 +286,8 @@ static void test_gpu_tmat(void **state) {
             from_dev(yg, dy, (size_t)(n * rows) * 4);
             for (int64_t i = 0; i < n * rows; i++)
                 if (memcmp(&y[i], &yg[i], 4))
-                    fail_msg("%lld x %lld, n %d, token %lld row %lld: gpu %.9g cpu %.9g", (long long)rows, (long long)cols,
-                             n, (long long)(i / rows), (long long)(i % rows), yg[i], y[i]);
+                    fail_msg("%lld x %lld, n %d, %d rows/warp, token %lld row %lld: gpu %.9g cpu %.9g", (long long)rows,
+                             (long long)cols, n, rpw, (long long)(i / rows), (long long)(i % rows), yg[i], y[i]);
             cuda_rt_free(dx); cuda_rt_free(dy); cuda_rt_free(ds); cuda_rt_free(dq); cuda_rt_free(dsum);
             free(x); free(y); free(yg); free(scr); free(q); free(qr); free(s); free(sum);
         }
@@ -293,6 +295,7 @@ static void test_gpu_tmat(void **state) {
         mat_free(&m);
         free(w); free(t); free(buf);
     }
+    cuda_tmat_set_rows(0);
 }
 
 static void test_gpu_ops(void **state) {
@@ -360,6 +363,51 @@ static void test_gpu_ops(void **state) {
     e = max_rel(og, o, n * nh * hd);
     printf("attention: max rel err %.3g\n", e);
     assert_true(e <= tol);
+    /* the gates, bit for bit: SiLU (the spec's exp) and relu², over [-20, 20] and a few specials */
+    {
+        const int64_t ng = 1 << 20;
+        float *g = malloc((size_t)ng * 4), *u = malloc((size_t)ng * 4), *gc = malloc((size_t)ng * 4), *gg = malloc((size_t)ng * 4);
+        rand_f32(g, ng, 20.0f);
+        rand_f32(u, ng, 3.0f);
+        const float sp[] = {0.0f, -0.0f, 88.5f, -88.5f, -87.0f, 1e-30f, -1e-30f, 0.5f};
+        memcpy(g, sp, sizeof sp);
+        for (int relu2 = 0; relu2 < 2; relu2++) {
+            memcpy(gc, g, (size_t)ng * 4);
+            if (relu2) ops_relu2_mul(gc, u, ng);   /* the CPU path tern runs (every ISA: the same bits) */
+            else ops_silu_mul(gc, u, ng);
+            float *dg = dup_to_dev(g, (size_t)ng * 4), *du = dup_to_dev(u, (size_t)ng * 4);
+            cuda_ops_act_mul(dg, du, ng, relu2);
+            from_dev(gg, dg, (size_t)ng * 4);
+            for (int64_t i = 0; i < ng; i++)
+                if (memcmp(&gc[i], &gg[i], 4))
+                    fail_msg("%s(%.9g) * %.9g: gpu %.9g cpu %.9g", relu2 ? "relu2" : "silu", g[i], u[i], gg[i], gc[i]);
+            cuda_rt_free(dg); cuda_rt_free(du);
+        }
+        printf("gates: silu and relu2 equal the CPU's on %lld values\n", (long long)ng);
+        free(g); free(u); free(gc); free(gg);
+    }
+    /* attention with 256-wide heads (two outputs per thread), 40 positions, f32 cache */
+    {
+        int hd2 = 256, nh2 = 2, nkv2 = 1, np2 = 40, kvd2 = nkv2 * hd2, p2[2] = {0, 39}, s2[2] = {0, 0};
+        float *k2 = malloc((size_t)np2 * kvd2 * 4), *v2 = malloc((size_t)np2 * kvd2 * 4), *q2 = malloc((size_t)2 * nh2 * hd2 * 4);
+        float *o2 = malloc((size_t)2 * nh2 * hd2 * 4), *og2 = malloc((size_t)2 * nh2 * hd2 * 4), *sc2 = malloc((size_t)np2 * 4);
+        rand_f32(k2, np2 * kvd2, 1.0f); rand_f32(v2, np2 * kvd2, 1.0f); rand_f32(q2, 2 * nh2 * hd2, 1.0f);
+        float sc = 1.0f / sqrtf((float)hd2);
+        for (int t = 0; t < 2; t++)
+            ops_attention(o2 + t * nh2 * hd2, q2 + t * nh2 * hd2, k2, v2, KV_F32, p2[t] + 1, nh2, nkv2, hd2, 0, nh2, sc, sc2);
+        float *dk2 = dup_to_dev(k2, (size_t)np2 * kvd2 * 4), *dv2 = dup_to_dev(v2, (size_t)np2 * kvd2 * 4);
+        float *dq2 = dup_to_dev(q2, (size_t)2 * nh2 * hd2 * 4), *do2 = cuda_rt_alloc((size_t)2 * nh2 * hd2 * 4);
+        float *ds2 = cuda_rt_alloc((size_t)2 * nh2 * np2 * 4);
+        int *dp2 = dup_to_dev(p2, sizeof p2), *dsq2 = dup_to_dev(s2, sizeof s2);
+        cuda_ops_attention(do2, dq2, dk2, dv2, KV_F32, 2, dsq2, dp2, (int64_t)np2 * kvd2, nh2, nkv2, hd2, sc, ds2, np2);
+        from_dev(og2, do2, (size_t)2 * nh2 * hd2 * 4);
+        e = max_rel(og2, o2, 2 * nh2 * hd2);
+        printf("attention hd 256: max rel err %.3g\n", e);
+        assert_true(e <= tol);
+        void *dd[] = {dk2, dv2, dq2, do2, ds2, dp2, dsq2};
+        for (size_t i = 0; i < sizeof dd / sizeof dd[0]; i++) cuda_rt_free(dd[i]);
+        free(k2); free(v2); free(q2); free(o2); free(og2); free(sc2);
+    }
     /* head: F16 and Q8_0, 1 and 5 tokens */
     int64_t V = 1000, E = 512;
     float *hw = malloc((size_t)(V * E) * 4);
@@ -389,6 +437,141 @@ static void test_gpu_ops(void **state) {
     void *dev[] = {dx, dw, dy, drows, dcs, dsn, dpos, dseq, dkc, dvc, dqv, dout, dsc};
     for (size_t i = 0; i < sizeof dev / sizeof dev[0]; i++) cuda_rt_free(dev[i]);
     free(x); free(w); free(y); free(yg); free(cs); free(sn); free(kc); free(vc); free(tmp); free(qv); free(o); free(og); free(scores);
+}
+
+/* the fused kernels of the stage's default path against the separate ones (each checked against
+ * the CPU above): equal bits */
+static void test_gpu_fused(void **state) {
+    (void)state;
+    NEED_GPU();
+    char err[256];
+    /* add + rmsnorm + quant, and quant alone */
+    const int64_t dims[] = {2560, 6912, 320};
+    for (int di = 0; di < 3; di++) {
+        int n = 3;
+        int64_t dim = dims[di];
+        float *x = malloc((size_t)(n * dim) * 4), *ad = malloc((size_t)(n * dim) * 4), *w = malloc((size_t)dim * 4);
+        rand_f32(x, n * dim, 3.0f);
+        rand_f32(ad, n * dim, 2.0f);
+        rand_f32(w, dim, 1.0f);
+        for (int mode = 0; mode < 3; mode++) {   /* add+norm+w, norm without w, neither */
+            float *d1 = dup_to_dev(x, (size_t)(n * dim) * 4), *d2 = dup_to_dev(x, (size_t)(n * dim) * 4);
+            float *dad = dup_to_dev(ad, (size_t)(n * dim) * 4), *dw = dup_to_dev(w, (size_t)dim * 4);
+            float *dxn = cuda_rt_alloc((size_t)(n * dim) * 4), *ds1 = cuda_rt_alloc(64), *ds2 = cuda_rt_alloc(64);
+            int8_t *dq1 = cuda_rt_alloc((size_t)(n * dim)), *dq2 = cuda_rt_alloc((size_t)(n * dim));
+            int32_t *dm1 = cuda_rt_alloc(64), *dm2 = cuda_rt_alloc(64);
+            const float *wp = mode == 0 ? dw : NULL;
+            if (mode == 0) cuda_ops_add(d1, dad, n * dim);
+            if (mode < 2) cuda_ops_rmsnorm(dxn, d1, wp, n, dim, 1e-5f, NULL);
+            cuda_tmat_quant(mode < 2 ? dxn : d1, n, dim, dq1, ds1, dm1);
+            cuda_tmat_norm_quant(d2, mode == 0 ? dad : NULL, mode < 2, wp, n, dim, 1e-5f, dq2, ds2, dm2);
+            int8_t *q1 = malloc((size_t)(n * dim)), *q2 = malloc((size_t)(n * dim));
+            float s1[3], s2[3], *h1 = malloc((size_t)(n * dim) * 4), *h2 = malloc((size_t)(n * dim) * 4);
+            int32_t m1[3], m2[3];
+            from_dev(q1, dq1, (size_t)(n * dim)); from_dev(q2, dq2, (size_t)(n * dim));
+            from_dev(s1, ds1, sizeof s1); from_dev(s2, ds2, sizeof s2);
+            from_dev(m1, dm1, sizeof m1); from_dev(m2, dm2, sizeof m2);
+            from_dev(h1, d1, (size_t)(n * dim) * 4); from_dev(h2, d2, (size_t)(n * dim) * 4);
+            if (memcmp(q1, q2, (size_t)(n * dim)) || memcmp(s1, s2, sizeof s1) || memcmp(m1, m2, sizeof m1) ||
+                memcmp(h1, h2, (size_t)(n * dim) * 4))
+                fail_msg("norm_quant dim %lld mode %d differs from add/rmsnorm/quant", (long long)dim, mode);
+            void *dv[] = {d1, d2, dad, dw, dxn, ds1, ds2, dq1, dq2, dm1, dm2};
+            for (size_t i = 0; i < sizeof dv / sizeof dv[0]; i++) cuda_rt_free(dv[i]);
+            free(q1); free(q2); free(h1); free(h2);
+        }
+        free(x); free(ad); free(w);
+    }
+    /* q/k/v in one launch, and gate/up/act in one, for decode and prefill sizes */
+    const int64_t cols = 2560, rows[3] = {333, 64, 7};
+    uint32_t *dw[3];
+    float scales[3] = {0.021f, 0.5f, 1.7f};
+    for (int i = 0; i < 3; i++) {
+        int8_t *t = malloc((size_t)(rows[i] * cols));
+        rand_trits(t, rows[i] * cols);
+        uint32_t *w = malloc(gpack_bytes(rows[i], cols));
+        gpack_pack_rows(t, rows[i], cols, w);
+        dw[i] = dup_to_dev(w, gpack_bytes(rows[i], cols));
+        free(t); free(w);
+    }
+    const int ns[] = {1, 3, 8, 9, 40};
+    for (size_t a = 0; a < sizeof ns / sizeof ns[0]; a++) {
+        int n = ns[a];
+        float *x = malloc((size_t)(n * cols) * 4);
+        rand_f32(x, n * cols, 2.0f);
+        float *dx = dup_to_dev(x, (size_t)(n * cols) * 4), *ds = cuda_rt_alloc((size_t)n * 4);
+        int8_t *dq = cuda_rt_alloc((size_t)(n * cols));
+        int32_t *dm = cuda_rt_alloc((size_t)n * 4);
+        cuda_tmat_quant(dx, n, cols, dq, ds, dm);
+        float *y1[3], *y2[3];
+        cuda_tmat_seg_t sg[3];
+        for (int i = 0; i < 3; i++) {
+            y1[i] = cuda_rt_alloc((size_t)(n * rows[i]) * 4);
+            y2[i] = cuda_rt_alloc((size_t)(n * rows[i]) * 4);
+            cuda_tmat_mul(dw[i], rows[i], cols, scales[i], i == 1 ? 0.75f : 1.0f, dq, ds, dm, n, y1[i]);
+            sg[i] = (cuda_tmat_seg_t){dw[i], y2[i], rows[i], scales[i], i == 1 ? 0.75f : 1.0f};
+        }
+        cuda_tmat_mul_segs(sg, 3, cols, dq, ds, dm, n);
+        for (int i = 0; i < 3; i++) {
+            float *a1 = malloc((size_t)(n * rows[i]) * 4), *a2 = malloc((size_t)(n * rows[i]) * 4);
+            from_dev(a1, y1[i], (size_t)(n * rows[i]) * 4);
+            from_dev(a2, y2[i], (size_t)(n * rows[i]) * 4);
+            if (memcmp(a1, a2, (size_t)(n * rows[i]) * 4)) fail_msg("segment %d of 3, n %d: differs from its own product", i, n);
+            free(a1); free(a2);
+        }
+        for (int relu2 = 0; relu2 < 2; relu2++) {   /* gate = matrix 0, up = a second copy of it with another scale */
+            float *g1 = cuda_rt_alloc((size_t)(n * rows[0]) * 4), *u1 = cuda_rt_alloc((size_t)(n * rows[0]) * 4);
+            float *g2 = cuda_rt_alloc((size_t)(n * rows[0]) * 4), *u2 = cuda_rt_alloc((size_t)(n * rows[0]) * 4);
+            cuda_tmat_mul(dw[0], rows[0], cols, 0.03f, 1.0f, dq, ds, dm, n, g1);
+            cuda_tmat_mul(dw[0], rows[0], cols, 0.011f, 1.25f, dq, ds, dm, n, u1);
+            cuda_ops_act_mul(g1, u1, n * rows[0], relu2);
+            cuda_tmat_seg_t gs = {dw[0], g2, rows[0], 0.03f, 1.0f}, us = {dw[0], u2, rows[0], 0.011f, 1.25f};
+            cuda_tmat_glu(&gs, &us, cols, relu2, dq, ds, dm, n);
+            float *a1 = malloc((size_t)(n * rows[0]) * 4), *a2 = malloc((size_t)(n * rows[0]) * 4);
+            from_dev(a1, g1, (size_t)(n * rows[0]) * 4);
+            from_dev(a2, g2, (size_t)(n * rows[0]) * 4);
+            if (memcmp(a1, a2, (size_t)(n * rows[0]) * 4)) fail_msg("glu n %d relu2 %d differs from two products + act", n, relu2);
+            cuda_rt_free(g1); cuda_rt_free(u1); cuda_rt_free(g2); cuda_rt_free(u2);
+            free(a1); free(a2);
+        }
+        for (int i = 0; i < 3; i++) { cuda_rt_free(y1[i]); cuda_rt_free(y2[i]); }
+        cuda_rt_free(dx); cuda_rt_free(ds); cuda_rt_free(dq); cuda_rt_free(dm);
+        free(x);
+    }
+    for (int i = 0; i < 3; i++) cuda_rt_free(dw[i]);
+    /* RoPE of q and k + the cache store in one launch: 3 tokens of 2 sequences, both cache types */
+    int n = 3, nh = 4, nkv = 2, hd = 64, nctx = 16, half = hd / 2, pos[3] = {0, 5, 15}, seq[3] = {1, 0, 1};
+    float *cs = malloc((size_t)nctx * half * 4), *sn = malloc((size_t)nctx * half * 4);
+    rand_f32(cs, nctx * half, 1.0f);
+    rand_f32(sn, nctx * half, 1.0f);
+    float *dcs = dup_to_dev(cs, (size_t)nctx * half * 4), *dsn = dup_to_dev(sn, (size_t)nctx * half * 4);
+    int *dpos = dup_to_dev(pos, sizeof pos), *dseq = dup_to_dev(seq, sizeof seq);
+    size_t qb = (size_t)(n * nh * hd) * 4, kb = (size_t)(n * nkv * hd) * 4, cb = (size_t)2 * nctx * nkv * hd * 4;
+    float *q = malloc(qb), *k = malloc(kb), *v = malloc(kb);
+    rand_f32(q, n * nh * hd, 1.0f); rand_f32(k, n * nkv * hd, 1.0f); rand_f32(v, n * nkv * hd, 1.0f);
+    for (int kt = 0; kt < 2; kt++)
+        for (int neox = 0; neox < 2; neox++) {
+            float *q1 = dup_to_dev(q, qb), *k1 = dup_to_dev(k, kb), *q2 = dup_to_dev(q, qb), *k2 = dup_to_dev(k, kb), *dv = dup_to_dev(v, kb);
+            void *kc1 = cuda_rt_alloc(cb), *vc1 = cuda_rt_alloc(cb), *kc2 = cuda_rt_alloc(cb), *vc2 = cuda_rt_alloc(cb);
+            void *cc[] = {kc1, vc1, kc2, vc2};
+            for (int i = 0; i < 4; i++) assert_int_equal(cuda_rt_memset(cc[i], 0, cb, err, sizeof err), 0);
+            cuda_ops_rope(q1, n, nh, hd, hd, dpos, dcs, dsn, neox);
+            cuda_ops_rope(k1, n, nkv, hd, hd, dpos, dcs, dsn, neox);
+            cuda_ops_kv_store(kc1, vc1, kt, k1, dv, n, dseq, dpos, (int64_t)nctx * nkv * hd, nkv * hd);
+            cuda_ops_rope_kv(q2, k2, dv, n, nh, nkv, hd, hd, dpos, dcs, dsn, neox, kc2, vc2, kt, dseq, (int64_t)nctx * nkv * hd);
+            uint8_t *b1 = malloc(cb), *b2 = malloc(cb);
+            const void *pairs[][2] = {{q1, q2}, {k1, k2}, {kc1, kc2}, {vc1, vc2}};
+            size_t sz[] = {qb, kb, cb, cb};
+            for (int i = 0; i < 4; i++) {
+                from_dev(b1, pairs[i][0], sz[i]);
+                from_dev(b2, pairs[i][1], sz[i]);
+                if (memcmp(b1, b2, sz[i])) fail_msg("rope_kv (kv type %d, neox %d): buffer %d differs", kt, neox, i);
+            }
+            free(b1); free(b2);
+            void *dd[] = {q1, k1, q2, k2, dv, kc1, vc1, kc2, vc2};
+            for (size_t i = 0; i < sizeof dd / sizeof dd[0]; i++) cuda_rt_free(dd[i]);
+        }
+    cuda_rt_free(dcs); cuda_rt_free(dsn); cuda_rt_free(dpos); cuda_rt_free(dseq);
+    free(cs); free(sn); free(q); free(k); free(v);
 }
 #endif
 
@@ -456,10 +639,14 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     c.first = 0;
     c.last = 1;
     c.has_head = 1;
-    stage_t cpu[1], gpu[1], mix[2];
+    stage_t cpu[1], gpu[1], mix[2], sep[1];
     assert_int_equal(stage_init(&cpu[0], g, &c, NULL, err, sizeof err), 0);
     c.device = STAGE_DEV_CUDA;
     if (stage_init(&gpu[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage: %s", err);
+    setenv("TERN_CUDA_FUSE", "0", 1);   /* the one-kernel-per-operation path too */
+    int rs = stage_init(&sep[0], g, &c, NULL, err, sizeof err);
+    unsetenv("TERN_CUDA_FUSE");
+    if (rs < 0) fail_msg("gpu stage (separate kernels): %s", err);
     c.last = 0;
     c.has_head = 0;
     if (stage_init(&mix[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage 0-0: %s", err);
@@ -467,14 +654,17 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     c.first = c.last = 1;
     c.has_head = 1;
     assert_int_equal(stage_init(&mix[1], g, &c, NULL, err, sizeof err), 0);
-    run_out_t a, b, m;
+    run_out_t a, b, m, u;
     run(g, cpu, 1, &a);
     run(g, gpu, 1, &b);
     run(g, mix, 2, &m);
+    run(g, sep, 1, &u);
     int V = cpu[0].shard.hp.n_vocab;
     for (int s = 0; s < a.ntok; s++) {
         double eb = max_rel(b.logits + (size_t)s * V, a.logits + (size_t)s * V, V);
         double em = max_rel(m.logits + (size_t)s * V, a.logits + (size_t)s * V, V);
+        if (memcmp(u.logits + (size_t)s * V, b.logits + (size_t)s * V, (size_t)V * 4))
+            fail_msg("step %d: separate-kernel logits differ from the fused ones", s);
         printf("%s %s %s step %d: token cpu %d gpu %d split %d, max rel logit err gpu %.3g split %.3g\n", arch, type,
                head, s, a.tok[s], b.tok[s], m.tok[s], eb, em);
         assert_true(eb <= 1e-3 && em <= 1e-3);
@@ -485,7 +675,8 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
         assert_int_equal(a.tok[s], b.tok[s]);
         assert_int_equal(a.tok[s], m.tok[s]);
     }
-    free(a.logits); free(b.logits); free(m.logits);
+    free(a.logits); free(b.logits); free(m.logits); free(u.logits);
+    stage_free(&sep[0]);
     stage_free(&cpu[0]); stage_free(&gpu[0]); stage_free(&mix[0]); stage_free(&mix[1]);
     gguf_close(&g);
 }
@@ -510,6 +701,7 @@ int main(void) {
 #if defined(TERN_HAVE_CUDA)
         cmocka_unit_test(test_gpu_tmat),
         cmocka_unit_test(test_gpu_ops),
+        cmocka_unit_test(test_gpu_fused),
 #endif
         cmocka_unit_test(test_gpu_model_b158),
         cmocka_unit_test(test_gpu_model_llama),
