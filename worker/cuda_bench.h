@@ -1,6 +1,8 @@
 /* cuda_bench: `tern bench --cuda` — the GPU's measured device-memory read bandwidth, the W2A8
  * GEMV's effective bandwidth on the 2B-4T shapes (target >= 70% of the measured figure), the
- * dp4a GEMM's int8 throughput at prefill batch sizes, and the lm head GEMV (F16, Q8_0). Random
+ * dp4a GEMM's int8 throughput at prefill batch sizes, the GEMV on a tall matrix (its streaming
+ * rate), a 30-layer decode set of the stage's fused products (direct / CUDA graph, PDL off / on),
+ * and the lm head GEMV (F16, Q8_0). Random
  * weights: no model needed. tg/pp of a model on the GPU: `tern bench -m M -ngl 99`. */
 #ifndef TERN_CUDA_BENCH_H
 #define TERN_CUDA_BENCH_H

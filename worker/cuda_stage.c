@@ -2,7 +2,10 @@
  * orchestration is C; kernels are in kernels/cuda/. One block per layer:
  *   h += Wo · subnorm(attn(rope(Wq·n), rope(Wk·n), Wv·n)),  n = rmsnorm(h)
  *   h += Wdown · subnorm(act(Wgate·m) ⊙ Wup·m),              m = rmsnorm(h)
- * with the activations quantised once per input and shared by the linears that read them. */
+ * with the activations quantised once per input and shared by the linears that read them —
+ * fused into 10 launches (block_fused) and, for steps of up to 8 tokens, replayed as one CUDA
+ * graph per token count. TERN_CUDA_FUSE/GRAPHS/PDL=0 and TERN_CUDA_GEMV_ROWS switch the parts
+ * off for comparison; TERN_CUDA_TIMING=1 logs the phases of one-token steps at destroy. */
 #include "worker/cuda_stage.h"
 #include "core/err.h"
 #include <stdio.h>

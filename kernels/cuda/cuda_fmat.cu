@@ -1,7 +1,8 @@
 /* cuda_fmat: the lm head on the GPU in fmat.c's spec order (fmat_isa.h). F32/F16/BF16: lane l of
  * a warp accumulates columns c ≡ l (mod 32) in increasing c with fmaf, then the 32 lanes fold by
  * halves (shfl_down 16, 8, 4, 2, 1 is exactly that fold). F16 rows are staged 256 columns at a
- * time through shared memory so the warp's loads are 16-byte and contiguous. Q8_0: x quantised
+ * time through shared memory, 4 stages loaded at once, so the warp's loads are 16-byte,
+ * contiguous and 2 KiB in flight. Q8_0: x quantised
  * per 32-block as ggml's reference does; 16 lanes per row, lane (b&1)·8 + k takes bytes 4k..4k+3
  * of the blocks b of its parity. */
 #include "kernels/cuda/cuda_fmat.h"

@@ -1,6 +1,8 @@
 /* cuda_tmat: act_quant and the W2A8 product over gpack weights (see cuda_tmat.h, gpack.h).
- * GEMV: one warp per row, each lane reads 16-byte chunks (64 trits) of the row, so a warp
- * reads 512 contiguous bytes per load; up to 8 tokens share each weight load. GEMM: 64 rows ×
+ * GEMV: one warp per R rows (1, 2, 4: by size), each lane reads 16-byte chunks (64 trits) of
+ * each row, so a warp reads 512 contiguous bytes of a row per load; up to 8 tokens share each
+ * weight load and R rows each activation load; with PDL (sm_90) the rows are prefetched into L2
+ * before the kernel waits for the one before it. GEMM: 64 rows ×
  * 32 tokens per block through shared memory, 64 columns per step. Both reduce integers only,
  * then apply the one epilogue below. */
 #include "kernels/cuda/cuda_tmat.h"

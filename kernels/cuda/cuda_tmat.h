@@ -1,7 +1,8 @@
 /* cuda_tmat: the W2A8 ternary matrix product on the GPU — per-token int8 activation
  * quantisation (act_quant's rule exactly), and y = x·Wᵀ over W in the gpack layout
- * (kernels/gpack.h) with dp4a: a warp-per-row GEMV for up to 8 tokens (decode, batched decode)
- * and a shared-memory tiled GEMM above (prefill). Integer sums are exact; the epilogue is
+ * (kernels/gpack.h) with dp4a: a GEMV (a warp per 1, 2 or 4 rows) for up to 8 tokens (decode,
+ * batched decode) and a shared-memory tiled GEMM above (prefill); fused forms for the stage (the
+ * q/k/v products in one launch, gate/up/activation in one, norm + residual + quantisation in one). Integer sums are exact; the epilogue is
  * mat.c's: y = (float)(Σcode·q − Σq) / s · scale, then · lscale when lscale != 1, so y equals the
  * CPU's bit for bit. All pointers are device pointers; calls queue on the default stream. */
 #ifndef TERN_CUDA_TMAT_H

@@ -27,6 +27,12 @@ else
     got=$(run -ngl $ngl)
     [ "$got" == "$ref" ] && ok "-ngl $ngl == CPU" || bad "-ngl $ngl: '$got' != '$ref' ($(tail -1 "$tmp/run.log"))"
   done
+  # llama architecture: SiLU gates (the spec's exp), normal RoPE, Q8_0 head; a longer run
+  ML="$tmp/llama.gguf"
+  make_model "$ML" --arch llama --preset tiny --layers 3 --type tq2_0 --head q8_0 --seed 9
+  refl=$(M="$ML" run -t 2 -n 96)
+  gotl=$(M="$ML" run -ngl 99 -n 96)
+  [ -n "$refl" ] && [ "$gotl" == "$refl" ] && ok "llama (SiLU) -ngl 99 == CPU, 96 tokens" || bad "llama -ngl 99: '$gotl' != '$refl'"
   spawn_worker gpu "$LOOPBACK_ANY" -m "$M" -t 1 --device cuda; WG=$(endpoint gpu 20)
   spawn_worker cpu "$LOOPBACK_ANY" -m "$M" -t 1 --device cpu; WC=$(endpoint cpu 20)
   if [ -z "$WG" ] || [ -z "$WC" ]; then bad "workers did not start: $(cat "$tmp"/*.log | tail -3)"; else

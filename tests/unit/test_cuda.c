@@ -2,8 +2,8 @@
  * for every ternary type and odd shapes; its dp4a bit contract holds; gpack_gemv_ref (the spec
  * of the GPU W2A8 kernels) equals the CPU mat_mul bit for bit; the probe, stage_init and the -ngl
  * pipeline fail with one clear line when there is no CUDA build or no device. With a device:
- * every kernel against its CPU twin (ternary products and act_quant exact; float ops within
- * 1e-5 relative, by design exact), and a tiny model (relu²/NEOX/F16 head and SiLU/normal-rope/
+ * every kernel against its CPU twin (ternary products, act_quant and the SiLU/relu² gates exact;
+ * other float ops within 1e-5 relative, by design exact; attention also with 256-wide heads), and a tiny model (relu²/NEOX/F16 head and SiLU/normal-rope/
  * Q8_0 head) on the GPU against the CPU stage: logits within 1e-3 · max|logit|, greedy tokens
  * identical, also for a GPU+CPU split; the fused kernels of the default path equal the separate
  * ones bit for bit (each kernel, and whole-model logits with TERN_CUDA_FUSE=0). Without one those print "skipped: no CUDA device". */
