@@ -26,6 +26,9 @@ int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const i
     return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
 }
 size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return 0; }
+int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, char *err, size_t errlen) {
+    return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
+}
 
 #else
 
@@ -93,6 +96,16 @@ int cuda_stage_probe(char *name, size_t cap, char *err, size_t errlen) {
     char tmp[256];
     if (cuda_rt_open(0, name ? name : tmp, name ? cap : sizeof tmp, NULL, why, sizeof why) < 0)
         return err_set(err, errlen, TERN_ENOTSUP, "%s", why);
+    return 0;
+}
+
+int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, char *err, size_t errlen) {
+    int rc = cuda_stage_probe(NULL, 0, err, errlen);
+    if (rc < 0) return rc;
+    char why[256];
+    if (cuda_rt_open(0, name, cap, mem, why, sizeof why) < 0) return err_set(err, errlen, TERN_ENOTSUP, "%s", why);
+    *gbps = cuda_rt_read_gbps((size_t)256 << 20, 3);
+    if (*gbps <= 0) return err_set(err, errlen, TERN_EIO, "cuda: the bandwidth probe failed");
     return 0;
 }
 

@@ -26,5 +26,8 @@ void cuda_stage_destroy(cuda_stage_t **p);
 int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
                        float *logits, char *err, size_t errlen);
 size_t cuda_stage_device_bytes(const cuda_stage_t *c);   /* device memory held */
+/* GPU 0 for a worker's Hello: its name (cap), memory in bytes and measured read bandwidth in
+ * GB/s (a 256 MiB probe). 0 or <0 with the probe's one-line reason. */
+int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, char *err, size_t errlen);
 
 #endif

@@ -75,6 +75,7 @@ int worker_cli(int argc, char **argv) {
         }
         log_i("device: %s", gpu);
         stage_default_device(STAGE_DEV_CUDA);
+        cfg.cuda = 1;   /* its Hello announces the GPU's memory and bandwidth */
     }
     char mpath[4096], mname[TP_NAME_MAX];
     if (mpi_launch_check("worker", mpi, err, sizeof err) < 0) {

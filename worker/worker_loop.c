@@ -41,7 +41,9 @@ typedef struct worker {
     uint64_t model_size;
     char model_hash[MODEL_ID_HASH_LEN];
     tpool_t *tp;
-    float gbps;
+    float gbps;               /* the Hello's speed: host memory's, or the GPU's for a CUDA worker */
+    uint64_t dev_mem;         /* CUDA worker: the GPU's memory (0: a CPU worker) */
+    char dev_name[128];
     stage_t st;
     int loaded, is_last;
     uint64_t first_step;      /* Forwards below it predate the current LoadShard: dropped */
@@ -140,8 +142,13 @@ static void on_hello(worker_t *w, tp_msg_t *rx) {
     h.node_name = w->name;
     h.role = TERN__ROLE__ROLE_WORKER;
     h.cores = (uint32_t)tpool_size(w->tp);
-    h.memory_bytes = w->cfg->memory ? w->cfg->memory : mem_total();
-    h.isa = (char *)isa_name(isa_current());
+    /* a CUDA worker's layers and KV cache live in GPU memory: offer 90 % of it (the CUDA context,
+     * activations and attention scratch take the rest) */
+    h.memory_bytes = w->cfg->memory ? w->cfg->memory : w->dev_mem ? w->dev_mem / 10 * 9 : mem_total();
+    char isa[192];
+    snprintf(isa, sizeof isa, "%s%s%s", w->dev_mem ? "cuda: " : "", w->dev_mem ? w->dev_name : "",
+             w->dev_mem ? "" : isa_name(isa_current()));
+    h.isa = isa;
     h.numa_nodes = 1;
     h.gbps = w->gbps;
     h.model_size = w->model_size;
@@ -444,6 +451,17 @@ static int worker_open(worker_t *w, const worker_cfg_t *cfg, char *err, size_t e
     }
     /* embedded: the process's other threads would skew the probe, and no placement needs it */
     w->gbps = cfg->embedded ? 0.0f : (float)membw_measure(256u << 20, 3, w->tp);
+    if (cfg->cuda && !cfg->embedded) {   /* placement sizes a CUDA worker by its GPU */
+        size_t mem = 0;
+        double gb = 0;
+        char why[256];
+        if (cuda_stage_device_info(w->dev_name, sizeof w->dev_name, &mem, &gb, why, sizeof why) == 0) {
+            w->dev_mem = mem;
+            w->gbps = (float)gb;
+        } else {
+            log_w("announcing host memory and bandwidth: %s", why);
+        }
+    }
     tp_opts_t o = {0};
     o.curve = cfg->curve;
     if ((rc = tp_listen(&w->in, cfg->listen, &o, err, errlen)) < 0) return rc;
@@ -535,8 +553,9 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    log_i("%s listening on %s (%d threads, %s, %.1f GB/s%s%s)", w.name, tp_endpoint(w.in), tpool_size(w.tp),
-          isa_name(isa_current()), w.gbps, cfg->model ? ", model " : "", cfg->model ? cfg->model : "");
+    log_i("%s listening on %s (%d threads, %s, %.1f GB/s%s%s%s%s)", w.name, tp_endpoint(w.in), tpool_size(w.tp),
+          isa_name(isa_current()), w.gbps, w.dev_mem ? ", GPU " : "", w.dev_mem ? w.dev_name : "",
+          cfg->model ? ", model " : "", cfg->model ? cfg->model : "");
     /* one line on stdout for scripts that wait for readiness */
     printf("ready %s\n", tp_endpoint(w.in));
     fflush(stdout);

@@ -40,6 +40,15 @@ else
       got=$(run --workers "$ws")
       [ "$got" == "$ref" ] && ok "cluster [$ws] == one CPU process" || bad "cluster [$ws]: '$got' != '$ref'"
     done
+    # placement sees the GPU: its Hello offers the GPU's memory and bandwidth, so it gets the
+    # larger share of the layers (w0 = the GPU worker, first on the list)
+    run --workers "$WG,$WC" -v -n 1 >/dev/null 2>"$tmp/place.log"
+    grep -q "cuda: " "$tmp/place.log" && ok "the GPU worker announces itself as cuda" || bad "no 'cuda: ' in the coordinator's log"
+    pl=$(grep -A1 "placement:" "$tmp/place.log" | tail -1)
+    rng() { echo "$pl" | sed -n "s/.*$1 \\[\\([0-9]*\\),\\([0-9]*\\)\\].*/\\2 - \\1 + 1/p"; }
+    ng=$(rng w0) nc=$(rng w1)   # layers of each (a worker left out of the plan has none)
+    [ -n "$ng" ] && [ $((ng)) -ge $((${nc:-0})) ] && ok "placement gives the GPU worker more layers: $pl" \
+      || bad "placement with a GPU worker: '$pl'"
   fi
 fi
 finish
