@@ -179,6 +179,24 @@ static void test_greedy_ties_lowest_id(void **state) {
     float u[7] = {2, 2, 2, 2, 2, 2, 2};
     assert_int_equal(draw(&s, u, 7, &lp), 0);
     assert_true(fabs(lp + log(7.0)) < 1e-5);
+    /* the 8-lane scan: a maximum in the tail past the last 8, ties across lanes (the lowest id),
+     * NaNs never picked unless at id 0 (then nothing compares larger: id 0), all -inf: id 0 */
+    p.logprobs = 0;
+    sampler_init(&s, &p);
+    float t[19];
+    for (int i = 0; i < 19; i++) t[i] = (float)(i % 5);
+    t[18] = 9.0f;
+    assert_int_equal(draw(&s, t, 19, NULL), 18);
+    t[18] = 0.0f;
+    t[9] = t[17] = 7.0f;
+    assert_int_equal(draw(&s, t, 19, NULL), 9);
+    t[3] = NAN;
+    assert_int_equal(draw(&s, t, 19, NULL), 9);
+    t[0] = NAN;
+    assert_int_equal(draw(&s, t, 19, NULL), 0);
+    for (int i = 0; i < 19; i++) t[i] = -INFINITY;
+    assert_int_equal(draw(&s, t, 19, NULL), 0);
+    p.logprobs = 1;
     /* a negative temperature is greedy too; one token: always it, logprob 0 */
     p.temp = -1.0f;
     sampler_init(&s, &p);
