@@ -145,8 +145,8 @@ static void on_hello(worker_t *w, tp_msg_t *rx) {
     /* a CUDA worker's layers and KV cache live in GPU memory: offer 90 % of it (the CUDA context,
      * activations and attention scratch take the rest) */
     h.memory_bytes = w->cfg->memory ? w->cfg->memory : w->dev_mem ? w->dev_mem / 10 * 9 : mem_total();
-    char isa[192];
-    snprintf(isa, sizeof isa, "%s%s%s", w->dev_mem ? "cuda: " : "", w->dev_mem ? w->dev_name : "",
+    char isa[64];   /* the transport takes at most 63 characters here */
+    snprintf(isa, sizeof isa, "%s%.57s%s", w->dev_mem ? "cuda: " : "", w->dev_mem ? w->dev_name : "",
              w->dev_mem ? "" : isa_name(isa_current()));
     h.isa = isa;
     h.numa_nodes = 1;
