@@ -217,12 +217,12 @@ extern "C" void cuda_ops_attention(float *out, const float *q, const void *kc, c
     if (n <= 0) return;
     dim3 grid((unsigned)n_heads, (unsigned)n);
     size_t shm = ((size_t)hd + (size_t)ATT_TJ * (hd + 1) + ATT_TJ) * sizeof(float);
-    if (shm > 48 * 1024) {   /* large heads: opt in to more than the default 48 KiB (once per type) */
-        static int done[2];
-        if (!done[kv_type == 1]) {
+    if (shm > 48 * 1024) {   /* heads over ~360 wide: opt in to more than the default 48 KiB, raised as needed */
+        static size_t granted[2];
+        if (shm > granted[kv_type == 1]) {
             if (kv_type == 1) cudaFuncSetAttribute(k_attn<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
             else cudaFuncSetAttribute(k_attn<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
-            done[kv_type == 1] = 1;
+            granted[kv_type == 1] = shm;
         }
     }
     if (kv_type == 1)
