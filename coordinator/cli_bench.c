@@ -176,8 +176,13 @@ static int run_test(tern_model *m, bench_row_t *r, int reps, char *err, size_t e
 static uint64_t *g_probe;
 static size_t g_probe_bytes;
 
-/* read bandwidth in GB/s with `threads` threads (core/membw: best of 3 passes over bytes ≫ L3) */
-static double bw_measure(size_t bytes, int threads) {
+/* read bandwidth in GB/s: GPU 0's device memory (gpu), else the host's with `threads` threads
+ * (core/membw: best of 3 passes over bytes ≫ L3); 0 when it cannot be measured */
+static double bw_measure(size_t bytes, int threads, int gpu) {
+    if (gpu) {
+        double g = cuda_bench_read_gbps(bytes, 5);
+        return g > 0 ? g : 0;
+    }
     tpool_t *tp = tpool_new(threads);
     if (!tp) return 0;
     double bw = g_probe ? membw_measure_on(g_probe, g_probe_bytes, 3, tp) : membw_measure(bytes, 3, tp);
@@ -354,17 +359,15 @@ static int bench_threads(bench_opts_t *b, int threads, bench_model_t *d, bench_r
         log_i("bench: %s%d, %d sequences, %d threads, %d repetitions", r->n_gen ? "tg" : "pp",
               r->n_gen ? r->n_gen : r->n_prompt, r->n_par > 1 ? r->n_par : 1, threads, b->reps);
         if ((rc = run_test(m, r, b->reps, err, errlen)) < 0) break;
-        if (r->n_gen && bw == 0 && !gpu && (bw = bw_measure((size_t)b->bw_bytes, threads)) == 0)
-            log_w("bench: cannot allocate %llu bytes to measure the bandwidth: no roofline", b->bw_bytes);
-        if (r->n_gen && bw == 0 && gpu_all && (bw = cuda_bench_read_gbps((size_t)b->bw_bytes, 5)) <= 0)
-            bw = 0, log_w("bench: the GPU bandwidth probe failed: no roofline");
+        if (r->n_gen && bw == 0 && (!gpu || gpu_all) && (bw = bw_measure((size_t)b->bw_bytes, threads, gpu_all)) == 0) {
+            if (gpu_all) log_w("bench: the GPU bandwidth probe failed: no roofline");
+            else log_w("bench: cannot allocate %llu bytes to measure the bandwidth: no roofline", b->bw_bytes);
+        }
         (*nrows)++;
     }
     /* measured again after the tests, the better of the two kept: on a shared host the probe
      * swings run to run, and a roofline from a slow moment would flatter the tg figures */
-    double bw2 = bw > 0 && rc == 0 ? (gpu_all ? cuda_bench_read_gbps((size_t)b->bw_bytes, 5)
-                                              : bw_measure((size_t)b->bw_bytes, threads))
-                                   : 0;
+    double bw2 = bw > 0 && rc == 0 ? bw_measure((size_t)b->bw_bytes, threads, gpu_all) : 0;
     if (bw2 > bw) bw = bw2;
     for (int i = first_row; i < *nrows; i++) {
         bench_row_t *r = &rows[i];

@@ -154,13 +154,17 @@ static void finish(sched_seq_t *q, int why) {
     if (q->cb) q->cb(q->user, q->id, -1, 0, NULL, why);
 }
 
+/* the slot of active sequence id, or -1 */
+static int find_active(const sched_t *s, int id) {
+    for (int i = 0; i < s->n_seq; i++)
+        if (s->seqs[i].active && s->seqs[i].id == id) return i;
+    return -1;
+}
+
 /* active sequence id that has fed nothing yet (its cached beginning aside), or NULL */
 static sched_seq_t *not_started(sched_t *s, int id) {
-    for (int i = 0; i < s->n_seq; i++) {
-        sched_seq_t *q = &s->seqs[i];
-        if (q->active && q->id == id) return q->n_fed == q->n_cached ? q : NULL;
-    }
-    return NULL;
+    int i = find_active(s, id);
+    return i >= 0 && s->seqs[i].n_fed == s->seqs[i].n_cached ? &s->seqs[i] : NULL;
 }
 
 int sched_feed_whole(sched_t *s, int id) {
@@ -178,14 +182,13 @@ int sched_score_prompt(sched_t *s, int id, sched_score_cb cb) {
 }
 
 int sched_cached(const sched_t *s, int id) {
-    for (int i = 0; i < s->n_seq; i++)
-        if (s->seqs[i].active && s->seqs[i].id == id) return s->seqs[i].n_cached;
-    return 0;
+    int i = find_active(s, id);
+    return i >= 0 ? s->seqs[i].n_cached : 0;
 }
 
 void sched_cancel(sched_t *s, int id) {
-    for (int i = 0; i < s->n_seq; i++)
-        if (s->seqs[i].active && s->seqs[i].id == id) finish(&s->seqs[i], SCHED_CANCEL);
+    int i = find_active(s, id);
+    if (i >= 0) finish(&s->seqs[i], SCHED_CANCEL);
 }
 
 int sched_active(const sched_t *s) {

@@ -80,6 +80,15 @@ static double time_head(int kind, const bufs_t *b, int64_t rows, int64_t cols, i
     return best;
 }
 
+/* n random gpack words: codes 0..2 only (trits -1, 0, 1) */
+static void rand_gpack(uint32_t *w, size_t n) {
+    for (size_t i = 0; i < n; i++) {
+        uint32_t v = 0;
+        for (int k = 0; k < 16; k++) v |= (rnd() % 3) << (2 * k);
+        w[i] = v;
+    }
+}
+
 /* random gpack weights (rows, cols) on the device, *ncopy copies totalling >= L2_DEFEAT_BYTES
  * (uploaded once; NULL on failure) */
 static void *rand_weights(int64_t rows, int64_t cols, int *ncopy) {
@@ -87,11 +96,7 @@ static void *rand_weights(int64_t rows, int64_t cols, int *ncopy) {
     *ncopy = (int)((L2_DEFEAT_BYTES + nb - 1) / nb);
     uint32_t *w = malloc(nb);
     if (!w) return NULL;
-    for (size_t i = 0; i < nb / 4; i++) {   /* codes 0..2 only */
-        uint32_t v = 0;
-        for (int k = 0; k < 16; k++) v |= (rnd() % 3) << (2 * k);
-        w[i] = v;
-    }
+    rand_gpack(w, nb / 4);
     char err[256];
     uint8_t *d = cuda_rt_alloc(nb * (size_t)*ncopy);
     for (int k = 0; d && k < *ncopy; k++)
@@ -196,11 +201,7 @@ static int bench_decode(double bw, int reps, int quick) {
         size_t nb = gpack_bytes(R[m], C[m]);
         uint32_t *h = malloc(nb);
         ok = h != NULL;
-        for (size_t i = 0; ok && i < nb / 4; i++) {
-            uint32_t v = 0;
-            for (int k = 0; k < 16; k++) v |= (rnd() % 3) << (2 * k);
-            h[i] = v;
-        }
+        if (ok) rand_gpack(h, nb / 4);
         for (int l = 0; ok && l < DEC_NL; l++) {
             ok = (w[l][m] = cuda_rt_alloc(nb)) && cuda_rt_h2d(w[l][m], h, nb, err, sizeof err) == 0;
             total += nb;

@@ -449,8 +449,6 @@ static int worker_open(worker_t *w, const worker_cfg_t *cfg, char *err, size_t e
         if ((rc = model_id_compute(cfg->model, &w->model_size, w->model_hash, err, errlen)) < 0) return rc;
         if ((rc = gguf_open(&w->g, cfg->model, err, errlen)) < 0) return rc;
     }
-    /* embedded: the process's other threads would skew the probe, and no placement needs it */
-    w->gbps = cfg->embedded ? 0.0f : (float)membw_measure(256u << 20, 3, w->tp);
     if (cfg->cuda && !cfg->embedded) {   /* placement sizes a CUDA worker by its GPU */
         size_t mem = 0;
         double gb = 0;
@@ -462,6 +460,8 @@ static int worker_open(worker_t *w, const worker_cfg_t *cfg, char *err, size_t e
             log_w("announcing host memory and bandwidth: %s", why);
         }
     }
+    /* embedded: the process's other threads would skew the probe, and no placement needs it */
+    if (!w->dev_mem && !cfg->embedded) w->gbps = (float)membw_measure(256u << 20, 3, w->tp);
     tp_opts_t o = {0};
     o.curve = cfg->curve;
     if ((rc = tp_listen(&w->in, cfg->listen, &o, err, errlen)) < 0) return rc;

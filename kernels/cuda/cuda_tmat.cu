@@ -6,6 +6,7 @@
  * 32 tokens per block through shared memory, 64 columns per step. Both reduce integers only,
  * then apply the one epilogue below. */
 #include "kernels/cuda/cuda_tmat.h"
+#include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_rowops.cuh"
 #include <cuda_runtime.h>
 #include <stdint.h>
@@ -212,12 +213,6 @@ __global__ void __launch_bounds__(256) k_gemm(const uint32_t *__restrict__ w, in
     }
 }
 
-/* prefill's gate ⊙ up after two GEMMs: g (n, rows) = act(g) ⊙ u */
-__global__ void k_act_mul_rows(float *g, const float *u, int64_t rows, int relu2) {
-    int64_t o = (int64_t)blockIdx.x * rows;
-    for (int64_t i = threadIdx.x; i < rows; i += blockDim.x) g[o + i] = act_mul1(g[o + i], u[o + i], relu2);
-}
-
 /* PDL for the products (cuda_tmat_set_pdl): launched with programmatic stream serialisation */
 static int g_pdl;
 
@@ -312,7 +307,7 @@ extern "C" void cuda_tmat_glu(const cuda_tmat_seg_t *gate, const cuda_tmat_seg_t
     if (n > 8) {
         gemm(gate, cols, q, s, qsum, n);
         gemm(up, cols, q, s, qsum, n);
-        k_act_mul_rows<<<n, 256>>>(gate->y, up->y, gate->rows, relu2);
+        cuda_ops_act_mul(gate->y, up->y, (int64_t)n * gate->rows, relu2);
         return;
     }
     unsigned blocks = (unsigned)((gate->rows + GV_WARPS - 1) / GV_WARPS);
