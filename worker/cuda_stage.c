@@ -5,7 +5,8 @@
  * with the activations quantised once per input and shared by the linears that read them —
  * fused into 10 launches (block_fused) and, for steps of up to 8 tokens, replayed as one CUDA
  * graph per token count. TERN_CUDA_FUSE/GRAPHS/PDL=0 and TERN_CUDA_GEMV_ROWS switch the parts
- * off for comparison; TERN_CUDA_TIMING=1 logs the phases of one-token steps at destroy. */
+ * off for comparison; TERN_CUDA_TIMING=1 logs the phases of one-token steps at destroy. The
+ * head's sampled rows are picked on the device when the caller asks (TERN_CUDA_SAMPLE=0: never). */
 #include "worker/cuda_stage.h"
 #include "core/err.h"
 #include <stdio.h>
@@ -25,6 +26,12 @@ int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const i
                        float *logits, char *err, size_t errlen) {
     return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
 }
+int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
+                            float *logits, const cuda_pick_req_t *pick, const int32_t *pen, int n_pen,
+                            cuda_pick_res_t *res, char *err, size_t errlen) {
+    return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
+}
+int cuda_stage_picks(const cuda_stage_t *c) { return 0; }
 size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return 0; }
 int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, char *err, size_t errlen) {
     return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
@@ -35,10 +42,12 @@ int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, ch
 #include "core/types.h"
 #include "kernels/cuda/cuda_fmat.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_pick.h"
 #include "kernels/cuda/cuda_rt.h"
 #include "kernels/cuda/cuda_tmat.h"
 #include "kernels/gpack.h"
 #include "kernels/ops.h"
+#include "worker/sampler.h"
 #include "core/log.h"
 #include "core/progress.h"
 #include <math.h>
@@ -76,6 +85,10 @@ struct cuda_stage {
     float *as;
     int32_t *asum;
     void *fscratch;         /* head Q8_0 scratch */
+    cuda_pick_req_t *preq;  /* (n_lmax,) device: what to pick of each sampled row */
+    int32_t *ppen;          /* (n_lmax · SAMPLER_HIST_MAX,) device: their penalty ids */
+    cuda_pick_res_t *pres;  /* (n_lmax,) device */
+    int picks;              /* device picking allowed (cuda_stage_picks) */
     int *seq, *pos;         /* (n_max,) device */
     float *hrows;           /* (n_lmax, n_embd) host: rows gathered for the head */
     size_t bytes;
@@ -200,6 +213,9 @@ static int head_upload(cuda_stage_t *c, int *ok, char *err, size_t errlen) {
     c->logits = dalloc(c, L * (size_t)c->hp.n_vocab * 4, ok);
     size_t fs = cuda_fmat_scratch_bytes(c->head_kind, c->hp.n_embd, c->n_lmax);
     c->fscratch = dalloc(c, fs ? fs : 256, ok);
+    c->preq = dalloc(c, L * sizeof(cuda_pick_req_t), ok);
+    c->ppen = dalloc(c, L * SAMPLER_HIST_MAX * sizeof(int32_t), ok);
+    c->pres = dalloc(c, L * sizeof(cuda_pick_res_t), ok);
     c->hrows = malloc(L * E * 4);
     if (!c->hrows) return err_set(err, errlen, TERN_ENOMEM, "cuda: out of host memory");
     return 0;
@@ -261,6 +277,8 @@ int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, i
     c->timing = te && !strcmp(te, "1");
     const char *pe = getenv("TERN_CUDA_PDL");
     c->pdl = cuda_tmat_set_pdl(!(pe && !strcmp(pe, "0")));
+    const char *se = getenv("TERN_CUDA_SAMPLE");
+    c->picks = s->has_head && !(se && !strcmp(se, "0"));
     const char *re = getenv("TERN_CUDA_GEMV_ROWS");   /* 1, 2, 4; else by size */
     cuda_tmat_set_rows(re ? atoi(re) : 0);
     c->nl = s->last - s->first + 1;
@@ -316,7 +334,8 @@ void cuda_stage_destroy(cuda_stage_t **p) {
         for (int j = 0; j < LIN_COUNT; j++) cuda_rt_free(d->lin[j].w);
     }
     void *b[] = {c->out_norm, c->head, c->kc, c->vc, c->cs, c->sn, c->h, c->xn, c->q, c->k, c->v, c->att, c->o,
-                 c->g, c->u, c->hn, c->logits, c->scores, c->aq, c->as, c->asum, c->fscratch, c->seq, c->pos};
+                 c->g, c->u, c->hn, c->logits, c->scores, c->aq, c->as, c->asum, c->fscratch, c->seq, c->pos,
+                 c->preq, c->ppen, c->pres};
     for (size_t j = 0; j < sizeof b / sizeof b[0]; j++) cuda_rt_free(b[j]);
     for (int k = 0; k <= GRAPH_MAX_N; k++) cuda_rt_graph_free(c->graph[k]);
     free(c->L);
@@ -326,6 +345,7 @@ void cuda_stage_destroy(cuda_stage_t **p) {
 }
 
 size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return c ? c->bytes : 0; }
+int cuda_stage_picks(const cuda_stage_t *c) { return c && c->picks; }
 
 static void lin(cuda_stage_t *c, const cu_lin_t *l, int n, float *y) {
     cuda_tmat_mul(l->w, l->rows, l->cols, l->scale, l->lscale, c->aq, c->as, c->asum, n, y);
@@ -428,21 +448,62 @@ static void layers(cuda_stage_t *c, int k) {
     all_blocks(c, k);
 }
 
-static int logits_rows(cuda_stage_t *c, const float *h, int m, const int *rows, float *logits, char *err, size_t errlen) {
+/* the picks of rows 0..k) of c->logits (k <= n_lmax): penalty + argmax / top-k on the device,
+ * the outcomes to res; the rows left to the host (CUDA_PICK_LOGITS, or a NaN) to logits */
+static int pick_rows(cuda_stage_t *c, int k, float *logits, const cuda_pick_req_t *pick, const int32_t *pen, int n_pen,
+                     cuda_pick_res_t *res, char *err, size_t errlen) {
+    int64_t V = c->hp.n_vocab;
+    int any = 0;
+    for (int j = 0; j < k; j++) any |= pick[j].mode != CUDA_PICK_LOGITS;
+    if (any) {
+        if (n_pen < 0 || n_pen > c->n_lmax * SAMPLER_HIST_MAX)
+            return err_set(err, errlen, TERN_EINVAL, "cuda: %d penalty ids for %d rows", n_pen, k);
+        if (cuda_rt_h2d(c->preq, pick, (size_t)k * sizeof *pick, err, errlen) < 0 ||
+            cuda_rt_h2d(c->ppen, pen, (size_t)n_pen * sizeof *pen, err, errlen) < 0)
+            return TERN_EIO;
+        cuda_pick(c->logits, k, V, c->preq, c->ppen, c->pres);
+        if (cuda_rt_d2h(res, c->pres, (size_t)k * sizeof *res, err, errlen) < 0) return TERN_EIO;
+    }
+    for (int j = 0; j < k; j++) {
+        if (pick[j].mode == CUDA_PICK_LOGITS) res[j].n = 0;
+        if (res[j].n <= 0 &&
+            cuda_rt_d2h(logits + (size_t)j * V, c->logits + (size_t)j * V, (size_t)V * 4, err, errlen) < 0)
+            return TERN_EIO;
+    }
+    return 0;
+}
+
+static int logits_rows(cuda_stage_t *c, const float *h, int m, const int *rows, float *logits,
+                       const cuda_pick_req_t *pick, const int32_t *pen, int n_pen, cuda_pick_res_t *res, char *err,
+                       size_t errlen) {
     int64_t E = c->hp.n_embd, V = c->hp.n_vocab;
+    if (pick && (!c->picks || m > c->n_lmax))
+        return err_set(err, errlen, TERN_EINVAL, "cuda: %d rows to pick (at most %d, picking %s)", m, c->n_lmax,
+                       c->picks ? "on" : "off");
     for (int done = 0; done < m; done += c->n_lmax) {
         int k = m - done < c->n_lmax ? m - done : c->n_lmax;
         for (int i = 0; i < k; i++) memcpy(c->hrows + i * E, h + (int64_t)rows[done + i] * E, (size_t)E * 4);
         if (cuda_rt_h2d(c->hn, c->hrows, (size_t)k * E * 4, err, errlen) < 0) return TERN_EIO;
         cuda_ops_rmsnorm(c->hn, c->hn, c->out_norm, k, E, c->hp.norm_eps, NULL);
         cuda_fmat_mul(c->head_kind, c->head, V, E, c->hn, k, c->logits, c->fscratch);
-        if (cuda_rt_d2h(logits + (size_t)done * V, c->logits, (size_t)k * V * 4, err, errlen) < 0) return TERN_EIO;
+        if (pick) {
+            int rc = pick_rows(c, k, logits, pick, pen, n_pen, res, err, errlen);
+            if (rc < 0) return rc;
+        } else if (cuda_rt_d2h(logits + (size_t)done * V, c->logits, (size_t)k * V * 4, err, errlen) < 0) {
+            return TERN_EIO;
+        }
     }
     return 0;
 }
 
 int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
                        float *logits, char *err, size_t errlen) {
+    return cuda_stage_forward_pick(c, h, n, seq, pos, m, rows, logits, NULL, NULL, 0, NULL, err, errlen);
+}
+
+int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
+                            float *logits, const cuda_pick_req_t *pick, const int32_t *pen, int n_pen,
+                            cuda_pick_res_t *res, char *err, size_t errlen) {
     int64_t E = c->hp.n_embd;
     int timing = c->timing && n == 1;
     double t0 = timing ? time_now() : 0, t1;
@@ -474,7 +535,7 @@ int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const i
     }
     if (m > 0) {
         if (!c->s->has_head) return err_set(err, errlen, TERN_EINVAL, "cuda: logits asked of a stage without the head");
-        int rc = logits_rows(c, h, m, rows, logits, err, errlen);
+        int rc = logits_rows(c, h, m, rows, logits, pick, pen, n_pen, res, err, errlen);
         if (rc < 0) return rc;
     }
     int rc = cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;

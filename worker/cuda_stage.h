@@ -2,12 +2,15 @@
  * init every ternary linear is repacked into the gpack layout and uploaded once, with the norms,
  * the lm head as stored (F32/F16/BF16/Q8_0), a RoPE cos/sin table made on the host with ops_rope's
  * arithmetic, a device KV cache and activations sized for n_max tokens. A step moves only the
- * hidden states (n, n_embd) in and out, and the logits of the rows to sample back; sampling
- * stays on the CPU. Built in every configuration: without TERN_HAVE_CUDA every entry point
- * reports "tern was built without CUDA". Not here: sampling, validation of steps (stage.c). */
+ * hidden states (n, n_embd) in and out, and for the rows to sample either their logits or, when
+ * the caller asks (cuda_stage_forward_pick), what the device made of them: the greedy token or
+ * the k best candidates (kernels/cuda/cuda_pick.h), for the host's sampler to finish. Built in
+ * every configuration: without TERN_HAVE_CUDA every entry point reports "tern was built without
+ * CUDA". Not here: the sampler's draw, validation of steps (stage.c). */
 #ifndef TERN_CUDA_STAGE_H
 #define TERN_CUDA_STAGE_H
 #include <stddef.h>
+#include "kernels/cuda/cuda_pick.h"
 #include "worker/shard.h"
 
 typedef struct cuda_stage cuda_stage_t;
@@ -25,6 +28,16 @@ void cuda_stage_destroy(cuda_stage_t **p);
  * row rows[j])). 0 or <0 on a device error (err). */
 int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
                        float *logits, char *err, size_t errlen);
+/* cuda_stage_forward, and for rows j with pick[j].mode != CUDA_PICK_LOGITS (pick may be NULL:
+ * none) cuda_pick on the device instead of sending the row's logits: pen (n_pen ids, host) holds
+ * the rows' penalty ids; res[j] (host) gets the outcome (n = 0 for CUDA_PICK_LOGITS rows; n = -1:
+ * logits row j came back, the penalty applied). m <= n_logits_max when pick is given. */
+int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
+                            float *logits, const cuda_pick_req_t *pick, const int32_t *pen, int n_pen,
+                            cuda_pick_res_t *res, char *err, size_t errlen);
+/* 1 when cuda_stage_forward_pick may be asked to pick (the stage has the head, and
+ * TERN_CUDA_SAMPLE=0 was not set when it was made) */
+int cuda_stage_picks(const cuda_stage_t *c);
 size_t cuda_stage_device_bytes(const cuda_stage_t *c);   /* device memory held */
 /* GPU 0 for a worker's Hello: its name (cap), memory in bytes and measured read bandwidth in
  * GB/s (a 256 MiB probe). 0 or <0 with the probe's one-line reason. */

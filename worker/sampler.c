@@ -67,10 +67,9 @@ static int cand_cmp(const void *a, const void *b) {
 
 /* each distinct token of the last repeat_last_n is penalised once (llama.cpp); a set of the ids
  * seen so far (open addressing, on the stack) keeps it O(n) */
-static void apply_penalty(sampler_t *s, float *logits, int n_vocab) {
-    int n = s->nhist < s->p.repeat_last_n ? s->nhist : s->p.repeat_last_n;
-    float pen = s->p.repeat_penalty;
-    if (pen == 1.0f || n == 0) return;
+int sampler_penalty_ids(const sampler_t *s, int n_vocab, int32_t *ids) {
+    int n = s->nhist < s->p.repeat_last_n ? s->nhist : s->p.repeat_last_n, k = 0;
+    if (s->p.repeat_penalty == 1.0f || n == 0) return 0;
     int32_t set[PEN_SET];
     memset(set, 0xff, sizeof set);   /* -1: empty */
     for (int i = 0; i < n; i++) {
@@ -80,8 +79,16 @@ static void apply_penalty(sampler_t *s, float *logits, int n_vocab) {
         while (set[h] >= 0 && set[h] != id) h = (h + 1) & (PEN_SET - 1);
         if (set[h] == id) continue;
         set[h] = id;
-        logits[id] = logits[id] > 0 ? logits[id] / pen : logits[id] * pen;
+        ids[k++] = id;
     }
+    return k;
+}
+
+static void apply_penalty(sampler_t *s, float *logits, int n_vocab) {
+    int32_t ids[SAMPLER_HIST_MAX];
+    int n = sampler_penalty_ids(s, n_vocab, ids);
+    float pen = s->p.repeat_penalty;
+    for (int i = 0; i < n; i++) logits[ids[i]] = logits[ids[i]] > 0 ? logits[ids[i]] / pen : logits[ids[i]] * pen;
 }
 
 /* the first index of the largest logit (0 when none compares larger than logits[0], NaNs
@@ -208,11 +215,59 @@ int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *
     return sampler_sample_top(s, logits, n_vocab, work, logprob, NULL, NULL, NULL);
 }
 
+/* the draw from candidates c (z: c[0..z->m) sorted best first) narrowed to n by top-k: top-p,
+ * min-p (at temperature 1), the temperature, a draw. logits: the whole row, read only when the
+ * candidates are every token and the draw's sum passes the sorted prefix. */
+static int draw_cands(sampler_t *s, lazy_t *z, int n, double sum, const float *logits) {
+    cand_t *c = z->c;
+    double mx = c[0].logit;
+    if (s->p.top_p < 1.0f) {
+        double acc = 0;
+        for (int i = 0; i < n; i++) {
+            if (i >= z->m) lazy_grow(z, i + 1);
+            acc += exp((double)c[i].logit - mx) / sum;
+            if (acc >= s->p.top_p) { n = i + 1; break; }
+        }
+    }
+    if (s->p.min_p > 0) {
+        double thr = log((double)s->p.min_p);
+        int keep = 1;
+        for (;;) {
+            if (keep >= n) break;
+            if (keep >= z->m) lazy_grow(z, keep + 1);
+            if (!((double)c[keep].logit - mx >= thr)) break;
+            keep++;
+        }
+        n = keep;
+    }
+    double inv_t = 1.0 / s->p.temp;
+    sum = 0;
+    if (n <= z->m)
+        for (int i = 0; i < n; i++) sum += exp(((double)c[i].logit - mx) * inv_t);
+    else   /* the whole vocabulary, unsorted past z->m: the sum in any order */
+        for (int i = 0; i < n; i++) sum += exp(((double)logits[i] - mx) * inv_t);
+    double r = rng_uniform(s) * sum, acc = 0;
+    for (int i = 0; i < n; i++) {
+        if (i >= z->m) lazy_grow(z, i + 1);
+        acc += exp(((double)c[i].logit - mx) * inv_t);
+        if (r < acc) return c[i].id;
+    }
+    lazy_grow(z, n);
+    return c[n - 1].id;
+}
+
+/* Σ exp(logit − best) over the n sorted top-k candidates */
+static double cands_sum(const cand_t *c, int n) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+    return sum;
+}
+
 /* llama.cpp's default chain: penalties, top-k, top-p, min-p (all at temperature 1), then the
- * temperature, then a draw. */
-int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob, int32_t *top_ids,
-                       float *top_lp, int *n_top) {
-    apply_penalty(s, logits, n_vocab);
+ * temperature, then a draw. penalised: the caller applied the penalty already. */
+static int sample_impl(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob, int32_t *top_ids,
+                       float *top_lp, int *n_top, int penalised) {
+    if (!penalised) apply_penalty(s, logits, n_vocab);
     float lmx = 0;
     double lse = 0;
     int want_lp = s->p.logprobs && (logprob || top_ids || top_lp);
@@ -228,55 +283,36 @@ int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, flo
         cand_t *c = work;
         lazy_t z = {c, n_vocab, 0};
         int n;
-        double sum = 0;
+        double sum;
         if (s->p.top_k > 0 && s->p.top_k < n_vocab) {
             n = top_k_select(logits, n_vocab, s->p.top_k, c);
             z.n = z.m = n;
-            for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+            sum = cands_sum(c, n);
         } else {   /* every token: sorted only as far as needed */
             n = n_vocab;
             for (int i = 0; i < n; i++) { c[i].logit = logits[i]; c[i].id = i; }
             lazy_grow(&z, 1);
+            sum = 0;
             for (int i = 0; i < n; i++) sum += exp((double)logits[i] - c[0].logit);
         }
-        double mx = c[0].logit;
-        if (s->p.top_p < 1.0f) {
-            double acc = 0;
-            for (int i = 0; i < n; i++) {
-                if (i >= z.m) lazy_grow(&z, i + 1);
-                acc += exp((double)c[i].logit - mx) / sum;
-                if (acc >= s->p.top_p) { n = i + 1; break; }
-            }
-        }
-        if (s->p.min_p > 0) {
-            double thr = log((double)s->p.min_p);
-            int keep = 1;
-            for (;;) {
-                if (keep >= n) break;
-                if (keep >= z.m) lazy_grow(&z, keep + 1);
-                if (!((double)c[keep].logit - mx >= thr)) break;
-                keep++;
-            }
-            n = keep;
-        }
-        double inv_t = 1.0 / s->p.temp;
-        sum = 0;
-        if (n <= z.m)
-            for (int i = 0; i < n; i++) sum += exp(((double)c[i].logit - mx) * inv_t);
-        else   /* the whole vocabulary, unsorted past z.m: the sum in any order */
-            for (int i = 0; i < n; i++) sum += exp(((double)logits[i] - mx) * inv_t);
-        double r = rng_uniform(s) * sum, acc = 0;
-        pick = -1;
-        for (int i = 0; i < n; i++) {
-            if (i >= z.m) lazy_grow(&z, i + 1);
-            acc += exp(((double)c[i].logit - mx) * inv_t);
-            if (r < acc) { pick = c[i].id; break; }
-        }
-        if (pick < 0) {
-            lazy_grow(&z, n);
-            pick = c[n - 1].id;
-        }
+        pick = draw_cands(s, &z, n, sum, logits);
     }
     if (logprob) *logprob = s->p.logprobs ? logprob_at(logits, lmx, lse, pick) : 0.0f;
     return pick;
+}
+
+int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob, int32_t *top_ids,
+                       float *top_lp, int *n_top) {
+    return sample_impl(s, logits, n_vocab, work, logprob, top_ids, top_lp, n_top, 0);
+}
+
+int sampler_sample_penalised(sampler_t *s, float *logits, int n_vocab, void *work) {
+    return sample_impl(s, logits, n_vocab, work, NULL, NULL, NULL, NULL, 1);
+}
+
+int sampler_sample_cands(sampler_t *s, const int32_t *ids, const float *logits, int n, void *work) {
+    cand_t *c = work;
+    for (int i = 0; i < n; i++) { c[i].logit = logits[i]; c[i].id = ids[i]; }
+    lazy_t z = {c, n, n};
+    return draw_cands(s, &z, n, cands_sum(c, n), NULL);
 }

@@ -49,4 +49,15 @@ int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, flo
 int sampler_top(const float *logits, int n_vocab, int k, int32_t *ids, float *lp);
 unsigned long sampler_work_bytes(int n_vocab);
 
+/* For a device that samples (cuda_stage): the distinct ids the repetition penalty changes now
+ * (ids: room for SAMPLER_HIST_MAX), returning their count — 0 when the penalty is off. Each
+ * becomes logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty. */
+int sampler_penalty_ids(const sampler_t *s, int n_vocab, int32_t *ids);
+/* sampler_sample without logprobs on logits the penalty was already applied to */
+int sampler_sample_penalised(sampler_t *s, float *logits, int n_vocab, void *work);
+/* sampler_sample's draw for temp > 0 and top_k = n (< n_vocab), without logprobs, from the n best
+ * candidates instead of the logits: ids / logits (after the penalty) best first, ties by lower
+ * id. The same token and the same generator steps as sampler_sample on the whole row. */
+int sampler_sample_cands(sampler_t *s, const int32_t *ids, const float *logits, int n, void *work);
+
 #endif

@@ -77,6 +77,12 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
         sampler_params_t p;
         sampler_params_default(&p);
         for (int i = 0; i < cfg->n_seq; i++) sampler_init(&st->samplers[i], &p);
+        if (cuda_stage_picks(st->cuda)) {
+            st->pick = calloc((size_t)cfg->n_seq, sizeof *st->pick);
+            st->picked = calloc((size_t)cfg->n_seq, sizeof *st->picked);
+            st->pen_ids = calloc((size_t)cfg->n_seq * SAMPLER_HIST_MAX, sizeof(int32_t));
+            if (!st->pick || !st->picked || !st->pen_ids) goto nomem;
+        }
     }
     return 0;
 nomem:
@@ -96,6 +102,9 @@ void stage_free(stage_t *st) {
     free(st->top_lp);
     free(st->score_top_ids);
     free(st->score_top_lp);
+    free(st->pick);
+    free(st->picked);
+    free(st->pen_ids);
     tern_free(st->logits);
     tern_free(st->swork);
     memset(st, 0, sizeof *st);
@@ -121,18 +130,33 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
     if (c->has_head && nsample)
         for (int i = 0; i < n; i++)
             if (sample[i]) st->rows[m++] = i;
-    if (st->cuda) {   /* layers and the sampled rows' logits in one device step */
-        int rc = cuda_stage_forward(st->cuda, h, n, seq, pos, m, st->rows, st->logits, err, errlen);
+    if (c->has_head)   /* the step's inputs join the penalty's history before anything samples */
+        for (int i = 0; i < n; i++)
+            if (tokens && tokens[i] >= 0) sampler_accept(&st->samplers[seq[i]], tokens[i]);
+    int V = c->has_head ? st->shard.hp.n_vocab : 0, npen = 0;
+    const cuda_pick_req_t *pick = m && st->pick ? st->pick : NULL;
+    for (int j = 0; pick && j < m; j++) {   /* what the GPU may do of each row itself */
+        sampler_t *sm = &st->samplers[seq[st->rows[j]]];
+        cuda_pick_req_t *r = &st->pick[j];
+        *r = (cuda_pick_req_t){CUDA_PICK_LOGITS, 0, 1.0f, 0, 0};
+        if (sm->p.logprobs) continue;   /* the log-softmax wants the whole row */
+        if (sm->p.temp <= 0) r->mode = CUDA_PICK_ARGMAX;
+        else if (sm->p.top_k > 0 && sm->p.top_k <= CUDA_PICK_MAX && sm->p.top_k < V) r->mode = CUDA_PICK_TOP, r->k = sm->p.top_k;
+        else continue;
+        r->penalty = sm->p.repeat_penalty;
+        r->pen_off = npen;
+        r->pen_n = sampler_penalty_ids(sm, V, st->pen_ids + npen);
+        npen += r->pen_n;
+    }
+    if (st->cuda) {   /* layers and the sampled rows' logits (or picks) in one device step */
+        int rc = cuda_stage_forward_pick(st->cuda, h, n, seq, pos, m, st->rows, st->logits, pick, st->pen_ids, npen,
+                                         st->picked, err, errlen);
         if (rc < 0) return rc;
     } else {
         forward_layers(&st->fwd, h, n, seq, pos);
     }
     st->n_top = 0;
-    if (!c->has_head) return 0;
-    for (int i = 0; i < n; i++)
-        if (tokens && tokens[i] >= 0) sampler_accept(&st->samplers[seq[i]], tokens[i]);
-    if (!nsample) return 0;
-    int V = st->shard.hp.n_vocab;
+    if (!c->has_head || !nsample) return 0;
     if (!st->cuda) forward_logits(&st->fwd, h, m, st->rows, st->logits);
     int nt = 0;
     for (int j = 0; j < m; j++) {
@@ -144,8 +168,17 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
         int i = st->rows[j], got = 0;
         int32_t *ti = st->top_ids + (size_t)j * nt;
         float *tl = st->top_lp + (size_t)j * nt;
-        out_tok[j] = sampler_sample_top(&st->samplers[seq[i]], st->logits + (size_t)j * V, V, st->swork,
-                                        out_logprob ? &out_logprob[j] : NULL, ti, tl, &got);
+        sampler_t *sm = &st->samplers[seq[i]];
+        float *lj = st->logits + (size_t)j * V;
+        const cuda_pick_res_t *pr = pick && pick[j].mode != CUDA_PICK_LOGITS ? &st->picked[j] : NULL;
+        if (pr) {   /* no logprobs asked: the GPU's pick, or its candidates drawn from here */
+            out_tok[j] = pr->n < 0 ? sampler_sample_penalised(sm, lj, V, st->swork)
+                         : pick[j].mode == CUDA_PICK_ARGMAX ? pr->id[0]
+                                                            : sampler_sample_cands(sm, pr->id, pr->logit, pr->n, st->swork);
+            if (out_logprob) out_logprob[j] = 0.0f;
+        } else {
+            out_tok[j] = sampler_sample_top(sm, lj, V, st->swork, out_logprob ? &out_logprob[j] : NULL, ti, tl, &got);
+        }
         for (int k = got; k < nt; k++) ti[k] = -1, tl[k] = 0.0f;
     }
     st->n_top = nt;

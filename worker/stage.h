@@ -44,6 +44,9 @@ typedef struct stage {
     float *score_top_lp;
     int score_cap;         /* scored tokens the two above have room for */
     cuda_stage_t *cuda;    /* device == STAGE_DEV_CUDA: the GPU runs forward (fwd unused) */
+    cuda_pick_req_t *pick; /* (n_seq,) a CUDA head stage's sampled rows: what the GPU picks */
+    cuda_pick_res_t *picked;   /* (n_seq,) and what came of it */
+    int32_t *pen_ids;      /* (n_seq · SAMPLER_HIST_MAX,) the rows' penalty ids */
 } stage_t;
 
 void stage_cfg_default(stage_cfg_t *c);

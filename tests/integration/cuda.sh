@@ -2,7 +2,7 @@
 # CUDA stage end to end. Always: without a GPU (or in a CPU-only build) `tern worker --device
 # cuda` and `tern run -ngl N` fail at once with one line naming why. With a GPU: greedy tokens of
 # -ngl 1 (GPU + CPU stage), -ngl 99 (all on the GPU) and of a mixed cluster (a CUDA worker and a
-# CPU worker) equal those of one CPU process. Every process is killed on exit.
+# CPU worker), and seeded sampled tokens of -ngl 99, equal those of one CPU process. Every process is killed on exit.
 source "$(dirname "$0")/lib.bash"
 
 M="$tmp/m.gguf"
@@ -26,6 +26,13 @@ else
   for ngl in 1 2 99; do
     got=$(run -ngl $ngl)
     [ "$got" == "$ref" ] && ok "-ngl $ngl == CPU" || bad "-ngl $ngl: '$got' != '$ref' ($(tail -1 "$tmp/run.log"))"
+  done
+  # sampled, not greedy: the GPU picks the top-k candidates (after the penalty) and the host
+  # draws; without top-k, or past what the GPU orders, the row's logits come back instead
+  for sm in "--top-k 40 --repeat-penalty 1.3" "--top-k 0 --repeat-penalty 1.3" "--top-k 200"; do
+    refs=$(run -t 2 --temp 0.8 -s 3 $sm)
+    gots=$(run -ngl 99 --temp 0.8 -s 3 $sm)
+    [ -n "$refs" ] && [ "$gots" == "$refs" ] && ok "sampled ($sm) -ngl 99 == CPU" || bad "sampled ($sm): '$gots' != '$refs'"
   done
   # llama architecture: SiLU gates (the spec's exp), normal RoPE, Q8_0 head; a longer run
   ML="$tmp/llama.gguf"

@@ -6,7 +6,9 @@
  * other float ops within 1e-5 relative, by design exact; attention also with 256-wide heads), and a tiny model (relu²/NEOX/F16 head and SiLU/normal-rope/
  * Q8_0 head) on the GPU against the CPU stage: logits within 1e-3 · max|logit|, greedy tokens
  * identical, also for a GPU+CPU split; the fused kernels of the default path equal the separate
- * ones bit for bit (each kernel, and whole-model logits with TERN_CUDA_FUSE=0). Without one those print "skipped: no CUDA device". */
+ * ones bit for bit (each kernel, and whole-model logits with TERN_CUDA_FUSE=0); the device picks
+ * (penalty, argmax, top-k: cuda_pick) equal the sampler's on hostile rows (ties, ±0, ±inf, NaN),
+ * and seeded sampled runs with the GPU picking give the CPU stage's tokens. Without one those print "skipped: no CUDA device". */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,10 +29,12 @@
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "worker/cuda_stage.h"
+#include "worker/sampler.h"
 #include "worker/stage.h"
 #if defined(TERN_HAVE_CUDA)
 #include "kernels/cuda/cuda_fmat.h"
 #include "kernels/cuda/cuda_ops.h"
+#include "kernels/cuda/cuda_pick.h"
 #include "kernels/cuda/cuda_rt.h"
 #include "kernels/cuda/cuda_tmat.h"
 #endif
@@ -573,6 +577,116 @@ static void test_gpu_fused(void **state) {
     cuda_rt_free(dcs); cuda_rt_free(dsn); cuda_rt_free(dpos); cuda_rt_free(dseq);
     free(cs); free(sn); free(q); free(k); free(v);
 }
+
+/* cuda_pick against the sampler: rows of logits of every kind (spread, coarse with many ties,
+ * all equal, zeros of both signs, ±inf, NaN first or inside) with a penalty or none, as argmax
+ * and as top-k for k = 1..64, next to a row left alone. The penalised rows equal the CPU's
+ * penalty bit for bit; argmax equals sampler.c's; top-k equals the sampler's candidate order
+ * (counted here); a NaN row comes back as n = -1 for top-k, and argmax follows the CPU rule. */
+static void pick_row_fill(float *x, int64_t V, int kind) {
+    for (int64_t i = 0; i < V; i++) {
+        switch (kind) {
+        case 0: x[i] = (float)((double)(rnd() % 2000001) / 100000.0 - 10.0); break;
+        case 1: x[i] = (float)((int)(rnd() % 9) - 4) * 0.5f; break;
+        case 2: x[i] = 1.25f; break;
+        default: x[i] = (float)((int)(rnd() % 5) - 4); break;   /* <= 0: zeros, some negative */
+        }
+    }
+    if (kind == 3) x[V / 3] = -0.0f, x[V / 2] = -INFINITY;
+    if (kind == 4) x[V - 1] = INFINITY;
+}
+
+static int pick_better(const float *y, int64_t a, int64_t b) { return y[a] > y[b] || (y[a] == y[b] && a < b); }
+
+static void test_gpu_pick(void **state) {
+    (void)state;
+    NEED_GPU();
+    const int64_t vs[] = {7, 1000, 128256};
+    const int ks[] = {1, 2, 6, 40, 64};
+    enum { M = 6 };
+    char err[256];
+    for (size_t vi = 0; vi < 3; vi++) {
+        int64_t V = vs[vi];
+        for (int trial = 0; trial < 12; trial++) {
+            float *x = malloc((size_t)(M * V) * 4), *y = malloc((size_t)(M * V) * 4), *g = malloc((size_t)(M * V) * 4);
+            cuda_pick_req_t req[M];
+            int32_t pen[M * 16];
+            int npen = 0;
+            for (int j = 0; j < M; j++) {
+                float *xj = x + j * V;
+                pick_row_fill(xj, V, (trial + j) % 5);
+                if (trial % 4 == 1 && j == 2) xj[0] = NAN;          /* argmax: 0; top-k: handed back */
+                if (trial % 4 == 3 && j == 3) xj[V / 2] = NAN;
+                int k = ks[(trial + j) % 5];
+                req[j] = (cuda_pick_req_t){j == 5 ? CUDA_PICK_LOGITS : (j + trial) % 2 ? CUDA_PICK_TOP : CUDA_PICK_ARGMAX,
+                                           k < V ? k : (int)V - 1, trial % 3 ? 1.3f : 1.0f, npen, 0};
+                for (int i = 0; i < 16 && req[j].penalty != 1.0f; i++) {   /* distinct ids */
+                    int id = (int)((i * 7919 + j * 31) % V);
+                    int dup = 0;
+                    for (int q = req[j].pen_off; q < npen; q++) dup |= pen[q] == id;
+                    if (!dup) pen[npen++] = id, req[j].pen_n++;
+                }
+            }
+            memcpy(y, x, (size_t)(M * V) * 4);
+            for (int j = 0; j < M; j++)   /* the CPU's penalty */
+                for (int q = 0; q < req[j].pen_n && req[j].mode != CUDA_PICK_LOGITS; q++) {
+                    float *l = &y[j * V + pen[req[j].pen_off + q]];
+                    *l = *l > 0 ? *l / req[j].penalty : *l * req[j].penalty;
+                }
+            float *dx = dup_to_dev(x, (size_t)(M * V) * 4);
+            cuda_pick_req_t *dreq = dup_to_dev(req, sizeof req);
+            int32_t *dpen = dup_to_dev(pen, sizeof pen);
+            cuda_pick_res_t res[M], *dres = cuda_rt_alloc(sizeof res);
+            assert_non_null(dres);
+            for (int j = 0; j < M; j++) res[j].n = -7;
+            assert_int_equal(cuda_rt_h2d(dres, res, sizeof res, err, sizeof err), 0);
+            cuda_pick(dx, M, V, dreq, dpen, dres);
+            from_dev(res, dres, sizeof res);
+            from_dev(g, dx, (size_t)(M * V) * 4);
+            for (int64_t i = 0; i < M * V; i++)
+                if (memcmp(&g[i], &y[i], 4) && !(g[i] != g[i] && y[i] != y[i]))
+                    fail_msg("V %lld trial %d: penalised logit %lld: gpu %g cpu %g", (long long)V, trial, (long long)i, g[i], y[i]);
+            for (int j = 0; j < M; j++) {
+                const float *yj = y + j * V;
+                int nan = 0;
+                for (int64_t i = 0; i < V; i++) nan |= yj[i] != yj[i];
+                if (req[j].mode == CUDA_PICK_LOGITS) {
+                    assert_int_equal(res[j].n, -7);   /* left alone */
+                } else if (req[j].mode == CUDA_PICK_ARGMAX) {
+                    sampler_params_t sp;
+                    sampler_params_default(&sp);
+                    sp.temp = 0.0f;
+                    sampler_t sm;
+                    sampler_init(&sm, &sp);
+                    float *cp = malloc((size_t)V * 4);
+                    void *work = malloc(sampler_work_bytes((int)V));
+                    memcpy(cp, yj, (size_t)V * 4);
+                    int want = sampler_sample_penalised(&sm, cp, (int)V, work);
+                    free(cp);
+                    free(work);
+                    assert_int_equal(res[j].n, 1);
+                    if (res[j].id[0] != want)
+                        fail_msg("V %lld trial %d row %d: argmax gpu %d cpu %d", (long long)V, trial, j, res[j].id[0], want);
+                } else if (nan) {
+                    assert_int_equal(res[j].n, -1);
+                } else {
+                    int k = req[j].k;
+                    if (res[j].n != k) fail_msg("V %lld trial %d row %d: %d candidates, asked %d", (long long)V, trial, j, res[j].n, k);
+                    for (int r = 0; r < k; r++) {
+                        int64_t id = res[j].id[r], better = 0;
+                        assert_true(id >= 0 && id < V);
+                        for (int64_t i = 0; i < V; i++) better += pick_better(yj, i, id);
+                        if (better != r || memcmp(&res[j].logit[r], &yj[id], 4))
+                            fail_msg("V %lld trial %d row %d: candidate %d is %lld (%g) with %lld better", (long long)V,
+                                     trial, j, r, (long long)id, res[j].logit[r], (long long)better);
+                    }
+                }
+            }
+            cuda_rt_free(dx); cuda_rt_free(dreq); cuda_rt_free(dpen); cuda_rt_free(dres);
+            free(x); free(y); free(g);
+        }
+    }
+}
 #endif
 
 /* One prompt (9 tokens) then 8 greedy steps through a CPU stage list and a GPU one; the next
@@ -585,11 +699,15 @@ static void embed(const gguf_t *g, int tok, int E, float *h) {
     assert_int_equal(dequant_rows(t->type, t->data, t->ne[1], t->ne[0], tok, 1, h), 0);
 }
 
-static void run(const gguf_t *g, stage_t *st, int nst, run_out_t *out) {
+/* sp NULL: greedy with logprobs, so that every sampled row's logits come to the host (and are
+ * kept); else those params (the GPU picks the rows where they allow: tokens only) */
+static void run(const gguf_t *g, stage_t *st, int nst, run_out_t *out, const sampler_params_t *params) {
     const int E = st[0].shard.hp.n_embd, V = st[nst - 1].shard.hp.n_vocab, np = 9, steps = 8;
     sampler_params_t sp;
     sampler_params_default(&sp);
     sp.temp = 0.0f;
+    sp.logprobs = 1;
+    if (params) sp = *params;
     stage_seq_start(&st[nst - 1], 0, &sp);
     out->logits = malloc((size_t)(steps + 1) * V * 4);
     out->ntok = 0;
@@ -655,10 +773,34 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     c.has_head = 1;
     assert_int_equal(stage_init(&mix[1], g, &c, NULL, err, sizeof err), 0);
     run_out_t a, b, m, u;
-    run(g, cpu, 1, &a);
-    run(g, gpu, 1, &b);
-    run(g, mix, 2, &m);
-    run(g, sep, 1, &u);
+    run(g, cpu, 1, &a, NULL);
+    run(g, gpu, 1, &b, NULL);
+    run(g, mix, 2, &m, NULL);
+    run(g, sep, 1, &u, NULL);
+    /* the GPU picks (cuda_pick): greedy; top-k draws with a penalty; top-k past what the GPU
+     * orders and no top-k (the host samples the row) — each the CPU's tokens */
+    int V0 = cpu[0].shard.hp.n_vocab;
+    assert_true(cuda_stage_picks(gpu[0].cuda));
+    const int tks[][2] = {{0, 0}, {40, 1}, {5, 0}, {CUDA_PICK_MAX + 1, 1}, {0, 1}};
+    for (int v = 0; v < 5; v++) {
+        sampler_params_t sp;
+        sampler_params_default(&sp);
+        sp.temp = v ? 0.9f : 0.0f;
+        sp.top_k = tks[v][0] < V0 ? tks[v][0] : V0 - 1;
+        sp.top_p = 1.0f;   /* flat logits of a tiny model: keep the candidates many */
+        sp.min_p = 0.0f;
+        sp.repeat_penalty = tks[v][1] ? 1.5f : 1.0f;
+        sp.seed = 77 + (uint64_t)v;
+        run_out_t pc, pg;
+        run(g, cpu, 1, &pc, &sp);
+        run(g, gpu, 1, &pg, &sp);
+        for (int s = 0; s < pc.ntok; s++)
+            if (pc.tok[s] != pg.tok[s])
+                fail_msg("%s: sampling %d (top-k %d, penalty %g) step %d: cpu %d gpu %d", arch, v, sp.top_k,
+                         sp.repeat_penalty, s, pc.tok[s], pg.tok[s]);
+        free(pc.logits);
+        free(pg.logits);
+    }
     int V = cpu[0].shard.hp.n_vocab;
     for (int s = 0; s < a.ntok; s++) {
         double eb = max_rel(b.logits + (size_t)s * V, a.logits + (size_t)s * V, V);
@@ -702,6 +844,7 @@ int main(void) {
         cmocka_unit_test(test_gpu_tmat),
         cmocka_unit_test(test_gpu_ops),
         cmocka_unit_test(test_gpu_fused),
+        cmocka_unit_test(test_gpu_pick),
 #endif
         cmocka_unit_test(test_gpu_model_b158),
         cmocka_unit_test(test_gpu_model_llama),

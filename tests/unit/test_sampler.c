@@ -705,6 +705,69 @@ static void test_top_alternatives(void **state) {
     free(work);
 }
 
+/* ---- the device's split of the work (cuda_stage samples on the GPU) ------------------------- */
+
+/* a is better than b: the candidates' order (higher logit, then lower id) */
+static int better_than(const float *y, int a, int b) { return y[a] > y[b] || (y[a] == y[b] && a < b); }
+
+/* The device applies sampler_penalty_ids' penalty, then either takes the argmax
+ * (sampler_sample_penalised, temp 0) or hands the top_k best (computed here by counting) to
+ * sampler_sample_cands; both must give sampler_sample's token, draw after draw, with the history
+ * growing (the penalty changes) and the generators in step. */
+static void test_device_split(void **state) {
+    (void)state;
+    enum { V = 700 };
+    float x[V], y[V], cl[64];
+    int32_t ci[64], pid[SAMPLER_HIST_MAX];
+    void *w1 = malloc(sampler_work_bytes(V)), *w2 = malloc(sampler_work_bytes(V));
+    assert_non_null(w1);
+    assert_non_null(w2);
+    const int ks[] = {1, 2, 5, 40, 64};
+    for (int trial = 0; trial < 40; trial++) {
+        sampler_params_t p = plain(trial % 4 == 0 ? 0.0f : 0.3f + 0.1f * (float)(trial % 9), (uint64_t)trial);
+        p.top_k = ks[trial % 5];
+        p.top_p = trial % 3 ? 0.9f : 1.0f;
+        p.min_p = trial % 2 ? 0.05f : 0.0f;
+        p.repeat_penalty = trial % 6 == 5 ? 1.0f : 1.3f;
+        p.repeat_last_n = 8 + trial;
+        sampler_t a, b;
+        sampler_init(&a, &p);
+        sampler_init(&b, &p);
+        for (int step = 0; step < 30; step++) {
+            int coarse = (trial + step) % 2;   /* ties, zeros of both signs */
+            for (int i = 0; i < V; i++)
+                x[i] = coarse ? (float)((int)(urand() * 12.0) - 6) * 0.5f : (float)(urand() * 8.0 - 4.0);
+            if (coarse) x[(int)(urand() * V)] = -0.0f;
+            memcpy(y, x, sizeof x);
+            int ta = sampler_sample(&a, x, V, w1, NULL);
+            int np = sampler_penalty_ids(&b, V, pid);
+            if (p.repeat_penalty == 1.0f) assert_int_equal(np, 0);
+            for (int i = 0; i < np; i++) {
+                for (int j = 0; j < i; j++) assert_int_not_equal(pid[i], pid[j]);   /* distinct */
+                y[pid[i]] = y[pid[i]] > 0 ? y[pid[i]] / p.repeat_penalty : y[pid[i]] * p.repeat_penalty;
+            }
+            int tb;
+            if (p.temp <= 0) {
+                tb = sampler_sample_penalised(&b, y, V, w2);
+            } else {
+                int k = p.top_k;
+                for (int i = 0; i < V; i++) {   /* rank by counting: the device's order */
+                    int r = 0;
+                    for (int j = 0; j < V && r < k; j++) r += better_than(y, j, i);
+                    if (r < k) ci[r] = i, cl[r] = y[i];
+                }
+                tb = sampler_sample_cands(&b, ci, cl, k, w2);
+            }
+            if (ta != tb) fail_msg("trial %d step %d: sampler_sample %d, the device split %d", trial, step, ta, tb);
+            assert_memory_equal(a.rng, b.rng, sizeof a.rng);
+            sampler_accept(&a, ta);
+            sampler_accept(&b, tb);
+        }
+    }
+    free(w1);
+    free(w2);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_argmax_and_logprob),
@@ -720,6 +783,7 @@ int main(void) {
         cmocka_unit_test(test_temperature),
         cmocka_unit_test(test_matches_reference),
         cmocka_unit_test(test_top_alternatives),
+        cmocka_unit_test(test_device_split),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
