@@ -71,6 +71,16 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     int n_batch = p->n_batch > 0 ? p->n_batch : 64;   /* a step's tokens; the stages pass them in -ub pieces */
     cfg.n_batch = p->n_ubatch > 0 && p->n_ubatch < n_batch ? p->n_ubatch : n_batch;
     cfg.kv_type = p->kv_f32 ? KV_F32 : KV_F16;
+    if (p->kv_type && (cfg.kv_type = ops_kv_parse(p->kv_type)) < 0) {
+        rc = err_set(err, errlen, TERN_EINVAL, "--kv-type %s: expected f16, f32 or q8_0", p->kv_type);
+        goto fail;
+    }
+    m->kv_type = cfg.kv_type;
+    if (cfg.kv_type == KV_Q8_0 && m->hp.head_dim % KV_Q8_0_BLOCK) {
+        rc = err_set(err, errlen, TERN_EINVAL, "--kv-type q8_0 needs a head size that is a multiple of 32 (this model: %d)",
+                     m->hp.head_dim);
+        goto fail;
+    }
     if (p->head_type) {
         cfg.head_type = type_from_name(p->head_type);
         if (cfg.head_type != TT_Q8_0 && cfg.head_type != TT_F16 && cfg.head_type != TT_F32) {

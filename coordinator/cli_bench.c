@@ -15,6 +15,8 @@
 #include "core/progress.h"
 #include "core/types.h"
 #include "kernels/kbench.h"
+#include "kernels/ops.h"
+#include "worker/kv_cache.h"
 #include "worker/cuda_bench.h"
 #include <ctype.h>
 #include <math.h>
@@ -29,6 +31,7 @@
 
 typedef struct bench_row {
     int threads, n_prompt, n_gen;
+    int n_depth;                       /* tg: tokens in the KV cache before the timed steps */
     int n_par;                         /* tg: concurrent sequences */
     double samples[BENCH_MAX_REPS];   /* t/s of each repetition */
     int n_samples;
@@ -40,6 +43,8 @@ typedef struct bench_model {
     char type[96];          /* "bitnet-b1.58 2B I2_S" */
     uint64_t size, params;  /* bytes and elements of all tensors */
     size_t weight_bytes;    /* read per decode step (pipeline) */
+    size_t kv_pos_bytes;    /* KV cache bytes of one position, all layers (K and V) */
+    const char *kv_type;    /* "f16", "q8_0", "f32" */
     int n_stages;           /* cluster: stages (workers holding layers); 0 = this process */
     const char *backend;    /* cluster: "zmq" (--workers/--cluster) or "mpi" (--mpi) */
     const char *device;     /* this process: "CPU", "CUDA" (-ngl >= layers) or "CUDA+CPU" */
@@ -99,22 +104,34 @@ static void model_describe(const tern_model *m, bench_model_t *d) {
     for (char *c = d->type; *c; c++)   /* it goes into JSON and a table unescaped */
         if (*c == '"' || *c == '\\' || *c == '|' || (unsigned char)*c < 0x20) *c = '_';
     d->weight_bytes = m->pl->weight_bytes;
+    d->kv_pos_bytes = kv_cache_bytes_for(m->kv_type, m->hp.n_layer, 1, 1, m->hp.n_head_kv * m->hp.head_dim);
+    d->kv_type = ops_kv_name(m->kv_type);
 }
 
+/* when the sampled tokens came: the first (the prompt's end) and the last */
+typedef struct tok_times { double first, last; int n; } tok_times_t;
+
 static int ignore_eog(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
-    (void)user; (void)id; (void)token; (void)logprob; (void)top; (void)finish;
+    (void)id; (void)token; (void)logprob; (void)top; (void)finish;
+    tok_times_t *tt = user;
+    if (tt && token >= 0) {
+        tt->last = time_now();
+        if (!tt->n++) tt->first = tt->last;
+    }
     return 0;
 }
 
 /* One run through the scheduler: n prompt tokens, then max_gen sampled tokens (greedy,
- * end-of-generation ignored). Returns wall seconds or <0 on failure (m->err set). */
-static double run_once(tern_model *m, const int32_t *ids, int n, int max_gen) {
+ * end-of-generation ignored). Returns wall seconds or <0 on failure (m->err set); tt (may be
+ * NULL) gets the sampled tokens' times. */
+static double run_once(tern_model *m, const int32_t *ids, int n, int max_gen, tok_times_t *tt) {
     sampler_params_t sp;
     sampler_params_default(&sp);
     sp.temp = 0;
     sched_t *s = &m->sched;
+    if (tt) memset(tt, 0, sizeof *tt);
     double t0 = time_now();
-    int id = sched_add(s, ids, n, max_gen, &sp, ignore_eog, NULL);
+    int id = sched_add(s, ids, n, max_gen, &sp, ignore_eog, tt);
     if (id < 0) {
         snprintf(m->err, sizeof m->err, "cannot start a sequence of %d tokens: %s", n, tern_strerror(id));
         return -1;
@@ -150,9 +167,11 @@ static double run_par(tern_model *m, const int32_t *ids, int np, int gen) {
 }
 
 /* pp (n_gen == 0: the prompt, sampling once at its end) or tg (a one-token prompt, n_gen steps,
- * n_par sequences at once) */
+ * n_par sequences at once; at depth d: a d-token prompt first, then n_gen steps timed from the
+ * prompt's token to the last, as llama-bench's -d) */
 static int run_test(tern_model *m, bench_row_t *r, int reps, char *err, size_t errlen) {
-    int n = r->n_gen ? (r->n_par > 1 ? r->n_par : 1) : r->n_prompt, gen = r->n_gen ? r->n_gen : 1;
+    int n = r->n_gen ? (r->n_depth > 0 ? r->n_depth : r->n_par > 1 ? r->n_par : 1) : r->n_prompt;
+    int gen = r->n_gen ? r->n_gen + (r->n_depth > 0) : 1;
     int32_t *ids = malloc((size_t)n * sizeof(int32_t));
     if (!ids) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
     int bos = tokenizer_bos(m->tok), V = m->pl->n_vocab;
@@ -160,9 +179,16 @@ static int run_test(tern_model *m, bench_row_t *r, int reps, char *err, size_t e
     for (int i = 0; i < n; i++) ids[i] = rand() % V;
     if (bos >= 0 && tokenizer_add_bos(m->tok)) ids[0] = bos;
     int rc = 0;
-    double t = run_once(m, ids, n, 1);   /* warm-up (llama-bench: the whole prompt, or one token) */
+    double t = run_once(m, ids, n, 1, NULL);   /* warm-up (llama-bench: the whole prompt, or one token) */
     for (int i = 0; i < reps && t >= 0; i++) {
-        t = r->n_par > 1 ? run_par(m, ids, r->n_par, gen) : run_once(m, ids, n, gen);
+        tok_times_t tt;
+        t = r->n_par > 1 ? run_par(m, ids, r->n_par, gen) : run_once(m, ids, n, gen, &tt);
+        if (t >= 0 && r->n_depth > 0 && tt.n != gen) {
+            snprintf(m->err, sizeof m->err, "depth %d: %d of %d tokens came", r->n_depth, tt.n, gen);
+            t = -1;
+        } else if (t >= 0 && r->n_depth > 0) {
+            t = tt.last - tt.first;
+        }
         double toks = r->n_gen ? (double)r->n_gen * (r->n_par > 1 ? r->n_par : 1) : r->n_prompt;
         if (t >= 0) r->samples[r->n_samples++] = toks / (t > 0 ? t : 1e-9);
     }
@@ -210,6 +236,7 @@ static void print_md_header(int with_roof) {
 
 static void test_name(const bench_row_t *r, char *buf, size_t cap) {
     if (r->n_gen && r->n_par > 1) snprintf(buf, cap, "tg%d x%d", r->n_gen, r->n_par);
+    else if (r->n_gen && r->n_depth) snprintf(buf, cap, "tg%d @ d%d", r->n_gen, r->n_depth);
     else if (r->n_gen) snprintf(buf, cap, "tg%d", r->n_gen);
     else snprintf(buf, cap, "pp%d", r->n_prompt);
 }
@@ -245,6 +272,8 @@ static void print_json_row(const bench_model_t *d, const bench_row_t *r, int fir
     printf("    \"n_threads\": %d,\n", r->threads);
     printf("    \"n_prompt\": %d,\n", r->n_prompt);
     printf("    \"n_gen\": %d,\n", r->n_gen);
+    printf("    \"n_depth\": %d,\n", r->n_depth);
+    printf("    \"type_kv\": \"%s\",\n", d->kv_type ? d->kv_type : "?");
     printf("    \"test\": \"%s\",\n", test);
     printf("    \"avg_ts\": %.6f,\n", r->avg);
     printf("    \"stddev_ts\": %.6f,\n", r->sd);
@@ -263,8 +292,9 @@ typedef struct bench_opts {
     const char *p_list, *n_list, *t_list, *par_list, *out;
     int reps, kernels;
     unsigned long long bw_bytes;
-    int np, nn, nt, npar, max_par;
-    int pp[BENCH_MAX_LIST], tg[BENCH_MAX_LIST], th[BENCH_MAX_LIST], par[BENCH_MAX_LIST];
+    const char *d_list;
+    int np, nn, nt, npar, max_par, nd;
+    int pp[BENCH_MAX_LIST], tg[BENCH_MAX_LIST], th[BENCH_MAX_LIST], par[BENCH_MAX_LIST], dp[BENCH_MAX_LIST];
 } bench_opts_t;
 
 /* 0, 1 (help printed) or <0 with err */
@@ -275,19 +305,21 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
     b->n_list = "128";
     b->t_list = NULL;
     b->par_list = "1";
+    b->d_list = "0";
     b->out = "md";
     b->reps = 5;
     b->bw_bytes = 1ULL << 30;
     opt_t opts[48] = {
         {"-p", "--n-prompt", OPT_LIST, &b->p_list, "LIST", "prompt lengths for pp tests (0: none)", 0, 0},
         {"-n", "--n-gen", OPT_LIST, &b->n_list, "LIST", "generated tokens for tg tests (0: none)", 0, 0},
+        {"-d", "--n-depth", OPT_LIST, &b->d_list, "LIST", "tg: tokens already in the KV cache (prefilled, not timed)", 0, 0},
         {"-r", "--repetitions", OPT_INT, &b->reps, "N", "repetitions of each test", 1, BENCH_MAX_REPS},
         {"-o", "--output", OPT_STR, &b->out, "FMT", "md | json", 0, 0},
         {NULL, "--bw-size", OPT_SIZE, &b->bw_bytes, "SIZE", "buffer streamed to measure the read bandwidth", 0, 0},
         {NULL, "--kernels", OPT_FLAG, &b->kernels, NULL, "kernel benchmarks instead (see tern bench --kernels --help)", 0, 0},
         {NULL, "--cuda", OPT_FLAG, &b->kernels, NULL, "GPU kernel benchmarks instead (see tern bench --cuda --help)", 0, 0},
     };
-    int n = cli_model_opts_table(&b->mo, opts, 6, 48, 0);
+    int n = cli_model_opts_table(&b->mo, opts, 7, 48, 0);
     for (int i = 0; i < n; i++)   /* -t takes a list here, as in llama-bench */
         if (opts[i].shrt && !strcmp(opts[i].shrt, "-t")) {
             opts[i].kind = OPT_LIST;
@@ -314,6 +346,7 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
     if ((b->np = parse_list("-p", b->p_list, 0, BENCH_MAX_TOKENS, b->pp, BENCH_MAX_LIST, err, errlen)) < 0) return b->np;
     if ((b->nn = parse_list("-n", b->n_list, 0, BENCH_MAX_TOKENS, b->tg, BENCH_MAX_LIST, err, errlen)) < 0) return b->nn;
     if ((b->npar = parse_list("--parallel", b->par_list, 1, 256, b->par, BENCH_MAX_LIST, err, errlen)) < 0) return b->npar;
+    if ((b->nd = parse_list("-d", b->d_list, 0, BENCH_MAX_TOKENS, b->dp, BENCH_MAX_LIST, err, errlen)) < 0) return b->nd;
     b->max_par = 1;
     for (int i = 0; i < b->npar; i++) b->max_par = b->par[i] > b->max_par ? b->par[i] : b->max_par;
     char tdef[16];
@@ -322,14 +355,18 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
         return b->nt;
     if (b->bw_bytes < (1u << 20) || b->bw_bytes > (64ULL << 30))
         return err_set(err, errlen, TERN_EINVAL, "--bw-size: expected 1MiB .. 64GiB");
-    int max_p = 0, max_n = 0;
+    int max_p = 0, max_n = 0, max_d = 0;
     for (int i = 0; i < b->np; i++) max_p = b->pp[i] > max_p ? b->pp[i] : max_p;
     for (int i = 0; i < b->nn; i++) max_n = b->tg[i] > max_n ? b->tg[i] : max_n;
-    int need = (max_p > max_n + 1 ? max_p : max_n + 1) + 1;   /* a prompt of p, or 1 + n generated */
+    for (int i = 0; i < b->nd; i++) max_d = b->dp[i] > max_d ? b->dp[i] : max_d;
+    if (max_d > 0 && b->max_par > 1)
+        return err_set(err, errlen, TERN_EINVAL, "-d applies to one-sequence tg tests: use it without -np");
+    /* a prompt of p, or 1 + n generated, or d + n + 1 */
+    int need = (max_p > max_n + 1 + max_d ? max_p : max_n + 1 + max_d) + 1;
     if (b->mo.p.n_ctx == 0) b->mo.p.n_ctx = need;
     else if (b->mo.p.n_ctx < need)
-        return err_set(err, errlen, TERN_EINVAL, "-c %d is too small for -p %d / -n %d (needs %d)", b->mo.p.n_ctx, max_p,
-                       max_n, need);
+        return err_set(err, errlen, TERN_EINVAL, "-c %d is too small for -p %d / -n %d / -d %d (needs %d)", b->mo.p.n_ctx,
+                       max_p, max_n, max_d, need);
     return 0;
 }
 
@@ -349,15 +386,22 @@ static int bench_threads(bench_opts_t *b, int threads, bench_model_t *d, bench_r
     d->device = gpu_all ? "CUDA" : gpu ? "CUDA+CPU" : "CPU";
     double bw = 0;
     int first_row = *nrows;
-    for (int k = 0; k < b->np + b->nn * b->npar && rc == 0; k++) {
+    int ntg = b->npar * b->nd;   /* tg rows per -n value: every -np × every -d */
+    for (int k = 0; k < b->np + b->nn * ntg && rc == 0; k++) {
         bench_row_t *r = &rows[(*nrows)];
         memset(r, 0, sizeof *r);
         r->threads = threads;
-        if (k < b->np) r->n_prompt = b->pp[k];
-        else r->n_gen = b->tg[(k - b->np) / b->npar], r->n_par = b->par[(k - b->np) % b->npar];
+        if (k < b->np) {
+            r->n_prompt = b->pp[k];
+        } else {
+            int j = (k - b->np) % ntg;
+            r->n_gen = b->tg[(k - b->np) / ntg];
+            r->n_par = b->par[j / b->nd];
+            r->n_depth = b->dp[j % b->nd];
+        }
         if (r->n_prompt == 0 && r->n_gen == 0) continue;
-        log_i("bench: %s%d, %d sequences, %d threads, %d repetitions", r->n_gen ? "tg" : "pp",
-              r->n_gen ? r->n_gen : r->n_prompt, r->n_par > 1 ? r->n_par : 1, threads, b->reps);
+        log_i("bench: %s%d, %d sequences, depth %d, %d threads, %d repetitions", r->n_gen ? "tg" : "pp",
+              r->n_gen ? r->n_gen : r->n_prompt, r->n_par > 1 ? r->n_par : 1, r->n_depth, threads, b->reps);
         if ((rc = run_test(m, r, b->reps, err, errlen)) < 0) break;
         if (r->n_gen && bw == 0 && (!gpu || gpu_all) && (bw = bw_measure((size_t)b->bw_bytes, threads, gpu_all)) == 0) {
             if (gpu_all) log_w("bench: the GPU bandwidth probe failed: no roofline");
@@ -373,8 +417,12 @@ static int bench_threads(bench_opts_t *b, int threads, bench_model_t *d, bench_r
         bench_row_t *r = &rows[i];
         if (!r->n_gen) continue;
         r->bw_gbps = bw;
-        /* a step reads the weights once for all its sequences */
-        r->roofline = m->pl->weight_bytes ? bw * 1e9 / (double)m->pl->weight_bytes * (r->n_par > 1 ? r->n_par : 1) : 0;
+        /* a step reads the weights once for all its sequences, and each sequence's KV cache up
+         * to its position: at the test's mean position, depth + (n_gen + 1) / 2 */
+        int par = r->n_par > 1 ? r->n_par : 1;
+        double step = (double)m->pl->weight_bytes +
+                      (double)par * (double)d->kv_pos_bytes * ((double)r->n_depth + (r->n_gen + 1) / 2.0);
+        r->roofline = m->pl->weight_bytes ? bw * 1e9 / step * par : 0;
     }
     tern_model_free(&m);
     return rc;
@@ -395,7 +443,7 @@ int cli_bench(int argc, char **argv) {
     int rc = b ? bench_parse(b, argc, argv, err, sizeof err) : err_set(err, sizeof err, TERN_ENOMEM, "out of memory");
     if (rc == 1) { free(b); return 0; }
     if (rc < 0) { fprintf(stderr, "tern bench: %s\n", err); free(b); return 1; }
-    int maxrows = b->nt * (b->np + b->nn * b->npar);
+    int maxrows = b->nt * (b->np + b->nn * b->npar * b->nd);
     bench_row_t *rows = calloc((size_t)maxrows, sizeof *rows);
     int has_tg = 0;
     for (int i = 0; i < b->nn; i++) has_tg |= b->tg[i] > 0;
@@ -418,9 +466,10 @@ int cli_bench(int argc, char **argv) {
         print_md_header(has_tg);
         for (int i = 0; i < nrows; i++) print_md_row(&d, &rows[i], has_tg);
         if (has_tg && nrows)
-            printf("\nroofline: read bandwidth (%s, the better of a probe before and after the tests) / %.1f MB "
-                   "of weights read per token\n",
-                   d.device && !strcmp(d.device, "CUDA") ? "GPU device memory" : "same threads", d.weight_bytes / 1e6);
+            printf("\nroofline: read bandwidth (%s, the better of a probe before and after the tests) / (%.1f MB "
+                   "of weights + the KV cache read per token: %.1f KB a position, %s, at the test's mean depth)\n",
+                   d.device && !strcmp(d.device, "CUDA") ? "GPU device memory" : "same threads", d.weight_bytes / 1e6,
+                   d.kv_pos_bytes / 1e3, d.kv_type ? d.kv_type : "?");
     }
     fflush(stdout);
     free(rows);

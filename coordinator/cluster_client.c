@@ -442,7 +442,9 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
         ls.heartbeat_timeout_ms = (uint32_t)p->hb_timeout_ms;
         ls.first_step_id = p->id_base + p->next_step;
         ls.fetch_weights = w->fetch;
-        ls.kv_type = p->cfg.kv_type == KV_F32 ? TERN__KV_TYPE__KV_F32 : TERN__KV_TYPE__KV_F16;
+        ls.kv_type = p->cfg.kv_type == KV_F32     ? TERN__KV_TYPE__KV_F32
+                     : p->cfg.kv_type == KV_Q8_0 ? TERN__KV_TYPE__KV_Q8_0
+                                                 : TERN__KV_TYPE__KV_F16;
         m.body_case = TERN__MSG__BODY_LOAD_SHARD;
         m.load_shard = &ls;
         rc = send_to(p, w, &m, NULL, 0, p->hb_timeout_ms, err, errlen);

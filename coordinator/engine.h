@@ -21,6 +21,7 @@ struct tern_model {
     sched_t sched;
     hparams_t hp;
     int n_ctx;
+    int kv_type;            /* the stages' KV cache elements (kernels/ops.h) */
     double t_load;
     char err[256];
 };

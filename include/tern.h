@@ -27,6 +27,8 @@ typedef struct tern_params {
     int n_threads;           /* 0: all cores */
     int n_seq;               /* concurrent sequences */
     int kv_f32;              /* KV cache in f32 instead of f16 */
+    const char *kv_type;     /* NULL: f16 (f32 with kv_f32); "f16", "f32" or "q8_0" (half of f16's
+                              * memory and attention reads; head size a multiple of 32) */
     const char *head_type;   /* NULL: as stored; "q8_0" / "f16": convert the lm head at load */
     const char *cluster;     /* cluster YAML file, or NULL */
     const char *workers;     /* "tcp://a:7101,tcp://b:7101", or NULL */

@@ -10,6 +10,9 @@
 #include "core/half.h"
 #include "kernels/dispatch.h"
 #include "kernels/ops_isa.h"
+#include "kernels/quant.h"
+#include "core/types.h"
+#include <string.h>
 
 /* ggml's rms_norm: Σx² accumulated in double (8 partial sums), then (x · 1/√(mean+eps)) · w */
 void ops_rmsnorm_ref(float *y, const float *x, const float *w, int64_t n, float eps) {
@@ -133,7 +136,41 @@ void ops_scale(float *y, float s, int64_t n) {
     for (int64_t i = 0; i < n; i++) y[i] *= s;
 }
 
+size_t ops_kv_bytes(int kv_type, int64_t n) {
+    switch (kv_type) {
+    case KV_F32: return (size_t)n * 4;
+    case KV_F16: return (size_t)n * 2;
+    case KV_Q8_0: return (size_t)(n / KV_Q8_0_BLOCK) * KV_Q8_0_BYTES;
+    default: return 0;
+    }
+}
+
+static const char *const kv_names[] = {"f32", "f16", "q8_0"};
+
+const char *ops_kv_name(int kv_type) { return kv_type >= 0 && kv_type <= KV_Q8_0 ? kv_names[kv_type] : NULL; }
+
+int ops_kv_parse(const char *name) {
+    for (int t = 0; name && t <= KV_Q8_0; t++)
+        if (!strcmp(name, kv_names[t])) return t;
+    return -1;
+}
+
+void ops_kv_put(void *dst, int kv_type, const float *x, int64_t n) {
+    switch (kv_type) {
+    case KV_F16: ops_f32_to_f16(dst, x, n); return;
+    case KV_Q8_0: quant_from_f32(TT_Q8_0, x, 1, n, dst); return;
+    default: memcpy(dst, x, (size_t)n * 4); return;
+    }
+}
+
+/* element i of a cache run: q8_0 blocks count from p (the head's first block) */
 static inline float kv_at(const void *p, int kv_type, int64_t i) {
+    if (kv_type == KV_Q8_0) {
+        const uint8_t *b = (const uint8_t *)p + (size_t)(i / KV_Q8_0_BLOCK) * KV_Q8_0_BYTES;
+        uint16_t d;
+        memcpy(&d, b, 2);
+        return (float)(int8_t)b[2 + i % KV_Q8_0_BLOCK] * f16_to_f32(d);
+    }
     return kv_type == KV_F16 ? f16_to_f32(((const uint16_t *)p)[i]) : ((const float *)p)[i];
 }
 
@@ -153,7 +190,7 @@ void ops_attn_head_ref(float *out, const float *q, const void *k, const void *v,
 
 void ops_attention(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
                    int n_heads, int n_kv_heads, int hd, int h0, int h1, float scale, float *scores) {
-    TERN_ASSERT(kv_type == KV_F32 || kv_type == KV_F16);
+    TERN_ASSERT(kv_type == KV_F32 || kv_type == KV_F16 || (kv_type == KV_Q8_0 && hd % KV_Q8_0_BLOCK == 0));
     TERN_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && hd > 0);
     TERN_ASSERT(0 <= h0 && h0 <= h1 && h1 <= n_heads && n_kv >= 1);
     ops_attn_head_fn fn = ops_attn_head_ref;
@@ -161,11 +198,11 @@ void ops_attention(float *out, const float *q, const void *k, const void *v, int
     if (isa_current() == ISA_AVX2) fn = ops_attn_head_avx2;
     if (isa_current() == ISA_AVX512) fn = ops_attn_head_avx512;
 #endif
-    const size_t es = kv_type == KV_F16 ? 2 : 4;
+    const size_t hb = ops_kv_bytes(kv_type, hd);   /* one head's bytes in a position's row */
     const int64_t stride = (int64_t)n_kv_heads * hd;
     const int group = n_heads / n_kv_heads;
     for (int h = h0; h < h1; h++) {
-        size_t off = (size_t)(h / group) * (size_t)hd * es;
+        size_t off = (size_t)(h / group) * hb;
         fn(out + (int64_t)h * hd, q + (int64_t)h * hd, (const uint8_t *)k + off, (const uint8_t *)v + off,
            kv_type, n_kv, stride, hd, scale, scores);
     }

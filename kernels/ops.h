@@ -20,13 +20,29 @@ void ops_relu2_mul(float *g, const float *u, int64_t n);  /* g = relu(g)² ⊙ u
 void ops_add(float *y, const float *x, int64_t n);        /* y += x */
 void ops_scale(float *y, float s, int64_t n);             /* y *= s */
 
-/* KV cache element types */
-enum kv_type { KV_F32 = 0, KV_F16 = 1 };
+/* KV cache element types. KV_Q8_0: ggml's Q8_0 blocks (f16 d, then 32 int8 q; value q·d), a
+ * position's (n_kv_heads · hd) row as kv_dim / 32 blocks: needs hd % 32 == 0, so a head is
+ * whole blocks. */
+enum kv_type { KV_F32 = 0, KV_F16 = 1, KV_Q8_0 = 2 };
+#define KV_Q8_0_BLOCK 32
+#define KV_Q8_0_BYTES 34   /* bytes of one block */
+
+/* bytes of n cache elements of kv_type (n % 32 == 0 for KV_Q8_0); 0 for an unknown type */
+size_t ops_kv_bytes(int kv_type, int64_t n);
+/* x (n,) f32 → n cache elements of kv_type at dst: f16 round to nearest even; q8_0 as ggml's
+ * quantize_row_q8_0 (d = max|x|/127, q = round(x/d)) */
+void ops_kv_put(void *dst, int kv_type, const float *x, int64_t n);
+/* the name of a kv_type ("f32", "f16", "q8_0"), or NULL */
+const char *ops_kv_name(int kv_type);
+/* the kv_type named (as ops_kv_name), or -1 */
+int ops_kv_parse(const char *name);
 
 /* Attention of one query token (all heads) over positions [0, n_kv) of one layer's cache.
  * q (n_heads, hd); k, v: (ctx, n_kv_heads, hd) of kv_type, position-major; head h uses kv head
  * h / (n_heads / n_kv_heads) (GQA). out (n_heads, hd). scores: scratch of n_kv floats.
- * Heads [h0, h1) only, so callers can split heads across threads. scale = 1/sqrt(hd). */
+ * Heads [h0, h1) only, so callers can split heads across threads. scale = 1/sqrt(hd). The cache
+ * values enter the arithmetic as floats (f16 → f32 exactly, q8_0 as (float)q · d), the same
+ * operations for every element type. */
 void ops_attention(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
                    int n_heads, int n_kv_heads, int hd, int h0, int h1, float scale, float *scores);
 

@@ -222,7 +222,7 @@ static int check_load(const Tern__LoadShard *l, const char *peer, char *err, siz
                        l->first_layer, l->last_layer);
     if (!str_ok(l->next_endpoint, 256))
         return err_set(err, errlen, TERN_EPROTO, "peer %s: load_shard: next_endpoint too long", peer);
-    if (l->kv_type != TERN__KV_TYPE__KV_F16 && l->kv_type != TERN__KV_TYPE__KV_F32)
+    if (l->kv_type != TERN__KV_TYPE__KV_F16 && l->kv_type != TERN__KV_TYPE__KV_F32 && l->kv_type != TERN__KV_TYPE__KV_Q8_0)
         return err_set(err, errlen, TERN_EPROTO, "peer %s: load_shard: unknown kv_type %d", peer, (int)l->kv_type);
     return 0;
 }

@@ -258,7 +258,10 @@ int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, i
     *out = NULL;
     int rc = cuda_stage_probe(NULL, 0, err, errlen);
     if (rc < 0) return rc;
-    if (n_ctx < 1 || n_seq < 1 || n_max < 1 || (kv_type != KV_F16 && kv_type != KV_F32))
+    if (kv_type != KV_F16 && kv_type != KV_F32)
+        return err_set(err, errlen, TERN_ENOTSUP, "cuda: a %s KV cache is not supported on the GPU (use --kv-type f16)",
+                       ops_kv_name(kv_type) ? ops_kv_name(kv_type) : "?");
+    if (n_ctx < 1 || n_seq < 1 || n_max < 1)
         return err_set(err, errlen, TERN_EINVAL, "cuda: bad limits (ctx %d, sequences %d, batch %d)", n_ctx, n_seq, n_max);
     cuda_stage_t *c = calloc(1, sizeof *c);
     if (!c) return err_set(err, errlen, TERN_ENOMEM, "out of memory");

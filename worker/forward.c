@@ -22,6 +22,9 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
     f->n_logits_max = n_logits_max;
     int nl = s->last - s->first + 1;
     size_t qdim = (size_t)hp->n_head * hp->head_dim, kvdim = (size_t)hp->n_head_kv * hp->head_dim;
+    if (kv_type == KV_Q8_0 && hp->head_dim % KV_Q8_0_BLOCK)
+        return err_set(err, errlen, TERN_EINVAL, "a q8_0 KV cache needs a head size that is a multiple of 32 (this model: %d)",
+                       hp->head_dim);
     int rc = kv_cache_init(&f->kv, kv_type, nl > 0 ? nl : 1, n_seq, n_ctx, (int)kvdim, err, errlen);
     if (rc < 0) return rc;
     size_t N = (size_t)n_max, E = (size_t)hp->n_embd;

@@ -6,19 +6,20 @@
 #include <string.h>
 
 size_t kv_cache_bytes_for(int type, int n_layer, int n_seq, int n_ctx, int kv_dim) {
-    size_t elt = type == KV_F16 ? 2 : 4;
-    return 2 * elt * (size_t)n_layer * (size_t)n_seq * (size_t)n_ctx * (size_t)kv_dim;
+    return 2 * ops_kv_bytes(type, kv_dim) * (size_t)n_layer * (size_t)n_seq * (size_t)n_ctx;
 }
 
 int kv_cache_init(kv_cache_t *kv, int type, int n_layer, int n_seq, int n_ctx, int kv_dim, char *err, size_t errlen) {
     memset(kv, 0, sizeof *kv);
-    if (type != KV_F16 && type != KV_F32) return err_set(err, errlen, TERN_EINVAL, "unknown KV cache type %d", type);
+    if (!ops_kv_name(type)) return err_set(err, errlen, TERN_EINVAL, "unknown KV cache type %d", type);
+    if (type == KV_Q8_0 && kv_dim % KV_Q8_0_BLOCK)
+        return err_set(err, errlen, TERN_EINVAL, "a q8_0 KV cache needs rows of whole 32-blocks (kv dim %d)", kv_dim);
     kv->type = type;
     kv->n_layer = n_layer;
     kv->n_seq = n_seq;
     kv->n_ctx = n_ctx;
     kv->kv_dim = kv_dim;
-    kv->elt = type == KV_F16 ? 2 : 4;
+    kv->row = ops_kv_bytes(type, kv_dim);
     size_t half = kv_cache_bytes_for(type, n_layer, n_seq, n_ctx, kv_dim) / 2;
     kv->k = tern_alloc(half);
     kv->v = tern_alloc(half);
@@ -36,19 +37,14 @@ void kv_cache_free(kv_cache_t *kv) {
 }
 
 static size_t block_off(const kv_cache_t *kv, int il, int seq) {
-    return ((size_t)il * (size_t)kv->n_seq + (size_t)seq) * (size_t)kv->n_ctx * (size_t)kv->kv_dim * kv->elt;
+    return ((size_t)il * (size_t)kv->n_seq + (size_t)seq) * (size_t)kv->n_ctx * kv->row;
 }
 
 void *kv_cache_k(const kv_cache_t *kv, int il, int seq) { return kv->k + block_off(kv, il, seq); }
 void *kv_cache_v(const kv_cache_t *kv, int il, int seq) { return kv->v + block_off(kv, il, seq); }
 
 void kv_cache_store(kv_cache_t *kv, int il, int seq, int pos, const float *k, const float *v) {
-    size_t off = block_off(kv, il, seq) + (size_t)pos * (size_t)kv->kv_dim * kv->elt;
-    if (kv->type == KV_F16) {
-        ops_f32_to_f16((uint16_t *)(kv->k + off), k, kv->kv_dim);
-        ops_f32_to_f16((uint16_t *)(kv->v + off), v, kv->kv_dim);
-    } else {
-        memcpy(kv->k + off, k, (size_t)kv->kv_dim * 4);
-        memcpy(kv->v + off, v, (size_t)kv->kv_dim * 4);
-    }
+    size_t off = block_off(kv, il, seq) + (size_t)pos * kv->row;
+    ops_kv_put(kv->k + off, kv->type, k, kv->kv_dim);
+    ops_kv_put(kv->v + off, kv->type, v, kv->kv_dim);
 }

@@ -1,5 +1,5 @@
 /* kv_cache: keys and values of every layer of a shard for n_seq sequence slots of n_ctx
- * positions, f16 (default) or f32, laid out [layer][seq][pos][kv_head][head_dim] so one
+ * positions, f16 (default), f32 or q8_0 (half of f16's bytes), laid out [layer][seq][pos][kv_head][head_dim] so one
  * sequence's keys of one layer are contiguous for attention. Allocated once at load (pages
  * are touched only when written). Not here: which sequence owns a slot (the scheduler). */
 #ifndef TERN_KV_CACHE_H
@@ -10,7 +10,7 @@
 typedef struct kv_cache {
     int type;          /* enum kv_type (kernels/ops.h) */
     int n_layer, n_seq, n_ctx, kv_dim;
-    size_t elt;        /* bytes per element */
+    size_t row;        /* bytes of one position's (kv_dim,) row */
     uint8_t *k, *v;
 } kv_cache_t;
 

@@ -257,7 +257,7 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     c.n_seq = (int)ls->max_seqs;
     c.n_batch = ls->max_batch_tokens ? (int)ls->max_batch_tokens : 64;
     c.head_type = ls->head_type ? (int)ls->head_type : -1;
-    c.kv_type = ls->kv_type == TERN__KV_TYPE__KV_F32 ? KV_F32 : KV_F16;
+    c.kv_type = ls->kv_type == TERN__KV_TYPE__KV_F32 ? KV_F32 : ls->kv_type == TERN__KV_TYPE__KV_Q8_0 ? KV_Q8_0 : KV_F16;
     if (w->cfg->cuda) c.device = STAGE_DEV_CUDA;
     int rc = stage_init(&w->st, w->g, &c, w->tp, err, sizeof err);
     if (rc < 0) {

@@ -145,6 +145,7 @@ expect_err "bench: -n negative" bench -m "$M" -n -5
 expect_err "bench: -n absurd" bench -m "$M" -n 999999999
 expect_err "bench: -o bad" bench -m "$M" -o xml
 expect_err "bench: -t 0 in a list" bench -m "$M" -t 1,0
+expect_err "run: unknown --kv-type" run -m "$M" -p hi -n 2 --kv-type q4_k
 err=$(printf '%s\n' "$long" | T chat -m "$M" -c 16 -n 4 2>&1 >/dev/null); rc=$?
 [ $rc -ne 0 ] && [ $rc -lt 124 ] && [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] \
   && ok "chat: message longer than the context: $err" || bad "chat long message: rc $rc: $err"

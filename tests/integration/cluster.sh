@@ -26,6 +26,12 @@ for samp in "--temp 0" "--temp 0.9 -s 7 --top-k 20" "--temp 0.7 -s 3 --repeat-pe
     if [ "$got" == "$ref" ]; then ok "cluster [$ws] == one process ($samp)"; else bad "cluster [$ws] ($samp): '$got' != '$ref'"; fi
   done
 done
+# a q8_0 KV cache (LoadShard's kv_type) through 2 and 3 workers == one q8_0 process
+ref=$(run --temp 0.8 -s 5 --kv-type q8_0 -t 2)
+for ws in "$W1,$W2" "$W1,$W2,$W3"; do
+  got=$(run --temp 0.8 -s 5 --kv-type q8_0 --workers "$ws")
+  [ -n "$ref" ] && [ "$got" == "$ref" ] && ok "cluster [$ws] --kv-type q8_0 == one process" || bad "q8_0 KV on [$ws]: '$got' != '$ref'"
+done
 # several sequences through the cluster (batched steps) still equal one process
 ref=$(run --temp 0 -np 2 -b 4)
 got=$(run --temp 0 -np 2 -b 4 --workers "$W1,$W2")

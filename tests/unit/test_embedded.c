@@ -38,6 +38,7 @@ typedef struct run_cfg {
     const char *model;
     int stages, threads, kv_f32, direct;
     float temp;
+    const char *kv_type;   /* NULL: as kv_f32 says */
 } run_cfg_t;
 
 static tern_model *load(const run_cfg_t *c) {
@@ -47,6 +48,7 @@ static tern_model *load(const run_cfg_t *c) {
     p.stages = c->stages;
     p.n_threads = c->threads;
     p.kv_f32 = c->kv_f32;
+    p.kv_type = c->kv_type;
     p.n_ctx = 128;
     if (c->direct) setenv("TERN_EMBEDDED", "direct", 1);
     else unsetenv("TERN_EMBEDDED");
@@ -92,7 +94,7 @@ static void test_same_as_direct(void **st) {
         for (int stages = 1; stages <= 3; stages++)
             for (int thr = 1; thr <= 2; thr++)
                 for (int s = 0; s < 2; s++) {
-                    run_cfg_t c = {models[mi], stages, thr, 0, 0, s ? 0.8f : 0.0f};
+                    run_cfg_t c = {models[mi], stages, thr, 0, 0, s ? 0.8f : 0.0f, NULL};
                     trace_t e, d;
                     generate(&c, &e);
                     c.direct = 1;
@@ -107,7 +109,7 @@ static void test_same_as_direct(void **st) {
  * field would show) */
 static void test_kv_f32(void **st) {
     (void)st;
-    run_cfg_t c = {g_model, 2, 2, 1, 0, 0.0f};
+    run_cfg_t c = {g_model, 2, 2, 1, 0, 0.0f, NULL};
     trace_t e, d, h;
     generate(&c, &e);
     c.direct = 1;
@@ -120,10 +122,36 @@ static void test_kv_f32(void **st) {
     assert_true(differ);
 }
 
+/* the same for q8_0 (a third LoadShard value): embedded == direct, != f16 */
+static void test_kv_q8_0(void **st) {
+    (void)st;
+    run_cfg_t c = {g_model, 3, 2, 0, 0, 0.0f, "q8_0"};
+    trace_t e, d, h;
+    generate(&c, &e);
+    c.direct = 1;
+    generate(&c, &d);
+    assert_same(&e, &d, "kv q8_0");
+    c.kv_type = "f16";
+    generate(&c, &h);
+    int differ = 0;
+    for (int i = 0; i < MAX_GEN; i++) differ |= memcmp(&h.lp[i], &d.lp[i], sizeof(float)) != 0;
+    assert_true(differ);
+    /* a bad name: one line naming the flag */
+    tern_params p;
+    tern_params_default(&p);
+    p.model = g_model;
+    p.kv_type = "q4_k";
+    tern_model *m = NULL;
+    char err[512];
+    assert_true(tern_load(&m, &p, err, sizeof err) < 0);
+    assert_null(m);
+    assert_non_null(strstr(err, "--kv-type q4_k"));
+}
+
 /* two engines in one process: their inproc endpoints do not collide, steps interleave */
 static void test_two_at_once(void **st) {
     (void)st;
-    run_cfg_t c1 = {g_model, 2, 1, 0, 0, 0.0f}, c2 = {g_llama, 1, 1, 0, 0, 0.8f};
+    run_cfg_t c1 = {g_model, 2, 1, 0, 0, 0.0f, NULL}, c2 = {g_llama, 1, 1, 0, 0, 0.8f, NULL};
     trace_t a1, a2, b1, b2;
     generate(&c1, &a1);
     generate(&c2, &a2);
@@ -198,6 +226,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_same_as_direct),
         cmocka_unit_test(test_kv_f32),
+        cmocka_unit_test(test_kv_q8_0),
         cmocka_unit_test(test_two_at_once),
         cmocka_unit_test(test_load_errors),
     };

@@ -40,6 +40,7 @@ typedef struct ref_model {
     double *kc, *vc;    /* (layer, ctx, kvdim) */
     int ctx;
     int kv_f16;         /* keys and values are stored as f16, as in the real cache */
+    int kv_q8;          /* ... as ggml Q8_0 blocks of each position's row (quantised from floats) */
 } ref_model_t;
 
 static float *deq(const gguf_t *g, const char *name, int64_t *cols, int64_t *rows) {
@@ -177,6 +178,20 @@ static void ref_token(ref_model_t *m, int tok, int pos, double *logits) {
             kc[(size_t)pos * kvd + i] = m->kv_f16 ? f16_to_f32(f32_to_f16((float)k[i])) : k[i];
             vc[(size_t)pos * kvd + i] = m->kv_f16 ? f16_to_f32(f32_to_f16((float)v[i])) : v[i];
         }
+        if (m->kv_q8) {   /* the cache's rounding: float row → Q8_0 → float */
+            float *rf = malloc((size_t)kvd * 4);
+            uint8_t *qb = malloc((size_t)kvd / 32 * 34);
+            double *rows[2] = {kc + (size_t)pos * kvd, vc + (size_t)pos * kvd};
+            const double *src[2] = {k, v};
+            for (int r = 0; r < 2; r++) {
+                for (int i = 0; i < kvd; i++) rf[i] = (float)src[r][i];
+                assert_int_equal(quant_from_f32(TT_Q8_0, rf, 1, kvd, qb), 0);
+                assert_int_equal(dequant_rows(TT_Q8_0, qb, 1, kvd, 0, 1, rf), 0);
+                for (int i = 0; i < kvd; i++) rows[r][i] = rf[i];
+            }
+            free(rf);
+            free(qb);
+        }
         for (int hh = 0; hh < nh; hh++) {
             int kh = hh / (nh / nkv);
             double mx = -1e300, sum = 0;
@@ -240,6 +255,7 @@ static void compare(const char *arch, const char *type, const char *head, int kv
     ref_model_t ref;
     ref_load(&ref, g, ctx);
     ref.kv_f16 = kv_type == KV_F16;
+    ref.kv_q8 = kv_type == KV_Q8_0;
     shard_t s;
     int rc = shard_load(&s, g, 0, ref.hp.n_layer - 1, 1, NULL, err, sizeof err);
     if (rc) fprintf(stderr, "%s\n", err);
@@ -288,7 +304,7 @@ static void compare(const char *arch, const char *type, const char *head, int kv
         assert_int_equal(am, am_ref);
     }
     printf("  %-13s %-6s head %-5s kv %s threads %d: worst relative logit error %.2e (<= %.0e), %d/%d positions "
-           "<= %.0e\n", arch, type, head, kv_type == KV_F32 ? "f32" : "f16", threads, worst, loose, n_tight, n, tight);
+           "<= %.0e\n", arch, type, head, ops_kv_name(kv_type), threads, worst, loose, n_tight, n, tight);
     assert_true(n_tight * 5 >= n * 4);
     free(h); free(logits); free(rl);
     forward_free(&f);
@@ -305,6 +321,7 @@ static void test_bitnet_b158(void **st) {
         for (int t = 1; t <= 2; t++) compare("bitnet-b1.58", types[i], "f16", KV_F32, t, 1e-5, 2e-2);
     compare("bitnet-b1.58", "i2_s", "f16", KV_F16, 2, 1e-5, 2e-2);
     compare("bitnet-b1.58", "i2_s", "q8_0", KV_F32, 1, 1e-5, 2e-2);
+    compare("bitnet-b1.58", "i2_s", "f16", KV_Q8_0, 2, 1e-5, 2e-2);
 }
 static void test_bitnet(void **st) {
     (void)st;
@@ -316,6 +333,7 @@ static void test_llama(void **st) {
     for (int t = 1; t <= 2; t++) compare("llama", "tq1_0", "f16", KV_F32, t, 1e-5, 2e-2);
     compare("llama", "i2_s", "q8_0", KV_F32, 2, 1e-5, 2e-2);
     compare("llama", "i2_s", "q8_0", KV_F16, 1, 1e-5, 2e-2);
+    compare("llama", "tq2_0", "f16", KV_Q8_0, 1, 1e-5, 2e-2);
 }
 
 /* Teacher forcing (perplexity, prompt logprobs): a prompt through two stages, the last scoring

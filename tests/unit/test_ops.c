@@ -13,9 +13,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include "core/half.h"
+#include "core/types.h"
 #include "kernels/dispatch.h"
 #include "kernels/ops.h"
 #include "kernels/ops_isa.h"
+#include "kernels/quant.h"
 
 static uint64_t g_rng = 0x2545f4914f6cdd1dull;
 static uint32_t rnd(void) {
@@ -245,12 +247,34 @@ static void attn_case(int n_heads, int n_kv_heads, int hd, int n_kv, int kv_type
         kh[i] = f32_to_f16(kf[i]); vh[i] = f32_to_f16(vf[i]);
         if (kv_type == KV_F16) { kf[i] = f16_to_f32(kh[i]); vf[i] = f16_to_f32(vh[i]); }
     }
-    const void *k = kv_type == KV_F16 ? (const void *)kh : kf, *v = kv_type == KV_F16 ? (const void *)vh : vf;
+    /* q8_0: rows quantised by ops_kv_put as the cache stores them; the double reference reads
+     * them back through dequant_rows (ggml's Q8_0 rule), so both sides see the same values */
+    uint8_t *kq = NULL, *vq = NULL;
+    if (kv_type == KV_Q8_0) {
+        size_t rb = ops_kv_bytes(KV_Q8_0, (int64_t)n_kv_heads * hd);
+        assert_int_equal(rb, (size_t)n_kv_heads * hd / 32 * 34);
+        kq = malloc(rb * (size_t)n_kv);
+        vq = malloc(rb * (size_t)n_kv);
+        for (int j = 0; j < n_kv; j++) {
+            ops_kv_put(kq + rb * j, KV_Q8_0, kf + (int64_t)j * n_kv_heads * hd, (int64_t)n_kv_heads * hd);
+            ops_kv_put(vq + rb * j, KV_Q8_0, vf + (int64_t)j * n_kv_heads * hd, (int64_t)n_kv_heads * hd);
+        }
+        float *kd = malloc(4 * (size_t)kvn), *vd = malloc(4 * (size_t)kvn);
+        assert_int_equal(dequant_rows(TT_Q8_0, kq, n_kv, (int64_t)n_kv_heads * hd, 0, n_kv, kd), 0);
+        assert_int_equal(dequant_rows(TT_Q8_0, vq, n_kv, (int64_t)n_kv_heads * hd, 0, n_kv, vd), 0);
+        for (int64_t i = 0; i < kvn; i++) {   /* within half a step of the block's scale */
+            assert_true(fabsf(kd[i] - kf[i]) <= 0.6f / 127.0f);   /* max|x| <= 1; d rounded to f16 */
+            kf[i] = kd[i], vf[i] = vd[i];
+        }
+        free(kd); free(vd);
+    }
+    const void *k = kv_type == KV_F16 ? (const void *)kh : kv_type == KV_Q8_0 ? (const void *)kq : kf;
+    const void *v = kv_type == KV_F16 ? (const void *)vh : kv_type == KV_Q8_0 ? (const void *)vq : vf;
     size_t on = (size_t)n_heads * hd;
     float *out = malloc(sizeof(float) * on), *ref = malloc(sizeof(float) * on), *sc = malloc(sizeof(float) * (size_t)n_kv);
     float scale = 1.0f / sqrtf((float)hd);
     char what[96];
-    snprintf(what, sizeof what, "attention %s heads=%d/%d hd=%d n_kv=%d", kv_type == KV_F16 ? "f16" : "f32",
+    snprintf(what, sizeof what, "attention %s heads=%d/%d hd=%d n_kv=%d", ops_kv_name(kv_type),
              n_heads, n_kv_heads, hd, n_kv);
     isa_force(ISA_REF);
     ops_attention(ref, q, k, v, kv_type, n_kv, n_heads, n_kv_heads, hd, 0, n_heads, scale, sc);
@@ -288,14 +312,19 @@ static void attn_case(int n_heads, int n_kv_heads, int hd, int n_kv, int kv_type
         same_bits(out, ref, (int64_t)on, what, isa);
     }
     isa_force(isa_best());
-    free(q); free(kf); free(vf); free(kh); free(vh); free(out); free(ref); free(sc); free(p);
+    free(q); free(kf); free(vf); free(kh); free(vh); free(kq); free(vq); free(out); free(ref); free(sc); free(p);
 }
 
 static void test_ops_attention(void **st) {
     static const int nkv[] = {1, 2, 3, 5, 17, 64, 257};
-    for (int t = 0; t < 2; t++)
+    for (int t = 0; t < 3; t++)
         for (size_t i = 0; i < sizeof nkv / sizeof *nkv; i++) {
             attn_case(8, 2, 64, nkv[i], t);
+            if (t == KV_Q8_0) {   /* q8_0 heads are whole 32-blocks */
+                attn_case(4, 4, 96, nkv[i], t);   /* no GQA, hd not a multiple of 64 */
+                attn_case(6, 3, 32, nkv[i], t);   /* one block a head */
+                continue;
+            }
             attn_case(4, 4, 48, nkv[i], t);   /* no GQA, hd not a multiple of 64 */
             attn_case(6, 3, 24, nkv[i], t);   /* hd not a multiple of 16: spec path */
         }
@@ -305,6 +334,8 @@ static void test_ops_attention_model_shape(void **st) {
     attn_case(20, 5, 128, 1000, KV_F16);  /* BitNet 2B-4T */
     attn_case(20, 5, 128, 333, KV_F32);
     attn_case(32, 8, 128, 129, KV_F16);   /* Llama-3 8B */
+    attn_case(20, 5, 128, 1000, KV_Q8_0);
+    attn_case(12, 4, 256, 77, KV_Q8_0);   /* Falcon3: 256-wide heads */
 }
 
 /* ---- f16 conversions --------------------------------------------------- */
