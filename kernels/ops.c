@@ -36,6 +36,9 @@ void ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
 #if defined(TERN_HAVE_X86)
     case ISA_AVX512: ops_rmsnorm_avx512(y, x, w, n, eps); return;
 #endif
+#if defined(TERN_HAVE_ARM)
+    case ISA_NEON: ops_rmsnorm_neon(y, x, w, n, eps); return;
+#endif
     default: ops_rmsnorm_ref(y, x, w, n, eps); return;
     }
 }
@@ -90,6 +93,9 @@ void ops_softmax(float *x, int64_t n) {
     case ISA_AVX2: ops_softmax_avx2(x, n); return;
     case ISA_AVX512: ops_softmax_avx512(x, n); return;
 #endif
+#if defined(TERN_HAVE_ARM)
+    case ISA_NEON: ops_softmax_neon(x, n); return;
+#endif
     default: ops_softmax_ref(x, n); return;
     }
 }
@@ -113,6 +119,9 @@ void ops_silu_mul(float *restrict g, const float *restrict u, int64_t n) {
     case ISA_AVX2: ops_silu_mul_avx2(g, u, n); return;
     case ISA_AVX512: ops_silu_mul_avx512(g, u, n); return;
 #endif
+#if defined(TERN_HAVE_ARM)
+    case ISA_NEON: ops_silu_mul_neon(g, u, n); return;
+#endif
     default: ops_silu_mul_ref(g, u, n); return;
     }
 }
@@ -123,6 +132,9 @@ void ops_relu2_mul(float *restrict g, const float *restrict u, int64_t n) {
 #if defined(TERN_HAVE_X86)
     case ISA_AVX2: ops_relu2_mul_avx2(g, u, n); return;
     case ISA_AVX512: ops_relu2_mul_avx512(g, u, n); return;
+#endif
+#if defined(TERN_HAVE_ARM)
+    case ISA_NEON: ops_relu2_mul_neon(g, u, n); return;
 #endif
     default: ops_relu2_mul_ref(g, u, n); return;
     }
@@ -198,6 +210,9 @@ void ops_attention(float *out, const float *q, const void *k, const void *v, int
     if (isa_current() == ISA_AVX2) fn = ops_attn_head_avx2;
     if (isa_current() == ISA_AVX512) fn = ops_attn_head_avx512;
 #endif
+#if defined(TERN_HAVE_ARM)
+    if (isa_current() == ISA_NEON) fn = ops_attn_head_neon;
+#endif
     const size_t hb = ops_kv_bytes(kv_type, hd);   /* one head's bytes in a position's row */
     const int64_t stride = (int64_t)n_kv_heads * hd;
     const int group = n_heads / n_kv_heads;
@@ -214,6 +229,9 @@ void ops_f32_to_f16(uint16_t *y, const float *x, int64_t n) {
     case ISA_AVX2: ops_f32_to_f16_avx2(y, x, n); return;
     case ISA_AVX512: ops_f32_to_f16_avx512(y, x, n); return;
 #endif
+#if defined(TERN_HAVE_ARM)
+    case ISA_NEON: ops_f32_to_f16_neon(y, x, n); return;
+#endif
     default:
         for (int64_t i = 0; i < n; i++) y[i] = f32_to_f16(x[i]);
     }
@@ -224,6 +242,9 @@ void ops_f16_to_f32(float *y, const uint16_t *x, int64_t n) {
 #if defined(TERN_HAVE_X86)
     case ISA_AVX2: ops_f16_to_f32_avx2(y, x, n); return;
     case ISA_AVX512: ops_f16_to_f32_avx512(y, x, n); return;
+#endif
+#if defined(TERN_HAVE_ARM)
+    case ISA_NEON: ops_f16_to_f32_neon(y, x, n); return;
 #endif
     default:
         for (int64_t i = 0; i < n; i++) y[i] = f16_to_f32(x[i]);

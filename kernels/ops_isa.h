@@ -70,6 +70,15 @@ void ops_relu2_mul_avx512(float *g, const float *u, int64_t n);
 void ops_softmax_avx2(float *x, int64_t n);
 void ops_softmax_avx512(float *x, int64_t n);
 
+void ops_softmax_neon(float *x, int64_t n);
+void ops_rmsnorm_neon(float *y, const float *x, const float *w, int64_t n, float eps);
+void ops_silu_mul_neon(float *g, const float *u, int64_t n);
+void ops_relu2_mul_neon(float *g, const float *u, int64_t n);
+void ops_attn_head_neon(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
+                        int64_t stride, int hd, float scale, float *scores);
+void ops_f32_to_f16_neon(uint16_t *y, const float *x, int64_t n);
+void ops_f16_to_f32_neon(float *y, const uint16_t *x, int64_t n);
+
 void ops_f32_to_f16_avx2(uint16_t *y, const float *x, int64_t n);
 void ops_f16_to_f32_avx2(float *y, const uint16_t *x, int64_t n);
 void ops_f32_to_f16_avx512(uint16_t *y, const float *x, int64_t n);

@@ -1,15 +1,16 @@
 /* test_ops: each float op against a plain double-precision formula (rmsnorm, rope in NEOX and
  * normal pairing, softmax, silu/relu² gates, add, scale, attention = naive softmax(q·Kᵀ)·V with
- * GQA over f32 and f16 caches), and every ISA this CPU has against the scalar spec bit for bit
+ * GQA over f32, f16 and q8_0 caches), and every ISA this CPU has (AVX2, AVX-512, NEON) against the scalar spec bit for bit
  * (f16 conversions: identical to core/half.h for every non-NaN value). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
-#include <cmocka.h>
-
 #include <math.h>
 #include <stdio.h>
+#include <string.h>
+#include "tests/unit/cmocka_or_shim.h"
+
 #include <stdlib.h>
 #include <string.h>
 #include "core/half.h"
