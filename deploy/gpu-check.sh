@@ -2,7 +2,8 @@
 # gpu-check.sh [quick|full]: run from a bundle made by deploy/gpu-bundle.sh, on a host with a GPU.
 # quick: test_cuda (every kernel against the CPU, tiny models), tests/integration/cuda.sh (-ngl,
 # mixed clusters, placement), greedy GPU-vs-CPU on generated falcon3-1b (SiLU, 256-wide heads)
-# and 2b4t. full: also `tern bench --cuda`, `tern bench -ngl 99` on those and llama3-8b (with the
+# and 2b4t (also with prefill on the tensor cores, TERN_CUDA_MMA=1). full: also `tern bench --cuda`
+# (GEMV, dp4a vs mma GEMM), `tern bench -ngl 99` on those and llama3-8b (with the
 # stage's phase timing), llama3-8b greedy GPU-vs-CPU and compute-sanitizer memcheck. Logs go to
 # $OUT (or /tmp/gpu-check); one summary line per step on stdout. Exit status 1 if a check failed.
 set -u
@@ -44,10 +45,13 @@ T falcon3-1b
 mk falcon3-1b /tmp/gc-f1.gguf --preset falcon3-1b --type tq2_0 --head q8_0 && eq /tmp/gc-f1.gguf 64 "-ngl 99"
 T 2b4t
 mk 2b4t /tmp/gc-2b.gguf --preset 2b4t && eq /tmp/gc-2b.gguf 64 "-ngl 99"
+T "2b4t, prefill on the tensor cores (TERN_CUDA_MMA=1)"
+TERN_CUDA_MMA=1 eq /tmp/gc-2b.gguf 64 "-ngl 99"
 if [ "$mode" = full ]; then
   T bench_cuda; timeout 300 "$D/tern" bench --cuda -r 3 >"$O/bench_cuda.txt" 2>&1
-  grep -E "device:|one 2B|lm head|GEMV.*by size|decode products" "$O/bench_cuda.txt"
+  grep -E "device:|one 2B|lm head|GEMV.*by size|decode products|TOPS" "$O/bench_cuda.txt"
   T bench_models; bn /tmp/gc-2b.gguf; bn /tmp/gc-f1.gguf
+  T "bench 2b4t, TERN_CUDA_MMA=1"; TERN_CUDA_MMA=1 bn /tmp/gc-2b.gguf
   T llama3-8b
   if mk llama3-8b /tmp/gc-l8.gguf --preset llama3-8b --type tq1_0; then eq /tmp/gc-l8.gguf 48 "-ngl 99"; bn /tmp/gc-l8.gguf; fi
   T memcheck

@@ -143,10 +143,14 @@ static int bench_ternary(double bw, int reps, int quick) {
             }
         }
         double ops = 2.0 * (double)sh->rows * (double)sh->cols;
-        for (int n = 64; n <= max_n; n *= 8) {
-            double t = time_tmat(sh, &b, n, reps, quick ? 5 : 50);
-            printf("| %-18s | %6d | %9.2f | GEMM %6.1f TOPS (int8 dp4a) |\n", sh->name, n, t * 1e6, ops * n / t / 1e12);
-        }
+        for (int n = 64; n <= max_n; n *= 8)
+            for (int e = 0; e < 2; e++) {   /* dp4a, then the tensor cores (sm_80+) */
+                if (cuda_tmat_set_mma(e) != e) continue;
+                double t = time_tmat(sh, &b, n, reps, quick ? 5 : 50);
+                printf("| %-18s | %6d | %9.2f | GEMM %6.1f TOPS (int8 %s) |\n", sh->name, n, t * 1e6, ops * n / t / 1e12,
+                       e ? "mma" : "dp4a");
+            }
+        cuda_tmat_set_mma(0);
         cuda_rt_free(b.w);
     }
     double lg = layer_b / layer_t / 1e9;

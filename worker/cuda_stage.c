@@ -5,7 +5,8 @@
  * with the activations quantised once per input and shared by the linears that read them —
  * fused into 10 launches (block_fused) and, for steps of up to 8 tokens, replayed as one CUDA
  * graph per token count. TERN_CUDA_FUSE/GRAPHS/PDL=0 and TERN_CUDA_GEMV_ROWS switch the parts
- * off for comparison; TERN_CUDA_TIMING=1 logs the phases of one-token steps at destroy. The
+ * off for comparison; TERN_CUDA_TIMING=1 logs the phases of one-token steps at destroy;
+ * TERN_CUDA_MMA=1 runs prefill's GEMM on the int8 tensor cores (opt-in: not yet run on a GPU). The
  * head's sampled rows are picked on the device when the caller asks (TERN_CUDA_SAMPLE=0: never). */
 #include "worker/cuda_stage.h"
 #include "core/err.h"
@@ -95,6 +96,7 @@ struct cuda_stage {
     int graphs;             /* replay the layers as CUDA graphs for small steps (TERN_CUDA_GRAPHS=0: off) */
     int fuse;               /* fused kernels (TERN_CUDA_FUSE=0: one kernel per operation, for comparison) */
     int pdl;                /* products by programmatic dependent launch (sm_90+; TERN_CUDA_PDL=0: off) */
+    int mma;                /* prefill GEMM on the int8 tensor cores (sm_80+; TERN_CUDA_MMA=1: on) */
     int timing;             /* TERN_CUDA_TIMING=1: time the phases of 1-token forwards, summed, logged at destroy */
     size_t lin_bytes;       /* the layers' ternary weights on the device */
     double t_up, t_layers, t_down, t_head;
@@ -282,6 +284,8 @@ int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, i
     c->pdl = cuda_tmat_set_pdl(!(pe && !strcmp(pe, "0")));
     const char *se = getenv("TERN_CUDA_SAMPLE");
     c->picks = s->has_head && !(se && !strcmp(se, "0"));
+    const char *me = getenv("TERN_CUDA_MMA");   /* prefill on the tensor cores: opt-in until run on a GPU */
+    c->mma = cuda_tmat_set_mma(me && !strcmp(me, "1"));
     const char *re = getenv("TERN_CUDA_GEMV_ROWS");   /* 1, 2, 4; else by size */
     cuda_tmat_set_rows(re ? atoi(re) : 0);
     c->nl = s->last - s->first + 1;
@@ -325,11 +329,11 @@ void cuda_stage_destroy(cuda_stage_t **p) {
     cuda_stage_t *c = *p;
     if (c->timing && c->n_fwd)
         log_i("cuda stage %d-%d: %ld one-token forwards; each: upload %.1f us, layers %.1f us (%.0f GB/s of weights), "
-              "download %.1f us, head %.1f us (%s kernels, graphs %s, PDL %s)",
+              "download %.1f us, head %.1f us (%s kernels, graphs %s, PDL %s, GEMM %s)",
               c->s->first, c->s->last, c->n_fwd, 1e6 * c->t_up / c->n_fwd, 1e6 * c->t_layers / c->n_fwd,
               c->t_layers > 0 ? c->lin_bytes * (double)c->n_fwd / c->t_layers / 1e9 : 0.0, 1e6 * c->t_down / c->n_fwd,
               1e6 * c->t_head / c->n_fwd, c->fuse ? "fused" : "separate",
-              c->graphs ? "on" : "off", c->pdl ? "on" : "off");
+              c->graphs ? "on" : "off", c->pdl ? "on" : "off", c->mma ? "mma" : "dp4a");
     for (int i = 0; c->L && i < c->nl; i++) {
         cu_layer_t *d = &c->L[i];
         void *b[] = {d->an, d->asn, d->fn, d->fsn};
@@ -510,6 +514,7 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
     int64_t E = c->hp.n_embd;
     int timing = c->timing && n == 1;
     double t0 = timing ? time_now() : 0, t1;
+    if (n > GRAPH_MAX_N) cuda_tmat_set_mma(c->mma);   /* this stage's GEMM (stages may differ) */
     for (int done = 0; done < n; done += c->n_max) {
         int k = n - done < c->n_max ? n - done : c->n_max;
         float *hh = h + (int64_t)done * E;

@@ -213,6 +213,80 @@ __global__ void __launch_bounds__(256) k_gemm(const uint32_t *__restrict__ w, in
     }
 }
 
+/* ---- GEMM on the integer tensor cores (sm_80+): mma.sync m16n8k32 s8 × s8 → s32 -------------
+ * A = the weight codes (0, 1, 2 as int8), B = the activations; integer sums are exact, so the
+ * result and the epilogue equal k_gemm's bit for bit. A warp owns 16 rows × 8·MM_NT tokens; a
+ * block MM_WARPS warps, stacked along the rows. Fragments (PTX ISA, m16n8k32 .s8; g = lane / 4,
+ * c = lane % 4): a0 = A[g][4c..4c+3], a1 = A[g+8][4c..], a2 = A[g][16+4c..], a3 = A[g+8][16+4c..];
+ * b0 = B[4c..4c+3][g], b1 = B[16+4c..][g]; d0,d1 = C[g][2c, 2c+1], d2,d3 = C[g+8][2c, 2c+1].
+ * A gpack word covers 16 columns, column 16w + 4j + b in byte b of (word >> 2j) & 0x03030303,
+ * so a0 = (word0 >> 2c) & MASK2 and a2 = (word1 >> 2c) & MASK2: no unpacking. */
+#define MM_WARPS 4
+#define MM_NT 8    /* token tiles of 8 per warp: 64 tokens */
+
+__device__ __forceinline__ void mma_s8(int (&d)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 800
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};"
+                 : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+
+__global__ void __launch_bounds__(32 * MM_WARPS) k_gemm_mma(const uint32_t *__restrict__ w, int64_t rows, int64_t cols,
+                                                         float scale, float lscale, const int8_t *__restrict__ q,
+                                                         const float *__restrict__ s, const int32_t *__restrict__ qsum,
+                                                         int n, float *__restrict__ y) {
+    int lane = threadIdx.x & 31, g = lane >> 2, c = lane & 3;
+    int64_t row0 = ((int64_t)blockIdx.x * MM_WARPS + (threadIdx.x >> 5)) * 16;
+    int64_t t0 = (int64_t)blockIdx.y * (8 * MM_NT);
+    if (row0 >= rows) return;   /* whole warps */
+    int64_t wpr = cols / 16, ra = row0 + g, rb = row0 + g + 8;
+    const uint2 *wa = (const uint2 *)(w + (ra < rows ? ra : row0) * wpr);   /* words 2i, 2i+1: 32 columns */
+    const uint2 *wb = (const uint2 *)(w + (rb < rows ? rb : row0) * wpr);
+    const int *qt[MM_NT];   /* token t0 + 8·i + g: its activations as ints */
+    int tok_ok[MM_NT];
+#pragma unroll
+    for (int i = 0; i < MM_NT; i++) {
+        int64_t t = t0 + 8 * i + g;
+        tok_ok[i] = t < n;
+        qt[i] = (const int *)(q + (tok_ok[i] ? t : 0) * cols);
+    }
+    int acc[MM_NT][4];
+#pragma unroll
+    for (int i = 0; i < MM_NT; i++) acc[i][0] = acc[i][1] = acc[i][2] = acc[i][3] = 0;
+    const unsigned za = ra < rows ? ~0u : 0u, zb = rb < rows ? ~0u : 0u;   /* rows past the end: codes 0 */
+    for (int64_t k = 0; k < cols / 32; k++) {
+        uint2 pa = __ldg(wa + k), pb = __ldg(wb + k);
+        unsigned a[4] = {(pa.x >> (2 * c)) & MASK2 & za, (pb.x >> (2 * c)) & MASK2 & zb,
+                         (pa.y >> (2 * c)) & MASK2 & za, (pb.y >> (2 * c)) & MASK2 & zb};
+#pragma unroll
+        for (int i = 0; i < MM_NT; i++) {
+            unsigned b0 = tok_ok[i] ? (unsigned)__ldg(qt[i] + 8 * k + c) : 0u;
+            unsigned b1 = tok_ok[i] ? (unsigned)__ldg(qt[i] + 8 * k + 4 + c) : 0u;
+            mma_s8(acc[i], a, b0, b1);
+        }
+    }
+#pragma unroll
+    for (int i = 0; i < MM_NT; i++)
+#pragma unroll
+        for (int e = 0; e < 4; e++) {
+            int64_t row = e < 2 ? ra : rb, t = t0 + 8 * i + 2 * c + (e & 1);
+            if (row < rows && t < n) y[t * rows + row] = epi(acc[i][e], qsum[t], s[t], scale, lscale);
+        }
+}
+
+/* the GEMM's engine: 0 dp4a (k_gemm), 1 the tensor cores (k_gemm_mma; sm_80+) */
+static int g_mma, g_major = -1;
+
+extern "C" int cuda_tmat_set_mma(int on) {
+    if (g_major < 0 && cudaDeviceGetAttribute(&g_major, cudaDevAttrComputeCapabilityMajor, 0) != cudaSuccess) {
+        cudaGetLastError();
+        g_major = 0;
+    }
+    g_mma = on && g_major >= 8;
+    return g_mma;
+}
+
 /* PDL for the products (cuda_tmat_set_pdl): launched with programmatic stream serialisation */
 static int g_pdl;
 
@@ -280,6 +354,11 @@ static void gemv(segs_t &S, int64_t cols, const int8_t *q, const float *s, const
 }
 
 static void gemm(const cuda_tmat_seg_t *g, int64_t cols, const int8_t *q, const float *s, const int32_t *qsum, int n) {
+    if (g_mma) {
+        dim3 mg((unsigned)((g->rows + 16 * MM_WARPS - 1) / (16 * MM_WARPS)), (unsigned)((n + 8 * MM_NT - 1) / (8 * MM_NT)));
+        k_gemm_mma<<<mg, 32 * MM_WARPS>>>(g->w, g->rows, cols, g->scale, g->lscale, q, s, qsum, n, g->y);
+        return;
+    }
     dim3 grid((unsigned)((g->rows + GM_BM - 1) / GM_BM), (unsigned)((n + GM_BN - 1) / GM_BN));
     k_gemm<<<grid, 256>>>(g->w, g->rows, cols, g->scale, g->lscale, q, s, qsum, n, g->y);
 }

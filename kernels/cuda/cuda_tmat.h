@@ -32,6 +32,10 @@ void cuda_tmat_mul(const uint32_t *w, int64_t rows, int64_t cols, float scale, f
  * weights into L2 while the kernel before them (cuda_tmat_norm_quant) still runs. Returns the
  * setting in force. Process-wide; set before capturing graphs. */
 int cuda_tmat_set_pdl(int on);
+/* the GEMM (more than 8 tokens: prefill) on the int8 tensor cores (mma.sync m16n8k32; sm_80+,
+ * else off) instead of dp4a: the same bits. Returns the setting in force. Process-wide (a stage
+ * sets its own before each step). */
+int cuda_tmat_set_mma(int on);
 /* rows per warp of the GEMV: 1, 2 or 4, or 0 (the default): by the matrix's rows — as many as
  * keep two blocks per multiprocessor. Returns the setting. Process-wide. */
 int cuda_tmat_set_rows(int r);

@@ -27,6 +27,14 @@ else
     got=$(run -ngl $ngl)
     [ "$got" == "$ref" ] && ok "-ngl $ngl == CPU" || bad "-ngl $ngl: '$got' != '$ref' ($(tail -1 "$tmp/run.log"))"
   done
+  # a prompt of more than 8 tokens goes through the prefill GEMM: dp4a and (TERN_CUDA_MMA=1)
+  # the int8 tensor cores both give the CPU's tokens
+  long="The quick brown fox jumps over the lazy dog while the cat sleeps in the warm afternoon sun"
+  refp=$(run -t 2 -p "$long")
+  for mma in 0 1; do
+    gotp=$(TERN_CUDA_MMA=$mma run -ngl 99 -p "$long")
+    [ -n "$refp" ] && [ "$gotp" == "$refp" ] && ok "long prompt, TERN_CUDA_MMA=$mma, -ngl 99 == CPU" || bad "long prompt (mma $mma): '$gotp' != '$refp'"
+  done
   # sampled, not greedy: the GPU picks the top-k candidates (after the penalty) and the host
   # draws; without top-k, or past what the GPU orders, the row's logits come back instead
   for sm in "--top-k 40 --repeat-penalty 1.3" "--top-k 0 --repeat-penalty 1.3" "--top-k 200"; do

@@ -249,9 +249,13 @@ static void test_gpu_tmat(void **state) {
     NEED_GPU();
     char err[256];
     const int64_t shapes[][2] = {{333, 2560}, {2560, 768}, {7, 256}};
-    const int ns[] = {1, 2, 3, 5, 8, 9, 40, 67};
-    for (int k = 0; k < 3 * 4; k++) {   /* each shape with the GEMV's rows per warp by size, 1, 2 and 4 */
-        int rpw = cuda_tmat_set_rows(k / 3 == 3 ? 4 : k / 3);
+    const int ns[] = {1, 2, 3, 5, 8, 9, 40, 67, 130};
+    /* each shape with the GEMV's rows per warp by size, 1, 2 and 4; then the GEMM on the tensor
+     * cores (sm_80+: tokens > 8, rows and tokens past whole tiles) */
+    for (int k = 0; k < 3 * 5; k++) {
+        int rpw = cuda_tmat_set_rows(k / 3 == 3 ? 4 : k / 3 == 4 ? 0 : k / 3);
+        int mma = cuda_tmat_set_mma(k / 3 == 4);
+        if (k / 3 == 4 && !mma) { printf("skipped: the tensor-core GEMM needs sm_80+\n"); break; }
         int64_t rows = shapes[k % 3][0], cols = shapes[k % 3][1];
         int8_t *t = malloc((size_t)(rows * cols));
         rand_trits(t, rows * cols);
@@ -290,8 +294,8 @@ static void test_gpu_tmat(void **state) {
             from_dev(yg, dy, (size_t)(n * rows) * 4);
             for (int64_t i = 0; i < n * rows; i++)
                 if (memcmp(&y[i], &yg[i], 4))
-                    fail_msg("%lld x %lld, n %d, %d rows/warp, token %lld row %lld: gpu %.9g cpu %.9g", (long long)rows,
-                             (long long)cols, n, rpw, (long long)(i / rows), (long long)(i % rows), yg[i], y[i]);
+                    fail_msg("%lld x %lld, n %d, %d rows/warp, mma %d, token %lld row %lld: gpu %.9g cpu %.9g", (long long)rows,
+                             (long long)cols, n, rpw, mma, (long long)(i / rows), (long long)(i % rows), yg[i], y[i]);
             cuda_rt_free(dx); cuda_rt_free(dy); cuda_rt_free(ds); cuda_rt_free(dq); cuda_rt_free(dsum);
             free(x); free(y); free(yg); free(scr); free(q); free(qr); free(s); free(sum);
         }
@@ -300,6 +304,7 @@ static void test_gpu_tmat(void **state) {
         free(w); free(t); free(buf);
     }
     cuda_tmat_set_rows(0);
+    cuda_tmat_set_mma(0);
 }
 
 static void test_gpu_ops(void **state) {
@@ -765,6 +770,11 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     int rs = stage_init(&sep[0], g, &c, NULL, err, sizeof err);
     unsetenv("TERN_CUDA_FUSE");
     if (rs < 0) fail_msg("gpu stage (separate kernels): %s", err);
+    stage_t tc[1];   /* prefill's GEMM on the tensor cores (sm_80+; else the same dp4a stage) */
+    setenv("TERN_CUDA_MMA", "1", 1);
+    rs = stage_init(&tc[0], g, &c, NULL, err, sizeof err);
+    unsetenv("TERN_CUDA_MMA");
+    if (rs < 0) fail_msg("gpu stage (tensor cores): %s", err);
     c.last = 0;
     c.has_head = 0;
     if (stage_init(&mix[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage 0-0: %s", err);
@@ -777,6 +787,8 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     run(g, gpu, 1, &b, NULL);
     run(g, mix, 2, &m, NULL);
     run(g, sep, 1, &u, NULL);
+    run_out_t w;
+    run(g, tc, 1, &w, NULL);
     /* the GPU picks (cuda_pick): greedy; top-k draws with a penalty; top-k past what the GPU
      * orders and no top-k (the host samples the row) — each the CPU's tokens */
     int V0 = cpu[0].shard.hp.n_vocab;
@@ -807,6 +819,8 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
         double em = max_rel(m.logits + (size_t)s * V, a.logits + (size_t)s * V, V);
         if (memcmp(u.logits + (size_t)s * V, b.logits + (size_t)s * V, (size_t)V * 4))
             fail_msg("step %d: separate-kernel logits differ from the fused ones", s);
+        if (memcmp(w.logits + (size_t)s * V, b.logits + (size_t)s * V, (size_t)V * 4))
+            fail_msg("step %d: logits after a tensor-core prefill differ from the dp4a ones", s);
         printf("%s %s %s step %d: token cpu %d gpu %d split %d, max rel logit err gpu %.3g split %.3g\n", arch, type,
                head, s, a.tok[s], b.tok[s], m.tok[s], eb, em);
         assert_true(eb <= 1e-3 && em <= 1e-3);
@@ -817,8 +831,9 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
         assert_int_equal(a.tok[s], b.tok[s]);
         assert_int_equal(a.tok[s], m.tok[s]);
     }
-    free(a.logits); free(b.logits); free(m.logits); free(u.logits);
+    free(a.logits); free(b.logits); free(m.logits); free(u.logits); free(w.logits);
     stage_free(&sep[0]);
+    stage_free(&tc[0]);
     stage_free(&cpu[0]); stage_free(&gpu[0]); stage_free(&mix[0]); stage_free(&mix[1]);
     gguf_close(&g);
 }
