@@ -45,13 +45,13 @@ T falcon3-1b
 mk falcon3-1b /tmp/gc-f1.gguf --preset falcon3-1b --type tq2_0 --head q8_0 && eq /tmp/gc-f1.gguf 64 "-ngl 99"
 T 2b4t
 mk 2b4t /tmp/gc-2b.gguf --preset 2b4t && eq /tmp/gc-2b.gguf 64 "-ngl 99"
-T "2b4t, prefill on the tensor cores (TERN_CUDA_MMA=1)"
-TERN_CUDA_MMA=1 eq /tmp/gc-2b.gguf 64 "-ngl 99"
+T "2b4t, prefill on the tensor cores and sampling on the device (TERN_CUDA_MMA=1 TERN_CUDA_SAMPLE=1)"
+TERN_CUDA_MMA=1 TERN_CUDA_SAMPLE=1 eq /tmp/gc-2b.gguf 64 "-ngl 99"
 if [ "$mode" = full ]; then
   T bench_cuda; timeout 300 "$D/tern" bench --cuda -r 3 >"$O/bench_cuda.txt" 2>&1
   grep -E "device:|one 2B|lm head|GEMV.*by size|decode products|TOPS" "$O/bench_cuda.txt"
   T bench_models; bn /tmp/gc-2b.gguf; bn /tmp/gc-f1.gguf
-  T "bench 2b4t, TERN_CUDA_MMA=1"; TERN_CUDA_MMA=1 bn /tmp/gc-2b.gguf
+  T "bench 2b4t, TERN_CUDA_MMA=1 TERN_CUDA_SAMPLE=1"; TERN_CUDA_MMA=1 TERN_CUDA_SAMPLE=1 bn /tmp/gc-2b.gguf
   T llama3-8b
   if mk llama3-8b /tmp/gc-l8.gguf --preset llama3-8b --type tq1_0; then eq /tmp/gc-l8.gguf 48 "-ngl 99"; bn /tmp/gc-l8.gguf; fi
   T memcheck

@@ -7,7 +7,8 @@
  * graph per token count. TERN_CUDA_FUSE/GRAPHS/PDL=0 and TERN_CUDA_GEMV_ROWS switch the parts
  * off for comparison; TERN_CUDA_TIMING=1 logs the phases of one-token steps at destroy;
  * TERN_CUDA_MMA=1 runs prefill's GEMM on the int8 tensor cores (opt-in: not yet run on a GPU). The
- * head's sampled rows are picked on the device when the caller asks (TERN_CUDA_SAMPLE=0: never). */
+ * head's sampled rows are picked on the device when the caller asks and TERN_CUDA_SAMPLE=1 (opt-in
+ * until run on a GPU). */
 #include "worker/cuda_stage.h"
 #include "core/err.h"
 #include <stdio.h>
@@ -283,7 +284,7 @@ int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, i
     const char *pe = getenv("TERN_CUDA_PDL");
     c->pdl = cuda_tmat_set_pdl(!(pe && !strcmp(pe, "0")));
     const char *se = getenv("TERN_CUDA_SAMPLE");
-    c->picks = s->has_head && !(se && !strcmp(se, "0"));
+    c->picks = s->has_head && se && !strcmp(se, "1");
     const char *me = getenv("TERN_CUDA_MMA");   /* prefill on the tensor cores: opt-in until run on a GPU */
     c->mma = cuda_tmat_set_mma(me && !strcmp(me, "1"));
     const char *re = getenv("TERN_CUDA_GEMV_ROWS");   /* 1, 2, 4; else by size */

@@ -36,7 +36,7 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
                             float *logits, const cuda_pick_req_t *pick, const int32_t *pen, int n_pen,
                             cuda_pick_res_t *res, char *err, size_t errlen);
 /* 1 when cuda_stage_forward_pick may be asked to pick (the stage has the head, and
- * TERN_CUDA_SAMPLE=0 was not set when it was made) */
+ * TERN_CUDA_SAMPLE=1 was set when it was made: opt-in until the picks have run on a GPU) */
 int cuda_stage_picks(const cuda_stage_t *c);
 size_t cuda_stage_device_bytes(const cuda_stage_t *c);   /* device memory held */
 /* GPU 0 for a worker's Hello: its name (cap), memory in bytes and measured read bandwidth in

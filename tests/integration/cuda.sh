@@ -27,6 +27,8 @@ else
     got=$(run -ngl $ngl)
     [ "$got" == "$ref" ] && ok "-ngl $ngl == CPU" || bad "-ngl $ngl: '$got' != '$ref' ($(tail -1 "$tmp/run.log"))"
   done
+  got=$(TERN_CUDA_SAMPLE=1 run -ngl 99)   # greedy argmax on the device
+  [ "$got" == "$ref" ] && ok "-ngl 99, TERN_CUDA_SAMPLE=1 == CPU" || bad "-ngl 99 device argmax: '$got' != '$ref'"
   # a prompt of more than 8 tokens goes through the prefill GEMM: dp4a and (TERN_CUDA_MMA=1)
   # the int8 tensor cores both give the CPU's tokens
   long="The quick brown fox jumps over the lazy dog while the cat sleeps in the warm afternoon sun"
@@ -39,7 +41,7 @@ else
   # draws; without top-k, or past what the GPU orders, the row's logits come back instead
   for sm in "--top-k 40 --repeat-penalty 1.3" "--top-k 0 --repeat-penalty 1.3" "--top-k 200"; do
     refs=$(run -t 2 --temp 0.8 -s 3 $sm)
-    gots=$(run -ngl 99 --temp 0.8 -s 3 $sm)
+    gots=$(TERN_CUDA_SAMPLE=1 run -ngl 99 --temp 0.8 -s 3 $sm)
     [ -n "$refs" ] && [ "$gots" == "$refs" ] && ok "sampled ($sm) -ngl 99 == CPU" || bad "sampled ($sm): '$gots' != '$refs'"
   done
   # llama architecture: SiLU gates (the spec's exp), normal RoPE, Q8_0 head; a longer run

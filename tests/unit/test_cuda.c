@@ -765,7 +765,10 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     stage_t cpu[1], gpu[1], mix[2], sep[1];
     assert_int_equal(stage_init(&cpu[0], g, &c, NULL, err, sizeof err), 0);
     c.device = STAGE_DEV_CUDA;
-    if (stage_init(&gpu[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage: %s", err);
+    setenv("TERN_CUDA_SAMPLE", "1", 1);   /* picks on the device (the logits runs ask logprobs: rows come back) */
+    int rg = stage_init(&gpu[0], g, &c, NULL, err, sizeof err);
+    unsetenv("TERN_CUDA_SAMPLE");
+    if (rg < 0) fail_msg("gpu stage: %s", err);
     setenv("TERN_CUDA_FUSE", "0", 1);   /* the one-kernel-per-operation path too */
     int rs = stage_init(&sep[0], g, &c, NULL, err, sizeof err);
     unsetenv("TERN_CUDA_FUSE");
