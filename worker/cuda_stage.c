@@ -248,7 +248,7 @@ static int acts_alloc(cuda_stage_t *c, int *ok) {
     size_t ac = SCORES_MAX_BYTES / per_tok;
     c->att_chunk = ac < 1 ? 1 : ac > N ? (int)N : (int)ac;
     c->scores = dalloc(c, (size_t)c->att_chunk * per_tok, ok);
-    c->kv_layer_bytes = (size_t)c->n_seq * (size_t)c->n_ctx * kvd * (c->kv_type == KV_F16 ? 2 : 4);
+    c->kv_layer_bytes = (size_t)c->n_seq * (size_t)c->n_ctx * ops_kv_bytes(c->kv_type, (int64_t)kvd);
     c->seq_stride = (int64_t)c->n_ctx * (int64_t)kvd;
     size_t nl = (size_t)(c->nl > 0 ? c->nl : 1);
     c->kc = dalloc(c, nl * c->kv_layer_bytes, ok);
@@ -261,9 +261,11 @@ int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, i
     *out = NULL;
     int rc = cuda_stage_probe(NULL, 0, err, errlen);
     if (rc < 0) return rc;
-    if (kv_type != KV_F16 && kv_type != KV_F32)
-        return err_set(err, errlen, TERN_ENOTSUP, "cuda: a %s KV cache is not supported on the GPU (use --kv-type f16)",
-                       ops_kv_name(kv_type) ? ops_kv_name(kv_type) : "?");
+    if (!ops_kv_name(kv_type))
+        return err_set(err, errlen, TERN_EINVAL, "cuda: unknown KV cache type %d", kv_type);
+    if (kv_type == KV_Q8_0 && s->hp.head_dim % KV_Q8_0_BLOCK)
+        return err_set(err, errlen, TERN_EINVAL, "cuda: a q8_0 KV cache needs a head size that is a multiple of 32 (%d)",
+                       s->hp.head_dim);
     if (n_ctx < 1 || n_seq < 1 || n_max < 1)
         return err_set(err, errlen, TERN_EINVAL, "cuda: bad limits (ctx %d, sequences %d, batch %d)", n_ctx, n_seq, n_max);
     cuda_stage_t *c = calloc(1, sizeof *c);

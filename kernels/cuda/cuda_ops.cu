@@ -5,6 +5,7 @@
  * the softmax's exp included (exp_spec, cuda_rowops.cuh), follows the spec operation by operation. */
 #include "kernels/cuda/cuda_ops.h"
 #include "kernels/cuda/cuda_rowops.cuh"
+#include "kernels/ops.h"
 #include "kernels/ops_isa.h"
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -40,36 +41,76 @@ extern "C" void cuda_ops_rope(float *x, int n, int n_heads, int head_dim, int ro
     k_rope<<<grid, 64>>>(x, n_heads, head_dim, rot_dim / 2, pos, cs, sn, neox);
 }
 
-/* ---- KV cache -------------------------------------------------------------------------------- */
-__device__ __forceinline__ void kv_put(float *p, float v) { *p = v; }
-__device__ __forceinline__ void kv_put(__half *p, float v) { *p = __float2half_rn(v); }
-__device__ __forceinline__ float kv_get(const float *p) { return *p; }
-__device__ __forceinline__ float kv_get(const __half *p) { return __half2float(*p); }
+/* ---- KV cache: f32, f16 or q8_0 (kernels/ops.h: ggml's Q8_0 blocks of a position's row) --------
+ * A cache type is a policy: bytes(n) for n elements, get(base, e) for element e counted from a
+ * block-aligned base, and a row store. Everything is addressed in bytes from the cache's start:
+ * (seq, pos, head) offsets are whole blocks for q8_0 (head_dim % 32 == 0). */
+struct kvp_f32 {
+    static __host__ __device__ int64_t bytes(int64_t n) { return n * 4; }
+    static __device__ float get(const uint8_t *b, int64_t e) { return ((const float *)b)[e]; }
+};
+struct kvp_f16 {
+    static __host__ __device__ int64_t bytes(int64_t n) { return n * 2; }
+    static __device__ float get(const uint8_t *b, int64_t e) { return __half2float(((const __half *)b)[e]); }
+};
+struct kvp_q8 {
+    static __host__ __device__ int64_t bytes(int64_t n) { return n / 32 * 34; }
+    static __device__ float get(const uint8_t *b, int64_t e) {   /* (float)q · d, as ops.c's kv_at */
+        const uint8_t *blk = b + (e >> 5) * 34;
+        return __fmul_rn((float)(int8_t)blk[2 + (e & 31)], __half2float(*(const __half *)blk));
+    }
+};
 
-template <typename KT>
-__global__ void k_kv_store(KT *kc, KT *vc, const float *k, const float *v, const int *seq, const int *pos,
+/* x (n,) into the cache at dst (all threads of the block; n % 32 == 0 for q8_0): f32 as is, f16
+ * rounded to nearest even, q8_0 as quant.c's q8_0_row — a warp per block: d = max|x| / 127,
+ * q = roundf(x · (1/d)), d stored as f16 */
+template <class P>
+__device__ __forceinline__ void kv_row_put(uint8_t *dst, const float *x, int n);
+template <>
+__device__ __forceinline__ void kv_row_put<kvp_f32>(uint8_t *dst, const float *x, int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ((float *)dst)[i] = x[i];
+}
+template <>
+__device__ __forceinline__ void kv_row_put<kvp_f16>(uint8_t *dst, const float *x, int n) {
+    for (int i = threadIdx.x; i < n; i += blockDim.x) ((__half *)dst)[i] = __float2half_rn(x[i]);
+}
+template <>
+__device__ __forceinline__ void kv_row_put<kvp_q8>(uint8_t *dst, const float *x, int n) {
+    int lane = threadIdx.x & 31;
+    for (int b = threadIdx.x >> 5; b < n / 32; b += blockDim.x >> 5) {
+        float v = x[32 * b + lane], amax = fabsf(v);
+        for (int o = 16; o; o >>= 1) amax = fmaxf(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+        float d = __fdiv_rn(amax, 127.0f), id = d != 0.0f ? __fdiv_rn(1.0f, d) : 0.0f;
+        uint8_t *blk = dst + 34 * b;
+        if (!lane) *(__half *)blk = __float2half_rn(d);
+        blk[2 + lane] = (uint8_t)(int8_t)roundf(__fmul_rn(v, id));
+    }
+}
+
+template <class P>
+__global__ void k_kv_store(uint8_t *kc, uint8_t *vc, const float *k, const float *v, const int *seq, const int *pos,
                            int64_t seq_stride, int kv_dim) {
     int t = blockIdx.x;
-    int64_t off = (int64_t)seq[t] * seq_stride + (int64_t)pos[t] * kv_dim;
-    for (int d = threadIdx.x; d < kv_dim; d += blockDim.x) {
-        kv_put(kc + off + d, k[(int64_t)t * kv_dim + d]);
-        kv_put(vc + off + d, v[(int64_t)t * kv_dim + d]);
-    }
+    int64_t off = P::bytes((int64_t)seq[t] * seq_stride + (int64_t)pos[t] * kv_dim);
+    kv_row_put<P>(kc + off, k + (int64_t)t * kv_dim, kv_dim);
+    kv_row_put<P>(vc + off, v + (int64_t)t * kv_dim, kv_dim);
 }
 
 extern "C" void cuda_ops_kv_store(void *kc, void *vc, int kv_type, const float *k, const float *v, int n,
                                   const int *seq, const int *pos, int64_t seq_stride, int kv_dim) {
     if (n <= 0) return;
-    if (kv_type == 1) k_kv_store<__half><<<n, 128>>>((__half *)kc, (__half *)vc, k, v, seq, pos, seq_stride, kv_dim);
-    else k_kv_store<float><<<n, 128>>>((float *)kc, (float *)vc, k, v, seq, pos, seq_stride, kv_dim);
+    uint8_t *K = (uint8_t *)kc, *V = (uint8_t *)vc;
+    if (kv_type == KV_Q8_0) k_kv_store<kvp_q8><<<n, 128>>>(K, V, k, v, seq, pos, seq_stride, kv_dim);
+    else if (kv_type == KV_F16) k_kv_store<kvp_f16><<<n, 128>>>(K, V, k, v, seq, pos, seq_stride, kv_dim);
+    else k_kv_store<kvp_f32><<<n, 128>>>(K, V, k, v, seq, pos, seq_stride, kv_dim);
 }
 
 /* ---- RoPE of q and k and the cache store of k and v in one launch: block (head, token); the
  * blocks of q heads rotate, those of kv heads rotate k, then store that head of k and v */
-template <typename KT>
+template <class P>
 __global__ void k_rope_kv(float *q, float *k, const float *v, int n_heads, int n_kv_heads, int hd, int half,
-                          const int *pos, const float *cs, const float *sn, int neox, KT *kc, KT *vc, const int *seq,
-                          int64_t seq_stride) {
+                          const int *pos, const float *cs, const float *sn, int neox, uint8_t *kc, uint8_t *vc,
+                          const int *seq, int64_t seq_stride) {
     int h = blockIdx.x, t = blockIdx.y;
     const float *c = cs + (int64_t)pos[t] * half, *s = sn + (int64_t)pos[t] * half;
     if (h < n_heads) {
@@ -80,11 +121,9 @@ __global__ void k_rope_kv(float *q, float *k, const float *v, int n_heads, int n
     int64_t kvd = (int64_t)n_kv_heads * hd, src = (int64_t)t * kvd + (int64_t)h * hd;
     rope_head(k + src, half, c, s, neox);
     __syncthreads();
-    int64_t off = (int64_t)seq[t] * seq_stride + (int64_t)pos[t] * kvd + (int64_t)h * hd;
-    for (int d = threadIdx.x; d < hd; d += blockDim.x) {
-        kv_put(kc + off + d, k[src + d]);
-        kv_put(vc + off + d, v[src + d]);
-    }
+    int64_t off = P::bytes((int64_t)seq[t] * seq_stride + (int64_t)pos[t] * kvd + (int64_t)h * hd);
+    kv_row_put<P>(kc + off, k + src, hd);
+    kv_row_put<P>(vc + off, v + src, hd);
 }
 
 extern "C" void cuda_ops_rope_kv(float *q, float *k, const float *v, int n, int n_heads, int n_kv_heads, int head_dim,
@@ -92,12 +131,16 @@ extern "C" void cuda_ops_rope_kv(float *q, float *k, const float *v, int n, int 
                                  void *vc, int kv_type, const int *seq, int64_t seq_stride) {
     if (n <= 0) return;
     dim3 grid((unsigned)(n_heads + n_kv_heads), (unsigned)n);
-    if (kv_type == 1)
-        k_rope_kv<__half><<<grid, 64>>>(q, k, v, n_heads, n_kv_heads, head_dim, rot_dim / 2, pos, cs, sn, neox,
-                                        (__half *)kc, (__half *)vc, seq, seq_stride);
+    uint8_t *K = (uint8_t *)kc, *V = (uint8_t *)vc;
+    if (kv_type == KV_Q8_0)
+        k_rope_kv<kvp_q8><<<grid, 64>>>(q, k, v, n_heads, n_kv_heads, head_dim, rot_dim / 2, pos, cs, sn, neox, K, V,
+                                        seq, seq_stride);
+    else if (kv_type == KV_F16)
+        k_rope_kv<kvp_f16><<<grid, 64>>>(q, k, v, n_heads, n_kv_heads, head_dim, rot_dim / 2, pos, cs, sn, neox, K, V,
+                                         seq, seq_stride);
     else
-        k_rope_kv<float><<<grid, 64>>>(q, k, v, n_heads, n_kv_heads, head_dim, rot_dim / 2, pos, cs, sn, neox,
-                                       (float *)kc, (float *)vc, seq, seq_stride);
+        k_rope_kv<kvp_f32><<<grid, 64>>>(q, k, v, n_heads, n_kv_heads, head_dim, rot_dim / 2, pos, cs, sn, neox, K, V,
+                                         seq, seq_stride);
 }
 
 /* ---- attention: block (head, token); the spec of ops_isa.h step by step ----------------------- */
@@ -115,19 +158,19 @@ __device__ __forceinline__ float fold16(float *a) {
 
 /* rows j0..j0+nj-1 of one head of a cache (stride elements apart) into tile (ATT_TJ, hd + 1), as
  * f32, all threads loading (coalesced along d); the caller syncs */
-template <typename KT>
-__device__ __forceinline__ void att_tile(float *tile, const KT *X, int64_t stride, int j0, int nj, int hd) {
+template <class P>
+__device__ __forceinline__ void att_tile(float *tile, const uint8_t *X, int64_t stride, int j0, int nj, int hd) {
     for (int e = threadIdx.x; e < nj * hd; e += ATT_THREADS) {
         int r = e / hd, d = e - r * hd;
-        tile[r * (hd + 1) + d] = kv_get(X + (int64_t)(j0 + r) * stride + d);
+        tile[r * (hd + 1) + d] = P::get(X, (int64_t)(j0 + r) * stride + d);
     }
 }
 
 /* The arithmetic is the spec's, operation for operation and in its order (each score by one
  * thread over d; each output element by one thread over j); the cache is read in tiles through
  * shared memory so that the loads are coalesced and in flight together. */
-template <typename KT>
-__global__ void __launch_bounds__(ATT_THREADS) k_attn(float *out, const float *q, const KT *kc, const KT *vc,
+template <class P>
+__global__ void __launch_bounds__(ATT_THREADS) k_attn(float *out, const float *q, const uint8_t *kc, const uint8_t *vc,
                                                       const int *seq, const int *pos, int64_t seq_stride, int n_heads,
                                                       int n_kv_heads, int hd, float scale, float *scores, int n_ctx) {
     extern __shared__ float shm[];   /* qs (hd) | tile (ATT_TJ, hd + 1) | ptile (ATT_TJ) */
@@ -136,8 +179,8 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(float *out, const float *q
     int h = blockIdx.x, t = blockIdx.y, tid = threadIdx.x;
     int nkv = pos[t] + 1, kvh = h / (n_heads / n_kv_heads);
     int64_t stride = (int64_t)n_kv_heads * hd;
-    const KT *K = kc + (int64_t)seq[t] * seq_stride + (int64_t)kvh * hd;
-    const KT *V = vc + (int64_t)seq[t] * seq_stride + (int64_t)kvh * hd;
+    const uint8_t *K = kc + P::bytes((int64_t)seq[t] * seq_stride + (int64_t)kvh * hd);
+    const uint8_t *V = vc + P::bytes((int64_t)seq[t] * seq_stride + (int64_t)kvh * hd);
     const float *qh = q + ((int64_t)t * n_heads + h) * hd;
     float *sc = scores + ((int64_t)t * n_heads + h) * n_ctx;
     for (int d = tid; d < hd; d += ATT_THREADS) qs[d] = qh[d];
@@ -146,7 +189,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(float *out, const float *q
     for (int j0 = 0; j0 < nkv; j0 += ATT_TJ) {
         int nj = nkv - j0 < ATT_TJ ? nkv - j0 : ATT_TJ;
         __syncthreads();   /* qs written / the last tile read */
-        att_tile(tile, K, stride, j0, nj, hd);
+        att_tile<P>(tile, K, stride, j0, nj, hd);
         __syncthreads();
         if (tid < nj) {
             const float *kj = tile + tid * (hd + 1);
@@ -190,7 +233,7 @@ __global__ void __launch_bounds__(ATT_THREADS) k_attn(float *out, const float *q
     for (int i = 0; i < ATT_MAXD; i++) acc[i] = 0.0f;
     for (int j0 = 0; j0 < nkv; j0 += ATT_TJ) {
         int nj = nkv - j0 < ATT_TJ ? nkv - j0 : ATT_TJ;
-        att_tile(tile, V, stride, j0, nj, hd);
+        att_tile<P>(tile, V, stride, j0, nj, hd);
         if (tid < nj) ptile[tid] = __fmul_rn(sc[j0 + tid], inv);
         __syncthreads();
 #pragma unroll
@@ -218,19 +261,25 @@ extern "C" void cuda_ops_attention(float *out, const float *q, const void *kc, c
     dim3 grid((unsigned)n_heads, (unsigned)n);
     size_t shm = ((size_t)hd + (size_t)ATT_TJ * (hd + 1) + ATT_TJ) * sizeof(float);
     if (shm > 48 * 1024) {   /* heads over ~360 wide: opt in to more than the default 48 KiB, raised as needed */
-        static size_t granted[2];
-        if (shm > granted[kv_type == 1]) {
-            if (kv_type == 1) cudaFuncSetAttribute(k_attn<__half>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
-            else cudaFuncSetAttribute(k_attn<float>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
-            granted[kv_type == 1] = shm;
+        static size_t granted[3];
+        int ti = kv_type == KV_Q8_0 ? 2 : kv_type == KV_F16 ? 1 : 0;
+        if (shm > granted[ti]) {
+            if (ti == 2) cudaFuncSetAttribute(k_attn<kvp_q8>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+            else if (ti == 1) cudaFuncSetAttribute(k_attn<kvp_f16>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+            else cudaFuncSetAttribute(k_attn<kvp_f32>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)shm);
+            granted[ti] = shm;
         }
     }
-    if (kv_type == 1)
-        k_attn<__half><<<grid, ATT_THREADS, shm>>>(out, q, (const __half *)kc, (const __half *)vc, seq, pos, seq_stride,
-                                                   n_heads, n_kv_heads, hd, scale, scores, n_ctx);
+    const uint8_t *K = (const uint8_t *)kc, *V = (const uint8_t *)vc;
+    if (kv_type == KV_Q8_0)
+        k_attn<kvp_q8><<<grid, ATT_THREADS, shm>>>(out, q, K, V, seq, pos, seq_stride, n_heads, n_kv_heads, hd, scale,
+                                                   scores, n_ctx);
+    else if (kv_type == KV_F16)
+        k_attn<kvp_f16><<<grid, ATT_THREADS, shm>>>(out, q, K, V, seq, pos, seq_stride, n_heads, n_kv_heads, hd, scale,
+                                                    scores, n_ctx);
     else
-        k_attn<float><<<grid, ATT_THREADS, shm>>>(out, q, (const float *)kc, (const float *)vc, seq, pos, seq_stride,
-                                                  n_heads, n_kv_heads, hd, scale, scores, n_ctx);
+        k_attn<kvp_f32><<<grid, ATT_THREADS, shm>>>(out, q, K, V, seq, pos, seq_stride, n_heads, n_kv_heads, hd, scale,
+                                                    scores, n_ctx);
 }
 
 /* ---- gates and residuals ---------------------------------------------------------------------- */

@@ -1,6 +1,6 @@
 /* cuda_ops: the float operations of a block on the GPU, following kernels/ops.c's spec
  * (ops_isa.h): RMSNorm (Σx² in double), RoPE from a host-made cos/sin table (both modes),
- * KV-cache stores (f16 or f32), attention with GQA in the spec's lane order and exp, relu²/SiLU
+ * KV-cache stores (f32, f16 or q8_0), attention with GQA in the spec's lane order and exp, relu²/SiLU
  * gates, residual adds. Device pointers; default stream. Not here: matmuls. */
 #ifndef TERN_CUDA_OPS_H
 #define TERN_CUDA_OPS_H
@@ -16,7 +16,9 @@ void cuda_ops_rmsnorm(float *y, const float *x, const float *w, int n, int64_t d
  * (n_ctx, rot_dim/2) tables; neox: pairs (i, i + rot_dim/2), else (2i, 2i+1) */
 void cuda_ops_rope(float *x, int n, int n_heads, int head_dim, int rot_dim, const int *pos, const float *cs,
                    const float *sn, int neox);
-/* one layer's cache kc/vc: [seq][pos][kv_dim] (seq_stride = n_ctx·kv_dim elements), kv_type 0 f32 / 1 f16 */
+/* one layer's cache kc/vc: [seq][pos][kv_dim] (seq_stride = n_ctx·kv_dim elements), kv_type KV_F32 /
+ * KV_F16 / KV_Q8_0 (kernels/ops.h: Q8_0 blocks of each row, quantised as quant.c does; head_dim
+ * % 32 == 0) */
 void cuda_ops_kv_store(void *kc, void *vc, int kv_type, const float *k, const float *v, int n, const int *seq,
                        const int *pos, int64_t seq_stride, int kv_dim);
 /* cuda_ops_rope on q (n, n_heads, hd) and k (n, n_kv_heads, hd), then cuda_ops_kv_store of k

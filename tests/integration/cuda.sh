@@ -37,6 +37,10 @@ else
     gotp=$(TERN_CUDA_MMA=$mma run -ngl 99 -p "$long")
     [ -n "$refp" ] && [ "$gotp" == "$refp" ] && ok "long prompt, TERN_CUDA_MMA=$mma, -ngl 99 == CPU" || bad "long prompt (mma $mma): '$gotp' != '$refp'"
   done
+  # a q8_0 KV cache on the GPU == a q8_0 cache on the CPU
+  ref8=$(run -t 2 --kv-type q8_0)
+  got8=$(run -ngl 99 --kv-type q8_0)
+  [ -n "$ref8" ] && [ "$got8" == "$ref8" ] && ok "--kv-type q8_0 -ngl 99 == CPU" || bad "q8_0 KV on the GPU: '$got8' != '$ref8'"
   # sampled, not greedy: the GPU picks the top-k candidates (after the penalty) and the host
   # draws; without top-k, or past what the GPU orders, the row's logits come back instead
   for sm in "--top-k 40 --repeat-penalty 1.3" "--top-k 0 --repeat-penalty 1.3" "--top-k 200"; do

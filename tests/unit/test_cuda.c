@@ -372,6 +372,27 @@ static void test_gpu_ops(void **state) {
     e = max_rel(og, o, n * nh * hd);
     printf("attention: max rel err %.3g\n", e);
     assert_true(e <= tol);
+    /* the same over a q8_0 cache (rows quantised by the CPU's ops_kv_put) */
+    {
+        size_t rb = ops_kv_bytes(KV_Q8_0, kvd);
+        uint8_t *kq = malloc(rb * npos), *vq = malloc(rb * npos);
+        for (int j = 0; j < npos; j++) {
+            rand_f32(tmp, kvd, 1.5f);
+            ops_kv_put(kq + rb * j, KV_Q8_0, tmp, kvd);
+            rand_f32(tmp, kvd, 1.5f);
+            ops_kv_put(vq + rb * j, KV_Q8_0, tmp, kvd);
+        }
+        for (int t = 0; t < n; t++)
+            ops_attention(o + t * nh * hd, qv + t * nh * hd, kq, vq, KV_Q8_0, pos[t] + 1, nh, nkvh, hd, 0, nh, scale, scores);
+        void *dkq = dup_to_dev(kq, rb * npos), *dvq = dup_to_dev(vq, rb * npos);
+        cuda_ops_attention(dout, dqv, dkq, dvq, KV_Q8_0, n, dseq, dpos, (int64_t)npos * kvd, nh, nkvh, hd, scale, dsc, npos);
+        from_dev(og, dout, (size_t)(n * nh * hd) * 4);
+        e = max_rel(og, o, n * nh * hd);
+        printf("attention (q8_0 cache): max rel err %.3g\n", e);
+        assert_true(e <= tol);
+        cuda_rt_free(dkq); cuda_rt_free(dvq);
+        free(kq); free(vq);
+    }
     /* the gates, bit for bit: SiLU (the spec's exp) and relu², over [-20, 20] and a few specials */
     {
         const int64_t ng = 1 << 20;
@@ -557,7 +578,7 @@ static void test_gpu_fused(void **state) {
     size_t qb = (size_t)(n * nh * hd) * 4, kb = (size_t)(n * nkv * hd) * 4, cb = (size_t)2 * nctx * nkv * hd * 4;
     float *q = malloc(qb), *k = malloc(kb), *v = malloc(kb);
     rand_f32(q, n * nh * hd, 1.0f); rand_f32(k, n * nkv * hd, 1.0f); rand_f32(v, n * nkv * hd, 1.0f);
-    for (int kt = 0; kt < 2; kt++)
+    for (int kt = 0; kt < 3; kt++)   /* KV_F32, KV_F16, KV_Q8_0 */
         for (int neox = 0; neox < 2; neox++) {
             float *q1 = dup_to_dev(q, qb), *k1 = dup_to_dev(k, kb), *q2 = dup_to_dev(q, qb), *k2 = dup_to_dev(k, kb), *dv = dup_to_dev(v, kb);
             void *kc1 = cuda_rt_alloc(cb), *vc1 = cuda_rt_alloc(cb), *kc2 = cuda_rt_alloc(cb), *vc2 = cuda_rt_alloc(cb);
@@ -574,6 +595,23 @@ static void test_gpu_fused(void **state) {
                 from_dev(b1, pairs[i][0], sz[i]);
                 from_dev(b2, pairs[i][1], sz[i]);
                 if (memcmp(b1, b2, sz[i])) fail_msg("rope_kv (kv type %d, neox %d): buffer %d differs", kt, neox, i);
+            }
+            if (kt == KV_Q8_0) {   /* the stored rows are the CPU's q8_0 rows of the rotated k and of v */
+                int kvd = nkv * hd;
+                size_t rb = ops_kv_bytes(KV_Q8_0, kvd);
+                float *kr = malloc(kb);
+                uint8_t *want = malloc(rb);
+                from_dev(kr, k1, kb);
+                for (int c2 = 0; c2 < 2; c2++) {
+                    from_dev(b1, c2 ? vc2 : kc2, cb);
+                    for (int t = 0; t < n; t++) {
+                        ops_kv_put(want, KV_Q8_0, (c2 ? v : kr) + (size_t)t * kvd, kvd);
+                        if (memcmp(b1 + ops_kv_bytes(KV_Q8_0, ((int64_t)seq[t] * nctx + pos[t]) * kvd), want, rb))
+                            fail_msg("q8_0 cache %s row of token %d differs from the CPU's", c2 ? "v" : "k", t);
+                    }
+                }
+                free(kr);
+                free(want);
             }
             free(b1); free(b2);
             void *dd[] = {q1, k1, q2, k2, dv, kc1, vc1, kc2, vc2};
@@ -833,6 +871,32 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
         }
         assert_int_equal(a.tok[s], b.tok[s]);
         assert_int_equal(a.tok[s], m.tok[s]);
+    }
+    /* a q8_0 KV cache: the GPU stage against the CPU stage with the same cache type */
+    {
+        stage_cfg_t c8;
+        stage_cfg_default(&c8);
+        c8.n_ctx = 32;
+        c8.n_batch = 16;
+        c8.first = 0;
+        c8.last = 1;
+        c8.has_head = 1;
+        c8.kv_type = KV_Q8_0;
+        stage_t cq[1], gq[1];
+        assert_int_equal(stage_init(&cq[0], g, &c8, NULL, err, sizeof err), 0);
+        c8.device = STAGE_DEV_CUDA;
+        if (stage_init(&gq[0], g, &c8, NULL, err, sizeof err) < 0) fail_msg("gpu stage, q8_0 cache: %s", err);
+        run_out_t x8, y8;
+        run(g, cq, 1, &x8, NULL);
+        run(g, gq, 1, &y8, NULL);
+        for (int s = 0; s < x8.ntok; s++) {
+            double eq = max_rel(y8.logits + (size_t)s * V, x8.logits + (size_t)s * V, V);
+            printf("%s q8_0 cache step %d: token cpu %d gpu %d, max rel logit err %.3g\n", arch, s, x8.tok[s], y8.tok[s], eq);
+            assert_true(eq <= 1e-3);
+            assert_int_equal(x8.tok[s], y8.tok[s]);
+        }
+        free(x8.logits); free(y8.logits);
+        stage_free(&cq[0]); stage_free(&gq[0]);
     }
     free(a.logits); free(b.logits); free(m.logits); free(u.logits); free(w.logits);
     stage_free(&sep[0]);
