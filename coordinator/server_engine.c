@@ -26,7 +26,15 @@ void server_job_unref(struct server *s, job_t *j) {
     free(j->ptop_ids);
     free(j->ptop_lp);
     pthread_cond_destroy(&j->cv);
+    job_t *lead = j->lead;
     free(j);
+    if (lead) server_job_unref(s, lead);
+}
+
+/* a job's news: its own waiters and its request's (caller holds s->mu) */
+static void job_wake(job_t *j) {
+    pthread_cond_broadcast(&j->cv);
+    if (j->lead) pthread_cond_broadcast(&j->lead->cv);
 }
 
 int server_engine_enqueue(struct server *s, job_t *j) {
@@ -153,7 +161,7 @@ static void job_end(struct server *s, job_t *j, int finish) {
         else server_hist_observe(&s->met.e2e, now - j->t_enq);
     }
     pthread_mutex_unlock(&s->met.mu);
-    pthread_cond_broadcast(&j->cv);
+    job_wake(j);
     if (s->n_inflight == 0) pthread_cond_broadcast(&s->idle_cv);
     server_job_unref(s, j);
     pthread_mutex_unlock(&s->mu);
@@ -197,7 +205,7 @@ static int on_token(void *user, int id, int32_t token, float logprob, const sche
     j->gen_bytes += n > 0 ? (size_t)n : 0;
     j->gen_chars += chars;
     int stop = hit != 0 || j->cancel;
-    pthread_cond_broadcast(&j->cv);
+    job_wake(j);
     pthread_mutex_unlock(&s->mu);
     return stop;
 }
@@ -211,7 +219,7 @@ static void on_score(void *user, int id, int pos, int32_t token, float logprob, 
     pthread_mutex_lock(&s->mu);
     lp_set(&j->plp[pos], token, logprob, top, j->n_top, j->ptop_ids, j->ptop_lp, pos);
     j->n_plp = pos + 1;
-    pthread_cond_broadcast(&j->cv);
+    job_wake(j);
     pthread_mutex_unlock(&s->mu);
 }
 

@@ -2,8 +2,10 @@
  * routes (/tokenize, /detokenize). A generation request is parsed, its prompt tokenized and
  * checked against the context here on the connection's thread, then queued for the engine;
  * the thread waits for the whole reply, or streams it as server-sent events. A request with
- * several choices (a list of prompts, n) becomes one job a choice, run side by side; echo puts
- * the prompt (and its tokens' log-probabilities) before the generated text. */
+ * several choices (a list of prompts, n) becomes one job a choice, run side by side: one reply
+ * at the end, or one stream whose chunks of all choices interleave as they come (each naming
+ * its choice's index); echo puts the prompt (and its tokens' log-probabilities) before the
+ * generated text. */
 #include "coordinator/server_int.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -85,9 +87,16 @@ static const char *finish_name(int finish) {
     return finish == SCHED_STOP ? "stop" : "length";
 }
 
-static json_t *usage_json(const job_t *j) {
-    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", j->n_ids, "completion_tokens", j->n_gen,
-                     "total_tokens", j->n_ids + j->n_gen, "prompt_tokens_details", "cached_tokens", j->n_cached);
+/* the usage of a request's jobs[0..k), n choices per prompt: a prompt's tokens count once
+ * (caller holds s->mu) */
+static json_t *usage_json(job_t *const *jobs, int k, int n) {
+    int pt = 0, ct = 0, cached = 0;
+    for (int c = 0; c < k; c++) {
+        if (c % n == 0) pt += jobs[c]->n_ids, cached += jobs[c]->n_cached;
+        ct += jobs[c]->n_gen;
+    }
+    return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", pt, "completion_tokens", ct, "total_tokens", pt + ct,
+                     "prompt_tokens_details", "cached_tokens", cached);
 }
 
 static json_t *timings_json(const job_t *j) {
@@ -246,17 +255,9 @@ static json_t *final_reply(struct server *s, job_t *const *jobs, int k, int n) {
     const job_t *j = jobs[0];
     json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion" : "text_completion");
     json_t *choices = json_array();
-    int pt = 0, ct = 0, cached = 0;
-    for (int c = 0; c < k; c++) {
-        json_array_append_new(choices, choice_json(s, jobs[c], c));
-        if (c % n == 0) pt += jobs[c]->n_ids, cached += jobs[c]->n_cached;
-        ct += jobs[c]->n_gen;
-    }
+    for (int c = 0; c < k; c++) json_array_append_new(choices, choice_json(s, jobs[c], c));
     json_object_set_new(o, "choices", choices);
-    json_object_set_new(o, "usage", k == 1 ? usage_json(j)
-                                           : json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", pt, "completion_tokens",
-                                                       ct, "total_tokens", pt + ct, "prompt_tokens_details",
-                                                       "cached_tokens", cached));
+    json_object_set_new(o, "usage", usage_json(jobs, k, n));
     json_object_set_new(o, "timings", timings_json(j));
     return o;
 }
@@ -271,13 +272,14 @@ static void job_err(const job_t *j, server_err_t *e) {
     else server_err_set(e, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
 }
 
-/* one wait slice: notices a timeout or a gone client and flags the job (caller holds s->mu) */
-static int wait_slice(struct server *s, job_t *j) {
+/* one wait slice on w's condition variable (which the engine signals for j too: w is j or its
+ * request's lead): notices a timeout or a gone client and flags j (caller holds s->mu) */
+static int wait_slice(struct server *s, job_t *w, job_t *j) {
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
     ts.tv_nsec += WAIT_SLICE_MS * 1000000L;
     if (ts.tv_nsec >= 1000000000L) { ts.tv_sec++; ts.tv_nsec -= 1000000000L; }
-    pthread_cond_timedwait(&j->cv, &s->mu, &ts);
+    pthread_cond_timedwait(&w->cv, &s->mu, &ts);
     if (j->cancel || j->state == JOB_DONE) return j->cancel;
     if (j->deadline > 0 && time_now() > j->deadline) j->cancel = JOB_CANCEL_TIMEOUT;
     else if (server_conn_gone(j->conn)) j->cancel = JOB_CANCEL_GONE;
@@ -285,7 +287,34 @@ static int wait_slice(struct server *s, job_t *j) {
     return j->cancel;
 }
 
-/* ---- streaming ---------------------------------------------------------------------- */
+/* One wait slice over a request's jobs[0..k) (caller holds s->mu) on jobs[0]'s condition
+ * variable, which the engine signals for every job of the request (job_t.lead); the first job
+ * not done is checked for a timeout or a gone client, which then calls off every job not done.
+ * Returns that reason (JOB_CANCEL_*) or 0; -1 when all are done (no wait). */
+static int group_wait(struct server *s, job_t *const *jobs, int k) {
+    int i = 0;
+    while (i < k && jobs[i]->state == JOB_DONE) i++;
+    if (i == k) return -1;
+    int why = wait_slice(s, jobs[0], jobs[i]);
+    for (int q = 0; why && q < k; q++)
+        if (jobs[q]->state != JOB_DONE && !jobs[q]->cancel) jobs[q]->cancel = why;
+    if (why) pthread_cond_signal(&s->engine_cv);
+    return why;
+}
+
+/* ---- streaming ----------------------------------------------------------------------
+ * One SSE stream a request. MHD's content reader (on the connection's thread) formats what the
+ * engine has released into the first choice's sse buffer, under the server mutex, and waits
+ * when nothing is ready. The chunks of several choices interleave as they come, each naming its
+ * choice's index; each choice ends with its own finish_reason chunk; then one usage chunk over
+ * all of them (include_usage) and [DONE]. A choice that fails ends the stream where it fails,
+ * as with one choice: its error event, then [DONE] (the reader's end calls the others off). */
+
+typedef struct sse {
+    job_t *jobs[SERVER_MAX_CHOICES];   /* by choice index: the reader's references */
+    int k, n;                          /* choices; choices per prompt (usage counts a prompt once) */
+    int done;                          /* [DONE] is formatted */
+} sse_t;
 
 /* appends the event "data: <body>\n\n" to the job's unsent stream bytes */
 static void sse_event(job_t *j, const char *body) {
@@ -306,107 +335,161 @@ static void sse_put(job_t *j, json_t *o) {
     free(txt);
 }
 
-/* a chunk with text (NULL: none), finish reason (NULL: still running) and logprobs (NULL: null;
- * stolen) */
-static json_t *chunk(struct server *s, const job_t *j, const char *text, size_t n, const char *finish, int role,
-                     json_t *lp) {
-    int chat = j->kind == SERVER_REQ_CHAT;
-    json_t *o = reply_base(s, j, chat ? "chat.completion.chunk" : "text_completion");
+/* a chunk of request h's choice `index` with text (NULL: none), finish reason (NULL: still
+ * running) and logprobs (NULL: null; stolen) */
+static json_t *chunk(struct server *s, const job_t *h, int index, const char *text, size_t n, const char *finish,
+                     int role, json_t *lp) {
+    int chat = h->kind == SERVER_REQ_CHAT;
+    json_t *o = reply_base(s, h, chat ? "chat.completion.chunk" : "text_completion");
     json_t *fin = finish ? json_string(finish) : json_null(), *c;
     if (chat) {
         json_t *delta = json_object();
         if (role) json_object_set_new(delta, "role", json_string("assistant"));
         if (text) json_object_set_new(delta, "content", server_json_text(text, n));
-        c = json_pack("{s:i, s:o, s:o?, s:o}", "index", 0, "delta", delta, "logprobs", lp, "finish_reason", fin);
+        c = json_pack("{s:i, s:o, s:o?, s:o}", "index", index, "delta", delta, "logprobs", lp, "finish_reason", fin);
     } else {
-        c = json_pack("{s:i, s:o, s:o?, s:o}", "index", 0, "text", server_json_text(text ? text : "", n), "logprobs",
-                      lp, "finish_reason", fin);
+        c = json_pack("{s:i, s:o, s:o?, s:o}", "index", index, "text", server_json_text(text ? text : "", n),
+                      "logprobs", lp, "finish_reason", fin);
     }
     json_object_set_new(o, "choices", json_pack("[o]", c));
-    if (j->include_usage) json_object_set_new(o, "usage", json_null());
+    if (h->include_usage) json_object_set_new(o, "usage", json_null());
     return o;
 }
 
-/* formats the next events into j->sse; <0 when the client is gone */
-static int sse_fill(struct server *s, job_t *j) {
+/* Formats what choice c (job j) has ready into h's stream (caller holds s->mu): the role first
+ * (chat), the echoed prompt once its tokens are scored, the released text with the tokens whose
+ * text is all out, and once j is done its last chunk. Returns 1 when j failed (error or called
+ * off: the caller ends the stream with its error), else 0. */
+static int sse_choice(struct server *s, job_t *h, job_t *j, int c) {
+    int failed = j->state == JOB_DONE && (j->finish == SCHED_ERROR || j->finish == SCHED_CANCEL);
     if (j->sse_phase == 2) return 0;
     if (j->sse_phase == 0) {
         j->sse_phase = 1;
-        if (j->kind == SERVER_REQ_CHAT) { sse_put(j, chunk(s, j, "", 0, NULL, 1, NULL)); return 0; }
+        if (j->kind == SERVER_REQ_CHAT) sse_put(h, chunk(s, h, c, "", 0, NULL, 1, NULL));
     }
+    if (j->echo_text && !j->echo_sent) {   /* before any generated token */
+        if (j->plp && j->n_plp < j->n_ids && j->state != JOB_DONE) return 0;
+        if (!failed) sse_put(h, chunk(s, h, c, j->echo_text, j->echo_len, NULL, 0, lp_json(s, j, 0, 0, 1)));
+        j->echo_sent = 1;
+    }
+    if (j->out_len) {
+        int k = j->lp_sent;
+        while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
+        sse_put(h, chunk(s, h, c, j->out, j->out_len, NULL, 0, lp_json(s, j, j->lp_sent, k, 0)));
+        j->lp_sent = k;
+        j->out_len = 0;
+    }
+    if (j->state != JOB_DONE) return 0;
+    if (failed) return 1;
+    json_t *lp = j->lp_final > j->lp_sent ? lp_json(s, j, j->lp_sent, j->lp_final, 0) : NULL;
+    sse_put(h, chunk(s, h, c, NULL, 0, finish_name(j->finish), 0, lp));
+    j->lp_sent = j->lp_final;
+    j->sse_phase = 2;
+    return 0;
+}
+
+/* the end of stream g after its choices: the failed one's error, or the usage chunk; then [DONE]
+ * (caller holds s->mu) */
+static void sse_end(struct server *s, sse_t *g, int bad) {
+    job_t *h = g->jobs[0];
+    if (bad >= 0) {
+        server_err_t e;
+        job_err(g->jobs[bad], &e);
+        char *txt = server_err_json(&e);
+        if (txt) sse_event(h, txt);
+        free(txt);
+    } else if (h->include_usage) {
+        json_t *o = reply_base(s, h, h->kind == SERVER_REQ_CHAT ? "chat.completion.chunk" : "text_completion");
+        json_object_set_new(o, "choices", json_array());
+        json_object_set_new(o, "usage", usage_json(g->jobs, g->k, g->n));
+        json_object_set_new(o, "timings", timings_json(h));
+        sse_put(h, o);
+    }
+    sse_event(h, "[DONE]");
+    g->done = 1;
+}
+
+/* formats the next events of g into its first job's buffer, waiting until there are some; <0
+ * when the client is gone */
+static int sse_fill(struct server *s, sse_t *g) {
+    job_t *h = g->jobs[0];
+    if (g->done) return 0;
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        /* echo: the prompt first, once its tokens are scored (before any generated token) */
-        if (j->echo_text && !j->echo_sent && (!j->plp || j->n_plp >= j->n_ids || j->state == JOB_DONE)) {
-            if (j->state == JOB_DONE && (j->finish == SCHED_ERROR || j->finish == SCHED_CANCEL)) {
-                j->echo_sent = 1;   /* the error follows */
-                continue;
-            }
-            sse_put(j, chunk(s, j, j->echo_text, j->echo_len, NULL, 0, lp_json(s, j, 0, 0, 1)));
-            j->echo_sent = 1;
-            break;
+        int ended = 0, bad = -1;
+        for (int c = 0; c < g->k && bad < 0; c++) {
+            if (sse_choice(s, h, g->jobs[c], c)) bad = c;
+            ended += g->jobs[c]->sse_phase == 2;
         }
-        if (j->out_len) {   /* with the tokens whose text is all out */
-            int k = j->lp_sent;
-            while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
-            sse_put(j, chunk(s, j, j->out, j->out_len, NULL, 0, lp_json(s, j, j->lp_sent, k, 0)));
-            j->lp_sent = k;
-            j->out_len = 0;
-            break;
-        }
-        if (j->state == JOB_DONE) {
-            if (j->finish == SCHED_ERROR || j->finish == SCHED_CANCEL) {
-                server_err_t e;
-                job_err(j, &e);
-                char *txt = server_err_json(&e);
-                if (txt) sse_event(j, txt);
-                free(txt);
-            } else {
-                json_t *lp = j->lp_final > j->lp_sent ? lp_json(s, j, j->lp_sent, j->lp_final, 0) : NULL;
-                sse_put(j, chunk(s, j, NULL, 0, finish_name(j->finish), 0, lp));
-                j->lp_sent = j->lp_final;
-                if (j->include_usage) {
-                    json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion.chunk" : "text_completion");
-                    json_object_set_new(o, "choices", json_array());
-                    json_object_set_new(o, "usage", usage_json(j));
-                    json_object_set_new(o, "timings", timings_json(j));
-                    sse_put(j, o);
-                }
-            }
-            sse_event(j, "[DONE]");
-            j->sse_phase = 2;
-            break;
-        }
-        if (wait_slice(s, j) == JOB_CANCEL_GONE) { pthread_mutex_unlock(&s->mu); return -1; }
+        if (bad >= 0 || ended == g->k) sse_end(s, g, bad);
+        if (h->sse_len) break;
+        if (group_wait(s, g->jobs, g->k) == JOB_CANCEL_GONE) { pthread_mutex_unlock(&s->mu); return -1; }
     }
     pthread_mutex_unlock(&s->mu);
     return 0;
 }
 
 static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
-    job_t *j = cls;
+    sse_t *g = cls;
+    job_t *h = g->jobs[0];
     (void)pos;
-    if (j->sse_pos == j->sse_len) {
-        j->sse_pos = j->sse_len = 0;
-        if (sse_fill(j->srv, j) < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
-        if (j->sse_len == 0) return MHD_CONTENT_READER_END_OF_STREAM;
+    if (h->sse_pos == h->sse_len) {
+        h->sse_pos = h->sse_len = 0;
+        if (sse_fill(h->srv, g) < 0) return MHD_CONTENT_READER_END_WITH_ERROR;
+        if (h->sse_len == 0) return MHD_CONTENT_READER_END_OF_STREAM;
     }
-    size_t n = j->sse_len - j->sse_pos < max ? j->sse_len - j->sse_pos : max;
-    memcpy(buf, j->sse + j->sse_pos, n);
-    j->sse_pos += n;
+    size_t n = h->sse_len - h->sse_pos < max ? h->sse_len - h->sse_pos : max;
+    memcpy(buf, h->sse + h->sse_pos, n);
+    h->sse_pos += n;
     return (ssize_t)n;
 }
 
-static void sse_free(void *cls) {
-    job_t *j = cls;
-    struct server *s = j->srv;
+/* drops the reader's references to jobs[0..k), calling off those not done */
+static void sse_drop(struct server *s, job_t *const *jobs, int k) {
     pthread_mutex_lock(&s->mu);
-    if (j->state != JOB_DONE && !j->cancel) {
-        j->cancel = JOB_CANCEL_GONE;
-        pthread_cond_signal(&s->engine_cv);
+    for (int c = 0; c < k; c++) {
+        job_t *j = jobs[c];
+        if (j->state != JOB_DONE && !j->cancel) {
+            j->cancel = JOB_CANCEL_GONE;
+            pthread_cond_signal(&s->engine_cv);
+        }
+        if (c > 0) j->conn = NULL;   /* the first's is the connection's to clear */
+        server_job_unref(s, j);
     }
-    server_job_unref(s, j);
     pthread_mutex_unlock(&s->mu);
+}
+
+static void sse_free(void *cls) {
+    sse_t *g = cls;
+    sse_drop(g->jobs[0]->srv, g->jobs, g->k);
+    free(g);
+}
+
+/* Answers with the stream of a request's queued jobs[0..k), n choices per prompt. The reader
+ * takes a reference to jobs[0] (the connection keeps its own) and the request's references to
+ * the others. MHD_NO when the response cannot be made (the jobs are then called off). */
+static enum MHD_Result stream_reply(struct server *s, struct MHD_Connection *c, job_t *const *jobs, int k, int n) {
+    pthread_mutex_lock(&s->mu);
+    jobs[0]->refs++;
+    pthread_mutex_unlock(&s->mu);
+    sse_t *g = calloc(1, sizeof *g);
+    struct MHD_Response *resp = NULL;
+    if (g) {
+        memcpy(g->jobs, jobs, (size_t)k * sizeof *jobs);
+        g->k = k;
+        g->n = n;
+        resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, g, sse_free);
+    }
+    if (!resp) {
+        sse_drop(s, jobs, k);
+        free(g);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    MHD_add_response_header(resp, "Cache-Control", "no-cache");
+    enum MHD_Result ret = MHD_queue_response(c, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
 }
 
 /* ---- routes -------------------------------------------------------------------------- */
@@ -533,45 +616,55 @@ static enum MHD_Result reply_busy(struct MHD_Connection *c) {
     return ret;
 }
 
-/* Several choices (prompts x n; not streamed): one job each, run side by side in the slots, one
- * reply. jobs[0] is the connection's (*job_out); the others are dropped here once all are done. */
-static enum MHD_Result handle_multi(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out) {
-    server_err_t e;
-    job_t *jobs[SERVER_MAX_CHOICES] = {0};
-    int k = r->n * (1 + r->n_more), made = 0, queued = 0, rc = 0;
+/* Makes and prepares the request's k choices' jobs into jobs[] (*made of them), jobs[0] the
+ * connection's (*job_out, counted in n_busy). The first takes the request's stop strings; the
+ * others copy them. 0, or <0 with e. */
+static int jobs_make(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **jobs, int k, int *made,
+                     job_t **job_out, server_err_t *e) {
+    int rc = 0;
     for (int i = 0; i < k && rc == 0; i++) {
-        job_t *j = job_new(s, r);   /* the first takes the request's stop strings; the others copy them */
-        if (!j) { rc = server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory"); break; }
-        jobs[made++] = j;
-        j->extra = i > 0;
+        job_t *j = job_new(s, r);
+        if (!j) return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        jobs[(*made)++] = j;
+        j->extra = i > 0;   /* a request is counted once, by its first choice */
         if (i == 0) {
             *job_out = j;
             pthread_mutex_lock(&s->mu);
             s->n_busy++;
             pthread_mutex_unlock(&s->mu);
         }
+        if (i > 0) {   /* woken with the first: one condition variable a request */
+            pthread_mutex_lock(&s->mu);
+            j->lead = jobs[0];
+            jobs[0]->refs++;
+            pthread_mutex_unlock(&s->mu);
+        }
         for (int t = 0; i > 0 && t < jobs[0]->n_stop; t++)
             if ((j->stop[t] = strdup(jobs[0]->stop[t]))) j->n_stop = t + 1;
         j->conn = c;
         j->deadline = s->cfg.timeout_s > 0 ? time_now() + s->cfg.timeout_s : 0;
-        rc = job_prepare(s, r, j, i, &e);
+        rc = job_prepare(s, r, j, i, e);
     }
+    return rc;
+}
+
+/* A generation request: one job a choice (prompts x n), run side by side in the slots; then the
+ * stream of them all, or one reply once all are done. jobs[0] is the connection's (*job_out);
+ * the others are the request's, handed to the stream's reader or dropped here at the end. */
+static enum MHD_Result handle_jobs(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out) {
+    server_err_t e;
+    job_t *jobs[SERVER_MAX_CHOICES] = {0};
+    int k = r->n * (1 + r->n_more), made = 0, queued = 0;
+    int rc = jobs_make(s, c, r, jobs, k, &made, job_out, &e);
     for (int i = 0; i < made && rc == 0; i++)
         if ((rc = server_engine_enqueue(s, jobs[i])) == 0) queued++;
+    if (rc == 0 && r->stream) return stream_reply(s, c, jobs, k, r->n);
     pthread_mutex_lock(&s->mu);
     if (rc < 0)   /* what was queued is called off */
         for (int i = 0; i < queued; i++)
             if (!jobs[i]->cancel) jobs[i]->cancel = JOB_CANCEL_GONE;
     pthread_cond_signal(&s->engine_cv);
-    for (;;) {   /* every queued job to its end; a timeout or a gone client ends them all */
-        int i = 0;
-        while (i < queued && jobs[i]->state == JOB_DONE) i++;
-        if (i == queued) break;
-        int why = wait_slice(s, jobs[i]);
-        for (int q = 0; why && q < queued; q++)
-            if (jobs[q]->state != JOB_DONE && !jobs[q]->cancel) jobs[q]->cancel = why;
-        if (why) pthread_cond_signal(&s->engine_cv);
-    }
+    while (group_wait(s, jobs, queued) >= 0) continue;   /* a timeout or a gone client ends them all */
     json_t *reply = NULL;
     int gone = 0, bad = -1;
     for (int i = 0; i < queued; i++) {
@@ -600,56 +693,9 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
     server_req_t r;
     *job_out = NULL;
     if (server_req_parse(&r, kind, body, len, &s->def_sp, &e) < 0) return server_reply_err(c, &e);
-    if (r.n * (1 + r.n_more) > 1) {
-        if (r.stream) {
-            server_req_free(&r);
-            server_err_set(&e, 400, "invalid_request_error", "invalid_value", "stream",
-                           "streaming is for one choice: n=1 and one prompt");
-            return server_reply_err(c, &e);
-        }
-        enum MHD_Result ret = handle_multi(s, c, &r, job_out);
-        server_req_free(&r);
-        return ret;
-    }
-    job_t *j = job_new(s, &r);
-    int rc = j ? 0 : server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory");
-    if (j) {
-        *job_out = j;   /* the connection's reference, dropped when the request completes */
-        pthread_mutex_lock(&s->mu);
-        s->n_busy++;
-        pthread_mutex_unlock(&s->mu);
-        rc = job_prepare(s, &r, j, 0, &e);
-        j->conn = c;
-        j->deadline = s->cfg.timeout_s > 0 ? time_now() + s->cfg.timeout_s : 0;
-    }
+    enum MHD_Result ret = handle_jobs(s, c, &r, job_out);
     server_req_free(&r);
-    if (rc < 0) return server_reply_err(c, &e);
-    if ((rc = server_engine_enqueue(s, j)) < 0) {
-        if (rc == TERN_ENOMEM) return reply_busy(c);
-        server_err_set(&e, 503, "unavailable_error", "shutting_down", NULL, "the server is shutting down");
-        return server_reply_err(c, &e);
-    }
-    if (j->stream) {
-        struct MHD_Response *resp = MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, sse_read, j, sse_free);
-        if (!resp) return MHD_NO;
-        pthread_mutex_lock(&s->mu);
-        j->refs++;   /* the reader's, dropped by sse_free */
-        pthread_mutex_unlock(&s->mu);
-        MHD_add_response_header(resp, "Content-Type", "text/event-stream");
-        MHD_add_response_header(resp, "Cache-Control", "no-cache");
-        enum MHD_Result ret = MHD_queue_response(c, 200, resp);
-        MHD_destroy_response(resp);
-        return ret;
-    }
-    pthread_mutex_lock(&s->mu);
-    while (j->state != JOB_DONE) wait_slice(s, j);
-    json_t *reply = NULL;
-    if (j->finish != SCHED_ERROR && j->finish != SCHED_CANCEL) reply = final_reply(s, &j, 1, 1);
-    else job_err(j, &e);
-    int gone = j->cancel == JOB_CANCEL_GONE;
-    pthread_mutex_unlock(&s->mu);
-    if (gone) { json_decref(reply); return MHD_NO; }
-    return reply ? server_reply_json(c, 200, reply) : server_reply_err(c, &e);
+    return ret;
 }
 
 /* ---- /tokenize, /detokenize --------------------------------------------------------- */

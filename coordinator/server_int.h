@@ -48,7 +48,9 @@ typedef struct job {
     double t_last;
     size_t gen_bytes, gen_chars;   /* the detokenizer's output so far */
     /* under srv->mu */
-    pthread_cond_t cv;
+    pthread_cond_t cv;         /* signalled when the job has news (and its lead's too) */
+    struct job *lead;          /* another choice of a request: the request's first job, held by a
+                                * reference; the engine signals its cv too, so one wait sees all */
     int state, cancel, finish;
     char *out;                 /* released text: all of it (plain), or not yet sent (stream) */
     size_t out_len, out_cap;
@@ -78,9 +80,10 @@ typedef struct job {
     /* the HTTP side only */
     struct MHD_Connection *conn;
     double deadline;           /* 0: none */
-    char *sse;                 /* stream bytes formatted but not yet handed to MHD */
+    char *sse;                 /* stream bytes formatted but not yet handed to MHD (the first
+                                * choice's job carries the stream of all its request's choices) */
     size_t sse_len, sse_pos, sse_cap;
-    int sse_phase;             /* 0 start, 1 tokens, 2 ended */
+    int sse_phase;             /* this choice in the stream: 0 start, 1 tokens, 2 its last chunk sent */
 } job_t;
 
 struct server {

@@ -1,5 +1,5 @@
 // The official OpenAI Node client (npm `openai`, major 4) against a running `tern serve`:
-// models, completions, chat, streaming (for await), seeded sampling, logprobs and errors as APIError.
+// models, completions, chat, streaming (for await; n=2 too), seeded sampling, logprobs and errors as APIError.
 // Driven by openai_client.sh: node openai_client.mjs NODE_DIR BASE_URL API_KEY EXPECT.json
 // EXPECT holds the prompt, n and the `tern run` texts (greedy and seeded) to compare against.
 // Prints one "ok - " / "FAIL - " line per check; exits 1 when any check failed.
@@ -157,6 +157,20 @@ await run('several choices', async () => {
   check(r.choices.length === 4 && r.choices.every((c, i) => c.index === i && c.text === want.greedy) &&
     r.usage.completion_tokens === 4 * one.usage.completion_tokens,
     'completions.create({prompt: [p, p], n: 2}): 4 choices in order, each tern run --temp 0', show(r.choices));
+  // streamed: chunks by choice index; choice 0 keeps the request's seed (== tern run -s), choice 1
+  // == the plain reply's (a bad UTF-8 stretch cut by a chunk reads as 2 U+FFFD: compare runs as one)
+  const seeded = { model: want.model, prompt: want.prompt, max_tokens: want.n, temperature: want.seeded_temp,
+    top_p: 0.95, seed: want.seed, top_k: 40, min_p: 0.05, n: 2 };
+  const plain = await client.completions.create(seeded);
+  const text = ['', ''], finish = [null, null];
+  for await (const ch of await client.completions.create({ ...seeded, stream: true })) {
+    for (const c of ch.choices) { text[c.index] += c.text; finish[c.index] ??= c.finish_reason; }
+  }
+  const norm = (t) => t.replace(/\uFFFD+/g, '\uFFFD');
+  check(norm(text[0]) === norm(want.seeded) && norm(text[1]) === norm(plain.choices[1].text) &&
+    finish.every((f, i) => f === plain.choices[i].finish_reason),
+    'streamed n=2 (for await, by choices[0].index): choice 0 == tern run -s, choice 1 == the plain reply\'s',
+    `${show(text)} ${show(finish)} vs ${show(plain.choices.map((c) => c.text))}`);
 });
 await expectErr('n=17', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
   () => client.completions.create({ model: want.model, prompt: 'a', n: 17 }));

@@ -5,9 +5,9 @@
 # with the prompt's own logprobs (== each prefix's alternatives, over workers too), the prefix
 # cache (repeats, continuations, chat turns: same text as without it, also over workers), seeded sampling repeatable, 4 parallel requests with
 # -np 4 equal to their single outputs, stop strings (plain and streamed), /tokenize +
-# /detokenize, several choices (prompt lists, n), errors (bad JSON, unknown route, wrong method, n=17, prompt too long, body too
+# /detokenize, several choices (prompt lists, n; streamed too: per index == plain), errors (bad JSON, unknown route, wrong method, n=17, prompt too long, body too
 # large), --api-key, --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
-# that leaves mid-stream frees its slot, /metrics, graceful SIGTERM, and the same API over two
+# that leaves mid-stream (one choice or n=2) frees its slots, /metrics, graceful SIGTERM, and the same API over two
 # workers (--workers). Servers are always killed on exit; every curl has --max-time.
 source "$(dirname "$0")/lib.bash"   # its cleanup: SIGTERM to servers and workers, SIGKILL after 5 s
 C() { curl -s --max-time 60 -H 'Content-Type: application/json' "$@"; }
@@ -412,7 +412,6 @@ e "bad JSON" 400 invalid_request_error invalid_json /v1/completions -d '{"prompt
 e "unknown route" 404 invalid_request_error not_found /v1/nope
 e "GET on a POST route" 405 invalid_request_error method_not_allowed /v1/completions
 e "n=17" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","n":17}'
-e "stream with n=2" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","n":2,"stream":true}'
 e "max_tokens 0" 400 invalid_request_error invalid_value /v1/completions -d '{"prompt":"a","max_tokens":0}'
 e "temperature as a string" 400 invalid_request_error invalid_value /v1/chat/completions \
   -d '{"messages":[{"role":"user","content":"a"}],"temperature":"hot"}'
@@ -527,6 +526,75 @@ print(f"{len(set(s1))} different texts of 4 sampled")
 PY
 if out=$(python3 "$tmp/multi.py" "$URL" 2>&1); then ok "4 prompts in one request == 4 requests; n=3 greedy copies; seeded n=4 repeatable, choice 0 == n=1 ($out); chat n=2; prompts x n in order"
 else bad "several choices: $out"; fi
+# ---- several choices streamed: one SSE stream, chunks by choice index, == the plain reply -----
+cat >"$tmp/multi_sse.py" <<'PY'
+# multi_sse.py URL: "stream": true with n > 1 or a list of prompts gives, per choice index, the
+# text and finish_reason of the same request not streamed, and one usage chunk over all choices
+import json, os, re, sys
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tern_http
+from tern_http import die
+url = sys.argv[1]
+def post(path, body): return tern_http.post(url, path, body)
+def norm(t):   # the stream sanitizes each chunk: a bad UTF-8 stretch cut by a chunk gives 2 U+FFFD, not 1
+    return re.sub("\ufffd+", "\ufffd", t)
+def stream(path, body, k):
+    """per index: (text, finish_reason, first delta); the usage chunk; checks the shape"""
+    st, raw = tern_http.post_raw(url, path, dict(body, stream=True, stream_options={"include_usage": True}))
+    if st != 200: die(f"{body} streamed -> {st} {raw[:300]}")
+    if not raw.endswith("data: [DONE]\n\n"): die(f"does not end with [DONE]: {raw[-200:]!r}")
+    events = [e for e in raw.split("\n\n") if e]
+    chunks = [json.loads(e[6:]) for e in events[:-1]]
+    usage = chunks.pop()
+    if usage["choices"] != [] or not usage.get("usage"): die(f"last chunk before [DONE] is not the usage chunk: {usage}")
+    chat = path.endswith("chat/completions")
+    text, fin, first = {}, {}, {}
+    for ch in chunks:
+        if ch["id"] != usage["id"] or len(ch["choices"]) != 1: die(f"chunk {ch}: one id a stream, one choice a chunk")
+        c = ch["choices"][0]
+        i = c["index"]
+        if i in fin: die(f"index {i}: a chunk after its finish_reason {fin[i]}")
+        if i not in first: first[i] = c.get("delta")
+        text[i] = text.get(i, "") + ((c["delta"].get("content") or "") if chat else c["text"])
+        if c["finish_reason"] is not None: fin[i] = c["finish_reason"]
+    if sorted(text) != list(range(k)) or sorted(fin) != list(range(k)): die(f"indices {sorted(text)}, finished {sorted(fin)}, want 0..{k - 1}")
+    return text, fin, first, usage["usage"]
+def same(path, body, k):
+    """the streamed request == the plain one, index by index; returns the plain choices"""
+    p = post(path, body)
+    ch = p["choices"]
+    text, fin, first, u = stream(path, body, k)
+    chat = path.endswith("chat/completions")
+    for i in range(k):
+        want = ch[i]["message"]["content"] if chat else ch[i]["text"]
+        if ch[i]["index"] != i or norm(text[i]) != norm(want) or fin[i] != ch[i]["finish_reason"]:
+            die(f"{body}: index {i} streamed {text[i]!r} ({fin[i]}) vs plain {want!r} ({ch[i]['finish_reason']})")
+        if chat and first[i] != {"role": "assistant", "content": ""}: die(f"index {i}: first delta {first[i]}, not the role")
+    pu = p["usage"]
+    for key in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        if u[key] != pu[key]: die(f"{body}: usage chunk {u} vs plain {pu}")
+    return ch
+P = "The quick brown fox"
+seeded = dict(prompt=P, n=3, max_tokens=12, temperature=1.0, seed=5, ignore_eos=True)
+ch = same("/v1/completions", seeded, 3)
+if len({c["text"] for c in ch}) < 2: die(f"n=3 sampled copies: {[c['text'] for c in ch]}")
+# a stop string from choice 1's text: per choice, the text cut before it (stream == plain)
+t = ch[1]["text"]
+stop = next((t[i:i + 2] for i in range(1, len(t) - 2) if t[i:i + 2].isascii() and t[i:i + 2].strip() == t[i:i + 2]
+             and t[i:i + 2].isprintable()), None)
+if stop is None: die(f"no ASCII piece in {t!r}")
+sc = same("/v1/completions", dict(seeded, stop=[stop]), 3)
+if sc[1]["finish_reason"] != "stop" or not t.startswith(sc[1]["text"]): die(f"stop {stop!r}: {sc[1]}")
+mix = same("/v1/completions", dict(prompt=["Once upon a time", "The cat sat"], n=2, max_tokens=8, temperature=0.9,
+                                   seed=9, ignore_eos=True), 4)
+if mix[0]["text"] == mix[2]["text"]: die("2 prompts x n=2: index 2 is not the second prompt's")
+same("/v1/chat/completions", {"messages": [{"role": "user", "content": "hi"}], "n": 2, "max_tokens": 6,
+                              "temperature": 1.0, "seed": 3}, 2)
+print(f"stop {stop!r}; usage chunk == plain usage")
+PY
+if out=$(python3 "$tmp/multi_sse.py" "$URL" 2>&1); then
+  ok "streamed n=3 (seeded, with and without a stop string), 2 prompts x n=2 and chat n=2 (role first per index): per index == the plain reply, one usage chunk, [DONE] ($out)"
+else bad "several choices streamed: $out"; fi
 r0=$(C "$URL/metrics" | awk '$1=="tern_requests_total"{print $2}')
 C "$URL/v1/completions" -d '{"prompt":["a","b","c"],"n":2,"max_tokens":2}' >/dev/null
 r1=$(C "$URL/metrics" | awk '$1=="tern_requests_total"{print $2}')
@@ -573,33 +641,54 @@ C -N "$URL/v1/completions" -H 'Authorization: Bearer s3cret' \
   -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true,"stream":true}' >"$tmp/tmo.sse"
 grep -q '^data: {"error":{.*"timeout_error"' "$tmp/tmo.sse" && tail -c 14 "$tmp/tmo.sse" | grep -q 'data: \[DONE\]' \
   && ok "streamed request past --timeout: error event, then [DONE]" || bad "streamed timeout: $(tail -c 300 "$tmp/tmo.sse")"
+C -N "$URL/v1/completions" -H 'Authorization: Bearer s3cret' \
+  -d '{"prompt":"a","n":2,"max_tokens":16000,"ignore_eos":true,"stream":true}' >"$tmp/tmo2.sse"
+grep -q '"index":1,' "$tmp/tmo2.sse" && [ "$(grep -c '^data: {"error":{.*"timeout_error"' "$tmp/tmo2.sse")" = 1 ] \
+  && tail -c 14 "$tmp/tmo2.sse" | grep -q 'data: \[DONE\]' \
+  && ok "streamed n=2 past --timeout: both choices' chunks, one error event, then [DONE]" || bad "streamed n=2 timeout: $(tail -c 300 "$tmp/tmo2.sse")"
 e "/metrics without --metrics" 404 invalid_request_error not_found /metrics -H 'Authorization: Bearer s3cret'
 
-# ==== server C: one slot, no queue; a client that leaves mid-stream frees its slot ===============
-start C -np 1 -c 16384 --metrics --max-queue 0
+# ==== server C: two slots, no queue; a client that leaves mid-stream frees its slots ==============
+start C -np 2 -c 16384 --metrics --max-queue 0
 C_PID=$SPID
-curl -s -N --max-time 1.5 -H 'Content-Type: application/json' "$URL/v1/completions" \
-  -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true,"stream":true}' >"$tmp/gone.sse" &
-gpid=$!
-for i in $(seq 1 100); do grep -q '^data: {' "$tmp/gone.sse" && break; sleep 0.02; done
+# gone BODY: streams BODY for 1.5 s, then leaves; c0: tern_requests_cancelled_total before
+gone() {
+  c0=$(C "$URL/metrics" | awk '$1=="tern_requests_cancelled_total"{print $2}')
+  curl -s -N --max-time 1.5 -H 'Content-Type: application/json' "$URL/v1/completions" -d "$1" >"$tmp/gone.sse" &
+  gpid=$!
+  for i in $(seq 1 100); do grep -q '^data: {' "$tmp/gone.sse" && break; sleep 0.02; done
+}
+# freed WHAT: after the client left, the next request of 2 choices gets both slots (503 until
+# then), tern_requests_cancelled_total grew by 1 (a request counts once) and nothing runs
+freed() {
+  wait "$gpid"
+  grep -q '^data: {' "$tmp/gone.sse" || bad "$1: the stream to be dropped sent nothing in 1.5 s"
+  local t0 c cancelled running
+  t0=$(date +%s)
+  for i in $(seq 1 50); do   # the slots free within a step or two of the client leaving (503 until then)
+    c=$(curl -s --max-time 30 -o "$tmp/after.json" -w '%{http_code}' -H 'Content-Type: application/json' \
+      "$URL/v1/completions" -d '{"prompt":"b","n":2,"max_tokens":4,"temperature":0}')
+    [ "$c" = 503 ] || break
+    sleep 0.1
+  done
+  cancelled=$(C "$URL/metrics" | awk '$1=="tern_requests_cancelled_total"{print $2}')
+  running=$(C "$URL/metrics" | awk '$1=="tern_requests_processing"{print $2}')
+  if [ "$c" = 200 ] && [ "${cancelled:-0}" = $((${c0:-0} + 1)) ] && [ "${running:-1}" = 0 ]; then
+    ok "$1: every sequence cancelled, the next request got the slots ($(( $(date +%s) - t0 )) s)"
+  else bad "$1: status $c, cancelled $c0 -> $cancelled, running=$running"; fi
+}
+gone '{"prompt":"a","n":2,"max_tokens":16000,"ignore_eos":true,"stream":true}'
 c=$(C -D "$tmp/busy.hdr" -o "$tmp/busy.json" -w '%{http_code}' "$URL/v1/completions" -d '{"prompt":"b","max_tokens":2}')
 if [ "$c" = 503 ] && J error "$tmp/busy.json" unavailable_error server_busy && grep -qi '^Retry-After:' "$tmp/busy.hdr"; then
-  ok "slot busy and --max-queue 0: 503 with Retry-After"
+  ok "slots busy and --max-queue 0: 503 with Retry-After"
 else bad "busy server: $c $(cat "$tmp/busy.json")"; fi
-wait "$gpid"
-grep -q '^data: {' "$tmp/gone.sse" || bad "the stream to be dropped sent nothing in 1.5 s"
-t0=$(date +%s)
-for i in $(seq 1 50); do   # the slot frees within a step or two of the client leaving (503 until then)
-  c=$(curl -s --max-time 30 -o "$tmp/after.json" -w '%{http_code}' -H 'Content-Type: application/json' \
-    "$URL/v1/completions" -d '{"prompt":"b","max_tokens":4,"temperature":0}')
-  [ "$c" = 503 ] || break
-  sleep 0.1
-done
-cancelled=$(C "$URL/metrics" | awk '$1=="tern_requests_cancelled_total"{print $2}')
-running=$(C "$URL/metrics" | awk '$1=="tern_requests_processing"{print $2}')
-if [ "$c" = 200 ] && [ "${cancelled:-0}" = 1 ] && [ "${running:-1}" = 0 ]; then
-  ok "client gone mid-stream: sequence cancelled, the next request got the slot ($(( $(date +%s) - t0 )) s)"
-else bad "after a dropped stream: status $c, cancelled=$cancelled running=$running"; fi
+grep -q '"index":1,' "$tmp/gone.sse" || bad "streamed n=2: no chunk of choice 1"
+freed "client gone mid-stream of n=2"
+c=$(code /v1/completions "$tmp/busy2.json" -d '{"prompt":"b","n":3,"max_tokens":2,"stream":true}')
+[ "$c" = 503 ] && J error "$tmp/busy2.json" unavailable_error server_busy \
+  && ok "streamed n=3 on 2 slots and no queue: 503 before any stream" || bad "streamed n=3 busy: $c $(cat "$tmp/busy2.json")"
+gone '{"prompt":"a","max_tokens":16000,"ignore_eos":true,"stream":true}'
+freed "client gone mid-stream of one choice"
 
 # ==== server D: the same API over 2 workers (ZeroMQ on loopback) ================================
 spawn_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1

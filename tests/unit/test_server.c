@@ -1,5 +1,5 @@
 /* test_server: the HTTP server's model-free parts — request JSON parsing and validation for
- * every route (types, ranges, prompt shapes, messages, n, stop, logprobs), the OpenAI error body, the
+ * every route (types, ranges, prompt shapes, messages, n (streamed too), stop, logprobs), the OpenAI error body, the
  * stop-string matcher (held-back text, stops split across pieces, a randomized check against
  * a plain search over the whole text), the Prometheus rendering and UTF-8 sanitizing and
  * character counting. */
@@ -141,6 +141,19 @@ static void test_prompt_shapes(void **state) {
     assert_null(r.more[0].text);
     assert_string_equal(r.more[1].text, "c");
     assert_int_equal(r.n, 2);
+    server_req_free(&r);
+    /* several choices may stream (one stream, chunks by choice index), usage included */
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION,
+                           "{\"prompt\":[\"a\",\"b\"],\"n\":2,\"stream\":true,\"stream_options\":{\"include_usage\":true}}", &e),
+                     0);
+    assert_int_equal(r.n * (1 + r.n_more), 4);
+    assert_int_equal(r.stream, 1);
+    assert_int_equal(r.include_usage, 1);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],\"n\":3,\"stream\":true}", &e),
+                     0);
+    assert_int_equal(r.n, 3);
+    assert_int_equal(r.stream, 1);
     server_req_free(&r);
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",5]}", "prompt", NULL);
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":[\"a\",[]]}", "prompt", NULL);
