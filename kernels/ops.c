@@ -200,26 +200,35 @@ void ops_attn_head_ref(float *out, const float *q, const void *k, const void *v,
         for (int d = 0; d < hd; d++) out[d] = fmaf(scores[j], kv_at(v, kv_type, (int64_t)j * stride + d), out[d]);
 }
 
+void ops_attn_heads_ref(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
+                        int64_t stride, int hd, float scale, float *scores) {
+    for (int g = 0; g < ng; g++)
+        ops_attn_head_ref(out + (size_t)g * hd, q + (size_t)g * hd, k, v, kv_type, n_kv, stride, hd, scale, scores);
+}
+
 void ops_attention(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
                    int n_heads, int n_kv_heads, int hd, int h0, int h1, float scale, float *scores) {
     TERN_ASSERT(kv_type == KV_F32 || kv_type == KV_F16 || (kv_type == KV_Q8_0 && hd % KV_Q8_0_BLOCK == 0));
     TERN_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && hd > 0);
     TERN_ASSERT(0 <= h0 && h0 <= h1 && h1 <= n_heads && n_kv >= 1);
-    ops_attn_head_fn fn = ops_attn_head_ref;
+    ops_attn_heads_fn fn = ops_attn_heads_ref;
 #if defined(TERN_HAVE_X86)
-    if (isa_current() == ISA_AVX2) fn = ops_attn_head_avx2;
-    if (isa_current() == ISA_AVX512) fn = ops_attn_head_avx512;
+    if (isa_current() == ISA_AVX2) fn = ops_attn_heads_avx2;
+    if (isa_current() == ISA_AVX512) fn = ops_attn_heads_avx512;
 #endif
 #if defined(TERN_HAVE_ARM)
-    if (isa_current() == ISA_NEON) fn = ops_attn_head_neon;
+    if (isa_current() == ISA_NEON) fn = ops_attn_heads_neon;
 #endif
     const size_t hb = ops_kv_bytes(kv_type, hd);   /* one head's bytes in a position's row */
     const int64_t stride = (int64_t)n_kv_heads * hd;
     const int group = n_heads / n_kv_heads;
-    for (int h = h0; h < h1; h++) {
-        size_t off = (size_t)(h / group) * hb;
-        fn(out + (int64_t)h * hd, q + (int64_t)h * hd, (const uint8_t *)k + off, (const uint8_t *)v + off,
-           kv_type, n_kv, stride, hd, scale, scores);
+    for (int h = h0; h < h1;) {   /* the heads of [h0, h1) that read one kv head, OPS_ATTN_GROUP at most */
+        int kvh = h / group, end = (kvh + 1) * group < h1 ? (kvh + 1) * group : h1;
+        int ng = end - h < OPS_ATTN_GROUP ? end - h : OPS_ATTN_GROUP;
+        size_t off = (size_t)kvh * hb;
+        fn(out + (int64_t)h * hd, q + (int64_t)h * hd, (const uint8_t *)k + off, (const uint8_t *)v + off, kv_type, ng,
+           n_kv, stride, hd, scale, scores);
+        h += ng;
     }
 }
 

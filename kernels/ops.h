@@ -39,10 +39,13 @@ int ops_kv_parse(const char *name);
 
 /* Attention of one query token (all heads) over positions [0, n_kv) of one layer's cache.
  * q (n_heads, hd); k, v: (ctx, n_kv_heads, hd) of kv_type, position-major; head h uses kv head
- * h / (n_heads / n_kv_heads) (GQA). out (n_heads, hd). scores: scratch of n_kv floats.
+ * h / (n_heads / n_kv_heads) (GQA). out (n_heads, hd). scores: scratch of OPS_ATTN_GROUP · n_kv
+ * floats (up to OPS_ATTN_GROUP heads of one kv head are done together, each cache row read once
+ * for them).
  * Heads [h0, h1) only, so callers can split heads across threads. scale = 1/sqrt(hd). The cache
  * values enter the arithmetic as floats (f16 → f32 exactly, q8_0 as (float)q · d), the same
  * operations for every element type. */
+#define OPS_ATTN_GROUP 8
 void ops_attention(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
                    int n_heads, int n_kv_heads, int hd, int h0, int h1, float scale, float *scores);
 

@@ -46,14 +46,20 @@ static inline float ops_exp_spec(float x) {
 }
 
 /* one head: q (hd,); k, v: this kv head at position 0, `stride` elements between positions */
-typedef void (*ops_attn_head_fn)(float *out, const float *q, const void *k, const void *v, int kv_type,
-                                 int n_kv, int64_t stride, int hd, float scale, float *scores);
 void ops_attn_head_ref(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
                        int64_t stride, int hd, float scale, float *scores);
-void ops_attn_head_avx2(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
+/* ng consecutive query heads of one kv head: q, out (ng, hd); scores (ng, n_kv). Each head's
+ * arithmetic is ops_attn_head_ref's; a variant may share cache loads across the ng heads. */
+typedef void (*ops_attn_heads_fn)(float *out, const float *q, const void *k, const void *v, int kv_type, int ng,
+                                  int n_kv, int64_t stride, int hd, float scale, float *scores);
+void ops_attn_heads_ref(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
                         int64_t stride, int hd, float scale, float *scores);
-void ops_attn_head_avx512(float *out, const float *q, const void *k, const void *v, int kv_type,
-                          int n_kv, int64_t stride, int hd, float scale, float *scores);
+void ops_attn_heads_avx2(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
+                         int64_t stride, int hd, float scale, float *scores);
+void ops_attn_heads_avx512(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
+                           int64_t stride, int hd, float scale, float *scores);
+void ops_attn_heads_neon(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
+                         int64_t stride, int hd, float scale, float *scores);
 
 void ops_softmax_ref(float *x, int64_t n);
 /* rmsnorm: acc[i % 8] += (double)(x_i · x_i) in increasing i (the last n % 8 too); sum =
@@ -74,8 +80,6 @@ void ops_softmax_neon(float *x, int64_t n);
 void ops_rmsnorm_neon(float *y, const float *x, const float *w, int64_t n, float eps);
 void ops_silu_mul_neon(float *g, const float *u, int64_t n);
 void ops_relu2_mul_neon(float *g, const float *u, int64_t n);
-void ops_attn_head_neon(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
-                        int64_t stride, int hd, float scale, float *scores);
 void ops_f32_to_f16_neon(uint16_t *y, const float *x, int64_t n);
 void ops_f16_to_f32_neon(float *y, const uint16_t *x, int64_t n);
 

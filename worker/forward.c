@@ -43,7 +43,7 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
         size_t w = qdim + 2 * kvdim > 2 * (size_t)hp->n_ff ? qdim + 2 * kvdim : 2 * (size_t)hp->n_ff;
         if (!(f->fused = tern_alloc(N * w * 4))) { forward_free(f); return err_set(err, errlen, TERN_ENOMEM, "out of memory for activations"); }
     }
-    f->scores = tern_alloc((size_t)tpool_size(tp) * (size_t)n_ctx * 4);
+    f->scores = tern_alloc((size_t)tpool_size(tp) * (size_t)n_ctx * OPS_ATTN_GROUP * 4);
     size_t sb = 0;
     for (int i = 0; i < nl; i++) {
         for (int j = 0; j < LIN_COUNT; j++) sb = max_sz(sb, mat_scratch_bytes(&s->layers[i].lin[j], n_max));
@@ -74,22 +74,40 @@ typedef struct attn_task {
     const int *seq, *pos;
 } attn_task_t;
 
-/* (token, head) pairs split evenly; each pair is computed by one thread: deterministic */
+/* Heads that read one kv head are best done together (each cache row is read and converted
+ * once for them), but a decode step has few heads to spread over the threads. The size of those
+ * runs: the gs in {1, 2, 4, 8} (within a kv group) that minimises the busiest thread's cost,
+ * units · (gs + 1.5) — a head's FMAs, plus the row conversion shared by the run — ties to the larger. */
+static int attn_run(int n, int nh, int nkv, int nth) {
+    int group = nh / nkv, best = 1;
+    double best_cost = 1e300;
+    for (int gs = 1; gs <= OPS_ATTN_GROUP && gs <= group; gs *= 2) {
+        long units = (long)n * nkv * ((group + gs - 1) / gs);
+        double cost = (double)((units + nth - 1) / nth) * (gs + 1.5);
+        if (cost <= best_cost) best_cost = cost, best = gs;
+    }
+    return best;
+}
+
+/* (token, run of heads) units split evenly; each unit is computed by one thread: deterministic
+ * (every head's arithmetic is the spec's, whoever computes it and with whichever others) */
 static void attn_worker(void *arg, int ith, int nth) {
     attn_task_t *a = arg;
     forward_t *f = a->f;
     const hparams_t *hp = &f->s->hp;
-    int hd = hp->head_dim, nh = hp->n_head;
+    int hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv, group = nh / nkv;
+    int gs = attn_run(a->n, nh, nkv, nth), per_group = (group + gs - 1) / gs, per_tok = nkv * per_group;
     long b, e;
-    tpool_split((long)a->n * nh, ith, nth, 1, &b, &e);
-    float *scores = f->scores + (size_t)ith * (size_t)f->kv.n_ctx;
+    tpool_split((long)a->n * per_tok, ith, nth, 1, &b, &e);
+    float *scores = f->scores + (size_t)ith * (size_t)f->kv.n_ctx * OPS_ATTN_GROUP;
     float scale = 1.0f / sqrtf((float)hd);
     for (long p = b; p < e; p++) {
-        int t = (int)(p / nh), h = (int)(p % nh);
+        int t = (int)(p / per_tok), u = (int)(p % per_tok), kvh = u / per_group;
+        int h0 = kvh * group + (u % per_group) * gs, h1 = h0 + gs < (kvh + 1) * group ? h0 + gs : (kvh + 1) * group;
         const float *q = f->q + (size_t)t * nh * hd;
         float *out = f->att + (size_t)t * nh * hd;
         ops_attention(out, q, kv_cache_k(&f->kv, a->il, a->seq[t]), kv_cache_v(&f->kv, a->il, a->seq[t]), f->kv.type,
-                      a->pos[t] + 1, nh, hp->n_head_kv, hd, h, h + 1, scale, scores);
+                      a->pos[t] + 1, nh, nkv, hd, h0, h1, scale, scores);
     }
 }
 

@@ -217,12 +217,19 @@ INLINE void head(const int kind, float *out, const float *q, const void *k, cons
     }
 }
 
-void ops_attn_head_neon(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
-                        int64_t stride, int hd, float scale, float *scores) {
+static void attn_head(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
+                      int64_t stride, int hd, float scale, float *scores) {
     if (hd % 16) ops_attn_head_ref(out, q, k, v, kv_type, n_kv, stride, hd, scale, scores);
     else if (kv_type == KV_F16) head(KV_F16, out, q, k, v, n_kv, stride, hd, scale, scores);
     else if (kv_type == KV_Q8_0) head(KV_Q8_0, out, q, k, v, n_kv, stride, hd, scale, scores);
     else head(KV_F32, out, q, k, v, n_kv, stride, hd, scale, scores);
+}
+
+/* one head at a time (each row's conversion not shared yet: AVX-512 shares it) */
+void ops_attn_heads_neon(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
+                         int64_t stride, int hd, float scale, float *scores) {
+    for (int g = 0; g < ng; g++)
+        attn_head(out + (size_t)g * hd, q + (size_t)g * hd, k, v, kv_type, n_kv, stride, hd, scale, scores);
 }
 
 /* ---- f16 rows ------------------------------------------------------------------------------- */

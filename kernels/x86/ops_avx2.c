@@ -208,12 +208,19 @@ static void head_q8(float *out, const float *q, const uint8_t *k, const uint8_t 
     for (; c0 < nb; c0++) v_acc_q8(1, out, v, n_kv, rb, c0, scores);
 }
 
-void ops_attn_head_avx2(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
-                        int64_t stride, int hd, float scale, float *scores) {
+static void attn_head(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
+                      int64_t stride, int hd, float scale, float *scores) {
     if (hd % 16) ops_attn_head_ref(out, q, k, v, kv_type, n_kv, stride, hd, scale, scores);
     else if (kv_type == KV_F16) head(KV_F16, out, q, k, v, n_kv, stride, hd, scale, scores);
     else if (kv_type == KV_Q8_0) head_q8(out, q, k, v, n_kv, ops_kv_bytes(KV_Q8_0, stride), hd, scale, scores);
     else head(KV_F32, out, q, k, v, n_kv, stride, hd, scale, scores);
+}
+
+/* one head at a time (each row's conversion not shared yet: AVX-512 shares it) */
+void ops_attn_heads_avx2(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
+                         int64_t stride, int hd, float scale, float *scores) {
+    for (int g = 0; g < ng; g++)
+        attn_head(out + (size_t)g * hd, q + (size_t)g * hd, k, v, kv_type, n_kv, stride, hd, scale, scores);
 }
 
 void ops_f32_to_f16_avx2(uint16_t *y, const float *x, int64_t n) {

@@ -67,134 +67,111 @@ void ops_softmax_avx512(float *x, int64_t n) {
     }
 }
 
-/* 16 cache values from element i of kind KV_F32 / KV_F16 */
-INLINE __m512 load_kv(const int kind, const void *p, int64_t i) {
+/* ---- attention: NG query heads of one kv head together ------------------------------------
+ * Each cache row is loaded (and converted: f16, or q8_0's (float)q · d) once for the NG heads
+ * that read it; every head's arithmetic is the spec's, in its order (one zmm holds the 16 spec
+ * lanes of a score; several positions or heads at once to hide FMA latency). */
+
+/* 16 values from element d of position j's row: f32/f16 at element offsets (stride elements a
+ * row), q8_0 by block (rb bytes a row) */
+INLINE __m512 kv16(const int kind, const void *p, int j, int64_t stride, size_t rb, int d) {
+    if (kind == KV_Q8_0) {
+        const uint8_t *blk = (const uint8_t *)p + (size_t)j * rb + (size_t)(d / KV_Q8_0_BLOCK) * KV_Q8_0_BYTES;
+        uint16_t h;
+        memcpy(&h, blk, 2);
+        __m128i q = _mm_loadu_si128((const __m128i *)(blk + 2 + d % KV_Q8_0_BLOCK));
+        return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), _mm512_set1_ps(_cvtsh_ss(h)));   /* F16C: exact */
+    }
+    const int64_t i = (int64_t)j * stride + d;
     if (kind == KV_F16) return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)((const uint16_t *)p + i)));
     return _mm512_loadu_ps((const float *)p + i);
 }
 
-/* out[d0 .. d0+16·NV) = Σ_j p_j · v_j */
-INLINE void v_acc(const int kind, const int NV, float *out, const void *v, int n_kv, int64_t stride,
-                  int d0, const float *p) {
-    __m512 o[8];
+/* scores of positions j .. j+NP-1 for heads 0..NG-1 (row g of sc: n_kv apart) */
+INLINE void kdots(const int kind, const int NG, const int NP, float *sc, int n_kv, const float *q, const void *k,
+                  int j, int64_t stride, size_t rb, int hd, float scale) {
+    __m512 a[4][8];
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; p++)
 #pragma GCC unroll 8
-    for (int i = 0; i < NV; i++) o[i] = _mm512_setzero_ps();
-    for (int j = 0; j < n_kv; j++) {
-        __m512 pj = _mm512_set1_ps(p[j]);
-        const int64_t base = (int64_t)j * stride + d0;
+        for (int g = 0; g < NG; g++) a[p][g] = _mm512_setzero_ps();
+    for (int d = 0; d < hd; d += 16) {
+        __m512 qv[8];
 #pragma GCC unroll 8
-        for (int i = 0; i < NV; i++) o[i] = _mm512_fmadd_ps(pj, load_kv(kind, v, base + 16 * i), o[i]);
+        for (int g = 0; g < NG; g++) qv[g] = _mm512_loadu_ps(q + (size_t)g * hd + d);
+#pragma GCC unroll 4
+        for (int p = 0; p < NP; p++) {
+            __m512 kv = kv16(kind, k, j + p, stride, rb, d);
+#pragma GCC unroll 8
+            for (int g = 0; g < NG; g++) a[p][g] = _mm512_fmadd_ps(qv[g], kv, a[p][g]);
+        }
     }
+#pragma GCC unroll 4
+    for (int p = 0; p < NP; p++)
 #pragma GCC unroll 8
-    for (int i = 0; i < NV; i++) _mm512_storeu_ps(out + d0 + 16 * i, o[i]);
+        for (int g = 0; g < NG; g++) sc[(size_t)g * n_kv + j + p] = fold16(a[p][g]) * scale;
 }
 
-INLINE void head(const int kind, float *out, const float *q, const void *k, const void *v, int n_kv,
-                 int64_t stride, int hd, float scale, float *scores) {
-    int j = 0;
-    for (; j + 4 <= n_kv; j += 4) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        const int64_t b = (int64_t)j * stride;
-        for (int d = 0; d < hd; d += 16) {
-            __m512 qv = _mm512_loadu_ps(q + d);
-            a0 = _mm512_fmadd_ps(qv, load_kv(kind, k, b + d), a0);
-            a1 = _mm512_fmadd_ps(qv, load_kv(kind, k, b + stride + d), a1);
-            a2 = _mm512_fmadd_ps(qv, load_kv(kind, k, b + 2 * stride + d), a2);
-            a3 = _mm512_fmadd_ps(qv, load_kv(kind, k, b + 3 * stride + d), a3);
+/* out_g[d0 .. d0 + 16·NV) = Σ_j p_gj · v_j for the NG heads */
+INLINE void vsums(const int kind, const int NG, const int NV, float *out, const void *v, int n_kv, int64_t stride,
+                  size_t rb, int hd, int d0, const float *p) {
+    __m512 o[8][8];
+#pragma GCC unroll 8
+    for (int g = 0; g < NG; g++)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; i++) o[g][i] = _mm512_setzero_ps();
+    for (int j = 0; j < n_kv; j++) {
+        __m512 x[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; i++) x[i] = kv16(kind, v, j, stride, rb, d0 + 16 * i);
+#pragma GCC unroll 8
+        for (int g = 0; g < NG; g++) {
+            __m512 pj = _mm512_set1_ps(p[(size_t)g * n_kv + j]);
+#pragma GCC unroll 8
+            for (int i = 0; i < NV; i++) o[g][i] = _mm512_fmadd_ps(pj, x[i], o[g][i]);
         }
-        scores[j] = fold16(a0) * scale;
-        scores[j + 1] = fold16(a1) * scale;
-        scores[j + 2] = fold16(a2) * scale;
-        scores[j + 3] = fold16(a3) * scale;
     }
-    for (; j < n_kv; j++) {
-        __m512 a = _mm512_setzero_ps();
-        for (int d = 0; d < hd; d += 16)
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + d), load_kv(kind, k, (int64_t)j * stride + d), a);
-        scores[j] = fold16(a) * scale;
-    }
-    ops_softmax_avx512(scores, n_kv);
+#pragma GCC unroll 8
+    for (int g = 0; g < NG; g++)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; i++) _mm512_storeu_ps(out + (size_t)g * hd + d0 + 16 * i, o[g][i]);
+}
+
+/* NG (1, 2, 4, 8) heads: q, out (NG, hd); scores (NG, n_kv) */
+INLINE void heads(const int kind, const int NG, float *out, const float *q, const void *k, const void *v, int n_kv,
+                  int64_t stride, int hd, float scale, float *scores) {
+    const size_t rb = kind == KV_Q8_0 ? ops_kv_bytes(KV_Q8_0, stride) : 0;
+    const int NP = NG >= 4 ? 1 : NG == 2 ? 2 : 4;   /* independent accumulators: NP · NG >= 4 */
+    int j = 0;
+    for (; j + NP <= n_kv; j += NP) kdots(kind, NG, NP, scores, n_kv, q, k, j, stride, rb, hd, scale);
+    for (; j < n_kv; j++) kdots(kind, NG, 1, scores, n_kv, q, k, j, stride, rb, hd, scale);
+    for (int g = 0; g < NG; g++) ops_softmax_avx512(scores + (size_t)g * n_kv, n_kv);
+    const int NV = NG >= 8 ? 2 : NG == 4 ? 4 : 8;   /* NG · NV <= 16 accumulators */
     int d0 = 0;
-    for (; d0 + 128 <= hd; d0 += 128) v_acc(kind, 8, out, v, n_kv, stride, d0, scores);
-    for (; d0 + 64 <= hd; d0 += 64) v_acc(kind, 4, out, v, n_kv, stride, d0, scores);
-    for (; d0 < hd; d0 += 16) v_acc(kind, 1, out, v, n_kv, stride, d0, scores);
+    for (; d0 + 16 * NV <= hd; d0 += 16 * NV) vsums(kind, NG, NV, out, v, n_kv, stride, rb, hd, d0, scores);
+    for (; d0 < hd; d0 += 16) vsums(kind, NG, 1, out, v, n_kv, stride, rb, hd, d0, scores);
 }
 
-/* ---- q8_0 cache: a head is hd/32 blocks (f16 d, 32 int8); values (float)q · d as kv_at ---- */
-INLINE __m512 q8_d(const uint8_t *blk) {
-    uint16_t h;
-    memcpy(&h, blk, 2);
-    return _mm512_set1_ps(_cvtsh_ss(h));   /* F16C: exact, as f16_to_f32 */
-}
-/* values 16·half .. 16·half + 15 of the block */
-INLINE __m512 q8_vals(const uint8_t *blk, int half, __m512 d) {
-    __m128i q = _mm_loadu_si128((const __m128i *)(blk + 2 + 16 * half));
-    return _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(q)), d);
-}
-
-/* out[32·b0 .. 32·(b0 + NB)) = Σ_j p_j · v_j: NB blocks, two zmm each */
-INLINE void v_acc_q8(const int NB, float *out, const uint8_t *v, int n_kv, size_t rb, int b0, const float *p) {
-    __m512 o[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 2 * NB; i++) o[i] = _mm512_setzero_ps();
-    for (int j = 0; j < n_kv; j++) {
-        __m512 pj = _mm512_set1_ps(p[j]);
-        const uint8_t *row = v + (size_t)j * rb + (size_t)b0 * KV_Q8_0_BYTES;
-#pragma GCC unroll 4
-        for (int b = 0; b < NB; b++) {
-            const uint8_t *blk = row + (size_t)b * KV_Q8_0_BYTES;
-            __m512 d = q8_d(blk);
-            o[2 * b] = _mm512_fmadd_ps(pj, q8_vals(blk, 0, d), o[2 * b]);
-            o[2 * b + 1] = _mm512_fmadd_ps(pj, q8_vals(blk, 1, d), o[2 * b + 1]);
-        }
+INLINE void heads_kind(const int kind, int ng, float *out, const float *q, const void *k, const void *v, int n_kv,
+                       int64_t stride, int hd, float scale, float *scores) {
+    while (ng > 0) {
+        int t = ng >= 8 ? 8 : ng >= 4 ? 4 : ng >= 2 ? 2 : 1;
+        if (t == 8) heads(kind, 8, out, q, k, v, n_kv, stride, hd, scale, scores);
+        else if (t == 4) heads(kind, 4, out, q, k, v, n_kv, stride, hd, scale, scores);
+        else if (t == 2) heads(kind, 2, out, q, k, v, n_kv, stride, hd, scale, scores);
+        else heads(kind, 1, out, q, k, v, n_kv, stride, hd, scale, scores);
+        out += (size_t)t * hd;
+        q += (size_t)t * hd;
+        ng -= t;
     }
-#pragma GCC unroll 8
-    for (int i = 0; i < 2 * NB; i++) _mm512_storeu_ps(out + 32 * b0 + 16 * i, o[i]);
 }
 
-/* head() for a q8_0 cache: rows of rb bytes; the same lanes and order (d ascending into one
- * zmm, four positions at once) */
-static void head_q8(float *out, const float *q, const uint8_t *k, const uint8_t *v, int n_kv, size_t rb, int hd,
-                    float scale, float *scores) {
-    const int nb = hd / KV_Q8_0_BLOCK;
-    int j = 0;
-    for (; j + 4 <= n_kv; j += 4) {
-        __m512 a[4] = {_mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps(), _mm512_setzero_ps()};
-        const uint8_t *r0 = k + (size_t)j * rb;
-        for (int b = 0; b < nb; b++) {
-            __m512 q0 = _mm512_loadu_ps(q + 32 * b), q1 = _mm512_loadu_ps(q + 32 * b + 16);
-#pragma GCC unroll 4
-            for (int r = 0; r < 4; r++) {
-                const uint8_t *blk = r0 + (size_t)r * rb + (size_t)b * KV_Q8_0_BYTES;
-                __m512 d = q8_d(blk);
-                a[r] = _mm512_fmadd_ps(q0, q8_vals(blk, 0, d), a[r]);
-                a[r] = _mm512_fmadd_ps(q1, q8_vals(blk, 1, d), a[r]);
-            }
-        }
-        for (int r = 0; r < 4; r++) scores[j + r] = fold16(a[r]) * scale;
-    }
-    for (; j < n_kv; j++) {
-        __m512 a = _mm512_setzero_ps();
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *blk = k + (size_t)j * rb + (size_t)b * KV_Q8_0_BYTES;
-            __m512 d = q8_d(blk);
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + 32 * b), q8_vals(blk, 0, d), a);
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(q + 32 * b + 16), q8_vals(blk, 1, d), a);
-        }
-        scores[j] = fold16(a) * scale;
-    }
-    ops_softmax_avx512(scores, n_kv);
-    int b0 = 0;
-    for (; b0 + 4 <= nb; b0 += 4) v_acc_q8(4, out, v, n_kv, rb, b0, scores);
-    for (; b0 < nb; b0++) v_acc_q8(1, out, v, n_kv, rb, b0, scores);
-}
-
-void ops_attn_head_avx512(float *out, const float *q, const void *k, const void *v, int kv_type,
-                          int n_kv, int64_t stride, int hd, float scale, float *scores) {
-    if (hd % 16) ops_attn_head_ref(out, q, k, v, kv_type, n_kv, stride, hd, scale, scores);
-    else if (kv_type == KV_F16) head(KV_F16, out, q, k, v, n_kv, stride, hd, scale, scores);
-    else if (kv_type == KV_Q8_0) head_q8(out, q, k, v, n_kv, ops_kv_bytes(KV_Q8_0, stride), hd, scale, scores);
-    else head(KV_F32, out, q, k, v, n_kv, stride, hd, scale, scores);
+void ops_attn_heads_avx512(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
+                           int64_t stride, int hd, float scale, float *scores) {
+    if (hd % 16) ops_attn_heads_ref(out, q, k, v, kv_type, ng, n_kv, stride, hd, scale, scores);
+    else if (kv_type == KV_F16) heads_kind(KV_F16, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else if (kv_type == KV_Q8_0) heads_kind(KV_Q8_0, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else heads_kind(KV_F32, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
 }
 
 void ops_f32_to_f16_avx512(uint16_t *y, const float *x, int64_t n) {

@@ -358,7 +358,7 @@ static void test_gpu_ops(void **state) {
     rand_f32(tmp, npos * kvd, 1.5f);
     ops_f32_to_f16(vc, tmp, npos * kvd);
     float *qv = malloc((size_t)(n * nh * hd) * 4), *o = malloc((size_t)(n * nh * hd) * 4), *og = malloc((size_t)(n * nh * hd) * 4);
-    float *scores = malloc((size_t)npos * 4);
+    float *scores = malloc((size_t)npos * OPS_ATTN_GROUP * 4);
     rand_f32(qv, n * nh * hd, 1.0f);
     float scale = 1.0f / sqrtf((float)hd);
     for (int t = 0; t < n; t++) ops_attention(o + t * nh * hd, qv + t * nh * hd, kc, vc, KV_F16, pos[t] + 1, nh, nkvh, hd, 0, nh, scale, scores);
@@ -420,7 +420,7 @@ static void test_gpu_ops(void **state) {
     {
         int hd2 = 256, nh2 = 2, nkv2 = 1, np2 = 40, kvd2 = nkv2 * hd2, p2[2] = {0, 39}, s2[2] = {0, 0};
         float *k2 = malloc((size_t)np2 * kvd2 * 4), *v2 = malloc((size_t)np2 * kvd2 * 4), *q2 = malloc((size_t)2 * nh2 * hd2 * 4);
-        float *o2 = malloc((size_t)2 * nh2 * hd2 * 4), *og2 = malloc((size_t)2 * nh2 * hd2 * 4), *sc2 = malloc((size_t)np2 * 4);
+        float *o2 = malloc((size_t)2 * nh2 * hd2 * 4), *og2 = malloc((size_t)2 * nh2 * hd2 * 4), *sc2 = malloc((size_t)np2 * OPS_ATTN_GROUP * 4);
         rand_f32(k2, np2 * kvd2, 1.0f); rand_f32(v2, np2 * kvd2, 1.0f); rand_f32(q2, 2 * nh2 * hd2, 1.0f);
         float sc = 1.0f / sqrtf((float)hd2);
         for (int t = 0; t < 2; t++)

@@ -272,7 +272,7 @@ static void attn_case(int n_heads, int n_kv_heads, int hd, int n_kv, int kv_type
     const void *k = kv_type == KV_F16 ? (const void *)kh : kv_type == KV_Q8_0 ? (const void *)kq : kf;
     const void *v = kv_type == KV_F16 ? (const void *)vh : kv_type == KV_Q8_0 ? (const void *)vq : vf;
     size_t on = (size_t)n_heads * hd;
-    float *out = malloc(sizeof(float) * on), *ref = malloc(sizeof(float) * on), *sc = malloc(sizeof(float) * (size_t)n_kv);
+    float *out = malloc(sizeof(float) * on), *ref = malloc(sizeof(float) * on), *sc = malloc(sizeof(float) * (size_t)n_kv * OPS_ATTN_GROUP);
     float scale = 1.0f / sqrtf((float)hd);
     char what[96];
     snprintf(what, sizeof what, "attention %s heads=%d/%d hd=%d n_kv=%d", ops_kv_name(kv_type),
@@ -337,6 +337,9 @@ static void test_ops_attention_model_shape(void **st) {
     attn_case(32, 8, 128, 129, KV_F16);   /* Llama-3 8B */
     attn_case(20, 5, 128, 1000, KV_Q8_0);
     attn_case(12, 4, 256, 77, KV_Q8_0);   /* Falcon3: 256-wide heads */
+    attn_case(16, 1, 64, 100, KV_F16);    /* multi-query: runs of 8 heads over one kv head */
+    attn_case(10, 1, 32, 33, KV_Q8_0);    /* 8 + 2 */
+    attn_case(14, 2, 48, 21, KV_F32);     /* 7 = 4 + 2 + 1 */
 }
 
 /* ---- f16 conversions --------------------------------------------------- */
