@@ -101,7 +101,7 @@ typedef struct cpl {
     pthread_mutex_t mu;
     pthread_t hb_thread;
     int hb_running;
-    volatile int hb_stop;
+    atomic_int hb_stop;
 } cpl_t;
 
 static const char *wname(const cworker_t *w) { return w->cw->name; }

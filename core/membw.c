@@ -6,6 +6,7 @@
 #include "core/alloc.h"
 #include "core/progress.h"
 #include <stdint.h>
+#include <stdatomic.h>
 #include <string.h>
 #if defined(__x86_64__)
 #include <immintrin.h>
@@ -51,13 +52,15 @@ __attribute__((target("avx512f"))) static uint64_t read_avx512(const uint64_t *p
 
 uint64_t membw_read(const uint64_t *p, long b, long e) {
 #if defined(__x86_64__)
-    static int g_isa = -1;   /* 2 avx512, 1 avx2, 0 scalar */
-    if (g_isa < 0) {
+    static atomic_int g_isa = -1;   /* 2 avx512, 1 avx2, 0 scalar; the pool's threads may race to set it */
+    int isa = atomic_load_explicit(&g_isa, memory_order_relaxed);
+    if (isa < 0) {
         __builtin_cpu_init();
-        g_isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+        isa = __builtin_cpu_supports("avx512f") ? 2 : __builtin_cpu_supports("avx2") ? 1 : 0;
+        atomic_store_explicit(&g_isa, isa, memory_order_relaxed);
     }
-    if (g_isa == 2) return read_avx512(p, b, e);
-    if (g_isa == 1) return read_avx2(p, b, e);
+    if (isa == 2) return read_avx512(p, b, e);
+    if (isa == 1) return read_avx2(p, b, e);
 #endif
     return read_scalar(p, b, e);
 }

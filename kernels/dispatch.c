@@ -1,5 +1,6 @@
 /* dispatch: CPU detection and the TERN_ISA override. */
 #include "kernels/dispatch.h"
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -10,7 +11,7 @@
 #endif
 #endif
 
-static int g_isa = -1;
+static atomic_int g_isa = -1;   /* threads may race to set it first: the same value */
 
 int isa_supported(int isa) {
     switch (isa) {
@@ -58,7 +59,8 @@ int isa_from_name(const char *s) {
 }
 
 int isa_current(void) {
-    if (g_isa >= 0) return g_isa;
+    int cur = atomic_load_explicit(&g_isa, memory_order_relaxed);
+    if (cur >= 0) return cur;
     int isa = isa_best();
     const char *env = getenv("TERN_ISA");
     if (env && *env) {
@@ -68,10 +70,10 @@ int isa_current(void) {
         else
             isa = want;
     }
-    g_isa = isa;
+    atomic_store_explicit(&g_isa, isa, memory_order_relaxed);
     return isa;
 }
 
 void isa_force(int isa) {
-    if (isa_supported(isa)) g_isa = isa;
+    if (isa_supported(isa)) atomic_store_explicit(&g_isa, isa, memory_order_relaxed);
 }

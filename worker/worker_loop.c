@@ -17,6 +17,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -69,7 +70,7 @@ typedef struct worker {
     uint64_t orphan_step;      /* a Forward came before any LoadShard: tell_no_layers */
     double orphan_until;       /* retry telling the coordinator until then; 0 = nothing to tell */
     int quit;                  /* a Shutdown came */
-    volatile int *stop;        /* embedded: the owner asks the loop to end */
+    atomic_int *stop;          /* embedded: the owner asks the loop to end */
 } worker_t;
 
 /* A worker restarted at the same endpoint gets the old pipeline's steps (from the previous
@@ -576,7 +577,7 @@ struct worker_thread {
     pthread_cond_t cv;
     int state;                     /* 0 starting, 1 listening, <0 could not start */
     char err[512];
-    volatile int stop;
+    atomic_int stop;
 };
 
 static void *worker_thread_main(void *arg) {

@@ -201,7 +201,7 @@ static void sum_fn(void *arg, int ith, int nth) {
     int64_t s = 0;
     for (long i = b; i < e; i++) s += t->x[i];
     t->part[ith] = s;
-    t->seen_nth = nth;
+    if (ith == 0) t->seen_nth = nth;   /* one writer: every thread sees the same nth */
     atomic_fetch_add(&t->calls, 1);
 }
 
