@@ -81,146 +81,110 @@ void ops_softmax_avx2(float *x, int64_t n) {
     for (; i < n; i++) x[i] *= inv;
 }
 
-/* 8 cache values from element i of kind KV_F32 / KV_F16 */
-INLINE __m256 load_kv(const int kind, const void *p, int64_t i) {
+/* ---- attention: NG query heads of one kv head together ------------------------------------
+ * Each cache row is loaded (and converted: f16, or q8_0's (float)q · d) once for the NG heads
+ * that read it; every head's arithmetic is the spec's, in its order (the 16 spec lanes of a
+ * score as a (lo, hi) ymm pair; several positions or heads at once to hide FMA latency). */
+
+/* 8 values from element d of position j's row: f32/f16 at element offsets (stride elements a
+ * row), q8_0 by block (rb bytes a row) */
+INLINE __m256 kv8(const int kind, const void *p, int j, int64_t stride, size_t rb, int d) {
+    if (kind == KV_Q8_0) {
+        const uint8_t *blk = (const uint8_t *)p + (size_t)j * rb + (size_t)(d / KV_Q8_0_BLOCK) * KV_Q8_0_BYTES;
+        uint16_t h;
+        memcpy(&h, blk, 2);
+        __m128i q = _mm_loadl_epi64((const __m128i *)(blk + 2 + d % KV_Q8_0_BLOCK));
+        return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), _mm256_set1_ps(_cvtsh_ss(h)));   /* F16C: exact */
+    }
+    const int64_t i = (int64_t)j * stride + d;
     if (kind == KV_F16) return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)((const uint16_t *)p + i)));
     return _mm256_loadu_ps((const float *)p + i);
 }
 
-/* out[d0 .. d0+8·NV) = Σ_j p_j · v_j */
-INLINE void v_acc(const int kind, const int NV, float *out, const void *v, int n_kv, int64_t stride,
-                  int d0, const float *p) {
-    __m256 o[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < NV; i++) o[i] = _mm256_setzero_ps();
-    for (int j = 0; j < n_kv; j++) {
-        __m256 pj = _mm256_set1_ps(p[j]);
-        const int64_t base = (int64_t)j * stride + d0;
-#pragma GCC unroll 8
-        for (int i = 0; i < NV; i++) o[i] = _mm256_fmadd_ps(pj, load_kv(kind, v, base + 8 * i), o[i]);
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < NV; i++) _mm256_storeu_ps(out + d0 + 8 * i, o[i]);
-}
-
-/* q·k_j for 2 positions: lanes d%16 in (lo, hi) ymm pairs */
-INLINE void head(const int kind, float *out, const float *q, const void *k, const void *v, int n_kv,
-                 int64_t stride, int hd, float scale, float *scores) {
-    int j = 0;
-    for (; j + 2 <= n_kv; j += 2) {
-        __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
-        const int64_t b = (int64_t)j * stride;
-        for (int d = 0; d < hd; d += 16) {
-            __m256 q0 = _mm256_loadu_ps(q + d), q1 = _mm256_loadu_ps(q + d + 8);
-            a0 = _mm256_fmadd_ps(q0, load_kv(kind, k, b + d), a0);
-            b0 = _mm256_fmadd_ps(q1, load_kv(kind, k, b + d + 8), b0);
-            a1 = _mm256_fmadd_ps(q0, load_kv(kind, k, b + stride + d), a1);
-            b1 = _mm256_fmadd_ps(q1, load_kv(kind, k, b + stride + d + 8), b1);
-        }
-        scores[j] = fold8(_mm256_add_ps(a0, b0)) * scale;
-        scores[j + 1] = fold8(_mm256_add_ps(a1, b1)) * scale;
-    }
-    for (; j < n_kv; j++) {
-        __m256 a = _mm256_setzero_ps(), bb = a;
-        const int64_t b = (int64_t)j * stride;
-        for (int d = 0; d < hd; d += 16) {
-            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + d), load_kv(kind, k, b + d), a);
-            bb = _mm256_fmadd_ps(_mm256_loadu_ps(q + d + 8), load_kv(kind, k, b + d + 8), bb);
-        }
-        scores[j] = fold8(_mm256_add_ps(a, bb)) * scale;
-    }
-    ops_softmax_avx2(scores, n_kv);
-    int d0 = 0;
-    for (; d0 + 64 <= hd; d0 += 64) v_acc(kind, 8, out, v, n_kv, stride, d0, scores);
-    for (; d0 < hd; d0 += 16) v_acc(kind, 2, out, v, n_kv, stride, d0, scores);
-}
-
-/* ---- q8_0 cache: a head is hd/32 blocks (f16 d, 32 int8); values (float)q · d as kv_at ---- */
-INLINE __m256 q8_d(const uint8_t *blk) {
-    uint16_t h;
-    memcpy(&h, blk, 2);
-    return _mm256_set1_ps(_cvtsh_ss(h));   /* F16C: exact, as f16_to_f32 */
-}
-/* values 8·part .. 8·part + 7 of the block (part 0..3) */
-INLINE __m256 q8_vals(const uint8_t *blk, int part, __m256 d) {
-    __m128i q = _mm_loadl_epi64((const __m128i *)(blk + 2 + 8 * part));
-    return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)), d);
-}
-
-/* out[32·b0 .. 32·(b0 + NB)) = Σ_j p_j · v_j: NB blocks, four ymm each */
-INLINE void v_acc_q8(const int NB, float *out, const uint8_t *v, int n_kv, size_t rb, int b0, const float *p) {
-    __m256 o[8];
-#pragma GCC unroll 8
-    for (int i = 0; i < 4 * NB; i++) o[i] = _mm256_setzero_ps();
-    for (int j = 0; j < n_kv; j++) {
-        __m256 pj = _mm256_set1_ps(p[j]);
-        const uint8_t *row = v + (size_t)j * rb + (size_t)b0 * KV_Q8_0_BYTES;
+/* scores of positions j .. j+NP-1 for heads 0..NG-1 (row g of sc: n_kv apart) */
+INLINE void kdots(const int kind, const int NG, const int NP, float *sc, int n_kv, const float *q, const void *k,
+                  int j, int64_t stride, size_t rb, int hd, float scale) {
+    __m256 lo[2][4], hi[2][4];
 #pragma GCC unroll 2
-        for (int b = 0; b < NB; b++) {
-            const uint8_t *blk = row + (size_t)b * KV_Q8_0_BYTES;
-            __m256 d = q8_d(blk);
+    for (int p = 0; p < NP; p++)
 #pragma GCC unroll 4
-            for (int c = 0; c < 4; c++) o[4 * b + c] = _mm256_fmadd_ps(pj, q8_vals(blk, c, d), o[4 * b + c]);
-        }
-    }
-#pragma GCC unroll 8
-    for (int i = 0; i < 4 * NB; i++) _mm256_storeu_ps(out + 32 * b0 + 8 * i, o[i]);
-}
-
-/* head() for a q8_0 cache: rows of rb bytes; the same (lo, hi) lanes and order, two positions at once */
-static void head_q8(float *out, const float *q, const uint8_t *k, const uint8_t *v, int n_kv, size_t rb, int hd,
-                    float scale, float *scores) {
-    const int nb = hd / KV_Q8_0_BLOCK;
-    int j = 0;
-    for (; j + 2 <= n_kv; j += 2) {
-        __m256 a0 = _mm256_setzero_ps(), b0 = a0, a1 = a0, b1 = a0;
-        const uint8_t *r0 = k + (size_t)j * rb, *r1 = r0 + rb;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *k0 = r0 + (size_t)b * KV_Q8_0_BYTES, *k1 = r1 + (size_t)b * KV_Q8_0_BYTES;
-            __m256 d0 = q8_d(k0), d1 = q8_d(k1);
+        for (int g = 0; g < NG; g++) lo[p][g] = hi[p][g] = _mm256_setzero_ps();
+    for (int d = 0; d < hd; d += 16) {
 #pragma GCC unroll 2
-            for (int h = 0; h < 2; h++) {   /* elements 16h .. 16h + 15: lo 8, hi 8 */
-                __m256 q0 = _mm256_loadu_ps(q + 32 * b + 16 * h), q1 = _mm256_loadu_ps(q + 32 * b + 16 * h + 8);
-                a0 = _mm256_fmadd_ps(q0, q8_vals(k0, 2 * h, d0), a0);
-                b0 = _mm256_fmadd_ps(q1, q8_vals(k0, 2 * h + 1, d0), b0);
-                a1 = _mm256_fmadd_ps(q0, q8_vals(k1, 2 * h, d1), a1);
-                b1 = _mm256_fmadd_ps(q1, q8_vals(k1, 2 * h + 1, d1), b1);
+        for (int p = 0; p < NP; p++) {
+            __m256 k0 = kv8(kind, k, j + p, stride, rb, d), k1 = kv8(kind, k, j + p, stride, rb, d + 8);
+#pragma GCC unroll 4
+            for (int g = 0; g < NG; g++) {
+                lo[p][g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)g * hd + d), k0, lo[p][g]);
+                hi[p][g] = _mm256_fmadd_ps(_mm256_loadu_ps(q + (size_t)g * hd + d + 8), k1, hi[p][g]);
             }
         }
-        scores[j] = fold8(_mm256_add_ps(a0, b0)) * scale;
-        scores[j + 1] = fold8(_mm256_add_ps(a1, b1)) * scale;
     }
-    for (; j < n_kv; j++) {
-        __m256 a = _mm256_setzero_ps(), bb = a;
-        for (int b = 0; b < nb; b++) {
-            const uint8_t *k0 = k + (size_t)j * rb + (size_t)b * KV_Q8_0_BYTES;
-            __m256 d0 = q8_d(k0);
-            for (int h = 0; h < 2; h++) {
-                a = _mm256_fmadd_ps(_mm256_loadu_ps(q + 32 * b + 16 * h), q8_vals(k0, 2 * h, d0), a);
-                bb = _mm256_fmadd_ps(_mm256_loadu_ps(q + 32 * b + 16 * h + 8), q8_vals(k0, 2 * h + 1, d0), bb);
-            }
+#pragma GCC unroll 2
+    for (int p = 0; p < NP; p++)
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) sc[(size_t)g * n_kv + j + p] = fold8(_mm256_add_ps(lo[p][g], hi[p][g])) * scale;
+}
+
+/* out_g[d0 .. d0 + 8·NV) = Σ_j p_gj · v_j for the NG heads */
+INLINE void vsums(const int kind, const int NG, const int NV, float *out, const void *v, int n_kv, int64_t stride,
+                  size_t rb, int hd, int d0, const float *p) {
+    __m256 o[4][8];
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; g++)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; i++) o[g][i] = _mm256_setzero_ps();
+    for (int j = 0; j < n_kv; j++) {
+        __m256 x[8];
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; i++) x[i] = kv8(kind, v, j, stride, rb, d0 + 8 * i);
+#pragma GCC unroll 4
+        for (int g = 0; g < NG; g++) {
+            __m256 pj = _mm256_set1_ps(p[(size_t)g * n_kv + j]);
+#pragma GCC unroll 8
+            for (int i = 0; i < NV; i++) o[g][i] = _mm256_fmadd_ps(pj, x[i], o[g][i]);
         }
-        scores[j] = fold8(_mm256_add_ps(a, bb)) * scale;
     }
-    ops_softmax_avx2(scores, n_kv);
-    int c0 = 0;
-    for (; c0 + 2 <= nb; c0 += 2) v_acc_q8(2, out, v, n_kv, rb, c0, scores);
-    for (; c0 < nb; c0++) v_acc_q8(1, out, v, n_kv, rb, c0, scores);
+#pragma GCC unroll 4
+    for (int g = 0; g < NG; g++)
+#pragma GCC unroll 8
+        for (int i = 0; i < NV; i++) _mm256_storeu_ps(out + (size_t)g * hd + d0 + 8 * i, o[g][i]);
 }
 
-static void attn_head(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
-                      int64_t stride, int hd, float scale, float *scores) {
-    if (hd % 16) ops_attn_head_ref(out, q, k, v, kv_type, n_kv, stride, hd, scale, scores);
-    else if (kv_type == KV_F16) head(KV_F16, out, q, k, v, n_kv, stride, hd, scale, scores);
-    else if (kv_type == KV_Q8_0) head_q8(out, q, k, v, n_kv, ops_kv_bytes(KV_Q8_0, stride), hd, scale, scores);
-    else head(KV_F32, out, q, k, v, n_kv, stride, hd, scale, scores);
+/* NG (1, 2, 4) heads: q, out (NG, hd); scores (NG, n_kv) */
+INLINE void heads(const int kind, const int NG, float *out, const float *q, const void *k, const void *v, int n_kv,
+                  int64_t stride, int hd, float scale, float *scores) {
+    const size_t rb = kind == KV_Q8_0 ? ops_kv_bytes(KV_Q8_0, stride) : 0;
+    const int NP = NG >= 4 ? 1 : 2;   /* accumulators 2 · NP · NG <= 8 */
+    int j = 0;
+    for (; j + NP <= n_kv; j += NP) kdots(kind, NG, NP, scores, n_kv, q, k, j, stride, rb, hd, scale);
+    for (; j < n_kv; j++) kdots(kind, NG, 1, scores, n_kv, q, k, j, stride, rb, hd, scale);
+    for (int g = 0; g < NG; g++) ops_softmax_avx2(scores + (size_t)g * n_kv, n_kv);
+    const int NV = NG >= 4 ? 2 : NG == 2 ? 4 : 8;   /* NG · NV <= 8 accumulators */
+    int d0 = 0;
+    for (; d0 + 8 * NV <= hd; d0 += 8 * NV) vsums(kind, NG, NV, out, v, n_kv, stride, rb, hd, d0, scores);
+    for (; d0 < hd; d0 += 16) vsums(kind, NG, 2, out, v, n_kv, stride, rb, hd, d0, scores);
 }
 
-/* one head at a time (each row's conversion not shared yet: AVX-512 shares it) */
+INLINE void heads_kind(const int kind, int ng, float *out, const float *q, const void *k, const void *v, int n_kv,
+                       int64_t stride, int hd, float scale, float *scores) {
+    while (ng > 0) {
+        int t = ng >= 4 ? 4 : ng >= 2 ? 2 : 1;
+        if (t == 4) heads(kind, 4, out, q, k, v, n_kv, stride, hd, scale, scores);
+        else if (t == 2) heads(kind, 2, out, q, k, v, n_kv, stride, hd, scale, scores);
+        else heads(kind, 1, out, q, k, v, n_kv, stride, hd, scale, scores);
+        out += (size_t)t * hd;
+        q += (size_t)t * hd;
+        ng -= t;
+    }
+}
+
 void ops_attn_heads_avx2(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
                          int64_t stride, int hd, float scale, float *scores) {
-    for (int g = 0; g < ng; g++)
-        attn_head(out + (size_t)g * hd, q + (size_t)g * hd, k, v, kv_type, n_kv, stride, hd, scale, scores);
+    if (hd % 16) ops_attn_heads_ref(out, q, k, v, kv_type, ng, n_kv, stride, hd, scale, scores);
+    else if (kv_type == KV_F16) heads_kind(KV_F16, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else if (kv_type == KV_Q8_0) heads_kind(KV_Q8_0, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else heads_kind(KV_F32, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
 }
 
 void ops_f32_to_f16_avx2(uint16_t *y, const float *x, int64_t n) {
