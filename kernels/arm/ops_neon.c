@@ -173,63 +173,72 @@ INLINE const void *kv_row(const int kind, const void *p, int j, int64_t stride, 
     return (const float *)p + (int64_t)j * stride;
 }
 
-INLINE void fma16(lanes16_t *a, const float *q, lanes16_t k) {
-    for (int r = 0; r < 4; r++) a->r[r] = vfmaq_f32(a->r[r], vld1q_f32(q + 4 * r), k.r[r]);
-}
-
-INLINE void head(const int kind, float *out, const float *q, const void *k, const void *v, int n_kv, int64_t stride,
-                 int hd, float scale, float *scores) {
+/* NG (1, 2, 4) query heads of one kv head together: each cache row loaded and converted once
+ * for them; every head's arithmetic the spec's. q, out (NG, hd); scores (NG, n_kv). */
+INLINE void heads(const int kind, const int NG, float *out, const float *q, const void *k, const void *v, int n_kv,
+                  int64_t stride, int hd, float scale, float *scores) {
     const size_t rb = ops_kv_bytes(KV_Q8_0, stride);   /* q8_0 only */
+    const int NP = NG >= 4 ? 1 : 2;   /* positions at once: 4 · NP · NG <= 16 accumulators */
     int j = 0;
-    for (; j + 2 <= n_kv; j += 2) {
-        lanes16_t a0 = l16_zero(), a1 = l16_zero();
-        const void *k0 = kv_row(kind, k, j, stride, rb), *k1 = kv_row(kind, k, j + 1, stride, rb);
-        for (int d = 0; d < hd; d += 16) {
-            fma16(&a0, q + d, kv16(kind, k0, d));
-            fma16(&a1, q + d, kv16(kind, k1, d));
-        }
-        scores[j] = fold16(a0) * scale;
-        scores[j + 1] = fold16(a1) * scale;
+    while (j < n_kv) {
+        int np = n_kv - j >= NP ? NP : 1;
+        lanes16_t a[2][4];
+        for (int p = 0; p < np; p++)
+            for (int g = 0; g < NG; g++) a[p][g] = l16_zero();
+        for (int d = 0; d < hd; d += 16)
+            for (int p = 0; p < np; p++) {
+                lanes16_t kv = kv16(kind, kv_row(kind, k, j + p, stride, rb), d);
+                for (int g = 0; g < NG; g++)
+                    for (int r = 0; r < 4; r++)
+                        a[p][g].r[r] = vfmaq_f32(a[p][g].r[r], vld1q_f32(q + (size_t)g * hd + d + 4 * r), kv.r[r]);
+            }
+        for (int p = 0; p < np; p++)
+            for (int g = 0; g < NG; g++) scores[(size_t)g * n_kv + j + p] = fold16(a[p][g]) * scale;
+        j += np;
     }
-    for (; j < n_kv; j++) {
-        lanes16_t a = l16_zero();
-        const void *k0 = kv_row(kind, k, j, stride, rb);
-        for (int d = 0; d < hd; d += 16) fma16(&a, q + d, kv16(kind, k0, d));
-        scores[j] = fold16(a) * scale;
-    }
-    ops_softmax_neon(scores, n_kv);
-    /* out = Σ_j p_j · v_j, 32 outputs (8 registers) at a time */
-    for (int d0 = 0; d0 < hd; d0 += 32) {
-        int nr = hd - d0 >= 32 ? 8 : 4;
-        float32x4_t o[8];
-        for (int r = 0; r < 8; r++) o[r] = vdupq_n_f32(0.0f);
+    for (int g = 0; g < NG; g++) ops_softmax_neon(scores + (size_t)g * n_kv, n_kv);
+    /* out_g = Σ_j p_gj · v_j: 16 dims a pass for 4 heads, 32 for 1 or 2 */
+    const int W = NG >= 4 ? 16 : 32;
+    for (int d0 = 0; d0 < hd; d0 += W) {
+        int nr = hd - d0 >= W ? W / 4 : 4;   /* float32x4 registers per head this pass */
+        float32x4_t o[4][8];
+        for (int g = 0; g < NG; g++)
+            for (int r = 0; r < 8; r++) o[g][r] = vdupq_n_f32(0.0f);
         for (int jj = 0; jj < n_kv; jj++) {
-            float32x4_t pj = vdupq_n_f32(scores[jj]);
             const void *row = kv_row(kind, v, jj, stride, rb);
-            lanes16_t x = kv16(kind, row, d0);
-            for (int r = 0; r < 4; r++) o[r] = vfmaq_f32(o[r], pj, x.r[r]);
-            if (nr == 8) {
-                x = kv16(kind, row, d0 + 16);
-                for (int r = 0; r < 4; r++) o[4 + r] = vfmaq_f32(o[4 + r], pj, x.r[r]);
+            lanes16_t x0 = kv16(kind, row, d0), x1 = x0;
+            if (nr == 8) x1 = kv16(kind, row, d0 + 16);
+            for (int g = 0; g < NG; g++) {
+                float32x4_t pj = vdupq_n_f32(scores[(size_t)g * n_kv + jj]);
+                for (int r = 0; r < 4; r++) o[g][r] = vfmaq_f32(o[g][r], pj, x0.r[r]);
+                if (nr == 8)
+                    for (int r = 0; r < 4; r++) o[g][4 + r] = vfmaq_f32(o[g][4 + r], pj, x1.r[r]);
             }
         }
-        for (int r = 0; r < nr; r++) vst1q_f32(out + d0 + 4 * r, o[r]);
+        for (int g = 0; g < NG; g++)
+            for (int r = 0; r < nr; r++) vst1q_f32(out + (size_t)g * hd + d0 + 4 * r, o[g][r]);
     }
 }
 
-static void attn_head(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
-                      int64_t stride, int hd, float scale, float *scores) {
-    if (hd % 16) ops_attn_head_ref(out, q, k, v, kv_type, n_kv, stride, hd, scale, scores);
-    else if (kv_type == KV_F16) head(KV_F16, out, q, k, v, n_kv, stride, hd, scale, scores);
-    else if (kv_type == KV_Q8_0) head(KV_Q8_0, out, q, k, v, n_kv, stride, hd, scale, scores);
-    else head(KV_F32, out, q, k, v, n_kv, stride, hd, scale, scores);
+INLINE void heads_kind(const int kind, int ng, float *out, const float *q, const void *k, const void *v, int n_kv,
+                       int64_t stride, int hd, float scale, float *scores) {
+    while (ng > 0) {
+        int t = ng >= 4 ? 4 : ng >= 2 ? 2 : 1;
+        if (t == 4) heads(kind, 4, out, q, k, v, n_kv, stride, hd, scale, scores);
+        else if (t == 2) heads(kind, 2, out, q, k, v, n_kv, stride, hd, scale, scores);
+        else heads(kind, 1, out, q, k, v, n_kv, stride, hd, scale, scores);
+        out += (size_t)t * hd;
+        q += (size_t)t * hd;
+        ng -= t;
+    }
 }
 
-/* one head at a time (each row's conversion not shared yet: AVX-512 shares it) */
 void ops_attn_heads_neon(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
                          int64_t stride, int hd, float scale, float *scores) {
-    for (int g = 0; g < ng; g++)
-        attn_head(out + (size_t)g * hd, q + (size_t)g * hd, k, v, kv_type, n_kv, stride, hd, scale, scores);
+    if (hd % 16) ops_attn_heads_ref(out, q, k, v, kv_type, ng, n_kv, stride, hd, scale, scores);
+    else if (kv_type == KV_F16) heads_kind(KV_F16, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else if (kv_type == KV_Q8_0) heads_kind(KV_Q8_0, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else heads_kind(KV_F32, ng, out, q, k, v, n_kv, stride, hd, scale, scores);
 }
 
 /* ---- f16 rows ------------------------------------------------------------------------------- */
