@@ -95,6 +95,19 @@ if [ $rc -eq 0 ] && echo "$md" | grep -q '^| model  *| *size | *params | backend
    && echo "$md" | grep -q '| *pp8 |' && echo "$md" | grep -q '| *tg4 |' && echo "$md" | grep -q ' ± '; then
   ok "bench markdown table"
 else bad "bench md (rc $rc): $md"; fi
+# -d: tg with the cache filled first (one row a depth, named as llama-bench does); the roofline
+# counts the cache read per token, so it falls with the depth
+T bench -m "$M" -p 0 -n 4 -d 0,40 -t 1 -r 1 --bw-size 16MiB -o json --kv-type q8_0 >"$tmp/d.json" 2>"$tmp/d.err"; rc=$?
+if [ $rc -eq 0 ] && python3 - "$tmp/d.json" <<'PY'
+import json, sys
+rows = json.load(open(sys.argv[1]))
+assert [r["n_depth"] for r in rows] == [0, 40], rows
+assert [r["test"] for r in rows] == ["tg4", "tg4 @ d40"], rows
+assert all(r["type_kv"] == "q8_0" and r["avg_ts"] > 0 for r in rows), rows
+assert rows[1]["roofline_ts"] < rows[0]["roofline_ts"], rows
+PY
+then ok "bench -d 0,40: a row a depth, the roofline counts the cache"
+else bad "bench -d (rc $rc): $(head -c 600 "$tmp/d.json") $(tail -2 "$tmp/d.err")"; fi
 
 # ---- perplexity ----------------------------------------------------------------------------
 txt="$tmp/text.txt"
@@ -145,6 +158,7 @@ expect_err "bench: -n negative" bench -m "$M" -n -5
 expect_err "bench: -n absurd" bench -m "$M" -n 999999999
 expect_err "bench: -o bad" bench -m "$M" -o xml
 expect_err "bench: -t 0 in a list" bench -m "$M" -t 1,0
+expect_err "bench: -d with several sequences" bench -m "$M" -d 8 -np 2
 expect_err "run: unknown --kv-type" run -m "$M" -p hi -n 2 --kv-type q4_k
 err=$(printf '%s\n' "$long" | T chat -m "$M" -c 16 -n 4 2>&1 >/dev/null); rc=$?
 [ $rc -ne 0 ] && [ $rc -lt 124 ] && [ "$(printf '%s\n' "$err" | grep -c .)" -eq 1 ] \
