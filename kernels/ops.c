@@ -212,19 +212,21 @@ void ops_attention(float *out, const float *q, const void *k, const void *v, int
     TERN_ASSERT(n_kv_heads > 0 && n_heads % n_kv_heads == 0 && hd > 0);
     TERN_ASSERT(0 <= h0 && h0 <= h1 && h1 <= n_heads && n_kv >= 1);
     ops_attn_heads_fn fn = ops_attn_heads_ref;
+    int gmax = OPS_ATTN_GROUP;   /* the most heads the variant takes at once */
 #if defined(TERN_HAVE_X86)
-    if (isa_current() == ISA_AVX2) fn = ops_attn_heads_avx2;
+    if (isa_current() == ISA_AVX2) fn = ops_attn_heads_avx2, gmax = 4;
     if (isa_current() == ISA_AVX512) fn = ops_attn_heads_avx512;
 #endif
 #if defined(TERN_HAVE_ARM)
-    if (isa_current() == ISA_NEON) fn = ops_attn_heads_neon;
+    if (isa_current() == ISA_NEON) fn = ops_attn_heads_neon, gmax = 4;
 #endif
     const size_t hb = ops_kv_bytes(kv_type, hd);   /* one head's bytes in a position's row */
     const int64_t stride = (int64_t)n_kv_heads * hd;
     const int group = n_heads / n_kv_heads;
-    for (int h = h0; h < h1;) {   /* the heads of [h0, h1) that read one kv head, OPS_ATTN_GROUP at most */
+    for (int h = h0; h < h1;) {   /* runs of heads of [h0, h1) that read one kv head: 8, 4, 2 or 1 */
         int kvh = h / group, end = (kvh + 1) * group < h1 ? (kvh + 1) * group : h1;
-        int ng = end - h < OPS_ATTN_GROUP ? end - h : OPS_ATTN_GROUP;
+        int ng = end - h < gmax ? end - h : gmax;
+        while (ng & (ng - 1)) ng &= ng - 1;   /* the largest power of two in it */
         size_t off = (size_t)kvh * hb;
         fn(out + (int64_t)h * hd, q + (int64_t)h * hd, (const uint8_t *)k + off, (const uint8_t *)v + off, kv_type, ng,
            n_kv, stride, hd, scale, scores);

@@ -49,7 +49,8 @@ static inline float ops_exp_spec(float x) {
 void ops_attn_head_ref(float *out, const float *q, const void *k, const void *v, int kv_type, int n_kv,
                        int64_t stride, int hd, float scale, float *scores);
 /* ng consecutive query heads of one kv head: q, out (ng, hd); scores (ng, n_kv). Each head's
- * arithmetic is ops_attn_head_ref's; a variant may share cache loads across the ng heads. */
+ * arithmetic is ops_attn_head_ref's; a variant may share cache loads across the ng heads.
+ * ng: 1, 2 or 4 (8 too for the reference and AVX-512): ops_attention splits the runs. */
 typedef void (*ops_attn_heads_fn)(float *out, const float *q, const void *k, const void *v, int kv_type, int ng,
                                   int n_kv, int64_t stride, int hd, float scale, float *scores);
 void ops_attn_heads_ref(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,

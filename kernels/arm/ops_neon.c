@@ -220,17 +220,12 @@ INLINE void heads(const int kind, const int NG, float *out, const float *q, cons
     }
 }
 
+/* ng: 1, 2, 4 (ops_attention splits longer runs) */
 INLINE void heads_kind(const int kind, int ng, float *out, const float *q, const void *k, const void *v, int n_kv,
                        int64_t stride, int hd, float scale, float *scores) {
-    while (ng > 0) {
-        int t = ng >= 4 ? 4 : ng >= 2 ? 2 : 1;
-        if (t == 4) heads(kind, 4, out, q, k, v, n_kv, stride, hd, scale, scores);
-        else if (t == 2) heads(kind, 2, out, q, k, v, n_kv, stride, hd, scale, scores);
-        else heads(kind, 1, out, q, k, v, n_kv, stride, hd, scale, scores);
-        out += (size_t)t * hd;
-        q += (size_t)t * hd;
-        ng -= t;
-    }
+    if (ng == 4) heads(kind, 4, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else if (ng == 2) heads(kind, 2, out, q, k, v, n_kv, stride, hd, scale, scores);
+    else heads(kind, 1, out, q, k, v, n_kv, stride, hd, scale, scores);
 }
 
 void ops_attn_heads_neon(float *out, const float *q, const void *k, const void *v, int kv_type, int ng, int n_kv,
