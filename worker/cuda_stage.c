@@ -256,6 +256,12 @@ static int acts_alloc(cuda_stage_t *c, int *ok) {
     return 0;
 }
 
+/* the environment variable name is set to exactly val */
+static int env_is(const char *name, const char *val) {
+    const char *e = getenv(name);
+    return e && !strcmp(e, val);
+}
+
 int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, int n_max, int n_logits_max,
                    int kv_type, char *err, size_t errlen) {
     *out = NULL;
@@ -277,18 +283,12 @@ int cuda_stage_new(cuda_stage_t **out, const shard_t *s, int n_ctx, int n_seq, i
     c->n_max = n_max;
     c->n_lmax = n_logits_max > 0 ? n_logits_max : 1;
     c->kv_type = kv_type;
-    const char *ge = getenv("TERN_CUDA_GRAPHS");
-    c->graphs = !(ge && !strcmp(ge, "0"));
-    const char *fe = getenv("TERN_CUDA_FUSE");
-    c->fuse = !(fe && !strcmp(fe, "0"));
-    const char *te = getenv("TERN_CUDA_TIMING");
-    c->timing = te && !strcmp(te, "1");
-    const char *pe = getenv("TERN_CUDA_PDL");
-    c->pdl = cuda_tmat_set_pdl(!(pe && !strcmp(pe, "0")));
-    const char *se = getenv("TERN_CUDA_SAMPLE");
-    c->picks = s->has_head && se && !strcmp(se, "1");
-    const char *me = getenv("TERN_CUDA_MMA");   /* prefill on the tensor cores: opt-in until run on a GPU */
-    c->mma = cuda_tmat_set_mma(me && !strcmp(me, "1"));
+    c->graphs = !env_is("TERN_CUDA_GRAPHS", "0");
+    c->fuse = !env_is("TERN_CUDA_FUSE", "0");
+    c->timing = env_is("TERN_CUDA_TIMING", "1");
+    c->pdl = cuda_tmat_set_pdl(!env_is("TERN_CUDA_PDL", "0"));
+    c->picks = s->has_head && env_is("TERN_CUDA_SAMPLE", "1");   /* opt-in until run on a GPU, as: */
+    c->mma = cuda_tmat_set_mma(env_is("TERN_CUDA_MMA", "1"));    /* prefill on the tensor cores */
     const char *re = getenv("TERN_CUDA_GEMV_ROWS");   /* 1, 2, 4; else by size */
     cuda_tmat_set_rows(re ? atoi(re) : 0);
     c->nl = s->last - s->first + 1;
@@ -506,6 +506,13 @@ static int logits_rows(cuda_stage_t *c, const float *h, int m, const int *rows, 
     return 0;
 }
 
+/* the time since *t0 added to *acc; *t0 = now (TERN_CUDA_TIMING's phases) */
+static void lap(double *t0, double *acc) {
+    double t1 = time_now();
+    *acc += t1 - *t0;
+    *t0 = t1;
+}
+
 int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
                        float *logits, char *err, size_t errlen) {
     return cuda_stage_forward_pick(c, h, n, seq, pos, m, rows, logits, NULL, NULL, 0, NULL, err, errlen);
@@ -516,7 +523,7 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
                             cuda_pick_res_t *res, char *err, size_t errlen) {
     int64_t E = c->hp.n_embd;
     int timing = c->timing && n == 1;
-    double t0 = timing ? time_now() : 0, t1;
+    double t0 = timing ? time_now() : 0;
     if (n > GRAPH_MAX_N) cuda_tmat_set_mma(c->mma);   /* this stage's GEMM (stages may differ) */
     for (int done = 0; done < n; done += c->n_max) {
         int k = n - done < c->n_max ? n - done : c->n_max;
@@ -525,24 +532,14 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
             cuda_rt_h2d(c->seq, seq + done, (size_t)k * sizeof(int), err, errlen) < 0 ||
             cuda_rt_h2d(c->pos, pos + done, (size_t)k * sizeof(int), err, errlen) < 0)
             return TERN_EIO;
-        if (timing) {
-            t1 = time_now();
-            c->t_up += t1 - t0;
-            t0 = t1;
-        }
+        if (timing) lap(&t0, &c->t_up);
         layers(c, k);
         if (timing) {
             if (cuda_rt_sync(err, errlen) < 0) return TERN_EIO;
-            t1 = time_now();
-            c->t_layers += t1 - t0;
-            t0 = t1;
+            lap(&t0, &c->t_layers);
         }
         if (cuda_rt_d2h(hh, c->h, (size_t)k * E * 4, err, errlen) < 0) return TERN_EIO;
-        if (timing) {
-            t1 = time_now();
-            c->t_down += t1 - t0;
-            t0 = t1;
-        }
+        if (timing) lap(&t0, &c->t_down);
     }
     if (m > 0) {
         if (!c->s->has_head) return err_set(err, errlen, TERN_EINVAL, "cuda: logits asked of a stage without the head");
@@ -551,7 +548,7 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
     }
     int rc = cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
     if (timing) {
-        c->t_head += time_now() - t0;
+        lap(&t0, &c->t_head);
         c->n_fwd++;
     }
     return rc;
