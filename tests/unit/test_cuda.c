@@ -787,12 +787,8 @@ static void run(const gguf_t *g, stage_t *st, int nst, run_out_t *out, const sam
     free(h);
 }
 
-static void gpu_model(const char *arch, const char *type, const char *head) {
-    char path[512], err[256];
-    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, arch, type, head);
-    make_model(path, arch, type, head);
-    gguf_t *g;
-    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+/* the whole tiny model (layers 0-1 and the head) as one stage on device dev with a kv_type cache */
+static stage_cfg_t model_cfg(int dev, int kv_type) {
     stage_cfg_t c;
     stage_cfg_default(&c);
     c.n_ctx = 32;
@@ -800,22 +796,37 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     c.first = 0;
     c.last = 1;
     c.has_head = 1;
-    stage_t cpu[1], gpu[1], mix[2], sep[1];
+    c.device = dev;
+    c.kv_type = kv_type;
+    return c;
+}
+
+/* stage_init with the environment variable name set to val while the stage is made (the CUDA
+ * stage reads its switches then); fails the test with what's why */
+static void stage_with_env(stage_t *st, const gguf_t *g, const stage_cfg_t *c, const char *name, const char *val,
+                           const char *what) {
+    char err[256];
+    setenv(name, val, 1);
+    int rc = stage_init(st, g, c, NULL, err, sizeof err);
+    unsetenv(name);
+    if (rc < 0) fail_msg("%s: %s", what, err);
+}
+
+static void gpu_model(const char *arch, const char *type, const char *head) {
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, arch, type, head);
+    make_model(path, arch, type, head);
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    stage_cfg_t c = model_cfg(STAGE_DEV_CPU, KV_F16);
+    stage_t cpu[1], gpu[1], mix[2], sep[1], tc[1];
     assert_int_equal(stage_init(&cpu[0], g, &c, NULL, err, sizeof err), 0);
     c.device = STAGE_DEV_CUDA;
-    setenv("TERN_CUDA_SAMPLE", "1", 1);   /* picks on the device (the logits runs ask logprobs: rows come back) */
-    int rg = stage_init(&gpu[0], g, &c, NULL, err, sizeof err);
-    unsetenv("TERN_CUDA_SAMPLE");
-    if (rg < 0) fail_msg("gpu stage: %s", err);
-    setenv("TERN_CUDA_FUSE", "0", 1);   /* the one-kernel-per-operation path too */
-    int rs = stage_init(&sep[0], g, &c, NULL, err, sizeof err);
-    unsetenv("TERN_CUDA_FUSE");
-    if (rs < 0) fail_msg("gpu stage (separate kernels): %s", err);
-    stage_t tc[1];   /* prefill's GEMM on the tensor cores (sm_80+; else the same dp4a stage) */
-    setenv("TERN_CUDA_MMA", "1", 1);
-    rs = stage_init(&tc[0], g, &c, NULL, err, sizeof err);
-    unsetenv("TERN_CUDA_MMA");
-    if (rs < 0) fail_msg("gpu stage (tensor cores): %s", err);
+    /* picks on the device (the logits runs ask logprobs: rows come back) */
+    stage_with_env(&gpu[0], g, &c, "TERN_CUDA_SAMPLE", "1", "gpu stage");
+    stage_with_env(&sep[0], g, &c, "TERN_CUDA_FUSE", "0", "gpu stage (separate kernels)");   /* one kernel per op */
+    /* prefill's GEMM on the tensor cores (sm_80+; else the same dp4a stage) */
+    stage_with_env(&tc[0], g, &c, "TERN_CUDA_MMA", "1", "gpu stage (tensor cores)");
     c.last = 0;
     c.has_head = 0;
     if (stage_init(&mix[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage 0-0: %s", err);
@@ -874,14 +885,7 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     }
     /* a q8_0 KV cache: the GPU stage against the CPU stage with the same cache type */
     {
-        stage_cfg_t c8;
-        stage_cfg_default(&c8);
-        c8.n_ctx = 32;
-        c8.n_batch = 16;
-        c8.first = 0;
-        c8.last = 1;
-        c8.has_head = 1;
-        c8.kv_type = KV_Q8_0;
+        stage_cfg_t c8 = model_cfg(STAGE_DEV_CPU, KV_Q8_0);
         stage_t cq[1], gq[1];
         assert_int_equal(stage_init(&cq[0], g, &c8, NULL, err, sizeof err), 0);
         c8.device = STAGE_DEV_CUDA;
