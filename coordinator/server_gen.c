@@ -287,6 +287,15 @@ static int wait_slice(struct server *s, job_t *w, job_t *j) {
     return j->cancel;
 }
 
+/* calls off for why every job of jobs[0..k) not done nor called off yet, and wakes the engine to
+ * drop them (caller holds s->mu) */
+static void jobs_cancel(struct server *s, job_t *const *jobs, int k, int why) {
+    int any = 0;
+    for (int q = 0; q < k; q++)
+        if (jobs[q]->state != JOB_DONE && !jobs[q]->cancel) jobs[q]->cancel = why, any = 1;
+    if (any) pthread_cond_signal(&s->engine_cv);
+}
+
 /* One wait slice over a request's jobs[0..k) (caller holds s->mu) on jobs[0]'s condition
  * variable, which the engine signals for every job of the request (job_t.lead); the first job
  * not done is checked for a timeout or a gone client, which then calls off every job not done.
@@ -296,9 +305,7 @@ static int group_wait(struct server *s, job_t *const *jobs, int k) {
     while (i < k && jobs[i]->state == JOB_DONE) i++;
     if (i == k) return -1;
     int why = wait_slice(s, jobs[0], jobs[i]);
-    for (int q = 0; why && q < k; q++)
-        if (jobs[q]->state != JOB_DONE && !jobs[q]->cancel) jobs[q]->cancel = why;
-    if (why) pthread_cond_signal(&s->engine_cv);
+    if (why) jobs_cancel(s, jobs, k, why);
     return why;
 }
 
@@ -447,14 +454,10 @@ static ssize_t sse_read(void *cls, uint64_t pos, char *buf, size_t max) {
 /* drops the reader's references to jobs[0..k), calling off those not done */
 static void sse_drop(struct server *s, job_t *const *jobs, int k) {
     pthread_mutex_lock(&s->mu);
+    jobs_cancel(s, jobs, k, JOB_CANCEL_GONE);
     for (int c = 0; c < k; c++) {
-        job_t *j = jobs[c];
-        if (j->state != JOB_DONE && !j->cancel) {
-            j->cancel = JOB_CANCEL_GONE;
-            pthread_cond_signal(&s->engine_cv);
-        }
-        if (c > 0) j->conn = NULL;   /* the first's is the connection's to clear */
-        server_job_unref(s, j);
+        if (c > 0) jobs[c]->conn = NULL;   /* the first's is the connection's to clear */
+        server_job_unref(s, jobs[c]);
     }
     pthread_mutex_unlock(&s->mu);
 }
@@ -660,9 +663,7 @@ static enum MHD_Result handle_jobs(struct server *s, struct MHD_Connection *c, s
         if ((rc = server_engine_enqueue(s, jobs[i])) == 0) queued++;
     if (rc == 0 && r->stream) return stream_reply(s, c, jobs, k, r->n);
     pthread_mutex_lock(&s->mu);
-    if (rc < 0)   /* what was queued is called off */
-        for (int i = 0; i < queued; i++)
-            if (!jobs[i]->cancel) jobs[i]->cancel = JOB_CANCEL_GONE;
+    if (rc < 0) jobs_cancel(s, jobs, queued, JOB_CANCEL_GONE);   /* what was queued is called off */
     pthread_cond_signal(&s->engine_cv);
     while (group_wait(s, jobs, queued) >= 0) continue;   /* a timeout or a gone client ends them all */
     json_t *reply = NULL;
