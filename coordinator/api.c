@@ -47,6 +47,7 @@ void tern_sampling_default(tern_sampling *s) {
     s->repeat_penalty = d.repeat_penalty;
     s->repeat_last_n = d.repeat_last_n;
     s->seed = d.seed;
+    s->grammar = NULL;
 }
 
 const char *tern_last_error(const tern_model *m) { return m ? m->err : "no model"; }
@@ -124,9 +125,50 @@ void tern_model_free(tern_model **pm) {
     pipeline_destroy(&m->pl);
     tpool_destroy(&m->tp);
     tokenizer_destroy(&m->tok);
+    grammar_vocab_destroy(&m->gvocab);
     gguf_close(&m->g);
     free(m);
     *pm = NULL;
+}
+
+const grammar_vocab_t *engine_grammar_vocab(tern_model *m) {
+    if (m->gvocab) return m->gvocab;
+    int V = tokenizer_n_vocab(m->tok), cap = tokenizer_max_piece(m->tok) + 8, n_eog = 0;
+    char **pieces = calloc((size_t)V, sizeof *pieces);
+    int *len = calloc((size_t)V, sizeof *len);
+    int32_t *eog = calloc((size_t)V, sizeof *eog);
+    char *buf = malloc((size_t)cap);
+    int ok = pieces && len && eog && buf;
+    for (int t = 0; ok && t < V; t++) {
+        if (tokenizer_is_eog(m->tok, t)) eog[n_eog++] = t;
+        int n = tokenizer_piece(m->tok, t, 0, buf, cap);   /* control tokens render as "": never allowed */
+        if (n <= 0) continue;
+        if (!(pieces[t] = malloc((size_t)n))) ok = 0;
+        else memcpy(pieces[t], buf, (size_t)n), len[t] = n;
+    }
+    if (ok) m->gvocab = grammar_vocab_new(V, (const char *const *)pieces, len, eog, n_eog);
+    for (int t = 0; pieces && t < V; t++) free(pieces[t]);
+    free(pieces);
+    free(len);
+    free(eog);
+    free(buf);
+    return m->gvocab;
+}
+
+/* the sequence `id` just added follows the GBNF text `gbnf`; 0 or <0 (m->err says why, the
+ * sequence is cancelled) */
+static int start_grammar(tern_model *m, int id, const char *gbnf) {
+    char err[200];
+    grammar_t *g = grammar_parse(gbnf, strlen(gbnf), NULL, err, sizeof err);
+    const grammar_vocab_t *v = g ? engine_grammar_vocab(m) : NULL;
+    int rc = v ? sched_set_grammar(&m->sched, id, &g, v, err, sizeof err) : g ? TERN_ENOMEM : TERN_EINVAL;
+    if (g) snprintf(err, sizeof err, "grammar: out of memory");   /* not taken: no vocabulary */
+    grammar_destroy(&g);
+    if (rc < 0) {
+        snprintf(m->err, sizeof m->err, "%s", err);
+        sched_cancel(&m->sched, id);   /* when sched_set_grammar has not ended it already */
+    }
+    return rc;
 }
 
 int tern_tokenize(tern_model *m, const char *text, int add_bos, int32_t *ids, int cap) {
@@ -189,6 +231,7 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
         return id;
     }
     int rc;
+    if (s->grammar && (rc = start_grammar(m, id, s->grammar)) < 0) return rc;
     while ((rc = sched_step(sc)) > 0) {}
     if (rc < 0) {
         snprintf(m->err, sizeof m->err, "%s", sc->err);

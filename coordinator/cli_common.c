@@ -1,8 +1,12 @@
 /* cli_common: see cli_common.h. */
 #include "coordinator/cli_common.h"
 #include "coordinator/cluster_mpi.h"
+#include "coordinator/grammar.h"
+#include "coordinator/json_schema.h"
 #include "core/err.h"
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -42,6 +46,10 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int w
         {NULL, "--min-p", OPT_FLOAT, &o->s.min_p, "P", "min-p (0: off)", 0, 1},
         {NULL, "--repeat-penalty", OPT_FLOAT, &o->s.repeat_penalty, "X", "repetition penalty (1: off)", 0, 100},
         {NULL, "--repeat-last-n", OPT_INT, &o->s.repeat_last_n, "N", "tokens the penalty looks back", 0, 1024},
+        {NULL, "--grammar", OPT_STR, &o->grammar, "GBNF", "constrain the output to a GBNF grammar (llama.cpp's syntax, rule root)", 0, 0},
+        {NULL, "--grammar-file", OPT_STR, &o->grammar_file, "FILE", "the same from a file", 0, 0},
+        {"-j", "--json-schema", OPT_STR, &o->json_schema, "SCHEMA", "constrain the output to JSON matching a JSON Schema ({} : any object)", 0, 0},
+        {"-jf", "--json-schema-file", OPT_STR, &o->json_schema_file, "FILE", "the same from a file", 0, 0},
     };
     for (size_t i = 0; i < sizeof model / sizeof model[0] && n < cap - 1; i++) opts[n++] = model[i];
     if (with_sampling)
@@ -51,8 +59,71 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int w
     return n;
 }
 
+/* the whole of a small text file (grammars, schemas), NUL-terminated; NULL with err set */
+static char *read_text(const char *path, const char *what, size_t *len, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t n = 0, cap = 0;
+    if (!f) { err_set(err, errlen, TERN_ENOTFOUND, "%s: cannot open '%s'", what, path); return NULL; }
+    for (;;) {
+        if (n + 4096 + 1 > cap) {
+            char *nb = cap > GRAMMAR_MAX_TEXT ? NULL : realloc(buf, cap = 2 * cap + 8192);
+            if (!nb) { err_set(err, errlen, TERN_EINVAL, "%s: '%s' is too large (at most %d bytes)", what, path, GRAMMAR_MAX_TEXT); break; }
+            buf = nb;
+        }
+        size_t r = fread(buf + n, 1, 4096, f);
+        n += r;
+        if (r < 4096) {
+            if (ferror(f)) { err_set(err, errlen, TERN_EIO, "%s: cannot read '%s'", what, path); break; }
+            fclose(f);
+            buf[n] = 0;
+            *len = n;
+            return buf;
+        }
+    }
+    fclose(f);
+    free(buf);
+    return NULL;
+}
+
+/* The GBNF of the command line's grammar flags: one per process, kept for its whole life (s.grammar
+ * points at it from every front end), so it hangs here rather than on each command's exit path. */
+static char *g_grammar_text;
+
+/* --grammar / --grammar-file / -j / -jf → o->s.grammar (checked: it parses) */
+static int grammar_opts(cli_model_opts_t *o, char *err, size_t errlen) {
+    int given = !!o->grammar + !!o->grammar_file + !!o->json_schema + !!o->json_schema_file;
+    if (given > 1) return err_set(err, errlen, TERN_EINVAL, "use one of --grammar, --grammar-file, --json-schema, --json-schema-file");
+    if (!given) return 0;
+    size_t len = 0;
+    char *text = o->grammar_file ? read_text(o->grammar_file, "--grammar-file", &len, err, errlen)
+                 : o->json_schema_file ? read_text(o->json_schema_file, "--json-schema-file", &len, err, errlen)
+                 : strdup(o->grammar ? o->grammar : o->json_schema);
+    if (!text) return o->grammar || o->json_schema ? err_set(err, errlen, TERN_ENOMEM, "out of memory") : TERN_EINVAL;
+    len = strlen(text);
+    char why[256];
+    if (o->json_schema || o->json_schema_file) {
+        char *g = json_schema_to_gbnf(text, len, why, sizeof why);
+        free(text);
+        if (!g) return err_set(err, errlen, TERN_EINVAL, "--json-schema: %s", why);
+        text = g;
+        len = strlen(g);
+    }
+    grammar_t *g = grammar_parse(text, len, NULL, why, sizeof why);
+    if (!g) {
+        free(text);
+        return err_set(err, errlen, TERN_EINVAL, "--grammar: %s", why);
+    }
+    grammar_destroy(&g);
+    free(g_grammar_text);
+    o->s.grammar = g_grammar_text = text;
+    return 0;
+}
+
 int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen) {
     if (!o->p.model) return err_set(err, errlen, TERN_EINVAL, "no model given: use -m FILE");
+    int rc = grammar_opts(o, err, errlen);
+    if (rc < 0) return rc;
     if (access(o->p.model, R_OK) != 0) return err_set(err, errlen, TERN_ENOTFOUND, "cannot read model '%s'", o->p.model);
     if (o->p.cluster && o->p.workers) return err_set(err, errlen, TERN_EINVAL, "use --cluster or --workers, not both");
     o->s.seed = o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);

@@ -9,13 +9,16 @@ typedef struct cli_model_opts {
     tern_params p;
     tern_sampling s;
     int seed;           /* -s; -1: random */
+    const char *grammar, *grammar_file, *json_schema, *json_schema_file;   /* one at most: the GBNF
+                                        * they come to is s.grammar (kept for the process's life) */
     int verbose;        /* -v (applied by main.c before parsing) */
 } cli_model_opts_t;
 
 void cli_model_opts_default(cli_model_opts_t *o);
 /* appends the model + sampling options to opts (capacity cap); returns the new count */
 int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int with_sampling);
-/* validates the parsed values (file exists, ...); 0 or <0 with a one-line reason */
+/* validates the parsed values (file exists, a grammar or JSON schema parses, ...); 0 or <0 with a
+ * one-line reason */
 int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen);
 
 #endif

@@ -105,6 +105,7 @@ int cli_serve(int argc, char **argv) {
     sc.max_body = (size_t)max_body;
     sc.model_name = alias ? alias : base_name(mo.p.model);
     sc.seed_fixed = mo.seed >= 0;
+    sc.grammar = mo.s.grammar;
 
     /* every thread started from here on inherits the blocked signals; one thread waits for them */
     sigset_t set;

@@ -82,6 +82,8 @@ typedef struct cpl {
     Tern__SeqSampling *ss;
     Tern__SamplingParams *sp;
     Tern__SeqSampling **ssp;
+    Tern__SeqAllow *sa;                 /* (n_seq,) a step's grammar masks */
+    Tern__SeqAllow **sap;
     int cap;
     /* model */
     int n_layer;
@@ -531,6 +533,18 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     }
     f.n_sampling = (size_t)k;
     f.sampling = p->ssp;
+    k = 0;
+    for (int i = 0; s->allow && i < s->n; i++) {   /* the masks of the step's constrained samples */
+        if (!s->sample[i] || !s->allow[s->seq[i]] || k == p->n_seq) continue;
+        tern__seq_allow__init(&p->sa[k]);
+        p->sa[k].seq_id = (uint32_t)s->seq[i];
+        p->sa[k].bits.data = (uint8_t *)s->allow[s->seq[i]];
+        p->sa[k].bits.len = ((size_t)p->base.n_vocab + 7) / 8;
+        p->sap[k] = &p->sa[k];
+        k++;
+    }
+    f.n_allow = (size_t)k;
+    f.allow = p->sap;
     m.body_case = TERN__MSG__BODY_FORWARD;
     m.forward = &f;
     cworker_t *w0 = &p->w[p->stage[0]];
@@ -807,6 +821,7 @@ static void cl_destroy(pipeline_t *pl) {
     free(p->pending); free(p->has_pending);
     free(p->u_seq); free(p->u_pos); free(p->b_sample);
     free(p->ss); free(p->sp); free(p->ssp);
+    free(p->sa); free(p->sap);
     free(p->lmem); free(p->lrd);
     cluster_free(&p->cl);
     pthread_mutex_destroy(&p->mu);
@@ -923,7 +938,9 @@ int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_
     p->ss = calloc((size_t)p->n_seq, sizeof(Tern__SeqSampling));
     p->sp = calloc((size_t)p->n_seq, sizeof(Tern__SamplingParams));
     p->ssp = calloc((size_t)p->n_seq, sizeof(Tern__SeqSampling *));
-    if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->ssp) {
+    p->sa = calloc((size_t)p->n_seq, sizeof(Tern__SeqAllow));
+    p->sap = calloc((size_t)p->n_seq, sizeof(Tern__SeqAllow *));
+    if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->ssp || !p->sa || !p->sap) {
         rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
         goto fail;
     }

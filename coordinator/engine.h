@@ -5,6 +5,7 @@
 #define TERN_ENGINE_H
 #include "tern.h"
 #include "coordinator/embed.h"
+#include "coordinator/grammar.h"
 #include "coordinator/pipeline.h"
 #include "coordinator/sched.h"
 #include "coordinator/tokenizer.h"
@@ -23,7 +24,13 @@ struct tern_model {
     int n_ctx;
     int kv_type;            /* the stages' KV cache elements (kernels/ops.h) */
     double t_load;
+    grammar_vocab_t *gvocab;   /* the tokens as grammars see them; made on first use (engine_grammar_vocab) */
     char err[256];
 };
+
+/* The model's vocabulary for grammars (each token's text, end-of-generation ids), made on the
+ * first call (a pass over the vocabulary; not thread-safe: call it from the thread that drives
+ * the scheduler). NULL on out of memory. */
+const grammar_vocab_t *engine_grammar_vocab(tern_model *m);
 
 #endif

@@ -35,6 +35,9 @@ typedef struct step {
     int n_target_top;
     int32_t *out_target_top;
     float *out_target_top_lp;
+    /* Optional (NULL: none; grammars): per slot (n_seq,), NULL or the bitmap of the tokens that
+     * slot's sample in this step may take ((n_vocab + 7) / 8 bytes, bit t = token t, grammar.h) */
+    const uint8_t *const *allow;
     int rc;                /* <0: the step failed (err says why) */
     char err[256];
 } step_t;

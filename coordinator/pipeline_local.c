@@ -63,6 +63,13 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
     s->n_scored = 0;
     s->n_target_top = 0;
     s->rc = 0;
+    stage_t *last = &l->stages[l->n_stages - 1];
+    for (int i = 0; s->allow && i < s->n; i++)   /* the masks of the step's constrained samples */
+        if (s->sample[i] && s->allow[s->seq[i]] &&
+            (s->rc = stage_seq_allow(last, s->seq[i], s->allow[s->seq[i]], ((size_t)p->n_vocab + 7) / 8)) < 0) {
+            snprintf(s->err, sizeof s->err, "cannot set the token mask of sequence slot %d", s->seq[i]);
+            return s;
+        }
     for (int i = 0; i < l->n_stages && s->rc >= 0; i++) {
         stage_t *st = &l->stages[i];
         s->rc = stage_step(st, s->h, s->n, s->tokens, s->seq, s->pos, s->sample, s->out_tok, s->out_lp, s->err,

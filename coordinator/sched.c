@@ -74,9 +74,21 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
     return 0;
 }
 
+static void drop_grammar(sched_seq_t *q) {
+    grammar_state_destroy(&q->gram);
+    grammar_state_destroy(&q->gram0);
+    grammar_destroy(&q->grammar);   /* after its states */
+    q->gvocab = NULL;
+}
+
 void sched_free(sched_t *s) {
     if (s->seqs)
-        for (int i = 0; i < s->n_seq; i++) free(s->seqs[i].toks);
+        for (int i = 0; i < s->n_seq; i++) {
+            free(s->seqs[i].toks);
+            drop_grammar(&s->seqs[i]);
+            free(s->seqs[i].allow);
+        }
+    free((void *)s->allow);
     free(s->seqs);
     free(s->order);
     for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) {
@@ -125,6 +137,8 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
         q->active = 1;
         q->waiting = 0;
         q->id = s->next_id++;
+        drop_grammar(q);
+        if (s->allow) s->allow[i] = NULL;
         memcpy(q->toks, prompt, (size_t)n * sizeof(int32_t));
         q->n_prompt = q->n_toks = q->n_prefill = n;
         q->n_fed = q->n_cached = best_k > 0 ? best_k : 0;   /* the cached part is not fed again */
@@ -151,6 +165,7 @@ static void finish(sched_seq_t *q, int why) {
     q->finish = why;
     q->active = 0;
     q->waiting = 0;
+    drop_grammar(q);
     if (q->cb) q->cb(q->user, q->id, -1, 0, NULL, why);
 }
 
@@ -179,6 +194,61 @@ int sched_score_prompt(sched_t *s, int id, sched_score_cb cb) {
     int rc = sched_feed_whole(s, id);   /* every prompt position is scored: feed them all */
     if (rc == 0) not_started(s, id)->score_cb = cb;
     return rc;
+}
+
+/* gram consumes the tokens generated since it last looked (toks[gram_n..upto)), then its mask
+ * for the next sample goes to q->allow. Returns 0, or the finish the sequence has come to:
+ * SCHED_STOP when the grammar is complete, SCHED_ERROR (s->err says why) when it refused a token
+ * or nothing can follow. */
+static int grammar_follow(sched_t *s, sched_seq_t *q, int upto) {
+    for (; q->gram_n < upto; q->gram_n++)
+        if (grammar_state_accept_token(q->gram, q->gvocab, q->toks[q->gram_n]) < 0) {
+            s->err_code = TERN_EINVAL;
+            snprintf(s->err, sizeof s->err, "sequence %d: the grammar does not accept token %d at position %d", q->id,
+                     q->toks[q->gram_n], q->gram_n);
+            log_w("%s", s->err);
+            return SCHED_ERROR;
+        }
+    if (grammar_state_done(q->gram)) return SCHED_STOP;
+    int n = grammar_state_mask(q->gram, q->gvocab, q->allow);
+    if (n > 0) return 0;
+    s->err_code = n < 0 ? n : TERN_EINVAL;
+    snprintf(s->err, sizeof s->err, n < 0 ? "sequence %d: out of memory for the grammar's token mask"
+                                          : "sequence %d: no token of the vocabulary can continue the grammar here",
+             q->id);
+    log_w("%s", s->err);
+    return SCHED_ERROR;
+}
+
+int sched_set_grammar(sched_t *s, int id, grammar_t **gp, const grammar_vocab_t *v, char *err, size_t errlen) {
+    grammar_t *g = *gp;
+    *gp = NULL;
+    sched_seq_t *q = not_started(s, id);
+    if (!q || !g || grammar_vocab_n(v) != s->pl->n_vocab) {
+        grammar_destroy(&g);
+        return err_set(err, errlen, TERN_EINVAL, "grammar: no such sequence, or it has started");
+    }
+    if (!s->allow) s->allow = calloc((size_t)s->n_seq, sizeof *s->allow);
+    if (!q->allow) q->allow = malloc(((size_t)s->pl->n_vocab + 7) / 8);
+    q->grammar = g;
+    q->gram = grammar_state_new(g);
+    q->gram0 = grammar_state_new(g);
+    q->gvocab = v;
+    q->gram_n = q->n_prompt;
+    int rc = !s->allow || !q->allow || !q->gram || !q->gram0 ? TERN_ENOMEM : 0, gf = 0;
+    if (rc) snprintf(s->err, sizeof s->err, "grammar: out of memory");
+    else if ((gf = grammar_follow(s, q, q->gram_n)) == SCHED_STOP)   /* it takes only the empty text */
+        rc = TERN_EINVAL, snprintf(s->err, sizeof s->err, "grammar: it accepts only the empty text");
+    else if (gf)
+        rc = s->err_code;
+    if (rc) {   /* the sequence ends here, as a failed one */
+        s->err_code = rc;
+        err_set(err, errlen, rc, "%s", s->err);
+        finish(q, SCHED_ERROR);
+        return rc;
+    }
+    s->allow[q->slot] = q->allow;
+    return 0;
 }
 
 int sched_cached(const sched_t *s, int id) {
@@ -214,7 +284,8 @@ static int pack(step_t *st, int *sid, int32_t *tgt, sched_seq_t *q, int k, int s
         sid[i] = q->id;
     }
     q->n_fed += k;
-    if ((sample_last || q->max_gen == 0) && q->n_fed >= q->n_toks) q->waiting = 1;
+    /* a grammar's replayed samples wait too: each needs the mask of its own position in q->allow */
+    if ((sample_last || q->max_gen == 0) && (q->n_fed >= q->n_toks || (sample_last && q->gram))) q->waiting = 1;
     return nt;
 }
 
@@ -321,6 +392,7 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         if (!q->active || q->id != sid[i]) continue;   /* cancelled meanwhile */
         int known = st->pos[i] + 1;
         if (known < q->n_toks) {   /* a replayed sample: taken again only to advance the sampler */
+            if (q->gram) q->waiting = 0;
             if (q->toks[known] != tok && q->n_replay_bad++ == 0)
                 log_w("sequence %d: replay sampled token %d at position %d where %d was delivered before", q->id, tok,
                       known, q->toks[known]);
@@ -331,7 +403,9 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         q->toks[q->n_toks++] = tok;
         q->n_gen++;
         int stop = q->cb ? q->cb(q->user, q->id, tok, lp, top.n > 0 ? &top : NULL, SCHED_RUNNING) : 0;
+        int gf = !stop && q->gram ? grammar_follow(s, q, q->n_toks) : 0;
         if (stop) finish(q, SCHED_STOP);
+        else if (gf) finish(q, gf);
         else if (q->n_gen >= q->max_gen) finish(q, SCHED_LENGTH);
         else if (q->n_toks >= s->n_ctx) finish(q, SCHED_CTX);
     }
@@ -353,10 +427,32 @@ static void replay_all(sched_t *s) {
         q->n_cached = 0;
         s->pl->ops->seq_start(s->pl, q->slot, &q->sp);
         int stateless = q->sp.temp <= 0 && (q->sp.repeat_penalty == 1.0f || q->sp.repeat_last_n == 0);
+        if (q->gram) {   /* the grammar walks the generated tokens again as their samples come */
+            grammar_state_t *g = grammar_state_clone(q->gram0);
+            if (g) {
+                grammar_state_destroy(&q->gram);
+                q->gram = g;
+                q->gram_n = q->n_prompt;
+            }
+            int gf = grammar_follow(s, q, q->gram_n);   /* the mask of its start */
+            if (gf) { finish(q, gf); continue; }
+        }
         q->n_fed = 0;
         q->waiting = 0;
         q->n_prefill = stateless ? q->n_toks : q->n_prompt;
         log_i("sequence %d: replaying %d tokens (%d generated so far)", q->id, q->n_toks, q->n_gen);
+    }
+}
+
+/* the step's constrained samples: a replayed one first brings its grammar to its position */
+static void constrain(sched_t *s, step_t *st) {
+    st->allow = NULL;
+    for (int i = 0; s->allow && i < st->n; i++) {
+        sched_seq_t *q = &s->seqs[st->seq[i]];
+        if (!st->sample[i] || !q->gram) continue;
+        int gf = q->gram_n < st->pos[i] + 1 ? grammar_follow(s, q, st->pos[i] + 1) : 0;
+        if (gf) finish(q, gf);   /* its sample will find it gone */
+        else st->allow = s->allow;
     }
 }
 
@@ -382,6 +478,7 @@ int sched_step(sched_t *s) {
         if (!build(s, st, s->sids[k], s->tgt[k], &has_prompt)) break;
         if (embed_lookup(s->emb, st->tokens, st->n, st->h) < 0) return fail_all(s, TERN_EINVAL, "token id outside the vocabulary");
         st->id = (uint64_t)s->steps_run++;
+        constrain(s, st);
         s->has_prompt[k] = has_prompt;   /* for the prefill/decode timing split */
         st->err[0] = 0;
         int rc = s->pl->ops->submit(s->pl, st);

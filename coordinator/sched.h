@@ -11,6 +11,7 @@
 #define TERN_SCHED_H
 #include <stdint.h>
 #include "coordinator/embed.h"
+#include "coordinator/grammar.h"
 #include "coordinator/pipeline.h"
 
 #define SCHED_MAX_INFLIGHT 8
@@ -66,6 +67,13 @@ typedef struct sched_seq {
     sched_score_cb score_cb;   /* non-NULL: the prompt is scored (teacher forcing) */
     int n_scored;          /* next prompt position whose score is due (replays skip the others) */
     double t_start, t_first;  /* admission time, first token time (timing summaries) */
+    grammar_t *grammar;       /* non-NULL: the generated tokens follow it (sched_set_grammar; owned) */
+    grammar_state_t *gram;    /* where they are in it */
+    grammar_state_t *gram0;   /* its start, for replays */
+    const grammar_vocab_t *gvocab;
+    int gram_n;               /* gram has consumed toks[n_prompt..gram_n) */
+    uint8_t *allow;           /* ((n_vocab + 7) / 8) the tokens gram lets through next; kept with
+                               * the slot (a step in flight may still point at it) */
 } sched_seq_t;
 
 typedef struct sched {
@@ -89,6 +97,7 @@ typedef struct sched {
     double t_prefill, t_decode;   /* seconds spent in steps containing prompt / only decode */
     long n_prefill_tok, n_decode_tok;
     int n_recoveries;      /* times the pipeline was rebuilt and the sequences replayed */
+    const uint8_t **allow; /* (n_seq,) the slots' masks (NULL: free sampling), for step_t.allow */
     int err_code;          /* the TERN_E* code of the failure in err (0 = none) */
     char err[256];
 } sched_t;
@@ -124,6 +133,16 @@ int sched_feed_whole(sched_t *s, int id);
  * (no such sequence, or it has started). A sequence admitted with max_gen 0 samples nothing: it
  * ends (SCHED_LENGTH, token -1) once its prompt is fed and scored. */
 int sched_score_prompt(sched_t *s, int id, sched_score_cb cb);
+/* Right after sched_add: sequence id's generated tokens follow a grammar — each sample is drawn
+ * among the tokens the grammar lets through next (the step carries the mask to the last stage),
+ * and the sequence ends (SCHED_STOP, token -1) once the grammar is complete (nothing but the end
+ * may follow); an end-of-generation token is allowed only where the grammar may end. Takes *g
+ * (nulls it; freed with the sequence, or on any failure); v (not owned) must outlive the sequence.
+ * 0, or TERN_EINVAL (no such sequence, or it has started) / TERN_EINVAL (no token of v can begin
+ * the grammar) / TERN_ENOMEM with err set — the latter two end the sequence (SCHED_ERROR, s->err
+ * says why). Computing a mask costs about a full pass over the vocabulary's prefix
+ * tree per sampled token where the grammar is open (inside a JSON string), far less elsewhere. */
+int sched_set_grammar(sched_t *s, int id, grammar_t **g, const grammar_vocab_t *v, char *err, size_t errlen);
 /* prompt tokens sequence id took from its slot's cache (0 when none, or no such sequence) */
 int sched_cached(const sched_t *s, int id);
 void sched_cancel(sched_t *s, int id);

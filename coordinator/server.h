@@ -22,6 +22,7 @@ typedef struct server_cfg {
     const char *model_name;  /* id shown by /v1/models and in replies */
     int seed_fixed;          /* requests without a seed use the default one (else each gets its own) */
     int no_cache_prompt;     /* never start a prompt on a slot's cached tokens (sched_set_prefix_cache) */
+    const char *grammar;     /* GBNF for requests that name none of their own (--grammar, -j); NULL: free */
 } server_cfg_t;
 
 typedef struct server server_t;

@@ -25,6 +25,7 @@ void server_job_unref(struct server *s, job_t *j) {
     free(j->plp);
     free(j->ptop_ids);
     free(j->ptop_lp);
+    free(j->grammar);
     pthread_cond_destroy(&j->cv);
     job_t *lead = j->lead;
     free(j);
@@ -223,6 +224,22 @@ static void on_score(void *user, int id, int pos, int32_t token, float logprob, 
     pthread_mutex_unlock(&s->mu);
 }
 
+/* sequence id (just added) of job j follows j's grammar (it parsed when the request came). 0, or
+ * <0 when it cannot: the sequence has then ended (the job may be gone; sched.err or j->errmsg
+ * said why) */
+static int start_grammar(struct server *s, job_t *j, int id) {
+    char err[200];
+    grammar_t *g = grammar_parse(j->grammar, strlen(j->grammar), NULL, err, sizeof err);
+    const grammar_vocab_t *v = g ? engine_grammar_vocab(s->m) : NULL;
+    if (!v) {
+        grammar_destroy(&g);
+        snprintf(j->errmsg, sizeof j->errmsg, "grammar: out of memory");
+        sched_cancel(&s->m->sched, id);
+        return TERN_ENOMEM;
+    }
+    return sched_set_grammar(&s->m->sched, id, &g, v, err, sizeof err);   /* failed: ended as SCHED_ERROR */
+}
+
 /* admits j into a free slot (engine thread, s->mu not held) */
 static void admit(struct server *s, job_t *j) {
     sched_t *sc = &s->m->sched;
@@ -238,6 +255,7 @@ static void admit(struct server *s, job_t *j) {
         return;
     }
     j->seq_id = id;
+    if (j->grammar && start_grammar(s, j, id) < 0) return;   /* the sequence has ended (SCHED_ERROR) */
     if (!j->cache_prompt) sched_feed_whole(sc, id);     /* right after sched_add: cannot fail */
     if (j->plp) sched_score_prompt(sc, id, on_score);   /* likewise */
     j->n_cached = sched_cached(sc, id);

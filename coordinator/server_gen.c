@@ -511,6 +511,12 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->echo = r->echo;
     j->cache_prompt = r->cache_prompt;
     j->sp = r->sp;
+    const char *gbnf = r->grammar ? r->grammar : s->cfg.grammar;
+    if (gbnf && !(j->grammar = strdup(gbnf))) {
+        pthread_cond_destroy(&j->cv);
+        free(j);
+        return NULL;
+    }
     for (int i = 0; i < r->n_stop; i++) { j->stop[i] = r->stop[i]; r->stop[i] = NULL; }
     j->n_stop = r->n_stop;
     r->n_stop = 0;

@@ -32,6 +32,7 @@ typedef struct job {
     int kind, stream, include_usage, ignore_eos;
     int logprobs;              /* the reply carries log-probabilities (j->lp) */
     int cache_prompt;          /* may start on a slot's cached tokens (the request's "cache_prompt") */
+    char *grammar;             /* GBNF the output follows (the request's, else the server's), or NULL */
     int n_cached;              /* prompt tokens that came from the slot's cache (not fed) */
     int extra;                 /* a choice after the first of its request: not counted as a request */
     int32_t *ids;              /* (n_ids,) prompt */

@@ -2,6 +2,8 @@
  * stop, prompt, messages); each names the field in its error, so a client sees exactly what
  * was wrong. The JSON is parsed by jansson; nothing is trusted before its type is checked. */
 #include "coordinator/server_req.h"
+#include "coordinator/grammar.h"
+#include "coordinator/json_schema.h"
 #include "core/err.h"
 #include <jansson.h>
 #include <math.h>
@@ -225,6 +227,68 @@ static int parse_logprobs(server_req_t *r, json_t *root, server_err_t *e) {
     return 0;
 }
 
+/* schema (a JSON object) → GBNF in r->grammar; 0 or <0 with e naming param */
+static int schema_grammar(server_req_t *r, json_t *schema, const char *param, server_err_t *e) {
+    if (!json_is_object(schema) && !json_is_boolean(schema)) return BAD(e, param, "'%s' must be a JSON Schema object", param);
+    char *text = json_dumps(schema, JSON_COMPACT | JSON_ENCODE_ANY), why[256];
+    if (!text) return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    r->grammar = json_schema_to_gbnf(text, strlen(text), why, sizeof why);
+    free(text);
+    return r->grammar ? 0 : BAD(e, param, "%s: %s", param, why);
+}
+
+/* OpenAI's response_format: {"type": "text"}, {"type": "json_object"} (any JSON object; a
+ * "schema" beside it, as llama.cpp takes, narrows it) or {"type": "json_schema", "json_schema":
+ * {"name": ..., "schema": {...}, "strict": ...}} */
+static int parse_response_format(server_req_t *r, json_t *rf, server_err_t *e) {
+    const char *P = "response_format";
+    json_t *type = json_object_get(rf, "type");
+    if (!json_is_object(rf) || !json_is_string(type))
+        return BAD(e, P, "'response_format' must be an object with a 'type': text, json_object or json_schema");
+    const char *t = json_string_value(type);
+    if (!strcmp(t, "text")) return 0;
+    if (!strcmp(t, "json_object")) {
+        json_t *sc = json_object_get(rf, "schema");
+        if (sc && !json_is_null(sc)) return schema_grammar(r, sc, P, e);
+        return (r->grammar = strdup(grammar_json_object_gbnf)) ? 0
+               : server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
+    if (!strcmp(t, "json_schema")) {
+        json_t *js = json_object_get(rf, "json_schema");
+        json_t *sc = json_is_object(js) ? json_object_get(js, "schema") : NULL;
+        if (!sc) return BAD(e, P, "response_format json_schema needs 'json_schema': {\"schema\": {...}}");
+        return schema_grammar(r, sc, P, e);
+    }
+    return BAD(e, P, "response_format type '%.40s': expected text, json_object or json_schema", t);
+}
+
+/* "grammar" (GBNF), "json_schema" or "response_format": one at most; the GBNF must parse */
+static int parse_grammar(server_req_t *r, json_t *root, server_err_t *e) {
+    json_t *g = json_object_get(root, "grammar"), *js = json_object_get(root, "json_schema"),
+           *rf = json_object_get(root, "response_format");
+    if (g && json_is_null(g)) g = NULL;
+    if (js && json_is_null(js)) js = NULL;
+    if (rf && json_is_null(rf)) rf = NULL;
+    if (!!g + !!js + !!rf > 1) return BAD(e, "grammar", "use one of 'grammar', 'json_schema' and 'response_format'");
+    int rc = 0;
+    if (g) {
+        if (!json_is_string(g)) return BAD(e, "grammar", "'grammar' must be a string of GBNF");
+        if (json_string_length(g) > GRAMMAR_MAX_TEXT) return BAD(e, "grammar", "'grammar' is longer than %d bytes", GRAMMAR_MAX_TEXT);
+        rc = dup_string(&r->grammar, g, "grammar", e);
+    } else if (js) {
+        rc = schema_grammar(r, js, "json_schema", e);
+    } else if (rf) {
+        rc = parse_response_format(r, rf, e);
+    }
+    if (r->grammar && !*r->grammar) { free(r->grammar); r->grammar = NULL; }   /* "": free text, as llama.cpp */
+    if (rc < 0 || !r->grammar) return rc;
+    char why[256];
+    grammar_t *gr = grammar_parse(r->grammar, strlen(r->grammar), NULL, why, sizeof why);
+    if (!gr) return BAD(e, g ? "grammar" : js ? "json_schema" : "response_format", "grammar: %s", why);
+    grammar_destroy(&gr);
+    return 0;
+}
+
 /* the fields shared by completions and chat */
 static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     long long v = 1;
@@ -263,6 +327,7 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
         if (!json_is_object(so)) return BAD(e, "stream_options", "'stream_options' must be an object");
         if ((rc = get_bool(so, "include_usage", &r->include_usage, e)) < 0) return rc;
     }
+    if ((rc = parse_grammar(r, root, e)) < 0) return rc;
     return parse_stop(r, root, e);
 }
 
@@ -326,6 +391,7 @@ void server_req_free(server_req_t *r) {
     }
     free(r->msgs);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
+    free(r->grammar);
     int kind = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = kind;

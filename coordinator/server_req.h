@@ -54,6 +54,9 @@ typedef struct server_req {
     int echo;                /* completions: the reply starts with the prompt (and with logprobs, the
                               * prompt tokens' own, the first null); max_tokens may then be 0 */
     int add_special, parse_special, with_pieces;   /* tokenize */
+    char *grammar;           /* GBNF the output must follow (owned; checked: it parses), from
+                              * "grammar" (llama.cpp's), "json_schema" (llama.cpp's) or OpenAI's
+                              * "response_format" (json_object, json_schema); NULL: free text */
 } server_req_t;
 
 /* a client error: HTTP status, OpenAI error type and code, offending parameter, message */

@@ -43,6 +43,8 @@ typedef struct tern_sampling {
     float temp, top_p, min_p, repeat_penalty;
     int top_k, repeat_last_n;
     uint64_t seed;
+    const char *grammar;     /* GBNF text (llama.cpp's grammar syntax, start rule "root"): the
+                              * generated text is a sentence of it (NULL: free text) */
 } tern_sampling;
 
 typedef struct tern_stats {

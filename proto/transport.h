@@ -20,7 +20,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TERN_PROTO_VERSION 1
+#define TERN_PROTO_VERSION 2
 
 #define TP_NAME_MAX 64                       /* node names, routing ids (bytes, printable) */
 #define TP_KEY_Z85 41                        /* CURVE key in Z85: 40 chars + NUL */

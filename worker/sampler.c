@@ -247,13 +247,16 @@ static int draw_cands(sampler_t *s, lazy_t *z, int n, double sum, const float *l
     else   /* the whole vocabulary, unsorted past z->m: the sum in any order */
         for (int i = 0; i < n; i++) sum += exp(((double)logits[i] - mx) * inv_t);
     double r = rng_uniform(s) * sum, acc = 0;
+    int last = 0;   /* where r rounds past the sum: the last candidate of nonzero weight (never a
+                     * token a grammar's mask set to -inf) */
     for (int i = 0; i < n; i++) {
         if (i >= z->m) lazy_grow(z, i + 1);
-        acc += exp(((double)c[i].logit - mx) * inv_t);
+        double w = exp(((double)c[i].logit - mx) * inv_t);
+        acc += w;
+        if (w > 0) last = i;
         if (r < acc) return c[i].id;
     }
-    lazy_grow(z, n);
-    return c[n - 1].id;
+    return c[last].id;
 }
 
 /* Σ exp(logit − best) over the n sorted top-k candidates */

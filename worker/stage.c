@@ -105,6 +105,8 @@ void stage_free(stage_t *st) {
     free(st->pick);
     free(st->picked);
     free(st->pen_ids);
+    free(st->allow);
+    free(st->allow_on);
     tern_free(st->logits);
     tern_free(st->swork);
     memset(st, 0, sizeof *st);
@@ -112,6 +114,33 @@ void stage_free(stage_t *st) {
 
 void stage_seq_start(stage_t *st, int seq, const sampler_params_t *p) {
     if (st->samplers && seq >= 0 && seq < st->cfg.n_seq) sampler_init(&st->samplers[seq], p);
+}
+
+int stage_seq_allow(stage_t *st, int seq, const uint8_t *bits, size_t nbytes) {
+    if (!st->cfg.has_head || seq < 0 || seq >= st->cfg.n_seq) return TERN_EINVAL;
+    size_t mb = ((size_t)st->shard.hp.n_vocab + 7) / 8;
+    if (nbytes != mb) return TERN_EINVAL;
+    if (!st->allow) {
+        st->allow = malloc((size_t)st->cfg.n_seq * mb);
+        st->allow_on = calloc((size_t)st->cfg.n_seq, 1);
+        if (!st->allow || !st->allow_on) {
+            free(st->allow), free(st->allow_on);
+            st->allow = st->allow_on = NULL;
+            return TERN_ENOMEM;
+        }
+    }
+    memcpy(st->allow + (size_t)seq * mb, bits, mb);
+    st->allow_on[seq] = 1;
+    return 0;
+}
+
+/* the logits of the tokens slot seq's mask leaves out become -inf (the mask is used up) */
+static void apply_allow(stage_t *st, int seq, float *l, int V) {
+    if (!st->allow_on || !st->allow_on[seq]) return;
+    const uint8_t *b = st->allow + (size_t)seq * (((size_t)V + 7) / 8);
+    for (int v = 0; v < V; v++)
+        if (!(b[v >> 3] >> (v & 7) & 1)) l[v] = -INFINITY;
+    st->allow_on[seq] = 0;
 }
 
 int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
@@ -140,6 +169,7 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
         cuda_pick_req_t *r = &st->pick[j];
         *r = (cuda_pick_req_t){CUDA_PICK_LOGITS, 0, 1.0f, 0, 0};
         if (sm->p.logprobs) continue;   /* the log-softmax wants the whole row */
+        if (st->allow_on && st->allow_on[seq[st->rows[j]]]) continue;   /* so does a grammar's mask */
         if (sm->p.temp <= 0) r->mode = CUDA_PICK_ARGMAX;
         else if (sm->p.top_k > 0 && sm->p.top_k <= CUDA_PICK_MAX && sm->p.top_k < V) r->mode = CUDA_PICK_TOP, r->k = sm->p.top_k;
         else continue;
@@ -170,6 +200,7 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
         float *tl = st->top_lp + (size_t)j * nt;
         sampler_t *sm = &st->samplers[seq[i]];
         float *lj = st->logits + (size_t)j * V;
+        apply_allow(st, seq[i], lj, V);
         const cuda_pick_res_t *pr = pick && pick[j].mode != CUDA_PICK_LOGITS ? &st->picked[j] : NULL;
         if (pr) {   /* no logprobs asked: the GPU's pick, or its candidates drawn from here */
             out_tok[j] = pr->n < 0 ? sampler_sample_penalised(sm, lj, V, st->swork)
@@ -178,6 +209,7 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
             if (out_logprob) out_logprob[j] = 0.0f;
         } else {
             out_tok[j] = sampler_sample_top(sm, lj, V, st->swork, out_logprob ? &out_logprob[j] : NULL, ti, tl, &got);
+            while (got > 0 && tl[got - 1] == -INFINITY) got--;   /* a mask's tokens are no alternatives */
         }
         for (int k = got; k < nt; k++) ti[k] = -1, tl[k] = 0.0f;
     }

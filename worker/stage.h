@@ -47,6 +47,8 @@ typedef struct stage {
     cuda_pick_req_t *pick; /* (n_seq,) a CUDA head stage's sampled rows: what the GPU picks */
     cuda_pick_res_t *picked;   /* (n_seq,) and what came of it */
     int32_t *pen_ids;      /* (n_seq · SAMPLER_HIST_MAX,) the rows' penalty ids */
+    uint8_t *allow;        /* (n_seq, (n_vocab + 7) / 8) each slot's mask for its next sample, */
+    uint8_t *allow_on;     /* (n_seq,) where set (stage_seq_allow); allocated on first use */
 } stage_t;
 
 void stage_cfg_default(stage_cfg_t *c);
@@ -64,6 +66,11 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
 void stage_free(stage_t *st);
 /* resets slot `seq` for a new sequence with these sampling params (last stage) */
 void stage_seq_start(stage_t *st, int seq, const sampler_params_t *p);
+/* The tokens slot seq's next sample may take (a grammar's mask, grammar.h: bit t of bits set =
+ * token t allowed; (n_vocab + 7) / 8 bytes), for the next stage_step that samples it: the others'
+ * logits become -inf before the penalty and the draw (and the logprobs are those of the masked
+ * distribution). Last stage only. 0, TERN_EINVAL (no head, bad slot or size) or TERN_ENOMEM. */
+int stage_seq_allow(stage_t *st, int seq, const uint8_t *bits, size_t nbytes);
 
 /* One step: h (n, n_embd) in place through the layers. tokens[i] (the input token id, used by the
  * last stage for the repetition-penalty history), seq[i], pos[i]; sample[i] != 0 asks the last

@@ -361,6 +361,16 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
                                                                   ? SAMPLER_TOP_MAX : ss->params->top_logprobs)};
             stage_seq_start(&w->st, (int)ss->seq_id, &p);
         }
+    for (size_t i = 0; w->is_last && i < f->n_allow; i++) {   /* grammar masks for this step's samples */
+        const Tern__SeqAllow *a = f->allow[i];
+        if (stage_seq_allow(&w->st, (int)a->seq_id, a->bits.data, a->bits.len) < 0) {
+            snprintf(msg, sizeof msg, "%s: Forward step %llu: a token mask for sequence slot %u of %zu bytes (this "
+                     "stage: %d slots, %d bytes)", w->name, (unsigned long long)f->step_id, a->seq_id, a->bits.len,
+                     w->st.cfg.n_seq, (w->st.shard.hp.n_vocab + 7) / 8);
+            send_error(w, &w->coord, TERN_EPROTO, f->step_id, msg);
+            return;
+        }
+    }
     int m = stage_step(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp, err, sizeof err);
     /* the last stage scores every step (none to score: it only resets its counts) */
     int ns = m < 0 || !w->is_last ? 0

@@ -22,6 +22,7 @@
 #include "kernels/quant.h"
 #include "worker/forward.h"
 #include "worker/stage.h"
+#include "core/err.h"
 
 int mkmodel_main(int argc, char **argv);
 
@@ -432,6 +433,93 @@ static void test_score(void **st) {
     gguf_close(&g);
 }
 
+/* A grammar's mask on the last stage (stage_seq_allow): the sample is the best of the allowed
+ * tokens (greedy) or one of them (sampled), the alternatives are allowed tokens only, and the
+ * mask is used up by that sample (the next step of the slot samples freely). Masks of a wrong
+ * size or slot, or on a stage without the head, are refused. */
+static void test_allow(void **st) {
+    (void)st;
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, "llama", "tq2_0", "f16");
+    if (access(path, R_OK) != 0) make_model(path, "llama", "tq2_0", "f16");
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    ref_model_t ref;
+    ref_load(&ref, g, 8);
+    const int E = ref.hp.n_embd, V = ref.hp.n_vocab, L = ref.hp.n_layer;
+    tpool_t *tp = tpool_new(2);
+    stage_t sg;
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    c.first = 0, c.last = L - 1, c.has_head = 1, c.n_ctx = 8, c.n_seq = 2, c.n_batch = 4, c.kv_type = KV_F32;
+    if (stage_init(&sg, g, &c, tp, err, sizeof err)) fail_msg("stage: %s", err);
+    size_t mb = ((size_t)V + 7) / 8;
+    uint8_t *bits = calloc(mb, 1);
+    double *rl = malloc((size_t)V * sizeof(double));
+    float *h = malloc((size_t)E * sizeof(float));
+    int32_t tok = 7, ot;
+    int seq = 1, pos = 0, best = 0;
+    uint8_t smp = 1;
+    float olp;
+    ref_token(&ref, tok, 0, rl);
+    for (int j = 1; j < V; j++) best = rl[j] > rl[best] ? j : best;
+    int allow[3] = {(best + 1) % V, (best + V / 3) % V, (best + 2 * V / 3) % V}, want = allow[0];
+    for (int k = 0; k < 3; k++) {
+        bits[allow[k] >> 3] |= (uint8_t)(1u << (allow[k] & 7));
+        if (rl[allow[k]] > rl[want]) want = allow[k];
+    }
+    assert_int_equal(stage_seq_allow(&sg, 2, bits, mb), TERN_EINVAL);       /* no such slot */
+    assert_int_equal(stage_seq_allow(&sg, 1, bits, mb - 1), TERN_EINVAL);   /* wrong size */
+    sampler_params_t sp;
+    sampler_params_default(&sp);
+    sp.temp = 0, sp.logprobs = 1, sp.top_logprobs = 5;
+    stage_seq_start(&sg, 1, &sp);
+    assert_int_equal(stage_seq_allow(&sg, 1, bits, mb), 0);
+    memcpy(h, ref.emb + (size_t)tok * E, E * sizeof(float));
+    assert_int_equal(stage_step(&sg, h, 1, &tok, &seq, &pos, &smp, &ot, &olp, err, sizeof err), 1);
+    assert_int_equal(ot, want);   /* the reference's best among the three (its gaps dwarf the tolerance) */
+    assert_true(olp <= 0 && olp > -log(3.0) - 1e-5);
+    assert_true(sg.n_top == 5);
+    int nalt = 0;
+    for (int t = 0; t < 5; t++) {
+        int id = sg.top_ids[t];
+        if (id < 0) continue;
+        nalt++;
+        assert_true(id == allow[0] || id == allow[1] || id == allow[2]);
+    }
+    assert_int_equal(nalt, 3);
+    /* used up: the next sample of the slot is free again (here: the unmasked best) */
+    pos = 1, tok = ot;
+    ref_token(&ref, tok, 1, rl);
+    best = 0;
+    for (int j = 1; j < V; j++) best = rl[j] > rl[best] ? j : best;
+    memcpy(h, ref.emb + (size_t)tok * E, E * sizeof(float));
+    assert_int_equal(stage_step(&sg, h, 1, &tok, &seq, &pos, &smp, &ot, &olp, err, sizeof err), 1);
+    assert_int_equal(ot, best);
+    /* sampled: every draw among the allowed */
+    for (int r = 0; r < 40; r++) {
+        sp.temp = 1.5f, sp.top_k = r % 2 ? 0 : 40, sp.seed = 100 + (uint64_t)r, sp.logprobs = 0, sp.top_logprobs = 0;
+        stage_seq_start(&sg, 0, &sp);
+        assert_int_equal(stage_seq_allow(&sg, 0, bits, mb), 0);
+        int s0 = 0, p0 = 0;
+        tok = (int32_t)(r * 13 % V);
+        memcpy(h, ref.emb + (size_t)tok * E, E * sizeof(float));
+        assert_int_equal(stage_step(&sg, h, 1, &tok, &s0, &p0, &smp, &ot, &olp, err, sizeof err), 1);
+        assert_true(ot == allow[0] || ot == allow[1] || ot == allow[2]);
+    }
+    stage_free(&sg);
+    c.has_head = 0;
+    if (stage_init(&sg, g, &c, tp, err, sizeof err)) fail_msg("stage: %s", err);
+    assert_int_equal(stage_seq_allow(&sg, 0, bits, mb), TERN_EINVAL);   /* no head */
+    stage_free(&sg);
+    free(bits);
+    free(rl);
+    free(h);
+    tpool_destroy(&tp);
+    ref_free(&ref);
+    gguf_close(&g);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/tern_test_forward_%d", (int)getpid());
     char cmd[300];
@@ -442,6 +530,7 @@ int main(void) {
         cmocka_unit_test(test_bitnet),
         cmocka_unit_test(test_llama),
         cmocka_unit_test(test_score),
+        cmocka_unit_test(test_allow),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

@@ -768,6 +768,50 @@ static void test_device_split(void **state) {
     free(w2);
 }
 
+/* A grammar's mask (worker/stage.c): the logits of the tokens it leaves out are -inf. Whatever the
+ * filters (greedy, top-k larger than what is left, top-p, min-p, penalty, a tiny temperature),
+ * no draw lands on one, and the logprob is that of the masked distribution. */
+static void test_masked_logits(void **state) {
+    (void)state;
+    enum { NV = 1000 };
+    float *l = malloc(NV * sizeof(float)), *w = malloc(NV * sizeof(float));
+    void *work = malloc(sampler_work_bytes(NV));
+    assert_non_null(l);
+    assert_non_null(w);
+    assert_non_null(work);
+    const int keep[3] = {17, 503, 998};   /* not the best tokens of the row */
+    for (int round = 0; round < 400; round++) {
+        for (int i = 0; i < NV; i++) l[i] = (float)(urand() * 8.0);
+        for (int i = 0; i < NV; i++) {
+            int in = i == keep[0] || i == keep[1] || i == keep[2];
+            if (!in) l[i] = -INFINITY;
+        }
+        sampler_params_t p = plain(round % 5 == 0 ? 0.0f : round % 5 == 1 ? 1e-4f : 0.9f, 77 + (uint64_t)round);
+        p.top_k = round % 3 == 0 ? 40 : 0;
+        p.top_p = round % 4 == 0 ? 0.5f : 1.0f;
+        p.min_p = round % 7 == 0 ? 0.2f : 0.0f;
+        p.repeat_penalty = round % 2 ? 1.3f : 1.0f;
+        p.logprobs = 1;
+        sampler_t sm;
+        sampler_init(&sm, &p);
+        sampler_accept(&sm, keep[round % 3]);
+        sampler_accept(&sm, 5);
+        memcpy(w, l, NV * sizeof(float));
+        float lp = 1;
+        int t = sampler_sample(&sm, w, NV, work, &lp);
+        assert_true(t == keep[0] || t == keep[1] || t == keep[2]);
+        assert_true(isfinite(lp) && lp <= 0.0f && lp >= -60.0f);
+        double sum = 0;   /* the three carry all the mass: log p of the pick against theirs */
+        float mx = -INFINITY;
+        for (int k = 0; k < 3; k++) mx = fmaxf(mx, w[keep[k]]);
+        for (int k = 0; k < 3; k++) sum += exp((double)w[keep[k]] - mx);
+        assert_true(fabs(((double)w[t] - mx - log(sum)) - lp) < 1e-4);
+    }
+    free(l);
+    free(w);
+    free(work);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_argmax_and_logprob),
@@ -784,6 +828,7 @@ int main(void) {
         cmocka_unit_test(test_matches_reference),
         cmocka_unit_test(test_top_alternatives),
         cmocka_unit_test(test_device_split),
+        cmocka_unit_test(test_masked_logits),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -74,6 +74,7 @@ typedef struct fake {
     int n_live, pending;             /* kept by the test: decoders that got a token and run, prompt tokens left */
     int max_prompt_step_live;        /* largest prompt part of a step while something decoded */
     int n_steps_live_prompt;         /* steps with prompt tokens while something decoded */
+    int n_masked;                    /* samples drawn under a grammar's mask */
     int bad;                         /* contract violations (first one in why) */
     char why[256];
 } fake_t;
@@ -176,7 +177,16 @@ static int fake_submit(pipeline_t *p, step_t *s) {
         if (!f->sampled[sl]) f->pending--;
         if (!s->sample[i]) continue;
         f->sampled[sl] = 1;
-        s->out_tok[s->n_out] = model_sample(f->hist[sl], &f->sp[sl], &f->rng[sl]);
+        int32_t t = model_sample(f->hist[sl], &f->sp[sl], &f->rng[sl]);
+        const uint8_t *m = s->allow ? s->allow[sl] : NULL;
+        if (m) {   /* a grammar's mask: the first allowed token from the model's pick on */
+            int k = 0;
+            while (k < V && !(m[(t + k) % V >> 3] >> ((t + k) % V & 7) & 1)) k++;
+            if (k == V) fake_bad(f, "step %d: slot %d's mask allows nothing", f->n_submit, sl);
+            t = (t + k) % V;
+            f->n_masked++;
+        }
+        s->out_tok[s->n_out] = t;
         s->out_lp[s->n_out++] = -1.0f;
     }
     s->rc = 0;
@@ -335,6 +345,70 @@ static void expect_solo(const seqrun_t *r) {
             fail_msg("sequence %d (prompt %d tokens): token %d is %d batched, %d alone", r->id, r->n_prompt, g, r->out[g],
                      want[g]);
     assert_int_equal(r->finish, SCHED_LENGTH);
+}
+
+/* ---- grammars: the fake's tokens as text ---- */
+
+#define EOG (V - 1)
+static char g_piece[V][4];
+static const grammar_vocab_t *g_gv;
+
+/* tokens 0-9 digits, 10-35 letters, then punctuation and two-character pieces, the last EOG */
+static const grammar_vocab_t *test_vocab(void) {
+    if (g_gv) return g_gv;
+    const char *alpha = "0123456789abc[], \"";
+    const char *pieces[V];
+    int len[V];
+    for (int t = 0; t < V; t++) {
+        if (t < 10) g_piece[t][0] = (char)('0' + t);
+        else if (t < 36) g_piece[t][0] = (char)('a' + t - 10);
+        else if (t < 41) g_piece[t][0] = "[], \""[t - 36];
+        else g_piece[t][0] = alpha[(t * 7) % 18], g_piece[t][1] = alpha[(t * 11 + 3) % 18];
+        pieces[t] = t == EOG ? NULL : g_piece[t];
+        len[t] = t == EOG ? 0 : (int)strlen(g_piece[t]);
+    }
+    int32_t eog = EOG;
+    g_gv = grammar_vocab_new(V, pieces, len, &eog, 1);
+    assert_non_null(g_gv);
+    return g_gv;
+}
+
+static grammar_t *parse_gbnf(const char *text) {
+    char err[256];
+    grammar_t *g = grammar_parse(text, strlen(text), NULL, err, sizeof err);
+    if (!g) fail_msg("grammar: %s", err);
+    return g;
+}
+
+/* the model's generation under grammar g, as the scheduler must deliver it: each sample the first
+ * allowed token from the model's pick on, the end at EOG (the callback stops) or where the
+ * grammar is complete (SCHED_STOP), else max_gen (SCHED_LENGTH) */
+static int model_generate_gram(const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp,
+                               const grammar_t *g, int32_t *out, int *finish) {
+    const grammar_vocab_t *gv = test_vocab();
+    grammar_state_t *gs = grammar_state_new(g);
+    uint8_t mask[(V + 7) / 8];
+    uint64_t h = HIST0, rng = (uint64_t)sp->seed;
+    for (int i = 0; i < n; i++) h = hist_next(h, prompt[i]);
+    int k = 0;
+    *finish = SCHED_LENGTH;
+    while (k < max_gen) {
+        assert_true(grammar_state_mask(gs, gv, mask) > 0);
+        int32_t t = model_sample(h, sp, &rng);
+        while (!(mask[t >> 3] >> (t & 7) & 1)) t = (t + 1) % V;
+        out[k++] = t;
+        h = hist_next(h, t);
+        if (t == EOG) { *finish = SCHED_STOP; break; }
+        assert_int_equal(grammar_state_accept_token(gs, gv, t), 0);
+        if (grammar_state_done(gs)) { *finish = SCHED_STOP; break; }
+    }
+    grammar_state_destroy(&gs);
+    return k;
+}
+
+static int on_token_gram(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
+    on_token(user, id, token, logprob, top, finish);
+    return !finish && token == EOG;
 }
 
 /* prompt scores as a sched_score_cb collects them */
@@ -533,6 +607,75 @@ static void test_recovery_replay(void **state) {
     }
 }
 
+/* Grammars (sched_set_grammar): sequences under two grammars (greedy, sampled, one whose
+ * sampling reads its history) beside a free one, with steps in flight and pipeline failures
+ * mid-way (replays walk the grammar again: the replayed samples need their own masks): each gets
+ * exactly the model's constrained generation and end (EOG where the grammar may end, complete
+ * grammar, or length); the free one stays free; a grammar no token can begin is refused and ends
+ * its sequence. */
+static void test_grammars(void **state) {
+    (void)state;
+    const char *t1 = "root ::= \"[\" item (\",\" item)* \"]\"\nitem ::= [a-c] [0-9]*\n";
+    const char *t2 = "root ::= [0-9]+ | \"ab\" [ ]? \"c\"\n";
+    grammar_t *g1 = parse_gbnf(t1), *g2 = parse_gbnf(t2);
+    const grammar_t *gs_of[5] = {g1, g1, g2, g1, NULL};
+    const char *text_of[5] = {t1, t1, t2, t1, NULL};
+    for (int inflight = 1; inflight <= 2; inflight++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[5];
+        fake_init(&f, inflight);
+        sched_open(&sc, &f, 5, 16, 4);
+        f.fail_at[0] = 4;
+        f.fail_at[1] = 21;
+        f.n_fail = 2;
+        for (int i = 0; i < 5; i++) seq_make(&r[i], 5 + 7 * i, 30, 90 + i, i == 1 || i == 2 ? 0.8f : 0.0f);
+        r[3].sp.repeat_penalty = 1.2f;
+        for (int i = 0; i < 5; i++) {
+            r[i].f = &f;
+            r[i].sc = &sc;
+            r[i].id = sched_add(&sc, r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, on_token_gram, &r[i]);
+            assert_true(r[i].id >= 0);
+            r[i].slot = f.last_started;
+            char err[256];
+            grammar_t *gi = text_of[i] ? parse_gbnf(text_of[i]) : NULL;   /* the scheduler takes it */
+            if (gi) assert_int_equal(sched_set_grammar(&sc, r[i].id, &gi, test_vocab(), err, sizeof err), 0);
+            assert_null(gi);
+        }
+        int guard = 0;
+        while (sched_step(&sc) > 0) assert_true(++guard < 10000);
+        if (f.bad) fail_msg("fake pipeline: %s", f.why);
+        assert_int_equal(sc.n_recoveries, 2);
+        assert_true(f.n_masked > 0);
+        for (int i = 0; i < 5; i++) {
+            int32_t want[MAXTOK];
+            int fin, n;
+            if (gs_of[i]) n = model_generate_gram(r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, gs_of[i], want, &fin);
+            else n = model_generate(r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, want), fin = SCHED_LENGTH;
+            if (r[i].n_out != n || memcmp(r[i].out, want, (size_t)n * sizeof(int32_t)) || r[i].finish != fin)
+                fail_msg("sequence %d (inflight %d): %d tokens, finish %d; want %d, finish %d", i, inflight, r[i].n_out,
+                         r[i].finish, n, fin);
+            assert_int_equal(sc.seqs[r[i].slot].n_replay_bad, 0);
+        }
+        /* a grammar that no token begins: refused, and the sequence is over */
+        seqrun_t z;
+        seq_make(&z, 3, 4, 7, 0.0f);
+        z.f = &f, z.sc = &sc;
+        z.id = sched_add(&sc, z.prompt, z.n_prompt, z.max_gen, &z.sp, on_token_gram, &z);
+        assert_true(z.id >= 0);
+        grammar_t *gz = parse_gbnf("root ::= \"~\"\n");
+        char err[256];
+        assert_true(sched_set_grammar(&sc, z.id, &gz, test_vocab(), err, sizeof err) < 0);
+        assert_null(gz);
+        assert_non_null(strstr(err, "grammar"));
+        assert_int_equal(z.finish, SCHED_ERROR);
+        assert_int_equal(sched_active(&sc), 0);
+        sched_free(&sc);
+    }
+    grammar_destroy(&g1);
+    grammar_destroy(&g2);
+}
+
 /* Prompt scoring (echo / prompt logprobs): a scored prompt that generates nothing (max_gen 0)
  * and one that generates, beside ordinary sequences, in chunks, with steps in flight and a
  * pipeline failure mid-way: each prompt position is scored once, in order, with the right
@@ -692,6 +835,7 @@ int main(void) {
         cmocka_unit_test(test_pipelined),         cmocka_unit_test(test_recovery_replay),
         cmocka_unit_test(test_score_prompt),
         cmocka_unit_test(test_prefix_cache),
+        cmocka_unit_test(test_grammars),
     };
     log_set_level(LOG_W);   /* replays log one info line per sequence */
     return cmocka_run_group_tests(tests, setup, NULL);

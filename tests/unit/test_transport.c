@@ -396,20 +396,20 @@ static void test_hostile_frames(void **st) {
     raw_send(&r, &garbage, 1);
     expect_refused(&r, l, &in, TERN_EFORMAT, "undecodable");
 
-    n = pack_raw(fwd, 1, tb, buf);
+    n = pack_raw(fwd, TERN_PROTO_VERSION, tb, buf);
     tp_iov_t trunc[2] = {{buf, n / 2}, {g_hidden, tb}};
     raw_send(&r, trunc, 2);
     expect_refused(&r, l, &in, TERN_EFORMAT, "undecodable");
 
     /* header says 96 bytes and 96 come, but 3 tokens x 8 x 4 = 96 → make hidden 9 */
     a.fwd.hidden_size = 9;
-    n = pack_raw(fwd, 1, tb, buf);
+    n = pack_raw(fwd, TERN_PROTO_VERSION, tb, buf);
     tp_iov_t mism[2] = {{buf, n}, {g_hidden, tb}};
     raw_send(&r, mism, 2);
     expect_refused(&r, l, &in, TERN_EPROTO, "hidden frame is 96 bytes, expected n_tokens 3 x hidden 9");
     a.fwd.hidden_size = 8;
 
-    n = pack_raw(fwd, 1, tb, buf);   /* frame shorter than the header declares */
+    n = pack_raw(fwd, TERN_PROTO_VERSION, tb, buf);   /* frame shorter than the header declares */
     tp_iov_t shortf[2] = {{buf, n}, {g_hidden, tb - 4}};
     raw_send(&r, shortf, 2);
     expect_refused(&r, l, &in, TERN_EPROTO, "header declares a 96-byte tensor, frame has 92");
@@ -423,23 +423,23 @@ static void test_hostile_frames(void **st) {
     expect_refused(&r, l, &in, TERN_EPROTO, "extra frames");
 
     Tern__Msg hbm = msg_of(&a, 8, &t, &tb);
-    n = pack_raw(hbm, 1, 0, buf);
+    n = pack_raw(hbm, TERN_PROTO_VERSION, 0, buf);
     tp_iov_t unexpected[2] = {{buf, n}, {"zz", 2}};
     raw_send(&r, unexpected, 2);
     expect_refused(&r, l, &in, TERN_EPROTO, "declares no tensor");
 
-    n = pack_raw(hbm, 2, 0, buf);
+    n = pack_raw(hbm, TERN_PROTO_VERSION + 1, 0, buf);
     tp_iov_t v2 = {buf, n};
     raw_send(&r, &v2, 1);
-    expect_refused(&r, l, &in, TERN_EPROTO, "peer evil speaks protocol v2, this tern speaks v1");
+    expect_refused(&r, l, &in, TERN_EPROTO, "peer evil speaks protocol v3, this tern speaks v2");
 
     n = pack_raw(hbm, 0, 0, buf);
     tp_iov_t v0 = {buf, n};
     raw_send(&r, &v0, 1);
     expect_refused(&r, l, &in, TERN_EPROTO, "no protocol version");
 
-    /* version 1 with only a field number protocol v1 does not know (99, empty bytes) */
-    static const uint8_t unknown[] = {0x08, 0x01, 0x9a, 0x06, 0x00};
+    /* this version with only a field number it does not know (99, empty bytes) */
+    static const uint8_t unknown[] = {0x08, TERN_PROTO_VERSION, 0x9a, 0x06, 0x00};
     tp_iov_t unk = {unknown, sizeof unknown};
     raw_send(&r, &unk, 1);
     expect_refused(&r, l, &in, TERN_EPROTO, "no body known");
@@ -448,16 +448,16 @@ static void test_hostile_frames(void **st) {
     raw_send(&r, &empty, 1);
     expect_refused(&r, l, &in, TERN_EPROTO, "no protocol version");
 
-    a.hello.proto_version = 2;    /* envelope v1, but the Hello says v2 */
+    a.hello.proto_version = TERN_PROTO_VERSION + 1;    /* the envelope is right, the Hello is not */
     Tern__Msg hm = msg_of(&a, 0, &t, &tb);
-    n = pack_raw(hm, 1, 0, buf);
+    n = pack_raw(hm, TERN_PROTO_VERSION, 0, buf);
     tp_iov_t hv2 = {buf, n};
     raw_send(&r, &hv2, 1);
-    expect_refused(&r, l, &in, TERN_EPROTO, "speaks protocol v2");
-    a.hello.proto_version = 1;
+    expect_refused(&r, l, &in, TERN_EPROTO, "speaks protocol v3");
+    a.hello.proto_version = TERN_PROTO_VERSION;
 
     a.fwd.n_positions = 2;
-    n = pack_raw(fwd, 1, 96, buf);
+    n = pack_raw(fwd, TERN_PROTO_VERSION, 96, buf);
     tp_iov_t cnt[2] = {{buf, n}, {g_hidden, 96}};
     raw_send(&r, cnt, 2);
     expect_refused(&r, l, &in, TERN_EPROTO, "2 positions for 3 tokens");
@@ -465,7 +465,7 @@ static void test_hostile_frames(void **st) {
 
     a.fwd.n_sampling = 1;
     a.ss[0].seq_id = 11; /* params start sequence 11, which has no token in the step */
-    n = pack_raw(fwd, 1, 96, buf);
+    n = pack_raw(fwd, TERN_PROTO_VERSION, 96, buf);
     tp_iov_t nos[2] = {{buf, n}, {g_hidden, 96}};
     raw_send(&r, nos, 2);
     expect_refused(&r, l, &in, TERN_EPROTO, "sampling params for sequence 11, which has no token in this step");
@@ -474,17 +474,17 @@ static void test_hostile_frames(void **st) {
     /* teacher-forced targets: one per token or none, each >= -1 */
     static int32_t tgt[3] = {5, -1, 9};
     a.fwd.n_targets = 2, a.fwd.targets = tgt;
-    n = pack_raw(fwd, 1, 96, buf);
+    n = pack_raw(fwd, TERN_PROTO_VERSION, 96, buf);
     tp_iov_t tg1[2] = {{buf, n}, {g_hidden, 96}};
     raw_send(&r, tg1, 2);
     expect_refused(&r, l, &in, TERN_EPROTO, "2 targets for 3 tokens");
     a.fwd.n_targets = 3, tgt[1] = -2;
-    n = pack_raw(fwd, 1, 96, buf);
+    n = pack_raw(fwd, TERN_PROTO_VERSION, 96, buf);
     tp_iov_t tg2[2] = {{buf, n}, {g_hidden, 96}};
     raw_send(&r, tg2, 2);
     expect_refused(&r, l, &in, TERN_EPROTO, "target -2 of token 1");
     tgt[1] = -1;
-    n = pack_raw(fwd, 1, 96, buf);
+    n = pack_raw(fwd, TERN_PROTO_VERSION, 96, buf);
     tp_iov_t tg3[2] = {{buf, n}, {g_hidden, 96}};
     raw_send(&r, tg3, 2);
     if (tp_recv(l, &in, 5000, E)) fail_msg("consistent targets refused: %s", g_err);
@@ -499,19 +499,19 @@ static void test_hostile_frames(void **st) {
     a.sampled.n_top = 2;
     a.sampled.n_top_ids = 5, a.sampled.top_ids = top_ids;
     a.sampled.n_top_logprobs = 5, a.sampled.top_logprobs = top_lp;
-    n = pack_raw(sm, 1, 0, buf);
+    n = pack_raw(sm, TERN_PROTO_VERSION, 0, buf);
     tp_iov_t top1 = {buf, n};
     raw_send(&r, &top1, 1);
     expect_refused(&r, l, &in, TERN_EPROTO, "sampled: 2 alternatives (max 20) for 3 tokens, but 5 top ids");
     a.sampled.n_top = 21;
     a.sampled.n_top_ids = a.sampled.n_top_logprobs = 63;
-    n = pack_raw(sm, 1, 0, buf);
+    n = pack_raw(sm, TERN_PROTO_VERSION, 0, buf);
     tp_iov_t top2 = {buf, n};
     raw_send(&r, &top2, 1);
     expect_refused(&r, l, &in, TERN_EPROTO, "21 alternatives (max 20)");
     a.sampled.n_top = 2;
     a.sampled.n_top_ids = a.sampled.n_top_logprobs = 6;   /* consistent: accepted */
-    n = pack_raw(sm, 1, 0, buf);
+    n = pack_raw(sm, TERN_PROTO_VERSION, 0, buf);
     tp_iov_t top3 = {buf, n};
     raw_send(&r, &top3, 1);
     if (tp_recv(l, &in, 5000, E)) fail_msg("consistent alternatives refused: %s", g_err);
@@ -665,9 +665,9 @@ static void test_frame_limit(void **st) {
 static void test_hello_check(void **st) {
     (void)st;
     Tern__Hello h = TERN__HELLO__INIT;
-    h.proto_version = 2;
+    h.proto_version = TERN_PROTO_VERSION + 1;
     assert_int_equal(tp_hello_check(&h, "pc2", E), TERN_EPROTO);
-    assert_string_equal(g_err, "peer pc2 speaks protocol v2, this tern speaks v1");
+    assert_string_equal(g_err, "peer pc2 speaks protocol v3, this tern speaks v2");
     h.proto_version = TERN_PROTO_VERSION;
     assert_int_equal(tp_hello_check(&h, "pc2", E), 0);
 }
