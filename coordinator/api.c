@@ -48,6 +48,10 @@ void tern_sampling_default(tern_sampling *s) {
     s->repeat_last_n = d.repeat_last_n;
     s->seed = d.seed;
     s->grammar = NULL;
+    s->freq_penalty = s->presence_penalty = 0.0f;
+    s->n_bias = 0;
+    s->bias_id = NULL;
+    s->bias = NULL;
 }
 
 const char *tern_last_error(const tern_model *m) { return m ? m->err : "no model"; }
@@ -200,19 +204,35 @@ static int on_token(void *user, int id, int32_t token, float logprob, const sche
     return 0;
 }
 
+void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp) {
+    sampler_params_default(sp);
+    tern_sampling def;
+    if (!s) { tern_sampling_default(&def); s = &def; }
+    sp->temp = s->temp;
+    sp->top_k = s->top_k;
+    sp->top_p = s->top_p;
+    sp->min_p = s->min_p;
+    sp->repeat_penalty = s->repeat_penalty;
+    sp->repeat_last_n = s->repeat_last_n;
+    sp->seed = s->seed;
+    sp->freq_penalty = s->freq_penalty;
+    sp->presence_penalty = s->presence_penalty;
+    sp->n_bias = s->n_bias > SAMPLER_BIAS_MAX ? SAMPLER_BIAS_MAX : s->n_bias > 0 && s->bias_id && s->bias ? s->n_bias : 0;
+    for (int i = 0; i < sp->n_bias; i++) sp->bias_id[i] = s->bias_id[i], sp->bias[i] = s->bias[i];
+}
+
 int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, const tern_sampling *s,
                       tern_token_cb cb, void *user, tern_stats *stats) {
     sampler_params_t sp;
-    sampler_params_default(&sp);
     tern_sampling def;
     if (!s) { tern_sampling_default(&def); s = &def; }
-    sp.temp = s->temp;
-    sp.top_k = s->top_k;
-    sp.top_p = s->top_p;
-    sp.min_p = s->min_p;
-    sp.repeat_penalty = s->repeat_penalty;
-    sp.repeat_last_n = s->repeat_last_n;
-    sp.seed = s->seed;
+    engine_sampler_params(s, &sp);
+    for (int i = 0; i < sp.n_bias; i++)
+        if (sp.bias_id[i] < 0 || sp.bias_id[i] >= m->pl->n_vocab) {
+            snprintf(m->err, sizeof m->err, "logit bias: token id %d is outside the vocabulary (%d tokens)", sp.bias_id[i],
+                     m->pl->n_vocab);
+            return TERN_EINVAL;
+        }
     if (n >= m->n_ctx) {
         snprintf(m->err, sizeof m->err, "the prompt has %d tokens but the context holds %d (raise -c)", n, m->n_ctx);
         return TERN_EINVAL;

@@ -327,8 +327,8 @@ int cli_chat(int argc, char **argv) {
         fprintf(stderr, "tern chat: %s\n", err);
         return 1;
     }
-    sampler_params_t sp = {mo.s.temp, mo.s.top_k, mo.s.top_p, mo.s.min_p, mo.s.repeat_penalty, mo.s.repeat_last_n,
-                           mo.s.seed, 0, 0};
+    sampler_params_t sp;
+    engine_sampler_params(&mo.s, &sp);
     chat_t c;
     rc = chat_init(&c, m, &sp);
     if (rc == 0 && sys) {

@@ -46,6 +46,9 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int w
         {NULL, "--min-p", OPT_FLOAT, &o->s.min_p, "P", "min-p (0: off)", 0, 1},
         {NULL, "--repeat-penalty", OPT_FLOAT, &o->s.repeat_penalty, "X", "repetition penalty (1: off)", 0, 100},
         {NULL, "--repeat-last-n", OPT_INT, &o->s.repeat_last_n, "N", "tokens the penalty looks back", 0, 1024},
+        {NULL, "--frequency-penalty", OPT_FLOAT, &o->s.freq_penalty, "X", "logit -= X per occurrence in the last --repeat-last-n tokens (0: off)", -100, 100},
+        {NULL, "--presence-penalty", OPT_FLOAT, &o->s.presence_penalty, "X", "logit -= X when the token is among them (0: off)", -100, 100},
+        {"-l", "--logit-bias", OPT_STR, &o->logit_bias, "ID(+|-)B,...", "add B (-100..100) to token ID's logit, e.g. 15043+1,29-100", 0, 0},
         {NULL, "--grammar", OPT_STR, &o->grammar, "GBNF", "constrain the output to a GBNF grammar (llama.cpp's syntax, rule root)", 0, 0},
         {NULL, "--grammar-file", OPT_STR, &o->grammar_file, "FILE", "the same from a file", 0, 0},
         {"-j", "--json-schema", OPT_STR, &o->json_schema, "SCHEMA", "constrain the output to JSON matching a JSON Schema ({} : any object)", 0, 0},
@@ -120,9 +123,35 @@ static int grammar_opts(cli_model_opts_t *o, char *err, size_t errlen) {
     return 0;
 }
 
+/* -l "ID+B,ID-B,...": token ids (checked against the vocabulary at load) and biases in [-100, 100] */
+static int bias_opts(cli_model_opts_t *o, char *err, size_t errlen) {
+    const char *p = o->logit_bias;
+    int n = 0;
+    while (p && *p) {
+        char *end;
+        long id = strtol(p, &end, 10);
+        if (end == p || id < 0 || id > INT32_MAX || (*end != '+' && *end != '-'))
+            return err_set(err, errlen, TERN_EINVAL, "--logit-bias '%s': expected TOKEN_ID+BIAS or TOKEN_ID-BIAS, comma-separated", o->logit_bias);
+        const char *b = end;
+        float v = strtof(b, &end);
+        if (end == b || !(v >= -100 && v <= 100) || (*end && (*end != ',' || !end[1])))
+            return err_set(err, errlen, TERN_EINVAL, "--logit-bias '%s': a bias is a number in [-100, 100]", o->logit_bias);
+        if (n == (int)(sizeof o->bias / sizeof o->bias[0]))
+            return err_set(err, errlen, TERN_EINVAL, "--logit-bias: at most %d tokens", n);
+        o->bias_id[n] = (int32_t)id;
+        o->bias[n++] = v;
+        p = *end ? end + 1 : end;
+    }
+    o->s.n_bias = n;
+    o->s.bias_id = o->bias_id;
+    o->s.bias = o->bias;
+    return 0;
+}
+
 int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen) {
     if (!o->p.model) return err_set(err, errlen, TERN_EINVAL, "no model given: use -m FILE");
-    int rc = grammar_opts(o, err, errlen);
+    int rc = bias_opts(o, err, errlen);
+    if (rc == 0) rc = grammar_opts(o, err, errlen);
     if (rc < 0) return rc;
     if (access(o->p.model, R_OK) != 0) return err_set(err, errlen, TERN_ENOTFOUND, "cannot read model '%s'", o->p.model);
     if (o->p.cluster && o->p.workers) return err_set(err, errlen, TERN_EINVAL, "use --cluster or --workers, not both");

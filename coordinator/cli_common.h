@@ -9,6 +9,9 @@ typedef struct cli_model_opts {
     tern_params p;
     tern_sampling s;
     int seed;           /* -s; -1: random */
+    const char *logit_bias;   /* -l "ID+BIAS,ID-BIAS,...": into bias_id / bias (s points at them) */
+    int32_t bias_id[300];
+    float bias[300];
     const char *grammar, *grammar_file, *json_schema, *json_schema_file;   /* one at most: the GBNF
                                         * they come to is s.grammar (kept for the process's life) */
     int verbose;        /* -v (applied by main.c before parsing) */

@@ -3,6 +3,7 @@
  * receives (blocked in every other thread) and turns into a graceful shutdown. A second
  * signal cuts the grace period short. Not here: HTTP itself (server*.c). */
 #include "coordinator/cli_common.h"
+#include "coordinator/engine.h"
 #include "coordinator/server.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -127,14 +128,7 @@ int cli_serve(int argc, char **argv) {
     if (rc == 0 && signals_seen()) rc = 1;
     if (rc == 0) {
         sampler_params_t sp;
-        sampler_params_default(&sp);
-        sp.temp = mo.s.temp;
-        sp.top_k = mo.s.top_k;
-        sp.top_p = mo.s.top_p;
-        sp.min_p = mo.s.min_p;
-        sp.repeat_penalty = mo.s.repeat_penalty;
-        sp.repeat_last_n = mo.s.repeat_last_n;
-        sp.seed = mo.s.seed;
+        engine_sampler_params(&mo.s, &sp);
         rc = server_attach(srv, m, &sp, err, sizeof err);
     }
     if (rc == 0) {

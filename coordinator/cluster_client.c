@@ -526,6 +526,11 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
         p->sp[k].seed = sp->seed;
         p->sp[k].logprobs = sp->logprobs != 0;
         p->sp[k].top_logprobs = sp->top_logprobs > 0 ? (uint32_t)sp->top_logprobs : 0;
+        p->sp[k].frequency_penalty = sp->freq_penalty;
+        p->sp[k].presence_penalty = sp->presence_penalty;
+        p->sp[k].n_bias_ids = p->sp[k].n_bias_values = (size_t)(sp->n_bias > 0 ? sp->n_bias : 0);
+        p->sp[k].bias_ids = (int32_t *)sp->bias_id;
+        p->sp[k].bias_values = (float *)sp->bias;
         p->ss[k].seq_id = (uint32_t)slot;
         p->ss[k].params = &p->sp[k];
         p->ssp[k] = &p->ss[k];

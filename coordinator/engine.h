@@ -32,5 +32,8 @@ struct tern_model {
  * first call (a pass over the vocabulary; not thread-safe: call it from the thread that drives
  * the scheduler). NULL on out of memory. */
 const grammar_vocab_t *engine_grammar_vocab(tern_model *m);
+/* the scheduler's sampling params of the API's (s NULL: the defaults); logit biases past the
+ * sampler's SAMPLER_BIAS_MAX are dropped (the front ends refuse more) */
+void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp);
 
 #endif

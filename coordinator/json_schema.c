@@ -1,8 +1,10 @@
 /* json_schema: see json_schema.h. One recursive walk turns each schema node into a GBNF
  * expression; a $ref target becomes one named rule (so recursion is a rule reference, made once),
  * shared values (array items, property values) become rules, and the primitives (ws, string,
- * number, ...) are appended at the end when used. Every value ends with `ws`; containers open with
- * `"{" ws` / `"[" ws`, so no two `ws` ever meet. Not here: matching the text (grammar.c), pattern
+ * number, ...) are appended at the end when used. A value has no whitespace around it (the text
+ * ends where the value does: the grammar is complete at the last `}`); a container puts `ws`
+ * after its opening bracket and after each key and value (`"{" ws key ws ":" ws value ws ("," ws
+ * ...)* "}"`), so no two `ws` ever meet. Not here: matching the text (grammar.c), pattern
  * or numeric bounds (refused), keeping extra keys distinct from the declared ones. */
 #include "coordinator/json_schema.h"
 #include "coordinator/grammar.h"
@@ -16,7 +18,8 @@
 
 /* Choices (where JSON Schema leaves room or strict generation differs from validation):
  * - layout: properties in the schema's order; whitespace is `ws ::= | " " | "\n" [ \t]{0,20}`
- *   after "{", "[", ",", ":", keys and values, so a generation cannot spin on blanks;
+ *   after "{", "[", ",", ":", keys and values inside containers (none before or after the
+ *   whole value), so a generation cannot spin on blanks;
  * - additionalProperties absent = false (no extra keys, as OpenAI / llama.cpp strict output),
  *   true = any extra `"key": value`, a schema = extras of that schema, after the declared ones
  *   (their names are not kept apart from the declared names). {"type": "object"} with neither
@@ -114,17 +117,17 @@ static const struct {
 } js_prims[] = {
     {PRIM_WS, 0, "ws", "| \" \" | \"\\n\" [ \\t]{0,20}"},
     {PRIM_CHAR, 0, "char", "[^\"\\\\\\x00-\\x1F] | \"\\\\\" ( [\"\\\\/bfnrt] | \"u\" [0-9a-fA-F]{4} )"},
-    {PRIM_STRING, PRIM_CHAR | PRIM_WS, "string", "\"\\\"\" char* \"\\\"\" ws"},
+    {PRIM_STRING, PRIM_CHAR, "string", "\"\\\"\" char* \"\\\"\""},
     {PRIM_INTEGRAL, 0, "integral", "\"-\"? ( \"0\" | [1-9] [0-9]{0,15} )"},
-    {PRIM_INTEGER, PRIM_INTEGRAL | PRIM_WS, "integer", "integral ws"},
-    {PRIM_NUMBER, PRIM_INTEGRAL | PRIM_WS, "number", "integral ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )? ws"},
-    {PRIM_BOOLEAN, PRIM_WS, "boolean", "( \"true\" | \"false\" ) ws"},
-    {PRIM_NULL, PRIM_WS, "null", "\"null\" ws"},
+    {PRIM_INTEGER, PRIM_INTEGRAL, "integer", "integral"},
+    {PRIM_NUMBER, PRIM_INTEGRAL, "number", "integral ( \".\" [0-9]{1,16} )? ( [eE] [-+]? [0-9]{1,3} )?"},
+    {PRIM_BOOLEAN, 0, "boolean", "\"true\" | \"false\""},
+    {PRIM_NULL, 0, "null", "\"null\""},
     {PRIM_VALUE, PRIM_OBJECT | PRIM_ARRAY | PRIM_STRING | PRIM_NUMBER | PRIM_BOOLEAN | PRIM_NULL, "value",
      "object | array | string | number | boolean | null"},
     {PRIM_OBJECT, PRIM_STRING | PRIM_VALUE | PRIM_WS, "object",
-     "\"{\" ws ( string \":\" ws value ( \",\" ws string \":\" ws value )* )? \"}\" ws"},
-    {PRIM_ARRAY, PRIM_VALUE | PRIM_WS, "array", "\"[\" ws ( value ( \",\" ws value )* )? \"]\" ws"},
+     "\"{\" ws ( string ws \":\" ws value ws ( \",\" ws string ws \":\" ws value ws )* )? \"}\""},
+    {PRIM_ARRAY, PRIM_VALUE | PRIM_WS, "array", "\"[\" ws ( value ws ( \",\" ws value ws )* )? \"]\""},
 };
 #define JS_N_PRIMS (int)(sizeof js_prims / sizeof js_prims[0])
 
@@ -560,8 +563,7 @@ static char *visit_enum(js_t *js, json_t *node, unsigned types, const char *ptr)
     char *lits = sb_take(js, &b, ptr);
     if (!lits) return NULL;
     sb_t w = {0};
-    js->prims |= PRIM_WS;
-    sb_printf(&w, n > 1 ? "( %s ) ws" : "%s ws", lits);
+    sb_printf(&w, n > 1 ? "( %s )" : "%s", lits);
     free(lits);
     return sb_take(js, &w, ptr);
 }
@@ -587,7 +589,8 @@ static char *prop_kv(js_t *js, const char *key, json_t *schema, const char *ptr,
     sb_t b = {0};
     int rc = ks ? json_lit(js, &b, ks, ptr) : (fail(js, ptr, "out of memory"), -1);
     json_decref(ks);
-    sb_printf(&b, " ws \":\" ws %s", val);
+    js->prims |= PRIM_WS;
+    sb_printf(&b, " ws \":\" ws %s ws", val);
     free(val);
     if (rc) return free(b.p), NULL;
     return sb_take(js, &b, ptr);
@@ -679,9 +682,10 @@ static char *object_extra(js_t *js, json_t *node, const char *ptr, const char *h
     char *val = visit(js, a, cptr, chint);
     if (!val) return NULL;
     sb_t b = {0};
-    js->prims |= PRIM_STRING;
-    sb_puts(&b, "string \":\" ws ");
+    js->prims |= PRIM_STRING | PRIM_WS;
+    sb_puts(&b, "string ws \":\" ws ");
     sb_puts(&b, val);
+    sb_puts(&b, " ws");
     free(val);
     return as_rule(js, sb_take(js, &b, cptr), chint, cptr);
 }
@@ -717,7 +721,7 @@ static char *visit_object(js_t *js, json_t *node, const char *ptr, const char *h
     } else if (x) {
         sb_printf(&b, "( %s ( \",\" ws %s )* )?", x, x);
     }
-    sb_puts(&b, always || *dp || x ? " \"}\" ws" : "\"}\" ws");
+    sb_puts(&b, always || *dp || x ? " \"}\"" : "\"}\"");
     free(dp);
     free(x);
     return sb_take(js, &b, ptr);
@@ -728,7 +732,7 @@ static char *visit_object(js_t *js, json_t *node, const char *ptr, const char *h
 /* ` ( "," ws item )op` for lo..hi more items (nothing when hi == 0) */
 static void rep_more(sb_t *b, const char *item, long lo, long hi) {
     if (hi == 0) return;
-    sb_printf(b, " ( \",\" ws %s )", item);
+    sb_printf(b, " ( \",\" ws %s ws )", item);
     rep_op(b, lo, hi < 0 ? -1 : hi);
 }
 
@@ -740,7 +744,7 @@ static void array_tuple(js_t *js, sb_t *b, json_t *tuple, const char *kw, const 
         ptr_index(cptr, ptr, kw, i);
         hint_child(chint, hint, num);
         char *e = visit(js, json_array_get(tuple, i), cptr, chint);
-        if (e) sb_printf(b, i ? " \",\" ws %s" : " %s", e);
+        if (e) sb_printf(b, i ? " \",\" ws %s ws" : " %s ws", e);
         free(e);
     }
 }
@@ -753,11 +757,11 @@ static void array_rest(sb_t *b, const char *item, long k, long lo, long hi) {
     if (k) {
         rep_more(b, item, lo, hi);
     } else if (lo == 0) {
-        sb_printf(b, " ( %s", item);
+        sb_printf(b, " ( %s ws", item);
         rep_more(b, item, 0, hi1);
         sb_puts(b, " )?");
     } else {
-        sb_printf(b, " %s", item);
+        sb_printf(b, " %s ws", item);
         rep_more(b, item, lo - 1, hi1);
     }
 }
@@ -797,7 +801,7 @@ static char *visit_array(js_t *js, json_t *node, const char *ptr, const char *hi
     if (js->failed) return free(b.p), free(item), NULL;
     array_rest(&b, item, k, rlo, rhi);
     free(item);
-    sb_puts(&b, " \"]\" ws");
+    sb_puts(&b, " \"]\"");
     return sb_take(js, &b, ptr);
 }
 
@@ -809,13 +813,13 @@ static char *visit_string(js_t *js, json_t *node, const char *ptr) {
     if (hi >= 0 && lo > hi) return fail(js, ptr, "'minLength' is greater than 'maxLength'");
     if (lo == 0 && hi < 0) return prim(js, PRIM_STRING, ptr);
     sb_t b = {0};
-    js->prims |= PRIM_CHAR | PRIM_WS;
+    js->prims |= PRIM_CHAR;
     if (hi == 0) {
-        sb_puts(&b, "\"\\\"\\\"\" ws");
+        sb_puts(&b, "\"\\\"\\\"\"");
     } else {
         sb_puts(&b, "\"\\\"\" char");
         rep_op(&b, lo, hi);
-        sb_puts(&b, " \"\\\"\" ws");
+        sb_puts(&b, " \"\\\"\"");
     }
     return sb_take(js, &b, ptr);
 }

@@ -122,7 +122,7 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
     for (int i = 0; i < n; i++)
         if (prompt[i] < 0 || prompt[i] >= s->pl->n_vocab) return TERN_EINVAL;
     /* the free slot with the longest cached beginning of this prompt (else the first free one) */
-    int use = s->prefix_cache && !(sp->repeat_penalty != 1.0f && sp->repeat_last_n > 0);
+    int use = s->prefix_cache && !sampler_params_use_history(sp);
     int best = -1, best_k = -1;
     for (int i = 0; i < s->n_seq; i++) {   /* ties: the least recently used slot keeps others' caches */
         if (s->seqs[i].active) continue;
@@ -426,7 +426,7 @@ static void replay_all(sched_t *s) {
         q->kv_ok = 1;   /* it is fed again from position 0 */
         q->n_cached = 0;
         s->pl->ops->seq_start(s->pl, q->slot, &q->sp);
-        int stateless = q->sp.temp <= 0 && (q->sp.repeat_penalty == 1.0f || q->sp.repeat_last_n == 0);
+        int stateless = q->sp.temp <= 0 && !sampler_params_use_history(&q->sp);
         if (q->gram) {   /* the grammar walks the generated tokens again as their samples come */
             grammar_state_t *g = grammar_state_clone(q->gram0);
             if (g) {

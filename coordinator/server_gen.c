@@ -47,6 +47,10 @@ static int build_prompt(struct server *s, const server_req_t *r, job_t *j, serve
     int n_ctx = m->n_ctx, n_vocab = tokenizer_n_vocab(tok);
     if (!(j->ids = malloc((size_t)(n_ctx + 1) * sizeof(int32_t))))
         return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    for (int i = 0; i < r->sp.n_bias; i++)
+        if (r->sp.bias_id[i] >= n_vocab)
+            return server_err_set(e, 400, "invalid_request_error", "invalid_value", "logit_bias",
+                                  "logit_bias: token id %d is outside the vocabulary (%d tokens)", r->sp.bias_id[i], n_vocab);
     int n;
     if (r->ids) {
         for (int i = 0; i < r->n_ids; i++)

@@ -289,6 +289,43 @@ static int parse_grammar(server_req_t *r, json_t *root, server_err_t *e) {
     return 0;
 }
 
+/* OpenAI's logit_bias: {"TOKEN_ID": bias, ...} (bias in [-100, 100]); also llama.cpp's list of
+ * [TOKEN_ID, bias] pairs. The ids are checked against the vocabulary with the prompt. */
+static int parse_logit_bias(server_req_t *r, json_t *root, server_err_t *e) {
+    const char *P = "logit_bias";
+    json_t *lb = json_object_get(root, P);
+    sampler_params_t *sp = &r->sp;
+    if (!lb || json_is_null(lb)) return 0;
+    size_t n = json_is_object(lb) ? json_object_size(lb) : json_is_array(lb) ? json_array_size(lb) : 0;
+    if (!json_is_object(lb) && !json_is_array(lb)) return BAD(e, P, "'logit_bias' must map token ids to biases");
+    if (n > SAMPLER_BIAS_MAX) return BAD(e, P, "'logit_bias' has %zu entries (at most %d)", n, SAMPLER_BIAS_MAX);
+    sp->n_bias = 0;
+    const char *key;
+    json_t *v;
+    size_t i;
+    if (json_is_object(lb)) {
+        json_object_foreach(lb, key, v) {
+            char *end;
+            long id = strtol(key, &end, 10);
+            if (!*key || *end || id < 0 || id > INT32_MAX) return BAD(e, P, "logit_bias key '%.40s' is not a token id", key);
+            if (!json_is_number(v) || !(json_number_value(v) >= -100 && json_number_value(v) <= 100))
+                return BAD(e, P, "logit_bias of token %ld must be a number in [-100, 100]", id);
+            sp->bias_id[sp->n_bias] = (int32_t)id;
+            sp->bias[sp->n_bias++] = (float)json_number_value(v);
+        }
+        return 0;
+    }
+    json_array_foreach(lb, i, v) {
+        json_t *id = json_array_get(v, 0), *b = json_array_get(v, 1);
+        if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(id) || json_integer_value(id) < 0 ||
+            json_integer_value(id) > INT32_MAX || !json_is_number(b) || !(json_number_value(b) >= -100 && json_number_value(b) <= 100))
+            return BAD(e, P, "logit_bias entry %zu must be [token id, bias in [-100, 100]]", i);
+        sp->bias_id[sp->n_bias] = (int32_t)json_integer_value(id);
+        sp->bias[sp->n_bias++] = (float)json_number_value(b);
+    }
+    return 0;
+}
+
 /* the fields shared by completions and chat */
 static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     long long v = 1;
@@ -309,6 +346,9 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     if ((rc = get_num(root, "top_p", 0, 1, &sp->top_p, e)) < 0) return rc;
     if ((rc = get_num(root, "min_p", 0, 1, &sp->min_p, e)) < 0) return rc;
     if ((rc = get_num(root, "repeat_penalty", 0.0001, 100, &sp->repeat_penalty, e)) < 0) return rc;
+    if ((rc = get_num(root, "frequency_penalty", -100, 100, &sp->freq_penalty, e)) < 0) return rc;
+    if ((rc = get_num(root, "presence_penalty", -100, 100, &sp->presence_penalty, e)) < 0) return rc;
+    if ((rc = parse_logit_bias(r, root, e)) < 0) return rc;
     v = sp->top_k;
     if ((rc = get_int(root, "top_k", 0, 1 << 24, &v, e)) < 0) return rc;
     sp->top_k = (int)v;

@@ -45,6 +45,11 @@ typedef struct tern_sampling {
     uint64_t seed;
     const char *grammar;     /* GBNF text (llama.cpp's grammar syntax, start rule "root"): the
                               * generated text is a sentence of it (NULL: free text) */
+    float freq_penalty;      /* OpenAI's frequency / presence penalties over the last repeat_last_n */
+    float presence_penalty;  /* tokens (0: off) */
+    int n_bias;              /* logit biases (at most 300): logit[bias_id[i]] += bias[i] */
+    const int32_t *bias_id;
+    const float *bias;
 } tern_sampling;
 
 typedef struct tern_stats {

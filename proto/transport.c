@@ -130,10 +130,18 @@ static int str_ok(const char *s, size_t max) {
     return s && strnlen(s, max) < max;
 }
 
+static int floats_finite(const float *v, size_t n) {
+    for (size_t i = 0; i < n; i++)
+        if (!isfinite(v[i])) return 0;
+    return 1;
+}
+
 static int params_ok(const Tern__SamplingParams *p) {
     return p && isfinite(p->temp) && p->temp >= 0 && isfinite(p->top_p) && p->top_p >= 0 &&
            p->top_p <= 1 && isfinite(p->min_p) && p->min_p >= 0 && p->min_p <= 1 &&
-           isfinite(p->repeat_penalty) && p->repeat_penalty > 0 && p->repeat_last_n >= 0;
+           isfinite(p->repeat_penalty) && p->repeat_penalty > 0 && p->repeat_last_n >= 0 &&
+           isfinite(p->frequency_penalty) && isfinite(p->presence_penalty) && p->n_bias_ids == p->n_bias_values &&
+           p->n_bias_ids <= TP_MAX_BIAS && floats_finite(p->bias_values, p->n_bias_values);
 }
 
 static int has_token(const Tern__Forward *f, uint32_t seq) {

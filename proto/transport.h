@@ -21,6 +21,7 @@
 #include <stdint.h>
 
 #define TERN_PROTO_VERSION 2
+#define TP_MAX_BIAS 300   /* SamplingParams.bias_ids at most (= SAMPLER_BIAS_MAX, worker/sampler.h) */
 
 #define TP_NAME_MAX 64                       /* node names, routing ids (bytes, printable) */
 #define TP_KEY_Z85 41                        /* CURVE key in Z85: 40 chars + NUL */

@@ -42,6 +42,8 @@ void sampler_init(sampler_t *s, const sampler_params_t *p) {
     if (s->p.repeat_last_n < 0) s->p.repeat_last_n = 0;
     if (s->p.top_logprobs > SAMPLER_TOP_MAX) s->p.top_logprobs = SAMPLER_TOP_MAX;
     if (s->p.top_logprobs < 0 || !s->p.logprobs) s->p.top_logprobs = 0;
+    if (s->p.n_bias < 0) s->p.n_bias = 0;
+    if (s->p.n_bias > SAMPLER_BIAS_MAX) s->p.n_bias = SAMPLER_BIAS_MAX;
     uint64_t x = p->seed;
     s->rng[0] = splitmix64(&x);
     s->rng[1] = splitmix64(&x);
@@ -65,30 +67,55 @@ static int cand_cmp(const void *a, const void *b) {
 
 #define PEN_SET 2048   /* power of two >= 2 * SAMPLER_HIST_MAX: open addressing stays sparse */
 
-/* each distinct token of the last repeat_last_n is penalised once (llama.cpp); a set of the ids
- * seen so far (open addressing, on the stack) keeps it O(n) */
-int sampler_penalty_ids(const sampler_t *s, int n_vocab, int32_t *ids) {
+int sampler_params_use_history(const sampler_params_t *p) {
+    return p->repeat_last_n > 0 && (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
+}
+
+/* the distinct tokens of the last repeat_last_n (most recent first) and, when counts is not NULL,
+ * how often each occurs there; a set of the ids seen so far (open addressing, on the stack) keeps
+ * it O(n). Returns their number. */
+static int window_ids(const sampler_t *s, int n_vocab, int32_t *ids, int *counts) {
     int n = s->nhist < s->p.repeat_last_n ? s->nhist : s->p.repeat_last_n, k = 0;
-    if (s->p.repeat_penalty == 1.0f || n == 0) return 0;
     int32_t set[PEN_SET];
+    int16_t at[PEN_SET];   /* the set slot's index in ids */
     memset(set, 0xff, sizeof set);   /* -1: empty */
     for (int i = 0; i < n; i++) {
         int id = s->hist[(s->hpos - 1 - i + SAMPLER_HIST_MAX) % SAMPLER_HIST_MAX];
         if (id < 0 || id >= n_vocab) continue;
         uint32_t h = ((uint32_t)id * 2654435761u) & (PEN_SET - 1);
         while (set[h] >= 0 && set[h] != id) h = (h + 1) & (PEN_SET - 1);
-        if (set[h] == id) continue;
+        if (set[h] == id) {
+            if (counts) counts[at[h]]++;
+            continue;
+        }
         set[h] = id;
+        at[h] = (int16_t)k;
+        if (counts) counts[k] = 1;
         ids[k++] = id;
     }
     return k;
 }
 
+/* each distinct token of the last repeat_last_n is penalised once (llama.cpp) */
+int sampler_penalty_ids(const sampler_t *s, int n_vocab, int32_t *ids) {
+    return s->p.repeat_penalty == 1.0f ? 0 : window_ids(s, n_vocab, ids, NULL);
+}
+
+/* llama.cpp's logit bias, then its penalties sampler: per distinct token of the window, the
+ * repetition penalty once, then count · frequency + presence subtracted */
 static void apply_penalty(sampler_t *s, float *logits, int n_vocab) {
+    for (int i = 0; i < s->p.n_bias; i++)
+        if (s->p.bias_id[i] >= 0 && s->p.bias_id[i] < n_vocab) logits[s->p.bias_id[i]] += s->p.bias[i];
+    if (!sampler_params_use_history(&s->p)) return;
     int32_t ids[SAMPLER_HIST_MAX];
-    int n = sampler_penalty_ids(s, n_vocab, ids);
-    float pen = s->p.repeat_penalty;
-    for (int i = 0; i < n; i++) logits[ids[i]] = logits[ids[i]] > 0 ? logits[ids[i]] / pen : logits[ids[i]] * pen;
+    int counts[SAMPLER_HIST_MAX];
+    int n = window_ids(s, n_vocab, ids, counts);
+    float pen = s->p.repeat_penalty, fp = s->p.freq_penalty, pp = s->p.presence_penalty;
+    for (int i = 0; i < n; i++) {
+        float *l = &logits[ids[i]];
+        if (pen != 1.0f) *l = *l > 0 ? *l / pen : *l * pen;
+        *l -= (float)counts[i] * fp + pp;
+    }
 }
 
 /* the first index of the largest logit (0 when none compares larger than logits[0], NaNs

@@ -1,10 +1,13 @@
-/* sampler: picks the next token from logits — greedy (temp <= 0), or repetition penalty over
- * the last N tokens, temperature, top-k, top-p, min-p and a seeded draw (llama.cpp's order).
+/* sampler: picks the next token from logits — logit biases, then the repetition, frequency and
+ * presence penalties over the last N tokens, then greedy (temp <= 0) or top-k, top-p, min-p,
+ * temperature and a seeded draw (llama.cpp's order).
  * One sampler per sequence; deterministic for a given seed. Lives with the last stage, since
  * logits never cross the network. */
 #ifndef TERN_SAMPLER_H
 #define TERN_SAMPLER_H
 #include <stdint.h>
+
+#define SAMPLER_BIAS_MAX 300   /* logit_bias entries (OpenAI's limit) */
 
 typedef struct sampler_params {
     float temp;           /* <= 0: greedy */
@@ -18,10 +21,19 @@ typedef struct sampler_params {
                            * vocabulary, ~0.4 ms a token at 128k: only when someone reads it) */
     int top_logprobs;     /* 0..SAMPLER_TOP_MAX alternatives sampler_sample_top returns (needs
                            * logprobs; clamped by sampler_init) */
+    float freq_penalty;   /* OpenAI's frequency_penalty: logit -= this · the token's count in the
+                           * last repeat_last_n tokens (0: off) */
+    float presence_penalty;  /* OpenAI's presence_penalty: logit -= this once the token is among
+                           * them (0: off) */
+    int n_bias;           /* OpenAI's logit_bias: logit[bias_id[i]] += bias[i], before anything */
+    int32_t bias_id[SAMPLER_BIAS_MAX];
+    float bias[SAMPLER_BIAS_MAX];
 } sampler_params_t;
 
 #define SAMPLER_HIST_MAX 1024
 #define SAMPLER_TOP_MAX 20
+/* the draw depends on the tokens so far (a penalty reads them): replays and prefix caches care */
+int sampler_params_use_history(const sampler_params_t *p);
 
 typedef struct sampler {
     sampler_params_t p;
@@ -49,9 +61,10 @@ int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, flo
 int sampler_top(const float *logits, int n_vocab, int k, int32_t *ids, float *lp);
 unsigned long sampler_work_bytes(int n_vocab);
 
-/* For a device that samples (cuda_stage): the distinct ids the repetition penalty changes now
- * (ids: room for SAMPLER_HIST_MAX), returning their count — 0 when the penalty is off. Each
- * becomes logits[id] > 0 ? logits[id] / penalty : logits[id] * penalty. */
+/* For a device that samples (cuda_stage; only when no logit bias, frequency or presence penalty is
+ * set): the distinct ids the repetition penalty changes now (ids: room for SAMPLER_HIST_MAX),
+ * returning their count — 0 when the penalty is off. Each becomes logits[id] > 0 ?
+ * logits[id] / penalty : logits[id] * penalty. */
 int sampler_penalty_ids(const sampler_t *s, int n_vocab, int32_t *ids);
 /* sampler_sample without logprobs on logits the penalty was already applied to */
 int sampler_sample_penalised(sampler_t *s, float *logits, int n_vocab, void *work);

@@ -318,6 +318,26 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err);
 }
 
+_Static_assert(TP_MAX_BIAS == SAMPLER_BIAS_MAX, "the wire's logit_bias limit is the sampler's");
+
+/* a sequence's sampling params as they came (transport.c checked their ranges and counts) */
+static void params_from_msg(sampler_params_t *p, const Tern__SamplingParams *m) {
+    memset(p, 0, sizeof *p);
+    p->temp = m->temp;
+    p->top_k = m->top_k;
+    p->top_p = m->top_p;
+    p->min_p = m->min_p;
+    p->repeat_penalty = m->repeat_penalty;
+    p->repeat_last_n = m->repeat_last_n;
+    p->seed = m->seed;
+    p->logprobs = m->logprobs;
+    p->top_logprobs = (int)(m->top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : m->top_logprobs);
+    p->freq_penalty = m->frequency_penalty;
+    p->presence_penalty = m->presence_penalty;
+    p->n_bias = (int)(m->n_bias_ids < SAMPLER_BIAS_MAX ? m->n_bias_ids : SAMPLER_BIAS_MAX);
+    for (int i = 0; i < p->n_bias; i++) p->bias_id[i] = m->bias_ids[i], p->bias[i] = m->bias_values[i];
+}
+
 static void on_forward(worker_t *w, tp_msg_t *rx) {
     const Tern__Forward *f = rx->msg->forward;
     char err[512], msg[1200];
@@ -355,10 +375,8 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
         for (size_t i = 0; i < f->n_sampling; i++) {
             const Tern__SeqSampling *ss = f->sampling[i];
             if (!ss->params || ss->seq_id >= (uint32_t)w->st.cfg.n_seq) continue;
-            sampler_params_t p = {ss->params->temp, ss->params->top_k, ss->params->top_p, ss->params->min_p,
-                                  ss->params->repeat_penalty, ss->params->repeat_last_n, ss->params->seed,
-                                  ss->params->logprobs, (int)(ss->params->top_logprobs > SAMPLER_TOP_MAX
-                                                                  ? SAMPLER_TOP_MAX : ss->params->top_logprobs)};
+            sampler_params_t p;
+            params_from_msg(&p, ss->params);
             stage_seq_start(&w->st, (int)ss->seq_id, &p);
         }
     for (size_t i = 0; w->is_last && i < f->n_allow; i++) {   /* grammar masks for this step's samples */

@@ -488,6 +488,67 @@ static void test_penalty_random(void **state) {
     }
 }
 
+/* OpenAI's logit_bias, frequency_penalty and presence_penalty with the repetition penalty, against
+ * a double-precision reference: biases first (a repeated id adds up), then per distinct token of
+ * the last repeat_last_n: the repetition penalty once, count · frequency + presence subtracted.
+ * Tokens outside the vocabulary in the bias list are ignored; the logprob is the penalised one. */
+static void test_freq_presence_bias(void **state) {
+    (void)state;
+    enum { NV = 64, NH = 60 };
+    float x[NV];
+    double want[NV];
+    int hist[NH];
+    for (int trial = 0; trial < 300; trial++) {
+        for (int i = 0; i < NV; i++) x[i] = (float)(urand() * 6.0 - 3.0);
+        sampler_params_t p = plain(0.0f, 1);
+        p.repeat_penalty = trial % 3 ? 1.0f : (float)(1.05 + urand());
+        p.repeat_last_n = 1 + (int)(urand() * NH);
+        p.freq_penalty = (float)(urand() * 2.0 - 0.5);
+        p.presence_penalty = trial % 4 ? (float)(urand() * 2.0 - 0.5) : 0.0f;
+        p.n_bias = (int)(urand() * 6);
+        for (int b = 0; b < p.n_bias; b++) {
+            p.bias_id[b] = b == 5 ? NV + 3 : (int)(urand() * NV);   /* one outside the vocabulary */
+            p.bias[b] = (float)(urand() * 10.0 - 5.0);
+        }
+        p.logprobs = 1;
+        sampler_t s;
+        sampler_init(&s, &p);
+        int nh = (int)(urand() * NH);
+        for (int i = 0; i < nh; i++) {
+            hist[i] = urand() < 0.6 ? (int)(urand() * 5) : (int)(urand() * NV);
+            sampler_accept(&s, hist[i]);
+        }
+        float xb[NV];
+        memcpy(xb, x, sizeof xb);
+        for (int b = 0; b < p.n_bias; b++)
+            if (p.bias_id[b] < NV) xb[p.bias_id[b]] += p.bias[b];
+        penalise(xb, NV, hist, nh, p.repeat_last_n, (double)p.repeat_penalty, want);
+        int from = nh - p.repeat_last_n < 0 ? 0 : nh - p.repeat_last_n;
+        for (int i = 0; i < NV; i++) {
+            int count = 0;
+            for (int j = from; j < nh; j++) count += hist[j] == i;
+            if (count) want[i] -= count * (double)p.freq_penalty + (double)p.presence_penalty;
+        }
+        int best = 0;
+        for (int i = 1; i < NV; i++) best = want[i] > want[best] ? i : best;
+        float lp;
+        int got = draw(&s, x, NV, &lp);
+        if (got != best && fabs(want[got] - want[best]) > 1e-4)
+            fail_msg("trial %d: picked %d (%.6f), want %d (%.6f)", trial, got, want[got], best, want[best]);
+        double ref = log_softmax(want, NV, got);
+        if (fabs(lp - ref) > 1e-4) fail_msg("trial %d: logprob %.8f, want %.8f", trial, lp, ref);
+    }
+    /* only the repetition penalty: the history matters; only a bias: it does not */
+    sampler_params_t p = plain(0.0f, 1);
+    assert_false(sampler_params_use_history(&p));
+    p.n_bias = 1;
+    assert_false(sampler_params_use_history(&p));
+    p.presence_penalty = 0.5f;
+    assert_true(sampler_params_use_history(&p));
+    p.repeat_last_n = 0;
+    assert_false(sampler_params_use_history(&p));
+}
+
 /* the history is a ring of SAMPLER_HIST_MAX: a token older than that is forgotten, and
  * repeat_last_n above it is clamped */
 static void test_penalty_ring(void **state) {
@@ -829,6 +890,7 @@ int main(void) {
         cmocka_unit_test(test_top_alternatives),
         cmocka_unit_test(test_device_split),
         cmocka_unit_test(test_masked_logits),
+        cmocka_unit_test(test_freq_presence_bias),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

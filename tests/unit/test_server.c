@@ -12,6 +12,7 @@
 #include "coordinator/server_int.h"
 #include "coordinator/server_metrics.h"
 #include "coordinator/server_req.h"
+#include "coordinator/grammar.h"
 #include "coordinator/server_stop.h"
 #include "core/err.h"
 #include <jansson.h>
@@ -217,6 +218,80 @@ static void test_bad_values(void **state) {
     for (int i = 0; i <= SERVER_MAX_STOP; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s\"s%d\"", i ? "," : "", i);
     snprintf(big + at, sizeof big - (size_t)at, "]}");
     expect_bad(SERVER_REQ_COMPLETION, big, "stop", NULL);
+}
+
+/* OpenAI's penalties and logit_bias (object and llama.cpp's pair list), and the structured-output
+ * fields: "grammar" (GBNF, checked), "json_schema", response_format json_object / json_schema /
+ * text; the bad ones are 400s naming their field */
+static void test_sampling_extras(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION,
+                           "{\"prompt\":\"a\",\"frequency_penalty\":0.5,\"presence_penalty\":-1.25,"
+                           "\"logit_bias\":{\"15\":-100,\"7\":2.5}}", &e), 0);
+    assert_true(r.sp.freq_penalty == 0.5f && r.sp.presence_penalty == -1.25f);
+    assert_int_equal(r.sp.n_bias, 2);
+    assert_true(r.sp.bias_id[0] == 15 && r.sp.bias[0] == -100.0f && r.sp.bias_id[1] == 7 && r.sp.bias[1] == 2.5f);
+    assert_null(r.grammar);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"logit_bias\":[[3,1],[4,-2]]}", &e), 0);
+    assert_true(r.sp.n_bias == 2 && r.sp.bias_id[1] == 4 && r.sp.bias[1] == -2.0f);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"grammar\":\"root ::= [a-z]+\"}", &e), 0);
+    assert_string_equal(r.grammar, "root ::= [a-z]+");
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"grammar\":\"\"}", &e), 0);
+    assert_null(r.grammar);   /* "": free text */
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                                "\"response_format\":{\"type\":\"json_object\"}}", &e), 0);
+    assert_non_null(r.grammar);
+    assert_string_equal(r.grammar, grammar_json_object_gbnf);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],"
+                                                "\"response_format\":{\"type\":\"text\"}}", &e), 0);
+    assert_null(r.grammar);
+    server_req_free(&r);
+    const char *schema = "{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{\"name\":\"n\","
+                         "\"schema\":{\"type\":\"object\",\"properties\":{\"k\":{\"enum\":[1,2]}},\"required\":[\"k\"]}}}}";
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, schema, &e), 0);
+    assert_non_null(r.grammar);
+    char gerr[256];
+    grammar_t *g = grammar_parse(r.grammar, strlen(r.grammar), NULL, gerr, sizeof gerr);
+    assert_non_null(g);
+    grammar_state_t *st = grammar_state_new(g);
+    assert_int_equal(grammar_state_accept_bytes(st, "{\"k\":2}", 7), 0);
+    assert_true(grammar_state_done(st));
+    grammar_state_destroy(&st);
+    grammar_destroy(&g);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"json_schema\":{\"type\":\"boolean\"}}", &e), 0);
+    assert_non_null(r.grammar);
+    server_req_free(&r);
+    const int K = SERVER_REQ_COMPLETION;
+    expect_bad(K, "{\"prompt\":\"a\",\"frequency_penalty\":\"x\"}", "frequency_penalty", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"presence_penalty\":1000}", "presence_penalty", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":{\"x\":1}}", "logit_bias", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":{\"-3\":1}}", "logit_bias", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":{\"3\":101}}", "logit_bias", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":{\"3\":\"1\"}}", "logit_bias", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":[[3]]}", "logit_bias", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":5}", "logit_bias", NULL);
+    char big[8192];
+    int at = snprintf(big, sizeof big, "{\"prompt\":\"a\",\"logit_bias\":{");
+    for (int i = 0; i <= SAMPLER_BIAS_MAX; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s\"%d\":1", i ? "," : "", i);
+    snprintf(big + at, sizeof big - (size_t)at, "}}");
+    expect_bad(K, big, "logit_bias", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"grammar\":\"root ::= undefined-rule\"}", "grammar", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"grammar\":\"root ::= root \\\"a\\\"\"}", "grammar", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"grammar\":[1]}", "grammar", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"json_schema\":{\"type\":\"string\",\"pattern\":\"x\"}}", "json_schema", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"json_schema\":7}", "json_schema", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"yaml\"}}", "response_format", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"response_format\":\"json_object\"}", "response_format", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}}", "response_format", NULL);
+    expect_bad(K, "{\"prompt\":\"a\",\"grammar\":\"root ::= \\\"a\\\"\",\"response_format\":{\"type\":\"json_object\"}}", "grammar", NULL);
 }
 
 static void test_bad_json(void **state) {
@@ -617,7 +692,7 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_completion_fields), cmocka_unit_test(test_defaults_kept),
         cmocka_unit_test(test_prompt_shapes),     cmocka_unit_test(test_chat_messages),
-        cmocka_unit_test(test_bad_values),        cmocka_unit_test(test_bad_json),
+        cmocka_unit_test(test_bad_values), cmocka_unit_test(test_sampling_extras),        cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_tokenize_bodies),   cmocka_unit_test(test_error_json),
         cmocka_unit_test(test_stop_split),        cmocka_unit_test(test_stop_earliest),
         cmocka_unit_test(test_stop_random),       cmocka_unit_test(test_metrics_render),
