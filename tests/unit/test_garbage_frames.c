@@ -6,6 +6,7 @@
  * must stay alive and a proper coordinator (`tern run --workers EP`) must still get exactly the
  * tokens of one process. A peer without the right CURVE key: tests/integration/curve.sh. */
 #include <errno.h>
+#include <math.h>
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -210,6 +211,37 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
         for (size_t i = 0; i < sizeof tgt / sizeof *tgt; i++)
             tgt[i] = rnd() % 4 ? (int32_t)(rnd() % 512) : rnd() % 2 ? -1 : rnd() % 3 ? (int32_t)(512 + rnd() % 9) : -2;
         f.n_targets = rnd() % 3 ? 0 : rnd() % 4 ? nt : nt + 1, f.targets = tgt;
+        /* grammar masks: the tiny model's 512 tokens are 64 bytes; slots small or absurd */
+        static uint8_t bits[80];
+        static Tern__SeqAllow al[3];
+        static Tern__SeqAllow *alp[3];
+        f.n_allow = rnd() % 3 ? 0 : 1 + rnd() % 3, f.allow = alp;
+        for (size_t i = 0; i < f.n_allow; i++) {
+            tern__seq_allow__init(&al[i]);
+            al[i].seq_id = (uint32_t)(rnd() % 3 ? rnd() % 4 : rnd());
+            al[i].bits.data = bits, al[i].bits.len = rnd() % 3 ? 64 : rnd() % sizeof bits;
+            alp[i] = &al[i];
+        }
+        rnd_fill(bits, sizeof bits);
+        /* sampling params: logit biases with counts that disagree, too many, NaN, ids outside the
+         * vocabulary; penalties that are not finite */
+        static int32_t bid[320];
+        static float bval[320];
+        static Tern__SamplingParams sp;
+        static Tern__SeqSampling ss;
+        static Tern__SeqSampling *ssp[1];
+        tern__sampling_params__init(&sp);
+        tern__seq_sampling__init(&ss);
+        sp.temp = rnd() % 2 ? 0.8f : 0, sp.top_p = 1, sp.repeat_penalty = 1, sp.repeat_last_n = 64;
+        sp.frequency_penalty = rnd() % 5 ? 0.5f : NAN, sp.presence_penalty = rnd() % 5 ? -0.5f : INFINITY;
+        sp.n_bias_ids = rnd() % 320, sp.n_bias_values = rnd() % 4 ? sp.n_bias_ids : rnd() % 320;
+        for (size_t i = 0; i < 320; i++) {
+            bid[i] = rnd() % 3 ? (int32_t)(rnd() % 512) : (int32_t)rnd();
+            bval[i] = rnd() % 9 ? (float)(rnd() % 200) - 100.0f : NAN;
+        }
+        sp.bias_ids = bid, sp.bias_values = bval;
+        ss.seq_id = seq[0], ss.params = &sp, ssp[0] = &ss;
+        f.n_sampling = rnd() % 3 ? 0 : 1, f.sampling = ssp;
         if (variant == 2) {
             /* the tiny model's hidden size is 256: mostly right, so the values get checked */
             f.hidden_size = rnd() % 4 ? 256 : (uint32_t)(rnd() % 3 ? 64 : rnd());
@@ -249,7 +281,7 @@ static void send_garbage(sender_t *s) {
         Tern__Msg m = TERN__MSG__INIT;
         Tern__Heartbeat hb = TERN__HEARTBEAT__INIT;
         m.body_case = TERN__MSG__BODY_HEARTBEAT, m.heartbeat = &hb;
-        m.version = rnd() & 1 ? 0 : 2 + (uint32_t)(rnd() % 100);
+        m.version = rnd() & 1 ? 0 : TERN_PROTO_VERSION + 1 + (uint32_t)(rnd() % 100);
         m.tensor_bytes = rnd() & 1 ? 0 : 1 + rnd() % (1u << 20);
         if (m.version == 0) m.version = TERN_PROTO_VERSION, m.tensor_bytes = 1 + rnd() % 100;
         n[0] = tern__msg__pack(&m, env), p[0] = env;
