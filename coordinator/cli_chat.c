@@ -2,8 +2,9 @@
  * Each turn formats the whole conversation (chat_apply), tokenizes it and feeds only the tokens
  * after the longest prefix already in the KV cache (earlier turns are kept, not re-fed;
  * --no-cache re-feeds everything, for comparison). It drives the pipeline directly on slot 0,
- * since the scheduler starts every sequence afresh. Ctrl-C stops the current reply; Ctrl-C
- * at the prompt, /exit or EOF quits. Not here: context shifting when the conversation is full. */
+ * since the scheduler starts every sequence afresh. With --grammar / -j every reply is a sentence
+ * of the grammar (each starts it afresh, as llama.cpp's CLI does). Ctrl-C stops the current reply;
+ * Ctrl-C at the prompt, /exit or EOF quits. Not here: context shifting when the conversation is full. */
 #define _GNU_SOURCE   /* ppoll */
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
@@ -55,6 +56,11 @@ typedef struct chat {
     sampler_params_t sp;
     chat_msg_t *msgs;      /* (cap_msgs,) roles are literals, contents owned */
     int n_msgs, cap_msgs;
+    grammar_t *grammar;    /* NULL: replies are free text */
+    const grammar_vocab_t *gvocab;   /* the model's (engine_grammar_vocab), not owned */
+    grammar_state_t *gs;   /* the current reply's position in the grammar; refers to grammar */
+    uint8_t *mask;         /* ((n_vocab + 7) / 8) tokens the next sample may take, bit t = token t */
+    const uint8_t *allow[1];   /* per slot, for step_t.allow: slot 0's is mask */
     char err[256];
 } chat_t;
 
@@ -68,6 +74,9 @@ static void chat_free(chat_t *c) {
     free(c->h);
     for (int i = 0; i < c->n_msgs; i++) free((char *)c->msgs[i].content);
     free(c->msgs);
+    grammar_state_destroy(&c->gs);
+    grammar_destroy(&c->grammar);   /* after its state */
+    free(c->mask);
 }
 
 static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp) {
@@ -86,6 +95,39 @@ static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp) {
     c->st.out_tok = &c->out_tok;
     c->st.out_lp = &c->out_lp;
     if (!c->fed || !c->ids || !c->st.tokens || !c->st.seq || !c->st.pos || !c->st.sample || !c->h) return TERN_ENOMEM;
+    return 0;
+}
+
+/* The mask of what the grammar lets the next sample take, into c->mask, and the step carries it
+ * (without a grammar: nothing to do, no mask). 0, or <0 with c->err set: TERN_EINVAL when no
+ * token of the vocabulary may come next (a dead end), TERN_ENOMEM. */
+static int chat_constrain(chat_t *c) {
+    c->st.allow = NULL;
+    if (!c->grammar) return 0;
+    int n = grammar_state_mask(c->gs, c->gvocab, c->mask);
+    if (n < 0) return err_set(c->err, sizeof c->err, n, "out of memory for the grammar's token mask");
+    if (n == 0) return err_set(c->err, sizeof c->err, TERN_EINVAL, "no token of the vocabulary can continue the grammar here");
+    c->st.allow = c->allow;
+    return 0;
+}
+
+/* Compiles the grammar (GBNF text) that every reply follows and checks that a reply can begin
+ * it. 0, or <0 with c->err set. */
+static int chat_grammar_init(chat_t *c, const char *gbnf) {
+    char why[200];
+    if (!(c->grammar = grammar_parse(gbnf, strlen(gbnf), NULL, why, sizeof why)))
+        return err_set(c->err, sizeof c->err, TERN_EINVAL, "--grammar: %s", why);
+    if (!(c->gvocab = engine_grammar_vocab(c->m)) || !(c->gs = grammar_state_new(c->grammar)) ||
+        !(c->mask = malloc(((size_t)c->m->pl->n_vocab + 7) / 8)))
+        return err_set(c->err, sizeof c->err, TERN_ENOMEM, "grammar: out of memory");
+    if (grammar_vocab_n(c->gvocab) != c->m->pl->n_vocab)
+        return err_set(c->err, sizeof c->err, TERN_EINVAL, "grammar: the tokenizer has %d tokens but the model %d",
+                       grammar_vocab_n(c->gvocab), c->m->pl->n_vocab);
+    c->allow[0] = c->mask;
+    if (grammar_state_done(c->gs)) return err_set(c->err, sizeof c->err, TERN_EINVAL, "grammar: it accepts only the empty text");
+    int n = grammar_state_mask(c->gs, c->gvocab, c->mask);
+    if (n < 0) return err_set(c->err, sizeof c->err, n, "grammar: out of memory for the token mask");
+    if (n == 0) return err_set(c->err, sizeof c->err, TERN_EINVAL, "grammar: no token of the vocabulary can begin it");
     return 0;
 }
 
@@ -161,12 +203,19 @@ static int chat_prompt(chat_t *c, int no_cache, int turn) {
     sp.seed += (uint64_t)turn;
     int rc = m->pl->ops->seq_start(m->pl, 0, &sp);
     if (rc < 0) return err_set(c->err, sizeof c->err, rc, "cannot start the sequence");
+    if (c->grammar) {   /* each reply is a sentence of its own */
+        grammar_state_destroy(&c->gs);
+        if (!(c->gs = grammar_state_new(c->grammar))) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
+        if ((rc = chat_constrain(c)) < 0) return rc;
+    }
     log_d("chat: %d tokens in the conversation, %d reused from the cache", n, k);
     return chat_feed(c, c->ids + k, n - k);
 }
 
 /* Generates the reply after tok (the first sampled token), streaming it to stdout, and
- * appends it to the conversation. 0, or <0 with c->err set. */
+ * appends it to the conversation. With a grammar the reply ends once the grammar is complete
+ * (the last token is not fed: the next turn's prefix match feeds it), or with a note on stderr
+ * where it comes to a dead end. 0, or <0 with c->err set. */
 static int chat_reply(chat_t *c, int tok, int n_predict) {
     tern_model *m = c->m;
     detok_t dt;
@@ -176,17 +225,26 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
     int rc = 0;
     for (int i = 0; n_predict < 0 || i < n_predict; i++) {
         if (g_interrupted || tokenizer_is_eog(m->tok, tok)) break;
+        if (c->grammar && grammar_state_accept_token(c->gs, c->gvocab, tok) < 0) {   /* the mask let it through */
+            rc = err_set(c->err, sizeof c->err, TERN_EINVAL, "the grammar refused token %d that its mask let through", tok);
+            break;
+        }
         int np = detok_feed(&dt, tok, piece, sizeof piece);
         if (np > 0) {
             fwrite(piece, 1, (size_t)np, stdout);
             fflush(stdout);
             if (text_add(&reply, piece, (size_t)np) < 0) { rc = TERN_ENOMEM; break; }
         }
+        if (c->grammar && grammar_state_done(c->gs)) break;   /* the reply is a whole sentence */
         if (c->n_fed >= m->n_ctx) {
             fprintf(stderr, "\ntern chat: the context is full (%d tokens); the reply is cut here\n", m->n_ctx);
             break;
         }
         if (n_predict >= 0 && i + 1 == n_predict) break;   /* no need to compute a token we will not show */
+        if (chat_constrain(c) < 0) {
+            fprintf(stderr, "\ntern chat: %s; the reply ends here\n", c->err);
+            break;
+        }
         int32_t t = tok;
         tok = chat_feed(c, &t, 1);
         if (tok == TERN_ECANCEL) break;
@@ -309,10 +367,6 @@ int cli_chat(int argc, char **argv) {
         fprintf(stderr, "tern chat: %s\n", err);
         return 1;
     }
-    if (mo.s.grammar) {
-        fprintf(stderr, "tern chat: --grammar and --json-schema are for tern run and tern serve\n");
-        return 1;
-    }
     mo.p.n_seq = 1;
     /* the model's worker threads start with SIGINT blocked, so Ctrl-C always reaches this
      * thread (and interrupts its ppoll); unblocked again once the model is loaded */
@@ -336,6 +390,7 @@ int cli_chat(int argc, char **argv) {
         rc = s ? chat_push(&c, "system", s) : TERN_ENOMEM;
     }
     if (rc < 0) err_set(c.err, sizeof c.err, rc, "out of memory");
+    else if (mo.s.grammar) rc = chat_grammar_init(&c, mo.s.grammar);
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;

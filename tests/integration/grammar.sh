@@ -2,7 +2,8 @@
 # Constrained generation end to end on a tiny generated model: `tern run --grammar` (greedy and
 # sampled: the text is a sentence of the grammar), `-j` JSON Schemas (the text parses and matches
 # the schema, for several seeds), the same seeded run over two workers (the masks cross the wire)
-# token for token equal to one process, and `tern serve` with "grammar", "json_schema" and
+# token for token equal to one process, `tern chat` (every reply of a piped conversation is a
+# sentence of the grammar / a JSON value of the schema; the kept cache == re-fed), and `tern serve` with "grammar", "json_schema" and
 # OpenAI's response_format (json_object, json_schema; streamed == plain). Bad grammars and
 # schemas (CLI flags and request fields) get one clear error line / HTTP 400 naming the problem.
 source "$(dirname "$0")/lib.bash"
@@ -81,7 +82,78 @@ err_case "schema keyword" "pattern" run -m "$M" -p x -j '{"type":"string","patte
 err_case "schema not JSON" "json" run -m "$M" -p x -j '{"type":'
 err_case "two grammars" "one of" run -m "$M" -p x --grammar 'root ::= "a"' -j '{}'
 err_case "missing grammar file" "cannot open" run -m "$M" -p x --grammar-file "$tmp/none.gbnf"
-err_case "chat --grammar" "run and tern serve" chat -m "$M" --grammar 'root ::= "a"'
+err_case "chat undefined rule" "nowhere" chat -m "$M" --grammar 'root ::= nowhere'
+err_case "chat empty-only grammar" "empty text" chat -m "$M" --grammar 'root ::= ""'
+
+# ---- tern chat: every reply follows the grammar from its start --------------------------------
+chat() { printf 'Is it?\nAnd now?\n' | T chat -m "$M" -t 2 "$@" 2>>"$tmp/chat.log"; }
+YND='root ::= ("yes" | "no") "."'
+for args in "--temp 0" "--temp 1 -s 3"; do
+  # shellcheck disable=SC2086
+  out=$(chat $args --grammar "$YND"); rc=$?
+  mapfile -t L <<<"$out"   # "> reply" per turn, then the last prompt "> " at EOF
+  if [ $rc -eq 0 ] && [ ${#L[@]} -eq 3 ] && [[ "${L[0]}" =~ ^\>\ (yes|no)\.$ ]] && [[ "${L[1]}" =~ ^\>\ (yes|no)\.$ ]] \
+    && [ "${L[2]}" = "> " ]; then ok "chat --grammar yes/no, 2 turns ($args): ${L[0]} ${L[1]}"
+  else bad "chat --grammar ($args, rc $rc): '$out' ($(tail -2 "$tmp/chat.log"))"; fi
+done
+CSCHEMA='{"type":"object","properties":{"color":{"enum":["red","green","blue"]},"ok":{"type":"boolean"}},"required":["color","ok"]}'
+cat >"$tmp/chat_json.py" <<'PY'
+# chat_json.py OUT_FILE: the chat's output ("> " before each reply, a last "> " at EOF) holds two
+# replies, each a JSON object with exactly color (red/green/blue) and ok (boolean)
+import json, sys
+out = open(sys.argv[1], encoding="utf-8").read()
+if not out.startswith("> ") or not out.endswith("\n> \n"): sys.exit(f"prompts: {out!r}")
+replies = out[2:-3].split("\n> ")
+if len(replies) != 2: sys.exit(f"{len(replies)} replies: {out!r}")
+for r in replies:
+    try:
+        o = json.loads(r)
+    except Exception as e:
+        sys.exit(f"not JSON ({e}): {r!r}")
+    if not isinstance(o, dict) or set(o) != {"color", "ok"}: sys.exit(f"keys: {r!r}")
+    if o["color"] not in ("red", "green", "blue") or not isinstance(o["ok"], bool): sys.exit(f"values: {r!r}")
+print(" ".join(json.dumps(json.loads(r)) for r in replies))
+PY
+for args in "--temp 0" "--temp 1 -s 3" "--temp 1.5 -s 4 --top-k 0"; do
+  # shellcheck disable=SC2086
+  chat $args -j "$CSCHEMA" >"$tmp/cj.txt"; rc=$?
+  txt=$(python3 "$tmp/chat_json.py" "$tmp/cj.txt" 2>&1) && [ $rc -eq 0 ] && ok "chat -j ($args): $txt" \
+    || bad "chat -j ($args, rc $rc): $txt ($(tail -2 "$tmp/chat.log"))"
+done
+chat --temp 1 -s 3 --no-cache -j "$CSCHEMA" >"$tmp/cj2.txt"
+chat --temp 1 -s 3 -j "$CSCHEMA" >"$tmp/cj.txt"
+cmp -s "$tmp/cj.txt" "$tmp/cj2.txt" && ok "chat -j: replies with the kept cache == re-fed conversation" \
+  || bad "chat -j cache vs --no-cache: '$(cat "$tmp/cj.txt")' vs '$(cat "$tmp/cj2.txt")'"
+# Ctrl-C stops a reply the grammar holds open (1000 letters before it may end); the next prompt follows
+if python3 - "$TERN" "$M" <<'PY'
+import os, select, signal, subprocess, sys, time
+p = subprocess.Popen([sys.argv[1], "chat", "-m", sys.argv[2], "-c", "4096", "--temp", "1", "-s", "1", "-t", "1",
+                      "--grammar", "root ::= [a-z]{1000}"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                     stderr=subprocess.DEVNULL)
+buf = b""
+def read_until(pred, timeout):
+    global buf
+    end = time.time() + timeout
+    while not pred(buf) and time.time() < end:
+        r, _, _ = select.select([p.stdout], [], [], 0.1)
+        if r:
+            chunk = os.read(p.stdout.fileno(), 65536)
+            if not chunk: break
+            buf += chunk
+    return pred(buf)
+try:
+    p.stdin.write(b"Letters please\n"); p.stdin.flush()
+    assert read_until(lambda b: len(b) > 32, 60), "no reply started"
+    p.send_signal(signal.SIGINT)
+    assert read_until(lambda b: b.count(b"> ") >= 2 and b.endswith(b"> "), 60), "no new prompt after Ctrl-C"
+    reply = buf[2:buf.rindex(b"\n> ")]
+    assert 0 < len(reply) < 1000 and reply.isalpha() and reply.islower(), reply
+    p.stdin.close()
+    assert p.wait(timeout=30) == 0, "exit code"
+finally:
+    if p.poll() is None: p.kill()
+PY
+then ok "chat --grammar: Ctrl-C stops the reply, EOF then exits 0"; else bad "chat --grammar Ctrl-C handling"; fi
 
 # ---- tern serve --------------------------------------------------------------------------------
 start_serve s1 -m "$M" -t 2 -np 2 || die "serve did not start: $(cat "$tmp/s1.log")"
