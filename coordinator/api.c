@@ -185,6 +185,7 @@ typedef struct gen_ctx {
     tern_token_cb cb;
     void *user;
     int stopped;
+    int failed;            /* the sequence ended with SCHED_ERROR */
 } gen_ctx_t;
 
 static int on_token(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
@@ -196,6 +197,7 @@ static int on_token(void *user, int id, int32_t token, float logprob, const sche
     if (finish) {
         int n = detok_flush(&g->dt, buf, sizeof buf);
         if (n > 0 && g->cb) g->cb(g->user, buf, (size_t)n, -1);
+        g->failed = finish == SCHED_ERROR;   /* this sequence alone (a grammar's dead end, ...): sched.err */
         return 0;
     }
     if (tokenizer_is_eog(g->m->tok, token)) return 1;
@@ -239,7 +241,7 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     }
     if (n_predict < 0) n_predict = m->n_ctx - n;
     if (n_predict == 0) return 0;
-    gen_ctx_t g = {m, {0}, cb, user, 0};
+    gen_ctx_t g = {m, {0}, cb, user, 0, 0};
     detok_init(&g.dt, m->tok, 0);
     detok_continue(&g.dt);   /* the generated text follows the prompt */
     sched_t *sc = &m->sched;
@@ -253,9 +255,9 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     int rc;
     if (s->grammar && (rc = start_grammar(m, id, s->grammar)) < 0) return rc;
     while ((rc = sched_step(sc)) > 0) {}
-    if (rc < 0) {
+    if (rc < 0 || g.failed) {
         snprintf(m->err, sizeof m->err, "%s", sc->err);
-        return rc;
+        return rc < 0 ? rc : sc->err_code < 0 ? sc->err_code : TERN_EINVAL;
     }
     int n_gen = 0;
     for (int i = 0; i < sc->n_seq; i++)

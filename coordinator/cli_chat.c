@@ -105,7 +105,10 @@ static int chat_constrain(chat_t *c) {
     c->st.allow = NULL;
     if (!c->grammar) return 0;
     int n = grammar_state_mask(c->gs, c->gvocab, c->mask);
-    if (n < 0) return err_set(c->err, sizeof c->err, n, "out of memory for the grammar's token mask");
+    if (n < 0)
+        return err_set(c->err, sizeof c->err, n, n == TERN_ENOTSUP ? "the grammar is too ambiguous: the next token's mask is "
+                                                                     "past the matcher's work budget"
+                                                                   : "out of memory for the grammar's token mask");
     if (n == 0) return err_set(c->err, sizeof c->err, TERN_EINVAL, "no token of the vocabulary can continue the grammar here");
     c->st.allow = c->allow;
     return 0;

@@ -27,9 +27,11 @@
 #define MEMO_MAX_FRAMES (1u << 20)
 #define MEMO_MAX_DATA (1u << 22)
 #define MEMO_MAX_TRANS (1u << 21)
-/* Expansion steps one mask may spend (a hostile grammar with thousands of stacks everywhere
- * would otherwise cost seconds per mask): past it the mask fails with TERN_ENOMEM. */
-#define MASK_MAX_WORK (1ull << 27)
+/* Expansion steps one mask may spend: past it the mask fails with TERN_ENOTSUP. The engine thread
+ * computes the masks between steps, so a grammar that costs much per token slows every sequence:
+ * a JSON Schema takes ~2e4 steps a mask on Llama-3's 128k vocabulary, a pathologically ambiguous
+ * grammar ((. | .. | ...){0,500}) ~8e6 (~100 ms); 2^22 (~50 ms) leaves benign grammars 200x room. */
+#define MASK_MAX_WORK (1ull << 22)
 #define NONE UINT32_MAX
 
 /* ---- small helpers ------------------------------------------------------------------------- */
@@ -1366,7 +1368,7 @@ static int64_t memo_next(memo_t *m, uint32_t *path, uint32_t d, uint8_t b) {
         if (rc) return rc;
         key = ((uint64_t)path[d - 1] << 8 | b) + 1;
     }
-    if (m->gss.steps > MASK_MAX_WORK) return TERN_ENOMEM;
+    if (m->gss.steps > MASK_MAX_WORK) return TERN_ENOTSUP;
     const uint32_t *s = m->data.v + m->off.v[path[d - 1]];
     uint32_t part = s[0], n = s[1];
     int st = step_byte(m->g, &m->gss, s + 2, n, &part, b, &m->out);

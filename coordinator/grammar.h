@@ -63,8 +63,9 @@ int grammar_state_can_end(const grammar_state_t *s);   /* the text so far is a w
 int grammar_state_done(const grammar_state_t *s);      /* nothing but the end may follow */
 /* mask ((n_vocab + 7) / 8 bytes): bit t (mask[t >> 3] >> (t & 7) & 1) set iff token t may come
  * next (iff grammar_state_accept_token would accept it). Returns how many may (0: none — a dead
- * end the caller must end the sequence on), or TERN_ENOMEM (out of memory, or a hostile grammar
- * past the per-call work budget; the mask is then all zero). Cost grows with the tokens the
+ * end the caller must end the sequence on), TERN_ENOMEM, or TERN_ENOTSUP: the grammar is too
+ * ambiguous here — the mask would cost more than its work budget (about 50 ms; a JSON Schema
+ * needs ~0.5 % of it); the mask is then all zero. Cost grows with the tokens the
  * grammar lets through (a prefix tree is walked, whole subtrees are skipped where the grammar
  * rejects their common beginning; transitions are memoised within the call). Scratch is
  * allocated per call (a few buffers, not per token), so masks of different states may run on

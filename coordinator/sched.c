@@ -206,17 +206,19 @@ static int grammar_follow(sched_t *s, sched_seq_t *q, int upto) {
             s->err_code = TERN_EINVAL;
             snprintf(s->err, sizeof s->err, "sequence %d: the grammar does not accept token %d at position %d", q->id,
                      q->toks[q->gram_n], q->gram_n);
-            log_w("%s", s->err);
+            log_d("%s", s->err);   /* the caller reports it */
             return SCHED_ERROR;
         }
     if (grammar_state_done(q->gram)) return SCHED_STOP;
     int n = grammar_state_mask(q->gram, q->gvocab, q->allow);
     if (n > 0) return 0;
     s->err_code = n < 0 ? n : TERN_EINVAL;
-    snprintf(s->err, sizeof s->err, n < 0 ? "sequence %d: out of memory for the grammar's token mask"
-                                          : "sequence %d: no token of the vocabulary can continue the grammar here",
+    snprintf(s->err, sizeof s->err,
+             n == TERN_ENOTSUP ? "sequence %d: the grammar is too ambiguous: the next token's mask is past the matcher's work budget"
+             : n < 0           ? "sequence %d: out of memory for the grammar's token mask"
+                               : "sequence %d: no token of the vocabulary can continue the grammar here",
              q->id);
-    log_w("%s", s->err);
+    log_d("%s", s->err);
     return SCHED_ERROR;
 }
 

@@ -155,6 +155,22 @@ finally:
 PY
 then ok "chat --grammar: Ctrl-C stops the reply, EOF then exits 0"; else bad "chat --grammar Ctrl-C handling"; fi
 
+# ---- a pathologically ambiguous grammar on a 128k vocabulary: refused at the mask's work budget,
+# not ~100 ms of the engine thread a token (needs Llama-3's tokenizer.json, as install-deps leaves it)
+L3="${TERN_CACHE:-$HOME/.cache/tern}/llama3/tokenizer.json"
+if [ -s "$L3" ]; then
+  make_model "$tmp/l3.gguf" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 3 --vocab "$L3"
+  t0=$(now)
+  T run -m "$tmp/l3.gguf" -p x -n 60 --temp 1 -s 1 --grammar 'root ::= (. | .. | ...){0,500}' >/dev/null 2>"$tmp/amb.txt"; rc=$?
+  if [ $rc -ne 0 ] && grep -q "too ambiguous" "$tmp/amb.txt"; then ok "ambiguous grammar refused at the work budget in $(since "$t0") s"
+  else bad "ambiguous grammar (rc $rc, $(since "$t0") s): $(tail -2 "$tmp/amb.txt")"; fi
+  out=$(T run -m "$tmp/l3.gguf" --no-display-prompt --summary=0 -p x -n 400 --temp 1 -s 2 -j "$SCHEMA" 2>>"$tmp/run.log")
+  printf '%s' "$out" >"$tmp/l3.txt"
+  txt=$(python3 "$tmp/check.py" "$tmp/schema.json" "$tmp/l3.txt" 2>&1) && ok "-j on Llama-3's vocabulary: $txt" || bad "-j on Llama-3's vocabulary: $txt"
+else
+  echo "skip - no $L3: the 128k-vocabulary checks"
+fi
+
 # ---- tern serve --------------------------------------------------------------------------------
 start_serve s1 -m "$M" -t 2 -np 2 || die "serve did not start: $(cat "$tmp/s1.log")"
 wait_health "$URL" 30 || die "serve not healthy: $(tail -5 "$tmp/s1.log")"

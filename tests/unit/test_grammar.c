@@ -500,6 +500,7 @@ static void test_mask_timing(void **state) {
     g = parse("root ::= .*");
     time_mask(g, gv, n, "anything", 0);
     grammar_destroy(&g);
+    grammar_destroy(&g);
     grammar_vocab_destroy(&gv);
     free_vocab(&tv);
 }
