@@ -81,13 +81,20 @@ static void fmt_llama2(sbuf_t *b, const chat_msg_t *m, int n, int sys) {
         if (!strcmp(m[i].role, "system")) {
             if (sys) { puts_(b, "<<SYS>>\n"); puts_(b, m[i].content); puts_(b, "\n<</SYS>>\n\n"); }
             else { puts_(b, m[i].content); puts_(b, "\n"); }
-        } else if (!strcmp(m[i].role, "user")) {
+        } else if (!strcmp(m[i].role, "user") || !strcmp(m[i].role, "tool")) {   /* no tool turn: a user's */
             puts_(b, m[i].content); puts_(b, " [/INST]");
         } else {
             puts_(b, m[i].content); puts_(b, "</s>");
             inside = 0;
         }
     }
+}
+
+/* the families whose format has a turn for any role name, so a "tool" message renders as its
+ * own turn (llama3's header, chatml's im_start, bitnet's "Tool: "); the others (llama2, phi3,
+ * falcon3) have fixed role tokens: callers render a tool result as a user message */
+int chat_has_tool_role(const tokenizer_t *t) {
+    return t->chat_family == CHAT_LLAMA3 || t->chat_family == CHAT_CHATML || t->chat_family == CHAT_BITNET;
 }
 
 int chat_apply(const tokenizer_t *t, const chat_msg_t *msgs, int n, char *out, int cap) {

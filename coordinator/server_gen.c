@@ -7,6 +7,7 @@
  * its choice's index); echo puts the prompt (and its tokens' log-probabilities) before the
  * generated text. */
 #include "coordinator/server_int.h"
+#include "coordinator/server_tools.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -21,16 +22,46 @@
 
 /* ---- prompt ------------------------------------------------------------------------ */
 
+/* r's messages as the template takes them: where it has no tool turn, a "tool" message becomes
+ * a user message "Tool result (ID): CONTENT". Returns r->msgs, or a copy whose rewritten
+ * contents are the caller's to free with chat_view_free; NULL: out of memory. */
+static chat_msg_t *chat_view(const tokenizer_t *tok, const server_req_t *r) {
+    int any = 0;
+    for (int i = 0; i < r->n_msgs; i++) any |= !strcmp(r->msgs[i].role, "tool");
+    if (!any || chat_has_tool_role(tok)) return r->msgs;
+    chat_msg_t *m = malloc((size_t)r->n_msgs * sizeof *m);
+    for (int i = 0; m && i < r->n_msgs; i++) {
+        m[i] = r->msgs[i];
+        if (strcmp(m[i].role, "tool") != 0) continue;
+        const char *id = r->tool_ids && r->tool_ids[i] ? r->tool_ids[i] : "";
+        size_t n = strlen(id) + strlen(m[i].content) + 32;
+        char *c = malloc(n);
+        if (c) snprintf(c, n, "Tool result (%s): %s", id, m[i].content);
+        m[i] = (chat_msg_t){"user", c ? c : ""};
+    }
+    return m;
+}
+
+static void chat_view_free(const server_req_t *r, chat_msg_t *m) {
+    if (m == r->msgs) return;
+    for (int i = 0; i < r->n_msgs; i++)
+        if (!strcmp(r->msgs[i].role, "tool") && *m[i].content) free((char *)m[i].content);
+    free(m);
+}
+
 static char *chat_text(const tokenizer_t *tok, const server_req_t *r, server_err_t *e) {
     int cap = 4096;
     for (int i = 0; i < r->n_msgs; i++) cap += (int)(strlen(r->msgs[i].content) + strlen(r->msgs[i].role) + 64);
-    char *buf = malloc((size_t)cap);
-    int need = buf ? chat_apply(tok, r->msgs, r->n_msgs, buf, cap) : TERN_ENOMEM;
-    if (need >= cap) {
+    for (int i = 0; r->tool_ids && i < r->n_msgs; i++) cap += r->tool_ids[i] ? (int)strlen(r->tool_ids[i]) + 32 : 0;
+    chat_msg_t *m = chat_view(tok, r);
+    char *buf = m && cap > 0 ? malloc((size_t)cap) : NULL;
+    int need = buf ? chat_apply(tok, m, r->n_msgs, buf, cap) : TERN_ENOMEM;
+    if (buf && need >= cap) {
         char *b2 = realloc(buf, (size_t)need + 1);
-        if (b2) { buf = b2; need = chat_apply(tok, r->msgs, r->n_msgs, buf, need + 1); }
+        if (b2) { buf = b2; need = chat_apply(tok, m, r->n_msgs, buf, need + 1); }
         else need = TERN_ENOMEM;
     }
+    if (m) chat_view_free(r, m);
     if (need < 0) {
         free(buf);
         server_err_set(e, 500, "server_error", NULL, NULL,
@@ -231,6 +262,12 @@ static json_t *lp_json(struct server *s, const job_t *j, int a, int b, int promp
                      "text_offset", offs);
 }
 
+/* the id of choice index's tool call: unique as the job's id is ("call_" + its unique part) */
+static void tool_call_id(const job_t *j, int index, char out[64]) {
+    const char *u = strchr(j->id, '-');
+    snprintf(out, 64, "call_%s%02d", u ? u + 1 : j->id, index);
+}
+
 /* a finished job's entry in "choices" (caller holds s->mu) */
 static json_t *choice_json(struct server *s, const job_t *j, int index) {
     int chat = j->kind == SERVER_REQ_CHAT;
@@ -247,6 +284,14 @@ static json_t *choice_json(struct server *s, const job_t *j, int index) {
         text = server_json_text(j->out ? j->out : "", j->out_len);
     }
     json_t *lp = lp_json(s, j, 0, j->lp_final, 1);
+    if (chat && j->tools) {   /* the reply object parsed back into a message */
+        const char *fin;
+        char call_id[64];
+        tool_call_id(j, index, call_id);
+        json_t *msg = server_tools_reply(j->out ? j->out : "", j->out_len, call_id, 0, finish_name(j->finish), &fin);
+        json_decref(text);
+        return json_pack("{s:i, s:o, s:o?, s:s}", "index", index, "message", msg, "logprobs", lp, "finish_reason", fin);
+    }
     return chat ? json_pack("{s:i, s:{s:s, s:o}, s:o?, s:s}", "index", index, "message", "role", "assistant", "content",
                             text, "logprobs", lp, "finish_reason", finish_name(j->finish))
                 : json_pack("{s:o, s:i, s:o?, s:s}", "text", text, "index", index, "logprobs", lp, "finish_reason",
@@ -348,15 +393,26 @@ static void sse_put(job_t *j, json_t *o) {
 
 /* a chunk of request h's choice `index` with text (NULL: none), finish reason (NULL: still
  * running) and logprobs (NULL: null; stolen) */
+static json_t *chunk_delta(struct server *s, const job_t *h, int index, json_t *delta, const char *text, size_t n,
+                           const char *finish, json_t *lp);
 static json_t *chunk(struct server *s, const job_t *h, int index, const char *text, size_t n, const char *finish,
                      int role, json_t *lp) {
+    json_t *delta = NULL;
+    if (h->kind == SERVER_REQ_CHAT) {
+        delta = json_object();
+        if (role) json_object_set_new(delta, "role", json_string("assistant"));
+        if (text) json_object_set_new(delta, "content", server_json_text(text, n));
+    }
+    return chunk_delta(s, h, index, delta, text, n, finish, lp);
+}
+
+/* chunk() with chat's delta given (stolen) */
+static json_t *chunk_delta(struct server *s, const job_t *h, int index, json_t *delta, const char *text, size_t n,
+                           const char *finish, json_t *lp) {
     int chat = h->kind == SERVER_REQ_CHAT;
     json_t *o = reply_base(s, h, chat ? "chat.completion.chunk" : "text_completion");
     json_t *fin = finish ? json_string(finish) : json_null(), *c;
     if (chat) {
-        json_t *delta = json_object();
-        if (role) json_object_set_new(delta, "role", json_string("assistant"));
-        if (text) json_object_set_new(delta, "content", server_json_text(text, n));
         c = json_pack("{s:i, s:o, s:o?, s:o}", "index", index, "delta", delta, "logprobs", lp, "finish_reason", fin);
     } else {
         c = json_pack("{s:i, s:o, s:o?, s:o}", "index", index, "text", server_json_text(text ? text : "", n),
@@ -365,6 +421,25 @@ static json_t *chunk(struct server *s, const job_t *h, int index, const char *te
     json_object_set_new(o, "choices", json_pack("[o]", c));
     if (h->include_usage) json_object_set_new(o, "usage", json_null());
     return o;
+}
+
+/* sse_choice for a tools reply: the text is held (j->out grows) until j is done, then one delta
+ * with the parsed reply (tool_calls or content, with all the logprobs) and the finish chunk */
+static int sse_tools(struct server *s, job_t *h, job_t *j, int c, int failed) {
+    if (j->state != JOB_DONE) return 0;
+    if (failed) return 1;
+    const char *fin;
+    char call_id[64];
+    tool_call_id(j, c, call_id);
+    json_t *delta = server_tools_reply(j->out ? j->out : "", j->out_len, call_id, 1, finish_name(j->finish), &fin);
+    json_t *lp = j->lp_final > 0 ? lp_json(s, j, 0, j->lp_final, 0) : NULL;
+    if (delta) sse_put(h, chunk_delta(s, h, c, delta, NULL, 0, NULL, lp));
+    else json_decref(lp);
+    sse_put(h, chunk(s, h, c, NULL, 0, fin, 0, NULL));
+    j->out_len = 0;
+    j->lp_sent = j->lp_final;
+    j->sse_phase = 2;
+    return 0;
 }
 
 /* Formats what choice c (job j) has ready into h's stream (caller holds s->mu): the role first
@@ -383,6 +458,7 @@ static int sse_choice(struct server *s, job_t *h, job_t *j, int c) {
         if (!failed) sse_put(h, chunk(s, h, c, j->echo_text, j->echo_len, NULL, 0, lp_json(s, j, 0, 0, 1)));
         j->echo_sent = 1;
     }
+    if (j->tools) return sse_tools(s, h, j, c, failed);
     if (j->out_len) {
         int k = j->lp_sent;
         while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
@@ -512,6 +588,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->include_usage = r->stream && r->include_usage;
     j->ignore_eos = r->ignore_eos;
     j->logprobs = r->logprobs;
+    j->tools = r->kind == SERVER_REQ_CHAT && r->tools != SERVER_TOOLS_NONE;
     j->echo = r->echo;
     j->cache_prompt = r->cache_prompt;
     j->sp = r->sp;

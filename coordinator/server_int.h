@@ -31,6 +31,8 @@ typedef struct job {
     int refs;                  /* under srv->mu: HTTP connection, stream reader, engine */
     int kind, stream, include_usage, ignore_eos;
     int logprobs;              /* the reply carries log-probabilities (j->lp) */
+    int tools;                 /* chat with tools: the text is a tool call / response object, parsed
+                                * at the end (streaming holds it until then) */
     int cache_prompt;          /* may start on a slot's cached tokens (the request's "cache_prompt") */
     char *grammar;             /* GBNF the output follows (the request's, else the server's), or NULL */
     int n_cached;              /* prompt tokens that came from the slot's cache (not fed) */

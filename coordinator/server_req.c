@@ -4,6 +4,7 @@
 #include "coordinator/server_req.h"
 #include "coordinator/grammar.h"
 #include "coordinator/json_schema.h"
+#include "coordinator/server_tools.h"
 #include "core/err.h"
 #include <jansson.h>
 #include <math.h>
@@ -181,13 +182,31 @@ done:
     return *out ? 0 : server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
 }
 
+/* message i's tool fields: an assistant's "tool_calls" (rendered after its content, which may
+ * be null), a "tool" message's "tool_call_id" (into r->tool_ids) and its content (not null) */
+static int parse_tool_fields(server_req_t *r, json_t *msg, size_t i, server_err_t *e) {
+    const char *role = r->msgs[i].role;
+    json_t *calls = json_object_get(msg, "tool_calls"), *id = json_object_get(msg, "tool_call_id"),
+           *c = json_object_get(msg, "content");
+    if (calls && !json_is_null(calls)) {
+        if (strcmp(role, "assistant") != 0) return BAD(e, "messages", "message %zu: only an assistant message has 'tool_calls'", i);
+        return server_tools_render_calls(calls, (char **)&r->msgs[i].content, e);
+    }
+    if (strcmp(role, "tool") != 0) return 0;
+    if (!c || json_is_null(c)) return BAD(e, "messages", "message %zu: a tool message needs 'content'", i);
+    if (!json_is_string(id) || json_string_length(id) == 0 || json_string_length(id) > 256 ||
+        strlen(json_string_value(id)) != json_string_length(id))
+        return BAD(e, "messages", "message %zu: a tool message needs a 'tool_call_id' string (1..256 bytes)", i);
+    return dup_string(&r->tool_ids[i], id, "messages", e);
+}
+
 static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
     json_t *m = json_object_get(root, "messages");
     if (!json_is_array(m) || json_array_size(m) == 0)
         return BAD(e, "messages", "'messages' must be a non-empty array");
     size_t n = json_array_size(m);
     if (n > SERVER_MAX_MSGS) return BAD(e, "messages", "at most %d messages", SERVER_MAX_MSGS);
-    if (!(r->msgs = calloc(n, sizeof(chat_msg_t))))
+    if (!(r->msgs = calloc(n, sizeof(chat_msg_t))) || !(r->tool_ids = calloc(n, sizeof(char *))))
         return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
     size_t i;
     json_t *msg;
@@ -203,6 +222,7 @@ static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
         rc = parse_content(json_object_get(msg, "content"), &cs, e);
         r->msgs[i].content = cs;
         if (rc < 0) return rc;
+        if ((rc = parse_tool_fields(r, msg, i, e)) < 0) return rc;
     }
     return 0;
 }
@@ -379,7 +399,8 @@ static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
         return parse_generation(r, root, e);
     case SERVER_REQ_CHAT:
         if ((rc = parse_messages(r, root, e)) < 0) return rc;
-        return parse_generation(r, root, e);
+        if ((rc = parse_generation(r, root, e)) < 0) return rc;
+        return server_tools_parse(r, root, e);
     case SERVER_REQ_TOKENIZE: {
         json_t *c = json_object_get(root, "content");
         if (!json_is_string(c)) return BAD(e, "content", "'content' must be a string");
@@ -428,8 +449,10 @@ void server_req_free(server_req_t *r) {
     for (int i = 0; i < r->n_msgs; i++) {
         free((char *)r->msgs[i].role);
         free((char *)r->msgs[i].content);
+        if (r->tool_ids) free(r->tool_ids[i]);
     }
     free(r->msgs);
+    free(r->tool_ids);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->grammar);
     int kind = r->kind;

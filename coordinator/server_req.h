@@ -21,6 +21,9 @@ enum server_req_kind {
 #define SERVER_MAX_MSGS 4096        /* chat messages per request */
 #define SERVER_MAX_CHOICES 16       /* choices per request: prompts x n */
 
+/* tool_choice (server_tools.c); NONE also when the request has no tools */
+enum server_tools_mode { SERVER_TOOLS_NONE = 0, SERVER_TOOLS_AUTO = 1, SERVER_TOOLS_REQUIRED = 2, SERVER_TOOLS_NAMED = 3 };
+
 /* a completions prompt after the first (a request may carry several: "prompt": [p0, p1, ...]) */
 typedef struct server_prompt {
     char *text;              /* or NULL: */
@@ -37,7 +40,9 @@ typedef struct server_req {
     int n_more;
     int n;                   /* choices per prompt (OpenAI's n; seeds differ between them) */
     chat_msg_t *msgs;        /* chat: role and content strings owned */
+    char **tool_ids;         /* (n_msgs,) or NULL: a "tool" message's tool_call_id (owned), else NULL */
     int n_msgs;
+    int tools;               /* SERVER_TOOLS_*: the reply is a tool call / response object */
     int max_tokens;          /* -1: not given */
     sampler_params_t sp;     /* the caller's defaults overlaid with the request's fields */
     char *stop[SERVER_MAX_STOP];

@@ -61,5 +61,7 @@ int detok_flush(detok_t *d, char *out, int cap);
 typedef struct chat_msg { const char *role; const char *content; } chat_msg_t;
 int chat_apply(const tokenizer_t *t, const chat_msg_t *msgs, int n, char *out, int cap);
 const char *chat_template_name(const tokenizer_t *t);
+/* 1 when the template renders a message of role "tool" as its own turn (else: as a user's) */
+int chat_has_tool_role(const tokenizer_t *t);
 
 #endif

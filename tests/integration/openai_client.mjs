@@ -1,5 +1,6 @@
 // The official OpenAI Node client (npm `openai`, major 4) against a running `tern serve`:
-// models, completions, chat, streaming (for await; n=2 too), seeded sampling, logprobs and errors as APIError.
+// models, completions, chat, streaming (for await; n=2 too), seeded sampling, logprobs, structured output
+// (response_format json_schema), logit_bias / penalties, tool calls (plain, streamed, sent back) and errors as APIError.
 // Driven by openai_client.sh: node openai_client.mjs NODE_DIR BASE_URL API_KEY EXPECT.json
 // EXPECT holds the prompt, n and the `tern run` texts (greedy and seeded) to compare against.
 // Prints one "ok - " / "FAIL - " line per check; exits 1 when any check failed.
@@ -172,6 +173,57 @@ await run('several choices', async () => {
     'streamed n=2 (for await, by choices[0].index): choice 0 == tern run -s, choice 1 == the plain reply\'s',
     `${show(text)} ${show(finish)} vs ${show(plain.choices.map((c) => c.text))}`);
 });
+await run('structured output', async () => {
+  const schema = { type: 'object', properties: { ok: { type: 'boolean' }, color: { enum: ['red', 'green', 'blue'] } },
+                   required: ['ok', 'color'] };
+  const r = await client.chat.completions.create({ model: want.model, messages: [{ role: 'user', content: 'JSON' }],
+    max_tokens: 64, temperature: 1, seed: 3,
+    response_format: { type: 'json_schema', json_schema: { name: 'c', schema, strict: true } } });
+  const c = r.choices[0];
+  let o = null;
+  try { o = JSON.parse(c.message.content); } catch (e) { /* checked below */ }
+  check(c.finish_reason === 'stop' && o && typeof o.ok === 'boolean' && ['red', 'green', 'blue'].includes(o.color),
+        'response_format json_schema: the content parses and matches', show(c));
+  const b = await client.chat.completions.create({ model: want.model, messages: [{ role: 'user', content: 'x' }],
+    max_tokens: 4, temperature: 0, logit_bias: { 5: -100 }, frequency_penalty: 0.5, presence_penalty: 0.5 });
+  check(b.choices.length === 1, 'logit_bias, frequency_penalty and presence_penalty accepted', show(b.choices));
+});
+
+await run('tools', async () => {
+  const tools = [
+    { type: 'function', function: { name: 'get_weather', description: 'Weather of a city',
+      parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 8 }, unit: { enum: ['c', 'f'] } },
+                    required: ['city', 'unit'] } } },
+    { type: 'function', function: { name: 'add', parameters: { type: 'object',
+      properties: { a: { type: 'integer' }, b: { type: 'integer' } }, required: ['a', 'b'] } } },
+  ];
+  const messages = [{ role: 'user', content: 'Weather in Paris?' }];
+  const r = await client.chat.completions.create({ model: want.model, messages, tools, tool_choice: 'required',
+    max_tokens: 200, temperature: 1, seed: 5 });
+  const c = r.choices[0], call = c.message.tool_calls?.[0];
+  let args = null;
+  try { args = JSON.parse(call.function.arguments); } catch (e) { /* checked below */ }
+  check(c.finish_reason === 'tool_calls' && call && call.type === 'function' &&
+        ['get_weather', 'add'].includes(call.function.name) && args && typeof args === 'object',
+        'tool_choice required: one call of a given tool with JSON arguments', show(c));
+  // streamed: the deltas assemble into the same call
+  const s = await client.chat.completions.create({ model: want.model, messages, tools, tool_choice: 'required',
+    max_tokens: 200, temperature: 1, seed: 5, stream: true });
+  let name = '', argText = '', fin = null;
+  for await (const ch of s) {
+    const d = ch.choices[0]?.delta;
+    for (const t of d?.tool_calls ?? []) { name += t.function?.name ?? ''; argText += t.function?.arguments ?? ''; }
+    fin = ch.choices[0]?.finish_reason ?? fin;
+  }
+  check(name === call?.function.name && argText === call?.function.arguments && fin === 'tool_calls',
+        'streamed tool call == plain', show({ name, argText, fin }));
+  // the call and its result go back in the conversation
+  const r2 = await client.chat.completions.create({ model: want.model, max_tokens: 8, temperature: 0, tools,
+    tool_choice: 'none', messages: [...messages, c.message, { role: 'tool', tool_call_id: call?.id ?? 'x', content: '21 C' }] });
+  check(typeof r2.choices[0].message.content === 'string' && !r2.choices[0].message.tool_calls,
+        'a tool result in the conversation; tool_choice none answers in text', show(r2.choices[0]));
+});
+
 await expectErr('n=17', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
   () => client.completions.create({ model: want.model, prompt: 'a', n: 17 }));
 await expectErr('streamed request with max_tokens 0', BadRequestError, 400, 'invalid_request_error', 'invalid_value',

@@ -28,12 +28,12 @@ def text(name):
     raw = open(f"{d}/{name}.raw", "rb").read()
     return (raw[:-1] if raw.endswith(b"\n") else raw).decode("utf-8", "replace")
 json.dump({"model": "tiny.gguf", "prompt": p, "n": n, "greedy": text("greedy"), "seed": seed,
-           "seeded_temp": temp, "seeded": text("seeded"), "long_prompt": " ".join(["word"] * 400)}, sys.stdout)
+           "seeded_temp": temp, "seeded": text("seeded"), "long_prompt": " ".join(["word"] * 1500)}, sys.stdout)
 PY
 [ -s "$tmp/expect.json" ] || die "could not write the expectations"
 
 KEY=tern-test-key
-start_serve serve -m "$M" -t 2 -np 2 -c 128 --api-key "$KEY" || die "server did not start: $(cat "$tmp/serve.log")"
+start_serve serve -m "$M" -t 2 -np 2 -c 1024 --api-key "$KEY" || die "server did not start: $(cat "$tmp/serve.log")"
 wait_health "$URL" 60
 
 timeout 120 node "$HERE/openai_client.mjs" "$NODE_DIR" "$URL" "$KEY" "$tmp/expect.json"

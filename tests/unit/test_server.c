@@ -1,5 +1,5 @@
 /* test_server: the HTTP server's model-free parts — request JSON parsing and validation for
- * every route (types, ranges, prompt shapes, messages, n (streamed too), stop, logprobs), the OpenAI error body, the
+ * every route (types, ranges, prompt shapes, messages, n (streamed too), stop, logprobs, tools / tool_choice and the tool reply parsed back), the OpenAI error body, the
  * stop-string matcher (held-back text, stops split across pieces, a randomized check against
  * a plain search over the whole text), the Prometheus rendering and UTF-8 sanitizing and
  * character counting. */
@@ -14,6 +14,7 @@
 #include "coordinator/server_req.h"
 #include "coordinator/grammar.h"
 #include "coordinator/server_stop.h"
+#include "coordinator/server_tools.h"
 #include "core/err.h"
 #include <jansson.h>
 #include <stdio.h>
@@ -50,6 +51,108 @@ static void expect_bad(int kind, const char *body, const char *param, const char
     if (code && (!e.code || strcmp(e.code, code) != 0))
         fail_msg("code '%s' (want '%s') for %s", e.code ? e.code : "(null)", code, body);
     assert_true(e.msg[0] != 0);
+}
+
+/* tools / tool_choice: the grammar and system message are set; each error names its field;
+ * assistant tool_calls and tool messages are rendered into the conversation */
+static void test_tools_fields(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+#define TOOL(n) "{\"type\":\"function\",\"function\":{\"name\":\"" n "\",\"parameters\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\"}},\"required\":[\"x\"]}}}"
+#define U "\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}]"
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{" U ",\"tools\":[" TOOL("f") "," TOOL("g") "]}", &e), 0);
+    assert_int_equal(r.tools, SERVER_TOOLS_AUTO);
+    assert_non_null(r.grammar);
+    assert_non_null(strstr(r.grammar, "response"));
+    assert_int_equal(r.n_msgs, 2);   /* the tools' system message in front */
+    assert_string_equal(r.msgs[0].role, "system");
+    assert_non_null(strstr(r.msgs[0].content, "- g"));
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"system\",\"content\":\"Be brief.\"},"
+                                                "{\"role\":\"user\",\"content\":\"hi\"}],\"tools\":[" TOOL("f") "],"
+                                                "\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"f\"}},"
+                                                "\"parallel_tool_calls\":false}", &e), 0);
+    assert_int_equal(r.tools, SERVER_TOOLS_NAMED);
+    assert_int_equal(r.n_msgs, 2);   /* merged into the system message */
+    assert_true(strncmp(r.msgs[0].content, "Be brief.\n\n", 11) == 0);
+    assert_null(strstr(r.grammar, "response"));
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{" U ",\"tools\":[" TOOL("f") "],\"tool_choice\":\"none\"}", &e), 0);
+    assert_int_equal(r.tools, SERVER_TOOLS_NONE);
+    assert_null(r.grammar);
+    assert_int_equal(r.n_msgs, 1);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{" U ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a-b_9\"}}],"
+                                                "\"tool_choice\":\"required\"}", &e), 0);   /* no parameters: any object */
+    assert_int_equal(r.tools, SERVER_TOOLS_REQUIRED);
+    server_req_free(&r);
+    /* a conversation: an assistant call (content null) and its result */
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+                                                "{\"role\":\"assistant\",\"content\":null,\"tool_calls\":[{\"id\":\"c1\",\"type\":\"function\","
+                                                "\"function\":{\"name\":\"f\",\"arguments\":\"{\\\"x\\\":1}\"}}]},"
+                                                "{\"role\":\"tool\",\"tool_call_id\":\"c1\",\"content\":\"2\"}]}", &e), 0);
+    assert_string_equal(r.msgs[1].content, "{\"tool_call\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}");
+    assert_string_equal(r.msgs[2].role, "tool");
+    assert_string_equal(r.tool_ids[2], "c1");
+    assert_string_equal(r.msgs[2].content, "2");
+    server_req_free(&r);
+    const char *P = "tools[0].function.parameters";
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":{}}", "tools", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[5]}", "tools[0]", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"a b\"}}]}", "tools[0]", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"\"}}]}", "tools[0]", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":"
+               "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"}}]}", "tools[0]", NULL);   /* 65 */
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":[]}}]}", "tools[0]", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"description\":7}}]}", "tools[0]", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[{\"type\":\"function\",\"function\":{\"name\":\"f\",\"parameters\":"
+               "{\"type\":\"string\",\"pattern\":\"a\"}}}]}", P, NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[" TOOL("f") "," TOOL("f") "]}", "tools[1]", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[" TOOL("f") "],\"tool_choice\":\"sometimes\"}", "tool_choice", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[" TOOL("f") "],\"tool_choice\":{\"type\":\"function\",\"function\":{\"name\":\"g\"}}}", "tool_choice", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tool_choice\":\"required\"}", "tool_choice", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[" TOOL("f") "],\"parallel_tool_calls\":1}", "parallel_tool_calls", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[" TOOL("f") "],\"response_format\":{\"type\":\"json_object\"}}", "response_format", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[" TOOL("f") "],\"grammar\":\"root ::= \\\"a\\\"\"}", "grammar", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"tool\",\"tool_call_id\":\"c\",\"content\":null}]}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"tool\",\"content\":\"x\"}]}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"x\",\"tool_calls\":[]}]}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"a b\"}}]}]}", "messages", NULL);
+    expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}", "messages", NULL);
+    char big[8192];   /* 65 tools */
+    int at = snprintf(big, sizeof big, "{" U ",\"tools\":[");
+    for (int i = 0; i < 65; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s{\"type\":\"function\",\"function\":{\"name\":\"t%d\"}}", i ? "," : "", i);
+    snprintf(big + at, sizeof big - (size_t)at, "]}");
+    expect_bad(SERVER_REQ_CHAT, big, "tools", NULL);
+#undef TOOL
+#undef U
+}
+
+/* the generated text parsed back: a call, a response, a text cut short */
+static void test_tools_reply(void **state) {
+    (void)state;
+    const char *fin;
+    const char *call = "{\"tool_call\": {\"name\": \"f\", \"arguments\": {\"x\": 1}}}";
+    json_t *m = server_tools_reply(call, strlen(call), "call_1", 0, "stop", &fin);
+    assert_string_equal(fin, "tool_calls");
+    assert_true(json_is_null(json_object_get(m, "content")));
+    json_t *c = json_array_get(json_object_get(m, "tool_calls"), 0);
+    assert_string_equal(json_string_value(json_object_get(c, "id")), "call_1");
+    assert_string_equal(json_string_value(json_object_get(json_object_get(c, "function"), "arguments")), "{\"x\":1}");
+    json_decref(m);
+    m = server_tools_reply(call, strlen(call), "call_1", 1, "stop", &fin);   /* a streamed delta */
+    assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(m, "tool_calls"), 0), "index")), 0);
+    assert_null(json_object_get(m, "role"));
+    json_decref(m);
+    m = server_tools_reply("{\"response\":\"hi\"}", 17, "c", 0, "length", &fin);
+    assert_string_equal(fin, "stop");
+    assert_string_equal(json_string_value(json_object_get(m, "content")), "hi");
+    json_decref(m);
+    m = server_tools_reply("{\"tool_call\":{\"na", 17, "c", 0, "length", &fin);
+    assert_string_equal(fin, "length");
+    assert_string_equal(json_string_value(json_object_get(m, "content")), "{\"tool_call\":{\"na");
+    json_decref(m);
 }
 
 static void test_completion_fields(void **state) {
@@ -697,7 +800,8 @@ int main(void) {
         cmocka_unit_test(test_stop_split),        cmocka_unit_test(test_stop_earliest),
         cmocka_unit_test(test_stop_random),       cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_json_text),         cmocka_unit_test(test_logprobs_fields),
-        cmocka_unit_test(test_echo_field),
+        cmocka_unit_test(test_echo_field),        cmocka_unit_test(test_tools_fields),
+        cmocka_unit_test(test_tools_reply),
         cmocka_unit_test(test_text_chars),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

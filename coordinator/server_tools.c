@@ -1,0 +1,325 @@
+/* server_tools: see server_tools.h. The tools are checked one by one (each error names
+ * tools[i] or tool_choice), each tool's parameters schema is converted on its own first so a
+ * refused keyword is blamed on its tool, then the whole reply schema is built with jansson and
+ * converted once into r->grammar. The system message text is built here and merged into
+ * r->msgs. Untrusted input: every field is type- and size-checked before use. */
+#include "coordinator/server_tools.h"
+#include "coordinator/grammar.h"
+#include "coordinator/json_schema.h"
+#include "core/err.h"
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define BAD(e, param, ...) server_err_set((e), 400, "invalid_request_error", "invalid_value", (param), __VA_ARGS__)
+#define OOM(e) server_err_set((e), 500, "server_error", NULL, NULL, "out of memory")
+
+/* a growing NUL-terminated string; oom set once an allocation failed (then p may be partial) */
+typedef struct str { char *p; size_t n, cap; int oom; } str_t;
+
+static void str_add(str_t *b, const char *s, size_t n) {
+    if (b->oom) return;
+    if (b->n + n + 1 > b->cap) {
+        size_t cap = b->cap ? b->cap : 256;
+        while (cap < b->n + n + 1) cap *= 2;
+        char *p = realloc(b->p, cap);
+        if (!p) { b->oom = 1; return; }
+        b->p = p;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->n, s, n);
+    b->n += n;
+    b->p[b->n] = 0;
+}
+static void str_puts(str_t *b, const char *s) { str_add(b, s, strlen(s)); }
+static void str_json(str_t *b, json_t *v) {   /* v as compact JSON text */
+    char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
+    if (!t) { b->oom = 1; return; }
+    str_puts(b, t);
+    free(t);
+}
+
+int server_tools_name_ok(const char *s, size_t n) {
+    if (n == 0 || n > 64) return 0;
+    for (size_t i = 0; i < n; i++) {
+        char c = s[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' || c == '-'))
+            return 0;
+    }
+    return 1;
+}
+
+/* one tool: name and description borrowed from the request's JSON, params a held reference */
+typedef struct tool { const char *name, *desc; json_t *params; } tool_t;
+
+/* 1 when v is a string of at most max bytes with no NUL inside */
+static int text_ok(json_t *v, size_t max) {
+    return json_is_string(v) && json_string_length(v) <= max && strlen(json_string_value(v)) == json_string_length(v);
+}
+
+/* tools[i]: {"type": "function", "function": {"name", "description"?, "parameters"?}} → *t
+ * (parameters absent: {"type": "object"}, any object). 0 or <0 with e naming tools[i]. */
+static int tool_parse(json_t *el, int i, tool_t *t, server_err_t *e) {
+    char p[48];
+    snprintf(p, sizeof p, "tools[%d]", i);
+    json_t *type = json_object_get(el, "type"), *fn = json_object_get(el, "function");
+    if (!json_is_object(el) || !json_is_string(type) || strcmp(json_string_value(type), "function") || !json_is_object(fn))
+        return BAD(e, p, "'%s' must be {\"type\": \"function\", \"function\": {...}}", p);
+    json_t *name = json_object_get(fn, "name"), *desc = json_object_get(fn, "description"),
+           *par = json_object_get(fn, "parameters");
+    if (!json_is_string(name) || !server_tools_name_ok(json_string_value(name), json_string_length(name)))
+        return BAD(e, p, "%s.function.name must match [a-zA-Z0-9_-]{1,64}", p);
+    if (desc && !json_is_null(desc) && !text_ok(desc, SERVER_MAX_TOOL_TEXT))
+        return BAD(e, p, "%s.function.description must be a string of at most %d bytes", p, SERVER_MAX_TOOL_TEXT);
+    if (par && !json_is_null(par) && !json_is_object(par))
+        return BAD(e, p, "%s.function.parameters must be a JSON Schema object", p);
+    t->name = json_string_value(name);
+    t->desc = json_is_string(desc) ? json_string_value(desc) : NULL;
+    t->params = par && !json_is_null(par) ? json_incref(par) : json_pack("{s:s}", "type", "object");
+    return t->params ? 0 : OOM(e);
+}
+
+/* tool i's parameters alone through the converter, so that a refusal names its tool */
+static int params_check(const tool_t *t, int i, server_err_t *e) {
+    char *txt = json_dumps(t->params, JSON_COMPACT), why[200], p[48];
+    if (!txt) return OOM(e);
+    char *g = json_schema_to_gbnf(txt, strlen(txt), why, sizeof why);
+    free(txt);
+    if (g) { free(g); return 0; }
+    snprintf(p, sizeof p, "tools[%d].function.parameters", i);
+    return BAD(e, p, "%s: %s", p, why);
+}
+
+/* "tools" → t[0..*n) (each a reference the caller drops, also on failure); names unique */
+static int tools_parse(json_t *tools, tool_t *t, int *n, server_err_t *e) {
+    *n = 0;
+    if (!tools || json_is_null(tools)) return 0;
+    if (!json_is_array(tools)) return BAD(e, "tools", "'tools' must be an array");
+    if (json_array_size(tools) > SERVER_MAX_TOOLS) return BAD(e, "tools", "at most %d tools", SERVER_MAX_TOOLS);
+    size_t i;
+    json_t *el;
+    json_array_foreach(tools, i, el) {
+        int rc = tool_parse(el, (int)i, &t[i], e);
+        if (rc < 0) return rc;
+        *n = (int)i + 1;
+        for (size_t k = 0; k < i; k++)
+            if (!strcmp(t[k].name, t[i].name)) {
+                char p[48];
+                snprintf(p, sizeof p, "tools[%zu]", i);
+                return BAD(e, p, "tool name '%s' is given twice", t[i].name);
+            }
+        if ((rc = params_check(&t[i], (int)i, e)) < 0) return rc;
+    }
+    return 0;
+}
+
+/* "tool_choice" → *mode (SERVER_TOOLS_*), *named the chosen tool's index with NAMED */
+static int choice_parse(json_t *tc, const tool_t *t, int n, int *mode, int *named, server_err_t *e) {
+    const char *P = "tool_choice";
+    *mode = n ? SERVER_TOOLS_AUTO : SERVER_TOOLS_NONE;
+    *named = -1;
+    if (!tc || json_is_null(tc)) return 0;
+    if (json_is_string(tc)) {
+        const char *s = json_string_value(tc);
+        if (!strcmp(s, "none")) *mode = SERVER_TOOLS_NONE;
+        else if (!strcmp(s, "required")) *mode = SERVER_TOOLS_REQUIRED;
+        else if (strcmp(s, "auto") != 0)
+            return BAD(e, P, "'tool_choice' must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+    } else {
+        json_t *type = json_object_get(tc, "type"), *fn = json_object_get(tc, "function");
+        json_t *name = json_object_get(fn, "name");
+        if (!json_is_object(tc) || !json_is_string(type) || strcmp(json_string_value(type), "function") ||
+            !json_is_string(name) || !server_tools_name_ok(json_string_value(name), json_string_length(name)))
+            return BAD(e, P, "'tool_choice' must be none, auto, required or {\"type\": \"function\", \"function\": {\"name\": ...}}");
+        for (int k = 0; k < n; k++)
+            if (!strcmp(t[k].name, json_string_value(name))) *named = k;
+        if (*named < 0) return BAD(e, P, "tool_choice names '%s', which is not one of 'tools'", json_string_value(name));
+        *mode = SERVER_TOOLS_NAMED;
+    }
+    if (*mode == SERVER_TOOLS_REQUIRED && n == 0) return BAD(e, P, "tool_choice 'required' needs 'tools'");
+    return 0;
+}
+
+/* the reply schema of one tool: {"tool_call": {"name": NAME, "arguments": PARAMS}} */
+static json_t *tool_schema(const tool_t *t) {
+    return json_pack("{s:s, s:{s:{s:s, s:{s:{s:s}, s:O}, s:[s,s]}}, s:[s]}", "type", "object", "properties",
+                     "tool_call", "type", "object", "properties", "name", "const", t->name, "arguments", t->params,
+                     "required", "name", "arguments", "required", "tool_call");
+}
+
+/* {"anyOf": [the allowed tools' schemas, (auto) {"response": string}]} → GBNF in r->grammar */
+static int grammar_build(server_req_t *r, const tool_t *t, int n, int mode, int named, server_err_t *e) {
+    json_t *any = json_array();
+    int bad = !any;
+    for (int k = 0; k < n && !bad; k++)
+        if (mode != SERVER_TOOLS_NAMED || k == named) bad = json_array_append_new(any, tool_schema(&t[k])) < 0;
+    if (mode == SERVER_TOOLS_AUTO && !bad)
+        bad = json_array_append_new(any, json_pack("{s:s, s:{s:{s:s}}, s:[s]}", "type", "object", "properties",
+                                                   "response", "type", "string", "required", "response")) < 0;
+    json_t *root = bad ? NULL : json_pack("{s:O}", "anyOf", any);
+    json_decref(any);
+    char *txt = root ? json_dumps(root, JSON_COMPACT) : NULL, why[200];
+    json_decref(root);
+    if (!txt) return OOM(e);
+    r->grammar = json_schema_to_gbnf(txt, strlen(txt), why, sizeof why);
+    free(txt);
+    if (!r->grammar) return BAD(e, "tools", "tools: %s", why);
+    grammar_t *g = grammar_parse(r->grammar, strlen(r->grammar), NULL, why, sizeof why);
+    if (!g) return BAD(e, "tools", "tools: grammar: %s", why);
+    grammar_destroy(&g);
+    return 0;
+}
+
+/* the system text: the allowed tools and the reply format (malloc'd; NULL: OOM) */
+static char *system_text(const tool_t *t, int n, int mode, int named) {
+    str_t b = {0};
+    str_puts(&b, "You have access to the following tools:\n");
+    for (int k = 0; k < n; k++) {
+        if (mode == SERVER_TOOLS_NAMED && k != named) continue;
+        str_puts(&b, "- ");
+        str_puts(&b, t[k].name);
+        if (t[k].desc && *t[k].desc) { str_puts(&b, ": "); str_puts(&b, t[k].desc); }
+        str_puts(&b, "\n  parameters (JSON Schema): ");
+        str_json(&b, t[k].params);
+        str_puts(&b, "\n");
+    }
+    str_puts(&b, "\nReply with exactly one JSON object and nothing else: {\"tool_call\": {\"name\": \"<tool name>\", "
+                 "\"arguments\": {<the arguments, following the tool's parameters>}}} to call a tool");
+    if (mode == SERVER_TOOLS_AUTO) str_puts(&b, ", or {\"response\": \"<your reply>\"} to answer directly.");
+    else if (mode == SERVER_TOOLS_REQUIRED) str_puts(&b, ". You must call one of the tools.");
+    else { str_puts(&b, ". You must call the tool "); str_puts(&b, t[named].name); str_puts(&b, "."); }
+    if (b.oom) { free(b.p); return NULL; }
+    return b.p;
+}
+
+/* text (taken) into r->msgs: after the first message's content when that is a system message
+ * (a blank line between), else as a new system message in front */
+static int system_merge(server_req_t *r, char *text, server_err_t *e) {
+    if (r->n_msgs > 0 && !strcmp(r->msgs[0].role, "system")) {
+        str_t b = {0};
+        str_puts(&b, r->msgs[0].content);
+        if (b.n) str_puts(&b, "\n\n");
+        str_puts(&b, text);
+        free(text);
+        if (b.oom) { free(b.p); return OOM(e); }
+        free((char *)r->msgs[0].content);
+        r->msgs[0].content = b.p;
+        return 0;
+    }
+    chat_msg_t *m = realloc(r->msgs, (size_t)(r->n_msgs + 1) * sizeof *m);
+    char *role = strdup("system");
+    if (m) r->msgs = m;
+    char **ids = r->tool_ids && m ? realloc(r->tool_ids, (size_t)(r->n_msgs + 1) * sizeof *ids) : NULL;
+    if (ids) r->tool_ids = ids;
+    if (!m || !role || (r->tool_ids && !ids)) { free(role); free(text); return OOM(e); }
+    memmove(r->msgs + 1, r->msgs, (size_t)r->n_msgs * sizeof *m);
+    if (ids) { memmove(ids + 1, ids, (size_t)r->n_msgs * sizeof *ids); ids[0] = NULL; }
+    r->msgs[0] = (chat_msg_t){role, text};
+    r->n_msgs++;
+    return 0;
+}
+
+/* the tools' constraint and system message once the mode is known */
+static int tools_apply(server_req_t *r, json_t *root, const tool_t *t, int n, int mode, int named, server_err_t *e) {
+    static const char *const other[] = {"response_format", "grammar", "json_schema"};
+    for (int k = 0; k < 3; k++) {
+        json_t *v = json_object_get(root, other[k]);
+        if (v && !json_is_null(v)) return BAD(e, other[k], "'%s' cannot be used with 'tools'", other[k]);
+    }
+    free(r->grammar);   /* the server's own grammar never applies here; the request's was refused above */
+    r->grammar = NULL;
+    int rc = grammar_build(r, t, n, mode, named, e);
+    if (rc < 0) return rc;
+    char *text = system_text(t, n, mode, named);
+    if (!text) return OOM(e);
+    return system_merge(r, text, e);
+}
+
+int server_tools_parse(server_req_t *r, void *rootv, server_err_t *e) {
+    json_t *root = rootv, *ptc = json_object_get(root, "parallel_tool_calls");
+    tool_t t[SERVER_MAX_TOOLS];
+    int n = 0, mode = SERVER_TOOLS_NONE, named = -1;
+    /* parallel_tool_calls: accepted and ignored — a reply holds one call at most */
+    int rc = ptc && !json_is_null(ptc) && !json_is_boolean(ptc)
+                 ? BAD(e, "parallel_tool_calls", "'parallel_tool_calls' must be true or false") : 0;
+    if (rc == 0) rc = tools_parse(json_object_get(root, "tools"), t, &n, e);
+    if (rc == 0) rc = choice_parse(json_object_get(root, "tool_choice"), t, n, &mode, &named, e);
+    if (rc == 0 && mode != SERVER_TOOLS_NONE) rc = tools_apply(r, root, t, n, mode, named, e);
+    if (rc == 0) r->tools = mode;
+    for (int k = 0; k < n; k++) json_decref(t[k].params);
+    return rc;
+}
+
+/* one call of an assistant message's tool_calls → {"tool_call": {"name", "arguments"}} text
+ * appended to b; arguments: a JSON text (OpenAI's), parsed back when it is an object or array,
+ * else kept as a string */
+static int render_call(json_t *c, size_t i, str_t *b, server_err_t *e) {
+    json_t *type = json_object_get(c, "type"), *fn = json_object_get(c, "function"), *id = json_object_get(c, "id");
+    json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments"), *a;
+    if (!json_is_object(c) || (type && !(json_is_string(type) && !strcmp(json_string_value(type), "function"))) ||
+        (id && !text_ok(id, 256)) || !json_is_object(fn) || !json_is_string(name) ||
+        !server_tools_name_ok(json_string_value(name), json_string_length(name)) ||
+        (args && !json_is_null(args) && !json_is_string(args) && !json_is_object(args)))
+        return BAD(e, "messages", "tool_calls[%zu] must be {\"id\", \"type\": \"function\", \"function\": {\"name\", "
+                                  "\"arguments\": a JSON text}}", i);
+    if (json_is_string(args)) {
+        a = json_loadb(json_string_value(args), json_string_length(args), 0, NULL);
+        if (!a) a = json_incref(args);
+    } else {
+        a = json_is_object(args) ? json_incref(args) : json_object();
+    }
+    json_t *o = json_pack("{s:{s:O, s:o}}", "tool_call", "name", name, "arguments", a);
+    if (!o) return OOM(e);
+    if (b->n) str_puts(b, "\n");
+    str_json(b, o);
+    json_decref(o);
+    return 0;
+}
+
+int server_tools_render_calls(void *callsv, char **content, server_err_t *e) {
+    json_t *calls = callsv, *c;
+    if (!json_is_array(calls) || json_array_size(calls) > SERVER_MAX_TOOL_CALLS)
+        return BAD(e, "messages", "an assistant message's 'tool_calls' must be an array of at most %d calls",
+                   SERVER_MAX_TOOL_CALLS);
+    str_t b = {0};
+    str_puts(&b, *content);
+    size_t i;
+    json_array_foreach(calls, i, c) {
+        int rc = render_call(c, i, &b, e);
+        if (rc < 0) { free(b.p); return rc; }
+    }
+    if (b.oom) { free(b.p); return OOM(e); }
+    free(*content);
+    *content = b.p ? b.p : strdup("");
+    return *content ? 0 : OOM(e);
+}
+
+/* a tool call entry of OpenAI's reply (with "index" in a streamed delta); NULL: OOM */
+static json_t *call_json(json_t *name, json_t *args, const char *call_id, int delta) {
+    char *a = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
+    json_t *c = a ? json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", call_id, "type", "function", "function", "name", name,
+                              "arguments", a) : NULL;
+    free(a);
+    if (c && delta) json_object_set_new(c, "index", json_integer(0));
+    return c;
+}
+
+void *server_tools_reply(const char *text, size_t n, const char *call_id, int delta, const char *fallback,
+                         const char **finish) {
+    json_t *v = json_loadb(text, n, 0, NULL), *out;
+    json_t *tc = json_object_get(v, "tool_call"), *resp = json_object_get(v, "response");
+    json_t *name = json_object_get(tc, "name"), *args = json_object_get(tc, "arguments");
+    if (json_is_string(name) && args) {
+        json_t *c = call_json(name, args, call_id, delta);
+        out = !c ? NULL : delta ? json_pack("{s:[o]}", "tool_calls", c)
+                                : json_pack("{s:s, s:n, s:[o]}", "role", "assistant", "content", "tool_calls", c);
+        *finish = "tool_calls";
+    } else {   /* {"response": S}, or text cut short: as it is */
+        json_t *c = json_is_string(resp) ? json_incref(resp) : server_json_text(text, n);
+        out = delta ? json_pack("{s:o}", "content", c) : json_pack("{s:s, s:o}", "role", "assistant", "content", c);
+        *finish = json_is_string(resp) ? "stop" : fallback;
+    }
+    json_decref(v);
+    return out;
+}

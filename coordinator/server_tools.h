@@ -1,0 +1,35 @@
+/* server_tools: OpenAI tool calling on /v1/chat/completions in llama.cpp's "generic" format.
+ * The request's "tools" / "tool_choice" become a system message that lists the tools and a JSON
+ * Schema (→ GBNF) that holds the reply to one JSON object: {"tool_call": {"name", "arguments"}}
+ * or, with "auto", {"response": "..."}; the generated text is parsed back into OpenAI's message
+ * (tool_calls or content). Not here: several calls in one reply (parallel_tool_calls is
+ * accepted and ignored), strict argument validation beyond what the grammar enforces. */
+#ifndef TERN_SERVER_TOOLS_H
+#define TERN_SERVER_TOOLS_H
+#include "coordinator/server_req.h"
+
+#define SERVER_MAX_TOOLS 64          /* tools per request */
+#define SERVER_MAX_TOOL_CALLS 16     /* tool_calls of one assistant message */
+#define SERVER_MAX_TOOL_TEXT 8192    /* bytes of a tool's description / a tool_call_id (256) */
+
+/* Parses "tools", "tool_choice" and "parallel_tool_calls" of a chat request (root: json_t *)
+ * into r: r->tools, r->grammar (the reply's constraint) and a system message in r->msgs listing
+ * the tools. Call after the messages and the generation fields. 0, or <0 with e (400 naming the
+ * field). */
+int server_tools_parse(server_req_t *r, void *root, server_err_t *e);
+
+/* An assistant message's "tool_calls" (json_t *, an array) rendered after *content as the JSON
+ * the model would have produced (one object a line); *content is replaced (malloc'd). 0 or <0. */
+int server_tools_render_calls(void *calls, char **content, server_err_t *e);
+
+/* 1 when s is a valid function name: [a-zA-Z0-9_-]{1,64} */
+int server_tools_name_ok(const char *s, size_t n);
+
+/* The reply for generated text[0..n) of a tools request: a json_t * message ({"role",
+ * "content", "tool_calls"}) or, with delta, the streamed delta ({"content"} or {"tool_calls":
+ * [{"index": 0, ...}]}); call_id names the call. *finish: "tool_calls", "stop", or fallback
+ * (the job's own reason) when the text is not a reply of the format (cut short). NULL: OOM. */
+void *server_tools_reply(const char *text, size_t n, const char *call_id, int delta, const char *fallback,
+                         const char **finish);
+
+#endif
