@@ -1,11 +1,16 @@
 /* fuzz_http_json: libFuzzer target for the HTTP API's untrusted input — request bodies of
  * every route through server_req_parse (the first byte picks the route), the error body for
  * rejected ones, the stop-string matcher fed the body in pieces with the request's own stop
- * strings, and UTF-8 sanitizing of arbitrary bytes. Must never crash, leak or read past the
+ * strings, and UTF-8 sanitizing of arbitrary bytes. Grammars, JSON Schemas, response_format,
+ * tools and logit biases come out of the parse ready for the engine (checked here). Seeds:
+ * tests/fuzz/seeds/http_json. Must never crash, leak or read past the
  * input; a parsed request must satisfy the invariants the server relies on.
  *   cmake -DTERN_FUZZ=ON -DCMAKE_C_COMPILER=clang; ./fuzz_http_json -max_total_time=60 */
+#include "coordinator/grammar.h"
 #include "coordinator/server_req.h"
 #include "coordinator/server_stop.h"
+#include "coordinator/server_tools.h"
+#include <math.h>
 #include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -23,6 +28,18 @@ static void check_req(const server_req_t *r) {
     for (int i = 0; i < r->n_msgs; i++)
         if (!r->msgs[i].role || !r->msgs[i].content) abort();
     if (r->max_tokens == 0 || r->max_tokens < -1) abort();
+    /* the engine takes these as they are: a grammar that parses, biases in range, sane tools */
+    if (r->grammar) {
+        char err[256];
+        grammar_t *g = grammar_parse(r->grammar, strlen(r->grammar), NULL, err, sizeof err);
+        if (!g) abort();
+        grammar_destroy(&g);
+    }
+    if (r->tools != SERVER_TOOLS_NONE && (!r->grammar || r->kind != SERVER_REQ_CHAT)) abort();
+    if (r->sp.n_bias < 0 || r->sp.n_bias > SAMPLER_BIAS_MAX) abort();
+    for (int i = 0; i < r->sp.n_bias; i++)
+        if (r->sp.bias_id[i] < 0 || !(fabsf(r->sp.bias[i]) <= 100)) abort();
+    if (!isfinite(r->sp.freq_penalty) || !isfinite(r->sp.presence_penalty)) abort();
 }
 
 /* the body, cut into pieces of 1..7 bytes, through a stop matcher with the request's stops */

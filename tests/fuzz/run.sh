@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run.sh [SECONDS]: builds every libFuzzer target (tests/fuzz/fuzz_*.c) with clang
 # (-DTERN_FUZZ=ON: address + undefined sanitizers) in build-fuzz/ and runs each for SECONDS
-# (default 30): the GGUF reader from a generated seed corpus, the others from their own.
+# (default 30): the GGUF reader from a generated seed corpus, the others from their own (plus the
+# seeds in tests/fuzz/seeds/TARGET when there are some).
 # Exits non-zero on a crash, a leak or a sanitizer report; the reproducer is left in build-fuzz/.
 set -euo pipefail
 secs=${1:-30}
@@ -26,6 +27,7 @@ rc=0
 for t in "${targets[@]}"; do
   c="$build/corpus_${t#fuzz_}"
   mkdir -p "$c"
+  [ -d "$src/tests/fuzz/seeds/${t#fuzz_}" ] && cp -n "$src/tests/fuzz/seeds/${t#fuzz_}"/* "$c"/ 2>/dev/null || true
   echo "--- $t for ${secs}s"
   if ! ./"$t" -max_total_time="$secs" -max_len=1048576 -rss_limit_mb=2048 -timeout=10 \
        -print_final_stats=1 "$c" >"$build/$t.log" 2>&1; then
