@@ -112,6 +112,10 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     if (rc < 0) goto fail;
     if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, n_batch, err, errlen)) < 0) goto fail;
     if (p->prefill_chunk >= 0) sched_set_prefill_chunk(&m->sched, p->prefill_chunk);
+    if (sched_set_lookup(&m->sched, p->lookup) < 0) {
+        rc = err_set(err, errlen, TERN_EINVAL, "--lookup %d: expected 0..%d draft tokens", p->lookup, SCHED_LOOKUP_MAX);
+        goto fail;
+    }
     log_d("engine: %d sequence slot%s of %d tokens, steps of up to %d tokens in forward passes of %d", cfg.n_seq,
           cfg.n_seq == 1 ? "" : "s", cfg.n_ctx, n_batch, cfg.n_batch);
     m->t_load = time_now() - t0;
@@ -247,6 +251,7 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     sched_t *sc = &m->sched;
     sc->t_prefill = sc->t_decode = 0;
     sc->n_prefill_tok = sc->n_decode_tok = 0;
+    sc->n_drafted = sc->n_draft_ok = 0;
     int id = sched_add(sc, ids, n, n_predict, &sp, on_token, &g);
     if (id < 0) {
         snprintf(m->err, sizeof m->err, "cannot start the sequence: %s", tern_strerror(id));
@@ -267,7 +272,10 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
         stats->t_prompt = sc->t_prefill;
         stats->t_gen = sc->t_decode;
         stats->n_prompt = n;
-        stats->n_gen = (int)sc->n_decode_tok;
+        /* tokens the decode steps produced (with drafts, not the tokens they fed) */
+        stats->n_gen = sc->n_drafted ? (n_gen > 0 ? n_gen - 1 : 0) : (int)sc->n_decode_tok;
+        stats->n_drafted = sc->n_drafted;
+        stats->n_draft_ok = sc->n_draft_ok;
         stats->weight_bytes = m->pl->weight_bytes;
     }
     return n_gen;

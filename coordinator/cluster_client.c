@@ -604,7 +604,9 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
         log_d("ignoring step %llu's tokens from %s (not in flight here)", (unsigned long long)r->step_id, wname(w));
         return 0;
     }
-    if (r->step_id != want || r->n_token_ids > (size_t)s->n || r->n_logprobs != r->n_token_ids) {
+    size_t want_sampled = 0;
+    for (int i = 0; i < s->n; i++) want_sampled += s->sample[i] != 0;
+    if (r->step_id != want || r->n_token_ids != want_sampled || r->n_logprobs != r->n_token_ids) {
         s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu, expected %llu", wname(w),
                         (unsigned long long)(r->step_id - p->id_base), (unsigned long long)s->id);
         return 1;

@@ -18,7 +18,7 @@ typedef struct step {
     int n_out;             /* filled on completion: sampled tokens, in order of sample[] */
     int32_t *out_tok;
     float *out_lp;
-    /* Optional (NULL: not wanted): room for (n_seq, SAMPLER_TOP_MAX) alternatives; on completion
+    /* Optional (NULL: not wanted): room for (n, SAMPLER_TOP_MAX) alternatives; on completion
      * n_top per sampled token (the most any sampled sequence asked for, sampler_params_t
      * top_logprobs), row j = out_tok[j]'s, stride n_top, best first, padded with id -1 */
     int n_top;

@@ -30,10 +30,11 @@ static int step_alloc(step_t *st, int cap, int n_seq, int n_embd) {
     st->seq = calloc((size_t)cap, sizeof(int));
     st->pos = calloc((size_t)cap, sizeof(int));
     st->sample = calloc((size_t)cap, 1);
-    st->out_tok = calloc((size_t)n_seq, sizeof(int32_t));
-    st->out_lp = calloc((size_t)n_seq, sizeof(float));
-    st->out_top = calloc((size_t)n_seq * SAMPLER_TOP_MAX, sizeof(int32_t));
-    st->out_top_lp = calloc((size_t)n_seq * SAMPLER_TOP_MAX, sizeof(float));
+    (void)n_seq;   /* samples: at most one a token (a sequence's drafts are several a step) */
+    st->out_tok = calloc((size_t)cap, sizeof(int32_t));
+    st->out_lp = calloc((size_t)cap, sizeof(float));
+    st->out_top = calloc((size_t)cap * SAMPLER_TOP_MAX, sizeof(int32_t));
+    st->out_top_lp = calloc((size_t)cap * SAMPLER_TOP_MAX, sizeof(float));
     st->out_target_lp = calloc((size_t)cap, sizeof(double));
     st->out_target_top = calloc((size_t)cap * SAMPLER_TOP_MAX, sizeof(int32_t));
     st->out_target_top_lp = calloc((size_t)cap * SAMPLER_TOP_MAX, sizeof(float));
@@ -106,6 +107,59 @@ int sched_set_prefill_chunk(sched_t *s, int n) {
 }
 
 void sched_set_prefix_cache(sched_t *s, int on) { s->prefix_cache = on != 0; }
+
+int sched_set_lookup(sched_t *s, int n) {
+    if (n < 0 || n > SCHED_LOOKUP_MAX) return TERN_EINVAL;
+    s->lookup = n;
+    return 0;
+}
+
+/* Up to k draft tokens for q (all its tokens fed but the last): what followed the latest earlier
+ * occurrence of its last g tokens, for g = 3, 2 (the longest that occurs). Returns how many. */
+static int lookup_draft(const sched_seq_t *q, int k, int32_t *out) {
+    const int32_t *t = q->toks;
+    int n = q->n_toks;
+    for (int g = 3; g >= 2; g--) {   /* a one-token match predicts little: no drafts from it */
+        if (n < g + 1) continue;
+        for (int at = n - g - 1; at >= 0; at--) {   /* t[at..at+g) == t[n-g..n), the latest first */
+            if (memcmp(t + at, t + n - g, (size_t)g * sizeof *t) != 0) continue;
+            int m = 0;
+            for (int p = at + g; p < n && m < k; p++) out[m++] = t[p];
+            return m;
+        }
+    }
+    return 0;
+}
+
+/* the drafts q may send in a step with budget tokens left: 0 unless lookup is on and q is a
+ * greedy sequence at its last token whose samples depend on nothing but the logits */
+static int lookup_room(const sched_t *s, const sched_seq_t *q, int budget) {
+    if (!s->lookup || q->sp.temp > 0 || sampler_params_use_history(&q->sp) || q->gram || q->sp.logprobs ||
+        q->score_cb || q->n_fed != q->n_toks)
+        return 0;
+    int k = s->lookup;
+    if (k > budget) k = budget;
+    if (k > q->max_gen - q->n_gen - 1) k = q->max_gen - q->n_gen - 1;   /* no draft past the last token */
+    if (k > s->n_ctx - q->n_toks - 1) k = s->n_ctx - q->n_toks - 1;
+    return k > 0 ? k : 0;
+}
+
+/* appends q's drafts to st (after q's last token, packed with its sample): each samples */
+static int pack_drafts(sched_t *s, step_t *st, int *sid, int32_t *tgt, sched_seq_t *q, int budget) {
+    int32_t d[SCHED_LOOKUP_MAX];
+    int k = lookup_draft(q, lookup_room(s, q, budget), d);
+    for (int j = 0; j < k; j++) {
+        int i = st->n++;
+        st->tokens[i] = d[j];
+        st->seq[i] = q->slot;
+        st->pos[i] = q->n_fed + j;   /* after the last token (pack counted it fed) */
+        st->sample[i] = 1;
+        tgt[i] = -1;
+        sid[i] = q->id;
+    }
+    s->n_drafted += k;
+    return k;
+}
 
 /* tokens at the start of prompt[0..n) whose keys and values slot q already holds (at most n - 1:
  * the last prompt token is fed, it samples) */
@@ -324,6 +378,7 @@ static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, int *has_prompt
             n_tgt += pack(st, sid, tgt, q, 1, 1);
             budget--;
             n_dec++;
+            budget -= pack_drafts(s, st, sid, tgt, q, budget - (active - n_dec));   /* the others' tokens first */
         }
     }
     s->dec_next = budget > 0 ? 0 : (s->dec_next + c) % s->n_seq;
@@ -392,6 +447,11 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         }
         j++;
         if (!q->active || q->id != sid[i]) continue;   /* cancelled meanwhile */
+        if (st->pos[i] >= q->n_toks || st->tokens[i] != q->toks[st->pos[i]]) continue;   /* a draft the model did not take */
+        if (i > 0 && st->seq[i - 1] == st->seq[i] && st->sample[i - 1] && st->pos[i] >= q->n_fed) {   /* one it took */
+            q->n_fed = st->pos[i] + 1;
+            s->n_draft_ok++;
+        }
         int known = st->pos[i] + 1;
         if (known < q->n_toks) {   /* a replayed sample: taken again only to advance the sampler */
             if (q->gram) q->waiting = 0;

@@ -82,6 +82,8 @@ typedef struct sched {
     int n_seq, n_ctx, n_batch;
     int prefill_chunk;     /* prompt tokens per step while a sequence decodes; 0 = up to n_batch */
     int prefix_cache;      /* sched_set_prefix_cache */
+    int lookup;            /* sched_set_lookup: draft tokens a decode step may check (0: off) */
+    long n_drafted, n_draft_ok;   /* draft tokens sent, and those the model confirmed */
     long n_cached_tok;     /* prompt tokens not fed again thanks to the prefix cache */
     unsigned long use_clock;
     sched_seq_t *seqs;     /* (n_seq,) one per slot */
@@ -143,6 +145,17 @@ int sched_score_prompt(sched_t *s, int id, sched_score_cb cb);
  * says why). Computing a mask costs about a full pass over the vocabulary's prefix
  * tree per sampled token where the grammar is open (inside a JSON string), far less elsewhere. */
 int sched_set_grammar(sched_t *s, int id, grammar_t **g, const grammar_vocab_t *v, char *err, size_t errlen);
+/* Prompt lookup decoding (llama.cpp's lookup / n-gram speculation; off after sched_init): a
+ * greedy sequence whose sampling reads no history (no penalty, grammar, logprobs or scoring)
+ * sends, after its last token, up to n draft tokens — what followed the latest earlier occurrence
+ * of its last 3 (else 2) tokens in its own text — each sampled in the same step; the
+ * drafts the model confirms are delivered at once (a memory-bound step checks several tokens for
+ * about the price of one). The tokens are exactly those of plain greedy decoding: a draft's
+ * sample counts only when the draft is the token the model chose, and the stages' keys and
+ * values of refused drafts are overwritten before anything reads them. Returns 0, or TERN_EINVAL
+ * when n is outside [0, SCHED_LOOKUP_MAX]. */
+#define SCHED_LOOKUP_MAX 16
+int sched_set_lookup(sched_t *s, int n);
 /* prompt tokens sequence id took from its slot's cache (0 when none, or no such sequence) */
 int sched_cached(const sched_t *s, int id);
 void sched_cancel(sched_t *s, int id);

@@ -37,6 +37,8 @@ typedef struct tern_params {
     int n_gpu_layers;        /* local only: the first N layers as a CUDA stage (>= n_layer: all + head) */
     int n_ubatch;            /* tokens per forward pass inside a step: the stages' activation
                               * buffers (0 or > n_batch: n_batch); llama.cpp's -ub */
+    int lookup;              /* prompt lookup decoding: up to N draft tokens from the text so far
+                              * checked in one step, for greedy sequences (0: off; at most 16) */
 } tern_params;
 
 typedef struct tern_sampling {
@@ -56,6 +58,7 @@ typedef struct tern_stats {
     double t_load, t_prompt, t_gen;   /* seconds */
     int n_prompt, n_gen;
     size_t weight_bytes;              /* bytes of weights read per generated token */
+    long n_drafted, n_draft_ok;       /* --lookup: draft tokens checked, and those taken */
 } tern_stats;
 
 /* piece: the bytes of complete UTF-8 characters to append (may be empty), token: its id.

@@ -71,8 +71,8 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
         st->samplers = calloc((size_t)cfg->n_seq, sizeof(sampler_t));
         st->logits = tern_alloc((size_t)nlog * (size_t)V * sizeof(float));
         st->swork = tern_alloc(sampler_work_bytes(V));
-        st->top_ids = calloc((size_t)cfg->n_seq * SAMPLER_TOP_MAX, sizeof(int32_t));
-        st->top_lp = calloc((size_t)cfg->n_seq * SAMPLER_TOP_MAX, sizeof(float));
+        st->top_ids = calloc((size_t)nlog * SAMPLER_TOP_MAX, sizeof(int32_t));
+        st->top_lp = calloc((size_t)nlog * SAMPLER_TOP_MAX, sizeof(float));
         if (!st->samplers || !st->logits || !st->swork || !st->top_ids || !st->top_lp) goto nomem;
         sampler_params_t p;
         sampler_params_default(&p);
@@ -153,7 +153,7 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
                            i, seq[i], pos[i], c->n_seq, c->n_ctx);
         if (sample && sample[i]) nsample++;
     }
-    if (n < 0 || (c->has_head && nsample > c->n_seq))
+    if (n < 0 || (c->has_head && nsample > st->n_logit_rows))
         return err_set(err, errlen, TERN_EINVAL, "bad step: %d tokens, %d to sample", n, nsample);
     int m = 0;
     if (c->has_head && nsample)
@@ -163,7 +163,7 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
         for (int i = 0; i < n; i++)
             if (tokens && tokens[i] >= 0) sampler_accept(&st->samplers[seq[i]], tokens[i]);
     int V = c->has_head ? st->shard.hp.n_vocab : 0, npen = 0;
-    const cuda_pick_req_t *pick = m && st->pick ? st->pick : NULL;
+    const cuda_pick_req_t *pick = m && st->pick && m <= c->n_seq ? st->pick : NULL;   /* (drafts: rows > slots) */
     for (int j = 0; pick && j < m; j++) {   /* what the GPU may do of each row itself */
         sampler_t *sm = &st->samplers[seq[st->rows[j]]];
         cuda_pick_req_t *r = &st->pick[j];

@@ -36,7 +36,7 @@ typedef struct stage {
     int *rows;             /* (n_batch,) */
     int n_top;             /* after stage_step: alternatives per sampled token (the most any of
                             * the step's sequences asked for; 0 = none) */
-    int32_t *top_ids;      /* (n_seq, SAMPLER_TOP_MAX): row j = sampled token j's alternatives, */
+    int32_t *top_ids;      /* (n_logit_rows, SAMPLER_TOP_MAX): row j = sampled token j's alternatives, */
     float *top_lp;         /* n_top of them, stride n_top (padded with id -1 / 0) */
     int score_n_top;       /* after stage_score: alternatives per scored token (the most any of the
                             * scored tokens' sequences asked for, sampler_params_t top_logprobs) */
@@ -74,7 +74,8 @@ int stage_seq_allow(stage_t *st, int seq, const uint8_t *bits, size_t nbytes);
 
 /* One step: h (n, n_embd) in place through the layers. tokens[i] (the input token id, used by the
  * last stage for the repetition-penalty history), seq[i], pos[i]; sample[i] != 0 asks the last
- * stage to sample after token i (at most one per sequence per step). For the last stage, the
+ * stage to sample after token i (at most n_logit_rows a step; several of one sequence are its
+ * draft tokens' checks: each sampled from its own row, after the whole step's history). For the last stage, the
  * sampled tokens are written in order of the sampling tokens to out_tok / out_logprob (and their
  * top_logprobs alternatives to st->top_ids / top_lp, st->n_top each); returns their count (0 for
  * a middle stage) or <0 on a bad request (err says why). */

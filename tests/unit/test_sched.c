@@ -25,7 +25,13 @@
 
 /* ---- the fake model ---- */
 
-static uint64_t hist_next(uint64_t h, int32_t tok) { return (h ^ (uint64_t)(tok + 1)) * 1099511628211ull; }
+/* g_markov: the next token depends on the last one only, so greedy text falls into cycles that
+ * prompt lookup can predict (test_lookup) */
+static int g_markov;
+static uint64_t hist_next(uint64_t h, int32_t tok) {
+    if (g_markov) return ((uint64_t)(tok + 1) * 0x9e3779b97f4a7c15ull) ^ 0x5bd1e995ull;
+    return (h ^ (uint64_t)(tok + 1)) * 1099511628211ull;
+}
 static uint64_t rng_next(uint64_t *r) {   /* splitmix64 */
     uint64_t z = (*r += 0x9e3779b97f4a7c15ull);
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
@@ -70,6 +76,7 @@ typedef struct fake {
     int nq, n_submit, n_recover;
     int fail_at[4], n_fail;          /* submit indices whose wait reports a failure (once each) */
     int check;                       /* check step composition against the expected packing */
+    int rewind_ok;                   /* a slot may be fed again from an earlier position (drafts) */
     int n_batch, chunk;              /* what the scheduler was configured with */
     int n_live, pending;             /* kept by the test: decoders that got a token and run, prompt tokens left */
     int max_prompt_step_live;        /* largest prompt part of a step while something decoded */
@@ -159,6 +166,8 @@ static int fake_submit(pipeline_t *p, step_t *s) {
     for (int i = 0; i < s->n; i++) {
         int sl = s->seq[i];
         if (f->npos[sl] == -1 && s->pos[i] <= f->kv_len[sl]) f->npos[sl] = s->pos[i];   /* starts on the cache */
+        if (f->rewind_ok && s->pos[i] >= 0 && s->pos[i] < f->npos[sl] && (i == 0 || s->seq[i - 1] != sl))
+            f->npos[sl] = s->pos[i];   /* refused drafts: their positions are fed again */
         if (s->pos[i] != f->npos[sl])
             fake_bad(f, "step %d: slot %d fed position %d, expected %d", f->n_submit, sl, s->pos[i], f->npos[sl]);
         if (s->pos[i] < 0 || s->pos[i] >= MAXTOK) continue;
@@ -676,6 +685,43 @@ static void test_grammars(void **state) {
     grammar_destroy(&g2);
 }
 
+/* Prompt lookup decoding (sched_set_lookup): greedy sequences on a model whose text cycles get
+ * drafts, most taken, some refused; every sequence's tokens equal plain greedy decoding — also
+ * with steps in flight, a pipeline failure mid-way (replays send no drafts) and beside sampled
+ * and penalised sequences (which never draft); drafts never pass max_gen. */
+static void test_lookup(void **state) {
+    (void)state;
+    g_markov = 1;
+    for (int inflight = 1; inflight <= 2; inflight++)
+        for (int k = 1; k <= SCHED_LOOKUP_MAX; k += 7) {
+            fake_t f;
+            sched_t sc;
+            seqrun_t r[4];
+            fake_init(&f, inflight);
+            f.rewind_ok = 1;
+            sched_open(&sc, &f, 4, 32, 8);
+            assert_int_equal(sched_set_lookup(&sc, k), 0);
+            f.fail_at[0] = 9;
+            f.n_fail = 1;
+            for (int i = 0; i < 4; i++) seq_make(&r[i], 4 + 5 * i, 40 + 7 * i, 30 + i, i == 2 ? 0.7f : 0.0f);
+            r[3].sp.repeat_penalty = 1.3f;
+            for (int i = 0; i < 4; i++) admit(&sc, &f, &r[i], i);
+            int guard = 0;
+            while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+            assert_true(sc.n_drafted > 0 && sc.n_draft_ok > 0 && sc.n_draft_ok < sc.n_drafted);
+            for (int i = 0; i < 4; i++) expect_solo(&r[i]);
+            sched_free(&sc);
+        }
+    g_markov = 0;
+    sched_t sc;
+    fake_t f;
+    fake_init(&f, 1);
+    sched_open(&sc, &f, 1, 16, 8);
+    assert_int_equal(sched_set_lookup(&sc, SCHED_LOOKUP_MAX + 1), TERN_EINVAL);
+    assert_int_equal(sched_set_lookup(&sc, -1), TERN_EINVAL);
+    sched_free(&sc);
+}
+
 /* Prompt scoring (echo / prompt logprobs): a scored prompt that generates nothing (max_gen 0)
  * and one that generates, beside ordinary sequences, in chunks, with steps in flight and a
  * pipeline failure mid-way: each prompt position is scored once, in order, with the right
@@ -836,6 +882,7 @@ int main(void) {
         cmocka_unit_test(test_score_prompt),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_grammars),
+        cmocka_unit_test(test_lookup),
     };
     log_set_level(LOG_W);   /* replays log one info line per sequence */
     return cmocka_run_group_tests(tests, setup, NULL);

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Prompt lookup decoding (--lookup N) end to end on a tiny generated model whose greedy text falls
+# into cycles (so drafts are taken): `tern run` prints the same text with N = 1, 4, 16 as without,
+# takes some drafts (its summary says how many), gives the same text over two workers, and
+# `tern serve --lookup` answers greedy requests (plain and streamed, two at once) as without it.
+# An out-of-range N is refused.
+source "$(dirname "$0")/lib.bash"
+T() { timeout 120 "$TERN" "$@"; }
+C() { curl -s --max-time 60 -H 'Content-Type: application/json' "$@"; }
+
+M="$tmp/tiny.gguf"
+make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 11
+run() { T run -m "$M" --no-display-prompt -p "The quick brown fox" -n 160 --temp 0 -t 2 "$@" 2>>"$tmp/run.log"; }
+run --summary=0 >"$tmp/plain.txt"
+for k in 1 4 16; do
+  T run -m "$M" --no-display-prompt -p "The quick brown fox" -n 160 --temp 0 -t 2 --lookup $k >"$tmp/l$k.txt" 2>"$tmp/l$k.err"
+  cmp -s "$tmp/plain.txt" "$tmp/l$k.txt" && ok "run --lookup $k == plain greedy" || bad "run --lookup $k differs"
+done
+taken=$(sed -n 's/^lookup *= *\([0-9]*\) of \([0-9]*\).*/\1 \2/p' "$tmp/l4.err")
+[ -n "$taken" ] && [ "${taken% *}" -gt 0 ] && ok "run --lookup 4 took drafts: $taken (taken, checked)" \
+  || bad "run --lookup 4 took no drafts: '$(cat "$tmp/l4.err")'"
+
+start_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w1 not ready: $(cat "$tmp/w1.log")"
+E1=$EP
+start_worker w2 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w2 not ready: $(cat "$tmp/w2.log")"
+E2=$EP
+run --summary=0 --lookup 8 --workers "$E1,$E2" >"$tmp/cl.txt"
+cmp -s "$tmp/plain.txt" "$tmp/cl.txt" && ok "run --lookup 8 over 2 workers == plain greedy" || bad "run --lookup 8 over workers differs"
+
+start_serve s0 -m "$M" -t 2 -np 2 || die "serve did not start: $(cat "$tmp/s0.log")"
+wait_health "$URL" 30 || die "serve not healthy"
+U0=$URL
+start_serve s1 -m "$M" -t 2 -np 2 --lookup 6 || die "serve --lookup did not start: $(cat "$tmp/s1.log")"
+wait_health "$URL" 30 || die "serve --lookup not healthy"
+U1=$URL
+text() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["choices"][0]["text"], end="")' "$1"; }
+B='{"prompt":"The quick brown fox","max_tokens":120,"temperature":0}'
+C "$U0/v1/completions" -d "$B" >"$tmp/a.json"
+C "$U1/v1/completions" -d "$B" >"$tmp/b1.json" & p1=$!
+C "$U1/v1/completions" -d '{"prompt":"Once upon","max_tokens":120,"temperature":0}' >"$tmp/b2.json" & p2=$!
+wait $p1 $p2
+C "$U0/v1/completions" -d '{"prompt":"Once upon","max_tokens":120,"temperature":0}' >"$tmp/a2.json"
+[ -n "$(text "$tmp/a.json")" ] && [ "$(text "$tmp/a.json")" == "$(text "$tmp/b1.json")" ] && [ "$(text "$tmp/a2.json")" == "$(text "$tmp/b2.json")" ] \
+  && ok "serve --lookup 6: two greedy requests at once == without lookup" || bad "serve --lookup: $(head -c 200 "$tmp/b1.json")"
+C -N "$U1/v1/completions" -d "${B%\}},\"stream\":true}" >"$tmp/s.sse"
+st=$(python3 - "$tmp/s.sse" <<'PY'
+import json, sys
+out = []
+for e in open(sys.argv[1], encoding="utf-8").read().split("\n\n"):
+    if e.startswith("data: ") and e != "data: [DONE]":
+        out.append(json.loads(e[6:])["choices"][0].get("text") or "")
+sys.stdout.write("".join(out))
+PY
+)
+[ "$st" == "$(text "$tmp/a.json")" ] && ok "serve --lookup 6 streamed == plain" || bad "serve --lookup streamed: '$st'"
+
+T run -m "$M" -p x -n 1 --lookup 17 >/dev/null 2>"$tmp/err.txt"; rc=$?
+[ $rc -ne 0 ] && grep -q "lookup" "$tmp/err.txt" && ok "--lookup 17 refused: $(cat "$tmp/err.txt")" || bad "--lookup 17 (rc $rc): $(cat "$tmp/err.txt")"
+
+finish 30
