@@ -255,7 +255,12 @@ static void admit(struct server *s, job_t *j) {
         return;
     }
     j->seq_id = id;
-    if (j->grammar && start_grammar(s, j, id) < 0) return;   /* the sequence has ended (SCHED_ERROR) */
+    if (j->grammar) {
+        pthread_mutex_lock(&s->met.mu);
+        s->met.grammar_requests++;
+        pthread_mutex_unlock(&s->met.mu);
+        if (start_grammar(s, j, id) < 0) return;   /* the sequence has ended (SCHED_ERROR) */
+    }
     if (!j->cache_prompt) sched_feed_whole(sc, id);     /* right after sched_add: cannot fail */
     if (j->plp) sched_score_prompt(sc, id, on_score);   /* likewise */
     j->n_cached = sched_cached(sc, id);
@@ -298,6 +303,8 @@ static void update_gauges(struct server *s) {
     s->met.running = running;
     s->met.kv_used = (double)used / ((double)sc->n_seq * sc->n_ctx);
     s->met.prompt_seconds = sc->t_prefill - s->sched_t0_prefill;
+    s->met.drafted = (unsigned long long)sc->n_drafted;
+    s->met.drafts_taken = (unsigned long long)sc->n_draft_ok;
     s->met.gen_seconds = sc->t_decode - s->sched_t0_decode;
     pthread_mutex_unlock(&s->met.mu);
 }

@@ -83,6 +83,12 @@ char *server_metrics_render(server_metrics_t *m) {
     metric(&b, "predicted_tokens_seconds", "gauge", "average generation throughput (tokens/s)",
            m->gen_seconds > 0 ? (double)m->gen_tokens / m->gen_seconds : 0);
     metric(&b, "kv_cache_usage_ratio", "gauge", "fraction of the KV cache in use", m->kv_used);
+    metric(&b, "lookup_draft_tokens_total", "counter", "draft tokens checked (--lookup)", (double)m->drafted);
+    metric(&b, "lookup_draft_tokens_taken_total", "counter", "draft tokens the model confirmed (--lookup)",
+           (double)m->drafts_taken);
+    metric(&b, "grammar_requests_total", "counter",
+           "generation choices held to a grammar (grammar, json_schema, response_format, tools)",
+           (double)m->grammar_requests);
     hist(&b, "time_to_first_token_seconds", "time from request to first generated token", &m->ttft);
     hist(&b, "inter_token_latency_seconds", "time between generated tokens of one request", &m->itl);
     hist(&b, "request_duration_seconds", "time from request to last token", &m->e2e);

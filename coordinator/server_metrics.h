@@ -22,6 +22,8 @@ typedef struct server_metrics {
     double prompt_seconds, gen_seconds;     /* engine time in prefill / decode-only steps */
     int running, waiting, n_slots;
     double kv_used;                         /* fraction of all slots' context in use */
+    unsigned long long drafted, drafts_taken;   /* --lookup: draft tokens checked, taken */
+    unsigned long long grammar_requests;    /* generation requests held to a grammar (schema, tools) */
     server_hist_t ttft, itl, e2e;           /* seconds */
 } server_metrics_t;
 

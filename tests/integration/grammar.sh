@@ -172,7 +172,7 @@ else
 fi
 
 # ---- tern serve --------------------------------------------------------------------------------
-start_serve s1 -m "$M" -t 2 -np 2 || die "serve did not start: $(cat "$tmp/s1.log")"
+start_serve s1 -m "$M" -t 2 -np 2 --metrics || die "serve did not start: $(cat "$tmp/s1.log")"
 wait_health "$URL" 30 || die "serve not healthy: $(tail -5 "$tmp/s1.log")"
 field() { python3 -c 'import json,sys; o=json.load(open(sys.argv[1])); print(eval(sys.argv[2]))' "$@"; }
 SCH_JSON=$(printf '%s' "$SCHEMA")
@@ -227,6 +227,8 @@ bad_req "unsupported schema keyword" json_schema "minimum" '{"prompt":"a","json_
 bad_req "response_format type" response_format "xml" '{"prompt":"a","response_format":{"type":"xml"}}'
 bad_req "json_schema without schema" response_format "schema" '{"prompt":"a","response_format":{"type":"json_schema"}}'
 bad_req "two of them" grammar "one of" '{"prompt":"a","grammar":"root ::= \"a\"","json_schema":{}}'
+g=$(C "$URL/metrics" | awk '$1=="tern_grammar_requests_total"{print $2}')
+[ "${g:-0}" -ge 5 ] && ok "/metrics: $g requests held to a grammar" || bad "/metrics grammar_requests_total: '$g'"
 [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/health")" = 200 ] && ok "serve healthy after the bad requests" \
   || bad "serve unhealthy after bad requests"
 

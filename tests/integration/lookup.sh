@@ -30,7 +30,7 @@ cmp -s "$tmp/plain.txt" "$tmp/cl.txt" && ok "run --lookup 8 over 2 workers == pl
 start_serve s0 -m "$M" -t 2 -np 2 || die "serve did not start: $(cat "$tmp/s0.log")"
 wait_health "$URL" 30 || die "serve not healthy"
 U0=$URL
-start_serve s1 -m "$M" -t 2 -np 2 --lookup 6 || die "serve --lookup did not start: $(cat "$tmp/s1.log")"
+start_serve s1 -m "$M" -t 2 -np 2 --lookup 6 --metrics || die "serve --lookup did not start: $(cat "$tmp/s1.log")"
 wait_health "$URL" 30 || die "serve --lookup not healthy"
 U1=$URL
 text() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["choices"][0]["text"], end="")' "$1"; }
@@ -53,6 +53,8 @@ sys.stdout.write("".join(out))
 PY
 )
 [ "$st" == "$(text "$tmp/a.json")" ] && ok "serve --lookup 6 streamed == plain" || bad "serve --lookup streamed: '$st'"
+met=$(C "$U1/metrics" | awk '$1=="tern_lookup_draft_tokens_total"{d=$2} $1=="tern_lookup_draft_tokens_taken_total"{t=$2} END{print d+0, t+0}')
+[ "${met#* }" -gt 0 ] && [ "${met% *}" -ge "${met#* }" ] && ok "/metrics: draft tokens checked, taken: $met" || bad "/metrics lookup: '$met'"
 
 T run -m "$M" -p x -n 1 --lookup 17 >/dev/null 2>"$tmp/err.txt"; rc=$?
 [ $rc -ne 0 ] && grep -q "lookup" "$tmp/err.txt" && ok "--lookup 17 refused: $(cat "$tmp/err.txt")" || bad "--lookup 17 (rc $rc): $(cat "$tmp/err.txt")"
