@@ -141,18 +141,38 @@ static int choice_parse(json_t *tc, const tool_t *t, int n, int *mode, int *name
     return 0;
 }
 
-/* the reply schema of one tool: {"tool_call": {"name": NAME, "arguments": PARAMS}} */
+/* one call of tool t: {"name": NAME, "arguments": PARAMS} */
+static json_t *call_schema(const tool_t *t) {
+    return json_pack("{s:s, s:{s:{s:s}, s:O}, s:[s,s]}", "type", "object", "properties", "name", "const", t->name,
+                     "arguments", t->params, "required", "name", "arguments");
+}
+
+/* the reply schema of one tool: {"tool_call": CALL} */
 static json_t *tool_schema(const tool_t *t) {
-    return json_pack("{s:s, s:{s:{s:s, s:{s:{s:s}, s:O}, s:[s,s]}}, s:[s]}", "type", "object", "properties",
-                     "tool_call", "type", "object", "properties", "name", "const", t->name, "arguments", t->params,
-                     "required", "name", "arguments", "required", "tool_call");
+    return json_pack("{s:s, s:{s:o}, s:[s]}", "type", "object", "properties", "tool_call", call_schema(t), "required",
+                     "tool_call");
+}
+
+/* parallel calls: {"tool_calls": [CALL of any allowed tool, ...]} (1..SERVER_MAX_PARALLEL) */
+static json_t *calls_schema(const tool_t *t, int n, int mode, int named) {
+    json_t *any = json_array();
+    for (int k = 0; any && k < n; k++)
+        if ((mode != SERVER_TOOLS_NAMED || k == named) && json_array_append_new(any, call_schema(&t[k])) < 0) {
+            json_decref(any);
+            return NULL;
+        }
+    return any ? json_pack("{s:s, s:{s:{s:s, s:{s:o}, s:i, s:i}}, s:[s]}", "type", "object", "properties", "tool_calls",
+                           "type", "array", "items", "anyOf", any, "minItems", 1, "maxItems", SERVER_MAX_PARALLEL,
+                           "required", "tool_calls")
+               : NULL;
 }
 
 /* {"anyOf": [the allowed tools' schemas, (auto) {"response": string}]} → GBNF in r->grammar */
-static int grammar_build(server_req_t *r, const tool_t *t, int n, int mode, int named, server_err_t *e) {
+static int grammar_build(server_req_t *r, const tool_t *t, int n, int mode, int named, int parallel, server_err_t *e) {
     json_t *any = json_array();
     int bad = !any;
-    for (int k = 0; k < n && !bad; k++)
+    if (parallel && !bad) bad = json_array_append_new(any, calls_schema(t, n, mode, named)) < 0;
+    for (int k = 0; k < n && !bad && !parallel; k++)
         if (mode != SERVER_TOOLS_NAMED || k == named) bad = json_array_append_new(any, tool_schema(&t[k])) < 0;
     if (mode == SERVER_TOOLS_AUTO && !bad)
         bad = json_array_append_new(any, json_pack("{s:s, s:{s:{s:s}}, s:[s]}", "type", "object", "properties",
@@ -172,7 +192,7 @@ static int grammar_build(server_req_t *r, const tool_t *t, int n, int mode, int 
 }
 
 /* the system text: the allowed tools and the reply format (malloc'd; NULL: OOM) */
-static char *system_text(const tool_t *t, int n, int mode, int named) {
+static char *system_text(const tool_t *t, int n, int mode, int named, int parallel) {
     str_t b = {0};
     str_puts(&b, "You have access to the following tools:\n");
     for (int k = 0; k < n; k++) {
@@ -184,8 +204,12 @@ static char *system_text(const tool_t *t, int n, int mode, int named) {
         str_json(&b, t[k].params);
         str_puts(&b, "\n");
     }
-    str_puts(&b, "\nReply with exactly one JSON object and nothing else: {\"tool_call\": {\"name\": \"<tool name>\", "
-                 "\"arguments\": {<the arguments, following the tool's parameters>}}} to call a tool");
+    if (parallel)
+        str_puts(&b, "\nReply with exactly one JSON object and nothing else: {\"tool_calls\": [{\"name\": \"<tool name>\", "
+                     "\"arguments\": {<the arguments, following the tool's parameters>}}, ...]} to call one or more tools");
+    else
+        str_puts(&b, "\nReply with exactly one JSON object and nothing else: {\"tool_call\": {\"name\": \"<tool name>\", "
+                     "\"arguments\": {<the arguments, following the tool's parameters>}}} to call a tool");
     if (mode == SERVER_TOOLS_AUTO) str_puts(&b, ", or {\"response\": \"<your reply>\"} to answer directly.");
     else if (mode == SERVER_TOOLS_REQUIRED) str_puts(&b, ". You must call one of the tools.");
     else { str_puts(&b, ". You must call the tool "); str_puts(&b, t[named].name); str_puts(&b, "."); }
@@ -221,7 +245,8 @@ static int system_merge(server_req_t *r, char *text, server_err_t *e) {
 }
 
 /* the tools' constraint and system message once the mode is known */
-static int tools_apply(server_req_t *r, json_t *root, const tool_t *t, int n, int mode, int named, server_err_t *e) {
+static int tools_apply(server_req_t *r, json_t *root, const tool_t *t, int n, int mode, int named, int parallel,
+                       server_err_t *e) {
     static const char *const other[] = {"response_format", "grammar", "json_schema"};
     for (int k = 0; k < 3; k++) {
         json_t *v = json_object_get(root, other[k]);
@@ -229,9 +254,9 @@ static int tools_apply(server_req_t *r, json_t *root, const tool_t *t, int n, in
     }
     free(r->grammar);   /* the server's own grammar never applies here; the request's was refused above */
     r->grammar = NULL;
-    int rc = grammar_build(r, t, n, mode, named, e);
+    int rc = grammar_build(r, t, n, mode, named, parallel, e);
     if (rc < 0) return rc;
-    char *text = system_text(t, n, mode, named);
+    char *text = system_text(t, n, mode, named, parallel);
     if (!text) return OOM(e);
     return system_merge(r, text, e);
 }
@@ -240,12 +265,13 @@ int server_tools_parse(server_req_t *r, void *rootv, server_err_t *e) {
     json_t *root = rootv, *ptc = json_object_get(root, "parallel_tool_calls");
     tool_t t[SERVER_MAX_TOOLS];
     int n = 0, mode = SERVER_TOOLS_NONE, named = -1;
-    /* parallel_tool_calls: accepted and ignored — a reply holds one call at most */
+    /* parallel_tool_calls (default false, as llama.cpp's): true lets a reply hold several calls */
     int rc = ptc && !json_is_null(ptc) && !json_is_boolean(ptc)
                  ? BAD(e, "parallel_tool_calls", "'parallel_tool_calls' must be true or false") : 0;
+    int parallel = json_is_true(ptc);
     if (rc == 0) rc = tools_parse(json_object_get(root, "tools"), t, &n, e);
     if (rc == 0) rc = choice_parse(json_object_get(root, "tool_choice"), t, n, &mode, &named, e);
-    if (rc == 0 && mode != SERVER_TOOLS_NONE) rc = tools_apply(r, root, t, n, mode, named, e);
+    if (rc == 0 && mode != SERVER_TOOLS_NONE) rc = tools_apply(r, root, t, n, mode, named, parallel, e);
     if (rc == 0) r->tools = mode;
     for (int k = 0; k < n; k++) json_decref(t[k].params);
     return rc;
@@ -295,25 +321,45 @@ int server_tools_render_calls(void *callsv, char **content, server_err_t *e) {
     return *content ? 0 : OOM(e);
 }
 
-/* a tool call entry of OpenAI's reply (with "index" in a streamed delta); NULL: OOM */
-static json_t *call_json(json_t *name, json_t *args, const char *call_id, int delta) {
-    char *a = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY);
-    json_t *c = a ? json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", call_id, "type", "function", "function", "name", name,
+/* call k of a reply as OpenAI's tool call entry (id: call_id, then "_k" past the first; with
+ * "index" k in a streamed delta); NULL: OOM */
+static json_t *call_json(json_t *name, json_t *args, const char *call_id, int k, int delta) {
+    char *a = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY), id[80];
+    snprintf(id, sizeof id, k ? "%s_%d" : "%s", call_id, k);
+    json_t *c = a ? json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type", "function", "function", "name", name,
                               "arguments", a) : NULL;
     free(a);
-    if (c && delta) json_object_set_new(c, "index", json_integer(0));
+    if (c && delta) json_object_set_new(c, "index", json_integer(k));
     return c;
+}
+
+/* the calls of a reply object — {"tool_call": CALL} or {"tool_calls": [CALL, ...]} — as OpenAI's
+ * tool_calls array; NULL when v holds none (or OOM) */
+static json_t *calls_json(json_t *v, const char *call_id, int delta) {
+    json_t *one = json_object_get(v, "tool_call"), *many = json_object_get(v, "tool_calls"), *c;
+    json_t *list = json_is_object(one) ? json_pack("[O]", one) : json_is_array(many) ? json_incref(many) : NULL;
+    json_t *out = list && json_array_size(list) ? json_array() : NULL;
+    size_t k;
+    json_array_foreach(list, k, c) {
+        json_t *name = json_object_get(c, "name"), *args = json_object_get(c, "arguments"), *e;
+        if (!out || !json_is_string(name) || !args || !(e = call_json(name, args, call_id, (int)k, delta)) ||
+            json_array_append_new(out, e) < 0) {
+            json_decref(out);
+            out = NULL;
+            break;
+        }
+    }
+    json_decref(list);
+    return out;
 }
 
 void *server_tools_reply(const char *text, size_t n, const char *call_id, int delta, const char *fallback,
                          const char **finish) {
     json_t *v = json_loadb(text, n, 0, NULL), *out;
-    json_t *tc = json_object_get(v, "tool_call"), *resp = json_object_get(v, "response");
-    json_t *name = json_object_get(tc, "name"), *args = json_object_get(tc, "arguments");
-    if (json_is_string(name) && args) {
-        json_t *c = call_json(name, args, call_id, delta);
-        out = !c ? NULL : delta ? json_pack("{s:[o]}", "tool_calls", c)
-                                : json_pack("{s:s, s:n, s:[o]}", "role", "assistant", "content", "tool_calls", c);
+    json_t *resp = json_object_get(v, "response"), *calls = calls_json(v, call_id, delta);
+    if (calls) {
+        out = delta ? json_pack("{s:o}", "tool_calls", calls)
+                    : json_pack("{s:s, s:n, s:o}", "role", "assistant", "content", "tool_calls", calls);
         *finish = "tool_calls";
     } else {   /* {"response": S}, or text cut short: as it is */
         json_t *c = json_is_string(resp) ? json_incref(resp) : server_json_text(text, n);

@@ -2,14 +2,16 @@
  * The request's "tools" / "tool_choice" become a system message that lists the tools and a JSON
  * Schema (→ GBNF) that holds the reply to one JSON object: {"tool_call": {"name", "arguments"}}
  * or, with "auto", {"response": "..."}; the generated text is parsed back into OpenAI's message
- * (tool_calls or content). Not here: several calls in one reply (parallel_tool_calls is
- * accepted and ignored), strict argument validation beyond what the grammar enforces. */
+ * (tool_calls or content). With parallel_tool_calls (default false, as llama.cpp's) the reply is
+ * {"tool_calls": [CALL, ...]} (1..8 calls). Not here: argument validation beyond what the
+ * grammar enforces. */
 #ifndef TERN_SERVER_TOOLS_H
 #define TERN_SERVER_TOOLS_H
 #include "coordinator/server_req.h"
 
 #define SERVER_MAX_TOOLS 64          /* tools per request */
 #define SERVER_MAX_TOOL_CALLS 16     /* tool_calls of one assistant message */
+#define SERVER_MAX_PARALLEL 8        /* calls in one reply with parallel_tool_calls */
 #define SERVER_MAX_TOOL_TEXT 8192    /* bytes of a tool's description / a tool_call_id (256) */
 
 /* Parses "tools", "tool_choice" and "parallel_tool_calls" of a chat request (root: json_t *)

@@ -63,6 +63,18 @@ for seed in range(1, 9):
 for seed, nm in ((5, "add"), (6, "add"), (5, "get_weather"), (6, "get_weather")):
     check_call(f"named {nm}, seed {seed}", dict(base, seed=seed, tool_choice={"type": "function", "function": {"name": nm}}), {nm})
 
+for seed in (1, 2, 3):   # parallel_tool_calls: 1..8 calls of the given tools, ids distinct
+    st, txt = post(dict(base, seed=seed, tool_choice="required", parallel_tool_calls=True))
+    try:
+        ch = json.loads(txt)["choices"][0]
+        tc = ch["message"]["tool_calls"]
+        calls = [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in tc]
+        good = (st == 200 and ch["finish_reason"] == "tool_calls" and 1 <= len(tc) <= 8 and
+                len({c["id"] for c in tc}) == len(tc) and all(n in ("get_weather", "add") and args_ok(n, a) for n, a in calls))
+        say(good, f"parallel, seed {seed}: {len(tc)} call(s) {[n for n, _ in calls]}")
+    except Exception as e:
+        say(False, f"parallel seed {seed}: {st} {txt[:300]} ({e!r})")
+
 for seed in (7, 8, 9):   # auto: a call or a response, whichever came must be well-formed
     st, txt = post(dict(base, seed=seed, tool_choice="auto"))
     try:
