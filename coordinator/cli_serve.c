@@ -83,9 +83,10 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--max-queue", OPT_INT, &sc.max_queue, "N", "requests waiting for a slot before 503", 0, 1 << 20},
         {"-a", "--alias", OPT_STR, &alias, "NAME", "model name in /v1/models and replies (default: file name)", 0, 0},
         {NULL, "--grace", OPT_FLOAT, &grace, "S", "seconds in-flight requests get to finish at shutdown", 0, 3600},
+        {NULL, "--cors-origin", OPT_STR, &sc.cors_origin, "ORIGIN", "Access-Control-Allow-Origin of every reply, OPTIONS preflights answered (none: no CORS)", 0, 0},
         {NULL, "--no-cache-prompt", OPT_FLAG, &sc.no_cache_prompt, NULL, "feed every prompt whole (default: a prompt that begins with a slot's cached tokens starts after them)", 0, 0},
     };
-    int n = cli_model_opts_table(&mo, opts, 12, 64, 1);
+    int n = cli_model_opts_table(&mo, opts, 13, 64, 1);
     (void)n;
     char err[512];
     int npos, rc = opt_parse(opts, argc, argv, NULL, 0, &npos, err, sizeof err);

@@ -31,6 +31,28 @@ void server_cfg_default(server_cfg_t *c) {
     c->port = 8080;
     c->max_body = 8u << 20;
     c->max_queue = 64;
+    c->cors_origin = "*";
+}
+
+/* The CORS origin every reply carries: one server a process, set by server_start before its
+ * threads run (the reply helpers see the connection only). "" = none. */
+static char g_cors[256];
+
+void server_cors(struct MHD_Response *r) {
+    if (g_cors[0]) MHD_add_response_header(r, "Access-Control-Allow-Origin", g_cors);
+}
+
+/* a browser's preflight (OPTIONS) of a known route: what it may send */
+static enum MHD_Result reply_preflight(struct MHD_Connection *c) {
+    struct MHD_Response *r = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    if (!r) return MHD_NO;
+    server_cors(r);
+    MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
+    enum MHD_Result ret = MHD_queue_response(c, 204, r);
+    MHD_destroy_response(r);
+    return ret;
 }
 
 /* ---- replies ---------------------------------------------------------------------- */
@@ -41,6 +63,7 @@ enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *c
                                   : MHD_create_response_from_buffer(strlen(oom), oom, MHD_RESPMEM_PERSISTENT);
     if (!r) { free(body); return MHD_NO; }
     MHD_add_response_header(r, "Content-Type", ctype);
+    server_cors(r);
     enum MHD_Result ret = MHD_queue_response(c, body ? (unsigned)status : 500u, r);
     MHD_destroy_response(r);
     return ret;
@@ -181,6 +204,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
         server_err_set(&e, 404, "invalid_request_error", "not_found", NULL, "no route %s %s", method, url);
         return server_reply_err(c, &e);
     }
+    if (!strcmp(method, "OPTIONS") && g_cors[0]) return reply_preflight(c);   /* no credentials in a preflight */
     if (r->id != R_HEALTH && s->cfg.api_key && !auth_ok(s, c)) {
         server_err_set(&e, 401, "authentication_error", "invalid_api_key", NULL, "invalid or missing API key");
         return server_reply_err(c, &e);
@@ -304,6 +328,7 @@ int server_start(server_t **out, const server_cfg_t *cfg, char *err, size_t errl
     if (!s) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
     s->cfg = *cfg;
     snprintf(s->model_id, sizeof s->model_id, "%s", cfg->model_name ? cfg->model_name : "tern");
+    snprintf(g_cors, sizeof g_cors, "%s", cfg->cors_origin && strcmp(cfg->cors_origin, "none") ? cfg->cors_origin : "");
     pthread_mutex_init(&s->mu, NULL);
     pthread_cond_init(&s->engine_cv, NULL);
     pthread_cond_init(&s->idle_cv, NULL);

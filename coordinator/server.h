@@ -23,6 +23,8 @@ typedef struct server_cfg {
     int seed_fixed;          /* requests without a seed use the default one (else each gets its own) */
     int no_cache_prompt;     /* never start a prompt on a slot's cached tokens (sched_set_prefix_cache) */
     const char *grammar;     /* GBNF for requests that name none of their own (--grammar, -j); NULL: free */
+    const char *cors_origin; /* Access-Control-Allow-Origin of every reply, and OPTIONS preflights
+                              * answered (browser clients); NULL or "": none. Default "*" */
 } server_cfg_t;
 
 typedef struct server server_t;

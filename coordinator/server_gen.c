@@ -569,6 +569,7 @@ static enum MHD_Result stream_reply(struct server *s, struct MHD_Connection *c, 
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "text/event-stream");
+    server_cors(resp);
     MHD_add_response_header(resp, "Cache-Control", "no-cache");
     enum MHD_Result ret = MHD_queue_response(c, 200, resp);
     MHD_destroy_response(resp);
@@ -701,6 +702,7 @@ static enum MHD_Result reply_busy(struct MHD_Connection *c) {
     struct MHD_Response *resp = MHD_create_response_from_buffer(txt ? strlen(txt) : 0, txt, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "Retry-After", "1");
+    server_cors(resp);
     enum MHD_Result ret = MHD_queue_response(c, 503, resp);
     MHD_destroy_response(resp);
     return ret;

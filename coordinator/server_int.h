@@ -123,6 +123,7 @@ enum MHD_Result server_tok_handle(struct server *s, struct MHD_Connection *c, in
 
 /* server.c */
 enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *ctype, char *body);
+void server_cors(struct MHD_Response *r);   /* the CORS header every reply carries (server.c) */
 enum MHD_Result server_reply_err(struct MHD_Connection *c, const server_err_t *e);
 enum MHD_Result server_reply_json(struct MHD_Connection *c, int status, void *json /* json_t *, stolen */);
 int server_conn_gone(struct MHD_Connection *c);

@@ -6,7 +6,7 @@
 # cache (repeats, continuations, chat turns: same text as without it, also over workers), seeded sampling repeatable, 4 parallel requests with
 # -np 4 equal to their single outputs, stop strings (plain and streamed), /tokenize +
 # /detokenize, several choices (prompt lists, n; streamed too: per index == plain), errors (bad JSON, unknown route, wrong method, n=17, prompt too long, body too
-# large), --api-key, --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
+# large), --api-key, CORS (the header, preflights), --timeout (plain and streamed), --max-queue (503 + Retry-After), a client
 # that leaves mid-stream (one choice or n=2) frees its slots, /metrics, graceful SIGTERM, and the same API over two
 # workers (--workers). Servers are always killed on exit; every curl has --max-time.
 source "$(dirname "$0")/lib.bash"   # its cleanup: SIGTERM to servers and workers, SIGKILL after 5 s
@@ -634,6 +634,15 @@ c=$(code /v1/models "$tmp/m2.json" -H 'Authorization: Bearer s3cret')
 [ "$c" = 200 ] && ok "right API key: 200" || bad "right API key: $c"
 c=$(code /health "$tmp/h3.json")
 [ "$c" = 200 ] && ok "/health needs no key" || bad "/health with --api-key: $c"
+# CORS (default origin *): every reply says so; a browser's preflight needs no key
+curl -s -D "$tmp/hdr.txt" -o /dev/null --max-time 10 -H 'Authorization: Bearer s3cret' "$URL/v1/models"
+grep -qi '^Access-Control-Allow-Origin: \*' "$tmp/hdr.txt" && ok "replies carry Access-Control-Allow-Origin: *" \
+  || bad "no CORS header: $(cat "$tmp/hdr.txt")"
+c=$(curl -s -D "$tmp/pf.txt" -o /dev/null -w '%{http_code}' --max-time 10 -X OPTIONS -H 'Origin: http://x.example' \
+  -H 'Access-Control-Request-Method: POST' "$URL/v1/chat/completions")
+[ "$c" = 204 ] && grep -qi '^Access-Control-Allow-Headers:.*Authorization' "$tmp/pf.txt" \
+  && grep -qi '^Access-Control-Allow-Methods:.*POST' "$tmp/pf.txt" && ok "OPTIONS preflight: 204 with the methods and headers, no key needed" \
+  || bad "preflight: $c $(cat "$tmp/pf.txt")"
 e "request past --timeout" 504 timeout_error timeout /v1/completions -H 'Authorization: Bearer s3cret' \
   -d '{"prompt":"a","max_tokens":16000,"ignore_eos":true}'
 
@@ -649,8 +658,11 @@ grep -q '"index":1,' "$tmp/tmo2.sse" && [ "$(grep -c '^data: {"error":{.*"timeou
 e "/metrics without --metrics" 404 invalid_request_error not_found /metrics -H 'Authorization: Bearer s3cret'
 
 # ==== server C: two slots, no queue; a client that leaves mid-stream frees its slots ==============
-start C -np 2 -c 16384 --metrics --max-queue 0
+start C -np 2 -c 16384 --metrics --max-queue 0 --cors-origin none
 C_PID=$SPID
+c=$(curl -s -D "$tmp/hdr2.txt" -o /dev/null -w '%{http_code}' --max-time 10 -X OPTIONS "$URL/v1/completions")
+[ "$c" = 405 ] && ! grep -qi '^Access-Control' "$tmp/hdr2.txt" && ok "--cors-origin none: no CORS header, no preflight ($c)" \
+  || bad "--cors-origin none: $c $(cat "$tmp/hdr2.txt")"
 # gone BODY: streams BODY for 1.5 s, then leaves; c0: tern_requests_cancelled_total before
 gone() {
   c0=$(C "$URL/metrics" | awk '$1=="tern_requests_cancelled_total"{print $2}')
