@@ -20,7 +20,7 @@ trap 'rm -rf "$tiny"' EXIT
 # "ms tokens taken drafted" of one run (its stderr summary)
 one() {
   "$TERN" run -m "$1" -p "The quick brown fox" -n "$N" --temp 0 -t "$THREADS" --no-display-prompt --lookup "$2" 2>&1 >/dev/null |
-    awk '/^eval/ { ms = $3; n = $6 } /^lookup/ { t = $3; d = $5 } END { printf "%s %s %s %s\n", ms, n, t + 0, d + 0 }'
+    awk '/^eval/ { ms = $3; n = $6 } /^drafts/ { t = $3; d = $5 } END { printf "%s %s %s %s\n", ms, n, t + 0, d + 0 }'
 }
 for m in "$model" "$tiny/tiny.gguf"; do
   echo "model $m, $THREADS threads, $N tokens, greedy (the better of two runs)"

@@ -5,6 +5,7 @@
 #include "coordinator/cluster_embedded.h"
 #include "coordinator/cluster_mpi.h"
 #include "coordinator/engine.h"
+#include "coordinator/draft.h"
 #include "coordinator/embed.h"
 #include "coordinator/pipeline_local.h"
 #include "coordinator/sched.h"
@@ -27,6 +28,11 @@
 static int direct_stages(void) {
     const char *e = getenv("TERN_EMBEDDED");
     return e && !strcmp(e, "direct");
+}
+
+/* sched's drafter over draft.h */
+static int draft_fn(void *user, int slot, const int32_t *toks, int n, int k, int32_t *out) {
+    return draft_propose(user, slot, toks, n, k, out);
 }
 
 void tern_params_default(tern_params *p) {
@@ -116,6 +122,17 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
         rc = err_set(err, errlen, TERN_EINVAL, "--lookup %d: expected 0..%d draft tokens", p->lookup, SCHED_LOOKUP_MAX);
         goto fail;
     }
+    if (p->draft_model) {   /* speculative decoding: the draft model proposes, the model confirms */
+        int nd = p->n_draft > 0 ? p->n_draft : 8;
+        if (sched_set_lookup(&m->sched, nd) < 0) {
+            rc = err_set(err, errlen, TERN_EINVAL, "--draft %d: expected 1..%d draft tokens", nd, SCHED_LOOKUP_MAX);
+            goto fail;
+        }
+        if ((rc = draft_open(&m->draft, p->draft_model, m->g, m->hp.n_vocab, cfg.n_seq, cfg.n_ctx, n_batch, threads, err,
+                             errlen)) < 0)
+            goto fail;
+        sched_set_drafter(&m->sched, draft_fn, m->draft);
+    }
     log_d("engine: %d sequence slot%s of %d tokens, steps of up to %d tokens in forward passes of %d", cfg.n_seq,
           cfg.n_seq == 1 ? "" : "s", cfg.n_ctx, n_batch, cfg.n_batch);
     m->t_load = time_now() - t0;
@@ -130,6 +147,7 @@ void tern_model_free(tern_model **pm) {
     if (!pm || !*pm) return;
     tern_model *m = *pm;
     sched_free(&m->sched);
+    draft_close(&m->draft);
     pipeline_destroy(&m->pl);
     tpool_destroy(&m->tp);
     tokenizer_destroy(&m->tok);

@@ -80,7 +80,7 @@ int cli_run(int argc, char **argv) {
         fprintf(stderr, "eval         = %9.2f ms / %5d tokens (%8.2f tokens/s)\n", st.t_gen * 1e3, st.n_gen,
                 st.t_gen > 0 ? st.n_gen / st.t_gen : 0);
         if (st.n_drafted)
-            fprintf(stderr, "lookup       = %ld of %ld draft tokens taken (%.0f%%)\n", st.n_draft_ok, st.n_drafted,
+            fprintf(stderr, "drafts       = %ld of %ld draft tokens taken (%.0f%%)\n", st.n_draft_ok, st.n_drafted,
                     100.0 * (double)st.n_draft_ok / (double)st.n_drafted);
     }
     tern_model_free(&m);

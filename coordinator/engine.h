@@ -25,6 +25,7 @@ struct tern_model {
     int kv_type;            /* the stages' KV cache elements (kernels/ops.h) */
     double t_load;
     grammar_vocab_t *gvocab;   /* the tokens as grammars see them; made on first use (engine_grammar_vocab) */
+    struct draft *draft;       /* tern_params.draft_model, or NULL */
     char err[256];
 };
 

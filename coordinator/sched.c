@@ -144,10 +144,19 @@ static int lookup_room(const sched_t *s, const sched_seq_t *q, int budget) {
     return k > 0 ? k : 0;
 }
 
+void sched_set_drafter(sched_t *s, int (*fn)(void *user, int slot, const int32_t *toks, int n, int k, int32_t *out),
+                       void *user) {
+    s->draft_fn = fn;
+    s->draft_user = user;
+}
+
 /* appends q's drafts to st (after q's last token, packed with its sample): each samples */
 static int pack_drafts(sched_t *s, step_t *st, int *sid, int32_t *tgt, sched_seq_t *q, int budget) {
     int32_t d[SCHED_LOOKUP_MAX];
-    int k = lookup_draft(q, lookup_room(s, q, budget), d);
+    int room = lookup_room(s, q, budget);
+    int k = !room ? 0 : s->draft_fn ? s->draft_fn(s->draft_user, q->slot, q->toks, q->n_toks, room, d) : lookup_draft(q, room, d);
+    if (k > room) k = room;
+    if (k < 0) k = 0;
     for (int j = 0; j < k; j++) {
         int i = st->n++;
         st->tokens[i] = d[j];

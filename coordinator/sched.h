@@ -83,6 +83,8 @@ typedef struct sched {
     int prefill_chunk;     /* prompt tokens per step while a sequence decodes; 0 = up to n_batch */
     int prefix_cache;      /* sched_set_prefix_cache */
     int lookup;            /* sched_set_lookup: draft tokens a decode step may check (0: off) */
+    int (*draft_fn)(void *user, int slot, const int32_t *toks, int n, int k, int32_t *out);   /* sched_set_drafter */
+    void *draft_user;
     long n_drafted, n_draft_ok;   /* draft tokens sent, and those the model confirmed */
     long n_cached_tok;     /* prompt tokens not fed again thanks to the prefix cache */
     unsigned long use_clock;
@@ -156,6 +158,12 @@ int sched_set_grammar(sched_t *s, int id, grammar_t **g, const grammar_vocab_t *
  * when n is outside [0, SCHED_LOOKUP_MAX]. */
 #define SCHED_LOOKUP_MAX 16
 int sched_set_lookup(sched_t *s, int n);
+/* Drafts come from fn instead of the text (speculative decoding with a draft model, draft.h):
+ * fn(user, slot, toks, n, k, out) writes up to k tokens it predicts after toks[0..n) of the
+ * sequence in slot and returns how many (0: none this time). The same rules as lookup otherwise
+ * (sched_set_lookup's n bounds k; the output is plain greedy's). fn NULL: back to lookup. */
+void sched_set_drafter(sched_t *s, int (*fn)(void *user, int slot, const int32_t *toks, int n, int k, int32_t *out),
+                       void *user);
 /* prompt tokens sequence id took from its slot's cache (0 when none, or no such sequence) */
 int sched_cached(const sched_t *s, int id);
 void sched_cancel(sched_t *s, int id);

@@ -38,12 +38,13 @@ static void job_wake(job_t *j) {
     if (j->lead) pthread_cond_broadcast(&j->lead->cv);
 }
 
-int server_engine_enqueue(struct server *s, job_t *j) {
+int server_engine_enqueue(struct server *s, job_t **jobs, int n) {
     pthread_mutex_lock(&s->mu);
     int rc = 0;
     if (s->draining || s->abort) rc = TERN_ECANCEL;
-    else if (s->n_inflight >= s->m->sched.n_seq + s->cfg.max_queue) rc = TERN_ENOMEM;
-    if (rc == 0) {
+    else if (s->n_inflight + n > s->m->sched.n_seq + s->cfg.max_queue) rc = TERN_ENOMEM;   /* all or none */
+    for (int i = 0; rc == 0 && i < n; i++) {
+        job_t *j = jobs[i];
         j->refs++;
         j->state = JOB_QUEUED;
         j->t_enq = time_now();
@@ -56,8 +57,8 @@ int server_engine_enqueue(struct server *s, job_t *j) {
         if (!j->extra) s->met.requests_total++;
         s->met.waiting = s->n_queue;
         pthread_mutex_unlock(&s->met.mu);
-        pthread_cond_signal(&s->engine_cv);
     }
+    if (rc == 0) pthread_cond_signal(&s->engine_cv);
     pthread_mutex_unlock(&s->mu);
     return rc;
 }

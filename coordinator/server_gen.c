@@ -748,8 +748,7 @@ static enum MHD_Result handle_jobs(struct server *s, struct MHD_Connection *c, s
     job_t *jobs[SERVER_MAX_CHOICES] = {0};
     int k = r->n * (1 + r->n_more), made = 0, queued = 0;
     int rc = jobs_make(s, c, r, jobs, k, &made, job_out, &e);
-    for (int i = 0; i < made && rc == 0; i++)
-        if ((rc = server_engine_enqueue(s, jobs[i])) == 0) queued++;
+    if (rc == 0 && (rc = server_engine_enqueue(s, jobs, made)) == 0) queued = made;   /* the request's choices at once */
     if (rc == 0 && r->stream) return stream_reply(s, c, jobs, k, r->n);
     pthread_mutex_lock(&s->mu);
     if (rc < 0) jobs_cancel(s, jobs, queued, JOB_CANCEL_GONE);   /* what was queued is called off */

@@ -111,8 +111,9 @@ struct server {
 
 /* server_engine.c */
 void *server_engine_main(void *srv);
-/* queues j (takes one reference for the engine); 0, or <0 when the queue is full / draining */
-int server_engine_enqueue(struct server *s, job_t *j);
+/* queues jobs[0..n) — a request's choices — all or none (takes one reference each for the
+ * engine): 0, or <0 when the slots and the queue cannot take them all (TERN_ENOMEM) / draining */
+int server_engine_enqueue(struct server *s, job_t **jobs, int n);
 void server_job_unref(struct server *s, job_t *j);   /* caller holds s->mu */
 
 /* server_gen.c: the generation routes; returns an MHD result */

@@ -39,6 +39,9 @@ typedef struct tern_params {
                               * buffers (0 or > n_batch: n_batch); llama.cpp's -ub */
     int lookup;              /* prompt lookup decoding: up to N draft tokens from the text so far
                               * checked in one step, for greedy sequences (0: off; at most 16) */
+    const char *draft_model; /* speculative decoding: a small model with the same vocabulary,
+                              * run here on the CPU, proposes the drafts (NULL: none) */
+    int n_draft;             /* with draft_model: drafts a step (0: 8; at most 16) */
 } tern_params;
 
 typedef struct tern_sampling {

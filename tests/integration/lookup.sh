@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# Prompt lookup decoding (--lookup N) end to end on a tiny generated model whose greedy text falls
-# into cycles (so drafts are taken): `tern run` prints the same text with N = 1, 4, 16 as without,
-# takes some drafts (its summary says how many), gives the same text over two workers, and
-# `tern serve --lookup` answers greedy requests (plain and streamed, two at once) as without it.
-# An out-of-range N is refused.
+# Prompt lookup decoding (--lookup N) and speculative decoding with a draft model (-md) end to end
+# on a tiny generated model whose greedy text falls into cycles (so drafts are taken): `tern run`
+# prints the same text with N = 1, 4, 16 as without, takes some drafts (its summary says how
+# many); with the model itself as draft every draft is taken, with another model of the same
+# vocabulary few, the text is plain greedy's either way, also over two workers; a draft model of
+# another vocabulary is refused; `tern serve --lookup` answers greedy requests (plain and
+# streamed, two at once) as without it. An out-of-range N is refused.
 source "$(dirname "$0")/lib.bash"
 T() { timeout 120 "$TERN" "$@"; }
 C() { curl -s --max-time 60 -H 'Content-Type: application/json' "$@"; }
@@ -16,9 +18,24 @@ for k in 1 4 16; do
   T run -m "$M" --no-display-prompt -p "The quick brown fox" -n 160 --temp 0 -t 2 --lookup $k >"$tmp/l$k.txt" 2>"$tmp/l$k.err"
   cmp -s "$tmp/plain.txt" "$tmp/l$k.txt" && ok "run --lookup $k == plain greedy" || bad "run --lookup $k differs"
 done
-taken=$(sed -n 's/^lookup *= *\([0-9]*\) of \([0-9]*\).*/\1 \2/p' "$tmp/l4.err")
+taken=$(sed -n 's/^drafts *= *\([0-9]*\) of \([0-9]*\).*/\1 \2/p' "$tmp/l4.err")
 [ -n "$taken" ] && [ "${taken% *}" -gt 0 ] && ok "run --lookup 4 took drafts: $taken (taken, checked)" \
   || bad "run --lookup 4 took no drafts: '$(cat "$tmp/l4.err")'"
+
+# ---- a draft model (-md): the same model takes every draft; another one (same vocabulary, other
+# weights, llama architecture) takes few; the text is plain greedy's either way
+make_model "$tmp/other.gguf" --preset tiny --arch llama --type tq2_0 --seed 12 --vocab "$M"
+for md in "$M" "$tmp/other.gguf"; do
+  T run -m "$M" --no-display-prompt -p "The quick brown fox" -n 160 --temp 0 -t 2 -md "$md" --draft 6 >"$tmp/md.txt" 2>"$tmp/md.err"
+  d=$(sed -n 's/^drafts *= *\([0-9]*\) of \([0-9]*\).*/\1 \2/p' "$tmp/md.err")
+  cmp -s "$tmp/plain.txt" "$tmp/md.txt" && [ -n "$d" ] && ok "run -md $(basename "$md") == plain greedy (drafts taken, checked: $d)" \
+    || bad "run -md $(basename "$md"): differs or no drafts ($(tail -2 "$tmp/md.err"))"
+  [ "$md" = "$M" ] && { [ "${d% *}" = "${d#* }" ] && ok "the same model as draft: every draft taken" || bad "self-draft took $d"; }
+done
+make_model "$tmp/othervocab.gguf" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 12
+T run -m "$M" -p x -n 1 -md "$tmp/othervocab.gguf" >/dev/null 2>"$tmp/err.txt"; rc=$?
+[ $rc -ne 0 ] && [ "$(grep -c . "$tmp/err.txt")" -eq 1 ] && grep -q "not the same vocabulary" "$tmp/err.txt" \
+  && ok "a draft model with another vocabulary refused: $(cat "$tmp/err.txt")" || bad "-md other vocab (rc $rc): $(cat "$tmp/err.txt")"
 
 start_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w1 not ready: $(cat "$tmp/w1.log")"
 E1=$EP
@@ -26,6 +43,8 @@ start_worker w2 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w2 not ready: $(cat 
 E2=$EP
 run --summary=0 --lookup 8 --workers "$E1,$E2" >"$tmp/cl.txt"
 cmp -s "$tmp/plain.txt" "$tmp/cl.txt" && ok "run --lookup 8 over 2 workers == plain greedy" || bad "run --lookup 8 over workers differs"
+run --summary=0 -md "$tmp/other.gguf" --workers "$E1,$E2" >"$tmp/cl2.txt"
+cmp -s "$tmp/plain.txt" "$tmp/cl2.txt" && ok "run -md over 2 workers (the draft model here) == plain greedy" || bad "run -md over workers differs"
 
 start_serve s0 -m "$M" -t 2 -np 2 || die "serve did not start: $(cat "$tmp/s0.log")"
 wait_health "$URL" 30 || die "serve not healthy"

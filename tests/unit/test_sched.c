@@ -685,10 +685,30 @@ static void test_grammars(void **state) {
     grammar_destroy(&g2);
 }
 
+/* a drafter for test_lookup: the model's own greedy continuation of toks, the wrong token from
+ * the (calls % 3 + 1)-th on every other call; counts its calls in *user */
+static int oracle_draft(void *user, int slot, const int32_t *toks, int n, int k, int32_t *out) {
+    int *calls = user;
+    (void)slot;
+    sampler_params_t sp;
+    sampler_params_default(&sp);
+    sp.temp = 0;
+    uint64_t h = HIST0, rng = 0;
+    for (int i = 0; i < n; i++) h = hist_next(h, toks[i]);
+    int bad_from = (*calls)++ % 2 ? *calls % 3 + 1 : k;
+    for (int i = 0; i < k; i++) {
+        out[i] = model_sample(h, &sp, &rng);
+        if (i >= bad_from) out[i] = (out[i] + 1) % V;
+        h = hist_next(h, out[i]);
+    }
+    return k;
+}
+
 /* Prompt lookup decoding (sched_set_lookup): greedy sequences on a model whose text cycles get
  * drafts, most taken, some refused; every sequence's tokens equal plain greedy decoding — also
  * with steps in flight, a pipeline failure mid-way (replays send no drafts) and beside sampled
- * and penalised sequences (which never draft); drafts never pass max_gen. */
+ * and penalised sequences (which never draft); drafts never pass max_gen. The same with a
+ * drafter (sched_set_drafter) that is right, then wrong, by turns. */
 static void test_lookup(void **state) {
     (void)state;
     g_markov = 1;
@@ -713,6 +733,26 @@ static void test_lookup(void **state) {
             sched_free(&sc);
         }
     g_markov = 0;
+    /* a drafter (sched_set_drafter): right, then wrong after a few, by turns; the hash model's
+     * text never repeats, so every draft taken is the drafter's */
+    for (int inflight = 1; inflight <= 2; inflight++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[3];
+        int calls = 0;
+        fake_init(&f, inflight);
+        f.rewind_ok = 1;
+        sched_open(&sc, &f, 3, 32, 8);
+        assert_int_equal(sched_set_lookup(&sc, 5), 0);
+        sched_set_drafter(&sc, oracle_draft, &calls);
+        for (int i = 0; i < 3; i++) seq_make(&r[i], 3 + 4 * i, 30, 50 + i, i == 1 ? 0.9f : 0.0f);
+        for (int i = 0; i < 3; i++) admit(&sc, &f, &r[i], i);
+        int guard = 0;
+        while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+        assert_true(calls > 0 && sc.n_draft_ok > 0 && sc.n_draft_ok < sc.n_drafted);
+        for (int i = 0; i < 3; i++) expect_solo(&r[i]);
+        sched_free(&sc);
+    }
     sched_t sc;
     fake_t f;
     fake_init(&f, 1);
