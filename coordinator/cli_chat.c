@@ -370,6 +370,10 @@ int cli_chat(int argc, char **argv) {
         fprintf(stderr, "tern chat: %s\n", err);
         return 1;
     }
+    if (mo.p.lookup || mo.p.draft_model) {   /* chat drives the pipeline itself, not the scheduler that drafts */
+        fprintf(stderr, "tern chat: --lookup and -md are for tern run and tern serve\n");
+        return 1;
+    }
     mo.p.n_seq = 1;
     /* the model's worker threads start with SIGINT blocked, so Ctrl-C always reaches this
      * thread (and interrupts its ppoll); unblocked again once the model is loaded */

@@ -75,6 +75,8 @@ PY
 met=$(C "$U1/metrics" | awk '$1=="tern_lookup_draft_tokens_total"{d=$2} $1=="tern_lookup_draft_tokens_taken_total"{t=$2} END{print d+0, t+0}')
 [ "${met#* }" -gt 0 ] && [ "${met% *}" -ge "${met#* }" ] && ok "/metrics: draft tokens checked, taken: $met" || bad "/metrics lookup: '$met'"
 
+printf 'Hi\n' | T chat -m "$M" -n 4 --lookup 4 >/dev/null 2>"$tmp/err.txt"; rc=$?
+[ $rc -ne 0 ] && grep -q "are for tern run" "$tmp/err.txt" && ok "chat --lookup refused (not silently ignored)" || bad "chat --lookup (rc $rc): $(cat "$tmp/err.txt")"
 T run -m "$M" -p x -n 1 --lookup 17 >/dev/null 2>"$tmp/err.txt"; rc=$?
 [ $rc -ne 0 ] && grep -q "lookup" "$tmp/err.txt" && ok "--lookup 17 refused: $(cat "$tmp/err.txt")" || bad "--lookup 17 (rc $rc): $(cat "$tmp/err.txt")"
 
