@@ -277,10 +277,9 @@ int server_tools_parse(server_req_t *r, void *rootv, server_err_t *e) {
     return rc;
 }
 
-/* one call of an assistant message's tool_calls → {"tool_call": {"name", "arguments"}} text
- * appended to b; arguments: a JSON text (OpenAI's), parsed back when it is an object or array,
- * else kept as a string */
-static int render_call(json_t *c, size_t i, str_t *b, server_err_t *e) {
+/* call i of an assistant message's tool_calls → {"name", "arguments"} in *out; arguments: a
+ * JSON text (OpenAI's), parsed back when it is an object or array, else kept as a string */
+static int render_call(json_t *c, size_t i, json_t **out, server_err_t *e) {
     json_t *type = json_object_get(c, "type"), *fn = json_object_get(c, "function"), *id = json_object_get(c, "id");
     json_t *name = json_object_get(fn, "name"), *args = json_object_get(fn, "arguments"), *a;
     if (!json_is_object(c) || (type && !(json_is_string(type) && !strcmp(json_string_value(type), "function"))) ||
@@ -295,25 +294,38 @@ static int render_call(json_t *c, size_t i, str_t *b, server_err_t *e) {
     } else {
         a = json_is_object(args) ? json_incref(args) : json_object();
     }
-    json_t *o = json_pack("{s:{s:O, s:o}}", "tool_call", "name", name, "arguments", a);
-    if (!o) return OOM(e);
-    if (b->n) str_puts(b, "\n");
-    str_json(b, o);
-    json_decref(o);
-    return 0;
+    *out = json_pack("{s:O, s:o}", "name", name, "arguments", a);
+    return *out ? 0 : OOM(e);
 }
 
+/* The calls after the content as the reply the model would have written: {"tool_call": CALL}
+ * for one, {"tool_calls": [CALL, ...]} (the parallel form) for several. */
 int server_tools_render_calls(void *callsv, char **content, server_err_t *e) {
-    json_t *calls = callsv, *c;
-    if (!json_is_array(calls) || json_array_size(calls) > SERVER_MAX_TOOL_CALLS)
+    json_t *calls = callsv, *c, *list = json_array(), *o = NULL;
+    if (!json_is_array(calls) || json_array_size(calls) > SERVER_MAX_TOOL_CALLS) {
+        json_decref(list);
         return BAD(e, "messages", "an assistant message's 'tool_calls' must be an array of at most %d calls",
                    SERVER_MAX_TOOL_CALLS);
-    str_t b = {0};
-    str_puts(&b, *content);
+    }
+    if (!list) return OOM(e);
     size_t i;
     json_array_foreach(calls, i, c) {
-        int rc = render_call(c, i, &b, e);
-        if (rc < 0) { free(b.p); return rc; }
+        json_t *one = NULL;
+        int rc = render_call(c, i, &one, e);
+        if (rc == 0 && json_array_append_new(list, one) < 0) rc = OOM(e);
+        if (rc < 0) { json_decref(list); return rc; }
+    }
+    size_t n = json_array_size(list);
+    if (n == 1) o = json_pack("{s:O}", "tool_call", json_array_get(list, 0));
+    else if (n > 1) o = json_pack("{s:O}", "tool_calls", list);
+    json_decref(list);
+    if (n && !o) return OOM(e);
+    str_t b = {0};
+    str_puts(&b, *content);
+    if (o) {
+        if (b.n) str_puts(&b, "\n");
+        str_json(&b, o);
+        json_decref(o);
     }
     if (b.oom) { free(b.p); return OOM(e); }
     free(*content);

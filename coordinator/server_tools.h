@@ -21,7 +21,8 @@
 int server_tools_parse(server_req_t *r, void *root, server_err_t *e);
 
 /* An assistant message's "tool_calls" (json_t *, an array) rendered after *content as the JSON
- * the model would have produced (one object a line); *content is replaced (malloc'd). 0 or <0. */
+ * the model would have produced ({"tool_call": ...} for one, {"tool_calls": [...]} for several);
+ * *content is replaced (malloc'd). 0 or <0. */
 int server_tools_render_calls(void *calls, char **content, server_err_t *e);
 
 /* 1 when s is a valid function name: [a-zA-Z0-9_-]{1,64} */

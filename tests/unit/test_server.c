@@ -97,6 +97,13 @@ static void test_tools_fields(void **state) {
     assert_string_equal(r.tool_ids[2], "c1");
     assert_string_equal(r.msgs[2].content, "2");
     server_req_free(&r);
+    /* several calls of one message: the parallel form, after the message's own text */
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"},"
+                                                "{\"role\":\"assistant\",\"content\":\"ok\",\"tool_calls\":["
+                                                "{\"id\":\"c1\",\"type\":\"function\",\"function\":{\"name\":\"f\",\"arguments\":\"{}\"}},"
+                                                "{\"id\":\"c2\",\"type\":\"function\",\"function\":{\"name\":\"g\",\"arguments\":\"[1]\"}}]}]}", &e), 0);
+    assert_string_equal(r.msgs[1].content, "ok\n{\"tool_calls\":[{\"name\":\"f\",\"arguments\":{}},{\"name\":\"g\",\"arguments\":[1]}]}");
+    server_req_free(&r);
     const char *P = "tools[0].function.parameters";
     expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":{}}", "tools", NULL);
     expect_bad(SERVER_REQ_CHAT, "{" U ",\"tools\":[5]}", "tools[0]", NULL);
