@@ -105,11 +105,7 @@ static int chat_constrain(chat_t *c) {
     c->st.allow = NULL;
     if (!c->grammar) return 0;
     int n = grammar_state_mask(c->gs, c->gvocab, c->mask);
-    if (n < 0)
-        return err_set(c->err, sizeof c->err, n, n == TERN_ENOTSUP ? "the grammar is too ambiguous: the next token's mask is "
-                                                                     "past the matcher's work budget"
-                                                                   : "out of memory for the grammar's token mask");
-    if (n == 0) return err_set(c->err, sizeof c->err, TERN_EINVAL, "no token of the vocabulary can continue the grammar here");
+    if (n <= 0) return err_set(c->err, sizeof c->err, n < 0 ? n : TERN_EINVAL, "%s", grammar_mask_why(n));
     c->st.allow = c->allow;
     return 0;
 }
@@ -129,7 +125,7 @@ static int chat_grammar_init(chat_t *c, const char *gbnf) {
     c->allow[0] = c->mask;
     if (grammar_state_done(c->gs)) return err_set(c->err, sizeof c->err, TERN_EINVAL, "grammar: it accepts only the empty text");
     int n = grammar_state_mask(c->gs, c->gvocab, c->mask);
-    if (n < 0) return err_set(c->err, sizeof c->err, n, "grammar: out of memory for the token mask");
+    if (n < 0) return err_set(c->err, sizeof c->err, n, "grammar: %s", grammar_mask_why(n));
     if (n == 0) return err_set(c->err, sizeof c->err, TERN_EINVAL, "grammar: no token of the vocabulary can begin it");
     return 0;
 }

@@ -65,31 +65,31 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int w
     return n;
 }
 
-/* the whole of a small text file (grammars, schemas), NUL-terminated; NULL with err set */
-static char *read_text(const char *path, const char *what, size_t *len, char *err, size_t errlen) {
+char *cli_read_file(const char *path, const char *what, long max, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
+    if (!f) { err_set(err, errlen, TERN_EIO, "cannot open %s '%s'", what, path); return NULL; }
     char *buf = NULL;
     size_t n = 0, cap = 0;
-    if (!f) { err_set(err, errlen, TERN_ENOTFOUND, "%s: cannot open '%s'", what, path); return NULL; }
-    for (;;) {
+    int rc = 0;
+    for (;;) {   /* read as it comes (a pipe has no size to ask for) */
         if (n + 4096 + 1 > cap) {
-            char *nb = cap > GRAMMAR_MAX_TEXT ? NULL : realloc(buf, cap = 2 * cap + 8192);
-            if (!nb) { err_set(err, errlen, TERN_EINVAL, "%s: '%s' is too large (at most %d bytes)", what, path, GRAMMAR_MAX_TEXT); break; }
+            cap = 2 * cap + 8192;
+            char *nb = realloc(buf, cap);
+            if (!nb) { rc = err_set(err, errlen, TERN_ENOMEM, "out of memory reading %s '%s'", what, path); break; }
             buf = nb;
         }
         size_t r = fread(buf + n, 1, 4096, f);
         n += r;
+        if (n > (size_t)max) { rc = err_set(err, errlen, TERN_EINVAL, "%s '%s' is too large (at most %ld bytes)", what, path, max); break; }
         if (r < 4096) {
-            if (ferror(f)) { err_set(err, errlen, TERN_EIO, "%s: cannot read '%s'", what, path); break; }
-            fclose(f);
-            buf[n] = 0;
-            *len = n;
-            return buf;
+            if (ferror(f)) rc = err_set(err, errlen, TERN_EIO, "cannot read %s '%s'", what, path);
+            break;
         }
     }
     fclose(f);
-    free(buf);
-    return NULL;
+    if (rc < 0) { free(buf); return NULL; }
+    buf[n] = 0;
+    return buf;
 }
 
 /* The GBNF of the command line's grammar flags: one per process, kept for its whole life (s.grammar
@@ -101,12 +101,11 @@ static int grammar_opts(cli_model_opts_t *o, char *err, size_t errlen) {
     int given = !!o->grammar + !!o->grammar_file + !!o->json_schema + !!o->json_schema_file;
     if (given > 1) return err_set(err, errlen, TERN_EINVAL, "use one of --grammar, --grammar-file, --json-schema, --json-schema-file");
     if (!given) return 0;
-    size_t len = 0;
-    char *text = o->grammar_file ? read_text(o->grammar_file, "--grammar-file", &len, err, errlen)
-                 : o->json_schema_file ? read_text(o->json_schema_file, "--json-schema-file", &len, err, errlen)
+    char *text = o->grammar_file ? cli_read_file(o->grammar_file, "--grammar-file", GRAMMAR_MAX_TEXT, err, errlen)
+                 : o->json_schema_file ? cli_read_file(o->json_schema_file, "--json-schema-file", GRAMMAR_MAX_TEXT, err, errlen)
                  : strdup(o->grammar ? o->grammar : o->json_schema);
     if (!text) return o->grammar || o->json_schema ? err_set(err, errlen, TERN_ENOMEM, "out of memory") : TERN_EINVAL;
-    len = strlen(text);
+    size_t len = strlen(text);
     char why[256];
     if (o->json_schema || o->json_schema_file) {
         char *g = json_schema_to_gbnf(text, len, why, sizeof why);

@@ -18,21 +18,6 @@ static int print_piece(void *user, const char *piece, size_t len, int32_t token)
     return 0;
 }
 
-static char *read_file(const char *path, char *err, size_t errlen) {
-    FILE *f = fopen(path, "rb");
-    if (!f) { err_set(err, errlen, TERN_EIO, "cannot open prompt file '%s'", path); return NULL; }
-    fseek(f, 0, SEEK_END);
-    long n = ftell(f);
-    fseek(f, 0, SEEK_SET);
-    if (n < 0 || n > (64L << 20)) { fclose(f); err_set(err, errlen, TERN_EINVAL, "prompt file '%s' is too large", path); return NULL; }
-    char *buf = malloc((size_t)n + 1);
-    if (buf && fread(buf, 1, (size_t)n, f) != (size_t)n) { free(buf); buf = NULL; }
-    fclose(f);
-    if (!buf) { err_set(err, errlen, TERN_EIO, "cannot read prompt file '%s'", path); return NULL; }
-    buf[n] = 0;
-    return buf;
-}
-
 int cli_run(int argc, char **argv) {
     log_set_role("C");
     cli_model_opts_t mo;
@@ -59,7 +44,7 @@ int cli_run(int argc, char **argv) {
     }
     if (prompt && file) { fprintf(stderr, "tern run: use -p or -f, not both\n"); return 1; }
     char *text = NULL;
-    if (file && !(text = read_file(file, err, sizeof err))) { fprintf(stderr, "tern run: %s\n", err); return 1; }
+    if (file && !(text = cli_read_file(file, "prompt file", 64L << 20, err, sizeof err))) { fprintf(stderr, "tern run: %s\n", err); return 1; }
     const char *ptext = text ? text : prompt ? prompt : "";
     tern_model *m;
     if (tern_load(&m, &mo.p, err, sizeof err) < 0) {

@@ -1402,6 +1402,12 @@ static int mask_walk(memo_t *m, const grammar_vocab_t *v, uint32_t *path, uint8_
     return count;
 }
 
+const char *grammar_mask_why(int n) {
+    return n == TERN_ENOTSUP ? "the grammar is too ambiguous: the next token's mask is past the matcher's work budget"
+           : n < 0           ? "out of memory for the grammar's token mask"
+                             : "no token of the vocabulary can continue the grammar here";
+}
+
 int grammar_state_mask(const grammar_state_t *s, const grammar_vocab_t *v, uint8_t *mask) {
     memset(mask, 0, ((size_t)v->n + 7) / 8);
     if (s->finished) return 0;

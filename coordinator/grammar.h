@@ -71,5 +71,7 @@ int grammar_state_done(const grammar_state_t *s);      /* nothing but the end ma
  * allocated per call (a few buffers, not per token), so masks of different states may run on
  * different threads at once with one vocab. */
 int grammar_state_mask(const grammar_state_t *s, const grammar_vocab_t *v, uint8_t *mask);
+/* why a grammar_state_mask result n <= 0 leaves nothing to sample, for messages */
+const char *grammar_mask_why(int n);
 
 #endif

@@ -24,13 +24,12 @@ static void step_free(step_t *st) {
     tern_free(st->h);
 }
 
-static int step_alloc(step_t *st, int cap, int n_seq, int n_embd) {
+static int step_alloc(step_t *st, int cap, int n_embd) {   /* samples: at most one a token */
     memset(st, 0, sizeof *st);
     st->tokens = calloc((size_t)cap, sizeof(int32_t));
     st->seq = calloc((size_t)cap, sizeof(int));
     st->pos = calloc((size_t)cap, sizeof(int));
     st->sample = calloc((size_t)cap, 1);
-    (void)n_seq;   /* samples: at most one a token (a sequence's drafts are several a step) */
     st->out_tok = calloc((size_t)cap, sizeof(int32_t));
     st->out_lp = calloc((size_t)cap, sizeof(float));
     st->out_top = calloc((size_t)cap * SAMPLER_TOP_MAX, sizeof(int32_t));
@@ -60,7 +59,7 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
     s->order = calloc((size_t)n_seq, sizeof(int));
     int rc = s->seqs && s->order ? 0 : TERN_ENOMEM;
     for (int i = 0; i < s->max_inflight && !rc; i++) {
-        rc = step_alloc(&s->steps[i], cap, n_seq, pl->n_embd);
+        rc = step_alloc(&s->steps[i], cap, pl->n_embd);
         if (!rc && !(s->sids[i] = calloc((size_t)cap, sizeof(int)))) rc = TERN_ENOMEM;
         if (!rc && !(s->tgt[i] = calloc((size_t)cap, sizeof(int32_t)))) rc = TERN_ENOMEM;
     }
@@ -276,11 +275,7 @@ static int grammar_follow(sched_t *s, sched_seq_t *q, int upto) {
     int n = grammar_state_mask(q->gram, q->gvocab, q->allow);
     if (n > 0) return 0;
     s->err_code = n < 0 ? n : TERN_EINVAL;
-    snprintf(s->err, sizeof s->err,
-             n == TERN_ENOTSUP ? "sequence %d: the grammar is too ambiguous: the next token's mask is past the matcher's work budget"
-             : n < 0           ? "sequence %d: out of memory for the grammar's token mask"
-                               : "sequence %d: no token of the vocabulary can continue the grammar here",
-             q->id);
+    snprintf(s->err, sizeof s->err, "sequence %d: %s", q->id, grammar_mask_why(n));
     log_d("%s", s->err);
     return SCHED_ERROR;
 }

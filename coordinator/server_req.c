@@ -311,6 +311,8 @@ static int parse_grammar(server_req_t *r, json_t *root, server_err_t *e) {
 
 /* OpenAI's logit_bias: {"TOKEN_ID": bias, ...} (bias in [-100, 100]); also llama.cpp's list of
  * [TOKEN_ID, bias] pairs. The ids are checked against the vocabulary with the prompt. */
+static int bias_ok(const json_t *v) { return json_is_number(v) && json_number_value(v) >= -100 && json_number_value(v) <= 100; }
+
 static int parse_logit_bias(server_req_t *r, json_t *root, server_err_t *e) {
     const char *P = "logit_bias";
     json_t *lb = json_object_get(root, P);
@@ -328,8 +330,7 @@ static int parse_logit_bias(server_req_t *r, json_t *root, server_err_t *e) {
             char *end;
             long id = strtol(key, &end, 10);
             if (!*key || *end || id < 0 || id > INT32_MAX) return BAD(e, P, "logit_bias key '%.40s' is not a token id", key);
-            if (!json_is_number(v) || !(json_number_value(v) >= -100 && json_number_value(v) <= 100))
-                return BAD(e, P, "logit_bias of token %ld must be a number in [-100, 100]", id);
+            if (!bias_ok(v)) return BAD(e, P, "logit_bias of token %ld must be a number in [-100, 100]", id);
             sp->bias_id[sp->n_bias] = (int32_t)id;
             sp->bias[sp->n_bias++] = (float)json_number_value(v);
         }
@@ -338,7 +339,7 @@ static int parse_logit_bias(server_req_t *r, json_t *root, server_err_t *e) {
     json_array_foreach(lb, i, v) {
         json_t *id = json_array_get(v, 0), *b = json_array_get(v, 1);
         if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(id) || json_integer_value(id) < 0 ||
-            json_integer_value(id) > INT32_MAX || !json_is_number(b) || !(json_number_value(b) >= -100 && json_number_value(b) <= 100))
+            json_integer_value(id) > INT32_MAX || !bias_ok(b))
             return BAD(e, P, "logit_bias entry %zu must be [token id, bias in [-100, 100]]", i);
         sp->bias_id[sp->n_bias] = (int32_t)json_integer_value(id);
         sp->bias[sp->n_bias++] = (float)json_number_value(b);
