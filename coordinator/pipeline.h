@@ -8,6 +8,14 @@
 #include <stdint.h>
 #include "worker/sampler.h"
 
+/* A context shift (llama.cpp's): before the step's tokens, slot seq's cache drops positions
+ * [keep, keep + discard) and moves positions [keep + discard, n_past) down by discard — keys
+ * re-rotated for their new positions (RoPE), values moved as they are — so the slot then holds
+ * n_past - discard positions. 0 <= keep, 0 < discard, keep + discard <= n_past <= n_ctx. */
+typedef struct step_shift {
+    int seq, keep, discard, n_past;
+} step_shift_t;
+
 typedef struct step {
     uint64_t id;
     int n;                 /* tokens */
@@ -38,6 +46,10 @@ typedef struct step {
     /* Optional (NULL: none; grammars): per slot (n_seq,), NULL or the bitmap of the tokens that
      * slot's sample in this step may take ((n_vocab + 7) / 8 bytes, bit t = token t, grammar.h) */
     const uint8_t *const *allow;
+    /* Optional (n_shift 0: none): context shifts every stage applies before this step's tokens,
+     * in order (at most one per slot) */
+    int n_shift;
+    const step_shift_t *shift;
     int rc;                /* <0: the step failed (err says why) */
     char err[256];
 } step_t;
