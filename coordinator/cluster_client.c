@@ -84,6 +84,9 @@ typedef struct cpl {
     Tern__SeqSampling **ssp;
     Tern__SeqAllow *sa;                 /* (n_seq,) a step's grammar masks */
     Tern__SeqAllow **sap;
+    Tern__KvShift *ks;                  /* (n_seq,) a step's context shifts */
+    Tern__KvShift **ksp;
+    kv_shift_t *kvs;                    /* (n_seq,) the same, checked before they are sent */
     int cap;
     /* model */
     int n_layer;
@@ -483,6 +486,32 @@ static int grow(cpl_t *p, int n) {
     return p->cap ? 0 : TERN_ENOMEM;
 }
 
+/* the step's context shifts into f (checked here as every stage will: a bad one is the caller's
+ * error, not a lost stage). 0 or TERN_EINVAL with s->err. */
+static int put_shifts(cpl_t *p, step_t *s, Tern__Forward *f) {
+    if (s->n_shift < 0 || s->n_shift > p->n_seq)
+        return err_set(s->err, sizeof s->err, TERN_EINVAL, "%d context shifts in one step for %d sequence slots",
+                       s->n_shift, p->n_seq);
+    for (int i = 0; i < s->n_shift; i++) {
+        const step_shift_t *x = &s->shift[i];
+        p->kvs[i] = (kv_shift_t){x->seq, x->keep, x->discard, x->n_past};
+    }
+    char err[256];
+    if (kv_shift_check(p->kvs, s->n_shift, p->n_seq, p->cfg.n_ctx, err, sizeof err) < 0)
+        return err_set(s->err, sizeof s->err, TERN_EINVAL, "%s", err);
+    for (int i = 0; i < s->n_shift; i++) {
+        tern__kv_shift__init(&p->ks[i]);
+        p->ks[i].seq_id = (uint32_t)p->kvs[i].seq;
+        p->ks[i].keep = (uint32_t)p->kvs[i].keep;
+        p->ks[i].discard = (uint32_t)p->kvs[i].discard;
+        p->ks[i].n_past = (uint32_t)p->kvs[i].n_past;
+        p->ksp[i] = &p->ks[i];
+    }
+    f->n_shift = (size_t)s->n_shift;
+    f->shift = p->ksp;
+    return 0;
+}
+
 static int cl_submit(pipeline_t *pl, step_t *s) {
     cpl_t *p = (cpl_t *)pl;
     if (p->broken) return err_set(s->err, sizeof s->err, TERN_EPEER, "cluster unavailable: %s", p->why);
@@ -507,6 +536,8 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     }
     f.hidden_size = (uint32_t)p->base.n_embd;
     f.dtype = TERN__DTYPE__DTYPE_F32;
+    int rc = s->n_shift ? put_shifts(p, s, &f) : 0;   /* before the sampler params are marked as sent */
+    if (rc < 0) return rc;
     int k = 0;
     /* params go with the first step that carries a token of the sequence (the worker refuses
      * params for a sequence absent from the step); 2 marks "in this step" until it is sent */
@@ -553,7 +584,7 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     m.body_case = TERN__MSG__BODY_FORWARD;
     m.forward = &f;
     cworker_t *w0 = &p->w[p->stage[0]];
-    int rc = send_to(p, w0, &m, s->h, (size_t)s->n * (size_t)p->base.n_embd * sizeof(float), p->hb_timeout_ms, s->err,
+    rc = send_to(p, w0, &m, s->h, (size_t)s->n * (size_t)p->base.n_embd * sizeof(float), p->hb_timeout_ms, s->err,
                      sizeof s->err);
     for (int slot = 0; slot < p->n_seq; slot++)
         if (p->has_pending[slot] == 2) p->has_pending[slot] = rc < 0 ? 1 : 0;
@@ -829,6 +860,7 @@ static void cl_destroy(pipeline_t *pl) {
     free(p->u_seq); free(p->u_pos); free(p->b_sample);
     free(p->ss); free(p->sp); free(p->ssp);
     free(p->sa); free(p->sap);
+    free(p->ks); free(p->ksp); free(p->kvs);
     free(p->lmem); free(p->lrd);
     cluster_free(&p->cl);
     pthread_mutex_destroy(&p->mu);
@@ -947,7 +979,11 @@ int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_
     p->ssp = calloc((size_t)p->n_seq, sizeof(Tern__SeqSampling *));
     p->sa = calloc((size_t)p->n_seq, sizeof(Tern__SeqAllow));
     p->sap = calloc((size_t)p->n_seq, sizeof(Tern__SeqAllow *));
-    if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->ssp || !p->sa || !p->sap) {
+    p->ks = calloc((size_t)p->n_seq, sizeof(Tern__KvShift));
+    p->ksp = calloc((size_t)p->n_seq, sizeof(Tern__KvShift *));
+    p->kvs = calloc((size_t)p->n_seq, sizeof(kv_shift_t));
+    if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->ssp || !p->sa || !p->sap || !p->ks ||
+        !p->ksp || !p->kvs) {
         rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
         goto fail;
     }

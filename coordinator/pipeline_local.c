@@ -24,6 +24,7 @@ typedef struct local {
     int head, count;
     sampler_params_t *pending;
     uint8_t *has_pending;
+    kv_shift_t *kvs;            /* (n_seq,) a step's context shifts */
 } local_t;
 
 static int local_seq_start(pipeline_t *p, int slot, const sampler_params_t *sp) {
@@ -49,6 +50,21 @@ static int local_submit(pipeline_t *p, step_t *s) {
     return 0;
 }
 
+/* the step's context shifts in every stage (each checks them first: a bad one applies none) */
+static int local_shifts(local_t *l, step_t *s) {
+    if (s->n_shift < 0 || s->n_shift > l->n_seq)
+        return err_set(s->err, sizeof s->err, TERN_EINVAL, "%d context shifts in one step for %d sequence slots",
+                       s->n_shift, l->n_seq);
+    for (int i = 0; i < s->n_shift; i++) {
+        const step_shift_t *x = &s->shift[i];
+        l->kvs[i] = (kv_shift_t){x->seq, x->keep, x->discard, x->n_past};
+    }
+    int rc = 0;
+    for (int i = 0; i < l->n_stages && rc >= 0; i++)
+        rc = stage_shift(&l->stages[i], l->kvs, s->n_shift, s->err, sizeof s->err);
+    return rc;
+}
+
 static step_t *local_wait(pipeline_t *p, int timeout_ms) {
     local_t *l = (local_t *)p;
     (void)timeout_ms;
@@ -70,6 +86,7 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
             snprintf(s->err, sizeof s->err, "cannot set the token mask of sequence slot %d", s->seq[i]);
             return s;
         }
+    if (s->n_shift && (s->rc = local_shifts(l, s)) < 0) return s;
     for (int i = 0; i < l->n_stages && s->rc >= 0; i++) {
         stage_t *st = &l->stages[i];
         s->rc = stage_step(st, s->h, s->n, s->tokens, s->seq, s->pos, s->sample, s->out_tok, s->out_lp, s->err,
@@ -103,6 +120,7 @@ static void local_destroy(pipeline_t *p) {
     free(l->stages);
     free(l->pending);
     free(l->has_pending);
+    free(l->kvs);
     free(l);
 }
 
@@ -130,7 +148,8 @@ int pipeline_local_new_gpu(pipeline_t **out, const gguf_t *g, const stage_cfg_t 
     local_t *l = calloc(1, sizeof *l);
     int ok = l && (l->stages = calloc((size_t)n_stages, sizeof(stage_t))) &&
              (l->pending = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t))) &&
-             (l->has_pending = calloc((size_t)cfg->n_seq, 1));
+             (l->has_pending = calloc((size_t)cfg->n_seq, 1)) &&
+             (l->kvs = calloc((size_t)cfg->n_seq, sizeof(kv_shift_t)));
     for (int i = 0; ok && i < LOCAL_QUEUE; i++)
         ok = (l->queue[i].reset_slot = calloc((size_t)cfg->n_seq, sizeof(int))) &&
              (l->queue[i].reset = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t)));

@@ -45,10 +45,8 @@ void ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
 
 /* ggml_rope_cache_init with freq_scale 1, ext_factor 0, attn_factor 1: theta starts at pos and
  * is multiplied by base^(-2/rot_dim) (in float) per pair; freq_factors divide it. */
-void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float base, int neox,
-              const float *freq_factors) {
-    TERN_ASSERT(rot_dim > 0 && rot_dim % 2 == 0 && rot_dim <= head_dim && rot_dim <= 1024);
-    float cs[512], sn[512];
+void ops_rope_table(float *cs, float *sn, int rot_dim, int pos, float base, const float *freq_factors) {
+    TERN_ASSERT(rot_dim > 0 && rot_dim % 2 == 0);
     const int half = rot_dim / 2;
     const float theta_scale = powf(base, -2.0f / (float)rot_dim);
     float theta = (float)pos;
@@ -58,6 +56,10 @@ void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float b
         sn[i] = sinf(th);
         theta *= theta_scale;
     }
+}
+
+void ops_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, int neox, const float *cs, const float *sn) {
+    const int half = rot_dim / 2;
     for (int h = 0; h < n_heads; h++) {
         float *xh = x + (int64_t)h * head_dim;
         for (int i = 0; i < half; i++) {
@@ -67,6 +69,14 @@ void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float b
             xh[b] = x0 * sn[i] + x1 * cs[i];
         }
     }
+}
+
+void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float base, int neox,
+              const float *freq_factors) {
+    TERN_ASSERT(rot_dim > 0 && rot_dim % 2 == 0 && rot_dim <= head_dim && rot_dim <= 1024);
+    float cs[512], sn[512];
+    ops_rope_table(cs, sn, rot_dim, pos, base, freq_factors);
+    ops_rope_apply(x, n_heads, head_dim, rot_dim, neox, cs, sn);
 }
 
 static float fold16(float *acc) {
@@ -172,6 +182,22 @@ void ops_kv_put(void *dst, int kv_type, const float *x, int64_t n) {
     case KV_F16: ops_f32_to_f16(dst, x, n); return;
     case KV_Q8_0: quant_from_f32(TT_Q8_0, x, 1, n, dst); return;
     default: memcpy(dst, x, (size_t)n * 4); return;
+    }
+}
+
+void ops_kv_get(float *y, const void *src, int kv_type, int64_t n) {
+    switch (kv_type) {
+    case KV_F16: ops_f16_to_f32(y, src, n); return;
+    case KV_Q8_0:
+        for (int64_t b = 0; b < n / KV_Q8_0_BLOCK; b++) {
+            const uint8_t *blk = (const uint8_t *)src + (size_t)b * KV_Q8_0_BYTES;
+            uint16_t d16;
+            memcpy(&d16, blk, 2);
+            float d = f16_to_f32(d16);
+            for (int i = 0; i < KV_Q8_0_BLOCK; i++) y[b * KV_Q8_0_BLOCK + i] = (float)(int8_t)blk[2 + i] * d;
+        }
+        return;
+    default: memcpy(y, src, (size_t)n * 4); return;
     }
 }
 

@@ -14,6 +14,11 @@ void ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
  * theta_i = pos * base^(-2i/rot_dim); freq_factors (rot_dim/2,) divides theta_i when not NULL. */
 void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float base, int neox,
               const float *freq_factors);
+/* ops_rope in two halves, for callers that rotate many rows by one angle (the KV cache's context
+ * shift): cs, sn (rot_dim/2,) = cos, sin of theta_i at pos (pos may be negative: rot(-d) undoes
+ * rot(d)); then x (n_heads, head_dim) rotated by them. ops_rope = table + apply, same arithmetic. */
+void ops_rope_table(float *cs, float *sn, int rot_dim, int pos, float base, const float *freq_factors);
+void ops_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, int neox, const float *cs, const float *sn);
 void ops_softmax(float *x, int64_t n);                 /* in place, max-subtracted */
 void ops_silu_mul(float *g, const float *u, int64_t n);   /* g = silu(g) ⊙ u */
 void ops_relu2_mul(float *g, const float *u, int64_t n);  /* g = relu(g)² ⊙ u */
@@ -32,6 +37,9 @@ size_t ops_kv_bytes(int kv_type, int64_t n);
 /* x (n,) f32 → n cache elements of kv_type at dst: f16 round to nearest even; q8_0 as ggml's
  * quantize_row_q8_0 (d = max|x|/127, q = round(x/d)) */
 void ops_kv_put(void *dst, int kv_type, const float *x, int64_t n);
+/* n cache elements of kv_type at src → y (n,) f32, as attention reads them (f16 exactly, q8_0 as
+ * (float)q · d); n % 32 == 0 for KV_Q8_0 */
+void ops_kv_get(float *y, const void *src, int kv_type, int64_t n);
 /* the name of a kv_type ("f32", "f16", "q8_0"), or NULL */
 const char *ops_kv_name(int kv_type);
 /* the kv_type named (as ops_kv_name), or -1 */

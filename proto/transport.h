@@ -20,7 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#define TERN_PROTO_VERSION 2
+/* v3: Forward.shift (KV-cache context shifts; a v2 worker would ignore them silently) */
+#define TERN_PROTO_VERSION 3
 #define TP_MAX_BIAS 300   /* SamplingParams.bias_ids at most (= SAMPLER_BIAS_MAX, worker/sampler.h) */
 
 #define TP_NAME_MAX 64                       /* node names, routing ids (bytes, printable) */

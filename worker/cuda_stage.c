@@ -33,6 +33,9 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
                             cuda_pick_res_t *res, char *err, size_t errlen) {
     return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
 }
+int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t errlen) {
+    return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
+}
 int cuda_stage_picks(const cuda_stage_t *c) { return 0; }
 size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return 0; }
 int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, char *err, size_t errlen) {
@@ -552,6 +555,16 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
         c->n_fwd++;
     }
     return rc;
+}
+
+int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t errlen) {
+    if (c->nl <= 0 || sh->keep + sh->discard >= sh->n_past) return 0;   /* nothing moves (no RoPE table either) */
+    const hparams_t *hp = &c->hp;
+    size_t half = (size_t)hp->rot_dim / 2, row = (size_t)sh->discard * half;   /* discard < n_past <= n_ctx */
+    cuda_ops_kv_shift(c->kc, c->vc, c->kv_type, c->nl, (int64_t)c->n_seq * c->seq_stride, c->seq_stride, sh->seq,
+                      sh->keep, sh->discard, sh->n_past, hp->n_head_kv, hp->head_dim, hp->rot_dim, c->cs + row,
+                      c->sn + row, hp->rope_neox);
+    return cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
 }
 
 #endif

@@ -11,6 +11,7 @@
 #define TERN_CUDA_STAGE_H
 #include <stddef.h>
 #include "kernels/cuda/cuda_pick.h"
+#include "worker/kv_cache.h"
 #include "worker/shard.h"
 
 typedef struct cuda_stage cuda_stage_t;
@@ -35,6 +36,11 @@ int cuda_stage_forward(cuda_stage_t *c, float *h, int n, const int *seq, const i
 int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, const int *pos, int m, const int *rows,
                             float *logits, const cuda_pick_req_t *pick, const int32_t *pen, int n_pen,
                             cuda_pick_res_t *res, char *err, size_t errlen);
+/* The context shift sh (checked by the caller: kv_shift_check) in every layer of the device KV
+ * cache, as forward_shift does on the host: keys re-rotated by -discard (cos/sin of the stage's
+ * RoPE table row discard, sine negated: ops_rope_table's values at -discard), values moved. 0 or
+ * <0 on a device error (err). */
+int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t errlen);
 /* 1 when cuda_stage_forward_pick may be asked to pick (the stage has the head, and
  * TERN_CUDA_SAMPLE=1 was set when it was made: opt-in until the picks have run on a GPU) */
 int cuda_stage_picks(const cuda_stage_t *c);

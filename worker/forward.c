@@ -44,6 +44,7 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
         if (!(f->fused = tern_alloc(N * w * 4))) { forward_free(f); return err_set(err, errlen, TERN_ENOMEM, "out of memory for activations"); }
     }
     f->scores = tern_alloc((size_t)tpool_size(tp) * (size_t)n_ctx * OPS_ATTN_GROUP * 4);
+    f->rot = tern_alloc((size_t)tpool_size(tp) * (size_t)hp->head_dim * 4);
     size_t sb = 0;
     for (int i = 0; i < nl; i++) {
         for (int j = 0; j < LIN_COUNT; j++) sb = max_sz(sb, mat_scratch_bytes(&s->layers[i].lin[j], n_max));
@@ -54,7 +55,7 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
     f->scratch_bytes = sb;
     f->scratch = tern_alloc(sb ? sb : 64);
     if (!f->xn || !f->q || !f->k || !f->v || !f->att || !f->o || !f->g || !f->u || !f->hn || !f->scores ||
-        !f->scratch) {
+        !f->rot || !f->scratch) {
         forward_free(f);
         return err_set(err, errlen, TERN_ENOMEM, "out of memory for activations (%d tokens)", n_max);
     }
@@ -63,7 +64,7 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
 
 void forward_free(forward_t *f) {
     kv_cache_free(&f->kv);
-    void *bufs[] = {f->xn, f->q, f->k, f->v, f->att, f->o, f->g, f->u, f->hn, f->scores, f->scratch, f->fused};
+    void *bufs[] = {f->xn, f->q, f->k, f->v, f->att, f->o, f->g, f->u, f->hn, f->scores, f->scratch, f->fused, f->rot};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++) tern_free(bufs[i]);
     memset(f, 0, sizeof *f);
 }
@@ -179,6 +180,15 @@ void forward_layers(forward_t *f, float *h, int n, const int *seq, const int *po
             if (f->tick) f->tick(f->tick_ctx);
         }
     }
+}
+
+void forward_shift(forward_t *f, const kv_shift_t *sh) {
+    const hparams_t *hp = &f->s->hp;
+    float cs[512], sn[512];   /* rot_dim <= head_dim <= 1024 (ops_rope's bound) */
+    TERN_ASSERT(hp->rot_dim <= 1024);
+    ops_rope_table(cs, sn, hp->rot_dim, -sh->discard, hp->rope_base, NULL);
+    kv_rope_t r = {hp->head_dim, hp->rot_dim, hp->rope_neox, cs, sn};
+    kv_cache_shift(&f->kv, sh, &r, f->tp, f->rot);
 }
 
 void forward_logits(forward_t *f, const float *h, int m, const int *rows, float *logits) {

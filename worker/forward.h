@@ -23,6 +23,7 @@ typedef struct forward {
     float *hn;              /* (n_logits_max, n_embd) normed rows for the head */
     float *fused;           /* (n_max, max(qdim+2·kvdim, 2·n_ff)) output of a fused matmul, or NULL */
     float *scores;          /* (threads, n_ctx) attention scratch */
+    float *rot;             /* (threads, head_dim) context-shift scratch (kv_cache_shift) */
     void *scratch;          /* mat_mul scratch, max over the shard's mats */
     size_t scratch_bytes;
     void (*tick)(void *ctx); /* optional: called after every block (a worker answers heartbeats
@@ -37,6 +38,9 @@ void forward_free(forward_t *f);
 /* h (n, n_embd) in place through layers first..last. seq[i] (slot) and pos[i] (< n_ctx) per
  * token; within one call, tokens of a sequence must have increasing positions. */
 void forward_layers(forward_t *f, float *h, int n, const int *seq, const int *pos);
+/* The context shift sh (checked by the caller: kv_shift_check) in every layer of this shard's
+ * cache: keys re-rotated with the model's RoPE by -discard, values moved (kv_cache_shift). */
+void forward_shift(forward_t *f, const kv_shift_t *sh);
 /* logits (m, n_vocab) for rows rows[0..m) of h (n, n_embd): final norm + lm head; m <= n_logits_max */
 void forward_logits(forward_t *f, const float *h, int m, const int *rows, float *logits);
 

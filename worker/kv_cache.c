@@ -48,3 +48,62 @@ void kv_cache_store(kv_cache_t *kv, int il, int seq, int pos, const float *k, co
     ops_kv_put(kv->k + off, kv->type, k, kv->kv_dim);
     ops_kv_put(kv->v + off, kv->type, v, kv->kv_dim);
 }
+
+int kv_shift_check(const kv_shift_t *sh, int n, int n_seq, int n_ctx, char *err, size_t errlen) {
+    if (n < 0 || n > n_seq)
+        return err_set(err, errlen, TERN_EINVAL, "%d context shifts in one step for %d sequence slots", n, n_seq);
+    for (int i = 0; i < n; i++) {
+        const kv_shift_t *s = &sh[i];
+        const char *why = s->seq < 0 || s->seq >= n_seq                  ? "slot out of range"
+                          : s->keep < 0                                  ? "keep < 0"
+                          : s->discard <= 0                              ? "discard must be > 0"
+                          : (long)s->keep + s->discard > (long)s->n_past ? "keep + discard > n_past"
+                          : s->n_past > n_ctx                            ? "n_past > the context"
+                                                                         : NULL;
+        for (int j = 0; !why && j < i; j++)
+            if (sh[j].seq == s->seq) why = "a second shift of the same slot";
+        if (why)
+            return err_set(err, errlen, TERN_EINVAL,
+                           "context shift %d (slot %d, keep %d, discard %d, n_past %d; %d slots, ctx %d): %s", i, s->seq,
+                           s->keep, s->discard, s->n_past, n_seq, n_ctx, why);
+    }
+    return 0;
+}
+
+typedef struct shift_job {
+    kv_cache_t *kv;
+    const kv_shift_t *sh;
+    const kv_rope_t *r;
+    float *tmp;
+    int n_head;
+} shift_job_t;
+
+/* this thread's (layer, kv head) columns: each row's head read, rotated, written discard rows down */
+static void shift_cols(void *arg, int ith, int nth) {
+    const shift_job_t *a = arg;
+    kv_cache_t *kv = a->kv;
+    const kv_shift_t *s = a->sh;
+    const kv_rope_t *r = a->r;
+    const int hd = r->head_dim, t = kv->type;
+    const size_t hb = ops_kv_bytes(t, hd);
+    float *x = a->tmp + (size_t)ith * (size_t)hd;
+    long b, e;
+    tpool_split((long)kv->n_layer * a->n_head, ith, nth, 1, &b, &e);
+    for (long u = b; u < e; u++) {
+        int il = (int)(u / a->n_head), h = (int)(u % a->n_head);
+        size_t col = block_off(kv, il, s->seq) + (size_t)h * hb;
+        for (int p = s->keep + s->discard; p < s->n_past; p++) {
+            size_t src = col + (size_t)p * kv->row, dst = col + (size_t)(p - s->discard) * kv->row;
+            ops_kv_get(x, kv->k + src, t, hd);
+            ops_rope_apply(x, 1, hd, r->rot_dim, r->neox, r->cs, r->sn);
+            ops_kv_put(kv->k + dst, t, x, hd);
+            memcpy(kv->v + dst, kv->v + src, hb);
+        }
+    }
+}
+
+void kv_cache_shift(kv_cache_t *kv, const kv_shift_t *sh, const kv_rope_t *r, tpool_t *tp, float *tmp) {
+    shift_job_t job = {kv, sh, r, tmp, kv->kv_dim / r->head_dim};
+    if (sh->keep + sh->discard >= sh->n_past) return;   /* nothing moves */
+    tpool_run(tp, shift_cols, &job);
+}

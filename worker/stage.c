@@ -143,6 +143,15 @@ static void apply_allow(stage_t *st, int seq, float *l, int V) {
     st->allow_on[seq] = 0;
 }
 
+int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errlen) {
+    int rc = kv_shift_check(sh, n, st->cfg.n_seq, st->cfg.n_ctx, err, errlen);
+    for (int i = 0; rc >= 0 && i < n; i++) {
+        if (st->cuda) rc = cuda_stage_shift(st->cuda, &sh[i], err, errlen);
+        else forward_shift(&st->fwd, &sh[i]);
+    }
+    return rc;
+}
+
 int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
                const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen) {
     const stage_cfg_t *c = &st->cfg;

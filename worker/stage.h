@@ -72,6 +72,11 @@ void stage_seq_start(stage_t *st, int seq, const sampler_params_t *p);
  * distribution). Last stage only. 0, TERN_EINVAL (no head, bad slot or size) or TERN_ENOMEM. */
 int stage_seq_allow(stage_t *st, int seq, const uint8_t *bits, size_t nbytes);
 
+/* Context shifts before a step (llama.cpp's KV-cache shift; kv_cache.h): sh[0..n) are checked
+ * against this stage's slots and context (kv_shift_check: a bad one applies none), then applied
+ * in order to every layer of this stage, on the CPU or the GPU. 0, or <0 with err. */
+int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errlen);
+
 /* One step: h (n, n_embd) in place through the layers. tokens[i] (the input token id, used by the
  * last stage for the repetition-penalty history), seq[i], pos[i]; sample[i] != 0 asks the last
  * stage to sample after token i (at most n_logit_rows a step; several of one sequence are its

@@ -14,6 +14,7 @@
 #include "proto/curve.h"
 #include "worker/fetch.h"
 #include "worker/stage.h"
+#include <limits.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -62,6 +63,7 @@ typedef struct worker {
     int32_t *tok;
     uint8_t *smp;
     int cap_tokens;
+    kv_shift_t *shift;        /* (n_seq,) a step's context shifts, sized at LoadShard */
     /* messages that arrived during a long step (see worker_tick), handled after it in order */
     tp_msg_t stash[WL_STASH];
     int st_head, st_n;
@@ -268,6 +270,14 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     }
     w->st.fwd.tick = worker_tick;
     w->st.fwd.tick_ctx = w;
+    kv_shift_t *sh = realloc(w->shift, (size_t)c.n_seq * sizeof *sh);
+    if (!sh) {
+        stage_free(&w->st);
+        snprintf(msg, sizeof msg, "%s: out of memory for %d sequence slots", w->name, c.n_seq);
+        send_error(w, &rx->from, TERN_ENOMEM, 0, msg);
+        return;
+    }
+    w->shift = sh;
     uint64_t need = w->st.shard.weight_bytes + kv_cache_bytes_for(c.kv_type, c.last - c.first + 1, c.n_seq, c.n_ctx,
                                                                    w->st.fwd.kv.kv_dim);
     if (w->cfg->memory && need > w->cfg->memory) {
@@ -338,6 +348,22 @@ static void params_from_msg(sampler_params_t *p, const Tern__SamplingParams *m) 
     for (int i = 0; i < p->n_bias; i++) p->bias_id[i] = m->bias_ids[i], p->bias[i] = m->bias_values[i];
 }
 
+static int wire_int(uint32_t v) { return v > (uint32_t)INT_MAX ? INT_MAX : (int)v; }
+
+/* The step's context shifts, checked against this stage (a bad one: none applied, err says
+ * why) and applied to its layers before the step's tokens. 0 or <0. */
+static int apply_shifts(worker_t *w, const Tern__Forward *f, char *err, size_t errlen) {
+    if (!f->n_shift) return 0;
+    if (f->n_shift > (size_t)w->st.cfg.n_seq)
+        return err_set(err, errlen, TERN_EINVAL, "%zu context shifts in one step for %d sequence slots", f->n_shift,
+                       w->st.cfg.n_seq);
+    for (size_t i = 0; i < f->n_shift; i++) {
+        const Tern__KvShift *k = f->shift[i];
+        w->shift[i] = (kv_shift_t){wire_int(k->seq_id), wire_int(k->keep), wire_int(k->discard), wire_int(k->n_past)};
+    }
+    return stage_shift(&w->st, w->shift, (int)f->n_shift, err, errlen);
+}
+
 static void on_forward(worker_t *w, tp_msg_t *rx) {
     const Tern__Forward *f = rx->msg->forward;
     char err[512], msg[1200];
@@ -388,6 +414,12 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
             send_error(w, &w->coord, TERN_EPROTO, f->step_id, msg);
             return;
         }
+    }
+    int src = apply_shifts(w, f, err, sizeof err);
+    if (src < 0) {
+        snprintf(msg, sizeof msg, "%s: Forward step %llu: %s", w->name, (unsigned long long)f->step_id, err);
+        send_error(w, &w->coord, src, f->step_id, msg);
+        return;
     }
     int m = stage_step(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp, err, sizeof err);
     /* the last stage scores every step (none to score: it only resets its counts) */
@@ -513,6 +545,7 @@ static void worker_close(worker_t *w) {
     tern_free(w->h);
     free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
     free(w->tgt_lp);
+    free(w->shift);
     if (!w->cfg->embedded) tp_term();
 }
 

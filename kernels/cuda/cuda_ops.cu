@@ -143,6 +143,52 @@ extern "C" void cuda_ops_rope_kv(float *q, float *k, const float *v, int n, int 
                                          seq, seq_stride);
 }
 
+/* ---- context shift: block (kv head, layer) walks the slot's rows upwards: row p's head read as
+ * f32, rotated by -discard (rope_head with the sine negated: ops_rope_table's values at -discard),
+ * stored at row p - discard; its values copied there. Rows below p are never read again. */
+template <class P>
+__global__ void k_kv_shift(uint8_t *kc, uint8_t *vc, int64_t layer_stride, int64_t seq_stride, int seq, int keep,
+                           int discard, int n_past, int n_kv_heads, int hd, int half, const float *cs, const float *sn,
+                           int neox) {
+    extern __shared__ float shx[];   /* x (hd) | negated sine (half) */
+    float *x = shx, *ns = shx + hd;
+    int64_t kvd = (int64_t)n_kv_heads * hd;
+    int64_t col = (int64_t)blockIdx.y * layer_stride + (int64_t)seq * seq_stride + (int64_t)blockIdx.x * hd;
+    int64_t hb = P::bytes(hd);
+    for (int i = threadIdx.x; i < half; i += blockDim.x) ns[i] = -sn[i];
+    for (int p = keep + discard; p < n_past; p++) {
+        int64_t src = col + (int64_t)p * kvd, dst = src - (int64_t)discard * kvd;
+        __syncthreads();   /* ns written; the last row's x stored */
+        for (int d = threadIdx.x; d < hd; d += blockDim.x) x[d] = P::get(kc + P::bytes(src), d);
+        __syncthreads();
+        rope_head(x, half, cs, ns, neox);
+        __syncthreads();
+        kv_row_put<P>(kc + P::bytes(dst), x, hd);
+        const uint8_t *vs = vc + P::bytes(src);
+        uint8_t *vd = vc + P::bytes(dst);
+        for (int64_t i = threadIdx.x; i < hb; i += blockDim.x) vd[i] = vs[i];
+    }
+}
+
+extern "C" void cuda_ops_kv_shift(void *kc, void *vc, int kv_type, int n_layer, int64_t layer_stride,
+                                  int64_t seq_stride, int seq, int keep, int discard, int n_past, int n_kv_heads, int hd,
+                                  int rot_dim, const float *cs, const float *sn, int neox) {
+    if (n_layer <= 0 || keep + discard >= n_past) return;
+    dim3 grid((unsigned)n_kv_heads, (unsigned)n_layer);
+    size_t shm = (size_t)(hd + rot_dim / 2) * sizeof(float);
+    uint8_t *K = (uint8_t *)kc, *V = (uint8_t *)vc;
+    int half = rot_dim / 2;
+    if (kv_type == KV_Q8_0)
+        k_kv_shift<kvp_q8><<<grid, 64, shm>>>(K, V, layer_stride, seq_stride, seq, keep, discard, n_past, n_kv_heads, hd,
+                                              half, cs, sn, neox);
+    else if (kv_type == KV_F16)
+        k_kv_shift<kvp_f16><<<grid, 64, shm>>>(K, V, layer_stride, seq_stride, seq, keep, discard, n_past, n_kv_heads,
+                                               hd, half, cs, sn, neox);
+    else
+        k_kv_shift<kvp_f32><<<grid, 64, shm>>>(K, V, layer_stride, seq_stride, seq, keep, discard, n_past, n_kv_heads,
+                                               hd, half, cs, sn, neox);
+}
+
 /* ---- attention: block (head, token); the spec of ops_isa.h step by step ----------------------- */
 __device__ __forceinline__ float fold16(float *a) {
 #pragma unroll

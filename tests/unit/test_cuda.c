@@ -8,7 +8,12 @@
  * identical, also for a GPU+CPU split; the fused kernels of the default path equal the separate
  * ones bit for bit (each kernel, and whole-model logits with TERN_CUDA_FUSE=0); the device picks
  * (penalty, argmax, top-k: cuda_pick) equal the sampler's on hostile rows (ties, ±0, ±inf, NaN),
- * and seeded sampled runs with the GPU picking give the CPU stage's tokens. Without one those print "skipped: no CUDA device". */
+ * and seeded sampled runs with the GPU picking give the CPU stage's tokens; the context shift
+ * (cuda_ops_kv_shift) against kv_cache_shift on the same cache bytes (f32/f16/q8_0, NEOX and
+ * normal pairs, partial rotation: values and untouched rows byte for byte, keys within one
+ * rounding of the type, by design exact), and a tiny model that shifts mid-generation on the GPU
+ * against the CPU stage (logits within 1e-3, same tokens). Without one those print "skipped: no
+ * CUDA device". */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -29,6 +34,7 @@
 #include "kernels/ops.h"
 #include "kernels/quant.h"
 #include "worker/cuda_stage.h"
+#include "worker/kv_cache.h"
 #include "worker/sampler.h"
 #include "worker/stage.h"
 #if defined(TERN_HAVE_CUDA)
@@ -730,11 +736,76 @@ static void test_gpu_pick(void **state) {
         }
     }
 }
+
+/* the context shift: cuda_ops_kv_shift against kv_cache_shift (the CPU's) on the same bytes */
+static void kv_shift_case(int type, int neox, int rot) {
+    const int L = 2, S = 3, C = 40, hd = 64, nkv = 2, kvd = nkv * hd;
+    const float base = 500000.0f;
+    const kv_shift_t sh = {1, 5, 7, 31};
+    char err[256];
+    kv_cache_t kv;
+    assert_int_equal(kv_cache_init(&kv, type, L, S, C, kvd, err, sizeof err), 0);
+    float *x = malloc((size_t)kvd * 4), *y = malloc((size_t)kvd * 4);
+    for (int l = 0; l < L; l++)
+        for (int sq = 0; sq < S; sq++)
+            for (int p = 0; p < C; p++) {
+                rand_f32(x, kvd, 2.0f);
+                rand_f32(y, kvd, 1.0f);
+                kv_cache_store(&kv, l, sq, p, x, y);
+            }
+    size_t half = kv_cache_bytes_for(type, L, S, C, kvd) / 2;
+    void *dk = dup_to_dev(kv.k, half), *dv = dup_to_dev(kv.v, half);
+    /* the stage's table row `discard` (cuda_stage.c rope_upload's arithmetic) */
+    float tc[64], ts[64];
+    const float theta_scale = powf(base, -2.0f / (float)rot);
+    float theta = (float)sh.discard;
+    for (int i = 0; i < rot / 2; i++) tc[i] = cosf(theta), ts[i] = sinf(theta), theta *= theta_scale;
+    float *dcs = dup_to_dev(tc, sizeof tc), *dsn = dup_to_dev(ts, sizeof ts);
+    cuda_ops_kv_shift(dk, dv, type, L, (int64_t)S * C * kvd, (int64_t)C * kvd, sh.seq, sh.keep, sh.discard, sh.n_past, nkv,
+                      hd, rot, dcs, dsn, neox);
+    uint8_t *gk = malloc(half), *gv = malloc(half);
+    from_dev(gk, dk, half);
+    from_dev(gv, dv, half);
+    float cs[64], sn[64], *tmp = malloc((size_t)hd * 4);
+    ops_rope_table(cs, sn, rot, -sh.discard, base, NULL);
+    kv_rope_t r = {hd, rot, neox, cs, sn};
+    kv_cache_shift(&kv, &sh, &r, NULL, tmp);
+    if (memcmp(gv, kv.v, half)) fail_msg("kv shift type %d: values differ from the CPU's", type);
+    for (size_t o = 0; o < half; o += kv.row) {
+        int p = (int)(o / kv.row % (size_t)C);
+        int moved = (int)(o / kv.row / (size_t)C % (size_t)S) == sh.seq && p >= sh.keep && p < sh.n_past - sh.discard;
+        if (!moved) {
+            if (memcmp(gk + o, kv.k + o, kv.row)) fail_msg("kv shift type %d: row %zu changed", type, o / kv.row);
+            continue;
+        }
+        ops_kv_get(x, gk + o, type, kvd);
+        ops_kv_get(y, kv.k + o, type, kvd);
+        double amax = 0;
+        for (int j = 0; j < kvd; j++) amax = fmax(amax, fabs(y[j]));
+        double tol = type == KV_F32 ? 1e-5 * amax : type == KV_F16 ? amax / 1024 : amax / 127;
+        for (int j = 0; j < kvd; j++)
+            if (fabs(x[j] - y[j]) > tol)
+                fail_msg("kv shift type %d neox %d rot %d: row %zu dim %d: gpu %.9g cpu %.9g", type, neox, rot,
+                         o / kv.row, j, x[j], y[j]);
+    }
+    cuda_rt_free(dk); cuda_rt_free(dv); cuda_rt_free(dcs); cuda_rt_free(dsn);
+    free(x); free(y); free(gk); free(gv); free(tmp);
+    kv_cache_free(&kv);
+}
+
+static void test_gpu_kv_shift(void **state) {
+    (void)state;
+    NEED_GPU();
+    for (int type = 0; type <= KV_Q8_0; type++)
+        for (int neox = 0; neox < 2; neox++)
+            for (int rot = 32; rot <= 64; rot += 32) kv_shift_case(type, neox, rot);
+}
 #endif
 
 /* One prompt (9 tokens) then 8 greedy steps through a CPU stage list and a GPU one; the next
  * input is the embedding row of the sampled token. Logits of every sampled row compared. */
 typedef struct run_out { int32_t tok[16]; int ntok; float *logits; double score[8]; } run_out_t;
+static int g_run_shift;   /* 1: run() shifts slot 0 ({keep 2, discard 3}) before its 5th step, in every stage */
 
 static void embed(const gguf_t *g, int tok, int E, float *h) {
     const gguf_tensor_t *t = gguf_find_tensor(g, "token_embd.weight");
@@ -767,6 +838,12 @@ static void run(const gguf_t *g, stage_t *st, int nst, run_out_t *out, const sam
         int32_t ot;
         float lp;
         int rc = 0;
+        if (g_run_shift && s == 5) {
+            kv_shift_t sh = {0, 2, 3, pos[0]};
+            for (int k = 0; k < nst && rc >= 0; k++) rc = stage_shift(&st[k], &sh, 1, err, sizeof err);
+            if (rc < 0) fail_msg("stage_shift: %s", err);
+            pos[0] -= sh.discard;
+        }
         for (int k = 0; k < nst && rc >= 0; k++) rc = stage_step(&st[k], h, n, toks, seq, pos, smp, &ot, &lp, err, sizeof err);
         if (rc < 0) fail_msg("stage_step: %s", err);
         assert_int_equal(rc, 1);
@@ -909,6 +986,52 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
     gguf_close(&g);
 }
 
+/* a shift mid-generation: the GPU stage (and a GPU+CPU split) against the CPU stage, every cache type */
+static void gpu_model_shift(const char *arch, const char *type, const char *head) {
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, arch, type, head);
+    make_model(path, arch, type, head);
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    g_run_shift = 1;
+    for (int kt = 0; kt <= KV_Q8_0; kt++) {
+        stage_cfg_t c = model_cfg(STAGE_DEV_CPU, kt);
+        stage_t cpu[1], gpu[1], mix[2];
+        assert_int_equal(stage_init(&cpu[0], g, &c, NULL, err, sizeof err), 0);
+        c.device = STAGE_DEV_CUDA;
+        if (stage_init(&gpu[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage: %s", err);
+        c.last = 0, c.has_head = 0;
+        if (stage_init(&mix[0], g, &c, NULL, err, sizeof err) < 0) fail_msg("gpu stage 0-0: %s", err);
+        c.device = STAGE_DEV_CPU, c.first = c.last = 1, c.has_head = 1;
+        assert_int_equal(stage_init(&mix[1], g, &c, NULL, err, sizeof err), 0);
+        run_out_t a, b, m;
+        run(g, cpu, 1, &a, NULL);
+        run(g, gpu, 1, &b, NULL);
+        run(g, mix, 2, &m, NULL);
+        int V = cpu[0].shard.hp.n_vocab;
+        for (int s = 0; s < a.ntok; s++) {
+            double eb = max_rel(b.logits + (size_t)s * V, a.logits + (size_t)s * V, V);
+            double em = max_rel(m.logits + (size_t)s * V, a.logits + (size_t)s * V, V);
+            printf("%s kv %d shifted, step %d: token cpu %d gpu %d split %d, max rel logit err gpu %.3g split %.3g\n",
+                   arch, kt, s, a.tok[s], b.tok[s], m.tok[s], eb, em);
+            assert_true(eb <= 1e-3 && em <= 1e-3);
+            assert_int_equal(a.tok[s], b.tok[s]);
+            assert_int_equal(a.tok[s], m.tok[s]);
+        }
+        free(a.logits); free(b.logits); free(m.logits);
+        stage_free(&cpu[0]); stage_free(&gpu[0]); stage_free(&mix[0]); stage_free(&mix[1]);
+    }
+    g_run_shift = 0;
+    gguf_close(&g);
+}
+
+static void test_gpu_model_shift(void **state) {
+    (void)state;
+    NEED_GPU();
+    gpu_model_shift("bitnet-b1.58", "i2_s", "f16");   /* NEOX */
+    gpu_model_shift("llama", "tq2_0", "q8_0");        /* normal pairs */
+}
+
 static void test_gpu_model_b158(void **state) { (void)state; NEED_GPU(); gpu_model("bitnet-b1.58", "i2_s", "f16"); }
 static void test_gpu_model_llama(void **state) { (void)state; NEED_GPU(); gpu_model("llama", "tq2_0", "q8_0"); }
 static void test_gpu_model_bitnet_tq1(void **state) { (void)state; NEED_GPU(); gpu_model("bitnet", "tq1_0", "f16"); }
@@ -931,10 +1054,12 @@ int main(void) {
         cmocka_unit_test(test_gpu_ops),
         cmocka_unit_test(test_gpu_fused),
         cmocka_unit_test(test_gpu_pick),
+        cmocka_unit_test(test_gpu_kv_shift),
 #endif
         cmocka_unit_test(test_gpu_model_b158),
         cmocka_unit_test(test_gpu_model_llama),
         cmocka_unit_test(test_gpu_model_bitnet_tq1),
+        cmocka_unit_test(test_gpu_model_shift),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

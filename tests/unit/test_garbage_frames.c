@@ -2,9 +2,12 @@
  * thousands of hostile messages from a raw ZeroMQ DEALER — random bytes, random multi-part
  * messages, truncated protobuf envelopes, valid envelopes whose declared sizes do not match
  * their frames, wrong versions, LoadShard and Forward with impossible layer ranges, sequence
- * ids, positions and token ids — before, right after and during real cluster runs. The worker
- * must stay alive and a proper coordinator (`tern run --workers EP`) must still get exactly the
- * tokens of one process. A peer without the right CURVE key: tests/integration/curve.sh. */
+ * ids, positions, token ids and context shifts — before, right after and during real cluster
+ * runs. The worker must stay alive and a proper coordinator (`tern run --workers EP`) must still
+ * get exactly the tokens of one process. Hostile context shifts (slot out of range, discard 0,
+ * n_past past the context, keep + discard > n_past, a slot twice, more than the slots) sent as a
+ * coordinator that loaded the shard each get an Error naming the problem, and a good one after
+ * them is served. A peer without the right CURVE key: tests/integration/curve.sh. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -20,6 +23,7 @@
 #include <unistd.h>
 #include <zmq.h>
 #include <cmocka.h>
+#include "core/model_id.h"
 #include "proto/transport.h"
 
 #define N_GARBAGE 3000            /* per phase */
@@ -242,6 +246,18 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
         sp.bias_ids = bid, sp.bias_values = bval;
         ss.seq_id = seq[0], ss.params = &sp, ssp[0] = &ss;
         f.n_sampling = rnd() % 3 ? 0 : 1, f.sampling = ssp;
+        /* context shifts: small or absurd slots and ranges, sometimes a slot twice */
+        static Tern__KvShift ks[5];
+        static Tern__KvShift *ksp[5];
+        f.n_shift = rnd() % 3 ? 0 : 1 + rnd() % 5, f.shift = ksp;
+        for (size_t i = 0; i < f.n_shift; i++) {
+            tern__kv_shift__init(&ks[i]);
+            ks[i].seq_id = (uint32_t)(rnd() % 3 ? rnd() % 4 : rnd());
+            ks[i].keep = (uint32_t)(rnd() % 3 ? rnd() % 16 : rnd());
+            ks[i].discard = (uint32_t)(rnd() % 3 ? rnd() % 16 : rnd());
+            ks[i].n_past = (uint32_t)(rnd() % 3 ? rnd() % 80 : rnd());
+            ksp[i] = &ks[i];
+        }
         if (variant == 2) {
             /* the tiny model's hidden size is 256: mostly right, so the values get checked */
             f.hidden_size = rnd() % 4 ? 256 : (uint32_t)(rnd() % 3 ? 64 : rnd());
@@ -363,9 +379,132 @@ static void test_garbage_leaves_worker_serving(void **st) {
     cluster_run_equals_ref("after all the garbage");
 }
 
+/* ---- hostile context shifts, as the coordinator of the worker ----------------------------- */
+
+static void send_msg(sender_t *s, Tern__Msg *m, const void *tensor, size_t tb) {
+    static uint8_t env[1 << 16];
+    m->version = TERN_PROTO_VERSION;
+    m->tensor_bytes = tb;
+    size_t n = tern__msg__pack(m, env);
+    assert_true(n < sizeof env);
+    assert_true(zmq_send(s->sock, env, n, tb ? ZMQ_SNDMORE : 0) >= 0);
+    if (tb) assert_true(zmq_send(s->sock, tensor, tb, 0) >= 0);
+}
+
+static Tern__Msg *g_last;   /* reply()'s last answer */
+static void reply_free(void) {
+    if (g_last) tern__msg__free_unpacked(g_last, NULL);
+    g_last = NULL;
+}
+
+/* the next reply of the worker's other than a Heartbeat (NULL after 10 s); frees the last one */
+static Tern__Msg *reply(sender_t *s) {
+    reply_free();
+    Tern__Msg *last = NULL;
+    for (int tries = 0; tries < 100 && !last; tries++) {
+        zmq_msg_t m;
+        zmq_msg_init(&m);
+        int t = 100;
+        zmq_setsockopt(s->sock, ZMQ_RCVTIMEO, &t, sizeof t);
+        if (zmq_msg_recv(&m, s->sock, 0) < 0) { zmq_msg_close(&m); continue; }
+        int more = zmq_msg_more(&m);
+        last = tern__msg__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
+        zmq_msg_close(&m);
+        while (more) {   /* a tensor frame (none expected here) */
+            zmq_msg_init(&m);
+            zmq_msg_recv(&m, s->sock, 0);
+            more = zmq_msg_more(&m);
+            zmq_msg_close(&m);
+        }
+        if (last && last->body_case == TERN__MSG__BODY_HEARTBEAT) tern__msg__free_unpacked(last, NULL), last = NULL;
+    }
+    return g_last = last;
+}
+
+static void test_hostile_shifts(void **st) {
+    (void)st;
+    if (g_worker <= 0) start_worker();
+    sender_t s;
+    sender_open(&s, g_ep);
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Hello h = TERN__HELLO__INIT;
+    h.proto_version = TERN_PROTO_VERSION, h.node_name = "garbage", h.role = TERN__ROLE__ROLE_COORDINATOR;
+    m.body_case = TERN__MSG__BODY_HELLO, m.hello = &h;
+    send_msg(&s, &m, NULL, 0);
+    Tern__Msg *r = reply(&s);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, TERN__MSG__BODY_HELLO);
+    char hash[MODEL_ID_HASH_LEN], err[256];
+    Tern__ModelId mid = TERN__MODEL_ID__INIT;
+    assert_int_equal(model_id_compute(g_model, &mid.size, hash, err, sizeof err), 0);
+    mid.hash = hash, mid.name = "m.gguf";
+    Tern__LoadShard ls = TERN__LOAD_SHARD__INIT;
+    ls.model = &mid, ls.first_layer = 0, ls.last_layer = 2, ls.has_embedding = 1, ls.is_last = 1;
+    ls.ctx = 64, ls.max_seqs = 2, ls.max_batch_tokens = 8, ls.next_endpoint = "";
+    m.body_case = TERN__MSG__BODY_LOAD_SHARD, m.load_shard = &ls;
+    send_msg(&s, &m, NULL, 0);
+    r = reply(&s);
+    assert_non_null(r);
+    if (r->body_case != TERN__MSG__BODY_SHARD_READY)
+        fail_msg("LoadShard answered with %s: %s", tp_body_name(r->body_case),
+                 r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+    /* one token at position 10 of slot 1, after a shift */
+    static float hid[256];
+    for (int i = 0; i < 256; i++) hid[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
+    uint32_t seq = 1, pos = 10;
+    int32_t tok = 5;
+    protobuf_c_boolean smp = 1;
+    Tern__Forward f = TERN__FORWARD__INIT;
+    f.n_tokens = 1, f.n_seq_ids = 1, f.seq_ids = &seq, f.n_positions = 1, f.positions = &pos;
+    f.n_token_ids = 1, f.token_ids = &tok, f.n_sample = 1, f.sample = &smp, f.hidden_size = 256;
+    static const struct { uint32_t sh[3][4]; int n; const char *why; } cases[] = {
+        {{{2, 0, 4, 20}}, 1, "slot out of range"},
+        {{{4000000000u, 0, 4, 20}}, 1, "slot out of range"},
+        {{{1, 0, 0, 20}}, 1, "discard must be > 0"},
+        {{{1, 0, 4, 65}}, 1, "n_past > the context"},
+        {{{1, 0, 4, 4000000000u}}, 1, "n_past > the context"},
+        {{{1, 18, 4, 20}}, 1, "keep + discard > n_past"},
+        {{{1, 4000000000u, 4000000000u, 20}}, 1, "keep + discard > n_past"},
+        {{{1, 0, 4, 20}, {1, 2, 3, 20}}, 2, "a second shift of the same slot"},
+        {{{0, 0, 4, 20}, {1, 0, 4, 20}, {0, 1, 1, 2}}, 3, "3 context shifts in one step for 2 sequence slots"},
+    };
+    Tern__KvShift ks[3], *ksp[3];
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        for (int i = 0; i < cases[c].n; i++) {
+            tern__kv_shift__init(&ks[i]);
+            ks[i].seq_id = cases[c].sh[i][0], ks[i].keep = cases[c].sh[i][1];
+            ks[i].discard = cases[c].sh[i][2], ks[i].n_past = cases[c].sh[i][3];
+            ksp[i] = &ks[i];
+        }
+        f.step_id = 100 + c, f.n_shift = (size_t)cases[c].n, f.shift = ksp;
+        m.body_case = TERN__MSG__BODY_FORWARD, m.forward = &f;
+        send_msg(&s, &m, hid, sizeof hid);
+        r = reply(&s);
+        if (!r || r->body_case != TERN__MSG__BODY_ERROR || r->error->step_id != f.step_id ||
+            !strstr(r->error->message, cases[c].why))
+            fail_msg("hostile shift %zu: expected an Error '%s', got %s '%s'", c, cases[c].why,
+                     r ? tp_body_name(r->body_case) : "nothing",
+                     r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+        if (!worker_alive()) fail_msg("worker died on hostile shift %zu (see %s/worker.log)", c, g_tmp);
+    }
+    /* a good one is served */
+    tern__kv_shift__init(&ks[0]);
+    ks[0].seq_id = 1, ks[0].keep = 2, ks[0].discard = 3, ks[0].n_past = 13;
+    f.step_id = 200, f.n_shift = 1;
+    send_msg(&s, &m, hid, sizeof hid);
+    r = reply(&s);
+    if (!r || r->body_case != TERN__MSG__BODY_SAMPLED || r->sampled->step_id != 200 || r->sampled->n_token_ids != 1)
+        fail_msg("good shift: expected Sampled, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
+                 r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+    reply_free();
+    sender_close(&s);
+    if (g_ref[0]) cluster_run_equals_ref("after hostile shifts");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_garbage_leaves_worker_serving),
+        cmocka_unit_test(test_hostile_shifts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
