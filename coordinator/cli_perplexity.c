@@ -6,25 +6,46 @@
  * as teacher-forced targets and the last stage sends back log p(target) only, so logits never
  * cross the network. Steps are kept in flight so a pipeline of stages works on several micro-
  * batches at once (every stage takes steps in order, so a chunk may reuse slot 0 while the one
- * before is still in a later stage). Not here: KLD, HellaSwag. */
+ * before is still in a later stage).
+ * KL divergence (--kl-divergence-base FILE, llama.cpp's file, kld.h): the scored positions are
+ * sampled (greedy) with step_t.out_logits instead, so the last stage returns their whole logit
+ * rows (at most PPL_ROWS a step), which are packed into FILE or compared with it, step by step.
+ * Not here: HellaSwag, Winogrande. */
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
+#include "coordinator/kld.h"
 #include "coordinator/tokenizer.h"
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "worker/stage.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #define PPL_INFLIGHT 8
+#define PPL_ROWS STAGE_SCORE_ROWS   /* sampled rows a step may have: the last stage's n_logit_rows >= this */
+
+enum { PPL_PLAIN, PPL_KLD_SAVE, PPL_KLD_COMPARE };
+
+typedef struct ppl_kld {   /* --kl-divergence-base */
+    int mode;
+    const char *path;
+    FILE *f;
+    kld_header_t h;
+    uint16_t *rows;        /* (PPL_ROWS, kld_row_len(n_vocab)) one step's rows of the file */
+    kld_stats_t st;
+} ppl_kld_t;
 
 typedef struct ppl_step {
     step_t s;
     int chunk;            /* which chunk this micro-batch belongs to */
     int last_of_chunk;    /* 1: the chunk's estimate can be printed when it is done */
+    int32_t *tgt;         /* (n_batch,) s.target's buffer (plain) */
+    int n_rows;           /* KLD: sampled rows, and the token that followed each */
+    int32_t *row_tgt;
 } ppl_step_t;
 
 static void ppl_steps_free(ppl_step_t *ps, int n) {
@@ -33,15 +54,18 @@ static void ppl_steps_free(ppl_step_t *ps, int n) {
         free(ps[i].s.seq);
         free(ps[i].s.pos);
         free(ps[i].s.sample);
-        free((void *)ps[i].s.target);
+        free(ps[i].tgt);
         free(ps[i].s.out_target_lp);
         free(ps[i].s.out_tok);
         free(ps[i].s.out_lp);
+        free(ps[i].s.out_logits);
+        free(ps[i].row_tgt);
         tern_free(ps[i].s.h);
     }
 }
 
-static int ppl_steps_alloc(ppl_step_t *ps, int n, int nb, int n_embd) {
+/* n steps of nb tokens; n_vocab > 0: with room for PPL_ROWS rows of logits each (KLD) */
+static int ppl_steps_alloc(ppl_step_t *ps, int n, int nb, int n_embd, int n_vocab) {
     int ok = 1;
     memset(ps, 0, (size_t)n * sizeof *ps);
     for (int i = 0; i < n; i++) {
@@ -50,13 +74,15 @@ static int ppl_steps_alloc(ppl_step_t *ps, int n, int nb, int n_embd) {
         s->seq = calloc((size_t)nb, sizeof(int));
         s->pos = malloc((size_t)nb * sizeof(int));
         s->sample = calloc((size_t)nb, 1);
-        s->target = malloc((size_t)nb * sizeof(int32_t));
+        ps[i].tgt = malloc((size_t)nb * sizeof(int32_t));
         s->out_target_lp = malloc((size_t)nb * sizeof(double));
-        s->out_tok = malloc(sizeof(int32_t));
-        s->out_lp = malloc(sizeof(float));
+        s->out_tok = malloc(PPL_ROWS * sizeof(int32_t));
+        s->out_lp = malloc(PPL_ROWS * sizeof(float));
         s->h = tern_alloc((size_t)nb * (size_t)n_embd * sizeof(float));
-        ok = ok && s->tokens && s->seq && s->pos && s->sample && s->target && s->out_target_lp && s->out_tok &&
-             s->out_lp && s->h;
+        ps[i].row_tgt = malloc(PPL_ROWS * sizeof(int32_t));
+        if (n_vocab > 0) ok = ok && (s->out_logits = malloc((size_t)PPL_ROWS * (size_t)n_vocab * sizeof(float)));
+        ok = ok && s->tokens && s->seq && s->pos && s->sample && ps[i].tgt && s->out_target_lp && s->out_tok &&
+             s->out_lp && s->h && ps[i].row_tgt;
     }
     return ok ? 0 : TERN_ENOMEM;
 }
@@ -101,18 +127,23 @@ static int tokenize_all(tokenizer_t *tok, const char *text, size_t len, int32_t 
     return err_set(err, errlen, TERN_EINVAL, "cannot tokenize the text");
 }
 
-/* Fills step ps for tokens [b0, b0 + k) of chunk c (its first token BOS when add_bos). */
+/* Fills step ps for tokens [b0, b0 + k) of chunk c (its first token BOS when add_bos). Plain: the
+ * scored tokens as targets; kld: sampled instead (their logits come back), targets in row_tgt. */
 static int ppl_fill(tern_model *m, ppl_step_t *ps, const int32_t *chunk, int c, int b0, int k, int n_ctx, int bos,
-                    char *err, size_t errlen) {
+                    int kld, char *err, size_t errlen) {
     step_t *s = &ps->s;
-    int32_t *tgt = (int32_t *)s->target;
+    int32_t *tgt = ps->tgt;
     const int first = n_ctx / 2;
+    ps->n_rows = 0;
     for (int i = 0; i < k; i++) {
-        int j = b0 + i;
+        int j = b0 + i, scored = j >= first && j < n_ctx - 1;
         s->tokens[i] = j == 0 && bos >= 0 ? bos : chunk[j];
         s->pos[i] = j;
-        tgt[i] = j >= first && j < n_ctx - 1 ? chunk[j + 1] : -1;
+        tgt[i] = scored && !kld ? chunk[j + 1] : -1;
+        s->sample[i] = (uint8_t)(scored && kld);
+        if (scored && kld) ps->row_tgt[ps->n_rows++] = chunk[j + 1];
     }
+    s->target = kld ? NULL : tgt;   /* kld: no teacher forcing */
     s->n = k;
     if (embed_lookup(&m->emb, s->tokens, k, s->h) < 0)
         return err_set(err, errlen, TERN_EINVAL, "token id outside the vocabulary");
@@ -121,30 +152,96 @@ static int ppl_fill(tern_model *m, ppl_step_t *ps, const int32_t *chunk, int c, 
     return 0;
 }
 
-static int ppl_run(tern_model *m, int32_t *toks, int n_tok, int n_ctx, int n_batch, int n_chunks_max, char *err,
-                   size_t errlen) {
+/* Where each step of a chunk starts (starts[0..n], starts[n] = n_ctx); returns n. Steps of
+ * n_batch tokens; kld: also at most PPL_ROWS scored positions a step. */
+static int ppl_plan(int n_ctx, int n_batch, int kld, int *starts) {
+    int n = 0, first = n_ctx / 2;
+    for (int b0 = 0; b0 < n_ctx; n++) {
+        starts[n] = b0;
+        int k = n_ctx - b0 < n_batch ? n_ctx - b0 : n_batch;
+        int lo = b0 > first ? b0 : first, hi = b0 + k < n_ctx - 1 ? b0 + k : n_ctx - 1;
+        if (kld && hi - lo > PPL_ROWS) k = lo + PPL_ROWS - b0;
+        b0 += k;
+    }
+    starts[n] = n_ctx;
+    return n;
+}
+
+/* A finished step's rows (kld): packed into the base file (nll, nll2: the running sums of
+ * -log p(target)), or compared with the file's (kd->st). */
+static int ppl_rows(ppl_kld_t *kd, ppl_step_t *p, int n_vocab, double *nll, double *nll2, char *err, size_t errlen) {
+    const step_t *s = &p->s;
+    if (s->n_out != p->n_rows)
+        return err_set(err, errlen, TERN_EPROTO, "the pipeline returned %d rows of logits, expected %d", s->n_out,
+                       p->n_rows);
+    size_t len = kld_row_len(n_vocab);
+    if (kd->mode == PPL_KLD_COMPARE) {
+        char why[300];
+        int rc = kld_read_rows(kd->f, n_vocab, p->n_rows, kd->rows, why, sizeof why);
+        if (rc < 0) return err_set(err, errlen, rc, "%s: chunk %d: %s", kd->path, p->chunk + 1, why);
+    }
+    for (int r = 0; r < p->n_rows; r++) {
+        const float *l = s->out_logits + (size_t)r * (size_t)n_vocab;
+        uint16_t *row = kd->rows + (size_t)r * len;
+        if (kd->mode == PPL_KLD_SAVE) {
+            double v = kld_row_pack(l, n_vocab, p->row_tgt[r], row);
+            *nll += v, *nll2 += v * v;
+        } else if (kld_stats_add(&kd->st, l, n_vocab, row, p->row_tgt[r]) < 0) {
+            return err_set(err, errlen, TERN_ENOMEM, "out of memory for the statistics");
+        }
+    }
+    if (kd->mode == PPL_KLD_SAVE && fwrite(kd->rows, len * sizeof *kd->rows, (size_t)p->n_rows, kd->f) != (size_t)p->n_rows)
+        return err_set(err, errlen, TERN_EIO, "cannot write the KL-divergence base file");
+    return 0;
+}
+
+static void ppl_chunk_done(ppl_kld_t *kd, int chunk, double nll, long count) {
+    if (kd->mode != PPL_KLD_COMPARE) {
+        printf("[%d]%.4lf,", chunk + 1, exp(nll / count));
+    } else {
+        if (chunk == 0) kld_stats_print_head(stdout);
+        kld_stats_print_chunk(stdout, &kd->st, chunk + 1);
+    }
+    fflush(stdout);
+}
+
+static int ppl_run(tern_model *m, ppl_kld_t *kd, int32_t *toks, int n_tok, int n_ctx, int n_batch, int n_chunks_max,
+                   char *err, size_t errlen) {
     int n_chunk = n_tok / n_ctx;
     if (n_chunks_max > 0 && n_chunks_max < n_chunk) n_chunk = n_chunks_max;
     int bos = tokenizer_add_bos(m->tok) ? tokenizer_bos(m->tok) : -1;
-    const int first = n_ctx / 2, per_chunk = (n_ctx + n_batch - 1) / n_batch;
+    const int kld = kd->mode != PPL_PLAIN, first = n_ctx / 2, V = m->pl->n_vocab;
+    int *starts = malloc(((size_t)n_ctx + 1) * sizeof *starts);
+    if (!starts) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    const int per_chunk = ppl_plan(n_ctx, n_batch, kld, starts);
     int inflight = m->pl->max_inflight < 1 ? 1 : m->pl->max_inflight > PPL_INFLIGHT ? PPL_INFLIGHT : m->pl->max_inflight;
     fprintf(stderr, "perplexity: %d tokens, %d chunks of %d, batch %d, scoring tokens [%d, %d) of each\n", n_tok,
             n_chunk, n_ctx, n_batch, first + 1, n_ctx);
     ppl_step_t ps[PPL_INFLIGHT];
-    if (ppl_steps_alloc(ps, inflight, n_batch, m->hp.n_embd) < 0) {
-        ppl_steps_free(ps, inflight);
-        return err_set(err, errlen, TERN_ENOMEM, "out of memory for %d steps of %d tokens", inflight, n_batch);
+    int rc = 0;
+    if (ppl_steps_alloc(ps, inflight, n_batch, m->hp.n_embd, kld ? V : 0) < 0 ||
+        (kld && !(kd->rows = malloc((size_t)PPL_ROWS * kld_row_len(V) * sizeof *kd->rows))))
+        rc = err_set(err, errlen, TERN_ENOMEM, "out of memory for %d steps of %d tokens", inflight, n_batch);
+    if (rc == 0 && kd->mode == PPL_KLD_SAVE) {
+        kd->h = (kld_header_t){n_ctx, V, n_chunk};
+        rc = kld_write_header(kd->f, &kd->h, toks, err, errlen);
+    }
+    if (rc == 0 && kld) {   /* the scored rows are sampled: greedy, no penalty (their logits come back raw) */
+        sampler_params_t sp;
+        sampler_params_default(&sp);
+        sp.temp = 0;
+        rc = m->pl->ops->seq_start(m->pl, 0, &sp);
+        if (rc < 0) err_set(err, errlen, rc, "cannot start the sequence slot");
     }
     double nll = 0, nll2 = 0, t0 = time_now();
     long count = 0;
-    int rc = 0, next = 0, done = 0, total = n_chunk * per_chunk, head = 0, queued = 0;
+    int next = 0, done = 0, total = n_chunk * per_chunk, head = 0, queued = 0;
     uint64_t id = 1;
     while (rc == 0 && done < total) {
         while (rc == 0 && next < total && queued < inflight) {   /* keep the stages busy */
             ppl_step_t *p = &ps[(head + queued) % inflight];
-            int c = next / per_chunk, b0 = (next % per_chunk) * n_batch;
-            int k = n_ctx - b0 < n_batch ? n_ctx - b0 : n_batch;
-            if ((rc = ppl_fill(m, p, toks + (size_t)c * n_ctx, c, b0, k, n_ctx, bos, err, errlen)) < 0) break;
+            int c = next / per_chunk, b0 = starts[next % per_chunk], k = starts[next % per_chunk + 1] - b0;
+            if ((rc = ppl_fill(m, p, toks + (size_t)c * n_ctx, c, b0, k, n_ctx, bos, kld, err, errlen)) < 0) break;
             p->s.id = id++;
             if ((rc = m->pl->ops->submit(m->pl, &p->s)) < 0) {
                 rc = err_set(err, errlen, rc, "%s", p->s.err[0] ? p->s.err : "the pipeline refused a step");
@@ -157,28 +254,54 @@ static int ppl_run(tern_model *m, int32_t *toks, int n_tok, int n_ctx, int n_bat
         step_t *got = m->pl->ops->wait(m->pl, -1);
         if (got != &p->s) { rc = err_set(err, errlen, TERN_EIO, "the pipeline lost a step"); break; }
         if (got->rc < 0) { rc = err_set(err, errlen, got->rc, "%s", got->err); break; }
-        for (int i = 0; i < got->n_scored; i++) {
-            double v = -got->out_target_lp[i];
-            nll += v;
-            nll2 += v * v;
-        }
-        count += got->n_scored;
         head = (head + 1) % inflight, queued--, done++;
+        if (kld) {
+            if ((rc = ppl_rows(kd, p, V, &nll, &nll2, err, errlen)) < 0) break;
+            count += p->n_rows;
+        } else {
+            for (int i = 0; i < got->n_scored; i++) {
+                double v = -got->out_target_lp[i];
+                nll += v;
+                nll2 += v * v;
+            }
+            count += got->n_scored;
+        }
         if (p->last_of_chunk) {
             if (p->chunk == 0)
                 fprintf(stderr, "perplexity: %.2f seconds per pass - ETA %.2f minutes\n", time_now() - t0,
                         (time_now() - t0) * n_chunk / 60);
-            printf("[%d]%.4lf,", p->chunk + 1, exp(nll / count));
-            fflush(stdout);
+            ppl_chunk_done(kd, p->chunk, nll, count);
         }
     }
     while (queued-- > 0) m->pl->ops->wait(m->pl, -1);   /* after an error: collect what is still out */
     ppl_steps_free(ps, inflight);
+    free(starts);
     if (rc < 0) return rc;
     printf("\n");
+    if (kd->mode == PPL_KLD_COMPARE) {
+        kld_stats_print(stdout, &kd->st);
+        return 0;
+    }
     double mean = nll / count, var = nll2 / count - mean * mean, ppl = exp(mean);
     if (!(var > 0) || count < 2) return err_set(err, errlen, TERN_EINVAL, "unexpected non-positive variance of log(prob)");
     printf("Final estimate: PPL = %.4lf +/- %.5lf\n", ppl, sqrt(var / (count - 1)) * ppl);
+    return 0;
+}
+
+/* --kl-divergence: the base file's header and tokens, before the model loads (its n_ctx is the
+ * context); 0 or <0 with the reason in err */
+static int ppl_kld_open_base(ppl_kld_t *kd, const char *path, int32_t **toks, char *err, size_t errlen) {
+    if (!(kd->f = fopen(path, "rb"))) return err_set(err, errlen, TERN_EIO, "cannot open '%s'", path);
+    char why[400];
+    int rc = kld_read_header(kd->f, &kd->h, toks, why, sizeof why);
+    return rc < 0 ? err_set(err, errlen, rc, "%s: %s", path, why) : 0;
+}
+
+/* the base file against the loaded model: same vocabulary */
+static int ppl_kld_check(const ppl_kld_t *kd, const tern_model *m, const char *path, char *err, size_t errlen) {
+    if (kd->h.n_vocab != m->pl->n_vocab)
+        return err_set(err, errlen, TERN_EINVAL, "%s: made with a vocabulary of %d tokens, this model has %d", path,
+                       kd->h.n_vocab, m->pl->n_vocab);
     return 0;
 }
 
@@ -188,44 +311,72 @@ int cli_perplexity(int argc, char **argv) {
     cli_model_opts_default(&mo);
     mo.p.n_ctx = 512;
     mo.p.n_batch = 512;
-    const char *file = NULL;
-    int chunks = -1;
+    const char *file = NULL, *base = NULL;
+    int chunks = -1, compare = 0;
     opt_t opts[48] = {
         {"-f", "--file", OPT_STR, &file, "FILE", "text to score", 0, 0},
         {NULL, "--chunks", OPT_INT, &chunks, "N", "score at most N chunks (-1: all)", -1, 1 << 30},
+        {NULL, "--kl-divergence-base", OPT_STR, &base, "FILE",
+         "llama.cpp's base log-probability file: written from -f's text, or read with --kl-divergence", 0, 0},
+        {NULL, "--kl-divergence", OPT_FLAG, &compare, NULL,
+         "compare this model with --kl-divergence-base's (its tokens; no -f): KLD, Δp, same top p", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 2, 48, 0);
+    cli_model_opts_table(&mo, opts, 4, 48, 0);
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
-        opt_help(stdout, "tern perplexity -m MODEL -f TEXT [-c 512] [-b N] [options]", opts);
+        opt_help(stdout, "tern perplexity -m MODEL -f TEXT [-c 512] [-b N] [--kl-divergence-base FILE] [options]\n"
+                         "       tern perplexity -m MODEL --kl-divergence-base FILE --kl-divergence", opts);
         return 0;
     }
     if (rc == 0) rc = cli_model_opts_check(&mo, err, sizeof err);
-    if (rc == 0 && !file) rc = err_set(err, sizeof err, TERN_EINVAL, "no text given: use -f FILE");
+    if (rc == 0 && compare && !base)
+        rc = err_set(err, sizeof err, TERN_EINVAL, "--kl-divergence needs --kl-divergence-base FILE");
+    if (rc == 0 && !file && !compare) rc = err_set(err, sizeof err, TERN_EINVAL, "no text given: use -f FILE");
     if (rc == 0 && mo.p.n_ctx < 8) rc = err_set(err, sizeof err, TERN_EINVAL, "-c %d: at least 8 tokens", mo.p.n_ctx);
     if (rc < 0) { fprintf(stderr, "tern perplexity: %s\n", err); return 1; }
+    ppl_kld_t kd = {.mode = !base ? PPL_PLAIN : compare ? PPL_KLD_COMPARE : PPL_KLD_SAVE, .path = base};
+    kld_stats_init(&kd.st);
     size_t len = 0;
-    char *text = slurp(file, &len, err, sizeof err);
-    if (!text) { fprintf(stderr, "tern perplexity: %s\n", err); return 1; }
-    if (mo.p.n_batch > mo.p.n_ctx) mo.p.n_batch = mo.p.n_ctx;
-    mo.p.n_seq = 1;
-    tern_model *m = NULL;
+    char *text = NULL;
     int32_t *toks = NULL;
-    double t0 = time_now();
-    rc = tern_load(&m, &mo.p, err, sizeof err);
-    int n_tok = rc < 0 ? rc : tokenize_all(m->tok, text, len, &toks, err, sizeof err);
-    if (n_tok >= 0 && n_tok < 2 * m->n_ctx)
-        n_tok = err_set(err, sizeof err, TERN_EINVAL,
-                        "'%s' has %d tokens; perplexity with a context of %d needs at least %d (use a longer text or a "
-                        "smaller -c)", file, n_tok, m->n_ctx, 2 * m->n_ctx);
-    if (n_tok >= 0) {
-        log_d("perplexity: loaded and tokenized in %.2f s", time_now() - t0);
-        rc = ppl_run(m, toks, n_tok, m->n_ctx, mo.p.n_batch, chunks, err, sizeof err);
+    int n_tok = 0;
+    if (kd.mode == PPL_KLD_COMPARE) {
+        rc = ppl_kld_open_base(&kd, base, &toks, err, sizeof err);
+        if (rc == 0 && file) log_w("perplexity: --kl-divergence scores the base file's tokens; -f %s is not read", file);
+        if (rc == 0) mo.p.n_ctx = kd.h.n_ctx, n_tok = kd.h.n_ctx * kd.h.n_chunk;
     } else {
-        rc = n_tok;
+        text = slurp(file, &len, err, sizeof err);
+        rc = text ? 0 : TERN_EIO;
+        if (rc == 0 && kd.mode == PPL_KLD_SAVE && !(kd.f = fopen(base, "wb")))
+            rc = err_set(err, sizeof err, TERN_EIO, "cannot create '%s'", base);
     }
+    tern_model *m = NULL;
+    if (rc == 0) {
+        if (mo.p.n_batch > mo.p.n_ctx) mo.p.n_batch = mo.p.n_ctx;
+        mo.p.n_seq = 1;
+        double t0 = time_now();
+        rc = tern_load(&m, &mo.p, err, sizeof err);
+        if (rc == 0 && kd.mode == PPL_KLD_COMPARE) rc = ppl_kld_check(&kd, m, base, err, sizeof err);
+        if (rc == 0 && kd.mode != PPL_KLD_COMPARE) {
+            n_tok = tokenize_all(m->tok, text, len, &toks, err, sizeof err);
+            if (n_tok >= 0 && n_tok < 2 * m->n_ctx)
+                n_tok = err_set(err, sizeof err, TERN_EINVAL,
+                                "'%s' has %d tokens; perplexity with a context of %d needs at least %d (use a longer "
+                                "text or a smaller -c)", file, n_tok, m->n_ctx, 2 * m->n_ctx);
+            rc = n_tok < 0 ? n_tok : 0;
+        }
+        if (rc == 0) {
+            log_d("perplexity: loaded and tokenized in %.2f s", time_now() - t0);
+            rc = ppl_run(m, &kd, toks, n_tok, m->n_ctx, mo.p.n_batch, chunks, err, sizeof err);
+        }
+    }
+    if (kd.f && fclose(kd.f) != 0 && rc == 0 && kd.mode == PPL_KLD_SAVE)
+        rc = err_set(err, sizeof err, TERN_EIO, "cannot write '%s'", base);
     if (rc < 0) fprintf(stderr, "tern perplexity: %s\n", err);
+    if (rc < 0 && kd.mode == PPL_KLD_SAVE) remove(base);   /* no half-written base file */
+    free(kd.rows);
+    kld_stats_free(&kd.st);
     free(toks);
     free(text);
     tern_model_free(&m);

@@ -536,6 +536,7 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     }
     f.hidden_size = (uint32_t)p->base.n_embd;
     f.dtype = TERN__DTYPE__DTYPE_F32;
+    f.want_logits = s->out_logits != NULL;
     int rc = s->n_shift ? put_shifts(p, s, &f) : 0;   /* before the sampler params are marked as sent */
     if (rc < 0) return rc;
     int k = 0;
@@ -662,6 +663,13 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
                         r->n_target_top_ids, want_scored);
         return 1;
     }
+    if (s->out_logits && r->n_token_ids && r->vocab != (uint32_t)p->base.n_vocab) {   /* frame size: tp checked */
+        s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu with logits of a vocabulary "
+                        "of %u, expected %d", wname(w), (unsigned long long)s->id, r->vocab, p->base.n_vocab);
+        return 1;
+    }
+    if (s->out_logits && r->n_token_ids)
+        memcpy(s->out_logits, p->rx.tensor, r->n_token_ids * (size_t)r->vocab * sizeof(float));
     s->n_scored = (int)want_scored;
     s->n_target_top = 0;
     if (want_scored && s->out_target_lp) memcpy(s->out_target_lp, r->target_logprobs, want_scored * sizeof(double));

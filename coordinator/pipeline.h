@@ -32,6 +32,10 @@ typedef struct step {
     int n_top;
     int32_t *out_top;
     float *out_top_lp;
+    /* Optional (NULL: not wanted; Forward.want_logits): room for (n_out, n_vocab); on completion the
+     * logits of each sampled token's row, in order of sample[], as the head made them (before
+     * penalties, biases, a grammar's mask) — KL divergence; rows go over the network as f32 */
+    float *out_logits;
     /* Optional (NULL: none; teacher forcing for perplexity and prompt logprobs): target[i] >= 0
      * asks for log p(target[i] | the sequence up to token i); on completion out_target_lp (room
      * for n) holds one per such token, in token order, n_scored of them */

@@ -89,8 +89,8 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
     if (s->n_shift && (s->rc = local_shifts(l, s)) < 0) return s;
     for (int i = 0; i < l->n_stages && s->rc >= 0; i++) {
         stage_t *st = &l->stages[i];
-        s->rc = stage_step(st, s->h, s->n, s->tokens, s->seq, s->pos, s->sample, s->out_tok, s->out_lp, s->err,
-                           sizeof s->err);
+        s->rc = stage_step_logits(st, s->h, s->n, s->tokens, s->seq, s->pos, s->sample, s->out_tok, s->out_lp,
+                                  s->out_logits, s->err, sizeof s->err);
         if (i == l->n_stages - 1 && s->rc >= 0) {
             s->n_out = s->rc;
             int ns = stage_score(st, s->h, s->n, s->seq, s->target, s->out_target_lp, s->err, sizeof s->err);

@@ -154,6 +154,12 @@ int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errl
 
 int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
                const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen) {
+    return stage_step_logits(st, h, n, tokens, seq, pos, sample, out_tok, out_logprob, NULL, err, errlen);
+}
+
+int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
+                      const uint8_t *sample, int32_t *out_tok, float *out_logprob, float *out_logits, char *err,
+                      size_t errlen) {
     const stage_cfg_t *c = &st->cfg;
     int nsample = 0;
     for (int i = 0; i < n; i++) {
@@ -172,7 +178,8 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
         for (int i = 0; i < n; i++)
             if (tokens && tokens[i] >= 0) sampler_accept(&st->samplers[seq[i]], tokens[i]);
     int V = c->has_head ? st->shard.hp.n_vocab : 0, npen = 0;
-    const cuda_pick_req_t *pick = m && st->pick && m <= c->n_seq ? st->pick : NULL;   /* (drafts: rows > slots) */
+    /* (drafts: rows > slots; out_logits: every row's logits come back to the host) */
+    const cuda_pick_req_t *pick = m && st->pick && m <= c->n_seq && !out_logits ? st->pick : NULL;
     for (int j = 0; pick && j < m; j++) {   /* what the GPU may do of each row itself */
         sampler_t *sm = &st->samplers[seq[st->rows[j]]];
         cuda_pick_req_t *r = &st->pick[j];
@@ -198,6 +205,7 @@ int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *s
     st->n_top = 0;
     if (!c->has_head || !nsample) return 0;
     if (!st->cuda) forward_logits(&st->fwd, h, m, st->rows, st->logits);
+    if (out_logits) memcpy(out_logits, st->logits, (size_t)m * (size_t)V * sizeof(float));   /* before the sampler */
     int nt = 0;
     for (int j = 0; j < m; j++) {
         const sampler_params_t *sp = &st->samplers[seq[st->rows[j]]].p;   /* clamped by sampler_init */

@@ -86,6 +86,12 @@ int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errl
  * a middle stage) or <0 on a bad request (err says why). */
 int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
                const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen);
+/* stage_step, and when out_logits is not NULL (room for (n_logit_rows, n_vocab)): the last stage
+ * also copies each sampled row's logits there, in order of the sampling tokens, as the head made
+ * them (before penalties, biases, a grammar's mask or the draw). KL divergence, Forward.want_logits. */
+int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
+                      const uint8_t *sample, int32_t *out_tok, float *out_logprob, float *out_logits, char *err,
+                      size_t errlen);
 /* Teacher forcing (perplexity, prompt logprobs), after stage_step on the last stage with the h it
  * left: for each token i with target[i] >= 0, in token order, out[k++] = log softmax(logits of
  * token i)[target[i]], computed in double; and when a scored token's sequence asks for

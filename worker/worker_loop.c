@@ -59,6 +59,8 @@ typedef struct worker {
     float *out_lp;
     uint32_t *seq_u;
     double *tgt_lp;        /* (cap_tokens,) scored targets' log probabilities */
+    float *logits;         /* (n_logit_rows, n_vocab) sampled rows' logits (Forward.want_logits), on first use */
+    size_t logits_cap;     /* bytes */
     int *seq, *pos;
     int32_t *tok;
     uint8_t *smp;
@@ -421,7 +423,15 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
         send_error(w, &w->coord, src, f->step_id, msg);
         return;
     }
-    int m = stage_step(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp, err, sizeof err);
+    size_t lbytes = (size_t)w->st.n_logit_rows * (size_t)w->st.shard.hp.n_vocab * sizeof(float);
+    int want_logits = w->is_last && f->want_logits;
+    if (want_logits && lbytes > w->logits_cap) {   /* the shard (vocabulary, slots) may change with a LoadShard */
+        free(w->logits);
+        w->logits_cap = (w->logits = malloc(lbytes)) ? lbytes : 0;
+        if (!w->logits) { send_error(w, &w->coord, TERN_ENOMEM, f->step_id, "out of memory for the logits"); return; }
+    }
+    int m = stage_step_logits(&w->st, w->h, n, w->tok, w->seq, w->pos, w->smp, w->out_tok, w->out_lp,
+                              want_logits ? w->logits : NULL, err, sizeof err);
     /* the last stage scores every step (none to score: it only resets its counts) */
     int ns = m < 0 || !w->is_last ? 0
              : stage_score(&w->st, w->h, n, w->seq, f->n_targets ? f->targets : NULL, w->tgt_lp, err, sizeof err);
@@ -466,9 +476,11 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     s.n_target_top_ids = s.n_target_top_logprobs = (size_t)ns * (size_t)s.target_n_top;
     s.target_top_ids = w->st.score_top_ids;
     s.target_top_logprobs = w->st.score_top_lp;
+    s.vocab = want_logits ? (uint32_t)w->st.shard.hp.n_vocab : 0;
     out.body_case = TERN__MSG__BODY_SAMPLED;
     out.sampled = &s;
-    if (tp_send(w->in, &w->coord, &out, NULL, 0, err, sizeof err) < 0)
+    if (tp_send(w->in, &w->coord, &out, want_logits && m ? w->logits : NULL, (size_t)m * s.vocab * sizeof(float), err,
+                sizeof err) < 0)
         log_e("cannot send step %llu's tokens to the coordinator: %s", (unsigned long long)f->step_id, err);
 }
 
@@ -546,6 +558,8 @@ static void worker_close(worker_t *w) {
     free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
     free(w->tgt_lp);
     free(w->shift);
+    free(w->logits);
+    w->logits = NULL, w->logits_cap = 0;
     if (!w->cfg->embedded) tp_term();
 }
 

@@ -434,7 +434,8 @@ static void test_score(void **st) {
 }
 
 /* A grammar's mask on the last stage (stage_seq_allow): the sample is the best of the allowed
- * tokens (greedy) or one of them (sampled), the alternatives are allowed tokens only, and the
+ * tokens (greedy) or one of them (sampled), the alternatives are allowed tokens only (while
+ * stage_step_logits returns the row's logits unmasked: the reference's), and the
  * mask is used up by that sample (the next step of the slot samples freely). Masks of a wrong
  * size or slot, or on a stage without the head, are refused. */
 static void test_allow(void **st) {
@@ -476,8 +477,18 @@ static void test_allow(void **st) {
     stage_seq_start(&sg, 1, &sp);
     assert_int_equal(stage_seq_allow(&sg, 1, bits, mb), 0);
     memcpy(h, ref.emb + (size_t)tok * E, E * sizeof(float));
-    assert_int_equal(stage_step(&sg, h, 1, &tok, &seq, &pos, &smp, &ot, &olp, err, sizeof err), 1);
+    float *lo = malloc((size_t)V * sizeof(float));   /* the row's logits come back raw: before the mask */
+    assert_int_equal(stage_step_logits(&sg, h, 1, &tok, &seq, &pos, &smp, &ot, &olp, lo, err, sizeof err), 1);
     assert_int_equal(ot, want);   /* the reference's best among the three (its gaps dwarf the tolerance) */
+    int lbest = 0;
+    double amax = 0;
+    for (int j = 0; j < V; j++) amax = fmax(amax, fabs(rl[j]));
+    for (int j = 0; j < V; j++) {
+        assert_true(isfinite(lo[j]) && fabs(lo[j] - rl[j]) <= 4e-2 * amax);
+        lbest = lo[j] > lo[lbest] ? j : lbest;
+    }
+    assert_int_equal(lbest, best);
+    free(lo);
     assert_true(olp <= 0 && olp > -log(3.0) - 1e-5);
     assert_true(sg.n_top == 5);
     int nalt = 0;
