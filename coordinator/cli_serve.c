@@ -71,6 +71,7 @@ int cli_serve(int argc, char **argv) {
     const char *key_file = NULL, *alias = NULL;
     uint64_t max_body = sc.max_body;
     float grace = 30;
+    const char *pooling = "mean";
     opt_t opts[64] = {
         {NULL, "--host", OPT_STR, &sc.host, "ADDR", "address to listen on", 0, 0},
         {NULL, "--port", OPT_INT, &sc.port, "N", "port (0: any free port, logged at start)", 0, 65535},
@@ -85,8 +86,10 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--grace", OPT_FLOAT, &grace, "S", "seconds in-flight requests get to finish at shutdown", 0, 3600},
         {NULL, "--cors-origin", OPT_STR, &sc.cors_origin, "ORIGIN", "Access-Control-Allow-Origin of every reply, OPTIONS preflights answered (none: no CORS)", 0, 0},
         {NULL, "--no-cache-prompt", OPT_FLAG, &sc.no_cache_prompt, NULL, "feed every prompt whole (default: a prompt that begins with a slot's cached tokens starts after them)", 0, 0},
+        {NULL, "--embeddings", OPT_FLAG, &sc.embeddings, NULL, "serve POST /v1/embeddings (L2-normalised pooled final hidden states)", 0, 0},
+        {NULL, "--pooling", OPT_STR, &pooling, "TYPE", "embeddings' pooling: mean, last or cls", 0, 0},
     };
-    int n = cli_model_opts_table(&mo, opts, 13, 64, 1);
+    int n = cli_model_opts_table(&mo, opts, 15, 64, 1);
     (void)n;
     char err[512];
     int npos, rc = opt_parse(opts, argc, argv, NULL, 0, &npos, err, sizeof err);
@@ -96,6 +99,10 @@ int cli_serve(int argc, char **argv) {
     }
     if (rc < 0 || (rc = cli_model_opts_check(&mo, err, sizeof err)) < 0) {
         fprintf(stderr, "tern serve: %s\n", err);
+        return 1;
+    }
+    if ((sc.pooling = sched_pool_parse(pooling)) <= SCHED_POOL_NONE) {
+        fprintf(stderr, "tern serve: --pooling %s: expected mean, last or cls\n", pooling);
         return 1;
     }
     if (sc.api_key && key_file) { fprintf(stderr, "tern serve: use --api-key or --api-key-file, not both\n"); return 1; }

@@ -79,6 +79,7 @@ typedef struct cpl {
     uint8_t *has_pending;
     uint32_t *u_seq, *u_pos;
     protobuf_c_boolean *b_sample;
+    protobuf_c_boolean *b_embd;         /* a step's embedding flags */
     Tern__SeqSampling *ss;
     Tern__SamplingParams *sp;
     Tern__SeqSampling **ssp;
@@ -478,11 +479,12 @@ static int cl_seq_start(pipeline_t *pl, int slot, const sampler_params_t *sp) {
 
 static int grow(cpl_t *p, int n) {
     if (n <= p->cap) return 0;
-    free(p->u_seq); free(p->u_pos); free(p->b_sample);
+    free(p->u_seq); free(p->u_pos); free(p->b_sample); free(p->b_embd);
     p->u_seq = malloc((size_t)n * 4);
     p->u_pos = malloc((size_t)n * 4);
     p->b_sample = malloc((size_t)n * sizeof(protobuf_c_boolean));
-    p->cap = p->u_seq && p->u_pos && p->b_sample ? n : 0;
+    p->b_embd = malloc((size_t)n * sizeof(protobuf_c_boolean));
+    p->cap = p->u_seq && p->u_pos && p->b_sample && p->b_embd ? n : 0;
     return p->cap ? 0 : TERN_ENOMEM;
 }
 
@@ -520,6 +522,7 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
         p->u_seq[i] = (uint32_t)s->seq[i];
         p->u_pos[i] = (uint32_t)s->pos[i];
         p->b_sample[i] = s->sample[i];
+        p->b_embd[i] = s->embd && s->embd[i];
     }
     Tern__Msg m = TERN__MSG__INIT;
     Tern__Forward f = TERN__FORWARD__INIT;
@@ -533,6 +536,10 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     if (s->target) {
         f.n_targets = (size_t)s->n;
         f.targets = (int32_t *)s->target;
+    }
+    if (s->embd && s->out_embd) {
+        f.n_embd = (size_t)s->n;
+        f.embd = p->b_embd;
     }
     f.hidden_size = (uint32_t)p->base.n_embd;
     f.dtype = TERN__DTYPE__DTYPE_F32;
@@ -670,6 +677,16 @@ static int take(cpl_t *p, cworker_t *w, step_t *s) {
     }
     if (s->out_logits && r->n_token_ids)
         memcpy(s->out_logits, p->rx.tensor, r->n_token_ids * (size_t)r->vocab * sizeof(float));
+    size_t want_embd = 0, E = (size_t)p->base.n_embd, logit_bytes = r->n_seq_ids * (size_t)r->vocab * 4;
+    for (int i = 0; s->embd && s->out_embd && i < s->n; i++) want_embd += s->embd[i] != 0;
+    if (r->embd_rows != want_embd || (want_embd && r->embd_size != E) ||
+        p->rx.tensor_bytes != logit_bytes + want_embd * E * sizeof(float)) {   /* transport.c checked the sum */
+        s->rc = err_set(s->err, sizeof s->err, TERN_EPROTO, "worker %s answered step %llu with %u embedding rows of %u, "
+                        "expected %zu of %zu", wname(w), (unsigned long long)s->id, r->embd_rows, r->embd_size, want_embd, E);
+        return 1;
+    }
+    s->n_embd_out = (int)want_embd;
+    if (want_embd) memcpy(s->out_embd, (const uint8_t *)p->rx.tensor + logit_bytes, want_embd * E * sizeof(float));
     s->n_scored = (int)want_scored;
     s->n_target_top = 0;
     if (want_scored && s->out_target_lp) memcpy(s->out_target_lp, r->target_logprobs, want_scored * sizeof(double));
@@ -865,7 +882,7 @@ static void cl_destroy(pipeline_t *pl) {
     tp_msg_free(&p->rx);
     free(p->w);
     free(p->pending); free(p->has_pending);
-    free(p->u_seq); free(p->u_pos); free(p->b_sample);
+    free(p->u_seq); free(p->u_pos); free(p->b_sample); free(p->b_embd);
     free(p->ss); free(p->sp); free(p->ssp);
     free(p->sa); free(p->sap);
     free(p->ks); free(p->ksp); free(p->kvs);

@@ -15,6 +15,7 @@ int cli_serve(int, char **) WEAK;
 int worker_cli(int, char **) WEAK;
 int cli_bench(int, char **) WEAK;
 int cli_perplexity(int, char **) WEAK;
+int cli_embed(int, char **) WEAK;
 int convert_main(int, char **) WEAK;
 int quantize_main(int, char **) WEAK;
 int mkmodel_main(int, char **) WEAK;
@@ -34,6 +35,7 @@ static const struct {
     {"worker", worker_cli, "serve a shard of layers to a coordinator"},
     {"bench", cli_bench, "llama-bench style benchmark (--kernels: kernel roofline)"},
     {"perplexity", cli_perplexity, "perplexity of a text file"},
+    {"embed", cli_embed, "embeddings of texts (pooled final hidden states)"},
     {"convert", convert_main, "Hugging Face safetensors -> GGUF"},
     {"quantize", quantize_main, "re-quantize a GGUF"},
     {"mkmodel", mkmodel_main, "write a synthetic model of a real shape"},

@@ -54,6 +54,12 @@ typedef struct step {
      * in order (at most one per slot) */
     int n_shift;
     const step_shift_t *shift;
+    /* Optional (NULL: none; embeddings): embd[i] != 0 asks the last stage for token i's final
+     * hidden state after the output norm (before the lm head); on completion out_embd (room for
+     * (n, n_embd)) holds one row per such token, in token order, n_embd_out of them */
+    const uint8_t *embd;
+    float *out_embd;
+    int n_embd_out;
     int rc;                /* <0: the step failed (err says why) */
     char err[256];
 } step_t;

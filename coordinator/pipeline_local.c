@@ -78,6 +78,7 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
     s->n_top = 0;
     s->n_scored = 0;
     s->n_target_top = 0;
+    s->n_embd_out = 0;
     s->rc = 0;
     stage_t *last = &l->stages[l->n_stages - 1];
     for (int i = 0; s->allow && i < s->n; i++)   /* the masks of the step's constrained samples */
@@ -96,6 +97,9 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
             int ns = stage_score(st, s->h, s->n, s->seq, s->target, s->out_target_lp, s->err, sizeof s->err);
             if (ns < 0) { s->rc = ns; break; }
             s->n_scored = ns;
+            int ne = s->out_embd ? stage_embd(st, s->h, s->n, s->embd, s->out_embd, s->err, sizeof s->err) : 0;
+            if (ne < 0) { s->rc = ne; break; }
+            s->n_embd_out = ne;
             if (s->out_target_top && s->out_target_top_lp && st->score_n_top) {
                 size_t nt = (size_t)ns * (size_t)st->score_n_top;
                 memcpy(s->out_target_top, st->score_top_ids, nt * sizeof(int32_t));

@@ -6,6 +6,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -21,6 +22,7 @@ static void step_free(step_t *st) {
     free(st->out_target_lp);
     free(st->out_target_top);
     free(st->out_target_top_lp);
+    tern_free(st->out_embd);
     tern_free(st->h);
 }
 
@@ -62,6 +64,7 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
         rc = step_alloc(&s->steps[i], cap, pl->n_embd);
         if (!rc && !(s->sids[i] = calloc((size_t)cap, sizeof(int)))) rc = TERN_ENOMEM;
         if (!rc && !(s->tgt[i] = calloc((size_t)cap, sizeof(int32_t)))) rc = TERN_ENOMEM;
+        if (!rc && !(s->emf[i] = calloc((size_t)cap, 1))) rc = TERN_ENOMEM;
     }
     for (int i = 0; i < n_seq && !rc; i++) {
         s->seqs[i].slot = i;
@@ -87,6 +90,7 @@ void sched_free(sched_t *s) {
             free(s->seqs[i].toks);
             drop_grammar(&s->seqs[i]);
             free(s->seqs[i].allow);
+            free(s->seqs[i].embd);
         }
     free((void *)s->allow);
     free(s->seqs);
@@ -95,6 +99,7 @@ void sched_free(sched_t *s) {
         step_free(&s->steps[i]);
         free(s->sids[i]);
         free(s->tgt[i]);
+        free(s->emf[i]);
     }
     memset(s, 0, sizeof *s);
 }
@@ -215,6 +220,7 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
         q->cb = cb;
         q->user = user;
         q->score_cb = NULL;
+        q->embd_cb = NULL;
         q->n_scored = 1;
         q->t_start = time_now();
         q->t_first = 0;
@@ -256,6 +262,47 @@ int sched_score_prompt(sched_t *s, int id, sched_score_cb cb) {
     int rc = sched_feed_whole(s, id);   /* every prompt position is scored: feed them all */
     if (rc == 0) not_started(s, id)->score_cb = cb;
     return rc;
+}
+
+int sched_embed(sched_t *s, int id, int pool, int norm, sched_embd_cb cb) {
+    sched_seq_t *q = not_started(s, id);
+    if (!q || q->max_gen != 0 || !cb || pool < SCHED_POOL_NONE || pool > SCHED_POOL_LAST) return TERN_EINVAL;
+    size_t E = (size_t)s->pl->n_embd, need = (pool == SCHED_POOL_NONE ? (size_t)q->n_prompt : 1) * E;
+    size_t room = (size_t)(s->n_batch + s->n_seq) * E;   /* a step's rows (step_alloc's cap) */
+    for (int i = 0; i < s->max_inflight; i++)
+        if (!s->steps[i].out_embd && !(s->steps[i].out_embd = tern_alloc(room * sizeof(float)))) return TERN_ENOMEM;
+    if (q->embd_cap < need) {
+        float *e = realloc(q->embd, need * sizeof(float));
+        if (!e) return TERN_ENOMEM;
+        q->embd = e, q->embd_cap = need;
+    }
+    sched_feed_whole(s, id);   /* every prompt row is wanted */
+    q->embd_cb = cb, q->embd_pool = pool, q->embd_norm = norm;
+    return 0;
+}
+
+int sched_pool_parse(const char *name) {
+    static const char *const names[] = {"none", "mean", "cls", "last"};
+    for (int i = 0; name && i < 4; i++)
+        if (!strcmp(name, names[i])) return i;
+    return -1;
+}
+
+void sched_embd_normalize(float *v, int n, int norm) {
+    double sum = 0;
+    if (norm < 0) sum = 1;
+    else if (norm == 0) {
+        for (int i = 0; i < n; i++) sum = fabs(v[i]) > sum ? fabs(v[i]) : sum;
+        sum /= 32760.0;
+    } else if (norm == 2) {
+        for (int i = 0; i < n; i++) sum += (double)v[i] * v[i];
+        sum = sqrt(sum);
+    } else {
+        for (int i = 0; i < n; i++) sum += pow(fabs(v[i]), norm);
+        sum = pow(sum, 1.0 / norm);
+    }
+    const float k = sum > 0 ? (float)(1.0 / sum) : 0.0f;
+    for (int i = 0; i < n; i++) v[i] *= k;
 }
 
 /* gram consumes the tokens generated since it last looked (toks[gram_n..upto)), then its mask
@@ -432,8 +479,37 @@ static void deliver_scores(sched_t *s, step_t *st, const int *sid) {
     }
 }
 
+/* the embedding rows of a finished step into their sequences' pools (in token order); a sequence
+ * whose last prompt row came gets its vector (deliver_scores then ends it) */
+static void deliver_embd(sched_t *s, step_t *st, const int *sid) {
+    const size_t E = (size_t)s->pl->n_embd;
+    for (int i = 0, k = 0; st->embd && i < st->n && k < st->n_embd_out; i++) {
+        if (!st->embd[i]) continue;
+        const float *row = st->out_embd + (size_t)k++ * E;
+        sched_seq_t *q = &s->seqs[st->seq[i]];
+        int p = st->pos[i], last = p == q->n_prompt - 1, pool = q->embd_pool;
+        if (!q->active || q->id != sid[i] || !q->embd_cb) continue;
+        if (pool == SCHED_POOL_NONE) memcpy(q->embd + (size_t)p * E, row, E * sizeof(float));
+        else if (pool == SCHED_POOL_MEAN && p > 0) for (size_t e = 0; e < E; e++) q->embd[e] += row[e];
+        else if (p == 0 || (pool == SCHED_POOL_LAST && last)) memcpy(q->embd, row, E * sizeof(float));
+        if (!last) continue;
+        int rows = pool == SCHED_POOL_NONE ? q->n_prompt : 1;
+        for (size_t e = 0; pool == SCHED_POOL_MEAN && e < E; e++) q->embd[e] /= (float)q->n_prompt;
+        for (int r = 0; r < rows; r++) sched_embd_normalize(q->embd + (size_t)r * E, (int)E, q->embd_norm);
+        q->embd_cb(q->user, q->id, q->embd, rows, (int)E);
+    }
+}
+
+/* the step's embedding flags: every token of a sequence that asked for them */
+static void mark_embd(const sched_t *s, step_t *st, uint8_t *emf) {
+    int n = 0;
+    for (int i = 0; i < st->n; i++) n += (emf[i] = s->seqs[st->seq[i]].embd_cb != NULL);
+    st->embd = n ? emf : NULL;
+}
+
 /* delivers the sampled tokens of a finished step (in order of its sampling tokens) */
 static void deliver(sched_t *s, step_t *st, const int *sid) {
+    deliver_embd(s, st, sid);
     deliver_scores(s, st, sid);
     int j = 0;
     for (int i = 0; i < st->n && j < st->n_out; i++) {
@@ -545,6 +621,7 @@ int sched_step(sched_t *s) {
         if (embed_lookup(s->emb, st->tokens, st->n, st->h) < 0) return fail_all(s, TERN_EINVAL, "token id outside the vocabulary");
         st->id = (uint64_t)s->steps_run++;
         constrain(s, st);
+        mark_embd(s, st, s->emf[k]);
         s->has_prompt[k] = has_prompt;   /* for the prefill/decode timing split */
         st->err[0] = 0;
         int rc = s->pl->ops->submit(s->pl, st);

@@ -5,7 +5,8 @@
  * Chunked prefill: while any sequence decodes, a step carries at most prefill_chunk prompt
  * tokens (oldest prompt first), so streams keep a short inter-token gap when prompts arrive.
  * Also: a prompt's own log-probabilities (teacher-forced targets, sched_score_prompt) and a
- * prefix cache (a prompt starts after what its slot already holds, sched_set_prefix_cache).
+ * prefix cache (a prompt starts after what its slot already holds, sched_set_prefix_cache), and
+ * embeddings (a prompt's pooled final hidden states instead of tokens, sched_embed).
  * Not here: text (the caller tokenizes and detokenizes), transports (pipeline). */
 #ifndef TERN_SCHED_H
 #define TERN_SCHED_H
@@ -44,6 +45,11 @@ typedef int (*sched_cb)(void *user, int id, int32_t token, float logprob, const 
 /* A prompt token's log-probability (sched_score_prompt): the token at prompt position pos (>= 1),
  * log p(token | the prompt before it), and its alternatives (NULL when none were asked for). */
 typedef void (*sched_score_cb)(void *user, int id, int pos, int32_t token, float logprob, const sched_top_t *top);
+/* Embedding pooling (llama.cpp's --pooling, same values) */
+enum sched_pool { SCHED_POOL_NONE = 0, SCHED_POOL_MEAN = 1, SCHED_POOL_CLS = 2, SCHED_POOL_LAST = 3 };
+/* A sequence's embedding (sched_embed): n rows (1, or one per prompt token with SCHED_POOL_NONE)
+ * of n_embd floats, row-major; valid only during the callback. */
+typedef void (*sched_embd_cb)(void *user, int id, const float *v, int n, int n_embd);
 
 typedef struct sched_seq {
     int active, slot, id;
@@ -66,6 +72,10 @@ typedef struct sched_seq {
     void *user;
     sched_score_cb score_cb;   /* non-NULL: the prompt is scored (teacher forcing) */
     int n_scored;          /* next prompt position whose score is due (replays skip the others) */
+    sched_embd_cb embd_cb; /* non-NULL: an embedding sequence (sched_embed) */
+    int embd_pool, embd_norm;
+    float *embd;           /* (rows, n_embd) the pooled rows so far; kept with the slot */
+    size_t embd_cap;       /* floats embd holds */
     double t_start, t_first;  /* admission time, first token time (timing summaries) */
     grammar_t *grammar;       /* non-NULL: the generated tokens follow it (sched_set_grammar; owned) */
     grammar_state_t *gram;    /* where they are in it */
@@ -95,6 +105,7 @@ typedef struct sched {
     step_t steps[SCHED_MAX_INFLIGHT];   /* ring of steps in flight (pipelining across stages) */
     int *sids[SCHED_MAX_INFLIGHT];      /* sequence id of each token of a step */
     int32_t *tgt[SCHED_MAX_INFLIGHT];   /* teacher-forced targets of a step (its target when any) */
+    uint8_t *emf[SCHED_MAX_INFLIGHT];   /* embedding flags of a step (its embd when any) */
     int has_prompt[SCHED_MAX_INFLIGHT];
     int first, inflight, max_inflight;
     int steps_run;
@@ -137,6 +148,18 @@ int sched_feed_whole(sched_t *s, int id);
  * (no such sequence, or it has started). A sequence admitted with max_gen 0 samples nothing: it
  * ends (SCHED_LENGTH, token -1) once its prompt is fed and scored. */
 int sched_score_prompt(sched_t *s, int id, sched_score_cb cb);
+/* Right after sched_add (with max_gen 0): sequence id is an embedding — its prompt is fed whole
+ * (chunked like any prompt), nothing is sampled, and the last stage sends back each token's final
+ * hidden state after the output norm; once the last prompt token is through, cb gets them pooled
+ * (pool: SCHED_POOL_*) and normalised (norm as llama.cpp's --embd-normalize: -1 none, 0 max
+ * absolute (int16 range), 1 taxicab, 2 Euclidean, > 2 p-norm), then the sequence ends
+ * (SCHED_LENGTH, token -1). 0, TERN_EINVAL (no such sequence, it has started, it generates, or a
+ * bad pool) or TERN_ENOMEM. */
+int sched_embed(sched_t *s, int id, int pool, int norm, sched_embd_cb cb);
+/* v[0..n) scaled by llama.cpp's common_embd_normalize rule `norm` (see sched_embed) */
+void sched_embd_normalize(float *v, int n, int norm);
+/* "none" / "mean" / "cls" / "last" as SCHED_POOL_*, or -1 */
+int sched_pool_parse(const char *name);
 /* Right after sched_add: sequence id's generated tokens follow a grammar — each sample is drawn
  * among the tokens the grammar lets through next (the step carries the mask to the last stage),
  * and the sequence ends (SCHED_STOP, token -1) once the grammar is complete (nothing but the end

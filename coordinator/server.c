@@ -32,6 +32,7 @@ void server_cfg_default(server_cfg_t *c) {
     c->max_body = 8u << 20;
     c->max_queue = 64;
     c->cors_origin = "*";
+    c->pooling = 1;   /* SCHED_POOL_MEAN */
 }
 
 /* The CORS origin every reply carries: one server a process, set by server_start before its
@@ -182,7 +183,7 @@ typedef struct route {
     int id;
 } route_t;
 
-enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS };
+enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS };
 
 static const route_t g_routes[] = {
     {"/health", "/v1/health", "GET", R_HEALTH},
@@ -192,6 +193,7 @@ static const route_t g_routes[] = {
     {"/tokenize", NULL, "POST", R_TOKENIZE},
     {"/detokenize", NULL, "POST", R_DETOKENIZE},
     {"/metrics", NULL, "GET", R_METRICS},
+    {"/v1/embeddings", "/embeddings", "POST", R_EMBEDDINGS},
 };
 
 static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, const char *url, const char *method,
@@ -226,6 +228,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     case R_MODELS: return route_models(s, c);
     case R_COMPLETIONS: return server_gen_handle(s, c, SERVER_REQ_COMPLETION, cn->body, cn->len, &cn->job);
     case R_CHAT: return server_gen_handle(s, c, SERVER_REQ_CHAT, cn->body, cn->len, &cn->job);
+    case R_EMBEDDINGS: return server_gen_handle(s, c, SERVER_REQ_EMBEDDINGS, cn->body, cn->len, &cn->job);
     case R_TOKENIZE: return server_tok_handle(s, c, SERVER_REQ_TOKENIZE, cn->body, cn->len);
     default: return server_tok_handle(s, c, SERVER_REQ_DETOKENIZE, cn->body, cn->len);
     }

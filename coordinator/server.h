@@ -2,7 +2,8 @@
  * connection) over one engine thread that owns the scheduler: requests wait in a queue, join
  * free slots at token boundaries (continuous batching) and get their tokens back through
  * per-request queues. Endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions
- * (streamed as server-sent events), /tokenize, /detokenize, /metrics.
+ * (streamed as server-sent events), /v1/embeddings (with --embeddings), /tokenize, /detokenize,
+ * /metrics.
  * Not here: flags (cli_serve.c), request JSON (server_req.c), model loading (api.c). */
 #ifndef TERN_SERVER_H
 #define TERN_SERVER_H
@@ -25,6 +26,8 @@ typedef struct server_cfg {
     const char *grammar;     /* GBNF for requests that name none of their own (--grammar, -j); NULL: free */
     const char *cors_origin; /* Access-Control-Allow-Origin of every reply, and OPTIONS preflights
                               * answered (browser clients); NULL or "": none. Default "*" */
+    int embeddings;          /* serve /v1/embeddings (--embeddings); else it answers 501 */
+    int pooling;             /* SCHED_POOL_MEAN / _LAST / _CLS (--pooling; default mean) */
 } server_cfg_t;
 
 typedef struct server server_t;

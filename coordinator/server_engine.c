@@ -26,6 +26,7 @@ void server_job_unref(struct server *s, job_t *j) {
     free(j->ptop_ids);
     free(j->ptop_lp);
     free(j->grammar);
+    free(j->embd);
     pthread_cond_destroy(&j->cv);
     job_t *lead = j->lead;
     free(j);
@@ -225,6 +226,15 @@ static void on_score(void *user, int id, int pos, int32_t token, float logprob, 
     pthread_mutex_unlock(&s->mu);
 }
 
+/* sched callback: an embedding's pooled vector (the sequence then ends) */
+static void on_embd(void *user, int id, const float *v, int n, int n_embd) {
+    job_t *j = user;
+    (void)id;
+    pthread_mutex_lock(&j->srv->mu);
+    if (j->embd && n == 1) memcpy(j->embd, v, (size_t)n_embd * sizeof(float));
+    pthread_mutex_unlock(&j->srv->mu);
+}
+
 /* sequence id (just added) of job j follows j's grammar (it parsed when the request came). 0, or
  * <0 when it cannot: the sequence has then ended (the job may be gone; sched.err or j->errmsg
  * said why) */
@@ -256,7 +266,13 @@ static void admit(struct server *s, job_t *j) {
         return;
     }
     j->seq_id = id;
-    if (j->grammar) {
+    if (j->kind == SERVER_REQ_EMBEDDINGS) {   /* llama.cpp's /v1/embeddings: L2-normalised */
+        if (sched_embed(sc, id, s->cfg.pooling, 2, on_embd) < 0) {
+            snprintf(j->errmsg, sizeof j->errmsg, "cannot start the embedding: out of memory");
+            sched_cancel(sc, id);
+            return;
+        }
+    } else if (j->grammar) {
         pthread_mutex_lock(&s->met.mu);
         s->met.grammar_requests++;
         pthread_mutex_unlock(&s->met.mu);

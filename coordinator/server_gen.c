@@ -5,7 +5,8 @@
  * several choices (a list of prompts, n) becomes one job a choice, run side by side: one reply
  * at the end, or one stream whose chunks of all choices interleave as they come (each naming
  * its choice's index); echo puts the prompt (and its tokens' log-probabilities) before the
- * generated text. */
+ * generated text. /v1/embeddings (--embeddings) goes the same way, one job an input with nothing
+ * to generate; its reply is server_embd.c's. */
 #include "coordinator/server_int.h"
 #include "coordinator/server_tools.h"
 #include "core/err.h"
@@ -86,7 +87,8 @@ static int build_prompt(struct server *s, const server_req_t *r, job_t *j, serve
     if (r->ids) {
         for (int i = 0; i < r->n_ids; i++)
             if (r->ids[i] >= n_vocab)
-                return server_err_set(e, 400, "invalid_request_error", "invalid_value", "prompt",
+                return server_err_set(e, 400, "invalid_request_error", "invalid_value",
+                                      r->kind == SERVER_REQ_EMBEDDINGS ? "input" : "prompt",
                                       "token id %d is outside the vocabulary (%d tokens)", r->ids[i], n_vocab);
         n = r->n_ids;
         if (n <= n_ctx) memcpy(j->ids, r->ids, (size_t)n * sizeof(int32_t));
@@ -110,8 +112,9 @@ static int build_prompt(struct server *s, const server_req_t *r, job_t *j, serve
                               "the prompt is empty and the vocabulary has no BOS token");
     if (n >= n_ctx)
         return server_err_set(e, 400, "invalid_request_error", "context_length_exceeded",
-                              r->kind == SERVER_REQ_CHAT ? "messages" : "prompt",
-                              "the prompt has %d tokens but the context holds %d (the server's -c)", n, n_ctx);
+                              r->kind == SERVER_REQ_CHAT ? "messages" : r->kind == SERVER_REQ_EMBEDDINGS ? "input" : "prompt",
+                              "the %s has %d tokens but the context holds %d (the server's -c)",
+                              r->kind == SERVER_REQ_EMBEDDINGS ? "input" : "prompt", n, n_ctx);
     j->n_ids = n;
     return 0;
 }
@@ -302,6 +305,7 @@ static json_t *choice_json(struct server *s, const job_t *j, int index) {
  * tokens count once a prompt); timings are the first job's (caller holds s->mu) */
 static json_t *final_reply(struct server *s, job_t *const *jobs, int k, int n) {
     const job_t *j = jobs[0];
+    if (j->kind == SERVER_REQ_EMBEDDINGS) return server_embd_reply(s, jobs, k);
     json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion" : "text_completion");
     json_t *choices = json_array();
     for (int c = 0; c < k; c++) json_array_append_new(choices, choice_json(s, jobs[c], c));
@@ -680,6 +684,12 @@ static int job_prepare(struct server *s, const server_req_t *r, job_t *j, int c,
     j->max_gen = max_gen(s, &ri, j->n_ids);
     j->n_top = j->logprobs ? (r->top_logprobs > SAMPLER_TOP_MAX ? SAMPLER_TOP_MAX : r->top_logprobs) : 0;
     if (rc == 0 && j->echo) rc = echo_prepare(s, j, e);
+    if (j->kind == SERVER_REQ_EMBEDDINGS) {   /* no tokens: the prompt's pooled vector */
+        j->max_gen = 0;
+        j->embd_b64 = r->base64;
+        if (rc == 0 && !(j->embd = calloc((size_t)s->m->hp.n_embd, sizeof(float))))
+            rc = server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    }
     if (rc == 0 && j->logprobs && j->max_gen > 0) {   /* no allocation once generating */
         size_t nt = (size_t)j->max_gen * (size_t)j->n_top;
         j->lp = malloc((size_t)j->max_gen * sizeof *j->lp);
@@ -781,7 +791,18 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
     server_err_t e;
     server_req_t r;
     *job_out = NULL;
+    if (kind == SERVER_REQ_EMBEDDINGS && !s->cfg.embeddings) {
+        server_err_set(&e, 501, "not_supported_error", NULL, NULL,
+                       "this server does not serve embeddings: start it with --embeddings");
+        return server_reply_err(c, &e);
+    }
     if (server_req_parse(&r, kind, body, len, &s->def_sp, &e) < 0) return server_reply_err(c, &e);
+    if (kind == SERVER_REQ_EMBEDDINGS && r.dimensions >= 0 && r.dimensions != s->m->hp.n_embd) {
+        server_err_set(&e, 400, "invalid_request_error", "invalid_value", "dimensions",
+                       "'dimensions' %d: this model's embeddings have %d (no shortening)", r.dimensions, s->m->hp.n_embd);
+        server_req_free(&r);
+        return server_reply_err(c, &e);
+    }
     enum MHD_Result ret = handle_jobs(s, c, &r, job_out);
     server_req_free(&r);
     return ret;

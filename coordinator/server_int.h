@@ -77,6 +77,8 @@ typedef struct job {
     int32_t *ptop_ids;         /* (n_ids, n_top) the prompt records' alternatives */
     float *ptop_lp;
     int n_gen;
+    float *embd;               /* embeddings: (n_embd,) the pooled vector once done */
+    int embd_b64;              /* embeddings: the reply's vector as base64 */
     double t_enq, t_start, t_first, t_end;
     char errmsg[256];
     int err_code;              /* TERN_E* of a SCHED_ERROR (TERN_EPEER: the cluster cannot serve) */
@@ -116,7 +118,11 @@ void *server_engine_main(void *srv);
 int server_engine_enqueue(struct server *s, job_t **jobs, int n);
 void server_job_unref(struct server *s, job_t *j);   /* caller holds s->mu */
 
-/* server_gen.c: the generation routes; returns an MHD result */
+/* server_embd.c: the /v1/embeddings reply of a request's finished jobs[0..k) (caller holds s->mu) */
+void *server_embd_reply(struct server *s, job_t *const *jobs, int k);
+
+/* server_gen.c: the generation routes (and /v1/embeddings, whose inputs run as jobs); returns an
+ * MHD result */
 enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,
                                   size_t len, job_t **job_out);
 enum MHD_Result server_tok_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,

@@ -124,30 +124,30 @@ static int dup_string(char **dst, json_t *s, const char *key, server_err_t *e) {
 }
 
 /* one prompt of a list: "text" or [ids], into r->prompt or r->ids */
-static int parse_one(server_req_t *r, json_t *el, server_err_t *e) {
-    if (json_is_string(el)) return dup_string(&r->prompt, el, "prompt", e);
-    if (json_is_array(el)) return parse_ids(r, el, "prompt", 0, e);
-    return BAD(e, "prompt", "each prompt of a list must be a string or an array of token ids");
+static int parse_one(server_req_t *r, json_t *el, const char *key, server_err_t *e) {
+    if (json_is_string(el)) return dup_string(&r->prompt, el, key, e);
+    if (json_is_array(el)) return parse_ids(r, el, key, 0, e);
+    return BAD(e, key, "each %s of a list must be a string or an array of token ids", key);
 }
 
-/* prompt: "text" | [ids] | ["text", ...] | [[ids], ...] (up to SERVER_MAX_CHOICES prompts) */
-static int parse_prompt(server_req_t *r, json_t *root, server_err_t *e) {
-    json_t *p = json_object_get(root, "prompt");
-    if (!p || json_is_null(p)) return BAD(e, "prompt", "'prompt' is required");
-    if (json_is_string(p)) return dup_string(&r->prompt, p, "prompt", e);
-    if (!json_is_array(p)) return BAD(e, "prompt", "'prompt' must be a string or an array of token ids");
+/* prompt (or key): "text" | [ids] | ["text", ...] | [[ids], ...] (up to SERVER_MAX_CHOICES) */
+static int parse_prompt(server_req_t *r, json_t *root, const char *key, server_err_t *e) {
+    json_t *p = json_object_get(root, key);
+    if (!p || json_is_null(p)) return BAD(e, key, "'%s' is required", key);
+    if (json_is_string(p)) return dup_string(&r->prompt, p, key, e);
+    if (!json_is_array(p)) return BAD(e, key, "'%s' must be a string or an array of token ids", key);
     json_t *first = json_array_get(p, 0);
-    if (!first || !(json_is_string(first) || json_is_array(first))) return parse_ids(r, p, "prompt", 0, e);
+    if (!first || !(json_is_string(first) || json_is_array(first))) return parse_ids(r, p, key, 0, e);
     size_t np = json_array_size(p);
-    if (np > SERVER_MAX_CHOICES) return BAD(e, "prompt", "at most %d prompts per request", SERVER_MAX_CHOICES);
-    int rc = parse_one(r, first, e);
+    if (np > SERVER_MAX_CHOICES) return BAD(e, key, "at most %d %ss per request", SERVER_MAX_CHOICES, key);
+    int rc = parse_one(r, first, key, e);
     if (rc < 0 || np == 1) return rc;
     if (!(r->more = calloc(np - 1, sizeof *r->more)))
         return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
     for (size_t i = 1; i < np; i++) {
         server_req_t one;
         memset(&one, 0, sizeof one);
-        rc = parse_one(&one, json_array_get(p, i), e);
+        rc = parse_one(&one, json_array_get(p, i), key, e);
         r->more[i - 1] = (server_prompt_t){one.prompt, one.ids, one.n_ids};
         r->n_more = (int)i;
         if (rc < 0) return rc;
@@ -396,8 +396,19 @@ static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
     int rc;
     switch (r->kind) {
     case SERVER_REQ_COMPLETION:
-        if ((rc = parse_prompt(r, root, e)) < 0) return rc;
+        if ((rc = parse_prompt(r, root, "prompt", e)) < 0) return rc;
         return parse_generation(r, root, e);
+    case SERVER_REQ_EMBEDDINGS: {
+        json_t *f = json_object_get(root, "encoding_format");
+        long long dim = -1;
+        if (f && !json_is_null(f) && !(json_is_string(f) && (!strcmp(json_string_value(f), "float") ||
+                                                               (r->base64 = !strcmp(json_string_value(f), "base64")))))
+            return BAD(e, "encoding_format", "'encoding_format' must be \"float\" or \"base64\"");
+        if ((rc = get_int(root, "dimensions", 1, 1 << 20, &dim, e)) < 0) return rc;
+        r->dimensions = (int)dim;
+        return parse_prompt(r, root, json_object_get(root, "input") || !json_object_get(root, "content") ? "input"
+                                                                                                           : "content", e);
+    }
     case SERVER_REQ_CHAT:
         if ((rc = parse_messages(r, root, e)) < 0) return rc;
         if ((rc = parse_generation(r, root, e)) < 0) return rc;

@@ -1,5 +1,5 @@
 /* server_req: the HTTP API's request bodies — parses and validates the JSON of
- * /v1/completions, /v1/chat/completions, /tokenize and /detokenize into a plain struct, and
+ * /v1/completions, /v1/chat/completions, /v1/embeddings, /tokenize and /detokenize into a plain struct, and
  * writes OpenAI-shaped error bodies. Untrusted input: every field is type- and range-checked,
  * unknown fields are ignored. Not here: tokenization or anything else that needs the model. */
 #ifndef TERN_SERVER_REQ_H
@@ -14,6 +14,7 @@ enum server_req_kind {
     SERVER_REQ_CHAT = 1,
     SERVER_REQ_TOKENIZE = 2,
     SERVER_REQ_DETOKENIZE = 3,
+    SERVER_REQ_EMBEDDINGS = 4,
 };
 
 #define SERVER_MAX_STOP 16          /* stop strings per request */
@@ -62,6 +63,10 @@ typedef struct server_req {
     char *grammar;           /* GBNF the output must follow (owned; checked: it parses), from
                               * "grammar" (llama.cpp's), "json_schema" (llama.cpp's) or OpenAI's
                               * "response_format" (json_object, json_schema); NULL: free text */
+    /* embeddings: "input" (or llama.cpp's "content") in prompt / ids / more as a completions
+     * prompt list */
+    int base64;              /* "encoding_format": "base64" (little-endian f32 bytes) */
+    int dimensions;          /* -1: not given (the server refuses any other than n_embd) */
 } server_req_t;
 
 /* a client error: HTTP status, OpenAI error type and code, offending parameter, message */

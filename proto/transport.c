@@ -161,6 +161,7 @@ static int check_forward(const Tern__Forward *f, uint64_t tb, const char *peer, 
     if (f->n_token_ids && f->n_token_ids != n) return BAD("%zu token ids for %llu tokens", f->n_token_ids, (unsigned long long)n);
     if (f->n_sample && f->n_sample != n) return BAD("%zu sample flags for %llu tokens", f->n_sample, (unsigned long long)n);
     if (f->n_targets && f->n_targets != n) return BAD("%zu targets for %llu tokens", f->n_targets, (unsigned long long)n);
+    if (f->n_embd && f->n_embd != n) return BAD("%zu embedding flags for %llu tokens", f->n_embd, (unsigned long long)n);
     for (size_t i = 0; i < f->n_targets; i++)
         if (f->targets[i] < -1) return BAD("target %d of token %zu", f->targets[i], i);
     for (size_t i = 0; i < f->n_sampling; i++) {
@@ -214,11 +215,15 @@ static int check_sampled(const Tern__Sampled *s, uint64_t tb, const char *peer, 
         return err_set(err, errlen, TERN_EPROTO,
                        "peer %s: sampled: %u alternatives (max %d) for %zu tokens, but %zu top ids and %zu top logprobs",
                        peer, s->n_top, TP_MAX_TOP, n, s->n_top_ids, s->n_top_logprobs);
-    uint64_t want = (uint64_t)n * s->vocab * 4;
+    if (s->embd_rows > TP_MAX_TOKENS || s->embd_size > TP_MAX_HIDDEN || (s->embd_rows && !s->embd_size))
+        return err_set(err, errlen, TERN_EPROTO, "peer %s: sampled: %u embedding rows of %u (max %u of %u)", peer,
+                       s->embd_rows, s->embd_size, TP_MAX_TOKENS, TP_MAX_HIDDEN);
+    /* < 2^16 * 2^22 * 4 + 2^16 * 2^18 * 4: no overflow */
+    uint64_t want = (uint64_t)n * s->vocab * 4 + (uint64_t)s->embd_rows * s->embd_size * 4;
     if (n > TP_MAX_TOKENS || tb != want)
         return err_set(err, errlen, TERN_EPROTO,
-                       "peer %s: sampled: logits frame is %llu bytes, expected %zu rows x vocab %u x 4",
-                       peer, (unsigned long long)tb, n, s->vocab);
+                       "peer %s: sampled: frame is %llu bytes, expected %zu rows x vocab %u x 4 + %u embedding rows x "
+                       "%u x 4", peer, (unsigned long long)tb, n, s->vocab, s->embd_rows, s->embd_size);
     return 0;
 }
 

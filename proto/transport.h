@@ -20,7 +20,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-/* v3: Forward.shift (KV-cache context shifts; a v2 worker would ignore them silently) */
+/* v3: Forward.shift (KV-cache context shifts; a v2 worker would ignore them silently),
+ * Forward.embd / Sampled.embd_rows (embeddings) */
 #define TERN_PROTO_VERSION 3
 #define TP_MAX_BIAS 300   /* SamplingParams.bias_ids at most (= SAMPLER_BIAS_MAX, worker/sampler.h) */
 

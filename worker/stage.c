@@ -314,3 +314,15 @@ int stage_score(stage_t *st, const float *h, int n, const int *seq, const int32_
     st->score_n_top = nt;
     return ns;
 }
+
+int stage_embd(stage_t *st, const float *h, int n, const uint8_t *embd, float *out, char *err, size_t errlen) {
+    if (!embd) return 0;
+    const int64_t E = st->shard.hp.n_embd;
+    int k = 0;
+    for (int i = 0; i < n; i++) {
+        if (!embd[i]) continue;
+        if (!st->cfg.has_head) return err_set(err, errlen, TERN_EINVAL, "embeddings asked of a stage without the head");
+        ops_rmsnorm(out + (size_t)k++ * (size_t)E, h + (size_t)i * (size_t)E, st->shard.out_norm, E, st->shard.hp.norm_eps);
+    }
+    return k;
+}

@@ -2,7 +2,8 @@
  * and KV cache, and when it is the last stage the samplers of its sequence slots. A step
  * takes hidden states (n, n_embd) for n tokens of any mix of sequences and returns either the
  * new hidden states (middle stages) or the sampled tokens (last stage), and on request the
- * log-probabilities of given next tokens (stage_score: perplexity, prompt logprobs).
+ * log-probabilities of given next tokens (stage_score: perplexity, prompt logprobs) or the
+ * normed final hidden states (stage_embd: embeddings).
  * Used in-process by the embedded engine and by the worker loop behind a transport. */
 #ifndef TERN_STAGE_H
 #define TERN_STAGE_H
@@ -101,5 +102,10 @@ int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const
  * vocabulary or this stage has no head (err says why). */
 int stage_score(stage_t *st, const float *h, int n, const int *seq, const int32_t *target, double *out, char *err,
                 size_t errlen);
+/* Embeddings, after stage_step on the last stage with the h it left (a CUDA stage's too: its
+ * layers' output comes back to the host): out (k, n_embd) row k++ = out_norm(h row i) for each
+ * token i with embd[i] != 0, in token order — the final hidden state the lm head would read.
+ * embd NULL: nothing. Returns k, or <0 when this stage has no head (err says why). */
+int stage_embd(stage_t *st, const float *h, int n, const uint8_t *embd, float *out, char *err, size_t errlen);
 
 #endif

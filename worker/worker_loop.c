@@ -64,6 +64,9 @@ typedef struct worker {
     int *seq, *pos;
     int32_t *tok;
     uint8_t *smp;
+    uint8_t *emf;          /* (cap_tokens,) the step's embedding flags */
+    float *embd_out;       /* rows of embeddings a step sends back (last stage; grown on use) */
+    size_t embd_cap;
     int cap_tokens;
     kv_shift_t *shift;        /* (n_seq,) a step's context shifts, sized at LoadShard */
     /* messages that arrived during a long step (see worker_tick), handled after it in order */
@@ -176,7 +179,7 @@ static int grow(worker_t *w, int n_tokens, uint32_t hidden) {
     }
     if (n_tokens > w->cap_tokens) {
         free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
-        free(w->tgt_lp);
+        free(w->tgt_lp); free(w->emf);
         w->seq = malloc((size_t)n_tokens * sizeof(int));
         w->pos = malloc((size_t)n_tokens * sizeof(int));
         w->tok = malloc((size_t)n_tokens * sizeof(int32_t));
@@ -185,13 +188,24 @@ static int grow(worker_t *w, int n_tokens, uint32_t hidden) {
         w->out_lp = malloc((size_t)n_tokens * sizeof(float));
         w->seq_u = malloc((size_t)n_tokens * sizeof(uint32_t));
         w->tgt_lp = malloc((size_t)n_tokens * sizeof(double));
+        w->emf = malloc((size_t)n_tokens);
         w->cap_tokens = n_tokens;
-        if (!w->seq || !w->pos || !w->tok || !w->smp || !w->out_tok || !w->out_lp || !w->seq_u || !w->tgt_lp) {
+        if (!w->seq || !w->pos || !w->tok || !w->smp || !w->out_tok || !w->out_lp || !w->seq_u || !w->tgt_lp || !w->emf) {
             w->cap_tokens = 0;
             return TERN_ENOMEM;
         }
     }
     return 0;
+}
+
+/* room for n rows of embeddings (only steps that ask for them: a last stage's extra frame) */
+static int grow_embd(worker_t *w, int n) {
+    size_t need = (size_t)n * w->hidden * sizeof(float);
+    if (need <= w->embd_cap) return 0;
+    tern_free(w->embd_out);
+    w->embd_out = tern_alloc(need);
+    w->embd_cap = w->embd_out ? need : 0;
+    return w->embd_out ? 0 : TERN_ENOMEM;
 }
 
 static void on_heartbeat(worker_t *w, tp_msg_t *rx);
@@ -385,7 +399,8 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     int n = (int)f->n_tokens;
     if (f->hidden_size != w->hidden || f->dtype != TERN__DTYPE__DTYPE_F32 || f->n_seq_ids != (size_t)n ||
         f->n_positions != (size_t)n || (f->n_token_ids && f->n_token_ids != (size_t)n) ||
-        (f->n_sample && f->n_sample != (size_t)n) || (f->n_targets && f->n_targets != (size_t)n)) {
+        (f->n_sample && f->n_sample != (size_t)n) || (f->n_targets && f->n_targets != (size_t)n) ||
+        (f->n_embd && f->n_embd != (size_t)n)) {
         snprintf(msg, sizeof msg, "%s: Forward step %llu does not match this stage (hidden %u, expected %u f32; %d "
                  "tokens)", w->name, (unsigned long long)f->step_id, f->hidden_size, w->hidden, n);
         send_error(w, &w->coord, TERN_EPROTO, f->step_id, msg);
@@ -398,6 +413,7 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
         w->pos[i] = (int)f->positions[i];
         w->tok[i] = f->n_token_ids ? f->token_ids[i] : -1;
         w->smp[i] = f->n_sample ? (uint8_t)f->sample[i] : 0;
+        w->emf[i] = f->n_embd ? (uint8_t)f->embd[i] : 0;
     }
     if (w->is_last)
         for (size_t i = 0; i < f->n_sampling; i++) {
@@ -436,6 +452,12 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     int ns = m < 0 || !w->is_last ? 0
              : stage_score(&w->st, w->h, n, w->seq, f->n_targets ? f->targets : NULL, w->tgt_lp, err, sizeof err);
     if (ns < 0) m = ns;
+    int ne = 0;   /* embeddings: the normed final hidden states of the flagged tokens */
+    if (m >= 0 && w->is_last && f->n_embd) {
+        ne = grow_embd(w, n) < 0 ? err_set(err, sizeof err, TERN_ENOMEM, "out of memory for %d embeddings", n)
+                                 : stage_embd(&w->st, w->h, n, w->emf, w->embd_out, err, sizeof err);
+        if (ne < 0) m = ne;
+    }
     if (m < 0) {
         snprintf(msg, sizeof msg, "%s: step %llu: %s", w->name, (unsigned long long)f->step_id, err);
         send_error(w, &w->coord, m, f->step_id, msg);
@@ -477,9 +499,21 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
     s.target_top_ids = w->st.score_top_ids;
     s.target_top_logprobs = w->st.score_top_lp;
     s.vocab = want_logits ? (uint32_t)w->st.shard.hp.n_vocab : 0;
+    s.embd_rows = (uint32_t)ne;
+    s.embd_size = ne ? w->hidden : 0;
     out.body_case = TERN__MSG__BODY_SAMPLED;
     out.sampled = &s;
-    if (tp_send(w->in, &w->coord, &out, want_logits && m ? w->logits : NULL, (size_t)m * s.vocab * sizeof(float), err,
+    /* one frame: the logits rows, then the embedding rows */
+    size_t lb = (size_t)m * s.vocab * sizeof(float), eb = (size_t)ne * w->hidden * sizeof(float);
+    const void *frame = lb ? (const void *)w->logits : (const void *)w->embd_out;
+    if (lb && eb) {   /* both asked for (rare): the rows follow the logits in their buffer */
+        float *grown = lb + eb > w->logits_cap ? realloc(w->logits, lb + eb) : w->logits;
+        if (!grown) { send_error(w, &w->coord, TERN_ENOMEM, f->step_id, "out of memory for the reply"); return; }
+        if (lb + eb > w->logits_cap) w->logits = grown, w->logits_cap = lb + eb;
+        memcpy((uint8_t *)w->logits + lb, w->embd_out, eb);
+        frame = w->logits;
+    }
+    if (tp_send(w->in, &w->coord, &out, lb + eb ? frame : NULL, lb + eb, err,
                 sizeof err) < 0)
         log_e("cannot send step %llu's tokens to the coordinator: %s", (unsigned long long)f->step_id, err);
 }
@@ -556,10 +590,11 @@ static void worker_close(worker_t *w) {
     tpool_destroy(&w->tp);
     tern_free(w->h);
     free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
-    free(w->tgt_lp);
+    free(w->tgt_lp); free(w->emf);
     free(w->shift);
     free(w->logits);
     w->logits = NULL, w->logits_cap = 0;
+    tern_free(w->embd_out);
     if (!w->cfg->embedded) tp_term();
 }
 

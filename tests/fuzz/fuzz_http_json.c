@@ -20,6 +20,9 @@ static void check_req(const server_req_t *r) {
     if (r->kind == SERVER_REQ_COMPLETION && !r->prompt && !r->ids) abort();
     if (r->kind == SERVER_REQ_CHAT && (r->n_msgs < 1 || !r->msgs)) abort();
     if (r->kind == SERVER_REQ_TOKENIZE && !r->prompt) abort();
+    if (r->kind == SERVER_REQ_EMBEDDINGS && ((!r->prompt && !r->ids) || r->dimensions == 0 || r->dimensions < -1)) abort();
+    for (int i = 0; i < r->n_more; i++)
+        if (!r->more[i].text && (!r->more[i].ids || r->more[i].n_ids < 1)) abort();
     if (r->n_ids < 0 || r->n_stop < 0 || r->n_stop > SERVER_MAX_STOP) abort();
     for (int i = 0; i < r->n_ids; i++)
         if (r->ids[i] < 0) abort();
@@ -71,7 +74,7 @@ static void run_stops(const server_req_t *r, const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    int kind = data[0] % 4;
+    int kind = data[0] % 5;
     server_req_t r;
     server_err_t e;
     memset(&e, 0, sizeof e);

@@ -3,7 +3,7 @@
 # (`tern run --mpi : tern worker --mpi`) and SPMD (`mpirun -np N tern run --mpi`), generate
 # exactly the tokens of one process (greedy and seeded); only the coordinator writes to stdout;
 # `tern serve --mpi` answers HTTP and stops on SIGTERM; a worker that cannot load ends the job
-# with its error, not a hang; `tern perplexity --mpi` gives one process's numbers; --mpi without mpirun and mpirun without --mpi say what to do.
+# with its error, not a hang; `tern perplexity --mpi` gives one process's numbers (and `tern embed --mpi` its vectors); --mpi without mpirun and mpirun without --mpi say what to do.
 # Also runs test_mpi_transport on 3 ranks. Skips when mpirun is missing. Every job is bounded
 # by timeout and killed on exit.
 source "$(dirname "$0")/lib.bash"
@@ -54,6 +54,10 @@ for i in $(seq 1 30); do echo "Line $i: the cat sat on the mat, and the dog ran 
 pref=$(timeout 120 "$TERN" perplexity -m "$M" -f "$txt" -c 32 -b 8 -t 1 2>/dev/null | grep '^Final')
 got=$(timeout 120 "${MPIRUN[@]}" -np 3 "$TERN" perplexity --mpi -m "$M" -f "$txt" -c 32 -b 8 -t 1 2>>"$tmp/mpi.log" | grep '^Final')
 [ -n "$pref" ] && [ "$got" == "$pref" ] && ok "SPMD -np 3 perplexity == one process ($got)" || bad "SPMD perplexity: '$got' vs '$pref'"
+# embeddings under mpirun (the last stage's rows travel as an extra MPI message): one process's bits
+eref=$(timeout 120 "$TERN" embed -m "$M" -p "$P" -p "tern" -t 1 2>/dev/null)
+got=$(timeout 120 "${MPIRUN[@]}" -np 3 "$TERN" embed --mpi -m "$M" -p "$P" -p "tern" -t 1 -b 4 2>>"$tmp/mpi.log")
+[ -n "$eref" ] && [ "$got" == "$eref" ] && ok "SPMD -np 3 embed == one process" || bad "SPMD embed differs"
 # workers without -m take the coordinator's model path; two sequences in micro-batches
 ref=$(run1 --temp 0 -np 2 -b 4)
 got=$(timeout 120 "${MPIRUN[@]}" -np 1 "$TERN" run -m "$M" --mpi "${GEN[@]}" --temp 0 -np 2 -b 4 : -np 2 "$TERN" worker --mpi -t 1 2>>"$tmp/mpi.log")

@@ -224,6 +224,20 @@ await run('tools', async () => {
         'a tool result in the conversation; tool_choice none answers in text', show(r2.choices[0]));
 });
 
+await run('embeddings', async () => {
+  // the client asks for base64 by default and decodes it; floats asked for must be the same values
+  const r = await client.embeddings.create({ model: want.model, input: [want.prompt, 'Hello world'] });
+  const f = await client.embeddings.create({ model: want.model, input: [want.prompt, 'Hello world'], encoding_format: 'float' });
+  const norm = (v) => Math.sqrt(v.reduce((a, x) => a + x * x, 0));
+  check(r.object === 'list' && r.data.length === 2 && r.data.every((d, i) => d.index === i && d.object === 'embedding' &&
+    d.embedding.length > 0 && Math.abs(norm(d.embedding) - 1) < 1e-4) && r.usage.prompt_tokens > 0 &&
+    r.usage.total_tokens === r.usage.prompt_tokens, 'embeddings.create: 2 unit vectors with usage', show(r).slice(0, 300));
+  check(r.data.every((d, i) => d.embedding.every((x, j) => Math.fround(f.data[i].embedding[j]) === x)),
+    'embeddings: base64 (the default) == float, value for value');
+});
+await expectErr('embeddings with other dimensions', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
+  () => client.embeddings.create({ model: want.model, input: 'a', dimensions: 3 }));
+
 await expectErr('n=17', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
   () => client.completions.create({ model: want.model, prompt: 'a', n: 17 }));
 await expectErr('streamed request with max_tokens 0', BadRequestError, 400, 'invalid_request_error', 'invalid_value',

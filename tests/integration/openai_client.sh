@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The official OpenAI Node client (npm openai@4, installed by deploy/install-deps.sh into
 # ${TERN_CACHE:-~/.cache/tern}/node) against `tern serve` on a tiny model and a free port:
-# completions, chat and streaming give the texts of `tern run` (greedy and seeded), logprobs, errors
+# completions, chat and streaming give the texts of `tern run` (greedy and seeded), logprobs, embeddings
+# (base64 by default, == float), errors
 # surface as APIError with the right status (openai_client.mjs does the checks).
 # Skips (passes with a message) when node or the package is missing. The server is always killed.
 source "$(dirname "$0")/lib.bash"   # its cleanup: SIGTERM to the server, SIGKILL after 5 s
@@ -33,7 +34,7 @@ PY
 [ -s "$tmp/expect.json" ] || die "could not write the expectations"
 
 KEY=tern-test-key
-start_serve serve -m "$M" -t 2 -np 2 -c 1024 --api-key "$KEY" || die "server did not start: $(cat "$tmp/serve.log")"
+start_serve serve -m "$M" -t 2 -np 2 -c 1024 --api-key "$KEY" --embeddings || die "server did not start: $(cat "$tmp/serve.log")"
 wait_health "$URL" 60
 
 timeout 120 node "$HERE/openai_client.mjs" "$NODE_DIR" "$URL" "$KEY" "$tmp/expect.json"

@@ -804,7 +804,7 @@ static void test_gpu_kv_shift(void **state) {
 
 /* One prompt (9 tokens) then 8 greedy steps through a CPU stage list and a GPU one; the next
  * input is the embedding row of the sampled token. Logits of every sampled row compared. */
-typedef struct run_out { int32_t tok[16]; int ntok; float *logits; double score[8]; } run_out_t;
+typedef struct run_out { int32_t tok[16]; int ntok; float *logits; double score[8]; float embd[9 * 512]; } run_out_t;
 static int g_run_shift;   /* 1: run() shifts slot 0 ({keep 2, discard 3}) before its 5th step, in every stage */
 
 static void embed(const gguf_t *g, int tok, int E, float *h) {
@@ -852,6 +852,9 @@ static void run(const gguf_t *g, stage_t *st, int nst, run_out_t *out, const sam
             for (int i = 0; i < np; i++) tgt[i] = i + 1 < np ? toks[i + 1] : -1;
             if (stage_score(&st[nst - 1], h, n, seq, tgt, out->score, err, sizeof err) != np - 1)
                 fail_msg("stage_score: %s", err);
+            uint8_t all[9] = {1, 1, 1, 1, 1, 1, 1, 1, 1};   /* embeddings: the normed rows the GPU left on the host */
+            assert_true(E <= 512);
+            if (stage_embd(&st[nst - 1], h, n, all, out->embd, err, sizeof err) != np) fail_msg("stage_embd: %s", err);
         }
         memcpy(out->logits + (size_t)s * V, st[nst - 1].logits, (size_t)V * 4);
         out->tok[out->ntok++] = ot;
@@ -959,6 +962,12 @@ static void gpu_model(const char *arch, const char *type, const char *head) {
         }
         assert_int_equal(a.tok[s], b.tok[s]);
         assert_int_equal(a.tok[s], m.tok[s]);
+    }
+    {   /* embeddings (stage_embd after a GPU step): the CPU stage's rows within the logits' tolerance */
+        const int E = cpu[0].shard.hp.n_embd;
+        double eb = max_rel(b.embd, a.embd, 9 * E), em = max_rel(m.embd, a.embd, 9 * E);
+        printf("  embeddings of the prompt's 9 rows: max rel err gpu %.3g split %.3g\n", eb, em);
+        assert_true(eb <= 1e-3 && em <= 1e-3);
     }
     /* a q8_0 KV cache: the GPU stage against the CPU stage with the same cache type */
     {

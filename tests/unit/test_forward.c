@@ -4,7 +4,8 @@
  * with scale 127/max|x| (BitNet b1.58's rule — part of the model, not an approximation), all
  * other maths in double. For every arch and ternary type, for prompt and decode positions, at 1
  * and 2 threads. Tolerance on max |Δlogit| / max|logit| per position: see compare(); plus the
- * same argmax wherever the reference's top-2 margin exceeds twice the error. */
+ * same argmax wherever the reference's top-2 margin exceeds twice the error. Embeddings
+ * (test_embd): the scheduler's pooled rows against the reference's normed final hidden states. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -23,6 +24,8 @@
 #include "worker/forward.h"
 #include "worker/stage.h"
 #include "core/err.h"
+#include "coordinator/pipeline_local.h"
+#include "coordinator/sched.h"
 
 int mkmodel_main(int argc, char **argv);
 
@@ -155,8 +158,9 @@ static void ref_rope(double *x, int nh, int hd, int rot, int pos, double base, i
     }
 }
 
-/* one token at position pos → logits (vocab) */
-static void ref_token(ref_model_t *m, int tok, int pos, double *logits) {
+/* one token at position pos → logits (vocab), and when hn is not NULL the final hidden state after
+ * the output norm (n_embd) */
+static void ref_token_h(ref_model_t *m, int tok, int pos, double *logits, double *hn) {
     const hparams_t *hp = &m->hp;
     int E = hp->n_embd, F = hp->n_ff, hd = hp->head_dim, nh = hp->n_head, nkv = hp->n_head_kv;
     int qd = nh * hd, kvd = nkv * hd;
@@ -225,9 +229,12 @@ static void ref_token(ref_model_t *m, int tok, int pos, double *logits) {
         for (int i = 0; i < E; i++) h[i] += o[i];
     }
     ref_rmsnorm(h, E, m->out_norm, hp->norm_eps);
+    if (hn) memcpy(hn, h, (size_t)E * sizeof(double));
     ref_matvec(&m->head, h, logits);
     free(h); free(n); free(q); free(k); free(v); free(a); free(o); free(g); free(u); free(sc);
 }
+
+static void ref_token(ref_model_t *m, int tok, int pos, double *logits) { ref_token_h(m, tok, pos, logits, NULL); }
 
 /* ---- the test ----------------------------------------------------------------------------- */
 static char g_dir[256];
@@ -531,6 +538,142 @@ static void test_allow(void **st) {
     gguf_close(&g);
 }
 
+/* embeddings through the scheduler on a local pipeline of `stages` stages (n_batch tokens a step):
+ * prompts a (pooling none: every row) and b (pool, L2-normalised), side by side in two slots */
+typedef struct embd_res { float *v[2]; int rows[2]; int ended; } embd_res_t;
+static void embd_cb(void *user, int id, const float *v, int n, int E) {
+    embd_res_t *r = user;
+    int k = id & 1;   /* ids 0, 1 (first run) and 2, 3 (...): a, then b */
+    r->v[k] = malloc((size_t)n * E * sizeof(float));
+    memcpy(r->v[k], v, (size_t)n * E * sizeof(float));
+    r->rows[k] = n;
+}
+static int embd_end(void *user, int id, int32_t tok, float lp, const sched_top_t *top, int finish) {
+    (void)id, (void)tok, (void)lp, (void)top;
+    assert_int_equal(finish, SCHED_LENGTH);
+    ((embd_res_t *)user)->ended++;
+    return 0;
+}
+static void embd_run(const gguf_t *g, int stages, int n_batch, const int32_t *a, int na, const int32_t *b, int nb,
+                     int pool, embd_res_t *r) {
+    char err[256];
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    c.n_ctx = 32, c.n_seq = 2, c.n_batch = n_batch, c.kv_type = KV_F32;
+    tpool_t *tp = tpool_new(2);
+    pipeline_t *pl;
+    if (pipeline_local_new(&pl, g, &c, stages, tp, err, sizeof err)) fail_msg("pipeline: %s", err);
+    embed_t emb;
+    assert_int_equal(embed_init(&emb, g, err, sizeof err), 0);
+    sched_t s;
+    assert_int_equal(sched_init(&s, pl, &emb, 2, 32, n_batch, err, sizeof err), 0);
+    sched_set_prefill_chunk(&s, n_batch);
+    sampler_params_t sp;
+    sampler_params_default(&sp);
+    memset(r, 0, sizeof *r);
+    int ia = sched_add(&s, a, na, 0, &sp, embd_end, r), ib = sched_add(&s, b, nb, 0, &sp, embd_end, r);
+    assert_true(ia >= 0 && ib >= 0);
+    assert_int_equal(sched_embed(&s, ia, SCHED_POOL_NONE, -1, embd_cb), 0);
+    assert_int_equal(sched_embed(&s, ib, SCHED_POOL_LAST + 1, 2, embd_cb), TERN_EINVAL);   /* no such pooling */
+    assert_int_equal(sched_embed(&s, ib + 5, pool, 2, embd_cb), TERN_EINVAL);              /* no such sequence */
+    assert_int_equal(sched_embed(&s, ib, pool, 2, embd_cb), 0);
+    while (sched_active(&s) > 0) assert_true(sched_step(&s) >= 0);
+    assert_int_equal(r->ended, 2);
+    assert_int_equal(r->rows[0], na);
+    assert_int_equal(r->rows[1], 1);
+    sched_free(&s);
+    pipeline_destroy(&pl);
+    tpool_destroy(&tp);
+}
+
+/* Embeddings (sched_embed over stage_embd): every row of pooling none is the reference's final
+ * hidden state after the output norm, within the forward's tolerance (max |d| / max |ref| per row
+ * <= 2e-2, 80% of rows <= 1e-4: see compare() on int8 flips); the mean / cls / last vectors are
+ * the pooled, L2-normalised reference rows within the same tolerance; and the vectors are bit for
+ * bit the same whether the prompts go in one step, in chunks of 3 tokens, or through 2 stages.
+ * A stage without the head refuses embeddings. */
+static void test_embd(void **st) {
+    (void)st;
+    char path[512], err[256];
+    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, "llama", "tq2_0", "f16");
+    if (access(path, R_OK) != 0) make_model(path, "llama", "tq2_0", "f16");
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    ref_model_t ref;
+    ref_load(&ref, g, 32);
+    const int E = ref.hp.n_embd, V = ref.hp.n_vocab, na = 13, nb = 9;
+    int32_t a[13], b[9];
+    for (int i = 0; i < na; i++) a[i] = (i * 53 + 11) % V;
+    for (int i = 0; i < nb; i++) b[i] = (i * 29 + 3) % V;
+    double *rl = malloc((size_t)V * sizeof(double)), *ha = malloc((size_t)na * E * sizeof(double));
+    double *hb = malloc((size_t)nb * E * sizeof(double)), worst = 0;
+    for (int i = 0; i < na; i++) ref_token_h(&ref, a[i], i, rl, ha + (size_t)i * E);
+    ref_free(&ref);
+    ref_load(&ref, g, 32);   /* a fresh cache for prompt b */
+    for (int i = 0; i < nb; i++) ref_token_h(&ref, b[i], i, rl, hb + (size_t)i * E);
+    int n_tight = 0;
+    embd_res_t r0, r1;
+    const int pools[3] = {SCHED_POOL_MEAN, SCHED_POOL_CLS, SCHED_POOL_LAST};
+    for (int pi = 0; pi < 3; pi++) {
+        int pool = pools[pi];
+        embd_run(g, 1, 64, a, na, b, nb, pool, &r0);
+        if (pi == 0)
+            for (int i = 0; i < na; i++) {   /* pooling none: each row against the reference */
+                double mx = 0, d = 0;
+                for (int e = 0; e < E; e++) {
+                    mx = fmax(mx, fabs(ha[(size_t)i * E + e]));
+                    d = fmax(d, fabs(ha[(size_t)i * E + e] - r0.v[0][(size_t)i * E + e]));
+                }
+                worst = fmax(worst, d / mx);
+                n_tight += d / mx <= 1e-4;
+                assert_true(d / mx <= 2e-2);
+            }
+        double want[4096], nn = 0, mx = 0, d = 0;   /* the pooled reference, L2-normalised */
+        assert_true(E <= 4096);
+        for (int e = 0; e < E; e++) {
+            double x = 0;
+            if (pool == SCHED_POOL_MEAN) for (int i = 0; i < nb; i++) x += hb[(size_t)i * E + e] / nb;
+            else x = hb[(size_t)(pool == SCHED_POOL_CLS ? 0 : nb - 1) * E + e];
+            want[e] = x, nn += x * x;
+        }
+        for (int e = 0; e < E; e++) {
+            mx = fmax(mx, fabs(want[e] / sqrt(nn)));
+            d = fmax(d, fabs(want[e] / sqrt(nn) - r0.v[1][e]));
+        }
+        printf("  embeddings, pooling %d: max |d| / max |ref| %.2e\n", pool, d / mx);
+        assert_true(d / mx <= 2e-2);
+        /* the same bits in chunks of 3 tokens, and through 2 stages */
+        embd_run(g, 1, 3, a, na, b, nb, pool, &r1);
+        assert_memory_equal(r0.v[0], r1.v[0], (size_t)na * E * sizeof(float));
+        assert_memory_equal(r0.v[1], r1.v[1], (size_t)E * sizeof(float));
+        for (int k = 0; k < 2; k++) free(r1.v[k]);
+        embd_run(g, 2, 5, a, na, b, nb, pool, &r1);
+        assert_memory_equal(r0.v[0], r1.v[0], (size_t)na * E * sizeof(float));
+        assert_memory_equal(r0.v[1], r1.v[1], (size_t)E * sizeof(float));
+        for (int k = 0; k < 2; k++) free(r0.v[k]), free(r1.v[k]);
+    }
+    printf("  embeddings, pooling none: worst row max |d| / max |ref| %.2e, %d/%d rows <= 1e-4\n", worst, n_tight, na);
+    assert_true(n_tight * 5 >= na * 4);
+    /* a stage without the head refuses */
+    stage_t sg;
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    c.first = 0, c.last = 0, c.has_head = 0, c.n_ctx = 8;
+    tpool_t *tp = tpool_new(1);
+    assert_int_equal(stage_init(&sg, g, &c, tp, err, sizeof err), 0);
+    uint8_t fl = 1;
+    float h[4096], out[4096];
+    memset(h, 0, sizeof h);
+    assert_true(stage_embd(&sg, h, 1, &fl, out, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "without the head"));
+    assert_int_equal(stage_embd(&sg, h, 1, NULL, out, err, sizeof err), 0);
+    stage_free(&sg);
+    tpool_destroy(&tp);
+    free(rl), free(ha), free(hb);
+    ref_free(&ref);
+    gguf_close(&g);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/tern_test_forward_%d", (int)getpid());
     char cmd[300];
@@ -542,6 +685,7 @@ int main(void) {
         cmocka_unit_test(test_llama),
         cmocka_unit_test(test_score),
         cmocka_unit_test(test_allow),
+        cmocka_unit_test(test_embd),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

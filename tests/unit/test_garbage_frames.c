@@ -163,8 +163,10 @@ static void send_frames(sender_t *s, const uint8_t *const *p, const size_t *n, i
 }
 
 /* A Forward or LoadShard envelope with hostile but internally consistent fields, or with
- * sizes that do not match; variant 3: a Sampled whose top_logprobs alternatives do not match
- * its token count (or exceed 20 a token). Returns the packed size in buf; *tb = tensor bytes to send. */
+ * sizes that do not match (embedding flags too: counts off by one, on a middle or the last
+ * stage); variant 3: a Sampled whose top_logprobs alternatives do not match its token count (or
+ * exceed 20 a token), or whose embedding rows disagree with its frame or exceed the bounds.
+ * Returns the packed size in buf; *tb = tensor bytes to send. */
 static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
     static uint32_t seq[8], pos[8];
     static int32_t tok[8];
@@ -195,6 +197,11 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
         if (got > sizeof top_ids / sizeof *top_ids) got = sizeof top_ids / sizeof *top_ids;
         sd.n_top_ids = got, sd.top_ids = top_ids;
         sd.n_top_logprobs = rnd() % 2 ? got : want, sd.top_logprobs = top_lp;
+        if (rnd() % 2) {   /* embedding rows: absurd sizes, or a frame that does not hold them */
+            sd.embd_rows = (uint32_t)(rnd() % 3 ? rnd() % 4 : rnd());
+            sd.embd_size = (uint32_t)(rnd() % 3 ? 256 : rnd() % 2 ? 0 : rnd());
+            *tb = (size_t)(rnd() % 4) * 256 * 4;
+        }
         m.body_case = TERN__MSG__BODY_SAMPLED, m.sampled = &sd;
     } else if (variant == 0) {   /* LoadShard: impossible ranges, unknown model */
         mid.size = rnd() % 100000, mid.hash = "not-the-model", mid.name = "x.gguf";
@@ -215,6 +222,9 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
         for (size_t i = 0; i < sizeof tgt / sizeof *tgt; i++)
             tgt[i] = rnd() % 4 ? (int32_t)(rnd() % 512) : rnd() % 2 ? -1 : rnd() % 3 ? (int32_t)(512 + rnd() % 9) : -2;
         f.n_targets = rnd() % 3 ? 0 : rnd() % 4 ? nt : nt + 1, f.targets = tgt;
+        static protobuf_c_boolean emb[9];   /* embedding flags: none, one a token, or one too many */
+        for (size_t i = 0; i < 9; i++) emb[i] = rnd() & 1;
+        f.n_embd = rnd() % 3 ? 0 : rnd() % 4 ? nt : nt + 1, f.embd = emb;
         /* grammar masks: the tiny model's 512 tokens are 64 bytes; slots small or absurd */
         static uint8_t bits[80];
         static Tern__SeqAllow al[3];
@@ -377,6 +387,14 @@ static void test_garbage_leaves_worker_serving(void **st) {
     sender_close(&s);
     if (!worker_alive()) fail_msg("worker died (see %s/worker.log)", g_tmp);
     cluster_run_equals_ref("after all the garbage");
+    /* and its embeddings (a last stage's extra frame) are still one process's, bit for bit */
+    static char eref[65536], egot[65536];
+    rc = run_cmd(eref, sizeof eref, "timeout 60 '%s' embed -m '%s' -t 1 -p 'Hello world' -p 'tern' 2>>'%s/run.log'",
+                 g_tern, g_model, g_tmp);
+    if (rc != 0 || strncmp(eref, "embedding 0: ", 13) != 0) fail_msg("reference embed failed (rc %d): '%.200s'", rc, eref);
+    rc = run_cmd(egot, sizeof egot, "timeout 60 '%s' embed -m '%s' -t 1 -p 'Hello world' -p 'tern' --workers '%s' 2>>'%s/run.log'",
+                 g_tern, g_model, g_ep, g_tmp);
+    if (rc != 0 || strcmp(egot, eref) != 0) fail_msg("cluster embed rc %d differs from one process's", rc);
 }
 
 /* ---- hostile context shifts, as the coordinator of the worker ----------------------------- */

@@ -274,6 +274,47 @@ static void test_prompt_shapes(void **state) {
     expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\\u0000b\"}", NULL, NULL);
 }
 
+/* /v1/embeddings bodies: input as a string, ids, strings, or lists of ids (the rest in more[]),
+ * llama.cpp's "content" for it, encoding_format float | base64, dimensions; each bad field is a
+ * 400 naming it */
+static void test_embd_bodies(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    assert_int_equal(parse(&r, SERVER_REQ_EMBEDDINGS, "{\"input\":\"hello\"}", &e), 0);
+    assert_string_equal(r.prompt, "hello");
+    assert_int_equal(r.base64, 0);
+    assert_int_equal(r.dimensions, -1);
+    assert_int_equal(r.n * (1 + r.n_more), 1);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_EMBEDDINGS, "{\"input\":[4,5,6],\"encoding_format\":\"base64\",\"dimensions\":256}", &e), 0);
+    assert_int_equal(r.n_ids, 3);
+    assert_int_equal(r.base64, 1);
+    assert_int_equal(r.dimensions, 256);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_EMBEDDINGS, "{\"input\":[\"a\",[7,8],\"c\"],\"encoding_format\":\"float\"}", &e), 0);
+    assert_string_equal(r.prompt, "a");
+    assert_int_equal(r.n_more, 2);
+    assert_int_equal(r.more[0].n_ids, 2);
+    assert_string_equal(r.more[1].text, "c");
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_EMBEDDINGS, "{\"content\":[[1],[2]]}", &e), 0);
+    assert_int_equal(r.n_ids, 1);
+    assert_int_equal(r.n_more, 1);
+    server_req_free(&r);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{}", "input", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":7}", "input", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":[]}", "input", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":[\"a\",{}]}", "input", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":[1,-1]}", "input", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":\"a\",\"encoding_format\":\"int8\"}", "encoding_format", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":\"a\",\"encoding_format\":5}", "encoding_format", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":\"a\",\"dimensions\":0}", "dimensions", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":\"a\",\"dimensions\":\"x\"}", "dimensions", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "{\"input\":[\"a\",\"b\",\"c\",\"d\",\"e\",\"f\",\"g\",\"h\",\"i\",\"j\",\"k\",\"l\",\"m\",\"n\",\"o\",\"p\",\"q\"]}", "input", NULL);
+    expect_bad(SERVER_REQ_EMBEDDINGS, "[1]", NULL, NULL);
+}
+
 static void test_chat_messages(void **state) {
     (void)state;
     server_req_t r;
@@ -809,7 +850,7 @@ int main(void) {
         cmocka_unit_test(test_json_text),         cmocka_unit_test(test_logprobs_fields),
         cmocka_unit_test(test_echo_field),        cmocka_unit_test(test_tools_fields),
         cmocka_unit_test(test_tools_reply),
-        cmocka_unit_test(test_text_chars),
+        cmocka_unit_test(test_text_chars),        cmocka_unit_test(test_embd_bodies),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -496,6 +496,15 @@ static void test_hostile_frames(void **st) {
     assert_int_equal(in.msg->forward->targets[2], 9);
     a.fwd.n_targets = 0, a.fwd.targets = NULL;
 
+    /* embedding flags: one per token or none */
+    static protobuf_c_boolean emf[3] = {1, 0, 1};
+    a.fwd.n_embd = 2, a.fwd.embd = emf;
+    n = pack_raw(fwd, TERN_PROTO_VERSION, 96, buf);
+    tp_iov_t em1[2] = {{buf, n}, {g_hidden, 96}};
+    raw_send(&r, em1, 2);
+    expect_refused(&r, l, &in, TERN_EPROTO, "2 embedding flags for 3 tokens");
+    a.fwd.n_embd = 0, a.fwd.embd = NULL;
+
     /* top_logprobs alternatives: 3 tokens x 2 = 6 expected, 5 sent; then more than 20 a token */
     static int32_t top_ids[3 * 21];
     static float top_lp[3 * 21];
@@ -522,6 +531,27 @@ static void test_hostile_frames(void **st) {
     assert_int_equal(in.msg->sampled->n_top, 2);
     assert_int_equal(in.msg->sampled->n_top_ids, 6);
     a.sampled.n_top = 0, a.sampled.n_top_ids = a.sampled.n_top_logprobs = 0;
+
+    /* embedding rows: the frame must hold rows x size f32 (here 2 x 8 = 64 bytes) */
+    a.sampled.embd_rows = 2, a.sampled.embd_size = 8;
+    n = pack_raw(sm, TERN_PROTO_VERSION, 32, buf);
+    tp_iov_t er1[2] = {{buf, n}, {g_hidden, 32}};
+    raw_send(&r, er1, 2);
+    expect_refused(&r, l, &in, TERN_EPROTO, "frame is 32 bytes, expected 3 rows x vocab 0 x 4 + 2 embedding rows x 8");
+    a.sampled.embd_size = 1u << 19;
+    n = pack_raw(sm, TERN_PROTO_VERSION, 64, buf);
+    tp_iov_t er2[2] = {{buf, n}, {g_hidden, 64}};
+    raw_send(&r, er2, 2);
+    expect_refused(&r, l, &in, TERN_EPROTO, "2 embedding rows of 524288");
+    a.sampled.embd_size = 8;
+    n = pack_raw(sm, TERN_PROTO_VERSION, 64, buf);
+    tp_iov_t er3[2] = {{buf, n}, {g_hidden, 64}};
+    raw_send(&r, er3, 2);
+    if (tp_recv(l, &in, 5000, E)) fail_msg("consistent embedding rows refused: %s", g_err);
+    assert_int_equal(in.msg->sampled->embd_rows, 2);
+    assert_int_equal(in.tensor_bytes, 64);
+    assert_memory_equal(in.tensor, g_hidden, 64);
+    a.sampled.embd_rows = a.sampled.embd_size = 0;
 
     tp_msg_free(&in);
     raw_close(&r);
