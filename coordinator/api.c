@@ -56,8 +56,10 @@ void tern_sampling_default(tern_sampling *s) {
     s->grammar = NULL;
     s->freq_penalty = s->presence_penalty = 0.0f;
     s->n_bias = 0;
+    s->ignore_eos = 0;
     s->bias_id = NULL;
     s->bias = NULL;
+    s->n_keep = 0;
 }
 
 const char *tern_last_error(const tern_model *m) { return m ? m->err : "no model"; }
@@ -118,6 +120,7 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     if (rc < 0) goto fail;
     if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, n_batch, err, errlen)) < 0) goto fail;
     if (p->prefill_chunk >= 0) sched_set_prefill_chunk(&m->sched, p->prefill_chunk);
+    sched_set_context_shift(&m->sched, p->context_shift);
     if (sched_set_lookup(&m->sched, p->lookup) < 0) {
         rc = err_set(err, errlen, TERN_EINVAL, "--lookup %d: expected 0..%d draft tokens", p->lookup, SCHED_LOOKUP_MAX);
         goto fail;
@@ -228,6 +231,10 @@ static int on_token(void *user, int id, int32_t token, float logprob, const sche
     return 0;
 }
 
+int engine_keep(const tern_model *m, int n_keep) {
+    return n_keep < 0 ? -1 : n_keep + (tokenizer_add_bos(m->tok) ? 1 : 0);
+}
+
 void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp) {
     sampler_params_default(sp);
     tern_sampling def;
@@ -245,12 +252,26 @@ void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp) {
     for (int i = 0; i < sp->n_bias; i++) sp->bias_id[i] = s->bias_id[i], sp->bias[i] = s->bias[i];
 }
 
+int engine_ban_eog(const tern_model *m, sampler_params_t *sp, char *err, size_t errlen) {
+    int V = tokenizer_n_vocab(m->tok);
+    for (int t = 0; t < V; t++) {
+        if (!tokenizer_is_eog(m->tok, t)) continue;
+        if (sp->n_bias == SAMPLER_BIAS_MAX)
+            return err_set(err, errlen, TERN_EINVAL, "ignore_eos: no room for the end-of-generation tokens among %d "
+                           "logit biases", SAMPLER_BIAS_MAX);
+        sp->bias_id[sp->n_bias] = t;
+        sp->bias[sp->n_bias++] = -1e30f;   /* as good as -inf, and finite as the wire wants biases */
+    }
+    return 0;
+}
+
 int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, const tern_sampling *s,
                       tern_token_cb cb, void *user, tern_stats *stats) {
     sampler_params_t sp;
     tern_sampling def;
     if (!s) { tern_sampling_default(&def); s = &def; }
     engine_sampler_params(s, &sp);
+    if (s->ignore_eos && engine_ban_eog(m, &sp, m->err, sizeof m->err) < 0) return TERN_EINVAL;
     for (int i = 0; i < sp.n_bias; i++)
         if (sp.bias_id[i] < 0 || sp.bias_id[i] >= m->pl->n_vocab) {
             snprintf(m->err, sizeof m->err, "logit bias: token id %d is outside the vocabulary (%d tokens)", sp.bias_id[i],
@@ -270,11 +291,13 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     sc->t_prefill = sc->t_decode = 0;
     sc->n_prefill_tok = sc->n_decode_tok = 0;
     sc->n_drafted = sc->n_draft_ok = 0;
+    long shifts0 = sc->n_ctx_shifts;
     int id = sched_add(sc, ids, n, n_predict, &sp, on_token, &g);
     if (id < 0) {
         snprintf(m->err, sizeof m->err, "cannot start the sequence: %s", tern_strerror(id));
         return id;
     }
+    sched_set_keep(sc, id, engine_keep(m, s->n_keep));   /* right after sched_add: cannot fail */
     int rc;
     if (s->grammar && (rc = start_grammar(m, id, s->grammar)) < 0) return rc;
     while ((rc = sched_step(sc)) > 0) {}
@@ -290,11 +313,13 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
         stats->t_prompt = sc->t_prefill;
         stats->t_gen = sc->t_decode;
         stats->n_prompt = n;
-        /* tokens the decode steps produced (with drafts, not the tokens they fed) */
-        stats->n_gen = sc->n_drafted ? (n_gen > 0 ? n_gen - 1 : 0) : (int)sc->n_decode_tok;
+        /* the tokens after the first (which the prompt's last step samples): with drafts not the
+         * tokens the decode steps fed, after a recovery not counting replayed samples twice */
+        stats->n_gen = n_gen > 0 ? n_gen - 1 : 0;
         stats->n_drafted = sc->n_drafted;
         stats->n_draft_ok = sc->n_draft_ok;
         stats->weight_bytes = m->pl->weight_bytes;
+        stats->n_ctx_shifts = (int)(sc->n_ctx_shifts - shifts0);
     }
     return n_gen;
 }

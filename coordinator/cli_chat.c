@@ -3,8 +3,10 @@
  * after the longest prefix already in the KV cache (earlier turns are kept, not re-fed;
  * --no-cache re-feeds everything, for comparison). It drives the pipeline directly on slot 0,
  * since the scheduler starts every sequence afresh. With --grammar / -j every reply is a sentence
- * of the grammar (each starts it afresh, as llama.cpp's CLI does). Ctrl-C stops the current reply;
- * Ctrl-C at the prompt, /exit or EOF quits. Not here: context shifting when the conversation is full. */
+ * of the grammar (each starts it afresh, as llama.cpp's CLI does). With --context-shift a full
+ * context keeps its first tokens (the system message, or --keep) and drops the older half of the
+ * rest (llama.cpp's rule), and the conversation goes on; without, the reply is cut there.
+ * Ctrl-C stops the current reply; Ctrl-C at the prompt, /exit or EOF quits. */
 #define _GNU_SOURCE   /* ppoll */
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
@@ -47,7 +49,15 @@ typedef struct chat {
     tern_model *m;
     int32_t *fed;          /* (n_ctx,) tokens whose keys/values are in the cache, by position */
     int n_fed;
-    int32_t *ids;          /* (n_ctx + 8,) tokens of the formatted conversation */
+    int32_t *ids;          /* (cap_ids,) tokens of the formatted conversation */
+    int cap_ids;
+    int shift;             /* --context-shift */
+    int keep_req;          /* --keep: tokens after the BOS a shift keeps; -1: the system message */
+    int keep;              /* what a shift keeps (resolved on the first turn; -1 before) */
+    int n_drop;            /* conversation tokens dropped by shifts: the cache holds the conversation's
+                            * [0, keep) then [keep + n_drop, ...) (fed[p] = token p, or p + n_drop
+                            * from keep on) */
+    step_shift_t sh;       /* the shift the next step carries */
     step_t st;             /* one micro-batch of slot 0 */
     float *h;              /* (n_batch, n_embd) */
     int32_t out_tok;
@@ -79,14 +89,18 @@ static void chat_free(chat_t *c) {
     free(c->mask);
 }
 
-static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp) {
+static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp, int shift, int keep) {
     memset(c, 0, sizeof *c);
     c->m = m;
     c->sp = *sp;
     c->n_batch = m->sched.n_batch;
+    c->shift = shift;
+    c->keep_req = keep;
+    c->keep = -1;
     int nb = c->n_batch;
     c->fed = malloc((size_t)m->n_ctx * sizeof(int32_t));
-    c->ids = malloc(((size_t)m->n_ctx + 8) * sizeof(int32_t));
+    c->cap_ids = m->n_ctx + 8;
+    c->ids = malloc((size_t)c->cap_ids * sizeof(int32_t));
     c->st.tokens = malloc((size_t)nb * sizeof(int32_t));
     c->st.seq = calloc((size_t)nb, sizeof(int));
     c->st.pos = malloc((size_t)nb * sizeof(int));
@@ -144,14 +158,36 @@ static int chat_push(chat_t *c, const char *role, char *content) {
     return 0;
 }
 
-/* Feeds toks[0..n) at positions n_fed.. in micro-batches and samples after the last one.
- * Returns the sampled token, TERN_ECANCEL when Ctrl-C came between micro-batches (the fed
- * part stays valid), or another <0 with c->err set. */
+/* The context is full (n_fed == n_ctx): the next step carries a shift that keeps the first keep
+ * positions and drops half of the rest; fed[] and n_drop follow. */
+static void chat_shift(chat_t *c) {
+    int keep = c->keep, n_past = c->n_fed, discard = (n_past - keep) / 2;
+    memmove(c->fed + keep, c->fed + keep + discard, (size_t)(n_past - keep - discard) * sizeof(int32_t));
+    c->n_fed -= discard;
+    c->n_drop += discard;
+    c->sh.seq = 0, c->sh.keep = keep, c->sh.discard = discard, c->sh.n_past = n_past;
+    c->st.shift = &c->sh;
+    c->st.n_shift = 1;
+    log_d("chat: the context is full (%d tokens): kept the first %d, dropped the next %d (%d dropped so far)", n_past,
+          keep, discard, c->n_drop);
+}
+
+/* Feeds toks[0..n) at positions n_fed.. in micro-batches and samples after the last one (with
+ * --context-shift, shifting whenever the context is full). Returns the sampled token,
+ * TERN_ECANCEL when Ctrl-C came between micro-batches (the fed part stays valid), or another <0
+ * with c->err set. */
 static int chat_feed(chat_t *c, const int32_t *toks, int n) {
     pipeline_t *pl = c->m->pl;
     for (int done = 0; done < n;) {
         if (g_interrupted) return TERN_ECANCEL;
+        c->st.shift = NULL;
+        c->st.n_shift = 0;
+        if (c->n_fed >= c->m->n_ctx) {
+            if (!c->shift || c->keep < 0) return err_set(c->err, sizeof c->err, TERN_EINVAL, "the context is full");
+            chat_shift(c);
+        }
         int k = n - done < c->n_batch ? n - done : c->n_batch;
+        if (k > c->m->n_ctx - c->n_fed) k = c->m->n_ctx - c->n_fed;
         for (int i = 0; i < k; i++) {
             c->st.tokens[i] = toks[done + i];
             c->st.seq[i] = 0;
@@ -177,38 +213,96 @@ static int chat_feed(chat_t *c, const int32_t *toks, int n) {
     return err_set(c->err, sizeof c->err, TERN_EINVAL, "nothing to feed");
 }
 
+/* The first n_msgs messages formatted and tokenized into *ids (grown as needed, capacity *cap).
+ * Returns the token count or <0 with c->err set. */
+static int chat_tokens(chat_t *c, int n_msgs, int32_t **ids, int *cap) {
+    tern_model *m = c->m;
+    int need = chat_apply(m->tok, c->msgs, n_msgs, NULL, 0);
+    if (need < 0) return err_set(c->err, sizeof c->err, need, "the model's chat template cannot be applied");
+    char *buf = malloc((size_t)need + 1);
+    if (!buf) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
+    chat_apply(m->tok, c->msgs, n_msgs, buf, need + 1);
+    int n = tokenizer_encode(m->tok, buf, (size_t)need, tokenizer_add_bos(m->tok), 1, *ids, *cap);
+    if (n > *cap) {   /* a conversation past the context (shifted): room for all of it */
+        int32_t *p = realloc(*ids, ((size_t)n + 8) * sizeof(int32_t));
+        if (p) {
+            *ids = p;
+            *cap = n + 8;
+            n = tokenizer_encode(m->tok, buf, (size_t)need, tokenizer_add_bos(m->tok), 1, *ids, *cap);
+        } else {
+            n = TERN_ENOMEM;
+        }
+    }
+    free(buf);
+    if (n < 0) return err_set(c->err, sizeof c->err, n, "cannot tokenize the conversation");
+    return n;
+}
+
+/* What a context shift keeps (c->keep, once): --keep N is the BOS and N tokens; -1 is the system
+ * message (the tokens the conversation shares with it formatted alone), or the BOS without one
+ * (or when it cannot be formatted alone); at most n_ctx - 4, so a shift always drops something.
+ * ids[0..n): the conversation. */
+static void chat_keep(chat_t *c, const int32_t *ids, int n) {
+    int bos = tokenizer_add_bos(c->m->tok) ? 1 : 0, k = c->keep_req >= 0 ? c->keep_req + bos : bos;
+    if (c->keep_req < 0 && c->n_msgs > 0 && !strcmp(c->msgs[0].role, "system")) {
+        int cap = 64;
+        int32_t *sys = malloc((size_t)cap * sizeof *sys);
+        int ns = sys ? chat_tokens(c, 1, &sys, &cap) : -1;
+        for (k = 0; k < ns && k < n && sys[k] == ids[k];) k++;
+        if (ns < 0) k = bos;
+        free(sys);
+    }
+    if (k > c->m->n_ctx - 4) k = c->m->n_ctx - 4;
+    c->keep = k > 0 ? k : 0;
+    log_d("chat: a context shift keeps the first %d tokens", c->keep);
+}
+
 /* Formats the conversation and feeds what is not yet in the cache (everything when no_cache).
  * Returns the first sampled token or <0 (c->err set). */
 static int chat_prompt(chat_t *c, int no_cache, int turn) {
     tern_model *m = c->m;
-    int need = chat_apply(m->tok, c->msgs, c->n_msgs, NULL, 0);
-    if (need < 0) return err_set(c->err, sizeof c->err, need, "the model's chat template cannot be applied");
-    char *buf = malloc((size_t)need + 1);
-    if (!buf) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
-    chat_apply(m->tok, c->msgs, c->n_msgs, buf, need + 1);
-    int cap = m->n_ctx + 8;
-    int n = tokenizer_encode(m->tok, buf, (size_t)need, tokenizer_add_bos(m->tok), 1, c->ids, cap);
-    free(buf);
-    if (n < 0) return err_set(c->err, sizeof c->err, n, "cannot tokenize the conversation");
-    if (n >= m->n_ctx)
+    int n = chat_tokens(c, c->n_msgs, &c->ids, &c->cap_ids), rc;
+    if (n < 0) return n;
+    if (c->shift && c->keep < 0) chat_keep(c, c->ids, n);
+    if (!c->shift && n >= m->n_ctx)
         return err_set(c->err, sizeof c->err, TERN_EINVAL,
                        "the conversation has %d tokens but the context holds %d (raise -c)", n, m->n_ctx);
-    int k = 0;
+    /* the cache's positions that hold the conversation's tokens: fed[p] is token p before keep,
+     * token p + n_drop from there (what shifts left of it) */
+    int k = 0, drop = no_cache ? 0 : c->n_drop;
+#define AT(p) ((p) < c->keep ? (p) : (p) + drop)
     if (!no_cache)
-        while (k < c->n_fed && k < n && c->fed[k] == c->ids[k]) k++;
-    if (k == n) k = n - 1;   /* re-feed the last token: its logits are needed to sample */
+        while (k < c->n_fed && AT(k) < n && c->fed[k] == c->ids[AT(k)]) k++;
+    if (k > 0 && AT(k) >= n) k--;   /* re-feed the last token: its logits are needed to sample */
+    int from = AT(k);
+    if (k < c->keep) drop = 0;   /* fed again from k: nothing dropped yet */
+#undef AT
+    if (c->shift && n - from >= m->n_ctx - c->keep) {
+        /* What is not in the cache does not fit after the kept tokens (a reply formatted again may
+         * tokenize differently from how it was generated, so the match can stop inside it): the
+         * kept tokens and the conversation's last n_ctx - keep - 1 go in, as a shift would have
+         * left them. ids is rebuilt every turn, so it is rearranged in place. */
+        int tail = m->n_ctx - c->keep - 1;
+        if (k > c->keep) k = c->keep;
+        memmove(c->ids + c->keep, c->ids + n - tail, (size_t)tail * sizeof(int32_t));
+        drop = n - tail - c->keep;
+        from = k;
+        n = c->keep + tail;
+        log_d("chat: the conversation does not fit after the %d kept tokens: its last %d go in", c->keep, tail);
+    }
     c->n_fed = k;
+    c->n_drop = drop;
     sampler_params_t sp = c->sp;
     sp.seed += (uint64_t)turn;
-    int rc = m->pl->ops->seq_start(m->pl, 0, &sp);
+    rc = m->pl->ops->seq_start(m->pl, 0, &sp);
     if (rc < 0) return err_set(c->err, sizeof c->err, rc, "cannot start the sequence");
     if (c->grammar) {   /* each reply is a sentence of its own */
         grammar_state_destroy(&c->gs);
         if (!(c->gs = grammar_state_new(c->grammar))) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
         if ((rc = chat_constrain(c)) < 0) return rc;
     }
-    log_d("chat: %d tokens in the conversation, %d reused from the cache", n, k);
-    return chat_feed(c, c->ids + k, n - k);
+    log_d("chat: %d tokens in the conversation, %d reused from the cache%s", n, k, drop ? " (after a shift)" : "");
+    return chat_feed(c, c->ids + from, n - from);
 }
 
 /* Generates the reply after tok (the first sampled token), streaming it to stdout, and
@@ -235,7 +329,7 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
             if (text_add(&reply, piece, (size_t)np) < 0) { rc = TERN_ENOMEM; break; }
         }
         if (c->grammar && grammar_state_done(c->gs)) break;   /* the reply is a whole sentence */
-        if (c->n_fed >= m->n_ctx) {
+        if (c->n_fed >= m->n_ctx && !c->shift) {   /* with --context-shift, chat_feed shifts */
             fprintf(stderr, "\ntern chat: the context is full (%d tokens); the reply is cut here\n", m->n_ctx);
             break;
         }
@@ -350,12 +444,16 @@ int cli_chat(int argc, char **argv) {
     cli_model_opts_default(&mo);
     const char *sys = NULL;
     int n_predict = -1, no_cache = 0;
+    mo.s.n_keep = -1;   /* a shift keeps the system message */
     opt_t opts[48] = {
         {"-sys", "--system-prompt", OPT_STR, &sys, "TEXT", "system message at the start of the conversation", 0, 0},
         {"-n", "--n-predict", OPT_INT, &n_predict, "N", "most tokens per reply (-1: until the end of turn)", -1, 1 << 20},
         {NULL, "--no-cache", OPT_FLAG, &no_cache, NULL, "re-feed the whole conversation every turn", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 3, 48, 1);
+    int n_opts = cli_model_opts_table(&mo, opts, 3, 48, 1);
+    for (int i = 0; i < n_opts; i++)
+        if (opts[i].lng && !strcmp(opts[i].lng, "--keep"))
+            opts[i].help = "with --context-shift: tokens kept at the start of the conversation after the BOS (-1: the system message)";
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
@@ -368,6 +466,10 @@ int cli_chat(int argc, char **argv) {
     }
     if (mo.p.lookup || mo.p.draft_model) {   /* chat drives the pipeline itself, not the scheduler that drafts */
         fprintf(stderr, "tern chat: --lookup and -md are for tern run and tern serve\n");
+        return 1;
+    }
+    if (no_cache && mo.p.context_shift) {   /* a shifted cache is what it is: nothing to compare with */
+        fprintf(stderr, "tern chat: use --no-cache or --context-shift, not both\n");
         return 1;
     }
     mo.p.n_seq = 1;
@@ -387,7 +489,7 @@ int cli_chat(int argc, char **argv) {
     sampler_params_t sp;
     engine_sampler_params(&mo.s, &sp);
     chat_t c;
-    rc = chat_init(&c, m, &sp);
+    rc = chat_init(&c, m, &sp, mo.p.context_shift, mo.s.n_keep);
     if (rc == 0 && sys) {
         char *s = strdup(sys);
         rc = s ? chat_push(&c, "system", s) : TERN_ENOMEM;

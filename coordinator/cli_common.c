@@ -56,6 +56,9 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int w
         {NULL, "--grammar-file", OPT_STR, &o->grammar_file, "FILE", "the same from a file", 0, 0},
         {"-j", "--json-schema", OPT_STR, &o->json_schema, "SCHEMA", "constrain the output to JSON matching a JSON Schema ({} : any object)", 0, 0},
         {"-jf", "--json-schema-file", OPT_STR, &o->json_schema_file, "FILE", "the same from a file", 0, 0},
+        {NULL, "--context-shift", OPT_FLAG, &o->p.context_shift, NULL, "a sequence that fills its context (-c) drops the older half of it after --keep tokens and goes on (default: it ends there)", 0, 0},
+        {NULL, "--ignore-eos", OPT_FLAG, &o->s.ignore_eos, NULL, "never sample an end-of-generation token (generate exactly -n tokens)", 0, 0},
+        {NULL, "--keep", OPT_INT, &o->s.n_keep, "N", "with --context-shift: prompt tokens kept after the BOS (-1: the whole prompt)", -1, 1 << 20},
     };
     for (size_t i = 0; i < sizeof model / sizeof model[0] && n < cap - 1; i++) opts[n++] = model[i];
     if (with_sampling)

@@ -64,6 +64,7 @@ int cli_run(int argc, char **argv) {
                 st.t_prompt > 0 ? st.n_prompt / st.t_prompt : 0);
         fprintf(stderr, "eval         = %9.2f ms / %5d tokens (%8.2f tokens/s)\n", st.t_gen * 1e3, st.n_gen,
                 st.t_gen > 0 ? st.n_gen / st.t_gen : 0);
+        if (st.n_ctx_shifts) fprintf(stderr, "ctx shifts   = %9d\n", st.n_ctx_shifts);
         if (st.n_drafted)
             fprintf(stderr, "drafts       = %ld of %ld draft tokens taken (%.0f%%)\n", st.n_draft_ok, st.n_drafted,
                     100.0 * (double)st.n_draft_ok / (double)st.n_drafted);

@@ -115,6 +115,7 @@ int cli_serve(int argc, char **argv) {
     sc.model_name = alias ? alias : base_name(mo.p.model);
     sc.seed_fixed = mo.seed >= 0;
     sc.grammar = mo.s.grammar;
+    sc.n_keep = mo.s.n_keep;
 
     /* every thread started from here on inherits the blocked signals; one thread waits for them */
     sigset_t set;

@@ -36,5 +36,11 @@ const grammar_vocab_t *engine_grammar_vocab(tern_model *m);
 /* the scheduler's sampling params of the API's (s NULL: the defaults); logit biases past the
  * sampler's SAMPLER_BIAS_MAX are dropped (the front ends refuse more) */
 void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp);
+/* ignore_eos (llama.cpp's): every end-of-generation token gets a logit bias of -1e30 in sp, so it
+ * is never sampled. 0, or TERN_EINVAL when sp's biases leave no room for them (err says why). */
+int engine_ban_eog(const tern_model *m, sampler_params_t *sp, char *err, size_t errlen);
+/* sched_set_keep's count for a request's n_keep (llama.cpp's: tokens after the BOS, which a
+ * shift always keeps; -1: the whole prompt) */
+int engine_keep(const tern_model *m, int n_keep);
 
 #endif

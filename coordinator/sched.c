@@ -65,10 +65,11 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
         if (!rc && !(s->sids[i] = calloc((size_t)cap, sizeof(int)))) rc = TERN_ENOMEM;
         if (!rc && !(s->tgt[i] = calloc((size_t)cap, sizeof(int32_t)))) rc = TERN_ENOMEM;
         if (!rc && !(s->emf[i] = calloc((size_t)cap, 1))) rc = TERN_ENOMEM;
+        if (!rc && !(s->shifts[i] = calloc((size_t)n_seq, sizeof(step_shift_t)))) rc = TERN_ENOMEM;
     }
     for (int i = 0; i < n_seq && !rc; i++) {
         s->seqs[i].slot = i;
-        if (!(s->seqs[i].toks = malloc((size_t)n_ctx * sizeof(int32_t)))) rc = TERN_ENOMEM;
+        if (!(s->seqs[i].toks = malloc(((size_t)n_ctx + 1) * sizeof(int32_t)))) rc = TERN_ENOMEM;
     }
     if (rc) {
         sched_free(s);
@@ -100,6 +101,7 @@ void sched_free(sched_t *s) {
         free(s->sids[i]);
         free(s->tgt[i]);
         free(s->emf[i]);
+        free(s->shifts[i]);
     }
     memset(s, 0, sizeof *s);
 }
@@ -111,6 +113,8 @@ int sched_set_prefill_chunk(sched_t *s, int n) {
 }
 
 void sched_set_prefix_cache(sched_t *s, int on) { s->prefix_cache = on != 0; }
+
+void sched_set_context_shift(sched_t *s, int on) { s->ctx_shift = on != 0; }
 
 int sched_set_lookup(sched_t *s, int n) {
     if (n < 0 || n > SCHED_LOOKUP_MAX) return TERN_EINVAL;
@@ -179,6 +183,7 @@ static int pack_drafts(sched_t *s, step_t *st, int *sid, int32_t *tgt, sched_seq
 static int cached_prefix(const sched_seq_t *q, const int32_t *prompt, int n) {
     if (!q->kv_ok) return 0;
     int k = 0, lim = q->n_fed < n - 1 ? q->n_fed : n - 1;
+    if (lim > q->kv_exact) lim = q->kv_exact;   /* past a shift's keep: not what a prefill computes */
     while (k < lim && q->toks[k] == prompt[k]) k++;
     return k;
 }
@@ -210,6 +215,9 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
         q->n_prompt = q->n_toks = q->n_prefill = n;
         q->n_fed = q->n_cached = best_k > 0 ? best_k : 0;   /* the cached part is not fed again */
         q->kv_ok = 1;
+        q->kv_exact = s->n_ctx + 1;
+        q->n_keep = 0;
+        q->n_shifted = 0;
         q->last_use = ++s->use_clock;
         s->n_cached_tok += q->n_cached;
         q->n_replay_bad = 0;
@@ -247,7 +255,7 @@ static int find_active(const sched_t *s, int id) {
 /* active sequence id that has fed nothing yet (its cached beginning aside), or NULL */
 static sched_seq_t *not_started(sched_t *s, int id) {
     int i = find_active(s, id);
-    return i >= 0 && s->seqs[i].n_fed == s->seqs[i].n_cached ? &s->seqs[i] : NULL;
+    return i >= 0 && s->seqs[i].n_fed == s->seqs[i].n_cached && !s->seqs[i].n_shifted ? &s->seqs[i] : NULL;
 }
 
 int sched_feed_whole(sched_t *s, int id) {
@@ -255,6 +263,16 @@ int sched_feed_whole(sched_t *s, int id) {
     if (!q) return TERN_EINVAL;
     s->n_cached_tok -= q->n_cached;
     q->n_fed = q->n_cached = 0;
+    return 0;
+}
+
+int sched_set_keep(sched_t *s, int id, int n_keep) {
+    int i = find_active(s, id);
+    if (i < 0 || s->seqs[i].n_shifted || n_keep < -1) return TERN_EINVAL;
+    sched_seq_t *q = &s->seqs[i];
+    int k = n_keep < 0 || n_keep > q->n_prompt ? q->n_prompt : n_keep;
+    if (k > s->n_ctx - 4) k = s->n_ctx - 4;   /* a shift drops at least (n_ctx - keep) / 2 = 2 */
+    q->n_keep = k > 0 ? k : 0;
     return 0;
 }
 
@@ -396,6 +414,43 @@ static int pack(step_t *st, int *sid, int32_t *tgt, sched_seq_t *q, int k, int s
     return nt;
 }
 
+/* where index i of a text lands once [keep, keep + discard) is dropped */
+static int shifted(int i, int keep, int discard) { return i <= keep ? i : i - discard > keep ? i - discard : keep; }
+
+/* q may shift its context (sched_set_context_shift; never a scored prompt) */
+static int can_shift(const sched_t *s, const sched_seq_t *q) { return s->ctx_shift && !q->score_cb; }
+
+/* some token of q is in a step in flight */
+static int in_flight(const sched_t *s, const sched_seq_t *q) {
+    for (int k = 0; k < s->inflight; k++) {
+        int j = (s->first + k) % s->max_inflight;
+        const step_t *st = &s->steps[j];
+        for (int i = 0; i < st->n; i++)
+            if (st->seq[i] == q->slot && s->sids[j][i] == q->id) return 1;
+    }
+    return 0;
+}
+
+/* Context shift of q, whose stages hold toks[0..n_fed): drops toks[keep, keep + discard),
+ * discard = (n_fed - keep) / 2, and moves every count past them down; *out is the shift for the
+ * stages (n_past = n_fed). */
+static void shift_text(sched_t *s, sched_seq_t *q, step_shift_t *out) {
+    int keep = q->n_keep, n_past = q->n_fed, discard = (n_past - keep) / 2;
+    TERN_ASSERT(discard > 0 && keep + discard <= n_past && q->n_toks <= s->n_ctx + 1);
+    memmove(q->toks + keep, q->toks + keep + discard, (size_t)(q->n_toks - keep - discard) * sizeof *q->toks);
+    q->n_toks -= discard;
+    q->n_fed -= discard;
+    q->n_prompt = shifted(q->n_prompt, keep, discard);
+    q->n_prefill = shifted(q->n_prefill, keep, discard);
+    q->gram_n = shifted(q->gram_n, keep, discard);   /* the grammar state itself follows the text made */
+    if (q->kv_exact > keep) q->kv_exact = keep;
+    q->n_shifted++;
+    s->n_ctx_shifts++;
+    out->seq = q->slot, out->keep = keep, out->discard = discard, out->n_past = n_past;
+    log_d("sequence %d: context shift %d: kept %d tokens, dropped %d, goes on at position %d", q->id, q->n_shifted,
+          keep, discard, n_past - discard);
+}
+
 /* slots whose prompt can take a chunk now, oldest admission (smallest id) first; returns count */
 static int prompt_order(sched_t *s) {
     int n = 0;
@@ -410,11 +465,13 @@ static int prompt_order(sched_t *s) {
 }
 
 /* builds the next step from sequences with work that is not waiting on an in-flight token:
- * decode tokens first, then prompt chunks (oldest first) up to n_batch, or up to prefill_chunk
- * while some sequence decodes. Returns tokens packed. */
-static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, int *has_prompt) {
+ * decode tokens first (with the context shift of one whose next position is n_ctx, into sh),
+ * then prompt chunks (oldest first) up to n_batch, or up to prefill_chunk while some sequence
+ * decodes. Returns tokens packed. */
+static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, step_shift_t *sh, int *has_prompt) {
     st->n = 0;
     st->target = NULL;
+    int n_sh = 0;
     *has_prompt = 0;
     int n_tgt = 0;
     int budget = s->n_batch, decoding = 0;
@@ -426,6 +483,11 @@ static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, int *has_prompt
     for (; c < s->n_seq && n_dec < share && budget > 0; c++) {
         sched_seq_t *q = &s->seqs[(s->dec_next + c) % s->n_seq];
         if (q->active && !q->waiting && q->n_fed >= q->n_prefill && q->n_fed < q->n_toks) {
+            if (q->n_fed >= s->n_ctx) {   /* its next position is past the context */
+                if (!can_shift(s, q)) { finish(q, SCHED_CTX); continue; }
+                if (in_flight(s, q)) continue;   /* the stages must hold all it fed */
+                shift_text(s, q, &sh[n_sh++]);
+            }
             n_tgt += pack(st, sid, tgt, q, 1, 1);
             budget--;
             n_dec++;
@@ -444,6 +506,8 @@ static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, int *has_prompt
         *has_prompt = 1;
     }
     if (n_tgt) st->target = tgt;   /* no targets on the wire for steps that score nothing */
+    st->n_shift = n_sh;
+    st->shift = n_sh ? sh : NULL;
     return st->n;
 }
 
@@ -549,7 +613,7 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         if (stop) finish(q, SCHED_STOP);
         else if (gf) finish(q, gf);
         else if (q->n_gen >= q->max_gen) finish(q, SCHED_LENGTH);
-        else if (q->n_toks >= s->n_ctx) finish(q, SCHED_CTX);
+        else if (q->n_toks >= s->n_ctx && !can_shift(s, q)) finish(q, SCHED_CTX);   /* else it shifts */
     }
 }
 
@@ -568,8 +632,16 @@ static void replay_all(sched_t *s) {
         q->kv_ok = 1;   /* it is fed again from position 0 */
         q->n_cached = 0;
         s->pl->ops->seq_start(s->pl, q->slot, &q->sp);
-        int stateless = q->sp.temp <= 0 && !sampler_params_use_history(&q->sp);
-        if (q->gram) {   /* the grammar walks the generated tokens again as their samples come */
+        if (q->n_toks > s->n_ctx) {   /* its shift was due: made on the text alone (the cache is empty) */
+            step_shift_t sh;
+            q->n_fed = s->n_ctx;
+            shift_text(s, q, &sh);
+        }
+        q->kv_exact = s->n_ctx + 1;   /* a prefill of the (shifted) text */
+        /* a shifted text's samples were drawn with the dropped tokens in view: there is nothing to
+         * take again, it is replayed as one prompt */
+        int stateless = (q->sp.temp <= 0 && !sampler_params_use_history(&q->sp)) || q->n_shifted;
+        if (q->gram && !q->n_shifted) {   /* the grammar walks the generated tokens again as their samples come */
             grammar_state_t *g = grammar_state_clone(q->gram0);
             if (g) {
                 grammar_state_destroy(&q->gram);
@@ -617,7 +689,7 @@ int sched_step(sched_t *s) {
     while (s->inflight < s->max_inflight) {
         int k = (s->first + s->inflight) % s->max_inflight, has_prompt;
         step_t *st = &s->steps[k];
-        if (!build(s, st, s->sids[k], s->tgt[k], &has_prompt)) break;
+        if (!build(s, st, s->sids[k], s->tgt[k], s->shifts[k], &has_prompt)) break;
         if (embed_lookup(s->emb, st->tokens, st->n, st->h) < 0) return fail_all(s, TERN_EINVAL, "token id outside the vocabulary");
         st->id = (uint64_t)s->steps_run++;
         constrain(s, st);

@@ -4,9 +4,11 @@
  * continuous batching at token boundaries. Sampled tokens come back through a callback.
  * Chunked prefill: while any sequence decodes, a step carries at most prefill_chunk prompt
  * tokens (oldest prompt first), so streams keep a short inter-token gap when prompts arrive.
- * Also: a prompt's own log-probabilities (teacher-forced targets, sched_score_prompt) and a
- * prefix cache (a prompt starts after what its slot already holds, sched_set_prefix_cache), and
- * embeddings (a prompt's pooled final hidden states instead of tokens, sched_embed).
+ * Also: a prompt's own log-probabilities (teacher-forced targets, sched_score_prompt), a
+ * prefix cache (a prompt starts after what its slot already holds, sched_set_prefix_cache),
+ * embeddings (a prompt's pooled final hidden states instead of tokens, sched_embed) and
+ * context shifting (a sequence that fills its context drops part of it and goes on,
+ * sched_set_context_shift).
  * Not here: text (the caller tokenizes and detokenizes), transports (pipeline). */
 #ifndef TERN_SCHED_H
 #define TERN_SCHED_H
@@ -54,8 +56,9 @@ typedef void (*sched_embd_cb)(void *user, int id, const float *v, int n, int n_e
 typedef struct sched_seq {
     int active, slot, id;
     int waiting;           /* a token that samples for it is in flight */
-    int32_t *toks;         /* prompt then generated, capacity n_ctx */
-    int n_prompt, n_toks, n_fed;
+    int32_t *toks;         /* prompt then generated, capacity n_ctx + 1 (a context shift takes the
+                            * sequence to n_ctx + 1 tokens: position n_ctx is the one it frees) */
+    int n_prompt, n_toks, n_fed;   /* after a context shift: what is left of them */
     int n_prefill;         /* tokens fed as a prompt (chunks, one sample at the end): n_prompt, or
                             * after a pipeline recovery, every known token when sampling does not
                             * depend on history; tokens past it are fed one per step */
@@ -63,9 +66,14 @@ typedef struct sched_seq {
     int kv_ok;             /* the stages still hold this slot's keys and values for toks[0..n_fed)
                             * (0 after a pipeline recovery or failure): a later prompt with the
                             * same beginning starts after it (sched_set_prefix_cache) */
+    int kv_exact;          /* the cache's first kv_exact positions are what a fresh prefill of toks
+                            * computes (all, n_ctx + 1, until a context shift: then its keep — the
+                            * moved keys and values were computed with the dropped tokens in view) */
     int n_cached;          /* prompt tokens taken from the slot's cache at admission (not fed) */
     unsigned long last_use;   /* admission stamp: among equal caches the oldest slot is taken */
     int max_gen, n_gen;
+    int n_keep;            /* tokens a context shift keeps at the start (sched_set_keep; resolved) */
+    int n_shifted;         /* context shifts so far */
     int finish;
     sampler_params_t sp;
     sched_cb cb;
@@ -92,6 +100,8 @@ typedef struct sched {
     int n_seq, n_ctx, n_batch;
     int prefill_chunk;     /* prompt tokens per step while a sequence decodes; 0 = up to n_batch */
     int prefix_cache;      /* sched_set_prefix_cache */
+    int ctx_shift;         /* sched_set_context_shift */
+    long n_ctx_shifts;     /* context shifts made (all sequences) */
     int lookup;            /* sched_set_lookup: draft tokens a decode step may check (0: off) */
     int (*draft_fn)(void *user, int slot, const int32_t *toks, int n, int k, int32_t *out);   /* sched_set_drafter */
     void *draft_user;
@@ -106,6 +116,7 @@ typedef struct sched {
     int *sids[SCHED_MAX_INFLIGHT];      /* sequence id of each token of a step */
     int32_t *tgt[SCHED_MAX_INFLIGHT];   /* teacher-forced targets of a step (its target when any) */
     uint8_t *emf[SCHED_MAX_INFLIGHT];   /* embedding flags of a step (its embd when any) */
+    step_shift_t *shifts[SCHED_MAX_INFLIGHT];   /* (n_seq,) a step's context shifts (its shift) */
     int has_prompt[SCHED_MAX_INFLIGHT];
     int first, inflight, max_inflight;
     int steps_run;
@@ -134,6 +145,21 @@ int sched_set_prefill_chunk(sched_t *s, int n);
  * differ in the last bits). Skipped for a sequence whose sampling reads its history (repeat
  * penalty) or whose prompt is scored. */
 void sched_set_prefix_cache(sched_t *s, int on);
+/* Context shifting (llama.cpp's --context-shift; off after sched_init): a generating sequence
+ * that needs position n_ctx keeps its first n_keep tokens (sched_set_keep), drops half of the
+ * rest ((n_ctx - n_keep) / 2, llama.cpp's rule) and goes on — the step that feeds its next token
+ * carries the shift (step_t.shift) for the stages' caches, sent only once none of its tokens is
+ * in flight — so it ends at max_gen or a stop, not at the context. Off: such a sequence ends
+ * (SCHED_CTX). Never for a scored prompt (it ends there). A prompt alone must still fit. After a
+ * shift the text differs from an unshifted run's; a pipeline recovery then replays the shifted
+ * text as one prompt (the grammar state is kept), so the tokens after it may differ from a run
+ * without the failure. */
+void sched_set_context_shift(sched_t *s, int on);
+/* Right after sched_add (before the sequence's first shift): a context shift of sequence id
+ * keeps its first n_keep tokens; -1: the whole prompt (the default is 0). Clamped to the prompt
+ * and to n_ctx - 4, so that a shift always drops something (llama.cpp's rule). 0, or TERN_EINVAL
+ * (no such sequence, it has shifted, or n_keep < -1). */
+int sched_set_keep(sched_t *s, int id, int n_keep);
 /* Admits a sequence: prompt ids (n >= 1), at most max_gen new tokens. Returns its id (>= 0),
  * TERN_ENOMEM when no slot is free, or TERN_EINVAL when the prompt does not fit the context. */
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,

@@ -28,6 +28,8 @@ typedef struct server_cfg {
                               * answered (browser clients); NULL or "": none. Default "*" */
     int embeddings;          /* serve /v1/embeddings (--embeddings); else it answers 501 */
     int pooling;             /* SCHED_POOL_MEAN / _LAST / _CLS (--pooling; default mean) */
+    int n_keep;              /* with --context-shift: the n_keep of requests that give none
+                              * (tern_sampling.n_keep; -1: the whole prompt) */
 } server_cfg_t;
 
 typedef struct server server_t;

@@ -279,6 +279,7 @@ static void admit(struct server *s, job_t *j) {
         if (start_grammar(s, j, id) < 0) return;   /* the sequence has ended (SCHED_ERROR) */
     }
     if (!j->cache_prompt) sched_feed_whole(sc, id);     /* right after sched_add: cannot fail */
+    sched_set_keep(sc, id, engine_keep(s->m, j->n_keep));   /* likewise */
     if (j->plp) sched_score_prompt(sc, id, on_score);   /* likewise */
     j->n_cached = sched_cached(sc, id);
     pthread_mutex_lock(&s->met.mu);
@@ -315,13 +316,14 @@ static void update_gauges(struct server *s) {
     long used = 0;
     int running = 0;
     for (int i = 0; i < sc->n_seq; i++)
-        if (sc->seqs[i].active) { used += sc->seqs[i].n_toks; running++; }
+        if (sc->seqs[i].active) { used += sc->seqs[i].n_toks < sc->n_ctx ? sc->seqs[i].n_toks : sc->n_ctx; running++; }
     pthread_mutex_lock(&s->met.mu);
     s->met.running = running;
     s->met.kv_used = (double)used / ((double)sc->n_seq * sc->n_ctx);
     s->met.prompt_seconds = sc->t_prefill - s->sched_t0_prefill;
     s->met.drafted = (unsigned long long)sc->n_drafted;
     s->met.drafts_taken = (unsigned long long)sc->n_draft_ok;
+    s->met.ctx_shifts = (unsigned long long)sc->n_ctx_shifts;
     s->met.gen_seconds = sc->t_decode - s->sched_t0_decode;
     pthread_mutex_unlock(&s->met.mu);
 }

@@ -83,6 +83,9 @@ static int build_prompt(struct server *s, const server_req_t *r, job_t *j, serve
         if (r->sp.bias_id[i] >= n_vocab)
             return server_err_set(e, 400, "invalid_request_error", "invalid_value", "logit_bias",
                                   "logit_bias: token id %d is outside the vocabulary (%d tokens)", r->sp.bias_id[i], n_vocab);
+    char why[160];
+    if (r->ignore_eos && engine_ban_eog(m, &j->sp, why, sizeof why) < 0)
+        return server_err_set(e, 400, "invalid_request_error", "invalid_value", "ignore_eos", "%s", why);
     int n;
     if (r->ids) {
         for (int i = 0; i < r->n_ids; i++)
@@ -596,6 +599,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->tools = r->kind == SERVER_REQ_CHAT && r->tools != SERVER_TOOLS_NONE;
     j->echo = r->echo;
     j->cache_prompt = r->cache_prompt;
+    j->n_keep = r->n_keep != SERVER_KEEP_DEFAULT ? r->n_keep : s->cfg.n_keep;
     j->sp = r->sp;
     const char *gbnf = r->grammar ? r->grammar : s->cfg.grammar;
     if (gbnf && !(j->grammar = strdup(gbnf))) {
@@ -661,12 +665,15 @@ static int echo_prepare(struct server *s, job_t *j, server_err_t *e) {
     return 0;
 }
 
+/* the request's max_tokens (else what the context holds after the prompt), within the server's
+ * cap and, without a context shift (--context-shift; never for a scored prompt), the context */
 static int max_gen(const struct server *s, const server_req_t *r, int n_prompt) {
     int room = s->m->n_ctx - n_prompt;
     if (r->max_tokens == 0) return 0;   /* echo only: the prompt scored, nothing generated */
     int mg = r->max_tokens > 0 ? r->max_tokens : room;
     if (s->cfg.max_tokens > 0 && mg > s->cfg.max_tokens) mg = s->cfg.max_tokens;
-    return mg < room ? mg : room;
+    int shift = s->m->sched.ctx_shift && !(r->echo && r->logprobs);
+    return mg < room || shift ? mg : room;
 }
 
 /* Job j for choice c of request r: its prompt (c / r->n), token budget, log-probability records

@@ -34,6 +34,7 @@ typedef struct job {
     int tools;                 /* chat with tools: the text is a tool call / response object, parsed
                                 * at the end (streaming holds it until then) */
     int cache_prompt;          /* may start on a slot's cached tokens (the request's "cache_prompt") */
+    int n_keep;                /* a context shift keeps this many prompt tokens after the BOS (-1: all) */
     char *grammar;             /* GBNF the output follows (the request's, else the server's), or NULL */
     int n_cached;              /* prompt tokens that came from the slot's cache (not fed) */
     int extra;                 /* a choice after the first of its request: not counted as a request */

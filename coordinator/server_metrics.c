@@ -89,6 +89,8 @@ char *server_metrics_render(server_metrics_t *m) {
     metric(&b, "grammar_requests_total", "counter",
            "generation choices held to a grammar (grammar, json_schema, response_format, tools)",
            (double)m->grammar_requests);
+    metric(&b, "context_shifts_total", "counter", "times a sequence that filled its context dropped part of it (--context-shift)",
+           (double)m->ctx_shifts);
     hist(&b, "time_to_first_token_seconds", "time from request to first generated token", &m->ttft);
     hist(&b, "inter_token_latency_seconds", "time between generated tokens of one request", &m->itl);
     hist(&b, "request_duration_seconds", "time from request to last token", &m->e2e);

@@ -24,6 +24,7 @@ typedef struct server_metrics {
     double kv_used;                         /* fraction of all slots' context in use */
     unsigned long long drafted, drafts_taken;   /* --lookup: draft tokens checked, taken */
     unsigned long long grammar_requests;    /* generation requests held to a grammar (schema, tools) */
+    unsigned long long ctx_shifts;          /* context shifts (--context-shift) */
     server_hist_t ttft, itl, e2e;           /* seconds */
 } server_metrics_t;
 

@@ -383,6 +383,9 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     if ((rc = get_bool(root, "stream", &r->stream, e)) < 0) return rc;
     if ((rc = get_bool(root, "ignore_eos", &r->ignore_eos, e)) < 0) return rc;
     if ((rc = get_bool(root, "cache_prompt", &r->cache_prompt, e)) < 0) return rc;
+    v = SERVER_KEEP_DEFAULT;
+    if ((rc = get_int(root, "n_keep", -1, 1 << 30, &v, e)) < 0) return rc;
+    r->n_keep = (int)v;
     json_t *so = json_object_get(root, "stream_options");
     if (so && !json_is_null(so)) {
         if (!json_is_object(so)) return BAD(e, "stream_options", "'stream_options' must be an object");
@@ -437,6 +440,7 @@ int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, co
     r->max_tokens = -1;
     r->parse_special = 1;
     r->cache_prompt = 1;
+    r->n_keep = SERVER_KEEP_DEFAULT;
     r->n = 1;
     if (def) r->sp = *def;
     else sampler_params_default(&r->sp);

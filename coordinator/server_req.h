@@ -21,6 +21,7 @@ enum server_req_kind {
 #define SERVER_MAX_STOP_LEN 256     /* bytes per stop string */
 #define SERVER_MAX_MSGS 4096        /* chat messages per request */
 #define SERVER_MAX_CHOICES 16       /* choices per request: prompts x n */
+#define SERVER_KEEP_DEFAULT (-2)    /* server_req_t.n_keep when the request gives none */
 
 /* tool_choice (server_tools.c); NONE also when the request has no tools */
 enum server_tools_mode { SERVER_TOOLS_NONE = 0, SERVER_TOOLS_AUTO = 1, SERVER_TOOLS_REQUIRED = 2, SERVER_TOOLS_NAMED = 3 };
@@ -57,6 +58,9 @@ typedef struct server_req {
                               * top_logprobs); sp.top_logprobs is set to match */
     int cache_prompt;        /* llama.cpp's: 0 = feed this prompt whole even when a slot has its
                               * beginning cached (default 1) */
+    int n_keep;              /* llama.cpp's: with the server's --context-shift, prompt tokens a shift
+                             * keeps after the BOS (-1: the whole prompt; SERVER_KEEP_DEFAULT: not
+                             * given, the server's --keep) */
     int echo;                /* completions: the reply starts with the prompt (and with logprobs, the
                               * prompt tokens' own, the first null); max_tokens may then be 0 */
     int add_special, parse_special, with_pieces;   /* tokenize */

@@ -42,6 +42,9 @@ typedef struct tern_params {
     const char *draft_model; /* speculative decoding: a small model with the same vocabulary,
                               * run here on the CPU, proposes the drafts (NULL: none) */
     int n_draft;             /* with draft_model: drafts a step (0: 8; at most 16) */
+    int context_shift;       /* a sequence that fills its context drops part of it and goes on
+                              * (llama.cpp's --context-shift; tern_sampling.n_keep says what stays);
+                              * 0: it ends there */
 } tern_params;
 
 typedef struct tern_sampling {
@@ -55,6 +58,9 @@ typedef struct tern_sampling {
     int n_bias;              /* logit biases (at most 300): logit[bias_id[i]] += bias[i] */
     const int32_t *bias_id;
     const float *bias;
+    int ignore_eos;          /* end-of-generation tokens are never sampled (llama.cpp's --ignore-eos) */
+    int n_keep;              /* with context_shift: prompt tokens a shift keeps after the BOS
+                              * (llama.cpp's --keep; -1: the whole prompt; default 0) */
 } tern_sampling;
 
 typedef struct tern_stats {
@@ -62,6 +68,7 @@ typedef struct tern_stats {
     int n_prompt, n_gen;
     size_t weight_bytes;              /* bytes of weights read per generated token */
     long n_drafted, n_draft_ok;       /* --lookup: draft tokens checked, and those taken */
+    int n_ctx_shifts;                 /* context shifts made (tern_params.context_shift) */
 } tern_stats;
 
 /* piece: the bytes of complete UTF-8 characters to append (may be empty), token: its id.

@@ -2,7 +2,8 @@
  * hash of the slot's whole history, plus a seeded RNG when temp > 0) that checks every step's
  * positions and records its composition — chunked prefill (the cap while decoders run, the full
  * batch when none do, decode tokens in every step, oldest prompt first, no starvation), outputs
- * equal to solo runs and to the model itself, pipelined steps, and replay after recovery. */
+ * equal to solo runs and to the model itself, pipelined steps, replay after recovery, and
+ * context shifts (each applied to the fake's cache as the stages apply them). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -66,6 +67,10 @@ typedef struct fake {
     pipeline_t base;                 /* first: the scheduler sees a pipeline_t * */
     uint64_t hist[SLOTS], rng[SLOTS];
     uint64_t hist_at[SLOTS][MAXTOK + 1];   /* the slot's "KV cache": history hash after positions 0..p */
+    int32_t kvtok[SLOTS][MAXTOK];    /* the token at each position of the cache */
+    int n_ctx;                       /* the scheduler's context: no position at or past it */
+    int n_shift[SLOTS];              /* context shifts applied to each slot (kept across seq_start) */
+    step_shift_t last_shift[SLOTS];
     int kv_len[SLOTS];               /* positions it holds (kept across seq_start, gone on recover) */
     int cache_ok;                    /* a started sequence may begin at any position <= kv_len */
     sampler_params_t sp[SLOTS];
@@ -139,6 +144,40 @@ static void fake_check(fake_t *f, const step_t *s, int n_dec, int n_prompt) {
     }
 }
 
+/* a step's context shifts, checked (the pipeline.h contract; the slot holds all it was fed and
+ * has nothing in flight; the step carries the slot's next token, at n_past - discard) and applied
+ * as the stages apply them: the cache drops [keep, keep + discard) and moves the rest down. The
+ * fake model's next token is a hash of the cache's tokens, so a shifted cache gives what a fresh
+ * prefill of the shifted text would (a real model's moved keys differ in the last digits). */
+static void fake_shift(fake_t *f, const step_t *s) {
+    for (int k = 0; k < s->n_shift; k++) {
+        const step_shift_t *x = &s->shift[k];
+        int sl = x->seq, carried = 0;
+        if (sl < 0 || sl >= SLOTS || x->keep < 0 || x->discard < 1 || x->keep + x->discard > x->n_past ||
+            x->n_past > f->n_ctx) {
+            fake_bad(f, "step %d: bad shift {%d, %d, %d, %d}", f->n_submit, sl, x->keep, x->discard, x->n_past);
+            continue;
+        }
+        if (x->n_past != f->npos[sl])
+            fake_bad(f, "step %d: shift of slot %d from n_past %d, but it holds %d", f->n_submit, sl, x->n_past, f->npos[sl]);
+        for (int q = 0; q < f->nq; q++)
+            for (int i = 0; i < f->queue[q]->n; i++)
+                if (f->queue[q]->seq[i] == sl) carried = -1;
+        if (carried < 0) fake_bad(f, "step %d: shift of slot %d while its tokens are in flight", f->n_submit, sl);
+        for (int i = 0; i < s->n; i++)
+            if (s->seq[i] == sl) { carried = s->pos[i] == x->n_past - x->discard; break; }
+        if (carried != 1) fake_bad(f, "step %d: shift of slot %d without its next token at %d", f->n_submit, sl, x->n_past - x->discard);
+        int n_left = x->n_past - x->discard;
+        memmove(f->kvtok[sl] + x->keep, f->kvtok[sl] + x->keep + x->discard,
+                (size_t)(x->n_past - x->keep - x->discard) * sizeof(int32_t));
+        for (int p = x->keep; p < n_left; p++) f->hist_at[sl][p + 1] = hist_next(f->hist_at[sl][p], f->kvtok[sl][p]);
+        f->npos[sl] = f->kv_len[sl] = n_left;
+        f->hist[sl] = f->hist_at[sl][n_left];
+        f->n_shift[sl]++;
+        f->last_shift[sl] = *x;
+    }
+}
+
 /* runs the step at submit (steps complete in order, so this is what a real pipeline computes) */
 static int fake_submit(pipeline_t *p, step_t *s) {
     fake_t *f = (fake_t *)p;
@@ -146,6 +185,7 @@ static int fake_submit(pipeline_t *p, step_t *s) {
         fake_bad(f, "submit with %d steps in flight (max %d)", f->nq, p->max_inflight);
         return TERN_EINVAL;
     }
+    fake_shift(f, s);
     int n_dec = 0, n_prompt = 0;
     for (int i = 0; i < s->n; i++) {
         int sl = s->seq[i];
@@ -170,8 +210,10 @@ static int fake_submit(pipeline_t *p, step_t *s) {
             f->npos[sl] = s->pos[i];   /* refused drafts: their positions are fed again */
         if (s->pos[i] != f->npos[sl])
             fake_bad(f, "step %d: slot %d fed position %d, expected %d", f->n_submit, sl, s->pos[i], f->npos[sl]);
+        if (s->pos[i] >= f->n_ctx) fake_bad(f, "step %d: slot %d fed position %d, past the context %d", f->n_submit, sl, s->pos[i], f->n_ctx);
         if (s->pos[i] < 0 || s->pos[i] >= MAXTOK) continue;
         f->npos[sl] = s->pos[i] + 1;
+        f->kvtok[sl][s->pos[i]] = s->tokens[i];
         f->hist[sl] = hist_next(f->hist_at[sl][s->pos[i]], s->tokens[i]);
         f->hist_at[sl][s->pos[i] + 1] = f->hist[sl];
         f->kv_len[sl] = s->pos[i] + 1;
@@ -296,13 +338,18 @@ static void fake_init(fake_t *f, int max_inflight) {
     f->base.n_vocab = V;
 }
 
-static void sched_open(sched_t *sc, fake_t *f, int n_seq, int n_batch, int chunk) {
+static void sched_open_ctx(sched_t *sc, fake_t *f, int n_seq, int n_batch, int chunk, int n_ctx) {
     char err[256] = "";
-    int rc = sched_init(sc, &f->base, &emb, n_seq, MAXTOK, n_batch, err, sizeof err);
+    int rc = sched_init(sc, &f->base, &emb, n_seq, n_ctx, n_batch, err, sizeof err);
     if (rc < 0) fail_msg("sched_init: %s", err);
     assert_int_equal(sched_set_prefill_chunk(sc, chunk), 0);
     f->n_batch = n_batch;
     f->chunk = chunk;
+    f->n_ctx = n_ctx;
+}
+
+static void sched_open(sched_t *sc, fake_t *f, int n_seq, int n_batch, int chunk) {
+    sched_open_ctx(sc, f, n_seq, n_batch, chunk, MAXTOK);
 }
 
 static void seq_make(seqrun_t *r, int n_prompt, int max_gen, int salt, float temp) {
@@ -914,6 +961,304 @@ static void test_prefix_cache(void **state) {
     }
 }
 
+/* ---- context shifts ---- */
+
+/* sched_set_keep's rule: -1 or more than the prompt is the prompt, at most n_ctx - 4, at least 0 */
+static int keep_of(int keep, int n_prompt, int n_ctx) {
+    int k = keep < 0 || keep > n_prompt ? n_prompt : keep;
+    if (k > n_ctx - 4) k = n_ctx - 4;
+    return k > 0 ? k : 0;
+}
+
+/* The model's generation with context shifts (the spec): a sample is the model's on the tokens
+ * the context holds; when the next token to feed would go to position n_ctx, the text drops
+ * (n_ctx - keep) / 2 tokens after the first keep. Under grammar g when not NULL (as
+ * model_generate_gram: the first allowed token from the model's pick on, EOG or a complete grammar
+ * ends it). Returns the tokens made; *finish, *n_shift: how it ended, the shifts made. */
+static int model_generate_shift(const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, int n_ctx,
+                                int keep, const grammar_t *g, int32_t *out, int *finish, int *n_shift) {
+    int32_t t[MAXTOK + 1];
+    memcpy(t, prompt, (size_t)n * sizeof *t);
+    int nt = n, k = 0;
+    uint64_t rng = (uint64_t)sp->seed;
+    grammar_state_t *gs = g ? grammar_state_new(g) : NULL;
+    uint8_t mask[(V + 7) / 8];
+    *finish = SCHED_LENGTH;
+    *n_shift = 0;
+    while (k < max_gen) {
+        if (nt - 1 >= n_ctx) {   /* t[nt - 1] would go to position n_ctx */
+            int d = (n_ctx - keep) / 2;
+            memmove(t + keep, t + keep + d, (size_t)(nt - keep - d) * sizeof *t);
+            nt -= d;
+            (*n_shift)++;
+        }
+        uint64_t h = HIST0;
+        for (int i = 0; i < nt; i++) h = hist_next(h, t[i]);
+        int32_t tok = model_sample(h, sp, &rng);
+        if (gs) {
+            assert_true(grammar_state_mask(gs, test_vocab(), mask) > 0);
+            while (!(mask[tok >> 3] >> (tok & 7) & 1)) tok = (tok + 1) % V;
+        }
+        out[k++] = t[nt++] = tok;
+        if (!gs) continue;
+        if (tok == EOG) { *finish = SCHED_STOP; break; }
+        assert_int_equal(grammar_state_accept_token(gs, test_vocab(), tok), 0);
+        if (grammar_state_done(gs)) { *finish = SCHED_STOP; break; }
+    }
+    grammar_state_destroy(&gs);
+    return k;
+}
+
+/* r (run in a scheduler of context n_ctx with context shift, keep asked) got the spec's tokens and
+ * end, and its slot the spec's shifts, each {keep, (n_ctx - keep) / 2, n_ctx}, all in steps unless
+ * a recovery came (a replay shifts the text alone when the shift was due); returns the shifts */
+static int expect_shifted(const seqrun_t *r, const fake_t *f, int n_ctx, int keep_asked, const grammar_t *g) {
+    int32_t want[MAXTOK];
+    int fin, n_shift, keep = keep_of(keep_asked, r->n_prompt, n_ctx);
+    int n = model_generate_shift(r->prompt, r->n_prompt, r->max_gen, &r->sp, n_ctx, keep, g, want, &fin, &n_shift);
+    if (r->n_out != n || memcmp(r->out, want, (size_t)n * sizeof(int32_t)) || r->finish != fin)
+        fail_msg("sequence %d (prompt %d, keep %d): %d tokens, finish %d; want %d, finish %d%s", r->id, r->n_prompt, keep,
+                 r->n_out, r->finish, n, fin, r->n_out == n ? " (other tokens)" : "");
+    int n_seen = f->n_shift[r->slot], n_sched = r->sc->seqs[r->slot].n_shifted;
+    if (n_sched != n_shift || n_seen > n_shift || (!r->sc->n_recoveries && n_seen != n_shift))   /* a replay may */
+        fail_msg("sequence %d: %d shifts, %d of them in steps; want %d", r->id, n_sched, n_seen, n_shift);   /* shift alone */
+    if (n_seen) {
+        const step_shift_t *x = &f->last_shift[r->slot];
+        assert_int_equal(x->keep, keep);
+        assert_int_equal(x->discard, (n_ctx - keep) / 2);
+        assert_int_equal(x->n_past, n_ctx);
+    }
+    return n_shift;
+}
+
+/* admits r and asks keep of it */
+static void admit_keep(sched_t *sc, fake_t *f, seqrun_t *r, int rank, int keep) {
+    admit(sc, f, r, rank);
+    assert_int_equal(sched_set_keep(sc, r->id, keep), 0);
+}
+
+/* Context shift (sched_set_context_shift): sequences with several n_keep (the whole prompt, 0, a
+ * few tokens, more than the prompt: clamped), greedy and sampled, run far past a context of 24 —
+ * with 1 to 3 steps in flight. Each gets exactly the spec's tokens (max_gen of them, SCHED_LENGTH)
+ * and the spec's shifts, each {keep, (n_ctx - keep) / 2, n_past n_ctx}, carried by the step that
+ * feeds the slot's next token at n_past - discard, never while a token of the slot is in flight
+ * (waiting on its sample), never a position at or past n_ctx (fake_shift, fake_submit). */
+static void test_context_shift(void **state) {
+    (void)state;
+    const int n_ctx = 24, keeps[4] = {-1, 0, 3, 100}, plen[4] = {10, 5, 8, 20}, gen[4] = {60, 37, 45, 50};
+    for (int inflight = 1; inflight <= 3; inflight++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[4];
+        fake_init(&f, inflight);
+        sched_open_ctx(&sc, &f, 4, 16, 4, n_ctx);
+        sched_set_context_shift(&sc, 1);
+        for (int i = 0; i < 4; i++) seq_make(&r[i], plen[i], gen[i], 20 + i, i % 2 ? 0.8f : 0.0f);
+        for (int i = 0; i < 4; i++) admit_keep(&sc, &f, &r[i], i, keeps[i]);
+        int guard = 0;
+        while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+        long total = 0;
+        for (int i = 0; i < 4; i++) {
+            int ns = expect_shifted(&r[i], &f, n_ctx, keeps[i], NULL);
+            assert_true(ns >= 2);   /* it ran well past the context */
+            assert_int_equal(r[i].n_out, gen[i]);
+            total += ns;
+        }
+        assert_int_equal(sc.n_ctx_shifts, total);
+        sched_free(&sc);
+    }
+    /* sched_set_keep: no such sequence, a bad count */
+    fake_t f;
+    sched_t sc;
+    seqrun_t r;
+    fake_init(&f, 1);
+    sched_open_ctx(&sc, &f, 1, 16, 4, n_ctx);
+    seq_make(&r, 5, 3, 1, 0.0f);
+    admit(&sc, &f, &r, 0);
+    assert_int_equal(sched_set_keep(&sc, r.id + 1, 0), TERN_EINVAL);
+    assert_int_equal(sched_set_keep(&sc, r.id, -2), TERN_EINVAL);
+    while (step(&sc, &f) > 0) {}
+    sched_free(&sc);
+}
+
+/* Without sched_set_context_shift a sequence ends where its context is full (SCHED_CTX, after
+ * n_ctx - n_prompt tokens, the model's own), with no shift in any step; with it, a scored prompt
+ * still ends there (its scores all delivered) while a plain one beside it goes on. */
+static void test_context_shift_off(void **state) {
+    (void)state;
+    const int n_ctx = 24;
+    for (int on = 0; on <= 1; on++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r;
+        scorerun_t c;
+        fake_init(&f, 2);
+        sched_open_ctx(&sc, &f, 2, 16, 4, n_ctx);
+        sched_set_context_shift(&sc, on);
+        seq_make(&r, 10, 60, 3, 0.0f);
+        admit_keep(&sc, &f, &r, 0, 2);
+        memset(&c, 0, sizeof c);
+        seq_make(&c.r, 12, 40, 4, 0.0f);
+        c.r.f = &f, c.r.sc = &sc;
+        c.r.id = sched_add(&sc, c.r.prompt, c.r.n_prompt, c.r.max_gen, &c.r.sp, on_token_scored, &c);
+        assert_true(c.r.id >= 0);
+        c.r.slot = f.last_started;
+        assert_int_equal(sched_score_prompt(&sc, c.r.id, on_score), 0);
+        int guard = 0;
+        while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+        expect_scores(&c);
+        int32_t want[MAXTOK];
+        model_generate(c.r.prompt, c.r.n_prompt, n_ctx - c.r.n_prompt, &c.r.sp, want);
+        assert_int_equal(c.r.finish, SCHED_CTX);
+        assert_int_equal(c.r.n_out, n_ctx - c.r.n_prompt);
+        assert_memory_equal(c.r.out, want, (size_t)c.r.n_out * sizeof(int32_t));
+        assert_int_equal(f.n_shift[c.r.slot], 0);
+        if (on) {
+            assert_true(expect_shifted(&r, &f, n_ctx, 2, NULL) > 0);
+            assert_int_equal(sc.n_ctx_shifts, f.n_shift[r.slot]);
+        } else {
+            model_generate(r.prompt, r.n_prompt, n_ctx - r.n_prompt, &r.sp, want);
+            assert_int_equal(r.finish, SCHED_CTX);
+            assert_int_equal(r.n_out, n_ctx - r.n_prompt);
+            assert_memory_equal(r.out, want, (size_t)r.n_out * sizeof(int32_t));
+            assert_int_equal(f.n_shift[r.slot], 0);
+            assert_int_equal(sc.n_ctx_shifts, 0);
+        }
+        sched_free(&sc);
+    }
+}
+
+/* Context shifts and pipeline recoveries (before, between and after shifts, 1 and 2 steps in
+ * flight): greedy sequences (one with a repeat penalty, replayed token by token until it shifted;
+ * one under a grammar that never ends — no token spells its "~" —, whose state a replay of
+ * shifted text keeps) get exactly the spec's tokens —
+ * a replay feeds the shifted text from position 0, as one prompt, and the fake's cache is exact —
+ * with no replayed sample differing (n_replay_bad); a sampled one (whose draws restart with the
+ * replay) still gets its max_gen tokens. */
+static void test_context_shift_replay(void **state) {
+    (void)state;
+    const int n_ctx = 20;
+    grammar_t *g = parse_gbnf("root ::= [0-9a-c]* \"~\"\n");
+    for (int inflight = 1; inflight <= 2; inflight++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[4];
+        fake_init(&f, inflight);
+        sched_open_ctx(&sc, &f, 4, 16, 4, n_ctx);
+        sched_set_context_shift(&sc, 1);
+        f.fail_at[0] = 6, f.fail_at[1] = 30, f.fail_at[2] = 47, f.fail_at[3] = 71;
+        f.n_fail = 4;
+        for (int i = 0; i < 4; i++) seq_make(&r[i], 6 + 3 * i, 55, 60 + i, i == 3 ? 0.9f : 0.0f);
+        r[1].sp.repeat_penalty = 1.2f;
+        for (int i = 0; i < 4; i++) {
+            r[i].f = &f, r[i].sc = &sc;
+            r[i].id = sched_add(&sc, r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, i == 2 ? on_token_gram : on_token, &r[i]);
+            assert_true(r[i].id >= 0);
+            r[i].slot = f.last_started;
+            assert_int_equal(sched_set_keep(&sc, r[i].id, i == 0 ? -1 : 4), 0);
+            char err[256];
+            grammar_t *gi = i == 2 ? parse_gbnf("root ::= [0-9a-c]* \"~\"\n") : NULL;
+            if (gi) assert_int_equal(sched_set_grammar(&sc, r[i].id, &gi, test_vocab(), err, sizeof err), 0);
+        }
+        int guard = 0, shifted_replays = 0, rec = 0;
+        while (sched_step(&sc) > 0) {
+            assert_true(++guard < 10000);
+            for (int i = 0; rec < sc.n_recoveries && i < 4; i++) shifted_replays += sc.seqs[r[i].slot].n_shifted > 0;
+            rec = sc.n_recoveries;
+        }
+        if (f.bad) fail_msg("fake pipeline: %s", f.why);
+        assert_int_equal(sc.n_recoveries, 4);
+        assert_true(shifted_replays >= 4);   /* shifted texts were replayed */
+        for (int i = 0; i < 3; i++) {
+            int ns = expect_shifted(&r[i], &f, n_ctx, i == 0 ? -1 : 4, i == 2 ? g : NULL);
+            if (ns < 1) fail_msg("sequence %d: no shift (%d tokens, finish %d)", i, r[i].n_out, r[i].finish);
+            assert_int_equal(sc.seqs[r[i].slot].n_replay_bad, 0);
+        }
+        assert_int_equal(r[3].n_out, r[3].max_gen);
+        assert_int_equal(r[3].finish, SCHED_LENGTH);
+        assert_true(f.n_shift[r[3].slot] > 0);
+        sched_free(&sc);
+    }
+    grammar_destroy(&g);
+    /* steps of 2 tokens for 3 decoders: a sequence whose shift is due may wait a step, and a
+     * failure then finds it at n_ctx + 1 tokens (the replay shifts its text alone); a failure at
+     * every step in turn */
+    for (int at = 10; at < 60; at++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[3];
+        fake_init(&f, 1 + at % 2);
+        sched_open_ctx(&sc, &f, 3, 2, 2, n_ctx);
+        sched_set_context_shift(&sc, 1);
+        f.fail_at[0] = at, f.n_fail = 1;
+        for (int i = 0; i < 3; i++) seq_make(&r[i], 4 + i, 40, 80 + i, 0.0f);
+        for (int i = 0; i < 3; i++) admit_keep(&sc, &f, &r[i], i, 2);
+        int guard = 0;
+        while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+        if (sc.n_recoveries != 1) fail_msg("failure at step %d of %d: %d recoveries", at, f.n_submit, sc.n_recoveries);
+        for (int i = 0; i < 3; i++) {
+            assert_true(expect_shifted(&r[i], &f, n_ctx, 2, NULL) > 0);
+            assert_int_equal(sc.seqs[r[i].slot].n_replay_bad, 0);
+        }
+        sched_free(&sc);
+    }
+}
+
+/* Context shifts with prompt lookup (greedy, a text that cycles): the tokens are the spec's, drafts
+ * are taken, and none goes to a position at or past n_ctx (fake_submit) */
+static void test_context_shift_lookup(void **state) {
+    (void)state;
+    g_markov = 1;
+    const int n_ctx = 28;
+    for (int inflight = 1; inflight <= 2; inflight++) {
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[2];
+        fake_init(&f, inflight);
+        f.rewind_ok = 1;
+        sched_open_ctx(&sc, &f, 2, 32, 8, n_ctx);
+        sched_set_context_shift(&sc, 1);
+        assert_int_equal(sched_set_lookup(&sc, 6), 0);
+        for (int i = 0; i < 2; i++) seq_make(&r[i], 5 + 4 * i, 90, 30 + i, 0.0f);
+        for (int i = 0; i < 2; i++) admit_keep(&sc, &f, &r[i], i, i ? 0 : -1);
+        int guard = 0;
+        while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+        assert_true(sc.n_draft_ok > 0);
+        for (int i = 0; i < 2; i++) assert_true(expect_shifted(&r[i], &f, n_ctx, i ? 0 : -1, NULL) > 0);
+        sched_free(&sc);
+    }
+    g_markov = 0;
+}
+
+/* The prefix cache after a shift: the slot's cache holds the shifted text, but only its first
+ * keep positions are what a prefill computes, so a prompt equal to a longer beginning of the
+ * shifted text reuses those keep tokens alone (and generates the model's own tokens) */
+static void test_context_shift_prefix_cache(void **state) {
+    (void)state;
+    const int n_ctx = 24;
+    fake_t f;
+    sched_t sc;
+    fake_init(&f, 1);
+    f.cache_ok = 1;
+    sched_open_ctx(&sc, &f, 2, 8, 4, n_ctx);
+    sched_set_prefix_cache(&sc, 1);
+    sched_set_context_shift(&sc, 1);
+    seqrun_t a, b;
+    seq_make(&a, 10, 30, 1, 0.0f);
+    admit_keep(&sc, &f, &a, 0, 6);
+    while (step(&sc, &f) > 0) {}
+    assert_true(expect_shifted(&a, &f, n_ctx, 6, NULL) > 0);
+    const sched_seq_t *q = &sc.seqs[a.slot];
+    assert_true(q->n_fed >= 16);
+    seq_make(&b, 16, 4, 2, 0.0f);
+    memcpy(b.prompt, q->toks, 16 * sizeof(int32_t));   /* the shifted text's beginning */
+    run_one(&sc, &f, &b);
+    assert_int_equal(b.slot, a.slot);
+    assert_int_equal(sc.seqs[b.slot].n_cached, 6);
+    expect_solo(&b);
+    sched_free(&sc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_prefill_chunk), cmocka_unit_test(test_chunk_cap),
@@ -923,6 +1268,11 @@ int main(void) {
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_grammars),
         cmocka_unit_test(test_lookup),
+        cmocka_unit_test(test_context_shift),
+        cmocka_unit_test(test_context_shift_off),
+        cmocka_unit_test(test_context_shift_replay),
+        cmocka_unit_test(test_context_shift_lookup),
+        cmocka_unit_test(test_context_shift_prefix_cache),
     };
     log_set_level(LOG_W);   /* replays log one info line per sequence */
     return cmocka_run_group_tests(tests, setup, NULL);

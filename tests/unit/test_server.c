@@ -748,6 +748,26 @@ static void test_echo_field(void **state) {
                "max_tokens", NULL);
 }
 
+/* n_keep (llama.cpp's): not given is the server's default; -1 (the whole prompt) or a count;
+ * anything else is refused naming the field */
+static void test_n_keep_field(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\"}", &e), 0);
+    assert_int_equal(r.n_keep, SERVER_KEEP_DEFAULT);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n_keep\":-1}", &e), 0);
+    assert_int_equal(r.n_keep, -1);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"user\",\"content\":\"a\"}],\"n_keep\":12}", &e), 0);
+    assert_int_equal(r.n_keep, 12);
+    server_req_free(&r);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n_keep\":-2}", "n_keep", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n_keep\":\"all\"}", "n_keep", NULL);
+    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n_keep\":1.5}", "n_keep", NULL);
+}
+
 /* logprobs: completions' integer 0..5, chat's bool + top_logprobs 0..20; sp.logprobs follows
  * the request only (a default that says 1 does not leak into requests that did not ask) */
 static void test_logprobs_fields(void **state) {
@@ -848,7 +868,8 @@ int main(void) {
         cmocka_unit_test(test_stop_split),        cmocka_unit_test(test_stop_earliest),
         cmocka_unit_test(test_stop_random),       cmocka_unit_test(test_metrics_render),
         cmocka_unit_test(test_json_text),         cmocka_unit_test(test_logprobs_fields),
-        cmocka_unit_test(test_echo_field),        cmocka_unit_test(test_tools_fields),
+        cmocka_unit_test(test_echo_field),
+        cmocka_unit_test(test_n_keep_field),        cmocka_unit_test(test_tools_fields),
         cmocka_unit_test(test_tools_reply),
         cmocka_unit_test(test_text_chars),        cmocka_unit_test(test_embd_bodies),
     };
