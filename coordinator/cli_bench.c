@@ -319,7 +319,7 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
         {NULL, "--kernels", OPT_FLAG, &b->kernels, NULL, "kernel benchmarks instead (see tern bench --kernels --help)", 0, 0},
         {NULL, "--cuda", OPT_FLAG, &b->kernels, NULL, "GPU kernel benchmarks instead (see tern bench --cuda --help)", 0, 0},
     };
-    int n = cli_model_opts_table(&b->mo, opts, 7, 48, 0);
+    int n = cli_model_opts_table(&b->mo, opts, 48, 0);
     for (int i = 0; i < n; i++)   /* -t takes a list here, as in llama-bench */
         if (opts[i].shrt && !strcmp(opts[i].shrt, "-t")) {
             opts[i].kind = OPT_LIST;

@@ -450,7 +450,7 @@ int cli_chat(int argc, char **argv) {
         {"-n", "--n-predict", OPT_INT, &n_predict, "N", "most tokens per reply (-1: until the end of turn)", -1, 1 << 20},
         {NULL, "--no-cache", OPT_FLAG, &no_cache, NULL, "re-feed the whole conversation every turn", 0, 0},
     };
-    int n_opts = cli_model_opts_table(&mo, opts, 3, 48, 1);
+    int n_opts = cli_model_opts_table(&mo, opts, 48, 1);
     for (int i = 0; i < n_opts; i++)
         if (opts[i].lng && !strcmp(opts[i].lng, "--keep"))
             opts[i].help = "with --context-shift: tokens kept at the start of the conversation after the BOS (-1: the system message)";

@@ -19,7 +19,9 @@ void cli_model_opts_default(cli_model_opts_t *o) {
     o->seed = -1;
 }
 
-int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int with_sampling) {
+int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sampling) {
+    int n = 0;
+    while (n < cap && (opts[n].shrt || opts[n].lng)) n++;   /* the command's own, first */
     opt_t model[] = {
         {"-m", "--model", OPT_STR, &o->p.model, "FILE", "model GGUF file", 0, 0},
         {"-t", "--threads", OPT_INT, &o->p.n_threads, "N", "threads", 1, 1024},

@@ -18,8 +18,10 @@ typedef struct cli_model_opts {
 } cli_model_opts_t;
 
 void cli_model_opts_default(cli_model_opts_t *o);
-/* appends the model + sampling options to opts (capacity cap); returns the new count */
-int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int n, int cap, int with_sampling);
+/* appends the model + sampling options to opts (capacity cap) after the command's own (its leading
+ * entries, up to the first that names no option: the rest of the array is zeroed); returns the
+ * new count */
+int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sampling);
 /* The whole of file path (a prompt, a grammar, a schema; a pipe too), NUL-terminated and
  * malloc'd; what names it in the errors; more than max bytes is refused. NULL with err set. */
 char *cli_read_file(const char *path, const char *what, long max, char *err, size_t errlen);

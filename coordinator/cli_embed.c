@@ -141,7 +141,7 @@ int cli_embed(int argc, char **argv) {
         {NULL, "--embd-output-format", OPT_STR, &fmt, "FMT", "'' (lines), array or json", 0, 0},
         {NULL, "--embd-separator", OPT_STR, &sep, "SEP", "separator between the texts of one -p or file (default: a newline)", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 6, 56, 0);
+    cli_model_opts_table(&mo, opts, 56, 0);
     char err[512], *texts[EMBED_MAX_TEXTS], *ptexts[EMBED_MAX_TEXTS];
     int np = 0, npos, nt = 0;
     argc = take_prompts(argc, argv, ptexts, &np);

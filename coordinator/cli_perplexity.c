@@ -321,7 +321,7 @@ int cli_perplexity(int argc, char **argv) {
         {NULL, "--kl-divergence", OPT_FLAG, &compare, NULL,
          "compare this model with --kl-divergence-base's (its tokens; no -f): KLD, Δp, same top p", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 4, 48, 0);
+    cli_model_opts_table(&mo, opts, 48, 0);
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {

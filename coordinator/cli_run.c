@@ -31,7 +31,7 @@ int cli_run(int argc, char **argv) {
         {NULL, "--no-display-prompt", OPT_FLAG, &no_display, NULL, "do not echo the prompt", 0, 0},
         {NULL, "--summary", OPT_FLAG, &summary, NULL, "timing summary on stderr (--summary=0 to hide)", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 5, 48, 1);
+    cli_model_opts_table(&mo, opts, 48, 1);
     char err[512], *pos[4];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {

@@ -75,7 +75,7 @@ int cli_serve(int argc, char **argv) {
     opt_t opts[64] = {
         {NULL, "--host", OPT_STR, &sc.host, "ADDR", "address to listen on", 0, 0},
         {NULL, "--port", OPT_INT, &sc.port, "N", "port (0: any free port, logged at start)", 0, 65535},
-        {NULL, "--api-key", OPT_STR, &sc.api_key, "KEY", "require 'Authorization: Bearer KEY' (not on /health)", 0, 0},
+        {NULL, "--api-key", OPT_STR, &sc.api_key, "KEY", "require 'Authorization: Bearer KEY' (not on /health and the web UI page, which asks for it)", 0, 0},
         {NULL, "--api-key-file", OPT_STR, &key_file, "FILE", "read the API key from the first line of FILE", 0, 0},
         {NULL, "--timeout", OPT_INT, &sc.timeout_s, "S", "seconds a request may take (0: no limit)", 0, 86400 * 7},
         {NULL, "--metrics", OPT_FLAG, &sc.metrics, NULL, "serve Prometheus metrics at /metrics", 0, 0},
@@ -88,8 +88,10 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--no-cache-prompt", OPT_FLAG, &sc.no_cache_prompt, NULL, "feed every prompt whole (default: a prompt that begins with a slot's cached tokens starts after them)", 0, 0},
         {NULL, "--embeddings", OPT_FLAG, &sc.embeddings, NULL, "serve POST /v1/embeddings (L2-normalised pooled final hidden states)", 0, 0},
         {NULL, "--pooling", OPT_STR, &pooling, "TYPE", "embeddings' pooling: mean, last or cls", 0, 0},
+        {NULL, "--no-webui", OPT_FLAG, &sc.no_webui, NULL, "do not serve the web UI page at / (404)", 0, 0},
+        {NULL, "--no-slots", OPT_FLAG, &sc.no_slots, NULL, "do not serve /slots (501)", 0, 0},
     };
-    int n = cli_model_opts_table(&mo, opts, 15, 64, 1);
+    int n = cli_model_opts_table(&mo, opts, 64, 1);
     (void)n;
     char err[512];
     int npos, rc = opt_parse(opts, argc, argv, NULL, 0, &npos, err, sizeof err);
@@ -113,6 +115,7 @@ int cli_serve(int argc, char **argv) {
     if (max_body < 64) { fprintf(stderr, "tern serve: --max-body %llu is too small\n", (unsigned long long)max_body); free(key); return 1; }
     sc.max_body = (size_t)max_body;
     sc.model_name = alias ? alias : base_name(mo.p.model);
+    sc.model_path = mo.p.model;
     sc.seed_fixed = mo.seed >= 0;
     sc.grammar = mo.s.grammar;
     sc.n_keep = mo.s.n_keep;

@@ -1,7 +1,7 @@
 /* server: see server.h. This file holds the daemon (bind, thread per connection), the request
  * body collection with its size limit, authentication, routing and the small routes
- * (/health, /v1/models, /metrics); the generation routes live in server_gen.c and the
- * engine thread in server_engine.c. */
+ * (/health, /v1/models, /metrics); the generation routes live in server_gen.c, the web UI
+ * page, /props and /slots in server_info.c and the engine thread in server_engine.c. */
 #define _GNU_SOURCE   /* POLLRDHUP */
 #include "coordinator/server_int.h"
 #include "core/err.h"
@@ -183,7 +183,7 @@ typedef struct route {
     int id;
 } route_t;
 
-enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS };
+enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS, R_WEBUI, R_PROPS, R_SLOTS };
 
 static const route_t g_routes[] = {
     {"/health", "/v1/health", "GET", R_HEALTH},
@@ -194,6 +194,9 @@ static const route_t g_routes[] = {
     {"/detokenize", NULL, "POST", R_DETOKENIZE},
     {"/metrics", NULL, "GET", R_METRICS},
     {"/v1/embeddings", "/embeddings", "POST", R_EMBEDDINGS},
+    {"/", "/index.html", "GET", R_WEBUI},   /* server_info.c */
+    {"/props", NULL, "GET", R_PROPS},
+    {"/slots", NULL, "GET", R_SLOTS},
 };
 
 static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, const char *url, const char *method,
@@ -202,16 +205,16 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     const route_t *r = NULL;
     for (size_t i = 0; i < sizeof g_routes / sizeof g_routes[0]; i++)
         if (!strcmp(url, g_routes[i].path) || (g_routes[i].alias && !strcmp(url, g_routes[i].alias))) r = &g_routes[i];
-    if (!r || (r->id == R_METRICS && !s->cfg.metrics)) {
+    if (!r || (r->id == R_METRICS && !s->cfg.metrics) || (r->id == R_WEBUI && s->cfg.no_webui)) {
         server_err_set(&e, 404, "invalid_request_error", "not_found", NULL, "no route %s %s", method, url);
         return server_reply_err(c, &e);
     }
     if (!strcmp(method, "OPTIONS") && g_cors[0]) return reply_preflight(c);   /* no credentials in a preflight */
-    if (r->id != R_HEALTH && s->cfg.api_key && !auth_ok(s, c)) {
+    if (r->id != R_HEALTH && r->id != R_WEBUI && s->cfg.api_key && !auth_ok(s, c)) {   /* the page asks for the key */
         server_err_set(&e, 401, "authentication_error", "invalid_api_key", NULL, "invalid or missing API key");
         return server_reply_err(c, &e);
     }
-    if (strcmp(method, r->method) != 0 && !(r->id == R_HEALTH && !strcmp(method, "HEAD"))) {
+    if (strcmp(method, r->method) != 0 && !((r->id == R_HEALTH || r->id == R_WEBUI) && !strcmp(method, "HEAD"))) {
         server_err_set(&e, 405, "invalid_request_error", "method_not_allowed", NULL, "%s wants %s, not %s", url,
                        r->method, method);
         return server_reply_err(c, &e);
@@ -222,6 +225,8 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
         return server_reply_err(c, &e);
     }
     if (r->id == R_METRICS) return route_metrics(s, c);
+    if (r->id == R_WEBUI) return server_info_page(c);                         /* needs no model */
+    if (r->id == R_SLOTS && s->cfg.no_slots) return server_info_slots(s, c);   /* 501, likewise */
     if (!is_ready(s)) return not_ready(c);
     switch (r->id) {
     case R_HEALTH: return route_health(s, c);
@@ -230,6 +235,8 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     case R_CHAT: return server_gen_handle(s, c, SERVER_REQ_CHAT, cn->body, cn->len, &cn->job);
     case R_EMBEDDINGS: return server_gen_handle(s, c, SERVER_REQ_EMBEDDINGS, cn->body, cn->len, &cn->job);
     case R_TOKENIZE: return server_tok_handle(s, c, SERVER_REQ_TOKENIZE, cn->body, cn->len);
+    case R_PROPS: return server_info_props(s, c);
+    case R_SLOTS: return server_info_slots(s, c);
     default: return server_tok_handle(s, c, SERVER_REQ_DETOKENIZE, cn->body, cn->len);
     }
 }
@@ -357,6 +364,9 @@ int server_start(server_t **out, const server_cfg_t *cfg, char *err, size_t errl
 int server_port(const server_t *s) { return s->port; }
 
 int server_attach(server_t *s, tern_model *m, const sampler_params_t *sp, char *err, size_t errlen) {
+    server_slot_t *slots = calloc((size_t)m->sched.n_seq, sizeof *slots);
+    if (!slots) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    for (int i = 0; i < m->sched.n_seq; i++) slots[i].id_task = -1;
     pthread_mutex_lock(&s->met.mu);
     s->met.n_slots = m->sched.n_seq;
     pthread_mutex_unlock(&s->met.mu);
@@ -364,6 +374,7 @@ int server_attach(server_t *s, tern_model *m, const sampler_params_t *sp, char *
     s->sched_t0_decode = m->sched.t_decode;
     pthread_mutex_lock(&s->mu);
     s->def_sp = *sp;
+    s->slots = slots;
     s->m = m;
     int rc = pthread_create(&s->engine, NULL, server_engine_main, s);
     if (rc == 0) s->engine_started = 1;
@@ -416,6 +427,7 @@ void server_destroy(server_t **ps) {
     struct server *s = *ps;
     server_shutdown(s, 0);
     server_metrics_free(&s->met);
+    free(s->slots);
     pthread_cond_destroy(&s->engine_cv);
     pthread_cond_destroy(&s->idle_cv);
     pthread_mutex_destroy(&s->mu);

@@ -3,7 +3,7 @@
  * free slots at token boundaries (continuous batching) and get their tokens back through
  * per-request queues. Endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions
  * (streamed as server-sent events), /v1/embeddings (with --embeddings), /tokenize, /detokenize,
- * /metrics.
+ * /metrics, and llama-server's extras: the web UI page at /, /props and /slots (server_info.c).
  * Not here: flags (cli_serve.c), request JSON (server_req.c), model loading (api.c). */
 #ifndef TERN_SERVER_H
 #define TERN_SERVER_H
@@ -30,6 +30,9 @@ typedef struct server_cfg {
     int pooling;             /* SCHED_POOL_MEAN / _LAST / _CLS (--pooling; default mean) */
     int n_keep;              /* with --context-shift: the n_keep of requests that give none
                               * (tern_sampling.n_keep; -1: the whole prompt) */
+    int no_webui;            /* GET / answers 404 instead of the web UI page */
+    int no_slots;            /* GET /slots answers 501 (llama.cpp's --no-slots) */
+    const char *model_path;  /* shown by /props (NULL: "") */
 } server_cfg_t;
 
 typedef struct server server_t;

@@ -2,7 +2,8 @@
  * into free slots and cancels the ones whose client left or whose time ran out; each
  * sched_step then runs every active sequence in one forward. Tokens go back to the waiting
  * HTTP threads through the job (text appended under the server mutex, then a signal).
- * The server mutex is never held across sched_* calls: the token callback takes it. */
+ * The server mutex is never held across sched_* calls: the token callback takes it. The slots'
+ * state for GET /slots is copied out under it (server_info_publish). */
 #include "coordinator/server_int.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -152,6 +153,7 @@ static void job_end(struct server *s, job_t *j, int finish) {
         snprintf(j->errmsg, sizeof j->errmsg, "generation failed: %.200s", s->m->sched.err);
         j->err_code = s->m->sched.err_code;
     }
+    server_info_publish(s);   /* the slot is idle before the client can see the end */
     j->finish = finish;
     j->state = JOB_DONE;
     j->t_end = now;
@@ -311,6 +313,7 @@ static int take_queued(struct server *s, job_t **out, int room, job_t **dead, in
     return n;
 }
 
+/* after a step: /metrics' gauges and /slots' copies of the slots */
 static void update_gauges(struct server *s) {
     sched_t *sc = &s->m->sched;
     long used = 0;
@@ -326,6 +329,9 @@ static void update_gauges(struct server *s) {
     s->met.ctx_shifts = (unsigned long long)sc->n_ctx_shifts;
     s->met.gen_seconds = sc->t_decode - s->sched_t0_decode;
     pthread_mutex_unlock(&s->met.mu);
+    pthread_mutex_lock(&s->mu);
+    server_info_publish(s);
+    pthread_mutex_unlock(&s->mu);
 }
 
 void *server_engine_main(void *arg) {
@@ -355,6 +361,11 @@ void *server_engine_main(void *arg) {
         for (int i = 0; i < ndead; i++) job_end(s, dead[i], SCHED_CANCEL);
         for (int i = 0; i < nc; i++) sched_cancel(sc, cancels[i]);
         for (int i = 0; i < na; i++) admit(s, admits[i]);
+        if (na > 0) {   /* busy before the first step, which may be a long prefill */
+            pthread_mutex_lock(&s->mu);
+            server_info_publish(s);
+            pthread_mutex_unlock(&s->mu);
+        }
         if (sched_active(sc) > 0 && sched_step(sc) < 0) log_e("serve: step failed: %s", sc->err);
         update_gauges(s);
         pthread_mutex_lock(&s->mu);

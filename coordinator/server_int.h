@@ -92,6 +92,26 @@ typedef struct job {
     int sse_phase;             /* this choice in the stream: 0 start, 1 tokens, 2 its last chunk sent */
 } job_t;
 
+/* One slot as GET /slots shows it: a copy that the engine thread (the scheduler's owner)
+ * publishes under srv->mu after it admits requests, when a request ends and after every step;
+ * HTTP threads read the copies, never the scheduler. */
+typedef struct server_slot {
+    int active;                /* a request runs in it */
+    int id_task;               /* its sequence's id (-1: idle) */
+    char request_id[48];       /* the reply's id ("" when idle) */
+    int stream;
+    int n_prompt;              /* the current (else last) request's prompt tokens */
+    int n_prompt_cached;       /* of them, taken from the slot's cache */
+    int n_prompt_processed;    /* of the rest, fed so far */
+    int n_decoded, max_gen;    /* tokens generated so far; the request's cap */
+    int n_cache;               /* tokens whose keys and values the slot holds: a prompt that begins
+                                * with them starts after them (0: none, or the cache is off) */
+    /* the current (else last) request's sampling (sampler_params_t's scalars) */
+    float temp, top_p, min_p, repeat_penalty, freq_penalty, presence_penalty;
+    int top_k, repeat_last_n, n_probs;
+    uint64_t seed;
+} server_slot_t;
+
 struct server {
     server_cfg_t cfg;
     char model_id[256];
@@ -110,6 +130,7 @@ struct server {
     uint64_t next_id;
     double sched_t0_prefill, sched_t0_decode;
     server_metrics_t met;
+    server_slot_t *slots;      /* (m->sched.n_seq,) under mu (server_info_publish) */
 };
 
 /* server_engine.c */
@@ -128,6 +149,20 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
                                   size_t len, job_t **job_out);
 enum MHD_Result server_tok_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,
                                   size_t len);
+
+/* server_info.c: the web UI page, /props and /slots; an MHD result */
+enum MHD_Result server_info_page(struct MHD_Connection *c);
+enum MHD_Result server_info_props(struct server *s, struct MHD_Connection *c);
+enum MHD_Result server_info_slots(struct server *s, struct MHD_Connection *c);
+/* engine thread, caller holds s->mu: copies the scheduler's slots into s->slots */
+void server_info_publish(struct server *s);
+/* sl's sampling fields from sp */
+void server_info_slot_params(server_slot_t *sl, const sampler_params_t *sp);
+/* the JSON (json_t *, new reference; NULL on out of memory) of slot sl: llama.cpp's /slots entry,
+ * also /props' default_generation_settings. seed_random: the seed is drawn per request (shown
+ * as llama.cpp's 4294967295). */
+void *server_info_slot_json(const server_slot_t *sl, int id, int n_ctx, int speculative, int seed_random,
+                            const char *chat_format);
 
 /* server.c */
 enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *ctype, char *body);

@@ -325,7 +325,7 @@ if offs[0] != 0 or any(b < a for a, b in zip(offs, offs[1:])): die(f"text_offset
 for k in range(1, n):   # each position == the alternatives a plain completion of ids[:k] reports
     x, d = lp["token_logprobs"][k], lp["top_logprobs"][k]
     if not (math.isfinite(x) and x <= 0) or not 1 <= len(d) <= 3 or max(d.values()) < x - 1e-5: die(f"position {k}: {x} {d}")
-    g = comp(prompt=ids[:k], max_tokens=1, temperature=0, logprobs=3, ignore_eos=True, repeat_penalty=1)
+    g = comp(prompt=ids[:k], max_tokens=1, temperature=0, logprobs=3, repeat_penalty=1)   # ignore_eos would renormalise without the EOG tokens
     gd = g["choices"][0]["logprobs"]["top_logprobs"][0]
     if set(gd) != set(d) or any(abs(gd[t] - d[t]) > 1e-4 for t in d): die(f"position {k}: echo {d} vs completion {gd}")
     t = lp["tokens"][k]

@@ -2,7 +2,9 @@
  * every route (types, ranges, prompt shapes, messages, n (streamed too), stop, logprobs, tools / tool_choice and the tool reply parsed back), the OpenAI error body, the
  * stop-string matcher (held-back text, stops split across pieces, a randomized check against
  * a plain search over the whole text), the Prometheus rendering and UTF-8 sanitizing and
- * character counting. */
+ * character counting; the /slots and /props slot object, and a server without a model over a
+ * socket: the web UI page (== the source file, headers, 304, HEAD), the key (not on the page,
+ * on /props and /slots), --no-webui (404), --no-slots (501), /props and /slots 503 while loading. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -15,11 +17,17 @@
 #include "coordinator/grammar.h"
 #include "coordinator/server_stop.h"
 #include "coordinator/server_tools.h"
+#include "coordinator/webui.h"
 #include "core/err.h"
+#include <arpa/inet.h>
 #include <jansson.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 static sampler_params_t defaults(void) {
     sampler_params_t sp;
@@ -859,6 +867,215 @@ static void test_text_chars(void **state) {
     }
 }
 
+/* the slot object of /slots (and /props' default_generation_settings): idle and busy */
+static void test_slot_json(void **state) {
+    (void)state;
+    server_slot_t sl;
+    memset(&sl, 0, sizeof sl);
+    sl.id_task = -1;
+    sampler_params_t sp = defaults();
+    sp.temp = 0.8f;
+    sp.top_p = 0.9f;
+    sp.min_p = 0.05f;
+    sp.logprobs = 1;
+    sp.top_logprobs = 3;
+    server_info_slot_params(&sl, &sp);
+    json_t *o = server_info_slot_json(&sl, 1, 512, 0, 1, "llama3");
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "id")), 1);
+    assert_int_equal(json_integer_value(json_object_get(o, "id_task")), -1);
+    assert_true(json_is_null(json_object_get(o, "request_id")));
+    assert_int_equal(json_integer_value(json_object_get(o, "n_ctx")), 512);
+    assert_true(json_is_false(json_object_get(o, "is_processing")));
+    assert_true(json_is_false(json_object_get(o, "speculative")));
+    json_t *p = json_object_get(o, "params"), *nt = json_object_get(o, "next_token");
+    assert_true(json_real_value(json_object_get(p, "temperature")) == 0.8);   /* 0.8f shows as 0.8 */
+    assert_true(json_real_value(json_object_get(p, "top_p")) == 0.9);
+    assert_true(json_real_value(json_object_get(p, "min_p")) == 0.05);
+    assert_int_equal(json_integer_value(json_object_get(p, "top_k")), 40);
+    assert_int_equal(json_integer_value(json_object_get(p, "seed")), 4294967295LL);   /* drawn per request */
+    assert_int_equal(json_integer_value(json_object_get(p, "n_predict")), -1);
+    assert_int_equal(json_integer_value(json_object_get(p, "n_probs")), 3);
+    assert_string_equal(json_string_value(json_object_get(p, "chat_format")), "llama3");
+    for (const char *k = "repeat_penalty\0repeat_last_n\0presence_penalty\0frequency_penalty\0max_tokens\0stream\0"; *k; k += strlen(k) + 1)
+        if (!json_object_get(p, k)) fail_msg("no params.%s", k);
+    assert_true(json_is_false(json_object_get(nt, "has_next_token")));
+    assert_int_equal(json_integer_value(json_object_get(nt, "n_remain")), -1);
+    json_decref(o);
+    /* busy: its request, progress and cache */
+    sl.active = 1;
+    sl.id_task = 7;
+    snprintf(sl.request_id, sizeof sl.request_id, "chatcmpl-x");
+    sl.stream = 1;
+    sl.n_prompt = 20;
+    sl.n_prompt_cached = 12;
+    sl.n_prompt_processed = 8;
+    sl.n_decoded = 5;
+    sl.max_gen = 64;
+    sl.n_cache = 25;
+    o = server_info_slot_json(&sl, 0, 512, 1, 0, "llama3");
+    p = json_object_get(o, "params");
+    nt = json_object_get(o, "next_token");
+    assert_string_equal(json_string_value(json_object_get(o, "request_id")), "chatcmpl-x");
+    assert_int_equal(json_integer_value(json_object_get(o, "id_task")), 7);
+    assert_true(json_is_true(json_object_get(o, "is_processing")));
+    assert_true(json_is_true(json_object_get(o, "speculative")));
+    assert_int_equal(json_integer_value(json_object_get(o, "n_prompt_tokens")), 20);
+    assert_int_equal(json_integer_value(json_object_get(o, "n_prompt_tokens_cached")), 12);
+    assert_int_equal(json_integer_value(json_object_get(o, "n_prompt_tokens_processed")), 8);
+    assert_int_equal(json_integer_value(json_object_get(o, "n_cache_tokens")), 25);
+    assert_int_equal(json_integer_value(json_object_get(p, "seed")), 1234);
+    assert_int_equal(json_integer_value(json_object_get(p, "max_tokens")), 64);
+    assert_true(json_is_true(json_object_get(p, "stream")));
+    assert_true(json_is_true(json_object_get(nt, "has_next_token")));
+    assert_int_equal(json_integer_value(json_object_get(nt, "n_decoded")), 5);
+    assert_int_equal(json_integer_value(json_object_get(nt, "n_remain")), 59);
+    json_decref(o);
+}
+
+/* ---- a server without a model, over a socket ---- */
+
+typedef struct http_reply {
+    int status;
+    char head[4096];    /* status line and headers */
+    char *body;         /* malloc'd, NUL-terminated */
+    size_t len;
+} http_reply_t;
+
+/* METHOD path on 127.0.0.1:port with extra header lines (each ending \r\n), read to the end */
+static void http_do(int port, const char *method, const char *path, const char *extra, http_reply_t *r) {
+    memset(r, 0, sizeof *r);
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(fd >= 0);
+    struct sockaddr_in a = {0};
+    a.sin_family = AF_INET;
+    a.sin_port = htons((uint16_t)port);
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&a, sizeof a), 0);
+    char req[1024];
+    int n = snprintf(req, sizeof req, "%s %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n%s\r\n", method, path, extra);
+    assert_int_equal(write(fd, req, (size_t)n), n);
+    size_t cap = 1 << 16, len = 0;
+    char *buf = malloc(cap + 1);
+    for (ssize_t k; (k = read(fd, buf + len, cap - len)) > 0;) {
+        len += (size_t)k;
+        if (len == cap) { cap *= 2; buf = realloc(buf, cap + 1); }
+    }
+    close(fd);
+    buf[len] = 0;
+    char *end = strstr(buf, "\r\n\r\n");
+    if (!end) fail_msg("no header end in: %.200s", buf);
+    snprintf(r->head, sizeof r->head, "%.*s", (int)(end - buf), buf);
+    r->status = atoi(buf + 9);
+    r->len = len - (size_t)(end + 4 - buf);
+    r->body = malloc(r->len + 1);
+    memcpy(r->body, end + 4, r->len);
+    r->body[r->len] = 0;
+    free(buf);
+}
+
+/* the value of header name in r (case-insensitive name), or "" */
+static const char *http_header(const http_reply_t *r, const char *name, char *out, size_t cap) {
+    out[0] = 0;
+    for (const char *l = strstr(r->head, "\r\n"); l; l = strstr(l + 2, "\r\n"))
+        if (!strncasecmp(l + 2, name, strlen(name)) && l[2 + strlen(name)] == ':') {
+            const char *v = l + 3 + strlen(name), *e = strstr(v, "\r\n");
+            while (*v == ' ') v++;
+            snprintf(out, cap, "%.*s", (int)(e ? e - v : (long)strlen(v)), v);
+            break;
+        }
+    return out;
+}
+
+/* status and error type of METHOD path (key: a Bearer key or NULL) */
+static void expect_status(int port, const char *path, const char *key, int status, const char *type) {
+    char extra[256] = "";
+    if (key) snprintf(extra, sizeof extra, "Authorization: Bearer %s\r\n", key);
+    http_reply_t r;
+    http_do(port, "GET", path, extra, &r);
+    if (r.status != status) fail_msg("GET %s: %d, want %d: %s", path, r.status, status, r.body);
+    if (type) {
+        json_t *o = json_loads(r.body, 0, NULL);
+        const char *t = json_string_value(json_object_get(json_object_get(o, "error"), "type"));
+        if (!t || strcmp(t, type) != 0) fail_msg("GET %s: error type %s, want %s", path, t ? t : "(none)", type);
+        json_decref(o);
+    }
+    free(r.body);
+}
+
+static server_t *start_server(int no_webui, int no_slots, const char *key) {
+    server_cfg_t cfg;
+    server_cfg_default(&cfg);
+    cfg.port = 0;
+    cfg.no_webui = no_webui;
+    cfg.no_slots = no_slots;
+    cfg.api_key = key;
+    server_t *s = NULL;
+    char err[256];
+    if (server_start(&s, &cfg, err, sizeof err) < 0) fail_msg("server_start: %s", err);
+    return s;
+}
+
+static void test_routes(void **state) {
+    (void)state;
+    /* the embedded page is the source file, byte for byte */
+    const char *src = getenv("TERN_SRC");
+    if (src) {
+        char path[1024];
+        snprintf(path, sizeof path, "%s/coordinator/webui/index.html", src);
+        FILE *f = fopen(path, "rb");
+        assert_non_null(f);
+        char *txt = malloc(webui_index_html_len + 2);
+        size_t n = fread(txt, 1, webui_index_html_len + 1, f);
+        fclose(f);
+        assert_int_equal(n, webui_index_html_len);
+        assert_memory_equal(txt, webui_index_html, n);
+        free(txt);
+    }
+    server_t *s = start_server(0, 0, "k3y");
+    int port = server_port(s);
+    http_reply_t r;
+    char v[256];
+    http_do(port, "GET", "/", "", &r);   /* no key needed: the page asks for it */
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, webui_index_html_len);
+    assert_memory_equal(r.body, webui_index_html, r.len);
+    assert_string_equal(http_header(&r, "Content-Type", v, sizeof v), "text/html; charset=utf-8");
+    assert_string_equal(http_header(&r, "ETag", v, sizeof v), webui_index_html_etag);
+    assert_string_equal(http_header(&r, "Cache-Control", v, sizeof v), "no-cache");
+    assert_non_null(strstr(http_header(&r, "Content-Security-Policy", v, sizeof v), "connect-src 'self'"));
+    free(r.body);
+    char inm[128];
+    snprintf(inm, sizeof inm, "If-None-Match: %s\r\n", webui_index_html_etag);
+    http_do(port, "GET", "/index.html", inm, &r);
+    assert_int_equal(r.status, 304);
+    assert_int_equal(r.len, 0);
+    free(r.body);
+    http_do(port, "HEAD", "/", "", &r);
+    assert_int_equal(r.status, 200);
+    assert_int_equal(r.len, 0);
+    assert_int_equal(atoi(http_header(&r, "Content-Length", v, sizeof v)), (int)webui_index_html_len);
+    free(r.body);
+    http_do(port, "POST", "/", "Content-Length: 0\r\n", &r);
+    assert_int_equal(r.status, 405);
+    free(r.body);
+    expect_status(port, "/props", NULL, 401, "authentication_error");
+    expect_status(port, "/slots", "nope", 401, "authentication_error");
+    expect_status(port, "/props", "k3y", 503, "unavailable_error");   /* no model yet */
+    expect_status(port, "/slots", "k3y", 503, "unavailable_error");
+    expect_status(port, "/health", NULL, 503, "unavailable_error");
+    server_destroy(&s);
+
+    s = start_server(1, 1, NULL);
+    port = server_port(s);
+    expect_status(port, "/", NULL, 404, "invalid_request_error");
+    expect_status(port, "/index.html", NULL, 404, "invalid_request_error");
+    expect_status(port, "/slots", NULL, 501, "not_supported_error");   /* whether or not a model is loaded */
+    expect_status(port, "/props", NULL, 503, "unavailable_error");
+    expect_status(port, "/nope", NULL, 404, "invalid_request_error");
+    server_destroy(&s);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_completion_fields), cmocka_unit_test(test_defaults_kept),
@@ -872,6 +1089,7 @@ int main(void) {
         cmocka_unit_test(test_n_keep_field),        cmocka_unit_test(test_tools_fields),
         cmocka_unit_test(test_tools_reply),
         cmocka_unit_test(test_text_chars),        cmocka_unit_test(test_embd_bodies),
+        cmocka_unit_test(test_slot_json),         cmocka_unit_test(test_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
