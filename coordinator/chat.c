@@ -1,14 +1,22 @@
-/* chat: formats a conversation with the model's chat template. The template text
+/* chat: formats a conversation with the model's chat template. By default the template text
  * (tokenizer.chat_template) is matched to a known family by marker strings, as llama.cpp's
- * llm_chat_detect_template does; each family is formatted by hand. Not here: a Jinja
- * interpreter — an unknown template falls back to llama3 (when <|start_header_id|> is a token)
- * or chatml. */
+ * llm_chat_detect_template does; each family is formatted by hand, and an unknown template falls
+ * back to llama3 (when <|start_header_id|> is a token) or chatml. With chat_template_set(jinja)
+ * the template itself is rendered by coordinator/jinja.c, as llama.cpp's --jinja. Not here: the
+ * templates' native tool-call output formats (the server keeps its generic JSON format). */
 #include "coordinator/tokenizer.h"
 #include "coordinator/tokenizer_impl.h"
+#include "coordinator/jinja.h"
 #include "core/err.h"
+#include "core/log.h"
 #include <ctype.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+static _Thread_local char g_chat_err[256];
+
+const char *chat_error(void) { return g_chat_err; }
 
 static const char *const FAMILY_NAMES[] = {
     [CHAT_NONE] = "none", [CHAT_LLAMA3] = "llama3", [CHAT_BITNET] = "bitnet", [CHAT_FALCON3] = "falcon3",
@@ -53,7 +61,108 @@ int chat_init(struct tokenizer *t, const gguf_t *g, char *err, size_t errlen) {
     return 0;
 }
 
-const char *chat_template_name(const tokenizer_t *t) { return FAMILY_NAMES[t->chat_family]; }
+const char *chat_template_name(const tokenizer_t *t) { return t->jinja ? "jinja" : FAMILY_NAMES[t->chat_family]; }
+
+void chat_free(struct tokenizer *t) {
+    free(t->chat_template);
+    t->chat_template = NULL;
+    jinja_destroy(&t->jinja);
+}
+
+int chat_template_set(tokenizer_t *t, const char *spec, int jinja, char *err, size_t errlen) {
+    const char *text = spec && *spec ? spec : t->chat_template;
+    for (int f = CHAT_LLAMA3; spec && f <= CHAT_PHI3; f++)
+        if (!strcmp(spec, FAMILY_NAMES[f])) {   /* a family name: that formatter */
+            jinja_destroy(&t->jinja);
+            t->chat_family = f;
+            return 0;
+        }
+    if (!jinja) {
+        if (spec && *spec) {
+            int f = detect(spec);
+            if (f == CHAT_NONE)
+                return err_set(err, errlen, TERN_EINVAL, "--chat-template: not a template tern knows (%s); "
+                               "use --jinja to render it as it is", "llama3, bitnet, falcon3, chatml, llama2, llama2-sys, phi3");
+            t->chat_family = f;
+            jinja_destroy(&t->jinja);
+        }
+        return 0;
+    }
+    if (!text)
+        return err_set(err, errlen, TERN_ENOTFOUND, "--jinja: the model has no chat template (tokenizer.chat_template); "
+                       "give one with --chat-template-file FILE or --chat-template TEXT");
+    char why[256];
+    jinja_t *j = jinja_parse(text, strlen(text), NULL, why, sizeof why);
+    if (!j) return err_set(err, errlen, TERN_EINVAL, "%s chat template: %s", spec && *spec ? "the" : "the model's", why);
+    jinja_destroy(&t->jinja);
+    t->jinja = j;
+    return 0;
+}
+
+void chat_template_describe(const char *tmpl, char *out, size_t n) {
+    char why[200];
+    int f = detect(tmpl);
+    jinja_t *j = jinja_parse(tmpl, strlen(tmpl), NULL, why, sizeof why);
+    snprintf(out, n, "%zu bytes, formatted as %s%s; --jinja: %s", strlen(tmpl), f == CHAT_NONE ? "llama3/chatml" : FAMILY_NAMES[f],
+             f == CHAT_NONE ? " (no family matched)" : "", j ? "renders it" : why);
+    jinja_destroy(&j);
+}
+
+/* a token's text for bos_token / eos_token ("" when none) */
+static json_t *token_text(const tokenizer_t *t, int id) {
+    char buf[256];
+    if (id < 0 || tokenizer_token_text(t, id, buf, sizeof buf) < 0) buf[0] = 0;
+    buf[sizeof buf - 1] = 0;
+    return json_string(buf);
+}
+
+/* the template's variables: messages (role, content, a tool message's tool_call_id),
+ * add_generation_prompt, bos_token, eos_token, tools = none (the server describes tools itself) */
+static json_t *jinja_vars(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *ids, int add_gen) {
+    json_t *m = json_array();
+    for (int i = 0; m && i < n; i++) {
+        /* not checked as UTF-8: a typed line may hold any bytes, and the template copies them */
+        json_t *o = json_pack("{s:o, s:o}", "role", json_string_nocheck(msgs[i].role), "content",
+                              json_string_nocheck(msgs[i].content));
+        if (o && ids && ids[i] && json_object_set_new(o, "tool_call_id", json_string_nocheck(ids[i]))) { json_decref(o); o = NULL; }
+        if (!o || json_array_append_new(m, o)) { json_decref(m); return NULL; }
+    }
+    if (!m) return NULL;
+    return json_pack("{s:o, s:b, s:o, s:o, s:n}", "messages", m, "add_generation_prompt", add_gen,
+                     "bos_token", token_text(t, t->bos), "eos_token", token_text(t, t->eos), "tools");
+}
+
+static int apply_jinja(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *ids, int add_gen,
+                       char *out, int cap) {
+    json_t *vars = jinja_vars(t, msgs, n, ids, add_gen);
+    if (!vars) { snprintf(g_chat_err, sizeof g_chat_err, "out of memory"); return TERN_ENOMEM; }
+    char why[256];
+    size_t len = 0;
+    int raised = 0;
+    why[0] = 0;
+    char *text = jinja_render(t->jinja, vars, &len, &raised, why, sizeof why);
+    json_decref(vars);
+    if (!text) {   /* raise_exception: the conversation is refused; else the template failed */
+        snprintf(g_chat_err, sizeof g_chat_err, "the chat template %s: %s", raised ? "refused the conversation" : "failed", why);
+        return raised ? TERN_EINVAL : TERN_EFORMAT;
+    }
+    size_t skip = 0;
+    if (t->bos >= 0 && tokenizer_add_bos(t)) {   /* the tokenizer adds BOS: not twice */
+        char bos[256];
+        int k = tokenizer_token_text(t, t->bos, bos, sizeof bos);
+        if (k > 0 && (size_t)k < sizeof bos && len >= (size_t)k && !memcmp(text, bos, (size_t)k)) skip = (size_t)k;
+    }
+    len -= skip;
+    if (len > (size_t)INT32_MAX) { free(text); return TERN_EINVAL; }
+    if (cap > 0) {
+        size_t w = len < (size_t)cap ? len : (size_t)cap;
+        memcpy(out, text + skip, w);
+        if (len < (size_t)cap) out[len] = 0;
+    }
+    log_d("chat: the template rendered %zu bytes", len);
+    free(text);
+    return (int)len;
+}
 
 /* bounded appender: counts every byte, writes what fits */
 typedef struct sbuf { char *p; size_t cap, n; } sbuf_t;
@@ -94,13 +203,20 @@ static void fmt_llama2(sbuf_t *b, const chat_msg_t *m, int n, int sys) {
  * own turn (llama3's header, chatml's im_start, bitnet's "Tool: "); the others (llama2, phi3,
  * falcon3) have fixed role tokens: callers render a tool result as a user message */
 int chat_has_tool_role(const tokenizer_t *t) {
-    return t->chat_family == CHAT_LLAMA3 || t->chat_family == CHAT_CHATML || t->chat_family == CHAT_BITNET;
+    return t->jinja || t->chat_family == CHAT_LLAMA3 || t->chat_family == CHAT_CHATML || t->chat_family == CHAT_BITNET;
 }
 
 int chat_apply(const tokenizer_t *t, const chat_msg_t *msgs, int n, char *out, int cap) {
+    return chat_apply_ex(t, msgs, n, NULL, 1, out, cap);
+}
+
+int chat_apply_ex(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
+                  int add_generation_prompt, char *out, int cap) {
+    g_chat_err[0] = 0;
     if (n < 0 || (n && !msgs) || cap < 0) return TERN_EINVAL;
     for (int i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content) return TERN_EINVAL;
+    if (t->jinja) return apply_jinja(t, msgs, n, tool_call_ids, add_generation_prompt, out, cap);
     sbuf_t b = {out, (size_t)cap, 0};
     switch (t->chat_family) {
     case CHAT_LLAMA3:

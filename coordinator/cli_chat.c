@@ -218,7 +218,7 @@ static int chat_feed(chat_t *c, const int32_t *toks, int n) {
 static int chat_tokens(chat_t *c, int n_msgs, int32_t **ids, int *cap) {
     tern_model *m = c->m;
     int need = chat_apply(m->tok, c->msgs, n_msgs, NULL, 0);
-    if (need < 0) return err_set(c->err, sizeof c->err, need, "the model's chat template cannot be applied");
+    if (need < 0) return err_set(c->err, sizeof c->err, need, "%s", *chat_error() ? chat_error() : "the model's chat template cannot be applied");
     char *buf = malloc((size_t)need + 1);
     if (!buf) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
     chat_apply(m->tok, c->msgs, n_msgs, buf, need + 1);
@@ -450,7 +450,7 @@ int cli_chat(int argc, char **argv) {
         {"-n", "--n-predict", OPT_INT, &n_predict, "N", "most tokens per reply (-1: until the end of turn)", -1, 1 << 20},
         {NULL, "--no-cache", OPT_FLAG, &no_cache, NULL, "re-feed the whole conversation every turn", 0, 0},
     };
-    int n_opts = cli_model_opts_table(&mo, opts, 48, 1);
+    int n_opts = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, 48, 1), 48);
     for (int i = 0; i < n_opts; i++)
         if (opts[i].lng && !strcmp(opts[i].lng, "--keep"))
             opts[i].help = "with --context-shift: tokens kept at the start of the conversation after the BOS (-1: the system message)";
@@ -484,6 +484,12 @@ int cli_chat(int argc, char **argv) {
     if (rc < 0) {
         pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
         fprintf(stderr, "tern chat: %s\n", err);
+        return 1;
+    }
+    if ((rc = cli_chat_template_apply(m, &mo, err, sizeof err)) < 0) {
+        pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+        fprintf(stderr, "tern chat: %s\n", err);
+        tern_model_free(&m);
         return 1;
     }
     sampler_params_t sp;

@@ -1,6 +1,7 @@
 /* cli_common: see cli_common.h. */
 #include "coordinator/cli_common.h"
 #include "coordinator/cluster_mpi.h"
+#include "coordinator/engine.h"
 #include "coordinator/grammar.h"
 #include "coordinator/json_schema.h"
 #include "core/err.h"
@@ -68,6 +69,29 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sam
     opt_t end = OPT_END;
     opts[n] = end;
     return n;
+}
+
+int cli_chat_template_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap) {
+    opt_t t[] = {
+        {NULL, "--jinja", OPT_FLAG, &o->jinja, NULL, "render the model's own chat template (Jinja), as llama.cpp's --jinja", 0, 0},
+        {NULL, "--chat-template", OPT_STR, &o->chat_template, "NAME|TEXT",
+         "chat format: llama3, bitnet, falcon3, chatml, llama2, llama2-sys, phi3, or a template text (rendered with --jinja)", 0, 0},
+        {NULL, "--chat-template-file", OPT_STR, &o->chat_template_file, "FILE", "the chat template from a file", 0, 0},
+    };
+    for (size_t i = 0; i < sizeof t / sizeof t[0] && n < cap - 1; i++) opts[n++] = t[i];
+    opt_t end = OPT_END;
+    opts[n] = end;
+    return n;
+}
+
+int cli_chat_template_apply(tern_model *m, const cli_model_opts_t *o, char *err, size_t errlen) {
+    if (o->chat_template && o->chat_template_file)
+        return err_set(err, errlen, TERN_EINVAL, "use --chat-template or --chat-template-file, not both");
+    char *text = o->chat_template_file ? cli_read_file(o->chat_template_file, "--chat-template-file", 1 << 20, err, errlen) : NULL;
+    if (o->chat_template_file && !text) return TERN_EIO;
+    int rc = chat_template_set(m->tok, text ? text : o->chat_template, o->jinja, err, errlen);
+    free(text);
+    return rc;
 }
 
 char *cli_read_file(const char *path, const char *what, long max, char *err, size_t errlen) {

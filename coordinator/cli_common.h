@@ -15,6 +15,8 @@ typedef struct cli_model_opts {
     const char *grammar, *grammar_file, *json_schema, *json_schema_file;   /* one at most: the GBNF
                                         * they come to is s.grammar (kept for the process's life) */
     int verbose;        /* -v (applied by main.c before parsing) */
+    int jinja;          /* --jinja: render the chat template (chat, serve) */
+    const char *chat_template, *chat_template_file;   /* --chat-template NAME|TEXT, --chat-template-file */
 } cli_model_opts_t;
 
 void cli_model_opts_default(cli_model_opts_t *o);
@@ -22,6 +24,11 @@ void cli_model_opts_default(cli_model_opts_t *o);
  * entries, up to the first that names no option: the rest of the array is zeroed); returns the
  * new count */
 int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sampling);
+/* appends --jinja, --chat-template, --chat-template-file (chat and serve); returns the new count */
+int cli_chat_template_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap);
+/* After the model is loaded: the chat formatter those flags choose (chat_template_set). 0, or <0
+ * with a one-line reason (no template with --jinja, a file that cannot be read, a parse error). */
+int cli_chat_template_apply(tern_model *m, const cli_model_opts_t *o, char *err, size_t errlen);
 /* The whole of file path (a prompt, a grammar, a schema; a pipe too), NUL-terminated and
  * malloc'd; what names it in the errors; more than max bytes is refused. NULL with err set. */
 char *cli_read_file(const char *path, const char *what, long max, char *err, size_t errlen);

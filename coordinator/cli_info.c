@@ -2,6 +2,7 @@
  * vocabulary, a table of tensors (name, type, shape, bytes) and totals (parameters, size,
  * bits per weight). --kv lists every metadata key. Reads only the header: weights stay unmapped
  * pages. Not here: checking that a model runs (tern run does that). */
+#include "coordinator/tokenizer.h"
 #include "core/err.h"
 #include "core/gguf.h"
 #include "core/model_spec.h"
@@ -9,6 +10,7 @@
 #include "core/types.h"
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 static void human(char *buf, size_t cap, double b) {
@@ -57,6 +59,14 @@ static void info_vocab(const gguf_t *g) {
            model[0] ? model : "?", pre[0] ? " (pre " : "", pre, pre[0] ? ")" : "",
            toks && toks->type == GGUF_ARR ? toks->arr_n : 0, merges && merges->type == GGUF_ARR ? merges->arr_n : 0,
            bos, eos, gguf_find(g, "tokenizer.chat_template") ? ", chat template" : "");
+    const gguf_kv_t *ct = gguf_find(g, "tokenizer.chat_template");
+    char *tmpl = ct && ct->type == GGUF_STR ? strndup(ct->v.s.ptr, ct->v.s.len) : NULL;
+    if (tmpl) {
+        char line[320];
+        chat_template_describe(tmpl, line, sizeof line);
+        printf("chat template: %s\n", line);
+        free(tmpl);
+    }
 }
 
 /* one metadata value, arrays shortened to their first elements */

@@ -91,7 +91,7 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--no-webui", OPT_FLAG, &sc.no_webui, NULL, "do not serve the web UI page at / (404)", 0, 0},
         {NULL, "--no-slots", OPT_FLAG, &sc.no_slots, NULL, "do not serve /slots (501)", 0, 0},
     };
-    int n = cli_model_opts_table(&mo, opts, 64, 1);
+    int n = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, 64, 1), 64);
     (void)n;
     char err[512];
     int npos, rc = opt_parse(opts, argc, argv, NULL, 0, &npos, err, sizeof err);
@@ -137,6 +137,8 @@ int cli_serve(int argc, char **argv) {
         log_i("serve: listening on http://%s:%d (loading %s)", sc.host, server_port(srv), mo.p.model);
         rc = tern_load(&m, &mo.p, err, sizeof err);
     }
+    if (rc == 0 && (rc = cli_chat_template_apply(m, &mo, err, sizeof err)) == 0)
+        log_i("serve: chat template %s", chat_template_name(m->tok));
     if (rc == 0 && signals_seen()) rc = 1;
     if (rc == 0) {
         sampler_params_t sp;

@@ -56,17 +56,21 @@ static char *chat_text(const tokenizer_t *tok, const server_req_t *r, server_err
     for (int i = 0; r->tool_ids && i < r->n_msgs; i++) cap += r->tool_ids[i] ? (int)strlen(r->tool_ids[i]) + 32 : 0;
     chat_msg_t *m = chat_view(tok, r);
     char *buf = m && cap > 0 ? malloc((size_t)cap) : NULL;
-    int need = buf ? chat_apply(tok, m, r->n_msgs, buf, cap) : TERN_ENOMEM;
+    const char *const *ids = (const char *const *)r->tool_ids;
+    int need = buf ? chat_apply_ex(tok, m, r->n_msgs, ids, 1, buf, cap) : TERN_ENOMEM;
     if (buf && need >= cap) {
         char *b2 = realloc(buf, (size_t)need + 1);
-        if (b2) { buf = b2; need = chat_apply(tok, m, r->n_msgs, buf, need + 1); }
+        if (b2) { buf = b2; need = chat_apply_ex(tok, m, r->n_msgs, ids, 1, buf, need + 1); }
         else need = TERN_ENOMEM;
     }
     if (m) chat_view_free(r, m);
-    if (need < 0) {
+    if (need < 0) {   /* a Jinja template that refuses the conversation: the client's to fix */
         free(buf);
-        server_err_set(e, 500, "server_error", NULL, NULL,
-                       need == TERN_ENOMEM ? "out of memory" : "the model's chat template is not one tern knows");
+        if (need == TERN_EINVAL && *chat_error())
+            server_err_set(e, 400, "invalid_request_error", "invalid_value", "messages", "%s", chat_error());
+        else
+            server_err_set(e, 500, "server_error", NULL, NULL, "%s", need == TERN_ENOMEM ? "out of memory"
+                           : *chat_error() ? chat_error() : "the model's chat template is not one tern knows");
         return NULL;
     }
     return buf;

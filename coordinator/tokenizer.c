@@ -685,7 +685,8 @@ void tokenizer_destroy(tokenizer_t **pt) {
     for (int i = 0; i < t->n_re; i++) pcre2_code_free(t->re[i]);
     free(t->arena); free(t->tok_off); free(t->tok_len); free(t->score); free(t->ttype); free(t->attr);
     free(t->pieces); free(t->piece_off); free(t->piece_len); free(t->htab); free(t->mtab);
-    free(t->special); free(t->chat_template);
+    free(t->special);
+    chat_free(t);
     free(t);
     *pt = NULL;
 }

@@ -57,10 +57,31 @@ int detok_flush(detok_t *d, char *out, int cap);
 
 /* chat templates: formats messages with the model's template (tokenizer.chat_template matched
  * to a known family: llama3, bitnet (2B-4T "User: ...<|eot_id|>Assistant: "), falcon3, chatml,
- * llama2) and appends the assistant prefix. Returns bytes needed or <0 when unknown. */
+ * llama2) and appends the assistant prefix. Returns bytes needed or <0 when unknown.
+ * After chat_template_set(..., jinja = 1) the template itself is rendered (coordinator/jinja.h)
+ * with messages, add_generation_prompt, bos_token, eos_token and tools = none; a leading BOS
+ * text is dropped when the tokenizer adds BOS itself (as llama.cpp does). A template that
+ * refuses the conversation (raise_exception) gives TERN_EINVAL, one that fails otherwise
+ * TERN_EFORMAT; chat_error() then holds the one-line reason (per thread). */
 typedef struct chat_msg { const char *role; const char *content; } chat_msg_t;
 int chat_apply(const tokenizer_t *t, const chat_msg_t *msgs, int n, char *out, int cap);
+/* chat_apply with a "tool" message's tool_call_id (tool_call_ids[i], or NULL: none; the array
+ * may be NULL) for Jinja templates, and add_generation_prompt (the family formats always add it) */
+int chat_apply_ex(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
+                  int add_generation_prompt, char *out, int cap);
+const char *chat_error(void);
+/* "jinja" when the template is rendered, else the family's name */
 const char *chat_template_name(const tokenizer_t *t);
+/* Chooses the formatter, once, after tokenizer_load and before any chat_apply (llama.cpp's
+ * --chat-template / --chat-template-file / --jinja). spec: NULL or "" for the model's
+ * tokenizer.chat_template, a family name (llama3, bitnet, falcon3, chatml, llama2, llama2-sys,
+ * phi3: that formatter, even with jinja) or a template text. jinja: render the text with the
+ * interpreter; without it a text is matched to a family as the model's own is. 0, or <0 with err:
+ * jinja but the model has no template, a template that does not parse (line:col). */
+int chat_template_set(tokenizer_t *t, const char *spec, int jinja, char *err, size_t errlen);
+/* For `tern info`: what becomes of a template text, one line into out (n bytes): the family it
+ * is matched to (or none) and whether --jinja can render it (it parses, or the error) */
+void chat_template_describe(const char *tmpl, char *out, size_t n);
 /* 1 when the template renders a message of role "tool" as its own turn (else: as a user's) */
 int chat_has_tool_role(const tokenizer_t *t);
 

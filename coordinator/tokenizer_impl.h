@@ -47,9 +47,12 @@ struct tokenizer {
     int eog[16]; int n_eog;
     int *special; int n_special;        /* control/user-defined/unknown ids, longest text first */
     char *chat_template; int chat_family;
+    struct jinja *jinja;                /* chat_template_set(jinja): render with it, not the family */
 };
 
 /* chat.c: picks the chat family from tokenizer.chat_template / general.architecture */
 int chat_init(struct tokenizer *t, const gguf_t *g, char *err, size_t errlen);
+/* chat.c: frees what chat_init and chat_template_set hold */
+void chat_free(struct tokenizer *t);
 
 #endif
