@@ -38,9 +38,9 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sam
         {NULL, "--workers", OPT_STR, &o->p.workers, "LIST", "run on workers tcp://host:port,... (quick start)", 0, 0},
         {"-ngl", "--n-gpu-layers", OPT_INT, &o->p.n_gpu_layers, "N", "run the first N layers on the GPU (CUDA builds; >= layers: all)", 0, 1 << 20},
         {NULL, "--mpi", OPT_FLAG, &o->p.mpi, NULL, "started by mpirun: this is rank 0, the other ranks are the workers (README: MPI)", 0, 0},
-        {"-md", "--model-draft", OPT_STR, &o->p.draft_model, "FILE", "speculative decoding: a small model with the same vocabulary proposes drafts, run here (greedy)", 0, 0},
+        {"-md", "--model-draft", OPT_STR, &o->p.draft_model, "FILE", "speculative decoding: a small model with the same vocabulary proposes drafts (greedy, run here), checked by sampling as usual: the same text as without", 0, 0},
         {NULL, "--draft", OPT_INT, &o->p.n_draft, "N", "draft tokens a step with -md (0: 8)", 0, 16},
-        {NULL, "--lookup", OPT_INT, &o->p.lookup, "N", "prompt lookup decoding: check up to N draft tokens from the text so far in each step (greedy; 0: off)", 0, 16},
+        {NULL, "--lookup", OPT_INT, &o->p.lookup, "N", "prompt lookup decoding: check up to N draft tokens from the text so far in each step, greedy or sampled: the same text as without (0: off)", 0, 16},
         {NULL, "--stages", OPT_INT, &o->p.stages, "N", "split the model into N in-process stages (testing)", 1, 1024},
         {"-v", "--verbose", OPT_FLAG, &o->verbose, NULL, "debug logging", 0, 0},
     };

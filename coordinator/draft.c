@@ -135,7 +135,7 @@ int draft_propose(draft_t *d, int slot, const int32_t *toks, int n, int k, int32
     if (!d->started[slot]) {
         sampler_params_t sp;
         sampler_params_default(&sp);
-        sp.temp = 0;   /* greedy: the big model checks with greedy too */
+        sp.temp = 0;   /* greedy: the big model keeps a draft only where it is its own sample, at any temperature */
         if (d->pl->ops->seq_start(d->pl, slot, &sp) < 0) return 0;
         d->started[slot] = 1;
     }

@@ -3,8 +3,9 @@
  * sequence's last token in one step through the big model (on the cluster) and keeps the ones it
  * confirms — one pipeline round trip for several tokens where the two models agree. Greedy: the
  * draft model runs whole on this host's CPU, in one local stage with its own KV cache per slot
- * (what it already holds of a slot is reused, like the prefix cache). Not here: drafting from the
- * text itself (sched's prompt lookup), sampling at a temperature. */
+ * (what it already holds of a slot is reused, like the prefix cache); the big model may sample at
+ * any temperature (sched keeps a draft only where it is the big model's own sample). Not here:
+ * drafting from the text itself (sched's prompt lookup), drafting at a temperature. */
 #ifndef TERN_DRAFT_H
 #define TERN_DRAFT_H
 #include <stdint.h>

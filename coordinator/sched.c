@@ -116,6 +116,9 @@ void sched_set_prefix_cache(sched_t *s, int on) { s->prefix_cache = on != 0; }
 
 void sched_set_context_shift(sched_t *s, int on) { s->ctx_shift = on != 0; }
 
+/* a step's drafts of a sequence are what the last stage takes back from its history at once */
+_Static_assert(SCHED_LOOKUP_MAX <= SAMPLER_DROP_MAX, "drafts a step must fit what a sampler can drop");
+
 int sched_set_lookup(sched_t *s, int n) {
     if (n < 0 || n > SCHED_LOOKUP_MAX) return TERN_EINVAL;
     s->lookup = n;
@@ -139,12 +142,13 @@ static int lookup_draft(const sched_seq_t *q, int k, int32_t *out) {
     return 0;
 }
 
-/* the drafts q may send in a step with budget tokens left: 0 unless lookup is on and q is a
- * greedy sequence at its last token whose samples depend on nothing but the logits */
+/* the drafts q may send in a step with budget tokens left: 0 unless lookup is on and q is at its
+ * last token. Any sampling: each row is sampled as plain decoding samples that position (the
+ * draw is keyed on it, the last stage's history for a row ends at its own token), so a kept
+ * draft is the token plain decoding draws there. Not under a grammar (its mask is one per slot
+ * and step) nor for a scored prompt. */
 static int lookup_room(const sched_t *s, const sched_seq_t *q, int budget) {
-    if (!s->lookup || q->sp.temp > 0 || sampler_params_use_history(&q->sp) || q->gram || q->sp.logprobs ||
-        q->score_cb || q->n_fed != q->n_toks)
-        return 0;
+    if (!s->lookup || q->gram || q->score_cb || q->n_fed != q->n_toks) return 0;
     int k = s->lookup;
     if (k > budget) k = budget;
     if (k > q->max_gen - q->n_gen - 1) k = q->max_gen - q->n_gen - 1;   /* no draft past the last token */
@@ -220,7 +224,6 @@ int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampl
         q->n_shifted = 0;
         q->last_use = ++s->use_clock;
         s->n_cached_tok += q->n_cached;
-        q->n_replay_bad = 0;
         q->max_gen = max_gen;
         q->n_gen = 0;
         q->finish = SCHED_RUNNING;
@@ -393,9 +396,8 @@ int sched_active(const sched_t *s) {
 }
 
 /* packs tokens [n_fed, n_fed+k) of q into step st (with their teacher-forced targets in tgt
- * when q's prompt is scored); only a sample whose token is not known yet (not a replayed one)
- * makes q wait, or for a sequence that samples nothing (max_gen 0), its last prompt token.
- * Returns how many targets it set. */
+ * when q's prompt is scored); its last known token, when it samples (or for a sequence that
+ * samples nothing, max_gen 0), makes q wait. Returns how many targets it set. */
 static int pack(step_t *st, int *sid, int32_t *tgt, sched_seq_t *q, int k, int sample_last) {
     int nt = 0;
     for (int j = 0; j < k; j++) {
@@ -409,8 +411,7 @@ static int pack(step_t *st, int *sid, int32_t *tgt, sched_seq_t *q, int k, int s
         sid[i] = q->id;
     }
     q->n_fed += k;
-    /* a grammar's replayed samples wait too: each needs the mask of its own position in q->allow */
-    if ((sample_last || q->max_gen == 0) && (q->n_fed >= q->n_toks || (sample_last && q->gram))) q->waiting = 1;
+    if ((sample_last || q->max_gen == 0) && q->n_fed >= q->n_toks) q->waiting = 1;
     return nt;
 }
 
@@ -596,14 +597,7 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
             q->n_fed = st->pos[i] + 1;
             s->n_draft_ok++;
         }
-        int known = st->pos[i] + 1;
-        if (known < q->n_toks) {   /* a replayed sample: taken again only to advance the sampler */
-            if (q->gram) q->waiting = 0;
-            if (q->toks[known] != tok && q->n_replay_bad++ == 0)
-                log_w("sequence %d: replay sampled token %d at position %d where %d was delivered before", q->id, tok,
-                      known, q->toks[known]);
-            continue;
-        }
+        if (st->pos[i] + 1 < q->n_toks) continue;   /* known already: never delivered twice */
         q->waiting = 0;
         if (!q->t_first) q->t_first = time_now();
         q->toks[q->n_toks++] = tok;
@@ -618,9 +612,9 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
 }
 
 /* The pipeline lost its state and rebuilt itself: forget the steps in flight and feed every
- * active sequence again. Sampling that depends on nothing but the logits (greedy, no penalty) is
- * replayed as one prompt of all known tokens; otherwise the prompt, then one token per step with
- * the samples taken at the same positions as before, so the RNG and history advance the same. */
+ * active sequence again, as one prompt of all its known tokens: a draw is keyed on its position
+ * and the last stage's history (the penalties') is made of the tokens fed, so the next sample is
+ * the one the sequence would have drawn without the failure. */
 static void replay_all(sched_t *s) {
     s->inflight = 0;
     s->first = 0;
@@ -638,10 +632,7 @@ static void replay_all(sched_t *s) {
             shift_text(s, q, &sh);
         }
         q->kv_exact = s->n_ctx + 1;   /* a prefill of the (shifted) text */
-        /* a shifted text's samples were drawn with the dropped tokens in view: there is nothing to
-         * take again, it is replayed as one prompt */
-        int stateless = (q->sp.temp <= 0 && !sampler_params_use_history(&q->sp)) || q->n_shifted;
-        if (q->gram && !q->n_shifted) {   /* the grammar walks the generated tokens again as their samples come */
+        if (q->gram && !q->n_shifted) {   /* the grammar walks the generated tokens again before the next sample */
             grammar_state_t *g = grammar_state_clone(q->gram0);
             if (g) {
                 grammar_state_destroy(&q->gram);
@@ -653,7 +644,7 @@ static void replay_all(sched_t *s) {
         }
         q->n_fed = 0;
         q->waiting = 0;
-        q->n_prefill = stateless ? q->n_toks : q->n_prompt;
+        q->n_prefill = q->n_toks;
         log_i("sequence %d: replaying %d tokens (%d generated so far)", q->id, q->n_toks, q->n_gen);
     }
 }

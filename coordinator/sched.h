@@ -60,9 +60,8 @@ typedef struct sched_seq {
                             * sequence to n_ctx + 1 tokens: position n_ctx is the one it frees) */
     int n_prompt, n_toks, n_fed;   /* after a context shift: what is left of them */
     int n_prefill;         /* tokens fed as a prompt (chunks, one sample at the end): n_prompt, or
-                            * after a pipeline recovery, every known token when sampling does not
-                            * depend on history; tokens past it are fed one per step */
-    int n_replay_bad;      /* replayed samples that differed from the tokens delivered before */
+                            * after a pipeline recovery every known token; tokens past it are fed
+                            * one per step (with drafts after them, sched_set_lookup) */
     int kv_ok;             /* the stages still hold this slot's keys and values for toks[0..n_fed)
                             * (0 after a pipeline recovery or failure): a later prompt with the
                             * same beginning starts after it (sched_set_prefix_cache) */
@@ -197,20 +196,25 @@ int sched_pool_parse(const char *name);
  * tree per sampled token where the grammar is open (inside a JSON string), far less elsewhere. */
 int sched_set_grammar(sched_t *s, int id, grammar_t **g, const grammar_vocab_t *v, char *err, size_t errlen);
 /* Prompt lookup decoding (llama.cpp's lookup / n-gram speculation; off after sched_init): a
- * greedy sequence whose sampling reads no history (no penalty, grammar, logprobs or scoring)
- * sends, after its last token, up to n draft tokens — what followed the latest earlier occurrence
- * of its last 3 (else 2) tokens in its own text — each sampled in the same step; the
+ * sequence (greedy or sampled, penalties and logprobs included; not under a grammar, not a scored
+ * prompt) sends, after its last token, up to n draft tokens — what followed the latest earlier
+ * occurrence of its last 3 (else 2) tokens in its own text — each sampled in the same step; the
  * drafts the model confirms are delivered at once (a memory-bound step checks several tokens for
- * about the price of one). The tokens are exactly those of plain greedy decoding: a draft's
- * sample counts only when the draft is the token the model chose, and the stages' keys and
- * values of refused drafts are overwritten before anything reads them. Returns 0, or TERN_EINVAL
- * when n is outside [0, SCHED_LOOKUP_MAX]. */
+ * about the price of one). The tokens are exactly those of plain decoding with the same seed:
+ * every row is sampled as plain decoding samples its position (the draw is keyed on the position,
+ * the penalties' history ends at the row's own token), a draft counts only when it is the token
+ * sampled before it, so each kept token is the model's own sample there — distribution-preserving
+ * at any temperature; the last stage forgets refused drafts' tokens, and the stages' keys and
+ * values of them are overwritten before anything reads them. Drafts stop before the context's
+ * end (a context shift is never crossed) and before max_gen. Returns 0, or TERN_EINVAL when n is
+ * outside [0, SCHED_LOOKUP_MAX]. */
 #define SCHED_LOOKUP_MAX 16
 int sched_set_lookup(sched_t *s, int n);
 /* Drafts come from fn instead of the text (speculative decoding with a draft model, draft.h):
  * fn(user, slot, toks, n, k, out) writes up to k tokens it predicts after toks[0..n) of the
  * sequence in slot and returns how many (0: none this time). The same rules as lookup otherwise
- * (sched_set_lookup's n bounds k; the output is plain greedy's). fn NULL: back to lookup. */
+ * (sched_set_lookup's n bounds k; the output is plain decoding's, greedy or sampled). fn NULL:
+ * back to lookup. */
 void sched_set_drafter(sched_t *s, int (*fn)(void *user, int slot, const int32_t *toks, int n, int k, int32_t *out),
                        void *user);
 /* prompt tokens sequence id took from its slot's cache (0 when none, or no such sequence) */
@@ -218,8 +222,9 @@ int sched_cached(const sched_t *s, int id);
 void sched_cancel(sched_t *s, int id);
 int sched_active(const sched_t *s);      /* sequences still running */
 /* After a failure the pipeline recovers from (pipeline_ops_t.recover), every active sequence is
- * replayed: its tokens are fed again from position 0, and the samples it took are taken again
- * (same seed, same history) but not delivered twice — the client sees a pause, not an error.
+ * replayed: its known tokens are fed again from position 0 as one prompt, and its next sample is
+ * the one it would have drawn (the draw is keyed on the seed and the position; the penalties'
+ * history is what was fed) — the client sees a pause, not an error, and the same tokens.
  * Fills the pipeline with steps (up to its max_inflight: with several stages, steps of different
  * sequences — and successive chunks of one prompt — are in flight at once), then waits for the
  * oldest and delivers its tokens. Returns the number of sequences still active, or <0 when the

@@ -1,5 +1,6 @@
-/* sampler: candidates are (id, logit) pairs; each filter narrows them, then a draw with a
- * xoroshiro128+ generator seeded by splitmix64(seed). Ties in greedy pick the lowest id.
+/* sampler: candidates are (id, logit) pairs; each filter narrows them, then a draw keyed on
+ * (seed, position) — no generator state, so a draft's check, a replay and plain decoding draw
+ * the same number for a position. Ties in greedy pick the lowest id.
  * Without top-k the candidates are ordered lazily: a sorted prefix grows (quickselect + sort of
  * the new part) only as far as top-p / min-p / the draw look. */
 #include "worker/sampler.h"
@@ -18,22 +19,21 @@ void sampler_params_default(sampler_params_t *p) {
     p->seed = 0xC0FFEE;
 }
 
-static uint64_t splitmix64(uint64_t *x) {
-    uint64_t z = (*x += 0x9e3779b97f4a7c15ULL);
+/* splitmix64's finaliser: a bijection of 64 bits that mixes every input bit into every output bit */
+static uint64_t mix64(uint64_t z) {
     z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
     return z ^ (z >> 31);
 }
 
-static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
-
-static double rng_uniform(sampler_t *s) {
-    uint64_t s0 = s->rng[0], s1 = s->rng[1], r = s0 + s1;
-    s1 ^= s0;
-    s->rng[0] = rotl(s0, 24) ^ s1 ^ (s1 << 16);
-    s->rng[1] = rotl(s1, 37);
-    return (double)(r >> 11) * (1.0 / 9007199254740992.0);
+double sampler_uniform(uint64_t seed, int pos) {
+    /* the seed mixed first, so that seeds a multiple of the increment apart are unrelated */
+    uint64_t z = mix64(mix64(seed) + ((uint64_t)(uint32_t)pos + 1) * 0x9e3779b97f4a7c15ULL);
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
+
+/* the draw of the current sample (its position: s->pos) */
+static double rng_uniform(const sampler_t *s) { return sampler_uniform(s->p.seed, s->pos); }
 
 void sampler_init(sampler_t *s, const sampler_params_t *p) {
     memset(s, 0, sizeof *s);
@@ -44,15 +44,21 @@ void sampler_init(sampler_t *s, const sampler_params_t *p) {
     if (s->p.top_logprobs < 0 || !s->p.logprobs) s->p.top_logprobs = 0;
     if (s->p.n_bias < 0) s->p.n_bias = 0;
     if (s->p.n_bias > SAMPLER_BIAS_MAX) s->p.n_bias = SAMPLER_BIAS_MAX;
-    uint64_t x = p->seed;
-    s->rng[0] = splitmix64(&x);
-    s->rng[1] = splitmix64(&x);
+}
+
+void sampler_seek(sampler_t *s, int pos) { s->pos = pos; }
+
+void sampler_drop(sampler_t *s, int n) {
+    if (n > s->nhist) n = s->nhist;
+    if (n <= 0) return;
+    s->nhist -= n;
+    s->hpos = (s->hpos - n + SAMPLER_RING) % SAMPLER_RING;
 }
 
 void sampler_accept(sampler_t *s, int token) {
     s->hist[s->hpos] = token;
-    s->hpos = (s->hpos + 1) % SAMPLER_HIST_MAX;
-    if (s->nhist < SAMPLER_HIST_MAX) s->nhist++;
+    s->hpos = (s->hpos + 1) % SAMPLER_RING;
+    if (s->nhist < SAMPLER_RING) s->nhist++;
 }
 
 unsigned long sampler_work_bytes(int n_vocab) { return (unsigned long)n_vocab * (sizeof(float) + sizeof(int)) + 64; }
@@ -80,7 +86,7 @@ static int window_ids(const sampler_t *s, int n_vocab, int32_t *ids, int *counts
     int16_t at[PEN_SET];   /* the set slot's index in ids */
     memset(set, 0xff, sizeof set);   /* -1: empty */
     for (int i = 0; i < n; i++) {
-        int id = s->hist[(s->hpos - 1 - i + SAMPLER_HIST_MAX) % SAMPLER_HIST_MAX];
+        int id = s->hist[(s->hpos - 1 - i + SAMPLER_RING) % SAMPLER_RING];
         if (id < 0 || id >= n_vocab) continue;
         uint32_t h = ((uint32_t)id * 2654435761u) & (PEN_SET - 1);
         while (set[h] >= 0 && set[h] != id) h = (h + 1) & (PEN_SET - 1);
@@ -328,6 +334,7 @@ static int sample_impl(sampler_t *s, float *logits, int n_vocab, void *work, flo
         pick = draw_cands(s, &z, n, sum, logits);
     }
     if (logprob) *logprob = s->p.logprobs ? logprob_at(logits, lmx, lse, pick) : 0.0f;
+    s->pos++;
     return pick;
 }
 
@@ -344,5 +351,7 @@ int sampler_sample_cands(sampler_t *s, const int32_t *ids, const float *logits, 
     cand_t *c = work;
     for (int i = 0; i < n; i++) { c[i].logit = logits[i]; c[i].id = ids[i]; }
     lazy_t z = {c, n, n};
-    return draw_cands(s, &z, n, cands_sum(c, n), NULL);
+    int pick = draw_cands(s, &z, n, cands_sum(c, n), NULL);
+    s->pos++;
+    return pick;
 }

@@ -73,7 +73,10 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
         st->swork = tern_alloc(sampler_work_bytes(V));
         st->top_ids = calloc((size_t)nlog * SAMPLER_TOP_MAX, sizeof(int32_t));
         st->top_lp = calloc((size_t)nlog * SAMPLER_TOP_MAX, sizeof(float));
-        if (!st->samplers || !st->logits || !st->swork || !st->top_ids || !st->top_lp) goto nomem;
+        st->hide = calloc((size_t)nlog, sizeof(int));
+        st->slot_tmp = calloc((size_t)cfg->n_seq, sizeof(int));
+        if (!st->samplers || !st->logits || !st->swork || !st->top_ids || !st->top_lp || !st->hide || !st->slot_tmp)
+            goto nomem;
         sampler_params_t p;
         sampler_params_default(&p);
         for (int i = 0; i < cfg->n_seq; i++) sampler_init(&st->samplers[i], &p);
@@ -98,6 +101,8 @@ void stage_free(stage_t *st) {
     shard_free(&st->shard);
     free(st->samplers);
     free(st->rows);
+    free(st->hide);
+    free(st->slot_tmp);
     free(st->top_ids);
     free(st->top_lp);
     free(st->score_top_ids);
@@ -152,6 +157,53 @@ int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errl
     return rc;
 }
 
+/* Draft checks (sched_set_lookup): several sampled rows of one slot in a step are its last token
+ * and the draft tokens after it. Every input joins its slot's history before anything samples;
+ * row j must read the history as it stood at its own token, so hide[j] counts the slot's
+ * tokens of the step after row j's (taken back while it samples, then given back). */
+static void rows_hide(stage_t *st, int n, const int32_t *tokens, const int *seq, const uint8_t *sample, int m) {
+    for (int i = 0; i < n; i++) st->slot_tmp[seq[i]] = 0;
+    for (int i = n - 1, j = m - 1; i >= 0 && j >= 0; i--) {
+        if (sample[i]) st->hide[j--] = st->slot_tmp[seq[i]];
+        if (tokens && tokens[i] >= 0) st->slot_tmp[seq[i]]++;
+    }
+}
+
+/* row j's slot's history as it was at its token (hide[j] later tokens taken back) */
+static sampler_t *hist_at_row(stage_t *st, const int *seq, int j) {
+    sampler_t *sm = &st->samplers[seq[st->rows[j]]];
+    sampler_drop(sm, st->hide[j]);
+    return sm;
+}
+
+/* gives row j's slot back the tokens hist_at_row took (the slot's tokens after row j's) */
+static void hist_restore(stage_t *st, int n, const int32_t *tokens, const int *seq, int j) {
+    int i0 = st->rows[j], sl = seq[i0];
+    for (int i = i0 + 1; st->hide[j] > 0 && i < n; i++)
+        if (seq[i] == sl && tokens[i] >= 0) sampler_accept(&st->samplers[sl], tokens[i]);
+}
+
+/* After the draws: a token right after a sampled token of its slot (at the next position) is a
+ * draft that sample checks; from the first whose check failed on, the slot's tokens of the step
+ * leave its history (the scheduler feeds those positions again), so later steps penalise only
+ * what plain decoding would have fed. */
+static void drop_refused(stage_t *st, int n, const int32_t *tokens, const int *seq, const int *pos,
+                         const uint8_t *sample, const int32_t *out_tok) {
+    enum { NONE = -1, REFUSED = -2 };
+    int *last = st->slot_tmp;   /* per slot: the row of its latest token when it sampled, or NONE / REFUSED */
+    for (int i = 0; i < n; i++) last[seq[i]] = NONE;
+    for (int i = 0, j = 0; i < n; i++) {
+        int sl = seq[i], prev = last[sl];
+        if (prev == REFUSED || (prev >= 0 && pos[st->rows[prev]] + 1 == pos[i] && out_tok[prev] != tokens[i])) {
+            last[sl] = REFUSED;
+            if (tokens[i] >= 0) sampler_drop(&st->samplers[sl], 1);   /* the slot's latest: this one's */
+        } else {
+            last[sl] = sample[i] ? j : NONE;
+        }
+        if (sample[i]) j++;
+    }
+}
+
 int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
                const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen) {
     return stage_step_logits(st, h, n, tokens, seq, pos, sample, out_tok, out_logprob, NULL, err, errlen);
@@ -177,11 +229,12 @@ int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const
     if (c->has_head)   /* the step's inputs join the penalty's history before anything samples */
         for (int i = 0; i < n; i++)
             if (tokens && tokens[i] >= 0) sampler_accept(&st->samplers[seq[i]], tokens[i]);
+    if (m) rows_hide(st, n, tokens, seq, sample, m);
     int V = c->has_head ? st->shard.hp.n_vocab : 0, npen = 0;
     /* (drafts: rows > slots; out_logits: every row's logits come back to the host) */
     const cuda_pick_req_t *pick = m && st->pick && m <= c->n_seq && !out_logits ? st->pick : NULL;
     for (int j = 0; pick && j < m; j++) {   /* what the GPU may do of each row itself */
-        sampler_t *sm = &st->samplers[seq[st->rows[j]]];
+        const sampler_t *sm = &st->samplers[seq[st->rows[j]]];
         cuda_pick_req_t *r = &st->pick[j];
         *r = (cuda_pick_req_t){CUDA_PICK_LOGITS, 0, 1.0f, 0, 0};
         if (sm->p.logprobs) continue;   /* the log-softmax wants the whole row */
@@ -192,7 +245,8 @@ int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const
         else continue;
         r->penalty = sm->p.repeat_penalty;
         r->pen_off = npen;
-        r->pen_n = sampler_penalty_ids(sm, V, st->pen_ids + npen);
+        r->pen_n = sampler_penalty_ids(hist_at_row(st, seq, j), V, st->pen_ids + npen);
+        hist_restore(st, n, tokens, seq, j);
         npen += r->pen_n;
     }
     if (st->cuda) {   /* layers and the sampled rows' logits (or picks) in one device step */
@@ -216,7 +270,8 @@ int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const
         int i = st->rows[j], got = 0;
         int32_t *ti = st->top_ids + (size_t)j * nt;
         float *tl = st->top_lp + (size_t)j * nt;
-        sampler_t *sm = &st->samplers[seq[i]];
+        sampler_t *sm = hist_at_row(st, seq, j);
+        sampler_seek(sm, pos[i] + 1);   /* the draw of the token it samples: at pos[i] + 1 */
         float *lj = st->logits + (size_t)j * V;
         apply_allow(st, seq[i], lj, V);
         const cuda_pick_res_t *pr = pick && pick[j].mode != CUDA_PICK_LOGITS ? &st->picked[j] : NULL;
@@ -230,7 +285,9 @@ int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const
             while (got > 0 && tl[got - 1] == -INFINITY) got--;   /* a mask's tokens are no alternatives */
         }
         for (int k = got; k < nt; k++) ti[k] = -1, tl[k] = 0.0f;
+        hist_restore(st, n, tokens, seq, j);
     }
+    if (tokens) drop_refused(st, n, tokens, seq, pos, sample, out_tok);
     st->n_top = nt;
     return m;
 }

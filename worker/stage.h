@@ -35,6 +35,8 @@ typedef struct stage {
     int n_logit_rows;      /* max(n_seq, STAGE_SCORE_ROWS) on the last stage */
     void *swork;
     int *rows;             /* (n_batch,) */
+    int *hide;             /* (n_logit_rows,) per sampled row: its slot's tokens after it in the step */
+    int *slot_tmp;         /* (n_seq,) scratch per slot */
     int n_top;             /* after stage_step: alternatives per sampled token (the most any of
                             * the step's sequences asked for; 0 = none) */
     int32_t *top_ids;      /* (n_logit_rows, SAMPLER_TOP_MAX): row j = sampled token j's alternatives, */
@@ -80,8 +82,9 @@ int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errl
 
 /* One step: h (n, n_embd) in place through the layers. tokens[i] (the input token id, used by the
  * last stage for the repetition-penalty history), seq[i], pos[i]; sample[i] != 0 asks the last
- * stage to sample after token i (at most n_logit_rows a step; several of one sequence are its
- * draft tokens' checks: each sampled from its own row, after the whole step's history). For the last stage, the
+ * stage to sample after token i, the token at pos[i] + 1 (at most n_logit_rows a step; several of
+ * one sequence are its draft tokens' checks: each sampled from its own row with the history up to
+ * its own token; a draft its check refused leaves the history again). For the last stage, the
  * sampled tokens are written in order of the sampling tokens to out_tok / out_logprob (and their
  * top_logprobs alternatives to st->top_ids / top_lp, st->n_top each); returns their count (0 for
  * a middle stage) or <0 on a bad request (err says why). */

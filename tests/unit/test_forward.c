@@ -674,6 +674,117 @@ static void test_embd(void **st) {
     gguf_close(&g);
 }
 
+/* ---- drafts for sampled sequences through the real last stage ---- */
+
+enum { DR_SEQ = 2, DR_GEN = 48, DR_PROMPT = 6 };
+typedef struct draft_run {
+    int32_t out[DR_SEQ][DR_GEN];
+    float lp[DR_SEQ][DR_GEN];
+    int n[DR_SEQ];
+    const int32_t (*want)[DR_GEN];   /* the drafter's text: plain decoding's tokens */
+    int calls;
+} draft_run_t;
+
+static int dr_token(void *user, int id, int32_t tok, float lp, const sched_top_t *top, int finish) {
+    (void)top;
+    draft_run_t *r = user;
+    if (finish || id < 0 || id >= DR_SEQ) return 0;
+    assert_true(r->n[id] < DR_GEN);
+    r->lp[id][r->n[id]] = lp;
+    r->out[id][r->n[id]++] = tok;
+    return 0;
+}
+
+/* proposes plain decoding's next tokens of the sequence in slot (its id: slots fill in order);
+ * every other call, one of them is wrong from the (calls % 3)-th on: a token the text holds a
+ * few positions later (a refused draft that stayed in the penalties' history would change the
+ * draws there) */
+static int dr_draft(void *user, int slot, const int32_t *toks, int n, int k, int32_t *out) {
+    (void)toks;
+    draft_run_t *r = user;
+    const int32_t *w = r->want[slot];
+    int g = n - DR_PROMPT, m = 0, bad = r->calls++ % 2 ? r->calls % 3 : k;
+    for (; m < k && g + m < DR_GEN; m++) {
+        out[m] = w[g + m];
+        if (m >= bad && g + m + 3 < DR_GEN && w[g + m + 3] != w[g + m]) out[m] = w[g + m + 3];
+    }
+    return m;
+}
+
+/* two sampled sequences (temperature, top-k/p, repetition, frequency and presence penalties over
+ * a short window; one with logprobs) on a local pipeline of `stages` stages, with drafts from a
+ * drafter (want != NULL) or without */
+static void dr_run(const gguf_t *g, int stages, const int32_t (*want)[DR_GEN], draft_run_t *r, long *drafted, long *taken) {
+    char err[256];
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    c.n_ctx = 64, c.n_seq = DR_SEQ, c.n_batch = 32, c.kv_type = KV_F32;
+    tpool_t *tp = tpool_new(2);
+    pipeline_t *pl;
+    if (pipeline_local_new(&pl, g, &c, stages, tp, err, sizeof err)) fail_msg("pipeline: %s", err);
+    embed_t emb;
+    assert_int_equal(embed_init(&emb, g, err, sizeof err), 0);
+    sched_t s;
+    assert_int_equal(sched_init(&s, pl, &emb, DR_SEQ, 64, 32, err, sizeof err), 0);
+    memset(r, 0, sizeof *r);
+    r->want = want;
+    if (want) {
+        assert_int_equal(sched_set_lookup(&s, 6), 0);
+        sched_set_drafter(&s, dr_draft, r);
+    }
+    for (int q = 0; q < DR_SEQ; q++) {
+        int32_t prompt[DR_PROMPT];
+        for (int i = 0; i < DR_PROMPT; i++) prompt[i] = (int32_t)((i * 37 + q * 11 + 5) % pl->n_vocab);
+        sampler_params_t sp;
+        sampler_params_default(&sp);
+        sp.temp = 0.8f + 0.4f * (float)q, sp.top_k = 40, sp.top_p = 0.95f, sp.min_p = 0.0f, sp.seed = 7 + (uint64_t)q;
+        sp.repeat_penalty = 1.5f, sp.repeat_last_n = 12, sp.freq_penalty = 0.5f, sp.presence_penalty = 0.5f;
+        sp.logprobs = q;
+        assert_int_equal(sched_add(&s, prompt, DR_PROMPT, DR_GEN, &sp, dr_token, r), q);
+    }
+    while (sched_active(&s) > 0) assert_true(sched_step(&s) >= 0);
+    for (int q = 0; q < DR_SEQ; q++) assert_int_equal(r->n[q], DR_GEN);
+    *drafted = s.n_drafted, *taken = s.n_draft_ok;
+    sched_free(&s);
+    pipeline_destroy(&pl);
+    tpool_destroy(&tp);
+}
+
+/* Drafts for sampled sequences through the real last stage (stage_step's per-row history and
+ * its forgetting of refused drafts; the sampler's position-keyed draw): with a drafter that is
+ * right, then wrong, by turns, the tokens — and the logprobs — are exactly those of plain
+ * decoding with the same seeds, in one stage and over two; drafts are taken and refused. A stage
+ * that gave every row the whole step's history, kept refused drafts in it, or drew from a stream
+ * fails this. */
+static void test_drafts_sampled(void **st) {
+    (void)st;
+    char path[512];
+    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, "llama", "tq2_0", "f16");
+    if (access(path, R_OK) != 0) make_model(path, "llama", "tq2_0", "f16");
+    gguf_t *g;
+    char err[256];
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    static draft_run_t plain, spec;
+    long d, t;
+    for (int stages = 1; stages <= 2; stages++) {
+        dr_run(g, stages, NULL, &plain, &d, &t);
+        assert_int_equal(d, 0);
+        dr_run(g, stages, (const int32_t(*)[DR_GEN])plain.out, &spec, &d, &t);
+        printf("  sampled with drafts, %d stage(s): %ld of %ld drafts taken\n", stages, t, d);
+        assert_true(t > 0 && t < d);
+        for (int q = 0; q < DR_SEQ; q++)
+            for (int i = 0; i < DR_GEN; i++) {
+                if (spec.out[q][i] != plain.out[q][i])
+                    fail_msg("%d stage(s), sequence %d, token %d: %d with drafts, %d plain", stages, q, i, spec.out[q][i],
+                             plain.out[q][i]);
+                if (memcmp(&spec.lp[q][i], &plain.lp[q][i], sizeof(float)))
+                    fail_msg("%d stage(s), sequence %d, token %d: logprob %.9g with drafts, %.9g plain", stages, q, i,
+                             spec.lp[q][i], plain.lp[q][i]);
+            }
+    }
+    gguf_close(&g);
+}
+
 int main(void) {
     snprintf(g_dir, sizeof g_dir, "/tmp/tern_test_forward_%d", (int)getpid());
     char cmd[300];
@@ -686,6 +797,7 @@ int main(void) {
         cmocka_unit_test(test_score),
         cmocka_unit_test(test_allow),
         cmocka_unit_test(test_embd),
+        cmocka_unit_test(test_drafts_sampled),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     snprintf(cmd, sizeof cmd, "rm -rf %s", g_dir);

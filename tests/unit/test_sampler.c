@@ -601,14 +601,16 @@ static int ref_cmp(const void *a, const void *b) {
     return x->id - y->id;
 }
 
-static uint64_t ref_rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+/* the keyed draw, written out again: splitmix64's finaliser of (mixed seed + (pos + 1) · golden) */
+static uint64_t ref_mix(uint64_t z) {
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    return z ^ (z >> 31);
+}
 
-static double ref_uniform(uint64_t *rng) {
-    uint64_t s0 = rng[0], s1 = rng[1], r = s0 + s1;
-    s1 ^= s0;
-    rng[0] = ref_rotl(s0, 24) ^ s1 ^ (s1 << 16);
-    rng[1] = ref_rotl(s1, 37);
-    return (double)(r >> 11) * (1.0 / 9007199254740992.0);
+static double ref_uniform(uint64_t seed, int pos) {
+    uint64_t z = ref_mix(ref_mix(seed) + ((uint64_t)(uint32_t)pos + 1) * 0x9e3779b97f4a7c15ULL);
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
 static void ref_penalty(const int32_t *hist, int nhist, const sampler_params_t *p, float *logits, int n_vocab) {
@@ -623,7 +625,7 @@ static void ref_penalty(const int32_t *hist, int nhist, const sampler_params_t *
 }
 
 /* top_k = 0 (or >= n_vocab) only: the whole vocabulary sorted */
-static int ref_sample(const sampler_params_t *p, uint64_t *rng, float *logits, int n_vocab, ref_cand_t *c) {
+static int ref_sample(const sampler_params_t *p, int pos, float *logits, int n_vocab, ref_cand_t *c) {
     for (int i = 0; i < n_vocab; i++) { c[i].logit = logits[i]; c[i].id = i; }
     qsort(c, (size_t)n_vocab, sizeof *c, ref_cmp);
     int n = n_vocab;
@@ -645,7 +647,7 @@ static int ref_sample(const sampler_params_t *p, uint64_t *rng, float *logits, i
     double inv_t = 1.0 / p->temp;
     sum = 0;
     for (int i = 0; i < n; i++) sum += exp(((double)c[i].logit - mx) * inv_t);
-    double r = ref_uniform(rng) * sum, acc = 0;
+    double r = ref_uniform(p->seed, pos) * sum, acc = 0;
     int pick = c[n - 1].id;
     for (int i = 0; i < n; i++) {
         acc += exp(((double)c[i].logit - mx) * inv_t);
@@ -679,14 +681,12 @@ static void test_matches_reference(void **state) {
         p.repeat_last_n = cfg % 2 ? 1024 : 64;
         sampler_t s;
         sampler_init(&s, &p);
-        uint64_t rng[2];
-        memcpy(rng, s.rng, sizeof rng);
         int nh = 0;
         for (int t = 0; t < STEPS; t++) {
             for (int i = 0; i < V; i++) x[i] = y[i] = base[i] + (float)(urand() - 0.5);
             int got = sampler_sample(&s, x, V, work, NULL);
             ref_penalty(hist, nh, &p, y, V);
-            int want = ref_sample(&p, rng, y, V, c);
+            int want = ref_sample(&p, t, y, V, c);   /* the t-th sample: position t */
             if (got != want)
                 fail_msg("config %d (temp %g top_p %g min_p %g penalty %g), step %d: drew %d, the reference %d", cfg,
                          p.temp, p.top_p, p.min_p, p.repeat_penalty, t, got, want);
@@ -774,7 +774,7 @@ static int better_than(const float *y, int a, int b) { return y[a] > y[b] || (y[
 /* The device applies sampler_penalty_ids' penalty, then either takes the argmax
  * (sampler_sample_penalised, temp 0) or hands the top_k best (computed here by counting) to
  * sampler_sample_cands; both must give sampler_sample's token, draw after draw, with the history
- * growing (the penalty changes) and the generators in step. */
+ * growing (the penalty changes) and the positions in step. */
 static void test_device_split(void **state) {
     (void)state;
     enum { V = 700 };
@@ -820,7 +820,7 @@ static void test_device_split(void **state) {
                 tb = sampler_sample_cands(&b, ci, cl, k, w2);
             }
             if (ta != tb) fail_msg("trial %d step %d: sampler_sample %d, the device split %d", trial, step, ta, tb);
-            assert_memory_equal(a.rng, b.rng, sizeof a.rng);
+            assert_int_equal(a.pos, b.pos);
             sampler_accept(&a, ta);
             sampler_accept(&b, tb);
         }
@@ -873,6 +873,99 @@ static void test_masked_logits(void **state) {
     free(work);
 }
 
+/* ---- draws keyed on the position ------------------------------------------------------------ */
+
+/* The draw of position p depends on (seed, p) alone: a sampler that went through the p rows
+ * before it (other logits, its own tokens as history, extra tokens taken back with
+ * sampler_drop) and a fresh one given the same history and sent to p (sampler_seek) pick the
+ * same token; so does taking p again (a replay). A stream generator fails this at the first
+ * position after 0. Also: the keyed draw is the one written out here (ref_uniform), seeds apart
+ * by the key's increment are unrelated, and draws along the positions are spread out. */
+static void test_draw_by_position(void **state) {
+    (void)state;
+    enum { N = 300, P = 60 };
+    float *x = malloc((size_t)P * N * sizeof *x), *y = malloc(N * sizeof *y);
+    void *work = malloc(sampler_work_bytes(N));
+    assert_true(x && y && work);
+    for (int cfg = 0; cfg < 4; cfg++) {
+        sampler_params_t p = plain(cfg == 3 ? 2.0f : 0.8f, 7 + (uint64_t)cfg);
+        if (cfg >= 1) p.top_k = 40, p.top_p = 0.95f, p.min_p = 0.02f;
+        if (cfg >= 2) p.repeat_penalty = 1.3f, p.repeat_last_n = 16, p.presence_penalty = 0.2f;
+        for (int i = 0; i < P * N; i++) x[i] = (float)(urand() * 4.0);
+        sampler_t a;
+        sampler_init(&a, &p);
+        int32_t hist[P];
+        int differs = 0;
+        for (int pos = 0; pos < P; pos++) {
+            memcpy(y, x + (size_t)pos * N, N * sizeof *y);
+            sampler_seek(&a, pos);
+            int ta = sampler_sample(&a, y, N, work, NULL);
+            assert_int_equal(a.pos, pos + 1);
+            sampler_t b;   /* fresh: the same history, sent straight to pos */
+            sampler_init(&b, &p);
+            for (int k = 0; k < pos; k++) sampler_accept(&b, hist[k]);
+            sampler_seek(&b, pos);
+            memcpy(y, x + (size_t)pos * N, N * sizeof *y);
+            int tb = sampler_sample(&b, y, N, work, NULL);
+            if (ta != tb) fail_msg("config %d position %d: %d after the rows before, %d from a fresh sampler", cfg, pos, ta, tb);
+            sampler_seek(&a, pos);   /* a replay of the position */
+            memcpy(y, x + (size_t)pos * N, N * sizeof *y);
+            assert_int_equal(sampler_sample(&a, y, N, work, NULL), ta);
+            sampler_seek(&b, pos + 1);   /* the next position's draw, from these logits: another token, mostly */
+            memcpy(y, x + (size_t)pos * N, N * sizeof *y);
+            differs += sampler_sample(&b, y, N, work, NULL) != ta;
+            hist[pos] = ta;
+            sampler_accept(&a, ta);
+            /* drafts refused: taken in, then taken back; the history is as before */
+            int extra = pos % 3 ? 1 + pos % SAMPLER_DROP_MAX : 0;
+            for (int k = 0; k < extra; k++) sampler_accept(&a, (int)(urand() * N));
+            sampler_drop(&a, extra);
+        }
+        if (differs < P / 2) fail_msg("config %d: the next position drew the same token %d times of %d", cfg, P - differs, P);
+    }
+    /* the draw itself */
+    int same = 0;
+    double mean = 0;
+    for (int pos = 0; pos < 4000; pos++) {
+        double u = sampler_uniform(99, pos);
+        assert_true(u >= 0.0 && u < 1.0);
+        assert_true(u == ref_uniform(99, pos));
+        mean += u / 4000;
+        same += u == sampler_uniform(99 + 0x9e3779b97f4a7c15ULL, pos - 1) || u == sampler_uniform(100, pos);
+    }
+    assert_int_equal(same, 0);
+    assert_true(fabs(mean - 0.5) < 0.02);   /* 6 sigma */
+    free(x), free(y), free(work);
+}
+
+/* sampler_drop keeps the window whole: with the ring full, SAMPLER_DROP_MAX tokens taken in and
+ * back leave the last repeat_last_n = SAMPLER_HIST_MAX tokens all in view (the penalty sees the
+ * same ids as a sampler that never saw them); dropping more than it holds empties it. */
+static void test_drop_window(void **state) {
+    (void)state;
+    enum { N = 4096 };
+    sampler_params_t p = plain(0.0f, 1);
+    p.repeat_penalty = 1.5f, p.repeat_last_n = SAMPLER_HIST_MAX;
+    sampler_t a, b;
+    sampler_init(&a, &p);
+    sampler_init(&b, &p);
+    for (int i = 0; i < 3 * SAMPLER_HIST_MAX; i++) {   /* unique ids near the window's far end */
+        int t = i % SAMPLER_HIST_MAX == 5 ? 3000 + i / SAMPLER_HIST_MAX : i % 50;
+        sampler_accept(&a, t), sampler_accept(&b, t);
+    }
+    for (int k = 0; k < SAMPLER_DROP_MAX; k++) sampler_accept(&a, 100 + k);
+    sampler_drop(&a, SAMPLER_DROP_MAX);
+    int32_t ia[SAMPLER_HIST_MAX], ib[SAMPLER_HIST_MAX];
+    int na = sampler_penalty_ids(&a, N, ia), nb = sampler_penalty_ids(&b, N, ib);
+    assert_int_equal(na, nb);
+    assert_int_equal(na, 50 + 1);   /* 0..49 and the one unique id the window still holds */
+    assert_memory_equal(ia, ib, (size_t)na * sizeof *ia);
+    sampler_drop(&a, 5 * SAMPLER_HIST_MAX);
+    assert_int_equal(sampler_penalty_ids(&a, N, ia), 0);
+    sampler_accept(&a, 7);
+    assert_int_equal(sampler_penalty_ids(&a, N, ia), 1);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_argmax_and_logprob),
@@ -891,6 +984,8 @@ int main(void) {
         cmocka_unit_test(test_device_split),
         cmocka_unit_test(test_masked_logits),
         cmocka_unit_test(test_freq_presence_bias),
+        cmocka_unit_test(test_draw_by_position),
+        cmocka_unit_test(test_drop_window),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
