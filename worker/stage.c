@@ -75,7 +75,8 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
         st->top_lp = calloc((size_t)nlog * SAMPLER_TOP_MAX, sizeof(float));
         st->hide = calloc((size_t)nlog, sizeof(int));
         st->slot_tmp = calloc((size_t)cfg->n_seq, sizeof(int));
-        if (!st->samplers || !st->logits || !st->swork || !st->top_ids || !st->top_lp || !st->hide || !st->slot_tmp)
+        st->drawn_off = calloc((size_t)cfg->n_seq, sizeof(int));
+        if (!st->samplers || !st->drawn_off || !st->logits || !st->swork || !st->top_ids || !st->top_lp || !st->hide || !st->slot_tmp)
             goto nomem;
         sampler_params_t p;
         sampler_params_default(&p);
@@ -100,6 +101,7 @@ void stage_free(stage_t *st) {
     forward_free(&st->fwd);
     shard_free(&st->shard);
     free(st->samplers);
+    free(st->drawn_off);
     free(st->rows);
     free(st->hide);
     free(st->slot_tmp);
@@ -118,7 +120,10 @@ void stage_free(stage_t *st) {
 }
 
 void stage_seq_start(stage_t *st, int seq, const sampler_params_t *p) {
-    if (st->samplers && seq >= 0 && seq < st->cfg.n_seq) sampler_init(&st->samplers[seq], p);
+    if (st->samplers && seq >= 0 && seq < st->cfg.n_seq) {
+        sampler_init(&st->samplers[seq], p);
+        st->drawn_off[seq] = 0;
+    }
 }
 
 int stage_seq_allow(stage_t *st, int seq, const uint8_t *bits, size_t nbytes) {
@@ -153,6 +158,7 @@ int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errl
     for (int i = 0; rc >= 0 && i < n; i++) {
         if (st->cuda) rc = cuda_stage_shift(st->cuda, &sh[i], err, errlen);
         else forward_shift(&st->fwd, &sh[i]);
+        if (rc >= 0 && st->drawn_off) st->drawn_off[sh[i].seq] += sh[i].discard;
     }
     return rc;
 }
@@ -271,7 +277,7 @@ int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const
         int32_t *ti = st->top_ids + (size_t)j * nt;
         float *tl = st->top_lp + (size_t)j * nt;
         sampler_t *sm = hist_at_row(st, seq, j);
-        sampler_seek(sm, pos[i] + 1);   /* the draw of the token it samples: at pos[i] + 1 */
+        sampler_seek(sm, pos[i] + 1 + st->drawn_off[seq[i]]);   /* the draw of the token it samples */
         float *lj = st->logits + (size_t)j * V;
         apply_allow(st, seq[i], lj, V);
         const cuda_pick_res_t *pr = pick && pick[j].mode != CUDA_PICK_LOGITS ? &st->picked[j] : NULL;

@@ -31,6 +31,9 @@ typedef struct stage {
     shard_t shard;
     forward_t fwd;
     sampler_t *samplers;   /* (n_seq,) last stage only */
+    int *drawn_off;        /* (n_seq,) positions context shifts dropped since the slot's sequence
+                            * started: its draws are keyed on pos + this, so a shift does not make
+                            * them repeat the draws of the positions it reuses */
     float *logits;         /* (n_logit_rows, n_vocab) */
     int n_logit_rows;      /* max(n_seq, STAGE_SCORE_ROWS) on the last stage */
     void *swork;

@@ -193,7 +193,10 @@ static void model_case(const char *path, int type) {
     bad.n_past = c.n_ctx + 1;
     assert_int_equal(stage_shift(&sg, &bad, 1, err, sizeof err), TERN_EINVAL);
     assert_int_equal(memcmp(k0, kv->k, lb * kv->n_layer), 0);   /* refused whole */
+    assert_int_equal(sg.drawn_off[sh.seq], 0);   /* the refused shift counted nothing */
     assert_int_equal(stage_shift(&sg, &sh, 1, err, sizeof err), 0);
+    /* the slot's later draws go on past the dropped positions (keyed on pos + discard) */
+    for (int s = 0; s < c.n_seq; s++) assert_int_equal(sg.drawn_off[s], s == sh.seq ? sh.discard : 0);
     /* slot 1: tokens keep + discard .. N-1 at their new positions keep .. */
     for (int i = 0; i < M; i++) seq[i] = 1, pos[i] = sh.keep + i;
     assert_int_equal(embed_lookup(&emb, tok + sh.keep + sh.discard, M, h), 0);
@@ -227,6 +230,10 @@ static void model_case(const char *path, int type) {
             }
         }
     }
+    sampler_params_t sp;
+    sampler_params_default(&sp);
+    stage_seq_start(&sg, sh.seq, &sp);   /* a new sequence in the slot draws from its position again */
+    assert_int_equal(sg.drawn_off[sh.seq], 0);
     free(a), free(b), free(h), free(k0), free(v0);
     stage_free(&sg);
     tpool_destroy(&tp);
