@@ -12,6 +12,7 @@
 #include "coordinator/engine.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/strbuf.h"
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -26,23 +27,6 @@ static volatile sig_atomic_t g_interrupted;
 static void on_sigint(int sig) {
     (void)sig;
     g_interrupted = 1;
-}
-
-/* growable byte buffer for the conversation's texts */
-typedef struct text { char *p; size_t n, cap; } text_t;
-
-static int text_add(text_t *t, const char *s, size_t n) {
-    if (t->n + n + 1 > t->cap) {
-        size_t cap = (t->n + n + 1) * 2;
-        char *p = realloc(t->p, cap);
-        if (!p) return TERN_ENOMEM;
-        t->p = p;
-        t->cap = cap;
-    }
-    memcpy(t->p + t->n, s, n);
-    t->n += n;
-    t->p[t->n] = 0;
-    return 0;
 }
 
 typedef struct chat {
@@ -313,7 +297,7 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
     tern_model *m = c->m;
     detok_t dt;
     detok_init(&dt, m->tok, 0);   /* the reply is a message of its own: SPM's leading space goes */
-    text_t reply = {0};
+    strbuf_t reply = {0};
     char piece[256];
     int rc = 0;
     for (int i = 0; n_predict < 0 || i < n_predict; i++) {
@@ -326,7 +310,7 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
         if (np > 0) {
             fwrite(piece, 1, (size_t)np, stdout);
             fflush(stdout);
-            if (text_add(&reply, piece, (size_t)np) < 0) { rc = TERN_ENOMEM; break; }
+            if (strbuf_add(&reply, piece, (size_t)np) < 0) { rc = TERN_ENOMEM; break; }
         }
         if (c->grammar && grammar_state_done(c->gs)) break;   /* the reply is a whole sentence */
         if (c->n_fed >= m->n_ctx && !c->shift) {   /* with --context-shift, chat_feed shifts */
@@ -346,13 +330,13 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
     int np = detok_flush(&dt, piece, sizeof piece);
     if (np > 0) {
         fwrite(piece, 1, (size_t)np, stdout);
-        if (text_add(&reply, piece, (size_t)np) < 0) rc = TERN_ENOMEM;
+        if (strbuf_add(&reply, piece, (size_t)np) < 0) rc = TERN_ENOMEM;
     }
     fputc('\n', stdout);
     fflush(stdout);
     if (rc == TERN_ENOMEM) err_set(c->err, sizeof c->err, rc, "out of memory");
     if (rc < 0) { free(reply.p); return rc; }
-    if (!reply.p && text_add(&reply, "", 0) < 0) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
+    if (!reply.p && strbuf_add(&reply, "", 0) < 0) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
     return chat_push(c, "assistant", reply.p);
 }
 
@@ -379,7 +363,7 @@ static int wait_input(void) {
 static char *read_line(int *intr) {
     static char buf[4096];
     static size_t len, off;
-    text_t line = {0};
+    strbuf_t line = {0};
     *intr = 0;
     for (;;) {
         if (off == len) {
@@ -396,7 +380,7 @@ static char *read_line(int *intr) {
         }
         char *nl = memchr(buf + off, '\n', len - off);
         size_t k = nl ? (size_t)(nl - (buf + off)) : len - off;
-        if (text_add(&line, buf + off, k) < 0) { free(line.p); return NULL; }
+        if (strbuf_add(&line, buf + off, k) < 0) { free(line.p); return NULL; }
         off += k;
         if (nl) {
             off++;

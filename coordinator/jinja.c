@@ -9,6 +9,7 @@
  * renders, so threads may share one (its literals' jansson refcounts are atomic). */
 #define _GNU_SOURCE   /* memmem */
 #include "coordinator/jinja.h"
+#include "core/strbuf.h"
 #include <ctype.h>
 #include <math.h>
 #include <stdarg.h>
@@ -39,34 +40,6 @@ static void *arena_alloc(chunk_t **a, size_t n) {
 
 static void arena_free(chunk_t **a) {
     while (*a) { chunk_t *n = (*a)->next; free(*a); *a = n; }
-}
-
-/* ---- growable byte buffer ---------------------------------------------------------------- */
-
-typedef struct sbuf { char *p; size_t n, cap; int oom; } sbuf_t;
-
-static void sb_put(sbuf_t *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p; b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void sb_puts(sbuf_t *b, const char *s) { sb_put(b, s, strlen(s)); }
-static void sb_printf(sbuf_t *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-static void sb_printf(sbuf_t *b, const char *fmt, ...) {
-    char tmp[128];
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(tmp, sizeof tmp, fmt, ap);
-    va_end(ap);
-    if (n > 0) sb_put(b, tmp, (size_t)n < sizeof tmp ? (size_t)n : sizeof tmp - 1);
 }
 
 /* ---- tokens ------------------------------------------------------------------------------ */
@@ -132,14 +105,14 @@ static char *arena_strndup(jinja_t *t, const char *s, size_t n) {
 
 static int is_ws(int c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
-static void utf8_put(sbuf_t *b, unsigned cp) {
+static void utf8_put(strbuf_t *b, unsigned cp) {
     char u[4];
     size_t n;
     if (cp < 0x80) { u[0] = (char)cp; n = 1; }
     else if (cp < 0x800) { u[0] = (char)(0xC0 | cp >> 6); u[1] = (char)(0x80 | (cp & 63)); n = 2; }
     else if (cp < 0x10000) { u[0] = (char)(0xE0 | cp >> 12); u[1] = (char)(0x80 | (cp >> 6 & 63)); u[2] = (char)(0x80 | (cp & 63)); n = 3; }
     else { u[0] = (char)(0xF0 | cp >> 18); u[1] = (char)(0x80 | (cp >> 12 & 63)); u[2] = (char)(0x80 | (cp >> 6 & 63)); u[3] = (char)(0x80 | (cp & 63)); n = 4; }
-    sb_put(b, u, n);
+    strbuf_add(b, u, n);
 }
 
 /* a string literal at L->pos (quote q): Python's unicode-escape rules */
@@ -148,15 +121,15 @@ static int lex_string(lexer_t *L) {
     const char *s = L->src;
     char q = s[L->pos];
     size_t i = L->pos + 1;
-    sbuf_t b = {0};
+    strbuf_t b = {0};
     while (i < L->len && s[i] != q) {
-        if (s[i] != '\\' || i + 1 >= L->len) { sb_put(&b, s + i, 1); i++; continue; }
+        if (s[i] != '\\' || i + 1 >= L->len) { strbuf_add(&b, s + i, 1); i++; continue; }
         char c = s[i + 1];
         if (c == '\n') { i += 2; continue; }   /* a line continuation */
         const char *simple = strchr("ntr\\'\"abfv0", c);
         if (c && simple && c != '0') {
             static const char from[] = "ntr\\'\"abfv", to[] = "\n\t\r\\'\"\a\b\f\v";
-            sb_put(&b, &to[strchr(from, c) - from], 1);
+            strbuf_add(&b, &to[strchr(from, c) - from], 1);
             i += 2;
         } else if (c >= '0' && c <= '7') {
             unsigned v = 0; int k = 0;
@@ -174,13 +147,13 @@ static int lex_string(lexer_t *L) {
             utf8_put(&b, v);
             i += 2 + (size_t)nd;
         } else {   /* unknown escape: kept as written */
-            sb_put(&b, s + i, 2);
+            strbuf_add(&b, s + i, 2);
             i += 2;
         }
     }
     if (i >= L->len) { free(b.p); return lex_fail(L, line, col, "unterminated string"); }
     tok_t *t = lex_push(L, T_STR, line, col);
-    if (!t || b.oom || !(t->s = arena_strndup(L->t, b.p ? b.p : "", b.n))) { free(b.p); return lex_fail(L, line, col, "out of memory"); }
+    if (!t || b.err || !(t->s = arena_strndup(L->t, b.p ? b.p : "", b.n))) { free(b.p); return lex_fail(L, line, col, "out of memory"); }
     t->n = b.n;
     free(b.p);
     lex_advance(L, i + 1 - L->pos);
@@ -531,10 +504,10 @@ static node_t *parse_primary(parser_t *P) {
     node_t *n;
     switch (t->k) {
     case T_STR: {
-        sbuf_t b = {0};
-        sb_put(&b, t->s, t->n);
-        while (peek(P)->k == T_STR) { tok_t *u = next(P); sb_put(&b, u->s, u->n); }   /* "a" "b" */
-        n = b.oom ? NULL : lit_node(P, t, json_stringn_nocheck(b.p ? b.p : "", b.n));
+        strbuf_t b = {0};
+        strbuf_add(&b, t->s, t->n);
+        while (peek(P)->k == T_STR) { tok_t *u = next(P); strbuf_add(&b, u->s, u->n); }   /* "a" "b" */
+        n = b.err ? NULL : lit_node(P, t, json_stringn_nocheck(b.p ? b.p : "", b.n));
         free(b.p);
         return n;
     }
@@ -1047,7 +1020,7 @@ typedef struct frame {
 
 typedef struct ctx {
     const jinja_t *t;
-    sbuf_t *out;
+    strbuf_t *out;
     long steps;
     int depth;
     size_t built;
@@ -1101,8 +1074,8 @@ static json_t *mkstr(ctx_t *c, const node_t *at, const char *s, size_t n) {
     if (!j) fail(c, at, "out of memory");
     return j;
 }
-static json_t *sb_str(ctx_t *c, const node_t *at, sbuf_t *b) {
-    if (b->oom) { free(b->p); fail(c, at, "out of memory"); return NULL; }
+static json_t *sb_str(ctx_t *c, const node_t *at, strbuf_t *b) {
+    if (b->err) { free(b->p); fail(c, at, "out of memory"); return NULL; }
     json_t *j = mkstr(c, at, b->p ? b->p : "", b->n);
     free(b->p);
     memset(b, 0, sizeof *b);
@@ -1126,9 +1099,9 @@ static int truthy(const val_t *v) {
 }
 
 /* Python's repr of a float: the shortest digits that read back, Python's exponent rules */
-static void put_float(sbuf_t *b, double d) {
-    if (isnan(d)) { sb_puts(b, "nan"); return; }
-    if (isinf(d)) { sb_puts(b, d < 0 ? "-inf" : "inf"); return; }
+static void put_float(strbuf_t *b, double d) {
+    if (isnan(d)) { strbuf_puts(b, "nan"); return; }
+    if (isinf(d)) { strbuf_puts(b, d < 0 ? "-inf" : "inf"); return; }
     char tmp[40];
     for (int prec = 1; prec <= 17; prec++) {
         snprintf(tmp, sizeof tmp, "%.*e", prec - 1, d);
@@ -1140,105 +1113,105 @@ static void put_float(sbuf_t *b, double d) {
     for (; *p && *p != 'e'; p++) if (isdigit((unsigned char)*p)) digits[nd++] = *p;
     while (nd > 1 && digits[nd - 1] == '0') nd--;
     int e = atoi(p + 1);
-    if (neg) sb_put(b, "-", 1);
+    if (neg) strbuf_add(b, "-", 1);
     if (e < -4 || e >= 16) {
-        sb_put(b, digits, 1);
-        if (nd > 1) { sb_put(b, ".", 1); sb_put(b, digits + 1, (size_t)nd - 1); }
-        sb_printf(b, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
+        strbuf_add(b, digits, 1);
+        if (nd > 1) { strbuf_add(b, ".", 1); strbuf_add(b, digits + 1, (size_t)nd - 1); }
+        strbuf_printf(b, "e%c%02d", e < 0 ? '-' : '+', e < 0 ? -e : e);
     } else if (e < 0) {
-        sb_puts(b, "0.");
-        for (int k = 0; k < -e - 1; k++) sb_put(b, "0", 1);
-        sb_put(b, digits, (size_t)nd);
+        strbuf_puts(b, "0.");
+        for (int k = 0; k < -e - 1; k++) strbuf_add(b, "0", 1);
+        strbuf_add(b, digits, (size_t)nd);
     } else {
-        for (int k = 0; k <= e; k++) sb_put(b, k < nd ? &digits[k] : "0", 1);
-        sb_put(b, ".", 1);
-        if (nd > e + 1) sb_put(b, digits + e + 1, (size_t)(nd - e - 1));
-        else sb_put(b, "0", 1);
+        for (int k = 0; k <= e; k++) strbuf_add(b, k < nd ? &digits[k] : "0", 1);
+        strbuf_add(b, ".", 1);
+        if (nd > e + 1) strbuf_add(b, digits + e + 1, (size_t)(nd - e - 1));
+        else strbuf_add(b, "0", 1);
     }
 }
 
-static void put_repr_str(sbuf_t *b, const char *s, size_t n) {
+static void put_repr_str(strbuf_t *b, const char *s, size_t n) {
     char q = memchr(s, '\'', n) && !memchr(s, '"', n) ? '"' : '\'';
-    sb_put(b, &q, 1);
+    strbuf_add(b, &q, 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '\\' || ch == (unsigned char)q) { sb_put(b, "\\", 1); sb_put(b, s + i, 1); }
-        else if (ch == '\n') sb_puts(b, "\\n");
-        else if (ch == '\r') sb_puts(b, "\\r");
-        else if (ch == '\t') sb_puts(b, "\\t");
-        else if (ch < 0x20 || ch == 0x7f) sb_printf(b, "\\x%02x", ch);
-        else sb_put(b, s + i, 1);
+        if (ch == '\\' || ch == (unsigned char)q) { strbuf_add(b, "\\", 1); strbuf_add(b, s + i, 1); }
+        else if (ch == '\n') strbuf_puts(b, "\\n");
+        else if (ch == '\r') strbuf_puts(b, "\\r");
+        else if (ch == '\t') strbuf_puts(b, "\\t");
+        else if (ch < 0x20 || ch == 0x7f) strbuf_printf(b, "\\x%02x", ch);
+        else strbuf_add(b, s + i, 1);
     }
-    sb_put(b, &q, 1);
+    strbuf_add(b, &q, 1);
 }
 
 /* str(x) (top) or repr(x) inside containers, as Python prints them */
-static void put_py(sbuf_t *b, const json_t *j, int repr) {
+static void put_py(strbuf_t *b, const json_t *j, int repr) {
     switch (json_typeof(j)) {
-    case JSON_NULL: sb_puts(b, "None"); break;
-    case JSON_TRUE: sb_puts(b, "True"); break;
-    case JSON_FALSE: sb_puts(b, "False"); break;
-    case JSON_INTEGER: sb_printf(b, "%lld", (long long)json_integer_value(j)); break;
+    case JSON_NULL: strbuf_puts(b, "None"); break;
+    case JSON_TRUE: strbuf_puts(b, "True"); break;
+    case JSON_FALSE: strbuf_puts(b, "False"); break;
+    case JSON_INTEGER: strbuf_printf(b, "%lld", (long long)json_integer_value(j)); break;
     case JSON_REAL: put_float(b, json_real_value(j)); break;
     case JSON_STRING:
         if (repr) put_repr_str(b, json_string_value(j), json_string_length(j));
-        else sb_put(b, json_string_value(j), json_string_length(j));
+        else strbuf_add(b, json_string_value(j), json_string_length(j));
         break;
     case JSON_ARRAY: {
-        sb_put(b, "[", 1);
+        strbuf_add(b, "[", 1);
         for (size_t i = 0; i < json_array_size(j); i++) {
-            if (i) sb_puts(b, ", ");
+            if (i) strbuf_puts(b, ", ");
             put_py(b, json_array_get(j, i), 1);
         }
-        sb_put(b, "]", 1);
+        strbuf_add(b, "]", 1);
         break;
     }
     case JSON_OBJECT: {
         const char *k; json_t *v; int first = 1;
-        sb_put(b, "{", 1);
+        strbuf_add(b, "{", 1);
         json_object_foreach((json_t *)j, k, v) {
-            if (!first) sb_puts(b, ", ");
+            if (!first) strbuf_puts(b, ", ");
             first = 0;
             put_repr_str(b, k, strlen(k));
-            sb_puts(b, ": ");
+            strbuf_puts(b, ": ");
             put_py(b, v, 1);
         }
-        sb_put(b, "}", 1);
+        strbuf_add(b, "}", 1);
         break;
     }
     }
 }
 
-static void put_json_str(sbuf_t *b, const char *s, size_t n) {
-    sb_put(b, "\"", 1);
+static void put_json_str(strbuf_t *b, const char *s, size_t n) {
+    strbuf_add(b, "\"", 1);
     for (size_t i = 0; i < n; i++) {
         unsigned char ch = (unsigned char)s[i];
-        if (ch == '"') sb_puts(b, "\\\"");
-        else if (ch == '\\') sb_puts(b, "\\\\");
-        else if (ch == '\n') sb_puts(b, "\\n");
-        else if (ch == '\r') sb_puts(b, "\\r");
-        else if (ch == '\t') sb_puts(b, "\\t");
-        else if (ch == '\b') sb_puts(b, "\\b");
-        else if (ch == '\f') sb_puts(b, "\\f");
-        else if (ch < 0x20) sb_printf(b, "\\u%04x", ch);
-        else sb_put(b, s + i, 1);
+        if (ch == '"') strbuf_puts(b, "\\\"");
+        else if (ch == '\\') strbuf_puts(b, "\\\\");
+        else if (ch == '\n') strbuf_puts(b, "\\n");
+        else if (ch == '\r') strbuf_puts(b, "\\r");
+        else if (ch == '\t') strbuf_puts(b, "\\t");
+        else if (ch == '\b') strbuf_puts(b, "\\b");
+        else if (ch == '\f') strbuf_puts(b, "\\f");
+        else if (ch < 0x20) strbuf_printf(b, "\\u%04x", ch);
+        else strbuf_add(b, s + i, 1);
     }
-    sb_put(b, "\"", 1);
+    strbuf_add(b, "\"", 1);
 }
 
 static int cmp_keys(const void *a, const void *b) { return strcmp(*(const char *const *)a, *(const char *const *)b); }
 
 /* json.dumps(x, ensure_ascii=False, indent=indent (<0: none), sort_keys) — HF's tojson */
-static void put_json(sbuf_t *b, const json_t *j, int indent, int level, int sort_keys) {
+static void put_json(strbuf_t *b, const json_t *j, int indent, int level, int sort_keys) {
     switch (json_typeof(j)) {
-    case JSON_NULL: sb_puts(b, "null"); return;
-    case JSON_TRUE: sb_puts(b, "true"); return;
-    case JSON_FALSE: sb_puts(b, "false"); return;
-    case JSON_INTEGER: sb_printf(b, "%lld", (long long)json_integer_value(j)); return;
+    case JSON_NULL: strbuf_puts(b, "null"); return;
+    case JSON_TRUE: strbuf_puts(b, "true"); return;
+    case JSON_FALSE: strbuf_puts(b, "false"); return;
+    case JSON_INTEGER: strbuf_printf(b, "%lld", (long long)json_integer_value(j)); return;
     case JSON_REAL: {
         double d = json_real_value(j);
-        if (isnan(d)) sb_puts(b, "NaN");
-        else if (isinf(d)) sb_puts(b, d < 0 ? "-Infinity" : "Infinity");
+        if (isnan(d)) strbuf_puts(b, "NaN");
+        else if (isinf(d)) strbuf_puts(b, d < 0 ? "-Infinity" : "Infinity");
         else put_float(b, d);
         return;
     }
@@ -1247,39 +1220,39 @@ static void put_json(sbuf_t *b, const json_t *j, int indent, int level, int sort
     }
     int arr = json_is_array(j);
     size_t n = arr ? json_array_size(j) : json_object_size(j);
-    sb_put(b, arr ? "[" : "{", 1);
+    strbuf_add(b, arr ? "[" : "{", 1);
     if (n) {
         const char **keys = NULL;
         if (!arr) {
             keys = malloc(n * sizeof *keys);
-            if (!keys) { b->oom = 1; return; }
+            if (!keys) { b->err = STRBUF_NOMEM; return; }
             size_t k = 0; const char *key; json_t *v;
             json_object_foreach((json_t *)j, key, v) keys[k++] = key;
             if (sort_keys) qsort(keys, n, sizeof *keys, cmp_keys);
         }
         for (size_t i = 0; i < n; i++) {
-            if (i) sb_put(b, ",", 1);
+            if (i) strbuf_add(b, ",", 1);
             if (indent >= 0) {
-                sb_put(b, "\n", 1);
-                for (int s = 0; s < indent * (level + 1); s++) sb_put(b, " ", 1);
+                strbuf_add(b, "\n", 1);
+                for (int s = 0; s < indent * (level + 1); s++) strbuf_add(b, " ", 1);
             } else if (i) {
-                sb_put(b, " ", 1);
+                strbuf_add(b, " ", 1);
             }
             if (arr) {
                 put_json(b, json_array_get(j, i), indent, level + 1, sort_keys);
             } else {
                 put_json_str(b, keys[i], strlen(keys[i]));
-                sb_puts(b, ": ");
+                strbuf_puts(b, ": ");
                 put_json(b, json_object_get(j, keys[i]), indent, level + 1, sort_keys);
             }
         }
         free(keys);
         if (indent >= 0) {
-            sb_put(b, "\n", 1);
-            for (int s = 0; s < indent * level; s++) sb_put(b, " ", 1);
+            strbuf_add(b, "\n", 1);
+            for (int s = 0; s < indent * level; s++) strbuf_add(b, " ", 1);
         }
     }
-    sb_put(b, arr ? "]" : "}", 1);
+    strbuf_add(b, arr ? "]" : "}", 1);
 }
 
 static const char *type_name(const val_t *v) {
@@ -1299,7 +1272,7 @@ static const char *type_name(const val_t *v) {
 }
 
 /* str(v) into b; 0, or <0 for values Python could print but this does not (macros, loops) */
-static int put_str(ctx_t *c, const node_t *at, sbuf_t *b, const val_t *v) {
+static int put_str(ctx_t *c, const node_t *at, strbuf_t *b, const val_t *v) {
     if (v->k == V_UNDEF) return 0;
     if (v->k != V_JSON) return fail(c, at, "cannot print a %s", type_name(v));
     put_py(b, v->j, 0);
@@ -1465,7 +1438,7 @@ static int contains(ctx_t *c, const node_t *at, const val_t *x, const val_t *in,
 
 static int arith(ctx_t *c, const node_t *at, int op, val_t *a, val_t *b, val_t *out) {
     if (op == OP_CONCAT) {
-        sbuf_t s = {0};
+        strbuf_t s = {0};
         if (put_str(c, at, &s, a) < 0 || put_str(c, at, &s, b) < 0) { free(s.p); return -1; }
         json_t *j = sb_str(c, at, &s);
         if (!j) return -1;
@@ -1479,9 +1452,9 @@ static int arith(ctx_t *c, const node_t *at, int op, val_t *a, val_t *b, val_t *
     if (a->k != V_JSON || b->k != V_JSON) return fail(c, at, "unsupported operand types: %s and %s", type_name(a), type_name(b));
     json_t *x = a->j, *y = b->j, *r = NULL;
     if (op == OP_ADD && json_is_string(x) && json_is_string(y)) {
-        sbuf_t s = {0};
-        sb_put(&s, json_string_value(x), json_string_length(x));
-        sb_put(&s, json_string_value(y), json_string_length(y));
+        strbuf_t s = {0};
+        strbuf_add(&s, json_string_value(x), json_string_length(x));
+        strbuf_add(&s, json_string_value(y), json_string_length(y));
         if (!(r = sb_str(c, at, &s))) return -1;
     } else if (op == OP_ADD && json_is_array(x) && json_is_array(y)) {
         if (json_array_size(x) + json_array_size(y) > 1000000) return fail(c, at, "a list longer than 1000000 items");
@@ -1496,8 +1469,8 @@ static int arith(ctx_t *c, const node_t *at, int op, val_t *a, val_t *b, val_t *
         size_t unit = json_is_string(seq) ? json_string_length(seq) : json_array_size(seq) * 8;
         if (unit && (unsigned long long)times > c->t->o.max_output / unit) return fail(c, at, "a sequence repeated beyond the output limit");
         if (json_is_string(seq)) {
-            sbuf_t s = {0};
-            for (long long i = 0; i < times; i++) sb_put(&s, json_string_value(seq), json_string_length(seq));
+            strbuf_t s = {0};
+            for (long long i = 0; i < times; i++) strbuf_add(&s, json_string_value(seq), json_string_length(seq));
             if (!(r = sb_str(c, at, &s))) return -1;
         } else {
             r = json_array();
@@ -1652,15 +1625,15 @@ static int do_slice(ctx_t *c, const node_t *at, const val_t *obj, val_t *ix, val
     long n = (long)u8_count(str, nb);
     long cnt = slice_idx(n, a, b, s, &x, &y, &st);
     if (cnt < 0) return fail(c, at, "slice step cannot be zero");
-    sbuf_t r = {0};
+    strbuf_t r = {0};
     if (st == 1) {
         size_t from = u8_off(str, nb, (size_t)x);
-        sb_put(&r, str + from, u8_off(str, nb, (size_t)(x + cnt)) - from);
+        strbuf_add(&r, str + from, u8_off(str, nb, (size_t)(x + cnt)) - from);
     } else {
         for (long k = 0; k < cnt; k++) {
             size_t o = u8_off(str, nb, (size_t)(x + k * st)), l;
             u8_at(str + o, nb - o, &l);
-            sb_put(&r, str + o, l);
+            strbuf_add(&r, str + o, l);
         }
     }
     json_t *j = sb_str(c, at, &r);
@@ -1823,15 +1796,15 @@ static int is_cased(unsigned c) {
 }
 
 /* case of s[0..n) into b: 1 upper, 2 lower, 3 str.title, 4 capitalize, 5 Jinja's |title */
-static void put_case(sbuf_t *b, const char *s, size_t n, int mode) {
+static void put_case(strbuf_t *b, const char *s, size_t n, int mode) {
     int start = 1;
     for (size_t i = 0, l; i < n; i += l) {
         unsigned c = u8_at(s + i, n - i, &l), r;
-        if (l > 1 && (unsigned char)s[i] < 0xC2) { sb_put(b, s + i, 1); l = 1; continue; }   /* not UTF-8: as is */
+        if (l > 1 && (unsigned char)s[i] < 0xC2) { strbuf_add(b, s + i, 1); l = 1; continue; }   /* not UTF-8: as is */
         int up = mode == 1 || ((mode == 3 || mode == 5) && start) || (mode == 4 && i == 0);
-        if (c == 0xDF && up) { sb_puts(b, mode == 1 ? "SS" : "Ss"); start = 0; continue; }   /* ß */
+        if (c == 0xDF && up) { strbuf_puts(b, mode == 1 ? "SS" : "Ss"); start = 0; continue; }   /* ß */
         r = up ? cp_upper(c) : cp_lower(c);
-        if (r == c) sb_put(b, s + i, l);
+        if (r == c) strbuf_add(b, s + i, l);
         else utf8_put(b, r);
         if (mode == 3) start = !is_cased(c);
         else if (mode == 5) start = c == '-' || py_space(c) || c == '(' || c == '{' || c == '[' || c == '<';
@@ -1839,7 +1812,7 @@ static void put_case(sbuf_t *b, const char *s, size_t n, int mode) {
 }
 
 static int str_case(ctx_t *c, const node_t *at, const json_t *s, int mode, val_t *out) {
-    sbuf_t b = {0};
+    strbuf_t b = {0};
     put_case(&b, json_string_value(s), json_string_length(s), mode);
     json_t *j = sb_str(c, at, &b);
     if (!j) return -1;
@@ -1851,23 +1824,23 @@ static int str_replace(ctx_t *c, const node_t *at, const json_t *s, const char *
                        long long count, val_t *out) {
     const char *p = json_string_value(s);
     size_t n = json_string_length(s), i = 0;
-    sbuf_t b = {0};
+    strbuf_t b = {0};
     long long done = 0;
     if (!no) {   /* Python inserts rep between every character */
         for (size_t l; i <= n && (count < 0 || done < count); i += l, done++) {
-            sb_put(&b, rep, nr);
+            strbuf_add(&b, rep, nr);
             if (i == n) { i++; break; }
             u8_at(p + i, n - i, &l);
-            sb_put(&b, p + i, l);
+            strbuf_add(&b, p + i, l);
             if (b.n > c->t->o.max_output) break;
         }
-        if (i < n) sb_put(&b, p + i, n - i);
+        if (i < n) strbuf_add(&b, p + i, n - i);
     } else {
         while (i < n) {
             const char *hit = (count < 0 || done < count) ? memmem(p + i, n - i, old, no) : NULL;
-            if (!hit) { sb_put(&b, p + i, n - i); break; }
-            sb_put(&b, p + i, (size_t)(hit - (p + i)));
-            sb_put(&b, rep, nr);
+            if (!hit) { strbuf_add(&b, p + i, n - i); break; }
+            strbuf_add(&b, p + i, (size_t)(hit - (p + i)));
+            strbuf_add(&b, rep, nr);
             i = (size_t)(hit - p) + no;
             done++;
             if (b.n > c->t->o.max_output) break;
@@ -2004,12 +1977,12 @@ static int str_method(ctx_t *c, const node_t *at, const json_t *s, const char *m
         val_t *x = arg(a, 0, NULL);
         json_t *items = x ? iter_items(c, at, x) : NULL;
         if (!items) return x ? -1 : fail(c, at, "join needs an argument");
-        sbuf_t b = {0};
+        strbuf_t b = {0};
         for (size_t i = 0; i < json_array_size(items); i++) {
             json_t *e = json_array_get(items, i);
-            if (i) sb_put(&b, p, n);
+            if (i) strbuf_add(&b, p, n);
             if (!json_is_string(e)) { json_decref(items); free(b.p); return fail(c, at, "sequence item %zu: expected str", i); }
-            sb_put(&b, json_string_value(e), json_string_length(e));
+            strbuf_add(&b, json_string_value(e), json_string_length(e));
         }
         json_decref(items);
         json_t *j = sb_str(c, at, &b);
@@ -2018,12 +1991,12 @@ static int str_method(ctx_t *c, const node_t *at, const json_t *s, const char *m
         return 0;
     }
     if (!strcmp(m, "format")) {   /* "{}" and "{0}" placeholders with str() of the arguments */
-        sbuf_t b = {0};
+        strbuf_t b = {0};
         int auto_i = 0;
         for (size_t i = 0; i < n; i++) {
-            if (p[i] == '{' && i + 1 < n && p[i + 1] == '{') { sb_put(&b, "{", 1); i++; continue; }
-            if (p[i] == '}' && i + 1 < n && p[i + 1] == '}') { sb_put(&b, "}", 1); i++; continue; }
-            if (p[i] != '{') { sb_put(&b, p + i, 1); continue; }
+            if (p[i] == '{' && i + 1 < n && p[i + 1] == '{') { strbuf_add(&b, "{", 1); i++; continue; }
+            if (p[i] == '}' && i + 1 < n && p[i + 1] == '}') { strbuf_add(&b, "}", 1); i++; continue; }
+            if (p[i] != '{') { strbuf_add(&b, p + i, 1); continue; }
             size_t e = i + 1;
             while (e < n && isdigit((unsigned char)p[e])) e++;
             if (e >= n || p[e] != '}') { free(b.p); return fail(c, at, "format: only {} and {N} placeholders are supported"); }
@@ -2161,11 +2134,11 @@ static int filter_join(ctx_t *c, const node_t *at, val_t *x, args_t *a, val_t *o
     const char *sep = arg_str(a, 0, "d");
     size_t ns = arg_len(a, 0, "d");
     const char *attr = arg_str(a, 1, "attribute");
-    sbuf_t b = {0};
+    strbuf_t b = {0};
     for (size_t i = 0; i < json_array_size(items); i++) {
         json_t *e = json_array_get(items, i);
         if (attr) e = dotted(e, attr);
-        if (i && sep) sb_put(&b, sep, ns);
+        if (i && sep) strbuf_add(&b, sep, ns);
         if (e) put_py(&b, e, 0);
         if (b.n > c->t->o.max_output) break;
     }
@@ -2179,20 +2152,20 @@ static int filter_join(ctx_t *c, const node_t *at, val_t *x, args_t *a, val_t *o
 static int filter_indent(ctx_t *c, const node_t *at, val_t *x, args_t *a, val_t *out) {
     if (need_str(c, at, x, "indent") < 0) return -1;
     val_t *w = arg(a, 0, "width"), *first = arg(a, 1, "first"), *blank = arg(a, 2, "blank");
-    sbuf_t pad = {0};
-    if (w && w->k == V_JSON && json_is_string(w->j)) sb_put(&pad, json_string_value(w->j), json_string_length(w->j));
-    else for (long long k = 0, n = w && w->k == V_JSON && is_int(w->j) ? ival(w->j) : 4; k < n && k < 1000; k++) sb_put(&pad, " ", 1);
+    strbuf_t pad = {0};
+    if (w && w->k == V_JSON && json_is_string(w->j)) strbuf_add(&pad, json_string_value(w->j), json_string_length(w->j));
+    else for (long long k = 0, n = w && w->k == V_JSON && is_int(w->j) ? ival(w->j) : 4; k < n && k < 1000; k++) strbuf_add(&pad, " ", 1);
     const char *s = json_string_value(x->j);
     size_t n = json_string_length(x->j), i = 0;
-    sbuf_t b = {0};
+    strbuf_t b = {0};
     int line0 = 1;
     while (i <= n) {
         size_t e = i;
         while (e < n && s[e] != '\n') e++;
         int empty = e == i;
-        if ((!line0 || (first && truthy(first))) && (!empty || (blank && truthy(blank))) && pad.p) sb_put(&b, pad.p, pad.n);
-        sb_put(&b, s + i, e - i);
-        if (e < n) sb_put(&b, "\n", 1);
+        if ((!line0 || (first && truthy(first))) && (!empty || (blank && truthy(blank))) && pad.p) strbuf_add(&b, pad.p, pad.n);
+        strbuf_add(&b, s + i, e - i);
+        if (e < n) strbuf_add(&b, "\n", 1);
         line0 = 0;
         i = e + 1;
         if (e >= n) break;
@@ -2222,7 +2195,7 @@ static int apply_filter(ctx_t *c, frame_t *f, const node_t *at, const char *name
         val_t *ind = arg(a, 0, "indent"), *sk = arg(a, -1, "sort_keys");
         if (x->k == V_UNDEF) return fail(c, at, "Object of type Undefined is not JSON serializable");
         if (!j) return fail(c, at, "Object of type %s is not JSON serializable", type_name(x));
-        sbuf_t b = {0};
+        strbuf_t b = {0};
         put_json(&b, j, ind && ind->k == V_JSON && is_int(ind->j) ? (int)(ival(ind->j) < 0 ? 0 : ival(ind->j) > 64 ? 64 : ival(ind->j)) : -1,
                  0, sk && truthy(sk));
         json_t *r = sb_str(c, at, &b);
@@ -2231,7 +2204,7 @@ static int apply_filter(ctx_t *c, frame_t *f, const node_t *at, const char *name
         return 0;
     }
     if (!strcmp(name, "string")) {
-        sbuf_t b = {0};
+        strbuf_t b = {0};
         if (put_str(c, at, &b, x) < 0) { free(b.p); return -1; }
         json_t *r = sb_str(c, at, &b);
         if (!r) return -1;
@@ -2251,8 +2224,8 @@ static int apply_filter(ctx_t *c, frame_t *f, const node_t *at, const char *name
             (void)none;
             json_t *ch = iter_items(c, at, x);
             if (!ch) return -1;
-            sbuf_t b = {0};
-            for (size_t i = json_array_size(ch); i-- > 0;) sb_put(&b, json_string_value(json_array_get(ch, i)), json_string_length(json_array_get(ch, i)));
+            strbuf_t b = {0};
+            for (size_t i = json_array_size(ch); i-- > 0;) strbuf_add(&b, json_string_value(json_array_get(ch, i)), json_string_length(json_array_get(ch, i)));
             json_decref(ch);
             json_t *r = sb_str(c, at, &b);
             if (!r) return -1;
@@ -2368,7 +2341,7 @@ static int apply_filter(ctx_t *c, frame_t *f, const node_t *at, const char *name
         !strcmp(name, "capitalize") || !strcmp(name, "replace") || !strcmp(name, "escape") || !strcmp(name, "e")) {
         json_t *s = j && json_is_string(j) ? json_incref(j) : NULL;
         if (!s) {   /* Jinja's string filters take str() of anything */
-            sbuf_t b = {0};
+            strbuf_t b = {0};
             if (put_str(c, at, &b, x) < 0) { free(b.p); return -1; }
             if (!(s = sb_str(c, at, &b))) return -1;
         }
@@ -2376,16 +2349,16 @@ static int apply_filter(ctx_t *c, frame_t *f, const node_t *at, const char *name
         if (!strcmp(name, "trim")) rc = str_method(c, at, s, "strip", a, out);
         else if (!strcmp(name, "replace")) rc = str_method(c, at, s, "replace", a, out);
         else if (name[0] == 'e') {
-            sbuf_t b = {0};
+            strbuf_t b = {0};
             const char *p = json_string_value(s);
             for (size_t i = 0; i < json_string_length(s); i++) {
                 switch (p[i]) {
-                case '&': sb_puts(&b, "&amp;"); break;
-                case '<': sb_puts(&b, "&lt;"); break;
-                case '>': sb_puts(&b, "&gt;"); break;
-                case '"': sb_puts(&b, "&#34;"); break;
-                case '\'': sb_puts(&b, "&#39;"); break;
-                default: sb_put(&b, p + i, 1);
+                case '&': strbuf_puts(&b, "&amp;"); break;
+                case '<': strbuf_puts(&b, "&lt;"); break;
+                case '>': strbuf_puts(&b, "&gt;"); break;
+                case '"': strbuf_puts(&b, "&#34;"); break;
+                case '\'': strbuf_puts(&b, "&#39;"); break;
+                default: strbuf_add(&b, p + i, 1);
                 }
             }
             json_t *r = sb_str(c, at, &b);
@@ -2451,7 +2424,7 @@ static int apply_test(ctx_t *c, const node_t *at, const char *name, const val_t 
 
 /* ---- calls ----------------------------------------------------------------------------------------- */
 
-static int render_body(ctx_t *c, frame_t *f, const node_t *body, sbuf_t *into);
+static int render_body(ctx_t *c, frame_t *f, const node_t *body, strbuf_t *into);
 
 static int call_macro(ctx_t *c, const node_t *at, const val_t *fn, args_t *a, const node_t *caller_body, frame_t *caller_env, val_t *out) {
     const node_t *m = fn->m;
@@ -2479,7 +2452,7 @@ static int call_macro(ctx_t *c, const node_t *at, const val_t *fn, args_t *a, co
             rc = frame_set(c, at, &fr, "caller", cv);
         }
     }
-    sbuf_t b = {0};
+    strbuf_t b = {0};
     if (rc == 0) rc = render_body(c, &fr, m->k == N_MACRO ? m->c : m, &b);
     frame_free(&fr);
     c->depth--;
@@ -2727,8 +2700,8 @@ static int emit(ctx_t *c, const node_t *at, const char *s, size_t n) {
     if (c->out->n + n > c->t->o.max_output) return fail(c, at, "the output is longer than %zu bytes", c->t->o.max_output);
     c->built += n;
     if (c->built > c->t->o.max_alloc) return fail(c, at, "the template built more than %zu bytes", c->t->o.max_alloc);
-    sb_put(c->out, s, n);
-    return c->out->oom ? fail(c, at, "out of memory") : 0;
+    strbuf_add(c->out, s, n);
+    return c->out->err ? fail(c, at, "out of memory") : 0;
 }
 
 /* binds the targets of a for or set (n's E_NAME children) to v (taken) */
@@ -2790,7 +2763,7 @@ static int exec_for(ctx_t *c, frame_t *f, const node_t *s) {
 static int exec_set(ctx_t *c, frame_t *f, const node_t *s) {
     val_t v = {0};
     if (s->k == N_SETBLOCK) {
-        sbuf_t b = {0};
+        strbuf_t b = {0};
         if (render_body(c, f, s->c, &b) < 0) { free(b.p); return -1; }
         json_t *j = sb_str(c, s, &b);
         if (!j) return -1;
@@ -2822,10 +2795,10 @@ static int exec(ctx_t *c, frame_t *f, const node_t *s) {
     case N_OUT: {
         val_t v = {0};
         if (eval(c, f, s->a, &v) < 0) return -1;
-        sbuf_t b = {0};
+        strbuf_t b = {0};
         int rc = put_str(c, s, &b, &v);
         vfree(&v);
-        if (rc == 0 && b.oom) rc = fail(c, s, "out of memory");
+        if (rc == 0 && b.err) rc = fail(c, s, "out of memory");
         if (rc == 0) rc = emit(c, s, b.p ? b.p : "", b.n);
         free(b.p);
         return rc;
@@ -2865,8 +2838,8 @@ static int exec(ctx_t *c, frame_t *f, const node_t *s) {
     }
 }
 
-static int render_body(ctx_t *c, frame_t *f, const node_t *body, sbuf_t *into) {
-    sbuf_t *saved = c->out;
+static int render_body(ctx_t *c, frame_t *f, const node_t *body, strbuf_t *into) {
+    strbuf_t *saved = c->out;
     int brk = c->brk;
     c->out = into;
     c->brk = 0;
@@ -2880,7 +2853,7 @@ char *jinja_render(const jinja_t *t, const json_t *vars, size_t *len, int *raise
     if (err && errlen) err[0] = 0;
     if (raised) *raised = 0;
     if (!t || (vars && !json_is_object(vars))) { if (err && errlen) snprintf(err, errlen, "bad arguments"); return NULL; }
-    sbuf_t out = {0};
+    strbuf_t out = {0};
     frame_t root = {0};
     ctx_t c = {0};
     c.t = t; c.out = &out; c.err = err; c.errlen = errlen; c.root = &root;
@@ -2891,7 +2864,7 @@ char *jinja_render(const jinja_t *t, const json_t *vars, size_t *len, int *raise
     if (rc == 0) rc = exec(&c, &root, t->root);
     frame_free(&root);
     json_decref(c.namespaces);
-    if (rc == 0 && out.oom) rc = fail(&c, NULL, "out of memory");
+    if (rc == 0 && out.err) rc = fail(&c, NULL, "out of memory");
     if (rc < 0) { free(out.p); if (raised) *raised = c.raised; return NULL; }
     if (!out.p && !(out.p = calloc(1, 1))) { if (err && errlen) snprintf(err, errlen, "out of memory"); return NULL; }
     if (len) *len = out.n;

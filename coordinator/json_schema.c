@@ -8,6 +8,7 @@
  * or numeric bounds (refused), keeping extra keys distinct from the declared ones. */
 #include "coordinator/json_schema.h"
 #include "coordinator/grammar.h"
+#include "core/strbuf.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -39,61 +40,10 @@
 #define JS_MAX_ENUM 1024         /* values of one enum */
 #define JS_MAX_REPEAT 1000       /* minItems / maxItems / minLength / maxLength */
 #define JS_MAX_TEXT GRAMMAR_MAX_TEXT
+#define SB_INIT {.max = JS_MAX_TEXT - 1}   /* every text it builds is bounded as a grammar is */
 #define JS_NAME_MAX 40           /* a rule name's stem, before a "-N" to make it unique */
 #define JS_PTR_MAX 256           /* a JSON pointer in an error message (longer ones are cut) */
 #define JS_NAME_SLOTS 4096       /* open-addressing set of rule names: > 2 * (rules + primitives) */
-
-/* ---- a bounded growable string ---- */
-
-typedef struct sb {
-    char *p;
-    size_t n, cap;
-    int bad;   /* 1: out of memory, 2: over JS_MAX_TEXT; appends are then dropped */
-} sb_t;
-
-/* room for n more bytes (and the NUL); 0 or -1 (b->bad set) */
-static int sb_reserve(sb_t *b, size_t n) {
-    if (b->bad) return -1;
-    if (b->n + n + 1 > JS_MAX_TEXT) {
-        b->bad = 2;
-        return -1;
-    }
-    if (b->n + n + 1 <= b->cap) return 0;
-    size_t cap = b->cap ? b->cap : 64;
-    while (cap < b->n + n + 1) cap *= 2;
-    char *p = realloc(b->p, cap);
-    if (!p) {
-        b->bad = 1;
-        return -1;
-    }
-    b->p = p;
-    b->cap = cap;
-    return 0;
-}
-
-static void sb_add(sb_t *b, const char *s, size_t n) {
-    if (sb_reserve(b, n)) return;
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-
-static void sb_puts(sb_t *b, const char *s) { sb_add(b, s, strlen(s)); }
-
-__attribute__((format(printf, 2, 3))) static void sb_printf(sb_t *b, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int n = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    if (n < 0 || sb_reserve(b, (size_t)n)) {
-        if (!b->bad) b->bad = 1;
-        return;
-    }
-    va_start(ap, fmt);
-    vsnprintf(b->p + b->n, (size_t)n + 1, fmt, ap);
-    va_end(ap);
-    b->n += (size_t)n;
-}
 
 /* ---- the conversion context ---- */
 
@@ -140,7 +90,7 @@ typedef struct memo {   /* a $ref target (or the root) and its rule */
 
 typedef struct js {
     json_t *doc;
-    sb_t rules;
+    strbuf_t rules;
     unsigned prims;
     memo_t *memo;
     int n_memo, cap_memo;
@@ -167,16 +117,16 @@ __attribute__((format(printf, 3, 4))) static char *fail(js_t *js, const char *pt
     return NULL;
 }
 
-/* sb_t → malloc'd string, or NULL (with the error recorded) when it overflowed */
-static char *sb_take(js_t *js, sb_t *b, const char *ptr) {
-    if (b->bad) {
+/* strbuf_t → malloc'd string, or NULL (with the error recorded) when it overflowed */
+static char *sb_take(js_t *js, strbuf_t *b, const char *ptr) {
+    if (b->err) {
         free(b->p);
         b->p = NULL;
-        return b->bad == 1 ? fail(js, ptr, "out of memory")
+        return b->err == STRBUF_NOMEM ? fail(js, ptr, "out of memory")
                            : fail(js, ptr, "the grammar would be larger than %d bytes", JS_MAX_TEXT);
     }
-    if (!b->p) sb_add(b, "", 0);
-    if (b->bad) return fail(js, ptr, "out of memory");
+    if (!b->p) strbuf_add(b, "", 0);
+    if (b->err) return fail(js, ptr, "out of memory");
     return b->p;
 }
 
@@ -242,9 +192,9 @@ static int name_new(js_t *js, const char *hint, char *out, const char *ptr) {
 /* appends `name ::= body`; 0 or -1 (error recorded) */
 static int rule_emit(js_t *js, const char *name, const char *body, const char *ptr) {
     js->n_rules++;
-    sb_printf(&js->rules, "%s ::= %s\n", name, body);
-    if (!js->rules.bad) return 0;
-    if (js->rules.bad == 1) fail(js, ptr, "out of memory");
+    strbuf_printf(&js->rules, "%s ::= %s\n", name, body);
+    if (!js->rules.err) return 0;
+    if (js->rules.err == STRBUF_NOMEM) fail(js, ptr, "out of memory");
     else fail(js, ptr, "the grammar would be larger than %d bytes", JS_MAX_TEXT);
     return -1;
 }
@@ -271,18 +221,18 @@ static char *prim(js_t *js, unsigned bit, const char *ptr) {
 
 /* Appends s (n bytes of UTF-8) as a GBNF "literal": quotes and backslashes escaped, control
  * characters as \xHH, non-ASCII as \uHHHH / \UHHHHHHHH (the grammar reads code points). */
-static int gbnf_lit(sb_t *b, const char *s, size_t n) {
+static int gbnf_lit(strbuf_t *b, const char *s, size_t n) {
     const uint8_t *u = (const uint8_t *)s;
-    sb_add(b, "\"", 1);
+    strbuf_add(b, "\"", 1);
     for (size_t i = 0; i < n;) {
         uint8_t c = u[i];
         if (c < 0x80) {
-            if (c == '"' || c == '\\') sb_printf(b, "\\%c", c);
-            else if (c == '\n') sb_puts(b, "\\n");
-            else if (c == '\r') sb_puts(b, "\\r");
-            else if (c == '\t') sb_puts(b, "\\t");
-            else if (c < 0x20 || c == 0x7f) sb_printf(b, "\\x%02X", c);
-            else sb_add(b, (const char *)&c, 1);
+            if (c == '"' || c == '\\') strbuf_printf(b, "\\%c", c);
+            else if (c == '\n') strbuf_puts(b, "\\n");
+            else if (c == '\r') strbuf_puts(b, "\\r");
+            else if (c == '\t') strbuf_puts(b, "\\t");
+            else if (c < 0x20 || c == 0x7f) strbuf_printf(b, "\\x%02X", c);
+            else strbuf_add(b, (const char *)&c, 1);
             i++;
             continue;
         }
@@ -293,11 +243,11 @@ static int gbnf_lit(sb_t *b, const char *s, size_t n) {
             if ((u[i + k] & 0xc0) != 0x80) return -1;
             cp = cp << 6 | (u[i + k] & 0x3f);
         }
-        if (cp > 0xffff) sb_printf(b, "\\U%08X", (unsigned)cp);
-        else sb_printf(b, "\\u%04X", (unsigned)cp);
+        if (cp > 0xffff) strbuf_printf(b, "\\U%08X", (unsigned)cp);
+        else strbuf_printf(b, "\\u%04X", (unsigned)cp);
         i += (size_t)len;
     }
-    sb_add(b, "\"", 1);
+    strbuf_add(b, "\"", 1);
     return 0;
 }
 
@@ -316,7 +266,7 @@ static char *json_text(const json_t *v) {
 }
 
 /* the compact JSON text of v as a GBNF literal, appended to b */
-static int json_lit(js_t *js, sb_t *b, const json_t *v, const char *ptr) {
+static int json_lit(js_t *js, strbuf_t *b, const json_t *v, const char *ptr) {
     char *txt = json_text(v);
     if (!txt) return fail(js, ptr, "out of memory"), -1;
     int rc = gbnf_lit(b, txt, strlen(txt));
@@ -379,17 +329,17 @@ static int get_count(js_t *js, const json_t *node, const char *kw, long def, lon
 }
 
 /* appends the repetition operator for lo..hi (hi < 0: unbounded); lo == hi == 1 adds nothing */
-static void rep_op(sb_t *b, long lo, long hi) {
+static void rep_op(strbuf_t *b, long lo, long hi) {
     if (hi < 0) {
-        if (lo == 0) sb_puts(b, "*");
-        else if (lo == 1) sb_puts(b, "+");
-        else sb_printf(b, "{%ld,}", lo);
+        if (lo == 0) strbuf_puts(b, "*");
+        else if (lo == 1) strbuf_puts(b, "+");
+        else strbuf_printf(b, "{%ld,}", lo);
     } else if (lo == hi) {
-        if (lo != 1) sb_printf(b, "{%ld}", lo);
+        if (lo != 1) strbuf_printf(b, "{%ld}", lo);
     } else if (lo == 0 && hi == 1) {
-        sb_puts(b, "?");
+        strbuf_puts(b, "?");
     } else {
-        sb_printf(b, "{%ld,%ld}", lo, hi);
+        strbuf_printf(b, "{%ld,%ld}", lo, hi);
     }
 }
 
@@ -501,10 +451,10 @@ static char *visit_any(js_t *js, json_t *node, const char *kw, const char *ptr, 
     const char *other = other_keyword(node, kw);
     if (other) return fail(js, ptr, "'%s' together with '%s' is not supported", kw, other);
     if (!json_is_array(alts) || !json_array_size(alts)) return fail(js, ptr, "'%s' must be a non-empty array", kw);
-    sb_t b = {0};
+    strbuf_t b = SB_INIT;
     size_t i;
     json_t *alt;
-    sb_puts(&b, "( ");
+    strbuf_puts(&b, "( ");
     json_array_foreach(alts, i, alt) {
         char cptr[JS_PTR_MAX], chint[JS_NAME_MAX + 1], num[24];
         ptr_index(cptr, ptr, kw, i);
@@ -512,11 +462,11 @@ static char *visit_any(js_t *js, json_t *node, const char *kw, const char *ptr, 
         hint_child(chint, hint, num);
         char *e = visit(js, alt, cptr, chint);
         if (!e) break;
-        sb_printf(&b, "%s", i ? " | " : "");
-        sb_puts(&b, e);
+        strbuf_printf(&b, "%s", i ? " | " : "");
+        strbuf_puts(&b, e);
         free(e);
     }
-    sb_puts(&b, " )");
+    strbuf_puts(&b, " )");
     if (js->failed) return free(b.p), NULL;
     return sb_take(js, &b, ptr);
 }
@@ -541,7 +491,7 @@ static char *visit_enum(js_t *js, json_t *node, unsigned types, const char *ptr)
     json_t *c = json_object_get(node, "const"), *e = json_object_get(node, "enum");
     if (e && !json_is_array(e)) return fail(js, ptr, "'enum' must be an array");
     if (e && json_array_size(e) > JS_MAX_ENUM) return fail(js, ptr, "'enum' with more than %d values is not supported", JS_MAX_ENUM);
-    sb_t b = {0};
+    strbuf_t b = SB_INIT;
     int n = 0;
     size_t i;
     json_t *v;
@@ -555,15 +505,15 @@ static char *visit_enum(js_t *js, json_t *node, unsigned types, const char *ptr)
     } else {
         json_array_foreach(e, i, v) {
             if (!type_matches(v, types)) continue;
-            if (n++) sb_puts(&b, " | ");
+            if (n++) strbuf_puts(&b, " | ");
             if (json_lit(js, &b, v, ptr)) return free(b.p), NULL;
         }
     }
     if (!n) return free(b.p), fail(js, ptr, "no value satisfies '%s'", c ? "const" : "enum");
     char *lits = sb_take(js, &b, ptr);
     if (!lits) return NULL;
-    sb_t w = {0};
-    sb_printf(&w, n > 1 ? "( %s )" : "%s", lits);
+    strbuf_t w = SB_INIT;
+    strbuf_printf(&w, n > 1 ? "( %s )" : "%s", lits);
     free(lits);
     return sb_take(js, &w, ptr);
 }
@@ -586,11 +536,11 @@ static char *prop_kv(js_t *js, const char *key, json_t *schema, const char *ptr,
     char *val = as_rule(js, visit(js, schema, ptr, hint), hint, ptr);
     if (!val) return NULL;
     json_t *ks = json_string(key);
-    sb_t b = {0};
+    strbuf_t b = SB_INIT;
     int rc = ks ? json_lit(js, &b, ks, ptr) : (fail(js, ptr, "out of memory"), -1);
     json_decref(ks);
     js->prims |= PRIM_WS;
-    sb_printf(&b, " ws \":\" ws %s ws", val);
+    strbuf_printf(&b, " ws \":\" ws %s ws", val);
     free(val);
     if (rc) return free(b.p), NULL;
     return sb_take(js, &b, ptr);
@@ -628,7 +578,7 @@ static prop_t *object_props(js_t *js, json_t *node, const char *ptr, const char 
 
 /* No property required: any subset in order. ( kv1 rest2 | kv2 rest3 | ... ) where
  * rest_j ::= ( "," ws kv_j )? rest_j+1 — linear in size, and the first key picks the branch. */
-static int object_optional(js_t *js, sb_t *b, prop_t *p, size_t n, const char *hint, const char *ptr) {
+static int object_optional(js_t *js, strbuf_t *b, prop_t *p, size_t n, const char *hint, const char *ptr) {
     char (*rest)[JS_NAME_MAX + 16] = calloc(n + 1, sizeof *rest);
     if (!rest) return fail(js, ptr, "out of memory"), -1;
     int rc = 0;
@@ -636,20 +586,20 @@ static int object_optional(js_t *js, sb_t *b, prop_t *p, size_t n, const char *h
         char h[JS_NAME_MAX + 1];
         hint_child(h, hint, "rest");
         rc = name_new(js, h, rest[j], ptr);
-        sb_t r = {0};
-        sb_printf(&r, "( \",\" ws %s )?", p[j].kv);
-        if (j + 1 < n) sb_printf(&r, " %s", rest[j + 1]);
+        strbuf_t r = SB_INIT;
+        strbuf_printf(&r, "( \",\" ws %s )?", p[j].kv);
+        if (j + 1 < n) strbuf_printf(&r, " %s", rest[j + 1]);
         char *body = rc ? (free(r.p), NULL) : sb_take(js, &r, ptr);
         rc = rc || !body || rule_emit(js, rest[j], body, ptr);
         free(body);
     }
-    sb_puts(b, "( ");
+    strbuf_puts(b, "( ");
     for (size_t i = 0; i < n && !rc; i++) {
-        if (i) sb_puts(b, " | ");
-        sb_puts(b, p[i].kv);
-        if (i + 1 < n) sb_printf(b, " %s", rest[i + 1]);
+        if (i) strbuf_puts(b, " | ");
+        strbuf_puts(b, p[i].kv);
+        if (i + 1 < n) strbuf_printf(b, " %s", rest[i + 1]);
     }
-    sb_puts(b, " )");
+    strbuf_puts(b, " )");
     free(rest);
     return rc ? -1 : 0;
 }
@@ -657,15 +607,15 @@ static int object_optional(js_t *js, sb_t *b, prop_t *p, size_t n, const char *h
 /* the declared properties: the first required one anchors the commas — optional ones before it
  * are `( kv "," ws )?`, after it `( "," ws kv )?`. Returns 1 if it wrote something that is always
  * there, 0 if what it wrote may be empty (or nothing), -1 on error. */
-static int object_declared(js_t *js, sb_t *b, prop_t *p, size_t n, const char *hint, const char *ptr) {
+static int object_declared(js_t *js, strbuf_t *b, prop_t *p, size_t n, const char *hint, const char *ptr) {
     size_t r = 0;
     while (r < n && !p[r].required) r++;
     if (r == n) return n && object_optional(js, b, p, n, hint, ptr) ? -1 : 0;
     for (size_t i = 0; i < n; i++) {
-        if (i < r) sb_printf(b, "( %s \",\" ws )? ", p[i].kv);
-        else if (i == r) sb_puts(b, p[i].kv);
-        else if (p[i].required) sb_printf(b, " \",\" ws %s", p[i].kv);
-        else sb_printf(b, " ( \",\" ws %s )?", p[i].kv);
+        if (i < r) strbuf_printf(b, "( %s \",\" ws )? ", p[i].kv);
+        else if (i == r) strbuf_puts(b, p[i].kv);
+        else if (p[i].required) strbuf_printf(b, " \",\" ws %s", p[i].kv);
+        else strbuf_printf(b, " ( \",\" ws %s )?", p[i].kv);
     }
     return 1;
 }
@@ -681,11 +631,11 @@ static char *object_extra(js_t *js, json_t *node, const char *ptr, const char *h
     hint_child(chint, hint, "extra");
     char *val = visit(js, a, cptr, chint);
     if (!val) return NULL;
-    sb_t b = {0};
+    strbuf_t b = SB_INIT;
     js->prims |= PRIM_STRING | PRIM_WS;
-    sb_puts(&b, "string ws \":\" ws ");
-    sb_puts(&b, val);
-    sb_puts(&b, " ws");
+    strbuf_puts(&b, "string ws \":\" ws ");
+    strbuf_puts(&b, val);
+    strbuf_puts(&b, " ws");
     free(val);
     return as_rule(js, sb_take(js, &b, cptr), chint, cptr);
 }
@@ -703,25 +653,25 @@ static char *visit_object(js_t *js, json_t *node, const char *ptr, const char *h
     char *x = p ? object_extra(js, node, ptr, hint, &none) : NULL;
     js->open--;
     if (!p || (!none && !x)) return props_free(p, n), free(x), NULL;
-    sb_t b = {0};
+    strbuf_t b = SB_INIT;
     js->prims |= PRIM_WS;
-    sb_puts(&b, "\"{\" ws ");
-    sb_t d = {0};
+    strbuf_puts(&b, "\"{\" ws ");
+    strbuf_t d = SB_INIT;
     int always = object_declared(js, &d, p, n, hint, ptr);
     props_free(p, n);
     char *dp = always < 0 ? (free(d.p), NULL) : sb_take(js, &d, ptr);
     if (!dp) return free(b.p), free(x), NULL;
     if (always) {
-        sb_puts(&b, dp);
-        if (x) sb_printf(&b, " ( \",\" ws %s )*", x);
+        strbuf_puts(&b, dp);
+        if (x) strbuf_printf(&b, " ( \",\" ws %s )*", x);
     } else if (*dp && x) {
-        sb_printf(&b, "( %s ( \",\" ws %s )* | %s ( \",\" ws %s )* )?", dp, x, x, x);
+        strbuf_printf(&b, "( %s ( \",\" ws %s )* | %s ( \",\" ws %s )* )?", dp, x, x, x);
     } else if (*dp) {
-        sb_printf(&b, "%s?", dp);
+        strbuf_printf(&b, "%s?", dp);
     } else if (x) {
-        sb_printf(&b, "( %s ( \",\" ws %s )* )?", x, x);
+        strbuf_printf(&b, "( %s ( \",\" ws %s )* )?", x, x);
     }
-    sb_puts(&b, always || *dp || x ? " \"}\"" : "\"}\"");
+    strbuf_puts(&b, always || *dp || x ? " \"}\"" : "\"}\"");
     free(dp);
     free(x);
     return sb_take(js, &b, ptr);
@@ -730,38 +680,38 @@ static char *visit_object(js_t *js, json_t *node, const char *ptr, const char *h
 /* ---- arrays ---- */
 
 /* ` ( "," ws item )op` for lo..hi more items (nothing when hi == 0) */
-static void rep_more(sb_t *b, const char *item, long lo, long hi) {
+static void rep_more(strbuf_t *b, const char *item, long lo, long hi) {
     if (hi == 0) return;
-    sb_printf(b, " ( \",\" ws %s ws )", item);
+    strbuf_printf(b, " ( \",\" ws %s ws )", item);
     rep_op(b, lo, hi < 0 ? -1 : hi);
 }
 
 /* appends the tuple's items, comma-separated (each is written once: inline) */
-static void array_tuple(js_t *js, sb_t *b, json_t *tuple, const char *kw, const char *ptr, const char *hint) {
+static void array_tuple(js_t *js, strbuf_t *b, json_t *tuple, const char *kw, const char *ptr, const char *hint) {
     char cptr[JS_PTR_MAX], chint[JS_NAME_MAX + 1], num[24];
     for (size_t i = 0; i < json_array_size(tuple) && !js->failed; i++) {
         snprintf(num, sizeof num, "%zu", i);
         ptr_index(cptr, ptr, kw, i);
         hint_child(chint, hint, num);
         char *e = visit(js, json_array_get(tuple, i), cptr, chint);
-        if (e) sb_printf(b, i ? " \",\" ws %s ws" : " %s ws", e);
+        if (e) strbuf_printf(b, i ? " \",\" ws %s ws" : " %s ws", e);
         free(e);
     }
 }
 
 /* appends lo..hi (hi < 0: unbounded) items after k tuple items: after a tuple each one is
  * `"," ws item`; without one the first has no comma (and all may be absent when lo == 0) */
-static void array_rest(sb_t *b, const char *item, long k, long lo, long hi) {
+static void array_rest(strbuf_t *b, const char *item, long k, long lo, long hi) {
     if (hi == 0) return;
     long hi1 = hi < 0 ? -1 : hi - 1;
     if (k) {
         rep_more(b, item, lo, hi);
     } else if (lo == 0) {
-        sb_printf(b, " ( %s ws", item);
+        strbuf_printf(b, " ( %s ws", item);
         rep_more(b, item, 0, hi1);
-        sb_puts(b, " )?");
+        strbuf_puts(b, " )?");
     } else {
-        sb_printf(b, " %s ws", item);
+        strbuf_printf(b, " %s ws", item);
         rep_more(b, item, lo - 1, hi1);
     }
 }
@@ -786,10 +736,10 @@ static char *visit_array(js_t *js, json_t *node, const char *ptr, const char *hi
     if (json_is_false(rest)) rest = NULL;
     long rlo = lo > k ? lo - k : 0, rhi = !rest ? 0 : hi < 0 ? -1 : hi - k;
     if (!rest && rlo > 0) return fail(js, ptr, "'minItems' asks for more items than the schema allows");
-    sb_t b = {0};
+    strbuf_t b = SB_INIT;
     char cptr[JS_PTR_MAX], chint[JS_NAME_MAX + 1], *item = NULL;
     js->prims |= PRIM_WS;
-    sb_puts(&b, "\"[\" ws");
+    strbuf_puts(&b, "\"[\" ws");
     js->open++;
     array_tuple(js, &b, tuple, tuple_kw, ptr, hint);
     if (!js->failed && rhi != 0) {
@@ -801,7 +751,7 @@ static char *visit_array(js_t *js, json_t *node, const char *ptr, const char *hi
     if (js->failed) return free(b.p), free(item), NULL;
     array_rest(&b, item, k, rlo, rhi);
     free(item);
-    sb_puts(&b, " \"]\"");
+    strbuf_puts(&b, " \"]\"");
     return sb_take(js, &b, ptr);
 }
 
@@ -812,14 +762,14 @@ static char *visit_string(js_t *js, json_t *node, const char *ptr) {
     if (get_count(js, node, "minLength", 0, &lo, ptr) || get_count(js, node, "maxLength", -1, &hi, ptr)) return NULL;
     if (hi >= 0 && lo > hi) return fail(js, ptr, "'minLength' is greater than 'maxLength'");
     if (lo == 0 && hi < 0) return prim(js, PRIM_STRING, ptr);
-    sb_t b = {0};
+    strbuf_t b = SB_INIT;
     js->prims |= PRIM_CHAR;
     if (hi == 0) {
-        sb_puts(&b, "\"\\\"\\\"\"");
+        strbuf_puts(&b, "\"\\\"\\\"\"");
     } else {
-        sb_puts(&b, "\"\\\"\" char");
+        strbuf_puts(&b, "\"\\\"\" char");
         rep_op(&b, lo, hi);
-        sb_puts(&b, " \"\\\"\"");
+        strbuf_puts(&b, " \"\\\"\"");
     }
     return sb_take(js, &b, ptr);
 }
@@ -860,8 +810,8 @@ static char *visit_typed(js_t *js, json_t *node, unsigned types, const char *ptr
     if (!types) return prim(js, PRIM_VALUE, ptr);
     if (types & T_NUMBER) types &= ~(unsigned)T_INTEGER;   /* integers are numbers */
     int many = (types & (types - 1)) != 0;
-    sb_t b = {0};
-    if (many) sb_puts(&b, "( ");
+    strbuf_t b = SB_INIT;
+    if (many) strbuf_puts(&b, "( ");
     for (unsigned bit = 1, n = 0; bit <= T_ARRAY && !js->failed; bit <<= 1) {
         if (!(types & bit)) continue;
         char *e = bit == T_STRING    ? visit_string(js, node, ptr)
@@ -871,10 +821,10 @@ static char *visit_typed(js_t *js, json_t *node, unsigned types, const char *ptr
                   : bit == T_NULL    ? prim(js, PRIM_NULL, ptr)
                   : bit == T_OBJECT  ? visit_object(js, node, ptr, hint)
                                      : visit_array(js, node, ptr, hint);
-        if (e) sb_printf(&b, "%s%s", n++ ? " | " : "", e);
+        if (e) strbuf_printf(&b, "%s%s", n++ ? " | " : "", e);
         free(e);
     }
-    if (many) sb_puts(&b, " )");
+    if (many) strbuf_puts(&b, " )");
     if (js->failed) return free(b.p), NULL;
     return sb_take(js, &b, ptr);
 }
@@ -1021,7 +971,7 @@ static char *visit(js_t *js, json_t *node, const char *ptr, const char *hint) {
 /* ---- entry ---- */
 
 /* the used primitives and what they use, in table order */
-static void prims_emit(js_t *js, sb_t *out) {
+static void prims_emit(js_t *js, strbuf_t *out) {
     unsigned used = js->prims;
     for (int again = 1; again;) {
         again = 0;
@@ -1029,7 +979,7 @@ static void prims_emit(js_t *js, sb_t *out) {
             if ((used & js_prims[i].bit) && (js_prims[i].needs & ~used)) used |= js_prims[i].needs, again = 1;
     }
     for (int i = 0; i < JS_N_PRIMS; i++)
-        if (used & js_prims[i].bit) sb_printf(out, "%s ::= %s\n", js_prims[i].name, js_prims[i].body);
+        if (used & js_prims[i].bit) strbuf_printf(out, "%s ::= %s\n", js_prims[i].name, js_prims[i].body);
 }
 
 static void js_free(js_t *js) {
@@ -1073,14 +1023,14 @@ char *json_schema_to_gbnf(const char *schema, size_t len, char *err, size_t errl
         if (err && errlen) snprintf(err, errlen, "#: out of memory");
         return NULL;
     }
-    *js = (js_t){.doc = doc, .err = err, .errlen = errlen};
+    *js = (js_t){.doc = doc, .err = err, .errlen = errlen, .rules = SB_INIT};
     int rc = name_take(js, "root");
     for (int i = 0; i < JS_N_PRIMS && !rc; i++) rc = name_take(js, js_prims[i].name);
     char *root = rc ? fail(js, "#", "out of memory") : ref_rule(js, doc, "#", "root", "root");
     char *out = NULL;
     if (root && !js->failed) {
-        sb_t o = {0};
-        sb_add(&o, js->rules.p, js->rules.n);
+        strbuf_t o = SB_INIT;
+        strbuf_add(&o, js->rules.p, js->rules.n);
         prims_emit(js, &o);
         out = sb_take(js, &o, "#");
     }

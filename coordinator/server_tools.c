@@ -7,6 +7,7 @@
 #include "coordinator/grammar.h"
 #include "coordinator/json_schema.h"
 #include "core/err.h"
+#include "core/strbuf.h"
 #include <jansson.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,28 +16,10 @@
 #define BAD(e, param, ...) server_err_set((e), 400, "invalid_request_error", "invalid_value", (param), __VA_ARGS__)
 #define OOM(e) server_err_set((e), 500, "server_error", NULL, NULL, "out of memory")
 
-/* a growing NUL-terminated string; oom set once an allocation failed (then p may be partial) */
-typedef struct str { char *p; size_t n, cap; int oom; } str_t;
-
-static void str_add(str_t *b, const char *s, size_t n) {
-    if (b->oom) return;
-    if (b->n + n + 1 > b->cap) {
-        size_t cap = b->cap ? b->cap : 256;
-        while (cap < b->n + n + 1) cap *= 2;
-        char *p = realloc(b->p, cap);
-        if (!p) { b->oom = 1; return; }
-        b->p = p;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;
-}
-static void str_puts(str_t *b, const char *s) { str_add(b, s, strlen(s)); }
-static void str_json(str_t *b, json_t *v) {   /* v as compact JSON text */
+static void str_json(strbuf_t *b, json_t *v) {   /* v as compact JSON text */
     char *t = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY);
-    if (!t) { b->oom = 1; return; }
-    str_puts(b, t);
+    if (!t) { b->err = STRBUF_NOMEM; return; }
+    strbuf_puts(b, t);
     free(t);
 }
 
@@ -193,27 +176,27 @@ static int grammar_build(server_req_t *r, const tool_t *t, int n, int mode, int 
 
 /* the system text: the allowed tools and the reply format (malloc'd; NULL: OOM) */
 static char *system_text(const tool_t *t, int n, int mode, int named, int parallel) {
-    str_t b = {0};
-    str_puts(&b, "You have access to the following tools:\n");
+    strbuf_t b = {0};
+    strbuf_puts(&b, "You have access to the following tools:\n");
     for (int k = 0; k < n; k++) {
         if (mode == SERVER_TOOLS_NAMED && k != named) continue;
-        str_puts(&b, "- ");
-        str_puts(&b, t[k].name);
-        if (t[k].desc && *t[k].desc) { str_puts(&b, ": "); str_puts(&b, t[k].desc); }
-        str_puts(&b, "\n  parameters (JSON Schema): ");
+        strbuf_puts(&b, "- ");
+        strbuf_puts(&b, t[k].name);
+        if (t[k].desc && *t[k].desc) { strbuf_puts(&b, ": "); strbuf_puts(&b, t[k].desc); }
+        strbuf_puts(&b, "\n  parameters (JSON Schema): ");
         str_json(&b, t[k].params);
-        str_puts(&b, "\n");
+        strbuf_puts(&b, "\n");
     }
     if (parallel)
-        str_puts(&b, "\nReply with exactly one JSON object and nothing else: {\"tool_calls\": [{\"name\": \"<tool name>\", "
+        strbuf_puts(&b, "\nReply with exactly one JSON object and nothing else: {\"tool_calls\": [{\"name\": \"<tool name>\", "
                      "\"arguments\": {<the arguments, following the tool's parameters>}}, ...]} to call one or more tools");
     else
-        str_puts(&b, "\nReply with exactly one JSON object and nothing else: {\"tool_call\": {\"name\": \"<tool name>\", "
+        strbuf_puts(&b, "\nReply with exactly one JSON object and nothing else: {\"tool_call\": {\"name\": \"<tool name>\", "
                      "\"arguments\": {<the arguments, following the tool's parameters>}}} to call a tool");
-    if (mode == SERVER_TOOLS_AUTO) str_puts(&b, ", or {\"response\": \"<your reply>\"} to answer directly.");
-    else if (mode == SERVER_TOOLS_REQUIRED) str_puts(&b, ". You must call one of the tools.");
-    else { str_puts(&b, ". You must call the tool "); str_puts(&b, t[named].name); str_puts(&b, "."); }
-    if (b.oom) { free(b.p); return NULL; }
+    if (mode == SERVER_TOOLS_AUTO) strbuf_puts(&b, ", or {\"response\": \"<your reply>\"} to answer directly.");
+    else if (mode == SERVER_TOOLS_REQUIRED) strbuf_puts(&b, ". You must call one of the tools.");
+    else { strbuf_puts(&b, ". You must call the tool "); strbuf_puts(&b, t[named].name); strbuf_puts(&b, "."); }
+    if (b.err) { free(b.p); return NULL; }
     return b.p;
 }
 
@@ -221,12 +204,12 @@ static char *system_text(const tool_t *t, int n, int mode, int named, int parall
  * (a blank line between), else as a new system message in front */
 static int system_merge(server_req_t *r, char *text, server_err_t *e) {
     if (r->n_msgs > 0 && !strcmp(r->msgs[0].role, "system")) {
-        str_t b = {0};
-        str_puts(&b, r->msgs[0].content);
-        if (b.n) str_puts(&b, "\n\n");
-        str_puts(&b, text);
+        strbuf_t b = {0};
+        strbuf_puts(&b, r->msgs[0].content);
+        if (b.n) strbuf_puts(&b, "\n\n");
+        strbuf_puts(&b, text);
         free(text);
-        if (b.oom) { free(b.p); return OOM(e); }
+        if (b.err) { free(b.p); return OOM(e); }
         free((char *)r->msgs[0].content);
         r->msgs[0].content = b.p;
         return 0;
@@ -320,14 +303,14 @@ int server_tools_render_calls(void *callsv, char **content, server_err_t *e) {
     else if (n > 1) o = json_pack("{s:O}", "tool_calls", list);
     json_decref(list);
     if (n && !o) return OOM(e);
-    str_t b = {0};
-    str_puts(&b, *content);
+    strbuf_t b = {0};
+    strbuf_puts(&b, *content);
     if (o) {
-        if (b.n) str_puts(&b, "\n");
+        if (b.n) strbuf_puts(&b, "\n");
         str_json(&b, o);
         json_decref(o);
     }
-    if (b.oom) { free(b.p); return OOM(e); }
+    if (b.err) { free(b.p); return OOM(e); }
     free(*content);
     *content = b.p ? b.p : strdup("");
     return *content ? 0 : OOM(e);

@@ -13,6 +13,7 @@
 #include "core/half.h"
 #include "core/model_spec.h"
 #include "core/opt.h"
+#include "core/strbuf.h"
 #include "core/tpool.h"
 #include "core/types.h"
 #include <math.h>
@@ -505,6 +506,38 @@ static void test_hparams_gguf_roundtrip(void **st) {
     rmdir(dir);
 }
 
+
+/* strbuf: pieces join, printf formats in full, max drops the write that passes it and all later */
+static void test_strbuf(void **state) {
+    (void)state;
+    strbuf_t b = {0};
+    assert_int_equal(strbuf_add(&b, "ab", 2), 0);
+    assert_int_equal(strbuf_puts(&b, "cd"), 0);
+    char big[300];
+    memset(big, 'x', sizeof big - 1);
+    big[sizeof big - 1] = 0;
+    assert_int_equal(strbuf_printf(&b, "-%d-%s", 42, big), 0);   /* longer than any small scratch */
+    assert_int_equal(b.n, 4 + 4 + 299);
+    assert_int_equal(strlen(b.p), b.n);
+    assert_memory_equal(b.p, "abcd-42-xx", 10);
+    strbuf_free(&b);
+    assert_null(b.p);
+    strbuf_t m = {.max = 5};
+    assert_int_equal(strbuf_puts(&m, "12345"), 0);   /* exactly max */
+    assert_int_equal(strbuf_add(&m, "6", 1), -1);
+    assert_int_equal(m.err, STRBUF_TOOBIG);
+    assert_int_equal(strbuf_puts(&m, ""), -1);       /* sticky: nothing more goes in */
+    assert_int_equal(strbuf_printf(&m, "%d", 1), -1);
+    assert_string_equal(m.p, "12345");
+    strbuf_free(&m);
+    assert_int_equal(m.err, 0);
+    assert_int_equal(m.max, 5);
+    strbuf_t e = {0};
+    assert_int_equal(strbuf_add(&e, NULL, 0), 0);   /* an empty piece makes an empty string */
+    assert_string_equal(e.p, "");
+    strbuf_free(&e);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_opt_parse_values),
@@ -520,6 +553,7 @@ int main(void) {
         cmocka_unit_test(test_types_sizes),
         cmocka_unit_test(test_presets),
         cmocka_unit_test(test_hparams_gguf_roundtrip),
+        cmocka_unit_test(test_strbuf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
