@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Kernel benchmarks (tern bench --kernels): read bandwidth, GEMV GB/s per kernel on BitNet-2B
-# shapes, GEMM GOPS vs the VNNI peak, batched-decode ratio. Extra args pass through
+# shapes, the lm head GEMV (f16, q8_0, q6_k, q4_k on the 128256 x 2560 head), GEMM GOPS vs the
+# VNNI peak, batched-decode ratio. Extra args pass through
 # (-t N, -o json, --quick, --mem MiB). Set TERN_BIN to pick the binary; TERN_ISA to force an ISA.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"

@@ -126,6 +126,15 @@ static void info_tensors(const gguf_t *g, int table) {
     printf("bits/weight:   %.4f overall", params ? (double)bytes * 8 / (double)params : 0.0);
     if (ter_params) printf(", %.4f ternary", (double)ter_bytes * 8 / (double)ter_params);
     printf("\n");
+    /* one line per file of the element types and how many tensors have each (llama-quantize's
+     * TQ1_0 files: tq1_0, f32, q4_k for token_embd, q6_k for output) */
+    printf("types:        ");
+    for (int ty = 0; ty < TT_COUNT; ty++) {
+        int n = 0;
+        for (uint64_t i = 0; i < g->n_tensors; i++) n += g->tensors[i].type == ty;
+        if (n) printf(" %s x%d", type_name(ty), n);
+    }
+    printf("\n");
 }
 
 int cli_info(int argc, char **argv) {

@@ -11,7 +11,11 @@
 enum tensor_type {
     TT_F32 = 0,
     TT_F16 = 1,
+    TT_Q4_0 = 2,
+    TT_Q5_0 = 6,
     TT_Q8_0 = 8,
+    TT_Q4_K = 12,
+    TT_Q5_K = 13,
     TT_Q6_K = 14,
     TT_BF16 = 30,
     TT_TQ1_0 = 34,
@@ -21,8 +25,14 @@ enum tensor_type {
 };
 
 #define QK8_0 32     /* Q8_0: {f16 d; int8 q[32]}            = 34 bytes / 32 */
+                     /* Q4_0: {f16 d; u8 qs[16]}             = 18 bytes / 32 */
+                     /* Q5_0: {f16 d; u8 qh[4]; u8 qs[16]}   = 22 bytes / 32 */
 #define QK_K 256     /* TQ1_0: {u8 qs[48]; u8 qh[4]; f16 d}  = 54 bytes / 256 */
                      /* TQ2_0: {u8 qs[64]; f16 d}            = 66 bytes / 256 */
+                     /* Q4_K: {f16 d, dmin; u8 scales[12]; u8 qs[128]}           = 144 / 256 */
+                     /* Q5_K: {f16 d, dmin; u8 scales[12]; u8 qh[32]; u8 qs[128]} = 176 / 256 */
+                     /* Q6_K: {u8 ql[128]; u8 qh[64]; i8 scales[16]; f16 d}      = 210 / 256 */
+                     /* (byte meanings: kernels/kquant.h) */
 #define QK_I2_S 128  /* I2_S: 32 bytes / 128, + 32-byte tail per tensor */
 #define I2_S_TAIL 32
 

@@ -5,19 +5,23 @@
  *    increasing c; then the lanes are folded by halves (l += l+16, +8, +4, +2, +1).
  *  - Q8_0: per 32-block j, 8 exact int partial sums part[k] = Σ_{i<4} w[4k+i]·xq[4k+i];
  *    s = d_w·d_x (one float multiply); lane (j&1)·8+k: acc = fmaf(s, (float)part[k], acc);
- *    then the 16 lanes are folded by halves (+8, +4, +2, +1). */
+ *    then the 16 lanes are folded by halves (+8, +4, +2, +1).
+ *  - Q4_0/Q5_0: exactly Q8_0's spec, with the block's values from kquant_unpack32 for w.
+ *  - Q4_K/Q5_K/Q6_K: x quantised per 256-block (kquant_quantize_x); per block exact integer
+ *    products, then one float accumulator in block order (kquant_row_ref in kernels/kquant.h). */
 #ifndef TERN_FMAT_ISA_H
 #define TERN_FMAT_ISA_H
 #include <stddef.h>
 #include <stdint.h>
 
-/* one call's operands; xq is the quantised x for Q8_0 (fmat_q8 layout), else NULL */
+/* one call's operands; xq is the quantised x: Q8_0/Q4_0/Q5_0 in the fmat_q8 layout, K-quants in
+ * kquant_x's (kquant.h), else NULL */
 typedef struct fmat_job {
     int type;
     const void *w;      /* (rows, cols) of type */
     int64_t rows, cols;
     const float *x;     /* (n, cols) */
-    const uint8_t *xq;  /* n × fmat_q8_stride(cols) bytes, Q8_0 only */
+    const uint8_t *xq;  /* n × fmat_q8_stride(cols) (or kquant_x_stride(cols)) bytes */
     int n;
     float *y;           /* (n, rows) */
 } fmat_job_t;
@@ -34,5 +38,10 @@ static inline size_t fmat_q8_stride(int64_t cols) {
 void fmat_rows_ref(const fmat_job_t *j, int64_t r0, int64_t r1);
 void fmat_rows_avx2(const fmat_job_t *j, int64_t r0, int64_t r1);
 void fmat_rows_avx512(const fmat_job_t *j, int64_t r0, int64_t r1);
+/* K-quant rows (Q4_K, Q5_K, Q6_K) of the same job: x86/kquant_avx2.c, x86/kquant_avx512.c,
+ * arm/kquant_neon.c */
+void kquant_rows_avx2(const fmat_job_t *j, int64_t r0, int64_t r1);
+void kquant_rows_avx512(const fmat_job_t *j, int64_t r0, int64_t r1);
+void kquant_rows_neon(const fmat_job_t *j, int64_t r0, int64_t r1);
 
 #endif

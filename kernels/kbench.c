@@ -1,12 +1,14 @@
 /* kbench: kernel benchmarks against the machine's own limits. Read bandwidth (streaming a
  * buffer ≫ L3, and pieces of a 3 × L3 buffer timed one by one), GEMV effective bandwidth of
  * every layout (weight bytes / time, many distinct matrices cycled so the cache cannot hold
- * them), GEMM int8 GOPS beside a register-only vpdpbusd peak, and batched decode (batch-16 vs
- * batch-1 tokens/s over a BitNet-2B-shaped layer stack). Every figure is the best of many short
+ * them), the lm head GEMV (F16, Q8_0, Q6_K, Q4_K on the 2B-4T head shape), GEMM int8 GOPS
+ * beside a register-only vpdpbusd peak, and batched decode (batch-16 vs batch-1 tokens/s over a
+ * BitNet-2B-shaped layer stack). Every figure is the best of many short
  * timings, so a shared machine reports what the code does when it has the cores.
  * Not here: end-to-end model benchmarks (tern bench without --kernels). */
 #include "kernels/kbench.h"
 #include "core/alloc.h"
+#include "core/half.h"
 #include "core/membw.h"
 #include "core/tpool.h"
 #include "core/types.h"
@@ -251,6 +253,55 @@ static void bench_gemv(kb_t *k) {
         }
 }
 
+/* random weights of a head type: random bytes with every block's f16 scales set to 0.01 */
+static void head_fill(int type, uint8_t *w, size_t nb) {
+    uint64_t x = 0x9e3779b97f4a7c15ull;
+    for (size_t i = 0; i + 8 <= nb; i += 8) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        memcpy(w + i, &x, 8);
+    }
+    uint16_t d = f32_to_f16(0.01f);
+    if (type == TT_F16) {   /* halves of magnitude < 2: clear the top exponent bits */
+        for (size_t i = 0; i + 2 <= nb; i += 2) w[i + 1] &= 0xbb;
+        return;
+    }
+    size_t bb = type_traits(type)->bytes, off = type == TT_Q6_K ? 208 : 0;
+    for (size_t b = 0; b + bb <= nb; b += bb) {
+        memcpy(w + b + off, &d, 2);
+        if (type == TT_Q4_K || type == TT_Q5_K) memcpy(w + b + 2, &d, 2);
+    }
+}
+
+/* lm head GEMV (one token: decode) on the 2B-4T head, 128256 × 2560 (--quick: a quarter of the
+ * rows), one matrix far larger than L3: weight bytes / time beside the read bandwidth */
+static void bench_head(kb_t *k) {
+    static const int types[4] = {TT_F16, TT_Q8_0, TT_Q6_K, TT_Q4_K};
+    int64_t rows = k->quick ? 32064 : 128256, cols = 2560;
+    for (int i = 0; i < 4; i++) {
+        size_t nb = type_tensor_bytes(types[i], cols, rows);
+        uint8_t *w = tern_alloc(nb);
+        mat_t m;
+        char err[128];
+        if (!w) continue;
+        head_fill(types[i], w, nb);
+        if (mat_init(&m, types[i], rows, cols, w, nb, 0, err, sizeof err)) {
+            fprintf(stderr, "kbench: %s\n", err);
+            tern_free(w);
+            continue;
+        }
+        wset_t s = {1, &m, NULL};
+        for (int ti = 0; ti < 2; ti++) {
+            tpool_t *tp = ti ? k->tp : NULL;
+            if (ti && k->threads == 1) break;
+            double t = time_set(k, &s, 1, tp, k->quick ? 0.1 : 0.3);
+            emit(k, "lm-head fmat", type_name(types[i]), rows, cols, 1, ti ? k->threads : 1, (double)nb / t / 1e9,
+                 k->bw[ti], 2.0 * (double)(rows * cols) / t / 1e9, 0, NULL);
+        }
+        mat_free(&m);
+        tern_free(w);
+    }
+}
+
 /* GEMM GOPS of each repacked layout at batch 8 … 512 (2560 × 2560 I2_S, all threads) */
 static void bench_gemm(kb_t *k, double peak_all) {
     static const char *layouts[3] = {"tl4", "rl32", "lut3"};
@@ -372,6 +423,7 @@ int kbench_main(int argc, char **argv) {
     emit(&k, "vnni-peak", "-", 0, 0, 0, 1, 0, 0, peak1, peak1, NULL);
     if (k.threads > 1) emit(&k, "vnni-peak", "-", 0, 0, 0, k.threads, 0, 0, peak, peak, NULL);
     bench_gemv(&k);
+    bench_head(&k);
     bench_gemm(&k, peak);
     bench_decode(&k);
     tpool_destroy(&k.tp);

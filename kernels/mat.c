@@ -209,7 +209,7 @@ int mat_init(mat_t *m, int type, int64_t rows, int64_t cols, const void *data, s
     m->src_bytes = nbytes;
     m->scale = 1.0f;
     const type_traits_t *tt = type_traits(type);
-    if (!tt || type == TT_Q6_K) return err_set(err, errlen, TERN_ENOTSUP, "mat: unsupported tensor type %d (%s)", type, type_name(type));
+    if (!tt) return err_set(err, errlen, TERN_ENOTSUP, "mat: unsupported tensor type %d (%s)", type, type_name(type));
     if (rows <= 0 || cols <= 0 || cols % tt->blck)
         return err_set(err, errlen, TERN_EINVAL, "mat: bad shape %lld x %lld for %s (cols must be a multiple of %d)",
                        (long long)rows, (long long)cols, tt->name, tt->blck);

@@ -2,8 +2,8 @@
  * and shape and picks the fastest kernel/layout for this CPU (possibly repacking the weights
  * into a tern layout at load time); callers never choose. Ternary types go through int8
  * activations (act_quant, per token) and integer accumulation; float types (F32, F16, BF16,
- * Q8_0) through kernels/fmat. Deterministic: each output row is reduced by one thread in a
- * fixed order, so y is bit-identical for any thread count. */
+ * Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K) through kernels/fmat. Deterministic: each output row is
+ * reduced by one thread in a fixed order, so y is bit-identical for any thread count. */
 #ifndef TERN_MAT_H
 #define TERN_MAT_H
 #include <stddef.h>

@@ -7,6 +7,7 @@
 #include "core/half.h"
 #include "core/types.h"
 #include "kernels/dispatch.h"
+#include "kernels/kquant.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -199,8 +200,12 @@ static int ternary_from_f32(int type, const float *x, int64_t rows, int64_t cols
 }
 
 int quant_from_f32(int type, const float *x, int64_t rows, int64_t cols, void *dst) {
-    if (check_shape(type, rows, cols) || type == TT_Q6_K) return TERN_EINVAL;
+    if (check_shape(type, rows, cols)) return TERN_EINVAL;
     uint8_t *o = dst;
+    if (kquant_is(type)) {   /* rows are whole blocks: one stream */
+        kquant_quantize(type, x, rows * cols, dst);
+        return 0;
+    }
     int64_t n = rows * cols;
     switch (type) {
     case TT_F32: memcpy(dst, x, (size_t)n * 4); return 0;
@@ -222,10 +227,14 @@ int quant_from_f32(int type, const float *x, int64_t rows, int64_t cols, void *d
 /* ---- type → f32 ----------------------------------------------------------------------- */
 
 int dequant_rows(int type, const void *src, int64_t rows, int64_t cols, int64_t r0, int64_t nr, float *y) {
-    if (check_shape(type, rows, cols) || type == TT_Q6_K || r0 < 0 || nr < 0 || r0 + nr > rows)
+    if (check_shape(type, rows, cols) || r0 < 0 || nr < 0 || r0 + nr > rows)
         return TERN_EINVAL;
     const uint8_t *s = src;
     int64_t n = nr * cols;
+    if (kquant_is(type)) {
+        kquant_dequant(type, s + (size_t)r0 * type_row_bytes(type, cols), n, y);
+        return 0;
+    }
     switch (type) {
     case TT_F32: memcpy(y, s + (size_t)(r0 * cols) * 4, (size_t)n * 4); return 0;
     case TT_F16:

@@ -23,7 +23,8 @@ int quant_unpack_trits(int type, const void *src, int64_t rows, int64_t cols, in
 
 /* f32 (rows, cols) → type. Ternary types use absmean quantisation per tensor
  * (scale = mean|W|, t = clamp(round(W/scale), -1, 1)); TQ types store that scale in each block.
- * F32/F16/BF16/Q8_0 as ggml does. Returns 0 or a negative TERN_E* code (cols not a multiple of
+ * F32/F16/BF16/Q8_0 as ggml does; Q4_0/Q5_0/Q4_K/Q5_K/Q6_K with llama.cpp's reference quantizers
+ * (kquant.h). Returns 0 or a negative TERN_E* code (cols not a multiple of
  * the block size). */
 int quant_from_f32(int type, const float *x, int64_t rows, int64_t cols, void *dst);
 /* type → f32 for rows [r0, r0+nr) of a tensor with `rows` rows: y (nr, cols). */

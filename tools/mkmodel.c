@@ -13,6 +13,7 @@
 #include "core/opt.h"
 #include "core/progress.h"
 #include "core/types.h"
+#include "kernels/fmat.h"
 #include "kernels/quant.h"
 #include <inttypes.h>
 #include <math.h>
@@ -25,7 +26,7 @@
 #define MK_CHUNK (1 << 20)   /* elements generated per chunk */
 
 typedef struct mk_opts {
-    const char *arch, *preset, *type, *head, *vocab, *out, *name;
+    const char *arch, *preset, *type, *head, *head_type, *embd, *vocab, *out, *name;
     int64_t seed;
     int layers, ctx, n_vocab, untied;
 } mk_opts_t;
@@ -33,6 +34,7 @@ typedef struct mk_opts {
 typedef struct mk {
     hparams_t hp;
     int wtype, head_type;     /* ternary type of the linears; type of output.weight */
+    int embd_type;            /* type of token_embd.weight (the head too when tied) */
     int untied;               /* write output.weight */
     uint64_t seed;
     gguf_writer_t *w;
@@ -80,7 +82,10 @@ static int mk_add_tensors(mk_t *m, uint64_t *total, char *err, size_t errlen) {
             return err_set(err, errlen, TERN_EINVAL, "%s: cannot add tensor of type %s, shape %" PRId64 " x %" PRId64, \
                            name, type_name(type), ne[0], ne[1]); \
         *total += type_tensor_bytes(type, ne[0], ne[1]); n++; } while (0)
-    ADD("token_embd.weight", TT_F16, 2);
+    if (ne[0] % type_traits(m->embd_type)->blck)
+        return err_set(err, errlen, TERN_EINVAL, "--embd-type %s needs n_embd to be a multiple of %d (%d)",
+                       type_name(m->embd_type), type_traits(m->embd_type)->blck, hp->n_embd);
+    ADD("token_embd.weight", m->embd_type, 2);
     for (int l = 0; l < hp->n_layer; l++)
         for (int r = 0; r < TR_COUNT; r++) {
             if (!tensor_role_present(hp, r)) continue;
@@ -180,7 +185,7 @@ static int mk_write_ternary(mk_t *m, int idx, int64_t rows, int64_t cols, char *
 static int mk_write_data(mk_t *m, char *err, size_t errlen) {
     const hparams_t *hp = &m->hp;
     int idx = 0, rc;
-    if ((rc = mk_write_dense(m, idx++, TT_F16, hp->n_vocab, hp->n_embd, err, errlen)) < 0) return rc;
+    if ((rc = mk_write_dense(m, idx++, m->embd_type, hp->n_vocab, hp->n_embd, err, errlen)) < 0) return rc;
     for (int l = 0; l < hp->n_layer; l++)
         for (int r = 0; r < TR_COUNT; r++) {
             int64_t ne[2];
@@ -238,10 +243,25 @@ static int mk_hparams(mk_t *m, const mk_opts_t *o, char *err, size_t errlen) {
     m->wtype = type_from_name(o->type);
     if (m->wtype < 0 || !type_traits(m->wtype)->ternary)
         return err_set(err, errlen, TERN_EINVAL, "--type: '%s' is not a ternary type (i2_s, tq2_0, tq1_0)", o->type);
-    m->head_type = type_from_name(o->head);
-    if (m->head_type != TT_F16 && m->head_type != TT_Q8_0 && m->head_type != TT_F32)
-        return err_set(err, errlen, TERN_EINVAL, "--head: '%s' is not f16, q8_0 or f32", o->head);
+    const char *head = o->head_type ? o->head_type : o->head ? o->head : "f16";
+    m->head_type = type_from_name(head);
+    m->embd_type = type_from_name(o->embd ? o->embd : "f16");
+    if (m->head_type < 0 || !fmat_supported(m->head_type))
+        return err_set(err, errlen, TERN_EINVAL, "--head-type: '%s' is not f16, q8_0, f32, bf16, q6_k, q5_k, q4_k, "
+                       "q5_0 or q4_0", head);
+    if (m->embd_type < 0 || !fmat_supported(m->embd_type))
+        return err_set(err, errlen, TERN_EINVAL, "--embd-type: '%s' is not f16, q8_0, f32, bf16, q6_k, q5_k, q4_k, "
+                       "q5_0 or q4_0", o->embd);
     m->untied = !m->hp.tied || o->untied;
+    /* a tied model has one tensor: --head-type alone sets it (llama-quantize gives a tied model's
+     * shared token_embd its head type, Q6_K); two different types need output.weight. (--head
+     * keeps its old meaning: the type of output.weight when there is one.) */
+    if (m->hp.tied && !m->untied && o->head_type && !o->embd) m->embd_type = m->head_type;
+    else if (m->hp.tied && !m->untied && o->head_type && m->head_type != m->embd_type) {
+        m->untied = 1;
+        log_i("mkmodel: --head-type %s and --embd-type %s differ: writing output.weight", type_name(m->head_type),
+              type_name(m->embd_type));
+    }
     m->seed = (uint64_t)o->seed;
     return 0;
 }
@@ -279,9 +299,9 @@ static int mk_run(const mk_opts_t *o, char *err, size_t errlen) {
     m.bytes = malloc(m.cap * sizeof(float));
     if (!m.trits || !m.f || !m.bytes) { rc = err_set(err, errlen, TERN_ENOMEM, "out of memory"); goto done; }
     if ((rc = gguf_writer_begin(m.w, o->out, err, errlen)) < 0) goto done;
-    log_i("mkmodel: %s %s, %d layers, embd %d, ff %d, vocab %d, %s weights, %s head: %.2f GiB", m.hp.arch_name,
-          o->preset, m.hp.n_layer, m.hp.n_embd, m.hp.n_ff, m.hp.n_vocab, type_name(m.wtype),
-          m.untied ? type_name(m.head_type) : "tied", (double)total / (1 << 30));
+    log_i("mkmodel: %s %s, %d layers, embd %d, ff %d, vocab %d, %s weights, %s embeddings, %s head: %.2f GiB",
+          m.hp.arch_name, o->preset, m.hp.n_layer, m.hp.n_embd, m.hp.n_ff, m.hp.n_vocab, type_name(m.wtype),
+          type_name(m.embd_type), m.untied ? type_name(m.head_type) : "tied", (double)total / (1 << 30));
     progress_init(&m.prog, "writing", total);
     if ((rc = mk_write_data(&m, err, errlen)) < 0) goto done;
     if ((rc = gguf_writer_finish(m.w, err, errlen)) < 0) goto done;
@@ -293,13 +313,17 @@ done:
 
 int mkmodel_main(int argc, char **argv) {
     log_set_role("T");
-    mk_opts_t o = {.preset = "tiny", .type = "i2_s", .head = "f16", .seed = 42};
+    mk_opts_t o = {.preset = "tiny", .type = "i2_s", .seed = 42};
     opt_t opts[] = {
         {NULL, "--arch", OPT_STR, &o.arch, "NAME", "bitnet-b1.58 | bitnet | llama (default: the preset's)", 0, 0},
         {NULL, "--preset", OPT_STR, &o.preset, "NAME", "model shape: 2b4t, large, falcon3-1b, falcon3-7b, "
                                                         "llama3-8b, 7b, 13b, 30b, 70b, 100b, small, tiny", 0, 0},
         {NULL, "--type", OPT_STR, &o.type, "TYPE", "ternary weight type: i2_s | tq2_0 | tq1_0", 0, 0},
-        {NULL, "--head", OPT_STR, &o.head, "TYPE", "lm head type when untied: f16 | q8_0 | f32", 0, 0},
+        {NULL, "--head", OPT_STR, &o.head, "TYPE", "output.weight's type when untied (see --head-type)", 0, 0},
+        {NULL, "--head-type", OPT_STR, &o.head_type, "TYPE",
+         "lm head type: f16 (default) | q8_0 | f32 | bf16 | q6_k | q5_k | q4_k | q5_0 | q4_0 (a tied model: its "
+         "embeddings)", 0, 0},
+        {NULL, "--embd-type", OPT_STR, &o.embd, "TYPE", "token embedding type: f16 (default), or as --head-type", 0, 0},
         {NULL, "--untied", OPT_FLAG, &o.untied, NULL, "write output.weight even for a tied architecture", 0, 0},
         {NULL, "--vocab", OPT_STR, &o.vocab, "FILE", "tokenizer from a .gguf or a tokenizer.json (default: generated)",
          0, 0},
@@ -314,7 +338,8 @@ int mkmodel_main(int argc, char **argv) {
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
-        opt_help(stdout, "tern mkmodel [--arch A] [--preset P] [--type i2_s|tq2_0|tq1_0] [--head f16|q8_0] "
+        opt_help(stdout, "tern mkmodel [--arch A] [--preset P] [--type i2_s|tq2_0|tq1_0] [--head-type T] "
+                         "[--embd-type T] "
                          "[--vocab FILE] [-s SEED] -o OUT.gguf", opts);
         return 0;
     }

@@ -1,5 +1,6 @@
-/* quantize: `tern quantize IN.gguf OUT.gguf TYPE [--head q8_0|f16]` — rewrites the ternary
- * linears of a GGUF as i2_s, tq2_0, tq1_0 or f16, and optionally the lm head. Between ternary
+/* quantize: `tern quantize IN.gguf OUT.gguf TYPE [--head T] [--embd T]` — rewrites the ternary
+ * linears of a GGUF as i2_s, tq2_0, tq1_0 or f16, and optionally the lm head and the token
+ * embeddings (f16, q8_0, f32, bf16, or llama.cpp's q6_k, q5_k, q4_k, q5_0, q4_0). Between ternary
  * types the trits are carried over exactly (one scale per tensor; TQ files whose blocks carry
  * different scales are re-quantised by absmean over the dequantised values). All metadata is
  * copied. Streams in row chunks. Not here: HF checkpoints (tools/convert.c). */
@@ -11,6 +12,7 @@
 #include "core/opt.h"
 #include "core/progress.h"
 #include "core/types.h"
+#include "kernels/fmat.h"
 #include "kernels/quant.h"
 #include <inttypes.h>
 #include <math.h>
@@ -24,6 +26,7 @@ typedef struct qz {
     gguf_t *g;
     gguf_writer_t *w;
     int type, head_type;     /* head_type < 0: keep the head */
+    int embd_type;           /* < 0: keep token_embd (a tied head follows it) */
     int add_head;            /* tied input + --head: write output.weight from token_embd */
     int *dst;                /* per input tensor: output type */
     progress_t prog;
@@ -145,7 +148,7 @@ static int conv_absmean(qz_t *q, const gguf_tensor_t *t, int dst, char *err, siz
     return put_tail(q, dst, scale, err, errlen);
 }
 
-/* any type → a row-wise float type (F32, F16, BF16, Q8_0) */
+/* any type → a row-wise float or block type (F32, F16, BF16, Q8_0, Q4_0, Q5_0, Q4_K, Q5_K, Q6_K) */
 static int conv_float(qz_t *q, const gguf_tensor_t *t, int dst, char *err, size_t errlen) {
     int64_t rows = rows_of(t), cols = t->ne[0], chunk = (int64_t)q->cap / cols;
     for (int64_t r = 0; r < rows; r += chunk) {
@@ -195,8 +198,7 @@ static int qz_plan(qz_t *q, uint64_t *total, char *err, size_t errlen) {
         int dst = t->type;
         if (is_linear(name)) dst = q->type;
         else if (!strcmp(name, "output.weight") && q->head_type >= 0) dst = q->head_type;
-        if (dst != t->type && t->type == TT_Q6_K)
-            return err_set(err, errlen, TERN_ENOTSUP, "%s: cannot convert from q6_k", name);
+        else if (!strcmp(name, "token_embd.weight") && q->embd_type >= 0) dst = q->embd_type;
         int rc = dst != t->type ? check_fits(name, dst, t->ne[0], err, errlen) : 0;
         if (rc < 0) return rc;
         q->dst[i] = dst;
@@ -213,15 +215,25 @@ static int qz_plan(qz_t *q, uint64_t *total, char *err, size_t errlen) {
     return 0;
 }
 
-static int qz_run(const char *in, const char *out, const char *type, const char *head, char *err, size_t errlen) {
-    qz_t q = {.head_type = -1};
+/* --head / --embd TYPE: a type fmat computes with; -1 and a reason when not */
+static int dense_type(const char *flag, const char *name, char *err, size_t errlen) {
+    int t = type_from_name(name);
+    if (t < 0 || !fmat_supported(t))
+        return err_set(err, errlen, TERN_EINVAL, "%s: '%s' is not f16, q8_0, f32, bf16, q6_k, q5_k, q4_k, q5_0 or q4_0",
+                       flag, name);
+    return t;
+}
+
+static int qz_run(const char *in, const char *out, const char *type, const char *head, const char *embd, char *err,
+                  size_t errlen) {
+    qz_t q = {.head_type = -1, .embd_type = -1};
     uint64_t total;
     int rc;
     q.type = type_from_name(type);
     if (q.type < 0 || (q.type != TT_F16 && !type_traits(q.type)->ternary))
         return err_set(err, errlen, TERN_EINVAL, "TYPE '%s' is not i2_s, tq2_0, tq1_0 or f16", type);
-    if (head && (q.head_type = type_from_name(head)) != TT_F16 && q.head_type != TT_Q8_0 && q.head_type != TT_F32)
-        return err_set(err, errlen, TERN_EINVAL, "--head: '%s' is not f16, q8_0 or f32", head);
+    if (head && (q.head_type = dense_type("--head", head, err, errlen)) < 0) return q.head_type;
+    if (embd && (q.embd_type = dense_type("--embd", embd, err, errlen)) < 0) return q.embd_type;
     if ((rc = gguf_open(&q.g, in, err, errlen)) < 0) return rc;
     if (!(q.w = gguf_writer_new())) { rc = err_set(err, errlen, TERN_ENOMEM, "out of memory"); goto done; }
     gguf_writer_copy_kv(q.w, q.g, NULL);
@@ -236,7 +248,8 @@ static int qz_run(const char *in, const char *out, const char *type, const char 
     if (rc == 0) rc = gguf_writer_finish(q.w, err, errlen);
     if (rc == 0) {
         progress_done(&q.prog);
-        log_i("quantize: %s → %s: linears %s%s%s", in, out, type_name(q.type), head ? ", head " : "", head ? head : "");
+        log_i("quantize: %s → %s: linears %s%s%s%s%s", in, out, type_name(q.type), head ? ", head " : "",
+              head ? head : "", embd ? ", embeddings " : "", embd ? embd : "");
     }
 done:
     gguf_writer_destroy(&q.w);
@@ -250,21 +263,24 @@ done:
 
 int quantize_main(int argc, char **argv) {
     log_set_role("T");
-    const char *head = NULL;
+    const char *head = NULL, *embd = NULL;
     opt_t opts[] = {
-        {NULL, "--head", OPT_STR, &head, "TYPE", "also convert the lm head: f16 | q8_0 | f32 (a tied head is "
-                                                 "written as output.weight; token_embd stays)", 0, 0},
+        {NULL, "--head", OPT_STR, &head, "TYPE", "also convert the lm head: f16 | q8_0 | f32 | bf16 | q6_k | q5_k | q4_k "
+                                                 "| q5_0 | q4_0 (a tied head is written as output.weight; token_embd "
+                                                 "stays)", 0, 0},
+        {NULL, "--embd", OPT_STR, &embd, "TYPE", "also convert token_embd (a tied head with it): the types of --head",
+         0, 0},
         OPT_END,
     };
     char err[1024], *pos[3];
     int npos = 0, rc = opt_parse(opts, argc, argv, pos, 3, &npos, err, sizeof err);
     if (rc == 1) {
-        opt_help(stdout, "tern quantize IN.gguf OUT.gguf TYPE [--head q8_0|f16]   (TYPE: i2_s | tq2_0 | tq1_0 | f16)",
+        opt_help(stdout, "tern quantize IN.gguf OUT.gguf TYPE [--head T] [--embd T]   (TYPE: i2_s | tq2_0 | tq1_0 | f16)",
                  opts);
         return 0;
     }
     if (rc == 0 && npos != 3) rc = err_set(err, sizeof err, TERN_EINVAL, "expected IN.gguf OUT.gguf TYPE (see --help)");
-    if (rc == 0) rc = qz_run(pos[0], pos[1], pos[2], head, err, sizeof err);
+    if (rc == 0) rc = qz_run(pos[0], pos[1], pos[2], head, embd, err, sizeof err);
     if (rc < 0) {
         fprintf(stderr, "tern quantize: %s\n", err);
         return 1;

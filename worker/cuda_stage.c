@@ -51,7 +51,9 @@ int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, ch
 #include "kernels/cuda/cuda_rt.h"
 #include "kernels/cuda/cuda_tmat.h"
 #include "kernels/gpack.h"
+#include "kernels/kquant.h"
 #include "kernels/ops.h"
+#include "kernels/quant.h"
 #include "worker/sampler.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -205,15 +207,51 @@ static int head_kind(int type) {
     }
 }
 
+/* Q4_0/Q5_0/K-quant heads (llama-quantize's Q6_K output, tied Q6_K/Q4_K embeddings): the GPU has
+ * no kernels for them, so the head is requantised to Q8_0 on the host, row chunks through f32
+ * (logits then differ from the CPU's in the last digits). Unverified: no GPU where written. */
+static int head_to_q8(const shard_t *s, void **out, size_t *bytes, char *err, size_t errlen) {
+    int64_t V = s->head.rows, E = s->head.cols, chunk = 256;
+    size_t rowb = type_row_bytes(TT_Q8_0, E);
+    uint8_t *q = malloc(rowb * (size_t)V);
+    float *tmp = malloc(sizeof(float) * (size_t)(E * chunk));
+    if (!q || !tmp) {
+        free(q);
+        free(tmp);
+        return err_set(err, errlen, TERN_ENOMEM, "cuda: out of host memory converting the lm head to q8_0");
+    }
+    for (int64_t r = 0; r < V; r += chunk) {
+        int64_t nr = V - r < chunk ? V - r : chunk;
+        dequant_rows(s->head.type, s->head.src, V, E, r, nr, tmp);
+        quant_from_f32(TT_Q8_0, tmp, nr, E, q + (size_t)r * rowb);
+    }
+    free(tmp);
+    *out = q;
+    *bytes = rowb * (size_t)V;
+    log_i("cuda: lm head %s converted to q8_0 for the GPU", type_name(s->head.type));
+    return 0;
+}
+
 static int head_upload(cuda_stage_t *c, int *ok, char *err, size_t errlen) {
     const shard_t *s = c->s;
-    c->head_kind = head_kind(s->head.type);
+    const void *src = s->head.src;
+    size_t bytes = s->head.src_bytes;
+    void *conv = NULL;
+    int type = s->head.type;
+    if (kquant_is(type)) {
+        int rc = head_to_q8(s, &conv, &bytes, err, errlen);
+        if (rc < 0) return rc;
+        src = conv;
+        type = TT_Q8_0;
+    }
+    c->head_kind = head_kind(type);
     if (c->head_kind < 0)
         return err_set(err, errlen, TERN_ENOTSUP, "cuda: lm head of type %s is not supported on the GPU (use --head f16|q8_0)",
                        type_name(s->head.type));
     c->out_norm = up_f32(c, s->out_norm, (size_t)c->hp.n_embd, ok, err, errlen);
-    c->head = dalloc(c, s->head.src_bytes, ok);
-    if (*ok && cuda_rt_h2d(c->head, s->head.src, s->head.src_bytes, err, errlen) < 0) *ok = 0;
+    c->head = dalloc(c, bytes, ok);
+    if (*ok && cuda_rt_h2d(c->head, src, bytes, err, errlen) < 0) *ok = 0;
+    free(conv);
     size_t E = (size_t)c->hp.n_embd, L = (size_t)c->n_lmax;
     c->hn = dalloc(c, L * E * 4, ok);
     c->logits = dalloc(c, L * (size_t)c->hp.n_vocab * 4, ok);

@@ -356,13 +356,21 @@ static void test_types_sizes(void **st) {
     assert_int_equal(type_tensor_bytes(TT_Q6_K, 256, 1), 210);
     assert_int_equal(type_tensor_bytes(TT_I2_S, 2560, 640), 2560 * 640 / 4 + 32);
     assert_int_equal(type_tensor_bytes(TT_I2_S, 100, 4), 0);
-    assert_int_equal(type_tensor_bytes(2, 32, 1), 0);                  /* Q4_0: not tern's */
+    assert_int_equal(type_tensor_bytes(TT_Q4_0, 32, 1), 18);
+    assert_int_equal(type_tensor_bytes(TT_Q5_0, 64, 2), 2 * 2 * 22);
+    assert_int_equal(type_tensor_bytes(TT_Q4_K, 512, 3), 3 * 2 * 144);
+    assert_int_equal(type_tensor_bytes(TT_Q5_K, 256, 1), 176);
+    assert_int_equal(type_tensor_bytes(TT_Q6_K, 2560, 2), 2 * 10 * 210);
+    assert_int_equal(type_tensor_bytes(TT_Q6_K, 2688, 1), 0);           /* not a multiple of 256 */
+    assert_int_equal(type_tensor_bytes(3, 32, 1), 0);                  /* Q4_1: not tern's */
     assert_int_equal(type_tensor_bytes(TT_F32, 0, 1), 0);
     assert_int_equal(type_row_bytes(TT_TQ2_0, 512), 132);
     assert_int_equal(type_row_bytes(TT_I2_S, 512), 0);                 /* rows not addressable */
     assert_int_equal(type_from_name("TQ2_0"), TT_TQ2_0);
     assert_int_equal(type_from_name("i2_s"), TT_I2_S);
-    assert_int_equal(type_from_name("q4_0"), -1);
+    assert_int_equal(type_from_name("q4_0"), TT_Q4_0);
+    assert_int_equal(type_from_name("Q4_K"), TT_Q4_K);
+    assert_int_equal(type_from_name("q5_1"), -1);
     assert_string_equal(type_name(TT_Q8_0), "q8_0");
     assert_string_equal(type_name(77), "?");
     assert_null(type_traits(-1));

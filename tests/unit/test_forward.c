@@ -30,7 +30,7 @@
 int mkmodel_main(int argc, char **argv);
 
 /* ---- reference -------------------------------------------------------------------------- */
-typedef struct ref_lin { int rows, cols; float *w; int ternary, q8; } ref_lin_t;
+typedef struct ref_lin { int rows, cols; float *w; int ternary, q8, qk; } ref_lin_t;
 typedef struct ref_layer {
     float *an, *asn, *fn, *fsn;
     ref_lin_t q, k, v, o, g, u, d;
@@ -64,7 +64,9 @@ static void ref_lin_load(const gguf_t *g, const char *name, ref_lin_t *l) {
     l->cols = (int)c;
     l->rows = (int)r;
     l->ternary = type_traits(gguf_find_tensor(g, name)->type)->ternary;
-    l->q8 = gguf_find_tensor(g, name)->type == TT_Q8_0;
+    int type = gguf_find_tensor(g, name)->type;
+    l->q8 = type == TT_Q8_0 || type == TT_Q4_0 || type == TT_Q5_0;
+    l->qk = type == TT_Q4_K || type == TT_Q5_K || type == TT_Q6_K;
 }
 
 static void ref_load(ref_model_t *m, const gguf_t *g, int ctx) {
@@ -110,13 +112,23 @@ static void ref_rmsnorm(double *x, int n, const float *w, double eps) {
 }
 
 /* y = W·x' where x' is x quantised to int8 per token when W is ternary (the model's rule), or
- * per 32-block like ggml's q8_0 when W is Q8_0 (ggml's definition of that product) */
+ * per 32-block like ggml's q8_0 when W is Q8_0/Q4_0/Q5_0, or per 256-block like ggml's q8_K
+ * (f32 scale) when W is a K-quant (ggml's definitions of those products) */
 static void ref_matvec(const ref_lin_t *l, const double *x, double *y) {
     double *xq = malloc((size_t)l->cols * sizeof(double));
-    if (l->q8) {
+    if (l->qk) {
+        for (int b = 0; b < l->cols; b += 256) {
+            float amax = 0;
+            for (int i = b; i < b + 256; i++) amax = fmaxf(amax, fabsf((float)x[i]));
+            float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f;
+            for (int i = b; i < b + 256; i++) xq[i] = roundf((float)x[i] * id) * (double)d;
+        }
+    }
+    if (l->q8 || l->qk) {
         for (int b = 0; b < l->cols; b += 32) {
             /* ggml's quantize_row_q8_0_ref: q = round(x / d) with d = amax/127, stored as f16 */
             float amax = 0;
+            if (l->qk) break;
             for (int i = b; i < b + 32; i++) amax = fmaxf(amax, fabsf((float)x[i]));
             float d = amax / 127.0f, id = d ? 1.0f / d : 0.0f, d16 = f16_to_f32(f32_to_f16(d));
             for (int i = b; i < b + 32; i++) xq[i] = roundf((float)x[i] * id) * (double)d16;
@@ -239,11 +251,17 @@ static void ref_token(ref_model_t *m, int tok, int pos, double *logits) { ref_to
 /* ---- the test ----------------------------------------------------------------------------- */
 static char g_dir[256];
 
-/* a q8_0 head is written untied (output.weight), so the head really is Q8_0 */
+/* a q8_0 head is written untied (output.weight), so the head really is Q8_0; head "H+E" is an lm
+ * head of type H and token embeddings of type E (llama-quantize's Q6_K head + Q4_K embeddings) */
 static void make_model(const char *path, const char *arch, const char *type, const char *head) {
-    char *argv[] = {"mkmodel", "--arch", (char *)arch, "--preset", "tiny", "--type", (char *)type, "--head",
-                    (char *)head, "--seed", "7", "-o", (char *)path, "--untied", NULL};
-    assert_int_equal(mkmodel_main(strcmp(head, "q8_0") ? 13 : 14, argv), 0);
+    char h[32], *e = NULL;
+    snprintf(h, sizeof h, "%s", head);
+    if ((e = strchr(h, '+'))) *e++ = 0;
+    char *argv[] = {"mkmodel", "--arch", (char *)arch, "--preset", "tiny", "--type", (char *)type, "--head-type",
+                    h, "--seed", "7", "-o", (char *)path, "--untied", NULL, NULL, NULL};
+    int argc = strcmp(h, "q8_0") ? 13 : 14;
+    if (e) { argv[14] = "--embd-type"; argv[15] = e; argc = 16; }
+    assert_int_equal(mkmodel_main(argc, argv), 0);
 }
 
 /* Every position's relative logit error must be <= loose, and at least 80% of them <= tight: an
@@ -330,6 +348,12 @@ static void test_bitnet_b158(void **st) {
     compare("bitnet-b1.58", "i2_s", "f16", KV_F16, 2, 1e-5, 2e-2);
     compare("bitnet-b1.58", "i2_s", "q8_0", KV_F32, 1, 1e-5, 2e-2);
     compare("bitnet-b1.58", "i2_s", "f16", KV_Q8_0, 2, 1e-5, 2e-2);
+    /* llama-quantize's TQ1_0/TQ2_0 files: Q6_K head, Q4_K embeddings (and the other block types) */
+    for (int t = 1; t <= 2; t++) compare("bitnet-b1.58", "tq1_0", "q6_k+q4_k", KV_F32, t, 1e-5, 2e-2);
+    compare("bitnet-b1.58", "tq2_0", "q4_k+q6_k", KV_F32, 2, 1e-5, 2e-2);
+    compare("bitnet-b1.58", "i2_s", "q5_k+q5_0", KV_F32, 1, 1e-5, 2e-2);
+    compare("bitnet-b1.58", "i2_s", "q4_0+q8_0", KV_F32, 2, 1e-5, 2e-2);
+    compare("bitnet-b1.58", "i2_s", "q5_0+q4_0", KV_F32, 1, 1e-5, 2e-2);
 }
 static void test_bitnet(void **st) {
     (void)st;

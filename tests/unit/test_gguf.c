@@ -377,7 +377,7 @@ static void test_writer_misuse(void **st) {
     assert_int_equal(gguf_writer_add_tensor(w, "a", TT_TQ2_0, 2, ne), 0);
     assert_true(gguf_writer_add_tensor(w, "a", TT_F32, 2, ne) < 0);       /* duplicate name */
     assert_true(gguf_writer_add_tensor(w, "b", TT_TQ2_0, 2, bad) < 0);    /* row not a block multiple */
-    assert_true(gguf_writer_add_tensor(w, "b", 2, 2, ne) < 0);            /* Q4_0: unknown to tern */
+    assert_true(gguf_writer_add_tensor(w, "b", 3, 2, ne) < 0);            /* Q4_1: unknown to tern */
     assert_true(gguf_writer_add_tensor(w, "b", TT_F32, 5, ne) < 0);       /* ndim */
     assert_true(gguf_writer_add_tensor(w, "b", TT_F32, 2, zero) < 0);     /* empty dim */
     assert_true(gguf_writer_add_tensor(w, "", TT_F32, 2, ne) < 0);
@@ -590,7 +590,7 @@ static void test_bad_keys(void **st) {
 static void test_bad_tensor_type(void **st) {
     (void)st;
     uint64_t ne[1] = {32};
-    uint32_t bad[] = {2 /* Q4_0 */, 12 /* Q4_K */, 999, 0xffffffffu};
+    uint32_t bad[] = {3 /* Q4_1 */, 11 /* Q3_K */, 999, 0xffffffffu};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         bb_t b = {0};
         char frag[64];
@@ -736,6 +736,48 @@ static void test_data_past_eof(void **st) {
     bb_tinfo(&b, "a", 1, one, TT_F32, 0);
     expect_fail(&b, "data section: starts past end of file");
     bb_free(&b);
+}
+
+/* llama.cpp's block types are sized exactly: one byte short of a K-quant tensor (Q6_K 210, Q4_K
+ * 144, Q5_K 176 per 256; Q4_0 18, Q5_0 22 per 32) fails, the exact size opens, rows must be whole
+ * blocks */
+static void test_kquant_sizes(void **st) {
+    (void)st;
+    static const struct { uint32_t type; uint64_t cols; uint64_t bytes; const char *name; } k[] = {
+        {TT_Q6_K, 512, 2 * 2 * 210, "q6_k"}, {TT_Q4_K, 256, 2 * 144, "q4_k"}, {TT_Q5_K, 768, 2 * 3 * 176, "q5_k"},
+        {TT_Q4_0, 64, 2 * 2 * 18, "q4_0"}, {TT_Q5_0, 96, 2 * 3 * 22, "q5_0"}};
+    for (size_t i = 0; i < sizeof k / sizeof k[0]; i++) {
+        uint64_t ne[2] = {k[i].cols, 2};
+        char frag[160];
+        for (int ok = 0; ok < 2; ok++) {
+            bb_t b = {0};
+            bb_hdr(&b, 3, 1, 0);
+            bb_tinfo(&b, "w", 2, ne, k[i].type, 0);
+            bb_pad(&b, 32);
+            bb_zeros(&b, k[i].bytes - (ok ? 0 : 1));
+            if (ok) {
+                gguf_t *g = expect_ok(&b);
+                assert_int_equal(gguf_find_tensor(g, "w")->nbytes, k[i].bytes);
+                assert_int_equal(gguf_find_tensor(g, "w")->type, k[i].type);
+                gguf_close(&g);
+            } else {
+                snprintf(frag, sizeof frag, "w: data past end of file (offset 0 + %llu bytes, data section is "
+                         "%llu bytes)", (unsigned long long)k[i].bytes, (unsigned long long)k[i].bytes - 1);
+                expect_fail(&b, frag);
+            }
+            bb_free(&b);
+        }
+        bb_t b = {0};
+        uint64_t bad[2] = {k[i].cols + 16, 2};
+        bb_hdr(&b, 3, 1, 0);
+        bb_tinfo(&b, "w", 2, bad, k[i].type, 0);
+        bb_pad(&b, 32);
+        bb_zeros(&b, 4 * k[i].bytes);
+        snprintf(frag, sizeof frag, "w: row length is not a multiple of %s's block size %d", k[i].name,
+                 k[i].type == TT_Q4_0 || k[i].type == TT_Q5_0 ? 32 : 256);
+        expect_fail(&b, frag);
+        bb_free(&b);
+    }
 }
 
 static void test_duplicate_tensor_names(void **st) {
@@ -893,6 +935,7 @@ int main(void) {
         cmocka_unit_test(test_bad_alignment_key),
         cmocka_unit_test(test_overlapping_tensors),
         cmocka_unit_test(test_data_past_eof),
+        cmocka_unit_test(test_kquant_sizes),
         cmocka_unit_test(test_duplicate_tensor_names),
         cmocka_unit_test(test_open_files),
         cmocka_unit_test(test_real_vocab_files),
