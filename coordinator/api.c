@@ -60,6 +60,21 @@ void tern_sampling_default(tern_sampling *s) {
     s->bias_id = NULL;
     s->bias = NULL;
     s->n_keep = 0;
+    s->typical_p = d.typical_p;
+    s->top_n_sigma = d.top_n_sigma;
+    s->xtc_probability = d.xtc_probability;
+    s->xtc_threshold = d.xtc_threshold;
+    s->dynatemp_range = d.dynatemp_range;
+    s->dynatemp_exponent = d.dynatemp_exponent;
+    s->mirostat = d.mirostat;
+    s->mirostat_tau = d.mirostat_tau;
+    s->mirostat_eta = d.mirostat_eta;
+    s->dry_multiplier = d.dry_multiplier;
+    s->dry_base = d.dry_base;
+    s->dry_allowed_length = d.dry_allowed_length;
+    s->dry_penalty_last_n = d.dry_penalty_last_n;
+    s->dry_breakers = NULL;
+    s->n_dry_breakers = 0;
 }
 
 const char *tern_last_error(const tern_model *m) { return m ? m->err : "no model"; }
@@ -250,6 +265,81 @@ void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp) {
     sp->presence_penalty = s->presence_penalty;
     sp->n_bias = s->n_bias > SAMPLER_BIAS_MAX ? SAMPLER_BIAS_MAX : s->n_bias > 0 && s->bias_id && s->bias ? s->n_bias : 0;
     for (int i = 0; i < sp->n_bias; i++) sp->bias_id[i] = s->bias_id[i], sp->bias[i] = s->bias[i];
+    sp->typical_p = s->typical_p;
+    sp->top_n_sigma = s->top_n_sigma > 0 ? s->top_n_sigma : 0.0f;   /* llama.cpp's -1: off */
+    sp->xtc_probability = s->xtc_probability;
+    sp->xtc_threshold = s->xtc_threshold;
+    sp->dynatemp_range = s->dynatemp_range;
+    sp->dynatemp_exponent = s->dynatemp_exponent;
+    sp->mirostat = s->mirostat;
+    sp->mirostat_tau = s->mirostat_tau;
+    sp->mirostat_eta = s->mirostat_eta;
+    sp->dry_multiplier = s->dry_multiplier;
+    sp->dry_base = s->dry_base;
+    sp->dry_allowed_length = s->dry_allowed_length;
+    sp->dry_penalty_last_n = s->dry_penalty_last_n > SAMPLER_DRY_MAX ? SAMPLER_DRY_MAX : s->dry_penalty_last_n;
+}
+
+#define DRY_CHARS_MAX 40   /* llama.cpp's MAX_CHAR_LEN */
+
+/* adds (head, tail) to sp's breakers unless there already; <0 when full */
+static int dry_add(sampler_params_t *sp, int *ntok, int32_t head, const int32_t *tail, int ntail) {
+    for (int k = 0, off = 0; k < sp->n_dry_seq; off += sp->dry_seq_len[k++])
+        if (sp->dry_tok[off] == head && sp->dry_seq_len[k] == ntail + 1 &&
+            (ntail == 0 || !memcmp(sp->dry_tok + off + 1, tail, (size_t)ntail * sizeof *tail)))
+            return 0;
+    if (sp->n_dry_seq == SAMPLER_DRY_SEQ_MAX || *ntok + 1 + ntail > SAMPLER_DRY_TOK_MAX) return -1;
+    sp->dry_tok[*ntok] = head;
+    memcpy(sp->dry_tok + *ntok + 1, tail, (size_t)ntail * sizeof *tail);
+    sp->dry_seq_len[sp->n_dry_seq++] = (uint8_t)(1 + ntail);
+    *ntok += 1 + ntail;
+    return 0;
+}
+
+/* one breaker string over the vocabulary (llama.cpp's get_overlapping_token_sequences) */
+static int dry_one(const tokenizer_t *t, const char *str, sampler_params_t *sp, int *ntok) {
+    size_t sl = strnlen(str, DRY_CHARS_MAX);
+    if (!sl) return 0;   /* llama.cpp skips empty breakers */
+    char word[512];
+    int32_t tail[64];
+    for (int id = 0, V = tokenizer_n_vocab(t); id < V; id++) {
+        int wl = tokenizer_piece(t, id, 1, word, (int)sizeof word);
+        if (wl <= 0 || wl > (int)sizeof word) continue;
+        int contains = 0;
+        for (size_t at = 0; !contains && at + sl <= (size_t)wl; at++) contains = !memcmp(word + at, str, sl);
+        if (contains) {
+            if (dry_add(sp, ntok, id, NULL, 0) < 0) return -1;
+            continue;
+        }
+        for (size_t at = 0; at < (size_t)wl; at++) {   /* the word's end is a start of str */
+            if (word[at] != str[0]) continue;
+            size_t i = 1;
+            while (i < sl && at + i < (size_t)wl && word[at + i] == str[i]) i++;
+            if (i < sl && at + i < (size_t)wl) continue;   /* a mismatch inside the word */
+            int nt = tokenizer_encode(t, str + i, sl - i, 0, 0, tail, 64);
+            if (nt < 0) continue;
+            if (nt > 64) nt = 64;
+            if (nt > SAMPLER_DRY_TAIL_MAX) nt = SAMPLER_DRY_TAIL_MAX;
+            if (dry_add(sp, ntok, id, tail, nt) < 0) return -1;
+        }
+    }
+    return 0;
+}
+
+int engine_dry_breakers(const tern_model *m, const char *const *strs, int n, sampler_params_t *sp, char *err,
+                        size_t errlen) {
+    static const char *const defaults[] = {"\n", ":", "\"", "*"};
+    if (!strs) strs = defaults, n = 4;
+    int ntok = 0;
+    sp->n_dry_seq = 0;
+    for (int i = 0; i < n; i++)
+        if (strs[i] && dry_one(m->tok, strs[i], sp, &ntok) < 0) {
+            sp->n_dry_seq = 0;
+            return err_set(err, errlen, TERN_EINVAL, "DRY sequence breakers: \"%.40s\" and those before it match more "
+                           "than %d token sequences (%d tokens) of the vocabulary", strs[i], SAMPLER_DRY_SEQ_MAX,
+                           SAMPLER_DRY_TOK_MAX);
+        }
+    return 0;
 }
 
 int engine_ban_eog(const tern_model *m, sampler_params_t *sp, char *err, size_t errlen) {
@@ -272,6 +362,9 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     if (!s) { tern_sampling_default(&def); s = &def; }
     engine_sampler_params(s, &sp);
     if (s->ignore_eos && engine_ban_eog(m, &sp, m->err, sizeof m->err) < 0) return TERN_EINVAL;
+    if (sampler_params_dry(&sp) &&
+        engine_dry_breakers(m, s->dry_breakers, s->n_dry_breakers, &sp, m->err, sizeof m->err) < 0)
+        return TERN_EINVAL;
     for (int i = 0; i < sp.n_bias; i++)
         if (sp.bias_id[i] < 0 || sp.bias_id[i] >= m->pl->n_vocab) {
             snprintf(m->err, sizeof m->err, "logit bias: token id %d is outside the vocabulary (%d tokens)", sp.bias_id[i],

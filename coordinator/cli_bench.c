@@ -309,7 +309,7 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
     b->out = "md";
     b->reps = 5;
     b->bw_bytes = 1ULL << 30;
-    opt_t opts[48] = {
+    opt_t opts[96] = {
         {"-p", "--n-prompt", OPT_LIST, &b->p_list, "LIST", "prompt lengths for pp tests (0: none)", 0, 0},
         {"-n", "--n-gen", OPT_LIST, &b->n_list, "LIST", "generated tokens for tg tests (0: none)", 0, 0},
         {"-d", "--n-depth", OPT_LIST, &b->d_list, "LIST", "tg: tokens already in the KV cache (prefilled, not timed)", 0, 0},
@@ -319,7 +319,7 @@ static int bench_parse(bench_opts_t *b, int argc, char **argv, char *err, size_t
         {NULL, "--kernels", OPT_FLAG, &b->kernels, NULL, "kernel benchmarks instead (see tern bench --kernels --help)", 0, 0},
         {NULL, "--cuda", OPT_FLAG, &b->kernels, NULL, "GPU kernel benchmarks instead (see tern bench --cuda --help)", 0, 0},
     };
-    int n = cli_model_opts_table(&b->mo, opts, 48, 0);
+    int n = cli_model_opts_table(&b->mo, opts, (int)(sizeof opts / sizeof opts[0]), 0);
     for (int i = 0; i < n; i++)   /* -t takes a list here, as in llama-bench */
         if (opts[i].shrt && !strcmp(opts[i].shrt, "-t")) {
             opts[i].kind = OPT_LIST;

@@ -429,12 +429,12 @@ int cli_chat(int argc, char **argv) {
     const char *sys = NULL;
     int n_predict = -1, no_cache = 0;
     mo.s.n_keep = -1;   /* a shift keeps the system message */
-    opt_t opts[48] = {
+    opt_t opts[96] = {
         {"-sys", "--system-prompt", OPT_STR, &sys, "TEXT", "system message at the start of the conversation", 0, 0},
         {"-n", "--n-predict", OPT_INT, &n_predict, "N", "most tokens per reply (-1: until the end of turn)", -1, 1 << 20},
         {NULL, "--no-cache", OPT_FLAG, &no_cache, NULL, "re-feed the whole conversation every turn", 0, 0},
     };
-    int n_opts = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, 48, 1), 48);
+    int n_opts = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 1), (int)(sizeof opts / sizeof opts[0]));
     for (int i = 0; i < n_opts; i++)
         if (opts[i].lng && !strcmp(opts[i].lng, "--keep"))
             opts[i].help = "with --context-shift: tokens kept at the start of the conversation after the BOS (-1: the system message)";
@@ -478,6 +478,12 @@ int cli_chat(int argc, char **argv) {
     }
     sampler_params_t sp;
     engine_sampler_params(&mo.s, &sp);
+    if (sampler_params_dry(&sp) && engine_dry_breakers(m, mo.s.dry_breakers, mo.s.n_dry_breakers, &sp, err, sizeof err) < 0) {
+        pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
+        fprintf(stderr, "tern chat: %s\n", err);
+        tern_model_free(&m);
+        return 1;
+    }
     chat_t c;
     rc = chat_init(&c, m, &sp, mo.p.context_shift, mo.s.n_keep);
     if (rc == 0 && sys) {

@@ -62,6 +62,20 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sam
         {NULL, "--context-shift", OPT_FLAG, &o->p.context_shift, NULL, "a sequence that fills its context (-c) drops the older half of it after --keep tokens and goes on (default: it ends there)", 0, 0},
         {NULL, "--ignore-eos", OPT_FLAG, &o->s.ignore_eos, NULL, "never sample an end-of-generation token (generate exactly -n tokens)", 0, 0},
         {NULL, "--keep", OPT_INT, &o->s.n_keep, "N", "with --context-shift: prompt tokens kept after the BOS (-1: the whole prompt)", -1, 1 << 20},
+        {NULL, "--typical", OPT_FLOAT, &o->s.typical_p, "P", "locally typical sampling (1: off)", 0, 1},
+        {NULL, "--top-nsigma", OPT_FLOAT, &o->s.top_n_sigma, "N", "keep logits >= max - N standard deviations (<= 0: off)", -1, 1000},
+        {NULL, "--xtc-probability", OPT_FLOAT, &o->s.xtc_probability, "P", "XTC: chance the most likely tokens leave (0: off)", 0, 1},
+        {NULL, "--xtc-threshold", OPT_FLOAT, &o->s.xtc_threshold, "P", "XTC: ... those of probability >= P but the last (> 0.5: off)", 0, 1},
+        {NULL, "--dynatemp-range", OPT_FLOAT, &o->s.dynatemp_range, "R", "dynamic temperature: --temp +- R by the entropy (0: off)", 0, 100},
+        {NULL, "--dynatemp-exp", OPT_FLOAT, &o->s.dynatemp_exponent, "X", "dynamic temperature exponent", 0, 100},
+        {NULL, "--mirostat", OPT_INT, &o->s.mirostat, "N", "mirostat 1 or 2 in place of top-k/p, min-p, typical, XTC, the penalties (0: off; no drafts)", 0, 2},
+        {NULL, "--mirostat-lr", OPT_FLOAT, &o->s.mirostat_eta, "ETA", "mirostat learning rate", 0, 10},
+        {NULL, "--mirostat-ent", OPT_FLOAT, &o->s.mirostat_tau, "TAU", "mirostat target entropy", 0, 100},
+        {NULL, "--dry-multiplier", OPT_FLOAT, &o->s.dry_multiplier, "X", "DRY repetition penalty multiplier (0: off)", 0, 1000},
+        {NULL, "--dry-base", OPT_FLOAT, &o->s.dry_base, "X", "DRY base (< 1: off)", 0, 100},
+        {NULL, "--dry-allowed-length", OPT_INT, &o->s.dry_allowed_length, "N", "DRY: repeats this long go unpenalised", 0, 4096},
+        {NULL, "--dry-penalty-last-n", OPT_INT, &o->s.dry_penalty_last_n, "N", "DRY: tokens looked back (-1: all kept, at most 4096; 0: off)", -1, 1 << 20},
+        {NULL, "--dry-sequence-breaker", OPT_STRS, &o->dry_breakers, "S", "DRY: a sequence breaker, once per breaker (the first replaces the defaults \\n : \" *; 'none': none)", 0, 0},
     };
     for (size_t i = 0; i < sizeof model / sizeof model[0] && n < cap - 1; i++) opts[n++] = model[i];
     if (with_sampling)
@@ -179,8 +193,16 @@ static int bias_opts(cli_model_opts_t *o, char *err, size_t errlen) {
     return 0;
 }
 
+/* --dry-sequence-breaker: none given keeps llama.cpp's defaults; "none" alone clears them */
+static void dry_opts(cli_model_opts_t *o) {
+    if (!o->dry_breakers.n) return;
+    o->s.dry_breakers = o->dry_breakers.v;
+    o->s.n_dry_breakers = o->dry_breakers.n == 1 && !strcmp(o->dry_breakers.v[0], "none") ? 0 : o->dry_breakers.n;
+}
+
 int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen) {
     if (!o->p.model) return err_set(err, errlen, TERN_EINVAL, "no model given: use -m FILE");
+    dry_opts(o);
     int rc = bias_opts(o, err, errlen);
     if (rc == 0) rc = grammar_opts(o, err, errlen);
     if (rc < 0) return rc;

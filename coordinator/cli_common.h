@@ -12,6 +12,8 @@ typedef struct cli_model_opts {
     const char *logit_bias;   /* -l "ID+BIAS,ID-BIAS,...": into bias_id / bias (s points at them) */
     int32_t bias_id[300];
     float bias[300];
+    opt_strs_t dry_breakers;  /* --dry-sequence-breaker, each use one ("none": none; not given: llama.cpp's
+                               * defaults); s.dry_breakers points at them */
     const char *grammar, *grammar_file, *json_schema, *json_schema_file;   /* one at most: the GBNF
                                         * they come to is s.grammar (kept for the process's life) */
     int verbose;        /* -v (applied by main.c before parsing) */

@@ -133,7 +133,7 @@ int cli_embed(int argc, char **argv) {
     mo.p.n_seq = 0;
     const char *file = NULL, *unused = NULL, *fmt = "", *pooling = "mean", *sep = NULL;
     int norm = 2;
-    opt_t opts[56] = {
+    opt_t opts[96] = {
         {"-p", "--prompt", OPT_STR, &unused, "TEXT", "text to embed (repeatable; each split at --embd-separator)", 0, 0},
         {"-f", "--file", OPT_STR, &file, "FILE", "texts to embed, split at --embd-separator", 0, 0},
         {NULL, "--pooling", OPT_STR, &pooling, "TYPE", "mean, last, cls, or none (every token's row)", 0, 0},
@@ -141,7 +141,7 @@ int cli_embed(int argc, char **argv) {
         {NULL, "--embd-output-format", OPT_STR, &fmt, "FMT", "'' (lines), array or json", 0, 0},
         {NULL, "--embd-separator", OPT_STR, &sep, "SEP", "separator between the texts of one -p or file (default: a newline)", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 56, 0);
+    cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 0);
     char err[512], *texts[EMBED_MAX_TEXTS], *ptexts[EMBED_MAX_TEXTS];
     int np = 0, npos, nt = 0;
     argc = take_prompts(argc, argv, ptexts, &np);

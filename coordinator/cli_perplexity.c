@@ -313,7 +313,7 @@ int cli_perplexity(int argc, char **argv) {
     mo.p.n_batch = 512;
     const char *file = NULL, *base = NULL;
     int chunks = -1, compare = 0;
-    opt_t opts[48] = {
+    opt_t opts[96] = {
         {"-f", "--file", OPT_STR, &file, "FILE", "text to score", 0, 0},
         {NULL, "--chunks", OPT_INT, &chunks, "N", "score at most N chunks (-1: all)", -1, 1 << 30},
         {NULL, "--kl-divergence-base", OPT_STR, &base, "FILE",
@@ -321,7 +321,7 @@ int cli_perplexity(int argc, char **argv) {
         {NULL, "--kl-divergence", OPT_FLAG, &compare, NULL,
          "compare this model with --kl-divergence-base's (its tokens; no -f): KLD, Δp, same top p", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 48, 0);
+    cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 0);
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {

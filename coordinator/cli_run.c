@@ -24,14 +24,14 @@ int cli_run(int argc, char **argv) {
     cli_model_opts_default(&mo);
     const char *prompt = NULL, *file = NULL;
     int n_predict = 128, no_display = 0, summary = 1;
-    opt_t opts[48] = {
+    opt_t opts[96] = {
         {"-p", "--prompt", OPT_STR, &prompt, "TEXT", "prompt", 0, 0},
         {"-f", "--file", OPT_STR, &file, "FILE", "read the prompt from a file", 0, 0},
         {"-n", "--n-predict", OPT_INT, &n_predict, "N", "tokens to generate", 0, 1 << 20},
         {NULL, "--no-display-prompt", OPT_FLAG, &no_display, NULL, "do not echo the prompt", 0, 0},
         {NULL, "--summary", OPT_FLAG, &summary, NULL, "timing summary on stderr (--summary=0 to hide)", 0, 0},
     };
-    cli_model_opts_table(&mo, opts, 48, 1);
+    cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 1);
     char err[512], *pos[4];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {

@@ -72,7 +72,7 @@ int cli_serve(int argc, char **argv) {
     uint64_t max_body = sc.max_body;
     float grace = 30;
     const char *pooling = "mean";
-    opt_t opts[64] = {
+    opt_t opts[112] = {
         {NULL, "--host", OPT_STR, &sc.host, "ADDR", "address to listen on", 0, 0},
         {NULL, "--port", OPT_INT, &sc.port, "N", "port (0: any free port, logged at start)", 0, 65535},
         {NULL, "--api-key", OPT_STR, &sc.api_key, "KEY", "require 'Authorization: Bearer KEY' (not on /health and the web UI page, which asks for it)", 0, 0},
@@ -91,7 +91,7 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--no-webui", OPT_FLAG, &sc.no_webui, NULL, "do not serve the web UI page at / (404)", 0, 0},
         {NULL, "--no-slots", OPT_FLAG, &sc.no_slots, NULL, "do not serve /slots (501)", 0, 0},
     };
-    int n = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, 64, 1), 64);
+    int n = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 1), (int)(sizeof opts / sizeof opts[0]));
     (void)n;
     char err[512];
     int npos, rc = opt_parse(opts, argc, argv, NULL, 0, &npos, err, sizeof err);
@@ -143,7 +143,13 @@ int cli_serve(int argc, char **argv) {
     if (rc == 0) {
         sampler_params_t sp;
         engine_sampler_params(&mo.s, &sp);
-        rc = server_attach(srv, m, &sp, err, sizeof err);
+        /* the breakers a request that turns DRY on gets unless it names its own */
+        rc = engine_dry_breakers(m, mo.s.dry_breakers, mo.s.n_dry_breakers, &sp, err, sizeof err);
+        if (rc < 0 && !sampler_params_dry(&sp)) {
+            log_w("serve: %s (requests that turn DRY on must name their breakers)", err);
+            rc = 0;
+        }
+        if (rc == 0) rc = server_attach(srv, m, &sp, err, sizeof err);
     }
     if (rc == 0) {
         pthread_mutex_lock(&g_mu);

@@ -82,6 +82,7 @@ typedef struct cpl {
     protobuf_c_boolean *b_embd;         /* a step's embedding flags */
     Tern__SeqSampling *ss;
     Tern__SamplingParams *sp;
+    uint32_t *dry_lens;                 /* (n_seq, SAMPLER_DRY_SEQ_MAX) */
     Tern__SeqSampling **ssp;
     Tern__SeqAllow *sa;                 /* (n_seq,) a step's grammar masks */
     Tern__SeqAllow **sap;
@@ -469,6 +470,31 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
 
 /* ---- pipeline ops ------------------------------------------------------------------------ */
 
+/* SamplingParams 14-28 (v4) from sp; lens: room for SAMPLER_DRY_SEQ_MAX (the wire's uint32
+ * lengths); the tokens point into sp */
+static void put_v4_params(Tern__SamplingParams *m, const sampler_params_t *sp, uint32_t *lens) {
+    m->typical_p = sp->typical_p;
+    m->top_n_sigma = sp->top_n_sigma;
+    m->xtc_probability = sp->xtc_probability;
+    m->xtc_threshold = sp->xtc_threshold;
+    m->dynatemp_range = sp->dynatemp_range;
+    m->dynatemp_exponent = sp->dynatemp_exponent;
+    m->mirostat = sp->mirostat > 0 ? (uint32_t)sp->mirostat : 0;
+    m->mirostat_tau = sp->mirostat_tau;
+    m->mirostat_eta = sp->mirostat_eta;
+    m->dry_multiplier = sp->dry_multiplier;
+    m->dry_base = sp->dry_base;
+    m->dry_allowed_length = sp->dry_allowed_length > 0 ? (uint32_t)sp->dry_allowed_length : 0;
+    m->dry_penalty_last_n = sp->dry_penalty_last_n;
+    int n = sp->n_dry_seq > 0 && sp->n_dry_seq <= SAMPLER_DRY_SEQ_MAX ? sp->n_dry_seq : 0;
+    size_t ntok = 0;
+    for (int i = 0; i < n; i++) ntok += lens[i] = sp->dry_seq_len[i];
+    m->n_dry_breaker_lens = (size_t)n;
+    m->dry_breaker_lens = lens;
+    m->n_dry_breaker_tokens = ntok;
+    m->dry_breaker_tokens = (int32_t *)sp->dry_tok;
+}
+
 static int cl_seq_start(pipeline_t *pl, int slot, const sampler_params_t *sp) {
     cpl_t *p = (cpl_t *)pl;
     if (slot < 0 || slot >= p->n_seq) return TERN_EINVAL;
@@ -570,6 +596,7 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
         p->sp[k].n_bias_ids = p->sp[k].n_bias_values = (size_t)(sp->n_bias > 0 ? sp->n_bias : 0);
         p->sp[k].bias_ids = (int32_t *)sp->bias_id;
         p->sp[k].bias_values = (float *)sp->bias;
+        put_v4_params(&p->sp[k], sp, p->dry_lens + (size_t)k * SAMPLER_DRY_SEQ_MAX);
         p->ss[k].seq_id = (uint32_t)slot;
         p->ss[k].params = &p->sp[k];
         p->ssp[k] = &p->ss[k];
@@ -883,7 +910,7 @@ static void cl_destroy(pipeline_t *pl) {
     free(p->w);
     free(p->pending); free(p->has_pending);
     free(p->u_seq); free(p->u_pos); free(p->b_sample); free(p->b_embd);
-    free(p->ss); free(p->sp); free(p->ssp);
+    free(p->ss); free(p->sp); free(p->ssp); free(p->dry_lens);
     free(p->sa); free(p->sap);
     free(p->ks); free(p->ksp); free(p->kvs);
     free(p->lmem); free(p->lrd);
@@ -1001,13 +1028,14 @@ int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_
     p->has_pending = calloc((size_t)p->n_seq, 1);
     p->ss = calloc((size_t)p->n_seq, sizeof(Tern__SeqSampling));
     p->sp = calloc((size_t)p->n_seq, sizeof(Tern__SamplingParams));
+    p->dry_lens = calloc((size_t)p->n_seq * SAMPLER_DRY_SEQ_MAX, sizeof(uint32_t));
     p->ssp = calloc((size_t)p->n_seq, sizeof(Tern__SeqSampling *));
     p->sa = calloc((size_t)p->n_seq, sizeof(Tern__SeqAllow));
     p->sap = calloc((size_t)p->n_seq, sizeof(Tern__SeqAllow *));
     p->ks = calloc((size_t)p->n_seq, sizeof(Tern__KvShift));
     p->ksp = calloc((size_t)p->n_seq, sizeof(Tern__KvShift *));
     p->kvs = calloc((size_t)p->n_seq, sizeof(kv_shift_t));
-    if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->ssp || !p->sa || !p->sap || !p->ks ||
+    if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->dry_lens || !p->ssp || !p->sa || !p->sap || !p->ks ||
         !p->ksp || !p->kvs) {
         rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
         goto fail;

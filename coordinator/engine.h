@@ -39,6 +39,14 @@ void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp);
 /* ignore_eos (llama.cpp's): every end-of-generation token gets a logit bias of -1e30 in sp, so it
  * is never sampled. 0, or TERN_EINVAL when sp's biases leave no room for them (err says why). */
 int engine_ban_eog(const tern_model *m, sampler_params_t *sp, char *err, size_t errlen);
+/* DRY's sequence breakers as llama.cpp makes them (get_overlapping_token_sequences): for each
+ * string (cut to 40 bytes), every token whose text holds it is a breaker alone, and every token
+ * whose text ends with a start of it is one with the rest of the string tokenized after it (at most
+ * SAMPLER_DRY_TAIL_MAX tokens). strs NULL: llama.cpp's defaults "\n" ":" "\"" "*"; n 0 and strs
+ * non-NULL: none. Replaces sp's breakers. 0, or TERN_EINVAL when they need more than
+ * SAMPLER_DRY_SEQ_MAX / SAMPLER_DRY_TOK_MAX (err says why). */
+int engine_dry_breakers(const tern_model *m, const char *const *strs, int n, sampler_params_t *sp, char *err,
+                        size_t errlen);
 /* sched_set_keep's count for a request's n_keep (llama.cpp's: tokens after the BOS, which a
  * shift always keeps; -1: the whole prompt) */
 int engine_keep(const tern_model *m, int n_keep);

@@ -146,9 +146,11 @@ static int lookup_draft(const sched_seq_t *q, int k, int32_t *out) {
  * last token. Any sampling: each row is sampled as plain decoding samples that position (the
  * draw is keyed on it, the last stage's history for a row ends at its own token), so a kept
  * draft is the token plain decoding draws there. Not under a grammar (its mask is one per slot
- * and step) nor for a scored prompt. */
+ * and step) nor for a scored prompt, nor under mirostat (stateful: a refused draft's sample
+ * would have moved mu). */
 static int lookup_room(const sched_t *s, const sched_seq_t *q, int budget) {
     if (!s->lookup || q->gram || q->score_cb || q->n_fed != q->n_toks) return 0;
+    if (q->sp.mirostat) return 0;   /* its mu moves with every sample, refused drafts' too */
     int k = s->lookup;
     if (k > budget) k = budget;
     if (k > q->max_gen - q->n_gen - 1) k = q->max_gen - q->n_gen - 1;   /* no draft past the last token */
@@ -614,7 +616,9 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
 /* The pipeline lost its state and rebuilt itself: forget the steps in flight and feed every
  * active sequence again, as one prompt of all its known tokens: a draw is keyed on its position
  * and the last stage's history (the penalties') is made of the tokens fed, so the next sample is
- * the one the sequence would have drawn without the failure. */
+ * the one the sequence would have drawn without the failure. Not under mirostat: its mu (the
+ * last stage's state, moved by each sample's surprise) starts again at 2·tau, so the tokens after
+ * the recovery may differ from an uninterrupted run's (logged). */
 static void replay_all(sched_t *s) {
     s->inflight = 0;
     s->first = 0;
@@ -646,6 +650,9 @@ static void replay_all(sched_t *s) {
         q->waiting = 0;
         q->n_prefill = q->n_toks;
         log_i("sequence %d: replaying %d tokens (%d generated so far)", q->id, q->n_toks, q->n_gen);
+        if (q->sp.mirostat && q->n_gen)
+            log_w("sequence %d: mirostat starts again from mu = 2·tau after the recovery: its next tokens may "
+                  "differ from an uninterrupted run's", q->id);
     }
 }
 

@@ -224,7 +224,8 @@ int sched_active(const sched_t *s);      /* sequences still running */
 /* After a failure the pipeline recovers from (pipeline_ops_t.recover), every active sequence is
  * replayed: its known tokens are fed again from position 0 as one prompt, and its next sample is
  * the one it would have drawn (the draw is keyed on the seed and the position; the penalties'
- * history is what was fed) — the client sees a pause, not an error, and the same tokens.
+ * history is what was fed) — the client sees a pause, not an error, and the same tokens (under
+ * mirostat not necessarily: its mu starts again).
  * Fills the pipeline with steps (up to its max_inflight: with several stages, steps of different
  * sequences — and successive chunks of one prompt — are in flight at once), then waits for the
  * oldest and delivers its tokens. Returns the number of sequences still active, or <0 when the

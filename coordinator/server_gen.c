@@ -90,6 +90,9 @@ static int build_prompt(struct server *s, const server_req_t *r, job_t *j, serve
     char why[160];
     if (r->ignore_eos && engine_ban_eog(m, &j->sp, why, sizeof why) < 0)
         return server_err_set(e, 400, "invalid_request_error", "invalid_value", "ignore_eos", "%s", why);
+    if (r->dry_breakers && sampler_params_dry(&j->sp) &&
+        engine_dry_breakers(m, (const char *const *)r->dry_breakers, r->n_dry_breakers, &j->sp, why, sizeof why) < 0)
+        return server_err_set(e, 400, "invalid_request_error", "invalid_value", "dry_sequence_breakers", "%s", why);
     int n;
     if (r->ids) {
         for (int i = 0; i < r->n_ids; i++)

@@ -51,6 +51,19 @@ void server_info_slot_params(server_slot_t *sl, const sampler_params_t *sp) {
     sl->repeat_last_n = sp->repeat_last_n;
     sl->n_probs = sp->logprobs ? sp->top_logprobs : 0;
     sl->seed = sp->seed;
+    sl->typical_p = sp->typical_p;
+    sl->top_n_sigma = sp->top_n_sigma;
+    sl->xtc_probability = sp->xtc_probability;
+    sl->xtc_threshold = sp->xtc_threshold;
+    sl->dynatemp_range = sp->dynatemp_range;
+    sl->dynatemp_exponent = sp->dynatemp_exponent;
+    sl->mirostat = sp->mirostat;
+    sl->mirostat_tau = sp->mirostat_tau;
+    sl->mirostat_eta = sp->mirostat_eta;
+    sl->dry_multiplier = sp->dry_multiplier;
+    sl->dry_base = sp->dry_base;
+    sl->dry_allowed_length = sp->dry_allowed_length;
+    sl->dry_penalty_last_n = sp->dry_penalty_last_n;
 }
 
 void server_info_publish(struct server *s) {
@@ -100,6 +113,18 @@ void *server_info_slot_json(const server_slot_t *sl, int id, int n_ctx, int spec
                                f2d(sl->presence_penalty), "frequency_penalty", f2d(sl->freq_penalty), "max_tokens",
                                sl->max_gen > 0 ? sl->max_gen : -1, "n_probs", sl->n_probs, "stream", sl->stream,
                                "chat_format", chat_format ? chat_format : "");
+    if (params) {   /* llama.cpp's other samplers, under its names */
+        json_t *more = json_pack("{s:f, s:f, s:f, s:f, s:f, s:f, s:i, s:f, s:f, s:f, s:f, s:i, s:i}", "typical_p",
+                                 f2d(sl->typical_p), "top_n_sigma", sl->top_n_sigma > 0 ? f2d(sl->top_n_sigma) : -1.0,
+                                 "xtc_probability", f2d(sl->xtc_probability), "xtc_threshold", f2d(sl->xtc_threshold),
+                                 "dynatemp_range", f2d(sl->dynatemp_range), "dynatemp_exponent", f2d(sl->dynatemp_exponent),
+                                 "mirostat", sl->mirostat, "mirostat_tau", f2d(sl->mirostat_tau), "mirostat_eta",
+                                 f2d(sl->mirostat_eta), "dry_multiplier", f2d(sl->dry_multiplier), "dry_base",
+                                 f2d(sl->dry_base), "dry_allowed_length", sl->dry_allowed_length, "dry_penalty_last_n",
+                                 sl->dry_penalty_last_n);
+        if (more) json_object_update(params, more);
+        json_decref(more);
+    }
     json_t *next = json_pack("{s:b, s:i, s:i}", "has_next_token", sl->active, "n_remain",
                              sl->active && sl->max_gen > 0 ? sl->max_gen - sl->n_decoded : -1, "n_decoded", sl->n_decoded);
     return json_pack("{s:i, s:i, s:s?, s:i, s:b, s:b, s:i, s:i, s:i, s:i, s:o?, s:o?}", "id", id, "id_task", sl->id_task,

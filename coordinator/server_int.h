@@ -110,6 +110,9 @@ typedef struct server_slot {
     float temp, top_p, min_p, repeat_penalty, freq_penalty, presence_penalty;
     int top_k, repeat_last_n, n_probs;
     uint64_t seed;
+    float typical_p, top_n_sigma, xtc_probability, xtc_threshold, dynatemp_range, dynatemp_exponent;
+    float mirostat_tau, mirostat_eta, dry_multiplier, dry_base;
+    int mirostat, dry_allowed_length, dry_penalty_last_n;
 } server_slot_t;
 
 struct server {

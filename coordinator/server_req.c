@@ -348,6 +348,53 @@ static int parse_logit_bias(server_req_t *r, json_t *root, server_err_t *e) {
 }
 
 /* the fields shared by completions and chat */
+/* llama.cpp's dry_sequence_breakers: a non-empty array of strings */
+static int parse_dry_breakers(server_req_t *r, json_t *root, server_err_t *e) {
+    const char *P = "dry_sequence_breakers";
+    json_t *a = json_object_get(root, P);
+    if (!a || json_is_null(a)) return 0;
+    size_t n = json_is_array(a) ? json_array_size(a) : 0;
+    if (!n) return BAD(e, P, "'%s' must be a non-empty array of strings", P);
+    if (n > SERVER_MAX_DRY_BREAKERS) return BAD(e, P, "'%s' has %zu entries (at most %d)", P, n, SERVER_MAX_DRY_BREAKERS);
+    if (!(r->dry_breakers = calloc(n, sizeof *r->dry_breakers)))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    for (size_t i = 0; i < n; i++) {
+        json_t *s = json_array_get(a, i);
+        if (!json_is_string(s)) return BAD(e, P, "'%s' entry %zu must be a string", P, i);
+        int rc = dup_string(&r->dry_breakers[i], s, P, e);
+        if (rc < 0) return rc;
+        r->n_dry_breakers = (int)i + 1;
+    }
+    return 0;
+}
+
+/* llama.cpp's other samplers (typical, top-n-sigma, XTC, dynamic temperature, mirostat, DRY) */
+static int parse_samplers(server_req_t *r, json_t *root, server_err_t *e) {
+    sampler_params_t *sp = &r->sp;
+    int rc;
+    if ((rc = get_num(root, "typical_p", 0, 1, &sp->typical_p, e)) < 0) return rc;
+    if ((rc = get_num(root, "top_n_sigma", -1, 1000, &sp->top_n_sigma, e)) < 0) return rc;
+    if (sp->top_n_sigma < 0) sp->top_n_sigma = 0;   /* llama.cpp's -1: off */
+    if ((rc = get_num(root, "xtc_probability", 0, 1, &sp->xtc_probability, e)) < 0) return rc;
+    if ((rc = get_num(root, "xtc_threshold", 0, 1, &sp->xtc_threshold, e)) < 0) return rc;
+    if ((rc = get_num(root, "dynatemp_range", 0, 100, &sp->dynatemp_range, e)) < 0) return rc;
+    if ((rc = get_num(root, "dynatemp_exponent", 0, 100, &sp->dynatemp_exponent, e)) < 0) return rc;
+    if ((rc = get_num(root, "mirostat_tau", 0, 100, &sp->mirostat_tau, e)) < 0) return rc;
+    if ((rc = get_num(root, "mirostat_eta", 0, 10, &sp->mirostat_eta, e)) < 0) return rc;
+    if ((rc = get_num(root, "dry_multiplier", 0, 1000, &sp->dry_multiplier, e)) < 0) return rc;
+    if ((rc = get_num(root, "dry_base", 0, 100, &sp->dry_base, e)) < 0) return rc;
+    long long v = sp->mirostat;
+    if ((rc = get_int(root, "mirostat", 0, 2, &v, e)) < 0) return rc;
+    sp->mirostat = (int)v;
+    v = sp->dry_allowed_length;
+    if ((rc = get_int(root, "dry_allowed_length", 0, SAMPLER_DRY_MAX, &v, e)) < 0) return rc;
+    sp->dry_allowed_length = (int)v;
+    v = sp->dry_penalty_last_n;
+    if ((rc = get_int(root, "dry_penalty_last_n", -1, 1 << 30, &v, e)) < 0) return rc;
+    sp->dry_penalty_last_n = v > SAMPLER_DRY_MAX ? SAMPLER_DRY_MAX : (int)v;   /* what the history keeps */
+    return parse_dry_breakers(r, root, e);
+}
+
 static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     long long v = 1;
     int rc;
@@ -370,6 +417,7 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     if ((rc = get_num(root, "frequency_penalty", -100, 100, &sp->freq_penalty, e)) < 0) return rc;
     if ((rc = get_num(root, "presence_penalty", -100, 100, &sp->presence_penalty, e)) < 0) return rc;
     if ((rc = parse_logit_bias(r, root, e)) < 0) return rc;
+    if ((rc = parse_samplers(r, root, e)) < 0) return rc;
     v = sp->top_k;
     if ((rc = get_int(root, "top_k", 0, 1 << 24, &v, e)) < 0) return rc;
     sp->top_k = (int)v;
@@ -471,6 +519,8 @@ void server_req_free(server_req_t *r) {
     free(r->tool_ids);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->grammar);
+    for (int i = 0; i < r->n_dry_breakers; i++) free(r->dry_breakers[i]);
+    free(r->dry_breakers);
     int kind = r->kind;
     memset(r, 0, sizeof *r);
     r->kind = kind;

@@ -51,6 +51,9 @@ typedef struct server_req {
     int n_stop;
     int stream, include_usage;
     int ignore_eos;          /* llama.cpp's: keep generating past end-of-generation tokens */
+    char **dry_breakers;     /* llama.cpp's dry_sequence_breakers (owned; NULL: not given, sp's
+                              * breakers stay — the server's); tokenized when the job starts */
+    int n_dry_breakers;
     int seed_set;            /* the request chose its seed */
     int logprobs;            /* the reply carries the sampled tokens' log-probabilities (sp.logprobs
                               * is set to match): completions' "logprobs": 0..5, chat's "logprobs": true */
@@ -84,6 +87,8 @@ typedef struct server_err {
 
 int server_err_set(server_err_t *e, int status, const char *type, const char *code, const char *param,
                    const char *fmt, ...) __attribute__((format(printf, 6, 7)));
+
+#define SERVER_MAX_DRY_BREAKERS 64
 
 /* Parses body[0..len) as a request of `kind` over the defaults in *def. Returns 0, or <0 with
  * e filled (status 400). On success the caller frees r with server_req_free. */

@@ -91,6 +91,13 @@ static int set_value(const opt_t *o, const char *val, const char *src, char *err
         *(uint64_t *)o->dst = v;
         return 0;
     }
+    case OPT_STRS: {
+        opt_strs_t *l = o->dst;
+        if (l->n == OPT_STRS_MAX)
+            return err_set(err, errlen, TERN_EINVAL, "%s %s: given more than %d times", src, opt_label(o), OPT_STRS_MAX);
+        l->v[l->n++] = val;
+        return 0;
+    }
     default:
         *(const char **)o->dst = val;
         return 0;

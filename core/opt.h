@@ -16,7 +16,14 @@ enum opt_kind {
     OPT_STR,     /* const char * (points into argv or environ) */
     OPT_SIZE,    /* uint64_t bytes: 512M, 12GiB, 1.5G, 4096 */
     OPT_LIST,    /* const char *; the caller splits (e.g. "-t 1,2") */
+    OPT_STRS,    /* opt_strs_t: each use appends one value (llama.cpp's repeatable flags) */
 };
+
+#define OPT_STRS_MAX 64
+typedef struct opt_strs {
+    const char *v[OPT_STRS_MAX];   /* point into argv or environ */
+    int n;
+} opt_strs_t;
 
 typedef struct opt {
     const char *shrt;     /* "-m" or NULL */

@@ -61,6 +61,21 @@ typedef struct tern_sampling {
     int ignore_eos;          /* end-of-generation tokens are never sampled (llama.cpp's --ignore-eos) */
     int n_keep;              /* with context_shift: prompt tokens a shift keeps after the BOS
                               * (llama.cpp's --keep; -1: the whole prompt; default 0) */
+    /* llama.cpp's other samplers, in its chain order (each off at its default) */
+    float typical_p;         /* locally typical sampling (1: off) */
+    float top_n_sigma;       /* keep logits >= max - n * stddev (0: off) */
+    float xtc_probability;   /* XTC: the chance the most likely tokens leave (0: off) */
+    float xtc_threshold;     /* ... those of probability >= this but the last (> 0.5: off; 0.1) */
+    float dynatemp_range;    /* dynamic temperature: temp +- this by the entropy (0: off) */
+    float dynatemp_exponent; /* (1) */
+    int mirostat;            /* 1, 2: mirostat v1 / v2 in place of the filters and penalties (0: off) */
+    float mirostat_tau, mirostat_eta;   /* target surprise (5), learning rate (0.1) */
+    float dry_multiplier;    /* DRY (0: off) */
+    float dry_base;          /* (1.75) */
+    int dry_allowed_length;  /* (2) */
+    int dry_penalty_last_n;  /* tokens DRY looks back (-1: as many as kept, at most 4096; 0: off) */
+    const char *const *dry_breakers;   /* sequence breakers (NULL: "\n" ":" "\"" "*"; with */
+    int n_dry_breakers;                /* n_dry_breakers 0 and non-NULL: none) */
 } tern_sampling;
 
 typedef struct tern_stats {

@@ -136,8 +136,33 @@ static int floats_finite(const float *v, size_t n) {
     return 1;
 }
 
+static int in01(float x) { return isfinite(x) && x >= 0 && x <= 1; }
+static int nonneg(float x) { return isfinite(x) && x >= 0; }
+
+/* the breakers: bounded counts, each 1..TP_MAX_DRY_LEN tokens, the lengths adding up, no
+ * negative id */
+static int dry_ok(const Tern__SamplingParams *p) {
+    if (p->n_dry_breaker_lens > TP_MAX_DRY_SEQ || p->n_dry_breaker_tokens > TP_MAX_DRY_TOK) return 0;
+    size_t sum = 0;
+    for (size_t i = 0; i < p->n_dry_breaker_lens; i++) {
+        if (p->dry_breaker_lens[i] < 1 || p->dry_breaker_lens[i] > TP_MAX_DRY_LEN) return 0;
+        sum += p->dry_breaker_lens[i];
+    }
+    for (size_t i = 0; i < p->n_dry_breaker_tokens; i++)
+        if (p->dry_breaker_tokens[i] < 0) return 0;
+    return sum == p->n_dry_breaker_tokens;
+}
+
+/* v4's samplers: probabilities in [0, 1], the rest finite and not negative */
+static int params_v4_ok(const Tern__SamplingParams *p) {
+    return in01(p->typical_p) && nonneg(p->top_n_sigma) && in01(p->xtc_probability) && in01(p->xtc_threshold) &&
+           nonneg(p->dynatemp_range) && nonneg(p->dynatemp_exponent) && p->mirostat <= 2 && nonneg(p->mirostat_tau) &&
+           nonneg(p->mirostat_eta) && nonneg(p->dry_multiplier) && nonneg(p->dry_base) &&
+           p->dry_allowed_length <= (1u << 20) && p->dry_penalty_last_n >= -1 && dry_ok(p);
+}
+
 static int params_ok(const Tern__SamplingParams *p) {
-    return p && isfinite(p->temp) && p->temp >= 0 && isfinite(p->top_p) && p->top_p >= 0 &&
+    return p && params_v4_ok(p) && isfinite(p->temp) && p->temp >= 0 && isfinite(p->top_p) && p->top_p >= 0 &&
            p->top_p <= 1 && isfinite(p->min_p) && p->min_p >= 0 && p->min_p <= 1 &&
            isfinite(p->repeat_penalty) && p->repeat_penalty > 0 && p->repeat_last_n >= 0 &&
            isfinite(p->frequency_penalty) && isfinite(p->presence_penalty) && p->n_bias_ids == p->n_bias_values &&

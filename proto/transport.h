@@ -21,9 +21,13 @@
 #include <stdint.h>
 
 /* v3: Forward.shift (KV-cache context shifts; a v2 worker would ignore them silently),
- * Forward.embd / Sampled.embd_rows (embeddings) */
-#define TERN_PROTO_VERSION 3
+ * Forward.embd / Sampled.embd_rows (embeddings). v4: SamplingParams 14-28 (typical, top-n-sigma,
+ * XTC, dynamic temperature, mirostat, DRY; a v3 worker would ignore them silently) */
+#define TERN_PROTO_VERSION 4
 #define TP_MAX_BIAS 300   /* SamplingParams.bias_ids at most (= SAMPLER_BIAS_MAX, worker/sampler.h) */
+#define TP_MAX_DRY_SEQ 8192   /* SamplingParams.dry_breaker_lens at most (= SAMPLER_DRY_SEQ_MAX) */
+#define TP_MAX_DRY_TOK 8192   /* SamplingParams.dry_breaker_tokens at most (= SAMPLER_DRY_TOK_MAX) */
+#define TP_MAX_DRY_LEN 21     /* tokens of one breaker (= 1 + SAMPLER_DRY_TAIL_MAX) */
 
 #define TP_NAME_MAX 64                       /* node names, routing ids (bytes, printable) */
 #define TP_KEY_Z85 41                        /* CURVE key in Z85: 40 chars + NUL */

@@ -1,6 +1,9 @@
 /* sampler: candidates are (id, logit) pairs; each filter narrows them, then a draw keyed on
  * (seed, position) — no generator state, so a draft's check, a replay and plain decoding draw
- * the same number for a position. Ties in greedy pick the lowest id.
+ * the same number for a position (XTC's coin too, from its own stream). Ties in greedy pick the
+ * lowest id. Mirostat is the exception: its mu moves with each sample.
+ * With only llama.cpp's classic filters on (top-k, top-p, min-p) the fast path below runs; any of
+ * typical, top-n-sigma, XTC, dynamic temperature or mirostat takes the general chain (sample_ext).
  * Without top-k the candidates are ordered lazily: a sorted prefix grows (quickselect + sort of
  * the new part) only as far as top-p / min-p / the draw look. */
 #include "worker/sampler.h"
@@ -17,6 +20,14 @@ void sampler_params_default(sampler_params_t *p) {
     p->repeat_penalty = 1.0f;
     p->repeat_last_n = 64;
     p->seed = 0xC0FFEE;
+    p->typical_p = 1.0f;
+    p->xtc_threshold = 0.1f;
+    p->dynatemp_exponent = 1.0f;
+    p->mirostat_tau = 5.0f;
+    p->mirostat_eta = 0.1f;
+    p->dry_base = 1.75f;
+    p->dry_allowed_length = 2;
+    p->dry_penalty_last_n = -1;
 }
 
 /* splitmix64's finaliser: a bijection of 64 bits that mixes every input bit into every output bit */
@@ -26,14 +37,48 @@ static uint64_t mix64(uint64_t z) {
     return z ^ (z >> 31);
 }
 
-double sampler_uniform(uint64_t seed, int pos) {
-    /* the seed mixed first, so that seeds a multiple of the increment apart are unrelated */
-    uint64_t z = mix64(mix64(seed) + ((uint64_t)(uint32_t)pos + 1) * 0x9e3779b97f4a7c15ULL);
+double sampler_uniform_stream(uint64_t seed, int pos, uint32_t stream) {
+    /* the seed mixed first, so that seeds a multiple of the increment apart are unrelated; a
+     * stream moves the start by an odd constant far from any position's multiple */
+    uint64_t z = mix64(mix64(seed) + (uint64_t)stream * 0xd1b54a32d192ed03ULL +
+                       ((uint64_t)(uint32_t)pos + 1) * 0x9e3779b97f4a7c15ULL);
     return (double)(z >> 11) * (1.0 / 9007199254740992.0);
 }
 
+double sampler_uniform(uint64_t seed, int pos) { return sampler_uniform_stream(seed, pos, 0); }
+
 /* the draw of the current sample (its position: s->pos) */
 static double rng_uniform(const sampler_t *s) { return sampler_uniform(s->p.seed, s->pos); }
+
+/* dry_head_cmp's sampler (C11's qsort has no context argument) */
+static _Thread_local const sampler_t *t_sort_s;
+
+static int dry_head_cmp(const void *a, const void *b) {
+    const sampler_t *s = t_sort_s;
+    int x = *(const uint16_t *)a, y = *(const uint16_t *)b;
+    int32_t hx = s->p.dry_tok[s->dry_off[x]], hy = s->p.dry_tok[s->dry_off[y]];
+    if (hx != hy) return hx < hy ? -1 : 1;
+    return x - y;
+}
+
+/* offsets of the breakers and their order by head token; a list whose lengths do not add up
+ * (transport.c refuses those) is dropped whole */
+static void dry_index(sampler_t *s) {
+    sampler_params_t *p = &s->p;
+    int n = p->n_dry_seq, off = 0;
+    if (n < 0 || n > SAMPLER_DRY_SEQ_MAX) n = 0;
+    for (int k = 0; k < n; k++) {
+        int len = p->dry_seq_len[k];
+        if (len < 1 || len > 1 + SAMPLER_DRY_TAIL_MAX || off + len > SAMPLER_DRY_TOK_MAX) { n = 0; break; }
+        s->dry_off[k] = off;
+        s->dry_by_head[k] = (uint16_t)k;
+        off += len;
+    }
+    p->n_dry_seq = n;
+    t_sort_s = s;
+    qsort(s->dry_by_head, (size_t)n, sizeof *s->dry_by_head, dry_head_cmp);
+    t_sort_s = NULL;
+}
 
 void sampler_init(sampler_t *s, const sampler_params_t *p) {
     memset(s, 0, sizeof *s);
@@ -44,6 +89,11 @@ void sampler_init(sampler_t *s, const sampler_params_t *p) {
     if (s->p.top_logprobs < 0 || !s->p.logprobs) s->p.top_logprobs = 0;
     if (s->p.n_bias < 0) s->p.n_bias = 0;
     if (s->p.n_bias > SAMPLER_BIAS_MAX) s->p.n_bias = SAMPLER_BIAS_MAX;
+    if (s->p.dry_penalty_last_n > SAMPLER_DRY_MAX) s->p.dry_penalty_last_n = SAMPLER_DRY_MAX;
+    if (s->p.dry_penalty_last_n < -1) s->p.dry_penalty_last_n = 0;
+    if (s->p.mirostat < 0 || s->p.mirostat > 2) s->p.mirostat = 0;
+    s->mu = 2.0f * s->p.mirostat_tau;
+    dry_index(s);
 }
 
 void sampler_seek(sampler_t *s, int pos) { s->pos = pos; }
@@ -61,9 +111,14 @@ void sampler_accept(sampler_t *s, int token) {
     if (s->nhist < SAMPLER_RING) s->nhist++;
 }
 
-unsigned long sampler_work_bytes(int n_vocab) { return (unsigned long)n_vocab * (sizeof(float) + sizeof(int)) + 64; }
-
 typedef struct cand { float logit; int id; } cand_t;
+
+/* candidates and a second array as long (typical's order), or DRY's scratch: 4 ints a token */
+unsigned long sampler_work_bytes(int n_vocab) {
+    unsigned long v = (unsigned long)(n_vocab > 0 ? n_vocab : 0) * 2 * sizeof(cand_t);
+    unsigned long d = (unsigned long)SAMPLER_DRY_MAX * 4 * sizeof(int32_t);
+    return (v > d ? v : d) + 64;
+}
 
 static int cand_cmp(const void *a, const void *b) {
     const cand_t *x = a, *y = b;
@@ -73,9 +128,24 @@ static int cand_cmp(const void *a, const void *b) {
 
 #define PEN_SET 2048   /* power of two >= 2 * SAMPLER_HIST_MAX: open addressing stays sparse */
 
-int sampler_params_use_history(const sampler_params_t *p) {
-    return p->repeat_last_n > 0 && (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f);
+int sampler_params_dry(const sampler_params_t *p) {
+    return p->dry_multiplier != 0.0f && p->dry_base >= 1.0f && p->dry_penalty_last_n != 0 && !p->mirostat;
 }
+
+int sampler_params_use_history(const sampler_params_t *p) {
+    return (p->repeat_last_n > 0 && (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f)) ||
+           sampler_params_dry(p);
+}
+
+static int typical_on(const sampler_params_t *p) { return p->typical_p > 0.0f && p->typical_p < 1.0f; }
+static int xtc_on(const sampler_params_t *p) { return p->xtc_probability > 0.0f && p->xtc_threshold <= 0.5f; }
+
+/* a filter the fast path (draw_cands) lacks is on */
+static int ext_on(const sampler_params_t *p) {
+    return p->mirostat || typical_on(p) || p->top_n_sigma > 0.0f || xtc_on(p) || p->dynatemp_range > 0.0f;
+}
+
+int sampler_params_host_only(const sampler_params_t *p) { return sampler_params_dry(p) || ext_on(p); }
 
 /* the distinct tokens of the last repeat_last_n (most recent first) and, when counts is not NULL,
  * how often each occurs there; a set of the ids seen so far (open addressing, on the stack) keeps
@@ -107,21 +177,124 @@ int sampler_penalty_ids(const sampler_t *s, int n_vocab, int32_t *ids) {
     return s->p.repeat_penalty == 1.0f ? 0 : window_ids(s, n_vocab, ids, NULL);
 }
 
+/* the first of the breakers whose head is token (dry_by_head order), or n_dry_seq when none */
+static int dry_first(const sampler_t *s, int32_t token) {
+    int lo = 0, hi = s->p.n_dry_seq;
+    while (lo < hi) {
+        int mid = (lo + hi) / 2;
+        if (s->p.dry_tok[s->dry_off[s->dry_by_head[mid]]] < token) lo = mid + 1;
+        else hi = mid;
+    }
+    return lo;
+}
+
+static int dry_head_at(const sampler_t *s, int j) { return s->p.dry_tok[s->dry_off[s->dry_by_head[j]]]; }
+
+/* the longest breaker with head t[i] whose tail is t[i-1], t[i-2], ... (t: the history, most
+ * recent first); -1 when none. Its tail length. */
+static int dry_match(const sampler_t *s, const int32_t *t, int i) {
+    int longest = -1;
+    for (int j = dry_first(s, t[i]); j < s->p.n_dry_seq && dry_head_at(s, j) == t[i]; j++) {
+        int k = s->dry_by_head[j], tail = s->p.dry_seq_len[k] - 1;
+        const int32_t *seq = s->p.dry_tok + s->dry_off[k] + 1;
+        if (tail <= longest || tail > i) continue;
+        int ok = 1;
+        for (int o = 0; o < tail && ok; o++) ok = seq[o] == t[i - o - 1];
+        if (ok) longest = tail;
+    }
+    return longest;
+}
+
+static int dry_single_breaker(const sampler_t *s, int32_t token) {
+    for (int j = dry_first(s, token); j < s->p.n_dry_seq && dry_head_at(s, j) == token; j++)
+        if (s->p.dry_seq_len[s->dry_by_head[j]] == 1) return 1;
+    return 0;
+}
+
+typedef struct dry_rep { int32_t token; int len; } dry_rep_t;
+
+static int dry_rep_cmp(const void *a, const void *b) {
+    const dry_rep_t *x = a, *y = b;
+    return x->token != y->token ? (x->token < y->token ? -1 : 1) : 0;
+}
+
+/* llama.cpp's DRY (from koboldcpp): the restart limit from the latest breaker, then the reverse
+ * Z-algorithm over the last L tokens gives, for each earlier token, how long a suffix of the
+ * history ends right before it; the token after such a repeat (>= allowed_length) is penalised
+ * multiplier · base^(len - allowed_length), once, by its longest repeat. Single-token breakers are
+ * never penalised. */
+void sampler_dry_apply(const sampler_t *s, float *logits, int n_vocab, void *work) {
+    const sampler_params_t *p = &s->p;
+    if (!sampler_params_dry(p)) return;
+    int win = p->dry_penalty_last_n < 0 || p->dry_penalty_last_n > SAMPLER_DRY_MAX ? SAMPLER_DRY_MAX : p->dry_penalty_last_n;
+    int L = s->nhist < win ? s->nhist : win, allowed = p->dry_allowed_length;
+    if (L <= allowed) return;
+    int32_t *t = work;                /* t[i]: the token i back from the latest (llama.cpp's rat(i)) */
+    int *rc = (int *)(t + L);         /* repeat counts, indexed as llama.cpp's dry_repeat_count */
+    dry_rep_t *rep = (dry_rep_t *)(rc + L);
+    for (int i = 0; i < L; i++) t[i] = s->hist[(s->hpos - 1 - i + 2 * SAMPLER_RING) % SAMPLER_RING], rc[i] = 0;
+    int limit = L;
+    for (int i = 0; i < L; i++) {
+        int m = dry_match(s, t, i);
+        if (m >= 0) { limit = i - m; break; }
+    }
+    if (limit < allowed) return;
+    int last = L - 1, lt = 0, rt = 0;
+    for (int k = 1; k < L; k++) {
+        if (k > rt) {
+            int n = 0;
+            while (n + k < L && t[n] == t[n + k]) n++;
+            rc[last - k] = n < limit ? n : limit;
+            if (n > 0) lt = k, rt = k + n - 1;
+        } else {
+            int pr = k - lt, right = rt - k + 1;
+            if (rc[last - pr] < right) {
+                rc[last - k] = rc[last - pr] < limit ? rc[last - pr] : limit;
+            } else {
+                int i = rt + 1;
+                while (i < L && t[i] == t[i - k]) i++;
+                rc[last - k] = i - k < limit ? i - k : limit;
+                lt = k, rt = i - 1;
+            }
+        }
+    }
+    int nrep = 0;
+    for (int i = 0; i < L - 1; i++)
+        if (rc[i] >= allowed) rep[nrep++] = (dry_rep_t){t[L - 2 - i], rc[i]};
+    qsort(rep, (size_t)nrep, sizeof *rep, dry_rep_cmp);
+    int max_exp = p->dry_base > 1.000001f ? (int)(88.7228391f / logf(p->dry_base)) : 0;   /* no overflow */
+    for (int i = 0; i < nrep;) {
+        int j = i, len = 0;
+        for (; j < nrep && rep[j].token == rep[i].token; j++) len = rep[j].len > len ? rep[j].len : len;
+        int32_t id = rep[i].token;
+        if (id >= 0 && id < n_vocab && !dry_single_breaker(s, id)) {
+            int e = len - allowed;
+            if (max_exp > 0 && e > max_exp) e = max_exp;
+            logits[id] -= (float)((double)p->dry_multiplier * pow((double)p->dry_base, e));
+        }
+        i = j;
+    }
+}
+
 /* llama.cpp's logit bias, then its penalties sampler: per distinct token of the window, the
- * repetition penalty once, then count · frequency + presence subtracted */
-static void apply_penalty(sampler_t *s, float *logits, int n_vocab) {
+ * repetition penalty once, then count · frequency + presence subtracted; then DRY. Mirostat's
+ * chain has the logit bias only. */
+static void apply_penalty(sampler_t *s, float *logits, int n_vocab, void *work) {
     for (int i = 0; i < s->p.n_bias; i++)
         if (s->p.bias_id[i] >= 0 && s->p.bias_id[i] < n_vocab) logits[s->p.bias_id[i]] += s->p.bias[i];
-    if (!sampler_params_use_history(&s->p)) return;
-    int32_t ids[SAMPLER_HIST_MAX];
-    int counts[SAMPLER_HIST_MAX];
-    int n = window_ids(s, n_vocab, ids, counts);
-    float pen = s->p.repeat_penalty, fp = s->p.freq_penalty, pp = s->p.presence_penalty;
-    for (int i = 0; i < n; i++) {
-        float *l = &logits[ids[i]];
-        if (pen != 1.0f) *l = *l > 0 ? *l / pen : *l * pen;
-        *l -= (float)counts[i] * fp + pp;
+    if (s->p.mirostat) return;
+    if (s->p.repeat_last_n > 0 && (s->p.repeat_penalty != 1.0f || s->p.freq_penalty != 0.0f || s->p.presence_penalty != 0.0f)) {
+        int32_t ids[SAMPLER_HIST_MAX];
+        int counts[SAMPLER_HIST_MAX];
+        int n = window_ids(s, n_vocab, ids, counts);
+        float pen = s->p.repeat_penalty, fp = s->p.freq_penalty, pp = s->p.presence_penalty;
+        for (int i = 0; i < n; i++) {
+            float *l = &logits[ids[i]];
+            if (pen != 1.0f) *l = *l > 0 ? *l / pen : *l * pen;
+            *l -= (float)counts[i] * fp + pp;
+        }
     }
+    sampler_dry_apply(s, logits, n_vocab, work);
 }
 
 /* the first index of the largest logit (0 when none compares larger than logits[0], NaNs
@@ -299,11 +472,209 @@ static double cands_sum(const cand_t *c, int n) {
     return sum;
 }
 
+/* ---- the general chain (sample_ext): c[0..n) candidates, z lazily sorted over them ---- */
+
+/* Σ exp(l − mx) over c[0..n) in any order (the softmax's normaliser) */
+static double cand_expsum(const cand_t *c, int n, double mx, double inv_t) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp(((double)c[i].logit - mx) * inv_t);
+    return sum;
+}
+
+static float cand_max(const cand_t *c, int n) {
+    float mx = c[0].logit;
+    for (int i = 1; i < n; i++) mx = c[i].logit > mx ? c[i].logit : mx;
+    return mx;
+}
+
+/* llama.cpp's top-n-sigma: logits below max − n·σ (σ over the finite ones) leave. Returns the
+ * new count (c compacted, order kept). */
+static int filter_top_n_sigma(cand_t *c, int n, float nsig) {
+    if (nsig <= 0.0f || n <= 1) return n;
+    float mx = c[0].logit, sum = 0;
+    int cnt = 0;
+    for (int i = 0; i < n; i++)
+        if (c[i].logit != -INFINITY) { mx = c[i].logit > mx ? c[i].logit : mx; sum += c[i].logit; cnt++; }
+    float mean = cnt ? sum / (float)cnt : 0, acc = 0;
+    for (int i = 0; i < n; i++)
+        if (c[i].logit != -INFINITY) acc += (float)pow((double)(c[i].logit - mean), 2);
+    float sd = cnt ? sqrtf(acc / (float)cnt) : 0, thr = mx - nsig * sd;
+    int k = 0;
+    for (int i = 0; i < n; i++)
+        if (!(c[i].logit < thr)) c[k++] = c[i];
+    return k;
+}
+
+typedef struct typ { float score; int i; } typ_t;
+
+static int typ_cmp(const void *a, const void *b) {
+    const typ_t *x = a, *y = b;
+    if (x->score != y->score) return x->score < y->score ? -1 : 1;
+    return x->i - y->i;
+}
+
+/* llama.cpp's locally typical sampling: ordered by |−log p − H| (H the entropy), the smallest
+ * set whose mass passes typ. c[0..n) best first on entry; tmp (n,) scratch. Returns the new
+ * count, c in typical order (the next filter sorts again). */
+static int filter_typical(cand_t *c, int n, float typ, cand_t *tmp) {
+    double mx = c[0].logit, sum = cand_expsum(c, n, mx, 1.0);
+    float ent = 0;
+    for (int i = 0; i < n; i++) {
+        float p = (float)(exp((double)c[i].logit - mx) / sum);
+        if (p > 0) ent += -p * logf(p);
+    }
+    typ_t *t = (typ_t *)tmp;   /* same size as cand_t */
+    for (int i = 0; i < n; i++) {
+        float p = (float)(exp((double)c[i].logit - mx) / sum);
+        t[i] = (typ_t){fabsf(-logf(p) - ent), i};
+    }
+    qsort(t, (size_t)n, sizeof *t, typ_cmp);
+    float cum = 0;
+    int keep = n;
+    for (int i = 0; i < n; i++) {
+        cum += (float)(exp((double)c[t[i].i].logit - mx) / sum);
+        if (cum > typ) { keep = i + 1; break; }
+    }
+    for (int i = 0; i < keep; i++) tmp[i] = c[t[i].i];   /* t[i] is read before tmp[i] is written */
+    memcpy(c, tmp, (size_t)keep * sizeof *c);
+    return keep;
+}
+
+/* llama.cpp's XTC: when its coin (own stream, keyed on the position) falls under xtc_probability,
+ * the candidates of probability >= threshold but the last of them leave (z sorted as needed) */
+static int filter_xtc(const sampler_t *s, lazy_t *z, int n) {
+    if (!xtc_on(&s->p) || n < 2) return 0;
+    if ((float)sampler_uniform_stream(s->p.seed, s->pos, SAMPLER_STREAM_XTC) > s->p.xtc_probability) return 0;
+    lazy_grow(z, 1);
+    cand_t *c = z->c;
+    double mx = c[0].logit, sum = cand_expsum(c, n, mx, 1.0);
+    int last = 0;
+    for (int i = 0; i < n; i++) {
+        if (i >= z->m) lazy_grow(z, i + 1);
+        if ((float)(exp((double)c[i].logit - mx) / sum) >= s->p.xtc_threshold) last = i;
+        else break;
+    }
+    return last;   /* the caller drops c[0..last) */
+}
+
+/* the temperature of this sample: temp, or llama.cpp's dynamic temperature — temp ± range by the
+ * normalised entropy of the candidates to the power exponent */
+static double dyn_temp(const sampler_params_t *p, const cand_t *c, int n) {
+    if (p->dynatemp_range <= 0.0f) return p->temp;
+    if (n <= 1) return 1.0;   /* one candidate: llama.cpp leaves the logits as they are */
+    float lo = p->temp - p->dynatemp_range > 0 ? p->temp - p->dynatemp_range : 0.0f, hi = p->temp + p->dynatemp_range;
+    float max_ent = -logf(1.0f / (float)n), ent = 0;
+    double mx = cand_max(c, n), sum = cand_expsum(c, n, mx, 1.0);
+    for (int i = 0; i < n; i++) {
+        float q = (float)(exp((double)c[i].logit - mx) / sum);
+        if (q > 0.0f) ent -= q * logf(q);
+    }
+    return lo + (hi - lo) * powf(ent / max_ent, p->dynatemp_exponent);
+}
+
+/* the seeded draw over c[0..n) (lazily sorted in z) at temperature t (<= 0: the best) */
+static int draw_at(const sampler_t *s, lazy_t *z, int n, double t, float *p_pick) {
+    lazy_grow(z, 1);
+    cand_t *c = z->c;
+    double mx = c[0].logit;
+    if (!(t > 0)) { if (p_pick) *p_pick = 1.0f; return c[0].id; }
+    double inv_t = 1.0 / t, sum = cand_expsum(c, n, mx, inv_t), r = rng_uniform(s) * sum, acc = 0;
+    int last = 0;
+    for (int i = 0; i < n; i++) {
+        if (i >= z->m) lazy_grow(z, i + 1);
+        double w = exp(((double)c[i].logit - mx) * inv_t);
+        acc += w;
+        if (w > 0) last = i;
+        if (r < acc) { last = i; break; }
+    }
+    if (p_pick) *p_pick = (float)(exp(((double)c[last].logit - mx) * inv_t) / sum);
+    return c[last].id;
+}
+
+/* llama.cpp's mirostat v1 (m = 100) / v2 after the temperature; mu moves by eta · (surprise − tau) */
+static int mirostat_pick(sampler_t *s, lazy_t *z, int n, int n_vocab) {
+    const sampler_params_t *p = &s->p;
+    cand_t *c = z->c;
+    for (int i = 0; i < n; i++) c[i].logit = c[i].logit / p->temp;
+    lazy_grow(z, 1);
+    double mx = c[0].logit, sum = cand_expsum(c, n, mx, 1.0);
+#define MS_P(i) ((float)(exp((double)c[i].logit - mx) / sum))
+    int k;
+    if (p->mirostat == 1) {
+        lazy_grow(z, 100);
+        float st = 0, tt = 0;
+        for (int i = 0; i < 99 && i < n - 1; i++) {
+            float ti = logf((float)(i + 2) / (float)(i + 1)), bi = logf(MS_P(i) / MS_P(i + 1));
+            st += ti * bi;
+            tt += ti * ti;
+        }
+        float sh = st / tt, eps = sh - 1;
+        float kf = powf((eps * powf(2, s->mu)) / (1 - powf((float)n_vocab, -eps)), 1 / sh);
+        k = kf >= (float)n ? n : kf >= 1.0f ? (int)kf : 1;   /* NaN: 1 */
+    } else {
+        for (k = 0; k < n; k++) {
+            if (k >= z->m) lazy_grow(z, k + 1);
+            if (-log2f(MS_P(k)) > s->mu) break;
+        }
+        if (k == 0) k = 1;
+    }
+#undef MS_P
+    lazy_grow(z, k);
+    float pk;
+    int id = draw_at(s, z, k, 1.0, &pk);
+    s->mu -= p->mirostat_eta * (-log2f(pk) - p->mirostat_tau);
+    return id;
+}
+
+/* llama.cpp's default chain for temp > 0 past the penalties: top-n-sigma, top-k, typical, top-p,
+ * min-p, XTC, the (dynamic) temperature, the draw; or mirostat. work: 2 · n_vocab candidates. */
+static int sample_ext(sampler_t *s, const float *logits, int n_vocab, void *work) {
+    const sampler_params_t *p = &s->p;
+    cand_t *c = work, *tmp = c + n_vocab;
+    for (int i = 0; i < n_vocab; i++) { c[i].logit = logits[i]; c[i].id = i; }
+    lazy_t z = {c, n_vocab, 0};
+    if (p->mirostat) return mirostat_pick(s, &z, n_vocab, n_vocab);
+    int n = filter_top_n_sigma(c, n_vocab, p->top_n_sigma);
+    z.n = n;
+    if (p->top_k > 0 && p->top_k < n) { lazy_grow(&z, p->top_k); n = z.n = p->top_k; }
+    if (typical_on(p) && n > 1) {
+        lazy_grow(&z, 1);
+        n = filter_typical(c, n, p->typical_p, tmp);
+        z = (lazy_t){c, n, 0};
+    }
+    lazy_grow(&z, 1);
+    double mx = c[0].logit;
+    if (p->top_p < 1.0f) {
+        double sum = cand_expsum(c, n, mx, 1.0), acc = 0;
+        for (int i = 0; i < n; i++) {
+            if (i >= z.m) lazy_grow(&z, i + 1);
+            acc += exp((double)c[i].logit - mx) / sum;
+            if (acc >= p->top_p) { n = z.n = i + 1; break; }
+        }
+    }
+    if (p->min_p > 0) {
+        double thr = log((double)p->min_p);
+        int keep = 1;
+        for (; keep < n; keep++) {
+            if (keep >= z.m) lazy_grow(&z, keep + 1);
+            if (!((double)c[keep].logit - mx >= thr)) break;
+        }
+        n = z.n = keep;
+    }
+    int drop = filter_xtc(s, &z, n);
+    if (drop > 0) {   /* the sorted prefix moves along with the candidates */
+        z.c += drop;
+        z.n = n -= drop;
+        z.m -= drop;
+    }
+    return draw_at(s, &z, n, dyn_temp(p, z.c, n), NULL);
+}
+
 /* llama.cpp's default chain: penalties, top-k, top-p, min-p (all at temperature 1), then the
  * temperature, then a draw. penalised: the caller applied the penalty already. */
 static int sample_impl(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob, int32_t *top_ids,
                        float *top_lp, int *n_top, int penalised) {
-    if (!penalised) apply_penalty(s, logits, n_vocab);
+    if (!penalised) apply_penalty(s, logits, n_vocab, work);
     float lmx = 0;
     double lse = 0;
     int want_lp = s->p.logprobs && (logprob || top_ids || top_lp);
@@ -320,18 +691,21 @@ static int sample_impl(sampler_t *s, float *logits, int n_vocab, void *work, flo
         lazy_t z = {c, n_vocab, 0};
         int n;
         double sum;
-        if (s->p.top_k > 0 && s->p.top_k < n_vocab) {
+        if (ext_on(&s->p)) {
+            pick = sample_ext(s, logits, n_vocab, work);
+        } else if (s->p.top_k > 0 && s->p.top_k < n_vocab) {
             n = top_k_select(logits, n_vocab, s->p.top_k, c);
             z.n = z.m = n;
             sum = cands_sum(c, n);
+            pick = draw_cands(s, &z, n, sum, logits);
         } else {   /* every token: sorted only as far as needed */
             n = n_vocab;
             for (int i = 0; i < n; i++) { c[i].logit = logits[i]; c[i].id = i; }
             lazy_grow(&z, 1);
             sum = 0;
             for (int i = 0; i < n; i++) sum += exp((double)logits[i] - c[0].logit);
+            pick = draw_cands(s, &z, n, sum, logits);
         }
-        pick = draw_cands(s, &z, n, sum, logits);
     }
     if (logprob) *logprob = s->p.logprobs ? logprob_at(logits, lmx, lse, pick) : 0.0f;
     s->pos++;

@@ -1,6 +1,7 @@
-/* sampler: picks the next token from logits — logit biases, then the repetition, frequency and
- * presence penalties over the last N tokens, then greedy (temp <= 0) or top-k, top-p, min-p,
- * temperature and a seeded draw (llama.cpp's order).
+/* sampler: picks the next token from logits in llama.cpp's default chain — logit biases, the
+ * repetition, frequency and presence penalties over the last N tokens, DRY, then greedy (temp <=
+ * 0) or top-n-sigma, top-k, typical, top-p, min-p, XTC, the temperature (or dynamic temperature)
+ * and a seeded draw; or, with mirostat, logit biases, the temperature and mirostat v1 / v2.
  * One sampler per sequence. The draw for a token is a pure function of (seed, the token's
  * position), not a stream: sampling position p gives the same token from the same logits and
  * history whether it comes in a plain step, among draft checks, or in a replay. Lives with the
@@ -10,6 +11,9 @@
 #include <stdint.h>
 
 #define SAMPLER_BIAS_MAX 300   /* logit_bias entries (OpenAI's limit) */
+#define SAMPLER_DRY_SEQ_MAX 8192  /* DRY sequence breakers as token sequences (head + tail) */
+#define SAMPLER_DRY_TOK_MAX 8192  /* their tokens in all */
+#define SAMPLER_DRY_TAIL_MAX 20   /* tokens after a breaker's head (llama.cpp's MAX_SEQ_LEN) */
 
 typedef struct sampler_params {
     float temp;           /* <= 0: greedy */
@@ -30,21 +34,51 @@ typedef struct sampler_params {
     int n_bias;           /* OpenAI's logit_bias: logit[bias_id[i]] += bias[i], before anything */
     int32_t bias_id[SAMPLER_BIAS_MAX];
     float bias[SAMPLER_BIAS_MAX];
+    /* llama.cpp's other samplers; each is off at its default */
+    float typical_p;      /* locally typical sampling: >= 1 (or <= 0): off */
+    float top_n_sigma;    /* keep logits >= max - n·σ: <= 0: off */
+    float xtc_probability;   /* XTC: the chance (its own draw, keyed on (seed, position)) that the
+                           * most likely tokens above xtc_threshold but the last leave: <= 0: off */
+    float xtc_threshold;  /* > 0.5: off */
+    float dynatemp_range; /* dynamic temperature: temp ± range by the entropy (0: off) */
+    float dynatemp_exponent;
+    int mirostat;         /* 0: off; 1, 2: mirostat v1 / v2 in place of the filters (stateful:
+                           * mu moves each sample, so such a sequence takes no drafts) */
+    float mirostat_tau, mirostat_eta;
+    float dry_multiplier; /* DRY: 0: off */
+    float dry_base;       /* < 1: off */
+    int dry_allowed_length;
+    int dry_penalty_last_n;  /* tokens DRY looks back (-1: the whole history it keeps, at most
+                           * SAMPLER_DRY_MAX; 0: off) */
+    int n_dry_seq;        /* sequence breakers: dry_seq_len[k] tokens each (head, then up to
+                           * SAMPLER_DRY_TAIL_MAX), one after another in dry_tok */
+    uint8_t dry_seq_len[SAMPLER_DRY_SEQ_MAX];
+    int32_t dry_tok[SAMPLER_DRY_TOK_MAX];
 } sampler_params_t;
 
 #define SAMPLER_HIST_MAX 1024   /* the most tokens a penalty looks back (repeat_last_n) */
+#define SAMPLER_DRY_MAX 4096    /* the most tokens DRY looks back (dry_penalty_last_n) */
 #define SAMPLER_DROP_MAX 32     /* tokens a sampler_drop may take back with the window still whole */
-#define SAMPLER_RING (SAMPLER_HIST_MAX + SAMPLER_DROP_MAX)
+#define SAMPLER_RING (SAMPLER_DRY_MAX + SAMPLER_DROP_MAX)
 #define SAMPLER_TOP_MAX 20
 /* the draw depends on the tokens so far (a penalty reads them): prefix caches care (a cached
  * prompt part is not fed, so it is not in the history) */
 int sampler_params_use_history(const sampler_params_t *p);
+/* DRY is on (it reads the history) */
+int sampler_params_dry(const sampler_params_t *p);
+/* the params need the host's chain: DRY, typical, top-n-sigma, XTC, dynamic temperature or
+ * mirostat (a device pick does only the repetition penalty, top-k and the draw) */
+int sampler_params_host_only(const sampler_params_t *p);
 
 typedef struct sampler {
     sampler_params_t p;
     int pos;                          /* the position of the token the next sample is for */
     int32_t hist[SAMPLER_RING];       /* ring of recent tokens (prompt and generated) */
     int nhist, hpos;
+    float mu;                         /* mirostat's target surprise x 2 at the start, then moved by
+                                       * each sample (not by position: a replay starts it again) */
+    int32_t dry_off[SAMPLER_DRY_SEQ_MAX];      /* where breaker k starts in p.dry_tok */
+    uint16_t dry_by_head[SAMPLER_DRY_SEQ_MAX]; /* breakers ordered by head token */
 } sampler_t;
 
 void sampler_params_default(sampler_params_t *p);
@@ -60,11 +94,17 @@ void sampler_seek(sampler_t *s, int pos);
  * based generator (splitmix64's mixing of seed and position), the same number wherever it is
  * computed (a device that draws must compute this). */
 double sampler_uniform(uint64_t seed, int pos);
+/* the same for another stream of draws (stream 0 is sampler_uniform; 1 is XTC's coin) */
+double sampler_uniform_stream(uint64_t seed, int pos, uint32_t stream);
+#define SAMPLER_STREAM_XTC 1u
 /* samples the token at position s->pos (then moves it on by one) from logits (n_vocab,), which
  * it may modify; work: scratch of 2*n_vocab floats+ints (sampler_work_bytes). *logprob
  * (optional) = log softmax prob of the chosen token at temp 1 after the penalty when the params
  * ask for it (logprobs), else 0. Does not record the token (call sampler_accept). */
 int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob);
+/* DRY's penalty on logits (n_vocab,) from the history as it stands (a no-op when off); work as
+ * sampler_sample's. For tests and sampler_sample. */
+void sampler_dry_apply(const sampler_t *s, float *logits, int n_vocab, void *work);
 /* sampler_sample, and when the params ask for alternatives (logprobs and top_logprobs = N > 0)
  * the N most likely tokens at temp 1 after the penalty with their log-probabilities (same
  * definition as *logprob), best first, ties by lower id, in top_ids / top_lp (each N long;
@@ -78,7 +118,7 @@ int sampler_top(const float *logits, int n_vocab, int k, int32_t *ids, float *lp
 unsigned long sampler_work_bytes(int n_vocab);
 
 /* For a device that samples (cuda_stage; only when no logit bias, frequency or presence penalty is
- * set): the distinct ids the repetition penalty changes now (ids: room for SAMPLER_HIST_MAX),
+ * set, nor anything sampler_params_host_only names): the distinct ids the repetition penalty changes now (ids: room for SAMPLER_HIST_MAX),
  * returning their count — 0 when the penalty is off. Each becomes logits[id] > 0 ?
  * logits[id] / penalty : logits[id] * penalty. */
 int sampler_penalty_ids(const sampler_t *s, int n_vocab, int32_t *ids);

@@ -345,6 +345,8 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
 }
 
 _Static_assert(TP_MAX_BIAS == SAMPLER_BIAS_MAX, "the wire's logit_bias limit is the sampler's");
+_Static_assert(TP_MAX_DRY_SEQ == SAMPLER_DRY_SEQ_MAX && TP_MAX_DRY_TOK == SAMPLER_DRY_TOK_MAX &&
+               TP_MAX_DRY_LEN == 1 + SAMPLER_DRY_TAIL_MAX, "the wire's DRY breaker limits are the sampler's");
 
 /* a sequence's sampling params as they came (transport.c checked their ranges and counts) */
 static void params_from_msg(sampler_params_t *p, const Tern__SamplingParams *m) {
@@ -362,6 +364,22 @@ static void params_from_msg(sampler_params_t *p, const Tern__SamplingParams *m) 
     p->presence_penalty = m->presence_penalty;
     p->n_bias = (int)(m->n_bias_ids < SAMPLER_BIAS_MAX ? m->n_bias_ids : SAMPLER_BIAS_MAX);
     for (int i = 0; i < p->n_bias; i++) p->bias_id[i] = m->bias_ids[i], p->bias[i] = m->bias_values[i];
+    p->typical_p = m->typical_p;
+    p->top_n_sigma = m->top_n_sigma;
+    p->xtc_probability = m->xtc_probability;
+    p->xtc_threshold = m->xtc_threshold;
+    p->dynatemp_range = m->dynatemp_range;
+    p->dynatemp_exponent = m->dynatemp_exponent;
+    p->mirostat = (int)m->mirostat;
+    p->mirostat_tau = m->mirostat_tau;
+    p->mirostat_eta = m->mirostat_eta;
+    p->dry_multiplier = m->dry_multiplier;
+    p->dry_base = m->dry_base;
+    p->dry_allowed_length = (int)m->dry_allowed_length;
+    p->dry_penalty_last_n = m->dry_penalty_last_n > SAMPLER_DRY_MAX ? SAMPLER_DRY_MAX : m->dry_penalty_last_n;
+    p->n_dry_seq = (int)m->n_dry_breaker_lens;
+    for (size_t i = 0; i < m->n_dry_breaker_lens; i++) p->dry_seq_len[i] = (uint8_t)m->dry_breaker_lens[i];
+    if (m->n_dry_breaker_tokens) memcpy(p->dry_tok, m->dry_breaker_tokens, m->n_dry_breaker_tokens * sizeof *p->dry_tok);
 }
 
 static int wire_int(uint32_t v) { return v > (uint32_t)INT_MAX ? INT_MAX : (int)v; }

@@ -2,7 +2,10 @@
  * cluster runs its workers as threads over inproc:// through the cluster code, and must give
  * exactly what calling the stages directly gives (TERN_EMBEDDED=direct): tokens and logprobs,
  * greedy and seeded, 1–3 stages, 1–2 threads, f16 and f32 KV cache (LoadShard carries the KV
- * type), two models at once in one process; load errors come back as one line. */
+ * type), two models at once in one process; load errors come back as one line. DRY's sequence
+ * breakers from strings (engine_dry_breakers): a token is a single-token breaker exactly when its
+ * text holds the string, and every longer breaker is a token ending with a start of the string
+ * followed by the rest tokenized. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -13,6 +16,7 @@
 #include <unistd.h>
 #include <cmocka.h>
 #include "coordinator/engine.h"
+#include "coordinator/tokenizer.h"
 #include "tern.h"
 
 int mkmodel_main(int argc, char **argv);   /* tools/mkmodel.c (`tern mkmodel`) */
@@ -197,6 +201,69 @@ static void test_load_errors(void **st) {
     }
 }
 
+/* a start of str (1..sl-1 bytes) that w[0..wl) ends with, after a mismatch-free run from some
+ * occurrence of str[0]: the byte counts i (as llama.cpp's loop) into *is (at most 8); their number */
+static int ends_with_start(const char *w, int wl, const char *str, int sl, int *is) {
+    int n = 0;
+    for (int at = 0; at < wl; at++) {
+        int i = 0;
+        while (i < sl && at + i < wl && w[at + i] == str[i]) i++;
+        if (i > 0 && at + i == wl && i < sl && n < 8) is[n++] = i;
+    }
+    return n;
+}
+
+static int holds(const char *w, int wl, const char *str, int sl) {
+    for (int at = 0; at + sl <= wl; at++)
+        if (!memcmp(w + at, str, (size_t)sl)) return 1;
+    return 0;
+}
+
+static void test_dry_breakers(void **st) {
+    (void)st;
+    run_cfg_t c = {g_model, 1, 1, 0, 0, 0, NULL};
+    tern_model *m = load(&c);
+    const tokenizer_t *t = m->tok;
+    static sampler_params_t sp;
+    char err[256], w[512];
+    static const char *const strs[] = {"e", " the", "ing ", "\n"};
+    int V = tokenizer_n_vocab(t), multi = 0;
+    for (int k = 0; k < 4; k++) {
+        int sl = (int)strlen(strs[k]);
+        assert_int_equal(engine_dry_breakers(m, &strs[k], 1, &sp, err, sizeof err), 0);
+        assert_true(sp.n_dry_seq > 0);
+        int *single = calloc((size_t)V, sizeof *single);
+        assert_non_null(single);
+        for (int b = 0, off = 0; b < sp.n_dry_seq; off += sp.dry_seq_len[b++]) {
+            int head = sp.dry_tok[off], len = sp.dry_seq_len[b];
+            assert_true(head >= 0 && head < V);
+            int wl = tokenizer_piece(t, head, 1, w, sizeof w);
+            if (len == 1) { single[head] = 1; continue; }
+            multi++;
+            int is[8], n = ends_with_start(w, wl, strs[k], sl, is), found = 0;
+            assert_true(n > 0);
+            for (int j = 0; j < n && !found; j++) {
+                int32_t tail[64];
+                int nt = tokenizer_encode(t, strs[k] + is[j], (size_t)(sl - is[j]), 0, 0, tail, 64);
+                found = nt == len - 1 && !memcmp(tail, sp.dry_tok + off + 1, (size_t)nt * sizeof *tail);
+            }
+            if (!found) fail_msg("breaker '%s': token %d's tail is not the rest of the string tokenized", strs[k], head);
+        }
+        for (int id = 0; id < V; id++) {
+            int wl = tokenizer_piece(t, id, 1, w, sizeof w);
+            int want = wl > 0 && wl <= (int)sizeof w && holds(w, wl, strs[k], sl);
+            if (single[id] != want) fail_msg("breaker '%s': token %d single %d, its text holds it: %d", strs[k], id, single[id], want);
+        }
+        free(single);
+    }
+    assert_true(multi > 0);   /* tokens ending with a start of " the" / "ing " were found */
+    assert_int_equal(engine_dry_breakers(m, NULL, 0, &sp, err, sizeof err), 0);   /* llama.cpp's defaults */
+    assert_true(sp.n_dry_seq > 0);
+    assert_int_equal(engine_dry_breakers(m, strs, 0, &sp, err, sizeof err), 0);   /* none */
+    assert_int_equal(sp.n_dry_seq, 0);
+    tern_model_free(&m);
+}
+
 static int setup(void **st) {
     (void)st;
     snprintf(g_tmp, sizeof g_tmp, "/tmp/tern-embedded-XXXXXX");
@@ -229,6 +296,7 @@ int main(void) {
         cmocka_unit_test(test_kv_q8_0),
         cmocka_unit_test(test_two_at_once),
         cmocka_unit_test(test_load_errors),
+        cmocka_unit_test(test_dry_breakers),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

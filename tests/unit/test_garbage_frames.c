@@ -254,6 +254,19 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
             bval[i] = rnd() % 9 ? (float)(rnd() % 200) - 100.0f : NAN;
         }
         sp.bias_ids = bid, sp.bias_values = bval;
+        /* v4's samplers: mostly sane, sometimes NaN, out of range, or breaker lists that lie */
+        static uint32_t dlen[24];
+        static int32_t dtok[96];
+        for (size_t i = 0; i < 24; i++) dlen[i] = rnd() % 5 ? 1 + (uint32_t)(rnd() % 4) : (uint32_t)rnd();
+        for (size_t i = 0; i < 96; i++) dtok[i] = rnd() % 5 ? (int32_t)(rnd() % 512) : (int32_t)rnd();
+        sp.typical_p = rnd() % 7 ? 0.9f : rnd() % 2 ? NAN : 7.0f;
+        sp.xtc_probability = rnd() % 7 ? 0.5f : -1.0f, sp.xtc_threshold = rnd() % 7 ? 0.1f : INFINITY;
+        sp.mirostat = rnd() % 7 ? (uint32_t)(rnd() % 3) : (uint32_t)rnd();
+        sp.mirostat_tau = rnd() % 9 ? 5.0f : NAN, sp.dry_multiplier = rnd() % 9 ? 0.8f : -INFINITY;
+        sp.dry_base = 1.75f, sp.dry_allowed_length = (uint32_t)(rnd() % 7 ? 2 : rnd());
+        sp.dry_penalty_last_n = rnd() % 7 ? -1 : (int32_t)rnd();
+        sp.n_dry_breaker_lens = rnd() % 24, sp.dry_breaker_lens = dlen;
+        sp.n_dry_breaker_tokens = rnd() % 96, sp.dry_breaker_tokens = dtok;
         ss.seq_id = seq[0], ss.params = &sp, ssp[0] = &ss;
         f.n_sampling = rnd() % 3 ? 0 : 1, f.sampling = ssp;
         /* context shifts: small or absurd slots and ranges, sometimes a slot twice */

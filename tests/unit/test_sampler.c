@@ -3,7 +3,13 @@
  * frequencies of the renormalised distribution at a temperature (chi-square), and the
  * repetition penalty (divide / multiply, once per distinct token, only within repeat_last_n,
  * across the history ring's wrap), top_logprobs alternatives, and draw-for-draw equality with the
- * previous full-sort implementation (kept here as a reference). Draw counts are small enough to run in well under a second. */
+ * previous full-sort implementation (kept here as a reference). llama.cpp's other samplers: a
+ * plain reference of its chain (top-n-sigma, top-k, typical, top-p, min-p, XTC, dynamic
+ * temperature) token for token on random mixes; each by hand (the kept set and frequencies);
+ * the chain's order; XTC's coin as its own keyed stream; DRY's penalty amounts with breakers and
+ * windows against a plain O(n²) reference; mirostat v1 / v2 tokens and mu; determinism by position;
+ * and tokens at the defaults equal to those drawn before these samplers existed. Draw counts are
+ * small enough to run in well under a second. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -966,6 +972,560 @@ static void test_drop_window(void **state) {
     assert_int_equal(sampler_penalty_ids(&a, N, ia), 1);
 }
 
+/* ---- llama.cpp's other samplers: a plain reference of its chain, written out again ---------- */
+
+/* the keyed draw of another stream (XTC's coin: stream 1), written out again */
+static double ref_uniform_stream(uint64_t seed, int pos, uint32_t stream) {
+    uint64_t z = ref_mix(ref_mix(seed) + (uint64_t)stream * 0xd1b54a32d192ed03ULL +
+                         ((uint64_t)(uint32_t)pos + 1) * 0x9e3779b97f4a7c15ULL);
+    return (double)(z >> 11) * (1.0 / 9007199254740992.0);
+}
+
+/* softmax of c[0..n) (c[0] the largest) into p, as floats */
+static void ref_softmax(const ref_cand_t *c, int n, float *p) {
+    double sum = 0;
+    for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+    for (int i = 0; i < n; i++) p[i] = (float)(exp((double)c[i].logit - c[0].logit) / sum);
+}
+
+typedef struct ref_typ { float score; int i; } ref_typ_t;
+static int ref_typ_cmp(const void *a, const void *b) {
+    const ref_typ_t *x = a, *y = b;
+    return x->score != y->score ? (x->score < y->score ? -1 : 1) : x->i - y->i;
+}
+
+/* Sorted candidates after llama.cpp's chain up to (not including) the temperature: top-n-sigma,
+ * top-k, typical, top-p, min-p, XTC at position pos. Returns their count; c sorted best first. */
+static int ref_filters(const sampler_params_t *p, int pos, const float *logits, int nv, ref_cand_t *c) {
+    int n = 0;
+    if (p->top_n_sigma > 0 && nv > 1) {
+        float mx = logits[0], sum = 0, acc = 0;
+        int cnt = 0;
+        for (int i = 0; i < nv; i++)
+            if (logits[i] != -INFINITY) { if (logits[i] > mx) mx = logits[i]; sum += logits[i]; cnt++; }
+        float mean = sum / (float)cnt;
+        for (int i = 0; i < nv; i++)
+            if (logits[i] != -INFINITY) acc += (float)pow((double)(logits[i] - mean), 2);
+        float thr = mx - p->top_n_sigma * sqrtf(acc / (float)cnt);
+        for (int i = 0; i < nv; i++)
+            if (!(logits[i] < thr)) c[n].logit = logits[i], c[n++].id = i;
+    } else {
+        for (int i = 0; i < nv; i++) c[n].logit = logits[i], c[n++].id = i;
+    }
+    qsort(c, (size_t)n, sizeof *c, ref_cmp);
+    if (p->top_k > 0 && p->top_k < n) n = p->top_k;
+    float *pr = malloc((size_t)n * sizeof *pr);
+    assert_non_null(pr);
+    if (p->typical_p > 0 && p->typical_p < 1 && n > 1) {
+        ref_softmax(c, n, pr);
+        float ent = 0, cum = 0;
+        for (int i = 0; i < n; i++) if (pr[i] > 0) ent += -pr[i] * logf(pr[i]);
+        ref_typ_t *t = malloc((size_t)n * sizeof *t);
+        ref_cand_t *o = malloc((size_t)n * sizeof *o);
+        assert_true(t && o);
+        for (int i = 0; i < n; i++) t[i] = (ref_typ_t){fabsf(-logf(pr[i]) - ent), i};
+        qsort(t, (size_t)n, sizeof *t, ref_typ_cmp);
+        int keep = n;
+        for (int i = 0; i < n; i++) {
+            cum += pr[t[i].i];
+            if (cum > p->typical_p) { keep = i + 1; break; }
+        }
+        for (int i = 0; i < keep; i++) o[i] = c[t[i].i];
+        memcpy(c, o, (size_t)keep * sizeof *c);
+        n = keep;
+        qsort(c, (size_t)n, sizeof *c, ref_cmp);
+        free(t), free(o);
+    }
+    if (p->top_p < 1.0f) {
+        double sum = 0, acc = 0;
+        for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+        for (int i = 0; i < n; i++) {
+            acc += exp((double)c[i].logit - c[0].logit) / sum;
+            if (acc >= p->top_p) { n = i + 1; break; }
+        }
+    }
+    if (p->min_p > 0) {
+        int keep = 1;
+        while (keep < n && (double)c[keep].logit - c[0].logit >= log((double)p->min_p)) keep++;
+        n = keep;
+    }
+    if (p->xtc_probability > 0 && p->xtc_threshold <= 0.5f && n >= 2 &&
+        !((float)ref_uniform_stream(p->seed, pos, 1) > p->xtc_probability)) {
+        ref_softmax(c, n, pr);
+        int last = 0;
+        for (int i = 0; i < n && pr[i] >= p->xtc_threshold; i++) last = i;
+        memmove(c, c + last, (size_t)(n - last) * sizeof *c);
+        n -= last;
+    }
+    free(pr);
+    return n;
+}
+
+/* the temperature llama.cpp's temp-ext gives c[0..n) */
+static double ref_temp(const sampler_params_t *p, const ref_cand_t *c, int n) {
+    if (p->dynatemp_range <= 0) return p->temp;
+    if (n <= 1) return 1.0;
+    float lo = p->temp - p->dynatemp_range > 0 ? p->temp - p->dynatemp_range : 0, hi = p->temp + p->dynatemp_range;
+    float *pr = malloc((size_t)n * sizeof *pr), ent = 0;
+    assert_non_null(pr);
+    ref_softmax(c, n, pr);
+    for (int i = 0; i < n; i++) if (pr[i] > 0) ent -= pr[i] * logf(pr[i]);
+    free(pr);
+    return lo + (hi - lo) * powf(ent / -logf(1.0f / (float)n), p->dynatemp_exponent);
+}
+
+/* the draw at temperature t over sorted c[0..n) with the uniform u; *pp: the pick's probability */
+static int ref_draw(const ref_cand_t *c, int n, double t, double u, float *pp) {
+    double sum = 0, acc = 0;
+    for (int i = 0; i < n; i++) sum += exp(((double)c[i].logit - c[0].logit) / t);
+    double r = u * sum;
+    int pick = n - 1;
+    for (int i = 0; i < n; i++) {
+        acc += exp(((double)c[i].logit - c[0].logit) / t);
+        if (r < acc) { pick = i; break; }
+    }
+    if (pp) *pp = (float)(exp(((double)c[pick].logit - c[0].logit) / t) / sum);
+    return c[pick].id;
+}
+
+static int ref_chain(const sampler_params_t *p, int pos, const float *logits, int nv, ref_cand_t *c) {
+    int n = ref_filters(p, pos, logits, nv, c);
+    return ref_draw(c, n, ref_temp(p, c, n), ref_uniform(p->seed, pos), NULL);
+}
+
+/* random logits and random mixes of the new samplers with the old: token for token the reference */
+static void test_chain_matches_reference(void **state) {
+    (void)state;
+    enum { V = 700, STEPS = 30 };
+    float *x = malloc(V * sizeof *x), *y = malloc(V * sizeof *y);
+    ref_cand_t *c = malloc(V * sizeof *c);
+    void *work = malloc(sampler_work_bytes(V));
+    assert_true(x && y && c && work);
+    int used_xtc = 0, xtc_fired = 0;
+    for (int cfg = 0; cfg < 40; cfg++) {
+        sampler_params_t p = plain(urand() < 0.5 ? 0.7f : 1.2f, 500 + (uint64_t)cfg);
+        if (urand() < 0.5) p.typical_p = (float)(0.2 + 0.7 * urand());
+        if (urand() < 0.4) p.top_n_sigma = (float)(0.5 + 2.5 * urand());
+        if (urand() < 0.5) p.xtc_probability = (float)(0.3 + 0.7 * urand()), p.xtc_threshold = (float)(0.02 + 0.2 * urand());
+        if (urand() < 0.4) p.dynatemp_range = (float)(0.2 + urand()), p.dynatemp_exponent = (float)(0.5 + 1.5 * urand());
+        if (urand() < 0.5) p.top_k = 1 + (int)(urand() * 80);
+        if (urand() < 0.4) p.top_p = (float)(0.5 + 0.49 * urand());
+        if (urand() < 0.4) p.min_p = (float)(0.01 + 0.1 * urand());
+        used_xtc += p.xtc_probability > 0;
+        sampler_t s;
+        sampler_init(&s, &p);
+        double spread = cfg % 2 ? 6.0 : 2.0;
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = y[i] = (float)(urand() * spread - spread / 2);
+            int got = sampler_sample(&s, x, V, work, NULL);
+            int want = ref_chain(&p, t, y, V, c);
+            if (p.xtc_probability > 0 && ref_uniform_stream(p.seed, t, 1) <= p.xtc_probability) xtc_fired++;
+            if (got != want)
+                fail_msg("config %d (temp %g top_k %d typical %g nsigma %g xtc %g/%g dynatemp %g^%g top_p %g "
+                         "min_p %g) step %d: drew %d, the reference %d", cfg, p.temp, p.top_k, p.typical_p,
+                         p.top_n_sigma, p.xtc_probability, p.xtc_threshold, p.dynatemp_range, p.dynatemp_exponent,
+                         p.top_p, p.min_p, t, got, want);
+        }
+    }
+    assert_true(used_xtc > 5 && xtc_fired > 20);   /* the mixes did exercise XTC */
+    free(x), free(y), free(c), free(work);
+}
+
+/* draws of params p from logits at positions 0..n-1 into out (a fresh sampler, in order) */
+static void draws_of(const sampler_params_t *p, const float *logits, int nv, int n, int *out) {
+    sampler_t s;
+    sampler_init(&s, p);
+    for (int t = 0; t < n; t++) out[t] = draw(&s, logits, nv, NULL);
+}
+
+/* probabilities .4 .3 .2 .06 .04: H = 1.347 nats; |-ln p - H| = .431 .143 .262 1.466 1.872, so
+ * typical 0.45 keeps ids 1 and 2 (mass .5) — not the most likely id 0 */
+static void test_typical_by_hand(void **state) {
+    (void)state;
+    static const double probs[] = {0.4, 0.3, 0.2, 0.06, 0.04};
+    float lg[5];
+    logits_of(probs, 5, lg);
+    sampler_params_t p = plain(1.0f, 11);
+    p.typical_p = 0.45f;
+    int counts[5];
+    histogram(&p, lg, 5, 4000, counts);
+    static const int keep[] = {0, 1, 1, 0, 0};
+    expect_distribution(counts, lg, keep, 5, 1.0, 4000, "typical 0.45");
+}
+
+/* logits 4 3 2 1 0 -1 -2 -3: mean .5, σ = sqrt(5.25) = 2.291; n = 1: max − σ = 1.709 keeps ids
+ * 0, 1, 2 */
+static void test_top_n_sigma_by_hand(void **state) {
+    (void)state;
+    static const float lg[] = {4, 3, 2, 1, 0, -1, -2, -3};
+    sampler_params_t p = plain(1.0f, 12);
+    p.top_n_sigma = 1.0f;
+    int counts[8];
+    histogram(&p, lg, 8, 4000, counts);
+    static const int keep[] = {1, 1, 1, 0, 0, 0, 0, 0};
+    expect_distribution(counts, lg, keep, 8, 1.0, 4000, "top-n-sigma 1");
+}
+
+/* probabilities .5 .3 .15 .05, threshold .1: .5 .3 .15 pass, all but the last of them leave;
+ * probability 1: every draw is id 2 or 3 in the ratio .15 : .05. XTC's coin is its own stream:
+ * at probability .5, where the reference coin says no, the token is the one drawn without XTC. */
+static void test_xtc_by_hand(void **state) {
+    (void)state;
+    static const double probs[] = {0.5, 0.3, 0.15, 0.05};
+    float lg[4];
+    logits_of(probs, 4, lg);
+    sampler_params_t p = plain(1.0f, 13);
+    p.xtc_probability = 1.0f;
+    p.xtc_threshold = 0.1f;
+    int counts[4];
+    histogram(&p, lg, 4, 4000, counts);
+    static const int keep[] = {0, 0, 1, 1};
+    expect_distribution(counts, lg, keep, 4, 1.0, 4000, "XTC 1 / 0.1");
+    enum { N = 400 };
+    int with[N], without[N], fired = 0, same_stream = 0;
+    sampler_params_t q = plain(1.0f, 14);
+    draws_of(&q, lg, 4, N, without);
+    q.xtc_probability = 0.5f;
+    q.xtc_threshold = 0.1f;
+    draws_of(&q, lg, 4, N, with);
+    for (int t = 0; t < N; t++) {
+        int coin = (float)ref_uniform_stream(q.seed, t, 1) <= q.xtc_probability;
+        fired += coin;
+        same_stream += (ref_uniform_stream(q.seed, t, 1) <= 0.5) == (ref_uniform(q.seed, t) <= 0.5);
+        if (!coin) assert_int_equal(with[t], without[t]);
+        else assert_true(with[t] == 2 || with[t] == 3);
+    }
+    assert_true(fired > N / 4 && fired < 3 * N / 4);
+    assert_true(same_stream < 3 * N / 4);   /* not the token draw's number again */
+    q.xtc_threshold = 0.6f;   /* > 0.5: off */
+    draws_of(&q, lg, 4, N, with);
+    assert_memory_equal(with, without, sizeof with);
+}
+
+/* probabilities .85 .05 .05 .05: H / ln 4 = .4234; temp 1 range .8 exponent 2: .2 + 1.6 · .4234² =
+ * .4868 — the draw follows softmax(logit / .4868) */
+static void test_dynatemp_by_hand(void **state) {
+    (void)state;
+    static const double probs[] = {0.85, 0.05, 0.05, 0.05};
+    float lg[4];
+    logits_of(probs, 4, lg);
+    double h = 0;
+    for (int i = 0; i < 4; i++) h -= probs[i] * log(probs[i]);
+    double t = 0.2 + 1.6 * pow(h / log(4.0), 2.0);
+    assert_true(fabs(t - 0.4868) < 1e-3);
+    sampler_params_t p = plain(1.0f, 15);
+    p.dynatemp_range = 0.8f;
+    p.dynatemp_exponent = 2.0f;
+    int counts[4];
+    histogram(&p, lg, 4, 6000, counts);
+    static const int keep[] = {1, 1, 1, 1};
+    expect_distribution(counts, lg, keep, 4, t, 6000, "dynatemp");
+}
+
+/* the chain's order: top-k before typical (typical over the top 3 of .4 .3 .2 .06 .04 keeps ids 0
+ * and 1, where typical first would keep 1 and 2), min-p before XTC (min-p .2 leaves .5 .3 .15,
+ * XTC .1 then keeps id 2 alone; XTC first would leave 2 and 3) */
+static void test_chain_order(void **state) {
+    (void)state;
+    static const double p1[] = {0.4, 0.3, 0.2, 0.06, 0.04}, p2[] = {0.5, 0.3, 0.15, 0.05};
+    float l1[5], l2[4];
+    logits_of(p1, 5, l1);
+    logits_of(p2, 4, l2);
+    sampler_params_t p = plain(1.0f, 16);
+    p.top_k = 3;
+    p.typical_p = 0.45f;
+    int counts[5];
+    histogram(&p, l1, 5, 4000, counts);
+    static const int keep1[] = {1, 1, 0, 0, 0};
+    expect_distribution(counts, l1, keep1, 5, 1.0, 4000, "top-k 3 then typical .45");
+    p = plain(1.0f, 17);
+    p.min_p = 0.2f;
+    p.xtc_probability = 1.0f;
+    p.xtc_threshold = 0.1f;
+    histogram(&p, l2, 4, 500, counts);
+    assert_int_equal(counts[2], 500);
+}
+
+/* the same (seed, position) gives the same token in any order of positions and on a fresh sampler */
+static void test_new_samplers_deterministic(void **state) {
+    (void)state;
+    enum { V = 300, N = 60 };
+    float *lg = malloc(V * sizeof *lg);
+    assert_non_null(lg);
+    for (int i = 0; i < V; i++) lg[i] = (float)(urand() * 6 - 3);
+    sampler_params_t p = plain(1.0f, 99);
+    p.typical_p = 0.7f, p.top_n_sigma = 2.0f, p.xtc_probability = 0.5f, p.xtc_threshold = 0.05f;
+    p.dynatemp_range = 0.5f;
+    int fwd[N];
+    draws_of(&p, lg, V, N, fwd);
+    sampler_t s;
+    sampler_init(&s, &p);
+    for (int t = N - 1; t >= 0; t--) {
+        sampler_seek(&s, t);
+        assert_int_equal(draw(&s, lg, V, NULL), fwd[t]);
+    }
+    int distinct = 0;
+    for (int t = 1; t < N; t++) distinct += fwd[t] != fwd[0];
+    assert_true(distinct > 0);
+    free(lg);
+}
+
+/* the tokens the sampler drew before these samplers existed (commit before them, sampler_params_default
+ * and two variations, logits from gold_u): at the defaults nothing may change */
+static uint64_t gold_z;
+static double gold_u(void) {
+    uint64_t z = (gold_z += 0x9e3779b97f4a7c15ULL);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+    z ^= z >> 31;
+    return (double)(z >> 11) / 9007199254740992.0;
+}
+
+static void test_defaults_unchanged(void **state) {
+    (void)state;
+    enum { V = 500, STEPS = 48 };
+    static const int gold[3][STEPS] = {
+    {450, 69, 103, 54, 191, 474, 119, 107, 251, 19, 77, 180, 219, 237, 273, 382, 382, 62, 168, 326, 3, 144, 318, 226, 116, 72, 324, 277, 285, 130, 35, 288, 294, 407, 407, 467, 497, 111, 64, 14, 493, 374, 240, 437, 409, 159, 394, 12},
+    {494, 84, 53, 487, 238, 313, 416, 94, 173, 458, 122, 166, 59, 19, 438, 360, 109, 24, 417, 160, 117, 112, 47, 149, 64, 375, 86, 332, 120, 441, 371, 428, 259, 459, 469, 103, 31, 132, 400, 118, 135, 305, 344, 160, 396, 220, 455, 485},
+    {189, 293, 427, 131, 214, 220, 76, 129, 186, 481, 344, 219, 284, 440, 349, 62, 379, 494, 312, 226, 93, 86, 270, 372, 212, 332, 273, 18, 160, 439, 323, 194, 393, 157, 197, 368, 402, 6, 404, 491, 397, 306, 200, 310, 89, 456, 365, 173},
+    };
+    float x[V];
+    void *w = malloc(sampler_work_bytes(V));
+    assert_non_null(w);
+    for (int cfg = 0; cfg < 3; cfg++) {
+        sampler_params_t p;
+        sampler_params_default(&p);
+        if (cfg == 1) p.top_k = 0, p.repeat_penalty = 1.3f, p.freq_penalty = 0.2f, p.presence_penalty = 0.1f, p.temp = 1.1f;
+        if (cfg == 2) p.temp = 0, p.repeat_penalty = 1.5f;
+        assert_false(sampler_params_host_only(&p));
+        sampler_t s;
+        sampler_init(&s, &p);
+        gold_z = 77 + (uint64_t)cfg;
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = (float)(gold_u() * 8.0 - 4.0);
+            int id = sampler_sample(&s, x, V, w, NULL);
+            if (id != gold[cfg][t]) fail_msg("defaults config %d step %d: drew %d, before %d", cfg, t, id, gold[cfg][t]);
+            sampler_accept(&s, id);
+        }
+    }
+    free(w);
+}
+
+/* ---- DRY ---------------------------------------------------------------------------------- */
+
+/* DRY's penalties written plainly: h[0..L) the window, oldest first; for each earlier position i
+ * the longest run ending at h[i] that equals the run ending at h[L-1] (capped by the latest
+ * breaker), penalising h[i+1] once by its longest such run */
+static void ref_dry(const int32_t *h, int L, const sampler_params_t *p, const int *heads, const int *tails,
+                    const int *ntail, int nbr, float *logits, int nv) {
+    if (L <= p->dry_allowed_length) return;
+    int limit = L;
+    for (int i = 0, found = 0; i < L && !found; i++) {   /* i tokens back from the latest */
+        int best = -1;
+        for (int b = 0; b < nbr; b++) {
+            if (heads[b] != h[L - 1 - i] || ntail[b] > i || ntail[b] <= best) continue;
+            int ok = 1;
+            for (int o = 0; o < ntail[b]; o++) ok &= tails[b * 4 + o] == h[L - 1 - i + 1 + o];
+            if (ok) best = ntail[b];
+        }
+        if (best >= 0) limit = i - best, found = 1;
+    }
+    if (limit < p->dry_allowed_length) return;
+    int *maxrun = malloc((size_t)nv * sizeof *maxrun);
+    assert_non_null(maxrun);
+    for (int id = 0; id < nv; id++) maxrun[id] = -1;   /* allowed_length 0 penalises runs of 0 too */
+    for (int i = 0; i + 1 < L; i++) {
+        int k = 0;
+        while (k <= i && h[i - k] == h[L - 1 - k]) k++;
+        if (k > limit) k = limit;
+        if (k >= p->dry_allowed_length && k > maxrun[h[i + 1]]) maxrun[h[i + 1]] = k;
+    }
+    for (int id = 0; id < nv; id++) {
+        int single = 0;
+        for (int b = 0; b < nbr; b++) single |= heads[b] == id && ntail[b] == 0;
+        if (maxrun[id] >= 0 && !single)
+            logits[id] -= (float)(p->dry_multiplier * pow(p->dry_base, maxrun[id] - p->dry_allowed_length));
+    }
+    free(maxrun);
+}
+
+/* breakers b (head, then up to 3 tail tokens) into p */
+static void set_breakers(sampler_params_t *p, const int *heads, const int *tails, const int *ntail, int n) {
+    int off = 0;
+    p->n_dry_seq = n;
+    for (int b = 0; b < n; b++) {
+        p->dry_seq_len[b] = (uint8_t)(1 + ntail[b]);
+        p->dry_tok[off++] = heads[b];
+        for (int o = 0; o < ntail[b]; o++) p->dry_tok[off++] = tails[b * 4 + o];
+    }
+}
+
+static void dry_of(const sampler_params_t *p, const int32_t *h, int L, float *out, int nv) {
+    sampler_t s;
+    sampler_init(&s, p);
+    for (int i = 0; i < L; i++) sampler_accept(&s, h[i]);
+    void *w = malloc(sampler_work_bytes(nv));
+    assert_non_null(w);
+    memset(out, 0, (size_t)nv * sizeof *out);
+    sampler_dry_apply(&s, out, nv, w);
+    free(w);
+}
+
+/* history 5 6 7 8 0 6 7 9 0 5 6 7, allowed 2, ×0.8, base 1.75: "5 6 7" came before 8 (3 long:
+ * 0.8 · 1.75 = 1.4 off 8), "6 7" before 9 (0.8 off 9), nothing else; 8 a single-token breaker:
+ * 8 keeps its logit; breaker "6 7" (head 6, tail 7) right at the end: no penalty at all; a
+ * window of 5: no repeat in it */
+static void test_dry_by_hand(void **state) {
+    (void)state;
+    static const int32_t h[] = {5, 6, 7, 8, 0, 6, 7, 9, 0, 5, 6, 7};
+    enum { L = 12, NV = 10 };
+    float out[NV];
+    sampler_params_t p = plain(1.0f, 1);
+    p.dry_multiplier = 0.8f, p.dry_base = 1.75f, p.dry_allowed_length = 2, p.dry_penalty_last_n = -1;
+    assert_true(sampler_params_use_history(&p) && sampler_params_host_only(&p));
+    dry_of(&p, h, L, out, NV);
+    for (int i = 0; i < NV; i++) {
+        float want = i == 8 ? -1.4f : i == 9 ? -0.8f : 0.0f;
+        if (fabsf(out[i] - want) > 1e-5f) fail_msg("DRY: token %d penalised %g, expected %g", i, -out[i], -want);
+    }
+    static const int hd1[] = {8}, tl1[4] = {0}, nt1[] = {0};
+    set_breakers(&p, hd1, tl1, nt1, 1);
+    dry_of(&p, h, L, out, NV);
+    assert_true(out[8] == 0.0f && fabsf(out[9] + 0.8f) < 1e-5f);
+    static const int hd2[] = {6}, tl2[4] = {7}, nt2[] = {1};
+    set_breakers(&p, hd2, tl2, nt2, 1);
+    dry_of(&p, h, L, out, NV);
+    for (int i = 0; i < NV; i++) assert_true(out[i] == 0.0f);
+    p.n_dry_seq = 0;
+    p.dry_penalty_last_n = 5;
+    dry_of(&p, h, L, out, NV);
+    for (int i = 0; i < NV; i++) assert_true(out[i] == 0.0f);
+    p.dry_penalty_last_n = -1;
+    p.dry_multiplier = 0;   /* off */
+    dry_of(&p, h, L, out, NV);
+    for (int i = 0; i < NV; i++) assert_true(out[i] == 0.0f);
+}
+
+/* random histories over a 4-token vocabulary (many repeats), random windows and breakers: the
+ * Z-algorithm's penalties equal the plain reference's */
+static void test_dry_random(void **state) {
+    (void)state;
+    enum { NV = 5, HMAX = 300 };
+    int32_t h[HMAX];
+    float got[NV], want[NV];
+    for (int trial = 0; trial < 400; trial++) {
+        int L = 1 + (int)(urand() * HMAX);
+        for (int i = 0; i < L; i++) h[i] = (int32_t)(urand() * (trial % 3 ? 4 : 2));
+        sampler_params_t p = plain(1.0f, 1);
+        p.dry_multiplier = (float)(0.1 + urand());
+        p.dry_base = (float)(1.0 + urand());
+        p.dry_allowed_length = (int)(urand() * 4);
+        p.dry_penalty_last_n = urand() < 0.3 ? -1 : 1 + (int)(urand() * HMAX);
+        int heads[3], tails[12], ntail[3], nbr = (int)(urand() * 4);
+        for (int b = 0; b < nbr; b++) {
+            heads[b] = (int)(urand() * 4);
+            ntail[b] = (int)(urand() * 3);
+            for (int o = 0; o < ntail[b]; o++) tails[b * 4 + o] = (int)(urand() * 4);
+        }
+        set_breakers(&p, heads, tails, ntail, nbr);
+        dry_of(&p, h, L, got, NV);
+        int win = p.dry_penalty_last_n < 0 ? L : p.dry_penalty_last_n < L ? p.dry_penalty_last_n : L;
+        memset(want, 0, sizeof want);
+        ref_dry(h + L - win, win, &p, heads, tails, ntail, nbr, want, NV);
+        for (int i = 0; i < NV; i++)
+            if (fabsf(got[i] - want[i]) > 1e-4f * (1 + fabsf(want[i])))
+                fail_msg("trial %d (L %d window %d allowed %d breakers %d): token %d penalised %g, the reference %g",
+                         trial, L, win, p.dry_allowed_length, nbr, i, -got[i], -want[i]);
+    }
+}
+
+/* DRY goes through sampler_sample: the drawn token is the reference chain's on the penalised logits */
+static void test_dry_in_chain(void **state) {
+    (void)state;
+    static const int32_t h[] = {1, 2, 3, 4, 1, 2, 3};
+    float lg[6] = {0, 0, 0, 0, 3.0f, 0}, x[6];
+    sampler_params_t p = plain(0.0f, 1);   /* greedy: 4 wins without DRY */
+    sampler_t s;
+    sampler_init(&s, &p);
+    for (int i = 0; i < 7; i++) sampler_accept(&s, h[i]);
+    assert_int_equal(draw(&s, lg, 6, NULL), 4);
+    p.dry_multiplier = 4.0f, p.dry_base = 1.75f, p.dry_allowed_length = 2;   /* 4 after "1 2 3": −7 */
+    sampler_init(&s, &p);
+    for (int i = 0; i < 7; i++) sampler_accept(&s, h[i]);
+    memcpy(x, lg, sizeof x);
+    assert_int_equal(draw(&s, x, 6, NULL), 0);
+}
+
+/* ---- mirostat ----------------------------------------------------------------------------- */
+
+/* mirostat v1 / v2 as llama.cpp writes them, with the keyed draw; returns the token, moves *mu */
+static int ref_mirostat(const sampler_params_t *p, int pos, const float *logits, int nv, ref_cand_t *c, float *mu) {
+    for (int i = 0; i < nv; i++) c[i].logit = logits[i] / p->temp, c[i].id = i;
+    qsort(c, (size_t)nv, sizeof *c, ref_cmp);
+    float *pr = malloc((size_t)nv * sizeof *pr);
+    assert_non_null(pr);
+    ref_softmax(c, nv, pr);
+    int k;
+    if (p->mirostat == 1) {
+        float st = 0, tt = 0;
+        for (int i = 0; i < 99 && i < nv - 1; i++) {
+            float ti = logf((float)(i + 2) / (float)(i + 1)), bi = logf(pr[i] / pr[i + 1]);
+            st += ti * bi, tt += ti * ti;
+        }
+        float sh = st / tt, eps = sh - 1;
+        float kf = powf((eps * powf(2, *mu)) / (1 - powf((float)nv, -eps)), 1 / sh);
+        k = kf >= (float)nv ? nv : kf >= 1 ? (int)kf : 1;
+    } else {
+        for (k = 0; k < nv && !(-log2f(pr[k]) > *mu); k++) {}
+        if (k == 0) k = 1;
+    }
+    free(pr);
+    float pk;
+    int id = ref_draw(c, k, 1.0, ref_uniform(p->seed, pos), &pk);
+    *mu -= p->mirostat_eta * (-log2f(pk) - p->mirostat_tau);
+    return id;
+}
+
+/* v2 by hand: probabilities .5 .25 .125 .125 (surprises 1 2 3 3 bits), tau 1.5, eta .1: mu starts
+ * at 3 (nothing above it is cut); a pick of surprise s moves it to 3 − .1 (s − 1.5). Then v1 and v2
+ * on random logits: tokens and mu as the reference's, step by step. */
+static void test_mirostat(void **state) {
+    (void)state;
+    static const double probs[] = {0.5, 0.25, 0.125, 0.125};
+    float lg[4];
+    logits_of(probs, 4, lg);
+    sampler_params_t p = plain(1.0f, 21);
+    p.mirostat = 2, p.mirostat_tau = 1.5f, p.mirostat_eta = 0.1f;
+    assert_true(sampler_params_host_only(&p));
+    sampler_t s;
+    sampler_init(&s, &p);
+    assert_true(s.mu == 3.0f);
+    int id = draw(&s, lg, 4, NULL);
+    double surprise = -log2(probs[id]);
+    assert_true(fabs(s.mu - (3.0 - 0.1 * (surprise - 1.5))) < 1e-5);
+    enum { V = 400, STEPS = 60 };
+    float *x = malloc(V * sizeof *x), *y = malloc(V * sizeof *y);
+    ref_cand_t *c = malloc(V * sizeof *c);
+    void *work = malloc(sampler_work_bytes(V));
+    assert_true(x && y && c && work);
+    for (int v = 1; v <= 2; v++) {
+        p = plain(v == 1 ? 0.9f : 1.1f, 30 + (uint64_t)v);
+        p.mirostat = v, p.mirostat_tau = 3.0f, p.mirostat_eta = 0.2f;
+        p.repeat_penalty = 5.0f, p.repeat_last_n = 64;   /* mirostat's chain has no penalties */
+        sampler_init(&s, &p);
+        float mu = 2 * p.mirostat_tau;
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = y[i] = (float)(urand() * 10 - 5);
+            int got = sampler_sample(&s, x, V, work, NULL);
+            int want = ref_mirostat(&p, t, y, V, c, &mu);
+            sampler_accept(&s, got);
+            if (got != want || fabsf(s.mu - mu) > 1e-4f)
+                fail_msg("mirostat v%d step %d: drew %d (mu %g), the reference %d (mu %g)", v, t, got, s.mu, want, mu);
+        }
+    }
+    free(x), free(y), free(c), free(work);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_greedy_argmax_and_logprob),
@@ -986,6 +1546,18 @@ int main(void) {
         cmocka_unit_test(test_freq_presence_bias),
         cmocka_unit_test(test_draw_by_position),
         cmocka_unit_test(test_drop_window),
+        cmocka_unit_test(test_chain_matches_reference),
+        cmocka_unit_test(test_typical_by_hand),
+        cmocka_unit_test(test_top_n_sigma_by_hand),
+        cmocka_unit_test(test_xtc_by_hand),
+        cmocka_unit_test(test_dynatemp_by_hand),
+        cmocka_unit_test(test_chain_order),
+        cmocka_unit_test(test_new_samplers_deterministic),
+        cmocka_unit_test(test_defaults_unchanged),
+        cmocka_unit_test(test_dry_by_hand),
+        cmocka_unit_test(test_dry_random),
+        cmocka_unit_test(test_dry_in_chain),
+        cmocka_unit_test(test_mirostat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

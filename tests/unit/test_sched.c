@@ -860,6 +860,37 @@ static void test_lookup_sampled(void **state) {
     g_markov = 0;
 }
 
+/* Mirostat's mu moves with every sample, a refused draft's too: its sequences get no drafts (from
+ * lookup or a drafter), the others beside them still do, and every sequence's tokens are plain
+ * decoding's */
+static void test_lookup_mirostat(void **state) {
+    (void)state;
+    for (int use_drafter = 0; use_drafter <= 1; use_drafter++) {
+        g_markov = !use_drafter;
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[4];
+        oracle_t o = {0};
+        fake_init(&f, 1);
+        f.rewind_ok = 1;
+        sched_open(&sc, &f, 4, 32, 8);
+        assert_int_equal(sched_set_lookup(&sc, 4), 0);
+        if (use_drafter) sched_set_drafter(&sc, oracle_draft, &o);
+        for (int i = 0; i < 4; i++) {
+            seq_make(&r[i], 4 + 5 * i, 45 + 6 * i, 60 + i, 0.8f);
+            r[i].sp.mirostat = 2;
+        }
+        for (int i = 0; i < 4; i++) {
+            admit(&sc, &f, &r[i], i);
+            o.sp[r[i].slot] = &r[i].sp;
+        }
+        run_expect_solo(&sc, &f, r, 4);
+        if (sc.n_drafted != 0) fail_msg("drafter %d: %ld drafts for mirostat sequences", use_drafter, sc.n_drafted);
+        sched_free(&sc);
+    }
+    g_markov = 0;
+}
+
 /* Prompt scoring (echo / prompt logprobs): a scored prompt that generates nothing (max_gen 0)
  * and one that generates, beside ordinary sequences, in chunks, with steps in flight and a
  * pipeline failure mid-way: each prompt position is scored once, in order, with the right
@@ -1313,6 +1344,7 @@ int main(void) {
         cmocka_unit_test(test_grammars),
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_lookup_sampled),
+        cmocka_unit_test(test_lookup_mirostat),
         cmocka_unit_test(test_context_shift),
         cmocka_unit_test(test_context_shift_off),
         cmocka_unit_test(test_context_shift_replay),

@@ -453,6 +453,66 @@ static void test_sampling_extras(void **state) {
     expect_bad(K, "{\"prompt\":\"a\",\"grammar\":\"root ::= \\\"a\\\"\",\"response_format\":{\"type\":\"json_object\"}}", "grammar", NULL);
 }
 
+/* llama.cpp's other samplers under its names, on both endpoints: the values land in sp (top_n_sigma
+ * -1: off, a DRY window past the history: clamped), dry_sequence_breakers kept as strings; out of
+ * range, wrong types and bad breaker lists are 400s naming their field; none given: defaults kept */
+static void test_llama_samplers(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    static const char *const bodies[] = {
+        "{\"prompt\":\"a\",", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],"};
+    static const int kinds[] = {SERVER_REQ_COMPLETION, SERVER_REQ_CHAT};
+    char body[1024];
+    for (int k = 0; k < 2; k++) {
+        snprintf(body, sizeof body, "%s\"typical_p\":0.9,\"top_n_sigma\":1.5,\"xtc_probability\":0.25,"
+                 "\"xtc_threshold\":0.2,\"dynatemp_range\":0.5,\"dynatemp_exponent\":2,\"mirostat\":2,"
+                 "\"mirostat_tau\":4,\"mirostat_eta\":0.2,\"dry_multiplier\":0.8,\"dry_base\":1.5,"
+                 "\"dry_allowed_length\":3,\"dry_penalty_last_n\":100000,\"dry_sequence_breakers\":[\"\\n\",\"##\"]}",
+                 bodies[k]);
+        assert_int_equal(parse(&r, kinds[k], body, &e), 0);
+        assert_true(r.sp.typical_p == 0.9f && r.sp.top_n_sigma == 1.5f && r.sp.xtc_probability == 0.25f);
+        assert_true(r.sp.xtc_threshold == 0.2f && r.sp.dynatemp_range == 0.5f && r.sp.dynatemp_exponent == 2.0f);
+        assert_true(r.sp.mirostat == 2 && r.sp.mirostat_tau == 4.0f && r.sp.mirostat_eta == 0.2f);
+        assert_true(r.sp.dry_multiplier == 0.8f && r.sp.dry_base == 1.5f && r.sp.dry_allowed_length == 3);
+        assert_int_equal(r.sp.dry_penalty_last_n, SAMPLER_DRY_MAX);
+        assert_int_equal(r.n_dry_breakers, 2);
+        assert_string_equal(r.dry_breakers[0], "\n");
+        assert_string_equal(r.dry_breakers[1], "##");
+        server_req_free(&r);
+        snprintf(body, sizeof body, "%s\"top_n_sigma\":-1}", bodies[k]);
+        assert_int_equal(parse(&r, kinds[k], body, &e), 0);
+        assert_true(r.sp.top_n_sigma == 0.0f);
+        sampler_params_t d;
+        sampler_params_default(&d);   /* not given: the defaults, all off */
+        assert_true(r.sp.typical_p == d.typical_p && r.sp.mirostat == 0 && r.sp.dry_multiplier == 0.0f &&
+                    r.sp.xtc_probability == 0.0f && r.sp.dynatemp_range == 0.0f && r.sp.dry_penalty_last_n == -1);
+        assert_null(r.dry_breakers);
+        server_req_free(&r);
+        static const char *const bad[][2] = {
+            {"\"typical_p\":1.5", "typical_p"}, {"\"typical_p\":\"x\"", "typical_p"},
+            {"\"top_n_sigma\":-2", "top_n_sigma"}, {"\"xtc_probability\":2", "xtc_probability"},
+            {"\"xtc_threshold\":-0.1", "xtc_threshold"}, {"\"dynatemp_range\":-1", "dynatemp_range"},
+            {"\"dynatemp_exponent\":1000", "dynatemp_exponent"}, {"\"mirostat\":3", "mirostat"},
+            {"\"mirostat\":1.5", "mirostat"}, {"\"mirostat_tau\":-1", "mirostat_tau"},
+            {"\"mirostat_eta\":true", "mirostat_eta"}, {"\"dry_multiplier\":-0.5", "dry_multiplier"},
+            {"\"dry_base\":1e9", "dry_base"}, {"\"dry_allowed_length\":-1", "dry_allowed_length"},
+            {"\"dry_penalty_last_n\":-2", "dry_penalty_last_n"}, {"\"dry_sequence_breakers\":[]", "dry_sequence_breakers"},
+            {"\"dry_sequence_breakers\":\"\\n\"", "dry_sequence_breakers"},
+            {"\"dry_sequence_breakers\":[\"a\",3]", "dry_sequence_breakers"},
+        };
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            snprintf(body, sizeof body, "%s%s}", bodies[k], bad[i][0]);
+            expect_bad(kinds[k], body, bad[i][1], NULL);
+        }
+    }
+    char big[2048];
+    int at = snprintf(big, sizeof big, "{\"prompt\":\"a\",\"dry_sequence_breakers\":[");
+    for (int i = 0; i <= SERVER_MAX_DRY_BREAKERS; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s\"x\"", i ? "," : "");
+    snprintf(big + at, sizeof big - (size_t)at, "]}");
+    expect_bad(SERVER_REQ_COMPLETION, big, "dry_sequence_breakers", NULL);
+}
+
 static void test_bad_json(void **state) {
     (void)state;
     expect_bad(SERVER_REQ_COMPLETION, "", NULL, "invalid_json");
@@ -897,8 +957,14 @@ static void test_slot_json(void **state) {
     assert_int_equal(json_integer_value(json_object_get(p, "n_predict")), -1);
     assert_int_equal(json_integer_value(json_object_get(p, "n_probs")), 3);
     assert_string_equal(json_string_value(json_object_get(p, "chat_format")), "llama3");
-    for (const char *k = "repeat_penalty\0repeat_last_n\0presence_penalty\0frequency_penalty\0max_tokens\0stream\0"; *k; k += strlen(k) + 1)
+    for (const char *k = "repeat_penalty\0repeat_last_n\0presence_penalty\0frequency_penalty\0max_tokens\0stream\0"
+                         "typical_p\0top_n_sigma\0xtc_probability\0xtc_threshold\0dynatemp_range\0dynatemp_exponent\0"
+                         "mirostat\0mirostat_tau\0mirostat_eta\0dry_multiplier\0dry_base\0dry_allowed_length\0"
+                         "dry_penalty_last_n\0"; *k; k += strlen(k) + 1)
         if (!json_object_get(p, k)) fail_msg("no params.%s", k);
+    assert_true(json_real_value(json_object_get(p, "typical_p")) == 1.0);
+    assert_true(json_real_value(json_object_get(p, "top_n_sigma")) == -1.0);   /* llama.cpp's "off" */
+    assert_int_equal(json_integer_value(json_object_get(p, "dry_penalty_last_n")), -1);
     assert_true(json_is_false(json_object_get(nt, "has_next_token")));
     assert_int_equal(json_integer_value(json_object_get(nt, "n_remain")), -1);
     json_decref(o);
@@ -1080,7 +1146,8 @@ int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_completion_fields), cmocka_unit_test(test_defaults_kept),
         cmocka_unit_test(test_prompt_shapes),     cmocka_unit_test(test_chat_messages),
-        cmocka_unit_test(test_bad_values), cmocka_unit_test(test_sampling_extras),        cmocka_unit_test(test_bad_json),
+        cmocka_unit_test(test_bad_values), cmocka_unit_test(test_sampling_extras),        cmocka_unit_test(test_llama_samplers),
+        cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_tokenize_bodies),   cmocka_unit_test(test_error_json),
         cmocka_unit_test(test_stop_split),        cmocka_unit_test(test_stop_earliest),
         cmocka_unit_test(test_stop_random),       cmocka_unit_test(test_metrics_render),

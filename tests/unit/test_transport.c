@@ -584,6 +584,79 @@ static void test_send_refuses_invalid(void **st) {
     tp_close(&l);
 }
 
+/* v4's sampling params: a full set (typical, top-n-sigma, XTC, dynatemp, mirostat, DRY with two
+ * breakers) crosses intact; each hostile value alone is refused by the sender (and so by
+ * tp_recv's same check): NaN / inf, out of range, mirostat 3, a window below -1, breaker lengths
+ * that do not add up, a breaker of 0 or 22 tokens, a negative breaker token, too many breakers */
+static void test_sampling_v4(void **st) {
+    (void)st;
+    tp_conn_t *l = NULL, *d = NULL;
+    assert_int_equal(tp_listen(&l, "inproc://tern-test-v4", NULL, E), 0);
+    assert_int_equal(tp_connect(&d, "inproc://tern-test-v4", NULL, E), 0);
+    all_msgs_t a;
+    all_init(&a);
+    const void *t;
+    size_t tb;
+    Tern__Msg m = msg_of(&a, 5, &t, &tb);
+    static uint32_t lens[2] = {1, 3};
+    static int32_t toks[4] = {13, 25, 26, 27};
+    Tern__SamplingParams *p = &a.sp[1];
+    p->typical_p = 0.9f, p->top_n_sigma = 1.5f, p->xtc_probability = 0.5f, p->xtc_threshold = 0.1f;
+    p->dynatemp_range = 0.3f, p->dynatemp_exponent = 1.0f, p->mirostat = 2, p->mirostat_tau = 5.0f;
+    p->mirostat_eta = 0.1f, p->dry_multiplier = 0.8f, p->dry_base = 1.75f, p->dry_allowed_length = 2;
+    p->dry_penalty_last_n = -1;
+    p->n_dry_breaker_lens = 2, p->dry_breaker_lens = lens, p->n_dry_breaker_tokens = 4, p->dry_breaker_tokens = toks;
+    const Tern__SamplingParams good = *p;
+    tp_msg_t in;
+    tp_msg_init(&in);
+    assert_int_equal(tp_send(d, NULL, &m, t, tb, E), 0);
+    assert_int_equal(tp_recv(l, &in, 5000, E), 0);
+    const Tern__SamplingParams *q = in.msg->forward->sampling[1]->params;
+    assert_true(q->typical_p == 0.9f && q->top_n_sigma == 1.5f && q->xtc_probability == 0.5f && q->xtc_threshold == 0.1f);
+    assert_true(q->dynatemp_range == 0.3f && q->mirostat == 2 && q->mirostat_tau == 5.0f && q->mirostat_eta == 0.1f);
+    assert_true(q->dry_multiplier == 0.8f && q->dry_base == 1.75f && q->dry_allowed_length == 2 && q->dry_penalty_last_n == -1);
+    assert_int_equal(q->n_dry_breaker_lens, 2);
+    assert_int_equal(q->dry_breaker_lens[1], 3);
+    assert_int_equal(q->n_dry_breaker_tokens, 4);
+    assert_int_equal(q->dry_breaker_tokens[3], 27);
+    tp_msg_free(&in);
+    static uint32_t zero_len[2] = {0, 4}, long_len[1] = {22};
+    static int32_t neg_tok[4] = {13, -5, 26, 27};
+    static uint32_t many_lens[TP_MAX_DRY_SEQ + 1];
+    static int32_t many_toks[TP_MAX_DRY_SEQ + 1];
+    for (int i = 0; i <= TP_MAX_DRY_SEQ; i++) many_lens[i] = 1, many_toks[i] = i;
+    for (int bad = 0; bad < 17; bad++) {
+        *p = good;
+        switch (bad) {
+        case 0: p->typical_p = NAN; break;
+        case 1: p->typical_p = 1.5f; break;
+        case 2: p->top_n_sigma = -1.0f; break;
+        case 3: p->xtc_probability = INFINITY; break;
+        case 4: p->xtc_threshold = -0.1f; break;
+        case 5: p->dynatemp_range = NAN; break;
+        case 6: p->dynatemp_exponent = -2.0f; break;
+        case 7: p->mirostat = 3; break;
+        case 8: p->mirostat_tau = INFINITY; break;
+        case 9: p->mirostat_eta = -0.5f; break;
+        case 10: p->dry_multiplier = NAN; break;
+        case 11: p->dry_penalty_last_n = -2; break;
+        case 12: p->n_dry_breaker_tokens = 3; break;   /* the lengths say 4 */
+        case 13: p->dry_breaker_lens = zero_len; break;
+        case 14: p->n_dry_breaker_lens = 1, p->dry_breaker_lens = long_len, p->n_dry_breaker_tokens = 22;
+                 p->dry_breaker_tokens = many_toks; break;
+        case 15: p->dry_breaker_tokens = neg_tok; break;
+        case 16: p->n_dry_breaker_lens = p->n_dry_breaker_tokens = TP_MAX_DRY_SEQ + 1;
+                 p->dry_breaker_lens = many_lens, p->dry_breaker_tokens = many_toks; break;
+        }
+        if (tp_send(d, NULL, &m, t, tb, E) != TERN_EINVAL) fail_msg("hostile v4 sampling params %d were sent", bad);
+        ASSERT_ERR_HAS("sampling params");
+    }
+    assert_int_equal(tp_recv(l, &in, 100, E), TERN_ETIMEOUT);
+    tp_msg_free(&in);
+    tp_close(&d);
+    tp_close(&l);
+}
+
 static void test_bad_endpoints(void **st) {
     (void)st;
     tp_conn_t *c = NULL;
@@ -889,6 +962,7 @@ int main(void) {
         cmocka_unit_test(test_tensor_bitexact),
         cmocka_unit_test(test_hostile_frames),
         cmocka_unit_test(test_send_refuses_invalid),
+        cmocka_unit_test(test_sampling_v4),
         cmocka_unit_test(test_bad_endpoints),
         cmocka_unit_test(test_timeouts),
         cmocka_unit_test(test_unknown_peer),
