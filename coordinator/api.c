@@ -134,6 +134,9 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     }
     if (rc < 0) goto fail;
     if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, n_batch, err, errlen)) < 0) goto fail;
+    kvfile_model_t kvm;   /* what slot files (save / restore, --prompt-cache) must match */
+    if ((rc = kvfile_model_init(&kvm, p->model, &m->hp, cfg.kv_type, err, errlen)) < 0) goto fail;
+    sched_set_model(&m->sched, &kvm);
     if (p->prefill_chunk >= 0) sched_set_prefill_chunk(&m->sched, p->prefill_chunk);
     sched_set_context_shift(&m->sched, p->context_shift);
     if (sched_set_lookup(&m->sched, p->lookup) < 0) {
@@ -391,7 +394,7 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
         return id;
     }
     sched_set_keep(sc, id, engine_keep(m, s->n_keep));   /* right after sched_add: cannot fail */
-    int rc;
+    int rc, n_cached = sched_cached(sc, id);   /* prefix cache (--prompt-cache): not fed */
     if (s->grammar && (rc = start_grammar(m, id, s->grammar)) < 0) return rc;
     while ((rc = sched_step(sc)) > 0) {}
     if (rc < 0 || g.failed) {
@@ -406,6 +409,7 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
         stats->t_prompt = sc->t_prefill;
         stats->t_gen = sc->t_decode;
         stats->n_prompt = n;
+        stats->n_cached = n_cached;
         /* the tokens after the first (which the prompt's last step samples): with drafts not the
          * tokens the decode steps fed, after a recovery not counting replayed samples twice */
         stats->n_gen = n_gen > 0 ? n_gen - 1 : 0;

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 static pthread_mutex_t g_mu = PTHREAD_MUTEX_INITIALIZER;
 static pthread_cond_t g_cv = PTHREAD_COND_INITIALIZER;
@@ -90,6 +91,7 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--pooling", OPT_STR, &pooling, "TYPE", "embeddings' pooling: mean, last or cls", 0, 0},
         {NULL, "--no-webui", OPT_FLAG, &sc.no_webui, NULL, "do not serve the web UI page at / (404)", 0, 0},
         {NULL, "--no-slots", OPT_FLAG, &sc.no_slots, NULL, "do not serve /slots (501)", 0, 0},
+        {NULL, "--slot-save-path", OPT_STR, &sc.slot_save_path, "DIR", "POST /slots/{id}?action=save|restore|erase keep slots' KV caches in files here (default: 501)", 0, 0},
     };
     int n = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 1), (int)(sizeof opts / sizeof opts[0]));
     (void)n;
@@ -119,6 +121,12 @@ int cli_serve(int argc, char **argv) {
     sc.seed_fixed = mo.seed >= 0;
     sc.grammar = mo.s.grammar;
     sc.n_keep = mo.s.n_keep;
+    struct stat sst;
+    if (sc.slot_save_path && (stat(sc.slot_save_path, &sst) != 0 || !S_ISDIR(sst.st_mode))) {
+        fprintf(stderr, "tern serve: --slot-save-path %s: not a directory\n", sc.slot_save_path);
+        free(key);
+        return 1;
+    }
 
     /* every thread started from here on inherits the blocked signals; one thread waits for them */
     sigset_t set;

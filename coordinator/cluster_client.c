@@ -920,7 +920,95 @@ static void cl_destroy(pipeline_t *pl) {
     tp_term();
 }
 
-static const pipeline_ops_t g_cl_ops = {cl_seq_start, cl_submit, cl_wait, cl_destroy, cl_recover, cl_status};
+/* ---- slot save / restore: KvRead / KvWrite to every stage worker, between steps -------- */
+
+static Tern__KvType kv_wire(int kv_type) {
+    return kv_type == KV_F32 ? TERN__KV_TYPE__KV_F32 : kv_type == KV_Q8_0 ? TERN__KV_TYPE__KV_Q8_0 : TERN__KV_TYPE__KV_F16;
+}
+
+/* stage s's answer to a Kv request: KvData (read: checked and copied to its piece of buf) or
+ * KvDone (write); other messages (stale results) are skipped. 0 or <0 with err. */
+static int kv_answer(cpl_t *p, int s, int slot, int n, int kv_type, size_t row, uint8_t *buf, int write, char *err,
+                     size_t errlen) {
+    cworker_t *w = &p->w[p->stage[s]];
+    double deadline = time_now() + CL_STEP_TIMEOUT_MS / 1000.0;
+    for (;;) {
+        if (!worker_up(p, w)) return err_set(err, errlen, TERN_EPEER, "worker %s at %s was lost", wname(w), w->cw->endpoint);
+        int left = (int)((deadline - time_now()) * 1000);
+        int rc = recv_from(p, w, left < 100 ? (left > 0 ? left : 0) : 100, err, errlen);
+        if (rc == TERN_ETIMEOUT && left > 0) continue;
+        if (rc < 0) return rc;
+        int bc = p->rx.msg->body_case;
+        if (write && bc == TERN__MSG__BODY_KV_DONE) {
+            const Tern__KvDone *k = p->rx.msg->kv_done;
+            if (k->seq_id != (uint32_t)slot || k->n_pos != (uint32_t)n) continue;   /* not this request's */
+            return 0;
+        }
+        if (write || bc != TERN__MSG__BODY_KV_DATA) {
+            log_d("worker %s: ignoring %s while waiting for KV rows", wname(w), tp_body_name(bc));
+            continue;
+        }
+        const Tern__KvData *d = p->rx.msg->kv_data;
+        if (d->seq_id != (uint32_t)slot || d->n_pos != (uint32_t)n) continue;
+        if (d->first_layer != (uint32_t)w->first || d->last_layer != (uint32_t)w->last || d->kv_type != kv_wire(kv_type) ||
+            d->row_bytes != row)
+            return err_set(err, errlen, TERN_EPROTO, "worker %s sent KV rows of layers [%u, %u], type %d, %llu-byte rows; "
+                           "expected [%d, %d], type %d, %zu-byte rows", wname(w), d->first_layer, d->last_layer,
+                           (int)d->kv_type, (unsigned long long)d->row_bytes, w->first, w->last, (int)kv_wire(kv_type), row);
+        /* transport.c checked the frame: layers x 2 x n x row bytes */
+        memcpy(buf + (size_t)w->first * 2 * (size_t)n * row, p->rx.tensor, p->rx.tensor_bytes);
+        return 0;
+    }
+}
+
+/* pipeline.h kv_read / kv_write: the requests go to every stage at once, then the answers are
+ * taken stage by stage */
+static int cl_kv(pipeline_t *pl, int slot, int n, int kv_type, size_t row, uint8_t *buf, int write, char *err,
+                 size_t errlen) {
+    cpl_t *p = (cpl_t *)pl;
+    if (p->broken) return err_set(err, errlen, TERN_EPEER, "%s", p->why);
+    if (p->count) return err_set(err, errlen, TERN_EINVAL, "KV rows moved while %d steps are in flight", p->count);
+    if (slot < 0 || slot >= p->n_seq || n < 1 || n > p->cfg.n_ctx || kv_type != p->cfg.kv_type)
+        return err_set(err, errlen, TERN_EINVAL, "KV rows [0, %d) of slot %d, type %s: the stages have %d slots of %d "
+                       "positions, type %s", n, slot, ops_kv_name(kv_type) ? ops_kv_name(kv_type) : "?", p->n_seq,
+                       p->cfg.n_ctx, ops_kv_name(p->cfg.kv_type));
+    int rc = 0;
+    for (int s = 0; s < p->n_stages && rc >= 0; s++) {
+        cworker_t *w = &p->w[p->stage[s]];
+        Tern__Msg m = TERN__MSG__INIT;
+        Tern__KvRead q = TERN__KV_READ__INIT;
+        Tern__KvData d = TERN__KV_DATA__INIT;
+        size_t off = (size_t)w->first * 2 * (size_t)n * row, bytes = (size_t)(w->last - w->first + 1) * 2 * (size_t)n * row;
+        if (write) {
+            d.seq_id = (uint32_t)slot, d.n_pos = (uint32_t)n;
+            d.first_layer = (uint32_t)w->first, d.last_layer = (uint32_t)w->last;
+            d.kv_type = kv_wire(kv_type);
+            d.row_bytes = row;
+            m.body_case = TERN__MSG__BODY_KV_WRITE;
+            m.kv_write = &d;
+        } else {
+            q.seq_id = (uint32_t)slot, q.n_pos = (uint32_t)n;
+            m.body_case = TERN__MSG__BODY_KV_READ;
+            m.kv_read = &q;
+        }
+        rc = send_to(p, w, &m, write ? buf + off : NULL, write ? bytes : 0, p->hb_timeout_ms, err, errlen);
+    }
+    for (int s = 0; s < p->n_stages && rc >= 0; s++) rc = kv_answer(p, s, slot, n, kv_type, row, buf, write, err, errlen);
+    return rc;
+}
+
+static int cl_kv_read(pipeline_t *pl, int slot, int n, int kv_type, size_t row, uint8_t *buf, char *err,
+                      size_t errlen) {
+    return cl_kv(pl, slot, n, kv_type, row, buf, 0, err, errlen);
+}
+
+static int cl_kv_write(pipeline_t *pl, int slot, int n, int kv_type, size_t row, const uint8_t *buf, char *err,
+                       size_t errlen) {
+    return cl_kv(pl, slot, n, kv_type, row, (uint8_t *)buf, 1, err, errlen);   /* only read when writing */
+}
+
+static const pipeline_ops_t g_cl_ops = {cl_seq_start, cl_submit, cl_wait,     cl_destroy,
+                                        cl_recover,   cl_status, cl_kv_read,  cl_kv_write};
 
 /* ---- setup ------------------------------------------------------------------------------- */
 

@@ -49,7 +49,19 @@ static void emb_destroy(pipeline_t *p) {
     free(e);
 }
 
-static const pipeline_ops_t g_emb_ops = {emb_seq_start, emb_submit, emb_wait, emb_destroy, NULL, NULL};
+static int emb_kv_read(pipeline_t *p, int slot, int n, int kv_type, size_t row, uint8_t *buf, char *err, size_t errlen) {
+    emb_t *e = (emb_t *)p;
+    return e->inner->ops->kv_read(e->inner, slot, n, kv_type, row, buf, err, errlen);
+}
+
+static int emb_kv_write(pipeline_t *p, int slot, int n, int kv_type, size_t row, const uint8_t *buf, char *err,
+                        size_t errlen) {
+    emb_t *e = (emb_t *)p;
+    return e->inner->ops->kv_write(e->inner, slot, n, kv_type, row, buf, err, errlen);
+}
+
+static const pipeline_ops_t g_emb_ops = {emb_seq_start, emb_submit, emb_wait, emb_destroy, NULL, NULL,
+                                         emb_kv_read, emb_kv_write};
 
 int cluster_pipeline_new_embedded(pipeline_t **out, const gguf_t *g, const char *model_path, const stage_cfg_t *cfg,
                                   int n_stages, int n_gpu_layers, int threads, char *err, size_t errlen) {

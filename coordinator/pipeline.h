@@ -80,6 +80,17 @@ typedef struct pipeline_ops {
     /* Optional: the stages' state as one JSON object (text) in buf, for /health; callable
      * from any thread. Returns 1 when the pipeline can serve, 0 when it cannot. */
     int (*status)(pipeline_t *p, char *buf, size_t cap);
+    /* Optional (NULL: this pipeline cannot; slot save / restore). Only while no step is in flight.
+     * kv_read: slot's keys and values of positions [0, n) of every layer of the model into buf, as
+     * (n_layer, 2, n, row) bytes: layer il's n key rows, then its n value rows, a row being one
+     * position's (kv_dim,) elements as the caches store them (kv_type: enum kv_type, kernels/ops.h;
+     * row: its bytes) — whatever the split of the layers into stages. kv_write: buf into the slot
+     * (rows from n on are left as they are; a stage that fails may have taken some rows: the
+     * caller forgets the slot's cache then). kv_type and row must be the stages' (else TERN_EINVAL).
+     * 0 or <0 with err. */
+    int (*kv_read)(pipeline_t *p, int slot, int n, int kv_type, size_t row, uint8_t *buf, char *err, size_t errlen);
+    int (*kv_write)(pipeline_t *p, int slot, int n, int kv_type, size_t row, const uint8_t *buf, char *err,
+                    size_t errlen);
 } pipeline_ops_t;
 
 struct pipeline {

@@ -1,6 +1,7 @@
 /* pipeline_local: one FIFO of submitted steps; wait runs the oldest through every stage. */
 #include "coordinator/pipeline_local.h"
 #include "core/err.h"
+#include "kernels/ops.h"
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -128,7 +129,36 @@ static void local_destroy(pipeline_t *p) {
     free(l);
 }
 
-static const pipeline_ops_t g_local_ops = {local_seq_start, local_submit, local_wait, local_destroy, NULL, NULL};
+/* a slot's rows in or out of every stage (pipeline.h kv_read / kv_write); each stage's layers are
+ * one contiguous piece of buf */
+static int local_kv(pipeline_t *p, int slot, int n, int kv_type, size_t row, uint8_t *buf, int write, char *err,
+                    size_t errlen) {
+    local_t *l = (local_t *)p;
+    if (l->count) return err_set(err, errlen, TERN_EINVAL, "KV rows moved while steps are queued");
+    for (int i = 0; i < l->n_stages; i++) {
+        stage_t *st = &l->stages[i];
+        if (st->cfg.kv_type != kv_type || stage_kv_row(st) != row)
+            return err_set(err, errlen, TERN_EINVAL, "KV rows of type %s, %zu bytes: the stages' are %s, %zu bytes",
+                           ops_kv_name(kv_type) ? ops_kv_name(kv_type) : "?", row, ops_kv_name(st->cfg.kv_type),
+                           stage_kv_row(st));
+        int rc = stage_kv_io(st, slot, n, buf + (size_t)st->cfg.first * 2 * (size_t)n * row, write, err, errlen);
+        if (rc < 0) return rc;
+    }
+    return 0;
+}
+
+static int local_kv_read(pipeline_t *p, int slot, int n, int kv_type, size_t row, uint8_t *buf, char *err,
+                         size_t errlen) {
+    return local_kv(p, slot, n, kv_type, row, buf, 0, err, errlen);
+}
+
+static int local_kv_write(pipeline_t *p, int slot, int n, int kv_type, size_t row, const uint8_t *buf, char *err,
+                          size_t errlen) {
+    return local_kv(p, slot, n, kv_type, row, (uint8_t *)buf, 1, err, errlen);   /* only read when writing */
+}
+
+static const pipeline_ops_t g_local_ops = {local_seq_start, local_submit, local_wait, local_destroy, NULL, NULL,
+                                           local_kv_read, local_kv_write};
 
 int pipeline_local_new(pipeline_t **out, const gguf_t *g, const stage_cfg_t *cfg, int n_stages, tpool_t *tp,
                        char *err, size_t errlen) {

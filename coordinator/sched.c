@@ -684,7 +684,7 @@ static int recover_or_fail(sched_t *s, int rc, const char *why) {
 }
 
 int sched_step(sched_t *s) {
-    while (s->inflight < s->max_inflight) {
+    while (s->inflight < s->max_inflight && !s->hold) {
         int k = (s->first + s->inflight) % s->max_inflight, has_prompt;
         step_t *st = &s->steps[k];
         if (!build(s, st, s->sids[k], s->tgt[k], s->shifts[k], &has_prompt)) break;

@@ -6,15 +6,17 @@
  * tokens (oldest prompt first), so streams keep a short inter-token gap when prompts arrive.
  * Also: a prompt's own log-probabilities (teacher-forced targets, sched_score_prompt), a
  * prefix cache (a prompt starts after what its slot already holds, sched_set_prefix_cache),
- * embeddings (a prompt's pooled final hidden states instead of tokens, sched_embed) and
+ * embeddings (a prompt's pooled final hidden states instead of tokens, sched_embed),
  * context shifting (a sequence that fills its context drops part of it and goes on,
- * sched_set_context_shift).
+ * sched_set_context_shift) and slot save / restore (a slot's cache to and from a file,
+ * sched_slot.c).
  * Not here: text (the caller tokenizes and detokenizes), transports (pipeline). */
 #ifndef TERN_SCHED_H
 #define TERN_SCHED_H
 #include <stdint.h>
 #include "coordinator/embed.h"
 #include "coordinator/grammar.h"
+#include "coordinator/kvfile.h"
 #include "coordinator/pipeline.h"
 
 #define SCHED_MAX_INFLIGHT 8
@@ -123,6 +125,8 @@ typedef struct sched {
     long n_prefill_tok, n_decode_tok;
     int n_recoveries;      /* times the pipeline was rebuilt and the sequences replayed */
     const uint8_t **allow; /* (n_seq,) the slots' masks (NULL: free sampling), for step_t.allow */
+    int hold;              /* sched_step submits nothing new, only waits (a slot save / restore drains) */
+    kvfile_model_t kvm;    /* the model as slot files name it (sched_set_model; size 0: not set) */
     int err_code;          /* the TERN_E* code of the failure in err (0 = none) */
     char err[256];
 } sched_t;
@@ -231,5 +235,29 @@ int sched_active(const sched_t *s);      /* sequences still running */
  * oldest and delivers its tokens. Returns the number of sequences still active, or <0 when the
  * pipeline failed (every sequence is then finished with SCHED_ERROR and s->err says why). */
 int sched_step(sched_t *s);
+
+/* ---- slot save / restore (sched_slot.c) --------------------------------------------------- */
+/* The model's identity and KV shapes as slot files record them (kvfile_model_init; copied). */
+void sched_set_model(sched_t *s, const kvfile_model_t *m);
+/* llama-server's /slots/{id}?action=save (llama-cli's --prompt-cache): the tokens idle slot `slot`
+ * holds in the stages' caches (toks[0..n_fed), up to a context shift's keep) with their keys and
+ * values of every layer, read out of the stages (pipeline kv_read), written to path (kvfile.h).
+ * Steps in flight are waited for first (nothing new is submitted: s->hold; their tokens go to
+ * the callbacks as in sched_step). *n_saved: tokens, *n_written: bytes (either may be NULL).
+ * 0, or <0 with err: TERN_EINVAL (a busy slot, nothing cached, no model set), TERN_ENOTSUP (the
+ * pipeline cannot), the pipeline's or the file's error. */
+int sched_slot_save(sched_t *s, int slot, const char *path, int *n_saved, uint64_t *n_written, char *err,
+                    size_t errlen);
+/* The opposite: path's rows (the same model file and shapes; another kv_type is converted, see
+ * kvfile_check) into idle slot `slot`, whose cached tokens become the file's — a later prompt that
+ * begins with them starts after them (sched_set_prefix_cache). The file may come from any
+ * placement of the layers. Same conditions as save; a failed write leaves the slot with nothing
+ * cached. *n_restored: tokens, *n_read: the file's bytes. 0 or <0 with a one-line err (TERN_ENOTFOUND: no such file;
+ * TERN_EFORMAT: not a slot file, truncated or corrupt; TERN_EINVAL: another model, too long). */
+int sched_slot_restore(sched_t *s, int slot, const char *path, int *n_restored, uint64_t *n_read, char *err,
+                       size_t errlen);
+/* Forgets idle slot `slot`'s cached tokens (llama-server's action=erase): how many it held, or
+ * TERN_EINVAL (no such slot, or busy). */
+int sched_slot_erase(sched_t *s, int slot);
 
 #endif

@@ -183,7 +183,10 @@ typedef struct route {
     int id;
 } route_t;
 
-enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS, R_WEBUI, R_PROPS, R_SLOTS };
+enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS, R_WEBUI, R_PROPS, R_SLOTS,
+       R_SLOT_ACTION };
+
+static const route_t g_slot_action = {"/slots/", NULL, "POST", R_SLOT_ACTION};   /* /slots/{id}?action= */
 
 static const route_t g_routes[] = {
     {"/health", "/v1/health", "GET", R_HEALTH},
@@ -205,6 +208,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     const route_t *r = NULL;
     for (size_t i = 0; i < sizeof g_routes / sizeof g_routes[0]; i++)
         if (!strcmp(url, g_routes[i].path) || (g_routes[i].alias && !strcmp(url, g_routes[i].alias))) r = &g_routes[i];
+    if (!strncmp(url, "/slots/", 7)) r = &g_slot_action;
     if (!r || (r->id == R_METRICS && !s->cfg.metrics) || (r->id == R_WEBUI && s->cfg.no_webui)) {
         server_err_set(&e, 404, "invalid_request_error", "not_found", NULL, "no route %s %s", method, url);
         return server_reply_err(c, &e);
@@ -237,6 +241,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     case R_TOKENIZE: return server_tok_handle(s, c, SERVER_REQ_TOKENIZE, cn->body, cn->len);
     case R_PROPS: return server_info_props(s, c);
     case R_SLOTS: return server_info_slots(s, c);
+    case R_SLOT_ACTION: return server_slots_action(s, c, url + 7, cn->body, cn->len);
     default: return server_tok_handle(s, c, SERVER_REQ_DETOKENIZE, cn->body, cn->len);
     }
 }

@@ -344,7 +344,18 @@ void *server_engine_main(void *arg) {
     sched_set_prefix_cache(sc, !s->cfg.no_cache_prompt);   /* a request may still turn it off (sched_feed_whole) */
     pthread_mutex_lock(&s->mu);
     for (;;) {
-        while (!s->stop_engine && !s->qhead && sched_active(sc) == 0) pthread_cond_wait(&s->engine_cv, &s->mu);
+        while (!s->stop_engine && !s->qhead && !s->slot_job && sched_active(sc) == 0)
+            pthread_cond_wait(&s->engine_cv, &s->mu);
+        if (s->slot_job) {   /* before admitting anyone: a restore's slot must stay free */
+            slot_job_t *sj = s->slot_job;
+            pthread_mutex_unlock(&s->mu);
+            server_slots_run(s, sj);
+            pthread_mutex_lock(&s->mu);
+            server_info_publish(s);
+            s->slot_job = NULL;
+            sj->done = 1;
+            pthread_cond_signal(&sj->cv);
+        }
         if (s->stop_engine && !s->qhead && sched_active(sc) == 0) break;
         int ndead, na = take_queued(s, admits, sc->n_seq - sched_active(sc), dead, &ndead), nc = 0;
         for (int i = 0; i < sc->n_seq; i++) {

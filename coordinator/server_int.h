@@ -115,6 +115,18 @@ typedef struct server_slot {
     int mirostat, dry_allowed_length, dry_penalty_last_n;
 } server_slot_t;
 
+/* POST /slots/{id}?action=...: made by the HTTP thread, run by the engine thread (server_slots.c) */
+typedef struct slot_job {
+    int action, slot;
+    char path[4200];           /* save / restore: DIR/filename */
+    pthread_cond_t cv;         /* signalled under srv->mu once done */
+    int done, rc, status;      /* status: the HTTP status of a failure */
+    int n;                     /* tokens saved / restored / erased */
+    uint64_t bytes;            /* the file's */
+    double ms;
+    char err[512];
+} slot_job_t;
+
 struct server {
     server_cfg_t cfg;
     char model_id[256];
@@ -134,6 +146,7 @@ struct server {
     double sched_t0_prefill, sched_t0_decode;
     server_metrics_t met;
     server_slot_t *slots;      /* (m->sched.n_seq,) under mu (server_info_publish) */
+    slot_job_t *slot_job;      /* a slot action waiting for the engine (under mu; one at a time) */
 };
 
 /* server_engine.c */
@@ -166,6 +179,12 @@ void server_info_slot_params(server_slot_t *sl, const sampler_params_t *sp);
  * as llama.cpp's 4294967295). */
 void *server_info_slot_json(const server_slot_t *sl, int id, int n_ctx, int speculative, int seed_random,
                             const char *chat_format);
+
+/* server_slots.c: POST /slots/{id} (id: the text after "/slots/"); and the engine thread's part,
+ * between steps (s->mu not held) */
+enum MHD_Result server_slots_action(struct server *s, struct MHD_Connection *c, const char *id, const char *body,
+                                    size_t len);
+void server_slots_run(struct server *s, slot_job_t *sj);
 
 /* server.c */
 enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *ctype, char *body);

@@ -84,6 +84,7 @@ typedef struct tern_stats {
     size_t weight_bytes;              /* bytes of weights read per generated token */
     long n_drafted, n_draft_ok;       /* --lookup: draft tokens checked, and those taken */
     int n_ctx_shifts;                 /* context shifts made (tern_params.context_shift) */
+    int n_cached;                     /* of n_prompt, tokens taken from the slot's cache (not fed) */
 } tern_stats;
 
 /* piece: the bytes of complete UTF-8 characters to append (may be empty), token: its id.

@@ -113,6 +113,10 @@ const char *tp_body_name(int body_case) {
     case TERN__MSG__BODY_SHUTDOWN: return "shutdown";
     case TERN__MSG__BODY_WEIGHT_REQUEST: return "weight_request";
     case TERN__MSG__BODY_WEIGHT_CHUNK: return "weight_chunk";
+    case TERN__MSG__BODY_KV_READ: return "kv_read";
+    case TERN__MSG__BODY_KV_DATA: return "kv_data";
+    case TERN__MSG__BODY_KV_WRITE: return "kv_write";
+    case TERN__MSG__BODY_KV_DONE: return "kv_done";
     default: return "none";
     }
 }
@@ -265,6 +269,23 @@ static int check_load(const Tern__LoadShard *l, const char *peer, char *err, siz
     return 0;
 }
 
+/* KvData (kv_data, kv_write): a known kv_type, a sane range and row, and a frame of exactly
+ * layers x 2 x n_pos x row_bytes (computed without overflow: every factor is bounded) */
+static int check_kv_data(const Tern__KvData *d, uint64_t tb, const char *peer, const char *bn, char *err,
+                         size_t errlen) {
+    if (d->kv_type != TERN__KV_TYPE__KV_F16 && d->kv_type != TERN__KV_TYPE__KV_F32 && d->kv_type != TERN__KV_TYPE__KV_Q8_0)
+        return err_set(err, errlen, TERN_EPROTO, "peer %s: %s: unknown kv_type %d", peer, bn, (int)d->kv_type);
+    if (d->last_layer < d->first_layer || d->last_layer - d->first_layer >= 65536 || !d->n_pos ||
+        d->n_pos > (1u << 24) || !d->row_bytes || d->row_bytes > TP_MAX_KV_ROW)
+        return err_set(err, errlen, TERN_EPROTO, "peer %s: %s: bad layers [%u, %u], %u positions or %llu-byte rows",
+                       peer, bn, d->first_layer, d->last_layer, d->n_pos, (unsigned long long)d->row_bytes);
+    uint64_t rows = (uint64_t)(d->last_layer - d->first_layer + 1) * 2u * d->n_pos;   /* < 2^41 */
+    if (rows > UINT64_MAX / d->row_bytes || rows * d->row_bytes != tb)
+        return err_set(err, errlen, TERN_EPROTO, "peer %s: %s: a %llu-byte frame for %llu rows of %llu bytes", peer, bn,
+                       (unsigned long long)tb, (unsigned long long)rows, (unsigned long long)d->row_bytes);
+    return 0;
+}
+
 int tp_msg_check(const Tern__Msg *m, uint64_t tb, const char *peer, char *err, size_t errlen) {
     if (m->version == 0)
         return err_set(err, errlen, TERN_EPROTO, "message from peer %s has no protocol version", peer);
@@ -303,8 +324,11 @@ int tp_msg_check(const Tern__Msg *m, uint64_t tb, const char *peer, char *err, s
         if (!str_ok(m->error->node, TP_NAME_MAX) || !str_ok(m->error->message, 4096))
             return err_set(err, errlen, TERN_EPROTO, "peer %s: error: a string field is too long", peer);
         break;
+    case TERN__MSG__BODY_KV_DATA: return check_kv_data(m->kv_data, tb, peer, bn, err, errlen);
+    case TERN__MSG__BODY_KV_WRITE: return check_kv_data(m->kv_write, tb, peer, bn, err, errlen);
     case TERN__MSG__BODY_HELLO_ACK: case TERN__MSG__BODY_REFUSE: case TERN__MSG__BODY_SHARD_READY:
     case TERN__MSG__BODY_FREE_SEQUENCE: case TERN__MSG__BODY_HEARTBEAT: case TERN__MSG__BODY_SHUTDOWN:
+    case TERN__MSG__BODY_KV_READ: case TERN__MSG__BODY_KV_DONE:
         break;
     default:
         return err_set(err, errlen, TERN_EPROTO, "message from peer %s has no body known to protocol v%d",

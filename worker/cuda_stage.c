@@ -36,6 +36,9 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
 int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t errlen) {
     return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
 }
+int cuda_stage_kv_io(cuda_stage_t *c, int seq, int n, uint8_t *buf, int write, char *err, size_t errlen) {
+    return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
+}
 int cuda_stage_picks(const cuda_stage_t *c) { return 0; }
 size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return 0; }
 int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, char *err, size_t errlen) {
@@ -602,6 +605,21 @@ int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t er
     cuda_ops_kv_shift(c->kc, c->vc, c->kv_type, c->nl, (int64_t)c->n_seq * c->seq_stride, c->seq_stride, sh->seq,
                       sh->keep, sh->discard, sh->n_past, hp->n_head_kv, hp->head_dim, hp->rot_dim, c->cs + row,
                       c->sn + row, hp->rope_neox);
+    return cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
+}
+
+int cuda_stage_kv_io(cuda_stage_t *c, int seq, int n, uint8_t *buf, int write, char *err, size_t errlen) {
+    size_t row = ops_kv_bytes(c->kv_type, (int64_t)c->hp.n_head_kv * c->hp.head_dim), bytes = (size_t)n * row;
+    size_t off = (size_t)seq * (size_t)c->n_ctx * row;   /* [layer][seq][pos][kv_dim]: rows [0, n) are contiguous */
+    if (cuda_rt_sync(err, errlen) < 0) return TERN_EIO;   /* no step may still write the cache */
+    for (int il = 0; il < c->nl; il++) {
+        uint8_t *k = buf + (size_t)il * 2 * bytes, *v = k + bytes;
+        uint8_t *dk = (uint8_t *)c->kc + (size_t)il * c->kv_layer_bytes + off;
+        uint8_t *dv = (uint8_t *)c->vc + (size_t)il * c->kv_layer_bytes + off;
+        int rc = write ? cuda_rt_h2d(dk, k, bytes, err, errlen) : cuda_rt_d2h(k, dk, bytes, err, errlen);
+        if (rc >= 0) rc = write ? cuda_rt_h2d(dv, v, bytes, err, errlen) : cuda_rt_d2h(v, dv, bytes, err, errlen);
+        if (rc < 0) return TERN_EIO;
+    }
     return cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
 }
 

@@ -41,6 +41,10 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
  * RoPE table row discard, sine negated: ops_rope_table's values at -discard), values moved. 0 or
  * <0 on a device error (err). */
 int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t errlen);
+/* stage_kv_io on the device cache: slot seq's rows [0, n) of every layer, buf (nl, 2, n, row) host
+ * bytes (each layer's keys, then its values), copied out (write 0) or in (write 1) with cudaMemcpy.
+ * The caller checked seq and n. 0 or <0 on a device error (err). */
+int cuda_stage_kv_io(cuda_stage_t *c, int seq, int n, uint8_t *buf, int write, char *err, size_t errlen);
 /* 1 when cuda_stage_forward_pick may be asked to pick (the stage has the head, and
  * TERN_CUDA_SAMPLE=1 was set when it was made: opt-in until the picks have run on a GPU) */
 int cuda_stage_picks(const cuda_stage_t *c);

@@ -210,6 +210,26 @@ static void drop_refused(stage_t *st, int n, const int32_t *tokens, const int *s
     }
 }
 
+size_t stage_kv_row(const stage_t *st) {
+    return ops_kv_bytes(st->cfg.kv_type, (int64_t)st->shard.hp.n_head_kv * st->shard.hp.head_dim);
+}
+
+int stage_kv_io(stage_t *st, int seq, int n, uint8_t *buf, int write, char *err, size_t errlen) {
+    if (seq < 0 || seq >= st->cfg.n_seq || n < 1 || n > st->cfg.n_ctx)
+        return err_set(err, errlen, TERN_EINVAL, "KV rows [0, %d) of slot %d: this stage has %d slots of %d positions", n,
+                       seq, st->cfg.n_seq, st->cfg.n_ctx);
+    if (st->cuda) return cuda_stage_kv_io(st->cuda, seq, n, buf, write, err, errlen);
+    const kv_cache_t *kv = &st->fwd.kv;
+    size_t bytes = (size_t)n * kv->row;
+    for (int il = 0; il < kv->n_layer; il++) {
+        uint8_t *k = buf + (size_t)il * 2 * bytes, *v = k + bytes;
+        uint8_t *ck = kv_cache_k(kv, il, seq), *cv = kv_cache_v(kv, il, seq);
+        if (write) memcpy(ck, k, bytes), memcpy(cv, v, bytes);
+        else memcpy(k, ck, bytes), memcpy(v, cv, bytes);
+    }
+    return 0;
+}
+
 int stage_step(stage_t *st, float *h, int n, const int32_t *tokens, const int *seq, const int *pos,
                const uint8_t *sample, int32_t *out_tok, float *out_logprob, char *err, size_t errlen) {
     return stage_step_logits(st, h, n, tokens, seq, pos, sample, out_tok, out_logprob, NULL, err, errlen);

@@ -83,6 +83,15 @@ int stage_seq_allow(stage_t *st, int seq, const uint8_t *bits, size_t nbytes);
  * in order to every layer of this stage, on the CPU or the GPU. 0, or <0 with err. */
 int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errlen);
 
+/* Bytes of one position's (kv_dim,) KV cache row of this stage (its cache's kv_type). */
+size_t stage_kv_row(const stage_t *st);
+/* Slot save / restore (Kv* messages): slot seq's keys and values of positions [0, n) of every layer
+ * of this stage, as buf (nl, 2, n, stage_kv_row) bytes: for each layer first..last in order its n
+ * key rows, then its n value rows. write 0 copies the cache into buf, 1 buf into the cache (rows
+ * from n on are left as they are). From the host cache or the GPU's. 0, or TERN_EINVAL (bad slot,
+ * n outside [1, n_ctx]) / a device error, with err. */
+int stage_kv_io(stage_t *st, int seq, int n, uint8_t *buf, int write, char *err, size_t errlen);
+
 /* One step: h (n, n_embd) in place through the layers. tokens[i] (the input token id, used by the
  * last stage for the repetition-penalty history), seq[i], pos[i]; sample[i] != 0 asks the last
  * stage to sample after token i, the token at pos[i] + 1 (at most n_logit_rows a step; several of

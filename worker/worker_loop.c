@@ -69,6 +69,9 @@ typedef struct worker {
     size_t embd_cap;
     int cap_tokens;
     kv_shift_t *shift;        /* (n_seq,) a step's context shifts, sized at LoadShard */
+    tp_peer_t loader;         /* who sent the current LoadShard: the only peer Kv* messages are taken from */
+    uint8_t *kv_buf;          /* a slot's KV rows (KvRead / KvWrite), grown on use */
+    size_t kv_cap;
     /* messages that arrived during a long step (see worker_tick), handled after it in order */
     tp_msg_t stash[WL_STASH];
     int st_head, st_n;
@@ -325,6 +328,7 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
         }
     }
     w->loaded = 1;
+    w->loader = rx->from;
     w->is_last = ls->is_last;
     w->first_step = ls->first_step_id;
     w->hb_timeout_ms = (int)ls->heartbeat_timeout_ms;
@@ -536,6 +540,81 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
         log_e("cannot send step %llu's tokens to the coordinator: %s", (unsigned long long)f->step_id, err);
 }
 
+/* ---- slot save / restore: a slot's KV rows out of and into this stage (KvRead, KvWrite) --- */
+
+static Tern__KvType kv_wire(int kv_type) {
+    return kv_type == KV_F32 ? TERN__KV_TYPE__KV_F32 : kv_type == KV_Q8_0 ? TERN__KV_TYPE__KV_Q8_0 : TERN__KV_TYPE__KV_F16;
+}
+
+/* the size of this stage's rows of the request (slot, positions) as a frame in *out, and with
+ * room 1 that much room in w->kv_buf. 0, or <0 with msg (bad slot or count, no layers, no memory) */
+static int kv_frame(worker_t *w, const tp_peer_t *from, uint32_t seq, uint32_t n, int room, size_t *out, char *msg,
+                    size_t cap) {
+    if (!w->loaded) return err_set(msg, cap, TERN_ENOTFOUND, "%s: KV rows asked of a worker that holds no layers", w->name);
+    if (from->id_len != w->loader.id_len || memcmp(from->id, w->loader.id, from->id_len))   /* they are a sequence's text */
+        return err_set(msg, cap, TERN_EAUTH, "%s: KV rows are only for the coordinator that loaded this stage, not %s",
+                       w->name, from->name);
+    if (seq >= (uint32_t)w->st.cfg.n_seq || !n || n > (uint32_t)w->st.cfg.n_ctx)
+        return err_set(msg, cap, TERN_EINVAL, "%s: KV rows [0, %u) of slot %u: this stage has %d slots of %d positions",
+                       w->name, n, seq, w->st.cfg.n_seq, w->st.cfg.n_ctx);
+    size_t need = (size_t)(w->st.cfg.last - w->st.cfg.first + 1) * 2 * n * stage_kv_row(&w->st);
+    if (room && need > w->kv_cap) {
+        tern_free(w->kv_buf);
+        w->kv_cap = (w->kv_buf = tern_alloc(need)) ? need : 0;
+        if (!w->kv_buf) return err_set(msg, cap, TERN_ENOMEM, "%s: out of memory for %zu bytes of KV rows", w->name, need);
+    }
+    *out = need;
+    return 0;
+}
+
+static void on_kv_read(worker_t *w, tp_msg_t *rx) {
+    const Tern__KvRead *q = rx->msg->kv_read;
+    char err[256], msg[600];
+    size_t bytes = 0;
+    int rc = kv_frame(w, &rx->from, q->seq_id, q->n_pos, 1, &bytes, msg, sizeof msg);
+    if (rc == 0 && (rc = stage_kv_io(&w->st, (int)q->seq_id, (int)q->n_pos, w->kv_buf, 0, err, sizeof err)) < 0)
+        snprintf(msg, sizeof msg, "%s: %s", w->name, err);
+    if (rc < 0) { send_error(w, &rx->from, rc, 0, msg); return; }
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__KvData d = TERN__KV_DATA__INIT;
+    d.seq_id = q->seq_id, d.n_pos = q->n_pos;
+    d.first_layer = (uint32_t)w->st.cfg.first, d.last_layer = (uint32_t)w->st.cfg.last;
+    d.kv_type = kv_wire(w->st.cfg.kv_type);
+    d.row_bytes = stage_kv_row(&w->st);
+    m.body_case = TERN__MSG__BODY_KV_DATA;
+    m.kv_data = &d;
+    if (tp_send(w->in, &rx->from, &m, w->kv_buf, bytes, err, sizeof err) < 0) {   /* e.g. past the frame limit */
+        snprintf(msg, sizeof msg, "%s: cannot send %zu bytes of KV rows: %s", w->name, bytes, err);
+        send_error(w, &rx->from, TERN_EIO, 0, msg);
+    }
+}
+
+/* KvWrite: everything is checked against this stage (transport.c checked the frame's size
+ * against the header) before a byte of the cache changes */
+static void on_kv_write(worker_t *w, tp_msg_t *rx) {
+    const Tern__KvData *d = rx->msg->kv_write;
+    char err[256], msg[600];
+    size_t bytes = 0;
+    int rc = kv_frame(w, &rx->from, d->seq_id, d->n_pos, 0, &bytes, msg, sizeof msg);
+    if (rc == 0 && (d->first_layer != (uint32_t)w->st.cfg.first || d->last_layer != (uint32_t)w->st.cfg.last ||
+                    d->kv_type != kv_wire(w->st.cfg.kv_type) || d->row_bytes != stage_kv_row(&w->st) ||
+                    rx->tensor_bytes != bytes))
+        rc = err_set(msg, sizeof msg, TERN_EINVAL, "%s: KV rows for layers [%u, %u], kv type %d, %llu-byte rows: this "
+                     "stage holds layers [%d, %d], kv type %d, %zu-byte rows", w->name, d->first_layer, d->last_layer,
+                     (int)d->kv_type, (unsigned long long)d->row_bytes, w->st.cfg.first, w->st.cfg.last,
+                     (int)kv_wire(w->st.cfg.kv_type), stage_kv_row(&w->st));
+    /* the frame lives in rx's own buffer (tp_msg_t), which kv_io only reads when writing */
+    if (rc == 0 && (rc = stage_kv_io(&w->st, (int)d->seq_id, (int)d->n_pos, (uint8_t *)rx->tensor, 1, err, sizeof err)) < 0)
+        snprintf(msg, sizeof msg, "%s: %s", w->name, err);
+    if (rc < 0) { send_error(w, &rx->from, rc, 0, msg); return; }
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__KvDone k = TERN__KV_DONE__INIT;
+    k.seq_id = d->seq_id, k.n_pos = d->n_pos;
+    m.body_case = TERN__MSG__BODY_KV_DONE;
+    m.kv_done = &k;
+    if (tp_send(w->in, &rx->from, &m, NULL, 0, err, sizeof err) < 0) log_e("cannot answer a KV write: %s", err);
+}
+
 static void on_heartbeat(worker_t *w, tp_msg_t *rx) {
     char err[256];
     tp_answer_heartbeat(w->in, rx, err, sizeof err);
@@ -613,6 +692,7 @@ static void worker_close(worker_t *w) {
     free(w->logits);
     w->logits = NULL, w->logits_cap = 0;
     tern_free(w->embd_out);
+    tern_free(w->kv_buf);
     if (!w->cfg->embedded) tp_term();
 }
 
@@ -652,6 +732,8 @@ static void worker_serve(worker_t *w) {
         case TERN__MSG__BODY_FORWARD: on_forward(w, cur); break;
         case TERN__MSG__BODY_HEARTBEAT: on_heartbeat(w, cur); break;
         case TERN__MSG__BODY_FREE_SEQUENCE: break;
+        case TERN__MSG__BODY_KV_READ: on_kv_read(w, cur); break;
+        case TERN__MSG__BODY_KV_WRITE: on_kv_write(w, cur); break;
         case TERN__MSG__BODY_SHUTDOWN:
             log_msg(w->cfg->embedded ? LOG_D : LOG_I, "shutdown from %s: %s", cur->from.name, cur->msg->shutdown->reason ? cur->msg->shutdown->reason : "");
             w->quit = 1;

@@ -3,7 +3,7 @@
 # (`tern run --mpi : tern worker --mpi`) and SPMD (`mpirun -np N tern run --mpi`), generate
 # exactly the tokens of one process (greedy and seeded); only the coordinator writes to stdout;
 # `tern serve --mpi` answers HTTP and stops on SIGTERM; a worker that cannot load ends the job
-# with its error, not a hang; `tern perplexity --mpi` gives one process's numbers (and `tern embed --mpi` its vectors); --mpi without mpirun and mpirun without --mpi say what to do.
+# with its error, not a hang; `tern perplexity --mpi` gives one process's numbers (and `tern embed --mpi` its vectors); `tern run --prompt-cache` restores and saves through the ranks; --mpi without mpirun and mpirun without --mpi say what to do.
 # Also runs test_mpi_transport on 3 ranks. Skips when mpirun is missing. Every job is bounded
 # by timeout and killed on exit.
 source "$(dirname "$0")/lib.bash"
@@ -58,6 +58,19 @@ got=$(timeout 120 "${MPIRUN[@]}" -np 3 "$TERN" perplexity --mpi -m "$M" -f "$txt
 eref=$(timeout 120 "$TERN" embed -m "$M" -p "$P" -p "tern" -t 1 2>/dev/null)
 got=$(timeout 120 "${MPIRUN[@]}" -np 3 "$TERN" embed --mpi -m "$M" -p "$P" -p "tern" -t 1 -b 4 2>>"$tmp/mpi.log")
 [ -n "$eref" ] && [ "$got" == "$eref" ] && ok "SPMD -np 3 embed == one process" || bad "SPMD embed differs"
+# --prompt-cache under mpirun: a file one process saved restores into 2 worker ranks (the rows go as
+# KvWrite messages with raw frames), the text that of a run without it; saving from ranks gives
+# one process's file byte for byte
+P2="$P, and a longer prompt that goes on"
+run1 --temp 0 --prompt-cache "$tmp/pc1.bin" >/dev/null
+pref=$(run1 --temp 0 -p "$P2")
+got=$(timeout 120 "${MPIRUN[@]}" -np 1 "$TERN" run -m "$M" --mpi "${GEN[@]}" --temp 0 -p "$P2" --summary=1 \
+      --prompt-cache "$tmp/pc1.bin" --prompt-cache-ro : -np 2 "$TERN" worker --mpi -m "$M" -t 1 2>"$tmp/pcm.err")
+mpmd 2 --temp 0 --prompt-cache "$tmp/pcm.bin" >/dev/null
+[ -n "$pref" ] && [ "$got" == "$pref" ] && grep -Eq '^prompt cache = [0-9]+ tokens restored, [1-9][0-9]* of them reused' "$tmp/pcm.err" \
+  && cmp -s "$tmp/pc1.bin" "$tmp/pcm.bin" \
+  && ok "--prompt-cache: one process's file restores into MPMD 1 + 2 ranks (same text), and the ranks save the same file" \
+  || bad "--prompt-cache under mpirun: '$got' vs '$pref': $(grep -v ' [DI] ' "$tmp/pcm.err" | tail -3)"
 # workers without -m take the coordinator's model path; two sequences in micro-batches
 ref=$(run1 --temp 0 -np 2 -b 4)
 got=$(timeout 120 "${MPIRUN[@]}" -np 1 "$TERN" run -m "$M" --mpi "${GEN[@]}" --temp 0 -np 2 -b 4 : -np 2 "$TERN" worker --mpi -t 1 2>>"$tmp/mpi.log")

@@ -2,12 +2,17 @@
  * thousands of hostile messages from a raw ZeroMQ DEALER — random bytes, random multi-part
  * messages, truncated protobuf envelopes, valid envelopes whose declared sizes do not match
  * their frames, wrong versions, LoadShard and Forward with impossible layer ranges, sequence
- * ids, positions, token ids and context shifts — before, right after and during real cluster
+ * ids, positions, token ids and context shifts, KvRead / KvWrite with impossible slots, ranges
+ * and sizes — before, right after and during real cluster
  * runs. The worker must stay alive and a proper coordinator (`tern run --workers EP`) must still
  * get exactly the tokens of one process. Hostile context shifts (slot out of range, discard 0,
  * n_past past the context, keep + discard > n_past, a slot twice, more than the slots) sent as a
  * coordinator that loaded the shard each get an Error naming the problem, and a good one after
- * them is served. A peer without the right CURVE key: tests/integration/curve.sh. */
+ * them is served. Hostile KvWrite / KvRead (slot save / restore: bad slot, more positions than the
+ * context, another layer range, kv type or row size, a frame that does not match its header) each
+ * get an Error (the transport drops the last kind unanswered) and change nothing: rows written
+ * before read back the same, and a good write then reads back. A peer without the right CURVE
+ * key: tests/integration/curve.sh. */
 #include <errno.h>
 #include <math.h>
 #include <pthread.h>
@@ -131,16 +136,18 @@ typedef struct sender {
     int n;
 } sender_t;
 
-static void sender_open(sender_t *s, const char *ep) {
+static void sender_open_as(sender_t *s, const char *ep, const char *id) {
     memset(s, 0, sizeof *s);
     s->ctx = zmq_ctx_new();
     s->sock = zmq_socket(s->ctx, ZMQ_DEALER);
     int z = 0, t = 5000;
     zmq_setsockopt(s->sock, ZMQ_LINGER, &z, sizeof z);
     zmq_setsockopt(s->sock, ZMQ_SNDTIMEO, &t, sizeof t);
-    zmq_setsockopt(s->sock, ZMQ_ROUTING_ID, "garbage", 7);
+    zmq_setsockopt(s->sock, ZMQ_ROUTING_ID, id, strlen(id));
     assert_int_equal(zmq_connect(s->sock, ep), 0);
 }
+
+static void sender_open(sender_t *s, const char *ep) { sender_open_as(s, ep, "garbage"); }
 
 static void sender_close(sender_t *s) {
     zmq_close(s->sock);
@@ -165,7 +172,9 @@ static void send_frames(sender_t *s, const uint8_t *const *p, const size_t *n, i
 /* A Forward or LoadShard envelope with hostile but internally consistent fields, or with
  * sizes that do not match (embedding flags too: counts off by one, on a middle or the last
  * stage); variant 3: a Sampled whose top_logprobs alternatives do not match its token count (or
- * exceed 20 a token), or whose embedding rows disagree with its frame or exceed the bounds.
+ * exceed 20 a token), or whose embedding rows disagree with its frame or exceed the bounds;
+ * variant 4: KvRead / KvWrite / KvData with small or absurd fields (the worker takes them only
+ * from the coordinator that loaded its shard: a stranger's never touch a running sequence's rows).
  * Returns the packed size in buf; *tb = tensor bytes to send. */
 static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
     static uint32_t seq[8], pos[8];
@@ -203,6 +212,20 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
             *tb = (size_t)(rnd() % 4) * 256 * 4;
         }
         m.body_case = TERN__MSG__BODY_SAMPLED, m.sampled = &sd;
+    } else if (variant == 4) {   /* KvWrite / KvRead / KvData: small or absurd slots, ranges, types, rows */
+        static Tern__KvData kd;
+        static Tern__KvRead kr;
+        tern__kv_data__init(&kd), tern__kv_read__init(&kr);
+        kd.seq_id = kr.seq_id = seq[0], kd.n_pos = kr.n_pos = rnd() % 3 ? pos[0] : (uint32_t)rnd();
+        kd.first_layer = (uint32_t)(rnd() % 4), kd.last_layer = (uint32_t)(rnd() % 3 ? rnd() % 4 : rnd());
+        kd.kv_type = (Tern__KvType)(rnd() % 4), kd.row_bytes = rnd() % 3 ? 128 * (1 + rnd() % 4) : rnd();
+        if (kd.last_layer >= kd.first_layer && kd.last_layer - kd.first_layer < 8 && kd.n_pos < 64 && kd.row_bytes < 4096)
+            *tb = (size_t)(kd.last_layer - kd.first_layer + 1) * 2 * kd.n_pos * kd.row_bytes;
+        int k = (int)(rnd() % 3);
+        m.body_case = k == 0 ? TERN__MSG__BODY_KV_READ : k == 1 ? TERN__MSG__BODY_KV_WRITE : TERN__MSG__BODY_KV_DATA;
+        if (k == 0) m.kv_read = &kr, *tb = 0;
+        else if (k == 1) m.kv_write = &kd;
+        else m.kv_data = &kd;
     } else if (variant == 0) {   /* LoadShard: impossible ranges, unknown model */
         mid.size = rnd() % 100000, mid.hash = "not-the-model", mid.name = "x.gguf";
         ls.model = &mid;
@@ -338,7 +361,8 @@ static void send_garbage(sender_t *s) {
     }
     case 4: {   /* truncated protobuf: a hostile envelope cut short (with its frame, if any) */
         size_t tb;
-        size_t full = hostile_envelope(env, &tb, (int)(rnd() % 3));
+        int v = (int)(rnd() % 4);
+        size_t full = hostile_envelope(env, &tb, v == 3 ? 4 : v);
         n[0] = full ? rnd() % full : 0, p[0] = env;
         n[1] = tb < sizeof b ? tb : sizeof b, p[1] = b;
         send_frames(s, p, n, tb ? 2 : 1);
@@ -346,7 +370,7 @@ static void send_garbage(sender_t *s) {
     }
     default: {  /* hostile but well-formed LoadShard / Forward / Sampled: the values get checked */
         size_t tb;
-        n[0] = hostile_envelope(env, &tb, (int)(rnd() % 4)), p[0] = env;
+        n[0] = hostile_envelope(env, &tb, (int)(rnd() % 5)), p[0] = env;
         n[1] = tb < sizeof b ? tb : sizeof b, p[1] = b;
         rnd_fill(b, n[1]);
         send_frames(s, p, n, tb ? 2 : 1);
@@ -423,6 +447,8 @@ static void send_msg(sender_t *s, Tern__Msg *m, const void *tensor, size_t tb) {
 }
 
 static Tern__Msg *g_last;   /* reply()'s last answer */
+static uint8_t g_frame[1 << 20];   /* and its tensor frame (g_frame_n bytes; cut at the buffer) */
+static size_t g_frame_n;
 static void reply_free(void) {
     if (g_last) tern__msg__free_unpacked(g_last, NULL);
     g_last = NULL;
@@ -441,10 +467,13 @@ static Tern__Msg *reply(sender_t *s) {
         int more = zmq_msg_more(&m);
         last = tern__msg__unpack(NULL, zmq_msg_size(&m), zmq_msg_data(&m));
         zmq_msg_close(&m);
-        while (more) {   /* a tensor frame (none expected here) */
+        g_frame_n = 0;
+        while (more) {   /* a tensor frame (KvData's) */
             zmq_msg_init(&m);
             zmq_msg_recv(&m, s->sock, 0);
             more = zmq_msg_more(&m);
+            g_frame_n = zmq_msg_size(&m) < sizeof g_frame ? zmq_msg_size(&m) : sizeof g_frame;
+            memcpy(g_frame, zmq_msg_data(&m), g_frame_n);
             zmq_msg_close(&m);
         }
         if (last && last->body_case == TERN__MSG__BODY_HEARTBEAT) tern__msg__free_unpacked(last, NULL), last = NULL;
@@ -532,10 +561,140 @@ static void test_hostile_shifts(void **st) {
     if (g_ref[0]) cluster_run_equals_ref("after hostile shifts");
 }
 
+/* ---- hostile slot save / restore (KvRead, KvWrite), as the coordinator of the worker -------- */
+
+/* Hello, then LoadShard of the whole model (2 slots of 64 positions, f16 cache) */
+static void load_as_coordinator(sender_t *s) {
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__Hello h = TERN__HELLO__INIT;
+    h.proto_version = TERN_PROTO_VERSION, h.node_name = "garbage", h.role = TERN__ROLE__ROLE_COORDINATOR;
+    m.body_case = TERN__MSG__BODY_HELLO, m.hello = &h;
+    send_msg(s, &m, NULL, 0);
+    Tern__Msg *r = reply(s);
+    assert_non_null(r);
+    assert_int_equal(r->body_case, TERN__MSG__BODY_HELLO);
+    char hash[MODEL_ID_HASH_LEN], err[256];
+    Tern__ModelId mid = TERN__MODEL_ID__INIT;
+    assert_int_equal(model_id_compute(g_model, &mid.size, hash, err, sizeof err), 0);
+    mid.hash = hash, mid.name = "m.gguf";
+    Tern__LoadShard ls = TERN__LOAD_SHARD__INIT;
+    ls.model = &mid, ls.first_layer = 0, ls.last_layer = 2, ls.has_embedding = 1, ls.is_last = 1;
+    ls.ctx = 64, ls.max_seqs = 2, ls.max_batch_tokens = 8, ls.next_endpoint = "";
+    m.body_case = TERN__MSG__BODY_LOAD_SHARD, m.load_shard = &ls;
+    send_msg(s, &m, NULL, 0);
+    r = reply(s);
+    assert_non_null(r);
+    if (r->body_case != TERN__MSG__BODY_SHARD_READY)
+        fail_msg("LoadShard answered with %s: %s", tp_body_name(r->body_case),
+                 r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+}
+
+/* KvRead of slot seq, n positions: the KvData's frame into out (room for cap), its row size in *row */
+static void kv_read(sender_t *s, uint32_t seq, uint32_t n, uint8_t *out, size_t cap, size_t *row) {
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__KvRead q = TERN__KV_READ__INIT;
+    q.seq_id = seq, q.n_pos = n;
+    m.body_case = TERN__MSG__BODY_KV_READ, m.kv_read = &q;
+    send_msg(s, &m, NULL, 0);
+    Tern__Msg *r = reply(s);
+    if (!r || r->body_case != TERN__MSG__BODY_KV_DATA)
+        fail_msg("KvRead: expected KvData, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
+                 r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+    const Tern__KvData *d = r->kv_data;
+    assert_int_equal(d->first_layer, 0);
+    assert_int_equal(d->last_layer, 2);
+    assert_int_equal(d->kv_type, TERN__KV_TYPE__KV_F16);
+    assert_int_equal(g_frame_n, 3 * 2 * (size_t)n * d->row_bytes);
+    assert_true(g_frame_n <= cap);
+    memcpy(out, g_frame, g_frame_n);
+    *row = (size_t)d->row_bytes;
+}
+
+static void test_hostile_kv(void **st) {
+    (void)st;
+    if (g_worker <= 0) start_worker();
+    sender_t s;
+    sender_open(&s, g_ep);
+    load_as_coordinator(&s);
+    enum { N = 4 };
+    static uint8_t a[1 << 18], b[1 << 18], got[1 << 18];
+    size_t row = 0;
+    kv_read(&s, 1, N, got, sizeof got, &row);
+    size_t bytes = 3 * 2 * N * row;
+    for (size_t i = 0; i < sizeof a; i++) a[i] = (uint8_t)(i * 31 + 7), b[i] = (uint8_t)(i * 17 + 3);
+    Tern__Msg m = TERN__MSG__INIT;
+    Tern__KvData d = TERN__KV_DATA__INIT;
+    d.seq_id = 1, d.n_pos = N, d.first_layer = 0, d.last_layer = 2, d.kv_type = TERN__KV_TYPE__KV_F16, d.row_bytes = row;
+    m.body_case = TERN__MSG__BODY_KV_WRITE, m.kv_write = &d;
+    send_msg(&s, &m, a, bytes);
+    Tern__Msg *r = reply(&s);
+    if (!r || r->body_case != TERN__MSG__BODY_KV_DONE || r->kv_done->seq_id != 1 || r->kv_done->n_pos != N)
+        fail_msg("KvWrite: expected KvDone, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
+                 r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+    kv_read(&s, 1, N, got, sizeof got, &row);
+    if (memcmp(got, a, bytes)) fail_msg("the rows written do not read back");
+    /* each hostile write: the fields changed from the good one, its frame sized to match them */
+    static const struct { uint32_t seq, n, first, last; int kv; int drow; const char *why; } cases[] = {
+        {2, N, 0, 2, TERN__KV_TYPE__KV_F16, 0, "this stage has 2 slots of 64 positions"},
+        {4000000000u, N, 0, 2, TERN__KV_TYPE__KV_F16, 0, "this stage has 2 slots"},
+        {1, 65, 0, 2, TERN__KV_TYPE__KV_F16, 0, "slots of 64 positions"},
+        {1, N, 1, 2, TERN__KV_TYPE__KV_F16, 0, "this stage holds layers [0, 2]"},
+        {1, N, 0, 3, TERN__KV_TYPE__KV_F16, 0, "this stage holds layers [0, 2]"},
+        {1, N, 0, 2, TERN__KV_TYPE__KV_F32, 0, "kv type"},
+        {1, N, 0, 2, TERN__KV_TYPE__KV_F16, 2, "-byte rows"},
+    };
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        d.seq_id = cases[c].seq, d.n_pos = cases[c].n, d.first_layer = cases[c].first, d.last_layer = cases[c].last;
+        d.kv_type = (Tern__KvType)cases[c].kv, d.row_bytes = row + (size_t)cases[c].drow;
+        size_t tb = (size_t)(d.last_layer - d.first_layer + 1) * 2 * d.n_pos * d.row_bytes;
+        assert_true(tb <= sizeof b);
+        send_msg(&s, &m, b, tb);
+        r = reply(&s);
+        if (!r || r->body_case != TERN__MSG__BODY_ERROR || !strstr(r->error->message, cases[c].why))
+            fail_msg("hostile KvWrite %zu: expected an Error '%s', got %s '%s'", c, cases[c].why,
+                     r ? tp_body_name(r->body_case) : "nothing",
+                     r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+        if (!worker_alive()) fail_msg("worker died on hostile KvWrite %zu (see %s/worker.log)", c, g_tmp);
+    }
+    /* a frame that does not match its header: dropped by the transport (nothing to answer) */
+    d.seq_id = 1, d.n_pos = N, d.first_layer = 0, d.last_layer = 2, d.kv_type = TERN__KV_TYPE__KV_F16, d.row_bytes = row;
+    send_msg(&s, &m, b, bytes - 1);
+    Tern__KvRead q = TERN__KV_READ__INIT;   /* hostile reads: an Error each */
+    m.body_case = TERN__MSG__BODY_KV_READ, m.kv_read = &q;
+    static const uint32_t rq[][2] = {{2, 1}, {1, 0}, {1, 65}, {4000000000u, 4000000000u}};
+    for (size_t c = 0; c < sizeof rq / sizeof rq[0]; c++) {
+        q.seq_id = rq[c][0], q.n_pos = rq[c][1];
+        send_msg(&s, &m, NULL, 0);
+        r = reply(&s);
+        if (!r || r->body_case != TERN__MSG__BODY_ERROR || !strstr(r->error->message, "KV rows"))
+            fail_msg("hostile KvRead %zu: expected an Error, got %s", c, r ? tp_body_name(r->body_case) : "nothing");
+    }
+    sender_t s2;   /* a peer that did not load the shard: neither reads nor writes */
+    sender_open_as(&s2, g_ep, "stranger");
+    q.seq_id = 1, q.n_pos = N;
+    send_msg(&s2, &m, NULL, 0);
+    r = reply(&s2);
+    if (!r || r->body_case != TERN__MSG__BODY_ERROR || !strstr(r->error->message, "only for the coordinator"))
+        fail_msg("KvRead from a stranger: expected an Error, got %s", r ? tp_body_name(r->body_case) : "nothing");
+    m.body_case = TERN__MSG__BODY_KV_WRITE, m.kv_write = &d;   /* d: the good write's fields */
+    send_msg(&s2, &m, b, bytes);
+    r = reply(&s2);
+    if (!r || r->body_case != TERN__MSG__BODY_ERROR || !strstr(r->error->message, "only for the coordinator"))
+        fail_msg("KvWrite from a stranger: expected an Error, got %s", r ? tp_body_name(r->body_case) : "nothing");
+    sender_close(&s2);
+    assert_true(worker_alive());
+    kv_read(&s, 1, N, got, sizeof got, &row);
+    if (memcmp(got, a, bytes)) fail_msg("a refused KvWrite changed the slot's rows");
+    reply_free();
+    sender_close(&s);
+    if (g_ref[0]) cluster_run_equals_ref("after hostile KV writes");
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_garbage_leaves_worker_serving),
         cmocka_unit_test(test_hostile_shifts),
+        cmocka_unit_test(test_hostile_kv),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }

@@ -272,7 +272,7 @@ static int fake_recover(pipeline_t *p, const char *why, char *err, size_t errlen
 
 static void fake_destroy(pipeline_t *p) { (void)p; }
 
-static const pipeline_ops_t fake_ops = {fake_seq_start, fake_submit, fake_wait, fake_destroy, fake_recover, NULL};
+static const pipeline_ops_t fake_ops = {fake_seq_start, fake_submit, fake_wait, fake_destroy, fake_recover, NULL, NULL, NULL};
 
 /* ---- harness ---- */
 
