@@ -204,18 +204,16 @@ const grammar_vocab_t *engine_grammar_vocab(tern_model *m) {
 
 /* the sequence `id` just added follows the GBNF text `gbnf`; 0 or <0 (m->err says why, the
  * sequence is cancelled) */
-static int start_grammar(tern_model *m, int id, const char *gbnf) {
+int engine_start_grammar(tern_model *m, int id, const char *gbnf) {
     char err[200];
     grammar_t *g = grammar_parse(gbnf, strlen(gbnf), NULL, err, sizeof err);
-    const grammar_vocab_t *v = g ? engine_grammar_vocab(m) : NULL;
-    int rc = v ? sched_set_grammar(&m->sched, id, &g, v, err, sizeof err) : g ? TERN_ENOMEM : TERN_EINVAL;
-    if (g) snprintf(err, sizeof err, "grammar: out of memory");   /* not taken: no vocabulary */
-    grammar_destroy(&g);
-    if (rc < 0) {
-        snprintf(m->err, sizeof m->err, "%s", err);
-        sched_cancel(&m->sched, id);   /* when sched_set_grammar has not ended it already */
+    if (!g) return sched_fail(&m->sched, id, TERN_EINVAL, err);
+    const grammar_vocab_t *v = engine_grammar_vocab(m);
+    if (!v) {
+        grammar_destroy(&g);
+        return sched_fail(&m->sched, id, TERN_ENOMEM, "grammar: out of memory");
     }
-    return rc;
+    return sched_set_grammar(&m->sched, id, &g, v, err, sizeof err);   /* failed: ended as SCHED_ERROR */
 }
 
 int tern_tokenize(tern_model *m, const char *text, int add_bos, int32_t *ids, int cap) {
@@ -395,7 +393,10 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     }
     sched_set_keep(sc, id, engine_keep(m, s->n_keep));   /* right after sched_add: cannot fail */
     int rc, n_cached = sched_cached(sc, id);   /* prefix cache (--prompt-cache): not fed */
-    if (s->grammar && (rc = start_grammar(m, id, s->grammar)) < 0) return rc;
+    if (s->grammar && (rc = engine_start_grammar(m, id, s->grammar)) < 0) {
+        snprintf(m->err, sizeof m->err, "%s", sc->err);
+        return rc;
+    }
     while ((rc = sched_step(sc)) > 0) {}
     if (rc < 0 || g.failed) {
         snprintf(m->err, sizeof m->err, "%s", sc->err);

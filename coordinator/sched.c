@@ -350,6 +350,15 @@ static int grammar_follow(sched_t *s, sched_seq_t *q, int upto) {
     return SCHED_ERROR;
 }
 
+int sched_fail(sched_t *s, int id, int code, const char *why) {
+    sched_seq_t *q = not_started(s, id);
+    if (!q) return TERN_EINVAL;
+    s->err_code = code;
+    snprintf(s->err, sizeof s->err, "%s", why);
+    finish(q, SCHED_ERROR);
+    return code;
+}
+
 int sched_set_grammar(sched_t *s, int id, grammar_t **gp, const grammar_vocab_t *v, char *err, size_t errlen) {
     grammar_t *g = *gp;
     *gp = NULL;

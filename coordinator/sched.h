@@ -198,6 +198,10 @@ int sched_pool_parse(const char *name);
  * the grammar) / TERN_ENOMEM with err set — the latter two end the sequence (SCHED_ERROR, s->err
  * says why). Computing a mask costs about a full pass over the vocabulary's prefix
  * tree per sampled token where the grammar is open (inside a JSON string), far less elsewhere. */
+/* Right after sched_add: ends sequence id as a failed one (SCHED_ERROR through its callback),
+ * s->err = why, s->err_code = code (<0) — a request that cannot start (a grammar that does not
+ * parse). Returns code, or TERN_EINVAL (no such sequence, or it has started). */
+int sched_fail(sched_t *s, int id, int code, const char *why);
 int sched_set_grammar(sched_t *s, int id, grammar_t **g, const grammar_vocab_t *v, char *err, size_t errlen);
 /* Prompt lookup decoding (llama.cpp's lookup / n-gram speculation; off after sched_init): a
  * sequence (greedy or sampled, penalties and logprobs included; not under a grammar, not a scored

@@ -240,19 +240,6 @@ static void on_embd(void *user, int id, const float *v, int n, int n_embd) {
 /* sequence id (just added) of job j follows j's grammar (it parsed when the request came). 0, or
  * <0 when it cannot: the sequence has then ended (the job may be gone; sched.err or j->errmsg
  * said why) */
-static int start_grammar(struct server *s, job_t *j, int id) {
-    char err[200];
-    grammar_t *g = grammar_parse(j->grammar, strlen(j->grammar), NULL, err, sizeof err);
-    const grammar_vocab_t *v = g ? engine_grammar_vocab(s->m) : NULL;
-    if (!v) {
-        grammar_destroy(&g);
-        snprintf(j->errmsg, sizeof j->errmsg, "grammar: out of memory");
-        sched_cancel(&s->m->sched, id);
-        return TERN_ENOMEM;
-    }
-    return sched_set_grammar(&s->m->sched, id, &g, v, err, sizeof err);   /* failed: ended as SCHED_ERROR */
-}
-
 /* admits j into a free slot (engine thread, s->mu not held) */
 static void admit(struct server *s, job_t *j) {
     sched_t *sc = &s->m->sched;
@@ -278,7 +265,7 @@ static void admit(struct server *s, job_t *j) {
         pthread_mutex_lock(&s->met.mu);
         s->met.grammar_requests++;
         pthread_mutex_unlock(&s->met.mu);
-        if (start_grammar(s, j, id) < 0) return;   /* the sequence has ended (SCHED_ERROR) */
+        if (engine_start_grammar(s->m, id, j->grammar) < 0) return;   /* the sequence has ended (SCHED_ERROR) */
     }
     if (!j->cache_prompt) sched_feed_whole(sc, id);     /* right after sched_add: cannot fail */
     sched_set_keep(sc, id, engine_keep(s->m, j->n_keep));   /* likewise */

@@ -1334,6 +1334,37 @@ static void test_context_shift_prefix_cache(void **state) {
     sched_free(&sc);
 }
 
+
+/* sched_fail: a sequence that cannot start ends as a failed one through its callback, the reason
+ * in s->err; it refuses a sequence that has started or does not exist */
+static void test_fail(void **state) {
+    (void)state;
+    fake_t f;
+    sched_t sc;
+    seqrun_t r[2];
+    fake_init(&f, 1);
+    sched_open(&sc, &f, 2, 16, 4);
+    for (int i = 0; i < 2; i++) {
+        seq_make(&r[i], 5, 4, 7 + i, 0.0f);
+        r[i].f = &f;
+        r[i].sc = &sc;
+        r[i].id = sched_add(&sc, r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, on_token, &r[i]);
+        assert_true(r[i].id >= 0);
+    }
+    assert_int_equal(sched_fail(&sc, r[0].id, TERN_ENOMEM, "why not"), TERN_ENOMEM);
+    assert_int_equal(r[0].finish, SCHED_ERROR);
+    assert_string_equal(sc.err, "why not");
+    assert_int_equal(sc.err_code, TERN_ENOMEM);
+    assert_int_equal(sched_fail(&sc, r[0].id, TERN_EINVAL, "again"), TERN_EINVAL);   /* ended */
+    assert_int_equal(sched_active(&sc), 1);
+    int guard = 0;
+    while (sched_step(&sc) > 0) assert_true(++guard < 1000);
+    assert_int_equal(r[1].finish, SCHED_LENGTH);   /* the other went on */
+    assert_int_equal(r[1].n_out, 4);
+    assert_int_equal(sched_fail(&sc, r[1].id, TERN_EINVAL, "late"), TERN_EINVAL);
+    sched_free(&sc);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_set_prefill_chunk), cmocka_unit_test(test_chunk_cap),
@@ -1342,6 +1373,7 @@ int main(void) {
         cmocka_unit_test(test_score_prompt),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_grammars),
+        cmocka_unit_test(test_fail),
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_lookup_sampled),
         cmocka_unit_test(test_lookup_mirostat),
