@@ -145,7 +145,9 @@ static int ext_on(const sampler_params_t *p) {
     return p->mirostat || typical_on(p) || p->top_n_sigma > 0.0f || xtc_on(p) || p->dynatemp_range > 0.0f;
 }
 
-int sampler_params_host_only(const sampler_params_t *p) { return sampler_params_dry(p) || ext_on(p); }
+int sampler_params_host_only(const sampler_params_t *p) {
+    return p->n_bias || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f || sampler_params_dry(p) || ext_on(p);
+}
 
 /* the distinct tokens of the last repeat_last_n (most recent first) and, when counts is not NULL,
  * how often each occurs there; a set of the ids seen so far (open addressing, on the stack) keeps

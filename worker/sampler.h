@@ -66,8 +66,9 @@ typedef struct sampler_params {
 int sampler_params_use_history(const sampler_params_t *p);
 /* DRY is on (it reads the history) */
 int sampler_params_dry(const sampler_params_t *p);
-/* the params need the host's chain: DRY, typical, top-n-sigma, XTC, dynamic temperature or
- * mirostat (a device pick does only the repetition penalty, top-k and the draw) */
+/* the params need the host's chain: a logit bias, frequency or presence penalty, DRY, typical,
+ * top-n-sigma, XTC, dynamic temperature or mirostat (a device pick does only the repetition
+ * penalty, top-k and the draw) */
 int sampler_params_host_only(const sampler_params_t *p);
 
 typedef struct sampler {
@@ -117,8 +118,7 @@ int sampler_sample_top(sampler_t *s, float *logits, int n_vocab, void *work, flo
 int sampler_top(const float *logits, int n_vocab, int k, int32_t *ids, float *lp);
 unsigned long sampler_work_bytes(int n_vocab);
 
-/* For a device that samples (cuda_stage; only when no logit bias, frequency or presence penalty is
- * set, nor anything sampler_params_host_only names): the distinct ids the repetition penalty changes now (ids: room for SAMPLER_HIST_MAX),
+/* For a device that samples (cuda_stage; only when sampler_params_host_only is 0): the distinct ids the repetition penalty changes now (ids: room for SAMPLER_HIST_MAX),
  * returning their count — 0 when the penalty is off. Each becomes logits[id] > 0 ?
  * logits[id] / penalty : logits[id] * penalty. */
 int sampler_penalty_ids(const sampler_t *s, int n_vocab, int32_t *ids);

@@ -265,8 +265,7 @@ int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const
         *r = (cuda_pick_req_t){CUDA_PICK_LOGITS, 0, 1.0f, 0, 0};
         if (sm->p.logprobs) continue;   /* the log-softmax wants the whole row */
         if (st->allow_on && st->allow_on[seq[st->rows[j]]]) continue;   /* so does a grammar's mask */
-        if (sm->p.n_bias || sm->p.freq_penalty != 0.0f || sm->p.presence_penalty != 0.0f) continue;   /* host-only filters */
-        if (sampler_params_host_only(&sm->p)) continue;   /* DRY, typical, top-n-sigma, XTC, dynatemp, mirostat */
+        if (sampler_params_host_only(&sm->p)) continue;   /* bias, penalties but the repetition one, DRY, ... */
         if (sm->p.temp <= 0) r->mode = CUDA_PICK_ARGMAX;
         else if (sm->p.top_k > 0 && sm->p.top_k <= CUDA_PICK_MAX && sm->p.top_k < V) r->mode = CUDA_PICK_TOP, r->k = sm->p.top_k;
         else continue;
