@@ -291,7 +291,7 @@ static int dry_add(sampler_params_t *sp, int *ntok, int32_t head, const int32_t 
             return 0;
     if (sp->n_dry_seq == SAMPLER_DRY_SEQ_MAX || *ntok + 1 + ntail > SAMPLER_DRY_TOK_MAX) return -1;
     sp->dry_tok[*ntok] = head;
-    memcpy(sp->dry_tok + *ntok + 1, tail, (size_t)ntail * sizeof *tail);
+    if (ntail) memcpy(sp->dry_tok + *ntok + 1, tail, (size_t)ntail * sizeof *tail);   /* tail may be NULL then */
     sp->dry_seq_len[sp->n_dry_seq++] = (uint8_t)(1 + ntail);
     *ntok += 1 + ntail;
     return 0;
