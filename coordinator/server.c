@@ -184,7 +184,7 @@ typedef struct route {
 } route_t;
 
 enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS, R_WEBUI, R_PROPS, R_SLOTS,
-       R_SLOT_ACTION };
+       R_SLOT_ACTION, R_NATIVE, R_TEMPLATE };
 
 static const route_t g_slot_action = {"/slots/", NULL, "POST", R_SLOT_ACTION};   /* /slots/{id}?action= */
 
@@ -200,6 +200,8 @@ static const route_t g_routes[] = {
     {"/", "/index.html", "GET", R_WEBUI},   /* server_info.c */
     {"/props", NULL, "GET", R_PROPS},
     {"/slots", NULL, "GET", R_SLOTS},
+    {"/completion", NULL, "POST", R_NATIVE},   /* llama.cpp's own API: server_native.c */
+    {"/apply-template", NULL, "POST", R_TEMPLATE},
 };
 
 static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, const char *url, const char *method,
@@ -242,6 +244,8 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     case R_PROPS: return server_info_props(s, c);
     case R_SLOTS: return server_info_slots(s, c);
     case R_SLOT_ACTION: return server_slots_action(s, c, url + 7, cn->body, cn->len);
+    case R_NATIVE: return server_native_handle(s, c, cn->body, cn->len, &cn->job);
+    case R_TEMPLATE: return server_native_template(s, c, cn->body, cn->len);
     default: return server_tok_handle(s, c, SERVER_REQ_DETOKENIZE, cn->body, cn->len);
     }
 }

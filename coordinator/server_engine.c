@@ -28,6 +28,7 @@ void server_job_unref(struct server *s, job_t *j) {
     free(j->ptop_lp);
     free(j->grammar);
     free(j->embd);
+    free(j->toks);
     pthread_cond_destroy(&j->cv);
     job_t *lead = j->lead;
     free(j);
@@ -200,6 +201,7 @@ static int on_token(void *user, int id, int32_t token, float logprob, const sche
     size_t chars = j->logprobs && n > 0 ? server_text_chars(buf, (size_t)n) : 0;   /* for text_offset */
     pthread_mutex_lock(&s->mu);
     if (!j->t_first) j->t_first = now;
+    if (j->toks && j->n_toks < j->max_gen) j->toks[j->n_toks++] = token;
     j->n_gen++;
     if (j->logprobs) {
         size_t out = n > 0 ? (size_t)n : 0;
@@ -255,6 +257,8 @@ static void admit(struct server *s, job_t *j) {
         return;
     }
     j->seq_id = id;
+    for (int i = 0; i < sc->n_seq; i++)
+        if (sc->seqs[i].active && sc->seqs[i].id == id) j->slot = i;
     if (j->kind == SERVER_REQ_EMBEDDINGS) {   /* llama.cpp's /v1/embeddings: L2-normalised */
         if (sched_embed(sc, id, s->cfg.pooling, 2, on_embd) < 0) {
             snprintf(j->errmsg, sizeof j->errmsg, "cannot start the embedding: out of memory");

@@ -50,7 +50,7 @@ static void chat_view_free(const server_req_t *r, chat_msg_t *m) {
     free(m);
 }
 
-static char *chat_text(const tokenizer_t *tok, const server_req_t *r, server_err_t *e) {
+char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server_err_t *e) {
     int cap = 4096;
     for (int i = 0; i < r->n_msgs; i++) cap += (int)(strlen(r->msgs[i].content) + strlen(r->msgs[i].role) + 64);
     for (int i = 0; r->tool_ids && i < r->n_msgs; i++) cap += r->tool_ids[i] ? (int)strlen(r->tool_ids[i]) + 32 : 0;
@@ -103,7 +103,7 @@ static int build_prompt(struct server *s, const server_req_t *r, job_t *j, serve
         n = r->n_ids;
         if (n <= n_ctx) memcpy(j->ids, r->ids, (size_t)n * sizeof(int32_t));
     } else {
-        char *chat = r->kind == SERVER_REQ_CHAT ? chat_text(tok, r, e) : NULL;
+        char *chat = r->kind == SERVER_REQ_CHAT ? server_gen_chat_text(tok, r, e) : NULL;
         if (r->kind == SERVER_REQ_CHAT && !chat) return TERN_EIO;
         const char *text = chat ? chat : r->prompt;
         n = tokenizer_encode(tok, text, strlen(text), tokenizer_add_bos(tok), 1, j->ids, n_ctx + 1);
@@ -316,6 +316,7 @@ static json_t *choice_json(struct server *s, const job_t *j, int index) {
 static json_t *final_reply(struct server *s, job_t *const *jobs, int k, int n) {
     const job_t *j = jobs[0];
     if (j->kind == SERVER_REQ_EMBEDDINGS) return server_embd_reply(s, jobs, k);
+    if (j->kind == SERVER_REQ_NATIVE) return server_native_reply(s, jobs, k);
     json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion" : "text_completion");
     json_t *choices = json_array();
     for (int c = 0; c < k; c++) json_array_append_new(choices, choice_json(s, jobs[c], c));
@@ -456,6 +457,20 @@ static int sse_tools(struct server *s, job_t *h, job_t *j, int c, int failed) {
     return 0;
 }
 
+/* sse_choice for /completion (llama.cpp's stream): a chunk for the released text, then the
+ * final chunk with the summary (server_native.c's shapes) */
+static int sse_native(struct server *s, job_t *h, job_t *j, int c, int failed) {
+    if (j->out_len) {
+        sse_put(h, server_native_chunk(s, j, c, j->out, j->out_len));
+        j->out_len = 0;
+    }
+    if (j->state != JOB_DONE) return 0;
+    if (failed) return 1;
+    sse_put(h, server_native_final(s, j, c));
+    j->sse_phase = 2;
+    return 0;
+}
+
 /* Formats what choice c (job j) has ready into h's stream (caller holds s->mu): the role first
  * (chat), the echoed prompt once its tokens are scored, the released text with the tokens whose
  * text is all out, and once j is done its last chunk. Returns 1 when j failed (error or called
@@ -473,6 +488,7 @@ static int sse_choice(struct server *s, job_t *h, job_t *j, int c) {
         j->echo_sent = 1;
     }
     if (j->tools) return sse_tools(s, h, j, c, failed);
+    if (j->kind == SERVER_REQ_NATIVE) return sse_native(s, h, j, c, failed);
     if (j->out_len) {
         int k = j->lp_sent;
         while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
@@ -499,14 +515,14 @@ static void sse_end(struct server *s, sse_t *g, int bad) {
         char *txt = server_err_json(&e);
         if (txt) sse_event(h, txt);
         free(txt);
-    } else if (h->include_usage) {
+    } else if (h->include_usage && h->kind != SERVER_REQ_NATIVE) {
         json_t *o = reply_base(s, h, h->kind == SERVER_REQ_CHAT ? "chat.completion.chunk" : "text_completion");
         json_object_set_new(o, "choices", json_array());
         json_object_set_new(o, "usage", usage_json(g->jobs, g->k, g->n));
         json_object_set_new(o, "timings", timings_json(h));
         sse_put(h, o);
     }
-    sse_event(h, "[DONE]");
+    if (h->kind != SERVER_REQ_NATIVE) sse_event(h, "[DONE]");   /* llama.cpp's own stream has none */
     g->done = 1;
 }
 
@@ -598,6 +614,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     pthread_cond_init(&j->cv, NULL);
     j->srv = s;
     j->refs = 1;
+    j->slot = -1;
     j->kind = r->kind;
     j->stream = r->stream;
     j->include_usage = r->stream && r->include_usage;
@@ -704,6 +721,8 @@ static int job_prepare(struct server *s, const server_req_t *r, job_t *j, int c,
         if (rc == 0 && !(j->embd = calloc((size_t)s->m->hp.n_embd, sizeof(float))))
             rc = server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
     }
+    if (rc == 0 && r->return_tokens && j->max_gen > 0 && !(j->toks = malloc((size_t)j->max_gen * sizeof *j->toks)))
+        rc = server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
     if (rc == 0 && j->logprobs && j->max_gen > 0) {   /* no allocation once generating */
         size_t nt = (size_t)j->max_gen * (size_t)j->n_top;
         j->lp = malloc((size_t)j->max_gen * sizeof *j->lp);
@@ -820,6 +839,11 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
     enum MHD_Result ret = handle_jobs(s, c, &r, job_out);
     server_req_free(&r);
     return ret;
+}
+
+enum MHD_Result server_gen_run(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out) {
+    *job_out = NULL;
+    return handle_jobs(s, c, r, job_out);
 }
 
 /* ---- /tokenize, /detokenize --------------------------------------------------------- */

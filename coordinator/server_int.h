@@ -78,6 +78,10 @@ typedef struct job {
     int32_t *ptop_ids;         /* (n_ids, n_top) the prompt records' alternatives */
     float *ptop_lp;
     int n_gen;
+    int slot;                  /* the slot it runs in (-1 until admitted) */
+    int32_t *toks;             /* (max_gen,) when the request asked for its tokens (/completion's
+                                * return_tokens): the generated ids, EOG excluded; n_toks of them */
+    int n_toks, toks_sent;     /* toks_sent: streaming, ids already sent (the HTTP side only) */
     float *embd;               /* embeddings: (n_embd,) the pooled vector once done */
     int embd_b64;              /* embeddings: the reply's vector as base64 */
     double t_enq, t_start, t_first, t_end;
@@ -158,6 +162,21 @@ void server_job_unref(struct server *s, job_t *j);   /* caller holds s->mu */
 
 /* server_embd.c: the /v1/embeddings reply of a request's finished jobs[0..k) (caller holds s->mu) */
 void *server_embd_reply(struct server *s, job_t *const *jobs, int k);
+
+/* server_gen.c: runs parsed request r (its jobs, then the stream or one reply; r stays the
+ * caller's to free); the chat template's text of r's messages (malloc'd; NULL with e) */
+enum MHD_Result server_gen_run(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out);
+char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server_err_t *e);
+
+/* server_native.c: llama.cpp's own routes POST /completion and /apply-template; and the shapes
+ * server_gen.c uses for /completion's jobs (caller holds s->mu): the reply of finished jobs[0..k)
+ * (an object, or an array when k > 1), a stream chunk of text[0..n) and the final chunk */
+enum MHD_Result server_native_handle(struct server *s, struct MHD_Connection *c, const char *body, size_t len,
+                                     job_t **job_out);
+enum MHD_Result server_native_template(struct server *s, struct MHD_Connection *c, const char *body, size_t len);
+void *server_native_reply(struct server *s, job_t *const *jobs, int k);
+void *server_native_chunk(struct server *s, job_t *j, int index, const char *text, size_t n);
+void *server_native_final(struct server *s, job_t *j, int index);
 
 /* server_gen.c: the generation routes (and /v1/embeddings, whose inputs run as jobs); returns an
  * MHD result */

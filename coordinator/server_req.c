@@ -130,12 +130,52 @@ static int parse_one(server_req_t *r, json_t *el, const char *key, server_err_t 
     return BAD(e, key, "each %s of a list must be a string or an array of token ids", key);
 }
 
-/* prompt (or key): "text" | [ids] | ["text", ...] | [[ids], ...] (up to SERVER_MAX_CHOICES) */
+/* llama.cpp's mixed prompt [12, "text", 34, ...] (native only): its runs of ids and its
+ * strings as r->parts in order */
+static int parse_mixed(server_req_t *r, json_t *p, const char *key, server_err_t *e) {
+    size_t n = json_array_size(p), i;
+    json_t *el;
+    if (n > (1u << 24)) return BAD(e, key, "'%s' has too many parts", key);
+    if (!(r->parts = calloc(n, sizeof *r->parts)))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    json_array_foreach(p, i, el) {
+        server_prompt_t *last = r->n_parts ? &r->parts[r->n_parts - 1] : NULL;
+        if (json_is_string(el)) {
+            int rc = dup_string(&r->parts[r->n_parts++].text, el, key, e);
+            if (rc < 0) return rc;
+            continue;
+        }
+        if (!json_is_integer(el) || json_integer_value(el) < 0 || json_integer_value(el) > INT32_MAX)
+            return BAD(e, key, "'%s' must mix token ids (non-negative integers) and strings", key);
+        if (!last || last->text) {   /* a new run of ids */
+            size_t run = i;   /* the run's length: ids until the next string */
+            while (run < n && !json_is_string(json_array_get(p, run))) run++;
+            last = &r->parts[r->n_parts++];
+            if (!(last->ids = malloc((run - i) * sizeof(int32_t))))
+                return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        }
+        last->ids[last->n_ids++] = (int32_t)json_integer_value(el);
+    }
+    return 0;
+}
+
+/* 1 when array p mixes token ids and strings (llama.cpp's single mixed prompt) */
+static int is_mixed(json_t *p) {
+    size_t i;
+    json_t *el;
+    int ints = 0, strs = 0;
+    json_array_foreach(p, i, el) ints |= json_is_integer(el), strs |= json_is_string(el);
+    return ints && strs;
+}
+
+/* prompt (or key): "text" | [ids] | ["text", ...] | [[ids], ...] (up to SERVER_MAX_CHOICES);
+ * native also [12, "text", 34] */
 static int parse_prompt(server_req_t *r, json_t *root, const char *key, server_err_t *e) {
     json_t *p = json_object_get(root, key);
     if (!p || json_is_null(p)) return BAD(e, key, "'%s' is required", key);
     if (json_is_string(p)) return dup_string(&r->prompt, p, key, e);
     if (!json_is_array(p)) return BAD(e, key, "'%s' must be a string or an array of token ids", key);
+    if (r->kind == SERVER_REQ_NATIVE && is_mixed(p)) return parse_mixed(r, p, key, e);
     json_t *first = json_array_get(p, 0);
     if (!first || !(json_is_string(first) || json_is_array(first))) return parse_ids(r, p, key, 0, e);
     size_t np = json_array_size(p);
@@ -233,7 +273,10 @@ static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
 static int parse_logprobs(server_req_t *r, json_t *root, server_err_t *e) {
     long long n = 0;
     int rc;
-    if (r->kind == SERVER_REQ_COMPLETION) {
+    if (r->kind == SERVER_REQ_NATIVE) {   /* llama.cpp's n_probs: alternatives per token, 0 = none */
+        if ((rc = get_int(root, "n_probs", 0, SAMPLER_TOP_MAX, &n, e)) < 0) return rc;
+        r->logprobs = n > 0;
+    } else if (r->kind == SERVER_REQ_COMPLETION) {
         if ((rc = get_int(root, "logprobs", 0, 5, &n, e)) < 0) return rc;
         r->logprobs = rc == 1;
     } else {
@@ -311,7 +354,12 @@ static int parse_grammar(server_req_t *r, json_t *root, server_err_t *e) {
 
 /* OpenAI's logit_bias: {"TOKEN_ID": bias, ...} (bias in [-100, 100]); also llama.cpp's list of
  * [TOKEN_ID, bias] pairs. The ids are checked against the vocabulary with the prompt. */
-static int bias_ok(const json_t *v) { return json_is_number(v) && json_number_value(v) >= -100 && json_number_value(v) <= 100; }
+static int bias_ok(const json_t *v) {
+    return json_is_false(v) || (json_is_number(v) && json_number_value(v) >= -100 && json_number_value(v) <= 100);
+}
+
+/* a bias value bias_ok accepted; llama.cpp's false bans the token (finite, as engine_ban_eog) */
+static float bias_of(const json_t *v) { return json_is_false(v) ? -1e30f : (float)json_number_value(v); }
 
 static int parse_logit_bias(server_req_t *r, json_t *root, server_err_t *e) {
     const char *P = "logit_bias";
@@ -330,9 +378,9 @@ static int parse_logit_bias(server_req_t *r, json_t *root, server_err_t *e) {
             char *end;
             long id = strtol(key, &end, 10);
             if (!*key || *end || id < 0 || id > INT32_MAX) return BAD(e, P, "logit_bias key '%.40s' is not a token id", key);
-            if (!bias_ok(v)) return BAD(e, P, "logit_bias of token %ld must be a number in [-100, 100]", id);
+            if (!bias_ok(v)) return BAD(e, P, "logit_bias of token %ld must be a number in [-100, 100] or false", id);
             sp->bias_id[sp->n_bias] = (int32_t)id;
-            sp->bias[sp->n_bias++] = (float)json_number_value(v);
+            sp->bias[sp->n_bias++] = bias_of(v);
         }
         return 0;
     }
@@ -340,9 +388,9 @@ static int parse_logit_bias(server_req_t *r, json_t *root, server_err_t *e) {
         json_t *id = json_array_get(v, 0), *b = json_array_get(v, 1);
         if (!json_is_array(v) || json_array_size(v) != 2 || !json_is_integer(id) || json_integer_value(id) < 0 ||
             json_integer_value(id) > INT32_MAX || !bias_ok(b))
-            return BAD(e, P, "logit_bias entry %zu must be [token id, bias in [-100, 100]]", i);
+            return BAD(e, P, "logit_bias entry %zu must be [token id, bias in [-100, 100] or false]", i);
         sp->bias_id[sp->n_bias] = (int32_t)json_integer_value(id);
-        sp->bias[sp->n_bias++] = (float)json_number_value(b);
+        sp->bias[sp->n_bias++] = bias_of(b);
     }
     return 0;
 }
@@ -407,6 +455,7 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     if ((rc = get_int(root, "max_completion_tokens", -1, 1 << 30, &v, e)) < 0) return rc;
     if ((rc = get_int(root, "n_predict", -1, 1 << 30, &v, e)) < 0) return rc;   /* llama.cpp's name */
     if (r->kind == SERVER_REQ_COMPLETION && (rc = get_bool(root, "echo", &r->echo, e)) < 0) return rc;
+    if (v == 0 && !r->echo && r->kind == SERVER_REQ_NATIVE) return BAD(e, "n_predict", "'n_predict' must be -1 or at least 1");
     if (v == 0 && !r->echo) return BAD(e, "max_tokens", "'max_tokens' must be at least 1 (0 only with 'echo': true)");
     r->max_tokens = (int)v;
     sampler_params_t *sp = &r->sp;
@@ -443,6 +492,23 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     return parse_stop(r, root, e);
 }
 
+/* /completion's own fields: return_tokens, id_slot (checked against the slots later) and
+ * samplers (an array of names, accepted and ignored: tern's sampler order is fixed) */
+static int parse_native(server_req_t *r, json_t *root, server_err_t *e) {
+    long long v = -1;
+    int rc;
+    if ((rc = get_bool(root, "return_tokens", &r->return_tokens, e)) < 0) return rc;
+    if ((rc = get_int(root, "id_slot", -1, 1 << 20, &v, e)) < 0) return rc;
+    r->id_slot = (int)v;
+    json_t *sm = json_object_get(root, "samplers"), *el;
+    size_t i;
+    if (!sm || json_is_null(sm)) return 0;
+    if (json_is_string(sm)) return 0;   /* llama.cpp also takes "edkypmxt" */
+    if (!json_is_array(sm)) return BAD(e, "samplers", "'samplers' must be an array of sampler names");
+    json_array_foreach(sm, i, el) if (!json_is_string(el)) return BAD(e, "samplers", "'samplers' entry %zu must be a string", i);
+    return 0;
+}
+
 static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
     int rc;
     switch (r->kind) {
@@ -460,6 +526,12 @@ static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
         return parse_prompt(r, root, json_object_get(root, "input") || !json_object_get(root, "content") ? "input"
                                                                                                            : "content", e);
     }
+    case SERVER_REQ_NATIVE:
+        if ((rc = parse_prompt(r, root, "prompt", e)) < 0) return rc;
+        if ((rc = parse_native(r, root, e)) < 0) return rc;
+        return parse_generation(r, root, e);
+    case SERVER_REQ_TEMPLATE:
+        return parse_messages(r, root, e);
     case SERVER_REQ_CHAT:
         if ((rc = parse_messages(r, root, e)) < 0) return rc;
         if ((rc = parse_generation(r, root, e)) < 0) return rc;
@@ -490,6 +562,7 @@ int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, co
     r->cache_prompt = 1;
     r->n_keep = SERVER_KEEP_DEFAULT;
     r->n = 1;
+    r->id_slot = -1;
     if (def) r->sp = *def;
     else sampler_params_default(&r->sp);
     json_error_t jerr;
@@ -510,6 +583,8 @@ void server_req_free(server_req_t *r) {
     free(r->ids);
     for (int i = 0; i < r->n_more; i++) { free(r->more[i].text); free(r->more[i].ids); }
     free(r->more);
+    for (int i = 0; i < r->n_parts; i++) { free(r->parts[i].text); free(r->parts[i].ids); }
+    free(r->parts);
     for (int i = 0; i < r->n_msgs; i++) {
         free((char *)r->msgs[i].role);
         free((char *)r->msgs[i].content);

@@ -1,5 +1,6 @@
 /* server_req: the HTTP API's request bodies — parses and validates the JSON of
- * /v1/completions, /v1/chat/completions, /v1/embeddings, /tokenize and /detokenize into a plain struct, and
+ * /v1/completions, /v1/chat/completions, /v1/embeddings, /tokenize, /detokenize and llama.cpp's
+ * /completion and /apply-template into a plain struct, and
  * writes OpenAI-shaped error bodies. Untrusted input: every field is type- and range-checked,
  * unknown fields are ignored. Not here: tokenization or anything else that needs the model. */
 #ifndef TERN_SERVER_REQ_H
@@ -15,6 +16,8 @@ enum server_req_kind {
     SERVER_REQ_TOKENIZE = 2,
     SERVER_REQ_DETOKENIZE = 3,
     SERVER_REQ_EMBEDDINGS = 4,
+    SERVER_REQ_NATIVE = 5,      /* llama.cpp's POST /completion (server_native.c) */
+    SERVER_REQ_TEMPLATE = 6,    /* llama.cpp's POST /apply-template: messages only */
 };
 
 #define SERVER_MAX_STOP 16          /* stop strings per request */
@@ -74,6 +77,12 @@ typedef struct server_req {
      * prompt list */
     int base64;              /* "encoding_format": "base64" (little-endian f32 bytes) */
     int dimensions;          /* -1: not given (the server refuses any other than n_embd) */
+    /* native (/completion): a mixed prompt [12, "text", 34] as its parts in order (owned;
+     * tokenized by server_native.c into ids), llama.cpp's n_probs (-> logprobs, top_logprobs),
+     * return_tokens and id_slot (-1: any) */
+    server_prompt_t *parts;
+    int n_parts;
+    int return_tokens, id_slot;
 } server_req_t;
 
 /* a client error: HTTP status, OpenAI error type and code, offending parameter, message */

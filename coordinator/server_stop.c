@@ -56,7 +56,7 @@ int server_stop_feed(server_stop_t *s, const char *piece, size_t n, const char *
     size_t end = s->len, cut = s->len;
     for (int i = 0; i < s->n; i++) {
         const char *p = find(s->text + s->sent, end - s->sent, s->stops[i], strlen(s->stops[i]));
-        if (p && (size_t)(p - s->text) < cut) cut = (size_t)(p - s->text);
+        if (p && (size_t)(p - s->text) < cut) cut = (size_t)(p - s->text), s->which = i;
     }
     if (cut < s->len) {
         s->hit = 1;

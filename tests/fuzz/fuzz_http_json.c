@@ -20,6 +20,11 @@ static void check_req(const server_req_t *r) {
     if (r->kind == SERVER_REQ_COMPLETION && !r->prompt && !r->ids) abort();
     if (r->kind == SERVER_REQ_CHAT && (r->n_msgs < 1 || !r->msgs)) abort();
     if (r->kind == SERVER_REQ_TOKENIZE && !r->prompt) abort();
+    if (r->kind == SERVER_REQ_NATIVE && !r->prompt && !r->ids && r->n_parts < 2) abort();
+    for (int i = 0; i < r->n_parts; i++)   /* a mixed prompt: strings and non-empty runs of ids */
+        if (!r->parts[i].text == !r->parts[i].ids || (r->parts[i].ids && r->parts[i].n_ids < 1)) abort();
+    if (r->kind == SERVER_REQ_NATIVE && (r->id_slot < -1 || r->top_logprobs > SAMPLER_TOP_MAX)) abort();
+    if (r->kind == SERVER_REQ_TEMPLATE && (r->n_msgs < 1 || !r->msgs)) abort();
     if (r->kind == SERVER_REQ_EMBEDDINGS && ((!r->prompt && !r->ids) || r->dimensions == 0 || r->dimensions < -1)) abort();
     for (int i = 0; i < r->n_more; i++)
         if (!r->more[i].text && (!r->more[i].ids || r->more[i].n_ids < 1)) abort();
@@ -74,7 +79,7 @@ static void run_stops(const server_req_t *r, const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    int kind = data[0] % 5;
+    int kind = data[0] % 7;
     server_req_t r;
     server_err_t e;
     memset(&e, 0, sizeof e);

@@ -653,6 +653,153 @@ static void test_stop_earliest(void **state) {
     server_stop_free(&s);
 }
 
+/* llama.cpp's /completion body: every field it shares with /v1/completions lands where that
+ * route's does; its own (n_predict, n_probs, mixed prompt, logit_bias pairs and false,
+ * return_tokens, id_slot, samplers) are checked; each bad value is a 400 naming its field */
+static void test_native_fields(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    const char *body = "{\"prompt\":\"Hi\",\"n_predict\":9,\"temperature\":0.3,\"top_k\":7,\"top_p\":0.8,\"min_p\":0.2,"
+                       "\"typical_p\":0.9,\"repeat_penalty\":1.2,\"repeat_last_n\":32,\"presence_penalty\":0.5,"
+                       "\"frequency_penalty\":0.25,\"dry_multiplier\":0.8,\"xtc_probability\":0.5,\"mirostat\":2,"
+                       "\"seed\":77,\"stop\":[\"\\n\\n\",\"###\"],\"stream\":true,\"cache_prompt\":false,\"n_keep\":4,"
+                       "\"ignore_eos\":true,\"logit_bias\":[[15,1.5],[16,false]],\"n_probs\":3,\"id_slot\":1,"
+                       "\"return_tokens\":true,\"samplers\":[\"top_k\",\"temperature\"],\"grammar\":\"root ::= \\\"a\\\"\"}";
+    assert_int_equal(parse(&r, SERVER_REQ_NATIVE, body, &e), 0);
+    assert_string_equal(r.prompt, "Hi");
+    assert_int_equal(r.max_tokens, 9);
+    assert_float_equal(r.sp.temp, 0.3f, 1e-6);
+    assert_int_equal(r.sp.top_k, 7);
+    assert_float_equal(r.sp.top_p, 0.8f, 1e-6);
+    assert_float_equal(r.sp.min_p, 0.2f, 1e-6);
+    assert_float_equal(r.sp.typical_p, 0.9f, 1e-6);
+    assert_float_equal(r.sp.repeat_penalty, 1.2f, 1e-6);
+    assert_int_equal(r.sp.repeat_last_n, 32);
+    assert_float_equal(r.sp.presence_penalty, 0.5f, 1e-6);
+    assert_float_equal(r.sp.freq_penalty, 0.25f, 1e-6);
+    assert_float_equal(r.sp.dry_multiplier, 0.8f, 1e-6);
+    assert_float_equal(r.sp.xtc_probability, 0.5f, 1e-6);
+    assert_int_equal(r.sp.mirostat, 2);
+    assert_int_equal(r.sp.seed, 77);
+    assert_int_equal(r.n_stop, 2);
+    assert_string_equal(r.stop[1], "###");
+    assert_int_equal(r.stream, 1);
+    assert_int_equal(r.cache_prompt, 0);
+    assert_int_equal(r.n_keep, 4);
+    assert_int_equal(r.ignore_eos, 1);
+    assert_int_equal(r.sp.n_bias, 2);
+    assert_int_equal(r.sp.bias_id[0], 15);
+    assert_float_equal(r.sp.bias[0], 1.5f, 1e-6);
+    assert_int_equal(r.sp.bias_id[1], 16);
+    assert_true(r.sp.bias[1] < -1e29f);   /* false: banned */
+    assert_int_equal(r.logprobs, 1);
+    assert_int_equal(r.top_logprobs, 3);
+    assert_int_equal(r.sp.logprobs, 1);
+    assert_int_equal(r.sp.top_logprobs, 3);
+    assert_int_equal(r.id_slot, 1);
+    assert_int_equal(r.return_tokens, 1);
+    assert_non_null(r.grammar);
+    server_req_free(&r);
+
+    /* defaults: n_predict -1, no probabilities, any slot, no tokens */
+    assert_int_equal(parse(&r, SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":0}", &e), 0);
+    assert_int_equal(r.max_tokens, -1);
+    assert_int_equal(r.logprobs, 0);
+    assert_int_equal(r.id_slot, -1);
+    assert_int_equal(r.return_tokens, 0);
+    assert_int_equal(r.cache_prompt, 1);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":-1,\"samplers\":\"kt\"}", &e), 0);
+    assert_int_equal(r.max_tokens, -1);
+    server_req_free(&r);
+
+    /* prompt shapes: ids; a mixed list in order (runs of ids kept together); several prompts */
+    assert_int_equal(parse(&r, SERVER_REQ_NATIVE, "{\"prompt\":[1,2,3]}", &e), 0);
+    assert_int_equal(r.n_ids, 3);
+    assert_int_equal(r.n_parts, 0);
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_NATIVE, "{\"prompt\":[5,6,\"mid\",7,\"end\"]}", &e), 0);
+    assert_null(r.ids);
+    assert_int_equal(r.n_parts, 4);
+    assert_int_equal(r.parts[0].n_ids, 2);
+    assert_int_equal(r.parts[0].ids[1], 6);
+    assert_string_equal(r.parts[1].text, "mid");
+    assert_int_equal(r.parts[2].n_ids, 1);
+    assert_int_equal(r.parts[2].ids[0], 7);
+    assert_string_equal(r.parts[3].text, "end");
+    server_req_free(&r);
+    assert_int_equal(parse(&r, SERVER_REQ_NATIVE, "{\"prompt\":[\"a\",\"b\"]}", &e), 0);
+    assert_string_equal(r.prompt, "a");
+    assert_int_equal(r.n_more, 1);
+    server_req_free(&r);
+    /* OpenAI's "logprobs" is not /completion's: ignored there */
+    assert_int_equal(parse(&r, SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"logprobs\":3}", &e), 0);
+    assert_int_equal(r.logprobs, 0);
+    server_req_free(&r);
+
+    expect_bad(SERVER_REQ_NATIVE, "{\"n_predict\":3}", "prompt", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":[1,\"a\",-2]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":[1,\"a\",{}]}", "prompt", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":0}", "n_predict", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":-2}", "n_predict", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":\"5\"}", "n_predict", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":-1}", "n_probs", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":21}", "n_probs", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":1.5}", "n_probs", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"id_slot\":-2}", "id_slot", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"id_slot\":\"0\"}", "id_slot", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"return_tokens\":1}", "return_tokens", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":[1]}", "samplers", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":{}}", "samplers", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[1,true]]}", "logit_bias", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[1]]}", "logit_bias", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[-1,2]]}", "logit_bias", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"temperature\":-1}", "temperature", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"top_k\":1.5}", "top_k", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"top_p\":2}", "top_p", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"min_p\":-0.1}", "min_p", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"typical_p\":1.5}", "typical_p", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"repeat_penalty\":0}", "repeat_penalty", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"repeat_last_n\":-1}", "repeat_last_n", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"presence_penalty\":\"a\"}", "presence_penalty", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"frequency_penalty\":101}", "frequency_penalty", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"mirostat\":3}", "mirostat", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"seed\":\"1\"}", "seed", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"stop\":[1]}", "stop", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"stream\":\"yes\"}", "stream", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"cache_prompt\":0}", "cache_prompt", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_keep\":-3}", "n_keep", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"ignore_eos\":1}", "ignore_eos", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"grammar\":\"root ::= (\"}", "grammar", NULL);
+    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"json_schema\":3}", "json_schema", NULL);
+
+    /* /apply-template: messages only */
+    assert_int_equal(parse(&r, SERVER_REQ_TEMPLATE, "{\"messages\":[{\"role\":\"user\",\"content\":\"hey\"}]}", &e), 0);
+    assert_int_equal(r.n_msgs, 1);
+    assert_string_equal(r.msgs[0].content, "hey");
+    server_req_free(&r);
+    expect_bad(SERVER_REQ_TEMPLATE, "{\"messages\":[]}", "messages", NULL);
+    expect_bad(SERVER_REQ_TEMPLATE, "{\"prompt\":\"x\"}", "messages", NULL);
+}
+
+/* the stop matcher says which stop string ended the text (/completion's stopping_word) */
+static void test_stop_which(void **state) {
+    (void)state;
+    char *stops[] = {"zz", "cd", "bcdef"};
+    server_stop_t s;
+    feed_out_t o = {{0}, 0};
+    server_stop_init(&s, stops, 3);
+    assert_int_equal(feed(&s, &o, "abcdefg"), 1);
+    assert_int_equal(s.which, 2);   /* "bcdef" starts first */
+    server_stop_free(&s);
+    server_stop_init(&s, stops, 3);
+    assert_int_equal(feed(&s, &o, "xxc"), 0);
+    assert_int_equal(feed(&s, &o, "dzz"), 1);
+    assert_int_equal(s.which, 1);
+    server_stop_free(&s);
+}
+
 static uint64_t rng_next(uint64_t *x) {
     *x ^= *x << 13;
     *x ^= *x >> 7;
@@ -1130,6 +1277,9 @@ static void test_routes(void **state) {
     expect_status(port, "/props", "k3y", 503, "unavailable_error");   /* no model yet */
     expect_status(port, "/slots", "k3y", 503, "unavailable_error");
     expect_status(port, "/health", NULL, 503, "unavailable_error");
+    expect_status(port, "/completion", NULL, 401, "authentication_error");   /* llama.cpp's own routes: keyed too */
+    expect_status(port, "/apply-template", "nope", 401, "authentication_error");
+    expect_status(port, "/completion", "k3y", 405, "invalid_request_error");   /* POST only */
     server_destroy(&s);
 
     s = start_server(1, 1, NULL);
@@ -1157,6 +1307,7 @@ int main(void) {
         cmocka_unit_test(test_tools_reply),
         cmocka_unit_test(test_text_chars),        cmocka_unit_test(test_embd_bodies),
         cmocka_unit_test(test_slot_json),         cmocka_unit_test(test_routes),
+        cmocka_unit_test(test_native_fields),     cmocka_unit_test(test_stop_which),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
