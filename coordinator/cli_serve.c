@@ -76,7 +76,7 @@ int cli_serve(int argc, char **argv) {
     opt_t opts[112] = {
         {NULL, "--host", OPT_STR, &sc.host, "ADDR", "address to listen on", 0, 0},
         {NULL, "--port", OPT_INT, &sc.port, "N", "port (0: any free port, logged at start)", 0, 65535},
-        {NULL, "--api-key", OPT_STR, &sc.api_key, "KEY", "require 'Authorization: Bearer KEY' (not on /health and the web UI page, which asks for it)", 0, 0},
+        {NULL, "--api-key", OPT_STR, &sc.api_key, "KEY", "require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (not on /health and the web UI page, which asks for it)", 0, 0},
         {NULL, "--api-key-file", OPT_STR, &key_file, "FILE", "read the API key from the first line of FILE", 0, 0},
         {NULL, "--timeout", OPT_INT, &sc.timeout_s, "S", "seconds a request may take (0: no limit)", 0, 86400 * 7},
         {NULL, "--metrics", OPT_FLAG, &sc.metrics, NULL, "serve Prometheus metrics at /metrics", 0, 0},

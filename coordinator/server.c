@@ -1,9 +1,11 @@
 /* server: see server.h. This file holds the daemon (bind, thread per connection), the request
  * body collection with its size limit, authentication, routing and the small routes
- * (/health, /v1/models, /metrics); the generation routes live in server_gen.c, the web UI
+ * (/health, /v1/models, /metrics); the generation routes live in server_gen.c (Anthropic's
+ * /v1/messages in server_anthropic.c), the web UI
  * page, /props and /slots in server_info.c and the engine thread in server_engine.c. */
 #define _GNU_SOURCE   /* POLLRDHUP */
 #include "coordinator/server_int.h"
+#include "coordinator/server_anthropic.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -49,7 +51,8 @@ static enum MHD_Result reply_preflight(struct MHD_Connection *c) {
     if (!r) return MHD_NO;
     server_cors(r);
     MHD_add_response_header(r, "Access-Control-Allow-Methods", "GET, POST, OPTIONS");
-    MHD_add_response_header(r, "Access-Control-Allow-Headers", "Authorization, Content-Type");
+    MHD_add_response_header(r, "Access-Control-Allow-Headers",
+                            "Authorization, Content-Type, x-api-key, anthropic-version");
     MHD_add_response_header(r, "Access-Control-Max-Age", "86400");
     enum MHD_Result ret = MHD_queue_response(c, 204, r);
     MHD_destroy_response(r);
@@ -73,7 +76,7 @@ enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *c
 enum MHD_Result server_reply_err(struct MHD_Connection *c, const server_err_t *e) {
     if (e->status >= 500) log_w("serve: %d %s", e->status, e->msg);
     else log_d("serve: %d %s", e->status, e->msg);
-    return server_reply(c, e->status, "application/json", server_err_json(e));
+    return server_reply(c, e->status, "application/json", server_err_body(e));
 }
 
 enum MHD_Result server_reply_json(struct MHD_Connection *c, int status, void *json) {
@@ -164,12 +167,16 @@ static enum MHD_Result route_metrics(struct server *s, struct MHD_Connection *c)
     return server_reply(c, 200, "text/plain; version=0.0.4", body);
 }
 
-/* constant-time comparison of the Authorization header with "Bearer <key>" */
+/* constant-time comparison of the Authorization header with "Bearer <key>", or of Anthropic's
+ * x-api-key header with the key */
 static int auth_ok(struct server *s, struct MHD_Connection *c) {
     const char *h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "Authorization");
-    if (!h || strncasecmp(h, "Bearer ", 7) != 0) return 0;
-    h += 7;
-    while (*h == ' ') h++;
+    if (h && strncasecmp(h, "Bearer ", 7) == 0) {
+        h += 7;
+        while (*h == ' ') h++;
+    } else if (!(h = MHD_lookup_connection_value(c, MHD_HEADER_KIND, "x-api-key"))) {
+        return 0;
+    }
     size_t n = strlen(h), m = strlen(s->cfg.api_key);
     unsigned diff = (unsigned)(n ^ m);
     for (size_t i = 0; i < m; i++) diff |= (unsigned char)s->cfg.api_key[i] ^ (unsigned char)(i < n ? h[i] : 0);
@@ -184,7 +191,7 @@ typedef struct route {
 } route_t;
 
 enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS, R_WEBUI, R_PROPS, R_SLOTS,
-       R_SLOT_ACTION, R_NATIVE, R_TEMPLATE };
+       R_SLOT_ACTION, R_NATIVE, R_TEMPLATE, R_MESSAGES, R_COUNT_TOKENS };
 
 static const route_t g_slot_action = {"/slots/", NULL, "POST", R_SLOT_ACTION};   /* /slots/{id}?action= */
 
@@ -202,6 +209,8 @@ static const route_t g_routes[] = {
     {"/slots", NULL, "GET", R_SLOTS},
     {"/completion", NULL, "POST", R_NATIVE},   /* llama.cpp's own API: server_native.c */
     {"/apply-template", NULL, "POST", R_TEMPLATE},
+    {"/v1/messages", NULL, "POST", R_MESSAGES},   /* server_anthropic.c */
+    {"/v1/messages/count_tokens", NULL, "POST", R_COUNT_TOKENS},
 };
 
 static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, const char *url, const char *method,
@@ -246,6 +255,8 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     case R_SLOT_ACTION: return server_slots_action(s, c, url + 7, cn->body, cn->len);
     case R_NATIVE: return server_native_handle(s, c, cn->body, cn->len, &cn->job);
     case R_TEMPLATE: return server_native_template(s, c, cn->body, cn->len);
+    case R_MESSAGES: return server_anthropic_handle(s, c, 0, cn->body, cn->len, &cn->job);
+    case R_COUNT_TOKENS: return server_anthropic_handle(s, c, 1, cn->body, cn->len, &cn->job);
     default: return server_tok_handle(s, c, SERVER_REQ_DETOKENIZE, cn->body, cn->len);
     }
 }
@@ -279,6 +290,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *c, const cha
         cn->body[cn->len] = 0;
         return MHD_YES;
     }
+    server_anthropic_style(!strncmp(url, "/v1/messages", 12));   /* its errors in Anthropic's shape */
     pthread_mutex_lock(&s->mu);
     int draining = s->draining;
     pthread_mutex_unlock(&s->mu);

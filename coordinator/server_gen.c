@@ -8,6 +8,7 @@
  * generated text. /v1/embeddings (--embeddings) goes the same way, one job an input with nothing
  * to generate; its reply is server_embd.c's. */
 #include "coordinator/server_int.h"
+#include "coordinator/server_anthropic.h"
 #include "coordinator/server_tools.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -316,6 +317,7 @@ static json_t *choice_json(struct server *s, const job_t *j, int index) {
 static json_t *final_reply(struct server *s, job_t *const *jobs, int k, int n) {
     const job_t *j = jobs[0];
     if (j->kind == SERVER_REQ_EMBEDDINGS) return server_embd_reply(s, jobs, k);
+    if (j->api == SERVER_API_ANTHROPIC) return server_anthropic_reply(s, j);   /* one choice */
     if (j->kind == SERVER_REQ_NATIVE) return server_native_reply(s, jobs, k);
     json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion" : "text_completion");
     json_t *choices = json_array();
@@ -509,6 +511,13 @@ static int sse_choice(struct server *s, job_t *h, job_t *j, int c) {
  * (caller holds s->mu) */
 static void sse_end(struct server *s, sse_t *g, int bad) {
     job_t *h = g->jobs[0];
+    if (h->api == SERVER_API_ANTHROPIC) {   /* no usage chunk nor [DONE]: an error event at most */
+        server_err_t e;
+        if (bad >= 0) job_err(g->jobs[bad], &e);
+        server_anthropic_sse_end(h, bad >= 0 ? &e : NULL);
+        g->done = 1;
+        return;
+    }
     if (bad >= 0) {
         server_err_t e;
         job_err(g->jobs[bad], &e);
@@ -535,7 +544,7 @@ static int sse_fill(struct server *s, sse_t *g) {
     for (;;) {
         int ended = 0, bad = -1;
         for (int c = 0; c < g->k && bad < 0; c++) {
-            if (sse_choice(s, h, g->jobs[c], c)) bad = c;
+            if (h->api == SERVER_API_ANTHROPIC ? server_anthropic_sse(s, g->jobs[c]) : sse_choice(s, h, g->jobs[c], c)) bad = c;
             ended += g->jobs[c]->sse_phase == 2;
         }
         if (bad >= 0 || ended == g->k) sse_end(s, g, bad);
@@ -616,6 +625,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->refs = 1;
     j->slot = -1;
     j->kind = r->kind;
+    j->api = r->api;
     j->stream = r->stream;
     j->include_usage = r->stream && r->include_usage;
     j->ignore_eos = r->ignore_eos;
@@ -640,7 +650,8 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->created = (long long)time(NULL);
     if (!r->seed_set && !s->cfg.seed_fixed)   /* a fresh seed per request, as llama.cpp does */
         j->sp.seed ^= (seq + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)j->created * 0xBF58476D1CE4E5B9ull;
-    snprintf(j->id, sizeof j->id, "%s-%llx%06llx", r->kind == SERVER_REQ_CHAT ? "chatcmpl" : "cmpl",
+    snprintf(j->id, sizeof j->id, r->api == SERVER_API_ANTHROPIC ? "%s_%llx%06llx" : "%s-%llx%06llx",
+             r->api == SERVER_API_ANTHROPIC ? "msg" : r->kind == SERVER_REQ_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)j->created, (unsigned long long)seq & 0xffffff);
     return j;
 }
@@ -741,7 +752,7 @@ static enum MHD_Result reply_busy(struct MHD_Connection *c) {
     server_err_t e;
     server_err_set(&e, 503, "unavailable_error", "server_busy", NULL,
                    "every slot is busy and the queue is full (--max-queue); retry later");
-    char *txt = server_err_json(&e);
+    char *txt = server_err_body(&e);
     struct MHD_Response *resp = MHD_create_response_from_buffer(txt ? strlen(txt) : 0, txt, MHD_RESPMEM_MUST_FREE);
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "Retry-After", "1");
@@ -817,6 +828,19 @@ static enum MHD_Result handle_jobs(struct server *s, struct MHD_Connection *c, s
         return server_reply_err(c, &e);
     }
     return reply ? server_reply_json(c, 200, reply) : server_reply_err(c, &e);
+}
+
+enum MHD_Result server_gen_jobs(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out) {
+    return handle_jobs(s, c, r, job_out);
+}
+
+int server_gen_count(struct server *s, const server_req_t *r, server_err_t *e) {
+    job_t j;   /* only its prompt: build_prompt reads sp and fills ids */
+    memset(&j, 0, sizeof j);
+    j.sp = r->sp;
+    int rc = build_prompt(s, r, &j, e);
+    free(j.ids);
+    return rc < 0 ? rc : j.n_ids;
 }
 
 enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, int kind, const char *body,

@@ -30,6 +30,7 @@ typedef struct job {
     struct server *srv;
     int refs;                  /* under srv->mu: HTTP connection, stream reader, engine */
     int kind, stream, include_usage, ignore_eos;
+    int api;                   /* SERVER_API_*: the reply's shape (OpenAI's, Anthropic's) */
     int logprobs;              /* the reply carries log-probabilities (j->lp) */
     int tools;                 /* chat with tools: the text is a tool call / response object, parsed
                                 * at the end (streaming holds it until then) */
@@ -204,6 +205,21 @@ void *server_info_slot_json(const server_slot_t *sl, int id, int n_ctx, int spec
 enum MHD_Result server_slots_action(struct server *s, struct MHD_Connection *c, const char *id, const char *body,
                                     size_t len);
 void server_slots_run(struct server *s, slot_job_t *sj);
+
+/* server_gen.c, for server_anthropic.c: runs parsed request r (a stream or one reply), as
+ * server_gen_handle does after parsing; and the prompt tokens r would have (<0 with e) */
+enum MHD_Result server_gen_jobs(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out);
+int server_gen_count(struct server *s, const server_req_t *r, server_err_t *e);
+
+/* server_anthropic.c: POST /v1/messages (count 0) and /v1/messages/count_tokens (count 1); a
+ * finished job's Messages reply (json_t *; caller holds s->mu); the stream's next events of
+ * job j into its sse buffer (caller holds s->mu; 1: j failed, the caller ends the stream) and
+ * the stream's end (e: the error event, or NULL) */
+enum MHD_Result server_anthropic_handle(struct server *s, struct MHD_Connection *c, int count, const char *body,
+                                        size_t len, job_t **job_out);
+void *server_anthropic_reply(struct server *s, const job_t *j);
+int server_anthropic_sse(struct server *s, job_t *j);
+void server_anthropic_sse_end(job_t *j, const server_err_t *e);
 
 /* server.c */
 enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *ctype, char *body);

@@ -26,6 +26,9 @@ enum server_req_kind {
 #define SERVER_MAX_CHOICES 16       /* choices per request: prompts x n */
 #define SERVER_KEEP_DEFAULT (-2)    /* server_req_t.n_keep when the request gives none */
 
+/* the API a request came in by: its reply's and errors' shapes (server_anthropic.c) */
+enum server_api { SERVER_API_OPENAI = 0, SERVER_API_ANTHROPIC = 1 };
+
 /* tool_choice (server_tools.c); NONE also when the request has no tools */
 enum server_tools_mode { SERVER_TOOLS_NONE = 0, SERVER_TOOLS_AUTO = 1, SERVER_TOOLS_REQUIRED = 2, SERVER_TOOLS_NAMED = 3 };
 
@@ -38,6 +41,7 @@ typedef struct server_prompt {
 
 typedef struct server_req {
     int kind;
+    int api;                 /* SERVER_API_*: set by the route, not parsed */
     char *prompt;            /* completion: text prompt; tokenize: content (owned), or NULL */
     int32_t *ids;            /* completion prompt given as token ids / detokenize tokens (owned) */
     int n_ids;

@@ -14,7 +14,7 @@ typedef struct server_stop {
     size_t len, cap;
     size_t sent;          /* bytes of text already released */
     int hit;              /* a stop string was found */
-    int which;            /* once hit: the index of the stop string found */
+    int which;            /* once hit: the index of that stop string (the earliest in the text) */
 } server_stop_t;
 
 void server_stop_init(server_stop_t *s, char *const *stops, int n);

@@ -1,12 +1,14 @@
 /* fuzz_http_json: libFuzzer target for the HTTP API's untrusted input — request bodies of
- * every route through server_req_parse (the first byte picks the route), the error body for
- * rejected ones, the stop-string matcher fed the body in pieces with the request's own stop
+ * every route through server_req_parse (the first byte picks the route; from 0x80 Anthropic's
+ * /v1/messages, odd: count_tokens, through server_anthropic_parse), the error body for
+ * rejected ones (both shapes), the stop-string matcher fed the body in pieces with the request's own stop
  * strings, and UTF-8 sanitizing of arbitrary bytes. Grammars, JSON Schemas, response_format,
  * tools and logit biases come out of the parse ready for the engine (checked here). Seeds:
  * tests/fuzz/seeds/http_json. Must never crash, leak or read past the
  * input; a parsed request must satisfy the invariants the server relies on.
  *   cmake -DTERN_FUZZ=ON -DCMAKE_C_COMPILER=clang; ./fuzz_http_json -max_total_time=60 */
 #include "coordinator/grammar.h"
+#include "coordinator/server_anthropic.h"
 #include "coordinator/server_req.h"
 #include "coordinator/server_stop.h"
 #include "coordinator/server_tools.h"
@@ -83,13 +85,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     server_req_t r;
     server_err_t e;
     memset(&e, 0, sizeof e);
-    if (server_req_parse(&r, kind, (const char *)data + 1, size - 1, NULL, &e) == 0) {
+    int anth = data[0] >= 0x80, rc = anth ? server_anthropic_parse(&r, data[0] & 1, (const char *)data + 1, size - 1, NULL, &e)
+                                           : server_req_parse(&r, kind, (const char *)data + 1, size - 1, NULL, &e);
+    if (rc == 0) {
+        if (anth && (r.kind != SERVER_REQ_CHAT || r.api != SERVER_API_ANTHROPIC || (!(data[0] & 1) && r.max_tokens < 1)))
+            abort();
         check_req(&r);
         run_stops(&r, data + 1, size - 1);
         server_req_free(&r);
     } else {
         if (e.status < 400 || !e.msg[0]) abort();
         free(server_err_json(&e));
+        free(server_anthropic_err_json(&e));
     }
     json_t *t = server_json_text((const char *)data, size);
     if (!t) abort();

@@ -1,16 +1,19 @@
 /* test_server: the HTTP server's model-free parts — request JSON parsing and validation for
  * every route (types, ranges, prompt shapes, messages, n (streamed too), stop, logprobs, tools / tool_choice and the tool reply parsed back), the OpenAI error body, the
- * stop-string matcher (held-back text, stops split across pieces, a randomized check against
+ * Anthropic Messages bodies (blocks, system forms, tool_use / tool_result, tools, bad bodies) and its
+ * error body, the stop-string matcher (held-back text, which stop string was found, stops split across pieces, a randomized check against
  * a plain search over the whole text), the Prometheus rendering and UTF-8 sanitizing and
  * character counting; the /slots and /props slot object, and a server without a model over a
  * socket: the web UI page (== the source file, headers, 304, HEAD), the key (not on the page,
- * on /props and /slots), --no-webui (404), --no-slots (501), /props and /slots 503 while loading. */
+ * on /props and /slots), --no-webui (404), --no-slots (501), /props and /slots 503 while loading,
+ * /v1/messages' x-api-key and its errors in Anthropic's shape; a Messages reply and stream built from a job. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "coordinator/server_anthropic.h"
 #include "coordinator/server_int.h"
 #include "coordinator/server_metrics.h"
 #include "coordinator/server_req.h"
@@ -798,6 +801,15 @@ static void test_stop_which(void **state) {
     assert_int_equal(feed(&s, &o, "dzz"), 1);
     assert_int_equal(s.which, 1);
     server_stop_free(&s);
+    char *stops2[] = {"cd", "bc", "zz"};   /* the earliest in the text, whatever the list's order */
+    const char *out;
+    size_t n;
+    server_stop_init(&s, stops2, 3);
+    assert_int_equal(server_stop_feed(&s, "ab", 2, &out, &n), 0);
+    assert_int_equal(server_stop_feed(&s, "cde", 3, &out, &n), 1);
+    assert_int_equal(s.which, 1);
+    assert_int_equal(s.len, 1);
+    server_stop_free(&s);
 }
 
 static uint64_t rng_next(uint64_t *x) {
@@ -1229,6 +1241,19 @@ static server_t *start_server(int no_webui, int no_slots, const char *key) {
     return s;
 }
 
+/* a request whose answer must be status with Anthropic's error body of type type */
+static void expect_anth(int port, const char *method, const char *path, const char *extra, int status, const char *type) {
+    http_reply_t r;
+    http_do(port, method, path, extra, &r);
+    if (r.status != status) fail_msg("%s %s: %d, want %d: %s", method, path, r.status, status, r.body);
+    json_t *o = json_loads(r.body, 0, NULL);
+    const char *top = json_string_value(json_object_get(o, "type"));
+    const char *t = json_string_value(json_object_get(json_object_get(o, "error"), "type"));
+    if (!top || strcmp(top, "error") || !t || strcmp(t, type))
+        fail_msg("%s %s: not Anthropic's error of type %s: %s", method, path, type, r.body);
+    json_decref(o);
+    free(r.body);
+}
 static void test_routes(void **state) {
     (void)state;
     /* the embedded page is the source file, byte for byte */
@@ -1280,6 +1305,17 @@ static void test_routes(void **state) {
     expect_status(port, "/completion", NULL, 401, "authentication_error");   /* llama.cpp's own routes: keyed too */
     expect_status(port, "/apply-template", "nope", 401, "authentication_error");
     expect_status(port, "/completion", "k3y", 405, "invalid_request_error");   /* POST only */
+    /* Anthropic's routes: x-api-key (or Bearer), errors in its shape; the key header works elsewhere too */
+    expect_anth(port, "POST", "/v1/messages", "Content-Length: 0\r\n", 401, "authentication_error");
+    expect_anth(port, "POST", "/v1/messages/count_tokens", "x-api-key: nope\r\nContent-Length: 0\r\n", 401,
+                "authentication_error");
+    expect_anth(port, "POST", "/v1/messages", "x-api-key: k3y\r\nContent-Length: 0\r\n", 503, "overloaded_error");
+    expect_anth(port, "POST", "/v1/messages", "Authorization: Bearer k3y\r\nContent-Length: 0\r\n", 503, "overloaded_error");
+    expect_anth(port, "GET", "/v1/messages", "x-api-key: k3y\r\n", 405, "invalid_request_error");
+    http_do(port, "GET", "/props", "x-api-key: k3y\r\n", &r);
+    assert_int_equal(r.status, 503);   /* past the key: loading */
+    assert_null(strstr(r.body, "\"type\":\"error\""));   /* OpenAI's shape off those routes */
+    free(r.body);
     server_destroy(&s);
 
     s = start_server(1, 1, NULL);
@@ -1290,6 +1326,257 @@ static void test_routes(void **state) {
     expect_status(port, "/props", NULL, 503, "unavailable_error");
     expect_status(port, "/nope", NULL, 404, "invalid_request_error");
     server_destroy(&s);
+}
+
+/* ---- Anthropic's Messages API (server_anthropic.c) --------------------------------------
+ * bodies are written with ' for " (anth_json) to stay readable */
+static char *anth_json(const char *q) {
+    char *b = strdup(q);
+    for (char *p = b; *p; p++)
+        if (*p == '\'') *p = '"';
+    return b;
+}
+
+/* parses q (a Messages body, or with count a count_tokens one); the parse result */
+static int anth_parse(server_req_t *r, int count, const char *q, server_err_t *e) {
+    sampler_params_t sp = defaults();
+    char *b = anth_json(q);
+    memset(e, 0, sizeof *e);
+    int rc = server_anthropic_parse(r, count, b, strlen(b), &sp, e);
+    free(b);
+    return rc;
+}
+
+/* expects a 400 whose param is param (NULL: any) and whose message holds text */
+static void anth_bad(int count, const char *q, const char *param, const char *text) {
+    server_req_t r;
+    server_err_t e;
+    if (anth_parse(&r, count, q, &e) >= 0) {
+        server_req_free(&r);
+        fail_msg("accepted a bad request: %s", q);
+    }
+    if (e.status != 400) fail_msg("status %d (want 400) for %s", e.status, q);
+    if (param && strcmp(e.param, param) != 0) fail_msg("param '%s' (want '%s') for %s: %s", e.param, param, q, e.msg);
+    if (text && !strstr(e.msg, text)) fail_msg("message '%s' lacks '%s' for %s", e.msg, text, q);
+}
+
+static void test_anthropic_fields(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    /* strings: system in front; sampling, stop_sequences and stream carried over; metadata ignored */
+    assert_int_equal(anth_parse(&r, 0, "{'model':'m','max_tokens':7,'system':'Be brief.','temperature':0.5,'top_p':0.9,"
+                                       "'top_k':3,'stream':true,'stop_sequences':['END','\\n\\n'],'metadata':{'user_id':'u'},"
+                                       "'messages':[{'role':'user','content':'hi'},{'role':'assistant','content':'yo'}]}", &e), 0);
+    assert_int_equal(r.api, SERVER_API_ANTHROPIC);
+    assert_int_equal(r.kind, SERVER_REQ_CHAT);
+    assert_int_equal(r.max_tokens, 7);
+    assert_int_equal(r.n_msgs, 3);
+    assert_string_equal(r.msgs[0].role, "system");
+    assert_string_equal(r.msgs[0].content, "Be brief.");
+    assert_string_equal(r.msgs[1].role, "user");
+    assert_string_equal(r.msgs[2].role, "assistant");
+    assert_string_equal(r.msgs[2].content, "yo");
+    assert_true(r.sp.temp == 0.5f && r.sp.top_p == 0.9f && r.sp.top_k == 3 && r.stream == 1);
+    assert_int_equal(r.n_stop, 2);
+    assert_string_equal(r.stop[1], "\n\n");
+    assert_int_equal(r.tools, SERVER_TOOLS_NONE);
+    server_req_free(&r);
+    /* blocks: system text blocks joined; a user's tool_result first (a tool message), then its text;
+     * an assistant's tool_use rendered as the call the model would write; thinking dropped */
+    assert_int_equal(anth_parse(&r, 0, "{'max_tokens':5,'system':[{'type':'text','text':'A. '},{'type':'text','text':'B.',"
+                                       "'cache_control':{'type':'ephemeral'}}],'messages':["
+                                       "{'role':'user','content':[{'type':'text','text':'x'},{'type':'text','text':'y'}]},"
+                                       "{'role':'assistant','content':[{'type':'thinking','thinking':'hm'},{'type':'text','text':'Let me see.'},"
+                                       "{'type':'tool_use','id':'toolu_1','name':'f','input':{'x':1}}]},"
+                                       "{'role':'user','content':[{'type':'tool_result','tool_use_id':'toolu_1','content':"
+                                       "[{'type':'text','text':'4'},{'type':'text','text':'2'}]},{'type':'text','text':'thanks'}]},"
+                                       "{'role':'user','content':[{'type':'tool_result','tool_use_id':'toolu_2','content':'ok'}]}]}", &e), 0);
+    assert_int_equal(r.n_msgs, 6);
+    assert_string_equal(r.msgs[0].content, "A. B.");
+    assert_string_equal(r.msgs[1].content, "xy");
+    assert_string_equal(r.msgs[2].role, "assistant");
+    assert_string_equal(r.msgs[2].content, "Let me see.\n{\"tool_call\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}");
+    assert_string_equal(r.msgs[3].role, "tool");
+    assert_string_equal(r.tool_ids[3], "toolu_1");
+    assert_string_equal(r.msgs[3].content, "42");
+    assert_string_equal(r.msgs[4].role, "user");
+    assert_string_equal(r.msgs[4].content, "thanks");
+    assert_string_equal(r.msgs[5].role, "tool");   /* only a tool result: no empty user message */
+    assert_string_equal(r.msgs[5].content, "ok");
+    server_req_free(&r);
+    /* tools and each tool_choice */
+#define ATOOL "{'name':'f','description':'adds','input_schema':{'type':'object','properties':{'x':{'type':'integer'}},'required':['x']}}"
+#define AMSG "'messages':[{'role':'user','content':'hi'}]"
+    static const struct { const char *choice; int mode; } ch[] = {
+        {"", SERVER_TOOLS_AUTO}, {",'tool_choice':{'type':'auto'}", SERVER_TOOLS_AUTO},
+        {",'tool_choice':{'type':'any'}", SERVER_TOOLS_REQUIRED},
+        {",'tool_choice':{'type':'tool','name':'f','disable_parallel_tool_use':true}", SERVER_TOOLS_NAMED},
+        {",'tool_choice':{'type':'none'}", SERVER_TOOLS_NONE},
+    };
+    for (size_t i = 0; i < sizeof ch / sizeof ch[0]; i++) {
+        char q[1024];
+        snprintf(q, sizeof q, "{'max_tokens':5,'tools':[" ATOOL "]%s," AMSG "}", ch[i].choice);
+        assert_int_equal(anth_parse(&r, 0, q, &e), 0);
+        assert_int_equal(r.tools, ch[i].mode);
+        assert_true((r.grammar != NULL) == (ch[i].mode != SERVER_TOOLS_NONE));
+        if (ch[i].mode != SERVER_TOOLS_NONE) assert_non_null(strstr(r.msgs[0].content, "- f: adds"));
+        server_req_free(&r);
+    }
+    /* count_tokens: no max_tokens needed; sampling fields ignored */
+    assert_int_equal(anth_parse(&r, 1, "{'model':'m','temperature':'hot'," AMSG "}", &e), 0);
+    assert_int_equal(r.max_tokens, -1);
+    assert_int_equal(r.n_msgs, 1);
+    server_req_free(&r);
+}
+
+static void test_anthropic_bad(void **state) {
+    (void)state;
+    server_err_t e;
+    anth_bad(0, "{" AMSG "}", "max_tokens", "'max_tokens' is required");
+    anth_bad(0, "{'max_tokens':0," AMSG "}", "max_tokens", "positive");
+    anth_bad(0, "{'max_tokens':1.5," AMSG "}", "max_tokens", "positive");
+    anth_bad(0, "{'max_tokens':5}", "messages", "non-empty");
+    anth_bad(0, "{'max_tokens':5,'messages':[]}", "messages", "non-empty");
+    anth_bad(1, "{'system':'x'}", "messages", "non-empty");
+    anth_bad(0, "{'max_tokens':5,'model':3," AMSG "}", "model", NULL);
+    anth_bad(0, "{'max_tokens':5,'messages':[{'role':'system','content':'x'}]}", "messages[0]", "role");
+    anth_bad(0, "{'max_tokens':5,'messages':[{'role':'user','content':3}]}", "messages[0]", "content");
+    anth_bad(0, "{'max_tokens':5,'messages':[{'role':'user','content':[{'type':'image','source':{'type':'base64',"
+                "'media_type':'image/png','data':'AA=='}}]}]}", "messages[0].content[0]", "not supported");
+    anth_bad(0, "{'max_tokens':5,'messages':[{'role':'user','content':[{'type':'tool_use','id':'t','name':'f',"
+                "'input':{}}]}]}", "messages[0].content[0]", "tool_result");
+    anth_bad(0, "{'max_tokens':5,'messages':[{'role':'assistant','content':[{'type':'tool_result','tool_use_id':'t'}]}]}",
+             "messages[0].content[0]", "tool_use");
+    anth_bad(0, "{'max_tokens':5,'messages':[{'role':'user','content':[{'type':'tool_result','content':'x'}]}]}",
+             "messages[0].content[0]", "tool_use_id");
+    anth_bad(0, "{'max_tokens':5,'messages':[{'role':'user','content':[{'type':'tool_result','tool_use_id':'t',"
+                "'content':[{'type':'image'}]}]}]}", "messages[0].content[0].content", "image");
+    anth_bad(0, "{'max_tokens':5,'messages':[{'role':'assistant','content':[{'type':'tool_use','id':'t','name':'f',"
+                "'input':[1]}]}]}", "messages[0].content[0]", "input");
+    anth_bad(0, "{'max_tokens':5,'system':3," AMSG "}", "system", "text blocks");
+    anth_bad(0, "{'max_tokens':5,'system':[{'type':'text'}]," AMSG "}", "system", "text block");
+    anth_bad(0, "{'max_tokens':5,'stop_sequences':'END'," AMSG "}", "stop_sequences", NULL);
+    anth_bad(0, "{'max_tokens':5,'stop_sequences':['a',2]," AMSG "}", "stop_sequences", "[1]");
+    anth_bad(0, "{'max_tokens':5,'temperature':'hot'," AMSG "}", "temperature", NULL);
+    anth_bad(0, "{'max_tokens':5,'top_k':-1," AMSG "}", "top_k", NULL);
+    anth_bad(0, "{'max_tokens':5,'stream':1," AMSG "}", "stream", NULL);
+    anth_bad(0, "{'max_tokens':5,'tools':{}," AMSG "}", "tools", NULL);
+    anth_bad(0, "{'max_tokens':5,'tools':[{'name':'f'}]," AMSG "}", "tools[0]", "input_schema");
+    anth_bad(0, "{'max_tokens':5,'tools':[{'input_schema':{}}]," AMSG "}", "tools[0]", "name");
+    anth_bad(0, "{'max_tokens':5,'tools':[{'type':'web_search_20250305','name':'web_search'}]," AMSG "}", "tools[0]",
+             "not supported");
+    anth_bad(0, "{'max_tokens':5,'tools':[" ATOOL "],'tool_choice':'auto'," AMSG "}", "tool_choice", NULL);
+    anth_bad(0, "{'max_tokens':5,'tools':[" ATOOL "],'tool_choice':{'type':'sometimes'}," AMSG "}", "tool_choice", "sometimes");
+    anth_bad(0, "{'max_tokens':5,'tools':[" ATOOL "],'tool_choice':{'type':'tool'}," AMSG "}", "tool_choice", "name");
+    anth_bad(0, "{'max_tokens':5,'tools':[" ATOOL "],'tool_choice':{'type':'tool','name':'g'}," AMSG "}", "tool_choice", "'g'");
+    anth_bad(0, "{'max_tokens':5,'tool_choice':{'type':'any'}," AMSG "}", "tool_choice", NULL);   /* any needs tools */
+    anth_bad(0, "[1]", NULL, "JSON object");
+    anth_bad(0, "{nope", NULL, "not valid JSON");
+    /* the error body: Anthropic's shape, its type from the status */
+    static const struct { int status; const char *type; } et[] = {
+        {400, "invalid_request_error"}, {401, "authentication_error"}, {404, "not_found_error"},
+        {413, "request_too_large"}, {500, "api_error"}, {503, "overloaded_error"},
+    };
+    for (size_t i = 0; i < sizeof et / sizeof et[0]; i++) {
+        server_err_set(&e, et[i].status, "x", NULL, "p", "why %d", et[i].status);
+        char *txt = server_anthropic_err_json(&e), want[160];
+        snprintf(want, sizeof want, "{\"type\":\"error\",\"error\":{\"type\":\"%s\",\"message\":\"why %d\"}}", et[i].type,
+                 et[i].status);
+        assert_string_equal(txt, want);
+        free(txt);
+    }
+    /* the thread's style picks the shape */
+    server_err_set(&e, 400, "invalid_request_error", "invalid_value", "p", "bad");
+    server_anthropic_style(1);
+    char *a = server_err_body(&e);
+    server_anthropic_style(0);
+    char *o = server_err_body(&e);
+    assert_non_null(strstr(a, "\"type\":\"error\""));
+    assert_null(strstr(o, "\"type\":\"error\""));
+    free(a);
+    free(o);
+#undef ATOOL
+#undef AMSG
+}
+
+/* a finished job's Messages reply (compact, keys sorted) */
+static char *anth_reply(struct server *srv, job_t *j) {
+    json_t *o = server_anthropic_reply(srv, j);
+    char *txt = o ? json_dumps(o, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(o);
+    assert_non_null(txt);
+    return txt;
+}
+
+/* the reply and the stream of a finished job: content blocks, stop_reason from how it ended,
+ * usage, and the events in the documented order */
+static void test_anthropic_reply(void **state) {
+    (void)state;
+    struct server *srv = calloc(1, sizeof *srv);
+    assert_non_null(srv);
+    snprintf(srv->model_id, sizeof srv->model_id, "tiny");
+    job_t j;
+    memset(&j, 0, sizeof j);
+    char text[128], stop0[] = "END";
+    snprintf(j.id, sizeof j.id, "msg_abc");
+    snprintf(text, sizeof text, "Hello");
+    j.out = text, j.out_len = 5, j.n_ids = 7, j.n_gen = 3, j.finish = SCHED_STOP, j.state = JOB_DONE;
+    char *t = anth_reply(srv, &j);
+    assert_string_equal(t, "{\"content\":[{\"text\":\"Hello\",\"type\":\"text\"}],\"id\":\"msg_abc\",\"model\":\"tiny\","
+                           "\"role\":\"assistant\",\"stop_reason\":\"end_turn\",\"stop_sequence\":null,\"type\":\"message\","
+                           "\"usage\":{\"input_tokens\":7,\"output_tokens\":3}}");
+    free(t);
+    j.finish = SCHED_LENGTH;
+    t = anth_reply(srv, &j);
+    assert_non_null(strstr(t, "\"stop_reason\":\"max_tokens\",\"stop_sequence\":null"));
+    free(t);
+    j.finish = SCHED_STOP, j.stop[0] = stop0, j.n_stop = 1, j.st.hit = 1, j.st.which = 0;
+    t = anth_reply(srv, &j);
+    assert_non_null(strstr(t, "\"stop_reason\":\"stop_sequence\",\"stop_sequence\":\"END\""));
+    free(t);
+    j.stop[0] = NULL, j.n_stop = 0, j.st.hit = 0;
+    /* tools: a call → a tool_use block; {"response"} → text, end_turn */
+    j.tools = 1;
+    j.out_len = (size_t)snprintf(text, sizeof text, "{\"tool_call\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}");
+    t = anth_reply(srv, &j);
+    assert_non_null(strstr(t, "\"content\":[{\"id\":\"toolu_abc00\",\"input\":{\"x\":1},\"name\":\"f\",\"type\":\"tool_use\"}]"));
+    assert_non_null(strstr(t, "\"stop_reason\":\"tool_use\""));
+    free(t);
+    j.out_len = (size_t)snprintf(text, sizeof text, "{\"response\":\"hi\"}");
+    t = anth_reply(srv, &j);
+    assert_non_null(strstr(t, "\"content\":[{\"text\":\"hi\",\"type\":\"text\"}]"));
+    assert_non_null(strstr(t, "\"stop_reason\":\"end_turn\""));
+    free(t);
+    /* the stream of a job done at once: every event, in order, each data's type its event's name */
+    static const char *const plain[] = {"message_start", "content_block_start", "ping", "content_block_delta",
+                                        "content_block_stop", "message_delta", "message_stop", NULL};
+    static const char *const tools[] = {"message_start", "ping", "content_block_start", "content_block_delta",
+                                        "content_block_stop", "message_delta", "message_stop", NULL};
+    for (int tl = 0; tl < 2; tl++) {
+        j.tools = tl, j.sse_phase = 0, j.sse = NULL, j.sse_len = j.sse_cap = 0;
+        j.out_len = (size_t)snprintf(text, sizeof text, tl ? "{\"tool_call\":{\"name\":\"f\",\"arguments\":{\"x\":1}}}" : "Hi");
+        assert_int_equal(server_anthropic_sse(srv, &j), 0);
+        assert_int_equal(j.sse_phase, 2);
+        assert_int_equal(j.out_len, tl ? j.out_len : 0);
+        const char *p = j.sse, *const *want = tl ? tools : plain;
+        for (int k = 0; want[k]; k++) {
+            char ev[96];
+            snprintf(ev, sizeof ev, "event: %s\ndata: {\"type\":\"%s\"", want[k], want[k]);
+            const char *at = strstr(p, ev);
+            if (!at) fail_msg("event %s missing or out of order in:\n%s", want[k], j.sse);
+            p = at + 1;
+        }
+        assert_non_null(strstr(j.sse, tl ? "\"partial_json\":\"{\\\"x\\\":1}\"" : "\"text_delta\",\"text\":\"Hi\""));
+        assert_non_null(strstr(j.sse, tl ? "{\"stop_reason\":\"tool_use\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":3}"
+                                         : "{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":3}"));
+        assert_int_equal(server_anthropic_sse(srv, &j), 0);   /* done: nothing more */
+        free(j.sse);
+    }
+    j.sse = NULL, j.sse_len = j.sse_cap = 0, j.sse_phase = 0, j.finish = SCHED_ERROR;
+    assert_int_equal(server_anthropic_sse(srv, &j), 1);   /* failed: the caller ends the stream */
+    free(j.sse);
+    free(srv);
 }
 
 int main(void) {
@@ -1304,7 +1591,9 @@ int main(void) {
         cmocka_unit_test(test_json_text),         cmocka_unit_test(test_logprobs_fields),
         cmocka_unit_test(test_echo_field),
         cmocka_unit_test(test_n_keep_field),        cmocka_unit_test(test_tools_fields),
-        cmocka_unit_test(test_tools_reply),
+        cmocka_unit_test(test_tools_reply),       cmocka_unit_test(test_anthropic_fields),
+        cmocka_unit_test(test_anthropic_bad),
+        cmocka_unit_test(test_anthropic_reply),
         cmocka_unit_test(test_text_chars),        cmocka_unit_test(test_embd_bodies),
         cmocka_unit_test(test_slot_json),         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_native_fields),     cmocka_unit_test(test_stop_which),
