@@ -1467,6 +1467,7 @@ static int arith(ctx_t *c, const node_t *at, int op, val_t *a, val_t *b, val_t *
         long long times = ival(k);
         if (times < 0) times = 0;
         size_t unit = json_is_string(seq) ? json_string_length(seq) : json_array_size(seq) * 8;
+        if (!unit) times = 0; /* '' * 10**9 is '' — without a billion empty appends */
         if (unit && (unsigned long long)times > c->t->o.max_output / unit) return fail(c, at, "a sequence repeated beyond the output limit");
         if (json_is_string(seq)) {
             strbuf_t s = {0};

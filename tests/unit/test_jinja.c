@@ -277,6 +277,11 @@ static void test_limits(void **st) {
     expect_limit("{{ [1, 2, 3] * 100000000 }}", "output limit");
     /* within the limits the same shapes render */
     char err[256];
+    /* an empty sequence repeated a billion times is empty at once (fuzz_jinja found it spinning) */
+    char *empty = render_limited("{{ '' * 888888888 }}|{{ [] * 888888888 }}|{{ -4 }}", 1 << 20, 1000000, err, sizeof err);
+    assert_non_null(empty);
+    assert_string_equal(empty, "|[]|-4");
+    free(empty);
     char *out = render_limited("{% for i in range(3) %}{{ i }}{% endfor %}", 1 << 20, 1000000, err, sizeof err);
     assert_non_null(out);
     assert_string_equal(out, "012");
