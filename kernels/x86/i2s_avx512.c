@@ -2,13 +2,7 @@
  * four rows share each activation load. Integer result equals i2s_dot_ref exactly. Not here: scales. */
 #include "kernels/ternary.h"
 #include <immintrin.h>
-
-static inline int32_t hsum8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
+#include "kernels/x86/simd_x86.h"
 
 /* R rows starting at w (row stride rs bytes) · one token q: out[i] = Σ code·q */
 static inline __attribute__((always_inline)) void rows_dot(const uint8_t *w, int64_t rs, int64_t cols,

@@ -6,6 +6,7 @@
  * token against the row while it sits in L1. */
 #pragma GCC optimize("fp-contract=off") /* only the spec's multiply-adds are fused */
 #include <immintrin.h>
+#include "kernels/x86/simd_x86.h"
 #include <math.h>
 #include <string.h>
 #include "core/half.h"
@@ -14,13 +15,6 @@
 #include "kernels/kquant.h"
 
 #define INLINE static inline __attribute__((always_inline))
-
-INLINE int32_t hsum8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
 
 /* byte shuffles: 8 × scale 8h+2k, then 8 × scale 8h+2k+1 (value groups of 16 in a 32-value vector) */
 static const uint8_t k_q6_shuf[2][4][16] = {

@@ -5,6 +5,7 @@
  * (kernels/kquant.h). One row at a time, each token against the row while it sits in L1. */
 #pragma GCC optimize("fp-contract=off") /* only the spec's multiply-adds are fused */
 #include <immintrin.h>
+#include "kernels/x86/simd_x86.h"
 #include <math.h>
 #include <string.h>
 #include "core/half.h"
@@ -13,13 +14,6 @@
 #include "kernels/kquant.h"
 
 #define INLINE static inline __attribute__((always_inline))
-
-INLINE int32_t hsum8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
 
 INLINE int32_t hsum16(__m512i v) {
     return hsum8(_mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)));

@@ -6,15 +6,9 @@
 #include "core/membw.h"
 #include "kernels/ternary.h"
 #include <immintrin.h>
+#include "kernels/x86/simd_x86.h"
 
 /* the 8 lanes of v summed */
-static inline int32_t hsum8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
-
 /* out[i] = Σ code·q for the 4 rows of group base wg and one token (16 ymm registers: 4 row
  * words, 4 int16 partials, 4 int32 sums, codes and activations) */
 static void tile1(const uint8_t *wg, int64_t cols, const int8_t *q, int32_t *out) {

@@ -3,13 +3,7 @@
  * vpmaddubsw on codes 0..2 minus the block's Σq. Equals tq1_dot_ref. Not here: scales (mat.c). */
 #include "kernels/ternary.h"
 #include <immintrin.h>
-
-static inline int32_t hsum8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
+#include "kernels/x86/simd_x86.h"
 
 /* codes (0..2) of the bytes of v, digit chosen per 16-bit word by multiplier p (a power of 3) */
 static inline __m256i digits(__m256i v, __m256i p) {

@@ -4,14 +4,8 @@
  * replaces vpmaddubsw + vpmaddwd. Digits as tq1_avx2: ((u8)(b·3ⁿ)·3) >> 8. Equals tq1_dot_ref. */
 #include "kernels/ternary.h"
 #include <immintrin.h>
+#include "kernels/x86/simd_x86.h"
 #include <string.h>
-
-static inline int32_t hsum8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
 
 /* codes (0..2) of the bytes of v, digit chosen per 16-bit word by multiplier p (a power of 3) */
 static inline __m512i digits(__m512i v, __m512i p) {

@@ -2,13 +2,7 @@
  * (Σ code·q − Σq of the block), equal to tq2_dot_ref. Not here: the f16 block scales (mat.c). */
 #include "kernels/ternary.h"
 #include <immintrin.h>
-
-static inline int32_t hsum8(__m256i v) {
-    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
-    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
-    return _mm_cvtsi128_si32(s);
-}
+#include "kernels/x86/simd_x86.h"
 
 void tq2_dot_avx512(const void *w, int64_t rows, int64_t r0, int64_t nr, const tact_t *a, int32_t *isum) {
     (void)rows;
