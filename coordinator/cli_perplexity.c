@@ -10,10 +10,12 @@
  * KL divergence (--kl-divergence-base FILE, llama.cpp's file, kld.h): the scored positions are
  * sampled (greedy) with step_t.out_logits instead, so the last stage returns their whole logit
  * rows (at most PPL_ROWS a step), which are packed into FILE or compared with it, step by step.
- * Not here: HellaSwag, Winogrande. */
+ * Benchmarks (--hellaswag, --winogrande, --multiple-choice): the task file is parsed here, before
+ * the model loads (its choices size the sequence slots), and scored by mcscore_run (mcscore.h). */
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
 #include "coordinator/kld.h"
+#include "coordinator/mcscore.h"
 #include "coordinator/tokenizer.h"
 #include "core/alloc.h"
 #include "core/err.h"
@@ -305,6 +307,42 @@ static int ppl_kld_check(const ppl_kld_t *kd, const tern_model *m, const char *p
     return 0;
 }
 
+/* --hellaswag / --winogrande / --multiple-choice: parse the task file, load the model with a
+ * sequence slot per choice (up to 4 tasks' worth, 16 slots, so short tasks share a step; -np
+ * raises it), score.
+ * Exit status as cli_perplexity's. */
+static int ppl_mc(cli_model_opts_t *mo, int kind, const char *file, int n_pick) {
+    static const char *flag[] = {"--hellaswag", "--winogrande", "--multiple-choice"};
+    char err[512];
+    size_t len = 0;
+    char *buf = slurp(file, &len, err, sizeof err);
+    mc_set_t set = {0};
+    int rc = buf ? 0 : TERN_EIO;
+    if (rc == 0) {
+        char why[400];
+        rc = kind == MC_HELLASWAG   ? mc_parse_hellaswag(buf, len, n_pick, &set, why, sizeof why)
+             : kind == MC_WINOGRANDE ? mc_parse_winogrande(buf, len, n_pick, &set, why, sizeof why)
+                                     : mc_parse_multi((const uint8_t *)buf, len, n_pick, &set, why, sizeof why);
+        if (rc < 0) err_set(err, sizeof err, rc, "%s %s: %s", flag[kind], file, why);
+    }
+    free(buf);
+    tern_model *m = NULL;
+    if (rc == 0) {
+        int most = 1;
+        for (int i = 0; i < set.n; i++) most = set.t[i].n_choice > most ? set.t[i].n_choice : most;
+        int want = 4 * most <= 16 ? 4 * most : most > 16 ? most : 16;   /* the KV cache is slots × -c */
+        int slots = mo->p.n_seq > want ? mo->p.n_seq : want;
+        mo->p.n_seq = slots;
+        if (mo->p.n_batch > mo->p.n_ctx) mo->p.n_batch = mo->p.n_ctx;
+        rc = tern_load(&m, &mo->p, err, sizeof err);
+        if (rc == 0) rc = mcscore_run(m, &set, mo->p.n_batch, slots, err, sizeof err);
+    }
+    if (rc < 0) fprintf(stderr, "tern perplexity: %s\n", err);
+    mc_set_free(&set);
+    tern_model_free(&m);
+    return rc < 0 ? 1 : 0;
+}
+
 int cli_perplexity(int argc, char **argv) {
     log_set_role("C");
     cli_model_opts_t mo;
@@ -312,7 +350,7 @@ int cli_perplexity(int argc, char **argv) {
     mo.p.n_ctx = 512;
     mo.p.n_batch = 512;
     const char *file = NULL, *base = NULL;
-    int chunks = -1, compare = 0;
+    int chunks = -1, compare = 0, hs = 0, wg = 0, mc = 0, hs_tasks = 400, wg_tasks = 0, mc_tasks = 0;
     opt_t opts[96] = {
         {"-f", "--file", OPT_STR, &file, "FILE", "text to score", 0, 0},
         {NULL, "--chunks", OPT_INT, &chunks, "N", "score at most N chunks (-1: all)", -1, 1 << 30},
@@ -320,21 +358,40 @@ int cli_perplexity(int argc, char **argv) {
          "llama.cpp's base log-probability file: written from -f's text, or read with --kl-divergence", 0, 0},
         {NULL, "--kl-divergence", OPT_FLAG, &compare, NULL,
          "compare this model with --kl-divergence-base's (its tokens; no -f): KLD, Δp, same top p", 0, 0},
+        {NULL, "--hellaswag", OPT_FLAG, &hs, NULL,
+         "HellaSwag score of -f (6 lines a task: context, gold ending 0-3, 4 endings): acc_norm", 0, 0},
+        {NULL, "--hellaswag-tasks", OPT_INT, &hs_tasks, "N", "score N tasks, picked as llama.cpp picks them", 1,
+         MC_MAX_TASKS},
+        {NULL, "--winogrande", OPT_FLAG, &wg, NULL,
+         "Winogrande score of -f (CSV: index,sentence with _,option1,option2,answer 1|2)", 0, 0},
+        {NULL, "--winogrande-tasks", OPT_INT, &wg_tasks, "N", "score N random tasks (0: all)", 0, MC_MAX_TASKS},
+        {NULL, "--multiple-choice", OPT_FLAG, &mc, NULL,
+         "multiple-choice score of -f (llama.cpp's binary file of ARC, MMLU, TruthfulQA tasks)", 0, 0},
+        {NULL, "--multiple-choice-tasks", OPT_INT, &mc_tasks, "N", "score N random tasks (0: all)", 0, MC_MAX_TASKS},
     };
     cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 0);
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
         opt_help(stdout, "tern perplexity -m MODEL -f TEXT [-c 512] [-b N] [--kl-divergence-base FILE] [options]\n"
-                         "       tern perplexity -m MODEL --kl-divergence-base FILE --kl-divergence", opts);
+                         "       tern perplexity -m MODEL --kl-divergence-base FILE --kl-divergence\n"
+                         "       tern perplexity -m MODEL -f TASKS --hellaswag|--winogrande|--multiple-choice [-np N]", opts);
         return 0;
     }
     if (rc == 0) rc = cli_model_opts_check(&mo, err, sizeof err);
+    if (rc == 0 && hs + wg + mc > 1)
+        rc = err_set(err, sizeof err, TERN_EINVAL, "--hellaswag, --winogrande and --multiple-choice: one at a time");
+    if (rc == 0 && hs + wg + mc && (base || compare))
+        rc = err_set(err, sizeof err, TERN_EINVAL, "--kl-divergence does not go with a benchmark's tasks");
+    if (rc == 0 && hs + wg + mc && !file)
+        rc = err_set(err, sizeof err, TERN_EINVAL, "no task file given: use -f FILE");
     if (rc == 0 && compare && !base)
         rc = err_set(err, sizeof err, TERN_EINVAL, "--kl-divergence needs --kl-divergence-base FILE");
     if (rc == 0 && !file && !compare) rc = err_set(err, sizeof err, TERN_EINVAL, "no text given: use -f FILE");
     if (rc == 0 && mo.p.n_ctx < 8) rc = err_set(err, sizeof err, TERN_EINVAL, "-c %d: at least 8 tokens", mo.p.n_ctx);
     if (rc < 0) { fprintf(stderr, "tern perplexity: %s\n", err); return 1; }
+    if (hs || wg || mc)
+        return ppl_mc(&mo, hs ? MC_HELLASWAG : wg ? MC_WINOGRANDE : MC_MULTI, file, hs ? hs_tasks : wg ? wg_tasks : mc_tasks);
     ppl_kld_t kd = {.mode = !base ? PPL_PLAIN : compare ? PPL_KLD_COMPARE : PPL_KLD_SAVE, .path = base};
     kld_stats_init(&kd.st);
     size_t len = 0;

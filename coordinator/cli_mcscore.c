@@ -1,0 +1,333 @@
+/* cli_mcscore: runs the tasks of `tern perplexity --hellaswag | --winogrande | --multiple-choice`
+ * (mcscore.h) on the engine's pipeline, one process or a cluster alike: each choice is one
+ * sequence in its own slot, fed from position 0 with the tokens to score as teacher-forced
+ * targets, so the last stage sends back log p(token) only. The choices of a task, and the tasks
+ * that fit beside them (slots and -b allowing), go in one step; several steps are kept in flight
+ * so a pipeline of stages overlaps them. Not done: sharing the common prefix's KV cache between
+ * a task's choices (llama.cpp evaluates it once; here each choice's slot computes it again). */
+#include "coordinator/engine.h"
+#include "coordinator/mcscore.h"
+#include "coordinator/tokenizer.h"
+#include "core/alloc.h"
+#include "core/err.h"
+#include "core/log.h"
+#include "core/progress.h"
+#include "worker/stage.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define MCS_INFLIGHT 8
+
+typedef struct mcs_seq {   /* one choice, tokenized */
+    int32_t *tok;
+    int len, lo, hi;       /* tokens; scored tokens [lo, hi) (mc_ranges) */
+} mcs_seq_t;
+
+typedef struct mcs_step {
+    step_t s;
+    int32_t *tgt;          /* (n_batch,) s.target's buffer */
+    int n_tgt;             /* targets set: the log-probs that must come back */
+} mcs_step_t;
+
+typedef struct mcs {
+    tern_model *m;
+    mc_set_t *set;
+    mcs_seq_t *seq;        /* (n_seq_total,) every task's choices, task after task */
+    int *first;            /* (set->n + 1,) task i's choices are seq[first[i] .. first[i + 1]) */
+    int n_slots, n_batch;
+    /* producer: the next token to feed (task, choice, position) and the task's first slot */
+    int pt, pc, pi, slot0;
+    /* consumer: where the next returned log-prob belongs, and the running sums */
+    int ct, cc, ci, n_done, n_correct, n_answers;
+    double *sum;           /* (MC_MAX_CHOICES,) the current task's log-prob sums */
+} mcs_t;
+
+/* text's tokens (BOS first when the model adds one) into a malloc'd *out; count or <0 */
+static int mcs_tokenize(tokenizer_t *tok, const char *text, int32_t **out) {
+    size_t len = strlen(text);
+    if (len > (1u << 24)) return TERN_EINVAL;
+    int cap = (int)len + 16;
+    for (int attempt = 0; attempt < 2; attempt++) {
+        int32_t *ids = malloc((size_t)cap * sizeof *ids);
+        if (!ids) return TERN_ENOMEM;
+        int n = tokenizer_encode(tok, text, len, tokenizer_add_bos(tok), 0, ids, cap);
+        if (n >= 0 && n <= cap) { *out = ids; return n; }
+        free(ids);
+        if (n < 0) return n;
+        cap = n;
+    }
+    return TERN_EINVAL;
+}
+
+/* "a" "b" "c" joined into a malloc'd string (c may be NULL) */
+static char *cat3(const char *a, const char *b, const char *c) {
+    size_t na = strlen(a), nb = strlen(b), nc = c ? strlen(c) : 0;
+    char *s = malloc(na + nb + nc + 1);
+    if (s) {
+        memcpy(s, a, na);
+        memcpy(s + na, b, nb);
+        memcpy(s + na + nb, c ? c : "", nc + 1);
+    }
+    return s;
+}
+
+/* how a task is named in errors: its line (text files) or byte offset */
+static const char *mcs_where(const mc_set_t *set, const mc_task_t *t, char *buf, size_t n) {
+    snprintf(buf, n, set->kind == MC_MULTI ? "byte %ld" : "line %ld", t->where);
+    return buf;
+}
+
+/* Tokenizes task i's choices as llama.cpp builds them (hellaswag and multi: context + " " +
+ * choice; winogrande: the sentence with the option in place of '_') and sets the scored ranges. */
+static int mcs_prepare_task(mcs_t *c, int i, char *err, size_t errlen) {
+    const mc_task_t *t = &c->set->t[i];
+    mcs_seq_t *q = c->seq + c->first[i];
+    const int32_t *toks[MC_MAX_CHOICES];
+    int len[MC_MAX_CHOICES], base[2] = {0, 0}, lo[MC_MAX_CHOICES], hi[MC_MAX_CHOICES];
+    char w[48];
+    for (int s = 0; s < t->n_choice; s++) {
+        int wg = c->set->kind == MC_WINOGRANDE;
+        char *text = wg ? cat3(t->ctx, t->choice[s], t->ctx2) : cat3(t->ctx, " ", t->choice[s]);
+        int n = text ? mcs_tokenize(c->m->tok, text, &q[s].tok) : TERN_ENOMEM;
+        free(text);
+        if (n >= 0 && wg) {   /* llama.cpp's n_base: the sentence up to and with the option */
+            int32_t *b = NULL;
+            char *head = cat3(t->ctx, t->choice[s], NULL);
+            base[s] = head ? mcs_tokenize(c->m->tok, head, &b) : TERN_ENOMEM;
+            free(head);
+            free(b);
+            if (base[s] < 0) n = base[s];
+        }
+        if (n < 0) return err_set(err, errlen, n, "task %d (%s): cannot tokenize it", i + 1, mcs_where(c->set, t, w, sizeof w));
+        q[s].len = n;
+        toks[s] = q[s].tok;
+        len[s] = n;
+    }
+    if (mc_ranges(c->set->kind, t->n_choice, toks, len, base, lo, hi) < 0)
+        return err_set(err, errlen, TERN_EINVAL, "task %d (%s): a choice has fewer than 2 tokens, nothing to score",
+                       i + 1, mcs_where(c->set, t, w, sizeof w));
+    for (int s = 0; s < t->n_choice; s++) {
+        q[s].lo = lo[s], q[s].hi = hi[s];
+        if (hi[s] - 1 > c->m->n_ctx)
+            return err_set(err, errlen, TERN_EINVAL, "task %d (%s): a choice needs %d positions, the context is %d (raise -c)",
+                           i + 1, mcs_where(c->set, t, w, sizeof w), hi[s] - 1, c->m->n_ctx);
+    }
+    if (t->n_choice > c->n_slots)
+        return err_set(err, errlen, TERN_EINVAL, "task %d (%s): %d choices, but %d sequence slots (raise -np)", i + 1,
+                       mcs_where(c->set, t, w, sizeof w), t->n_choice, c->n_slots);
+    return 0;
+}
+
+/* Fills step p with the next tokens (at most n_batch): each choice's tokens [0, hi - 1), the ones
+ * before a scored token with it as their target. A task starts in the same step only while its
+ * choices' slots are free in it; 0 tokens when all are fed. */
+static int mcs_fill(mcs_t *c, mcs_step_t *p, char *err, size_t errlen) {
+    step_t *s = &p->s;
+    int k = 0;
+    p->n_tgt = 0;
+    while (k < c->n_batch && c->pt < c->set->n) {
+        const int nch = c->set->t[c->pt].n_choice;
+        if (c->pc == 0 && c->pi == 0 && c->slot0 + nch > c->n_slots) {
+            if (k > 0) break;   /* its slots would collide with this step's tasks: the next step */
+            c->slot0 = 0;
+        }
+        const mcs_seq_t *q = &c->seq[c->first[c->pt] + c->pc];
+        s->tokens[k] = q->tok[c->pi];
+        s->seq[k] = c->slot0 + c->pc;
+        s->pos[k] = c->pi;
+        s->sample[k] = 0;
+        int scored = c->pi + 1 >= q->lo && c->pi + 1 < q->hi;
+        p->tgt[k] = scored ? q->tok[c->pi + 1] : -1;
+        p->n_tgt += scored;
+        k++;
+        if (++c->pi == q->hi - 1) {
+            c->pi = 0;
+            if (++c->pc == nch) c->pc = 0, c->slot0 += nch, c->pt++;
+        }
+    }
+    s->n = k;
+    s->target = p->tgt;
+    if (k && embed_lookup(&c->m->emb, s->tokens, k, s->h) < 0)
+        return err_set(err, errlen, TERN_EINVAL, "token id outside the vocabulary");
+    return k;
+}
+
+static void mcs_print_head(int kind) {
+    if (kind == MC_HELLASWAG) printf("\ntask\tacc_norm\t95%% confidence interval\n");
+    else if (kind == MC_MULTI) printf("\ntask\tacc_norm\n");
+    else printf("\n");   /* winogrande: llama.cpp prints no head */
+}
+
+/* the current task's sums are complete: its scores, the pick, llama.cpp's running line */
+static void mcs_task_done(mcs_t *c) {
+    const mc_task_t *t = &c->set->t[c->ct];
+    double score[MC_MAX_CHOICES];
+    for (int s = 0; s < t->n_choice; s++) {
+        const mcs_seq_t *q = &c->seq[c->first[c->ct] + s];
+        score[s] = c->sum[s] / (q->hi - q->lo);
+    }
+    int pick = mc_pick(c->set->kind, score, t->n_choice), right = mc_correct(t, pick);
+    c->n_done++, c->n_correct += right, c->n_answers += t->n_choice;
+    if (log_get_level() >= LOG_D) {
+        char line[1024];
+        int o = snprintf(line, sizeof line, "mcscore: task %d (%s %ld): pick %d %s, scores", c->ct + 1,
+                         c->set->kind == MC_MULTI ? "byte" : "line", t->where, pick, right ? "right" : "wrong");
+        for (int s = 0; s < t->n_choice && o < (int)sizeof line - 32; s++)
+            o += snprintf(line + o, sizeof line - o, " %.9f", score[s]);
+        log_d("%s", line);
+    }
+    double f = (double)c->n_correct / c->n_done;
+    if (c->set->kind == MC_HELLASWAG) {
+        double lo, hi;
+        mc_wilson(c->n_correct, c->n_done, &lo, &hi);
+        printf("%d\t%3.8lf%%\t[%3.4lf%%, %3.4lf%%]\n", c->n_done, f * 100.0, lo * 100.0, hi * 100.0);
+    } else if (c->set->kind == MC_WINOGRANDE) {
+        printf("%d\t%.4lf\t%10.6f  %10.6f  %d  %d\n", c->n_done, 100.0 * f, score[0], score[1], pick + 1, t->gold + 1);
+    } else {
+        printf("%d\t%.8lf\n", c->n_done, 100.0 * f);
+    }
+    fflush(stdout);
+}
+
+/* a finished step's log-probs, in token order: into the current task's sums */
+static int mcs_take(mcs_t *c, const mcs_step_t *p, char *err, size_t errlen) {
+    if (p->s.n_scored != p->n_tgt)
+        return err_set(err, errlen, TERN_EPROTO, "the pipeline returned %d log-probs, expected %d", p->s.n_scored, p->n_tgt);
+    for (int i = 0; i < p->s.n_scored; i++) {
+        const mc_task_t *t = &c->set->t[c->ct];
+        const mcs_seq_t *q = &c->seq[c->first[c->ct] + c->cc];
+        if (c->cc == 0 && c->ci == 0) memset(c->sum, 0, (size_t)t->n_choice * sizeof *c->sum);
+        c->sum[c->cc] += p->s.out_target_lp[i];
+        if (++c->ci < q->hi - q->lo) continue;
+        c->ci = 0;
+        if (++c->cc < t->n_choice) continue;
+        c->cc = 0;
+        mcs_task_done(c);
+        c->ct++;
+    }
+    return 0;
+}
+
+static void mcs_final(const mcs_t *c) {
+    int n = c->n_done;
+    double p = (double)c->n_correct / n;
+    printf("\n");
+    if (c->set->kind == MC_HELLASWAG) {
+        double lo, hi;
+        mc_wilson(c->n_correct, n, &lo, &hi);
+        printf("Final HellaSwag acc_norm (%d tasks): %.4lf%% [%.4lf%%, %.4lf%%]\n", n, 100 * p, 100 * lo, 100 * hi);
+        return;
+    }
+    double sigma = n > 1 ? 100 * sqrt(p * (1 - p) / (n - 1)) : 0;
+    if (c->set->kind == MC_WINOGRANDE) {
+        printf("Final Winogrande score(%d tasks): %.4lf +/- %.4lf\n", n, 100 * p, sigma);
+        return;
+    }
+    printf("Final result: %.4f +/- %.4f\n", 100 * p, sigma);
+    double r = (double)n / c->n_answers;
+    printf("Random chance: %.4f +/- %.4f\n", 100 * r, n > 1 ? 100 * sqrt(r * (1 - r) / (n - 1)) : 0);
+}
+
+static void mcs_steps_free(mcs_step_t *ps, int n) {
+    for (int i = 0; i < n; i++) {
+        free(ps[i].s.tokens);
+        free(ps[i].s.seq);
+        free(ps[i].s.pos);
+        free(ps[i].s.sample);
+        free(ps[i].tgt);
+        free(ps[i].s.out_target_lp);
+        free(ps[i].s.out_tok);
+        free(ps[i].s.out_lp);
+        tern_free(ps[i].s.h);
+    }
+}
+
+static int mcs_steps_alloc(mcs_step_t *ps, int n, int nb, int n_embd) {
+    int ok = 1;
+    memset(ps, 0, (size_t)n * sizeof *ps);
+    for (int i = 0; i < n; i++) {
+        step_t *s = &ps[i].s;
+        s->tokens = malloc((size_t)nb * sizeof(int32_t));
+        s->seq = calloc((size_t)nb, sizeof(int));
+        s->pos = malloc((size_t)nb * sizeof(int));
+        s->sample = calloc((size_t)nb, 1);
+        ps[i].tgt = malloc((size_t)nb * sizeof(int32_t));
+        s->out_target_lp = malloc((size_t)nb * sizeof(double));
+        s->out_tok = malloc(STAGE_SCORE_ROWS * sizeof(int32_t));
+        s->out_lp = malloc(STAGE_SCORE_ROWS * sizeof(float));
+        s->h = tern_alloc((size_t)nb * (size_t)n_embd * sizeof(float));
+        ok = ok && s->tokens && s->seq && s->pos && s->sample && ps[i].tgt && s->out_target_lp && s->out_tok &&
+             s->out_lp && s->h;
+    }
+    return ok ? 0 : TERN_ENOMEM;
+}
+
+/* the pipeline loop: fill and submit while steps are free, take the oldest back */
+static int mcs_loop(mcs_t *c, char *err, size_t errlen) {
+    pipeline_t *pl = c->m->pl;
+    int inflight = pl->max_inflight < 1 ? 1 : pl->max_inflight > MCS_INFLIGHT ? MCS_INFLIGHT : pl->max_inflight;
+    mcs_step_t ps[MCS_INFLIGHT];
+    int rc = 0, head = 0, queued = 0;
+    uint64_t id = 1;
+    if (mcs_steps_alloc(ps, inflight, c->n_batch, c->m->hp.n_embd) < 0)
+        rc = err_set(err, errlen, TERN_ENOMEM, "out of memory for %d steps of %d tokens", inflight, c->n_batch);
+    while (rc == 0) {
+        while (rc == 0 && queued < inflight && c->pt < c->set->n) {
+            mcs_step_t *p = &ps[(head + queued) % inflight];
+            if ((rc = mcs_fill(c, p, err, errlen)) <= 0) break;
+            rc = 0;
+            p->s.id = id++;
+            if ((rc = pl->ops->submit(pl, &p->s)) < 0) {
+                rc = err_set(err, errlen, rc, "%s", p->s.err[0] ? p->s.err : "the pipeline refused a step");
+                break;
+            }
+            queued++;
+        }
+        if (rc < 0 || !queued) break;
+        mcs_step_t *p = &ps[head];
+        step_t *got = pl->ops->wait(pl, -1);
+        if (got != &p->s) { rc = err_set(err, errlen, TERN_EIO, "the pipeline lost a step"); break; }
+        head = (head + 1) % inflight, queued--;
+        if (got->rc < 0) { rc = err_set(err, errlen, got->rc, "%s", got->err); break; }
+        rc = mcs_take(c, p, err, errlen);
+    }
+    while (queued-- > 0) pl->ops->wait(pl, -1);   /* after an error: collect what is still out */
+    mcs_steps_free(ps, inflight);
+    if (rc == 0 && c->ct != c->set->n) rc = err_set(err, errlen, TERN_EPROTO, "scored %d of %d tasks", c->ct, c->set->n);
+    return rc;
+}
+
+int mcscore_run(tern_model *m, mc_set_t *set, int n_batch, int n_slots, char *err, size_t errlen) {
+    static const char *names[] = {"HellaSwag", "Winogrande", "multiple-choice"};
+    mcs_t c = {.m = m, .set = set, .n_batch = n_batch, .n_slots = n_slots > 0 ? n_slots : 1};
+    int rc = 0, total = 0;
+    if (!(c.first = malloc(((size_t)set->n + 1) * sizeof *c.first)) || !(c.sum = calloc(MC_MAX_CHOICES, sizeof *c.sum)))
+        rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    for (int i = 0; rc == 0 && i <= set->n; i++) {
+        c.first[i] = total;
+        if (i < set->n) total += set->t[i].n_choice;
+    }
+    if (rc == 0 && !(c.seq = calloc((size_t)total, sizeof *c.seq))) rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    const char *how = set->kind == MC_HELLASWAG ? " (llama.cpp's random order)"
+                      : set->n < set->n_file   ? " (llama.cpp's random pick)"
+                                               : "";
+    fprintf(stderr, "%s: %d of the file's %d tasks%s, %d sequence slots, batch %d\n", names[set->kind], set->n,
+            set->n_file, how, c.n_slots, n_batch);
+    for (int i = 0; rc == 0 && i < set->n; i++) rc = mcs_prepare_task(&c, i, err, errlen);
+    if (rc == 0) {
+        mcs_print_head(set->kind);
+        double t0 = time_now();
+        rc = mcs_loop(&c, err, errlen);
+        if (rc == 0) {
+            mcs_final(&c);
+            log_d("mcscore: %d tasks in %.2f s", c.n_done, time_now() - t0);
+        }
+    }
+    for (int i = 0; c.seq && i < total; i++) free(c.seq[i].tok);
+    free(c.seq);
+    free(c.first);
+    free(c.sum);
+    return rc;
+}
