@@ -75,6 +75,7 @@ void tern_sampling_default(tern_sampling *s) {
     s->dry_penalty_last_n = d.dry_penalty_last_n;
     s->dry_breakers = NULL;
     s->n_dry_breakers = 0;
+    s->sampling_seq = NULL;
 }
 
 const char *tern_last_error(const tern_model *m) { return m ? m->err : "no model"; }
@@ -279,6 +280,17 @@ void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp) {
     sp->dry_base = s->dry_base;
     sp->dry_allowed_length = s->dry_allowed_length;
     sp->dry_penalty_last_n = s->dry_penalty_last_n > SAMPLER_DRY_MAX ? SAMPLER_DRY_MAX : s->dry_penalty_last_n;
+    if (s->sampling_seq) sampler_order_parse(sp, s->sampling_seq, 1, NULL, 0);   /* a bad one: engine_sampling_check */
+}
+
+int engine_sampling_check(const tern_sampling *s, char *err, size_t errlen) {
+    sampler_params_t *sp;
+    if (!s || !s->sampling_seq) return 0;
+    if (!(sp = malloc(sizeof *sp))) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    char why[200];
+    int rc = sampler_order_parse(sp, s->sampling_seq, 1, why, sizeof why);
+    free(sp);
+    return rc < 0 ? err_set(err, errlen, rc, "sampling_seq: %s", why) : 0;
 }
 
 #define DRY_CHARS_MAX 40   /* llama.cpp's MAX_CHAR_LEN */
@@ -361,6 +373,7 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     sampler_params_t sp;
     tern_sampling def;
     if (!s) { tern_sampling_default(&def); s = &def; }
+    if (engine_sampling_check(s, m->err, sizeof m->err) < 0) return TERN_EINVAL;
     engine_sampler_params(s, &sp);
     if (s->ignore_eos && engine_ban_eog(m, &sp, m->err, sizeof m->err) < 0) return TERN_EINVAL;
     if (sampler_params_dry(&sp) &&

@@ -75,6 +75,8 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sam
         {NULL, "--dry-base", OPT_FLOAT, &o->s.dry_base, "X", "DRY base (< 1: off)", 0, 100},
         {NULL, "--dry-allowed-length", OPT_INT, &o->s.dry_allowed_length, "N", "DRY: repeats this long go unpenalised", 0, 4096},
         {NULL, "--dry-penalty-last-n", OPT_INT, &o->s.dry_penalty_last_n, "N", "DRY: tokens looked back (-1: all kept, at most 4096; 0: off)", -1, 1 << 20},
+        {NULL, "--samplers", OPT_STR, &o->samplers, "LIST", "the samplers that run, in this order, ';'-separated (llama.cpp's names; default penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature); one left out does not run", 0, 0},
+        {NULL, "--sampling-seq", OPT_STR, &o->sampling_seq, "SEQ", "the same as letters: e penalties, d dry, s top_n_sigma, k top_k, y typ_p, p top_p, m min_p, x xtc, t temperature (default edskypmxt)", 0, 0},
         {NULL, "--dry-sequence-breaker", OPT_STRS, &o->dry_breakers, "S", "DRY: a sequence breaker, once per breaker (the first replaces the defaults \\n : \" *; 'none': none)", 0, 0},
     };
     for (size_t i = 0; i < sizeof model / sizeof model[0] && n < cap - 1; i++) opts[n++] = model[i];
@@ -193,6 +195,26 @@ static int bias_opts(cli_model_opts_t *o, char *err, size_t errlen) {
     return 0;
 }
 
+_Static_assert(sizeof ((cli_model_opts_t *)0)->order == SAMPLER_ORDER_MAX + 1, "room for an order's letters");
+
+/* --samplers NAMES / --sampling-seq LETTERS → o->s.sampling_seq (letters; checked here) */
+static int order_opts(cli_model_opts_t *o, char *err, size_t errlen) {
+    if (o->samplers && o->sampling_seq)
+        return err_set(err, errlen, TERN_EINVAL, "use --samplers or --sampling-seq, not both");
+    const char *text = o->samplers ? o->samplers : o->sampling_seq;
+    if (!text) return 0;
+    sampler_params_t *sp = malloc(sizeof *sp);   /* ~50 KiB: not on the stack */
+    if (!sp) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    char why[200];
+    sp->n_order = 0;
+    int rc = sampler_order_parse(sp, text, o->sampling_seq != NULL, why, sizeof why);
+    if (rc == 0) sampler_order_letters(sp, o->order);
+    free(sp);
+    if (rc < 0) return err_set(err, errlen, rc, "%s: %s", o->samplers ? "--samplers" : "--sampling-seq", why);
+    o->s.sampling_seq = o->order;
+    return 0;
+}
+
 /* --dry-sequence-breaker: none given keeps llama.cpp's defaults; "none" alone clears them */
 static void dry_opts(cli_model_opts_t *o) {
     if (!o->dry_breakers.n) return;
@@ -204,6 +226,7 @@ int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen) {
     if (!o->p.model) return err_set(err, errlen, TERN_EINVAL, "no model given: use -m FILE");
     dry_opts(o);
     int rc = bias_opts(o, err, errlen);
+    if (rc == 0) rc = order_opts(o, err, errlen);
     if (rc == 0) rc = grammar_opts(o, err, errlen);
     if (rc < 0) return rc;
     if (access(o->p.model, R_OK) != 0) return err_set(err, errlen, TERN_ENOTFOUND, "cannot read model '%s'", o->p.model);

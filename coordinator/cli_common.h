@@ -14,6 +14,9 @@ typedef struct cli_model_opts {
     float bias[300];
     opt_strs_t dry_breakers;  /* --dry-sequence-breaker, each use one ("none": none; not given: llama.cpp's
                                * defaults); s.dry_breakers points at them */
+    const char *samplers, *sampling_seq;   /* --samplers "top_k;temperature" / --sampling-seq kt: one
+                                        * at most, as letters in order (s.sampling_seq points there) */
+    char order[17];     /* SAMPLER_ORDER_MAX letters + NUL */
     const char *grammar, *grammar_file, *json_schema, *json_schema_file;   /* one at most: the GBNF
                                         * they come to is s.grammar (kept for the process's life) */
     int verbose;        /* -v (applied by main.c before parsing) */

@@ -83,6 +83,7 @@ typedef struct cpl {
     Tern__SeqSampling *ss;
     Tern__SamplingParams *sp;
     uint32_t *dry_lens;                 /* (n_seq, SAMPLER_DRY_SEQ_MAX) */
+    char *orders;                       /* (n_seq, SAMPLER_ORDER_MAX + 1) sampler_order letters */
     Tern__SeqSampling **ssp;
     Tern__SeqAllow *sa;                 /* (n_seq,) a step's grammar masks */
     Tern__SeqAllow **sap;
@@ -470,9 +471,9 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
 
 /* ---- pipeline ops ------------------------------------------------------------------------ */
 
-/* SamplingParams 14-28 (v4) from sp; lens: room for SAMPLER_DRY_SEQ_MAX (the wire's uint32
- * lengths); the tokens point into sp */
-static void put_v4_params(Tern__SamplingParams *m, const sampler_params_t *sp, uint32_t *lens) {
+/* SamplingParams 14-29 (v4) from sp; lens: room for SAMPLER_DRY_SEQ_MAX (the wire's uint32
+ * lengths), order: for SAMPLER_ORDER_MAX + 1 chars; the tokens point into sp */
+static void put_v4_params(Tern__SamplingParams *m, const sampler_params_t *sp, uint32_t *lens, char *order) {
     m->typical_p = sp->typical_p;
     m->top_n_sigma = sp->top_n_sigma;
     m->xtc_probability = sp->xtc_probability;
@@ -493,6 +494,9 @@ static void put_v4_params(Tern__SamplingParams *m, const sampler_params_t *sp, u
     m->dry_breaker_lens = lens;
     m->n_dry_breaker_tokens = ntok;
     m->dry_breaker_tokens = (int32_t *)sp->dry_tok;
+    sampler_order_letters(sp, order);
+    if (!strcmp(order, SAMPLER_ORDER_DEFAULT)) order[0] = 0;   /* "": the default, as older workers take it */
+    m->sampler_order = order;
 }
 
 static int cl_seq_start(pipeline_t *pl, int slot, const sampler_params_t *sp) {
@@ -596,7 +600,8 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
         p->sp[k].n_bias_ids = p->sp[k].n_bias_values = (size_t)(sp->n_bias > 0 ? sp->n_bias : 0);
         p->sp[k].bias_ids = (int32_t *)sp->bias_id;
         p->sp[k].bias_values = (float *)sp->bias;
-        put_v4_params(&p->sp[k], sp, p->dry_lens + (size_t)k * SAMPLER_DRY_SEQ_MAX);
+        put_v4_params(&p->sp[k], sp, p->dry_lens + (size_t)k * SAMPLER_DRY_SEQ_MAX,
+                      p->orders + (size_t)k * (SAMPLER_ORDER_MAX + 1));
         p->ss[k].seq_id = (uint32_t)slot;
         p->ss[k].params = &p->sp[k];
         p->ssp[k] = &p->ss[k];
@@ -910,7 +915,7 @@ static void cl_destroy(pipeline_t *pl) {
     free(p->w);
     free(p->pending); free(p->has_pending);
     free(p->u_seq); free(p->u_pos); free(p->b_sample); free(p->b_embd);
-    free(p->ss); free(p->sp); free(p->ssp); free(p->dry_lens);
+    free(p->ss); free(p->sp); free(p->ssp); free(p->dry_lens); free(p->orders);
     free(p->sa); free(p->sap);
     free(p->ks); free(p->ksp); free(p->kvs);
     free(p->lmem); free(p->lrd);
@@ -1117,13 +1122,14 @@ int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_
     p->ss = calloc((size_t)p->n_seq, sizeof(Tern__SeqSampling));
     p->sp = calloc((size_t)p->n_seq, sizeof(Tern__SamplingParams));
     p->dry_lens = calloc((size_t)p->n_seq * SAMPLER_DRY_SEQ_MAX, sizeof(uint32_t));
+    p->orders = calloc((size_t)p->n_seq, SAMPLER_ORDER_MAX + 1);
     p->ssp = calloc((size_t)p->n_seq, sizeof(Tern__SeqSampling *));
     p->sa = calloc((size_t)p->n_seq, sizeof(Tern__SeqAllow));
     p->sap = calloc((size_t)p->n_seq, sizeof(Tern__SeqAllow *));
     p->ks = calloc((size_t)p->n_seq, sizeof(Tern__KvShift));
     p->ksp = calloc((size_t)p->n_seq, sizeof(Tern__KvShift *));
     p->kvs = calloc((size_t)p->n_seq, sizeof(kv_shift_t));
-    if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->dry_lens || !p->ssp || !p->sa || !p->sap || !p->ks ||
+    if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->dry_lens || !p->orders || !p->ssp || !p->sa || !p->sap || !p->ks ||
         !p->ksp || !p->kvs) {
         rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
         goto fail;

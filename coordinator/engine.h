@@ -40,6 +40,9 @@ int engine_start_grammar(tern_model *m, int id, const char *gbnf);
 /* the scheduler's sampling params of the API's (s NULL: the defaults); logit biases past the
  * sampler's SAMPLER_BIAS_MAX are dropped (the front ends refuse more) */
 void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp);
+/* s's fields engine_sampler_params cannot refuse: sampling_seq's letters. 0, or TERN_EINVAL with
+ * a one-line reason naming the bad letter. */
+int engine_sampling_check(const tern_sampling *s, char *err, size_t errlen);
 /* ignore_eos (llama.cpp's): every end-of-generation token gets a logit bias of -1e30 in sp, so it
  * is never sampled. 0, or TERN_EINVAL when sp's biases leave no room for them (err says why). */
 int engine_ban_eog(const tern_model *m, sampler_params_t *sp, char *err, size_t errlen);

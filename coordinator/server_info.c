@@ -64,6 +64,7 @@ void server_info_slot_params(server_slot_t *sl, const sampler_params_t *sp) {
     sl->dry_base = sp->dry_base;
     sl->dry_allowed_length = sp->dry_allowed_length;
     sl->dry_penalty_last_n = sp->dry_penalty_last_n;
+    sampler_order_letters(sp, sl->samplers);
 }
 
 void server_info_publish(struct server *s) {
@@ -124,6 +125,12 @@ void *server_info_slot_json(const server_slot_t *sl, int id, int n_ctx, int spec
                                  sl->dry_penalty_last_n);
         if (more) json_object_update(params, more);
         json_decref(more);
+        json_t *names = json_array();   /* the order as llama.cpp shows it: its names */
+        for (const char *l = sl->samplers[0] ? sl->samplers : SAMPLER_ORDER_DEFAULT; names && *l; l++) {
+            const char *nm = sampler_order_name(*l);
+            if (nm) json_array_append_new(names, json_string(nm));
+        }
+        if (names) json_object_set_new(params, "samplers", names);
     }
     json_t *next = json_pack("{s:b, s:i, s:i}", "has_next_token", sl->active, "n_remain",
                              sl->active && sl->max_gen > 0 ? sl->max_gen - sl->n_decoded : -1, "n_decoded", sl->n_decoded);

@@ -118,6 +118,7 @@ typedef struct server_slot {
     float typical_p, top_n_sigma, xtc_probability, xtc_threshold, dynatemp_range, dynatemp_exponent;
     float mirostat_tau, mirostat_eta, dry_multiplier, dry_base;
     int mirostat, dry_allowed_length, dry_penalty_last_n;
+    char samplers[SAMPLER_ORDER_MAX + 1];   /* the chain's order as letters (sampler_order_letters) */
 } server_slot_t;
 
 /* POST /slots/{id}?action=...: made by the HTTP thread, run by the engine thread (server_slots.c) */

@@ -2,9 +2,9 @@
  * /completion and POST /apply-template. /completion runs on the same jobs, slots, sampling,
  * grammar, stop strings and streaming as /v1/completions (server_gen.c); only the request's
  * extra fields (a mixed prompt, n_probs, return_tokens, id_slot) and the reply's shapes live
- * here. Not here: pinning a request to the slot id_slot names (the scheduler picks the slot
- * whose cache holds the longest prefix of the prompt), or running the "samplers" order a
- * request gives (accepted and ignored: tern's sampler chain is fixed). */
+ * here ("samplers", the chain's order, is parsed with the shared fields: server_req.c). Not here:
+ * pinning a request to the slot id_slot names (the scheduler picks the slot whose cache holds the
+ * longest prefix of the prompt). */
 #include "coordinator/server_int.h"
 #include "core/err.h"
 #include <jansson.h>

@@ -416,6 +416,39 @@ static int parse_dry_breakers(server_req_t *r, json_t *root, server_err_t *e) {
     return 0;
 }
 
+/* llama.cpp's "samplers": the chain's order, an array of sampler names or a string of its
+ * --sampling-seq letters ("kt"; names separated by ';' taken too) */
+static int parse_order(server_req_t *r, json_t *root, server_err_t *e) {
+    const char *P = "samplers";
+    json_t *sm = json_object_get(root, P), *el;
+    char names[SAMPLER_ORDER_MAX * 24], why[200];
+    size_t i, len = 0;
+    if (!sm || json_is_null(sm)) return 0;
+    if (json_is_string(sm)) {
+        const char *v = json_string_value(sm);
+        int letters = !strpbrk(v, ";,");
+        if (strlen(v) != json_string_length(sm) || sampler_order_parse(&r->sp, v, letters, why, sizeof why) < 0)
+            return BAD(e, P, "'samplers': %s", strlen(v) != json_string_length(sm) ? "a NUL in the string" : why);
+        return 0;
+    }
+    if (!json_is_array(sm)) return BAD(e, P, "'samplers' must be an array of sampler names or a string of letters");
+    if (json_array_size(sm) > SAMPLER_ORDER_MAX)
+        return BAD(e, P, "'samplers' has %zu entries (at most %d)", json_array_size(sm), SAMPLER_ORDER_MAX);
+    json_array_foreach(sm, i, el) {   /* one name each: joined by ';' for sampler_order_parse */
+        const char *v = json_string_value(el);
+        if (!v) return BAD(e, P, "'samplers' entry %zu must be a string", i);
+        size_t n = json_string_length(el);
+        if (!n || n > 20 || strlen(v) != n || strpbrk(v, ";, "))
+            return BAD(e, P, "'samplers' entry %zu: unknown sampler '%.40s'", i, v);
+        memcpy(names + len, v, n);
+        len += n;
+        names[len++] = ';';
+    }
+    names[len] = 0;
+    if (sampler_order_parse(&r->sp, names, 0, why, sizeof why) < 0) return BAD(e, P, "'samplers': %s", why);
+    return 0;
+}
+
 /* llama.cpp's other samplers (typical, top-n-sigma, XTC, dynamic temperature, mirostat, DRY) */
 static int parse_samplers(server_req_t *r, json_t *root, server_err_t *e) {
     sampler_params_t *sp = &r->sp;
@@ -440,6 +473,7 @@ static int parse_samplers(server_req_t *r, json_t *root, server_err_t *e) {
     v = sp->dry_penalty_last_n;
     if ((rc = get_int(root, "dry_penalty_last_n", -1, 1 << 30, &v, e)) < 0) return rc;
     sp->dry_penalty_last_n = v > SAMPLER_DRY_MAX ? SAMPLER_DRY_MAX : (int)v;   /* what the history keeps */
+    if ((rc = parse_order(r, root, e)) < 0) return rc;
     return parse_dry_breakers(r, root, e);
 }
 
@@ -492,20 +526,13 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     return parse_stop(r, root, e);
 }
 
-/* /completion's own fields: return_tokens, id_slot (checked against the slots later) and
- * samplers (an array of names, accepted and ignored: tern's sampler order is fixed) */
+/* /completion's own fields: return_tokens, id_slot (checked against the slots later) */
 static int parse_native(server_req_t *r, json_t *root, server_err_t *e) {
     long long v = -1;
     int rc;
     if ((rc = get_bool(root, "return_tokens", &r->return_tokens, e)) < 0) return rc;
     if ((rc = get_int(root, "id_slot", -1, 1 << 20, &v, e)) < 0) return rc;
     r->id_slot = (int)v;
-    json_t *sm = json_object_get(root, "samplers"), *el;
-    size_t i;
-    if (!sm || json_is_null(sm)) return 0;
-    if (json_is_string(sm)) return 0;   /* llama.cpp also takes "edkypmxt" */
-    if (!json_is_array(sm)) return BAD(e, "samplers", "'samplers' must be an array of sampler names");
-    json_array_foreach(sm, i, el) if (!json_is_string(el)) return BAD(e, "samplers", "'samplers' entry %zu must be a string", i);
     return 0;
 }
 

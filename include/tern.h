@@ -61,7 +61,7 @@ typedef struct tern_sampling {
     int ignore_eos;          /* end-of-generation tokens are never sampled (llama.cpp's --ignore-eos) */
     int n_keep;              /* with context_shift: prompt tokens a shift keeps after the BOS
                               * (llama.cpp's --keep; -1: the whole prompt; default 0) */
-    /* llama.cpp's other samplers, in its chain order (each off at its default) */
+    /* llama.cpp's other samplers, in its default chain order (each off at its default) */
     float typical_p;         /* locally typical sampling (1: off) */
     float top_n_sigma;       /* keep logits >= max - n * stddev (0: off) */
     float xtc_probability;   /* XTC: the chance the most likely tokens leave (0: off) */
@@ -76,6 +76,10 @@ typedef struct tern_sampling {
     int dry_penalty_last_n;  /* tokens DRY looks back (-1: as many as kept, at most 4096; 0: off) */
     const char *const *dry_breakers;   /* sequence breakers (NULL: "\n" ":" "\"" "*"; with */
     int n_dry_breakers;                /* n_dry_breakers 0 and non-NULL: none) */
+    const char *sampling_seq;  /* the chain's samplers and their order as llama.cpp's --sampling-seq
+                              * letters: e penalties, d DRY, s top-n-sigma, k top-k, y typical,
+                              * p top-p, m min-p, x XTC, t temperature; one left out does not run
+                              * (NULL: "edskypmxt", llama.cpp's default) */
 } tern_sampling;
 
 typedef struct tern_stats {

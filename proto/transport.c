@@ -157,12 +157,22 @@ static int dry_ok(const Tern__SamplingParams *p) {
     return sum == p->n_dry_breaker_tokens;
 }
 
+/* the order: at most TP_MAX_ORDER known letters ("" or none: the default) */
+static int order_ok(const char *o) {
+    if (!o) return 1;
+    size_t n = strnlen(o, TP_MAX_ORDER + 1);
+    if (n > TP_MAX_ORDER) return 0;
+    for (size_t i = 0; i < n; i++)
+        if (!strchr(TP_ORDER_LETTERS, o[i])) return 0;
+    return 1;
+}
+
 /* v4's samplers: probabilities in [0, 1], the rest finite and not negative */
 static int params_v4_ok(const Tern__SamplingParams *p) {
     return in01(p->typical_p) && nonneg(p->top_n_sigma) && in01(p->xtc_probability) && in01(p->xtc_threshold) &&
            nonneg(p->dynatemp_range) && nonneg(p->dynatemp_exponent) && p->mirostat <= 2 && nonneg(p->mirostat_tau) &&
            nonneg(p->mirostat_eta) && nonneg(p->dry_multiplier) && nonneg(p->dry_base) &&
-           p->dry_allowed_length <= (1u << 20) && p->dry_penalty_last_n >= -1 && dry_ok(p);
+           p->dry_allowed_length <= (1u << 20) && p->dry_penalty_last_n >= -1 && dry_ok(p) && order_ok(p->sampler_order);
 }
 
 static int params_ok(const Tern__SamplingParams *p) {

@@ -31,6 +31,8 @@
 #define TP_MAX_DRY_SEQ 8192   /* SamplingParams.dry_breaker_lens at most (= SAMPLER_DRY_SEQ_MAX) */
 #define TP_MAX_DRY_TOK 8192   /* SamplingParams.dry_breaker_tokens at most (= SAMPLER_DRY_TOK_MAX) */
 #define TP_MAX_DRY_LEN 21     /* tokens of one breaker (= 1 + SAMPLER_DRY_TAIL_MAX) */
+#define TP_MAX_ORDER 16       /* SamplingParams.sampler_order letters at most (= SAMPLER_ORDER_MAX) */
+#define TP_ORDER_LETTERS "edskypmxt"   /* its letters (= SAMPLER_ORDER_DEFAULT) */
 
 #define TP_NAME_MAX 64                       /* node names, routing ids (bytes, printable) */
 #define TP_KEY_Z85 41                        /* CURVE key in Z85: 40 chars + NUL */

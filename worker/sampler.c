@@ -5,8 +5,11 @@
  * With only llama.cpp's classic filters on (top-k, top-p, min-p) the fast path below runs; any of
  * typical, top-n-sigma, XTC, dynamic temperature or mirostat takes the general chain (sample_ext).
  * Without top-k the candidates are ordered lazily: a sorted prefix grows (quickselect + sort of
- * the new part) only as far as top-p / min-p / the draw look. */
+ * the new part) only as far as top-p / min-p / the draw look. An order of the user's own
+ * (llama.cpp's --samplers) runs the samplers one by one as it lists them (sample_order); the
+ * default order never goes there, so its tokens stay what they were. */
 #include "worker/sampler.h"
+#include "core/err.h"
 #include <math.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,6 +31,92 @@ void sampler_params_default(sampler_params_t *p) {
     p->dry_base = 1.75f;
     p->dry_allowed_length = 2;
     p->dry_penalty_last_n = -1;
+}
+
+/* ---- the chain's order ---------------------------------------------------------------------- */
+
+/* llama.cpp's names (common/sampling.cpp) and the aliases its --samplers takes */
+static const struct { const char *name; char letter; } order_names[] = {
+    {"penalties", 'e'}, {"dry", 'd'}, {"top_n_sigma", 's'}, {"top_k", 'k'}, {"typ_p", 'y'},
+    {"top_p", 'p'}, {"min_p", 'm'}, {"xtc", 'x'}, {"temperature", 't'},
+    {"top-n-sigma", 's'}, {"top-k", 'k'}, {"typical-p", 'y'}, {"typical", 'y'}, {"typ-p", 'y'},
+    {"typ", 'y'}, {"top-p", 'p'}, {"nucleus", 'p'}, {"min-p", 'm'}, {"temp", 't'},
+};
+#define ORDER_KNOWN "penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature"
+
+int sampler_order_letter(const char *name, size_t len) {
+    for (size_t i = 0; i < sizeof order_names / sizeof order_names[0]; i++)
+        if (strlen(order_names[i].name) == len && !memcmp(order_names[i].name, name, len)) return order_names[i].letter;
+    return 0;
+}
+
+const char *sampler_order_name(int letter) {
+    for (size_t i = 0; i < 9; i++)   /* the canonical names lead the table */
+        if (order_names[i].letter == letter) return order_names[i].name;
+    return NULL;
+}
+
+static int order_letter_ok(int c) { return c && strchr(SAMPLER_ORDER_DEFAULT, c) != NULL; }
+
+/* llama.cpp's samplers tern does not have: a clearer word than "unknown" */
+static int order_lacking(const char *name, size_t len) {
+    return (len == 6 && !memcmp(name, "infill", 6)) || (len == 10 && (!memcmp(name, "adaptive_p", 10) ||
+                                                                      !memcmp(name, "adaptive-p", 10)));
+}
+
+/* letters[0..n) into p: the default order becomes 0 */
+static void order_set(sampler_params_t *p, const char *letters, int n) {
+    int dflt = n == (int)strlen(SAMPLER_ORDER_DEFAULT) && !memcmp(letters, SAMPLER_ORDER_DEFAULT, (size_t)n);
+    p->n_order = dflt ? 0 : n;
+    memset(p->order, 0, sizeof p->order);
+    if (!dflt) memcpy(p->order, letters, (size_t)n);
+}
+
+int sampler_order_parse(sampler_params_t *p, const char *text, int letters, char *err, size_t errlen) {
+    char out[SAMPLER_ORDER_MAX];
+    int n = 0;
+    const char *t = text ? text : "";
+    while (*t) {
+        const char *a = t;
+        size_t len = 1;
+        int l;
+        if (letters) {
+            if (!order_letter_ok(l = (unsigned char)*t))
+                return err_set(err, errlen, TERN_EINVAL, "unknown sampler letter '%c' in '%.40s' (letters: %s)",
+                               *t >= 0x20 && *t < 0x7f ? *t : '?', text, SAMPLER_ORDER_DEFAULT);
+            t++;
+        } else {   /* a name between separators, spaces around it dropped */
+            while (*a == ' ') a++;
+            for (t = a; *t && *t != ';' && *t != ','; t++) {}
+            for (len = (size_t)(t - a); len && a[len - 1] == ' '; len--) {}
+            if (*t) t++;
+            if (!len) continue;   /* "a;;b", a trailing ';' */
+            if (order_lacking(a, len))
+                return err_set(err, errlen, TERN_EINVAL, "sampler '%.*s' is not supported by tern (known: " ORDER_KNOWN ")",
+                               (int)len, a);
+            if (!(l = sampler_order_letter(a, len)))
+                return err_set(err, errlen, TERN_EINVAL, "unknown sampler '%.*s' (known: " ORDER_KNOWN ")",
+                               (int)(len > 40 ? 40 : len), a);
+        }
+        if (n == SAMPLER_ORDER_MAX)
+            return err_set(err, errlen, TERN_EINVAL, "more than %d samplers in '%.40s'", SAMPLER_ORDER_MAX, text);
+        out[n++] = (char)l;
+    }
+    if (!n) return err_set(err, errlen, TERN_EINVAL, "no sampler named (e.g. %s)", letters ? "kt" : "top_k;temperature");
+    order_set(p, out, n);
+    return 0;
+}
+
+void sampler_order_letters(const sampler_params_t *p, char *out) {
+    int n = p->n_order > 0 && p->n_order <= SAMPLER_ORDER_MAX ? p->n_order : 0;
+    if (!n) { strcpy(out, SAMPLER_ORDER_DEFAULT); return; }
+    memcpy(out, p->order, (size_t)n);
+    out[n] = 0;
+}
+
+/* the order runs sampler letter c (every one does in the default order) */
+static int order_has(const sampler_params_t *p, int c) {
+    return p->n_order <= 0 || memchr(p->order, c, (size_t)(p->n_order < SAMPLER_ORDER_MAX ? p->n_order : SAMPLER_ORDER_MAX));
 }
 
 /* splitmix64's finaliser: a bijection of 64 bits that mixes every input bit into every output bit */
@@ -94,6 +183,13 @@ void sampler_init(sampler_t *s, const sampler_params_t *p) {
     if (s->p.mirostat < 0 || s->p.mirostat > 2) s->p.mirostat = 0;
     s->mu = 2.0f * s->p.mirostat_tau;
     dry_index(s);
+    /* an order with anything but known letters (transport.c refuses those) is dropped whole */
+    char ord[SAMPLER_ORDER_MAX];
+    int n = s->p.n_order > 0 && s->p.n_order <= SAMPLER_ORDER_MAX ? s->p.n_order : 0;
+    for (int k = 0; k < n; k++)
+        if (!order_letter_ok(ord[k] = (char)s->p.order[k])) n = 0;
+    order_set(&s->p, ord, n);
+    while (s->n_lead < s->p.n_order && (s->p.order[s->n_lead] == 'e' || s->p.order[s->n_lead] == 'd')) s->n_lead++;
 }
 
 void sampler_seek(sampler_t *s, int pos) { s->pos = pos; }
@@ -113,11 +209,12 @@ void sampler_accept(sampler_t *s, int token) {
 
 typedef struct cand { float logit; int id; } cand_t;
 
-/* candidates and a second array as long (typical's order), or DRY's scratch: 4 ints a token */
+/* candidates and a second array as long (typical's order), an id-indexed row (an order's
+ * penalties and DRY past its start: order_penalise), then DRY's scratch: 4 ints a token */
 unsigned long sampler_work_bytes(int n_vocab) {
-    unsigned long v = (unsigned long)(n_vocab > 0 ? n_vocab : 0) * 2 * sizeof(cand_t);
+    unsigned long v = (unsigned long)(n_vocab > 0 ? n_vocab : 0) * (2 * sizeof(cand_t) + sizeof(float));
     unsigned long d = (unsigned long)SAMPLER_DRY_MAX * 4 * sizeof(int32_t);
-    return (v > d ? v : d) + 64;
+    return v + d + 64;
 }
 
 static int cand_cmp(const void *a, const void *b) {
@@ -129,13 +226,16 @@ static int cand_cmp(const void *a, const void *b) {
 #define PEN_SET 2048   /* power of two >= 2 * SAMPLER_HIST_MAX: open addressing stays sparse */
 
 int sampler_params_dry(const sampler_params_t *p) {
-    return p->dry_multiplier != 0.0f && p->dry_base >= 1.0f && p->dry_penalty_last_n != 0 && !p->mirostat;
+    return p->dry_multiplier != 0.0f && p->dry_base >= 1.0f && p->dry_penalty_last_n != 0 && !p->mirostat && order_has(p, 'd');
 }
 
-int sampler_params_use_history(const sampler_params_t *p) {
-    return (p->repeat_last_n > 0 && (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f)) ||
-           sampler_params_dry(p);
+/* the repetition, frequency or presence penalty is on */
+static int rep_on(const sampler_params_t *p) {
+    return p->repeat_last_n > 0 && (p->repeat_penalty != 1.0f || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f) &&
+           order_has(p, 'e');
 }
+
+int sampler_params_use_history(const sampler_params_t *p) { return rep_on(p) || sampler_params_dry(p); }
 
 static int typical_on(const sampler_params_t *p) { return p->typical_p > 0.0f && p->typical_p < 1.0f; }
 static int xtc_on(const sampler_params_t *p) { return p->xtc_probability > 0.0f && p->xtc_threshold <= 0.5f; }
@@ -146,7 +246,8 @@ static int ext_on(const sampler_params_t *p) {
 }
 
 int sampler_params_host_only(const sampler_params_t *p) {
-    return p->n_bias || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f || sampler_params_dry(p) || ext_on(p);
+    return p->n_bias || p->freq_penalty != 0.0f || p->presence_penalty != 0.0f || sampler_params_dry(p) || ext_on(p) ||
+           p->n_order > 0;
 }
 
 /* the distinct tokens of the last repeat_last_n (most recent first) and, when counts is not NULL,
@@ -278,25 +379,35 @@ void sampler_dry_apply(const sampler_t *s, float *logits, int n_vocab, void *wor
     }
 }
 
-/* llama.cpp's logit bias, then its penalties sampler: per distinct token of the window, the
- * repetition penalty once, then count · frequency + presence subtracted; then DRY. Mirostat's
- * chain has the logit bias only. */
+/* llama.cpp's penalties sampler: per distinct token of the window, the repetition penalty
+ * once, then count · frequency + presence subtracted */
+static void apply_rep(const sampler_t *s, float *logits, int n_vocab) {
+    if (!rep_on(&s->p)) return;
+    int32_t ids[SAMPLER_HIST_MAX];
+    int counts[SAMPLER_HIST_MAX];
+    int n = window_ids(s, n_vocab, ids, counts);
+    float pen = s->p.repeat_penalty, fp = s->p.freq_penalty, pp = s->p.presence_penalty;
+    for (int i = 0; i < n; i++) {
+        float *l = &logits[ids[i]];
+        if (pen != 1.0f) *l = *l > 0 ? *l / pen : *l * pen;
+        *l -= (float)counts[i] * fp + pp;
+    }
+}
+
+/* llama.cpp's logit bias, then its penalties sampler, then DRY — with an order, the penalties
+ * and DRY that lead it, as it lists them. Mirostat's chain has the logit bias only. */
 static void apply_penalty(sampler_t *s, float *logits, int n_vocab, void *work) {
     for (int i = 0; i < s->p.n_bias; i++)
         if (s->p.bias_id[i] >= 0 && s->p.bias_id[i] < n_vocab) logits[s->p.bias_id[i]] += s->p.bias[i];
     if (s->p.mirostat) return;
-    if (s->p.repeat_last_n > 0 && (s->p.repeat_penalty != 1.0f || s->p.freq_penalty != 0.0f || s->p.presence_penalty != 0.0f)) {
-        int32_t ids[SAMPLER_HIST_MAX];
-        int counts[SAMPLER_HIST_MAX];
-        int n = window_ids(s, n_vocab, ids, counts);
-        float pen = s->p.repeat_penalty, fp = s->p.freq_penalty, pp = s->p.presence_penalty;
-        for (int i = 0; i < n; i++) {
-            float *l = &logits[ids[i]];
-            if (pen != 1.0f) *l = *l > 0 ? *l / pen : *l * pen;
-            *l -= (float)counts[i] * fp + pp;
-        }
+    if (!s->p.n_order) {
+        apply_rep(s, logits, n_vocab);
+        sampler_dry_apply(s, logits, n_vocab, work);
+        return;
     }
-    sampler_dry_apply(s, logits, n_vocab, work);
+    for (int k = 0; k < s->n_lead; k++)
+        if (s->p.order[k] == 'e') apply_rep(s, logits, n_vocab);
+        else sampler_dry_apply(s, logits, n_vocab, work);
 }
 
 /* the first index of the largest logit (0 when none compares larger than logits[0], NaNs
@@ -515,11 +626,12 @@ static int typ_cmp(const void *a, const void *b) {
     return x->i - y->i;
 }
 
-/* llama.cpp's locally typical sampling: ordered by |−log p − H| (H the entropy), the smallest
- * set whose mass passes typ. c[0..n) best first on entry; tmp (n,) scratch. Returns the new
- * count, c in typical order (the next filter sorts again). */
+/* llama.cpp's locally typical sampling: ordered by |−log p − H| (H the entropy; equal scores by
+ * place in c), the smallest set whose mass passes typ. c[0..n) in any order (the default chain
+ * sorts them, an order gives them in id order); tmp (n,) scratch. Returns the new count, c in
+ * typical order (the next filter sorts again). */
 static int filter_typical(cand_t *c, int n, float typ, cand_t *tmp) {
-    double mx = c[0].logit, sum = cand_expsum(c, n, mx, 1.0);
+    double mx = cand_max(c, n), sum = cand_expsum(c, n, mx, 1.0);   /* c[0]'s when it leads */
     float ent = 0;
     for (int i = 0; i < n; i++) {
         float p = (float)(exp((double)c[i].logit - mx) / sum);
@@ -672,6 +784,134 @@ static int sample_ext(sampler_t *s, const float *logits, int n_vocab, void *work
     return draw_at(s, &z, n, dyn_temp(p, z.c, n), NULL);
 }
 
+/* ---- an order of the user's own (sample_order): z over the candidates, one sampler at a time ---- */
+
+/* the order's scratch past the candidates and typical's array: an id-indexed row, DRY's work */
+static float *order_row(void *work, int n_vocab) { return (float *)((cand_t *)work + 2 * (size_t)n_vocab); }
+static void *order_dry_work(void *work, int n_vocab) { return order_row(work, n_vocab) + n_vocab; }
+
+/* the penalties ('e') or DRY ('d') on the candidates' logits as they stand (llama.cpp applies
+ * them to whatever the samplers before left): through row, the candidates written at their ids */
+static void order_penalise(const sampler_t *s, int which, lazy_t *z, float *row, int n_vocab, void *dry_work) {
+    if (which == 'e' ? !rep_on(&s->p) : !sampler_params_dry(&s->p)) return;
+    memset(row, 0, (size_t)n_vocab * sizeof *row);
+    for (int i = 0; i < z->n; i++) row[z->c[i].id] = z->c[i].logit;
+    if (which == 'e') apply_rep(s, row, n_vocab);
+    else sampler_dry_apply(s, row, n_vocab, dry_work);
+    for (int i = 0; i < z->n; i++) z->c[i].logit = row[z->c[i].id];
+    z->m = 0;   /* sorted no more */
+}
+
+/* top-p over z at its logits as they stand (the candidates' softmax) */
+static void order_top_p(lazy_t *z, float top_p) {
+    if (!(top_p < 1.0f)) return;
+    lazy_grow(z, 1);
+    cand_t *c = z->c;
+    double mx = c[0].logit, sum = cand_expsum(c, z->n, mx, 1.0), acc = 0;
+    for (int i = 0; i < z->n; i++) {
+        if (i >= z->m) lazy_grow(z, i + 1);
+        acc += exp((double)c[i].logit - mx) / sum;
+        if (acc >= top_p) { z->n = i + 1; break; }
+    }
+}
+
+/* min-p over z: those within log(min_p) of the best */
+static void order_min_p(lazy_t *z, float min_p) {
+    if (!(min_p > 0)) return;
+    lazy_grow(z, 1);
+    cand_t *c = z->c;
+    double mx = c[0].logit, thr = log((double)min_p);
+    int keep = 1;
+    for (; keep < z->n; keep++) {
+        if (keep >= z->m) lazy_grow(z, keep + 1);
+        if (!((double)c[keep].logit - mx >= thr)) break;
+    }
+    z->n = keep;
+}
+
+/* z's candidates copied into by_id (n_vocab long) in the order of their ids: the sums of
+ * top-n-sigma, typical and the dynamic temperature then come out the same whatever order the
+ * samplers before left (O(n_vocab), no sort) */
+static void order_by_id(const lazy_t *z, cand_t *by_id, int n_vocab) {
+    for (int i = 0; i < n_vocab; i++) by_id[i].id = -1;
+    for (int i = 0; i < z->n; i++) by_id[z->c[i].id] = z->c[i];
+    int k = 0;
+    for (int i = 0; i < n_vocab; i++)
+        if (by_id[i].id >= 0) by_id[k++] = by_id[i];
+}
+
+/* top-n-sigma over z (its statistics over the candidates in id order) */
+static void order_top_n_sigma(lazy_t *z, float nsig, cand_t *tmp, int n_vocab) {
+    if (!(nsig > 0.0f) || z->n <= 1) return;
+    order_by_id(z, tmp, n_vocab);
+    int n = filter_top_n_sigma(tmp, z->n, nsig);
+    memcpy(z->c, tmp, (size_t)n * sizeof *tmp);
+    *z = (lazy_t){z->c, n, 0};
+}
+
+/* the (dynamic) temperature divides the logits (llama.cpp's temp-ext), so the samplers after it
+ * see them scaled */
+static void order_temp(const sampler_params_t *p, lazy_t *z, cand_t *tmp, int n_vocab) {
+    if (p->dynatemp_range > 0.0f) order_by_id(z, tmp, n_vocab);
+    float t = (float)dyn_temp(p, p->dynatemp_range > 0.0f ? tmp : z->c, z->n);
+    if (t == 1.0f) return;
+    for (int i = 0; i < z->n; i++) z->c[i].logit /= t;
+    z->m = 0;   /* a tie the rounding made must be ordered by id again */
+}
+
+/* One of sampler_sample's draws for an order (temp > 0, no mirostat): after the penalties and
+ * DRY that lead it (apply_penalty ran them on logits), the rest of its samplers in turn on the
+ * candidates, then the draw at temperature 1 (the temperature, where the order has it, scaled
+ * the logits). logits is only read. work: sampler_work_bytes(n_vocab). */
+static int sample_order(sampler_t *s, const float *logits, int n_vocab, void *work) {
+    const sampler_params_t *p = &s->p;
+    cand_t *c = work, *tmp = c + n_vocab;
+    for (int i = 0; i < n_vocab; i++) { c[i].logit = logits[i]; c[i].id = i; }
+    lazy_t z = {c, n_vocab, 0};
+    for (int k = s->n_lead; k < p->n_order; k++) {
+        switch (p->order[k]) {
+        case 'e': case 'd':
+            order_penalise(s, p->order[k], &z, order_row(work, n_vocab), n_vocab, order_dry_work(work, n_vocab));
+            break;
+        case 's': order_top_n_sigma(&z, p->top_n_sigma, tmp, n_vocab); break;
+        case 'k':
+            if (p->top_k > 0 && p->top_k < z.n) { lazy_grow(&z, p->top_k); z.n = z.m = p->top_k; }
+            break;
+        case 'y':
+            if (typical_on(p) && z.n > 1) {   /* in id order: its entropy's float sum comes out the
+                                               * same whatever order the samplers before left */
+                order_by_id(&z, tmp, n_vocab);
+                memcpy(z.c, tmp, (size_t)z.n * sizeof *tmp);
+                z = (lazy_t){z.c, filter_typical(z.c, z.n, p->typical_p, tmp), 0};
+            }
+            break;
+        case 'p': order_top_p(&z, p->top_p); break;
+        case 'm': order_min_p(&z, p->min_p); break;
+        case 'x': {
+            int drop = filter_xtc(s, &z, z.n);
+            if (drop > 0) { z.c += drop; z.n -= drop; z.m = z.m > drop ? z.m - drop : 0; }
+            break;
+        }
+        case 't': order_temp(p, &z, tmp, n_vocab); break;
+        }
+    }
+    return draw_at(s, &z, z.n, 1.0, NULL);
+}
+
+/* greedy with an order: the best token after the penalties and DRY it holds past its start (those
+ * at its start acted on logits already), on a copy (logits stays what the logprobs read) */
+static int argmax_order(sampler_t *s, const float *logits, int n_vocab, void *work) {
+    int more = 0;
+    for (int k = s->n_lead; k < s->p.n_order; k++) more |= s->p.order[k] == 'e' || s->p.order[k] == 'd';
+    if (!more || s->p.mirostat) return argmax(logits, n_vocab);
+    float *row = order_row(work, n_vocab);
+    memcpy(row, logits, (size_t)n_vocab * sizeof *row);
+    for (int k = s->n_lead; k < s->p.n_order; k++)
+        if (s->p.order[k] == 'e') apply_rep(s, row, n_vocab);
+        else if (s->p.order[k] == 'd') sampler_dry_apply(s, row, n_vocab, order_dry_work(work, n_vocab));
+    return argmax(row, n_vocab);
+}
+
 /* llama.cpp's default chain: penalties, top-k, top-p, min-p (all at temperature 1), then the
  * temperature, then a draw. penalised: the caller applied the penalty already. */
 static int sample_impl(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob, int32_t *top_ids,
@@ -687,7 +927,9 @@ static int sample_impl(sampler_t *s, float *logits, int n_vocab, void *work, flo
     if (n_top) *n_top = ntop;
     int pick;
     if (s->p.temp <= 0) {
-        pick = argmax(logits, n_vocab);
+        pick = s->p.n_order ? argmax_order(s, logits, n_vocab, work) : argmax(logits, n_vocab);
+    } else if (s->p.n_order && !s->p.mirostat) {
+        pick = sample_order(s, logits, n_vocab, work);
     } else {
         cand_t *c = work;
         lazy_t z = {c, n_vocab, 0};

@@ -1,19 +1,25 @@
 /* sampler: picks the next token from logits in llama.cpp's default chain — logit biases, the
  * repetition, frequency and presence penalties over the last N tokens, DRY, then greedy (temp <=
  * 0) or top-n-sigma, top-k, typical, top-p, min-p, XTC, the temperature (or dynamic temperature)
- * and a seeded draw; or, with mirostat, logit biases, the temperature and mirostat v1 / v2.
+ * and a seeded draw — or in an order of the user's own (llama.cpp's --samplers: which of those
+ * run, and when); or, with mirostat, logit biases, the temperature and mirostat v1 / v2.
  * One sampler per sequence. The draw for a token is a pure function of (seed, the token's
  * position), not a stream: sampling position p gives the same token from the same logits and
  * history whether it comes in a plain step, among draft checks, or in a replay. Lives with the
  * last stage, since logits never cross the network. */
 #ifndef TERN_SAMPLER_H
 #define TERN_SAMPLER_H
+#include <stddef.h>
 #include <stdint.h>
 
 #define SAMPLER_BIAS_MAX 300   /* logit_bias entries (OpenAI's limit) */
 #define SAMPLER_DRY_SEQ_MAX 8192  /* DRY sequence breakers as token sequences (head + tail) */
 #define SAMPLER_DRY_TOK_MAX 8192  /* their tokens in all */
 #define SAMPLER_DRY_TAIL_MAX 20   /* tokens after a breaker's head (llama.cpp's MAX_SEQ_LEN) */
+#define SAMPLER_ORDER_MAX 16      /* samplers in a chain order (llama.cpp's --samplers; repeats allowed) */
+/* llama.cpp's default chain as its --sampling-seq letters: e penalties, d DRY, s top-n-sigma,
+ * k top-k, y typical, p top-p, m min-p, x XTC, t temperature */
+#define SAMPLER_ORDER_DEFAULT "edskypmxt"
 
 typedef struct sampler_params {
     float temp;           /* <= 0: greedy */
@@ -54,6 +60,13 @@ typedef struct sampler_params {
                            * SAMPLER_DRY_TAIL_MAX), one after another in dry_tok */
     uint8_t dry_seq_len[SAMPLER_DRY_SEQ_MAX];
     int32_t dry_tok[SAMPLER_DRY_TOK_MAX];
+    int n_order;          /* the chain's samplers and their order (llama.cpp's --samplers): order[0..
+                           * n_order) as SAMPLER_ORDER_DEFAULT's letters; one left out does not run
+                           * whatever its parameter says. 0: the default order (sampler_init makes an
+                           * order equal to it 0). The logit bias always comes first; mirostat
+                           * replaces the chain; temp <= 0 is greedy after the penalties and DRY the
+                           * order holds. */
+    uint8_t order[SAMPLER_ORDER_MAX];
 } sampler_params_t;
 
 #define SAMPLER_HIST_MAX 1024   /* the most tokens a penalty looks back (repeat_last_n) */
@@ -67,9 +80,23 @@ int sampler_params_use_history(const sampler_params_t *p);
 /* DRY is on (it reads the history) */
 int sampler_params_dry(const sampler_params_t *p);
 /* the params need the host's chain: a logit bias, frequency or presence penalty, DRY, typical,
- * top-n-sigma, XTC, dynamic temperature or mirostat (a device pick does only the repetition
- * penalty, top-k and the draw) */
+ * top-n-sigma, XTC, dynamic temperature, mirostat or an order of its own (a device pick does
+ * only the default chain's repetition penalty, top-k and the draw) */
 int sampler_params_host_only(const sampler_params_t *p);
+
+/* The chain order of llama.cpp's --samplers "top_k;temperature" (names, its aliases too: top-k,
+ * nucleus, typical, temp, ...; separated by ';' or ',') or, letters set, of its --sampling-seq
+ * "kt" (SAMPLER_ORDER_DEFAULT's letters) into p->order / p->n_order (0 when it is the default
+ * order). 0, or TERN_EINVAL with a one-line reason naming the bad name in err (p unchanged):
+ * an unknown name or letter, one tern lacks (infill, adaptive_p), none, or more than
+ * SAMPLER_ORDER_MAX. */
+int sampler_order_parse(sampler_params_t *p, const char *text, int letters, char *err, size_t errlen);
+/* the letter of one sampler name (len bytes, llama.cpp's names and aliases), or 0 */
+int sampler_order_letter(const char *name, size_t len);
+/* llama.cpp's name of a sampler letter ("top_k" for 'k'), or NULL */
+const char *sampler_order_name(int letter);
+/* p's order as letters, NUL-terminated (out: room for SAMPLER_ORDER_MAX + 1) */
+void sampler_order_letters(const sampler_params_t *p, char *out);
 
 typedef struct sampler {
     sampler_params_t p;
@@ -80,6 +107,8 @@ typedef struct sampler {
                                        * each sample (not by position: a replay starts it again) */
     int32_t dry_off[SAMPLER_DRY_SEQ_MAX];      /* where breaker k starts in p.dry_tok */
     uint16_t dry_by_head[SAMPLER_DRY_SEQ_MAX]; /* breakers ordered by head token */
+    int n_lead;                       /* with an order: its leading penalties / DRY, which act on
+                                       * the whole row before the logprobs (as the default's do) */
 } sampler_t;
 
 void sampler_params_default(sampler_params_t *p);
@@ -99,9 +128,10 @@ double sampler_uniform(uint64_t seed, int pos);
 double sampler_uniform_stream(uint64_t seed, int pos, uint32_t stream);
 #define SAMPLER_STREAM_XTC 1u
 /* samples the token at position s->pos (then moves it on by one) from logits (n_vocab,), which
- * it may modify; work: scratch of 2*n_vocab floats+ints (sampler_work_bytes). *logprob
- * (optional) = log softmax prob of the chosen token at temp 1 after the penalty when the params
- * ask for it (logprobs), else 0. Does not record the token (call sampler_accept). */
+ * it may modify; work: scratch of sampler_work_bytes(n_vocab). *logprob (optional) = log softmax
+ * prob of the chosen token at temp 1 after the penalty (with an order: after the penalties and DRY
+ * that lead it) when the params ask for it (logprobs), else 0. Does not record the token (call
+ * sampler_accept). */
 int sampler_sample(sampler_t *s, float *logits, int n_vocab, void *work, float *logprob);
 /* DRY's penalty on logits (n_vocab,) from the history as it stands (a no-op when off); work as
  * sampler_sample's. For tests and sampler_sample. */

@@ -349,6 +349,7 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
 }
 
 _Static_assert(TP_MAX_BIAS == SAMPLER_BIAS_MAX, "the wire's logit_bias limit is the sampler's");
+_Static_assert(TP_MAX_ORDER == SAMPLER_ORDER_MAX, "the wire's sampler order limit is the sampler's");
 _Static_assert(TP_MAX_DRY_SEQ == SAMPLER_DRY_SEQ_MAX && TP_MAX_DRY_TOK == SAMPLER_DRY_TOK_MAX &&
                TP_MAX_DRY_LEN == 1 + SAMPLER_DRY_TAIL_MAX, "the wire's DRY breaker limits are the sampler's");
 
@@ -384,6 +385,13 @@ static void params_from_msg(sampler_params_t *p, const Tern__SamplingParams *m) 
     p->n_dry_seq = (int)m->n_dry_breaker_lens;
     for (size_t i = 0; i < m->n_dry_breaker_lens; i++) p->dry_seq_len[i] = (uint8_t)m->dry_breaker_lens[i];
     if (m->n_dry_breaker_tokens) memcpy(p->dry_tok, m->dry_breaker_tokens, m->n_dry_breaker_tokens * sizeof *p->dry_tok);
+    /* the order's letters (checked by transport.c); "" or none: the default (sampler_init keeps
+     * only known letters) */
+    size_t no = m->sampler_order ? strnlen(m->sampler_order, SAMPLER_ORDER_MAX + 1) : 0;
+    if (no <= SAMPLER_ORDER_MAX) {
+        memcpy(p->order, m->sampler_order ? m->sampler_order : "", no);
+        p->n_order = (int)no;
+    }
 }
 
 static int wire_int(uint32_t v) { return v > (uint32_t)INT_MAX ? INT_MAX : (int)v; }

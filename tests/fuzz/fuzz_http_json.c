@@ -38,6 +38,9 @@ static void check_req(const server_req_t *r) {
     for (int i = 0; i < r->n_msgs; i++)
         if (!r->msgs[i].role || !r->msgs[i].content) abort();
     if (r->max_tokens == 0 || r->max_tokens < -1) abort();
+    if (r->sp.n_order < 0 || r->sp.n_order > SAMPLER_ORDER_MAX) abort();   /* "samplers": known letters only */
+    for (int i = 0; i < r->sp.n_order; i++)
+        if (!r->sp.order[i] || !strchr(SAMPLER_ORDER_DEFAULT, r->sp.order[i])) abort();
     /* the engine takes these as they are: a grammar that parses, biases in range, sane tools */
     if (r->grammar) {
         char err[256];

@@ -290,6 +290,12 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
         sp.dry_penalty_last_n = rnd() % 7 ? -1 : (int32_t)rnd();
         sp.n_dry_breaker_lens = rnd() % 24, sp.dry_breaker_lens = dlen;
         sp.n_dry_breaker_tokens = rnd() % 96, sp.dry_breaker_tokens = dtok;
+        /* a sampler order: mostly known letters, sometimes any byte, sometimes too long */
+        static char ord[40];
+        size_t nord = rnd() % 5 ? rnd() % 12 : rnd() % 40;
+        for (size_t i = 0; i < nord; i++) ord[i] = rnd() % 6 ? "edskypmxt"[rnd() % 9] : (char)(1 + rnd() % 255);
+        ord[nord] = 0;
+        sp.sampler_order = ord;
         ss.seq_id = seq[0], ss.params = &sp, ssp[0] = &ss;
         f.n_sampling = rnd() % 3 ? 0 : 1, f.sampling = ssp;
         /* context shifts: small or absurd slots and ranges, sometimes a slot twice */

@@ -8,8 +8,10 @@
  * temperature) token for token on random mixes; each by hand (the kept set and frequencies);
  * the chain's order; XTC's coin as its own keyed stream; DRY's penalty amounts with breakers and
  * windows against a plain O(n²) reference; mirostat v1 / v2 tokens and mu; determinism by position;
- * and tokens at the defaults equal to those drawn before these samplers existed. Draw counts are
- * small enough to run in well under a second. */
+ * and tokens at the defaults equal to those drawn before these samplers existed. Orders of the
+ * user's own (--samplers): parsing, token for token a plain reference that runs the samplers as
+ * listed (which in the default order is the default chain), samplers left out not running. Draw
+ * counts are small enough to run in well under a second. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -17,6 +19,7 @@
 #include <cmocka.h>
 
 #include "worker/sampler.h"
+#include "core/err.h"
 #include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -1459,6 +1462,472 @@ static void test_dry_in_chain(void **state) {
     assert_int_equal(draw(&s, x, 6, NULL), 0);
 }
 
+/* ---- an order of the user's own (llama.cpp's --samplers) --------------------------------------- */
+
+/* the penalties sampler written plainly on candidates c[0..n): each candidate's count in the last
+ * repeat_last_n tokens of h[0..L) (oldest first) */
+static void ref_order_penalties(const sampler_params_t *p, const int32_t *h, int L, ref_cand_t *c, int n) {
+    int win = L < p->repeat_last_n ? L : p->repeat_last_n;
+    for (int i = 0; i < n; i++) {
+        int cnt = 0;
+        for (int j = L - win; j < L; j++) cnt += h[j] == c[i].id;
+        if (!cnt) continue;
+        float *l = &c[i].logit;
+        if (p->repeat_penalty != 1.0f) *l = *l > 0 ? *l / p->repeat_penalty : *l * p->repeat_penalty;
+        *l -= (float)cnt * p->freq_penalty + p->presence_penalty;
+    }
+}
+
+static int ref_id_cmp(const void *a, const void *b) { return ((const ref_cand_t *)a)->id - ((const ref_cand_t *)b)->id; }
+
+/* a copy of c[0..n) ordered by id (malloc'd) */
+static ref_cand_t *by_id(const ref_cand_t *c, int n) {
+    ref_cand_t *b = malloc((size_t)n * sizeof *b);
+    assert_non_null(b);
+    memcpy(b, c, (size_t)n * sizeof *b);
+    qsort(b, (size_t)n, sizeof *b, ref_id_cmp);
+    return b;
+}
+
+/* llama.cpp's chain in the order `order` (its --sampling-seq letters) at temp > 0 written plainly:
+ * the candidates sorted before every sampler, the temperature dividing the logits, the keyed draw at
+ * temperature 1 at the end. h[0..L): the history (oldest first; no DRY breakers). Returns the token. */
+static int ref_order(const sampler_params_t *p, const char *order, int pos, const float *logits, int nv,
+                     const int32_t *h, int L, ref_cand_t *c) {
+    int n = nv;
+    for (int i = 0; i < nv; i++) c[i].logit = logits[i], c[i].id = i;
+    float *pr = malloc((size_t)nv * sizeof *pr), *dry = malloc((size_t)nv * sizeof *dry);
+    assert_true(pr && dry);
+    for (const char *o = order; *o; o++) {
+        qsort(c, (size_t)n, sizeof *c, ref_cmp);
+        switch (*o) {
+        case 'e': ref_order_penalties(p, h, L, c, n); break;
+        case 'd': {
+            int win = p->dry_penalty_last_n < 0 || p->dry_penalty_last_n > L ? L : p->dry_penalty_last_n;
+            memset(dry, 0, (size_t)nv * sizeof *dry);
+            if (p->dry_multiplier != 0 && p->dry_base >= 1 && p->dry_penalty_last_n != 0)
+                ref_dry(h + L - win, win, p, NULL, NULL, NULL, 0, dry, nv);
+            for (int i = 0; i < n; i++) c[i].logit += dry[c[i].id];
+            break;
+        }
+        case 's':
+            if (p->top_n_sigma > 0 && n > 1) {   /* the statistics summed in id order */
+                ref_cand_t *b = by_id(c, n);
+                float mx = c[0].logit, sum = 0, acc = 0;
+                for (int i = 0; i < n; i++) sum += b[i].logit;
+                float mean = sum / (float)n;
+                for (int i = 0; i < n; i++) acc += (float)pow((double)(b[i].logit - mean), 2);
+                float thr = mx - p->top_n_sigma * sqrtf(acc / (float)n);
+                int k = 0;
+                for (int i = 0; i < n; i++)
+                    if (!(c[i].logit < thr)) c[k++] = c[i];
+                n = k;
+                free(b);
+            }
+            break;
+        case 'k': if (p->top_k > 0 && p->top_k < n) n = p->top_k; break;
+        case 'y':
+            if (p->typical_p > 0 && p->typical_p < 1 && n > 1) {   /* over the candidates in id order */
+                ref_cand_t *b = by_id(c, n);
+                double sum = 0;
+                for (int i = 0; i < n; i++) sum += exp((double)b[i].logit - c[0].logit);
+                for (int i = 0; i < n; i++) pr[i] = (float)(exp((double)b[i].logit - c[0].logit) / sum);
+                memcpy(c, b, (size_t)n * sizeof *c);
+                free(b);
+                float ent = 0, cum = 0;
+                for (int i = 0; i < n; i++) if (pr[i] > 0) ent += -pr[i] * logf(pr[i]);
+                ref_typ_t *t = malloc((size_t)n * sizeof *t);
+                ref_cand_t *kept = malloc((size_t)n * sizeof *kept);
+                assert_true(t && kept);
+                for (int i = 0; i < n; i++) t[i] = (ref_typ_t){fabsf(-logf(pr[i]) - ent), i};
+                qsort(t, (size_t)n, sizeof *t, ref_typ_cmp);
+                int keep = n;
+                for (int i = 0; i < n; i++) {
+                    cum += pr[t[i].i];
+                    if (cum > p->typical_p) { keep = i + 1; break; }
+                }
+                for (int i = 0; i < keep; i++) kept[i] = c[t[i].i];
+                memcpy(c, kept, (size_t)keep * sizeof *c);
+                n = keep;
+                free(t), free(kept);
+            }
+            break;
+        case 'p':
+            if (p->top_p < 1.0f) {
+                double sum = 0, acc = 0;
+                for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+                for (int i = 0; i < n; i++) {
+                    acc += exp((double)c[i].logit - c[0].logit) / sum;
+                    if (acc >= p->top_p) { n = i + 1; break; }
+                }
+            }
+            break;
+        case 'm':
+            if (p->min_p > 0) {
+                int keep = 1;
+                while (keep < n && (double)c[keep].logit - c[0].logit >= log((double)p->min_p)) keep++;
+                n = keep;
+            }
+            break;
+        case 'x':
+            if (p->xtc_probability > 0 && p->xtc_threshold <= 0.5f && n >= 2 &&
+                !((float)ref_uniform_stream(p->seed, pos, 1) > p->xtc_probability)) {
+                ref_softmax(c, n, pr);
+                int last = 0;
+                for (int i = 0; i < n && pr[i] >= p->xtc_threshold; i++) last = i;
+                memmove(c, c + last, (size_t)(n - last) * sizeof *c);
+                n -= last;
+            }
+            break;
+        case 't': {
+            float t = p->temp;
+            if (p->dynatemp_range > 0 && n <= 1) t = 1.0f;
+            else if (p->dynatemp_range > 0) {   /* the entropy of the candidates, summed in id order */
+                ref_cand_t *b = by_id(c, n);
+                double sum = 0;
+                float ent = 0, lo = p->temp - p->dynatemp_range > 0 ? p->temp - p->dynatemp_range : 0;
+                float hi = p->temp + p->dynatemp_range;
+                for (int i = 0; i < n; i++) sum += exp((double)b[i].logit - c[0].logit);
+                for (int i = 0; i < n; i++) {
+                    float q = (float)(exp((double)b[i].logit - c[0].logit) / sum);
+                    if (q > 0) ent -= q * logf(q);
+                }
+                t = (float)(lo + (hi - lo) * powf(ent / -logf(1.0f / (float)n), p->dynatemp_exponent));
+                free(b);
+            }
+            for (int i = 0; i < n; i++) c[i].logit /= t;
+            break;
+        }
+        default: fail_msg("reference: letter '%c'", *o);
+        }
+    }
+    qsort(c, (size_t)n, sizeof *c, ref_cmp);
+    free(pr), free(dry);
+    return ref_draw(c, n, 1.0, ref_uniform(p->seed, pos), NULL);
+}
+
+/* a sampler with params p and the order of letters (sampler_order_parse must take them) */
+static void init_ordered(sampler_t *s, sampler_params_t *p, const char *letters) {
+    char err[200];
+    if (sampler_order_parse(p, letters, 1, err, sizeof err) < 0) fail_msg("order '%s': %s", letters, err);
+    sampler_init(s, p);
+}
+
+/* names (llama.cpp's and its aliases, ';' or ',' apart, spaces around), letters, the default
+ * order as 0, and every kind of bad input as one line naming it (p untouched then) */
+static void test_order_parse(void **state) {
+    (void)state;
+    sampler_params_t p = plain(1.0f, 1);
+    char err[200], l[SAMPLER_ORDER_MAX + 1];
+    assert_int_equal(sampler_order_parse(&p, "dry;top_k;typ_p;top_p;min_p;xtc;temperature", 0, err, sizeof err), 0);
+    sampler_order_letters(&p, l);
+    assert_string_equal(l, "dkypmxt");
+    assert_int_equal(p.n_order, 7);
+    assert_int_equal(sampler_order_parse(&p, " top-k ,nucleus;typical; temp;min-p;typ-p;typ;top-n-sigma;penalties;", 0, err,
+                                         sizeof err), 0);
+    sampler_order_letters(&p, l);
+    assert_string_equal(l, "kpytmyyse");
+    assert_int_equal(sampler_order_parse(&p, "tkkt", 1, err, sizeof err), 0);   /* repeats are fine */
+    sampler_order_letters(&p, l);
+    assert_string_equal(l, "tkkt");
+    /* the default order, by names or letters: 0 (the default chain itself) */
+    assert_int_equal(sampler_order_parse(&p, "penalties;dry;top_n_sigma;top_k;typ_p;top_p;min_p;xtc;temperature", 0, err,
+                                         sizeof err), 0);
+    assert_int_equal(p.n_order, 0);
+    sampler_order_letters(&p, l);
+    assert_string_equal(l, SAMPLER_ORDER_DEFAULT);
+    assert_int_equal(sampler_order_parse(&p, "kt", 1, err, sizeof err), 0);
+    assert_int_equal(sampler_order_parse(&p, SAMPLER_ORDER_DEFAULT, 1, err, sizeof err), 0);
+    assert_int_equal(p.n_order, 0);
+    for (int c = 'a'; c <= 'z'; c++) {   /* each letter is its name's */
+        const char *nm = sampler_order_name(c);
+        assert_int_equal(nm != NULL, strchr(SAMPLER_ORDER_DEFAULT, c) != NULL);
+        if (nm) assert_int_equal(sampler_order_letter(nm, strlen(nm)), c);
+    }
+    /* bad ones: an error naming what is wrong, the order as it was */
+    assert_int_equal(sampler_order_parse(&p, "ky", 1, err, sizeof err), 0);
+    static const struct { const char *text; int letters; const char *says; } bad[] = {
+        {"top_k;foo", 0, "unknown sampler 'foo'"},      {"top_k;Top_K", 0, "'Top_K'"},
+        {"infill", 0, "'infill' is not supported"},    {"adaptive-p", 0, "'adaptive-p' is not supported"},
+        {"", 0, "no sampler"},                          {" ; ;", 0, "no sampler"},
+        {"kz", 1, "letter 'z'"},                        {"k t", 1, "letter ' '"},
+        {"", 1, "no sampler"},                          {"ia", 1, "letter 'i'"},
+        {"kkkkkkkkkkkkkkkkk", 1, "more than 16"},       {"top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k;top_k", 0, "more than 16"},
+        {"top_k;temperature", 1, "letter 'o'"},         {"kt", 0, "unknown sampler 'kt'"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        assert_int_equal(sampler_order_parse(&p, bad[i].text, bad[i].letters, err, sizeof err), TERN_EINVAL);
+        if (!strstr(err, bad[i].says) || strchr(err, '\n')) fail_msg("'%s': \"%s\" lacks \"%s\"", bad[i].text, err, bad[i].says);
+        sampler_order_letters(&p, l);
+        assert_string_equal(l, "ky");
+    }
+    assert_int_equal(sampler_order_parse(&p, NULL, 1, NULL, 0), TERN_EINVAL);   /* no err buffer: still no crash */
+}
+
+/* random orders (subsets, permutations, repeats) of random mixes of every sampler, with a history
+ * for the penalties and DRY: token for token the plain reference of llama.cpp's chain in that order */
+static void test_order_matches_reference(void **state) {
+    (void)state;
+    enum { V = 400, STEPS = 24, H = 60 };
+    float *x = malloc(V * sizeof *x), *y = malloc(V * sizeof *y);
+    ref_cand_t *c = malloc(V * sizeof *c);
+    void *work = malloc(sampler_work_bytes(V));
+    int32_t h[H + STEPS];
+    assert_true(x && y && c && work);
+    int differs = 0;
+    for (int cfg = 0; cfg < 60; cfg++) {
+        sampler_params_t p = plain(urand() < 0.5 ? 0.6f : 1.7f, 900 + (uint64_t)cfg);
+        if (urand() < 0.5) p.typical_p = (float)(0.3 + 0.6 * urand());
+        if (urand() < 0.4) p.top_n_sigma = (float)(0.5 + 2.0 * urand());
+        if (urand() < 0.5) p.xtc_probability = (float)(0.3 + 0.7 * urand()), p.xtc_threshold = (float)(0.01 + 0.1 * urand());
+        if (urand() < 0.3) p.dynatemp_range = (float)(0.2 + urand()), p.dynatemp_exponent = (float)(0.5 + 1.5 * urand());
+        if (urand() < 0.6) p.top_k = 1 + (int)(urand() * 60);
+        if (urand() < 0.5) p.top_p = (float)(0.5 + 0.49 * urand());
+        if (urand() < 0.5) p.min_p = (float)(0.01 + 0.2 * urand());
+        if (urand() < 0.5) p.repeat_penalty = 1.5f, p.freq_penalty = 0.3f, p.presence_penalty = 0.2f, p.repeat_last_n = 32;
+        if (urand() < 0.4) p.dry_multiplier = 0.8f, p.dry_base = 1.75f, p.dry_allowed_length = 1, p.dry_penalty_last_n = 40;
+        char order[SAMPLER_ORDER_MAX + 1];
+        int n = 1 + (int)(urand() * 12);
+        for (int k = 0; k < n; k++) order[k] = SAMPLER_ORDER_DEFAULT[(int)(urand() * 9)];
+        order[n] = 0;
+        sampler_t s;
+        init_ordered(&s, &p, order);
+        int L = 0;
+        for (; L < H; L++) h[L] = (int32_t)(urand() * 12), sampler_accept(&s, h[L]);   /* repeats among 12 ids */
+        double spread = cfg % 2 ? 7.0 : 2.5;
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = y[i] = (float)(urand() * spread - spread / 2);
+            for (int i = 0; i < 12; i++) x[i] = y[i] = y[i] + 2.0f;   /* the repeated ids are likely */
+            int got = sampler_sample(&s, x, V, work, NULL);
+            int want = ref_order(&p, order, t, y, V, h, L, c);   /* (accepting moves no position) */
+            if (got != want)
+                fail_msg("config %d order '%s' (temp %g top_k %d typical %g nsigma %g xtc %g/%g dynatemp %g top_p %g "
+                         "min_p %g pen %g dry %g) step %d: drew %d, the reference %d", cfg, order, p.temp, p.top_k,
+                         p.typical_p, p.top_n_sigma, p.xtc_probability, p.xtc_threshold, p.dynatemp_range, p.top_p,
+                         p.min_p, p.repeat_penalty, p.dry_multiplier, t, got, want);
+            sampler_accept(&s, got);
+            h[L++] = got;
+        }
+        /* the same params in the default order draw something else somewhere (the order matters) */
+        sampler_params_t q = p;
+        q.n_order = 0;
+        sampler_t d;
+        sampler_init(&d, &q);
+        for (int i = 0; i < L; i++) sampler_accept(&d, h[i]);
+        sampler_seek(&d, STEPS);
+        for (int t = 0; t < 8 && strcmp(order, SAMPLER_ORDER_DEFAULT); t++) {
+            for (int i = 0; i < V; i++) x[i] = y[i] = (float)(urand() * spread - spread / 2);
+            differs += sampler_sample(&s, x, V, work, NULL) != sampler_sample(&d, y, V, work, NULL);
+        }
+    }
+    assert_true(differs > 20);
+    free(x), free(y), free(c), free(work);
+}
+
+/* the reference in the default order is the default chain: the same tokens on random mixes, so
+ * the reference above is llama.cpp's chain as tern has always run it */
+static void test_order_reference_is_default(void **state) {
+    (void)state;
+    enum { V = 300, STEPS = 20 };
+    float *x = malloc(V * sizeof *x), *y = malloc(V * sizeof *y);
+    ref_cand_t *c = malloc(V * sizeof *c);
+    void *work = malloc(sampler_work_bytes(V));
+    int32_t h[STEPS + 40];
+    assert_true(x && y && c && work);
+    for (int cfg = 0; cfg < 30; cfg++) {
+        sampler_params_t p = plain(cfg % 3 ? 1.0f : 0.8f, 300 + (uint64_t)cfg);
+        if (urand() < 0.5) p.typical_p = (float)(0.3 + 0.6 * urand());
+        if (urand() < 0.4) p.top_n_sigma = (float)(0.5 + 2.0 * urand());
+        if (urand() < 0.5) p.xtc_probability = 0.7f, p.xtc_threshold = 0.05f;
+        if (urand() < 0.6) p.top_k = 1 + (int)(urand() * 60);
+        if (urand() < 0.5) p.top_p = 0.9f;
+        if (urand() < 0.5) p.min_p = 0.05f;
+        if (urand() < 0.5) p.repeat_penalty = 1.3f, p.freq_penalty = 0.2f, p.repeat_last_n = 16;
+        if (urand() < 0.4) p.dry_multiplier = 0.8f, p.dry_base = 1.75f, p.dry_allowed_length = 1, p.dry_penalty_last_n = 30;
+        sampler_t s;
+        sampler_init(&s, &p);
+        int L = 0;
+        for (; L < 40; L++) h[L] = (int32_t)(urand() * 10), sampler_accept(&s, h[L]);
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = y[i] = (float)(urand() * 4 - 2) + (i < 10 ? 1.5f : 0.0f);
+            int got = sampler_sample(&s, x, V, work, NULL);
+            int want = ref_order(&p, SAMPLER_ORDER_DEFAULT, t, y, V, h, L, c);
+            if (got != want) fail_msg("config %d step %d: the default chain drew %d, the reference %d", cfg, t, got, want);
+            sampler_accept(&s, got);
+            h[L++] = got;
+        }
+    }
+    free(x), free(y), free(c), free(work);
+}
+
+/* an order equal to the default (hand-set, as a worker could receive it) draws what no order
+ * draws: the default chain's own tokens */
+static void test_order_default_unchanged(void **state) {
+    (void)state;
+    enum { V = 500, STEPS = 48 };
+    float x[V], y[V];
+    void *w = malloc(sampler_work_bytes(V));
+    assert_non_null(w);
+    for (int cfg = 0; cfg < 3; cfg++) {
+        sampler_params_t p;
+        sampler_params_default(&p);
+        if (cfg == 1) p.top_k = 0, p.repeat_penalty = 1.3f, p.freq_penalty = 0.2f, p.temp = 1.1f, p.typical_p = 0.8f;
+        if (cfg == 2) p.temp = 0, p.repeat_penalty = 1.5f, p.dry_multiplier = 0.8f;
+        sampler_params_t q = p;
+        q.n_order = 9;
+        memcpy(q.order, SAMPLER_ORDER_DEFAULT, 9);
+        sampler_t a, b;
+        sampler_init(&a, &p);
+        sampler_init(&b, &q);
+        assert_int_equal(b.p.n_order, 0);
+        assert_int_equal(sampler_params_host_only(&b.p), sampler_params_host_only(&p));
+        gold_z = 500 + (uint64_t)cfg;
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = y[i] = (float)(gold_u() * 8.0 - 4.0);
+            int ia = sampler_sample(&a, x, V, w, NULL), ib = sampler_sample(&b, y, V, w, NULL);
+            assert_int_equal(ia, ib);
+            sampler_accept(&a, ia), sampler_accept(&b, ib);
+        }
+    }
+    free(w);
+}
+
+/* a sampler the order leaves out does not run, however its parameter is set: the tokens are
+ * those of the same order with that sampler off; listed, it does change them */
+static void test_order_omitted(void **state) {
+    (void)state;
+    enum { V = 200, STEPS = 40 };
+    float x[V], y[V];
+    void *w = malloc(sampler_work_bytes(V));
+    assert_non_null(w);
+    for (const char *l = SAMPLER_ORDER_DEFAULT; *l; l++) {
+        sampler_params_t on = plain(1.3f, 40 + (uint64_t)*l), off = on;
+        switch (*l) {   /* each sampler strongly on */
+        case 'e': on.repeat_penalty = 3.0f, on.presence_penalty = 2.0f, on.repeat_last_n = 64; break;
+        case 'd': on.dry_multiplier = 3.0f, on.dry_base = 2.0f, on.dry_allowed_length = 1, on.dry_penalty_last_n = -1; break;
+        case 's': on.top_n_sigma = 0.5f; break;
+        case 'k': on.top_k = 2; break;
+        case 'y': on.typical_p = 0.3f; break;
+        case 'p': on.top_p = 0.3f; break;
+        case 'm': on.min_p = 0.5f; break;
+        case 'x': on.xtc_probability = 1.0f, on.xtc_threshold = 0.02f; break;
+        case 't': on.temp = 0.3f; break;
+        }
+        if (*l == 't') off.temp = 1.0f;   /* left out, the draw is at temperature 1 */
+        char without[16], with[24];
+        int n = 0;
+        for (const char *k = SAMPLER_ORDER_DEFAULT; *k; k++)
+            if (*k != *l) without[n++] = *k;
+        without[n] = 0;
+        snprintf(with, sizeof with, "%c%s", *l, without);   /* listed (first): it acts */
+        sampler_t a, b, c;
+        sampler_params_t pa = on, pb = off, pc = on;
+        init_ordered(&a, &pa, without);
+        init_ordered(&b, &pb, without);
+        init_ordered(&c, &pc, with);
+        if (*l == 'e' || *l == 'd') {
+            assert_false(*l == 'e' ? sampler_params_use_history(&a.p) : sampler_params_dry(&a.p));
+            assert_true(*l == 'e' ? sampler_params_use_history(&c.p) : sampler_params_dry(&c.p));
+        }
+        int changed = 0;
+        g_rng = 0xABC;
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = (float)(urand() * 5 - 2.5) + (i < 8 ? 2.0f : 0.0f);
+            memcpy(y, x, sizeof y);
+            int ia = sampler_sample(&a, y, V, w, NULL);
+            memcpy(y, x, sizeof y);
+            int ib = sampler_sample(&b, y, V, w, NULL);
+            memcpy(y, x, sizeof y);
+            int ic = sampler_sample(&c, y, V, w, NULL);
+            if (ia != ib) fail_msg("'%c' left out (order %s) still acts: step %d drew %d, %d without it", *l, without, t, ia, ib);
+            changed += ic != ia;
+            int hist = t % 4;   /* a history of repeats for the penalties and DRY */
+            sampler_accept(&a, hist), sampler_accept(&b, hist), sampler_accept(&c, hist);
+        }
+        if (!changed) fail_msg("'%c' listed first (order %s) changed no token", *l, with);
+    }
+    free(w);
+}
+
+/* an order is the host's (a device pick runs the default chain only); greedy with an order: the
+ * penalties it lists act (those leading it before the logprob, the later ones after) */
+static void test_order_greedy_and_host(void **state) {
+    (void)state;
+    enum { V = 6 };
+    sampler_params_t p = plain(0.8f, 1);
+    sampler_t s;
+    init_ordered(&s, &p, "kt");
+    assert_true(sampler_params_host_only(&s.p));
+    assert_false(sampler_params_use_history(&s.p));
+    float lg[V] = {0, 0, 0, 4.0f, 3.0f, 0}, x[V];
+    p = plain(0.0f, 1);
+    p.repeat_penalty = 2.0f, p.repeat_last_n = 8, p.logprobs = 1;
+    for (int lead = 0; lead < 2; lead++) {   /* "ek": the penalty leads; "ke": it comes later */
+        sampler_params_t q = p;
+        init_ordered(&s, &q, lead ? "ek" : "ke");
+        sampler_accept(&s, 3);   /* 3 penalised: 4 / 2 = 2 < 3 */
+        memcpy(x, lg, sizeof x);
+        float lp;
+        assert_int_equal(draw(&s, x, V, &lp), 4);
+        float pen[V] = {0, 0, 0, 2.0f, 3.0f, 0};
+        double want = log_softmax_f(lead ? pen : lg, V, 4);
+        if (fabs(lp - want) > 1e-5) fail_msg("order %s: logprob %g, expected %g", lead ? "ek" : "ke", lp, want);
+    }
+    p.repeat_penalty = 1.0f;
+    init_ordered(&s, &p, "ke");
+    sampler_accept(&s, 3);
+    memcpy(x, lg, sizeof x);
+    assert_int_equal(draw(&s, x, V, NULL), 3);
+}
+
+/* the draw of a position with an order is the same in any order of positions (drafts, replays) */
+static void test_order_by_position(void **state) {
+    (void)state;
+    enum { V = 300, N = 50 };
+    float *lg = malloc(V * sizeof *lg);
+    assert_non_null(lg);
+    for (int i = 0; i < V; i++) lg[i] = (float)(urand() * 6 - 3);
+    sampler_params_t p = plain(1.4f, 77);
+    p.top_k = 30, p.min_p = 0.1f, p.xtc_probability = 0.5f, p.xtc_threshold = 0.05f;
+    char err[100];
+    assert_int_equal(sampler_order_parse(&p, "xtc;temperature;top_k;min_p", 0, err, sizeof err), 0);
+    int fwd[N];
+    draws_of(&p, lg, V, N, fwd);
+    sampler_t s;
+    sampler_init(&s, &p);
+    for (int t = N - 1; t >= 0; t--) {
+        sampler_seek(&s, t);
+        assert_int_equal(draw(&s, lg, V, NULL), fwd[t]);
+    }
+    free(lg);
+}
+
+/* mirostat replaces the chain, order and all (as llama.cpp): the same tokens and mu with an order */
+static void test_order_mirostat(void **state) {
+    (void)state;
+    enum { V = 200, STEPS = 40 };
+    float x[V], y[V];
+    void *w = malloc(sampler_work_bytes(V));
+    assert_non_null(w);
+    for (int v = 1; v <= 2; v++) {
+        sampler_params_t p = plain(0.9f, 60 + (uint64_t)v), q;
+        p.mirostat = v, p.mirostat_tau = 3.0f, p.mirostat_eta = 0.2f, p.repeat_penalty = 1.5f, p.top_k = 5;
+        q = p;
+        sampler_t a, b;
+        sampler_init(&a, &p);
+        init_ordered(&b, &q, "tkpe");
+        for (int t = 0; t < STEPS; t++) {
+            for (int i = 0; i < V; i++) x[i] = y[i] = (float)(urand() * 6 - 3);
+            int ia = sampler_sample(&a, x, V, w, NULL), ib = sampler_sample(&b, y, V, w, NULL);
+            assert_int_equal(ia, ib);
+            assert_true(a.mu == b.mu);
+            sampler_accept(&a, ia), sampler_accept(&b, ib);
+        }
+    }
+    free(w);
+}
+
 /* ---- mirostat ----------------------------------------------------------------------------- */
 
 /* mirostat v1 / v2 as llama.cpp writes them, with the keyed draw; returns the token, moves *mu */
@@ -1561,6 +2030,14 @@ int main(void) {
         cmocka_unit_test(test_dry_random),
         cmocka_unit_test(test_dry_in_chain),
         cmocka_unit_test(test_mirostat),
+        cmocka_unit_test(test_order_parse),
+        cmocka_unit_test(test_order_matches_reference),
+        cmocka_unit_test(test_order_reference_is_default),
+        cmocka_unit_test(test_order_default_unchanged),
+        cmocka_unit_test(test_order_omitted),
+        cmocka_unit_test(test_order_greedy_and_host),
+        cmocka_unit_test(test_order_by_position),
+        cmocka_unit_test(test_order_mirostat),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -656,9 +656,64 @@ static void test_stop_earliest(void **state) {
     server_stop_free(&s);
 }
 
+/* llama.cpp's "samplers" on all three endpoints: an array of names (its aliases too) or a string
+ * of letters (names with ';' too) sets the order; the default order as 0; not given, the
+ * server's order stays; unknown names and letters, wrong types, none, too many: 400s naming
+ * 'samplers' and the bad name */
+static void test_sampler_order(void **state) {
+    (void)state;
+    server_req_t r;
+    server_err_t e;
+    static const char *const bodies[] = {"{\"prompt\":\"a\",", "{\"messages\":[{\"role\":\"user\",\"content\":\"hi\"}],",
+                                         "{\"prompt\":\"a\","};
+    static const int kinds[] = {SERVER_REQ_COMPLETION, SERVER_REQ_CHAT, SERVER_REQ_NATIVE};
+    static const char *const good[][2] = {
+        {"[\"top_k\",\"temperature\"]", "kt"},  {"[\"temp\",\"top-k\",\"nucleus\",\"typical\"]", "tkpy"},
+        {"\"xkt\"", "xkt"},                        {"\"min_p;temperature\"", "mt"},
+        {"[\"dry\",\"dry\"]", "dd"},
+        {"[\"penalties\",\"dry\",\"top_n_sigma\",\"top_k\",\"typ_p\",\"top_p\",\"min_p\",\"xtc\",\"temperature\"]",
+         SAMPLER_ORDER_DEFAULT},
+        {"null", SAMPLER_ORDER_DEFAULT},
+    };
+    static const char *const bad[][2] = {
+        {"[\"top_k\",\"foo\"]", "'foo'"}, {"[\"top_k\",3]", "entry 1"}, {"\"kz\"", "letter 'z'"},
+        {"{}", "array"}, {"[]", "no sampler"}, {"\"\"", "no sampler"}, {"[\"infill\"]", "not supported"},
+        {"[\"top k\"]", "'top k'"}, {"[\"top_k;temperature\"]", "'top_k;temperature'"},
+        {"\"kkkkkkkkkkkkkkkkk\"", "more than 16"},
+        {"[\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\"]", "at most 16"},
+    };
+    char body[1024], l[SAMPLER_ORDER_MAX + 1];
+    for (int k = 0; k < 3; k++) {
+        for (size_t i = 0; i < sizeof good / sizeof good[0]; i++) {
+            snprintf(body, sizeof body, "%s\"samplers\":%s}", bodies[k], good[i][0]);
+            if (parse(&r, kinds[k], body, &e) < 0) fail_msg("%s: %s", body, e.msg);
+            sampler_order_letters(&r.sp, l);
+            if (strcmp(l, good[i][1])) fail_msg("%s: order %s, want %s", body, l, good[i][1]);
+            assert_int_equal(r.sp.n_order == 0, !strcmp(good[i][1], SAMPLER_ORDER_DEFAULT));
+            server_req_free(&r);
+        }
+        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+            snprintf(body, sizeof body, "%s\"samplers\":%s}", bodies[k], bad[i][0]);
+            expect_bad(kinds[k], body, "samplers", NULL);
+            parse(&r, kinds[k], body, &e);
+            if (!strstr(e.msg, bad[i][1])) fail_msg("%s: '%s' lacks '%s'", body, e.msg, bad[i][1]);
+        }
+    }
+    /* not given: the server's own order stays */
+    sampler_params_t def = defaults();
+    assert_int_equal(sampler_order_parse(&def, "tk", 1, NULL, 0), 0);
+    snprintf(body, sizeof body, "%s\"max_tokens\":3}", bodies[0]);
+    memset(&e, 0, sizeof e);
+    assert_int_equal(server_req_parse(&r, SERVER_REQ_COMPLETION, body, strlen(body), &def, &e), 0);
+    sampler_order_letters(&r.sp, l);
+    assert_string_equal(l, "tk");
+    server_req_free(&r);
+}
+
 /* llama.cpp's /completion body: every field it shares with /v1/completions lands where that
  * route's does; its own (n_predict, n_probs, mixed prompt, logit_bias pairs and false,
- * return_tokens, id_slot, samplers) are checked; each bad value is a 400 naming its field */
+ * return_tokens, id_slot, samplers: the chain's order) are checked; each bad value is a 400 naming
+ * its field */
 static void test_native_fields(void **state) {
     (void)state;
     server_req_t r;
@@ -672,6 +727,7 @@ static void test_native_fields(void **state) {
     assert_int_equal(parse(&r, SERVER_REQ_NATIVE, body, &e), 0);
     assert_string_equal(r.prompt, "Hi");
     assert_int_equal(r.max_tokens, 9);
+    assert_true(r.sp.n_order == 2 && r.sp.order[0] == 'k' && r.sp.order[1] == 't');   /* the order taken */
     assert_float_equal(r.sp.temp, 0.3f, 1e-6);
     assert_int_equal(r.sp.top_k, 7);
     assert_float_equal(r.sp.top_p, 0.8f, 1e-6);
@@ -715,6 +771,7 @@ static void test_native_fields(void **state) {
     server_req_free(&r);
     assert_int_equal(parse(&r, SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":-1,\"samplers\":\"kt\"}", &e), 0);
     assert_int_equal(r.max_tokens, -1);
+    assert_true(r.sp.n_order == 2 && r.sp.order[0] == 'k' && r.sp.order[1] == 't');
     server_req_free(&r);
 
     /* prompt shapes: ids; a mixed list in order (runs of ids kept together); several prompts */
@@ -1086,7 +1143,8 @@ static void test_text_chars(void **state) {
     }
 }
 
-/* the slot object of /slots (and /props' default_generation_settings): idle and busy */
+/* the slot object of /slots (and /props' default_generation_settings): idle and busy; the
+ * sampler order under llama.cpp's names */
 static void test_slot_json(void **state) {
     (void)state;
     server_slot_t sl;
@@ -1126,6 +1184,18 @@ static void test_slot_json(void **state) {
     assert_int_equal(json_integer_value(json_object_get(p, "dry_penalty_last_n")), -1);
     assert_true(json_is_false(json_object_get(nt, "has_next_token")));
     assert_int_equal(json_integer_value(json_object_get(nt, "n_remain")), -1);
+    json_t *sm = json_object_get(p, "samplers");   /* the order under llama.cpp's names */
+    static const char *const dflt[] = {"penalties", "dry", "top_n_sigma", "top_k", "typ_p", "top_p", "min_p", "xtc", "temperature"};
+    assert_int_equal(json_array_size(sm), 9);
+    for (size_t i = 0; i < 9; i++) assert_string_equal(json_string_value(json_array_get(sm, i)), dflt[i]);
+    json_decref(o);
+    assert_int_equal(sampler_order_parse(&sp, "xtc;temperature;top_k", 0, NULL, 0), 0);
+    server_info_slot_params(&sl, &sp);
+    o = server_info_slot_json(&sl, 1, 512, 0, 1, "llama3");
+    sm = json_object_get(json_object_get(o, "params"), "samplers");
+    assert_int_equal(json_array_size(sm), 3);
+    assert_string_equal(json_string_value(json_array_get(sm, 0)), "xtc");
+    assert_string_equal(json_string_value(json_array_get(sm, 2)), "top_k");
     json_decref(o);
     /* busy: its request, progress and cache */
     sl.active = 1;
@@ -1584,6 +1654,7 @@ int main(void) {
         cmocka_unit_test(test_completion_fields), cmocka_unit_test(test_defaults_kept),
         cmocka_unit_test(test_prompt_shapes),     cmocka_unit_test(test_chat_messages),
         cmocka_unit_test(test_bad_values), cmocka_unit_test(test_sampling_extras),        cmocka_unit_test(test_llama_samplers),
+        cmocka_unit_test(test_sampler_order),
         cmocka_unit_test(test_bad_json),
         cmocka_unit_test(test_tokenize_bodies),   cmocka_unit_test(test_error_json),
         cmocka_unit_test(test_stop_split),        cmocka_unit_test(test_stop_earliest),

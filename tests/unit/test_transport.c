@@ -585,9 +585,10 @@ static void test_send_refuses_invalid(void **st) {
 }
 
 /* v4's sampling params: a full set (typical, top-n-sigma, XTC, dynatemp, mirostat, DRY with two
- * breakers) crosses intact; each hostile value alone is refused by the sender (and so by
- * tp_recv's same check): NaN / inf, out of range, mirostat 3, a window below -1, breaker lengths
- * that do not add up, a breaker of 0 or 22 tokens, a negative breaker token, too many breakers */
+ * breakers, a sampler order) crosses intact; each hostile value alone is refused by the sender (and
+ * so by tp_recv's same check): NaN / inf, out of range, mirostat 3, a window below -1, breaker
+ * lengths that do not add up, a breaker of 0 or 22 tokens, a negative breaker token, too many
+ * breakers, an order with an unknown letter or more than 16 */
 static void test_sampling_v4(void **st) {
     (void)st;
     tp_conn_t *l = NULL, *d = NULL;
@@ -606,6 +607,7 @@ static void test_sampling_v4(void **st) {
     p->mirostat_eta = 0.1f, p->dry_multiplier = 0.8f, p->dry_base = 1.75f, p->dry_allowed_length = 2;
     p->dry_penalty_last_n = -1;
     p->n_dry_breaker_lens = 2, p->dry_breaker_lens = lens, p->n_dry_breaker_tokens = 4, p->dry_breaker_tokens = toks;
+    p->sampler_order = (char *)"xdkt";
     const Tern__SamplingParams good = *p;
     tp_msg_t in;
     tp_msg_init(&in);
@@ -619,13 +621,14 @@ static void test_sampling_v4(void **st) {
     assert_int_equal(q->dry_breaker_lens[1], 3);
     assert_int_equal(q->n_dry_breaker_tokens, 4);
     assert_int_equal(q->dry_breaker_tokens[3], 27);
+    assert_string_equal(q->sampler_order, "xdkt");
     tp_msg_free(&in);
     static uint32_t zero_len[2] = {0, 4}, long_len[1] = {22};
     static int32_t neg_tok[4] = {13, -5, 26, 27};
     static uint32_t many_lens[TP_MAX_DRY_SEQ + 1];
     static int32_t many_toks[TP_MAX_DRY_SEQ + 1];
     for (int i = 0; i <= TP_MAX_DRY_SEQ; i++) many_lens[i] = 1, many_toks[i] = i;
-    for (int bad = 0; bad < 17; bad++) {
+    for (int bad = 0; bad < 20; bad++) {
         *p = good;
         switch (bad) {
         case 0: p->typical_p = NAN; break;
@@ -647,6 +650,9 @@ static void test_sampling_v4(void **st) {
         case 15: p->dry_breaker_tokens = neg_tok; break;
         case 16: p->n_dry_breaker_lens = p->n_dry_breaker_tokens = TP_MAX_DRY_SEQ + 1;
                  p->dry_breaker_lens = many_lens, p->dry_breaker_tokens = many_toks; break;
+        case 17: p->sampler_order = (char *)"kz"; break;   /* a letter of no sampler */
+        case 18: p->sampler_order = (char *)"kkkkkkkkkkkkkkkkk"; break;   /* 17 > TP_MAX_ORDER */
+        case 19: p->sampler_order = (char *)"K"; break;
         }
         if (tp_send(d, NULL, &m, t, tb, E) != TERN_EINVAL) fail_msg("hostile v4 sampling params %d were sent", bad);
         ASSERT_ERR_HAS("sampling params");
