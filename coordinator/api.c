@@ -205,7 +205,7 @@ const grammar_vocab_t *engine_grammar_vocab(tern_model *m) {
 
 /* the sequence `id` just added follows the GBNF text `gbnf`; 0 or <0 (m->err says why, the
  * sequence is cancelled) */
-int engine_start_grammar(tern_model *m, int id, const char *gbnf) {
+int engine_start_grammar(tern_model *m, int id, const char *gbnf, const char *trigger) {
     char err[200];
     grammar_t *g = grammar_parse(gbnf, strlen(gbnf), NULL, err, sizeof err);
     if (!g) return sched_fail(&m->sched, id, TERN_EINVAL, err);
@@ -214,7 +214,10 @@ int engine_start_grammar(tern_model *m, int id, const char *gbnf) {
         grammar_destroy(&g);
         return sched_fail(&m->sched, id, TERN_ENOMEM, "grammar: out of memory");
     }
-    return sched_set_grammar(&m->sched, id, &g, v, err, sizeof err);   /* failed: ended as SCHED_ERROR */
+    int rc = sched_set_grammar(&m->sched, id, &g, v, err, sizeof err);   /* failed: ended as SCHED_ERROR */
+    if (rc == 0 && trigger && (rc = sched_grammar_trigger(&m->sched, id, trigger)) < 0)
+        sched_fail(&m->sched, id, rc, "grammar: a bad trigger");
+    return rc;
 }
 
 int tern_tokenize(tern_model *m, const char *text, int add_bos, int32_t *ids, int cap) {
@@ -406,7 +409,7 @@ int tern_generate_ids(tern_model *m, const int32_t *ids, int n, int n_predict, c
     }
     sched_set_keep(sc, id, engine_keep(m, s->n_keep));   /* right after sched_add: cannot fail */
     int rc, n_cached = sched_cached(sc, id);   /* prefix cache (--prompt-cache): not fed */
-    if (s->grammar && (rc = engine_start_grammar(m, id, s->grammar)) < 0) {
+    if (s->grammar && (rc = engine_start_grammar(m, id, s->grammar, NULL)) < 0) {
         snprintf(m->err, sizeof m->err, "%s", sc->err);
         return rc;
     }

@@ -7,6 +7,7 @@
 #include "coordinator/tokenizer.h"
 #include "coordinator/tokenizer_impl.h"
 #include "coordinator/jinja.h"
+#include "coordinator/toolfmt.h"
 #include "core/err.h"
 #include "core/log.h"
 #include <ctype.h>
@@ -96,15 +97,19 @@ int chat_template_set(tokenizer_t *t, const char *spec, int jinja, char *err, si
     if (!j) return err_set(err, errlen, TERN_EINVAL, "%s chat template: %s", spec && *spec ? "the" : "the model's", why);
     jinja_destroy(&t->jinja);
     t->jinja = j;
+    t->tool_fmt = toolfmt_detect(text);
     return 0;
 }
+
+int chat_tool_format(const tokenizer_t *t) { return t->jinja ? t->tool_fmt : TOOLFMT_GENERIC; }
 
 void chat_template_describe(const char *tmpl, char *out, size_t n) {
     char why[200];
     int f = detect(tmpl);
     jinja_t *j = jinja_parse(tmpl, strlen(tmpl), NULL, why, sizeof why);
-    snprintf(out, n, "%zu bytes, formatted as %s%s; --jinja: %s", strlen(tmpl), f == CHAT_NONE ? "llama3/chatml" : FAMILY_NAMES[f],
-             f == CHAT_NONE ? " (no family matched)" : "", j ? "renders it" : why);
+    snprintf(out, n, "%zu bytes, formatted as %s%s; --jinja: %s%s%s", strlen(tmpl),
+             f == CHAT_NONE ? "llama3/chatml" : FAMILY_NAMES[f], f == CHAT_NONE ? " (no family matched)" : "",
+             j ? "renders it, tool calls in the " : why, j ? toolfmt_name(toolfmt_detect(tmpl)) : "", j ? " format" : "");
     jinja_destroy(&j);
 }
 
@@ -116,25 +121,29 @@ static json_t *token_text(const tokenizer_t *t, int id) {
     return json_string(buf);
 }
 
-/* the template's variables: messages (role, content, a tool message's tool_call_id),
- * add_generation_prompt, bos_token, eos_token, tools = none (the server describes tools itself) */
-static json_t *jinja_vars(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *ids, int add_gen) {
+/* the template's variables: messages (role, content, a tool message's tool_call_id, extra[i]'s
+ * fields over them), add_generation_prompt, bos_token, eos_token, tools (none unless given: the
+ * generic format describes tools in a system message instead) */
+static json_t *jinja_vars(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *ids,
+                          void *const *extra, json_t *tools, int add_gen) {
     json_t *m = json_array();
     for (int i = 0; m && i < n; i++) {
         /* not checked as UTF-8: a typed line may hold any bytes, and the template copies them */
         json_t *o = json_pack("{s:o, s:o}", "role", json_string_nocheck(msgs[i].role), "content",
                               json_string_nocheck(msgs[i].content));
         if (o && ids && ids[i] && json_object_set_new(o, "tool_call_id", json_string_nocheck(ids[i]))) { json_decref(o); o = NULL; }
+        if (o && extra && extra[i] && json_object_update(o, extra[i])) { json_decref(o); o = NULL; }
         if (!o || json_array_append_new(m, o)) { json_decref(m); return NULL; }
     }
     if (!m) return NULL;
-    return json_pack("{s:o, s:b, s:o, s:o, s:n}", "messages", m, "add_generation_prompt", add_gen,
-                     "bos_token", token_text(t, t->bos), "eos_token", token_text(t, t->eos), "tools");
+    return json_pack("{s:o, s:b, s:o, s:o, s:O}", "messages", m, "add_generation_prompt", add_gen,
+                     "bos_token", token_text(t, t->bos), "eos_token", token_text(t, t->eos), "tools",
+                     tools ? tools : json_null());
 }
 
-static int apply_jinja(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *ids, int add_gen,
-                       char *out, int cap) {
-    json_t *vars = jinja_vars(t, msgs, n, ids, add_gen);
+static int apply_jinja(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *ids,
+                       void *const *extra, json_t *tools, int add_gen, char *out, int cap) {
+    json_t *vars = jinja_vars(t, msgs, n, ids, extra, tools, add_gen);
     if (!vars) { snprintf(g_chat_err, sizeof g_chat_err, "out of memory"); return TERN_ENOMEM; }
     char why[256];
     size_t len = 0;
@@ -212,11 +221,16 @@ int chat_apply(const tokenizer_t *t, const chat_msg_t *msgs, int n, char *out, i
 
 int chat_apply_ex(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
                   int add_generation_prompt, char *out, int cap) {
+    return chat_apply_tools(t, msgs, n, tool_call_ids, NULL, NULL, add_generation_prompt, out, cap);
+}
+
+int chat_apply_tools(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
+                     void *const *extra, void *tools, int add_generation_prompt, char *out, int cap) {
     g_chat_err[0] = 0;
     if (n < 0 || (n && !msgs) || cap < 0) return TERN_EINVAL;
     for (int i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content) return TERN_EINVAL;
-    if (t->jinja) return apply_jinja(t, msgs, n, tool_call_ids, add_generation_prompt, out, cap);
+    if (t->jinja) return apply_jinja(t, msgs, n, tool_call_ids, extra, tools, add_generation_prompt, out, cap);
     sbuf_t b = {out, (size_t)cap, 0};
     switch (t->chat_family) {
     case CHAT_LLAMA3:

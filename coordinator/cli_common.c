@@ -89,7 +89,9 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sam
 
 int cli_chat_template_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap) {
     opt_t t[] = {
-        {NULL, "--jinja", OPT_FLAG, &o->jinja, NULL, "render the model's own chat template (Jinja), as llama.cpp's --jinja", 0, 0},
+        {NULL, "--jinja", OPT_FLAG, &o->jinja, NULL,
+         "render the model's own chat template (Jinja), as llama.cpp's --jinja; serve: tools in the template's native "
+         "call format (hermes, llama3, mistral) when it has one", 0, 0},
         {NULL, "--chat-template", OPT_STR, &o->chat_template, "NAME|TEXT",
          "chat format: llama3, bitnet, falcon3, chatml, llama2, llama2-sys, phi3, or a template text (rendered with --jinja)", 0, 0},
         {NULL, "--chat-template-file", OPT_STR, &o->chat_template_file, "FILE", "the chat template from a file", 0, 0},

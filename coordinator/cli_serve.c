@@ -5,6 +5,7 @@
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
 #include "coordinator/server.h"
+#include "coordinator/toolfmt.h"
 #include "core/err.h"
 #include "core/log.h"
 #include <errno.h>
@@ -146,7 +147,8 @@ int cli_serve(int argc, char **argv) {
         rc = tern_load(&m, &mo.p, err, sizeof err);
     }
     if (rc == 0 && (rc = cli_chat_template_apply(m, &mo, err, sizeof err)) == 0)
-        log_i("serve: chat template %s", chat_template_name(m->tok));
+        log_i("serve: chat template %s, tool calls in the %s format", chat_template_name(m->tok),
+              toolfmt_name(chat_tool_format(m->tok)));
     if (rc == 0 && signals_seen()) rc = 1;
     if (rc == 0) {
         sampler_params_t sp;

@@ -34,9 +34,10 @@ struct tern_model {
  * the scheduler). NULL on out of memory. */
 const grammar_vocab_t *engine_grammar_vocab(tern_model *m);
 /* Right after sched_add: sequence id's output follows the GBNF text gbnf (parsed here; the
- * model's vocabulary). 0, or <0 with the sequence ended as SCHED_ERROR and m->sched.err saying
- * why (the text does not parse, no token can begin it, out of memory). Engine thread. */
-int engine_start_grammar(tern_model *m, int id, const char *gbnf);
+ * model's vocabulary) — with trigger (or NULL), lazily: free text until trigger appears
+ * (sched_grammar_trigger). 0, or <0 with the sequence ended as SCHED_ERROR and m->sched.err
+ * saying why (the text does not parse, no token can begin it, out of memory). Engine thread. */
+int engine_start_grammar(tern_model *m, int id, const char *gbnf, const char *trigger);
 /* the scheduler's sampling params of the API's (s NULL: the defaults); logit biases past the
  * sampler's SAMPLER_BIAS_MAX are dropped (the front ends refuse more) */
 void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp);

@@ -1141,6 +1141,13 @@ void grammar_vocab_destroy(grammar_vocab_t **vp) {
 
 int grammar_vocab_n(const grammar_vocab_t *v) { return v->n; }
 
+const char *grammar_vocab_piece(const grammar_vocab_t *v, int32_t tok, size_t *len) {
+    *len = 0;
+    if (tok < 0 || tok >= v->n || v->is_eog[tok]) return NULL;
+    *len = v->poff[tok + 1] - v->poff[tok];
+    return v->blob + v->poff[tok];
+}
+
 /* ---- matcher state ------------------------------------------------------------------------- */
 
 struct grammar_state {

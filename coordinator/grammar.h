@@ -48,6 +48,8 @@ grammar_vocab_t *grammar_vocab_new(int n_vocab, const char *const *pieces, const
                                    int n_eog);
 void grammar_vocab_destroy(grammar_vocab_t **v);
 int grammar_vocab_n(const grammar_vocab_t *v);
+/* token tok's bytes (*len of them; NULL and 0 for an end-of-generation id or one out of range) */
+const char *grammar_vocab_piece(const grammar_vocab_t *v, int32_t tok, size_t *len);
 
 /* The start of the grammar (nothing generated yet). NULL on out of memory. */
 grammar_state_t *grammar_state_new(const grammar_t *g);

@@ -1,6 +1,7 @@
 /* sched: see sched.h. Decode tokens go first in a step so a long prompt never starves running
  * sequences; prompts fill what is left of n_batch, capped at prefill_chunk while anything decodes,
  * oldest admission first. */
+#define _GNU_SOURCE   /* memmem */
 #include "coordinator/sched.h"
 #include "core/alloc.h"
 #include "core/err.h"
@@ -79,6 +80,9 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
 }
 
 static void drop_grammar(sched_seq_t *q) {
+    q->trigger[0] = 0;
+    q->triggered = 0;
+    q->n_tail = 0;
     grammar_state_destroy(&q->gram);
     grammar_state_destroy(&q->gram0);
     grammar_destroy(&q->grammar);   /* after its states */
@@ -328,19 +332,56 @@ void sched_embd_normalize(float *v, int n, int norm) {
     for (int i = 0; i < n; i++) v[i] *= k;
 }
 
+/* a lazy grammar still waiting: token tok's text after q->tail. When the trigger has come, gram
+ * takes the text from its first byte on (q->triggered); else the tail keeps the last bytes where
+ * a trigger may begin. 0, or -1 when the grammar refuses the text from the trigger on. */
+static int lazy_feed(sched_seq_t *q, int32_t tok) {
+    size_t n, tl = strlen(q->trigger), nt = (size_t)q->n_tail;
+    const char *p = grammar_vocab_piece(q->gvocab, tok, &n);
+    if (!p) return 0;
+    size_t at = nt + n;   /* where the trigger begins in tail + piece; none: at = nt + n */
+    for (size_t k = 0; k < nt && at == nt + n; k++)   /* begins in the tail, ends in the piece */
+        if (nt - k + n >= tl && !memcmp(q->tail + k, q->trigger, nt - k) && !memcmp(p, q->trigger + nt - k, tl - (nt - k)))
+            at = k;
+    const char *in = at == nt + n ? memmem(p, n, q->trigger, tl) : NULL;
+    if (in) at = nt + (size_t)(in - p);
+    if (at < nt + n) {
+        q->triggered = 1;
+        if (at < nt && grammar_state_accept_bytes(q->gram, q->tail + at, nt - at) < 0) return -1;
+        size_t from = at < nt ? 0 : at - nt;
+        return grammar_state_accept_bytes(q->gram, p + from, n - from) < 0 ? -1 : 0;
+    }
+    size_t keep = tl - 1;   /* the last tl - 1 bytes of tail + piece */
+    if (n >= keep) {
+        memcpy(q->tail, p + n - keep, keep);
+    } else {
+        size_t old = nt + n > keep ? keep - n : nt;
+        memmove(q->tail, q->tail + nt - old, old);
+        memcpy(q->tail + old, p, n);
+        keep = old + n;
+    }
+    q->n_tail = (int)keep;
+    return 0;
+}
+
 /* gram consumes the tokens generated since it last looked (toks[gram_n..upto)), then its mask
  * for the next sample goes to q->allow. Returns 0, or the finish the sequence has come to:
  * SCHED_STOP when the grammar is complete, SCHED_ERROR (s->err says why) when it refused a token
  * or nothing can follow. */
 static int grammar_follow(sched_t *s, sched_seq_t *q, int upto) {
-    for (; q->gram_n < upto; q->gram_n++)
-        if (grammar_state_accept_token(q->gram, q->gvocab, q->toks[q->gram_n]) < 0) {
+    for (; q->gram_n < upto; q->gram_n++) {
+        int lazy = q->trigger[0] && !q->triggered;
+        if (lazy ? lazy_feed(q, q->toks[q->gram_n]) < 0
+                 : grammar_state_accept_token(q->gram, q->gvocab, q->toks[q->gram_n]) < 0) {
             s->err_code = TERN_EINVAL;
-            snprintf(s->err, sizeof s->err, "sequence %d: the grammar does not accept token %d at position %d", q->id,
-                     q->toks[q->gram_n], q->gram_n);
+            snprintf(s->err, sizeof s->err, "sequence %d: the grammar does not accept %s %d at position %d", q->id,
+                     lazy ? "the text from its trigger in token" : "token", q->toks[q->gram_n], q->gram_n);
             log_d("%s", s->err);   /* the caller reports it */
             return SCHED_ERROR;
         }
+    }
+    if (q->trigger[0] && s->allow) s->allow[q->slot] = q->triggered ? q->allow : NULL;   /* free until the trigger */
+    if (q->trigger[0] && !q->triggered) return 0;
     if (grammar_state_done(q->gram)) return SCHED_STOP;
     int n = grammar_state_mask(q->gram, q->gvocab, q->allow);
     if (n > 0) return 0;
@@ -387,6 +428,17 @@ int sched_set_grammar(sched_t *s, int id, grammar_t **gp, const grammar_vocab_t 
         return rc;
     }
     s->allow[q->slot] = q->allow;
+    return 0;
+}
+
+int sched_grammar_trigger(sched_t *s, int id, const char *trigger) {
+    sched_seq_t *q = not_started(s, id);
+    size_t n = trigger ? strlen(trigger) : 0;
+    if (!q || !q->gram || n == 0 || n > SCHED_TRIGGER_MAX) return TERN_EINVAL;
+    memcpy(q->trigger, trigger, n + 1);
+    q->triggered = 0;
+    q->n_tail = 0;
+    s->allow[q->slot] = NULL;   /* free text: no mask until the trigger */
     return 0;
 }
 
@@ -651,6 +703,8 @@ static void replay_all(sched_t *s) {
                 grammar_state_destroy(&q->gram);
                 q->gram = g;
                 q->gram_n = q->n_prompt;
+                q->triggered = 0;   /* a lazy one waits for its trigger again */
+                q->n_tail = 0;
             }
             int gf = grammar_follow(s, q, q->gram_n);   /* the mask of its start */
             if (gf) { finish(q, gf); continue; }

@@ -20,6 +20,7 @@
 #include "coordinator/pipeline.h"
 
 #define SCHED_MAX_INFLIGHT 8
+#define SCHED_TRIGGER_MAX 64   /* bytes of a lazy grammar's trigger (sched_grammar_trigger) */
 /* Default prompt tokens per step while some sequence decodes (sched_set_prefill_chunk). On CPUs a
  * step costs about a + b*tokens (compute bound; a sampled token also pays the output head), so
  * the chunk bounds what a prompt adds to every stream's next-token gap (chunk*b, ~7 ms a token
@@ -93,6 +94,11 @@ typedef struct sched_seq {
     int gram_n;               /* gram has consumed toks[n_prompt..gram_n) */
     uint8_t *allow;           /* ((n_vocab + 7) / 8) the tokens gram lets through next; kept with
                                * the slot (a step in flight may still point at it) */
+    char trigger[SCHED_TRIGGER_MAX + 1];   /* "" or a lazy grammar's trigger (sched_grammar_trigger) */
+    int triggered;            /* the trigger has come: gram follows the text from its start */
+    char tail[SCHED_TRIGGER_MAX];   /* while waiting: the generated text's last bytes (n_tail of them,
+                                     * fewer than the trigger's), where a trigger may begin */
+    int n_tail;
 } sched_seq_t;
 
 typedef struct sched {
@@ -203,6 +209,13 @@ int sched_pool_parse(const char *name);
  * parse). Returns code, or TERN_EINVAL (no such sequence, or it has started). */
 int sched_fail(sched_t *s, int id, int code, const char *why);
 int sched_set_grammar(sched_t *s, int id, grammar_t **g, const grammar_vocab_t *v, char *err, size_t errlen);
+/* Right after sched_set_grammar: the grammar is lazy (llama.cpp's grammar triggers) — the text is
+ * free (no mask, any end) until the generated text holds trigger (1..SCHED_TRIGGER_MAX bytes,
+ * across token boundaries); from the trigger's first byte on, the text follows the grammar (the
+ * bytes after the trigger's token boundary are fed to it at once; a grammar that refuses them
+ * ends the sequence as SCHED_ERROR, as llama.cpp's fails the request). 0, or TERN_EINVAL (no
+ * such sequence, not started under a grammar, or a bad trigger). */
+int sched_grammar_trigger(sched_t *s, int id, const char *trigger);
 /* Prompt lookup decoding (llama.cpp's lookup / n-gram speculation; off after sched_init): a
  * sequence (greedy or sampled, penalties and logprobs included; not under a grammar, not a scored
  * prompt) sends, after its last token, up to n draft tokens — what followed the latest earlier

@@ -232,7 +232,7 @@ static int conv_request(json_t *root, int count, json_t *chat, server_err_t *e) 
 }
 
 int server_anthropic_parse(server_req_t *r, int count, const char *body, size_t len, const sampler_params_t *def,
-                           server_err_t *e) {
+                           int tool_fmt, server_err_t *e) {
     memset(r, 0, sizeof *r);
     r->kind = SERVER_REQ_CHAT;
     json_error_t jerr;
@@ -246,7 +246,7 @@ int server_anthropic_parse(server_req_t *r, int count, const char *body, size_t 
     json_decref(root);
     json_decref(chat);
     if (rc == 0 && !txt) rc = OOM(e);
-    if (rc == 0) rc = server_req_parse(r, SERVER_REQ_CHAT, txt, strlen(txt), def, e);
+    if (rc == 0) rc = server_req_parse_fmt(r, SERVER_REQ_CHAT, txt, strlen(txt), def, tool_fmt, e);
     free(txt);
     if (rc == 0) r->api = SERVER_API_ANTHROPIC;
     return rc;
@@ -273,7 +273,7 @@ static json_t *content_blocks(const job_t *j, const char **reason, const char **
     if (!j->tools) {
         json_array_append_new(out, json_pack("{s:s, s:o}", "type", "text", "text", server_json_text(j->out ? j->out : "", j->out_len)));
     } else {   /* the reply object parsed back: {"response"} as text, calls as tool_use blocks */
-        msg = server_tools_reply(j->out ? j->out : "", j->out_len, "x", 0, j->finish == SCHED_STOP ? "stop" : "length", &fin);
+        msg = server_tools_reply(j->tool_fmt, j->out ? j->out : "", j->out_len, "x", 0, j->finish == SCHED_STOP ? "stop" : "length", &fin);
         json_t *c = json_object_get(msg, "content"), *calls = json_object_get(msg, "tool_calls"), *call;
         if (json_is_string(c) && json_string_length(c))
             json_array_append_new(out, json_pack("{s:s, s:O}", "type", "text", "text", c));
@@ -400,7 +400,7 @@ enum MHD_Result server_anthropic_handle(struct server *s, struct MHD_Connection 
     server_err_t e;
     server_req_t r;
     *job_out = NULL;
-    if (server_anthropic_parse(&r, count, body, len, &s->def_sp, &e) < 0) return server_reply_err(c, &e);
+    if (server_anthropic_parse(&r, count, body, len, &s->def_sp, chat_tool_format(s->m->tok), &e) < 0) return server_reply_err(c, &e);
     if (!count) {
         enum MHD_Result ret = server_gen_jobs(s, c, &r, job_out);
         server_req_free(&r);

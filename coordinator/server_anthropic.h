@@ -9,10 +9,11 @@
 #include "coordinator/server_req.h"
 
 /* Parses body[0..len) — a Messages request, or with count a count_tokens one (no max_tokens) —
- * into r as a chat request (r->api = SERVER_API_ANTHROPIC) over the defaults in *def. 0, or <0
- * with e (400 naming the field). On success the caller frees r with server_req_free. */
+ * into r as a chat request (r->api = SERVER_API_ANTHROPIC) over the defaults in *def, its tools
+ * in tool_fmt (TOOLFMT_*: the server template's, server_req_parse_fmt). 0, or <0 with e (400
+ * naming the field). On success the caller frees r with server_req_free. */
 int server_anthropic_parse(server_req_t *r, int count, const char *body, size_t len, const sampler_params_t *def,
-                           server_err_t *e);
+                           int tool_fmt, server_err_t *e);
 
 /* {"type":"error","error":{"type","message"}} for e (the type from its HTTP status), malloc'd;
  * NULL: out of memory */

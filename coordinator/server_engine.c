@@ -27,6 +27,7 @@ void server_job_unref(struct server *s, job_t *j) {
     free(j->ptop_ids);
     free(j->ptop_lp);
     free(j->grammar);
+    free(j->grammar_trigger);
     free(j->embd);
     free(j->toks);
     pthread_cond_destroy(&j->cv);
@@ -269,7 +270,7 @@ static void admit(struct server *s, job_t *j) {
         pthread_mutex_lock(&s->met.mu);
         s->met.grammar_requests++;
         pthread_mutex_unlock(&s->met.mu);
-        if (engine_start_grammar(s->m, id, j->grammar) < 0) return;   /* the sequence has ended (SCHED_ERROR) */
+        if (engine_start_grammar(s->m, id, j->grammar, j->grammar_trigger) < 0) return;   /* the sequence has ended (SCHED_ERROR) */
     }
     if (!j->cache_prompt) sched_feed_whole(sc, id);     /* right after sched_add: cannot fail */
     sched_set_keep(sc, id, engine_keep(s->m, j->n_keep));   /* likewise */

@@ -10,6 +10,7 @@
 #include "coordinator/server_int.h"
 #include "coordinator/server_anthropic.h"
 #include "coordinator/server_tools.h"
+#include "coordinator/toolfmt.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -58,10 +59,12 @@ char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server
     chat_msg_t *m = chat_view(tok, r);
     char *buf = m && cap > 0 ? malloc((size_t)cap) : NULL;
     const char *const *ids = (const char *const *)r->tool_ids;
-    int need = buf ? chat_apply_ex(tok, m, r->n_msgs, ids, 1, buf, cap) : TERN_ENOMEM;
+    /* a template with a native tool format sees the calls as objects and the tools (as HF's) */
+    void *const *extra = chat_tool_format(tok) != TOOLFMT_GENERIC ? r->msg_extra : NULL;
+    int need = buf ? chat_apply_tools(tok, m, r->n_msgs, ids, extra, r->tools_json, 1, buf, cap) : TERN_ENOMEM;
     if (buf && need >= cap) {
         char *b2 = realloc(buf, (size_t)need + 1);
-        if (b2) { buf = b2; need = chat_apply_ex(tok, m, r->n_msgs, ids, 1, buf, need + 1); }
+        if (b2) { buf = b2; need = chat_apply_tools(tok, m, r->n_msgs, ids, extra, r->tools_json, 1, buf, need + 1); }
         else need = TERN_ENOMEM;
     }
     if (m) chat_view_free(r, m);
@@ -302,7 +305,7 @@ static json_t *choice_json(struct server *s, const job_t *j, int index) {
         const char *fin;
         char call_id[64];
         tool_call_id(j, index, call_id);
-        json_t *msg = server_tools_reply(j->out ? j->out : "", j->out_len, call_id, 0, finish_name(j->finish), &fin);
+        json_t *msg = server_tools_reply(j->tool_fmt, j->out ? j->out : "", j->out_len, call_id, 0, finish_name(j->finish), &fin);
         json_decref(text);
         return json_pack("{s:i, s:o, s:o?, s:s}", "index", index, "message", msg, "logprobs", lp, "finish_reason", fin);
     }
@@ -448,7 +451,7 @@ static int sse_tools(struct server *s, job_t *h, job_t *j, int c, int failed) {
     const char *fin;
     char call_id[64];
     tool_call_id(j, c, call_id);
-    json_t *delta = server_tools_reply(j->out ? j->out : "", j->out_len, call_id, 1, finish_name(j->finish), &fin);
+    json_t *delta = server_tools_reply(j->tool_fmt, j->out ? j->out : "", j->out_len, call_id, 1, finish_name(j->finish), &fin);
     json_t *lp = j->lp_final > 0 ? lp_json(s, j, 0, j->lp_final, 0) : NULL;
     if (delta) sse_put(h, chunk_delta(s, h, c, delta, NULL, 0, NULL, lp));
     else json_decref(lp);
@@ -631,12 +634,16 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->ignore_eos = r->ignore_eos;
     j->logprobs = r->logprobs;
     j->tools = r->kind == SERVER_REQ_CHAT && r->tools != SERVER_TOOLS_NONE;
+    j->tool_fmt = r->tool_fmt;
     j->echo = r->echo;
     j->cache_prompt = r->cache_prompt;
     j->n_keep = r->n_keep != SERVER_KEEP_DEFAULT ? r->n_keep : s->cfg.n_keep;
     j->sp = r->sp;
-    const char *gbnf = r->grammar ? r->grammar : s->cfg.grammar;
-    if (gbnf && !(j->grammar = strdup(gbnf))) {
+    /* the server's own grammar never holds a tools reply (a native "auto" one may have none) */
+    const char *gbnf = r->grammar ? r->grammar : r->tools == SERVER_TOOLS_NONE ? s->cfg.grammar : NULL;
+    if ((gbnf && !(j->grammar = strdup(gbnf))) ||
+        (gbnf && r->grammar_trigger && !(j->grammar_trigger = strdup(r->grammar_trigger)))) {
+        free(j->grammar);
         pthread_cond_destroy(&j->cv);
         free(j);
         return NULL;
@@ -853,7 +860,8 @@ enum MHD_Result server_gen_handle(struct server *s, struct MHD_Connection *c, in
                        "this server does not serve embeddings: start it with --embeddings");
         return server_reply_err(c, &e);
     }
-    if (server_req_parse(&r, kind, body, len, &s->def_sp, &e) < 0) return server_reply_err(c, &e);
+    if (server_req_parse_fmt(&r, kind, body, len, &s->def_sp, chat_tool_format(s->m->tok), &e) < 0)
+        return server_reply_err(c, &e);
     if (kind == SERVER_REQ_EMBEDDINGS && r.dimensions >= 0 && r.dimensions != s->m->hp.n_embd) {
         server_err_set(&e, 400, "invalid_request_error", "invalid_value", "dimensions",
                        "'dimensions' %d: this model's embeddings have %d (no shortening)", r.dimensions, s->m->hp.n_embd);

@@ -34,9 +34,11 @@ typedef struct job {
     int logprobs;              /* the reply carries log-probabilities (j->lp) */
     int tools;                 /* chat with tools: the text is a tool call / response object, parsed
                                 * at the end (streaming holds it until then) */
+    int tool_fmt;              /* TOOLFMT_* of those calls (toolfmt.h) */
     int cache_prompt;          /* may start on a slot's cached tokens (the request's "cache_prompt") */
     int n_keep;                /* a context shift keeps this many prompt tokens after the BOS (-1: all) */
     char *grammar;             /* GBNF the output follows (the request's, else the server's), or NULL */
+    char *grammar_trigger;     /* non-NULL: grammar is lazy, free text until this (owned) */
     int n_cached;              /* prompt tokens that came from the slot's cache (not fed) */
     int extra;                 /* a choice after the first of its request: not counted as a request */
     int32_t *ids;              /* (n_ids,) prompt */

@@ -5,6 +5,7 @@
 #include "coordinator/grammar.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/server_tools.h"
+#include "coordinator/toolfmt.h"
 #include "core/err.h"
 #include <jansson.h>
 #include <math.h>
@@ -230,14 +231,16 @@ static int parse_tool_fields(server_req_t *r, json_t *msg, size_t i, server_err_
            *c = json_object_get(msg, "content");
     if (calls && !json_is_null(calls)) {
         if (strcmp(role, "assistant") != 0) return BAD(e, "messages", "message %zu: only an assistant message has 'tool_calls'", i);
-        return server_tools_render_calls(calls, (char **)&r->msgs[i].content, e);
+        int rc = server_tools_msg_extra(msg, r->msgs[i].content, &r->msg_extra[i], e);
+        return rc < 0 ? rc : server_tools_render_calls(calls, (char **)&r->msgs[i].content, e);
     }
     if (strcmp(role, "tool") != 0) return 0;
     if (!c || json_is_null(c)) return BAD(e, "messages", "message %zu: a tool message needs 'content'", i);
     if (!json_is_string(id) || json_string_length(id) == 0 || json_string_length(id) > 256 ||
         strlen(json_string_value(id)) != json_string_length(id))
         return BAD(e, "messages", "message %zu: a tool message needs a 'tool_call_id' string (1..256 bytes)", i);
-    return dup_string(&r->tool_ids[i], id, "messages", e);
+    int rc = dup_string(&r->tool_ids[i], id, "messages", e);
+    return rc < 0 ? rc : server_tools_msg_extra(msg, NULL, &r->msg_extra[i], e);
 }
 
 static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
@@ -246,7 +249,8 @@ static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
         return BAD(e, "messages", "'messages' must be a non-empty array");
     size_t n = json_array_size(m);
     if (n > SERVER_MAX_MSGS) return BAD(e, "messages", "at most %d messages", SERVER_MAX_MSGS);
-    if (!(r->msgs = calloc(n, sizeof(chat_msg_t))) || !(r->tool_ids = calloc(n, sizeof(char *))))
+    if (!(r->msgs = calloc(n, sizeof(chat_msg_t))) || !(r->tool_ids = calloc(n, sizeof(char *))) ||
+        !(r->msg_extra = calloc(n, sizeof(void *))))
         return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
     size_t i;
     json_t *msg;
@@ -582,8 +586,14 @@ static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
 
 int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, const sampler_params_t *def,
                      server_err_t *e) {
+    return server_req_parse_fmt(r, kind, body, len, def, TOOLFMT_GENERIC, e);
+}
+
+int server_req_parse_fmt(server_req_t *r, int kind, const char *body, size_t len, const sampler_params_t *def,
+                         int tool_fmt, server_err_t *e) {
     memset(r, 0, sizeof *r);
     r->kind = kind;
+    r->tool_fmt = tool_fmt;
     r->max_tokens = -1;
     r->parse_special = 1;
     r->cache_prompt = 1;
@@ -616,11 +626,15 @@ void server_req_free(server_req_t *r) {
         free((char *)r->msgs[i].role);
         free((char *)r->msgs[i].content);
         if (r->tool_ids) free(r->tool_ids[i]);
+        if (r->msg_extra) json_decref(r->msg_extra[i]);
     }
     free(r->msgs);
     free(r->tool_ids);
+    free(r->msg_extra);
+    json_decref(r->tools_json);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->grammar);
+    free(r->grammar_trigger);
     for (int i = 0; i < r->n_dry_breakers; i++) free(r->dry_breakers[i]);
     free(r->dry_breakers);
     int kind = r->kind;

@@ -51,7 +51,14 @@ typedef struct server_req {
     chat_msg_t *msgs;        /* chat: role and content strings owned */
     char **tool_ids;         /* (n_msgs,) or NULL: a "tool" message's tool_call_id (owned), else NULL */
     int n_msgs;
+    void **msg_extra;        /* (n_msgs,) or NULL: json_t * fields a Jinja template sees over message
+                              * i (an assistant's structured tool_calls and own content, a tool
+                              * message's tool_call_id and name; owned references), else NULL */
     int tools;               /* SERVER_TOOLS_*: the reply is a tool call / response object */
+    int tool_fmt;            /* TOOLFMT_* (toolfmt.h) the tools take: the server template's native
+                              * format (server_req_parse_fmt), else generic */
+    void *tools_json;        /* native formats: the request's "tools" (json_t *, owned) for the
+                              * template; NULL with the generic format (a system message lists them) */
     int max_tokens;          /* -1: not given */
     sampler_params_t sp;     /* the caller's defaults overlaid with the request's fields */
     char *stop[SERVER_MAX_STOP];
@@ -77,6 +84,8 @@ typedef struct server_req {
     char *grammar;           /* GBNF the output must follow (owned; checked: it parses), from
                               * "grammar" (llama.cpp's), "json_schema" (llama.cpp's) or OpenAI's
                               * "response_format" (json_object, json_schema); NULL: free text */
+    char *grammar_trigger;   /* non-NULL: the grammar is lazy (free text until this text; owned) —
+                              * a native tool format's "auto" (server_tools.c) */
     /* embeddings: "input" (or llama.cpp's "content") in prompt / ids / more as a completions
      * prompt list */
     int base64;              /* "encoding_format": "base64" (little-endian f32 bytes) */
@@ -107,6 +116,10 @@ int server_err_set(server_err_t *e, int status, const char *type, const char *co
  * e filled (status 400). On success the caller frees r with server_req_free. */
 int server_req_parse(server_req_t *r, int kind, const char *body, size_t len, const sampler_params_t *def,
                      server_err_t *e);
+/* server_req_parse for a server whose chat template calls tools in tool_fmt (TOOLFMT_*,
+ * chat_tool_format): a chat request's tools then take that format (server_tools.c) */
+int server_req_parse_fmt(server_req_t *r, int kind, const char *body, size_t len, const sampler_params_t *def,
+                         int tool_fmt, server_err_t *e);
 void server_req_free(server_req_t *r);
 
 /* {"error":{"message","type","param","code"}} as a malloc'd NUL-terminated string (NULL: OOM) */

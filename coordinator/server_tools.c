@@ -2,10 +2,13 @@
  * tools[i] or tool_choice), each tool's parameters schema is converted on its own first so a
  * refused keyword is blamed on its tool, then the whole reply schema is built with jansson and
  * converted once into r->grammar. The system message text is built here and merged into
- * r->msgs. Untrusted input: every field is type- and size-checked before use. */
+ * r->msgs. With a template's native format (toolfmt.h) the tools go to the template instead
+ * (r->tools_json) and the grammar is that format's. Untrusted input: every field is type- and
+ * size-checked before use. */
 #include "coordinator/server_tools.h"
 #include "coordinator/grammar.h"
 #include "coordinator/json_schema.h"
+#include "coordinator/toolfmt.h"
 #include "core/err.h"
 #include "core/strbuf.h"
 #include <jansson.h>
@@ -219,9 +222,12 @@ static int system_merge(server_req_t *r, char *text, server_err_t *e) {
     if (m) r->msgs = m;
     char **ids = r->tool_ids && m ? realloc(r->tool_ids, (size_t)(r->n_msgs + 1) * sizeof *ids) : NULL;
     if (ids) r->tool_ids = ids;
-    if (!m || !role || (r->tool_ids && !ids)) { free(role); free(text); return OOM(e); }
+    void **ex = r->msg_extra && m ? realloc(r->msg_extra, (size_t)(r->n_msgs + 1) * sizeof *ex) : NULL;
+    if (ex) r->msg_extra = ex;
+    if (!m || !role || (r->tool_ids && !ids) || (r->msg_extra && !ex)) { free(role); free(text); return OOM(e); }
     memmove(r->msgs + 1, r->msgs, (size_t)r->n_msgs * sizeof *m);
     if (ids) { memmove(ids + 1, ids, (size_t)r->n_msgs * sizeof *ids); ids[0] = NULL; }
+    if (ex) { memmove(ex + 1, ex, (size_t)r->n_msgs * sizeof *ex); ex[0] = NULL; }
     r->msgs[0] = (chat_msg_t){role, text};
     r->n_msgs++;
     return 0;
@@ -244,6 +250,37 @@ static int tools_apply(server_req_t *r, json_t *root, const tool_t *t, int n, in
     return system_merge(r, text, e);
 }
 
+/* native formats: the template lists the tools (r->tools_json); "required" and a named choice
+ * hold the reply to the format's calls; "auto" is free text, with a lazy grammar (llama.cpp's
+ * trigger) where the format has a marker that opens a call: from the marker on, the calls
+ * follow the tools' schemas. Llama 3.x's calls open the reply with no marker: free, parsed after. */
+static int tools_apply_native(server_req_t *r, json_t *root, const tool_t *t, int n, int mode, int named, int parallel,
+                              server_err_t *e) {
+    static const char *const other[] = {"response_format", "grammar", "json_schema"};
+    for (int k = 0; k < 3; k++) {
+        json_t *v = json_object_get(root, other[k]);
+        if (v && !json_is_null(v)) return BAD(e, other[k], "'%s' cannot be used with 'tools'", other[k]);
+    }
+    free(r->grammar);
+    r->grammar = NULL;
+    r->tools_json = json_incref(json_object_get(root, "tools"));
+    const char *trigger = mode == SERVER_TOOLS_AUTO ? toolfmt_trigger(r->tool_fmt) : NULL;
+    if (mode == SERVER_TOOLS_AUTO && !trigger) return 0;
+    if (trigger && !(r->grammar_trigger = strdup(trigger))) return OOM(e);
+    json_t *calls = json_array();
+    for (int k = 0; calls && k < n; k++)
+        if ((mode != SERVER_TOOLS_NAMED || k == named) &&
+            json_array_append_new(calls, json_pack("{s:s, s:O}", "name", t[k].name, "params", t[k].params)) < 0) {
+            json_decref(calls);
+            calls = NULL;
+        }
+    if (!calls) return OOM(e);
+    char why[200];
+    r->grammar = toolfmt_grammar(r->tool_fmt, calls, parallel ? SERVER_MAX_PARALLEL : 1, why, sizeof why);
+    json_decref(calls);
+    return r->grammar ? 0 : BAD(e, "tools", "tools: %s", why);
+}
+
 int server_tools_parse(server_req_t *r, void *rootv, server_err_t *e) {
     json_t *root = rootv, *ptc = json_object_get(root, "parallel_tool_calls");
     tool_t t[SERVER_MAX_TOOLS];
@@ -254,7 +291,9 @@ int server_tools_parse(server_req_t *r, void *rootv, server_err_t *e) {
     int parallel = json_is_true(ptc);
     if (rc == 0) rc = tools_parse(json_object_get(root, "tools"), t, &n, e);
     if (rc == 0) rc = choice_parse(json_object_get(root, "tool_choice"), t, n, &mode, &named, e);
-    if (rc == 0 && mode != SERVER_TOOLS_NONE) rc = tools_apply(r, root, t, n, mode, named, parallel, e);
+    if (rc == 0 && mode != SERVER_TOOLS_NONE)
+        rc = r->tool_fmt != TOOLFMT_GENERIC ? tools_apply_native(r, root, t, n, mode, named, parallel, e)
+                                            : tools_apply(r, root, t, n, mode, named, parallel, e);
     if (rc == 0) r->tools = mode;
     for (int k = 0; k < n; k++) json_decref(t[k].params);
     return rc;
@@ -279,6 +318,33 @@ static int render_call(json_t *c, size_t i, json_t **out, server_err_t *e) {
     }
     *out = json_pack("{s:O, s:o}", "name", name, "arguments", a);
     return *out ? 0 : OOM(e);
+}
+
+int server_tools_msg_extra(void *msgv, const char *content, void **extra, server_err_t *e) {
+    json_t *msg = msgv, *o = json_object(), *c;
+    if (!o) return OOM(e);
+    *extra = o;
+    json_t *calls = json_object_get(msg, "tool_calls"), *name = json_object_get(msg, "name");
+    if (!content) {   /* a tool message: its name when given (tool_call_id comes from r->tool_ids) */
+        if (text_ok(name, 256) && json_object_set(o, "name", name) < 0) return OOM(e);
+        return 0;
+    }
+    json_t *orig = json_object_get(msg, "content"), *list = json_array();
+    if (!list || json_object_set_new(o, "content", !orig || json_is_null(orig) ? json_null() : json_string_nocheck(content)) < 0 ||
+        json_object_set_new(o, "tool_calls", list) < 0)
+        return OOM(e);
+    size_t i;
+    json_array_foreach(calls, i, c) {   /* a bad call is refused by server_tools_render_calls next */
+        json_t *one = NULL, *id = json_object_get(c, "id");
+        server_err_t ignore;
+        if (i >= SERVER_MAX_TOOL_CALLS || render_call(c, i, &one, &ignore) < 0) break;
+        json_t *fn = json_pack("{s:s, s:{s:O, s:O}}", "type", "function", "function", "name",
+                               json_object_get(one, "name"), "arguments", json_object_get(one, "arguments"));
+        json_decref(one);
+        if (fn && json_is_string(id) && json_object_set(fn, "id", id) < 0) { json_decref(fn); fn = NULL; }
+        if (!fn || json_array_append_new(list, fn) < 0) return OOM(e);
+    }
+    return 0;
 }
 
 /* The calls after the content as the reply the model would have written: {"tool_call": CALL}
@@ -348,8 +414,39 @@ static json_t *calls_json(json_t *v, const char *call_id, int delta) {
     return out;
 }
 
-void *server_tools_reply(const char *text, size_t n, const char *call_id, int delta, const char *fallback,
+/* a native format's reply: calls (toolfmt_parse's) as OpenAI's, with the text around them */
+static json_t *native_reply(int fmt, const char *text, size_t n, const char *call_id, int delta, const char *fallback,
+                            const char **finish) {
+    char *rest = NULL;
+    size_t rn = 0;
+    json_t *calls = toolfmt_parse(fmt, text, n, &rest, &rn), *out = NULL, *list = calls ? json_array() : NULL, *c;
+    size_t k;
+    json_array_foreach(calls, k, c) {   /* a Mistral call keeps the id the model gave it */
+        json_t *id = json_object_get(c, "id");
+        json_t *one = call_json(json_object_get(c, "name"), json_object_get(c, "arguments"), call_id, (int)k, delta);
+        if (one && json_is_string(id) && json_object_set(one, "id", id) < 0) { json_decref(one); one = NULL; }
+        if (!one || json_array_append_new(list, one) < 0) { json_decref(list); list = NULL; break; }
+    }
+    if (calls && list) {   /* the text around the calls (trimmed) as content, or null */
+        json_t *content = rest ? server_json_text(rest, rn) : json_null();
+        out = delta ? json_pack("{s:o}", "tool_calls", list)
+                    : json_pack("{s:s, s:O, s:o}", "role", "assistant", "content", content, "tool_calls", list);
+        if (out && delta && !json_is_null(content)) json_object_set(out, "content", content);
+        json_decref(content);
+        *finish = "tool_calls";
+    } else {   /* no call: the text as it came */
+        json_t *all = server_json_text(text, n);
+        out = delta ? json_pack("{s:o}", "content", all) : json_pack("{s:s, s:o}", "role", "assistant", "content", all);
+        *finish = fallback;
+    }
+    free(rest);
+    json_decref(calls);
+    return out;
+}
+
+void *server_tools_reply(int fmt, const char *text, size_t n, const char *call_id, int delta, const char *fallback,
                          const char **finish) {
+    if (fmt != TOOLFMT_GENERIC) return native_reply(fmt, text, n, call_id, delta, fallback, finish);
     json_t *v = json_loadb(text, n, 0, NULL), *out;
     json_t *resp = json_object_get(v, "response"), *calls = calls_json(v, call_id, delta);
     if (calls) {

@@ -59,7 +59,8 @@ int detok_flush(detok_t *d, char *out, int cap);
  * to a known family: llama3, bitnet (2B-4T "User: ...<|eot_id|>Assistant: "), falcon3, chatml,
  * llama2) and appends the assistant prefix. Returns bytes needed or <0 when unknown.
  * After chat_template_set(..., jinja = 1) the template itself is rendered (coordinator/jinja.h)
- * with messages, add_generation_prompt, bos_token, eos_token and tools = none; a leading BOS
+ * with messages, add_generation_prompt, bos_token, eos_token and tools = none (chat_apply_tools
+ * passes the request's tools and structured tool calls); a leading BOS
  * text is dropped when the tokenizer adds BOS itself (as llama.cpp does). A template that
  * refuses the conversation (raise_exception) gives TERN_EINVAL, one that fails otherwise
  * TERN_EFORMAT; chat_error() then holds the one-line reason (per thread). */
@@ -69,6 +70,16 @@ int chat_apply(const tokenizer_t *t, const chat_msg_t *msgs, int n, char *out, i
  * may be NULL) for Jinja templates, and add_generation_prompt (the family formats always add it) */
 int chat_apply_ex(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
                   int add_generation_prompt, char *out, int cap);
+/* chat_apply_ex for a Jinja template with the tool fields HF's apply_chat_template passes:
+ * tools (json_t *: the request's OpenAI array, or NULL: none) and extra[i] (json_t * object or
+ * NULL; extra may be NULL) merged over message i — an assistant's structured "tool_calls"
+ * (arguments an object) and its own "content", a tool message's "tool_call_id" and "name".
+ * Without --jinja the same as chat_apply_ex (extra and tools unused). */
+int chat_apply_tools(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
+                     void *const *extra, void *tools, int add_generation_prompt, char *out, int cap);
+/* the template's native tool-call format (TOOLFMT_*, coordinator/toolfmt.h): detected from the
+ * Jinja template's source as llama.cpp does; TOOLFMT_GENERIC without --jinja */
+int chat_tool_format(const tokenizer_t *t);
 const char *chat_error(void);
 /* "jinja" when the template is rendered, else the family's name */
 const char *chat_template_name(const tokenizer_t *t);

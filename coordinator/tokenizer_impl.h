@@ -48,6 +48,7 @@ struct tokenizer {
     int *special; int n_special;        /* control/user-defined/unknown ids, longest text first */
     char *chat_template; int chat_family;
     struct jinja *jinja;                /* chat_template_set(jinja): render with it, not the family */
+    int tool_fmt;                       /* TOOLFMT_* of the jinja template's source (toolfmt.h) */
 };
 
 /* chat.c: picks the chat family from tokenizer.chat_template / general.architecture */

@@ -48,7 +48,12 @@ static void check_req(const server_req_t *r) {
         if (!g) abort();
         grammar_destroy(&g);
     }
-    if (r->tools != SERVER_TOOLS_NONE && (!r->grammar || r->kind != SERVER_REQ_CHAT)) abort();
+    /* tools: a grammar, except "auto" in a native format (free text, parsed after) */
+    if (r->tools != SERVER_TOOLS_NONE && ((!r->grammar && (r->tool_fmt == 0 || r->tools != SERVER_TOOLS_AUTO)) ||
+                                          r->kind != SERVER_REQ_CHAT || (r->tool_fmt != 0) != (r->tools_json != NULL)))
+        abort();
+    if (r->grammar_trigger && (!r->grammar || r->tools != SERVER_TOOLS_AUTO || !*r->grammar_trigger))
+        abort();
     if (r->sp.n_bias < 0 || r->sp.n_bias > SAMPLER_BIAS_MAX) abort();
     for (int i = 0; i < r->sp.n_bias; i++)
         if (r->sp.bias_id[i] < 0 || !(fabsf(r->sp.bias[i]) <= 100)) abort();
@@ -88,8 +93,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     server_req_t r;
     server_err_t e;
     memset(&e, 0, sizeof e);
-    int anth = data[0] >= 0x80, rc = anth ? server_anthropic_parse(&r, data[0] & 1, (const char *)data + 1, size - 1, NULL, &e)
-                                           : server_req_parse(&r, kind, (const char *)data + 1, size - 1, NULL, &e);
+    int fmt = (data[0] >> 3) & 3;   /* the tool format of the server's template (TOOLFMT_*) */
+    int anth = data[0] >= 0x80, rc = anth ? server_anthropic_parse(&r, data[0] & 1, (const char *)data + 1, size - 1, NULL, fmt, &e)
+                                           : server_req_parse_fmt(&r, kind, (const char *)data + 1, size - 1, NULL, fmt, &e);
     if (rc == 0) {
         if (anth && (r.kind != SERVER_REQ_CHAT || r.api != SERVER_API_ANTHROPIC || (!(data[0] & 1) && r.max_tokens < 1)))
             abort();

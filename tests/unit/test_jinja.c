@@ -128,6 +128,7 @@ static void test_against_jinja2(void **st) {
     char last[256] = "";
     char *tmpl = NULL;
     json_object_foreach(expected, key, exp) {
+        if (!strncmp(key, "server|", 7)) continue;   /* the server's renderings: test_toolfmt.c */
         const char *bar = strchr(key, '|');
         assert_non_null(bar);
         if (!strncmp(key, "features", 8)) {

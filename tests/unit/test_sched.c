@@ -727,6 +727,122 @@ static void test_grammars(void **state) {
     grammar_destroy(&g2);
 }
 
+/* the model's generation under a lazy grammar g (sched_grammar_trigger), written plainly: free
+ * samples until the whole generated text holds trigger, then g takes the text from the
+ * trigger's first byte on (refused: SCHED_ERROR) and each later sample is the first allowed token
+ * from the model's pick on; ends as model_generate_gram. *fired: the trigger came. */
+static int model_generate_lazy(const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp,
+                               const grammar_t *g, const char *trigger, int32_t *out, int *finish, int *fired) {
+    const grammar_vocab_t *gv = test_vocab();
+    grammar_state_t *gs = NULL;
+    uint8_t mask[(V + 7) / 8];
+    char text[4 * MAXTOK + 1] = "";
+    size_t tn = 0;
+    uint64_t h = HIST0;
+    for (int i = 0; i < n; i++) h = hist_next(h, prompt[i]);
+    int k = 0;
+    *finish = SCHED_LENGTH;
+    *fired = 0;
+    while (k < max_gen) {
+        int32_t t = model_sample(h, sp, n + k);
+        if (gs) {
+            assert_true(grammar_state_mask(gs, gv, mask) > 0);
+            while (!(mask[t >> 3] >> (t & 7) & 1)) t = (t + 1) % V;
+        }
+        out[k++] = t;
+        h = hist_next(h, t);
+        if (t == EOG) { *finish = SCHED_STOP; break; }
+        if (gs) {
+            assert_int_equal(grammar_state_accept_token(gs, gv, t), 0);
+        } else {
+            memcpy(text + tn, g_piece[t], strlen(g_piece[t]));
+            tn += strlen(g_piece[t]);
+            text[tn] = 0;
+            const char *at = strstr(text, trigger);
+            if (!at) continue;
+            *fired = 1;
+            gs = grammar_state_new(g);
+            if (grammar_state_accept_bytes(gs, at, strlen(at)) < 0) { *finish = SCHED_ERROR; break; }
+        }
+        if (grammar_state_done(gs)) { *finish = SCHED_STOP; break; }
+    }
+    grammar_state_destroy(&gs);
+    return k;
+}
+
+/* Lazy grammars (sched_grammar_trigger, llama.cpp's triggers): sequences whose text is free until
+ * a trigger (one byte, and two bytes that may straddle tokens) and held to the grammar from its
+ * first byte on, beside a free sequence, with pipeline failures mid-way
+ * (replays wait for the trigger again): each gets exactly model_generate_lazy's tokens and end —
+ * some never see the trigger, some finish the grammar, some are refused by it right at the
+ * trigger. Bad triggers are refused. */
+static void test_lazy_grammars(void **state) {
+    (void)state;
+    const char *gt = "root ::= \"b\" [0-9a-c ]* \"]\"\n";
+    const char *trig[3] = {"b", "1b", "a"};
+    grammar_t *g = parse_gbnf(gt);
+    int fired = 0, done = 0, refused = 0;
+    for (int inflight = 1; inflight <= 2; inflight++)
+        for (int round = 0; round < 4; round++) {
+            enum { NS = 7 };
+            fake_t f;
+            sched_t sc;
+            seqrun_t r[NS];
+            fake_init(&f, inflight);
+            sched_open(&sc, &f, NS, 16, 4);
+            f.fail_at[0] = 5 + round;
+            f.n_fail = 1;
+            for (int i = 0; i < NS; i++) {
+                seq_make(&r[i], 4 + 3 * i, 40, 300 + 17 * round + i, i % 2 ? 0.9f : 0.0f);
+                r[i].f = &f;
+                r[i].sc = &sc;
+                r[i].id = sched_add(&sc, r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, on_token_gram, &r[i]);
+                assert_true(r[i].id >= 0);
+                r[i].slot = f.last_started;
+                if (i == NS - 1) continue;   /* free */
+                char err[256];
+                grammar_t *gi = parse_gbnf(gt);
+                assert_int_equal(sched_set_grammar(&sc, r[i].id, &gi, test_vocab(), err, sizeof err), 0);
+                if (i < 3 * 2) assert_int_equal(sched_grammar_trigger(&sc, r[i].id, trig[i % 3]), 0);
+            }
+            int guard = 0;
+            while (sched_step(&sc) > 0) assert_true(++guard < 10000);
+            if (f.bad) fail_msg("fake pipeline: %s", f.why);
+            for (int i = 0; i < NS; i++) {
+                int32_t want[MAXTOK];
+                int fin, n, fi = 0;
+                /* the free one: a trigger no piece holds (free samples, the end at EOG) */
+                n = model_generate_lazy(r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, g, i < 6 ? trig[i % 3] : "~",
+                                        want, &fin, &fi);
+                if (r[i].n_out != n || memcmp(r[i].out, want, (size_t)n * sizeof(int32_t)) || r[i].finish != fin)
+                    fail_msg("round %d sequence %d (inflight %d): %d tokens, finish %d; want %d, finish %d", round, i,
+                             inflight, r[i].n_out, r[i].finish, n, fin);
+                fired += fi;
+                done += fi && fin == SCHED_STOP;
+                refused += fin == SCHED_ERROR;
+            }
+            /* a trigger needs a grammar; empty or too long ones are refused */
+            seqrun_t z;
+            seq_make(&z, 3, 4, 7, 0.0f);
+            z.f = &f, z.sc = &sc;
+            z.id = sched_add(&sc, z.prompt, z.n_prompt, z.max_gen, &z.sp, on_token_gram, &z);
+            assert_int_equal(sched_grammar_trigger(&sc, z.id, "b"), TERN_EINVAL);
+            char err[256], big[SCHED_TRIGGER_MAX + 2];
+            memset(big, 'b', sizeof big - 1);
+            big[sizeof big - 1] = 0;
+            grammar_t *gz = parse_gbnf(gt);
+            assert_int_equal(sched_set_grammar(&sc, z.id, &gz, test_vocab(), err, sizeof err), 0);
+            assert_int_equal(sched_grammar_trigger(&sc, z.id, ""), TERN_EINVAL);
+            assert_int_equal(sched_grammar_trigger(&sc, z.id, big), TERN_EINVAL);
+            sched_cancel(&sc, z.id);
+            sched_free(&sc);
+        }
+    printf("lazy grammars: %d triggered, %d of them finished the grammar, %d refused at the trigger\n", fired, done,
+           refused);
+    assert_true(fired > 0 && done > 0);
+    grammar_destroy(&g);
+}
+
 /* a drafter for test_lookup: the model's own continuation of toks (greedy, or the slot's sampling
  * params when sp[slot] is set: then it is the sampled text), the wrong token from the
  * (calls % 3 + 1)-th on every other call */
@@ -1373,6 +1489,7 @@ int main(void) {
         cmocka_unit_test(test_score_prompt),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_grammars),
+        cmocka_unit_test(test_lazy_grammars),
         cmocka_unit_test(test_fail),
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_lookup_sampled),

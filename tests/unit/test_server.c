@@ -152,22 +152,22 @@ static void test_tools_reply(void **state) {
     (void)state;
     const char *fin;
     const char *call = "{\"tool_call\": {\"name\": \"f\", \"arguments\": {\"x\": 1}}}";
-    json_t *m = server_tools_reply(call, strlen(call), "call_1", 0, "stop", &fin);
+    json_t *m = server_tools_reply(0, call, strlen(call), "call_1", 0, "stop", &fin);
     assert_string_equal(fin, "tool_calls");
     assert_true(json_is_null(json_object_get(m, "content")));
     json_t *c = json_array_get(json_object_get(m, "tool_calls"), 0);
     assert_string_equal(json_string_value(json_object_get(c, "id")), "call_1");
     assert_string_equal(json_string_value(json_object_get(json_object_get(c, "function"), "arguments")), "{\"x\":1}");
     json_decref(m);
-    m = server_tools_reply(call, strlen(call), "call_1", 1, "stop", &fin);   /* a streamed delta */
+    m = server_tools_reply(0, call, strlen(call), "call_1", 1, "stop", &fin);   /* a streamed delta */
     assert_int_equal(json_integer_value(json_object_get(json_array_get(json_object_get(m, "tool_calls"), 0), "index")), 0);
     assert_null(json_object_get(m, "role"));
     json_decref(m);
-    m = server_tools_reply("{\"response\":\"hi\"}", 17, "c", 0, "length", &fin);
+    m = server_tools_reply(0, "{\"response\":\"hi\"}", 17, "c", 0, "length", &fin);
     assert_string_equal(fin, "stop");
     assert_string_equal(json_string_value(json_object_get(m, "content")), "hi");
     json_decref(m);
-    m = server_tools_reply("{\"tool_call\":{\"na", 17, "c", 0, "length", &fin);
+    m = server_tools_reply(0, "{\"tool_call\":{\"na", 17, "c", 0, "length", &fin);
     assert_string_equal(fin, "length");
     assert_string_equal(json_string_value(json_object_get(m, "content")), "{\"tool_call\":{\"na");
     json_decref(m);
@@ -1412,7 +1412,7 @@ static int anth_parse(server_req_t *r, int count, const char *q, server_err_t *e
     sampler_params_t sp = defaults();
     char *b = anth_json(q);
     memset(e, 0, sizeof *e);
-    int rc = server_anthropic_parse(r, count, b, strlen(b), &sp, e);
+    int rc = server_anthropic_parse(r, count, b, strlen(b), &sp, 0, e);
     free(b);
     return rc;
 }

@@ -56,6 +56,50 @@ def variables(conv, tools):
     }
 
 
+# the templates with a native tool-call format (coordinator/toolfmt.c) rendered as `tern serve
+# --jinja` renders a chat request with tools: "server|TEMPLATE|CONVERSATION" keys, compared by
+# tests/unit/test_toolfmt.c with what server_req_parse_fmt + server_gen_chat_text make of the
+# same request on a generated vocabulary (BOS <|begin_of_text|>, which its tokenizer adds itself)
+SERVER_TEMPLATES = ("qwen2.5-instruct", "llama3.1", "llama3.2", "mistral-small-3.1-24b-instruct-2503")
+SERVER_BOS, SERVER_EOS = "<|begin_of_text|>", "<|end_of_text|>"
+
+
+def server_variables(conv, tools):
+    """llama.cpp's (and tern's) template inputs for a request with tools: each tool call's
+    "arguments" JSON text parsed back into its object (a text that is no object or array stays
+    a string), the request's tools, add_generation_prompt true"""
+    msgs = json.loads(json.dumps(conv["messages"]))
+    for m in msgs:
+        for c in m.get("tool_calls") or []:
+            a = c["function"].get("arguments")
+            if isinstance(a, str):
+                try:
+                    v = json.loads(a)
+                except ValueError:
+                    v = a
+                c["function"]["arguments"] = v if isinstance(v, (dict, list)) else a
+    return {"messages": msgs, "add_generation_prompt": True, "bos_token": SERVER_BOS, "eos_token": SERVER_EOS,
+            "tools": tools}
+
+
+def render_server(e, here, data, result):
+    for name in SERVER_TEMPLATES:
+        with open(os.path.join(here, name + ".jinja"), encoding="utf-8", newline="") as f:
+            tmpl = e.from_string(f.read())
+        for cname in sorted(data["conversations"]):
+            conv = data["conversations"][cname]
+            if not conv.get("tools"):
+                continue
+            key = "server|%s|%s" % (name, cname)
+            try:
+                out = tmpl.render(**server_variables(conv, data["tools"]))
+                result[key] = {"out": out[len(SERVER_BOS):] if out.startswith(SERVER_BOS) else out}
+            except Raised as x:
+                result[key] = {"raise": str(x)}
+            except Exception as x:
+                result[key] = {"error": "%s: %s" % (type(x).__name__, x)}
+
+
 def main():
     here = os.path.dirname(os.path.abspath(__file__))
     with open(os.path.join(here, "conversations.json"), encoding="utf-8") as f:
@@ -87,6 +131,7 @@ def main():
                 result[key] = {"raise": str(x)}
             except Exception as x:
                 result[key] = {"error": "%s: %s" % (type(x).__name__, x)}
+    render_server(e, here, data, result)
     json.dump(result, sys.stdout, ensure_ascii=False, indent=1, sort_keys=True)
     sys.stdout.write("\n")
 

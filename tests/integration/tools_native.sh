@@ -1,0 +1,203 @@
+#!/usr/bin/env bash
+# Native tool-call formats on `tern serve --jinja --chat-template-file T` (llama.cpp's
+# common/chat.cpp behaviour) on a tiny generated model, for Qwen 2.5's template (Hermes 2 Pro
+# format), Llama 3.1's (Llama 3.x JSON) and Mistral Small 3.1's ([TOOL_CALLS]): the startup log
+# names the format; tool_choice "required" at temperature 1 over several seeds gives
+# finish_reason tool_calls and calls whose name and arguments follow the tool's schema (checked
+# here in Python); a named choice; parallel calls (Hermes); "auto" is well-formed either way; a
+# conversation with a tool call and its result; the streamed reply == the plain one; /apply-template
+# renders structured tool calls as jinja2 does; Anthropic's /v1/messages gets tool_use blocks; and
+# over two workers the replies == one process. ("auto"'s lazy grammar is not forced here: a random
+# model never writes the trigger; test_sched's test_lazy_grammars checks it.)
+source "$(dirname "$0")/lib.bash"
+src=${TERN_SRC:?TERN_SRC not set}
+data=$src/tests/data/jinja
+python3 -c 'import jinja2' 2>/dev/null || { echo "skipped: python3 with jinja2 not found"; exit 0; }
+
+M="$tmp/tiny.gguf"
+make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 11
+
+cat >"$tmp/check.py" <<'PY'
+import json, sys, urllib.request, urllib.error
+URL, FMT, TMPL = sys.argv[1], sys.argv[2], sys.argv[3]
+OUT = sys.argv[4]                  # the replies, written for the cluster comparison
+LABEL = sys.argv[5] if len(sys.argv) > 5 else FMT
+WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
+           "unit": {"enum": ["c", "f"]}}, "required": ["city", "unit"]}
+ADD = {"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "integer"}}, "required": ["a", "b"]}
+TOOLS = [{"type": "function", "function": {"name": "get_weather", "description": "Weather of a city", "parameters": WEATHER}},
+         {"type": "function", "function": {"name": "add", "parameters": ADD}}]
+MSGS = [{"role": "user", "content": "What is the weather in Paris?"}]
+replies = {}
+
+def post(path, body):
+    req = urllib.request.Request(URL + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+
+def say(good, what):
+    print(("ok   " if good else "FAIL ") + LABEL + ": " + what, flush=True)
+
+def args_ok(name, args):   # the schemas above, checked by hand
+    if name == "get_weather":
+        return set(args) == {"city", "unit"} and isinstance(args["city"], str) and len(args["city"]) <= 12 \
+            and args["unit"] in ("c", "f")
+    return name == "add" and set(args) == {"a", "b"} and all(type(args[k]) is int for k in "ab")
+
+def calls_of(msg):
+    tc = msg["tool_calls"]
+    assert msg["content"] is None and len(tc) >= 1
+    for c in tc:
+        assert c["type"] == "function" and isinstance(c["id"], str) and c["id"]
+    return [(c["function"]["name"], json.loads(c["function"]["arguments"])) for c in tc]
+
+def check(what, body, names, most=1):
+    st, txt = post("/v1/chat/completions", body)
+    replies[what] = txt and json.loads(txt).get("choices") if st == 200 else st
+    try:
+        ch = json.loads(txt)["choices"][0]
+        calls = calls_of(ch["message"])
+        good = st == 200 and ch["finish_reason"] == "tool_calls" and 1 <= len(calls) <= most and \
+            all(n in names and args_ok(n, a) for n, a in calls)
+        say(good, f"{what}: {calls}")
+    except Exception as e:
+        say(False, f"{what}: {st} {txt[:300]} ({e!r})")
+
+base = {"messages": MSGS, "tools": TOOLS, "max_tokens": 400, "temperature": 1}
+for seed in range(1, 7):
+    check(f"required, seed {seed}", dict(base, tool_choice="required", seed=seed), {"get_weather", "add"})
+for seed, nm in ((5, "add"), (6, "get_weather")):
+    check(f"named {nm}, seed {seed}", dict(base, seed=seed, tool_choice={"type": "function", "function": {"name": nm}}), {nm})
+if FMT == "hermes":
+    for seed in (1, 2):
+        check(f"parallel, seed {seed}", dict(base, seed=seed, tool_choice="required", parallel_tool_calls=True),
+              {"get_weather", "add"}, 8)
+
+for seed in (7, 8):   # auto: free text; a call or content, well-formed either way
+    st, txt = post("/v1/chat/completions", dict(base, seed=seed, max_tokens=24, tool_choice="auto"))
+    try:
+        ch = json.loads(txt)["choices"][0]
+        m = ch["message"]
+        good = (ch["finish_reason"] == "tool_calls" and all(args_ok(*c) for c in calls_of(m))) if m.get("tool_calls") \
+            else isinstance(m["content"], str) and ch["finish_reason"] in ("stop", "length")
+        say(st == 200 and good, f"auto, seed {seed}: {json.dumps(m)[:100]}")
+    except Exception as e:
+        say(False, f"auto seed {seed}: {st} {txt[:300]} ({e!r})")
+
+# a conversation with a call and its result (Mistral's templates want 9-character ids)
+cid = "abc123def"
+conv = MSGS + [{"role": "assistant", "content": None, "tool_calls": [{"id": cid, "type": "function",
+                "function": {"name": "get_weather", "arguments": "{\"city\":\"Paris\",\"unit\":\"c\"}"}}]},
+               {"role": "tool", "tool_call_id": cid, "name": "get_weather", "content": "18 C, sunny"}]
+st, txt = post("/v1/chat/completions", dict(base, messages=conv, seed=3, max_tokens=16, tool_choice="auto"))
+say(st == 200, f"a conversation with tool_calls and a tool result: {st} {txt[:200] if st != 200 else ''}")
+
+# /apply-template: the structured call rendered as jinja2 renders it (arguments as an object)
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+from jinja2.ext import loopcontrols
+env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])
+env.filters["tojson"] = lambda x, indent=None, ensure_ascii=False, separators=None, sort_keys=False: \
+    json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
+def raise_exception(m): raise ValueError(m)
+env.globals["raise_exception"] = raise_exception
+import datetime
+env.globals["strftime_now"] = lambda f: datetime.datetime.now(datetime.timezone.utc).strftime(f)
+pyconv = json.loads(json.dumps(conv))
+pyconv[1]["tool_calls"][0]["function"]["arguments"] = {"city": "Paris", "unit": "c"}
+want = env.from_string(open(TMPL, encoding="utf-8").read()).render(
+    messages=pyconv, add_generation_prompt=True, bos_token="<|begin_of_text|>", eos_token="<|end_of_text|>", tools=None)
+want = want[len("<|begin_of_text|>"):] if want.startswith("<|begin_of_text|>") else want
+st, txt = post("/apply-template", {"messages": conv})
+try:
+    got = json.loads(txt)["prompt"]
+    say(st == 200 and got == want and "Paris" in got, "/apply-template == jinja2 with a structured tool call")
+except Exception as e:
+    say(False, f"/apply-template: {st} {txt[:300]} ({e!r})")
+
+# streamed == plain
+body = dict(base, seed=11, tool_choice="required")
+st, txt = post("/v1/chat/completions", body)
+plain = json.loads(txt)["choices"][0] if st == 200 else None
+st2, stxt = post("/v1/chat/completions", dict(body, stream=True))
+try:
+    calls, fin, content, done = None, None, None, False
+    for line in stxt.split("\n"):
+        if not line.startswith("data: "): continue
+        if line[6:] == "[DONE]": done = True; continue
+        for c in json.loads(line[6:])["choices"]:
+            dl = c["delta"]
+            if dl.get("content"): content = (content or "") + dl["content"]
+            if "tool_calls" in dl: calls = dl["tool_calls"]
+            fin = c["finish_reason"] or fin
+    pc = plain["message"]["tool_calls"]
+    good = done and content is None and fin == plain["finish_reason"] == "tool_calls" and len(calls) == len(pc) and \
+        all(a["function"] == b["function"] and a["index"] == i for i, (a, b) in enumerate(zip(calls, pc)))
+    say(good, f"streamed == plain: {json.dumps(calls)[:160]}")
+except Exception as e:
+    say(False, f"stream: {st2} {stxt[:400]} ({e!r})")
+
+# Anthropic's Messages API on the same template: tool_choice "any" gives tool_use blocks
+st, txt = post("/v1/messages", {"model": "m", "max_tokens": 400, "temperature": 1, "seed": 4, "messages": MSGS,
+                                "tools": [{"name": t["function"]["name"], "input_schema": t["function"]["parameters"]}
+                                          for t in TOOLS], "tool_choice": {"type": "any"}})
+try:
+    o = json.loads(txt)
+    uses = [b for b in o["content"] if b["type"] == "tool_use"]
+    say(st == 200 and o["stop_reason"] == "tool_use" and len(uses) >= 1 and all(args_ok(b["name"], b["input"]) for b in uses),
+        f"/v1/messages tool_choice any: {[(b['name'], b['input']) for b in uses]}")
+except Exception as e:
+    say(False, f"/v1/messages: {st} {txt[:300]} ({e!r})")
+
+st, txt = post("/v1/chat/completions", dict(base, tool_choice="required", grammar="root ::= \"a\""))
+say(st == 400 and json.loads(txt)["error"]["param"] == "grammar", f"400 for tools + grammar: {st}")
+json.dump(replies, open(OUT, "w"), sort_keys=True)
+PY
+
+run_checks() {   # run_checks URL FMT TEMPLATE OUT [LABEL]
+  while IFS= read -r line; do
+    case "$line" in
+      "ok   "*) ok "${line#ok   }" ;;
+      "FAIL "*) bad "${line#FAIL }" ;;
+      *) echo "$line" ;;
+    esac
+  done < <(timeout 120 python3 "$tmp/check.py" "$@" 2>&1)
+}
+
+# one serve per format: NAME TEMPLATE FORMAT
+for spec in "qwen:qwen2.5-instruct:hermes" "llama:llama3.1:llama3" "mistral:mistral-small-3.1-24b-instruct-2503:mistral"; do
+  IFS=: read -r name file fmt <<<"$spec"
+  start_serve "s_$name" -m "$M" -t 2 -c 4096 --jinja --chat-template-file "$data/$file.jinja" \
+    || die "serve did not start: $(cat "$tmp/s_$name.log")"
+  wait_health "$URL" 30 || die "serve not healthy: $(tail -5 "$tmp/s_$name.log")"
+  grep -q "tool calls in the $fmt format" "$tmp/s_$name.log" && ok "$fmt: the startup log names the format" \
+    || bad "$fmt: startup log: $(grep 'chat template' "$tmp/s_$name.log")"
+  run_checks "$URL" "$fmt" "$data/$file.jinja" "$tmp/one_$name.json"
+  kill -TERM "$SPID"; wait_exit "$SPID" 10
+done
+
+# over two workers: the same replies as one process (Hermes)
+start_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w1 not ready: $(cat "$tmp/w1.log")"
+E1=$EP
+start_worker w2 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w2 not ready: $(cat "$tmp/w2.log")"
+E2=$EP
+start_serve s_cluster -m "$M" -t 2 -c 4096 --workers "$E1,$E2" --jinja --chat-template-file "$data/qwen2.5-instruct.jinja" \
+  || die "serve over workers did not start: $(cat "$tmp/s_cluster.log")"
+wait_health "$URL" 30 || die "serve over workers not healthy: $(tail -5 "$tmp/s_cluster.log")"
+run_checks "$URL" hermes "$data/qwen2.5-instruct.jinja" "$tmp/two_qwen.json" "hermes over 2 workers"
+python3 - "$tmp/one_qwen.json" "$tmp/two_qwen.json" <<'PY' && ok "hermes: the replies over 2 workers == one process" \
+  || bad "hermes: the replies over 2 workers differ from one process"
+import json, sys
+def strip(replies):   # each request's choices without the call ids (they name the request)
+    for choices in replies.values():
+        for c in choices if isinstance(choices, list) else []:
+            for t in c["message"].get("tool_calls") or []:
+                t.pop("id", None)
+    return replies
+a, b = strip(json.load(open(sys.argv[1]))), strip(json.load(open(sys.argv[2])))
+sys.exit(0 if a == b and len(a) >= 8 else 1)
+PY
+finish 20
