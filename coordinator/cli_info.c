@@ -43,6 +43,27 @@ static void info_hparams(const gguf_t *g) {
            hp.tied ? "tied to token_embd" : "output.weight");
 }
 
+/* the fill-in-the-middle tokens as the tokenizer finds them (keys, else their text) */
+static void info_fim(const gguf_t *g) {
+    static const char *const what[TOKENIZER_FIM_N] = {"pre", "suf", "mid", "pad", "rep", "sep"};
+    char err[256], line[512] = "", piece[64];
+    tokenizer_t *t = NULL;
+    if (tokenizer_load(&t, g, err, sizeof err) < 0) return;   /* the vocab line said what it could */
+    size_t n = 0;
+    for (int k = 0; k < TOKENIZER_FIM_N && n < sizeof line; k++) {
+        int id = tokenizer_fim(t, k);
+        if (id < 0) continue;
+        int pl = tokenizer_token_text(t, id, piece, sizeof piece);
+        if (pl < 0 || pl >= (int)sizeof piece) piece[0] = 0;
+        n += (size_t)snprintf(line + n, sizeof line - n, "%s%s %d %s", n ? ", " : "", what[k], id, piece);
+    }
+    int ok = tokenizer_fim(t, TOKENIZER_FIM_PRE) >= 0 && tokenizer_fim(t, TOKENIZER_FIM_SUF) >= 0 &&
+             tokenizer_fim(t, TOKENIZER_FIM_MID) >= 0;
+    printf("fim tokens:    %s%s\n", n ? line : "none",
+           ok ? " (/infill works)" : n ? " (/infill needs pre, suf and mid)" : "");
+    tokenizer_destroy(&t);
+}
+
 static void info_vocab(const gguf_t *g) {
     char model[64] = "", pre[64] = "";
     int64_t bos = -1, eos = -1;
@@ -59,6 +80,7 @@ static void info_vocab(const gguf_t *g) {
            model[0] ? model : "?", pre[0] ? " (pre " : "", pre, pre[0] ? ")" : "",
            toks && toks->type == GGUF_ARR ? toks->arr_n : 0, merges && merges->type == GGUF_ARR ? merges->arr_n : 0,
            bos, eos, gguf_find(g, "tokenizer.chat_template") ? ", chat template" : "");
+    info_fim(g);
     const gguf_kv_t *ct = gguf_find(g, "tokenizer.chat_template");
     char *tmpl = ct && ct->type == GGUF_STR ? strndup(ct->v.s.ptr, ct->v.s.len) : NULL;
     if (tmpl) {

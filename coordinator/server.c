@@ -191,7 +191,7 @@ typedef struct route {
 } route_t;
 
 enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS, R_WEBUI, R_PROPS, R_SLOTS,
-       R_SLOT_ACTION, R_NATIVE, R_TEMPLATE, R_MESSAGES, R_COUNT_TOKENS };
+       R_SLOT_ACTION, R_NATIVE, R_TEMPLATE, R_MESSAGES, R_COUNT_TOKENS, R_INFILL };
 
 static const route_t g_slot_action = {"/slots/", NULL, "POST", R_SLOT_ACTION};   /* /slots/{id}?action= */
 
@@ -209,6 +209,7 @@ static const route_t g_routes[] = {
     {"/slots", NULL, "GET", R_SLOTS},
     {"/completion", NULL, "POST", R_NATIVE},   /* llama.cpp's own API: server_native.c */
     {"/apply-template", NULL, "POST", R_TEMPLATE},
+    {"/infill", NULL, "POST", R_INFILL},
     {"/v1/messages", NULL, "POST", R_MESSAGES},   /* server_anthropic.c */
     {"/v1/messages/count_tokens", NULL, "POST", R_COUNT_TOKENS},
 };
@@ -255,6 +256,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     case R_SLOT_ACTION: return server_slots_action(s, c, url + 7, cn->body, cn->len);
     case R_NATIVE: return server_native_handle(s, c, cn->body, cn->len, &cn->job);
     case R_TEMPLATE: return server_native_template(s, c, cn->body, cn->len);
+    case R_INFILL: return server_native_infill(s, c, cn->body, cn->len, &cn->job);
     case R_MESSAGES: return server_anthropic_handle(s, c, 0, cn->body, cn->len, &cn->job);
     case R_COUNT_TOKENS: return server_anthropic_handle(s, c, 1, cn->body, cn->len, &cn->job);
     default: return server_tok_handle(s, c, SERVER_REQ_DETOKENIZE, cn->body, cn->len);

@@ -33,6 +33,7 @@ typedef struct server_cfg {
     int no_webui;            /* GET / answers 404 instead of the web UI page */
     int no_slots;            /* GET /slots answers 501 (llama.cpp's --no-slots) */
     const char *model_path;  /* shown by /props (NULL: "") */
+    int spm_infill;          /* /infill puts the suffix before the prefix (llama.cpp's --spm-infill) */
     const char *slot_save_path; /* POST /slots/{id}?action=save|restore|erase read and write files
                                  * here (--slot-save-path); NULL: those answer 501 */
 } server_cfg_t;

@@ -243,7 +243,7 @@ static void on_embd(void *user, int id, const float *v, int n, int n_embd) {
 /* sequence id (just added) of job j follows j's grammar (it parsed when the request came). 0, or
  * <0 when it cannot: the sequence has then ended (the job may be gone; sched.err or j->errmsg
  * said why) */
-/* admits j into a free slot (engine thread, s->mu not held) */
+/* admits j into a free slot — the one it is pinned to, if any (engine thread, s->mu not held) */
 static void admit(struct server *s, job_t *j) {
     sched_t *sc = &s->m->sched;
     detok_init(&j->dt, s->m->tok, 0);
@@ -251,7 +251,7 @@ static void admit(struct server *s, job_t *j) {
     server_stop_init(&j->st, j->stop, j->n_stop);
     j->t_start = time_now();
     if (j->cancel) { job_end(s, j, SCHED_CANCEL); return; }
-    int id = sched_add(sc, j->ids, j->n_ids, j->max_gen, &j->sp, on_token, j);
+    int id = sched_add_at(sc, j->want_slot, j->ids, j->n_ids, j->max_gen, &j->sp, on_token, j);
     if (id < 0) {
         snprintf(j->errmsg, sizeof j->errmsg, "cannot start the sequence: %s", tern_strerror(id));
         job_end(s, j, SCHED_ERROR);
@@ -285,21 +285,36 @@ static void admit(struct server *s, job_t *j) {
     pthread_mutex_unlock(&s->mu);
 }
 
-/* under s->mu: takes up to `room` queued jobs, and removes cancelled ones from the queue */
-static int take_queued(struct server *s, job_t **out, int room, job_t **dead, int *ndead) {
-    int n = 0;
+/* under s->mu (engine thread): takes up to `room` queued jobs in queue order, and removes
+ * cancelled ones from the queue. A job pinned to a slot (id_slot) is taken only when that slot
+ * is free and no job taken before it claimed it; otherwise it waits in the queue, as in
+ * llama-server, while the jobs behind it go on. claimed: (n_seq,) scratch. The pinned jobs
+ * come first in out[], so that the others' free choice cannot take their slots. */
+static int take_queued(struct server *s, job_t **out, int room, job_t **dead, int *ndead, uint8_t *claimed) {
+    const sched_t *sc = &s->m->sched;
+    int n = 0, np = 0;
     *ndead = 0;
+    memset(claimed, 0, (size_t)sc->n_seq);
     job_t **pp = &s->qhead, *prev = NULL;
     while (*pp) {
         job_t *j = *pp;
-        int cancel = j->cancel || s->abort;
-        if (!cancel && n >= room) { prev = j; pp = &j->next; continue; }
+        int cancel = j->cancel || s->abort, w = j->want_slot;
+        int pinned_busy = w >= 0 && w < sc->n_seq && (sc->seqs[w].active || claimed[w]);
+        if (!cancel && (n >= room || pinned_busy)) { prev = j; pp = &j->next; continue; }
         *pp = j->next;
         if (s->qtail == j) s->qtail = prev;
         j->next = NULL;
         s->n_queue--;
-        if (cancel) dead[(*ndead)++] = j;
-        else out[n++] = j;
+        if (cancel) {
+            dead[(*ndead)++] = j;
+        } else if (w >= 0 && w < sc->n_seq) {   /* pinned: before the others taken so far */
+            claimed[w] = 1;
+            memmove(out + np + 1, out + np, (size_t)(n - np) * sizeof *out);
+            out[np++] = j;
+            n++;
+        } else {
+            out[n++] = j;
+        }
         if (*ndead == 64) break;
     }
     return n;
@@ -331,8 +346,9 @@ void *server_engine_main(void *arg) {
     sched_t *sc = &s->m->sched;
     job_t **admits = calloc((size_t)sc->n_seq, sizeof(job_t *));
     int *cancels = calloc((size_t)sc->n_seq, sizeof(int));
+    uint8_t *claimed = calloc((size_t)sc->n_seq, 1);
     job_t *dead[64];
-    TERN_ASSERT(admits && cancels);
+    TERN_ASSERT(admits && cancels && claimed);
     sched_set_prefix_cache(sc, !s->cfg.no_cache_prompt);   /* a request may still turn it off (sched_feed_whole) */
     pthread_mutex_lock(&s->mu);
     for (;;) {
@@ -349,7 +365,7 @@ void *server_engine_main(void *arg) {
             pthread_cond_signal(&sj->cv);
         }
         if (s->stop_engine && !s->qhead && sched_active(sc) == 0) break;
-        int ndead, na = take_queued(s, admits, sc->n_seq - sched_active(sc), dead, &ndead), nc = 0;
+        int ndead, na = take_queued(s, admits, sc->n_seq - sched_active(sc), dead, &ndead, claimed), nc = 0;
         for (int i = 0; i < sc->n_seq; i++) {
             sched_seq_t *q = &sc->seqs[i];
             if (q->active && (s->abort || ((job_t *)q->user)->cancel)) {
@@ -376,5 +392,6 @@ void *server_engine_main(void *arg) {
     pthread_mutex_unlock(&s->mu);
     free(admits);
     free(cancels);
+    free(claimed);
     return NULL;
 }

@@ -627,6 +627,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->srv = s;
     j->refs = 1;
     j->slot = -1;
+    j->want_slot = r->id_slot;
     j->kind = r->kind;
     j->api = r->api;
     j->stream = r->stream;

@@ -82,6 +82,8 @@ typedef struct job {
     float *ptop_lp;
     int n_gen;
     int slot;                  /* the slot it runs in (-1 until admitted) */
+    int want_slot;             /* /completion's id_slot: the slot it must run in, waiting for it
+                                * while busy (-1: any free one) */
     int32_t *toks;             /* (max_gen,) when the request asked for its tokens (/completion's
                                 * return_tokens): the generated ids, EOG excluded; n_toks of them */
     int n_toks, toks_sent;     /* toks_sent: streaming, ids already sent (the HTTP side only) */
@@ -178,6 +180,9 @@ char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server
 enum MHD_Result server_native_handle(struct server *s, struct MHD_Connection *c, const char *body, size_t len,
                                      job_t **job_out);
 enum MHD_Result server_native_template(struct server *s, struct MHD_Connection *c, const char *body, size_t len);
+/* POST /infill: llama-server's fill-in-the-middle (501 when the model has no FIM tokens) */
+enum MHD_Result server_native_infill(struct server *s, struct MHD_Connection *c, const char *body, size_t len,
+                                     job_t **job_out);
 void *server_native_reply(struct server *s, job_t *const *jobs, int k);
 void *server_native_chunk(struct server *s, job_t *j, int index, const char *text, size_t n);
 void *server_native_final(struct server *s, job_t *j, int index);

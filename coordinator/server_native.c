@@ -1,10 +1,11 @@
 /* server_native: llama.cpp's own (non-OpenAI) API for the front ends that speak it — POST
- * /completion and POST /apply-template. /completion runs on the same jobs, slots, sampling,
- * grammar, stop strings and streaming as /v1/completions (server_gen.c); only the request's
- * extra fields (a mixed prompt, n_probs, return_tokens, id_slot) and the reply's shapes live
- * here ("samplers", the chain's order, is parsed with the shared fields: server_req.c). Not here:
- * pinning a request to the slot id_slot names (the scheduler picks the slot whose cache holds the
- * longest prefix of the prompt). */
+ * /completion, POST /infill (fill-in-the-middle for code editors: its prompt is built by
+ * infill.c, then it runs as a /completion of those ids) and POST /apply-template. They run on
+ * the same jobs, slots, sampling, grammar, stop strings and streaming as /v1/completions
+ * (server_gen.c); only the request's extra fields (a mixed prompt, n_probs, return_tokens,
+ * id_slot: the slot the request must run in, server_engine.c) and the reply's shapes live
+ * here. "samplers", the chain's order, is parsed with the
+ * shared fields (server_req.c). */
 #include "coordinator/server_int.h"
 #include "core/err.h"
 #include <jansson.h>
@@ -46,6 +47,13 @@ static int native_ids(struct server *s, server_req_t *r, server_err_t *e) {
     return 0;
 }
 
+/* the request's id_slot names a slot of this server (-1: any); 0 or <0 with e */
+static int check_slot(struct server *s, const server_req_t *r, server_err_t *e) {
+    if (r->id_slot < s->m->sched.n_seq) return 0;
+    return server_err_set(e, 400, "invalid_request_error", "invalid_value", "id_slot",
+                          "'id_slot' %d: the server has %d slots (-1: any)", r->id_slot, s->m->sched.n_seq);
+}
+
 enum MHD_Result server_native_handle(struct server *s, struct MHD_Connection *c, const char *body, size_t len,
                                      job_t **job_out) {
     server_err_t e;
@@ -53,9 +61,64 @@ enum MHD_Result server_native_handle(struct server *s, struct MHD_Connection *c,
     *job_out = NULL;
     if (server_req_parse(&r, SERVER_REQ_NATIVE, body, len, &s->def_sp, &e) < 0) return native_err(c, &e);
     int rc = native_ids(s, &r, &e);
-    if (rc == 0 && r.id_slot >= s->m->sched.n_seq)
-        rc = server_err_set(&e, 400, "invalid_request_error", "invalid_value", "id_slot",
-                            "'id_slot' %d: the server has %d slots (-1: any)", r.id_slot, s->m->sched.n_seq);
+    if (rc == 0) rc = check_slot(s, &r, &e);
+    enum MHD_Result ret = rc < 0 ? native_err(c, &e) : server_gen_run(s, c, &r, job_out);
+    server_req_free(&r);
+    return ret;
+}
+
+/* r's FIM sequence (infill.h) into r->ids: its prefix and suffix tokenized without special
+ * tokens, its prompt with them (llama.cpp's rules). 0, or <0 with e. */
+static int infill_ids(struct server *s, server_req_t *r, const infill_cfg_t *c, server_err_t *e) {
+    const tokenizer_t *tok = s->m->tok;
+    int32_t *pre = NULL, *suf = NULL, *prm = NULL, *ext = NULL;
+    int np = infill_tokenize(tok, r->input_prefix, strlen(r->input_prefix), 0, &pre);
+    int ns = np < 0 ? -1 : infill_tokenize(tok, r->input_suffix, strlen(r->input_suffix), 0, &suf);
+    int nq = ns < 0 ? -1 : r->prompt ? infill_tokenize(tok, r->prompt, strlen(r->prompt), 1, &prm) : 0;
+    int nx = nq < 0 ? -1 : infill_extra(tok, c, r->extra, r->n_extra, &ext);
+    int rc = 0;
+    if (nx < 0) {
+        rc = server_err_set(e, 400, "invalid_request_error", "invalid_value", "input_prefix",
+                            "cannot tokenize the input");
+    } else {
+        size_t cap = (size_t)np + (size_t)ns + (size_t)nq + (size_t)nx + 4;
+        if (!(r->ids = malloc(cap * sizeof *r->ids)))
+            rc = server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        else
+            r->n_ids = infill_format(c, pre, np, suf, ns, prm, nq, ext, nx, r->ids);
+    }
+    free(pre);
+    free(suf);
+    free(prm);
+    free(ext);
+    free(r->prompt);   /* the ids stand for it now (build_prompt takes ids first) */
+    r->prompt = NULL;
+    return rc;
+}
+
+enum MHD_Result server_native_infill(struct server *s, struct MHD_Connection *c, const char *body, size_t len,
+                                     job_t **job_out) {
+    server_err_t e;
+    server_req_t r;
+    const tokenizer_t *tok = s->m->tok;
+    *job_out = NULL;
+    infill_cfg_t cfg = {
+        .pre = tokenizer_fim(tok, TOKENIZER_FIM_PRE), .suf = tokenizer_fim(tok, TOKENIZER_FIM_SUF),
+        .mid = tokenizer_fim(tok, TOKENIZER_FIM_MID), .rep = tokenizer_fim(tok, TOKENIZER_FIM_REP),
+        .sep = tokenizer_fim(tok, TOKENIZER_FIM_SEP), .bos = tokenizer_add_bos(tok) ? tokenizer_bos(tok) : -1,
+        .n_batch = s->m->sched.n_batch, .n_predict = s->cfg.max_tokens > 0 ? s->cfg.max_tokens : -1,
+        .n_ctx = s->m->n_ctx, .spm = s->cfg.spm_infill,
+    };
+    if (cfg.pre < 0 || cfg.suf < 0 || cfg.mid < 0) {   /* llama-server's check, message and status */
+        server_err_set(&e, 501, "not_supported_error", NULL, NULL, "Infill is not supported by this model:%s%s%s",
+                       cfg.pre < 0 ? " prefix token is missing." : "", cfg.suf < 0 ? " suffix token is missing." : "",
+                       cfg.mid < 0 ? " middle token is missing." : "");
+        return native_err(c, &e);
+    }
+    if (server_req_parse(&r, SERVER_REQ_INFILL, body, len, &s->def_sp, &e) < 0) return native_err(c, &e);
+    int rc = infill_ids(s, &r, &cfg, &e);
+    if (rc == 0) rc = check_slot(s, &r, &e);
+    r.kind = SERVER_REQ_NATIVE;   /* from here on, a /completion of those ids */
     enum MHD_Result ret = rc < 0 ? native_err(c, &e) : server_gen_run(s, c, &r, job_out);
     server_req_free(&r);
     return ret;

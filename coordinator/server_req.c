@@ -277,7 +277,8 @@ static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
 static int parse_logprobs(server_req_t *r, json_t *root, server_err_t *e) {
     long long n = 0;
     int rc;
-    if (r->kind == SERVER_REQ_NATIVE) {   /* llama.cpp's n_probs: alternatives per token, 0 = none */
+    if (r->kind == SERVER_REQ_NATIVE || r->kind == SERVER_REQ_INFILL) {   /* llama.cpp's n_probs: alternatives
+                                                                           * per token, 0 = none */
         if ((rc = get_int(root, "n_probs", 0, SAMPLER_TOP_MAX, &n, e)) < 0) return rc;
         r->logprobs = n > 0;
     } else if (r->kind == SERVER_REQ_COMPLETION) {
@@ -493,7 +494,8 @@ static int parse_generation(server_req_t *r, json_t *root, server_err_t *e) {
     if ((rc = get_int(root, "max_completion_tokens", -1, 1 << 30, &v, e)) < 0) return rc;
     if ((rc = get_int(root, "n_predict", -1, 1 << 30, &v, e)) < 0) return rc;   /* llama.cpp's name */
     if (r->kind == SERVER_REQ_COMPLETION && (rc = get_bool(root, "echo", &r->echo, e)) < 0) return rc;
-    if (v == 0 && !r->echo && r->kind == SERVER_REQ_NATIVE) return BAD(e, "n_predict", "'n_predict' must be -1 or at least 1");
+    if (v == 0 && !r->echo && (r->kind == SERVER_REQ_NATIVE || r->kind == SERVER_REQ_INFILL))
+        return BAD(e, "n_predict", "'n_predict' must be -1 or at least 1");
     if (v == 0 && !r->echo) return BAD(e, "max_tokens", "'max_tokens' must be at least 1 (0 only with 'echo': true)");
     r->max_tokens = (int)v;
     sampler_params_t *sp = &r->sp;
@@ -540,6 +542,43 @@ static int parse_native(server_req_t *r, json_t *root, server_err_t *e) {
     return 0;
 }
 
+/* /infill's inputs, as llama-server checks them: input_prefix and input_suffix (strings, both
+ * required), input_extra ([{"filename"?, "text"}]) and an optional string prompt */
+static int parse_infill(server_req_t *r, json_t *root, server_err_t *e) {
+    static const char *const keys[2] = {"input_prefix", "input_suffix"};
+    char **dst[2] = {&r->input_prefix, &r->input_suffix};
+    int rc;
+    for (int k = 0; k < 2; k++) {
+        json_t *v = json_object_get(root, keys[k]);
+        if (!v) return BAD(e, keys[k], "\"%s\" is required", keys[k]);
+        if (!json_is_string(v)) return BAD(e, keys[k], "\"%s\" must be a string", keys[k]);
+        if ((rc = dup_string(dst[k], v, keys[k], e)) < 0) return rc;
+    }
+    json_t *p = json_object_get(root, "prompt");
+    if (p && !json_is_null(p) && !json_is_string(p)) return BAD(e, "prompt", "\"prompt\" must be a string");
+    if (json_is_string(p) && (rc = dup_string(&r->prompt, p, "prompt", e)) < 0) return rc;
+    json_t *x = json_object_get(root, "input_extra"), *el;
+    if (!x || json_is_null(x)) return 0;
+    if (!json_is_array(x))
+        return BAD(e, "input_extra", "\"input_extra\" must be an array of {\"filename\": string, \"text\": string}");
+    if (json_array_size(x) > SERVER_MAX_EXTRA)
+        return BAD(e, "input_extra", "\"input_extra\" has more than %d chunks", SERVER_MAX_EXTRA);
+    if (json_array_size(x) && !(r->extra = calloc(json_array_size(x), sizeof *r->extra)))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    size_t i;
+    json_array_foreach(x, i, el) {
+        json_t *t = json_object_get(el, "text"), *f = json_object_get(el, "filename");
+        if (!json_is_string(t))
+            return BAD(e, "input_extra", "extra_context chunk must contain a \"text\" field with a string value");
+        if (f && !json_is_string(f))
+            return BAD(e, "input_extra", "extra_context chunk's \"filename\" field must be a string");
+        infill_chunk_t *c = &r->extra[r->n_extra++];
+        if ((rc = dup_string(&c->text, t, "input_extra", e)) < 0) return rc;
+        if (f && (rc = dup_string(&c->filename, f, "input_extra", e)) < 0) return rc;
+    }
+    return 0;
+}
+
 static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
     int rc;
     switch (r->kind) {
@@ -559,6 +598,10 @@ static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
     }
     case SERVER_REQ_NATIVE:
         if ((rc = parse_prompt(r, root, "prompt", e)) < 0) return rc;
+        if ((rc = parse_native(r, root, e)) < 0) return rc;
+        return parse_generation(r, root, e);
+    case SERVER_REQ_INFILL:
+        if ((rc = parse_infill(r, root, e)) < 0) return rc;
         if ((rc = parse_native(r, root, e)) < 0) return rc;
         return parse_generation(r, root, e);
     case SERVER_REQ_TEMPLATE:
@@ -622,6 +665,10 @@ void server_req_free(server_req_t *r) {
     free(r->more);
     for (int i = 0; i < r->n_parts; i++) { free(r->parts[i].text); free(r->parts[i].ids); }
     free(r->parts);
+    free(r->input_prefix);
+    free(r->input_suffix);
+    for (int i = 0; i < r->n_extra; i++) { free(r->extra[i].filename); free(r->extra[i].text); }
+    free(r->extra);
     for (int i = 0; i < r->n_msgs; i++) {
         free((char *)r->msgs[i].role);
         free((char *)r->msgs[i].content);

@@ -7,6 +7,7 @@
 #define TERN_SERVER_REQ_H
 #include <stddef.h>
 #include <stdint.h>
+#include "coordinator/infill.h"
 #include "coordinator/tokenizer.h"
 #include "worker/sampler.h"
 
@@ -18,6 +19,7 @@ enum server_req_kind {
     SERVER_REQ_EMBEDDINGS = 4,
     SERVER_REQ_NATIVE = 5,      /* llama.cpp's POST /completion (server_native.c) */
     SERVER_REQ_TEMPLATE = 6,    /* llama.cpp's POST /apply-template: messages only */
+    SERVER_REQ_INFILL = 7,      /* llama.cpp's POST /infill: /completion's fields and the FIM inputs */
 };
 
 #define SERVER_MAX_STOP 16          /* stop strings per request */
@@ -25,6 +27,7 @@ enum server_req_kind {
 #define SERVER_MAX_MSGS 4096        /* chat messages per request */
 #define SERVER_MAX_CHOICES 16       /* choices per request: prompts x n */
 #define SERVER_KEEP_DEFAULT (-2)    /* server_req_t.n_keep when the request gives none */
+#define SERVER_MAX_EXTRA 4096       /* /infill's input_extra chunks per request */
 
 /* the API a request came in by: its reply's and errors' shapes (server_anthropic.c) */
 enum server_api { SERVER_API_OPENAI = 0, SERVER_API_ANTHROPIC = 1 };
@@ -96,6 +99,11 @@ typedef struct server_req {
     server_prompt_t *parts;
     int n_parts;
     int return_tokens, id_slot;
+    /* infill (/infill): the text before and after the gap (owned) and input_extra's files
+     * (owned); its optional "prompt" (text that continues the prefix) is in prompt */
+    char *input_prefix, *input_suffix;
+    infill_chunk_t *extra;
+    int n_extra;
 } server_req_t;
 
 /* a client error: HTTP status, OpenAI error type and code, offending parameter, message */

@@ -560,6 +560,62 @@ int tokenizer_find(const tokenizer_t *t, const char *token_text) {
     return tok_lookup(t, token_text, strlen(token_text));
 }
 
+int tokenizer_fim(const tokenizer_t *t, int which) {
+    return which >= 0 && which < TOKENIZER_FIM_N ? t->fim[which] : -1;
+}
+
+/* ---- fill-in-the-middle tokens ------------------------------------------------- */
+
+static const char *const FIM_KEYS[TOKENIZER_FIM_N][2] = {   /* the key, then the deprecated one */
+    {"tokenizer.ggml.fim_pre_token_id", "tokenizer.ggml.prefix_token_id"},
+    {"tokenizer.ggml.fim_suf_token_id", "tokenizer.ggml.suffix_token_id"},
+    {"tokenizer.ggml.fim_mid_token_id", "tokenizer.ggml.middle_token_id"},
+    {"tokenizer.ggml.fim_pad_token_id", NULL},
+    {"tokenizer.ggml.fim_rep_token_id", NULL},
+    {"tokenizer.ggml.fim_sep_token_id", NULL},
+};
+
+/* llama.cpp's llama-vocab.cpp lists (Qwen, Granite, DeepSeek, CodeLlama, GLM-4.5, ...) */
+#define FIM_DS(x) "<\xef\xbd\x9c" "fim\xe2\x96\x81" x "\xef\xbd\x9c>"   /* DeepSeek's <｜fim▁x｜> */
+#define FIM_SP "\xe2\x96\x81"                                              /* CodeLlama's ▁<PRE> */
+static const char *const FIM_PRE_NAMES[] = {"<|fim_prefix|>", "<fim-prefix>", "<fim_prefix>", FIM_DS("begin"),
+                                            "<PRE>", FIM_SP "<PRE>", "<|code_prefix|>", NULL};
+static const char *const FIM_SUF_NAMES[] = {"<|fim_suffix|>", "<fim-suffix>", "<fim_suffix>", FIM_DS("hole"),
+                                            "<SUF>", FIM_SP "<SUF>", "<|code_suffix|>", NULL};
+static const char *const FIM_MID_NAMES[] = {"<|fim_middle|>", "<fim-middle>", "<fim_middle>", FIM_DS("end"),
+                                            "<MID>", FIM_SP "<MID>", "<|code_middle|>", NULL};
+static const char *const FIM_PAD_NAMES[] = {"<|fim_pad|>", "<fim-pad>", "<fim_pad>", "<PAD>", NULL};
+static const char *const FIM_REP_NAMES[] = {"<|fim_repo|>", "<|repo_name|>", "<fim-repo>", "<REPO>", "<reponame>",
+                                            NULL};
+static const char *const FIM_SEP_NAMES[] = {"<|file_sep|>", NULL};
+static const char *const *const FIM_NAMES[TOKENIZER_FIM_N] = {FIM_PRE_NAMES, FIM_SUF_NAMES, FIM_MID_NAMES,
+                                                               FIM_PAD_NAMES, FIM_REP_NAMES, FIM_SEP_NAMES};
+
+const char *tokenizer_fim_key(int which) { return which >= 0 && which < TOKENIZER_FIM_N ? FIM_KEYS[which][0] : ""; }
+
+const char *const *tokenizer_fim_names(int which) {
+    static const char *const none[] = {NULL};
+    return which >= 0 && which < TOKENIZER_FIM_N ? FIM_NAMES[which] : none;
+}
+
+/* the FIM ids as llama.cpp's vocab loader finds them: the keys (a deprecated key present wins,
+ * as there), else the first known text in the vocabulary; an id outside it is ignored with a
+ * warning, as there. Each becomes a control token (llama.cpp overrides a normal one too). */
+static void find_fim(tokenizer_t *t, const gguf_t *g) {
+    for (int k = 0; k < TOKENIZER_FIM_N; k++) {
+        t->fim[k] = -1;
+        for (int d = 0; d < 2; d++) {
+            int64_t v;
+            if (!FIM_KEYS[k][d] || gguf_get_i64(g, FIM_KEYS[k][d], &v) < 0) continue;
+            if (v >= 0 && v < t->n_vocab) t->fim[k] = (int)v;
+            else log_w("tokenizer: %s = %lld is outside the vocabulary (%d tokens): ignored", FIM_KEYS[k][d],
+                       (long long)v, t->n_vocab);
+        }
+        for (int i = 0; t->fim[k] < 0 && FIM_NAMES[k][i]; i++) t->fim[k] = tokenizer_find(t, FIM_NAMES[k][i]);
+        if (t->fim[k] >= 0) t->ttype[t->fim[k]] = TOK_TYPE_CONTROL;
+    }
+}
+
 int tokenizer_token_text(const tokenizer_t *t, int id, char *buf, int cap) {
     if (id < 0 || id >= t->n_vocab) return TERN_EINVAL;
     int n = (int)t->tok_len[id];
@@ -926,6 +982,7 @@ static void find_eog(tokenizer_t *t) {
     int cand[16], nc = 0;
     cand[nc++] = t->eos;
     cand[nc++] = t->eot;
+    for (int k = TOKENIZER_FIM_PAD; k <= TOKENIZER_FIM_SEP; k++) cand[nc++] = t->fim[k];   /* as llama.cpp */
     for (int k = 0; eot_names[k]; k++) cand[nc++] = tokenizer_find(t, eot_names[k]);
     for (int k = 0; k < nc; k++) {
         if (cand[k] < 0 || tokenizer_is_eog(t, cand[k]) || t->n_eog >= (int)(sizeof t->eog / sizeof t->eog[0])) continue;
@@ -1026,6 +1083,7 @@ int tokenizer_load(tokenizer_t **out, const gguf_t *g, char *err, size_t errlen)
     if ((rc = load_pre(t, g, err, errlen)) < 0) goto fail;
     if (t->type == TOK_BPE && (rc = load_merges(t, g, err, errlen)) < 0) goto fail;
     if ((rc = load_specials(t, g, err, errlen)) < 0) goto fail;
+    find_fim(t, g);
     find_bytes(t);
     t->spm_cut = t->type == TOK_SPM && !ws_inside_token(t);
     if ((rc = build_pieces(t, err, errlen)) < 0) goto fail;

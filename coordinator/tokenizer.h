@@ -20,6 +20,20 @@ int tokenizer_eot(const tokenizer_t *t);     /* <|eot_id|> / <|im_end|>, or -1 *
 int tokenizer_add_bos(const tokenizer_t *t); /* tokenizer.ggml.add_bos_token (default per model type) */
 int tokenizer_is_eog(const tokenizer_t *t, int id);  /* end of generation: eos, eot, ... */
 
+/* Fill-in-the-middle tokens (llama.cpp's llama_vocab_fim_*): from tokenizer.ggml.fim_*_token_id
+ * (older files: prefix/suffix/middle_token_id), else found by their text as llama.cpp does
+ * (<|fim_prefix|>, <fim-prefix>, <PRE>, ...; tokenizer_fim_names). Such a token is a control
+ * token whatever the file says; FIM_PAD, FIM_REP and FIM_SEP also end generation. */
+enum tokenizer_fim {
+    TOKENIZER_FIM_PRE = 0, TOKENIZER_FIM_SUF = 1, TOKENIZER_FIM_MID = 2,
+    TOKENIZER_FIM_PAD = 3, TOKENIZER_FIM_REP = 4, TOKENIZER_FIM_SEP = 5, TOKENIZER_FIM_N = 6
+};
+int tokenizer_fim(const tokenizer_t *t, int which);   /* the id, or -1 when the model has none */
+/* the GGUF key of FIM token `which` ("tokenizer.ggml.fim_pre_token_id", ...) */
+const char *tokenizer_fim_key(int which);
+/* the texts FIM token `which` is known by, NULL-terminated, in llama.cpp's order of preference */
+const char *const *tokenizer_fim_names(int which);
+
 /* Tokenizes text[0..len). add_bos: prepend BOS when the vocab has one (caller decides, usually
  * tokenizer_add_bos()). parse_special: recognise <|...|> control tokens in text.
  * Writes at most cap ids; returns the total count needed (may exceed cap) or <0 on error. */

@@ -45,6 +45,7 @@ struct tokenizer {
     int add_bos, add_eos, add_space_prefix, ignore_merges;
     int spm_cut;                        /* SPM: words can be merged one at a time */
     int eog[16]; int n_eog;
+    int fim[6];                         /* enum tokenizer_fim: ids, -1 when none */
     int *special; int n_special;        /* control/user-defined/unknown ids, longest text first */
     char *chat_template; int chat_family;
     struct jinja *jinja;                /* chat_template_set(jinja): render with it, not the family */

@@ -5,6 +5,7 @@
  * (tokenizer.c); SentencePiece/Unigram tokenizer.json import (only byte-level BPE). */
 #define _GNU_SOURCE
 #include "coordinator/vocab.h"
+#include "coordinator/tokenizer.h"
 #include "core/err.h"
 #include "core/hash.h"
 #include <ctype.h>
@@ -171,6 +172,14 @@ static void hf_config(gguf_writer_t *w, const char *tokenizer_json, const hfv_t 
     for (int k = 0; c && k < 4; k++) {
         int id = find_id(v, token_str(json_object_get(c, ids[k].cfg)));
         if (id >= 0) gguf_writer_set_u32(w, ids[k].key, (uint32_t)id);
+    }
+    /* fill-in-the-middle tokens by their text, as llama.cpp's loader finds them (its converter
+     * writes these keys only for some models; a tern file names them all) */
+    for (int k = 0; k < TOKENIZER_FIM_N; k++) {
+        const char *const *names = tokenizer_fim_names(k);
+        int id = -1;
+        for (int i = 0; id < 0 && names[i]; i++) id = find_id(v, names[i]);
+        if (id >= 0) gguf_writer_set_u32(w, tokenizer_fim_key(k), (uint32_t)id);
     }
     json_t *ab = c ? json_object_get(c, "add_bos_token") : NULL;
     if (json_is_boolean(ab)) gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", json_is_true(ab));
@@ -398,9 +407,19 @@ static int pseudo_words(const char **ts, uint64_t *tl, int32_t *tt, int from, in
 }
 
 int vocab_generate(gguf_writer_t *w, int n_vocab, uint64_t seed, char *err, size_t errlen) {
+    return vocab_generate_ex(w, n_vocab, seed, 0, err, errlen);
+}
+
+/* Qwen2.5-Coder's fill-in-the-middle specials, in the order of enum tokenizer_fim */
+static const char *const GEN_FIM[TOKENIZER_FIM_N] = {"<|fim_prefix|>", "<|fim_suffix|>", "<|fim_middle|>",
+                                                     "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"};
+
+int vocab_generate_ex(gguf_writer_t *w, int n_vocab, uint64_t seed, int fim, char *err, size_t errlen) {
     TERN_ASSERT(w);
-    if (n_vocab < 260 || n_vocab > (1 << 24))
-        return err_set(err, errlen, TERN_EINVAL, "vocab: n_vocab %d is out of range [260, %d]", n_vocab, 1 << 24);
+    int n_spec = 3 + (fim ? TOKENIZER_FIM_N : 0);
+    if (n_vocab < 257 + n_spec || n_vocab > (1 << 24))
+        return err_set(err, errlen, TERN_EINVAL, "vocab: n_vocab %d is out of range [%d, %d]", n_vocab, 257 + n_spec,
+                       1 << 24);
     int rc = 0, n_merge_max = n_vocab - 259, nt = 0, nm = 0;
     gtok_t *tok = calloc((size_t)n_vocab, sizeof *tok);
     char **merges = calloc((size_t)n_merge_max, sizeof *merges);
@@ -420,8 +439,8 @@ int vocab_generate(gguf_writer_t *w, int n_vocab, uint64_t seed, char *err, size
         tt[nt++] = TT_NORMAL;
     }
     int nw = collect_words(words, 512);
-    /* merges until the text is exhausted or only the 3 specials still fit */
-    while (nt < n_vocab - 3 && nm < n_merge_max) {
+    /* merges until the text is exhausted or only the specials still fit */
+    while (nt < n_vocab - n_spec && nm < n_merge_max) {
         int a = -1, b = -1;
         if (best_pair(words, nw, seed, pairs, &a, &b) < 1) break;
         size_t la = tok[a].len, lb = tok[b].len;
@@ -446,9 +465,16 @@ int vocab_generate(gguf_writer_t *w, int n_vocab, uint64_t seed, char *err, size
     static const char *const specials[] = {"<|begin_of_text|>", "<|end_of_text|>", "<|eot_id|>"};
     int bos = nt;
     for (int k = 0; k < 3; k++) { ts[nt] = specials[k]; tl[nt] = strlen(specials[k]); tt[nt++] = TT_CONTROL; }
+    int fim0 = nt;
+    for (int k = 0; fim && k < TOKENIZER_FIM_N; k++) {
+        ts[nt] = GEN_FIM[k];
+        tl[nt] = strlen(GEN_FIM[k]);
+        tt[nt++] = TT_CONTROL;
+    }
     /* 256 special tokens at most, as Llama-3 has; the rest are pseudo-words (" kalomi"), so that
      * what a random model samples prints as words rather than as empty control tokens */
-    int pad0 = nt, n_reserved = n_vocab - nt < 253 ? n_vocab - nt : 253;
+    int max_reserved = fim ? 253 - TOKENIZER_FIM_N : 253;
+    int pad0 = nt, n_reserved = n_vocab - nt < max_reserved ? n_vocab - nt : max_reserved;
     char *pad = malloc((size_t)(n_vocab - nt) * 24 + 1);
     if (!pad) { rc = err_set(err, errlen, TERN_ENOMEM, "vocab: out of memory"); goto done; }
     for (int r = 0; r < n_reserved; r++) {
@@ -474,6 +500,8 @@ int vocab_generate(gguf_writer_t *w, int n_vocab, uint64_t seed, char *err, size
     gguf_writer_set_u32(w, "tokenizer.ggml.eot_token_id", (uint32_t)bos + 2);
     gguf_writer_set_bool(w, "tokenizer.ggml.add_bos_token", 1);
     gguf_writer_set_bool(w, "tokenizer.ggml.add_eos_token", 0);
+    for (int k = 0; fim && k < TOKENIZER_FIM_N; k++)
+        gguf_writer_set_u32(w, tokenizer_fim_key(k), (uint32_t)(fim0 + k));
     free(ml);
     free(pad);
 done:

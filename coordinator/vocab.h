@@ -16,5 +16,9 @@ int vocab_copy_gguf(gguf_writer_t *w, const char *gguf_path, int *n_vocab, char 
  * 256 byte tokens, merges learned from a small built-in English text, special tokens
  * <|begin_of_text|>, <|end_of_text|>, <|eot_id|>, then <|reserved_N|> padding if needed. */
 int vocab_generate(gguf_writer_t *w, int n_vocab, uint64_t seed, char *err, size_t errlen);
+/* vocab_generate, and with fim the six fill-in-the-middle specials of Qwen2.5-Coder after them
+ * (<|fim_prefix|> <|fim_suffix|> <|fim_middle|> <|fim_pad|> <|repo_name|> <|file_sep|>) with
+ * their tokenizer.ggml.fim_*_token_id keys (n_vocab >= 266) */
+int vocab_generate_ex(gguf_writer_t *w, int n_vocab, uint64_t seed, int fim, char *err, size_t errlen);
 
 #endif

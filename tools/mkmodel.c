@@ -29,6 +29,7 @@ typedef struct mk_opts {
     const char *arch, *preset, *type, *head, *head_type, *embd, *vocab, *out, *name;
     int64_t seed;
     int layers, ctx, n_vocab, untied;
+    int fim;   /* --fim: the generated vocabulary gets fill-in-the-middle tokens */
 } mk_opts_t;
 
 typedef struct mk {
@@ -212,8 +213,10 @@ static int ends_with(const char *s, const char *suf) {
 static int mk_vocab(mk_t *m, const mk_opts_t *o, char *err, size_t errlen) {
     int n = 0, rc;
     if (!o->vocab) {
-        rc = vocab_generate(m->w, m->hp.n_vocab, m->seed, err, errlen);
+        rc = vocab_generate_ex(m->w, m->hp.n_vocab, m->seed, o->fim, err, errlen);
         n = m->hp.n_vocab;
+    } else if (o->fim) {
+        return err_set(err, errlen, TERN_EINVAL, "--fim adds tokens to the generated vocabulary: not with --vocab");
     } else if (ends_with(o->vocab, ".gguf")) {
         rc = vocab_copy_gguf(m->w, o->vocab, &n, err, errlen);
     } else if (ends_with(o->vocab, ".json")) {
@@ -327,6 +330,8 @@ int mkmodel_main(int argc, char **argv) {
         {NULL, "--untied", OPT_FLAG, &o.untied, NULL, "write output.weight even for a tied architecture", 0, 0},
         {NULL, "--vocab", OPT_STR, &o.vocab, "FILE", "tokenizer from a .gguf or a tokenizer.json (default: generated)",
          0, 0},
+        {NULL, "--fim", OPT_FLAG, &o.fim, NULL, "add Qwen2.5-Coder's fill-in-the-middle tokens (<|fim_prefix|> ... "
+                                                "<|file_sep|>) to the generated vocabulary, for /infill", 0, 0},
         {NULL, "--n-vocab", OPT_INT, &o.n_vocab, "N", "generated vocabulary size (0: the preset's)", 0, 1 << 24},
         {NULL, "--layers", OPT_INT, &o.layers, "N", "override the layer count (0: the preset's)", 0, 4096},
         {NULL, "--ctx", OPT_INT, &o.ctx, "N", "override the training context length (0: the preset's)", 0, 1 << 24},
@@ -340,7 +345,7 @@ int mkmodel_main(int argc, char **argv) {
     if (rc == 1) {
         opt_help(stdout, "tern mkmodel [--arch A] [--preset P] [--type i2_s|tq2_0|tq1_0] [--head-type T] "
                          "[--embd-type T] "
-                         "[--vocab FILE] [-s SEED] -o OUT.gguf", opts);
+                         "[--vocab FILE | --fim] [-s SEED] -o OUT.gguf", opts);
         return 0;
     }
     if (rc == 0 && !o.out) rc = err_set(err, sizeof err, TERN_EINVAL, "missing -o OUT.gguf (see --help)");

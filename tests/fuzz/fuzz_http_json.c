@@ -1,5 +1,5 @@
 /* fuzz_http_json: libFuzzer target for the HTTP API's untrusted input — request bodies of
- * every route through server_req_parse (the first byte picks the route; from 0x80 Anthropic's
+ * every route through server_req_parse (the first byte picks the route, % 8; from 0x80 Anthropic's
  * /v1/messages, odd: count_tokens, through server_anthropic_parse), the error body for
  * rejected ones (both shapes), the stop-string matcher fed the body in pieces with the request's own stop
  * strings, and UTF-8 sanitizing of arbitrary bytes. Grammars, JSON Schemas, response_format,
@@ -27,6 +27,11 @@ static void check_req(const server_req_t *r) {
         if (!r->parts[i].text == !r->parts[i].ids || (r->parts[i].ids && r->parts[i].n_ids < 1)) abort();
     if (r->kind == SERVER_REQ_NATIVE && (r->id_slot < -1 || r->top_logprobs > SAMPLER_TOP_MAX)) abort();
     if (r->kind == SERVER_REQ_TEMPLATE && (r->n_msgs < 1 || !r->msgs)) abort();
+    if (r->kind == SERVER_REQ_INFILL && (!r->input_prefix || !r->input_suffix || r->ids || r->n_parts ||
+                                         r->id_slot < -1 || r->n_extra < 0 || r->n_extra > SERVER_MAX_EXTRA))
+        abort();
+    for (int i = 0; i < r->n_extra; i++)   /* /infill's files: a text each, the name optional */
+        if (!r->extra[i].text) abort();
     if (r->kind == SERVER_REQ_EMBEDDINGS && ((!r->prompt && !r->ids) || r->dimensions == 0 || r->dimensions < -1)) abort();
     for (int i = 0; i < r->n_more; i++)
         if (!r->more[i].text && (!r->more[i].ids || r->more[i].n_ids < 1)) abort();
@@ -89,7 +94,7 @@ static void run_stops(const server_req_t *r, const uint8_t *data, size_t size) {
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
-    int kind = data[0] % 7;
+    int kind = data[0] % 8;   /* SERVER_REQ_COMPLETION .. SERVER_REQ_INFILL */
     server_req_t r;
     server_err_t e;
     memset(&e, 0, sizeof e);

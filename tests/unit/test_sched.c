@@ -1068,6 +1068,46 @@ static void run_one(sched_t *sc, fake_t *f, seqrun_t *r) {
     while (step(sc, f) > 0) assert_true(++guard < 10000);
 }
 
+/* sched_add_at (llama-server's id_slot): the prompt runs in the named slot even when another
+ * slot holds its beginning, with that slot's own cache (none, then the whole prompt but its last
+ * token on a repeat) and the same tokens; a busy slot is TERN_ENOMEM (the server's queue waits),
+ * no such slot TERN_EINVAL. */
+static void test_add_at(void **state) {
+    (void)state;
+    fake_t f;
+    sched_t sc;
+    fake_init(&f, 1);
+    f.cache_ok = 1;
+    sched_open(&sc, &f, 3, 8, 4);
+    sched_set_prefix_cache(&sc, 1);
+    seqrun_t a, p[2];
+    seq_make(&a, 20, 6, 1, 0.0f);
+    run_one(&sc, &f, &a);
+    int want = (a.slot + 1) % 3;
+    for (int k = 0; k < 2; k++) {
+        seqrun_t *r = &p[k];
+        seq_make(r, 20, 6, 1, 0.0f);
+        r->f = &f, r->sc = &sc;
+        r->id = sched_add_at(&sc, want, r->prompt, 20, 6, &r->sp, on_token, r);
+        assert_true(r->id >= 0);
+        r->slot = f.last_started;
+        assert_int_equal(r->slot, want);
+        assert_int_equal(sc.seqs[want].n_cached, k == 0 ? 0 : 19);
+        f.plen[r->slot] = 20;
+        f.rank[r->slot] = 0;
+        f.pending += 20;   /* as admit() counts a prompt */
+        if (k == 0) {   /* while it runs: its slot is busy, the others free */
+            assert_int_equal(sched_add_at(&sc, want, r->prompt, 20, 6, &r->sp, on_token, r), TERN_ENOMEM);
+        }
+        while (step(&sc, &f) > 0) {}
+        assert_memory_equal(r->out, a.out, 6 * sizeof(int32_t));
+        expect_solo(r);
+    }
+    assert_int_equal(sched_add_at(&sc, 3, a.prompt, 20, 6, &a.sp, on_token, &a), TERN_EINVAL);
+    assert_int_equal(sched_add_at(&sc, -2, a.prompt, 20, 6, &a.sp, on_token, &a), TERN_EINVAL);
+    sched_free(&sc);
+}
+
 /* Prefix cache: a prompt that begins with what a slot already holds (an earlier prompt and the
  * tokens generated after it) starts after that part, in that slot, and generates exactly what it
  * would from scratch; an unrelated prompt takes another slot (the oldest), keeping the cache; no
@@ -1488,6 +1528,7 @@ int main(void) {
         cmocka_unit_test(test_pipelined),         cmocka_unit_test(test_recovery_replay),
         cmocka_unit_test(test_score_prompt),
         cmocka_unit_test(test_prefix_cache),
+        cmocka_unit_test(test_add_at),
         cmocka_unit_test(test_grammars),
         cmocka_unit_test(test_lazy_grammars),
         cmocka_unit_test(test_fail),
