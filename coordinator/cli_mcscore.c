@@ -3,8 +3,10 @@
  * sequence in its own slot, fed from position 0 with the tokens to score as teacher-forced
  * targets, so the last stage sends back log p(token) only. The choices of a task, and the tasks
  * that fit beside them (slots and -b allowing), go in one step; several steps are kept in flight
- * so a pipeline of stages overlaps them. Not done: sharing the common prefix's KV cache between
- * a task's choices (llama.cpp evaluates it once; here each choice's slot computes it again). */
+ * so a pipeline of stages overlaps them. A task's common prefix (the tokens before the first
+ * scored one, shared by all its choices) is fed once, in its first choice's slot, and copied into
+ * the others' (step_t.copy), as llama.cpp evaluates it once; the scores are the same either way
+ * (a position's keys and values depend only on the tokens up to it). */
 #include "coordinator/engine.h"
 #include "coordinator/mcscore.h"
 #include "coordinator/tokenizer.h"
@@ -19,6 +21,7 @@
 #include <string.h>
 
 #define MCS_INFLIGHT 8
+#define MCS_COPY_MIN 4   /* shorter common prefixes are fed again (not worth a step boundary) */
 
 typedef struct mcs_seq {   /* one choice, tokenized */
     int32_t *tok;
@@ -28,6 +31,7 @@ typedef struct mcs_seq {   /* one choice, tokenized */
 typedef struct mcs_step {
     step_t s;
     int32_t *tgt;          /* (n_batch,) s.target's buffer */
+    step_copy_t *cp;       /* (n_slots,) s.copy's buffer */
     int n_tgt;             /* targets set: the log-probs that must come back */
 } mcs_step_t;
 
@@ -36,7 +40,9 @@ typedef struct mcs {
     mc_set_t *set;
     mcs_seq_t *seq;        /* (n_seq_total,) every task's choices, task after task */
     int *first;            /* (set->n + 1,) task i's choices are seq[first[i] .. first[i + 1]) */
-    int n_slots, n_batch;
+    int *share;            /* (set->n,) task i's choices after the first copy their first share[i]
+                            * positions from its slot (0: each is fed whole) */
+    int n_slots, n_batch, kv_copy;
     /* producer: the next token to feed (task, choice, position) and the task's first slot */
     int pt, pc, pi, slot0;
     /* consumer: where the next returned log-prob belongs, and the running sums */
@@ -117,22 +123,41 @@ static int mcs_prepare_task(mcs_t *c, int i, char *err, size_t errlen) {
     if (t->n_choice > c->n_slots)
         return err_set(err, errlen, TERN_EINVAL, "task %d (%s): %d choices, but %d sequence slots (raise -np)", i + 1,
                        mcs_where(c->set, t, w, sizeof w), t->n_choice, c->n_slots);
+    /* the common prefix a copy may carry: positions before every choice's first scored token's
+     * (those are fed in each slot: their log-probs come from there) */
+    int share = c->kv_copy ? q[0].lo - 1 : 0;
+    for (int s = 1; s < t->n_choice && share > 0; s++) {
+        if (q[s].lo - 1 < share) share = q[s].lo - 1;
+        int k = 0;
+        while (k < share && q[s].tok[k] == q[0].tok[k]) k++;
+        share = k;
+    }
+    c->share[i] = share >= MCS_COPY_MIN ? share : 0;
     return 0;
 }
 
 /* Fills step p with the next tokens (at most n_batch): each choice's tokens [0, hi - 1), the ones
- * before a scored token with it as their target. A task starts in the same step only while its
- * choices' slots are free in it; 0 tokens when all are fed. */
+ * before a scored token with it as their target — but for a choice after the first of a task with
+ * a common prefix, [share, hi - 1) after a copy of the first choice's slot's first share positions
+ * (in the step after the one that fed them: a step's copies go before its tokens). A task starts
+ * in the same step only while its choices' slots are free in it; 0 tokens when all are fed. */
 static int mcs_fill(mcs_t *c, mcs_step_t *p, char *err, size_t errlen) {
     step_t *s = &p->s;
-    int k = 0;
+    int k = 0, fed_share = 0;   /* this step holds some of the current task's shared prefix */
     p->n_tgt = 0;
+    s->n_copy = 0;
     while (k < c->n_batch && c->pt < c->set->n) {
-        const int nch = c->set->t[c->pt].n_choice;
+        const int nch = c->set->t[c->pt].n_choice, share = c->share[c->pt];
         if (c->pc == 0 && c->pi == 0 && c->slot0 + nch > c->n_slots) {
             if (k > 0) break;   /* its slots would collide with this step's tasks: the next step */
             c->slot0 = 0;
         }
+        if (c->pc > 0 && c->pi == 0 && share > 0) {
+            if (fed_share) break;   /* the prefix is in this step: its copies go in the next */
+            p->cp[s->n_copy++] = (step_copy_t){c->slot0, c->slot0 + c->pc, share};
+            c->pi = share;
+        }
+        if (c->pc == 0 && c->pi < share) fed_share = 1;
         const mcs_seq_t *q = &c->seq[c->first[c->pt] + c->pc];
         s->tokens[k] = q->tok[c->pi];
         s->seq[k] = c->slot0 + c->pc;
@@ -149,6 +174,7 @@ static int mcs_fill(mcs_t *c, mcs_step_t *p, char *err, size_t errlen) {
     }
     s->n = k;
     s->target = p->tgt;
+    s->copy = s->n_copy ? p->cp : NULL;
     if (k && embed_lookup(&c->m->emb, s->tokens, k, s->h) < 0)
         return err_set(err, errlen, TERN_EINVAL, "token id outside the vocabulary");
     return k;
@@ -237,6 +263,7 @@ static void mcs_steps_free(mcs_step_t *ps, int n) {
         free(ps[i].s.pos);
         free(ps[i].s.sample);
         free(ps[i].tgt);
+        free(ps[i].cp);
         free(ps[i].s.out_target_lp);
         free(ps[i].s.out_tok);
         free(ps[i].s.out_lp);
@@ -244,7 +271,7 @@ static void mcs_steps_free(mcs_step_t *ps, int n) {
     }
 }
 
-static int mcs_steps_alloc(mcs_step_t *ps, int n, int nb, int n_embd) {
+static int mcs_steps_alloc(mcs_step_t *ps, int n, int nb, int n_slots, int n_embd) {
     int ok = 1;
     memset(ps, 0, (size_t)n * sizeof *ps);
     for (int i = 0; i < n; i++) {
@@ -254,12 +281,13 @@ static int mcs_steps_alloc(mcs_step_t *ps, int n, int nb, int n_embd) {
         s->pos = malloc((size_t)nb * sizeof(int));
         s->sample = calloc((size_t)nb, 1);
         ps[i].tgt = malloc((size_t)nb * sizeof(int32_t));
+        ps[i].cp = malloc((size_t)n_slots * sizeof(step_copy_t));
         s->out_target_lp = malloc((size_t)nb * sizeof(double));
         s->out_tok = malloc(STAGE_SCORE_ROWS * sizeof(int32_t));
         s->out_lp = malloc(STAGE_SCORE_ROWS * sizeof(float));
         s->h = tern_alloc((size_t)nb * (size_t)n_embd * sizeof(float));
-        ok = ok && s->tokens && s->seq && s->pos && s->sample && ps[i].tgt && s->out_target_lp && s->out_tok &&
-             s->out_lp && s->h;
+        ok = ok && s->tokens && s->seq && s->pos && s->sample && ps[i].tgt && ps[i].cp && s->out_target_lp &&
+             s->out_tok && s->out_lp && s->h;
     }
     return ok ? 0 : TERN_ENOMEM;
 }
@@ -271,7 +299,7 @@ static int mcs_loop(mcs_t *c, char *err, size_t errlen) {
     mcs_step_t ps[MCS_INFLIGHT];
     int rc = 0, head = 0, queued = 0;
     uint64_t id = 1;
-    if (mcs_steps_alloc(ps, inflight, c->n_batch, c->m->hp.n_embd) < 0)
+    if (mcs_steps_alloc(ps, inflight, c->n_batch, c->n_slots, c->m->hp.n_embd) < 0)
         rc = err_set(err, errlen, TERN_ENOMEM, "out of memory for %d steps of %d tokens", inflight, c->n_batch);
     while (rc == 0) {
         while (rc == 0 && queued < inflight && c->pt < c->set->n) {
@@ -299,11 +327,12 @@ static int mcs_loop(mcs_t *c, char *err, size_t errlen) {
     return rc;
 }
 
-int mcscore_run(tern_model *m, mc_set_t *set, int n_batch, int n_slots, char *err, size_t errlen) {
+int mcscore_run(tern_model *m, mc_set_t *set, int n_batch, int n_slots, int kv_copy, char *err, size_t errlen) {
     static const char *names[] = {"HellaSwag", "Winogrande", "multiple-choice"};
-    mcs_t c = {.m = m, .set = set, .n_batch = n_batch, .n_slots = n_slots > 0 ? n_slots : 1};
+    mcs_t c = {.m = m, .set = set, .n_batch = n_batch, .n_slots = n_slots > 0 ? n_slots : 1, .kv_copy = kv_copy};
     int rc = 0, total = 0;
-    if (!(c.first = malloc(((size_t)set->n + 1) * sizeof *c.first)) || !(c.sum = calloc(MC_MAX_CHOICES, sizeof *c.sum)))
+    if (!(c.first = malloc(((size_t)set->n + 1) * sizeof *c.first)) ||
+        !(c.sum = calloc(MC_MAX_CHOICES, sizeof *c.sum)) || !(c.share = calloc((size_t)set->n + 1, sizeof *c.share)))
         rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
     for (int i = 0; rc == 0 && i <= set->n; i++) {
         c.first[i] = total;
@@ -322,12 +351,16 @@ int mcscore_run(tern_model *m, mc_set_t *set, int n_batch, int n_slots, char *er
         rc = mcs_loop(&c, err, errlen);
         if (rc == 0) {
             mcs_final(&c);
-            log_d("mcscore: %d tasks in %.2f s", c.n_done, time_now() - t0);
+            long shared = 0;
+            for (int i = 0; i < set->n; i++) shared += (long)c.share[i] * (set->t[i].n_choice - 1);
+            log_d("mcscore: %d tasks in %.2f s; %ld prompt positions copied, not fed", c.n_done, time_now() - t0,
+                  shared);
         }
     }
     for (int i = 0; c.seq && i < total; i++) free(c.seq[i].tok);
     free(c.seq);
     free(c.first);
+    free(c.share);
     free(c.sum);
     return rc;
 }

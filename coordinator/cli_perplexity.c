@@ -311,7 +311,7 @@ static int ppl_kld_check(const ppl_kld_t *kd, const tern_model *m, const char *p
  * sequence slot per choice (up to 4 tasks' worth, 16 slots, so short tasks share a step; -np
  * raises it), score.
  * Exit status as cli_perplexity's. */
-static int ppl_mc(cli_model_opts_t *mo, int kind, const char *file, int n_pick) {
+static int ppl_mc(cli_model_opts_t *mo, int kind, const char *file, int n_pick, int kv_copy) {
     static const char *flag[] = {"--hellaswag", "--winogrande", "--multiple-choice"};
     char err[512];
     size_t len = 0;
@@ -335,7 +335,7 @@ static int ppl_mc(cli_model_opts_t *mo, int kind, const char *file, int n_pick) 
         mo->p.n_seq = slots;
         if (mo->p.n_batch > mo->p.n_ctx) mo->p.n_batch = mo->p.n_ctx;
         rc = tern_load(&m, &mo->p, err, sizeof err);
-        if (rc == 0) rc = mcscore_run(m, &set, mo->p.n_batch, slots, err, sizeof err);
+        if (rc == 0) rc = mcscore_run(m, &set, mo->p.n_batch, slots, kv_copy, err, sizeof err);
     }
     if (rc < 0) fprintf(stderr, "tern perplexity: %s\n", err);
     mc_set_free(&set);
@@ -350,7 +350,7 @@ int cli_perplexity(int argc, char **argv) {
     mo.p.n_ctx = 512;
     mo.p.n_batch = 512;
     const char *file = NULL, *base = NULL;
-    int chunks = -1, compare = 0, hs = 0, wg = 0, mc = 0, hs_tasks = 400, wg_tasks = 0, mc_tasks = 0;
+    int chunks = -1, compare = 0, hs = 0, wg = 0, mc = 0, hs_tasks = 400, wg_tasks = 0, mc_tasks = 0, no_copy = 0;
     opt_t opts[96] = {
         {"-f", "--file", OPT_STR, &file, "FILE", "text to score", 0, 0},
         {NULL, "--chunks", OPT_INT, &chunks, "N", "score at most N chunks (-1: all)", -1, 1 << 30},
@@ -368,6 +368,8 @@ int cli_perplexity(int argc, char **argv) {
         {NULL, "--multiple-choice", OPT_FLAG, &mc, NULL,
          "multiple-choice score of -f (llama.cpp's binary file of ARC, MMLU, TruthfulQA tasks)", 0, 0},
         {NULL, "--multiple-choice-tasks", OPT_INT, &mc_tasks, "N", "score N random tasks (0: all)", 0, MC_MAX_TASKS},
+        {NULL, "--no-kv-copy", OPT_FLAG, &no_copy, NULL,
+         "benchmarks: feed a task's common prefix in every choice's slot (default: once, copied to the others)", 0, 0},
     };
     cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 0);
     char err[512], *pos[1];
@@ -391,7 +393,8 @@ int cli_perplexity(int argc, char **argv) {
     if (rc == 0 && mo.p.n_ctx < 8) rc = err_set(err, sizeof err, TERN_EINVAL, "-c %d: at least 8 tokens", mo.p.n_ctx);
     if (rc < 0) { fprintf(stderr, "tern perplexity: %s\n", err); return 1; }
     if (hs || wg || mc)
-        return ppl_mc(&mo, hs ? MC_HELLASWAG : wg ? MC_WINOGRANDE : MC_MULTI, file, hs ? hs_tasks : wg ? wg_tasks : mc_tasks);
+        return ppl_mc(&mo, hs ? MC_HELLASWAG : wg ? MC_WINOGRANDE : MC_MULTI, file, hs ? hs_tasks : wg ? wg_tasks : mc_tasks,
+                      !no_copy);
     ppl_kld_t kd = {.mode = !base ? PPL_PLAIN : compare ? PPL_KLD_COMPARE : PPL_KLD_SAVE, .path = base};
     kld_stats_init(&kd.st);
     size_t len = 0;

@@ -87,7 +87,7 @@ int cli_serve(int argc, char **argv) {
         {"-a", "--alias", OPT_STR, &alias, "NAME", "model name in /v1/models and replies (default: file name)", 0, 0},
         {NULL, "--grace", OPT_FLOAT, &grace, "S", "seconds in-flight requests get to finish at shutdown", 0, 3600},
         {NULL, "--cors-origin", OPT_STR, &sc.cors_origin, "ORIGIN", "Access-Control-Allow-Origin of every reply, OPTIONS preflights answered (none: no CORS)", 0, 0},
-        {NULL, "--no-cache-prompt", OPT_FLAG, &sc.no_cache_prompt, NULL, "feed every prompt whole (default: a prompt that begins with a slot's cached tokens starts after them)", 0, 0},
+        {NULL, "--no-cache-prompt", OPT_FLAG, &sc.no_cache_prompt, NULL, "feed every prompt whole (default: a prompt that begins with a slot's cached tokens starts after them, copied from another slot when that one holds more)", 0, 0},
         {NULL, "--embeddings", OPT_FLAG, &sc.embeddings, NULL, "serve POST /v1/embeddings (L2-normalised pooled final hidden states)", 0, 0},
         {NULL, "--pooling", OPT_STR, &pooling, "TYPE", "embeddings' pooling: mean, last or cls", 0, 0},
         {NULL, "--no-webui", OPT_FLAG, &sc.no_webui, NULL, "do not serve the web UI page at / (404)", 0, 0},

@@ -90,6 +90,9 @@ typedef struct cpl {
     Tern__KvShift *ks;                  /* (n_seq,) a step's context shifts */
     Tern__KvShift **ksp;
     kv_shift_t *kvs;                    /* (n_seq,) the same, checked before they are sent */
+    Tern__KvCopy *kc;                   /* (n_seq,) a step's KV copies */
+    Tern__KvCopy **kcp;
+    kv_copy_t *kvc;                     /* (n_seq,) the same, checked before they are sent */
     int cap;
     /* model */
     int n_layer;
@@ -544,6 +547,32 @@ static int put_shifts(cpl_t *p, step_t *s, Tern__Forward *f) {
     return 0;
 }
 
+/* the step's KV copies into f, checked here as every stage will (but for what each source slot
+ * holds: the stages know that) — a bad one is the caller's error, not a lost stage. 0 or
+ * TERN_EINVAL with s->err. */
+static int put_copies(cpl_t *p, step_t *s, Tern__Forward *f) {
+    if (s->n_copy < 0 || s->n_copy > p->n_seq)
+        return err_set(s->err, sizeof s->err, TERN_EINVAL, "%d KV copies in one step for %d sequence slots", s->n_copy,
+                       p->n_seq);
+    for (int i = 0; i < s->n_copy; i++) {
+        const step_copy_t *x = &s->copy[i];
+        p->kvc[i] = (kv_copy_t){x->src_slot, x->dst_slot, x->n};
+    }
+    char err[256];
+    if (kv_copy_check(p->kvc, s->n_copy, p->n_seq, p->cfg.n_ctx, NULL, err, sizeof err) < 0)
+        return err_set(s->err, sizeof s->err, TERN_EINVAL, "%s", err);
+    for (int i = 0; i < s->n_copy; i++) {
+        tern__kv_copy__init(&p->kc[i]);
+        p->kc[i].src = (uint32_t)p->kvc[i].src;
+        p->kc[i].dst = (uint32_t)p->kvc[i].dst;
+        p->kc[i].n = (uint32_t)p->kvc[i].n;
+        p->kcp[i] = &p->kc[i];
+    }
+    f->n_copy = (size_t)s->n_copy;
+    f->copy = p->kcp;
+    return 0;
+}
+
 static int cl_submit(pipeline_t *pl, step_t *s) {
     cpl_t *p = (cpl_t *)pl;
     if (p->broken) return err_set(s->err, sizeof s->err, TERN_EPEER, "cluster unavailable: %s", p->why);
@@ -575,6 +604,7 @@ static int cl_submit(pipeline_t *pl, step_t *s) {
     f.dtype = TERN__DTYPE__DTYPE_F32;
     f.want_logits = s->out_logits != NULL;
     int rc = s->n_shift ? put_shifts(p, s, &f) : 0;   /* before the sampler params are marked as sent */
+    if (rc == 0 && s->n_copy) rc = put_copies(p, s, &f);
     if (rc < 0) return rc;
     int k = 0;
     /* params go with the first step that carries a token of the sequence (the worker refuses
@@ -918,6 +948,7 @@ static void cl_destroy(pipeline_t *pl) {
     free(p->ss); free(p->sp); free(p->ssp); free(p->dry_lens); free(p->orders);
     free(p->sa); free(p->sap);
     free(p->ks); free(p->ksp); free(p->kvs);
+    free(p->kc); free(p->kcp); free(p->kvc);
     free(p->lmem); free(p->lrd);
     cluster_free(&p->cl);
     pthread_mutex_destroy(&p->mu);
@@ -1129,8 +1160,11 @@ int cluster_pipeline_start(pipeline_t **out, const gguf_t *g, const char *model_
     p->ks = calloc((size_t)p->n_seq, sizeof(Tern__KvShift));
     p->ksp = calloc((size_t)p->n_seq, sizeof(Tern__KvShift *));
     p->kvs = calloc((size_t)p->n_seq, sizeof(kv_shift_t));
+    p->kc = calloc((size_t)p->n_seq, sizeof(Tern__KvCopy));
+    p->kcp = calloc((size_t)p->n_seq, sizeof(Tern__KvCopy *));
+    p->kvc = calloc((size_t)p->n_seq, sizeof(kv_copy_t));
     if (!p->w || !p->pending || !p->has_pending || !p->ss || !p->sp || !p->dry_lens || !p->orders || !p->ssp || !p->sa || !p->sap || !p->ks ||
-        !p->ksp || !p->kvs) {
+        !p->ksp || !p->kvs || !p->kc || !p->kcp || !p->kvc) {
         rc = err_set(err, errlen, TERN_ENOMEM, "out of memory");
         goto fail;
     }

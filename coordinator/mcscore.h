@@ -79,9 +79,10 @@ int mc_correct(const mc_task_t *t, int pick);
 void mc_wilson(int correct, int n, double *lo, double *hi);
 
 /* Scores the tasks of set on the loaded model (single process or cluster) and prints llama.cpp's
- * lines to stdout; n_batch tokens a step, n_slots the pipeline's sequence slots. 0 or <0 with
+ * lines to stdout; n_batch tokens a step, n_slots the pipeline's sequence slots; kv_copy: a task's
+ * common prefix is fed once and copied into its other choices' slots (same scores). 0 or <0 with
  * the reason in err (a task longer than the context, more choices than slots, a pipeline
  * failure). */
-int mcscore_run(tern_model *m, mc_set_t *set, int n_batch, int n_slots, char *err, size_t errlen);
+int mcscore_run(tern_model *m, mc_set_t *set, int n_batch, int n_slots, int kv_copy, char *err, size_t errlen);
 
 #endif

@@ -16,6 +16,15 @@ typedef struct step_shift {
     int seq, keep, discard, n_past;
 } step_shift_t;
 
+/* A KV copy (llama.cpp's llama_memory_seq_cp): before the step's shifts and tokens, positions
+ * [0, n) of slot src's keys and values become slot dst's in every layer of every stage (a prompt
+ * evaluated once for several sequences). Only the cache: dst's sampler is seq_start's. src != dst,
+ * 1 <= n <= n_ctx, n <= the positions src has had written; a slot is copied into at most once a
+ * step, and never both copied into and copied from. */
+typedef struct step_copy {
+    int src_slot, dst_slot, n;
+} step_copy_t;
+
 typedef struct step {
     uint64_t id;
     int n;                 /* tokens */
@@ -54,6 +63,9 @@ typedef struct step {
      * in order (at most one per slot) */
     int n_shift;
     const step_shift_t *shift;
+    /* Optional (n_copy 0: none): KV copies every stage applies before the shifts, in order */
+    int n_copy;
+    const step_copy_t *copy;
     /* Optional (NULL: none; embeddings): embd[i] != 0 asks the last stage for token i's final
      * hidden state after the output norm (before the lm head); on completion out_embd (room for
      * (n, n_embd)) holds one row per such token, in token order, n_embd_out of them */

@@ -26,6 +26,7 @@ typedef struct local {
     sampler_params_t *pending;
     uint8_t *has_pending;
     kv_shift_t *kvs;            /* (n_seq,) a step's context shifts */
+    kv_copy_t *kvc;             /* (n_seq,) a step's KV copies */
 } local_t;
 
 static int local_seq_start(pipeline_t *p, int slot, const sampler_params_t *sp) {
@@ -66,6 +67,26 @@ static int local_shifts(local_t *l, step_t *s) {
     return rc;
 }
 
+/* the step's KV copies in every stage, after its shifts were found good (each stage checks the
+ * copies first: a bad one applies none) */
+static int local_copies(local_t *l, step_t *s) {
+    if (s->n_copy < 0 || s->n_copy > l->n_seq || s->n_shift < 0 || s->n_shift > l->n_seq)
+        return err_set(s->err, sizeof s->err, TERN_EINVAL, "%d KV copies and %d context shifts in one step for %d "
+                       "sequence slots", s->n_copy, s->n_shift, l->n_seq);
+    for (int i = 0; i < s->n_shift; i++) {
+        const step_shift_t *x = &s->shift[i];
+        l->kvs[i] = (kv_shift_t){x->seq, x->keep, x->discard, x->n_past};
+    }
+    int rc = kv_shift_check(l->kvs, s->n_shift, l->n_seq, l->stages[0].cfg.n_ctx, s->err, sizeof s->err);
+    for (int i = 0; i < s->n_copy; i++) {
+        const step_copy_t *x = &s->copy[i];
+        l->kvc[i] = (kv_copy_t){x->src_slot, x->dst_slot, x->n};
+    }
+    for (int i = 0; i < l->n_stages && rc >= 0; i++)
+        rc = stage_copy(&l->stages[i], l->kvc, s->n_copy, s->err, sizeof s->err);
+    return rc;
+}
+
 static step_t *local_wait(pipeline_t *p, int timeout_ms) {
     local_t *l = (local_t *)p;
     (void)timeout_ms;
@@ -88,6 +109,7 @@ static step_t *local_wait(pipeline_t *p, int timeout_ms) {
             snprintf(s->err, sizeof s->err, "cannot set the token mask of sequence slot %d", s->seq[i]);
             return s;
         }
+    if (s->n_copy && (s->rc = local_copies(l, s)) < 0) return s;
     if (s->n_shift && (s->rc = local_shifts(l, s)) < 0) return s;
     for (int i = 0; i < l->n_stages && s->rc >= 0; i++) {
         stage_t *st = &l->stages[i];
@@ -126,6 +148,7 @@ static void local_destroy(pipeline_t *p) {
     free(l->pending);
     free(l->has_pending);
     free(l->kvs);
+    free(l->kvc);
     free(l);
 }
 
@@ -183,7 +206,8 @@ int pipeline_local_new_gpu(pipeline_t **out, const gguf_t *g, const stage_cfg_t 
     int ok = l && (l->stages = calloc((size_t)n_stages, sizeof(stage_t))) &&
              (l->pending = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t))) &&
              (l->has_pending = calloc((size_t)cfg->n_seq, 1)) &&
-             (l->kvs = calloc((size_t)cfg->n_seq, sizeof(kv_shift_t)));
+             (l->kvs = calloc((size_t)cfg->n_seq, sizeof(kv_shift_t))) &&
+             (l->kvc = calloc((size_t)cfg->n_seq, sizeof(kv_copy_t)));
     for (int i = 0; ok && i < LOCAL_QUEUE; i++)
         ok = (l->queue[i].reset_slot = calloc((size_t)cfg->n_seq, sizeof(int))) &&
              (l->queue[i].reset = calloc((size_t)cfg->n_seq, sizeof(sampler_params_t)));

@@ -56,6 +56,7 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
     s->n_ctx = n_ctx;
     s->n_batch = n_batch;
     s->prefill_chunk = SCHED_PREFILL_CHUNK;
+    s->kv_copy = 1;
     s->max_inflight = pl->max_inflight < 1 ? 1 : pl->max_inflight > SCHED_MAX_INFLIGHT ? SCHED_MAX_INFLIGHT : pl->max_inflight;
     int cap = n_batch + n_seq;
     s->seqs = calloc((size_t)n_seq, sizeof(sched_seq_t));
@@ -67,9 +68,11 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
         if (!rc && !(s->tgt[i] = calloc((size_t)cap, sizeof(int32_t)))) rc = TERN_ENOMEM;
         if (!rc && !(s->emf[i] = calloc((size_t)cap, 1))) rc = TERN_ENOMEM;
         if (!rc && !(s->shifts[i] = calloc((size_t)n_seq, sizeof(step_shift_t)))) rc = TERN_ENOMEM;
+        if (!rc && !(s->copies[i] = calloc((size_t)n_seq, sizeof(step_copy_t)))) rc = TERN_ENOMEM;
     }
     for (int i = 0; i < n_seq && !rc; i++) {
         s->seqs[i].slot = i;
+        s->seqs[i].copy_src = -1;
         if (!(s->seqs[i].toks = malloc(((size_t)n_ctx + 1) * sizeof(int32_t)))) rc = TERN_ENOMEM;
     }
     if (rc) {
@@ -106,6 +109,7 @@ void sched_free(sched_t *s) {
         free(s->tgt[i]);
         free(s->emf[i]);
         free(s->shifts[i]);
+        free(s->copies[i]);
     }
     memset(s, 0, sizeof *s);
 }
@@ -119,6 +123,8 @@ int sched_set_prefill_chunk(sched_t *s, int n) {
 void sched_set_prefix_cache(sched_t *s, int on) { s->prefix_cache = on != 0; }
 
 void sched_set_context_shift(sched_t *s, int on) { s->ctx_shift = on != 0; }
+
+void sched_set_kv_copy(sched_t *s, int on) { s->kv_copy = on != 0; }
 
 /* a step's drafts of a sequence are what the last stage takes back from its history at once */
 _Static_assert(SCHED_LOOKUP_MAX <= SAMPLER_DROP_MAX, "drafts a step must fit what a sampler can drop");
@@ -198,6 +204,42 @@ static int cached_prefix(const sched_seq_t *q, const int32_t *prompt, int n) {
     return k;
 }
 
+static int common_prefix(const int32_t *a, const int32_t *b, int n) {
+    int k = 0;
+    while (k < n && a[k] == b[k]) k++;
+    return k;
+}
+
+/* the beginning of q's tokens a KV copy may take from its slot now: what it fed (in steps already
+ * submitted, which every stage runs before a later step's copies), up to a shift's keep; nothing
+ * while its own copy is pending (its rows are not there yet) */
+static int copy_held(const sched_seq_t *q) {
+    if (!q->kv_ok || q->copy_src >= 0) return 0;
+    return q->n_fed < q->kv_exact ? q->n_fed : q->kv_exact;
+}
+
+/* and what it will hold once a busy sequence's prompt is fed (a copy from it waits for that) */
+static int copy_will_hold(const sched_seq_t *q) {
+    int h = copy_held(q);
+    if (!q->active || !q->kv_ok || q->copy_src >= 0 || q->n_prefill <= h) return h;
+    return q->n_prefill < q->kv_exact ? q->n_prefill : q->kv_exact;
+}
+
+/* the slot other than dst whose cache holds or will hold the longest beginning of prompt[0..n)
+ * (at most n - 1: the last prompt token is fed, it samples), SCHED_COPY_MIN tokens longer than
+ * `than` (dst's own); -1 when none. *k: its length. */
+static int copy_source(const sched_t *s, int dst, const int32_t *prompt, int n, int than, int *k) {
+    int best = -1;
+    *k = than;
+    for (int j = 0; j < s->n_seq; j++) {
+        if (j == dst) continue;
+        int lim = copy_will_hold(&s->seqs[j]);
+        int c = common_prefix(s->seqs[j].toks, prompt, lim < n - 1 ? lim : n - 1);
+        if (c >= than + SCHED_COPY_MIN && c > *k) best = j, *k = c;
+    }
+    return best;
+}
+
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
               void *user) {
     return sched_add_at(s, -1, prompt, n, max_gen, sp, cb, user);
@@ -217,6 +259,7 @@ int sched_add_at(sched_t *s, int slot, const int32_t *prompt, int n, int max_gen
         int k = use ? cached_prefix(&s->seqs[i], prompt, n) : 0;
         if (k > best_k || (k == best_k && s->seqs[i].last_use < s->seqs[best].last_use)) best = i, best_k = k;
     }
+    int src_k = 0, src = best >= 0 && use && s->kv_copy ? copy_source(s, best, prompt, n, best_k, &src_k) : -1;
     for (int i = best < 0 ? s->n_seq : best; i < s->n_seq; i++) {
         sched_seq_t *q = &s->seqs[i];
         if (q->active) continue;
@@ -230,6 +273,13 @@ int sched_add_at(sched_t *s, int slot, const int32_t *prompt, int n, int max_gen
         memcpy(q->toks, prompt, (size_t)n * sizeof(int32_t));
         q->n_prompt = q->n_toks = q->n_prefill = n;
         q->n_fed = q->n_cached = best_k > 0 ? best_k : 0;   /* the cached part is not fed again */
+        q->copy_own = q->n_fed;
+        q->copy_src = src;   /* or copied from another slot (build makes the copy) */
+        q->copy_n = src_k;
+        if (src >= 0) {
+            q->n_fed = q->n_cached = src_k;
+            log_d("sequence %d: its first %d tokens come from slot %d's cache (a KV copy)", q->id, src_k, src);
+        }
         q->kv_ok = 1;
         q->kv_exact = s->n_ctx + 1;
         q->n_keep = 0;
@@ -253,6 +303,8 @@ int sched_add_at(sched_t *s, int slot, const int32_t *prompt, int n, int max_gen
 }
 
 static void finish(sched_seq_t *q, int why) {
+    if (q->copy_src >= 0) q->n_fed = q->copy_own;   /* its copy never came: the slot holds its own cache */
+    q->copy_src = -1;
     q->finish = why;
     q->active = 0;
     q->waiting = 0;
@@ -278,6 +330,7 @@ int sched_feed_whole(sched_t *s, int id) {
     if (!q) return TERN_EINVAL;
     s->n_cached_tok -= q->n_cached;
     q->n_fed = q->n_cached = 0;
+    q->copy_src = -1;   /* nothing copied either */
     return 0;
 }
 
@@ -526,7 +579,7 @@ static int prompt_order(sched_t *s) {
     int n = 0;
     for (int i = 0; i < s->n_seq; i++) {
         const sched_seq_t *q = &s->seqs[i];
-        if (!q->active || q->waiting || q->n_fed >= q->n_prefill) continue;
+        if (!q->active || q->waiting || q->n_fed >= q->n_prefill || q->copy_src >= 0) continue;
         int j = n++;
         for (; j > 0 && s->seqs[s->order[j - 1]].id > q->id; j--) s->order[j] = s->order[j - 1];
         s->order[j] = i;
@@ -534,13 +587,49 @@ static int prompt_order(sched_t *s) {
     return n;
 }
 
+/* Pending KV copies into cp (the step's, applied before its tokens), before anything is packed: a
+ * source slot that has fed the tokens is copied now; one whose tokens changed (its sequence ended,
+ * another took the slot, a shift) gives what it still holds or will hold, and when that is not
+ * SCHED_COPY_MIN more than the sequence's own cache the copy is called off. A slot copied into in
+ * this step is no source before the next one. Returns the copies. */
+static int resolve_copies(sched_t *s, step_copy_t *cp) {
+    int n = 0;
+    for (int i = 0; i < s->n_seq; i++) {
+        sched_seq_t *q = &s->seqs[i];
+        if (!q->active || q->copy_src < 0) continue;
+        const sched_seq_t *src = &s->seqs[q->copy_src];
+        int busy = 0;
+        for (int c = 0; c < n; c++) busy |= cp[c].dst_slot == q->copy_src;
+        if (busy) continue;
+        int held = copy_held(src), will = copy_will_hold(src);
+        int now = common_prefix(src->toks, q->toks, held < q->copy_n ? held : q->copy_n);
+        int later = common_prefix(src->toks, q->toks, will < q->copy_n ? will : q->copy_n);
+        if (later < q->copy_n) {   /* less than it was to give */
+            int k = later >= q->copy_own + SCHED_COPY_MIN ? later : q->copy_own;
+            log_d("sequence %d: slot %d no longer holds its first %d tokens: %s %d", q->id, q->copy_src, q->copy_n,
+                  k == later ? "copies" : "starts from its own cache at", k);
+            s->n_cached_tok += k - q->n_cached;
+            q->n_fed = q->n_cached = q->copy_n = k;
+            if (k == q->copy_own) { q->copy_src = -1; continue; }
+        }
+        if (now < q->copy_n) continue;   /* its tokens are still to be fed */
+        cp[n++] = (step_copy_t){q->copy_src, q->slot, q->copy_n};
+        q->copy_src = -1;
+        s->n_copies++;
+        s->n_copied_tok += q->copy_n;
+    }
+    return n;
+}
+
 /* builds the next step from sequences with work that is not waiting on an in-flight token:
  * decode tokens first (with the context shift of one whose next position is n_ctx, into sh),
  * then prompt chunks (oldest first) up to n_batch, or up to prefill_chunk while some sequence
- * decodes. Returns tokens packed. */
-static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, step_shift_t *sh, int *has_prompt) {
+ * decodes; the pending KV copies that can be made go first (into cp). Returns tokens packed. */
+static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, step_shift_t *sh, step_copy_t *cp, int *has_prompt) {
     st->n = 0;
     st->target = NULL;
+    st->n_copy = resolve_copies(s, cp);   /* even with copies off now: those admitted before wait for theirs */
+    st->copy = st->n_copy ? cp : NULL;
     int n_sh = 0;
     *has_prompt = 0;
     int n_tgt = 0;
@@ -696,6 +785,7 @@ static void replay_all(sched_t *s) {
         if (!q->active) continue;
         q->kv_ok = 1;   /* it is fed again from position 0 */
         q->n_cached = 0;
+        q->copy_src = -1;
         s->pl->ops->seq_start(s->pl, q->slot, &q->sp);
         if (q->n_toks > s->n_ctx) {   /* its shift was due: made on the text alone (the cache is empty) */
             step_shift_t sh;
@@ -756,7 +846,7 @@ int sched_step(sched_t *s) {
     while (s->inflight < s->max_inflight && !s->hold) {
         int k = (s->first + s->inflight) % s->max_inflight, has_prompt;
         step_t *st = &s->steps[k];
-        if (!build(s, st, s->sids[k], s->tgt[k], s->shifts[k], &has_prompt)) break;
+        if (!build(s, st, s->sids[k], s->tgt[k], s->shifts[k], s->copies[k], &has_prompt)) break;
         if (embed_lookup(s->emb, st->tokens, st->n, st->h) < 0) return fail_all(s, TERN_EINVAL, "token id outside the vocabulary");
         st->id = (uint64_t)s->steps_run++;
         constrain(s, st);

@@ -5,7 +5,8 @@
  * Chunked prefill: while any sequence decodes, a step carries at most prefill_chunk prompt
  * tokens (oldest prompt first), so streams keep a short inter-token gap when prompts arrive.
  * Also: a prompt's own log-probabilities (teacher-forced targets, sched_score_prompt), a
- * prefix cache (a prompt starts after what its slot already holds, sched_set_prefix_cache),
+ * prefix cache (a prompt starts after what its slot already holds, sched_set_prefix_cache, or
+ * after what another slot holds, copied from there: sched_set_kv_copy),
  * embeddings (a prompt's pooled final hidden states instead of tokens, sched_embed),
  * context shifting (a sequence that fills its context drops part of it and goes on,
  * sched_set_context_shift) and slot save / restore (a slot's cache to and from a file,
@@ -71,7 +72,12 @@ typedef struct sched_seq {
     int kv_exact;          /* the cache's first kv_exact positions are what a fresh prefill of toks
                             * computes (all, n_ctx + 1, until a context shift: then its keep — the
                             * moved keys and values were computed with the dropped tokens in view) */
-    int n_cached;          /* prompt tokens taken from the slot's cache at admission (not fed) */
+    int n_cached;          /* prompt tokens taken from the slot's cache at admission (not fed), or
+                            * copied into it from another slot's (copy_src) */
+    int copy_src;          /* >= 0: toks[0..copy_n) come from slot copy_src's cache by a KV copy
+                            * (step_t.copy) not made yet — it waits until that slot has fed them;
+                            * -1: none pending */
+    int copy_n, copy_own;  /* the copy's positions; what this slot's own cache held of the prompt */
     unsigned long last_use;   /* admission stamp: among equal caches the oldest slot is taken */
     int max_gen, n_gen;
     int n_keep;            /* tokens a context shift keeps at the start (sched_set_keep; resolved) */
@@ -107,6 +113,8 @@ typedef struct sched {
     int n_seq, n_ctx, n_batch;
     int prefill_chunk;     /* prompt tokens per step while a sequence decodes; 0 = up to n_batch */
     int prefix_cache;      /* sched_set_prefix_cache */
+    int kv_copy;           /* sched_set_kv_copy */
+    long n_copies, n_copied_tok;   /* KV copies made, and the positions they carried */
     int ctx_shift;         /* sched_set_context_shift */
     long n_ctx_shifts;     /* context shifts made (all sequences) */
     int lookup;            /* sched_set_lookup: draft tokens a decode step may check (0: off) */
@@ -124,6 +132,7 @@ typedef struct sched {
     int32_t *tgt[SCHED_MAX_INFLIGHT];   /* teacher-forced targets of a step (its target when any) */
     uint8_t *emf[SCHED_MAX_INFLIGHT];   /* embedding flags of a step (its embd when any) */
     step_shift_t *shifts[SCHED_MAX_INFLIGHT];   /* (n_seq,) a step's context shifts (its shift) */
+    step_copy_t *copies[SCHED_MAX_INFLIGHT];    /* (n_seq,) a step's KV copies (its copy) */
     int has_prompt[SCHED_MAX_INFLIGHT];
     int first, inflight, max_inflight;
     int steps_run;
@@ -154,6 +163,17 @@ int sched_set_prefill_chunk(sched_t *s, int n);
  * differ in the last bits). Skipped for a sequence whose sampling reads its history (repeat
  * penalty) or whose prompt is scored. */
 void sched_set_prefix_cache(sched_t *s, int on);
+/* KV copies (llama.cpp's llama_memory_seq_cp; on after sched_init, used only with the prefix cache
+ * and under its conditions): when another slot holds — or, busy with a sequence still in prefill,
+ * will hold — a longer beginning of a new prompt than the slot the prompt gets, that beginning is
+ * copied (step_t.copy) instead of computed again: the n choices of one request, or requests
+ * sharing a system prompt, evaluate it once. The new sequence waits until the source slot has fed
+ * those tokens (its own prefill starts with the copy's step); if the source's sequence ends or
+ * changes first, it copies what is there or falls back to its own cache. Output is unchanged
+ * (a position's keys and values depend only on the tokens up to it: the copy holds what a prefill
+ * computes, and each sequence keeps its own sampler and seed). */
+#define SCHED_COPY_MIN 4   /* tokens a copy must add to the slot's own cache (fewer: not worth a wait) */
+void sched_set_kv_copy(sched_t *s, int on);
 /* Context shifting (llama.cpp's --context-shift; off after sched_init): a generating sequence
  * that needs position n_ctx keeps its first n_keep tokens (sched_set_keep), drops half of the
  * rest ((n_ctx - n_keep) / 2, llama.cpp's rule) and goes on — the step that feeds its next token

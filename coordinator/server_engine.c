@@ -334,6 +334,8 @@ static void update_gauges(struct server *s) {
     s->met.drafted = (unsigned long long)sc->n_drafted;
     s->met.drafts_taken = (unsigned long long)sc->n_draft_ok;
     s->met.ctx_shifts = (unsigned long long)sc->n_ctx_shifts;
+    s->met.kv_copies = (unsigned long long)sc->n_copies;
+    s->met.kv_copied = (unsigned long long)sc->n_copied_tok;
     s->met.gen_seconds = sc->t_decode - s->sched_t0_decode;
     pthread_mutex_unlock(&s->met.mu);
     pthread_mutex_lock(&s->mu);

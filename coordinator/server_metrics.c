@@ -91,6 +91,10 @@ char *server_metrics_render(server_metrics_t *m) {
            (double)m->grammar_requests);
     metric(&b, "context_shifts_total", "counter", "times a sequence that filled its context dropped part of it (--context-shift)",
            (double)m->ctx_shifts);
+    metric(&b, "kv_copies_total", "counter", "prompt beginnings copied from another slot's KV cache, not computed again",
+           (double)m->kv_copies);
+    metric(&b, "kv_copied_tokens_total", "counter", "prompt tokens those copies carried (also in prompt_tokens_cached_total)",
+           (double)m->kv_copied);
     hist(&b, "time_to_first_token_seconds", "time from request to first generated token", &m->ttft);
     hist(&b, "inter_token_latency_seconds", "time between generated tokens of one request", &m->itl);
     hist(&b, "request_duration_seconds", "time from request to last token", &m->e2e);

@@ -25,6 +25,7 @@ typedef struct server_metrics {
     unsigned long long drafted, drafts_taken;   /* --lookup: draft tokens checked, taken */
     unsigned long long grammar_requests;    /* generation requests held to a grammar (schema, tools) */
     unsigned long long ctx_shifts;          /* context shifts (--context-shift) */
+    unsigned long long kv_copies, kv_copied;   /* KV copies between slots, and the positions copied */
     server_hist_t ttft, itl, e2e;           /* seconds */
 } server_metrics_t;
 

@@ -24,8 +24,9 @@
  * Forward.embd / Sampled.embd_rows (embeddings). v4: SamplingParams 14-28 (typical, top-n-sigma,
  * XTC, dynamic temperature, mirostat, DRY; a v3 worker would ignore them silently); KvRead /
  * KvData / KvWrite / KvDone (slot save and restore: a v3 worker would ignore them and leave the
- * coordinator waiting) */
-#define TERN_PROTO_VERSION 4
+ * coordinator waiting). v5: Forward.copy (KV rows copied between slots: a v4 worker would ignore
+ * them silently) */
+#define TERN_PROTO_VERSION 5
 #define TP_MAX_KV_ROW (1u << 24)             /* KvData.row_bytes bound */
 #define TP_MAX_BIAS 300   /* SamplingParams.bias_ids at most (= SAMPLER_BIAS_MAX, worker/sampler.h) */
 #define TP_MAX_DRY_SEQ 8192   /* SamplingParams.dry_breaker_lens at most (= SAMPLER_DRY_SEQ_MAX) */

@@ -39,6 +39,9 @@ int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t er
 int cuda_stage_kv_io(cuda_stage_t *c, int seq, int n, uint8_t *buf, int write, char *err, size_t errlen) {
     return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
 }
+int cuda_stage_copy(cuda_stage_t *c, const kv_copy_t *cp, char *err, size_t errlen) {
+    return err_set(err, errlen, TERN_ENOTSUP, "tern was built without CUDA");
+}
 int cuda_stage_picks(const cuda_stage_t *c) { return 0; }
 size_t cuda_stage_device_bytes(const cuda_stage_t *c) { return 0; }
 int cuda_stage_device_info(char *name, size_t cap, size_t *mem, double *gbps, char *err, size_t errlen) {
@@ -606,6 +609,17 @@ int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t er
                       sh->keep, sh->discard, sh->n_past, hp->n_head_kv, hp->head_dim, hp->rot_dim, c->cs + row,
                       c->sn + row, hp->rope_neox);
     return cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
+}
+
+int cuda_stage_copy(cuda_stage_t *c, const kv_copy_t *cp, char *err, size_t errlen) {
+    size_t row = ops_kv_bytes(c->kv_type, (int64_t)c->hp.n_head_kv * c->hp.head_dim), bytes = (size_t)cp->n * row;
+    size_t src = (size_t)cp->src * (size_t)c->n_ctx * row, dst = (size_t)cp->dst * (size_t)c->n_ctx * row;
+    for (int il = 0; il < c->nl; il++) {   /* queued on the default stream after the steps before it */
+        uint8_t *k = (uint8_t *)c->kc + (size_t)il * c->kv_layer_bytes, *v = (uint8_t *)c->vc + (size_t)il * c->kv_layer_bytes;
+        if (cuda_rt_d2d(k + dst, k + src, bytes, err, errlen) < 0 || cuda_rt_d2d(v + dst, v + src, bytes, err, errlen) < 0)
+            return TERN_EIO;
+    }
+    return 0;
 }
 
 int cuda_stage_kv_io(cuda_stage_t *c, int seq, int n, uint8_t *buf, int write, char *err, size_t errlen) {

@@ -41,6 +41,10 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
  * RoPE table row discard, sine negated: ops_rope_table's values at -discard), values moved. 0 or
  * <0 on a device error (err). */
 int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t errlen);
+/* The copy cp (checked by the caller: kv_copy_check) in every layer of the device KV cache, as
+ * kv_cache_copy does on the host: slot src's rows [0, n) of keys and values onto slot dst's, device
+ * to device. 0 or <0 on a device error (err). */
+int cuda_stage_copy(cuda_stage_t *c, const kv_copy_t *cp, char *err, size_t errlen);
 /* stage_kv_io on the device cache: slot seq's rows [0, n) of every layer, buf (nl, 2, n, row) host
  * bytes (each layer's keys, then its values), copied out (write 0) or in (write 1) with cudaMemcpy.
  * The caller checked seq and n. 0 or <0 on a device error (err). */

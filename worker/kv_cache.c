@@ -70,6 +70,36 @@ int kv_shift_check(const kv_shift_t *sh, int n, int n_seq, int n_ctx, char *err,
     return 0;
 }
 
+int kv_copy_check(const kv_copy_t *cp, int n, int n_seq, int n_ctx, const int *fill, char *err, size_t errlen) {
+    if (n < 0 || n > n_seq)
+        return err_set(err, errlen, TERN_EINVAL, "%d KV copies in one step for %d sequence slots", n, n_seq);
+    for (int i = 0; i < n; i++) {
+        const kv_copy_t *c = &cp[i];
+        const char *why = c->src < 0 || c->src >= n_seq || c->dst < 0 || c->dst >= n_seq ? "slot out of range"
+                          : c->src == c->dst                                          ? "a slot into itself"
+                          : c->n < 1                                                  ? "n must be >= 1"
+                          : c->n > n_ctx                                              ? "n > the context"
+                          : fill && c->n > fill[c->src] ? "n > the positions written in the source slot"
+                                                        : NULL;
+        for (int j = 0; !why && j < n; j++)
+            if (j < i && cp[j].dst == c->dst) why = "a second copy into the same slot";
+            else if (cp[j].dst == c->src) why = "the source slot is copied into in the same step";
+        if (why)
+            return err_set(err, errlen, TERN_EINVAL, "KV copy %d (slot %d to slot %d, %d positions; %d slots, ctx %d): %s",
+                           i, c->src, c->dst, c->n, n_seq, n_ctx, why);
+    }
+    return 0;
+}
+
+void kv_cache_copy(kv_cache_t *kv, const kv_copy_t *cp) {
+    size_t bytes = (size_t)cp->n * kv->row;
+    for (int il = 0; il < kv->n_layer; il++) {
+        size_t s = block_off(kv, il, cp->src), d = block_off(kv, il, cp->dst);
+        memcpy(kv->k + d, kv->k + s, bytes);
+        memcpy(kv->v + d, kv->v + s, bytes);
+    }
+}
+
 typedef struct shift_job {
     kv_cache_t *kv;
     const kv_shift_t *sh;

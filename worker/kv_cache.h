@@ -1,7 +1,8 @@
 /* kv_cache: keys and values of every layer of a shard for n_seq sequence slots of n_ctx
  * positions, f16 (default), f32 or q8_0 (half of f16's bytes), laid out [layer][seq][pos][kv_head][head_dim] so one
  * sequence's keys of one layer are contiguous for attention. Allocated once at load (pages
- * are touched only when written). The context shift (kv_cache_shift) moves a slot's rows down in
+ * are touched only when written). kv_cache_copy copies a slot's first rows into another slot
+ * (a shared prompt evaluated once). The context shift (kv_cache_shift) moves a slot's rows down in
  * place, re-rotating its keys. Not here: which sequence owns a slot, or when to shift (the
  * scheduler); the model's RoPE parameters (the caller's kv_rope_t). */
 #ifndef TERN_KV_CACHE_H
@@ -37,6 +38,21 @@ typedef struct kv_shift {
  * keep + discard <= n_past <= n_ctx, at most one per slot. 0, or TERN_EINVAL with the first bad
  * one named in err. */
 int kv_shift_check(const kv_shift_t *sh, int n, int n_seq, int n_ctx, char *err, size_t errlen);
+
+/* A copy (llama.cpp's llama_memory_seq_cp; coordinator/pipeline.h's step_copy_t, field for field):
+ * positions [0, n) of slot src's keys and values into slot dst, byte for byte (a position's rows
+ * depend only on the tokens up to it, so dst then holds what a prefill of the same tokens makes). */
+typedef struct kv_copy {
+    int src, dst, n;
+} kv_copy_t;
+
+/* n copies to be applied in order: 0 <= n <= n_seq, each 0 <= src, dst < n_seq, src != dst,
+ * 1 <= n <= n_ctx and, with fill (n_seq,) not NULL, n <= fill[src] (the positions src has had
+ * written); no slot copied into twice, and none both copied into and copied from (so their order
+ * does not matter). 0, or TERN_EINVAL with the first bad one named in err. */
+int kv_copy_check(const kv_copy_t *cp, int n, int n_seq, int n_ctx, const int *fill, char *err, size_t errlen);
+/* Applies one checked copy to layers [0, n_layer) of the cache: 2 x n_layer memcpy of n rows. */
+void kv_cache_copy(kv_cache_t *kv, const kv_copy_t *cp);
 
 /* How the keys were rotated (forward.c's RoPE): kv_dim / head_dim heads a row, the first rot_dim
  * dims of each, neox or adjacent pairs; cs, sn (rot_dim/2,): ops_rope_table at -discard. */

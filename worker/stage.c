@@ -65,7 +65,8 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
         rc = forward_init(&st->fwd, &st->shard, cfg->n_ctx, cfg->n_seq, cfg->n_batch, nlog, cfg->kv_type, tp, err, errlen);
     if (rc < 0) goto fail;
     st->rows = calloc((size_t)(cfg->n_batch > nlog ? cfg->n_batch : nlog), sizeof(int));
-    if (!st->rows) goto nomem;
+    st->kv_fill = calloc((size_t)cfg->n_seq, sizeof(int));
+    if (!st->rows || !st->kv_fill) goto nomem;
     if (cfg->has_head) {
         int V = st->shard.hp.n_vocab;
         st->samplers = calloc((size_t)cfg->n_seq, sizeof(sampler_t));
@@ -103,6 +104,7 @@ void stage_free(stage_t *st) {
     free(st->samplers);
     free(st->drawn_off);
     free(st->rows);
+    free(st->kv_fill);
     free(st->hide);
     free(st->slot_tmp);
     free(st->top_ids);
@@ -159,6 +161,18 @@ int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errl
         if (st->cuda) rc = cuda_stage_shift(st->cuda, &sh[i], err, errlen);
         else forward_shift(&st->fwd, &sh[i]);
         if (rc >= 0 && st->drawn_off) st->drawn_off[sh[i].seq] += sh[i].discard;
+        int *f = &st->kv_fill[sh[i].seq], left = sh[i].n_past - sh[i].discard;
+        if (rc >= 0 && *f > left) *f = left;   /* the rows past it are stale now */
+    }
+    return rc;
+}
+
+int stage_copy(stage_t *st, const kv_copy_t *cp, int n, char *err, size_t errlen) {
+    int rc = kv_copy_check(cp, n, st->cfg.n_seq, st->cfg.n_ctx, st->kv_fill, err, errlen);
+    for (int i = 0; rc >= 0 && i < n; i++) {
+        if (st->cuda) rc = cuda_stage_copy(st->cuda, &cp[i], err, errlen);
+        else kv_cache_copy(&st->fwd.kv, &cp[i]);
+        if (rc >= 0) st->kv_fill[cp[i].dst] = cp[i].n;
     }
     return rc;
 }
@@ -218,6 +232,7 @@ int stage_kv_io(stage_t *st, int seq, int n, uint8_t *buf, int write, char *err,
     if (seq < 0 || seq >= st->cfg.n_seq || n < 1 || n > st->cfg.n_ctx)
         return err_set(err, errlen, TERN_EINVAL, "KV rows [0, %d) of slot %d: this stage has %d slots of %d positions", n,
                        seq, st->cfg.n_seq, st->cfg.n_ctx);
+    if (write) st->kv_fill[seq] = n;   /* the slot's text is the file's now (the rows past it: stale) */
     if (st->cuda) return cuda_stage_kv_io(st->cuda, seq, n, buf, write, err, errlen);
     const kv_cache_t *kv = &st->fwd.kv;
     size_t bytes = (size_t)n * kv->row;
@@ -282,6 +297,8 @@ int stage_step_logits(stage_t *st, float *h, int n, const int32_t *tokens, const
     } else {
         forward_layers(&st->fwd, h, n, seq, pos);
     }
+    for (int i = 0; i < n; i++)
+        if (pos[i] >= st->kv_fill[seq[i]]) st->kv_fill[seq[i]] = pos[i] + 1;
     st->n_top = 0;
     if (!c->has_head || !nsample) return 0;
     if (!st->cuda) forward_logits(&st->fwd, h, m, st->rows, st->logits);

@@ -55,6 +55,8 @@ typedef struct stage {
     int32_t *pen_ids;      /* (n_seq · SAMPLER_HIST_MAX,) the rows' penalty ids */
     uint8_t *allow;        /* (n_seq, (n_vocab + 7) / 8) each slot's mask for its next sample, */
     uint8_t *allow_on;     /* (n_seq,) where set (stage_seq_allow); allocated on first use */
+    int *kv_fill;          /* (n_seq,) per slot: positions [0, kv_fill) have been written (a step, a
+                            * copy or a restore; a shift lowers it): what a copy may read */
 } stage_t;
 
 void stage_cfg_default(stage_cfg_t *c);
@@ -82,6 +84,14 @@ int stage_seq_allow(stage_t *st, int seq, const uint8_t *bits, size_t nbytes);
  * against this stage's slots and context (kv_shift_check: a bad one applies none), then applied
  * in order to every layer of this stage, on the CPU or the GPU. 0, or <0 with err. */
 int stage_shift(stage_t *st, const kv_shift_t *sh, int n, char *err, size_t errlen);
+
+/* KV copies before a step (llama.cpp's llama_memory_seq_cp; kv_cache.h): cp[0..n) are checked
+ * against this stage's slots, context and what each source slot has had written (kv_copy_check
+ * with st->kv_fill: a bad one applies none), then each copies positions [0, n) of src's keys and
+ * values into dst in every layer of this stage, on the CPU or the GPU; dst then counts n positions
+ * written. The samplers are left alone (dst's is the scheduler's: stage_seq_start). Applied before
+ * the step's context shifts. 0, or <0 with err. */
+int stage_copy(stage_t *st, const kv_copy_t *cp, int n, char *err, size_t errlen);
 
 /* Bytes of one position's (kv_dim,) KV cache row of this stage (its cache's kv_type). */
 size_t stage_kv_row(const stage_t *st);

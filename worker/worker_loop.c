@@ -69,6 +69,7 @@ typedef struct worker {
     size_t embd_cap;
     int cap_tokens;
     kv_shift_t *shift;        /* (n_seq,) a step's context shifts, sized at LoadShard */
+    kv_copy_t *copy;          /* (n_seq,) a step's KV copies, likewise */
     tp_peer_t loader;         /* who sent the current LoadShard: the only peer Kv* messages are taken from */
     uint8_t *kv_buf;          /* a slot's KV rows (KvRead / KvWrite), grown on use */
     size_t kv_cap;
@@ -290,13 +291,15 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     w->st.fwd.tick = worker_tick;
     w->st.fwd.tick_ctx = w;
     kv_shift_t *sh = realloc(w->shift, (size_t)c.n_seq * sizeof *sh);
-    if (!sh) {
+    if (sh) w->shift = sh;
+    kv_copy_t *cp = sh ? realloc(w->copy, (size_t)c.n_seq * sizeof *cp) : NULL;
+    if (cp) w->copy = cp;
+    if (!sh || !cp) {
         stage_free(&w->st);
         snprintf(msg, sizeof msg, "%s: out of memory for %d sequence slots", w->name, c.n_seq);
         send_error(w, &rx->from, TERN_ENOMEM, 0, msg);
         return;
     }
-    w->shift = sh;
     uint64_t need = w->st.shard.weight_bytes + kv_cache_bytes_for(c.kv_type, c.last - c.first + 1, c.n_seq, c.n_ctx,
                                                                    w->st.fwd.kv.kv_dim);
     if (w->cfg->memory && need > w->cfg->memory) {
@@ -410,6 +413,27 @@ static int apply_shifts(worker_t *w, const Tern__Forward *f, char *err, size_t e
     return stage_shift(&w->st, w->shift, (int)f->n_shift, err, errlen);
 }
 
+/* The step's KV copies, checked against this stage (a bad one: none applied, err says why) and
+ * applied to its layers before its shifts and tokens; the shifts are checked first, so that a bad
+ * shift leaves the copies undone too. 0 or <0. */
+static int apply_copies(worker_t *w, const Tern__Forward *f, char *err, size_t errlen) {
+    if (!f->n_copy) return 0;
+    int n_seq = w->st.cfg.n_seq;
+    if (f->n_copy > (size_t)n_seq || f->n_shift > (size_t)n_seq)
+        return err_set(err, errlen, TERN_EINVAL, "%zu KV copies and %zu context shifts in one step for %d sequence slots",
+                       f->n_copy, f->n_shift, n_seq);
+    for (size_t i = 0; i < f->n_shift; i++) {
+        const Tern__KvShift *k = f->shift[i];
+        w->shift[i] = (kv_shift_t){wire_int(k->seq_id), wire_int(k->keep), wire_int(k->discard), wire_int(k->n_past)};
+    }
+    int rc = kv_shift_check(w->shift, (int)f->n_shift, n_seq, w->st.cfg.n_ctx, err, errlen);
+    for (size_t i = 0; rc >= 0 && i < f->n_copy; i++) {
+        const Tern__KvCopy *k = f->copy[i];
+        w->copy[i] = (kv_copy_t){wire_int(k->src), wire_int(k->dst), wire_int(k->n)};
+    }
+    return rc < 0 ? rc : stage_copy(&w->st, w->copy, (int)f->n_copy, err, errlen);
+}
+
 static void on_forward(worker_t *w, tp_msg_t *rx) {
     const Tern__Forward *f = rx->msg->forward;
     char err[512], msg[1200];
@@ -463,7 +487,8 @@ static void on_forward(worker_t *w, tp_msg_t *rx) {
             return;
         }
     }
-    int src = apply_shifts(w, f, err, sizeof err);
+    int src = apply_copies(w, f, err, sizeof err);
+    if (src >= 0) src = apply_shifts(w, f, err, sizeof err);
     if (src < 0) {
         snprintf(msg, sizeof msg, "%s: Forward step %llu: %s", w->name, (unsigned long long)f->step_id, err);
         send_error(w, &w->coord, src, f->step_id, msg);
@@ -697,6 +722,7 @@ static void worker_close(worker_t *w) {
     free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
     free(w->tgt_lp); free(w->emf);
     free(w->shift);
+    free(w->copy);
     free(w->logits);
     w->logits = NULL, w->logits_cap = 0;
     tern_free(w->embd_out);

@@ -60,6 +60,11 @@ extern "C" int cuda_rt_d2h(void *dst, const void *src, size_t n, char *err, size
     return e == cudaSuccess ? 0 : fail(err, errlen, "copy from device", e);
 }
 
+extern "C" int cuda_rt_d2d(void *dst, const void *src, size_t n, char *err, size_t errlen) {
+    cudaError_t e = n ? cudaMemcpyAsync(dst, src, n, cudaMemcpyDeviceToDevice, 0) : cudaSuccess;
+    return e == cudaSuccess ? 0 : fail(err, errlen, "copy on the device", e);
+}
+
 extern "C" int cuda_rt_memset(void *p, int v, size_t n, char *err, size_t errlen) {
     cudaError_t e = cudaMemset(p, v, n);
     return e == cudaSuccess ? 0 : fail(err, errlen, "memset", e);

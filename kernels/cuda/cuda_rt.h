@@ -19,6 +19,8 @@ void *cuda_rt_alloc(size_t bytes);   /* NULL on failure */
 void cuda_rt_free(void *p);          /* NULL ok */
 int cuda_rt_h2d(void *dst, const void *src, size_t n, char *err, size_t errlen);
 int cuda_rt_d2h(void *dst, const void *src, size_t n, char *err, size_t errlen);
+/* device to device, queued on the default stream (after the kernels before it) */
+int cuda_rt_d2d(void *dst, const void *src, size_t n, char *err, size_t errlen);
 int cuda_rt_memset(void *p, int v, size_t n, char *err, size_t errlen);
 /* waits for every queued kernel; 0, or <0 with the first launch/run error in err */
 int cuda_rt_sync(char *err, size_t errlen);

@@ -6,7 +6,8 @@
 # /v1/completions (echo + logprobs, max_tokens 0), and python applies llama.cpp's rules (common
 # prefix, winogrande's partial scoring, mean log-prob, the pick) and llama.cpp's task picks
 # (mt19937 seeded with 1, written again here); every task's scores and pick (-v lines) and the
-# printed accuracy must agree. Through 2 workers the output is one process's, line for line. Bad
+# printed accuracy must agree. Through 2 workers the output is one process's, line for line. A
+# task's common prefix copied between its choices' slots gives every score of --no-kv-copy. Bad
 # task files give one error line naming the line (byte offset), exit 1.
 source "$(dirname "$0")/lib.bash"
 T() { timeout 120 "$TERN" "$@"; }
@@ -205,6 +206,19 @@ for c in "hs -f $HS --hellaswag" "wg -f $WG --winogrande" "mc4 -f $MC --multiple
   T perplexity -m "$M" "$@" --workers "$W1,$W2" >"$tmp/$name.clu" 2>"$tmp/$name.clu.log"
   cmp -s "$tmp/$name.out" "$tmp/$name.clu" && ok "$name through 2 workers == one process ($(grep -c . "$tmp/$name.clu") lines)" \
     || bad "$name through 2 workers differs: $(diff "$tmp/$name.out" "$tmp/$name.clu" | head -4) $(tail -1 "$tmp/$name.clu.log")"
+done
+
+# ---- a task's common prefix copied between its choices' slots == fed in every slot -----------------
+sc() { grep -o 'mcscore: task .*' "$1"; }
+for c in "hs -f $HS --hellaswag" "wg6 -f $WG --winogrande --winogrande-tasks 6 -b 16" "mc -f $MC --multiple-choice"; do
+  set -- $c; name=$1; shift
+  run "$name.nc" "$@" --no-kv-copy
+  copied=$(sed -n 's/.* \([0-9]*\) prompt positions copied.*/\1/p' "$tmp/$name.log")
+  nc=$(sed -n 's/.* \([0-9]*\) prompt positions copied.*/\1/p' "$tmp/$name.nc.log")
+  cmp -s "$tmp/$name.out" "$tmp/$name.nc.out" && [ "$(sc "$tmp/$name.log")" = "$(sc "$tmp/$name.nc.log")" ] \
+    && [ "$nc" = 0 ] && { [ "$name" = wg6 ] || [ "${copied:-0}" -gt 0 ]; } \
+    && ok "$name: ${copied:-0} positions of common prefixes copied, not fed: every score as with --no-kv-copy" \
+    || bad "$name: with copies (${copied:-?}) vs --no-kv-copy: $(diff <(sc "$tmp/$name.log") <(sc "$tmp/$name.nc.log") | head -4)"
 done
 
 # ---- bad task files: one line naming the line, exit 1 ----------------------------------------

@@ -5,7 +5,8 @@
  * ids, positions, token ids and context shifts, KvRead / KvWrite with impossible slots, ranges
  * and sizes — before, right after and during real cluster
  * runs. The worker must stay alive and a proper coordinator (`tern run --workers EP`) must still
- * get exactly the tokens of one process. Hostile context shifts (slot out of range, discard 0,
+ * get exactly the tokens of one process. Hostile KV copies (slots, counts, past what the source
+ * holds, twice, both ways) get an Error naming the fault. Hostile context shifts (slot out of range, discard 0,
  * n_past past the context, keep + discard > n_past, a slot twice, more than the slots) sent as a
  * coordinator that loaded the shard each get an Error naming the problem, and a good one after
  * them is served. Hostile KvWrite / KvRead (slot save / restore: bad slot, more positions than the
@@ -310,6 +311,17 @@ static size_t hostile_envelope(uint8_t *buf, size_t *tb, int variant) {
             ks[i].n_past = (uint32_t)(rnd() % 3 ? rnd() % 80 : rnd());
             ksp[i] = &ks[i];
         }
+        /* KV copies: small or absurd slots and counts, sometimes a slot twice or both ways */
+        static Tern__KvCopy kc[5];
+        static Tern__KvCopy *kcp[5];
+        f.n_copy = rnd() % 3 ? 0 : 1 + rnd() % 5, f.copy = kcp;
+        for (size_t i = 0; i < f.n_copy; i++) {
+            tern__kv_copy__init(&kc[i]);
+            kc[i].src = (uint32_t)(rnd() % 3 ? rnd() % 3 : rnd());
+            kc[i].dst = (uint32_t)(rnd() % 3 ? rnd() % 3 : rnd());
+            kc[i].n = (uint32_t)(rnd() % 3 ? rnd() % 80 : rnd());
+            kcp[i] = &kc[i];
+        }
         if (variant == 2) {
             /* the tiny model's hidden size is 256: mostly right, so the values get checked */
             f.hidden_size = rnd() % 4 ? 256 : (uint32_t)(rnd() % 3 ? 64 : rnd());
@@ -562,9 +574,51 @@ static void test_hostile_shifts(void **st) {
     if (!r || r->body_case != TERN__MSG__BODY_SAMPLED || r->sampled->step_id != 200 || r->sampled->n_token_ids != 1)
         fail_msg("good shift: expected Sampled, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
                  r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+    /* hostile KV copies (slot 1 now holds positions [0, 11), slot 0 nothing): an Error each */
+    static const struct { uint32_t cp[3][3]; int n; const char *why; } copies[] = {
+        {{{2, 0, 1}}, 1, "slot out of range"},
+        {{{1, 4000000000u, 1}}, 1, "slot out of range"},
+        {{{0, 0, 1}}, 1, "a slot into itself"},
+        {{{1, 0, 0}}, 1, "n must be >= 1"},
+        {{{1, 0, 65}}, 1, "n > the context"},
+        {{{1, 0, 4000000000u}}, 1, "n > the context"},
+        {{{1, 0, 12}}, 1, "n > the positions written in the source slot"},
+        {{{0, 1, 1}}, 1, "n > the positions written in the source slot"},
+        {{{1, 0, 3}, {1, 0, 2}}, 2, "a second copy into the same slot"},
+        {{{1, 0, 3}, {0, 1, 1}}, 2, "the source slot is copied into in the same step"},
+        {{{1, 0, 3}, {1, 0, 3}, {1, 0, 3}}, 3, "3 KV copies and 0 context shifts in one step for 2 sequence slots"},
+    };
+    Tern__KvCopy kc[3], *kcp[3];
+    uint32_t pos0 = 11, seq0 = 0;
+    f.n_shift = 0, f.seq_ids = &seq0, f.positions = &pos0;
+    for (size_t c = 0; c < sizeof copies / sizeof copies[0]; c++) {
+        for (int i = 0; i < copies[c].n; i++) {
+            tern__kv_copy__init(&kc[i]);
+            kc[i].src = copies[c].cp[i][0], kc[i].dst = copies[c].cp[i][1], kc[i].n = copies[c].cp[i][2];
+            kcp[i] = &kc[i];
+        }
+        f.step_id = 300 + c, f.n_copy = (size_t)copies[c].n, f.copy = kcp;
+        send_msg(&s, &m, hid, sizeof hid);
+        r = reply(&s);
+        if (!r || r->body_case != TERN__MSG__BODY_ERROR || r->error->step_id != f.step_id ||
+            !strstr(r->error->message, copies[c].why))
+            fail_msg("hostile copy %zu: expected an Error '%s', got %s '%s'", c, copies[c].why,
+                     r ? tp_body_name(r->body_case) : "nothing",
+                     r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+        if (!worker_alive()) fail_msg("worker died on hostile copy %zu (see %s/worker.log)", c, g_tmp);
+    }
+    /* a good one is served: slot 1's 11 positions into slot 0, whose token comes at 11 */
+    tern__kv_copy__init(&kc[0]);
+    kc[0].src = 1, kc[0].dst = 0, kc[0].n = 11;
+    f.step_id = 400, f.n_copy = 1;
+    send_msg(&s, &m, hid, sizeof hid);
+    r = reply(&s);
+    if (!r || r->body_case != TERN__MSG__BODY_SAMPLED || r->sampled->step_id != 400 || r->sampled->n_token_ids != 1)
+        fail_msg("good copy: expected Sampled, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
+                 r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
     reply_free();
     sender_close(&s);
-    if (g_ref[0]) cluster_run_equals_ref("after hostile shifts");
+    if (g_ref[0]) cluster_run_equals_ref("after hostile shifts and copies");
 }
 
 /* ---- hostile slot save / restore (KvRead, KvWrite), as the coordinator of the worker -------- */

@@ -8,7 +8,12 @@
  * another slot (within rounding), its values exactly; every layer as in (1). (3) Prefill, decode,
  * shifts of one and of two slots in one step: the direct stages (TERN_EMBEDDED=direct's
  * pipeline_local), the embedded cluster (inproc workers) and two ZeroMQ workers (ipc://) give
- * bit-identical tokens and log-probabilities, and they differ from the same steps unshifted. */
+ * bit-identical tokens and log-probabilities, and they differ from the same steps unshifted.
+ * KV copies (llama_memory_seq_cp): (4) hostile copy sets refused whole; (5) a real model: the
+ * copied rows are byte for byte what a prefill of the same tokens in a third slot computes, the
+ * rest of the cache untouched, a copy past what the source slot holds refused; (6) a prompt copied
+ * into a slot then decoded there with its own sampler gives the tokens and log-probabilities of
+ * that slot prefilling the prompt itself, through every path alike. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -156,6 +161,137 @@ static void test_check(void **st) {
         assert_non_null(strstr(err, "context shift"));
     }
     assert_int_equal(kv_shift_check(ok, 3, 2, 16, err, sizeof err), TERN_EINVAL);   /* more than the slots */
+}
+
+/* ---- (4) hostile copies ---------------------------------------------------------------------- */
+
+static void test_copy_check(void **st) {
+    (void)st;
+    char err[256];
+    const int fill[3] = {10, 16, 0};
+    const kv_copy_t ok[2] = {{0, 2, 10}, {1, 2 - 2, 0}};
+    const kv_copy_t ok2[2] = {{0, 2, 10}, {0, 1, 3}};
+    assert_int_equal(kv_copy_check(ok2, 2, 3, 16, fill, err, sizeof err), 0);
+    assert_int_equal(kv_copy_check(ok, 1, 3, 16, fill, err, sizeof err), 0);
+    assert_int_equal(kv_copy_check(ok, 0, 3, 16, fill, err, sizeof err), 0);
+    const kv_copy_t big = {1, 0, 16};
+    assert_int_equal(kv_copy_check(&big, 1, 3, 16, fill, err, sizeof err), 0);
+    assert_int_equal(kv_copy_check(&big, 1, 3, 15, NULL, err, sizeof err), TERN_EINVAL);   /* n > ctx */
+    const kv_copy_t bad[][2] = {
+        {{3, 0, 4}, {1, 2, 1}},       /* slot out of range */
+        {{0, 3, 4}, {1, 2, 1}},
+        {{-1, 0, 4}, {1, 2, 1}},
+        {{0, -5, 4}, {1, 2, 1}},
+        {{0, 0, 4}, {1, 2, 1}},       /* into itself */
+        {{0, 1, 0}, {1, 2, 1}},       /* n < 1 */
+        {{0, 1, -7}, {1, 2, 1}},
+        {{1, 0, 17}, {1, 2, 1}},      /* n > ctx */
+        {{0, 1, 11}, {1, 2, 1}},      /* more than slot 0 has had written */
+        {{2, 1, 1}, {0, 2, 1}},       /* slot 2 holds nothing */
+        {{0, 2, 4}, {1, 2, 1}},       /* slot 2 copied into twice */
+        {{0, 2, 4}, {2, 1, 1}},       /* slot 2 both ways */
+        {{1, 0, 4}, {0, 2, 1}},       /* slot 0 both ways (the later copy into it) */
+        {{0, 1, 2147483647}, {1, 2, 1}},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        err[0] = 0;
+        if (kv_copy_check(bad[i], 2, 3, 16, fill, err, sizeof err) != TERN_EINVAL) fail_msg("bad copy set %zu accepted", i);
+        assert_non_null(strstr(err, "KV copy"));
+    }
+    assert_int_equal(kv_copy_check(ok2, 4, 3, 16, fill, err, sizeof err), TERN_EINVAL);   /* more than the slots */
+    assert_int_equal(kv_copy_check(ok2, -1, 3, 16, fill, err, sizeof err), TERN_EINVAL);
+}
+
+/* ---- (5) a real model: copied rows == recomputed rows ----------------------------------------- */
+
+static void copy_case(const char *path, int type) {
+    char err[256];
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
+    embed_t emb;
+    assert_int_equal(embed_init(&emb, g, err, sizeof err), 0);
+    tpool_t *tp = tpool_new(2);
+    stage_t sg;
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    hparams_t hp;
+    assert_int_equal(hparams_from_gguf(&hp, g, err, sizeof err), 0);
+    c.first = 0, c.last = hp.n_layer - 1, c.has_head = 1, c.n_ctx = 48, c.n_seq = 4, c.n_batch = 32, c.kv_type = type;
+    if (stage_init(&sg, g, &c, tp, err, sizeof err)) fail_msg("stage: %s", err);
+    enum { N = 24, K = 17 };
+    int32_t tok[N], ot;
+    int seq[N], pos[N];
+    uint8_t smp[N] = {0};
+    float lp, *h = malloc((size_t)N * hp.n_embd * 4);
+    /* slot 0: N tokens; slot 1: the first K of them (the reference); slot 3: other tokens */
+    for (int i = 0; i < N; i++) tok[i] = (int32_t)((i * 41 + 7) % hp.n_vocab), seq[i] = 0, pos[i] = i;
+    assert_int_equal(embed_lookup(&emb, tok, N, h), 0);
+    assert_int_equal(stage_step(&sg, h, N, tok, seq, pos, smp, &ot, &lp, err, sizeof err), 0);
+    for (int i = 0; i < K; i++) seq[i] = 1;
+    assert_int_equal(embed_lookup(&emb, tok, K, h), 0);
+    assert_int_equal(stage_step(&sg, h, K, tok, seq, pos, smp, &ot, &lp, err, sizeof err), 0);
+    int32_t t3[N];
+    for (int i = 0; i < N; i++) t3[i] = (int32_t)((i * 13 + 3) % hp.n_vocab), seq[i] = 3;
+    assert_int_equal(embed_lookup(&emb, t3, N, h), 0);
+    assert_int_equal(stage_step(&sg, h, N, t3, seq, pos, smp, &ot, &lp, err, sizeof err), 0);
+    assert_int_equal(sg.kv_fill[0], N);
+    assert_int_equal(sg.kv_fill[1], K);
+    assert_int_equal(sg.kv_fill[2], 0);
+    kv_cache_t *kv = &sg.fwd.kv;
+    size_t all = (size_t)kv->n_layer * kv->n_seq * kv->n_ctx * kv->row;
+    uint8_t *k0 = malloc(all), *v0 = malloc(all);
+    memcpy(k0, kv->k, all);
+    memcpy(v0, kv->v, all);
+    /* refused whole: past what slot 0 holds, from an empty slot, a second step's worth of bad ones */
+    const kv_copy_t past = {0, 2, N + 1}, empty = {2, 0, 1}, two[2] = {{0, 2, K}, {3, 2, 4}};
+    assert_int_equal(stage_copy(&sg, &past, 1, err, sizeof err), TERN_EINVAL);
+    assert_non_null(strstr(err, "positions written"));
+    assert_int_equal(stage_copy(&sg, &empty, 1, err, sizeof err), TERN_EINVAL);
+    assert_int_equal(stage_copy(&sg, two, 2, err, sizeof err), TERN_EINVAL);
+    assert_int_equal(memcmp(k0, kv->k, all), 0);
+    assert_int_equal(memcmp(v0, kv->v, all), 0);
+    assert_int_equal(sg.kv_fill[2], 0);
+    /* slot 3 holds other tokens: the copy of slot 0's first K overwrites its rows [0, K) only */
+    const kv_copy_t cp[2] = {{0, 2, K}, {0, 3, K}};
+    assert_int_equal(stage_copy(&sg, cp, 2, err, sizeof err), 0);
+    assert_int_equal(sg.kv_fill[2], K);
+    assert_int_equal(sg.kv_fill[3], K);
+    size_t rows = (size_t)K * kv->row;
+    for (int l = 0; l < kv->n_layer; l++)
+        for (int s = 0; s < kv->n_seq; s++) {
+            const uint8_t *Kc = kv_cache_k(kv, l, s), *Vc = kv_cache_v(kv, l, s);
+            const uint8_t *Ko = k0 + (Kc - kv->k), *Vo = v0 + (Vc - kv->v);
+            size_t blk = (size_t)kv->n_ctx * kv->row;
+            if (s < 2) {   /* source and reference untouched */
+                assert_int_equal(memcmp(Kc, Ko, blk), 0);
+                assert_int_equal(memcmp(Vc, Vo, blk), 0);
+                continue;
+            }
+            /* the copies: what slot 1's prefill of the same K tokens computed, byte for byte */
+            const uint8_t *Kr = kv_cache_k(kv, l, 1), *Vr = kv_cache_v(kv, l, 1);
+            if (memcmp(Kc, Kr, rows) || memcmp(Vc, Vr, rows))
+                fail_msg("%s type %d layer %d slot %d: copied rows != a prefill's", path, type, l, s);
+            assert_int_equal(memcmp(Kc + rows, Ko + rows, blk - rows), 0);   /* rows from K on as they were */
+            assert_int_equal(memcmp(Vc + rows, Vo + rows, blk - rows), 0);
+        }
+    /* a shift lowers what a slot holds: a copy of more is refused */
+    const kv_shift_t sh = {0, 2, 10, N};
+    assert_int_equal(stage_shift(&sg, &sh, 1, err, sizeof err), 0);
+    assert_int_equal(sg.kv_fill[0], N - 10);
+    const kv_copy_t after = {0, 1, N - 9};
+    assert_int_equal(stage_copy(&sg, &after, 1, err, sizeof err), TERN_EINVAL);
+    free(h), free(k0), free(v0);
+    stage_free(&sg);
+    tpool_destroy(&tp);
+    gguf_close(&g);
+}
+
+static void test_model_copy(void **st) {
+    (void)st;
+    for (int type = 0; type <= KV_Q8_0; type++) {
+        copy_case(g_b158, type);
+        copy_case(g_llama, type);
+    }
 }
 
 /* ---- (2) a real model: layer 0 recomputed at the new positions ---------------------------- */
@@ -313,6 +449,61 @@ static void drive(pipeline_t *p, const embed_t *emb, int shifts, trace_t *t) {
     free(h);
 }
 
+/* slot 0: a 20-token prompt (greedy); slot 1: the same prompt, sampled at temperature 0.9 with its
+ * own seed — copy 1: step 2 copies slot 0's first 19 positions into slot 1, which feeds only the
+ * last prompt token; copy 0: slot 1 prefills all 20 in step 2. Then GEN decode steps of both. */
+static void drive_copy(pipeline_t *p, const embed_t *emb, int copy, trace_t *t) {
+    sampler_params_t sp0, sp1;
+    sampler_params_default(&sp0);
+    sp0.temp = 0, sp0.logprobs = 1, sp0.top_logprobs = TOPN;
+    sp1 = sp0;
+    sp1.temp = 0.9f, sp1.seed = 5;
+    assert_int_equal(p->ops->seq_start(p, 0, &sp0), 0);
+    assert_int_equal(p->ops->seq_start(p, 1, &sp1), 0);
+    enum { NP = 21 };
+    int32_t prompt[20], tok[NP], out_tok[NP], top[NP * SAMPLER_TOP_MAX];
+    int seq[NP], pos[NP];
+    uint8_t smp[NP];
+    float lp[NP], top_lp[NP * SAMPLER_TOP_MAX], *h = malloc((size_t)NP * p->n_embd * 4);
+    for (int i = 0; i < 20; i++) prompt[i] = (int32_t)((i * 29 + 3) % p->n_vocab);
+    int past[2] = {0, 0};
+    int32_t next[2] = {0, 0};
+    memset(t, 0, sizeof *t);
+    for (int k = 0; k <= GEN; k++) {   /* 1 + 2·GEN samples: the trace holds 2·(GEN + 1) */
+        int n = 0;
+        step_copy_t cp = {0, 1, 19};
+        if (k == 0) {
+            for (int i = 0; i < 20; i++) tok[n] = prompt[i], seq[n] = 0, pos[n] = i, smp[n++] = i == 19;
+        } else {
+            tok[n] = next[0], seq[n] = 0, pos[n] = past[0], smp[n++] = 1;
+            if (k == 1)
+                for (int i = copy ? 19 : 0; i < 20; i++) tok[n] = prompt[i], seq[n] = 1, pos[n] = i, smp[n++] = i == 19;
+            else
+                tok[n] = next[1], seq[n] = 1, pos[n] = past[1], smp[n++] = 1;
+        }
+        assert_int_equal(embed_lookup(emb, tok, n, h), 0);
+        step_t st;
+        memset(&st, 0, sizeof st);
+        st.id = (uint64_t)k + 1, st.n = n, st.tokens = tok, st.seq = seq, st.pos = pos, st.sample = smp, st.h = h;
+        st.out_tok = out_tok, st.out_lp = lp, st.out_top = top, st.out_top_lp = top_lp;
+        st.n_copy = copy && k == 1, st.copy = &cp;
+        assert_int_equal(p->ops->submit(p, &st), 0);
+        step_t *done = p->ops->wait(p, 60000);
+        assert_ptr_equal(done, &st);
+        if (st.rc < 0) fail_msg("step %d: %s", k, st.err);
+        assert_int_equal(st.n_out, k == 0 ? 1 : 2);
+        for (int j = 0; j < st.n_out; j++, t->n++) {
+            int s = k == 0 ? 0 : j;
+            next[s] = out_tok[j];
+            past[s] = k == 0 ? 20 : k == 1 && s == 1 ? 20 : past[s] + 1;
+            t->tok[t->n] = out_tok[j], t->lp[t->n] = lp[j];
+            memcpy(t->top + t->n * TOPN, top + j * TOPN, TOPN * 4);
+            memcpy(t->top_lp + t->n * TOPN, top_lp + j * TOPN, TOPN * 4);
+        }
+    }
+    free(h);
+}
+
 static void assert_same(const trace_t *a, const trace_t *b, const char *what) {
     assert_int_equal(a->n, b->n);
     for (int i = 0; i < a->n; i++)
@@ -382,6 +573,27 @@ static void test_paths_agree(void **st) {
     pipeline_destroy(&p);
     if (rc < 0) fail_msg("zmq cluster: %s", err);
     assert_same(&direct, &zmq_t, "ZeroMQ workers vs direct");
+    /* a prompt copied into slot 1 == slot 1 prefilling it, through every path */
+    trace_t cp_direct, cp_ref, cp_emb, cp_zmq;
+    tp = tpool_new(2);
+    if (pipeline_local_new(&p, g, &c, 2, tp, err, sizeof err) < 0) fail_msg("local: %s", err);
+    drive_copy(p, &emb, 0, &cp_ref);
+    pipeline_destroy(&p);
+    if (pipeline_local_new(&p, g, &c, 2, tp, err, sizeof err) < 0) fail_msg("local: %s", err);
+    drive_copy(p, &emb, 1, &cp_direct);
+    pipeline_destroy(&p);
+    tpool_destroy(&tp);
+    assert_same(&cp_ref, &cp_direct, "copied prompt vs prefilled prompt");
+    if (cluster_pipeline_new_embedded(&p, g, g_b158, &c, 2, 0, 1, err, sizeof err) < 0) fail_msg("embedded: %s", err);
+    drive_copy(p, &emb, 1, &cp_emb);
+    pipeline_destroy(&p);
+    assert_same(&cp_ref, &cp_emb, "copied prompt, embedded cluster");
+    rc = zmq_pipeline(&p, g, g_b158, &c, w, err, sizeof err);
+    if (rc == 0) drive_copy(p, &emb, 1, &cp_zmq);
+    for (int i = 0; i < 2; i++) worker_thread_stop(&w[i]);
+    pipeline_destroy(&p);
+    if (rc < 0) fail_msg("zmq cluster: %s", err);
+    assert_same(&cp_ref, &cp_zmq, "copied prompt, ZeroMQ workers");
     /* a bad shift: the step fails with the reason, nothing crashes */
     if (pipeline_local_new(&p, g, &c, 2, NULL, err, sizeof err) < 0) fail_msg("local: %s", err);
     step_shift_t sh = {0, 0, 5, 41};
@@ -398,6 +610,18 @@ static void test_paths_agree(void **st) {
     assert_ptr_equal(p->ops->wait(p, 1000), &s);
     assert_true(s.rc < 0);
     assert_non_null(strstr(s.err, "n_past > the context"));
+    /* a copy from a slot that holds nothing, and a copy into itself: the step fails, says why */
+    step_copy_t cpb = {1, 0, 3};
+    s.n_shift = 0, s.n_copy = 1, s.copy = &cpb;
+    assert_int_equal(p->ops->submit(p, &s), 0);
+    assert_ptr_equal(p->ops->wait(p, 1000), &s);
+    assert_true(s.rc < 0);
+    assert_non_null(strstr(s.err, "positions written"));
+    cpb = (step_copy_t){0, 0, 1};
+    assert_int_equal(p->ops->submit(p, &s), 0);
+    assert_ptr_equal(p->ops->wait(p, 1000), &s);
+    assert_true(s.rc < 0);
+    assert_non_null(strstr(s.err, "into itself"));
     pipeline_destroy(&p);
     free(h);
     gguf_close(&g);
@@ -432,6 +656,8 @@ int main(void) {
         cmocka_unit_test(test_cache_shift),
         cmocka_unit_test(test_check),
         cmocka_unit_test(test_model_shift),
+        cmocka_unit_test(test_copy_check),
+        cmocka_unit_test(test_model_copy),
         cmocka_unit_test(test_paths_agree),
     };
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -4,7 +4,8 @@
  * positions and records its composition — chunked prefill (the cap while decoders run, the full
  * batch when none do, decode tokens in every step, oldest prompt first, no starvation), outputs
  * equal to solo runs and to the model itself, pipelined steps, replay after recovery, and
- * context shifts (each applied to the fake's cache as the stages apply them). */
+ * context shifts (each applied to the fake's cache as the stages apply them), and KV copies between
+ * slots (a prompt evaluated once for several sequences). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -86,6 +87,7 @@ typedef struct fake {
     int max_prompt_step_live;        /* largest prompt part of a step while something decoded */
     int n_steps_live_prompt;         /* steps with prompt tokens while something decoded */
     int n_masked;                    /* samples drawn under a grammar's mask */
+    int n_copies, n_fed;             /* KV copies applied, tokens fed (all steps) */
     int bad;                         /* contract violations (first one in why) */
     char why[256];
 } fake_t;
@@ -176,6 +178,29 @@ static void fake_shift(fake_t *f, const step_t *s) {
     }
 }
 
+/* a step's KV copies, checked (the pipeline.h contract; the source slot holds the rows from steps
+ * before this one, no slot copied into twice nor both copied into and from) and applied as the
+ * stages apply them, before the shifts and tokens: dst's cache becomes src's first n positions,
+ * and its next token must come at n */
+static void fake_copy(fake_t *f, const step_t *s) {
+    for (int k = 0; k < s->n_copy; k++) {
+        const step_copy_t *x = &s->copy[k];
+        int a = x->src_slot, b = x->dst_slot;
+        if (a < 0 || a >= SLOTS || b < 0 || b >= SLOTS || a == b || x->n < 1 || x->n > f->n_ctx) {
+            fake_bad(f, "step %d: bad copy {%d, %d, %d}", f->n_submit, a, b, x->n);
+            continue;
+        }
+        if (x->n > f->kv_len[a]) fake_bad(f, "step %d: copy of %d positions of slot %d, which holds %d", f->n_submit, x->n, a, f->kv_len[a]);
+        for (int j = 0; j < s->n_copy; j++)
+            if ((j < k && s->copy[j].dst_slot == b) || s->copy[j].dst_slot == a)
+                fake_bad(f, "step %d: copy %d's slots are copied into twice or both ways", f->n_submit, k);
+        memcpy(f->kvtok[b], f->kvtok[a], (size_t)x->n * sizeof(int32_t));
+        memcpy(f->hist_at[b], f->hist_at[a], ((size_t)x->n + 1) * sizeof(uint64_t));
+        f->kv_len[b] = f->npos[b] = x->n;
+        f->n_copies++;
+    }
+}
+
 /* runs the step at submit (steps complete in order, so this is what a real pipeline computes) */
 static int fake_submit(pipeline_t *p, step_t *s) {
     fake_t *f = (fake_t *)p;
@@ -183,7 +208,9 @@ static int fake_submit(pipeline_t *p, step_t *s) {
         fake_bad(f, "submit with %d steps in flight (max %d)", f->nq, p->max_inflight);
         return TERN_EINVAL;
     }
+    fake_copy(f, s);
     fake_shift(f, s);
+    f->n_fed += s->n;
     int n_dec = 0, n_prompt = 0;
     for (int i = 0; i < s->n; i++) {
         int sl = s->seq[i];
@@ -1069,8 +1096,8 @@ static void run_one(sched_t *sc, fake_t *f, seqrun_t *r) {
 }
 
 /* sched_add_at (llama-server's id_slot): the prompt runs in the named slot even when another
- * slot holds its beginning, with that slot's own cache (none, then the whole prompt but its last
- * token on a repeat) and the same tokens; a busy slot is TERN_ENOMEM (the server's queue waits),
+ * slot holds its beginning (which is copied over: the whole prompt but its last token; on the
+ * repeat the slot's own cache holds as much) and gives the same tokens; a busy slot is TERN_ENOMEM (the server's queue waits),
  * no such slot TERN_EINVAL. */
 static void test_add_at(void **state) {
     (void)state;
@@ -1092,7 +1119,7 @@ static void test_add_at(void **state) {
         assert_true(r->id >= 0);
         r->slot = f.last_started;
         assert_int_equal(r->slot, want);
-        assert_int_equal(sc.seqs[want].n_cached, k == 0 ? 0 : 19);
+        assert_int_equal(sc.seqs[want].n_cached, 19);   /* first copied from a's slot, then its own */
         f.plen[r->slot] = 20;
         f.rank[r->slot] = 0;
         f.pending += 20;   /* as admit() counts a prompt */
@@ -1197,6 +1224,94 @@ static void test_prefix_cache(void **state) {
         expect_solo(&k2);
         sched_free(&sc);
     }
+}
+
+/* KV copies: the n choices of one request (one prompt, a seed each, admitted together) evaluate the
+ * prompt once — the others copy all but its last token from the first's slot once it has fed them
+ * — and each makes what it makes alone (and what it makes with copies off); a prompt that shares a
+ * beginning with a busy slot's copies it from there; a copy whose source ends before feeding the
+ * tokens is called off (the prompt is fed from its own cache); a pipeline recovery replays them
+ * all with the same tokens; none under a repeat penalty. */
+static void test_kv_copy(void **state) {
+    (void)state;
+    for (int inflight = 1; inflight <= 2; inflight++)
+        for (int on = 0; on <= 1; on++) {
+            fake_t f;
+            sched_t sc;
+            fake_init(&f, inflight);
+            f.cache_ok = 1;
+            sched_open(&sc, &f, 4, 8, 4);
+            sched_set_prefix_cache(&sc, 1);
+            sched_set_kv_copy(&sc, on);
+            seqrun_t ch[3];
+            for (int c = 0; c < 3; c++) {
+                seq_make(&ch[c], 30, 6, 1, 0.8f);
+                ch[c].sp.seed = 77 + 1000u * (unsigned)c;   /* n samples, not n copies */
+                admit(&sc, &f, &ch[c], c);
+            }
+            int guard = 0;
+            while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+            for (int c = 0; c < 3; c++) expect_solo(&ch[c]);
+            assert_int_not_equal(memcmp(ch[0].out, ch[1].out, 6 * sizeof(int32_t)), 0);
+            assert_int_equal(f.n_copies, on ? 2 : 0);
+            assert_int_equal(sc.n_copied_tok, on ? 58 : 0);
+            assert_int_equal(sc.n_cached_tok, on ? 58 : 0);
+            assert_int_equal(f.n_fed, 3 * 30 + 3 * 5 - (on ? 58 : 0));   /* prompts, then 5 decode tokens each */
+
+            /* a prompt sharing 16 tokens with a busy slot's, mid-prefill: copied once fed */
+            seqrun_t a, b;
+            seq_make(&a, 40, 4, 2, 0.0f);
+            admit(&sc, &f, &a, 3);
+            step(&sc, &f);   /* a has fed its first chunk (8) at most */
+            seq_make(&b, 24, 4, 3, 0.5f);
+            memcpy(b.prompt, a.prompt, 16 * sizeof(int32_t));
+            admit(&sc, &f, &b, 4);
+            assert_int_equal(sc.seqs[b.slot].n_cached, on ? 16 : 0);
+            guard = 0;
+            while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+            expect_solo(&a);
+            expect_solo(&b);
+            assert_int_equal(f.n_copies, on ? 3 : 0);
+
+            /* its source gone before it fed them: fed from its own cache (nothing here) */
+            seqrun_t c2, d;
+            seq_make(&c2, 30, 3, 4, 0.0f);
+            admit(&sc, &f, &c2, 5);
+            seq_make(&d, 30, 3, 4, 0.3f);
+            admit(&sc, &f, &d, 6);
+            assert_int_equal(sc.seqs[d.slot].n_cached, on ? 29 : 0);
+            sched_cancel(&sc, c2.id);
+            guard = 0;
+            while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+            expect_solo(&d);
+            assert_int_equal(f.n_copies, on ? 3 : 0);
+            assert_int_equal(sc.seqs[d.slot].n_cached, 0);
+
+            /* a failed step while the copies are pending or just made: replayed, the same tokens */
+            seqrun_t rc[3];
+            f.fail_at[0] = f.n_submit + 1, f.n_fail = 1;
+            for (int c = 0; c < 3; c++) {
+                seq_make(&rc[c], 26, 4, 6, 0.6f);
+                rc[c].sp.seed = 5 + (unsigned)c;
+                admit(&sc, &f, &rc[c], 10 + c);
+            }
+            guard = 0;
+            while (step(&sc, &f) > 0) assert_true(++guard < 10000);
+            assert_int_equal(sc.n_recoveries, 1);
+            for (int c = 0; c < 3; c++) expect_solo(&rc[c]);
+
+            /* a repeat penalty reads the history: no copy */
+            seqrun_t e1, e2;
+            seq_make(&e1, 30, 3, 5, 0.0f);
+            seq_make(&e2, 30, 3, 5, 0.0f);
+            e2.sp.repeat_penalty = 1.2f;
+            admit(&sc, &f, &e1, 7);
+            admit(&sc, &f, &e2, 8);
+            assert_int_equal(sc.seqs[e2.slot].n_cached, 0);
+            while (step(&sc, &f) > 0) {}
+            expect_solo(&e2);
+            sched_free(&sc);
+        }
 }
 
 /* ---- context shifts ---- */
@@ -1529,6 +1644,7 @@ int main(void) {
         cmocka_unit_test(test_score_prompt),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_add_at),
+        cmocka_unit_test(test_kv_copy),
         cmocka_unit_test(test_grammars),
         cmocka_unit_test(test_lazy_grammars),
         cmocka_unit_test(test_fail),
