@@ -6,13 +6,21 @@
  * of the grammar (each starts it afresh, as llama.cpp's CLI does). With --context-shift a full
  * context keeps its first tokens (the system message, or --keep) and drops the older half of the
  * rest (llama.cpp's rule), and the conversation goes on; without, the reply is cut there.
- * Ctrl-C stops the current reply; Ctrl-C at the prompt, /exit or EOF quits. */
+ * Ctrl-C stops the current reply; Ctrl-C at the prompt, /exit or EOF quits.
+ * Commands at the prompt (llama-cli's conversation mode; /help lists them): /clear, /regen, /undo,
+ * /read FILE, /save FILE and /load FILE (an OpenAI-style {"messages": [...]} file, chatfile.h);
+ * each changes the message list only — the next turn's prefix match decides what is fed again.
+ * --prompt-cache FILE: slot 0's keys and values come from FILE at start and go back at exit
+ * (sched_slot_restore / sched_slot_save, as tern run's), so a long system message or a loaded
+ * conversation is not evaluated again on every start. */
 #define _GNU_SOURCE   /* ppoll */
+#include "coordinator/chatfile.h"
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/strbuf.h"
+#include <ctype.h>
 #include <errno.h>
 #include <poll.h>
 #include <pthread.h>
@@ -55,7 +63,11 @@ typedef struct chat {
     grammar_state_t *gs;   /* the current reply's position in the grammar; refers to grammar */
     uint8_t *mask;         /* ((n_vocab + 7) / 8) tokens the next sample may take, bit t = token t */
     const uint8_t *allow[1];   /* per slot, for step_t.allow: slot 0's is mask */
-    char err[256];
+    int reused;            /* the last prompt's tokens taken from the cache (not fed) */
+    int n_restored;        /* --prompt-cache: tokens restored at start (0: none); -1 once reported */
+    unsigned n_regen;      /* /regen so far: each one's draw is seeded apart */
+    int n_predict, no_cache;
+    char err[512];
 } chat_t;
 
 static void chat_free(chat_t *c) {
@@ -66,16 +78,18 @@ static void chat_free(chat_t *c) {
     free(c->st.pos);
     free(c->st.sample);
     free(c->h);
-    for (int i = 0; i < c->n_msgs; i++) free((char *)c->msgs[i].content);
-    free(c->msgs);
+    chatfile_msgs_free(c->msgs, c->n_msgs);
     grammar_state_destroy(&c->gs);
     grammar_destroy(&c->grammar);   /* after its state */
     free(c->mask);
 }
 
-static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp, int shift, int keep) {
+static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp, int shift, int keep, int n_predict,
+                     int no_cache) {
     memset(c, 0, sizeof *c);
     c->m = m;
+    c->n_predict = n_predict;
+    c->no_cache = no_cache;
     c->sp = *sp;
     c->n_batch = m->sched.n_batch;
     c->shift = shift;
@@ -140,6 +154,27 @@ static int chat_push(chat_t *c, const char *role, char *content) {
     c->msgs[c->n_msgs].role = role;
     c->msgs[c->n_msgs++].content = content;
     return 0;
+}
+
+/* drops the messages from n on */
+static void chat_truncate(chat_t *c, int n) {
+    while (c->n_msgs > n) free((char *)c->msgs[--c->n_msgs].content);
+}
+
+/* The conversation is about to change other than by a new message at its end (a command): after a
+ * context shift the cache's positions from keep on stand for the old conversation's tokens
+ * n_drop further on, which a changed one need not have there, so only the kept ones stay
+ * usable; what a shift keeps is resolved again. */
+static void chat_forget_shift(chat_t *c) {
+    if (c->n_drop) {
+        if (c->n_fed > c->keep) c->n_fed = c->keep;
+        c->n_drop = 0;
+    }
+    c->keep = -1;
+}
+
+static int chat_last_is(const chat_t *c, const char *role) {
+    return c->n_msgs > 0 && !strcmp(c->msgs[c->n_msgs - 1].role, role);
 }
 
 /* The context is full (n_fed == n_ctx): the next step carries a shift that keeps the first keep
@@ -241,9 +276,10 @@ static void chat_keep(chat_t *c, const int32_t *ids, int n) {
     log_d("chat: a context shift keeps the first %d tokens", c->keep);
 }
 
-/* Formats the conversation and feeds what is not yet in the cache (everything when no_cache).
- * Returns the first sampled token or <0 (c->err set). */
-static int chat_prompt(chat_t *c, int no_cache, int turn) {
+/* Formats the conversation and feeds what is not yet in the cache (everything when no_cache);
+ * the reply's sampler is seeded with the -s seed + seed_off. Returns the first sampled token or
+ * <0 (c->err set). */
+static int chat_prompt(chat_t *c, int no_cache, uint64_t seed_off) {
     tern_model *m = c->m;
     int n = chat_tokens(c, c->n_msgs, &c->ids, &c->cap_ids), rc;
     if (n < 0) return n;
@@ -277,7 +313,7 @@ static int chat_prompt(chat_t *c, int no_cache, int turn) {
     c->n_fed = k;
     c->n_drop = drop;
     sampler_params_t sp = c->sp;
-    sp.seed += (uint64_t)turn;
+    sp.seed += seed_off;
     rc = m->pl->ops->seq_start(m->pl, 0, &sp);
     if (rc < 0) return err_set(c->err, sizeof c->err, rc, "cannot start the sequence");
     if (c->grammar) {   /* each reply is a sentence of its own */
@@ -285,6 +321,7 @@ static int chat_prompt(chat_t *c, int no_cache, int turn) {
         if (!(c->gs = grammar_state_new(c->grammar))) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
         if ((rc = chat_constrain(c)) < 0) return rc;
     }
+    c->reused = k;
     log_d("chat: %d tokens in the conversation, %d reused from the cache%s", n, k, drop ? " (after a shift)" : "");
     return chat_feed(c, c->ids + from, n - from);
 }
@@ -390,35 +427,238 @@ static char *read_line(int *intr) {
     }
 }
 
-static int chat_loop(chat_t *c, int n_predict, int no_cache) {
-    for (int turn = 0;; turn++) {
+/* --prompt-cache at start: slot 0 takes FILE's tokens and rows when FILE exists (tern run's
+ * machinery: sched_slot_restore), and they are what the cache holds (fed), so the first turn feeds
+ * only what comes after the beginning the conversation shares with them. 0 (also without a file:
+ * it is made at exit), or <0 with c->err (another model, corrupt, too long for -c). */
+static int chat_cache_load(chat_t *c, const char *path) {
+    sched_t *s = &c->m->sched;
+    char why[400];
+    int n = 0, rc = sched_slot_restore(s, 0, path, &n, NULL, why, sizeof why);
+    if (rc == TERN_ENOTFOUND) {
+        log_i("prompt cache %s does not exist yet", path);
+        return 0;
+    }
+    if (rc < 0) return err_set(c->err, sizeof c->err, rc, "--prompt-cache %s", why);
+    memcpy(c->fed, s->seqs[0].toks, (size_t)n * sizeof(int32_t));
+    c->n_fed = c->n_restored = n;
+    log_i("prompt cache: %d tokens restored from %s", n, path);
+    return 0;
+}
+
+/* --prompt-cache at exit: what the cache holds as a fresh prefill would compute it (after a
+ * context shift only the kept tokens) goes to FILE through slot 0 (sched_slot_save). 0 (also with
+ * nothing to save) or <0 with c->err. */
+static int chat_cache_save(chat_t *c, const char *path) {
+    int n = c->n_drop && c->keep < c->n_fed ? c->keep : c->n_fed, saved = 0;
+    if (n < 1) {
+        log_i("prompt cache: nothing to save to %s", path);
+        return 0;
+    }
+    char why[400];
+    int rc = sched_slot_adopt(&c->m->sched, 0, c->fed, n);
+    if (rc == 0) rc = sched_slot_save(&c->m->sched, 0, path, &saved, NULL, why, sizeof why);
+    else snprintf(why, sizeof why, "%d tokens do not fit the slot", n);
+    if (rc < 0) return err_set(c->err, sizeof c->err, rc, "--prompt-cache: cannot save: %s", why);
+    log_i("prompt cache: %d tokens saved to %s", saved, path);
+    return 0;
+}
+
+/* A line, and while it ends with a backslash the next ones too (llama-cli's multi-line input: the
+ * backslash becomes a newline). NULL on EOF before any line or on Ctrl-C (*intr = 1), as
+ * read_line; EOF after a backslash ends the text there. */
+static char *read_input(int *intr) {
+    char *text = read_line(intr);
+    size_t n = text ? strlen(text) : 0;
+    while (text && n && text[n - 1] == '\\') {
+        char *more = read_line(intr);
+        if (!more) {
+            if (*intr) { free(text); return NULL; }
+            text[--n] = 0;
+            break;
+        }
+        size_t k = strlen(more);
+        char *p = realloc(text, n + k + 1);
+        if (!p) { free(more); free(text); return NULL; }
+        text = p;
+        text[n - 1] = '\n';
+        memcpy(text + n, more, k + 1);
+        n += k;
+        free(more);
+    }
+    return text;
+}
+
+/* Answers the conversation, whose last message is the user's: the reply streams to stdout and
+ * joins the conversation. Its draw is seeded with the -s seed + the replies before it (so a
+ * conversation continued in another process, or started again after /clear, draws alike) + salt.
+ * 0: answered (a reply stopped by Ctrl-C included); 1: the prompt did not go in (Ctrl-C, or an
+ * error told on stderr when stdin is a terminal) and the conversation is as it was; <0: fatal
+ * (c->err). */
+static int chat_answer(chat_t *c, uint64_t salt) {
+    uint64_t n_replies = 0;
+    for (int i = 0; i < c->n_msgs; i++) n_replies += !strcmp(c->msgs[i].role, "assistant");
+    int tok = chat_prompt(c, c->no_cache, n_replies + salt);
+    if (tok == TERN_ECANCEL) {   /* Ctrl-C during the prompt: back to the prompt */
+        fputc('\n', stdout);
+        g_interrupted = 0;
+        return 1;
+    }
+    if (tok < 0) {   /* a message that does not fit: interactively one may go on */
+        if (!isatty(0)) return tok;
+        fprintf(stderr, "tern chat: %s\n", c->err);
+        return 1;
+    }
+    if (c->n_restored > 0) {
+        log_i("prompt cache: %d of the %d restored tokens reused", c->reused, c->n_restored);
+        c->n_restored = -1;
+    }
+    int rc = chat_reply(c, tok, c->n_predict);
+    g_interrupted = 0;   /* a Ctrl-C that stopped the reply does not also quit */
+    return rc < 0 ? rc : 0;
+}
+
+/* text as the user's next message (taken) and its answer; 0 or <0 (fatal) */
+static int chat_say(chat_t *c, char *text) {
+    int rc = chat_push(c, "user", text);
+    if (rc < 0) return err_set(c->err, sizeof c->err, rc, "out of memory");
+    rc = chat_answer(c, 0);
+    if (rc == 1) chat_truncate(c, c->n_msgs - 1);   /* the message that did not go in is dropped */
+    return rc < 0 ? rc : 0;
+}
+
+/* Replaces the conversation with FILE's (/load, --chat-file). 0, or <0 with c->err set and the
+ * conversation as it was. */
+static int chat_load(chat_t *c, const char *path) {
+    size_t len;
+    char why[400];
+    char *text = cli_read_file_n(path, "conversation file", CHATFILE_MAX_BYTES, &len, why, sizeof why);
+    if (!text) return err_set(c->err, sizeof c->err, TERN_EIO, "%s", why);
+    chat_msg_t *msgs;
+    int n, rc = chatfile_parse(text, len, &msgs, &n, why, sizeof why);
+    free(text);
+    if (rc < 0) return err_set(c->err, sizeof c->err, rc, "%s: %s", path, why);
+    chatfile_msgs_free(c->msgs, c->n_msgs);
+    c->msgs = msgs;
+    c->n_msgs = c->cap_msgs = n;
+    if (!n) c->cap_msgs = 1;   /* chatfile_parse allocates room for one at least */
+    chat_forget_shift(c);
+    return 0;
+}
+
+static const char chat_help[] =
+    "/help          this list\n"
+    "/exit          quit (so do EOF and Ctrl-C at the prompt)\n"
+    "/clear         forget the conversation but the system message\n"
+    "/regen         drop the last reply and generate it again (at --temp 0 the same reply)\n"
+    "/undo          drop the last exchange: your last message and its reply\n"
+    "/read FILE     send FILE's text as your message (its last newline dropped)\n"
+    "/save FILE     write the conversation, system message included, as JSON {\"messages\": [...]}\n"
+    "/load FILE     replace the conversation with FILE's (as /save writes it)\n"
+    "A line ending in \\ goes on on the next line; //text sends /text.\n";
+
+/* /regen: the last reply (if the conversation ends with one) is set aside and the user's message
+ * answered again; it comes back when no new one could be made. 0 or <0 (fatal). */
+static int chat_regen(chat_t *c) {
+    char *old = NULL;
+    if (chat_last_is(c, "assistant")) old = (char *)c->msgs[--c->n_msgs].content;
+    if (!chat_last_is(c, "user")) {
+        fprintf(stderr, "tern chat: /regen: no message of yours to answer\n");
+        if (old) c->msgs[c->n_msgs++].content = old;
+        return 0;
+    }
+    /* at --temp > 0 each /regen draws anew: its seed is set apart from every other reply's */
+    int rc = chat_answer(c, (uint64_t)++c->n_regen * 0x9E3779B97F4A7C15ull);
+    if (rc == 1 && old) {
+        c->msgs[c->n_msgs].role = "assistant";
+        c->msgs[c->n_msgs++].content = old;
+        old = NULL;
+    }
+    free(old);
+    return rc < 0 ? rc : 0;
+}
+
+/* /read FILE: the file's text (at most 1 MiB, without NUL bytes; one final newline dropped, as a
+ * typed line has none) as the user's message. 0 or <0 (fatal). */
+static int chat_read(chat_t *c, const char *path) {
+    size_t len;
+    char why[400];
+    char *text = cli_read_file_n(path, "/read file", 1L << 20, &len, why, sizeof why);
+    if (!text) { fprintf(stderr, "tern chat: %s\n", why); return 0; }
+    if (len && text[len - 1] == '\n') text[--len] = 0;
+    if (len && text[len - 1] == '\r') text[--len] = 0;
+    const char *bad = strlen(text) != len ? "holds a NUL byte (not text)" : !len ? "is empty" : NULL;
+    if (bad) {
+        fprintf(stderr, "tern chat: /read: '%s' %s\n", path, bad);
+        free(text);
+        return 0;
+    }
+    return chat_say(c, text);
+}
+
+/* Runs the command in line ("/name [ARG]"). 1: quit; 0: back to the prompt; <0: fatal. */
+static int chat_command(chat_t *c, char *line) {
+    char *arg = line + 1;
+    while (*arg && !isspace((unsigned char)*arg)) arg++;
+    size_t nlen = (size_t)(arg - line);
+    while (isspace((unsigned char)*arg)) arg++;
+    for (char *e = arg + strlen(arg); e > arg && isspace((unsigned char)e[-1]);) *--e = 0;
+#define IS(name) (nlen == sizeof name - 1 && !memcmp(line, name, nlen))
+    int takes_file = IS("/read") || IS("/save") || IS("/load");
+    if (!IS("/help") && !IS("/exit") && !IS("/clear") && !IS("/regen") && !IS("/undo") && !takes_file) {
+        fprintf(stderr, "tern chat: unknown command %.*s (/help lists them; //text sends /text)\n", (int)(nlen < 64 ? nlen : 64), line);
+        return 0;
+    }
+    if (takes_file && !*arg) { fprintf(stderr, "tern chat: usage: %.*s FILE\n", (int)nlen, line); return 0; }
+    if (!takes_file && *arg) { fprintf(stderr, "tern chat: %.*s takes no argument\n", (int)nlen, line); return 0; }
+    int sys = c->n_msgs > 0 && !strcmp(c->msgs[0].role, "system");
+    if (IS("/exit")) return 1;
+    if (IS("/clear") || IS("/undo") || IS("/regen")) chat_forget_shift(c);
+    if (IS("/help")) fputs(chat_help, stdout);
+    if (IS("/clear")) {
+        chat_truncate(c, sys);
+        fprintf(stderr, "tern chat: the conversation is cleared%s\n", sys ? " (the system message kept)" : "");
+    }
+    if (IS("/undo")) {
+        int n = c->n_msgs - chat_last_is(c, "assistant");
+        if (n > sys && !strcmp(c->msgs[n - 1].role, "user")) n--;
+        if (n == c->n_msgs) fprintf(stderr, "tern chat: /undo: nothing to undo\n");
+        else fprintf(stderr, "tern chat: dropped the last %d message%s\n", c->n_msgs - n, c->n_msgs - n > 1 ? "s" : "");
+        chat_truncate(c, n);
+    }
+    if (IS("/save")) {
+        int n_bad;
+        if (chatfile_save(arg, c->msgs, c->n_msgs, &n_bad, c->err, sizeof c->err) < 0) fprintf(stderr, "tern chat: /save: %s\n", c->err);
+        else if (n_bad) fprintf(stderr, "tern chat: %d messages saved to %s; %d bytes that are not UTF-8 written as U+FFFD (a /load of it differs there)\n", c->n_msgs, arg, n_bad);
+        else fprintf(stderr, "tern chat: %d messages saved to %s\n", c->n_msgs, arg);
+    }
+    if (IS("/load")) {
+        if (chat_load(c, arg) < 0) fprintf(stderr, "tern chat: /load: %s\n", c->err);
+        else fprintf(stderr, "tern chat: %d messages loaded from %s%s\n", c->n_msgs, arg,
+                     chat_last_is(c, "user") ? " (the last is yours: /regen answers it)" : "");
+    }
+    if (IS("/regen")) return chat_regen(c);
+    if (IS("/read")) return chat_read(c, arg);
+#undef IS
+    return 0;
+}
+
+static int chat_loop(chat_t *c) {
+    for (;;) {
         fputs("> ", stdout);
         fflush(stdout);
-        int intr;
-        char *line = read_line(&intr);
+        int intr, rc;
+        char *line = read_input(&intr);
         if (!line) { fputc('\n', stdout); return 0; }   /* EOF or Ctrl-C at the prompt */
-        if (!strcmp(line, "/exit")) { free(line); return 0; }
-        if (!line[0]) { free(line); turn--; continue; }
-        int rc = chat_push(c, "user", line);
-        if (rc < 0) return err_set(c->err, sizeof c->err, rc, "out of memory");
-        int tok = chat_prompt(c, no_cache, turn);
-        if (tok == TERN_ECANCEL) {   /* Ctrl-C during the prompt: drop the message, back to the prompt */
-            fputc('\n', stdout);
-            c->n_msgs--;
-            free((char *)c->msgs[c->n_msgs].content);
-            g_interrupted = 0;
+        if (!line[0]) { free(line); continue; }
+        if (line[0] == '/' && line[1] != '/') {
+            rc = chat_command(c, line);
+            free(line);
+            if (rc) return rc > 0 ? 0 : rc;
             continue;
         }
-        if (tok < 0) {
-            /* a message that does not fit is dropped; interactively one may go on */
-            c->n_msgs--;
-            free((char *)c->msgs[c->n_msgs].content);
-            if (!isatty(0)) return tok;
-            fprintf(stderr, "tern chat: %s\n", c->err);
-            continue;
-        }
-        if ((rc = chat_reply(c, tok, n_predict)) < 0) return rc;
-        g_interrupted = 0;   /* a Ctrl-C that stopped the reply does not also quit */
+        if (line[0] == '/') memmove(line, line + 1, strlen(line));   /* "//text": the message "/text" */
+        if ((rc = chat_say(c, line)) < 0) return rc;
     }
 }
 
@@ -426,13 +666,16 @@ int cli_chat(int argc, char **argv) {
     log_set_role("C");
     cli_model_opts_t mo;
     cli_model_opts_default(&mo);
-    const char *sys = NULL;
-    int n_predict = -1, no_cache = 0;
+    const char *sys = NULL, *chat_file = NULL, *pcache = NULL;
+    int n_predict = -1, no_cache = 0, pcache_ro = 0;
     mo.s.n_keep = -1;   /* a shift keeps the system message */
     opt_t opts[96] = {
         {"-sys", "--system-prompt", OPT_STR, &sys, "TEXT", "system message at the start of the conversation", 0, 0},
         {"-n", "--n-predict", OPT_INT, &n_predict, "N", "most tokens per reply (-1: until the end of turn)", -1, 1 << 20},
         {NULL, "--no-cache", OPT_FLAG, &no_cache, NULL, "re-feed the whole conversation every turn", 0, 0},
+        {NULL, "--chat-file", OPT_STR, &chat_file, "FILE", "start from the conversation in FILE (as /load FILE; instead of -sys)", 0, 0},
+        {NULL, "--prompt-cache", OPT_STR, &pcache, "FILE", "start with the keys and values FILE holds (same model; the first turn feeds only what comes after the beginning it shares with the conversation), and save the cache to FILE at exit", 0, 0},
+        {NULL, "--prompt-cache-ro", OPT_FLAG, &pcache_ro, NULL, "with --prompt-cache: only read FILE", 0, 0},
     };
     int n_opts = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 1), (int)(sizeof opts / sizeof opts[0]));
     for (int i = 0; i < n_opts; i++)
@@ -441,7 +684,9 @@ int cli_chat(int argc, char **argv) {
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
-        opt_help(stdout, "tern chat -m MODEL [-sys SYSTEM] [options]   (/exit, EOF or Ctrl-C at the prompt quit)", opts);
+        opt_help(stdout, "tern chat -m MODEL [-sys SYSTEM | --chat-file FILE] [options]", opts);
+        fputs("\ncommands at the prompt:\n", stdout);
+        fputs(chat_help, stdout);
         return 0;
     }
     if (rc < 0 || (rc = cli_model_opts_check(&mo, err, sizeof err)) < 0) {
@@ -454,6 +699,12 @@ int cli_chat(int argc, char **argv) {
     }
     if (no_cache && mo.p.context_shift) {   /* a shifted cache is what it is: nothing to compare with */
         fprintf(stderr, "tern chat: use --no-cache or --context-shift, not both\n");
+        return 1;
+    }
+    const char *clash = no_cache && pcache ? "--no-cache or --prompt-cache" : sys && chat_file ? "-sys or --chat-file"
+                        : pcache_ro && !pcache ? "--prompt-cache-ro with --prompt-cache" : NULL;
+    if (clash) {
+        fprintf(stderr, "tern chat: use %s%s\n", clash, pcache_ro && !pcache ? "" : ", not both");
         return 1;
     }
     mo.p.n_seq = 1;
@@ -485,13 +736,19 @@ int cli_chat(int argc, char **argv) {
         return 1;
     }
     chat_t c;
-    rc = chat_init(&c, m, &sp, mo.p.context_shift, mo.s.n_keep);
+    rc = chat_init(&c, m, &sp, mo.p.context_shift, mo.s.n_keep, n_predict, no_cache);
     if (rc == 0 && sys) {
         char *s = strdup(sys);
         rc = s ? chat_push(&c, "system", s) : TERN_ENOMEM;
     }
     if (rc < 0) err_set(c.err, sizeof c.err, rc, "out of memory");
     else if (mo.s.grammar) rc = chat_grammar_init(&c, mo.s.grammar);
+    if (rc == 0 && chat_file) {
+        char why[sizeof c.err];
+        if ((rc = chat_load(&c, chat_file)) == 0) log_i("chat: %d messages from %s", c.n_msgs, chat_file);
+        else memcpy(why, c.err, sizeof why), err_set(c.err, sizeof c.err, rc, "--chat-file: %s", why);
+    }
+    if (rc == 0 && pcache) rc = chat_cache_load(&c, pcache);
     struct sigaction sa, old;
     memset(&sa, 0, sizeof sa);
     sa.sa_handler = on_sigint;
@@ -501,7 +758,8 @@ int cli_chat(int argc, char **argv) {
     pthread_sigmask(SIG_SETMASK, &oldmask, NULL);
     if (rc == 0) {
         log_d("chat: template %s, context %d", chat_template_name(m->tok), m->n_ctx);
-        rc = chat_loop(&c, n_predict, no_cache);
+        rc = chat_loop(&c);
+        if (rc == 0 && pcache && !pcache_ro) rc = chat_cache_save(&c, pcache);
     }
     sigaction(SIGINT, &old, NULL);
     if (rc < 0) fprintf(stderr, "tern chat: %s\n", c.err);

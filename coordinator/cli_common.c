@@ -113,6 +113,11 @@ int cli_chat_template_apply(tern_model *m, const cli_model_opts_t *o, char *err,
 }
 
 char *cli_read_file(const char *path, const char *what, long max, char *err, size_t errlen) {
+    size_t n;
+    return cli_read_file_n(path, what, max, &n, err, errlen);
+}
+
+char *cli_read_file_n(const char *path, const char *what, long max, size_t *len, char *err, size_t errlen) {
     FILE *f = fopen(path, "rb");
     if (!f) { err_set(err, errlen, TERN_EIO, "cannot open %s '%s'", what, path); return NULL; }
     char *buf = NULL;
@@ -136,6 +141,7 @@ char *cli_read_file(const char *path, const char *what, long max, char *err, siz
     fclose(f);
     if (rc < 0) { free(buf); return NULL; }
     buf[n] = 0;
+    *len = n;
     return buf;
 }
 

@@ -37,6 +37,8 @@ int cli_chat_template_apply(tern_model *m, const cli_model_opts_t *o, char *err,
 /* The whole of file path (a prompt, a grammar, a schema; a pipe too), NUL-terminated and
  * malloc'd; what names it in the errors; more than max bytes is refused. NULL with err set. */
 char *cli_read_file(const char *path, const char *what, long max, char *err, size_t errlen);
+/* cli_read_file that also says how many bytes came (*len: the text may hold NUL bytes) */
+char *cli_read_file_n(const char *path, const char *what, long max, size_t *len, char *err, size_t errlen);
 /* validates the parsed values (file exists, a grammar or JSON schema parses, ...); 0 or <0 with a
  * one-line reason */
 int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen);

@@ -297,6 +297,10 @@ int sched_slot_save(sched_t *s, int slot, const char *path, int *n_saved, uint64
  * TERN_EFORMAT: not a slot file, truncated or corrupt; TERN_EINVAL: another model, too long). */
 int sched_slot_restore(sched_t *s, int slot, const char *path, int *n_restored, uint64_t *n_read, char *err,
                        size_t errlen);
+/* For a caller that drives the pipeline on idle slot `slot` itself (tern chat): the stages' cache
+ * of the slot holds toks[0..n) (copied; every position as a fresh prefill computes it), so that
+ * sched_slot_save writes them. 0 or TERN_EINVAL (no such slot, busy, n outside [0, n_ctx]). */
+int sched_slot_adopt(sched_t *s, int slot, const int32_t *toks, int n);
 /* Forgets idle slot `slot`'s cached tokens (llama-server's action=erase): how many it held, or
  * TERN_EINVAL (no such slot, or busy). */
 int sched_slot_erase(sched_t *s, int slot);

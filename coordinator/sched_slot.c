@@ -72,6 +72,18 @@ int sched_slot_restore(sched_t *s, int slot, const char *path, int *n_restored, 
     return rc;
 }
 
+int sched_slot_adopt(sched_t *s, int slot, const int32_t *toks, int n) {
+    if (slot < 0 || slot >= s->n_seq || s->seqs[slot].active || n < 0 || n > s->n_ctx) return TERN_EINVAL;
+    sched_seq_t *q = &s->seqs[slot];
+    memcpy(q->toks, toks, (size_t)n * sizeof(int32_t));
+    q->n_prompt = q->n_toks = q->n_prefill = q->n_fed = n;
+    q->n_cached = q->n_gen = q->n_shifted = 0;
+    q->kv_ok = n > 0;
+    q->kv_exact = s->n_ctx + 1;
+    q->last_use = ++s->use_clock;
+    return 0;
+}
+
 int sched_slot_erase(sched_t *s, int slot) {
     if (slot < 0 || slot >= s->n_seq || s->seqs[slot].active) return TERN_EINVAL;
     sched_seq_t *q = &s->seqs[slot];
