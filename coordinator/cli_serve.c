@@ -58,6 +58,56 @@ static char *read_key(const char *path, char *err, size_t errlen) {
     return strdup(buf);
 }
 
+/* a PEM file's whole text (at most 1 MiB), checked to hold what its flag wants (a certificate,
+ * or a private key: plain, or encrypted only when a password is given); NULL with err naming the
+ * flag and the file. GnuTLS judges the rest when the server starts. */
+static char *read_pem(const char *flag, const char *path, int key, int have_password, char *err, size_t errlen) {
+    FILE *f = fopen(path, "rb");
+    if (!f) { err_set(err, errlen, TERN_EIO, "%s %s: %s", flag, path, strerror(errno)); return NULL; }
+    size_t cap = 1u << 20, n = 0;
+    char *buf = malloc(cap + 1);
+    if (buf) n = fread(buf, 1, cap + 1, f);
+    int bad_read = ferror(f);
+    fclose(f);
+    const char *why = !buf ? "out of memory" : bad_read ? "cannot read it" : n > cap ? "larger than 1 MiB: not a PEM file" : NULL;
+    if (!why) {
+        buf[n] = 0;
+        int encrypted = strstr(buf, "-----BEGIN ENCRYPTED PRIVATE KEY-----") || strstr(buf, "Proc-Type: 4,ENCRYPTED");
+        if (strlen(buf) != n) why = "not a PEM file (it holds NUL bytes; DER? convert with openssl)";
+        else if (key && !strstr(buf, "PRIVATE KEY-----"))
+            why = strstr(buf, "-----BEGIN CERTIFICATE-----") ? "a certificate, not a private key" : "no PEM private key in it";
+        else if (!key && !strstr(buf, "-----BEGIN CERTIFICATE-----"))
+            why = strstr(buf, "PRIVATE KEY-----") ? "a private key, not a certificate" : "no PEM certificate in it";
+        else if (key && encrypted && !have_password) why = "the key is encrypted: give its password with --ssl-key-password";
+    }
+    if (why) {
+        err_set(err, errlen, TERN_EINVAL, "%s %s: %s", flag, path, why);
+        free(buf);
+        return NULL;
+    }
+    return buf;
+}
+
+/* HTTPS's flags: both files or neither (a password only with a key), read into *key and *cert
+ * (the caller frees them) before anything starts, so that a wrong path fails at once rather than
+ * after a model's load; 0 (both NULL without the flags) or <0 with err */
+static int tls_files(const char *key_file, const char *cert_file, const char *password, char **key, char **cert,
+                     char *err, size_t errlen) {
+    *key = *cert = NULL;
+    if (!key_file != !cert_file)
+        return err_set(err, errlen, TERN_EINVAL, "HTTPS needs both --ssl-key-file and --ssl-cert-file (%s alone)",
+                       key_file ? "--ssl-key-file" : "--ssl-cert-file");
+    if (password && !key_file) return err_set(err, errlen, TERN_EINVAL, "--ssl-key-password without --ssl-key-file");
+    if (!key_file) return 0;
+    if (!(*key = read_pem("--ssl-key-file", key_file, 1, password != NULL, err, errlen))) return TERN_EINVAL;
+    if (!(*cert = read_pem("--ssl-cert-file", cert_file, 0, 0, err, errlen))) {
+        free(*key);
+        *key = NULL;
+        return TERN_EINVAL;
+    }
+    return 0;
+}
+
 static const char *base_name(const char *path) {
     const char *b = strrchr(path, '/');
     return b ? b + 1 : path;
@@ -70,15 +120,18 @@ int cli_serve(int argc, char **argv) {
     mo.p.n_seq = 4;
     server_cfg_t sc;
     server_cfg_default(&sc);
-    const char *key_file = NULL, *alias = NULL;
+    const char *key_file = NULL, *alias = NULL, *ssl_key_file = NULL, *ssl_cert_file = NULL;
     uint64_t max_body = sc.max_body;
     float grace = 30;
     const char *pooling = "mean";
-    opt_t opts[112] = {
+    opt_t opts[128] = {
         {NULL, "--host", OPT_STR, &sc.host, "ADDR", "address to listen on", 0, 0},
         {NULL, "--port", OPT_INT, &sc.port, "N", "port (0: any free port, logged at start)", 0, 65535},
         {NULL, "--api-key", OPT_STR, &sc.api_key, "KEY", "require 'Authorization: Bearer KEY' or 'x-api-key: KEY' (not on /health and the web UI page, which asks for it)", 0, 0},
         {NULL, "--api-key-file", OPT_STR, &key_file, "FILE", "read the API key from the first line of FILE", 0, 0},
+        {NULL, "--ssl-key-file", OPT_STR, &ssl_key_file, "FILE", "serve HTTPS (only) with this PEM private key; needs --ssl-cert-file", 0, 0},
+        {NULL, "--ssl-cert-file", OPT_STR, &ssl_cert_file, "FILE", "the PEM certificate (chain) for --ssl-key-file", 0, 0},
+        {NULL, "--ssl-key-password", OPT_STR, &sc.tls_key_password, "PASS", "the password of an encrypted --ssl-key-file (the environment variable keeps it out of ps)", 0, 0},
         {NULL, "--timeout", OPT_INT, &sc.timeout_s, "S", "seconds a request may take (0: no limit)", 0, 86400 * 7},
         {NULL, "--metrics", OPT_FLAG, &sc.metrics, NULL, "serve Prometheus metrics at /metrics", 0, 0},
         {NULL, "--max-body", OPT_SIZE, &max_body, "BYTES", "largest request body", 0, 0},
@@ -129,6 +182,15 @@ int cli_serve(int argc, char **argv) {
         free(key);
         return 1;
     }
+    char *tls_key = NULL, *tls_cert = NULL;
+    if (tls_files(ssl_key_file, ssl_cert_file, sc.tls_key_password, &tls_key, &tls_cert, err, sizeof err) < 0) {
+        fprintf(stderr, "tern serve: %s\n", err);
+        free(key);
+        return 1;
+    }
+    sc.tls_key = tls_key;
+    sc.tls_cert = tls_cert;
+    const char *scheme = tls_key ? "https" : "http";
 
     /* every thread started from here on inherits the blocked signals; one thread waits for them */
     sigset_t set;
@@ -143,8 +205,11 @@ int cli_serve(int argc, char **argv) {
     server_t *srv = NULL;
     tern_model *m = NULL;
     rc = server_start(&srv, &sc, err, sizeof err);
+    char where[1024] = "";   /* names the files GnuTLS read when it refused them */
+    if (rc == TERN_EINVAL && tls_key)
+        snprintf(where, sizeof where, "--ssl-key-file %s, --ssl-cert-file %s: ", ssl_key_file, ssl_cert_file);
     if (rc == 0) {
-        log_i("serve: listening on http://%s:%d (loading %s)", sc.host, server_port(srv), mo.p.model);
+        log_i("serve: listening on %s://%s:%d (loading %s)", scheme, sc.host, server_port(srv), mo.p.model);
         rc = tern_load(&m, &mo.p, err, sizeof err);
     }
     if (rc == 0 && (rc = cli_chat_template_apply(m, &mo, err, sizeof err)) == 0)
@@ -166,19 +231,21 @@ int cli_serve(int argc, char **argv) {
         pthread_mutex_lock(&g_mu);
         g_srv = srv;
         pthread_mutex_unlock(&g_mu);
-        log_i("serve: ready on http://%s:%d with %d slots", sc.host, server_port(srv), mo.p.n_seq);
+        log_i("serve: ready on %s://%s:%d with %d slots", scheme, sc.host, server_port(srv), mo.p.n_seq);
         pthread_mutex_lock(&g_mu);
         while (!g_signals) pthread_cond_wait(&g_cv, &g_mu);
         pthread_mutex_unlock(&g_mu);
         server_shutdown(srv, signals_seen() > 1 ? 0 : grace);
     } else if (rc < 0) {
-        fprintf(stderr, "tern serve: %s\n", err);
+        fprintf(stderr, "tern serve: %s%s\n", where, err);
     }
     pthread_cancel(sig_thr);
     pthread_join(sig_thr, NULL);
     server_destroy(&srv);
     tern_model_free(&m);
     free(key);
+    free(tls_key);
+    free(tls_cert);
     log_i("serve: stopped");
     return rc < 0 ? 1 : 0;
 }

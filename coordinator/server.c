@@ -326,13 +326,20 @@ static void on_completed(void *cls, struct MHD_Connection *c, void **con_cls, en
     *con_cls = NULL;
 }
 
+/* While server_start runs MHD_start_daemon, the thread calling it keeps MHD's first complaint
+ * here instead of logging it: a refused key or certificate becomes the one error line (and a
+ * start that succeeds logs it after all); later ones during the start go to the debug log. */
+static _Thread_local char *t_start_msg;
+
 static void mhd_log(void *cls, const char *fmt, va_list ap) {
     (void)cls;
     char buf[512];
     vsnprintf(buf, sizeof buf, fmt, ap);
     size_t n = strlen(buf);
-    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r')) buf[--n] = 0;
-    log_w("http: %s", buf);
+    while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == '.')) buf[--n] = 0;
+    if (!t_start_msg) log_w("http: %s", buf);
+    else if (!t_start_msg[0]) snprintf(t_start_msg, 256, "%s", buf);
+    else log_d("http: %s", buf);   /* a consequence of the first ("Failed to initialize TLS support") */
 }
 
 /* ---- lifecycle ----------------------------------------------------------------------- */
@@ -352,8 +359,33 @@ static int resolve(const char *host, int port, struct sockaddr_storage *ss, int 
     return 0;
 }
 
+/* the TLS options (none without a key), ending in MHD_OPTION_END; 0 or TERN_EINVAL with err
+ * when this libmicrohttpd cannot do what cfg asks */
+static int tls_options(const server_cfg_t *cfg, struct MHD_OptionItem o[4], unsigned *flags, char *err, size_t errlen) {
+    int n = 0;
+    if (cfg->tls_key || cfg->tls_cert) {
+        if (!cfg->tls_key || !cfg->tls_cert)
+            return err_set(err, errlen, TERN_EINVAL, "TLS needs both a key and a certificate");
+        if (MHD_is_feature_supported(MHD_FEATURE_TLS) != MHD_YES)
+            return err_set(err, errlen, TERN_EINVAL, "this libmicrohttpd was built without TLS (GnuTLS): cannot serve HTTPS");
+        if (cfg->tls_key_password && MHD_is_feature_supported(MHD_FEATURE_HTTPS_KEY_PASSWORD) != MHD_YES)
+            return err_set(err, errlen, TERN_EINVAL, "this libmicrohttpd cannot decrypt keys: decrypt it first "
+                           "(openssl pkey -in KEY -out PLAIN)");
+        *flags |= MHD_USE_TLS;
+        o[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_KEY, 0, (void *)cfg->tls_key};
+        o[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_MEM_CERT, 0, (void *)cfg->tls_cert};
+        if (cfg->tls_key_password)
+            o[n++] = (struct MHD_OptionItem){MHD_OPTION_HTTPS_KEY_PASSWORD, 0, (void *)cfg->tls_key_password};
+    }
+    o[n] = (struct MHD_OptionItem){MHD_OPTION_END, 0, NULL};
+    return 0;
+}
+
 int server_start(server_t **out, const server_cfg_t *cfg, char *err, size_t errlen) {
     *out = NULL;
+    struct MHD_OptionItem tls[4];
+    unsigned tls_flag = 0;
+    if (tls_options(cfg, tls, &tls_flag, err, errlen) < 0) return TERN_EINVAL;
     struct sockaddr_storage ss;
     int v6 = 0, rc = resolve(cfg->host ? cfg->host : "127.0.0.1", cfg->port, &ss, &v6, err, errlen);
     if (rc < 0) return rc;
@@ -367,17 +399,29 @@ int server_start(server_t **out, const server_cfg_t *cfg, char *err, size_t errl
     pthread_cond_init(&s->idle_cv, NULL);
     server_metrics_init(&s->met, 0);
     unsigned flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_THREAD_PER_CONNECTION | MHD_USE_ITC |
-                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0);
+                     MHD_USE_ERROR_LOG | (v6 ? MHD_USE_IPv6 : 0) | tls_flag;
     unsigned idle = (unsigned)(cfg->timeout_s > 0 ? cfg->timeout_s + 60 : 600);
+    char msg[256] = "";
+    t_start_msg = msg;
     s->d = MHD_start_daemon(flags, 0, NULL, NULL, on_request, s, MHD_OPTION_EXTERNAL_LOGGER, mhd_log, NULL,
                             MHD_OPTION_SOCK_ADDR, (struct sockaddr *)&ss, MHD_OPTION_NOTIFY_COMPLETED, on_completed, s,
-                            MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_LIMIT, 512u, MHD_OPTION_END);
+                            MHD_OPTION_CONNECTION_TIMEOUT, idle, MHD_OPTION_CONNECTION_LIMIT, 512u,
+                            MHD_OPTION_ARRAY, tls, MHD_OPTION_END);
+    t_start_msg = NULL;
     if (!s->d) {
-        rc = err_set(err, errlen, TERN_EIO, "cannot listen on %s:%d (in use, or not an address of this host?)",
-                     cfg->host ? cfg->host : "127.0.0.1", cfg->port);
+        /* MHD binds, then sets TLS up; which of them failed it says only in its log line */
+        if (tls_flag && !strstr(msg, "bind") && !strstr(msg, "socket") && !strstr(msg, "listen"))
+            rc = err_set(err, errlen, TERN_EINVAL, "%s", msg[0] ? msg : "TLS setup failed (no reason given)");
+        else {   /* MHD's "Failed to bind to port 0: REASON" names the port it was given (none): keep REASON */
+            const char *why = strrchr(msg, ':');
+            why = why ? why + strspn(why, ": ") : "";
+            rc = err_set(err, errlen, TERN_EIO, "cannot listen on %s:%d: %s", cfg->host ? cfg->host : "127.0.0.1",
+                         cfg->port, why[0] ? why : "in use, or not an address of this host?");
+        }
         server_destroy(&s);
         return rc;
     }
+    if (msg[0]) log_w("http: %s", msg);
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(s->d, MHD_DAEMON_INFO_BIND_PORT);
     s->port = di ? di->port : cfg->port;
     *out = s;

@@ -1,8 +1,9 @@
-/* server: `tern serve`'s OpenAI-compatible HTTP API (libmicrohttpd, one thread per
- * connection) over one engine thread that owns the scheduler: requests wait in a queue, join
- * free slots at token boundaries (continuous batching) and get their tokens back through
- * per-request queues. Endpoints: /health, /v1/models, /v1/completions, /v1/chat/completions
- * (streamed as server-sent events), /v1/embeddings (with --embeddings), /tokenize, /detokenize,
+/* server: `tern serve`'s OpenAI-compatible HTTP API (libmicrohttpd, one thread per connection;
+ * HTTPS through its GnuTLS when given a key and certificate) over one engine thread that owns
+ * the scheduler: requests wait in a queue, join free slots at token boundaries (continuous
+ * batching) and get their tokens back through per-request queues. Endpoints: /health,
+ * /v1/models, /v1/completions, /v1/chat/completions (streamed as server-sent events),
+ * /v1/embeddings (with --embeddings), /tokenize, /detokenize,
  * /metrics, and llama-server's extras: the web UI page at /, /props and /slots (server_info.c).
  * Not here: flags (cli_serve.c), request JSON (server_req.c), model loading (api.c). */
 #ifndef TERN_SERVER_H
@@ -36,12 +37,18 @@ typedef struct server_cfg {
     int spm_infill;          /* /infill puts the suffix before the prefix (llama.cpp's --spm-infill) */
     const char *slot_save_path; /* POST /slots/{id}?action=save|restore|erase read and write files
                                  * here (--slot-save-path); NULL: those answer 501 */
+    const char *tls_key;     /* PEM private key text (not a file name); with tls_cert the server
+                              * speaks HTTPS only. NULL: plain HTTP. Kept until server_destroy */
+    const char *tls_cert;    /* PEM certificate (chain) text for tls_key */
+    const char *tls_key_password; /* decrypts an encrypted tls_key; NULL: the key is plain */
 } server_cfg_t;
 
 typedef struct server server_t;
 
 void server_cfg_default(server_cfg_t *c);
-/* Binds and starts answering (/health says 503 until server_attach). 0 or <0 with err. */
+/* Binds and starts answering (/health says 503 until server_attach). 0 or <0 with err; with
+ * TLS, a key or certificate GnuTLS refuses, or a libmicrohttpd without TLS, is TERN_EINVAL
+ * (a port that cannot be bound is TERN_EIO). */
 int server_start(server_t **out, const server_cfg_t *cfg, char *err, size_t errlen);
 int server_port(const server_t *s);   /* the bound port */
 /* Hands the loaded model to the server (not owned; keep it until server_destroy) and starts

@@ -13,6 +13,7 @@ PKGS=(
   clang libclang-rt-14-dev
   gcc-aarch64-linux-gnu libc6-dev-arm64-cross qemu-user
   iproute2 curl gnuplot-nox
+  openssl                  # tests/integration/tls.sh: a self-signed certificate for serve's HTTPS
   python3 python3-jinja2   # tests/integration/jinja_py.sh: chat templates checked against jinja2
 )
 

@@ -101,30 +101,32 @@ start_worker() {
 }
 
 # serve_port LOG [PID]: waits (at most 30 s; less if process PID ends) for "listening on
-# http://127.0.0.1:PORT" in LOG; prints PORT (nothing if it did not come)
+# http://127.0.0.1:PORT" (or https://) in LOG; prints PORT (nothing if it did not come)
 serve_port() {
   local port=""
   for _ in $(seq 1 300); do
-    port=$(grep -o 'listening on http://127.0.0.1:[0-9]*' "$1" 2>/dev/null | head -1 | sed 's/.*://')
+    port=$(grep -o 'listening on https\?://127.0.0.1:[0-9]*' "$1" 2>/dev/null | head -1 | sed 's/.*://')
     [ -n "$port" ] && break
     if [ -n "${2:-}" ] && ! kill -0 "$2" 2>/dev/null; then break; fi
     sleep 0.1
   done
   echo "$port"
 }
-# wait_health URL [SECONDS]: waits until URL/health answers 200 (at most SECONDS, default 10);
-# returns 1 if it never did
+# wait_health URL [SECONDS [CURL_ARGS...]]: waits until URL/health answers 200 (at most SECONDS,
+# default 10; CURL_ARGS e.g. --cacert FILE for https); returns 1 if it never did
 wait_health() {
-  local n=$(( ${2:-10} * 10 ))
+  local url=$1 n=$(( ${2:-10} * 10 ))
+  shift $(( $# < 2 ? $# : 2 ))
   for _ in $(seq 1 $n); do
-    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$1/health")" = 200 ] && return 0
+    [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$@" "$url/health")" = 200 ] && return 0
     sleep 0.1
   done
   return 1
 }
 # start_serve NAME ARGS...: starts `tern serve --host 127.0.0.1 --port 0 ARGS...` in the
-# background (stderr to $tmp/NAME.log) and adds it to pids; sets SPID and URL; returns 1 if it
-# was not listening within 30 s (it does not wait for /health: see wait_health)
+# background (stderr to $tmp/NAME.log) and adds it to pids; sets SPID and URL (https:// when
+# it serves TLS); returns 1 if it was not listening within 30 s (it does not wait for /health:
+# see wait_health)
 start_serve() {
   local name=$1 port
   shift
@@ -133,5 +135,6 @@ start_serve() {
   pids+=("$SPID")
   port=$(serve_port "$tmp/$name.log" "$SPID")
   URL="http://127.0.0.1:$port"
+  grep -q 'listening on https://' "$tmp/$name.log" && URL="https://127.0.0.1:$port"
   [ -n "$port" ]
 }

@@ -1311,6 +1311,35 @@ static server_t *start_server(int no_webui, int no_slots, const char *key) {
     return s;
 }
 
+/* server_start's refusals: TLS with half its files, a key and certificate GnuTLS cannot read
+ * (TERN_EINVAL, its reason in err), and a port in use (TERN_EIO, the port and the reason) */
+static void test_start_errors(void **state) {
+    (void)state;
+    server_cfg_t cfg;
+    server_cfg_default(&cfg);
+    cfg.port = 0;
+    server_t *s = NULL, *t = NULL;
+    char err[256] = "";
+    cfg.tls_key = "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n";
+    assert_int_equal(server_start(&s, &cfg, err, sizeof err), TERN_EINVAL);
+    assert_null(s);
+    assert_non_null(strstr(err, "both a key and a certificate"));
+    cfg.tls_cert = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    err[0] = 0;
+    assert_int_equal(server_start(&s, &cfg, err, sizeof err), TERN_EINVAL);
+    assert_null(s);
+    if (!err[0] || strchr(err, '\n')) fail_msg("no one-line reason: '%s'", err);
+    cfg.tls_key = cfg.tls_cert = NULL;
+    assert_int_equal(server_start(&s, &cfg, err, sizeof err), 0);
+    cfg.port = server_port(s);
+    assert_int_equal(server_start(&t, &cfg, err, sizeof err), TERN_EIO);
+    assert_null(t);
+    char want[64];
+    snprintf(want, sizeof want, "cannot listen on 127.0.0.1:%d: ", cfg.port);
+    if (strncmp(err, want, strlen(want)) || strstr(err, "port 0")) fail_msg("port in use: '%s'", err);
+    server_destroy(&s);
+}
+
 /* a request whose answer must be status with Anthropic's error body of type type */
 static void expect_anth(int port, const char *method, const char *path, const char *extra, int status, const char *type) {
     http_reply_t r;
@@ -1668,6 +1697,7 @@ int main(void) {
         cmocka_unit_test(test_text_chars),        cmocka_unit_test(test_embd_bodies),
         cmocka_unit_test(test_slot_json),         cmocka_unit_test(test_routes),
         cmocka_unit_test(test_native_fields),     cmocka_unit_test(test_stop_which),
+        cmocka_unit_test(test_start_errors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
