@@ -20,6 +20,15 @@ void cli_model_opts_default(cli_model_opts_t *o) {
     o->seed = -1;
 }
 
+/* a command's option table too small for the shared options is a bug in tern, not the user's:
+ * dropping flags quietly would make them "unknown option" errors, so it stops at once */
+static void table_fits(size_t need, int cap) {
+    if (need + 1 > (size_t)cap) {
+        fprintf(stderr, "tern: internal error: an option table holds %d entries, %zu needed\n", cap, need + 1);
+        abort();
+    }
+}
+
 int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sampling) {
     int n = 0;
     while (n < cap && (opts[n].shrt || opts[n].lng)) n++;   /* the command's own, first */
@@ -79,9 +88,11 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sam
         {NULL, "--sampling-seq", OPT_STR, &o->sampling_seq, "SEQ", "the same as letters: e penalties, d dry, s top_n_sigma, k top_k, y typ_p, p top_p, m min_p, x xtc, t temperature (default edskypmxt)", 0, 0},
         {NULL, "--dry-sequence-breaker", OPT_STRS, &o->dry_breakers, "S", "DRY: a sequence breaker, once per breaker (the first replaces the defaults \\n : \" *; 'none': none)", 0, 0},
     };
-    for (size_t i = 0; i < sizeof model / sizeof model[0] && n < cap - 1; i++) opts[n++] = model[i];
+    size_t need = (size_t)n + sizeof model / sizeof model[0] + (with_sampling ? sizeof samp / sizeof samp[0] : 0);
+    table_fits(need, cap);
+    for (size_t i = 0; i < sizeof model / sizeof model[0]; i++) opts[n++] = model[i];
     if (with_sampling)
-        for (size_t i = 0; i < sizeof samp / sizeof samp[0] && n < cap - 1; i++) opts[n++] = samp[i];
+        for (size_t i = 0; i < sizeof samp / sizeof samp[0]; i++) opts[n++] = samp[i];
     opt_t end = OPT_END;
     opts[n] = end;
     return n;
@@ -96,7 +107,8 @@ int cli_chat_template_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap) {
          "chat format: llama3, bitnet, falcon3, chatml, llama2, llama2-sys, phi3, or a template text (rendered with --jinja)", 0, 0},
         {NULL, "--chat-template-file", OPT_STR, &o->chat_template_file, "FILE", "the chat template from a file", 0, 0},
     };
-    for (size_t i = 0; i < sizeof t / sizeof t[0] && n < cap - 1; i++) opts[n++] = t[i];
+    table_fits((size_t)n + sizeof t / sizeof t[0], cap);
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) opts[n++] = t[i];
     opt_t end = OPT_END;
     opts[n] = end;
     return n;
