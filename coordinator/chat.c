@@ -47,6 +47,7 @@ int chat_init(struct tokenizer *t, const gguf_t *g, char *err, size_t errlen) {
         memcpy(t->chat_template, kv->v.s.ptr, kv->v.s.len);
         t->chat_template[kv->v.s.len] = 0;
         t->chat_family = detect(t->chat_template);
+        t->thinks = strstr(t->chat_template, "<think>") != NULL;
     }
     if (t->chat_family != CHAT_NONE) return 0;
     char arch[64] = "";
@@ -76,6 +77,7 @@ int chat_template_set(tokenizer_t *t, const char *spec, int jinja, char *err, si
         if (!strcmp(spec, FAMILY_NAMES[f])) {   /* a family name: that formatter */
             jinja_destroy(&t->jinja);
             t->chat_family = f;
+            t->thinks = 0;
             return 0;
         }
     if (!jinja) {
@@ -85,6 +87,7 @@ int chat_template_set(tokenizer_t *t, const char *spec, int jinja, char *err, si
                 return err_set(err, errlen, TERN_EINVAL, "--chat-template: not a template tern knows (%s); "
                                "use --jinja to render it as it is", "llama3, bitnet, falcon3, chatml, llama2, llama2-sys, phi3");
             t->chat_family = f;
+            t->thinks = strstr(spec, "<think>") != NULL;
             jinja_destroy(&t->jinja);
         }
         return 0;
@@ -98,8 +101,11 @@ int chat_template_set(tokenizer_t *t, const char *spec, int jinja, char *err, si
     jinja_destroy(&t->jinja);
     t->jinja = j;
     t->tool_fmt = toolfmt_detect(text);
+    t->thinks = strstr(text, "<think>") != NULL;
     return 0;
 }
+
+int chat_template_thinks(const tokenizer_t *t) { return t->thinks; }
 
 int chat_tool_format(const tokenizer_t *t) { return t->jinja ? t->tool_fmt : TOOLFMT_GENERIC; }
 
@@ -125,7 +131,7 @@ static json_t *token_text(const tokenizer_t *t, int id) {
  * fields over them), add_generation_prompt, bos_token, eos_token, tools (none unless given: the
  * generic format describes tools in a system message instead) */
 static json_t *jinja_vars(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *ids,
-                          void *const *extra, json_t *tools, int add_gen) {
+                          void *const *extra, json_t *tools, json_t *kwargs, int add_gen) {
     json_t *m = json_array();
     for (int i = 0; m && i < n; i++) {
         /* not checked as UTF-8: a typed line may hold any bytes, and the template copies them */
@@ -136,14 +142,16 @@ static json_t *jinja_vars(const tokenizer_t *t, const chat_msg_t *msgs, int n, c
         if (!o || json_array_append_new(m, o)) { json_decref(m); return NULL; }
     }
     if (!m) return NULL;
-    return json_pack("{s:o, s:b, s:o, s:o, s:O}", "messages", m, "add_generation_prompt", add_gen,
-                     "bos_token", token_text(t, t->bos), "eos_token", token_text(t, t->eos), "tools",
-                     tools ? tools : json_null());
+    json_t *v = json_pack("{s:o, s:b, s:o, s:o, s:O}", "messages", m, "add_generation_prompt", add_gen,
+                          "bos_token", token_text(t, t->bos), "eos_token", token_text(t, t->eos), "tools",
+                          tools ? tools : json_null());
+    if (v && kwargs && json_object_update(v, kwargs)) { json_decref(v); return NULL; }
+    return v;
 }
 
 static int apply_jinja(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *ids,
-                       void *const *extra, json_t *tools, int add_gen, char *out, int cap) {
-    json_t *vars = jinja_vars(t, msgs, n, ids, extra, tools, add_gen);
+                       void *const *extra, json_t *tools, json_t *kwargs, int add_gen, char *out, int cap) {
+    json_t *vars = jinja_vars(t, msgs, n, ids, extra, tools, kwargs, add_gen);
     if (!vars) { snprintf(g_chat_err, sizeof g_chat_err, "out of memory"); return TERN_ENOMEM; }
     char why[256];
     size_t len = 0;
@@ -226,11 +234,16 @@ int chat_apply_ex(const tokenizer_t *t, const chat_msg_t *msgs, int n, const cha
 
 int chat_apply_tools(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
                      void *const *extra, void *tools, int add_generation_prompt, char *out, int cap) {
+    return chat_apply_vars(t, msgs, n, tool_call_ids, extra, tools, NULL, add_generation_prompt, out, cap);
+}
+
+int chat_apply_vars(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
+                    void *const *extra, void *tools, void *kwargs, int add_generation_prompt, char *out, int cap) {
     g_chat_err[0] = 0;
     if (n < 0 || (n && !msgs) || cap < 0) return TERN_EINVAL;
     for (int i = 0; i < n; i++)
         if (!msgs[i].role || !msgs[i].content) return TERN_EINVAL;
-    if (t->jinja) return apply_jinja(t, msgs, n, tool_call_ids, extra, tools, add_generation_prompt, out, cap);
+    if (t->jinja) return apply_jinja(t, msgs, n, tool_call_ids, extra, tools, kwargs, add_generation_prompt, out, cap);
     sbuf_t b = {out, (size_t)cap, 0};
     switch (t->chat_family) {
     case CHAT_LLAMA3:

@@ -35,6 +35,8 @@ void server_cfg_default(server_cfg_t *c) {
     c->max_queue = 64;
     c->cors_origin = "*";
     c->pooling = 1;   /* SCHED_POOL_MEAN */
+    c->reasoning_format = 2;   /* REASONING_AUTO */
+    c->reasoning_budget = -1;
 }
 
 /* The CORS origin every reply carries: one server a process, set by server_start before its
@@ -381,10 +383,28 @@ static int tls_options(const server_cfg_t *cfg, struct MHD_OptionItem o[4], unsi
     return 0;
 }
 
+int server_kwargs_parse(const char *text, void **out, char *err, size_t errlen) {
+    *out = NULL;
+    if (!text) return 0;
+    json_error_t je;
+    json_t *o = json_loads(text, 0, &je), *et = json_object_get(o, "enable_thinking");
+    if (!json_is_object(o) || (et && !json_is_boolean(et))) {
+        int rc = err_set(err, errlen, TERN_EINVAL, "--chat-template-kwargs: %s", !o ? je.text : !json_is_object(o)
+                         ? "not a JSON object" : "enable_thinking must be true or false");
+        json_decref(o);
+        return rc;
+    }
+    *out = o;
+    return 0;
+}
+
 int server_start(server_t **out, const server_cfg_t *cfg, char *err, size_t errlen) {
     *out = NULL;
     struct MHD_OptionItem tls[4];
     unsigned tls_flag = 0;
+    void *kw;
+    if (server_kwargs_parse(cfg->chat_template_kwargs, &kw, err, errlen) < 0) return TERN_EINVAL;
+    json_decref(kw);   /* checked here; each request parses its own copy (server_gen_prompt_text) */
     if (tls_options(cfg, tls, &tls_flag, err, errlen) < 0) return TERN_EINVAL;
     struct sockaddr_storage ss;
     int v6 = 0, rc = resolve(cfg->host ? cfg->host : "127.0.0.1", cfg->port, &ss, &v6, err, errlen);

@@ -41,11 +41,21 @@ typedef struct server_cfg {
                               * speaks HTTPS only. NULL: plain HTTP. Kept until server_destroy */
     const char *tls_cert;    /* PEM certificate (chain) text for tls_key */
     const char *tls_key_password; /* decrypts an encrypted tls_key; NULL: the key is plain */
+    int reasoning_format;    /* REASONING_* (reasoning.h): chat replies' thinking as
+                              * reasoning_content (--reasoning-format; default auto) */
+    int reasoning_budget;    /* -1: think freely; 0: the template is told enable_thinking = false
+                              * (--reasoning-budget) */
+    const char *chat_template_kwargs; /* JSON object text: variables for every request's Jinja
+                              * template, under the request's own (--chat-template-kwargs); NULL: none */
 } server_cfg_t;
 
 typedef struct server server_t;
 
 void server_cfg_default(server_cfg_t *c);
+/* cfg->chat_template_kwargs parsed (json_t * object, new reference) into *out (NULL when not
+ * given); 0 or TERN_EINVAL with a one-line reason (not JSON, not an object, enable_thinking not
+ * a bool) */
+int server_kwargs_parse(const char *text, void **out, char *err, size_t errlen);
 /* Binds and starts answering (/health says 503 until server_attach). 0 or <0 with err; with
  * TLS, a key or certificate GnuTLS refuses, or a libmicrohttpd without TLS, is TERN_EINVAL
  * (a port that cannot be bound is TERN_EIO). */

@@ -204,8 +204,10 @@ static int conv_choice(json_t *tc, json_t *chat, server_err_t *e) {
 
 /* the chat request for Anthropic's root; count: count_tokens (no max_tokens, no sampling) */
 static int conv_request(json_t *root, int count, json_t *chat, server_err_t *e) {
-    /* Anthropic's sampling fields, and llama.cpp's seed and min_p (not Anthropic's: extensions) */
-    static const char *const copied[] = {"temperature", "top_p", "top_k", "stream", "seed", "min_p"};
+    /* Anthropic's sampling fields, and llama.cpp's seed, min_p, grammar and reasoning_format (not
+     * Anthropic's: extensions) */
+    static const char *const copied[] = {"temperature", "top_p", "top_k", "stream", "seed", "min_p", "grammar",
+                                         "reasoning_format"};
     json_t *mt = json_object_get(root, "max_tokens"), *ss = json_object_get(root, "stop_sequences"),
            *model = json_object_get(root, "model");
     if (model && !json_is_null(model) && !json_is_string(model)) return BAD(e, "model", "'model' must be a string");
@@ -214,6 +216,8 @@ static int conv_request(json_t *root, int count, json_t *chat, server_err_t *e) 
     int rc = conv_messages(root, chat, e);
     if (rc == 0) rc = conv_tools(json_object_get(root, "tools"), chat, e);
     if (rc == 0) rc = conv_choice(json_object_get(root, "tool_choice"), chat, e);
+    json_t *kw = json_object_get(root, "chat_template_kwargs");   /* the prompt's: counted too */
+    if (rc == 0 && kw && json_object_set(chat, "chat_template_kwargs", kw) < 0) return OOM(e);
     if (rc < 0 || count) return rc;
     if (json_object_set(chat, "max_tokens", mt) < 0) return OOM(e);
     for (size_t k = 0; k < sizeof copied / sizeof copied[0]; k++) {
@@ -269,11 +273,21 @@ static const char *stop_reason(const job_t *j, const char *tools_fin, const char
 /* finished job j's content blocks (a json array; NULL: OOM) and its stop reason */
 static json_t *content_blocks(const job_t *j, const char **reason, const char **seq) {
     json_t *out = json_array(), *msg = NULL;
-    const char *fin = NULL;
+    const char *fin = NULL, *text = j->out ? j->out : "";
+    reasoning_split_t rs = {0, 0, 0, j->out_len};
+    if (j->reason) {   /* the thinking first, as a thinking block (no signature: nothing signs it) */
+        size_t scan = 0;
+        reasoning_split(text, j->out_len, j->think_open, 1, &scan, &rs);
+        if (rs.r1 > rs.r0)
+            json_array_append_new(out, json_pack("{s:s, s:o, s:s}", "type", "thinking", "thinking",
+                                                 server_json_text(text + rs.r0, rs.r1 - rs.r0), "signature", ""));
+    }
+    text += rs.c0;
+    size_t n = rs.c1 - rs.c0;
     if (!j->tools) {
-        json_array_append_new(out, json_pack("{s:s, s:o}", "type", "text", "text", server_json_text(j->out ? j->out : "", j->out_len)));
+        json_array_append_new(out, json_pack("{s:s, s:o}", "type", "text", "text", server_json_text(text, n)));
     } else {   /* the reply object parsed back: {"response"} as text, calls as tool_use blocks */
-        msg = server_tools_reply(j->tool_fmt, j->out ? j->out : "", j->out_len, "x", 0, j->finish == SCHED_STOP ? "stop" : "length", &fin);
+        msg = server_tools_reply(j->tool_fmt, text, n, "x", 0, j->finish == SCHED_STOP ? "stop" : "length", &fin);
         json_t *c = json_object_get(msg, "content"), *calls = json_object_get(msg, "tool_calls"), *call;
         if (json_is_string(c) && json_string_length(c))
             json_array_append_new(out, json_pack("{s:s, s:O}", "type", "text", "text", c));
@@ -340,6 +354,9 @@ static void ev_blocks(job_t *j, json_t *blocks) {
         if (is_block(b, "text")) {
             ev_block_start(j, (int)k, json_pack("{s:s, s:s}", "type", "text", "text", ""));
             ev_delta(j, (int)k, json_pack("{s:s, s:O}", "type", "text_delta", "text", json_object_get(b, "text")));
+        } else if (is_block(b, "thinking")) {
+            ev_block_start(j, (int)k, json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking", "", "signature", ""));
+            ev_delta(j, (int)k, json_pack("{s:s, s:O}", "type", "thinking_delta", "thinking", json_object_get(b, "thinking")));
         } else {
             char *in = json_dumps(json_object_get(b, "input"), JSON_COMPACT);
             ev_block_start(j, (int)k, json_pack("{s:s, s:O, s:O, s:{}}", "type", "tool_use", "id", json_object_get(b, "id"),
@@ -348,6 +365,32 @@ static void ev_blocks(job_t *j, json_t *blocks) {
             free(in);
         }
         ev_block_stop(j, (int)k);
+    }
+}
+
+/* a reasoning reply's stream (not tools): the thinking as a thinking block of thinking_delta
+ * events, then the answer as a text block (opened empty at the end when nothing came) */
+static void sse_reason(job_t *j) {
+    reasoning_split_t rs;
+    server_gen_reason_split(j, &rs);
+    const char *t = j->racc ? j->racc : "";
+    size_t nr = rs.r1 - rs.r0 - j->rsent, nc = rs.c1 - rs.c0 - j->csent;
+    if (nr) {
+        if (!j->ablk) {
+            ev_block_start(j, j->aidx, json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking", "", "signature", ""));
+            j->ablk = 1;
+        }
+        ev_delta(j, j->aidx, json_pack("{s:s, s:o}", "type", "thinking_delta", "thinking", server_json_text(t + rs.r0 + j->rsent, nr)));
+        j->rsent += nr;
+    }
+    if ((nc || j->state == JOB_DONE) && j->ablk != 2) {
+        if (j->ablk == 1) ev_block_stop(j, j->aidx++);
+        ev_block_start(j, j->aidx, json_pack("{s:s, s:s}", "type", "text", "text", ""));
+        j->ablk = 2;
+    }
+    if (nc) {
+        ev_delta(j, j->aidx, json_pack("{s:s, s:o}", "type", "text_delta", "text", server_json_text(t + rs.c0 + j->csent, nc)));
+        j->csent += nc;
     }
 }
 
@@ -361,9 +404,10 @@ int server_anthropic_sse(struct server *s, job_t *j) {
                                              "message_start", "message", "id", j->id, "type", "message", "role",
                                              "assistant", "model", s->model_id, "content", "stop_reason",
                                              "stop_sequence", "usage", "input_tokens", j->n_ids, "output_tokens", 0));
-        if (!j->tools) ev_block_start(j, 0, json_pack("{s:s, s:s}", "type", "text", "text", ""));
+        if (!j->tools && !j->reason) ev_block_start(j, 0, json_pack("{s:s, s:s}", "type", "text", "text", ""));
         sse_ev(j, "ping", json_pack("{s:s}", "type", "ping"));
     }
+    if (!j->tools && j->reason) sse_reason(j);
     if (!j->tools && j->out_len) {   /* a tools reply is held (j->out grows) until the end */
         ev_delta(j, 0, json_pack("{s:s, s:o}", "type", "text_delta", "text", server_json_text(j->out, j->out_len)));
         j->out_len = 0;
@@ -376,7 +420,7 @@ int server_anthropic_sse(struct server *s, job_t *j) {
         json_decref(blocks);
     } else {
         reason = stop_reason(j, NULL, &seq);
-        ev_block_stop(j, 0);
+        ev_block_stop(j, j->reason ? j->aidx : 0);
     }
     sse_ev(j, "message_delta", json_pack("{s:s, s:{s:s, s:o}, s:{s:i}}", "type", "message_delta", "delta", "stop_reason",
                                          reason, "stop_sequence", seq ? json_string(seq) : json_null(), "usage",

@@ -3,7 +3,9 @@
  * and rewritten as the chat-completions request it means — system, messages with tool_use /
  * tool_result blocks, stop_sequences, tools, tool_choice — so it runs on the same template,
  * jobs, sampling, stop strings and tool grammar; replies, SSE events and errors are written in
- * Anthropic's shapes. Not here: images, documents, thinking, server tools, prompt caching. */
+ * Anthropic's shapes. A reasoning model's <think>...</think> (reasoning.h)
+ * comes back as a thinking block (thinking_delta events), unsigned. Not here: images, documents,
+ * the request's thinking budget, server tools, prompt caching. */
 #ifndef TERN_SERVER_ANTHROPIC_H
 #define TERN_SERVER_ANTHROPIC_H
 #include "coordinator/server_req.h"

@@ -19,6 +19,7 @@ void server_job_unref(struct server *s, job_t *j) {
     server_stop_free(&j->st);
     free(j->out);
     free(j->sse);
+    free(j->racc);
     free(j->lp);
     free(j->top_ids);
     free(j->top_lp);

@@ -9,6 +9,7 @@
  * to generate; its reply is server_embd.c's. */
 #include "coordinator/server_int.h"
 #include "coordinator/server_anthropic.h"
+#include "coordinator/reasoning.h"
 #include "coordinator/server_tools.h"
 #include "coordinator/toolfmt.h"
 #include "core/err.h"
@@ -52,7 +53,21 @@ static void chat_view_free(const server_req_t *r, chat_msg_t *m) {
     free(m);
 }
 
-char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server_err_t *e) {
+/* the generic tool format renders calls into the content, so a template sees no extra fields
+ * then, but for an assistant's reasoning_content: those alone (a new array; NULL: none to show
+ * or out of memory) */
+static void **reasoning_extra(const server_req_t *r) {
+    void **x = NULL;
+    for (int i = 0; r->msg_extra && i < r->n_msgs; i++) {
+        json_t *rc = r->msg_extra[i] ? json_object_get(r->msg_extra[i], "reasoning_content") : NULL;
+        if (!rc) continue;
+        if (!x && !(x = calloc((size_t)r->n_msgs, sizeof *x))) return NULL;
+        x[i] = json_pack("{s:O}", "reasoning_content", rc);
+    }
+    return x;
+}
+
+static char *chat_text_kw(const tokenizer_t *tok, const server_req_t *r, json_t *kwargs, server_err_t *e) {
     int cap = 4096;
     for (int i = 0; i < r->n_msgs; i++) cap += (int)(strlen(r->msgs[i].content) + strlen(r->msgs[i].role) + 64);
     for (int i = 0; r->tool_ids && i < r->n_msgs; i++) cap += r->tool_ids[i] ? (int)strlen(r->tool_ids[i]) + 32 : 0;
@@ -60,13 +75,16 @@ char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server
     char *buf = m && cap > 0 ? malloc((size_t)cap) : NULL;
     const char *const *ids = (const char *const *)r->tool_ids;
     /* a template with a native tool format sees the calls as objects and the tools (as HF's) */
-    void *const *extra = chat_tool_format(tok) != TOOLFMT_GENERIC ? r->msg_extra : NULL;
-    int need = buf ? chat_apply_tools(tok, m, r->n_msgs, ids, extra, r->tools_json, 1, buf, cap) : TERN_ENOMEM;
+    void **own = chat_tool_format(tok) == TOOLFMT_GENERIC ? reasoning_extra(r) : NULL;
+    void *const *extra = chat_tool_format(tok) != TOOLFMT_GENERIC ? r->msg_extra : own;
+    int need = buf ? chat_apply_vars(tok, m, r->n_msgs, ids, extra, r->tools_json, kwargs, 1, buf, cap) : TERN_ENOMEM;
     if (buf && need >= cap) {
         char *b2 = realloc(buf, (size_t)need + 1);
-        if (b2) { buf = b2; need = chat_apply_tools(tok, m, r->n_msgs, ids, extra, r->tools_json, 1, buf, need + 1); }
+        if (b2) { buf = b2; need = chat_apply_vars(tok, m, r->n_msgs, ids, extra, r->tools_json, kwargs, 1, buf, need + 1); }
         else need = TERN_ENOMEM;
     }
+    for (int i = 0; own && i < r->n_msgs; i++) json_decref(own[i]);
+    free(own);
     if (m) chat_view_free(r, m);
     if (need < 0) {   /* a Jinja template that refuses the conversation: the client's to fix */
         free(buf);
@@ -78,6 +96,32 @@ char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server
         return NULL;
     }
     return buf;
+}
+
+char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server_err_t *e) {
+    return chat_text_kw(tok, r, r->tmpl_kwargs, e);
+}
+
+/* llama.cpp's: enable_thinking is false under --reasoning-budget 0, else true; the server's
+ * --chat-template-kwargs over it, the request's chat_template_kwargs over those */
+char *server_gen_prompt_text(struct server *s, const server_req_t *r, server_err_t *e) {
+    json_t *kw = json_pack("{s:b}", "enable_thinking", s->cfg.reasoning_budget != 0);
+    void *srv = NULL;
+    char why[160];
+    if (kw && s->cfg.chat_template_kwargs && server_kwargs_parse(s->cfg.chat_template_kwargs, &srv, why, sizeof why) == 0 &&
+        srv && json_object_update(kw, srv)) {
+        json_decref(kw);
+        kw = NULL;
+    }
+    json_decref(srv);
+    if (!kw || (r->tmpl_kwargs && json_object_update(kw, r->tmpl_kwargs))) {
+        json_decref(kw);
+        server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+        return NULL;
+    }
+    char *text = chat_text_kw(s->m->tok, r, kw, e);
+    json_decref(kw);
+    return text;
 }
 
 /* the prompt's token ids into j->ids / j->n_ids; 0 or <0 with e (400 for the client's fault) */
@@ -107,8 +151,9 @@ static int build_prompt(struct server *s, const server_req_t *r, job_t *j, serve
         n = r->n_ids;
         if (n <= n_ctx) memcpy(j->ids, r->ids, (size_t)n * sizeof(int32_t));
     } else {
-        char *chat = r->kind == SERVER_REQ_CHAT ? server_gen_chat_text(tok, r, e) : NULL;
+        char *chat = r->kind == SERVER_REQ_CHAT ? server_gen_prompt_text(s, r, e) : NULL;
         if (r->kind == SERVER_REQ_CHAT && !chat) return TERN_EIO;
+        if (chat) j->think_open = reasoning_prompt_open(chat, strlen(chat));
         const char *text = chat ? chat : r->prompt;
         n = tokenizer_encode(tok, text, strlen(text), tokenizer_add_bos(tok), 1, j->ids, n_ctx + 1);
         free(chat);
@@ -301,14 +346,31 @@ static json_t *choice_json(struct server *s, const job_t *j, int index) {
         text = server_json_text(j->out ? j->out : "", j->out_len);
     }
     json_t *lp = lp_json(s, j, 0, j->lp_final, 1);
+    const char *out = j->out ? j->out : "";
+    reasoning_split_t rs = {0, 0, 0, j->out_len};
+    if (chat && j->reason) {   /* the thinking apart; the rest is the reply */
+        size_t scan = 0;
+        reasoning_split(out, j->out_len, j->think_open, 1, &scan, &rs);
+        json_decref(text);
+        text = server_json_text(out + rs.c0, rs.c1 - rs.c0);
+    }
+    json_t *think = rs.r1 > rs.r0 ? server_json_text(out + rs.r0, rs.r1 - rs.r0) : NULL;
     if (chat && j->tools) {   /* the reply object parsed back into a message */
         const char *fin;
         char call_id[64];
         tool_call_id(j, index, call_id);
-        json_t *msg = server_tools_reply(j->tool_fmt, j->out ? j->out : "", j->out_len, call_id, 0, finish_name(j->finish), &fin);
+        json_t *msg = server_tools_reply(j->tool_fmt, out + rs.c0, rs.c1 - rs.c0, call_id, 0, finish_name(j->finish), &fin);
+        if (msg && think) json_object_set(msg, "reasoning_content", think);
+        json_decref(think);
         json_decref(text);
         return json_pack("{s:i, s:o, s:o?, s:s}", "index", index, "message", msg, "logprobs", lp, "finish_reason", fin);
     }
+    if (chat && think) {
+        json_t *msg = json_pack("{s:s, s:o, s:o}", "role", "assistant", "content", text, "reasoning_content", think);
+        return json_pack("{s:i, s:o, s:o?, s:s}", "index", index, "message", msg, "logprobs", lp, "finish_reason",
+                         finish_name(j->finish));
+    }
+    json_decref(think);
     return chat ? json_pack("{s:i, s:{s:s, s:o}, s:o?, s:s}", "index", index, "message", "role", "assistant", "content",
                             text, "logprobs", lp, "finish_reason", finish_name(j->finish))
                 : json_pack("{s:o, s:i, s:o?, s:s}", "text", text, "index", index, "logprobs", lp, "finish_reason",
@@ -451,7 +513,12 @@ static int sse_tools(struct server *s, job_t *h, job_t *j, int c, int failed) {
     const char *fin;
     char call_id[64];
     tool_call_id(j, c, call_id);
-    json_t *delta = server_tools_reply(j->tool_fmt, j->out ? j->out : "", j->out_len, call_id, 1, finish_name(j->finish), &fin);
+    const char *out = j->out ? j->out : "";
+    reasoning_split_t rs = {0, 0, 0, j->out_len};
+    size_t scan = 0;
+    if (j->reason) reasoning_split(out, j->out_len, j->think_open, 1, &scan, &rs);
+    json_t *delta = server_tools_reply(j->tool_fmt, out + rs.c0, rs.c1 - rs.c0, call_id, 1, finish_name(j->finish), &fin);
+    if (delta && rs.r1 > rs.r0) json_object_set_new(delta, "reasoning_content", server_json_text(out + rs.r0, rs.r1 - rs.r0));
     json_t *lp = j->lp_final > 0 ? lp_json(s, j, 0, j->lp_final, 0) : NULL;
     if (delta) sse_put(h, chunk_delta(s, h, c, delta, NULL, 0, NULL, lp));
     else json_decref(lp);
@@ -460,6 +527,42 @@ static int sse_tools(struct server *s, job_t *h, job_t *j, int c, int failed) {
     j->lp_sent = j->lp_final;
     j->sse_phase = 2;
     return 0;
+}
+
+/* sse_choice's text for a job that splits its thinking: j->out joins the text so far, whose split
+ * (final once j is done) sends what is new of the reasoning and of the content as one delta, with
+ * the log-probabilities of the tokens whose text is all out. Out of memory: j->out waits for the
+ * next call. */
+void server_gen_reason_split(job_t *j, reasoning_split_t *rs) {
+    int room = 1;
+    if (j->out_len && j->racc_len + j->out_len > j->racc_cap) {
+        size_t cap = (j->racc_len + j->out_len) * 2 + 64;
+        char *p = realloc(j->racc, cap);
+        if (p) j->racc = p, j->racc_cap = cap;
+        else room = 0;
+    }
+    if (room && j->out_len) {
+        memcpy(j->racc + j->racc_len, j->out, j->out_len);
+        j->racc_len += j->out_len;
+        j->out_len = 0;
+    }
+    reasoning_split(j->racc ? j->racc : "", j->racc_len, j->think_open, j->state == JOB_DONE && room, &j->rscan, rs);
+}
+
+static void sse_reason(struct server *s, job_t *h, job_t *j, int c) {
+    reasoning_split_t rs;
+    server_gen_reason_split(j, &rs);
+    size_t nr = rs.r1 - rs.r0 - j->rsent, nc = rs.c1 - rs.c0 - j->csent;   /* a split never shrinks */
+    if (!nr && !nc) return;
+    json_t *delta = json_object();
+    if (nr) json_object_set_new(delta, "reasoning_content", server_json_text(j->racc + rs.r0 + j->rsent, nr));
+    if (nc) json_object_set_new(delta, "content", server_json_text(j->racc + rs.c0 + j->csent, nc));
+    j->rsent += nr;
+    j->csent += nc;
+    int k = j->lp_sent;
+    while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
+    sse_put(h, chunk_delta(s, h, c, delta, NULL, 0, NULL, lp_json(s, j, j->lp_sent, k, 0)));
+    j->lp_sent = k;
 }
 
 /* sse_choice for /completion (llama.cpp's stream): a chunk for the released text, then the
@@ -494,6 +597,7 @@ static int sse_choice(struct server *s, job_t *h, job_t *j, int c) {
     }
     if (j->tools) return sse_tools(s, h, j, c, failed);
     if (j->kind == SERVER_REQ_NATIVE) return sse_native(s, h, j, c, failed);
+    if (j->reason && !failed) sse_reason(s, h, j, c);
     if (j->out_len) {
         int k = j->lp_sent;
         while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
@@ -636,6 +740,9 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->logprobs = r->logprobs;
     j->tools = r->kind == SERVER_REQ_CHAT && r->tools != SERVER_TOOLS_NONE;
     j->tool_fmt = r->tool_fmt;
+    int rf = r->reasoning_format >= 0 ? r->reasoning_format : s->cfg.reasoning_format;
+    j->reason = r->kind == SERVER_REQ_CHAT &&
+                (rf == REASONING_DEEPSEEK || (rf == REASONING_AUTO && chat_template_thinks(s->m->tok)));
     j->echo = r->echo;
     j->cache_prompt = r->cache_prompt;
     j->n_keep = r->n_keep != SERVER_KEEP_DEFAULT ? r->n_keep : s->cfg.n_keep;

@@ -5,6 +5,7 @@
 #define TERN_SERVER_INT_H
 #include "coordinator/engine.h"
 #include "coordinator/server.h"
+#include "coordinator/reasoning.h"
 #include "coordinator/server_metrics.h"
 #include "coordinator/server_req.h"
 #include "coordinator/server_stop.h"
@@ -35,6 +36,13 @@ typedef struct job {
     int tools;                 /* chat with tools: the text is a tool call / response object, parsed
                                 * at the end (streaming holds it until then) */
     int tool_fmt;              /* TOOLFMT_* of those calls (toolfmt.h) */
+    int reason;                /* chat: the text's <think>...</think> is the reply's reasoning_content
+                                * (reasoning.h; the request's or server's reasoning format) */
+    int think_open;            /* the prompt ended inside <think>: the text starts in the thinking */
+    char *racc;                /* streaming with reason: all the text released so far (the HTTP side) */
+    size_t racc_len, racc_cap, rsent, csent, rscan;   /* bytes of reasoning / content sent; split's scan */
+    int ablk, aidx;            /* Anthropic's stream with reason: the open block (0 none, 1 thinking,
+                                * 2 text) and its index */
     int cache_prompt;          /* may start on a slot's cached tokens (the request's "cache_prompt") */
     int n_keep;                /* a context shift keeps this many prompt tokens after the BOS (-1: all) */
     char *grammar;             /* GBNF the output follows (the request's, else the server's), or NULL */
@@ -173,6 +181,9 @@ void *server_embd_reply(struct server *s, job_t *const *jobs, int k);
  * caller's to free); the chat template's text of r's messages (malloc'd; NULL with e) */
 enum MHD_Result server_gen_run(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out);
 char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server_err_t *e);
+/* server_gen_chat_text with the server's template variables (enable_thinking) under the
+ * request's chat_template_kwargs: the prompt text the server really uses */
+char *server_gen_prompt_text(struct server *s, const server_req_t *r, server_err_t *e);
 
 /* server_native.c: llama.cpp's own routes POST /completion and /apply-template; and the shapes
  * server_gen.c uses for /completion's jobs (caller holds s->mu): the reply of finished jobs[0..k)
@@ -213,6 +224,11 @@ void *server_info_slot_json(const server_slot_t *sl, int id, int n_ctx, int spec
 enum MHD_Result server_slots_action(struct server *s, struct MHD_Connection *c, const char *id, const char *body,
                                     size_t len);
 void server_slots_run(struct server *s, slot_job_t *sj);
+
+/* server_gen.c: appends j->out to j->racc (j->out emptied; out of memory: kept for the next call)
+ * and splits all of it (final once j is done) into *rs; the caller sends what is past
+ * j->rsent / j->csent (caller holds s->mu) */
+void server_gen_reason_split(job_t *j, reasoning_split_t *rs);
 
 /* server_gen.c, for server_anthropic.c: runs parsed request r (a stream or one reply), as
  * server_gen_handle does after parsing; and the prompt tokens r would have (<0 with e) */

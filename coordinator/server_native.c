@@ -128,7 +128,7 @@ enum MHD_Result server_native_template(struct server *s, struct MHD_Connection *
     server_err_t e;
     server_req_t r;
     if (server_req_parse(&r, SERVER_REQ_TEMPLATE, body, len, NULL, &e) < 0) return native_err(c, &e);
-    char *text = server_gen_chat_text(s->m->tok, &r, &e);
+    char *text = server_gen_prompt_text(s, &r, &e);
     server_req_free(&r);
     if (!text) return native_err(c, &e);
     json_t *o = json_pack("{s:o}", "prompt", server_json_text(text, strlen(text)));

@@ -4,6 +4,7 @@
 #include "coordinator/server_req.h"
 #include "coordinator/grammar.h"
 #include "coordinator/json_schema.h"
+#include "coordinator/reasoning.h"
 #include "coordinator/server_tools.h"
 #include "coordinator/toolfmt.h"
 #include "core/err.h"
@@ -223,6 +224,20 @@ done:
     return *out ? 0 : server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
 }
 
+/* an assistant message's "reasoning_content" (its thinking): kept in msg_extra[i] for a Jinja
+ * template, which may show it (llama.cpp passes it on; most templates drop it) */
+static int parse_reasoning_content(server_req_t *r, json_t *msg, size_t i, server_err_t *e) {
+    json_t *rc = json_object_get(msg, "reasoning_content");
+    if (!rc || json_is_null(rc)) return 0;
+    if (!json_is_string(rc) || strlen(json_string_value(rc)) != json_string_length(rc))
+        return BAD(e, "messages", "message %zu: 'reasoning_content' must be a string", i);
+    if (!r->msg_extra[i] && !(r->msg_extra[i] = json_object()))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    if (json_object_set(r->msg_extra[i], "reasoning_content", rc))
+        return server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
+    return 0;
+}
+
 /* message i's tool fields: an assistant's "tool_calls" (rendered after its content, which may
  * be null), a "tool" message's "tool_call_id" (into r->tool_ids) and its content (not null) */
 static int parse_tool_fields(server_req_t *r, json_t *msg, size_t i, server_err_t *e) {
@@ -267,7 +282,23 @@ static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
         r->msgs[i].content = cs;
         if (rc < 0) return rc;
         if ((rc = parse_tool_fields(r, msg, i, e)) < 0) return rc;
+        if ((rc = parse_reasoning_content(r, msg, i, e)) < 0) return rc;
     }
+    return 0;
+}
+
+/* llama.cpp's chat request fields for reasoning models: "reasoning_format" (none, deepseek,
+ * auto) and "chat_template_kwargs" (an object; its enable_thinking, when there, a bool) */
+static int parse_reasoning(server_req_t *r, json_t *root, server_err_t *e) {
+    json_t *f = json_object_get(root, "reasoning_format"), *k = json_object_get(root, "chat_template_kwargs");
+    if (f && !json_is_null(f) && (!json_is_string(f) || (r->reasoning_format = reasoning_format_parse(json_string_value(f))) < 0))
+        return BAD(e, "reasoning_format", "'reasoning_format' must be \"none\", \"deepseek\" or \"auto\"");
+    if (!k || json_is_null(k)) return 0;
+    if (!json_is_object(k)) return BAD(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
+    json_t *et = json_object_get(k, "enable_thinking");
+    if (et && !json_is_boolean(et))
+        return BAD(e, "chat_template_kwargs", "'chat_template_kwargs': enable_thinking must be true or false");
+    r->tmpl_kwargs = json_incref(k);
     return 0;
 }
 
@@ -605,9 +636,11 @@ static int parse_kind(server_req_t *r, json_t *root, server_err_t *e) {
         if ((rc = parse_native(r, root, e)) < 0) return rc;
         return parse_generation(r, root, e);
     case SERVER_REQ_TEMPLATE:
-        return parse_messages(r, root, e);
+        if ((rc = parse_messages(r, root, e)) < 0) return rc;
+        return parse_reasoning(r, root, e);
     case SERVER_REQ_CHAT:
         if ((rc = parse_messages(r, root, e)) < 0) return rc;
+        if ((rc = parse_reasoning(r, root, e)) < 0) return rc;
         if ((rc = parse_generation(r, root, e)) < 0) return rc;
         return server_tools_parse(r, root, e);
     case SERVER_REQ_TOKENIZE: {
@@ -643,6 +676,7 @@ int server_req_parse_fmt(server_req_t *r, int kind, const char *body, size_t len
     r->n_keep = SERVER_KEEP_DEFAULT;
     r->n = 1;
     r->id_slot = -1;
+    r->reasoning_format = -1;
     if (def) r->sp = *def;
     else sampler_params_default(&r->sp);
     json_error_t jerr;
@@ -679,6 +713,7 @@ void server_req_free(server_req_t *r) {
     free(r->tool_ids);
     free(r->msg_extra);
     json_decref(r->tools_json);
+    json_decref(r->tmpl_kwargs);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->grammar);
     free(r->grammar_trigger);

@@ -57,6 +57,10 @@ typedef struct server_req {
     void **msg_extra;        /* (n_msgs,) or NULL: json_t * fields a Jinja template sees over message
                               * i (an assistant's structured tool_calls and own content, a tool
                               * message's tool_call_id and name; owned references), else NULL */
+    int reasoning_format;    /* chat: REASONING_* (reasoning.h) of "reasoning_format"; -1: the server's */
+    void *tmpl_kwargs;       /* chat, apply-template: "chat_template_kwargs" (json_t * object, owned;
+                              * NULL: none), variables for a Jinja template; server_gen_kwargs adds
+                              * the server's enable_thinking under them */
     int tools;               /* SERVER_TOOLS_*: the reply is a tool call / response object */
     int tool_fmt;            /* TOOLFMT_* (toolfmt.h) the tools take: the server template's native
                               * format (server_req_parse_fmt), else generic */

@@ -91,6 +91,13 @@ int chat_apply_ex(const tokenizer_t *t, const chat_msg_t *msgs, int n, const cha
  * Without --jinja the same as chat_apply_ex (extra and tools unused). */
 int chat_apply_tools(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
                      void *const *extra, void *tools, int add_generation_prompt, char *out, int cap);
+/* chat_apply_tools with kwargs (json_t * object, or NULL): more variables for a Jinja template,
+ * set over the others (llama.cpp's chat_template_kwargs, e.g. {"enable_thinking": false}) */
+int chat_apply_vars(const tokenizer_t *t, const chat_msg_t *msgs, int n, const char *const *tool_call_ids,
+                    void *const *extra, void *tools, void *kwargs, int add_generation_prompt, char *out, int cap);
+/* 1 when the template in use (the Jinja one, else the model's tokenizer.chat_template) writes
+ * "<think>": a reasoning model's, whose output --reasoning-format auto splits */
+int chat_template_thinks(const tokenizer_t *t);
 /* the template's native tool-call format (TOOLFMT_*, coordinator/toolfmt.h): detected from the
  * Jinja template's source as llama.cpp does; TOOLFMT_GENERIC without --jinja */
 int chat_tool_format(const tokenizer_t *t);

@@ -50,6 +50,7 @@ struct tokenizer {
     char *chat_template; int chat_family;
     struct jinja *jinja;                /* chat_template_set(jinja): render with it, not the family */
     int tool_fmt;                       /* TOOLFMT_* of the jinja template's source (toolfmt.h) */
+    int thinks;                         /* the template in use writes <think> (a reasoning model's) */
 };
 
 /* chat.c: picks the chat family from tokenizer.chat_template / general.architecture */
