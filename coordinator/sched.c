@@ -84,6 +84,7 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
 
 static void drop_grammar(sched_seq_t *q) {
     q->trigger[0] = 0;
+    q->trigger_tok = -1;
     q->triggered = 0;
     q->n_tail = 0;
     grammar_state_destroy(&q->gram);
@@ -396,6 +397,10 @@ void sched_embd_normalize(float *v, int n, int norm) {
  * a trigger may begin. 0, or -1 when the grammar refuses the text from the trigger on. */
 static int lazy_feed(sched_seq_t *q, int32_t tok) {
     size_t n, tl = strlen(q->trigger), nt = (size_t)q->n_tail;
+    if (tok == q->trigger_tok) {   /* the trigger as a token: its text never shows, the grammar takes it here */
+        q->triggered = 1;
+        return grammar_state_accept_bytes(q->gram, q->trigger, tl) < 0 ? -1 : 0;
+    }
     const char *p = grammar_vocab_piece(q->gvocab, tok, &n);
     if (!p) return 0;
     size_t at = nt + n;   /* where the trigger begins in tail + piece; none: at = nt + n */
@@ -497,7 +502,15 @@ int sched_grammar_trigger(sched_t *s, int id, const char *trigger) {
     memcpy(q->trigger, trigger, n + 1);
     q->triggered = 0;
     q->n_tail = 0;
+    q->trigger_tok = -1;
     s->allow[q->slot] = NULL;   /* free text: no mask until the trigger */
+    return 0;
+}
+
+int sched_grammar_trigger_token(sched_t *s, int id, int32_t tok) {
+    sched_seq_t *q = not_started(s, id);
+    if (!q || !q->gram || !q->trigger[0] || tok < 0 || tok >= s->pl->n_vocab) return TERN_EINVAL;
+    q->trigger_tok = tok;
     return 0;
 }
 

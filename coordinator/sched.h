@@ -105,6 +105,7 @@ typedef struct sched_seq {
     char tail[SCHED_TRIGGER_MAX];   /* while waiting: the generated text's last bytes (n_tail of them,
                                      * fewer than the trigger's), where a trigger may begin */
     int n_tail;
+    int32_t trigger_tok;      /* -1, or a token that is the trigger too (sched_grammar_trigger_token) */
 } sched_seq_t;
 
 typedef struct sched {
@@ -240,6 +241,13 @@ int sched_set_grammar(sched_t *s, int id, grammar_t **g, const grammar_vocab_t *
  * ends the sequence as SCHED_ERROR, as llama.cpp's fails the request). 0, or TERN_EINVAL (no
  * such sequence, not started under a grammar, or a bad trigger). */
 int sched_grammar_trigger(sched_t *s, int id, const char *trigger);
+
+/* Right after sched_grammar_trigger: token tok (0..n_vocab) fires the trigger too, when it is
+ * sampled — llama.cpp's preserved tokens, for a marker that is a control token (Mistral Nemo's
+ * [TOOL_CALLS]: it renders no text, so the text trigger never sees it). The grammar then takes
+ * the trigger's text in the token's place and follows from there. 0, or TERN_EINVAL (no such
+ * sequence, not started, no text trigger, or tok out of range). */
+int sched_grammar_trigger_token(sched_t *s, int id, int32_t tok);
 /* Prompt lookup decoding (llama.cpp's lookup / n-gram speculation; off after sched_init): a
  * sequence (greedy or sampled, penalties and logprobs included; not under a grammar, not a scored
  * prompt) sends, after its last token, up to n draft tokens — what followed the latest earlier

@@ -7,6 +7,7 @@
 #include "coordinator/server_anthropic.h"
 #include "coordinator/server_int.h"
 #include "coordinator/server_tools.h"
+#include "coordinator/toolstream.h"
 #include "core/err.h"
 #include <jansson.h>
 #include <stdio.h>
@@ -270,9 +271,16 @@ static const char *stop_reason(const job_t *j, const char *tools_fin, const char
     return j->finish == SCHED_STOP ? "end_turn" : "max_tokens";
 }
 
-/* finished job j's content blocks (a json array; NULL: OOM) and its stop reason */
+/* tool_use block k's id: unique as the message's id is */
+static void tool_use_id(const job_t *j, int k, char id[80]) {
+    snprintf(id, 80, "toolu_%s%02d", strncmp(j->id, "msg_", 4) ? j->id : j->id + 4, k);
+}
+
+/* finished job j's content blocks (a json array; NULL: OOM) and its stop reason. A tools reply
+ * is read by toolstream.h, as the stream reads it: the text before the first call, the calls as
+ * tool_use blocks (input: the arguments parsed, {} when they do not parse), the text after. */
 static json_t *content_blocks(const job_t *j, const char **reason, const char **seq) {
-    json_t *out = json_array(), *msg = NULL;
+    json_t *out = json_array();
     const char *fin = NULL, *text = j->out ? j->out : "";
     reasoning_split_t rs = {0, 0, 0, j->out_len};
     if (j->reason) {   /* the thinking first, as a thinking block (no signature: nothing signs it) */
@@ -286,24 +294,33 @@ static json_t *content_blocks(const job_t *j, const char **reason, const char **
     size_t n = rs.c1 - rs.c0;
     if (!j->tools) {
         json_array_append_new(out, json_pack("{s:s, s:o}", "type", "text", "text", server_json_text(text, n)));
-    } else {   /* the reply object parsed back: {"response"} as text, calls as tool_use blocks */
-        msg = server_tools_reply(j->tool_fmt, text, n, "x", 0, j->finish == SCHED_STOP ? "stop" : "length", &fin);
-        json_t *c = json_object_get(msg, "content"), *calls = json_object_get(msg, "tool_calls"), *call;
-        if (json_is_string(c) && json_string_length(c))
-            json_array_append_new(out, json_pack("{s:s, s:O}", "type", "text", "text", c));
-        size_t k;
-        json_array_foreach(calls, k, call) {
-            json_t *fn = json_object_get(call, "function"), *args = json_object_get(fn, "arguments");
-            json_t *in = json_is_string(args) ? json_loads(json_string_value(args), 0, NULL) : NULL;
-            char id[80];
-            snprintf(id, sizeof id, "toolu_%s%02zu", strncmp(j->id, "msg_", 4) ? j->id : j->id + 4, k);
-            if (!json_is_object(in)) { json_decref(in); in = json_object(); }
-            json_array_append_new(out, json_pack("{s:s, s:s, s:O, s:o}", "type", "tool_use", "id", id, "name",
-                                                 json_object_get(fn, "name"), "input", in));
-        }
+        *reason = stop_reason(j, NULL, seq);
+        return out;
     }
+    toolstream_t ts;
+    toolstream_init(&ts, j->tool_fmt);
+    if (toolstream_feed(&ts, text, n) < 0 || toolstream_finish(&ts) < 0) {
+        json_decref(out);
+        out = NULL;
+    }
+    size_t before = ts.n_committed ? ts.content_before : ts.content.n;
+    if (out && before)
+        json_array_append_new(out, json_pack("{s:s, s:o}", "type", "text", "text", server_json_text(ts.content.p, before)));
+    for (int k = 0; out && k < ts.n_committed; k++) {
+        const strbuf_t *a = &ts.calls[k].args;
+        json_t *in = a->n ? json_loadb(a->p, a->n, 0, NULL) : NULL;
+        char id[80];
+        tool_use_id(j, k, id);
+        if (!json_is_object(in)) { json_decref(in); in = json_object(); }
+        json_array_append_new(out, json_pack("{s:s, s:s, s:s, s:o}", "type", "tool_use", "id", id, "name", ts.calls[k].name,
+                                             "input", in));
+    }
+    if (out && ts.content.n > before)
+        json_array_append_new(out, json_pack("{s:s, s:o}", "type", "text", "text",
+                                             server_json_text(ts.content.p + before, ts.content.n - before)));
+    fin = server_tools_finish(&ts, NULL);
+    toolstream_free(&ts);
     *reason = stop_reason(j, fin, seq);
-    json_decref(msg);
     return out;
 }
 
@@ -346,26 +363,84 @@ static void ev_block_stop(job_t *j, int index) {
     sse_ev(j, "content_block_stop", json_pack("{s:s, s:i}", "type", "content_block_stop", "index", index));
 }
 
-/* a tools reply's blocks, each whole: start (empty), one delta, stop */
-static void ev_blocks(job_t *j, json_t *blocks) {
-    json_t *b;
-    size_t k;
-    json_array_foreach(blocks, k, b) {
-        if (is_block(b, "text")) {
-            ev_block_start(j, (int)k, json_pack("{s:s, s:s}", "type", "text", "text", ""));
-            ev_delta(j, (int)k, json_pack("{s:s, s:O}", "type", "text_delta", "text", json_object_get(b, "text")));
-        } else if (is_block(b, "thinking")) {
-            ev_block_start(j, (int)k, json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking", "", "signature", ""));
-            ev_delta(j, (int)k, json_pack("{s:s, s:O}", "type", "thinking_delta", "thinking", json_object_get(b, "thinking")));
-        } else {
-            char *in = json_dumps(json_object_get(b, "input"), JSON_COMPACT);
-            ev_block_start(j, (int)k, json_pack("{s:s, s:O, s:O, s:{}}", "type", "tool_use", "id", json_object_get(b, "id"),
-                                                "name", json_object_get(b, "name"), "input"));
-            ev_delta(j, (int)k, json_pack("{s:s, s:s}", "type", "input_json_delta", "partial_json", in ? in : "{}"));
-            free(in);
-        }
-        ev_block_stop(j, (int)k);
+/* closes j's open block, if one is */
+static void ev_close(job_t *j) {
+    if (!j->anth_open) return;
+    ev_block_stop(j, j->anth_block++);
+    j->anth_open = 0;
+}
+
+/* text p[0..n) into a text block, opening one when none is */
+static void ev_text(job_t *j, const char *p, size_t n) {
+    if (!n) return;
+    if (j->anth_open != 1) {
+        ev_close(j);
+        ev_block_start(j, j->anth_block, json_pack("{s:s, s:s}", "type", "text", "text", ""));
+        j->anth_open = 1;
     }
+    ev_delta(j, j->anth_block, json_pack("{s:s, s:o}", "type", "text_delta", "text", server_json_text(p, n)));
+}
+
+/* a streamed tools reply through j's reader (toolstream.h), as content_blocks reads it whole:
+ * the text before the first call as it comes; each call's tool_use block once its name is read
+ * (input {}), its arguments as input_json_delta pieces as they come; once j is done, the text
+ * after the calls. *fin: the reader's finish once done. 0, or -1 (OOM). */
+static int ev_tools(job_t *j, const char **fin) {
+    if (!j->ts && (j->ts = malloc(sizeof *j->ts))) toolstream_init(j->ts, j->tool_fmt);
+    toolstream_t *ts = j->ts;
+    if (!ts) return -1;
+    int rc = 0;
+    if (j->reason) {   /* the thinking as a thinking block first; the text after it feeds the reader */
+        reasoning_split_t rs;
+        server_gen_reason_split(j, &rs);
+        size_t nr = rs.r1 - rs.r0 - j->rsent, nc = rs.c1 - rs.c0 - j->csent;   /* a split never shrinks */
+        if (nr) {
+            if (j->anth_open != 3) {
+                ev_close(j);
+                ev_block_start(j, j->anth_block, json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking", "", "signature", ""));
+                j->anth_open = 3;
+            }
+            ev_delta(j, j->anth_block, json_pack("{s:s, s:o}", "type", "thinking_delta", "thinking",
+                                                 server_json_text(j->racc + rs.r0 + j->rsent, nr)));
+            j->rsent += nr;
+        }
+        if (nc) rc = toolstream_feed(ts, j->racc + rs.c0 + j->csent, nc);
+        j->csent += nc;
+    } else {
+        rc = j->out_len ? toolstream_feed(ts, j->out, j->out_len) : 0;
+        j->out_len = 0;
+    }
+    if (rc == 0 && j->state == JOB_DONE) rc = toolstream_finish(ts);
+    if (rc < 0) return -1;
+    size_t lim = ts->n_committed ? ts->content_before : ts->content.n;
+    size_t n = ts->content_sent < lim ? toolstream_ready(ts, &ts->content, ts->content_sent) : 0;
+    if (n > lim - ts->content_sent) n = lim - ts->content_sent;
+    ev_text(j, ts->content.p + ts->content_sent, n);
+    ts->content_sent += n;
+    for (int k = 0; k < ts->n_committed; k++) {   /* calls commit in order, each complete before the next */
+        toolstream_call_t *c = &ts->calls[k];
+        if (!c->hdr_sent) {
+            char id[80];
+            tool_use_id(j, k, id);
+            ev_close(j);
+            ev_block_start(j, j->anth_block, json_pack("{s:s, s:s, s:s, s:{}}", "type", "tool_use", "id", id, "name",
+                                                       c->name, "input"));
+            j->anth_open = 2;
+            c->hdr_sent = 1;
+        }
+        size_t an = toolstream_ready(ts, &c->args, c->sent);
+        if (an) ev_delta(j, j->anth_block, json_pack("{s:s, s:o}", "type", "input_json_delta", "partial_json",
+                                                     server_json_text(c->args.p + c->sent, an)));
+        c->sent += an;
+    }
+    if (j->state != JOB_DONE) return 0;
+    if (ts->content.n > ts->content_sent) {   /* the text after the calls */
+        ev_text(j, ts->content.p + ts->content_sent, ts->content.n - ts->content_sent);
+        ts->content_sent = ts->content.n;
+    }
+    ev_close(j);
+    *fin = server_tools_finish(ts, NULL);
+    return 0;
 }
 
 /* a reasoning reply's stream (not tools): the thinking as a thinking block of thinking_delta
@@ -407,17 +482,16 @@ int server_anthropic_sse(struct server *s, job_t *j) {
         if (!j->tools && !j->reason) ev_block_start(j, 0, json_pack("{s:s, s:s}", "type", "text", "text", ""));
         sse_ev(j, "ping", json_pack("{s:s}", "type", "ping"));
     }
+    const char *reason, *seq, *fin = NULL;
+    if (j->tools && ev_tools(j, &fin) < 0) return 1;
     if (!j->tools && j->reason) sse_reason(j);
-    if (!j->tools && j->out_len) {   /* a tools reply is held (j->out grows) until the end */
+    if (!j->tools && j->out_len) {
         ev_delta(j, 0, json_pack("{s:s, s:o}", "type", "text_delta", "text", server_json_text(j->out, j->out_len)));
         j->out_len = 0;
     }
     if (j->state != JOB_DONE) return 0;
-    const char *reason, *seq;
     if (j->tools) {
-        json_t *blocks = content_blocks(j, &reason, &seq);
-        ev_blocks(j, blocks);
-        json_decref(blocks);
+        reason = stop_reason(j, fin, &seq);
     } else {
         reason = stop_reason(j, NULL, &seq);
         ev_block_stop(j, j->reason ? j->aidx : 0);

@@ -5,6 +5,7 @@
  * The server mutex is never held across sched_* calls: the token callback takes it. The slots'
  * state for GET /slots is copied out under it (server_info_publish). */
 #include "coordinator/server_int.h"
+#include "coordinator/toolstream.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -18,6 +19,8 @@ void server_job_unref(struct server *s, job_t *j) {
     for (int i = 0; i < j->n_stop; i++) free(j->stop[i]);
     server_stop_free(&j->st);
     free(j->out);
+    if (j->ts) toolstream_free(j->ts);
+    free(j->ts);
     free(j->sse);
     free(j->racc);
     free(j->lp);

@@ -11,6 +11,7 @@
 #include "coordinator/server_anthropic.h"
 #include "coordinator/reasoning.h"
 #include "coordinator/server_tools.h"
+#include "coordinator/toolstream.h"
 #include "coordinator/toolfmt.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -505,25 +506,40 @@ static json_t *chunk_delta(struct server *s, const job_t *h, int index, json_t *
     return o;
 }
 
-/* sse_choice for a tools reply: the text is held (j->out grows) until j is done, then one delta
- * with the parsed reply (tool_calls or content, with all the logprobs) and the finish chunk */
+/* sse_choice for a tools reply: the released text goes through the job's reader (toolstream.h),
+ * and what it has decided goes out as OpenAI's delta — content as it comes, a call once its
+ * name is read, its arguments as they are generated; once j is done, the rest with all the
+ * logprobs, and the finish chunk */
 static int sse_tools(struct server *s, job_t *h, job_t *j, int c, int failed) {
-    if (j->state != JOB_DONE) return 0;
-    if (failed) return 1;
-    const char *fin;
+    if (!j->ts && (j->ts = malloc(sizeof *j->ts))) toolstream_init(j->ts, j->tool_fmt);
+    if (!j->ts) return 1;
+    int rc = 0;
+    json_t *think = NULL;
+    if (j->reason) {   /* the thinking goes out as reasoning_content; the text after it feeds the reader */
+        reasoning_split_t rs;
+        server_gen_reason_split(j, &rs);
+        size_t nr = rs.r1 - rs.r0 - j->rsent, nc = rs.c1 - rs.c0 - j->csent;   /* a split never shrinks */
+        if (nr) think = server_json_text(j->racc + rs.r0 + j->rsent, nr);
+        j->rsent += nr;
+        if (nc) rc = toolstream_feed(j->ts, j->racc + rs.c0 + j->csent, nc);
+        j->csent += nc;
+    } else {
+        rc = j->out_len ? toolstream_feed(j->ts, j->out, j->out_len) : 0;
+        j->out_len = 0;
+    }
+    if (rc == 0 && j->state == JOB_DONE && !failed) rc = toolstream_finish(j->ts);
+    if (rc < 0) { json_decref(think); return 1; }
     char call_id[64];
     tool_call_id(j, c, call_id);
-    const char *out = j->out ? j->out : "";
-    reasoning_split_t rs = {0, 0, 0, j->out_len};
-    size_t scan = 0;
-    if (j->reason) reasoning_split(out, j->out_len, j->think_open, 1, &scan, &rs);
-    json_t *delta = server_tools_reply(j->tool_fmt, out + rs.c0, rs.c1 - rs.c0, call_id, 1, finish_name(j->finish), &fin);
-    if (delta && rs.r1 > rs.r0) json_object_set_new(delta, "reasoning_content", server_json_text(out + rs.r0, rs.r1 - rs.r0));
-    json_t *lp = j->lp_final > 0 ? lp_json(s, j, 0, j->lp_final, 0) : NULL;
-    if (delta) sse_put(h, chunk_delta(s, h, c, delta, NULL, 0, NULL, lp));
-    else json_decref(lp);
-    sse_put(h, chunk(s, h, c, NULL, 0, fin, 0, NULL));
-    j->out_len = 0;
+    json_t *delta = failed ? NULL : server_tools_delta(j->ts, call_id);
+    if (delta && think) json_object_set_new(delta, "reasoning_content", think);
+    else json_decref(think);
+    json_t *lp = j->state == JOB_DONE && !failed && j->lp_final > 0 ? lp_json(s, j, 0, j->lp_final, 0) : NULL;
+    if (delta && (json_object_size(delta) || lp)) sse_put(h, chunk_delta(s, h, c, delta, NULL, 0, NULL, lp));
+    else { json_decref(delta); json_decref(lp); }
+    if (j->state != JOB_DONE) return 0;
+    if (failed) return 1;
+    sse_put(h, chunk(s, h, c, NULL, 0, server_tools_finish(j->ts, finish_name(j->finish)), 0, NULL));
     j->lp_sent = j->lp_final;
     j->sse_phase = 2;
     return 0;

@@ -33,8 +33,8 @@ typedef struct job {
     int kind, stream, include_usage, ignore_eos;
     int api;                   /* SERVER_API_*: the reply's shape (OpenAI's, Anthropic's) */
     int logprobs;              /* the reply carries log-probabilities (j->lp) */
-    int tools;                 /* chat with tools: the text is a tool call / response object, parsed
-                                * at the end (streaming holds it until then) */
+    int tools;                 /* chat with tools: the text is a tool call / response object, read
+                                * into the message (streaming: by j->ts as it comes) */
     int tool_fmt;              /* TOOLFMT_* of those calls (toolfmt.h) */
     int reason;                /* chat: the text's <think>...</think> is the reply's reasoning_content
                                 * (reasoning.h; the request's or server's reasoning format) */
@@ -43,6 +43,10 @@ typedef struct job {
     size_t racc_len, racc_cap, rsent, csent, rscan;   /* bytes of reasoning / content sent; split's scan */
     int ablk, aidx;            /* Anthropic's stream with reason: the open block (0 none, 1 thinking,
                                 * 2 text) and its index */
+    struct toolstream *ts;     /* streaming a tools reply: its reader (HTTP side, under srv->mu) */
+    int anth_block, anth_open; /* Anthropic's stream of it: the open block's index; 0 none open,
+                                * 1 a text block, 2 a tool_use block,
+                                * 3 a thinking block */
     int cache_prompt;          /* may start on a slot's cached tokens (the request's "cache_prompt") */
     int n_keep;                /* a context shift keeps this many prompt tokens after the BOS (-1: all) */
     char *grammar;             /* GBNF the output follows (the request's, else the server's), or NULL */

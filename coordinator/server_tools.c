@@ -9,6 +9,7 @@
 #include "coordinator/grammar.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/toolfmt.h"
+#include "coordinator/toolstream.h"
 #include "core/err.h"
 #include "core/strbuf.h"
 #include <jansson.h>
@@ -382,82 +383,76 @@ int server_tools_render_calls(void *callsv, char **content, server_err_t *e) {
     return *content ? 0 : OOM(e);
 }
 
-/* call k of a reply as OpenAI's tool call entry (id: call_id, then "_k" past the first; with
- * "index" k in a streamed delta); NULL: OOM */
-static json_t *call_json(json_t *name, json_t *args, const char *call_id, int k, int delta) {
-    char *a = json_dumps(args, JSON_COMPACT | JSON_ENCODE_ANY), id[80];
-    snprintf(id, sizeof id, k ? "%s_%d" : "%s", call_id, k);
-    json_t *c = a ? json_pack("{s:s, s:s, s:{s:O, s:s}}", "id", id, "type", "function", "function", "name", name,
-                              "arguments", a) : NULL;
-    free(a);
-    if (c && delta) json_object_set_new(c, "index", json_integer(k));
-    return c;
+/* the id of call k: the model's (Mistral's), else call_id, then "_k" past the first */
+static void call_id_of(const toolstream_call_t *c, const char *call_id, int k, char id[300]) {
+    if (c->id[0]) snprintf(id, 300, "%s", c->id);
+    else snprintf(id, 300, k ? "%s_%d" : "%s", call_id, k);
 }
 
-/* the calls of a reply object — {"tool_call": CALL} or {"tool_calls": [CALL, ...]} — as OpenAI's
- * tool_calls array; NULL when v holds none (or OOM) */
-static json_t *calls_json(json_t *v, const char *call_id, int delta) {
-    json_t *one = json_object_get(v, "tool_call"), *many = json_object_get(v, "tool_calls"), *c;
-    json_t *list = json_is_object(one) ? json_pack("[O]", one) : json_is_array(many) ? json_incref(many) : NULL;
-    json_t *out = list && json_array_size(list) ? json_array() : NULL;
-    size_t k;
-    json_array_foreach(list, k, c) {
-        json_t *name = json_object_get(c, "name"), *args = json_object_get(c, "arguments"), *e;
-        if (!out || !json_is_string(name) || !args || !(e = call_json(name, args, call_id, (int)k, delta)) ||
-            json_array_append_new(out, e) < 0) {
-            json_decref(out);
-            out = NULL;
-            break;
+const char *server_tools_finish(const toolstream_t *s, const char *fallback) {
+    return s->n_committed && !s->incomplete ? "tool_calls" : s->response ? "stop" : fallback;
+}
+
+void *server_tools_message(toolstream_t *s, const char *call_id, const char *fallback, const char **finish) {
+    json_t *list = s->n_committed ? json_array() : NULL, *content;
+    for (int k = 0; k < s->n_committed && list; k++) {
+        const toolstream_call_t *c = &s->calls[k];
+        char id[300];
+        call_id_of(c, call_id, k, id);
+        json_t *one = json_pack("{s:s, s:s, s:{s:s, s:o}}", "id", id, "type", "function", "function", "name", c->name,
+                                "arguments", server_json_text(c->args.p ? c->args.p : "", c->args.n));
+        if (!one || json_array_append_new(list, one) < 0) { json_decref(list); return NULL; }
+    }
+    if (s->n_committed && !list) return NULL;
+    *finish = server_tools_finish(s, fallback);
+    /* with calls, no text is null content (OpenAI's); without, the text as it came */
+    content = s->content.n || !list ? server_json_text(s->content.p ? s->content.p : "", s->content.n) : json_null();
+    return list ? json_pack("{s:s, s:o, s:o}", "role", "assistant", "content", content, "tool_calls", list)
+                : json_pack("{s:s, s:o}", "role", "assistant", "content", content);
+}
+
+void *server_tools_delta(toolstream_t *s, const char *call_id) {
+    json_t *d = json_object(), *list = NULL;
+    size_t n = toolstream_ready(s, &s->content, s->content_sent);
+    if (d && n) {
+        json_object_set_new(d, "content", server_json_text(s->content.p + s->content_sent, n));
+        s->content_sent += n;
+    }
+    for (int k = 0; k < s->n_committed && d; k++) {
+        toolstream_call_t *c = &s->calls[k];
+        size_t an = toolstream_ready(s, &c->args, c->sent);
+        if (c->hdr_sent && !an) continue;
+        json_t *args = server_json_text(an ? c->args.p + c->sent : "", an), *one;
+        if (!c->hdr_sent) {
+            char id[300];
+            call_id_of(c, call_id, k, id);
+            one = json_pack("{s:i, s:s, s:s, s:{s:s, s:o}}", "index", k, "id", id, "type", "function", "function",
+                            "name", c->name, "arguments", args);
+        } else {
+            one = json_pack("{s:i, s:{s:o}}", "index", k, "function", "arguments", args);
         }
+        if (!list) list = json_array();
+        if (!one || !list || json_array_append_new(list, one) < 0) { json_decref(d); d = NULL; break; }
+        c->hdr_sent = 1;
+        c->sent += an;
     }
-    json_decref(list);
-    return out;
-}
-
-/* a native format's reply: calls (toolfmt_parse's) as OpenAI's, with the text around them */
-static json_t *native_reply(int fmt, const char *text, size_t n, const char *call_id, int delta, const char *fallback,
-                            const char **finish) {
-    char *rest = NULL;
-    size_t rn = 0;
-    json_t *calls = toolfmt_parse(fmt, text, n, &rest, &rn), *out = NULL, *list = calls ? json_array() : NULL, *c;
-    size_t k;
-    json_array_foreach(calls, k, c) {   /* a Mistral call keeps the id the model gave it */
-        json_t *id = json_object_get(c, "id");
-        json_t *one = call_json(json_object_get(c, "name"), json_object_get(c, "arguments"), call_id, (int)k, delta);
-        if (one && json_is_string(id) && json_object_set(one, "id", id) < 0) { json_decref(one); one = NULL; }
-        if (!one || json_array_append_new(list, one) < 0) { json_decref(list); list = NULL; break; }
-    }
-    if (calls && list) {   /* the text around the calls (trimmed) as content, or null */
-        json_t *content = rest ? server_json_text(rest, rn) : json_null();
-        out = delta ? json_pack("{s:o}", "tool_calls", list)
-                    : json_pack("{s:s, s:O, s:o}", "role", "assistant", "content", content, "tool_calls", list);
-        if (out && delta && !json_is_null(content)) json_object_set(out, "content", content);
-        json_decref(content);
-        *finish = "tool_calls";
-    } else {   /* no call: the text as it came */
-        json_t *all = server_json_text(text, n);
-        out = delta ? json_pack("{s:o}", "content", all) : json_pack("{s:s, s:o}", "role", "assistant", "content", all);
-        *finish = fallback;
-    }
-    free(rest);
-    json_decref(calls);
-    return out;
+    if (d && list && json_object_set_new(d, "tool_calls", list) < 0) { json_decref(d); return NULL; }
+    if (!d) json_decref(list);
+    return d;
 }
 
 void *server_tools_reply(int fmt, const char *text, size_t n, const char *call_id, int delta, const char *fallback,
                          const char **finish) {
-    if (fmt != TOOLFMT_GENERIC) return native_reply(fmt, text, n, call_id, delta, fallback, finish);
-    json_t *v = json_loadb(text, n, 0, NULL), *out;
-    json_t *resp = json_object_get(v, "response"), *calls = calls_json(v, call_id, delta);
-    if (calls) {
-        out = delta ? json_pack("{s:o}", "tool_calls", calls)
-                    : json_pack("{s:s, s:n, s:o}", "role", "assistant", "content", "tool_calls", calls);
-        *finish = "tool_calls";
-    } else {   /* {"response": S}, or text cut short: as it is */
-        json_t *c = json_is_string(resp) ? json_incref(resp) : server_json_text(text, n);
-        out = delta ? json_pack("{s:o}", "content", c) : json_pack("{s:s, s:o}", "role", "assistant", "content", c);
-        *finish = json_is_string(resp) ? "stop" : fallback;
+    toolstream_t s;
+    toolstream_init(&s, fmt);
+    json_t *out = NULL;
+    if (toolstream_feed(&s, text, n) == 0 && toolstream_finish(&s) == 0) {
+        out = server_tools_message(&s, call_id, fallback, finish);
+        if (out && delta) {   /* the whole reply as one delta */
+            json_decref(out);
+            out = server_tools_delta(&s, call_id);
+        }
     }
-    json_decref(v);
+    toolstream_free(&s);
     return out;
 }

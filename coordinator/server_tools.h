@@ -7,8 +7,9 @@
  * grammar enforces. With a --jinja template whose native format toolfmt.c knows (Hermes 2 Pro /
  * Qwen 2.5, Llama 3.x, Mistral Nemo; r->tool_fmt) the template gets the tools and structured
  * calls, "required" / a named choice hold the reply to that format's grammar, "auto" is free text
- * (held to the grammar from the format's marker on: r->grammar_trigger), and the reply is parsed
- * back with toolfmt_parse. */
+ * (held to the grammar from the format's marker on: r->grammar_trigger). Every format's reply is
+ * read back by toolstream.h, whole (the plain reply) or chunk by chunk (OpenAI's streamed
+ * deltas, which add up to the plain reply). */
 #ifndef TERN_SERVER_TOOLS_H
 #define TERN_SERVER_TOOLS_H
 #include "coordinator/server_req.h"
@@ -40,13 +41,25 @@ int server_tools_name_ok(const char *s, size_t n);
  * refuses them with server_tools_render_calls). 0 or <0 (OOM). */
 int server_tools_msg_extra(void *msg, const char *content, void **extra, server_err_t *e);
 
-/* The reply for generated text[0..n) of a tools request in format fmt (TOOLFMT_*): a json_t *
- * message ({"role", "content", "tool_calls"}) or, with delta, the streamed delta ({"content"}
- * or {"tool_calls": [{"index": 0, ...}]}, with "content" too when a native reply has text
- * around its calls); call_id names the calls (a Mistral call keeps the model's id). *finish:
- * "tool_calls", "stop" (generic {"response"}), or fallback (the job's own reason) when the text
- * holds no call (it is then the content, as it came). NULL: OOM. */
+/* The reply for generated text[0..n) of a tools request in format fmt (TOOLFMT_*), read by
+ * toolstream.h: a json_t * message ({"role", "content", "tool_calls"}) or, with delta, the
+ * whole reply as one streamed delta ({"content"} and/or {"tool_calls": [{"index": 0, ...}]});
+ * call_id names the calls (a Mistral call keeps the model's id). *finish: "tool_calls",
+ * "stop" (generic {"response"}), or fallback (the job's own reason) when the text holds no call
+ * (it is then the content, as it came) or the last call was cut short. NULL: OOM. */
 void *server_tools_reply(int fmt, const char *text, size_t n, const char *call_id, int delta, const char *fallback,
                          const char **finish);
+
+struct toolstream;
+/* The message of a finished reader (toolstream_finish'ed) as server_tools_reply's. NULL: OOM. */
+void *server_tools_message(struct toolstream *s, const char *call_id, const char *fallback, const char **finish);
+/* a finished reader's finish reason: "tool_calls" (its calls complete), "stop" (generic
+ * {"response"}), else fallback */
+const char *server_tools_finish(const struct toolstream *s, const char *fallback);
+/* OpenAI's streamed delta of what reader s has decided since the last call: {"content": the
+ * next text, "tool_calls": [{"index", "id", "type", "function": {"name", "arguments": ""...}}
+ * for a call's first delta, {"index", "function": {"arguments": the next piece}} after]}; {}
+ * when nothing is new. The deltas add up to server_tools_message's content and calls. NULL: OOM. */
+void *server_tools_delta(struct toolstream *s, const char *call_id);
 
 #endif

@@ -5,7 +5,7 @@
 # stream's events in the documented order, its text deltas == the plain text, message_delta
 # with stop_reason and usage; stop_sequences (stop_reason stop_sequence, the sequence, the text
 # cut before it); tool_choice tool / any (a tool_use block whose input follows the input_schema,
-# streamed as input_json_delta == the plain reply), none; a conversation with tool_use and
+# streamed as input_json_delta pieces as generated, put together == the plain reply), none; a conversation with tool_use and
 # tool_result blocks; count_tokens == usage.input_tokens; 400s in Anthropic's error shape naming
 # the field; and with --api-key, x-api-key (and Bearer) accepted, a missing or wrong key a 401.
 source "$(dirname "$0")/lib.bash"
@@ -148,6 +148,8 @@ def args_ok(name, a):
         return set(a) == {"city", "unit"} and isinstance(a["city"], str) and len(a["city"]) <= 12 and a["unit"] in ("c", "f")
     return set(a) == {"a", "b"} and all(type(a[k]) is int for k in "ab")
 
+pieces = []   # input_json_delta events per streamed tool_use (how the text came in chunks is timing's)
+
 def tool_use(seed, choice, names):
     def run():
         body = dict(tbase, seed=seed, tool_choice=choice)
@@ -161,6 +163,7 @@ def tool_use(seed, choice, names):
         starts = [d["content_block"] for n, d in evs if n == "content_block_start"]
         parts = [d["delta"]["partial_json"] for n, d in evs if n == "content_block_delta" and d["delta"]["type"] == "input_json_delta"]
         md = [d for n, d in evs if n == "message_delta"][0]
+        pieces.append(len(parts))
         good = good and order_ok(evs) and dict(starts[-1], id="") == {"type": "tool_use", "id": "", "name": b["name"], "input": {}} \
             and starts[-1]["id"].startswith("toolu_") \
             and json.loads("".join(parts)) == b["input"] and md["delta"]["stop_reason"] == "tool_use" \
@@ -173,6 +176,7 @@ for seed in (1, 2, 3):
           tool_use(seed, {"type": "tool", "name": "get_weather"}, {"get_weather"}))
 check("tool_choice tool add, seed 5", tool_use(5, {"type": "tool", "name": "add"}, {"add"}))
 check("tool_choice any, seed 4", tool_use(4, {"type": "any"}, {"get_weather", "add"}))
+check("a tool_use's input streamed in pieces as generated (in some stream)", lambda: (max(pieces) > 1, f"{pieces}"))
 
 def tools_none():
     s2, t2 = post("/v1/messages", dict(tbase, max_tokens=8, tool_choice={"type": "none"}, seed=1))

@@ -103,31 +103,45 @@ conv = MSGS + [{"role": "assistant", "content": None, "tool_calls": [{"id": "cal
 st, txt = post(dict(base, messages=conv, seed=3, tool_choice="auto"))
 say(st == 200, f"a conversation with tool_calls and a tool result: {st} {txt[:100] if st != 200 else ''}")
 
-# streamed == plain: the assembled message of the stream equals the plain reply's
-body = dict(base, seed=11, tool_choice="required", stream=False)
-st, txt = post(body)
-plain = json.loads(txt)["choices"][0] if st == 200 else None
-st2, stxt = post(dict(body, stream=True, stream_options={"include_usage": True}))
-try:
-    role, content, calls, fin, done, usage = None, None, None, None, False, None
-    for line in stxt.split("\n"):
-        if not line.startswith("data: "): continue
-        d = line[6:]
-        if d == "[DONE]": done = True; continue
-        o = json.loads(d)
-        if o.get("usage"): usage = o["usage"]
-        for c in o["choices"]:
-            dl = c["delta"]
-            role = dl.get("role", role)
-            if "content" in dl and dl["content"]: content = (content or "") + dl["content"]
-            if "tool_calls" in dl: calls = dl["tool_calls"]
-            fin = c["finish_reason"] or fin
-    pc = plain["message"]["tool_calls"][0]
-    good = (done and usage and role == "assistant" and content is None and fin == plain["finish_reason"] == "tool_calls"
-            and len(calls) == 1 and calls[0]["index"] == 0 and calls[0]["function"] == pc["function"])
-    say(good, f"streamed == plain: {json.dumps(calls)[:160]}")
-except Exception as e:
-    say(False, f"stream: {st2} {stxt[:400]} ({e!r})")
+# streamed == plain: the assembled message of the stream (OpenAI's deltas: a call's first with
+# its id and name, then pieces of its arguments) equals the plain reply's, over a few seeds; the
+# arguments come in more than one piece in some stream (how the text is chunked is timing's)
+most = 0
+for seed in (11, 12, 13):
+    body = dict(base, seed=seed, tool_choice="required", stream=False)
+    st, txt = post(body)
+    plain = json.loads(txt)["choices"][0] if st == 200 else None
+    st2, stxt = post(dict(body, stream=True, stream_options={"include_usage": True}))
+    try:
+        role, content, calls, fin, done, usage, nargs = None, None, None, None, False, None, 0
+        for line in stxt.split("\n"):
+            if not line.startswith("data: "): continue
+            d = line[6:]
+            if d == "[DONE]": done = True; continue
+            o = json.loads(d)
+            if o.get("usage"): usage = o["usage"]
+            for c in o["choices"]:
+                dl = c["delta"]
+                role = dl.get("role", role)
+                if "content" in dl and dl["content"]: content = (content or "") + dl["content"]
+                for t in dl.get("tool_calls") or []:
+                    calls = calls or []
+                    if "id" in t:
+                        assert t["index"] == len(calls) and t["type"] == "function"
+                        calls.append({"index": t["index"], "id": t["id"], "function": dict(t["function"])})
+                    else:
+                        calls[t["index"]]["function"]["arguments"] += t["function"]["arguments"]
+                    nargs += bool(t["function"]["arguments"])
+                fin = c["finish_reason"] or fin
+        pc = plain["message"]["tool_calls"][0]
+        good = (done and usage and role == "assistant" and content is None and fin == plain["finish_reason"] == "tool_calls"
+                and len(calls) == 1 and calls[0]["index"] == 0 and calls[0]["function"] == pc["function"]
+                and calls[0]["id"].startswith("call_"))
+        most = max(most, nargs)
+        say(good, f"seed {seed}: streamed == plain ({nargs} arguments deltas): {json.dumps(calls)[:160]}")
+    except Exception as e:
+        say(False, f"stream: {st2} {stxt[:400]} ({e!r})")
+say(most > 1, f"a call's arguments streamed in pieces as generated (most deltas in one stream: {most})")
 
 # n = 2: each choice parsed on its own
 st, txt = post(dict(base, seed=12, n=2, tool_choice="required"))

@@ -759,7 +759,8 @@ static void test_grammars(void **state) {
  * trigger's first byte on (refused: SCHED_ERROR) and each later sample is the first allowed token
  * from the model's pick on; ends as model_generate_gram. *fired: the trigger came. */
 static int model_generate_lazy(const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp,
-                               const grammar_t *g, const char *trigger, int32_t *out, int *finish, int *fired) {
+                               const grammar_t *g, const char *trigger, int32_t ttok, int32_t *out, int *finish,
+                               int *fired) {
     const grammar_vocab_t *gv = test_vocab();
     grammar_state_t *gs = NULL;
     uint8_t mask[(V + 7) / 8];
@@ -781,6 +782,10 @@ static int model_generate_lazy(const int32_t *prompt, int n, int max_gen, const 
         if (t == EOG) { *finish = SCHED_STOP; break; }
         if (gs) {
             assert_int_equal(grammar_state_accept_token(gs, gv, t), 0);
+        } else if (t == ttok) {   /* the trigger token: the grammar takes the trigger's text instead */
+            *fired = 1;
+            gs = grammar_state_new(g);
+            if (grammar_state_accept_bytes(gs, trigger, strlen(trigger)) < 0) { *finish = SCHED_ERROR; break; }
         } else {
             memcpy(text + tn, g_piece[t], strlen(g_piece[t]));
             tn += strlen(g_piece[t]);
@@ -840,7 +845,7 @@ static void test_lazy_grammars(void **state) {
                 int fin, n, fi = 0;
                 /* the free one: a trigger no piece holds (free samples, the end at EOG) */
                 n = model_generate_lazy(r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, g, i < 6 ? trig[i % 3] : "~",
-                                        want, &fin, &fi);
+                                        -1, want, &fin, &fi);
                 if (r[i].n_out != n || memcmp(r[i].out, want, (size_t)n * sizeof(int32_t)) || r[i].finish != fin)
                     fail_msg("round %d sequence %d (inflight %d): %d tokens, finish %d; want %d, finish %d", round, i,
                              inflight, r[i].n_out, r[i].finish, n, fin);
@@ -866,6 +871,71 @@ static void test_lazy_grammars(void **state) {
         }
     printf("lazy grammars: %d triggered, %d of them finished the grammar, %d refused at the trigger\n", fired, done,
            refused);
+    assert_true(fired > 0 && done > 0);
+    grammar_destroy(&g);
+}
+
+/* A trigger token (sched_grammar_trigger_token, for a control-token marker): when it is sampled,
+ * the grammar takes the trigger's text and holds the rest, as model_generate_lazy does (the text
+ * trigger still fires where the text spells it). With pipeline failures mid-way (replays
+ * wait for the token again). A token trigger needs a text one and a token of the vocabulary. */
+static void test_lazy_grammar_token(void **state) {
+    (void)state;
+    const char *gt = "root ::= \"c0c0c\" [0-9a-c ]* \"]\"\n";
+    grammar_t *g = parse_gbnf(gt);
+    int fired = 0, done = 0;
+    for (int round = 0; round < 6; round++) {
+        enum { NS = 6 };
+        fake_t f;
+        sched_t sc;
+        seqrun_t r[NS];
+        fake_init(&f, 1 + round % 2);
+        sched_open(&sc, &f, NS, 16, 4);
+        f.fail_at[0] = 4 + round;
+        f.n_fail = 1;
+        for (int i = 0; i < NS; i++) {
+            seq_make(&r[i], 4 + 3 * i, 40, 900 + 13 * round + i, i % 2 ? 0.9f : 0.0f);
+            r[i].f = &f;
+            r[i].sc = &sc;
+            r[i].id = sched_add(&sc, r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, on_token_gram, &r[i]);
+            assert_true(r[i].id >= 0);
+            r[i].slot = f.last_started;
+            char err[256];
+            grammar_t *gi = parse_gbnf(gt);
+            assert_int_equal(sched_set_grammar(&sc, r[i].id, &gi, test_vocab(), err, sizeof err), 0);
+            assert_int_equal(sched_grammar_trigger(&sc, r[i].id, "c0c0c"), 0);
+            if (i < NS - 1) assert_int_equal(sched_grammar_trigger_token(&sc, r[i].id, 10 + 7 * i + round), 0);
+        }
+        int guard = 0;
+        while (sched_step(&sc) > 0) assert_true(++guard < 10000);
+        if (f.bad) fail_msg("fake pipeline: %s", f.why);
+        for (int i = 0; i < NS; i++) {
+            int32_t want[MAXTOK];
+            int fin, n, fi = 0;
+            n = model_generate_lazy(r[i].prompt, r[i].n_prompt, r[i].max_gen, &r[i].sp, g, "c0c0c",
+                                    i < NS - 1 ? 10 + 7 * i + round : -1, want, &fin, &fi);
+            if (r[i].n_out != n || memcmp(r[i].out, want, (size_t)n * sizeof(int32_t)) || r[i].finish != fin)
+                fail_msg("round %d sequence %d: %d tokens, finish %d; want %d, finish %d", round, i, r[i].n_out,
+                         r[i].finish, n, fin);
+            fired += fi;
+            done += fi && fin == SCHED_STOP;
+        }
+        /* refused: no text trigger yet, a token outside the vocabulary */
+        seqrun_t z;
+        seq_make(&z, 3, 4, 7, 0.0f);
+        z.f = &f, z.sc = &sc;
+        z.id = sched_add(&sc, z.prompt, z.n_prompt, z.max_gen, &z.sp, on_token_gram, &z);
+        char err[256];
+        grammar_t *gz = parse_gbnf(gt);
+        assert_int_equal(sched_set_grammar(&sc, z.id, &gz, test_vocab(), err, sizeof err), 0);
+        assert_int_equal(sched_grammar_trigger_token(&sc, z.id, 5), TERN_EINVAL);
+        assert_int_equal(sched_grammar_trigger(&sc, z.id, "c0c0c"), 0);
+        assert_int_equal(sched_grammar_trigger_token(&sc, z.id, V), TERN_EINVAL);
+        assert_int_equal(sched_grammar_trigger_token(&sc, z.id, -1), TERN_EINVAL);
+        sched_cancel(&sc, z.id);
+        sched_free(&sc);
+    }
+    printf("lazy grammar, trigger token: %d triggered, %d of them finished the grammar\n", fired, done);
     assert_true(fired > 0 && done > 0);
     grammar_destroy(&g);
 }
@@ -1647,6 +1717,7 @@ int main(void) {
         cmocka_unit_test(test_kv_copy),
         cmocka_unit_test(test_grammars),
         cmocka_unit_test(test_lazy_grammars),
+        cmocka_unit_test(test_lazy_grammar_token),
         cmocka_unit_test(test_fail),
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_lookup_sampled),

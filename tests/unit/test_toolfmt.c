@@ -4,7 +4,9 @@
  * walks through each grammar (a one-byte vocabulary, every allowed byte equally likely) parse
  * back into calls whose names and arguments are checked against the tools' schemas by a plain
  * reimplementation; a table of malformed and edge replies per format; mutated replies never
- * break the parser's promises; and the prompt `tern serve --jinja` builds for a chat request
+ * break the parser's promises; the reply read in random chunks (toolstream.c, as a stream sends
+ * it) gives OpenAI deltas that add up to the plain reply exactly, on the walks' sentences, their
+ * prefixes and mutations; and the prompt `tern serve --jinja` builds for a chat request
  * with tools (server_req_parse_fmt + server_gen_chat_text) equals Python jinja2's rendering of
  * the same request (render.py's "server|..." keys in expected.json), byte for byte. */
 #define _GNU_SOURCE
@@ -22,6 +24,8 @@
 #include "coordinator/server_tools.h"
 #include "coordinator/tokenizer.h"
 #include "coordinator/toolfmt.h"
+#include "coordinator/toolstream.h"
+#include "core/strbuf.h"
 #include "coordinator/vocab.h"
 #include "core/err.h"
 #include "core/gguf.h"
@@ -178,6 +182,107 @@ static void test_grammar_texts(void **st) {
     json_decref(bad);
 }
 
+/* ---- streaming (toolstream.c) --------------------------------------------------------------- */
+
+/* text[0..n) of fmt read in random chunks, OpenAI's deltas taken after each and put together as
+ * a client does (content appended; a call's id and name from its first delta, its arguments
+ * appended): the result equals the plain reply (server_tools_reply) for every split. With ref,
+ * the plain reply's calls also equal toolfmt_parse's (the all-or-nothing parser, an independent
+ * reading) — names, ids, and arguments as JSON values. Returns the most arguments deltas one
+ * call got. */
+static int stream_check(int fmt, const char *text, size_t n, int ref, unsigned *seed) {
+    const char *fin = NULL, *fin2 = NULL;
+    json_t *plain = server_tools_reply(fmt, text, n, "call_9", 0, "length", &fin);
+    assert_non_null(plain);
+    json_t *pcalls = json_object_get(plain, "tool_calls"), *pc = json_object_get(plain, "content");
+    int most = 0;
+    if (ref) {
+        char *content = NULL;
+        size_t cl = 0, i;
+        json_t *calls = toolfmt_parse(fmt, text, n, &content, &cl), *c;
+        assert_int_equal(json_array_size(calls), json_array_size(pcalls));
+        json_array_foreach(calls, i, c) {
+            json_t *f = json_object_get(json_array_get(pcalls, i), "function");
+            json_t *args = json_loads(json_string_value(json_object_get(f, "arguments")), 0, NULL);
+            if (!json_equal(args, json_object_get(c, "arguments"))) fail_msg("%s: call %zu's arguments differ: %.300s", toolfmt_name(fmt), i, text);
+            assert_string_equal(json_string_value(json_object_get(f, "name")), json_string_value(json_object_get(c, "name")));
+            if (json_object_get(c, "id"))
+                assert_string_equal(json_string_value(json_object_get(json_array_get(pcalls, i), "id")),
+                                    json_string_value(json_object_get(c, "id")));
+            json_decref(args);
+        }
+        json_decref(calls);
+        free(content);
+    }
+    for (int split = 0; split < 5; split++) {
+        toolstream_t s;
+        toolstream_init(&s, fmt);
+        strbuf_t content = {0}, args[TOOLFMT_MAX_CALLS];
+        json_t *hdr[TOOLFMT_MAX_CALLS] = {0};
+        int nd[TOOLFMT_MAX_CALLS] = {0}, ncalls = 0;
+        memset(args, 0, sizeof args);
+        size_t at = 0;
+        for (int last = 0; !last;) {
+            if (at < n) {
+                *seed = *seed * 1103515245u + 12345u;
+                size_t k = split == 0 ? n : 1 + (*seed >> 8) % (split * 4u);
+                if (k > n - at) k = n - at;
+                assert_int_equal(toolstream_feed(&s, text + at, k), 0);
+                at += k;
+            } else {
+                assert_int_equal(toolstream_finish(&s), 0);
+                last = 1;
+            }
+            json_t *d = server_tools_delta(&s, "call_9"), *c, *v;
+            assert_non_null(d);
+            if ((v = json_object_get(d, "content"))) strbuf_add(&content, json_string_value(v), json_string_length(v));
+            size_t i;
+            json_array_foreach(json_object_get(d, "tool_calls"), i, c) {
+                int k = (int)json_integer_value(json_object_get(c, "index"));
+                json_t *a = json_object_get(json_object_get(c, "function"), "arguments");
+                assert_true(k >= 0 && k < TOOLFMT_MAX_CALLS && json_is_string(a));
+                if (json_object_get(c, "id")) {   /* a call's first delta, once, in order */
+                    assert_int_equal(k, ncalls);
+                    assert_null(hdr[k]);
+                    hdr[k] = json_incref(c);
+                    ncalls++;
+                } else {
+                    assert_true(k < ncalls && json_string_length(a) > 0);
+                }
+                if (json_string_length(a)) nd[k]++;
+                strbuf_add(&args[k], json_string_value(a), json_string_length(a));
+            }
+            json_decref(d);
+        }
+        json_t *m = server_tools_message(&s, "call_9", "length", &fin2);
+        assert_string_equal(fin, fin2);
+        assert_true(json_equal(m, plain));
+        json_decref(m);
+        /* what the client put together */
+        const char *want = json_is_string(pc) ? json_string_value(pc) : "";
+        if (json_string_length(pc) != content.n || (content.n && memcmp(want, content.p, content.n)))
+            fail_msg("%s split %d: streamed content '%s' != '%s' of %.300s", toolfmt_name(fmt), split, content.p ? content.p : "", want, text);
+        assert_int_equal(ncalls, json_array_size(pcalls));
+        for (int k = 0; k < ncalls; k++) {
+            json_t *p = json_array_get(pcalls, k), *f = json_object_get(p, "function");
+            json_t *hf = json_object_get(hdr[k], "function");
+            assert_string_equal(json_string_value(json_object_get(hdr[k], "id")), json_string_value(json_object_get(p, "id")));
+            assert_string_equal(json_string_value(json_object_get(hdr[k], "type")), "function");
+            assert_string_equal(json_string_value(json_object_get(hf, "name")), json_string_value(json_object_get(f, "name")));
+            const char *pa = json_string_value(json_object_get(f, "arguments"));
+            if (json_string_length(json_object_get(f, "arguments")) != args[k].n || (args[k].n && memcmp(pa, args[k].p, args[k].n)))
+                fail_msg("%s split %d: call %d's streamed arguments '%s' != '%s'", toolfmt_name(fmt), split, k, args[k].p ? args[k].p : "", pa);
+            if (nd[k] > most) most = nd[k];
+            json_decref(hdr[k]);
+            strbuf_free(&args[k]);
+        }
+        strbuf_free(&content);
+        toolstream_free(&s);
+    }
+    json_decref(plain);
+    return most;
+}
+
 /* random sentences of each format's grammar over printable ASCII + '\n', one byte a token:
  * every one parses back into 1..max calls that the tools' schemas allow, with no content */
 static void test_grammar_walks(void **st) {
@@ -196,7 +301,7 @@ static void test_grammar_walks(void **st) {
     assert_non_null(v);
     uint8_t mask[(NV + 7) / 8];
     unsigned seed = 12345;
-    int walks = 0;
+    int walks = 0, multi = 0;
     for (int fmt = TOOLFMT_HERMES; fmt <= TOOLFMT_MISTRAL; fmt++)
         for (int max = 1; max <= 3; max += 2) {
             grammar_t *g = format_grammar(fmt, max);
@@ -219,6 +324,14 @@ static void test_grammar_walks(void **st) {
                 assert_true(grammar_state_can_end(s));
                 grammar_state_destroy(&s);
                 text[n] = 0;
+                /* streamed == plain for the sentence, with text around it, and each of its prefixes */
+                if (stream_check(fmt, text, n, 1, &seed) > 1) multi++;
+                if (fmt != TOOLFMT_LLAMA3) {
+                    char around[4200];
+                    int an = snprintf(around, sizeof around, "Sure, caf\xc3\xa9 \xe2\x82\xac.\n%s\nDone.", text);
+                    stream_check(fmt, around, (size_t)an, 0, &seed);
+                }
+                for (size_t cut = 0; cut < n; cut += 1 + n / 12) stream_check(fmt, text, cut, 0, &seed);
                 char *content = (char *)1;
                 size_t cl = 0;
                 json_t *calls = toolfmt_parse(fmt, text, n, &content, &cl), *c;
@@ -237,7 +350,9 @@ static void test_grammar_walks(void **st) {
             grammar_destroy(&g);
         }
     grammar_vocab_destroy(&v);
-    printf("grammar walks: %d sentences parsed back into valid calls\n", walks);
+    printf("grammar walks: %d sentences parsed back into valid calls; streamed == plain on every split, "
+           "%d with a call's arguments in more than one delta\n", walks, multi);
+    assert_true(multi > walks / 2);
 }
 
 /* ---- parsing ------------------------------------------------------------------------------ */
@@ -363,6 +478,53 @@ static void test_parse_mutations(void **st) {
             free(content);
         }
     printf("mutations: %d of 6000 still parsed as calls\n", parsed);
+}
+
+/* streamed == plain on hand-written replies of every format (the generic one's too), each of
+ * their prefixes (a reply cut short anywhere), and ASCII mutations of them */
+static void test_stream_splits(void **st) {
+    (void)st;
+    static const struct { int fmt; const char *text; } base[] = {
+        {TOOLFMT_GENERIC, "{\"tool_call\": {\"name\": \"get_weather\", \"arguments\": {\"city\": \"Par\\u00eds \\\"x\\\"\", \"n\": [1, 2.5e3]}}}"},
+        {TOOLFMT_GENERIC, "{\"tool_calls\": [{\"name\": \"f\", \"arguments\": {}}, {\"arguments\": {\"a\": {\"b\": null}}, \"name\": \"g\"}]}"},
+        {TOOLFMT_GENERIC, "{\"response\": \"Hello \\u00e9 there\\n\"}"},
+        {TOOLFMT_GENERIC, "{\"response\": \"a \\ud83d\\ude00 b \\\" \\/ \\t \\u0041 c\\x after\"}"},
+        {TOOLFMT_GENERIC, "{\"response\": \"lone \\udc00 surrogate\"}"},
+        {TOOLFMT_GENERIC, "  plain text, no JSON "},
+        {TOOLFMT_HERMES, "Let me look.\n<tool_call>\n{\"name\": \"f\", \"arguments\": {\"x\": \"<tool_call>\"}}\n</tool_call>\n"
+                         "<tool_call>{\"name\": \"g\", \"arguments\": \"{\\\"y\\\": 1}\"}</tool_call> then <tool_ text"},
+        {TOOLFMT_HERMES, "<tool_call>not json</tool_call> and <tool_call>\n{\"name\": \"h\", \"arguments\": {\"z\": true}}\n</tool_call>"},
+        {TOOLFMT_LLAMA3, " <|python_tag|>{\"name\": \"get_weather\", \"parameters\": {\"city\": \"Rome\"}} and after"},
+        {TOOLFMT_LLAMA3, "{\"type\": \"function\", \"name\": \"f\", \"parameters\": {\"x\": [1, {\"y\": \"}\"}]}}"},
+        {TOOLFMT_LLAMA3, "I will not call a tool."},
+        {TOOLFMT_MISTRAL, "Checking. [TOOL_CALLS][{\"name\": \"flag\", \"arguments\": {\"on\": true}, \"id\": \"a1b2c3d4e\"}, "
+                          "{\"name\": \"f\", \"arguments\": {\"x\": 2}}] ok"},
+        {TOOLFMT_MISTRAL, "[{\"name\": \"flag\", \"arguments\": {\"on\": false}, \"id\": \"123456789\"}]"},
+    };
+    unsigned seed = 7;
+    int checked = 0;
+    for (size_t b = 0; b < sizeof base / sizeof base[0]; b++) {
+        size_t n = strlen(base[b].text);
+        /* the whole reply read as toolfmt_parse does, but for generic (not its format) and the
+         * Hermes one with a bad block: there one block's failure keeps the other call */
+        int ref = base[b].fmt != TOOLFMT_GENERIC && !strstr(base[b].text, "not json");
+        for (size_t cut = 0; cut <= n; cut++, checked++) stream_check(base[b].fmt, base[b].text, cut, ref && cut == n, &seed);
+        for (int m = 0; m < 300; m++, checked++) {
+            char buf[512];
+            size_t bn = n;
+            memcpy(buf, base[b].text, n);
+            for (int k = 0; k < 1 + m % 3; k++) {
+                seed = seed * 1103515245u + 12345u;
+                size_t p = (seed >> 8) % bn;
+                int op = (int)((seed >> 4) % 3);
+                if (op == 0) buf[p] = (char)(32 + (seed >> 20) % 95);
+                else if (op == 1 && bn + 1 < sizeof buf) { memmove(buf + p + 1, buf + p, bn - p); buf[p] = "{}[]\" <>:,\\"[(seed >> 20) % 11]; bn++; }
+                else if (bn > 1) { memmove(buf + p, buf + p + 1, bn - p - 1); bn--; }
+            }
+            stream_check(base[b].fmt, buf, bn, 0, &seed);
+        }
+    }
+    printf("stream splits: %d replies streamed == plain\n", checked);
 }
 
 /* ---- the server's request ---------------------------------------------------------------- */
@@ -553,6 +715,7 @@ int main(void) {
         cmocka_unit_test(test_grammar_walks),
         cmocka_unit_test(test_parse_cases),
         cmocka_unit_test(test_parse_mutations),
+        cmocka_unit_test(test_stream_splits),
         cmocka_unit_test(test_server_request),
         cmocka_unit_test(test_server_prompt_vs_jinja2),
     };
