@@ -125,6 +125,9 @@ int cli_serve(int argc, char **argv) {
     uint64_t max_body = sc.max_body;
     float grace = 30;
     const char *pooling = "mean", *reasoning = "auto";
+    int cache_ram = 0;   /* opt-in: a restore or save pauses the other streams for a step, and the rows
+                          * of every layer land in the coordinator's RAM (in a cluster often the
+                          * smallest machine) */
     opt_t opts[128] = {
         {NULL, "--host", OPT_STR, &sc.host, "ADDR", "address to listen on", 0, 0},
         {NULL, "--port", OPT_INT, &sc.port, "N", "port (0: any free port, logged at start)", 0, 65535},
@@ -150,6 +153,7 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--reasoning-format", OPT_STR, &reasoning, "FMT", "chat replies of reasoning models: deepseek (<think>...</think> as message.reasoning_content, streamed as delta.reasoning_content), none (left in content), auto (deepseek when the chat template writes <think>)", 0, 0},
         {NULL, "--reasoning-budget", OPT_INT, &sc.reasoning_budget, "N", "-1: think freely; 0: no thinking (the template gets enable_thinking = false)", -1, 0},
         {NULL, "--chat-template-kwargs", OPT_STR, &sc.chat_template_kwargs, "JSON", "more variables for the --jinja template, e.g. '{\"enable_thinking\":false}' (a request's chat_template_kwargs go over them)", 0, 0},
+        {NULL, "--cache-ram", OPT_INT, &cache_ram, "MIB", "keep up to MIB of prompts' KV caches in RAM when their slot is taken by another prompt, and restore the best one into a slot whose new prompt begins with it (-1: no limit, 0: off)", -1, 1 << 24},
         {NULL, "--slot-save-path", OPT_STR, &sc.slot_save_path, "DIR", "POST /slots/{id}?action=save|restore|erase keep slots' KV caches in files here (default: 501)", 0, 0},
     };
     int n = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 1), (int)(sizeof opts / sizeof opts[0]));
@@ -179,6 +183,8 @@ int cli_serve(int argc, char **argv) {
     if (sc.api_key && !sc.api_key[0]) { fprintf(stderr, "tern serve: --api-key is empty\n"); free(key); return 1; }
     if (max_body < 64) { fprintf(stderr, "tern serve: --max-body %llu is too small\n", (unsigned long long)max_body); free(key); return 1; }
     sc.max_body = (size_t)max_body;
+    sc.cache_ram_mib = cache_ram;
+    if (cache_ram && sc.no_cache_prompt) log_w("serve: --cache-ram has no effect with --no-cache-prompt");
     sc.model_name = alias ? alias : base_name(mo.p.model);
     sc.model_path = mo.p.model;
     sc.seed_fixed = mo.seed >= 0;

@@ -102,6 +102,8 @@ void sched_free(sched_t *s) {
             free(s->seqs[i].embd);
         }
     free((void *)s->allow);
+    if (s->ram) promptcache_free(s->ram);
+    free(s->ram);
     free(s->seqs);
     free(s->order);
     for (int i = 0; i < SCHED_MAX_INFLIGHT; i++) {
@@ -261,6 +263,12 @@ int sched_add_at(sched_t *s, int slot, const int32_t *prompt, int n, int max_gen
         if (k > best_k || (k == best_k && s->seqs[i].last_use < s->seqs[best].last_use)) best = i, best_k = k;
     }
     int src_k = 0, src = best >= 0 && use && s->kv_copy ? copy_source(s, best, prompt, n, best_k, &src_k) : -1;
+    int n_ram = 0;   /* the RAM cache may save the slot's tokens and restore better ones (sched_slot.c) */
+    if (best >= 0 && s->ram && sched_ram_admit(s, best, prompt, n, use, best_k, src >= 0 ? src_k : 0, &n_ram) > 0) {
+        best_k = use ? cached_prefix(&s->seqs[best], prompt, n) : 0;   /* the slots changed while it waited */
+        src_k = 0;
+        src = use && s->kv_copy ? copy_source(s, best, prompt, n, best_k, &src_k) : -1;
+    }
     for (int i = best < 0 ? s->n_seq : best; i < s->n_seq; i++) {
         sched_seq_t *q = &s->seqs[i];
         if (q->active) continue;
@@ -277,6 +285,7 @@ int sched_add_at(sched_t *s, int slot, const int32_t *prompt, int n, int max_gen
         q->copy_own = q->n_fed;
         q->copy_src = src;   /* or copied from another slot (build makes the copy) */
         q->copy_n = src_k;
+        q->n_ram = n_ram;
         if (src >= 0) {
             q->n_fed = q->n_cached = src_k;
             log_d("sequence %d: its first %d tokens come from slot %d's cache (a KV copy)", q->id, src_k, src);
@@ -330,6 +339,11 @@ int sched_feed_whole(sched_t *s, int id) {
     sched_seq_t *q = not_started(s, id);
     if (!q) return TERN_EINVAL;
     s->n_cached_tok -= q->n_cached;
+    if (q->n_ram && s->ram) {   /* a restore it does not use is no hit */
+        s->ram->n_hits--;
+        s->ram->n_restored_tok -= (unsigned long long)q->n_ram;
+    }
+    q->n_ram = 0;
     q->n_fed = q->n_cached = 0;
     q->copy_src = -1;   /* nothing copied either */
     return 0;

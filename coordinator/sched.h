@@ -9,8 +9,9 @@
  * after what another slot holds, copied from there: sched_set_kv_copy),
  * embeddings (a prompt's pooled final hidden states instead of tokens, sched_embed),
  * context shifting (a sequence that fills its context drops part of it and goes on,
- * sched_set_context_shift) and slot save / restore (a slot's cache to and from a file,
- * sched_slot.c).
+ * sched_set_context_shift), slot save / restore (a slot's cache to and from a file,
+ * sched_slot.c) and a RAM prompt cache (slots' caches kept in memory for later prompts,
+ * sched_set_ram_cache).
  * Not here: text (the caller tokenizes and detokenizes), transports (pipeline). */
 #ifndef TERN_SCHED_H
 #define TERN_SCHED_H
@@ -19,6 +20,7 @@
 #include "coordinator/grammar.h"
 #include "coordinator/kvfile.h"
 #include "coordinator/pipeline.h"
+#include "coordinator/promptcache.h"
 
 #define SCHED_MAX_INFLIGHT 8
 #define SCHED_TRIGGER_MAX 64   /* bytes of a lazy grammar's trigger (sched_grammar_trigger) */
@@ -78,6 +80,7 @@ typedef struct sched_seq {
                             * (step_t.copy) not made yet — it waits until that slot has fed them;
                             * -1: none pending */
     int copy_n, copy_own;  /* the copy's positions; what this slot's own cache held of the prompt */
+    int n_ram;             /* prompt tokens written into the slot from the RAM cache at admission */
     unsigned long last_use;   /* admission stamp: among equal caches the oldest slot is taken */
     int max_gen, n_gen;
     int n_keep;            /* tokens a context shift keeps at the start (sched_set_keep; resolved) */
@@ -143,6 +146,7 @@ typedef struct sched {
     const uint8_t **allow; /* (n_seq,) the slots' masks (NULL: free sampling), for step_t.allow */
     int hold;              /* sched_step submits nothing new, only waits (a slot save / restore drains) */
     kvfile_model_t kvm;    /* the model as slot files name it (sched_set_model; size 0: not set) */
+    promptcache_t *ram;    /* the RAM prompt cache (sched_set_ram_cache; owned); NULL: off */
     int err_code;          /* the TERN_E* code of the failure in err (0 = none) */
     char err[256];
 } sched_t;
@@ -309,6 +313,24 @@ int sched_slot_restore(sched_t *s, int slot, const char *path, int *n_restored, 
  * of the slot holds toks[0..n) (copied; every position as a fresh prefill computes it), so that
  * sched_slot_save writes them. 0 or TERN_EINVAL (no such slot, busy, n outside [0, n_ctx]). */
 int sched_slot_adopt(sched_t *s, int slot, const int32_t *toks, int n);
+/* RAM prompt cache (llama-server's --cache-ram; off after sched_init): with the prefix cache, a
+ * free slot that holds at least SCHED_RAM_MIN tokens, of which a new prompt taking the slot reuses
+ * less than half, first has them (with their rows, pipeline kv_read) put into a RAM store of
+ * `limit` bytes (promptcache.h: LRU, an entry that a longer one begins is dropped); and a prompt
+ * that begins with an entry's tokens SCHED_COPY_MIN more than its slot's cache or a KV copy gives
+ * gets the entry's rows written into its slot (kv_write) and starts after them. kv_read / kv_write
+ * need the whole pipeline idle, so such an admission first waits for the steps in flight (nothing
+ * new is submitted meanwhile: a pause of the other streams of about one step per stage). Output is
+ * unchanged (the rows are what a prefill of those tokens computes). limit 0: off (entries freed).
+ * 0, or TERN_ENOTSUP (the pipeline cannot move rows, or the model's identity is not set) /
+ * TERN_ENOMEM. */
+#define SCHED_RAM_MIN 16
+int sched_set_ram_cache(sched_t *s, size_t limit);
+/* sched_add_at's part (sched_slot.c): before sequence of prompt[0..n) takes free slot `slot`, whose
+ * cache it reuses for `keep` tokens and a copy would give `than`: the slot's cache saved, an entry
+ * restored (*restored: its tokens, else 0), by the rules above. Returns 1 when it waited for the
+ * pipeline (the caller looks at the slots again), 0 when it did nothing. */
+int sched_ram_admit(sched_t *s, int slot, const int32_t *prompt, int n, int use, int keep, int than, int *restored);
 /* Forgets idle slot `slot`'s cached tokens (llama-server's action=erase): how many it held, or
  * TERN_EINVAL (no such slot, or busy). */
 int sched_slot_erase(sched_t *s, int slot);

@@ -13,6 +13,7 @@
 #include <jansson.h>
 #include <netdb.h>
 #include <poll.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -459,6 +460,19 @@ int server_attach(server_t *s, tern_model *m, const sampler_params_t *sp, char *
     pthread_mutex_unlock(&s->met.mu);
     s->sched_t0_prefill = m->sched.t_prefill;
     s->sched_t0_decode = m->sched.t_decode;
+    if (s->cfg.cache_ram_mib && !s->cfg.no_cache_prompt) {   /* before the engine thread owns the scheduler */
+        size_t lim = s->cfg.cache_ram_mib < 0 ? SIZE_MAX : (size_t)s->cfg.cache_ram_mib << 20;
+        int rc = sched_set_ram_cache(&m->sched, lim);
+        if (rc == TERN_ENOTSUP) log_w("serve: --cache-ram: this pipeline cannot move KV cache rows; the RAM prompt cache is off");
+        else if (rc < 0) {
+            free(slots);
+            return err_set(err, errlen, rc, "--cache-ram: out of memory");
+        } else if (s->cfg.cache_ram_mib < 0) log_i("serve: RAM prompt cache without a size limit");
+        else log_i("serve: RAM prompt cache of up to %ld MiB", s->cfg.cache_ram_mib);
+        pthread_mutex_lock(&s->met.mu);
+        s->met.ram_limit = !m->sched.ram ? 0 : s->cfg.cache_ram_mib < 0 ? -1 : (double)lim;
+        pthread_mutex_unlock(&s->met.mu);
+    }
     pthread_mutex_lock(&s->mu);
     s->def_sp = *sp;
     s->slots = slots;

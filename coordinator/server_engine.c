@@ -9,6 +9,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -341,6 +342,14 @@ static void update_gauges(struct server *s) {
     s->met.kv_copies = (unsigned long long)sc->n_copies;
     s->met.kv_copied = (unsigned long long)sc->n_copied_tok;
     s->met.gen_seconds = sc->t_decode - s->sched_t0_decode;
+    if (sc->ram) {
+        const promptcache_t *pc = sc->ram;
+        s->met.ram_entries = (unsigned long long)pc->n;
+        s->met.ram_bytes = pc->bytes;
+        s->met.ram_limit = pc->limit == SIZE_MAX ? -1 : (double)pc->limit;
+        s->met.ram_saved = pc->n_saved, s->met.ram_evicted = pc->n_evicted;
+        s->met.ram_hits = pc->n_hits, s->met.ram_restored = pc->n_restored_tok;
+    }
     pthread_mutex_unlock(&s->met.mu);
     pthread_mutex_lock(&s->mu);
     server_info_publish(s);

@@ -204,5 +204,11 @@ enum MHD_Result server_info_props(struct server *s, struct MHD_Connection *c) {
                           s->cfg.metrics, "webui", !s->cfg.no_webui, "chat_template", tmpl, "bos_token",
                           token_json(m->tok, tokenizer_bos(m->tok)), "eos_token", token_json(m->tok, tokenizer_eos(m->tok)),
                           "build_info", SERVER_INFO_BUILD, "is_sleeping", 0);
+    pthread_mutex_lock(&s->met.mu);   /* the RAM prompt cache as the engine last copied it */
+    json_t *pc = json_pack("{s:f, s:I, s:I}", "limit_mib", s->met.ram_limit < 0 ? -1.0 : s->met.ram_limit / 1048576.0,
+                           "entries", (json_int_t)s->met.ram_entries, "bytes", (json_int_t)s->met.ram_bytes);
+    pthread_mutex_unlock(&s->met.mu);
+    if (o && pc) json_object_set_new(o, "prompt_cache", pc);
+    else json_decref(pc);
     return server_reply_json(c, 200, o);
 }

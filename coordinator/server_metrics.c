@@ -95,6 +95,16 @@ char *server_metrics_render(server_metrics_t *m) {
            (double)m->kv_copies);
     metric(&b, "kv_copied_tokens_total", "counter", "prompt tokens those copies carried (also in prompt_tokens_cached_total)",
            (double)m->kv_copied);
+    metric(&b, "prompt_cache_entries", "gauge", "prompts held in the RAM prompt cache (--cache-ram)", (double)m->ram_entries);
+    metric(&b, "prompt_cache_bytes", "gauge", "bytes they hold (tokens and keys and values)", (double)m->ram_bytes);
+    metric(&b, "prompt_cache_limit_bytes", "gauge", "what they may hold (--cache-ram; 0: off, -1: no limit)", m->ram_limit);
+    metric(&b, "prompt_cache_saves_total", "counter", "slots' caches put into the RAM prompt cache", (double)m->ram_saved);
+    metric(&b, "prompt_cache_evictions_total", "counter", "entries evicted to make room (least recently used first)",
+           (double)m->ram_evicted);
+    metric(&b, "prompt_cache_hits_total", "counter", "prompts that began with an entry written back into their slot",
+           (double)m->ram_hits);
+    metric(&b, "prompt_cache_restored_tokens_total", "counter",
+           "prompt tokens those hits carried (also in prompt_tokens_cached_total)", (double)m->ram_restored);
     hist(&b, "time_to_first_token_seconds", "time from request to first generated token", &m->ttft);
     hist(&b, "inter_token_latency_seconds", "time between generated tokens of one request", &m->itl);
     hist(&b, "request_duration_seconds", "time from request to last token", &m->e2e);

@@ -26,6 +26,9 @@ typedef struct server_metrics {
     unsigned long long grammar_requests;    /* generation requests held to a grammar (schema, tools) */
     unsigned long long ctx_shifts;          /* context shifts (--context-shift) */
     unsigned long long kv_copies, kv_copied;   /* KV copies between slots, and the positions copied */
+    unsigned long long ram_entries, ram_bytes;   /* the RAM prompt cache (--cache-ram): now */
+    double ram_limit;                       /* its bytes (0: off, -1: no limit) */
+    unsigned long long ram_saved, ram_evicted, ram_hits, ram_restored;   /* and so far (tokens restored) */
     server_hist_t ttft, itl, e2e;           /* seconds */
 } server_metrics_t;
 

@@ -5,7 +5,8 @@
  * batch when none do, decode tokens in every step, oldest prompt first, no starvation), outputs
  * equal to solo runs and to the model itself, pipelined steps, replay after recovery, and
  * context shifts (each applied to the fake's cache as the stages apply them), and KV copies between
- * slots (a prompt evaluated once for several sequences). */
+ * slots (a prompt evaluated once for several sequences), and the RAM prompt cache (rows read out of
+ * a slot before another prompt takes it, written back for the prompt that begins with them). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -1296,6 +1297,126 @@ static void test_prefix_cache(void **state) {
     }
 }
 
+/* ---- the RAM prompt cache (sched_set_ram_cache) ---- */
+
+/* the fake's rows as a one-layer model of 8-byte rows: keys = each position's token, values = the
+ * history hash after it; read and written only while no step is in flight (pipeline.h) */
+static int fake_kv_read(pipeline_t *p, int slot, int n, int kv_type, size_t row, uint8_t *buf, char *err, size_t errlen) {
+    fake_t *f = (fake_t *)p;
+    (void)kv_type, (void)err, (void)errlen;
+    if (f->nq) fake_bad(f, "kv_read of slot %d with %d steps in flight", slot, f->nq);
+    if (row != 8 || n < 1 || n > f->kv_len[slot]) fake_bad(f, "kv_read of %d rows of slot %d, which holds %d", n, slot, f->kv_len[slot]);
+    for (int i = 0; i < n && i < MAXTOK; i++) {
+        uint64_t t = (uint64_t)f->kvtok[slot][i];
+        memcpy(buf + (size_t)i * 8, &t, 8);
+        memcpy(buf + ((size_t)n + (size_t)i) * 8, &f->hist_at[slot][i + 1], 8);
+    }
+    return 0;
+}
+
+static int fake_kv_write(pipeline_t *p, int slot, int n, int kv_type, size_t row, const uint8_t *buf, char *err,
+                         size_t errlen) {
+    fake_t *f = (fake_t *)p;
+    (void)kv_type, (void)err, (void)errlen;
+    if (f->nq) fake_bad(f, "kv_write into slot %d with %d steps in flight", slot, f->nq);
+    if (row != 8 || n < 1 || n > MAXTOK) fake_bad(f, "kv_write of %d rows", n);
+    f->hist_at[slot][0] = HIST0;
+    for (int i = 0; i < n && i < MAXTOK; i++) {
+        uint64_t t;
+        memcpy(&t, buf + (size_t)i * 8, 8);
+        f->kvtok[slot][i] = (int32_t)t;
+        memcpy(&f->hist_at[slot][i + 1], buf + ((size_t)n + (size_t)i) * 8, 8);
+    }
+    f->kv_len[slot] = n;
+    return 0;
+}
+
+static const pipeline_ops_t fake_ops_kv = {fake_seq_start, fake_submit, fake_wait, fake_destroy, fake_recover, NULL,
+                                           fake_kv_read, fake_kv_write};
+
+/* r admitted, then steps until it ends (others may go on) */
+static void run_until_done(sched_t *sc, fake_t *f, seqrun_t *r) {
+    admit(sc, f, r, 0);
+    while (!r->finish) step(sc, f);
+}
+
+/* One free slot beside a long sequence (steps of it in flight at every admission): A, then B
+ * overwrites A's cache (saved to RAM first), then A's next turn gets A's rows back from RAM and
+ * starts after them; outputs are the model's own (the long one's too); a request that then feeds
+ * its prompt whole gives its hit back; a prompt sharing too little is not restored; without
+ * kv_read / kv_write the cache cannot be turned on. */
+static void test_ram_cache(void **state) {
+    (void)state;
+    for (int inflight = 1; inflight <= 2; inflight++) {
+        fake_t f;
+        sched_t sc;
+        fake_init(&f, inflight);
+        f.cache_ok = 1;
+        sched_open(&sc, &f, 2, 8, 4);
+        sched_set_prefix_cache(&sc, 1);
+        assert_int_equal(sched_set_ram_cache(&sc, 1 << 20), TERN_ENOTSUP);   /* no model identity, no kv ops */
+        kvfile_model_t m;
+        memset(&m, 0, sizeof m);
+        m.size = 1, m.n_layer = 1, m.row = 8;
+        sched_set_model(&sc, &m);
+        assert_int_equal(sched_set_ram_cache(&sc, 1 << 20), TERN_ENOTSUP);
+        f.base.ops = &fake_ops_kv;
+        assert_int_equal(sched_set_ram_cache(&sc, 1 << 20), 0);
+        seqrun_t L, a, b, a2, b2, c;
+        seq_make(&L, 10, 150, 9, 0.0f);
+        admit(&sc, &f, &L, 0);
+        for (int i = 0; i < 4; i++) step(&sc, &f);
+        seq_make(&a, 30, 6, 1, 0.6f);
+        run_until_done(&sc, &f, &a);
+        expect_solo(&a);
+        seq_make(&b, 30, 6, 2, 0.0f);
+        run_until_done(&sc, &f, &b);
+        assert_int_equal(b.slot, a.slot);
+        assert_int_equal(sc.ram->n, 1);   /* a's 35 fed tokens */
+        assert_int_equal(sc.ram->e[0].n, 35);
+        expect_solo(&b);
+        /* a's next turn: its prompt, 4 of its tokens, then another */
+        seq_make(&a2, 36, 5, 1, 0.6f);
+        memcpy(a2.prompt, a.prompt, 30 * sizeof(int32_t));
+        memcpy(a2.prompt + 30, a.out, 4 * sizeof(int32_t));
+        a2.prompt[34] = (a.out[4] + 1) % V;
+        a2.prompt[35] = 3;
+        run_until_done(&sc, &f, &a2);
+        assert_int_equal(a2.slot, a.slot);
+        assert_int_equal(sc.seqs[a2.slot].n_ram, 34);
+        assert_int_equal(sc.seqs[a2.slot].n_cached, 34);
+        assert_int_equal(sc.ram->n_hits, 1);
+        assert_int_equal(sc.ram->n_restored_tok, 34);
+        assert_int_equal(sc.ram->n, 2);   /* b saved too */
+        expect_solo(&a2);
+        /* b again, but fed whole: restored at admission, the hit given back */
+        seq_make(&b2, 30, 4, 2, 0.0f);
+        b2.f = &f, b2.sc = &sc;
+        b2.id = sched_add(&sc, b2.prompt, 30, 4, &b2.sp, on_token, &b2);
+        assert_true(b2.id >= 0);
+        b2.slot = f.last_started;
+        assert_int_equal(sc.seqs[b2.slot].n_cached, 29);
+        assert_int_equal(sc.ram->n_hits, 2);
+        assert_int_equal(sched_feed_whole(&sc, b2.id), 0);
+        assert_int_equal(sc.ram->n_hits, 1);
+        assert_int_equal(sc.ram->n_restored_tok, 34);
+        while (!b2.finish) step(&sc, &f);
+        expect_solo(&b2);
+        /* a prompt sharing 3 tokens with an entry: not worth a restore */
+        seq_make(&c, 20, 3, 7, 0.0f);
+        memcpy(c.prompt, a.prompt, 3 * sizeof(int32_t));
+        run_until_done(&sc, &f, &c);
+        assert_int_equal(sc.ram->n_hits, 1);
+        expect_solo(&c);
+        assert_int_equal(L.finish, 0);   /* it ran beside all of them */
+        while (step(&sc, &f) > 0) {}
+        expect_solo(&L);
+        assert_int_equal(sched_set_ram_cache(&sc, 0), 0);
+        assert_null(sc.ram);
+        sched_free(&sc);
+    }
+}
+
 /* KV copies: the n choices of one request (one prompt, a seed each, admitted together) evaluate the
  * prompt once — the others copy all but its last token from the first's slot once it has fed them
  * — and each makes what it makes alone (and what it makes with copies off); a prompt that shares a
@@ -1715,6 +1836,7 @@ int main(void) {
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_add_at),
         cmocka_unit_test(test_kv_copy),
+        cmocka_unit_test(test_ram_cache),
         cmocka_unit_test(test_grammars),
         cmocka_unit_test(test_lazy_grammars),
         cmocka_unit_test(test_lazy_grammar_token),
