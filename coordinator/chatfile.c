@@ -33,7 +33,15 @@ static int content_text(json_t *c, char **out, const char **why) {
         return 0;
     }
     static const char bad[] = "'content' is not a string, null or an array of {\"type\": \"text\", \"text\": ...} parts";
-    *why = bad;
+    size_t len;
+    int rc = chatfile_join_parts(c, out, &len);
+    *why = rc == TERN_EFORMAT ? bad : NULL;
+    return rc;
+}
+
+int chatfile_join_parts(const void *content, char **out, size_t *len) {
+    json_t *c = (json_t *)content;
+    *out = NULL;
     if (!json_is_array(c)) return TERN_EFORMAT;
     size_t i, total = 1;
     json_t *part;
@@ -44,7 +52,6 @@ static int content_text(json_t *c, char **out, const char **why) {
             return TERN_EFORMAT;
         total += json_string_length(text);
     }
-    *why = NULL;
     if (!(*out = malloc(total))) return TERN_ENOMEM;
     size_t at = 0;
     json_array_foreach(c, i, part) {
@@ -53,6 +60,7 @@ static int content_text(json_t *c, char **out, const char **why) {
         at += json_string_length(text);
     }
     (*out)[at] = 0;
+    *len = at;
     return 0;
 }
 

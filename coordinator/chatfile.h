@@ -23,6 +23,10 @@ char *chatfile_dump(const chat_msg_t *msgs, int n_msgs, int *n_bad);
 /* chatfile_dump into path, through path.tmp renamed into place (a failure leaves the old file).
  * 0 or TERN_EIO / TERN_ENOMEM with a one-line err naming the file. */
 int chatfile_save(const char *path, const chat_msg_t *msgs, int n_msgs, int *n_bad, char *err, size_t errlen);
+/* OpenAI's text content parts ([{"type": "text", "text": ...}, ...], c: a json_t * array) joined
+ * into *out (malloc'd, NUL-terminated, *len bytes before the NUL; the server's requests read
+ * content so too). 0, TERN_EFORMAT (c is not such an array) or TERN_ENOMEM. */
+int chatfile_join_parts(const void *c, char **out, size_t *len);
 /* Frees the contents (not the roles: literals) and the array. */
 void chatfile_msgs_free(chat_msg_t *msgs, int n_msgs);
 

@@ -3,6 +3,8 @@
 #include "coordinator/cluster_mpi.h"
 #include "coordinator/engine.h"
 #include "coordinator/grammar.h"
+#include "coordinator/pipeline.h"
+#include "core/alloc.h"
 #include "coordinator/json_schema.h"
 #include "core/err.h"
 #include <stdint.h>
@@ -253,4 +255,27 @@ int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen) {
     if (o->p.cluster && o->p.workers) return err_set(err, errlen, TERN_EINVAL, "use --cluster or --workers, not both");
     o->s.seed = o->seed >= 0 ? (uint64_t)o->seed : (uint64_t)time(NULL) ^ ((uint64_t)getpid() << 20);
     return cluster_mpi_start(&o->p, err, errlen);   /* under mpirun: ranks > 0 serve as workers and exit there */
+}
+
+int cli_score_step_alloc(struct step *s, int nb, int rows, int n_embd) {
+    s->tokens = malloc((size_t)nb * sizeof(int32_t));
+    s->seq = calloc((size_t)nb, sizeof(int));
+    s->pos = malloc((size_t)nb * sizeof(int));
+    s->sample = calloc((size_t)nb, 1);
+    s->out_target_lp = malloc((size_t)nb * sizeof(double));
+    s->out_tok = malloc((size_t)rows * sizeof(int32_t));
+    s->out_lp = malloc((size_t)rows * sizeof(float));
+    s->h = tern_alloc((size_t)nb * (size_t)n_embd * sizeof(float));
+    return s->tokens && s->seq && s->pos && s->sample && s->out_target_lp && s->out_tok && s->out_lp && s->h ? 0 : TERN_ENOMEM;
+}
+
+void cli_score_step_free(struct step *s) {
+    free(s->tokens);
+    free(s->seq);
+    free(s->pos);
+    free(s->sample);
+    free(s->out_target_lp);
+    free(s->out_tok);
+    free(s->out_lp);
+    tern_free(s->h);
 }

@@ -43,4 +43,12 @@ char *cli_read_file_n(const char *path, const char *what, long max, size_t *len,
  * one-line reason */
 int cli_model_opts_check(cli_model_opts_t *o, char *err, size_t errlen);
 
+/* A scoring step's buffers (perplexity, multiple choice): nb tokens with their sequence, position,
+ * sample flag and target log-probability, room for `rows` scored rows (token, log-probability) and
+ * the hidden states (nb, n_embd). 0, or TERN_ENOMEM (what was made is freed by
+ * cli_score_step_free, which also takes a zeroed step). */
+struct step;
+int cli_score_step_alloc(struct step *s, int nb, int rows, int n_embd);
+void cli_score_step_free(struct step *s);
+
 #endif

@@ -7,6 +7,7 @@
  * scored one, shared by all its choices) is fed once, in its first choice's slot, and copied into
  * the others' (step_t.copy), as llama.cpp evaluates it once; the scores are the same either way
  * (a position's keys and values depend only on the tokens up to it). */
+#include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
 #include "coordinator/mcscore.h"
 #include "coordinator/tokenizer.h"
@@ -258,16 +259,9 @@ static void mcs_final(const mcs_t *c) {
 
 static void mcs_steps_free(mcs_step_t *ps, int n) {
     for (int i = 0; i < n; i++) {
-        free(ps[i].s.tokens);
-        free(ps[i].s.seq);
-        free(ps[i].s.pos);
-        free(ps[i].s.sample);
+        cli_score_step_free(&ps[i].s);
         free(ps[i].tgt);
         free(ps[i].cp);
-        free(ps[i].s.out_target_lp);
-        free(ps[i].s.out_tok);
-        free(ps[i].s.out_lp);
-        tern_free(ps[i].s.h);
     }
 }
 
@@ -275,19 +269,9 @@ static int mcs_steps_alloc(mcs_step_t *ps, int n, int nb, int n_slots, int n_emb
     int ok = 1;
     memset(ps, 0, (size_t)n * sizeof *ps);
     for (int i = 0; i < n; i++) {
-        step_t *s = &ps[i].s;
-        s->tokens = malloc((size_t)nb * sizeof(int32_t));
-        s->seq = calloc((size_t)nb, sizeof(int));
-        s->pos = malloc((size_t)nb * sizeof(int));
-        s->sample = calloc((size_t)nb, 1);
         ps[i].tgt = malloc((size_t)nb * sizeof(int32_t));
         ps[i].cp = malloc((size_t)n_slots * sizeof(step_copy_t));
-        s->out_target_lp = malloc((size_t)nb * sizeof(double));
-        s->out_tok = malloc(STAGE_SCORE_ROWS * sizeof(int32_t));
-        s->out_lp = malloc(STAGE_SCORE_ROWS * sizeof(float));
-        s->h = tern_alloc((size_t)nb * (size_t)n_embd * sizeof(float));
-        ok = ok && s->tokens && s->seq && s->pos && s->sample && ps[i].tgt && ps[i].cp && s->out_target_lp &&
-             s->out_tok && s->out_lp && s->h;
+        ok = cli_score_step_alloc(&ps[i].s, nb, STAGE_SCORE_ROWS, n_embd) == 0 && ok && ps[i].tgt && ps[i].cp;
     }
     return ok ? 0 : TERN_ENOMEM;
 }

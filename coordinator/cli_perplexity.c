@@ -52,17 +52,10 @@ typedef struct ppl_step {
 
 static void ppl_steps_free(ppl_step_t *ps, int n) {
     for (int i = 0; i < n; i++) {
-        free(ps[i].s.tokens);
-        free(ps[i].s.seq);
-        free(ps[i].s.pos);
-        free(ps[i].s.sample);
-        free(ps[i].tgt);
-        free(ps[i].s.out_target_lp);
-        free(ps[i].s.out_tok);
-        free(ps[i].s.out_lp);
+        cli_score_step_free(&ps[i].s);
         free(ps[i].s.out_logits);
+        free(ps[i].tgt);
         free(ps[i].row_tgt);
-        tern_free(ps[i].s.h);
     }
 }
 
@@ -72,19 +65,10 @@ static int ppl_steps_alloc(ppl_step_t *ps, int n, int nb, int n_embd, int n_voca
     memset(ps, 0, (size_t)n * sizeof *ps);
     for (int i = 0; i < n; i++) {
         step_t *s = &ps[i].s;
-        s->tokens = malloc((size_t)nb * sizeof(int32_t));
-        s->seq = calloc((size_t)nb, sizeof(int));
-        s->pos = malloc((size_t)nb * sizeof(int));
-        s->sample = calloc((size_t)nb, 1);
         ps[i].tgt = malloc((size_t)nb * sizeof(int32_t));
-        s->out_target_lp = malloc((size_t)nb * sizeof(double));
-        s->out_tok = malloc(PPL_ROWS * sizeof(int32_t));
-        s->out_lp = malloc(PPL_ROWS * sizeof(float));
-        s->h = tern_alloc((size_t)nb * (size_t)n_embd * sizeof(float));
         ps[i].row_tgt = malloc(PPL_ROWS * sizeof(int32_t));
+        ok = cli_score_step_alloc(s, nb, PPL_ROWS, n_embd) == 0 && ok && ps[i].tgt && ps[i].row_tgt;
         if (n_vocab > 0) ok = ok && (s->out_logits = malloc((size_t)PPL_ROWS * (size_t)n_vocab * sizeof(float)));
-        ok = ok && s->tokens && s->seq && s->pos && s->sample && ps[i].tgt && s->out_target_lp && s->out_tok &&
-             s->out_lp && s->h && ps[i].row_tgt;
     }
     return ok ? 0 : TERN_ENOMEM;
 }

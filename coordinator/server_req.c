@@ -2,6 +2,7 @@
  * stop, prompt, messages); each names the field in its error, so a client sees exactly what
  * was wrong. The JSON is parsed by jansson; nothing is trusted before its type is checked. */
 #include "coordinator/server_req.h"
+#include "coordinator/chatfile.h"
 #include "coordinator/grammar.h"
 #include "coordinator/json_schema.h"
 #include "coordinator/reasoning.h"
@@ -202,24 +203,11 @@ static int parse_content(json_t *c, char **out, server_err_t *e) {
     if (!c || json_is_null(c)) { *out = strdup(""); goto done; }
     if (json_is_string(c)) return dup_string(out, c, "messages", e);
     if (!json_is_array(c)) return BAD(e, "messages", "a message's 'content' must be a string or an array of parts");
-    size_t i, total = 1;
-    json_t *part;
-    json_array_foreach(c, i, part) {
-        json_t *type = json_object_get(part, "type"), *text = json_object_get(part, "text");
-        if (!json_is_object(part) || !json_is_string(type) || strcmp(json_string_value(type), "text") != 0 ||
-            !json_is_string(text))
-            return BAD(e, "messages", "only text content parts ({\"type\":\"text\",\"text\":...}) are supported");
-        total += json_string_length(text);
-    }
-    if (!(*out = malloc(total))) goto done;
-    size_t at = 0;
-    json_array_foreach(c, i, part) {
-        json_t *text = json_object_get(part, "text");
-        memcpy(*out + at, json_string_value(text), json_string_length(text));
-        at += json_string_length(text);
-    }
-    (*out)[at] = 0;
-    if (strlen(*out) != at) return BAD(e, "messages", "a message's content contains a NUL byte");
+    size_t len = 0;
+    int rc = chatfile_join_parts(c, out, &len);
+    if (rc == TERN_EFORMAT) return BAD(e, "messages", "only text content parts ({\"type\":\"text\",\"text\":...}) are supported");
+    if (rc < 0) goto done;
+    if (strlen(*out) != len) return BAD(e, "messages", "a message's content contains a NUL byte");
 done:
     return *out ? 0 : server_err_set(e, 500, "server_error", NULL, NULL, "out of memory");
 }
