@@ -12,16 +12,22 @@
  * each changes the message list only — the next turn's prefix match decides what is fed again.
  * --prompt-cache FILE: slot 0's keys and values come from FILE at start and go back at exit
  * (sched_slot_restore / sched_slot_save, as tern run's), so a long system message or a loaded
- * conversation is not evaluated again on every start. */
+ * conversation is not evaluated again on every start.
+ * Reasoning models (--reasoning-format, as serve's; auto: when the template writes <think>): the
+ * thinking streams dimmed on a terminal, between [thinking] and [/thinking] lines otherwise (or not
+ * at all with --no-show-thinking), and only the answer joins the conversation, as llama.cpp's
+ * templates drop earlier turns' thinking; the cache match re-feeds from where they differ. */
 #define _GNU_SOURCE   /* ppoll */
 #include "coordinator/chatfile.h"
 #include "coordinator/cli_common.h"
 #include "coordinator/engine.h"
+#include "coordinator/reasoning.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/strbuf.h"
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <poll.h>
 #include <pthread.h>
 #include <signal.h>
@@ -67,6 +73,10 @@ typedef struct chat {
     int n_restored;        /* --prompt-cache: tokens restored at start (0: none); -1 once reported */
     unsigned n_regen;      /* /regen so far: each one's draw is seeded apart */
     int n_predict, no_cache;
+    void *kwargs;          /* json_t * object: the Jinja template's variables (enable_thinking, ...) */
+    int reason;            /* replies' <think>...</think> is shown apart and not kept */
+    int show_think;        /* with reason: stream the thinking (marked) */
+    int think_open;        /* the last prompt ended inside <think> */
     char err[512];
 } chat_t;
 
@@ -82,6 +92,7 @@ static void chat_free(chat_t *c) {
     grammar_state_destroy(&c->gs);
     grammar_destroy(&c->grammar);   /* after its state */
     free(c->mask);
+    json_decref(c->kwargs);
 }
 
 static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp, int shift, int keep, int n_predict,
@@ -232,15 +243,17 @@ static int chat_feed(chat_t *c, const int32_t *toks, int n) {
     return err_set(c->err, sizeof c->err, TERN_EINVAL, "nothing to feed");
 }
 
-/* The first n_msgs messages formatted and tokenized into *ids (grown as needed, capacity *cap).
- * Returns the token count or <0 with c->err set. */
-static int chat_tokens(chat_t *c, int n_msgs, int32_t **ids, int *cap) {
+/* The first n_msgs messages formatted and tokenized into *ids (grown as needed, capacity *cap);
+ * *open (NULL: not wanted): the text leaves the model inside <think>. Returns the token count or
+ * <0 with c->err set. */
+static int chat_tokens(chat_t *c, int n_msgs, int32_t **ids, int *cap, int *open) {
     tern_model *m = c->m;
-    int need = chat_apply(m->tok, c->msgs, n_msgs, NULL, 0);
+    int need = chat_apply_vars(m->tok, c->msgs, n_msgs, NULL, NULL, NULL, c->kwargs, 1, NULL, 0);
     if (need < 0) return err_set(c->err, sizeof c->err, need, "%s", *chat_error() ? chat_error() : "the model's chat template cannot be applied");
     char *buf = malloc((size_t)need + 1);
     if (!buf) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
-    chat_apply(m->tok, c->msgs, n_msgs, buf, need + 1);
+    chat_apply_vars(m->tok, c->msgs, n_msgs, NULL, NULL, NULL, c->kwargs, 1, buf, need + 1);
+    if (open) *open = reasoning_prompt_open(buf, (size_t)need);
     int n = tokenizer_encode(m->tok, buf, (size_t)need, tokenizer_add_bos(m->tok), 1, *ids, *cap);
     if (n > *cap) {   /* a conversation past the context (shifted): room for all of it */
         int32_t *p = realloc(*ids, ((size_t)n + 8) * sizeof(int32_t));
@@ -266,7 +279,7 @@ static void chat_keep(chat_t *c, const int32_t *ids, int n) {
     if (c->keep_req < 0 && c->n_msgs > 0 && !strcmp(c->msgs[0].role, "system")) {
         int cap = 64;
         int32_t *sys = malloc((size_t)cap * sizeof *sys);
-        int ns = sys ? chat_tokens(c, 1, &sys, &cap) : -1;
+        int ns = sys ? chat_tokens(c, 1, &sys, &cap, NULL) : -1;
         for (k = 0; k < ns && k < n && sys[k] == ids[k];) k++;
         if (ns < 0) k = bos;
         free(sys);
@@ -281,7 +294,7 @@ static void chat_keep(chat_t *c, const int32_t *ids, int n) {
  * <0 (c->err set). */
 static int chat_prompt(chat_t *c, int no_cache, uint64_t seed_off) {
     tern_model *m = c->m;
-    int n = chat_tokens(c, c->n_msgs, &c->ids, &c->cap_ids), rc;
+    int n = chat_tokens(c, c->n_msgs, &c->ids, &c->cap_ids, &c->think_open), rc;
     if (n < 0) return n;
     if (c->shift && c->keep < 0) chat_keep(c, c->ids, n);
     if (!c->shift && n >= m->n_ctx)
@@ -326,17 +339,53 @@ static int chat_prompt(chat_t *c, int no_cache, uint64_t seed_off) {
     return chat_feed(c, c->ids + from, n - from);
 }
 
+/* How the thinking looks on stdout: dim on a terminal, else between marker lines */
+static void think_mark(int on) {
+    if (isatty(1)) fputs(on ? "\033[2m" : "\033[0m\n", stdout);
+    else fputs(on ? "[thinking]\n" : "\n[/thinking]\n", stdout);
+}
+
+/* The reply so far (text[0..n), final: all of it) split into thinking and answer (*out); what is
+ * new of each since the last call (*rsent, *csent bytes sent) goes to stdout, the thinking marked
+ * (*in: the thinking's mark is open). */
+static void chat_show_split(chat_t *c, const char *text, size_t n, int final, size_t *scan, size_t *rsent,
+                            size_t *csent, int *in, reasoning_split_t *out) {
+    reasoning_split_t rs;
+    reasoning_split(text, n, c->think_open, final, scan, &rs);
+    *out = rs;
+    if (c->show_think && rs.r1 - rs.r0 > *rsent) {
+        if (!*in) {
+            think_mark(1);
+            *in = 1;
+        }
+        fwrite(text + rs.r0 + *rsent, 1, rs.r1 - rs.r0 - *rsent, stdout);
+        *rsent = rs.r1 - rs.r0;
+    }
+    if (*in && (rs.c1 > rs.c0 || final)) {
+        think_mark(0);
+        *in = 0;
+    }
+    if (rs.c1 - rs.c0 > *csent) {
+        fwrite(text + rs.c0 + *csent, 1, rs.c1 - rs.c0 - *csent, stdout);
+        *csent = rs.c1 - rs.c0;
+    }
+    fflush(stdout);
+}
+
 /* Generates the reply after tok (the first sampled token), streaming it to stdout, and
- * appends it to the conversation. With a grammar the reply ends once the grammar is complete
- * (the last token is not fed: the next turn's prefix match feeds it), or with a note on stderr
- * where it comes to a dead end. 0, or <0 with c->err set. */
+ * appends it to the conversation (with c->reason, the answer after the thinking alone). With a
+ * grammar the reply ends once the grammar is complete (the last token is not fed: the next turn's
+ * prefix match feeds it), or with a note on stderr where it comes to a dead end. 0, or <0 with
+ * c->err set. */
 static int chat_reply(chat_t *c, int tok, int n_predict) {
     tern_model *m = c->m;
     detok_t dt;
     detok_init(&dt, m->tok, 0);   /* the reply is a message of its own: SPM's leading space goes */
     strbuf_t reply = {0};
     char piece[256];
-    int rc = 0;
+    int rc = 0, in_think = 0;
+    size_t scan = 0, rsent = 0, csent = 0;
+    reasoning_split_t rs;
     for (int i = 0; n_predict < 0 || i < n_predict; i++) {
         if (g_interrupted || tokenizer_is_eog(m->tok, tok)) break;
         if (c->grammar && grammar_state_accept_token(c->gs, c->gvocab, tok) < 0) {   /* the mask let it through */
@@ -345,9 +394,13 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
         }
         int np = detok_feed(&dt, tok, piece, sizeof piece);
         if (np > 0) {
-            fwrite(piece, 1, (size_t)np, stdout);
-            fflush(stdout);
             if (strbuf_add(&reply, piece, (size_t)np) < 0) { rc = TERN_ENOMEM; break; }
+            if (c->reason) {
+                chat_show_split(c, reply.p, reply.n, 0, &scan, &rsent, &csent, &in_think, &rs);
+            } else {
+                fwrite(piece, 1, (size_t)np, stdout);
+                fflush(stdout);
+            }
         }
         if (c->grammar && grammar_state_done(c->gs)) break;   /* the reply is a whole sentence */
         if (c->n_fed >= m->n_ctx && !c->shift) {   /* with --context-shift, chat_feed shifts */
@@ -365,15 +418,20 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
         if (tok < 0) { rc = tok; break; }
     }
     int np = detok_flush(&dt, piece, sizeof piece);
-    if (np > 0) {
-        fwrite(piece, 1, (size_t)np, stdout);
-        if (strbuf_add(&reply, piece, (size_t)np) < 0) rc = TERN_ENOMEM;
-    }
+    if (np > 0 && strbuf_add(&reply, piece, (size_t)np) < 0) rc = TERN_ENOMEM;
+    else if (np > 0 && !c->reason) fwrite(piece, 1, (size_t)np, stdout);
+    rs = (reasoning_split_t){0, 0, 0, reply.n};
+    if (c->reason && rc != TERN_ENOMEM)
+        chat_show_split(c, reply.p ? reply.p : "", reply.n, 1, &scan, &rsent, &csent, &in_think, &rs);
     fputc('\n', stdout);
     fflush(stdout);
     if (rc == TERN_ENOMEM) err_set(c->err, sizeof c->err, rc, "out of memory");
     if (rc < 0) { free(reply.p); return rc; }
     if (!reply.p && strbuf_add(&reply, "", 0) < 0) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
+    if (rs.c0 > 0) {   /* the thinking goes: the answer alone is the message */
+        memmove(reply.p, reply.p + rs.c0, rs.c1 - rs.c0);
+        reply.p[rs.c1 - rs.c0] = 0;
+    }
     return chat_push(c, "assistant", reply.p);
 }
 
@@ -667,7 +725,7 @@ int cli_chat(int argc, char **argv) {
     cli_model_opts_t mo;
     cli_model_opts_default(&mo);
     const char *sys = NULL, *chat_file = NULL, *pcache = NULL;
-    int n_predict = -1, no_cache = 0, pcache_ro = 0;
+    int n_predict = -1, no_cache = 0, pcache_ro = 0, no_show_think = 0;
     mo.s.n_keep = -1;   /* a shift keeps the system message */
     opt_t opts[96] = {
         {"-sys", "--system-prompt", OPT_STR, &sys, "TEXT", "system message at the start of the conversation", 0, 0},
@@ -676,8 +734,10 @@ int cli_chat(int argc, char **argv) {
         {NULL, "--chat-file", OPT_STR, &chat_file, "FILE", "start from the conversation in FILE (as /load FILE; instead of -sys)", 0, 0},
         {NULL, "--prompt-cache", OPT_STR, &pcache, "FILE", "start with the keys and values FILE holds (same model; the first turn feeds only what comes after the beginning it shares with the conversation), and save the cache to FILE at exit", 0, 0},
         {NULL, "--prompt-cache-ro", OPT_FLAG, &pcache_ro, NULL, "with --prompt-cache: only read FILE", 0, 0},
+        {NULL, "--no-show-thinking", OPT_FLAG, &no_show_think, NULL, "with --reasoning-format: do not print the thinking (by default dim on a terminal, else between [thinking] and [/thinking] lines)", 0, 0},
     };
-    int n_opts = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 1), (int)(sizeof opts / sizeof opts[0]));
+    int cap = (int)(sizeof opts / sizeof opts[0]);
+    int n_opts = cli_reasoning_opts(&mo, opts, cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, cap, 1), cap), cap);
     for (int i = 0; i < n_opts; i++)
         if (opts[i].lng && !strcmp(opts[i].lng, "--keep"))
             opts[i].help = "with --context-shift: tokens kept at the start of the conversation after the BOS (-1: the system message)";
@@ -693,6 +753,17 @@ int cli_chat(int argc, char **argv) {
         fprintf(stderr, "tern chat: %s\n", err);
         return 1;
     }
+    int rfmt = reasoning_format_parse(mo.reasoning_format);
+    if (rfmt < 0) {
+        fprintf(stderr, "tern chat: --reasoning-format %s: expected none, deepseek or auto\n", mo.reasoning_format);
+        return 1;
+    }
+    void *kwargs;
+    if (cli_chat_kwargs(&mo, &kwargs, err, sizeof err) < 0) {
+        fprintf(stderr, "tern chat: %s\n", err);
+        return 1;
+    }
+    json_decref(kwargs);   /* checked before the model loads; made again for the chat below */
     if (mo.p.lookup || mo.p.draft_model) {   /* chat drives the pipeline itself, not the scheduler that drafts */
         fprintf(stderr, "tern chat: --lookup and -md are for tern run and tern serve\n");
         return 1;
@@ -737,6 +808,9 @@ int cli_chat(int argc, char **argv) {
     }
     chat_t c;
     rc = chat_init(&c, m, &sp, mo.p.context_shift, mo.s.n_keep, n_predict, no_cache);
+    if (rc == 0) rc = cli_chat_kwargs(&mo, &c.kwargs, err, sizeof err);
+    c.reason = rfmt == REASONING_DEEPSEEK || (rfmt == REASONING_AUTO && chat_template_thinks(m->tok));
+    c.show_think = !no_show_think;
     if (rc == 0 && sys) {
         char *s = strdup(sys);
         rc = s ? chat_push(&c, "system", s) : TERN_ENOMEM;

@@ -7,6 +7,7 @@
 #include "core/alloc.h"
 #include "coordinator/json_schema.h"
 #include "core/err.h"
+#include <jansson.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -20,6 +21,8 @@ void cli_model_opts_default(cli_model_opts_t *o) {
     tern_sampling_default(&o->s);
     o->p.n_threads = (int)sysconf(_SC_NPROCESSORS_ONLN);
     o->seed = -1;
+    o->reasoning_format = "auto";
+    o->reasoning_budget = -1;
 }
 
 /* a command's option table too small for the shared options is a bug in tern, not the user's:
@@ -114,6 +117,51 @@ int cli_chat_template_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap) {
     opt_t end = OPT_END;
     opts[n] = end;
     return n;
+}
+
+int cli_reasoning_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap) {
+    opt_t t[] = {
+        {NULL, "--reasoning-format", OPT_STR, &o->reasoning_format, "FMT",
+         "replies of reasoning models: deepseek (<think>...</think> apart from the answer: serve's "
+         "reasoning_content, chat's thinking shown marked and left out of the conversation), none (left in the "
+         "reply), auto (deepseek when the chat template writes <think>)", 0, 0},
+        {NULL, "--reasoning-budget", OPT_INT, &o->reasoning_budget, "N",
+         "-1: think freely; 0: no thinking (the template gets enable_thinking = false)", -1, 0},
+        {NULL, "--chat-template-kwargs", OPT_STR, &o->chat_template_kwargs, "JSON",
+         "more variables for the --jinja template, e.g. '{\"enable_thinking\":false}' (serve: a request's "
+         "chat_template_kwargs go over them)", 0, 0},
+    };
+    table_fits((size_t)n + sizeof t / sizeof t[0], cap);
+    for (size_t i = 0; i < sizeof t / sizeof t[0]; i++) opts[n++] = t[i];
+    opt_t end = OPT_END;
+    opts[n] = end;
+    return n;
+}
+
+int cli_chat_kwargs(const cli_model_opts_t *o, void **out, char *err, size_t errlen) {
+    *out = NULL;
+    json_t *kw = json_pack("{s:b}", "enable_thinking", o->reasoning_budget != 0), *user = NULL;
+    if (!kw) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    if (o->chat_template_kwargs) {
+        json_error_t je;
+        user = json_loads(o->chat_template_kwargs, 0, &je);
+        json_t *et = json_object_get(user, "enable_thinking");
+        if (!json_is_object(user) || (et && !json_is_boolean(et))) {
+            err_set(err, errlen, TERN_EINVAL, "--chat-template-kwargs: %s", !user ? je.text : !json_is_object(user)
+                    ? "not a JSON object" : "enable_thinking must be true or false");
+            json_decref(user);
+            json_decref(kw);
+            return TERN_EINVAL;
+        }
+        if (json_object_update(kw, user) < 0) {
+            json_decref(user);
+            json_decref(kw);
+            return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+        }
+        json_decref(user);
+    }
+    *out = kw;
+    return 0;
 }
 
 int cli_chat_template_apply(tern_model *m, const cli_model_opts_t *o, char *err, size_t errlen) {

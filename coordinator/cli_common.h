@@ -22,6 +22,9 @@ typedef struct cli_model_opts {
     int verbose;        /* -v (applied by main.c before parsing) */
     int jinja;          /* --jinja: render the chat template (chat, serve) */
     const char *chat_template, *chat_template_file;   /* --chat-template NAME|TEXT, --chat-template-file */
+    const char *reasoning_format;   /* --reasoning-format none|deepseek|auto (chat, serve; default auto) */
+    int reasoning_budget;           /* --reasoning-budget: -1 think freely, 0 enable_thinking = false */
+    const char *chat_template_kwargs;   /* --chat-template-kwargs: a JSON object's text, or NULL */
 } cli_model_opts_t;
 
 void cli_model_opts_default(cli_model_opts_t *o);
@@ -31,6 +34,13 @@ void cli_model_opts_default(cli_model_opts_t *o);
 int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sampling);
 /* appends --jinja, --chat-template, --chat-template-file (chat and serve); returns the new count */
 int cli_chat_template_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap);
+/* appends --reasoning-format, --reasoning-budget, --chat-template-kwargs (chat and serve); returns
+ * the new count */
+int cli_reasoning_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap);
+/* The Jinja template's variables those flags give: {"enable_thinking": budget != 0} with
+ * --chat-template-kwargs set over it, as a new json_t * object in *out. 0, or TERN_EINVAL with a
+ * one-line reason (not JSON, not an object, enable_thinking not a bool), TERN_ENOMEM. */
+int cli_chat_kwargs(const cli_model_opts_t *o, void **out, char *err, size_t errlen);
 /* After the model is loaded: the chat formatter those flags choose (chat_template_set). 0, or <0
  * with a one-line reason (no template with --jinja, a file that cannot be read, a parse error). */
 int cli_chat_template_apply(tern_model *m, const cli_model_opts_t *o, char *err, size_t errlen);

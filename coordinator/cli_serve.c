@@ -124,7 +124,7 @@ int cli_serve(int argc, char **argv) {
     const char *key_file = NULL, *alias = NULL, *ssl_key_file = NULL, *ssl_cert_file = NULL;
     uint64_t max_body = sc.max_body;
     float grace = 30;
-    const char *pooling = "mean", *reasoning = "auto";
+    const char *pooling = "mean";
     int cache_ram = 0;   /* opt-in: a restore or save pauses the other streams for a step, and the rows
                           * of every layer land in the coordinator's RAM (in a cluster often the
                           * smallest machine) */
@@ -150,14 +150,11 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--no-webui", OPT_FLAG, &sc.no_webui, NULL, "do not serve the web UI page at / (404)", 0, 0},
         {NULL, "--no-slots", OPT_FLAG, &sc.no_slots, NULL, "do not serve /slots (501)", 0, 0},
         {NULL, "--spm-infill", OPT_FLAG, &sc.spm_infill, NULL, "/infill: suffix before prefix (Suffix/Prefix/Middle), for models trained so (default: Prefix/Suffix/Middle)", 0, 0},
-        {NULL, "--reasoning-format", OPT_STR, &reasoning, "FMT", "chat replies of reasoning models: deepseek (<think>...</think> as message.reasoning_content, streamed as delta.reasoning_content), none (left in content), auto (deepseek when the chat template writes <think>)", 0, 0},
-        {NULL, "--reasoning-budget", OPT_INT, &sc.reasoning_budget, "N", "-1: think freely; 0: no thinking (the template gets enable_thinking = false)", -1, 0},
-        {NULL, "--chat-template-kwargs", OPT_STR, &sc.chat_template_kwargs, "JSON", "more variables for the --jinja template, e.g. '{\"enable_thinking\":false}' (a request's chat_template_kwargs go over them)", 0, 0},
         {NULL, "--cache-ram", OPT_INT, &cache_ram, "MIB", "keep up to MIB of prompts' KV caches in RAM when their slot is taken by another prompt, and restore the best one into a slot whose new prompt begins with it (-1: no limit, 0: off)", -1, 1 << 24},
         {NULL, "--slot-save-path", OPT_STR, &sc.slot_save_path, "DIR", "POST /slots/{id}?action=save|restore|erase keep slots' KV caches in files here (default: 501)", 0, 0},
     };
-    int n = cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 1), (int)(sizeof opts / sizeof opts[0]));
-    (void)n;
+    int cap = (int)(sizeof opts / sizeof opts[0]);
+    cli_reasoning_opts(&mo, opts, cli_chat_template_opts(&mo, opts, cli_model_opts_table(&mo, opts, cap, 1), cap), cap);
     char err[512];
     int npos, rc = opt_parse(opts, argc, argv, NULL, 0, &npos, err, sizeof err);
     if (rc == 1) {
@@ -172,8 +169,10 @@ int cli_serve(int argc, char **argv) {
         fprintf(stderr, "tern serve: --pooling %s: expected mean, last or cls\n", pooling);
         return 1;
     }
-    if ((sc.reasoning_format = reasoning_format_parse(reasoning)) < 0) {
-        fprintf(stderr, "tern serve: --reasoning-format %s: expected none, deepseek or auto\n", reasoning);
+    sc.reasoning_budget = mo.reasoning_budget;
+    sc.chat_template_kwargs = mo.chat_template_kwargs;
+    if ((sc.reasoning_format = reasoning_format_parse(mo.reasoning_format)) < 0) {
+        fprintf(stderr, "tern serve: --reasoning-format %s: expected none, deepseek or auto\n", mo.reasoning_format);
         return 1;
     }
     if (sc.api_key && key_file) { fprintf(stderr, "tern serve: use --api-key or --api-key-file, not both\n"); return 1; }
