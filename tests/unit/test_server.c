@@ -13,6 +13,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include "coordinator/toolstream.h"
 #include "coordinator/server_anthropic.h"
 #include "coordinator/server_int.h"
 #include "coordinator/server_metrics.h"
@@ -1671,6 +1672,9 @@ static void test_anthropic_reply(void **state) {
                                          : "{\"stop_reason\":\"end_turn\",\"stop_sequence\":null},\"usage\":{\"output_tokens\":3}"));
         assert_int_equal(server_anthropic_sse(srv, &j), 0);   /* done: nothing more */
         free(j.sse);
+        if (j.ts) toolstream_free(j.ts);   /* the stream's reader (the server's job_free does this) */
+        free(j.ts);
+        j.ts = NULL;
     }
     j.sse = NULL, j.sse_len = j.sse_cap = 0, j.sse_phase = 0, j.finish = SCHED_ERROR;
     assert_int_equal(server_anthropic_sse(srv, &j), 1);   /* failed: the caller ends the stream */
