@@ -15,6 +15,10 @@ int reasoning_format_parse(const char *name) {
     return -1;
 }
 
+const char *reasoning_format_name(int f) {
+    return f == REASONING_DEEPSEEK ? "deepseek" : f == REASONING_AUTO ? "auto" : "none";
+}
+
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
 
 /* the length of the longest end of s[0..n) that is a start (not all) of CLOSE */

@@ -18,6 +18,8 @@ enum reasoning_format {
 
 /* "none", "deepseek", "auto" -> REASONING_*; -1 for anything else */
 int reasoning_format_parse(const char *name);
+/* REASONING_* -> its name as reasoning_format_parse takes it ("none" for anything else) */
+const char *reasoning_format_name(int f);
 
 /* where a split lies in the text: reasoning text[r0, r1), content text[c0, c1) (empty: a0 == a1) */
 typedef struct reasoning_split {

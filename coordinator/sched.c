@@ -245,17 +245,17 @@ static int copy_source(const sched_t *s, int dst, const int32_t *prompt, int n, 
 
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
               void *user) {
-    return sched_add_at(s, -1, prompt, n, max_gen, sp, cb, user);
+    return sched_add_at(s, -1, 1, prompt, n, max_gen, sp, cb, user);
 }
 
-int sched_add_at(sched_t *s, int slot, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp,
-                 sched_cb cb, void *user) {
+int sched_add_at(sched_t *s, int slot, int cache, const int32_t *prompt, int n, int max_gen,
+                 const sampler_params_t *sp, sched_cb cb, void *user) {
     if (n < 1 || n >= s->n_ctx || slot < -1 || slot >= s->n_seq) return TERN_EINVAL;
     if (slot >= 0 && s->seqs[slot].active) return TERN_ENOMEM;
     for (int i = 0; i < n; i++)
         if (prompt[i] < 0 || prompt[i] >= s->pl->n_vocab) return TERN_EINVAL;
     /* the free slot with the longest cached beginning of this prompt (else the first free one) */
-    int use = s->prefix_cache && !sampler_params_use_history(sp);
+    int use = cache && s->prefix_cache && !sampler_params_use_history(sp);
     int best = -1, best_k = -1;
     for (int i = 0; i < s->n_seq; i++) {   /* ties: the least recently used slot keeps others' caches */
         if (s->seqs[i].active || (slot >= 0 && i != slot)) continue;

@@ -199,9 +199,12 @@ int sched_set_keep(sched_t *s, int id, int n_keep);
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
               void *user);
 /* sched_add into slot `slot` (llama-server's id_slot: its cache serves this prompt; -1: any
- * free slot, as sched_add). TERN_ENOMEM when that slot is busy, TERN_EINVAL when there is none. */
-int sched_add_at(sched_t *s, int slot, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp,
-                 sched_cb cb, void *user);
+ * free slot, as sched_add). cache 0: the prompt will be fed whole (cache_prompt false, an
+ * embedding, a scored prompt), so no slot is picked for its cache and nothing is restored from the
+ * RAM cache for it (a restore it would not use costs a pause and a write, and is no hit).
+ * TERN_ENOMEM when that slot is busy, TERN_EINVAL when there is none. */
+int sched_add_at(sched_t *s, int slot, int cache, const int32_t *prompt, int n, int max_gen,
+                 const sampler_params_t *sp, sched_cb cb, void *user);
 /* Right after sched_add: sequence id's prompt is fed whole, from position 0, though its slot held
  * a beginning of it (a request that turned the prefix cache off). 0 or TERN_EINVAL (no such
  * sequence, or it has started). */

@@ -256,7 +256,9 @@ static void admit(struct server *s, job_t *j) {
     server_stop_init(&j->st, j->stop, j->n_stop);
     j->t_start = time_now();
     if (j->cancel) { job_end(s, j, SCHED_CANCEL); return; }
-    int id = sched_add_at(sc, j->want_slot, j->ids, j->n_ids, j->max_gen, &j->sp, on_token, j);
+    /* a prompt fed whole does not look at the caches (no RAM restore it would not use) */
+    int cache = j->cache_prompt && j->kind != SERVER_REQ_EMBEDDINGS && !j->plp;
+    int id = sched_add_at(sc, j->want_slot, cache, j->ids, j->n_ids, j->max_gen, &j->sp, on_token, j);
     if (id < 0) {
         snprintf(j->errmsg, sizeof j->errmsg, "cannot start the sequence: %s", tern_strerror(id));
         job_end(s, j, SCHED_ERROR);

@@ -195,6 +195,10 @@ enum MHD_Result server_info_props(struct server *s, struct MHD_Connection *c) {
     json_t *params = dgs ? json_object_get(dgs, "params") : NULL;
     if (params) json_object_set_new(params, "grammar", json_string(s->cfg.grammar ? s->cfg.grammar : ""));
     if (params) json_object_set_new(params, "cache_prompt", json_boolean(!s->cfg.no_cache_prompt));
+    /* llama-server's params carry reasoning_format; a request may override it, as the budget */
+    if (params)
+        json_object_set_new(params, "reasoning_format", json_string(reasoning_format_name(s->cfg.reasoning_format)));
+    if (params) json_object_set_new(params, "reasoning_budget", json_integer(s->cfg.reasoning_budget));
     const gguf_kv_t *kv = m->g ? gguf_find(m->g, "tokenizer.chat_template") : NULL;
     json_t *tmpl = kv && kv->type == GGUF_STR ? server_json_text(kv->v.s.ptr, (size_t)kv->v.s.len) : json_string("");
     json_t *o = json_pack("{s:o?, s:i, s:s, s:s, s:{s:b, s:b}, s:b, s:b, s:b, s:b, s:o?, s:o?, s:o?, s:s, s:b}",
@@ -210,5 +214,9 @@ enum MHD_Result server_info_props(struct server *s, struct MHD_Connection *c) {
     pthread_mutex_unlock(&s->met.mu);
     if (o && pc) json_object_set_new(o, "prompt_cache", pc);
     else json_decref(pc);
+    void *kw = NULL;   /* --chat-template-kwargs, checked at server_start: every template's variables */
+    char why[160];
+    if (o && server_kwargs_parse(s->cfg.chat_template_kwargs, &kw, why, sizeof why) == 0 && kw)
+        json_object_set_new(o, "chat_template_kwargs", kw);
     return server_reply_json(c, 200, o);
 }

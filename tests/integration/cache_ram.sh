@@ -185,6 +185,43 @@ if out=$(python3 "$tmp/lcheck.py" "$tmp/lref.json" "$tmp/lram.json"); then
     || bad "LRU metrics: $(grep '^tern_prompt_cache' "$tmp/lram.metrics")"
 else bad "LRU: $out $(grep 'prompt cache' "$tmp/lram.log")"; fi
 
+# ---- requests that feed their prompt whole do not restore ------------------------------------
+# A, B (A saved to RAM), then A with cache_prompt false and B echo-scored (max_tokens 0 + echo +
+# logprobs): each would have been a hit, but the prompt is fed whole, so nothing is restored and
+# the hit counter stays; A (cache_prompt true) afterwards is one. (A restore the request then
+# does not use is taken back out of the counter, so the log's restores are what show none came.)
+cat >"$tmp/nocache.py" <<'PY'
+# nocache.py URL: prints the hit counter after each request, then "same" / "differ" for A's texts
+import json, re, sys, urllib.request
+url = sys.argv[1]
+def post(body):
+    req = urllib.request.Request(url + "/v1/completions", json.dumps(body).encode(), {"Content-Type": "application/json"})
+    return json.load(urllib.request.urlopen(req, timeout=60))
+def hits():
+    m = urllib.request.urlopen(url + "/metrics", timeout=60).read().decode()
+    return int(re.search(r"^tern_prompt_cache_hits_total (\d+)", m, re.M).group(1))
+PA = "Conversation A: the harbour was busy at dawn, gulls circled over the masts, ropes and the fishing boats."
+PB = "Conversation B: a recipe for bread needs flour, water, salt and yeast, then time and a hot oven to bake."
+a1 = post(dict(prompt=PA, max_tokens=16, temperature=0))["choices"][0]["text"]
+post(dict(prompt=PB, max_tokens=16, temperature=0))
+h = [hits()]
+a2 = post(dict(prompt=PA, max_tokens=16, temperature=0, cache_prompt=False))
+h.append(hits())
+post(dict(prompt=PB, max_tokens=0, echo=True, logprobs=1, temperature=0))
+h.append(hits())
+post(dict(prompt=PA, max_tokens=16, temperature=0))
+h.append(hits())
+print(*h, a2["timings"]["cache_n"], "same" if a2["choices"][0]["text"] == a1 else "differ")
+PY
+start_serve nocache -m "$M" -t 2 -np 1 --metrics --cache-ram 64 || die "serve nocache did not start: $(cat "$tmp/nocache.log")"
+wait_health "$URL" 30 || die "nocache not healthy"
+out=$(python3 "$tmp/nocache.py" "$URL" 2>&1)
+kill "$SPID"
+wait "$SPID" 2>/dev/null
+[ "$out" = "0 0 0 1 0 same" ] && [ "$(grep -c 'restored into' "$tmp/nocache.log")" = 1 ] \
+  && ok "cache_prompt false and an echo-scored prompt restore nothing (hits after each: ${out% * *}), A's text unchanged; A afterwards is a hit" \
+  || bad "cache_prompt false / echo-scored (hits after B, A nocache, B echo, A; A nocache's cache_n; text): $out $(grep 'prompt cache' "$tmp/nocache.log")"
+
 # ---- bad values ------------------------------------------------------------------------------
 "$TERN" serve -m "$M" --cache-ram -2 >/dev/null 2>"$tmp/bad.err"; rc=$?
 [ $rc = 1 ] && grep -q -- '--cache-ram' "$tmp/bad.err" && ok "--cache-ram -2 refused: $(head -1 "$tmp/bad.err")" || bad "--cache-ram -2 (rc $rc): $(cat "$tmp/bad.err")"

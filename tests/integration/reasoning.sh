@@ -35,6 +35,14 @@ start_serve s_kw -m "$M" -t 2 -c 2048 --jinja --chat-template-file "$data/qwen3.
   --chat-template-kwargs '{"enable_thinking": false, "extra": 1}' || die "serve (kwargs) did not start: $(tail -3 "$tmp/s_kw.log")"
 U_KW=$URL
 for u in "$U_AUTO" "$U_NONE" "$U_BUDGET" "$U_OPEN" "$U_KW"; do wait_health "$u" 60 || die "no /health at $u"; done
+# /props: the reasoning settings each server was started with (llama-server's params.reasoning_format)
+props() {   # props URL: "FORMAT BUDGET KWARGS" (KWARGS: the object as JSON, or - when not set)
+  curl -s --max-time 30 "$1/props" | python3 -c 'import json,sys; o=json.load(sys.stdin); p=o["default_generation_settings"]["params"]
+print(p["reasoning_format"], p["reasoning_budget"], json.dumps(o["chat_template_kwargs"], sort_keys=True) if "chat_template_kwargs" in o else "-", "chat_template" in o)'
+}
+got="$(props "$U_AUTO") | $(props "$U_NONE") | $(props "$U_BUDGET") | $(props "$U_KW")"
+[ "$got" = 'auto -1 - True | none -1 - True | auto 0 - True | auto -1 {"enable_thinking": false, "extra": 1} True' ] \
+  && ok "/props shows reasoning_format, reasoning_budget and chat_template_kwargs: $got" || bad "/props reasoning settings: $got"
 for kw in '[1]' '{"enable_thinking": "no"}' '{'; do
   if timeout 30 "$TERN" serve --port 0 -m "$M" --chat-template-kwargs "$kw" >/dev/null 2>"$tmp/badkw.log"; then
     bad "--chat-template-kwargs $kw was accepted"

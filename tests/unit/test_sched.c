@@ -1186,7 +1186,7 @@ static void test_add_at(void **state) {
         seqrun_t *r = &p[k];
         seq_make(r, 20, 6, 1, 0.0f);
         r->f = &f, r->sc = &sc;
-        r->id = sched_add_at(&sc, want, r->prompt, 20, 6, &r->sp, on_token, r);
+        r->id = sched_add_at(&sc, want, 1, r->prompt, 20, 6, &r->sp, on_token, r);
         assert_true(r->id >= 0);
         r->slot = f.last_started;
         assert_int_equal(r->slot, want);
@@ -1195,14 +1195,14 @@ static void test_add_at(void **state) {
         f.rank[r->slot] = 0;
         f.pending += 20;   /* as admit() counts a prompt */
         if (k == 0) {   /* while it runs: its slot is busy, the others free */
-            assert_int_equal(sched_add_at(&sc, want, r->prompt, 20, 6, &r->sp, on_token, r), TERN_ENOMEM);
+            assert_int_equal(sched_add_at(&sc, want, 1, r->prompt, 20, 6, &r->sp, on_token, r), TERN_ENOMEM);
         }
         while (step(&sc, &f) > 0) {}
         assert_memory_equal(r->out, a.out, 6 * sizeof(int32_t));
         expect_solo(r);
     }
-    assert_int_equal(sched_add_at(&sc, 3, a.prompt, 20, 6, &a.sp, on_token, &a), TERN_EINVAL);
-    assert_int_equal(sched_add_at(&sc, -2, a.prompt, 20, 6, &a.sp, on_token, &a), TERN_EINVAL);
+    assert_int_equal(sched_add_at(&sc, 3, 1, a.prompt, 20, 6, &a.sp, on_token, &a), TERN_EINVAL);
+    assert_int_equal(sched_add_at(&sc, -2, 1, a.prompt, 20, 6, &a.sp, on_token, &a), TERN_EINVAL);
     sched_free(&sc);
 }
 

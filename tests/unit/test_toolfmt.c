@@ -19,6 +19,7 @@
 #include "tests/unit/cmocka_or_shim.h"
 
 #include "coordinator/grammar.h"
+#include "coordinator/reasoning.h"
 #include "coordinator/server_int.h"
 #include "coordinator/server_req.h"
 #include "coordinator/server_tools.h"
@@ -75,7 +76,7 @@ static void test_detect(void **st) {
         {"mistral-small-3.1-24b-instruct-2503", TOOLFMT_MISTRAL},
         {"llama3-8b-instruct", TOOLFMT_GENERIC},  {"chatml-openhermes-2.5", TOOLFMT_GENERIC},
         {"bitnet-b1.58-2B-4T", TOOLFMT_GENERIC},  {"deepseek-r1-distill-qwen-32b", TOOLFMT_GENERIC},
-        {"mistral-7b-instruct-v0.2", TOOLFMT_GENERIC},
+        {"mistral-7b-instruct-v0.2", TOOLFMT_GENERIC}, {"qwen3", TOOLFMT_HERMES},   /* thinks, then calls */
     };
     for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
         char *t = template_text(cases[i].name);
@@ -708,6 +709,128 @@ static void test_server_prompt_vs_jinja2(void **st) {
     json_decref(expected);
 }
 
+/* ---- thinking before the calls ------------------------------------------------------------ */
+
+/* the message a stream's deltas add up to (OpenAI's rule: a call's first delta has its id and
+ * name, later ones more arguments); *calls_seen set once a delta has tool_calls */
+static void delta_apply(json_t *msg, json_t *d, int *calls_seen) {
+    json_t *c = json_object_get(d, "content"), *tc = json_object_get(d, "tool_calls"), *v;
+    size_t i;
+    if (c) {
+        json_t *was = json_object_get(msg, "content");
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s%s", json_is_string(was) ? json_string_value(was) : "", json_string_value(c));
+        json_object_set_new(msg, "content", json_string(buf));
+    }
+    if (!tc) return;
+    *calls_seen = 1;
+    json_t *list = json_object_get(msg, "tool_calls");
+    if (!list) json_object_set_new(msg, "tool_calls", list = json_array());
+    json_array_foreach(tc, i, v) {
+        size_t k = (size_t)json_integer_value(json_object_get(v, "index"));
+        json_t *fn = json_object_get(v, "function");
+        if (json_object_get(v, "id")) {
+            assert_int_equal(k, json_array_size(list));
+            json_array_append(list, v);
+            json_object_del(json_array_get(list, k), "index");
+            continue;
+        }
+        json_t *have = json_object_get(json_object_get(json_array_get(list, k), "function"), "arguments");
+        assert_non_null(have);
+        char buf[1024];
+        snprintf(buf, sizeof buf, "%s%s", json_string_value(have), json_string_value(json_object_get(fn, "arguments")));
+        json_object_set_new(json_object_get(json_array_get(list, k), "function"), "arguments", json_string(buf));
+    }
+}
+
+/* text (a Qwen3 reply: thinking, then Hermes calls) released `step` bytes at a time (0: whole),
+ * through the reasoning split into the tools reader as server_gen.c's sse_tools does: the
+ * reasoning streamed (into reasoning[]) before any tool_calls delta, and the message and finish
+ * reason the deltas add up to */
+static json_t *stream_thinking(const char *text, int open, size_t step, char reasoning[512], const char **finish) {
+    toolstream_t ts;
+    toolstream_init(&ts, TOOLFMT_HERMES);
+    json_t *msg = json_pack("{s:s}", "role", "assistant");
+    size_t n = strlen(text), scan = 0, rsent = 0, csent = 0, at = 0;
+    int calls_seen = 0;
+    reasoning[0] = 0;
+    for (;;) {
+        size_t to = step && at + step < n ? at + step : n;
+        reasoning_split_t rs;
+        reasoning_split(text, to, open, to == n, &scan, &rs);
+        size_t nr = rs.r1 - rs.r0 - rsent, nc = rs.c1 - rs.c0 - csent;
+        if (nr) {
+            assert_false(calls_seen);   /* the thinking comes first */
+            strncat(reasoning, text + rs.r0 + rsent, nr);
+        }
+        rsent += nr;
+        if (nc) assert_int_equal(toolstream_feed(&ts, text + rs.c0 + csent, nc), 0);
+        csent += nc;
+        if (to == n) assert_int_equal(toolstream_finish(&ts), 0);
+        json_t *d = server_tools_delta(&ts, "call_x");
+        assert_non_null(d);
+        delta_apply(msg, d, &calls_seen);
+        json_decref(d);
+        if (to == n) break;
+        at = to;
+    }
+    if (!json_object_get(msg, "content")) json_object_set_new(msg, "content", calls_seen ? json_null() : json_string(""));
+    *finish = server_tools_finish(&ts, "stop");
+    toolstream_free(&ts);
+    return msg;
+}
+
+/* Qwen3 thinks, then calls (--reasoning-format deepseek/auto with tools): the reply's reasoning
+ * is the thinking, its tool_calls the Hermes blocks after it (finish_reason tool_calls), and a
+ * stream in any pieces sends the reasoning first and adds up to that reply. Expected messages
+ * are written out by hand; a <tool_call> inside the thinking is thinking. */
+static void test_thinking_then_calls(void **st) {
+    (void)st;
+#define CALL_W "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"Paris\", \"unit\": \"c\"}}\n</tool_call>"
+#define MSG_W "{\"id\": \"call_x\", \"type\": \"function\", \"function\": {\"name\": \"get_weather\", " \
+              "\"arguments\": \"{\\\"city\\\":\\\"Paris\\\",\\\"unit\\\":\\\"c\\\"}\"}}"
+    static const struct { const char *text; int open; const char *reasoning, *msg, *finish; } cases[] = {
+        {"<think>\nThe user wants the weather: get_weather.\n</think>\n\n" CALL_W, 0, "The user wants the weather: get_weather.",
+         "{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [" MSG_W "]}", "tool_calls"},
+        {"Paris, so get_weather.\n</think>\n\n" CALL_W, 1, "Paris, so get_weather.",   /* the prompt opened <think> */
+         "{\"role\": \"assistant\", \"content\": null, \"tool_calls\": [" MSG_W "]}", "tool_calls"},
+        {"<think>two calls</think>Checking.\n" CALL_W "\n<tool_call>{\"name\": \"add\", \"arguments\": {\"a\": 1}}</tool_call>", 0,
+         "two calls", "{\"role\": \"assistant\", \"content\": \"Checking.\", \"tool_calls\": [" MSG_W ", {\"id\": \"call_x_1\", "
+         "\"type\": \"function\", \"function\": {\"name\": \"add\", \"arguments\": \"{\\\"a\\\":1}\"}}]}", "tool_calls"},
+        {"<think>maybe " CALL_W "? no</think>\nIt is 4.", 0, "maybe " CALL_W "? no",
+         "{\"role\": \"assistant\", \"content\": \"It is 4.\"}", "stop"},
+    };
+    static const size_t steps[] = {0, 1, 2, 3, 5, 7, 13, 64};
+    int checked = 0;
+    for (size_t c = 0; c < sizeof cases / sizeof cases[0]; c++) {
+        size_t n = strlen(cases[c].text), scan = 0;
+        reasoning_split_t rs;   /* the plain reply, as server_gen.c's choice_json builds it */
+        reasoning_split(cases[c].text, n, cases[c].open, 1, &scan, &rs);
+        const char *fin = NULL;
+        json_t *plain = server_tools_reply(TOOLFMT_HERMES, cases[c].text + rs.c0, rs.c1 - rs.c0, "call_x", 0, "stop", &fin);
+        json_t *want = json_loads(cases[c].msg, 0, NULL);
+        assert_non_null(want);
+        if (!json_equal(plain, want)) fail_msg("case %zu: plain %s", c, json_dumps(plain, JSON_COMPACT));
+        assert_int_equal(rs.r1 - rs.r0, strlen(cases[c].reasoning));
+        assert_memory_equal(cases[c].text + rs.r0, cases[c].reasoning, rs.r1 - rs.r0);
+        assert_string_equal(fin, cases[c].finish);
+        for (size_t k = 0; k < sizeof steps / sizeof steps[0]; k++, checked++) {
+            char r[512];
+            const char *sfin = NULL;
+            json_t *got = stream_thinking(cases[c].text, cases[c].open, steps[k], r, &sfin);
+            if (!json_equal(got, plain)) fail_msg("case %zu, step %zu: stream %s", c, steps[k], json_dumps(got, JSON_COMPACT));
+            assert_string_equal(r, cases[c].reasoning);
+            assert_string_equal(sfin, fin);
+            json_decref(got);
+        }
+        json_decref(plain);
+        json_decref(want);
+    }
+#undef CALL_W
+#undef MSG_W
+    printf("thinking then calls: %d streams == plain\n", checked);
+}
+
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detect),
@@ -716,6 +839,7 @@ int main(void) {
         cmocka_unit_test(test_parse_cases),
         cmocka_unit_test(test_parse_mutations),
         cmocka_unit_test(test_stream_splits),
+        cmocka_unit_test(test_thinking_then_calls),
         cmocka_unit_test(test_server_request),
         cmocka_unit_test(test_server_prompt_vs_jinja2),
     };
