@@ -391,21 +391,18 @@ static int ev_tools(job_t *j, const char **fin) {
     if (!ts) return -1;
     int rc = 0;
     if (j->reason) {   /* the thinking as a thinking block first; the text after it feeds the reader */
-        reasoning_split_t rs;
-        server_gen_reason_split(j, &rs);
-        size_t nr = rs.r1 - rs.r0 - j->rsent, nc = rs.c1 - rs.c0 - j->csent;   /* a split never shrinks */
+        const char *r, *t;
+        size_t nr, nc;
+        server_gen_reason_new(j, &r, &nr, &t, &nc);
         if (nr) {
             if (j->anth_open != 3) {
                 ev_close(j);
                 ev_block_start(j, j->anth_block, json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking", "", "signature", ""));
                 j->anth_open = 3;
             }
-            ev_delta(j, j->anth_block, json_pack("{s:s, s:o}", "type", "thinking_delta", "thinking",
-                                                 server_json_text(j->racc + rs.r0 + j->rsent, nr)));
-            j->rsent += nr;
+            ev_delta(j, j->anth_block, json_pack("{s:s, s:o}", "type", "thinking_delta", "thinking", server_json_text(r, nr)));
         }
-        if (nc) rc = toolstream_feed(ts, j->racc + rs.c0 + j->csent, nc);
-        j->csent += nc;
+        if (nc) rc = toolstream_feed(ts, t, nc);
     } else {
         rc = j->out_len ? toolstream_feed(ts, j->out, j->out_len) : 0;
         j->out_len = 0;
@@ -446,17 +443,15 @@ static int ev_tools(job_t *j, const char **fin) {
 /* a reasoning reply's stream (not tools): the thinking as a thinking block of thinking_delta
  * events, then the answer as a text block (opened empty at the end when nothing came) */
 static void sse_reason(job_t *j) {
-    reasoning_split_t rs;
-    server_gen_reason_split(j, &rs);
-    const char *t = j->racc ? j->racc : "";
-    size_t nr = rs.r1 - rs.r0 - j->rsent, nc = rs.c1 - rs.c0 - j->csent;
+    const char *r, *t;
+    size_t nr, nc;
+    server_gen_reason_new(j, &r, &nr, &t, &nc);
     if (nr) {
         if (!j->ablk) {
             ev_block_start(j, j->aidx, json_pack("{s:s, s:s, s:s}", "type", "thinking", "thinking", "", "signature", ""));
             j->ablk = 1;
         }
-        ev_delta(j, j->aidx, json_pack("{s:s, s:o}", "type", "thinking_delta", "thinking", server_json_text(t + rs.r0 + j->rsent, nr)));
-        j->rsent += nr;
+        ev_delta(j, j->aidx, json_pack("{s:s, s:o}", "type", "thinking_delta", "thinking", server_json_text(r, nr)));
     }
     if ((nc || j->state == JOB_DONE) && j->ablk != 2) {
         if (j->ablk == 1) ev_block_stop(j, j->aidx++);
@@ -464,8 +459,7 @@ static void sse_reason(job_t *j) {
         j->ablk = 2;
     }
     if (nc) {
-        ev_delta(j, j->aidx, json_pack("{s:s, s:o}", "type", "text_delta", "text", server_json_text(t + rs.c0 + j->csent, nc)));
-        j->csent += nc;
+        ev_delta(j, j->aidx, json_pack("{s:s, s:o}", "type", "text_delta", "text", server_json_text(t, nc)));
     }
 }
 

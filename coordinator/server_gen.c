@@ -516,13 +516,11 @@ static int sse_tools(struct server *s, job_t *h, job_t *j, int c, int failed) {
     int rc = 0;
     json_t *think = NULL;
     if (j->reason) {   /* the thinking goes out as reasoning_content; the text after it feeds the reader */
-        reasoning_split_t rs;
-        server_gen_reason_split(j, &rs);
-        size_t nr = rs.r1 - rs.r0 - j->rsent, nc = rs.c1 - rs.c0 - j->csent;   /* a split never shrinks */
-        if (nr) think = server_json_text(j->racc + rs.r0 + j->rsent, nr);
-        j->rsent += nr;
-        if (nc) rc = toolstream_feed(j->ts, j->racc + rs.c0 + j->csent, nc);
-        j->csent += nc;
+        const char *r, *t;
+        size_t nr, nc;
+        server_gen_reason_new(j, &r, &nr, &t, &nc);
+        if (nr) think = server_json_text(r, nr);
+        if (nc) rc = toolstream_feed(j->ts, t, nc);
     } else {
         rc = j->out_len ? toolstream_feed(j->ts, j->out, j->out_len) : 0;
         j->out_len = 0;
@@ -549,7 +547,7 @@ static int sse_tools(struct server *s, job_t *h, job_t *j, int c, int failed) {
  * (final once j is done) sends what is new of the reasoning and of the content as one delta, with
  * the log-probabilities of the tokens whose text is all out. Out of memory: j->out waits for the
  * next call. */
-void server_gen_reason_split(job_t *j, reasoning_split_t *rs) {
+void server_gen_reason_new(job_t *j, const char **r, size_t *nr, const char **c, size_t *nc) {
     int room = 1;
     if (j->out_len && j->racc_len + j->out_len > j->racc_cap) {
         size_t cap = (j->racc_len + j->out_len) * 2 + 64;
@@ -562,19 +560,23 @@ void server_gen_reason_split(job_t *j, reasoning_split_t *rs) {
         j->racc_len += j->out_len;
         j->out_len = 0;
     }
-    reasoning_split(j->racc ? j->racc : "", j->racc_len, j->think_open, j->state == JOB_DONE && room, &j->rscan, rs);
+    reasoning_split_t rs;
+    const char *t = j->racc ? j->racc : "";
+    reasoning_split(t, j->racc_len, j->think_open, j->state == JOB_DONE && room, &j->rscan, &rs);
+    *r = t + rs.r0 + j->rsent, *nr = rs.r1 - rs.r0 - j->rsent;
+    *c = t + rs.c0 + j->csent, *nc = rs.c1 - rs.c0 - j->csent;
+    j->rsent += *nr;
+    j->csent += *nc;
 }
 
 static void sse_reason(struct server *s, job_t *h, job_t *j, int c) {
-    reasoning_split_t rs;
-    server_gen_reason_split(j, &rs);
-    size_t nr = rs.r1 - rs.r0 - j->rsent, nc = rs.c1 - rs.c0 - j->csent;   /* a split never shrinks */
+    const char *r, *t;
+    size_t nr, nc;
+    server_gen_reason_new(j, &r, &nr, &t, &nc);
     if (!nr && !nc) return;
     json_t *delta = json_object();
-    if (nr) json_object_set_new(delta, "reasoning_content", server_json_text(j->racc + rs.r0 + j->rsent, nr));
-    if (nc) json_object_set_new(delta, "content", server_json_text(j->racc + rs.c0 + j->csent, nc));
-    j->rsent += nr;
-    j->csent += nc;
+    if (nr) json_object_set_new(delta, "reasoning_content", server_json_text(r, nr));
+    if (nc) json_object_set_new(delta, "content", server_json_text(t, nc));
     int k = j->lp_sent;
     while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
     sse_put(h, chunk_delta(s, h, c, delta, NULL, 0, NULL, lp_json(s, j, j->lp_sent, k, 0)));

@@ -229,10 +229,11 @@ enum MHD_Result server_slots_action(struct server *s, struct MHD_Connection *c, 
                                     size_t len);
 void server_slots_run(struct server *s, slot_job_t *sj);
 
-/* server_gen.c: appends j->out to j->racc (j->out emptied; out of memory: kept for the next call)
- * and splits all of it (final once j is done) into *rs; the caller sends what is past
- * j->rsent / j->csent (caller holds s->mu) */
-void server_gen_reason_split(job_t *j, reasoning_split_t *rs);
+/* server_gen.c: appends j->out to j->racc (j->out emptied; out of memory: kept for the next call),
+ * splits all of it (final once j is done) and gives the reasoning [*r, +*nr) and the content
+ * [*c, +*nc) not sent yet, counting them sent (j->rsent / j->csent; a split never shrinks). The
+ * caller sends them (caller holds s->mu). */
+void server_gen_reason_new(job_t *j, const char **r, size_t *nr, const char **c, size_t *nc);
 
 /* server_gen.c, for server_anthropic.c: runs parsed request r (a stream or one reply), as
  * server_gen_handle does after parsing; and the prompt tokens r would have (<0 with e) */
