@@ -41,6 +41,28 @@ void tern_params_default(tern_params *p) {
     p->prefill_chunk = -1;
     p->n_seq = 1;
     p->stages = 1;
+    p->yarn_ext_factor = -1.0f;
+}
+
+/* p's RoPE flags applied to hp (checked); *set: whether any was given. 0 or <0 naming the flag. */
+static int rope_flags(const tern_params *p, hparams_t *hp, int *set, char *err, size_t errlen) {
+    rope_override_t o;
+    rope_override_default(&o);
+    if (p->rope_scaling && (o.type = rope_scaling_parse(p->rope_scaling)) < 0)
+        return err_set(err, errlen, TERN_EINVAL, "--rope-scaling %s: expected none, linear or yarn", p->rope_scaling);
+    if (p->rope_scale < 0 || p->rope_freq_scale < 0 || p->rope_freq_base < 0 || p->yarn_orig_ctx < 0 ||
+        p->yarn_attn_factor < 0 || p->yarn_beta_fast < 0 || p->yarn_beta_slow < 0)
+        return err_set(err, errlen, TERN_EINVAL, "RoPE flags: --rope-scale, --rope-freq-base, --rope-freq-scale, "
+                       "--yarn-orig-ctx, --yarn-attn-factor, --yarn-beta-* must not be negative");
+    o.freq_scale = p->rope_scale > 0 ? 1.0f / p->rope_scale : p->rope_freq_scale;   /* llama.cpp: --rope-scale wins */
+    o.freq_base = p->rope_freq_base;
+    o.n_ctx_orig = p->yarn_orig_ctx;
+    o.ext_factor = p->yarn_ext_factor;
+    o.attn_factor = p->yarn_attn_factor;
+    o.beta_fast = p->yarn_beta_fast;
+    o.beta_slow = p->yarn_beta_slow;
+    *set = !rope_override_empty(&o);
+    return *set ? hparams_rope_override(hp, &o, err, errlen) : 0;
 }
 
 void tern_sampling_default(tern_sampling *s) {
@@ -95,6 +117,9 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     int threads = p->n_threads > 0 ? p->n_threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     stage_cfg_t cfg;
     stage_cfg_default(&cfg);
+    if ((rc = rope_flags(p, &m->hp, &cfg.rope_set, err, errlen)) < 0) goto fail;
+    cfg.rope_base = m->hp.rope_base;
+    cfg.rope = m->hp.rope;
     cfg.n_ctx = m->n_ctx;
     cfg.n_seq = p->n_seq > 0 ? p->n_seq : 1;
     int n_batch = p->n_batch > 0 ? p->n_batch : 64;   /* a step's tokens; the stages pass them in -ub pieces */

@@ -56,6 +56,15 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sam
         {NULL, "--draft", OPT_INT, &o->p.n_draft, "N", "draft tokens a step with -md (0: 8)", 0, 16},
         {NULL, "--lookup", OPT_INT, &o->p.lookup, "N", "prompt lookup decoding: check up to N draft tokens from the text so far in each step, greedy or sampled: the same text as without (0: off)", 0, 16},
         {NULL, "--stages", OPT_INT, &o->p.stages, "N", "split the model into N in-process stages (testing)", 1, 1024},
+        {NULL, "--rope-scaling", OPT_STR, &o->p.rope_scaling, "{none,linear,yarn}", "RoPE frequency scaling method (default: the model's)", 0, 0},
+        {NULL, "--rope-scale", OPT_FLOAT, &o->p.rope_scale, "N", "RoPE context scaling factor: the context grows by N (--rope-freq-scale 1/N; 0: the model's)", 0, 1e6},
+        {NULL, "--rope-freq-base", OPT_FLOAT, &o->p.rope_freq_base, "N", "RoPE base frequency (NTK-aware scaling; 0: the model's)", 0, 1e12},
+        {NULL, "--rope-freq-scale", OPT_FLOAT, &o->p.rope_freq_scale, "N", "RoPE frequency scaling factor: the context grows by 1/N (0: the model's)", 0, 1e6},
+        {NULL, "--yarn-orig-ctx", OPT_INT, &o->p.yarn_orig_ctx, "N", "YaRN: the model's original context size (0: the model's)", 0, 1 << 24},
+        {NULL, "--yarn-ext-factor", OPT_FLOAT, &o->p.yarn_ext_factor, "N", "YaRN: extrapolation mix factor (0: full interpolation; -1: the model's)", -1, 1000},
+        {NULL, "--yarn-attn-factor", OPT_FLOAT, &o->p.yarn_attn_factor, "N", "YaRN: scale of sqrt(t), the magnitude of q and k (multiplies the model's; 0: 1)", 0, 1000},
+        {NULL, "--yarn-beta-slow", OPT_FLOAT, &o->p.yarn_beta_slow, "N", "YaRN: high correction dim, alpha (0: the model's, else 1)", 0, 1e6},
+        {NULL, "--yarn-beta-fast", OPT_FLOAT, &o->p.yarn_beta_fast, "N", "YaRN: low correction dim, beta (0: the model's, else 32)", 0, 1e6},
         {"-v", "--verbose", OPT_FLAG, &o->verbose, NULL, "debug logging", 0, 0},
     };
     opt_t samp[] = {

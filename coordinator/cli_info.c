@@ -22,6 +22,20 @@ static void human(char *buf, size_t cap, double b) {
 
 static int64_t tensor_elems(const gguf_tensor_t *t) { return t->ne[0] * t->ne[1] * t->ne[2] * t->ne[3]; }
 
+/* the RoPE scaling line: the type with its parameters, and the frequency factors tensor */
+static void info_rope(const gguf_t *g, const hparams_t *hp) {
+    const rope_scaling_t *r = &hp->rope;
+    const gguf_tensor_t *ff = gguf_find_tensor(g, ROPE_FREQS_NAME);
+    printf("rope scaling:  %s", rope_scaling_name(r->type));
+    if (r->type != ROPE_SCALING_NONE) printf(" factor %g", 1.0 / r->freq_scale);
+    if (r->type == ROPE_SCALING_YARN)
+        printf(", orig ctx %d, ext %g, beta fast %g slow %g", r->n_ctx_orig ? r->n_ctx_orig : hp->n_ctx_train,
+               r->ext_factor < 0 ? 1.0 : r->ext_factor, r->beta_fast, r->beta_slow);
+    if (r->attn_factor != 1.0f) printf(", attn factor %g", r->attn_factor);
+    if (ff) printf(", frequency factors %s (%lld)", ROPE_FREQS_NAME, (long long)ff->ne[0]);
+    printf("\n");
+}
+
 static void info_hparams(const gguf_t *g) {
     hparams_t hp;
     char err[512], name[128] = "";
@@ -41,6 +55,7 @@ static void info_hparams(const gguf_t *g) {
            hp.rope_neox ? "neox" : "normal", hp.rot_dim, hp.rope_base, hp.norm_eps,
            hp.act == ACT_RELU2 ? "relu2" : "silu", hp.sub_norms ? "yes" : "no",
            hp.tied ? "tied to token_embd" : "output.weight");
+    info_rope(g, &hp);
 }
 
 /* the fill-in-the-middle tokens as the tokenizer finds them (keys, else their text) */

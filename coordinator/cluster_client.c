@@ -456,6 +456,19 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
         ls.kv_type = p->cfg.kv_type == KV_F32     ? TERN__KV_TYPE__KV_F32
                      : p->cfg.kv_type == KV_Q8_0 ? TERN__KV_TYPE__KV_Q8_0
                                                  : TERN__KV_TYPE__KV_F16;
+        Tern__RopeParams rope = TERN__ROPE_PARAMS__INIT;
+        if (p->cfg.rope_set) {   /* the user's overrides, resolved: every stage rotates alike */
+            const rope_scaling_t *r = &p->cfg.rope;
+            rope.freq_base = p->cfg.rope_base;
+            rope.scaling = (uint32_t)r->type;
+            rope.freq_scale = r->freq_scale;
+            rope.n_ctx_orig = (uint32_t)r->n_ctx_orig;
+            rope.ext_factor = r->ext_factor;
+            rope.attn_factor = r->attn_factor;
+            rope.beta_fast = r->beta_fast;
+            rope.beta_slow = r->beta_slow;
+            ls.rope = &rope;
+        }
         m.body_case = TERN__MSG__BODY_LOAD_SHARD;
         m.load_shard = &ls;
         rc = send_to(p, w, &m, NULL, 0, p->hb_timeout_ms, err, errlen);

@@ -1,6 +1,7 @@
 /* model_spec: arch names, GGUF keys, presets and tensor roles. */
 #include "core/model_spec.h"
 #include "core/err.h"
+#include <math.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -25,6 +26,11 @@ void hparams_defaults(hparams_t *hp) {
     if (!hp->rot_dim) hp->rot_dim = hp->head_dim;
     if (hp->norm_eps == 0) hp->norm_eps = 1e-5f;
     if (hp->rope_base == 0) hp->rope_base = 10000.0f;
+    /* zero = unset for these (ext_factor 0 is a value: callers that mean "default" set -1) */
+    if (hp->rope.freq_scale == 0) hp->rope.freq_scale = 1.0f;
+    if (hp->rope.attn_factor == 0) hp->rope.attn_factor = 1.0f;
+    if (hp->rope.beta_fast == 0) hp->rope.beta_fast = 32.0f;
+    if (hp->rope.beta_slow == 0) hp->rope.beta_slow = 1.0f;
     hp->sub_norms = hp->arch != ARCH_LLAMA;
     hp->rope_neox = hp->arch != ARCH_LLAMA;   /* llama.cpp: LLM_ARCH_BITNET is NEOX too */
     if (hp->arch == ARCH_BITNET_B158) hp->act = ACT_RELU2;
@@ -72,6 +78,7 @@ int preset_find(const char *name, int arch, hparams_t *hp) {
         hp->rope_base = p->rope_base;
         hp->tied = arch < 0 || arch == p->arch ? p->tied : arch != ARCH_LLAMA;
         hp->act = hp->arch == ARCH_BITNET_B158 ? ACT_RELU2 : ACT_SILU;
+        hp->rope.ext_factor = -1.0f;
         hparams_defaults(hp);
         return 0;
     }
@@ -95,6 +102,129 @@ static int get_int(const gguf_t *g, const char *arch, const char *key, int *out,
         return err_set(err, errlen, TERN_EFORMAT, "%s: key '%s' = %lld is out of range", g->path, k, (long long)v);
     *out = (int)v;
     return 0;
+}
+
+static const char *g_rope_types[] = {"none", "linear", "yarn"};
+
+int rope_scaling_parse(const char *name) {
+    for (int t = 0; name && t <= ROPE_SCALING_YARN; t++)
+        if (!strcmp(name, g_rope_types[t])) return t;
+    return -1;
+}
+
+const char *rope_scaling_name(int type) {
+    return type >= 0 && type <= ROPE_SCALING_YARN ? g_rope_types[type] : "?";
+}
+
+/* an optional f32 key {arch}.name: absent leaves *out; another type is an error */
+static int get_f32_opt(const gguf_t *g, const char *arch, const char *name, float *out, char *err, size_t errlen) {
+    char k[128];
+    snprintf(k, sizeof k, "%s.%s", arch, name);
+    int rc = gguf_get_f32(g, k, out);
+    if (rc == TERN_EFORMAT) return err_set(err, errlen, TERN_EFORMAT, "%s: key '%s' is not a float", g->path, k);
+    return 0;
+}
+
+/* {arch}.rope.scaling.*: llama.cpp's keys and defaults (type "linear" when only a factor is given;
+ * rope.scale_linear is the older name of the factor) */
+static int rope_from_gguf(hparams_t *hp, const gguf_t *g, char *err, size_t errlen) {
+    const char *a = hp->arch_name;
+    char k[128], type[32] = "";
+    int rc;
+    float factor = 0;
+    snprintf(k, sizeof k, "%s.rope.scaling.type", a);
+    const gguf_kv_t *kv = gguf_find(g, k);
+    if (kv && (kv->type != GGUF_STR || gguf_get_str(g, k, type, sizeof type) < 0))
+        return err_set(err, errlen, TERN_EFORMAT, "%s: key '%s' is not a short string", g->path, k);
+    if ((rc = get_f32_opt(g, a, "rope.scaling.factor", &factor, err, errlen)) < 0) return rc;
+    if (factor == 0 && (rc = get_f32_opt(g, a, "rope.scale_linear", &factor, err, errlen)) < 0) return rc;
+    hp->rope.type = kv ? rope_scaling_parse(type) : factor != 0 ? ROPE_SCALING_LINEAR : ROPE_SCALING_NONE;
+    if (hp->rope.type < 0)
+        return err_set(err, errlen, TERN_ENOTSUP, "%s: %s = '%s' is not supported (tern knows none, linear, yarn)",
+                       g->path, k, type);
+    if (!(factor >= 0) || !isfinite(factor) || (factor != 0 && !(factor > 1e-6f)))
+        return err_set(err, errlen, TERN_EFORMAT, "%s: %s.rope.scaling.factor = %g: expected a finite factor > 0",
+                       g->path, a, factor);
+    hp->rope.freq_scale = factor == 0 || hp->rope.type == ROPE_SCALING_NONE ? 1.0f : 1.0f / factor;
+    if ((rc = get_int(g, a, "rope.scaling.original_context_length", &hp->rope.n_ctx_orig, 0, err, errlen)) < 0 ||
+        (rc = get_f32_opt(g, a, "rope.scaling.attn_factor", &hp->rope.attn_factor, err, errlen)) < 0 ||
+        (rc = get_f32_opt(g, a, "rope.scaling.yarn_attn_factor", &hp->rope.attn_factor, err, errlen)) < 0 ||
+        (rc = get_f32_opt(g, a, "rope.scaling.yarn_ext_factor", &hp->rope.ext_factor, err, errlen)) < 0 ||
+        (rc = get_f32_opt(g, a, "rope.scaling.yarn_beta_fast", &hp->rope.beta_fast, err, errlen)) < 0 ||
+        (rc = get_f32_opt(g, a, "rope.scaling.yarn_beta_slow", &hp->rope.beta_slow, err, errlen)) < 0)
+        return rc;
+    char why[200];
+    if (rope_scaling_check(hp, why, sizeof why) < 0)
+        return err_set(err, errlen, TERN_EFORMAT, "%s: %s.rope.* keys: %s", g->path, a, why);
+    return 0;
+}
+
+static int bad_rope(char *err, size_t errlen, const char *what, double v, const char *want) {
+    return err_set(err, errlen, TERN_EINVAL, "RoPE %s = %g: expected %s", what, v, want);
+}
+
+int rope_scaling_check(const hparams_t *hp, char *err, size_t errlen) {
+    const rope_scaling_t *r = &hp->rope;
+    if (!(hp->rope_base > 0) || !isfinite(hp->rope_base)) return bad_rope(err, errlen, "freq_base", hp->rope_base, "a finite base > 0");
+    if (r->type == ROPE_SCALING_YARN && !(hp->rope_base > 1.0f))   /* its ramp divides by ln(base) */
+        return bad_rope(err, errlen, "freq_base", hp->rope_base, "a base > 1 with yarn");
+    if (r->type < ROPE_SCALING_NONE || r->type > ROPE_SCALING_YARN) return bad_rope(err, errlen, "scaling type", r->type, "none, linear or yarn");
+    if (!(r->freq_scale > 1e-6f && r->freq_scale <= 1e6f))
+        return bad_rope(err, errlen, "freq_scale (1/factor)", r->freq_scale, "a finite value in (1e-6, 1e6]");
+    if (!(r->attn_factor > 0 && r->attn_factor <= 1e3f)) return bad_rope(err, errlen, "attn_factor", r->attn_factor, "a finite value in (0, 1000]");
+    if (!(r->ext_factor <= 1e3f) || isnan(r->ext_factor) || r->ext_factor < -1.0f)
+        return bad_rope(err, errlen, "ext_factor", r->ext_factor, "-1 (default) or a finite value in [0, 1000]");
+    if (!(r->beta_fast > 0 && r->beta_fast <= 1e6f)) return bad_rope(err, errlen, "beta_fast", r->beta_fast, "a finite value in (0, 1e6]");
+    if (!(r->beta_slow > 0 && r->beta_slow <= 1e6f)) return bad_rope(err, errlen, "beta_slow", r->beta_slow, "a finite value in (0, 1e6]");
+    if (r->n_ctx_orig < 0 || r->n_ctx_orig > (1 << 24)) return bad_rope(err, errlen, "original context", r->n_ctx_orig, "0..16777216");
+    if (r->type == ROPE_SCALING_YARN && r->n_ctx_orig == 0 && hp->n_ctx_train <= 0)
+        return err_set(err, errlen, TERN_EINVAL, "RoPE yarn needs the original context (rope.scaling.original_context_length "
+                       "or context_length)");
+    return 0;
+}
+
+void rope_override_default(rope_override_t *o) {
+    memset(o, 0, sizeof *o);
+    o->type = -1;
+    o->ext_factor = -1.0f;
+}
+
+int rope_override_empty(const rope_override_t *o) {
+    return o->type < 0 && o->freq_base == 0 && o->freq_scale == 0 && o->n_ctx_orig == 0 && o->ext_factor < 0 &&
+           o->attn_factor == 0 && o->beta_fast == 0 && o->beta_slow == 0;
+}
+
+int hparams_rope_override(hparams_t *hp, const rope_override_t *o, char *err, size_t errlen) {
+    rope_scaling_t *r = &hp->rope;
+    if (o->type > ROPE_SCALING_YARN) return bad_rope(err, errlen, "--rope-scaling", o->type, "none, linear or yarn");
+    if (o->type >= 0) r->type = o->type;
+    else if (o->freq_scale != 0 && r->type == ROPE_SCALING_NONE)
+        r->type = ROPE_SCALING_LINEAR;   /* llama.cpp reads a file without the type key as linear (factor 1) */
+    if (o->freq_base != 0) hp->rope_base = o->freq_base;
+    if (o->freq_scale != 0) r->freq_scale = o->freq_scale;
+    if (o->n_ctx_orig != 0) r->n_ctx_orig = o->n_ctx_orig;
+    if (o->ext_factor >= 0 || isnan(o->ext_factor)) r->ext_factor = o->ext_factor;
+    if (o->attn_factor != 0) r->attn_factor *= o->attn_factor;
+    if (o->beta_fast != 0) r->beta_fast = o->beta_fast;
+    if (o->beta_slow != 0) r->beta_slow = o->beta_slow;
+    if (r->type == ROPE_SCALING_NONE) r->freq_scale = 1.0f;   /* llama.cpp: never scale with none */
+    return rope_scaling_check(hp, err, errlen);
+}
+
+/* llama.cpp's convert_hf_to_gguf for rope_type llama3: wavelengths shorter than old_ctx/high are
+ * kept, longer than old_ctx/low divided by factor, smoothly mixed in between */
+void rope_llama3_factors(float *ff, int dim, float base, float factor, float low_freq_factor,
+                         float high_freq_factor, int old_ctx) {
+    const double low_wavelen = old_ctx / (double)low_freq_factor, high_wavelen = old_ctx / (double)high_freq_factor;
+    for (int i = 0; i < dim / 2; i++) {
+        double freq = 1.0 / pow(base, 2.0 * i / dim), wavelen = 2 * 3.14159265358979323846 / freq;
+        if (wavelen < high_wavelen) ff[i] = 1.0f;
+        else if (wavelen > low_wavelen) ff[i] = factor;
+        else {
+            double smooth = (old_ctx / wavelen - low_freq_factor) / (high_freq_factor - low_freq_factor);
+            ff[i] = (float)(1.0 / ((1 - smooth) / factor + smooth));
+        }
+    }
 }
 
 int hparams_from_gguf(hparams_t *hp, const gguf_t *g, char *err, size_t errlen) {
@@ -135,18 +265,20 @@ int hparams_from_gguf(hparams_t *hp, const gguf_t *g, char *err, size_t errlen) 
         else if (emb) hp->n_vocab = (int)emb->ne[1];
     }
     hp->tied = gguf_find_tensor(g, "output.weight") == NULL;
+    hp->rope.ext_factor = -1.0f;
     hparams_defaults(hp);
     if (hp->n_layer < 1 || hp->n_embd < 1 || hp->n_ff < 1 || hp->n_head < 1 || hp->n_head_kv < 1 ||
         hp->n_head % hp->n_head_kv || hp->head_dim < 2 || hp->head_dim % 2 || hp->rot_dim > hp->head_dim ||
         hp->rot_dim % 2 || hp->n_vocab < 1 || !(hp->norm_eps > 0) || !(hp->rope_base > 0))
         return err_set(err, errlen, TERN_EFORMAT,
                        "%s: inconsistent hyper-parameters (layers %d, embd %d, ff %d, heads %d/%d, head dim %d, "
-                       "rope dims %d, vocab %d)", g->path, hp->n_layer, hp->n_embd, hp->n_ff, hp->n_head,
-                       hp->n_head_kv, hp->head_dim, hp->rot_dim, hp->n_vocab);
+                       "rope dims %d, vocab %d, rms eps %g, rope freq_base %g)", g->path, hp->n_layer, hp->n_embd,
+                       hp->n_ff, hp->n_head, hp->n_head_kv, hp->head_dim, hp->rot_dim, hp->n_vocab, hp->norm_eps,
+                       hp->rope_base);
     if (emb && emb->ne[0] != hp->n_embd)
         return err_set(err, errlen, TERN_EFORMAT, "%s: token_embd.weight is %lld wide, expected %d", g->path,
                        (long long)emb->ne[0], hp->n_embd);
-    return 0;
+    return rope_from_gguf(hp, g, err, errlen);
 }
 
 void hparams_to_gguf(const hparams_t *hp, gguf_writer_t *w, const char *model_name) {
@@ -170,6 +302,16 @@ void hparams_to_gguf(const hparams_t *hp, gguf_writer_t *w, const char *model_na
     }
     SETF("attention.layer_norm_rms_epsilon", hp->norm_eps);
     SETF("rope.freq_base", hp->rope_base);
+    if (hp->rope.attn_factor != 1.0f) SETF("rope.scaling.attn_factor", hp->rope.attn_factor);   /* applies without a type too */
+    if (hp->rope.type != ROPE_SCALING_NONE) {
+        snprintf(k, sizeof k, "%s.rope.scaling.type", a);
+        gguf_writer_set_str(w, k, rope_scaling_name(hp->rope.type));
+        SETF("rope.scaling.factor", 1.0f / hp->rope.freq_scale);
+        if (hp->rope.n_ctx_orig) SETU("rope.scaling.original_context_length", hp->rope.n_ctx_orig);
+        if (hp->rope.ext_factor >= 0) SETF("rope.scaling.yarn_ext_factor", hp->rope.ext_factor);
+        if (hp->rope.beta_fast != 32.0f) SETF("rope.scaling.yarn_beta_fast", hp->rope.beta_fast);
+        if (hp->rope.beta_slow != 1.0f) SETF("rope.scaling.yarn_beta_slow", hp->rope.beta_slow);
+    }
     if (hp->arch == ARCH_BITNET && hp->act == ACT_RELU2) {
         snprintf(k, sizeof k, "%s.hidden_activation", a);
         gguf_writer_set_str(w, k, "relu2");

@@ -45,6 +45,16 @@ typedef struct tern_params {
     int context_shift;       /* a sequence that fills its context drops part of it and goes on
                               * (llama.cpp's --context-shift; tern_sampling.n_keep says what stays);
                               * 0: it ends there */
+    /* RoPE overrides, llama.cpp's flags and meanings; each at its default keeps the file's value */
+    const char *rope_scaling; /* NULL, or "none" | "linear" | "yarn" (--rope-scaling) */
+    float rope_scale;        /* --rope-scale: the context factor, freq_scale = 1/N (0: the file's) */
+    float rope_freq_base;    /* --rope-freq-base (0: the file's) */
+    float rope_freq_scale;   /* --rope-freq-scale (0: the file's) */
+    int yarn_orig_ctx;       /* --yarn-orig-ctx: the context before extension (0: the file's) */
+    float yarn_ext_factor;   /* --yarn-ext-factor (-1: the file's, else 1 for yarn, 0 otherwise) */
+    float yarn_attn_factor;  /* --yarn-attn-factor: multiplies the file's magnitude (0: 1) */
+    float yarn_beta_slow;    /* --yarn-beta-slow (0: the file's, else 1) */
+    float yarn_beta_fast;    /* --yarn-beta-fast (0: the file's, else 32) */
 } tern_params;
 
 typedef struct tern_sampling {

@@ -43,20 +43,66 @@ void ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps)
     }
 }
 
-/* ggml_rope_cache_init with freq_scale 1, ext_factor 0, attn_factor 1: theta starts at pos and
- * is multiplied by base^(-2/rot_dim) (in float) per pair; freq_factors divide it. */
-void ops_rope_table(float *cs, float *sn, int rot_dim, int pos, float base, const float *freq_factors) {
-    TERN_ASSERT(rot_dim > 0 && rot_dim % 2 == 0);
-    const int half = rot_dim / 2;
-    const float theta_scale = powf(base, -2.0f / (float)rot_dim);
+void ops_rope_init(rope_params_t *p, int rot_dim, int neox, float base) {
+    memset(p, 0, sizeof *p);
+    p->rot_dim = rot_dim;
+    p->neox = neox;
+    p->base = base;
+    p->freq_scale = 1.0f;
+    p->attn_factor = 1.0f;
+}
+
+/* ggml_rope_yarn_corr_dim: the pair index whose wavelength makes n_rot turns over n_ctx_orig
+ * positions, n_dims · ln(n_ctx_orig / (n_rot · 2π)) / (2 ln base) */
+static float yarn_corr_dim(int n_dims, int n_ctx_orig, float n_rot, float base) {
+    return n_dims * logf((float)n_ctx_orig / (n_rot * 2 * 3.14159265358979f)) / (2 * logf(base));
+}
+
+void ops_rope_yarn(rope_params_t *p, int yarn, float freq_scale, float ext_factor, float attn_factor, int n_ctx_orig,
+                   float beta_fast, float beta_slow) {
+    p->freq_scale = freq_scale;
+    p->ext_factor = ext_factor < 0 ? (yarn ? 1.0f : 0.0f) : ext_factor;
+    p->attn_factor = attn_factor;
+    float lo = floorf(yarn_corr_dim(p->rot_dim, n_ctx_orig, beta_fast, p->base));
+    float hi = ceilf(yarn_corr_dim(p->rot_dim, n_ctx_orig, beta_slow, p->base));
+    p->corr_dims[0] = lo > 0 ? lo : 0;
+    p->corr_dims[1] = hi < p->rot_dim - 1 ? hi : (float)(p->rot_dim - 1);
+}
+
+/* ggml's rope_yarn_ramp: 1 below the low pair, 0 above the high one, linear between */
+static float yarn_ramp(float low, float high, int i) {
+    float y = ((float)i - low) / fmaxf(0.001f, high - low);
+    return 1.0f - fminf(1.0f, fmaxf(0.0f, y));
+}
+
+/* ggml_rope_cache_init + rope_yarn: theta starts at pos and is multiplied by base^(-2/rot_dim) (in
+ * float) per pair; freq_factors divide it; linear/yarn scale it; with_mag: cos, sin times the
+ * magnitude (attn_factor, and yarn's 1 + 0.1 ln(1/freq_scale)). With the plain params every step
+ * is exact (· 1), so the result is that of plain RoPE bit for bit. */
+static void rope_table(float *cs, float *sn, int pos, const rope_params_t *p, int with_mag) {
+    TERN_ASSERT(p->rot_dim > 0 && p->rot_dim % 2 == 0);
+    const int half = p->rot_dim / 2;
+    const float theta_scale = powf(p->base, -2.0f / (float)p->rot_dim);
+    float mscale = p->attn_factor;
+    if (p->ext_factor != 0.0f) mscale *= 1.0f + 0.1f * logf(1.0f / p->freq_scale);
+    if (!with_mag) mscale = 1.0f;
     float theta = (float)pos;
     for (int i = 0; i < half; i++) {
-        float th = freq_factors ? theta / freq_factors[i] : theta;
-        cs[i] = cosf(th);
-        sn[i] = sinf(th);
+        float extrap = p->freq_factors ? theta / p->freq_factors[i] : theta;
+        float th = p->freq_scale * extrap;
+        if (p->ext_factor != 0.0f) {
+            float mix = yarn_ramp(p->corr_dims[0], p->corr_dims[1], i) * p->ext_factor;
+            th = th * (1 - mix) + extrap * mix;
+        }
+        cs[i] = cosf(th) * mscale;
+        sn[i] = sinf(th) * mscale;
         theta *= theta_scale;
     }
 }
+
+void ops_rope_table(float *cs, float *sn, int pos, const rope_params_t *p) { rope_table(cs, sn, pos, p, 1); }
+
+void ops_rope_shift_table(float *cs, float *sn, int delta, const rope_params_t *p) { rope_table(cs, sn, delta, p, 0); }
 
 void ops_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, int neox, const float *cs, const float *sn) {
     const int half = rot_dim / 2;
@@ -71,12 +117,11 @@ void ops_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, int neox, 
     }
 }
 
-void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float base, int neox,
-              const float *freq_factors) {
-    TERN_ASSERT(rot_dim > 0 && rot_dim % 2 == 0 && rot_dim <= head_dim && rot_dim <= 1024);
+void ops_rope(float *x, int n_heads, int head_dim, int pos, const rope_params_t *p) {
+    TERN_ASSERT(p->rot_dim > 0 && p->rot_dim % 2 == 0 && p->rot_dim <= head_dim && p->rot_dim <= 1024);
     float cs[512], sn[512];
-    ops_rope_table(cs, sn, rot_dim, pos, base, freq_factors);
-    ops_rope_apply(x, n_heads, head_dim, rot_dim, neox, cs, sn);
+    ops_rope_table(cs, sn, pos, p);
+    ops_rope_apply(x, n_heads, head_dim, p->rot_dim, p->neox, cs, sn);
 }
 
 static float fold16(float *acc) {

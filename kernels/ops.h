@@ -8,16 +8,37 @@
 
 /* y (n,) = x / sqrt(mean(x²) + eps) ⊙ w ; w may be NULL (no gain); y may alias x */
 void ops_rmsnorm(float *y, const float *x, const float *w, int64_t n, float eps);
-/* RoPE in place on x (n_heads, head_dim) at position pos, on the first rot_dim dims of each head.
- * neox: pairs (i, i + rot_dim/2) (ggml NEOX: bitnet-b1.58, bitnet); normal: pairs (2i, 2i+1)
- * (ggml NORM: llama, whose GGUF converter permutes Q/K rows).
- * theta_i = pos * base^(-2i/rot_dim); freq_factors (rot_dim/2,) divides theta_i when not NULL. */
-void ops_rope(float *x, int n_heads, int head_dim, int rot_dim, int pos, float base, int neox,
-              const float *freq_factors);
+/* RoPE as ggml's rope_ext: everything but the position, in one place so every caller (forward,
+ * context shift, the CUDA stage's table) computes the same angles. ops_rope_init gives plain RoPE
+ * (freq_scale 1, ext_factor 0, attn_factor 1, no freq_factors): the arithmetic of tern before
+ * scaling existed, bit for bit. */
+typedef struct rope_params {
+    int rot_dim;            /* dims rotated per head (even) */
+    int neox;               /* pairs (i, i + rot_dim/2) (ggml NEOX: bitnet-b1.58, bitnet); else (2i, 2i+1)
+                             * (ggml NORM: llama, whose GGUF converter permutes Q/K rows) */
+    float base;             /* theta_i = pos · base^(-2i/rot_dim) */
+    float freq_scale;       /* 1/factor: theta_interp = freq_scale · theta (linear, yarn) */
+    float ext_factor;       /* yarn: theta = mix of interp and extrap over the ramp; 0 = interp only */
+    float attn_factor;      /* cos, sin are multiplied by it (and by 1 + 0.1 ln(1/freq_scale) with yarn) */
+    float corr_dims[2];     /* yarn ramp [low, high] in pair indices (ops_rope_yarn) */
+    const float *freq_factors;  /* (rot_dim/2,) divide theta_i (llama3's rope_freqs), or NULL */
+} rope_params_t;
+
+void ops_rope_init(rope_params_t *p, int rot_dim, int neox, float base);
+/* sets the scaling: freq_scale, ext_factor (< 0: 1 when yarn, else 0 — llama.cpp's default),
+ * attn_factor, and the ramp from n_ctx_orig, beta_fast, beta_slow (ggml_rope_yarn_corr_dims) */
+void ops_rope_yarn(rope_params_t *p, int yarn, float freq_scale, float ext_factor, float attn_factor, int n_ctx_orig,
+                   float beta_fast, float beta_slow);
+/* RoPE in place on x (n_heads, head_dim) at position pos, on the first rot_dim dims of each head */
+void ops_rope(float *x, int n_heads, int head_dim, int pos, const rope_params_t *p);
 /* ops_rope in two halves, for callers that rotate many rows by one angle (the KV cache's context
- * shift): cs, sn (rot_dim/2,) = cos, sin of theta_i at pos (pos may be negative: rot(-d) undoes
- * rot(d)); then x (n_heads, head_dim) rotated by them. ops_rope = table + apply, same arithmetic. */
-void ops_rope_table(float *cs, float *sn, int rot_dim, int pos, float base, const float *freq_factors);
+ * shift): cs, sn (rot_dim/2,) = cos, sin of theta_i at pos, times the magnitude; then x
+ * (n_heads, head_dim) rotated by them. ops_rope = table + apply, same arithmetic. */
+void ops_rope_table(float *cs, float *sn, int pos, const rope_params_t *p);
+/* the rotation alone (magnitude 1) by the angles of delta positions: a key already rotated at pos
+ * (and scaled by the magnitude once) turned by it is the key at pos + delta (pos may be negative:
+ * rot(-d) undoes rot(d)) */
+void ops_rope_shift_table(float *cs, float *sn, int delta, const rope_params_t *p);
 void ops_rope_apply(float *x, int n_heads, int head_dim, int rot_dim, int neox, const float *cs, const float *sn);
 void ops_softmax(float *x, int64_t n);                 /* in place, max-subtracted */
 void ops_silu_mul(float *g, const float *u, int64_t n);   /* g = silu(g) ⊙ u */

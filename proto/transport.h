@@ -25,8 +25,8 @@
  * XTC, dynamic temperature, mirostat, DRY; a v3 worker would ignore them silently); KvRead /
  * KvData / KvWrite / KvDone (slot save and restore: a v3 worker would ignore them and leave the
  * coordinator waiting). v5: Forward.copy (KV rows copied between slots: a v4 worker would ignore
- * them silently) */
-#define TERN_PROTO_VERSION 5
+ * them silently). v6: LoadShard.rope (RoPE overrides: a v5 worker would ignore them silently) */
+#define TERN_PROTO_VERSION 6
 #define TP_MAX_KV_ROW (1u << 24)             /* KvData.row_bytes bound */
 #define TP_MAX_BIAS 300   /* SamplingParams.bias_ids at most (= SAMPLER_BIAS_MAX, worker/sampler.h) */
 #define TP_MAX_DRY_SEQ 8192   /* SamplingParams.dry_breaker_lens at most (= SAMPLER_DRY_SEQ_MAX) */

@@ -23,6 +23,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <errno.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -55,6 +56,7 @@ typedef struct cv {
     int8_t *trits;
     uint8_t *bytes;
     size_t cap;              /* elements f / trits hold; bytes holds cap * 4 */
+    float *rope_freqs;       /* (rot_dim/2,) rope_scaling llama3's frequency factors, or NULL */
 } cv_t;
 
 /* ---- config.json ------------------------------------------------------------------ */
@@ -103,6 +105,79 @@ static int cfg_arch(cv_t *c, json_t *cfg, int *tied, char *err, size_t errlen) {
     return 0;
 }
 
+/* a number of rope_scaling (def < 0: required); finite and > 0 */
+static int rs_num(const cv_t *c, json_t *rs, const char *key, double def, double *out, char *err, size_t errlen) {
+    json_t *v = json_object_get(rs, key);
+    if (!v || json_is_null(v)) {
+        if (def < 0) return err_set(err, errlen, TERN_EFORMAT, "%s: rope_scaling needs '%s'", c->cfg_path, key);
+        *out = def;
+        return 0;
+    }
+    *out = json_is_number(v) ? json_number_value(v) : -1;
+    if (!(*out > 0) || !isfinite(*out))
+        return err_set(err, errlen, TERN_EFORMAT, "%s: rope_scaling '%s' is not a number > 0", c->cfg_path, key);
+    return 0;
+}
+
+/* llama3: llama.cpp's convert_hf_to_gguf writes the frequency factors as rope_freqs.weight (and no
+ * scaling type); its defaults for the missing keys */
+static int cv_rope_llama3(cv_t *c, json_t *rs, char *err, size_t errlen) {
+    double factor, low, high, orig;
+    int rc;
+    if ((rc = rs_num(c, rs, "factor", 8.0, &factor, err, errlen)) < 0 ||
+        (rc = rs_num(c, rs, "low_freq_factor", 1.0, &low, err, errlen)) < 0 ||
+        (rc = rs_num(c, rs, "high_freq_factor", 4.0, &high, err, errlen)) < 0 ||
+        (rc = rs_num(c, rs, "original_max_position_embeddings", 8192, &orig, err, errlen)) < 0)
+        return rc;
+    if (!(high > low) || orig > (1 << 24))
+        return err_set(err, errlen, TERN_EFORMAT, "%s: rope_scaling llama3 needs high_freq_factor > low_freq_factor "
+                       "(%g, %g) and original_max_position_embeddings <= 2^24", c->cfg_path, high, low);
+    if (!(c->rope_freqs = malloc((size_t)c->hp.rot_dim / 2 * sizeof(float))))
+        return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    rope_llama3_factors(c->rope_freqs, c->hp.rot_dim, c->hp.rope_base, (float)factor, (float)low, (float)high, (int)orig);
+    return 0;
+}
+
+/* config.json's rope_scaling (rope_type, or the older type): linear and yarn as GGUF keys, llama3 as
+ * the frequency factors tensor; the others (dynamic, longrope, ...) are refused: a model converted
+ * without them would run, silently wrong */
+static int cv_rope(cv_t *c, json_t *rs, char *err, size_t errlen) {
+    const char *p = c->cfg_path;
+    if (!rs || json_is_null(rs)) return 0;
+    if (!json_is_object(rs)) return err_set(err, errlen, TERN_EFORMAT, "%s: rope_scaling is not an object", p);
+    const char *t = json_string_value(json_object_get(rs, "rope_type"));
+    if (!t) t = json_string_value(json_object_get(rs, "type"));
+    if (!t) return err_set(err, errlen, TERN_EFORMAT, "%s: rope_scaling has no rope_type", p);
+    rope_scaling_t *r = &c->hp.rope;
+    double factor, v;
+    int rc;
+    if (!strcmp(t, "default")) return 0;
+    if (!strcasecmp(t, "llama3")) return cv_rope_llama3(c, rs, err, errlen);
+    if (strcmp(t, "linear") && strcmp(t, "yarn"))
+        return err_set(err, errlen, TERN_ENOTSUP, "%s: rope_scaling type '%s' is not supported (linear, yarn, llama3)", p, t);
+    if ((rc = rs_num(c, rs, "factor", -1, &factor, err, errlen)) < 0) return rc;
+    r->type = strcmp(t, "yarn") ? ROPE_SCALING_LINEAR : ROPE_SCALING_YARN;
+    r->freq_scale = (float)(1.0 / factor);
+    if (r->type == ROPE_SCALING_YARN) {
+        /* transformers' default for the original context is max_position_embeddings */
+        if ((rc = rs_num(c, rs, "original_max_position_embeddings", c->hp.n_ctx_train, &v, err, errlen)) < 0) return rc;
+        r->n_ctx_orig = v <= (1 << 24) ? (int)v : -1;
+        json_t *af = json_object_get(rs, "attention_factor");
+        if ((rc = rs_num(c, rs, af ? "attention_factor" : "attn_factor", 1.0, &v, err, errlen)) < 0) return rc;
+        r->attn_factor = (float)v;
+        if ((rc = rs_num(c, rs, "beta_fast", 32.0, &v, err, errlen)) < 0) return rc;
+        r->beta_fast = (float)v;
+        if ((rc = rs_num(c, rs, "beta_slow", 1.0, &v, err, errlen)) < 0) return rc;
+        r->beta_slow = (float)v;
+        json_t *ef = json_object_get(rs, "extrapolation_factor");
+        if (json_is_number(ef)) r->ext_factor = (float)json_number_value(ef);
+    }
+    char why[200];
+    if (rope_scaling_check(&c->hp, why, sizeof why) < 0)
+        return err_set(err, errlen, TERN_EFORMAT, "%s: rope_scaling: %s", p, why);
+    return 0;
+}
+
 static int cv_config(cv_t *c, const char *dir, int *tied, char *err, size_t errlen) {
     snprintf(c->cfg_path, sizeof c->cfg_path, "%s/config.json", dir);
     json_error_t je;
@@ -127,6 +202,7 @@ static int cv_config(cv_t *c, const char *dir, int *tied, char *err, size_t errl
     hp->rope_base = cfg_float(cfg, "rope_theta", 10000.0f);
     hp->act = hp->arch == ARCH_BITNET_B158 ? ACT_RELU2 : ACT_SILU;
     hp->tied = *tied;
+    hp->rope.ext_factor = -1.0f;   /* llama.cpp's default for the type */
     hparams_defaults(hp);
     if (hp->n_head % hp->n_head_kv || hp->head_dim % 2 || !(hp->norm_eps > 0) || !(hp->rope_base > 0)) {
         rc = err_set(err, errlen, TERN_EFORMAT, "%s: inconsistent heads %d/%d, head_dim %d, rms_norm_eps %g or "
@@ -137,8 +213,7 @@ static int cv_config(cv_t *c, const char *dir, int *tied, char *err, size_t errl
         json_t *id = json_object_get(cfg, k ? "eos_token_id" : "bos_token_id");   /* may be a list: keep -1 */
         c->special[k] = json_is_integer(id) && json_integer_value(id) >= 0 ? (int)json_integer_value(id) : -1;
     }
-    json_t *rs = json_object_get(cfg, "rope_scaling");
-    if (rs && !json_is_null(rs)) log_w("convert: %s: rope_scaling is not supported and is ignored", p);
+    if ((rc = cv_rope(c, json_object_get(cfg, "rope_scaling"), err, errlen)) < 0) goto done;
     json_t *qc = json_object_get(cfg, "quantization_config");
     const char *lc = json_string_value(json_object_get(qc, "linear_class"));
     /* transformers' BitLinear divides by weight_scale (llama.cpp: "the scale is inverted");
@@ -388,7 +463,7 @@ static int cv_write(cv_t *c, char *err, size_t errlen) {
         int rc = it->kind == CK_TERN ? write_ternary(c, it, err, errlen) : write_float(c, it, err, errlen);
         if (rc < 0) return rc;
     }
-    return 0;
+    return c->rope_freqs ? cv_emit(c, c->rope_freqs, (size_t)c->hp.rot_dim / 2 * 4, err, errlen) : 0;
 }
 
 /* ---- tokenizer ------------------------------------------------------------------------ */
@@ -429,6 +504,7 @@ static void cv_free(cv_t *c) {
     free(c->f);
     free(c->trits);
     free(c->bytes);
+    free(c->rope_freqs);
 }
 
 static int cv_types(cv_t *c, const cv_opts_t *o, char *err, size_t errlen) {
@@ -451,6 +527,10 @@ static int cv_alloc(cv_t *c, uint64_t *total, char *err, size_t errlen) {
             return err_set(err, errlen, TERN_EINVAL, "%s: cannot add tensor", it->name);
         *total += type_tensor_bytes(it->type, it->ne[0], it->ne[1]);
     }
+    int64_t nf[2] = {c->hp.rot_dim / 2, 1};
+    if (c->rope_freqs && gguf_writer_add_tensor(c->w, ROPE_FREQS_NAME, TT_F32, 1, nf) < 0)
+        return err_set(err, errlen, TERN_EINVAL, "%s: cannot add tensor", ROPE_FREQS_NAME);
+    if (c->rope_freqs) *total += (uint64_t)nf[0] * 4;
     c->cap = CV_CHUNK > widest ? CV_CHUNK : (size_t)widest;
     c->f = malloc(c->cap * sizeof(float));
     c->trits = malloc(c->cap);
@@ -469,7 +549,7 @@ static int cv_run(const char *dir, const cv_opts_t *o, char *err, size_t errlen)
     if (stat(dir, &sb) < 0 || !S_ISDIR(sb.st_mode))
         return err_set(err, errlen, TERN_ENOTFOUND, "%s: cannot open directory: %s", dir,
                        errno ? strerror(errno) : "not a directory");
-    if ((rc = cv_config(&c, dir, &tied, err, errlen)) < 0) return rc;
+    if ((rc = cv_config(&c, dir, &tied, err, errlen)) < 0) goto done;
     if ((rc = st_set_open(&c.st, dir, err, errlen)) < 0) return rc;
     if (!(c.w = gguf_writer_new())) { rc = err_set(err, errlen, TERN_ENOMEM, "out of memory"); goto done; }
     if ((rc = cv_plan(&c, err, errlen)) < 0) goto done;

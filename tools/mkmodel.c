@@ -30,6 +30,9 @@ typedef struct mk_opts {
     int64_t seed;
     int layers, ctx, n_vocab, untied;
     int fim;   /* --fim: the generated vocabulary gets fill-in-the-middle tokens */
+    const char *rope_scaling;   /* --rope-scaling none|linear|yarn */
+    float rope_scale, yarn_attn_factor, rope_freqs;   /* factor; yarn magnitude; llama3 factor (0: none) */
+    int yarn_orig_ctx;
 } mk_opts_t;
 
 typedef struct mk {
@@ -37,6 +40,7 @@ typedef struct mk {
     int wtype, head_type;     /* ternary type of the linears; type of output.weight */
     int embd_type;            /* type of token_embd.weight (the head too when tied) */
     int untied;               /* write output.weight */
+    float *rope_freqs;        /* (rot_dim/2,) llama3 frequency factors to write, or NULL */
     uint64_t seed;
     gguf_writer_t *w;
     progress_t prog;
@@ -109,6 +113,11 @@ static int mk_add_tensors(mk_t *m, uint64_t *total, char *err, size_t errlen) {
             return err_set(err, errlen, TERN_EINVAL, "--head %s needs n_embd to be a multiple of %d (%d)",
                            type_name(m->head_type), type_traits(m->head_type)->blck, hp->n_embd);
         ADD("output.weight", m->head_type, 2);
+    }
+    if (m->rope_freqs) {   /* last, so the other tensors' seeds (by index) stay those of the plain model */
+        ne[0] = hp->rot_dim / 2;
+        ne[1] = 1;
+        ADD(ROPE_FREQS_NAME, TT_F32, 1);
     }
 #undef ADD
     return n;
@@ -198,7 +207,8 @@ static int mk_write_data(mk_t *m, char *err, size_t errlen) {
             idx++;
         }
     if ((rc = mk_write_norm(m, idx++, hp->n_embd, err, errlen)) < 0) return rc;
-    if (m->untied) rc = mk_write_dense(m, idx++, m->head_type, hp->n_vocab, hp->n_embd, err, errlen);
+    if (m->untied && (rc = mk_write_dense(m, idx++, m->head_type, hp->n_vocab, hp->n_embd, err, errlen)) < 0) return rc;
+    if (m->rope_freqs) rc = mk_emit(m, m->rope_freqs, (size_t)hp->rot_dim / 2 * sizeof(float), err, errlen);
     return rc;
 }
 
@@ -227,6 +237,27 @@ static int mk_vocab(mk_t *m, const mk_opts_t *o, char *err, size_t errlen) {
     if (rc < 0) return rc;
     if (n < 1) return err_set(err, errlen, TERN_EFORMAT, "--vocab %s: no tokens", o->vocab ? o->vocab : "");
     m->hp.n_vocab = n;
+    return 0;
+}
+
+/* the RoPE scaling keys and the llama3 frequency factors tensor the flags ask for */
+static int mk_rope(mk_t *m, const mk_opts_t *o, char *err, size_t errlen) {
+    hparams_t *hp = &m->hp;
+    rope_override_t ov;
+    rope_override_default(&ov);
+    if (o->rope_scaling && (ov.type = rope_scaling_parse(o->rope_scaling)) < 0)
+        return err_set(err, errlen, TERN_EINVAL, "--rope-scaling %s: expected none, linear or yarn", o->rope_scaling);
+    ov.freq_scale = o->rope_scale > 0 ? 1.0f / o->rope_scale : 0;
+    ov.n_ctx_orig = o->yarn_orig_ctx;
+    ov.attn_factor = o->yarn_attn_factor;
+    int rc = hparams_rope_override(hp, &ov, err, errlen);
+    if (rc < 0) return rc;
+    if (o->rope_freqs > 0) {
+        if (!(m->rope_freqs = malloc((size_t)hp->rot_dim / 2 * sizeof(float))))
+            return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+        rope_llama3_factors(m->rope_freqs, hp->rot_dim, hp->rope_base, o->rope_freqs, 1.0f, 4.0f,
+                            o->yarn_orig_ctx > 0 ? o->yarn_orig_ctx : 8192);
+    }
     return 0;
 }
 
@@ -266,7 +297,7 @@ static int mk_hparams(mk_t *m, const mk_opts_t *o, char *err, size_t errlen) {
               type_name(m->embd_type));
     }
     m->seed = (uint64_t)o->seed;
-    return 0;
+    return mk_rope(m, o, err, errlen);
 }
 
 static void mk_free(mk_t *m) {
@@ -274,6 +305,7 @@ static void mk_free(mk_t *m) {
     free(m->trits);
     free(m->f);
     free(m->bytes);
+    free(m->rope_freqs);
 }
 
 /* makes the model described by o; 0 or <0 with a one-line reason */
@@ -334,6 +366,11 @@ int mkmodel_main(int argc, char **argv) {
                                                 "<|file_sep|>) to the generated vocabulary, for /infill", 0, 0},
         {NULL, "--n-vocab", OPT_INT, &o.n_vocab, "N", "generated vocabulary size (0: the preset's)", 0, 1 << 24},
         {NULL, "--layers", OPT_INT, &o.layers, "N", "override the layer count (0: the preset's)", 0, 4096},
+        {NULL, "--rope-scaling", OPT_STR, &o.rope_scaling, "{none,linear,yarn}", "write RoPE scaling keys of this type (with --rope-scale)", 0, 0},
+        {NULL, "--rope-scale", OPT_FLOAT, &o.rope_scale, "N", "RoPE scaling factor (rope.scaling.factor)", 0, 1e6},
+        {NULL, "--yarn-orig-ctx", OPT_INT, &o.yarn_orig_ctx, "N", "rope.scaling.original_context_length (and the llama3 factors' original context; default 8192)", 0, 1 << 24},
+        {NULL, "--yarn-attn-factor", OPT_FLOAT, &o.yarn_attn_factor, "N", "rope.scaling.attn_factor", 0, 1000},
+        {NULL, "--rope-freqs", OPT_FLOAT, &o.rope_freqs, "FACTOR", "write rope_freqs.weight: llama3 frequency factors (this factor, low 1, high 4)", 0, 1e6},
         {NULL, "--ctx", OPT_INT, &o.ctx, "N", "override the training context length (0: the preset's)", 0, 1 << 24},
         {NULL, "--name", OPT_STR, &o.name, "TEXT", "general.name (default: tern-synthetic-PRESET)", 0, 0},
         {"-s", "--seed", OPT_I64, &o.seed, "N", "random seed", 0, 0},

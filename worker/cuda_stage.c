@@ -93,6 +93,7 @@ struct cuda_stage {
     size_t kv_layer_bytes;
     int64_t seq_stride;     /* elements per (layer, seq) block */
     float *cs, *sn;         /* (n_ctx, rot_dim/2) rope tables */
+    float *shift_cs, *shift_sn; /* (rot_dim/2,) a context shift's rotation (magnitude 1) */
     float *h, *xn, *q, *k, *v, *att, *o, *g, *u, *hn, *logits, *scores;
     int8_t *aq;             /* (n_max, max cols) quantised activations */
     float *as;
@@ -177,7 +178,7 @@ static int lin_upload(cuda_stage_t *c, cu_lin_t *d, const mat_t *m, float lscale
     return rc;
 }
 
-/* ops_rope's angles for every position: theta_i = pos · base^(-2/rot_dim)^i, in float */
+/* ops_rope_table at every position (the shard's RoPE: scaling and frequency factors included) */
 static int rope_upload(cuda_stage_t *c, int *ok, char *err, size_t errlen) {
     int half = c->hp.rot_dim / 2;
     size_t n = (size_t)c->n_ctx * (size_t)half;
@@ -187,17 +188,13 @@ static int rope_upload(cuda_stage_t *c, int *ok, char *err, size_t errlen) {
         free(sn);
         return err_set(err, errlen, TERN_ENOMEM, "cuda: out of host memory for the RoPE table");
     }
-    const float theta_scale = powf(c->hp.rope_base, -2.0f / (float)c->hp.rot_dim);
-    for (int p = 0; p < c->n_ctx; p++) {
-        float theta = (float)p;
-        for (int i = 0; i < half; i++) {
-            cs[(size_t)p * half + i] = cosf(theta);
-            sn[(size_t)p * half + i] = sinf(theta);
-            theta *= theta_scale;
-        }
-    }
+    rope_params_t rp;
+    shard_rope(c->s, &rp);
+    for (int p = 0; p < c->n_ctx; p++) ops_rope_table(cs + (size_t)p * half, sn + (size_t)p * half, p, &rp);
     c->cs = up_f32(c, cs, n, ok, err, errlen);
     c->sn = up_f32(c, sn, n, ok, err, errlen);
+    c->shift_cs = dalloc(c, (size_t)half * 4, ok);
+    c->shift_sn = dalloc(c, (size_t)half * 4, ok);
     free(cs);
     free(sn);
     return 0;
@@ -604,10 +601,17 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
 int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t errlen) {
     if (c->nl <= 0 || sh->keep + sh->discard >= sh->n_past) return 0;   /* nothing moves (no RoPE table either) */
     const hparams_t *hp = &c->hp;
-    size_t half = (size_t)hp->rot_dim / 2, row = (size_t)sh->discard * half;   /* discard < n_past <= n_ctx */
+    /* the kernel negates the sine: the rotation by +discard (magnitude 1, not the forward table's,
+     * which holds yarn's magnitude the keys already carry) */
+    float cs[512], sn[512];
+    rope_params_t rp;
+    shard_rope(c->s, &rp);
+    ops_rope_shift_table(cs, sn, sh->discard, &rp);
+    size_t hb = (size_t)hp->rot_dim / 2 * 4;
+    if (cuda_rt_h2d(c->shift_cs, cs, hb, err, errlen) < 0 || cuda_rt_h2d(c->shift_sn, sn, hb, err, errlen) < 0) return TERN_EIO;
     cuda_ops_kv_shift(c->kc, c->vc, c->kv_type, c->nl, (int64_t)c->n_seq * c->seq_stride, c->seq_stride, sh->seq,
-                      sh->keep, sh->discard, sh->n_past, hp->n_head_kv, hp->head_dim, hp->rot_dim, c->cs + row,
-                      c->sn + row, hp->rope_neox);
+                      sh->keep, sh->discard, sh->n_past, hp->n_head_kv, hp->head_dim, hp->rot_dim, c->shift_cs,
+                      c->shift_sn, hp->rope_neox);
     return cuda_rt_sync(err, errlen) < 0 ? TERN_EIO : 0;
 }
 

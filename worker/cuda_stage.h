@@ -1,7 +1,7 @@
 /* cuda_stage: a shard's layers (and head) run on a CUDA GPU — the GPU twin of forward.c. At
  * init every ternary linear is repacked into the gpack layout and uploaded once, with the norms,
- * the lm head as stored (F32/F16/BF16/Q8_0), a RoPE cos/sin table made on the host with ops_rope's
- * arithmetic, a device KV cache and activations sized for n_max tokens. A step moves only the
+ * the lm head as stored (F32/F16/BF16/Q8_0), a RoPE cos/sin table made on the host by
+ * ops_rope_table (scaling and frequency factors included), a device KV cache and activations sized for n_max tokens. A step moves only the
  * hidden states (n, n_embd) in and out, and for the rows to sample either their logits or, when
  * the caller asks (cuda_stage_forward_pick), what the device made of them: the greedy token or
  * the k best candidates (kernels/cuda/cuda_pick.h), for the host's sampler to finish. Built in
@@ -37,9 +37,9 @@ int cuda_stage_forward_pick(cuda_stage_t *c, float *h, int n, const int *seq, co
                             float *logits, const cuda_pick_req_t *pick, const int32_t *pen, int n_pen,
                             cuda_pick_res_t *res, char *err, size_t errlen);
 /* The context shift sh (checked by the caller: kv_shift_check) in every layer of the device KV
- * cache, as forward_shift does on the host: keys re-rotated by -discard (cos/sin of the stage's
- * RoPE table row discard, sine negated: ops_rope_table's values at -discard), values moved. 0 or
- * <0 on a device error (err). */
+ * cache, as forward_shift does on the host: keys re-rotated by -discard (ops_rope_shift_table at
+ * +discard, sine negated by the kernel: the rotation alone, without YaRN's magnitude the keys
+ * already carry), values moved. 0 or <0 on a device error (err). */
 int cuda_stage_shift(cuda_stage_t *c, const kv_shift_t *sh, char *err, size_t errlen);
 /* The copy cp (checked by the caller: kv_copy_check) in every layer of the device KV cache, as
  * kv_cache_copy does on the host: slot src's rows [0, n) of keys and values onto slot dst's, device

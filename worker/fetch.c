@@ -1,6 +1,7 @@
 /* fetch: see fetch.h. Ranges are merged and kept sorted; each request waits for its chunk (the
  * coordinator answers in order), so a lost coordinator surfaces as a timeout, not a hang. */
 #include "worker/fetch.h"
+#include "core/model_spec.h"
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
@@ -124,11 +125,13 @@ static int fetch_ranges(fetch_req_t *r, int fd, const ranges_t *need, ranges_t *
     return have_save(have_path, have) < 0 ? err_set(err, errlen, TERN_EIO, "cannot write %s", have_path) : 0;
 }
 
-/* the tensors a shard reads: its blocks, and for the last stage the output norm and the lm
- * head (output.weight, or token_embd.weight when the model is tied) */
+/* the tensors a shard reads: its blocks, the RoPE frequency factors (every stage rotates), and
+ * for the last stage the output norm and the lm head (output.weight, or token_embd.weight when
+ * the model is tied) */
 static int wanted(const gguf_tensor_t *t, int first, int last, int is_last, int tied) {
     int l;
     if (sscanf(t->name, "blk.%d.", &l) == 1) return l >= first && l <= last;
+    if (!strcmp(t->name, ROPE_FREQS_NAME)) return 1;
     if (!is_last) return 0;
     return !strcmp(t->name, "output_norm.weight") || !strcmp(t->name, tied ? "token_embd.weight" : "output.weight");
 }

@@ -20,6 +20,7 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
     f->tp = tp;
     f->n_max = n_max;
     f->n_logits_max = n_logits_max;
+    shard_rope(s, &f->rope);
     int nl = s->last - s->first + 1;
     size_t qdim = (size_t)hp->n_head * hp->head_dim, kvdim = (size_t)hp->n_head_kv * hp->head_dim;
     if (kv_type == KV_Q8_0 && hp->head_dim % KV_Q8_0_BLOCK)
@@ -140,9 +141,8 @@ static void block(forward_t *f, int il, float *h, int n, const int *seq, const i
         lin(f, L, LIN_V, f->xn, n, f->v);
     }
     for (int t = 0; t < n; t++) {
-        ops_rope(f->q + t * qdim, hp->n_head, hp->head_dim, hp->rot_dim, pos[t], hp->rope_base, hp->rope_neox, NULL);
-        ops_rope(f->k + t * kvdim, hp->n_head_kv, hp->head_dim, hp->rot_dim, pos[t], hp->rope_base, hp->rope_neox,
-                 NULL);
+        ops_rope(f->q + t * qdim, hp->n_head, hp->head_dim, pos[t], &f->rope);
+        ops_rope(f->k + t * kvdim, hp->n_head_kv, hp->head_dim, pos[t], &f->rope);
         kv_cache_store(&f->kv, il, seq[t], pos[t], f->k + t * kvdim, f->v + t * kvdim);
     }
     attn_task_t task = {f, il, n, seq, pos};
@@ -186,7 +186,8 @@ void forward_shift(forward_t *f, const kv_shift_t *sh) {
     const hparams_t *hp = &f->s->hp;
     float cs[512], sn[512];   /* rot_dim <= head_dim <= 1024 (ops_rope's bound) */
     TERN_ASSERT(hp->rot_dim <= 1024);
-    ops_rope_table(cs, sn, hp->rot_dim, -sh->discard, hp->rope_base, NULL);
+    /* the rotation alone: the keys were scaled by the magnitude (yarn) once, when computed */
+    ops_rope_shift_table(cs, sn, -sh->discard, &f->rope);
     kv_rope_t r = {hp->head_dim, hp->rot_dim, hp->rope_neox, cs, sn};
     kv_cache_shift(&f->kv, sh, &r, f->tp, f->rot);
 }

@@ -15,6 +15,7 @@ typedef struct forward {
     tpool_t *tp;            /* not owned; may be NULL */
     int n_max;              /* tokens per call */
     int n_logits_max;       /* rows of logits per call */
+    rope_params_t rope;     /* the model's RoPE (shard_rope) */
     float *xn;              /* (n_max, n_embd)  normed input */
     float *q, *k, *v;       /* (n_max, qdim), (n_max, kvdim) x2 */
     float *att;             /* (n_max, qdim)   attention output */

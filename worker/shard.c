@@ -6,6 +6,7 @@
 #include "core/log.h"
 #include "core/types.h"
 #include "kernels/quant.h"
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +14,34 @@
 void shard_opts_default(shard_opts_t *o) {
     o->head_type = -1;
     o->mat_flags = 0;
+    o->rope_set = 0;
+}
+
+/* the optional rope_freqs.weight: F32, rot_dim/2 values, each finite and > 0 (they divide theta) */
+static int load_rope_freqs(shard_t *s, char *err, size_t errlen) {
+    const gguf_tensor_t *t = gguf_find_tensor(s->g, ROPE_FREQS_NAME);
+    if (!t) return 0;
+    int64_t n = s->hp.rot_dim / 2;
+    if (t->type != TT_F32 || t->ne[0] != n || t->ne[1] * t->ne[2] * t->ne[3] != 1)
+        return err_set(err, errlen, TERN_EFORMAT, "%s: tensor '%s' is %s [%lld, %lld], expected f32 [%lld] (rope dims / 2)",
+                       s->g->path, ROPE_FREQS_NAME, type_name(t->type), (long long)t->ne[0], (long long)t->ne[1],
+                       (long long)n);
+    if (!(s->rope_freqs = tern_alloc((size_t)n * sizeof(float)))) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    memcpy(s->rope_freqs, t->data, (size_t)n * sizeof(float));
+    for (int64_t i = 0; i < n; i++)
+        if (!(s->rope_freqs[i] > 0) || !isfinite(s->rope_freqs[i]))
+            return err_set(err, errlen, TERN_EFORMAT, "%s: tensor '%s'[%lld] = %g: frequency factors must be finite and > 0",
+                           s->g->path, ROPE_FREQS_NAME, (long long)i, s->rope_freqs[i]);
+    return 0;
+}
+
+void shard_rope(const shard_t *s, rope_params_t *p) {
+    const hparams_t *hp = &s->hp;
+    const rope_scaling_t *r = &hp->rope;
+    ops_rope_init(p, hp->rot_dim, hp->rope_neox, hp->rope_base);
+    ops_rope_yarn(p, r->type == ROPE_SCALING_YARN, r->freq_scale, r->ext_factor, r->attn_factor,
+                  r->n_ctx_orig ? r->n_ctx_orig : hp->n_ctx_train, r->beta_fast, r->beta_slow);
+    p->freq_factors = s->rope_freqs;
 }
 
 static const int g_lin_role[LIN_COUNT] = {TR_ATTN_Q, TR_ATTN_K, TR_ATTN_V, TR_ATTN_OUT,
@@ -158,6 +187,11 @@ int shard_load(shard_t *s, const gguf_t *g, int first, int last, int has_head, c
     s->g = g;
     int rc = hparams_from_gguf(&s->hp, g, err, errlen);
     if (rc < 0) return rc;
+    if (o->rope_set) {
+        s->hp.rope_base = o->rope_base;
+        s->hp.rope = o->rope;
+        if ((rc = rope_scaling_check(&s->hp, err, errlen)) < 0) return rc;
+    }
     if (first < 0 || last >= s->hp.n_layer || (first > last && !(first == last + 1)))
         return err_set(err, errlen, TERN_EINVAL, "layer range [%d, %d] is outside the model's %d layers", first, last,
                        s->hp.n_layer);
@@ -167,6 +201,7 @@ int shard_load(shard_t *s, const gguf_t *g, int first, int last, int has_head, c
     int n = last - first + 1;
     s->layers = calloc(n > 0 ? (size_t)n : 1, sizeof(layer_w_t));
     if (!s->layers) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    if ((rc = load_rope_freqs(s, err, errlen)) < 0) goto fail;
     for (int i = 0; i < n; i++)
         if ((rc = load_layer(s, first + i, &s->layers[i], o, err, errlen)) < 0) goto fail;
     if (has_head) {
@@ -194,6 +229,7 @@ void shard_free(shard_t *s) {
         free(s->layers);
     }
     tern_free(s->out_norm);
+    tern_free(s->rope_freqs);
     if (s->has_head) mat_free(&s->head);
     tern_free(s->head_owned);
     memset(s, 0, sizeof *s);

@@ -7,6 +7,7 @@
 #include "core/gguf.h"
 #include "core/model_spec.h"
 #include "kernels/mat.h"
+#include "kernels/ops.h"
 
 enum { LIN_Q, LIN_K, LIN_V, LIN_O, LIN_GATE, LIN_UP, LIN_DOWN, LIN_COUNT };
 
@@ -24,6 +25,10 @@ typedef struct layer_w {
 typedef struct shard_opts {
     int head_type;          /* -1: as stored; TT_Q8_0 / TT_F16: convert the lm head at load */
     int mat_flags;          /* MAT_NO_REPACK for tests */
+    int rope_set;           /* 1: RoPE base and scaling are these (the user's overrides, resolved by the
+                             * coordinator), not the file's */
+    float rope_base;
+    rope_scaling_t rope;
 } shard_opts_t;
 
 typedef struct shard {
@@ -36,6 +41,7 @@ typedef struct shard {
     mat_t head;             /* (n_vocab, n_embd) */
     void *head_owned;       /* converted head bytes, if --head asked for a conversion */
     size_t weight_bytes;    /* bytes of weights read per token (layers + head) */
+    float *rope_freqs;      /* (rot_dim/2,) rope_freqs.weight (llama3 frequency factors), or NULL */
 } shard_t;
 
 void shard_opts_default(shard_opts_t *o);
@@ -44,5 +50,7 @@ void shard_opts_default(shard_opts_t *o);
 int shard_load(shard_t *s, const gguf_t *g, int first, int last, int has_head, const shard_opts_t *o,
                char *err, size_t errlen);
 void shard_free(shard_t *s);
+/* the RoPE of the shard's model: hp's base and scaling, and its frequency factors */
+void shard_rope(const shard_t *s, rope_params_t *p);
 
 #endif

@@ -48,6 +48,9 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
     shard_opts_default(&so);
     so.head_type = cfg->head_type;
     so.mat_flags = cfg->mat_flags;
+    so.rope_set = cfg->rope_set;
+    so.rope_base = cfg->rope_base;
+    so.rope = cfg->rope;
     if (cfg->device == STAGE_DEV_CUDA) {
         int prc = cuda_stage_probe(NULL, 0, err, errlen);   /* before reading any weights */
         if (prc < 0) return prc;

@@ -24,6 +24,9 @@ typedef struct stage_cfg {
     int head_type;         /* -1 as stored, or TT_Q8_0 / TT_F16 */
     int mat_flags;
     int device;            /* STAGE_DEV_CPU, or STAGE_DEV_CUDA: layers (and head) on GPU 0 */
+    int rope_set;          /* 1: RoPE base and scaling below, not the file's (--rope-* overrides) */
+    float rope_base;
+    rope_scaling_t rope;
 } stage_cfg_t;
 
 typedef struct stage {

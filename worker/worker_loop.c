@@ -282,6 +282,18 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     c.head_type = ls->head_type ? (int)ls->head_type : -1;
     c.kv_type = ls->kv_type == TERN__KV_TYPE__KV_F32 ? KV_F32 : ls->kv_type == TERN__KV_TYPE__KV_Q8_0 ? KV_Q8_0 : KV_F16;
     if (w->cfg->cuda) c.device = STAGE_DEV_CUDA;
+    if (ls->rope) {   /* checked by shard_load (rope_scaling_check): the bytes came over the network */
+        const Tern__RopeParams *r = ls->rope;
+        c.rope_set = 1;
+        c.rope_base = r->freq_base;
+        c.rope.type = r->scaling > ROPE_SCALING_YARN ? -1 : (int)r->scaling;
+        c.rope.freq_scale = r->freq_scale;
+        c.rope.n_ctx_orig = r->n_ctx_orig > (1u << 24) ? -1 : (int)r->n_ctx_orig;
+        c.rope.ext_factor = r->ext_factor;
+        c.rope.attn_factor = r->attn_factor;
+        c.rope.beta_fast = r->beta_fast;
+        c.rope.beta_slow = r->beta_slow;
+    }
     int rc = stage_init(&w->st, w->g, &c, w->tp, err, sizeof err);
     if (rc < 0) {
         snprintf(msg, sizeof msg, "%s: cannot load layers [%u, %u]: %s", w->name, ls->first_layer, ls->last_layer, err);

@@ -28,8 +28,8 @@ void cuda_ops_rope_kv(float *q, float *k, const float *v, int n, int n_heads, in
                       const int *seq, int64_t seq_stride);
 /* Context shift of slot seq in layers [0, n_layer) of a cache kc/vc [layer][seq][pos][kv_dim]
  * (layer_stride, seq_stride in elements): rows [keep + discard, n_past) move down by discard, keys
- * rotated by -discard on their first rot_dim dims (cs, sn: the (rot_dim/2,) table row of position
- * discard; the sine is negated here) and stored again in kv_type, values copied byte for byte —
+ * rotated by -discard on their first rot_dim dims (cs, sn: the (rot_dim/2,) rotation of discard
+ * positions, ops_rope_shift_table; the sine is negated here) and stored again in kv_type, values copied byte for byte —
  * worker/kv_cache.c's kv_cache_shift, operation for operation. Block (kv head, layer) walks its
  * rows upwards, so the move is in place. hd % 32 == 0 for KV_Q8_0. */
 void cuda_ops_kv_shift(void *kc, void *vc, int kv_type, int n_layer, int64_t layer_stride, int64_t seq_stride, int seq,

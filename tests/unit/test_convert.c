@@ -829,6 +829,87 @@ static void edit_config(const char *dir, const char *key, json_t *val) {
     json_decref(c);
 }
 
+/* converts dir (with its config.json as edited) to out and reads its hparams back */
+static gguf_t *convert_rope(const char *dir, const char *out, hparams_t *hp) {
+    assert_int_equal(run_cmd(convert_main, NULL, NULL, "convert", dir, "-o", out, (char *)NULL), 0);
+    gguf_t *g = NULL;
+    char err[512];
+    if (gguf_open(&g, out, err, sizeof err) < 0) fail_msg("%s", err);
+    if (hparams_from_gguf(hp, g, err, sizeof err) < 0) fail_msg("%s", err);
+    return g;
+}
+
+/* config.json's rope_scaling: linear and yarn become llama.cpp's GGUF keys, llama3 the
+ * rope_freqs.weight tensor (checked against the formula written here: llama.cpp's
+ * convert_hf_to_gguf), the others are refused with one line naming the type */
+static void t_rope_scaling(void **st) {
+    (void)st;
+    char dir[512], out[600];
+    snprintf(dir, sizeof dir, "%s/hf-rope", g_dir);
+    snprintf(out, sizeof out, "%s/rope.gguf", g_dir);
+    model_t m;
+    make_hf(&m, dir, &V_LLAMA, NULL);
+    hparams_t hp;
+    edit_config(dir, "rope_scaling", json_pack("{s:s,s:f}", "rope_type", "linear", "factor", 2.0));
+    gguf_t *g = convert_rope(dir, out, &hp);
+    assert_int_equal(hp.rope.type, ROPE_SCALING_LINEAR);
+    assert_float_equal(hp.rope.freq_scale, 0.5f, 0);
+    assert_null(gguf_find_tensor(g, "rope_freqs.weight"));
+    gguf_close(&g);
+    edit_config(dir, "rope_scaling", json_pack("{s:s,s:f,s:i,s:f,s:f,s:f}", "type", "yarn", "factor", 4.0,
+                                               "original_max_position_embeddings", 128, "attention_factor", 1.25,
+                                               "beta_fast", 16.0, "beta_slow", 2.0));
+    g = convert_rope(dir, out, &hp);
+    assert_int_equal(hp.rope.type, ROPE_SCALING_YARN);
+    assert_float_equal(hp.rope.freq_scale, 0.25f, 0);
+    assert_int_equal(hp.rope.n_ctx_orig, 128);
+    assert_float_equal(hp.rope.attn_factor, 1.25f, 0);
+    assert_float_equal(hp.rope.beta_fast, 16.0f, 0);
+    assert_float_equal(hp.rope.beta_slow, 2.0f, 0);
+    assert_true(hp.rope.ext_factor < 0);
+    gguf_close(&g);
+    /* llama3: wavelengths 2π·base^(2i/d) below old/high kept, above old/low divided by factor */
+    const double factor = 8, low = 1, high = 4, old = 64, base = 500000;
+    edit_config(dir, "rope_scaling", json_pack("{s:s,s:f,s:f,s:f,s:i}", "rope_type", "llama3", "factor", factor,
+                                               "low_freq_factor", low, "high_freq_factor", high,
+                                               "original_max_position_embeddings", (int)old));
+    g = convert_rope(dir, out, &hp);
+    assert_int_equal(hp.rope.type, ROPE_SCALING_NONE);
+    const gguf_tensor_t *t = gguf_find_tensor(g, "rope_freqs.weight");
+    assert_non_null(t);
+    assert_int_equal(t->type, TT_F32);
+    assert_int_equal(t->ne[0], HD / 2);
+    int kept = 0, divided = 0, smooth = 0;
+    for (int i = 0; i < HD / 2; i++) {
+        double wavelen = 2 * 3.14159265358979323846 * pow(base, 2.0 * i / HD), want;
+        if (wavelen < old / high) want = 1, kept++;
+        else if (wavelen > old / low) want = factor, divided++;
+        else {
+            double sm = (old / wavelen - low) / (high - low);
+            want = 1 / ((1 - sm) / factor + sm), smooth++;
+        }
+        double got = ((const float *)t->data)[i];
+        if (fabs(got - want) > 1e-6 * want) fail_msg("rope_freqs[%d] = %.9g, expected %.9g", i, got, want);
+    }
+    assert_true(kept > 0 && divided > 0 && smooth > 0);
+    gguf_close(&g);
+    /* refused: unknown types, a missing or bad factor, not an object */
+    edit_config(dir, "rope_scaling", json_pack("{s:s,s:f}", "rope_type", "dynamic", "factor", 2.0));
+    expect_fail(dir, "rope_scaling type 'dynamic' is not supported");
+    edit_config(dir, "rope_scaling", json_pack("{s:s,s:f}", "type", "longrope", "factor", 2.0));
+    expect_fail(dir, "rope_scaling type 'longrope' is not supported");
+    edit_config(dir, "rope_scaling", json_pack("{s:s}", "rope_type", "linear"));
+    expect_fail(dir, "rope_scaling needs 'factor'");
+    edit_config(dir, "rope_scaling", json_pack("{s:s,s:f}", "rope_type", "yarn", "factor", -4.0));
+    expect_fail(dir, "rope_scaling 'factor' is not a number > 0");
+    edit_config(dir, "rope_scaling", json_pack("{s:s,s:f,s:s}", "rope_type", "yarn", "factor", 4.0, "beta_fast", "x"));
+    expect_fail(dir, "rope_scaling 'beta_fast' is not a number > 0");
+    edit_config(dir, "rope_scaling", json_string("yarn"));
+    expect_fail(dir, "rope_scaling is not an object");
+    model_free(&m);
+    rm_rf(dir);
+}
+
 static void t_bad_checkpoints(void **st) {
     char dir[512], p[600];
     snprintf(dir, sizeof dir, "%s/hf-bad", g_dir);
@@ -960,7 +1041,7 @@ int main(int argc, char **argv) {
         cmocka_unit_test(t_safetensors_header), cmocka_unit_test(t_b158),      cmocka_unit_test(t_bitnet_spm),
         cmocka_unit_test(t_llama),              cmocka_unit_test(t_packed),    cmocka_unit_test(t_sharded),
         cmocka_unit_test(t_spm_vocab),          cmocka_unit_test(t_quantize),  cmocka_unit_test(t_bad_checkpoints),
-        cmocka_unit_test(t_packed_bad_code),
+        cmocka_unit_test(t_packed_bad_code),    cmocka_unit_test(t_rope_scaling),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     rm_rf(g_dir);

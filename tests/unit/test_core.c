@@ -514,6 +514,130 @@ static void test_hparams_gguf_roundtrip(void **st) {
     rmdir(dir);
 }
 
+/* the tiny preset's keys, with hp's RoPE scaling, then one extra key (NULL: none) of GGUF type
+ * vtype, written to path and read back into *b: hparams_from_gguf's rc, its message in err */
+static int rope_file(const char *path, const hparams_t *a, const char *key, int vtype, double num, const char *str,
+                     hparams_t *b, char *err, size_t errlen) {
+    gguf_writer_t *w = gguf_writer_new();
+    hparams_to_gguf(a, w, NULL);
+    if (key && vtype == GGUF_STR) gguf_writer_set_str(w, key, str);
+    else if (key && vtype == GGUF_U32) gguf_writer_set_u32(w, key, (uint32_t)num);
+    else if (key) gguf_writer_set_f32(w, key, (float)num);
+    assert_int_equal(gguf_writer_begin(w, path, err, errlen), 0);
+    assert_int_equal(gguf_writer_finish(w, err, errlen), 0);
+    gguf_writer_destroy(&w);
+    gguf_t *g = NULL;
+    assert_int_equal(gguf_open(&g, path, err, errlen), 0);
+    int rc = hparams_from_gguf(b, g, err, errlen);
+    gguf_close(&g);
+    return rc;
+}
+
+/* RoPE scaling keys: yarn and linear round trip through hparams_to_gguf / hparams_from_gguf;
+ * llama.cpp's older rope.scale_linear and the type it implies; corrupt values and unknown types
+ * refused with the key named; the user's overrides applied and checked */
+static void test_hparams_rope(void **st) {
+    (void)st;
+    char dir[] = "/tmp/tern_core_XXXXXX", path[64], err[256];
+    assert_non_null(mkdtemp(dir));
+    snprintf(path, sizeof path, "%s/rope.gguf", dir);
+    hparams_t a, b;
+    assert_int_equal(preset_find("tiny", ARCH_LLAMA, &a), 0);
+    assert_int_equal(a.rope.type, ROPE_SCALING_NONE);
+    a.rope = (rope_scaling_t){ROPE_SCALING_YARN, 0.25f, 128, 0.5f, 1.25f, 16.0f, 2.0f};
+    if (rope_file(path, &a, NULL, 0, 0, NULL, &b, err, sizeof err) < 0) fail_msg("%s", err);
+    assert_int_equal(b.rope.type, ROPE_SCALING_YARN);
+    assert_float_equal(b.rope.freq_scale, 0.25f, 0);
+    assert_int_equal(b.rope.n_ctx_orig, 128);
+    assert_float_equal(b.rope.ext_factor, 0.5f, 0);
+    assert_float_equal(b.rope.attn_factor, 1.25f, 0);
+    assert_float_equal(b.rope.beta_fast, 16.0f, 0);
+    assert_float_equal(b.rope.beta_slow, 2.0f, 0);
+    a.rope = (rope_scaling_t){ROPE_SCALING_LINEAR, 0.5f, 0, -1.0f, 1.0f, 32.0f, 1.0f};
+    if (rope_file(path, &a, NULL, 0, 0, NULL, &b, err, sizeof err) < 0) fail_msg("%s", err);
+    assert_int_equal(b.rope.type, ROPE_SCALING_LINEAR);
+    assert_float_equal(b.rope.freq_scale, 0.5f, 0);
+    assert_true(b.rope.ext_factor < 0);
+    assert_float_equal(b.rope.attn_factor, 1.0f, 0);
+    /* the older key alone: linear with its factor (llama.cpp's default type) */
+    assert_int_equal(preset_find("tiny", ARCH_LLAMA, &a), 0);
+    if (rope_file(path, &a, "llama.rope.scale_linear", GGUF_F32, 4.0, NULL, &b, err, sizeof err) < 0) fail_msg("%s", err);
+    assert_int_equal(b.rope.type, ROPE_SCALING_LINEAR);
+    assert_float_equal(b.rope.freq_scale, 0.25f, 0);
+    /* refused, naming the key or the value */
+    const struct { const char *key; int vtype; double num; const char *str, *says; } bad[] = {
+        {"llama.rope.scaling.type", GGUF_STR, 0, "longrope", "'longrope' is not supported"},
+        {"llama.rope.scaling.type", GGUF_STR, 0, "dynamic", "llama.rope.scaling.type"},
+        {"llama.rope.scaling.type", GGUF_U32, 2, NULL, "not a short string"},
+        {"llama.rope.scaling.factor", GGUF_F32, -2.0, NULL, "rope.scaling.factor"},
+        {"llama.rope.scaling.factor", GGUF_F32, NAN, NULL, "rope.scaling.factor"},
+        {"llama.rope.scaling.factor", GGUF_F32, INFINITY, NULL, "rope.scaling.factor"},
+        {"llama.rope.scaling.factor", GGUF_STR, 0, "4", "is not a float"},
+        {"llama.rope.scaling.attn_factor", GGUF_F32, NAN, NULL, "attn_factor"},
+        {"llama.rope.scaling.attn_factor", GGUF_F32, -1.0, NULL, "attn_factor"},
+        {"llama.rope.scaling.yarn_beta_fast", GGUF_F32, 0.0, NULL, "beta_fast"},
+        {"llama.rope.scaling.yarn_ext_factor", GGUF_F32, -7.0, NULL, "ext_factor"},
+        {"llama.rope.scaling.original_context_length", GGUF_U32, 4e9, NULL, "original_context_length"},
+        {"llama.rope.freq_base", GGUF_F32, INFINITY, NULL, "freq_base"},
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        assert_int_equal(preset_find("tiny", ARCH_LLAMA, &a), 0);
+        a.rope.type = ROPE_SCALING_YARN, a.rope.freq_scale = 0.5f;
+        err[0] = 0;
+        if (rope_file(path, &a, bad[i].key, bad[i].vtype, bad[i].num, bad[i].str, &b, err, sizeof err) >= 0)
+            fail_msg("%s accepted", bad[i].key);
+        if (!strstr(err, bad[i].says) || strchr(err, '\n')) fail_msg("%s: '%s' does not say '%s'", bad[i].key, err, bad[i].says);
+    }
+    /* overrides: each field replaces the file's (attn_factor multiplies it); none turns scaling off */
+    assert_int_equal(preset_find("tiny", ARCH_LLAMA, &a), 0);
+    a.rope.attn_factor = 2.0f;
+    rope_override_t o;
+    rope_override_default(&o);
+    assert_true(rope_override_empty(&o));
+    o.type = ROPE_SCALING_YARN, o.freq_scale = 0.125f, o.n_ctx_orig = 64, o.ext_factor = 0.0f, o.attn_factor = 1.5f;
+    o.beta_fast = 8.0f, o.beta_slow = 0.5f, o.freq_base = 1234.0f;
+    assert_false(rope_override_empty(&o));
+    assert_int_equal(hparams_rope_override(&a, &o, err, sizeof err), 0);
+    assert_int_equal(a.rope.type, ROPE_SCALING_YARN);
+    assert_float_equal(a.rope.freq_scale, 0.125f, 0);
+    assert_int_equal(a.rope.n_ctx_orig, 64);
+    assert_float_equal(a.rope.ext_factor, 0.0f, 0);
+    assert_float_equal(a.rope.attn_factor, 3.0f, 0);
+    assert_float_equal(a.rope.beta_fast, 8.0f, 0);
+    assert_float_equal(a.rope.beta_slow, 0.5f, 0);
+    assert_float_equal(a.rope_base, 1234.0f, 0);
+    rope_override_default(&o);
+    o.type = ROPE_SCALING_NONE;
+    assert_int_equal(hparams_rope_override(&a, &o, err, sizeof err), 0);
+    assert_float_equal(a.rope.freq_scale, 1.0f, 0);   /* llama.cpp: never scale with none */
+    rope_override_default(&o);
+    o.attn_factor = NAN;
+    assert_true(hparams_rope_override(&a, &o, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "attn_factor"));
+    rope_override_default(&o);
+    o.type = ROPE_SCALING_LINEAR, o.freq_scale = -1.0f;
+    assert_true(hparams_rope_override(&a, &o, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "freq_scale"));
+    rope_override_default(&o);
+    o.type = 7;
+    assert_true(hparams_rope_override(&a, &o, err, sizeof err) < 0);
+    assert_int_equal(rope_scaling_parse("yarn"), ROPE_SCALING_YARN);
+    assert_int_equal(rope_scaling_parse("longrope"), -1);
+    /* llama3 factors: llama.cpp's values for Llama-3.1 (factor 8, low 1, high 4, 8192) at dim 128,
+     * base 500000: the fastest pairs kept, the slowest divided by 8, a smooth step between */
+    float ff[64];
+    rope_llama3_factors(ff, 128, 500000.0f, 8.0f, 1.0f, 4.0f, 8192);
+    assert_float_equal(ff[0], 1.0f, 0);
+    assert_float_equal(ff[63], 8.0f, 0);
+    int mid = 0;
+    for (int i = 0; i < 64; i++) {
+        if (i && ff[i] < ff[i - 1]) fail_msg("llama3 factors not rising at %d", i);
+        mid += ff[i] > 1.0f && ff[i] < 8.0f;
+    }
+    assert_true(mid > 0);
+    unlink(path);
+    rmdir(dir);
+}
 
 /* strbuf: pieces join, printf formats in full, max drops the write that passes it and all later */
 static void test_strbuf(void **state) {
@@ -561,6 +685,7 @@ int main(void) {
         cmocka_unit_test(test_types_sizes),
         cmocka_unit_test(test_presets),
         cmocka_unit_test(test_hparams_gguf_roundtrip),
+        cmocka_unit_test(test_hparams_rope),
         cmocka_unit_test(test_strbuf),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -347,7 +347,9 @@ static void test_gpu_ops(void **state) {
         float *qv = malloc((size_t)(n * nh * hd) * 4), *qg = malloc((size_t)(n * nh * hd) * 4);
         rand_f32(qv, n * nh * hd, 2.0f);
         float *dq = dup_to_dev(qv, (size_t)(n * nh * hd) * 4);
-        for (int t = 0; t < n; t++) ops_rope(qv + t * nh * hd, nh, hd, rot, pos[t], base, neox, NULL);
+        rope_params_t rp;
+        ops_rope_init(&rp, rot, neox, base);
+        for (int t = 0; t < n; t++) ops_rope(qv + t * nh * hd, nh, hd, pos[t], &rp);
         cuda_ops_rope(dq, n, nh, hd, rot, dpos, dcs, dsn, neox);
         from_dev(qg, dq, (size_t)(n * nh * hd) * 4);
         e = max_rel(qg, qv, n * nh * hd);
@@ -767,7 +769,9 @@ static void kv_shift_case(int type, int neox, int rot) {
     from_dev(gk, dk, half);
     from_dev(gv, dv, half);
     float cs[64], sn[64], *tmp = malloc((size_t)hd * 4);
-    ops_rope_table(cs, sn, rot, -sh.discard, base, NULL);
+    rope_params_t rp;
+    ops_rope_init(&rp, rot, neox, base);
+    ops_rope_shift_table(cs, sn, -sh.discard, &rp);
     kv_rope_t r = {hd, rot, neox, cs, sn};
     kv_cache_shift(&kv, &sh, &r, NULL, tmp);
     if (memcmp(gv, kv.v, half)) fail_msg("kv shift type %d: values differ from the CPU's", type);

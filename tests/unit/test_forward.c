@@ -39,6 +39,7 @@ typedef struct ref_model {
     hparams_t hp;
     float *emb;         /* (vocab, embd) */
     float *out_norm;
+    float *rope_freqs;  /* (rot_dim/2,) the file's frequency factors, or NULL */
     ref_lin_t head;
     ref_layer_t *L;
     double *kc, *vc;    /* (layer, ctx, kvdim) */
@@ -77,6 +78,7 @@ static void ref_load(ref_model_t *m, const gguf_t *g, int ctx) {
     int64_t c, r;
     m->emb = deq(g, "token_embd.weight", &c, &r);
     m->out_norm = deq(g, "output_norm.weight", &c, &r);
+    m->rope_freqs = deq(g, "rope_freqs.weight", &c, &r);
     ref_lin_load(g, hp->tied ? "token_embd.weight" : "output.weight", &m->head);
     m->L = calloc((size_t)hp->n_layer, sizeof(ref_layer_t));
     for (int l = 0; l < hp->n_layer; l++) {
@@ -101,7 +103,7 @@ static void ref_free(ref_model_t *m) {
         free(L->an); free(L->asn); free(L->fn); free(L->fsn);
         free(L->q.w); free(L->k.w); free(L->v.w); free(L->o.w); free(L->g.w); free(L->u.w); free(L->d.w);
     }
-    free(m->L); free(m->emb); free(m->out_norm); free(m->head.w); free(m->kc); free(m->vc);
+    free(m->L); free(m->emb); free(m->out_norm); free(m->rope_freqs); free(m->head.w); free(m->kc); free(m->vc);
 }
 
 static void ref_rmsnorm(double *x, int n, const float *w, double eps) {
@@ -157,15 +159,33 @@ static void ref_matvec(const ref_lin_t *l, const double *x, double *y) {
     free(xq);
 }
 
-static void ref_rope(double *x, int nh, int hd, int rot, int pos, double base, int neox) {
+/* RoPE with the model's scaling, from the definitions: theta_i = pos base^(-2i/rot) / ff_i
+ * (extrapolated); linear and YaRN interpolate it by freq_scale = 1/factor; YaRN keeps the
+ * extrapolated angle for the fast pairs, the interpolated one for the slow, and mixes them on a
+ * linear ramp between the pairs that turn beta_fast and beta_slow times over the original context,
+ * and scales q and k by attn_factor · (1 + 0.1 ln factor) */
+static void ref_rope(const ref_model_t *m, double *x, int nh, int pos) {
+    const hparams_t *hp = &m->hp;
+    const rope_scaling_t *r = &hp->rope;
+    int hd = hp->head_dim, rot = hp->rot_dim, neox = hp->rope_neox;
+    double base = hp->rope_base, ext = r->type == ROPE_SCALING_YARN ? (r->ext_factor < 0 ? 1 : r->ext_factor) : 0;
+    double orig = r->n_ctx_orig ? r->n_ctx_orig : hp->n_ctx_train, tau = 2 * 3.14159265358979323846;
+    double lo = fmax(0, floor(rot * log(orig / (r->beta_fast * tau)) / (2 * log(base))));
+    double hi = fmin(rot - 1, ceil(rot * log(orig / (r->beta_slow * tau)) / (2 * log(base))));
+    double mag = r->attn_factor * (ext != 0 ? 1 + 0.1 * log(1 / (double)r->freq_scale) : 1);
     for (int h = 0; h < nh; h++) {
         double *v = x + h * hd;
         for (int i = 0; i < rot / 2; i++) {
-            double th = pos * pow(base, -2.0 * i / rot);
+            double ex = pos * pow(base, -2.0 * i / rot) / (m->rope_freqs ? m->rope_freqs[i] : 1.0);
+            double th = (r->type == ROPE_SCALING_NONE ? 1.0 : r->freq_scale) * ex;
+            if (ext != 0) {
+                double mix = (1 - fmin(1, fmax(0, (i - lo) / fmax(0.001, hi - lo)))) * ext;
+                th = th * (1 - mix) + ex * mix;
+            }
             int a = neox ? i : 2 * i, b = neox ? i + rot / 2 : 2 * i + 1;
             double x0 = v[a], x1 = v[b];
-            v[a] = x0 * cos(th) - x1 * sin(th);
-            v[b] = x0 * sin(th) + x1 * cos(th);
+            v[a] = (x0 * cos(th) - x1 * sin(th)) * mag;
+            v[b] = (x0 * sin(th) + x1 * cos(th)) * mag;
         }
     }
 }
@@ -188,8 +208,8 @@ static void ref_token_h(ref_model_t *m, int tok, int pos, double *logits, double
         ref_matvec(&L->q, n, q);
         ref_matvec(&L->k, n, k);
         ref_matvec(&L->v, n, v);
-        ref_rope(q, nh, hd, hp->rot_dim, pos, hp->rope_base, hp->rope_neox);
-        ref_rope(k, nkv, hd, hp->rot_dim, pos, hp->rope_base, hp->rope_neox);
+        ref_rope(m, q, nh, pos);
+        ref_rope(m, k, nkv, pos);
         double *kc = m->kc + (size_t)l * m->ctx * kvd, *vc = m->vc + (size_t)l * m->ctx * kvd;
         for (int i = 0; i < kvd; i++) {
             kc[(size_t)pos * kvd + i] = m->kv_f16 ? f16_to_f32(f32_to_f16((float)k[i])) : k[i];
@@ -250,6 +270,8 @@ static void ref_token(ref_model_t *m, int tok, int pos, double *logits) { ref_to
 
 /* ---- the test ----------------------------------------------------------------------------- */
 static char g_dir[256];
+static const char *g_rope_args[16];   /* extra mkmodel flags (RoPE scaling) for compare(); NULL-ended */
+static const char *g_rope_tag = "";  /* and the file name's suffix for them */
 
 /* a q8_0 head is written untied (output.weight), so the head really is Q8_0; head "H+E" is an lm
  * head of type H and token embeddings of type E (llama-quantize's Q6_K head + Q4_K embeddings) */
@@ -261,7 +283,12 @@ static void make_model(const char *path, const char *arch, const char *type, con
                     h, "--seed", "7", "-o", (char *)path, "--untied", NULL, NULL, NULL};
     int argc = strcmp(h, "q8_0") ? 13 : 14;
     if (e) { argv[14] = "--embd-type"; argv[15] = e; argc = 16; }
-    assert_int_equal(mkmodel_main(argc, argv), 0);
+    char *all[32];
+    int n = 0;
+    for (int i = 0; i < argc; i++) all[n++] = argv[i];
+    for (int i = 0; g_rope_args[i]; i++) all[n++] = (char *)g_rope_args[i];
+    all[n] = NULL;
+    assert_int_equal(mkmodel_main(n, all), 0);
 }
 
 /* Every position's relative logit error must be <= loose, and at least 80% of them <= tight: an
@@ -273,7 +300,7 @@ static void compare(const char *arch, const char *type, const char *head, int kv
     double rtol = loose;
     int n_tight = 0;
     char path[512], err[256];
-    snprintf(path, sizeof path, "%s/%s-%s-%s.gguf", g_dir, arch, type, head);
+    snprintf(path, sizeof path, "%s/%s-%s-%s%s.gguf", g_dir, arch, type, head, g_rope_tag);
     if (access(path, R_OK) != 0) make_model(path, arch, type, head);
     gguf_t *g;
     assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
@@ -322,15 +349,15 @@ static void compare(const char *arch, const char *type, const char *head, int kv
         if (rl[am_ref] - second <= 2 * d) am = am_ref;   /* a near-tie: argmax is not defined by the tolerance */
         worst = fmax(worst, rel);
         n_tight += rel <= tight;
-        if (getenv("TERN_TEST_VERBOSE")) fprintf(stderr, "pos %d rel %.3g\n", i, rel);
+        if (getenv("TERN_TEST_VERBOSE")) fprintf(stderr, "pos %d rel %.3g (max|ref| %.6g)\n", i, rel, mx);
         if (rel > rtol || am != am_ref)
             fprintf(stderr, "%s %s head %s kv %d t%d pos %d: max|d| %.3g, max|ref| %.3g (rel %.3g), argmax %d vs %d\n",
                     arch, type, head, kv_type, threads, i, d, mx, rel, am, am_ref);
         assert_true(rel <= rtol);
         assert_int_equal(am, am_ref);
     }
-    printf("  %-13s %-6s head %-5s kv %s threads %d: worst relative logit error %.2e (<= %.0e), %d/%d positions "
-           "<= %.0e\n", arch, type, head, ops_kv_name(kv_type), threads, worst, loose, n_tight, n, tight);
+    printf("  %-13s %-6s head %-5s%s kv %s threads %d: worst relative logit error %.2e (<= %.0e), %d/%d positions "
+           "<= %.0e\n", arch, type, head, g_rope_tag, ops_kv_name(kv_type), threads, worst, loose, n_tight, n, tight);
     assert_true(n_tight * 5 >= n * 4);
     free(h); free(logits); free(rl);
     forward_free(&f);
@@ -366,6 +393,92 @@ static void test_llama(void **st) {
     compare("llama", "i2_s", "q8_0", KV_F32, 2, 1e-5, 2e-2);
     compare("llama", "i2_s", "q8_0", KV_F16, 1, 1e-5, 2e-2);
     compare("llama", "tq2_0", "f16", KV_Q8_0, 1, 1e-5, 2e-2);
+}
+
+/* RoPE scaling (context extension) against the reference's own maths: YaRN (ramp inside the rotated
+ * dims: a 16-position original context), linear, and llama3 frequency factors (rope_freqs.weight),
+ * alone and with YaRN; NEOX and normal pairs */
+static void rope_compare(const char *arch, const char *type, const char *tag, const char *const *args) {
+    int n = 0;
+    for (; args[n]; n++) {
+        assert_true(n + 1 < (int)(sizeof g_rope_args / sizeof g_rope_args[0]));
+        g_rope_args[n] = args[n];
+    }
+    g_rope_args[n] = NULL;
+    g_rope_tag = tag;
+    for (int t = 1; t <= 2; t++) compare(arch, type, "f16", KV_F32, t, 1e-5, 2e-2);
+    compare(arch, type, "f16", KV_F16, 2, 1e-5, 2e-2);
+    g_rope_args[0] = NULL;
+    g_rope_tag = "";
+}
+
+static void test_rope_scaling(void **st) {
+    (void)st;
+    const char *yarn[] = {"--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "16", "--yarn-attn-factor",
+                          "1.3", NULL};
+    const char *linear[] = {"--rope-scaling", "linear", "--rope-scale", "2.5", NULL};
+    const char *l3[] = {"--rope-freqs", "8", "--yarn-orig-ctx", "64", NULL};
+    const char *yarn_l3[] = {"--rope-scaling", "yarn", "--rope-scale", "8", "--yarn-orig-ctx", "32", "--rope-freqs", "4",
+                             NULL};
+    rope_compare("llama", "tq2_0", "-yarn", yarn);
+    rope_compare("bitnet-b1.58", "i2_s", "-yarn", yarn);
+    rope_compare("llama", "i2_s", "-linear", linear);
+    rope_compare("llama", "tq1_0", "-llama3", l3);
+    rope_compare("bitnet-b1.58", "i2_s", "-llama3", l3);
+    rope_compare("llama", "tq2_0", "-yarn-llama3", yarn_l3);
+}
+
+/* rope_freqs.weight of the given type, length n and values v (n floats or halves) in a file of the
+ * tiny preset's keys; shard_load of no layers (it still reads the factors): its rc, message in err */
+static int freqs_file(int type, int n, const void *v, char *err, size_t errlen) {
+    char path[512];
+    snprintf(path, sizeof path, "%s/freqs.gguf", g_dir);
+    hparams_t hp;
+    assert_int_equal(preset_find("tiny", ARCH_LLAMA, &hp), 0);
+    gguf_writer_t *w = gguf_writer_new();
+    hparams_to_gguf(&hp, w, NULL);
+    int64_t ne[2] = {n, 1};
+    assert_int_equal(gguf_writer_add_tensor(w, "rope_freqs.weight", type, 1, ne), 0);
+    assert_int_equal(gguf_writer_begin(w, path, err, errlen), 0);
+    assert_int_equal(gguf_writer_write(w, v, (size_t)n * (type == TT_F32 ? 4 : 2), err, errlen), 0);
+    assert_int_equal(gguf_writer_finish(w, err, errlen), 0);
+    gguf_writer_destroy(&w);
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, path, err, errlen), 0);
+    shard_t s;
+    int rc = shard_load(&s, g, 0, -1, 0, NULL, err, errlen);
+    if (rc == 0) {
+        assert_non_null(s.rope_freqs);
+        assert_memory_equal(s.rope_freqs, v, (size_t)n * 4);
+        shard_free(&s);
+    }
+    gguf_close(&g);
+    unlink(path);
+    return rc;
+}
+
+/* a frequency factors tensor that is not F32 of rot_dim/2 finite positive values is refused, named */
+static void test_rope_freqs_bad(void **st) {
+    (void)st;
+    char err[256];
+    float ok[32], big[33];
+    uint16_t half[32];
+    for (int i = 0; i < 33; i++) big[i] = 1.0f + (float)i;
+    for (int i = 0; i < 32; i++) ok[i] = 1.0f + (float)i, half[i] = f32_to_f16(ok[i]);
+    if (freqs_file(TT_F32, 32, ok, err, sizeof err) != 0) fail_msg("good factors refused: %s", err);
+    assert_true(freqs_file(TT_F32, 33, big, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "rope_freqs.weight"));
+    assert_true(freqs_file(TT_F32, 16, ok, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "expected f32 [32]"));
+    assert_true(freqs_file(TT_F16, 32, half, err, sizeof err) < 0);
+    assert_non_null(strstr(err, "rope_freqs.weight"));
+    const float bad[] = {0.0f, -1.0f, NAN, INFINITY};
+    for (int k = 0; k < 4; k++) {
+        ok[5] = bad[k];
+        assert_true(freqs_file(TT_F32, 32, ok, err, sizeof err) < 0);
+        assert_non_null(strstr(err, "finite and > 0"));
+        assert_null(strchr(err, '\n'));
+    }
 }
 
 /* Teacher forcing (perplexity, prompt logprobs): a prompt through two stages, the last scoring
@@ -818,6 +931,8 @@ int main(void) {
         cmocka_unit_test(test_bitnet_b158),
         cmocka_unit_test(test_bitnet),
         cmocka_unit_test(test_llama),
+        cmocka_unit_test(test_rope_scaling),
+        cmocka_unit_test(test_rope_freqs_bad),
         cmocka_unit_test(test_score),
         cmocka_unit_test(test_allow),
         cmocka_unit_test(test_embd),

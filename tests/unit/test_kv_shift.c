@@ -2,13 +2,16 @@
  * operation against a plain double reference written here from the definition (RoPE angle
  * -discard·base^(-2i/rot_dim), neox and adjacent pairs, partial rotation), for f32/f16/q8_0, 1
  * and 3 threads: moved keys within the type's rounding, values moved byte for byte, rows below
- * keep, at and past n_past and other slots untouched; hostile shifts refused whole. (2) A real
- * model (NEOX and normal RoPE): layer 0's keys depend on the token alone, so after a shift its
+ * keep, at and past n_past and other slots untouched; hostile shifts refused whole; with YaRN and
+ * frequency factors too (the shift is the rotation alone: its magnitude is not applied again). (2)
+ * Real models (NEOX and normal RoPE; plain, YaRN with llama3 factors, llama3 factors alone): layer
+ * 0's keys depend on the token alone, so after a shift its
  * moved keys equal the keys recomputed by running the same tokens at their new positions in
  * another slot (within rounding), its values exactly; every layer as in (1). (3) Prefill, decode,
  * shifts of one and of two slots in one step: the direct stages (TERN_EMBEDDED=direct's
  * pipeline_local), the embedded cluster (inproc workers) and two ZeroMQ workers (ipc://) give
- * bit-identical tokens and log-probabilities, and they differ from the same steps unshifted.
+ * bit-identical tokens and log-probabilities, and they differ from the same steps unshifted — for a
+ * plain model, a YaRN one, and RoPE overrides sent in LoadShard.rope.
  * KV copies (llama_memory_seq_cp): (4) hostile copy sets refused whole; (5) a real model: the
  * copied rows are byte for byte what a prefill of the same tokens in a third slot computes, the
  * rest of the cache untouched, a copy past what the source slot holds refused; (6) a prompt copied
@@ -40,7 +43,7 @@
 
 int mkmodel_main(int argc, char **argv);
 
-static char g_dir[64], g_b158[128], g_llama[128];
+static char g_dir[64], g_b158[128], g_llama[128], g_yarn[128], g_l3[128];
 static uint64_t g_rng = 0x9E3779B97F4A7C15ull;
 static float frand(void) {
     g_rng ^= g_rng << 13, g_rng ^= g_rng >> 7, g_rng ^= g_rng << 17;
@@ -49,11 +52,36 @@ static float frand(void) {
 
 /* ---- (1) the cache operation against the definition -------------------------------------- */
 
-/* one head (hd,) rotated by -d in double: theta_i = base^(-2i/rot), pairs as the model's */
-static void ref_rot(double *y, const float *x, int hd, int rot, int neox, double base, int d) {
+/* RoPE scaling as the reference sees it (NULL: none): linear/YaRN interpolation, frequency factors.
+ * A shift turns a key by the angle difference only: the magnitude YaRN gives q and k was applied
+ * once, when the key was computed. */
+typedef struct ref_scale {
+    double freq_scale, ext;   /* ext 0: linear (or none with freq_scale 1) */
+    int n_orig;               /* YaRN's original context; betas 32 and 1 */
+    const float *ff;          /* (rot/2,) or NULL */
+} ref_scale_t;
+
+/* theta_i per position: base^(-2i/rot) / ff_i, interpolated by freq_scale, YaRN-mixed on its ramp */
+static double ref_theta(const ref_scale_t *rs, int rot, double base, int i) {
+    double ex = pow(base, -2.0 * i / rot);
+    if (!rs) return ex;
+    if (rs->ff) ex /= rs->ff[i];
+    double th = rs->freq_scale * ex;
+    if (rs->ext != 0) {
+        const double tau = 2 * 3.14159265358979323846;
+        double lo = fmax(0, floor(rot * log(rs->n_orig / (32 * tau)) / (2 * log(base))));
+        double hi = fmin(rot - 1, ceil(rot * log(rs->n_orig / (1 * tau)) / (2 * log(base))));
+        double mix = (1 - fmin(1, fmax(0, (i - lo) / fmax(0.001, hi - lo)))) * rs->ext;
+        th = th * (1 - mix) + ex * mix;
+    }
+    return th;
+}
+
+/* one head (hd,) rotated by -d in double: theta_i = ref_theta, pairs as the model's */
+static void ref_rot(double *y, const float *x, int hd, int rot, int neox, double base, int d, const ref_scale_t *rs) {
     for (int j = 0; j < hd; j++) y[j] = x[j];
     for (int i = 0; i < rot / 2; i++) {
-        double th = -(double)d * pow(base, -2.0 * i / rot);
+        double th = -(double)d * ref_theta(rs, rot, base, i);
         int a = neox ? i : 2 * i, b = neox ? i + rot / 2 : 2 * i + 1;
         y[a] = x[a] * cos(th) - x[b] * sin(th);
         y[b] = x[a] * sin(th) + x[b] * cos(th);
@@ -69,10 +97,10 @@ static double tol_for(int type, double x, double amax) {
 
 /* new key row (deq) at p - d against old key row (deq) at p rotated in double, head by head */
 static void check_keys(const float *newk, const float *oldk, int kv_dim, int hd, int rot, int neox, double base, int d,
-                       int type, const char *what) {
+                       const ref_scale_t *rs, int type, const char *what) {
     double y[1024];
     for (int h = 0; h < kv_dim / hd; h++) {
-        ref_rot(y, oldk + h * hd, hd, rot, neox, base, d);
+        ref_rot(y, oldk + h * hd, hd, rot, neox, base, d, rs);
         double amax = 0;
         for (int j = 0; j < hd; j++) amax = fmax(amax, fabs(y[j]));
         for (int j = 0; j < hd; j++)
@@ -81,7 +109,7 @@ static void check_keys(const float *newk, const float *oldk, int kv_dim, int hd,
     }
 }
 
-static void cache_case(int type, int neox, int rot, tpool_t *tp) {
+static void cache_case(int type, int neox, int rot, int yarn, tpool_t *tp) {
     const int L = 2, S = 3, C = 40, hd = 64, kvd = 2 * hd;
     const float base = 10000.0f;
     char err[256], what[128];
@@ -100,7 +128,18 @@ static void cache_case(int type, int neox, int rot, tpool_t *tp) {
     memcpy(v0, kv.v, half);
     const kv_shift_t sh = {1, 5, 7, 31};
     float cs[512], sn[512], *tmp = malloc((size_t)tpool_size(tp) * hd * 4);
-    ops_rope_table(cs, sn, rot, -sh.discard, base, NULL);
+    /* yarn: factor 4, a 32-position original context (a ramp inside the rotated dims), frequency
+     * factors, and a magnitude that must not reach a shift */
+    float ff[64];
+    for (int i = 0; i < rot / 2; i++) ff[i] = 1.0f + (float)(i % 5) * 0.75f;
+    rope_params_t rp;
+    ops_rope_init(&rp, rot, neox, base);
+    if (yarn) {
+        ops_rope_yarn(&rp, 1, 0.25f, -1.0f, 1.4f, 32, 32.0f, 1.0f);
+        rp.freq_factors = ff;
+    }
+    const ref_scale_t rs = {0.25, 1.0, 32, ff};
+    ops_rope_shift_table(cs, sn, -sh.discard, &rp);
     kv_rope_t r = {hd, rot, neox, cs, sn};
     kv_cache_shift(&kv, &sh, &r, tp, tmp);
     for (int l = 0; l < L; l++)
@@ -117,9 +156,9 @@ static void cache_case(int type, int neox, int rot, tpool_t *tp) {
                 if (memcmp(kv.v + o, v0 + src, kv.row)) fail_msg("type %d: layer %d row %d: values not moved", type, l, p);
                 ops_kv_get(y, kv.k + o, type, kvd);
                 ops_kv_get(z, k0 + src, type, kvd);
-                snprintf(what, sizeof what, "type %d neox %d rot %d threads %d: layer %d row %d", type, neox, rot,
-                         tpool_size(tp), l, p);
-                check_keys(y, z, kvd, hd, rot, neox, base, sh.discard, type, what);
+                snprintf(what, sizeof what, "type %d neox %d rot %d yarn %d threads %d: layer %d row %d", type, neox,
+                         rot, yarn, tpool_size(tp), l, p);
+                check_keys(y, z, kvd, hd, rot, neox, base, sh.discard, yarn ? &rs : NULL, type, what);
             }
         }
     free(x), free(y), free(z), free(k0), free(v0), free(tmp);
@@ -131,10 +170,11 @@ static void test_cache_shift(void **st) {
     tpool_t *tp3 = tpool_new(3);
     for (int type = 0; type <= KV_Q8_0; type++)
         for (int neox = 0; neox < 2; neox++)
-            for (int rot = 32; rot <= 64; rot += 32) {
-                cache_case(type, neox, rot, NULL);
-                cache_case(type, neox, rot, tp3);
-            }
+            for (int rot = 32; rot <= 64; rot += 32)
+                for (int yarn = 0; yarn < 2; yarn++) {
+                    cache_case(type, neox, rot, yarn, NULL);
+                    cache_case(type, neox, rot, yarn, tp3);
+                }
     tpool_destroy(&tp3);
 }
 
@@ -310,6 +350,12 @@ static void model_case(const char *path, int type) {
     assert_int_equal(hparams_from_gguf(&hp, g, err, sizeof err), 0);
     c.first = 0, c.last = hp.n_layer - 1, c.has_head = 1, c.n_ctx = 48, c.n_seq = 3, c.n_batch = 32, c.kv_type = type;
     if (stage_init(&sg, g, &c, tp, err, sizeof err)) fail_msg("stage: %s", err);
+    /* the model's scaling, read here from the file's keys and tensor for the reference */
+    const gguf_tensor_t *fft = gguf_find_tensor(g, "rope_freqs.weight");
+    const rope_scaling_t *rsc = &hp.rope;
+    ref_scale_t rs = {rsc->freq_scale, rsc->type == ROPE_SCALING_YARN ? (rsc->ext_factor < 0 ? 1.0 : rsc->ext_factor) : 0,
+                      rsc->n_ctx_orig ? rsc->n_ctx_orig : hp.n_ctx_train, fft ? (const float *)fft->data : NULL};
+    const ref_scale_t *rsp = rsc->type != ROPE_SCALING_NONE || fft ? &rs : NULL;
     enum { N = 24 };
     const kv_shift_t sh = {0, 4, 9, N};
     const int E = hp.n_embd, M = N - sh.keep - sh.discard;
@@ -350,7 +396,7 @@ static void model_case(const char *path, int type) {
             ops_kv_get(a, K + dst, type, kv->kv_dim);
             ops_kv_get(b, Ko + src, type, kv->kv_dim);
             snprintf(what, sizeof what, "%s type %d layer %d row %d vs rotated old key", path, type, l, sh.keep + i);
-            check_keys(a, b, kv->kv_dim, hp.head_dim, hp.rot_dim, hp.rope_neox, hp.rope_base, sh.discard, type, what);
+            check_keys(a, b, kv->kv_dim, hp.head_dim, hp.rot_dim, hp.rope_neox, hp.rope_base, sh.discard, rsp, type, what);
             if (l) continue;
             /* layer 0: the key recomputed at the new position, and the same value bytes */
             if (memcmp(V + dst, V1 + dst, kv->row)) fail_msg("%s type %d: layer 0 value %d != recomputed", path, type, i);
@@ -359,10 +405,14 @@ static void model_case(const char *path, int type) {
                 int h0 = j / hp.head_dim * hp.head_dim;
                 double amax = 0;
                 for (int e = h0; e < h0 + hp.head_dim; e++) amax = fmax(amax, fabs(b[e]));
-                /* two roundings apart (the shifted key was stored twice) */
-                if (fabs(a[j] - b[j]) > 2 * tol_for(type, b[j], amax))
-                    fail_msg("%s type %d: layer 0 row %d dim %d: shifted %.9g, recomputed %.9g", path, type,
-                             sh.keep + i, j, a[j], b[j]);
+                /* two roundings apart (the shifted key was stored twice); an f16 rotation also turns the
+                 * rounding of the pair's other element (up to |partner|/2048) into this one */
+                int hi = j - h0, half = hp.rot_dim / 2, pj = hi >= hp.rot_dim ? j
+                    : hp.rope_neox ? h0 + (hi < half ? hi + half : hi - half) : h0 + (hi ^ 1);
+                double tol = 2 * tol_for(type, b[j], amax) + (type == KV_F16 ? fabs(b[pj]) / 2048 : 0);
+                if (fabs(a[j] - b[j]) > tol)
+                    fail_msg("%s type %d: layer 0 row %d dim %d: shifted %.9g, recomputed %.9g (amax %.3g)", path, type,
+                             sh.keep + i, j, a[j], b[j], amax);
             }
         }
     }
@@ -381,6 +431,8 @@ static void test_model_shift(void **st) {
     for (int type = 0; type <= KV_Q8_0; type++) {
         model_case(g_b158, type);
         model_case(g_llama, type);
+        model_case(g_yarn, type);
+        model_case(g_l3, type);
     }
 }
 
@@ -540,16 +592,16 @@ static int zmq_pipeline(pipeline_t **out, const gguf_t *g, const char *path, con
     return cluster_pipeline_start(out, g, path, &cl, cfg, err, errlen);
 }
 
-static void test_paths_agree(void **st) {
-    (void)st;
+/* the shift steps through the direct stages, the embedded cluster and two ZeroMQ workers: the same
+ * bits, and not those of the steps unshifted. c->rope_set: RoPE overrides, which reach the workers
+ * in LoadShard.rope. */
+static void shift_paths(const char *path, const stage_cfg_t *cfg) {
     char err[512];
     gguf_t *g;
-    assert_int_equal(gguf_open(&g, g_b158, err, sizeof err), 0);
+    assert_int_equal(gguf_open(&g, path, err, sizeof err), 0);
     embed_t emb;
     assert_int_equal(embed_init(&emb, g, err, sizeof err), 0);
-    stage_cfg_t c;
-    stage_cfg_default(&c);
-    c.n_ctx = 40, c.n_seq = 2, c.n_batch = 32, c.kv_type = KV_F16;
+    stage_cfg_t c = *cfg;
     trace_t direct, unshifted, emb_t, zmq_t;
     tpool_t *tp = tpool_new(2);
     pipeline_t *p = NULL;
@@ -562,17 +614,56 @@ static void test_paths_agree(void **st) {
     tpool_destroy(&tp);
     /* the shifts change the outcome (so a path that dropped them would show) */
     assert_true(memcmp(direct.top_lp, unshifted.top_lp, sizeof direct.top_lp) != 0);
-    if (cluster_pipeline_new_embedded(&p, g, g_b158, &c, 2, 0, 1, err, sizeof err) < 0) fail_msg("embedded: %s", err);
+    if (cluster_pipeline_new_embedded(&p, g, path, &c, 2, 0, 1, err, sizeof err) < 0) fail_msg("embedded: %s", err);
     drive(p, &emb, 1, &emb_t);
     pipeline_destroy(&p);
     assert_same(&direct, &emb_t, "embedded cluster vs direct");
     worker_thread_t *w[2] = {NULL, NULL};
-    int rc = zmq_pipeline(&p, g, g_b158, &c, w, err, sizeof err);
+    int rc = zmq_pipeline(&p, g, path, &c, w, err, sizeof err);
     if (rc == 0) drive(p, &emb, 1, &zmq_t);
     for (int i = 0; i < 2; i++) worker_thread_stop(&w[i]);   /* workers first, as cluster_embedded does */
     pipeline_destroy(&p);
     if (rc < 0) fail_msg("zmq cluster: %s", err);
     assert_same(&direct, &zmq_t, "ZeroMQ workers vs direct");
+    if (c.rope_set) {   /* the override really changed the rotation */
+        stage_cfg_t plain = c;
+        plain.rope_set = 0;
+        tp = tpool_new(2);
+        if (pipeline_local_new(&p, g, &plain, 2, tp, err, sizeof err) < 0) fail_msg("local: %s", err);
+        drive(p, &emb, 1, &unshifted);
+        pipeline_destroy(&p);
+        tpool_destroy(&tp);
+        assert_true(memcmp(direct.top_lp, unshifted.top_lp, sizeof direct.top_lp) != 0);
+    }
+    gguf_close(&g);
+}
+
+static void test_paths_agree(void **st) {
+    (void)st;
+    char err[512];
+    stage_cfg_t c;
+    stage_cfg_default(&c);
+    c.n_ctx = 40, c.n_seq = 2, c.n_batch = 32, c.kv_type = KV_F16;
+    shift_paths(g_b158, &c);
+    shift_paths(g_yarn, &c);   /* YaRN with frequency factors: a shift turns keys without the magnitude */
+    /* an override of the file's RoPE (linear, another base and magnitude), as the coordinator
+     * resolves it: through LoadShard.rope to the inproc and ZeroMQ workers */
+    stage_cfg_t o = c;
+    hparams_t hp;
+    gguf_t *g;
+    assert_int_equal(gguf_open(&g, g_yarn, err, sizeof err), 0);
+    assert_int_equal(hparams_from_gguf(&hp, g, err, sizeof err), 0);
+    gguf_close(&g);
+    o.rope_set = 1, o.rope_base = 10000.0f, o.rope = hp.rope;
+    o.rope.type = ROPE_SCALING_LINEAR, o.rope.freq_scale = 0.5f, o.rope.attn_factor = 1.1f;
+    shift_paths(g_yarn, &o);
+    assert_int_equal(gguf_open(&g, g_b158, err, sizeof err), 0);
+    embed_t emb;
+    assert_int_equal(embed_init(&emb, g, err, sizeof err), 0);
+    tpool_t *tp;
+    pipeline_t *p = NULL;
+    worker_thread_t *w[2] = {NULL, NULL};
+    int rc;
     /* a prompt copied into slot 1 == slot 1 prefilling it, through every path */
     trace_t cp_direct, cp_ref, cp_emb, cp_zmq;
     tp = tpool_new(2);
@@ -633,11 +724,20 @@ static int setup(void **st) {
     if (!mkdtemp(g_dir)) return -1;
     snprintf(g_b158, sizeof g_b158, "%s/b.gguf", g_dir);
     snprintf(g_llama, sizeof g_llama, "%s/l.gguf", g_dir);
+    snprintf(g_yarn, sizeof g_yarn, "%s/y.gguf", g_dir);
+    snprintf(g_l3, sizeof g_l3, "%s/l3.gguf", g_dir);
     char *a1[] = {"mkmodel", "--arch", "bitnet-b1.58", "--preset", "tiny", "--layers", "3", "--type", "i2_s", "--seed",
                   "31", "-o", g_b158, NULL};
     char *a2[] = {"mkmodel", "--arch", "llama", "--preset", "tiny", "--layers", "2", "--type", "tq2_0", "--seed", "32",
                   "-o", g_llama, NULL};
-    if (mkmodel_main(13, a1) != 0 || mkmodel_main(13, a2) != 0) {
+    /* YaRN (factor 4 over a 16-position original context, magnitude 1.2) with llama3 factors too;
+     * and a NEOX model with llama3 frequency factors alone */
+    char *a3[] = {"mkmodel", "--arch", "llama", "--preset", "tiny", "--layers", "3", "--type", "tq2_0", "--seed", "33",
+                  "--rope-scaling", "yarn", "--rope-scale", "4", "--yarn-orig-ctx", "16", "--yarn-attn-factor", "1.2",
+                  "--rope-freqs", "8", "-o", g_yarn, NULL};
+    char *a4[] = {"mkmodel", "--arch", "bitnet-b1.58", "--preset", "tiny", "--layers", "2", "--type", "i2_s", "--seed",
+                  "34", "--rope-freqs", "8", "-o", g_l3, NULL};
+    if (mkmodel_main(13, a1) != 0 || mkmodel_main(13, a2) != 0 || mkmodel_main(23, a3) != 0 || mkmodel_main(15, a4) != 0) {
         fprintf(stderr, "mkmodel failed\n");
         return -1;
     }

@@ -99,7 +99,10 @@ static void rope_case(int n_heads, int hd, int rot, int pos, float base, int neo
     double *xd = malloc(sizeof(double) * (size_t)n);
     for (int i = 0; i < rot / 2; i++) ff[i] = 1.0f + (float)i * 0.25f;
     for (int i = 0; i < n; i++) xd[i] = x[i];
-    ops_rope(x, n_heads, hd, rot, pos, base, neox, use_ff ? ff : NULL);
+    rope_params_t rp;
+    ops_rope_init(&rp, rot, neox, base);
+    rp.freq_factors = use_ff ? ff : NULL;
+    ops_rope(x, n_heads, hd, pos, &rp);
     rope_direct(xd, n_heads, hd, rot, pos, base, neox, use_ff ? ff : NULL, rec);
     char what[96];
     snprintf(what, sizeof what, "rope %s heads=%d hd=%d rot=%d pos=%d ff=%d", neox ? "neox" : "norm",
@@ -142,13 +145,119 @@ static void test_ops_rope_pairs(void **st) {
     for (int neox = 0; neox < 2; neox++) {
         memset(x, 0, sizeof x);
         x[0] = 1.0f;
-        ops_rope(x, 1, 16, 8, 1, 10000.0f, neox, NULL);
+        rope_params_t rp;
+        ops_rope_init(&rp, 8, neox, 10000.0f);
+        ops_rope(x, 1, 16, 1, &rp);
         int partner = neox ? 4 : 1;
         close_to(x[0], cos(1.0), 1e-6, "rope pair cos", 0);
         close_to(x[partner], sin(1.0), 1e-6, "rope pair sin", partner);
         for (int i = 0; i < 16; i++)
             if (i != 0 && i != partner && x[i] != 0.0f) fail_msg("rope neox=%d: dim %d touched", neox, i);
     }
+}
+
+/* ---- rope scaling: linear, YaRN, frequency factors, against the formula in double ---------- */
+typedef struct scaled_ref {
+    double freq_scale, ext, attn, beta_fast, beta_slow;
+    int n_orig;
+    const float *ff;
+} scaled_ref_t;
+
+/* the pair index making n_rot turns over n_orig positions (YaRN's correction dims) */
+static double ref_corr_dim(int rot, int n_orig, double n_rot, double base) {
+    return rot * log(n_orig / (n_rot * 2 * 3.14159265358979323846)) / (2 * log(base));
+}
+
+/* theta_extrap = pos base^(-2i/rot) / ff_i; theta_interp = freq_scale theta_extrap; YaRN mixes them
+ * over the ramp between the correction dims and scales the magnitude by 1 + 0.1 ln(1/freq_scale) */
+static void rope_scaled_ref(double *xd, int n_heads, int hd, int rot, int pos, double base, int neox,
+                            const scaled_ref_t *y) {
+    double lo = fmax(0, floor(ref_corr_dim(rot, y->n_orig, y->beta_fast, base)));
+    double hi = fmin(rot - 1, ceil(ref_corr_dim(rot, y->n_orig, y->beta_slow, base)));
+    double mag = y->attn * (y->ext != 0 ? 1 + 0.1 * log(1 / y->freq_scale) : 1);
+    for (int i = 0; i < rot / 2; i++) {
+        double ex = pos * pow(base, -2.0 * i / rot) / (y->ff ? y->ff[i] : 1.0), th = y->freq_scale * ex;
+        if (y->ext != 0) {
+            double mix = (1 - fmin(1, fmax(0, (i - lo) / fmax(0.001, hi - lo)))) * y->ext;
+            th = th * (1 - mix) + ex * mix;
+        }
+        for (int h = 0; h < n_heads; h++) {
+            double *x = xd + h * hd;
+            int a = neox ? i : 2 * i, b = neox ? i + rot / 2 : 2 * i + 1;
+            double x0 = x[a], x1 = x[b];
+            x[a] = (x0 * cos(th) - x1 * sin(th)) * mag;
+            x[b] = (x0 * sin(th) + x1 * cos(th)) * mag;
+        }
+    }
+}
+
+static void scaled_case(int yarn, double freq_scale, double ext, double attn, int n_orig, int use_ff, int neox, int rot,
+                        float base, int pos) {
+    const int n_heads = 3, hd = 80 > rot ? 80 : rot, n = n_heads * hd;
+    float *x = frandv(n, 2.0f), ff[256];
+    double *xd = malloc(sizeof(double) * (size_t)n);
+    for (int i = 0; i < rot / 2; i++) ff[i] = 1.0f + (float)(i % 7) * 0.5f;
+    for (int i = 0; i < n; i++) xd[i] = x[i];
+    rope_params_t rp;
+    ops_rope_init(&rp, rot, neox, base);
+    ops_rope_yarn(&rp, yarn, (float)freq_scale, (float)ext, (float)attn, n_orig, 32.0f, 1.0f);
+    rp.freq_factors = use_ff ? ff : NULL;
+    ops_rope(x, n_heads, hd, pos, &rp);
+    scaled_ref_t y = {freq_scale, ext < 0 ? (yarn ? 1 : 0) : ext, attn, 32, 1, n_orig, use_ff ? ff : NULL};
+    rope_scaled_ref(xd, n_heads, hd, rot, pos, base, neox, &y);
+    char what[128];
+    snprintf(what, sizeof what, "rope yarn=%d fs=%g ext=%g attn=%g orig=%d ff=%d neox=%d rot=%d pos=%d", yarn, freq_scale,
+             ext, attn, n_orig, use_ff, neox, rot, pos);
+    double tol = (2e-5 + pos * 4e-7) * 2.5;
+    for (int i = 0; i < n; i++) {
+        if (i % hd >= rot) {
+            if (x[i] != (float)xd[i]) fail_msg("%s: dim %d beyond rot_dim changed", what, i % hd);
+            continue;
+        }
+        close_to(x[i], xd[i], tol, what, i);
+    }
+    free(x); free(xd);
+}
+
+static void test_ops_rope_scaled(void **st) {
+    static const int pos[] = {0, 1, 7, 100, 1000};
+    for (int neox = 0; neox < 2; neox++)
+        for (size_t p = 0; p < 5; p++) {
+            scaled_case(0, 0.25, -1, 1.0, 0, 0, neox, 64, 10000.0f, pos[p]);             /* linear */
+            scaled_case(0, 0.5, -1, 1.0, 0, 1, neox, 128, 500000.0f, pos[p]);            /* linear + factors */
+            scaled_case(1, 0.125, -1, 1.0, 256, 0, neox, 64, 10000.0f, pos[p]);          /* yarn, defaults */
+            scaled_case(1, 0.25, 0.5, 0.9, 64, 1, neox, 128, 500000.0f, pos[p]);         /* yarn, all set, factors */
+            scaled_case(1, 0.0625, -1, 1.0, 8192, 0, neox, 32, 1000042.0f, pos[p]);      /* falcon-like base */
+            scaled_case(0, 1.0, -1, 1.3, 0, 0, neox, 64, 10000.0f, pos[p]);              /* magnitude alone */
+        }
+}
+
+/* the plain parameters give plain RoPE bit for bit (linear with factor 1, yarn's setter with its
+ * no-op values); a shift table is a pure rotation by the angle difference, magnitude 1 */
+static void test_ops_rope_plain_and_shift(void **st) {
+    float cs0[64], sn0[64], cs1[64], sn1[64];
+    rope_params_t a, b;
+    ops_rope_init(&a, 128, 1, 500000.0f);
+    ops_rope_init(&b, 128, 1, 500000.0f);
+    ops_rope_yarn(&b, 0, 1.0f, -1.0f, 1.0f, 4096, 32.0f, 1.0f);
+    for (int pos = -40; pos < 5000; pos += 37) {
+        ops_rope_table(cs0, sn0, pos, &a);
+        ops_rope_table(cs1, sn1, pos, &b);
+        if (memcmp(cs0, cs1, sizeof cs0) || memcmp(sn0, sn1, sizeof sn0)) fail_msg("plain params differ at pos %d", pos);
+        ops_rope_shift_table(cs1, sn1, pos, &a);
+        if (memcmp(cs0, cs1, sizeof cs0) || memcmp(sn0, sn1, sizeof sn0)) fail_msg("plain shift differs at pos %d", pos);
+    }
+    ops_rope_yarn(&b, 1, 0.25f, -1.0f, 1.3f, 256, 32.0f, 1.0f);
+    const int hd = 128, p = 300, d = 77;
+    float *x = frandv(hd, 2.0f), y[128];
+    memcpy(y, x, sizeof y);
+    ops_rope(x, 1, hd, p, &b);                       /* at p, then shifted by -d */
+    ops_rope_shift_table(cs1, sn1, -d, &b);
+    for (int i = 0; i < 64; i++) close_to(cs1[i] * (double)cs1[i] + sn1[i] * (double)sn1[i], 1.0, 1e-6, "shift magnitude", i);
+    ops_rope_apply(x, 1, hd, 128, 1, cs1, sn1);
+    ops_rope(y, 1, hd, p - d, &b);                   /* directly at p - d */
+    for (int i = 0; i < hd; i++) close_to(x[i], y[i], 2e-4, "yarn shift == recompute", i);
+    free(x);
 }
 
 /* ---- softmax ----------------------------------------------------------- */
@@ -404,6 +513,8 @@ int main(void) {
         cmocka_unit_test(test_ops_rope_direct_formula),
         cmocka_unit_test(test_ops_rope_ggml_recurrence),
         cmocka_unit_test(test_ops_rope_pairs),
+        cmocka_unit_test(test_ops_rope_scaled),
+        cmocka_unit_test(test_ops_rope_plain_and_shift),
         cmocka_unit_test(test_ops_exp_spec),
         cmocka_unit_test(test_ops_softmax),
         cmocka_unit_test(test_ops_elementwise),
