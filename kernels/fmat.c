@@ -33,15 +33,7 @@ static void q8_quantize(const float *x, int64_t cols, uint8_t *dst) {
     int8_t *q = (int8_t *)dst;
     float *dx8 = (float *)(dst + fmat_q8_dx_off(cols));
     for (int64_t b = 0; b < cols / 32; b++) {
-        const float *xb = x + b * 32;
-        float amax = 0.0f;
-        for (int i = 0; i < 32; i++) amax = fmaxf(amax, fabsf(xb[i]));
-        float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
-        for (int i = 0; i < 32; i++) {
-            float v = xb[i] * id;
-            q[b * 32 + i] = (int8_t)(v == v ? roundf(fminf(fmaxf(v, -127.0f), 127.0f)) : 0.0f);
-        }
-        float dh = f16_to_f32(f32_to_f16(d));
+        float dh = f16_to_f32(f32_to_f16(kquant_i8_block(x + b * 32, 32, q + b * 32)));
         for (int k = 0; k < 8; k++) dx8[b * 8 + k] = dh;
     }
 }

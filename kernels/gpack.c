@@ -33,22 +33,6 @@ void gpack_unpack_rows(const uint32_t *src, int64_t nr, int64_t cols, int8_t *t)
             }
 }
 
-/* the common non-zero f16 block scale of a TQ tensor as f32; 0 when they differ (or all zero) */
-static float tq_common_scale(int type, const uint8_t *src, int64_t rows, int64_t cols, int *differ) {
-    size_t bb = type == TT_TQ2_0 ? 66 : 54;
-    int64_t nblk = rows * cols / 256;
-    uint16_t d0 = 0;
-    *differ = 0;
-    for (int64_t b = 0; b < nblk; b++) {
-        uint16_t d;
-        memcpy(&d, src + b * bb + bb - 2, 2);
-        if ((d & 0x7fff) == 0) continue;
-        if (d0 == 0) d0 = d;
-        else if (d != d0) { *differ = 1; return 0.0f; }
-    }
-    return f16_to_f32(d0);
-}
-
 int gpack_from_tensor(int type, const void *src, int64_t rows, int64_t cols, uint32_t *dst, float *scale,
                       char *err, size_t errlen) {
     if (type != TT_I2_S && type != TT_TQ1_0 && type != TT_TQ2_0)
@@ -59,7 +43,7 @@ int gpack_from_tensor(int type, const void *src, int64_t rows, int64_t cols, uin
     int differ = 0;
     float s = 0.0f;
     if (type != TT_I2_S) {
-        s = tq_common_scale(type, src, rows, cols, &differ);
+        s = quant_tq_scale(type, src, rows, cols, &differ);
         if (differ)
             return err_set(err, errlen, TERN_ENOTSUP, "gpack: %s tensor %lld x %lld has per-block scales that differ "
                            "(not supported on the GPU)", type_name(type), (long long)rows, (long long)cols);

@@ -330,15 +330,7 @@ void kquant_quantize_x(const float *x, int64_t cols, uint8_t *dst) {
     float *d = (float *)(dst + kquant_x_d_off(cols));
     int16_t *bs = (int16_t *)(dst + kquant_x_bs_off(cols));
     for (int64_t b = 0; b < cols / 256; b++) {
-        const float *xb = x + b * 256;
-        float amax = 0.0f;
-        for (int i = 0; i < 256; i++) amax = fmaxf(amax, fabsf(xb[i]));
-        float db = amax / 127.0f, id = db != 0.0f ? 1.0f / db : 0.0f;
-        for (int i = 0; i < 256; i++) {
-            float v = xb[i] * id;
-            q[b * 256 + i] = (int8_t)(v == v ? roundf(fminf(fmaxf(v, -127.0f), 127.0f)) : 0.0f);
-        }
-        d[b] = db;
+        d[b] = kquant_i8_block(x + b * 256, 256, q + b * 256);
         for (int g = 0; g < 16; g++) {
             int s = 0;
             for (int i = 0; i < 16; i++) s += q[b * 256 + 16 * g + i];
@@ -382,12 +374,7 @@ float kquant_row_ref(int type, const uint8_t *row, int64_t cols, const uint8_t *
         const uint8_t *blk = row + (size_t)k * bb;
         int32_t a, b;
         kquant_block_ref(type, blk, xq + 256 * k, bs + 16 * k, &a, &b);
-        if (type == TT_Q6_K) {
-            acc = fmaf(f16_to_f32(rd16(blk + 208)) * dx[k], (float)a, acc);
-        } else {
-            acc = fmaf(f16_to_f32(rd16(blk)) * dx[k], (float)a, acc);
-            acc = fmaf(-(f16_to_f32(rd16(blk + 2)) * dx[k]), (float)b, acc);
-        }
+        acc = kquant_block_acc(type, blk, dx[k], a, b, acc);
     }
     return acc;
 }

@@ -19,8 +19,15 @@
  *       w = d·scales[i]·(q − 32) */
 #ifndef TERN_KQUANT_H
 #define TERN_KQUANT_H
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
+#include "core/half.h"
+#include "core/types.h"
+#ifdef __F16C__
+#include <immintrin.h>
+#endif
 
 int kquant_is(int type);   /* 1 for Q4_0, Q5_0, Q4_K, Q5_K, Q6_K */
 int kquant_is_k(int type); /* 1 for the 256-value K-quants */
@@ -54,6 +61,19 @@ static inline size_t kquant_x_stride(int64_t cols) {
 }
 void kquant_quantize_x(const float *x, int64_t cols, uint8_t *dst);
 
+/* ggml's int8 rule for one block of n values (quantize_row_q8_0's; Q8_K's above): d = max|x|/127,
+ * q = round(x/d) clamped to ±127 (NaN → 0). Returns d, not rounded. */
+static inline float kquant_i8_block(const float *x, int n, int8_t *q) {
+    float amax = 0.0f;
+    for (int i = 0; i < n; i++) amax = fmaxf(amax, fabsf(x[i]));
+    float d = amax / 127.0f, id = d != 0.0f ? 1.0f / d : 0.0f;
+    for (int i = 0; i < n; i++) {
+        float v = x[i] * id;
+        q[i] = (int8_t)(v == v ? roundf(fminf(fmaxf(v, -127.0f), 127.0f)) : 0.0f);
+    }
+    return d;
+}
+
 /* The spec of one 256-block's integer products with the activation block (q, bsum):
  *  Q6_K: *a = Σ_i scales[i] · Σ_{16 values} (q6 − 32)·xq;                  *b = 0
  *  Q4_K/Q5_K: *a = Σ_j sc_j · Σ_{32 values} q·xq;  *b = Σ_j m_j · Σ_{32 values} xq
@@ -63,6 +83,26 @@ void kquant_quantize_x(const float *x, int64_t cols, uint8_t *dst);
 void kquant_block_ref(int type, const uint8_t *blk, const int8_t *xq, const int16_t *bsum, int32_t *a, int32_t *b);
 /* y = row · x for one row of cols values of a K-quant type and one token of kquant_quantize_x */
 float kquant_row_ref(int type, const uint8_t *row, int64_t cols, const uint8_t *xt);
+
+/* an f16 of a block → f32: exact either way; F16C's one instruction where the file is built
+ * with it (the x86 kernels), else the scalar spec (core/half.h) */
+static inline float kquant_f16(const uint8_t *p) {
+    uint16_t h;
+    memcpy(&h, p, 2);
+#ifdef __F16C__
+    return _cvtsh_ss(h);
+#else
+    return f16_to_f32(h);
+#endif
+}
+
+/* the float step above for one block blk (d_w, dmin_w read from it; b unused for Q6_K): what
+ * acc becomes. Shared by the spec and every ISA's row loop, so the float steps are one text. */
+static inline float kquant_block_acc(int type, const uint8_t *blk, float dx, int32_t a, int32_t b, float acc) {
+    if (type == TT_Q6_K) return fmaf(kquant_f16(blk + 208) * dx, (float)a, acc);
+    acc = fmaf(kquant_f16(blk) * dx, (float)a, acc);
+    return fmaf(-(kquant_f16(blk + 2) * dx), (float)b, acc);
+}
 
 /* Q4_0 / Q5_0 → int8 (32,) values q (w = d·q) and the block's f16 d; the dot product then follows
  * fmat's Q8_0 spec (fmat_isa.h) with these values in place of Q8_0's. */

@@ -59,17 +59,8 @@ const char *mat_kernel_name(const mat_t *m) {
  * as TQ) are exactly an I2_S-like tensor with one scale: blocks with d == 0 contribute 0 and are
  * packed as zero trits. Returns that scale, or 0 when the scales differ. */
 static float tq_uniform_scale(int type, const uint8_t *src, int64_t rows, int64_t cols) {
-    size_t bb = type == TT_TQ2_0 ? 66 : 54;
-    int64_t nblk = rows * cols / 256;
-    uint16_t d0 = 0;
-    for (int64_t b = 0; b < nblk; b++) {
-        uint16_t d;
-        memcpy(&d, src + b * bb + bb - 2, 2);
-        if ((d & 0x7fff) == 0) continue;
-        if (d0 == 0) d0 = d;
-        else if (d != d0) return 0.0f;
-    }
-    float s = f16_to_f32(d0);
+    int differ;
+    float s = quant_tq_scale(type, src, rows, cols, &differ);   /* 0 when they differ */
     return s == s && s != 0.0f ? s : 0.0f;   /* NaN or all-zero: keep the reference layout */
 }
 

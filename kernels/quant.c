@@ -23,9 +23,7 @@ float act_quant_ref(const float *x, int64_t n, int8_t *q, int32_t *sum) {
     float s = amax > 0.0f ? 127.0f / amax : 1.0f;
     int32_t acc = 0;
     for (int64_t i = 0; i < n; i++) {
-        float v = roundf(x[i] * s);
-        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        q[i] = (int8_t)v;
+        q[i] = act_quant_one(x[i], s);
         acc += q[i];
     }
     if (sum) *sum = acc;
@@ -141,6 +139,21 @@ int quant_pack_trits(int type, const int8_t *t, int64_t rows, int64_t cols, floa
 void quant_i2s_tail(void *tail32, float scale) {
     memset(tail32, 0, I2_S_TAIL);
     memcpy(tail32, &scale, 4);
+}
+
+float quant_tq_scale(int type, const void *src, int64_t rows, int64_t cols, int *differ) {
+    size_t bb = type == TT_TQ2_0 ? 66 : 54;
+    int64_t nblk = rows * cols / 256;
+    uint16_t d0 = 0;
+    *differ = 0;
+    for (int64_t b = 0; b < nblk; b++) {
+        uint16_t d;
+        memcpy(&d, (const uint8_t *)src + b * bb + bb - 2, 2);
+        if ((d & 0x7fff) == 0) continue;
+        if (d0 == 0) d0 = d;
+        else if (d != d0) { *differ = 1; return 0.0f; }
+    }
+    return f16_to_f32(d0);
 }
 
 int quant_unpack_trits(int type, const void *src, int64_t rows, int64_t cols, int64_t r0, int64_t nr,

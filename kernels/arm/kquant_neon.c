@@ -77,19 +77,10 @@ INLINE float krow(const int type, const uint8_t *row, int64_t cols, const uint8_
     float acc = 0.0f;
     for (int64_t k = 0; k < cols / 256; k++) {
         const uint8_t *blk = row + (size_t)k * bb;
-        uint16_t d, dm;
-        if (type == TT_Q6_K) {
-            int32_t a = q6k_block(blk, xq + 256 * k, dp);
-            memcpy(&d, blk + 208, 2);
-            acc = fmaf(f16_to_f32(d) * dx[k], (float)a, acc);
-        } else {
-            int32_t a, b;
-            k45_block(type == TT_Q5_K, blk, xq + 256 * k, bs + 16 * k, dp, &a, &b);
-            memcpy(&d, blk, 2);
-            memcpy(&dm, blk + 2, 2);
-            acc = fmaf(f16_to_f32(d) * dx[k], (float)a, acc);
-            acc = fmaf(-(f16_to_f32(dm) * dx[k]), (float)b, acc);
-        }
+        int32_t a, b = 0;
+        if (type == TT_Q6_K) a = q6k_block(blk, xq + 256 * k, dp);
+        else k45_block(type == TT_Q5_K, blk, xq + 256 * k, bs + 16 * k, dp, &a, &b);
+        acc = kquant_block_acc(type, blk, dx[k], a, b, acc);
     }
     return acc;
 }

@@ -9,17 +9,9 @@
 #include "core/membw.h"
 #include "core/types.h"
 #include "kernels/fmat_isa.h"
+#include "kernels/x86/simd_x86.h"
 
 #define INLINE static inline __attribute__((always_inline))
-
-/* l += l+8, +4, +2, +1 */
-INLINE float fold16(__m512 a) {
-    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
-}
 
 /* 16 weights from column c, lanes outside mask m are 0 */
 INLINE __m512 load_w(const int type, const void *row, int64_t c, __mmask16 m) {
@@ -165,30 +157,6 @@ INLINE void qrow(const int NT, const uint8_t *row, const uint8_t *xq, size_t xs,
     for (int t = 0; t < NT; t++) y[t * ys] = fold16(acc[t]);
 }
 
-static void rows_q8(const fmat_job_t *j, int64_t r0, int64_t r1) {
-    size_t rb = type_row_bytes(TT_Q8_0, j->cols), xs = fmat_q8_stride(j->cols);
-    for (int64_t r = r0; r < r1; r++) {
-        const uint8_t *row = (const uint8_t *)j->w + (size_t)r * rb;
-        int t = 0;
-        for (; t + 4 <= j->n; t += 4)
-            qrow(4, row, j->xq + t * xs, xs, j->cols, j->y + (size_t)t * j->rows + r, j->rows);
-        const uint8_t *xq = j->xq + t * xs;
-        float *y = j->y + (size_t)t * j->rows + r;
-        switch (j->n - t) {
-        case 3: qrow(3, row, xq, xs, j->cols, y, j->rows); break;
-        case 2: qrow(2, row, xq, xs, j->cols, y, j->rows); break;
-        case 1: qrow(1, row, xq, xs, j->cols, y, j->rows); break;
-        default: break;
-        }
-    }
-}
+#include "kernels/x86/fmat_x86.h"
 
-void fmat_rows_avx512(const fmat_job_t *j, int64_t r0, int64_t r1) {
-    switch (j->type) {
-    case TT_F32: rows_float(TT_F32, j, r0, r1); break;
-    case TT_F16: rows_float(TT_F16, j, r0, r1); break;
-    case TT_BF16: rows_float(TT_BF16, j, r0, r1); break;
-    case TT_Q8_0: rows_q8(j, r0, r1); break;
-    default: break;
-    }
-}
+void fmat_rows_avx512(const fmat_job_t *j, int64_t r0, int64_t r1) { fmat_rows_x86(j, r0, r1); }

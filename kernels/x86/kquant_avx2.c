@@ -6,7 +6,7 @@
  * token against the row while it sits in L1. */
 #pragma GCC optimize("fp-contract=off") /* only the spec's multiply-adds are fused */
 #include <immintrin.h>
-#include "kernels/x86/simd_x86.h"
+#include "kernels/x86/kquant_x86.h"
 #include <math.h>
 #include <string.h>
 #include "core/half.h"
@@ -52,18 +52,6 @@ INLINE int32_t q6k_block(const uint8_t *blk, const int8_t *x, const int16_t *bs)
     return hsum8(_mm256_sub_epi32(acc, _mm256_slli_epi32(corr, 5)));   /* one reduction per block */
 }
 
-/* Q4_K / Q5_K scales[12] → 8 scales (bytes 0..7) and 8 mins (bytes 8..15), four at a time */
-INLINE __m128i k45_scales(const uint8_t *s12) {
-    uint32_t u[4];
-    memcpy(u, s12, 12);
-    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    uint32_t m03 = u[1] & 0x3f3f3f3fu;
-    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    u[2] = m03;
-    u[0] &= 0x3f3f3f3fu;
-    return _mm_loadu_si128((const __m128i *)u);
-}
-
 /* byte k of each 128-bit lane, zero-extended to every int16 lane */
 INLINE __m256i bcast16(__m256i s, int k) { return _mm256_shuffle_epi8(s, _mm256_set1_epi16((short)(0x8000 | k))); }
 
@@ -88,12 +76,8 @@ INLINE void k45_block(const int Q5, const uint8_t *blk, const int8_t *x, const i
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(plo, bcast16(sm, 2 * c)));
         acc = _mm256_add_epi32(acc, _mm256_madd_epi16(phi, bcast16(sm, 2 * c + 1)));
     }
-    /* mins: int16 lane i (of 16) = m[i / 2], against the 16 sums of 16 x values */
-    const __m256i mi = _mm256_setr_epi8(8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11, -128,
-                                        12, -128, 12, -128, 13, -128, 13, -128, 14, -128, 14, -128, 15, -128, 15, -128);
-    __m256i mb = _mm256_madd_epi16(_mm256_shuffle_epi8(sm, mi), _mm256_loadu_si256((const __m256i *)bs));
     *a = hsum8(acc);
-    *b = hsum8(mb);
+    *b = k45_mins(sm, bs);
 }
 
 INLINE float krow(const int type, const uint8_t *row, int64_t cols, const uint8_t *xt) {
@@ -104,20 +88,10 @@ INLINE float krow(const int type, const uint8_t *row, int64_t cols, const uint8_
     float acc = 0.0f;
     for (int64_t k = 0; k < cols / 256; k++) {
         const uint8_t *blk = row + (size_t)k * bb;
-        if (type == TT_Q6_K) {
-            int32_t a = q6k_block(blk, xq + 256 * k, bs + 16 * k);
-            uint16_t d;
-            memcpy(&d, blk + 208, 2);
-            acc = fmaf(_cvtsh_ss(d) * dx[k], (float)a, acc);
-        } else {
-            int32_t a, b;
-            k45_block(type == TT_Q5_K, blk, xq + 256 * k, bs + 16 * k, &a, &b);
-            uint16_t d, dm;
-            memcpy(&d, blk, 2);
-            memcpy(&dm, blk + 2, 2);
-            acc = fmaf(_cvtsh_ss(d) * dx[k], (float)a, acc);
-            acc = fmaf(-(f16_to_f32(dm) * dx[k]), (float)b, acc);
-        }
+        int32_t a, b = 0;
+        if (type == TT_Q6_K) a = q6k_block(blk, xq + 256 * k, bs + 16 * k);
+        else k45_block(type == TT_Q5_K, blk, xq + 256 * k, bs + 16 * k, &a, &b);
+        acc = kquant_block_acc(type, blk, dx[k], a, b, acc);
     }
     return acc;
 }
@@ -159,11 +133,7 @@ INLINE float q32row(const int type, const uint8_t *row, int64_t cols, const uint
         __m256 s = _mm256_mul_ps(_mm256_set1_ps(_cvtsh_ss(dh)), _mm256_loadu_ps((const float *)(xt + dxo) + b * 8));
         acc[b & 1] = _mm256_fmadd_ps(s, _mm256_cvtepi32_ps(p), acc[b & 1]);
     }
-    __m256 a = _mm256_add_ps(acc[0], acc[1]);   /* l += l+8, then +4, +2, +1 */
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
+    return fold8(_mm256_add_ps(acc[0], acc[1]));   /* l += l+8, then +4, +2, +1 */
 }
 
 INLINE void rows32(const int type, const fmat_job_t *j, int64_t r0, int64_t r1) {

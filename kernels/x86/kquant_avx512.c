@@ -5,7 +5,7 @@
  * (kernels/kquant.h). One row at a time, each token against the row while it sits in L1. */
 #pragma GCC optimize("fp-contract=off") /* only the spec's multiply-adds are fused */
 #include <immintrin.h>
-#include "kernels/x86/simd_x86.h"
+#include "kernels/x86/kquant_x86.h"
 #include <math.h>
 #include <string.h>
 #include "core/half.h"
@@ -14,10 +14,6 @@
 #include "kernels/kquant.h"
 
 #define INLINE static inline __attribute__((always_inline))
-
-INLINE int32_t hsum16(__m512i v) {
-    return hsum8(_mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1)));
-}
 
 /* int16 lane i of 64 values' scales: scale 4g + i / 8 of the 16 (g = 0..3: values 64g … 64g + 63) */
 static const uint16_t k_q6_perm[4][32] = {
@@ -53,18 +49,6 @@ INLINE int32_t q6k_block(const uint8_t *blk, const int8_t *x, const int16_t *bs)
     return hsum16(acc);
 }
 
-/* Q4_K / Q5_K scales[12] → 8 scales (bytes 0..7) and 8 mins (bytes 8..15), four at a time */
-INLINE __m128i k45_scales(const uint8_t *s12) {
-    uint32_t u[4];
-    memcpy(u, s12, 12);
-    u[3] = ((u[2] >> 4) & 0x0f0f0f0fu) | (((u[1] >> 6) & 0x03030303u) << 4);
-    uint32_t m03 = u[1] & 0x3f3f3f3fu;
-    u[1] = (u[2] & 0x0f0f0f0fu) | (((u[0] >> 6) & 0x03030303u) << 4);
-    u[2] = m03;
-    u[0] &= 0x3f3f3f3fu;
-    return _mm_loadu_si128((const __m128i *)u);
-}
-
 /* Q4_K / Q5_K: a = Σ_j sc_j · Σ q·x, b = Σ_j m_j · Σ x; 64 values (sub-blocks 2c, 2c+1) per step */
 INLINE void k45_block(const int Q5, const uint8_t *blk, const int8_t *x, const int16_t *bs, int32_t *a, int32_t *b) {
     const __m256i m4 = _mm256_set1_epi8(0x0F), one = _mm256_set1_epi8(1);
@@ -89,13 +73,8 @@ INLINE void k45_block(const int Q5, const uint8_t *blk, const int8_t *x, const i
                                          _mm256_set1_epi16((short)(0x8000 | (2 * c + 1))), 1);
         acc = _mm512_dpwssd_epi32(acc, p, _mm512_shuffle_epi8(sm, idx));
     }
-    /* mins: int16 lane i (of 16) = m[i / 2], against the 16 sums of 16 x values */
-    const __m256i mi = _mm256_setr_epi8(8, -128, 8, -128, 9, -128, 9, -128, 10, -128, 10, -128, 11, -128, 11, -128,
-                                        12, -128, 12, -128, 13, -128, 13, -128, 14, -128, 14, -128, 15, -128, 15, -128);
-    __m256i mb = _mm256_madd_epi16(_mm256_shuffle_epi8(_mm256_broadcastsi128_si256(s16), mi),
-                                   _mm256_loadu_si256((const __m256i *)bs));
     *a = hsum16(acc);
-    *b = hsum8(mb);
+    *b = k45_mins(_mm256_broadcastsi128_si256(s16), bs);
 }
 
 INLINE float krow(const int type, const uint8_t *row, int64_t cols, const uint8_t *xt) {
@@ -107,20 +86,10 @@ INLINE float krow(const int type, const uint8_t *row, int64_t cols, const uint8_
     for (int64_t k = 0; k < cols / 256; k++) {
         const uint8_t *blk = row + (size_t)k * bb;
         _mm_prefetch((const char *)blk + 1024, _MM_HINT_T0);
-        if (type == TT_Q6_K) {
-            int32_t a = q6k_block(blk, xq + 256 * k, bs + 16 * k);
-            uint16_t d;
-            memcpy(&d, blk + 208, 2);
-            acc = fmaf(_cvtsh_ss(d) * dx[k], (float)a, acc);
-        } else {
-            int32_t a, b;
-            k45_block(type == TT_Q5_K, blk, xq + 256 * k, bs + 16 * k, &a, &b);
-            uint16_t d, dm;
-            memcpy(&d, blk, 2);
-            memcpy(&dm, blk + 2, 2);
-            acc = fmaf(_cvtsh_ss(d) * dx[k], (float)a, acc);
-            acc = fmaf(-(_cvtsh_ss(dm) * dx[k]), (float)b, acc);
-        }
+        int32_t a, b = 0;
+        if (type == TT_Q6_K) a = q6k_block(blk, xq + 256 * k, bs + 16 * k);
+        else k45_block(type == TT_Q5_K, blk, xq + 256 * k, bs + 16 * k, &a, &b);
+        acc = kquant_block_acc(type, blk, dx[k], a, b, acc);
     }
     return acc;
 }

@@ -7,17 +7,10 @@
 #include "core/half.h"
 #include "kernels/ops.h"
 #include "kernels/ops_isa.h"
+#include "kernels/x86/simd_x86.h"
 #include <string.h>
 
 #define INLINE static inline __attribute__((always_inline))
-
-INLINE float fold16(__m512 a) {
-    __m256 s = _mm256_add_ps(_mm512_castps512_ps256(a), _mm512_extractf32x8_ps(a, 1));
-    __m128 h = _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1));
-    h = _mm_add_ps(h, _mm_movehl_ps(h, h));
-    h = _mm_add_ss(h, _mm_movehdup_ps(h));
-    return _mm_cvtss_f32(h);
-}
 
 /* ops_exp_spec on 16 lanes */
 INLINE __m512 exp16(__m512 x) {

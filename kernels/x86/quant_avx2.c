@@ -4,6 +4,7 @@
 #include <immintrin.h>
 #include <math.h>
 #include <stdint.h>
+#include "kernels/quant.h"
 
 float act_quant_avx2(const float *x, int64_t n, int8_t *q, int32_t *sum);
 
@@ -43,9 +44,7 @@ float act_quant_avx2(const float *x, int64_t n, int8_t *q, int32_t *sum) {
     _mm256_storeu_si256((__m256i *)s8, vsum);
     for (int k = 0; k < 8; k++) acc += s8[k];
     for (; i < n; i++) {
-        float v = roundf(x[i] * s);
-        v = v > 127.0f ? 127.0f : v < -127.0f ? -127.0f : v;
-        q[i] = (int8_t)v;
+        q[i] = act_quant_one(x[i], s);
         acc += q[i];
     }
     if (sum) *sum = acc;

@@ -499,17 +499,38 @@ static Tern__Msg *reply(sender_t *s) {
     return g_last = last;
 }
 
-static void test_hostile_shifts(void **st) {
-    (void)st;
+/* a reply's kind ("nothing" for none) and its Error text ("" when it is not an Error), for messages */
+static const char *reply_kind(const Tern__Msg *r) { return r ? tp_body_name(r->body_case) : "nothing"; }
+static const char *reply_error(const Tern__Msg *r) {
+    return r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "";
+}
+
+/* hostile message `what` number c got r: an Error (for step, unless step < 0) saying why, and the
+ * worker lives on */
+static void expect_refused(const Tern__Msg *r, int64_t step, const char *why, const char *what, size_t c) {
+    if (!r || r->body_case != TERN__MSG__BODY_ERROR || (step >= 0 && r->error->step_id != (uint64_t)step) ||
+        !strstr(r->error->message, why))
+        fail_msg("hostile %s %zu: expected an Error '%s', got %s '%s'", what, c, why, reply_kind(r), reply_error(r));
+    if (!worker_alive()) fail_msg("worker died on hostile %s %zu (see %s/worker.log)", what, c, g_tmp);
+}
+
+/* r: the Sampled of one token for step */
+static void expect_sampled(const Tern__Msg *r, uint64_t step, const char *what) {
+    if (!r || r->body_case != TERN__MSG__BODY_SAMPLED || r->sampled->step_id != step || r->sampled->n_token_ids != 1)
+        fail_msg("%s: expected Sampled, got %s '%s'", what, reply_kind(r), reply_error(r));
+}
+
+/* s opened to the worker (started if need be), then Hello and LoadShard of the whole model (2
+ * slots of 64 positions, f16 cache) as its coordinator */
+static void open_as_coordinator(sender_t *s) {
     if (g_worker <= 0) start_worker();
-    sender_t s;
-    sender_open(&s, g_ep);
+    sender_open(s, g_ep);
     Tern__Msg m = TERN__MSG__INIT;
     Tern__Hello h = TERN__HELLO__INIT;
     h.proto_version = TERN_PROTO_VERSION, h.node_name = "garbage", h.role = TERN__ROLE__ROLE_COORDINATOR;
     m.body_case = TERN__MSG__BODY_HELLO, m.hello = &h;
-    send_msg(&s, &m, NULL, 0);
-    Tern__Msg *r = reply(&s);
+    send_msg(s, &m, NULL, 0);
+    Tern__Msg *r = reply(s);
     assert_non_null(r);
     assert_int_equal(r->body_case, TERN__MSG__BODY_HELLO);
     char hash[MODEL_ID_HASH_LEN], err[256];
@@ -520,12 +541,18 @@ static void test_hostile_shifts(void **st) {
     ls.model = &mid, ls.first_layer = 0, ls.last_layer = 2, ls.has_embedding = 1, ls.is_last = 1;
     ls.ctx = 64, ls.max_seqs = 2, ls.max_batch_tokens = 8, ls.next_endpoint = "";
     m.body_case = TERN__MSG__BODY_LOAD_SHARD, m.load_shard = &ls;
-    send_msg(&s, &m, NULL, 0);
-    r = reply(&s);
+    send_msg(s, &m, NULL, 0);
+    r = reply(s);
     assert_non_null(r);
     if (r->body_case != TERN__MSG__BODY_SHARD_READY)
-        fail_msg("LoadShard answered with %s: %s", tp_body_name(r->body_case),
-                 r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+        fail_msg("LoadShard answered with %s: %s", tp_body_name(r->body_case), reply_error(r));
+}
+
+static void test_hostile_shifts(void **st) {
+    (void)st;
+    sender_t s;
+    open_as_coordinator(&s);
+    Tern__Msg m = TERN__MSG__INIT;
     /* one token at position 10 of slot 1, after a shift */
     static float hid[256];
     for (int i = 0; i < 256; i++) hid[i] = (float)((i * 7) % 13) / 13.0f - 0.5f;
@@ -557,23 +584,14 @@ static void test_hostile_shifts(void **st) {
         f.step_id = 100 + c, f.n_shift = (size_t)cases[c].n, f.shift = ksp;
         m.body_case = TERN__MSG__BODY_FORWARD, m.forward = &f;
         send_msg(&s, &m, hid, sizeof hid);
-        r = reply(&s);
-        if (!r || r->body_case != TERN__MSG__BODY_ERROR || r->error->step_id != f.step_id ||
-            !strstr(r->error->message, cases[c].why))
-            fail_msg("hostile shift %zu: expected an Error '%s', got %s '%s'", c, cases[c].why,
-                     r ? tp_body_name(r->body_case) : "nothing",
-                     r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
-        if (!worker_alive()) fail_msg("worker died on hostile shift %zu (see %s/worker.log)", c, g_tmp);
+        expect_refused(reply(&s), (int64_t)f.step_id, cases[c].why, "shift", c);
     }
     /* a good one is served */
     tern__kv_shift__init(&ks[0]);
     ks[0].seq_id = 1, ks[0].keep = 2, ks[0].discard = 3, ks[0].n_past = 13;
     f.step_id = 200, f.n_shift = 1;
     send_msg(&s, &m, hid, sizeof hid);
-    r = reply(&s);
-    if (!r || r->body_case != TERN__MSG__BODY_SAMPLED || r->sampled->step_id != 200 || r->sampled->n_token_ids != 1)
-        fail_msg("good shift: expected Sampled, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
-                 r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+    expect_sampled(reply(&s), 200, "good shift");
     /* hostile KV copies (slot 1 now holds positions [0, 11), slot 0 nothing): an Error each */
     static const struct { uint32_t cp[3][3]; int n; const char *why; } copies[] = {
         {{{2, 0, 1}}, 1, "slot out of range"},
@@ -599,55 +617,20 @@ static void test_hostile_shifts(void **st) {
         }
         f.step_id = 300 + c, f.n_copy = (size_t)copies[c].n, f.copy = kcp;
         send_msg(&s, &m, hid, sizeof hid);
-        r = reply(&s);
-        if (!r || r->body_case != TERN__MSG__BODY_ERROR || r->error->step_id != f.step_id ||
-            !strstr(r->error->message, copies[c].why))
-            fail_msg("hostile copy %zu: expected an Error '%s', got %s '%s'", c, copies[c].why,
-                     r ? tp_body_name(r->body_case) : "nothing",
-                     r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
-        if (!worker_alive()) fail_msg("worker died on hostile copy %zu (see %s/worker.log)", c, g_tmp);
+        expect_refused(reply(&s), (int64_t)f.step_id, copies[c].why, "copy", c);
     }
     /* a good one is served: slot 1's 11 positions into slot 0, whose token comes at 11 */
     tern__kv_copy__init(&kc[0]);
     kc[0].src = 1, kc[0].dst = 0, kc[0].n = 11;
     f.step_id = 400, f.n_copy = 1;
     send_msg(&s, &m, hid, sizeof hid);
-    r = reply(&s);
-    if (!r || r->body_case != TERN__MSG__BODY_SAMPLED || r->sampled->step_id != 400 || r->sampled->n_token_ids != 1)
-        fail_msg("good copy: expected Sampled, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
-                 r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+    expect_sampled(reply(&s), 400, "good copy");
     reply_free();
     sender_close(&s);
     if (g_ref[0]) cluster_run_equals_ref("after hostile shifts and copies");
 }
 
 /* ---- hostile slot save / restore (KvRead, KvWrite), as the coordinator of the worker -------- */
-
-/* Hello, then LoadShard of the whole model (2 slots of 64 positions, f16 cache) */
-static void load_as_coordinator(sender_t *s) {
-    Tern__Msg m = TERN__MSG__INIT;
-    Tern__Hello h = TERN__HELLO__INIT;
-    h.proto_version = TERN_PROTO_VERSION, h.node_name = "garbage", h.role = TERN__ROLE__ROLE_COORDINATOR;
-    m.body_case = TERN__MSG__BODY_HELLO, m.hello = &h;
-    send_msg(s, &m, NULL, 0);
-    Tern__Msg *r = reply(s);
-    assert_non_null(r);
-    assert_int_equal(r->body_case, TERN__MSG__BODY_HELLO);
-    char hash[MODEL_ID_HASH_LEN], err[256];
-    Tern__ModelId mid = TERN__MODEL_ID__INIT;
-    assert_int_equal(model_id_compute(g_model, &mid.size, hash, err, sizeof err), 0);
-    mid.hash = hash, mid.name = "m.gguf";
-    Tern__LoadShard ls = TERN__LOAD_SHARD__INIT;
-    ls.model = &mid, ls.first_layer = 0, ls.last_layer = 2, ls.has_embedding = 1, ls.is_last = 1;
-    ls.ctx = 64, ls.max_seqs = 2, ls.max_batch_tokens = 8, ls.next_endpoint = "";
-    m.body_case = TERN__MSG__BODY_LOAD_SHARD, m.load_shard = &ls;
-    send_msg(s, &m, NULL, 0);
-    r = reply(s);
-    assert_non_null(r);
-    if (r->body_case != TERN__MSG__BODY_SHARD_READY)
-        fail_msg("LoadShard answered with %s: %s", tp_body_name(r->body_case),
-                 r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
-}
 
 /* KvRead of slot seq, n positions: the KvData's frame into out (room for cap), its row size in *row */
 static void kv_read(sender_t *s, uint32_t seq, uint32_t n, uint8_t *out, size_t cap, size_t *row) {
@@ -658,8 +641,7 @@ static void kv_read(sender_t *s, uint32_t seq, uint32_t n, uint8_t *out, size_t 
     send_msg(s, &m, NULL, 0);
     Tern__Msg *r = reply(s);
     if (!r || r->body_case != TERN__MSG__BODY_KV_DATA)
-        fail_msg("KvRead: expected KvData, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
-                 r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+        fail_msg("KvRead: expected KvData, got %s '%s'", reply_kind(r), reply_error(r));
     const Tern__KvData *d = r->kv_data;
     assert_int_equal(d->first_layer, 0);
     assert_int_equal(d->last_layer, 2);
@@ -672,10 +654,8 @@ static void kv_read(sender_t *s, uint32_t seq, uint32_t n, uint8_t *out, size_t 
 
 static void test_hostile_kv(void **st) {
     (void)st;
-    if (g_worker <= 0) start_worker();
     sender_t s;
-    sender_open(&s, g_ep);
-    load_as_coordinator(&s);
+    open_as_coordinator(&s);
     enum { N = 4 };
     static uint8_t a[1 << 18], b[1 << 18], got[1 << 18];
     size_t row = 0;
@@ -689,8 +669,7 @@ static void test_hostile_kv(void **st) {
     send_msg(&s, &m, a, bytes);
     Tern__Msg *r = reply(&s);
     if (!r || r->body_case != TERN__MSG__BODY_KV_DONE || r->kv_done->seq_id != 1 || r->kv_done->n_pos != N)
-        fail_msg("KvWrite: expected KvDone, got %s '%s'", r ? tp_body_name(r->body_case) : "nothing",
-                 r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
+        fail_msg("KvWrite: expected KvDone, got %s '%s'", reply_kind(r), reply_error(r));
     kv_read(&s, 1, N, got, sizeof got, &row);
     if (memcmp(got, a, bytes)) fail_msg("the rows written do not read back");
     /* each hostile write: the fields changed from the good one, its frame sized to match them */
@@ -709,12 +688,7 @@ static void test_hostile_kv(void **st) {
         size_t tb = (size_t)(d.last_layer - d.first_layer + 1) * 2 * d.n_pos * d.row_bytes;
         assert_true(tb <= sizeof b);
         send_msg(&s, &m, b, tb);
-        r = reply(&s);
-        if (!r || r->body_case != TERN__MSG__BODY_ERROR || !strstr(r->error->message, cases[c].why))
-            fail_msg("hostile KvWrite %zu: expected an Error '%s', got %s '%s'", c, cases[c].why,
-                     r ? tp_body_name(r->body_case) : "nothing",
-                     r && r->body_case == TERN__MSG__BODY_ERROR ? r->error->message : "");
-        if (!worker_alive()) fail_msg("worker died on hostile KvWrite %zu (see %s/worker.log)", c, g_tmp);
+        expect_refused(reply(&s), -1, cases[c].why, "KvWrite", c);
     }
     /* a frame that does not match its header: dropped by the transport (nothing to answer) */
     d.seq_id = 1, d.n_pos = N, d.first_layer = 0, d.last_layer = 2, d.kv_type = TERN__KV_TYPE__KV_F16, d.row_bytes = row;
@@ -725,9 +699,7 @@ static void test_hostile_kv(void **st) {
     for (size_t c = 0; c < sizeof rq / sizeof rq[0]; c++) {
         q.seq_id = rq[c][0], q.n_pos = rq[c][1];
         send_msg(&s, &m, NULL, 0);
-        r = reply(&s);
-        if (!r || r->body_case != TERN__MSG__BODY_ERROR || !strstr(r->error->message, "KV rows"))
-            fail_msg("hostile KvRead %zu: expected an Error, got %s", c, r ? tp_body_name(r->body_case) : "nothing");
+        expect_refused(reply(&s), -1, "KV rows", "KvRead", c);
     }
     sender_t s2;   /* a peer that did not load the shard: neither reads nor writes */
     sender_open_as(&s2, g_ep, "stranger");
@@ -735,12 +707,12 @@ static void test_hostile_kv(void **st) {
     send_msg(&s2, &m, NULL, 0);
     r = reply(&s2);
     if (!r || r->body_case != TERN__MSG__BODY_ERROR || !strstr(r->error->message, "only for the coordinator"))
-        fail_msg("KvRead from a stranger: expected an Error, got %s", r ? tp_body_name(r->body_case) : "nothing");
+        fail_msg("KvRead from a stranger: expected an Error, got %s", reply_kind(r));
     m.body_case = TERN__MSG__BODY_KV_WRITE, m.kv_write = &d;   /* d: the good write's fields */
     send_msg(&s2, &m, b, bytes);
     r = reply(&s2);
     if (!r || r->body_case != TERN__MSG__BODY_ERROR || !strstr(r->error->message, "only for the coordinator"))
-        fail_msg("KvWrite from a stranger: expected an Error, got %s", r ? tp_body_name(r->body_case) : "nothing");
+        fail_msg("KvWrite from a stranger: expected an Error, got %s", reply_kind(r));
     sender_close(&s2);
     assert_true(worker_alive());
     kv_read(&s, 1, N, got, sizeof got, &row);

@@ -132,6 +132,23 @@ static void expect_distribution(const int *counts, const float *logits, const in
     }
 }
 
+/* draws with p over logits[0..n): expect_distribution of what they gave */
+static void expect_kept(const sampler_params_t *p, const float *logits, const int *keep, int n, double temp, int draws,
+                        const char *what) {
+    int *counts = malloc((size_t)n * sizeof *counts);
+    assert_non_null(counts);
+    histogram(p, logits, n, draws, counts);
+    expect_distribution(counts, logits, keep, n, temp, draws, what);
+    free(counts);
+}
+
+/* a on x and b on y (the same logits): the same token, which both accept */
+static void expect_same_draw(sampler_t *a, sampler_t *b, float *x, float *y, int n, void *work) {
+    int ia = sampler_sample(a, x, n, work, NULL), ib = sampler_sample(b, y, n, work, NULL);
+    assert_int_equal(ia, ib);
+    sampler_accept(a, ia), sampler_accept(b, ib);
+}
+
 /* logits = log(probs) for a distribution given as probabilities */
 static void logits_of(const double *probs, int n, float *logits) {
     for (int i = 0; i < n; i++) logits[i] = (float)log(probs[i]);
@@ -313,22 +330,19 @@ static void test_top_k(void **state) {
     }
     sampler_params_t p = plain(1.5f, 11);
     p.top_k = 5;
-    histogram(&p, x, N, D, counts);
-    expect_distribution(counts, x, keep, N, 1.5, D, "top_k=5, temp 1.5");
+    expect_kept(&p, x, keep, N, 1.5, D, "top_k=5, temp 1.5");
     /* top_k larger than the vocabulary: every id can come */
     float y[6] = {0, 0.1f, 0.2f, 0.3f, 0.4f, 0.5f};
-    int all[6] = {1, 1, 1, 1, 1, 1}, c6[6];
+    int all[6] = {1, 1, 1, 1, 1, 1};
     p = plain(1.0f, 12);
     p.top_k = 1000;
-    histogram(&p, y, 6, D, c6);
-    expect_distribution(c6, y, all, 6, 1.0, D, "top_k > n_vocab, temp 1");
+    expect_kept(&p, y, all, 6, 1.0, D, "top_k > n_vocab, temp 1");
     /* ties at the cut: the lower ids stay (as in greedy) */
     float u[8] = {1, 1, 1, 1, 1, 1, 1, 1};
-    int c8[8], low3[8] = {1, 1, 1, 0, 0, 0, 0, 0};
+    int low3[8] = {1, 1, 1, 0, 0, 0, 0, 0};
     p = plain(1.0f, 13);
     p.top_k = 3;
-    histogram(&p, u, 8, 3000, c8);
-    expect_distribution(c8, u, low3, 8, 1.0, 3000, "top_k=3 over equal logits");
+    expect_kept(&p, u, low3, 8, 1.0, 3000, "top_k=3 over equal logits");
 }
 
 /* ---- top-p ------------------------------------------------------------------------------- */
@@ -343,9 +357,8 @@ static void test_top_p(void **state) {
     /* llama.cpp keeps the shortest best-first prefix whose mass reaches p: 0.35, 0.60, 0.80 ≥ 0.7 */
     sampler_params_t p = plain(1.5f, 21);
     p.top_p = 0.7f;
-    histogram(&p, x, N, D, counts);
     int keep3[N] = {1, 1, 0, 1, 0, 0};
-    expect_distribution(counts, x, keep3, N, 1.5, D, "top_p=0.7, temp 1.5");
+    expect_kept(&p, x, keep3, N, 1.5, D, "top_p=0.7, temp 1.5");
     /* p below the best token's mass: that token alone */
     p.top_p = 0.3f;
     histogram(&p, x, N, 2000, counts);
@@ -355,15 +368,13 @@ static void test_top_p(void **state) {
     p = plain(0.8f, 22);
     p.top_k = 3;
     p.top_p = 0.7f;
-    histogram(&p, x, N, D, counts);
     int keep2[N] = {1, 1, 0, 0, 0, 0};
-    expect_distribution(counts, x, keep2, N, 0.8, D, "top_k=3 then top_p=0.7, temp 0.8");
+    expect_kept(&p, x, keep2, N, 0.8, D, "top_k=3 then top_p=0.7, temp 0.8");
     /* top_p = 1: off */
     p = plain(1.0f, 23);
     p.top_p = 1.0f;
-    histogram(&p, x, N, D, counts);
     int all[N] = {1, 1, 1, 1, 1, 1};
-    expect_distribution(counts, x, all, N, 1.0, D, "top_p=1 (off), temp 1");
+    expect_kept(&p, x, all, N, 1.0, D, "top_p=1 (off), temp 1");
 }
 
 /* ---- min-p ------------------------------------------------------------------------------- */
@@ -378,15 +389,13 @@ static void test_min_p(void **state) {
     /* keeps p >= min_p * p_max (at temperature 1): 0.3 * 0.4 = 0.12 keeps 0.4, 0.25, 0.15 */
     sampler_params_t p = plain(2.0f, 31);
     p.min_p = 0.3f;
-    histogram(&p, x, N, D, counts);
     int keep3[N] = {0, 0, 1, 1, 1, 0, 0};
-    expect_distribution(counts, x, keep3, N, 2.0, D, "min_p=0.3, temp 2");
+    expect_kept(&p, x, keep3, N, 2.0, D, "min_p=0.3, temp 2");
     /* 0.2 * 0.4 = 0.08: 0.1 joins; the temperature does not move the cut */
     p = plain(0.6f, 32);
     p.min_p = 0.2f;
-    histogram(&p, x, N, D, counts);
     int keep4[N] = {1, 0, 1, 1, 1, 0, 0};
-    expect_distribution(counts, x, keep4, N, 0.6, D, "min_p=0.2, temp 0.6");
+    expect_kept(&p, x, keep4, N, 0.6, D, "min_p=0.2, temp 0.6");
     /* min_p = 1: only the best */
     p.min_p = 1.0f;
     histogram(&p, x, N, 1000, counts);
@@ -395,8 +404,7 @@ static void test_min_p(void **state) {
     p = plain(1.0f, 33);
     p.top_p = 0.85f;
     p.min_p = 0.3f;
-    histogram(&p, x, N, D, counts);
-    expect_distribution(counts, x, keep3, N, 1.0, D, "top_p=0.85 then min_p=0.3");
+    expect_kept(&p, x, keep3, N, 1.0, D, "top_p=0.85 then min_p=0.3");
 }
 
 /* ---- repetition penalty ------------------------------------------------------------------ */
@@ -586,15 +594,14 @@ static void test_temperature(void **state) {
     (void)state;
     enum { N = 8, D = 20000 };
     float x[N];
-    int counts[N], all[N];
+    int all[N];
     for (int i = 0; i < N; i++) x[i] = (float)(urand() * 3.0 - 1.5), all[i] = 1;
     static const float temps[] = {0.5f, 1.0f, 3.0f};
     for (int t = 0; t < 3; t++) {
         sampler_params_t p = plain(temps[t], 40 + (uint64_t)t);
-        histogram(&p, x, N, D, counts);
         char what[64];
         snprintf(what, sizeof what, "no filters, temp %g", temps[t]);
-        expect_distribution(counts, x, all, N, temps[t], D, what);
+        expect_kept(&p, x, all, N, temps[t], D, what);
     }
 }
 
@@ -997,6 +1004,59 @@ static int ref_typ_cmp(const void *a, const void *b) {
     return x->score != y->score ? (x->score < y->score ? -1 : 1) : x->i - y->i;
 }
 
+/* typical-p on c[0..n) with probabilities pr[0..n) (same order): the candidates whose surprise is
+ * closest to the entropy, until their mass passes typical_p, in that order; returns their count */
+static int ref_typical(float typical_p, ref_cand_t *c, const float *pr, int n) {
+    float ent = 0, cum = 0;
+    for (int i = 0; i < n; i++) if (pr[i] > 0) ent += -pr[i] * logf(pr[i]);
+    ref_typ_t *t = malloc((size_t)n * sizeof *t);
+    ref_cand_t *kept = malloc((size_t)n * sizeof *kept);
+    assert_true(t && kept);
+    for (int i = 0; i < n; i++) t[i] = (ref_typ_t){fabsf(-logf(pr[i]) - ent), i};
+    qsort(t, (size_t)n, sizeof *t, ref_typ_cmp);
+    int keep = n;
+    for (int i = 0; i < n; i++) {
+        cum += pr[t[i].i];
+        if (cum > typical_p) { keep = i + 1; break; }
+    }
+    for (int i = 0; i < keep; i++) kept[i] = c[t[i].i];
+    memcpy(c, kept, (size_t)keep * sizeof *c);
+    free(t), free(kept);
+    return keep;
+}
+
+/* top-p, min-p and XTC (at position pos, pr: n floats of scratch) on sorted c[0..n): the count kept */
+static int ref_top_p(const sampler_params_t *p, const ref_cand_t *c, int n) {
+    if (p->top_p < 1.0f) {
+        double sum = 0, acc = 0;
+        for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
+        for (int i = 0; i < n; i++) {
+            acc += exp((double)c[i].logit - c[0].logit) / sum;
+            if (acc >= p->top_p) return i + 1;
+        }
+    }
+    return n;
+}
+
+static int ref_min_p(const sampler_params_t *p, const ref_cand_t *c, int n) {
+    if (p->min_p <= 0) return n;
+    int keep = 1;
+    while (keep < n && (double)c[keep].logit - c[0].logit >= log((double)p->min_p)) keep++;
+    return keep;
+}
+
+static int ref_xtc(const sampler_params_t *p, int pos, ref_cand_t *c, int n, float *pr) {
+    if (p->xtc_probability > 0 && p->xtc_threshold <= 0.5f && n >= 2 &&
+        !((float)ref_uniform_stream(p->seed, pos, 1) > p->xtc_probability)) {
+        ref_softmax(c, n, pr);
+        int last = 0;
+        for (int i = 0; i < n && pr[i] >= p->xtc_threshold; i++) last = i;
+        memmove(c, c + last, (size_t)(n - last) * sizeof *c);
+        n -= last;
+    }
+    return n;
+}
+
 /* Sorted candidates after llama.cpp's chain up to (not including) the temperature: top-n-sigma,
  * top-k, typical, top-p, min-p, XTC at position pos. Returns their count; c sorted best first. */
 static int ref_filters(const sampler_params_t *p, int pos, const float *logits, int nv, ref_cand_t *c) {
@@ -1021,45 +1081,11 @@ static int ref_filters(const sampler_params_t *p, int pos, const float *logits, 
     assert_non_null(pr);
     if (p->typical_p > 0 && p->typical_p < 1 && n > 1) {
         ref_softmax(c, n, pr);
-        float ent = 0, cum = 0;
-        for (int i = 0; i < n; i++) if (pr[i] > 0) ent += -pr[i] * logf(pr[i]);
-        ref_typ_t *t = malloc((size_t)n * sizeof *t);
-        ref_cand_t *o = malloc((size_t)n * sizeof *o);
-        assert_true(t && o);
-        for (int i = 0; i < n; i++) t[i] = (ref_typ_t){fabsf(-logf(pr[i]) - ent), i};
-        qsort(t, (size_t)n, sizeof *t, ref_typ_cmp);
-        int keep = n;
-        for (int i = 0; i < n; i++) {
-            cum += pr[t[i].i];
-            if (cum > p->typical_p) { keep = i + 1; break; }
-        }
-        for (int i = 0; i < keep; i++) o[i] = c[t[i].i];
-        memcpy(c, o, (size_t)keep * sizeof *c);
-        n = keep;
+        n = ref_typical(p->typical_p, c, pr, n);
         qsort(c, (size_t)n, sizeof *c, ref_cmp);
-        free(t), free(o);
     }
-    if (p->top_p < 1.0f) {
-        double sum = 0, acc = 0;
-        for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
-        for (int i = 0; i < n; i++) {
-            acc += exp((double)c[i].logit - c[0].logit) / sum;
-            if (acc >= p->top_p) { n = i + 1; break; }
-        }
-    }
-    if (p->min_p > 0) {
-        int keep = 1;
-        while (keep < n && (double)c[keep].logit - c[0].logit >= log((double)p->min_p)) keep++;
-        n = keep;
-    }
-    if (p->xtc_probability > 0 && p->xtc_threshold <= 0.5f && n >= 2 &&
-        !((float)ref_uniform_stream(p->seed, pos, 1) > p->xtc_probability)) {
-        ref_softmax(c, n, pr);
-        int last = 0;
-        for (int i = 0; i < n && pr[i] >= p->xtc_threshold; i++) last = i;
-        memmove(c, c + last, (size_t)(n - last) * sizeof *c);
-        n -= last;
-    }
+    n = ref_min_p(p, c, ref_top_p(p, c, n));
+    n = ref_xtc(p, pos, c, n, pr);
     free(pr);
     return n;
 }
@@ -1141,6 +1167,17 @@ static void draws_of(const sampler_params_t *p, const float *logits, int nv, int
     for (int t = 0; t < n; t++) out[t] = draw(&s, logits, nv, NULL);
 }
 
+/* draws_of, then the same positions drawn backwards on one sampler, seeking to each: the same */
+static void expect_by_position(const sampler_params_t *p, const float *logits, int nv, int n, int *fwd) {
+    draws_of(p, logits, nv, n, fwd);
+    sampler_t s;
+    sampler_init(&s, p);
+    for (int t = n - 1; t >= 0; t--) {
+        sampler_seek(&s, t);
+        assert_int_equal(draw(&s, logits, nv, NULL), fwd[t]);
+    }
+}
+
 /* probabilities .4 .3 .2 .06 .04: H = 1.347 nats; |-ln p - H| = .431 .143 .262 1.466 1.872, so
  * typical 0.45 keeps ids 1 and 2 (mass .5) — not the most likely id 0 */
 static void test_typical_by_hand(void **state) {
@@ -1150,10 +1187,8 @@ static void test_typical_by_hand(void **state) {
     logits_of(probs, 5, lg);
     sampler_params_t p = plain(1.0f, 11);
     p.typical_p = 0.45f;
-    int counts[5];
-    histogram(&p, lg, 5, 4000, counts);
     static const int keep[] = {0, 1, 1, 0, 0};
-    expect_distribution(counts, lg, keep, 5, 1.0, 4000, "typical 0.45");
+    expect_kept(&p, lg, keep, 5, 1.0, 4000, "typical 0.45");
 }
 
 /* logits 4 3 2 1 0 -1 -2 -3: mean .5, σ = sqrt(5.25) = 2.291; n = 1: max − σ = 1.709 keeps ids
@@ -1163,10 +1198,8 @@ static void test_top_n_sigma_by_hand(void **state) {
     static const float lg[] = {4, 3, 2, 1, 0, -1, -2, -3};
     sampler_params_t p = plain(1.0f, 12);
     p.top_n_sigma = 1.0f;
-    int counts[8];
-    histogram(&p, lg, 8, 4000, counts);
     static const int keep[] = {1, 1, 1, 0, 0, 0, 0, 0};
-    expect_distribution(counts, lg, keep, 8, 1.0, 4000, "top-n-sigma 1");
+    expect_kept(&p, lg, keep, 8, 1.0, 4000, "top-n-sigma 1");
 }
 
 /* probabilities .5 .3 .15 .05, threshold .1: .5 .3 .15 pass, all but the last of them leave;
@@ -1180,10 +1213,8 @@ static void test_xtc_by_hand(void **state) {
     sampler_params_t p = plain(1.0f, 13);
     p.xtc_probability = 1.0f;
     p.xtc_threshold = 0.1f;
-    int counts[4];
-    histogram(&p, lg, 4, 4000, counts);
     static const int keep[] = {0, 0, 1, 1};
-    expect_distribution(counts, lg, keep, 4, 1.0, 4000, "XTC 1 / 0.1");
+    expect_kept(&p, lg, keep, 4, 1.0, 4000, "XTC 1 / 0.1");
     enum { N = 400 };
     int with[N], without[N], fired = 0, same_stream = 0;
     sampler_params_t q = plain(1.0f, 14);
@@ -1219,10 +1250,8 @@ static void test_dynatemp_by_hand(void **state) {
     sampler_params_t p = plain(1.0f, 15);
     p.dynatemp_range = 0.8f;
     p.dynatemp_exponent = 2.0f;
-    int counts[4];
-    histogram(&p, lg, 4, 6000, counts);
     static const int keep[] = {1, 1, 1, 1};
-    expect_distribution(counts, lg, keep, 4, t, 6000, "dynatemp");
+    expect_kept(&p, lg, keep, 4, t, 6000, "dynatemp");
 }
 
 /* the chain's order: top-k before typical (typical over the top 3 of .4 .3 .2 .06 .04 keeps ids 0
@@ -1238,9 +1267,8 @@ static void test_chain_order(void **state) {
     p.top_k = 3;
     p.typical_p = 0.45f;
     int counts[5];
-    histogram(&p, l1, 5, 4000, counts);
     static const int keep1[] = {1, 1, 0, 0, 0};
-    expect_distribution(counts, l1, keep1, 5, 1.0, 4000, "top-k 3 then typical .45");
+    expect_kept(&p, l1, keep1, 5, 1.0, 4000, "top-k 3 then typical .45");
     p = plain(1.0f, 17);
     p.min_p = 0.2f;
     p.xtc_probability = 1.0f;
@@ -1260,13 +1288,7 @@ static void test_new_samplers_deterministic(void **state) {
     p.typical_p = 0.7f, p.top_n_sigma = 2.0f, p.xtc_probability = 0.5f, p.xtc_threshold = 0.05f;
     p.dynatemp_range = 0.5f;
     int fwd[N];
-    draws_of(&p, lg, V, N, fwd);
-    sampler_t s;
-    sampler_init(&s, &p);
-    for (int t = N - 1; t >= 0; t--) {
-        sampler_seek(&s, t);
-        assert_int_equal(draw(&s, lg, V, NULL), fwd[t]);
-    }
+    expect_by_position(&p, lg, V, N, fwd);
     int distinct = 0;
     for (int t = 1; t < N; t++) distinct += fwd[t] != fwd[0];
     assert_true(distinct > 0);
@@ -1534,51 +1556,12 @@ static int ref_order(const sampler_params_t *p, const char *order, int pos, cons
                 for (int i = 0; i < n; i++) pr[i] = (float)(exp((double)b[i].logit - c[0].logit) / sum);
                 memcpy(c, b, (size_t)n * sizeof *c);
                 free(b);
-                float ent = 0, cum = 0;
-                for (int i = 0; i < n; i++) if (pr[i] > 0) ent += -pr[i] * logf(pr[i]);
-                ref_typ_t *t = malloc((size_t)n * sizeof *t);
-                ref_cand_t *kept = malloc((size_t)n * sizeof *kept);
-                assert_true(t && kept);
-                for (int i = 0; i < n; i++) t[i] = (ref_typ_t){fabsf(-logf(pr[i]) - ent), i};
-                qsort(t, (size_t)n, sizeof *t, ref_typ_cmp);
-                int keep = n;
-                for (int i = 0; i < n; i++) {
-                    cum += pr[t[i].i];
-                    if (cum > p->typical_p) { keep = i + 1; break; }
-                }
-                for (int i = 0; i < keep; i++) kept[i] = c[t[i].i];
-                memcpy(c, kept, (size_t)keep * sizeof *c);
-                n = keep;
-                free(t), free(kept);
+                n = ref_typical(p->typical_p, c, pr, n);
             }
             break;
-        case 'p':
-            if (p->top_p < 1.0f) {
-                double sum = 0, acc = 0;
-                for (int i = 0; i < n; i++) sum += exp((double)c[i].logit - c[0].logit);
-                for (int i = 0; i < n; i++) {
-                    acc += exp((double)c[i].logit - c[0].logit) / sum;
-                    if (acc >= p->top_p) { n = i + 1; break; }
-                }
-            }
-            break;
-        case 'm':
-            if (p->min_p > 0) {
-                int keep = 1;
-                while (keep < n && (double)c[keep].logit - c[0].logit >= log((double)p->min_p)) keep++;
-                n = keep;
-            }
-            break;
-        case 'x':
-            if (p->xtc_probability > 0 && p->xtc_threshold <= 0.5f && n >= 2 &&
-                !((float)ref_uniform_stream(p->seed, pos, 1) > p->xtc_probability)) {
-                ref_softmax(c, n, pr);
-                int last = 0;
-                for (int i = 0; i < n && pr[i] >= p->xtc_threshold; i++) last = i;
-                memmove(c, c + last, (size_t)(n - last) * sizeof *c);
-                n -= last;
-            }
-            break;
+        case 'p': n = ref_top_p(p, c, n); break;
+        case 'm': n = ref_min_p(p, c, n); break;
+        case 'x': n = ref_xtc(p, pos, c, n, pr); break;
         case 't': {
             float t = p->temp;
             if (p->dynatemp_range > 0 && n <= 1) t = 1.0f;
@@ -1785,9 +1768,7 @@ static void test_order_default_unchanged(void **state) {
         gold_z = 500 + (uint64_t)cfg;
         for (int t = 0; t < STEPS; t++) {
             for (int i = 0; i < V; i++) x[i] = y[i] = (float)(gold_u() * 8.0 - 4.0);
-            int ia = sampler_sample(&a, x, V, w, NULL), ib = sampler_sample(&b, y, V, w, NULL);
-            assert_int_equal(ia, ib);
-            sampler_accept(&a, ia), sampler_accept(&b, ib);
+            expect_same_draw(&a, &b, x, y, V, w);
         }
     }
     free(w);
@@ -1893,13 +1874,7 @@ static void test_order_by_position(void **state) {
     char err[100];
     assert_int_equal(sampler_order_parse(&p, "xtc;temperature;top_k;min_p", 0, err, sizeof err), 0);
     int fwd[N];
-    draws_of(&p, lg, V, N, fwd);
-    sampler_t s;
-    sampler_init(&s, &p);
-    for (int t = N - 1; t >= 0; t--) {
-        sampler_seek(&s, t);
-        assert_int_equal(draw(&s, lg, V, NULL), fwd[t]);
-    }
+    expect_by_position(&p, lg, V, N, fwd);
     free(lg);
 }
 
@@ -1919,10 +1894,8 @@ static void test_order_mirostat(void **state) {
         init_ordered(&b, &q, "tkpe");
         for (int t = 0; t < STEPS; t++) {
             for (int i = 0; i < V; i++) x[i] = y[i] = (float)(urand() * 6 - 3);
-            int ia = sampler_sample(&a, x, V, w, NULL), ib = sampler_sample(&b, y, V, w, NULL);
-            assert_int_equal(ia, ib);
-            assert_true(a.mu == b.mu);
-            sampler_accept(&a, ia), sampler_accept(&b, ib);
+            expect_same_draw(&a, &b, x, y, V, w);
+            assert_true(a.mu == b.mu);   /* mu moves in the draw; accepting leaves it */
         }
     }
     free(w);

@@ -65,6 +65,28 @@ static void expect_bad(int kind, const char *body, const char *param, const char
     assert_true(e.msg[0] != 0);
 }
 
+/* expects a 400 naming bad[i][1] for each body head + bad[i][0] + "}" */
+static void expect_bad_fields(int kind, const char *head, const char *const (*bad)[2], size_t n) {
+    char body[1024];
+    for (size_t i = 0; i < n; i++) {
+        int len = snprintf(body, sizeof body, "%s%s}", head, bad[i][0]);
+        assert_true(len > 0 && (size_t)len < sizeof body);
+        expect_bad(kind, body, bad[i][1], NULL);
+    }
+}
+
+/* buf = head, n items (item: a printf format given the index i, which it may leave out) ","
+ * apart, tail: a list one past a limit */
+static void list_body(char *buf, size_t cap, const char *head, const char *item, int n, const char *tail) {
+    size_t at = (size_t)snprintf(buf, cap, "%s", head);
+    for (int i = 0; i < n && at < cap; i++) {
+        if (i) at += (size_t)snprintf(buf + at, cap - at, ",");
+        if (at < cap) at += (size_t)snprintf(buf + at, cap - at, item, i);
+    }
+    if (at < cap) at += (size_t)snprintf(buf + at, cap - at, "%s", tail);
+    assert_true(at < cap);
+}
+
 /* tools / tool_choice: the grammar and system message are set; each error names its field;
  * assistant tool_calls and tool messages are rendered into the conversation */
 static void test_tools_fields(void **state) {
@@ -140,9 +162,7 @@ static void test_tools_fields(void **state) {
     expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":[{\"function\":{\"name\":\"a b\"}}]}]}", "messages", NULL);
     expect_bad(SERVER_REQ_CHAT, "{\"messages\":[{\"role\":\"assistant\",\"tool_calls\":{}}]}", "messages", NULL);
     char big[8192];   /* 65 tools */
-    int at = snprintf(big, sizeof big, "{" U ",\"tools\":[");
-    for (int i = 0; i < 65; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s{\"type\":\"function\",\"function\":{\"name\":\"t%d\"}}", i ? "," : "", i);
-    snprintf(big + at, sizeof big - (size_t)at, "]}");
+    list_body(big, sizeof big, "{" U ",\"tools\":[", "{\"type\":\"function\",\"function\":{\"name\":\"t%d\"}}", 65, "]}");
     expect_bad(SERVER_REQ_CHAT, big, "tools", NULL);
 #undef TOOL
 #undef U
@@ -357,29 +377,30 @@ static void test_chat_messages(void **state) {
 
 static void test_bad_values(void **state) {
     (void)state;
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":17}", "n", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":0}", "n", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"n\":\"1\"}", "n", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"temperature\":\"hot\"}", "temperature", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"temperature\":-1}", "temperature", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"top_p\":1.5}", "top_p", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"min_p\":-0.1}", "min_p", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"top_k\":-3}", "top_k", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"top_k\":2.5}", "top_k", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"repeat_penalty\":0}", "repeat_penalty", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":0}", "max_tokens", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":-5}", "max_tokens", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":1.5}", "max_tokens", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"max_tokens\":true}", "max_tokens", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"seed\":\"x\"}", "seed", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stream\":\"yes\"}", "stream", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stream_options\":3}", "stream_options", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stop\":7}", "stop", NULL);
-    expect_bad(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"stop\":[\"x\",1]}", "stop", NULL);
+    static const char *const bad[][2] = {
+        {"\"n\":17", "n"},
+        {"\"n\":0", "n"},
+        {"\"n\":\"1\"", "n"},
+        {"\"temperature\":\"hot\"", "temperature"},
+        {"\"temperature\":-1", "temperature"},
+        {"\"top_p\":1.5", "top_p"},
+        {"\"min_p\":-0.1", "min_p"},
+        {"\"top_k\":-3", "top_k"},
+        {"\"top_k\":2.5", "top_k"},
+        {"\"repeat_penalty\":0", "repeat_penalty"},
+        {"\"max_tokens\":0", "max_tokens"},
+        {"\"max_tokens\":-5", "max_tokens"},
+        {"\"max_tokens\":1.5", "max_tokens"},
+        {"\"max_tokens\":true", "max_tokens"},
+        {"\"seed\":\"x\"", "seed"},
+        {"\"stream\":\"yes\"", "stream"},
+        {"\"stream_options\":3", "stream_options"},
+        {"\"stop\":7", "stop"},
+        {"\"stop\":[\"x\",1]", "stop"},
+    };
+    expect_bad_fields(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",", bad, sizeof bad / sizeof bad[0]);
     char big[4096];
-    int at = snprintf(big, sizeof big, "{\"prompt\":\"a\",\"stop\":[");
-    for (int i = 0; i <= SERVER_MAX_STOP; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s\"s%d\"", i ? "," : "", i);
-    snprintf(big + at, sizeof big - (size_t)at, "]}");
+    list_body(big, sizeof big, "{\"prompt\":\"a\",\"stop\":[", "\"s%d\"", SERVER_MAX_STOP + 1, "]}");
     expect_bad(SERVER_REQ_COMPLETION, big, "stop", NULL);
 }
 
@@ -432,29 +453,29 @@ static void test_sampling_extras(void **state) {
     assert_int_equal(parse(&r, SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",\"json_schema\":{\"type\":\"boolean\"}}", &e), 0);
     assert_non_null(r.grammar);
     server_req_free(&r);
-    const int K = SERVER_REQ_COMPLETION;
-    expect_bad(K, "{\"prompt\":\"a\",\"frequency_penalty\":\"x\"}", "frequency_penalty", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"presence_penalty\":1000}", "presence_penalty", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":{\"x\":1}}", "logit_bias", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":{\"-3\":1}}", "logit_bias", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":{\"3\":101}}", "logit_bias", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":{\"3\":\"1\"}}", "logit_bias", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":[[3]]}", "logit_bias", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"logit_bias\":5}", "logit_bias", NULL);
+    static const char *const bad[][2] = {
+        {"\"frequency_penalty\":\"x\"", "frequency_penalty"},
+        {"\"presence_penalty\":1000", "presence_penalty"},
+        {"\"logit_bias\":{\"x\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"-3\":1}", "logit_bias"},
+        {"\"logit_bias\":{\"3\":101}", "logit_bias"},
+        {"\"logit_bias\":{\"3\":\"1\"}", "logit_bias"},
+        {"\"logit_bias\":[[3]]", "logit_bias"},
+        {"\"logit_bias\":5", "logit_bias"},
+        {"\"grammar\":\"root ::= undefined-rule\"", "grammar"},
+        {"\"grammar\":\"root ::= root \\\"a\\\"\"", "grammar"},
+        {"\"grammar\":[1]", "grammar"},
+        {"\"json_schema\":{\"type\":\"string\",\"pattern\":\"x\"}", "json_schema"},
+        {"\"json_schema\":7", "json_schema"},
+        {"\"response_format\":{\"type\":\"yaml\"}", "response_format"},
+        {"\"response_format\":\"json_object\"", "response_format"},
+        {"\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}", "response_format"},
+        {"\"grammar\":\"root ::= \\\"a\\\"\",\"response_format\":{\"type\":\"json_object\"}", "grammar"},
+    };
+    expect_bad_fields(SERVER_REQ_COMPLETION, "{\"prompt\":\"a\",", bad, sizeof bad / sizeof bad[0]);
     char big[8192];
-    int at = snprintf(big, sizeof big, "{\"prompt\":\"a\",\"logit_bias\":{");
-    for (int i = 0; i <= SAMPLER_BIAS_MAX; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s\"%d\":1", i ? "," : "", i);
-    snprintf(big + at, sizeof big - (size_t)at, "}}");
-    expect_bad(K, big, "logit_bias", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"grammar\":\"root ::= undefined-rule\"}", "grammar", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"grammar\":\"root ::= root \\\"a\\\"\"}", "grammar", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"grammar\":[1]}", "grammar", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"json_schema\":{\"type\":\"string\",\"pattern\":\"x\"}}", "json_schema", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"json_schema\":7}", "json_schema", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"yaml\"}}", "response_format", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"response_format\":\"json_object\"}", "response_format", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"response_format\":{\"type\":\"json_schema\",\"json_schema\":{}}}", "response_format", NULL);
-    expect_bad(K, "{\"prompt\":\"a\",\"grammar\":\"root ::= \\\"a\\\"\",\"response_format\":{\"type\":\"json_object\"}}", "grammar", NULL);
+    list_body(big, sizeof big, "{\"prompt\":\"a\",\"logit_bias\":{", "\"%d\":1", SAMPLER_BIAS_MAX + 1, "}}");
+    expect_bad(SERVER_REQ_COMPLETION, big, "logit_bias", NULL);
 }
 
 /* llama.cpp's other samplers under its names, on both endpoints: the values land in sp (top_n_sigma
@@ -505,15 +526,10 @@ static void test_llama_samplers(void **state) {
             {"\"dry_sequence_breakers\":\"\\n\"", "dry_sequence_breakers"},
             {"\"dry_sequence_breakers\":[\"a\",3]", "dry_sequence_breakers"},
         };
-        for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
-            snprintf(body, sizeof body, "%s%s}", bodies[k], bad[i][0]);
-            expect_bad(kinds[k], body, bad[i][1], NULL);
-        }
+        expect_bad_fields(kinds[k], bodies[k], bad, sizeof bad / sizeof bad[0]);
     }
     char big[2048];
-    int at = snprintf(big, sizeof big, "{\"prompt\":\"a\",\"dry_sequence_breakers\":[");
-    for (int i = 0; i <= SERVER_MAX_DRY_BREAKERS; i++) at += snprintf(big + at, sizeof big - (size_t)at, "%s\"x\"", i ? "," : "");
-    snprintf(big + at, sizeof big - (size_t)at, "]}");
+    list_body(big, sizeof big, "{\"prompt\":\"a\",\"dry_sequence_breakers\":[", "\"x\"", SERVER_MAX_DRY_BREAKERS + 1, "]}");
     expect_bad(SERVER_REQ_COMPLETION, big, "dry_sequence_breakers", NULL);
 }
 
@@ -802,37 +818,40 @@ static void test_native_fields(void **state) {
     expect_bad(SERVER_REQ_NATIVE, "{\"n_predict\":3}", "prompt", NULL);
     expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":[1,\"a\",-2]}", "prompt", NULL);
     expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":[1,\"a\",{}]}", "prompt", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":0}", "n_predict", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":-2}", "n_predict", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_predict\":\"5\"}", "n_predict", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":-1}", "n_probs", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":21}", "n_probs", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_probs\":1.5}", "n_probs", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"id_slot\":-2}", "id_slot", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"id_slot\":\"0\"}", "id_slot", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"return_tokens\":1}", "return_tokens", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":[1]}", "samplers", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"samplers\":{}}", "samplers", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[1,true]]}", "logit_bias", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[1]]}", "logit_bias", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"logit_bias\":[[-1,2]]}", "logit_bias", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"temperature\":-1}", "temperature", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"top_k\":1.5}", "top_k", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"top_p\":2}", "top_p", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"min_p\":-0.1}", "min_p", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"typical_p\":1.5}", "typical_p", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"repeat_penalty\":0}", "repeat_penalty", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"repeat_last_n\":-1}", "repeat_last_n", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"presence_penalty\":\"a\"}", "presence_penalty", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"frequency_penalty\":101}", "frequency_penalty", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"mirostat\":3}", "mirostat", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"seed\":\"1\"}", "seed", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"stop\":[1]}", "stop", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"stream\":\"yes\"}", "stream", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"cache_prompt\":0}", "cache_prompt", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"n_keep\":-3}", "n_keep", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"ignore_eos\":1}", "ignore_eos", NULL);
-    expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"grammar\":\"root ::= (\"}", "grammar", NULL);
+    static const char *const bad_native[][2] = {
+        {"\"n_predict\":0", "n_predict"},
+        {"\"n_predict\":-2", "n_predict"},
+        {"\"n_predict\":\"5\"", "n_predict"},
+        {"\"n_probs\":-1", "n_probs"},
+        {"\"n_probs\":21", "n_probs"},
+        {"\"n_probs\":1.5", "n_probs"},
+        {"\"id_slot\":-2", "id_slot"},
+        {"\"id_slot\":\"0\"", "id_slot"},
+        {"\"return_tokens\":1", "return_tokens"},
+        {"\"samplers\":[1]", "samplers"},
+        {"\"samplers\":{}", "samplers"},
+        {"\"logit_bias\":[[1,true]]", "logit_bias"},
+        {"\"logit_bias\":[[1]]", "logit_bias"},
+        {"\"logit_bias\":[[-1,2]]", "logit_bias"},
+        {"\"temperature\":-1", "temperature"},
+        {"\"top_k\":1.5", "top_k"},
+        {"\"top_p\":2", "top_p"},
+        {"\"min_p\":-0.1", "min_p"},
+        {"\"typical_p\":1.5", "typical_p"},
+        {"\"repeat_penalty\":0", "repeat_penalty"},
+        {"\"repeat_last_n\":-1", "repeat_last_n"},
+        {"\"presence_penalty\":\"a\"", "presence_penalty"},
+        {"\"frequency_penalty\":101", "frequency_penalty"},
+        {"\"mirostat\":3", "mirostat"},
+        {"\"seed\":\"1\"", "seed"},
+        {"\"stop\":[1]", "stop"},
+        {"\"stream\":\"yes\"", "stream"},
+        {"\"cache_prompt\":0", "cache_prompt"},
+        {"\"n_keep\":-3", "n_keep"},
+        {"\"ignore_eos\":1", "ignore_eos"},
+        {"\"grammar\":\"root ::= (\"", "grammar"},
+    };
+    expect_bad_fields(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",", bad_native, sizeof bad_native / sizeof bad_native[0]);
     expect_bad(SERVER_REQ_NATIVE, "{\"prompt\":\"x\",\"json_schema\":3}", "json_schema", NULL);
 
     /* /apply-template: messages only */
