@@ -242,11 +242,15 @@ int engine_start_grammar(tern_model *m, int id, const char *gbnf, const char *tr
     int rc = sched_set_grammar(&m->sched, id, &g, v, err, sizeof err);   /* failed: ended as SCHED_ERROR */
     if (rc == 0 && trigger && (rc = sched_grammar_trigger(&m->sched, id, trigger)) < 0)
         sched_fail(&m->sched, id, rc, "grammar: a bad trigger");
-    char piece[16];
-    int tok = rc == 0 && trigger ? tokenizer_find(m->tok, trigger) : -1;
-    if (tok >= 0 && tokenizer_piece(m->tok, tok, 0, piece, sizeof piece) == 0)   /* a control token: no text */
-        sched_grammar_trigger_token(&m->sched, id, tok);
+    int tok = rc == 0 ? engine_trigger_token(m, trigger) : -1;
+    if (tok >= 0) sched_grammar_trigger_token(&m->sched, id, tok);
     return rc;
+}
+
+int engine_trigger_token(tern_model *m, const char *trigger) {
+    char piece[16];
+    int tok = trigger ? tokenizer_find(m->tok, trigger) : -1;
+    return tok >= 0 && tokenizer_piece(m->tok, tok, 0, piece, sizeof piece) == 0 ? tok : -1;   /* a control token: no text */
 }
 
 int tern_tokenize(tern_model *m, const char *text, int add_bos, int32_t *ids, int cap) {

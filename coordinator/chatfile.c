@@ -13,6 +13,22 @@ void chatfile_msgs_free(chat_msg_t *msgs, int n_msgs) {
     free(msgs);
 }
 
+void chatfile_think_free(char **think, int n) {
+    for (int i = 0; think && i < n; i++) free(think[i]);
+    free(think);
+}
+
+/* message o's "reasoning_content" (role r) into *out (malloc'd; NULL: none). 0, TERN_EFORMAT
+ * (*why says what is wrong) or TERN_ENOMEM. */
+static int think_text(json_t *o, const char *r, char **out, const char **why) {
+    json_t *v = json_object_get(o, "reasoning_content");
+    *out = NULL;
+    if (!v || json_is_null(v)) return 0;
+    if (!json_is_string(v)) { *why = "'reasoning_content' is not a string"; return TERN_EFORMAT; }
+    if (strcmp(r, "assistant")) { *why = "'reasoning_content' on a message that is not the assistant's"; return TERN_EFORMAT; }
+    return (*out = strdup(json_string_value(v))) ? 0 : TERN_ENOMEM;
+}
+
 /* the role's literal, or NULL when it is none of those a conversation file holds */
 static const char *role_literal(const char *r) {
     static const char *const roles[] = {"system", "user", "assistant"};
@@ -65,8 +81,14 @@ int chatfile_join_parts(const void *content, char **out, size_t *len) {
 }
 
 int chatfile_parse(const char *text, size_t len, chat_msg_t **msgs, int *n_msgs, char *err, size_t errlen) {
+    return chatfile_parse_ex(text, len, msgs, NULL, n_msgs, err, errlen);
+}
+
+int chatfile_parse_ex(const char *text, size_t len, chat_msg_t **msgs, char ***think, int *n_msgs, char *err,
+                      size_t errlen) {
     *msgs = NULL;
     *n_msgs = 0;
+    if (think) *think = NULL;
     if (len > (size_t)CHATFILE_MAX_BYTES)
         return err_set(err, errlen, TERN_EFORMAT, "%zu bytes (a conversation file has at most %ld)", len, CHATFILE_MAX_BYTES);
     json_error_t je;
@@ -89,7 +111,8 @@ int chatfile_parse(const char *text, size_t len, chat_msg_t **msgs, int *n_msgs,
         goto done;
     }
     chat_msg_t *m = calloc(n ? n : 1, sizeof *m);
-    if (!m) { rc = err_set(err, errlen, TERN_ENOMEM, "out of memory"); goto done; }
+    char **th = calloc(n ? n : 1, sizeof *th);
+    if (!m || !th) { free(m); free(th); rc = err_set(err, errlen, TERN_ENOMEM, "out of memory"); goto done; }
     for (size_t i = 0; i < n && rc == 0; i++) {
         json_t *o = json_array_get(arr, i), *role = json_object_get(o, "role");
         const char *why = NULL, *r = json_is_string(role) ? role_literal(json_string_value(role)) : NULL;
@@ -97,20 +120,25 @@ int chatfile_parse(const char *text, size_t len, chat_msg_t **msgs, int *n_msgs,
         else if (!json_is_string(role)) why = "no \"role\" string";
         else if (!r) why = "a role other than system, user or assistant";
         else if (i > 0 && !strcmp(r, "system")) why = "a system message after the first";
-        char *content = NULL;
+        char *content = NULL, *th_i = NULL;
         if (!why) rc = content_text(json_object_get(o, "content"), &content, &why);
+        if (rc == 0 && !why) rc = think_text(o, r, &th_i, &why);
         if (rc == TERN_ENOMEM) err_set(err, errlen, rc, "out of memory");
         else if (why) rc = err_set(err, errlen, TERN_EFORMAT, "message %zu: %s", i + 1, why);
-        if (rc < 0) { free(content); break; }
+        if (rc < 0) { free(content); free(th_i); break; }
         m[i].role = r;
         m[i].content = content;
+        th[i] = th_i;
         *n_msgs = (int)i + 1;
     }
     if (rc < 0) {
         chatfile_msgs_free(m, *n_msgs);
+        chatfile_think_free(th, *n_msgs);
         *n_msgs = 0;
     } else {
         *msgs = m;
+        if (think) *think = th;
+        else chatfile_think_free(th, *n_msgs);
     }
 done:
     json_decref(root);
@@ -148,11 +176,19 @@ static json_t *json_text(const char *s, int *n_bad) {
 }
 
 char *chatfile_dump(const chat_msg_t *msgs, int n_msgs, int *n_bad) {
+    return chatfile_dump_ex(msgs, NULL, n_msgs, n_bad);
+}
+
+char *chatfile_dump_ex(const chat_msg_t *msgs, char *const *think, int n_msgs, int *n_bad) {
     *n_bad = 0;
     json_t *arr = json_array(), *root = arr ? json_pack("{s:o}", "messages", arr) : NULL;
     if (!root) return NULL;
     for (int i = 0; i < n_msgs; i++) {
         json_t *o = json_pack("{s:s, s:o}", "role", msgs[i].role, "content", json_text(msgs[i].content, n_bad));
+        if (o && think && think[i] && json_object_set_new(o, "reasoning_content", json_text(think[i], n_bad)) < 0) {
+            json_decref(o);
+            o = NULL;
+        }
         if (!o || json_array_append_new(arr, o)) { json_decref(root); return NULL; }
     }
     char *text = json_dumps(root, JSON_INDENT(2));
@@ -166,10 +202,15 @@ char *chatfile_dump(const chat_msg_t *msgs, int n_msgs, int *n_bad) {
 }
 
 int chatfile_save(const char *path, const chat_msg_t *msgs, int n_msgs, int *n_bad, char *err, size_t errlen) {
+    return chatfile_save_ex(path, msgs, NULL, n_msgs, n_bad, err, errlen);
+}
+
+int chatfile_save_ex(const char *path, const chat_msg_t *msgs, char *const *think, int n_msgs, int *n_bad, char *err,
+                     size_t errlen) {
     char tmp[4200];
     if ((size_t)snprintf(tmp, sizeof tmp, "%s.tmp", path) >= sizeof tmp)
         return err_set(err, errlen, TERN_EINVAL, "%s: path too long", path);
-    char *text = chatfile_dump(msgs, n_msgs, n_bad);
+    char *text = chatfile_dump_ex(msgs, think, n_msgs, n_bad);
     if (!text) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
     size_t n = strlen(text);
     FILE *f = fopen(tmp, "wb");

@@ -1,6 +1,7 @@
 /* chatfile: a conversation on disk as OpenAI-style JSON, {"messages": [{"role": "system" |
  * "user" | "assistant", "content": TEXT}, ...]} — what `tern chat` writes with /save and reads
- * with /load and --chat-file. A file to read is untrusted: bounded in bytes and messages, every
+ * with /load and --chat-file; an assistant message may carry its thinking as "reasoning_content"
+ * (llama-server's field) beside its answer. A file to read is untrusted: bounded in bytes and messages, every
  * field checked, one-line errors naming the message. Not here: formatting a conversation with
  * the chat template (chat.c), tool calls and other roles (the server's requests carry those). */
 #ifndef TERN_CHATFILE_H
@@ -29,5 +30,17 @@ int chatfile_save(const char *path, const chat_msg_t *msgs, int n_msgs, int *n_b
 int chatfile_join_parts(const void *c, char **out, size_t *len);
 /* Frees the contents (not the roles: literals) and the array. */
 void chatfile_msgs_free(chat_msg_t *msgs, int n_msgs);
+
+/* The same with each message's thinking: think[i] an assistant message's "reasoning_content"
+ * (malloc'd) or NULL. chatfile_parse_ex fills *think (n entries, at least one allocated; think
+ * NULL: the field is checked and dropped) — "reasoning_content" is a string or null, and only on
+ * an assistant message; chatfile_dump_ex / chatfile_save_ex write it where think[i] is set (think
+ * NULL: none). chatfile_think_free frees the n strings and the array. */
+int chatfile_parse_ex(const char *text, size_t len, chat_msg_t **msgs, char ***think, int *n_msgs, char *err,
+                      size_t errlen);
+char *chatfile_dump_ex(const chat_msg_t *msgs, char *const *think, int n_msgs, int *n_bad);
+int chatfile_save_ex(const char *path, const chat_msg_t *msgs, char *const *think, int n_msgs, int *n_bad, char *err,
+                     size_t errlen);
+void chatfile_think_free(char **think, int n);
 
 #endif

@@ -63,6 +63,9 @@ typedef struct chat {
     int n_batch;
     sampler_params_t sp;
     chat_msg_t *msgs;      /* (cap_msgs,) roles are literals, contents owned */
+    char **think;          /* (cap_msgs,) assistant message i's thinking (owned) or NULL, kept apart
+                            * from its answer: a template sees it as reasoning_content, /save writes
+                            * it; NULL past n_msgs */
     int n_msgs, cap_msgs;
     grammar_t *grammar;    /* NULL: replies are free text */
     const grammar_vocab_t *gvocab;   /* the model's (engine_grammar_vocab), not owned */
@@ -77,6 +80,9 @@ typedef struct chat {
     int reason;            /* replies' <think>...</think> is shown apart and not kept */
     int show_think;        /* with reason: stream the thinking (marked) */
     int think_open;        /* the last prompt ended inside <think> */
+    int budget;            /* --reasoning-budget: > 0: the thinking's tokens, then </think> is forced */
+    int32_t force[16];     /* the tokens the next samples must be (the end marker), force[0] next */
+    int n_force;
     char err[512];
 } chat_t;
 
@@ -89,6 +95,7 @@ static void chat_free(chat_t *c) {
     free(c->st.sample);
     free(c->h);
     chatfile_msgs_free(c->msgs, c->n_msgs);
+    chatfile_think_free(c->think, c->n_msgs);
     grammar_state_destroy(&c->gs);
     grammar_destroy(&c->grammar);   /* after its state */
     free(c->mask);
@@ -121,16 +128,42 @@ static int chat_init(chat_t *c, tern_model *m, const sampler_params_t *sp, int s
     return 0;
 }
 
+/* The next sample is c->force[0] (the reasoning budget's end marker): the mask admits it alone —
+ * under a grammar only when the grammar lets it through, else the forcing is dropped (the grammar
+ * wins), as the server's scheduler does (sched_force). 0 or TERN_ENOMEM. */
+static int chat_force_mask(chat_t *c) {
+    size_t bytes = ((size_t)c->m->pl->n_vocab + 7) / 8;
+    int32_t t = c->force[0];
+    if (c->grammar && !(c->mask[t >> 3] >> (t & 7) & 1)) { c->n_force = 0; return 0; }
+    if (!c->mask && !(c->mask = malloc(bytes))) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
+    memset(c->mask, 0, bytes);
+    c->mask[t >> 3] = (uint8_t)(1u << (t & 7));
+    c->allow[0] = c->mask;
+    c->st.allow = c->allow;
+    return 0;
+}
+
+/* token tok's text p[0..n) against the reasoning budget: once spent, the rest of the end marker
+ * is queued to be forced (c->force) */
+static void chat_budget(chat_t *c, reasoning_budget_t *rb, const char *p, size_t n) {
+    int k = reasoning_budget_feed(rb, p, n);
+    if (k < 0) return;
+    const char *mark = reasoning_close_marker() + k;
+    int nt = tokenizer_encode(c->m->tok, mark, strlen(mark), 0, 1, c->force, (int)(sizeof c->force / sizeof c->force[0]));
+    c->n_force = nt > 0 && nt <= (int)(sizeof c->force / sizeof c->force[0]) ? nt : 0;
+}
+
 /* The mask of what the grammar lets the next sample take, into c->mask, and the step carries it
- * (without a grammar: nothing to do, no mask). 0, or <0 with c->err set: TERN_EINVAL when no
+ * (without a grammar: nothing to do, no mask; a forced token's mask: chat_force_mask). 0, or <0 with c->err set: TERN_EINVAL when no
  * token of the vocabulary may come next (a dead end), TERN_ENOMEM. */
 static int chat_constrain(chat_t *c) {
     c->st.allow = NULL;
-    if (!c->grammar) return 0;
-    int n = grammar_state_mask(c->gs, c->gvocab, c->mask);
-    if (n <= 0) return err_set(c->err, sizeof c->err, n < 0 ? n : TERN_EINVAL, "%s", grammar_mask_why(n));
-    c->st.allow = c->allow;
-    return 0;
+    if (c->grammar) {
+        int n = grammar_state_mask(c->gs, c->gvocab, c->mask);
+        if (n <= 0) return err_set(c->err, sizeof c->err, n < 0 ? n : TERN_EINVAL, "%s", grammar_mask_why(n));
+        c->st.allow = c->allow;
+    }
+    return c->n_force ? chat_force_mask(c) : 0;
 }
 
 /* Compiles the grammar (GBNF text) that every reply follows and checks that a reply can begin
@@ -153,23 +186,33 @@ static int chat_grammar_init(chat_t *c, const char *gbnf) {
     return 0;
 }
 
-/* takes ownership of content (malloc'd) */
-static int chat_push(chat_t *c, const char *role, char *content) {
+/* takes ownership of content and think (malloc'd; think NULL: none) */
+static int chat_push_think(chat_t *c, const char *role, char *content, char *think) {
     if (c->n_msgs == c->cap_msgs) {
         int cap = c->cap_msgs ? c->cap_msgs * 2 : 8;
         chat_msg_t *p = realloc(c->msgs, (size_t)cap * sizeof *p);
-        if (!p) { free(content); return TERN_ENOMEM; }
-        c->msgs = p;
+        if (p) c->msgs = p;
+        char **t = p ? realloc(c->think, (size_t)cap * sizeof *t) : NULL;
+        if (!t) { free(content); free(think); return TERN_ENOMEM; }
+        c->think = t;
+        for (int i = c->cap_msgs; i < cap; i++) t[i] = NULL;
         c->cap_msgs = cap;
     }
     c->msgs[c->n_msgs].role = role;
+    c->think[c->n_msgs] = think;
     c->msgs[c->n_msgs++].content = content;
     return 0;
 }
 
+static int chat_push(chat_t *c, const char *role, char *content) { return chat_push_think(c, role, content, NULL); }
+
 /* drops the messages from n on */
 static void chat_truncate(chat_t *c, int n) {
-    while (c->n_msgs > n) free((char *)c->msgs[--c->n_msgs].content);
+    while (c->n_msgs > n) {
+        free((char *)c->msgs[--c->n_msgs].content);
+        free(c->think[c->n_msgs]);
+        c->think[c->n_msgs] = NULL;
+    }
 }
 
 /* The conversation is about to change other than by a new message at its end (a command): after a
@@ -243,16 +286,32 @@ static int chat_feed(chat_t *c, const int32_t *toks, int n) {
     return err_set(c->err, sizeof c->err, TERN_EINVAL, "nothing to feed");
 }
 
+/* the messages' thinking as the template's per-message variables: {"reasoning_content": ...} for
+ * each assistant message that has one (a new array; NULL: none, or out of memory — the template
+ * then sees the answers alone) */
+static void **chat_think_vars(const chat_t *c, int n_msgs) {
+    void **x = NULL;
+    for (int i = 0; c->think && i < n_msgs; i++) {
+        if (!c->think[i]) continue;
+        if (!x && !(x = calloc((size_t)n_msgs, sizeof *x))) return NULL;
+        x[i] = json_pack("{s:o}", "reasoning_content", json_string_nocheck(c->think[i]));   /* the bytes as they came */
+    }
+    return x;
+}
+
 /* The first n_msgs messages formatted and tokenized into *ids (grown as needed, capacity *cap);
  * *open (NULL: not wanted): the text leaves the model inside <think>. Returns the token count or
  * <0 with c->err set. */
 static int chat_tokens(chat_t *c, int n_msgs, int32_t **ids, int *cap, int *open) {
     tern_model *m = c->m;
-    int need = chat_apply_vars(m->tok, c->msgs, n_msgs, NULL, NULL, NULL, c->kwargs, 1, NULL, 0);
+    void **x = chat_think_vars(c, n_msgs);
+    int need = chat_apply_vars(m->tok, c->msgs, n_msgs, NULL, x, NULL, c->kwargs, 1, NULL, 0);
+    char *buf = need >= 0 ? malloc((size_t)need + 1) : NULL;
+    if (buf) chat_apply_vars(m->tok, c->msgs, n_msgs, NULL, x, NULL, c->kwargs, 1, buf, need + 1);
+    for (int i = 0; x && i < n_msgs; i++) json_decref(x[i]);
+    free(x);
     if (need < 0) return err_set(c->err, sizeof c->err, need, "%s", *chat_error() ? chat_error() : "the model's chat template cannot be applied");
-    char *buf = malloc((size_t)need + 1);
     if (!buf) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
-    chat_apply_vars(m->tok, c->msgs, n_msgs, NULL, NULL, NULL, c->kwargs, 1, buf, need + 1);
     if (open) *open = reasoning_prompt_open(buf, (size_t)need);
     int n = tokenizer_encode(m->tok, buf, (size_t)need, tokenizer_add_bos(m->tok), 1, *ids, *cap);
     if (n > *cap) {   /* a conversation past the context (shifted): room for all of it */
@@ -386,13 +445,19 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
     int rc = 0, in_think = 0;
     size_t scan = 0, rsent = 0, csent = 0;
     reasoning_split_t rs;
+    reasoning_budget_t rb;
+    reasoning_budget_init(&rb, c->budget, c->think_open);
+    c->n_force = 0;
     for (int i = 0; n_predict < 0 || i < n_predict; i++) {
         if (g_interrupted || tokenizer_is_eog(m->tok, tok)) break;
+        if (c->n_force && tok == c->force[0]) memmove(c->force, c->force + 1, (size_t)--c->n_force * sizeof c->force[0]);
+        else c->n_force = 0;   /* the forced token came, or the forcing was dropped */
         if (c->grammar && grammar_state_accept_token(c->gs, c->gvocab, tok) < 0) {   /* the mask let it through */
             rc = err_set(c->err, sizeof c->err, TERN_EINVAL, "the grammar refused token %d that its mask let through", tok);
             break;
         }
         int np = detok_feed(&dt, tok, piece, sizeof piece);
+        if (c->budget > 0) chat_budget(c, &rb, piece, np > 0 ? (size_t)np : 0);
         if (np > 0) {
             if (strbuf_add(&reply, piece, (size_t)np) < 0) { rc = TERN_ENOMEM; break; }
             if (c->reason) {
@@ -428,11 +493,16 @@ static int chat_reply(chat_t *c, int tok, int n_predict) {
     if (rc == TERN_ENOMEM) err_set(c->err, sizeof c->err, rc, "out of memory");
     if (rc < 0) { free(reply.p); return rc; }
     if (!reply.p && strbuf_add(&reply, "", 0) < 0) return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
-    if (rs.c0 > 0) {   /* the thinking goes: the answer alone is the message */
+    char *think = NULL;   /* the thinking, kept apart from the answer (reasoning_content) */
+    if (rs.r1 > rs.r0 && !(think = strndup(reply.p + rs.r0, rs.r1 - rs.r0))) {
+        free(reply.p);
+        return err_set(c->err, sizeof c->err, TERN_ENOMEM, "out of memory");
+    }
+    if (rs.c0 > 0) {   /* the answer alone is the message's content */
         memmove(reply.p, reply.p + rs.c0, rs.c1 - rs.c0);
         reply.p[rs.c1 - rs.c0] = 0;
     }
-    return chat_push(c, "assistant", reply.p);
+    return chat_push_think(c, "assistant", reply.p, think);
 }
 
 /* Waits until fd 0 is readable; <0 when Ctrl-C came, even just before the wait: SIGINT stays
@@ -593,11 +663,14 @@ static int chat_load(chat_t *c, const char *path) {
     char *text = cli_read_file_n(path, "conversation file", CHATFILE_MAX_BYTES, &len, why, sizeof why);
     if (!text) return err_set(c->err, sizeof c->err, TERN_EIO, "%s", why);
     chat_msg_t *msgs;
-    int n, rc = chatfile_parse(text, len, &msgs, &n, why, sizeof why);
+    char **think;
+    int n, rc = chatfile_parse_ex(text, len, &msgs, &think, &n, why, sizeof why);
     free(text);
     if (rc < 0) return err_set(c->err, sizeof c->err, rc, "%s: %s", path, why);
     chatfile_msgs_free(c->msgs, c->n_msgs);
+    chatfile_think_free(c->think, c->n_msgs);
     c->msgs = msgs;
+    c->think = think;
     c->n_msgs = c->cap_msgs = n;
     if (!n) c->cap_msgs = 1;   /* chatfile_parse allocates room for one at least */
     chat_forget_shift(c);
@@ -618,21 +691,27 @@ static const char chat_help[] =
 /* /regen: the last reply (if the conversation ends with one) is set aside and the user's message
  * answered again; it comes back when no new one could be made. 0 or <0 (fatal). */
 static int chat_regen(chat_t *c) {
-    char *old = NULL;
-    if (chat_last_is(c, "assistant")) old = (char *)c->msgs[--c->n_msgs].content;
+    char *old = NULL, *old_think = NULL;
+    if (chat_last_is(c, "assistant")) {
+        old = (char *)c->msgs[--c->n_msgs].content;
+        old_think = c->think[c->n_msgs];
+        c->think[c->n_msgs] = NULL;
+    }
     if (!chat_last_is(c, "user")) {
         fprintf(stderr, "tern chat: /regen: no message of yours to answer\n");
-        if (old) c->msgs[c->n_msgs++].content = old;
+        if (old) c->think[c->n_msgs] = old_think, c->msgs[c->n_msgs++].content = old;
         return 0;
     }
     /* at --temp > 0 each /regen draws anew: its seed is set apart from every other reply's */
     int rc = chat_answer(c, (uint64_t)++c->n_regen * 0x9E3779B97F4A7C15ull);
     if (rc == 1 && old) {
         c->msgs[c->n_msgs].role = "assistant";
+        c->think[c->n_msgs] = old_think;
         c->msgs[c->n_msgs++].content = old;
-        old = NULL;
+        old = old_think = NULL;
     }
     free(old);
+    free(old_think);
     return rc < 0 ? rc : 0;
 }
 
@@ -686,7 +765,7 @@ static int chat_command(chat_t *c, char *line) {
     }
     if (IS("/save")) {
         int n_bad;
-        if (chatfile_save(arg, c->msgs, c->n_msgs, &n_bad, c->err, sizeof c->err) < 0) fprintf(stderr, "tern chat: /save: %s\n", c->err);
+        if (chatfile_save_ex(arg, c->msgs, c->think, c->n_msgs, &n_bad, c->err, sizeof c->err) < 0) fprintf(stderr, "tern chat: /save: %s\n", c->err);
         else if (n_bad) fprintf(stderr, "tern chat: %d messages saved to %s; %d bytes that are not UTF-8 written as U+FFFD (a /load of it differs there)\n", c->n_msgs, arg, n_bad);
         else fprintf(stderr, "tern chat: %d messages saved to %s\n", c->n_msgs, arg);
     }
@@ -755,7 +834,7 @@ int cli_chat(int argc, char **argv) {
     }
     int rfmt = reasoning_format_parse(mo.reasoning_format);
     if (rfmt < 0) {
-        fprintf(stderr, "tern chat: --reasoning-format %s: expected none, deepseek or auto\n", mo.reasoning_format);
+        fprintf(stderr, "tern chat: --reasoning-format %s: expected none, deepseek, deepseek-legacy or auto\n", mo.reasoning_format);
         return 1;
     }
     void *kwargs;
@@ -809,8 +888,10 @@ int cli_chat(int argc, char **argv) {
     chat_t c;
     rc = chat_init(&c, m, &sp, mo.p.context_shift, mo.s.n_keep, n_predict, no_cache);
     if (rc == 0) rc = cli_chat_kwargs(&mo, &c.kwargs, err, sizeof err);
-    c.reason = rfmt == REASONING_DEEPSEEK || (rfmt == REASONING_AUTO && chat_template_thinks(m->tok));
+    c.reason = rfmt == REASONING_DEEPSEEK || rfmt == REASONING_DEEPSEEK_LEGACY ||   /* legacy: as deepseek here */
+               (rfmt == REASONING_AUTO && chat_template_thinks(m->tok));
     c.show_think = !no_show_think;
+    c.budget = mo.reasoning_budget;
     if (rc == 0 && sys) {
         char *s = strdup(sys);
         rc = s ? chat_push(&c, "system", s) : TERN_ENOMEM;

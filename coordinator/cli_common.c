@@ -132,10 +132,12 @@ int cli_reasoning_opts(cli_model_opts_t *o, opt_t *opts, int n, int cap) {
     opt_t t[] = {
         {NULL, "--reasoning-format", OPT_STR, &o->reasoning_format, "FMT",
          "replies of reasoning models: deepseek (<think>...</think> apart from the answer: serve's "
-         "reasoning_content, chat's thinking shown marked and left out of the conversation), none (left in the "
+         "reasoning_content, chat's thinking shown marked and left out of the conversation), deepseek-legacy (as "
+         "deepseek, but serve's streams keep it in the content between <think> tags), none (left in the "
          "reply), auto (deepseek when the chat template writes <think>)", 0, 0},
         {NULL, "--reasoning-budget", OPT_INT, &o->reasoning_budget, "N",
-         "-1: think freely; 0: no thinking (the template gets enable_thinking = false)", -1, 0},
+         "-1: think freely; 0: no thinking (the template gets enable_thinking = false); N > 0: at most N tokens of "
+         "thinking, then </think> is forced and the model answers", -1, 1 << 30},
         {NULL, "--chat-template-kwargs", OPT_STR, &o->chat_template_kwargs, "JSON",
          "more variables for the --jinja template, e.g. '{\"enable_thinking\":false}' (serve: a request's "
          "chat_template_kwargs go over them)", 0, 0},

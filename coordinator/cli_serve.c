@@ -172,7 +172,7 @@ int cli_serve(int argc, char **argv) {
     sc.reasoning_budget = mo.reasoning_budget;
     sc.chat_template_kwargs = mo.chat_template_kwargs;
     if ((sc.reasoning_format = reasoning_format_parse(mo.reasoning_format)) < 0) {
-        fprintf(stderr, "tern serve: --reasoning-format %s: expected none, deepseek or auto\n", mo.reasoning_format);
+        fprintf(stderr, "tern serve: --reasoning-format %s: expected none, deepseek, deepseek-legacy or auto\n", mo.reasoning_format);
         return 1;
     }
     if (sc.api_key && key_file) { fprintf(stderr, "tern serve: use --api-key or --api-key-file, not both\n"); return 1; }

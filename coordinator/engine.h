@@ -38,6 +38,9 @@ const grammar_vocab_t *engine_grammar_vocab(tern_model *m);
  * (sched_grammar_trigger). 0, or <0 with the sequence ended as SCHED_ERROR and m->sched.err
  * saying why (the text does not parse, no token can begin it, out of memory). Engine thread. */
 int engine_start_grammar(tern_model *m, int id, const char *gbnf, const char *trigger);
+/* the control token whose text is trigger (a marker that renders no text: Mistral Nemo's
+ * [TOOL_CALLS]), or -1 when trigger is NULL or no such token */
+int engine_trigger_token(tern_model *m, const char *trigger);
 /* the scheduler's sampling params of the API's (s NULL: the defaults); logit biases past the
  * sampler's SAMPLER_BIAS_MAX are dropped (the front ends refuse more) */
 void engine_sampler_params(const tern_sampling *s, sampler_params_t *sp);

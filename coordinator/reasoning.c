@@ -12,11 +12,13 @@ int reasoning_format_parse(const char *name) {
     if (!strcmp(name, "none")) return REASONING_NONE;
     if (!strcmp(name, "deepseek")) return REASONING_DEEPSEEK;
     if (!strcmp(name, "auto")) return REASONING_AUTO;
+    if (!strcmp(name, "deepseek-legacy")) return REASONING_DEEPSEEK_LEGACY;
     return -1;
 }
 
 const char *reasoning_format_name(int f) {
-    return f == REASONING_DEEPSEEK ? "deepseek" : f == REASONING_AUTO ? "auto" : "none";
+    return f == REASONING_DEEPSEEK ? "deepseek" : f == REASONING_AUTO ? "auto"
+           : f == REASONING_DEEPSEEK_LEGACY ? "deepseek-legacy" : "none";
 }
 
 static int is_ws(char c) { return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\f' || c == '\v'; }
@@ -77,7 +79,66 @@ void reasoning_split(const char *text, size_t n, int open, int final, size_t *sc
     out->c1 = n;
 }
 
+int reasoning_closed(const char *text, size_t n, int open) {
+    if (!open && (n < OPEN_LEN || memcmp(text, OPEN, OPEN_LEN))) return 0;
+    size_t t = open ? 0 : OPEN_LEN;
+    return find_close(text, n, t) < n;
+}
+
 int reasoning_prompt_open(const char *prompt, size_t n) {
     while (n && is_ws(prompt[n - 1])) n--;
     return n >= OPEN_LEN && !memcmp(prompt + n - OPEN_LEN, OPEN, OPEN_LEN);
+}
+
+/* ---- the budget -------------------------------------------------------------------------- */
+
+enum { RB_START, RB_THINK, RB_DONE };
+
+const char *reasoning_close_marker(void) { return CLOSE; }
+
+void reasoning_budget_init(reasoning_budget_t *b, int budget, int open) {
+    *b = (reasoning_budget_t){budget, open ? RB_THINK : RB_START, {0}, 0};
+    if (budget <= 0) b->state = RB_DONE;
+}
+
+/* state RB_START: the reply's first bytes against "<think>"; returns how many bytes of p[0..n)
+ * the marker took (the rest is thinking), or n when it is still open or not a thinking */
+static size_t budget_open(reasoning_budget_t *b, const char *p, size_t n) {
+    size_t take = OPEN_LEN - b->n_buf < n ? OPEN_LEN - b->n_buf : n;
+    memcpy(b->buf + b->n_buf, p, take);
+    b->n_buf += take;
+    if (memcmp(b->buf, OPEN, b->n_buf)) { b->state = RB_DONE; return n; }   /* no thinking: free */
+    if (b->n_buf < OPEN_LEN) return n;
+    b->state = RB_THINK;
+    b->n_buf = 0;
+    return take;
+}
+
+int reasoning_budget_feed(reasoning_budget_t *b, const char *p, size_t n) {
+    if (b->state == RB_START) {
+        size_t used = budget_open(b, p, n);
+        p += used;
+        n -= used;
+    }
+    if (b->state != RB_THINK || n == 0) return -1;
+    /* the end marker across the token boundary: the kept tail, then this piece */
+    char win[sizeof b->buf + 64];
+    size_t nb = b->n_buf, k = n < 64 ? n : 64;
+    memcpy(win, b->buf, nb);
+    memcpy(win + nb, p, k);
+    if (find_close(win, nb + k, 0) < nb + k || (n > 64 && find_close(p, n, 0) < n)) {
+        b->state = RB_DONE;   /* closed by the model */
+        return -1;
+    }
+    size_t keep = CLOSE_LEN - 1;   /* the thinking's last bytes, where a marker may begin */
+    if (n >= keep) { memcpy(b->buf, p + n - keep, keep); b->n_buf = keep; }
+    else {
+        size_t old = nb + n > keep ? keep - n : nb;
+        memmove(b->buf, b->buf + nb - old, old);
+        memcpy(b->buf + old, p, n);
+        b->n_buf = old + n;
+    }
+    if (--b->left > 0) return -1;
+    b->state = RB_DONE;
+    return (int)close_prefix_tail(b->buf, b->n_buf);
 }

@@ -162,7 +162,7 @@ static int lookup_draft(const sched_seq_t *q, int k, int32_t *out) {
  * and step) nor for a scored prompt, nor under mirostat (stateful: a refused draft's sample
  * would have moved mu). */
 static int lookup_room(const sched_t *s, const sched_seq_t *q, int budget) {
-    if (!s->lookup || q->gram || q->score_cb || q->n_fed != q->n_toks) return 0;
+    if (!s->lookup || q->gram || q->n_force || q->score_cb || q->n_fed != q->n_toks) return 0;
     if (q->sp.mirostat) return 0;   /* its mu moves with every sample, refused drafts' too */
     int k = s->lookup;
     if (k > budget) k = budget;
@@ -278,6 +278,7 @@ int sched_add_at(sched_t *s, int slot, int cache, const int32_t *prompt, int n, 
         q->waiting = 0;
         q->id = s->next_id++;
         drop_grammar(q);
+        q->n_force = q->force_new = 0;
         if (s->allow) s->allow[i] = NULL;
         memcpy(q->toks, prompt, (size_t)n * sizeof(int32_t));
         q->n_prompt = q->n_toks = q->n_prefill = n;
@@ -528,6 +529,21 @@ int sched_grammar_trigger_token(sched_t *s, int id, int32_t tok) {
     return 0;
 }
 
+int sched_force(sched_t *s, int id, const int32_t *toks, int n) {
+    int i = find_active(s, id);
+    if (i < 0 || n < 1 || n > SCHED_FORCE_MAX) return TERN_EINVAL;
+    for (int k = 0; k < n; k++)
+        if (toks[k] < 0 || toks[k] >= s->pl->n_vocab) return TERN_EINVAL;
+    sched_seq_t *q = &s->seqs[i];
+    if (!s->allow) s->allow = calloc((size_t)s->n_seq, sizeof *s->allow);
+    if (!q->allow) q->allow = malloc(((size_t)s->pl->n_vocab + 7) / 8);
+    if (!s->allow || !q->allow) return TERN_ENOMEM;
+    memcpy(q->force, toks, (size_t)n * sizeof *toks);
+    q->n_force = n;
+    q->force_new = 1;
+    return 0;
+}
+
 int sched_cached(const sched_t *s, int id) {
     int i = find_active(s, id);
     return i >= 0 ? s->seqs[i].n_cached : 0;
@@ -757,6 +773,15 @@ static void mark_embd(const sched_t *s, step_t *st, uint8_t *emf) {
     st->embd = n ? emf : NULL;
 }
 
+/* the forced token tok came (sched_force): the next one is due; any other token (the forcing
+ * was dropped meanwhile) ends it */
+static void force_done(sched_t *s, sched_seq_t *q, int32_t tok) {
+    if (!q->n_force) return;
+    if (tok == q->force[0]) memmove(q->force, q->force + 1, (size_t)--q->n_force * sizeof q->force[0]);
+    else q->n_force = 0;
+    if (!q->n_force && !q->gram) s->allow[q->slot] = NULL;   /* free sampling again */
+}
+
 /* delivers the sampled tokens of a finished step (in order of its sampling tokens) */
 static void deliver(sched_t *s, step_t *st, const int *sid) {
     deliver_embd(s, st, sid);
@@ -778,6 +803,7 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         j++;
         if (!q->active || q->id != sid[i]) continue;   /* cancelled meanwhile */
         if (st->pos[i] >= q->n_toks || st->tokens[i] != q->toks[st->pos[i]]) continue;   /* a draft the model did not take */
+        if (q->force_new) continue;   /* drafts sampled before a forcing: refused, as if not taken */
         if (i > 0 && st->seq[i - 1] == st->seq[i] && st->sample[i - 1] && st->pos[i] >= q->n_fed) {   /* one it took */
             q->n_fed = st->pos[i] + 1;
             s->n_draft_ok++;
@@ -787,6 +813,7 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         if (!q->t_first) q->t_first = time_now();
         q->toks[q->n_toks++] = tok;
         q->n_gen++;
+        force_done(s, q, tok);
         int stop = q->cb ? q->cb(q->user, q->id, tok, lp, top.n > 0 ? &top : NULL, SCHED_RUNNING) : 0;
         int gf = !stop && q->gram ? grammar_follow(s, q, q->n_toks) : 0;
         if (stop) finish(q, SCHED_STOP);
@@ -842,15 +869,34 @@ static void replay_all(sched_t *s) {
     }
 }
 
-/* the step's constrained samples: a replayed one first brings its grammar to its position */
+/* q's next sample is force[0]: its mask admits that token alone — under a grammar only when the
+ * grammar's mask (in q->allow, or none while a lazy one waits) lets it through, else the forcing
+ * is dropped */
+static void force_mask(sched_t *s, sched_seq_t *q) {
+    int32_t t = q->force[0];
+    const uint8_t *g = q->gram ? s->allow[q->slot] : NULL;   /* else it holds the last forced token's */
+    if (g && !(g[t >> 3] >> (t & 7) & 1)) {
+        log_d("sequence %d: the grammar refuses forced token %d: no more forcing", q->id, t);
+        q->n_force = q->force_new = 0;
+        return;
+    }
+    q->force_new = 0;
+    memset(q->allow, 0, ((size_t)s->pl->n_vocab + 7) / 8);
+    q->allow[t >> 3] = (uint8_t)(1u << (t & 7));
+    s->allow[q->slot] = q->allow;
+}
+
+/* the step's constrained samples: a replayed one first brings its grammar to its position; a
+ * forced one (sched_force) gets its token's mask */
 static void constrain(sched_t *s, step_t *st) {
     st->allow = NULL;
     for (int i = 0; s->allow && i < st->n; i++) {
         sched_seq_t *q = &s->seqs[st->seq[i]];
-        if (!st->sample[i] || !q->gram) continue;
-        int gf = q->gram_n < st->pos[i] + 1 ? grammar_follow(s, q, st->pos[i] + 1) : 0;
-        if (gf) finish(q, gf);   /* its sample will find it gone */
-        else st->allow = s->allow;
+        if (!st->sample[i] || (!q->gram && !q->n_force)) continue;
+        int gf = q->gram && q->gram_n < st->pos[i] + 1 ? grammar_follow(s, q, st->pos[i] + 1) : 0;
+        if (gf) { finish(q, gf); continue; }   /* its sample will find it gone */
+        if (q->n_force && st->pos[i] + 1 == q->n_toks) force_mask(s, q);
+        st->allow = s->allow;
     }
 }
 

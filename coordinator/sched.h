@@ -24,6 +24,7 @@
 
 #define SCHED_MAX_INFLIGHT 8
 #define SCHED_TRIGGER_MAX 64   /* bytes of a lazy grammar's trigger (sched_grammar_trigger) */
+#define SCHED_FORCE_MAX 16     /* tokens sched_force can queue */
 /* Default prompt tokens per step while some sequence decodes (sched_set_prefill_chunk). On CPUs a
  * step costs about a + b*tokens (compute bound; a sampled token also pays the output head), so
  * the chunk bounds what a prompt adds to every stream's next-token gap (chunk*b, ~7 ms a token
@@ -109,6 +110,10 @@ typedef struct sched_seq {
                                      * fewer than the trigger's), where a trigger may begin */
     int n_tail;
     int32_t trigger_tok;      /* -1, or a token that is the trigger too (sched_grammar_trigger_token) */
+    int32_t force[SCHED_FORCE_MAX];   /* the tokens the next samples must be (sched_force), force[0] next */
+    int n_force;
+    int force_new;            /* sched_force came during a delivery: the rest of that step (drafts
+                               * sampled without its mask) is refused */
 } sched_seq_t;
 
 typedef struct sched {
@@ -255,6 +260,15 @@ int sched_grammar_trigger(sched_t *s, int id, const char *trigger);
  * the trigger's text in the token's place and follows from there. 0, or TERN_EINVAL (no such
  * sequence, not started, no text trigger, or tok out of range). */
 int sched_grammar_trigger_token(sched_t *s, int id, int32_t tok);
+/* Sequence id's next n samples (1..SCHED_FORCE_MAX) are toks, in order, whatever the model
+ * would draw: each sample's mask admits its token alone (the last stage samples it, so its
+ * history and log-probabilities stay the real ones) — a reasoning budget's end-of-thinking marker
+ * (server_engine.c). Called from a token callback, it applies from the next sample on; a later
+ * call replaces what is left. Under a grammar a forced token must be one it lets through: where
+ * it is not, the rest of the forcing is dropped (the grammar wins). No drafts meanwhile (the mask
+ * is one per slot and step). 0, or TERN_EINVAL (no such active sequence, n or a token out of
+ * range) / TERN_ENOMEM. */
+int sched_force(sched_t *s, int id, const int32_t *toks, int n);
 /* Prompt lookup decoding (llama.cpp's lookup / n-gram speculation; off after sched_init): a
  * sequence (greedy or sampled, penalties and logprobs included; not under a grammar, not a scored
  * prompt) sends, after its last token, up to n draft tokens — what followed the latest earlier

@@ -44,8 +44,9 @@ typedef struct server_cfg {
     const char *tls_key_password; /* decrypts an encrypted tls_key; NULL: the key is plain */
     int reasoning_format;    /* REASONING_* (reasoning.h): chat replies' thinking as
                               * reasoning_content (--reasoning-format; default auto) */
-    int reasoning_budget;    /* -1: think freely; 0: the template is told enable_thinking = false
-                              * (--reasoning-budget) */
+    int reasoning_budget;    /* -1: think freely; 0: the template is told enable_thinking = false;
+                              * N > 0: at most N tokens of thinking, then </think> is forced
+                              * (--reasoning-budget; a request's reasoning_budget over it) */
     const char *chat_template_kwargs; /* JSON object text: variables for every request's Jinja
                               * template, under the request's own (--chat-template-kwargs); NULL: none */
 } server_cfg_t;

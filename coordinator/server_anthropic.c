@@ -1,7 +1,8 @@
 /* server_anthropic: see server_anthropic.h. The request is rebuilt with jansson as the
  * chat-completions JSON it means and handed to server_req_parse, so every limit and check of
  * that route applies; a user message's tool_result blocks become "tool" messages before its
- * text, an assistant's tool_use blocks its "tool_calls". The reply side reads a finished (or
+ * text, an assistant's tool_use blocks its "tool_calls", "thinking" the template's enable_thinking
+ * and a reasoning budget. The reply side reads a finished (or
  * streaming) job: plain text as one text block, a tools reply parsed back by server_tools.c
  * into text and tool_use blocks. */
 #include "coordinator/server_anthropic.h"
@@ -203,6 +204,32 @@ static int conv_choice(json_t *tc, json_t *chat, server_err_t *e) {
     return v && json_object_set_new(chat, "tool_choice", v) == 0 ? 0 : OOM(e);
 }
 
+/* Anthropic's "thinking" into the chat request: {"type": "enabled", "budget_tokens": N} turns the
+ * template's thinking on (chat_template_kwargs.enable_thinking true, over the request's own
+ * chat_template_kwargs) with a reasoning_budget of N tokens; {"type": "disabled"} turns it off
+ * (enable_thinking false, reasoning_budget 0). Lenient where Anthropic is strict: any
+ * budget_tokens >= 1 is taken (Anthropic wants >= 1024 and < max_tokens; a budget past max_tokens
+ * simply never bites). */
+static int conv_thinking(json_t *th, json_t *chat, server_err_t *e) {
+    static const char P[] = "thinking";
+    if (!th || json_is_null(th)) return 0;
+    const char *t = json_string_value(json_object_get(th, "type"));
+    json_t *bt = json_object_get(th, "budget_tokens");
+    if (!json_is_object(th) || !t || (strcmp(t, "enabled") && strcmp(t, "disabled")))
+        return BAD(e, P, "'thinking' must be {\"type\": \"enabled\", \"budget_tokens\": N} or {\"type\": \"disabled\"}");
+    int on = !strcmp(t, "enabled");
+    if (on && (!json_is_integer(bt) || json_integer_value(bt) < 1 || json_integer_value(bt) > (1 << 30)))
+        return BAD(e, P, "thinking.budget_tokens must be a positive integer");
+    json_t *kw = json_object_get(chat, "chat_template_kwargs");
+    if (kw && !json_is_object(kw)) return 0;   /* not an object: the chat parse refuses it */
+    kw = kw ? json_deep_copy(kw) : json_object();
+    if (!kw || json_object_set_new(kw, "enable_thinking", json_boolean(on)) < 0 ||
+        json_object_set_new(chat, "chat_template_kwargs", kw) < 0 ||
+        json_object_set_new(chat, "reasoning_budget", json_integer(on ? json_integer_value(bt) : 0)) < 0)
+        return OOM(e);
+    return 0;
+}
+
 /* the chat request for Anthropic's root; count: count_tokens (no max_tokens, no sampling) */
 static int conv_request(json_t *root, int count, json_t *chat, server_err_t *e) {
     /* Anthropic's sampling fields, and llama.cpp's seed, min_p, grammar and reasoning_format (not
@@ -219,6 +246,7 @@ static int conv_request(json_t *root, int count, json_t *chat, server_err_t *e) 
     if (rc == 0) rc = conv_choice(json_object_get(root, "tool_choice"), chat, e);
     json_t *kw = json_object_get(root, "chat_template_kwargs");   /* the prompt's: counted too */
     if (rc == 0 && kw && json_object_set(chat, "chat_template_kwargs", kw) < 0) return OOM(e);
+    if (rc == 0) rc = conv_thinking(json_object_get(root, "thinking"), chat, e);   /* the prompt's too */
     if (rc < 0 || count) return rc;
     if (json_object_set(chat, "max_tokens", mt) < 0) return OOM(e);
     for (size_t k = 0; k < sizeof copied / sizeof copied[0]; k++) {

@@ -179,6 +179,21 @@ static void job_end(struct server *s, job_t *j, int finish) {
     pthread_mutex_unlock(&s->mu);
 }
 
+/* the reasoning budget (j->think_budget) follows token text p[0..n) of sequence id: once the
+ * thinking has taken it, the rest of the end marker is forced (sched_force; engine thread) —
+ * where it cannot be (a marker of more tokens than a forcing holds), the thinking goes on */
+static void budget_feed(struct server *s, job_t *j, int id, const char *p, size_t n) {
+    int k = reasoning_budget_feed(&j->rb, p, n);
+    if (k < 0) return;
+    const char *mark = reasoning_close_marker() + k;
+    int32_t ids[SCHED_FORCE_MAX];
+    int nt = tokenizer_encode(s->m->tok, mark, strlen(mark), 0, 1, ids, SCHED_FORCE_MAX);
+    if (nt < 1 || nt > SCHED_FORCE_MAX || sched_force(&s->m->sched, id, ids, nt) < 0)
+        log_w("sequence %d: the reasoning budget cannot force \"%s\"", id, mark);
+    else
+        log_d("sequence %d: reasoning budget of %d tokens spent: \"%s\" forced", id, j->think_budget, mark);
+}
+
 /* sched callback: one sampled token, or the end of the sequence */
 static int on_token(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
     job_t *j = user;
@@ -204,6 +219,7 @@ static int on_token(void *user, int id, int32_t token, float logprob, const sche
     const char *rel = "";
     size_t rlen = 0;
     int hit = n > 0 ? server_stop_feed(&j->st, buf, (size_t)n, &rel, &rlen) : 0;
+    if (j->think_budget > 0) budget_feed(s, j, id, buf, n > 0 ? (size_t)n : 0);
     size_t chars = j->logprobs && n > 0 ? server_text_chars(buf, (size_t)n) : 0;   /* for text_offset */
     pthread_mutex_lock(&s->mu);
     if (!j->t_first) j->t_first = now;
@@ -253,7 +269,11 @@ static void admit(struct server *s, job_t *j) {
     sched_t *sc = &s->m->sched;
     detok_init(&j->dt, s->m->tok, 0);
     detok_continue(&j->dt);   /* the generated text follows the prompt */
+    /* a tool-call marker that is a control token shows in the text, so the reply's reader finds
+     * the calls after it, wherever it comes (content before it stays content) */
+    detok_preserve(&j->dt, engine_trigger_token(s->m, j->grammar_trigger));
     server_stop_init(&j->st, j->stop, j->n_stop);
+    reasoning_budget_init(&j->rb, j->think_budget, j->think_open);
     j->t_start = time_now();
     if (j->cancel) { job_end(s, j, SCHED_CANCEL); return; }
     /* a prompt fed whole does not look at the caches (no RAM restore it would not use) */

@@ -16,6 +16,7 @@
 #include "core/err.h"
 #include "core/log.h"
 #include "core/progress.h"
+#include "core/strbuf.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdio.h>
@@ -103,10 +104,16 @@ char *server_gen_chat_text(const tokenizer_t *tok, const server_req_t *r, server
     return chat_text_kw(tok, r, r->tmpl_kwargs, e);
 }
 
-/* llama.cpp's: enable_thinking is false under --reasoning-budget 0, else true; the server's
- * --chat-template-kwargs over it, the request's chat_template_kwargs over those */
+/* the request's reasoning budget, else the server's */
+static int budget_of(const struct server *s, const server_req_t *r) {
+    return r->reasoning_budget != SERVER_BUDGET_DEFAULT ? r->reasoning_budget : s->cfg.reasoning_budget;
+}
+
+/* llama.cpp's: enable_thinking is false under a reasoning budget of 0 (the request's, else
+ * --reasoning-budget), else true; the server's --chat-template-kwargs over it, the request's
+ * chat_template_kwargs over those */
 char *server_gen_prompt_text(struct server *s, const server_req_t *r, server_err_t *e) {
-    json_t *kw = json_pack("{s:b}", "enable_thinking", s->cfg.reasoning_budget != 0);
+    json_t *kw = json_pack("{s:b}", "enable_thinking", budget_of(s, r) != 0);
     void *srv = NULL;
     char why[160];
     if (kw && s->cfg.chat_template_kwargs && server_kwargs_parse(s->cfg.chat_template_kwargs, &srv, why, sizeof why) == 0 &&
@@ -569,14 +576,33 @@ void server_gen_reason_new(job_t *j, const char **r, size_t *nr, const char **c,
     j->csent += *nc;
 }
 
+/* deepseek-legacy's stream (llama.cpp's reasoning_in_content): the thinking stays in the content,
+ * as "<think>" THINKING "</think>" ANSWER with the split's trimming, the tags only around a
+ * thinking that is not empty (the close once the answer begins, or at the end when the text
+ * closed it). A new content text of the pieces r[0..nr), t[0..nc); NULL when nothing is new. */
+static json_t *reason_inline(job_t *j, const char *r, size_t nr, const char *t, size_t nc) {
+    static const char OPEN[] = "<think>";
+    strbuf_t b = {0};
+    if (nr && j->think_tag == 0) { strbuf_puts(&b, OPEN); j->think_tag = 1; }
+    strbuf_add(&b, r, nr);
+    int closed = j->state == JOB_DONE && j->racc && reasoning_closed(j->racc, j->racc_len, j->think_open);
+    if (j->think_tag == 1 && (nc || closed)) { strbuf_puts(&b, reasoning_close_marker()); j->think_tag = 2; }
+    strbuf_add(&b, t, nc);
+    json_t *o = b.n && !b.err ? server_json_text(b.p, b.n) : NULL;
+    free(b.p);
+    return o;
+}
+
 static void sse_reason(struct server *s, job_t *h, job_t *j, int c) {
     const char *r, *t;
     size_t nr, nc;
     server_gen_reason_new(j, &r, &nr, &t, &nc);
-    if (!nr && !nc) return;
+    json_t *inl = j->reason_inline ? reason_inline(j, r, nr, t, nc) : NULL;
+    if (!nr && !nc && !inl) return;
     json_t *delta = json_object();
-    if (nr) json_object_set_new(delta, "reasoning_content", server_json_text(r, nr));
-    if (nc) json_object_set_new(delta, "content", server_json_text(t, nc));
+    if (inl) json_object_set_new(delta, "content", inl);
+    else if (nr) json_object_set_new(delta, "reasoning_content", server_json_text(r, nr));
+    if (nc && !j->reason_inline) json_object_set_new(delta, "content", server_json_text(t, nc));
     int k = j->lp_sent;
     while (k < j->n_lp && j->lp[k].bend <= j->out_total) k++;
     sse_put(h, chunk_delta(s, h, c, delta, NULL, 0, NULL, lp_json(s, j, j->lp_sent, k, 0)));
@@ -759,8 +785,10 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->tools = r->kind == SERVER_REQ_CHAT && r->tools != SERVER_TOOLS_NONE;
     j->tool_fmt = r->tool_fmt;
     int rf = r->reasoning_format >= 0 ? r->reasoning_format : s->cfg.reasoning_format;
-    j->reason = r->kind == SERVER_REQ_CHAT &&
-                (rf == REASONING_DEEPSEEK || (rf == REASONING_AUTO && chat_template_thinks(s->m->tok)));
+    j->reason = r->kind == SERVER_REQ_CHAT && (rf == REASONING_DEEPSEEK || rf == REASONING_DEEPSEEK_LEGACY ||
+                                               (rf == REASONING_AUTO && chat_template_thinks(s->m->tok)));
+    j->reason_inline = j->reason && r->stream && rf == REASONING_DEEPSEEK_LEGACY && r->api != SERVER_API_ANTHROPIC;
+    j->think_budget = r->kind == SERVER_REQ_CHAT ? budget_of(s, r) : -1;
     j->echo = r->echo;
     j->cache_prompt = r->cache_prompt;
     j->n_keep = r->n_keep != SERVER_KEEP_DEFAULT ? r->n_keep : s->cfg.n_keep;

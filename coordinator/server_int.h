@@ -38,7 +38,12 @@ typedef struct job {
     int tool_fmt;              /* TOOLFMT_* of those calls (toolfmt.h) */
     int reason;                /* chat: the text's <think>...</think> is the reply's reasoning_content
                                 * (reasoning.h; the request's or server's reasoning format) */
+    int reason_inline;         /* with reason, streaming under deepseek-legacy: the thinking goes
+                                * out in the content, between <think> tags (llama.cpp's) */
+    int think_tag;             /* reason_inline: 0 no tag out yet, 1 "<think>" out, 2 "</think>" too */
     int think_open;            /* the prompt ended inside <think>: the text starts in the thinking */
+    int think_budget;          /* chat: > 0: the thinking's tokens, then </think> is forced (rb) */
+    reasoning_budget_t rb;     /* the engine's count of them (engine thread) */
     char *racc;                /* streaming with reason: all the text released so far (the HTTP side) */
     size_t racc_len, racc_cap, rsent, csent, rscan;   /* bytes of reasoning / content sent; split's scan */
     int ablk, aidx;            /* Anthropic's stream with reason: the open block (0 none, 1 thinking,

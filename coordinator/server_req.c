@@ -276,11 +276,17 @@ static int parse_messages(server_req_t *r, json_t *root, server_err_t *e) {
 }
 
 /* llama.cpp's chat request fields for reasoning models: "reasoning_format" (none, deepseek,
- * auto) and "chat_template_kwargs" (an object; its enable_thinking, when there, a bool) */
+ * deepseek-legacy, auto), "reasoning_budget" (an integer >= -1) and "chat_template_kwargs" (an
+ * object; its enable_thinking, when there, a bool) */
 static int parse_reasoning(server_req_t *r, json_t *root, server_err_t *e) {
     json_t *f = json_object_get(root, "reasoning_format"), *k = json_object_get(root, "chat_template_kwargs");
+    json_t *b = json_object_get(root, "reasoning_budget");
     if (f && !json_is_null(f) && (!json_is_string(f) || (r->reasoning_format = reasoning_format_parse(json_string_value(f))) < 0))
-        return BAD(e, "reasoning_format", "'reasoning_format' must be \"none\", \"deepseek\" or \"auto\"");
+        return BAD(e, "reasoning_format", "'reasoning_format' must be \"none\", \"deepseek\", \"deepseek-legacy\" or \"auto\"");
+    if (b && !json_is_null(b) && (!json_is_integer(b) || json_integer_value(b) < -1 || json_integer_value(b) > INT32_MAX))
+        return BAD(e, "reasoning_budget", "'reasoning_budget' must be an integer: -1 (no limit), 0 (no thinking) or "
+                   "the thinking's tokens");
+    if (b && json_is_integer(b)) r->reasoning_budget = (int)json_integer_value(b);
     if (!k || json_is_null(k)) return 0;
     if (!json_is_object(k)) return BAD(e, "chat_template_kwargs", "'chat_template_kwargs' must be an object");
     json_t *et = json_object_get(k, "enable_thinking");
@@ -665,6 +671,7 @@ int server_req_parse_fmt(server_req_t *r, int kind, const char *body, size_t len
     r->n = 1;
     r->id_slot = -1;
     r->reasoning_format = -1;
+    r->reasoning_budget = SERVER_BUDGET_DEFAULT;
     if (def) r->sp = *def;
     else sampler_params_default(&r->sp);
     json_error_t jerr;

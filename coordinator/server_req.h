@@ -26,6 +26,7 @@ enum server_req_kind {
 #define SERVER_MAX_STOP_LEN 256     /* bytes per stop string */
 #define SERVER_MAX_MSGS 4096        /* chat messages per request */
 #define SERVER_MAX_CHOICES 16       /* choices per request: prompts x n */
+#define SERVER_BUDGET_DEFAULT (-2)   /* reasoning_budget not given */
 #define SERVER_KEEP_DEFAULT (-2)    /* server_req_t.n_keep when the request gives none */
 #define SERVER_MAX_EXTRA 4096       /* /infill's input_extra chunks per request */
 
@@ -58,6 +59,8 @@ typedef struct server_req {
                               * i (an assistant's structured tool_calls and own content, a tool
                               * message's tool_call_id and name; owned references), else NULL */
     int reasoning_format;    /* chat: REASONING_* (reasoning.h) of "reasoning_format"; -1: the server's */
+    int reasoning_budget;    /* chat: "reasoning_budget" (-1 free, 0 no thinking, N > 0 tokens);
+                              * SERVER_BUDGET_DEFAULT: the server's --reasoning-budget */
     void *tmpl_kwargs;       /* chat, apply-template: "chat_template_kwargs" (json_t * object, owned;
                               * NULL: none), variables for a Jinja template; server_gen_kwargs adds
                               * the server's enable_thinking under them */

@@ -672,7 +672,10 @@ void detok_init(detok_t *d, const tokenizer_t *t, int render_special) {
     d->t = t;
     d->first = t->add_space_prefix ? 2 : 0;   /* 2: a BOS may come first; 1: strip the next piece */
     d->render_special = render_special;
+    d->preserve = -1;
 }
+
+void detok_preserve(detok_t *d, int id) { d->preserve = id; }
 
 /* length of the complete prefix of s[0..n): an unfinished UTF-8 sequence at the end is held */
 static int utf8_complete(const char *s, int n) {
@@ -691,12 +694,13 @@ int detok_feed(detok_t *d, int id, char *out, int cap) {
     const tokenizer_t *t = d->t;
     if (id < 0 || id >= t->n_vocab) return 0;
     const char *p; int m;
+    int special = d->render_special || id == d->preserve;
     /* the same leading-space rule as tokenizer_decode: the first token after an optional BOS */
     if (id == t->bos && d->first == 2) {
-        piece_view(t, id, d->render_special, 0, &p, &m);
+        piece_view(t, id, special, 0, &p, &m);
         d->first = 1;
     } else {
-        piece_view(t, id, d->render_special, d->first != 0, &p, &m);
+        piece_view(t, id, special, d->first != 0, &p, &m);
         d->first = 0;
     }
     int np = d->npending, nw = 0;

@@ -60,8 +60,13 @@ typedef struct detok {
     int npending;
     int first;          /* SPM leading-space rule: 2 at the start (a BOS may come first), 1 strip the next piece, 0 done */
     int render_special;
+    int preserve;       /* -1, or a control token rendered as its text all the same (detok_preserve) */
 } detok_t;
 void detok_init(detok_t *d, const tokenizer_t *t, int render_special);
+/* After detok_init: control token id (or -1: none) shows as its text (llama.cpp's preserved
+ * tokens): a tool-call marker that is a control token, such as Mistral Nemo's [TOOL_CALLS], must
+ * reach the reply's parser, which finds the calls after it wherever it stands in the text. */
+void detok_preserve(detok_t *d, int id);
 /* After detok_init: the text continues one already started (a generation after its prompt), so
  * SPM's leading-space rule does not apply — "is" + "▁Paris" reads "is Paris", not "isParis". */
 void detok_continue(detok_t *d);

@@ -5,7 +5,8 @@
  *   llama3  (Llama 3.1 / 3.2 / 3.3):  {"name": N, "parameters": {...}} (a <|python_tag|> before it allowed)
  *   mistral (Mistral Nemo):           [TOOL_CALLS][{"name": N, "arguments": {...}, "id": "9 chars"}]
  *                                     (a reply opening with the array is read as calls too: in Nemo's
- *                                     vocabulary the marker is a control token, absent from the text)
+ *                                     vocabulary the marker is a control token, absent from the text
+ *                                     unless the detokenizer preserves it, as serve's "auto" does)
  *   generic: anything else — server_tools.c's own JSON format (not parsed here).
  * Not here: the request's fields (server_tools.c), applying a lazy grammar (sched.c). */
 #ifndef TERN_TOOLFMT_H

@@ -415,8 +415,15 @@ static const char *const GEN_FIM[TOKENIZER_FIM_N] = {"<|fim_prefix|>", "<|fim_su
                                                      "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"};
 
 int vocab_generate_ex(gguf_writer_t *w, int n_vocab, uint64_t seed, int fim, char *err, size_t errlen) {
+    return vocab_generate_control(w, n_vocab, seed, fim, NULL, err, errlen);
+}
+
+int vocab_generate_control(gguf_writer_t *w, int n_vocab, uint64_t seed, int fim, const char *control, char *err,
+                           size_t errlen) {
     TERN_ASSERT(w);
-    int n_spec = 3 + (fim ? TOKENIZER_FIM_N : 0);
+    if (control && (!*control || strlen(control) > 64))
+        return err_set(err, errlen, TERN_EINVAL, "vocab: a control token of 1 to 64 bytes");
+    int n_spec = 3 + (fim ? TOKENIZER_FIM_N : 0) + (control != NULL);
     if (n_vocab < 257 + n_spec || n_vocab > (1 << 24))
         return err_set(err, errlen, TERN_EINVAL, "vocab: n_vocab %d is out of range [%d, %d]", n_vocab, 257 + n_spec,
                        1 << 24);
@@ -473,7 +480,8 @@ int vocab_generate_ex(gguf_writer_t *w, int n_vocab, uint64_t seed, int fim, cha
     }
     /* 256 special tokens at most, as Llama-3 has; the rest are pseudo-words (" kalomi"), so that
      * what a random model samples prints as words rather than as empty control tokens */
-    int max_reserved = fim ? 253 - TOKENIZER_FIM_N : 253;
+    if (control) { ts[nt] = control; tl[nt] = strlen(control); tt[nt++] = TT_CONTROL; }
+    int max_reserved = (fim ? 253 - TOKENIZER_FIM_N : 253) - (control != NULL);
     int pad0 = nt, n_reserved = n_vocab - nt < max_reserved ? n_vocab - nt : max_reserved;
     char *pad = malloc((size_t)(n_vocab - nt) * 24 + 1);
     if (!pad) { rc = err_set(err, errlen, TERN_ENOMEM, "vocab: out of memory"); goto done; }

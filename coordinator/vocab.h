@@ -20,5 +20,10 @@ int vocab_generate(gguf_writer_t *w, int n_vocab, uint64_t seed, char *err, size
  * (<|fim_prefix|> <|fim_suffix|> <|fim_middle|> <|fim_pad|> <|repo_name|> <|file_sep|>) with
  * their tokenizer.ggml.fim_*_token_id keys (n_vocab >= 266) */
 int vocab_generate_ex(gguf_writer_t *w, int n_vocab, uint64_t seed, int fim, char *err, size_t errlen);
+/* vocab_generate_ex, and with control (non-NULL: 1..64 bytes) that text as a control token after
+ * the other specials (n_vocab one more at least) — a model with a marker that renders no text, such as Mistral Nemo's
+ * [TOOL_CALLS] (tern mkmodel --control) */
+int vocab_generate_control(gguf_writer_t *w, int n_vocab, uint64_t seed, int fim, const char *control, char *err,
+                           size_t errlen);
 
 #endif

@@ -33,6 +33,7 @@ typedef struct mk_opts {
     const char *rope_scaling;   /* --rope-scaling none|linear|yarn */
     float rope_scale, yarn_attn_factor, rope_freqs;   /* factor; yarn magnitude; llama3 factor (0: none) */
     int yarn_orig_ctx;
+    const char *control;   /* --control: a control token of the generated vocabulary */
 } mk_opts_t;
 
 typedef struct mk {
@@ -223,10 +224,11 @@ static int ends_with(const char *s, const char *suf) {
 static int mk_vocab(mk_t *m, const mk_opts_t *o, char *err, size_t errlen) {
     int n = 0, rc;
     if (!o->vocab) {
-        rc = vocab_generate_ex(m->w, m->hp.n_vocab, m->seed, o->fim, err, errlen);
+        rc = vocab_generate_control(m->w, m->hp.n_vocab, m->seed, o->fim, o->control, err, errlen);
         n = m->hp.n_vocab;
-    } else if (o->fim) {
-        return err_set(err, errlen, TERN_EINVAL, "--fim adds tokens to the generated vocabulary: not with --vocab");
+    } else if (o->fim || o->control) {
+        return err_set(err, errlen, TERN_EINVAL, "%s adds tokens to the generated vocabulary: not with --vocab",
+                       o->fim ? "--fim" : "--control");
     } else if (ends_with(o->vocab, ".gguf")) {
         rc = vocab_copy_gguf(m->w, o->vocab, &n, err, errlen);
     } else if (ends_with(o->vocab, ".json")) {
@@ -364,6 +366,8 @@ int mkmodel_main(int argc, char **argv) {
          0, 0},
         {NULL, "--fim", OPT_FLAG, &o.fim, NULL, "add Qwen2.5-Coder's fill-in-the-middle tokens (<|fim_prefix|> ... "
                                                 "<|file_sep|>) to the generated vocabulary, for /infill", 0, 0},
+        {NULL, "--control", OPT_STR, &o.control, "TEXT", "make TEXT a control token of the generated vocabulary (after "
+                                                       "its specials), e.g. [TOOL_CALLS]", 0, 0},
         {NULL, "--n-vocab", OPT_INT, &o.n_vocab, "N", "generated vocabulary size (0: the preset's)", 0, 1 << 24},
         {NULL, "--layers", OPT_INT, &o.layers, "N", "override the layer count (0: the preset's)", 0, 4096},
         {NULL, "--rope-scaling", OPT_STR, &o.rope_scaling, "{none,linear,yarn}", "write RoPE scaling keys of this type (with --rope-scale)", 0, 0},

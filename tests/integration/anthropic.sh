@@ -7,7 +7,7 @@
 # cut before it); tool_choice tool / any (a tool_use block whose input follows the input_schema,
 # streamed as input_json_delta pieces as generated, put together == the plain reply), none; a conversation with tool_use and
 # tool_result blocks; count_tokens == usage.input_tokens; 400s in Anthropic's error shape naming
-# the field; and with --api-key, x-api-key (and Bearer) accepted, a missing or wrong key a 401.
+# the field (a malformed thinking too; a small budget_tokens is taken: tern is lenient there); and with --api-key, x-api-key (and Bearer) accepted, a missing or wrong key a 401.
 source "$(dirname "$0")/lib.bash"
 
 M="$tmp/tiny.gguf"
@@ -227,6 +227,19 @@ bad("tool_choice unknown type", {"max_tokens": 5, "tools": TOOLS, "tool_choice":
 bad("tool_choice names no tool", {"max_tokens": 5, "tools": TOOLS, "tool_choice": {"type": "tool", "name": "nope"}, "messages": M1}, "nope")
 bad("stop_sequences not strings", {"max_tokens": 5, "stop_sequences": [1], "messages": M1}, "stop_sequences")
 bad("temperature a string", {"max_tokens": 5, "temperature": "hot", "messages": M1}, "temperature")
+bad("thinking not an object", {"max_tokens": 5, "thinking": "yes", "messages": M1}, "thinking")
+bad("thinking type unknown", {"max_tokens": 5, "thinking": {"type": "sometimes"}, "messages": M1}, "thinking")
+bad("thinking enabled without budget_tokens", {"max_tokens": 5, "thinking": {"type": "enabled"}, "messages": M1}, "budget_tokens")
+bad("thinking budget_tokens 0", {"max_tokens": 5, "thinking": {"type": "enabled", "budget_tokens": 0}, "messages": M1}, "budget_tokens")
+bad("thinking budget_tokens a string", {"max_tokens": 5, "thinking": {"type": "enabled", "budget_tokens": "9"}, "messages": M1},
+    "budget_tokens")
+bad("count_tokens with a bad thinking", {"thinking": {"type": 1}, "messages": M1}, "thinking", path="/v1/messages/count_tokens")
+
+def thinking_lenient():   # Anthropic wants budget_tokens >= 1024 and < max_tokens; tern takes any >= 1
+    s2, t2 = post("/v1/messages", {"max_tokens": 3, "thinking": {"type": "enabled", "budget_tokens": 2}, "messages": M1})
+    s3, t3 = post("/v1/messages", {"max_tokens": 3, "thinking": {"type": "disabled"}, "messages": M1})
+    return s2 == 200 and s3 == 200, f"{s2} {t2[:200]} / {s3} {t3[:200]}"
+check("thinking enabled with a small budget_tokens, and disabled: accepted", thinking_lenient)
 bad("invalid JSON", b"{nope", "JSON", path="/v1/messages")
 bad("count_tokens without messages", {"system": "x"}, "messages", path="/v1/messages/count_tokens")
 bad("no key", {"max_tokens": 5, "messages": M1}, "API key", 401, headers={})

@@ -2,12 +2,15 @@
 # `tern chat` with a reasoning model's template (tests/data/jinja/qwen3.jinja, --jinja) on a tiny
 # generated model whose replies a grammar makes "<think>T</think>A": the thinking is shown between
 # [thinking] and [/thinking] lines (stdout is not a terminal) and the answer after it; /save holds
-# the answers alone; the second turn's prompt has the token count of python jinja2's rendering of
-# the saved conversation (the thinking dropped), and its reply is the one a fresh process gives
+# the answers with their thinking apart (reasoning_content), and a template that shows past
+# turns' reasoning_content gets it (running, and after /load); the second turn's prompt has the
+# token count of python jinja2's rendering of the saved conversation (Qwen3's drops the earlier
+# thinking), and its reply is the one a fresh process gives
 # from the saved first turn and the one --no-cache gives (the cache re-fed where the history
 # differs from what was generated); --reasoning-format none keeps "<think>T</think>A" as the
 # message; --reasoning-budget 0 and --chat-template-kwargs '{"enable_thinking":false}' render
-# enable_thinking false (jinja2's token count); --no-show-thinking hides it; bad flags are one line.
+# enable_thinking false (jinja2's token count); --reasoning-budget 5 forces </think> after 5
+# thinking tokens; --no-show-thinking hides it; bad flags are one line.
 source "$(dirname "$0")/lib.bash"
 src=${TERN_SRC:?TERN_SRC not set}
 T=$src/tests/data/jinja/qwen3.jinja
@@ -57,8 +60,9 @@ if py "$SHOWN"'
 s=shown("think.out"); m=json.load(open("t2.json"))["messages"]
 assert len(s)==2 and all(t and a for t,a in s), s
 assert [x["content"] for x in m if x["role"]=="assistant"]==[a for t,a in s], (m, s)
-assert all("<think>" not in x["content"] for x in m), m'; then
-  ok "thinking shown between [thinking] lines, /save holds the answers alone ($(tr '\n' '|' <"$tmp/think.out" | cut -c1-80))"
+assert [x.get("reasoning_content") for x in m if x["role"]=="assistant"]==[t for t,a in s], (m, s)
+assert all("<think>" not in x["content"] and ("reasoning_content" not in x or x["role"]=="assistant") for x in m), m'; then
+  ok "thinking shown between [thinking] lines, /save holds the answers with their thinking apart ($(tr '\n' '|' <"$tmp/think.out" | cut -c1-80))"
 else
   bad "thinking display / saved answers: $(cat "$tmp/think.out")"
 fi
@@ -81,6 +85,33 @@ reused=$(grep -o '[0-9]* reused from the cache' "$tmp/think.log" | grep -o '^[0-
 [ "$reused" = "0 $(head -1 "$tmp/think.tok") " ] \
   && ok "the second turn reuses the first turn's prompt from the cache ($reused)" || bad "cache reuse: $reused"
 
+
+# ---- a template that shows past turns' reasoning_content: the kept thinking reaches it, from
+# the running conversation and from a /load of the saved one ----
+cat >"$tmp/rc.jinja" <<'J'
+{%- for m in messages -%}
+<|{{ m.role }}|>{% if m.reasoning_content %}<think>{{ m.reasoning_content }}</think>{% endif %}{{ m.content }}
+{% endfor -%}
+{%- if add_generation_prompt %}<|assistant|>{% endif -%}
+J
+chat rc "$Q1"$'\n/save r1.json\n'"$Q2"$'\n' --chat-template-file "$tmp/rc.jinja" || bad "chat (reasoning template) failed: $(errs rc)"
+chat rcload $'/load r1.json\n'"$Q2"$'\n' --chat-template-file "$tmp/rc.jinja" || bad "chat /load (reasoning template) failed: $(errs rcload)"
+if [ $have_jinja2 = 1 ] && py 'import json,sys,jinja2,subprocess
+t=jinja2.Environment().from_string(open("rc.jinja").read())
+m=json.load(open("r1.json"))["messages"]+[{"role":"user","content":sys.argv[1]}]
+assert m[1].get("reasoning_content"), m
+def ntok(msgs):
+    open("rc.txt","w").write(t.render(messages=msgs, add_generation_prompt=True))
+    return len(json.loads(subprocess.run([sys.argv[2],"tokenize","-m",sys.argv[3],"-f","rc.txt","--ids"],capture_output=True,text=True).stdout))
+want=ntok(m)
+bare=ntok([{k:v for k,v in x.items() if k!="reasoning_content"} for x in m])
+got=open("rc.tok").read().split(); gl=open("rcload.tok").read().split()
+assert want!=bare and got[1]==str(want) and gl[0]==str(want), (got, gl, want, bare)
+print(want, bare)' "$Q2" "$TERN" "$M" >"$tmp/rc.py" 2>&1; then
+  ok "a template that shows reasoning_content gets the kept thinking, running and after /load: $(cat "$tmp/rc.py") tokens"
+elif [ $have_jinja2 = 1 ]; then
+  bad "reasoning_content in the history: $(cat "$tmp/rc.py")"
+fi
 
 # ---- --no-show-thinking: the same answers, no thinking ----
 chat hidden "$Q1"$'\n'"$Q2"$'\n' --no-show-thinking || bad "chat --no-show-thinking failed: $(errs hidden)"
@@ -117,6 +148,25 @@ cmp -s "$tmp/nothink.out" "$tmp/kwargs.out" && cmp -s "$tmp/nothink.tok" "$tmp/k
   && ok "--chat-template-kwargs enable_thinking false == --reasoning-budget 0" \
   || bad "kwargs vs budget 0: $(cat "$tmp/nothink.out" "$tmp/kwargs.out")"
 
+# ---- --reasoning-budget 5: a grammar lets the thinking run on ([a-z ]* until "</think>"; greedy,
+# it never closes within -n), so "</think>" must be forced after 5 thinking tokens: the thinking
+# shown is the free run's beginning, and an answer follows ----
+ARGS0=("${ARGS[@]}")
+ARGS=(--jinja --chat-template-file "$T" --temp 0 -n 80 --grammar 'root ::= "<think>" [a-z ]* "</think>" [a-z]{1,10}')
+chat free "$Q1"$'\n' --reasoning-format none || bad "chat (free thinking) failed: $(errs free)"
+chat bud "$Q1"$'\n' --reasoning-budget 5 || bad "chat --reasoning-budget 5 failed: $(errs bud)"
+ARGS=("${ARGS0[@]}")
+if py "$SHOWN"'
+free = open("free.out").read().split("> ", 1)[1]
+assert free.startswith("<think>") and "</think>" not in free, free
+t, a = shown("bud.out")[0]
+assert t and free[7:].startswith(t) and len(t) < len(free.strip()) - 7 and a, (t, a, free)
+print(t, "|", a)' >"$tmp/bud.py" 2>&1; then
+  ok "--reasoning-budget 5: the thinking is cut to the free run's first tokens, then an answer: $(cat "$tmp/bud.py")"
+else
+  bad "--reasoning-budget 5: $(cat "$tmp/bud.py")"
+fi
+
 # ---- a template without <think> (the family formatter): nothing split ----
 printf '%s\n' "$Q1" | timeout 60 "$TERN" chat -m "$M" -t 2 --temp 0 -n 80 "${ARGS[@]:3}" >"$tmp/plain.out" 2>"$tmp/plain.log"
 grep -q '^> <think>' "$tmp/plain.out" && ! grep -q '\[thinking\]' "$tmp/plain.out" \
@@ -130,9 +180,9 @@ expect_fail() {   # expect_fail WHAT PATTERN ARGS...
   if [ $rc -ne 0 ] && [ "$(wc -l <<<"$out")" = 1 ] && grep -q -- "$pat" <<<"$out"; then ok "$what: $out"
   else bad "$what: rc $rc: $out"; fi
 }
-expect_fail "--reasoning-format bogus" "expected none, deepseek or auto" --reasoning-format bogus
+expect_fail "--reasoning-format bogus" "expected none, deepseek, deepseek-legacy or auto" --reasoning-format bogus
 expect_fail "--chat-template-kwargs not an object" "not a JSON object" --chat-template-kwargs '[1]'
 expect_fail "--chat-template-kwargs not JSON" "--chat-template-kwargs" --chat-template-kwargs '{'
 expect_fail "--chat-template-kwargs enable_thinking not a bool" "true or false" --chat-template-kwargs '{"enable_thinking":1}'
-expect_fail "--reasoning-budget 5" "reasoning-budget" --reasoning-budget 5
+expect_fail "--reasoning-budget -2" "reasoning-budget" --reasoning-budget -2
 finish 20

@@ -5,10 +5,13 @@
 # "<think>...</think>..." and the reply's reasoning_content / content are checked against a
 # Python split of the same request's text with reasoning_format "none"; the stream's deltas add
 # up to the plain reply (reasoning first); an unclosed thinking at max_tokens is all reasoning;
-# --reasoning-format none leaves the text in content; a template that opens <think> itself
+# --reasoning-format none leaves the text in content; deepseek-legacy splits a plain reply but
+# streams the thinking inline in content between <think> tags; a template that opens <think> itself
 # (DeepSeek-R1's) starts the reply inside the thinking; /apply-template with enable_thinking
 # true / false / --reasoning-budget 0 and a history with reasoning_content == Python jinja2's
-# rendering (and --chat-template-kwargs under a request's own); bad fields and flags are refused.
+# rendering (and --chat-template-kwargs under a request's own); bad fields and flags are refused;
+# a reasoning budget (--reasoning-budget N, reasoning_budget) forces </think> after N thinking
+# tokens, single process and over two workers.
 source "$(dirname "$0")/lib.bash"
 src=${TERN_SRC:?TERN_SRC not set}
 data=$src/tests/data/jinja
@@ -135,6 +138,23 @@ us = chat(auto, U, stream=True)
 check(u["finish_reason"] == "length" and u["message"]["content"] == "" and u["message"].get("reasoning_content") == ref_split(ut, False)[0],
       "unclosed at max_tokens: all reasoning %r" % u["message"].get("reasoning_content"))
 check(us["message"]["reasoning_content"] == u["message"].get("reasoning_content") and us["message"]["content"] == "", "unclosed: stream == plain")
+# deepseek-legacy (llama.cpp's): a plain reply as deepseek's; a stream keeps the thinking in the
+# content, "<think>" THINKING "</think>" ANSWER (the split's trimming), and sends no reasoning_content
+L = dict(G, reasoning_format="deepseek-legacy")
+lg = chat(auto, L)
+check(lg["message"].get("reasoning_content") == m.get("reasoning_content") and lg["message"]["content"] == m["content"],
+      "deepseek-legacy plain == deepseek: %r / %r" % (lg["message"].get("reasoning_content"), lg["message"]["content"]))
+ls = chat(auto, L, stream=True)
+check(ls["message"]["content"] == "<think>" + want_r + "</think>" + want_c and ls["message"]["reasoning_content"] == ""
+      and "r" not in ls["order"], "deepseek-legacy stream: the thinking inline in content %r" % ls["message"]["content"])
+lu = chat(auto, dict(U, reasoning_format="deepseek-legacy"), stream=True)
+check(lu["message"]["content"] == "<think>" + u["message"].get("reasoning_content", "") and lu["finish_reason"] == "length",
+      "deepseek-legacy stream, unclosed at max_tokens: no close tag %r" % lu["message"]["content"])
+E = {"grammar": 'root ::= "<think>" [ ]{0,3} "</think>" [a-z ]{5,20}', "reasoning_format": "deepseek-legacy"}
+le = chat(auto, E, stream=True)["message"]
+lep = chat(auto, E)["message"]
+check(not le["content"].startswith("<think>") and le["content"] == lep["content"] and not lep.get("reasoning_content"),
+      "deepseek-legacy stream, empty thinking: no tags %r" % le["content"])
 # Anthropic's /v1/messages: a thinking block, then the text; streamed as thinking_delta then text_delta
 def messages(url, extra, stream=False):
     body = {"model": "m", "max_tokens": 80, "temperature": 0, "messages": [{"role": "user", "content": "think, then answer"}]}
@@ -180,6 +200,8 @@ wr, wc = ref_split(ot, True)
 check(o.get("reasoning_content", "") == wr and o["content"] == wc and "</think>" in ot,
       "opened by the prompt: %r / %r from %r" % (o.get("reasoning_content"), o["content"], ot))
 check(os_["reasoning_content"] == o.get("reasoning_content", "") and os_["content"] == o["content"], "opened: stream == plain")
+ol = chat(opn, dict(O, reasoning_format="deepseek-legacy"), stream=True)["message"]
+check(ol["content"] == "<think>" + wr + "</think>" + wc, "opened, deepseek-legacy stream: %r" % ol["content"])
 # chat_template_kwargs and --reasoning-budget 0 against jinja2
 msgs = [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hi"}]
 def jinja(msgs, **kw):
@@ -210,10 +232,122 @@ for body, what in (({"reasoning_format": "maybe"}, "reasoning_format"), ({"chat_
     check(st == 400 and "error" in json.loads(t), "bad %s: 400 %s" % (what, json.loads(t)["error"]["message"] if st == 400 else t))
 print(json.dumps(res))
 PY
-if [ -s "$tmp/py.out" ]; then
-  while IFS= read -r line; do ok "$line"; done < <(python3 -c 'import json,sys; [print(x) for x in json.load(open(sys.argv[1]))["ok"]]' "$tmp/py.out")
-  while IFS= read -r line; do bad "$line"; done < <(python3 -c 'import json,sys; [print(x) for x in json.load(open(sys.argv[1]))["bad"]]' "$tmp/py.out")
-else
-  bad "the python checks failed: $(tail -5 "$tmp/py.log")"
-fi
+report() {   # report OUT LOG: the python checks' ok / bad lines
+  if [ -s "$1" ]; then
+    while IFS= read -r line; do ok "$line"; done < <(python3 -c 'import json,sys; [print(x) for x in json.load(open(sys.argv[1]))["ok"]]' "$1")
+    while IFS= read -r line; do bad "$line"; done < <(python3 -c 'import json,sys; [print(x) for x in json.load(open(sys.argv[1]))["bad"]]' "$1")
+  else
+    bad "the python checks failed: $(tail -5 "$2")"
+  fi
+}
+report "$tmp/py.out" "$tmp/py.log"
+
+# --reasoning-budget N > 0 / the request's reasoning_budget: a grammar lets the thinking run on
+# ([a-z ]* until "</think>"; greedy, this model never closes it within max_tokens), so the budget
+# must force "</think>": the thinking is the free run's first tokens (no more than N), an answer
+# follows; the stream == the plain reply; a server started with --reasoning-budget 5 (shown in
+# /props) does the same by default; over two workers the replies == one process; Anthropic's
+# thinking (enabled with budget_tokens, disabled) maps to the budget and enable_thinking.
+start_serve s_bud5 -m "$M" -t 2 -c 2048 --jinja --chat-template-file "$data/qwen3.jinja" --reasoning-budget 5 \
+  || die "serve (budget 5) did not start: $(tail -3 "$tmp/s_bud5.log")"
+U_BUD5=$URL
+start_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w1 not ready: $(cat "$tmp/w1.log")"
+E1=$EP
+start_worker w2 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w2 not ready: $(cat "$tmp/w2.log")"
+E2=$EP
+start_serve s_bcl -m "$M" -t 2 -c 2048 --workers "$E1,$E2" --jinja --chat-template-file "$data/qwen3.jinja" \
+  --reasoning-budget 5 || die "serve over workers did not start: $(tail -3 "$tmp/s_bcl.log")"
+U_BCL=$URL
+for u in "$U_BUD5" "$U_BCL"; do wait_health "$u" 60 || die "no /health at $u"; done
+got="$(props "$U_BUD5")"
+[ "$got" = 'auto 5 - True' ] && ok "/props shows --reasoning-budget 5: $got" || bad "/props with --reasoning-budget 5: $got"
+"$TERN" serve --reasoning-budget -2 -m "$M" >/dev/null 2>"$tmp/badbud.log" \
+  && bad "--reasoning-budget -2 was accepted" || ok "bad flag: $(tail -1 "$tmp/badbud.log")"
+
+python3 - "$U_AUTO" "$U_BUD5" "$U_BCL" >"$tmp/pyb.out" 2>"$tmp/pyb.log" <<'PY'
+import json, sys, urllib.request, urllib.error
+auto, bud5, bcl = sys.argv[1:4]
+res = {"ok": [], "bad": []}
+def check(cond, what):
+    res["ok" if cond else "bad"].append(what)
+def post(url, path, body):
+    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+def chat(url, extra, stream=False):
+    body = {"messages": [{"role": "user", "content": "think, then answer"}], "temperature": 0, "max_tokens": 120,
+            "grammar": 'root ::= "<think>" [a-z ]* "</think>" [a-z ]{5,20}'}
+    body.update(extra, stream=stream)
+    st, txt = post(url, "/v1/chat/completions", body)
+    assert st == 200, (st, txt)
+    if not stream:
+        return json.loads(txt)["choices"][0]
+    r, c, fin = "", "", None
+    for line in txt.split("\n"):
+        if line.startswith("data: ") and line != "data: [DONE]":
+            for ch in json.loads(line[6:])["choices"]:
+                r += ch["delta"].get("reasoning_content") or ""
+                c += ch["delta"].get("content") or ""
+                fin = ch["finish_reason"] or fin
+    return {"message": {"reasoning_content": r, "content": c}, "finish_reason": fin}
+def ntok(url, text):
+    st, t = post(url, "/tokenize", {"content": text})
+    return len(json.loads(t)["tokens"])
+free = chat(auto, {"reasoning_format": "none"})
+ft = free["message"]["content"]
+check(ft.startswith("<think>") and "</think>" not in ft and free["finish_reason"] == "length",
+      "greedy, the thinking runs to max_tokens without a budget: %r" % ft[:60])
+free_r = ft[len("<think>"):].strip()
+N = 5
+check(ntok(auto, free_r) > N, "the free thinking is longer than %d tokens (%d)" % (N, ntok(auto, free_r)))
+for what, url, extra in (("request reasoning_budget 5", auto, {"reasoning_budget": N}), ("--reasoning-budget 5", bud5, {}),
+                         ("--reasoning-budget 5 over 2 workers", bcl, {})):
+    b = chat(url, extra)
+    m = b["message"]
+    r = m.get("reasoning_content", "")
+    check(r and free_r.startswith(r) and ntok(auto, r) <= N and len(m["content"]) >= 5 and b["finish_reason"] == "stop",
+          "%s: thinking %r (%d tokens, the free run's first) then the answer %r" % (what, r, ntok(auto, r), m["content"]))
+    s = chat(url, extra, stream=True)
+    check(s["message"]["reasoning_content"] == r and s["message"]["content"] == m["content"] and s["finish_reason"] == "stop",
+          "%s: stream == plain" % what)
+raw = chat(auto, {"reasoning_budget": N, "reasoning_format": "none"})["message"]["content"]
+check(raw.startswith("<think>" + chat(auto, {"reasoning_budget": N})["message"]["reasoning_content"] + "</think>"),
+      "the forced </think> is in the text: %r" % raw)
+one = chat(auto, {"reasoning_budget": 1})["message"]
+check(ntok(auto, one.get("reasoning_content", "")) <= 1 and one["content"], "reasoning_budget 1: %r / %r" % (one.get("reasoning_content"), one["content"]))
+unb = chat(bud5, {"reasoning_budget": -1, "reasoning_format": "none"})["message"]["content"]
+check(unb == ft, "a request's reasoning_budget -1 over --reasoning-budget 5: free again")
+# Anthropic's thinking: enabled with budget_tokens N is reasoning_budget N (a thinking block of the
+# same text, then the answer); disabled renders enable_thinking false (over chat_template_kwargs)
+def messages(url, extra):
+    body = {"model": "m", "max_tokens": 120, "temperature": 0, "messages": [{"role": "user", "content": "think, then answer"}],
+            "grammar": 'root ::= "<think>" [a-z ]* "</think>" [a-z ]{5,20}'}
+    body.update(extra)
+    st, t = post(url, "/v1/messages", body)
+    assert st == 200, (st, t)
+    return json.loads(t)["content"]
+want_r = chat(auto, {"reasoning_budget": N})["message"]
+am = messages(auto, {"thinking": {"type": "enabled", "budget_tokens": N}})
+check([b["type"] for b in am] == ["thinking", "text"] and am[0]["thinking"] == want_r["reasoning_content"] and
+      am[1]["text"] == want_r["content"], "/v1/messages thinking budget_tokens %d: %r / %r" % (N, am[0].get("thinking"), am[-1].get("text")))
+def count(body):
+    b = {"messages": [{"role": "user", "content": "hi"}]}
+    b.update(body)
+    st, t = post(auto, "/v1/messages/count_tokens", b)
+    return json.loads(t)["input_tokens"] if st == 200 else (st, t)
+off, on = count({"chat_template_kwargs": {"enable_thinking": False}}), count({})
+d1 = count({"thinking": {"type": "disabled"}})
+d2 = count({"thinking": {"type": "disabled"}, "chat_template_kwargs": {"enable_thinking": True}})
+e1 = count({"thinking": {"type": "enabled", "budget_tokens": 5000}, "chat_template_kwargs": {"enable_thinking": False}})
+check(off != on and d1 == d2 == off and e1 == on, "thinking disabled / enabled render enable_thinking false / true: %s" % [off, on, d1, d2, e1])
+for v in (-2, "5", 1.5, True):
+    st, t = post(auto, "/v1/chat/completions", {"messages": [{"role": "user", "content": "x"}], "max_tokens": 2, "reasoning_budget": v})
+    check(st == 400 and json.loads(t)["error"].get("param") == "reasoning_budget",
+          "bad reasoning_budget %r: 400 %s" % (v, json.loads(t)["error"]["message"] if st == 400 else t))
+print(json.dumps(res))
+PY
+report "$tmp/pyb.out" "$tmp/pyb.log"
 finish 20

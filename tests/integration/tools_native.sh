@@ -7,7 +7,8 @@
 # here in Python); a named choice; parallel calls (Hermes); "auto" is well-formed either way; a
 # conversation with a tool call and its result; the streamed reply == the plain one; /apply-template
 # renders structured tool calls as jinja2 does; Anthropic's /v1/messages gets tool_use blocks; and
-# over two workers the replies == one process. ("auto"'s lazy grammar is not forced here: a random
+# over two workers the replies == one process; Mistral's [TOOL_CALLS] as a control token after
+# some text (content, then the calls). ("auto"'s lazy grammar is not forced here: a random
 # model never writes the trigger; test_sched's test_lazy_grammars checks it.)
 source "$(dirname "$0")/lib.bash"
 src=${TERN_SRC:?TERN_SRC not set}
@@ -193,6 +194,70 @@ for spec in "qwen:qwen2.5-instruct:hermes" "llama:llama3.1:llama3" "mistral:mist
   run_checks "$URL" "$fmt" "$data/$file.jinja" "$tmp/one_$name.json"
   kill -TERM "$SPID"; wait_exit "$SPID" 10
 done
+
+# Mistral Nemo's [TOOL_CALLS] as a control token (mkmodel --control): it renders no text, yet the
+# reply's reader must see it wherever it comes — content first, then the marker and the calls
+# (llama.cpp's preserved tokens). A logit bias on it at temperature 1 makes the model write some
+# text, then the marker; the lazy grammar takes over from the token. Plain and streamed agree.
+MC="$tmp/ctl.gguf"
+make_model "$MC" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 11 --control '[TOOL_CALLS]'
+start_serve s_ctl -m "$MC" -t 2 -c 4096 --jinja --chat-template-file "$data/mistral-small-3.1-24b-instruct-2503.jinja" \
+  || die "serve (control token) did not start: $(cat "$tmp/s_ctl.log")"
+wait_health "$URL" 30 || die "serve (control token) not healthy: $(tail -5 "$tmp/s_ctl.log")"
+while IFS= read -r line; do
+  case "$line" in
+    "ok   "*) ok "${line#ok   }" ;;
+    "FAIL "*) bad "${line#FAIL }" ;;
+    *) echo "$line" ;;
+  esac
+done < <(timeout 120 python3 - "$URL" 2>&1 <<'PY'
+import json, sys, urllib.request, urllib.error
+URL = sys.argv[1]
+def post(path, body):
+    req = urllib.request.Request(URL + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=60) as r:
+            return r.status, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read().decode()
+def say(good, what):
+    print(("ok   " if good else "FAIL ") + "mistral control token: " + what, flush=True)
+st, t = post("/tokenize", {"content": "[TOOL_CALLS]"})
+toks = json.loads(t)["tokens"]
+say(len(toks) == 1, "[TOOL_CALLS] is one token: %s" % toks)
+W = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12}}, "required": ["city"]}
+base = {"messages": [{"role": "user", "content": "weather in Paris?"}], "tool_choice": "auto", "temperature": 1,
+        "max_tokens": 200, "logit_bias": [[toks[0], 2]],
+        "tools": [{"type": "function", "function": {"name": "get_weather", "parameters": W}}]}
+both = 0
+for seed in range(1, 7):
+    st, t = post("/v1/chat/completions", dict(base, seed=seed))
+    ch = json.loads(t)["choices"][0]
+    m = ch["message"]
+    calls = m.get("tool_calls") or []
+    good = len(calls) >= 1 and all(c["function"]["name"] == "get_weather" and set(json.loads(c["function"]["arguments"])) == {"city"}
+                                   for c in calls)
+    if calls and m["content"]:
+        both += 1
+        good = good and ch["finish_reason"] == "tool_calls" and "[TOOL_CALLS]" not in m["content"]
+    st2, stxt = post("/v1/chat/completions", dict(base, seed=seed, stream=True))
+    content, scalls, fin = None, [], None
+    for line in stxt.split("\n"):
+        if not line.startswith("data: ") or line == "data: [DONE]": continue
+        for c in json.loads(line[6:])["choices"]:
+            d = c["delta"]
+            if d.get("content"): content = (content or "") + d["content"]
+            for tc in d.get("tool_calls") or []:
+                if "id" in tc: scalls.append({"id": tc["id"], "function": dict(tc["function"])})
+                else: scalls[tc["index"]]["function"]["arguments"] += tc["function"]["arguments"]
+            fin = c["finish_reason"] or fin
+    same = content == m["content"] and fin == ch["finish_reason"] and \
+        [(c["id"], c["function"]) for c in scalls] == [(c["id"], c["function"]) for c in calls]
+    say(good and same, "seed %d: content %r then %d call(s); stream == plain" % (seed, (m["content"] or "")[:30], len(calls)))
+say(both >= 2, "replies with content before the calls: %d of 6" % both)
+PY
+)
+kill -TERM "$SPID"; wait_exit "$SPID" 10
 
 # over two workers: the same replies as one process (Hermes)
 start_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w1 not ready: $(cat "$tmp/w1.log")"

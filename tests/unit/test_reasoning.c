@@ -5,7 +5,9 @@
  * built from marker pieces; and streaming: every text cut into random chunks, each split of the
  * growing text sending only what is new, adds up to the whole text's split, and never takes
  * back what it sent; the chat request's reasoning fields (reasoning_format, chat_template_kwargs,
- * an assistant's reasoning_content) parsed and checked. */
+ * an assistant's reasoning_content) parsed and checked; the reasoning budget (where it fires and
+ * what is left of </think> to force) by hand and against its rule written plainly on random
+ * token texts. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -168,8 +170,101 @@ static void test_prompt_open_and_names(void **state) {
     assert_int_equal(reasoning_format_parse("none"), REASONING_NONE);
     assert_int_equal(reasoning_format_parse("deepseek"), REASONING_DEEPSEEK);
     assert_int_equal(reasoning_format_parse("auto"), REASONING_AUTO);
+    assert_int_equal(reasoning_format_parse("deepseek-legacy"), REASONING_DEEPSEEK_LEGACY);
+    for (int f = REASONING_NONE; f <= REASONING_DEEPSEEK_LEGACY; f++)
+        assert_int_equal(reasoning_format_parse(reasoning_format_name(f)), f);
+    assert_int_equal(reasoning_format_parse("deepseek_legacy"), -1);
+    /* reasoning_closed: a thinking its </think> ended */
+    static const struct { const char *t; int open, closed; } cl[] = {
+        {"<think>a</think>b", 0, 1}, {"<think>a</thi", 0, 0}, {"<think></think>", 0, 1}, {"x</think>", 0, 0},
+        {"x</think>", 1, 1}, {"x", 1, 0}, {"<think>", 0, 0}, {"<thin", 0, 0}, {"", 1, 0},
+    };
+    for (size_t i = 0; i < sizeof cl / sizeof cl[0]; i++)
+        if (reasoning_closed(cl[i].t, strlen(cl[i].t), cl[i].open) != cl[i].closed) fail_msg("reasoning_closed('%s', %d)", cl[i].t, cl[i].open);
     assert_int_equal(reasoning_format_parse("Deepseek"), -1);
     assert_int_equal(reasoning_format_parse(NULL), -1);
+}
+
+/* the budget by hand: where it fires and with which marker bytes left to force */
+typedef struct { int budget, open; const char *pieces[12]; int fire_at, k; } bcase_t;
+static const bcase_t BCASES[] = {
+    {3, 0, {"<thi", "nk>", "a", "b", "c", "d"}, 4, 0},                /* the third thinking token */
+    {3, 0, {"<think>", "a", "</think>", "b", "c", "d"}, -1, 0},        /* closed in time */
+    {3, 0, {"<think>", "a", "</th", "ink>", "b", "c"}, -1, 0},         /* closed across tokens */
+    {2, 0, {"<think>", "a", "x</th", "y"}, 2, 4},                      /* "</th" written: force "ink>" */
+    {2, 0, {"<think>ab", "c", "d"}, 1, 0},                             /* the opening token thinks too */
+    {1, 0, {"hello", "<think>", "a", "b"}, -1, 0},                     /* no thinking: free */
+    {2, 1, {"a", "b", "c"}, 1, 0},                                     /* opened by the prompt */
+    {2, 1, {"a</think>", "b", "c"}, -1, 0},
+    {1, 0, {"<", "think", ">", "", "z"}, 4, 0},                        /* an empty piece does not count */
+};
+
+static void test_budget_cases(void **state) {
+    (void)state;
+    for (size_t i = 0; i < sizeof BCASES / sizeof BCASES[0]; i++) {
+        const bcase_t *c = &BCASES[i];
+        reasoning_budget_t b;
+        reasoning_budget_init(&b, c->budget, c->open);
+        int at = -1, k = 0;
+        for (int t = 0; t < 12 && c->pieces[t]; t++) {
+            int r = reasoning_budget_feed(&b, c->pieces[t], strlen(c->pieces[t]));
+            if (r >= 0 && at >= 0) fail_msg("case %zu: fired twice", i);
+            if (r >= 0) at = t, k = r;
+        }
+        if (at != c->fire_at || (at >= 0 && k != c->k))
+            fail_msg("case %zu: fired at %d (k %d), want %d (k %d)", i, at, k, c->fire_at, c->k);
+    }
+    assert_string_equal(reasoning_close_marker(), "</think>");
+}
+
+/* the budget against its rule written plainly, on random token texts made of marker pieces */
+static void test_budget_reference(void **state) {
+    (void)state;
+    static const char *const bits[] = {"<think>", "</think>", "<", "/", "think", ">", "</", "th", "ink>", "a", "bc",
+                                       " ", "\n", "</thi", ""};
+    unsigned seed = 5;
+    for (int round = 0; round < 20000; round++) {
+        char text[512];
+        size_t end[40];
+        int nt = 0;
+        size_t n = 0;
+        seed = seed * 1103515245u + 12345u;
+        int open = (seed >> 9) % 3 == 0, budget = 1 + (int)((seed >> 12) % 6);
+        if (!open && (seed >> 16) % 4) { memcpy(text, "<think>", 7); n = 7; end[nt++] = 7; }
+        while (nt < 30) {
+            seed = seed * 1103515245u + 12345u;
+            const char *p = bits[(seed >> 8) % (sizeof bits / sizeof bits[0])];
+            memcpy(text + n, p, strlen(p));
+            n += strlen(p);
+            end[nt++] = n;
+        }
+        /* the rule: thinking starts after "<think>" at 0 (or at 0 when open); a token counts when
+         * it ends past that and the text up to its end holds no "</think>" after it */
+        size_t t0 = open ? 0 : !strncmp(text, "<think>", n < 7 ? n : 7) && n >= 7 ? 7 : (size_t)-1;
+        int want = -1, wk = 0, count = 0;
+        for (int t = 0; t < nt && t0 != (size_t)-1; t++) {
+            if (end[t] <= t0 || (t > 0 && end[t] == end[t - 1])) continue;
+            char *seg = strndup(text + t0, end[t] - t0);
+            int closed = strstr(seg, "</think>") != NULL;
+            size_t sl = strlen(seg);
+            int kk = 0;
+            for (int q = 7; q > 0 && !kk; q--) if ((size_t)q <= sl && !strncmp(seg + sl - q, "</think>", (size_t)q)) kk = q;
+            free(seg);
+            if (closed) break;
+            if (++count == budget) { want = t; wk = kk; break; }
+        }
+        reasoning_budget_t b;
+        reasoning_budget_init(&b, budget, open);
+        int got = -1, gk = 0;
+        for (int t = 0; t < nt; t++) {
+            int r = reasoning_budget_feed(&b, text + (t ? end[t - 1] : 0), end[t] - (t ? end[t - 1] : 0));
+            if (r >= 0 && got < 0) got = t, gk = r;
+            else if (r >= 0) fail_msg("round %d: fired twice", round);
+        }
+        if (got != want || gk != wk)
+            fail_msg("round %d (budget %d, open %d, '%.*s'): fired at %d k %d, want %d k %d", round, budget, open, (int)n,
+                     text, got, gk, want, wk);
+    }
 }
 
 static int parse(const char *body, server_req_t *r, server_err_t *e) {
@@ -182,7 +277,16 @@ static void test_request_fields(void **state) {
     server_err_t e;
     assert_int_equal(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}]}", &r, &e), 0);
     assert_int_equal(r.reasoning_format, -1);   /* the server's */
+    assert_int_equal(r.reasoning_budget, SERVER_BUDGET_DEFAULT);
     assert_true(r.tmpl_kwargs == NULL);
+    server_req_free(&r);
+    assert_int_equal(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_budget\":512,"
+                           "\"reasoning_format\":\"deepseek-legacy\"}", &r, &e), 0);
+    assert_int_equal(r.reasoning_budget, 512);
+    assert_int_equal(r.reasoning_format, REASONING_DEEPSEEK_LEGACY);
+    server_req_free(&r);
+    assert_int_equal(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_budget\":-1}", &r, &e), 0);
+    assert_int_equal(r.reasoning_budget, -1);
     server_req_free(&r);
     assert_int_equal(parse("{\"messages\":[{\"role\":\"user\",\"content\":\"x\"},{\"role\":\"assistant\",\"content\":\"a\","
                            "\"reasoning_content\":\"r\"}],\"reasoning_format\":\"none\",\"chat_template_kwargs\":{\"enable_thinking\":false,\"k\":[1]}}",
@@ -196,6 +300,9 @@ static void test_request_fields(void **state) {
     static const char *const bad[][2] = {
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_format\":\"deep\"}", "reasoning_format"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_format\":1}", "reasoning_format"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_budget\":-2}", "reasoning_budget"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_budget\":\"5\"}", "reasoning_budget"},
+        {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"reasoning_budget\":3000000000}", "reasoning_budget"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":\"x\"}", "chat_template_kwargs"},
         {"{\"messages\":[{\"role\":\"user\",\"content\":\"x\"}],\"chat_template_kwargs\":{\"enable_thinking\":0}}", "chat_template_kwargs"},
         {"{\"messages\":[{\"role\":\"assistant\",\"content\":\"x\",\"reasoning_content\":5}]}", "messages"},
@@ -214,6 +321,8 @@ int main(void) {
         cmocka_unit_test(test_stream),
         cmocka_unit_test(test_prompt_open_and_names),
         cmocka_unit_test(test_request_fields),
+        cmocka_unit_test(test_budget_cases),
+        cmocka_unit_test(test_budget_reference),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -6,7 +6,8 @@
  * equal to solo runs and to the model itself, pipelined steps, replay after recovery, and
  * context shifts (each applied to the fake's cache as the stages apply them), and KV copies between
  * slots (a prompt evaluated once for several sequences), and the RAM prompt cache (rows read out of
- * a slot before another prompt takes it, written back for the prompt that begins with them). */
+ * a slot before another prompt takes it, written back for the prompt that begins with them), and
+ * forced tokens (sched_force: a reasoning budget's end marker). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -941,6 +942,98 @@ static void test_lazy_grammar_token(void **state) {
     grammar_destroy(&g);
 }
 
+/* ---- forced tokens (sched_force) ---- */
+
+typedef struct forcerun {
+    seqrun_t r;              /* first: the callbacks see a seqrun_t * */
+    int at, n;               /* after `at` tokens, the next n are forced to toks */
+    int32_t toks[SCHED_FORCE_MAX];
+    int rc;                  /* sched_force's answer */
+    int gram;                /* under a grammar: EOG ends it */
+} forcerun_t;
+
+static int on_token_force(void *user, int id, int32_t token, float logprob, const sched_top_t *top, int finish) {
+    forcerun_t *x = user;
+    int stop = (x->gram ? on_token_gram : on_token)(user, id, token, logprob, top, finish);
+    if (!finish && x->r.n_out == x->at) x->rc = sched_force(x->r.sc, id, x->toks, x->n);
+    return stop;
+}
+
+/* Forced tokens: a sequence's tokens are its own generation up to the forcing, then the forced
+ * ones, then its own generation after them (the model sees them as its history) — greedy and
+ * sampled, several at once, pipelined, with lookup drafts on (none while forcing), and with a
+ * pipeline failure mid-way (the replay keeps what is left to force). Under a grammar, a forced
+ * token it refuses drops the forcing: the text is the grammar's. Bad calls are refused. */
+static void test_force(void **state) {
+    (void)state;
+    for (int round = 0; round < 4; round++) {
+        enum { NS = 5 };
+        fake_t f;
+        sched_t sc;
+        forcerun_t x[NS];
+        fake_init(&f, 1 + round % 2);
+        f.rewind_ok = 1;
+        sched_open(&sc, &f, NS, 32, 8);
+        assert_int_equal(sched_set_lookup(&sc, 3), 0);
+        if (round >= 2) { f.fail_at[0] = 6 + round; f.n_fail = 1; }
+        for (int i = 0; i < NS; i++) {
+            memset(&x[i], 0, sizeof x[i]);
+            seq_make(&x[i].r, 3 + 2 * i, 30, 300 + 11 * round + i, i % 2 ? 0.8f : 0.0f);
+            x[i].at = 2 + (i + round) % 5;
+            x[i].n = 1 + (i * 3 + round) % SCHED_FORCE_MAX;
+            for (int k = 0; k < x[i].n; k++) x[i].toks[k] = (int32_t)((10 + 7 * k + i) % (V - 1));
+            x[i].r.f = &f;
+            x[i].r.sc = &sc;
+            x[i].r.id = sched_add(&sc, x[i].r.prompt, x[i].r.n_prompt, x[i].r.max_gen, &x[i].r.sp, on_token_force, &x[i]);
+            assert_true(x[i].r.id >= 0);
+            if (i == NS - 1) {   /* digits only: the forced letters are refused */
+                char err[256];
+                x[i].gram = 1;
+                grammar_t *g = parse_gbnf("root ::= [0-9]+ \"]\"\n");
+                assert_int_equal(sched_set_grammar(&sc, x[i].r.id, &g, test_vocab(), err, sizeof err), 0);
+            }
+        }
+        int guard = 0;
+        while (sched_step(&sc) > 0) assert_true(++guard < 10000);
+        if (f.bad) fail_msg("fake pipeline: %s", f.why);
+        for (int i = 0; i < NS; i++) {
+            int32_t want[MAXTOK];
+            int n = x[i].r.max_gen, fin = SCHED_LENGTH;
+            assert_int_equal(x[i].rc, 0);
+            if (i == NS - 1) {
+                grammar_t *g = parse_gbnf("root ::= [0-9]+ \"]\"\n");
+                n = model_generate_gram(x[i].r.prompt, x[i].r.n_prompt, n, &x[i].r.sp, g, want, &fin);
+                grammar_destroy(&g);
+            } else {   /* the model's text with the forced tokens in its history */
+                uint64_t h = HIST0;
+                for (int k = 0; k < x[i].r.n_prompt; k++) h = hist_next(h, x[i].r.prompt[k]);
+                for (int g = 0; g < n; g++) {
+                    int fk = g - x[i].at;
+                    want[g] = fk >= 0 && fk < x[i].n ? x[i].toks[fk] : model_sample(h, &x[i].r.sp, x[i].r.n_prompt + g);
+                    h = hist_next(h, want[g]);
+                }
+            }
+            if (x[i].r.n_out != n || memcmp(x[i].r.out, want, (size_t)n * sizeof(int32_t)) || x[i].r.finish != fin)
+                fail_msg("round %d sequence %d: %d tokens, finish %d; want %d, finish %d", round, i, x[i].r.n_out,
+                         x[i].r.finish, n, fin);
+        }
+        /* refused: no such sequence, a bad count or token */
+        int32_t t[SCHED_FORCE_MAX + 1] = {0};
+        seqrun_t z;
+        seq_make(&z, 3, 4, 7, 0.0f);
+        admit(&sc, &f, &z, 0);
+        assert_int_equal(sched_force(&sc, z.id + 100, t, 1), TERN_EINVAL);
+        assert_int_equal(sched_force(&sc, z.id, t, 0), TERN_EINVAL);
+        assert_int_equal(sched_force(&sc, z.id, t, SCHED_FORCE_MAX + 1), TERN_EINVAL);
+        t[0] = V;
+        assert_int_equal(sched_force(&sc, z.id, t, 1), TERN_EINVAL);
+        t[0] = -1;
+        assert_int_equal(sched_force(&sc, z.id, t, 1), TERN_EINVAL);
+        sched_cancel(&sc, z.id);
+        sched_free(&sc);
+    }
+}
+
 /* a drafter for test_lookup: the model's own continuation of toks (greedy, or the slot's sampling
  * params when sp[slot] is set: then it is the sampled text), the wrong token from the
  * (calls % 3 + 1)-th on every other call */
@@ -1840,6 +1933,7 @@ int main(void) {
         cmocka_unit_test(test_grammars),
         cmocka_unit_test(test_lazy_grammars),
         cmocka_unit_test(test_lazy_grammar_token),
+        cmocka_unit_test(test_force),
         cmocka_unit_test(test_fail),
         cmocka_unit_test(test_lookup),
         cmocka_unit_test(test_lookup_sampled),

@@ -501,6 +501,9 @@ static void test_stream_splits(void **st) {
         {TOOLFMT_MISTRAL, "Checking. [TOOL_CALLS][{\"name\": \"flag\", \"arguments\": {\"on\": true}, \"id\": \"a1b2c3d4e\"}, "
                           "{\"name\": \"f\", \"arguments\": {\"x\": 2}}] ok"},
         {TOOLFMT_MISTRAL, "[{\"name\": \"flag\", \"arguments\": {\"on\": false}, \"id\": \"123456789\"}]"},
+        /* content first, with brackets that are not calls, then the marker (Mistral Nemo's
+         * control token, shown by detok_preserve) and the calls */
+        {TOOLFMT_MISTRAL, "See [1] and [{x}].\n\n[TOOL_CALLS] [{\"name\": \"f\", \"arguments\": {}, \"id\": \"abcdefghi\"}]"},
     };
     unsigned seed = 7;
     int checked = 0;

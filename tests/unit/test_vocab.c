@@ -366,6 +366,34 @@ static tokenizer_t *chat_vocab(const char *tmpl, const char *arch, char *path) {
     return t;
 }
 
+/* detok_preserve: one control token shows as its text (llama.cpp's preserved tokens, for a
+ * tool-call marker), the others stay hidden; the text around it is as before */
+static void test_detok_preserve(void **st) {
+    (void)st;
+    char path[64], out[256];
+    tokenizer_t *t = chat_vocab(NULL, NULL, path);
+    int eot = tokenizer_find(t, "<|eot_id|>"), eos = tokenizer_find(t, "<|end_of_text|>");
+    assert_true(eot >= 0 && eos >= 0);
+    int32_t ids[32];
+    int n = tokenizer_encode(t, "ab cd", 5, 0, 0, ids, 30);
+    assert_true(n > 0);
+    ids[n++] = eot;
+    ids[n++] = eos;
+    n += tokenizer_encode(t, "ef", 2, 0, 0, ids + n, 32 - n);
+    for (int keep = 0; keep < 2; keep++) {
+        detok_t d;
+        detok_init(&d, t, 0);
+        if (keep) detok_preserve(&d, eot);
+        int total = 0;
+        for (int i = 0; i < n; i++) total += detok_feed(&d, ids[i], out + total, (int)sizeof out - total);
+        total += detok_flush(&d, out + total, (int)sizeof out - total);
+        out[total] = 0;
+        assert_string_equal(out, keep ? "ab cd<|eot_id|>ef" : "ab cdef");
+    }
+    tokenizer_destroy(&t);
+    unlink(path);
+}
+
 static void expect_chat(const char *tmpl, const char *arch, const char *family, const char *want) {
     char path[64];
     tokenizer_t *t = chat_vocab(tmpl, arch, path);
@@ -419,6 +447,7 @@ int main(void) {
         cmocka_unit_test(test_generate),
         cmocka_unit_test(test_copy),
         cmocka_unit_test(test_chat_templates),
+        cmocka_unit_test(test_detok_preserve),
     };
     int failed = cmocka_run_group_tests(tests, NULL, NULL);
     int total = (int)(sizeof tests / sizeof *tests);
