@@ -162,6 +162,8 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     if ((rc = sched_init(&m->sched, m->pl, &m->emb, cfg.n_seq, cfg.n_ctx, n_batch, err, errlen)) < 0) goto fail;
     kvfile_model_t kvm;   /* what slot files (save / restore, --prompt-cache) must match */
     if ((rc = kvfile_model_init(&kvm, p->model, &m->hp, cfg.kv_type, err, errlen)) < 0) goto fail;
+    const gguf_tensor_t *ff = gguf_find_tensor(m->g, ROPE_FREQS_NAME);   /* the keys' RoPE, as the stages run it */
+    kvfile_model_rope(&kvm, &m->hp, ff ? ff->data : NULL, ff ? ff->nbytes : 0, cfg.rope_set);
     sched_set_model(&m->sched, &kvm);
     if (p->prefill_chunk >= 0) sched_set_prefill_chunk(&m->sched, p->prefill_chunk);
     sched_set_context_shift(&m->sched, p->context_shift);

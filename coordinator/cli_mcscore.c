@@ -11,6 +11,7 @@
 #include "coordinator/engine.h"
 #include "coordinator/mcscore.h"
 #include "coordinator/tokenizer.h"
+#include "coordinator/toks.h"
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -52,7 +53,7 @@ typedef struct mcs {
 } mcs_t;
 
 /* text's tokens (BOS first when the model adds one) into a malloc'd *out; count or <0 */
-static int mcs_tokenize(tokenizer_t *tok, const char *text, int32_t **out) {
+static int mcs_tokenize(const tokenizer_t *tok, const char *text, int32_t **out) {
     size_t len = strlen(text);
     if (len > (1u << 24)) return TERN_EINVAL;
     int cap = (int)len + 16;
@@ -86,41 +87,80 @@ static const char *mcs_where(const mc_set_t *set, const mc_task_t *t, char *buf,
     return buf;
 }
 
-/* Tokenizes task i's choices as llama.cpp builds them (hellaswag and multi: context + " " +
- * choice; winogrande: the sentence with the option in place of '_') and sets the scored ranges. */
-static int mcs_prepare_task(mcs_t *c, int i, char *err, size_t errlen) {
-    const mc_task_t *t = &c->set->t[i];
-    mcs_seq_t *q = c->seq + c->first[i];
+/* Tokenizes task i's choices into q[0..n_choice) (tokens malloc'd, the caller frees them, also
+ * on failure) as llama.cpp builds them (hellaswag and multi: context + " " + choice; winogrande:
+ * the sentence with the option in place of '_') and sets the scored ranges. 0 or <0 with err. */
+static int mcs_tokenize_task(const tokenizer_t *tok, const mc_set_t *set, int i, mcs_seq_t *q, char *err,
+                             size_t errlen) {
+    const mc_task_t *t = &set->t[i];
     const int32_t *toks[MC_MAX_CHOICES];
     int len[MC_MAX_CHOICES], base[2] = {0, 0}, lo[MC_MAX_CHOICES], hi[MC_MAX_CHOICES];
     char w[48];
     for (int s = 0; s < t->n_choice; s++) {
-        int wg = c->set->kind == MC_WINOGRANDE;
+        int wg = set->kind == MC_WINOGRANDE;
         char *text = wg ? cat3(t->ctx, t->choice[s], t->ctx2) : cat3(t->ctx, " ", t->choice[s]);
-        int n = text ? mcs_tokenize(c->m->tok, text, &q[s].tok) : TERN_ENOMEM;
+        int n = text ? mcs_tokenize(tok, text, &q[s].tok) : TERN_ENOMEM;
         free(text);
         if (n >= 0 && wg) {   /* llama.cpp's n_base: the sentence up to and with the option */
             int32_t *b = NULL;
             char *head = cat3(t->ctx, t->choice[s], NULL);
-            base[s] = head ? mcs_tokenize(c->m->tok, head, &b) : TERN_ENOMEM;
+            base[s] = head ? mcs_tokenize(tok, head, &b) : TERN_ENOMEM;
             free(head);
             free(b);
             if (base[s] < 0) n = base[s];
         }
-        if (n < 0) return err_set(err, errlen, n, "task %d (%s): cannot tokenize it", i + 1, mcs_where(c->set, t, w, sizeof w));
+        if (n < 0) return err_set(err, errlen, n, "task %d (%s): cannot tokenize it", i + 1, mcs_where(set, t, w, sizeof w));
         q[s].len = n;
         toks[s] = q[s].tok;
         len[s] = n;
     }
-    if (mc_ranges(c->set->kind, t->n_choice, toks, len, base, lo, hi) < 0)
+    if (mc_ranges(set->kind, t->n_choice, toks, len, base, lo, hi) < 0)
         return err_set(err, errlen, TERN_EINVAL, "task %d (%s): a choice has fewer than 2 tokens, nothing to score",
-                       i + 1, mcs_where(c->set, t, w, sizeof w));
-    for (int s = 0; s < t->n_choice; s++) {
-        q[s].lo = lo[s], q[s].hi = hi[s];
-        if (hi[s] - 1 > c->m->n_ctx)
-            return err_set(err, errlen, TERN_EINVAL, "task %d (%s): a choice needs %d positions, the context is %d (raise -c)",
-                           i + 1, mcs_where(c->set, t, w, sizeof w), hi[s] - 1, c->m->n_ctx);
+                       i + 1, mcs_where(set, t, w, sizeof w));
+    for (int s = 0; s < t->n_choice; s++) q[s].lo = lo[s], q[s].hi = hi[s];
+    return 0;
+}
+
+/* the context positions choices q[0..n) need: each is fed but its last token (a target only) */
+static int mcs_need(const mcs_seq_t *q, int n) {
+    int need = 0;
+    for (int s = 0; s < n; s++) need = q[s].hi - 1 > need ? q[s].hi - 1 : need;
+    return need;
+}
+
+/* the error of a task longer than the context n_ctx (the user's -c) */
+static int mcs_too_long(const mc_set_t *set, int i, int need, int n_ctx, char *err, size_t errlen) {
+    char w[48];
+    return err_set(err, errlen, TERN_EINVAL,
+                   "task %d (%s): a choice needs %d positions, the context is %d (raise -c, or leave it out: it then fits "
+                   "the longest task)", i + 1, mcs_where(set, &set->t[i], w, sizeof w), need, n_ctx);
+}
+
+int mcscore_ctx_need(const tokenizer_t *tok, const mc_set_t *set, int n_ctx, char *err, size_t errlen) {
+    mcs_seq_t q[MC_MAX_CHOICES];
+    int most = 0, rc = 0;
+    for (int i = 0; rc == 0 && i < set->n; i++) {
+        int n = set->t[i].n_choice;
+        memset(q, 0, (size_t)n * sizeof *q);
+        rc = mcs_tokenize_task(tok, set, i, q, err, errlen);
+        int need = rc == 0 ? mcs_need(q, n) : 0;
+        for (int s = 0; s < n; s++) free(q[s].tok);
+        if (rc == 0 && n_ctx > 0 && need > n_ctx) rc = mcs_too_long(set, i, need, n_ctx, err, errlen);
+        if (need > most) most = need;
     }
+    return rc < 0 ? rc : most;
+}
+
+/* Task i's choices tokenized into their sequences (mcs_tokenize_task), checked against the
+ * context and the slots, and the common prefix a KV copy may carry. */
+static int mcs_prepare_task(mcs_t *c, int i, char *err, size_t errlen) {
+    const mc_task_t *t = &c->set->t[i];
+    mcs_seq_t *q = c->seq + c->first[i];
+    char w[48];
+    int rc = mcs_tokenize_task(c->m->tok, c->set, i, q, err, errlen);
+    if (rc < 0) return rc;
+    int need = mcs_need(q, t->n_choice);
+    if (need > c->m->n_ctx) return mcs_too_long(c->set, i, need, c->m->n_ctx, err, errlen);
     if (t->n_choice > c->n_slots)
         return err_set(err, errlen, TERN_EINVAL, "task %d (%s): %d choices, but %d sequence slots (raise -np)", i + 1,
                        mcs_where(c->set, t, w, sizeof w), t->n_choice, c->n_slots);
@@ -129,9 +169,7 @@ static int mcs_prepare_task(mcs_t *c, int i, char *err, size_t errlen) {
     int share = c->kv_copy ? q[0].lo - 1 : 0;
     for (int s = 1; s < t->n_choice && share > 0; s++) {
         if (q[s].lo - 1 < share) share = q[s].lo - 1;
-        int k = 0;
-        while (k < share && q[s].tok[k] == q[0].tok[k]) k++;
-        share = k;
+        share = toks_common(q[s].tok, q[0].tok, share);
     }
     c->share[i] = share >= MCS_COPY_MIN ? share : 0;
     return 0;

@@ -291,9 +291,31 @@ static int ppl_kld_check(const ppl_kld_t *kd, const tern_model *m, const char *p
     return 0;
 }
 
-/* --hellaswag / --winogrande / --multiple-choice: parse the task file, load the model with a
- * sequence slot per choice (up to 4 tasks' worth, 16 slots, so short tasks share a step; -np
- * raises it), score.
+/* -c for the tasks of set, before the model loads: the user's (0: none given), checked against
+ * the longest task now rather than after the load; or just what the longest task needs (8 at
+ * least), so a benchmark never fails on a long task nor reserves a context it does not use (the
+ * KV cache is slots x -c). Only the model file's tokenizer is read. 0 or <0 with err. */
+static int mc_size_ctx(cli_model_opts_t *mo, const mc_set_t *set, char *err, size_t errlen) {
+    gguf_t *g = NULL;
+    tokenizer_t *tok = NULL;
+    if (!mo->p.model) return err_set(err, errlen, TERN_EINVAL, "no model given (-m FILE)");
+    int rc = gguf_open(&g, mo->p.model, err, errlen);
+    if (rc == 0) rc = tokenizer_load(&tok, g, err, errlen);
+    if (rc == 0) rc = mcscore_ctx_need(tok, set, mo->p.n_ctx, err, errlen);
+    if (rc > (1 << 20) && mo->p.n_ctx <= 0)   /* -c's own limit */
+        rc = err_set(err, errlen, TERN_EINVAL, "a task needs %d positions, more than -c may be (%d)", rc, 1 << 20);
+    if (rc >= 0 && mo->p.n_ctx <= 0) {
+        mo->p.n_ctx = rc > 8 ? rc : 8;
+        log_i("perplexity: -c %d, what the longest task needs", mo->p.n_ctx);
+    }
+    tokenizer_destroy(&tok);
+    gguf_close(&g);
+    return rc < 0 ? rc : 0;
+}
+
+/* --hellaswag / --winogrande / --multiple-choice: parse the task file, size -c (mc_size_ctx),
+ * load the model with a sequence slot per choice (up to 4 tasks' worth, 16 slots, so short tasks
+ * share a step; -np raises it), score.
  * Exit status as cli_perplexity's. */
 static int ppl_mc(cli_model_opts_t *mo, int kind, const char *file, int n_pick, int kv_copy) {
     static const char *flag[] = {"--hellaswag", "--winogrande", "--multiple-choice"};
@@ -311,6 +333,7 @@ static int ppl_mc(cli_model_opts_t *mo, int kind, const char *file, int n_pick, 
     }
     free(buf);
     tern_model *m = NULL;
+    if (rc == 0) rc = mc_size_ctx(mo, &set, err, sizeof err);
     if (rc == 0) {
         int most = 1;
         for (int i = 0; i < set.n; i++) most = set.t[i].n_choice > most ? set.t[i].n_choice : most;
@@ -331,7 +354,7 @@ int cli_perplexity(int argc, char **argv) {
     log_set_role("C");
     cli_model_opts_t mo;
     cli_model_opts_default(&mo);
-    mo.p.n_ctx = 512;
+    mo.p.n_ctx = 0;   /* 512 for a text, a benchmark's tasks size it (mc_size_ctx) */
     mo.p.n_batch = 512;
     const char *file = NULL, *base = NULL;
     int chunks = -1, compare = 0, hs = 0, wg = 0, mc = 0, hs_tasks = 400, wg_tasks = 0, mc_tasks = 0, no_copy = 0;
@@ -356,6 +379,10 @@ int cli_perplexity(int argc, char **argv) {
          "benchmarks: feed a task's common prefix in every choice's slot (default: once, copied to the others)", 0, 0},
     };
     cli_model_opts_table(&mo, opts, (int)(sizeof opts / sizeof opts[0]), 0);
+    for (size_t i = 0; i < sizeof opts / sizeof opts[0]; i++)   /* -c means something of its own here */
+        if (opts[i].lng && !strcmp(opts[i].lng, "--ctx-size"))
+            opts[i].help = "context size per sequence (0: 512 for a text; for --hellaswag, --winogrande and "
+                           "--multiple-choice what the longest task needs)";
     char err[512], *pos[1];
     int npos, rc = opt_parse(opts, argc, argv, pos, 0, &npos, err, sizeof err);
     if (rc == 1) {
@@ -374,7 +401,9 @@ int cli_perplexity(int argc, char **argv) {
     if (rc == 0 && compare && !base)
         rc = err_set(err, sizeof err, TERN_EINVAL, "--kl-divergence needs --kl-divergence-base FILE");
     if (rc == 0 && !file && !compare) rc = err_set(err, sizeof err, TERN_EINVAL, "no text given: use -f FILE");
-    if (rc == 0 && mo.p.n_ctx < 8) rc = err_set(err, sizeof err, TERN_EINVAL, "-c %d: at least 8 tokens", mo.p.n_ctx);
+    if (rc == 0 && mo.p.n_ctx == 0 && !(hs + wg + mc)) mo.p.n_ctx = 512;
+    if (rc == 0 && mo.p.n_ctx < 8 && !(hs + wg + mc && mo.p.n_ctx == 0))
+        rc = err_set(err, sizeof err, TERN_EINVAL, "-c %d: at least 8 tokens", mo.p.n_ctx);
     if (rc < 0) { fprintf(stderr, "tern perplexity: %s\n", err); return 1; }
     if (hs || wg || mc)
         return ppl_mc(&mo, hs ? MC_HELLASWAG : wg ? MC_WINOGRANDE : MC_MULTI, file, hs ? hs_tasks : wg ? wg_tasks : mc_tasks,

@@ -125,6 +125,7 @@ int cli_serve(int argc, char **argv) {
     uint64_t max_body = sc.max_body;
     float grace = 30;
     const char *pooling = "mean";
+    float slot_sim = (float)sc.slot_sim;
     int cache_ram = 0;   /* opt-in: a restore or save pauses the other streams for a step, and the rows
                           * of every layer land in the coordinator's RAM (in a cluster often the
                           * smallest machine) */
@@ -151,6 +152,7 @@ int cli_serve(int argc, char **argv) {
         {NULL, "--no-slots", OPT_FLAG, &sc.no_slots, NULL, "do not serve /slots (501)", 0, 0},
         {NULL, "--spm-infill", OPT_FLAG, &sc.spm_infill, NULL, "/infill: suffix before prefix (Suffix/Prefix/Middle), for models trained so (default: Prefix/Suffix/Middle)", 0, 0},
         {NULL, "--cache-ram", OPT_INT, &cache_ram, "MIB", "keep up to MIB of prompts' KV caches in RAM when their slot is taken by another prompt, and restore the best one into a slot whose new prompt begins with it (-1: no limit, 0: off)", -1, 1 << 24},
+        {"-sps", "--slot-prompt-similarity", OPT_FLOAT, &slot_sim, "F", "a prompt takes the idle slot whose cache holds the longest beginning of it when that is more than F of the prompt, else the least recently used slot (0: always the least recently used; a shorter beginning may still be copied from another slot)", 0, 1},
         {NULL, "--slot-save-path", OPT_STR, &sc.slot_save_path, "DIR", "POST /slots/{id}?action=save|restore|erase keep slots' KV caches in files here (default: 501)", 0, 0},
     };
     int cap = (int)(sizeof opts / sizeof opts[0]);
@@ -183,6 +185,7 @@ int cli_serve(int argc, char **argv) {
     if (max_body < 64) { fprintf(stderr, "tern serve: --max-body %llu is too small\n", (unsigned long long)max_body); free(key); return 1; }
     sc.max_body = (size_t)max_body;
     sc.cache_ram_mib = cache_ram;
+    sc.slot_sim = slot_sim;
     if (cache_ram && sc.no_cache_prompt) log_w("serve: --cache-ram has no effect with --no-cache-prompt");
     sc.model_name = alias ? alias : base_name(mo.p.model);
     sc.model_path = mo.p.model;

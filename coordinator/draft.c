@@ -4,6 +4,7 @@
 #include "coordinator/draft.h"
 #include "coordinator/pipeline_local.h"
 #include "coordinator/tokenizer.h"
+#include "coordinator/toks.h"
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -140,8 +141,7 @@ int draft_propose(draft_t *d, int slot, const int32_t *toks, int n, int k, int32
         d->started[slot] = 1;
     }
     const int32_t *have = d->fed + (size_t)slot * d->n_ctx;
-    int c = 0;
-    while (c < d->n_fed[slot] && c < n && have[c] == toks[c]) c++;
+    int c = toks_common(have, toks, d->n_fed[slot] < n ? d->n_fed[slot] : n);
     if (c == n) c = n - 1;   /* the last token is fed again: its logits give the first draft */
     int t = feed(d, slot, toks + c, n - c, c), m = 0;
     while (t >= 0 && m < k) {

@@ -84,5 +84,11 @@ void mc_wilson(int correct, int n, double *lo, double *hi);
  * the reason in err (a task longer than the context, more choices than slots, a pipeline
  * failure). */
 int mcscore_run(tern_model *m, mc_set_t *set, int n_batch, int n_slots, int kv_copy, char *err, size_t errlen);
+/* The context positions set's longest choice needs (tokenized by tok as mcscore_run does: its
+ * tokens but the last), for sizing -c before the model is loaded; with n_ctx > 0 (the user's -c)
+ * a task that needs more is TERN_EINVAL naming it. The count, or <0 with err (also a task that
+ * cannot be tokenized or has nothing to score). */
+typedef struct tokenizer tokenizer_t;
+int mcscore_ctx_need(const tokenizer_t *tok, const mc_set_t *set, int n_ctx, char *err, size_t errlen);
 
 #endif

@@ -1,6 +1,7 @@
 /* promptcache: prompts' keys and values in host RAM, LRU under a byte limit (promptcache.h).
  * Entries are few (a limit of a GiB holds tens of long prompts), so lookups scan them all. */
 #include "coordinator/promptcache.h"
+#include "coordinator/toks.h"
 #include "core/err.h"
 #include <stdlib.h>
 #include <string.h>
@@ -53,7 +54,7 @@ int promptcache_put(promptcache_t *pc, const int32_t *toks, int n, uint8_t **kv,
     size_t need = promptcache_entry_bytes(n, kv_bytes);
     for (int i = pc->n - 1; i >= 0; i--)   /* entries this one extends hold nothing more */
         if (begins(toks, n, pc->e[i].toks, pc->e[i].n)) drop(pc, i);
-    while (pc->n > 0 && pc->bytes + need > pc->limit) {
+    while (pc->n > 0 && need > pc->limit - pc->bytes) {   /* bytes <= limit: no wrap, SIZE_MAX too */
         int old = 0;
         for (int i = 1; i < pc->n; i++)
             if (pc->e[i].last_use < pc->e[old].last_use) old = i;
@@ -86,8 +87,7 @@ int promptcache_find(const promptcache_t *pc, const int32_t *prompt, int n, int 
     if (cap > n) cap = n;
     for (int i = 0; i < pc->n; i++) {
         const promptcache_entry_t *e = &pc->e[i];
-        int lim = e->n < cap ? e->n : cap, c = 0;
-        while (c < lim && e->toks[c] == prompt[c]) c++;
+        int c = toks_common(e->toks, prompt, e->n < cap ? e->n : cap);
         if (c > 0 && (c > *k || (c == *k && e->last_use > pc->e[best].last_use))) best = i, *k = c;
     }
     return best;

@@ -3,6 +3,7 @@
  * oldest admission first. */
 #define _GNU_SOURCE   /* memmem */
 #include "coordinator/sched.h"
+#include "coordinator/toks.h"
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/log.h"
@@ -57,6 +58,7 @@ int sched_init(sched_t *s, pipeline_t *pl, const embed_t *emb, int n_seq, int n_
     s->n_batch = n_batch;
     s->prefill_chunk = SCHED_PREFILL_CHUNK;
     s->kv_copy = 1;
+    s->slot_sim = SCHED_SLOT_SIM_DEFAULT;
     s->max_inflight = pl->max_inflight < 1 ? 1 : pl->max_inflight > SCHED_MAX_INFLIGHT ? SCHED_MAX_INFLIGHT : pl->max_inflight;
     int cap = n_batch + n_seq;
     s->seqs = calloc((size_t)n_seq, sizeof(sched_seq_t));
@@ -128,6 +130,12 @@ void sched_set_prefix_cache(sched_t *s, int on) { s->prefix_cache = on != 0; }
 void sched_set_context_shift(sched_t *s, int on) { s->ctx_shift = on != 0; }
 
 void sched_set_kv_copy(sched_t *s, int on) { s->kv_copy = on != 0; }
+
+int sched_set_slot_similarity(sched_t *s, double f) {
+    if (!(f >= 0 && f <= 1)) return TERN_EINVAL;
+    s->slot_sim = f;
+    return 0;
+}
 
 /* a step's drafts of a sequence are what the last stage takes back from its history at once */
 _Static_assert(SCHED_LOOKUP_MAX <= SAMPLER_DROP_MAX, "drafts a step must fit what a sampler can drop");
@@ -201,16 +209,9 @@ static int pack_drafts(sched_t *s, step_t *st, int *sid, int32_t *tgt, sched_seq
  * the last prompt token is fed, it samples) */
 static int cached_prefix(const sched_seq_t *q, const int32_t *prompt, int n) {
     if (!q->kv_ok) return 0;
-    int k = 0, lim = q->n_fed < n - 1 ? q->n_fed : n - 1;
+    int lim = q->n_fed < n - 1 ? q->n_fed : n - 1;
     if (lim > q->kv_exact) lim = q->kv_exact;   /* past a shift's keep: not what a prefill computes */
-    while (k < lim && q->toks[k] == prompt[k]) k++;
-    return k;
-}
-
-static int common_prefix(const int32_t *a, const int32_t *b, int n) {
-    int k = 0;
-    while (k < n && a[k] == b[k]) k++;
-    return k;
+    return toks_common(q->toks, prompt, lim);
 }
 
 /* the beginning of q's tokens a KV copy may take from its slot now: what it fed (in steps already
@@ -237,10 +238,31 @@ static int copy_source(const sched_t *s, int dst, const int32_t *prompt, int n, 
     for (int j = 0; j < s->n_seq; j++) {
         if (j == dst) continue;
         int lim = copy_will_hold(&s->seqs[j]);
-        int c = common_prefix(s->seqs[j].toks, prompt, lim < n - 1 ? lim : n - 1);
+        int c = toks_common(s->seqs[j].toks, prompt, lim < n - 1 ? lim : n - 1);
         if (c >= than + SCHED_COPY_MIN && c > *k) best = j, *k = c;
     }
     return best;
+}
+
+/* The idle slot a prompt goes to (llama-server's get_available_slot; only `slot` when >= 0): with
+ * use, the one whose cache holds the longest beginning of it when that is more than slot_sim of
+ * the prompt; else the least recently used (admitted or released longest ago; never used first),
+ * so that a prompt sharing little with a slot (its BOS, a chat template's start) leaves that
+ * conversation's cache alone while an older or empty slot is free (a KV copy may still take the
+ * shared part from it). -1 when none is idle. *k: what the slot's own cache gives (0 without use). */
+static int pick_slot(const sched_t *s, int slot, int use, const int32_t *prompt, int n, int *k) {
+    int best = -1, lru = -1, lru_k = 0;
+    *k = 0;
+    for (int i = 0; i < s->n_seq; i++) {
+        const sched_seq_t *q = &s->seqs[i];
+        if (q->active || (slot >= 0 && i != slot)) continue;
+        int c = use ? cached_prefix(q, prompt, n) : 0;
+        if (lru < 0 || q->last_use < s->seqs[lru].last_use) lru = i, lru_k = c;
+        if (s->slot_sim <= 0 || c <= 0 || (double)c <= s->slot_sim * n) continue;   /* 0: similarity off */
+        if (c > *k || (c == *k && q->last_use < s->seqs[best].last_use)) best = i, *k = c;
+    }
+    if (best < 0) *k = lru_k;
+    return best >= 0 ? best : lru;
 }
 
 int sched_add(sched_t *s, const int32_t *prompt, int n, int max_gen, const sampler_params_t *sp, sched_cb cb,
@@ -254,14 +276,8 @@ int sched_add_at(sched_t *s, int slot, int cache, const int32_t *prompt, int n, 
     if (slot >= 0 && s->seqs[slot].active) return TERN_ENOMEM;
     for (int i = 0; i < n; i++)
         if (prompt[i] < 0 || prompt[i] >= s->pl->n_vocab) return TERN_EINVAL;
-    /* the free slot with the longest cached beginning of this prompt (else the first free one) */
     int use = cache && s->prefix_cache && !sampler_params_use_history(sp);
-    int best = -1, best_k = -1;
-    for (int i = 0; i < s->n_seq; i++) {   /* ties: the least recently used slot keeps others' caches */
-        if (s->seqs[i].active || (slot >= 0 && i != slot)) continue;
-        int k = use ? cached_prefix(&s->seqs[i], prompt, n) : 0;
-        if (k > best_k || (k == best_k && s->seqs[i].last_use < s->seqs[best].last_use)) best = i, best_k = k;
-    }
+    int best_k, best = pick_slot(s, slot, use, prompt, n, &best_k);
     int src_k = 0, src = best >= 0 && use && s->kv_copy ? copy_source(s, best, prompt, n, best_k, &src_k) : -1;
     int n_ram = 0;   /* the RAM cache may save the slot's tokens and restore better ones (sched_slot.c) */
     if (best >= 0 && s->ram && sched_ram_admit(s, best, prompt, n, use, best_k, src >= 0 ? src_k : 0, &n_ram) > 0) {
@@ -313,8 +329,9 @@ int sched_add_at(sched_t *s, int slot, int cache, const int32_t *prompt, int n, 
     return TERN_ENOMEM;
 }
 
-static void finish(sched_seq_t *q, int why) {
+static void finish(sched_t *s, sched_seq_t *q, int why) {
     if (q->copy_src >= 0) q->n_fed = q->copy_own;   /* its copy never came: the slot holds its own cache */
+    q->last_use = ++s->use_clock;   /* released now: llama-server's t_last_used, for the LRU pick */
     q->copy_src = -1;
     q->finish = why;
     q->active = 0;
@@ -475,7 +492,7 @@ int sched_fail(sched_t *s, int id, int code, const char *why) {
     if (!q) return TERN_EINVAL;
     s->err_code = code;
     snprintf(s->err, sizeof s->err, "%s", why);
-    finish(q, SCHED_ERROR);
+    finish(s, q, SCHED_ERROR);
     return code;
 }
 
@@ -503,7 +520,7 @@ int sched_set_grammar(sched_t *s, int id, grammar_t **gp, const grammar_vocab_t 
     if (rc) {   /* the sequence ends here, as a failed one */
         s->err_code = rc;
         err_set(err, errlen, rc, "%s", s->err);
-        finish(q, SCHED_ERROR);
+        finish(s, q, SCHED_ERROR);
         return rc;
     }
     s->allow[q->slot] = q->allow;
@@ -551,7 +568,7 @@ int sched_cached(const sched_t *s, int id) {
 
 void sched_cancel(sched_t *s, int id) {
     int i = find_active(s, id);
-    if (i >= 0) finish(&s->seqs[i], SCHED_CANCEL);
+    if (i >= 0) finish(s, &s->seqs[i], SCHED_CANCEL);
 }
 
 int sched_active(const sched_t *s) {
@@ -645,8 +662,8 @@ static int resolve_copies(sched_t *s, step_copy_t *cp) {
         for (int c = 0; c < n; c++) busy |= cp[c].dst_slot == q->copy_src;
         if (busy) continue;
         int held = copy_held(src), will = copy_will_hold(src);
-        int now = common_prefix(src->toks, q->toks, held < q->copy_n ? held : q->copy_n);
-        int later = common_prefix(src->toks, q->toks, will < q->copy_n ? will : q->copy_n);
+        int now = toks_common(src->toks, q->toks, held < q->copy_n ? held : q->copy_n);
+        int later = toks_common(src->toks, q->toks, will < q->copy_n ? will : q->copy_n);
         if (later < q->copy_n) {   /* less than it was to give */
             int k = later >= q->copy_own + SCHED_COPY_MIN ? later : q->copy_own;
             log_d("sequence %d: slot %d no longer holds its first %d tokens: %s %d", q->id, q->copy_src, q->copy_n,
@@ -686,7 +703,7 @@ static int build(sched_t *s, step_t *st, int *sid, int32_t *tgt, step_shift_t *s
         sched_seq_t *q = &s->seqs[(s->dec_next + c) % s->n_seq];
         if (q->active && !q->waiting && q->n_fed >= q->n_prefill && q->n_fed < q->n_toks) {
             if (q->n_fed >= s->n_ctx) {   /* its next position is past the context */
-                if (!can_shift(s, q)) { finish(q, SCHED_CTX); continue; }
+                if (!can_shift(s, q)) { finish(s, q, SCHED_CTX); continue; }
                 if (in_flight(s, q)) continue;   /* the stages must hold all it fed */
                 shift_text(s, q, &sh[n_sh++]);
             }
@@ -718,7 +735,7 @@ static int fail_all(sched_t *s, int rc, const char *why) {
     s->err_code = rc;
     for (int i = 0; i < s->n_seq; i++) s->seqs[i].kv_ok = 0;   /* what the stages hold is unknown */
     for (int i = 0; i < s->n_seq; i++)
-        if (s->seqs[i].active) finish(&s->seqs[i], SCHED_ERROR);
+        if (s->seqs[i].active) finish(s, &s->seqs[i], SCHED_ERROR);
     return rc;
 }
 
@@ -741,7 +758,7 @@ static void deliver_scores(sched_t *s, step_t *st, const int *sid) {
     }
     for (int i = 0; i < st->n; i++) {
         sched_seq_t *q = &s->seqs[st->seq[i]];
-        if (q->active && q->id == sid[i] && q->max_gen == 0 && st->pos[i] == q->n_toks - 1) finish(q, SCHED_LENGTH);
+        if (q->active && q->id == sid[i] && q->max_gen == 0 && st->pos[i] == q->n_toks - 1) finish(s, q, SCHED_LENGTH);
     }
 }
 
@@ -816,10 +833,10 @@ static void deliver(sched_t *s, step_t *st, const int *sid) {
         force_done(s, q, tok);
         int stop = q->cb ? q->cb(q->user, q->id, tok, lp, top.n > 0 ? &top : NULL, SCHED_RUNNING) : 0;
         int gf = !stop && q->gram ? grammar_follow(s, q, q->n_toks) : 0;
-        if (stop) finish(q, SCHED_STOP);
-        else if (gf) finish(q, gf);
-        else if (q->n_gen >= q->max_gen) finish(q, SCHED_LENGTH);
-        else if (q->n_toks >= s->n_ctx && !can_shift(s, q)) finish(q, SCHED_CTX);   /* else it shifts */
+        if (stop) finish(s, q, SCHED_STOP);
+        else if (gf) finish(s, q, gf);
+        else if (q->n_gen >= q->max_gen) finish(s, q, SCHED_LENGTH);
+        else if (q->n_toks >= s->n_ctx && !can_shift(s, q)) finish(s, q, SCHED_CTX);   /* else it shifts */
     }
 }
 
@@ -857,7 +874,7 @@ static void replay_all(sched_t *s) {
                 q->n_tail = 0;
             }
             int gf = grammar_follow(s, q, q->gram_n);   /* the mask of its start */
-            if (gf) { finish(q, gf); continue; }
+            if (gf) { finish(s, q, gf); continue; }
         }
         q->n_fed = 0;
         q->waiting = 0;
@@ -894,7 +911,7 @@ static void constrain(sched_t *s, step_t *st) {
         sched_seq_t *q = &s->seqs[st->seq[i]];
         if (!st->sample[i] || (!q->gram && !q->n_force)) continue;
         int gf = q->gram && q->gram_n < st->pos[i] + 1 ? grammar_follow(s, q, st->pos[i] + 1) : 0;
-        if (gf) { finish(q, gf); continue; }   /* its sample will find it gone */
+        if (gf) { finish(s, q, gf); continue; }   /* its sample will find it gone */
         if (q->n_force && st->pos[i] + 1 == q->n_toks) force_mask(s, q);
         st->allow = s->allow;
     }

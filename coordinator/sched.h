@@ -82,7 +82,8 @@ typedef struct sched_seq {
                             * -1: none pending */
     int copy_n, copy_own;  /* the copy's positions; what this slot's own cache held of the prompt */
     int n_ram;             /* prompt tokens written into the slot from the RAM cache at admission */
-    unsigned long last_use;   /* admission stamp: among equal caches the oldest slot is taken */
+    unsigned long last_use;   /* admission or release stamp (0: never used): the least recently
+                               * used idle slot takes a prompt no slot's cache suits */
     int max_gen, n_gen;
     int n_keep;            /* tokens a context shift keeps at the start (sched_set_keep; resolved) */
     int n_shifted;         /* context shifts so far */
@@ -123,6 +124,7 @@ typedef struct sched {
     int prefill_chunk;     /* prompt tokens per step while a sequence decodes; 0 = up to n_batch */
     int prefix_cache;      /* sched_set_prefix_cache */
     int kv_copy;           /* sched_set_kv_copy */
+    double slot_sim;       /* sched_set_slot_similarity */
     long n_copies, n_copied_tok;   /* KV copies made, and the positions they carried */
     int ctx_shift;         /* sched_set_context_shift */
     long n_ctx_shifts;     /* context shifts made (all sequences) */
@@ -167,12 +169,20 @@ void sched_free(sched_t *s);
 int sched_set_prefill_chunk(sched_t *s, int n);
 /* Prefix cache (llama.cpp's cache_prompt; off after sched_init): a sequence is admitted into the
  * free slot whose cached tokens (what its last sequence fed, still in the stages' KV cache)
- * share the longest beginning with its prompt, and its prefill starts after that shared part
+ * share the longest beginning with its prompt (sched_set_slot_similarity), and its prefill starts
+ * after that shared part
  * (at least the last prompt token is fed: it samples). Output is the same as without the cache
  * (the CPU kernels compute a position the same way whatever the batch it came in; a GPU stage may
  * differ in the last bits). Skipped for a sequence whose sampling reads its history (repeat
  * penalty) or whose prompt is scored. */
 void sched_set_prefix_cache(sched_t *s, int on);
+/* Which idle slot a prompt takes (llama-server's --slot-prompt-similarity, f in [0, 1]; 0.1 after
+ * sched_init, its default): with the prefix cache, the slot whose cache holds the longest
+ * beginning of the prompt when that is more than f of the prompt's tokens; otherwise, and always
+ * with f = 0, the least recently used idle slot (admitted or released longest ago). 0 or
+ * TERN_EINVAL (f out of range). */
+#define SCHED_SLOT_SIM_DEFAULT 0.1
+int sched_set_slot_similarity(sched_t *s, double f);
 /* KV copies (llama.cpp's llama_memory_seq_cp; on after sched_init, used only with the prefix cache
  * and under its conditions): when another slot holds — or, busy with a sequence still in prefill,
  * will hold — a longer beginning of a new prompt than the slot the prompt gets, that beginning is

@@ -38,6 +38,7 @@ void server_cfg_default(server_cfg_t *c) {
     c->pooling = 1;   /* SCHED_POOL_MEAN */
     c->reasoning_format = 2;   /* REASONING_AUTO */
     c->reasoning_budget = -1;
+    c->slot_sim = SCHED_SLOT_SIM_DEFAULT;
 }
 
 /* The CORS origin every reply carries: one server a process, set by server_start before its

@@ -36,6 +36,7 @@ typedef struct server_cfg {
     const char *model_path;  /* shown by /props (NULL: "") */
     int spm_infill;          /* /infill puts the suffix before the prefix (llama.cpp's --spm-infill) */
     long cache_ram_mib;      /* RAM prompt cache (--cache-ram, sched_set_ram_cache): MiB, 0 off, -1 no limit */
+    double slot_sim;         /* --slot-prompt-similarity (sched_set_slot_similarity): [0, 1], 0 off */
     const char *slot_save_path; /* POST /slots/{id}?action=save|restore|erase read and write files
                                  * here (--slot-save-path); NULL: those answer 501 */
     const char *tls_key;     /* PEM private key text (not a file name); with tls_cert the server

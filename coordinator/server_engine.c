@@ -387,6 +387,7 @@ void *server_engine_main(void *arg) {
     job_t *dead[64];
     TERN_ASSERT(admits && cancels && claimed);
     sched_set_prefix_cache(sc, !s->cfg.no_cache_prompt);   /* a request may still turn it off (sched_feed_whole) */
+    sched_set_slot_similarity(sc, s->cfg.slot_sim);          /* checked by the flag's range */
     pthread_mutex_lock(&s->mu);
     for (;;) {
         while (!s->stop_engine && !s->qhead && !s->slot_job && sched_active(sc) == 0)

@@ -192,14 +192,18 @@ static const char *finish_name(int finish) {
     return finish == SCHED_STOP ? "stop" : "length";
 }
 
-/* the usage of a request's jobs[0..k), n choices per prompt: a prompt's tokens count once
- * (caller holds s->mu) */
-static json_t *usage_json(job_t *const *jobs, int k, int n) {
-    int pt = 0, ct = 0, cached = 0;
+void *server_gen_usage(job_t *const *jobs, int k, int n) {
+    int pt = 0, ct = 0, cached = 0, least = 0;
     for (int c = 0; c < k; c++) {
-        if (c % n == 0) pt += jobs[c]->n_ids, cached += jobs[c]->n_cached;
+        /* a prompt counts once, as OpenAI's n does; its cached tokens are the fewest any choice
+         * had: a choice that copied the prompt from a sibling (KV copy) found rows computed for
+         * this very request, not a cache, so the prompt's uncached part is the most any one
+         * choice computed (usually the first's; /metrics counts every choice's copies) */
+        if (c % n == 0) pt += jobs[c]->n_ids, cached += least, least = jobs[c]->n_cached;
+        if (jobs[c]->n_cached < least) least = jobs[c]->n_cached;
         ct += jobs[c]->n_gen;
     }
+    cached += least;
     return json_pack("{s:i, s:i, s:i, s:{s:i}}", "prompt_tokens", pt, "completion_tokens", ct, "total_tokens", pt + ct,
                      "prompt_tokens_details", "cached_tokens", cached);
 }
@@ -396,7 +400,7 @@ static json_t *final_reply(struct server *s, job_t *const *jobs, int k, int n) {
     json_t *choices = json_array();
     for (int c = 0; c < k; c++) json_array_append_new(choices, choice_json(s, jobs[c], c));
     json_object_set_new(o, "choices", choices);
-    json_object_set_new(o, "usage", usage_json(jobs, k, n));
+    json_object_set_new(o, "usage", server_gen_usage(jobs, k, n));
     json_object_set_new(o, "timings", timings_json(j));
     return o;
 }
@@ -678,7 +682,7 @@ static void sse_end(struct server *s, sse_t *g, int bad) {
     } else if (h->include_usage && h->kind != SERVER_REQ_NATIVE) {
         json_t *o = reply_base(s, h, h->kind == SERVER_REQ_CHAT ? "chat.completion.chunk" : "text_completion");
         json_object_set_new(o, "choices", json_array());
-        json_object_set_new(o, "usage", usage_json(g->jobs, g->k, g->n));
+        json_object_set_new(o, "usage", server_gen_usage(g->jobs, g->k, g->n));
         json_object_set_new(o, "timings", timings_json(h));
         sse_put(h, o);
     }

@@ -240,6 +240,11 @@ void server_slots_run(struct server *s, slot_job_t *sj);
  * caller sends them (caller holds s->mu). */
 void server_gen_reason_new(job_t *j, const char **r, size_t *nr, const char **c, size_t *nc);
 
+/* server_gen.c: OpenAI's usage (json_t *) of a request's jobs[0..k), n choices per prompt
+ * (prompt-major): each prompt's tokens once, its cached_tokens the fewest among its choices
+ * (caller holds s->mu) */
+void *server_gen_usage(job_t *const *jobs, int k, int n);
+
 /* server_gen.c, for server_anthropic.c: runs parsed request r (a stream or one reply), as
  * server_gen_handle does after parsing; and the prompt tokens r would have (<0 with e) */
 enum MHD_Result server_gen_jobs(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out);

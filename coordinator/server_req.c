@@ -9,6 +9,7 @@
 #include "coordinator/server_tools.h"
 #include "coordinator/toolfmt.h"
 #include "core/err.h"
+#include "core/log.h"
 #include <jansson.h>
 #include <math.h>
 #include <stdarg.h>
@@ -446,19 +447,33 @@ static int parse_dry_breakers(server_req_t *r, json_t *root, server_err_t *e) {
     return 0;
 }
 
+/* parse_order's one warning for the n names it skipped: a (those no sampler name looks like)
+ * then b (sampler_order_parse's), control bytes shown as '?' so that it stays one log line */
+static void order_warn(const char *a, const char *b, int n) {
+    char line[420];
+    snprintf(line, sizeof line, "%s%s%s", a, a[0] && b[0] ? ", " : "", b);
+    for (char *c = line; *c; c++)
+        if ((unsigned char)*c < 0x20 || *c == 0x7f) *c = '?';
+    if (n > 0) log_w("serve: 'samplers': skipped %d unknown name%s: %s", n, n == 1 ? "" : "s", line);
+}
+
 /* llama.cpp's "samplers": the chain's order, an array of sampler names or a string of its
- * --sampling-seq letters ("kt"; names separated by ';' taken too) */
+ * --sampling-seq letters ("kt"; names separated by ';' taken too). Lenient as llama-server is:
+ * an unknown name or letter is skipped with a warning in the log; none known left is a 400
+ * (llama.cpp would run an empty chain, a plain draw, never what a client meant). */
 static int parse_order(server_req_t *r, json_t *root, server_err_t *e) {
     const char *P = "samplers";
     json_t *sm = json_object_get(root, P), *el;
-    char names[SAMPLER_ORDER_MAX * 24], why[200];
+    char names[SAMPLER_ORDER_MAX * 24], why[200] = "", odd[200] = "";
     size_t i, len = 0;
+    int rc, n_odd = 0;
     if (!sm || json_is_null(sm)) return 0;
     if (json_is_string(sm)) {
         const char *v = json_string_value(sm);
-        int letters = !strpbrk(v, ";,");
-        if (strlen(v) != json_string_length(sm) || sampler_order_parse(&r->sp, v, letters, why, sizeof why) < 0)
-            return BAD(e, P, "'samplers': %s", strlen(v) != json_string_length(sm) ? "a NUL in the string" : why);
+        if (strlen(v) != json_string_length(sm)) return BAD(e, P, "'samplers': a NUL in the string");
+        int flags = SAMPLER_ORDER_LENIENT | (strpbrk(v, ";,") ? 0 : SAMPLER_ORDER_LETTERS);
+        if ((rc = sampler_order_parse(&r->sp, v, flags, why, sizeof why)) < 0) return BAD(e, P, "'samplers': %s", why);
+        order_warn("", rc > 0 ? why : "", rc);
         return 0;
     }
     if (!json_is_array(sm)) return BAD(e, P, "'samplers' must be an array of sampler names or a string of letters");
@@ -468,14 +483,21 @@ static int parse_order(server_req_t *r, json_t *root, server_err_t *e) {
         const char *v = json_string_value(el);
         if (!v) return BAD(e, P, "'samplers' entry %zu must be a string", i);
         size_t n = json_string_length(el);
-        if (!n || n > 20 || strlen(v) != n || strpbrk(v, ";, "))
-            return BAD(e, P, "'samplers' entry %zu: unknown sampler '%.40s'", i, v);
+        if (!n || n > 20 || strlen(v) != n || strpbrk(v, ";, ")) {   /* no sampler's name: skipped here */
+            size_t at = strlen(odd);
+            snprintf(odd + at, sizeof odd - at, "%s'%.40s'", n_odd++ ? ", " : "", v);
+            continue;
+        }
         memcpy(names + len, v, n);
         len += n;
         names[len++] = ';';
     }
     names[len] = 0;
-    if (sampler_order_parse(&r->sp, names, 0, why, sizeof why) < 0) return BAD(e, P, "'samplers': %s", why);
+    rc = sampler_order_parse(&r->sp, names, SAMPLER_ORDER_LENIENT, why, sizeof why);
+    if (rc < 0 && !json_array_size(sm)) return BAD(e, P, "'samplers' is empty");
+    if (rc < 0)   /* at most SAMPLER_ORDER_MAX entries: none known is the only way to fail */
+        return BAD(e, P, "'samplers': no known sampler among the %zu given (e.g. top_k, temperature)", json_array_size(sm));
+    order_warn(odd, rc > 0 ? why : "", n_odd + rc);
     return 0;
 }
 

@@ -11,8 +11,10 @@
 #include "worker/sampler.h"
 #include "core/err.h"
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 void sampler_params_default(sampler_params_t *p) {
     memset(p, 0, sizeof *p);
@@ -44,11 +46,16 @@ static const struct { const char *name; char letter; } order_names[] = {
 };
 #define ORDER_KNOWN "penalties, dry, top_n_sigma, top_k, typ_p, top_p, min_p, xtc, temperature"
 
-int sampler_order_letter(const char *name, size_t len) {
+/* fold: any case (llama-server lowercases a request's names before matching) */
+static int order_letter_of(const char *name, size_t len, int fold) {
     for (size_t i = 0; i < sizeof order_names / sizeof order_names[0]; i++)
-        if (strlen(order_names[i].name) == len && !memcmp(order_names[i].name, name, len)) return order_names[i].letter;
+        if (strlen(order_names[i].name) == len &&
+            !(fold ? strncasecmp(order_names[i].name, name, len) : memcmp(order_names[i].name, name, len)))
+            return order_names[i].letter;
     return 0;
 }
+
+int sampler_order_letter(const char *name, size_t len) { return order_letter_of(name, len, 0); }
 
 const char *sampler_order_name(int letter) {
     for (size_t i = 0; i < 9; i++)   /* the canonical names lead the table */
@@ -72,39 +79,68 @@ static void order_set(sampler_params_t *p, const char *letters, int n) {
     if (!dflt) memcpy(p->order, letters, (size_t)n);
 }
 
-int sampler_order_parse(sampler_params_t *p, const char *text, int letters, char *err, size_t errlen) {
-    char out[SAMPLER_ORDER_MAX];
-    int n = 0;
-    const char *t = text ? text : "";
-    while (*t) {
-        const char *a = t;
-        size_t len = 1;
-        int l;
+/* lenient: name (len bytes) joins the skipped list in err ("'foo', 'bar'"; cut short when full) */
+static void order_skip(char *err, size_t errlen, int n_skipped, const char *name, size_t len) {
+    if (!err || !errlen) return;
+    if (!n_skipped) err[0] = 0;
+    size_t at = strlen(err);
+    if (at + 1 >= errlen) return;
+    snprintf(err + at, errlen - at, "%s'%.*s'", n_skipped ? ", " : "", (int)(len > 40 ? 40 : len), name);
+}
+
+/* the next sampler of text at *t: its letter, 0 at the end, -1 unknown (its bytes in *name,
+ * *len) or -2 one tern lacks; *t moves past it and its separator */
+static int order_next(const char **t, int letters, int fold, const char **name, size_t *len) {
+    for (;;) {
+        const char *a = *t;
+        if (!*a) return 0;
         if (letters) {
-            if (!order_letter_ok(l = (unsigned char)*t))
-                return err_set(err, errlen, TERN_EINVAL, "unknown sampler letter '%c' in '%.40s' (letters: %s)",
-                               *t >= 0x20 && *t < 0x7f ? *t : '?', text, SAMPLER_ORDER_DEFAULT);
-            t++;
-        } else {   /* a name between separators, spaces around it dropped */
-            while (*a == ' ') a++;
-            for (t = a; *t && *t != ';' && *t != ','; t++) {}
-            for (len = (size_t)(t - a); len && a[len - 1] == ' '; len--) {}
-            if (*t) t++;
-            if (!len) continue;   /* "a;;b", a trailing ';' */
-            if (order_lacking(a, len))
-                return err_set(err, errlen, TERN_EINVAL, "sampler '%.*s' is not supported by tern (known: " ORDER_KNOWN ")",
-                               (int)len, a);
-            if (!(l = sampler_order_letter(a, len)))
-                return err_set(err, errlen, TERN_EINVAL, "unknown sampler '%.*s' (known: " ORDER_KNOWN ")",
-                               (int)(len > 40 ? 40 : len), a);
+            *name = a, *len = 1, (*t)++;
+            return order_letter_ok((unsigned char)*a) ? (unsigned char)*a : -1;
         }
+        while (*a == ' ') a++;   /* a name between separators, spaces around it dropped */
+        const char *e = a;
+        while (*e && *e != ';' && *e != ',') e++;
+        size_t n = (size_t)(e - a);
+        while (n && a[n - 1] == ' ') n--;
+        *t = *e ? e + 1 : e;
+        if (!n) continue;   /* "a;;b", a trailing ';' */
+        *name = a, *len = n;
+        if (order_lacking(a, n)) return -2;
+        int l = order_letter_of(a, n, fold);
+        return l ? l : -1;
+    }
+}
+
+int sampler_order_parse(sampler_params_t *p, const char *text, int flags, char *err, size_t errlen) {
+    char out[SAMPLER_ORDER_MAX];
+    int n = 0, skipped = 0, l, letters = flags & SAMPLER_ORDER_LETTERS, lenient = flags & SAMPLER_ORDER_LENIENT;
+    const char *t = text ? text : "", *a = t;
+    size_t len = 0;
+    while ((l = order_next(&t, letters, lenient, &a, &len)) != 0) {
+        if (l < 0 && lenient) {
+            order_skip(err, errlen, skipped++, a, len);
+            continue;
+        }
+        if (l < 0 && letters)
+            return err_set(err, errlen, TERN_EINVAL, "unknown sampler letter '%c' in '%.40s' (letters: %s)",
+                           *a >= 0x20 && *a < 0x7f ? *a : '?', text, SAMPLER_ORDER_DEFAULT);
+        if (l == -2)
+            return err_set(err, errlen, TERN_EINVAL, "sampler '%.*s' is not supported by tern (known: " ORDER_KNOWN ")",
+                           (int)len, a);
+        if (l < 0)
+            return err_set(err, errlen, TERN_EINVAL, "unknown sampler '%.*s' (known: " ORDER_KNOWN ")",
+                           (int)(len > 40 ? 40 : len), a);
         if (n == SAMPLER_ORDER_MAX)
             return err_set(err, errlen, TERN_EINVAL, "more than %d samplers in '%.40s'", SAMPLER_ORDER_MAX, text);
         out[n++] = (char)l;
     }
+    if (!n && skipped)
+        return err_set(err, errlen, TERN_EINVAL, "no known sampler among %d given (known: " ORDER_KNOWN ")", skipped);
     if (!n) return err_set(err, errlen, TERN_EINVAL, "no sampler named (e.g. %s)", letters ? "kt" : "top_k;temperature");
     order_set(p, out, n);
-    return 0;
+    if (!skipped && err && errlen) err[0] = 0;
+    return skipped;
 }
 
 void sampler_order_letters(const sampler_params_t *p, char *out) {

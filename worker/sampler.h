@@ -84,13 +84,19 @@ int sampler_params_dry(const sampler_params_t *p);
  * only the default chain's repetition penalty, top-k and the draw) */
 int sampler_params_host_only(const sampler_params_t *p);
 
+#define SAMPLER_ORDER_LETTERS 1   /* text is --sampling-seq letters ("kt"), not names */
+#define SAMPLER_ORDER_LENIENT 2   /* skip unknown names / letters (llama-server's requests) */
 /* The chain order of llama.cpp's --samplers "top_k;temperature" (names, its aliases too: top-k,
- * nucleus, typical, temp, ...; separated by ';' or ',') or, letters set, of its --sampling-seq
- * "kt" (SAMPLER_ORDER_DEFAULT's letters) into p->order / p->n_order (0 when it is the default
- * order). 0, or TERN_EINVAL with a one-line reason naming the bad name in err (p unchanged):
- * an unknown name or letter, one tern lacks (infill, adaptive_p), none, or more than
- * SAMPLER_ORDER_MAX. */
-int sampler_order_parse(sampler_params_t *p, const char *text, int letters, char *err, size_t errlen);
+ * nucleus, typical, temp, ...; separated by ';' or ',') or, SAMPLER_ORDER_LETTERS in flags, of
+ * its --sampling-seq "kt" (SAMPLER_ORDER_DEFAULT's letters) into p->order / p->n_order (0 when
+ * it is the default order). Strict (the CLI): 0, or TERN_EINVAL with a one-line reason naming
+ * the bad name in err (p unchanged): an unknown name or letter, one tern lacks (infill,
+ * adaptive_p), none, or more than SAMPLER_ORDER_MAX. SAMPLER_ORDER_LENIENT (an HTTP request,
+ * as llama-server's common_sampler_types_from_names): names match in any case, an unknown or
+ * lacking one is skipped; returns how many were skipped, err listing them ("'foo', 'bar'"),
+ * and still TERN_EINVAL when none known is left (llama.cpp would run an empty chain, a plain
+ * draw at temperature 1 — never what a client meant) or more than SAMPLER_ORDER_MAX. */
+int sampler_order_parse(sampler_params_t *p, const char *text, int flags, char *err, size_t errlen);
 /* the letter of one sampler name (len bytes, llama.cpp's names and aliases), or 0 */
 int sampler_order_letter(const char *name, size_t len);
 /* llama.cpp's name of a sampler letter ("top_k" for 'k'), or NULL */

@@ -100,6 +100,16 @@ python3 -c 'import json,sys; o=json.load(open(sys.argv[1]))["prompt_cache"]; sys
 grep -q 'prompt cache: saved slot 0' "$tmp/ram.log" && grep -q 'restored into slot 0' "$tmp/ram.log" \
   && ok "logged: $(grep -m1 'restored into' "$tmp/ram.log" | cut -d' ' -f4-)" || bad "log: $(grep 'prompt cache' "$tmp/ram.log")"
 
+# ---- --cache-ram -1: no limit (llama-server's meaning; 0 is off) -------------------------------
+conv unl --cache-ram -1
+if out=$(python3 "$tmp/check.py" "$tmp/ref.json" "$tmp/unl.json"); then
+  python3 -c 'import json,sys; o=json.load(open(sys.argv[1]))["prompt_cache"]; sys.exit(not (o["limit_mib"] == -1 and o["entries"] >= 2 and o["bytes"] > 0))' \
+    "$tmp/unl.props" && [ "$(met unl prompt_cache_limit_bytes)" = -1 ] && [ "$(met unl prompt_cache_evictions_total)" = 0 ] \
+    && [ "$(met unl prompt_cache_hits_total)" -ge 3 ] && grep -q 'without a size limit' "$tmp/unl.log" \
+    && ok "--cache-ram -1: no limit ($out; /props $(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["prompt_cache"])' "$tmp/unl.props"))" \
+    || bad "--cache-ram -1: $(grep '^tern_prompt_cache' "$tmp/unl.metrics") $(cat "$tmp/unl.props")"
+else bad "--cache-ram -1: $out"; fi
+
 # ---- over 2 workers --------------------------------------------------------------------------
 spawn_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1
 spawn_worker w2 "$LOOPBACK_ANY" -m "$M" -t 1

@@ -7,8 +7,9 @@
 # prefix, winogrande's partial scoring, mean log-prob, the pick) and llama.cpp's task picks
 # (mt19937 seeded with 1, written again here); every task's scores and pick (-v lines) and the
 # printed accuracy must agree. Through 2 workers the output is one process's, line for line. A
-# task's common prefix copied between its choices' slots gives every score of --no-kv-copy. Bad
-# task files give one error line naming the line (byte offset), exit 1.
+# task's common prefix copied between its choices' slots gives every score of --no-kv-copy. Without
+# -c the context fits the longest task (one far past 512 tokens scores as with a larger -c); a
+# given -c too small, and bad task files, give one error line naming the task, exit 1.
 source "$(dirname "$0")/lib.bash"
 T() { timeout 120 "$TERN" "$@"; }
 
@@ -221,6 +222,27 @@ for c in "hs -f $HS --hellaswag" "wg6 -f $WG --winogrande --winogrande-tasks 6 -
     || bad "$name: with copies (${copied:-?}) vs --no-kv-copy: $(diff <(sc "$tmp/$name.log") <(sc "$tmp/$name.nc.log") | head -4)"
 done
 
+# ---- -c: left out, it fits the longest task; a given one too small is refused before the load -----
+python3 - "$tmp/hs_long.txt" <<'PY'
+import random, sys
+r = random.Random(5)
+W = "the cat sat on mat dog ran after ball in park a red blue green house tree car went home fast slow".split()
+s = lambda n: " ".join(r.choice(W) for _ in range(n))
+with open(sys.argv[1], "w") as f:   # 3 tasks, the second one's context far past llama.cpp's usual 512
+    for n in (8, 400, 12):
+        f.write("Walk: " + s(n) + "\n%d\n" % r.randint(0, 3) + "".join(s(r.randint(2, 6)) + "\n" for _ in range(4)))
+PY
+run hsl -f "$tmp/hs_long.txt" --hellaswag
+need=$(sed -n 's/.*perplexity: -c \([0-9]*\), what the longest task needs.*/\1/p' "$tmp/hsl.log")
+if [ -n "$need" ] && [ "$need" -gt 512 ] && grep -q "Final HellaSwag acc_norm (3 tasks)" "$tmp/hsl.out"; then
+  run hslc -f "$tmp/hs_long.txt" --hellaswag -c $((need + 100))
+  [ "$(sc "$tmp/hsl.log")" = "$(sc "$tmp/hslc.log")" ] && [ "$(sc "$tmp/hsl.log" | wc -l)" = 3 ] \
+    && ok "no -c: sized to the longest task ($need positions), every score as with -c $((need + 100))" \
+    || bad "auto -c $need vs -c $((need + 100)): $(diff <(sc "$tmp/hsl.log") <(sc "$tmp/hslc.log") | head -4)"
+else bad "no -c with a long task: -c '$need', $(tail -2 "$tmp/hsl.out") $(grep -v ' D ' "$tmp/hsl.log" | tail -2)"; fi
+T perplexity -m "$M" -t 2 -f "$tmp/hs_long.txt" --hellaswag -c 0 >"$tmp/hsl0.out" 2>/dev/null
+cmp -s "$tmp/hsl.out" "$tmp/hsl0.out" && ok "-c 0 for a benchmark: the same as no -c" || bad "-c 0: $(tail -1 "$tmp/hsl0.out")"
+
 # ---- bad task files: one line naming the line, exit 1 ----------------------------------------
 expect_err() {   # description, expected text, then the command's arguments
   local what=$1 want=$2 err rc
@@ -250,6 +272,7 @@ expect_err "multiple choice cut short" "truncated" -f "$tmp/mc_cut.bin" --multip
 expect_err "multiple choice, 2^30 tasks" "tasks: at most" -f "$tmp/mc_big.bin" --multiple-choice
 expect_err "multiple choice, 5000 answers" "task 1 (byte 40): 5000 answers" -f "$tmp/mc_many.bin" --multiple-choice
 expect_err "a task longer than -c" "raise -c" -f "$HS" --hellaswag -c 8
+expect_err "a long task and -c 512" "a choice needs $need positions, the context is 512" -f "$tmp/hs_long.txt" --hellaswag -c 512
 expect_err "empty task file" "no tasks" -f /dev/null --winogrande
 expect_err "two benchmarks at once" "one at a time" -f "$HS" --hellaswag --winogrande
 finish 20

@@ -5,6 +5,10 @@
 # factors) from the coordinator; a CLI override (--rope-scaling, --rope-scale, --yarn-*) changes the
 # tokens, and the same override over the cluster (LoadShard.rope) gives the one-process tokens;
 # tern info prints the scaling; bad flags and a corrupt scaling key fail with a one-line error.
+# Saved KV caches record the RoPE their keys were rotated with: a slot saved by a server with
+# --rope-freq-base restores into one with the same flag (the next request starts after it, with a
+# fresh request's text) and is refused with 400 and a one-line message naming freq_base by one with
+# another (or none); tern run --prompt-cache likewise restores or fails in one line.
 source "$(dirname "$0")/lib.bash"
 
 Y="$tmp/yarn.gguf"
@@ -82,5 +86,55 @@ PY
 out=$(timeout 30 "$TERN" run -m "$tmp/bad.gguf" -p hi -n 2 2>&1); rc=$?
 [ $rc -ne 0 ] && [ "$(echo "$out" | grep -ac .)" -le 2 ] && echo "$out" | grep -aq "freq_base nan" && ok "corrupt freq_base: $(echo "$out" | tail -1)" \
   || bad "corrupt freq_base (rc $rc): $out"
+
+# ---- saved caches (slot save / restore, --prompt-cache) record the RoPE -------------------------
+mkdir -p "$tmp/slots"
+LONG="The quick brown fox jumps over the lazy dog, and the lazy dog sleeps in the warm sun all day."
+C() { curl -s --max-time 60 -H 'Content-Type: application/json' "$@"; }
+# comp PROMPT [EXTRA_JSON]: a greedy completion of 12 tokens; prints "cached_tokens<TAB>text"
+comp() {
+  C "$URL/v1/completions" -d "{\"prompt\":\"$1\",\"max_tokens\":12,\"temperature\":0${2:-}}" \
+    | python3 -c 'import json,sys; o=json.load(sys.stdin); print(o["usage"]["prompt_tokens_details"]["cached_tokens"], json.dumps(o["choices"][0]["text"]), sep="\t")'
+}
+# act ID ACTION BODY: POST /slots/ID?action=ACTION; the reply in $tmp/r.json, prints the status
+act() { C -o "$tmp/r.json" -w '%{http_code}' -X POST "$URL/slots/$1?action=$2" -d "$3"; }
+msg() { python3 -c "import json; print(json.load(open('$tmp/r.json'))['error']['message'])" 2>/dev/null; }
+# serve NAME FLAGS...: a server of the plain model with one slot and FLAGS (replacing the last one)
+serve() {
+  [ -n "${SPID:-}" ] && kill "$SPID" 2>/dev/null
+  local name=$1; shift
+  start_serve "$name" -m "$P" -t 2 -np 1 --slot-save-path "$tmp/slots" "$@" || die "serve $name did not start: $(cat "$tmp/$name.log")"
+  wait_health "$URL" 30 || die "$name not healthy: $(cat "$tmp/$name.log")"
+}
+serve sa --rope-freq-base 20000
+comp "$LONG" >/dev/null
+st=$(act 0 save '{"filename":"fb.bin"}')
+[ "$st" = 200 ] || bad "save under --rope-freq-base 20000: $st $(cat "$tmp/r.json")"
+serve sb --rope-freq-base 20000
+ref=$(comp "$LONG Then" ',"cache_prompt":false' | cut -f2)
+st=$(act 0 restore '{"filename":"fb.bin"}')
+got=$(comp "$LONG Then")
+[ "$st" = 200 ] && [ "$(cut -f1 <<<"$got")" -gt 10 ] && [ "$(cut -f2 <<<"$got")" = "$ref" ] \
+  && ok "a slot saved with --rope-freq-base 20000 restores into a server with the same flag ($(cut -f1 <<<"$got") cached tokens, a fresh request's text)" \
+  || bad "same flag: restore $st $(cat "$tmp/r.json"), then $got (fresh $ref)"
+for fl in "--rope-freq-base 30000|this model runs 30000" "|this model runs 500000"; do
+  IFS='|' read -r flags want <<<"$fl"
+  serve "sc${flags:+x}" $flags
+  st=$(act 0 restore '{"filename":"fb.bin"}'); m=$(msg)
+  [ "$st" = 400 ] && grep -q "saved with RoPE freq_base 20000, $want" <<<"$m" && [ "$(wc -l <<<"$m")" = 1 ] \
+    && ok "restore under '${flags:-no flag}': 400 ($m)" || bad "restore under '${flags:-no flag}': $st $(cat "$tmp/r.json")"
+done
+kill "$SPID"
+run "$P" -t 2 --rope-freq-base 20000 --prompt-cache "$tmp/pc.bin" >/dev/null
+out=$(timeout 60 "$TERN" run -m "$P" --no-display-prompt -p "Hello" -n 4 -t 2 --rope-freq-base 20000 --prompt-cache "$tmp/pc.bin" 2>&1 >/dev/null); rc=$?
+[ $rc = 0 ] && grep -q "tokens restored from" <<<"$out" && ok "--prompt-cache saved with --rope-freq-base 20000 restores under it" \
+  || bad "--prompt-cache, same flag (rc $rc): $out"
+cp "$tmp/pc.bin" "$tmp/pc.keep"
+timeout 60 "$TERN" run -m "$P" --no-display-prompt -p "Hello" -n 4 -t 2 --rope-freq-base 30000 --prompt-cache "$tmp/pc.bin" \
+  >/dev/null 2>"$tmp/pc.err"; rc=$?
+err=$(grep -v '^[0-9]*:[A-Z0-9]* ' "$tmp/pc.err")
+[ $rc = 1 ] && [ "$(wc -l <<<"$err")" = 1 ] && grep -q "freq_base 20000, this model runs 30000" <<<"$err" \
+  && cmp -s "$tmp/pc.bin" "$tmp/pc.keep" && ok "--prompt-cache under --rope-freq-base 30000: refused in one line, the file kept ($err)" \
+  || bad "--prompt-cache, other flag (rc $rc): $(cat "$tmp/pc.err")"
 
 finish 34

@@ -6,7 +6,8 @@
 # SamplingParams) and with --lookup 4 gives one process's text. The server: the request field
 # "samplers" (an array of names or a string of letters) on /completion, /v1/completions and
 # /v1/chat/completions gives `tern run`'s text for the same order and seed; `serve --samplers`
-# sets the default that /props shows; bad names are a 400 naming the field, bad flags one line.
+# sets the default that /props shows; unknown names in a request are skipped with a warning (as
+# llama-server does), none known left is a 400 naming the field; bad flags are one line.
 source "$(dirname "$0")/lib.bash"
 T() { timeout 120 "$TERN" "$@"; }
 C() { curl -s --max-time 60 -H 'Content-Type: application/json' "$@"; }
@@ -81,7 +82,18 @@ C "$URL/v1/chat/completions" -d "{$chat,$SJ,\"samplers\":\"tm\"}" >"$tmp/c3.json
 grep -q '"choices"' "$tmp/c1.json" && [ "$(reply "$tmp/c1.json")" != "$(reply "$tmp/c2.json")" ] \
   && [ "$(reply "$tmp/c1.json")" == "$(reply "$tmp/c3.json")" ] \
   && ok "/v1/chat/completions: the order changes the reply, names == letters" || bad "chat samplers: $(head -c 300 "$tmp/c1.json")"
-for b in '"samplers":["top_k","foo"]' '"samplers":"kz"' '"samplers":[]' '"samplers":{}' '"samplers":["infill"]'; do
+# lenient as llama-server: unknown names (and letters) are skipped with a warning naming them,
+# names match in any case; nothing known left is still a 400
+C "$URL/completion" -d "{\"prompt\":\"$P\",\"n_predict\":24,$SJ,\"samplers\":[\"TEMPERATURE\",\"foo_bar\",\"min_p\",\"infill\"]}" >"$tmp/n2.json"
+[ "$(reply "$tmp/n2.json")" == "$want" ] && ok "/completion samplers [TEMPERATURE, foo_bar, min_p, infill] == [temperature, min_p]" \
+  || bad "lenient samplers: $(head -c 300 "$tmp/n2.json") vs '$want'"
+grep -q "skipped 2 unknown names: 'foo_bar', 'infill'" "$tmp/s1.log" && ok "the skipped names are logged as a warning" \
+  || bad "no warning naming foo_bar: $(grep -i samplers "$tmp/s1.log" | tail -2)"
+C "$URL/v1/completions" -d "{\"prompt\":\"$P\",\"max_tokens\":24,$SJ,\"samplers\":\"tzm\"}" >"$tmp/v2.json"
+[ "$(reply "$tmp/v2.json")" == "$want" ] && ok "/v1/completions samplers \"tzm\" == \"tm\" (letter z skipped)" \
+  || bad "lenient letters: $(head -c 300 "$tmp/v2.json") vs '$want'"
+grep -q "skipped 1 unknown name: 'z'" "$tmp/s1.log" && ok "the skipped letter is logged" || bad "no warning naming z"
+for b in '"samplers":["foo","b a r"]' '"samplers":"zq"' '"samplers":[]' '"samplers":{}' '"samplers":["infill"]' '"samplers":["top_k",5]'; do
   for ep in completion v1/completions v1/chat/completions; do
     if [ "$ep" = v1/chat/completions ]; then body=$chat; else body="\"prompt\":\"x\""; fi
     c=$(C -o "$tmp/e.json" -w '%{http_code}' "$URL/$ep" -d "{$body,$b}")

@@ -73,6 +73,29 @@ static void test_bytes_and_lru(void **st) {
     assert_int_equal(pc.bytes, 0);
 }
 
+/* --cache-ram -1 (SIZE_MAX): every entry stays, nothing is evicted, the bytes add up */
+static void test_no_limit(void **st) {
+    (void)st;
+    promptcache_t pc;
+    promptcache_init(&pc, SIZE_MAX);
+    int32_t t[64];
+    size_t sum = 0;
+    for (int j = 0; j < 40; j++) {
+        seqt(t, 64, 1000 * (j + 1));
+        assert_true(promptcache_wants(&pc, t, 64, 64 * ROW));
+        assert_int_equal(put(&pc, t, 64, j + 1), 0);
+        sum += promptcache_entry_bytes(64, 64 * ROW);
+    }
+    assert_int_equal(pc.n, 40);
+    assert_int_equal(pc.bytes, sum);
+    assert_int_equal(pc.n_evicted, 0);
+    int k;
+    seqt(t, 64, 1000);   /* the first one is still there */
+    assert_true(promptcache_find(&pc, t, 64, 64, &k) >= 0);
+    assert_int_equal(k, 64);
+    promptcache_free(&pc);
+}
+
 static void test_prefixes(void **st) {
     (void)st;
     promptcache_t pc;
@@ -116,6 +139,7 @@ static void test_prefixes(void **st) {
 int main(void) {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_bytes_and_lru),
+        cmocka_unit_test(test_no_limit),
         cmocka_unit_test(test_prefixes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);

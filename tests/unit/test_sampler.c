@@ -1648,6 +1648,43 @@ static void test_order_parse(void **state) {
     assert_int_equal(sampler_order_parse(&p, NULL, 1, NULL, 0), TERN_EINVAL);   /* no err buffer: still no crash */
 }
 
+/* SAMPLER_ORDER_LENIENT (an HTTP request, as llama-server): unknown names and letters skipped and
+ * listed in err, any case matches, the count skipped returned; none known left still an error */
+static void test_order_parse_lenient(void **state) {
+    (void)state;
+    sampler_params_t p = plain(1.0f, 1);
+    char err[200], l[SAMPLER_ORDER_MAX + 1];
+    const int LN = SAMPLER_ORDER_LENIENT;
+    assert_int_equal(sampler_order_parse(&p, "top_k;foo;Temperature;infill", LN, err, sizeof err), 2);
+    sampler_order_letters(&p, l);
+    assert_string_equal(l, "kt");
+    assert_string_equal(err, "'foo', 'infill'");
+    assert_int_equal(sampler_order_parse(&p, "mzq", LN | SAMPLER_ORDER_LETTERS, err, sizeof err), 2);
+    sampler_order_letters(&p, l);
+    assert_string_equal(l, "m");
+    assert_string_equal(err, "'z', 'q'");
+    assert_int_equal(sampler_order_parse(&p, "MIN_P;top-K", LN, err, sizeof err), 0);   /* nothing skipped: err empty */
+    sampler_order_letters(&p, l);
+    assert_string_equal(l, "mk");
+    assert_string_equal(err, "");
+    /* none known: an error, the order as it was */
+    assert_int_equal(sampler_order_parse(&p, "foo;bar", LN, err, sizeof err), TERN_EINVAL);
+    assert_non_null(strstr(err, "no known sampler among 2"));
+    assert_int_equal(sampler_order_parse(&p, "zq", LN | SAMPLER_ORDER_LETTERS, err, sizeof err), TERN_EINVAL);
+    assert_int_equal(sampler_order_parse(&p, "", LN, err, sizeof err), TERN_EINVAL);
+    assert_non_null(strstr(err, "no sampler"));
+    sampler_order_letters(&p, l);
+    assert_string_equal(l, "mk");
+    /* strict is unchanged by all this: the CLI's typed flag still refuses */
+    assert_int_equal(sampler_order_parse(&p, "top_k;foo", 0, err, sizeof err), TERN_EINVAL);
+    assert_int_equal(sampler_order_parse(&p, "Top_K", 0, err, sizeof err), TERN_EINVAL);
+    /* a long skipped list is cut, never overrun */
+    char small[12];
+    assert_int_equal(sampler_order_parse(&p, "aaaaaaaa;bbbbbbbb;cccccccc;top_k", LN, small, sizeof small), 3);
+    assert_true(strlen(small) < sizeof small);
+    assert_int_equal(sampler_order_parse(&p, "foo;top_k", LN, NULL, 0), 1);
+}
+
 /* random orders (subsets, permutations, repeats) of random mixes of every sampler, with a history
  * for the penalties and DRY: token for token the plain reference of llama.cpp's chain in that order */
 static void test_order_matches_reference(void **state) {
@@ -2004,6 +2041,7 @@ int main(void) {
         cmocka_unit_test(test_dry_in_chain),
         cmocka_unit_test(test_mirostat),
         cmocka_unit_test(test_order_parse),
+        cmocka_unit_test(test_order_parse_lenient),
         cmocka_unit_test(test_order_matches_reference),
         cmocka_unit_test(test_order_reference_is_default),
         cmocka_unit_test(test_order_default_unchanged),

@@ -1259,6 +1259,14 @@ static void run_one(sched_t *sc, fake_t *f, seqrun_t *r) {
     while (step(sc, f) > 0) assert_true(++guard < 10000);
 }
 
+/* a 3-slot scheduler with the prefix cache on over a fake whose slots keep their caches */
+static void open_cached(sched_t *sc, fake_t *f) {
+    fake_init(f, 1);
+    f->cache_ok = 1;
+    sched_open(sc, f, 3, 8, 4);
+    sched_set_prefix_cache(sc, 1);
+}
+
 /* sched_add_at (llama-server's id_slot): the prompt runs in the named slot even when another
  * slot holds its beginning (which is copied over: the whole prompt but its last token; on the
  * repeat the slot's own cache holds as much) and gives the same tokens; a busy slot is TERN_ENOMEM (the server's queue waits),
@@ -1267,10 +1275,7 @@ static void test_add_at(void **state) {
     (void)state;
     fake_t f;
     sched_t sc;
-    fake_init(&f, 1);
-    f.cache_ok = 1;
-    sched_open(&sc, &f, 3, 8, 4);
-    sched_set_prefix_cache(&sc, 1);
+    open_cached(&sc, &f);
     seqrun_t a, p[2];
     seq_make(&a, 20, 6, 1, 0.0f);
     run_one(&sc, &f, &a);
@@ -1388,6 +1393,70 @@ static void test_prefix_cache(void **state) {
         expect_solo(&k2);
         sched_free(&sc);
     }
+}
+
+/* r: n tokens of prompt `salt`, its first k taken from `from`, run alone: it must land in `slot`
+ * with `cached` tokens from that slot's cache, and give its own tokens */
+static void pick_run(sched_t *sc, fake_t *f, seqrun_t *r, int n, int salt, const int32_t *from, int k, int slot,
+                     int cached) {
+    seq_make(r, n, 4, salt, 0.0f);
+    if (k) memcpy(r->prompt, from, (size_t)k * sizeof(int32_t));
+    run_one(sc, f, r);
+    assert_int_equal(r->slot, slot);
+    assert_int_equal(sc->seqs[slot].n_cached, cached);
+    expect_solo(r);
+}
+
+/* Which idle slot a prompt takes (llama-server's get_available_slot): one whose cache holds more
+ * than the similarity threshold (0.1) of the prompt takes it, the longest such; otherwise the
+ * least recently used idle slot — by release, not admission — so a prompt sharing only its first
+ * token with a conversation's slot leaves it alone while an empty one waits; a higher threshold
+ * sends a small overlap to the LRU slot; 0 turns similarity off (always LRU); bad thresholds are
+ * refused. The tokens are each prompt's own wherever it runs. */
+static void test_slot_pick(void **state) {
+    (void)state;
+    fake_t f;
+    sched_t sc;
+    open_cached(&sc, &f);
+    sched_set_kv_copy(&sc, 0);   /* each slot's own cache only: the pick alone decides n_cached */
+    assert_true(sc.slot_sim == SCHED_SLOT_SIM_DEFAULT);
+    seqrun_t a, b, c, x, y, z, w, e, g, g2, g3;
+    pick_run(&sc, &f, &a, 20, 1, NULL, 0, 0, 0);
+    pick_run(&sc, &f, &b, 20, 2, NULL, 0, 1, 0);   /* never used before: older than a's */
+    /* c shares a's first token only (1 of 20): the empty slot, not a's conversation */
+    pick_run(&sc, &f, &c, 20, 3, a.prompt, 1, 2, 0);
+    /* x (long) into slot 0 (a's: released first), y (short) into slot 1; y ends first */
+    seq_make(&x, 20, 24, 4, 0.0f);
+    seq_make(&y, 20, 2, 5, 0.0f);
+    admit(&sc, &f, &x, 0);
+    admit(&sc, &f, &y, 1);
+    assert_int_equal(x.slot, 0);
+    assert_int_equal(y.slot, 1);
+    while (step(&sc, &f) > 0) {}
+    expect_solo(&x);
+    expect_solo(&y);
+    /* z: slot 2 (c's release is the oldest); then w: slot 1, y's — admitted after x, released before */
+    pick_run(&sc, &f, &z, 20, 6, NULL, 0, 2, 0);
+    pick_run(&sc, &f, &w, 20, 7, NULL, 0, 1, 0);
+    /* z's next turn (its prompt, 3 of its tokens, 3 more): z's slot, though slot 0 is the LRU one */
+    int32_t turn[23];
+    memcpy(turn, z.prompt, 20 * sizeof(int32_t));
+    memcpy(turn + 20, z.out, 3 * sizeof(int32_t));
+    pick_run(&sc, &f, &e, 26, 8, turn, 23, 2, 23);
+    /* 3 of 20 tokens (0.15) shared with w's slot: more than 0.1, so there (slot 0 is the LRU) */
+    pick_run(&sc, &f, &g, 20, 9, w.prompt, 3, 1, 3);
+    /* under 0.5 the same overlap (now with e's slot) is too little: the LRU slot 0 */
+    assert_int_equal(sched_set_slot_similarity(&sc, 0.5), 0);
+    pick_run(&sc, &f, &g2, 20, 10, e.prompt, 3, 0, 0);
+    /* 0: no similarity at all, g2's own next turn goes to the LRU slot (2, e's), starting after
+     * what that slot's own cache shares with it (e's first 3) */
+    assert_int_equal(sched_set_slot_similarity(&sc, 0), 0);
+    pick_run(&sc, &f, &g3, 22, 11, g2.prompt, 20, 2, 3);
+    assert_int_equal(sched_set_slot_similarity(&sc, -0.1), TERN_EINVAL);
+    assert_int_equal(sched_set_slot_similarity(&sc, 1.5), TERN_EINVAL);
+    assert_int_equal(sched_set_slot_similarity(&sc, NAN), TERN_EINVAL);
+    assert_true(sc.slot_sim == 0);
+    sched_free(&sc);
 }
 
 /* ---- the RAM prompt cache (sched_set_ram_cache) ---- */
@@ -1928,6 +1997,7 @@ int main(void) {
         cmocka_unit_test(test_score_prompt),
         cmocka_unit_test(test_prefix_cache),
         cmocka_unit_test(test_add_at),
+        cmocka_unit_test(test_slot_pick),
         cmocka_unit_test(test_kv_copy),
         cmocka_unit_test(test_ram_cache),
         cmocka_unit_test(test_grammars),

@@ -675,8 +675,8 @@ static void test_stop_earliest(void **state) {
 
 /* llama.cpp's "samplers" on all three endpoints: an array of names (its aliases too) or a string
  * of letters (names with ';' too) sets the order; the default order as 0; not given, the
- * server's order stays; unknown names and letters, wrong types, none, too many: 400s naming
- * 'samplers' and the bad name */
+ * server's order stays; unknown names and letters skipped (llama-server's leniency); wrong
+ * types, none known, too many: 400s naming 'samplers' */
 static void test_sampler_order(void **state) {
     (void)state;
     server_req_t r;
@@ -691,11 +691,15 @@ static void test_sampler_order(void **state) {
         {"[\"penalties\",\"dry\",\"top_n_sigma\",\"top_k\",\"typ_p\",\"top_p\",\"min_p\",\"xtc\",\"temperature\"]",
          SAMPLER_ORDER_DEFAULT},
         {"null", SAMPLER_ORDER_DEFAULT},
+        /* lenient as llama-server: unknown names and letters skipped (a warning), any case */
+        {"[\"top_k\",\"foo\"]", "k"},          {"\"kz\"", "k"},
+        {"[\"top k\",\"temperature\"]", "t"}, {"[\"top_k;temperature\",\"min_p\",\"infill\"]", "m"},
+        {"[\"TOP_K\",\"Temp\"]", "kt"},      {"\"top_k;foo\"", "k"},
     };
     static const char *const bad[][2] = {
-        {"[\"top_k\",\"foo\"]", "'foo'"}, {"[\"top_k\",3]", "entry 1"}, {"\"kz\"", "letter 'z'"},
-        {"{}", "array"}, {"[]", "no sampler"}, {"\"\"", "no sampler"}, {"[\"infill\"]", "not supported"},
-        {"[\"top k\"]", "'top k'"}, {"[\"top_k;temperature\"]", "'top_k;temperature'"},
+        {"[\"top_k\",3]", "entry 1"}, {"\"zq\"", "no known sampler"},
+        {"{}", "array"}, {"[]", "is empty"}, {"\"\"", "no sampler"}, {"[\"infill\"]", "no known sampler"},
+        {"[\"top k\"]", "no known sampler"}, {"[\"top_k;temperature\"]", "no known sampler"}, {"\";foo\"", "no known"},
         {"\"kkkkkkkkkkkkkkkkk\"", "more than 16"},
         {"[\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\",\"k\"]", "at most 16"},
     };
@@ -1619,6 +1623,36 @@ static void test_anthropic_bad(void **state) {
 #undef AMSG
 }
 
+/* OpenAI's usage over n choices a prompt: each prompt's tokens once, its cached tokens the fewest
+ * among its choices (a choice that copied the prompt from a sibling found no cache), summed over
+ * prompts; completion tokens over every choice */
+static void test_usage_choices(void **state) {
+    (void)state;
+    job_t j[6], *jp[6];
+    memset(j, 0, sizeof j);
+    static const int ids[6] = {40, 40, 40, 25, 25, 25}, cached[6] = {12, 39, 39, 30, 8, 24}, gen[6] = {5, 6, 7, 1, 2, 3};
+    for (int i = 0; i < 6; i++) j[i].n_ids = ids[i], j[i].n_cached = cached[i], j[i].n_gen = gen[i], jp[i] = &j[i];
+    static const struct { int k, n; const char *want; } cases[] = {
+        {1, 1, "{\"completion_tokens\":5,\"prompt_tokens\":40,\"prompt_tokens_details\":{\"cached_tokens\":12},\"total_tokens\":45}"},
+        /* n=3: the prompt once, the first choice's 12 cached, not 12 + 39 + 39 */
+        {3, 3, "{\"completion_tokens\":18,\"prompt_tokens\":40,\"prompt_tokens_details\":{\"cached_tokens\":12},\"total_tokens\":58}"},
+        /* two prompts of 3 choices: 40 + 25 prompt tokens, 12 + 8 cached (the second's least is its second choice's) */
+        {6, 3, "{\"completion_tokens\":24,\"prompt_tokens\":65,\"prompt_tokens_details\":{\"cached_tokens\":20},\"total_tokens\":89}"},
+        /* six prompts of one choice each: all summed */
+        {6, 1, "{\"completion_tokens\":24,\"prompt_tokens\":195,\"prompt_tokens_details\":{\"cached_tokens\":152},\"total_tokens\":219}"},
+        /* three prompts of 2 choices (jobs 0-1, 2-3, 4-5): 40 + 40 + 25, the least of each pair 12 + 30 + 8 */
+        {6, 2, "{\"completion_tokens\":24,\"prompt_tokens\":105,\"prompt_tokens_details\":{\"cached_tokens\":50},\"total_tokens\":129}"},
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        json_t *u = server_gen_usage(jp, cases[i].k, cases[i].n);
+        char *t = u ? json_dumps(u, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+        json_decref(u);
+        assert_non_null(t);
+        if (strcmp(t, cases[i].want)) fail_msg("k %d n %d: %s, want %s", cases[i].k, cases[i].n, t, cases[i].want);
+        free(t);
+    }
+}
+
 /* a finished job's Messages reply (compact, keys sorted) */
 static char *anth_reply(struct server *srv, job_t *j) {
     json_t *o = server_anthropic_reply(srv, j);
@@ -1716,6 +1750,7 @@ int main(void) {
         cmocka_unit_test(test_n_keep_field),        cmocka_unit_test(test_tools_fields),
         cmocka_unit_test(test_tools_reply),       cmocka_unit_test(test_anthropic_fields),
         cmocka_unit_test(test_anthropic_bad),
+        cmocka_unit_test(test_usage_choices),
         cmocka_unit_test(test_anthropic_reply),
         cmocka_unit_test(test_text_chars),        cmocka_unit_test(test_embd_bodies),
         cmocka_unit_test(test_slot_json),         cmocka_unit_test(test_routes),
