@@ -160,7 +160,8 @@ static int apply_jinja(const tokenizer_t *t, const chat_msg_t *msgs, int n, cons
     char *text = jinja_render(t->jinja, vars, &len, &raised, why, sizeof why);
     json_decref(vars);
     if (!text) {   /* raise_exception: the conversation is refused; else the template failed */
-        snprintf(g_chat_err, sizeof g_chat_err, "the chat template %s: %s", raised ? "refused the conversation" : "failed", why);
+        snprintf(g_chat_err, sizeof g_chat_err, "the chat template %s: %.200s", raised ? "refused the conversation" : "failed",
+                 why);   /* %.200s: the message is cut, not the build (-Wformat-truncation) */
         return raised ? TERN_EINVAL : TERN_EFORMAT;
     }
     size_t skip = 0;

@@ -342,7 +342,7 @@ static void mhd_log(void *cls, const char *fmt, va_list ap) {
     size_t n = strlen(buf);
     while (n && (buf[n - 1] == '\n' || buf[n - 1] == '\r' || buf[n - 1] == '.')) buf[--n] = 0;
     if (!t_start_msg) log_w("http: %s", buf);
-    else if (!t_start_msg[0]) snprintf(t_start_msg, 256, "%s", buf);
+    else if (!t_start_msg[0]) snprintf(t_start_msg, 256, "%.255s", buf);   /* its buffer is 256 */
     else log_d("http: %s", buf);   /* a consequence of the first ("Failed to initialize TLS support") */
 }
 
