@@ -102,13 +102,24 @@ void tern_sampling_default(tern_sampling *s) {
 
 const char *tern_last_error(const tern_model *m) { return m ? m->err : "no model"; }
 
+/* --mlock on the coordinator: the token embeddings, read in place every step (the stages lock
+ * their own layers) */
+static int lock_embeddings(tern_model *m) {
+    const gguf_tensor_t *t = m->emb.t;
+    if (memlock_add(&m->lock, t->data, t->nbytes) < 0) return TERN_ENOMEM;
+    char sz[32];
+    memlock_apply(&m->lock, "token embeddings");
+    log_i("--mlock: locked %s in memory (token embeddings)", memlock_size(sz, sizeof sz, m->lock.locked));
+    return 0;
+}
+
 int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) {
     *out = NULL;
     double t0 = time_now();
     if (!p->model) return err_set(err, errlen, TERN_EINVAL, "no model given (-m FILE)");
     tern_model *m = calloc(1, sizeof *m);
     if (!m) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
-    int rc = gguf_open(&m->g, p->model, err, errlen);
+    int rc = gguf_open_ex(&m->g, p->model, p->no_mmap ? GGUF_NO_MMAP : 0, err, errlen);
     if (rc < 0) goto fail;
     if ((rc = hparams_from_gguf(&m->hp, m->g, err, errlen)) < 0) goto fail;
     if ((rc = tokenizer_load(&m->tok, m->g, err, errlen)) < 0) goto fail;
@@ -122,6 +133,13 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     cfg.rope = m->hp.rope;
     cfg.n_ctx = m->n_ctx;
     cfg.n_seq = p->n_seq > 0 ? p->n_seq : 1;
+    cfg.mlock = p->mlock;
+    cfg.no_mmap = p->no_mmap;
+    cfg.threads_batch = p->n_threads_batch;
+    if (p->mlock && (rc = lock_embeddings(m)) < 0) {
+        err_set(err, errlen, rc, "out of memory");
+        goto fail;
+    }
     int n_batch = p->n_batch > 0 ? p->n_batch : 64;   /* a step's tokens; the stages pass them in -ub pieces */
     cfg.n_batch = p->n_ubatch > 0 && p->n_ubatch < n_batch ? p->n_ubatch : n_batch;
     cfg.kv_type = p->kv_f32 ? KV_F32 : KV_F16;
@@ -163,6 +181,7 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
     kvfile_model_t kvm;   /* what slot files (save / restore, --prompt-cache) must match */
     if ((rc = kvfile_model_init(&kvm, p->model, &m->hp, cfg.kv_type, err, errlen)) < 0) goto fail;
     const gguf_tensor_t *ff = gguf_find_tensor(m->g, ROPE_FREQS_NAME);   /* the keys' RoPE, as the stages run it */
+    if (ff && (rc = gguf_tensor_load(m->g, ff, err, errlen)) < 0) goto fail;
     kvfile_model_rope(&kvm, &m->hp, ff ? ff->data : NULL, ff ? ff->nbytes : 0, cfg.rope_set);
     sched_set_model(&m->sched, &kvm);
     if (p->prefill_chunk >= 0) sched_set_prefill_chunk(&m->sched, p->prefill_chunk);
@@ -199,6 +218,7 @@ void tern_model_free(tern_model **pm) {
     draft_close(&m->draft);
     pipeline_destroy(&m->pl);
     tpool_destroy(&m->tp);
+    memlock_free(&m->lock);
     tokenizer_destroy(&m->tok);
     grammar_vocab_destroy(&m->gvocab);
     gguf_close(&m->g);

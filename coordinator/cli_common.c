@@ -40,6 +40,9 @@ int cli_model_opts_table(cli_model_opts_t *o, opt_t *opts, int cap, int with_sam
     opt_t model[] = {
         {"-m", "--model", OPT_STR, &o->p.model, "FILE", "model GGUF file", 0, 0},
         {"-t", "--threads", OPT_INT, &o->p.n_threads, "N", "threads", 1, 1024},
+        {"-tb", "--threads-batch", OPT_INT, &o->p.n_threads_batch, "N", "threads of steps with more than one token, prompts (0: as -t)", 0, 1024},
+        {NULL, "--no-mmap", OPT_FLAG, &o->p.no_mmap, NULL, "read the weights into memory instead of mapping the model file (network file systems)", 0, 0},
+        {NULL, "--mlock", OPT_FLAG, &o->p.mlock, NULL, "keep the weights in memory: no swapping, no eviction (workers: tern worker --mlock, or this flag passed on)", 0, 0},
         {"-c", "--ctx-size", OPT_INT, &o->p.n_ctx, "N", "context size per sequence (0: model's, at most 4096)", 0, 1 << 20},
         {"-b", "--batch-size", OPT_INT, &o->p.n_batch, "N", "tokens per forward step", 1, 8192},
         {"-ub", "--ubatch-size", OPT_INT, &o->p.n_ubatch, "N", "tokens per forward pass inside a step: the stages' buffers (0: the -b)", 0, 8192},

@@ -395,7 +395,14 @@ static int serve_weights(cpl_t *p, cworker_t *w, const Tern__WeightRequest *q, c
     ch.offset = q->offset;
     m.body_case = TERN__MSG__BODY_WEIGHT_CHUNK;
     m.weight_chunk = &ch;
-    return send_to(p, w, &m, p->g->map + q->offset, (size_t)q->length, p->hb_timeout_ms, err, errlen);
+    if (gguf_mapped(p->g))
+        return send_to(p, w, &m, p->g->map + q->offset, (size_t)q->length, p->hb_timeout_ms, err, errlen);
+    void *buf = malloc(q->length ? (size_t)q->length : 1);   /* --no-mmap: read the chunk (at most 64 MiB) */
+    if (!buf) return err_set(err, errlen, TERN_ENOMEM, "out of memory for a %llu-byte weight chunk", (unsigned long long)q->length);
+    int rc = gguf_read(p->g, q->offset, buf, (size_t)q->length, err, errlen);
+    if (rc == 0) rc = send_to(p, w, &m, buf, (size_t)q->length, p->hb_timeout_ms, err, errlen);
+    free(buf);
+    return rc;
 }
 
 /* waits for stage s's ShardReady; fails early when the worker is marked down */
@@ -445,6 +452,7 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
         ls.ctx = (uint32_t)p->cfg.n_ctx;
         ls.max_seqs = (uint32_t)p->cfg.n_seq;
         ls.threads = (uint32_t)w->cw->threads;
+        ls.mlock = p->cfg.mlock;
         ls.head_type = p->cfg.head_type >= 0 ? (uint32_t)p->cfg.head_type : 0;
         ls.next_endpoint = s + 1 < p->n_stages ? p->w[p->stage[s + 1]].cw->endpoint : "";
         ls.next_name = s + 1 < p->n_stages ? p->w[p->stage[s + 1]].cw->name : "";

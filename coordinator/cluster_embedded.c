@@ -110,6 +110,9 @@ int cluster_pipeline_new_embedded(pipeline_t **out, const gguf_t *g, const char 
         wc.model = model_path;
         wc.name = cw->name;
         wc.threads = threads;
+        wc.threads_batch = cfg->threads_batch;
+        wc.no_mmap = cfg->no_mmap;
+        wc.mlock = cfg->mlock;
         wc.cuda = cuda[i];
         if ((rc = worker_thread_start(&e->w[i], &wc, err, errlen)) < 0) goto fail;
     }

@@ -29,6 +29,9 @@ static void spmd_worker(const tern_params *p, int rank) {
     wc.model = p->model;
     wc.name = name;
     wc.threads = p->n_threads;
+    wc.threads_batch = p->n_threads_batch;
+    wc.no_mmap = p->no_mmap;
+    wc.mlock = p->mlock;
     int rc = worker_loop_run(&wc, err, sizeof err);
     if (rc == 0) mpi_launch_clean();
     else fprintf(stderr, "tern worker (rank %d): %s\n", rank, err);

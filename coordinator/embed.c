@@ -9,7 +9,7 @@ int embed_init(embed_t *e, const gguf_t *g, char *err, size_t errlen) {
     if (e->t->ndim != 2) return err_set(err, errlen, TERN_EFORMAT, "%s: token_embd.weight must be 2-D", g->path);
     e->n_embd = (int)e->t->ne[0];
     e->n_vocab = (int)e->t->ne[1];
-    return 0;
+    return gguf_tensor_load(g, e->t, err, errlen);   /* --no-mmap: the whole table, read once */
 }
 
 int embed_lookup(const embed_t *e, const int32_t *ids, int n, float *h) {

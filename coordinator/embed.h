@@ -1,6 +1,6 @@
 /* embed: token embedding lookup on the coordinator — rows of token_embd.weight (any stored
  * type) dequantised to f32. The file is mmap'd, so only the rows of tokens actually used are
- * paged in. */
+ * paged in (with --no-mmap the table is read into memory at embed_init). */
 #ifndef TERN_EMBED_H
 #define TERN_EMBED_H
 #include <stdint.h>

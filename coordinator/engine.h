@@ -10,6 +10,7 @@
 #include "coordinator/sched.h"
 #include "coordinator/tokenizer.h"
 #include "core/gguf.h"
+#include "core/memlock.h"
 #include "core/model_spec.h"
 #include "core/tpool.h"
 
@@ -18,6 +19,7 @@ struct tern_model {
     tokenizer_t *tok;
     embed_t emb;
     tpool_t *tp;
+    memlock_t lock;         /* --mlock: the token embeddings read here in place */
     pipeline_t *pl;
     sched_t sched;
     hparams_t hp;

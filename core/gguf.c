@@ -10,6 +10,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -40,6 +42,15 @@ typedef struct gguf_impl {
     uint32_t *kv_sorted;   /* kv indices sorted by key (lookups, duplicate check) */
     uint32_t *t_sorted;    /* tensor indices sorted by name */
     int own_map;           /* 1: munmap + close on gguf_close */
+    /* GGUF_NO_MMAP: g.map is an anonymous PROT_NONE reservation of the file's size; the header
+     * and each tensor asked for (gguf_tensor_load) are pread into their place in it, so every
+     * pointer and offset means what it means with a mapping, and a byte never read cannot be
+     * read by mistake (it faults instead of reading zeros) */
+    int no_mmap;
+    pthread_mutex_t mu;    /* no_mmap: loads of one file from several threads */
+    size_t hdr_loaded;     /* no_mmap: bytes [0, hdr_loaded) are in */
+    uint32_t *t_loaded;    /* no_mmap: (n_tensors,) loads of tensor i not yet released */
+    _Atomic uint64_t bytes_read;
 } gguf_impl_t;
 
 /* ---- reader -------------------------------------------------------------- */
@@ -50,15 +61,23 @@ typedef struct cur {
     const char *name;
     char *err;
     size_t errlen;
+    gguf_impl_t *nm;       /* GGUF_NO_MMAP: read the header in as the cursor walks it */
 } cur_t;
 
 static size_t cur_left(const cur_t *c) { return c->size - c->pos; }
+
+static int nm_header(gguf_impl_t *im, size_t end, char *err, size_t errlen);
+
+/* bytes [pos, pos + n) are in the file (checked) and readable; n <= cur_left */
+static int cur_fill(cur_t *c, uint64_t n) {
+    return c->nm ? nm_header(c->nm, c->pos + (size_t)n, c->err, c->errlen) : 0;
+}
 
 static int cur_need(cur_t *c, uint64_t n, const char *field) {
     if (n > cur_left(c))
         return err_set(c->err, c->errlen, TERN_EFORMAT, "%s: %s: truncated (needs %" PRIu64 " bytes at offset %zu, "
                        "file is %zu bytes)", c->name, field, n, c->pos, c->size);
-    return 0;
+    return cur_fill(c, n);
 }
 
 static int rd_u32(cur_t *c, uint32_t *v, const char *field) {
@@ -85,6 +104,7 @@ static int rd_str(cur_t *c, gguf_str_t *s, const char *field) {
     if (len > cur_left(c))
         return err_set(c->err, c->errlen, TERN_EFORMAT, "%s: %s: string length past end of file (%" PRIu64 ")",
                        c->name, field, len);
+    if ((rc = cur_fill(c, len)) < 0) return rc;
     s->len = len;
     s->ptr = (const char *)c->p + c->pos;
     c->pos += (size_t)len;
@@ -145,6 +165,7 @@ static int parse_arr(cur_t *c, gguf_kv_t *kv) {
         if (n > cur_left(c) / g_vsize[et])
             return err_set(c->err, c->errlen, TERN_EFORMAT, "%s: %s: array data past end of file (%" PRIu64
                            " elements of %s)", c->name, kv->key, n, g_vname[et]);
+        if ((rc = cur_fill(c, n * g_vsize[et])) < 0) return rc;
         c->pos += (size_t)n * g_vsize[et];
         return 0;
     }
@@ -341,12 +362,14 @@ static int parse_header(gguf_impl_t *im, cur_t *c) {
 
 static int parse(gguf_impl_t *im, char *err, size_t errlen) {
     gguf_t *g = &im->g;
-    cur_t c = {g->map, g->size, 0, g->path, err, errlen};
+    cur_t c = {g->map, g->size, 0, g->path, err, errlen, im->no_mmap ? im : NULL};
     int rc;
     if ((rc = parse_header(im, &c)) < 0) return rc;
     g->kv = calloc((size_t)(g->n_kv ? g->n_kv : 1), sizeof *g->kv);
     g->tensors = calloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof *g->tensors);
     if (!g->kv || !g->tensors) return err_set(err, errlen, TERN_ENOMEM, "%s: header: out of memory", g->path);
+    if (im->no_mmap && !(im->t_loaded = calloc((size_t)(g->n_tensors ? g->n_tensors : 1), sizeof *im->t_loaded)))
+        return err_set(err, errlen, TERN_ENOMEM, "%s: header: out of memory", g->path);
     for (uint64_t i = 0; i < g->n_kv; i++)
         if ((rc = parse_kv(&c, &g->kv[i], i)) < 0) return rc;
     for (uint64_t i = 0; i < g->n_tensors; i++)
@@ -380,6 +403,8 @@ static void gguf_free_parts(gguf_impl_t *im) {
         if (g->map) munmap((void *)g->map, g->size);
         if (g->fd >= 0) close(g->fd);
     }
+    if (im->no_mmap) pthread_mutex_destroy(&im->mu);
+    free(im->t_loaded);
     free(g->path);
     free(im);
 }
@@ -419,7 +444,99 @@ int gguf_open_mem(gguf_t **out, const void *buf, size_t size, const char *name, 
     return gguf_finish_open(im, out, err, errlen);
 }
 
+/* ---- GGUF_NO_MMAP: reads into an anonymous reservation ----------------------- */
+
+/* Makes [off, off + len) of the reservation writable and preads exactly those bytes of the
+ * file into it (neighbours sharing a page stay unread). Caller holds im->mu. */
+static int nm_read(gguf_impl_t *im, size_t off, size_t len, const char *what, char *err, size_t errlen) {
+    gguf_t *g = &im->g;
+    if (!len) return 0;
+    size_t pg = (size_t)sysconf(_SC_PAGESIZE), a = off / pg * pg, b = (off + len + pg - 1) / pg * pg;
+    if (b > g->size) b = g->size;   /* the reservation's last page is whole anyway */
+    if (mprotect((uint8_t *)g->map + a, b - a, PROT_READ | PROT_WRITE) < 0)
+        return err_set(err, errlen, TERN_ENOMEM, "%s: %s: cannot make %zu bytes readable: %s", g->path, what, b - a,
+                       strerror(errno));
+    for (size_t done = 0; done < len;) {
+        ssize_t r = pread(g->fd, (uint8_t *)g->map + off + done, len - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0)
+            return err_set(err, errlen, TERN_EIO, "%s: %s: read at offset %zu: %s", g->path, what, off + done,
+                           r < 0 ? strerror(errno) : "unexpected end of file (was it truncated?)");
+        done += (size_t)r;
+    }
+    atomic_fetch_add(&im->bytes_read, len);
+    return 0;
+}
+
+/* the header so far is [0, hdr_loaded); reads on in 256 KiB steps (never past the file) */
+static int nm_header(gguf_impl_t *im, size_t end, char *err, size_t errlen) {
+    if (end <= im->hdr_loaded) return 0;
+    size_t want = (end + (256u << 10) - 1) & ~(size_t)((256u << 10) - 1);
+    if (want > im->g.size) want = im->g.size;
+    pthread_mutex_lock(&im->mu);
+    int rc = nm_read(im, im->hdr_loaded, want - im->hdr_loaded, "header", err, errlen);
+    if (rc == 0) im->hdr_loaded = want;
+    pthread_mutex_unlock(&im->mu);
+    return rc;
+}
+
+int gguf_tensor_load(const gguf_t *g, const gguf_tensor_t *t, char *err, size_t errlen) {
+    gguf_impl_t *im = (gguf_impl_t *)g;   /* the load state is the reader's, not the caller's */
+    if (!im->no_mmap) return 0;
+    TERN_ASSERT(t >= g->tensors && t < g->tensors + g->n_tensors);
+    size_t i = (size_t)(t - g->tensors);
+    pthread_mutex_lock(&im->mu);
+    int rc = 0;
+    if (im->t_loaded[i] || (rc = nm_read(im, g->data_offset + t->offset, t->nbytes, t->name, err, errlen)) == 0)
+        im->t_loaded[i]++;
+    pthread_mutex_unlock(&im->mu);
+    return rc;
+}
+
+void gguf_tensor_release(const gguf_t *g, const gguf_tensor_t *t) {
+    gguf_impl_t *im = (gguf_impl_t *)g;
+    if (!im->no_mmap) return;
+    size_t i = (size_t)(t - g->tensors);
+    pthread_mutex_lock(&im->mu);
+    if (im->t_loaded[i] && --im->t_loaded[i] == 0) {
+        /* only the pages wholly inside the tensor: an edge page may hold a neighbour's bytes */
+        size_t pg = (size_t)sysconf(_SC_PAGESIZE), off = g->data_offset + t->offset;
+        size_t a = (off + pg - 1) / pg * pg, b = (off + t->nbytes) / pg * pg;
+        if (b > a) {
+            madvise((uint8_t *)g->map + a, b - a, MADV_DONTNEED);
+            mprotect((uint8_t *)g->map + a, b - a, PROT_NONE);
+        }
+    }
+    pthread_mutex_unlock(&im->mu);
+}
+
+int gguf_mapped(const gguf_t *g) { return !((const gguf_impl_t *)g)->no_mmap; }
+
+uint64_t gguf_bytes_read(const gguf_t *g) { return atomic_load(&((gguf_impl_t *)g)->bytes_read); }
+
+int gguf_read(const gguf_t *g, uint64_t off, void *buf, size_t len, char *err, size_t errlen) {
+    if (off > g->size || len > g->size - off)
+        return err_set(err, errlen, TERN_EINVAL, "%s: bytes [%" PRIu64 ", +%zu) are outside the file", g->path, off, len);
+    if (!((const gguf_impl_t *)g)->no_mmap) {
+        memcpy(buf, g->map + off, len);
+        return 0;
+    }
+    for (size_t done = 0; done < len;) {
+        ssize_t r = pread(g->fd, (uint8_t *)buf + done, len - done, (off_t)(off + done));
+        if (r < 0 && errno == EINTR) continue;
+        if (r <= 0)
+            return err_set(err, errlen, TERN_EIO, "%s: read at offset %" PRIu64 ": %s", g->path, off + done,
+                           r < 0 ? strerror(errno) : "unexpected end of file");
+        done += (size_t)r;
+    }
+    return 0;
+}
+
 int gguf_open(gguf_t **out, const char *path, char *err, size_t errlen) {
+    return gguf_open_ex(out, path, 0, err, errlen);
+}
+
+int gguf_open_ex(gguf_t **out, const char *path, int flags, char *err, size_t errlen) {
     *out = NULL;
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
@@ -439,7 +556,10 @@ int gguf_open(gguf_t **out, const char *path, char *err, size_t errlen) {
         return err_set(err, errlen, TERN_EFORMAT, "%s: magic: file too short for a GGUF header (%lld bytes)", path,
                        (long long)st.st_size);
     }
-    void *map = mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
+    int nm = (flags & GGUF_NO_MMAP) != 0;
+    /* no-mmap: address space only (PROT_NONE, no commit); pages become memory as they are read */
+    void *map = nm ? mmap(NULL, (size_t)st.st_size, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0)
+                   : mmap(NULL, (size_t)st.st_size, PROT_READ, MAP_SHARED, fd, 0);
     if (map == MAP_FAILED) {
         int e = errno;
         close(fd);
@@ -452,6 +572,8 @@ int gguf_open(gguf_t **out, const char *path, char *err, size_t errlen) {
         return err_set(err, errlen, TERN_ENOMEM, "%s: open: out of memory", path);
     }
     im->own_map = 1;
+    im->no_mmap = nm;
+    if (nm) pthread_mutex_init(&im->mu, NULL);
     im->g.fd = fd;
     im->g.map = map;
     im->g.size = (size_t)st.st_size;

@@ -36,13 +36,15 @@ typedef struct gguf_tensor {
     int64_t ne[4];         /* ne[0] = elements per row (cols), ne[1] = rows, unused dims = 1 */
     uint64_t offset;       /* from the start of the data section */
     size_t nbytes;         /* type_tensor_bytes(type, ne[0], ne[1]*ne[2]*ne[3]) */
-    const void *data;      /* into the map; aligned to the file's alignment */
+    const void *data;      /* into the map; aligned to the file's alignment. GGUF_NO_MMAP: read
+                              only after gguf_tensor_load */
 } gguf_tensor_t;
 
 typedef struct gguf {
     char *path;
     int fd;
-    const uint8_t *map;    /* whole file, PROT_READ, MAP_SHARED */
+    const uint8_t *map;    /* whole file, PROT_READ, MAP_SHARED; GGUF_NO_MMAP: the file's size of
+                              owned memory holding the header and the tensors loaded so far */
     size_t size;
     uint32_t version;      /* 2 or 3 accepted */
     uint64_t n_kv, n_tensors;
@@ -56,6 +58,21 @@ typedef struct gguf {
  * one-line reason naming the file, the field and the value in err. Never reads outside the
  * file and never allocates more than the file could describe. */
 int gguf_open(gguf_t **out, const char *path, char *err, size_t errlen);
+enum gguf_open_flags {
+    GGUF_NO_MMAP = 1,      /* --no-mmap: pread the header now and each tensor when it is loaded */
+};
+int gguf_open_ex(gguf_t **out, const char *path, int flags, char *err, size_t errlen);
+/* Makes t->data readable: GGUF_NO_MMAP reads t's bytes (only those) from the file into owned
+ * memory, once; a mapped file needs nothing. Thread-safe. 0, or TERN_EIO with err. */
+int gguf_tensor_load(const gguf_t *g, const gguf_tensor_t *t, char *err, size_t errlen);
+/* Undoes one gguf_tensor_load: with GGUF_NO_MMAP the memory goes back once no load holds it */
+void gguf_tensor_release(const gguf_t *g, const gguf_tensor_t *t);
+/* 1 for a mapped file (gguf_open, gguf_open_mem), 0 under GGUF_NO_MMAP */
+int gguf_mapped(const gguf_t *g);
+/* bytes read from the file by GGUF_NO_MMAP so far, header included (tests: a shard reads only its own) */
+uint64_t gguf_bytes_read(const gguf_t *g);
+/* copies file bytes [off, off + len) into buf, mapped or not (serving --fetch-weights). 0 or <0 */
+int gguf_read(const gguf_t *g, uint64_t off, void *buf, size_t len, char *err, size_t errlen);
 /* Same checks on a buffer (used by the fuzzer); the buffer must outlive the gguf_t. */
 int gguf_open_mem(gguf_t **out, const void *buf, size_t size, const char *name, char *err, size_t errlen);
 void gguf_close(gguf_t **g);

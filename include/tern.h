@@ -25,6 +25,10 @@ typedef struct tern_params {
     int prefill_chunk;       /* prompt tokens per step while others generate (0: up to n_batch;
                               * -1: the scheduler's default) */
     int n_threads;           /* 0: all cores */
+    int n_threads_batch;     /* threads of steps with more than one token (prompts; llama.cpp's -tb);
+                              * 0: n_threads */
+    int no_mmap;             /* read the weights into memory with pread instead of mapping the file */
+    int mlock;               /* lock the weights this process uses in memory (llama.cpp's --mlock) */
     int n_seq;               /* concurrent sequences */
     int kv_f32;              /* KV cache in f32 instead of f16 */
     const char *kv_type;     /* NULL: f16 (f32 with kv_f32); "f16", "f32" or "q8_0" (half of f16's

@@ -280,6 +280,12 @@ void mat_free(mat_t *m) {
 
 size_t mat_weight_bytes(const mat_t *m) { return m->packed ? m->packed_bytes : m->src_bytes; }
 
+int mat_reads_src(const mat_t *m) {
+    if (!m->rows) return 0;
+    int fam = mat_fam(m);
+    return !m->packed || fam == FAM_TQ2 || fam == FAM_TQ1;   /* per-block TQ scales stay in the source */
+}
+
 /* scratch: q (n, cols) int8 | s (n) f32 | sum (n) i32 | bsum (n, cols/256) i32 |
  * LUT layout only: lut (n, lut_tbl_bytes(cols)) int8; each 64-aligned */
 typedef struct act_scratch {

@@ -42,6 +42,9 @@ size_t mat_scratch_bytes(const mat_t *m, int n);
 /* y (n, rows) = x (n, cols) · Wᵀ : y[t*rows + r] = Σ_c W[r][c] · x[t*cols + c].
  * scratch: mat_scratch_bytes(m, n) bytes, 64-byte aligned. tp may be NULL. */
 void mat_mul(const mat_t *m, const float *x, int n, float *y, void *scratch, tpool_t *tp);
+/* 1 when mat_mul reads m->src (not repacked, or per-block scales read in place), so those bytes
+ * must stay resident (--mlock); 0 for an empty mat */
+int mat_reads_src(const mat_t *m);
 /* bytes of weights the kernel reads per call (for roofline figures) */
 size_t mat_weight_bytes(const mat_t *m);
 const char *mat_kernel_name(const mat_t *m);  /* e.g. "i2_s/avx512", "tern-il4/avx512" */

@@ -199,7 +199,7 @@ int fetch_shard(fetch_req_t *r, gguf_t **out, char *err, size_t errlen) {
     gguf_close(&g);
     if ((rc = fetch_ranges(r, fd, &need, &have, have_path, &rx, &pr, err, errlen)) < 0) goto done;
     progress_done(&pr);
-    rc = gguf_open(out, path, err, errlen);
+    rc = gguf_open_ex(out, path, r->gguf_flags, err, errlen);
     log_i("%s: %.1f MiB of weights fetched from the coordinator, cached in %s", r->name, (double)r->fetched / 1048576,
           path);
 done:

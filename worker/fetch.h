@@ -21,6 +21,7 @@ typedef struct fetch_req {
     const Tern__ModelId *model;
     int first, last, is_last;
     uint64_t fetched;          /* out: bytes that came over the network */
+    int gguf_flags;            /* how the cache file is opened at the end (GGUF_NO_MMAP: --no-mmap) */
 } fetch_req_t;
 
 /* Makes sure the cache file holds everything the shard needs, then opens it (*out). Messages

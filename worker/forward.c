@@ -63,6 +63,18 @@ int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max
     return 0;
 }
 
+int forward_set_batch_pool(forward_t *f, tpool_t *tp_batch) {
+    int n = tpool_size(tp_batch);
+    if (tp_batch && n > tpool_size(f->tp)) {   /* attention's scores are per thread */
+        float *sc = tern_alloc((size_t)n * (size_t)f->kv.n_ctx * OPS_ATTN_GROUP * 4);
+        if (!sc) return TERN_ENOMEM;
+        tern_free(f->scores);
+        f->scores = sc;
+    }
+    f->tp_batch = tp_batch;
+    return 0;
+}
+
 void forward_free(forward_t *f) {
     kv_cache_free(&f->kv);
     void *bufs[] = {f->xn, f->q, f->k, f->v, f->att, f->o, f->g, f->u, f->hn, f->scores, f->scratch, f->fused, f->rot};
@@ -172,6 +184,8 @@ static void block(forward_t *f, int il, float *h, int n, const int *seq, const i
 }
 
 void forward_layers(forward_t *f, float *h, int n, const int *seq, const int *pos) {
+    tpool_t *gen = f->tp;
+    if (n > 1 && f->tp_batch) f->tp = f->tp_batch;   /* llama.cpp's -tb: prompt-sized steps */
     for (int done = 0; done < n; done += f->n_max) {
         int m = n - done < f->n_max ? n - done : f->n_max;
         float *hh = h + (size_t)done * f->s->hp.n_embd;
@@ -180,6 +194,7 @@ void forward_layers(forward_t *f, float *h, int n, const int *seq, const int *po
             if (f->tick) f->tick(f->tick_ctx);
         }
     }
+    f->tp = gen;
 }
 
 void forward_shift(forward_t *f, const kv_shift_t *sh) {
@@ -195,10 +210,13 @@ void forward_shift(forward_t *f, const kv_shift_t *sh) {
 void forward_logits(forward_t *f, const float *h, int m, const int *rows, float *logits) {
     const hparams_t *hp = &f->s->hp;
     int64_t E = hp->n_embd;
+    tpool_t *gen = f->tp;
+    if (m > 1 && f->tp_batch) f->tp = f->tp_batch;
     for (int done = 0; done < m; done += f->n_logits_max) {
         int k = m - done < f->n_logits_max ? m - done : f->n_logits_max;
         for (int i = 0; i < k; i++)
             ops_rmsnorm(f->hn + i * E, h + (int64_t)rows[done + i] * E, f->s->out_norm, E, hp->norm_eps);
         mat_mul(&f->s->head, f->hn, k, logits + (size_t)done * hp->n_vocab, f->scratch, f->tp);
     }
+    f->tp = gen;
 }

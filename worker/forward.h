@@ -13,6 +13,8 @@ typedef struct forward {
     const shard_t *s;
     kv_cache_t kv;
     tpool_t *tp;            /* not owned; may be NULL */
+    tpool_t *tp_batch;      /* not owned: the pool of calls with more than one token row (-tb;
+                             * forward_set_batch_pool); NULL: tp. Results do not depend on the size */
     int n_max;              /* tokens per call */
     int n_logits_max;       /* rows of logits per call */
     rope_params_t rope;     /* the model's RoPE (shard_rope) */
@@ -36,6 +38,9 @@ typedef struct forward {
 int forward_init(forward_t *f, const shard_t *s, int n_ctx, int n_seq, int n_max, int n_logits_max, int kv_type,
                  tpool_t *tp, char *err, size_t errlen);
 void forward_free(forward_t *f);
+/* -tb: calls with more than one token row run on tp_batch (not owned; NULL: tp), the per-thread
+ * scratch grown to its size. 0 or TERN_ENOMEM (then unchanged). */
+int forward_set_batch_pool(forward_t *f, tpool_t *tp_batch);
 /* h (n, n_embd) in place through layers first..last. seq[i] (slot) and pos[i] (< n_ctx) per
  * token; within one call, tokens of a sequence must have increasing positions. */
 void forward_layers(forward_t *f, float *h, int n, const int *seq, const int *pos);

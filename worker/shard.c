@@ -4,6 +4,8 @@
 #include "core/err.h"
 #include "core/half.h"
 #include "core/log.h"
+#include "core/memlock.h"
+#include "core/progress.h"
 #include "core/types.h"
 #include "kernels/quant.h"
 #include <math.h>
@@ -12,15 +14,57 @@
 #include <string.h>
 
 void shard_opts_default(shard_opts_t *o) {
+    memset(o, 0, sizeof *o);
     o->head_type = -1;
-    o->mat_flags = 0;
-    o->rope_set = 0;
+}
+
+/* The tensor NAME with its bytes readable (--no-mmap: read in now, once per shard, and released
+ * by shard_free); *out = NULL when the file has none. 0 or TERN_EIO. */
+static int tensor_get(shard_t *s, const char *name, const gguf_tensor_t **out, char *err, size_t errlen) {
+    const gguf_tensor_t *t = *out = gguf_find_tensor(s->g, name);
+    if (!t || s->held[t - s->g->tensors]) return 0;
+    int rc = gguf_tensor_load(s->g, t, err, errlen);
+    if (rc == 0) s->held[t - s->g->tensors] = 1;
+    return rc;
+}
+
+/* Tensors outside the shard are never read; this says which are inside: its blocks, the RoPE
+ * factors, and for the head stage the output norm and the lm head. */
+static int shard_wants(const shard_t *s, const char *name) {
+    int il, n = 0;
+    if (sscanf(name, "blk.%d.%n", &il, &n) == 1 && n > 0) return il >= s->first && il <= s->last;
+    if (!strcmp(name, ROPE_FREQS_NAME)) return 1;
+    if (!s->has_head) return 0;
+    return !strcmp(name, "output_norm.weight") || !strcmp(name, s->hp.tied ? "token_embd.weight" : "output.weight");
+}
+
+/* --no-mmap: reads the shard's tensors in file order (sequential reads suit network file
+ * systems), with a progress line for big loads */
+static int prefetch(shard_t *s, char *err, size_t errlen) {
+    const gguf_t *g = s->g;
+    uint64_t total = 0;
+    for (uint64_t i = 0; i < g->n_tensors; i++)
+        if (shard_wants(s, g->tensors[i].name)) total += g->tensors[i].nbytes;
+    progress_t pr;
+    progress_init(&pr, "reading layers", total);
+    const char *env = getenv("TERN_PROGRESS");
+    if (total < (64u << 20) && !(env && *env == '1')) pr.active = 0;   /* small loads are instant */
+    const gguf_tensor_t *t;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        if (!shard_wants(s, g->tensors[i].name)) continue;
+        int rc = tensor_get(s, g->tensors[i].name, &t, err, errlen);
+        if (rc < 0) return rc;
+        progress_add(&pr, g->tensors[i].nbytes);
+    }
+    progress_done(&pr);
+    return 0;
 }
 
 /* the optional rope_freqs.weight: F32, rot_dim/2 values, each finite and > 0 (they divide theta) */
 static int load_rope_freqs(shard_t *s, char *err, size_t errlen) {
-    const gguf_tensor_t *t = gguf_find_tensor(s->g, ROPE_FREQS_NAME);
-    if (!t) return 0;
+    const gguf_tensor_t *t;
+    int rc = tensor_get(s, ROPE_FREQS_NAME, &t, err, errlen);
+    if (rc < 0 || !t) return rc;
     int64_t n = s->hp.rot_dim / 2;
     if (t->type != TT_F32 || t->ne[0] != n || t->ne[1] * t->ne[2] * t->ne[3] != 1)
         return err_set(err, errlen, TERN_EFORMAT, "%s: tensor '%s' is %s [%lld, %lld], expected f32 [%lld] (rope dims / 2)",
@@ -48,8 +92,11 @@ static const int g_lin_role[LIN_COUNT] = {TR_ATTN_Q, TR_ATTN_K, TR_ATTN_V, TR_AT
                                           TR_FFN_GATE, TR_FFN_UP, TR_FFN_DOWN};
 
 /* a 1-D f32 (or f16) vector of length n, copied to an owned f32 array */
-static int load_vec(const gguf_t *g, const char *name, int64_t n, float **out, char *err, size_t errlen) {
-    const gguf_tensor_t *t = gguf_find_tensor(g, name);
+static int load_vec(shard_t *s, const char *name, int64_t n, float **out, char *err, size_t errlen) {
+    const gguf_t *g = s->g;
+    const gguf_tensor_t *t;
+    int rc = tensor_get(s, name, &t, err, errlen);
+    if (rc < 0) return rc;
     if (!t) return err_set(err, errlen, TERN_ENOTFOUND, "%s: missing tensor '%s'", g->path, name);
     if (t->ne[0] != n || t->ne[1] * t->ne[2] * t->ne[3] != 1)
         return err_set(err, errlen, TERN_EFORMAT, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld]", g->path,
@@ -64,14 +111,17 @@ static int load_vec(const gguf_t *g, const char *name, int64_t n, float **out, c
     return 0;
 }
 
-static int load_mat(const gguf_t *g, const char *name, int64_t cols, int64_t rows, int flags, mat_t *m,
+static int load_mat(shard_t *s, const char *name, int64_t cols, int64_t rows, int flags, mat_t *m,
                     char *err, size_t errlen) {
-    const gguf_tensor_t *t = gguf_find_tensor(g, name);
+    const gguf_t *g = s->g;
+    const gguf_tensor_t *t;
+    int rc = tensor_get(s, name, &t, err, errlen);
+    if (rc < 0) return rc;
     if (!t) return err_set(err, errlen, TERN_ENOTFOUND, "%s: missing tensor '%s'", g->path, name);
     if (t->ne[0] != cols || t->ne[1] != rows || t->ne[2] * t->ne[3] != 1)
         return err_set(err, errlen, TERN_EFORMAT, "%s: tensor '%s' has shape [%lld, %lld], expected [%lld, %lld]",
                        g->path, name, (long long)t->ne[0], (long long)t->ne[1], (long long)cols, (long long)rows);
-    int rc = mat_init(m, t->type, rows, cols, t->data, t->nbytes, flags, err, errlen);
+    rc = mat_init(m, t->type, rows, cols, t->data, t->nbytes, flags, err, errlen);
     if (rc < 0) {
         char tmp[256];
         snprintf(tmp, sizeof tmp, "%s", err ? err : "");
@@ -96,18 +146,19 @@ static int load_layer(shard_t *s, int il, layer_w_t *L, const shard_opts_t *o, c
         if (!norms[r] || !tensor_role_present(hp, r)) continue;
         tensor_block_name(name, sizeof name, il, r);
         tensor_role_shape(hp, r, ne);
-        if ((rc = load_vec(s->g, name, ne[0], norms[r], err, errlen)) < 0) return rc;
+        if ((rc = load_vec(s, name, ne[0], norms[r], err, errlen)) < 0) return rc;
     }
     for (int i = 0; i < LIN_COUNT; i++) {
         int r = g_lin_role[i];
         tensor_block_name(name, sizeof name, il, r);
         tensor_role_shape(hp, r, ne);
-        if ((rc = load_mat(s->g, name, ne[0], ne[1], o->mat_flags, &L->lin[i], err, errlen)) < 0) return rc;
+        if ((rc = load_mat(s, name, ne[0], ne[1], o->mat_flags, &L->lin[i], err, errlen)) < 0) return rc;
         s->weight_bytes += mat_weight_bytes(&L->lin[i]);
         /* optional per-tensor output scale (llama.cpp's bitnet arch) */
         L->lin_scale[i] = 1.0f;
         snprintf(name, sizeof name, "blk.%d.%s.scale", il, tensor_role_name(r));
-        const gguf_tensor_t *st = gguf_find_tensor(s->g, name);
+        const gguf_tensor_t *st;
+        if ((rc = tensor_get(s, name, &st, err, errlen)) < 0) return rc;
         if (st) {
             float v;
             if (st->ne[0] != 1 || dequant_rows(st->type, st->data, 1, 1, 0, 1, &v) < 0)
@@ -142,10 +193,11 @@ static void fuse(layer_w_t *L, int first, int n, mat_t *out) {
 /* lm head: output.weight, or token_embd.weight when tied; optionally converted at load */
 static int load_head(shard_t *s, const shard_opts_t *o, char *err, size_t errlen) {
     const hparams_t *hp = &s->hp;
-    int rc = load_vec(s->g, "output_norm.weight", hp->n_embd, &s->out_norm, err, errlen);
+    int rc = load_vec(s, "output_norm.weight", hp->n_embd, &s->out_norm, err, errlen);
     if (rc < 0) return rc;
     const char *hname = hp->tied ? "token_embd.weight" : "output.weight";
-    const gguf_tensor_t *t = gguf_find_tensor(s->g, hname);
+    const gguf_tensor_t *t;
+    if ((rc = tensor_get(s, hname, &t, err, errlen)) < 0) return rc;
     if (!t) return err_set(err, errlen, TERN_ENOTFOUND, "%s: missing tensor '%s'", s->g->path, hname);
     if (t->ne[0] != hp->n_embd || t->ne[1] != hp->n_vocab || t->ne[2] * t->ne[3] != 1)
         return err_set(err, errlen, TERN_EFORMAT, "%s: lm head '%s' is [%lld, %lld], expected [%d, %d]", s->g->path,
@@ -179,6 +231,75 @@ static int load_head(shard_t *s, const shard_opts_t *o, char *err, size_t errlen
     return mat_init(&s->head, o->head_type, hp->n_vocab, hp->n_embd, s->head_owned, bytes, o->mat_flags, err, errlen);
 }
 
+/* The matrices forward reads, into out (room for (last - first + 1) * LIN_COUNT + 1): a fused
+ * Q|K|V or gate|up instead of its parts. Returns the count. */
+static int used_mats(const shard_t *s, const mat_t **out) {
+    int n = 0;
+    for (int i = 0; i <= s->last - s->first; i++) {
+        const layer_w_t *L = &s->layers[i];
+        if (L->qkv.rows) out[n++] = &L->qkv;
+        if (L->gu.rows) out[n++] = &L->gu;
+        for (int j = 0; j < LIN_COUNT; j++)
+            if (!(j <= LIN_V ? L->qkv.rows : (j == LIN_GATE || j == LIN_UP) ? L->gu.rows : 0)) out[n++] = &L->lin[j];
+    }
+    if (s->has_head) out[n++] = &s->head;
+    return n;
+}
+
+/* --mlock: exactly what forward reads — owned copies, repacked buffers, and the file's bytes of
+ * the matrices used in place */
+static int lock_shard(shard_t *s, const mat_t **used, int n_used) {
+    const hparams_t *hp = &s->hp;
+    memlock_t *ml = &s->lock;
+    size_t E = (size_t)hp->n_embd * 4, Q = (size_t)hp->n_head * hp->head_dim * 4, F = (size_t)hp->n_ff * 4;
+    int rc = memlock_add(ml, s->rope_freqs, (size_t)(hp->rot_dim / 2) * 4);
+    for (int i = 0; rc == 0 && i <= s->last - s->first; i++) {
+        const layer_w_t *L = &s->layers[i];
+        rc = memlock_add(ml, L->attn_norm, E) | memlock_add(ml, L->attn_sub_norm, Q) | memlock_add(ml, L->ffn_norm, E) |
+             memlock_add(ml, L->ffn_sub_norm, F);
+    }
+    if (rc == 0 && s->has_head) rc = memlock_add(ml, s->out_norm, E);
+    for (int i = 0; rc == 0 && i < n_used; i++) {
+        const mat_t *m = used[i];
+        rc = memlock_add(ml, m->packed, m->packed_bytes);
+        if (rc == 0 && m->row_scale) rc = memlock_add(ml, m->row_scale, (size_t)m->rows * sizeof(float));
+        if (rc == 0 && mat_reads_src(m)) rc = memlock_add(ml, m->src, m->src_bytes);
+    }
+    if (rc < 0) return TERN_ENOMEM;
+    char who[64], sz[32];
+    snprintf(who, sizeof who, "layers [%d, %d]%s", s->first, s->last, s->has_head ? " + head" : "");
+    memlock_apply(ml, who);
+    log_i("--mlock: locked %s in memory (%s)", memlock_size(sz, sizeof sz, ml->locked), who);
+    return 0;
+}
+
+/* --no-mmap: gives back the bytes read for the load only (norms, scales and the lm head were
+ * copied; repacked matrices keep their own copy), so the shard holds about what a mapped load
+ * keeps resident, not twice that */
+static void drop_unused(shard_t *s, const mat_t **used, int n_used) {
+    const gguf_t *g = s->g;
+    for (uint64_t i = 0; i < g->n_tensors; i++) {
+        if (!s->held[i]) continue;
+        int keep = 0;
+        for (int k = 0; k < n_used && !keep; k++) keep = mat_reads_src(used[k]) && used[k]->src == g->tensors[i].data;
+        if (keep) continue;
+        gguf_tensor_release(g, &g->tensors[i]);
+        s->held[i] = 0;
+    }
+}
+
+/* after the tensors are in: --no-mmap's unused bytes go back, then --mlock */
+static int shard_settle(shard_t *s, const shard_opts_t *o) {
+    if (gguf_mapped(s->g) && !o->mlock) return 0;
+    const mat_t **used = malloc(((size_t)(s->last - s->first + 1) * LIN_COUNT + 1) * sizeof *used);
+    if (!used) return TERN_ENOMEM;
+    int n = used_mats(s, used), rc = 0;
+    if (!gguf_mapped(s->g)) drop_unused(s, used, n);
+    if (o->mlock) rc = lock_shard(s, used, n);
+    free(used);
+    return rc;
+}
+
 int shard_load(shard_t *s, const gguf_t *g, int first, int last, int has_head, const shard_opts_t *o, char *err,
                size_t errlen) {
     shard_opts_t def;
@@ -200,13 +321,19 @@ int shard_load(shard_t *s, const gguf_t *g, int first, int last, int has_head, c
     s->has_head = has_head;
     int n = last - first + 1;
     s->layers = calloc(n > 0 ? (size_t)n : 1, sizeof(layer_w_t));
-    if (!s->layers) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    s->held = calloc((size_t)(g->n_tensors ? g->n_tensors : 1), 1);
+    if (!s->layers || !s->held) { rc = err_set(err, errlen, TERN_ENOMEM, "out of memory"); goto fail; }
+    if (!gguf_mapped(g) && (rc = prefetch(s, err, errlen)) < 0) goto fail;
     if ((rc = load_rope_freqs(s, err, errlen)) < 0) goto fail;
     for (int i = 0; i < n; i++)
         if ((rc = load_layer(s, first + i, &s->layers[i], o, err, errlen)) < 0) goto fail;
     if (has_head) {
         if ((rc = load_head(s, o, err, errlen)) < 0) goto fail;
         s->weight_bytes += mat_weight_bytes(&s->head);
+    }
+    if ((rc = shard_settle(s, o)) < 0) {
+        err_set(err, errlen, rc, "out of memory");
+        goto fail;
     }
     return 0;
 fail:
@@ -232,5 +359,10 @@ void shard_free(shard_t *s) {
     tern_free(s->rope_freqs);
     if (s->has_head) mat_free(&s->head);
     tern_free(s->head_owned);
+    memlock_free(&s->lock);
+    if (s->held)   /* the bytes read for this shard (--no-mmap) go back */
+        for (uint64_t i = 0; i < s->g->n_tensors; i++)
+            if (s->held[i]) gguf_tensor_release(s->g, &s->g->tensors[i]);
+    free(s->held);
     memset(s, 0, sizeof *s);
 }

@@ -1,10 +1,12 @@
 /* shard: a view of the layers [first, last] of a GGUF model, ready to run — each linear as a
  * mat_t (possibly repacked at load), norms as f32 — plus, for the last stage, the output norm
  * and the lm head (tied to token_embd when the file has no output.weight). Weights stay in
- * the mmap'd file unless a kernel repacks them. Not here: activations, KV cache (forward.c). */
+ * the mmap'd file unless a kernel repacks them; with a GGUF_NO_MMAP file only the shard's own
+ * tensors are read in (and given back by shard_free). Not here: activations, KV cache (forward.c). */
 #ifndef TERN_SHARD_H
 #define TERN_SHARD_H
 #include "core/gguf.h"
+#include "core/memlock.h"
 #include "core/model_spec.h"
 #include "kernels/mat.h"
 #include "kernels/ops.h"
@@ -25,6 +27,7 @@ typedef struct layer_w {
 typedef struct shard_opts {
     int head_type;          /* -1: as stored; TT_Q8_0 / TT_F16: convert the lm head at load */
     int mat_flags;          /* MAT_NO_REPACK for tests */
+    int mlock;              /* --mlock: lock what the shard uses (shard_t.lock) after loading */
     int rope_set;           /* 1: RoPE base and scaling are these (the user's overrides, resolved by the
                              * coordinator), not the file's */
     float rope_base;
@@ -42,6 +45,8 @@ typedef struct shard {
     void *head_owned;       /* converted head bytes, if --head asked for a conversion */
     size_t weight_bytes;    /* bytes of weights read per token (layers + head) */
     float *rope_freqs;      /* (rot_dim/2,) rope_freqs.weight (llama3 frequency factors), or NULL */
+    uint8_t *held;          /* (g->n_tensors,) 1: tensor i loaded for this shard (gguf_tensor_load) */
+    memlock_t lock;         /* --mlock: what is locked (lock.locked bytes, lock.failed could not be) */
 } shard_t;
 
 void shard_opts_default(shard_opts_t *o);

@@ -48,6 +48,7 @@ int stage_init(stage_t *st, const gguf_t *g, const stage_cfg_t *cfg, tpool_t *tp
     shard_opts_default(&so);
     so.head_type = cfg->head_type;
     so.mat_flags = cfg->mat_flags;
+    so.mlock = cfg->mlock;
     so.rope_set = cfg->rope_set;
     so.rope_base = cfg->rope_base;
     so.rope = cfg->rope;

@@ -23,6 +23,9 @@ typedef struct stage_cfg {
     int kv_type;           /* KV_F16 / KV_F32 */
     int head_type;         /* -1 as stored, or TT_Q8_0 / TT_F16 */
     int mat_flags;
+    int mlock;             /* --mlock: lock the shard's weights in memory after loading */
+    int no_mmap;           /* embedded workers only: open the file with GGUF_NO_MMAP (--no-mmap) */
+    int threads_batch;     /* embedded workers only: -tb (0: their threads) */
     int device;            /* STAGE_DEV_CPU, or STAGE_DEV_CUDA: layers (and head) on GPU 0 */
     int rope_set;          /* 1: RoPE base and scaling below, not the file's (--rope-* overrides) */
     float rope_base;

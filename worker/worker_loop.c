@@ -43,6 +43,7 @@ typedef struct worker {
     uint64_t model_size;
     char model_hash[MODEL_ID_HASH_LEN];
     tpool_t *tp;
+    tpool_t *tp_batch;        /* -tb: steps of more than one token, or NULL (tp) */
     float gbps;               /* the Hello's speed: host memory's, or the GPU's for a CUDA worker */
     uint64_t dev_mem;         /* CUDA worker: the GPU's memory (0: a CPU worker) */
     char dev_name[128];
@@ -244,7 +245,7 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
         if (w->loaded) { stage_free(&w->st); w->loaded = 0; }
         gguf_close(&w->g);
         fetch_req_t fr = {w->in, &rx->from, w->cfg->cache_dir, w->name, ls->model, (int)ls->first_layer,
-                          (int)ls->last_layer, ls->is_last, 0};
+                          (int)ls->last_layer, ls->is_last, 0, w->cfg->no_mmap ? GGUF_NO_MMAP : 0};
         int frc = fetch_shard(&fr, &w->g, err, sizeof err);
         if (frc < 0) {
             snprintf(msg, sizeof msg, "%s: cannot fetch layers [%u, %u]: %s", w->name, ls->first_layer, ls->last_layer, err);
@@ -282,6 +283,7 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     c.head_type = ls->head_type ? (int)ls->head_type : -1;
     c.kv_type = ls->kv_type == TERN__KV_TYPE__KV_F32 ? KV_F32 : ls->kv_type == TERN__KV_TYPE__KV_Q8_0 ? KV_Q8_0 : KV_F16;
     if (w->cfg->cuda) c.device = STAGE_DEV_CUDA;
+    c.mlock = w->cfg->mlock || ls->mlock;   /* the worker's own flag, or the coordinator's --mlock */
     if (ls->rope) {   /* checked by shard_load (rope_scaling_check): the bytes came over the network */
         const Tern__RopeParams *r = ls->rope;
         c.rope_set = 1;
@@ -298,6 +300,12 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
     if (rc < 0) {
         snprintf(msg, sizeof msg, "%s: cannot load layers [%u, %u]: %s", w->name, ls->first_layer, ls->last_layer, err);
         send_error(w, &rx->from, rc, 0, msg);
+        return;
+    }
+    if (!w->st.cuda && forward_set_batch_pool(&w->st.fwd, w->tp_batch) < 0) {
+        stage_free(&w->st);
+        snprintf(msg, sizeof msg, "%s: out of memory for %d batch threads", w->name, tpool_size(w->tp_batch));
+        send_error(w, &rx->from, TERN_ENOMEM, 0, msg);
         return;
     }
     w->st.fwd.tick = worker_tick;
@@ -694,9 +702,11 @@ static int worker_open(worker_t *w, const worker_cfg_t *cfg, char *err, size_t e
     w->cfg = cfg;
     int threads = cfg->threads > 0 ? cfg->threads : (int)sysconf(_SC_NPROCESSORS_ONLN);
     if (!(w->tp = tpool_new(threads))) return err_set(err, errlen, TERN_ENOMEM, "cannot start %d threads", threads);
+    if (cfg->threads_batch > 0 && cfg->threads_batch != threads && !(w->tp_batch = tpool_new(cfg->threads_batch)))
+        return err_set(err, errlen, TERN_ENOMEM, "cannot start %d threads", cfg->threads_batch);
     if (cfg->model) {
         if ((rc = model_id_compute(cfg->model, &w->model_size, w->model_hash, err, errlen)) < 0) return rc;
-        if ((rc = gguf_open(&w->g, cfg->model, err, errlen)) < 0) return rc;
+        if ((rc = gguf_open_ex(&w->g, cfg->model, cfg->no_mmap ? GGUF_NO_MMAP : 0, err, errlen)) < 0) return rc;
     }
     if (cfg->cuda && !cfg->embedded) {   /* placement sizes a CUDA worker by its GPU */
         size_t mem = 0;
@@ -730,6 +740,7 @@ static void worker_close(worker_t *w) {
     tp_close(&w->in);
     gguf_close(&w->g);
     tpool_destroy(&w->tp);
+    tpool_destroy(&w->tp_batch);
     tern_free(w->h);
     free(w->seq); free(w->pos); free(w->tok); free(w->smp); free(w->out_tok); free(w->out_lp); free(w->seq_u);
     free(w->tgt_lp); free(w->emf);
@@ -810,9 +821,12 @@ int worker_loop_run(const worker_cfg_t *cfg, char *err, size_t errlen) {
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGTERM, &sa, NULL);
     signal(SIGPIPE, SIG_IGN);
-    log_i("%s listening on %s (%d threads, %s, %.1f GB/s%s%s%s%s)", w.name, tp_endpoint(w.in), tpool_size(w.tp),
+    char tb[48] = "";
+    if (w.tp_batch) snprintf(tb, sizeof tb, " (%d for prompts)", tpool_size(w.tp_batch));
+    log_i("%s listening on %s (%d threads%s, %s, %.1f GB/s%s%s%s%s%s%s)", w.name, tp_endpoint(w.in), tpool_size(w.tp), tb,
           isa_name(isa_current()), w.gbps, w.dev_mem ? ", GPU " : "", w.dev_mem ? w.dev_name : "",
-          cfg->model ? ", model " : "", cfg->model ? cfg->model : "");
+          cfg->model ? ", model " : "", cfg->model ? cfg->model : "", cfg->no_mmap ? ", --no-mmap" : "",
+          cfg->mlock ? ", --mlock" : "");
     /* one line on stdout for scripts that wait for readiness */
     printf("ready %s\n", tp_endpoint(w.in));
     fflush(stdout);

@@ -14,6 +14,9 @@ typedef struct worker_cfg {
     const char *model;         /* local model file, or NULL */
     const char *name;          /* node name (default: hostname:port) */
     int threads;
+    int threads_batch;         /* -tb: threads of steps with more than one token (0: threads) */
+    int no_mmap;               /* --no-mmap: read the shard's tensors into memory, no mapping */
+    int mlock;                 /* --mlock: lock the shard's weights (also when LoadShard.mlock asks) */
     uint64_t memory;           /* bytes this worker may use (0: physical memory) */
     int idle_exit_ms;          /* 0: run until Shutdown/signal */
     const tp_curve_t *curve;   /* own key pair + the client keys let in (CURVE on), or NULL */
