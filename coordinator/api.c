@@ -196,9 +196,9 @@ int tern_load(tern_model **out, const tern_params *p, char *err, size_t errlen) 
             rc = err_set(err, errlen, TERN_EINVAL, "--draft %d: expected 1..%d draft tokens", nd, SCHED_LOOKUP_MAX);
             goto fail;
         }
-        if ((rc = draft_open(&m->draft, p->draft_model, m->g, m->hp.n_vocab, cfg.n_seq, cfg.n_ctx, n_batch, threads, err,
-                             errlen)) < 0)
-            goto fail;
+        draft_opts_t dopt = {.n_vocab = m->hp.n_vocab, .n_seq = cfg.n_seq, .n_ctx = cfg.n_ctx, .n_batch = n_batch,
+                             .threads = threads, .no_mmap = p->no_mmap, .mlock = p->mlock};   /* as the model's */
+        if ((rc = draft_open(&m->draft, p->draft_model, m->g, &dopt, err, errlen)) < 0) goto fail;
         sched_set_drafter(&m->sched, draft_fn, m->draft);
     }
     log_d("engine: %d sequence slot%s of %d tokens, steps of up to %d tokens in forward passes of %d", cfg.n_seq,

@@ -1,13 +1,16 @@
 /* cli_info: `tern info FILE` — describes a GGUF file: architecture and hyper-parameters, the
  * vocabulary, a table of tensors (name, type, shape, bytes) and totals (parameters, size,
  * bits per weight). --kv lists every metadata key. Reads only the header: weights stay unmapped
- * pages. Not here: checking that a model runs (tern run does that). */
+ * pages. A KV cache file (slot save, --prompt-cache; known by its magic) gets its header instead.
+ * Not here: checking that a model runs (tern run does that), or that a KV file restores into one. */
+#include "coordinator/kvfile.h"
 #include "coordinator/tokenizer.h"
 #include "core/err.h"
 #include "core/gguf.h"
 #include "core/model_spec.h"
 #include "core/opt.h"
 #include "core/types.h"
+#include "kernels/ops.h"
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -174,11 +177,58 @@ static void info_tensors(const gguf_t *g, int table) {
     printf("\n");
 }
 
+/* 1 when path begins with the KV cache file magic (kvfile.h), else 0 (GGUF's parser reports the rest) */
+static int is_kvfile(const char *path) {
+    FILE *f = fopen(path, "rb");
+    char magic[8];
+    int yes = f && fread(magic, 1, sizeof magic, f) == sizeof magic && !memcmp(magic, KVFILE_MAGIC, sizeof magic);
+    if (f) fclose(f);
+    return yes;
+}
+
+/* the RoPE record's line: what the keys were rotated with (a restore needs the same) */
+static void info_kv_rope(const kvfile_model_t *m) {
+    const kvfile_rope_t *r = &m->rope;
+    if (m->rope_old) {
+        printf("rope:          not recorded (version 1: plain RoPE of the model file's own base)\n");
+        return;
+    }
+    printf("rope:          scaling %s, freq_base %.9g, freq_scale %.9g, ext_factor %g, attn_factor %g",
+           rope_scaling_name(r->type), r->freq_base, r->freq_scale, r->ext_factor, r->attn_factor);
+    if (r->ext_factor != 0)   /* the record keeps yarn's ramp only where it takes effect */
+        printf(", orig ctx %d, beta fast %g slow %g", r->n_ctx_orig, r->beta_fast, r->beta_slow);
+    if (r->freqs_hash) printf(", frequency factors applied (%s %016" PRIx64 ")\n", ROPE_FREQS_NAME, r->freqs_hash);
+    else printf(", frequency factors none\n");
+}
+
+/* `tern info FILE.kv`: the header of a slot save / --prompt-cache file, after kvfile_load has checked
+ * the whole file (a corrupt one is its one-line error). 0, or 1 with the error on stderr. */
+static int info_kvfile(const char *path) {
+    kvfile_t f;
+    char err[512], hb[32];
+    if (kvfile_load(&f, path, err, sizeof err) < 0) {
+        fprintf(stderr, "tern info: %s\n", err);
+        return 1;
+    }
+    const kvfile_model_t *m = &f.m;
+    human(hb, sizeof hb, (double)f.len);
+    printf("file:          %s (tern KV cache file v%d, %zu bytes, %s)\n", path, m->rope_old ? 1 : 2, f.len, hb);
+    printf("model:         the file of %" PRIu64 " bytes with hash %s\n", m->size, m->hash);
+    printf("kv cache:      %s, layers %d, embd %d, vocab %d, kv dim %d (%zu-byte rows)\n", ops_kv_name(m->kv_type),
+           m->n_layer, m->n_embd, m->n_vocab, m->kv_dim, m->row);
+    human(hb, sizeof hb, (double)kvfile_kv_bytes(m, f.n_tok));
+    printf("tokens:        %d (%s of keys and values)\n", f.n_tok, hb);
+    info_kv_rope(m);
+    kvfile_free(&f);
+    return fflush(stdout) == 0 ? 0 : 1;
+}
+
 int cli_info(int argc, char **argv) {
     const char *model = NULL;
     int kv = 0, no_tensors = 0;
     opt_t opts[] = {
-        {"-m", "--model", OPT_STR, &model, "FILE", "GGUF file (or give it as the argument)", 0, 0},
+        {"-m", "--model", OPT_STR, &model, "FILE", "GGUF or KV cache file (slot save, --prompt-cache), or the argument",
+         0, 0},
         {NULL, "--kv", OPT_FLAG, &kv, NULL, "list every metadata key and value", 0, 0},
         {NULL, "--no-tensors", OPT_FLAG, &no_tensors, NULL, "totals only, no tensor table", 0, 0},
         OPT_END,
@@ -186,7 +236,7 @@ int cli_info(int argc, char **argv) {
     char err[512], *pos[2];
     int npos, rc = opt_parse(opts, argc, argv, pos, 1, &npos, err, sizeof err);
     if (rc == 1) {
-        opt_help(stdout, "tern info [options] FILE.gguf", opts);
+        opt_help(stdout, "tern info [options] FILE.gguf|FILE.kv", opts);
         return 0;
     }
     if (rc == 0 && npos == 1) {
@@ -194,6 +244,7 @@ int cli_info(int argc, char **argv) {
         model = pos[0];
     }
     if (rc == 0 && !model) rc = err_set(err, sizeof err, TERN_EINVAL, "missing FILE (see --help)");
+    if (rc == 0 && is_kvfile(model)) return info_kvfile(model);
     gguf_t *g = NULL;
     if (rc == 0) rc = gguf_open(&g, model, err, sizeof err);
     if (rc < 0) {

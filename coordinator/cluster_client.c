@@ -453,6 +453,7 @@ static int load_shards(cpl_t *p, char *err, size_t errlen) {
         ls.max_seqs = (uint32_t)p->cfg.n_seq;
         ls.threads = (uint32_t)w->cw->threads;
         ls.mlock = p->cfg.mlock;
+        ls.threads_batch = p->cfg.threads_batch > 0 ? (uint32_t)p->cfg.threads_batch : 0;   /* workers without -tb */
         ls.head_type = p->cfg.head_type >= 0 ? (uint32_t)p->cfg.head_type : 0;
         ls.next_endpoint = s + 1 < p->n_stages ? p->w[p->stage[s + 1]].cw->endpoint : "";
         ls.next_name = s + 1 < p->n_stages ? p->w[p->stage[s + 1]].cw->name : "";

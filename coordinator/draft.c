@@ -8,6 +8,7 @@
 #include "core/alloc.h"
 #include "core/err.h"
 #include "core/log.h"
+#include "core/memlock.h"
 #include "core/model_spec.h"
 #include <stdlib.h>
 #include <string.h>
@@ -17,6 +18,7 @@
 struct draft {
     gguf_t *g;
     embed_t emb;
+    memlock_t lock;        /* --mlock: the token embeddings (the stage locks the rest) */
     tpool_t *tp;
     pipeline_t *pl;
     int n_seq, n_ctx, n_batch;
@@ -47,21 +49,33 @@ static int same_vocab(const gguf_t *a, const gguf_t *b, int n_vocab, char *err, 
     return rc;
 }
 
-int draft_open(draft_t **out, const char *path, const gguf_t *big, int n_vocab, int n_seq, int n_ctx, int n_batch,
-               int threads, char *err, size_t errlen) {
+/* --mlock: the token embeddings, read in place every step (the stage locks its layers and head) */
+static int lock_embeddings(draft_t *d) {
+    if (memlock_add(&d->lock, d->emb.t->data, d->emb.t->nbytes) < 0) return TERN_ENOMEM;
+    char sz[32];
+    memlock_apply(&d->lock, "draft token embeddings");
+    log_i("--mlock: locked %s in memory (draft token embeddings)", memlock_size(sz, sizeof sz, d->lock.locked));
+    return 0;
+}
+
+int draft_open(draft_t **out, const char *path, const gguf_t *big, const draft_opts_t *o, char *err, size_t errlen) {
     *out = NULL;
     draft_t *d = calloc(1, sizeof *d);
     if (!d) return err_set(err, errlen, TERN_ENOMEM, "out of memory");
+    memlock_init(&d->lock);
+    int n_seq = o->n_seq, n_ctx = o->n_ctx, n_batch = o->n_batch;
     char why[256];
     hparams_t hp;
-    int rc = gguf_open(&d->g, path, why, sizeof why);
+    int rc = gguf_open_ex(&d->g, path, o->no_mmap ? GGUF_NO_MMAP : 0, why, sizeof why);
     if (rc == 0) rc = hparams_from_gguf(&hp, d->g, why, sizeof why);
-    if (rc == 0) rc = same_vocab(d->g, big, n_vocab, why, sizeof why);
+    if (rc == 0) rc = same_vocab(d->g, big, o->n_vocab, why, sizeof why);
     if (rc == 0) rc = embed_init(&d->emb, d->g, why, sizeof why);
-    if (rc == 0 && !(d->tp = tpool_new(threads))) rc = err_set(why, sizeof why, TERN_ENOMEM, "cannot start threads");
+    if (rc == 0 && o->mlock && (rc = lock_embeddings(d)) < 0) err_set(why, sizeof why, rc, "out of memory");
+    if (rc == 0 && !(d->tp = tpool_new(o->threads))) rc = err_set(why, sizeof why, TERN_ENOMEM, "cannot start threads");
     stage_cfg_t cfg;
     stage_cfg_default(&cfg);
     cfg.n_ctx = n_ctx, cfg.n_seq = n_seq, cfg.n_batch = n_batch;
+    cfg.mlock = o->mlock;   /* the stage locks its layers and head itself */
     if (rc == 0) rc = pipeline_local_new(&d->pl, d->g, &cfg, 1, d->tp, why, sizeof why);
     d->n_seq = n_seq, d->n_ctx = n_ctx, d->n_batch = n_batch;
     if (rc == 0) {
@@ -81,7 +95,8 @@ int draft_open(draft_t **out, const char *path, const gguf_t *big, int n_vocab, 
         draft_close(&d);
         return err_set(err, errlen, rc, "draft model %s: %s", path, why);
     }
-    log_i("draft model %s: %d layers, %.1f MiB of weights", path, hp.n_layer, (double)d->pl->weight_bytes / 1048576);
+    log_i("draft model %s: %d layers, %.1f MiB of weights%s", path, hp.n_layer, (double)d->pl->weight_bytes / 1048576,
+          gguf_mapped(d->g) ? "" : ", read into memory (--no-mmap)");
     *out = d;
     return 0;
 }
@@ -91,6 +106,7 @@ void draft_close(draft_t **pd) {
     if (!d) return;
     pipeline_destroy(&d->pl);
     tpool_destroy(&d->tp);
+    memlock_free(&d->lock);
     gguf_close(&d->g);
     free(d->fed);
     free(d->n_fed);

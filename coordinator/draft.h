@@ -16,11 +16,18 @@
 
 typedef struct draft draft_t;
 
-/* Opens the draft model at path for n_seq slots of n_ctx positions (steps of up to n_batch
- * tokens) on threads threads. Its vocabulary must be the big model's: n_vocab tokens whose
- * texts match big's (checked on every token). 0 or <0 with err (a one-line reason). */
-int draft_open(draft_t **out, const char *path, const gguf_t *big, int n_vocab, int n_seq, int n_ctx, int n_batch,
-               int threads, char *err, size_t errlen);
+typedef struct draft_opts {
+    int n_vocab;          /* the big model's vocabulary size */
+    int n_seq, n_ctx;     /* slots, positions per slot */
+    int n_batch;          /* tokens per step at most */
+    int threads;
+    int no_mmap;          /* --no-mmap: read the draft's tensors into memory, not map the file */
+    int mlock;            /* --mlock: lock its weights (layers, head, token embeddings) in memory */
+} draft_opts_t;
+
+/* Opens the draft model at path as o says. Its vocabulary must be the big model's: o->n_vocab
+ * tokens whose texts match big's (checked on every token). 0 or <0 with err (a one-line reason). */
+int draft_open(draft_t **out, const char *path, const gguf_t *big, const draft_opts_t *o, char *err, size_t errlen);
 void draft_close(draft_t **d);
 /* Up to k (<= 64) greedy tokens that the draft model says follow toks[0..n) in slot `slot`; the
  * slot's cache keeps what it fed (a later call with the same beginning feeds only the rest).

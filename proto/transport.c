@@ -276,6 +276,9 @@ static int check_load(const Tern__LoadShard *l, const char *peer, char *err, siz
         return err_set(err, errlen, TERN_EPROTO, "peer %s: load_shard: next_endpoint too long", peer);
     if (l->kv_type != TERN__KV_TYPE__KV_F16 && l->kv_type != TERN__KV_TYPE__KV_F32 && l->kv_type != TERN__KV_TYPE__KV_Q8_0)
         return err_set(err, errlen, TERN_EPROTO, "peer %s: load_shard: unknown kv_type %d", peer, (int)l->kv_type);
+    if (l->threads_batch > TP_MAX_THREADS)
+        return err_set(err, errlen, TERN_EPROTO, "peer %s: load_shard: threads_batch %u (at most %u)", peer,
+                       l->threads_batch, TP_MAX_THREADS);
     return 0;
 }
 

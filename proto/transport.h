@@ -44,6 +44,7 @@
 #define TP_MAX_HIDDEN (1u << 18)             /* Forward.hidden_size bound */
 #define TP_MAX_VOCAB (1u << 22)              /* Sampled.vocab bound */
 #define TP_MAX_TOP 20                        /* Sampled.n_top bound (= SAMPLER_TOP_MAX) */
+#define TP_MAX_THREADS 1024                  /* LoadShard.threads_batch bound (= the -tb flag's) */
 #define TP_MAX_POLL 64
 
 /* CURVE (ZeroMQ's Curve25519 handshake): authenticates and encrypts tcp:// and ipc:// links;

@@ -25,7 +25,8 @@ typedef struct stage_cfg {
     int mat_flags;
     int mlock;             /* --mlock: lock the shard's weights in memory after loading */
     int no_mmap;           /* embedded workers only: open the file with GGUF_NO_MMAP (--no-mmap) */
-    int threads_batch;     /* embedded workers only: -tb (0: their threads) */
+    int threads_batch;     /* -tb (0: their threads): embedded workers' own; remote workers get it in
+                            * LoadShard.threads_batch and use it where they have no -tb of their own */
     int device;            /* STAGE_DEV_CPU, or STAGE_DEV_CUDA: layers (and head) on GPU 0 */
     int rope_set;          /* 1: RoPE base and scaling below, not the file's (--rope-* overrides) */
     float rope_base;

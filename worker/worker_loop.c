@@ -236,6 +236,30 @@ static void worker_tick(void *ctx) {
     }
 }
 
+/* The pool of a shard's multi-token steps: the worker's own -tb wins (its pool, made at start),
+ * else the coordinator's (coord_tb, LoadShard.threads_batch: made, or remade at another size,
+ * here), else none (they run on the -t pool). A CUDA worker has none. Called with no stage loaded,
+ * so nothing holds the pool it replaces. Logs which -tb applies. 0 or TERN_ENOMEM with err. */
+static int batch_pool_for(worker_t *w, uint32_t coord_tb, char *err, size_t errlen) {
+    int own = w->cfg->threads_batch, lvl = w->cfg->embedded ? LOG_D : LOG_I;
+    if (w->cfg->cuda) return 0;
+    if (own > 0) {
+        if (coord_tb && coord_tb != (uint32_t)own)
+            log_msg(lvl, "threads-batch %d (this worker's -tb; the coordinator's is %u)", own, coord_tb);
+        else
+            log_msg(lvl, "threads-batch %d (this worker's -tb)", own);
+        return 0;
+    }
+    int want = coord_tb == (uint32_t)tpool_size(w->tp) ? 0 : (int)coord_tb;   /* as many as -t: that pool */
+    if ((w->tp_batch ? tpool_size(w->tp_batch) : 0) != want) {
+        tpool_destroy(&w->tp_batch);
+        if (want && !(w->tp_batch = tpool_new(want)))
+            return err_set(err, errlen, TERN_ENOMEM, "cannot start %d batch threads", want);
+    }
+    if (coord_tb) log_msg(lvl, "threads-batch %u (the coordinator's -tb)", coord_tb);
+    return 0;
+}
+
 static void on_load(worker_t *w, tp_msg_t *rx) {
     const Tern__LoadShard *ls = rx->msg->load_shard;
     char err[512], msg[1200];
@@ -296,7 +320,8 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
         c.rope.beta_fast = r->beta_fast;
         c.rope.beta_slow = r->beta_slow;
     }
-    int rc = stage_init(&w->st, w->g, &c, w->tp, err, sizeof err);
+    int rc = batch_pool_for(w, ls->threads_batch, err, sizeof err);
+    if (rc == 0) rc = stage_init(&w->st, w->g, &c, w->tp, err, sizeof err);
     if (rc < 0) {
         snprintf(msg, sizeof msg, "%s: cannot load layers [%u, %u]: %s", w->name, ls->first_layer, ls->last_layer, err);
         send_error(w, &rx->from, rc, 0, msg);

@@ -2,7 +2,10 @@
 # llama.cpp's memory flags on real processes: --no-mmap (tensors read with pread) gives the same
 # greedy text as the mapped file, in one process and on a 2-worker cluster whose workers run
 # --no-mmap --mlock (each logs the bytes it locked); -tb (prompt threads) against -t gives the
-# same text whatever the split; out-of-range values are one-line errors.
+# same text whatever the split; the coordinator's --mlock and -tb reach workers started without
+# their own (each logs the threads-batch it uses; a worker's own -tb wins); a draft model (-md)
+# is read and locked under --no-mmap --mlock with the same text; out-of-range values are one-line
+# errors.
 source "$(dirname "$0")/lib.bash"
 
 M="$tmp/m.gguf"
@@ -48,6 +51,30 @@ start_worker w3 "$LOOPBACK_ANY" -m "$M" -t 1; W3=$EP
 got=$(run --workers "$W3" --mlock)
 [ "$got" == "$ref" ] && grep -q -- "--mlock: locked" "$tmp/w3.log" && ok "--mlock passed on to a worker" \
   || bad "--mlock on the coordinator: '$got', worker log: $(tail -3 "$tmp/w3.log")"
+# the coordinator's -tb reaches workers without their own (LoadShard.threads_batch); a worker's own -tb wins
+got=$(run --workers "$W3" -tb 2)
+line=$(grep "threads-batch" "$tmp/w3.log" | tail -1)
+[ "$got" == "$ref" ] && [[ "$line" == *"threads-batch 2 (the coordinator's -tb)"* ]] && ok "-tb passed on to a worker: ${line##*I }" \
+  || bad "-tb 2 on the coordinator: '$got', worker log: $(tail -3 "$tmp/w3.log")"
+got=$(run --workers "$W1,$W2" -tb 3)
+l1=$(grep "threads-batch" "$tmp/w1.log" | tail -1) l2=$(grep "threads-batch" "$tmp/w2.log" | tail -1)
+[ "$got" == "$ref" ] && [[ "$l1" == *"threads-batch 3 (the coordinator's -tb)"* ]] \
+  && [[ "$l2" == *"threads-batch 2 (this worker's -tb; the coordinator's is 3)"* ]] \
+  && ok "-tb 3: w1 (none of its own) ${l1##*I }, w2 (-tb 2) ${l2##*I }" || bad "-tb 3 on 2 workers: '$got', w1: $l1, w2: $l2"
+got=$(run --workers "$W3")
+line=$(grep "threads-batch\|loaded layers" "$tmp/w3.log" | tail -1)
+[ "$got" == "$ref" ] && [[ "$line" == *"loaded layers"* ]] && ok "no -tb anywhere: the worker's -t pool (no threads-batch line)" \
+  || bad "no -tb after -tb 2: '$got', worker log: $(tail -3 "$tmp/w3.log")"
+
+# the draft model (-md) follows --no-mmap and --mlock like the model
+D="$tmp/d.gguf"
+make_model "$D" --arch llama --preset tiny --layers 2 --type tq2_0 --seed 12 --vocab "$M"
+got=$(run -t 2 -md "$D")
+[ "$got" == "$ref" ] && ok "-md: the greedy text" || bad "-md: '$got' != '$ref'"
+got=$(run -t 2 -md "$D" --no-mmap --mlock)
+line=$(grep "draft model" "$tmp/run.log" | tail -1)
+[ "$got" == "$ref" ] && [[ "$line" == *"read into memory (--no-mmap)" ]] && grep -q -- "--mlock: locked .* (draft token embeddings)" "$tmp/run.log" \
+  && ok "-md --no-mmap --mlock == -md: ${line##*I }, its embeddings locked" || bad "-md --no-mmap --mlock: '$got' != '$ref', log: $line"
 
 # --fetch-weights workers keep their cache file unmapped; the coordinator serves chunks it reads
 start_worker f1 "$LOOPBACK_ANY" --fetch-weights --cache-dir "$tmp/cache-f1" -t 1 --no-mmap; F1=$EP

@@ -8,7 +8,9 @@
 # Saved KV caches record the RoPE their keys were rotated with: a slot saved by a server with
 # --rope-freq-base restores into one with the same flag (the next request starts after it, with a
 # fresh request's text) and is refused with 400 and a one-line message naming freq_base by one with
-# another (or none); tern run --prompt-cache likewise restores or fails in one line.
+# another (or none); tern run --prompt-cache likewise restores or fails in one line. tern info on a
+# saved file prints its header (RoPE record: yarn's fields, frequency factors); a truncated one
+# fails in one line.
 source "$(dirname "$0")/lib.bash"
 
 Y="$tmp/yarn.gguf"
@@ -110,6 +112,20 @@ serve sa --rope-freq-base 20000
 comp "$LONG" >/dev/null
 st=$(act 0 save '{"filename":"fb.bin"}')
 [ "$st" = 200 ] || bad "save under --rope-freq-base 20000: $st $(cat "$tmp/r.json")"
+# tern info FILE.kv: the saved slot's header, its RoPE record included
+n_saved=$(python3 -c "import json; print(json.load(open('$tmp/r.json'))['n_saved'])" 2>/dev/null)
+out=$("$TERN" info "$tmp/slots/fb.bin" 2>&1); rc=$?
+[ $rc = 0 ] && grep -q "^file: .* (tern KV cache file v2, $(stat -c %s "$tmp/slots/fb.bin") bytes" <<<"$out" \
+  && grep -q "^model: *the file of $(stat -c %s "$P") bytes with hash " <<<"$out" \
+  && grep -q "^kv cache: *f16, layers 3, embd [0-9]*, vocab [0-9]*, kv dim [0-9]* ([0-9]*-byte rows)" <<<"$out" \
+  && grep -q "^tokens: *${n_saved:-?} (" <<<"$out" \
+  && grep -q "^rope: *scaling none, freq_base 20000, freq_scale 1, ext_factor 0, attn_factor 1, frequency factors none$" <<<"$out" \
+  && ok "info of a slot saved with --rope-freq-base 20000 ($n_saved tokens): $(grep '^rope' <<<"$out")" \
+  || bad "info of the saved slot (rc $rc, n_saved ${n_saved:-?}): $out"
+head -c 400 "$tmp/slots/fb.bin" >"$tmp/trunc.kv"
+out=$("$TERN" info "$tmp/trunc.kv" 2>&1); rc=$?
+[ $rc = 1 ] && [ "$(grep -c . <<<"$out")" = 1 ] && grep -q "^tern info: .*trunc.kv: .*(truncated?)" <<<"$out" \
+  && ok "info of a truncated KV file: one line, exit 1 ($out)" || bad "info of a truncated KV file (rc $rc): $out"
 serve sb --rope-freq-base 20000
 ref=$(comp "$LONG Then" ',"cache_prompt":false' | cut -f2)
 st=$(act 0 restore '{"filename":"fb.bin"}')
@@ -126,6 +142,13 @@ for fl in "--rope-freq-base 30000|this model runs 30000" "|this model runs 50000
 done
 kill "$SPID"
 run "$P" -t 2 --rope-freq-base 20000 --prompt-cache "$tmp/pc.bin" >/dev/null
+# a --prompt-cache file of the yarn model and of the llama3-factors one: yarn's fields, factors applied
+run "$Y" -t 2 --prompt-cache "$tmp/y.kv" >/dev/null
+run "$L3" -t 2 --prompt-cache "$tmp/l3.kv" >/dev/null
+"$TERN" info "$tmp/y.kv" 2>&1 | grep -q "^rope: *scaling yarn, freq_base [0-9.]*, freq_scale 0.25, ext_factor 1, attn_factor 1, orig ctx 16, beta fast 32 slow 1, frequency factors none$" \
+  && ok "info of a yarn model's prompt cache: $("$TERN" info "$tmp/y.kv" | grep '^rope')" || bad "info y.kv: $("$TERN" info "$tmp/y.kv" 2>&1)"
+"$TERN" info "$tmp/l3.kv" 2>&1 | grep -q "^rope: *scaling none, .*, frequency factors applied (rope_freqs.weight [0-9a-f]\{16\})$" \
+  && ok "info of a llama3-factors model's prompt cache: factors applied" || bad "info l3.kv: $("$TERN" info "$tmp/l3.kv" 2>&1)"
 out=$(timeout 60 "$TERN" run -m "$P" --no-display-prompt -p "Hello" -n 4 -t 2 --rope-freq-base 20000 --prompt-cache "$tmp/pc.bin" 2>&1 >/dev/null); rc=$?
 [ $rc = 0 ] && grep -q "tokens restored from" <<<"$out" && ok "--prompt-cache saved with --rope-freq-base 20000 restores under it" \
   || bad "--prompt-cache, same flag (rc $rc): $out"

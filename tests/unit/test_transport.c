@@ -460,6 +460,21 @@ static void test_hostile_frames(void **st) {
     expect_refused(&r, l, &in, TERN_EPROTO, want);
     a.hello.proto_version = TERN_PROTO_VERSION;
 
+    /* LoadShard.threads_batch (the coordinator's -tb): at most TP_MAX_THREADS, like the flag */
+    Tern__Msg lm = msg_of(&a, 3, &t, &tb);
+    a.load.threads_batch = TP_MAX_THREADS + 1;
+    n = pack_raw(lm, TERN_PROTO_VERSION, 0, buf);
+    tp_iov_t ltb = {buf, n};
+    raw_send(&r, &ltb, 1);
+    expect_refused(&r, l, &in, TERN_EPROTO, "load_shard: threads_batch 1025 (at most 1024)");
+    a.load.threads_batch = TP_MAX_THREADS;
+    n = pack_raw(lm, TERN_PROTO_VERSION, 0, buf);
+    ltb.n = n;
+    raw_send(&r, &ltb, 1);
+    if (tp_recv(l, &in, 5000, E)) fail_msg("threads_batch %u refused: %s", TP_MAX_THREADS, g_err);
+    assert_int_equal(in.msg->load_shard->threads_batch, TP_MAX_THREADS);
+    a.load.threads_batch = 0;
+
     a.fwd.n_positions = 2;
     n = pack_raw(fwd, TERN_PROTO_VERSION, 96, buf);
     tp_iov_t cnt[2] = {{buf, n}, {g_hidden, 96}};
