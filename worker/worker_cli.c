@@ -110,6 +110,7 @@ int worker_cli(int argc, char **argv) {
             cfg.name = mname;
         }
     }
+    cfg.threads_given = cfg.threads > 0;
     if (numa) {
         mpi_env_t env;
         numa_plan_t np;

@@ -260,6 +260,27 @@ static int batch_pool_for(worker_t *w, uint32_t coord_tb, char *err, size_t errl
     return 0;
 }
 
+/* The pool of a shard's steps: the worker's own -t wins, else the cluster file's `threads`
+ * (LoadShard.threads: the pool is remade at that size here), else the one made at start (all
+ * cores). A CUDA worker keeps its own. Called with no stage loaded, so nothing holds the pool it
+ * replaces. Logs where the count came from when the file names one. 0 or TERN_ENOMEM with err. */
+static int main_pool_for(worker_t *w, uint32_t file_threads, char *err, size_t errlen) {
+    int lvl = w->cfg->embedded ? LOG_D : LOG_I;
+    if (!file_threads || w->cfg->cuda) return 0;
+    if (w->cfg->threads_given) {
+        if (file_threads != (uint32_t)tpool_size(w->tp))
+            log_msg(lvl, "threads %d (this worker's -t; the cluster file's is %u)", tpool_size(w->tp), file_threads);
+        return 0;
+    }
+    if (file_threads != (uint32_t)tpool_size(w->tp)) {
+        tpool_destroy(&w->tp);
+        if (!(w->tp = tpool_new((int)file_threads)))
+            return err_set(err, errlen, TERN_ENOMEM, "cannot start %u threads", file_threads);
+        log_msg(lvl, "threads %u (the cluster file's)", file_threads);
+    }
+    return 0;
+}
+
 static void on_load(worker_t *w, tp_msg_t *rx) {
     const Tern__LoadShard *ls = rx->msg->load_shard;
     char err[512], msg[1200];
@@ -320,7 +341,8 @@ static void on_load(worker_t *w, tp_msg_t *rx) {
         c.rope.beta_fast = r->beta_fast;
         c.rope.beta_slow = r->beta_slow;
     }
-    int rc = batch_pool_for(w, ls->threads_batch, err, sizeof err);
+    int rc = main_pool_for(w, ls->threads, err, sizeof err);
+    if (rc == 0) rc = batch_pool_for(w, ls->threads_batch, err, sizeof err);
     if (rc == 0) rc = stage_init(&w->st, w->g, &c, w->tp, err, sizeof err);
     if (rc < 0) {
         snprintf(msg, sizeof msg, "%s: cannot load layers [%u, %u]: %s", w->name, ls->first_layer, ls->last_layer, err);

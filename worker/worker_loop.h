@@ -14,6 +14,7 @@ typedef struct worker_cfg {
     const char *model;         /* local model file, or NULL */
     const char *name;          /* node name (default: hostname:port) */
     int threads;
+    int threads_given;         /* -t was given: it wins over the cluster file's threads (LoadShard.threads) */
     int threads_batch;         /* -tb: threads of steps with more than one token (0: threads) */
     int no_mmap;               /* --no-mmap: read the shard's tensors into memory, no mapping */
     int mlock;                 /* --mlock: lock the shard's weights (also when LoadShard.mlock asks) */

@@ -66,6 +66,20 @@ line=$(grep "threads-batch\|loaded layers" "$tmp/w3.log" | tail -1)
 [ "$got" == "$ref" ] && [[ "$line" == *"loaded layers"* ]] && ok "no -tb anywhere: the worker's -t pool (no threads-batch line)" \
   || bad "no -tb after -tb 2: '$got', worker log: $(tail -3 "$tmp/w3.log")"
 
+# the cluster file's `threads` sizes a worker's pool (LoadShard.threads); a worker's own -t wins
+start_worker w4 "$LOOPBACK_ANY" -m "$M"; W4=$EP
+ft=$(( $(nproc) + 1 ))   # not the all-cores pool it starts with
+cat > "$tmp/threads.yaml" <<YAML
+workers:
+  - { name: w4, endpoint: "$W4", threads: $ft, layers: [0, 1] }
+  - { name: w3, endpoint: "$W3", threads: $ft }
+YAML
+got=$(run --cluster "$tmp/threads.yaml")
+l4=$(grep "threads $ft\|threads [0-9]* (" "$tmp/w4.log" | tail -1) l3=$(grep "(this worker's -t" "$tmp/w3.log" | tail -1)
+[ "$got" == "$ref" ] && [[ "$l4" == *"threads $ft (the cluster file's)"* ]] \
+  && [[ "$l3" == *"threads 1 (this worker's -t; the cluster file's is $ft)"* ]] \
+  && ok "cluster file threads: w4 ${l4##*I }, w3 (-t 1) ${l3##*I }" || bad "cluster file threads: '$got', w4: $l4, w3: $l3"
+
 # the draft model (-md) follows --no-mmap and --mlock like the model
 D="$tmp/d.gguf"
 make_model "$D" --arch llama --preset tiny --layers 2 --type tq2_0 --seed 12 --vocab "$M"
