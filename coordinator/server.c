@@ -1,7 +1,7 @@
 /* server: see server.h. This file holds the daemon (bind, thread per connection), the request
  * body collection with its size limit, authentication, routing and the small routes
  * (/health, /v1/models, /metrics); the generation routes live in server_gen.c (Anthropic's
- * /v1/messages in server_anthropic.c), the web UI
+ * /v1/messages in server_anthropic.c, OpenAI's /v1/responses in server_responses.c), the web UI
  * page, /props and /slots in server_info.c and the engine thread in server_engine.c. */
 #define _GNU_SOURCE   /* POLLRDHUP */
 #include "coordinator/server_int.h"
@@ -195,7 +195,7 @@ typedef struct route {
 } route_t;
 
 enum { R_HEALTH, R_MODELS, R_COMPLETIONS, R_CHAT, R_TOKENIZE, R_DETOKENIZE, R_METRICS, R_EMBEDDINGS, R_WEBUI, R_PROPS, R_SLOTS,
-       R_SLOT_ACTION, R_NATIVE, R_TEMPLATE, R_MESSAGES, R_COUNT_TOKENS, R_INFILL };
+       R_SLOT_ACTION, R_NATIVE, R_TEMPLATE, R_MESSAGES, R_COUNT_TOKENS, R_INFILL, R_RESPONSES };
 
 static const route_t g_slot_action = {"/slots/", NULL, "POST", R_SLOT_ACTION};   /* /slots/{id}?action= */
 
@@ -216,6 +216,7 @@ static const route_t g_routes[] = {
     {"/infill", NULL, "POST", R_INFILL},
     {"/v1/messages", NULL, "POST", R_MESSAGES},   /* server_anthropic.c */
     {"/v1/messages/count_tokens", NULL, "POST", R_COUNT_TOKENS},
+    {"/v1/responses", "/responses", "POST", R_RESPONSES},   /* server_responses.c */
 };
 
 static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, const char *url, const char *method,
@@ -263,6 +264,7 @@ static enum MHD_Result dispatch(struct server *s, struct MHD_Connection *c, cons
     case R_INFILL: return server_native_infill(s, c, cn->body, cn->len, &cn->job);
     case R_MESSAGES: return server_anthropic_handle(s, c, 0, cn->body, cn->len, &cn->job);
     case R_COUNT_TOKENS: return server_anthropic_handle(s, c, 1, cn->body, cn->len, &cn->job);
+    case R_RESPONSES: return server_responses_handle(s, c, cn->body, cn->len, &cn->job);
     default: return server_tok_handle(s, c, SERVER_REQ_DETOKENIZE, cn->body, cn->len);
     }
 }

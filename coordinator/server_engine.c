@@ -35,6 +35,7 @@ void server_job_unref(struct server *s, job_t *j) {
     free(j->grammar_trigger);
     free(j->embd);
     free(j->toks);
+    server_responses_job_free(j);
     pthread_cond_destroy(&j->cv);
     job_t *lead = j->lead;
     free(j);
@@ -220,6 +221,7 @@ static int on_token(void *user, int id, int32_t token, float logprob, const sche
     size_t rlen = 0;
     int hit = n > 0 ? server_stop_feed(&j->st, buf, (size_t)n, &rel, &rlen) : 0;
     if (j->think_budget > 0) budget_feed(s, j, id, buf, n > 0 ? (size_t)n : 0);
+    if (n > 0) reasoning_budget_feed(&j->rcount, buf, (size_t)n);   /* counts (Responses' reasoning_tokens) */
     size_t chars = j->logprobs && n > 0 ? server_text_chars(buf, (size_t)n) : 0;   /* for text_offset */
     pthread_mutex_lock(&s->mu);
     if (!j->t_first) j->t_first = now;
@@ -274,6 +276,7 @@ static void admit(struct server *s, job_t *j) {
     detok_preserve(&j->dt, engine_trigger_token(s->m, j->grammar_trigger));
     server_stop_init(&j->st, j->stop, j->n_stop);
     reasoning_budget_init(&j->rb, j->think_budget, j->think_open);
+    reasoning_budget_init(&j->rcount, j->reason && j->api == SERVER_API_RESPONSES ? SERVER_THINK_COUNT : 0, j->think_open);
     j->t_start = time_now();
     if (j->cancel) { job_end(s, j, SCHED_CANCEL); return; }
     /* a prompt fed whole does not look at the caches (no RAM restore it would not use) */

@@ -395,6 +395,7 @@ static json_t *final_reply(struct server *s, job_t *const *jobs, int k, int n) {
     const job_t *j = jobs[0];
     if (j->kind == SERVER_REQ_EMBEDDINGS) return server_embd_reply(s, jobs, k);
     if (j->api == SERVER_API_ANTHROPIC) return server_anthropic_reply(s, j);   /* one choice */
+    if (j->api == SERVER_API_RESPONSES) return server_responses_reply(s, jobs[0]);   /* one choice */
     if (j->kind == SERVER_REQ_NATIVE) return server_native_reply(s, jobs, k);
     json_t *o = reply_base(s, j, j->kind == SERVER_REQ_CHAT ? "chat.completion" : "text_completion");
     json_t *choices = json_array();
@@ -673,6 +674,13 @@ static void sse_end(struct server *s, sse_t *g, int bad) {
         g->done = 1;
         return;
     }
+    if (h->api == SERVER_API_RESPONSES) {   /* likewise: response.completed was the last event */
+        server_err_t e;
+        if (bad >= 0) job_err(g->jobs[bad], &e);
+        server_responses_sse_end(h, bad >= 0 ? &e : NULL);
+        g->done = 1;
+        return;
+    }
     if (bad >= 0) {
         server_err_t e;
         job_err(g->jobs[bad], &e);
@@ -699,7 +707,10 @@ static int sse_fill(struct server *s, sse_t *g) {
     for (;;) {
         int ended = 0, bad = -1;
         for (int c = 0; c < g->k && bad < 0; c++) {
-            if (h->api == SERVER_API_ANTHROPIC ? server_anthropic_sse(s, g->jobs[c]) : sse_choice(s, h, g->jobs[c], c)) bad = c;
+            if (h->api == SERVER_API_ANTHROPIC   ? server_anthropic_sse(s, g->jobs[c])
+                : h->api == SERVER_API_RESPONSES ? server_responses_sse(s, g->jobs[c])
+                                                 : sse_choice(s, h, g->jobs[c], c))
+                bad = c;
             ended += g->jobs[c]->sse_phase == 2;
         }
         if (bad >= 0 || ended == g->k) sse_end(s, g, bad);
@@ -791,7 +802,7 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     int rf = r->reasoning_format >= 0 ? r->reasoning_format : s->cfg.reasoning_format;
     j->reason = r->kind == SERVER_REQ_CHAT && (rf == REASONING_DEEPSEEK || rf == REASONING_DEEPSEEK_LEGACY ||
                                                (rf == REASONING_AUTO && chat_template_thinks(s->m->tok)));
-    j->reason_inline = j->reason && r->stream && rf == REASONING_DEEPSEEK_LEGACY && r->api != SERVER_API_ANTHROPIC;
+    j->reason_inline = j->reason && r->stream && rf == REASONING_DEEPSEEK_LEGACY && r->api == SERVER_API_OPENAI;
     j->think_budget = r->kind == SERVER_REQ_CHAT ? budget_of(s, r) : -1;
     j->echo = r->echo;
     j->cache_prompt = r->cache_prompt;
@@ -815,8 +826,13 @@ static job_t *job_new(struct server *s, server_req_t *r) {
     j->created = (long long)time(NULL);
     if (!r->seed_set && !s->cfg.seed_fixed)   /* a fresh seed per request, as llama.cpp does */
         j->sp.seed ^= (seq + 1) * 0x9E3779B97F4A7C15ull ^ (uint64_t)j->created * 0xBF58476D1CE4E5B9ull;
-    snprintf(j->id, sizeof j->id, r->api == SERVER_API_ANTHROPIC ? "%s_%llx%06llx" : "%s-%llx%06llx",
-             r->api == SERVER_API_ANTHROPIC ? "msg" : r->kind == SERVER_REQ_CHAT ? "chatcmpl" : "cmpl",
+    if (r->api == SERVER_API_RESPONSES) {   /* one choice: the first job takes the echo */
+        j->resp_echo = r->resp_echo;
+        r->resp_echo = NULL;
+    }
+    snprintf(j->id, sizeof j->id, r->api != SERVER_API_OPENAI ? "%s_%llx%06llx" : "%s-%llx%06llx",
+             r->api == SERVER_API_ANTHROPIC ? "msg" : r->api == SERVER_API_RESPONSES ? "resp"
+             : r->kind == SERVER_REQ_CHAT ? "chatcmpl" : "cmpl",
              (unsigned long long)j->created, (unsigned long long)seq & 0xffffff);
     return j;
 }

@@ -13,6 +13,8 @@
 #include <pthread.h>
 #include <stdint.h>
 
+#define SERVER_THINK_COUNT (1 << 30)   /* job_t.rcount's budget: never reached, only counted down */
+
 enum job_state { JOB_QUEUED = 0, JOB_RUNNING = 1, JOB_DONE = 2 };
 enum job_cancel { JOB_CANCEL_NONE = 0, JOB_CANCEL_GONE = 1, JOB_CANCEL_TIMEOUT = 2, JOB_CANCEL_SHUTDOWN = 3 };
 
@@ -52,6 +54,11 @@ typedef struct job {
     int anth_block, anth_open; /* Anthropic's stream of it: the open block's index; 0 none open,
                                 * 1 a text block, 2 a tool_use block,
                                 * 3 a thinking block */
+    void *resp_echo;           /* Responses API: the request's fields its Response repeats (json_t *) */
+    struct resp_stream *resp;  /* Responses API: the reader of the text into output items (and
+                                * its stream events; server_responses.c) */
+    reasoning_budget_t rcount; /* Responses API with reason: counts the thinking's tokens (engine
+                                * thread; read once done): SERVER_THINK_COUNT - rcount.left */
     int cache_prompt;          /* may start on a slot's cached tokens (the request's "cache_prompt") */
     int n_keep;                /* a context shift keeps this many prompt tokens after the BOS (-1: all) */
     char *grammar;             /* GBNF the output follows (the request's, else the server's), or NULL */
@@ -259,6 +266,17 @@ enum MHD_Result server_anthropic_handle(struct server *s, struct MHD_Connection 
 void *server_anthropic_reply(struct server *s, const job_t *j);
 int server_anthropic_sse(struct server *s, job_t *j);
 void server_anthropic_sse_end(job_t *j, const server_err_t *e);
+
+/* server_responses.c: POST /v1/responses; a finished job's Response (json_t *; caller holds s->mu;
+ * it reads j's text); the stream's next events of job j into its sse buffer (caller holds s->mu;
+ * 1: j failed, the caller ends the stream), the stream's end (e: the error event, or NULL); and
+ * frees j's Responses state (job free) */
+enum MHD_Result server_responses_handle(struct server *s, struct MHD_Connection *c, const char *body, size_t len,
+                                        job_t **job_out);
+void *server_responses_reply(struct server *s, job_t *j);
+int server_responses_sse(struct server *s, job_t *j);
+void server_responses_sse_end(job_t *j, const server_err_t *e);
+void server_responses_job_free(job_t *j);
 
 /* server.c */
 enum MHD_Result server_reply(struct MHD_Connection *c, int status, const char *ctype, char *body);

@@ -731,6 +731,7 @@ void server_req_free(server_req_t *r) {
     free(r->msg_extra);
     json_decref(r->tools_json);
     json_decref(r->tmpl_kwargs);
+    json_decref(r->resp_echo);
     for (int i = 0; i < r->n_stop; i++) free(r->stop[i]);
     free(r->grammar);
     free(r->grammar_trigger);

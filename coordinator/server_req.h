@@ -30,8 +30,9 @@ enum server_req_kind {
 #define SERVER_KEEP_DEFAULT (-2)    /* server_req_t.n_keep when the request gives none */
 #define SERVER_MAX_EXTRA 4096       /* /infill's input_extra chunks per request */
 
-/* the API a request came in by: its reply's and errors' shapes (server_anthropic.c) */
-enum server_api { SERVER_API_OPENAI = 0, SERVER_API_ANTHROPIC = 1 };
+/* the API a request came in by: its reply's and errors' shapes (server_anthropic.c,
+ * server_responses.c: OpenAI's Responses API) */
+enum server_api { SERVER_API_OPENAI = 0, SERVER_API_ANTHROPIC = 1, SERVER_API_RESPONSES = 2 };
 
 /* tool_choice (server_tools.c); NONE also when the request has no tools */
 enum server_tools_mode { SERVER_TOOLS_NONE = 0, SERVER_TOOLS_AUTO = 1, SERVER_TOOLS_REQUIRED = 2, SERVER_TOOLS_NAMED = 3 };
@@ -46,6 +47,8 @@ typedef struct server_prompt {
 typedef struct server_req {
     int kind;
     int api;                 /* SERVER_API_*: set by the route, not parsed */
+    void *resp_echo;         /* SERVER_API_RESPONSES: the request's fields its Response repeats
+                              * (json_t *, owned; the first job takes it) */
     char *prompt;            /* completion: text prompt; tokenize: content (owned), or NULL */
     int32_t *ids;            /* completion prompt given as token ids / detokenize tokens (owned) */
     int n_ids;

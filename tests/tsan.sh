@@ -9,7 +9,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 b=${TERN_TSAN_BUILD:-build-tsan}
-sel=${1:-'^integ_(cli|cluster|context_shift|convert|curve|embed|grammar|infill|kld|kv_copy|lookup|mcscore|memflags|presets|reasoning|rope_scaling|sampler_order|sampling|serve|serve_concurrency|slot_cache|openai_client|cache_ram|chat_jinja|chat_cmd|chat_think|kquant|anthropic|native_api|tls|tools|tools_native|webui)$'}
+sel=${1:-'^integ_(cli|cluster|context_shift|convert|curve|embed|grammar|infill|kld|kv_copy|lookup|mcscore|memflags|presets|reasoning|rope_scaling|sampler_order|sampling|serve|serve_concurrency|slot_cache|openai_client|cache_ram|chat_jinja|chat_cmd|chat_think|kquant|anthropic|responses|native_api|tls|tools|tools_native|webui)$'}
 cmake -S . -B "$b" -DTERN_SANITIZE=thread -DTERN_CUDA=OFF -DTERN_WERROR=ON >/dev/null
 cmake --build "$b" -j"$(nproc)" >/dev/null
 logs=$(mktemp -d)

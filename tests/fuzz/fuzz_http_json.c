@@ -1,6 +1,9 @@
 /* fuzz_http_json: libFuzzer target for the HTTP API's untrusted input — request bodies of
  * every route through server_req_parse (the first byte picks the route, % 8; from 0x80 Anthropic's
- * /v1/messages, odd: count_tokens, through server_anthropic_parse), the error body for
+ * /v1/messages, odd: count_tokens, through server_anthropic_parse; from 0x80 with bit 1 set
+ * OpenAI's /v1/responses through server_responses_parse, whose parsed request then reads the body
+ * as a finished job's text into a Response, plain and streamed: the stream's last response must
+ * be the plain reply), the error body for
  * rejected ones (both shapes), the stop-string matcher fed the body in pieces with the request's own stop
  * strings, and UTF-8 sanitizing of arbitrary bytes. Grammars, JSON Schemas, response_format,
  * tools and logit biases come out of the parse ready for the engine (checked here). Seeds:
@@ -9,9 +12,12 @@
  *   cmake -DTERN_FUZZ=ON -DCMAKE_C_COMPILER=clang; ./fuzz_http_json -max_total_time=60 */
 #include "coordinator/grammar.h"
 #include "coordinator/server_anthropic.h"
+#include "coordinator/server_int.h"
 #include "coordinator/server_req.h"
+#include "coordinator/server_responses.h"
 #include "coordinator/server_stop.h"
 #include "coordinator/server_tools.h"
+#include "coordinator/toolstream.h"
 #include <math.h>
 #include <jansson.h>
 #include <stdint.h>
@@ -92,6 +98,55 @@ static void run_stops(const server_req_t *r, const uint8_t *data, size_t size) {
     server_stop_free(&st);
 }
 
+/* parsed Responses request r's finished job with text p[0..n) (reason: its thinking apart) */
+static void resp_job(job_t *j, const server_req_t *r, char *p, size_t n, int reason) {
+    memset(j, 0, sizeof *j);
+    snprintf(j->id, sizeof j->id, "resp_f");
+    j->api = SERVER_API_RESPONSES, j->kind = SERVER_REQ_CHAT, j->state = JOB_DONE;
+    j->finish = n % 2 ? SCHED_STOP : SCHED_LENGTH;
+    j->tools = r->tools != SERVER_TOOLS_NONE, j->tool_fmt = r->tool_fmt, j->reason = reason, j->think_open = reason > 1;
+    j->out = p, j->out_len = n, j->n_gen = (int)n;
+    j->resp_echo = json_deep_copy(r->resp_echo);
+}
+
+static void resp_job_free(job_t *j) {
+    server_responses_job_free(j);
+    free(j->sse);
+    free(j->racc);
+    if (j->ts) toolstream_free(j->ts);
+    free(j->ts);
+}
+
+/* the body as generated text: the plain Response, and the stream (done at once) whose last
+ * event's response must equal it */
+static void run_reply(const server_req_t *r, const uint8_t *data, size_t size) {
+    static struct server srv;   /* model_id only */
+    job_t j;
+    char *a = malloc(size + 1), *b = malloc(size + 1);
+    if (!a || !b) abort();
+    memcpy(a, data, size);
+    memcpy(b, data, size);
+    int reason = size ? data[size - 1] % 3 : 0;
+    resp_job(&j, r, a, size, reason);
+    json_t *plain = server_responses_reply(&srv, &j);
+    char *pt = plain ? json_dumps(plain, JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    json_decref(plain);
+    resp_job_free(&j);
+    resp_job(&j, r, b, size, reason);
+    if (server_responses_sse(&srv, &j) != 0 || j.sse_phase != 2 || !j.sse) abort();
+    const char *last = strstr(j.sse, "event: response.completed\n");
+    if (!last) last = strstr(j.sse, "event: response.incomplete\n");
+    json_t *ev = last ? json_loads(strchr(last, '\n') + 7, JSON_DISABLE_EOF_CHECK, NULL) : NULL;
+    char *st = ev ? json_dumps(json_object_get(ev, "response"), JSON_COMPACT | JSON_SORT_KEYS) : NULL;
+    if (!pt || !st || strcmp(pt, st)) abort();
+    json_decref(ev);
+    free(pt);
+    free(st);
+    resp_job_free(&j);
+    free(a);
+    free(b);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (size < 1) return 0;
     int kind = data[0] % 8;   /* SERVER_REQ_COMPLETION .. SERVER_REQ_INFILL */
@@ -99,13 +154,17 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     server_err_t e;
     memset(&e, 0, sizeof e);
     int fmt = (data[0] >> 3) & 3;   /* the tool format of the server's template (TOOLFMT_*) */
-    int anth = data[0] >= 0x80, rc = anth ? server_anthropic_parse(&r, data[0] & 1, (const char *)data + 1, size - 1, NULL, fmt, &e)
-                                           : server_req_parse_fmt(&r, kind, (const char *)data + 1, size - 1, NULL, fmt, &e);
+    int resp = data[0] >= 0x80 && (data[0] & 2), anth = data[0] >= 0x80 && !resp;
+    int rc = resp ? server_responses_parse(&r, (const char *)data + 1, size - 1, NULL, fmt, &e)
+             : anth ? server_anthropic_parse(&r, data[0] & 1, (const char *)data + 1, size - 1, NULL, fmt, &e)
+                    : server_req_parse_fmt(&r, kind, (const char *)data + 1, size - 1, NULL, fmt, &e);
     if (rc == 0) {
         if (anth && (r.kind != SERVER_REQ_CHAT || r.api != SERVER_API_ANTHROPIC || (!(data[0] & 1) && r.max_tokens < 1)))
             abort();
+        if (resp && (r.kind != SERVER_REQ_CHAT || r.api != SERVER_API_RESPONSES || !r.resp_echo || r.n != 1)) abort();
         check_req(&r);
         run_stops(&r, data + 1, size - 1);
+        if (resp) run_reply(&r, data + 1, size - 1);
         server_req_free(&r);
     } else {
         if (e.status < 400 || !e.msg[0]) abort();

@@ -1,6 +1,7 @@
 // The official OpenAI Node client (npm `openai`, major 4) against a running `tern serve`:
 // models, completions, chat, streaming (for await; n=2 too), seeded sampling, logprobs, structured output
-// (response_format json_schema), logit_bias / penalties, tool calls (plain, streamed, sent back) and errors as APIError.
+// (response_format json_schema), logit_bias / penalties, tool calls (plain, streamed, sent back), the Responses API
+// (responses.create plain and streamed, responses.stream, function tools, json_schema) and errors as APIError.
 // Driven by openai_client.sh: node openai_client.mjs NODE_DIR BASE_URL API_KEY EXPECT.json
 // EXPECT holds the prompt, n and the `tern run` texts (greedy and seeded) to compare against.
 // Prints one "ok - " / "FAIL - " line per check; exits 1 when any check failed.
@@ -223,6 +224,77 @@ await run('tools', async () => {
   check(typeof r2.choices[0].message.content === 'string' && !r2.choices[0].message.tool_calls,
         'a tool result in the conversation; tool_choice none answers in text', show(r2.choices[0]));
 });
+
+await run('responses', async () => {
+  // the Responses API: a plain reply, == chat for the same conversation; streamed (for await and
+  // the SDK's own accumulating stream helper) == plain; a function tool round trip; json_schema
+  const body = { model: want.model, instructions: 'Be brief.', input: 'Say hi', max_output_tokens: 12, temperature: 0 };
+  const r = await client.responses.create(body);
+  check(r.object === 'response' && r.id.startsWith('resp_') && r.output.length === 1 && r.output[0].type === 'message' &&
+    r.output[0].role === 'assistant' && typeof r.output_text === 'string' && r.output_text.length > 0 &&
+    ['completed', 'incomplete'].includes(r.status) && r.usage.input_tokens > 0 &&
+    r.usage.total_tokens === r.usage.input_tokens + r.usage.output_tokens,
+    'responses.create: a message item, output_text, status, usage', show(r));
+  const c = await client.chat.completions.create({ model: want.model, max_tokens: 12, temperature: 0,
+    messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Say hi' }] });
+  check(r.output_text === c.choices[0].message.content && r.usage.input_tokens === c.usage.prompt_tokens,
+    'responses output_text and input_tokens == chat content and prompt_tokens', `${show(r.output_text)} vs ${show(c.choices[0].message.content)}`);
+  const stream = await client.responses.create({ ...body, stream: true });
+  const types = [], seq = [];
+  let text = '', last = null;
+  for await (const ev of stream) {
+    types.push(ev.type);
+    seq.push(ev.sequence_number);
+    if (ev.type === 'response.output_text.delta') text += ev.delta;
+    if (ev.type === 'response.completed' || ev.type === 'response.incomplete') last = ev.response;
+  }
+  check(types[0] === 'response.created' && types[1] === 'response.in_progress' && types.at(-1) === `response.${r.status}` &&
+    types.includes('response.output_item.added') && types.includes('response.content_part.added') &&
+    types.includes('response.output_text.done') && seq.every((n, i) => n === i),
+    'streamed responses (for await): created, in_progress, item events, then completed / incomplete; sequence numbers', show(types));
+  check(text === r.output_text && last?.output?.[0]?.content?.[0]?.text === r.output_text && last.status === r.status,
+    'streamed responses: deltas and the last response == the plain output_text', `${show(text)} vs ${show(r.output_text)}`);
+  // the SDK accumulates the events itself (its snapshot: response.incomplete does not replace it; the
+  // helper adds no output_text here, so read the item)
+  const fin = await client.responses.stream(body).finalResponse();
+  const ftext = fin.output?.[0]?.content?.[0]?.text;
+  check(ftext === r.output_text && fin.output.length === 1, 'responses.stream().finalResponse(): the SDK-accumulated text == plain',
+    `${show(ftext)} vs ${show(r.output_text)}`);
+
+  const tools = [{ type: 'function', name: 'get_weather', description: 'Weather of a city', strict: true,
+    parameters: { type: 'object', properties: { city: { type: 'string', maxLength: 8 }, unit: { enum: ['c', 'f'] } },
+                  required: ['city', 'unit'] } }];
+  const t = await client.responses.create({ model: want.model, input: 'Weather in Paris?', tools, tool_choice: 'required',
+    max_output_tokens: 200, temperature: 1, seed: 5 });
+  const call = t.output.find((o) => o.type === 'function_call');
+  let args = null;
+  try { args = JSON.parse(call.arguments); } catch (e) { /* checked below */ }
+  check(call && call.name === 'get_weather' && call.call_id && args && ['c', 'f'].includes(args.unit),
+    'responses tool_choice required: a function_call item with JSON arguments', show(t.output));
+  const ts = client.responses.stream({ model: want.model, input: 'Weather in Paris?', tools, tool_choice: 'required',
+    max_output_tokens: 200, temperature: 1, seed: 5 });
+  let argDeltas = '';
+  ts.on('response.function_call_arguments.delta', (ev) => { argDeltas += ev.delta; });
+  const tf = await ts.finalResponse();
+  const scall = tf.output.find((o) => o.type === 'function_call');
+  check(argDeltas === call?.arguments && scall?.arguments === call?.arguments && scall?.name === call?.name,
+    'streamed function call (SDK stream helper) == plain', show({ argDeltas, scall }));
+  const t2 = await client.responses.create({ model: want.model, tools, tool_choice: 'none', max_output_tokens: 8,
+    temperature: 0, input: [{ role: 'user', content: 'Weather in Paris?' }, call,
+      { type: 'function_call_output', call_id: call?.call_id ?? 'x', output: '21 C' }] });
+  check(t2.output[0]?.type === 'message' && typeof t2.output_text === 'string',
+    'the function_call item and its function_call_output sent back: the next turn answers', show(t2.output));
+
+  const schema = { type: 'object', properties: { ok: { type: 'boolean' } }, required: ['ok'], additionalProperties: false };
+  const j = await client.responses.create({ model: want.model, input: 'JSON', max_output_tokens: 64, temperature: 1, seed: 3,
+    text: { format: { type: 'json_schema', name: 'c', schema, strict: true } } });
+  let o = null;
+  try { o = JSON.parse(j.output_text); } catch (e) { /* checked below */ }
+  check(j.status === 'completed' && o && typeof o.ok === 'boolean', 'responses text.format json_schema: output_text parses',
+    show(j.output_text));
+});
+await expectErr('responses with previous_response_id', BadRequestError, 400, 'invalid_request_error', 'invalid_value',
+  () => client.responses.create({ model: want.model, input: 'a', previous_response_id: 'resp_1' }));
 
 await run('embeddings', async () => {
   // the client asks for base64 by default and decodes it; floats asked for must be the same values

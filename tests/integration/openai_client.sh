@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The official OpenAI Node client (npm openai@4, installed by deploy/install-deps.sh into
 # ${TERN_CACHE:-~/.cache/tern}/node) against `tern serve` on a tiny model and a free port:
-# completions, chat and streaming give the texts of `tern run` (greedy and seeded), logprobs, embeddings
+# completions, chat and streaming give the texts of `tern run` (greedy and seeded), logprobs, the Responses API, embeddings
 # (base64 by default, == float), errors
 # surface as APIError with the right status (openai_client.mjs does the checks).
 # Skips (passes with a message) when node or the package is missing. The server is always killed.
