@@ -440,7 +440,7 @@ static int ev_tools(job_t *j, const char **fin) {
     size_t lim = ts->n_committed ? ts->content_before : ts->content.n;
     size_t n = ts->content_sent < lim ? toolstream_ready(ts, &ts->content, ts->content_sent) : 0;
     if (n > lim - ts->content_sent) n = lim - ts->content_sent;
-    ev_text(j, ts->content.p + ts->content_sent, n);
+    if (n) ev_text(j, ts->content.p + ts->content_sent, n);   /* p is NULL while nothing came */
     ts->content_sent += n;
     for (int k = 0; k < ts->n_committed; k++) {   /* calls commit in order, each complete before the next */
         toolstream_call_t *c = &ts->calls[k];

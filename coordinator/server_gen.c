@@ -996,7 +996,8 @@ static enum MHD_Result handle_jobs(struct server *s, struct MHD_Connection *c, s
         if (bad < 0 && (jobs[i]->finish == SCHED_ERROR || jobs[i]->finish == SCHED_CANCEL)) bad = i;
     }
     if (rc == 0 && bad >= 0) job_err(jobs[bad], &e);
-    else if (rc == 0) reply = final_reply(s, jobs, k, r->n);
+    else if (rc == 0 && !(reply = final_reply(s, jobs, k, r->n)))   /* e was never set: say why */
+        server_err_set(&e, 500, "server_error", NULL, NULL, "out of memory building the reply");
     for (int i = 1; i < made; i++) {   /* the extra jobs: this request's references */
         jobs[i]->conn = NULL;
         server_job_unref(s, jobs[i]);
