@@ -364,18 +364,7 @@ void *server_anthropic_reply(struct server *s, const job_t *j) {
 
 /* appends "event: NAME\ndata: JSON(o)\n\n" (o stolen) to j's unsent stream bytes */
 static void sse_ev(job_t *j, const char *name, json_t *o) {
-    char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    const char *body = txt ? txt : "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"out of memory\"}}";
-    size_t need = j->sse_len + strlen(name) + strlen(body) + 32;
-    if (need > j->sse_cap) {
-        char *p = realloc(j->sse, need * 2);
-        if (!p) { free(txt); return; }
-        j->sse = p;
-        j->sse_cap = need * 2;
-    }
-    j->sse_len += (size_t)sprintf(j->sse + j->sse_len, "event: %s\ndata: %s\n\n", txt ? name : "error", body);
-    free(txt);
+    server_gen_sse_put(j, name, o, "{\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"out of memory\"}}");
 }
 
 static void ev_block_start(job_t *j, int index, json_t *block) {

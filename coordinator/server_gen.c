@@ -467,23 +467,29 @@ typedef struct sse {
     int done;                          /* [DONE] is formatted */
 } sse_t;
 
-/* appends the event "data: <body>\n\n" to the job's unsent stream bytes */
-static void sse_event(job_t *j, const char *body) {
-    size_t need = j->sse_len + strlen(body) + 16;
+/* appends "event: NAME\n" (name NULL: none, as OpenAI's chat streams) and "data: BODY\n\n" to
+ * j's unsent stream bytes; out of memory: nothing */
+static void sse_event(job_t *j, const char *name, const char *body) {
+    size_t need = j->sse_len + (name ? strlen(name) : 0) + strlen(body) + 32;
     if (need > j->sse_cap) {
         char *p = realloc(j->sse, need * 2);
         if (!p) return;
         j->sse = p;
         j->sse_cap = need * 2;
     }
+    if (name) j->sse_len += (size_t)sprintf(j->sse + j->sse_len, "event: %s\n", name);
     j->sse_len += (size_t)sprintf(j->sse + j->sse_len, "data: %s\n\n", body);
 }
 
-static void sse_put(job_t *j, json_t *o) {
+void server_gen_sse_put(job_t *j, const char *name, void *o, const char *oom) {
     char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
-    sse_event(j, txt ? txt : "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}");
+    sse_event(j, txt || !name ? name : "error", txt ? txt : oom);
     free(txt);
+}
+
+static void sse_put(job_t *j, json_t *o) {
+    server_gen_sse_put(j, NULL, o, "{\"error\":{\"message\":\"out of memory\",\"type\":\"server_error\"}}");
 }
 
 /* a chunk of request h's choice `index` with text (NULL: none), finish reason (NULL: still
@@ -685,7 +691,7 @@ static void sse_end(struct server *s, sse_t *g, int bad) {
         server_err_t e;
         job_err(g->jobs[bad], &e);
         char *txt = server_err_json(&e);
-        if (txt) sse_event(h, txt);
+        if (txt) sse_event(h, NULL, txt);
         free(txt);
     } else if (h->include_usage && h->kind != SERVER_REQ_NATIVE) {
         json_t *o = reply_base(s, h, h->kind == SERVER_REQ_CHAT ? "chat.completion.chunk" : "text_completion");
@@ -694,7 +700,7 @@ static void sse_end(struct server *s, sse_t *g, int bad) {
         json_object_set_new(o, "timings", timings_json(h));
         sse_put(h, o);
     }
-    if (h->kind != SERVER_REQ_NATIVE) sse_event(h, "[DONE]");   /* llama.cpp's own stream has none */
+    if (h->kind != SERVER_REQ_NATIVE) sse_event(h, NULL, "[DONE]");   /* llama.cpp's own stream has none */
     g->done = 1;
 }
 

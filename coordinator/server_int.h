@@ -252,6 +252,12 @@ void server_gen_reason_new(job_t *j, const char **r, size_t *nr, const char **c,
  * (caller holds s->mu) */
 void *server_gen_usage(job_t *const *jobs, int k, int n);
 
+/* server_gen.c: appends the event "event: NAME\ndata: JSON(o)\n\n" (o a json_t *, stolen; name NULL:
+ * no event line, as OpenAI's chat streams) to j's unsent stream bytes; when o is NULL or does not
+ * dump, data OOM instead (under the name "error" when a name is given); out of memory for the
+ * bytes: nothing (caller holds s->mu) */
+void server_gen_sse_put(job_t *j, const char *name, void *o, const char *oom);
+
 /* server_gen.c, for server_anthropic.c: runs parsed request r (a stream or one reply), as
  * server_gen_handle does after parsing; and the prompt tokens r would have (<0 with e) */
 enum MHD_Result server_gen_jobs(struct server *s, struct MHD_Connection *c, server_req_t *r, job_t **job_out);

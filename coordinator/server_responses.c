@@ -481,18 +481,8 @@ static void ev(job_t *j, const char *type, json_t *o) {
         json_decref(o);
         o = NULL;
     }
-    char *txt = o ? json_dumps(o, JSON_COMPACT) : NULL;
-    json_decref(o);
-    const char *body = txt ? txt : "{\"type\":\"error\",\"code\":\"server_error\",\"message\":\"out of memory\",\"param\":null}";
-    size_t need = j->sse_len + strlen(type) + strlen(body) + 32;
-    if (need > j->sse_cap) {
-        char *p = realloc(j->sse, need * 2);
-        if (!p) { free(txt); return; }
-        j->sse = p;
-        j->sse_cap = need * 2;
-    }
-    j->sse_len += (size_t)sprintf(j->sse + j->sse_len, "event: %s\ndata: %s\n\n", txt ? type : "error", body);
-    free(txt);
+    server_gen_sse_put(j, type, o,
+                       "{\"type\":\"error\",\"code\":\"server_error\",\"message\":\"out of memory\",\"param\":null}");
 }
 
 /* the usage of finished job j: reasoning_tokens the engine's count of the tokens inside the thinking */

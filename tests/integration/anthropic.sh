@@ -12,43 +12,17 @@ source "$(dirname "$0")/lib.bash"
 
 M="$tmp/tiny.gguf"
 make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 11
-start_serve s1 -m "$M" -t 2 -c 4096 --api-key sekret || die "serve did not start: $(cat "$tmp/s1.log")"
-wait_health "$URL" 30 || die "serve not healthy: $(tail -5 "$tmp/s1.log")"
+serve_ready s1 -m "$M" -t 2 -c 4096 --api-key sekret
 
 cat >"$tmp/anthropic.py" <<'PY'
-import json, sys, urllib.request, urllib.error
+import json, sys
+import httpcheck
+from httpcheck import say, check, events
 URL = sys.argv[1]
 KEY = {"x-api-key": "sekret", "anthropic-version": "2023-06-01"}
 
 def post(path, body, headers=KEY, raw=False):
-    req = urllib.request.Request(URL + path, json.dumps(body).encode() if not raw else body,
-                                 dict({"Content-Type": "application/json"}, **headers))
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-def say(good, what):
-    print(("ok   " if good else "FAIL ") + what, flush=True)
-
-def check(what, fn):
-    try:
-        good, info = fn()
-        say(good, what + ("" if good else f": {info}"))
-    except Exception as e:
-        say(False, f"{what}: {e!r}")
-
-def events(txt):   # SSE text → [(event, data)]
-    out = []
-    for ev in txt.split("\n\n"):
-        if not ev.strip():
-            continue
-        lines = ev.split("\n")
-        name = [l[7:] for l in lines if l.startswith("event: ")]
-        data = [l[6:] for l in lines if l.startswith("data: ")]
-        out.append((name[0] if name else None, json.loads(data[0]) if data else None))
-    return out
+    return httpcheck.post(URL, path, body, headers, raw)
 
 def order_ok(evs):   # message_start, (block start, deltas, stop)*, message_delta, message_stop; pings anywhere
     names = [n for n, _ in evs if n != "ping"]
@@ -250,13 +224,7 @@ def bearer():
     return s2 == 200, t2[:200]
 check("Bearer key accepted too", bearer)
 PY
-while IFS= read -r line; do
-  case "$line" in
-    "ok   "*) ok "${line#ok   }" ;;
-    "FAIL "*) bad "${line#FAIL }" ;;
-    *) echo "$line" ;;
-  esac
-done < <(timeout 240 python3 "$tmp/anthropic.py" "$URL" 2>&1)
+count_checks < <(timeout 240 python3 "$tmp/anthropic.py" "$URL" 2>&1)
 [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/health")" = 200 ] && ok "serve healthy after all" \
   || bad "serve unhealthy after the Messages requests"
 finish 20

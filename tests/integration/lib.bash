@@ -1,7 +1,8 @@
 # lib.bash: the preamble and helpers shared by tests/integration/*.sh (sourced, never run: its
 # name does not end in .sh, so CMake makes no test of it). Sourcing it sets -u, TERN (from
-# $TERN_BIN), a fresh temp dir $tmp, the pids array, the pass/fail counters, and traps: on any
-# exit (an early `exit 1`, INT and TERM included) cleanup stops every pid in pids and removes $tmp.
+# $TERN_BIN), a fresh temp dir $tmp, the pids array, the pass/fail counters, PYTHONPATH (for
+# httpcheck.py, the Python checkers' helpers beside it), and traps: on any exit (an early
+# `exit 1`, INT and TERM included) cleanup stops every pid in pids and removes $tmp.
 # A script with more to undo traps its own function, which calls cleanup last.
 set -u
 TERN="${TERN_BIN:?TERN_BIN not set}"
@@ -9,6 +10,9 @@ tmp=$(mktemp -d)
 pids=()
 pass=0 fail=0
 LOOPBACK_ANY='tcp://127.0.0.1:*'   # a --listen on loopback, any free port
+# the Python checkers import httpcheck.py from this folder (without writing __pycache__ into it)
+PYTHONPATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)${PYTHONPATH:+:$PYTHONPATH}"
+export PYTHONPATH PYTHONDONTWRITEBYTECODE=1
 
 # cleanup: SIGCONT then SIGTERM to every pid in pids, SIGKILL to those still running 5 s later;
 # waits for all children; removes $tmp (keeps it and says so when TERN_KEEP_TMP is set)
@@ -34,6 +38,19 @@ ok() { pass=$((pass+1)); echo "ok   - $*"; }
 bad() { fail=$((fail+1)); echo "FAIL - $*"; }
 # die TEXT: prints TEXT and exits 1 (cleanup still runs)
 die() { echo "$*"; exit 1; }
+# count_checks: reads a checker's output on stdin: "ok   TEXT" counts as ok TEXT, "FAIL TEXT" as
+# bad TEXT (httpcheck.say writes them), other lines are echoed. Feed it with < <(...), not a
+# pipe, so that the counts stay in this shell.
+count_checks() {
+  local line
+  while IFS= read -r line; do
+    case "$line" in
+      "ok   "*) ok "${line#ok   }" ;;
+      "FAIL "*) bad "${line#FAIL }" ;;
+      *) echo "$line" ;;
+    esac
+  done
+}
 
 # finish [LINES [FILE...]]: if a check failed and LINES is given, prints "--- logs" and the last
 # LINES lines of each FILE (default $tmp/*.log); then "N passed, M failed"; returns 1 if a check
@@ -137,4 +154,10 @@ start_serve() {
   URL="http://127.0.0.1:$port"
   grep -q 'listening on https://' "$tmp/$name.log" && URL="https://127.0.0.1:$port"
   [ -n "$port" ]
+}
+# serve_ready NAME ARGS...: start_serve NAME ARGS..., then wait_health (at most 30 s); exits 1
+# with NAME's log when either fails; sets SPID and URL
+serve_ready() {
+  start_serve "$@" || die "serve $1 did not start: $(cat "$tmp/$1.log")"
+  wait_health "$URL" 30 || die "serve $1 not healthy: $(tail -5 "$tmp/$1.log")"
 }

@@ -59,7 +59,8 @@ done
   && bad "--reasoning-format maybe was accepted" || ok "bad flag: $(tail -1 "$tmp/badflag.log")"
 
 python3 - "$U_AUTO" "$U_NONE" "$U_BUDGET" "$U_OPEN" "$data" "$U_KW" >"$tmp/py.out" 2>"$tmp/py.log" <<'PY'
-import json, re, sys, urllib.request, urllib.error
+import json, re, sys
+from httpcheck import post
 auto, none, budget, opn, data, kwsrv = sys.argv[1:7]
 sys.path.insert(0, data)
 import render   # tests/data/jinja/render.py: jinja2 set up as Hugging Face's
@@ -68,14 +69,6 @@ tmpl = env.from_string(open(data + "/qwen3.jinja", encoding="utf-8", newline="")
 res = {"ok": [], "bad": []}
 def check(cond, what):
     res["ok" if cond else "bad"].append(what)
-
-def post(url, path, body):
-    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 
 def chat(url, extra, stream=False):
     body = {"messages": [{"role": "user", "content": "think, then answer"}], "temperature": 0, "max_tokens": 80}
@@ -265,18 +258,12 @@ got="$(props "$U_BUD5")"
   && bad "--reasoning-budget -2 was accepted" || ok "bad flag: $(tail -1 "$tmp/badbud.log")"
 
 python3 - "$U_AUTO" "$U_BUD5" "$U_BCL" >"$tmp/pyb.out" 2>"$tmp/pyb.log" <<'PY'
-import json, sys, urllib.request, urllib.error
+import json, sys
+from httpcheck import post
 auto, bud5, bcl = sys.argv[1:4]
 res = {"ok": [], "bad": []}
 def check(cond, what):
     res["ok" if cond else "bad"].append(what)
-def post(url, path, body):
-    req = urllib.request.Request(url + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
 def chat(url, extra, stream=False):
     body = {"messages": [{"role": "user", "content": "think, then answer"}], "temperature": 0, "max_tokens": 120,
             "grammar": 'root ::= "<think>" [a-z ]* "</think>" [a-z ]{5,20}'}

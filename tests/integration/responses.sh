@@ -17,48 +17,20 @@ src=${TERN_SRC:?TERN_SRC not set}
 
 M="$tmp/tiny.gguf"
 make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 11
-start_serve s1 -m "$M" -t 2 -c 4096 --api-key sekret || die "serve did not start: $(cat "$tmp/s1.log")"
+serve_ready s1 -m "$M" -t 2 -c 4096 --api-key sekret
 U1=$URL
-start_serve s2 -m "$M" -t 2 -c 4096 --jinja --chat-template-file "$src/tests/data/jinja/qwen3.jinja" \
-  || die "serve (jinja) did not start: $(cat "$tmp/s2.log")"
+serve_ready s2 -m "$M" -t 2 -c 4096 --jinja --chat-template-file "$src/tests/data/jinja/qwen3.jinja"
 U2=$URL
-wait_health "$U1" 30 || die "serve not healthy: $(tail -5 "$tmp/s1.log")"
-wait_health "$U2" 30 || die "serve (jinja) not healthy: $(tail -5 "$tmp/s2.log")"
 
 cat >"$tmp/responses.py" <<'PY'
-import json, sys, urllib.request, urllib.error
+import json, sys, urllib.request
+import httpcheck
+from httpcheck import say, check, events
 URL, URL2 = sys.argv[1], sys.argv[2]
 KEY = {"Authorization": "Bearer sekret"}
 
 def post(path, body, headers=KEY, raw=False, url=URL):
-    req = urllib.request.Request(url + path, json.dumps(body).encode() if not raw else body,
-                                 dict({"Content-Type": "application/json"}, **headers))
-    try:
-        with urllib.request.urlopen(req, timeout=120) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-def say(good, what):
-    print(("ok   " if good else "FAIL ") + what, flush=True)
-
-def check(what, fn):
-    try:
-        good, info = fn()
-        say(good, what + ("" if good else f": {info}"))
-    except Exception as e:
-        say(False, f"{what}: {e!r}")
-
-def events(txt):   # SSE text → [(event, data)]
-    out = []
-    for ev in txt.split("\n\n"):
-        if not ev.strip():
-            continue
-        lines = ev.split("\n")
-        name = [l[7:] for l in lines if l.startswith("event: ")]
-        data = [l[6:] for l in lines if l.startswith("data: ")]
-        out.append((name[0] if name else None, json.loads(data[0]) if data else None))
-    return out
+    return httpcheck.post(url, path, body, headers, raw)
 
 def order_ok(evs):
     """created, in_progress, then items one at a time: output_item.added (index k), its parts and
@@ -325,13 +297,7 @@ def native_round_trip():
     return s2 == 200 and json.loads(t2)["output"][-1]["type"] == "message", t2[:300]
 check("--jinja Qwen3: a function_call and its output as input render through the template", native_round_trip)
 PY
-while IFS= read -r line; do
-  case "$line" in
-    "ok   "*) ok "${line#ok   }" ;;
-    "FAIL "*) bad "${line#FAIL }" ;;
-    *) echo "$line" ;;
-  esac
-done < <(timeout 400 python3 "$tmp/responses.py" "$U1" "$U2" 2>&1)
+count_checks < <(timeout 400 python3 "$tmp/responses.py" "$U1" "$U2" 2>&1)
 for u in "$U1" "$U2"; do
   [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$u/health")" = 200 ] && ok "serve $u healthy after all" \
     || bad "serve $u unhealthy after the Responses requests"

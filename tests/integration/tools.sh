@@ -9,12 +9,13 @@ source "$(dirname "$0")/lib.bash"
 
 M="$tmp/tiny.gguf"
 make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 11
-start_serve s1 -m "$M" -t 2 -c 4096 || die "serve did not start: $(cat "$tmp/s1.log")"
-wait_health "$URL" 30 || die "serve not healthy: $(tail -5 "$tmp/s1.log")"
+serve_ready s1 -m "$M" -t 2 -c 4096
 
-# the checks run in one Python script (HTTP with urllib); its "ok"/"FAIL" lines are counted here
+# the checks run in one Python script (HTTP through httpcheck.py); its "ok"/"FAIL" lines are counted here
 cat >"$tmp/tools.py" <<'PY'
-import json, sys, urllib.request, urllib.error
+import json, sys
+import httpcheck
+from httpcheck import say
 URL = sys.argv[1]
 WEATHER = {"type": "object", "properties": {"city": {"type": "string", "maxLength": 12},
            "unit": {"enum": ["c", "f"]}}, "required": ["city", "unit"]}
@@ -24,16 +25,7 @@ TOOLS = [{"type": "function", "function": {"name": "get_weather", "description":
 MSGS = [{"role": "user", "content": "What is the weather in Paris?"}]
 
 def post(body, stream=False):
-    req = urllib.request.Request(URL + "/v1/chat/completions", json.dumps(body).encode(),
-                                 {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-
-def say(good, what):
-    print(("ok   " if good else "FAIL ") + what, flush=True)
+    return httpcheck.post(URL, "/v1/chat/completions", body, timeout=60)
 
 def args_ok(name, args):
     if name == "get_weather":
@@ -171,13 +163,7 @@ bad("unsupported 'pattern'", "tools[1].function.parameters",
 bad("tool message without tool_call_id", "messages", dict(base, messages=MSGS + [{"role": "tool", "content": "x"}]))
 bad("tool_choice required without tools", "tool_choice", {"messages": MSGS, "tool_choice": "required"})
 PY
-while IFS= read -r line; do
-  case "$line" in
-    "ok   "*) ok "${line#ok   }" ;;
-    "FAIL "*) bad "${line#FAIL }" ;;
-    *) echo "$line" ;;
-  esac
-done < <(timeout 90 python3 "$tmp/tools.py" "$URL" 2>&1)
+count_checks < <(timeout 90 python3 "$tmp/tools.py" "$URL" 2>&1)
 [ "$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 "$URL/health")" = 200 ] && ok "serve healthy after all" \
   || bad "serve unhealthy after the tool requests"
 finish 20

@@ -19,7 +19,8 @@ M="$tmp/tiny.gguf"
 make_model "$M" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 11
 
 cat >"$tmp/check.py" <<'PY'
-import json, sys, urllib.request, urllib.error
+import json, sys
+import httpcheck
 URL, FMT, TMPL = sys.argv[1], sys.argv[2], sys.argv[3]
 OUT = sys.argv[4]                  # the replies, written for the cluster comparison
 LABEL = sys.argv[5] if len(sys.argv) > 5 else FMT
@@ -32,15 +33,10 @@ MSGS = [{"role": "user", "content": "What is the weather in Paris?"}]
 replies = {}
 
 def post(path, body):
-    req = urllib.request.Request(URL + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
+    return httpcheck.post(URL, path, body, timeout=60)
 
 def say(good, what):
-    print(("ok   " if good else "FAIL ") + LABEL + ": " + what, flush=True)
+    httpcheck.say(good, LABEL + ": " + what)
 
 def args_ok(name, args):   # the schemas above, checked by hand
     if name == "get_weather":
@@ -174,21 +170,13 @@ json.dump(replies, open(OUT, "w"), sort_keys=True)
 PY
 
 run_checks() {   # run_checks URL FMT TEMPLATE OUT [LABEL]
-  while IFS= read -r line; do
-    case "$line" in
-      "ok   "*) ok "${line#ok   }" ;;
-      "FAIL "*) bad "${line#FAIL }" ;;
-      *) echo "$line" ;;
-    esac
-  done < <(timeout 120 python3 "$tmp/check.py" "$@" 2>&1)
+  count_checks < <(timeout 120 python3 "$tmp/check.py" "$@" 2>&1)
 }
 
 # one serve per format: NAME TEMPLATE FORMAT
 for spec in "qwen:qwen2.5-instruct:hermes" "llama:llama3.1:llama3" "mistral:mistral-small-3.1-24b-instruct-2503:mistral"; do
   IFS=: read -r name file fmt <<<"$spec"
-  start_serve "s_$name" -m "$M" -t 2 -c 4096 --jinja --chat-template-file "$data/$file.jinja" \
-    || die "serve did not start: $(cat "$tmp/s_$name.log")"
-  wait_health "$URL" 30 || die "serve not healthy: $(tail -5 "$tmp/s_$name.log")"
+  serve_ready "s_$name" -m "$M" -t 2 -c 4096 --jinja --chat-template-file "$data/$file.jinja"
   grep -q "tool calls in the $fmt format" "$tmp/s_$name.log" && ok "$fmt: the startup log names the format" \
     || bad "$fmt: startup log: $(grep 'chat template' "$tmp/s_$name.log")"
   run_checks "$URL" "$fmt" "$data/$file.jinja" "$tmp/one_$name.json"
@@ -201,27 +189,13 @@ done
 # text, then the marker; the lazy grammar takes over from the token. Plain and streamed agree.
 MC="$tmp/ctl.gguf"
 make_model "$MC" --preset tiny --arch bitnet-b1.58 --type i2_s --seed 11 --control '[TOOL_CALLS]'
-start_serve s_ctl -m "$MC" -t 2 -c 4096 --jinja --chat-template-file "$data/mistral-small-3.1-24b-instruct-2503.jinja" \
-  || die "serve (control token) did not start: $(cat "$tmp/s_ctl.log")"
-wait_health "$URL" 30 || die "serve (control token) not healthy: $(tail -5 "$tmp/s_ctl.log")"
-while IFS= read -r line; do
-  case "$line" in
-    "ok   "*) ok "${line#ok   }" ;;
-    "FAIL "*) bad "${line#FAIL }" ;;
-    *) echo "$line" ;;
-  esac
-done < <(timeout 120 python3 - "$URL" 2>&1 <<'PY'
-import json, sys, urllib.request, urllib.error
+serve_ready s_ctl -m "$MC" -t 2 -c 4096 --jinja --chat-template-file "$data/mistral-small-3.1-24b-instruct-2503.jinja"
+count_checks < <(timeout 120 python3 - "$URL" 2>&1 <<'PY'
+import json, sys
+import httpcheck
 URL = sys.argv[1]
-def post(path, body):
-    req = urllib.request.Request(URL + path, json.dumps(body).encode(), {"Content-Type": "application/json"})
-    try:
-        with urllib.request.urlopen(req, timeout=60) as r:
-            return r.status, r.read().decode()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read().decode()
-def say(good, what):
-    print(("ok   " if good else "FAIL ") + "mistral control token: " + what, flush=True)
+def post(path, body): return httpcheck.post(URL, path, body, timeout=60)
+def say(good, what): httpcheck.say(good, "mistral control token: " + what)
 st, t = post("/tokenize", {"content": "[TOOL_CALLS]"})
 toks = json.loads(t)["tokens"]
 say(len(toks) == 1, "[TOOL_CALLS] is one token: %s" % toks)
@@ -264,9 +238,7 @@ start_worker w1 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w1 not ready: $(cat 
 E1=$EP
 start_worker w2 "$LOOPBACK_ANY" -m "$M" -t 1 || die "worker w2 not ready: $(cat "$tmp/w2.log")"
 E2=$EP
-start_serve s_cluster -m "$M" -t 2 -c 4096 --workers "$E1,$E2" --jinja --chat-template-file "$data/qwen2.5-instruct.jinja" \
-  || die "serve over workers did not start: $(cat "$tmp/s_cluster.log")"
-wait_health "$URL" 30 || die "serve over workers not healthy: $(tail -5 "$tmp/s_cluster.log")"
+serve_ready s_cluster -m "$M" -t 2 -c 4096 --workers "$E1,$E2" --jinja --chat-template-file "$data/qwen2.5-instruct.jinja"
 run_checks "$URL" hermes "$data/qwen2.5-instruct.jinja" "$tmp/two_qwen.json" "hermes over 2 workers"
 python3 - "$tmp/one_qwen.json" "$tmp/two_qwen.json" <<'PY' && ok "hermes: the replies over 2 workers == one process" \
   || bad "hermes: the replies over 2 workers differ from one process"

@@ -533,6 +533,17 @@ static int rope_file(const char *path, const hparams_t *a, const char *key, int 
     return rc;
 }
 
+/* asserts that every field of got is want's, exactly */
+static void rope_scaling_eq(const rope_scaling_t *got, rope_scaling_t want) {
+    assert_int_equal(got->type, want.type);
+    assert_float_equal(got->freq_scale, want.freq_scale, 0);
+    assert_int_equal(got->n_ctx_orig, want.n_ctx_orig);
+    assert_float_equal(got->ext_factor, want.ext_factor, 0);
+    assert_float_equal(got->attn_factor, want.attn_factor, 0);
+    assert_float_equal(got->beta_fast, want.beta_fast, 0);
+    assert_float_equal(got->beta_slow, want.beta_slow, 0);
+}
+
 /* RoPE scaling keys: yarn and linear round trip through hparams_to_gguf / hparams_from_gguf;
  * llama.cpp's older rope.scale_linear and the type it implies; corrupt values and unknown types
  * refused with the key named; the user's overrides applied and checked */
@@ -546,13 +557,7 @@ static void test_hparams_rope(void **st) {
     assert_int_equal(a.rope.type, ROPE_SCALING_NONE);
     a.rope = (rope_scaling_t){ROPE_SCALING_YARN, 0.25f, 128, 0.5f, 1.25f, 16.0f, 2.0f};
     if (rope_file(path, &a, NULL, 0, 0, NULL, &b, err, sizeof err) < 0) fail_msg("%s", err);
-    assert_int_equal(b.rope.type, ROPE_SCALING_YARN);
-    assert_float_equal(b.rope.freq_scale, 0.25f, 0);
-    assert_int_equal(b.rope.n_ctx_orig, 128);
-    assert_float_equal(b.rope.ext_factor, 0.5f, 0);
-    assert_float_equal(b.rope.attn_factor, 1.25f, 0);
-    assert_float_equal(b.rope.beta_fast, 16.0f, 0);
-    assert_float_equal(b.rope.beta_slow, 2.0f, 0);
+    rope_scaling_eq(&b.rope, (rope_scaling_t){ROPE_SCALING_YARN, 0.25f, 128, 0.5f, 1.25f, 16.0f, 2.0f});
     a.rope = (rope_scaling_t){ROPE_SCALING_LINEAR, 0.5f, 0, -1.0f, 1.0f, 32.0f, 1.0f};
     if (rope_file(path, &a, NULL, 0, 0, NULL, &b, err, sizeof err) < 0) fail_msg("%s", err);
     assert_int_equal(b.rope.type, ROPE_SCALING_LINEAR);
@@ -598,13 +603,7 @@ static void test_hparams_rope(void **st) {
     o.beta_fast = 8.0f, o.beta_slow = 0.5f, o.freq_base = 1234.0f;
     assert_false(rope_override_empty(&o));
     assert_int_equal(hparams_rope_override(&a, &o, err, sizeof err), 0);
-    assert_int_equal(a.rope.type, ROPE_SCALING_YARN);
-    assert_float_equal(a.rope.freq_scale, 0.125f, 0);
-    assert_int_equal(a.rope.n_ctx_orig, 64);
-    assert_float_equal(a.rope.ext_factor, 0.0f, 0);
-    assert_float_equal(a.rope.attn_factor, 3.0f, 0);
-    assert_float_equal(a.rope.beta_fast, 8.0f, 0);
-    assert_float_equal(a.rope.beta_slow, 0.5f, 0);
+    rope_scaling_eq(&a.rope, (rope_scaling_t){ROPE_SCALING_YARN, 0.125f, 64, 0.0f, 3.0f, 8.0f, 0.5f});
     assert_float_equal(a.rope_base, 1234.0f, 0);
     rope_override_default(&o);
     o.type = ROPE_SCALING_NONE;

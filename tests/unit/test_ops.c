@@ -92,6 +92,18 @@ static void rope_direct(double *xd, int n_heads, int hd, int rot, int pos, doubl
     }
 }
 
+/* x (n,) rotated by ops_rope against the reference xd: the dims of each head past rot_dim
+ * (i % hd >= rot) unchanged, exactly; the rotated ones within tol */
+static void rope_check(const float *x, const double *xd, int n, int hd, int rot, double tol, const char *what) {
+    for (int i = 0; i < n; i++) {
+        if (i % hd >= rot) {
+            if (x[i] != (float)xd[i]) fail_msg("%s: dim %d beyond rot_dim changed", what, i % hd);
+            continue;
+        }
+        close_to(x[i], xd[i], tol, what, i);
+    }
+}
+
 static void rope_case(int n_heads, int hd, int rot, int pos, float base, int neox, int use_ff, int rec,
                       double tol) {
     int n = n_heads * hd;
@@ -107,13 +119,7 @@ static void rope_case(int n_heads, int hd, int rot, int pos, float base, int neo
     char what[96];
     snprintf(what, sizeof what, "rope %s heads=%d hd=%d rot=%d pos=%d ff=%d", neox ? "neox" : "norm",
              n_heads, hd, rot, pos, use_ff);
-    for (int i = 0; i < n; i++) {
-        if (i % hd >= rot) {
-            if (x[i] != (float)xd[i]) fail_msg("%s: dim %d beyond rot_dim changed", what, i % hd);
-            continue;
-        }
-        close_to(x[i], xd[i], tol, what, i);
-    }
+    rope_check(x, xd, n, hd, rot, tol, what);
     free(x); free(xd);
 }
 
@@ -209,13 +215,7 @@ static void scaled_case(int yarn, double freq_scale, double ext, double attn, in
     snprintf(what, sizeof what, "rope yarn=%d fs=%g ext=%g attn=%g orig=%d ff=%d neox=%d rot=%d pos=%d", yarn, freq_scale,
              ext, attn, n_orig, use_ff, neox, rot, pos);
     double tol = (2e-5 + pos * 4e-7) * 2.5;
-    for (int i = 0; i < n; i++) {
-        if (i % hd >= rot) {
-            if (x[i] != (float)xd[i]) fail_msg("%s: dim %d beyond rot_dim changed", what, i % hd);
-            continue;
-        }
-        close_to(x[i], xd[i], tol, what, i);
-    }
+    rope_check(x, xd, n, hd, rot, tol, what);
     free(x); free(xd);
 }
 
